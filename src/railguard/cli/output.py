@@ -1,0 +1,97 @@
+"""Rendering for people (rich) and for agents (``--json``).
+
+Every command produces one result: a payload plus diagnostics. With ``--json`` the
+result is printed as one JSON document on stdout (``ok``, ``diagnostics`` and the
+payload); otherwise diagnostics go to stderr in the Terraform style (severity and
+summary, then location, detail and what to do) and the payload is rendered by the
+command. :func:`guarded` turns any :class:`RailguardError` into that output and an
+exit code, so no traceback reaches a user for a user mistake.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import os
+import sys
+import traceback
+from collections.abc import Callable, Iterable
+from typing import Any, ParamSpec, TypeVar
+
+import typer
+from rich.console import Console
+from rich.markup import escape
+
+from railguard.model.diagnostics import Diagnostic, RailguardError, Severity, error
+
+out = Console(highlight=False, soft_wrap=True)
+err = Console(stderr=True, highlight=False, soft_wrap=True)
+
+_COLOURS = {Severity.error: "red", Severity.warning: "yellow", Severity.info: "cyan"}
+
+P = ParamSpec("P")
+R = TypeVar("R")
+
+
+def emit_json(payload: dict[str, Any]) -> None:
+    sys.stdout.write(json.dumps(payload, indent=2, default=str) + "\n")
+    sys.stdout.flush()
+
+
+def diagnostics_json(diagnostics: Iterable[Diagnostic]) -> list[dict[str, Any]]:
+    return [d.model_dump(mode="json") for d in diagnostics]
+
+
+def print_diagnostics(diagnostics: Iterable[Diagnostic]) -> None:
+    for d in diagnostics:
+        colour = _COLOURS[d.severity]
+        err.print(f"[bold {colour}]{d.severity.value.capitalize()}:[/] [bold]{escape(d.summary)}[/]  [dim]({d.code})[/]")
+        where = []
+        if d.file:
+            where.append(f"{d.file}:{d.line}" if d.line else d.file)
+        if d.address:
+            where.append(d.address)
+        if where:
+            err.print(f"  [dim]on[/] {escape(' — '.join(where))}")
+        err.print(f"  {escape(d.detail)}")
+        err.print(f"  [bold]→[/] {escape(d.remediation)}")
+        err.print()
+
+
+def finish(as_json: bool, diagnostics: list[Diagnostic], payload: dict[str, Any] | None = None,
+           code: int | None = None) -> None:
+    """Print the result and exit: 1 when any diagnostic is an error, else ``code`` or 0."""
+    failed = any(d.is_error for d in diagnostics)
+    if as_json:
+        emit_json({"ok": not failed, "diagnostics": diagnostics_json(diagnostics), **(payload or {})})
+    else:
+        print_diagnostics(diagnostics)
+    raise typer.Exit(1 if failed else (code or 0))
+
+
+def guarded(as_json_param: str = "as_json") -> Callable[[Callable[P, R]], Callable[P, R]]:
+    """Decorator: RailguardError → diagnostics + exit 1; a bug → ``internal.error`` + exit 70."""
+
+    def wrap(fn: Callable[P, R]) -> Callable[P, R]:
+        @functools.wraps(fn)
+        def inner(*args: P.args, **kwargs: P.kwargs) -> R:
+            as_json = bool(kwargs.get(as_json_param, False))
+            try:
+                return fn(*args, **kwargs)
+            except (typer.Exit, typer.Abort, KeyboardInterrupt):
+                raise
+            except RailguardError as exc:
+                finish(as_json, list(exc.diagnostics))
+            except Exception as exc:  # noqa: BLE001 - last line of defence: never a raw traceback
+                if os.environ.get("RAILGUARD_DEBUG"):
+                    traceback.print_exc()
+                finish(as_json, [error(
+                    "internal.error", "Railguard hit an internal error",
+                    f"{type(exc).__name__}: {exc}. This is a bug in Railguard, not in your input.",
+                    "Re-run with RAILGUARD_DEBUG=1 to see the traceback and report it.",
+                )], code=70)
+            raise AssertionError("unreachable")
+
+        return inner
+
+    return wrap

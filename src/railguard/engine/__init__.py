@@ -1,0 +1,1 @@
+"""Orchestration: load the spec, observe, plan, apply. Sits between the CLI and state/providers."""

@@ -1,0 +1,64 @@
+"""Making a plan: load the spec, observe the live state, run the planner, save.
+
+The two phases of pyinfra: gather facts (the provider's ``observe``, recorded in the
+store, which bumps the environment's serial when the live state moved), then compute
+the plan as a pure function of spec and store. Nothing is written when the spec has
+errors. Called by ``railguard plan`` (and the daemon/MCP later).
+"""
+
+from __future__ import annotations
+
+from railguard.engine import planner
+from railguard.engine.sources import snapshot
+from railguard.engine.targets import provider_for
+from railguard.engine.workspace import Workspace, require_env
+from railguard.model.diagnostics import RailguardError, error
+from railguard.model.plans import Plan
+from railguard.model.resources import Resource, desired_resources
+from railguard.model.spec import Spec
+from railguard.providers.base import ObserveRequest
+from railguard.state.store import Store
+
+
+def desired_for(ws: Workspace, spec: Spec, env: str) -> list[Resource]:
+    """The desired resources of ``env``, including the digest of the app source as it is now."""
+    source_root = (ws.root / spec.app.source).resolve()
+    if not source_root.is_dir():
+        raise RailguardError(error(
+            "spec.invalid_value", "The app source folder does not exist",
+            f"[app].source points at {source_root}, which is not a folder.",
+            "Fix app.source in the spec (it is relative to the spec file), then run `railguard validate`.",
+            address="app.source",
+        ))
+    try:
+        digest = snapshot(source_root).digest
+    except (OSError, ValueError) as exc:
+        raise RailguardError(error(
+            "spec.invalid_value", "The app source could not be read",
+            f"Snapshotting {source_root} failed: {exc}.",
+            "Check file permissions, or exclude the files in .railguardignore.", address="app.source",
+        )) from exc
+    return desired_resources(spec, env, digest)
+
+
+def observe_into(store: Store, ws: Workspace, spec: Spec, env: str) -> None:
+    """Ask the environment's provider what is live and record it (serial moves if it changed)."""
+    provider = provider_for(spec.environments[env].target, ws)
+    if provider is None:
+        return
+    report = provider.observe(ObserveRequest(env=env))
+    store.record_observed(env, report.resources)
+
+
+def make_plan(ws: Workspace, env: str) -> Plan:
+    spec, warnings = ws.load_valid()
+    require_env(spec, env)
+    desired = desired_for(ws, spec, env)
+    store = ws.open_store()
+    try:
+        observe_into(store, ws, spec, env)
+        computed = planner.plan(env, desired, store.inventory(env), store.serial(env))
+        computed = computed.model_copy(update={"diagnostics": [*warnings, *computed.diagnostics]})
+        return store.save_plan(computed)
+    finally:
+        store.close()

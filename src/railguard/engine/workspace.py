@@ -1,0 +1,90 @@
+"""Where things are: the spec file and the state folder, and loading the spec.
+
+The spec is ``railguard.toml`` in the current folder unless ``--spec`` or
+``RAILGUARD_SPEC`` says otherwise; the state folder is ``.railguard/`` beside the
+spec unless ``RAILGUARD_HOME`` says otherwise. Reading the file is the only I/O
+here; parsing is :func:`railguard.model.specfile.parse_spec`. Used by every
+command that needs the spec or the store.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+from railguard.model.diagnostics import Diagnostic, RailguardError, error, has_errors
+from railguard.model.spec import Spec
+from railguard.model.specfile import parse_spec
+from railguard.state.store import Store
+
+SPEC_NAME = "railguard.toml"
+
+
+@dataclass(frozen=True)
+class Workspace:
+    spec_path: Path
+    home: Path
+
+    @classmethod
+    def locate(cls, spec: str | os.PathLike[str] | None = None) -> Workspace:
+        spec_path = Path(spec or os.environ.get("RAILGUARD_SPEC") or SPEC_NAME).absolute()
+        home_env = os.environ.get("RAILGUARD_HOME")
+        home = Path(home_env).absolute() if home_env else spec_path.parent / ".railguard"
+        return cls(spec_path=spec_path, home=home)
+
+    @property
+    def root(self) -> Path:
+        return self.spec_path.parent
+
+    def read_spec_text(self) -> str:
+        if not self.spec_path.exists():
+            raise RailguardError(error(
+                "spec.not_found", f"No spec at {self.spec_path}",
+                f"Railguard looks for {SPEC_NAME} in the current folder (or the file given with --spec / "
+                f"RAILGUARD_SPEC) and found nothing at {self.spec_path}.",
+                "Run `railguard init` to write a starter spec for this app, or pass --spec PATH.",
+                file=str(self.spec_path),
+            ))
+        try:
+            return self.spec_path.read_text(encoding="utf-8")
+        except (OSError, UnicodeDecodeError) as exc:
+            raise RailguardError(error(
+                "spec.unreadable", f"Cannot read {self.spec_path.name}",
+                f"Reading {self.spec_path} failed: {exc}.",
+                "Check the file's permissions and that it is UTF-8 text.", file=str(self.spec_path),
+            )) from exc
+
+    def load(self) -> tuple[Spec | None, list[Diagnostic]]:
+        """Parse the spec; diagnostics include warnings even when the spec is usable."""
+        return parse_spec(self.read_spec_text(), file=self._display_path())
+
+    def load_valid(self) -> tuple[Spec, list[Diagnostic]]:
+        """Parse the spec or raise with every error found."""
+        spec, diagnostics = self.load()
+        if spec is None or has_errors(diagnostics):
+            raise RailguardError(*diagnostics)
+        return spec, diagnostics
+
+    def open_store(self) -> Store:
+        return Store.open(self.home)
+
+    def _display_path(self) -> str:
+        try:
+            return str(self.spec_path.relative_to(Path.cwd()))
+        except ValueError:
+            return str(self.spec_path)
+
+
+def require_env(spec: Spec, env: str) -> None:
+    if env not in spec.environments:
+        import difflib
+
+        names = sorted(spec.environments)
+        guess = difflib.get_close_matches(env, names, n=1, cutoff=0.6)
+        raise RailguardError(error(
+            "spec.unknown_environment", f"No environment '{env}'",
+            f"The spec defines these environments: {', '.join(names) or 'none'}.",
+            (f"Did you mean '{guess[0]}'? " if guess else "") + "Pass one of them with --env.",
+            address=f"environments.{env}",
+        ))

@@ -1,0 +1,20 @@
+"""Canonical JSON and content digests.
+
+Fingerprints of resources, plan hashes and spec digests must not depend on key
+order or whitespace, so everything hashed goes through :func:`canonical_json`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from typing import Any
+
+
+def canonical_json(value: Any) -> str:
+    return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False, default=str)
+
+
+def digest(value: Any) -> str:
+    """``sha256:<hex>`` of the canonical JSON of ``value``."""
+    return "sha256:" + hashlib.sha256(canonical_json(value).encode("utf-8")).hexdigest()

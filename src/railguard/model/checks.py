@@ -1,0 +1,203 @@
+"""Cross-field rules of the spec that a schema cannot express.
+
+Runs after the structure is valid: references to services that do not exist,
+dependency cycles, two services claiming the same route, reserved or conflicting
+variable names, environments sharing an edge port, health timings that cannot
+work. Each rule yields diagnostics; all rules always run so a user sees every
+problem at once. Called by :func:`railguard.model.specfile.parse_spec`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+from railguard.model.diagnostics import Diagnostic, error, warning
+from railguard.model.durations import parse_ms
+from railguard.model.graph import find_cycle
+from railguard.model.sensitivity import looks_secret
+from railguard.model.spec import Service, Spec
+
+RESERVED_VARIABLES = {"PORT", "PATH", "HOME"}
+RESERVED_PREFIX = "RAILGUARD_"
+
+
+def check(spec: Spec) -> list[Diagnostic]:
+    found: list[Diagnostic] = []
+    for rule in (_no_environments, _references, _cycles, _variables, _edge_ports, _routes, _health):
+        found.extend(rule(spec))
+    return found
+
+
+def _no_environments(spec: Spec) -> Iterator[Diagnostic]:
+    if not spec.environments:
+        yield error(
+            "spec.no_environments", "No environment is defined",
+            "The spec defines no [environments.<name>] table, so there is nowhere to deploy.",
+            "Add one, for example:\n[environments.staging]\nedge_port = 8080\nthen run `railguard validate`.",
+            address="environments",
+        )
+
+
+def _references(spec: Spec) -> Iterator[Diagnostic]:
+    names = sorted(spec.services)
+    for name, service in spec.services.items():
+        for i, dep in enumerate(service.depends_on):
+            if dep not in spec.services:
+                yield _unknown_service(dep, f"services.{name}.depends_on[{i}]", names)
+            elif dep == name:
+                yield error(
+                    "spec.dependency_cycle", f"Service '{name}' depends on itself",
+                    f"'services.{name}.depends_on' lists '{name}' itself.",
+                    f"Remove '{name}' from its own depends_on, then run `railguard validate`.",
+                    address=f"services.{name}.depends_on[{i}]",
+                )
+    for env_name, env in spec.environments.items():
+        for name in env.services:
+            if name not in spec.services:
+                yield _unknown_service(name, f"environments.{env_name}.services.{name}", names)
+
+
+def _unknown_service(name: str, where: str, names: list[str]) -> Diagnostic:
+    import difflib
+
+    guess = difflib.get_close_matches(name, names, n=1, cutoff=0.6)
+    hint = f"Did you mean '{guess[0]}'? " if guess else ""
+    return error(
+        "spec.unknown_service", f"No service named '{name}'",
+        f"'{where}' refers to the service '{name}', but the spec defines only: {', '.join(names) or 'none'}.",
+        f"{hint}Fix the name or add [services.{name}], then run `railguard validate`.",
+        address=where, extra={"suggestion": guess[0] if guess else None},
+    )
+
+
+def _cycles(spec: Spec) -> Iterator[Diagnostic]:
+    graph = {n: [d for d in s.depends_on if d in spec.services and d != n] for n, s in spec.services.items()}
+    cycle = find_cycle(graph)
+    if cycle:
+        chain = " -> ".join([*cycle, cycle[0]])
+        yield error(
+            "spec.dependency_cycle", "Services depend on each other in a cycle",
+            f"The depends_on chain {chain} loops, so no service in it can be rolled out first.",
+            "Remove one of the depends_on links in the cycle, then run `railguard validate`.",
+            address=f"services.{cycle[0]}.depends_on", extra={"cycle": cycle},
+        )
+
+
+def _variables(spec: Spec) -> Iterator[Diagnostic]:
+    # Base services first, then each environment's resolved view; the same finding is reported once.
+    seen: set[tuple[str, str | None]] = set()
+    views = [("", name, service) for name, service in spec.services.items()]
+    views += [(env, name, spec.resolved_service(env, name))
+              for env, environment in spec.environments.items() for name in environment.services
+              if name in spec.services]
+    for env_name, name, service in views:
+        for diag in _service_variables(name, env_name, service):
+            if (diag.code, diag.address) not in seen:
+                seen.add((diag.code, diag.address))
+                yield diag
+
+
+def _service_variables(name: str, env_name: str, service: Service) -> Iterator[Diagnostic]:
+    where = f"environments.{env_name}.services.{name}" if env_name else f"services.{name}"
+    # Only report on the base service once; per-environment passes report what overrides add.
+    for var in [*service.env, *service.secrets]:
+        if var.upper() in RESERVED_VARIABLES or var.upper().startswith(RESERVED_PREFIX) or var == service.port_env:
+            yield error(
+                "spec.reserved_variable", f"'{var}' is reserved",
+                f"Railguard sets '{var}' itself for every replica ({', '.join(sorted(RESERVED_VARIABLES))}, "
+                f"the port variable '{service.port_env}' and anything starting with {RESERVED_PREFIX}).",
+                f"Rename the variable in {where}, then run `railguard validate`.",
+                address=f"services.{name}.env.{var}", extra={"environment": env_name or None},
+            )
+    for var in sorted(set(service.env) & set(service.secrets)):
+        yield error(
+            "spec.env_secret_conflict", f"'{var}' is both a variable and a secret",
+            f"Service '{name}' declares '{var}' in env and in secrets; only one can win.",
+            f"Keep it in secrets (and remove it from env) in {where}, then run `railguard validate`.",
+            address=f"services.{name}.env.{var}",
+        )
+    for var, value in service.env.items():
+        if looks_secret(var) and value:
+            yield warning(
+                "spec.secret_in_env", f"'{var}' looks like a secret in plain env",
+                f"The variable '{var}' of service '{name}' has a value in the spec, which is stored in plans, "
+                "releases and git history. Its value is redacted from plans, but it is not protected.",
+                f"Move it to secrets: add \"{var}\" to services.{name}.secrets and remove it from env, "
+                "then run `railguard validate`.",
+                address=f"services.{name}.env.{var}",
+            )
+
+
+def _edge_ports(spec: Spec) -> Iterator[Diagnostic]:
+    seen: dict[int, str] = {}
+    for env_name, env in spec.environments.items():
+        other = seen.setdefault(env.edge_port, env_name)
+        if other != env_name:
+            yield error(
+                "spec.edge_port_conflict", f"Environments '{other}' and '{env_name}' share edge port {env.edge_port}",
+                "Each environment needs its own edge port; sharing one would send one environment's "
+                "traffic to the other.",
+                f"Give environments.{env_name}.edge_port another port, then run `railguard validate`.",
+                address=f"environments.{env_name}.edge_port",
+            )
+
+
+def _routes(spec: Spec) -> Iterator[Diagnostic]:
+    reported: set[tuple[str, str | None]] = set()
+    for diag in _routes_per_environment(spec):
+        if (diag.code, diag.address) not in reported:
+            reported.add((diag.code, diag.address))
+            yield diag
+
+
+def _routes_per_environment(spec: Spec) -> Iterator[Diagnostic]:
+    for env_name in spec.environments:
+        claimed: dict[tuple[str, str], str] = {}
+        for name in sorted(spec.services):
+            service = spec.resolved_service(env_name, name)
+            if service.routes and not service.listen:
+                yield error(
+                    "spec.route_without_port", f"Service '{name}' has routes but does not listen",
+                    f"In environment '{env_name}', '{name}' sets listen = false, so the edge has nowhere to "
+                    "send its routes.",
+                    f"Remove services.{name}.routes or set listen = true, then run `railguard validate`.",
+                    address=f"services.{name}.routes",
+                )
+            for i, route in enumerate(service.routes):
+                key = (route.host or "*", route.path.rstrip("/") or "/")
+                owner = claimed.setdefault(key, name)
+                if owner != name or _dup_in_service(service, i, key):
+                    yield error(
+                        "spec.duplicate_route", f"Route {key[0]}{key[1]} is claimed twice",
+                        f"In environment '{env_name}', host '{key[0]}' and path '{key[1]}' are routed to "
+                        f"'{owner}' and again by '{name}'; the edge could not tell where a request belongs.",
+                        f"Give one of them another host or path, then run `railguard validate`.",
+                        address=f"services.{name}.routes[{i}]", extra={"environment": env_name},
+                    )
+
+
+def _dup_in_service(service: Service, index: int, key: tuple[str, str]) -> bool:
+    return any((r.host or "*", r.path.rstrip("/") or "/") == key for r in service.routes[:index])
+
+
+def _health(spec: Spec) -> Iterator[Diagnostic]:
+    for name, service in spec.services.items():
+        health = service.health
+        if health is None:
+            continue
+        if parse_ms(health.timeout) > parse_ms(health.interval):
+            yield error(
+                "spec.health_timing", f"Health timeout of '{name}' is longer than its interval",
+                f"A check may take {health.timeout} but a new one starts every {health.interval}, so checks "
+                "would overlap.",
+                f"Make services.{name}.health.timeout at most the interval, then run `railguard validate`.",
+                address=f"services.{name}.health.timeout",
+            )
+        if parse_ms(health.start_period) > parse_ms(service.start_timeout):
+            yield warning(
+                "spec.health_timing", f"Start period of '{name}' exceeds its start timeout",
+                f"The health start period ({health.start_period}) is longer than start_timeout "
+                f"({service.start_timeout}); the rollout gives up before failures even count.",
+                f"Raise services.{name}.start_timeout or shorten health.start_period.",
+                address=f"services.{name}.health.start_period",
+            )

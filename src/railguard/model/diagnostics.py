@@ -1,0 +1,120 @@
+"""Diagnostics: the one error shape of Railguard.
+
+Every problem a user or an agent can hit, from a typo in ``railguard.toml`` to a
+stale plan, travels as a :class:`Diagnostic`. The CLI renders them, ``--json``
+prints them, the MCP server returns them. Codes are stable and all declared in
+:data:`CODES`; ``docs/diagnostics.md`` documents each one and a test keeps the two
+in sync. Code that hits a problem either returns diagnostics or raises
+:class:`RailguardError` carrying them; the CLI turns the latter into output and an
+exit code, never a traceback.
+"""
+
+from __future__ import annotations
+
+from enum import Enum
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+
+class Severity(str, Enum):
+    error = "error"
+    warning = "warning"
+    info = "info"
+
+
+# Every code the code base can emit, with the one-line meaning used in docs.
+CODES: dict[str, str] = {
+    # the spec file
+    "spec.not_found": "The spec file does not exist.",
+    "spec.unreadable": "The spec file could not be read.",
+    "spec.toml_syntax": "The spec file is not valid TOML.",
+    "spec.unknown_key": "A key the spec schema does not define.",
+    "spec.missing_key": "A required key is missing.",
+    "spec.invalid_value": "A value has the wrong type or is out of range.",
+    "spec.invalid_name": "A name is not a safe identifier.",
+    "spec.invalid_duration": "A duration string could not be parsed.",
+    "spec.unknown_service": "A reference names a service that does not exist.",
+    "spec.dependency_cycle": "Services depend on each other in a cycle.",
+    "spec.duplicate_route": "Two services claim the same host and path in one environment.",
+    "spec.route_without_port": "A service with routes does not listen on a port.",
+    "spec.reserved_variable": "A variable name is reserved by Railguard.",
+    "spec.env_secret_conflict": "The same name is both a plain variable and a secret.",
+    "spec.secret_in_env": "A plain variable looks like it holds a secret.",
+    "spec.edge_port_conflict": "Two environments use the same edge port.",
+    "spec.health_timing": "Health check timings do not fit together.",
+    "spec.unknown_environment": "The requested environment is not in the spec.",
+    "spec.no_environments": "The spec defines no environment.",
+    # the state folder
+    "state.unwritable": "The state folder cannot be created or written.",
+    "state.corrupt": "The state database is damaged or not a Railguard store.",
+    "state.too_new": "The state database was written by a newer Railguard.",
+    "state.locked": "Another process holds the state lock.",
+    "state.stale_lock": "The state lock is held by a process that no longer exists.",
+    # plans and apply
+    "plan.not_found": "No saved plan has that id.",
+    "plan.hash_mismatch": "The saved plan does not match its content hash (tampered).",
+    "plan.stale": "The live state moved since the plan was made.",
+    "plan.spec_changed": "The spec on disk no longer matches the plan.",
+    "plan.errored": "The plan has errors and cannot be applied.",
+    "plan.already_applied": "The plan was already applied.",
+    "apply.step_failed": "A change could not be applied by the provider.",
+    "provider.unavailable": "No provider is available for the environment's target.",
+    # init
+    "init.exists": "A spec file already exists.",
+    "init.no_app": "No app was detected in the folder.",
+    # catch-all for bugs: never for user mistakes
+    "internal.error": "An unexpected internal error.",
+}
+
+
+class Diagnostic(BaseModel):
+    """One problem, with everything needed to understand and fix it."""
+
+    model_config = ConfigDict(frozen=True)
+
+    code: str = Field(description="Stable code, documented in docs/diagnostics.md.")
+    severity: Severity = Field(default=Severity.error)
+    summary: str = Field(description="One-line headline.")
+    detail: str = Field(description="Full sentences: what is wrong and why it matters.")
+    address: str | None = Field(default=None, description="Resource address or spec key path.")
+    file: str | None = Field(default=None, description="File the problem is in, when the input is a file.")
+    line: int | None = Field(default=None, description="1-based line in `file`.")
+    remediation: str = Field(description="What to do next, naming the command.")
+    extra: dict[str, Any] = Field(default_factory=dict, description="Structured context (log tail, ...).")
+
+    @field_validator("code")
+    @classmethod
+    def _known_code(cls, value: str) -> str:
+        # An undeclared code is a programming error; catching it here keeps docs honest.
+        if value not in CODES:
+            raise ValueError(f"undeclared diagnostic code {value!r}")
+        return value
+
+    @property
+    def is_error(self) -> bool:
+        return self.severity is Severity.error
+
+
+class RailguardError(Exception):
+    """Raised to abort an operation with one or more diagnostics."""
+
+    def __init__(self, *diagnostics: Diagnostic) -> None:
+        super().__init__("; ".join(f"{d.code}: {d.summary}" for d in diagnostics))
+        self.diagnostics: tuple[Diagnostic, ...] = diagnostics
+
+
+def error(code: str, summary: str, detail: str, remediation: str, **kwargs: Any) -> Diagnostic:
+    """Shorthand for an error diagnostic."""
+    return Diagnostic(code=code, summary=summary, detail=detail, remediation=remediation, **kwargs)
+
+
+def warning(code: str, summary: str, detail: str, remediation: str, **kwargs: Any) -> Diagnostic:
+    """Shorthand for a warning diagnostic."""
+    return Diagnostic(
+        code=code, severity=Severity.warning, summary=summary, detail=detail, remediation=remediation, **kwargs
+    )
+
+
+def has_errors(diagnostics: list[Diagnostic] | tuple[Diagnostic, ...]) -> bool:
+    return any(d.is_error for d in diagnostics)

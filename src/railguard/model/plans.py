@@ -1,0 +1,121 @@
+"""Plans: frozen, reviewable values describing what an apply would do.
+
+A plan is computed once, saved with an id and a content hash, shown to whoever
+reviews it, and later applied exactly as saved. It records the environment's state
+serial it was computed against, so an apply after the live state moved is refused.
+Pure data; built by :mod:`railguard.engine.planner`, saved by the state store,
+checked by :mod:`railguard.engine.apply`.
+"""
+
+from __future__ import annotations
+
+from enum import Enum
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from railguard.model.canonical import digest
+from railguard.model.diagnostics import Diagnostic, has_errors
+from railguard.model.resources import Resource, ResourceKind
+
+PLAN_FORMAT = 1
+
+
+class Action(str, Enum):
+    create = "create"
+    update = "update"
+    replace = "replace"
+    delete = "delete"
+    noop = "no-op"
+
+
+class Risk(str, Enum):
+    """How much a change can hurt: ordered from least to most."""
+
+    safe = "safe"
+    disruptive = "disruptive"
+    destructive = "destructive"
+
+
+RISK_ORDER = {Risk.safe: 0, Risk.disruptive: 1, Risk.destructive: 2}
+
+
+class FieldDiff(BaseModel):
+    """One changed config key. Sensitive values are already redacted."""
+
+    model_config = ConfigDict(frozen=True)
+
+    path: str
+    before: Any = None
+    after: Any = None
+
+
+class Change(BaseModel):
+    """One step of a plan for one resource."""
+
+    model_config = ConfigDict(frozen=True)
+
+    address: str
+    kind: ResourceKind
+    action: Action
+    reason: str = Field(description="Why this action, in one sentence.")
+    risk: Risk
+    diff: list[FieldDiff] = Field(default_factory=list)
+    before_fingerprint: str | None = None
+    after_fingerprint: str | None = None
+
+
+class Plan(BaseModel):
+    """A saved plan. ``hash`` covers everything but ``id``, ``created_at`` and itself."""
+
+    model_config = ConfigDict(frozen=True)
+
+    format: int = PLAN_FORMAT
+    id: str = ""
+    created_at: str = ""
+    env: str
+    base_serial: int = Field(description="The environment's state serial the plan was computed against.")
+    desired_digest: str = Field(description="Digest of the desired resources the plan was computed for.")
+    changes: list[Change]
+    desired: list[Resource] = Field(description="The frozen desired resources apply will use.")
+    diagnostics: list[Diagnostic] = Field(default_factory=list)
+    hash: str = ""
+
+    @property
+    def errored(self) -> bool:
+        return has_errors(self.diagnostics)
+
+    @property
+    def actionable(self) -> list[Change]:
+        return [c for c in self.changes if c.action is not Action.noop]
+
+    @property
+    def applyable(self) -> bool:
+        return not self.errored and bool(self.actionable)
+
+    @property
+    def max_risk(self) -> Risk:
+        risks = [c.risk for c in self.actionable] or [Risk.safe]
+        return max(risks, key=lambda r: RISK_ORDER[r])
+
+    def counts(self) -> dict[str, int]:
+        out = {a.value: 0 for a in Action}
+        for change in self.changes:
+            out[change.action.value] += 1
+        return out
+
+    def content_hash(self) -> str:
+        body = self.model_dump(mode="json", exclude={"id", "created_at", "hash"})
+        return digest(body)
+
+    def sealed(self, plan_id: str, created_at: str) -> Plan:
+        """The plan with its id, time and content hash filled in."""
+        return self.model_copy(update={"id": plan_id, "created_at": created_at, "hash": self.content_hash()})
+
+    def summary(self) -> dict[str, Any]:
+        """The flags and counts shown at the top of every rendering (Terraform-style)."""
+        return {
+            "id": self.id, "env": self.env, "hash": self.hash, "base_serial": self.base_serial,
+            "errored": self.errored, "applyable": self.applyable, "max_risk": self.max_risk.value,
+            "counts": self.counts(),
+        }

@@ -1,0 +1,136 @@
+"""Resources: the addressable things a spec asks for in one environment.
+
+A resource has a stable address (``staging/service.web``, ``staging/edge``), a
+normalized config (durations in milliseconds, lists sorted where order carries no
+meaning) and the fingerprint of that config. The planner compares fingerprints of
+desired and observed resources; equal fingerprints mean nothing to do. Observed
+resources are what a provider reports as live. Pure data: built from a parsed spec
+by :func:`desired_resources`, no I/O.
+"""
+
+from __future__ import annotations
+
+from enum import Enum
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from railguard.model.canonical import digest
+from railguard.model.durations import parse_ms
+from railguard.model.spec import Service, Spec
+
+ResourceKind = Literal["service", "edge"]
+
+
+def service_address(env: str, name: str) -> str:
+    return f"{env}/service.{name}"
+
+
+def edge_address(env: str) -> str:
+    return f"{env}/edge"
+
+
+class Resource(BaseModel):
+    """One desired resource."""
+
+    model_config = ConfigDict(frozen=True)
+
+    address: str
+    env: str
+    kind: ResourceKind
+    name: str
+    config: dict[str, Any]
+    depends_on: list[str] = Field(default_factory=list, description="Addresses this resource needs first.")
+    fingerprint: str
+
+
+class LiveStatus(str, Enum):
+    """Closed set of states a provider may report, ordered from best to worst."""
+
+    running = "running"
+    progressing = "progressing"
+    degraded = "degraded"
+    stopped = "stopped"
+    missing = "missing"
+
+
+class ObservedResource(BaseModel):
+    """What a provider reports as live for one address."""
+
+    model_config = ConfigDict(frozen=True)
+
+    address: str
+    kind: ResourceKind
+    fingerprint: str
+    config: dict[str, Any]
+    depends_on: list[str] = Field(default_factory=list)
+    status: LiveStatus = LiveStatus.running
+    release: int | None = None
+    message: str = ""
+
+
+def _normalize_service(service: Service, env: str, source_digest: str | None, data_dir: str | None) -> dict[str, Any]:
+    health = None
+    if service.health is not None:
+        h = service.health
+        health = {
+            "mode": "http" if h.http is not None else ("tcp" if h.tcp else "exec"),
+            "http": h.http, "exec": h.exec,
+            "interval_ms": parse_ms(h.interval), "timeout_ms": parse_ms(h.timeout),
+            "start_period_ms": parse_ms(h.start_period),
+            "healthy_threshold": h.healthy_threshold, "unhealthy_threshold": h.unhealthy_threshold,
+        }
+    return {
+        "build": service.build,
+        "run": service.run,
+        "release": service.release,
+        "replicas": service.replicas,
+        "listen": service.listen,
+        "port_env": service.port_env,
+        "health": health,
+        "env": dict(sorted(service.env.items())),
+        "secrets": sorted(set(service.secrets)),
+        "routes": sorted(({"host": r.host, "path": r.path} for r in service.routes),
+                         key=lambda r: (r["host"] or "", r["path"])),
+        "start_timeout_ms": parse_ms(service.start_timeout),
+        "stop_timeout_ms": parse_ms(service.stop_timeout),
+        "drain_timeout_ms": parse_ms(service.drain_timeout),
+        "source": source_digest,
+        "data_dir": data_dir,
+    }
+
+
+def make_resource(env: str, kind: ResourceKind, name: str, config: dict[str, Any], depends_on: list[str]) -> Resource:
+    address = service_address(env, name) if kind == "service" else edge_address(env)
+    return Resource(address=address, env=env, kind=kind, name=name, config=config,
+                    depends_on=sorted(depends_on), fingerprint=digest(config))
+
+
+def desired_resources(spec: Spec, env: str, source_digest: str | None = None) -> list[Resource]:
+    """Every resource the spec asks for in ``env`` (services, then the edge), in name order.
+
+    ``source_digest`` identifies the app source the services would run; it is part of
+    each service's config so a code change is a change to plan.
+    """
+    environment = spec.environments[env]
+    resources: list[Resource] = []
+    edge_routes: list[dict[str, Any]] = []
+    for name in sorted(spec.services):
+        service = spec.resolved_service(env, name)
+        config = _normalize_service(service, env, source_digest, environment.data_dir)
+        deps = [service_address(env, d) for d in service.depends_on]
+        resources.append(make_resource(env, "service", name, config, deps))
+        edge_routes += [{**route, "service": name} for route in config["routes"]]
+    edge_config = {
+        "target": environment.target,
+        "port": environment.edge_port,
+        "routes": sorted(edge_routes, key=lambda r: (r["host"] or "", r["path"], r["service"])),
+    }
+    routed = sorted({service_address(env, r["service"]) for r in edge_routes})
+    resources.append(make_resource(env, "edge", "edge", edge_config, routed))
+    return resources
+
+
+def desired_digest(resources: list[Resource]) -> str:
+    """Digest of a set of desired resources: what a plan was computed for."""
+    return digest([(r.address, r.fingerprint, r.depends_on) for r in sorted(resources, key=lambda r: r.address)])

@@ -1,0 +1,19 @@
+"""Which configuration values must never be shown.
+
+Secret values never live in the spec, but a plain variable can still hold one by
+mistake (``DB_PASSWORD = "..."``). Plans, diffs and status output replace such
+values with :data:`REDACTED`. The guardrails layer adds redaction by known secret
+values on top of this; this module is the name-based part, used by the spec checks
+and by resource normalisation.
+"""
+
+from __future__ import annotations
+
+import re
+
+REDACTED = "(sensitive)"
+_SECRETISH = re.compile(r"(PASSWORD|PASSWD|SECRET|TOKEN|API_?KEY|PRIVATE_?KEY|CREDENTIALS?)$", re.I)
+
+
+def looks_secret(variable: str) -> bool:
+    return bool(_SECRETISH.search(variable))

@@ -1,0 +1,198 @@
+"""The typed spec: what ``railguard.toml`` may say, field by field.
+
+This is the single source of truth for the desired state of one app across its
+environments. The models are strict (unknown keys are errors) and every field
+carries a description, because ``railguard schema`` publishes them as the JSON
+Schema that editors and agents validate against while writing. Parsing text into
+these models, with file/line diagnostics, lives in :mod:`railguard.model.specfile`;
+cross-field rules live in :mod:`railguard.model.checks`.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, Literal
+
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, create_model, model_validator
+
+from railguard.model.durations import DURATION_PATTERN, parse_ms
+
+NAME_PATTERN = r"^[a-z][a-z0-9-]{0,39}$"
+VARIABLE_PATTERN = r"^[A-Za-z_][A-Za-z0-9_]{0,127}$"
+HOST_PATTERN = r"^(\*\.)?[A-Za-z0-9]([A-Za-z0-9-]{0,62})(\.[A-Za-z0-9]([A-Za-z0-9-]{0,62}))*$"
+PATH_PATTERN = r"^/[A-Za-z0-9._~/-]*$"
+
+
+def _duration(value: str) -> str:
+    parse_ms(value)
+    return value
+
+
+Duration = Annotated[
+    str,
+    AfterValidator(_duration),
+    Field(json_schema_extra={"pattern": DURATION_PATTERN}),
+]
+Name = Annotated[str, Field(pattern=NAME_PATTERN, description="Lowercase letters, digits and '-'.")]
+Variable = Annotated[str, Field(pattern=VARIABLE_PATTERN)]
+Argv = Annotated[list[Annotated[str, Field(min_length=1, max_length=4096)]], Field(min_length=1, max_length=256)]
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class App(_Strict):
+    """The app as a whole."""
+
+    name: Name = Field(description="Name of the app; used in addresses, logs and process titles.")
+    source: str = Field(
+        default=".",
+        description="Folder holding the app's source, relative to the spec file. Snapshotted for each release.",
+    )
+
+
+class Health(_Strict):
+    """How Railguard decides a replica is healthy. Set exactly one of `http`, `tcp` or `exec`."""
+
+    http: Annotated[str, Field(pattern=PATH_PATTERN)] | None = Field(
+        default=None, description="HTTP path probed on the replica's port; any 2xx answer passes."
+    )
+    tcp: bool = Field(default=False, description="Pass when a TCP connection to the replica's port opens.")
+    exec: Argv | None = Field(default=None, description="Command run beside the replica; exit code 0 passes.")
+    interval: Duration = Field(default="5s", description="Time between two checks.")
+    timeout: Duration = Field(default="2s", description="How long one check may take before it counts as failed.")
+    start_period: Duration = Field(
+        default="30s", description="Grace period after start during which failures do not count."
+    )
+    healthy_threshold: int = Field(
+        default=1, ge=1, le=100, description="Consecutive passing checks needed to become healthy."
+    )
+    unhealthy_threshold: int = Field(
+        default=3, ge=1, le=100, description="Consecutive failing checks needed to become unhealthy."
+    )
+
+    @model_validator(mode="after")
+    def _one_mode(self) -> Health:
+        modes = [m for m, on in (("http", self.http is not None), ("tcp", self.tcp), ("exec", self.exec)) if on]
+        if len(modes) != 1:
+            raise ValueError(
+                f"set exactly one of 'http', 'tcp' or 'exec' in a health check (found {len(modes)}: "
+                f"{', '.join(modes) or 'none'})"
+            )
+        return self
+
+
+class Route(_Strict):
+    """One way traffic reaches a service through the environment's edge."""
+
+    host: Annotated[str, Field(pattern=HOST_PATTERN, max_length=253)] | None = Field(
+        default=None, description="Host name to match (any host when unset)."
+    )
+    path: Annotated[str, Field(pattern=PATH_PATTERN)] = Field(
+        default="/", description="Path prefix to match, like '/api'."
+    )
+
+
+class Service(_Strict):
+    """One long-running process type of the app."""
+
+    build: Argv | None = Field(
+        default=None,
+        description="Command (argv list, no shell) run once per artifact in the artifact's own folder.",
+    )
+    run: Argv = Field(description="Command (argv list, no shell) that starts one replica; '$PORT' is substituted.")
+    release: Argv | None = Field(
+        default=None,
+        description="Command run once per release before any traffic reaches it (e.g. migrations).",
+    )
+    replicas: int = Field(default=1, ge=0, le=100, description="Number of replicas to run.")
+    listen: bool = Field(
+        default=True,
+        description="Whether replicas listen on a port. Railguard allocates one per replica on loopback.",
+    )
+    port_env: Variable = Field(
+        default="PORT", description="Variable through which each replica receives its allocated port."
+    )
+    health: Health | None = Field(default=None, description="Health check; strongly recommended.")
+    env: dict[Variable, Annotated[str, Field(max_length=65536)]] = Field(
+        default_factory=dict, description="Plain environment variables. Never put secret values here."
+    )
+    secrets: list[Variable] = Field(
+        default_factory=list,
+        description="Names of secrets injected as variables. Values are set with `railguard secret set`.",
+    )
+    depends_on: list[Name] = Field(
+        default_factory=list, description="Services that must be rolled out before this one."
+    )
+    routes: list[Route] = Field(default_factory=list, description="How the edge sends traffic here.")
+    start_timeout: Duration = Field(default="60s", description="Time allowed from start to healthy.")
+    stop_timeout: Duration = Field(default="10s", description="Time between SIGTERM and SIGKILL.")
+    drain_timeout: Duration = Field(
+        default="30s", description="Time allowed for in-flight requests to finish before stopping."
+    )
+
+
+def _override_fields() -> dict[str, Any]:
+    fields: dict[str, Any] = {}
+    for name, info in Service.model_fields.items():
+        fields[name] = (info.annotation | None, Field(default=None, description=info.description))
+    return fields
+
+
+# Every service field, all optional: what an environment may override.
+ServiceOverride: type[BaseModel] = create_model(
+    "ServiceOverride",
+    __config__=ConfigDict(extra="forbid", frozen=True),
+    __doc__="Per-environment overrides of a service's fields; `env` is merged key by key.",
+    **_override_fields(),
+)
+
+
+class Environment(_Strict):
+    """An isolated place the app runs: its own edge port, data, variables, secrets and policy."""
+
+    target: Literal["local"] = Field(
+        default="local", description="Where the environment runs. 'local': processes on this machine."
+    )
+    edge_port: int = Field(ge=1, le=65535, description="Port the environment's edge listens on.")
+    protected: bool = Field(
+        default=False, description="Protected environments require approval for any change that is not safe."
+    )
+    data_dir: str | None = Field(
+        default=None,
+        description="Folder for the environment's data, passed to replicas as RAILGUARD_DATA_DIR.",
+    )
+    services: dict[Name, ServiceOverride] = Field(  # type: ignore[valid-type]
+        default_factory=dict, description="Overrides of service fields for this environment."
+    )
+
+
+class Spec(_Strict):
+    """The whole of ``railguard.toml``."""
+
+    app: App = Field(description="The app.")
+    environments: dict[Name, Environment] = Field(
+        default_factory=dict, description="Environments, by name (e.g. staging, production)."
+    )
+    services: dict[Name, Service] = Field(default_factory=dict, description="Services, by name.")
+
+    def resolved_service(self, env: str, name: str) -> Service:
+        """The service as it runs in ``env``: overrides applied, ``env`` merged key by key."""
+        base = self.services[name]
+        override = self.environments[env].services.get(name)
+        if override is None:
+            return base
+        changes = {k: v for k, v in override.model_dump(exclude_none=True).items()}
+        if "env" in changes:
+            changes["env"] = {**base.env, **changes["env"]}
+        merged = base.model_dump()
+        merged.update(changes)
+        return Service.model_validate(merged)
+
+
+def json_schema() -> dict[str, Any]:
+    """The JSON Schema of ``railguard.toml``, as published by ``railguard schema``."""
+    schema = Spec.model_json_schema()
+    schema["$schema"] = "https://json-schema.org/draft/2020-12/schema"
+    schema["title"] = "railguard.toml"
+    return schema

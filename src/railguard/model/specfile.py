@@ -1,0 +1,178 @@
+"""Turn the text of ``railguard.toml`` into a :class:`Spec` and diagnostics.
+
+All structural problems are reported at once (pydantic collects them), each with
+the key path, file and line, and, for unknown keys, a "did you mean" suggestion.
+When the structure is sound, the cross-field checks of
+:mod:`railguard.model.checks` run too. Called by the engine's spec loader, by
+``railguard validate`` and, later, by the MCP server for proposed spec texts.
+Pure: no I/O.
+"""
+
+from __future__ import annotations
+
+import difflib
+import tomllib
+import types
+import typing
+from typing import Any
+
+from pydantic import BaseModel, ValidationError
+
+from railguard.model import checks
+from railguard.model.diagnostics import Diagnostic, error
+from railguard.model.spec import Spec
+from railguard.model.tomllines import LineIndex
+
+MAX_SPEC_BYTES = 1_000_000
+_DOCS = "See `railguard schema` for every field, or docs/spec.md."
+
+
+def dotted(path: tuple[str | int, ...]) -> str:
+    out = ""
+    for part in path:
+        out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
+    return out
+
+
+def _unwrap(annotation: Any) -> Any:
+    """Strip Optional/Annotated wrappers to reach the model, dict or list underneath."""
+    while True:
+        origin = typing.get_origin(annotation)
+        if origin is typing.Annotated:
+            annotation = typing.get_args(annotation)[0]
+        elif origin in (typing.Union, types.UnionType):
+            args = [a for a in typing.get_args(annotation) if a is not type(None)]
+            annotation = args[0] if len(args) == 1 else annotation
+            if len(args) != 1:
+                return annotation
+        else:
+            return annotation
+
+
+def _fields_at(path: tuple[str | int, ...]) -> list[str]:
+    """Field names the schema allows at ``path`` (for "did you mean")."""
+    current: Any = Spec
+    parts = list(path)
+    while parts:
+        current = _unwrap(current)
+        if isinstance(current, type) and issubclass(current, BaseModel):
+            field = current.model_fields.get(str(parts.pop(0)))
+            if field is None:
+                return []
+            current = field.annotation
+        elif typing.get_origin(current) is dict:
+            parts.pop(0)
+            current = typing.get_args(current)[1]
+        elif typing.get_origin(current) is list:
+            parts.pop(0)
+            current = typing.get_args(current)[0]
+        else:
+            return []
+    current = _unwrap(current)
+    if isinstance(current, type) and issubclass(current, BaseModel):
+        return list(current.model_fields)
+    return []
+
+
+def _from_validation_error(exc: ValidationError, lines: LineIndex, file: str | None) -> list[Diagnostic]:
+    found: list[Diagnostic] = []
+    for err in exc.errors(include_url=False):
+        loc: tuple[str | int, ...] = tuple(err["loc"])
+        is_key = bool(loc) and loc[-1] == "[key]"
+        path = loc[:-1] if is_key else loc
+        # pydantic reports model-level validators at the model's own path; keep them there.
+        where = dotted(path) or "(top level)"
+        line = lines.line_of(path)
+        kind = err["type"]
+        message = str(err["msg"]).removeprefix("Value error, ")
+        common: dict[str, Any] = {"address": where, "file": file, "line": line}
+        if kind == "extra_forbidden":
+            key = str(path[-1])
+            allowed = _fields_at(path[:-1])
+            guess = difflib.get_close_matches(key, allowed, n=1, cutoff=0.6)
+            hint = f"Did you mean '{guess[0]}'? " if guess else ""
+            allowed_text = ", ".join(allowed) if allowed else "none"
+            found.append(error(
+                "spec.unknown_key", f"Unknown key '{key}'",
+                f"The key '{where}' is not part of the spec schema. Allowed keys here: {allowed_text}.",
+                f"{hint}Rename or remove the key, then run `railguard validate`. {_DOCS}",
+                extra={"suggestion": guess[0] if guess else None}, **common,
+            ))
+        elif kind == "missing":
+            found.append(error(
+                "spec.missing_key", f"Missing required key '{path[-1]}'",
+                f"The key '{where}' is required and was not given.",
+                f"Add '{path[-1]}' there, then run `railguard validate`. {_DOCS}", **common,
+            ))
+        elif is_key or (kind == "string_pattern_mismatch" and _is_name(path)):
+            found.append(error(
+                "spec.invalid_name", f"'{path[-1]}' is not a safe name",
+                f"Names of apps, environments and services must start with a lowercase letter and contain "
+                f"only lowercase letters, digits and '-', at most 40 characters; '{path[-1]}' does not. "
+                "Such names end up in file paths, process titles and addresses, so anything else is refused.",
+                "Rename it, for example to "
+                f"'{_suggest_name(str(path[-1]))}', then run `railguard validate`.", **common,
+            ))
+        elif "is not a duration" in message or "longer than 7 days" in message:
+            found.append(error(
+                "spec.invalid_duration", f"Bad duration at '{where}'",
+                f"{message[0].upper()}{message[1:]}.",
+                "Use a number followed by ms, s, m or h (e.g. '30s'), then run `railguard validate`.", **common,
+            ))
+        else:
+            found.append(error(
+                "spec.invalid_value", f"Invalid value at '{where}'",
+                f"{message[0].upper()}{message[1:]} (got {_short(err.get('input'))}).",
+                f"Fix the value, then run `railguard validate`. {_DOCS}", **common,
+            ))
+    return found
+
+
+def _is_name(path: tuple[str | int, ...]) -> bool:
+    return path[-1:] in (("name",),) or (len(path) >= 2 and path[-2] == "depends_on")
+
+
+def _suggest_name(bad: str) -> str:
+    cleaned = "".join(c if c.isalnum() else "-" for c in bad.lower()).strip("-")
+    cleaned = cleaned.lstrip("0123456789-") or "svc"
+    return cleaned[:40]
+
+
+def _short(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 80 else text[:77] + "..."
+
+
+def parse_spec(text: str, file: str | None = None) -> tuple[Spec | None, list[Diagnostic]]:
+    """Parse and validate a spec text. Returns the spec (None on errors) and all diagnostics."""
+    if len(text.encode("utf-8", errors="replace")) > MAX_SPEC_BYTES:
+        return None, [error(
+            "spec.invalid_value", "Spec is too large",
+            f"The spec is larger than {MAX_SPEC_BYTES} bytes, which no real app needs.",
+            "Check that the right file is given.", file=file,
+        )]
+    try:
+        raw = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        line = getattr(exc, "lineno", None)
+        return None, [error(
+            "spec.toml_syntax", "The spec is not valid TOML",
+            f"The TOML parser stopped: {exc}.",
+            "Fix the syntax at the given line (https://toml.io), then run `railguard validate`.",
+            file=file, line=line if isinstance(line, int) else None,
+        )]
+    lines = LineIndex(text)
+    try:
+        spec = Spec.model_validate(raw)
+    except ValidationError as exc:
+        return None, _from_validation_error(exc, lines, file)
+    found = [d.model_copy(update={"file": file, "line": d.line or _line_for(d, lines)})
+             for d in checks.check(spec)]
+    return (spec, found)
+
+
+def _line_for(diag: Diagnostic, lines: LineIndex) -> int | None:
+    if not diag.address:
+        return None
+    path = tuple(int(p) if p.isdigit() else p for p in diag.address.replace("[", ".").replace("]", "").split("."))
+    return lines.line_of(path)

@@ -1,0 +1,1 @@
+"""Adapters to runtimes behind one small protocol (see base.py)."""

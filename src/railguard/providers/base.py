@@ -1,0 +1,80 @@
+"""The provider interface: how the engine talks to a runtime.
+
+Three verbs, each with one request and one response type: ``observe`` (what is
+live), ``apply_change`` (carry out one planned change) and ``health`` (how one
+resource is doing). The engine gathers facts with ``observe`` before planning and
+calls ``apply_change`` once per change, in plan order; a provider never plans. The
+embedded local runtime and the in-memory fake used by unit tests both implement
+:class:`Provider`; Kubernetes will too.
+"""
+
+from __future__ import annotations
+
+from enum import Enum
+from typing import Protocol, runtime_checkable
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from railguard.model.diagnostics import Diagnostic
+from railguard.model.plans import Change
+from railguard.model.resources import ObservedResource, Resource
+
+
+class _Message(BaseModel):
+    model_config = ConfigDict(frozen=True)
+
+
+class ObserveRequest(_Message):
+    env: str
+
+
+class ObserveResponse(_Message):
+    resources: list[ObservedResource]
+    diagnostics: list[Diagnostic] = Field(default_factory=list)
+
+
+class ApplyRequest(_Message):
+    env: str
+    change: Change
+    desired: Resource | None = Field(description="The desired resource; None for a delete.")
+    operation_id: str
+
+
+class ApplyResponse(_Message):
+    ok: bool
+    observed: ObservedResource | None = Field(description="Live state after the change; None when deleted.")
+    diagnostics: list[Diagnostic] = Field(default_factory=list)
+
+
+class HealthRequest(_Message):
+    env: str
+    address: str
+
+
+class Health(str, Enum):
+    """Closed set of health states, best first (gitops-engine style)."""
+
+    healthy = "healthy"
+    progressing = "progressing"
+    degraded = "degraded"
+    missing = "missing"
+    unknown = "unknown"
+
+
+class HealthResponse(_Message):
+    address: str
+    health: Health
+    message: str = ""
+
+
+@runtime_checkable
+class Provider(Protocol):
+    """A runtime Railguard can deploy to."""
+
+    kind: str
+
+    def observe(self, request: ObserveRequest) -> ObserveResponse: ...
+
+    def apply_change(self, request: ApplyRequest) -> ApplyResponse: ...
+
+    def health(self, request: HealthRequest) -> HealthResponse: ...

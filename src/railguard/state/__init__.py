@@ -1,0 +1,1 @@
+"""The state store: SQLite on disk, schema upgrades, the lock, the journal."""

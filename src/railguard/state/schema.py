@@ -1,0 +1,95 @@
+"""The versioned schema of the state database and its upgrades.
+
+``PRAGMA user_version`` holds the schema version. Opening an older store applies
+the missing migrations in one transaction; opening a store written by a newer
+Railguard is refused rather than guessed at. Append migrations, never edit one that
+has shipped. Called by :class:`railguard.state.store.Store`.
+"""
+
+from __future__ import annotations
+
+MIGRATIONS: list[str] = [
+    # 1: the first schema
+    """
+    CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+    CREATE TABLE environments (
+        name TEXT PRIMARY KEY,
+        serial INTEGER NOT NULL DEFAULT 0,
+        updated_at TEXT NOT NULL
+    );
+    CREATE TABLE spec_snapshots (
+        id INTEGER PRIMARY KEY AUTOINCREMENT,
+        env TEXT NOT NULL,
+        digest TEXT NOT NULL,
+        body TEXT NOT NULL,
+        created_at TEXT NOT NULL
+    );
+    CREATE TABLE inventory (
+        env TEXT NOT NULL,
+        address TEXT NOT NULL,
+        body TEXT NOT NULL,
+        updated_at TEXT NOT NULL,
+        PRIMARY KEY (env, address)
+    );
+    CREATE TABLE plans (
+        id TEXT PRIMARY KEY,
+        env TEXT NOT NULL,
+        created_at TEXT NOT NULL,
+        hash TEXT NOT NULL,
+        base_serial INTEGER NOT NULL,
+        status TEXT NOT NULL DEFAULT 'saved',
+        body TEXT NOT NULL
+    );
+    CREATE TABLE releases (
+        env TEXT NOT NULL,
+        number INTEGER NOT NULL,
+        created_at TEXT NOT NULL,
+        plan_id TEXT,
+        operation_id TEXT,
+        status TEXT NOT NULL,
+        body TEXT NOT NULL,
+        PRIMARY KEY (env, number)
+    );
+    CREATE TABLE operations (
+        id TEXT PRIMARY KEY,
+        env TEXT NOT NULL,
+        kind TEXT NOT NULL,
+        plan_id TEXT,
+        status TEXT NOT NULL,
+        principal TEXT NOT NULL,
+        created_at TEXT NOT NULL,
+        updated_at TEXT NOT NULL,
+        error TEXT
+    );
+    CREATE TABLE journal (
+        id INTEGER PRIMARY KEY AUTOINCREMENT,
+        operation_id TEXT NOT NULL REFERENCES operations(id),
+        step TEXT NOT NULL,
+        phase TEXT NOT NULL CHECK (phase IN ('begin', 'end', 'fail')),
+        detail TEXT NOT NULL DEFAULT '{}',
+        at TEXT NOT NULL
+    );
+    CREATE INDEX journal_by_operation ON journal (operation_id, id);
+    CREATE TABLE events (
+        id INTEGER PRIMARY KEY AUTOINCREMENT,
+        env TEXT,
+        at TEXT NOT NULL,
+        kind TEXT NOT NULL,
+        address TEXT,
+        message TEXT NOT NULL,
+        data TEXT NOT NULL DEFAULT '{}'
+    );
+    CREATE INDEX events_by_env ON events (env, id);
+    CREATE TABLE locks (
+        name TEXT PRIMARY KEY,
+        pid INTEGER NOT NULL,
+        pid_started REAL NOT NULL,
+        host TEXT NOT NULL,
+        operation TEXT NOT NULL,
+        acquired_at TEXT NOT NULL
+    );
+    """,
+]
+
+SCHEMA_VERSION = len(MIGRATIONS)
+APPLICATION_ID = 0x52474431  # "RGD1": marks the file as a Railguard store
