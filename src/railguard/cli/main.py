@@ -9,7 +9,7 @@ from __future__ import annotations
 import getpass
 import json
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated
 
 import typer
 
@@ -34,8 +34,8 @@ app = typer.Typer(
 )
 
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print one JSON document (for agents and scripts).")]
-SpecOpt = Annotated[Optional[Path], typer.Option("--spec", help="Spec file (default ./railguard.toml).")]
-EnvOpt = Annotated[Optional[str], typer.Option("--env", "-e", help="Environment name.")]
+SpecOpt = Annotated[Path | None, typer.Option("--spec", help="Spec file (default ./railguard.toml).")]
+EnvOpt = Annotated[str | None, typer.Option("--env", "-e", help="Environment name.")]
 
 
 def _version(value: bool) -> None:
@@ -113,7 +113,7 @@ def schema(as_json: JsonOpt = False) -> None:
 def plan(
     env: EnvOpt = None,
     spec: SpecOpt = None,
-    out_file: Annotated[Optional[Path], typer.Option("--out", help="Also write the plan as JSON here.")] = None,
+    out_file: Annotated[Path | None, typer.Option("--out", help="Also write the plan as JSON here.")] = None,
     detailed_exitcode: Annotated[bool, typer.Option(
         "--detailed-exitcode", help="Exit 0: no changes, 2: changes, 1: error (for CI).")] = False,
     as_json: JsonOpt = False,
@@ -159,7 +159,8 @@ def plans(env: EnvOpt = None, spec: SpecOpt = None, as_json: JsonOpt = False) ->
     if as_json:
         finish(True, [], {"plans": rows})
     for row in rows:
-        out.print(f"{row['id']}  {row['env']:<12} {row['status']:<9} serial {row['base_serial']:<4} {row['created_at']}")
+        out.print(f"{row['id']}  {row['env']:<12} {row['status']:<9} "
+                  f"serial {row['base_serial']:<4} {row['created_at']}")
     if not rows:
         out.print("No plans yet. Make one with `railguard plan --env <env>`.")
 
@@ -199,7 +200,7 @@ def apply(plan_id: str, spec: SpecOpt = None, as_json: JsonOpt = False) -> None:
 @app.command()
 @guarded()
 def operations(
-    operation_id: Annotated[Optional[str], typer.Argument(help="Show one operation's steps.")] = None,
+    operation_id: Annotated[str | None, typer.Argument(help="Show one operation's steps.")] = None,
     env: EnvOpt = None, spec: SpecOpt = None, as_json: JsonOpt = False,
 ) -> None:
     """List operations, or show one operation's journal."""

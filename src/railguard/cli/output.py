@@ -45,7 +45,8 @@ def diagnostics_json(diagnostics: Iterable[Diagnostic]) -> list[dict[str, Any]]:
 def print_diagnostics(diagnostics: Iterable[Diagnostic]) -> None:
     for d in diagnostics:
         colour = _COLOURS[d.severity]
-        err.print(f"[bold {colour}]{d.severity.value.capitalize()}:[/] [bold]{escape(d.summary)}[/]  [dim]({d.code})[/]")
+        label = d.severity.value.capitalize()
+        err.print(f"[bold {colour}]{label}:[/] [bold]{escape(d.summary)}[/]  [dim]({d.code})[/]")
         where = []
         if d.file:
             where.append(f"{d.file}:{d.line}" if d.line else d.file)

@@ -33,7 +33,7 @@ class SourceSnapshot:
     git_dirty: bool | None
 
 
-def _spec_for(root: Path) -> pathspec.PathSpec:
+def _spec_for(root: Path) -> pathspec.PathSpec:  # type: ignore[type-arg]
     lines = list(ALWAYS_IGNORED)
     for name in IGNORE_FILES:
         path = root / name

@@ -171,7 +171,7 @@ def _routes_per_environment(spec: Spec) -> Iterator[Diagnostic]:
                         "spec.duplicate_route", f"Route {key[0]}{key[1]} is claimed twice",
                         f"In environment '{env_name}', host '{key[0]}' and path '{key[1]}' are routed to "
                         f"'{owner}' and again by '{name}'; the edge could not tell where a request belongs.",
-                        f"Give one of them another host or path, then run `railguard validate`.",
+                        "Give one of them another host or path, then run `railguard validate`.",
                         address=f"services.{name}.routes[{i}]", extra={"environment": env_name},
                     )
 

@@ -14,6 +14,8 @@ from collections.abc import Mapping, Sequence
 def find_cycle(graph: Mapping[str, Sequence[str]]) -> list[str] | None:
     """Return one cycle (as a list of nodes) or None. Iterative, so deep graphs cannot overflow."""
     state: dict[str, int] = {}  # 1 = on the current path, 2 = done
+    # Sorted once per node: a node with many dependencies (the edge) is revisited once per child.
+    children_of = {node: sorted(deps) for node, deps in graph.items()}
     for root in sorted(graph):
         if state.get(root):
             continue
@@ -24,7 +26,7 @@ def find_cycle(graph: Mapping[str, Sequence[str]]) -> list[str] | None:
             if index == 0:
                 state[node] = 1
                 path.append(node)
-            children = sorted(graph.get(node, ()))
+            children = children_of.get(node, [])
             if index < len(children):
                 stack.append((node, index + 1))
                 child = children[index]

@@ -9,7 +9,7 @@ checked by :mod:`railguard.engine.apply`.
 
 from __future__ import annotations
 
-from enum import Enum
+from enum import StrEnum
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
@@ -21,15 +21,15 @@ from railguard.model.resources import Resource, ResourceKind
 PLAN_FORMAT = 1
 
 
-class Action(str, Enum):
+class Action(StrEnum):
     create = "create"
     update = "update"
-    replace = "replace"
+    replace = "replace"  # type: ignore[assignment]  # shadows str.replace; never called on members
     delete = "delete"
     noop = "no-op"
 
 
-class Risk(str, Enum):
+class Risk(StrEnum):
     """How much a change can hurt: ordered from least to most."""
 
     safe = "safe"

@@ -10,7 +10,7 @@ by :func:`desired_resources`, no I/O.
 
 from __future__ import annotations
 
-from enum import Enum
+from enum import StrEnum
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
@@ -44,7 +44,7 @@ class Resource(BaseModel):
     fingerprint: str
 
 
-class LiveStatus(str, Enum):
+class LiveStatus(StrEnum):
     """Closed set of states a provider may report, ordered from best to worst."""
 
     running = "running"

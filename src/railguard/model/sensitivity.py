@@ -12,7 +12,7 @@ from __future__ import annotations
 import re
 
 REDACTED = "(sensitive)"
-_SECRETISH = re.compile(r"(PASSWORD|PASSWD|SECRET|TOKEN|API_?KEY|PRIVATE_?KEY|CREDENTIALS?)$", re.I)
+_SECRETISH = re.compile(r"(PASSWORD|PASSWD|SECRET|TOKEN|API_?KEY|PRIVATE_?KEY|CREDENTIALS?)$", re.IGNORECASE)
 
 
 def looks_secret(variable: str) -> bool:

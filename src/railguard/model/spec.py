@@ -10,7 +10,7 @@ cross-field rules live in :mod:`railguard.model.checks`.
 
 from __future__ import annotations
 
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, Optional
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, create_model, model_validator
 
@@ -38,7 +38,8 @@ Argv = Annotated[list[Annotated[str, Field(min_length=1, max_length=4096)]], Fie
 
 
 class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    # strict: TOML has real types, so "yes" for a bool or "2" for an int is a mistake, not a coercion.
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
 
 
 class App(_Strict):
@@ -135,14 +136,14 @@ class Service(_Strict):
 def _override_fields() -> dict[str, Any]:
     fields: dict[str, Any] = {}
     for name, info in Service.model_fields.items():
-        fields[name] = (info.annotation | None, Field(default=None, description=info.description))
+        fields[name] = (Optional[info.annotation], Field(default=None, description=info.description))  # noqa: UP045
     return fields
 
 
 # Every service field, all optional: what an environment may override.
 ServiceOverride: type[BaseModel] = create_model(
     "ServiceOverride",
-    __config__=ConfigDict(extra="forbid", frozen=True),
+    __config__=ConfigDict(extra="forbid", frozen=True, strict=True),
     __doc__="Per-environment overrides of a service's fields; `env` is merged key by key.",
     **_override_fields(),
 )
@@ -162,7 +163,7 @@ class Environment(_Strict):
         default=None,
         description="Folder for the environment's data, passed to replicas as RAILGUARD_DATA_DIR.",
     )
-    services: dict[Name, ServiceOverride] = Field(  # type: ignore[valid-type]
+    services: dict[Name, ServiceOverride] = Field(
         default_factory=dict, description="Overrides of service fields for this environment."
     )
 

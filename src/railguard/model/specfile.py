@@ -11,6 +11,7 @@ Pure: no I/O.
 from __future__ import annotations
 
 import difflib
+import re
 import tomllib
 import types
 import typing
@@ -23,7 +24,7 @@ from railguard.model.diagnostics import Diagnostic, error
 from railguard.model.spec import Spec
 from railguard.model.tomllines import LineIndex
 
-MAX_SPEC_BYTES = 1_000_000
+MAX_SPEC_BYTES = 32_000_000
 _DOCS = "See `railguard schema` for every field, or docs/spec.md."
 
 
@@ -154,12 +155,14 @@ def parse_spec(text: str, file: str | None = None) -> tuple[Spec | None, list[Di
     try:
         raw = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
-        line = getattr(exc, "lineno", None)
+        # Python 3.11's TOMLDecodeError has no lineno attribute; the message ends "(at line N, column M)".
+        found_line = re.search(r"at line (\d+)", str(exc))
+        line = int(found_line.group(1)) if found_line else None
         return None, [error(
             "spec.toml_syntax", "The spec is not valid TOML",
             f"The TOML parser stopped: {exc}.",
             "Fix the syntax at the given line (https://toml.io), then run `railguard validate`.",
-            file=file, line=line if isinstance(line, int) else None,
+            file=file, line=line,
         )]
     lines = LineIndex(text)
     try:

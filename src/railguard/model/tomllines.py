@@ -25,7 +25,19 @@ class LineIndex:
     """Map of key paths (tuples of strings and array indexes) to 1-based lines."""
 
     def __init__(self, text: str) -> None:
-        self._lines: dict[tuple[str | int, ...], int] = {}
+        # Built on first use: a valid spec never needs line numbers, and scanning costs time on big specs.
+        self._text = text
+        self._built: dict[tuple[str | int, ...], int] | None = None
+
+    @property
+    def _lines(self) -> dict[tuple[str | int, ...], int]:
+        if self._built is None:
+            self._built = self._scan(self._text)
+        return self._built
+
+    @staticmethod
+    def _scan(text: str) -> dict[tuple[str | int, ...], int]:
+        lines: dict[tuple[str | int, ...], int] = {}
         table: tuple[str | int, ...] = ()
         array_counts: dict[tuple[str, ...], int] = {}
         in_multiline = False
@@ -47,23 +59,24 @@ class LineIndex:
                     table = (*path, index)
                 else:
                     table = path
-                self._lines.setdefault(table, number)
+                lines.setdefault(table, number)
                 continue
             key = _KEY.match(raw)
             if key:
-                path = (*table, *_split_dotted(key.group(1)))
-                self._lines.setdefault(path, number)
+                key_path: tuple[str | int, ...] = (*table, *_split_dotted(key.group(1)))
+                lines.setdefault(key_path, number)
                 rest = raw[key.end():]
                 if rest.strip().startswith("{"):
                     for inline in _INLINE_KEY.finditer(rest):
-                        self._lines.setdefault((*path, *_split_dotted(inline.group(1))), number)
+                        lines.setdefault((*key_path, *_split_dotted(inline.group(1))), number)
                 if rest.count('"""') == 1 or rest.count("'''") == 1:
                     in_multiline = True
+        return lines
 
     def line_of(self, path: tuple[str | int, ...]) -> int | None:
         """The line of ``path``, or of its closest known parent."""
         for end in range(len(path), 0, -1):
-            found = self._lines.get(tuple(path[:end]))
+            found = self._lines.get(path[:end])
             if found is not None:
                 return found
         return None

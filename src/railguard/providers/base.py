@@ -10,7 +10,7 @@ embedded local runtime and the in-memory fake used by unit tests both implement
 
 from __future__ import annotations
 
-from enum import Enum
+from enum import StrEnum
 from typing import Protocol, runtime_checkable
 
 from pydantic import BaseModel, ConfigDict, Field
@@ -51,7 +51,7 @@ class HealthRequest(_Message):
     address: str
 
 
-class Health(str, Enum):
+class Health(StrEnum):
     """Closed set of health states, best first (gitops-engine style)."""
 
     healthy = "healthy"

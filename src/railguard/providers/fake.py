@@ -46,8 +46,12 @@ class FakeProvider:
         desired = request.desired
         assert desired is not None
         previous = env.get(change.address)
-        release = (previous.release or 0) + 1 if change.action is Action.replace or previous is None else \
-            previous.release
+        if previous is None:
+            release = 1
+        elif change.action is Action.replace:
+            release = (previous.release or 0) + 1
+        else:
+            release = previous.release or 1
         observed = ObservedResource(address=desired.address, kind=desired.kind, fingerprint=desired.fingerprint,
                                     config=desired.config, depends_on=desired.depends_on,
                                     status=LiveStatus.running, release=release)

@@ -34,7 +34,7 @@ class Holder:
             return False
         except psutil.AccessDenied:
             return True
-        return abs(started - self.pid_started) < 0.5
+        return bool(abs(started - self.pid_started) < 0.5)
 
 
 def current_identity() -> tuple[int, float, str]:

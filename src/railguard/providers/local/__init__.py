@@ -1,0 +1,1 @@
+"""The embedded local runtime: app replicas as real OS processes on this machine."""

@@ -1,0 +1,153 @@
+"""Health checks of local replicas and the readiness gate a rollout waits on.
+
+The local provider runs these against a freshly started replica before routing
+traffic to it, and the daemon runs them periodically to report health. Every
+check returns a one-line ``detail`` meant for a human (or agent) reading a failed
+rollout, so it says what was seen ("HTTP 500: ...", "connection refused") rather
+than raising.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+
+_BODY_CHARS = 200
+_STDERR_CHARS = 200
+
+
+@dataclass(frozen=True)
+class CheckResult:
+    ok: bool
+    detail: str
+
+
+@dataclass(frozen=True)
+class GateResult:
+    passed: bool
+    checks: int
+    last: CheckResult | None
+    reason: str
+
+
+def _ms(start: float) -> str:
+    return f"{round((time.monotonic() - start) * 1000)} ms"
+
+
+def _secs(seconds: float) -> str:
+    return f"{seconds:g} s"
+
+
+def check_http(port: int, path: str, timeout: float) -> CheckResult:
+    url = f"http://127.0.0.1:{port}/{path.lstrip('/')}"
+    start = time.monotonic()
+    try:
+        # trust_env=False: an HTTP(S)_PROXY in the daemon's environment must not
+        # send loopback checks through a proxy.
+        with httpx.Client(trust_env=False, timeout=timeout, follow_redirects=False) as client:
+            response = client.get(url)
+    except httpx.ConnectError as e:
+        return CheckResult(False, "connection refused" if "refused" in str(e).lower() else f"cannot connect: {e}")
+    except httpx.TimeoutException:
+        return CheckResult(False, f"timed out after {_secs(timeout)}")
+    except httpx.HTTPError as e:
+        return CheckResult(False, f"{type(e).__name__}: {e}")
+    if 200 <= response.status_code < 300:
+        return CheckResult(True, f"HTTP {response.status_code} in {_ms(start)}")
+    body = response.text[:_BODY_CHARS].strip()
+    return CheckResult(False, f"HTTP {response.status_code}: {body}" if body else f"HTTP {response.status_code}")
+
+
+def check_tcp(port: int, timeout: float) -> CheckResult:
+    start = time.monotonic()
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=timeout):
+            pass
+    except ConnectionRefusedError:
+        return CheckResult(False, "connection refused")
+    except TimeoutError:
+        return CheckResult(False, f"timed out after {_secs(timeout)}")
+    except OSError as e:
+        return CheckResult(False, f"cannot connect: {e.strerror or e}")
+    return CheckResult(True, f"TCP connect in {_ms(start)}")
+
+
+def check_exec(argv: list[str], env: dict[str, str], cwd: Path, timeout: float) -> CheckResult:
+    start = time.monotonic()
+    try:
+        # Own session so a timeout can kill everything the check started, not just its shell.
+        proc = subprocess.Popen(
+            argv, cwd=cwd, env=dict(env), stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE, start_new_session=True, close_fds=True,
+        )
+    except FileNotFoundError:
+        return CheckResult(False, f"command not found: '{argv[0]}' (command: {argv})")
+    except OSError as e:
+        return CheckResult(False, f"cannot run '{argv[0]}': {e.strerror or e}")
+    try:
+        out, err = proc.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        _kill_group(proc)
+        return CheckResult(False, f"timed out after {_secs(timeout)}")
+    if proc.returncode == 0:
+        return CheckResult(True, f"exit 0 in {_ms(start)}")
+    text = (err or out).decode("utf-8", errors="replace").strip()[-_STDERR_CHARS:]
+    return CheckResult(False, f"exit {proc.returncode}: {text}" if text else f"exit {proc.returncode}")
+
+
+def _kill_group(proc: subprocess.Popen[bytes]) -> None:
+    try:
+        os.killpg(proc.pid, signal.SIGKILL)  # the leader is unreaped, so its pgid cannot be reused yet
+    except ProcessLookupError:
+        pass
+    try:
+        proc.communicate(timeout=2.0)
+    except subprocess.TimeoutExpired:
+        # Something outside the group still holds the pipes; don't wait on it.
+        proc.kill()
+        if proc.stdout:
+            proc.stdout.close()
+        if proc.stderr:
+            proc.stderr.close()
+        proc.wait()
+
+
+def readiness_gate(
+    check: Callable[[], CheckResult], *, interval: float, healthy_threshold: int, deadline: float,
+    still_running: Callable[[], bool],
+) -> GateResult:
+    """Wait until ``healthy_threshold`` consecutive checks pass, the process exits or ``deadline`` passes."""
+    began = time.monotonic()
+    checks = passing = 0
+    last: CheckResult | None = None
+    while True:
+        if not still_running():
+            return GateResult(False, checks, last, "process exited" + _last(last))
+        last = check()
+        checks += 1
+        passing = passing + 1 if last.ok else 0
+        if passing >= healthy_threshold:
+            return GateResult(True, checks, last, f"healthy after {checks} check(s)")
+        now = time.monotonic()
+        if now >= deadline:
+            # The process may have died during the check; that is the better explanation.
+            if not still_running():
+                return GateResult(False, checks, last, "process exited" + _last(last))
+            return GateResult(False, checks, last, f"not healthy within {_window(deadline - began)}" + _last(last))
+        time.sleep(max(0.0, min(interval, deadline - now)))
+
+
+def _last(last: CheckResult | None) -> str:
+    return f": last check: {last.detail}" if last is not None else ""
+
+
+def _window(seconds: float) -> str:
+    return f"{round(seconds)}s" if seconds >= 10 else f"{seconds:.1f}s".replace(".0s", "s")

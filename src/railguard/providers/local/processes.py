@@ -1,0 +1,382 @@
+"""Replica processes of the embedded local runtime: spawn, identify, stop, supervise.
+
+Each app replica is a real OS process in its own session, writing straight to an
+O_APPEND log file rather than through a pipe, so it keeps running when the daemon
+dies and a restarted daemon can re-adopt it from a stored :class:`ReplicaRecord`.
+A record names a process by pid *and* start time; nothing here signals a pid whose
+start time does not match, so a reused pid is never hit. Called by the local
+provider (spawn/stop during a rollout) and the daemon (:class:`Supervisor`).
+"""
+
+from __future__ import annotations
+
+import collections
+import contextlib
+import logging
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import psutil
+
+log = logging.getLogger(__name__)
+
+_CREATE_TIME_TOLERANCE = 0.5
+_STABLE_AFTER = 10.0  # seconds up after which a replica's crash streak is forgotten
+_POLL = 0.02
+
+
+@dataclass(frozen=True)
+class ReplicaSpec:
+    name: str
+    argv: list[str]
+    cwd: Path
+    env: dict[str, str]
+    port: int | None
+    log_path: Path
+    stop_timeout: float = 10.0
+
+
+@dataclass(frozen=True)
+class ReplicaRecord:
+    name: str
+    pid: int
+    create_time: float
+    pgid: int
+    port: int | None
+    argv: list[str]
+    log_path: str
+    started_at: float
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> ReplicaRecord:
+        return cls(
+            name=str(data["name"]), pid=int(data["pid"]), create_time=float(data["create_time"]),
+            pgid=int(data["pgid"]), port=None if data.get("port") is None else int(data["port"]),
+            argv=[str(a) for a in data["argv"]], log_path=str(data["log_path"]),
+            started_at=float(data["started_at"]),
+        )
+
+
+class SpawnError(Exception):
+    """A replica could not be started; the message says why in user terms."""
+
+
+# Ports handed out recently: the OS may hand the same free port to two callers
+# before either binds it, so remember ours for a while.
+_recent_ports: collections.deque[int] = collections.deque(maxlen=256)
+_ports_lock = threading.Lock()
+
+
+def allocate_port() -> int:
+    with _ports_lock:
+        for _ in range(50):
+            with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+                s.bind(("127.0.0.1", 0))
+                port = int(s.getsockname()[1])
+            if port not in _recent_ports:
+                _recent_ports.append(port)
+                return port
+    raise RuntimeError("could not find a free loopback port not handed out recently")
+
+
+def port_in_use(port: int, host: str = "127.0.0.1") -> bool:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.settimeout(0.5)
+        return s.connect_ex((host, port)) == 0
+
+
+# Popen objects of replicas this process spawned, by pid: kept so exit_code can
+# reap them (and to avoid Popen's "still running" warning on garbage collection).
+_children: dict[int, subprocess.Popen[bytes]] = {}
+_children_lock = threading.Lock()
+
+
+def spawn(spec: ReplicaSpec) -> ReplicaRecord:
+    argv = [_substitute_port(a, spec) for a in spec.argv]
+    if not argv:
+        raise SpawnError(f"replica {spec.name}: empty command")
+    try:
+        spec.log_path.parent.mkdir(parents=True, exist_ok=True)
+        log_fd = os.open(spec.log_path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+    except OSError as e:
+        raise SpawnError(f"replica {spec.name}: cannot open log file {spec.log_path}: {e.strerror}") from e
+    try:
+        proc = subprocess.Popen(
+            argv, cwd=spec.cwd, env=dict(spec.env), stdin=subprocess.DEVNULL, stdout=log_fd,
+            stderr=log_fd, start_new_session=True, close_fds=True,
+        )
+    except FileNotFoundError as e:
+        if e.filename is not None and Path(str(e.filename)) == spec.cwd:
+            raise SpawnError(f"working directory does not exist: '{spec.cwd}' (command: {argv})") from e
+        raise SpawnError(f"command not found: '{argv[0]}' (command: {argv})") from e
+    except PermissionError as e:
+        raise SpawnError(f"permission denied running '{argv[0]}' (command: {argv})") from e
+    except OSError as e:
+        raise SpawnError(f"cannot run '{argv[0]}': {e.strerror} (command: {argv})") from e
+    finally:
+        os.close(log_fd)  # the child holds its own copy
+    with _children_lock:
+        _children[proc.pid] = proc
+    # Unreaped, so even a child that already exited still has a readable start time.
+    create_time = float(psutil.Process(proc.pid).create_time())
+    return ReplicaRecord(
+        name=spec.name, pid=proc.pid, create_time=create_time, pgid=proc.pid, port=spec.port,
+        argv=argv, log_path=str(spec.log_path), started_at=time.time(),
+    )
+
+
+def _substitute_port(arg: str, spec: ReplicaSpec) -> str:
+    if "$PORT" not in arg:
+        return arg
+    if spec.port is None:
+        raise SpawnError(f"replica {spec.name}: the command uses $PORT but no port was assigned")
+    return arg.replace("$PORT", str(spec.port))
+
+
+def is_alive(record: ReplicaRecord) -> bool:
+    try:
+        proc = psutil.Process(record.pid)
+        if abs(float(proc.create_time()) - record.create_time) > _CREATE_TIME_TOLERANCE:
+            return False  # the pid now belongs to a stranger
+        return bool(proc.status() != psutil.STATUS_ZOMBIE)
+    except (psutil.NoSuchProcess, psutil.AccessDenied):
+        return False
+
+
+def exit_code(record: ReplicaRecord) -> int | None:
+    """Exit status of a replica we spawned (negative: killed by that signal), reaping it."""
+    with _children_lock:
+        proc = _children.get(record.pid)
+        if proc is not None:
+            code = proc.poll()
+            if code is not None:
+                del _children[record.pid]
+            return code
+    # Not spawned through this module (e.g. adopted): only succeeds if it is our child anyway.
+    try:
+        pid, status = os.waitpid(record.pid, os.WNOHANG)
+    except ChildProcessError:
+        return None
+    return os.waitstatus_to_exitcode(status) if pid else None
+
+
+def _group_alive(pgid: int) -> bool:
+    try:
+        os.killpg(pgid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    # Zombies still count as members, and PID 1 in a container may never reap
+    # orphans, so look for a member that is actually running.
+    for proc in psutil.process_iter():
+        try:
+            if os.getpgid(proc.pid) == pgid and proc.status() != psutil.STATUS_ZOMBIE:
+                return True
+        except (OSError, psutil.Error):
+            continue
+    return False
+
+
+def _signal(pid: int, pgid: int | None, sig: signal.Signals) -> None:
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(pgid, sig) if pgid is not None else os.kill(pid, sig)
+
+
+def _wait_gone(record: ReplicaRecord, pgid: int | None, deadline: float) -> bool:
+    while True:
+        gone = not _group_alive(pgid) if pgid is not None else not is_alive(record)
+        exit_code(record)  # reap our own child now that it may be a zombie
+        if gone or time.monotonic() >= deadline:
+            return gone
+        time.sleep(min(_POLL, max(0.0, deadline - time.monotonic())))
+
+
+def stop(record: ReplicaRecord, timeout: float) -> str:
+    if not is_alive(record):
+        exit_code(record)
+        return "gone"
+    try:
+        # Only signal the group if the verified leader still leads it.
+        pgid: int | None = record.pgid if os.getpgid(record.pid) == record.pgid else None
+    except ProcessLookupError:
+        exit_code(record)
+        return "gone"
+    _signal(record.pid, pgid, signal.SIGTERM)
+    if _wait_gone(record, pgid, time.monotonic() + timeout):
+        return "exited"
+    _signal(record.pid, pgid, signal.SIGKILL)
+    _wait_gone(record, pgid, time.monotonic() + 5.0)
+    return "killed"
+
+
+def rotate_log(path: Path, max_bytes: int, keep: int) -> bool:
+    """Copy-truncate: writers keep their O_APPEND descriptor, which lands at the new end."""
+    if not path.exists() or path.stat().st_size < max_bytes:
+        return False
+    if keep > 0:
+        for i in range(keep - 1, 0, -1):
+            older = path.with_name(f"{path.name}.{i}")
+            if older.exists():
+                os.replace(older, path.with_name(f"{path.name}.{i + 1}"))
+        shutil.copyfile(path, path.with_name(f"{path.name}.1"))
+    # Lines written between the copy and the truncate are lost; that is the price of not
+    # piping through the daemon.
+    os.truncate(path, 0)
+    return True
+
+
+def tail(path: Path, lines: int, max_bytes: int = 65536) -> list[str]:
+    if lines <= 0:
+        return []
+    found = _read_tail(path, max_bytes)
+    if len(found) < lines:
+        budget = max_bytes - sum(len(x) + 1 for x in found)
+        if budget > 0:
+            found = _read_tail(path.with_name(f"{path.name}.1"), budget) + found
+    return found[-lines:]
+
+
+def _read_tail(path: Path, max_bytes: int) -> list[str]:
+    try:
+        with open(path, "rb") as f:
+            size = f.seek(0, os.SEEK_END)
+            start = max(0, size - max_bytes)
+            f.seek(start)
+            data = f.read(max_bytes)
+    except FileNotFoundError:
+        return []
+    text = data.decode("utf-8", errors="replace").splitlines()
+    return text[1:] if start > 0 and text else text  # the first line was cut mid-way
+
+
+@dataclass
+class _Replica:
+    spec: ReplicaSpec
+    record: ReplicaRecord
+    up_since: float
+    restarts: int = 0
+    crashes: int = 0  # consecutive, drives the backoff
+    restart_at: float | None = None  # set while waiting to restart after a crash
+
+
+class Supervisor:
+    """Keeps a set of replicas running: restarts crashed ones with exponential backoff, rotates logs."""
+
+    def __init__(
+        self, *, backoff_initial: float = 0.5, backoff_max: float = 30.0,
+        log_max_bytes: int = 10_000_000, log_keep: int = 3,
+    ) -> None:
+        self.backoff_initial = backoff_initial
+        self.backoff_max = backoff_max
+        self.log_max_bytes = log_max_bytes
+        self.log_keep = log_keep
+        self.on_restart: Callable[[str, ReplicaRecord], None] | None = None
+        self._replicas: dict[str, _Replica] = {}
+        self._lock = threading.RLock()
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def add(self, spec: ReplicaSpec, record: ReplicaRecord | None = None) -> ReplicaRecord:
+        with self._lock:
+            if spec.name in self._replicas:
+                raise ValueError(f"replica {spec.name} is already supervised")
+            if record is None or not is_alive(record):
+                record = spawn(spec)
+            self._replicas[spec.name] = _Replica(spec, record, up_since=time.monotonic())
+            return record
+
+    def remove(self, name: str, timeout: float | None = None) -> None:
+        with self._lock:
+            rep = self._replicas.pop(name, None)
+        if rep is not None:  # stop outside the lock: it can take the whole timeout
+            stop(rep.record, rep.spec.stop_timeout if timeout is None else timeout)
+
+    def records(self) -> dict[str, ReplicaRecord]:
+        with self._lock:
+            return {n: r.record for n, r in self._replicas.items()}
+
+    def restarts(self, name: str) -> int:
+        with self._lock:
+            return self._replicas[name].restarts
+
+    def restart_at(self, name: str) -> float | None:
+        """Monotonic time of the pending restart, None while the replica is running."""
+        with self._lock:
+            return self._replicas[name].restart_at
+
+    def tick(self, now: float | None = None) -> list[str]:
+        now = time.monotonic() if now is None else now
+        restarted: list[tuple[str, ReplicaRecord]] = []
+        with self._lock:
+            for name, rep in self._replicas.items():
+                if rep.restart_at is None:
+                    self._observe(rep, now)
+                if rep.restart_at is not None and now >= rep.restart_at:
+                    try:
+                        rep.record = spawn(rep.spec)
+                    except SpawnError as e:
+                        log.warning("restart of %s failed: %s", name, e)
+                        self._schedule(rep, now)
+                        continue
+                    rep.restarts += 1
+                    rep.restart_at, rep.up_since = None, now
+                    restarted.append((name, rep.record))
+            logs = {rep.spec.log_path for rep in self._replicas.values()}
+        for path in logs:  # file copies can be slow; keep them out of the lock
+            try:
+                rotate_log(path, self.log_max_bytes, self.log_keep)
+            except OSError as e:
+                log.warning("log rotation of %s failed: %s", path, e)
+        for name, record in restarted:
+            if self.on_restart is not None:
+                self.on_restart(name, record)
+        return [name for name, _ in restarted]
+
+    def _observe(self, rep: _Replica, now: float) -> None:
+        code = exit_code(rep.record)  # also reaps, so crashed replicas do not pile up as zombies
+        if now - rep.up_since >= _STABLE_AFTER:
+            rep.crashes = 0
+        if not is_alive(rep.record):
+            log.warning("replica %s exited (status %s)", rep.spec.name, code)
+            self._schedule(rep, now)
+
+    def _schedule(self, rep: _Replica, now: float) -> None:
+        delay = min(self.backoff_initial * 2 ** rep.crashes, self.backoff_max)
+        rep.crashes += 1
+        rep.restart_at = now + delay
+
+    def run_in_thread(self, interval: float = 0.5) -> None:
+        if self._thread is not None and self._thread.is_alive():
+            return
+        self._stop.clear()
+        self._thread = threading.Thread(target=self._loop, args=(interval,), name="railguard-supervisor",
+                                        daemon=True)
+        self._thread.start()
+
+    def shutdown_thread(self) -> None:
+        """Stop supervising; replicas keep running so a new daemon can adopt them."""
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join()
+            self._thread = None
+
+    def _loop(self, interval: float) -> None:
+        while not self._stop.is_set():
+            try:
+                self.tick()
+            except Exception:  # a supervision bug must not end supervision of every replica
+                log.exception("supervisor tick failed")
+            self._stop.wait(interval)

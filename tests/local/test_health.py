@@ -1,0 +1,186 @@
+"""Real-process tests of the local runtime's health checks and readiness gate."""
+
+from __future__ import annotations
+
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import psutil
+import pytest
+
+from railguard.providers.local.health import (
+    CheckResult,
+    check_exec,
+    check_http,
+    check_tcp,
+    readiness_gate,
+)
+
+PY = sys.executable
+
+SERVER = """
+import http.server, sys, time
+time.sleep(float(sys.argv[2]))
+class H(http.server.BaseHTTPRequestHandler):
+    def do_GET(self):
+        if self.path == "/slow":
+            time.sleep(2)
+        code = 200 if self.path == "/healthz" else 500
+        body = b"ok" if code == 200 else b"database unreachable: " + b"x" * 500
+        self.send_response(code)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+    def log_message(self, *args):
+        pass
+http.server.ThreadingHTTPServer(("127.0.0.1", int(sys.argv[1])), H).serve_forever()
+"""
+
+
+@pytest.fixture(autouse=True)
+def no_leftover_children() -> Iterator[None]:
+    yield
+    left = psutil.Process().children(recursive=True)
+    for proc in left:
+        try:
+            proc.kill()
+        except psutil.NoSuchProcess:
+            pass
+    psutil.wait_procs(left, timeout=5)
+    assert not left, f"test left child processes behind: {[p.pid for p in left]}"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def wait_for(cond: Callable[[], object], timeout: float = 5.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not cond():
+        assert time.monotonic() < deadline, "timed out"
+        time.sleep(0.01)
+
+
+def start_server(delay: float = 0.0) -> tuple[subprocess.Popen[bytes], int]:
+    port = free_port()
+    return subprocess.Popen([PY, "-c", SERVER, str(port), str(delay)]), port
+
+
+@pytest.fixture
+def server() -> Iterator[int]:
+    proc, port = start_server()
+    try:
+        wait_for(lambda: check_tcp(port, 0.5).ok)
+        yield port
+    finally:
+        proc.kill()
+        proc.wait()
+
+
+def test_http_check_passes_on_2xx_even_with_a_proxy_in_the_environment(
+    server: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    for var in ("HTTP_PROXY", "http_proxy", "ALL_PROXY", "all_proxy"):
+        monkeypatch.setenv(var, "http://127.0.0.1:9")
+    result = check_http(server, "/healthz", 2.0)
+    assert result.ok and result.detail.startswith("HTTP 200 in ") and result.detail.endswith(" ms")
+    assert check_http(server, "healthz", 2.0).ok  # leading slash optional
+
+
+def test_http_500_fails_with_the_start_of_the_body(server: int) -> None:
+    result = check_http(server, "/broken", 2.0)
+    assert not result.ok
+    assert result.detail.startswith("HTTP 500: database unreachable: xxx")
+    assert len(result.detail) == len("HTTP 500: ") + 200
+
+
+def test_http_timeout_and_connection_refused(server: int) -> None:
+    assert check_http(server, "/slow", 0.3) == CheckResult(False, "timed out after 0.3 s")
+    assert check_http(free_port(), "/", 1.0) == CheckResult(False, "connection refused")
+
+
+def test_tcp_check(server: int) -> None:
+    assert check_tcp(server, 1.0).ok
+    assert check_tcp(free_port(), 1.0) == CheckResult(False, "connection refused")
+
+
+def test_exec_check_pass_fail_and_exact_environment(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("RAILGUARD_TEST_LEAK", "1")
+    probe = "import os, sys; sys.exit(0 if os.environ.get('X') == '1' and 'RAILGUARD_TEST_LEAK' not in os.environ " \
+            "and 'HOME' not in os.environ and os.getcwd() == sys.argv[1] else 1)"
+    result = check_exec([PY, "-c", probe, str(tmp_path)], {"X": "1"}, tmp_path, 5.0)
+    assert result.ok and result.detail.startswith("exit 0 in ")
+    failing = "import sys; sys.stderr.write('noise\\n' * 100 + 'migrations pending'); sys.exit(1)"
+    result = check_exec([PY, "-c", failing], {}, tmp_path, 5.0)
+    assert not result.ok and result.detail.startswith("exit 1: ") and result.detail.endswith("migrations pending")
+    assert len(result.detail) <= len("exit 1: ") + 200
+    missing = check_exec(["no-such-health-probe"], {}, tmp_path, 1.0)
+    assert not missing.ok and "command not found: 'no-such-health-probe'" in missing.detail
+
+
+def test_exec_check_timeout_kills_the_whole_group(tmp_path: Path) -> None:
+    pidfile = tmp_path / "child.pid"
+    hang = ("import subprocess, sys, time\n"
+            f"c = subprocess.Popen([sys.executable, '-c', 'import time; time.sleep(60)'])\n"
+            f"open({str(pidfile)!r}, 'w').write(str(c.pid))\n"
+            "time.sleep(60)")
+    began = time.monotonic()
+    result = check_exec([PY, "-c", hang], {}, tmp_path, 1.0)
+    assert result == CheckResult(False, "timed out after 1 s")
+    assert time.monotonic() - began < 3
+    child = int(pidfile.read_text())
+
+    def dead() -> bool:
+        try:
+            return bool(psutil.Process(child).status() == psutil.STATUS_ZOMBIE)
+        except psutil.NoSuchProcess:
+            return True
+
+    wait_for(dead, timeout=2.0)
+
+
+def test_gate_passes_after_consecutive_passing_checks() -> None:
+    proc, port = start_server(delay=0.3)
+    try:
+        result = readiness_gate(lambda: check_http(port, "/healthz", 1.0), interval=0.05, healthy_threshold=3,
+                                deadline=time.monotonic() + 10, still_running=lambda: proc.poll() is None)
+        assert result.passed and result.last is not None and result.last.ok
+        assert result.checks >= 4  # the server sleeps before listening, so early checks were refused
+    finally:
+        proc.kill()
+        proc.wait()
+
+
+def test_gate_needs_consecutive_passes() -> None:
+    answers = iter([True, False, True, True, True])
+    result = readiness_gate(lambda: CheckResult(next(answers), "x"), interval=0.0, healthy_threshold=2,
+                            deadline=time.monotonic() + 5, still_running=lambda: True)
+    assert result.passed and result.checks == 4
+
+
+def test_gate_times_out_with_the_last_check_in_the_reason() -> None:
+    port = free_port()
+    began = time.monotonic()
+    result = readiness_gate(lambda: check_tcp(port, 0.2), interval=0.05, healthy_threshold=1,
+                            deadline=time.monotonic() + 0.3, still_running=lambda: True)
+    assert not result.passed and result.checks >= 2
+    assert result.reason == "not healthy within 0.3s: last check: connection refused"
+    assert 0.3 <= time.monotonic() - began < 1.5
+
+
+def test_gate_fails_fast_when_the_process_exits() -> None:
+    proc = subprocess.Popen([PY, "-c", "import sys; sys.exit(1)"])
+    try:
+        began = time.monotonic()
+        result = readiness_gate(lambda: check_tcp(free_port(), 0.2), interval=0.05, healthy_threshold=1,
+                                deadline=time.monotonic() + 30, still_running=lambda: proc.poll() is None)
+        assert not result.passed and result.reason.startswith("process exited")
+        assert time.monotonic() - began < 5
+    finally:
+        proc.wait()

@@ -1,0 +1,298 @@
+"""Real-process tests of the local runtime's replica processes and supervisor."""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import sys
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import replace
+from pathlib import Path
+
+import psutil
+import pytest
+
+from railguard.providers.local.processes import (
+    ReplicaRecord,
+    ReplicaSpec,
+    SpawnError,
+    Supervisor,
+    allocate_port,
+    exit_code,
+    is_alive,
+    port_in_use,
+    rotate_log,
+    spawn,
+    stop,
+    tail,
+)
+
+PY = sys.executable
+SLEEPER = "import time\nwhile True: time.sleep(0.05)"
+
+
+@pytest.fixture(autouse=True)
+def no_leftover_children() -> Iterator[None]:
+    yield
+    left = psutil.Process().children(recursive=True)
+    for proc in left:
+        try:
+            proc.kill()
+        except psutil.NoSuchProcess:
+            pass
+    psutil.wait_procs(left, timeout=5)
+    assert not left, f"test left child processes behind: {[p.pid for p in left]}"
+
+
+def wait_for(cond: Callable[[], object], timeout: float = 5.0, what: str = "condition") -> None:
+    deadline = time.monotonic() + timeout
+    while not cond():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        time.sleep(0.01)
+
+
+def make_spec(tmp_path: Path, code: str, *, name: str = "staging.web.r1.0", port: int | None = None,
+              env: dict[str, str] | None = None, extra: list[str] | None = None) -> ReplicaSpec:
+    return ReplicaSpec(name=name, argv=[PY, "-c", code, *(extra or [])], cwd=tmp_path,
+                       env=env if env is not None else {}, port=port,
+                       log_path=tmp_path / "logs" / f"{name}.log", stop_timeout=2.0)
+
+
+def gone(pid: int) -> bool:
+    """No longer running; an orphan may linger as a zombie if PID 1 does not reap."""
+    try:
+        return bool(psutil.Process(pid).status() == psutil.STATUS_ZOMBIE)
+    except psutil.NoSuchProcess:
+        return True
+
+
+def finish(record: ReplicaRecord, timeout: float = 5.0) -> int:
+    deadline = time.monotonic() + timeout
+    while (code := exit_code(record)) is None:
+        assert time.monotonic() < deadline, "timed out waiting for exit"
+        time.sleep(0.01)
+    return code
+
+
+def test_environment_is_exactly_the_declared_one(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("RAILGUARD_TEST_LEAK", "must-not-leak")
+    declared = {"APP_MODE": "staging", "DATABASE_URL": "sqlite:///x.db"}
+    spec = make_spec(tmp_path, "import os, json; print(json.dumps(dict(os.environ)))", env=declared)
+    record = spawn(spec)
+    assert finish(record) == 0
+    seen = json.loads(spec.log_path.read_text())
+    # Python itself may add LC_CTYPE when coercing a C locale (PEP 538).
+    assert {k: v for k, v in seen.items() if k != "LC_CTYPE"} == declared
+    assert "HOME" not in seen and "RAILGUARD_TEST_LEAK" not in seen
+
+
+def test_port_is_substituted_into_argv(tmp_path: Path) -> None:
+    port = allocate_port()
+    spec = make_spec(tmp_path, "import sys; print(sys.argv[1:])", port=port, extra=["$PORT", "--bind=:$PORT"])
+    record = spawn(spec)
+    assert finish(record) == 0
+    assert spec.log_path.read_text().strip() == str([str(port), f"--bind=:{port}"])
+    assert record.argv[-2:] == [str(port), f"--bind=:{port}"] and record.port == port
+    with pytest.raises(SpawnError, match=r"\$PORT"):
+        spawn(replace(spec, port=None))
+
+
+def test_replica_has_its_own_session_and_process_group(tmp_path: Path) -> None:
+    record = spawn(make_spec(tmp_path, SLEEPER))
+    try:
+        assert os.getpgid(record.pid) == record.pgid == record.pid != os.getpgrp()
+        assert os.getsid(record.pid) == record.pid
+        assert is_alive(record)
+        assert psutil.Process(record.pid).cwd() == str(tmp_path)
+    finally:
+        assert stop(record, 2.0) == "exited"
+    assert not is_alive(record) and gone(record.pid)
+    assert stop(record, 2.0) == "gone"
+
+
+IGNORES_TERM_WITH_CHILD = f"""
+import signal, subprocess, sys, time
+signal.signal(signal.SIGTERM, signal.SIG_IGN)
+child = subprocess.Popen([{PY!r}, "-c", "import signal, time\\nsignal.signal(signal.SIGTERM, signal.SIG_IGN)\\n"
+                          "print('child ready', flush=True)\\nwhile True: time.sleep(0.05)"])
+print("child", child.pid, flush=True)
+while True: time.sleep(0.05)
+"""
+
+
+def test_stop_escalates_to_sigkill_for_the_whole_group(tmp_path: Path) -> None:
+    spec = make_spec(tmp_path, IGNORES_TERM_WITH_CHILD)
+    record = spawn(spec)
+    wait_for(lambda: "child ready" in spec.log_path.read_text(), what="child to start")
+    child_pid = int(next(x for x in spec.log_path.read_text().splitlines() if x.startswith("child "))
+                    .split()[1])
+    assert os.getpgid(child_pid) == record.pgid
+    began = time.monotonic()
+    assert stop(record, 0.5) == "killed"
+    assert time.monotonic() - began >= 0.5
+    assert gone(record.pid) and gone(child_pid)
+    assert exit_code(record) is None  # already reaped by stop: no zombie left
+
+
+def test_missing_command_and_cwd_raise_spawn_error(tmp_path: Path) -> None:
+    spec = ReplicaSpec(name="staging.web.r1.0", argv=["pythn-not-installed", "app.py"], cwd=tmp_path, env={},
+                       port=None, log_path=tmp_path / "web.log")
+    with pytest.raises(SpawnError, match="command not found: 'pythn-not-installed'") as err:
+        spawn(spec)
+    assert "app.py" in str(err.value)
+    with pytest.raises(SpawnError, match="working directory does not exist"):
+        spawn(replace(spec, argv=[PY, "-c", "pass"], cwd=tmp_path / "nope"))
+    script = tmp_path / "not-executable.sh"
+    script.write_text("echo hi\n")
+    with pytest.raises(SpawnError, match="permission denied"):
+        spawn(replace(spec, argv=[str(script)]))
+
+
+def test_wrong_create_time_is_a_stranger_and_is_never_signalled(tmp_path: Path) -> None:
+    record = spawn(make_spec(tmp_path, SLEEPER))
+    stranger = replace(record, create_time=record.create_time - 100)
+    assert not is_alive(stranger)
+    assert stop(stranger, 0.1) == "gone"
+    assert is_alive(record)
+    assert ReplicaRecord.from_dict(json.loads(json.dumps(record.to_dict()))) == record
+    assert stop(record, 2.0) == "exited"
+
+
+def test_exit_code_reaps_the_child(tmp_path: Path) -> None:
+    record = spawn(make_spec(tmp_path, "import sys; sys.exit(7)"))
+    assert finish(record) == 7
+    assert not psutil.pid_exists(record.pid) or psutil.Process(record.pid).create_time() != record.create_time
+    assert not is_alive(record)
+    assert exit_code(replace(record, pid=1)) is None  # not our child
+
+
+def crash_detected(sup: Supervisor, name: str, offset: float = 0.0) -> tuple[float, float]:
+    """Tick until the crash is seen; returns (the `now` it was seen at, the restart delay)."""
+    seen: list[float] = []
+
+    def probe() -> bool:
+        now = time.monotonic() + offset
+        sup.tick(now)
+        seen.append(now)
+        return sup.restart_at(name) is not None
+
+    wait_for(probe, what="crash to be detected")
+    restart_at = sup.restart_at(name)
+    assert restart_at is not None
+    return seen[-1], restart_at - seen[-1]
+
+
+def test_supervisor_restarts_with_growing_backoff(tmp_path: Path) -> None:
+    spec = make_spec(tmp_path, "import sys; print('up'); sys.exit(3)")
+    sup = Supervisor(backoff_initial=0.5, backoff_max=1.5)
+    hooked: list[tuple[str, ReplicaRecord]] = []
+    sup.on_restart = lambda name, rec: hooked.append((name, rec))
+    first = sup.add(spec)
+    delays = []
+    for n in range(1, 4):
+        now, delay = crash_detected(sup, spec.name)
+        delays.append(delay)
+        assert sup.tick(now + delay - 0.01) == []
+        assert sup.tick(now + delay) == [spec.name]
+        assert sup.restarts(spec.name) == n
+    assert delays == pytest.approx([0.5, 1.0, 1.5])  # doubled, then capped
+    assert [n for n, _ in hooked] == [spec.name] * 3
+    assert hooked[-1][1] == sup.records()[spec.name] and hooked[0][1].pid != first.pid
+    # Up for more than 10 s before crashing: the streak is forgotten.
+    _, delay = crash_detected(sup, spec.name, offset=now + delay + 11 - time.monotonic())
+    assert delay == pytest.approx(0.5)
+    sup.remove(spec.name)
+    assert spec.log_path.read_text().count("up") >= 3
+
+
+def test_supervisor_adopts_a_live_record_and_remove_stops_it(tmp_path: Path) -> None:
+    spec = make_spec(tmp_path, SLEEPER)
+    record = spawn(spec)
+    sup = Supervisor()
+    assert sup.add(spec, record) == record  # adopted, not restarted
+    with pytest.raises(ValueError):
+        sup.add(spec)
+    assert sup.tick() == [] and sup.restarts(spec.name) == 0
+    sup.remove(spec.name, timeout=2.0)
+    assert not is_alive(record) and sup.records() == {}
+    dead = replace(record, create_time=record.create_time - 100)
+    fresh = sup.add(spec, dead)  # a record that is no longer live is started afresh
+    assert fresh.pid != record.pid and is_alive(fresh)
+    sup.remove(spec.name)
+
+
+def test_supervisor_thread_restarts_and_shutdown_leaves_replicas_running(tmp_path: Path) -> None:
+    crasher = make_spec(tmp_path, "import sys; sys.exit(1)", name="staging.api.r1.0")
+    steady = make_spec(tmp_path, SLEEPER, name="staging.web.r1.0")
+    sup = Supervisor(backoff_initial=0.02, backoff_max=0.05)
+    sup.add(crasher)
+    steady_record = sup.add(steady)
+    sup.run_in_thread(interval=0.01)
+    try:
+        wait_for(lambda: sup.restarts(crasher.name) >= 2, what="restarts from the thread")
+    finally:
+        sup.shutdown_thread()
+    assert is_alive(steady_record)
+    sup.remove(crasher.name)
+    sup.remove(steady.name)
+
+
+WRITER = "import time\nfor i in range(100000):\n    print('line', i, flush=True)\n    time.sleep(0.002)"
+
+
+def test_rotate_log_keeps_numbered_copies(tmp_path: Path) -> None:
+    path = tmp_path / "app.log"
+    assert not rotate_log(path, 10, 2)  # missing file: nothing to do
+    for content in ("first " * 20, "second " * 20, "third " * 20):
+        path.write_text(content)
+        assert not rotate_log(path, 10_000, 2)
+        assert rotate_log(path, 50, 2)
+        assert path.stat().st_size == 0
+    assert path.with_name("app.log.1").read_text().startswith("third")
+    assert path.with_name("app.log.2").read_text().startswith("second")
+    assert not path.with_name("app.log.3").exists()
+
+
+def test_copy_truncate_while_a_replica_writes(tmp_path: Path) -> None:
+    spec = make_spec(tmp_path, WRITER)
+    sup = Supervisor(log_max_bytes=500, log_keep=1)
+    sup.add(spec)
+    try:
+        wait_for(lambda: spec.log_path.stat().st_size > 500, what="log to grow")
+        sup.tick()
+        rotated = spec.log_path.with_name(spec.log_path.name + ".1")
+        assert rotated.read_text().startswith("line 0\n")
+        wait_for(lambda: spec.log_path.stat().st_size > 0, what="new writes")
+        # O_APPEND: the writer continues at the new end rather than leaving a hole of NULs.
+        assert spec.log_path.read_bytes().startswith(b"line ")
+    finally:
+        sup.remove(spec.name)
+
+
+def test_tail_reads_a_bounded_end_and_the_previous_file(tmp_path: Path) -> None:
+    path = tmp_path / "app.log"
+    path.with_name("app.log.1").write_text("".join(f"old {i}\n" for i in range(10)))
+    path.write_text("new 0\nnew 1\nnew 2\n")
+    assert tail(path, 5) == ["old 8", "old 9", "new 0", "new 1", "new 2"]
+    assert tail(path, 2) == ["new 1", "new 2"]
+    path.with_name("app.log.1").unlink()
+    path.write_text("".join(f"line {i:04d}\n" for i in range(1000)))
+    bounded = tail(path, 100, max_bytes=100)
+    assert bounded[-1] == "line 0999" and len(bounded) < 100
+    assert all(x.startswith("line ") for x in bounded)  # no half line at the start
+    assert tail(tmp_path / "missing.log", 10) == []
+
+
+def test_allocate_port_and_port_in_use() -> None:
+    ports = {allocate_port() for _ in range(20)}
+    assert len(ports) == 20
+    port = ports.pop()
+    assert not port_in_use(port)
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", port))
+        s.listen()
+        assert port_in_use(port)
+

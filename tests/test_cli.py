@@ -1,0 +1,142 @@
+"""The real ``railguard`` command, run as a subprocess the way users and agents run it."""
+
+from __future__ import annotations
+
+import json
+import os
+import sqlite3
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+RAILGUARD = [sys.executable, "-m", "railguard"]
+
+
+def rg(*args: str, cwd: Path, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    full_env = {**os.environ, "NO_COLOR": "1", "COLUMNS": "200", **(env or {})}
+    return subprocess.run([*RAILGUARD, *args], cwd=cwd, capture_output=True, text=True, timeout=60, env=full_env)
+
+
+def rg_json(*args: str, cwd: Path) -> tuple[int, dict[str, Any]]:
+    done = rg(*args, "--json", cwd=cwd)
+    assert "Traceback" not in done.stderr
+    return done.returncode, json.loads(done.stdout)
+
+
+def test_newcomer_flow_init_validate_plan(tmp_path: Path) -> None:
+    (tmp_path / "app.py").write_text("from flask import Flask\napp = Flask(__name__)\n@app.get('/healthz')\n"
+                                     "def h():\n    return 'ok'\n")
+    (tmp_path / "requirements.txt").write_text("flask\n")
+    done = rg("init", cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    text = (tmp_path / "railguard.toml").read_text()
+    assert '"flask"' in text and 'http = "/healthz"' in text
+    assert rg("validate", cwd=tmp_path).returncode == 0
+    code, result = rg_json("plan", "--env", "staging", cwd=tmp_path)
+    assert code == 0 and result["ok"]
+    plan = result["plan"]
+    assert plan["applyable"] and plan["counts"]["create"] == 2
+    assert plan["hash"].startswith("sha256:") and plan["base_serial"] == 0
+    human = rg("plan", "--env", "staging", cwd=tmp_path)
+    assert "staging/service.web" in human.stdout and "railguard apply plan-" in human.stdout
+    assert rg("plan", "--env", "staging", "--detailed-exitcode", cwd=tmp_path).returncode == 2
+    code, listed = rg_json("plans", cwd=tmp_path)
+    assert code == 0 and len(listed["plans"]) == 3
+    code, shown = rg_json("show", plan["id"], cwd=tmp_path)
+    assert shown["plan"]["hash"] == plan["hash"]
+
+
+def test_init_refuses_to_overwrite_and_needs_an_app(workspace: Path, tmp_path_factory: Any) -> None:
+    code, result = rg_json("init", cwd=workspace)
+    assert code == 1 and result["diagnostics"][0]["code"] == "init.exists"
+    empty = tmp_path_factory.mktemp("empty")
+    code, result = rg_json("init", cwd=empty)
+    assert code == 1 and result["diagnostics"][0]["code"] == "init.no_app"
+    assert not (empty / "railguard.toml").exists()
+
+
+def test_validate_reports_all_problems_with_lines(workspace: Path) -> None:
+    (workspace / "railguard.toml").write_text(
+        '[app]\nname = "shop"\n[environments.staging]\nedge_port = 8080\n'
+        '[services.web]\nrun = ["a"]\nreplcas = 2\ndepends_on = ["ghost"]\n[services.web.helth]\nhttp = "/"\n')
+    code, result = rg_json("validate", cwd=workspace)
+    assert code == 1 and result["valid"] is False
+    got = {(d["code"], d["line"]) for d in result["diagnostics"]}
+    assert got == {("spec.unknown_key", 7), ("spec.unknown_key", 9)}
+    human = rg("validate", cwd=workspace)
+    assert "Did you mean 'replicas'?" in human.stderr and "railguard.toml:7" in human.stderr
+
+
+def test_missing_spec_and_unknown_env_are_diagnostics(workspace: Path, tmp_path_factory: Any) -> None:
+    elsewhere = tmp_path_factory.mktemp("nothing")
+    code, result = rg_json("plan", "--env", "staging", cwd=elsewhere)
+    assert code == 1 and result["diagnostics"][0]["code"] == "spec.not_found"
+    code, result = rg_json("plan", "--env", "stagin", cwd=workspace)
+    assert code == 1 and result["diagnostics"][0]["code"] == "spec.unknown_environment"
+    assert "Did you mean 'staging'" in result["diagnostics"][0]["remediation"]
+
+
+def test_bad_spec_changes_nothing_in_the_store(workspace: Path) -> None:
+    (workspace / "railguard.toml").write_text("[app\nname=")
+    code, result = rg_json("plan", "--env", "staging", cwd=workspace)
+    assert code == 1 and result["diagnostics"][0]["code"] == "spec.toml_syntax"
+    assert not (workspace / ".railguard").exists()
+
+
+def test_tampered_and_stale_plans_are_refused(workspace: Path) -> None:
+    _, first = rg_json("plan", "--env", "staging", cwd=workspace)
+    plan_id = first["plan"]["id"]
+    db = sqlite3.connect(workspace / ".railguard" / "state.db")
+    body = json.loads(db.execute("SELECT body FROM plans WHERE id = ?", (plan_id,)).fetchone()[0])
+    body["changes"][0]["risk"] = "safe"
+    body["desired"][0]["config"]["replicas"] = 50
+    db.execute("UPDATE plans SET body = ? WHERE id = ?", (json.dumps(body), plan_id))
+    db.commit()
+    code, result = rg_json("apply", plan_id, cwd=workspace)
+    assert code == 1 and result["diagnostics"][0]["code"] == "plan.hash_mismatch"
+
+    _, second = rg_json("plan", "--env", "staging", cwd=workspace)
+    db.execute("UPDATE environments SET serial = serial + 1 WHERE name = 'staging'")
+    db.execute("INSERT OR IGNORE INTO environments (name, serial, updated_at) VALUES ('staging', 1, 'now')")
+    db.commit()
+    code, result = rg_json("apply", second["plan"]["id"], cwd=workspace)
+    assert code == 1 and result["diagnostics"][0]["code"] == "plan.stale"
+    assert result["diagnostics"][0]["extra"]["base_serial"] == 0
+
+    _, third = rg_json("plan", "--env", "staging", cwd=workspace)
+    (workspace / "app.py").write_text("print('changed code')\n")
+    code, result = rg_json("apply", third["plan"]["id"], cwd=workspace)
+    assert code == 1 and result["diagnostics"][0]["code"] == "plan.spec_changed"
+
+
+def test_unknown_plan_and_corrupt_state(workspace: Path) -> None:
+    code, result = rg_json("apply", "plan-doesnotexist", cwd=workspace)
+    assert code == 1 and result["diagnostics"][0]["code"] == "plan.not_found"
+    (workspace / ".railguard" / "state.db").write_bytes(b"garbage" * 1000)
+    code, result = rg_json("plan", "--env", "staging", cwd=workspace)
+    assert code == 1 and result["diagnostics"][0]["code"] == "state.corrupt"
+    assert (workspace / ".railguard" / "state.db").read_bytes() == b"garbage" * 1000
+
+
+def test_railguard_home_overrides_the_state_folder(workspace: Path, tmp_path_factory: Any) -> None:
+    home = tmp_path_factory.mktemp("home") / "state"
+    done = rg("plan", "--env", "staging", "--json", cwd=workspace, env={"RAILGUARD_HOME": str(home)})
+    assert done.returncode == 0, done.stderr
+    assert (home / "state.db").exists() and not (workspace / ".railguard").exists()
+
+
+def test_schema_is_json_schema_with_descriptions(workspace: Path) -> None:
+    done = rg("schema", cwd=workspace)
+    schema = json.loads(done.stdout)
+    service = schema["$defs"]["Service"]
+    assert service["additionalProperties"] is False
+    assert all(field.get("description") for field in service["properties"].values())
+    assert "pattern" in json.dumps(schema["$defs"]["Health"]["properties"]["interval"])
+
+
+def test_every_command_takes_json(workspace: Path) -> None:
+    for args in (["validate"], ["plans"], ["operations"], ["events"], ["schema"]):
+        done = rg(*args, "--json", cwd=workspace)
+        assert done.returncode == 0, (args, done.stderr)
+        json.loads(done.stdout)

@@ -1,0 +1,147 @@
+"""The SQLite state store: schema, serials, lock, and bad state folders."""
+
+from __future__ import annotations
+
+import signal
+import sqlite3
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+
+from railguard.model.diagnostics import RailguardError
+from railguard.model.resources import ObservedResource
+from railguard.state.schema import SCHEMA_VERSION
+from railguard.state.store import Store
+
+
+def codes(exc: pytest.ExceptionInfo[RailguardError]) -> list[str]:
+    return [d.code for d in exc.value.diagnostics]
+
+
+def test_new_store_is_wal_versioned_and_private(tmp_path: Path) -> None:
+    store = Store.open(tmp_path / "state")
+    db = sqlite3.connect(tmp_path / "state" / "state.db")
+    assert db.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+    assert db.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION
+    assert (tmp_path / "state").stat().st_mode & 0o077 == 0
+    store.close()
+
+
+def test_reopen_keeps_data(tmp_path: Path) -> None:
+    store = Store.open(tmp_path)
+    store.bump_serial("staging")
+    store.add_event("staging", "test", "hello")
+    store.close()
+    again = Store.open(tmp_path)
+    assert again.serial("staging") == 1
+    assert [e["message"] for e in again.events("staging")] == ["hello"]
+
+
+def test_newer_schema_is_refused_and_untouched(tmp_path: Path) -> None:
+    Store.open(tmp_path).close()
+    db = sqlite3.connect(tmp_path / "state.db")
+    db.execute("PRAGMA user_version = 99")
+    db.commit()
+    db.close()
+    before = (tmp_path / "state.db").read_bytes()
+    with pytest.raises(RailguardError) as exc:
+        Store.open(tmp_path)
+    assert codes(exc) == ["state.too_new"]
+    assert (tmp_path / "state.db").read_bytes() == before
+
+
+def test_garbage_file_is_corrupt_not_a_traceback(tmp_path: Path) -> None:
+    (tmp_path / "state.db").write_bytes(b"this is not sqlite" * 100)
+    with pytest.raises(RailguardError) as exc:
+        Store.open(tmp_path)
+    assert codes(exc) == ["state.corrupt"]
+    assert (tmp_path / "state.db").read_bytes() == b"this is not sqlite" * 100
+
+
+def test_foreign_sqlite_database_is_refused(tmp_path: Path) -> None:
+    db = sqlite3.connect(tmp_path / "state.db")
+    db.execute("CREATE TABLE other (x)")
+    db.commit()
+    db.close()
+    with pytest.raises(RailguardError) as exc:
+        Store.open(tmp_path)
+    assert codes(exc) == ["state.corrupt"]
+
+
+def test_unwritable_state_folder(tmp_path: Path) -> None:
+    blocker = tmp_path / "file"
+    blocker.write_text("x")
+    with pytest.raises(RailguardError) as exc:
+        Store.open(blocker / "state")
+    assert codes(exc) == ["state.unwritable"]
+
+
+def test_record_observed_bumps_serial_only_on_change(tmp_path: Path) -> None:
+    store = Store.open(tmp_path)
+    live = [ObservedResource(address="s/service.web", kind="service", fingerprint="sha256:1", config={"a": 1})]
+    assert store.record_observed("s", live) is True
+    assert store.serial("s") == 1
+    assert store.record_observed("s", live) is False
+    assert store.serial("s") == 1
+    assert store.record_observed("s", []) is True
+    assert store.serial("s") == 2
+    assert store.inventory("s") == []
+
+
+def test_lock_held_by_live_process_is_refused(tmp_path: Path) -> None:
+    store = Store.open(tmp_path)
+    other = Store.open(tmp_path)
+    with store.lock("apply plan-1"):
+        with pytest.raises(RailguardError) as exc, other.lock("apply plan-2"):
+            pass
+        assert codes(exc) == ["state.locked"]
+        assert "apply plan-1" in exc.value.diagnostics[0].detail
+    with other.lock("apply plan-2"):
+        pass
+
+
+def test_stale_lock_of_killed_process_is_detected_and_broken(tmp_path: Path) -> None:
+    script = textwrap.dedent(f"""
+        import sys, time
+        from pathlib import Path
+        from railguard.state.store import Store
+        store = Store.open(Path({str(tmp_path)!r}))
+        with store.lock("apply plan-dead"):
+            print("locked", flush=True)
+            time.sleep(60)
+    """)
+    proc = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, text=True)
+    try:
+        assert proc.stdout is not None
+        assert proc.stdout.readline().strip() == "locked"
+        store = Store.open(tmp_path)
+        with pytest.raises(RailguardError), store.lock("apply mine"):
+            pass
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(timeout=10)
+        assert [d.code for d in store.stale_lock_warning()] == ["state.stale_lock"]
+        with store.lock("apply mine") as holder:
+            assert holder.operation == "apply mine"
+        assert any(e["kind"] == "lock.broken" for e in store.events())
+        assert store.lock_holder() is None
+    finally:
+        proc.kill()
+        proc.wait(timeout=10)
+
+
+def test_lock_with_reused_pid_is_stale(tmp_path: Path) -> None:
+    import os
+
+    import psutil
+
+    store = Store.open(tmp_path)
+    with store.transaction() as db:
+        # our own pid but a different start time: the pid was reused by another process
+        db.execute("INSERT INTO locks VALUES ('state', ?, ?, ?, 'apply old', '2020-01-01')",
+                   (os.getpid(), psutil.Process().create_time() - 1000, __import__("socket").gethostname()))
+    with store.lock("apply new"):
+        pass
+    assert [e["data"]["operation"] for e in store.events() if e["kind"] == "lock.broken"] == ["apply old"]
