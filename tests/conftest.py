@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 
+import psutil
 import pytest
 
 BASE_SPEC = """
@@ -46,4 +49,47 @@ def workspace(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]
     for var in ("RAILGUARD_HOME", "RAILGUARD_SPEC"):
         monkeypatch.delenv(var, raising=False)
     yield tmp_path
+    stop_daemon(tmp_path)
     os.chdir("/")
+
+
+def _ours(base: Path) -> list[psutil.Process]:
+    """Processes whose command line points into this test session's temporary folders."""
+    found = []
+    for proc in psutil.process_iter(["cmdline", "environ"]):
+        try:
+            text = " ".join(proc.info["cmdline"] or [])
+            if str(base) in text and proc.pid != os.getpid():
+                found.append(proc)
+        except psutil.Error:
+            continue
+    return found
+
+
+@pytest.fixture(autouse=True)
+def no_leftover_processes(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
+    """Every daemon, replica and Caddy a test starts is stopped by the test; anything left fails it."""
+    yield
+    base = tmp_path_factory.getbasetemp()
+    for proc in _ours(base):
+        cmd = proc.info["cmdline"] or []
+        if "daemon" in cmd and "--home" in cmd:
+            home = cmd[cmd.index("--home") + 1]
+            subprocess.run([sys.executable, "-m", "railguard", "daemon", "stop", "--everything"],
+                           env={**os.environ, "RAILGUARD_HOME": home}, capture_output=True, timeout=60, check=False)
+    leftovers = []
+    for proc in _ours(base):
+        try:
+            if proc.status() != psutil.STATUS_ZOMBIE:
+                leftovers.append(" ".join(proc.cmdline()))
+                proc.kill()
+        except psutil.Error:
+            continue
+    assert leftovers == [], f"processes left running: {leftovers}"
+
+
+def stop_daemon(folder: Path) -> None:
+    """Stop the daemon of a workspace and everything it runs, if one was started."""
+    if (folder / ".railguard" / "daemon.pid").exists():
+        subprocess.run([sys.executable, "-m", "railguard", "daemon", "stop", "--everything",
+                        "--spec", str(folder / "railguard.toml")], capture_output=True, timeout=60, check=False)

@@ -90,3 +90,75 @@ def events(rows: list[dict[str, Any]]) -> None:
     for row in rows:
         table.add_row(row["at"], row["env"] or "-", row["kind"], escape(row["message"]))
     out.print(table)
+
+
+def journal_entry(entry: dict[str, Any]) -> None:
+    mark = {"begin": "[dim]…[/]", "end": "[green]✓[/]", "fail": "[red]✗[/]"}[entry["phase"]]
+    if entry["phase"] == "begin" and ": " in entry["step"]:
+        return  # sub-steps are shown when they end, to keep the live view short
+    out.print(f"  {mark} {escape(entry['step'])}  [dim]{entry['at'][11:23]}[/]")
+
+
+def operation_summary(record: dict[str, Any]) -> None:
+    colour = {"succeeded": "green", "failed": "red"}.get(record["status"], "yellow")
+    out.print(f"Operation {record['id']} ({record['kind']} on {record['env']}): [{colour}]{record['status']}[/]")
+
+
+def status(found: dict[str, Any]) -> None:
+    edge = found["edge"]
+    out.print(f"[bold]{found['env']}[/]  serial {found['serial']}  edge "
+              + (f"{edge['url']} ({'running' if edge['running'] else '[red]not running[/]'})" if edge["port"]
+                 else "not deployed"))
+    if found["operation"]:
+        op = found["operation"]
+        out.print(f"  operation in flight: {op['id']} ({op['kind']}, {op['status']})")
+    table = Table(show_edge=False, pad_edge=False)
+    for column in ("service", "release", "status", "replica", "pid", "port", "health", "restarts", "uptime"):
+        table.add_column(column, no_wrap=True)
+    for svc in found["services"]:
+        colour = {"healthy": "green", "degraded": "red"}.get(svc["status"], "yellow")
+        rows = svc["replicas"] or [None]
+        for i, rep in enumerate(rows):
+            head = [svc["name"], str(svc["release"]), f"[{colour}]{svc['status']}[/]"] if i == 0 else ["", "", ""]
+            tail = ([rep["name"], str(rep["pid"] or "-"), str(rep["port"] or "-"), rep["health"], str(rep["restarts"]),
+                     f"{rep['uptime_s']:.0f}s"] if rep else ["-"] * 6)
+            table.add_row(*head, *tail)
+        for warm in svc["warm"]:
+            table.add_row("", str(warm["release"]), "[dim]warm[/]", f"{warm['replicas']} replica(s)", "", "", "",
+                          "", f"[dim]stops in {warm['until_s']:.0f}s[/]")
+    out.print(table)
+    for route in edge["routes"]:
+        out.print(f"  route {route['host'] or '*'}{route['path']} → {', '.join(route['upstreams']) or '(none: 503)'}")
+    drift = found["drift"]
+    if drift["live_differs"]:
+        out.print("[yellow]Live state differs from the last applied spec:[/]")
+        for line in drift["details"]:
+            out.print(f"  - {escape(line)}")
+    if drift["spec_changed_since_apply"]:
+        out.print("[yellow]The spec on disk asks for changes: run `railguard plan`.[/]")
+
+
+def releases(rows: list[dict[str, Any]]) -> None:
+    if not rows:
+        out.print("No releases yet.")
+        return
+    table = Table(show_edge=False, pad_edge=False)
+    for column in ("release", "status", "created", "source", "git", "plan / rollback of"):
+        table.add_column(column, no_wrap=True)
+    for row in rows:
+        source = row.get("source") or {}
+        git = (source.get("git_commit") or "")[:10] + ("+dirty" if source.get("git_dirty") else "")
+        origin = f"rollback of {row['rollback_of']}" if row.get("rollback_of") else (row.get("plan_id") or "")
+        colour = {"live": "green", "failed": "red"}.get(row["status"], "white")
+        table.add_row(str(row["number"]), f"[{colour}]{row['status']}[/]", row["created_at"],
+                      (source.get("digest") or "")[7:19], git or "-", origin)
+    out.print(table)
+
+
+def logs(found: dict[str, Any], as_json: bool) -> None:
+    for item in found["files"]:
+        for line in item["lines"]:
+            if as_json:
+                out.print(json.dumps({"replica": item["name"], "line": line}), markup=False, highlight=False)
+            else:
+                out.print(f"[dim]{escape(item['name'])}[/] {escape(line)}")

@@ -11,11 +11,14 @@ journaled before and after, and the store records the new live state. Called by
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
-from railguard.model.diagnostics import Diagnostic, RailguardError, error
-from railguard.model.plans import Plan
-from railguard.providers.base import ApplyRequest, ObserveRequest, Provider
+from railguard.engine.execute import Context, run_changes
+from railguard.model.diagnostics import RailguardError, error
+from railguard.model.plans import Action, Change, Plan
+from railguard.model.resources import Resource, desired_digest
+from railguard.providers.base import ObserveRequest, Provider
 from railguard.state.store import Store
 
 
@@ -63,37 +66,57 @@ def verify_plan(store: Store, plan_id: str, current_desired_digest: str | None) 
     return plan
 
 
+def _release_body(desired: list[Resource], source: dict[str, Any] | None,
+                  rollback_of: int | None = None) -> dict[str, Any]:
+    return {
+        "services": {r.name: {"fingerprint": r.fingerprint, "source": r.config.get("source")}
+                     for r in desired if r.kind == "service"},
+        "desired": [r.model_dump(mode="json") for r in desired],
+        "source": source or {},
+        "rollback_of": rollback_of,
+    }
+
+
+def execute(store: Store, *, env: str, kind: str, plan_id: str | None, changes: list[Change],
+            desired: list[Resource], provider: Provider, principal: str, ctx: Context,
+            source: dict[str, Any] | None = None, rollback_of: int | None = None,
+            op_id: str | None = None) -> dict[str, Any]:
+    """Run an operation's changes with a release record; return the operation record."""
+    op_id = op_id or store.create_operation(env, kind, plan_id, principal)
+    actionable = [c for c in changes if c.action is not Action.noop]
+    release = None
+    if any(c.kind == "service" for c in actionable):
+        release = store.add_release(env, plan_id, op_id, "pending", _release_body(desired, source, rollback_of))
+    failure = run_changes(store, op_id, env, actionable, desired, provider, release, ctx)
+    status = "failed" if failure else "succeeded"
+    if release is not None:
+        store.finish_release(env, release, "failed" if failure else "live")
+    if not failure:
+        store.add_spec_snapshot(env, desired_digest(desired), [r.model_dump(mode="json") for r in desired])
+    store.finish_operation(op_id, status, {"diagnostics": [d.model_dump(mode="json") for d in failure]}
+                           if failure else None)
+    what = f"release {release}" if release is not None else f"{len(actionable)} change(s)"
+    store.add_event(env, f"{kind}.{status}", f"{kind} {status}: {what}"
+                    + (f" (rollback to {rollback_of})" if rollback_of else "")
+                    + (f": {failure[0].summary}" if failure else ""),
+                    data={"operation": op_id, "plan": plan_id, "release": release})
+    record = store.operation(op_id)
+    assert record is not None
+    return record
+
+
 def apply_plan(store: Store, plan_id: str, provider: Provider, principal: str,
-               current_desired_digest: str | None) -> dict[str, Any]:
+               current_desired_digest: str | None, ctx: Context | None = None,
+               source: dict[str, Any] | None = None, op_id: str | None = None) -> dict[str, Any]:
     """Apply a verified plan through ``provider``; return the operation record."""
     plan, _, _ = store.load_plan(plan_id)
     with store.lock(operation=f"apply {plan_id}"):
         # Re-observe under the lock: a change to the live system since review makes the plan stale.
         store.record_observed(plan.env, provider.observe(ObserveRequest(env=plan.env)).resources)
         plan = verify_plan(store, plan_id, current_desired_digest)
-        op_id = store.create_operation(plan.env, "apply", plan.id, principal)
         store.mark_plan(plan.id, "applying")
-        desired = {r.address: r for r in plan.desired}
-        failure: list[Diagnostic] = []
-        for change in plan.actionable:
-            step = f"{change.action.value} {change.address}"
-            store.journal(op_id, step, "begin", {"risk": change.risk.value})
-            response = provider.apply_change(ApplyRequest(
-                env=plan.env, change=change, desired=desired.get(change.address), operation_id=op_id))
-            if not response.ok:
-                failure = list(response.diagnostics)
-                store.journal(op_id, step, "fail", {"diagnostics": [d.model_dump(mode="json") for d in failure]})
-                break
-            store.set_observed(plan.env, response.observed, change.address)
-            store.journal(op_id, step, "end")
-        status = "failed" if failure else "succeeded"
-        store.mark_plan(plan.id, "failed" if failure else "applied")
-        if not failure:
-            store.add_spec_snapshot(plan.env, plan.desired_digest, [r.model_dump(mode="json") for r in plan.desired])
-        store.finish_operation(op_id, status, {"diagnostics": [d.model_dump(mode="json") for d in failure]}
-                               if failure else None)
-        store.add_event(plan.env, f"apply.{status}", f"plan {plan.id}: {len(plan.actionable)} change(s) {status}",
-                        data={"operation": op_id, "plan": plan.id})
-    record = store.operation(op_id)
-    assert record is not None
+        record = execute(store, env=plan.env, kind="apply", plan_id=plan.id, changes=plan.changes,
+                         desired=plan.desired, provider=provider, principal=principal,
+                         ctx=ctx or Context(Path("."), Path(".")), source=source, op_id=op_id)
+        store.mark_plan(plan.id, "applied" if record["status"] == "succeeded" else "failed")
     return record

@@ -9,14 +9,13 @@ errors. Called by ``railguard plan`` (and the daemon/MCP later).
 from __future__ import annotations
 
 from railguard.engine import planner
-from railguard.engine.sources import snapshot
-from railguard.engine.targets import provider_for
 from railguard.engine.workspace import Workspace, require_env
 from railguard.model.diagnostics import RailguardError, error
 from railguard.model.plans import Plan
 from railguard.model.resources import Resource, desired_resources
 from railguard.model.spec import Spec
-from railguard.providers.base import ObserveRequest
+from railguard.providers.base import ObserveRequest, Provider
+from railguard.sources.snapshot import snapshot
 from railguard.state.store import Store
 
 
@@ -41,24 +40,22 @@ def desired_for(ws: Workspace, spec: Spec, env: str) -> list[Resource]:
     return desired_resources(spec, env, digest)
 
 
-def observe_into(store: Store, ws: Workspace, spec: Spec, env: str) -> None:
-    """Ask the environment's provider what is live and record it (serial moves if it changed)."""
-    provider = provider_for(spec.environments[env].target, ws)
-    if provider is None:
-        return
-    report = provider.observe(ObserveRequest(env=env))
-    store.record_observed(env, report.resources)
-
-
 def make_plan(ws: Workspace, env: str) -> Plan:
+    """Plan without a daemon: the store's inventory stands for the live state (tests, offline review)."""
+    store = ws.open_store()
+    try:
+        return make_plan_with(ws, env, store, None)
+    finally:
+        store.close()
+
+
+def make_plan_with(ws: Workspace, env: str, store: Store, provider: Provider | None) -> Plan:
+    """Observe through ``provider`` (when given) into ``store``, plan, and save the plan."""
     spec, warnings = ws.load_valid()
     require_env(spec, env)
     desired = desired_for(ws, spec, env)
-    store = ws.open_store()
-    try:
-        observe_into(store, ws, spec, env)
-        computed = planner.plan(env, desired, store.inventory(env), store.serial(env))
-        computed = computed.model_copy(update={"diagnostics": [*warnings, *computed.diagnostics]})
-        return store.save_plan(computed)
-    finally:
-        store.close()
+    if provider is not None:
+        store.record_observed(env, provider.observe(ObserveRequest(env=env)).resources)
+    computed = planner.plan(env, desired, store.inventory(env), store.serial(env))
+    computed = computed.model_copy(update={"diagnostics": [*warnings, *computed.diagnostics]})
+    return store.save_plan(computed)

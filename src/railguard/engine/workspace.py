@@ -9,6 +9,7 @@ command that needs the spec or the store.
 
 from __future__ import annotations
 
+import hashlib
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -69,11 +70,29 @@ class Workspace:
     def open_store(self) -> Store:
         return Store.open(self.home)
 
+    @property
+    def socket_path(self) -> Path:
+        return daemon_socket(self.home)
+
     def _display_path(self) -> str:
         try:
             return str(self.spec_path.relative_to(Path.cwd()))
         except ValueError:
             return str(self.spec_path)
+
+
+def daemon_socket(home: Path) -> Path:
+    """The daemon's API socket: in the state folder, or a short private path when that is too long.
+
+    Unix socket paths are limited to 107 bytes; deep state folders (CI, pytest) exceed it.
+    """
+    inside = home / "daemon.sock"
+    if len(str(inside)) < 100:
+        return inside
+    short = Path(f"/tmp/railguard-{os.getuid()}")
+    short.mkdir(mode=0o700, exist_ok=True)
+    os.chmod(short, 0o700)
+    return short / (hashlib.sha256(str(home).encode()).hexdigest()[:16] + ".sock")
 
 
 def require_env(spec: Spec, env: str) -> None:

@@ -69,7 +69,8 @@ class ObservedResource(BaseModel):
     message: str = ""
 
 
-def _normalize_service(service: Service, env: str, source_digest: str | None, data_dir: str | None) -> dict[str, Any]:
+def _normalize_service(service: Service, source_digest: str | None, data_dir: str | None,
+                       rollback_window_ms: int) -> dict[str, Any]:
     health = None
     if service.health is not None:
         h = service.health
@@ -97,6 +98,7 @@ def _normalize_service(service: Service, env: str, source_digest: str | None, da
         "drain_timeout_ms": parse_ms(service.drain_timeout),
         "source": source_digest,
         "data_dir": data_dir,
+        "rollback_window_ms": rollback_window_ms,
     }
 
 
@@ -117,7 +119,8 @@ def desired_resources(spec: Spec, env: str, source_digest: str | None = None) ->
     edge_routes: list[dict[str, Any]] = []
     for name in sorted(spec.services):
         service = spec.resolved_service(env, name)
-        config = _normalize_service(service, env, source_digest, environment.data_dir)
+        config = _normalize_service(service, source_digest, environment.data_dir,
+                                    parse_ms(environment.rollback_window))
         deps = [service_address(env, d) for d in service.depends_on]
         resources.append(make_resource(env, "service", name, config, deps))
         edge_routes += [{**route, "service": name} for route in config["routes"]]

@@ -161,7 +161,13 @@ class Environment(_Strict):
     )
     data_dir: str | None = Field(
         default=None,
-        description="Folder for the environment's data, passed to replicas as RAILGUARD_DATA_DIR.",
+        description="Folder for the environment's data (relative to the spec file), passed to replicas as "
+        "RAILGUARD_DATA_DIR. Default: the state folder's data/<environment>.",
+    )
+    rollback_window: Duration = Field(
+        default="5m",
+        description="How long the previous release's replicas stay running (unrouted) after a rollout, so a "
+        "rollback to it is instant. '0s' stops them as soon as they are drained.",
     )
     services: dict[Name, ServiceOverride] = Field(
         default_factory=dict, description="Overrides of service fields for this environment."

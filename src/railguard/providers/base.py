@@ -10,8 +10,9 @@ embedded local runtime and the in-memory fake used by unit tests both implement
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from enum import StrEnum
-from typing import Protocol, runtime_checkable
+from typing import Any, Protocol, runtime_checkable
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -38,6 +39,9 @@ class ApplyRequest(_Message):
     change: Change
     desired: Resource | None = Field(description="The desired resource; None for a delete.")
     operation_id: str
+    release: int | None = Field(default=None, description="Release number new processes belong to.")
+    source_root: str | None = Field(default=None, description="App source folder, for building artifacts.")
+    data_dir: str | None = Field(default=None, description="Absolute data folder of the environment.")
 
 
 class ApplyResponse(_Message):
@@ -67,6 +71,11 @@ class HealthResponse(_Message):
     message: str = ""
 
 
+# Called by a provider around each sub-step of a change: (step, phase, detail), phase "begin"/"end".
+# The engine journals it, so a crash mid-change shows exactly where it stopped.
+Progress = Callable[[str, str, dict[str, Any]], None]
+
+
 @runtime_checkable
 class Provider(Protocol):
     """A runtime Railguard can deploy to."""
@@ -75,6 +84,6 @@ class Provider(Protocol):
 
     def observe(self, request: ObserveRequest) -> ObserveResponse: ...
 
-    def apply_change(self, request: ApplyRequest) -> ApplyResponse: ...
+    def apply_change(self, request: ApplyRequest, progress: Progress | None = None) -> ApplyResponse: ...
 
     def health(self, request: HealthRequest) -> HealthResponse: ...

@@ -18,6 +18,7 @@ from railguard.providers.base import (
     HealthResponse,
     ObserveRequest,
     ObserveResponse,
+    Progress,
 )
 
 
@@ -32,7 +33,7 @@ class FakeProvider:
     def observe(self, request: ObserveRequest) -> ObserveResponse:
         return ObserveResponse(resources=sorted(self.live.get(request.env, {}).values(), key=lambda r: r.address))
 
-    def apply_change(self, request: ApplyRequest) -> ApplyResponse:
+    def apply_change(self, request: ApplyRequest, progress: Progress | None = None) -> ApplyResponse:
         change = request.change
         if change.address in self.fail_on:
             return ApplyResponse(ok=False, observed=self.live.get(request.env, {}).get(change.address), diagnostics=[

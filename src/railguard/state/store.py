@@ -202,6 +202,11 @@ class Store:
                 (env, digest, canonical_json(body), now()),
             )
 
+    def last_spec(self, env: str) -> list[dict[str, Any]] | None:
+        """The desired resources of the last applied spec snapshot."""
+        row = self._one("SELECT body FROM spec_snapshots WHERE env = ? ORDER BY id DESC LIMIT 1", env)
+        return list(json.loads(row[0])) if row else None
+
     def last_spec_digest(self, env: str) -> str | None:
         row = self._one("SELECT digest FROM spec_snapshots WHERE env = ? ORDER BY id DESC LIMIT 1", env)
         return str(row[0]) if row else None
@@ -253,19 +258,22 @@ class Store:
             self._db.execute("UPDATE plans SET status = ? WHERE id = ?", (status, plan_id))
 
     # -- operations and journal -----------------------------------------------------------
-    def create_operation(self, env: str, kind: str, plan_id: str | None, principal: str) -> str:
+    def create_operation(self, env: str, kind: str, plan_id: str | None, principal: str,
+                         status: str = "running") -> str:
         op_id = new_id("op")
         stamp = now()
         with self.transaction():
             self._db.execute(
                 "INSERT INTO operations (id, env, kind, plan_id, status, principal, created_at, updated_at) "
-                "VALUES (?, ?, ?, ?, 'running', ?, ?, ?)",
-                (op_id, env, kind, plan_id, principal, stamp, stamp),
+                "VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                (op_id, env, kind, plan_id, status, principal, stamp, stamp),
             )
         return op_id
 
     def journal(self, operation_id: str, step: str, phase: str, detail: dict[str, Any] | None = None) -> None:
         with self.transaction():
+            self._db.execute("UPDATE operations SET status = 'running', updated_at = ? WHERE id = ? "
+                             "AND status = 'queued'", (now(), operation_id))
             self._db.execute(
                 "INSERT INTO journal (operation_id, step, phase, detail, at) VALUES (?, ?, ?, ?, ?)",
                 (operation_id, step, phase, canonical_json(detail or {}), now()),
@@ -310,6 +318,18 @@ class Store:
                 (env, number, now(), plan_id, operation_id, status, canonical_json(body)),
             )
         return number
+
+    def finish_release(self, env: str, number: int, status: str) -> None:
+        """Mark a release live (the previous live one becomes superseded) or failed."""
+        with self.transaction():
+            if status == "live":
+                self._db.execute("UPDATE releases SET status = 'superseded' WHERE env = ? AND status = 'live'",
+                                 (env,))
+            self._db.execute("UPDATE releases SET status = ? WHERE env = ? AND number = ?", (status, env, number))
+
+    def release(self, env: str, number: int) -> dict[str, Any] | None:
+        found = [r for r in self.releases(env, limit=1_000_000) if r["number"] == number]
+        return found[0] if found else None
 
     def releases(self, env: str, limit: int = 50) -> list[dict[str, Any]]:
         rows = self._db.execute(

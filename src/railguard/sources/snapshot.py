@@ -5,21 +5,23 @@ files must be well defined: everything under ``[app].source`` except what
 ``.gitignore`` and ``.railguardignore`` exclude (gitignore syntax, via pathspec) and
 Railguard's own folders. The digest covers paths, contents and the executable bit,
 so any change that could change behaviour changes the digest. Used by planning
-(the digest is part of each service's config) and by artifact building.
+(the digest is part of each service's config) and by the local runtime's artifacts.
 """
 
 from __future__ import annotations
 
 import hashlib
 import os
+import shutil
 import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 
 import pathspec
 
-ALWAYS_IGNORED = [".git/", ".railguard/", ".venv/", "venv/", "__pycache__/", "*.pyc", "node_modules/",
-                  ".mypy_cache/", ".pytest_cache/", ".ruff_cache/", ".hypothesis/"]
+# The spec is not part of the app: changing `replicas` must not look like a code change.
+ALWAYS_IGNORED = ["/railguard.toml", ".git/", ".railguard/", ".venv/", "venv/", "__pycache__/", "*.pyc",
+                  "node_modules/", ".mypy_cache/", ".pytest_cache/", ".ruff_cache/", ".hypothesis/"]
 IGNORE_FILES = (".gitignore", ".railguardignore")
 MAX_FILES = 50_000
 
@@ -69,15 +71,31 @@ def _git(root: Path, *args: str) -> str | None:
 
 def snapshot(root: Path) -> SourceSnapshot:
     files = list_files(root)
+    commit = _git(root, "rev-parse", "HEAD")
+    dirty = None if commit is None else bool(_git(root, "status", "--porcelain"))
+    return SourceSnapshot(root=root, files=tuple(files), digest=digest_files(root, files),
+                          git_commit=commit, git_dirty=dirty)
+
+
+def copy_into(snap: SourceSnapshot, dest: Path) -> str:
+    """Copy the snapshot's files into ``dest`` and return the digest of what landed there.
+
+    The caller compares the returned digest with the one it expects: a file edited between
+    planning and copying must not slip into an artifact under the reviewed digest.
+    """
+    for rel in snap.files:
+        target = dest / rel
+        target.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(snap.root / rel, target)
+    return digest_files(dest, list(snap.files))
+
+
+def digest_files(root: Path, files: list[str]) -> str:
     h = hashlib.sha256()
     for rel in files:
         path = root / rel
         mode = "x" if os.access(path, os.X_OK) else "-"
         h.update(f"{rel}\0{mode}\0".encode())
         with path.open("rb") as handle:
-            file_hash = hashlib.file_digest(handle, "sha256").hexdigest()
-        h.update(file_hash.encode() + b"\n")
-    commit = _git(root, "rev-parse", "HEAD")
-    dirty = None if commit is None else bool(_git(root, "status", "--porcelain"))
-    return SourceSnapshot(root=root, files=tuple(files), digest="sha256:" + h.hexdigest(),
-                          git_commit=commit, git_dirty=dirty)
+            h.update(hashlib.file_digest(handle, "sha256").hexdigest().encode() + b"\n")
+    return "sha256:" + h.hexdigest()

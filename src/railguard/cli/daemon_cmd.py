@@ -1,0 +1,73 @@
+"""``railguard daemon start|stop|status|run``: the control-plane daemon of a state folder."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from railguard.cli.common import JsonOpt, SpecOpt, connect
+from railguard.cli.output import finish, guarded, out
+from railguard.model.diagnostics import RailguardError, error
+
+app = typer.Typer(help="Start, stop and inspect the daemon (it also starts on demand).", no_args_is_help=True)
+
+
+@app.command()
+@guarded()
+def start(spec: SpecOpt = None, as_json: JsonOpt = False) -> None:
+    """Start the daemon in the background (no-op when it runs)."""
+    ws, client = connect(spec)
+    pid = client.start_daemon()
+    if as_json:
+        finish(True, [], {"pid": pid, "home": str(ws.home)})
+    out.print(f"Daemon running (pid {pid}) for {ws.home}")
+
+
+@app.command()
+@guarded()
+def stop(
+    spec: SpecOpt = None,
+    everything: Annotated[bool, typer.Option(
+        "--everything", help="Also stop every app replica and the edge (by default they keep serving).")] = False,
+    as_json: JsonOpt = False,
+) -> None:
+    """Stop the daemon. Apps and the edge keep serving unless --everything."""
+    ws, client = connect(spec)
+    client.autostart = False
+    stopped = client.stop_daemon(everything)
+    if as_json:
+        finish(True, [], {"stopped": stopped, "everything": everything})
+    out.print("Daemon stopped." if stopped else "The daemon was not running.")
+
+
+@app.command()
+@guarded()
+def status(spec: SpecOpt = None, as_json: JsonOpt = False) -> None:
+    """Whether the daemon runs, its pid, the edge and the number of supervised replicas."""
+    ws, client = connect(spec)
+    client.autostart = False
+    info = client.call("GET", "health")["daemon"] if client.alive() else None
+    if as_json:
+        finish(True, [], {"running": info is not None, "daemon": info, "home": str(ws.home)})
+    if info is None:
+        out.print(f"Not running for {ws.home}. It starts on demand, or with `railguard daemon start`.")
+        return
+    edge = info["edge"]
+    out.print(f"Running: pid {info['pid']}, {info['replicas']} replica(s) supervised, edge "
+              f"{'pid ' + str(edge['pid']) if edge['running'] else 'not running'}; state {info['home']}")
+
+
+@app.command(hidden=True)
+@guarded()
+def run(home: Annotated[Path, typer.Option("--home", help="State folder.")]) -> None:
+    """Run the daemon in the foreground (what `daemon start` launches)."""
+    from railguard.daemon.lifecycle import AlreadyRunning
+    from railguard.daemon.lifecycle import run as run_daemon
+
+    try:
+        run_daemon(home.absolute())
+    except AlreadyRunning as exc:
+        raise RailguardError(error("daemon.unavailable", "A daemon already runs for this state folder", str(exc),
+                                   "Use it (`railguard daemon status`), or stop it first.")) from exc

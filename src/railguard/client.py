@@ -1,0 +1,118 @@
+"""The client of the daemon's API, used by the CLI (and later the MCP server).
+
+Thin by design: it finds the daemon of a state folder (starting it on demand,
+detached, so it outlives the command), sends JSON over the Unix socket and turns
+error answers back into :class:`RailguardError` with the daemon's diagnostics. A
+daemon that cannot be reached or started is a ``daemon.unavailable`` diagnostic.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import httpx
+import psutil
+
+from railguard.engine.workspace import Workspace
+from railguard.model.diagnostics import Diagnostic, RailguardError, error
+from railguard.state.pidfile import read_pid
+from railguard.state.store import Store
+
+START_TIMEOUT_S = 20.0
+
+
+def _unavailable(detail: str, home: Path) -> RailguardError:
+    return RailguardError(error(
+        "daemon.unavailable", "The Railguard daemon is not available", detail,
+        f"Check {home / 'daemon.log'} and {home / 'daemon.out'}, then run `railguard daemon start`.",
+        address=str(home)))
+
+
+class Client:
+    def __init__(self, ws: Workspace, autostart: bool = True) -> None:
+        self.ws = ws
+        self.autostart = autostart
+        self._http = httpx.Client(transport=httpx.HTTPTransport(uds=str(ws.socket_path)),
+                                  base_url="http://railguard", timeout=httpx.Timeout(120.0, connect=2.0))
+
+    def close(self) -> None:
+        self._http.close()
+
+    # -- the daemon process ------------------------------------------------------------------
+    def daemon_pid(self) -> int | None:
+        return read_pid(self.ws.home)
+
+    def alive(self) -> bool:
+        try:
+            return bool(self._http.get("/v1/health").json().get("ok"))
+        except (httpx.HTTPError, ValueError):
+            return False
+
+    def start_daemon(self) -> int:
+        if self.alive():
+            pid = self.daemon_pid()
+            assert pid is not None
+            return pid
+        # Open the store here first: a corrupt, too new or unwritable state folder is reported
+        # with its own diagnostic instead of a daemon that dies at boot.
+        Store.open(self.ws.home).close()
+        out = open(self.ws.home / "daemon.out", "ab")  # noqa: SIM115 - handed to the child
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "railguard", "daemon", "run", "--home", str(self.ws.home)],
+            stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT, start_new_session=True,
+            cwd=str(self.ws.home))
+        out.close()
+        deadline = time.monotonic() + START_TIMEOUT_S
+        while time.monotonic() < deadline:
+            if self.alive():
+                return proc.pid
+            code = proc.poll()
+            if code is not None:
+                if self.alive():  # another client started it first
+                    pid = self.daemon_pid()
+                    return pid if pid is not None else proc.pid
+                log = (self.ws.home / "daemon.out").read_text(errors="replace").strip().splitlines()[-5:]
+                raise _unavailable(f"The daemon exited with status {code} while starting: {' | '.join(log)}",
+                                   self.ws.home)
+            time.sleep(0.05)
+        raise _unavailable(f"The daemon did not answer within {START_TIMEOUT_S:.0f} s.", self.ws.home)
+
+    def stop_daemon(self, everything: bool = False, timeout: float = 30.0) -> bool:
+        """Ask the daemon to stop (and, with ``everything``, to stop the apps and the edge too)."""
+        pid = self.daemon_pid()
+        if pid is None and not self.alive():
+            return False
+        try:
+            self._http.post("/v1/shutdown", json={"everything": everything})
+        except httpx.HTTPError:
+            if pid is not None:
+                os.kill(pid, signal.SIGTERM)
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if pid is None or not psutil.pid_exists(pid) or psutil.Process(pid).status() == psutil.STATUS_ZOMBIE:
+                return True
+            time.sleep(0.05)
+        raise _unavailable(f"The daemon (pid {pid}) did not stop within {timeout:.0f} s.", self.ws.home)
+
+    # -- calls -------------------------------------------------------------------------------
+    def call(self, method: str, path: str, body: dict[str, Any] | None = None,
+             params: dict[str, Any] | None = None) -> dict[str, Any]:
+        if self.autostart and not self.alive():
+            self.start_daemon()
+        clean = {k: v for k, v in (params or {}).items() if v is not None}
+        try:
+            response = self._http.request(method, f"/v1/{path}", json=body, params=clean)
+            payload: dict[str, Any] = response.json()
+        except httpx.HTTPError as exc:
+            raise _unavailable(f"The daemon did not answer {method} /v1/{path}: {exc}.", self.ws.home) from exc
+        except ValueError as exc:
+            raise _unavailable(f"The daemon sent an answer that is not JSON: {exc}.", self.ws.home) from exc
+        if not payload.get("ok"):
+            raise RailguardError(*[Diagnostic.model_validate(d) for d in payload.get("diagnostics", [])])
+        return payload

@@ -1,0 +1,62 @@
+"""Running the daemon: one per state folder, in the background, stoppable, restartable.
+
+``run`` holds an exclusive ``flock`` on ``daemon.lock`` for its whole life (the kernel
+releases it when the process dies, however it dies, so a crashed daemon never blocks
+the next one), writes ``daemon.pid`` (pid + start time), boots the daemon and serves
+the API until asked to stop or sent SIGTERM. Called by ``railguard daemon run``, which
+the client starts detached on demand.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import logging
+import signal
+import sys
+from pathlib import Path
+from types import FrameType
+
+from railguard.daemon.api import Server
+from railguard.daemon.service import Daemon
+from railguard.engine.workspace import daemon_socket
+from railguard.state.pidfile import write_pid
+
+
+class AlreadyRunning(Exception):
+    pass
+
+
+def run(home: Path) -> None:
+    home.mkdir(parents=True, exist_ok=True, mode=0o700)
+    logging.basicConfig(filename=home / "daemon.log", level=logging.INFO,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    lock = open(home / "daemon.lock", "a+")  # noqa: SIM115 - held open for the process lifetime
+    try:
+        fcntl.flock(lock.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError as exc:
+        raise AlreadyRunning(f"a daemon already serves {home}") from exc
+    write_pid(home)
+    daemon = Daemon(home)
+    daemon.boot()
+    server = Server(daemon_socket(home), daemon)
+
+    daemon.on_stop = server.shutdown
+
+    def on_signal(signum: int, frame: FrameType | None) -> None:
+        daemon.request_shutdown(False)
+
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
+    logging.getLogger("railguard.daemon").info("serving %s on %s", home, daemon_socket(home))
+    try:
+        server.serve_forever(poll_interval=0.2)
+    finally:
+        server.server_close()
+        try:
+            daemon_socket(home).unlink()
+        except FileNotFoundError:
+            pass
+        (home / "daemon.pid").unlink(missing_ok=True)
+        lock.close()
+        sys.stdout.flush()
+

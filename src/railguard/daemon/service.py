@@ -1,0 +1,236 @@
+"""The daemon's behaviour: what each API call does, and the background loops.
+
+One :class:`Daemon` per state folder. It boots by re-adopting what runs (the local
+provider verifies pid + start time of every replica and the edge) and settling any
+operation a previous daemon left in flight; then it serves the API, runs operations
+one at a time on a runner thread, supervises replicas, watches their health and
+stops warm replicas whose rollback window passed. Every store access uses a
+connection of the calling thread. Called by :mod:`railguard.daemon.api`.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import queue
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from railguard.engine.apply import apply_plan, verify_plan
+from railguard.engine.execute import Context
+from railguard.engine.plan import desired_for, make_plan_with
+from railguard.engine.recovery import recover
+from railguard.engine.rollback import pick_target, rollback
+from railguard.engine.workspace import Workspace, require_env
+from railguard.model.diagnostics import RailguardError, error
+from railguard.model.resources import desired_digest
+from railguard.providers.local.edge import CaddyEdge
+from railguard.providers.local.processes import Supervisor, tail
+from railguard.providers.local.provider import LocalProvider
+from railguard.sources.snapshot import snapshot
+from railguard.state.store import Store
+
+log = logging.getLogger("railguard.daemon")
+
+
+@dataclass
+class Job:
+    op_id: str
+    env: str
+    run: Callable[[Store], Any]
+
+
+class Daemon:
+    def __init__(self, home: Path) -> None:
+        self.home = home
+        self.started_at = time.time()
+        self.edge = CaddyEdge(home / "edge")
+        self.supervisor = Supervisor()
+        self.provider = LocalProvider(home, self.edge, self.supervisor)
+        self._local = threading.local()
+        self._jobs: queue.Queue[Job | None] = queue.Queue()
+        self._busy: dict[str, str] = {}
+        self._busy_lock = threading.Lock()
+        self.stopping = threading.Event()
+        self._threads: list[threading.Thread] = []
+        self.on_stop: Callable[[], None] | None = None  # set by the server: stop serving
+
+    # -- plumbing ------------------------------------------------------------------------------
+    def store(self) -> Store:
+        found: Store | None = getattr(self._local, "store", None)
+        if found is None:
+            found = Store.open(self.home)
+            self._local.store = found
+        return found
+
+    def boot(self) -> None:
+        store = self.store()
+        for note in self.provider.adopt():
+            store.add_event(None, "daemon.adopted", note)
+        recover(store, self.provider)
+        store.add_event(None, "daemon.started", f"daemon started (pid {os.getpid()})")
+        self.supervisor.run_in_thread()
+        for target, name in ((self._runner, "railguard-runner"), (self._loop, "railguard-loop")):
+            thread = threading.Thread(target=target, name=name, daemon=True)
+            thread.start()
+            self._threads.append(thread)
+
+    def request_shutdown(self, everything: bool = False) -> None:
+        """Stop soon, from another thread: the caller (an API request) still gets its answer."""
+        def stop() -> None:
+            self.shutdown(everything)
+            if self.on_stop is not None:
+                self.on_stop()
+
+        threading.Thread(target=stop, name="railguard-stop", daemon=True).start()
+
+    def shutdown(self, everything: bool = False) -> None:
+        """Stop serving. Apps and the edge keep running unless ``everything``."""
+        self.stopping.set()
+        self._jobs.put(None)
+        self.supervisor.shutdown_thread()
+        if everything:
+            with self.provider.state.lock:
+                for runtime in self.provider.state.envs.values():
+                    for rs in runtime.sets:
+                        self.provider._retire(rs)
+                    runtime.sets.clear()
+                    runtime.edge = None
+                self.provider.state.save()
+            self.edge.stop()
+
+    def _loop(self) -> None:
+        restarts_seen: dict[str, int] = {}
+        while not self.stopping.wait(0.5):
+            try:
+                self.provider.monitor()
+                for note in self.provider.tick():
+                    self.store().add_event(None, "release.warm_stopped", note)
+                for name, record in self.supervisor.records().items():
+                    count = self.supervisor.restarts(name)
+                    if count != restarts_seen.get(name, 0):
+                        restarts_seen[name] = count
+                        env = name.split(".", 1)[0]
+                        self.store().add_event(env, "replica.restarted",
+                                               f"{name} crashed and was restarted (pid {record.pid}, "
+                                               f"restart #{count})")
+            except Exception:  # noqa: BLE001 - the loop must survive a bad pass
+                log.exception("background pass failed")
+
+    def _runner(self) -> None:
+        while True:
+            job = self._jobs.get()
+            if job is None:
+                return
+            store = self.store()
+            try:
+                job.run(store)
+            except RailguardError as exc:
+                store.finish_operation(job.op_id, "failed",
+                                       {"diagnostics": [d.model_dump(mode="json") for d in exc.diagnostics]})
+            except Exception as exc:  # noqa: BLE001 - an operation bug must not kill the runner
+                log.exception("operation %s crashed", job.op_id)
+                diag = error("internal.error", "The operation hit an internal error", f"{type(exc).__name__}: {exc}",
+                             "Check `railguard status`; report the bug with the daemon log.")
+                store.finish_operation(job.op_id, "failed", {"diagnostics": [diag.model_dump(mode="json")]})
+            finally:
+                with self._busy_lock:
+                    self._busy.pop(job.env, None)
+
+    def _claim(self, env: str, op_id: str) -> None:
+        with self._busy_lock:
+            if env in self._busy:
+                raise RailguardError(error(
+                    "operation.busy", f"An operation is already running in '{env}'",
+                    f"Operation {self._busy[env]} is in progress; two operations at once could fight over the "
+                    "same replicas and edge.",
+                    f"Wait for it with `railguard operations {self._busy[env]}`, then try again.",
+                    address=env, extra={"operation": self._busy[env]}))
+            self._busy[env] = op_id
+
+    @staticmethod
+    def _ctx(ws: Workspace, source: str) -> Context:
+        return Context(source_root=(ws.root / source).resolve(), spec_root=ws.root)
+
+    # -- API ----------------------------------------------------------------------------------
+    def health(self) -> dict[str, Any]:
+        return {"pid": os.getpid(), "home": str(self.home), "started_at": self.started_at,
+                "edge": {"running": self.edge.running(), "pid": self.edge.pid()},
+                "replicas": len(self.supervisor.records())}
+
+    def plan(self, spec_path: str, env: str) -> dict[str, Any]:
+        ws = Workspace(Path(spec_path), self.home)
+        return make_plan_with(ws, env, self.store(), self.provider).model_dump(mode="json")
+
+    def submit_apply(self, spec_path: str, plan_id: str, principal: str) -> str:
+        ws = Workspace(Path(spec_path), self.home)
+        spec, _ = ws.load_valid()
+        store = self.store()
+        plan, _, _ = store.load_plan(plan_id)
+        require_env(spec, plan.env)
+        current = desired_digest(desired_for(ws, spec, plan.env))
+        verify_plan(store, plan_id, current)  # fail fast, before queueing; re-checked under the lock
+        source = _source_facts(ws, spec.app.source)
+        op_id = store.create_operation(plan.env, "apply", plan_id, principal, status="queued")
+        self._claim(plan.env, op_id)
+        ctx = self._ctx(ws, spec.app.source)
+        self._jobs.put(Job(op_id, plan.env, lambda s: apply_plan(
+            s, plan_id, self.provider, principal, current, ctx, source, op_id=op_id)))
+        return op_id
+
+    def submit_rollback(self, spec_path: str, env: str, to: int | None, principal: str) -> str:
+        ws = Workspace(Path(spec_path), self.home)
+        spec, _ = ws.load_valid()
+        require_env(spec, env)
+        store = self.store()
+        pick_target(store, env, to)  # fail fast when there is nothing to roll back to
+        op_id = store.create_operation(env, "rollback", None, principal, status="queued")
+        self._claim(env, op_id)
+        ctx = self._ctx(ws, spec.app.source)
+        self._jobs.put(Job(op_id, env, lambda s: rollback(s, env, self.provider, principal, ctx, to, op_id=op_id)))
+        return op_id
+
+    def operation(self, op_id: str) -> dict[str, Any]:
+        record = self.store().operation(op_id)
+        if record is None:
+            raise RailguardError(error("operation.not_found", f"No operation '{op_id}'",
+                                       "The state has no operation with that id.",
+                                       "List operations with `railguard operations`.", address=op_id))
+        return record
+
+    def status(self, env: str, spec_path: str | None) -> dict[str, Any]:
+        from railguard.daemon.status import describe
+
+        return describe(self, env, spec_path)
+
+    def logs(self, env: str, service: str, release: int | None, lines: int,
+             offsets: dict[str, int] | None) -> dict[str, Any]:
+        folder = self.home / "logs" / env / service
+        files = sorted(folder.glob("*.log")) if folder.is_dir() else []
+        if release is not None:
+            files = [f for f in files if f".r{release}." in f.name]
+        out: dict[str, Any] = {"files": [], "offsets": {}}
+        for path in files:
+            size = path.stat().st_size
+            if offsets is None:
+                chunk = tail(path, lines)
+            else:
+                start = offsets.get(path.name, size)
+                start = 0 if start > size else start  # rotated: read the new file from its start
+                with path.open("rb") as handle:
+                    handle.seek(start)
+                    chunk = handle.read(256 * 1024).decode("utf-8", errors="replace").splitlines()
+            out["files"].append({"name": path.stem, "lines": chunk})
+            out["offsets"][path.name] = size
+        return out
+
+
+def _source_facts(ws: Workspace, source: str) -> dict[str, Any]:
+    snap = snapshot((ws.root / source).resolve())
+    return {"digest": snap.digest, "git_commit": snap.git_commit, "git_dirty": snap.git_dirty,
+            "files": len(snap.files)}
+

@@ -1,0 +1,105 @@
+"""``railguard status``: the live state of one environment, as data.
+
+Per service: the live release, each replica (pid, port, health, restarts, uptime),
+warm replicas kept for rollback; the edge and its routes; any operation in flight;
+and drift: whether what runs differs from the last applied spec (and whether the
+spec on disk asks for something else). Called by :class:`railguard.daemon.service.Daemon`.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from railguard.engine.plan import desired_for
+from railguard.engine.workspace import Workspace
+from railguard.model.diagnostics import RailguardError
+from railguard.model.resources import desired_digest
+from railguard.providers.base import ObserveRequest
+from railguard.providers.local.processes import is_alive
+from railguard.providers.local.runtime import LIVE, WARM
+
+if TYPE_CHECKING:
+    from railguard.daemon.service import Daemon
+
+
+def describe(daemon: Daemon, env: str, spec_path: str | None) -> dict[str, Any]:
+    provider, store = daemon.provider, daemon.store()
+    observed = provider.observe(ObserveRequest(env=env)).resources
+    store.record_observed(env, observed)
+    now = time.time()
+    services: list[dict[str, Any]] = []
+    with provider.state.lock:
+        runtime = provider.state.env(env)
+        names = sorted({rs.service for rs in runtime.sets})
+        for name in names:
+            live = runtime.live(name)
+            entry: dict[str, Any] = {"name": name, "address": f"{env}/service.{name}",
+                                     "release": live.release if live else None,
+                                     "status": "running" if live else "missing", "replicas": [], "warm": []}
+            if live is not None:
+                for replica in live.replicas:
+                    record = daemon.supervisor.records().get(replica.spec.name, replica.record)
+                    alive = is_alive(record)
+                    entry["replicas"].append({
+                        "name": replica.spec.name, "pid": record.pid if alive else None, "port": replica.spec.port,
+                        "health": provider.replica_health(live.config, replica),
+                        "restarts": _restarts(daemon, replica.spec.name),
+                        "uptime_s": round(now - record.create_time, 1) if alive else 0,
+                    })
+                healths = {r["health"] for r in entry["replicas"]}
+                entry["status"] = ("healthy" if healths <= {"healthy"} and entry["replicas"] else
+                                   "degraded" if healths & {"down", "unhealthy"} else "progressing")
+            for warm in runtime.of(name, WARM):
+                entry["warm"].append({"release": warm.release, "replicas": len(warm.replicas),
+                                      "until_s": round((warm.warm_until or now) - now, 1)})
+            services.append(entry)
+        edge = runtime.edge
+        routes = [{"host": r.host, "path": r.path, "upstreams": list(r.upstreams)} for r in provider.edge_routes(env)]
+    in_flight = [op for op in store.operations(env, limit=20) if op["status"] in ("queued", "running")]
+    return {
+        "env": env,
+        "serial": store.serial(env),
+        "services": services,
+        "edge": {"port": edge["config"]["port"] if edge else None,
+                 "url": f"http://127.0.0.1:{edge['config']['port']}/" if edge else None,
+                 "running": daemon.edge.running(), "routes": routes},
+        "operation": {k: in_flight[0][k] for k in ("id", "kind", "status", "created_at")} if in_flight else None,
+        "drift": _drift(store, env, observed, spec_path, daemon.home),
+        "live_sets": sum(1 for rs in runtime.sets if rs.role == LIVE),
+    }
+
+
+def _restarts(daemon: Daemon, name: str) -> int:
+    try:
+        return daemon.supervisor.restarts(name)
+    except KeyError:
+        return 0
+
+
+def _drift(store: Any, env: str, observed: list[Any], spec_path: str | None, home: Path) -> dict[str, Any]:
+    applied_digest = store.last_spec_digest(env)
+    snapshot = store.last_spec(env)
+    details: list[str] = []
+    live = {o.address: o for o in observed}
+    for resource in snapshot or []:
+        found = live.get(resource["address"])
+        if found is None:
+            details.append(f"{resource['address']} is in the applied spec but not running")
+        elif found.fingerprint != resource["fingerprint"]:
+            details.append(f"{resource['address']} runs another config than the applied spec")
+        elif found.status.value != "running":
+            details.append(f"{resource['address']} is {found.status.value}: {found.message}")
+    applied = {r["address"] for r in snapshot or []}
+    details += [f"{a} runs but is not in the applied spec" for a in live if a not in applied]
+    spec_changed = None
+    if spec_path:
+        try:
+            ws = Workspace(Path(spec_path), home)
+            spec, _ = ws.load_valid()
+            if env in spec.environments:
+                spec_changed = desired_digest(desired_for(ws, spec, env)) != applied_digest
+        except RailguardError:
+            spec_changed = None
+    return {"live_differs": bool(details), "details": details, "spec_changed_since_apply": spec_changed}

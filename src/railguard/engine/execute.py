@@ -1,0 +1,81 @@
+"""Running the changes of an operation: journaled, step by step, with a fault-injection hook.
+
+Shared by apply and rollback. Every change, and every sub-step a provider reports
+(build, start, gate, switch, drain...), is written to the journal before and after
+it runs, so after a crash the journal says exactly where it stopped. Setting
+``RAILGUARD_FAULT_STEP`` makes the process kill itself (SIGKILL) when it reaches a
+step, which is how the tests prove recovery at every step: the value is a step name
+("switch", "create staging/service.web") optionally followed by ":end" to die right
+after the step instead of right before it.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from railguard.model.diagnostics import Diagnostic
+from railguard.model.plans import Change
+from railguard.model.resources import Resource
+from railguard.providers.base import ApplyRequest, Provider
+from railguard.state.store import Store
+
+FAULT_ENV = "RAILGUARD_FAULT_STEP"
+
+
+@dataclass(frozen=True)
+class Context:
+    """Facts about the workspace a provider needs to carry out changes."""
+
+    source_root: Path
+    spec_root: Path
+
+
+def maybe_fault(step: str, phase: str) -> None:
+    wanted = os.environ.get(FAULT_ENV)
+    if not wanted:
+        return
+    name, _, when = wanted.partition(":")
+    short = step.rsplit(": ", 1)[-1]
+    if name in (step, short) and (when or "begin") == phase:
+        os.kill(os.getpid(), signal.SIGKILL)
+
+
+def journal(store: Store, op_id: str, step: str, phase: str, detail: dict[str, Any] | None = None) -> None:
+    if phase == "begin":
+        maybe_fault(step, phase)
+    store.journal(op_id, step, phase, detail)
+    if phase == "end":
+        maybe_fault(step, phase)
+
+
+def run_changes(store: Store, op_id: str, env: str, changes: list[Change], desired: list[Resource],
+                provider: Provider, release: int | None, ctx: Context) -> list[Diagnostic]:
+    """Carry out ``changes`` in order; stop at the first failure and return its diagnostics."""
+    wanted = {r.address: r for r in desired}
+    for change in changes:
+        resource = wanted.get(change.address)
+        data_dir = resource.config.get("data_dir") if resource is not None and resource.kind == "service" else None
+        step = f"{change.action.value} {change.address}"
+        journal(store, op_id, step, "begin", {"risk": change.risk.value})
+
+        def progress(sub: str, phase: str, detail: dict[str, Any], prefix: str = change.address) -> None:
+            journal(store, op_id, f"{prefix}: {sub}", phase, detail)
+
+        response = provider.apply_change(ApplyRequest(
+            env=env, change=change, desired=resource, operation_id=op_id, release=release,
+            source_root=str(ctx.source_root),
+            data_dir=str((ctx.spec_root / data_dir).resolve()) if data_dir else None,
+        ), progress)
+        if not response.ok:
+            store.journal(op_id, step, "fail", {"diagnostics": [d.model_dump(mode="json")
+                                                                for d in response.diagnostics]})
+            if response.observed is not None:
+                store.set_observed(env, response.observed, change.address)
+            return list(response.diagnostics)
+        store.set_observed(env, response.observed, change.address)
+        journal(store, op_id, step, "end")
+    return []

@@ -1,0 +1,67 @@
+"""Finishing operations a killed daemon left in flight.
+
+Runs once when the daemon starts, after the provider re-adopted its processes (and
+stopped any replicas that were never routed). Each interrupted operation is settled
+from facts, not hopes: re-observe, and if every change of the operation is now live
+the operation succeeded; otherwise it failed, naming the step it stopped at and the
+changes that did not happen. The edge is never half-switched: a switch is one atomic
+edge update, so each service runs either its old or its new release.
+"""
+
+from __future__ import annotations
+
+from railguard.model.diagnostics import error
+from railguard.model.plans import Action
+from railguard.model.resources import Resource, desired_digest
+from railguard.providers.base import ObserveRequest, Provider
+from railguard.state.store import Store
+
+
+def recover(store: Store, provider: Provider) -> list[str]:
+    notes: list[str] = []
+    for op in store.operations(limit=1000):
+        if op["status"] not in ("running", "queued"):
+            continue
+        env = op["env"]
+        observed = provider.observe(ObserveRequest(env=env)).resources
+        store.record_observed(env, observed)
+        live = {o.address: o.fingerprint for o in observed}
+        release = next((r for r in store.releases(env, limit=1_000_000) if r["operation_id"] == op["id"]), None)
+        if op["status"] == "queued":
+            wanted: list[tuple[str, str | None, Action]] = [("(not started)", None, Action.create)]
+        elif op["plan_id"]:
+            plan, _, _ = store.load_plan(op["plan_id"])
+            wanted = [(c.address, c.after_fingerprint, c.action) for c in plan.actionable]
+        elif release is not None:
+            wanted = [(r["address"], r["fingerprint"], Action.replace) for r in release["desired"]]
+        else:
+            wanted = []
+        missing = [a for a, fp, action in wanted
+                   if (action is Action.delete and a in live) or (action is not Action.delete and live.get(a) != fp)]
+        last = next((j for j in reversed(op["journal"]) if j["phase"] == "begin"), None)
+        where = last["step"] if last else "before its first step"
+        if not missing:
+            store.finish_operation(op["id"], "succeeded")
+            if release is not None:
+                store.finish_release(env, release["number"], "live")
+                desired = [Resource.model_validate(r) for r in release["desired"]]
+                store.add_spec_snapshot(env, desired_digest(desired), release["desired"])
+            if op["plan_id"]:
+                store.mark_plan(op["plan_id"], "applied")
+            note = f"operation {op['id']} was interrupted at '{where}' but every change is live: succeeded"
+        else:
+            diag = error(
+                "operation.interrupted", f"Operation {op['id']} was interrupted",
+                f"The daemon stopped during '{where}'. Each service runs either its old or its new release "
+                f"(the edge switches atomically); these changes did not happen: {', '.join(missing)}.",
+                f"Run `railguard status --env {env}` to see what runs, then `railguard plan --env {env}` "
+                "and apply the new plan.", address=env, extra={"step": where, "not_applied": missing})
+            store.finish_operation(op["id"], "failed", {"diagnostics": [diag.model_dump(mode="json")]})
+            if release is not None:
+                store.finish_release(env, release["number"], "failed")
+            if op["plan_id"]:
+                store.mark_plan(op["plan_id"], "failed")
+            note = f"operation {op['id']} was interrupted at '{where}': failed, not applied: {', '.join(missing)}"
+        store.add_event(env, "operation.recovered", note, data={"operation": op["id"]})
+        notes.append(note)
+    return notes

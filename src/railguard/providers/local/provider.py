@@ -1,0 +1,454 @@
+"""The local provider: the embedded runtime behind the provider protocol.
+
+Runs each service as replica processes on this machine behind one Caddy edge. A
+service change is a blue-green rollout (build the artifact, run the release command,
+start new replicas on fresh ports, hold the readiness gate, switch the edge in one
+atomic config change, drain the old replicas, keep them warm for an instant
+rollback). Anything that fails before the switch leaves traffic on the old replicas.
+Everything it runs is recorded in ``runtime.json`` so a restarted daemon re-adopts
+it (:meth:`LocalProvider.adopt`). Constructed and driven by the daemon.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import psutil
+
+from railguard.model.diagnostics import Diagnostic, error
+from railguard.model.plans import Action
+from railguard.model.resources import LiveStatus, ObservedResource, Resource, service_address
+from railguard.providers.base import (
+    ApplyRequest,
+    ApplyResponse,
+    Health,
+    HealthRequest,
+    HealthResponse,
+    ObserveRequest,
+    ObserveResponse,
+    Progress,
+)
+from railguard.providers.local import artifacts
+from railguard.providers.local.edge import CaddyEdge, EdgeError, EdgeRoute
+from railguard.providers.local.health import CheckResult
+from railguard.providers.local.processes import ReplicaRecord, Supervisor, is_alive
+from railguard.providers.local.replicas import (
+    Failure,
+    check,
+    gate,
+    instance_id,
+    replica_env,
+    run_release_command,
+    start_replicas,
+)
+from railguard.providers.local.replicas import stop_all as stop_replicas
+from railguard.providers.local.runtime import LIVE, PENDING, WARM, EnvRuntime, Replica, ReplicaSet, RuntimeState
+
+REMEDIATION = {
+    "rollout.build_failed": "Fix the build (see log_tail), then plan and apply again. Traffic is unchanged.",
+    "rollout.release_failed": "Fix the release command (see log_tail); it must succeed and be safe to run twice. "
+                              "Traffic is unchanged.",
+    "rollout.start_failed": "Fix `run` in the spec (argv, no shell), then `railguard plan` and apply again.",
+    "rollout.crashed": "Read log_tail for the crash, fix it, then plan and apply again. Traffic is unchanged.",
+    "rollout.ignores_port": "Make the app listen on the port given in $PORT (or `port_env`). Traffic is unchanged.",
+    "rollout.unhealthy": "Check the health endpoint and log_tail; raise start_timeout if the app is just slow.",
+    "rollout.artifact_missing": "Roll back to a release whose artifact still exists (`railguard releases`), "
+                                "or deploy the current source with `railguard plan` and apply.",
+    "edge.port_in_use": "Stop the program using the port or choose another edge_port, then plan and apply again.",
+    "edge.failed": "Check `railguard daemon status` and the edge log in the state folder's edge/caddy.log.",
+}
+
+
+class LocalProvider:
+    kind = "local"
+
+    def __init__(self, home: Path, edge: CaddyEdge, supervisor: Supervisor) -> None:
+        self.home = home
+        self.edge = edge
+        self.supervisor = supervisor
+        self.state = RuntimeState(home / "runtime.json")
+        self.health_results: dict[str, tuple[CheckResult, int, float]] = {}  # name -> (last, fails in a row, at)
+        self.supervisor.on_restart = self._restarted
+
+    # -- lifecycle -----------------------------------------------------------------------------
+    def adopt(self) -> list[str]:
+        """Take over what a previous daemon left running; return what was done, for the events."""
+        notes: list[str] = []
+        with self.state.lock:
+            for env, runtime in self.state.envs.items():
+                for rs in list(runtime.sets):
+                    if rs.role == PENDING:  # never routed: stopping it is always safe
+                        stop_replicas(rs.replicas)
+                        runtime.sets.remove(rs)
+                        notes.append(f"{env}/{rs.service}: stopped unproven replicas of release {rs.release}")
+                        continue
+                    for replica in rs.replicas:
+                        alive = is_alive(replica.record)
+                        replica.record = self.supervisor.add(replica.spec, replica.record)
+                        notes.append(f"{replica.spec.name}: {'adopted pid' if alive else 'restarted as pid'} "
+                                     f"{replica.record.pid}")
+            notes += self._kill_orphans()
+            self.state.save()
+            with_edge = [env for env, runtime in self.state.envs.items() if runtime.edge is not None]
+            if with_edge:
+                self.edge.start()  # adopts a Caddy that kept serving while no daemon ran
+            for env in with_edge:
+                self._sync_edge(env)
+        return notes
+
+    def _known_pids(self) -> set[int]:
+        return {r.record.pid for rt in self.state.envs.values() for s in rt.sets for r in s.replicas}
+
+    def _kill_orphans(self) -> list[str]:
+        mine, known, notes = instance_id(self.home), self._known_pids(), []
+        for proc in psutil.process_iter(["pid"]):
+            try:
+                if proc.pid in known or proc.environ().get("RAILGUARD_INSTANCE") != mine:
+                    continue
+                os.killpg(os.getpgid(proc.pid), signal.SIGKILL)
+                notes.append(f"killed orphan pid {proc.pid} ({' '.join(proc.cmdline())[:80]})")
+            except (psutil.Error, OSError):
+                continue
+        return notes
+
+    def _restarted(self, name: str, record: ReplicaRecord) -> None:
+        with self.state.lock:
+            for replica in self._replicas():
+                if replica.spec.name == name:
+                    replica.record = record
+            self.state.save()
+
+    def _replicas(self) -> Iterator[Replica]:
+        for runtime in self.state.envs.values():
+            for rs in runtime.sets:
+                yield from rs.replicas
+
+    def tick(self, now: float | None = None) -> list[str]:
+        """Stop warm replica sets whose rollback window has passed."""
+        now = time.time() if now is None else now
+        expired: list[ReplicaSet] = []
+        with self.state.lock:
+            for runtime in self.state.envs.values():
+                for rs in list(runtime.sets):
+                    if rs.role == WARM and (rs.warm_until or 0) <= now:
+                        runtime.sets.remove(rs)
+                        expired.append(rs)
+            if expired:
+                self.state.save()
+        for rs in expired:
+            self._retire(rs)
+        return [f"{rs.service} release {rs.release}: rollback window over, warm replicas stopped" for rs in expired]
+
+    def _retire(self, rs: ReplicaSet) -> None:
+        for replica in rs.replicas:
+            self.supervisor.remove(replica.spec.name)
+
+    def monitor(self) -> None:
+        """One pass of health checks on live replicas, each at its configured interval."""
+        now = time.monotonic()
+        with self.state.lock:
+            targets = [(rs.config, r) for rt in self.state.envs.values() for rs in rt.sets if rs.role == LIVE
+                       for r in rs.replicas]
+        for config, replica in targets:
+            interval = (config["health"] or {}).get("interval_ms", 5000) / 1000
+            last = self.health_results.get(replica.spec.name)
+            if last is not None and now - last[2] < interval:
+                continue
+            result = check(config, replica)
+            fails = 0 if result.ok else (last[1] + 1 if last else 1)
+            self.health_results[replica.spec.name] = (result, fails, now)
+
+    def replica_health(self, config: dict[str, Any], replica: Replica) -> str:
+        found = self.health_results.get(replica.spec.name)
+        if not is_alive(replica.record):
+            return "down"
+        if found is None:
+            return "unknown"
+        threshold = (config["health"] or {}).get("unhealthy_threshold", 3)
+        return "healthy" if found[1] == 0 else ("unhealthy" if found[1] >= threshold else "failing")
+
+    # -- observe ---------------------------------------------------------------------------------
+    def observe(self, request: ObserveRequest) -> ObserveResponse:
+        with self.state.lock:
+            runtime = self.state.env(request.env)
+            found = [self._observed_service(request.env, rs) for rs in runtime.sets if rs.role == LIVE]
+            if runtime.edge is not None:
+                serving = self.edge.running() and request.env in self.edge.environments()
+                found.append(ObservedResource(
+                    address=f"{request.env}/edge", kind="edge", fingerprint=runtime.edge["fingerprint"],
+                    config=runtime.edge["config"], depends_on=runtime.edge["depends_on"],
+                    status=LiveStatus.running if serving else LiveStatus.missing,
+                    message="" if serving else "the edge does not serve this environment"))
+        return ObserveResponse(resources=sorted(found, key=lambda r: r.address))
+
+    def _observed_service(self, env: str, rs: ReplicaSet) -> ObservedResource:
+        alive = sum(1 for r in rs.replicas if is_alive(r.record))
+        total = len(rs.replicas)
+        status = (LiveStatus.running if alive == total else LiveStatus.missing if alive == 0
+                  else LiveStatus.degraded)
+        return ObservedResource(address=service_address(env, rs.service), kind="service",
+                                fingerprint=rs.fingerprint, config=rs.config, depends_on=rs.depends_on,
+                                status=status, release=rs.release, message=f"{alive}/{total} replicas running")
+
+    def health(self, request: HealthRequest) -> HealthResponse:
+        env, _, name = request.address.partition("/service.")
+        with self.state.lock:
+            live = self.state.env(env).live(name)
+        if live is None:
+            return HealthResponse(address=request.address, health=Health.missing)
+        states = [self.replica_health(live.config, r) for r in live.replicas]
+        if all(s == "healthy" for s in states):
+            return HealthResponse(address=request.address, health=Health.healthy)
+        if any(s == "healthy" for s in states) or all(s == "unknown" for s in states):
+            return HealthResponse(address=request.address, health=Health.progressing, message=", ".join(states))
+        return HealthResponse(address=request.address, health=Health.degraded, message=", ".join(states))
+
+    # -- apply -----------------------------------------------------------------------------------
+    def apply_change(self, request: ApplyRequest, progress: Progress | None = None) -> ApplyResponse:
+        step = _stepper(progress)
+        change = request.change
+        try:
+            if change.kind == "edge":
+                return self._apply_edge(request, step)
+            if change.action is Action.delete:
+                return self._delete_service(request, step)
+            if change.action is Action.update:
+                return self._update_service(request, step)
+            return self._rollout(request, step)
+        except Failure as exc:
+            return self._failed(request, exc.code, exc.summary, exc.cause, exc.extra)
+        except artifacts.ArtifactError as exc:
+            code = "rollout.artifact_missing" if exc.missing else "rollout.build_failed"
+            return self._failed(request, code, "The artifact could not be built" if not exc.missing
+                                else "The release's artifact is gone", str(exc), {"log_tail": exc.log_tail})
+        except EdgeError as exc:
+            code = "edge.port_in_use" if "already in use" in str(exc) else "edge.failed"
+            return self._failed(request, code, "The edge rejected the change", str(exc), {})
+
+    def _failed(self, request: ApplyRequest, code: str, summary: str, cause: str,
+                extra: dict[str, Any]) -> ApplyResponse:
+        runtime = self.state.env(request.env)
+        name = request.change.address.split("/service.")[-1]
+        observed = (self._observed_service(request.env, live)
+                    if (live := runtime.live(name)) is not None else None)
+        return ApplyResponse(ok=False, observed=observed, diagnostics=[self._diagnostic(request, code, summary,
+                                                                                         cause, extra)])
+
+    @staticmethod
+    def _diagnostic(request: ApplyRequest, code: str, summary: str, cause: str, extra: dict[str, Any]) -> Diagnostic:
+        return error(code, summary, f"{request.change.action.value} {request.change.address} failed: {cause}.",
+                     REMEDIATION[code], address=request.change.address, extra=extra)
+
+    def _data_dir(self, request: ApplyRequest) -> Path:
+        path = Path(request.data_dir) if request.data_dir else self.home / "data" / request.env
+        path.mkdir(parents=True, exist_ok=True)
+        return path
+
+    def _rollout(self, request: ApplyRequest, step: _Step) -> ApplyResponse:
+        desired = _need(request.desired)
+        cfg, env, name = desired.config, request.env, desired.name
+        runtime = self.state.env(env)
+        release = request.release or 0
+        new_set = self._warm_match(runtime, desired)
+        if new_set is None:
+            with step("build"):
+                artifact = artifacts.ensure(self.home / "artifacts", Path(request.source_root or "."),
+                                            cfg["source"] or "", cfg["build"], dict(cfg["env"]))
+            data_dir = self._data_dir(request)
+            log_dir = self.home / "logs" / env / name
+            if cfg["release"]:
+                with step("release-command"):
+                    environ = replica_env(cfg, env=env, service=name, release=release, index=None, port=None,
+                                          data_dir=data_dir, artifact=artifact, home=self.home)
+                    run_release_command(cfg, environ, artifact, log_dir / f"{env}.{name}.r{release}.release.log")
+            with step("start"):
+                started = start_replicas(cfg["replicas"], 0, cfg, env=env, service=name, release=release,
+                                         data_dir=data_dir, artifact=artifact, home=self.home, log_dir=log_dir)
+                new_set = ReplicaSet(service=name, release=release, fingerprint=desired.fingerprint, config=cfg,
+                                     depends_on=desired.depends_on, artifact=str(artifact.path), role=PENDING,
+                                     replicas=started)
+                with self.state.lock:
+                    runtime.sets.append(new_set)
+                    self.state.save()
+            with step("gate"):
+                try:
+                    gate(started, cfg)
+                except Failure:
+                    self._abandon(runtime, new_set)
+                    raise
+        old = self._switch(env, runtime, new_set, desired, step)
+        if old is not None:
+            with step("drain"):
+                self._drain([r.address for r in old.replicas], cfg["drain_timeout_ms"] / 1000)
+            if not cfg.get("rollback_window_ms"):
+                with step("stop-old"):
+                    with self.state.lock:
+                        runtime.sets.remove(old)
+                        self.state.save()
+                    self._retire(old)
+        return ApplyResponse(ok=True, observed=self._observed_service(env, new_set))
+
+    def _warm_match(self, runtime: EnvRuntime, desired: Resource) -> ReplicaSet | None:
+        """A warm set running exactly this config can take traffic again at once (instant rollback)."""
+        for rs in runtime.of(desired.name, WARM):
+            if rs.fingerprint == desired.fingerprint and rs.replicas and all(
+                    is_alive(r.record) and check(rs.config, r).ok for r in rs.replicas):
+                return rs
+        return None
+
+    def _abandon(self, runtime: EnvRuntime, rs: ReplicaSet) -> None:
+        stop_replicas(rs.replicas)
+        with self.state.lock:
+            if rs in runtime.sets:
+                runtime.sets.remove(rs)
+            self.state.save()
+
+    def _switch(self, env: str, runtime: EnvRuntime, new_set: ReplicaSet, desired: Resource,
+                step: _Step) -> ReplicaSet | None:
+        with step("switch"):
+            with self.state.lock:
+                old = runtime.live(new_set.service)
+                if old is not None and old is not new_set:
+                    old.role, old.warm_until = WARM, time.time() + desired.config.get("rollback_window_ms", 0) / 1000
+                if new_set.role == PENDING:
+                    for replica in new_set.replicas:
+                        replica.record = self.supervisor.add(replica.spec, replica.record)
+                new_set.role, new_set.warm_until = LIVE, None
+                new_set.config, new_set.fingerprint, new_set.depends_on = (desired.config, desired.fingerprint,
+                                                                           desired.depends_on)
+                self.state.save()
+                self._sync_edge(env)
+        return old if old is not new_set else None
+
+    def _update_service(self, request: ApplyRequest, step: _Step) -> ApplyResponse:
+        desired = _need(request.desired)
+        cfg, env, name = desired.config, request.env, desired.name
+        runtime = self.state.env(env)
+        live = runtime.live(name)
+        if live is None:
+            return self._rollout(request, step)
+        want, have = cfg["replicas"], len(live.replicas)
+        removed: list[Replica] = []
+        if want > have:
+            with step("scale-up"):
+                artifact = artifacts.Artifact(Path(live.artifact), cfg["source"] or "")
+                first = max((int(r.spec.name.rsplit(".", 1)[1]) for r in live.replicas), default=-1) + 1
+                extra = start_replicas(want - have, first, cfg, env=env, service=name, release=live.release,
+                                       data_dir=self._data_dir(request), artifact=artifact, home=self.home,
+                                       log_dir=self.home / "logs" / env / name)
+                try:
+                    gate(extra, cfg)
+                except Failure:
+                    stop_replicas(extra)
+                    raise
+                live.replicas += [Replica(r.spec, self.supervisor.add(r.spec, r.record)) for r in extra]
+        elif want < have:
+            removed = live.replicas[want:]
+            live.replicas = live.replicas[:want]
+        with step("switch"):
+            with self.state.lock:
+                live.config, live.fingerprint, live.depends_on = cfg, desired.fingerprint, desired.depends_on
+                self.state.save()
+                self._sync_edge(env)
+        if removed:
+            with step("drain"):
+                self._drain([r.address for r in removed], cfg["drain_timeout_ms"] / 1000)
+            for replica in removed:
+                self.supervisor.remove(replica.spec.name)
+        return ApplyResponse(ok=True, observed=self._observed_service(env, live))
+
+    def _delete_service(self, request: ApplyRequest, step: _Step) -> ApplyResponse:
+        env, name = request.env, request.change.address.split("/service.")[-1]
+        runtime = self.state.env(env)
+        with step("switch"):
+            with self.state.lock:
+                gone = runtime.of(name)
+                runtime.sets = [s for s in runtime.sets if s.service != name]
+                self.state.save()
+                self._sync_edge(env)
+        drain_s = max((rs.config["drain_timeout_ms"] for rs in gone), default=0) / 1000
+        with step("drain"):
+            self._drain([r.address for rs in gone for r in rs.replicas], drain_s)
+        with step("stop"):
+            for rs in gone:
+                self._retire(rs)
+        return ApplyResponse(ok=True, observed=None)
+
+    def _apply_edge(self, request: ApplyRequest, step: _Step) -> ApplyResponse:
+        runtime = self.state.env(request.env)
+        previous = runtime.edge
+        with step("edge"):
+            if request.change.action is Action.delete:
+                self.edge.remove_environment(request.env)
+                with self.state.lock:
+                    runtime.edge = None
+                    self.state.save()
+                return ApplyResponse(ok=True, observed=None)
+            desired = _need(request.desired)
+            with self.state.lock:
+                runtime.edge = {"fingerprint": desired.fingerprint, "config": desired.config,
+                                "depends_on": desired.depends_on}
+                try:
+                    self.edge.start()
+                    self._sync_edge(request.env)
+                except EdgeError:
+                    runtime.edge = previous  # the edge kept its old config; so does our record
+                    raise
+                finally:
+                    self.state.save()
+        observed = {r.address: r for r in self.observe(ObserveRequest(env=request.env)).resources}
+        return ApplyResponse(ok=True, observed=observed.get(request.change.address))
+
+    def edge_routes(self, env: str) -> list[EdgeRoute]:
+        runtime = self.state.env(env)
+        if runtime.edge is None:
+            return []
+        routes = []
+        for route in runtime.edge["config"]["routes"]:
+            live = runtime.live(route["service"])
+            upstreams = tuple(r.address for r in live.replicas) if live else ()
+            routes.append(EdgeRoute(route["host"], route["path"], upstreams))
+        return routes
+
+    def _sync_edge(self, env: str) -> None:
+        runtime = self.state.env(env)
+        if runtime.edge is not None:
+            self.edge.set_environment(env, runtime.edge["config"]["port"], self.edge_routes(env))
+
+    def _drain(self, addresses: list[str], timeout: float) -> None:
+        """Wait until the edge has no request in flight to ``addresses`` (bounded by ``timeout``)."""
+        if not addresses or not self.edge.running():
+            return
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            busy = self.edge.in_flight()
+            if not any(busy.get(a, 0) for a in addresses):
+                return
+            time.sleep(0.05)
+
+
+_Step = Callable[[str], Any]
+
+
+def _stepper(progress: Progress | None) -> Callable[[str], Any]:
+    @contextmanager
+    def step(name: str) -> Iterator[None]:
+        if progress:
+            progress(name, "begin", {})
+        yield
+        if progress:
+            progress(name, "end", {})
+
+    return step
+
+
+def _need(resource: Resource | None) -> Resource:
+    assert resource is not None, "create/update/replace always carry the desired resource"
+    return resource
+
