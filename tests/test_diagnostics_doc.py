@@ -8,8 +8,12 @@ from pathlib import Path
 from railguard.model.diagnostics import CODES
 
 ROOT = Path(__file__).resolve().parents[1]
-# A code passed to error()/warning()/Diagnostic(code=...) anywhere in the sources.
-EMITTED = re.compile(r"""(?:\berror\(|\bwarning\(|code=)\s*["']([a-z]+\.[a-z_]+)["']""")
+# Any string literal shaped like a code whose group is a diagnostic group ("spec.", "rollout.", ...).
+LITERAL = re.compile(r"""["']([a-z]+\.[a-z_]+)["']""")
+GROUPS = {code.split(".")[0] for code in CODES}
+# Literals of the same shape that are not codes: event kinds and file names.
+EVENT_KIND = re.compile(r"""add_event\(\s*[^,()]+,\s*["']([a-z]+\.[a-z_]+)["']""")
+FILE_SUFFIXES = {"db", "log", "out", "sock", "pid", "lock", "json", "toml"}
 
 
 def documented() -> set[str]:
@@ -20,7 +24,10 @@ def documented() -> set[str]:
 def emitted() -> set[str]:
     found: set[str] = set()
     for path in (ROOT / "src" / "railguard").rglob("*.py"):
-        found |= set(EMITTED.findall(path.read_text()))
+        text = path.read_text()
+        events = set(EVENT_KIND.findall(text))
+        found |= {c for c in LITERAL.findall(text)
+                  if c.split(".")[0] in GROUPS and c.split(".")[1] not in FILE_SUFFIXES and c not in events}
     return found
 
 

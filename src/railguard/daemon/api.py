@@ -27,7 +27,7 @@ from railguard.model.diagnostics import RailguardError, error
 
 log = logging.getLogger("railguard.daemon.api")
 MAX_BODY = 2_000_000
-_STATUS_BY_CODE = {"plan.not_found": 404, "operation.not_found": 404, "release.not_found": 404,
+_STATUS_BY_CODE = {"plan.not_found": 404, "operation.not_found": 404,
                    "operation.busy": 409, "state.locked": 409}
 
 

@@ -59,7 +59,6 @@ CODES: dict[str, str] = {
     "plan.errored": "The plan has errors and cannot be applied.",
     "plan.already_applied": "The plan was already applied.",
     "apply.step_failed": "A change could not be applied by the provider.",
-    "provider.unavailable": "No provider is available for the environment's target.",
     # the local runtime
     "rollout.build_failed": "The service's build command failed.",
     "rollout.release_failed": "The release command (e.g. migrations) failed.",
@@ -76,7 +75,6 @@ CODES: dict[str, str] = {
     "operation.not_found": "No operation has that id.",
     "daemon.unavailable": "The daemon could not be reached or started.",
     "daemon.bad_request": "The daemon API received a request it does not understand.",
-    "release.not_found": "No release has that number.",
     # init
     "init.exists": "A spec file already exists.",
     "init.no_app": "No app was detected in the folder.",

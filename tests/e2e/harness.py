@@ -1,0 +1,117 @@
+"""Helpers for end-to-end tests: a workspace with the test app, the real CLI, polling with deadlines."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+APP = Path(__file__).parent / "app"
+
+SPEC = """
+[app]
+name = "probe"
+
+[environments.staging]
+edge_port = {port}
+rollback_window = "{window}"
+
+[services.web]
+run = ["python", "app.py"]
+release = ["python", "migrate.py"]
+replicas = {replicas}
+env = {{ VERSION = "{version}", MODE = "{mode}", MIGRATE = "{migrate}", FIXED_PORT = "{fixed_port}", SLOW = "3" }}
+start_timeout = "{start_timeout}"
+stop_timeout = "3s"
+drain_timeout = "5s"
+{build}
+[services.web.health]
+http = "/healthz"
+interval = "500ms"
+timeout = "400ms"
+start_period = "1s"
+healthy_threshold = 2
+
+[[services.web.routes]]
+path = "/"
+"""
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def wait_for(predicate: Callable[[], Any], what: str, timeout: float = 20.0) -> Any:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(0.05)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+@dataclass
+class Workspace:
+    root: Path
+    port: int
+
+    def write_spec(self, version: str = "1", mode: str = "", migrate: str = "", replicas: int = 1,
+                   window: str = "5m", start_timeout: str = "5s", build: str = "") -> None:
+        (self.root / "railguard.toml").write_text(SPEC.format(
+            port=self.port, version=version, mode=mode, migrate=migrate, replicas=replicas, window=window,
+            fixed_port=free_port(), start_timeout=start_timeout, build=build))
+
+    def rg(self, *args: str, env: dict[str, str] | None = None, timeout: float = 120) -> subprocess.CompletedProcess[str]:
+        full = {**os.environ, "NO_COLOR": "1", "COLUMNS": "200", **(env or {})}
+        full.pop("RAILGUARD_HOME", None)
+        return subprocess.run([sys.executable, "-m", "railguard", *args], cwd=self.root, capture_output=True,
+                              text=True, timeout=timeout, env=full, check=False)
+
+    def rg_json(self, *args: str, env: dict[str, str] | None = None) -> tuple[int, dict[str, Any]]:
+        done = self.rg(*args, "--json", env=env)
+        assert "Traceback" not in done.stderr, done.stderr
+        try:
+            return done.returncode, json.loads(done.stdout)
+        except ValueError as exc:
+            raise AssertionError(f"not JSON: {done.stdout!r} {done.stderr!r}") from exc
+
+    def deploy(self) -> tuple[int, dict[str, Any]]:
+        return self.rg_json("deploy", "--env", "staging", "--yes")
+
+    def get(self, path: str = "/") -> httpx.Response:
+        return httpx.get(f"http://127.0.0.1:{self.port}{path}", timeout=5, trust_env=False)
+
+    def version(self) -> str:
+        return self.get().text.split()[0]
+
+    def status(self) -> dict[str, Any]:
+        code, found = self.rg_json("status", "--env", "staging")
+        assert code == 0, found
+        return dict(found["status"])
+
+    def daemon_pid(self) -> int | None:
+        try:
+            return int(json.loads((self.root / ".railguard" / "daemon.pid").read_text())["pid"])
+        except (OSError, ValueError):
+            return None
+
+
+def make_workspace(tmp_path: Path) -> Workspace:
+    for name in ("app.py", "migrate.py"):
+        shutil.copy(APP / name, tmp_path / name)
+    ws = Workspace(tmp_path, free_port())
+    ws.write_spec()
+    return ws
