@@ -15,6 +15,7 @@ import signal
 import sqlite3
 import sys
 import threading
+import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
@@ -27,8 +28,24 @@ def connect() -> sqlite3.Connection:
     return sqlite3.connect(f"file:{DB_PATH}?mode=rw", uri=True, timeout=2)
 
 
+in_flight = 0
+in_flight_lock = threading.Lock()
+
+
 class Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
+    disable_nagle_algorithm = True  # headers and body go out at once: no 40 ms Nagle/delayed-ACK stall
+    timeout = 30  # an idle keep-alive connection is closed after this, never held forever
+
+    def handle_one_request(self) -> None:
+        global in_flight
+        with in_flight_lock:
+            in_flight += 1
+        try:
+            super().handle_one_request()
+        finally:
+            with in_flight_lock:
+                in_flight -= 1
 
     def _send(self, status: int, body: object) -> None:
         data = json.dumps(body).encode()
@@ -68,8 +85,9 @@ class Handler(BaseHTTPRequestHandler):
 def main() -> None:
     port = int(os.environ["PORT"])
     server = ThreadingHTTPServer(("127.0.0.1", port), Handler)
-    server.daemon_threads = False  # in-flight requests finish before exit
-    server.block_on_close = True
+    # Connection threads are daemons so idle keep-alive connections cannot block exit;
+    # requests that are in flight are waited for below.
+    server.daemon_threads = True
 
     def stop(signum: int, frame: object) -> None:
         threading.Thread(target=server.shutdown, daemon=True).start()
@@ -78,6 +96,9 @@ def main() -> None:
     print(f"notes v{VERSION} listening on 127.0.0.1:{port}, database {DB_PATH}", flush=True)
     server.serve_forever()
     server.server_close()
+    deadline = time.monotonic() + 5
+    while in_flight and time.monotonic() < deadline:
+        time.sleep(0.01)
     print("stopped cleanly", flush=True)
 
 

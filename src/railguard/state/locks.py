@@ -29,7 +29,11 @@ class Holder:
         if self.host != socket.gethostname():
             return True
         try:
-            started = psutil.Process(self.pid).create_time()
+            proc = psutil.Process(self.pid)
+            # A killed holder whose parent never reaps it stays a zombie: it holds nothing any more.
+            if proc.status() == psutil.STATUS_ZOMBIE:
+                return False
+            started = proc.create_time()
         except (psutil.NoSuchProcess, psutil.ZombieProcess):
             return False
         except psutil.AccessDenied:

@@ -1,0 +1,127 @@
+"""Crashes, a killed daemon, a fault injected at every journaled step, and two applies at once."""
+
+from __future__ import annotations
+
+import os
+import signal
+import time
+
+import psutil
+import pytest
+
+from .harness import Workspace, wait_for
+
+
+def _replica_pids(ws: Workspace) -> list[int]:
+    return [r["pid"] for s in ws.status()["services"] for r in s["replicas"] if r["pid"]]
+
+
+def test_a_crashed_replica_is_restarted(ws: Workspace) -> None:
+    ws.write_spec(replicas=2)
+    assert ws.deploy()[0] == 0
+    first, second = _replica_pids(ws)
+    os.kill(first, signal.SIGKILL)
+    # The other replica keeps serving while the first one is restarted with backoff.
+    for _ in range(20):
+        assert ws.get().status_code == 200
+    web = wait_for(lambda: (s := ws.status()["services"][0])["replicas"][0]["restarts"] == 1 and
+                   s["replicas"][0]["pid"] not in (None, first) and s, "the restart")
+    assert web["replicas"][1]["pid"] == second
+    code, events = ws.rg_json("events", "--env", "staging")
+    assert any(e["kind"] == "replica.restarted" for e in events["events"])
+
+
+def test_killed_daemon_leaves_apps_serving_and_is_readopted(ws: Workspace) -> None:
+    assert ws.deploy()[0] == 0
+    pids = _replica_pids(ws)
+    daemon = ws.daemon_pid()
+    assert daemon is not None
+    os.kill(daemon, signal.SIGKILL)
+    wait_for(lambda: not psutil.pid_exists(daemon) or psutil.Process(daemon).status() == psutil.STATUS_ZOMBIE,
+             "the daemon to die")
+    for _ in range(10):
+        assert ws.version() == "v1"  # the edge and the replicas do not need the daemon
+    assert _replica_pids(ws) == pids  # a new daemon started on demand and adopted them, no restart
+    assert ws.daemon_pid() not in (None, daemon)
+    code, events = ws.rg_json("events")
+    assert any(e["kind"] == "daemon.adopted" and str(pids[0]) in e["message"] for e in events["events"])
+
+
+def test_an_orphan_replica_is_killed_on_adoption(ws: Workspace) -> None:
+    assert ws.deploy()[0] == 0
+    # A replica the runtime file does not know (as if the daemon died between spawn and save).
+    import subprocess
+    import sys
+
+    from railguard.providers.local.replicas import instance_id
+
+    orphan = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"], start_new_session=True,
+                              env={"RAILGUARD_INSTANCE": instance_id(ws.root / ".railguard"), "PATH": "/usr/bin"})
+    daemon = ws.daemon_pid()
+    assert daemon is not None
+    os.kill(daemon, signal.SIGKILL)
+    ws.status()  # restarts the daemon, which adopts and cleans up
+    assert orphan.wait(timeout=10) == -signal.SIGKILL
+
+
+PRE_SWITCH = ["replace staging/service.web", "build", "release-command", "start", "gate", "switch"]
+POST_SWITCH = ["switch:end", "drain", "replace staging/service.web:end"]
+
+
+@pytest.mark.parametrize("step", PRE_SWITCH + POST_SWITCH)
+def test_daemon_killed_at_a_step_never_leaves_a_half_switch(ws: Workspace, step: str) -> None:
+    assert ws.deploy()[0] == 0
+    v1_pids = _replica_pids(ws)
+    assert ws.rg("daemon", "stop").returncode == 0
+    ws.write_spec(version="2")
+    code, planned = ws.rg_json("plan", "--env", "staging")
+    assert code == 0
+    assert ws.rg("daemon", "stop").returncode == 0
+    assert ws.rg("daemon", "start", env={"RAILGUARD_FAULT_STEP": step}).returncode == 0
+    doomed = ws.daemon_pid()
+    code, submitted = ws.rg_json("apply", planned["plan"]["id"], "--no-wait")
+    assert code == 0, submitted
+    wait_for(lambda: doomed is None or not psutil.pid_exists(doomed)
+             or psutil.Process(doomed).status() == psutil.STATUS_ZOMBIE, f"the fault at {step}")
+    for _ in range(5):
+        assert ws.get().status_code == 200  # traffic flows while no daemon runs
+    code, op = ws.rg_json("operations", submitted["operation"]["id"])  # a new daemon recovers it
+    record = op["operation"]
+    if step in PRE_SWITCH:
+        assert record["status"] == "failed"
+        assert record["error"]["diagnostics"][0]["code"] == "operation.interrupted"
+        assert ws.version() == "v1"
+        assert _replica_pids(ws) == v1_pids
+    else:
+        assert record["status"] == "succeeded"
+        assert ws.version() == "v2"
+    # Exactly one replica set is routed and no unproven replica is left running.
+    status = ws.status()
+    assert len(status["services"][0]["replicas"]) == 1
+    assert status["live_sets"] == 1
+    code, listed = ws.rg_json("releases", "--env", "staging")
+    assert listed["releases"][0]["status"] == ("failed" if step in PRE_SWITCH else "live")
+    # The environment can move on: a fresh plan applies cleanly.
+    ws.write_spec(version="3")
+    code, result = ws.deploy()
+    assert code == 0, result
+    assert ws.version() == "v3"
+
+
+def test_two_applies_at_once(ws: Workspace) -> None:
+    assert ws.deploy()[0] == 0
+    ws.write_spec(version="2", mode="slow")
+    code, first = ws.rg_json("plan", "--env", "staging")
+    code, submitted = ws.rg_json("apply", first["plan"]["id"], "--no-wait")
+    assert code == 0
+    code, second = ws.rg_json("plan", "--env", "staging")
+    code, refused = ws.rg_json("apply", second["plan"]["id"])
+    assert code == 1
+    assert refused["diagnostics"][0]["code"] in ("operation.busy", "state.locked")
+    code, done = ws.rg_json("operations", submitted["operation"]["id"])
+    deadline = time.monotonic() + 30
+    while done["operation"]["status"] in ("queued", "running") and time.monotonic() < deadline:
+        time.sleep(0.2)
+        code, done = ws.rg_json("operations", submitted["operation"]["id"])
+    assert done["operation"]["status"] == "succeeded"
+    assert ws.version() == "v2"
