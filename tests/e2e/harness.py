@@ -74,7 +74,8 @@ class Workspace:
             port=self.port, version=version, mode=mode, migrate=migrate, replicas=replicas, window=window,
             fixed_port=free_port(), start_timeout=start_timeout, build=build))
 
-    def rg(self, *args: str, env: dict[str, str] | None = None, timeout: float = 120) -> subprocess.CompletedProcess[str]:
+    def rg(self, *args: str, env: dict[str, str] | None = None,
+           timeout: float = 120) -> subprocess.CompletedProcess[str]:
         full = {**os.environ, "NO_COLOR": "1", "COLUMNS": "200", **(env or {})}
         full.pop("RAILGUARD_HOME", None)
         return subprocess.run([sys.executable, "-m", "railguard", *args], cwd=self.root, capture_output=True,

@@ -79,8 +79,9 @@ def test_failed_deploys_leave_traffic_on_the_last_good_release(ws: Workspace) ->
         assert ws.version() == "v1", variant
         web = ws.status()["services"][0]
         assert web["release"] == 1 and [r["pid"] for r in web["replicas"]] == [good_pid], variant
-    (ws.root / "railguard.toml").write_text((ws.root / "railguard.toml").read_text().replace(
-        'run = ["python", "app.py"]', 'run = ["no-such-program", "app.py"]').replace('MIGRATE = "fail"', 'MIGRATE = ""'))
+    spec = (ws.root / "railguard.toml").read_text()
+    spec = spec.replace('run = ["python", "app.py"]', 'run = ["no-such-program", "app.py"]')
+    (ws.root / "railguard.toml").write_text(spec.replace('MIGRATE = "fail"', 'MIGRATE = ""'))
     code, result = ws.deploy()
     assert code == 1 and result["diagnostics"][0]["code"] == "rollout.start_failed"
     assert "no-such-program" in result["diagnostics"][0]["detail"]
