@@ -127,6 +127,7 @@ def desired_resources(spec: Spec, env: str, source_digest: str | None = None) ->
     edge_config = {
         "target": environment.target,
         "port": environment.edge_port,
+        "bind": str(environment.edge_bind),
         "routes": sorted(edge_routes, key=lambda r: (r["host"] or "", r["path"], r["service"])),
     }
     routed = sorted({service_address(env, r["service"]) for r in edge_routes})

@@ -10,9 +10,10 @@ cross-field rules live in :mod:`railguard.model.checks`.
 
 from __future__ import annotations
 
+from ipaddress import IPv4Address
 from typing import Annotated, Any, Literal, Optional
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, create_model, model_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, IPvAnyAddress, create_model, model_validator
 
 from railguard.model.durations import DURATION_PATTERN, parse_ms
 
@@ -156,6 +157,10 @@ class Environment(_Strict):
         default="local", description="Where the environment runs. 'local': processes on this machine."
     )
     edge_port: int = Field(ge=1, le=65535, description="Port the environment's edge listens on.")
+    edge_bind: IPvAnyAddress = Field(
+        default=IPv4Address("127.0.0.1"),
+        description="Address the edge listens on: 127.0.0.1 (this machine only) or e.g. 0.0.0.0 (public).",
+    )
     protected: bool = Field(
         default=False, description="Protected environments require approval for any change that is not safe."
     )

@@ -419,7 +419,8 @@ class LocalProvider:
     def _sync_edge(self, env: str) -> None:
         runtime = self.state.env(env)
         if runtime.edge is not None:
-            self.edge.set_environment(env, runtime.edge["config"]["port"], self.edge_routes(env))
+            config = runtime.edge["config"]
+            self.edge.set_environment(env, config["port"], self.edge_routes(env), config.get("bind", "127.0.0.1"))
 
     def _drain(self, addresses: list[str], timeout: float) -> None:
         """Wait until the edge has no request in flight to ``addresses`` (bounded by ``timeout``)."""
