@@ -27,9 +27,8 @@ def recover(store: Store, provider: Provider) -> list[str]:
         store.record_observed(env, observed)
         live = {o.address: o.fingerprint for o in observed}
         release = next((r for r in store.releases(env, limit=1_000_000) if r["operation_id"] == op["id"]), None)
-        if op["status"] == "queued":
-            wanted: list[tuple[str, str | None, Action]] = [("(not started)", None, Action.create)]
-        elif op["plan_id"]:
+        wanted: list[tuple[str, str | None, Action]]
+        if op["plan_id"]:
             plan, _, _ = store.load_plan(op["plan_id"])
             wanted = [(c.address, c.after_fingerprint, c.action) for c in plan.actionable]
         elif release is not None:
@@ -38,6 +37,8 @@ def recover(store: Store, provider: Provider) -> list[str]:
             wanted = []
         missing = [a for a, fp, action in wanted
                    if (action is Action.delete and a in live) or (action is not Action.delete and live.get(a) != fp)]
+        if op["status"] == "queued" and not wanted:
+            missing = ["(the operation never started)"]
         last = next((j for j in reversed(op["journal"]) if j["phase"] == "begin"), None)
         where = last["step"] if last else "before its first step"
         if not missing:
