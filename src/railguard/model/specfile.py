@@ -79,12 +79,14 @@ def _from_validation_error(exc: ValidationError, lines: LineIndex, file: str | N
     found: list[Diagnostic] = []
     for err in exc.errors(include_url=False):
         loc: tuple[str | int, ...] = tuple(err["loc"])
-        is_key = bool(loc) and loc[-1] == "[key]"
+        kind = err["type"]
+        # pydantic marks a bad dict key with a trailing "[key]"; a user's own key spelled "[key]"
+        # arrives as an unknown key instead, so only a key-validation error counts as the marker.
+        is_key = len(loc) >= 2 and loc[-1] == "[key]" and kind != "extra_forbidden"
         path = loc[:-1] if is_key else loc
         # pydantic reports model-level validators at the model's own path; keep them there.
         where = dotted(path) or "(top level)"
         line = lines.line_of(path)
-        kind = err["type"]
         message = str(err["msg"]).removeprefix("Value error, ")
         common: dict[str, Any] = {"address": where, "file": file, "line": line}
         if kind == "extra_forbidden":
