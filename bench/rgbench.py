@@ -216,7 +216,18 @@ class Workspace:
         self.spec.write_text(re.sub(r'APP_VERSION = "[^"]*"', f'APP_VERSION = "{version}"', text))
 
     def set_replicas(self, n: int) -> None:
-        self.edit(lambda t: re.sub(r"(\[services\.web\][^\[]*?\nreplicas = )\d+", lambda m: f"{m.group(1)}{n}", t))
+        """Set `replicas` of [services.web] (the base section, not an environment override)."""
+
+        def change(text: str) -> str:
+            lines, section = text.splitlines(keepends=True), ""
+            for i, line in enumerate(lines):
+                if line.startswith("["):
+                    section = line.strip()
+                elif section == "[services.web]" and re.match(r"replicas\s*=", line):
+                    lines[i] = f"replicas = {n}\n"
+            return "".join(lines)
+
+        self.edit(change)
 
     def env(self) -> dict[str, str]:
         env = {k: v for k, v in os.environ.items() if k not in ("RAILGUARD_HOME", "RAILGUARD_SPEC", "RAILGUARD_DEBUG")}

@@ -67,12 +67,13 @@ def wait_for(predicate: Callable[[], Any], what: str, timeout: float = 20.0) -> 
 class Workspace:
     root: Path
     port: int
+    fixed_port: int  # where MODE=ignore_port listens; stable so unrelated edits do not change `env`
 
     def write_spec(self, version: str = "1", mode: str = "", migrate: str = "", replicas: int = 1,
                    window: str = "5m", start_timeout: str = "5s", build: str = "") -> None:
         (self.root / "railguard.toml").write_text(SPEC.format(
             port=self.port, version=version, mode=mode, migrate=migrate, replicas=replicas, window=window,
-            fixed_port=free_port(), start_timeout=start_timeout, build=build))
+            fixed_port=self.fixed_port, start_timeout=start_timeout, build=build))
 
     def rg(self, *args: str, env: dict[str, str] | None = None,
            timeout: float = 120) -> subprocess.CompletedProcess[str]:
@@ -113,6 +114,6 @@ class Workspace:
 def make_workspace(tmp_path: Path) -> Workspace:
     for name in ("app.py", "migrate.py"):
         shutil.copy(APP / name, tmp_path / name)
-    ws = Workspace(tmp_path, free_port())
+    ws = Workspace(tmp_path, free_port(), free_port())
     ws.write_spec()
     return ws
