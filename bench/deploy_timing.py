@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import subprocess
 import sys
 import time
 from dataclasses import asdict, dataclass, field
@@ -77,8 +78,12 @@ def timed(ws: Workspace, op: str, version: str, args: list[str]) -> Timed:
     steps, first, switch_end, last = split(journal)
     traffic = None if seen is None else seen - t0
     return Timed(
-        op=op, version=version, cli_s=run.seconds, traffic_s=traffic,
-        pre_s=None if first is None else first - wall0, steps=steps,
+        op=op,
+        version=version,
+        cli_s=run.seconds,
+        traffic_s=traffic,
+        pre_s=None if first is None else first - wall0,
+        steps=steps,
         op_s=None if first is None or last is None else last - first,
         seen_after_switch_s=None if switch_end is None or traffic is None else wall0 + traffic - switch_end,
         ok=ok,
@@ -86,8 +91,6 @@ def timed(ws: Workspace, op: str, version: str, args: list[str]) -> Timed:
 
 
 def measure(cycles: int) -> dict[str, Any]:
-    import subprocess
-
     versions = []
     for _ in range(5):
         t0 = time.perf_counter()
@@ -95,11 +98,15 @@ def measure(cycles: int) -> dict[str, Any]:
         versions.append(time.perf_counter() - t0)
     ready = app_ready_time(runs=5)
     runs: list[Timed] = []
+    plans: list[float] = []
     leftovers: list[str] = []
     ws = Workspace.create()
     try:
-        runs.append(timed(ws, "deploy v1 (cold: starts daemon + Caddy)", "1", ["deploy", "--env", "staging",
-                                                                                 "--yes", "--json"]))
+        runs.append(
+            timed(ws, "deploy v1 (cold: starts daemon + Caddy)", "1", ["deploy", "--env", "staging", "--yes", "--json"])
+        )
+        for _ in range(3):  # CLI start + a no-change plan through the (running) daemon
+            plans.append(ws.must("plan", "--env", "staging", "--json").seconds)
         for k in range(2, 2 + cycles):
             ws.set_version(str(k))
             runs.append(timed(ws, f"deploy v{k}", str(k), ["deploy", "--env", "staging", "--yes", "--json"]))
@@ -107,8 +114,13 @@ def measure(cycles: int) -> dict[str, Any]:
     finally:
         ws.close()
         leftovers = ws.leftovers
-    return {"cli_version_s": versions, "app_ready_s": ready, "runs": [asdict(r) for r in runs],
-            "leftovers": leftovers}
+    return {
+        "cli_version_s": versions,
+        "app_ready_s": ready,
+        "plan_cli_s": plans,
+        "runs": [asdict(r) for r in runs],
+        "leftovers": leftovers,
+    }
 
 
 def _f(v: float | None, ms: bool = False) -> str:
@@ -125,7 +137,8 @@ def report(data: dict[str, Any]) -> str:
         f"`railguard --version` (CLI start-up): median {cli * 1000:.0f} ms of {len(data['cli_version_s'])}; "
         f"app exec → first healthy /healthz: median {ready * 1000:.0f} ms "
         f"(min {min(data['app_ready_s']) * 1000:.0f}, max {max(data['app_ready_s']) * 1000:.0f}, "
-        f"n={len(data['app_ready_s'])})",
+        f"n={len(data['app_ready_s'])}); `railguard plan --json` with no changes (CLI + plan through the "
+        f"daemon): median {(median(data['plan_cli_s']) or 0) * 1000:.0f} ms",
         "",
         "| operation | → new version at edge ms | overhead ms (minus app start) | CLI returns ms | "
         "CLI+plan+submit ms | build | release-cmd | start | gate | switch | switch→seen | drain |",
@@ -144,12 +157,16 @@ def report(data: dict[str, Any]) -> str:
     rollbacks = [r for r in data["runs"] if r["op"].startswith("rollback")]
     if deploys:
         over = [r["traffic_s"] - ready for r in deploys if r["traffic_s"] is not None]
-        lines.append(f"\nDeploy overhead (warm daemon): median {median(over) * 1000:.0f} ms, "  # type: ignore[operator]
-                     f"max {max(over) * 1000:.0f} ms (target < 1000 ms)")
+        lines.append(
+            f"\nDeploy overhead (warm daemon): median {median(over) * 1000:.0f} ms, "  # type: ignore[operator]
+            f"max {max(over) * 1000:.0f} ms (target < 1000 ms)"
+        )
     if rollbacks:
         rb = [r["traffic_s"] for r in rollbacks if r["traffic_s"] is not None]
-        lines.append(f"Warm rollback → traffic: median {median(rb) * 1000:.0f} ms, "  # type: ignore[operator]
-                     f"max {max(rb) * 1000:.0f} ms (target < 1000 ms)")
+        lines.append(
+            f"Warm rollback → traffic: median {median(rb) * 1000:.0f} ms, "  # type: ignore[operator]
+            f"max {max(rb) * 1000:.0f} ms (target < 1000 ms)"
+        )
     if data["leftovers"]:
         lines.append(f"LEFTOVER processes killed: {data['leftovers']}")
     return "\n".join(lines)

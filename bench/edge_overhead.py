@@ -66,8 +66,16 @@ class Side:
 
     def stats(self) -> dict[str, Any]:
         s = self.samples
-        return {"side": self.name, "n": len(s), "errors": self.errors, "p50_ms": pct(s, 0.5), "p90_ms": pct(s, 0.9),
-                "p99_ms": pct(s, 0.99), "mean_ms": sum(s) / len(s) if s else None, "max_ms": max(s) if s else None}
+        return {
+            "side": self.name,
+            "n": len(s),
+            "errors": self.errors,
+            "p50_ms": pct(s, 0.5),
+            "p90_ms": pct(s, 0.9),
+            "p99_ms": pct(s, 0.99),
+            "mean_ms": sum(s) / len(s) if s else None,
+            "max_ms": max(s) if s else None,
+        }
 
 
 def compare(edge_port: int, replica_port: int, n: int, keepalive: bool, warmup: int) -> list[dict[str, Any]]:
@@ -95,8 +103,12 @@ def measure(n: int, new_conn: int) -> dict[str, Any]:
         ws.must("deploy", "--env", "staging", "--yes", "--json")
         replicas = ws.status()["services"][0]["replicas"]
         port = int(replicas[0]["port"])
-        out = {"replica_port": port, "edge_port": ws.edge_port, "loadavg_before": os.getloadavg()[0],
-               "keepalive": compare(ws.edge_port, port, n, True, 200)}
+        out = {
+            "replica_port": port,
+            "edge_port": ws.edge_port,
+            "loadavg_before": os.getloadavg()[0],
+            "keepalive": compare(ws.edge_port, port, n, True, 200),
+        }
         if new_conn:
             out["new_connection"] = compare(ws.edge_port, port, new_conn, False, 50)
         return out
@@ -111,21 +123,28 @@ def _f(v: float | None) -> str:
 
 
 def report(data: dict[str, Any]) -> str:
-    lines = [f"Machine: {machine_line()}; load average before: {data['loadavg_before']:.2f}", "",
-             "| connection | path | requests | errors | p50 ms | p90 ms | p99 ms | mean ms | max ms |",
-             "|---|---|---:|---:|---:|---:|---:|---:|---:|"]
+    lines = [
+        f"Machine: {machine_line()}; load average before: {data['loadavg_before']:.2f}",
+        "",
+        "| connection | path | requests | errors | p50 ms | p90 ms | p99 ms | mean ms | max ms |",
+        "|---|---|---:|---:|---:|---:|---:|---:|---:|",
+    ]
     for key, label in (("keepalive", "keep-alive"), ("new_connection", "new per request")):
         rows = data.get(key)
         if not rows:
             continue
         for r in rows:
-            lines.append(f"| {label} | {r['side']} | {r['n']} | {r['errors']} | {_f(r['p50_ms'])} | "
-                         f"{_f(r['p90_ms'])} | {_f(r['p99_ms'])} | {_f(r['mean_ms'])} | {_f(r['max_ms'])} |")
+            lines.append(
+                f"| {label} | {r['side']} | {r['n']} | {r['errors']} | {_f(r['p50_ms'])} | "
+                f"{_f(r['p90_ms'])} | {_f(r['p99_ms'])} | {_f(r['mean_ms'])} | {_f(r['max_ms'])} |"
+            )
         e, d = rows
         if e["p50_ms"] is not None and d["p50_ms"] is not None:
-            lines.append(f"| {label} | **added by the edge** | | | **{e['p50_ms'] - d['p50_ms']:+.3f}** | "
-                         f"{e['p90_ms'] - d['p90_ms']:+.3f} | **{e['p99_ms'] - d['p99_ms']:+.3f}** | "
-                         f"{e['mean_ms'] - d['mean_ms']:+.3f} | |")
+            lines.append(
+                f"| {label} | **added by the edge** | | | **{e['p50_ms'] - d['p50_ms']:+.3f}** | "
+                f"{e['p90_ms'] - d['p90_ms']:+.3f} | **{e['p99_ms'] - d['p99_ms']:+.3f}** | "
+                f"{e['mean_ms'] - d['mean_ms']:+.3f} | |"
+            )
     return "\n".join(lines)
 
 

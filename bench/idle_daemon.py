@@ -8,7 +8,8 @@ process (pid from .railguard/daemon.pid) once a second for ~20 s with psutil: CP
 average over the whole window (from CPU-time deltas), RSS. Caddy's (the edge) CPU and RSS and the
 replicas' total RSS are reported beside it, and how fast daemon.log grows. No client traffic is sent
 during the window. `--health-interval 60s` (checks almost never run) separates the cost of the
-periodic health checks from the rest of the idle loop. Loopback only; `railguard daemon stop --everything` and a psutil sweep in `finally`. ~45 s.
+periodic health checks from the rest of the idle loop. Loopback only; `railguard daemon stop
+--everything` and a psutil sweep in `finally`. ~35 s.
 
 Usage: .venv/bin/python bench/idle_daemon.py [--replicas 20] [--seconds 20] [--health-interval 5s] [--json]
 """
@@ -99,10 +100,17 @@ def measure(n: int, seconds: float, health_interval: str | None = None) -> dict[
         size0 = log.stat().st_size if log.exists() else 0
         result = sample({"daemon": psutil.Process(dpid), "caddy": psutil.Process(cpid)}, replicas, seconds)
         grew = (log.stat().st_size if log.exists() else 0) - size0
-        result.update({"replicas": n, "healthy": healthy, "deploy_s": round(deploy_s, 2),
-                       "all_healthy_s": round(healthy_s, 2), "loadavg_before": os.getloadavg()[0],
-                       "health_interval": health_interval or "1s (as in examples/notes)",
-                       "daemon_log_bytes_per_s": round(grew / result["seconds"], 1)})
+        result.update(
+            {
+                "replicas": n,
+                "healthy": healthy,
+                "deploy_s": round(deploy_s, 2),
+                "all_healthy_s": round(healthy_s, 2),
+                "loadavg_before": os.getloadavg()[0],
+                "health_interval": health_interval or "1s (as in examples/notes)",
+                "daemon_log_bytes_per_s": round(grew / result["seconds"], 1),
+            }
+        )
         return result
     finally:
         t = time.perf_counter()
@@ -114,31 +122,36 @@ def measure(n: int, seconds: float, health_interval: str | None = None) -> dict[
 
 def report(d: dict[str, Any]) -> str:
     dm, cd = d["daemon"], d["caddy"]
-    return "\n".join([
-        f"Machine: {machine_line()}; load average before sampling: {d['loadavg_before']:.2f}",
-        f"{d['replicas']} replicas: deploy returned after {d['deploy_s']:.1f}s, all healthy in status after "
-        f"{d['all_healthy_s']:.1f}s; health interval {d['health_interval']}; sampled {d['samples']}x over "
-        f"{d['seconds']}s, no traffic; daemon.log grew {d['daemon_log_bytes_per_s']:.0f} B/s",
-        "",
-        "| process | CPU avg % | CPU max 1-s sample % | RSS avg MB | RSS max MB | threads |",
-        "|---|---:|---:|---:|---:|---:|",
-        f"| railguard daemon | {dm['cpu_avg_pct']:.2f} | {dm['cpu_max_sample_pct']:.1f} | {dm['rss_avg_mb']:.1f} "
-        f"| {dm['rss_max_mb']:.1f} | {dm['threads']} |",
-        f"| caddy (edge) | {cd['cpu_avg_pct']:.2f} | {cd['cpu_max_sample_pct']:.1f} | {cd['rss_avg_mb']:.1f} "
-        f"| {cd['rss_max_mb']:.1f} | {cd['threads']} |",
-        f"| {d['replicas']} replicas (total, for scale) | | | | {d['replicas_rss_total_mb']:.1f} | |",
-        "",
-        f"Targets: daemon < 1% CPU ({'met' if dm['cpu_avg_pct'] < 1 else 'NOT met'}: {dm['cpu_avg_pct']:.2f}%), "
-        f"< 150 MB RSS ({'met' if dm['rss_max_mb'] < 150 else 'NOT met'}: {dm['rss_max_mb']:.1f} MB)",
-    ])
+    return "\n".join(
+        [
+            f"Machine: {machine_line()}; load average before sampling: {d['loadavg_before']:.2f}",
+            f"{d['replicas']} replicas: deploy returned after {d['deploy_s']:.1f}s, all healthy in status after "
+            f"{d['all_healthy_s']:.1f}s; health interval {d['health_interval']}; sampled {d['samples']}x over "
+            f"{d['seconds']}s, no traffic; daemon.log grew {d['daemon_log_bytes_per_s']:.0f} B/s",
+            "",
+            "| process | CPU avg % | CPU max 1-s sample % | RSS avg MB | RSS max MB | threads |",
+            "|---|---:|---:|---:|---:|---:|",
+            f"| railguard daemon | {dm['cpu_avg_pct']:.2f} | {dm['cpu_max_sample_pct']:.1f} | {dm['rss_avg_mb']:.1f} "
+            f"| {dm['rss_max_mb']:.1f} | {dm['threads']} |",
+            f"| caddy (edge) | {cd['cpu_avg_pct']:.2f} | {cd['cpu_max_sample_pct']:.1f} | {cd['rss_avg_mb']:.1f} "
+            f"| {cd['rss_max_mb']:.1f} | {cd['threads']} |",
+            f"| {d['replicas']} replicas (total, for scale) | | | | {d['replicas_rss_total_mb']:.1f} | |",
+            "",
+            f"Targets: daemon < 1% CPU ({'met' if dm['cpu_avg_pct'] < 1 else 'NOT met'}: {dm['cpu_avg_pct']:.2f}%), "
+            f"< 150 MB RSS ({'met' if dm['rss_max_mb'] < 150 else 'NOT met'}: {dm['rss_max_mb']:.1f} MB)",
+        ]
+    )
 
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description="Idle CPU and RSS of the Railguard daemon with N replicas.")
     ap.add_argument("--replicas", type=int, default=20)
     ap.add_argument("--seconds", type=float, default=20.0)
-    ap.add_argument("--health-interval", default=None,
-                    help='override the example\'s health interval ("1s"), e.g. "5s" (the spec default) or "60s"')
+    ap.add_argument(
+        "--health-interval",
+        default=None,
+        help='override the example\'s health interval ("1s"), e.g. "5s" (the spec default) or "60s"',
+    )
     ap.add_argument("--json", action="store_true")
     args = ap.parse_args(argv)
     data = measure(max(1, min(args.replicas, 100)), max(3.0, min(args.seconds, 120.0)), args.health_interval)

@@ -22,6 +22,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -105,14 +106,24 @@ def app_ready_time(version: str = "1", runs: int = 5, pause: float = 0.001) -> l
     """
     out: list[float] = []
     with tempfile.TemporaryDirectory(prefix="rg-bench-app-") as tmp:
-        env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "HOME": os.path.expanduser("~"), "LANG": "C.UTF-8",
-               "RAILGUARD_DATA_DIR": tmp, "APP_VERSION": version}
+        env = {
+            "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
+            "HOME": os.path.expanduser("~"),
+            "LANG": "C.UTF-8",
+            "RAILGUARD_DATA_DIR": tmp,
+            "APP_VERSION": version,
+        }
         subprocess.run([PY, str(EXAMPLE / "migrate.py")], env=env, cwd=EXAMPLE, check=True, capture_output=True)
         for _ in range(runs):
             port = free_port()
             t0 = time.perf_counter()
-            proc = subprocess.Popen([PY, "app.py"], env={**env, "PORT": str(port)}, cwd=EXAMPLE,
-                                    stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            proc = subprocess.Popen(
+                [PY, "app.py"],
+                env={**env, "PORT": str(port)},
+                cwd=EXAMPLE,
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL,
+            )
             try:
                 deadline = t0 + 15.0
                 while time.perf_counter() < deadline:
@@ -141,8 +152,13 @@ def machine() -> dict[str, str]:
                 model = line.split(":", 1)[1].strip()
     except OSError:
         pass
-    return {"nproc": str(os.cpu_count()), "cpu": model, "ram_gib": f"{psutil.virtual_memory().total / 2**30:.0f}",
-            "kernel": os.uname().release, "python": sys.version.split()[0]}
+    return {
+        "nproc": str(os.cpu_count()),
+        "cpu": model,
+        "ram_gib": f"{psutil.virtual_memory().total / 2**30:.0f}",
+        "kernel": os.uname().release,
+        "python": sys.version.split()[0],
+    }
 
 
 def machine_line() -> str:
@@ -178,8 +194,11 @@ class Workspace:
         root = tmp / "notes"
         shutil.copytree(EXAMPLE, root, ignore=shutil.ignore_patterns(".railguard", "__pycache__"))
         ws = cls(edge_port=edge_port or free_port(), root=root, tag=tag)
-        ws.edit(lambda text: re.sub(r"(\[environments\.staging\]\s*\nedge_port = )\d+",
-                                    lambda m: f"{m.group(1)}{ws.edge_port}", text))
+        ws.edit(
+            lambda text: re.sub(
+                r"(\[environments\.staging\]\s*\nedge_port = )\d+", lambda m: f"{m.group(1)}{ws.edge_port}", text
+            )
+        )
         return ws
 
     def __enter__(self) -> Workspace:
@@ -204,7 +223,7 @@ class Workspace:
     def url(self) -> str:
         return f"http://127.0.0.1:{self.edge_port}/"
 
-    def edit(self, change: Any) -> None:
+    def edit(self, change: Callable[[str], str]) -> None:
         text = self.spec.read_text()
         new = change(text)
         if new == text:
@@ -236,8 +255,9 @@ class Workspace:
         return env
 
     def popen(self, *args: str) -> subprocess.Popen[str]:
-        return subprocess.Popen([RG, *args], cwd=self.root, env=self.env(), stdout=subprocess.PIPE,
-                                stderr=subprocess.PIPE, text=True)
+        return subprocess.Popen(
+            [RG, *args], cwd=self.root, env=self.env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+        )
 
     def finish(self, proc: subprocess.Popen[str], t0: float, wall0: float, timeout: float = 120.0) -> CliRun:
         try:
@@ -300,8 +320,11 @@ class Workspace:
             if p.pid == os.getpid():
                 continue
             try:
-                if (any(needle in a for a in (p.info["cmdline"] or [])) or needle in p.cwd()
-                        or any(needle in v for v in p.environ().values())):
+                if (
+                    any(needle in a for a in (p.info["cmdline"] or []))
+                    or needle in p.cwd()
+                    or any(needle in v for v in p.environ().values())
+                ):
                     if p.status() != psutil.STATUS_ZOMBIE:
                         found.append(p)
             except (psutil.Error, OSError):

@@ -76,11 +76,19 @@ class Railguard(Peer):
         poller.join(31.0)
         moved = seen[0] - t0 if seen and seen[0] > 0 else None
         ok = bool(run.payload and run.payload.get("ok"))
-        self.timings.append({"command": " ".join(args[:1]), "cli_s": round(run.seconds, 3),
-                             "traffic_moved_s": None if moved is None else round(moved, 3), "ok": ok})
-        self.moves.append(f"`railguard {args[0]}` → v{version} served at the edge after "
-                          f"{'-' if moved is None else f'{moved:.2f}'}s, CLI returned after {run.seconds:.2f}s"
-                          f"{'' if ok else ' (FAILED: ' + json.dumps(run.payload)[-300:] + ')'}")
+        self.timings.append(
+            {
+                "command": " ".join(args[:1]),
+                "cli_s": round(run.seconds, 3),
+                "traffic_moved_s": None if moved is None else round(moved, 3),
+                "ok": ok,
+            }
+        )
+        self.moves.append(
+            f"`railguard {args[0]}` → v{version} served at the edge after "
+            f"{'-' if moved is None else f'{moved:.2f}'}s, CLI returned after {run.seconds:.2f}s"
+            f"{'' if ok else ' (FAILED: ' + json.dumps(run.payload)[-300:] + ')'}"
+        )
         return run.completed
 
     def teardown(self) -> None:
@@ -94,13 +102,23 @@ class Railguard(Peer):
         return out
 
 
-PEERS: dict[str, type[Peer]] = {"baseline": rp.Baseline, "railguard": Railguard, "pm2": rp.Pm2,
-                                "supervisor": rp.Supervisor}
+PEERS: dict[str, type[Peer]] = {
+    "baseline": rp.Baseline,
+    "railguard": Railguard,
+    "pm2": rp.Pm2,
+    "supervisor": rp.Supervisor,
+}
 
 
 def run_mode(names: list[str], keepalive: bool, args: argparse.Namespace) -> tuple[list[PeerRun], float]:
-    ns = argparse.Namespace(rate=args.rate, keepalive=keepalive, threads=16 if keepalive else 4, pre=args.pre,
-                            post=args.post, no_install=args.no_install)
+    ns = argparse.Namespace(
+        rate=args.rate,
+        keepalive=keepalive,
+        threads=16 if keepalive else 4,
+        pre=args.pre,
+        post=args.post,
+        no_install=args.no_install,
+    )
     token = uuid.uuid4().hex
     deadline = time.monotonic() + DEADLINE_PER_MODE_S
     t0 = time.perf_counter()
@@ -110,8 +128,9 @@ def run_mode(names: list[str], keepalive: bool, args: argparse.Namespace) -> tup
             if time.monotonic() > deadline - 20:
                 runs.append(PeerRun(PEERS[name].tool, PEERS[name].action, "skipped", "time budget used up"))
                 continue
-            print(f"… {name} ({'keep-alive' if keepalive else 'new connection per request'})", file=sys.stderr,
-                  flush=True)
+            print(
+                f"… {name} ({'keep-alive' if keepalive else 'new connection per request'})", file=sys.stderr, flush=True
+            )
             runs.append(rp.bench_peer(PEERS[name], name, ns, token, deadline))
     finally:
         shutil.rmtree(rp.BENCH_ROOT / f"run-{token[:8]}", ignore_errors=True)
@@ -123,13 +142,17 @@ def details(runs: list[PeerRun]) -> list[str]:
     for r in runs:
         for d in r.redeploys:
             heal = "-" if d.healthy_after_s is None else f"{d.healthy_after_s:.2f}"
-            lines.append(f"- {r.tool}: `{d.command}` took {d.seconds:.2f}s (exit {d.returncode}), "
-                         f"pid {d.pid_before} -> {d.pid_after}, healthy {heal}s after it began")
+            lines.append(
+                f"- {r.tool}: `{d.command}` took {d.seconds:.2f}s (exit {d.returncode}), "
+                f"pid {d.pid_before} -> {d.pid_after}, healthy {heal}s after it began"
+            )
         lines += [f"- {r.tool}: {n}" for n in r.notes]
         if r.load and r.load.first_failure_s is not None:
             marks = "; ".join(f"{t:.2f}s {label}" for t, label in r.load.marks)
-            lines.append(f"- {r.tool}: failures between {r.load.first_failure_s:.2f}s and "
-                         f"{r.load.last_failure_s:.2f}s of load [{marks}]")
+            lines.append(
+                f"- {r.tool}: failures between {r.load.first_failure_s:.2f}s and "
+                f"{r.load.last_failure_s:.2f}s of load [{marks}]"
+            )
         if r.leftovers:
             lines.append(f"- {r.tool}: LEFTOVER processes killed: {r.leftovers}")
     return lines
@@ -154,15 +177,25 @@ def main(argv: list[str] | None = None) -> int:
         runs, secs = run_mode(names, mode == "keepalive", args)
         results.append((mode, runs, secs))
     if args.json:
-        print(json.dumps({"machine": rp.machine(), "modes": [
-            {"mode": m, "total_s": round(s, 1), "runs": [asdict(r) for r in runs]} for m, runs, s in results]},
-            indent=2))
+        print(
+            json.dumps(
+                {
+                    "machine": rp.machine(),
+                    "modes": [
+                        {"mode": m, "total_s": round(s, 1), "runs": [asdict(r) for r in runs]} for m, runs, s in results
+                    ],
+                },
+                indent=2,
+            )
+        )
     else:
         print(f"Machine: {machine_line()}; load {args.rate:.0f} req/s")
         for mode, runs, secs in results:
             threads = 16 if mode == "keepalive" else 4
-            print(f"\n### {'Keep-alive' if mode == 'keepalive' else 'New connection per request'} "
-                  f"({threads} threads, {secs:.0f}s)\n")
+            print(
+                f"\n### {'Keep-alive' if mode == 'keepalive' else 'New connection per request'} "
+                f"({threads} threads, {secs:.0f}s)\n"
+            )
             print(rp.table(runs))
             print("\n" + "\n".join(details(runs)))
     bad = any(r.leftovers or r.status == "error" for _, runs, _ in results for r in runs)

@@ -14,7 +14,7 @@ from railguard.model.diagnostics import RailguardError
 from railguard.model.plans import Action, Plan
 from railguard.model.resources import desired_digest, desired_resources
 from railguard.model.specfile import parse_spec
-from railguard.providers.base import ObserveRequest
+from railguard.engine.observe import observe_into
 from railguard.providers.fake import FakeProvider
 from railguard.state.store import Store
 
@@ -24,7 +24,7 @@ from .conftest import BASE_SPEC
 def _plan(store: Store, provider: FakeProvider, text: str = BASE_SPEC) -> Plan:
     spec, _ = parse_spec(text)
     assert spec is not None
-    store.record_observed("staging", provider.observe(ObserveRequest(env="staging")).resources)
+    observe_into(store, provider, "staging")
     desired = desired_resources(spec, "staging")
     return store.save_plan(planner.plan("staging", desired, store.inventory("staging"), store.serial("staging")))
 
@@ -39,9 +39,10 @@ def test_apply_then_replan_is_noop(tmp_path: Path) -> None:
     record = _apply(store, provider, first)
     assert record["status"] == "succeeded"
     assert [(a, act.value) for a, act in provider.applied] == [
-        ("staging/service.api", "create"), ("staging/service.web", "create"), ("staging/edge", "create")]
+        ("staging/service.api", "create"), ("staging/service.web", "create"), ("staging/edge", "create")]  # the environment resource needs no provider
     steps = [(j["step"], j["phase"]) for j in record["journal"]]  # type: ignore[index]
-    assert steps[:2] == [("create staging/service.api", "begin"), ("create staging/service.api", "end")]
+    assert steps[:4] == [("create staging/environment", "begin"), ("create staging/environment", "end"),
+                         ("create staging/service.api", "begin"), ("create staging/service.api", "end")]
     second = _plan(store, provider)
     assert not second.actionable and all(c.action is Action.noop for c in second.changes)
 

@@ -36,7 +36,7 @@ def test_newcomer_flow_init_validate_plan(tmp_path: Path) -> None:
     code, result = rg_json("plan", "--env", "staging", cwd=tmp_path)
     assert code == 0 and result["ok"]
     plan = result["plan"]
-    assert plan["applyable"] and plan["counts"]["create"] == 2
+    assert plan["applyable"] and plan["counts"]["create"] == 3  # service, edge, environment
     assert plan["hash"].startswith("sha256:") and plan["base_serial"] == 0
     human = rg("plan", "--env", "staging", cwd=tmp_path)
     assert "staging/service.web" in human.stdout and "railguard apply plan-" in human.stdout

@@ -24,6 +24,8 @@ def documented() -> set[str]:
 def emitted() -> set[str]:
     found: set[str] = set()
     for path in (ROOT / "src" / "railguard").rglob("*.py"):
+        if path.name == "diagnostics.py":  # the declarations themselves are not emissions
+            continue
         text = path.read_text()
         events = set(EVENT_KIND.findall(text))
         found |= {c for c in LITERAL.findall(text)

@@ -16,7 +16,7 @@ from railguard.engine.plan import desired_for
 from railguard.engine.workspace import Workspace
 from railguard.model.diagnostics import RailguardError
 from railguard.model.resources import desired_digest
-from railguard.providers.base import ObserveRequest
+from railguard.engine.observe import observe_into
 from railguard.providers.local.processes import is_alive
 from railguard.providers.local.runtime import LIVE, WARM
 
@@ -26,8 +26,7 @@ if TYPE_CHECKING:
 
 def describe(daemon: Daemon, env: str, spec_path: str | None) -> dict[str, Any]:
     provider, store = daemon.provider, daemon.store()
-    observed = provider.observe(ObserveRequest(env=env)).resources
-    store.record_observed(env, observed)
+    observed = observe_into(store, provider, env)
     now = time.time()
     services: list[dict[str, Any]] = []
     with provider.state.lock:

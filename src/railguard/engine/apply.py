@@ -18,7 +18,8 @@ from railguard.engine.execute import Context, run_changes
 from railguard.model.diagnostics import RailguardError, error
 from railguard.model.plans import Action, Change, Plan
 from railguard.model.resources import Resource, desired_digest
-from railguard.providers.base import ObserveRequest, Provider
+from railguard.engine.observe import observe_into
+from railguard.providers.base import Provider
 from railguard.state.store import Store
 
 
@@ -112,7 +113,7 @@ def apply_plan(store: Store, plan_id: str, provider: Provider, principal: str,
     plan, _, _ = store.load_plan(plan_id)
     with store.lock(operation=f"apply {plan_id}"):
         # Re-observe under the lock: a change to the live system since review makes the plan stale.
-        store.record_observed(plan.env, provider.observe(ObserveRequest(env=plan.env)).resources)
+        observe_into(store, provider, plan.env)
         plan = verify_plan(store, plan_id, current_desired_digest)
         store.mark_plan(plan.id, "applying")
         record = execute(store, env=plan.env, kind="apply", plan_id=plan.id, changes=plan.changes,

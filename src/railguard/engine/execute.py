@@ -19,7 +19,8 @@ from typing import Any
 
 from railguard.model.diagnostics import Diagnostic
 from railguard.model.plans import Change
-from railguard.model.resources import Resource
+from railguard.engine.observe import ENGINE_KINDS
+from railguard.model.resources import ObservedResource, Resource
 from railguard.providers.base import ApplyRequest, Provider
 from railguard.state.store import Store
 
@@ -65,6 +66,12 @@ def run_changes(store: Store, op_id: str, env: str, changes: list[Change], desir
         def progress(sub: str, phase: str, detail: dict[str, Any], prefix: str = change.address) -> None:
             journal(store, op_id, f"{prefix}: {sub}", phase, detail)
 
+        if change.kind in ENGINE_KINDS:  # engine-managed: live once recorded
+            store.set_observed(env, None if resource is None else ObservedResource(
+                address=resource.address, kind=resource.kind, fingerprint=resource.fingerprint,
+                config=resource.config, depends_on=resource.depends_on), change.address)
+            journal(store, op_id, step, "end")
+            continue
         response = provider.apply_change(ApplyRequest(
             env=env, change=change, desired=resource, operation_id=op_id, release=release,
             source_root=str(ctx.source_root),

@@ -14,7 +14,8 @@ from railguard.model.diagnostics import RailguardError, error
 from railguard.model.plans import Plan
 from railguard.model.resources import Resource, desired_resources
 from railguard.model.spec import Spec
-from railguard.providers.base import ObserveRequest, Provider
+from railguard.engine.observe import observe_into
+from railguard.providers.base import Provider
 from railguard.sources.snapshot import snapshot
 from railguard.state.store import Store
 
@@ -55,7 +56,7 @@ def make_plan_with(ws: Workspace, env: str, store: Store, provider: Provider | N
     require_env(spec, env)
     desired = desired_for(ws, spec, env)
     if provider is not None:
-        store.record_observed(env, provider.observe(ObserveRequest(env=env)).resources)
+        observe_into(store, provider, env)
     computed = planner.plan(env, desired, store.inventory(env), store.serial(env))
     computed = computed.model_copy(update={"diagnostics": [*warnings, *computed.diagnostics]})
     return store.save_plan(computed)

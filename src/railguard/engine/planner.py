@@ -19,7 +19,8 @@ from railguard.model.resources import LiveStatus, ObservedResource, Resource, de
 from railguard.model.sensitivity import REDACTED, looks_secret
 
 # Service keys whose change needs new processes (a new release); the rest apply in place.
-REPLACE_KEYS = {"build", "run", "release", "env", "secrets", "listen", "port_env", "source", "data_dir"}
+REPLACE_KEYS = {"build", "run", "release", "env", "secrets", "secret_versions", "listen", "port_env", "source",
+                "data_dir"}
 
 
 def flatten(config: dict[str, Any], prefix: str = "") -> dict[str, Any]:
@@ -87,6 +88,14 @@ def _edge_change(want: Resource, have: ObservedResource) -> tuple[Action, str, R
     return Action.update, "routes are added to the edge", Risk.safe
 
 
+def _environment_change(want: Resource, have: ObservedResource) -> tuple[Action, str, Risk]:
+    if have.config.get("protected") and not want.config.get("protected"):
+        return (Action.update, "protection is removed: later changes will no longer need approval",
+                Risk.disruptive)
+    keys = ", ".join(sorted(_top_keys(diff_configs(have.config, want.config))))
+    return Action.update, f"environment settings changed ({keys})", Risk.safe
+
+
 def _change_for(want: Resource | None, have: ObservedResource | None) -> Change:
     if want is None:
         assert have is not None
@@ -105,7 +114,8 @@ def _change_for(want: Resource | None, have: ObservedResource | None) -> Change:
                       reason=f"live config matches the spec (fingerprint {want.fingerprint[7:19]}, "
                       f"status {have.status.value})", risk=Risk.safe,
                       before_fingerprint=have.fingerprint, after_fingerprint=want.fingerprint)
-    action, reason, risk = (_edge_change if want.kind == "edge" else _service_change)(want, have)
+    classify = {"edge": _edge_change, "environment": _environment_change}.get(want.kind, _service_change)
+    action, reason, risk = classify(want, have)
     return _change(address=want.address, kind=want.kind, action=action, reason=reason, risk=risk,
                   diff=diff_configs(have.config, want.config),
                   before_fingerprint=have.fingerprint, after_fingerprint=want.fingerprint)

@@ -13,7 +13,8 @@ from __future__ import annotations
 from railguard.model.diagnostics import error
 from railguard.model.plans import Action
 from railguard.model.resources import Resource, desired_digest
-from railguard.providers.base import ObserveRequest, Provider
+from railguard.engine.observe import observe_into
+from railguard.providers.base import Provider
 from railguard.state.store import Store
 
 
@@ -23,8 +24,7 @@ def recover(store: Store, provider: Provider) -> list[str]:
         if op["status"] not in ("running", "queued"):
             continue
         env = op["env"]
-        observed = provider.observe(ObserveRequest(env=env)).resources
-        store.record_observed(env, observed)
+        observed = observe_into(store, provider, env)
         live = {o.address: o.fingerprint for o in observed}
         release = next((r for r in store.releases(env, limit=1_000_000) if r["operation_id"] == op["id"]), None)
         wanted: list[tuple[str, str | None, Action]]

@@ -17,7 +17,8 @@ from railguard.engine.apply import execute
 from railguard.engine.execute import Context
 from railguard.model.diagnostics import RailguardError, error
 from railguard.model.resources import Resource
-from railguard.providers.base import ObserveRequest, Provider
+from railguard.engine.observe import observe_into
+from railguard.providers.base import Provider
 from railguard.state.store import Store
 
 
@@ -52,7 +53,7 @@ def rollback(store: Store, env: str, provider: Provider, principal: str, ctx: Co
     with store.lock(operation=f"rollback {env}"):
         target = pick_target(store, env, to)
         desired = [Resource.model_validate(r) for r in target["desired"]]
-        store.record_observed(env, provider.observe(ObserveRequest(env=env)).resources)
+        observe_into(store, provider, env)
         computed = planner.plan(env, desired, store.inventory(env), store.serial(env))
         return execute(store, env=env, kind="rollback", plan_id=None, changes=computed.changes, desired=desired,
                        provider=provider, principal=principal, ctx=ctx, source=target.get("source"),

@@ -13,6 +13,7 @@ from collections.abc import Iterator
 
 from railguard.model.diagnostics import Diagnostic, error, warning
 from railguard.model.durations import parse_ms
+from railguard.model.celrules import compile_rule
 from railguard.model.graph import find_cycle
 from railguard.model.sensitivity import looks_secret
 from railguard.model.spec import Service, Spec
@@ -23,7 +24,8 @@ RESERVED_PREFIX = "RAILGUARD_"
 
 def check(spec: Spec) -> list[Diagnostic]:
     found: list[Diagnostic] = []
-    for rule in (_no_environments, _references, _cycles, _variables, _edge_ports, _routes, _health):
+    for rule in (_no_environments, _references, _cycles, _variables, _edge_ports, _routes, _health, _policies,
+                 _isolation, _environment_settings):
         found.extend(rule(spec))
     return found
 
@@ -201,3 +203,75 @@ def _health(spec: Spec) -> Iterator[Diagnostic]:
                 f"Raise services.{name}.start_timeout or shorten health.start_period.",
                 address=f"services.{name}.health.start_period",
             )
+
+
+def _policies(spec: Spec) -> Iterator[Diagnostic]:
+    for i, rule in enumerate(spec.policies):
+        try:
+            compile_rule(rule.expression)
+        except ValueError as exc:
+            yield error(
+                "spec.invalid_policy", f"Policy rule '{rule.name}' is not valid",
+                f"The CEL expression of policies[{i}] ({rule.expression!r}) is refused: {exc}.",
+                "Fix the expression (see docs/guardrails.md for the fields a rule may read), then run "
+                "`railguard validate`.", address=f"policies[{i}].expression")
+        for env in rule.environments or []:
+            if env not in spec.environments:
+                yield error("spec.unknown_environment", f"Policy '{rule.name}' names environment '{env}'",
+                            f"policies[{i}].environments lists '{env}', which the spec does not define.",
+                            "Fix the name, then run `railguard validate`.", address=f"policies[{i}].environments")
+
+
+_DATABASE_VARIABLE = ("DATABASE_URL", "DB_URL", "DB_PATH", "DATABASE_PATH", "DSN", "SQLITE_PATH", "REDIS_URL")
+
+
+def _isolation(spec: Spec) -> Iterator[Diagnostic]:
+    """Two environments must not share anything that identifies a live resource."""
+    hosts: dict[str, str] = {}
+    data_dirs: dict[str, str] = {}
+    databases: dict[str, tuple[str, str]] = {}
+    for env_name, env in spec.environments.items():
+        if env.data_dir is not None:
+            normalized = env.data_dir.rstrip("/") or "/"
+            other = data_dirs.setdefault(normalized, env_name)
+            if other != env_name:
+                yield _shared("data folder", env.data_dir, other, env_name, f"environments.{env_name}.data_dir")
+        seen_hosts: set[str] = set()
+        for name in sorted(spec.services):
+            service = spec.resolved_service(env_name, name)
+            for route in service.routes:
+                if route.host and route.host not in seen_hosts:
+                    seen_hosts.add(route.host)
+                    other = hosts.setdefault(route.host.lower(), env_name)
+                    if other != env_name:
+                        yield _shared("host", route.host, other, env_name, f"services.{name}.routes")
+            for var, value in service.env.items():
+                if value and (var.upper().endswith(_DATABASE_VARIABLE) or "://" in value and var.upper().endswith(
+                        ("_URL", "_URI"))):
+                    other_env, other_var = databases.setdefault(value, (env_name, var))
+                    if other_env != env_name:
+                        yield _shared(f"database location ({var})", "(value hidden)" if looks_secret(var) else value,
+                                      other_env, env_name, f"environments.{env_name}.services.{name}.env.{var}")
+
+
+def _shared(what: str, value: str, first: str, second: str, address: str) -> Diagnostic:
+    return error(
+        "spec.shared_resource", f"Environments '{first}' and '{second}' share a {what}",
+        f"Both use {value!r}. Environments must not share anything that identifies a live resource, or a change "
+        f"meant for '{second}' would reach '{first}' (staging touching production).",
+        f"Give '{second}' its own {what.split(' (')[0]} (override it under [environments.{second}]), then run "
+        "`railguard validate`.", address=address)
+
+
+def _environment_settings(spec: Spec) -> Iterator[Diagnostic]:
+    for env_name, env in spec.environments.items():
+        if env.promote_from is not None and env.promote_from not in spec.environments:
+            yield error("spec.unknown_environment", f"'{env_name}' promotes from unknown '{env.promote_from}'",
+                        f"environments.{env_name}.promote_from names '{env.promote_from}', which is not defined.",
+                        "Fix the name, then run `railguard validate`.", address=f"environments.{env_name}.promote_from")
+        for i, freeze in enumerate(env.freezes):
+            if freeze.end <= freeze.start or freeze.start.tzinfo is None or freeze.end.tzinfo is None:
+                yield error("spec.invalid_value", f"Freeze {i} of '{env_name}' is not a window",
+                            "A freeze needs a start and a later end, both with a time zone offset (e.g. ...Z).",
+                            "Fix start/end, then run `railguard validate`.",
+                            address=f"environments.{env_name}.freezes[{i}]")

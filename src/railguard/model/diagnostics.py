@@ -45,6 +45,8 @@ CODES: dict[str, str] = {
     "spec.health_timing": "Health check timings do not fit together.",
     "spec.unknown_environment": "The requested environment is not in the spec.",
     "spec.no_environments": "The spec defines no environment.",
+    "spec.invalid_policy": "A policy rule does not compile, reads an unknown field, or is not boolean.",
+    "spec.shared_resource": "Two environments share a host, data folder or database location.",
     # the state folder
     "state.unwritable": "The state folder cannot be created or written.",
     "state.corrupt": "The state database is damaged or not a Railguard store.",
@@ -78,6 +80,26 @@ CODES: dict[str, str] = {
     # init
     "init.exists": "A spec file already exists.",
     "init.no_app": "No app was detected in the folder.",
+    # guardrails
+    "auth.token_required": "The daemon runs in token-only mode and the request carried no token.",
+    "auth.unknown_token": "The token is not known (mistyped, or from another state folder).",
+    "auth.token_revoked": "The token was revoked.",
+    "auth.token_expired": "The token expired.",
+    "auth.token_exists": "A token with that name exists.",
+    "auth.forbidden": "The principal's role or environment scope does not allow the request.",
+    "auth.needs_terminal": "A power-widening action needs a confirmation typed on a terminal.",
+    "policy.denied": "A policy verdict denies the plan.",
+    "policy.approval_required": "The plan needs an approval it does not have.",
+    "policy.frozen": "The environment is in a change freeze.",
+    "approval.self": "The principal that requested a plan cannot approve it.",
+    "approval.confirm_required": "Approving a delete in a protected environment needs its address typed back.",
+    "approval.not_applicable": "The plan cannot be approved (denied, applied or rejected).",
+    "secret.key_unavailable": "The key that encrypts secrets cannot be loaded or does not match.",
+    "secret.on_command_line": "A secret value was given as a command-line argument.",
+    "secret.invalid": "The secret name or value cannot be used.",
+    "secret.missing": "A service declares a secret that has no value in the environment.",
+    "secret.shared_value": "Two environments use the same secret value.",
+    "audit.tampered": "The audit log was edited, reordered or cut.",
     # catch-all for bugs: never for user mistakes
     "internal.error": "An unexpected internal error.",
 }

@@ -65,6 +65,32 @@ class Change(BaseModel):
     after_fingerprint: str | None = None
 
 
+class Effect(StrEnum):
+    """What policy says about a change, ordered from least to most restrictive."""
+
+    allow = "allow"
+    warn = "warn"
+    require_approval = "require_approval"
+    deny = "deny"
+
+
+EFFECT_ORDER = {Effect.allow: 0, Effect.warn: 1, Effect.require_approval: 2, Effect.deny: 3}
+
+
+class Verdict(BaseModel):
+    """One policy finding on a plan: which rule, about which change, and what it takes."""
+
+    model_config = ConfigDict(frozen=True)
+
+    rule: str = Field(description="Built-in guardrail code (guard.*) or 'policy:<name>' for a spec rule.")
+    effect: Effect
+    address: str | None = Field(default=None, description="The change it is about; None for the whole plan.")
+    message: str
+    approvers: list[str] = Field(default_factory=list, description="Roles that may approve (require_approval).")
+    confirm: str | None = Field(default=None, description="Text the approver must type back (deletes).")
+    remediation: str = ""
+
+
 class Plan(BaseModel):
     """A saved plan. ``hash`` covers everything but ``id``, ``created_at`` and itself."""
 
@@ -79,6 +105,8 @@ class Plan(BaseModel):
     changes: list[Change]
     desired: list[Resource] = Field(description="The frozen desired resources apply will use.")
     diagnostics: list[Diagnostic] = Field(default_factory=list)
+    requested_by: str = Field(default="", description="The principal that asked for the plan.")
+    verdicts: list[Verdict] = Field(default_factory=list, description="Policy verdicts, per change.")
     hash: str = ""
 
     @property
@@ -97,6 +125,12 @@ class Plan(BaseModel):
     def max_risk(self) -> Risk:
         risks = [c.risk for c in self.actionable] or [Risk.safe]
         return max(risks, key=lambda r: RISK_ORDER[r])
+
+    @property
+    def decision(self) -> Effect:
+        """The most restrictive verdict: deny > require_approval > warn > allow."""
+        effects = [v.effect for v in self.verdicts] or [Effect.allow]
+        return max(effects, key=lambda e: EFFECT_ORDER[e])
 
     def counts(self) -> dict[str, int]:
         out = {a.value: 0 for a in Action}
@@ -117,5 +151,5 @@ class Plan(BaseModel):
         return {
             "id": self.id, "env": self.env, "hash": self.hash, "base_serial": self.base_serial,
             "errored": self.errored, "applyable": self.applyable, "max_risk": self.max_risk.value,
-            "counts": self.counts(),
+            "counts": self.counts(), "decision": self.decision.value, "requested_by": self.requested_by,
         }

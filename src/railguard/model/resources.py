@@ -19,7 +19,7 @@ from railguard.model.canonical import digest
 from railguard.model.durations import parse_ms
 from railguard.model.spec import Service, Spec
 
-ResourceKind = Literal["service", "edge"]
+ResourceKind = Literal["service", "edge", "environment"]
 
 
 def service_address(env: str, name: str) -> str:
@@ -28,6 +28,10 @@ def service_address(env: str, name: str) -> str:
 
 def edge_address(env: str) -> str:
     return f"{env}/edge"
+
+
+def environment_address(env: str) -> str:
+    return f"{env}/environment"
 
 
 class Resource(BaseModel):
@@ -103,24 +107,47 @@ def _normalize_service(service: Service, source_digest: str | None, data_dir: st
 
 
 def make_resource(env: str, kind: ResourceKind, name: str, config: dict[str, Any], depends_on: list[str]) -> Resource:
-    address = service_address(env, name) if kind == "service" else edge_address(env)
+    address = {"service": service_address(env, name), "edge": edge_address(env),
+               "environment": environment_address(env)}[kind]
     return Resource(address=address, env=env, kind=kind, name=name, config=config,
                     depends_on=sorted(depends_on), fingerprint=digest(config))
 
 
-def desired_resources(spec: Spec, env: str, source_digest: str | None = None) -> list[Resource]:
-    """Every resource the spec asks for in ``env`` (services, then the edge), in name order.
+def environment_config(spec: Spec, env: str) -> dict[str, Any]:
+    """The environment's own settings, planned like a resource so protection lives in state."""
+    environment = spec.environments[env]
+    promote_from = environment.promote_from or ("staging" if "staging" in spec.environments and env != "staging"
+                                                else None)
+    return {
+        "protected": environment.protected,
+        "promote_from": promote_from,
+        "soak_ms": parse_ms(environment.soak),
+        "max_disruptive_changes": environment.max_disruptive_changes,
+        "freezes": [{"start": f.start.isoformat(), "end": f.end.isoformat(), "reason": f.reason}
+                    for f in environment.freezes],
+        "policies": [rule.model_dump(mode="json") for rule in spec.policies
+                     if rule.environments is None or env in rule.environments],
+    }
+
+
+def desired_resources(spec: Spec, env: str, source_digest: str | None = None,
+                      secret_versions: dict[str, int] | None = None,
+                      source_overrides: dict[str, str] | None = None) -> list[Resource]:
+    """Every resource the spec asks for in ``env`` (services, the edge, the environment), in name order.
 
     ``source_digest`` identifies the app source the services would run; it is part of
-    each service's config so a code change is a change to plan.
+    each service's config so a code change is a change to plan. ``secret_versions`` (name ->
+    version) makes a new secret value a change too. ``source_overrides`` pins services to
+    an existing artifact (promotion).
     """
     environment = spec.environments[env]
     resources: list[Resource] = []
     edge_routes: list[dict[str, Any]] = []
     for name in sorted(spec.services):
         service = spec.resolved_service(env, name)
-        config = _normalize_service(service, source_digest, environment.data_dir,
-                                    parse_ms(environment.rollback_window))
+        source = (source_overrides or {}).get(name, source_digest)
+        config = _normalize_service(service, source, environment.data_dir, parse_ms(environment.rollback_window))
+        config["secret_versions"] = {s: (secret_versions or {}).get(s, 0) for s in config["secrets"]}
         deps = [service_address(env, d) for d in service.depends_on]
         resources.append(make_resource(env, "service", name, config, deps))
         edge_routes += [{**route, "service": name} for route in config["routes"]]
@@ -132,6 +159,7 @@ def desired_resources(spec: Spec, env: str, source_digest: str | None = None) ->
     }
     routed = sorted({service_address(env, r["service"]) for r in edge_routes})
     resources.append(make_resource(env, "edge", "edge", edge_config, routed))
+    resources.append(make_resource(env, "environment", "environment", environment_config(spec, env), []))
     return resources
 
 

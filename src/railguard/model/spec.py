@@ -10,6 +10,7 @@ cross-field rules live in :mod:`railguard.model.checks`.
 
 from __future__ import annotations
 
+from datetime import datetime
 from ipaddress import IPv4Address
 from typing import Annotated, Any, Literal, Optional
 
@@ -150,6 +151,27 @@ ServiceOverride: type[BaseModel] = create_model(
 )
 
 
+class Freeze(_Strict):
+    """A window in which a protected environment accepts no apply."""
+
+    start: datetime = Field(description="Start, a TOML date-time with offset, e.g. 2026-12-20T00:00:00Z.")
+    end: datetime = Field(description="End (exclusive).")
+    reason: str = Field(default="change freeze", description="Shown to whoever is refused.")
+
+
+class PolicyRule(_Strict):
+    """A rule of your own: a CEL expression evaluated for every change of every plan."""
+
+    name: Name = Field(description="Name shown in verdicts ('policy:<name>').")
+    expression: str = Field(
+        min_length=1, max_length=4096,
+        description="CEL over `change` (address, kind, name, action, risk, reason, paths), `env` (name, "
+        "protected) and `principal` (id, role, kind); true means the rule applies.")
+    effect: Literal["deny", "require_approval", "warn"] = Field(description="What happens when it applies.")
+    message: str = Field(min_length=1, description="Why, and what to do instead.")
+    environments: list[Name] | None = Field(default=None, description="Limit the rule to these environments.")
+
+
 class Environment(_Strict):
     """An isolated place the app runs: its own edge port, data, variables, secrets and policy."""
 
@@ -174,6 +196,17 @@ class Environment(_Strict):
         description="How long the previous release's replicas stay running (unrouted) after a rollout, so a "
         "rollback to it is instant. '0s' stops them as soon as they are drained.",
     )
+    promote_from: Name | None = Field(
+        default=None,
+        description="Protected environments accept only artifacts that ran healthy here first (default: "
+        "'staging' when it exists).",
+    )
+    soak: Duration = Field(default="10m", description="How long an artifact must have run in promote_from.")
+    max_disruptive_changes: int = Field(
+        default=5, ge=0, le=10_000,
+        description="More disruptive or destructive changes than this in one plan need approval.",
+    )
+    freezes: list[Freeze] = Field(default_factory=list, description="Windows in which nothing is applied.")
     services: dict[Name, ServiceOverride] = Field(
         default_factory=dict, description="Overrides of service fields for this environment."
     )
@@ -187,6 +220,7 @@ class Spec(_Strict):
         default_factory=dict, description="Environments, by name (e.g. staging, production)."
     )
     services: dict[Name, Service] = Field(default_factory=dict, description="Services, by name.")
+    policies: list[PolicyRule] = Field(default_factory=list, description="Your own policy rules (CEL).")
 
     def resolved_service(self, env: str, name: str) -> Service:
         """The service as it runs in ``env``: overrides applied, ``env`` merged key by key."""

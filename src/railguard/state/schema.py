@@ -89,6 +89,59 @@ MIGRATIONS: list[str] = [
         acquired_at TEXT NOT NULL
     );
     """,
+    # 2: guardrails: principals, approvals, secrets, the audit chain; release lifetimes for promotion
+    """
+    CREATE TABLE tokens (
+        id TEXT PRIMARY KEY,
+        name TEXT NOT NULL UNIQUE,
+        role TEXT NOT NULL,
+        envs TEXT,
+        secret_hash TEXT NOT NULL,
+        created_at TEXT NOT NULL,
+        created_by TEXT NOT NULL,
+        expires_at TEXT,
+        revoked_at TEXT,
+        last_used_at TEXT
+    );
+    CREATE TABLE approvals (
+        id TEXT PRIMARY KEY,
+        plan_id TEXT NOT NULL,
+        plan_hash TEXT NOT NULL,
+        decision TEXT NOT NULL CHECK (decision IN ('approved', 'rejected')),
+        principal TEXT NOT NULL,
+        reason TEXT NOT NULL DEFAULT '',
+        confirmed TEXT NOT NULL DEFAULT '[]',
+        created_at TEXT NOT NULL,
+        expires_at TEXT NOT NULL
+    );
+    CREATE INDEX approvals_by_plan ON approvals (plan_id);
+    CREATE TABLE secrets (
+        env TEXT NOT NULL,
+        name TEXT NOT NULL,
+        version INTEGER NOT NULL,
+        ciphertext BLOB NOT NULL,
+        fingerprint TEXT NOT NULL,
+        created_at TEXT NOT NULL,
+        created_by TEXT NOT NULL,
+        PRIMARY KEY (env, name, version)
+    );
+    CREATE TABLE audit (
+        id INTEGER PRIMARY KEY AUTOINCREMENT,
+        at TEXT NOT NULL,
+        principal TEXT NOT NULL,
+        action TEXT NOT NULL,
+        env TEXT,
+        plan_id TEXT,
+        plan_hash TEXT,
+        outcome TEXT NOT NULL,
+        detail TEXT NOT NULL DEFAULT '{}',
+        prev_hash TEXT NOT NULL,
+        hash TEXT NOT NULL
+    );
+    ALTER TABLE releases ADD COLUMN live_at TEXT;
+    ALTER TABLE releases ADD COLUMN ended_at TEXT;
+    ALTER TABLE plans ADD COLUMN requested_by TEXT NOT NULL DEFAULT ''
+    """,
 ]
 
 SCHEMA_VERSION = len(MIGRATIONS)

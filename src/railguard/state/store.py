@@ -14,7 +14,7 @@ import json
 import os
 import sqlite3
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
@@ -66,6 +66,7 @@ class Store:
         self.home = home
         self.path = home / DB_NAME
         self._db = connection
+        self._redact: Callable[[str], str] = lambda text: text
 
     # -- opening -------------------------------------------------------------------------
     @classmethod
@@ -105,6 +106,15 @@ class Store:
 
     def close(self) -> None:
         self._db.close()
+
+    @property
+    def db(self) -> sqlite3.Connection:
+        """The connection, for the store's sibling modules (tokens, approvals, secrets, audit)."""
+        return self._db
+
+    def add_redactor(self, redact: Callable[[str], str]) -> None:
+        """Text stored in events, the journal and operation errors passes through ``redact`` first."""
+        self._redact = redact
 
     def _upgrade(self) -> None:
         version = self._db.execute("PRAGMA user_version").fetchone()[0]
@@ -216,9 +226,10 @@ class Store:
         sealed = plan.sealed(new_id("plan"), now())
         with self.transaction():
             self._db.execute(
-                "INSERT INTO plans (id, env, created_at, hash, base_serial, body) VALUES (?, ?, ?, ?, ?, ?)",
+                "INSERT INTO plans (id, env, created_at, hash, base_serial, body, requested_by) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?)",
                 (sealed.id, sealed.env, sealed.created_at, sealed.hash, sealed.base_serial,
-                 sealed.model_dump_json()),
+                 sealed.model_dump_json(), sealed.requested_by),
             )
         return sealed
 
@@ -276,14 +287,14 @@ class Store:
                              "AND status = 'queued'", (now(), operation_id))
             self._db.execute(
                 "INSERT INTO journal (operation_id, step, phase, detail, at) VALUES (?, ?, ?, ?, ?)",
-                (operation_id, step, phase, canonical_json(detail or {}), now()),
+                (operation_id, step, phase, self._redact(canonical_json(detail or {})), now()),
             )
 
     def finish_operation(self, operation_id: str, status: str, problem: dict[str, Any] | None = None) -> None:
         with self.transaction():
             self._db.execute(
                 "UPDATE operations SET status = ?, updated_at = ?, error = ? WHERE id = ?",
-                (status, now(), canonical_json(problem) if problem else None, operation_id),
+                (status, now(), self._redact(canonical_json(problem)) if problem else None, operation_id),
             )
 
     def operation(self, operation_id: str) -> dict[str, Any] | None:
@@ -321,10 +332,14 @@ class Store:
 
     def finish_release(self, env: str, number: int, status: str) -> None:
         """Mark a release live (the previous live one becomes superseded) or failed."""
+        stamp = now()
         with self.transaction():
             if status == "live":
-                self._db.execute("UPDATE releases SET status = 'superseded' WHERE env = ? AND status = 'live'",
-                                 (env,))
+                self._db.execute("UPDATE releases SET status = 'superseded', ended_at = ? "
+                                 "WHERE env = ? AND status = 'live'", (stamp, env))
+                self._db.execute("UPDATE releases SET live_at = ? WHERE env = ? AND number = ?", (stamp, env, number))
+            else:
+                self._db.execute("UPDATE releases SET ended_at = ? WHERE env = ? AND number = ?", (stamp, env, number))
             self._db.execute("UPDATE releases SET status = ? WHERE env = ? AND number = ?", (status, env, number))
 
     def release(self, env: str, number: int) -> dict[str, Any] | None:
@@ -333,10 +348,10 @@ class Store:
 
     def releases(self, env: str, limit: int = 50) -> list[dict[str, Any]]:
         rows = self._db.execute(
-            "SELECT number, created_at, plan_id, operation_id, status, body FROM releases WHERE env = ? "
-            "ORDER BY number DESC LIMIT ?", (env, limit)).fetchall()
-        return [{"number": n, "created_at": c, "plan_id": p, "operation_id": o, "status": s, **json.loads(b)}
-                for n, c, p, o, s, b in rows]
+            "SELECT number, created_at, plan_id, operation_id, status, body, live_at, ended_at FROM releases "
+            "WHERE env = ? ORDER BY number DESC LIMIT ?", (env, limit)).fetchall()
+        return [{"number": n, "created_at": c, "plan_id": p, "operation_id": o, "status": s, "live_at": la,
+                 "ended_at": ea, **json.loads(b)} for n, c, p, o, s, b, la, ea in rows]
 
     # -- events --------------------------------------------------------------------------
     def add_event(self, env: str | None, kind: str, message: str, address: str | None = None,
@@ -344,7 +359,7 @@ class Store:
         with self.transaction():
             self._db.execute(
                 "INSERT INTO events (env, at, kind, address, message, data) VALUES (?, ?, ?, ?, ?, ?)",
-                (env, now(), kind, address, message, canonical_json(data or {})),
+                (env, now(), kind, address, self._redact(message), self._redact(canonical_json(data or {}))),
             )
 
     def events(self, env: str | None = None, limit: int = 100) -> list[dict[str, Any]]:

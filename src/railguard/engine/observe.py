@@ -1,0 +1,30 @@
+"""Gathering facts: what a provider reports as live, plus what the engine itself keeps.
+
+Providers report services and edges. The environment resource (protection, freezes,
+policies) has no runtime: it is live once applied, so the engine keeps it in the
+store's inventory across observations. Every plan, apply, rollback, status and
+recovery observes through :func:`observe_into`.
+"""
+
+from __future__ import annotations
+
+from railguard.model.resources import ObservedResource, environment_address
+from railguard.providers.base import ObserveRequest, Provider
+from railguard.state.store import Store
+
+ENGINE_KINDS = {"environment"}
+
+
+def observe_into(store: Store, provider: Provider, env: str) -> list[ObservedResource]:
+    """Observe ``env`` and record it (the serial moves when anything changed); return what is live."""
+    reported = [r for r in provider.observe(ObserveRequest(env=env)).resources if r.kind not in ENGINE_KINDS]
+    kept = [r for r in store.inventory(env) if r.kind in ENGINE_KINDS]
+    live = sorted(reported + kept, key=lambda r: r.address)
+    store.record_observed(env, live)
+    return live
+
+
+def state_protected(store: Store, env: str) -> bool:
+    """Whether the environment is protected in state (what was applied), whatever the spec says now."""
+    found = next((r for r in store.inventory(env) if r.address == environment_address(env)), None)
+    return bool(found and found.config.get("protected"))

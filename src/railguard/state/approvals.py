@@ -1,0 +1,55 @@
+"""Approvals and rejections of plans, bound to the plan's id and content hash, with an expiry.
+
+An approval counts only for the exact plan it names (id and hash), until it expires;
+a later rejection cancels it. Who may approve, and what they must confirm, is decided
+by the engine's policy check; this module only records and reads.
+"""
+
+from __future__ import annotations
+
+import json
+import secrets
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from railguard.state.store import Store, now
+
+KEYS = ("id", "plan_id", "plan_hash", "decision", "principal", "reason", "confirmed", "created_at", "expires_at")
+
+
+def record(store: Store, plan_id: str, plan_hash: str, decision: str, principal: str, reason: str,
+           confirmed: list[str], ttl_s: float) -> dict[str, Any]:
+    approval_id = f"appr-{secrets.token_hex(6)}"
+    expires = (datetime.now(UTC) + timedelta(seconds=ttl_s)).isoformat()
+    with store.transaction() as db:
+        db.execute("INSERT INTO approvals (" + ", ".join(KEYS) + ") VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                   (approval_id, plan_id, plan_hash, decision, principal, reason, json.dumps(confirmed), now(),
+                    expires))
+    return for_plan(store, plan_id)[-1]
+
+
+def for_plan(store: Store, plan_id: str) -> list[dict[str, Any]]:
+    rows = store.db.execute("SELECT " + ", ".join(KEYS) + " FROM approvals WHERE plan_id = ? ORDER BY created_at",
+                            (plan_id,)).fetchall()
+    out = []
+    for row in rows:
+        entry = dict(zip(KEYS, row, strict=True))
+        entry["confirmed"] = json.loads(entry["confirmed"])
+        entry["expired"] = datetime.fromisoformat(entry["expires_at"]) < datetime.now(UTC)
+        out.append(entry)
+    return out
+
+
+def standing(store: Store, plan_id: str, plan_hash: str) -> dict[str, Any] | None:
+    """The approval that currently lets this exact plan through, if any (a rejection cancels it)."""
+    current = None
+    for entry in for_plan(store, plan_id):
+        if entry["decision"] == "rejected":
+            return None
+        if entry["plan_hash"] == plan_hash and not entry["expired"]:
+            current = entry
+    return current
+
+
+def rejected(store: Store, plan_id: str) -> dict[str, Any] | None:
+    return next((e for e in for_plan(store, plan_id) if e["decision"] == "rejected"), None)

@@ -1,0 +1,72 @@
+"""Secret values at rest: versioned, encrypted, never returned by listing.
+
+Each ``secret set`` adds a version; the ciphertext (Fernet, key outside the state
+folder) and a keyed fingerprint of the value are stored, never the value. The
+fingerprint (HMAC of the value under the secret key) lets the isolation check find
+the same value in two environments without decrypting anything. Called by the daemon.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+from typing import Any
+
+from cryptography.fernet import Fernet
+
+from railguard.secrets.keys import decrypt
+from railguard.state.store import Store, now
+
+
+def fingerprint(fernet_key: bytes, value: str) -> str:
+    return hmac.new(fernet_key, value.encode(), hashlib.sha256).hexdigest()
+
+
+def put(store: Store, fernet: Fernet, key_bytes: bytes, env: str, name: str, value: str, who: str) -> int:
+    with store.transaction() as db:
+        row = db.execute("SELECT coalesce(max(version), 0) + 1 FROM secrets WHERE env = ? AND name = ?",
+                         (env, name)).fetchone()
+        version = int(row[0])
+        db.execute("INSERT INTO secrets (env, name, version, ciphertext, fingerprint, created_at, created_by) "
+                   "VALUES (?, ?, ?, ?, ?, ?, ?)",
+                   (env, name, version, fernet.encrypt(value.encode()), fingerprint(key_bytes, value), now(), who))
+    return version
+
+
+def listing(store: Store, env: str | None = None) -> list[dict[str, Any]]:
+    sql = ("SELECT env, name, max(version), created_at, created_by FROM secrets"
+           + (" WHERE env = ?" if env else "") + " GROUP BY env, name ORDER BY env, name")
+    rows = store.db.execute(sql, (env,) if env else ()).fetchall()
+    out = []
+    for e, name, version, _, _ in rows:
+        latest = store.db.execute("SELECT created_at, created_by FROM secrets WHERE env = ? AND name = ? AND "
+                                  "version = ?", (e, name, version)).fetchone()
+        out.append({"env": e, "name": name, "version": version, "set_at": latest[0], "set_by": latest[1]})
+    return out
+
+
+def versions(store: Store, env: str) -> dict[str, int]:
+    return {row["name"]: row["version"] for row in listing(store, env)}
+
+
+def values(store: Store, fernet: Fernet, env: str | None = None) -> list[tuple[str, str, str]]:
+    """(env, name, value) of the latest version of every secret (for injection and redaction)."""
+    out = []
+    for row in listing(store, env):
+        cipher = store.db.execute("SELECT ciphertext FROM secrets WHERE env = ? AND name = ? AND version = ?",
+                                  (row["env"], row["name"], row["version"])).fetchone()[0]
+        out.append((row["env"], row["name"], decrypt(fernet, cipher)))
+    return out
+
+
+def shared_values(store: Store) -> list[tuple[str, str, str, str]]:
+    """Pairs (env, name, other env, other name) whose latest values are equal: environments must not share."""
+    latest = store.db.execute(
+        "SELECT s.env, s.name, s.fingerprint FROM secrets s JOIN (SELECT env, name, max(version) v FROM secrets "
+        "GROUP BY env, name) m ON s.env = m.env AND s.name = m.name AND s.version = m.v").fetchall()
+    found = []
+    for i, (env, name, fp) in enumerate(latest):
+        for other_env, other_name, other_fp in latest[i + 1:]:
+            if other_env != env and hmac.compare_digest(fp, other_fp):
+                found.append((env, name, other_env, other_name))
+    return found
