@@ -10,11 +10,11 @@ import pytest
 
 from railguard.engine import planner
 from railguard.engine.apply import apply_plan
+from railguard.engine.observe import observe_into
 from railguard.model.diagnostics import RailguardError
 from railguard.model.plans import Action, Plan
 from railguard.model.resources import desired_digest, desired_resources
 from railguard.model.specfile import parse_spec
-from railguard.engine.observe import observe_into
 from railguard.providers.fake import FakeProvider
 from railguard.state.store import Store
 
@@ -39,7 +39,8 @@ def test_apply_then_replan_is_noop(tmp_path: Path) -> None:
     record = _apply(store, provider, first)
     assert record["status"] == "succeeded"
     assert [(a, act.value) for a, act in provider.applied] == [
-        ("staging/service.api", "create"), ("staging/service.web", "create"), ("staging/edge", "create")]  # the environment resource needs no provider
+        ("staging/service.api", "create"), ("staging/service.web", "create"),
+        ("staging/edge", "create")]  # the environment resource needs no provider
     steps = [(j["step"], j["phase"]) for j in record["journal"]]  # type: ignore[index]
     assert steps[:4] == [("create staging/environment", "begin"), ("create staging/environment", "end"),
                          ("create staging/service.api", "begin"), ("create staging/service.api", "end")]

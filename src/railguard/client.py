@@ -38,7 +38,10 @@ class Client:
     def __init__(self, ws: Workspace, autostart: bool = True) -> None:
         self.ws = ws
         self.autostart = autostart
-        self._http = httpx.Client(transport=httpx.HTTPTransport(uds=str(ws.socket_path)),
+        token = os.environ.get("RAILGUARD_TOKEN")
+        # The token in the environment always wins over the OS identity (an agent's shell acts as the agent).
+        headers = {"Authorization": f"Bearer {token}"} if token else {}
+        self._http = httpx.Client(transport=httpx.HTTPTransport(uds=str(ws.socket_path)), headers=headers,
                                   base_url="http://railguard", timeout=httpx.Timeout(120.0, connect=2.0))
 
     def close(self) -> None:
@@ -54,7 +57,7 @@ class Client:
         except (httpx.HTTPError, ValueError):
             return False
 
-    def start_daemon(self) -> int:
+    def start_daemon(self, require_token: bool = False) -> int:
         if self.alive():
             pid = self.daemon_pid()
             assert pid is not None
@@ -64,7 +67,8 @@ class Client:
         Store.open(self.ws.home).close()
         out = open(self.ws.home / "daemon.out", "ab")  # noqa: SIM115 - handed to the child
         proc = subprocess.Popen(
-            [sys.executable, "-m", "railguard", "daemon", "run", "--home", str(self.ws.home)],
+            [sys.executable, "-m", "railguard", "daemon", "run", "--home", str(self.ws.home)]
+            + (["--require-token"] if require_token else []),
             stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT, start_new_session=True,
             cwd=str(self.ws.home))
         out.close()

@@ -70,7 +70,7 @@ class Workspace:
     fixed_port: int  # where MODE=ignore_port listens; stable so unrelated edits do not change `env`
 
     def write_spec(self, version: str = "1", mode: str = "", migrate: str = "", replicas: int = 1,
-                   window: str = "5m", start_timeout: str = "5s", build: str = "") -> None:
+                   window: str = "5m", start_timeout: str = "15s", build: str = "") -> None:
         (self.root / "railguard.toml").write_text(SPEC.format(
             port=self.port, version=version, mode=mode, migrate=migrate, replicas=replicas, window=window,
             fixed_port=self.fixed_port, start_timeout=start_timeout, build=build))

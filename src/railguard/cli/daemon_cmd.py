@@ -16,10 +16,16 @@ app = typer.Typer(help="Start, stop and inspect the daemon (it also starts on de
 
 @app.command()
 @guarded()
-def start(spec: SpecOpt = None, as_json: JsonOpt = False) -> None:
+def start(
+    spec: SpecOpt = None,
+    require_token: Annotated[bool, typer.Option(
+        "--require-token", help="Token-only mode: every request must carry a token; OS identity grants nothing.")
+    ] = False,
+    as_json: JsonOpt = False,
+) -> None:
     """Start the daemon in the background (no-op when it runs)."""
     ws, client = connect(spec)
-    pid = client.start_daemon()
+    pid = client.start_daemon(require_token)
     if as_json:
         finish(True, [], {"pid": pid, "home": str(ws.home)})
     out.print(f"Daemon running (pid {pid}) for {ws.home}")
@@ -61,13 +67,14 @@ def status(spec: SpecOpt = None, as_json: JsonOpt = False) -> None:
 
 @app.command(hidden=True)
 @guarded()
-def run(home: Annotated[Path, typer.Option("--home", help="State folder.")]) -> None:
+def run(home: Annotated[Path, typer.Option("--home", help="State folder.")],
+        require_token: Annotated[bool, typer.Option("--require-token")] = False) -> None:
     """Run the daemon in the foreground (what `daemon start` launches)."""
     from railguard.daemon.lifecycle import AlreadyRunning
     from railguard.daemon.lifecycle import run as run_daemon
 
     try:
-        run_daemon(home.absolute())
+        run_daemon(home.absolute(), require_token)
     except AlreadyRunning as exc:
         raise RailguardError(error("daemon.unavailable", "A daemon already runs for this state folder", str(exc),
                                    "Use it (`railguard daemon status`), or stop it first.")) from exc

@@ -55,6 +55,15 @@ def plan(p: Plan, out_file: str | None = None) -> None:
                               f"[green]{escape(_value(d.after))}[/]")
                 if len(change.diff) > MAX_DIFF_LINES:
                     out.print(f"    … {len(change.diff) - MAX_DIFF_LINES} more (see --json)")
+    if p.verdicts:
+        out.print()
+        colour = {"allow": "green", "warn": "yellow", "require_approval": "yellow", "deny": "bold red"}
+        out.print(f"Policy: [{colour[p.decision.value]}]{p.decision.value}[/]")
+        for v in p.verdicts:
+            out.print(f"  [{colour[v.effect.value]}]{v.effect.value}[/] {escape(v.rule)}"
+                      + (f" on {escape(v.address)}" if v.address else "") + f": {escape(v.message)}")
+            if v.effect.value in ("require_approval", "deny") and v.remediation:
+                out.print(f"    → {escape(v.remediation)}")
     out.print()
     if p.errored:
         out.print("[red]The plan has errors and cannot be applied.[/]")
@@ -162,3 +171,17 @@ def logs(found: dict[str, Any], as_json: bool) -> None:
                 out.print(json.dumps({"replica": item["name"], "line": line}), markup=False, highlight=False)
             else:
                 out.print(f"[dim]{escape(item['name'])}[/] {escape(line)}")
+
+
+def policies(found: dict[str, Any]) -> None:
+    out.print(f"[bold]{found['env']}[/]: " + ("[yellow]protected[/]" if found["protected"] else "not protected")
+              + (f", promotes from {found['promote_from']} after {found['soak_ms'] // 1000}s"
+                 if found["promote_from"] else "")
+              + f", at most {found['max_disruptive_changes']} disruptive changes without approval")
+    for freeze in found["freezes"]:
+        out.print(f"  freeze {freeze['start']} → {freeze['end']}: {escape(freeze['reason'])}")
+    for rule in found["built_in"]:
+        out.print(f"  {rule['rule']:<26} {rule['effect']:<17} {escape(rule['applies_to'])}")
+    for rule in found["rules"]:
+        out.print(f"  policy:{rule['name']:<19} {rule['effect']:<17} {escape(rule['expression'])}: "
+                  f"{escape(rule['message'])}")

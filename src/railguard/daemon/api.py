@@ -1,11 +1,12 @@
 """The daemon's local API: JSON over HTTP on a Unix socket only its user can open.
 
 The socket file is created with mode 0600 inside the state folder (or a private
-0700 folder under /tmp when that path is too long), so only the owning user can
-connect; the caller's identity comes from the kernel (SO_PEERCRED), not from
-anything the client says. Every response is ``{"ok", "diagnostics", ...payload}``;
-a RailguardError becomes its diagnostics with a 4xx status, never a traceback.
-Used by :mod:`railguard.client`; started by :func:`railguard.daemon.lifecycle.run`.
+0700 folder under /tmp when that path is too long). Each request is authenticated
+(a bearer token, or the OS user from SO_PEERCRED in same-user mode) and every route
+checks the principal's permission for the environment it touches. Every answer is
+``{"ok", "diagnostics", ...payload}`` and passes through the secret redactor; a
+RailguardError becomes its diagnostics with a 4xx status, never a traceback. Changes
+and refusals are appended to the audit log. Used by :mod:`railguard.client`.
 """
 
 from __future__ import annotations
@@ -13,7 +14,6 @@ from __future__ import annotations
 import json
 import logging
 import os
-import pwd
 import socket
 import socketserver
 import struct
@@ -22,13 +22,17 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, urlparse
 
+from railguard.daemon.access import authenticate
 from railguard.daemon.service import Daemon
+from railguard.engine.guard import require
 from railguard.model.diagnostics import RailguardError, error
+from railguard.model.principals import Permission, Principal
 
 log = logging.getLogger("railguard.daemon.api")
 MAX_BODY = 2_000_000
-_STATUS_BY_CODE = {"plan.not_found": 404, "operation.not_found": 404,
-                   "operation.busy": 409, "state.locked": 409}
+_STATUS_BY_CODE = {"plan.not_found": 404, "operation.not_found": 404, "operation.busy": 409, "state.locked": 409,
+                   "auth.unknown_token": 401, "auth.token_revoked": 401, "auth.token_expired": 401,
+                   "auth.token_required": 401, "auth.forbidden": 403, "auth.needs_terminal": 403}
 
 
 class Server(socketserver.ThreadingUnixStreamServer):
@@ -53,16 +57,14 @@ class Handler(BaseHTTPRequestHandler):
     def log_message(self, format: str, *args: Any) -> None:  # noqa: A002
         log.debug(format, *args)
 
-    def _principal(self) -> str:
+    def _peer(self) -> tuple[int, int]:
         creds = self.request.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, struct.calcsize("3i"))
-        _, uid, _ = struct.unpack("3i", creds)
-        try:
-            return f"user:{pwd.getpwuid(uid).pw_name}"
-        except KeyError:
-            return f"uid:{uid}"
+        pid, uid, _ = struct.unpack("3i", creds)
+        return pid, uid
 
     def _send(self, status: int, body: dict[str, Any]) -> None:
-        data = json.dumps(body, default=str).encode()
+        # Last line of defence: no secret value leaves the daemon, whatever produced the text.
+        data = self.server.daemon.secrets.redactor(json.dumps(body, default=str)).encode()
         self.send_response(status)
         self.send_header("Content-Type", "application/json")
         self.send_header("Content-Length", str(len(data)))
@@ -90,21 +92,47 @@ class Handler(BaseHTTPRequestHandler):
         self._dispatch("POST")
 
     def _dispatch(self, method: str) -> None:
+        daemon = self.server.daemon
         url = urlparse(self.path)
         query = {k: v[-1] for k, v in parse_qs(url.query).items()}
         parts = [p for p in url.path.split("/") if p]
+        who = "(unauthenticated)"
+        body: dict[str, Any] = {}
         try:
             body = self._body() if method == "POST" else {}
-            payload = route(self.server.daemon, method, parts, query, body, self._principal())
+            if parts == ["v1", "health"]:  # liveness needs no identity
+                self._send(200, {"ok": True, "diagnostics": [], "daemon": daemon.health()})
+                return
+            pid, uid = self._peer()
+            bearer = (self.headers.get("Authorization") or "").removeprefix("Bearer ").strip() or None
+            principal = authenticate(daemon.store, daemon.home, bearer, uid, pid, daemon.require_token)
+            who = principal.id
+            payload = route(daemon, method, parts, query, body, principal)
+            if method == "POST":
+                daemon.audit(who, _action(parts, body), "ok", _audited(parts, body), payload)
             self._send(200, {"ok": True, "diagnostics": [], **payload})
         except RailguardError as exc:
             status = max((_STATUS_BY_CODE.get(d.code, 422) for d in exc.diagnostics), default=422)
+            if method == "POST" or status in (401, 403):
+                daemon.audit(who, _action(parts, body), f"refused: {exc.diagnostics[0].code}", _audited(parts, body),
+                             None)
             self._send(status, {"ok": False, "diagnostics": [d.model_dump(mode="json") for d in exc.diagnostics]})
         except Exception as exc:  # noqa: BLE001 - the API answers every request with a diagnostic
             log.exception("API %s %s failed", method, self.path)
             diag = error("internal.error", "The daemon hit an internal error", f"{type(exc).__name__}: {exc}",
                          "Re-run the command; if it persists, report it with the daemon log (daemon.log).")
             self._send(500, {"ok": False, "diagnostics": [diag.model_dump(mode="json")]})
+
+
+def _audited(parts: list[str], body: dict[str, Any]) -> dict[str, Any]:
+    """The request body plus the ids named in the path (plan-..., op-...)."""
+    named = [p for p in parts if p.startswith("plan-")]
+    return {**body, "plan_id": named[0]} if named else body
+
+
+def _action(parts: list[str], body: dict[str, Any]) -> str:
+    name = "/".join(p for p in parts[1:] if not p.startswith(("plan-", "op-")))
+    return f"{name}:{body['kind']}" if isinstance(body.get("kind"), str) else name
 
 
 def _bad(detail: str) -> RailguardError:
@@ -129,49 +157,104 @@ def _int(source: dict[str, Any], key: str, default: int | None) -> int | None:
         raise _bad(f"'{key}' must be a number") from exc
 
 
+def _strings(source: dict[str, Any], key: str) -> list[str]:
+    value = source.get(key) or []
+    if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+        raise _bad(f"'{key}' must be a list of strings")
+    return value
+
+
 def route(daemon: Daemon, method: str, parts: list[str], query: dict[str, str], body: dict[str, Any],
-          principal: str) -> dict[str, Any]:
-    """Map a request to the daemon's behaviour. Paths are versioned: /v1/..."""
+          who: Principal) -> dict[str, Any]:
+    """Map a request to the daemon's behaviour, after checking the principal may do it. Paths: /v1/..."""
     if not parts or parts[0] != "v1":
         raise _bad(f"unknown path /{'/'.join(parts)}")
     key = (method, parts[1] if len(parts) > 1 else "", len(parts))
     store = daemon.store  # opened lazily: shutdown must work even when the state file is damaged
+    read = Permission.read
     match key:
-        case ("GET", "health", 2):
-            return {"daemon": daemon.health()}
         case ("POST", "plans", 2):
-            return {"plan": daemon.plan(_need(body, "spec"), _need(body, "env"))}
+            env = _need(body, "env")
+            require(who, Permission.plan, env)
+            return {"plan": daemon.plan(_need(body, "spec"), env, who)}
         case ("GET", "plans", 2):
-            return {"plans": store().plans(query.get("env"))}
+            require(who, read, query.get("env"))
+            return {"plans": [p for p in store().plans(query.get("env")) if who.allows(read, p["env"])]}
         case ("GET", "plans", 3):
-            plan, _, status = store().load_plan(parts[2])
-            return {"plan": plan.model_dump(mode="json"), "status": status}
+            found = daemon.plan_record(parts[2])
+            require(who, read, found["plan"]["env"])
+            return found
+        case ("POST", "plans", 4) if parts[3] in ("approve", "reject"):
+            return {"approval": daemon.decide(parts[2], parts[3], who, confirmed=_strings(body, "confirm"),
+                                              typed=body.get("typed"), reason=str(body.get("reason") or ""))}
+        case ("POST", "promote", 2):
+            target = _need(body, "to")
+            require(who, Permission.plan, target)
+            return {"plan": daemon.promote(_need(body, "spec"), _need(body, "from"), target, who)}
         case ("POST", "operations", 2):
             kind = _need(body, "kind")
             if kind == "apply":
-                op_id = daemon.submit_apply(_need(body, "spec"), _need(body, "plan_id"), principal)
+                op_id = daemon.submit_apply(_need(body, "spec"), _need(body, "plan_id"), who)
             elif kind == "rollback":
-                op_id = daemon.submit_rollback(_need(body, "spec"), _need(body, "env"), _int(body, "to", None),
-                                               principal)
+                env = _need(body, "env")
+                require(who, Permission.apply, env)
+                op_id = daemon.submit_rollback(_need(body, "spec"), env, _int(body, "to", None), who.id)
             else:
                 raise _bad(f"unknown operation kind {kind!r}")
             return {"operation": daemon.operation(op_id)}
         case ("GET", "operations", 2):
-            return {"operations": store().operations(query.get("env"), _int(query, "limit", 50) or 50)}
+            require(who, read, query.get("env"))
+            rows = store().operations(query.get("env"), _int(query, "limit", 50) or 50)
+            return {"operations": [r for r in rows if who.allows(read, r["env"])]}
         case ("GET", "operations", 3):
-            return {"operation": daemon.operation(parts[2])}
+            record = daemon.operation(parts[2])
+            require(who, read, record["env"])
+            return {"operation": record}
         case ("GET", "status", 2):
+            require(who, read, _need(query, "env"))
             return {"status": daemon.status(_need(query, "env"), query.get("spec"))}
         case ("GET", "releases", 2):
+            require(who, read, _need(query, "env"))
             return {"releases": [{k: v for k, v in r.items() if k != "desired"}
                                  for r in store().releases(_need(query, "env"), _int(query, "limit", 50) or 50)]}
         case ("GET", "logs", 2):
+            require(who, read, _need(query, "env"))
             offsets = json.loads(query["offsets"]) if query.get("offsets") else None
             return {"logs": daemon.logs(_need(query, "env"), _need(query, "service"), _int(query, "release", None),
                                         _int(query, "lines", 100) or 100, offsets)}
         case ("GET", "events", 2):
+            require(who, read, query.get("env"))
             return {"events": store().events(query.get("env"), _int(query, "limit", 100) or 100)}
+        case ("POST", "tokens", 2):
+            return {"token": daemon.create_token(who, _need(body, "name"), _need(body, "role"),
+                                                 _strings(body, "envs") or None, body.get("expires_in_s"),
+                                                 body.get("typed"))}
+        case ("GET", "tokens", 2):
+            require(who, Permission.admin, None)
+            return {"tokens": daemon.list_tokens()}
+        case ("POST", "tokens", 4) if parts[3] == "revoke":
+            require(who, Permission.admin, None)
+            return {"token": daemon.revoke_token(parts[2])}
+        case ("POST", "secrets", 2):
+            env = _need(body, "env")
+            require(who, Permission.secret, env)
+            return {"secret": daemon.secrets.set(store(), env, _need(body, "name"), _need(body, "value"), who.id)}
+        case ("GET", "secrets", 2):
+            require(who, read, query.get("env"))
+            return {"secrets": daemon.list_secrets(query.get("env"), who)}
+        case ("GET", "audit", 2):
+            require(who, read, query.get("env"))
+            return {"audit": daemon.audit_entries(query.get("env"), _int(query, "limit", 200) or 200)}
+        case ("GET", "audit", 3) if parts[2] == "verify":
+            require(who, read, None)
+            return {"verify": daemon.audit_verify()}
+        case ("GET", "policies", 2):
+            require(who, read, _need(query, "env"))
+            return {"policies": daemon.policies(_need(query, "spec"), _need(query, "env"))}
+        case ("GET", "whoami", 2):
+            return {"principal": who.model_dump(mode="json"), "require_token": daemon.require_token}
         case ("POST", "shutdown", 2):
+            require(who, Permission.admin, None)
             daemon.request_shutdown(bool(body.get("everything")))
             return {"stopping": True}
     raise _bad(f"unknown endpoint {method} /{'/'.join(parts)}")

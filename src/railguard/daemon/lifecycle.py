@@ -26,17 +26,18 @@ class AlreadyRunning(Exception):
     pass
 
 
-def run(home: Path) -> None:
+def run(home: Path, require_token: bool = False) -> None:
     home.mkdir(parents=True, exist_ok=True, mode=0o700)
     logging.basicConfig(filename=home / "daemon.log", level=logging.INFO,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.getLogger("httpx").setLevel(logging.WARNING)  # one line per health check would drown the log
     lock = open(home / "daemon.lock", "a+")  # noqa: SIM115 - held open for the process lifetime
     try:
         fcntl.flock(lock.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
     except BlockingIOError as exc:
         raise AlreadyRunning(f"a daemon already serves {home}") from exc
     write_pid(home)
-    daemon = Daemon(home)
+    daemon = Daemon(home, require_token)
     daemon.boot()
     server = Server(daemon_socket(home), daemon)
 

@@ -20,18 +20,25 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from railguard.daemon.governance import Governance
+from railguard.daemon.secrets_ops import Secrets
+from railguard.engine import guard
 from railguard.engine.apply import apply_plan, verify_plan
 from railguard.engine.execute import Context
+from railguard.engine.guard import short_hash
 from railguard.engine.plan import desired_for, make_plan_with
 from railguard.engine.recovery import recover
 from railguard.engine.rollback import pick_target, rollback
 from railguard.engine.workspace import Workspace, require_env
 from railguard.model.diagnostics import RailguardError, error
+from railguard.model.principals import Principal
 from railguard.model.resources import desired_digest
 from railguard.providers.local.edge import CaddyEdge
 from railguard.providers.local.processes import Supervisor, tail
 from railguard.providers.local.provider import LocalProvider
+from railguard.secrets.keys import key_dir, state_id
 from railguard.sources.snapshot import snapshot
+from railguard.state import approvals, secretstore
 from railguard.state.store import Store
 
 log = logging.getLogger("railguard.daemon")
@@ -44,13 +51,17 @@ class Job:
     run: Callable[[Store], Any]
 
 
-class Daemon:
-    def __init__(self, home: Path) -> None:
+class Daemon(Governance):
+    def __init__(self, home: Path, require_token: bool = False) -> None:
         self.home = home
+        self.require_token = require_token
+        self.secrets = Secrets(home)
+        self.anchor = key_dir() / f"{state_id(home)}.audit-head"
         self.started_at = time.time()
         self.edge = CaddyEdge(home / "edge")
         self.supervisor = Supervisor()
         self.provider = LocalProvider(home, self.edge, self.supervisor)
+        self.provider.secret_values = lambda env, names: self.secrets.values_for(self.store(), env, names)
         self._local = threading.local()
         self._jobs: queue.Queue[Job | None] = queue.Queue()
         self._busy: dict[str, str] = {}
@@ -64,11 +75,13 @@ class Daemon:
         found: Store | None = getattr(self._local, "store", None)
         if found is None:
             found = Store.open(self.home)
+            found.add_redactor(self.secrets.redactor)
             self._local.store = found
         return found
 
     def boot(self) -> None:
         store = self.store()
+        self.secrets.refresh(store)
         for note in self.provider.adopt():
             store.add_event(None, "daemon.adopted", note)
         recover(store, self.provider)
@@ -162,24 +175,60 @@ class Daemon:
                 "edge": {"running": self.edge.running(), "pid": self.edge.pid()},
                 "replicas": len(self.supervisor.records())}
 
-    def plan(self, spec_path: str, env: str) -> dict[str, Any]:
+    def plan(self, spec_path: str, env: str, principal: Principal,
+             source_overrides: dict[str, str] | None = None) -> dict[str, Any]:
         ws = Workspace(Path(spec_path), self.home)
-        return make_plan_with(ws, env, self.store(), self.provider).model_dump(mode="json")
+        plan = make_plan_with(ws, env, self.store(), self.provider, principal, source_overrides)
+        return plan.model_dump(mode="json") | {"summary": plan.summary(), "short_hash": short_hash(plan)}
 
-    def submit_apply(self, spec_path: str, plan_id: str, principal: str) -> str:
+    def plan_record(self, plan_id: str) -> dict[str, Any]:
+        store = self.store()
+        plan, _, status = store.load_plan(plan_id)
+        return {"plan": plan.model_dump(mode="json") | {"summary": plan.summary(), "short_hash": short_hash(plan)},
+                "status": status, "approvals": approvals.for_plan(store, plan_id)}
+
+    def promote(self, spec_path: str, source: str, target: str, principal: Principal) -> dict[str, Any]:
+        live = next((r for r in self.store().releases(source, limit=1_000_000) if r["status"] == "live"), None)
+        if live is None:
+            raise RailguardError(error(
+                "rollback.no_target", f"Nothing runs in '{source}' to promote",
+                f"'{source}' has no live release, so there is no proven artifact to send to '{target}'.",
+                f"Deploy to {source} first (`railguard deploy --env {source}`)."))
+        overrides = {name: entry["source"] for name, entry in live["services"].items() if entry.get("source")}
+        return self.plan(spec_path, target, principal, overrides)
+
+    def decide(self, plan_id: str, decision: str, principal: Principal, *, confirmed: list[str],
+               typed: str | None, reason: str) -> dict[str, Any]:
+        store = self.store()
+        plan, _, status = store.load_plan(plan_id)
+        if decision == "reject" and not reason:
+            raise RailguardError(error("daemon.bad_request", "A rejection needs a reason",
+                                       "Whoever asked for the plan will read the reason.",
+                                       f"Run `railguard reject {plan_id} --reason \"...\"`."))
+        record = guard.approve(store, plan, status, principal, confirmed=confirmed, typed=typed, reason=reason,
+                               decision="approved" if decision == "approve" else "rejected")
+        if decision == "reject":
+            store.mark_plan(plan_id, "rejected")
+        store.add_event(plan.env, f"plan.{record['decision']}", f"plan {plan_id} {record['decision']} by "
+                        f"{principal.id}" + (f": {reason}" if reason else ""), data={"plan": plan_id})
+        return record
+
+    def submit_apply(self, spec_path: str, plan_id: str, principal: Principal) -> str:
         ws = Workspace(Path(spec_path), self.home)
         spec, _ = ws.load_valid()
         store = self.store()
         plan, _, _ = store.load_plan(plan_id)
         require_env(spec, plan.env)
-        current = desired_digest(desired_for(ws, spec, plan.env))
+        current = desired_digest(desired_for(ws, spec, plan.env, secretstore.versions(store, plan.env)))
         verify_plan(store, plan_id, current)  # fail fast, before queueing; re-checked under the lock
+        guard.check_apply(store, plan, principal)
         source = _source_facts(ws, spec.app.source)
-        op_id = store.create_operation(plan.env, "apply", plan_id, principal, status="queued")
+        op_id = store.create_operation(plan.env, "apply", plan_id, principal.id, status="queued")
         self._claim(plan.env, op_id)
         ctx = self._ctx(ws, spec.app.source)
         self._jobs.put(Job(op_id, plan.env, lambda s: apply_plan(
-            s, plan_id, self.provider, principal, current, ctx, source, op_id=op_id)))
+            s, plan_id, self.provider, principal.id, current, ctx, source, op_id=op_id,
+            check=lambda p: guard.check_apply(s, p, principal))))
         return op_id
 
     def submit_rollback(self, spec_path: str, env: str, to: int | None, principal: str) -> str:

@@ -12,11 +12,11 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from railguard.engine.observe import observe_into
 from railguard.engine.plan import desired_for
 from railguard.engine.workspace import Workspace
 from railguard.model.diagnostics import RailguardError
 from railguard.model.resources import desired_digest
-from railguard.engine.observe import observe_into
 from railguard.providers.local.processes import is_alive
 from railguard.providers.local.runtime import LIVE, WARM
 

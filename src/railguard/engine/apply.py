@@ -11,14 +11,15 @@ journaled before and after, and the store records the new live state. Called by
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from railguard.engine.execute import Context, run_changes
+from railguard.engine.observe import observe_into
 from railguard.model.diagnostics import RailguardError, error
 from railguard.model.plans import Action, Change, Plan
 from railguard.model.resources import Resource, desired_digest
-from railguard.engine.observe import observe_into
 from railguard.providers.base import Provider
 from railguard.state.store import Store
 
@@ -108,13 +109,19 @@ def execute(store: Store, *, env: str, kind: str, plan_id: str | None, changes: 
 
 def apply_plan(store: Store, plan_id: str, provider: Provider, principal: str,
                current_desired_digest: str | None, ctx: Context | None = None,
-               source: dict[str, Any] | None = None, op_id: str | None = None) -> dict[str, Any]:
-    """Apply a verified plan through ``provider``; return the operation record."""
+               source: dict[str, Any] | None = None, op_id: str | None = None,
+               check: Callable[[Plan], object] | None = None) -> dict[str, Any]:
+    """Apply a verified plan through ``provider``; return the operation record.
+
+    ``check`` (policy and approvals) runs under the lock, right before the first change.
+    """
     plan, _, _ = store.load_plan(plan_id)
     with store.lock(operation=f"apply {plan_id}"):
         # Re-observe under the lock: a change to the live system since review makes the plan stale.
         observe_into(store, provider, plan.env)
         plan = verify_plan(store, plan_id, current_desired_digest)
+        if check is not None:
+            check(plan)
         store.mark_plan(plan.id, "applying")
         record = execute(store, env=plan.env, kind="apply", plan_id=plan.id, changes=plan.changes,
                          desired=plan.desired, provider=provider, principal=principal,

@@ -17,9 +17,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from railguard.engine.observe import ENGINE_KINDS
 from railguard.model.diagnostics import Diagnostic
 from railguard.model.plans import Change
-from railguard.engine.observe import ENGINE_KINDS
 from railguard.model.resources import ObservedResource, Resource
 from railguard.providers.base import ApplyRequest, Provider
 from railguard.state.store import Store

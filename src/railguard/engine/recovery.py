@@ -10,10 +10,10 @@ edge update, so each service runs either its old or its new release.
 
 from __future__ import annotations
 
+from railguard.engine.observe import observe_into
 from railguard.model.diagnostics import error
 from railguard.model.plans import Action
 from railguard.model.resources import Resource, desired_digest
-from railguard.engine.observe import observe_into
 from railguard.providers.base import Provider
 from railguard.state.store import Store
 

@@ -15,9 +15,9 @@ from typing import Any
 from railguard.engine import planner
 from railguard.engine.apply import execute
 from railguard.engine.execute import Context
+from railguard.engine.observe import observe_into
 from railguard.model.diagnostics import RailguardError, error
 from railguard.model.resources import Resource
-from railguard.engine.observe import observe_into
 from railguard.providers.base import Provider
 from railguard.state.store import Store
 

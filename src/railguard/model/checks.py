@@ -11,9 +11,9 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 
+from railguard.model.celrules import compile_rule
 from railguard.model.diagnostics import Diagnostic, error, warning
 from railguard.model.durations import parse_ms
-from railguard.model.celrules import compile_rule
 from railguard.model.graph import find_cycle
 from railguard.model.sensitivity import looks_secret
 from railguard.model.spec import Service, Spec

@@ -223,7 +223,7 @@ class Store:
 
     # -- plans -------------------------------------------------------------------------------
     def save_plan(self, plan: Plan) -> Plan:
-        sealed = plan.sealed(new_id("plan"), now())
+        sealed = plan.sealed(plan.id or new_id("plan"), now())
         with self.transaction():
             self._db.execute(
                 "INSERT INTO plans (id, env, created_at, hash, base_serial, body, requested_by) "

@@ -210,7 +210,10 @@ class CaddyEdge:
                 self._request("GET", "/config/", retry_for=0)
                 return
             except EdgeError:
-                if time.monotonic() > deadline or not self.running():
+                # Our own child right after Popen may not have exec'd caddy yet (its command line is still
+                # ours), so ask Popen whether it exited rather than matching the command line.
+                child_exited = self._child is not None and self._child.poll() is not None
+                if time.monotonic() > deadline or child_exited or (self._child is None and not self.running()):
                     tail = self.log_path.read_text(errors="replace")[-2000:] if self.log_path.exists() else ""
                     raise EdgeError(f"caddy did not become ready; log tail:\n{tail}") from None
                 time.sleep(_POLL)

@@ -16,6 +16,7 @@ import signal
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -75,6 +76,8 @@ class LocalProvider:
         self.state = RuntimeState(home / "runtime.json")
         self.health_results: dict[str, tuple[CheckResult, int, float]] = {}  # name -> (last, fails in a row, at)
         self.supervisor.on_restart = self._restarted
+        # Secret values come from the daemon when a process starts; they are never written to runtime.json.
+        self.secret_values: Callable[[str, list[str]], dict[str, str]] = lambda env, names: {}
 
     # -- lifecycle -----------------------------------------------------------------------------
     def adopt(self) -> list[str]:
@@ -90,6 +93,9 @@ class LocalProvider:
                         continue
                     for replica in rs.replicas:
                         alive = is_alive(replica.record)
+                        if replica.secret_names:  # runtime.json holds names only: restore the values
+                            values = self.secret_values(env, replica.secret_names)
+                            replica.spec = replace(replica.spec, env={**replica.spec.env, **values})
                         replica.record = self.supervisor.add(replica.spec, replica.record)
                         notes.append(f"{replica.spec.name}: {'adopted pid' if alive else 'restarted as pid'} "
                                      f"{replica.record.pid}")
@@ -265,11 +271,13 @@ class LocalProvider:
             if cfg["release"]:
                 with step("release-command"):
                     environ = replica_env(cfg, env=env, service=name, release=release, index=None, port=None,
-                                          data_dir=data_dir, artifact=artifact, home=self.home)
+                                          data_dir=data_dir, artifact=artifact, home=self.home,
+                                          secrets=self.secret_values(env, cfg["secrets"]))
                     run_release_command(cfg, environ, artifact, log_dir / f"{env}.{name}.r{release}.release.log")
             with step("start"):
                 started = start_replicas(cfg["replicas"], 0, cfg, env=env, service=name, release=release,
-                                         data_dir=data_dir, artifact=artifact, home=self.home, log_dir=log_dir)
+                                         data_dir=data_dir, artifact=artifact, home=self.home, log_dir=log_dir,
+                                         secrets=self.secret_values(env, cfg["secrets"]))
                 new_set = ReplicaSet(service=name, release=release, fingerprint=desired.fingerprint, config=cfg,
                                      depends_on=desired.depends_on, artifact=str(artifact.path), role=PENDING,
                                      replicas=started)
@@ -341,13 +349,15 @@ class LocalProvider:
                 first = max((int(r.spec.name.rsplit(".", 1)[1]) for r in live.replicas), default=-1) + 1
                 extra = start_replicas(want - have, first, cfg, env=env, service=name, release=live.release,
                                        data_dir=self._data_dir(request), artifact=artifact, home=self.home,
-                                       log_dir=self.home / "logs" / env / name)
+                                       log_dir=self.home / "logs" / env / name,
+                                       secrets=self.secret_values(env, cfg["secrets"]))
                 try:
                     gate(extra, cfg)
                 except Failure:
                     stop_replicas(extra)
                     raise
-                live.replicas += [Replica(r.spec, self.supervisor.add(r.spec, r.record)) for r in extra]
+                live.replicas += [Replica(r.spec, self.supervisor.add(r.spec, r.record), r.secret_names)
+                                  for r in extra]
         elif want < have:
             removed = live.replicas[want:]
             live.replicas = live.replicas[:want]

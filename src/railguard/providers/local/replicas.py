@@ -51,9 +51,11 @@ def instance_id(home: Path) -> str:
 
 
 def replica_env(config: dict[str, Any], *, env: str, service: str, release: int, index: int | None,
-                port: int | None, data_dir: Path, artifact: Artifact, home: Path) -> dict[str, str]:
-    """Exactly what a replica sees: the spec's variables plus documented ones, nothing inherited."""
+                port: int | None, data_dir: Path, artifact: Artifact, home: Path,
+                secrets: dict[str, str] | None = None) -> dict[str, str]:
+    """Exactly what a replica sees: the spec's variables, its secrets and documented ones, nothing inherited."""
     values = dict(config["env"])
+    values.update(secrets or {})
     values.update({
         "PATH": base_path(artifact.bin_dirs),
         "HOME": os.path.expanduser("~"),
@@ -96,7 +98,8 @@ def run_release_command(config: dict[str, Any], environ: dict[str, str], artifac
 
 
 def start_replicas(count: int, first_index: int, config: dict[str, Any], *, env: str, service: str, release: int,
-                   data_dir: Path, artifact: Artifact, home: Path, log_dir: Path) -> list[Replica]:
+                   data_dir: Path, artifact: Artifact, home: Path, log_dir: Path,
+                   secrets: dict[str, str] | None = None) -> list[Replica]:
     started: list[Replica] = []
     for index in range(first_index, first_index + count):
         port = allocate_port() if config["listen"] else None
@@ -104,7 +107,7 @@ def start_replicas(count: int, first_index: int, config: dict[str, Any], *, env:
         spec = ReplicaSpec(
             name=name, argv=list(config["run"]), cwd=artifact.src,
             env=replica_env(config, env=env, service=service, release=release, index=index, port=port,
-                            data_dir=data_dir, artifact=artifact, home=home),
+                            data_dir=data_dir, artifact=artifact, home=home, secrets=secrets),
             port=port, log_path=log_dir / f"{name}.log", stop_timeout=config["stop_timeout_ms"] / 1000)
         try:
             record = spawn(spec)
@@ -112,7 +115,7 @@ def start_replicas(count: int, first_index: int, config: dict[str, Any], *, env:
             stop_all(started)
             raise Failure("rollout.start_failed", "A replica could not be started", str(exc),
                           {"command": spec.argv}) from exc
-        started.append(Replica(spec, record))
+        started.append(Replica(spec, record, sorted(secrets or {})))
     return started
 
 

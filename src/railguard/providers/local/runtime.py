@@ -38,17 +38,21 @@ def spec_from_dict(data: dict[str, Any]) -> ReplicaSpec:
 class Replica:
     spec: ReplicaSpec
     record: ReplicaRecord
+    secret_names: list[str] = field(default_factory=list)  # their values are never written to disk
 
     @property
     def address(self) -> str:
         return f"127.0.0.1:{self.spec.port}"
 
     def to_dict(self) -> dict[str, Any]:
-        return {"spec": spec_to_dict(self.spec), "record": self.record.to_dict()}
+        spec = spec_to_dict(self.spec)
+        spec["env"] = {k: v for k, v in spec["env"].items() if k not in self.secret_names}
+        return {"spec": spec, "record": self.record.to_dict(), "secret_names": self.secret_names}
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> Replica:
-        return cls(spec_from_dict(data["spec"]), ReplicaRecord.from_dict(data["record"]))
+        return cls(spec_from_dict(data["spec"]), ReplicaRecord.from_dict(data["record"]),
+                   list(data.get("secret_names", [])))
 
 
 @dataclass

@@ -1,0 +1,238 @@
+"""Guardrail commands: tokens, secrets, approvals, promotion, policies, the audit log, whoami.
+
+The daemon decides every one of them; these commands collect what a person must type
+(a secret on stdin or a hidden prompt, never an argument; the plan's short hash for an
+approval) and render the answer.
+"""
+
+from __future__ import annotations
+
+import getpass
+import sys
+from typing import Annotated, Any, Optional
+
+import typer
+from rich.markup import escape
+from rich.table import Table
+
+from railguard.cli import render
+from railguard.cli.common import EnvOpt, JsonOpt, SpecOpt, connect, env_from_spec
+from railguard.cli.output import finish, guarded, out
+from railguard.model.diagnostics import RailguardError, error
+from railguard.model.plans import Plan
+
+token_app = typer.Typer(help="API tokens for agents, CI and people (printed once, stored as a hash).",
+                        no_args_is_help=True)
+secret_app = typer.Typer(help="Secrets: values are encrypted at rest and never printed.", no_args_is_help=True)
+audit_app = typer.Typer(help="The hash-chained audit log.", invoke_without_command=True)
+
+
+def _typed(prompt: str) -> str | None:
+    """What a person types on the terminal; None without one (the daemon then refuses power-widening)."""
+    if not sys.stdin.isatty():
+        return None
+    return str(typer.prompt(prompt)).strip()
+
+
+@token_app.command("create")
+@guarded()
+def token_create(
+    name: Annotated[str, typer.Option("--name", help="Unique name, shown in the audit log.")],
+    role: Annotated[str, typer.Option("--role", help="viewer | agent | deployer | approver | admin")],
+    env: Annotated[Optional[list[str]], typer.Option("--env", help="Limit to these environments.")] = None,  # noqa: UP045
+    expires_hours: Annotated[Optional[int], typer.Option("--expires-hours", min=1, help="Lifetime in hours.")] = None,  # noqa: UP045,E501
+    spec: SpecOpt = None, as_json: JsonOpt = False,
+) -> None:
+    """Create a token and print it once."""
+    _, client = connect(spec)
+    typed = _typed(f"Type '{role}:{name}' to confirm") if role in ("deployer", "approver", "admin") else None
+    lifetime = expires_hours * 3600 if expires_hours else None
+    created = client.call("POST", "tokens", {"name": name, "role": role, "envs": env or [],
+                                             "expires_in_s": lifetime, "typed": typed})["token"]
+    if as_json:
+        finish(True, [], {"token": created})
+    out.print(f"Token [bold]{escape(created['name'])}[/] ({created['role']}"
+              + (f", {', '.join(created['envs'])}" if created["envs"] else "") + "). Shown once, store it now:")
+    out.print(created["token"], markup=False, highlight=False)
+
+
+@token_app.command("list")
+@guarded()
+def token_list(spec: SpecOpt = None, as_json: JsonOpt = False) -> None:
+    """List tokens (never their values)."""
+    _, client = connect(spec)
+    rows = client.call("GET", "tokens")["tokens"]
+    if as_json:
+        finish(True, [], {"tokens": rows})
+    table = Table(show_edge=False, pad_edge=False)
+    for column in ("id", "name", "role", "envs", "created", "by", "expires", "revoked", "last used"):
+        table.add_column(column, no_wrap=True)
+    for r in rows:
+        table.add_row(r["id"], escape(r["name"]), r["role"], ", ".join(r["envs"] or ["all"]), r["created_at"][:19],
+                      escape(r["created_by"]), (r["expires_at"] or "-")[:19], (r["revoked_at"] or "-")[:19],
+                      (r["last_used_at"] or "-")[:19])
+    out.print(table)
+
+
+@token_app.command("revoke")
+@guarded()
+def token_revoke(token: Annotated[str, typer.Argument(help="Token name or id.")], spec: SpecOpt = None,
+                 as_json: JsonOpt = False) -> None:
+    """Revoke a token at once."""
+    _, client = connect(spec)
+    record = client.call("POST", f"tokens/{token}/revoke")["token"]
+    if as_json:
+        finish(True, [], {"token": record})
+    out.print(f"Revoked {escape(record['name'])} at {record['revoked_at']}.")
+
+
+@secret_app.command("set")
+@guarded()
+def secret_set(
+    name: str,
+    env: EnvOpt = None, spec: SpecOpt = None,
+    value: Annotated[Optional[str], typer.Option("--value", hidden=True)] = None,  # noqa: UP045
+    extra: Annotated[Optional[list[str]], typer.Argument(hidden=True)] = None,  # noqa: UP045
+    as_json: JsonOpt = False,
+) -> None:
+    """Set a secret; the value is read from stdin (or a hidden prompt), never from an argument."""
+    if value is not None or extra:
+        raise RailguardError(error(
+            "secret.on_command_line", "Secret values are never taken from the command line",
+            "Arguments end up in shell history, process listings and agent transcripts. Nothing was stored, and "
+            "the value is not repeated here.",
+            f"Pipe it in: `printf %s \"$VALUE\" | railguard secret set {name} --env <env>`, or type it at the "
+            "prompt."))
+    ws, client = connect(spec)
+    name_env = env_from_spec(ws, env)
+    if sys.stdin.isatty():
+        secret = getpass.getpass(f"Value of {name} for {name_env}: ")
+    else:
+        secret = sys.stdin.read()
+    secret = secret.rstrip("\n")
+    stored = client.call("POST", "secrets", {"env": name_env, "name": name, "value": secret})["secret"]
+    if as_json:
+        finish(True, [], {"secret": stored})
+    out.print(f"{stored['name']} set for {stored['env']} (version {stored['version']}). Services that use it "
+              "change on the next plan.")
+
+
+@secret_app.command("list")
+@guarded()
+def secret_list(env: EnvOpt = None, spec: SpecOpt = None, as_json: JsonOpt = False) -> None:
+    """Secret names, versions and who set them; never values."""
+    _, client = connect(spec)
+    rows = client.call("GET", "secrets", params={"env": env})["secrets"]
+    if as_json:
+        finish(True, [], {"secrets": rows})
+    for r in rows:
+        out.print(f"{r['env']:<12} {r['name']:<28} v{r['version']:<4} set {r['set_at'][:19]} by {escape(r['set_by'])}")
+    if not rows:
+        out.print("No secrets yet. Set one with `railguard secret set NAME --env ENV` (value on stdin).")
+
+
+def register(app: typer.Typer) -> None:
+    app.add_typer(token_app, name="token")
+    app.add_typer(secret_app, name="secret")
+    app.add_typer(audit_app, name="audit")
+
+    @app.command()
+    @guarded()
+    def approve(
+        plan_id: str,
+        confirm: Annotated[Optional[list[str]], typer.Option(  # noqa: UP045
+            "--confirm", help="Address of a deleted resource, typed back (once per delete).")] = None,
+        reason: Annotated[str, typer.Option("--reason")] = "",
+        spec: SpecOpt = None, as_json: JsonOpt = False,
+    ) -> None:
+        """Approve exactly this plan (never your own). As the local user, type its short hash on a terminal."""
+        _, client = connect(spec)
+        found = client.call("GET", f"plans/{plan_id}")
+        plan = Plan.model_validate({k: v for k, v in found["plan"].items() if k not in ("summary", "short_hash")})
+        if not as_json:
+            render.plan(plan)
+        typed = _typed(f"Type the plan's short hash ({found['plan']['short_hash']}) to approve it")
+        record = client.call("POST", f"plans/{plan_id}/approve",
+                             {"confirm": confirm or [], "typed": typed, "reason": reason})["approval"]
+        if as_json:
+            finish(True, [], {"approval": record})
+        out.print(f"Approved {plan_id} (hash {record['plan_hash'][:19]}…) until {record['expires_at'][:19]}.")
+
+    @app.command()
+    @guarded()
+    def reject(plan_id: str, reason: Annotated[str, typer.Option("--reason", help="Why (required).")] = "",
+               spec: SpecOpt = None, as_json: JsonOpt = False) -> None:
+        """Reject a plan: it can never be applied."""
+        _, client = connect(spec)
+        found = client.call("GET", f"plans/{plan_id}")
+        typed = _typed(f"Type the plan's short hash ({found['plan']['short_hash']}) to reject it")
+        record = client.call("POST", f"plans/{plan_id}/reject", {"reason": reason, "typed": typed})["approval"]
+        if as_json:
+            finish(True, [], {"approval": record})
+        out.print(f"Rejected {plan_id}: {escape(reason)}")
+
+    @app.command()
+    @guarded()
+    def promote(
+        source: Annotated[str, typer.Option("--from", help="Environment whose live artifact is promoted.")],
+        target: Annotated[str, typer.Option("--to", help="Environment to plan for.")],
+        spec: SpecOpt = None, as_json: JsonOpt = False,
+    ) -> None:
+        """Plan the target environment with exactly the artifact live in the source environment."""
+        ws, client = connect(spec)
+        env_from_spec(ws, target)
+        answer = client.call("POST", "promote", {"spec": str(ws.spec_path), "from": source, "to": target})["plan"]
+        plan = Plan.model_validate({k: v for k, v in answer.items() if k not in ("summary", "short_hash")})
+        if as_json:
+            finish(True, list(plan.diagnostics), {"plan": answer})
+        render.plan(plan)
+
+    @app.command()
+    @guarded()
+    def policies(env: EnvOpt = None, spec: SpecOpt = None, as_json: JsonOpt = False) -> None:
+        """The guardrails and rules that apply to an environment."""
+        ws, client = connect(spec)
+        found = client.call("GET", "policies", params={"env": env_from_spec(ws, env),
+                                                       "spec": str(ws.spec_path)})["policies"]
+        if as_json:
+            finish(True, [], {"policies": found})
+        render.policies(found)
+
+    @app.command()
+    @guarded()
+    def whoami(spec: SpecOpt = None, as_json: JsonOpt = False) -> None:
+        """Who the daemon thinks you are (token or OS user), and your role."""
+        _, client = connect(spec)
+        found = client.call("GET", "whoami")
+        if as_json:
+            finish(True, [], found)
+        p = found["principal"]
+        out.print(f"{escape(p['id'])}: {p['role']}" + (f" in {', '.join(p['envs'])}" if p["envs"] else "")
+                  + ("; terminal" if p["tty"] else "; no terminal"))
+
+
+@audit_app.callback()
+@guarded()
+def audit_show(ctx: typer.Context, env: EnvOpt = None, spec: SpecOpt = None,
+               limit: Annotated[int, typer.Option(min=1, max=100_000)] = 100, as_json: JsonOpt = False) -> None:
+    """Read the audit log (who decided what). `railguard audit verify` checks it was not edited."""
+    if ctx.invoked_subcommand is not None:
+        return
+    _, client = connect(spec)
+    rows: list[dict[str, Any]] = client.call("GET", "audit", params={"env": env, "limit": limit})["audit"]
+    if as_json:
+        finish(True, [], {"audit": rows})
+    for r in rows:
+        out.print(f"{r['id']:>5} {r['at'][:19]} {escape(r['principal']):<24} {escape(r['action']):<22} "
+                  f"{r['env'] or '-':<12} {r['plan_id'] or '':<18} {escape(r['outcome'])}")
+
+
+@audit_app.command("verify")
+@guarded()
+def audit_verify(spec: SpecOpt = None, as_json: JsonOpt = False) -> None:
+    """Check the hash chain: an edited, reordered or removed entry is reported."""
+    _, client = connect(spec)
+    found = client.call("GET", "audit/verify")["verify"]
+    if as_json:
+        finish(True, [], {"verify": found})
+    out.print(f"[green]Intact:[/] {found['entries']} entries, hash chain verified.")

@@ -1,0 +1,116 @@
+"""The daemon's governance requests: tokens, secrets listing, the audit log, the policy catalogue.
+
+A mixin of :class:`railguard.daemon.service.Daemon`, kept apart so the operations
+side stays readable. Audit entries never carry secret values: only the identifying
+fields of a request (environment, plan, name, role, kind) are recorded.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from railguard.engine.guard import require
+from railguard.engine.workspace import Workspace, require_env
+from railguard.model.diagnostics import RailguardError, error
+from railguard.model.principals import WIDENING_ROLES, Permission, Principal, Role
+from railguard.model.resources import environment_config
+from railguard.state import audit, secretstore, tokens
+from railguard.state.store import Store
+
+AUDITED_FIELDS = ("env", "plan_id", "kind", "name", "role", "envs", "to", "from", "confirm", "reason")
+
+BUILT_IN = [
+    ("guard.protected_env", "require_approval", "In a protected environment, every change that is not safe."),
+    ("guard.protected_delete", "require_approval", "Deletes in a protected environment; the approver types the "
+     "address back (--confirm)."),
+    ("guard.protection_in_state", "require_approval", "Switching protection off or changing policy of an "
+     "environment that is protected in state."),
+    ("guard.agent_in_protected", "require_approval", "Any change an agent makes to a protected environment."),
+    ("guard.weakening", "require_approval", "Removing or loosening health checks, replicas to 0, shorter drain, "
+     "in a protected environment."),
+    ("guard.promotion", "deny", "A protected environment runs only artifacts that soaked in promote_from."),
+    ("guard.blast_radius", "require_approval", "More disruptive/destructive changes than max_disruptive_changes."),
+    ("guard.freeze", "deny", "Any apply to a protected environment during a freeze window."),
+]
+
+
+class Governance:
+    home: Path
+    anchor: Path
+
+    def store(self) -> Store:
+        raise NotImplementedError
+
+    def audit(self, who: str, action: str, outcome: str, body: dict[str, Any],
+              payload: dict[str, Any] | None) -> None:
+        detail = {k: body[k] for k in AUDITED_FIELDS if k in body}
+        plan = (payload or {}).get("plan") or {}
+        plan_id = body.get("plan_id") or plan.get("id") or (payload or {}).get("approval", {}).get("plan_id")
+        plan_hash = plan.get("hash") or (payload or {}).get("approval", {}).get("plan_hash")
+        env = body.get("env") or body.get("to") or plan.get("env")
+        if payload and "operation" in payload:
+            detail["operation"] = payload["operation"]["id"]
+            env = env or payload["operation"]["env"]
+        if env is None and plan_id:
+            row = self.store().db.execute("SELECT env, hash FROM plans WHERE id = ?", (plan_id,)).fetchone()
+            env, plan_hash = (row[0], plan_hash or row[1]) if row else (None, plan_hash)
+        if plan:
+            detail["decision"] = plan.get("summary", {}).get("decision")
+        try:
+            audit.append(self.store(), self.anchor, principal=who, action=action, outcome=outcome,
+                         env=env, plan_id=plan_id,
+                         plan_hash=plan_hash, detail=detail)
+        except RailguardError:
+            pass  # a damaged store is reported by the request itself
+
+    def audit_entries(self, env: str | None, limit: int) -> list[dict[str, Any]]:
+        return audit.entries(self.store(), env, limit)
+
+    def audit_verify(self) -> dict[str, Any]:
+        found = audit.verify(self.store(), self.anchor)
+        if not found["ok"]:
+            raise RailguardError(error(
+                "audit.tampered", "The audit log was tampered with", "; ".join(found["problems"]) + ".",
+                "Treat the state folder as compromised: restore it from a backup and review who had access.",
+                extra=found))
+        return found
+
+    def create_token(self, who: Principal, name: str, role: str, envs: list[str] | None,
+                     expires_in_s: Any, typed: Any) -> dict[str, Any]:
+        require(who, Permission.admin, None)
+        try:
+            wanted = Role(role)
+        except ValueError as exc:
+            raise RailguardError(error("daemon.bad_request", f"Unknown role '{role}'",
+                                       f"Roles are: {', '.join(r.value for r in Role)}.",
+                                       "Pick one of them with --role.")) from exc
+        if wanted in WIDENING_ROLES and who.kind == "user" and (not who.tty or typed != f"{role}:{name}"):
+            raise RailguardError(error(
+                "auth.needs_terminal", f"Creating a '{role}' token needs a confirmation on a terminal",
+                "A token above 'agent' widens power, so in same-user mode it must be confirmed by typing "
+                f"'{role}:{name}' on a terminal; a command run without one (an agent) is refused.",
+                "Run `railguard token create` yourself in a terminal."))
+        seconds = float(expires_in_s) if isinstance(expires_in_s, int | float) and expires_in_s > 0 else None
+        text, record = tokens.create(self.store(), name, wanted, envs, who.id, seconds)
+        return {**record, "token": text}
+
+    def list_tokens(self) -> list[dict[str, Any]]:
+        return tokens.listing(self.store())
+
+    def revoke_token(self, name_or_id: str) -> dict[str, Any]:
+        return tokens.revoke(self.store(), name_or_id)
+
+    def list_secrets(self, env: str | None, who: Principal) -> list[dict[str, Any]]:
+        return [s for s in secretstore.listing(self.store(), env) if who.allows(Permission.read, s["env"])]
+
+    def policies(self, spec_path: str, env: str) -> dict[str, Any]:
+        ws = Workspace(Path(spec_path), self.home)
+        spec, _ = ws.load_valid()
+        require_env(spec, env)
+        config = environment_config(spec, env)
+        return {"env": env, "protected": config["protected"], "promote_from": config["promote_from"],
+                "soak_ms": config["soak_ms"], "max_disruptive_changes": config["max_disruptive_changes"],
+                "freezes": config["freezes"],
+                "built_in": [{"rule": r, "effect": e, "applies_to": d} for r, e, d in BUILT_IN],
+                "rules": config["policies"]}
