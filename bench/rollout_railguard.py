@@ -34,7 +34,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import rollout_peers as rp  # noqa: E402
-from rgbench import CliRun, Workspace, machine_line, wait_version  # noqa: E402
+from rgbench import CliRun, Workspace, free_port, machine_line, wait_version  # noqa: E402
 from rollout_peers import Peer, PeerRun, Skip  # noqa: E402
 
 rp.PORTS["railguard"] = 18183
@@ -169,6 +169,10 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--json", action="store_true")
     args = ap.parse_args(argv)
     names = [n.strip() for n in args.only.split(",") if n.strip()]
+    for name, port in list(rp.PORTS.items()):  # a fixed port taken by something else: use a free one instead
+        if not rp.port_free(port):
+            rp.PORTS[name] = free_port()
+            print(f"port {port} ({name}) is in use; using {rp.PORTS[name]}", file=sys.stderr)
     modes = [m.strip() for m in args.modes.split(",") if m.strip()]
     if any(n not in PEERS for n in names) or any(m not in ("close", "keepalive") for m in modes):
         ap.error("unknown peer or mode")

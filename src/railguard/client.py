@@ -93,10 +93,13 @@ class Client:
         if pid is None and not self.alive():
             return False
         try:
-            self._http.post("/v1/shutdown", json={"everything": everything})
-        except httpx.HTTPError:
+            answer = self._http.post("/v1/shutdown", json={"everything": everything}).json()
+        except (httpx.HTTPError, ValueError):
             if pid is not None:
                 os.kill(pid, signal.SIGTERM)
+        else:
+            if not answer.get("ok"):  # e.g. token-only mode without an admin token
+                raise RailguardError(*[Diagnostic.model_validate(d) for d in answer.get("diagnostics", [])])
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if pid is None or not psutil.pid_exists(pid) or psutil.Process(pid).status() == psutil.STATUS_ZOMBIE:

@@ -117,3 +117,37 @@ def make_workspace(tmp_path: Path) -> Workspace:
     ws = Workspace(tmp_path, free_port(), free_port())
     ws.write_spec()
     return ws
+
+
+def run_on_terminal(root: Path, args: list[str], answer: str, env: dict[str, str] | None = None,
+                    timeout: float = 60) -> tuple[int, str]:
+    """Run the CLI with a real pseudo-terminal as its controlling terminal and type ``answer`` at its prompt."""
+    import pty
+    import select
+
+    full = {**os.environ, "NO_COLOR": "1", "COLUMNS": "200", **(env or {})}
+    full.pop("RAILGUARD_HOME", None)
+    pid, fd = pty.fork()
+    if pid == 0:  # the child: a new session whose controlling terminal is the pty
+        os.chdir(root)
+        os.execve(sys.executable, [sys.executable, "-m", "railguard", *args], full)
+    output, answered = b"", False
+    deadline = time.monotonic() + timeout
+    try:
+        while time.monotonic() < deadline:
+            ready, _, _ = select.select([fd], [], [], 0.2)
+            if ready:
+                try:
+                    chunk = os.read(fd, 4096)
+                except OSError:
+                    break
+                if not chunk:
+                    break
+                output += chunk
+                if not answered and b":" in output.splitlines()[-1] if output.splitlines() else False:
+                    os.write(fd, answer.encode() + b"\n")
+                    answered = True
+        _, status = os.waitpid(pid, 0)
+    finally:
+        os.close(fd)
+    return os.waitstatus_to_exitcode(status), output.decode(errors="replace")

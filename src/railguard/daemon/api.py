@@ -198,7 +198,7 @@ def route(daemon: Daemon, method: str, parts: list[str], query: dict[str, str], 
             elif kind == "rollback":
                 env = _need(body, "env")
                 require(who, Permission.apply, env)
-                op_id = daemon.submit_rollback(_need(body, "spec"), env, _int(body, "to", None), who.id)
+                op_id = daemon.submit_rollback(_need(body, "spec"), env, _int(body, "to", None), who)
             else:
                 raise _bad(f"unknown operation kind {kind!r}")
             return {"operation": daemon.operation(op_id)}

@@ -28,7 +28,7 @@ from railguard.engine.execute import Context
 from railguard.engine.guard import short_hash
 from railguard.engine.plan import desired_for, make_plan_with
 from railguard.engine.recovery import recover
-from railguard.engine.rollback import pick_target, rollback
+from railguard.engine.rollback import check_rollback, rollback, rollback_plan
 from railguard.engine.workspace import Workspace, require_env
 from railguard.model.diagnostics import RailguardError, error
 from railguard.model.principals import Principal
@@ -231,13 +231,14 @@ class Daemon(Governance):
             check=lambda p: guard.check_apply(s, p, principal))))
         return op_id
 
-    def submit_rollback(self, spec_path: str, env: str, to: int | None, principal: str) -> str:
+    def submit_rollback(self, spec_path: str, env: str, to: int | None, principal: Principal) -> str:
         ws = Workspace(Path(spec_path), self.home)
         spec, _ = ws.load_valid()
         require_env(spec, env)
         store = self.store()
-        pick_target(store, env, to)  # fail fast when there is nothing to roll back to
-        op_id = store.create_operation(env, "rollback", None, principal, status="queued")
+        # Fail fast, before queueing: nothing to roll back to, or a rollback that needs review.
+        check_rollback(store, rollback_plan(store, env, self.provider, to)[1], principal)
+        op_id = store.create_operation(env, "rollback", None, principal.id, status="queued")
         self._claim(env, op_id)
         ctx = self._ctx(ws, spec.app.source)
         self._jobs.put(Job(op_id, env, lambda s: rollback(s, env, self.provider, principal, ctx, to, op_id=op_id)))

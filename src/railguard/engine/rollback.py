@@ -15,9 +15,13 @@ from typing import Any
 from railguard.engine import planner
 from railguard.engine.apply import execute
 from railguard.engine.execute import Context
+from railguard.engine.guard import facts, require
 from railguard.engine.observe import observe_into
 from railguard.model.diagnostics import RailguardError, error
+from railguard.model.plans import Effect, Plan
+from railguard.model.principals import Permission, Principal, Role
 from railguard.model.resources import Resource
+from railguard.policy.guardrails import evaluate
 from railguard.providers.base import Provider
 from railguard.state.store import Store
 
@@ -48,13 +52,38 @@ def pick_target(store: Store, env: str, to: int | None) -> dict[str, Any]:
     return candidates[0]
 
 
-def rollback(store: Store, env: str, provider: Provider, principal: str, ctx: Context, to: int | None = None,
+def rollback_plan(store: Store, env: str, provider: Provider, to: int | None) -> tuple[dict[str, Any], Plan]:
+    """The release to restore and the (unsaved) plan that restores it against the live state."""
+    target = pick_target(store, env, to)
+    desired = [Resource.model_validate(r) for r in target["desired"]]
+    observe_into(store, provider, env)
+    computed = planner.plan(env, desired, store.inventory(env), store.serial(env))
+    return target, computed.model_copy(update={"id": f"rollback-{env}-{target['number']}"})
+
+
+def check_rollback(store: Store, plan: Plan, principal: Principal) -> None:
+    """A rollback is an emergency path, not a way around review: in a protected environment it may
+    restore replaced services at once (for deployers and admins), but anything else a plan would
+    need approval for (deletes, an agent acting, a freeze, weakened safety, your own rules) must go
+    through `railguard plan` and an approval."""
+    require(principal, Permission.apply, plan.env)
+    verdicts = evaluate(plan, facts(store, plan, principal))
+    blocking = [v for v in verdicts if v.effect in (Effect.require_approval, Effect.deny)
+                and not (v.rule == "guard.protected_env" and principal.role is not Role.agent)]
+    if blocking:
+        raise RailguardError(error(
+            "policy.approval_required", f"This rollback of '{plan.env}' needs review",
+            "; ".join(f"{v.rule}: {v.message}" for v in blocking) + ".",
+            f"Restore the release through review instead: check out its spec, run `railguard plan --env {plan.env}` "
+            "and have it approved.", address=plan.env,
+            extra={"verdicts": [v.model_dump(mode="json") for v in blocking]}))
+
+
+def rollback(store: Store, env: str, provider: Provider, principal: Principal, ctx: Context, to: int | None = None,
              op_id: str | None = None) -> dict[str, Any]:
     with store.lock(operation=f"rollback {env}"):
-        target = pick_target(store, env, to)
-        desired = [Resource.model_validate(r) for r in target["desired"]]
-        observe_into(store, provider, env)
-        computed = planner.plan(env, desired, store.inventory(env), store.serial(env))
-        return execute(store, env=env, kind="rollback", plan_id=None, changes=computed.changes, desired=desired,
-                       provider=provider, principal=principal, ctx=ctx, source=target.get("source"),
-                       rollback_of=target["number"], op_id=op_id)
+        target, computed = rollback_plan(store, env, provider, to)
+        check_rollback(store, computed, principal)
+        return execute(store, env=env, kind="rollback", plan_id=None, changes=computed.changes,
+                       desired=computed.desired, provider=provider, principal=principal.id, ctx=ctx,
+                       source=target.get("source"), rollback_of=target["number"], op_id=op_id)

@@ -17,6 +17,8 @@ if MODE == "crash":
     sys.exit(3)
 if MODE == "keyerror":
     print(os.environ["DATABASE_URL"])
+if MODE == "leak":  # an app that prints its own secret: the logs Railguard serves must hide it
+    print(f"connecting with token {os.environ.get('API_TOKEN')}", flush=True)
 if MODE == "slow":
     time.sleep(float(os.environ.get("SLOW", "2")))
 PORT = int(os.environ["FIXED_PORT"] if MODE == "ignore_port" else os.environ["PORT"])
