@@ -39,6 +39,18 @@ path = "/api"
 """
 
 
+@pytest.fixture(autouse=True, scope="session")
+def private_key_folder(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
+    """Secret keys and audit anchors of test daemons go to a temporary folder, never the real ~/.config."""
+    old = os.environ.get("XDG_CONFIG_HOME")
+    os.environ["XDG_CONFIG_HOME"] = str(tmp_path_factory.mktemp("config"))
+    yield
+    if old is None:
+        os.environ.pop("XDG_CONFIG_HOME", None)
+    else:
+        os.environ["XDG_CONFIG_HOME"] = old
+
+
 @pytest.fixture
 def workspace(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
     """A folder holding an app and a valid spec; the current directory for the test."""
