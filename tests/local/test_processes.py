@@ -7,7 +7,7 @@ import os
 import socket
 import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
 
@@ -31,19 +31,6 @@ from railguard.providers.local.processes import (
 
 PY = sys.executable
 SLEEPER = "import time\nwhile True: time.sleep(0.05)"
-
-
-@pytest.fixture(autouse=True)
-def no_leftover_children() -> Iterator[None]:
-    yield
-    left = psutil.Process().children(recursive=True)
-    for proc in left:
-        try:
-            proc.kill()
-        except psutil.NoSuchProcess:
-            pass
-    psutil.wait_procs(left, timeout=5)
-    assert not left, f"test left child processes behind: {[p.pid for p in left]}"
 
 
 def wait_for(cond: Callable[[], object], timeout: float = 5.0, what: str = "condition") -> None:

@@ -121,13 +121,8 @@ def register(app: typer.Typer) -> None:
     def apply(plan_id: str, spec: SpecOpt = None, no_wait: NoWaitOpt = False, as_json: JsonOpt = False) -> None:
         """Apply exactly a saved plan; refused if it was tampered with or the state moved since."""
         ws, client = connect(spec)
-        record = client.call("POST", "operations", {"kind": "apply", "plan_id": plan_id,
-                                                    "spec": str(ws.spec_path)})["operation"]
-        if no_wait:
-            _queued(record, as_json)
-        if not as_json:
-            out.print(f"Operation [bold]{record['id']}[/] applying {plan_id}")
-        _finish_operation(follow(client, record["id"], as_json), as_json)
+        _submit(client, {"kind": "apply", "plan_id": plan_id, "spec": str(ws.spec_path)}, f"applying {plan_id}",
+                no_wait, as_json)
 
     @app.command()
     @guarded()
@@ -178,13 +173,8 @@ def register(app: typer.Typer) -> None:
         """Restore an earlier release: its artifact, config and env; instant while it is still warm."""
         ws, client = connect(spec)
         name = env_from_spec(ws, env)
-        record = client.call("POST", "operations", {"kind": "rollback", "env": name, "to": to,
-                                                    "spec": str(ws.spec_path)})["operation"]
-        if no_wait:
-            _queued(record, as_json)
-        if not as_json:
-            out.print(f"Operation [bold]{record['id']}[/] rolling back {escape(name)}")
-        _finish_operation(follow(client, record["id"], as_json), as_json)
+        _submit(client, {"kind": "rollback", "env": name, "to": to, "spec": str(ws.spec_path)},
+                f"rolling back {escape(name)}", no_wait, as_json)
 
     @app.command()
     @guarded()
@@ -207,6 +197,16 @@ def register(app: typer.Typer) -> None:
             out.print(f"{row['id']}  {row['env']:<12} {row['kind']:<9} {row['status']:<10} {row['created_at']}")
         if not rows:
             out.print("No operations yet.")
+
+
+def _submit(client: Client, body: dict[str, Any], doing: str, no_wait: bool, as_json: bool) -> None:
+    """Submit an operation, then return its id at once (--no-wait) or follow it to the end."""
+    record = client.call("POST", "operations", body)["operation"]
+    if no_wait:
+        _queued(record, as_json)
+    if not as_json:
+        out.print(f"Operation [bold]{record['id']}[/] {doing}")
+    _finish_operation(follow(client, record["id"], as_json), as_json)
 
 
 def _queued(record: dict[str, Any], as_json: bool) -> None:
