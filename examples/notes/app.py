@@ -9,6 +9,7 @@ stops accepting connections, lets in-flight requests finish, and exits.
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import signal
@@ -16,6 +17,7 @@ import sqlite3
 import sys
 import threading
 import time
+from collections.abc import Callable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
@@ -30,22 +32,30 @@ def connect() -> sqlite3.Connection:
 
 in_flight = 0
 in_flight_lock = threading.Lock()
+Method = Callable[["Handler"], None]
+
+
+def counted(method: Method) -> Method:
+    """Count a request as in flight while its handler runs (an idle keep-alive connection does not count)."""
+
+    @functools.wraps(method)
+    def wrapper(self: Handler) -> None:
+        global in_flight
+        with in_flight_lock:
+            in_flight += 1
+        try:
+            method(self)
+        finally:
+            with in_flight_lock:
+                in_flight -= 1
+
+    return wrapper
 
 
 class Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
     disable_nagle_algorithm = True  # headers and body go out at once: no 40 ms Nagle/delayed-ACK stall
     timeout = 30  # an idle keep-alive connection is closed after this, never held forever
-
-    def handle_one_request(self) -> None:
-        global in_flight
-        with in_flight_lock:
-            in_flight += 1
-        try:
-            super().handle_one_request()
-        finally:
-            with in_flight_lock:
-                in_flight -= 1
 
     def _send(self, status: int, body: object) -> None:
         data = json.dumps(body).encode()
@@ -55,6 +65,7 @@ class Handler(BaseHTTPRequestHandler):
         self.end_headers()
         self.wfile.write(data)
 
+    @counted
     def do_GET(self) -> None:  # noqa: N802 - http.server's naming
         if self.path == "/healthz":
             try:
@@ -71,6 +82,7 @@ class Handler(BaseHTTPRequestHandler):
         except sqlite3.Error as exc:
             self._send(503, {"error": str(exc)})
 
+    @counted
     def do_POST(self) -> None:  # noqa: N802
         length = int(self.headers.get("Content-Length") or 0)
         text = self.rfile.read(min(length, 10_000)).decode("utf-8", errors="replace")

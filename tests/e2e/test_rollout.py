@@ -46,9 +46,11 @@ def test_deploy_update_and_instant_rollback(ws: Workspace) -> None:
 
 def test_cold_rollback_restarts_the_old_artifact(ws: Workspace) -> None:
     ws.write_spec(window="0s")
-    assert ws.deploy()[0] == 0
+    code, result = ws.deploy()
+    assert code == 0, result
     (ws.root / "app.py").write_text((ws.root / "app.py").read_text().replace('f"v{VERSION}', 'f"w{VERSION}'))
-    assert ws.deploy()[0] == 0
+    code, result = ws.deploy()
+    assert code == 0, result
     assert ws.version() == "w1"
     assert ws.status()["services"][0]["warm"] == []  # window 0s: the old replicas were stopped
     code, result = ws.rg_json("rollback", "--env", "staging", "--to", "1")

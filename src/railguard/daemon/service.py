@@ -107,13 +107,7 @@ class Daemon(Governance):
         self._jobs.put(None)
         self.supervisor.shutdown_thread()
         if everything:
-            with self.provider.state.lock:
-                for runtime in self.provider.state.envs.values():
-                    for rs in runtime.sets:
-                        self.provider._retire(rs)
-                    runtime.sets.clear()
-                    runtime.edge = None
-                self.provider.state.save()
+            self.provider.stop_everything()
             self.edge.stop()
 
     def _loop(self) -> None:
@@ -156,6 +150,12 @@ class Daemon(Governance):
 
     def _claim(self, env: str, op_id: str) -> None:
         with self._busy_lock:
+            current = self._busy.get(env)
+            # The runner releases its claim just after the operation's final status is stored; an
+            # operation that already ended does not block the next one (the CLI may be that fast).
+            if current is not None and (self.store().operation(current) or {}).get("status") not in (
+                    "queued", "running"):
+                del self._busy[env]
             if env in self._busy:
                 raise RailguardError(error(
                     "operation.busy", f"An operation is already running in '{env}'",

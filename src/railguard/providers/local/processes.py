@@ -304,6 +304,11 @@ class Supervisor:
         if rep is not None:  # stop outside the lock: it can take the whole timeout
             stop(rep.record, rep.spec.stop_timeout if timeout is None else timeout)
 
+    def forget(self, name: str) -> None:
+        """Stop supervising without stopping the process (the caller stops it)."""
+        with self._lock:
+            self._replicas.pop(name, None)
+
     def records(self) -> dict[str, ReplicaRecord]:
         with self._lock:
             return {n: r.record for n, r in self._replicas.items()}

@@ -151,6 +151,18 @@ class LocalProvider:
             self._retire(rs)
         return [f"{rs.service} release {rs.release}: rollback window over, warm replicas stopped" for rs in expired]
 
+    def stop_everything(self) -> None:
+        """Stop every replica of every environment at once (in parallel) and forget them."""
+        with self.state.lock:
+            replicas = [r for runtime in self.state.envs.values() for rs in runtime.sets for r in rs.replicas]
+            for runtime in self.state.envs.values():
+                runtime.sets.clear()
+                runtime.edge = None
+            self.state.save()
+        for replica in replicas:
+            self.supervisor.forget(replica.spec.name)
+        stop_replicas(replicas)
+
     def _retire(self, rs: ReplicaSet) -> None:
         for replica in rs.replicas:
             self.supervisor.remove(replica.spec.name)
