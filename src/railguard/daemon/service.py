@@ -146,9 +146,11 @@ class Daemon(Governance):
                 store.finish_operation(job.op_id, "failed", {"diagnostics": [diag.model_dump(mode="json")]})
             finally:
                 with self._busy_lock:
-                    self._busy.pop(job.env, None)
+                    if self._busy.get(job.env) == job.op_id:  # a newer operation may hold it already
+                        del self._busy[job.env]
 
-    def _claim(self, env: str, op_id: str) -> None:
+    def _claim(self, env: str, create: Callable[[], str]) -> str:
+        """Create the operation (``create``) only if no other runs in ``env``; return its id."""
         with self._busy_lock:
             current = self._busy.get(env)
             # The runner releases its claim just after the operation's final status is stored; an
@@ -163,7 +165,9 @@ class Daemon(Governance):
                     "same replicas and edge.",
                     f"Wait for it with `railguard operations {self._busy[env]}`, then try again.",
                     address=env, extra={"operation": self._busy[env]}))
+            op_id = create()
             self._busy[env] = op_id
+            return op_id
 
     @staticmethod
     def _ctx(ws: Workspace, source: str) -> Context:
@@ -223,8 +227,8 @@ class Daemon(Governance):
         verify_plan(store, plan_id, current)  # fail fast, before queueing; re-checked under the lock
         guard.check_apply(store, plan, principal)
         source = _source_facts(ws, spec.app.source)
-        op_id = store.create_operation(plan.env, "apply", plan_id, principal.id, status="queued")
-        self._claim(plan.env, op_id)
+        op_id = self._claim(plan.env, lambda: store.create_operation(plan.env, "apply", plan_id, principal.id,
+                                                                       status="queued"))
         ctx = self._ctx(ws, spec.app.source)
         self._jobs.put(Job(op_id, plan.env, lambda s: apply_plan(
             s, plan_id, self.provider, principal.id, current, ctx, source, op_id=op_id,
@@ -238,8 +242,8 @@ class Daemon(Governance):
         store = self.store()
         # Fail fast, before queueing: nothing to roll back to, or a rollback that needs review.
         check_rollback(store, rollback_plan(store, env, self.provider, to)[1], principal)
-        op_id = store.create_operation(env, "rollback", None, principal.id, status="queued")
-        self._claim(env, op_id)
+        op_id = self._claim(env, lambda: store.create_operation(env, "rollback", None, principal.id,
+                                                                status="queued"))
         ctx = self._ctx(ws, spec.app.source)
         self._jobs.put(Job(op_id, env, lambda s: rollback(s, env, self.provider, principal, ctx, to, op_id=op_id)))
         return op_id
