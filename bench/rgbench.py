@@ -298,7 +298,7 @@ class Workspace:
 
     def caddy_pid(self) -> int | None:
         try:
-            return int(json.loads((self.home / "edge" / "caddy.pid").read_text())["pid"])
+            return int(json.loads((self.home / "edge" / "staging" / "caddy.pid").read_text())["pid"])
         except (OSError, ValueError, KeyError):
             return None
 

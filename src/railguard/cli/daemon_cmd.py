@@ -60,9 +60,10 @@ def status(spec: SpecOpt = None, as_json: JsonOpt = False) -> None:
     if info is None:
         out.print(f"Not running for {ws.home}. It starts on demand, or with `railguard daemon start`.")
         return
-    edge = info["edge"]
-    out.print(f"Running: pid {info['pid']}, {info['replicas']} replica(s) supervised, edge "
-              f"{'pid ' + str(edge['pid']) if edge['running'] else 'not running'}; state {info['home']}")
+    edges = ", ".join(f"{env} (pid {e['pid']})" if e["running"] else f"{env} (stopped)"
+                      for env, e in sorted(info["edges"].items())) or "none yet"
+    out.print(f"Running: pid {info['pid']}, {info['replicas']} replica(s) supervised, edges: {edges}; "
+              f"state {info['home']}")
 
 
 @app.command(hidden=True)

@@ -33,7 +33,6 @@ from railguard.engine.workspace import Workspace, require_env
 from railguard.model.diagnostics import RailguardError, error
 from railguard.model.principals import Principal
 from railguard.model.resources import desired_digest
-from railguard.providers.local.edge import CaddyEdge
 from railguard.providers.local.processes import Supervisor, tail
 from railguard.providers.local.provider import LocalProvider
 from railguard.secrets.keys import key_dir, state_id
@@ -58,9 +57,8 @@ class Daemon(Governance):
         self.secrets = Secrets(home)
         self.anchor = key_dir() / f"{state_id(home)}.audit-head"
         self.started_at = time.time()
-        self.edge = CaddyEdge(home / "edge")
         self.supervisor = Supervisor()
-        self.provider = LocalProvider(home, self.edge, self.supervisor)
+        self.provider = LocalProvider(home, self.supervisor)
         self.provider.secret_values = lambda env, names: self.secrets.values_for(self.store(), env, names)
         self._local = threading.local()
         self._jobs: queue.Queue[Job | None] = queue.Queue()
@@ -108,7 +106,6 @@ class Daemon(Governance):
         self.supervisor.shutdown_thread()
         if everything:
             self.provider.stop_everything()
-            self.edge.stop()
 
     def _loop(self) -> None:
         restarts_seen: dict[str, int] = {}
@@ -176,7 +173,8 @@ class Daemon(Governance):
     # -- API ----------------------------------------------------------------------------------
     def health(self) -> dict[str, Any]:
         return {"pid": os.getpid(), "home": str(self.home), "started_at": self.started_at,
-                "edge": {"running": self.edge.running(), "pid": self.edge.pid()},
+                "edges": {env: {"running": edge.running(), "pid": edge.pid()}
+                          for env, edge in self.provider.edges.items()},
                 "replicas": len(self.supervisor.records())}
 
     def plan(self, spec_path: str, env: str, principal: Principal,

@@ -63,7 +63,7 @@ def describe(daemon: Daemon, env: str, spec_path: str | None) -> dict[str, Any]:
         "services": services,
         "edge": {"port": edge["config"]["port"] if edge else None,
                  "url": f"http://127.0.0.1:{edge['config']['port']}/" if edge else None,
-                 "running": daemon.edge.running(), "routes": routes},
+                 "running": provider.edge(env).running(), "routes": routes},
         "operation": {k: in_flight[0][k] for k in ("id", "kind", "status", "created_at")} if in_flight else None,
         "drift": _drift(store, env, observed, spec_path, daemon.home),
         "live_sets": sum(1 for rs in runtime.sets if rs.role == LIVE),

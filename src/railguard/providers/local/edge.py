@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import hashlib
 import json
 import os
 import re
@@ -130,8 +131,13 @@ class CaddyEdge:
         self.run_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
         self.run_dir.chmod(0o700)
         self.socket_path = self.run_dir / "admin.sock"
-        if len(os.fsencode(self.socket_path)) > 107:
-            raise EdgeError(f"run directory path too long for a Unix socket: {self.socket_path}")
+        if len(os.fsencode(self.socket_path)) > 100:
+            # Unix socket paths are limited to 107 bytes; deep state folders get a private short path.
+            short = Path(f"/tmp/railguard-{os.getuid()}")
+            short.mkdir(mode=0o700, exist_ok=True)
+            os.chmod(short, 0o700)
+            digest = hashlib.sha256(str(self.run_dir.resolve()).encode()).hexdigest()[:16]
+            self.socket_path = short / f"edge-{digest}.sock"
         self.pid_path = self.run_dir / "caddy.pid"
         self.log_path = self.run_dir / "caddy.log"
         self.config_path = self.run_dir / "bootstrap.json"

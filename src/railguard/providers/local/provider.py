@@ -62,16 +62,18 @@ REMEDIATION = {
     "rollout.artifact_missing": "Roll back to a release whose artifact still exists (`railguard releases`), "
                                 "or deploy the current source with `railguard plan` and apply.",
     "edge.port_in_use": "Stop the program using the port or choose another edge_port, then plan and apply again.",
-    "edge.failed": "Check `railguard daemon status` and the edge log in the state folder's edge/caddy.log.",
+    "edge.failed": "Check `railguard daemon status` and the edge log in the state folder's edge/<env>/caddy.log.",
 }
 
 
 class LocalProvider:
     kind = "local"
 
-    def __init__(self, home: Path, edge: CaddyEdge, supervisor: Supervisor) -> None:
+    def __init__(self, home: Path, supervisor: Supervisor) -> None:
         self.home = home
-        self.edge = edge
+        # One Caddy per environment: a config change (every switch) re-binds a Caddy's listeners and closes its
+        # idle keep-alive connections, so staging's deploys must never touch production's listener.
+        self.edges: dict[str, CaddyEdge] = {}
         self.supervisor = supervisor
         self.state = RuntimeState(home / "runtime.json")
         self.health_results: dict[str, tuple[CheckResult, int, float]] = {}  # name -> (last, fails in a row, at)
@@ -102,11 +104,16 @@ class LocalProvider:
             notes += self._kill_orphans()
             self.state.save()
             with_edge = [env for env, runtime in self.state.envs.items() if runtime.edge is not None]
-            if with_edge:
-                self.edge.start()  # adopts a Caddy that kept serving while no daemon ran
             for env in with_edge:
+                self.edge(env).start()  # adopts a Caddy that kept serving while no daemon ran
                 self._sync_edge(env)
         return notes
+
+    def edge(self, env: str) -> CaddyEdge:
+        found = self.edges.get(env)
+        if found is None:
+            found = self.edges[env] = CaddyEdge(self.home / "edge" / env)
+        return found
 
     def _known_pids(self) -> set[int]:
         return {r.record.pid for rt in self.state.envs.values() for s in rt.sets for r in s.replicas}
@@ -152,7 +159,7 @@ class LocalProvider:
         return [f"{rs.service} release {rs.release}: rollback window over, warm replicas stopped" for rs in expired]
 
     def stop_everything(self) -> None:
-        """Stop every replica of every environment at once (in parallel) and forget them."""
+        """Stop every replica of every environment at once (in parallel), forget them, stop the edges."""
         with self.state.lock:
             replicas = [r for runtime in self.state.envs.values() for rs in runtime.sets for r in rs.replicas]
             for runtime in self.state.envs.values():
@@ -162,6 +169,10 @@ class LocalProvider:
         for replica in replicas:
             self.supervisor.forget(replica.spec.name)
         stop_replicas(replicas)
+        for edge in self.edges.values():
+            edge.stop()
+        for folder in (self.home / "edge").glob("*/caddy.pid"):  # edges of environments not touched this run
+            CaddyEdge(folder.parent).stop()
 
     def _retire(self, rs: ReplicaSet) -> None:
         for replica in rs.replicas:
@@ -197,7 +208,8 @@ class LocalProvider:
             runtime = self.state.env(request.env)
             found = [self._observed_service(request.env, rs) for rs in runtime.sets if rs.role == LIVE]
             if runtime.edge is not None:
-                serving = self.edge.running() and request.env in self.edge.environments()
+                edge = self.edge(request.env)
+                serving = edge.running() and request.env in edge.environments()
                 found.append(ObservedResource(
                     address=f"{request.env}/edge", kind="edge", fingerprint=runtime.edge["fingerprint"],
                     config=runtime.edge["config"], depends_on=runtime.edge["depends_on"],
@@ -305,7 +317,7 @@ class LocalProvider:
         old = self._switch(env, runtime, new_set, desired, step)
         if old is not None:
             with step("drain"):
-                self._drain([r.address for r in old.replicas], cfg["drain_timeout_ms"] / 1000)
+                self._drain(env, [r.address for r in old.replicas], cfg["drain_timeout_ms"] / 1000)
             if not cfg.get("rollback_window_ms"):
                 with step("stop-old"):
                     with self.state.lock:
@@ -380,7 +392,7 @@ class LocalProvider:
                 self._sync_edge(env)
         if removed:
             with step("drain"):
-                self._drain([r.address for r in removed], cfg["drain_timeout_ms"] / 1000)
+                self._drain(env, [r.address for r in removed], cfg["drain_timeout_ms"] / 1000)
             for replica in removed:
                 self.supervisor.remove(replica.spec.name)
         return ApplyResponse(ok=True, observed=self._observed_service(env, live))
@@ -396,7 +408,7 @@ class LocalProvider:
                 self._sync_edge(env)
         drain_s = max((rs.config["drain_timeout_ms"] for rs in gone), default=0) / 1000
         with step("drain"):
-            self._drain([r.address for rs in gone for r in rs.replicas], drain_s)
+            self._drain(env, [r.address for rs in gone for r in rs.replicas], drain_s)
         with step("stop"):
             for rs in gone:
                 self._retire(rs)
@@ -407,7 +419,10 @@ class LocalProvider:
         previous = runtime.edge
         with step("edge"):
             if request.change.action is Action.delete:
-                self.edge.remove_environment(request.env)
+                edge = self.edge(request.env)
+                if edge.running():
+                    edge.remove_environment(request.env)
+                    edge.stop()
                 with self.state.lock:
                     runtime.edge = None
                     self.state.save()
@@ -417,7 +432,7 @@ class LocalProvider:
                 runtime.edge = {"fingerprint": desired.fingerprint, "config": desired.config,
                                 "depends_on": desired.depends_on}
                 try:
-                    self.edge.start()
+                    self.edge(request.env).start()
                     self._sync_edge(request.env)
                 except EdgeError:
                     runtime.edge = previous  # the edge kept its old config; so does our record
@@ -442,15 +457,16 @@ class LocalProvider:
         runtime = self.state.env(env)
         if runtime.edge is not None:
             config = runtime.edge["config"]
-            self.edge.set_environment(env, config["port"], self.edge_routes(env), config.get("bind", "127.0.0.1"))
+            self.edge(env).set_environment(env, config["port"], self.edge_routes(env), config.get("bind", "127.0.0.1"))
 
-    def _drain(self, addresses: list[str], timeout: float) -> None:
+    def _drain(self, env: str, addresses: list[str], timeout: float) -> None:
         """Wait until the edge has no request in flight to ``addresses`` (bounded by ``timeout``)."""
-        if not addresses or not self.edge.running():
+        edge = self.edge(env)
+        if not addresses or not edge.running():
             return
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
-            busy = self.edge.in_flight()
+            busy = edge.in_flight()
             if not any(busy.get(a, 0) for a in addresses):
                 return
             time.sleep(0.05)
