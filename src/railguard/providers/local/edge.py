@@ -1,4 +1,4 @@
-"""The embedded runtime's HTTP edge: one long-lived Caddy driven through its admin API.
+"""The embedded runtime's HTTP edge: a long-lived Caddy per environment, driven through its admin API.
 
 App replicas of the local runtime are plain processes on loopback ports; clients
 reach them through Caddy, which swaps upstreams without restarting (in-flight
@@ -8,10 +8,11 @@ stops never surfaces as an error). The local provider applies each environment's
 :meth:`CaddyEdge.start` on boot, which re-adopts a Caddy left running by a previous
 daemon instead of restarting it (and so dropping traffic).
 
-Known limit (Caddy 2.11 on Linux): every config change, for any environment, binds
-fresh SO_REUSEPORT listeners and closes the old ones; connections that arrive in
-the ~1 ms the old socket is closing are reset. Clients that retry idempotent
-requests on a reset (browsers, curl) do not notice; others may, rarely.
+Known limits (Caddy 2.11 on Linux): every config change binds fresh SO_REUSEPORT
+listeners and closes the old ones, so a connection arriving in the ~1 ms the old
+socket is closing is reset, and the replaced server closes its idle keep-alive
+connections. That is why the local provider runs one Caddy per environment (a
+change to staging never touches production) and why docs/runtime.md states both.
 
 The admin API listens only on a Unix socket inside a 0700 run directory, so no
 other local user (or browser page) can reconfigure the edge.
