@@ -1,0 +1,261 @@
+"""Rollouts of the local provider: the blue-green replace, in-place updates, deletes and the edge.
+
+A mixin of :class:`railguard.providers.local.provider.LocalProvider`, kept apart so each
+file stays readable: the provider module handles adoption, supervision and observation;
+this one carries out changes. Each sub-step reports to the engine's journal through
+``step`` (build, release-command, start, gate, switch, drain, stop-old, scale-up, edge).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+from railguard.model.plans import Action
+from railguard.model.resources import ObservedResource, Resource
+from railguard.providers.base import ApplyRequest, ApplyResponse, ObserveRequest, ObserveResponse, Progress
+from railguard.providers.local import artifacts
+from railguard.providers.local.edge import CaddyEdge, EdgeError, EdgeRoute
+from railguard.providers.local.processes import Supervisor, is_alive
+from railguard.providers.local.replicas import Failure, check, gate, replica_env, run_release_command, start_replicas
+from railguard.providers.local.replicas import stop_all as stop_replicas
+from railguard.providers.local.runtime import LIVE, PENDING, WARM, EnvRuntime, Replica, ReplicaSet, RuntimeState
+
+
+class Rollouts:
+    home: Path
+    state: RuntimeState
+    supervisor: Supervisor
+    secret_values: Callable[[str, list[str]], dict[str, str]]
+
+    def edge(self, env: str) -> CaddyEdge:
+        raise NotImplementedError
+
+    def observe(self, request: ObserveRequest) -> ObserveResponse:
+        raise NotImplementedError
+
+    def _observed_service(self, env: str, rs: ReplicaSet) -> ObservedResource:
+        raise NotImplementedError
+
+    def _retire(self, rs: ReplicaSet) -> None:
+        raise NotImplementedError
+
+    def _data_dir(self, request: ApplyRequest) -> Path:
+        path = Path(request.data_dir) if request.data_dir else self.home / "data" / request.env
+        path.mkdir(parents=True, exist_ok=True)
+        return path
+
+    def _rollout(self, request: ApplyRequest, step: _Step) -> ApplyResponse:
+        desired = _need(request.desired)
+        cfg, env, name = desired.config, request.env, desired.name
+        runtime = self.state.env(env)
+        release = request.release or 0
+        new_set = self._warm_match(runtime, desired)
+        if new_set is None:
+            with step("build"):
+                artifact = artifacts.ensure(self.home / "artifacts", Path(request.source_root or "."),
+                                            cfg["source"] or "", cfg["build"], dict(cfg["env"]))
+            data_dir = self._data_dir(request)
+            log_dir = self.home / "logs" / env / name
+            if cfg["release"]:
+                with step("release-command"):
+                    environ = replica_env(cfg, env=env, service=name, release=release, index=None, port=None,
+                                          data_dir=data_dir, artifact=artifact, home=self.home,
+                                          secrets=self.secret_values(env, cfg["secrets"]))
+                    run_release_command(cfg, environ, artifact, log_dir / f"{env}.{name}.r{release}.release.log")
+            with step("start"):
+                started = start_replicas(cfg["replicas"], 0, cfg, env=env, service=name, release=release,
+                                         data_dir=data_dir, artifact=artifact, home=self.home, log_dir=log_dir,
+                                         secrets=self.secret_values(env, cfg["secrets"]))
+                new_set = ReplicaSet(service=name, release=release, fingerprint=desired.fingerprint, config=cfg,
+                                     depends_on=desired.depends_on, artifact=str(artifact.path), role=PENDING,
+                                     replicas=started)
+                with self.state.lock:
+                    runtime.sets.append(new_set)
+                    self.state.save()
+            with step("gate"):
+                try:
+                    gate(started, cfg)
+                except Failure:
+                    self._abandon(runtime, new_set)
+                    raise
+        old = self._switch(env, runtime, new_set, desired, step)
+        if old is not None:
+            with step("drain"):
+                self._drain(env, [r.address for r in old.replicas], cfg["drain_timeout_ms"] / 1000)
+            if not cfg.get("rollback_window_ms"):
+                with step("stop-old"):
+                    with self.state.lock:
+                        runtime.sets.remove(old)
+                        self.state.save()
+                    self._retire(old)
+        return ApplyResponse(ok=True, observed=self._observed_service(env, new_set))
+
+    def _warm_match(self, runtime: EnvRuntime, desired: Resource) -> ReplicaSet | None:
+        """A warm set running exactly this config can take traffic again at once (instant rollback)."""
+        for rs in runtime.of(desired.name, WARM):
+            if rs.fingerprint == desired.fingerprint and rs.replicas and all(
+                    is_alive(r.record) and check(rs.config, r).ok for r in rs.replicas):
+                return rs
+        return None
+
+    def _abandon(self, runtime: EnvRuntime, rs: ReplicaSet) -> None:
+        stop_replicas(rs.replicas)
+        with self.state.lock:
+            if rs in runtime.sets:
+                runtime.sets.remove(rs)
+            self.state.save()
+
+    def _switch(self, env: str, runtime: EnvRuntime, new_set: ReplicaSet, desired: Resource,
+                step: _Step) -> ReplicaSet | None:
+        with step("switch"):
+            with self.state.lock:
+                old = runtime.live(new_set.service)
+                if old is not None and old is not new_set:
+                    old.role, old.warm_until = WARM, time.time() + desired.config.get("rollback_window_ms", 0) / 1000
+                if new_set.role == PENDING:
+                    for replica in new_set.replicas:
+                        replica.record = self.supervisor.add(replica.spec, replica.record)
+                new_set.role, new_set.warm_until = LIVE, None
+                new_set.config, new_set.fingerprint, new_set.depends_on = (desired.config, desired.fingerprint,
+                                                                           desired.depends_on)
+                self.state.save()
+                self._sync_edge(env)
+        return old if old is not new_set else None
+
+    def _update_service(self, request: ApplyRequest, step: _Step) -> ApplyResponse:
+        desired = _need(request.desired)
+        cfg, env, name = desired.config, request.env, desired.name
+        runtime = self.state.env(env)
+        live = runtime.live(name)
+        if live is None:
+            return self._rollout(request, step)
+        want, have = cfg["replicas"], len(live.replicas)
+        removed: list[Replica] = []
+        if want > have:
+            with step("scale-up"):
+                artifact = artifacts.Artifact(Path(live.artifact), cfg["source"] or "")
+                first = max((int(r.spec.name.rsplit(".", 1)[1]) for r in live.replicas), default=-1) + 1
+                extra = start_replicas(want - have, first, cfg, env=env, service=name, release=live.release,
+                                       data_dir=self._data_dir(request), artifact=artifact, home=self.home,
+                                       log_dir=self.home / "logs" / env / name,
+                                       secrets=self.secret_values(env, cfg["secrets"]))
+                try:
+                    gate(extra, cfg)
+                except Failure:
+                    stop_replicas(extra)
+                    raise
+                live.replicas += [Replica(r.spec, self.supervisor.add(r.spec, r.record), r.secret_names)
+                                  for r in extra]
+        elif want < have:
+            removed = live.replicas[want:]
+            live.replicas = live.replicas[:want]
+        with step("switch"):
+            with self.state.lock:
+                live.config, live.fingerprint, live.depends_on = cfg, desired.fingerprint, desired.depends_on
+                self.state.save()
+                self._sync_edge(env)
+        if removed:
+            with step("drain"):
+                self._drain(env, [r.address for r in removed], cfg["drain_timeout_ms"] / 1000)
+            for replica in removed:
+                self.supervisor.remove(replica.spec.name)
+        return ApplyResponse(ok=True, observed=self._observed_service(env, live))
+
+    def _delete_service(self, request: ApplyRequest, step: _Step) -> ApplyResponse:
+        env, name = request.env, request.change.address.split("/service.")[-1]
+        runtime = self.state.env(env)
+        with step("switch"):
+            with self.state.lock:
+                gone = runtime.of(name)
+                runtime.sets = [s for s in runtime.sets if s.service != name]
+                self.state.save()
+                self._sync_edge(env)
+        drain_s = max((rs.config["drain_timeout_ms"] for rs in gone), default=0) / 1000
+        with step("drain"):
+            self._drain(env, [r.address for rs in gone for r in rs.replicas], drain_s)
+        with step("stop"):
+            for rs in gone:
+                self._retire(rs)
+        return ApplyResponse(ok=True, observed=None)
+
+    def _apply_edge(self, request: ApplyRequest, step: _Step) -> ApplyResponse:
+        runtime = self.state.env(request.env)
+        previous = runtime.edge
+        with step("edge"):
+            if request.change.action is Action.delete:
+                edge = self.edge(request.env)
+                if edge.running():
+                    edge.remove_environment(request.env)
+                    edge.stop()
+                with self.state.lock:
+                    runtime.edge = None
+                    self.state.save()
+                return ApplyResponse(ok=True, observed=None)
+            desired = _need(request.desired)
+            with self.state.lock:
+                runtime.edge = {"fingerprint": desired.fingerprint, "config": desired.config,
+                                "depends_on": desired.depends_on}
+                try:
+                    self.edge(request.env).start()
+                    self._sync_edge(request.env)
+                except EdgeError:
+                    runtime.edge = previous  # the edge kept its old config; so does our record
+                    raise
+                finally:
+                    self.state.save()
+        observed = {r.address: r for r in self.observe(ObserveRequest(env=request.env)).resources}
+        return ApplyResponse(ok=True, observed=observed.get(request.change.address))
+
+    def edge_routes(self, env: str) -> list[EdgeRoute]:
+        runtime = self.state.env(env)
+        if runtime.edge is None:
+            return []
+        routes = []
+        for route in runtime.edge["config"]["routes"]:
+            live = runtime.live(route["service"])
+            upstreams = tuple(r.address for r in live.replicas) if live else ()
+            routes.append(EdgeRoute(route["host"], route["path"], upstreams))
+        return routes
+
+    def _sync_edge(self, env: str) -> None:
+        runtime = self.state.env(env)
+        if runtime.edge is not None:
+            config = runtime.edge["config"]
+            self.edge(env).set_environment(env, config["port"], self.edge_routes(env), config.get("bind", "127.0.0.1"))
+
+    def _drain(self, env: str, addresses: list[str], timeout: float) -> None:
+        """Wait until the edge has no request in flight to ``addresses`` (bounded by ``timeout``)."""
+        edge = self.edge(env)
+        if not addresses or not edge.running():
+            return
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            busy = edge.in_flight()
+            if not any(busy.get(a, 0) for a in addresses):
+                return
+            time.sleep(0.05)
+
+
+_Step = Callable[[str], Any]
+
+
+def _stepper(progress: Progress | None) -> Callable[[str], Any]:
+    @contextmanager
+    def step(name: str) -> Iterator[None]:
+        if progress:
+            progress(name, "begin", {})
+        yield
+        if progress:
+            progress(name, "end", {})
+
+    return step
+
+
+def _need(resource: Resource | None) -> Resource:
+    assert resource is not None, "create/update/replace always carry the desired resource"
+    return resource
+
