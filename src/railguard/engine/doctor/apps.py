@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from railguard.engine.doctor.context import CheckStop, Context, seconds
+from railguard.engine.doctor.context import STOP_S, CheckStop, Context, seconds
 from railguard.engine.doctor.deployment import Deployment, failure_evidence
 from railguard.engine.doctor.fingerprint import copy_data
 from railguard.engine.doctor.isolation import rewrite
@@ -119,7 +119,7 @@ def backdrop(ctx: Context, name: str) -> int | None:
             routes = [route for route in r.config["routes"] if route["service"] in needs]
             deps = [d for d in r.depends_on if d.rsplit(".", 1)[-1] in needs]
             wanted.append(make_resource(r.env, "edge", r.name, {**r.config, "routes": routes}, deps))
-    record, problems = deployment.apply(deployment.resources(wanted))
+    record, problems = deployment.apply(wanted)
     if record["status"] != "succeeded":
         raise CheckStop(Finding(
             status=Status.fail, subject=name,
@@ -229,7 +229,7 @@ def launch(ctx: Context, prepared: Prepared, data_dir: Path, label: str,
                                 evidence=[f"run: {prepared.argv()}"],
                                 remediation="Fix `run` in the spec (argv, no shell).")) from exc
     running = Running(Replica(spec, record), cfg, notes)
-    ctx.scratch.closers.append(lambda: None if running.stop(1.0) else None)
+    ctx.scratch.closers.append(lambda: None if running.stop(STOP_S) else None)
     return running
 
 

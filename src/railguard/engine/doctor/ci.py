@@ -95,7 +95,7 @@ def github_workflow(spec: Spec, spec_path: Path, env: str | None = None) -> str:
     spec_arg = "" if spec_path.name == "railguard.toml" else f" --spec {spec_path.name}"
     doctor_env = env or next((n for n, e in spec.environments.items() if not e.protected),
                              next(iter(spec.environments), "staging"))
-    plans = "".join(f"""
+    plans = "".join(f"""\
       - name: Plan {name} (exit 0 no changes, 2 changes to review, 1 error)
         run: |
           set +e
@@ -128,8 +128,7 @@ jobs:
         run: python -m pip install railguard
       - name: Validate the spec
         run: railguard validate{spec_arg}
-{plans.lstrip(chr(10))}
-      - name: Readiness checks (exit 2 when a check fails)
+{plans}      - name: Readiness checks (exit 2 when a check fails)
         run: railguard doctor --env {doctor_env}{spec_arg}
       - name: Stop Railguard's daemon
         if: always()

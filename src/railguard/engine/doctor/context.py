@@ -20,6 +20,7 @@ from railguard.model.resources import Resource
 from railguard.model.spec import Spec
 
 MAX_WAIT_S = 120.0  # no single wait of a check exceeds this, whatever the spec says
+STOP_S = 0.5  # scratch processes are stopped fast (SIGKILL after this): graceful-shutdown has its own check
 
 
 class CheckStop(Exception):  # noqa: N818 - a control-flow signal carrying the check's finding

@@ -21,7 +21,7 @@ import httpx
 
 from railguard.engine import planner
 from railguard.engine.apply import execute
-from railguard.engine.doctor.context import CheckStop, Context
+from railguard.engine.doctor.context import STOP_S, CheckStop, Context
 from railguard.engine.doctor.isolation import rewrite
 from railguard.engine.doctor.report import Finding, Status
 from railguard.engine.execute import Context as ExecContext
@@ -36,14 +36,13 @@ from railguard.state.store import Store
 
 PORT_TRIES = 3
 WARM_MS = 3_600_000
-STOP_S = 0.5  # scratch replicas are stopped fast: graceful shutdown has its own check
 
 
 class Deployment:
     def __init__(self, ctx: Context, data: Path, label: str) -> None:
         self.ctx = ctx
         self.data = data
-        self.home = ctx.scratch.folder(label)
+        self.home = ctx.scratch.socket_folder(label)
         (ctx.scratch.home / "artifacts").mkdir(exist_ok=True)
         (self.home / "artifacts").symlink_to(ctx.scratch.home / "artifacts", target_is_directory=True)
         self.edge = CaddyEdge(self.home / "edge")
@@ -77,22 +76,37 @@ class Deployment:
         return ExecContext(source_root=self.ctx.source_root, spec_root=self.ctx.ws.root)
 
     def apply(self, desired: list[Resource]) -> tuple[dict[str, Any], list[Diagnostic]]:
-        """Deploy ``desired`` (already rewritten); on a taken edge port, move the edge and try again."""
+        """Deploy the environment's ``desired`` resources (rewritten here for scratch).
+
+        The edge goes first, so a service that reaches another through it (there is no other way
+        between services) can pass its health check on a first deployment. On a taken edge port the
+        edge moves to another free port and everything is rewritten again."""
         for attempt in range(PORT_TRIES):
-            env = self.ctx.env
-            computed = planner.plan(env, desired, self.store.inventory(env), self.store.serial(env))
-            record = execute(self.store, env=env, kind="apply", plan_id=None, changes=computed.changes,
-                             desired=desired, provider=self.provider, principal="railguard-doctor",
-                             ctx=self._context())
-            problems = _diagnostics(record)
+            record, problems = self._apply_once(self.resources(desired))
             if not any(d.code == "edge.port_in_use" for d in problems) or attempt == PORT_TRIES - 1:
                 return record, problems
             old = self.port
             self.port, notes = self.ctx.scratch.port()
             self.notes += [*notes, f"scratch edge port {old} was taken by another program; moved to {self.port}"]
-            desired = [make_resource(r.env, r.kind, r.name, {**r.config, "port": self.port}, r.depends_on)
-                       if r.kind == "edge" else r for r in desired]
         raise AssertionError("unreachable")
+
+    def _apply_once(self, desired: list[Resource]) -> tuple[dict[str, Any], list[Diagnostic]]:
+        env = self.ctx.env
+        live = {o.address: o for o in self.store.inventory(env)}
+        first = [make_resource(r.env, r.kind, r.name, r.config, []) for r in desired
+                 if r.kind == "edge" and r.address not in live]
+        for batch in ([first] if first else []) + [desired]:
+            computed = planner.plan(env, batch, self.store.inventory(env), self.store.serial(env))
+            if batch is first:
+                computed = computed.model_copy(update={"changes": [c for c in computed.changes
+                                                                   if c.action.value != "delete"]})
+            record = execute(self.store, env=env, kind="apply", plan_id=None, changes=computed.changes,
+                             desired=batch, provider=self.provider, principal="railguard-doctor",
+                             ctx=self._context())
+            problems = _diagnostics(record)
+            if record["status"] != "succeeded":
+                return record, problems
+        return record, problems
 
     def rollback(self, to: int) -> tuple[dict[str, Any], list[Diagnostic]]:
         record = rollback(self.store, self.ctx.env, self.provider, "railguard-doctor", self._context(), to)

@@ -46,8 +46,8 @@ def check(ctx: Context) -> list[Finding]:
     try:
         deployment = Deployment(ctx, data, "drill")
         evidence = [f"previous release: {past.reason}; data: scratch copy of {ctx.data_dir()} ({copied} file(s))"]
-        steps = [(f"deploy the previous release ({number})", lambda: deployment.apply(deployment.resources(previous))),
-                 ("deploy the current working tree", lambda: deployment.apply(deployment.resources(ctx.desired)))]
+        steps = [(f"deploy the previous release ({number})", lambda: deployment.apply(previous)),
+                 ("deploy the current working tree", lambda: deployment.apply(ctx.desired))]
         for label, step in steps:
             failed = _step(deployment, label, step, evidence)
             if failed:

@@ -19,10 +19,10 @@ from typing import Any
 
 from railguard.engine.doctor.apps import Running, launch, prepare, ready_or_stop, run_release
 from railguard.engine.doctor.codescan import entry_closure, scan
-from railguard.engine.doctor.context import CheckStop, Context, seconds
+from railguard.engine.doctor.context import STOP_S, CheckStop, Context, seconds
 from railguard.engine.doctor.deployment import Deployment, failure_evidence
 from railguard.engine.doctor.fingerprint import copy_data
-from railguard.engine.doctor.isolation import broken_value, data_like
+from railguard.engine.doctor.isolation import broken_value, data_like, edge_ports_in
 from railguard.engine.doctor.report import Finding, Status
 from railguard.providers.local.health import CheckResult
 from railguard.providers.local.replicas import check as health_check
@@ -86,7 +86,7 @@ def _baseline_then_break(ctx: Context, name: str, broken: list[tuple[str, str | 
     try:
         gate = ready_or_stop(running, name, "with its data (the baseline)")
     finally:
-        running.stop(1.0)
+        running.stop(STOP_S)
     baseline = f"baseline: healthy with a copy of its data ({gate.last.detail if gate.last else 'ok'})"
     findings = []
     for label, var in broken:
@@ -117,7 +117,7 @@ def _start_broken(ctx: Context, name: str, label: str, var: str | None, baseline
     try:
         verdict, seen, took = _watch(running)
     finally:
-        running.stop(1.0)
+        running.stop(STOP_S)
     health = ctx.configs[name]["health"]
     evidence = [baseline, f"started with its {label} unreachable: {how}",
                 f"health checks seen in {took:.1f} s: {seen}"]
@@ -170,10 +170,20 @@ def _short(result: CheckResult) -> str:
 
 def _depends_on(ctx: Context) -> list[Finding]:
     needed = sorted({d.rsplit(".", 1)[-1] for r in ctx.desired if r.kind == "service" for d in r.depends_on})
+    edge = ctx.spec.environments[ctx.env].edge_port
     findings: list[Finding] = []
     for dependency in needed:
-        dependents = [r.name for r in ctx.desired if r.kind == "service"
-                      and f"{ctx.env}/service.{dependency}" in r.depends_on and r.config["health"]]
+        dependents = []
+        for r in ctx.desired:
+            if r.kind != "service" or f"{ctx.env}/service.{dependency}" not in r.depends_on or not r.config["health"]:
+                continue
+            if any(edge in edge_ports_in(v) for v in r.config["env"].values()):
+                dependents.append(r.name)
+            else:
+                findings.append(Finding(
+                    status=Status.skipped, subject=r.name,
+                    summary=f"depends_on {dependency}, but no variable of {r.name} points at the edge (port {edge}), "
+                            f"the only way to reach {dependency}: nothing to break"))
         if not dependents:
             continue
         try:
@@ -188,7 +198,7 @@ def _stop_under(ctx: Context, dependency: str, dependents: list[str]) -> list[Fi
     copy_data(ctx.data_dir(), data)
     deployment = Deployment(ctx, data, f"deps-{dependency}")
     try:
-        record, problems = deployment.apply(deployment.resources(ctx.desired))
+        record, problems = deployment.apply(ctx.desired)
         if record["status"] != "succeeded":
             return [Finding(status=Status.fail, subject=dependency,
                             summary=f"the scratch deployment failed: {problems[0].summary if problems else ''}",

@@ -20,13 +20,14 @@ from pathlib import Path
 # Schemes of data stores reached over the network: a scratch run cannot get its own copy of those.
 NETWORK_SCHEMES = ("postgres", "postgresql", "mysql", "mariadb", "mongodb", "mongodb+srv", "redis", "rediss",
                    "amqp", "amqps", "mssql", "oracle", "cockroachdb", "clickhouse")
-_URL = re.compile(r"^(?P<scheme>[a-z][a-z0-9+.-]*)(\+[a-z0-9]+)?://(?P<rest>.*)$", re.IGNORECASE)
+_URL = re.compile(r"^(?P<scheme>[a-z][a-z0-9.-]*)(?P<driver>\+[a-z0-9_]+)?://(?P<rest>.*)$", re.IGNORECASE)
 _DATA_NAME = re.compile(r"(DATABASE|(^|_)DB(_|$)|SQLITE|POSTGRES|MYSQL|MONGO|REDIS|DSN|(^|_)DATA(_|$)|STORAGE|"
                         r"UPLOAD|MEDIA)", re.IGNORECASE)
 _LOOPBACK = r"(?:127\.0\.0\.1|localhost|0\.0\.0\.0|\[::1\])"
 
 
 def scheme(value: str) -> str | None:
+    """The URL scheme without its driver (``postgresql+psycopg://`` → ``postgresql``)."""
     found = _URL.match(value.strip())
     return found.group("scheme").lower() if found else None
 
@@ -104,5 +105,5 @@ def broken_value(value: str, blocked: Path, closed_port: int) -> str:
     found = _URL.match(value.strip())
     if found:
         user = "doctor@"
-        return f"{found.group('scheme')}://{user}127.0.0.1:{closed_port}/doctor"
+        return f"{found.group('scheme')}{found.group('driver') or ''}://{user}127.0.0.1:{closed_port}/doctor"
     return str(blocked / (Path(value).name or "data"))

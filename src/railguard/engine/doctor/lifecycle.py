@@ -20,7 +20,7 @@ import time
 import psutil
 
 from railguard.engine.doctor.apps import Running, launch, prepare, ready_or_stop, run_release
-from railguard.engine.doctor.context import CheckStop, Context, seconds
+from railguard.engine.doctor.context import STOP_S, CheckStop, Context, seconds
 from railguard.engine.doctor.fingerprint import copy_data
 from railguard.engine.doctor.report import Finding, Status
 
@@ -67,7 +67,7 @@ def port_binding(ctx: Context) -> list[Finding]:
         try:
             findings.append(_judge_port(running, name, cfg["port_env"], seconds(cfg["start_timeout_ms"])))
         finally:
-            running.stop(1.0)
+            running.stop(STOP_S)
     return findings
 
 
@@ -134,7 +134,7 @@ def graceful_shutdown(ctx: Context) -> list[Finding]:
                 ready_or_stop(running, name, "before the shutdown test")
                 findings.append(_in_flight(running, name, paths[0], seconds(cfg["stop_timeout_ms"])))
             finally:
-                running.stop(1.0)
+                running.stop(STOP_S)
         except CheckStop as stop:
             findings.append(stop.finding)
     return findings
@@ -164,7 +164,7 @@ def _in_flight(running: Running, name: str, path: str, stop_timeout: float) -> F
     took = time.monotonic() - began
     status_line = answer.split(b"\r\n", 1)[0].decode("latin-1", errors="replace") if answer else ""
     if not exited:
-        running.stop(1.0)
+        running.stop(STOP_S)
         return Finding(status=Status.fail, subject=name,
                        summary=f"did not exit within stop_timeout ({stop_timeout:g} s) after SIGTERM; it was killed",
                        evidence=evidence + [f"answer: {status_line or 'none'}",

@@ -45,6 +45,7 @@ class Scratch:
         self._artifacts: dict[str, artifacts.Artifact] = {}
         self._counter = 0
         self.closers: list[Callable[[], None]] = []
+        self.extra: list[Path] = []  # short folders outside root, for Unix sockets (see socket_folder)
 
     # -- places ------------------------------------------------------------------------------
     def folder(self, name: str) -> Path:
@@ -53,6 +54,18 @@ class Scratch:
         path = self.root / f"{name}-{self._counter}"
         path.mkdir(parents=True)
         return path
+
+    def socket_folder(self, name: str) -> Path:
+        """A new folder for a state folder with Unix sockets (Caddy's admin socket) in it.
+
+        Socket paths are limited to 107 bytes; when the scratch folder is too deep (CI, pytest) the
+        folder is made under /tmp instead, and torn down with the rest."""
+        path = self.folder(name)
+        if len(str(path / "edge" / "admin.sock")) <= 100:
+            return path
+        short = Path(tempfile.mkdtemp(prefix="rgdoc-", dir="/tmp")).resolve()
+        self.extra.append(short)
+        return short
 
     def blocked(self) -> Path:
         """A path under which nothing can be created: its parent is a regular file (ENOTDIR, even for root)."""
@@ -113,8 +126,8 @@ class Scratch:
                 if proc.status() == psutil.STATUS_ZOMBIE:
                     continue
                 text = " ".join(proc.info["cmdline"] or [])
-                if str(self.root) in text or self._instance_of(proc) == self.instance or \
-                        str(self.root) in _cwd(proc):
+                places = [str(p) for p in (self.root, *self.extra)]
+                if any(p in text or p in _cwd(proc) for p in places) or self._instance_of(proc) == self.instance:
                     found.append(proc)
             except psutil.Error:
                 continue
@@ -147,7 +160,8 @@ class Scratch:
             except (psutil.Error, OSError):
                 continue
         psutil.wait_procs(self.ours(), timeout=5)
-        shutil.rmtree(self.root, ignore_errors=True)
+        for folder in (self.root, *self.extra):
+            shutil.rmtree(folder, ignore_errors=True)
         return notes
 
 
