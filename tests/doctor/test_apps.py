@@ -7,6 +7,7 @@ scratch environment must be gone afterwards and no process may be left (the suit
 
 from __future__ import annotations
 
+import shutil
 import tomllib
 from collections.abc import Iterator
 from pathlib import Path
@@ -35,13 +36,16 @@ def stop_after() -> Iterator[list[SampleApp]]:
 
 @pytest.mark.parametrize("case", CASES, ids=[c.get("name", c["app"]) for c in CASES])
 def test_sample_app(case: dict[str, Any], tmp_path: Path, stop_after: list[SampleApp]) -> None:
-    app = make_app(tmp_path, "healthy" if case.get("setup") == "deploy" else case["app"])
+    setup = case.get("setup", "")
+    app = make_app(tmp_path, "healthy" if setup.startswith("deploy") else case["app"])
     stop_after.append(app)
-    if case.get("setup") == "seed":
+    if setup == "seed":
         app.seed()
-    if case.get("setup") == "deploy":
+    if setup.startswith("deploy"):
         app.deploy()
         app.overlay(case["app"])
+    if setup == "deploy-without-artifacts":
+        shutil.rmtree(app.root / ".railguard" / "artifacts")
     for old, new in case.get("edits", []):
         app.edit_spec(old, _render(new, app))
     code, payload = app.doctor(*case["checks"])

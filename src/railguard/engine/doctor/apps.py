@@ -21,7 +21,6 @@ from typing import Any
 
 from railguard.engine.doctor.context import STOP_S, CheckStop, Context, seconds
 from railguard.engine.doctor.deployment import Deployment, failure_evidence
-from railguard.engine.doctor.fingerprint import copy_data
 from railguard.engine.doctor.isolation import rewrite
 from railguard.engine.doctor.report import Finding, Status
 from railguard.model.resources import make_resource
@@ -110,8 +109,7 @@ def backdrop(ctx: Context, name: str) -> int | None:
         return None
     if isinstance(ctx.cache.get(key), int):
         return int(ctx.cache[key])
-    data = ctx.scratch.folder("data")
-    copy_data(ctx.data_dir(), data)
+    data, _ = ctx.data_copy()
     deployment = Deployment(ctx, data, f"backdrop-{name}")
     wanted = [r for r in ctx.desired if r.kind == "service" and r.name in needs]
     for r in ctx.desired:

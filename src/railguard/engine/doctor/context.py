@@ -9,10 +9,12 @@ artifact did not build, a variable points at a real database...).
 
 from __future__ import annotations
 
+import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from railguard.engine.doctor.fingerprint import copy_data
 from railguard.engine.doctor.report import Finding
 from railguard.engine.doctor.scratch import Scratch
 from railguard.engine.workspace import Workspace
@@ -51,6 +53,20 @@ class Context:
         name = env or self.env
         configured = self.spec.environments[name].data_dir
         return (self.ws.root / configured).resolve() if configured else (self.ws.home / "data" / name).resolve()
+
+    def data_copy(self, name: str = "data") -> tuple[Path, int]:
+        """A fresh scratch copy of the environment's data folder, and how many files it holds.
+
+        The real folder is read once, at the first call (see :func:`copy_data`); every copy after that
+        comes from that snapshot, so all checks see the same data and the real folder is read once."""
+        snapshot = self.cache.get("data-snapshot")
+        if not isinstance(snapshot, tuple):
+            folder = self.scratch.folder("snapshot")
+            snapshot = (folder, copy_data(self.data_dir(), folder))
+            self.cache["data-snapshot"] = snapshot
+        target = self.scratch.folder(name)
+        shutil.copytree(snapshot[0], target, symlinks=True, dirs_exist_ok=True)
+        return target, int(snapshot[1])
 
     def data_dirs(self) -> list[Path]:
         return [self.data_dir(e) for e in self.spec.environments]

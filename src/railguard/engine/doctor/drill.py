@@ -17,7 +17,6 @@ from typing import Any
 
 from railguard.engine.doctor.context import CheckStop, Context
 from railguard.engine.doctor.deployment import Deployment, failure_evidence
-from railguard.engine.doctor.fingerprint import copy_data
 from railguard.engine.doctor.history import history
 from railguard.engine.doctor.report import Finding, Status
 from railguard.model.diagnostics import Diagnostic
@@ -41,8 +40,7 @@ def check(ctx: Context) -> list[Finding]:
             return [Finding(status=Status.skipped, subject=name,
                             summary=f"the artifact of release {number} is gone from {ctx.real_home / 'artifacts'}",
                             remediation="Nothing to fix in the app: that release cannot be run again.")]
-    data = ctx.scratch.folder("drill-data")
-    copied = copy_data(ctx.data_dir(), data)
+    data, copied = ctx.data_copy("drill-data")
     try:
         deployment = Deployment(ctx, data, "drill")
         evidence = [f"previous release: {past.reason}; data: scratch copy of {ctx.data_dir()} ({copied} file(s))"]

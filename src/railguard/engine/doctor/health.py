@@ -21,7 +21,6 @@ from railguard.engine.doctor.apps import Running, launch, prepare, ready_or_stop
 from railguard.engine.doctor.codescan import entry_closure, scan
 from railguard.engine.doctor.context import STOP_S, CheckStop, Context, seconds
 from railguard.engine.doctor.deployment import Deployment, failure_evidence
-from railguard.engine.doctor.fingerprint import copy_data
 from railguard.engine.doctor.isolation import broken_value, data_like, edge_ports_in
 from railguard.engine.doctor.report import Finding, Status
 from railguard.providers.local.health import CheckResult
@@ -77,8 +76,7 @@ def check(ctx: Context) -> list[Finding]:
 
 
 def _baseline_then_break(ctx: Context, name: str, broken: list[tuple[str, str | None]]) -> list[Finding]:
-    data = ctx.scratch.folder("data")
-    copy_data(ctx.data_dir(), data)
+    data, _ = ctx.data_copy()
     prepared = prepare(ctx, name, data, serve=True)
     if prepared.config["release"]:
         run_release(ctx, prepared, data, "health-baseline")
@@ -101,8 +99,7 @@ def _start_broken(ctx: Context, name: str, label: str, var: str | None, baseline
         data = blocked / "data"
         how = f"RAILGUARD_DATA_DIR={data} (under a regular file: unreachable)"
     else:
-        data = ctx.scratch.folder("data")
-        copy_data(ctx.data_dir(), data)
+        data, _ = ctx.data_copy()
         value = broken_value(cfg["env"][var], blocked, ctx.scratch.closed_port())
         cfg["env"] = {**cfg["env"], var: value}
         how = f"{var}={value}"
@@ -194,8 +191,7 @@ def _depends_on(ctx: Context) -> list[Finding]:
 
 
 def _stop_under(ctx: Context, dependency: str, dependents: list[str]) -> list[Finding]:
-    data = ctx.scratch.folder("data")
-    copy_data(ctx.data_dir(), data)
+    data, _ = ctx.data_copy()
     deployment = Deployment(ctx, data, f"deps-{dependency}")
     try:
         record, problems = deployment.apply(ctx.desired)

@@ -21,7 +21,6 @@ import psutil
 
 from railguard.engine.doctor.apps import Running, launch, prepare, ready_or_stop, run_release
 from railguard.engine.doctor.context import STOP_S, CheckStop, Context, seconds
-from railguard.engine.doctor.fingerprint import copy_data
 from railguard.engine.doctor.report import Finding, Status
 
 SETTLE_S = 0.5  # listening elsewhere for this long, without the given port, counts as ignoring $PORT
@@ -30,8 +29,7 @@ BODY = b"railguard doctor: graceful-shutdown probe; this request is in flight wh
 
 
 def _start(ctx: Context, name: str, label: str) -> Running:
-    data = ctx.scratch.folder("data")
-    copy_data(ctx.data_dir(), data)
+    data, _ = ctx.data_copy()
     prepared = prepare(ctx, name, data, serve=True)
     if prepared.config["release"]:
         run_release(ctx, prepared, data, label)

@@ -1,7 +1,7 @@
 """Checks ``idempotent-release`` and ``migrations-forward``: the release command on real-shaped data.
 
 Both work on scratch copies of the environment's data folder (see
-:func:`railguard.engine.doctor.fingerprint.copy_data`), never on the folder itself.
+:meth:`railguard.engine.doctor.context.Context.data_copy`), never on the folder itself.
 idempotent-release runs the release command twice: the second run must succeed and leave the data's
 logical fingerprint unchanged. migrations-forward runs it from an empty folder and from the previous
 release's data (the environment's data, or, when that is empty, what the previous release's own
@@ -14,7 +14,7 @@ from pathlib import Path
 
 from railguard.engine.doctor.apps import Prepared, Ran, prepare, run_release
 from railguard.engine.doctor.context import CheckStop, Context
-from railguard.engine.doctor.fingerprint import copy_data, differences, fingerprint, losses
+from railguard.engine.doctor.fingerprint import differences, fingerprint, losses
 from railguard.engine.doctor.history import history
 from railguard.engine.doctor.report import Finding, Status
 
@@ -27,8 +27,7 @@ def _with_release(ctx: Context) -> list[str]:
 
 
 def _seed(ctx: Context) -> tuple[Path, int, str]:
-    data = ctx.scratch.folder("data")
-    copied = copy_data(ctx.data_dir(), data)
+    data, copied = ctx.data_copy()
     what = (f"a scratch copy of {ctx.data_dir()} ({copied} file(s))" if copied
             else f"an empty folder ({ctx.data_dir()} is empty or missing)")
     return data, copied, what
