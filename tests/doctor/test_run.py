@@ -21,6 +21,7 @@ import pytest
 
 from railguard.engine.doctor.runner import CHECKS, run
 from railguard.engine.workspace import Workspace
+from railguard.model.diagnostics import RailguardError
 from railguard.providers.local.processes import allocate_port
 
 from .harness import SampleApp, check, make_app, text_of
@@ -137,6 +138,14 @@ def test_an_unknown_check_is_a_diagnostic_with_a_suggestion(healthy: SampleApp) 
     assert done.returncode == 1 and "Traceback" not in done.stderr
     diagnostic = json.loads(done.stdout)["diagnostics"][0]
     assert diagnostic["code"] == "doctor.unknown_check" and diagnostic["extra"]["suggestion"] == "timeouts"
+
+
+def test_an_unusable_scratch_folder_is_a_diagnostic(healthy: SampleApp) -> None:
+    wall = healthy.tmp / "a-file"
+    wall.write_text("not a folder")
+    with pytest.raises(RailguardError) as raised:
+        run(Workspace.locate(healthy.root / "railguard.toml"), "staging", ["timeouts"], base=wall)
+    assert raised.value.diagnostics[0].code == "doctor.no_scratch"
 
 
 def test_people_see_each_check_and_the_exit_code_says_fail_or_warn(tmp_path: Path) -> None:

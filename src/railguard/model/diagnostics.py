@@ -80,6 +80,7 @@ CODES: dict[str, str] = {
     "doctor.check_failed": "A doctor check failed: the app is not fit to ship as it is.",
     "doctor.check_warning": "A doctor check found something to review.",
     "doctor.interrupted": "The doctor run was interrupted; its scratch environment was removed.",
+    "doctor.no_scratch": "The doctor's scratch folder could not be created.",
     # init
     "init.exists": "A spec file already exists.",
     "init.no_app": "No app was detected in the folder.",

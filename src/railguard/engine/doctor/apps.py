@@ -176,6 +176,19 @@ def run_release(ctx: Context, prepared: Prepared, data_dir: Path, label: str) ->
     return Ran(argv, code, time.monotonic() - started, tail(log_path, 15))
 
 
+def release_or_stop(ctx: Context, prepared: Prepared, data_dir: Path, label: str) -> None:
+    """Run the release command (when there is one) before starting the app; when it fails the app cannot
+    be judged: the check ends as skipped, pointing at migrations-forward, which reports the failure."""
+    if not prepared.config["release"]:
+        return
+    ran = run_release(ctx, prepared, data_dir, label)
+    if not ran.ok:
+        raise CheckStop(Finding(
+            status=Status.skipped, subject=prepared.name,
+            summary="not run: the release command failed in scratch (see migrations-forward)",
+            evidence=[ran.describe(), *(f"log: {line}" for line in ran.log[-5:])]))
+
+
 def _kill_group(proc: subprocess.Popen[bytes]) -> None:
     try:
         os.killpg(proc.pid, signal.SIGKILL)

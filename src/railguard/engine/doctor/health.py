@@ -17,7 +17,7 @@ import time
 from collections import Counter
 from typing import Any
 
-from railguard.engine.doctor.apps import Running, launch, prepare, ready_or_stop, run_release
+from railguard.engine.doctor.apps import Running, launch, prepare, ready_or_stop, release_or_stop
 from railguard.engine.doctor.codescan import entry_closure, scan
 from railguard.engine.doctor.context import STOP_S, CheckStop, Context, seconds
 from railguard.engine.doctor.deployment import Deployment, failure_evidence
@@ -78,8 +78,7 @@ def check(ctx: Context) -> list[Finding]:
 def _baseline_then_break(ctx: Context, name: str, broken: list[tuple[str, str | None]]) -> list[Finding]:
     data, _ = ctx.data_copy()
     prepared = prepare(ctx, name, data, serve=True)
-    if prepared.config["release"]:
-        run_release(ctx, prepared, data, "health-baseline")
+    release_or_stop(ctx, prepared, data, "health-baseline")
     running = launch(ctx, prepared, data, "baseline")
     try:
         gate = ready_or_stop(running, name, "with its data (the baseline)")
@@ -107,9 +106,8 @@ def _start_broken(ctx: Context, name: str, label: str, var: str | None, baseline
         prepared = prepare(ctx, name, data, config=cfg, trusted=frozenset({var} if var else ()), serve=True)
     except CheckStop as stop:
         return stop.finding
-    if var is not None and prepared.config["release"]:
-        good = prepare(ctx, name, data, serve=True)
-        run_release(ctx, good, data, f"health-{var}")
+    if var is not None:
+        release_or_stop(ctx, prepare(ctx, name, data, serve=True), data, f"health-{var}")
     running = launch(ctx, prepared, data, f"broken-{label.replace(' ', '-')}")
     try:
         verdict, seen, took = _watch(running)

@@ -19,7 +19,7 @@ import time
 
 import psutil
 
-from railguard.engine.doctor.apps import Running, launch, prepare, ready_or_stop, run_release
+from railguard.engine.doctor.apps import Running, launch, prepare, ready_or_stop, release_or_stop
 from railguard.engine.doctor.context import STOP_S, CheckStop, Context, seconds
 from railguard.engine.doctor.report import Finding, Status
 
@@ -31,8 +31,7 @@ BODY = b"railguard doctor: graceful-shutdown probe; this request is in flight wh
 def _start(ctx: Context, name: str, label: str) -> Running:
     data, _ = ctx.data_copy()
     prepared = prepare(ctx, name, data, serve=True)
-    if prepared.config["release"]:
-        run_release(ctx, prepared, data, label)
+    release_or_stop(ctx, prepared, data, label)
     return launch(ctx, prepared, data, label)
 
 

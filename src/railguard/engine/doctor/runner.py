@@ -144,7 +144,14 @@ def run(ws: Workspace, env: str, ids: list[str] | None = None, *, base: Path | N
     results: list[CheckResult] = []
     interrupted: str | None = None
     cleanup: list[str] = []
-    scratch = Scratch(base, allocate)
+    try:
+        scratch = Scratch(base, allocate)
+    except OSError as exc:
+        raise RailguardError(error(
+            "doctor.no_scratch", "The scratch folder could not be created",
+            f"The doctor works in a temporary folder and could not make one: {exc}.",
+            "Point TMPDIR at a writable folder with some free space, then run `railguard doctor` again.",
+            address=str(base or "$TMPDIR"))) from exc
     try:
         with _signals():
             try:
