@@ -27,7 +27,7 @@ from railguard.model.resources import make_resource
 from railguard.providers.local import artifacts
 from railguard.providers.local.health import CheckResult, GateResult, readiness_gate
 from railguard.providers.local.processes import ReplicaSpec, SpawnError, is_alive, spawn, stop, tail
-from railguard.providers.local.replicas import _listening_ports, check, replica_env
+from railguard.providers.local.replicas import check, replica_env
 from railguard.providers.local.runtime import Replica
 
 POLL_S = 0.1
@@ -127,12 +127,10 @@ def backdrop(ctx: Context, name: str) -> int | None:
     return deployment.port
 
 
-def environ(ctx: Context, prepared: Prepared, data_dir: Path, port: int | None,
-            overrides: dict[str, str] | None = None) -> dict[str, str]:
-    values = replica_env(prepared.config, env=ctx.env, service=prepared.name, release=0, index=0 if port else None,
-                         port=port, data_dir=data_dir, artifact=prepared.artifact, home=ctx.scratch.home)
-    values.update(overrides or {})
-    return values
+def environ(ctx: Context, prepared: Prepared, data_dir: Path, port: int | None) -> dict[str, str]:
+    """Exactly what a replica (or, without a port, the release command) sees; marked as this scratch's."""
+    return replica_env(prepared.config, env=ctx.env, service=prepared.name, release=0, index=0 if port else None,
+                       port=port, data_dir=data_dir, artifact=prepared.artifact, home=ctx.scratch.home)
 
 
 @dataclass(frozen=True)
@@ -216,21 +214,17 @@ class Running:
     def log(self, lines: int = 10) -> list[str]:
         return tail(self.replica.spec.log_path, lines)
 
-    def listening(self) -> set[int]:
-        return _listening_ports(self.replica.record.pid)
-
     def stop(self, timeout: float = 5.0) -> str:
         return stop(self.replica.record, timeout)
 
 
-def launch(ctx: Context, prepared: Prepared, data_dir: Path, label: str,
-           overrides: dict[str, str] | None = None) -> Running:
+def launch(ctx: Context, prepared: Prepared, data_dir: Path, label: str) -> Running:
     """Start one replica in scratch (its own session, scratch port, replica environment). Raises CheckStop."""
     port, notes = ctx.scratch.port() if prepared.config["listen"] else (None, [])
     cfg = prepared.config
     spec = ReplicaSpec(
         name=f"doctor.{prepared.name}.{label}", argv=list(cfg["run"]), cwd=prepared.artifact.src,
-        env=environ(ctx, prepared, data_dir, port, overrides), port=port,
+        env=environ(ctx, prepared, data_dir, port), port=port,
         log_path=ctx.scratch.home / "logs" / f"{prepared.name}.{label}.log",
         stop_timeout=seconds(cfg["stop_timeout_ms"]))
     try:

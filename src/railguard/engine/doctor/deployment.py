@@ -112,10 +112,6 @@ class Deployment:
         record = rollback(self.store, self.ctx.env, self.provider, "railguard-doctor", self._context(), to)
         return record, _diagnostics(record)
 
-    def live_release(self) -> int | None:
-        live = [r for r in self.store.releases(self.ctx.env) if r["status"] == "live"]
-        return int(live[0]["number"]) if live else None
-
     def probe(self, paths: list[str]) -> list[tuple[str, int | None, str]]:
         """GET each route path through the scratch edge: (path, status or None, detail)."""
         found: list[tuple[str, int | None, str]] = []

@@ -60,7 +60,7 @@ def check(ctx: Context) -> list[Finding]:
             continue
         broken: list[tuple[str, str | None]] = [("data folder", None)] if _uses_data_folder(ctx, name) else []
         broken += [(var, var) for var, value in sorted(cfg["env"].items()) if data_like(var, value)]
-        deps = [d.rsplit(".", 1)[-1] for d in next(r.depends_on for r in ctx.desired if r.name == name)]
+        deps = next(r.depends_on for r in ctx.desired if r.kind == "service" and r.name == name)
         if not broken and not deps:
             findings.append(Finding(status=Status.skipped, subject=name,
                                     summary="declares no dependency to break (no data folder use, no database "
