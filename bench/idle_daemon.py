@@ -8,8 +8,8 @@ process (pid from .railguard/daemon.pid) once a second for ~20 s with psutil: CP
 average over the whole window (from CPU-time deltas), RSS. Caddy's (the edge) CPU and RSS and the
 replicas' total RSS are reported beside it, and how fast daemon.log grows. No client traffic is sent
 during the window. `--health-interval 60s` (checks almost never run) separates the cost of the
-periodic health checks from the rest of the idle loop. Loopback only; `railguard daemon stop
---everything` and a psutil sweep in `finally`. ~35 s.
+periodic health checks from the rest of the idle loop. Loopback only; `railguard daemon stop --everything`
+and a psutil sweep in `finally`. ~45 s.
 
 Usage: .venv/bin/python bench/idle_daemon.py [--replicas 20] [--seconds 20] [--health-interval 5s] [--json]
 """

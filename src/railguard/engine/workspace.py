@@ -60,10 +60,10 @@ class Workspace:
         """Parse the spec; diagnostics include warnings even when the spec is usable."""
         return parse_spec(self.read_spec_text(), file=self._display_path())
 
-    def load_valid(self) -> tuple[Spec, list[Diagnostic]]:
-        """Parse the spec or raise with every error found."""
+    def load_valid(self, tolerate: frozenset[str] = frozenset()) -> tuple[Spec, list[Diagnostic]]:
+        """Parse the spec or raise with every error found (errors with a ``tolerate``d code excepted)."""
         spec, diagnostics = self.load()
-        if spec is None or has_errors(diagnostics):
+        if spec is None or has_errors([d for d in diagnostics if d.code not in tolerate]):
             raise RailguardError(*diagnostics)
         return spec, diagnostics
 

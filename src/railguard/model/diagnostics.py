@@ -77,6 +77,12 @@ CODES: dict[str, str] = {
     "operation.not_found": "No operation has that id.",
     "daemon.unavailable": "The daemon could not be reached or started.",
     "daemon.bad_request": "The daemon API received a request it does not understand.",
+    # railguard doctor
+    "doctor.unknown_check": "No doctor check has that id.",
+    "doctor.check_failed": "A doctor check failed: the app is not fit to ship as it is.",
+    "doctor.check_warning": "A doctor check found something to review.",
+    "doctor.interrupted": "The doctor run was interrupted; its scratch environment was removed.",
+    "doctor.no_scratch": "The doctor's scratch folder could not be created.",
     # init
     "init.exists": "A spec file already exists.",
     "init.no_app": "No app was detected in the folder.",

@@ -212,10 +212,28 @@ class Environment(_Strict):
     )
 
 
+class Alerts(_Strict):
+    """Where failures are reported: a webhook, a command, or both. `railguard doctor` checks one is set."""
+
+    webhook: Annotated[str, Field(pattern=r"^https?://[^\s]+$", max_length=2048)] | None = Field(
+        default=None, description="URL that receives a JSON POST for each failure (e.g. a chat or pager hook)."
+    )
+    command: Argv | None = Field(
+        default=None, description="Command (argv list, no shell) run with the failure as JSON on stdin."
+    )
+
+    @model_validator(mode="after")
+    def _one_hook(self) -> Alerts:
+        if self.webhook is None and self.command is None:
+            raise ValueError("set 'webhook' or 'command' in [alerts] (or remove the section)")
+        return self
+
+
 class Spec(_Strict):
     """The whole of ``railguard.toml``."""
 
     app: App = Field(description="The app.")
+    alerts: Alerts | None = Field(default=None, description="Where failures are reported (optional).")
     environments: dict[Name, Environment] = Field(
         default_factory=dict, description="Environments, by name (e.g. staging, production)."
     )

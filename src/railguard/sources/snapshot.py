@@ -41,7 +41,7 @@ def _spec_for(root: Path) -> pathspec.PathSpec:  # type: ignore[type-arg]
         path = root / name
         if path.is_file():
             lines += path.read_text(encoding="utf-8", errors="replace").splitlines()
-    return pathspec.PathSpec.from_lines("gitwildmatch", lines)
+    return pathspec.PathSpec.from_lines("gitignore", lines)
 
 
 def list_files(root: Path) -> list[str]:

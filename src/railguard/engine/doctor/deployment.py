@@ -1,0 +1,164 @@
+"""A whole scratch deployment: the real engine and local runtime on a scratch state folder and edge.
+
+Used where one process is not enough: the rollback drill (deploy, deploy, roll back) and the
+``depends_on`` half of honest-health (stop one service under another). It drives the same code a
+real deployment runs (planner, journaled executor, :class:`~railguard.providers.local.provider.LocalProvider`
+with a Caddy edge), on its own state folder inside the scratch, an edge on a free port, and the
+environment's resources rewritten for scratch: data in a scratch copy, variables pointing away from
+every real environment, and warm replicas dropped before a rollback (so it really starts the old
+release on the new data). Artifacts are shared with the rest of the scratch. Created by those checks; closed by them or
+by the scratch's teardown.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from railguard.engine import planner
+from railguard.engine.apply import execute
+from railguard.engine.doctor.context import STOP_S, CheckStop, Context
+from railguard.engine.doctor.isolation import rewrite
+from railguard.engine.doctor.report import Finding, Status
+from railguard.engine.execute import Context as ExecContext
+from railguard.engine.rollback import rollback
+from railguard.model.diagnostics import Diagnostic
+from railguard.model.principals import Principal, Role
+from railguard.model.resources import Resource, make_resource
+from railguard.providers.local.processes import Supervisor
+from railguard.providers.local.provider import LocalProvider
+from railguard.providers.local.runtime import WARM
+from railguard.state.store import Store
+
+PORT_TRIES = 3
+# The doctor acts on its own scratch state folder only; it is that folder's admin.
+DOCTOR = Principal(id="railguard-doctor", role=Role.admin, kind="user")
+WARM_MS = 3_600_000
+
+
+class Deployment:
+    def __init__(self, ctx: Context, data: Path, label: str) -> None:
+        self.ctx = ctx
+        self.data = data
+        self.home = ctx.scratch.socket_folder(label)
+        (ctx.scratch.home / "artifacts").mkdir(exist_ok=True)
+        (self.home / "artifacts").symlink_to(ctx.scratch.home / "artifacts", target_is_directory=True)
+        self.provider = LocalProvider(self.home, Supervisor())
+        self.store = Store.open(self.home)
+        self.port, self.notes = ctx.scratch.port()
+        ctx.scratch.closers.append(self.close)
+
+    def resources(self, desired: list[Resource]) -> list[Resource]:
+        """The environment's resources as this scratch deployment runs them."""
+        out: list[Resource] = []
+        for r in desired:
+            config: dict[str, Any] = dict(r.config)
+            if r.kind == "edge":
+                config.update(port=self.port, bind="127.0.0.1")
+            elif r.kind == "service":
+                fixed = rewrite(dict(config["env"]), self.ctx.data_dirs(), self.data, self.ctx.edge_ports(),
+                                self.port, self.ctx.scratch.root)
+                if fixed.unsafe:
+                    raise CheckStop(Finding(
+                        status=Status.skipped, subject=r.name, summary=f"not run: {'; '.join(fixed.unsafe.values())}",
+                        evidence=["A scratch deployment never touches a real environment's data."],
+                        remediation="Point the variable at a SQLite file under the environment's data_dir."))
+                # Kept warm (not stopped with a graceful wait) so a deploy does not pay the old release's
+                # exit; the drill drops warm replicas itself before rolling back (see drop_warm).
+                config.update(env=fixed.values, data_dir=str(self.data), rollback_window_ms=WARM_MS)
+            out.append(make_resource(r.env, r.kind, r.name, config, r.depends_on))
+        return out
+
+    def _context(self) -> ExecContext:
+        return ExecContext(source_root=self.ctx.source_root, spec_root=self.ctx.ws.root)
+
+    def apply(self, desired: list[Resource]) -> tuple[dict[str, Any], list[Diagnostic]]:
+        """Deploy the environment's ``desired`` resources (rewritten here for scratch).
+
+        The edge goes first, so a service that reaches another through it (there is no other way
+        between services) can pass its health check on a first deployment. On a taken edge port the
+        edge moves to another free port and everything is rewritten again."""
+        for attempt in range(PORT_TRIES):
+            record, problems = self._apply_once(self.resources(desired))
+            if not any(d.code == "edge.port_in_use" for d in problems) or attempt == PORT_TRIES - 1:
+                return record, problems
+            old = self.port
+            self.port, notes = self.ctx.scratch.port()
+            self.notes += [*notes, f"scratch edge port {old} was taken by another program; moved to {self.port}"]
+        raise AssertionError("unreachable")
+
+    def _apply_once(self, desired: list[Resource]) -> tuple[dict[str, Any], list[Diagnostic]]:
+        env = self.ctx.env
+        live = {o.address: o for o in self.store.inventory(env)}
+        first = [make_resource(r.env, r.kind, r.name, r.config, []) for r in desired
+                 if r.kind == "edge" and r.address not in live]
+        for batch in ([first] if first else []) + [desired]:
+            computed = planner.plan(env, batch, self.store.inventory(env), self.store.serial(env))
+            if batch is first:
+                computed = computed.model_copy(update={"changes": [c for c in computed.changes
+                                                                   if c.action.value != "delete"]})
+            record = execute(self.store, env=env, kind="apply", plan_id=None, changes=computed.changes,
+                             desired=batch, provider=self.provider, principal="railguard-doctor",
+                             ctx=self._context())
+            problems = _diagnostics(record)
+            if record["status"] != "succeeded":
+                return record, problems
+        return record, problems
+
+    def rollback(self, to: int) -> tuple[dict[str, Any], list[Diagnostic]]:
+        record = rollback(self.store, self.ctx.env, self.provider, DOCTOR, self._context(), to)
+        return record, _diagnostics(record)
+
+    def probe(self, paths: list[str]) -> list[tuple[str, int | None, str]]:
+        """GET each route path through the scratch edge: (path, status or None, detail)."""
+        found: list[tuple[str, int | None, str]] = []
+        with httpx.Client(trust_env=False, timeout=5.0) as client:
+            for path in paths:
+                try:
+                    answer = client.get(f"http://127.0.0.1:{self.port}{path}")
+                    found.append((path, answer.status_code, answer.text[:120].strip()))
+                except httpx.HTTPError as exc:
+                    found.append((path, None, f"{type(exc).__name__}: {exc}"))
+        return found
+
+    def drop_warm(self) -> int:
+        """Stop the replicas kept warm, so a rollback has to start the old release afresh."""
+        return self._stop(lambda role: role == WARM)
+
+    def _stop(self, which: Callable[[str], bool]) -> int:
+        with self.provider.state.lock:
+            gone = [rs for rt in self.provider.state.envs.values() for rs in rt.sets if which(rs.role)]
+            for runtime in self.provider.state.envs.values():
+                runtime.sets = [rs for rs in runtime.sets if not which(rs.role)]
+            self.provider.state.save()
+        for replica_set in gone:
+            for replica in replica_set.replicas:
+                with contextlib.suppress(Exception):
+                    self.provider.supervisor.remove(replica.spec.name, timeout=STOP_S)
+        return len(gone)
+
+    def close(self) -> None:
+        self._stop(lambda role: True)
+        for edge in self.provider.edges.values():
+            with contextlib.suppress(Exception):
+                edge.stop()
+        with contextlib.suppress(Exception):
+            self.store.close()
+
+
+def _diagnostics(record: dict[str, Any]) -> list[Diagnostic]:
+    return [Diagnostic.model_validate(d) for d in (record.get("error") or {}).get("diagnostics", [])]
+
+
+def failure_evidence(problems: list[Diagnostic]) -> list[str]:
+    lines: list[str] = []
+    for d in problems[:2]:
+        lines.append(f"{d.code}: {d.detail}")
+        lines += [f"log: {line}" for line in (d.extra.get("log_tail") or [])[-8:]]
+        if d.extra.get("last_check"):
+            lines.append(f"last health check: {d.extra['last_check']}")
+    return lines

@@ -1,0 +1,174 @@
+"""Checks ``env-parity`` and ``env-isolation``: environments agree on names and share nothing.
+
+env-parity: every environment gives each service the same variable and secret names (values may
+differ: that is what per-environment overrides declare; a name only some environments have is a
+warning); every variable the code reads (found with Python's ``ast``, see
+:mod:`railguard.engine.doctor.codescan`) or ``.env.example`` lists is declared in every environment:
+a required read (``os.environ["X"]``) of an undeclared name fails, an optional one warns.
+env-isolation: no two environments share an edge port, a routed host, a data folder, or a database
+location, and none points at another's edge or data. Static: starts nothing.
+"""
+
+from __future__ import annotations
+
+from itertools import combinations
+from pathlib import Path
+
+from railguard.engine.doctor.codescan import EnvRead, env_example_names, scan
+from railguard.engine.doctor.context import Context
+from railguard.engine.doctor.isolation import data_like, edge_ports_in, sqlite_path
+from railguard.engine.doctor.report import Finding, Status
+from railguard.model.checks import RESERVED_PREFIX, RESERVED_VARIABLES
+from railguard.model.sensitivity import looks_secret
+
+PROVIDED = {*RESERVED_VARIABLES, "LANG", "VIRTUAL_ENV"}
+
+
+def _names(ctx: Context, env: str) -> dict[str, set[str]]:
+    out: dict[str, set[str]] = {}
+    for name in ctx.spec.services:
+        service = ctx.spec.resolved_service(env, name)
+        out[name] = set(service.env) | set(service.secrets)
+    return out
+
+
+def _provided(ctx: Context, env: str) -> set[str]:
+    names = set(PROVIDED)
+    for name in ctx.spec.services:
+        service = ctx.spec.resolved_service(env, name)
+        names |= set(service.env) | set(service.secrets) | {service.port_env}
+    return names
+
+
+def _snippet(services: list[str], var: str) -> str:
+    service = services[0] if len(services) == 1 else "<service>"
+    if looks_secret(var):
+        return f"[services.{service}]\nsecrets = [\"{var}\"]   # values never live in the spec"
+    return f"[services.{service}]\nenv = {{ {var} = \"...\" }}"
+
+
+def parity(ctx: Context) -> list[Finding]:
+    envs = list(ctx.spec.environments)
+    per_env = {e: _names(ctx, e) for e in envs}
+    findings: list[Finding] = []
+    for service in sorted(ctx.spec.services):
+        union = set().union(*(per_env[e][service] for e in envs))
+        for var in sorted(union):
+            having = [e for e in envs if var in per_env[e][service]]
+            if len(having) != len(envs):
+                missing = [e for e in envs if e not in having]
+                findings.append(Finding(
+                    status=Status.warn, subject=service,
+                    summary=f"{var} is set only in {', '.join(having)}, not in {', '.join(missing)}",
+                    evidence=[f"{e}: {service} has {', '.join(sorted(per_env[e][service])) or 'no variables'}"
+                              for e in envs],
+                    remediation=f"Declare {var} for every environment in [services.{service}] (env or secrets) "
+                                "and override only its value per environment."))
+    code = scan(ctx.source_root, ctx.files)
+    reads: dict[str, list[EnvRead]] = {}
+    for read in code.reads:
+        if not read.name.startswith(RESERVED_PREFIX):
+            reads.setdefault(read.name, []).append(read)
+    provided = {e: _provided(ctx, e) for e in envs}
+    services = sorted(ctx.spec.services)
+    for var, where in sorted(reads.items()):
+        lacking = [e for e in envs if var not in provided[e]]
+        if not lacking:
+            continue
+        required = [r for r in where if r.required]
+        shown = required or where
+        how = "os.environ[...] (KeyError when unset)" if required else "with a default (silently used when unset)"
+        findings.append(Finding(
+            status=Status.fail if required else Status.warn, subject=var,
+            summary=f"the code reads {var} but {', '.join(lacking)} does not declare it",
+            evidence=[f"{r.where}: reads {var} " + ("os.environ[...]" if r.required else "optionally")
+                      for r in shown[:5]] + [f"read {how}; a replica sees only the variables the spec declares"],
+            remediation=f"Declare it (for every environment):\n{_snippet(services, var)}"))
+    example, listed = env_example_names(ctx.source_root)
+    for var in listed:
+        lacking = [e for e in envs if var not in provided[e]]
+        if lacking and var not in reads:
+            findings.append(Finding(
+                status=Status.warn, subject=var, summary=f"{example} lists {var}, which {', '.join(lacking)} "
+                                                         "does not declare",
+                evidence=[f"{example}: {var}=...", f"not in the spec for {', '.join(lacking)}"],
+                remediation=f"Declare it, or remove it from {example} if the app no longer uses it:\n"
+                            f"{_snippet(services, var)}"))
+    if not findings:
+        findings.append(Finding(
+            status=Status.passed,
+            summary=f"{len(envs)} environment(s) declare the same names; the code's {len(reads)} variable(s) are all "
+                    "declared",
+            evidence=[f"ast scan of {code.files} Python file(s): reads {', '.join(sorted(reads)) or 'nothing'}",
+                      f"{example or '.env.example'}: " + (", ".join(listed) if example else "none")]))
+    if code.unparsable:
+        findings.append(Finding(status=Status.warn, summary=f"{len(code.unparsable)} Python file(s) do not parse",
+                                evidence=code.unparsable[:10],
+                                remediation="Fix the syntax errors; these files were not scanned."))
+    return findings
+
+
+def _hosts(ctx: Context, env: str) -> set[str]:
+    return {r.host for n in ctx.spec.services for r in ctx.spec.resolved_service(env, n).routes if r.host}
+
+
+def _nested(a: Path, b: Path) -> bool:
+    return a == b or a in b.parents or b in a.parents
+
+
+def isolation(ctx: Context) -> list[Finding]:
+    envs = list(ctx.spec.environments)
+    if len(envs) < 2:
+        return [Finding(status=Status.skipped, summary="only one environment: nothing to keep apart")]
+    findings: list[Finding] = []
+    for a, b in combinations(envs, 2):
+        problems: list[str] = []
+        ea, eb = ctx.spec.environments[a], ctx.spec.environments[b]
+        if ea.edge_port == eb.edge_port:
+            problems.append(f"both use edge port {ea.edge_port}")
+        shared_hosts = sorted(_hosts(ctx, a) & _hosts(ctx, b))
+        if shared_hosts:
+            problems.append(f"both route host(s) {', '.join(shared_hosts)}")
+        da, db = ctx.data_dir(a), ctx.data_dir(b)
+        if _nested(da, db):
+            problems.append(f"their data folders overlap ({da} and {db})")
+        problems += _shared_values(ctx, a, b) + _points_at(ctx, a, b) + _points_at(ctx, b, a)
+        if problems:
+            findings.append(Finding(
+                status=Status.fail, subject=f"{a}/{b}", summary=f"{a} and {b} are not isolated: {problems[0]}",
+                evidence=problems,
+                remediation=f"Give each environment its own edge_port, hosts, data_dir and database: override "
+                            f"the values under [environments.{b}.services.<name>].env."))
+        else:
+            findings.append(Finding(
+                status=Status.passed, subject=f"{a}/{b}", summary=f"{a} and {b} share nothing",
+                evidence=[f"edge ports {ea.edge_port}/{eb.edge_port}; data {da} / {db}; "
+                          f"hosts {sorted(_hosts(ctx, a)) or 'any'} / {sorted(_hosts(ctx, b)) or 'any'}",
+                          "secret values are not stored by Railguard yet, so they are not compared"]))
+    return findings
+
+
+def _shared_values(ctx: Context, a: str, b: str) -> list[str]:
+    found = []
+    for name in sorted(ctx.spec.services):
+        va, vb = ctx.spec.resolved_service(a, name).env, ctx.spec.resolved_service(b, name).env
+        for var in sorted(set(va) & set(vb)):
+            if va[var] == vb[var] and data_like(var, va[var]):
+                path = sqlite_path(va[var])
+                why = " (a relative path resolves in the release's artifact folder, which environments running " \
+                      "the same release share)" if path is not None and not path.startswith("/") else ""
+                found.append(f"{name}: {var} is {va[var]!r} in both{why}")
+    return found
+
+
+def _points_at(ctx: Context, a: str, b: str) -> list[str]:
+    """Values of environment ``a`` that name environment ``b``'s edge port or data folder."""
+    found = []
+    other_port, other_data = ctx.spec.environments[b].edge_port, str(ctx.data_dir(b))
+    for name in sorted(ctx.spec.services):
+        for var, value in sorted(ctx.spec.resolved_service(a, name).env.items()):
+            if other_port in edge_ports_in(value) and other_port != ctx.spec.environments[a].edge_port:
+                found.append(f"{a}'s {name}.{var} = {value!r} points at {b}'s edge (port {other_port})")
+            if other_data in value and not str(ctx.data_dir(a)).startswith(other_data):
+                found.append(f"{a}'s {name}.{var} = {value!r} points into {b}'s data folder")
+    return found

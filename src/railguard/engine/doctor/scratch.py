@@ -1,0 +1,172 @@
+"""The scratch environment: a throwaway folder, free ports and processes that are always torn down.
+
+Everything a doctor check runs lives here: copies of data folders, built or copied artifacts, logs,
+a scratch state folder for the rollback drill, and every process, marked with this scratch's own
+``RAILGUARD_INSTANCE`` (so no real daemon ever mistakes it for one of its replicas, and
+:meth:`Scratch.close` finds every one of them, including grandchildren). The folder is created under
+the system temporary folder (``$TMPDIR``), never inside a real state or data folder. Real folders are
+only ever read: artifacts are copied from the real state folder, data folders are copied with
+:func:`railguard.engine.doctor.fingerprint.copy_data`. Created and closed by the doctor's runner.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import signal
+import socket
+import tempfile
+from collections.abc import Callable
+from pathlib import Path
+
+import psutil
+
+from railguard.providers.local import artifacts
+from railguard.providers.local.processes import allocate_port, port_in_use
+from railguard.providers.local.replicas import instance_id
+
+
+class Interrupted(BaseException):  # noqa: N818 - like KeyboardInterrupt, which it stands beside
+    """SIGTERM (or SIGINT) arrived: stop the run, tear the scratch down, report what finished."""
+
+    def __init__(self, signame: str) -> None:
+        super().__init__(signame)
+        self.signame = signame
+
+
+class Scratch:
+    def __init__(self, base: Path | None = None, allocate: Callable[[], int] | None = None) -> None:
+        self.root = Path(tempfile.mkdtemp(prefix="rgdoc-", dir=base)).resolve()
+        self.home = self.root / "home"
+        self.home.mkdir(mode=0o700)
+        self.instance = instance_id(self.home)
+        self._allocate = allocate or allocate_port
+        self._artifacts: dict[str, artifacts.Artifact] = {}
+        self._counter = 0
+        self.closers: list[Callable[[], None]] = []
+        self.extra: list[Path] = []  # short folders outside root, for Unix sockets (see socket_folder)
+
+    # -- places ------------------------------------------------------------------------------
+    def folder(self, name: str) -> Path:
+        """A new, empty folder for one use (``data-3``, ``drill-5``...)."""
+        self._counter += 1
+        path = self.root / f"{name}-{self._counter}"
+        path.mkdir(parents=True)
+        return path
+
+    def socket_folder(self, name: str) -> Path:
+        """A new folder for a state folder with Unix sockets (Caddy's admin socket) in it.
+
+        Socket paths are limited to 107 bytes; when the scratch folder is too deep (CI, pytest) the
+        folder is made under /tmp instead, and torn down with the rest."""
+        path = self.folder(name)
+        if len(str(path / "edge" / "admin.sock")) <= 100:
+            return path
+        short = Path(tempfile.mkdtemp(prefix="rgdoc-", dir="/tmp")).resolve()
+        self.extra.append(short)
+        return short
+
+    def blocked(self) -> Path:
+        """A path under which nothing can be created: its parent is a regular file (ENOTDIR, even for root)."""
+        wall = self.folder("blocked") / "not-a-folder"
+        wall.write_text("railguard doctor: this is a file, so nothing can live under it\n")
+        return wall
+
+    def port(self) -> tuple[int, list[str]]:
+        """A free loopback port, skipping ones another program holds; notes say which were skipped."""
+        notes: list[str] = []
+        for _ in range(20):
+            port = self._allocate()
+            if not port_in_use(port):
+                return port, notes
+            notes.append(f"scratch port {port} was already taken by another program; picked another")
+        raise RuntimeError("no free loopback port found for the scratch environment")
+
+    @staticmethod
+    def closed_port() -> int:
+        """A loopback port nothing listens on (bound, then released at once)."""
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            return int(s.getsockname()[1])
+
+    # -- artifacts -----------------------------------------------------------------------------
+    def artifact(self, source_root: Path, digest: str, build: list[str] | None, env: dict[str, str],
+                 real_home: Path) -> artifacts.Artifact:
+        """The artifact of this source and build in scratch: copied from the real state folder when it was
+        built there already (read-only), else built here. Raises ``ArtifactError`` when the build fails."""
+        key = artifacts.artifact_id(digest, build)
+        if key in self._artifacts:
+            return self._artifacts[key]
+        found = self.copy_artifact(real_home, digest, build)
+        if found is None:
+            found = artifacts.ensure(self.home / "artifacts", source_root, digest, build, env)
+        self._artifacts[key] = found
+        return found
+
+    def copy_artifact(self, real_home: Path, digest: str, build: list[str] | None) -> artifacts.Artifact | None:
+        """Copy a release's artifact out of the real state folder; None when it is not there."""
+        real = artifacts.find(real_home / "artifacts", digest, build)
+        if real is None:
+            return None
+        target = self.home / "artifacts" / real.path.name
+        if not target.exists():
+            shutil.copytree(real.path, target, symlinks=True, ignore=shutil.ignore_patterns("__pycache__"))
+        return artifacts.Artifact(target, digest)
+
+    # -- teardown ------------------------------------------------------------------------------
+    def ours(self) -> list[psutil.Process]:
+        """Every live process started for this scratch: by its RAILGUARD_INSTANCE, command line or folder."""
+        found = []
+        me = os.getpid()
+        for proc in psutil.process_iter(["pid", "cmdline"]):
+            if proc.pid == me:
+                continue
+            try:
+                if proc.status() == psutil.STATUS_ZOMBIE:
+                    continue
+                text = " ".join(proc.info["cmdline"] or [])
+                places = [str(p) for p in (self.root, *self.extra)]
+                if any(p in text or p in _cwd(proc) for p in places) or self._instance_of(proc) == self.instance:
+                    found.append(proc)
+            except psutil.Error:
+                continue
+        return found
+
+    @staticmethod
+    def _instance_of(proc: psutil.Process) -> str | None:
+        try:
+            found = proc.environ().get("RAILGUARD_INSTANCE")
+            return str(found) if found is not None else None
+        except psutil.Error:
+            return None
+
+    def close(self) -> list[str]:
+        """Stop everything, remove the folder; return what had to be killed (normally nothing)."""
+        notes: list[str] = []
+        for closer in reversed(self.closers):
+            with contextlib.suppress(Exception):
+                closer()
+        self.closers.clear()
+        mine = os.getpgid(0)
+        for proc in self.ours():
+            try:
+                notes.append(f"killed leftover pid {proc.pid} ({' '.join(proc.cmdline())[:80]})")
+                pgid = os.getpgid(proc.pid)
+                if pgid != mine and pgid == proc.pid:
+                    os.killpg(pgid, signal.SIGKILL)
+                else:
+                    proc.kill()
+            except (psutil.Error, OSError):
+                continue
+        psutil.wait_procs(self.ours(), timeout=5)
+        for folder in (self.root, *self.extra):
+            shutil.rmtree(folder, ignore_errors=True)
+        return notes
+
+
+def _cwd(proc: psutil.Process) -> str:
+    try:
+        return str(proc.cwd())
+    except psutil.Error:
+        return ""

@@ -1,0 +1,5 @@
+"""The healthy sample app: notes as written (see notes.py)."""
+
+import notes
+
+notes.main()
