@@ -32,6 +32,8 @@ from railguard.model.resources import Resource, make_resource
 from railguard.providers.local.processes import Supervisor
 from railguard.providers.local.provider import LocalProvider
 from railguard.providers.local.runtime import WARM
+from railguard.secrets.keys import load_key
+from railguard.state import secretstore
 from railguard.state.store import Store
 
 PORT_TRIES = 3
@@ -48,6 +50,7 @@ class Deployment:
         (ctx.scratch.home / "artifacts").mkdir(exist_ok=True)
         (self.home / "artifacts").symlink_to(ctx.scratch.home / "artifacts", target_is_directory=True)
         self.provider = LocalProvider(self.home, Supervisor())
+        self.provider.secret_values = lambda env, names: real_secrets(ctx.ws.home, env, names)
         self.store = Store.open(self.home)
         self.port, self.notes = ctx.scratch.port()
         ctx.scratch.closers.append(self.close)
@@ -148,6 +151,19 @@ class Deployment:
                 edge.stop()
         with contextlib.suppress(Exception):
             self.store.close()
+
+
+def real_secrets(home: Path, env: str, names: list[str]) -> dict[str, str]:
+    """The environment's secret values, read (never written) from the real state folder, for scratch replicas."""
+    if not names or not (home / "state.db").exists():
+        return {}
+    store = Store.open(home)
+    try:
+        if not store.db.execute("SELECT 1 FROM secrets WHERE env = ? LIMIT 1", (env,)).fetchone():
+            return {}
+        return {n: v for _, n, v in secretstore.values(store, load_key(home, create=False), env) if n in names}
+    finally:
+        store.close()
 
 
 def _diagnostics(record: dict[str, Any]) -> list[Diagnostic]:
