@@ -123,7 +123,7 @@ def status(found: dict[str, Any]) -> None:
         out.print(f"  operation in flight: {op['id']} ({op['kind']}, {op['status']})")
     table = Table(show_edge=False, pad_edge=False)
     for column in ("service", "release", "status", "replica", "pid", "port", "health", "restarts", "uptime"):
-        table.add_column(column, no_wrap=True)
+        table.add_column(column, overflow="fold")  # narrow terminals fold cells instead of cutting pids
     for svc in found["services"]:
         colour = {"healthy": "green", "degraded": "red"}.get(svc["status"], "yellow")
         rows = svc["replicas"] or [None]
@@ -153,7 +153,7 @@ def releases(rows: list[dict[str, Any]]) -> None:
         return
     table = Table(show_edge=False, pad_edge=False)
     for column in ("release", "status", "created", "source", "git", "plan / rollback of"):
-        table.add_column(column, no_wrap=True)
+        table.add_column(column, overflow="fold")
     for row in rows:
         source = row.get("source") or {}
         git = (source.get("git_commit") or "")[:10] + ("+dirty" if source.get("git_dirty") else "")
