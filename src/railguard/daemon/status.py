@@ -19,6 +19,7 @@ from railguard.model.diagnostics import RailguardError
 from railguard.model.resources import desired_digest
 from railguard.providers.local.processes import is_alive
 from railguard.providers.local.runtime import LIVE, WARM
+from railguard.state import secretstore
 
 if TYPE_CHECKING:
     from railguard.daemon.service import Daemon
@@ -98,7 +99,9 @@ def _drift(store: Any, env: str, observed: list[Any], spec_path: str | None, hom
             ws = Workspace(Path(spec_path), home)
             spec, _ = ws.load_valid()
             if env in spec.environments:
-                spec_changed = desired_digest(desired_for(ws, spec, env)) != applied_digest
+                # With the secret versions, as a plan has them: otherwise any service with secrets looks changed.
+                versions = secretstore.versions(store, env)
+                spec_changed = desired_digest(desired_for(ws, spec, env, versions)) != applied_digest
         except RailguardError:
             spec_changed = None
     return {"live_differs": bool(details), "details": details, "spec_changed_since_apply": spec_changed}
