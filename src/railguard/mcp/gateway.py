@@ -22,7 +22,7 @@ import anyio.to_thread
 
 from railguard.client import Client
 from railguard.engine.workspace import Workspace
-from railguard.model.diagnostics import RailguardError
+from railguard.model.diagnostics import RailguardError, error, has_errors
 from railguard.model.principals import Principal
 
 PRINCIPAL_TTL_S = 2.0  # a revoked token is refused by the daemon anyway; this only spares round trips
@@ -35,6 +35,7 @@ class Gateway:
         self.autostart = self.token is None
         self.client = Client(ws, autostart=False)  # sends the token as a bearer on every request
         self._principal: tuple[float, Principal] | None = None
+        self._envs: tuple[tuple[int, int], dict[str, bool] | None] | None = None
 
     def close(self) -> None:
         self.client.close()
@@ -54,21 +55,48 @@ class Gateway:
                    params: dict[str, Any] | None = None) -> dict[str, Any]:
         return await anyio.to_thread.run_sync(lambda: self.call_sync(method, path, body, params))
 
-    async def principal(self) -> Principal:
+    async def principal(self, fresh: bool = False) -> Principal:
         """Who the daemon says the server acts as (cached for a moment); raises when it cannot tell."""
         cached = self._principal
-        if cached is not None and time.monotonic() - cached[0] < PRINCIPAL_TTL_S:
+        if not fresh and cached is not None and time.monotonic() - cached[0] < PRINCIPAL_TTL_S:
             return cached[1]
         found = Principal.model_validate((await self.call("GET", "whoami"))["principal"])
         self._principal = (time.monotonic(), found)
         return found
 
-    async def principal_or_none(self) -> Principal | None:
+    async def principal_or_none(self, fresh: bool = False) -> Principal | None:
         try:
-            return await self.principal()
+            return await self.principal(fresh)
         except RailguardError:
             self._principal = None
             return None
 
     def spec_path(self) -> str:
         return str(self.ws.spec_path)
+
+    def environments(self) -> dict[str, bool] | None:
+        """The spec's environments (name → protected), re-read only when the file changes; None if it is invalid."""
+        try:
+            stat = self.ws.spec_path.stat()
+        except OSError:
+            return None
+        key = (stat.st_mtime_ns, stat.st_size)
+        if self._envs is not None and self._envs[0] == key:
+            return self._envs[1]
+        try:
+            spec, diagnostics = self.ws.load()
+        except RailguardError:
+            spec, diagnostics = None, []
+        found = None if spec is None or has_errors(diagnostics) else {
+            name: env.protected for name, env in spec.environments.items()}
+        self._envs = (key, found)
+        return found
+
+    def require_env(self, env: str) -> None:
+        """Refuse an environment the spec on disk does not define (when the spec can be read at all)."""
+        found = self.environments()
+        if found is not None and env not in found:
+            raise RailguardError(error(
+                "spec.unknown_environment", f"No environment '{env}'",
+                f"The spec defines these environments: {', '.join(sorted(found)) or 'none'}.",
+                "Pass one of them as `env` (whoami lists them).", address=f"environments.{env}"))

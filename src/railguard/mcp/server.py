@@ -79,6 +79,8 @@ async def dispatch(gw: Gateway, name: str, arguments: dict[str, Any] | None) -> 
                                        "Call one of the tools that tools/list shows.", address=name[:80]))
         parsed = _parse(spec, arguments or {})
         checked = parsed.model_dump()
+        if isinstance(checked.get("env"), str) and checked.get("spec_text") is None:
+            gw.require_env(checked["env"])  # a proposed spec may define new environments: the daemon checks
         principal = await gw.principal() if spec.needs_daemon else await gw.principal_or_none()
         allowed = frozenset(t.name for t in catalog.visible(principal))
         if principal is not None:
@@ -101,7 +103,7 @@ def build(gw: Gateway) -> Server[Any]:
     """The SDK server with Railguard's handlers (tools filtered by the principal's role)."""
 
     async def list_tools(ctx: Any, params: types.PaginatedRequestParams | None) -> types.ListToolsResult:
-        principal = await gw.principal_or_none()
+        principal = await gw.principal_or_none(fresh=True)  # a listing shows what the role allows now
         return types.ListToolsResult(tools=[t.definition() for t in catalog.visible(principal)])
 
     async def call_tool(ctx: Any, params: types.CallToolRequestParams) -> types.CallToolResult:

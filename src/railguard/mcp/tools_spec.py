@@ -13,7 +13,7 @@ from railguard.mcp.catalog import tool
 from railguard.mcp.inputs import NoArgs, ValidateArgs
 from railguard.mcp.outputs import SchemaOut, ValidateOut
 from railguard.mcp.results import Call, Outcome, act
-from railguard.model.diagnostics import RailguardError, has_errors
+from railguard.model.diagnostics import has_errors
 from railguard.model.principals import Permission
 
 if TYPE_CHECKING:
@@ -24,13 +24,8 @@ MAX_SHOWN = 50
 
 def spec_environments(gw: Gateway) -> list[str] | None:
     """The environment names of the spec on disk, unprotected first; None when it cannot be read."""
-    try:
-        spec, _ = gw.ws.load()
-    except RailguardError:
-        return None
-    if spec is None:
-        return None
-    return sorted(spec.environments, key=lambda name: (spec.environments[name].protected, name))
+    found = gw.environments()
+    return None if found is None else sorted(found, key=lambda name: (found[name], name))
 
 
 @tool("validate_spec", title="Validate a spec", inputs=ValidateArgs, outputs=ValidateOut,
