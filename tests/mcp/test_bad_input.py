@@ -75,3 +75,19 @@ def test_bad_input_gets_a_diagnostic_and_the_server_stays_up(
     errlog = tmp_path_factory.mktemp("mcp-log") / "server.log"
     anyio.run(_bad_input, notes, notes.token("claude", "agent"), errlog)
     assert "Traceback" not in errlog.read_text()
+
+
+async def _same_user(notes: Notes, errlog: Path) -> None:
+    async with stdio_agent(notes, None, errlog) as agent:
+        assert len(await agent.tools()) == 19  # the local OS user is admin
+        status = await agent.call("get_status", {"env": "staging"})  # starts the daemon, as the CLI would
+        assert not status.is_error and status.data["next_actions"][0]["tool"] == "plan"
+        who = await agent.call("whoami")
+        assert who.data["same_user_mode"] is True and who.data["principal"]["role"] == "admin"
+
+
+def test_without_a_token_the_server_acts_as_the_local_user_and_starts_the_daemon(
+        notes: Notes, tmp_path_factory: pytest.TempPathFactory) -> None:
+    assert notes.rg("daemon", "stop").returncode == 0
+    anyio.run(_same_user, notes, tmp_path_factory.mktemp("mcp-log") / "server.log")
+    assert (notes.root / ".railguard" / "daemon.pid").exists()

@@ -25,7 +25,7 @@ class NextAction(BaseModel):
 class Page(BaseModel):
     offset: int
     limit: int
-    total: int
+    total: int = Field(description="How many there are (at least this many when next_offset is set).")
     next_offset: int | None = Field(description="Pass as `offset` for the next page; null on the last one.")
 
 

@@ -94,7 +94,7 @@ async def dispatch(gw: Gateway, name: str, arguments: dict[str, Any] | None) -> 
         log.exception("tool %s failed", name)
         outcome = Outcome("Railguard hit an internal error.", error=True, diagnostics=[error(
             "internal.error", "The MCP server hit an internal error", f"{type(exc).__name__} in {name}.",
-            "Retry; if it persists, run with RAILGUARD_DEBUG=1 and report the traceback it logs.")])
+            "Retry; if it persists, report it with the traceback the server printed on its stderr.")])
     log.debug("tool %s: %s in %.1f ms", name, "error" if outcome.error else "ok", (time.perf_counter() - started) * 1e3)
     return render(outcome, allowed)
 
