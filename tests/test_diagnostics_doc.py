@@ -11,8 +11,9 @@ ROOT = Path(__file__).resolve().parents[1]
 # Any string literal shaped like a code whose group is a diagnostic group ("spec.", "rollout.", ...).
 LITERAL = re.compile(r"""["']([a-z]+\.[a-z_]+)["']""")
 GROUPS = {code.split(".")[0] for code in CODES}
-# Literals of the same shape that are not codes: event kinds and file names.
+# Literals of the same shape that are not codes: event kinds (passed to add_event, or named *_EVENT) and file names.
 EVENT_KIND = re.compile(r"""add_event\(\s*[^,()]+,\s*["']([a-z]+\.[a-z_]+)["']""")
+EVENT_CONSTANT = re.compile(r"""^[A-Z_]*_EVENT(?:: str)? = ["']([a-z]+\.[a-z_]+)["']""", re.MULTILINE)
 FILE_SUFFIXES = {"db", "log", "out", "sock", "pid", "lock", "json", "toml"}
 
 
@@ -27,7 +28,7 @@ def emitted() -> set[str]:
         if path.name == "diagnostics.py":  # the declarations themselves are not emissions
             continue
         text = path.read_text()
-        events = set(EVENT_KIND.findall(text))
+        events = set(EVENT_KIND.findall(text)) | set(EVENT_CONSTANT.findall(text))
         found |= {c for c in LITERAL.findall(text)
                   if c.split(".")[0] in GROUPS and c.split(".")[1] not in FILE_SUFFIXES and c not in events}
     return found

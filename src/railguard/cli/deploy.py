@@ -98,9 +98,11 @@ def register(app: typer.Typer) -> None:
         answer = client.call("GET", f"plans/{plan_id}")
         saved = Plan.model_validate(answer["plan"])
         if as_json:
-            finish(True, [], {"status": answer["status"], "plan": {**saved.summary(), **answer["plan"]}})
+            finish(True, [], {"status": answer["status"], "plan": {**saved.summary(), **answer["plan"]},
+                              "approval": answer.get("approval")})
         out.print(f"Status: {answer['status']}")
         render.plan(saved)
+        render.approval(answer.get("approval"))
 
     @app.command()
     @guarded()

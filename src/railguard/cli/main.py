@@ -14,7 +14,7 @@ from typing import Annotated
 import typer
 
 from railguard import __version__
-from railguard.cli import daemon_cmd, deploy, doctor_cmd, guard_cmd, observe
+from railguard.cli import daemon_cmd, deploy, doctor_cmd, guard_cmd, mcp_cmd, observe
 from railguard.cli.common import JsonOpt, SpecOpt
 from railguard.cli.output import emit_json, finish, guarded, out, print_diagnostics
 from railguard.engine.starter import write_starter
@@ -90,6 +90,7 @@ deploy.register(app)
 guard_cmd.register(app)
 observe.register(app)
 doctor_cmd.register(app)
+mcp_cmd.register(app)
 app.add_typer(daemon_cmd.app, name="daemon")
 
 

@@ -75,6 +75,21 @@ def plan(p: Plan, out_file: str | None = None) -> None:
         out.print(f"Written to {escape(out_file)}")
 
 
+def approval(found: dict[str, Any] | None) -> None:
+    """Where a plan stands on approval, with who asked (an agent's request is only a note)."""
+    if not found or found["state"] == "not_required":
+        return
+    out.print(f"Approval: [bold]{found['state']}[/]" + (f" (by {', '.join(found['approvers'])})"
+                                                        if found["approvers"] else ""))
+    for asked in found["requests"]:
+        out.print(f"  requested by {escape(str(asked['by']))} at {asked['at'][:19]}"
+                  + (f": {escape(asked['reason'])}" if asked["reason"] else ""))
+    for d in found["decisions"]:
+        out.print(f"  {d['decision']} by {escape(d['principal'])} at {d['created_at'][:19]}")
+    if found["state"] in ("needed", "requested", "expired"):
+        out.print(f"  To approve, on a terminal: [bold]{escape(found['command'])}[/]")
+
+
 def operation(record: dict[str, Any]) -> None:
     colour = {"succeeded": "green", "failed": "red", "running": "yellow"}.get(record["status"], "white")
     out.print(f"[bold]Operation {record['id']}[/] ({record['kind']} on {record['env']}): "

@@ -176,7 +176,10 @@ def route(daemon: Daemon, method: str, parts: list[str], query: dict[str, str], 
         case ("POST", "plans", 2):
             env = _need(body, "env")
             require(who, Permission.plan, env)
-            return {"plan": daemon.plan(_need(body, "spec"), env, who)}
+            text = body.get("text")
+            if text is not None and not isinstance(text, str):
+                raise _bad("'text' must be a string (a proposed spec)")
+            return {"plan": daemon.plan(_need(body, "spec"), env, who, text=text)}
         case ("GET", "plans", 2):
             require(who, read, query.get("env"))
             return {"plans": [p for p in store().plans(query.get("env")) if who.allows(read, p["env"])]}
@@ -184,6 +187,11 @@ def route(daemon: Daemon, method: str, parts: list[str], query: dict[str, str], 
             found = daemon.plan_record(parts[2])
             require(who, read, found["plan"]["env"])
             return found
+        case ("POST", "plans", 4) if parts[3] == "request-approval":
+            reason = body.get("reason") or ""
+            if not isinstance(reason, str) or len(reason) > 2000:
+                raise _bad("'reason' must be a string of at most 2000 characters")
+            return {"approval": daemon.request_approval(parts[2], who, reason)}
         case ("POST", "plans", 4) if parts[3] in ("approve", "reject"):
             return {"approval": daemon.decide(parts[2], parts[3], who, confirmed=_strings(body, "confirm"),
                                               typed=body.get("typed"), reason=str(body.get("reason") or ""))}

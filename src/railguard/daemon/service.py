@@ -178,8 +178,9 @@ class Daemon(Governance):
                 "replicas": len(self.supervisor.records())}
 
     def plan(self, spec_path: str, env: str, principal: Principal,
-             source_overrides: dict[str, str] | None = None) -> dict[str, Any]:
-        ws = Workspace(Path(spec_path), self.home)
+             source_overrides: dict[str, str] | None = None, text: str | None = None) -> dict[str, Any]:
+        """Plan the spec at ``spec_path``, or a proposed ``text`` read as if it were that file."""
+        ws = Workspace(Path(spec_path), self.home, text)
         plan = make_plan_with(ws, env, self.store(), self.provider, principal, source_overrides)
         return plan.model_dump(mode="json") | {"summary": plan.summary(), "short_hash": short_hash(plan)}
 
@@ -187,7 +188,13 @@ class Daemon(Governance):
         store = self.store()
         plan, _, status = store.load_plan(plan_id)
         return {"plan": plan.model_dump(mode="json") | {"summary": plan.summary(), "short_hash": short_hash(plan)},
-                "status": status, "approvals": approvals.for_plan(store, plan_id)}
+                "status": status, "approvals": approvals.for_plan(store, plan_id),
+                "approval": guard.approval_state(store, plan, status)}
+
+    def request_approval(self, plan_id: str, principal: Principal, reason: str) -> dict[str, Any]:
+        store = self.store()
+        plan, _, status = store.load_plan(plan_id)
+        return guard.request_approval(store, plan, status, principal, reason)
 
     def promote(self, spec_path: str, source: str, target: str, principal: Principal) -> dict[str, Any]:
         live = next((r for r in self.store().releases(source, limit=1_000_000) if r["status"] == "live"), None)

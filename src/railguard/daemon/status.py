@@ -17,8 +17,10 @@ from railguard.engine.plan import desired_for
 from railguard.engine.workspace import Workspace
 from railguard.model.diagnostics import RailguardError
 from railguard.model.resources import desired_digest
+from railguard.model.spec import Spec
 from railguard.providers.local.processes import is_alive
 from railguard.providers.local.runtime import LIVE, WARM
+from railguard.state import secretstore
 
 if TYPE_CHECKING:
     from railguard.daemon.service import Daemon
@@ -56,7 +58,10 @@ def describe(daemon: Daemon, env: str, spec_path: str | None) -> dict[str, Any]:
             services.append(entry)
         edge = runtime.edge
         routes = [{"host": r.host, "path": r.path, "upstreams": list(r.upstreams)} for r in provider.edge_routes(env)]
-    in_flight = [op for op in store.operations(env, limit=20) if op["status"] in ("queued", "running")]
+    # Only the operation in flight, without loading journals (a 200-service deploy journals thousands of steps).
+    in_flight = [dict(zip(("id", "kind", "status", "created_at"), row, strict=True)) for row in store.db.execute(
+        "SELECT id, kind, status, created_at FROM operations WHERE env = ? AND status IN ('queued', 'running') "
+        "ORDER BY created_at DESC LIMIT 1", (env,)).fetchall()]
     return {
         "env": env,
         "serial": store.serial(env),
@@ -68,6 +73,24 @@ def describe(daemon: Daemon, env: str, spec_path: str | None) -> dict[str, Any]:
         "drift": _drift(store, env, observed, spec_path, daemon.home),
         "live_sets": sum(1 for rs in runtime.sets if rs.role == LIVE),
     }
+
+
+_SPECS: dict[str, tuple[tuple[int, int], Spec]] = {}  # parsed specs by path, while the file is unchanged
+
+
+def _parsed(ws: Workspace) -> Spec:
+    """The valid spec at ``ws``; parsing 200 services takes ~12 ms, and status is polled."""
+    try:
+        stat = ws.spec_path.stat()
+    except OSError:
+        return ws.load_valid()[0]  # reports spec.not_found
+    key = (stat.st_mtime_ns, stat.st_size)
+    cached = _SPECS.get(str(ws.spec_path))
+    if cached is not None and cached[0] == key:
+        return cached[1]
+    spec, _ = ws.load_valid()
+    _SPECS[str(ws.spec_path)] = (key, spec)
+    return spec
 
 
 def _restarts(daemon: Daemon, name: str) -> int:
@@ -96,9 +119,11 @@ def _drift(store: Any, env: str, observed: list[Any], spec_path: str | None, hom
     if spec_path:
         try:
             ws = Workspace(Path(spec_path), home)
-            spec, _ = ws.load_valid()
+            spec = _parsed(ws)
             if env in spec.environments:
-                spec_changed = desired_digest(desired_for(ws, spec, env)) != applied_digest
+                # With the secret versions, as a plan has them: otherwise any service with secrets looks changed.
+                versions = secretstore.versions(store, env)
+                spec_changed = desired_digest(desired_for(ws, spec, env, versions)) != applied_digest
         except RailguardError:
             spec_changed = None
     return {"live_differs": bool(details), "details": details, "spec_changed_since_apply": spec_changed}

@@ -157,3 +157,65 @@ def _terminal_check(principal: Principal, plan: Plan, typed: str | None) -> None
             address=plan.id))
 
 
+
+
+def approval_state(store: Store, plan: Plan, status: str) -> dict[str, Any]:
+    """Where a plan stands on approval: what it needs, who asked, who decided. Reading only.
+
+    ``state``: ``not_required``, ``needed``, ``requested``, ``approved``, ``expired``, ``rejected``,
+    ``denied`` (no approval can lift it) or ``closed`` (the plan was used). Verdicts are evaluated again
+    for whoever applies, so a plan made by an admin may still need an approval when an agent applies it.
+    """
+    needs = [v for v in plan.verdicts if v.effect is Effect.require_approval]
+    decisions = approvals.for_plan(store, plan.id)
+    asked = approvals.requests(store, plan.id)
+    standing = approvals.standing(store, plan.id, plan.hash)
+    confirm = sorted({v.confirm for v in needs if v.confirm})
+    if any(v.effect is Effect.deny for v in plan.verdicts):
+        state = "denied"
+    elif status == "rejected" or approvals.rejected(store, plan.id):
+        state = "rejected"
+    elif status != "saved":
+        state = "closed"
+    elif standing is not None and all(c in standing["confirmed"] for c in confirm):
+        state = "approved"
+    elif not needs:
+        state = "not_required"
+    elif any(d["decision"] == "approved" and d["expired"] for d in decisions):
+        state = "expired"
+    else:
+        state = "requested" if asked else "needed"
+    return {
+        "plan_id": plan.id, "state": state, "required": bool(needs), "rules": sorted({v.rule for v in needs}),
+        "approvers": sorted({a for v in needs for a in v.approvers}), "confirm": confirm,
+        "command": f"railguard approve {plan.id}" + "".join(f" --confirm {c}" for c in confirm),
+        "requests": asked,
+        "decisions": [{k: d[k] for k in ("principal", "decision", "reason", "created_at", "expires_at", "expired")}
+                      for d in decisions],
+    }
+
+
+def request_approval(store: Store, plan: Plan, status: str, principal: Principal, reason: str) -> dict[str, Any]:
+    """Record that ``principal`` waits for a human's approval of ``plan`` (an event), and return the state.
+
+    A request decides nothing: only ``railguard approve`` by someone else records an approval. Asking twice
+    is one request; asking for a plan that needs no approval records nothing.
+    """
+    require(principal, Permission.plan, plan.env)
+    found = approval_state(store, plan, status)
+    if found["state"] in ("denied", "rejected", "closed"):
+        raise RailguardError(error(
+            "approval.not_applicable", f"Plan {plan.id} cannot be approved ({found['state']})",
+            {"denied": "A policy verdict denies it, and no approval can lift a deny.",
+             "rejected": "A person rejected it.",
+             "closed": f"It was already used (status {status})."}[found["state"]],
+            f"Change the spec if needed and make a new plan with `railguard plan --env {plan.env}`.",
+            address=plan.id))
+    already = principal.id in {r["by"] for r in found["requests"]} and found["state"] == "requested"
+    if found["state"] in ("needed", "expired", "requested") and not already:
+        store.add_event(plan.env, approvals.REQUEST_EVENT,
+                        f"approval of plan {plan.id} requested by {principal.id}" + (f": {reason}" if reason else ""),
+                        address=plan.id, data={"plan": plan.id, "hash": plan.hash, "by": principal.id,
+                                               "reason": reason})
+        found = approval_state(store, plan, status)
+    return found

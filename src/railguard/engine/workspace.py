@@ -5,6 +5,11 @@ The spec is ``railguard.toml`` in the current folder unless ``--spec`` or
 spec unless ``RAILGUARD_HOME`` says otherwise. Reading the file is the only I/O
 here; parsing is :func:`railguard.model.specfile.parse_spec`. Used by every
 command that needs the spec or the store.
+
+A workspace may carry a *proposed* spec text (from the MCP server's ``plan`` tool):
+it is parsed as if it were the file at ``spec_path``, so ``[app].source`` and other
+relative paths resolve exactly as for the real spec, and nothing is written beside it
+(a temporary file in the app folder would become part of the source snapshot).
 """
 
 from __future__ import annotations
@@ -26,6 +31,7 @@ SPEC_NAME = "railguard.toml"
 class Workspace:
     spec_path: Path
     home: Path
+    text: str | None = None  # a proposed spec, read instead of the file at spec_path
 
     @classmethod
     def locate(cls, spec: str | os.PathLike[str] | None = None) -> Workspace:
@@ -39,6 +45,8 @@ class Workspace:
         return self.spec_path.parent
 
     def read_spec_text(self) -> str:
+        if self.text is not None:
+            return self.text
         if not self.spec_path.exists():
             raise RailguardError(error(
                 "spec.not_found", f"No spec at {self.spec_path}",
@@ -76,9 +84,10 @@ class Workspace:
 
     def _display_path(self) -> str:
         try:
-            return str(self.spec_path.relative_to(Path.cwd()))
+            shown = str(self.spec_path.relative_to(Path.cwd()))
         except ValueError:
-            return str(self.spec_path)
+            shown = str(self.spec_path)
+        return f"{shown} (proposed)" if self.text is not None else shown
 
 
 def daemon_socket(home: Path) -> Path:

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 
-from railguard.model.celrules import compile_rule
 from railguard.model.diagnostics import Diagnostic, error, warning
 from railguard.model.durations import parse_ms
 from railguard.model.graph import find_cycle
@@ -206,6 +205,10 @@ def _health(spec: Spec) -> Iterator[Diagnostic]:
 
 
 def _policies(spec: Spec) -> Iterator[Diagnostic]:
+    if not spec.policies:
+        return
+    from railguard.model.celrules import compile_rule  # the CEL engine weighs ~16 MB: load it only for rules
+
     for i, rule in enumerate(spec.policies):
         try:
             compile_rule(rule.expression)

@@ -60,6 +60,7 @@ CODES: dict[str, str] = {
     "plan.spec_changed": "The spec on disk no longer matches the plan.",
     "plan.errored": "The plan has errors and cannot be applied.",
     "plan.already_applied": "The plan was already applied.",
+    "plan.proposed": "The plan was computed from proposed spec text, not the spec file on disk.",
     "apply.step_failed": "A change could not be applied by the provider.",
     # the local runtime
     "rollout.build_failed": "The service's build command failed.",
@@ -106,6 +107,15 @@ CODES: dict[str, str] = {
     "secret.missing": "A service declares a secret that has no value in the environment.",
     "secret.shared_value": "Two environments use the same secret value.",
     "audit.tampered": "The audit log was edited, reordered or cut.",
+    # the MCP server and what it reports
+    "service.degraded": "A live service's replicas keep restarting or fail their health checks.",
+    "mcp.invalid_arguments": "Arguments to a tool (or to `railguard mcp`) do not match what it accepts.",
+    "mcp.input_too_large": "An argument is larger than the server accepts.",
+    "mcp.unknown_tool": "No tool has that name.",
+    "mcp.env_mismatch": "The plan or operation named belongs to another environment than the one given.",
+    "mcp.token_required": "Serving MCP over HTTP needs a token.",
+    "mcp.insecure_bind": "A non-loopback address was given without TLS.",
+    "mcp.unauthorized": "An HTTP request did not carry the server's bearer token.",
     # catch-all for bugs: never for user mistakes
     "internal.error": "An unexpected internal error.",
 }

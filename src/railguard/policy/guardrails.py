@@ -15,7 +15,6 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from railguard.model.celrules import matches
 from railguard.model.plans import Action, Change, Effect, Plan, Risk, Verdict
 from railguard.model.principals import Principal, Role
 from railguard.model.resources import Resource
@@ -181,6 +180,8 @@ def _user_rules(plan: Plan, facts: Facts, config: dict[str, Any], protected: boo
                               "kind": facts.principal.kind},
             }
             try:
+                from railguard.model.celrules import matches  # loaded only when a spec has rules (~16 MB)
+
                 hit = matches(rule["expression"], activation)
             except Exception as exc:  # noqa: BLE001 - a rule that breaks at run time must block, not crash
                 yield Verdict(rule=f"policy:{rule['name']}", effect=Effect.deny, address=change.address,

@@ -3,6 +3,10 @@
 An approval counts only for the exact plan it names (id and hash), until it expires;
 a later rejection cancels it. Who may approve, and what they must confirm, is decided
 by the engine's policy check; this module only records and reads.
+
+A *request* for approval (``railguard`` MCP's ``request_approval``) is only a note that
+someone is waiting: an event on the timeline, never a row here, so it can never count
+as an approval.
 """
 
 from __future__ import annotations
@@ -53,3 +57,17 @@ def standing(store: Store, plan_id: str, plan_hash: str) -> dict[str, Any] | Non
 
 def rejected(store: Store, plan_id: str) -> dict[str, Any] | None:
     return next((e for e in for_plan(store, plan_id) if e["decision"] == "rejected"), None)
+
+
+REQUEST_EVENT = "plan.approval_requested"  # the event kind of a request
+
+
+def requests(store: Store, plan_id: str) -> list[dict[str, Any]]:
+    """Who asked for an approval of this plan, oldest first (events whose address is the plan)."""
+    rows = store.db.execute("SELECT at, message, data FROM events WHERE kind = ? AND address = ? ORDER BY id",
+                            (REQUEST_EVENT, plan_id)).fetchall()
+    out = []
+    for at, message, data in rows:
+        body = json.loads(data)
+        out.append({"at": at, "by": body.get("by"), "reason": body.get("reason", ""), "message": message})
+    return out

@@ -257,7 +257,8 @@ class CaddyEdge:
                 # Probe first: httpcore leaks the socket when a Unix-socket connect fails.
                 with socket.socket(socket.AF_UNIX) as probe:
                     probe.connect(str(self.socket_path))
-                transport = httpx.HTTPTransport(uds=str(self.socket_path))
+                # No TLS on a Unix socket: verify=False spares loading the CA bundle (~17 ms) on every call.
+                transport = httpx.HTTPTransport(uds=str(self.socket_path), verify=False)
                 with httpx.Client(transport=transport, base_url="http://127.0.0.1", timeout=30.0) as client:
                     resp = client.request(method, path, content=content, headers=headers)
                 break

@@ -1,0 +1,173 @@
+"""``diagnose``: why a service or an operation is unhealthy or failed, and the one right next step.
+
+It gathers what a person would look at — the operation's error diagnostics and the step that failed,
+the live status (health, restarts, warm releases), the releases, recent events, the log tail — and
+:func:`assess` (pure) decides what they mean:
+
+- a rollout that failed **before** its switch left traffic where it was: no rollback (it would go
+  back further than the release that still runs); read the failed release's logs, fix, plan again;
+- a failure **after** some services switched: roll back to the last release that ran healthy;
+- a live release that crashes or fails its health checks: roll back to the release before it
+  (instant while warm), and read the bad release's logs.
+
+Registered in :mod:`railguard.mcp.catalog`.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from railguard.mcp import briefs
+from railguard.mcp.catalog import tool
+from railguard.mcp.inputs import DiagnoseArgs
+from railguard.mcp.outputs import DiagnoseOut
+from railguard.mcp.results import Call, Outcome, act
+from railguard.model.diagnostics import Diagnostic, RailguardError, error
+from railguard.model.principals import Permission
+
+LOG_READ = 200  # lines read per log file; repeats (health-check access lines) are folded, then the last kept
+LOG_LINES = 20
+BAD_HEALTH = ("down", "failing", "unhealthy")
+
+
+def fold(lines: list[str]) -> list[str]:
+    """Consecutive repeats as one line with a count, so a crash is not pushed out of the tail by noise."""
+    out: list[str] = []
+    count = 0
+    for i, line in enumerate(lines):
+        count += 1
+        if i + 1 == len(lines) or lines[i + 1] != line:
+            out.append(line[:300] + (f"  [×{count}]" if count > 1 else ""))
+            count = 0
+    return out[-LOG_LINES:]
+
+
+def _service_of(step: str | None) -> str | None:
+    """'replace staging/service.web' or 'staging/service.web: gate' → 'web'."""
+    if not step or "/service." not in step:
+        return None
+    return step.split("/service.", 1)[1].split(":", 1)[0].split()[0]
+
+
+def assess(env: str, service: str | None, status: dict[str, Any], releases: list[dict[str, Any]],
+           op: dict[str, Any] | None) -> dict[str, Any]:
+    """What the facts mean: verdict, findings, cause, the service and release to read logs of, next actions."""
+    services = {s["name"]: briefs.service_brief(s) for s in status["services"]}
+    live = next((r for r in releases if r["status"] == "live"), None)
+    found: dict[str, Any] = {"verdict": "healthy", "findings": [], "cause": None, "focus": service,
+                             "log_release": None, "live_release": live["number"] if live else None,
+                             "last_good_release": None, "actions": [], "diagnostics": []}
+    findings, actions = found["findings"], found["actions"]
+    if status.get("operation"):
+        flight = status["operation"]
+        found["verdict"] = "progressing"
+        findings.append(f"Operation {flight['id']} ({flight['kind']}) is {flight['status']}.")
+        actions.append(act("get_operation", "Wait for it to end.", operation_id=flight["id"], wait_s=30))
+    if op is not None and op["status"] == "failed":
+        problems = [Diagnostic.model_validate(d) for d in (op.get("error") or {}).get("diagnostics", [])]
+        step = briefs.failed_step(op)
+        focus = service or _service_of(step)
+        made = next((r for r in releases if r.get("operation_id") == op["id"]), None)
+        found.update(verdict="failed", focus=focus, diagnostics=problems, cause=problems[0] if problems else None,
+                     log_release=made["number"] if made else None)
+        findings.append(f"Operation {op['id']} ({op['kind']}) failed at '{step or 'an early check'}'"
+                        + (f": {problems[0].summary}." if problems else "."))
+        switched = sorted(s["name"] for s in services.values() if made and s["release"] == made["number"])
+        if made and switched:
+            good = briefs.last_good(releases, before=made["number"])
+            findings.append(f"{', '.join(switched)} already run(s) release {made['number']}: the change is half done.")
+            if good is not None:
+                found["last_good_release"] = good["number"]
+                actions.append(act("rollback", f"Restore release {good['number']}, the last one that ran healthy.",
+                                   env=env, to=good["number"]))
+        elif live is not None:
+            findings.append(f"Traffic never moved: {env} still runs release {live['number']}. A rollback is not "
+                            "needed (it would go back further than the release that runs now).")
+            found["last_good_release"] = live["number"]
+        else:
+            findings.append(f"Nothing of it went live, and nothing ran in {env} before.")
+        if focus and made:
+            actions.append(act("read_logs", f"Read the failed release {made['number']}'s logs.", env=env,
+                               service=focus, release=made["number"], lines=50))
+        actions.append(act("plan", "After fixing the cause (see the remediation), plan again.", env=env))
+        return found
+    candidates = [services[service]] if service in services else [
+        s for s in services.values() if s["restarts"] or s["status"] in ("degraded", "missing")]
+    if service is not None and service not in services:
+        found.update(verdict="missing")
+        findings.append(f"No service '{service}' runs in {env}.")
+        actions.append(act("plan", "See what deploying the spec would do.", env=env))
+        return found
+    for svc in candidates[:1]:
+        found["focus"] = svc["name"]
+        unhealthy = [h for h in svc["health"] if h in BAD_HEALTH]  # "unknown": not checked yet since it started
+        if not (svc["restarts"] or unhealthy):
+            findings.append(f"{svc['name']} is healthy: release {svc['release']}, {svc['replicas']} replica(s).")
+            continue
+        verdict = "crashing" if svc["restarts"] else "degraded"
+        found.update(verdict=verdict, log_release=svc["release"])
+        what = (f"{svc['restarts']} restart(s) since its replicas started" if svc["restarts"] else "")
+        what += (("; " if what else "") + f"replica health {', '.join(svc['health'])}") if unhealthy else ""
+        findings.append(f"{svc['name']} runs release {svc['release']}: {what}.")
+        good = briefs.last_good(releases, before=svc["release"]) if svc["release"] else None
+        cause = error("service.degraded", f"{svc['name']} is {verdict} on release {svc['release']}",
+                      f"The live replicas of {svc['address']}: {what}. Its log tail shows what they print.",
+                      f"Roll back to release {good['number']} while you fix it, then plan again." if good else
+                      "Fix the cause shown in the logs, then plan again.", address=svc["address"],
+                      extra={"release": svc["release"], "restarts": svc["restarts"], "health": svc["health"]})
+        found.update(cause=cause, diagnostics=[cause])
+        if good is not None:
+            found["last_good_release"] = good["number"]
+            warm = " (still warm: instant)" if good["number"] in svc["warm"] else ""
+            findings.append(f"Release {good['number']} ran before it{warm}.")
+            actions.append(act("rollback", f"Restore release {good['number']}, which ran before the bad one{warm}.",
+                               env=env, to=good["number"]))
+        actions.append(act("read_logs", f"Read release {svc['release']}'s logs.", env=env, service=svc["name"],
+                           release=svc["release"], lines=50))
+    if not candidates and not status.get("operation"):
+        findings.append(f"All {len(services)} service(s) in {env} are healthy." if services else
+                        f"Nothing runs in {env} yet.")
+        if not services:
+            actions.append(act("plan", "Plan a first deploy.", env=env))
+    return found
+
+
+@tool("diagnose", title="Diagnose a service or operation", inputs=DiagnoseArgs, outputs=DiagnoseOut,
+      permission=Permission.read, read_only=True, idempotent=True)
+async def diagnose(call: Call, args: DiagnoseArgs) -> Outcome:
+    """Why a service or an operation is unhealthy or failed, and what to do next: combines the operation's error
+    diagnostics and failed step, the live status (health, restarts, warm releases), the releases, recent events
+    and the log tail. Its next actions say whether to roll back (and to which release) or to fix and plan again."""
+    gw = call.gw
+    status = (await gw.call("GET", "status", params={"env": args.env, "spec": gw.spec_path()}))["status"]
+    releases = (await gw.call("GET", "releases", params={"env": args.env, "limit": 50}))["releases"]
+    op = None
+    if args.operation_id:
+        op = (await gw.call("GET", f"operations/{args.operation_id}"))["operation"]
+        if op["env"] != args.env:
+            raise RailguardError(error(
+                "mcp.env_mismatch", f"Operation {op['id']} ran in '{op['env']}', not '{args.env}'",
+                "The operation named belongs to another environment.",
+                f"Call diagnose with env '{op['env']}'.", address=op["id"]))
+    elif args.service is None:
+        recent = (await gw.call("GET", "operations", params={"env": args.env, "limit": 1}))["operations"]
+        op = recent[0] if recent and recent[0]["status"] == "failed" else None
+    found = assess(args.env, args.service, status, releases, op)
+    focus, tail = found["focus"], []
+    if focus:
+        logs = (await gw.call("GET", "logs", params={"env": args.env, "service": focus, "lines": LOG_READ,
+                                                     "release": found["log_release"]}))["logs"]
+        tail = [{"name": f["name"], "lines": fold(f["lines"])} for f in logs["files"][-2:]]
+    events = (await gw.call("GET", "events", params={"env": args.env, "limit": 40}))["events"]
+    related = [{"at": e["at"], "kind": e["kind"], "message": e["message"][:300]} for e in events
+               if (focus and (f".{focus}." in e["message"] or (e["address"] or "").endswith(f"service.{focus}")))
+               or (op is not None and (e.get("data") or {}).get("operation") == op["id"])][-8:]
+    brief = next((briefs.service_brief(s) for s in status["services"] if s["name"] == focus), None)
+    summary = f"{args.env}" + (f"/{focus}" if focus else "") + f": {found['verdict']}. " + " ".join(found["findings"])
+    details = [f"{f['name']}: {line}" for f in tail for line in f["lines"][-8:]]
+    return Outcome(summary, details=details, payload={
+        "verdict": found["verdict"], "findings": found["findings"],
+        "cause": found["cause"].model_dump(mode="json") if found["cause"] else None, "service": brief,
+        "operation": briefs.operation_brief(op) if op else None, "live_release": found["live_release"],
+        "last_good_release": found["last_good_release"], "log_tail": tail, "events": related,
+    }, diagnostics=found["diagnostics"], next_actions=found["actions"])

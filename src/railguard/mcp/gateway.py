@@ -1,0 +1,102 @@
+"""The MCP server's one road to Railguard: the daemon's API client, acting as the server's principal.
+
+Every tool reaches the daemon through :class:`railguard.client.Client` (run in a worker thread:
+the client is synchronous), so a model can do exactly what the server's principal may do and no
+more: the token in ``RAILGUARD_TOKEN`` when the server started, or, without one, the local OS user
+(same-user mode, ``admin``). The principal's role, from ``GET /v1/whoami``, decides which tools are
+listed; the daemon checks every request again.
+
+Starting the daemon: only in same-user mode, like the CLI. With a token the server never starts
+it, because a daemon that ran in token-only mode (``--require-token``) and died would come back in
+same-user mode and quietly widen what every local process may do; a person restarts it instead.
+Used by :mod:`railguard.mcp.server` and the tool modules.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from typing import Any
+
+import anyio.to_thread
+
+from railguard.client import Client
+from railguard.engine.workspace import Workspace
+from railguard.model.diagnostics import RailguardError, error, has_errors
+from railguard.model.principals import Principal
+
+PRINCIPAL_TTL_S = 2.0  # a revoked token is refused by the daemon anyway; this only spares round trips
+
+
+class Gateway:
+    def __init__(self, ws: Workspace) -> None:
+        self.ws = ws
+        self.token = os.environ.get("RAILGUARD_TOKEN") or None
+        self.autostart = self.token is None
+        self.client = Client(ws, autostart=False)  # sends the token as a bearer on every request
+        self._principal: tuple[float, Principal] | None = None
+        self._envs: tuple[tuple[int, int], dict[str, bool] | None] | None = None
+
+    def close(self) -> None:
+        self.client.close()
+
+    def call_sync(self, method: str, path: str, body: dict[str, Any] | None = None,
+                  params: dict[str, Any] | None = None) -> dict[str, Any]:
+        try:
+            return self.client.call(method, path, body, params)
+        except RailguardError as exc:
+            down = exc.diagnostics and exc.diagnostics[0].code == "daemon.unavailable"
+            if not (down and self.autostart) or self.client.alive():
+                raise
+            self.client.start_daemon()
+            return self.client.call(method, path, body, params)
+
+    async def call(self, method: str, path: str, body: dict[str, Any] | None = None,
+                   params: dict[str, Any] | None = None) -> dict[str, Any]:
+        return await anyio.to_thread.run_sync(lambda: self.call_sync(method, path, body, params))
+
+    async def principal(self, fresh: bool = False) -> Principal:
+        """Who the daemon says the server acts as (cached for a moment); raises when it cannot tell."""
+        cached = self._principal
+        if not fresh and cached is not None and time.monotonic() - cached[0] < PRINCIPAL_TTL_S:
+            return cached[1]
+        found = Principal.model_validate((await self.call("GET", "whoami"))["principal"])
+        self._principal = (time.monotonic(), found)
+        return found
+
+    async def principal_or_none(self, fresh: bool = False) -> Principal | None:
+        try:
+            return await self.principal(fresh)
+        except RailguardError:
+            self._principal = None
+            return None
+
+    def spec_path(self) -> str:
+        return str(self.ws.spec_path)
+
+    def environments(self) -> dict[str, bool] | None:
+        """The spec's environments (name → protected), re-read only when the file changes; None if it is invalid."""
+        try:
+            stat = self.ws.spec_path.stat()
+        except OSError:
+            return None
+        key = (stat.st_mtime_ns, stat.st_size)
+        if self._envs is not None and self._envs[0] == key:
+            return self._envs[1]
+        try:
+            spec, diagnostics = self.ws.load()
+        except RailguardError:
+            spec, diagnostics = None, []
+        found = None if spec is None or has_errors(diagnostics) else {
+            name: env.protected for name, env in spec.environments.items()}
+        self._envs = (key, found)
+        return found
+
+    def require_env(self, env: str) -> None:
+        """Refuse an environment the spec on disk does not define (when the spec can be read at all)."""
+        found = self.environments()
+        if found is not None and env not in found:
+            raise RailguardError(error(
+                "spec.unknown_environment", f"No environment '{env}'",
+                f"The spec defines these environments: {', '.join(sorted(found)) or 'none'}.",
+                "Pass one of them as `env` (whoami lists them).", address=f"environments.{env}"))

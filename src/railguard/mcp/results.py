@@ -1,0 +1,95 @@
+"""Tool results as models read them: one envelope, a short text, bounded size.
+
+A tool handler returns an :class:`Outcome` (a summary, its payload, diagnostics, next actions);
+:func:`render` turns it into the MCP ``CallToolResult``: ``structuredContent`` with the envelope and
+the payload, a text block with the summary, each diagnostic's headline and remediation and the next
+calls (for clients that only show text), and ``isError`` when the call failed. Next actions name
+only tools the principal may call. Every string and list is clipped, so no answer grows without
+bound; tools page their main lists themselves. Used by :mod:`railguard.mcp.server` and the tools.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+import mcp_types as types
+
+from railguard.model.diagnostics import Diagnostic
+
+if TYPE_CHECKING:
+    from railguard.mcp.gateway import Gateway
+    from railguard.model.principals import Principal
+
+MAX_STRING = 4000
+MAX_LIST = 500
+MAX_DIAGNOSTICS = 50
+MAX_ACTIONS = 5
+MAX_TEXT_LINES = 60
+
+
+@dataclass(frozen=True)
+class Call:
+    """What a tool handler may use: the gateway to the daemon, and who is asking."""
+
+    gw: Gateway
+    principal: Principal | None
+    allowed: frozenset[str]  # tool names the principal may call
+
+
+@dataclass
+class Outcome:
+    summary: str
+    payload: dict[str, Any] = field(default_factory=dict)
+    diagnostics: list[Diagnostic] = field(default_factory=list)
+    next_actions: list[dict[str, Any]] = field(default_factory=list)
+    error: bool = False
+    details: list[str] = field(default_factory=list)  # extra lines for clients that only show text
+
+
+def act(tool: str, why: str, **arguments: Any) -> dict[str, Any]:
+    """A next action: call ``tool`` with ``arguments`` (None values left out), for ``why``."""
+    return {"tool": tool, "arguments": {k: v for k, v in arguments.items() if v is not None}, "why": why}
+
+
+def page(offset: int, limit: int, total: int) -> dict[str, Any]:
+    following = offset + limit
+    return {"offset": offset, "limit": limit, "total": total, "next_offset": following if following < total else None}
+
+
+def clip(value: Any) -> Any:
+    """The value with long strings shortened and long lists cut (a safety net under explicit paging)."""
+    if isinstance(value, str):
+        return value if len(value) <= MAX_STRING else value[:MAX_STRING] + f"… ({len(value) - MAX_STRING} more)"
+    if isinstance(value, dict):
+        return {k: clip(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [clip(v) for v in value[:MAX_LIST]]
+    return value
+
+
+def _unique(actions: list[dict[str, Any]], allowed: frozenset[str]) -> list[dict[str, Any]]:
+    seen: set[str] = set()
+    out = []
+    for action in actions:
+        key = json.dumps([action["tool"], action["arguments"]], sort_keys=True)
+        if action["tool"] in allowed and key not in seen:
+            seen.add(key)
+            out.append(action)
+    return out[:MAX_ACTIONS]
+
+
+def render(outcome: Outcome, allowed: frozenset[str]) -> types.CallToolResult:
+    actions = _unique(outcome.next_actions, allowed)
+    diagnostics = [d.model_dump(mode="json") for d in outcome.diagnostics[:MAX_DIAGNOSTICS]]
+    structured = {"ok": not outcome.error, "summary": clip(outcome.summary), "diagnostics": clip(diagnostics),
+                  "next_actions": actions, **clip(outcome.payload)}
+    lines = [outcome.summary, *outcome.details[:MAX_TEXT_LINES]]
+    for d in outcome.diagnostics[:10]:
+        lines.append(f"{d.severity.value} {d.code}: {d.summary}"
+                     + (f". {d.detail[:300]} → {d.remediation}" if d.is_error else ""))
+    for a in actions:
+        lines.append(f"Next: {a['tool']} {json.dumps(a['arguments'], sort_keys=True)} — {a['why']}")
+    return types.CallToolResult(content=[types.TextContent(text=clip("\n".join(lines)))],
+                                structured_content=structured, is_error=outcome.error)
