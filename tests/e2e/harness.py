@@ -77,8 +77,9 @@ class Workspace:
 
     def rg(self, *args: str, env: dict[str, str] | None = None,
            timeout: float = 120) -> subprocess.CompletedProcess[str]:
-        full = {**os.environ, "NO_COLOR": "1", "COLUMNS": "200", **(env or {})}
-        full.pop("RAILGUARD_HOME", None)
+        # The workspace's own state folder unless the test names one.
+        full = {k: v for k, v in os.environ.items() if k != "RAILGUARD_HOME"}
+        full.update({"NO_COLOR": "1", "COLUMNS": "200", **(env or {})})
         return subprocess.run([sys.executable, "-m", "railguard", *args], cwd=self.root, capture_output=True,
                               text=True, timeout=timeout, env=full, check=False)
 

@@ -292,3 +292,13 @@ def test_logs_served_are_redacted_even_when_the_app_prints_its_secret(g: Guarded
         text = g.rg(*args).stdout
         assert "connecting with token (sensitive:API_TOKEN)" in text
         assert STAGING_SECRET not in text
+
+
+def test_a_token_cannot_point_the_daemon_at_another_spec(g: Guarded, tmp_path_factory: Any) -> None:
+    agent = g.token("claude", "agent")
+    assert g.as_(agent, "plan", "--env", "staging")[0] == 0  # pins the daemon to this spec
+    elsewhere = tmp_path_factory.mktemp("elsewhere")
+    (elsewhere / "railguard.toml").write_text((g.root / "railguard.toml").read_text())
+    code, refused = g.rg_json("plan", "--env", "staging", "--spec", str(elsewhere / "railguard.toml"),
+                              env={"RAILGUARD_TOKEN": agent, "RAILGUARD_HOME": str(g.root / ".railguard")})
+    assert code == 1 and codes(refused) == ["auth.forbidden"]

@@ -170,6 +170,9 @@ def route(daemon: Daemon, method: str, parts: list[str], query: dict[str, str], 
     if not parts or parts[0] != "v1":
         raise _bad(f"unknown path /{'/'.join(parts)}")
     key = (method, parts[1] if len(parts) > 1 else "", len(parts))
+    for named in (body.get("spec"), query.get("spec")):
+        if isinstance(named, str) and named:
+            daemon.check_spec(named, who)
     store = daemon.store  # opened lazily: shutdown must work even when the state file is damaged
     read = Permission.read
     match key:

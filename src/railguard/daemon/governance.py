@@ -64,6 +64,25 @@ class Governance:
         except RailguardError:
             pass  # a damaged store is reported by the request itself
 
+    def check_spec(self, spec: str, who: Principal) -> None:
+        """Pin the daemon to one workspace: the first spec it serves is the only one, except for an admin.
+
+        Without this, any token holder could point the daemon (possibly another OS user) at another folder.
+        """
+        path = str(Path(spec).resolve())
+        store = self.store()
+        row = store.db.execute("SELECT value FROM meta WHERE key = 'spec_path'").fetchone()
+        if row is None:
+            with store.transaction() as db:
+                db.execute("INSERT OR IGNORE INTO meta (key, value) VALUES ('spec_path', ?)", (path,))
+            return
+        if row[0] != path and who.role is not Role.admin:
+            raise RailguardError(error(
+                "auth.forbidden", "This daemon serves another spec",
+                f"The daemon of {self.home} serves {row[0]}; {who.id} asked about {path}. Only an admin may point "
+                "it at another spec.", "Use the spec this daemon serves, or a state folder of your own "
+                "(RAILGUARD_HOME)."))
+
     def audit_entries(self, env: str | None, limit: int) -> list[dict[str, Any]]:
         return audit.entries(self.store(), env, limit)
 
