@@ -59,9 +59,7 @@ class Client:
 
     def start_daemon(self, require_token: bool = False) -> int:
         if self.alive():
-            pid = self.daemon_pid()
-            assert pid is not None
-            return pid
+            return self.daemon_pid() or 0
         # Open the store here first: a corrupt, too new or unwritable state folder is reported
         # with its own diagnostic instead of a daemon that dies at boot.
         Store.open(self.ws.home).close()
@@ -102,7 +100,10 @@ class Client:
                 raise RailguardError(*[Diagnostic.model_validate(d) for d in answer.get("diagnostics", [])])
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
-            if pid is None or not psutil.pid_exists(pid) or psutil.Process(pid).status() == psutil.STATUS_ZOMBIE:
+            try:
+                if pid is None or psutil.Process(pid).status() == psutil.STATUS_ZOMBIE:
+                    return True
+            except psutil.Error:
                 return True
             time.sleep(0.05)
         raise _unavailable(f"The daemon (pid {pid}) did not stop within {timeout:.0f} s.", self.ws.home)
@@ -121,5 +122,9 @@ class Client:
         except ValueError as exc:
             raise _unavailable(f"The daemon sent an answer that is not JSON: {exc}.", self.ws.home) from exc
         if not payload.get("ok"):
-            raise RailguardError(*[Diagnostic.model_validate(d) for d in payload.get("diagnostics", [])])
+            found = [Diagnostic.model_validate(d) for d in payload.get("diagnostics", [])]
+            raise RailguardError(*(found or [error(
+                "daemon.bad_request", "The daemon refused the request without saying why",
+                f"{method} /v1/{path} answered ok=false with no diagnostics.",
+                "Check that the CLI and the daemon are the same version (`railguard daemon stop`, then retry).")]))
         return payload

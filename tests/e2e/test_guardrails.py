@@ -302,3 +302,18 @@ def test_a_token_cannot_point_the_daemon_at_another_spec(g: Guarded, tmp_path_fa
     code, refused = g.rg_json("plan", "--env", "staging", "--spec", str(elsewhere / "railguard.toml"),
                               env={"RAILGUARD_TOKEN": agent, "RAILGUARD_HOME": str(g.root / ".railguard")})
     assert code == 1 and codes(refused) == ["auth.forbidden"]
+
+
+def test_a_scoped_token_sees_only_its_environments(g: Guarded) -> None:
+    assert g.rg_json("deploy", "--env", "staging", "--yes")[0] == 0
+    code, planned = g.rg_json("plan", "--env", "production")
+    assert code == 0
+    staging_only = g.token("stg-reader", "viewer", "staging")
+    code, refused = g.as_(staging_only, "logs", "../../production/web", "--env", "staging")
+    assert code == 1 and codes(refused) == ["daemon.bad_request"]  # no path out of logs/<env>/
+    code, events = g.as_(staging_only, "events")
+    assert code == 0 and events["events"] and {e["env"] for e in events["events"]} <= {"staging", None}
+    code, audit = g.as_(staging_only, "audit")
+    assert code == 0 and all(e["env"] in ("staging", None) for e in audit["audit"])
+    code, refused = g.as_(staging_only, "show", planned["plan"]["id"])
+    assert code == 1 and codes(refused) == ["auth.forbidden"]

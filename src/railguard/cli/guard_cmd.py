@@ -109,7 +109,7 @@ def secret_set(
         secret = getpass.getpass(f"Value of {name} for {name_env}: ")
     else:
         secret = sys.stdin.read()
-    secret = secret.rstrip("\n")
+    secret = secret.rstrip("\r\n")
     stored = client.call("POST", "secrets", {"env": name_env, "name": name, "value": secret})["secret"]
     if as_json:
         finish(True, [], {"secret": stored})

@@ -201,6 +201,7 @@ def route(daemon: Daemon, method: str, parts: list[str], query: dict[str, str], 
         case ("POST", "promote", 2):
             target = _need(body, "to")
             require(who, Permission.plan, target)
+            require(who, read, _need(body, "from"))
             return {"plan": daemon.promote(_need(body, "spec"), _need(body, "from"), target, who)}
         case ("POST", "operations", 2):
             kind = _need(body, "kind")
@@ -230,12 +231,19 @@ def route(daemon: Daemon, method: str, parts: list[str], query: dict[str, str], 
                                  for r in store().releases(_need(query, "env"), _int(query, "limit", 50) or 50)]}
         case ("GET", "logs", 2):
             require(who, read, _need(query, "env"))
-            offsets = json.loads(query["offsets"]) if query.get("offsets") else None
+            try:
+                offsets = json.loads(query["offsets"]) if query.get("offsets") else None
+            except ValueError as exc:
+                raise _bad("'offsets' must be a JSON object of file name to offset") from exc
+            if offsets is not None and not (isinstance(offsets, dict) and all(
+                    isinstance(k, str) and isinstance(v, int) for k, v in offsets.items())):
+                raise _bad("'offsets' must be a JSON object of file name to offset")
             return {"logs": daemon.logs(_need(query, "env"), _need(query, "service"), _int(query, "release", None),
                                         _int(query, "lines", 100) or 100, offsets)}
         case ("GET", "events", 2):
             require(who, read, query.get("env"))
-            return {"events": store().events(query.get("env"), _int(query, "limit", 100) or 100)}
+            rows = store().events(query.get("env"), _int(query, "limit", 100) or 100)
+            return {"events": [r for r in rows if r["env"] is None or who.allows(read, r["env"])]}
         case ("POST", "tokens", 2):
             return {"token": daemon.create_token(who, _need(body, "name"), _need(body, "role"),
                                                  _strings(body, "envs") or None, body.get("expires_in_s"),
@@ -255,7 +263,8 @@ def route(daemon: Daemon, method: str, parts: list[str], query: dict[str, str], 
             return {"secrets": daemon.list_secrets(query.get("env"), who)}
         case ("GET", "audit", 2):
             require(who, read, query.get("env"))
-            return {"audit": daemon.audit_entries(query.get("env"), _int(query, "limit", 200) or 200)}
+            rows = daemon.audit_entries(query.get("env"), _int(query, "limit", 200) or 200)
+            return {"audit": [r for r in rows if r["env"] is None or who.allows(read, r["env"])]}
         case ("GET", "audit", 3) if parts[2] == "verify":
             require(who, read, None)
             return {"verify": daemon.audit_verify()}

@@ -73,6 +73,12 @@ class Governance:
         store = self.store()
         row = store.db.execute("SELECT value FROM meta WHERE key = 'spec_path'").fetchone()
         if row is None:
+            # Anyone may pin the spec beside the state folder (the default layout); any other path only an admin.
+            if who.role is not Role.admin and Path(path).parent != self.home.resolve().parent:
+                raise RailguardError(error(
+                    "auth.forbidden", "Only an admin may choose the spec this daemon serves",
+                    f"{who.id} asked about {path}, which is not beside the state folder {self.home}.",
+                    "Have an admin run a command with that spec first, or use the spec beside the state folder."))
             with store.transaction() as db:
                 db.execute("INSERT OR IGNORE INTO meta (key, value) VALUES ('spec_path', ?)", (path,))
             return

@@ -13,6 +13,7 @@ from __future__ import annotations
 import logging
 import os
 import queue
+import re
 import threading
 import time
 from collections.abc import Callable
@@ -31,8 +32,9 @@ from railguard.engine.recovery import recover
 from railguard.engine.rollback import check_rollback, rollback, rollback_plan
 from railguard.engine.workspace import Workspace, require_env
 from railguard.model.diagnostics import RailguardError, error
-from railguard.model.principals import Principal
+from railguard.model.principals import Permission, Principal
 from railguard.model.resources import desired_digest
+from railguard.model.spec import NAME_PATTERN
 from railguard.providers.local.processes import Supervisor, tail
 from railguard.providers.local.provider import LocalProvider
 from railguard.secrets.keys import key_dir, state_id
@@ -41,6 +43,7 @@ from railguard.state import approvals, secretstore
 from railguard.state.store import Store
 
 log = logging.getLogger("railguard.daemon")
+NAME_RE = re.compile(NAME_PATTERN.strip("^$"))
 
 
 @dataclass
@@ -130,21 +133,27 @@ class Daemon(Governance):
             job = self._jobs.get()
             if job is None:
                 return
-            store = self.store()
             try:
-                job.run(store)
-            except RailguardError as exc:
-                store.finish_operation(job.op_id, "failed",
-                                       {"diagnostics": [d.model_dump(mode="json") for d in exc.diagnostics]})
-            except Exception as exc:  # noqa: BLE001 - an operation bug must not kill the runner
-                log.exception("operation %s crashed", job.op_id)
-                diag = error("internal.error", "The operation hit an internal error", f"{type(exc).__name__}: {exc}",
-                             "Check `railguard status`; report the bug with the daemon log.")
-                store.finish_operation(job.op_id, "failed", {"diagnostics": [diag.model_dump(mode="json")]})
-            finally:
-                with self._busy_lock:
-                    if self._busy.get(job.env) == job.op_id:  # a newer operation may hold it already
-                        del self._busy[job.env]
+                self._run_job(job)
+            except Exception:  # noqa: BLE001 - even a broken store must not end the runner thread
+                log.exception("operation %s could not be settled", job.op_id)
+
+    def _run_job(self, job: Job) -> None:
+        store = self.store()
+        try:
+            job.run(store)
+        except RailguardError as exc:
+            store.finish_operation(job.op_id, "failed",
+                                   {"diagnostics": [d.model_dump(mode="json") for d in exc.diagnostics]})
+        except Exception as exc:  # noqa: BLE001 - an operation bug must not kill the runner
+            log.exception("operation %s crashed", job.op_id)
+            diag = error("internal.error", "The operation hit an internal error", f"{type(exc).__name__}: {exc}",
+                         "Check `railguard status`; report the bug with the daemon log.")
+            store.finish_operation(job.op_id, "failed", {"diagnostics": [diag.model_dump(mode="json")]})
+        finally:
+            with self._busy_lock:
+                if self._busy.get(job.env) == job.op_id:  # a newer operation may hold it already
+                    del self._busy[job.env]
 
     def _claim(self, env: str, create: Callable[[], str]) -> str:
         """Create the operation (``create``) only if no other runs in ``env``; return its id."""
@@ -227,6 +236,7 @@ class Daemon(Governance):
         spec, _ = ws.load_valid()
         store = self.store()
         plan, _, _ = store.load_plan(plan_id)
+        guard.require(principal, Permission.apply, plan.env)  # before anything about the plan is revealed
         require_env(spec, plan.env)
         current = desired_digest(desired_for(ws, spec, plan.env, secretstore.versions(store, plan.env)))
         verify_plan(store, plan_id, current)  # fail fast, before queueing; re-checked under the lock
@@ -268,6 +278,11 @@ class Daemon(Governance):
 
     def logs(self, env: str, service: str, release: int | None, lines: int,
              offsets: dict[str, int] | None) -> dict[str, Any]:
+        for value, what in ((env, "environment"), (service, "service")):
+            if not NAME_RE.fullmatch(value):  # names only: never a path that walks out of logs/<env>/
+                raise RailguardError(error("daemon.bad_request", f"'{value}' is not a {what} name",
+                                           "Names are lowercase letters, digits and '-'.",
+                                           "Pass the name as written in railguard.toml."))
         folder = self.home / "logs" / env / service
         files = sorted(folder.glob("*.log")) if folder.is_dir() else []
         if release is not None:

@@ -195,7 +195,8 @@ class CaddyEdge:
         }
         self.config_path.write_text(json.dumps(bootstrap))
         self.socket_path.unlink(missing_ok=True)  # a stale socket would make the admin bind fail
-        env = dict(os.environ)
+        # Nothing of the daemon's environment (tokens, the secret key) reaches Caddy.
+        env = {k: v for k, v in os.environ.items() if k in ("PATH", "HOME", "LANG", "TZ")}
         env["XDG_DATA_HOME"] = str(self.run_dir / "data")
         env["XDG_CONFIG_HOME"] = str(self.run_dir / "config")
         argv = [str(self.binary()), "run", "--config", str(self.config_path)]
