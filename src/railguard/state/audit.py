@@ -31,8 +31,10 @@ def append(store: Store, anchor: Path | None, *, principal: str, action: str, ou
     with store.transaction() as db:
         row = db.execute("SELECT hash FROM audit ORDER BY id DESC LIMIT 1").fetchone()
         prev = row[0] if row else GENESIS
+        # Free text in a request (a reason) passes the redactor like every other stored text.
         entry = {"at": now(), "principal": principal, "action": action, "env": env, "plan_id": plan_id,
-                 "plan_hash": plan_hash, "outcome": outcome, "detail": json.loads(canonical_json(detail or {}))}
+                 "plan_hash": plan_hash, "outcome": outcome,
+                 "detail": json.loads(store.redact(canonical_json(detail or {})))}
         digest = _entry_hash(prev, entry)
         db.execute("INSERT INTO audit (at, principal, action, env, plan_id, plan_hash, outcome, detail, prev_hash, "
                    "hash) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",

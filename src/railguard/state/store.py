@@ -112,6 +112,9 @@ class Store:
         """The connection, for the store's sibling modules (tokens, approvals, secrets, audit)."""
         return self._db
 
+    def redact(self, text: str) -> str:
+        return self._redact(text)
+
     def add_redactor(self, redact: Callable[[str], str]) -> None:
         """Text stored in events, the journal and operation errors passes through ``redact`` first."""
         self._redact = redact

@@ -81,11 +81,12 @@ class LocalProvider(Rollouts):
     def adopt(self) -> list[str]:
         """Take over what a previous daemon left running; return what was done, for the events."""
         notes: list[str] = []
+        unproven: list[Replica] = []
         with self.state.lock:
             for env, runtime in self.state.envs.items():
                 for rs in list(runtime.sets):
-                    if rs.role == PENDING:  # never routed: stopping it is always safe
-                        stop_replicas(rs.replicas)
+                    if rs.role == PENDING:  # not recorded as routed: it goes, once the edge routes the live set
+                        unproven += rs.replicas
                         runtime.sets.remove(rs)
                         notes.append(f"{env}/{rs.service}: stopped unproven replicas of release {rs.release}")
                         continue
@@ -103,6 +104,8 @@ class LocalProvider(Rollouts):
             for env in with_edge:
                 self.edge(env).start()  # adopts a Caddy that kept serving while no daemon ran
                 self._sync_edge(env)
+        # Stopped only now: a daemon killed mid-switch may have routed them already; the edge just moved back.
+        stop_replicas(unproven)
         return notes
 
     def edge(self, env: str) -> CaddyEdge:

@@ -114,16 +114,26 @@ class Rollouts:
         with step("switch"):
             with self.state.lock:
                 old = runtime.live(new_set.service)
+                before = (new_set.role, new_set.warm_until, old.role if old else None,
+                          old.warm_until if old else None)
                 if old is not None and old is not new_set:
                     old.role, old.warm_until = WARM, time.time() + desired.config.get("rollback_window_ms", 0) / 1000
-                if new_set.role == PENDING:
+                new_set.role, new_set.warm_until = LIVE, None
+                try:
+                    self._sync_edge(env)  # the edge first: the record never says "switched" before traffic is
+                except EdgeError:
+                    new_set.role, new_set.warm_until = before[0], before[1]
+                    if old is not None and old is not new_set:
+                        old.role, old.warm_until = str(before[2]), before[3]
+                    if new_set.role == PENDING:
+                        self._abandon(runtime, new_set)
+                    raise
+                if before[0] == PENDING:
                     for replica in new_set.replicas:
                         replica.record = self.supervisor.add(replica.spec, replica.record)
-                new_set.role, new_set.warm_until = LIVE, None
                 new_set.config, new_set.fingerprint, new_set.depends_on = (desired.config, desired.fingerprint,
                                                                            desired.depends_on)
                 self.state.save()
-                self._sync_edge(env)
         return old if old is not new_set else None
 
     def _update_service(self, request: ApplyRequest, step: _Step) -> ApplyResponse:
