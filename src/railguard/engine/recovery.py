@@ -11,7 +11,7 @@ edge update, so each service runs either its old or its new release.
 from __future__ import annotations
 
 from railguard.engine.observe import observe_into
-from railguard.model.diagnostics import error
+from railguard.model.diagnostics import RailguardError, error
 from railguard.model.plans import Action
 from railguard.model.resources import Resource, desired_digest
 from railguard.providers.base import Provider
@@ -28,17 +28,22 @@ def recover(store: Store, provider: Provider) -> list[str]:
         live = {o.address: o.fingerprint for o in observed}
         release = next((r for r in store.releases(env, limit=1_000_000) if r["operation_id"] == op["id"]), None)
         wanted: list[tuple[str, str | None, Action]]
+        unknowable = False
         if op["plan_id"]:
-            plan, _, _ = store.load_plan(op["plan_id"])
-            wanted = [(c.address, c.after_fingerprint, c.action) for c in plan.actionable]
+            try:
+                plan, _, _ = store.load_plan(op["plan_id"])
+                wanted = [(c.address, c.after_fingerprint, c.action) for c in plan.actionable]
+            except RailguardError:  # a damaged plan must not keep the daemon from starting
+                wanted, unknowable = [], True
         elif release is not None:
             wanted = [(r["address"], r["fingerprint"], Action.replace) for r in release["desired"]]
         else:
-            wanted = []
+            wanted, unknowable = [], True  # nothing recorded to compare with: never call it a success
         missing = [a for a, fp, action in wanted
                    if (action is Action.delete and a in live) or (action is not Action.delete and live.get(a) != fp)]
-        if op["status"] == "queued" and not wanted:
-            missing = ["(the operation never started)"]
+        if (op["status"] == "queued" or unknowable) and not wanted:
+            missing = ["(the operation never started)" if op["status"] == "queued"
+                       else "(what it changed cannot be checked)"]
         last = next((j for j in reversed(op["journal"]) if j["phase"] == "begin"), None)
         where = last["step"] if last else "before its first step"
         if not missing:
