@@ -66,11 +66,14 @@ def workspace(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]
 
 
 def _ours(base: Path) -> list[psutil.Process]:
-    """Processes whose command line points into this test session's temporary folders."""
+    """Processes whose command line or working directory points into this session's temporary folders.
+
+    Replicas run as `python app.py` inside an artifact folder: only their working directory names the test.
+    """
     found = []
-    for proc in psutil.process_iter(["cmdline", "environ"]):
+    for proc in psutil.process_iter(["cmdline", "cwd"]):
         try:
-            text = " ".join(proc.info["cmdline"] or [])
+            text = " ".join(proc.info["cmdline"] or []) + " " + (proc.info["cwd"] or "")
             if str(base) in text and proc.pid != os.getpid():
                 found.append(proc)
         except psutil.Error:
