@@ -22,12 +22,13 @@ from railguard.mcp.catalog import tool
 from railguard.mcp.inputs import DiagnoseArgs
 from railguard.mcp.outputs import DiagnoseOut
 from railguard.mcp.results import Call, Outcome, act
+from railguard.model.api import ReplicaHealth
 from railguard.model.diagnostics import Diagnostic, RailguardError, error
 from railguard.model.principals import Permission
 
 LOG_READ = 200  # lines read per log file; repeats (health-check access lines) are folded, then the last kept
 LOG_LINES = 20
-BAD_HEALTH = ("down", "failing", "unhealthy")
+BAD_HEALTH = tuple(h.value for h in ReplicaHealth if h.bad)  # one vocabulary: model/api.py
 
 
 def fold(lines: list[str]) -> list[str]:

@@ -13,7 +13,11 @@ from typing import Any
 
 from pydantic import BaseModel, Field
 
+from railguard.model.api import Approval, OperationBrief, PlanBrief
 from railguard.model.diagnostics import Diagnostic
+
+# The operation, plan and approval shapes are the contract's (model/api.py), not declared a second time here.
+Operation = OperationBrief
 
 
 class NextAction(BaseModel):
@@ -46,49 +50,6 @@ class ServiceBrief(BaseModel):
     restarts: int = Field(description="Restarts of the live release's replicas since they started.")
     health: list[str] = Field(description="Each replica's health.")
     warm: list[int] = Field(description="Earlier releases still running unrouted: a rollback to them is instant.")
-
-
-class Operation(BaseModel):
-    id: str
-    env: str
-    kind: str = Field(description="apply | rollback")
-    status: str = Field(description="queued | running | succeeded | failed")
-    plan_id: str | None = None
-    principal: str | None = None
-    created_at: str | None = None
-    updated_at: str | None = None
-    failed_step: str | None = None
-    steps: list[dict[str, Any]] = Field(default_factory=list, description="The journal's newest entries.")
-    steps_total: int = 0
-
-
-class PlanBrief(BaseModel):
-    id: str
-    env: str
-    status: str | None = Field(default=None, description="saved | applying | applied | failed | rejected")
-    hash: str
-    short_hash: str
-    base_serial: int
-    errored: bool
-    applyable: bool
-    max_risk: str
-    decision: str = Field(description="allow | warn | require_approval | deny: the strictest verdict.")
-    counts: dict[str, int]
-    requested_by: str
-    proposed: bool = Field(default=False, description="Made from proposed spec text, not the file on disk.")
-
-
-class Approval(BaseModel):
-    plan_id: str
-    state: str = Field(description="not_required | needed | requested | approved | expired | rejected | denied "
-                                   "| closed")
-    required: bool
-    rules: list[str]
-    approvers: list[str] = Field(description="Roles that may approve.")
-    confirm: list[str] = Field(description="Addresses the approver must type back (deletes).")
-    command: str = Field(description="What a person runs on a terminal to approve.")
-    requests: list[dict[str, Any]]
-    decisions: list[dict[str, Any]]
 
 
 class WhoamiOut(Envelope):

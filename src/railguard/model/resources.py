@@ -11,13 +11,16 @@ by :func:`desired_resources`, no I/O.
 from __future__ import annotations
 
 from enum import StrEnum
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
 from railguard.model.canonical import digest
 from railguard.model.durations import parse_ms
 from railguard.model.spec import Service, Spec
+
+if TYPE_CHECKING:
+    from railguard.model.api import Health
 
 ResourceKind = Literal["service", "edge", "environment"]
 
@@ -56,6 +59,17 @@ class LiveStatus(StrEnum):
     degraded = "degraded"
     stopped = "stopped"
     missing = "missing"
+
+    @property
+    def health(self) -> Health:
+        """The same state in the one ordered vocabulary."""
+        from railguard.model.api import Health  # model.api builds on this module: import at call time
+
+        return Health(_LIVE_HEALTH[self])
+
+
+_LIVE_HEALTH = {LiveStatus.running: "healthy", LiveStatus.progressing: "progressing", LiveStatus.degraded: "degraded",
+                LiveStatus.stopped: "missing", LiveStatus.missing: "missing"}
 
 
 class ObservedResource(BaseModel):

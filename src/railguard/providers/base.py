@@ -11,11 +11,11 @@ embedded local runtime and the in-memory fake used by unit tests both implement
 from __future__ import annotations
 
 from collections.abc import Callable
-from enum import StrEnum
 from typing import Any, Protocol, runtime_checkable
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from railguard.model.api import Health as Health  # the one ordered health vocabulary, re-exported
 from railguard.model.diagnostics import Diagnostic
 from railguard.model.plans import Change
 from railguard.model.resources import ObservedResource, Resource
@@ -53,16 +53,6 @@ class ApplyResponse(_Message):
 class HealthRequest(_Message):
     env: str
     address: str
-
-
-class Health(StrEnum):
-    """Closed set of health states, best first (gitops-engine style)."""
-
-    healthy = "healthy"
-    progressing = "progressing"
-    degraded = "degraded"
-    missing = "missing"
-    unknown = "unknown"
 
 
 class HealthResponse(_Message):

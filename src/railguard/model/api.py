@@ -1,0 +1,522 @@
+"""The typed contract: every value that crosses a process or layer boundary, in one place.
+
+The store returns these models; the daemon answers with their JSON (``model_dump(mode="json")``),
+so the field names and shapes below ARE the wire format of the daemon API and of ``--json``:
+rename nothing without a note in docs. The client and MCP parse into them; MCP's output schemas
+are generated from them (:mod:`railguard.mcp.outputs`). Plans live in :mod:`railguard.model.plans`
+and diagnostics in :mod:`railguard.model.diagnostics`; they are part of the same contract.
+
+Statuses are closed enums (``StrEnum``: they compare equal to, and serialize as, the strings the
+wire always carried). Health is ONE ordered vocabulary, :class:`Health`, modelled on
+gitops-engine's ``pkg/health``: ``healthy < progressing < missing < degraded < unknown``, where
+:meth:`Health.worse_than` says which of two is worse (a service is as healthy as its worst
+replica). The older per-layer vocabularies map into it: :class:`ReplicaHealth` (what a health
+check of one replica says) and :class:`railguard.model.resources.LiveStatus` (what a provider
+reports) each have a ``.health``.
+
+Response models ignore unknown fields (a newer daemon may add some); request models
+(``*Request``) forbid them, so a typo in a request is a diagnostic, not a silent default.
+"""
+
+from __future__ import annotations
+
+from enum import StrEnum
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from railguard.model.diagnostics import Diagnostic
+from railguard.model.resources import Resource
+
+# -- enums --------------------------------------------------------------------------------------
+
+
+class Health(StrEnum):
+    """How something is doing, best first; the order is the one gitops-engine uses (without suspended).
+
+    ``missing`` (nothing runs) is better than ``degraded`` (something runs and fails) because a
+    missing resource is an expected step of a rollout, and ``unknown`` is worst: nothing can be
+    promised about it.
+    """
+
+    healthy = "healthy"
+    progressing = "progressing"
+    missing = "missing"
+    degraded = "degraded"
+    unknown = "unknown"
+
+    @property
+    def rank(self) -> int:
+        return _HEALTH_ORDER.index(self)
+
+    def worse_than(self, other: Health) -> bool:
+        return self.rank > other.rank
+
+    @classmethod
+    def worst(cls, healths: list[Health], default: Health | None = None) -> Health:
+        """The worst of ``healths`` (``default``, else healthy, when there are none)."""
+        return max(healths, key=lambda h: h.rank, default=default or cls.healthy)
+
+
+_HEALTH_ORDER = list(Health)
+
+
+class ReplicaHealth(StrEnum):
+    """What the health checks of one replica say (the ``health`` of a replica in ``status``)."""
+
+    healthy = "healthy"
+    unknown = "unknown"  # alive, not checked yet since it started
+    failing = "failing"  # recent checks fail, fewer than unhealthy_threshold in a row
+    unhealthy = "unhealthy"  # unhealthy_threshold checks in a row failed
+    down = "down"  # the process is gone
+
+    @property
+    def health(self) -> Health:
+        return _REPLICA_HEALTH[self]
+
+    @property
+    def bad(self) -> bool:
+        """A problem worth a diagnosis (``unknown`` is only "not checked yet")."""
+        return self in (ReplicaHealth.failing, ReplicaHealth.unhealthy, ReplicaHealth.down)
+
+
+_REPLICA_HEALTH = {ReplicaHealth.healthy: Health.healthy, ReplicaHealth.unknown: Health.progressing,
+                   ReplicaHealth.failing: Health.progressing, ReplicaHealth.unhealthy: Health.degraded,
+                   ReplicaHealth.down: Health.degraded}
+
+
+class OperationStatus(StrEnum):
+    queued = "queued"
+    running = "running"
+    succeeded = "succeeded"
+    failed = "failed"
+
+    @property
+    def in_flight(self) -> bool:
+        return self in (OperationStatus.queued, OperationStatus.running)
+
+
+IN_FLIGHT = (OperationStatus.queued, OperationStatus.running)
+
+
+class OperationKind(StrEnum):
+    apply = "apply"
+    rollback = "rollback"
+
+
+class PlanStatus(StrEnum):
+    saved = "saved"
+    applying = "applying"
+    applied = "applied"
+    failed = "failed"
+    rejected = "rejected"
+
+
+class ReleaseStatus(StrEnum):
+    pending = "pending"
+    live = "live"
+    superseded = "superseded"
+    failed = "failed"
+
+    @property
+    def ran_healthy(self) -> bool:
+        """It was live at some point: a target for rollback, a proof for promotion."""
+        return self in (ReleaseStatus.live, ReleaseStatus.superseded)
+
+
+class Decision(StrEnum):
+    """A recorded approval decision."""
+
+    approved = "approved"
+    rejected = "rejected"
+
+
+class ApprovalState(StrEnum):
+    """Where a plan stands on approval (computed from the plan, its status and the decisions)."""
+
+    not_required = "not_required"
+    needed = "needed"
+    requested = "requested"
+    approved = "approved"
+    expired = "expired"
+    rejected = "rejected"
+    denied = "denied"  # a deny verdict: no approval can lift it
+    closed = "closed"  # the plan was used
+
+
+# -- bases -----------------------------------------------------------------------------------------
+
+
+class Record(BaseModel):
+    """A value the store or the daemon answers with. Unknown fields are ignored (newer daemons)."""
+
+    model_config = ConfigDict(frozen=True, extra="ignore")
+
+
+class Request(BaseModel):
+    """A request body sent to the daemon: unknown fields and wrong types are refused."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid", populate_by_name=True)
+
+
+# -- operations -------------------------------------------------------------------------------------
+
+
+class OperationStep(Record):
+    """One journal entry: a step began, ended or failed."""
+
+    step: str
+    phase: Literal["begin", "end", "fail"]
+    # Free-form context a provider reports with a step (pids, ports, diagnostics); shaped by the provider.
+    detail: dict[str, Any] = Field(default_factory=dict)
+    at: str
+
+
+class OperationError(Record):
+    diagnostics: list[Diagnostic] = Field(default_factory=list)
+
+
+class OperationSummary(Record):
+    """An operation without its journal (lists, the operation in flight)."""
+
+    id: str
+    env: str
+    kind: OperationKind
+    plan_id: str | None = None
+    status: OperationStatus
+    principal: str
+    created_at: str
+    updated_at: str
+    error: OperationError | None = None
+
+
+class Operation(OperationSummary):
+    """An operation and its whole journal (``GET /v1/operations/<id>``)."""
+
+    journal: list[OperationStep] = Field(default_factory=list)
+
+
+class StepBrief(Record):
+    step: str
+    phase: Literal["begin", "end", "fail"]
+    at: str | None = None
+
+
+class OperationBrief(Record):
+    """An operation bounded for a model to read (MCP results): the newest steps, where it failed."""
+
+    id: str
+    env: str
+    kind: OperationKind = Field(description="apply | rollback")
+    status: OperationStatus = Field(description="queued | running | succeeded | failed")
+    plan_id: str | None = None
+    principal: str | None = None
+    created_at: str | None = None
+    updated_at: str | None = None
+    failed_step: str | None = None
+    steps: list[StepBrief] = Field(default_factory=list, description="The journal's newest entries.")
+    steps_total: int = 0
+
+
+class InFlight(Record):
+    """The operation running in an environment, as ``status`` shows it (no journal)."""
+
+    id: str
+    kind: OperationKind
+    status: OperationStatus
+    created_at: str
+
+
+# -- plans --------------------------------------------------------------------------------------------
+
+
+class PlanRecord(Record):
+    """A saved plan as listed (``GET /v1/plans``): its identity and status, not its body."""
+
+    id: str
+    env: str
+    created_at: str
+    hash: str
+    base_serial: int
+    status: PlanStatus
+
+
+class PlanBrief(Record):
+    """A plan's decision-relevant summary (MCP results)."""
+
+    id: str
+    env: str
+    status: PlanStatus | None = Field(default=None, description="saved | applying | applied | failed | rejected")
+    hash: str
+    short_hash: str
+    base_serial: int
+    errored: bool
+    applyable: bool
+    max_risk: str
+    decision: str = Field(description="allow | warn | require_approval | deny: the strictest verdict.")
+    counts: dict[str, int]
+    requested_by: str
+    proposed: bool = Field(default=False, description="Made from proposed spec text, not the file on disk.")
+
+
+# -- releases -----------------------------------------------------------------------------------------
+
+
+class ReleaseService(Record):
+    fingerprint: str
+    source: str | None = None
+
+
+class Release(Record):
+    """A release: what one operation made live (or tried to), with its frozen desired resources."""
+
+    number: int
+    created_at: str
+    plan_id: str | None = None
+    operation_id: str | None = None
+    status: ReleaseStatus
+    live_at: str | None = None
+    ended_at: str | None = None
+    services: dict[str, ReleaseService] = Field(default_factory=dict)
+    desired: list[Resource] = Field(default_factory=list)
+    # The source snapshot's facts as recorded ({digest, git_commit, git_dirty, files}); {} for a rollback.
+    source: dict[str, Any] = Field(default_factory=dict)
+    rollback_of: int | None = None
+
+
+# -- events, approvals, tokens, secrets, audit ---------------------------------------------------------------
+
+
+class Event(Record):
+    id: int
+    env: str | None = None
+    at: str
+    kind: str
+    address: str | None = None
+    message: str
+    # Structured context of the event; its keys depend on the kind (operation, plan, release, ...).
+    data: dict[str, Any] = Field(default_factory=dict)
+
+
+class ApprovalRecord(Record):
+    """One recorded decision on a plan, bound to its hash, with an expiry."""
+
+    id: str
+    plan_id: str
+    plan_hash: str
+    decision: Decision
+    principal: str
+    reason: str = ""
+    confirmed: list[str] = Field(default_factory=list)
+    created_at: str
+    expires_at: str
+    expired: bool
+
+
+class ApprovalRequest(Record):
+    """Someone waits for an approval (an event, never a decision)."""
+
+    at: str
+    by: str | None = None
+    reason: str = ""
+    message: str
+
+
+class ApprovalDecision(Record):
+    principal: str
+    decision: Decision
+    reason: str = ""
+    created_at: str
+    expires_at: str
+    expired: bool
+
+
+class Approval(Record):
+    """Where a plan stands on approval: what it needs, who asked, who decided."""
+
+    plan_id: str
+    state: ApprovalState = Field(description="not_required | needed | requested | approved | expired | rejected "
+                                             "| denied | closed")
+    required: bool
+    rules: list[str]
+    approvers: list[str] = Field(description="Roles that may approve.")
+    confirm: list[str] = Field(description="Addresses the approver must type back (deletes).")
+    command: str = Field(description="What a person runs on a terminal to approve.")
+    requests: list[ApprovalRequest]
+    decisions: list[ApprovalDecision]
+
+
+class TokenInfo(Record):
+    """An API token as listed: never its secret."""
+
+    id: str
+    name: str
+    role: str
+    envs: list[str] | None = None
+    created_at: str
+    created_by: str
+    expires_at: str | None = None
+    revoked_at: str | None = None
+    last_used_at: str | None = None
+
+
+class SecretInfo(Record):
+    """A secret's latest version, never its value."""
+
+    env: str
+    name: str
+    version: int
+    set_at: str
+    set_by: str
+
+
+class AuditEntry(Record):
+    id: int
+    at: str
+    principal: str
+    action: str
+    env: str | None = None
+    plan_id: str | None = None
+    plan_hash: str | None = None
+    outcome: str
+    # The identifying fields of the request (AUDITED_FIELDS in the daemon), never secret values.
+    detail: dict[str, Any] = Field(default_factory=dict)
+    prev_hash: str
+    hash: str
+
+
+class AuditVerification(Record):
+    ok: bool
+    entries: int
+    problems: list[str]
+
+
+# -- status ---------------------------------------------------------------------------------------------
+
+
+class ReplicaStatus(Record):
+    """One replica of a live release."""
+
+    name: str
+    pid: int | None = None
+    port: int | None = None
+    health: ReplicaHealth
+    restarts: int = 0
+    uptime_s: float = 0
+
+
+class WarmRelease(Record):
+    release: int
+    replicas: int
+    until_s: float
+
+
+class ServiceStatus(Record):
+    name: str
+    address: str
+    release: int | None = None
+    status: Health = Field(description="healthy | progressing | missing | degraded | unknown")
+    replicas: list[ReplicaStatus] = Field(default_factory=list)
+    warm: list[WarmRelease] = Field(default_factory=list)
+
+
+class Route(Record):
+    host: str
+    path: str
+    upstreams: list[str]
+
+
+class EdgeStatus(Record):
+    port: int | None = None
+    url: str | None = None
+    running: bool
+    routes: list[Route] = Field(default_factory=list)
+
+
+class Drift(Record):
+    live_differs: bool
+    details: list[str]
+    spec_changed_since_apply: bool | None = None
+
+
+class EnvironmentStatus(Record):
+    """``railguard status``: what runs in one environment, and whether it drifted."""
+
+    env: str
+    serial: int
+    services: list[ServiceStatus]
+    edge: EdgeStatus
+    operation: InFlight | None = None
+    drift: Drift
+    live_sets: int = 0
+
+
+# -- incidents (placeholder for continuous observation) ----------------------------------------------------
+
+
+class IncidentState(StrEnum):
+    open = "open"
+    resolved = "resolved"
+
+
+class Incident(Record):
+    """Something observation noticed and keeps open until it is resolved. Not produced yet."""
+
+    id: str
+    env: str
+    kind: str
+    state: IncidentState = IncidentState.open
+    opened_at: str
+    resolved_at: str | None = None
+    evidence: list[str] = Field(default_factory=list)
+
+
+# -- requests to the daemon -----------------------------------------------------------------------------------
+
+
+class PlanRequest(Request):
+    spec: str = Field(min_length=1)
+    env: str = Field(min_length=1)
+    text: str | None = Field(default=None, description="A proposed spec, read as if it were the file.")
+
+
+class PromoteRequest(Request):
+    spec: str = Field(min_length=1)
+    from_: str = Field(alias="from", min_length=1)
+    to: str = Field(min_length=1)
+
+
+class OperationRequest(Request):
+    kind: OperationKind
+    spec: str = Field(min_length=1)
+    plan_id: str | None = None
+    env: str | None = None
+    to: int | None = None
+
+
+class ApprovalRequestBody(Request):
+    reason: str = Field(default="", max_length=2000)
+
+
+class DecisionRequest(Request):
+    confirm: list[str] = Field(default_factory=list)
+    typed: str | None = None
+    reason: str = ""
+
+
+class TokenCreateRequest(Request):
+    name: str = Field(min_length=1)
+    role: str = Field(min_length=1)
+    envs: list[str] | None = None
+    expires_in_s: float | None = None
+    typed: str | None = None
+
+
+class SecretSetRequest(Request):
+    env: str = Field(min_length=1)
+    name: str = Field(min_length=1)
+    value: str
+
+
+class ShutdownRequest(Request):
+    everything: bool = False
