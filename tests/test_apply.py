@@ -11,6 +11,7 @@ import pytest
 from railguard.engine import planner
 from railguard.engine.apply import apply_plan
 from railguard.engine.observe import observe_into
+from railguard.model.api import Operation
 from railguard.model.diagnostics import RailguardError
 from railguard.model.plans import Action, Plan
 from railguard.model.resources import desired_digest, desired_resources
@@ -29,7 +30,7 @@ def _plan(store: Store, provider: FakeProvider, text: str = BASE_SPEC) -> Plan:
     return store.save_plan(planner.plan("staging", desired, store.inventory("staging"), store.serial("staging")))
 
 
-def _apply(store: Store, provider: FakeProvider, plan: Plan) -> dict[str, object]:
+def _apply(store: Store, provider: FakeProvider, plan: Plan) -> Operation:
     return apply_plan(store, plan.id, provider, "user:test", plan.desired_digest)
 
 
@@ -37,11 +38,11 @@ def test_apply_then_replan_is_noop(tmp_path: Path) -> None:
     store, provider = Store.open(tmp_path), FakeProvider()
     first = _plan(store, provider)
     record = _apply(store, provider, first)
-    assert record["status"] == "succeeded"
+    assert record.status == "succeeded"
     assert [(a, act.value) for a, act in provider.applied] == [
         ("staging/service.api", "create"), ("staging/service.web", "create"),
         ("staging/edge", "create")]  # the environment resource needs no provider
-    steps = [(j["step"], j["phase"]) for j in record["journal"]]  # type: ignore[index]
+    steps = [(j.step, j.phase) for j in record.journal]
     assert steps[:4] == [("create staging/environment", "begin"), ("create staging/environment", "end"),
                          ("create staging/service.api", "begin"), ("create staging/service.api", "end")]
     second = _plan(store, provider)
@@ -109,11 +110,11 @@ def test_spec_changed_since_plan_is_refused(tmp_path: Path) -> None:
 def test_failed_step_stops_the_apply_and_is_journaled(tmp_path: Path) -> None:
     store, provider = Store.open(tmp_path), FakeProvider(fail_on={"staging/service.web"})
     record = _apply(store, provider, _plan(store, provider))
-    assert record["status"] == "failed"
+    assert record.status == "failed"
     assert [a for a, _ in provider.applied] == ["staging/service.api"]  # the edge was never switched
-    phases = [(j["step"], j["phase"]) for j in record["journal"]]  # type: ignore[index]
+    phases = [(j.step, j.phase) for j in record.journal]
     assert phases[-1] == ("create staging/service.web", "fail")
-    assert record["error"]["diagnostics"][0]["code"] == "apply.step_failed"  # type: ignore[index]
+    assert record.error is not None and record.error.diagnostics[0].code == "apply.step_failed"
 
 
 def test_unknown_plan_id(tmp_path: Path) -> None:

@@ -37,7 +37,7 @@ def test_reopen_keeps_data(tmp_path: Path) -> None:
     store.close()
     again = Store.open(tmp_path)
     assert again.serial("staging") == 1
-    assert [e["message"] for e in again.events("staging")] == ["hello"]
+    assert [e.message for e in again.events("staging")] == ["hello"]
 
 
 def test_newer_schema_is_refused_and_untouched(tmp_path: Path) -> None:
@@ -125,7 +125,7 @@ def test_stale_lock_of_killed_process_is_detected_and_broken(tmp_path: Path) -> 
         assert [d.code for d in store.stale_lock_warning()] == ["state.stale_lock"]
         with store.lock("apply mine") as holder:
             assert holder.operation == "apply mine"
-        assert any(e["kind"] == "lock.broken" for e in store.events())
+        assert any(e.kind == "lock.broken" for e in store.events())
         assert store.lock_holder() is None
     finally:
         proc.kill()
@@ -144,4 +144,4 @@ def test_lock_with_reused_pid_is_stale(tmp_path: Path) -> None:
                    (os.getpid(), psutil.Process().create_time() - 1000, __import__("socket").gethostname()))
     with store.lock("apply new"):
         pass
-    assert [e["data"]["operation"] for e in store.events() if e["kind"] == "lock.broken"] == ["apply old"]
+    assert [e.data["operation"] for e in store.events() if e.kind == "lock.broken"] == ["apply old"]

@@ -22,6 +22,8 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, urlparse
 
+from pydantic_core import to_jsonable_python
+
 from railguard.daemon.access import authenticate
 from railguard.daemon.service import Daemon
 from railguard.engine.guard import require
@@ -107,7 +109,7 @@ class Handler(BaseHTTPRequestHandler):
             bearer = (self.headers.get("Authorization") or "").removeprefix("Bearer ").strip() or None
             principal = authenticate(daemon.store, daemon.home, bearer, uid, pid, daemon.require_token)
             who = principal.id
-            payload = route(daemon, method, parts, query, body, principal)
+            payload = to_jsonable_python(route(daemon, method, parts, query, body, principal))  # models → wire JSON
             if method == "POST":
                 daemon.audit(who, _action(parts, body), "ok", _audited(parts, body), payload)
             self._send(200, {"ok": True, "diagnostics": [], **payload})
@@ -185,7 +187,7 @@ def route(daemon: Daemon, method: str, parts: list[str], query: dict[str, str], 
             return {"plan": daemon.plan(_need(body, "spec"), env, who, text=text)}
         case ("GET", "plans", 2):
             require(who, read, query.get("env"))
-            return {"plans": [p for p in store().plans(query.get("env")) if who.allows(read, p["env"])]}
+            return {"plans": [p for p in store().plans(query.get("env")) if who.allows(read, p.env)]}
         case ("GET", "plans", 3):
             found = daemon.plan_record(parts[2])
             require(who, read, found["plan"]["env"])
@@ -217,17 +219,17 @@ def route(daemon: Daemon, method: str, parts: list[str], query: dict[str, str], 
         case ("GET", "operations", 2):
             require(who, read, query.get("env"))
             rows = store().operations(query.get("env"), _int(query, "limit", 50) or 50)
-            return {"operations": [r for r in rows if who.allows(read, r["env"])]}
+            return {"operations": [r for r in rows if who.allows(read, r.env)]}
         case ("GET", "operations", 3):
             record = daemon.operation(parts[2])
-            require(who, read, record["env"])
+            require(who, read, record.env)
             return {"operation": record}
         case ("GET", "status", 2):
             require(who, read, _need(query, "env"))
             return {"status": daemon.status(_need(query, "env"), query.get("spec"))}
         case ("GET", "releases", 2):
             require(who, read, _need(query, "env"))
-            return {"releases": [{k: v for k, v in r.items() if k != "desired"}
+            return {"releases": [r.model_dump(mode="json", exclude={"desired"})
                                  for r in store().releases(_need(query, "env"), _int(query, "limit", 50) or 50)]}
         case ("GET", "logs", 2):
             require(who, read, _need(query, "env"))
@@ -242,8 +244,8 @@ def route(daemon: Daemon, method: str, parts: list[str], query: dict[str, str], 
                                         _int(query, "lines", 100) or 100, offsets)}
         case ("GET", "events", 2):
             require(who, read, query.get("env"))
-            rows = store().events(query.get("env"), _int(query, "limit", 100) or 100)
-            return {"events": [r for r in rows if r["env"] is None or who.allows(read, r["env"])]}
+            events = store().events(query.get("env"), _int(query, "limit", 100) or 100)
+            return {"events": [r for r in events if r.env is None or who.allows(read, r.env)]}
         case ("POST", "tokens", 2):
             return {"token": daemon.create_token(who, _need(body, "name"), _need(body, "role"),
                                                  _strings(body, "envs") or None, body.get("expires_in_s"),
@@ -263,8 +265,8 @@ def route(daemon: Daemon, method: str, parts: list[str], query: dict[str, str], 
             return {"secrets": daemon.list_secrets(query.get("env"), who)}
         case ("GET", "audit", 2):
             require(who, read, query.get("env"))
-            rows = daemon.audit_entries(query.get("env"), _int(query, "limit", 200) or 200)
-            return {"audit": [r for r in rows if r["env"] is None or who.allows(read, r["env"])]}
+            entries = daemon.audit_entries(query.get("env"), _int(query, "limit", 200) or 200)
+            return {"audit": [r for r in entries if r.env is None or who.allows(read, r.env)]}
         case ("GET", "audit", 3) if parts[2] == "verify":
             require(who, read, None)
             return {"verify": daemon.audit_verify()}

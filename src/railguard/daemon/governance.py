@@ -12,6 +12,7 @@ from typing import Any
 
 from railguard.engine.guard import require
 from railguard.engine.workspace import Workspace, require_env
+from railguard.model.api import AuditEntry, AuditVerification, SecretInfo, TokenInfo
 from railguard.model.diagnostics import RailguardError, error
 from railguard.model.principals import WIDENING_ROLES, Permission, Principal, Role
 from railguard.model.resources import environment_config
@@ -53,8 +54,8 @@ class Governance:
             detail["operation"] = payload["operation"]["id"]
             env = env or payload["operation"]["env"]
         if env is None and plan_id:
-            row = self.store().db.execute("SELECT env, hash FROM plans WHERE id = ?", (plan_id,)).fetchone()
-            env, plan_hash = (row[0], plan_hash or row[1]) if row else (None, plan_hash)
+            found = self.store().plan_record(plan_id)
+            env, plan_hash = (found.env, plan_hash or found.hash) if found else (None, plan_hash)
         if plan:
             detail["decision"] = plan.get("summary", {}).get("decision")
         try:
@@ -71,34 +72,33 @@ class Governance:
         """
         path = str(Path(spec).resolve())
         store = self.store()
-        row = store.db.execute("SELECT value FROM meta WHERE key = 'spec_path'").fetchone()
-        if row is None:
+        pinned = store.setting("spec_path")
+        if pinned is None:
             # Anyone may pin the spec beside the state folder (the default layout); any other path only an admin.
             if who.role is not Role.admin and Path(path).parent != self.home.resolve().parent:
                 raise RailguardError(error(
                     "auth.forbidden", "Only an admin may choose the spec this daemon serves",
                     f"{who.id} asked about {path}, which is not beside the state folder {self.home}.",
                     "Have an admin run a command with that spec first, or use the spec beside the state folder."))
-            with store.transaction() as db:
-                db.execute("INSERT OR IGNORE INTO meta (key, value) VALUES ('spec_path', ?)", (path,))
+            store.set_setting_once("spec_path", path)
             return
-        if row[0] != path and who.role is not Role.admin:
+        if pinned != path and who.role is not Role.admin:
             raise RailguardError(error(
                 "auth.forbidden", "This daemon serves another spec",
-                f"The daemon of {self.home} serves {row[0]}; {who.id} asked about {path}. Only an admin may point "
+                f"The daemon of {self.home} serves {pinned}; {who.id} asked about {path}. Only an admin may point "
                 "it at another spec.", "Use the spec this daemon serves, or a state folder of your own "
                 "(RAILGUARD_HOME)."))
 
-    def audit_entries(self, env: str | None, limit: int) -> list[dict[str, Any]]:
+    def audit_entries(self, env: str | None, limit: int) -> list[AuditEntry]:
         return audit.entries(self.store(), env, limit)
 
-    def audit_verify(self) -> dict[str, Any]:
+    def audit_verify(self) -> AuditVerification:
         found = audit.verify(self.store(), self.anchor)
-        if not found["ok"]:
+        if not found.ok:
             raise RailguardError(error(
-                "audit.tampered", "The audit log was tampered with", "; ".join(found["problems"]) + ".",
+                "audit.tampered", "The audit log was tampered with", "; ".join(found.problems) + ".",
                 "Treat the state folder as compromised: restore it from a backup and review who had access.",
-                extra=found))
+                extra=found.model_dump(mode="json")))
         return found
 
     def create_token(self, who: Principal, name: str, role: str, envs: list[str] | None,
@@ -118,16 +118,16 @@ class Governance:
                 "Run `railguard token create` yourself in a terminal."))
         seconds = float(expires_in_s) if isinstance(expires_in_s, int | float) and expires_in_s > 0 else None
         text, record = tokens.create(self.store(), name, wanted, envs, who.id, seconds)
-        return {**record, "token": text}
+        return {**record.model_dump(mode="json"), "token": text}  # the only answer that carries the secret
 
-    def list_tokens(self) -> list[dict[str, Any]]:
+    def list_tokens(self) -> list[TokenInfo]:
         return tokens.listing(self.store())
 
-    def revoke_token(self, name_or_id: str) -> dict[str, Any]:
+    def revoke_token(self, name_or_id: str) -> TokenInfo:
         return tokens.revoke(self.store(), name_or_id)
 
-    def list_secrets(self, env: str | None, who: Principal) -> list[dict[str, Any]]:
-        return [s for s in secretstore.listing(self.store(), env) if who.allows(Permission.read, s["env"])]
+    def list_secrets(self, env: str | None, who: Principal) -> list[SecretInfo]:
+        return [s for s in secretstore.listing(self.store(), env) if who.allows(Permission.read, s.env)]
 
     def policies(self, spec_path: str, env: str) -> dict[str, Any]:
         ws = Workspace(Path(spec_path), self.home)

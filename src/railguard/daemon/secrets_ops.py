@@ -43,7 +43,7 @@ class Secrets:
 
     def refresh(self, store: Store) -> None:
         """Teach the redactor every current value (called at boot and after each change)."""
-        if not store.db.execute("SELECT 1 FROM secrets LIMIT 1").fetchone():
+        if not secretstore.has_secrets(store):
             return
         self.redactor.update((name, value) for _, name, value in secretstore.values(store, self.fernet()))
 

@@ -31,6 +31,7 @@ from railguard.engine.plan import desired_for, make_plan_with
 from railguard.engine.recovery import recover
 from railguard.engine.rollback import check_rollback, rollback, rollback_plan
 from railguard.engine.workspace import Workspace, require_env
+from railguard.model.api import IN_FLIGHT, Approval, ApprovalRecord, Operation, OperationStatus, PlanStatus
 from railguard.model.diagnostics import RailguardError, error
 from railguard.model.principals import Permission, Principal
 from railguard.model.resources import desired_digest
@@ -143,13 +144,13 @@ class Daemon(Governance):
         try:
             job.run(store)
         except RailguardError as exc:
-            store.finish_operation(job.op_id, "failed",
+            store.finish_operation(job.op_id, OperationStatus.failed,
                                    {"diagnostics": [d.model_dump(mode="json") for d in exc.diagnostics]})
         except Exception as exc:  # noqa: BLE001 - an operation bug must not kill the runner
             log.exception("operation %s crashed", job.op_id)
             diag = error("internal.error", "The operation hit an internal error", f"{type(exc).__name__}: {exc}",
                          "Check `railguard status`; report the bug with the daemon log.")
-            store.finish_operation(job.op_id, "failed", {"diagnostics": [diag.model_dump(mode="json")]})
+            store.finish_operation(job.op_id, OperationStatus.failed, {"diagnostics": [diag.model_dump(mode="json")]})
         finally:
             with self._busy_lock:
                 if self._busy.get(job.env) == job.op_id:  # a newer operation may hold it already
@@ -161,8 +162,7 @@ class Daemon(Governance):
             current = self._busy.get(env)
             # The runner releases its claim just after the operation's final status is stored; an
             # operation that already ended does not block the next one (the CLI may be that fast).
-            if current is not None and (self.store().operation(current) or {}).get("status") not in (
-                    "queued", "running"):
+            if current is not None and self.store().operation_status(current) not in IN_FLIGHT:
                 del self._busy[env]
             if env in self._busy:
                 raise RailguardError(error(
@@ -197,26 +197,26 @@ class Daemon(Governance):
         store = self.store()
         plan, _, status = store.load_plan(plan_id)
         return {"plan": plan.model_dump(mode="json") | {"summary": plan.summary(), "short_hash": short_hash(plan)},
-                "status": status, "approvals": approvals.for_plan(store, plan_id),
+                "status": status, "approvals": approvals.for_plan(store, plan_id),  # models: dumped by the API
                 "approval": guard.approval_state(store, plan, status)}
 
-    def request_approval(self, plan_id: str, principal: Principal, reason: str) -> dict[str, Any]:
+    def request_approval(self, plan_id: str, principal: Principal, reason: str) -> Approval:
         store = self.store()
         plan, _, status = store.load_plan(plan_id)
         return guard.request_approval(store, plan, status, principal, reason)
 
     def promote(self, spec_path: str, source: str, target: str, principal: Principal) -> dict[str, Any]:
-        live = next((r for r in self.store().releases(source, limit=1_000_000) if r["status"] == "live"), None)
+        live = self.store().live_release(source)
         if live is None:
             raise RailguardError(error(
                 "rollback.no_target", f"Nothing runs in '{source}' to promote",
                 f"'{source}' has no live release, so there is no proven artifact to send to '{target}'.",
                 f"Deploy to {source} first (`railguard deploy --env {source}`)."))
-        overrides = {name: entry["source"] for name, entry in live["services"].items() if entry.get("source")}
+        overrides = {name: entry.source for name, entry in live.services.items() if entry.source}
         return self.plan(spec_path, target, principal, overrides)
 
     def decide(self, plan_id: str, decision: str, principal: Principal, *, confirmed: list[str],
-               typed: str | None, reason: str) -> dict[str, Any]:
+               typed: str | None, reason: str) -> ApprovalRecord:
         store = self.store()
         plan, _, status = store.load_plan(plan_id)
         if decision == "reject" and not reason:
@@ -226,8 +226,8 @@ class Daemon(Governance):
         record = guard.approve(store, plan, status, principal, confirmed=confirmed, typed=typed, reason=reason,
                                decision="approved" if decision == "approve" else "rejected")
         if decision == "reject":
-            store.mark_plan(plan_id, "rejected")
-        store.add_event(plan.env, f"plan.{record['decision']}", f"plan {plan_id} {record['decision']} by "
+            store.mark_plan(plan_id, PlanStatus.rejected)
+        store.add_event(plan.env, f"plan.{record.decision}", f"plan {plan_id} {record.decision} by "
                         f"{principal.id}" + (f": {reason}" if reason else ""), data={"plan": plan_id})
         return record
 
@@ -243,7 +243,7 @@ class Daemon(Governance):
         guard.check_apply(store, plan, principal)
         source = _source_facts(ws, spec.app.source)
         op_id = self._claim(plan.env, lambda: store.create_operation(plan.env, "apply", plan_id, principal.id,
-                                                                       status="queued"))
+                                                                       status=OperationStatus.queued))
         ctx = self._ctx(ws, spec.app.source)
         self._jobs.put(Job(op_id, plan.env, lambda s: apply_plan(
             s, plan_id, self.provider, principal.id, current, ctx, source, op_id=op_id,
@@ -258,12 +258,12 @@ class Daemon(Governance):
         # Fail fast, before queueing: nothing to roll back to, or a rollback that needs review.
         check_rollback(store, rollback_plan(store, env, self.provider, to)[1], principal)
         op_id = self._claim(env, lambda: store.create_operation(env, "rollback", None, principal.id,
-                                                                status="queued"))
+                                                                status=OperationStatus.queued))
         ctx = self._ctx(ws, spec.app.source)
         self._jobs.put(Job(op_id, env, lambda s: rollback(s, env, self.provider, principal, ctx, to, op_id=op_id)))
         return op_id
 
-    def operation(self, op_id: str) -> dict[str, Any]:
+    def operation(self, op_id: str) -> Operation:
         record = self.store().operation(op_id)
         if record is None:
             raise RailguardError(error("operation.not_found", f"No operation '{op_id}'",

@@ -59,9 +59,7 @@ def describe(daemon: Daemon, env: str, spec_path: str | None) -> dict[str, Any]:
         edge = runtime.edge
         routes = [{"host": r.host, "path": r.path, "upstreams": list(r.upstreams)} for r in provider.edge_routes(env)]
     # Only the operation in flight, without loading journals (a 200-service deploy journals thousands of steps).
-    in_flight = [dict(zip(("id", "kind", "status", "created_at"), row, strict=True)) for row in store.db.execute(
-        "SELECT id, kind, status, created_at FROM operations WHERE env = ? AND status IN ('queued', 'running') "
-        "ORDER BY created_at DESC LIMIT 1", (env,)).fetchall()]
+    in_flight = store.in_flight(env)
     return {
         "env": env,
         "serial": store.serial(env),
@@ -69,7 +67,7 @@ def describe(daemon: Daemon, env: str, spec_path: str | None) -> dict[str, Any]:
         "edge": {"port": edge["config"]["port"] if edge else None,
                  "url": f"http://127.0.0.1:{edge['config']['port']}/" if edge else None,
                  "running": provider.edge(env).running(), "routes": routes},
-        "operation": {k: in_flight[0][k] for k in ("id", "kind", "status", "created_at")} if in_flight else None,
+        "operation": in_flight.model_dump(mode="json") if in_flight else None,
         "drift": _drift(store, env, observed, spec_path, daemon.home),
         "live_sets": sum(1 for rs in runtime.sets if rs.role == LIVE),
     }

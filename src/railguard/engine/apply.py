@@ -17,6 +17,7 @@ from typing import Any
 
 from railguard.engine.execute import Context, run_changes
 from railguard.engine.observe import observe_into
+from railguard.model.api import Operation, OperationStatus, PlanStatus, ReleaseStatus
 from railguard.model.diagnostics import RailguardError, error
 from railguard.model.plans import Action, Change, Plan
 from railguard.model.resources import Resource, desired_digest
@@ -36,7 +37,7 @@ def verify_plan(store: Store, plan_id: str, current_desired_digest: str | None) 
             f"Do not apply it. Make a new plan with `railguard plan --env {plan.env}` and review it.",
             address=plan_id, extra={"expected": stored_hash, "actual": recomputed},
         ))
-    if status != "saved":
+    if status is not PlanStatus.saved:
         raise RailguardError(error(
             "plan.already_applied", f"Plan {plan_id} was already used ({status})",
             "A plan is applied at most once; the live state has moved since it was made.",
@@ -82,17 +83,17 @@ def _release_body(desired: list[Resource], source: dict[str, Any] | None,
 def execute(store: Store, *, env: str, kind: str, plan_id: str | None, changes: list[Change],
             desired: list[Resource], provider: Provider, principal: str, ctx: Context,
             source: dict[str, Any] | None = None, rollback_of: int | None = None,
-            op_id: str | None = None) -> dict[str, Any]:
+            op_id: str | None = None) -> Operation:
     """Run an operation's changes with a release record; return the operation record."""
     op_id = op_id or store.create_operation(env, kind, plan_id, principal)
     actionable = [c for c in changes if c.action is not Action.noop]
     release = None
     if any(c.kind == "service" for c in actionable):
-        release = store.add_release(env, plan_id, op_id, "pending", _release_body(desired, source, rollback_of))
+        release = store.add_release(env, plan_id, op_id, _release_body(desired, source, rollback_of))
     failure = run_changes(store, op_id, env, actionable, desired, provider, release, ctx)
-    status = "failed" if failure else "succeeded"
+    status = OperationStatus.failed if failure else OperationStatus.succeeded
     if release is not None:
-        store.finish_release(env, release, "failed" if failure else "live")
+        store.finish_release(env, release, ReleaseStatus.failed if failure else ReleaseStatus.live)
     if not failure:
         store.add_spec_snapshot(env, desired_digest(desired), [r.model_dump(mode="json") for r in desired])
     store.finish_operation(op_id, status, {"diagnostics": [d.model_dump(mode="json") for d in failure]}
@@ -110,7 +111,7 @@ def execute(store: Store, *, env: str, kind: str, plan_id: str | None, changes: 
 def apply_plan(store: Store, plan_id: str, provider: Provider, principal: str,
                current_desired_digest: str | None, ctx: Context | None = None,
                source: dict[str, Any] | None = None, op_id: str | None = None,
-               check: Callable[[Plan], object] | None = None) -> dict[str, Any]:
+               check: Callable[[Plan], object] | None = None) -> Operation:
     """Apply a verified plan through ``provider``; return the operation record.
 
     ``check`` (policy and approvals) runs under the lock, right before the first change.
@@ -122,9 +123,10 @@ def apply_plan(store: Store, plan_id: str, provider: Provider, principal: str,
         plan = verify_plan(store, plan_id, current_desired_digest)
         if check is not None:
             check(plan)
-        store.mark_plan(plan.id, "applying")
+        store.mark_plan(plan.id, PlanStatus.applying)
         record = execute(store, env=plan.env, kind="apply", plan_id=plan.id, changes=plan.changes,
                          desired=plan.desired, provider=provider, principal=principal,
                          ctx=ctx or Context(Path("."), Path(".")), source=source, op_id=op_id)
-        store.mark_plan(plan.id, "applied" if record["status"] == "succeeded" else "failed")
+        succeeded = record.status is OperationStatus.succeeded
+        store.mark_plan(plan.id, PlanStatus.applied if succeeded else PlanStatus.failed)
     return record

@@ -12,9 +12,9 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
-from typing import Any
 
 from railguard.engine.observe import state_protected
+from railguard.model.api import Approval, ApprovalDecision, ApprovalRecord, ApprovalState, Decision
 from railguard.model.diagnostics import RailguardError, error
 from railguard.model.plans import Effect, Plan, Verdict
 from railguard.model.principals import Permission, Principal
@@ -33,15 +33,12 @@ def _soak_check(store: Store, plan: Plan, now: datetime) -> Callable[[str, str],
         if not source:
             return None
         best, seen = timedelta(0), False
-        for release in store.releases(source, limit=1_000_000):
-            entry = release.get("services", {}).get(service)
-            if not entry or entry.get("source") != digest or not release.get("live_at"):
+        for release in store.healthy_releases(source):
+            entry = release.services.get(service)
+            if not entry or entry.source != digest or not release.live_at:
                 continue
-            if release["status"] not in ("live", "superseded"):
-                continue
-            start = datetime.fromisoformat(release["live_at"].replace("Z", "+00:00"))
-            end = datetime.fromisoformat(release["ended_at"].replace("Z", "+00:00")) if release.get("ended_at") \
-                else now
+            start = datetime.fromisoformat(release.live_at.replace("Z", "+00:00"))
+            end = datetime.fromisoformat(release.ended_at.replace("Z", "+00:00")) if release.ended_at else now
             best, seen = max(best, end - start), True
         if not seen:
             return f"it never ran in '{source}'"
@@ -93,7 +90,7 @@ def check_apply(store: Store, plan: Plan, principal: Principal) -> list[Verdict]
         return verdicts
     standing = approvals.standing(store, plan.id, plan.hash)
     missing_confirm = [v.confirm for v in needs if v.confirm and (standing is None or
-                                                                  v.confirm not in standing["confirmed"])]
+                                                                  v.confirm not in standing.confirmed)]
     if standing is None or missing_confirm:
         raise RailguardError(error(
             "policy.approval_required", f"Plan {plan.id} needs an approval",
@@ -108,7 +105,7 @@ def check_apply(store: Store, plan: Plan, principal: Principal) -> list[Verdict]
 
 
 def approve(store: Store, plan: Plan, status: str, principal: Principal, *, confirmed: list[str],
-            typed: str | None, reason: str, decision: str = "approved") -> dict[str, Any]:
+            typed: str | None, reason: str, decision: str = "approved") -> ApprovalRecord:
     require(principal, Permission.approve, plan.env)
     if principal.id == plan.requested_by:
         raise RailguardError(error(
@@ -159,7 +156,7 @@ def _terminal_check(principal: Principal, plan: Plan, typed: str | None) -> None
 
 
 
-def approval_state(store: Store, plan: Plan, status: str) -> dict[str, Any]:
+def approval_state(store: Store, plan: Plan, status: str) -> Approval:
     """Where a plan stands on approval: what it needs, who asked, who decided. Reading only.
 
     ``state``: ``not_required``, ``needed``, ``requested``, ``approved``, ``expired``, ``rejected``,
@@ -177,25 +174,25 @@ def approval_state(store: Store, plan: Plan, status: str) -> dict[str, Any]:
         state = "rejected"
     elif status != "saved":
         state = "closed"
-    elif standing is not None and all(c in standing["confirmed"] for c in confirm):
+    elif standing is not None and all(c in standing.confirmed for c in confirm):
         state = "approved"
     elif not needs:
         state = "not_required"
-    elif any(d["decision"] == "approved" and d["expired"] for d in decisions):
+    elif any(d.decision is Decision.approved and d.expired for d in decisions):
         state = "expired"
     else:
         state = "requested" if asked else "needed"
-    return {
-        "plan_id": plan.id, "state": state, "required": bool(needs), "rules": sorted({v.rule for v in needs}),
-        "approvers": sorted({a for v in needs for a in v.approvers}), "confirm": confirm,
-        "command": f"railguard approve {plan.id}" + "".join(f" --confirm {c}" for c in confirm),
-        "requests": asked,
-        "decisions": [{k: d[k] for k in ("principal", "decision", "reason", "created_at", "expires_at", "expired")}
-                      for d in decisions],
-    }
+    return Approval(
+        plan_id=plan.id, state=ApprovalState(state), required=bool(needs), rules=sorted({v.rule for v in needs}),
+        approvers=sorted({a for v in needs for a in v.approvers}), confirm=confirm,
+        command=f"railguard approve {plan.id}" + "".join(f" --confirm {c}" for c in confirm),
+        requests=asked,
+        decisions=[ApprovalDecision.model_validate(d.model_dump(include=set(ApprovalDecision.model_fields)))
+                   for d in decisions],
+    )
 
 
-def request_approval(store: Store, plan: Plan, status: str, principal: Principal, reason: str) -> dict[str, Any]:
+def request_approval(store: Store, plan: Plan, status: str, principal: Principal, reason: str) -> Approval:
     """Record that ``principal`` waits for a human's approval of ``plan`` (an event), and return the state.
 
     A request decides nothing: only ``railguard approve`` by someone else records an approval. Asking twice
@@ -203,16 +200,16 @@ def request_approval(store: Store, plan: Plan, status: str, principal: Principal
     """
     require(principal, Permission.plan, plan.env)
     found = approval_state(store, plan, status)
-    if found["state"] in ("denied", "rejected", "closed"):
+    if found.state in (ApprovalState.denied, ApprovalState.rejected, ApprovalState.closed):
         raise RailguardError(error(
-            "approval.not_applicable", f"Plan {plan.id} cannot be approved ({found['state']})",
+            "approval.not_applicable", f"Plan {plan.id} cannot be approved ({found.state})",
             {"denied": "A policy verdict denies it, and no approval can lift a deny.",
              "rejected": "A person rejected it.",
-             "closed": f"It was already used (status {status})."}[found["state"]],
+             "closed": f"It was already used (status {status})."}[found.state],
             f"Change the spec if needed and make a new plan with `railguard plan --env {plan.env}`.",
             address=plan.id))
-    already = principal.id in {r["by"] for r in found["requests"]} and found["state"] == "requested"
-    if found["state"] in ("needed", "expired", "requested") and not already:
+    already = principal.id in {r.by for r in found.requests} and found.state is ApprovalState.requested
+    if found.state in (ApprovalState.needed, ApprovalState.expired, ApprovalState.requested) and not already:
         store.add_event(plan.env, approvals.REQUEST_EVENT,
                         f"approval of plan {plan.id} requested by {principal.id}" + (f": {reason}" if reason else ""),
                         address=plan.id, data={"plan": plan.id, "hash": plan.hash, "by": principal.id,

@@ -11,63 +11,69 @@ edge update, so each service runs either its old or its new release.
 from __future__ import annotations
 
 from railguard.engine.observe import observe_into
+from railguard.model.api import OperationStatus, PlanStatus, ReleaseStatus
 from railguard.model.diagnostics import RailguardError, error
 from railguard.model.plans import Action
-from railguard.model.resources import Resource, desired_digest
+from railguard.model.resources import desired_digest
 from railguard.providers.base import Provider
 from railguard.state.store import Store
 
 
 def recover(store: Store, provider: Provider) -> list[str]:
     notes: list[str] = []
-    for op in store.operations(limit=1000):
-        if op["status"] not in ("running", "queued"):
-            continue
-        env = op["env"]
+    for op in store.unfinished_operations():
+        env = op.env
         observed = observe_into(store, provider, env)
         live = {o.address: o.fingerprint for o in observed}
-        release = next((r for r in store.releases(env, limit=1_000_000) if r["operation_id"] == op["id"]), None)
+        release = store.release_of_operation(env, op.id)
         wanted: list[tuple[str, str | None, Action]]
         unknowable = False
-        if op["plan_id"]:
+        if op.plan_id:
             try:
-                plan, _, _ = store.load_plan(op["plan_id"])
+                plan, _, _ = store.load_plan(op.plan_id)
                 wanted = [(c.address, c.after_fingerprint, c.action) for c in plan.actionable]
             except RailguardError:  # a damaged plan must not keep the daemon from starting
                 wanted, unknowable = [], True
         elif release is not None:
-            wanted = [(r["address"], r["fingerprint"], Action.replace) for r in release["desired"]]
+            wanted = [(r.address, r.fingerprint, Action.replace) for r in release.desired]
         else:
             wanted, unknowable = [], True  # nothing recorded to compare with: never call it a success
         missing = [a for a, fp, action in wanted
                    if (action is Action.delete and a in live) or (action is not Action.delete and live.get(a) != fp)]
-        if (op["status"] == "queued" or unknowable) and not wanted:
-            missing = ["(the operation never started)" if op["status"] == "queued"
-                       else "(what it changed cannot be checked)"]
-        last = next((j for j in reversed(op["journal"]) if j["phase"] == "begin"), None)
-        where = last["step"] if last else "before its first step"
+        queued = op.status is OperationStatus.queued
+        if (queued or unknowable) and not wanted:
+            missing = ["(the operation never started)" if queued else "(what it changed cannot be checked)"]
+        last = next((j for j in reversed(op.journal) if j.phase == "begin"), None)
+        where = last.step if last else "before its first step"
+        # Only a release still pending is settled here: one that went live before the crash stays as it is.
+        pending = release if release is not None and release.status is ReleaseStatus.pending else None
+        planned = store.plan_record(op.plan_id) if op.plan_id else None
+        plan_status = planned.status if planned is not None else None
         if not missing:
-            store.finish_operation(op["id"], "succeeded")
+            store.finish_operation(op.id, OperationStatus.succeeded)
+            if pending is not None:
+                store.finish_release(env, pending.number, ReleaseStatus.live)
             if release is not None:
-                store.finish_release(env, release["number"], "live")
-                desired = [Resource.model_validate(r) for r in release["desired"]]
-                store.add_spec_snapshot(env, desired_digest(desired), release["desired"])
-            if op["plan_id"]:
-                store.mark_plan(op["plan_id"], "applied")
-            note = f"operation {op['id']} was interrupted at '{where}' but every change is live: succeeded"
+                store.add_spec_snapshot(env, desired_digest(list(release.desired)),
+                                        [r.model_dump(mode="json") for r in release.desired])
+            if plan_status is PlanStatus.saved:  # it was applied before it was marked applying
+                store.mark_plan(str(op.plan_id), PlanStatus.applying)
+            if plan_status in (PlanStatus.saved, PlanStatus.applying):
+                store.mark_plan(str(op.plan_id), PlanStatus.applied)
+            note = f"operation {op.id} was interrupted at '{where}' but every change is live: succeeded"
         else:
             diag = error(
-                "operation.interrupted", f"Operation {op['id']} was interrupted",
+                "operation.interrupted", f"Operation {op.id} was interrupted",
                 f"The daemon stopped during '{where}'. Each service runs either its old or its new release "
                 f"(the edge switches atomically); these changes did not happen: {', '.join(missing)}.",
                 f"Run `railguard status --env {env}` to see what runs, then `railguard plan --env {env}` "
                 "and apply the new plan.", address=env, extra={"step": where, "not_applied": missing})
-            store.finish_operation(op["id"], "failed", {"diagnostics": [diag.model_dump(mode="json")]})
-            if release is not None:
-                store.finish_release(env, release["number"], "failed")
-            if op["plan_id"]:
-                store.mark_plan(op["plan_id"], "failed")
-            note = f"operation {op['id']} was interrupted at '{where}': failed, not applied: {', '.join(missing)}"
-        store.add_event(env, "operation.recovered", note, data={"operation": op["id"]})
+            store.finish_operation(op.id, OperationStatus.failed, {"diagnostics": [diag.model_dump(mode="json")]})
+            if pending is not None:
+                store.finish_release(env, pending.number, ReleaseStatus.failed)
+            if plan_status in (PlanStatus.saved, PlanStatus.applying):
+                store.mark_plan(str(op.plan_id), PlanStatus.failed)
+            note = f"operation {op.id} was interrupted at '{where}': failed, not applied: {', '.join(missing)}"
+        store.add_event(env, "operation.recovered", note, data={"operation": op.id})
         notes.append(note)
     return notes

@@ -10,38 +10,34 @@ Nothing is rebuilt from the working tree. Called by the daemon for ``railguard r
 
 from __future__ import annotations
 
-from typing import Any
-
 from railguard.engine import planner
 from railguard.engine.apply import execute
 from railguard.engine.execute import Context
 from railguard.engine.guard import facts, require
 from railguard.engine.observe import observe_into
+from railguard.model.api import Operation, Release
 from railguard.model.diagnostics import RailguardError, error
 from railguard.model.plans import Effect, Plan
 from railguard.model.principals import Permission, Principal, Role
-from railguard.model.resources import Resource
 from railguard.policy.guardrails import evaluate
 from railguard.providers.base import Provider
 from railguard.state.store import Store
 
 
-def pick_target(store: Store, env: str, to: int | None) -> dict[str, Any]:
-    releases = store.releases(env, limit=1_000_000)
+def pick_target(store: Store, env: str, to: int | None) -> Release:
     if to is not None:
-        found = next((r for r in releases if r["number"] == to), None)
-        if found is None or found["status"] == "failed" or found["status"] == "pending":
+        found = store.release(env, to)
+        if found is None or not found.status.ran_healthy:
             raise RailguardError(error(
                 "rollback.no_target", f"Release {to} cannot be rolled back to",
-                f"Environment '{env}' has " + (f"release {to} with status {found['status']}; only releases that "
+                f"Environment '{env}' has " + (f"release {to} with status {found.status}; only releases that "
                                                "ran healthy can be restored." if found else f"no release {to}."),
                 f"List releases with `railguard releases --env {env}` and pick one marked live or superseded.",
                 address=f"{env}/release.{to}"))
         return found
-    live = next((r for r in releases if r["status"] == "live"), None)
-    candidates = [r for r in releases if r["status"] == "superseded"
-                  and (live is None or r["number"] < live["number"])
-                  and (live is None or r["services"] != live["services"])]
+    live = store.live_release(env)
+    candidates = [r for r in store.superseded_before(env, live.number if live else None)
+                  if live is None or r.services != live.services]
     if not candidates:
         raise RailguardError(error(
             "rollback.no_target", "There is no earlier healthy release",
@@ -52,13 +48,13 @@ def pick_target(store: Store, env: str, to: int | None) -> dict[str, Any]:
     return candidates[0]
 
 
-def rollback_plan(store: Store, env: str, provider: Provider, to: int | None) -> tuple[dict[str, Any], Plan]:
+def rollback_plan(store: Store, env: str, provider: Provider, to: int | None) -> tuple[Release, Plan]:
     """The release to restore and the (unsaved) plan that restores it against the live state."""
     target = pick_target(store, env, to)
-    desired = [Resource.model_validate(r) for r in target["desired"]]
+    desired = list(target.desired)
     observe_into(store, provider, env)
     computed = planner.plan(env, desired, store.inventory(env), store.serial(env))
-    return target, computed.model_copy(update={"id": f"rollback-{env}-{target['number']}"})
+    return target, computed.model_copy(update={"id": f"rollback-{env}-{target.number}"})
 
 
 def check_rollback(store: Store, plan: Plan, principal: Principal) -> None:
@@ -80,10 +76,10 @@ def check_rollback(store: Store, plan: Plan, principal: Principal) -> None:
 
 
 def rollback(store: Store, env: str, provider: Provider, principal: Principal, ctx: Context, to: int | None = None,
-             op_id: str | None = None) -> dict[str, Any]:
+             op_id: str | None = None) -> Operation:
     with store.lock(operation=f"rollback {env}"):
         target, computed = rollback_plan(store, env, provider, to)
         check_rollback(store, computed, principal)
         return execute(store, env=env, kind="rollback", plan_id=None, changes=computed.changes,
                        desired=computed.desired, provider=provider, principal=principal.id, ctx=ctx,
-                       source=target.get("source"), rollback_of=target["number"], op_id=op_id)
+                       source=target.source, rollback_of=target.number, op_id=op_id)

@@ -53,6 +53,7 @@ CODES: dict[str, str] = {
     "state.too_new": "The state database was written by a newer Railguard.",
     "state.locked": "Another process holds the state lock.",
     "state.stale_lock": "The state lock is held by a process that no longer exists.",
+    "state.illegal_transition": "A status change its lifecycle does not allow (an operation finished twice, ...).",
     # plans and apply
     "plan.not_found": "No saved plan has that id.",
     "plan.hash_mismatch": "The saved plan does not match its content hash (tampered).",

@@ -14,60 +14,66 @@ from __future__ import annotations
 import json
 import secrets
 from datetime import UTC, datetime, timedelta
-from typing import Any
 
+from railguard.model.api import ApprovalRecord, ApprovalRequest, Decision
+from railguard.state.lifecycles import APPROVAL
 from railguard.state.store import Store, now
 
 KEYS = ("id", "plan_id", "plan_hash", "decision", "principal", "reason", "confirmed", "created_at", "expires_at")
 
 
-def record(store: Store, plan_id: str, plan_hash: str, decision: str, principal: str, reason: str,
-           confirmed: list[str], ttl_s: float) -> dict[str, Any]:
+def record(store: Store, plan_id: str, plan_hash: str, decision: Decision | str, principal: str, reason: str,
+           confirmed: list[str], ttl_s: float) -> ApprovalRecord:
+    """Record a decision; the plan's approval lifecycle must allow it (nothing follows a rejection)."""
     approval_id = f"appr-{secrets.token_hex(6)}"
     expires = (datetime.now(UTC) + timedelta(seconds=ttl_s)).isoformat()
     with store.transaction() as db:
+        row = db.execute("SELECT decision FROM approvals WHERE plan_id = ? ORDER BY created_at DESC, rowid DESC "
+                         "LIMIT 1", (plan_id,)).fetchone()
+        APPROVAL.check(None if row is None else str(row[0]), Decision(decision), plan_id)
         db.execute("INSERT INTO approvals (" + ", ".join(KEYS) + ") VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                   (approval_id, plan_id, plan_hash, decision, principal, reason, json.dumps(confirmed), now(),
-                    expires))
-    return for_plan(store, plan_id)[-1]
+                   (approval_id, plan_id, plan_hash, Decision(decision).value, principal, reason,
+                    json.dumps(confirmed), now(), expires))
+    return next(a for a in for_plan(store, plan_id) if a.id == approval_id)
 
 
-def for_plan(store: Store, plan_id: str) -> list[dict[str, Any]]:
-    rows = store.db.execute("SELECT " + ", ".join(KEYS) + " FROM approvals WHERE plan_id = ? ORDER BY created_at",
-                            (plan_id,)).fetchall()
+def for_plan(store: Store, plan_id: str) -> list[ApprovalRecord]:
+    rows = store.db.execute("SELECT " + ", ".join(KEYS) + " FROM approvals WHERE plan_id = ? "
+                            "ORDER BY created_at, rowid", (plan_id,)).fetchall()
+    moment = datetime.now(UTC)
     out = []
     for row in rows:
         entry = dict(zip(KEYS, row, strict=True))
         entry["confirmed"] = json.loads(entry["confirmed"])
-        entry["expired"] = datetime.fromisoformat(entry["expires_at"]) < datetime.now(UTC)
-        out.append(entry)
+        entry["expired"] = datetime.fromisoformat(entry["expires_at"]) < moment
+        out.append(ApprovalRecord.model_validate(entry))
     return out
 
 
-def standing(store: Store, plan_id: str, plan_hash: str) -> dict[str, Any] | None:
+def standing(store: Store, plan_id: str, plan_hash: str) -> ApprovalRecord | None:
     """The approval that currently lets this exact plan through, if any (a rejection cancels it)."""
     current = None
     for entry in for_plan(store, plan_id):
-        if entry["decision"] == "rejected":
+        if entry.decision is Decision.rejected:
             return None
-        if entry["plan_hash"] == plan_hash and not entry["expired"]:
+        if entry.plan_hash == plan_hash and not entry.expired:
             current = entry
     return current
 
 
-def rejected(store: Store, plan_id: str) -> dict[str, Any] | None:
-    return next((e for e in for_plan(store, plan_id) if e["decision"] == "rejected"), None)
+def rejected(store: Store, plan_id: str) -> ApprovalRecord | None:
+    return next((e for e in for_plan(store, plan_id) if e.decision is Decision.rejected), None)
 
 
 REQUEST_EVENT = "plan.approval_requested"  # the event kind of a request
 
 
-def requests(store: Store, plan_id: str) -> list[dict[str, Any]]:
+def requests(store: Store, plan_id: str) -> list[ApprovalRequest]:
     """Who asked for an approval of this plan, oldest first (events whose address is the plan)."""
     rows = store.db.execute("SELECT at, message, data FROM events WHERE kind = ? AND address = ? ORDER BY id",
                             (REQUEST_EVENT, plan_id)).fetchall()
     out = []
     for at, message, data in rows:
         body = json.loads(data)
-        out.append({"at": at, "by": body.get("by"), "reason": body.get("reason", ""), "message": message})
+        out.append(ApprovalRequest(at=at, by=body.get("by"), reason=body.get("reason", ""), message=message))
     return out

@@ -14,6 +14,7 @@ import json
 from pathlib import Path
 from typing import Any
 
+from railguard.model.api import AuditEntry, AuditVerification
 from railguard.model.canonical import canonical_json
 from railguard.state.store import Store, now
 
@@ -21,13 +22,14 @@ GENESIS = "0" * 64
 KEYS = ("id", "at", "principal", "action", "env", "plan_id", "plan_hash", "outcome", "detail", "prev_hash", "hash")
 
 
-def _entry_hash(prev: str, entry: dict[str, Any]) -> str:
+def _entry_hash(prev: str, entry: dict[str, Any]) -> str:  # the raw row: the hash covers exactly what is stored
     body = {k: entry[k] for k in ("at", "principal", "action", "env", "plan_id", "plan_hash", "outcome", "detail")}
     return hashlib.sha256((prev + canonical_json(body)).encode()).hexdigest()
 
 
 def append(store: Store, anchor: Path | None, *, principal: str, action: str, outcome: str, env: str | None = None,
-           plan_id: str | None = None, plan_hash: str | None = None, detail: dict[str, Any] | None = None) -> None:
+           plan_id: str | None = None, plan_hash: str | None = None,
+           detail: dict[str, Any] | None = None) -> None:  # detail: the request's AUDITED_FIELDS, shaped by the daemon
     with store.transaction() as db:
         row = db.execute("SELECT hash FROM audit ORDER BY id DESC LIMIT 1").fetchone()
         prev = row[0] if row else GENESIS
@@ -46,19 +48,19 @@ def append(store: Store, anchor: Path | None, *, principal: str, action: str, ou
         anchor.write_text(json.dumps({"count": count, "hash": digest}))
 
 
-def entries(store: Store, env: str | None = None, limit: int = 200) -> list[dict[str, Any]]:
+def entries(store: Store, env: str | None = None, limit: int = 200) -> list[AuditEntry]:
     sql = "SELECT " + ", ".join(KEYS) + " FROM audit" + (" WHERE env = ?" if env else "") + " ORDER BY id DESC LIMIT ?"
     rows = store.db.execute(sql, (env, limit) if env else (limit,)).fetchall()
     out = []
     for row in reversed(rows):
         record = dict(zip(KEYS, row, strict=True))
         record["detail"] = json.loads(record["detail"])
-        out.append(record)
+        out.append(AuditEntry.model_validate(record))
     return out
 
 
-def verify(store: Store, anchor: Path | None) -> dict[str, Any]:
-    """Walk the chain; return {ok, entries, problems: [...]}."""
+def verify(store: Store, anchor: Path | None) -> AuditVerification:
+    """Walk the chain: is it intact, how many entries, what is wrong."""
     problems: list[str] = []
     prev = GENESIS
     count = 0
@@ -76,4 +78,4 @@ def verify(store: Store, anchor: Path | None) -> dict[str, Any]:
         pinned = json.loads(anchor.read_text())
         if pinned["count"] > count or (pinned["count"] == count and pinned["hash"] != last_hash):
             problems.append(f"the log ends at entry {count} but {pinned['count']} were written: entries were removed")
-    return {"ok": not problems, "entries": count, "problems": problems}
+    return AuditVerification(ok=not problems, entries=count, problems=problems)

@@ -4,16 +4,22 @@ Writers that change the live system (apply, rollback) hold a named lock row in t
 store recording pid, the pid's start time, host, operation and time. A lock whose
 holder is gone (process exited, or its pid reused by another program: the start
 time differs) is stale and may be broken; a lock held by a live process never is.
-Used by :class:`railguard.state.store.Store`.
+:class:`LockStore` takes and releases it; part of the :class:`railguard.state.store.Store` facade.
 """
 
 from __future__ import annotations
 
 import os
 import socket
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 import psutil
+
+from railguard.model.canonical import canonical_json
+from railguard.model.diagnostics import Diagnostic, RailguardError, error, warning
+from railguard.state.db import Database, now
 
 
 @dataclass(frozen=True)
@@ -44,3 +50,57 @@ class Holder:
 def current_identity() -> tuple[int, float, str]:
     pid = os.getpid()
     return pid, psutil.Process(pid).create_time(), socket.gethostname()
+
+
+class LockStore(Database):
+    def lock_holder(self, name: str = "state") -> Holder | None:
+        row = self._one("SELECT pid, pid_started, host, operation, acquired_at FROM locks WHERE name = ?", name)
+        return Holder(*row) if row else None
+
+    @contextmanager
+    def lock(self, operation: str, name: str = "state") -> Iterator[Holder]:
+        """Hold the named lock for the duration of a change to the live system.
+
+        A stale lock (its holder is provably gone) is broken and the break recorded as an
+        event; a live holder's lock is never broken: the caller gets ``state.locked``.
+        """
+        pid, started, host = current_identity()
+        mine = Holder(pid, started, host, operation, now())
+        with self.transaction():
+            holder = self.lock_holder(name)
+            if holder is not None and holder.alive():
+                raise RailguardError(error(
+                    "state.locked", "Another Railguard process is changing this state",
+                    f"The lock '{name}' is held by pid {holder.pid} on {holder.host} for '{holder.operation}' "
+                    f"since {holder.acquired_at}. Two changes at once could leave the environment half-switched.",
+                    "Wait for it to finish (`railguard operations`), then try again.",
+                    extra={"holder": holder.__dict__},
+                ))
+            if holder is not None:
+                self._db.execute(
+                    "INSERT INTO events (env, at, kind, address, message, data) VALUES (NULL, ?, ?, NULL, ?, ?)",
+                    (now(), "lock.broken", f"broke stale lock of pid {holder.pid} ({holder.operation})",
+                     canonical_json(holder.__dict__)),
+                )
+            self._db.execute("DELETE FROM locks WHERE name = ?", (name,))
+            self._db.execute(
+                "INSERT INTO locks (name, pid, pid_started, host, operation, acquired_at) VALUES (?, ?, ?, ?, ?, ?)",
+                (name, pid, started, host, operation, mine.acquired_at),
+            )
+        try:
+            yield mine
+        finally:
+            with self.transaction():
+                self._db.execute("DELETE FROM locks WHERE name = ? AND pid = ?", (name, pid))
+
+    def stale_lock_warning(self, name: str = "state") -> list[Diagnostic]:
+        holder = self.lock_holder(name)
+        if holder is None or holder.alive():
+            return []
+        return [warning(
+            "state.stale_lock", "A stale lock was left by a process that is gone",
+            f"pid {holder.pid} took the lock for '{holder.operation}' at {holder.acquired_at} and no longer runs. "
+            "The next change breaks it automatically and records that in the events.",
+            "Check `railguard operations` for an operation it left unfinished.",
+            extra={"holder": holder.__dict__},
+        )]

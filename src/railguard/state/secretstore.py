@@ -10,10 +10,10 @@ from __future__ import annotations
 
 import hashlib
 import hmac
-from typing import Any
 
 from cryptography.fernet import Fernet
 
+from railguard.model.api import SecretInfo
 from railguard.secrets.keys import decrypt
 from railguard.state.store import Store, now
 
@@ -33,37 +33,39 @@ def put(store: Store, fernet: Fernet, key_bytes: bytes, env: str, name: str, val
     return version
 
 
-def listing(store: Store, env: str | None = None) -> list[dict[str, Any]]:
-    sql = ("SELECT env, name, max(version), created_at, created_by FROM secrets"
-           + (" WHERE env = ?" if env else "") + " GROUP BY env, name ORDER BY env, name")
-    rows = store.db.execute(sql, (env,) if env else ()).fetchall()
-    out = []
-    for e, name, version, _, _ in rows:
-        latest = store.db.execute("SELECT created_at, created_by FROM secrets WHERE env = ? AND name = ? AND "
-                                  "version = ?", (e, name, version)).fetchone()
-        out.append({"env": e, "name": name, "version": version, "set_at": latest[0], "set_by": latest[1]})
-    return out
+_LATEST = ("SELECT s.env, s.name, s.version, s.created_at, s.created_by, s.ciphertext, s.fingerprint FROM secrets s "
+           "JOIN (SELECT env, name, max(version) v FROM secrets GROUP BY env, name) m "
+           "ON s.env = m.env AND s.name = m.name AND s.version = m.v")
+
+
+def _latest(store: Store, env: str | None) -> list[tuple[str, str, int, str, str, bytes, str]]:
+    """The latest version of every secret (of ``env``), ordered by env and name, in one query."""
+    sql = _LATEST + (" WHERE s.env = ?" if env else "") + " ORDER BY s.env, s.name"
+    return store.db.execute(sql, (env,) if env else ()).fetchall()
+
+
+def listing(store: Store, env: str | None = None) -> list[SecretInfo]:
+    return [SecretInfo(env=e, name=name, version=version, set_at=at, set_by=by)
+            for e, name, version, at, by, _, _ in _latest(store, env)]
+
+
+def has_secrets(store: Store, env: str | None = None) -> bool:
+    sql = "SELECT 1 FROM secrets" + (" WHERE env = ?" if env else "") + " LIMIT 1"
+    return store.db.execute(sql, (env,) if env else ()).fetchone() is not None
 
 
 def versions(store: Store, env: str) -> dict[str, int]:
-    return {row["name"]: row["version"] for row in listing(store, env)}
+    return {row.name: row.version for row in listing(store, env)}
 
 
 def values(store: Store, fernet: Fernet, env: str | None = None) -> list[tuple[str, str, str]]:
     """(env, name, value) of the latest version of every secret (for injection and redaction)."""
-    out = []
-    for row in listing(store, env):
-        cipher = store.db.execute("SELECT ciphertext FROM secrets WHERE env = ? AND name = ? AND version = ?",
-                                  (row["env"], row["name"], row["version"])).fetchone()[0]
-        out.append((row["env"], row["name"], decrypt(fernet, cipher)))
-    return out
+    return [(e, name, decrypt(fernet, cipher)) for e, name, _, _, _, cipher, _ in _latest(store, env)]
 
 
 def shared_values(store: Store) -> list[tuple[str, str, str, str]]:
     """Pairs (env, name, other env, other name) whose latest values are equal: environments must not share."""
-    latest = store.db.execute(
-        "SELECT s.env, s.name, s.fingerprint FROM secrets s JOIN (SELECT env, name, max(version) v FROM secrets "
-        "GROUP BY env, name) m ON s.env = m.env AND s.name = m.name AND s.version = m.v").fetchall()
+    latest = [(e, name, fp) for e, name, _, _, _, _, fp in _latest(store, None)]
     found = []
     for i, (env, name, fp) in enumerate(latest):
         for other_env, other_name, other_fp in latest[i + 1:]:

@@ -13,8 +13,8 @@ import hmac
 import json
 import secrets
 from datetime import UTC, datetime, timedelta
-from typing import Any
 
+from railguard.model.api import TokenInfo
 from railguard.model.diagnostics import RailguardError, error
 from railguard.model.principals import Principal, Role
 from railguard.state.store import Store, now
@@ -33,7 +33,7 @@ def _refused(code: str, summary: str, detail: str) -> RailguardError:
 
 
 def create(store: Store, name: str, role: Role, envs: list[str] | None, created_by: str,
-           expires_in_s: float | None) -> tuple[str, dict[str, Any]]:
+           expires_in_s: float | None) -> tuple[str, TokenInfo]:
     """Create a token; return the token text (shown once) and its record."""
     if store.db.execute("SELECT 1 FROM tokens WHERE name = ?", (name,)).fetchone():
         raise RailguardError(error("auth.token_exists", f"A token named '{name}' exists",
@@ -50,20 +50,24 @@ def create(store: Store, name: str, role: Role, envs: list[str] | None, created_
     return f"{PREFIX}{token_id}_{secret}", describe(store, token_id)
 
 
-def describe(store: Store, token_id: str) -> dict[str, Any]:
-    row = store.db.execute("SELECT id, name, role, envs, created_at, created_by, expires_at, revoked_at, "
-                           "last_used_at FROM tokens WHERE id = ?", (token_id,)).fetchone()
-    keys = ("id", "name", "role", "envs", "created_at", "created_by", "expires_at", "revoked_at", "last_used_at")
-    record = dict(zip(keys, row, strict=True))
-    record["envs"] = json.loads(record["envs"]) if record["envs"] else None
-    return record
+_COLUMNS = "id, name, role, envs, created_at, created_by, expires_at, revoked_at, last_used_at"
 
 
-def listing(store: Store) -> list[dict[str, Any]]:
-    return [describe(store, row[0]) for row in store.db.execute("SELECT id FROM tokens ORDER BY created_at")]
+def _info(row: tuple[object, ...]) -> TokenInfo:
+    record = dict(zip(_COLUMNS.split(", "), row, strict=True))
+    record["envs"] = json.loads(str(record["envs"])) if record["envs"] else None
+    return TokenInfo.model_validate(record)
 
 
-def revoke(store: Store, name_or_id: str) -> dict[str, Any]:
+def describe(store: Store, token_id: str) -> TokenInfo:
+    return _info(store.db.execute(f"SELECT {_COLUMNS} FROM tokens WHERE id = ?", (token_id,)).fetchone())
+
+
+def listing(store: Store) -> list[TokenInfo]:
+    return [_info(row) for row in store.db.execute(f"SELECT {_COLUMNS} FROM tokens ORDER BY created_at")]
+
+
+def revoke(store: Store, name_or_id: str) -> TokenInfo:
     row = store.db.execute("SELECT id FROM tokens WHERE id = ? OR name = ?", (name_or_id, name_or_id)).fetchone()
     if row is None:
         raise RailguardError(error("auth.unknown_token", f"No token '{name_or_id}'",

@@ -106,7 +106,7 @@ class Deployment:
                                                                    if c.action.value != "delete"]})
             record = execute(self.store, env=env, kind="apply", plan_id=None, changes=computed.changes,
                              desired=batch, provider=self.provider, principal="railguard-doctor",
-                             ctx=self._context())
+                             ctx=self._context()).model_dump(mode="json")
             problems = _diagnostics(record)
             if record["status"] != "succeeded":
                 return record, problems
@@ -114,7 +114,7 @@ class Deployment:
 
     def rollback(self, to: int) -> tuple[dict[str, Any], list[Diagnostic]]:
         record = rollback(self.store, self.ctx.env, self.provider, DOCTOR, self._context(), to)
-        return record, _diagnostics(record)
+        return record.model_dump(mode="json"), _diagnostics(record.model_dump(mode="json"))
 
     def probe(self, paths: list[str]) -> list[tuple[str, int | None, str]]:
         """GET each route path through the scratch edge: (path, status or None, detail)."""
@@ -159,7 +159,7 @@ def real_secrets(home: Path, env: str, names: list[str]) -> dict[str, str]:
         return {}
     store = Store.open(home)
     try:
-        if not store.db.execute("SELECT 1 FROM secrets WHERE env = ? LIMIT 1", (env,)).fetchone():
+        if not secretstore.has_secrets(store, env):
             return {}
         return {n: v for _, n, v in secretstore.values(store, load_key(home, create=False), env) if n in names}
     finally:

@@ -50,7 +50,7 @@ def check(ctx: Context) -> list[Finding]:
             failed = _step(deployment, label, step, evidence)
             if failed:
                 return [failed]
-        first = min(r["number"] for r in deployment.store.releases(ctx.env) if r["status"] != "failed")
+        first = min(r.number for r in deployment.store.releases(ctx.env) if r.status != "failed")
         deployment.drop_warm()  # a warm rollback would only switch the edge back; start it on the new data
         failed = _step(deployment, f"roll back to the previous release (scratch release {first})",
                        lambda: deployment.rollback(first), evidence, after_migration=True)

@@ -62,11 +62,10 @@ def _load(ctx: Context) -> History:
     if store is None:
         return History(None, f"no state in {ctx.real_home} (the app was never deployed from here)")
     try:
-        releases = store.releases(ctx.env, limit=1_000_000)
+        ran = [r.model_dump(mode="json") for r in store.healthy_releases(ctx.env)]  # newest first
     finally:
         store.close()
     now = {r.name: r.fingerprint for r in ctx.desired if r.kind == "service"}
-    ran = [r for r in releases if r["status"] in ("live", "superseded")]
     for release in ran:
         then = {r["name"]: r["fingerprint"] for r in release["desired"] if r["kind"] == "service"}
         if then != now:

@@ -1,0 +1,88 @@
+"""What runs and what was asked for: the observed inventory, the applied spec snapshots, the serials.
+
+The serial of an environment grows whenever its live state or applied spec moves; a plan
+binds to it, so a plan made before such a move is stale. Part of the :class:`Store` facade.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from pydantic import ValidationError
+
+from railguard.model.canonical import canonical_json
+from railguard.model.resources import ObservedResource
+from railguard.state.db import Database, corrupt, now
+
+
+class InventoryStore(Database):
+    # -- serials ---------------------------------------------------------------------------------
+    def serial(self, env: str) -> int:
+        row = self._one("SELECT serial FROM environments WHERE name = ?", env)
+        return int(row[0]) if row else 0
+
+    def _bump(self, env: str) -> int:
+        self._db.execute(
+            "INSERT INTO environments (name, serial, updated_at) VALUES (?, 1, ?) "
+            "ON CONFLICT(name) DO UPDATE SET serial = serial + 1, updated_at = excluded.updated_at",
+            (env, now()),
+        )
+        return self.serial(env)
+
+    def bump_serial(self, env: str) -> int:
+        with self.transaction():
+            return self._bump(env)
+
+    # -- inventory -------------------------------------------------------------------------------
+    def inventory(self, env: str) -> list[ObservedResource]:
+        rows = self._db.execute("SELECT body FROM inventory WHERE env = ? ORDER BY address", (env,)).fetchall()
+        try:
+            return [ObservedResource.model_validate_json(r[0]) for r in rows]
+        except ValidationError as exc:
+            raise corrupt(self.path, exc) from exc
+
+    def record_observed(self, env: str, resources: list[ObservedResource]) -> bool:
+        """Replace the env's inventory with a provider's report; bump the serial if it moved."""
+        new = {r.address: canonical_json(r.model_dump(mode="json")) for r in resources}
+        with self.transaction():
+            old = dict(self._db.execute("SELECT address, body FROM inventory WHERE env = ?", (env,)).fetchall())
+            if old == new:
+                return False
+            self._db.execute("DELETE FROM inventory WHERE env = ?", (env,))
+            self._db.executemany(
+                "INSERT INTO inventory (env, address, body, updated_at) VALUES (?, ?, ?, ?)",
+                [(env, address, body, now()) for address, body in new.items()],
+            )
+            self._bump(env)
+            return True
+
+    def set_observed(self, env: str, resource: ObservedResource | None, address: str) -> None:
+        """Record one resource's new live state after an applied change (None: it is gone)."""
+        with self.transaction():
+            self._db.execute("DELETE FROM inventory WHERE env = ? AND address = ?", (env, address))
+            if resource is not None:
+                self._db.execute(
+                    "INSERT INTO inventory (env, address, body, updated_at) VALUES (?, ?, ?, ?)",
+                    (env, address, canonical_json(resource.model_dump(mode="json")), now()),
+                )
+            self._bump(env)
+
+    # -- spec snapshots ----------------------------------------------------------------------------
+    def add_spec_snapshot(self, env: str, digest: str, body: Any) -> None:
+        with self.transaction():
+            self._db.execute(
+                "INSERT INTO spec_snapshots (env, digest, body, created_at) VALUES (?, ?, ?, ?)",
+                (env, digest, canonical_json(body), now()),
+            )
+
+    # The frozen desired resources as applied (Resource dumps); kept as JSON because callers compare
+    # their address and fingerprint only, and old snapshots must read back whatever Resource becomes.
+    def last_spec(self, env: str) -> list[dict[str, Any]] | None:  # Resource dumps as applied: see above
+        """The desired resources of the last applied spec snapshot."""
+        row = self._one("SELECT body FROM spec_snapshots WHERE env = ? ORDER BY id DESC LIMIT 1", env)
+        return list(json.loads(row[0])) if row else None
+
+    def last_spec_digest(self, env: str) -> str | None:
+        row = self._one("SELECT digest FROM spec_snapshots WHERE env = ? ORDER BY id DESC LIMIT 1", env)
+        return str(row[0]) if row else None

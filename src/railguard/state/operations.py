@@ -1,0 +1,103 @@
+"""Operations and their step journal.
+
+An operation is one apply or rollback; its journal records each step's begin, end or
+failure so a crash shows exactly where it stopped. Its status moves only through
+:data:`railguard.state.lifecycles.OPERATION`: created ``queued`` (the daemon) or ``running``,
+``running`` at its first journal entry, then ``succeeded`` or ``failed``, once.
+Listing reads all operations in one query and all their journals in a second one.
+Part of the :class:`Store` facade.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from railguard.model.api import IN_FLIGHT, InFlight, Operation, OperationKind, OperationStatus, OperationStep
+from railguard.model.canonical import canonical_json
+from railguard.state.db import Database, new_id, now
+from railguard.state.lifecycles import OPERATION
+
+_COLUMNS = "id, env, kind, plan_id, status, principal, created_at, updated_at, error"
+
+
+class OperationStore(Database):
+    def create_operation(self, env: str, kind: OperationKind | str, plan_id: str | None, principal: str,
+                         status: OperationStatus = OperationStatus.running) -> str:
+        op_id = new_id("op")
+        OPERATION.check(None, OperationStatus(status), op_id)
+        stamp = now()
+        with self.transaction():
+            self._db.execute(
+                "INSERT INTO operations (id, env, kind, plan_id, status, principal, created_at, updated_at) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                (op_id, env, OperationKind(kind).value, plan_id, OperationStatus(status).value, principal, stamp,
+                 stamp),
+            )
+        return op_id
+
+    def journal(self, operation_id: str, step: str, phase: str,
+                detail: dict[str, Any] | None = None) -> None:  # detail: the provider's progress context, as given
+        """Record a step; the first entry of a queued operation moves it to running."""
+        with self.transaction() as db:
+            row = db.execute("SELECT status FROM operations WHERE id = ?", (operation_id,)).fetchone()
+            if row is not None and row[0] == OperationStatus.queued:
+                OPERATION.move(db, {"id": operation_id}, OperationStatus.running, operation_id,
+                               also={"updated_at": now()})
+            db.execute(
+                "INSERT INTO journal (operation_id, step, phase, detail, at) VALUES (?, ?, ?, ?, ?)",
+                (operation_id, step, phase, self._redact(canonical_json(detail or {})), now()),
+            )
+
+    def finish_operation(self, operation_id: str, status: OperationStatus,
+                         problem: dict[str, Any] | None = None) -> None:  # OperationError's JSON, redacted as text
+        """End an operation (succeeded or failed); ending it twice is refused (state.illegal_transition)."""
+        with self.transaction() as db:
+            OPERATION.move(db, {"id": operation_id}, OperationStatus(status), operation_id, also={
+                "updated_at": now(), "error": self._redact(canonical_json(problem)) if problem else None})
+
+    def operation(self, operation_id: str) -> Operation | None:
+        found = self._operations(f"SELECT {_COLUMNS} FROM operations WHERE id = ?", (operation_id,), True)
+        return found[0] if found else None
+
+    def operations(self, env: str | None = None, limit: int = 50, journals: bool = True) -> list[Operation]:
+        """The newest operations first; ``journals=False`` leaves their journals empty (one query less)."""
+        sql = f"SELECT {_COLUMNS} FROM operations" + (" WHERE env = ?" if env else "") \
+            + " ORDER BY created_at DESC LIMIT ?"
+        return self._operations(sql, (env, limit) if env else (limit,), journals)
+
+    def unfinished_operations(self) -> list[Operation]:
+        """Operations still queued or running (with journals): what a daemon that died left in flight."""
+        marks = ", ".join("?" for _ in IN_FLIGHT)
+        return self._operations(f"SELECT {_COLUMNS} FROM operations WHERE status IN ({marks}) ORDER BY created_at",
+                                tuple(s.value for s in IN_FLIGHT), True)
+
+    def in_flight(self, env: str) -> InFlight | None:
+        """The newest queued or running operation of ``env``, without its journal (status polls this)."""
+        marks = ", ".join("?" for _ in IN_FLIGHT)
+        row = self._one(f"SELECT id, kind, status, created_at FROM operations WHERE env = ? AND status IN ({marks}) "
+                        "ORDER BY created_at DESC LIMIT 1", env, *(s.value for s in IN_FLIGHT))
+        if row is None:
+            return None
+        return InFlight(id=row[0], kind=OperationKind(row[1]), status=OperationStatus(row[2]), created_at=row[3])
+
+    def operation_status(self, operation_id: str) -> OperationStatus | None:
+        row = self._one("SELECT status FROM operations WHERE id = ?", operation_id)
+        return None if row is None else OperationStatus(row[0])
+
+    def _operations(self, sql: str, args: tuple[Any, ...], journals: bool) -> list[Operation]:
+        rows = self._db.execute(sql, args).fetchall()
+        steps: dict[str, list[OperationStep]] = {row[0]: [] for row in rows}
+        if journals and steps:
+            marks = ", ".join("?" for _ in steps)
+            for op_id, step, phase, detail, at in self._db.execute(
+                    f"SELECT operation_id, step, phase, detail, at FROM journal WHERE operation_id IN ({marks}) "
+                    "ORDER BY id", tuple(steps)):
+                steps[op_id].append(OperationStep(step=step, phase=phase, detail=json.loads(detail), at=at))
+        out = []
+        for op_id, env, kind, plan_id, status, principal, created_at, updated_at, problem in rows:
+            out.append(Operation(id=op_id, env=env, kind=OperationKind(kind), plan_id=plan_id,
+                                 status=OperationStatus(status), principal=principal, created_at=created_at,
+                                 updated_at=updated_at, error=json.loads(problem) if problem else None,
+                                 journal=steps[op_id]))
+        return out

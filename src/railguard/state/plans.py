@@ -1,0 +1,81 @@
+"""Saved plans: stored with the hash they were reviewed under, listed, and moved through their lifecycle.
+
+The plan body is the frozen :class:`Plan`; its status moves only through
+:data:`railguard.state.lifecycles.PLAN`. Part of the :class:`Store` facade.
+"""
+
+from __future__ import annotations
+
+from pydantic import ValidationError
+
+from railguard.model.api import PlanRecord, PlanStatus
+from railguard.model.diagnostics import RailguardError, error
+from railguard.model.plans import Plan
+from railguard.state.db import Database, new_id, now
+from railguard.state.lifecycles import PLAN
+
+_COLUMNS = "id, env, created_at, hash, base_serial, status"
+
+
+class PlanStore(Database):
+    def save_plan(self, plan: Plan) -> Plan:
+        sealed = plan.sealed(plan.id or new_id("plan"), now())
+        PLAN.check(None, PlanStatus.saved, sealed.id)
+        with self.transaction():
+            self._db.execute(
+                "INSERT INTO plans (id, env, created_at, hash, base_serial, body, requested_by, status) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                (sealed.id, sealed.env, sealed.created_at, sealed.hash, sealed.base_serial,
+                 sealed.model_dump_json(), sealed.requested_by, PlanStatus.saved.value),
+            )
+        return sealed
+
+    def load_plan(self, plan_id: str) -> tuple[Plan, str, PlanStatus]:
+        """The stored plan, the hash recorded beside it, and its status."""
+        row = self._one("SELECT body, hash, status FROM plans WHERE id = ?", plan_id)
+        if row is None:
+            raise _not_found(self.home, plan_id)
+        try:
+            plan = Plan.model_validate_json(row[0])
+        except ValidationError as exc:
+            raise RailguardError(error(
+                "plan.hash_mismatch", f"Plan '{plan_id}' is damaged",
+                f"The stored plan no longer parses ({exc.error_count()} problems); it was modified after it "
+                "was saved.",
+                "Do not apply it. Make a new plan with `railguard plan --env <env>` and review it.",
+                address=plan_id,
+            )) from exc
+        return plan, str(row[1]), PlanStatus(row[2])
+
+    def plan_record(self, plan_id: str) -> PlanRecord | None:
+        """A plan's identity and status without parsing its body (cheap; for audit and listings)."""
+        row = self._one(f"SELECT {_COLUMNS} FROM plans WHERE id = ?", plan_id)
+        return None if row is None else _record(row)
+
+    def plans(self, env: str | None = None, limit: int = 50) -> list[PlanRecord]:
+        sql = f"SELECT {_COLUMNS} FROM plans"
+        args: tuple[str | int, ...] = ()
+        if env:
+            sql, args = sql + " WHERE env = ?", (env,)
+        rows = self._db.execute(sql + " ORDER BY created_at DESC LIMIT ?", (*args, limit)).fetchall()
+        return [_record(r) for r in rows]
+
+    def mark_plan(self, plan_id: str, status: PlanStatus) -> None:
+        """Move a plan along its lifecycle; an illegal move is refused (state.illegal_transition)."""
+        with self.transaction() as db:
+            PLAN.move(db, {"id": plan_id}, PlanStatus(status), plan_id)
+
+
+def _record(row: tuple[str, str, str, str, int, str]) -> PlanRecord:
+    id_, env, created_at, hash_, base_serial, status = row
+    return PlanRecord(id=id_, env=env, created_at=created_at, hash=hash_, base_serial=base_serial,
+                      status=PlanStatus(status))
+
+
+def _not_found(home: object, plan_id: str) -> RailguardError:
+    return RailguardError(error(
+        "plan.not_found", f"No plan '{plan_id}'",
+        f"The state folder {home} has no saved plan with the id '{plan_id}'.",
+        "List plans with `railguard plans`, or make one with `railguard plan --env <env>`.",
+        address=plan_id,
+    ))
