@@ -19,18 +19,32 @@ import socketserver
 import struct
 from http.server import BaseHTTPRequestHandler
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 from urllib.parse import parse_qs, urlparse
 
+from pydantic import ValidationError
 from pydantic_core import to_jsonable_python
 
 from railguard.daemon.access import authenticate
 from railguard.daemon.service import Daemon
 from railguard.engine.guard import require
+from railguard.model.api import (
+    ApprovalRequestBody,
+    DecisionRequest,
+    OperationKind,
+    OperationRequest,
+    PlanRequest,
+    PromoteRequest,
+    Request,
+    SecretSetRequest,
+    ShutdownRequest,
+    TokenCreateRequest,
+)
 from railguard.model.diagnostics import RailguardError, error
 from railguard.model.principals import Permission, Principal
 
 log = logging.getLogger("railguard.daemon.api")
+R = TypeVar("R", bound=Request)
 MAX_BODY = 2_000_000
 _STATUS_BY_CODE = {"plan.not_found": 404, "operation.not_found": 404, "operation.busy": 409, "state.locked": 409,
                    "auth.unknown_token": 401, "auth.token_revoked": 401, "auth.token_expired": 401,
@@ -159,11 +173,14 @@ def _int(source: dict[str, Any], key: str, default: int | None) -> int | None:
         raise _bad(f"'{key}' must be a number") from exc
 
 
-def _strings(source: dict[str, Any], key: str) -> list[str]:
-    value = source.get(key) or []
-    if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
-        raise _bad(f"'{key}' must be a list of strings")
-    return value
+def _parse(model: type[R], body: dict[str, Any]) -> R:
+    """The body as ``model``: unknown fields and wrong types are a bad request, never a 500."""
+    try:
+        return model.model_validate(body)
+    except ValidationError as exc:
+        # Only the location and message of each error: the input (a secret value, say) is never echoed.
+        raise _bad("; ".join(f"'{'.'.join(str(p) for p in e['loc']) or 'body'}': {e['msg']}"
+                             for e in exc.errors())) from exc
 
 
 def route(daemon: Daemon, method: str, parts: list[str], query: dict[str, str], body: dict[str, Any],
@@ -179,12 +196,9 @@ def route(daemon: Daemon, method: str, parts: list[str], query: dict[str, str], 
     read = Permission.read
     match key:
         case ("POST", "plans", 2):
-            env = _need(body, "env")
-            require(who, Permission.plan, env)
-            text = body.get("text")
-            if text is not None and not isinstance(text, str):
-                raise _bad("'text' must be a string (a proposed spec)")
-            return {"plan": daemon.plan(_need(body, "spec"), env, who, text=text)}
+            wanted = _parse(PlanRequest, body)
+            require(who, Permission.plan, wanted.env)
+            return {"plan": daemon.plan(wanted.spec, wanted.env, who, text=wanted.text)}
         case ("GET", "plans", 2):
             require(who, read, query.get("env"))
             return {"plans": [p for p in store().plans(query.get("env")) if who.allows(read, p.env)]}
@@ -193,28 +207,25 @@ def route(daemon: Daemon, method: str, parts: list[str], query: dict[str, str], 
             require(who, read, found["plan"]["env"])
             return found
         case ("POST", "plans", 4) if parts[3] == "request-approval":
-            reason = body.get("reason") or ""
-            if not isinstance(reason, str) or len(reason) > 2000:
-                raise _bad("'reason' must be a string of at most 2000 characters")
-            return {"approval": daemon.request_approval(parts[2], who, reason)}
+            asked = _parse(ApprovalRequestBody, body)
+            return {"approval": daemon.request_approval(parts[2], who, asked.reason or "")}
         case ("POST", "plans", 4) if parts[3] in ("approve", "reject"):
-            return {"approval": daemon.decide(parts[2], parts[3], who, confirmed=_strings(body, "confirm"),
-                                              typed=body.get("typed"), reason=str(body.get("reason") or ""))}
+            decided = _parse(DecisionRequest, body)
+            return {"approval": daemon.decide(parts[2], parts[3], who, confirmed=decided.confirm,
+                                              typed=decided.typed, reason=decided.reason or "")}
         case ("POST", "promote", 2):
-            target = _need(body, "to")
-            require(who, Permission.plan, target)
-            require(who, read, _need(body, "from"))
-            return {"plan": daemon.promote(_need(body, "spec"), _need(body, "from"), target, who)}
+            promotion = _parse(PromoteRequest, body)
+            require(who, Permission.plan, promotion.to)
+            require(who, read, promotion.from_)
+            return {"plan": daemon.promote(promotion.spec, promotion.from_, promotion.to, who)}
         case ("POST", "operations", 2):
-            kind = _need(body, "kind")
-            if kind == "apply":
-                op_id = daemon.submit_apply(_need(body, "spec"), _need(body, "plan_id"), who)
-            elif kind == "rollback":
+            submitted = _parse(OperationRequest, body)
+            if submitted.kind is OperationKind.apply:
+                op_id = daemon.submit_apply(submitted.spec, _need(body, "plan_id"), who)
+            else:
                 env = _need(body, "env")
                 require(who, Permission.apply, env)
-                op_id = daemon.submit_rollback(_need(body, "spec"), env, _int(body, "to", None), who)
-            else:
-                raise _bad(f"unknown operation kind {kind!r}")
+                op_id = daemon.submit_rollback(submitted.spec, env, submitted.to, who)
             return {"operation": daemon.operation(op_id)}
         case ("GET", "operations", 2):
             require(who, read, query.get("env"))
@@ -247,9 +258,9 @@ def route(daemon: Daemon, method: str, parts: list[str], query: dict[str, str], 
             events = store().events(query.get("env"), _int(query, "limit", 100) or 100)
             return {"events": [r for r in events if r.env is None or who.allows(read, r.env)]}
         case ("POST", "tokens", 2):
-            return {"token": daemon.create_token(who, _need(body, "name"), _need(body, "role"),
-                                                 _strings(body, "envs") or None, body.get("expires_in_s"),
-                                                 body.get("typed"))}
+            token = _parse(TokenCreateRequest, body)
+            return {"token": daemon.create_token(who, token.name, token.role, token.envs or None,
+                                                 token.expires_in_s, token.typed)}
         case ("GET", "tokens", 2):
             require(who, Permission.admin, None)
             return {"tokens": daemon.list_tokens()}
@@ -257,9 +268,9 @@ def route(daemon: Daemon, method: str, parts: list[str], query: dict[str, str], 
             require(who, Permission.admin, None)
             return {"token": daemon.revoke_token(parts[2])}
         case ("POST", "secrets", 2):
-            env = _need(body, "env")
-            require(who, Permission.secret, env)
-            return {"secret": daemon.secrets.set(store(), env, _need(body, "name"), _need(body, "value"), who.id)}
+            secret = _parse(SecretSetRequest, body)
+            require(who, Permission.secret, secret.env)
+            return {"secret": daemon.secrets.set(store(), secret.env, secret.name, secret.value, who.id)}
         case ("GET", "secrets", 2):
             require(who, read, query.get("env"))
             return {"secrets": daemon.list_secrets(query.get("env"), who)}
@@ -277,6 +288,6 @@ def route(daemon: Daemon, method: str, parts: list[str], query: dict[str, str], 
             return {"principal": who.model_dump(mode="json"), "require_token": daemon.require_token}
         case ("POST", "shutdown", 2):
             require(who, Permission.admin, None)
-            daemon.request_shutdown(bool(body.get("everything")))
+            daemon.request_shutdown(_parse(ShutdownRequest, body).everything)
             return {"stopping": True}
     raise _bad(f"unknown endpoint {method} /{'/'.join(parts)}")

@@ -495,20 +495,20 @@ class OperationRequest(Request):
 
 
 class ApprovalRequestBody(Request):
-    reason: str = Field(default="", max_length=2000)
+    reason: str | None = Field(default=None, max_length=2000)
 
 
 class DecisionRequest(Request):
     confirm: list[str] = Field(default_factory=list)
     typed: str | None = None
-    reason: str = ""
+    reason: str | None = None
 
 
 class TokenCreateRequest(Request):
     name: str = Field(min_length=1)
     role: str = Field(min_length=1)
     envs: list[str] | None = None
-    expires_in_s: float | None = None
+    expires_in_s: float | None = Field(default=None, description="Seconds; none or 0: never expires.")
     typed: str | None = None
 
 

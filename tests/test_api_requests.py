@@ -1,0 +1,54 @@
+"""Request bodies of the daemon API are validated by the contract's request models.
+
+Unknown fields and wrong types are a ``daemon.bad_request`` diagnostic (a 422), never a 500 or a
+silent default, and the message never echoes the input (it may be a secret value). Drives the real
+router of a daemon over a state folder on disk; no daemon process is needed for a refused request.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from railguard.daemon.api import route
+from railguard.daemon.service import Daemon
+from railguard.model.diagnostics import RailguardError
+from railguard.model.principals import Principal, Role
+
+ADMIN = Principal(id="user:test", role=Role.admin)
+SECRET = "s3cret-value-that-must-not-echo"
+
+
+def _refusal(tmp_path: Path, parts: list[str], body: dict[str, Any]) -> str:
+    daemon = Daemon(tmp_path / "state")
+    spec = str(tmp_path / "railguard.toml")
+    with pytest.raises(RailguardError) as exc:
+        route(daemon, "POST", ["v1", *parts], {}, {**body, "spec": spec} if "spec" in body else body, ADMIN)
+    assert [d.code for d in exc.value.diagnostics] == ["daemon.bad_request"]
+    text = exc.value.diagnostics[0].detail
+    assert SECRET not in text
+    return text
+
+
+@pytest.mark.parametrize(("parts", "body", "names"), [
+    (["plans"], {"spec": "", "env": "staging", "surprise": 1}, "surprise"),
+    (["plans"], {"spec": "", "env": 7}, "env"),
+    (["operations"], {"spec": "", "kind": "destroy"}, "kind"),
+    (["operations"], {"spec": "", "kind": "rollback", "env": "staging", "to": "latest"}, "to"),
+    (["promote"], {"spec": "", "from": "staging", "to": "production", "force": True}, "force"),
+    (["plans", "plan-1", "approve"], {"confirm": "staging/service.web"}, "confirm"),
+    (["plans", "plan-1", "request-approval"], {"reason": "x" * 2001}, "reason"),
+    (["secrets"], {"env": "staging", "name": "API_KEY", "value": 12345, "note": SECRET}, "note"),
+    (["tokens"], {"name": "ci", "role": "agent", "envs": "staging"}, "envs"),
+    (["shutdown"], {"everything": True, "now": SECRET}, "now"),
+])
+def test_bad_request_bodies_are_diagnostics(tmp_path: Path, parts: list[str], body: dict[str, Any],
+                                            names: str) -> None:
+    assert f"'{names}" in _refusal(tmp_path, parts, body)
+
+
+def test_secret_value_of_wrong_type_is_not_echoed(tmp_path: Path) -> None:
+    detail = _refusal(tmp_path, ["secrets"], {"env": "staging", "name": ["API_KEY"], "value": SECRET})
+    assert "'name'" in detail
