@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 
+from railguard.model.api import ReleaseStatus
 from railguard.model.diagnostics import RailguardError
 from railguard.model.resources import ObservedResource
 from railguard.state.schema import SCHEMA_VERSION
@@ -145,3 +146,30 @@ def test_lock_with_reused_pid_is_stale(tmp_path: Path) -> None:
     with store.lock("apply new"):
         pass
     assert [e.data["operation"] for e in store.events() if e.kind == "lock.broken"] == ["apply old"]
+
+
+def test_operations_read_their_journals_in_one_query(tmp_path: Path) -> None:
+    store = Store.open(tmp_path)
+    ids = [store.create_operation("staging", "apply", None, "user:test") for _ in range(5)]
+    for op_id in ids:
+        store.journal(op_id, f"step of {op_id}", "begin")
+    statements: list[str] = []
+    store.db.set_trace_callback(statements.append)
+    found = store.operations()
+    store.db.set_trace_callback(None)
+    assert len(statements) == 2  # the operations, then all their journals: no query per operation
+    assert {o.id: [j.step for j in o.journal] for o in found} == {i: [f"step of {i}"] for i in ids}
+
+
+def test_release_lookups_are_queries_not_limited_listings(tmp_path: Path) -> None:
+    store = Store.open(tmp_path)
+    for _ in range(60):
+        number = store.add_release("staging", None, None, {"services": {}, "desired": [], "source": {}})
+        store.finish_release("staging", number, ReleaseStatus.live)
+    assert len(store.releases("staging")) == 50 and len(store.releases("staging", limit=None)) == 60
+    first = store.release("staging", 1)  # older than the default listing reaches
+    assert first is not None and first.status is ReleaseStatus.superseded and first.ended_at
+    live = store.live_release("staging")
+    assert live is not None and live.number == 60 and live.live_at and live.ended_at is None
+    assert [r.number for r in store.superseded_before("staging", 60)] == list(range(59, 0, -1))
+    assert store.release("staging", 61) is None and store.live_release("production") is None
