@@ -19,7 +19,7 @@ from hypothesis import HealthCheck, settings
 _PROFILE = {"deadline": None, "print_blob": True, "suppress_health_check": [HealthCheck.too_slow]}
 settings.register_profile("ci", max_examples=100, **_PROFILE)
 settings.register_profile("long", max_examples=3000, **_PROFILE)
-settings.register_profile("mutation", max_examples=20, derandomize=True, database=None, **_PROFILE)
+settings.register_profile("mutation", max_examples=10, derandomize=True, database=None, **_PROFILE)
 settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))
 
 BASE_SPEC = """
