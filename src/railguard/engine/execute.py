@@ -4,9 +4,10 @@ Shared by apply and rollback. Every change, and every sub-step a provider report
 (build, start, gate, switch, drain...), is written to the journal before and after
 it runs, so after a crash the journal says exactly where it stopped. Setting
 ``RAILGUARD_FAULT_STEP`` makes the process kill itself (SIGKILL) when it reaches a
-step, which is how the tests prove recovery at every step: the value is a step name
-("switch", "create staging/service.web") optionally followed by ":end" to die right
-after the step instead of right before it.
+step, which is how the tests prove recovery at every step: the value is a step name as
+journaled ("create staging/service.web", "staging/service.web: switch", or a provider step
+alone, "switch", for the first service that reaches it) optionally followed by ":end" to die
+right after the step instead of right before it.
 """
 
 from __future__ import annotations
@@ -39,9 +40,12 @@ def maybe_fault(step: str, phase: str) -> None:
     wanted = os.environ.get(FAULT_ENV)
     if not wanted:
         return
-    name, _, when = wanted.partition(":")
+    # A provider's step names its address ("staging/service.web: switch"): only a trailing ":end" is a phase.
+    name, _, when = wanted.rpartition(":")
+    if when not in ("begin", "end"):
+        name, when = wanted, "begin"
     short = step.rsplit(": ", 1)[-1]
-    if name in (step, short) and (when or "begin") == phase:
+    if name in (step, short) and when == phase:
         os.kill(os.getpid(), signal.SIGKILL)
 
 

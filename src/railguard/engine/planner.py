@@ -59,11 +59,14 @@ def _service_change(want: Resource, have: ObservedResource) -> tuple[Action, str
     diff = diff_configs(have.config, want.config)
     keys = _top_keys(diff)
     listed = ", ".join(sorted(keys))
+    before_replicas, after_replicas = have.config.get("replicas", 0), want.config.get("replicas", 0)
     if keys & REPLACE_KEYS:
         replaced = ", ".join(sorted(keys & REPLACE_KEYS))
+        if after_replicas == 0 and before_replicas > 0:  # a replace must not hide that serving stops
+            return (Action.replace, f"{replaced} changed and replicas drop to 0: the service stops serving",
+                    Risk.destructive)
         return (Action.replace, f"{replaced} changed; new replicas are started beside the old ones and "
                 "traffic switches once they are healthy", Risk.disruptive)
-    before_replicas, after_replicas = have.config.get("replicas", 0), want.config.get("replicas", 0)
     if after_replicas == 0 and before_replicas > 0:
         return Action.update, "replicas drop to 0: the service stops serving", Risk.destructive
     if after_replicas < before_replicas:
