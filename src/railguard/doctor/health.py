@@ -25,7 +25,7 @@ from railguard.doctor.context import STOP_S, CheckStop, Context, seconds
 from railguard.doctor.deployment import Deployment, failure_evidence
 from railguard.doctor.isolation import broken_value, data_like, edge_ports_in
 from railguard.doctor.report import Finding, Status
-from railguard.providers.base import CheckResult, HealthResponse
+from railguard.providers.base import CheckResult, Health, HealthResponse
 
 POLL_S = 0.1
 HONEST = ("Make the health endpoint check what the app needs to serve: open the database and run a trivial "
@@ -200,7 +200,7 @@ def _stop_under(ctx: Context, dependency: str, dependents: list[str]) -> list[Fi
                             evidence=failure_evidence(problems), remediation="Fix what the evidence shows.")]
         deployment.stop_service(dependency)
         return [_judge_running(name, dependency, ctx.configs[name], partial(deployment.check_now, name))
-                for name in dependents]
+                for name in dependents if deployment.check_now(name).health is not Health.missing]
     finally:
         deployment.close()
 
@@ -214,7 +214,7 @@ def _judge_running(name: str, dependency: str, config: dict[str, Any],
     seen: Counter[str] = Counter()
     while time.monotonic() - started < window:
         answer = check_now()
-        result = CheckResult(answer.health.value == "healthy", answer.message)
+        result = CheckResult(answer.health is Health.healthy, answer.message)
         seen[_short(result)] += 1
         fails = 0 if result.ok else fails + 1
         if fails >= health["unhealthy_threshold"]:
