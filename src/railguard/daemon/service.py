@@ -56,13 +56,14 @@ class Job:
 
 
 class Daemon(Governance):
-    def __init__(self, home: Path, require_token: bool = False) -> None:
+    def __init__(self, home: Path, require_token: bool = False, provider: Provider | None = None) -> None:
         self.home = home
         self.require_token = require_token
         self.secrets = Secrets(home)
         self.anchor = key_dir() / f"{state_id(home)}.audit-head"
         self.started_at = time.time()
-        self.provider: Provider = open_provider(
+        # ``provider``: any implementation of the protocol (tests pass the fake); by default the registry's.
+        self.provider: Provider = provider or open_provider(
             home, secrets=lambda env, names: self.secrets.values_for(self.store(), env, names))
         self._local = threading.local()
         self._jobs: queue.Queue[Job | None] = queue.Queue()
