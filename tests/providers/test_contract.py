@@ -39,12 +39,13 @@ from railguard.providers.base import (
     LogsRequest,
     ObserveRequest,
     Provider,
+    ScratchRuntime,
     ShutdownRequest,
     TickRequest,
     TickResponse,
 )
 from railguard.providers.fake import FakeProvider
-from railguard.providers.registry import open_provider
+from railguard.providers.registry import open_provider, scratch_runtime
 from railguard.sources.snapshot import snapshot
 
 ENV = "staging"
@@ -176,6 +177,12 @@ def rig(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
     built.home.mkdir()
     yield built
     built.provider.shutdown(ShutdownRequest(everything=True, stop_timeout=1.0))  # whatever a failed case left
+
+
+def test_the_provider_implements_the_whole_protocol(rig: Rig) -> None:
+    assert isinstance(rig.provider, Provider)
+    if rig.kind == "local":
+        assert isinstance(scratch_runtime(), ScratchRuntime)  # what the doctor runs single services with
 
 
 def test_observe_an_empty_environment(rig: Rig) -> None:
