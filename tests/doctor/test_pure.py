@@ -7,10 +7,10 @@ from pathlib import Path
 
 import pytest
 
-from railguard.engine.doctor.codescan import entry_closure, env_example_names, scan
-from railguard.engine.doctor.fingerprint import copy_data, differences, fingerprint, losses
-from railguard.engine.doctor.isolation import broken_value, data_like, edge_ports_in, rewrite
-from railguard.engine.doctor.report import Finding, Report, Status, combine, exit_code
+from railguard.doctor.codescan import entry_closure, env_example_names, scan
+from railguard.doctor.fingerprint import copy_data, differences, fingerprint, losses
+from railguard.doctor.isolation import broken_value, data_like, edge_ports_in, rewrite
+from railguard.doctor.report import Finding, Report, Status, combine, exit_code
 
 REAL = [Path("/srv/app/data/staging"), Path("/srv/app/data/production")]
 SCRATCH = Path("/tmp/rgdoc-x/data-1")

@@ -19,7 +19,7 @@ import httpx
 import psutil
 import pytest
 
-from railguard.engine.doctor.runner import CHECKS, run
+from railguard.doctor.runner import CHECKS, run
 from railguard.engine.workspace import Workspace
 from railguard.model.diagnostics import RailguardError
 from railguard.providers.local.processes import allocate_port

@@ -2,7 +2,7 @@
 
 ``doctor`` runs in this process, not in the daemon: it reads the real state and data folders only and
 does everything else in a scratch environment it tears down itself (see
-:mod:`railguard.engine.doctor`). People see each check as it finishes, then a summary; ``--json``
+:mod:`railguard.doctor`). People see each check as it finishes, then a summary; ``--json``
 prints the whole report. Exit codes (docs/doctor.md): 0 no check failed, 1 doctor could not run,
 2 a check failed (or warned, with ``--strict``), 130 interrupted.
 """
@@ -17,9 +17,9 @@ from rich.markup import escape
 
 from railguard.cli.common import EnvOpt, JsonOpt, SpecOpt, pick_env
 from railguard.cli.output import diagnostics_json, emit_json, finish, guarded, out, print_diagnostics
-from railguard.engine.doctor.ci import github_workflow
-from railguard.engine.doctor.report import CheckResult, Report, Status, diagnostics, exit_code
-from railguard.engine.doctor.runner import CHECKS, ISOLATION_CODES, run
+from railguard.doctor.ci import github_workflow
+from railguard.doctor.report import CheckResult, Report, Status, diagnostics, exit_code
+from railguard.doctor.runner import CHECKS, ISOLATION_CODES, run
 from railguard.engine.workspace import Workspace, require_env
 
 _TAGS = {Status.passed: "[green]PASS[/]", Status.warn: "[yellow]WARN[/]", Status.fail: "[red]FAIL[/]",

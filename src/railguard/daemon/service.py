@@ -1,11 +1,13 @@
 """The daemon's behaviour: what each API call does, and the background loops.
 
-One :class:`Daemon` per state folder. It boots by re-adopting what runs (the local
-provider verifies pid + start time of every replica and the edge) and settling any
-operation a previous daemon left in flight; then it serves the API, runs operations
-one at a time on a runner thread, supervises replicas, watches their health and
-stops warm replicas whose rollback window passed. Every store access uses a
-connection of the calling thread. Called by :mod:`railguard.daemon.api`.
+One :class:`Daemon` per state folder. It boots by asking its provider to re-adopt
+what runs (the local provider verifies pid + start time of every replica and the
+edge) and settling any operation a previous daemon left in flight; then it serves
+the API, runs operations one at a time on a runner thread, and gives the provider a
+background ``tick`` (health checks, expired rollback windows, crash restarts) whose
+events it records. It holds a :class:`~railguard.providers.base.Provider` from
+:mod:`railguard.providers.registry`, never a concrete runtime. Every store access uses
+a connection of the calling thread. Called by :mod:`railguard.daemon.api`.
 """
 
 from __future__ import annotations
@@ -36,8 +38,8 @@ from railguard.model.diagnostics import RailguardError, error
 from railguard.model.principals import Permission, Principal
 from railguard.model.resources import desired_digest
 from railguard.model.spec import NAME_PATTERN
-from railguard.providers.local.processes import Supervisor, tail
-from railguard.providers.local.provider import LocalProvider
+from railguard.providers.base import LogsRequest, Provider, ShutdownRequest, TickRequest
+from railguard.providers.registry import open_provider
 from railguard.secrets.keys import key_dir, state_id
 from railguard.sources.snapshot import snapshot
 from railguard.state import approvals, secretstore
@@ -55,15 +57,15 @@ class Job:
 
 
 class Daemon(Governance):
-    def __init__(self, home: Path, require_token: bool = False) -> None:
+    def __init__(self, home: Path, require_token: bool = False, provider: Provider | None = None) -> None:
         self.home = home
         self.require_token = require_token
         self.secrets = Secrets(home)
         self.anchor = key_dir() / f"{state_id(home)}.audit-head"
         self.started_at = time.time()
-        self.supervisor = Supervisor()
-        self.provider = LocalProvider(home, self.supervisor)
-        self.provider.secret_values = lambda env, names: self.secrets.values_for(self.store(), env, names)
+        # ``provider``: any implementation of the protocol (tests pass the fake); by default the registry's.
+        self.provider: Provider = provider or open_provider(
+            home, secrets=lambda env, names: self.secrets.values_for(self.store(), env, names))
         self._local = threading.local()
         self._jobs: queue.Queue[Job | None] = queue.Queue()
         self._busy: dict[str, str] = {}
@@ -84,11 +86,10 @@ class Daemon(Governance):
     def boot(self) -> None:
         store = self.store()
         self.secrets.refresh(store)
-        for note in self.provider.adopt():
+        for note in self.provider.adopt().notes:  # and from now on the provider supervises what runs
             store.add_event(None, "daemon.adopted", note)
         recover(store, self.provider)
         store.add_event(None, "daemon.started", f"daemon started (pid {os.getpid()})")
-        self.supervisor.run_in_thread()
         for target, name in ((self._runner, "railguard-runner"), (self._loop, "railguard-loop")):
             thread = threading.Thread(target=target, name=name, daemon=True)
             thread.start()
@@ -107,25 +108,13 @@ class Daemon(Governance):
         """Stop serving. Apps and the edge keep running unless ``everything``."""
         self.stopping.set()
         self._jobs.put(None)
-        self.supervisor.shutdown_thread()
-        if everything:
-            self.provider.stop_everything()
+        self.provider.shutdown(ShutdownRequest(everything=everything))
 
     def _loop(self) -> None:
-        restarts_seen: dict[str, int] = {}
         while not self.stopping.wait(0.5):
             try:
-                self.provider.monitor()
-                for note in self.provider.tick():
-                    self.store().add_event(None, "release.warm_stopped", note)
-                for name, record in self.supervisor.records().items():
-                    count = self.supervisor.restarts(name)
-                    if count != restarts_seen.get(name, 0):
-                        restarts_seen[name] = count
-                        env = name.split(".", 1)[0]
-                        self.store().add_event(env, "replica.restarted",
-                                               f"{name} crashed and was restarted (pid {record.pid}, "
-                                               f"restart #{count})")
+                for event in self.provider.tick(TickRequest()).events:
+                    self.store().add_event(event.env, event.kind, event.message)
             except Exception:  # noqa: BLE001 - the loop must survive a bad pass
                 log.exception("background pass failed")
 
@@ -181,10 +170,10 @@ class Daemon(Governance):
 
     # -- API ----------------------------------------------------------------------------------
     def health(self) -> dict[str, Any]:
+        summary = self.provider.summary()
         return {"pid": os.getpid(), "home": str(self.home), "started_at": self.started_at,
-                "edges": {env: {"running": edge.running(), "pid": edge.pid()}
-                          for env, edge in self.provider.edges.items()},
-                "replicas": len(self.supervisor.records())}
+                "edges": {env: edge.model_dump() for env, edge in summary.edges.items()},
+                "replicas": summary.replicas}
 
     def plan(self, spec_path: str, env: str, principal: Principal,
              source_overrides: dict[str, str] | None = None, text: str | None = None) -> dict[str, Any]:
@@ -283,24 +272,10 @@ class Daemon(Governance):
                 raise RailguardError(error("daemon.bad_request", f"'{value}' is not a {what} name",
                                            "Names are lowercase letters, digits and '-'.",
                                            "Pass the name as written in railguard.toml."))
-        folder = self.home / "logs" / env / service
-        files = sorted(folder.glob("*.log")) if folder.is_dir() else []
-        if release is not None:
-            files = [f for f in files if f".r{release}." in f.name]
-        out: dict[str, Any] = {"files": [], "offsets": {}}
-        for path in files:
-            size = path.stat().st_size
-            if offsets is None:
-                chunk = tail(path, lines)
-            else:
-                start = offsets.get(path.name, size)
-                start = 0 if start > size else start  # rotated: read the new file from its start
-                with path.open("rb") as handle:
-                    handle.seek(start)
-                    chunk = handle.read(256 * 1024).decode("utf-8", errors="replace").splitlines()
-            out["files"].append({"name": path.stem, "lines": chunk})
-            out["offsets"][path.name] = size
-        return out
+        # Where logs live is the runtime's business (files here, a log API elsewhere): the provider reads them.
+        answer = self.provider.logs(LogsRequest(env=env, service=service, release=release, lines=max(lines, 0),
+                                                offsets=offsets))
+        return answer.model_dump(mode="json")
 
 
 def _source_facts(ws: Workspace, source: str) -> dict[str, Any]:

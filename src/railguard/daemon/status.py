@@ -3,12 +3,13 @@
 Per service: the live release, each replica (pid, port, health, restarts, uptime),
 warm replicas kept for rollback; the edge and its routes; any operation in flight;
 and drift: whether what runs differs from the last applied spec (and whether the
-spec on disk asks for something else). Called by :class:`railguard.daemon.service.Daemon`.
+spec on disk asks for something else). The live units come from the provider's
+``describe`` and each service's status from its ``health`` verb, so nothing here knows
+how a runtime keeps them. Called by :class:`railguard.daemon.service.Daemon`.
 """
 
 from __future__ import annotations
 
-import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -18,8 +19,7 @@ from railguard.engine.workspace import Workspace
 from railguard.model.diagnostics import RailguardError
 from railguard.model.resources import desired_digest
 from railguard.model.spec import Spec
-from railguard.providers.local.processes import is_alive
-from railguard.providers.local.runtime import LIVE, WARM
+from railguard.providers.base import DescribeRequest, HealthRequest
 from railguard.state import secretstore
 
 if TYPE_CHECKING:
@@ -29,47 +29,25 @@ if TYPE_CHECKING:
 def describe(daemon: Daemon, env: str, spec_path: str | None) -> dict[str, Any]:
     provider, store = daemon.provider, daemon.store()
     observed = observe_into(store, provider, env)
-    now = time.time()
+    units = provider.describe(DescribeRequest(env=env))
     services: list[dict[str, Any]] = []
-    with provider.state.lock:
-        runtime = provider.state.env(env)
-        names = sorted({rs.service for rs in runtime.sets})
-        for name in names:
-            live = runtime.live(name)
-            entry: dict[str, Any] = {"name": name, "address": f"{env}/service.{name}",
-                                     "release": live.release if live else None,
-                                     "status": "running" if live else "missing", "replicas": [], "warm": []}
-            if live is not None:
-                for replica in live.replicas:
-                    record = daemon.supervisor.records().get(replica.spec.name, replica.record)
-                    alive = is_alive(record)
-                    entry["replicas"].append({
-                        "name": replica.spec.name, "pid": record.pid if alive else None, "port": replica.spec.port,
-                        "health": provider.replica_health(live.config, replica),
-                        "restarts": _restarts(daemon, replica.spec.name),
-                        "uptime_s": round(now - record.create_time, 1) if alive else 0,
-                    })
-                healths = {r["health"] for r in entry["replicas"]}
-                entry["status"] = ("healthy" if healths <= {"healthy"} and entry["replicas"] else
-                                   "degraded" if healths & {"down", "unhealthy"} else "progressing")
-            for warm in runtime.of(name, WARM):
-                entry["warm"].append({"release": warm.release, "replicas": len(warm.replicas),
-                                      "until_s": round((warm.warm_until or now) - now, 1)})
-            services.append(entry)
-        edge = runtime.edge
-        routes = [{"host": r.host, "path": r.path, "upstreams": list(r.upstreams)} for r in provider.edge_routes(env)]
+    for unit in units.services:
+        # The service's status is the provider's verdict on it: healthy, progressing, degraded or missing.
+        health = provider.health(HealthRequest(env=env, address=unit.address))
+        services.append({"name": unit.name, "address": unit.address, "release": unit.release,
+                         "status": health.health.value,
+                         "replicas": [r.model_dump(mode="json") for r in unit.replicas],
+                         "warm": [w.model_dump(mode="json") for w in unit.warm]})
     # Only the operation in flight, without loading journals (a 200-service deploy journals thousands of steps).
     in_flight = store.in_flight(env)
     return {
         "env": env,
         "serial": store.serial(env),
         "services": services,
-        "edge": {"port": edge["config"]["port"] if edge else None,
-                 "url": f"http://127.0.0.1:{edge['config']['port']}/" if edge else None,
-                 "running": provider.edge(env).running(), "routes": routes},
+        "edge": units.edge.model_dump(mode="json"),
         "operation": in_flight.model_dump(mode="json") if in_flight else None,
         "drift": _drift(store, env, observed, spec_path, daemon.home),
-        "live_sets": sum(1 for rs in runtime.sets if rs.role == LIVE),
+        "live_sets": units.live_sets,
     }
 
 
@@ -89,13 +67,6 @@ def _parsed(ws: Workspace) -> Spec:
     spec, _ = ws.load_valid()
     _SPECS[str(ws.spec_path)] = (key, spec)
     return spec
-
-
-def _restarts(daemon: Daemon, name: str) -> int:
-    try:
-        return daemon.supervisor.restarts(name)
-    except KeyError:
-        return 0
 
 
 def _drift(store: Any, env: str, observed: list[Any], spec_path: str | None, home: Path) -> dict[str, Any]:

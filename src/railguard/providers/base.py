@@ -1,24 +1,39 @@
-"""The provider interface: how the engine talks to a runtime.
+"""The provider interface: everything the engine, the daemon and the doctor ask of a runtime.
 
-Three verbs, each with one request and one response type: ``observe`` (what is
-live), ``apply_change`` (carry out one planned change) and ``health`` (how one
-resource is doing). The engine gathers facts with ``observe`` before planning and
-calls ``apply_change`` once per change, in plan order; a provider never plans. The
-embedded local runtime and the in-memory fake used by unit tests both implement
-:class:`Provider`; Kubernetes will too.
+Each verb takes and returns typed messages, so a runtime is replaceable behind it:
+
+- ``observe`` (what is live) and ``apply_change`` (carry out one planned change): the
+  engine gathers facts before planning and applies changes one at a time, in plan
+  order; a provider never plans.
+- ``health`` (how one service is doing, in the closed :class:`Health` set).
+- ``adopt`` (take over what a previous daemon left running, then supervise it),
+  ``tick`` (one background pass: health checks, expired rollback windows, crash
+  restarts, returned as events for the timeline), ``shutdown``.
+- ``describe`` (the live units of one environment: replica sets, replicas, edge
+  routes), ``logs`` (what a service wrote) and ``summary`` (a one-line overview for
+  the daemon's health answer), so status and logs need no runtime internals.
+
+The embedded local runtime (``providers/local``) and the in-memory fake used by
+unit tests (``providers/fake.py``) both implement :class:`Provider`, and both pass
+``tests/providers/test_contract.py``; a Kubernetes provider will too. Only
+``railguard.providers.registry`` names a concrete provider.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any, Protocol, runtime_checkable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal, Protocol, runtime_checkable
 
 from pydantic import BaseModel, ConfigDict, Field
 
 from railguard.model.api import Health as Health  # the one ordered health vocabulary, re-exported
+from railguard.model.api import ReplicaHealth as ReplicaHealth  # what one replica's checks say
 from railguard.model.diagnostics import Diagnostic
 from railguard.model.plans import Change
 from railguard.model.resources import ObservedResource, Resource
+from railguard.model.spec import NAME_PATTERN
 
 
 class _Message(BaseModel):
@@ -53,6 +68,8 @@ class ApplyResponse(_Message):
 class HealthRequest(_Message):
     env: str
     address: str
+    fresh: bool = Field(default=False, description="Check every replica now instead of reporting what the "
+                                                   "background checks saw; the message says what each check saw.")
 
 
 class HealthResponse(_Message):
@@ -66,6 +83,122 @@ class HealthResponse(_Message):
 Progress = Callable[[str, str, dict[str, Any]], None]
 
 
+# Secret values a provider injects when it (re)starts a process: (env, names) -> {name: value}. Given by the
+# daemon at construction; a provider never writes the values anywhere.
+SecretSource = Callable[[str, list[str]], dict[str, str]]
+
+
+class AdoptResponse(_Message):
+    notes: list[str] = Field(default_factory=list, description="What was adopted, restarted or stopped.")
+
+
+class TickRequest(_Message):
+    now: float | None = Field(default=None, description="Wall-clock time of the pass; a time past every "
+                                                          "rollback window retires every warm replica set.")
+    stop_timeout: float | None = Field(default=None, description="Longest graceful wait for a process stopped "
+                                                                   "in this pass; None: the service's own.")
+
+
+class ProviderEvent(_Message):
+    """Something the runtime did on its own, for the timeline (the daemon stores it as an event)."""
+
+    kind: str = Field(description="Event kind, e.g. release.warm_stopped or replica.restarted.")
+    env: str | None
+    message: str
+
+
+class TickResponse(_Message):
+    events: list[ProviderEvent] = Field(default_factory=list)
+
+
+class DescribeRequest(_Message):
+    env: str
+
+
+
+
+class ReplicaUnit(_Message):
+    name: str
+    pid: int | None = Field(description="None while the replica is not running.")
+    port: int | None
+    health: ReplicaHealth
+    restarts: int
+    uptime_s: float
+
+
+class WarmUnit(_Message):
+    """A replica set kept running after a switch, for an instant rollback."""
+
+    release: int
+    replicas: int
+    until_s: float = Field(description="Seconds left in the rollback window.")
+
+
+class ServiceUnit(_Message):
+    name: str
+    address: str
+    release: int | None = Field(description="The live release; None when no replica set is live.")
+    replicas: list[ReplicaUnit] = Field(default_factory=list, description="Replicas of the live release.")
+    warm: list[WarmUnit] = Field(default_factory=list)
+
+
+class RouteUnit(_Message):
+    host: str | None = Field(description="None: any host.")
+    path: str
+    upstreams: list[str]
+
+
+class EdgeUnit(_Message):
+    port: int | None
+    url: str | None
+    running: bool
+    routes: list[RouteUnit] = Field(default_factory=list)
+
+
+class DescribeResponse(_Message):
+    env: str
+    services: list[ServiceUnit] = Field(default_factory=list)
+    edge: EdgeUnit
+    live_sets: int = Field(description="How many replica sets take traffic (one per service normally).")
+
+
+class LogsRequest(_Message):
+    # Names only: never a path that could walk out of the service's own logs.
+    env: str = Field(pattern=NAME_PATTERN)
+    service: str = Field(pattern=NAME_PATTERN)
+    release: int | None = None
+    lines: int = Field(default=100, ge=0)
+    offsets: dict[str, int] | None = Field(default=None, description="Follow mode: read each file from the "
+                                                                         "offset a previous answer returned.")
+
+
+class LogFile(_Message):
+    name: str
+    lines: list[str]
+
+
+class LogsResponse(_Message):
+    files: list[LogFile] = Field(default_factory=list)
+    offsets: dict[str, int] = Field(default_factory=dict, description="Where to continue reading each file.")
+
+
+class EdgeSummary(_Message):
+    running: bool
+    pid: int | None
+
+
+class SummaryResponse(_Message):
+    edges: dict[str, EdgeSummary] = Field(default_factory=dict, description="Edges known to this run, by env.")
+    replicas: int = Field(description="Replicas under supervision.")
+
+
+class ShutdownRequest(_Message):
+    everything: bool = Field(default=False, description="Also stop every app process and edge; otherwise they "
+                                                        "keep running for the next daemon to adopt.")
+    stop_timeout: float | None = Field(default=None, description="Longest graceful wait per process; None: the "
+                                                                   "service's own stop_timeout.")
+
+
 @runtime_checkable
 class Provider(Protocol):
     """A runtime Railguard can deploy to."""
@@ -77,3 +210,142 @@ class Provider(Protocol):
     def apply_change(self, request: ApplyRequest, progress: Progress | None = None) -> ApplyResponse: ...
 
     def health(self, request: HealthRequest) -> HealthResponse: ...
+
+    def adopt(self) -> AdoptResponse:
+        """Take over what a previous run left (verify, restart or stop it), then start supervising."""
+        ...
+
+    def tick(self, request: TickRequest) -> TickResponse:
+        """One background pass; never raises for a problem of one unit (that is an event)."""
+        ...
+
+    def describe(self, request: DescribeRequest) -> DescribeResponse: ...
+
+    def logs(self, request: LogsRequest) -> LogsResponse: ...
+
+    def summary(self) -> SummaryResponse: ...
+
+    def shutdown(self, request: ShutdownRequest) -> None: ...
+
+
+# -- the scratch runtime: what the doctor runs one service with, outside any environment -------------------
+
+
+@dataclass(frozen=True)
+class CheckResult:
+    """One health check of one process: passed or not, and what was seen ("HTTP 500: ...")."""
+
+    ok: bool
+    detail: str
+
+
+@dataclass(frozen=True)
+class GateResult:
+    """The readiness gate: ``healthy_threshold`` passing checks in a row before a deadline, or why not."""
+
+    passed: bool
+    checks: int
+    last: CheckResult | None
+    reason: str
+
+
+class BuildFailed(Exception):  # noqa: N818 - named for what happened, like the diagnostics
+    """An artifact could not be made; ``log_tail`` holds the build's last output lines."""
+
+    def __init__(self, message: str, log_tail: list[str] | None = None, missing: bool = False) -> None:
+        super().__init__(message)
+        self.log_tail = log_tail or []
+        self.missing = missing
+
+
+class StartFailed(Exception):  # noqa: N818
+    """A process could not be started; the message says why in user terms."""
+
+
+class BuiltArtifact(Protocol):
+    """A built, content-addressed copy of the app: ``src`` is where its processes run."""
+
+    @property
+    def path(self) -> Path: ...
+
+    @property
+    def digest(self) -> str: ...
+
+    @property
+    def src(self) -> Path: ...
+
+
+class ScratchProcess(Protocol):
+    """One process of a service started in scratch, with the same environment a replica gets."""
+
+    @property
+    def pid(self) -> int: ...
+
+    @property
+    def port(self) -> int | None: ...
+
+    @property
+    def argv(self) -> list[str]: ...
+
+    def alive(self) -> bool: ...
+
+    def check(self) -> CheckResult:
+        """One health check, as the runtime checks its replicas (the service's health config)."""
+        ...
+
+    def log(self, lines: int = 10) -> list[str]: ...
+
+    def stop(self, timeout: float) -> str:
+        """Stop it (SIGTERM, then SIGKILL after ``timeout``); say how it ended."""
+        ...
+
+
+@runtime_checkable
+class ScratchRuntime(Protocol):
+    """How the doctor builds and runs a service the way a runtime would, in a throwaway folder.
+
+    Everything stays under the folders the doctor passes in; a real state folder is only read
+    (``find_artifact``). Whole scratch deployments use a :class:`Provider` on a scratch state folder.
+    """
+
+    def instance(self, home: Path) -> str:
+        """The mark (``RAILGUARD_INSTANCE``) of every process started for the state folder ``home``."""
+        ...
+
+    def free_port(self) -> int: ...
+
+    def port_in_use(self, port: int) -> bool: ...
+
+    def artifact_key(self, digest: str, build: list[str] | None) -> str: ...
+
+    def find_artifact(self, folder: Path, digest: str, build: list[str] | None) -> BuiltArtifact | None:
+        """The artifact built before under ``folder`` (an ``artifacts`` folder), or None."""
+        ...
+
+    def artifact_at(self, path: Path, digest: str) -> BuiltArtifact:
+        """An artifact copied to ``path``."""
+        ...
+
+    def build_artifact(self, folder: Path, source_root: Path, digest: str, build: list[str] | None,
+                       env: dict[str, str]) -> BuiltArtifact:
+        """Build (or find) the artifact under ``folder``; raises :class:`BuildFailed`."""
+        ...
+
+    def environ(self, config: dict[str, Any], *, env: str, service: str, port: int | None, data_dir: Path,
+                artifact: BuiltArtifact, home: Path) -> dict[str, str]:
+        """Exactly what a replica (without a port: the release command) of ``service`` sees."""
+        ...
+
+    def start(self, name: str, config: dict[str, Any], *, environ: dict[str, str], artifact: BuiltArtifact,
+              port: int | None, log_path: Path, stop_timeout: float) -> ScratchProcess:
+        """Start one process of the service in its own session; raises :class:`StartFailed`."""
+        ...
+
+    def wait_ready(self, process: ScratchProcess, *, interval: float, healthy_threshold: int,
+                   deadline: float) -> GateResult:
+        """Hold the readiness gate on ``process``, as a rollout does."""
+        ...
+
+    def tail(self, path: Path, lines: int) -> list[str]:
+        """The last lines of a log file the runtime wrote."""
+        ...

@@ -1,38 +1,74 @@
-"""An in-memory provider for unit tests of the engine.
+"""An in-memory provider: the whole protocol, no processes, for engine tests and the contract suite.
 
 It keeps live resources in a dict and applies changes instantly; ``fail_on`` makes
-a given address fail to apply, so tests can exercise partial applies. Pure logic,
-no processes: tests of real behaviour use the local runtime instead.
+a given address fail to apply, so tests can exercise partial applies. A replace keeps
+the previous release "warm" (like the local runtime does) until a ``tick`` passes its
+rollback window. Handing one fake's ``live`` dict to a new fake stands for a runtime
+that survived a daemon restart (what ``adopt`` takes over). Pure logic: tests of real
+behaviour use the local runtime, which passes the same contract suite
+(``tests/providers/test_contract.py``).
 """
 
 from __future__ import annotations
+
+import time
 
 from railguard.model.diagnostics import error
 from railguard.model.plans import Action
 from railguard.model.resources import LiveStatus, ObservedResource
 from railguard.providers.base import (
+    AdoptResponse,
     ApplyRequest,
     ApplyResponse,
+    DescribeRequest,
+    DescribeResponse,
+    EdgeUnit,
     Health,
     HealthRequest,
     HealthResponse,
+    LogFile,
+    LogsRequest,
+    LogsResponse,
     ObserveRequest,
     ObserveResponse,
     Progress,
+    ProviderEvent,
+    ReplicaUnit,
+    RouteUnit,
+    ServiceUnit,
+    ShutdownRequest,
+    SummaryResponse,
+    TickRequest,
+    TickResponse,
+    WarmUnit,
 )
+
+WARM_S = 60.0  # how long a replaced release stays warm when its config names no rollback window
 
 
 class FakeProvider:
     kind = "fake"
 
-    def __init__(self, fail_on: set[str] | None = None) -> None:
-        self.live: dict[str, dict[str, ObservedResource]] = {}
+    def __init__(self, fail_on: set[str] | None = None,
+                 live: dict[str, dict[str, ObservedResource]] | None = None) -> None:
+        self.live: dict[str, dict[str, ObservedResource]] = live if live is not None else {}
         self.fail_on = fail_on or set()
         self.applied: list[tuple[str, Action]] = []
+        self.warm: dict[str, list[tuple[str, int, float]]] = {}  # env -> (address, release, until)
+        self.log_lines: dict[tuple[str, str], list[str]] = {}  # (env, service) -> what it "wrote"
+        self.supervising = False
 
+    # -- facts -------------------------------------------------------------------------------
     def observe(self, request: ObserveRequest) -> ObserveResponse:
         return ObserveResponse(resources=sorted(self.live.get(request.env, {}).values(), key=lambda r: r.address))
 
+    def health(self, request: HealthRequest) -> HealthResponse:
+        found = self.live.get(request.env, {}).get(request.address)
+        if found is None:
+            return HealthResponse(address=request.address, health=Health.missing)
+        return HealthResponse(address=request.address, health=Health.healthy)
+
+    # -- changes -----------------------------------------------------------------------------
     def apply_change(self, request: ApplyRequest, progress: Progress | None = None) -> ApplyResponse:
         change = request.change
         if change.address in self.fail_on:
@@ -48,19 +84,76 @@ class FakeProvider:
         assert desired is not None
         previous = env.get(change.address)
         if previous is None:
-            release = 1
+            release = request.release or 1
         elif change.action is Action.replace:
-            release = (previous.release or 0) + 1
+            release = request.release or (previous.release or 0) + 1
+            window = float(desired.config.get("rollback_window_ms") or WARM_S * 1000) / 1000
+            self.warm.setdefault(request.env, []).append(
+                (change.address, previous.release or 0, time.time() + window))
         else:
             release = previous.release or 1
         observed = ObservedResource(address=desired.address, kind=desired.kind, fingerprint=desired.fingerprint,
                                     config=desired.config, depends_on=desired.depends_on,
                                     status=LiveStatus.running, release=release)
         env[change.address] = observed
+        self.log_lines.setdefault((request.env, desired.name), []).append(
+            f"{change.action.value} {desired.address} release {release}")
         return ApplyResponse(ok=True, observed=observed)
 
-    def health(self, request: HealthRequest) -> HealthResponse:
-        found = self.live.get(request.env, {}).get(request.address)
-        if found is None:
-            return HealthResponse(address=request.address, health=Health.missing)
-        return HealthResponse(address=request.address, health=Health.healthy)
+    # -- lifecycle ---------------------------------------------------------------------------
+    def adopt(self) -> AdoptResponse:
+        self.supervising = True
+        return AdoptResponse(notes=[f"{address}: adopted" for env in self.live.values() for address in env])
+
+    def tick(self, request: TickRequest) -> TickResponse:
+        now = time.time() if request.now is None else request.now
+        events: list[ProviderEvent] = []
+        for env, sets in self.warm.items():
+            for entry in [w for w in sets if w[2] <= now]:
+                sets.remove(entry)
+                events.append(ProviderEvent(kind="release.warm_stopped", env=env,
+                                            message=f"{entry[0]} release {entry[1]}: rollback window over"))
+        return TickResponse(events=events)
+
+    def shutdown(self, request: ShutdownRequest) -> None:
+        self.supervising = False
+        if request.everything:
+            self.live.clear()
+            self.warm.clear()
+
+    # -- views -------------------------------------------------------------------------------
+    def describe(self, request: DescribeRequest) -> DescribeResponse:
+        live = self.live.get(request.env, {})
+        services: list[ServiceUnit] = []
+        now = time.time()
+        for resource in sorted(live.values(), key=lambda r: r.address):
+            if resource.kind != "service":
+                continue
+            replicas = [ReplicaUnit(name=f"{request.env}.{resource.address.rsplit('.', 1)[-1]}.r{resource.release}.{i}",
+                                    pid=None, port=None, health="healthy", restarts=0, uptime_s=0.0)
+                        for i in range(int(resource.config.get("replicas", 1)))]
+            warm = [WarmUnit(release=release, replicas=len(replicas), until_s=round(until - now, 1))
+                    for address, release, until in self.warm.get(request.env, []) if address == resource.address]
+            services.append(ServiceUnit(name=resource.address.rsplit(".", 1)[-1], address=resource.address,
+                                        release=resource.release, replicas=replicas, warm=warm))
+        edge = live.get(f"{request.env}/edge")
+        port = edge.config.get("port") if edge else None
+        routes = [RouteUnit(host=r.get("host"), path=r.get("path", "/"), upstreams=[])
+                  for r in (edge.config.get("routes", []) if edge else [])]
+        return DescribeResponse(env=request.env, services=services,
+                                live_sets=len(services),
+                                edge=EdgeUnit(port=port, url=f"http://127.0.0.1:{port}/" if port else None,
+                                              running=edge is not None, routes=routes))
+
+    def logs(self, request: LogsRequest) -> LogsResponse:
+        lines = self.log_lines.get((request.env, request.service), [])
+        if not lines:
+            return LogsResponse()
+        name = f"{request.env}.{request.service}"
+        start = (request.offsets or {}).get(name, len(lines)) if request.offsets is not None else None
+        shown = lines[start:] if start is not None else lines[-request.lines:] if request.lines else []
+        return LogsResponse(files=[LogFile(name=name, lines=shown)], offsets={name: len(lines)})
+
+    def summary(self) -> SummaryResponse:
+        return SummaryResponse(replicas=sum(len(u.replicas) for env in self.live
+                                            for u in self.describe(DescribeRequest(env=env)).services))

@@ -21,6 +21,7 @@ import venv
 from dataclasses import dataclass
 from pathlib import Path
 
+from railguard.providers.base import BuildFailed
 from railguard.providers.local.processes import tail
 from railguard.sources.snapshot import copy_into, snapshot
 
@@ -28,13 +29,8 @@ MARKER = "artifact.json"
 BUILD_TIMEOUT_S = 900.0
 
 
-class ArtifactError(Exception):
+class ArtifactError(BuildFailed):
     """The artifact could not be made; ``log_tail`` holds the build's last output lines."""
-
-    def __init__(self, message: str, log_tail: list[str] | None = None, missing: bool = False) -> None:
-        super().__init__(message)
-        self.log_tail = log_tail or []
-        self.missing = missing
 
 
 @dataclass(frozen=True)

@@ -16,25 +16,16 @@ import socket
 import subprocess
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
+
+from railguard.providers.base import CheckResult, GateResult
+
+__all__ = ["CheckResult", "GateResult", "check_exec", "check_http", "check_tcp", "readiness_gate"]
 
 _BODY_CHARS = 200
 _STDERR_CHARS = 200
 
 
-@dataclass(frozen=True)
-class CheckResult:
-    ok: bool
-    detail: str
-
-
-@dataclass(frozen=True)
-class GateResult:
-    passed: bool
-    checks: int
-    last: CheckResult | None
-    reason: str
 
 
 def _ms(start: float) -> str:

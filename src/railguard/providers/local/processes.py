@@ -27,6 +27,8 @@ from typing import Any
 
 import psutil
 
+from railguard.providers.base import StartFailed
+
 log = logging.getLogger(__name__)
 
 _CREATE_TIME_TOLERANCE = 0.5
@@ -69,7 +71,7 @@ class ReplicaRecord:
         )
 
 
-class SpawnError(Exception):
+class SpawnError(StartFailed):
     """A replica could not be started; the message says why in user terms."""
 
 

@@ -6,7 +6,9 @@ start new replicas on fresh ports, hold the readiness gate, switch the edge in o
 atomic config change, drain the old replicas, keep them warm for an instant
 rollback). Anything that fails before the switch leaves traffic on the old replicas.
 Everything it runs is recorded in ``runtime.json`` so a restarted daemon re-adopts
-it (:meth:`LocalProvider.adopt`). Constructed and driven by the daemon.
+it (:meth:`LocalProvider.adopt`). Constructed by :mod:`railguard.providers.registry`
+and driven by the daemon (and by the doctor, on a scratch state folder) only through
+the protocol in :mod:`railguard.providers.base`.
 """
 
 from __future__ import annotations
@@ -14,7 +16,7 @@ from __future__ import annotations
 import os
 import signal
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -25,6 +27,7 @@ from railguard.model.diagnostics import Diagnostic, error
 from railguard.model.plans import Action
 from railguard.model.resources import LiveStatus, ObservedResource, service_address
 from railguard.providers.base import (
+    AdoptResponse,
     ApplyRequest,
     ApplyResponse,
     Health,
@@ -33,6 +36,12 @@ from railguard.providers.base import (
     ObserveRequest,
     ObserveResponse,
     Progress,
+    ProviderEvent,
+    ReplicaHealth,
+    SecretSource,
+    ShutdownRequest,
+    TickRequest,
+    TickResponse,
 )
 from railguard.providers.local import artifacts
 from railguard.providers.local.edge import CaddyEdge, EdgeError
@@ -46,6 +55,7 @@ from railguard.providers.local.replicas import (
 from railguard.providers.local.replicas import stop_all as stop_replicas
 from railguard.providers.local.rollout import Rollouts, _stepper
 from railguard.providers.local.runtime import LIVE, PENDING, WARM, Replica, ReplicaSet, RuntimeState
+from railguard.providers.local.views import Views
 
 REMEDIATION = {
     "rollout.build_failed": "Fix the build (see log_tail), then plan and apply again. Traffic is unchanged.",
@@ -62,24 +72,30 @@ REMEDIATION = {
 }
 
 
-class LocalProvider(Rollouts):
+class LocalProvider(Rollouts, Views):
     kind = "local"
 
-    def __init__(self, home: Path, supervisor: Supervisor) -> None:
+    def __init__(self, home: Path, secrets: SecretSource | None = None, supervisor: Supervisor | None = None) -> None:
         self.home = home
         # One Caddy per environment: a config change (every switch) re-binds a Caddy's listeners and closes its
         # idle keep-alive connections, so staging's deploys must never touch production's listener.
         self.edges: dict[str, CaddyEdge] = {}
-        self.supervisor = supervisor
+        self.supervisor = supervisor or Supervisor()
         self.state = RuntimeState(home / "runtime.json")
         self.health_results: dict[str, tuple[CheckResult, int, float]] = {}  # name -> (last, fails in a row, at)
+        self.restarts_seen: dict[str, int] = {}  # replica name -> restarts already reported as events
         self.supervisor.on_restart = self._restarted
         # Secret values come from the daemon when a process starts; they are never written to runtime.json.
-        self.secret_values: Callable[[str, list[str]], dict[str, str]] = lambda env, names: {}
+        self.secret_values: SecretSource = secrets or (lambda env, names: {})
 
     # -- lifecycle -----------------------------------------------------------------------------
-    def adopt(self) -> list[str]:
-        """Take over what a previous daemon left running; return what was done, for the events."""
+    def adopt(self) -> AdoptResponse:
+        """Take over what a previous daemon left running, then supervise it; the notes go to the events."""
+        notes = self._adopt()
+        self.supervisor.run_in_thread()
+        return AdoptResponse(notes=notes)
+
+    def _adopt(self) -> list[str]:
         notes: list[str] = []
         unproven: list[Replica] = []
         with self.state.lock:
@@ -141,23 +157,44 @@ class LocalProvider(Rollouts):
             for rs in runtime.sets:
                 yield from rs.replicas
 
-    def tick(self, now: float | None = None) -> list[str]:
-        """Stop warm replica sets whose rollback window has passed."""
+    def tick(self, request: TickRequest) -> TickResponse:
+        """Health checks due, expired rollback windows, crash restarts the supervisor carried out."""
+        self.monitor()
+        events = [ProviderEvent(kind="release.warm_stopped", env=env, message=note)
+                  for env, note in self._expire_warm(request.now, request.stop_timeout)]
+        for name, record in self.supervisor.records().items():
+            count = self.restarts(name)
+            if count != self.restarts_seen.get(name, 0):
+                self.restarts_seen[name] = count
+                events.append(ProviderEvent(
+                    kind="replica.restarted", env=name.split(".", 1)[0],
+                    message=f"{name} crashed and was restarted (pid {record.pid}, restart #{count})"))
+        return TickResponse(events=events)
+
+    def _expire_warm(self, now: float | None, stop_timeout: float | None) -> list[tuple[str, str]]:
+        """Stop warm replica sets whose rollback window has passed: (env, note) for each."""
         now = time.time() if now is None else now
-        expired: list[ReplicaSet] = []
+        expired: list[tuple[str, ReplicaSet]] = []
         with self.state.lock:
-            for runtime in self.state.envs.values():
+            for env, runtime in self.state.envs.items():
                 for rs in list(runtime.sets):
                     if rs.role == WARM and (rs.warm_until or 0) <= now:
                         runtime.sets.remove(rs)
-                        expired.append(rs)
+                        expired.append((env, rs))
             if expired:
                 self.state.save()
-        for rs in expired:
-            self._retire(rs)
-        return [f"{rs.service} release {rs.release}: rollback window over, warm replicas stopped" for rs in expired]
+        for _, rs in expired:
+            self._retire(rs, stop_timeout)
+        return [(env, f"{rs.service} release {rs.release}: rollback window over, warm replicas stopped")
+                for env, rs in expired]
 
-    def stop_everything(self) -> None:
+    def shutdown(self, request: ShutdownRequest) -> None:
+        """Stop supervising; with ``everything``, also stop every replica and edge."""
+        self.supervisor.shutdown_thread()
+        if request.everything:
+            self._stop_everything(request.stop_timeout)
+
+    def _stop_everything(self, stop_timeout: float | None) -> None:
         """Stop every replica of every environment at once (in parallel), forget them, stop the edges."""
         with self.state.lock:
             replicas = [r for runtime in self.state.envs.values() for rs in runtime.sets for r in rs.replicas]
@@ -167,15 +204,15 @@ class LocalProvider(Rollouts):
             self.state.save()
         for replica in replicas:
             self.supervisor.forget(replica.spec.name)
-        stop_replicas(replicas)
+        stop_replicas(replicas, stop_timeout)
         for edge in self.edges.values():
             edge.stop()
         for folder in (self.home / "edge").glob("*/caddy.pid"):  # edges of environments not touched this run
             CaddyEdge(folder.parent).stop()
 
-    def _retire(self, rs: ReplicaSet) -> None:
+    def _retire(self, rs: ReplicaSet, stop_timeout: float | None = None) -> None:
         for replica in rs.replicas:
-            self.supervisor.remove(replica.spec.name)
+            self.supervisor.remove(replica.spec.name, stop_timeout)
 
     def monitor(self) -> None:
         """One pass of health checks on live replicas, each at its configured interval."""
@@ -192,7 +229,7 @@ class LocalProvider(Rollouts):
             fails = 0 if result.ok else (last[1] + 1 if last else 1)
             self.health_results[replica.spec.name] = (result, fails, now)
 
-    def replica_health(self, config: dict[str, Any], replica: Replica) -> str:
+    def replica_health(self, config: dict[str, Any], replica: Replica) -> ReplicaHealth:
         found = self.health_results.get(replica.spec.name)
         if not is_alive(replica.record):
             return "down"
@@ -231,12 +268,19 @@ class LocalProvider(Rollouts):
             live = self.state.env(env).live(name)
         if live is None:
             return HealthResponse(address=request.address, health=Health.missing)
+        if request.fresh:
+            results = [check(live.config, r) for r in live.replicas]
+            ok = bool(results) and all(r.ok for r in results)
+            return HealthResponse(address=request.address, health=Health.healthy if ok else Health.degraded,
+                                  message="; ".join(r.detail for r in results))
         states = [self.replica_health(live.config, r) for r in live.replicas]
-        if all(s == "healthy" for s in states):
+        # A replica down or past its unhealthy threshold degrades the service; one still starting or failing
+        # its first checks leaves it progressing.
+        if states and all(s == "healthy" for s in states):
             return HealthResponse(address=request.address, health=Health.healthy)
-        if any(s == "healthy" for s in states) or all(s == "unknown" for s in states):
-            return HealthResponse(address=request.address, health=Health.progressing, message=", ".join(states))
-        return HealthResponse(address=request.address, health=Health.degraded, message=", ".join(states))
+        if any(s in ("down", "unhealthy") for s in states):
+            return HealthResponse(address=request.address, health=Health.degraded, message=", ".join(states))
+        return HealthResponse(address=request.address, health=Health.progressing, message=", ".join(states))
 
     # -- apply -----------------------------------------------------------------------------------
     def apply_change(self, request: ApplyRequest, progress: Progress | None = None) -> ApplyResponse:

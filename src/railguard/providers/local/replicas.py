@@ -205,8 +205,10 @@ def _hint(lines: list[str]) -> str:
     return ""
 
 
-def stop_all(replicas: list[Replica]) -> None:
-    threads = [threading.Thread(target=stop, args=(r.record, r.spec.stop_timeout), daemon=True) for r in replicas]
+def stop_all(replicas: list[Replica], timeout: float | None = None) -> None:
+    """Stop them in parallel, each within its own stop_timeout (or ``timeout``)."""
+    threads = [threading.Thread(target=stop, args=(r.record, r.spec.stop_timeout if timeout is None else timeout),
+                                daemon=True) for r in replicas]
     for thread in threads:
         thread.start()
     for thread in threads:

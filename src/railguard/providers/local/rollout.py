@@ -40,7 +40,7 @@ class Rollouts:
     def _observed_service(self, env: str, rs: ReplicaSet) -> ObservedResource:
         raise NotImplementedError
 
-    def _retire(self, rs: ReplicaSet) -> None:
+    def _retire(self, rs: ReplicaSet, stop_timeout: float | None = None) -> None:
         raise NotImplementedError
 
     def _data_dir(self, request: ApplyRequest) -> Path:

@@ -12,8 +12,8 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-from railguard.engine.doctor.context import Context
-from railguard.engine.doctor.report import Finding, Status
+from railguard.doctor.context import Context
+from railguard.doctor.report import Finding, Status
 from railguard.model.spec import Spec
 
 PATTERNS = (".github/workflows/*.yml", ".github/workflows/*.yaml", ".gitea/workflows/*.yml",

@@ -13,7 +13,7 @@ import sqlite3
 from dataclasses import dataclass
 from typing import Any
 
-from railguard.engine.doctor.context import Context
+from railguard.doctor.context import Context
 from railguard.model.diagnostics import RailguardError
 from railguard.state.store import DB_NAME, Store
 

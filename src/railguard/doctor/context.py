@@ -14,9 +14,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from railguard.engine.doctor.fingerprint import copy_data
-from railguard.engine.doctor.report import Finding
-from railguard.engine.doctor.scratch import Scratch
+from railguard.doctor.fingerprint import copy_data
+from railguard.doctor.report import Finding
+from railguard.doctor.scratch import Scratch
 from railguard.engine.workspace import Workspace
 from railguard.model.resources import Resource
 from railguard.model.spec import Spec

@@ -19,9 +19,9 @@ import time
 
 import psutil
 
-from railguard.engine.doctor.apps import Running, launch, prepare, ready_or_stop, release_or_stop
-from railguard.engine.doctor.context import STOP_S, CheckStop, Context, seconds
-from railguard.engine.doctor.report import Finding, Status
+from railguard.doctor.apps import Running, launch, prepare, ready_or_stop, release_or_stop
+from railguard.doctor.context import STOP_S, CheckStop, Context, seconds
+from railguard.doctor.report import Finding, Status
 
 SETTLE_S = 0.5  # listening elsewhere for this long, without the given port, counts as ignoring $PORT
 POLL_S = 0.05
@@ -73,7 +73,7 @@ def _judge_port(running: Running, name: str, variable: str, limit: float) -> Fin
     started = time.monotonic()
     elsewhere_since: float | None = None
     seen: dict[int, str] = {}
-    evidence = [f"started `{' '.join(running.replica.record.argv)}` with {variable}={port}", *running.notes]
+    evidence = [f"started `{' '.join(running.argv)}` with {variable}={port}", *running.notes]
     while time.monotonic() - started < limit:
         if not running.alive():
             log = running.log(8)
@@ -84,7 +84,7 @@ def _judge_port(running: Running, name: str, variable: str, limit: float) -> Fin
                 else "it exited before listening on $" + variable,
                 evidence=evidence + [f"log: {line}" for line in log],
                 remediation=_fix(variable))
-        seen = listening(running.replica.record.pid)
+        seen = listening(running.pid)
         if port in seen:
             took = time.monotonic() - started
             evidence.append(f"listening on {seen[port]}:{port} after {took:.2f} s")
@@ -140,7 +140,6 @@ def graceful_shutdown(ctx: Context) -> list[Finding]:
 def _in_flight(running: Running, name: str, path: str, stop_timeout: float) -> Finding:
     port = running.port
     assert port is not None
-    record = running.replica.record
     head = (f"POST {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nContent-Type: text/plain\r\n"
             f"Content-Length: {len(BODY)}\r\nConnection: close\r\n\r\n").encode()
     half = len(BODY) // 2
@@ -149,7 +148,7 @@ def _in_flight(running: Running, name: str, path: str, stop_timeout: float) -> F
         sock.sendall(head + BODY[:half])
         early = bool(select.select([sock], [], [], 0.3)[0])
         began = time.monotonic()
-        _sigterm(record.pid, record.pgid)
+        _sigterm(running.pid, running.pid)  # started in its own session: its group is its pid
         if not early:
             time.sleep(0.2)  # let the app act on SIGTERM (stop accepting) while the request is open
             try:

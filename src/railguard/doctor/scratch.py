@@ -4,9 +4,10 @@ Everything a doctor check runs lives here: copies of data folders, built or copi
 a scratch state folder for the rollback drill, and every process, marked with this scratch's own
 ``RAILGUARD_INSTANCE`` (so no real daemon ever mistakes it for one of its replicas, and
 :meth:`Scratch.close` finds every one of them, including grandchildren). The folder is created under
-the system temporary folder (``$TMPDIR``), never inside a real state or data folder. Real folders are
+the system temporary folder (``$TMPDIR``), never inside a real state or data folder. Building and
+starting go through the runtime's scratch facade (:class:`railguard.providers.base.ScratchRuntime`). Real folders are
 only ever read: artifacts are copied from the real state folder, data folders are copied with
-:func:`railguard.engine.doctor.fingerprint.copy_data`. Created and closed by the doctor's runner.
+:func:`railguard.doctor.fingerprint.copy_data`. Created and closed by the doctor's runner.
 """
 
 from __future__ import annotations
@@ -22,9 +23,8 @@ from pathlib import Path
 
 import psutil
 
-from railguard.providers.local import artifacts
-from railguard.providers.local.processes import allocate_port, port_in_use
-from railguard.providers.local.replicas import instance_id
+from railguard.providers.base import BuiltArtifact, ScratchRuntime
+from railguard.providers.registry import scratch_runtime
 
 
 class Interrupted(BaseException):  # noqa: N818 - like KeyboardInterrupt, which it stands beside
@@ -36,13 +36,15 @@ class Interrupted(BaseException):  # noqa: N818 - like KeyboardInterrupt, which 
 
 
 class Scratch:
-    def __init__(self, base: Path | None = None, allocate: Callable[[], int] | None = None) -> None:
+    def __init__(self, base: Path | None = None, allocate: Callable[[], int] | None = None,
+                 runtime: ScratchRuntime | None = None) -> None:
+        self.runtime = runtime or scratch_runtime()
         self.root = Path(tempfile.mkdtemp(prefix="rgdoc-", dir=base)).resolve()
         self.home = self.root / "home"
         self.home.mkdir(mode=0o700)
-        self.instance = instance_id(self.home)
-        self._allocate = allocate or allocate_port
-        self._artifacts: dict[str, artifacts.Artifact] = {}
+        self.instance = self.runtime.instance(self.home)
+        self._allocate = allocate or self.runtime.free_port
+        self._artifacts: dict[str, BuiltArtifact] = {}
         self._counter = 0
         self.closers: list[Callable[[], None]] = []
         self.extra: list[Path] = []  # short folders outside root, for Unix sockets (see socket_folder)
@@ -78,7 +80,7 @@ class Scratch:
         notes: list[str] = []
         for _ in range(20):
             port = self._allocate()
-            if not port_in_use(port):
+            if not self.runtime.port_in_use(port):
                 return port, notes
             notes.append(f"scratch port {port} was already taken by another program; picked another")
         raise RuntimeError("no free loopback port found for the scratch environment")
@@ -92,27 +94,27 @@ class Scratch:
 
     # -- artifacts -----------------------------------------------------------------------------
     def artifact(self, source_root: Path, digest: str, build: list[str] | None, env: dict[str, str],
-                 real_home: Path) -> artifacts.Artifact:
+                 real_home: Path) -> BuiltArtifact:
         """The artifact of this source and build in scratch: copied from the real state folder when it was
-        built there already (read-only), else built here. Raises ``ArtifactError`` when the build fails."""
-        key = artifacts.artifact_id(digest, build)
+        built there already (read-only), else built here. Raises ``BuildFailed`` when the build fails."""
+        key = self.runtime.artifact_key(digest, build)
         if key in self._artifacts:
             return self._artifacts[key]
         found = self.copy_artifact(real_home, digest, build)
         if found is None:
-            found = artifacts.ensure(self.home / "artifacts", source_root, digest, build, env)
+            found = self.runtime.build_artifact(self.home / "artifacts", source_root, digest, build, env)
         self._artifacts[key] = found
         return found
 
-    def copy_artifact(self, real_home: Path, digest: str, build: list[str] | None) -> artifacts.Artifact | None:
+    def copy_artifact(self, real_home: Path, digest: str, build: list[str] | None) -> BuiltArtifact | None:
         """Copy a release's artifact out of the real state folder; None when it is not there."""
-        real = artifacts.find(real_home / "artifacts", digest, build)
+        real = self.runtime.find_artifact(real_home / "artifacts", digest, build)
         if real is None:
             return None
         target = self.home / "artifacts" / real.path.name
         if not target.exists():
             shutil.copytree(real.path, target, symlinks=True, ignore=shutil.ignore_patterns("__pycache__"))
-        return artifacts.Artifact(target, digest)
+        return self.runtime.artifact_at(target, digest)
 
     # -- teardown ------------------------------------------------------------------------------
     def ours(self) -> list[psutil.Process]:

@@ -15,16 +15,17 @@ from __future__ import annotations
 
 import time
 from collections import Counter
+from collections.abc import Callable
+from functools import partial
 from typing import Any
 
-from railguard.engine.doctor.apps import Running, launch, prepare, ready_or_stop, release_or_stop
-from railguard.engine.doctor.codescan import entry_closure, scan
-from railguard.engine.doctor.context import STOP_S, CheckStop, Context, seconds
-from railguard.engine.doctor.deployment import Deployment, failure_evidence
-from railguard.engine.doctor.isolation import broken_value, data_like, edge_ports_in
-from railguard.engine.doctor.report import Finding, Status
-from railguard.providers.local.health import CheckResult
-from railguard.providers.local.replicas import check as health_check
+from railguard.doctor.apps import Running, launch, prepare, ready_or_stop, release_or_stop
+from railguard.doctor.codescan import entry_closure, scan
+from railguard.doctor.context import STOP_S, CheckStop, Context, seconds
+from railguard.doctor.deployment import Deployment, failure_evidence
+from railguard.doctor.isolation import broken_value, data_like, edge_ports_in
+from railguard.doctor.report import Finding, Status
+from railguard.providers.base import CheckResult, Health, HealthResponse
 
 POLL_S = 0.1
 HONEST = ("Make the health endpoint check what the app needs to serve: open the database and run a trivial "
@@ -197,29 +198,23 @@ def _stop_under(ctx: Context, dependency: str, dependents: list[str]) -> list[Fi
             return [Finding(status=Status.fail, subject=dependency,
                             summary=f"the scratch deployment failed: {problems[0].summary if problems else ''}",
                             evidence=failure_evidence(problems), remediation="Fix what the evidence shows.")]
-        runtime = deployment.provider.state.env(ctx.env)
-        stopped = runtime.live(dependency)
-        for replica in stopped.replicas if stopped else []:
-            deployment.provider.supervisor.remove(replica.spec.name)
-        findings = []
-        for name in dependents:
-            live = runtime.live(name)
-            if live is None or not live.replicas:
-                continue
-            findings.append(_judge_running(name, dependency, live.config, live.replicas[0]))
-        return findings
+        deployment.stop_service(dependency)
+        return [_judge_running(name, dependency, ctx.configs[name], partial(deployment.check_now, name))
+                for name in dependents if deployment.check_now(name).health is not Health.missing]
     finally:
         deployment.close()
 
 
-def _judge_running(name: str, dependency: str, config: dict[str, Any], replica: Any) -> Finding:
+def _judge_running(name: str, dependency: str, config: dict[str, Any],
+                   check_now: Callable[[], HealthResponse]) -> Finding:
     health = config["health"]
     window = seconds(health["unhealthy_threshold"] * health["interval_ms"] + health["timeout_ms"]) + 0.5
     started = time.monotonic()
     fails = 0
     seen: Counter[str] = Counter()
     while time.monotonic() - started < window:
-        result = health_check(config, replica)
+        answer = check_now()
+        result = CheckResult(answer.health is Health.healthy, answer.message)
         seen[_short(result)] += 1
         fails = 0 if result.ok else fails + 1
         if fails >= health["unhealthy_threshold"]:

@@ -1,7 +1,7 @@
 """Checks ``idempotent-release`` and ``migrations-forward``: the release command on real-shaped data.
 
 Both work on scratch copies of the environment's data folder (see
-:meth:`railguard.engine.doctor.context.Context.data_copy`), never on the folder itself.
+:meth:`railguard.doctor.context.Context.data_copy`), never on the folder itself.
 idempotent-release runs the release command twice: the second run must succeed and leave the data's
 logical fingerprint unchanged. migrations-forward runs it from an empty folder and from the previous
 release's data (the environment's data, or, when that is empty, what the previous release's own
@@ -12,11 +12,11 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from railguard.engine.doctor.apps import Prepared, Ran, prepare, run_release
-from railguard.engine.doctor.context import CheckStop, Context
-from railguard.engine.doctor.fingerprint import differences, fingerprint, losses
-from railguard.engine.doctor.history import history
-from railguard.engine.doctor.report import Finding, Status
+from railguard.doctor.apps import Prepared, Ran, prepare, run_release
+from railguard.doctor.context import CheckStop, Context
+from railguard.doctor.fingerprint import differences, fingerprint, losses
+from railguard.doctor.history import history
+from railguard.doctor.report import Finding, Status
 
 TWICE = ("Make the release command safe to run twice: CREATE TABLE IF NOT EXISTS, INSERT OR IGNORE for seed "
          "rows, and record applied migrations (a schema_version table) so each runs once.")

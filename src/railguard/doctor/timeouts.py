@@ -5,7 +5,7 @@ must be declared (not left to defaults nobody chose) and fit together (a health 
 its interval and than the start window; a start period inside the start window). The code half runs
 ruff's flake8-bandit rule S113 (``request-without-timeout``: ``requests``/``httpx`` calls without a
 timeout) as a subprocess on the app's Python files, plus the ``urlopen`` scan of
-:mod:`railguard.engine.doctor.codescan`, which no maintained rule covers. Static: starts nothing.
+:mod:`railguard.doctor.codescan`, which no maintained rule covers. Static: starts nothing.
 """
 
 from __future__ import annotations
@@ -15,9 +15,9 @@ import subprocess
 import sys
 from typing import Any
 
-from railguard.engine.doctor.codescan import python_files, scan
-from railguard.engine.doctor.context import Context
-from railguard.engine.doctor.report import Finding, Status
+from railguard.doctor.codescan import python_files, scan
+from railguard.doctor.context import Context
+from railguard.doctor.report import Finding, Status
 from railguard.model.durations import parse_ms
 
 RUFF_RULE = "S113"

@@ -1,37 +1,38 @@
-"""A whole scratch deployment: the real engine and local runtime on a scratch state folder and edge.
+"""A whole scratch deployment: the real engine and runtime on a scratch state folder and edge.
 
 Used where one process is not enough: the rollback drill (deploy, deploy, roll back) and the
 ``depends_on`` half of honest-health (stop one service under another). It drives the same code a
-real deployment runs (planner, journaled executor, :class:`~railguard.providers.local.provider.LocalProvider`
-with a Caddy edge), on its own state folder inside the scratch, an edge on a free port, and the
-environment's resources rewritten for scratch: data in a scratch copy, variables pointing away from
-every real environment, and warm replicas dropped before a rollback (so it really starts the old
-release on the new data). Artifacts are shared with the rest of the scratch. Created by those checks; closed by them or
-by the scratch's teardown.
+real deployment runs (planner, journaled executor, the runtime's
+:class:`~railguard.providers.base.Provider` from :mod:`railguard.providers.registry`, with its edge)
+on its own state folder inside the scratch, an edge on a free port, and the environment's resources
+rewritten for scratch: data in a scratch copy, variables pointing away from every real environment,
+and warm replicas dropped before a rollback (so it really starts the old release on the new data).
+Artifacts are shared with the rest of the scratch. Created by those checks; closed by them or by the
+scratch's teardown.
 """
 
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Callable
+import math
 from pathlib import Path
 from typing import Any
 
 import httpx
 
+from railguard.doctor.context import STOP_S, CheckStop, Context
+from railguard.doctor.isolation import rewrite
+from railguard.doctor.report import Finding, Status
 from railguard.engine import planner
 from railguard.engine.apply import execute
-from railguard.engine.doctor.context import STOP_S, CheckStop, Context
-from railguard.engine.doctor.isolation import rewrite
-from railguard.engine.doctor.report import Finding, Status
 from railguard.engine.execute import Context as ExecContext
 from railguard.engine.rollback import rollback
 from railguard.model.diagnostics import Diagnostic
+from railguard.model.plans import Action, Change, Risk
 from railguard.model.principals import Principal, Role
 from railguard.model.resources import Resource, make_resource
-from railguard.providers.local.processes import Supervisor
-from railguard.providers.local.provider import LocalProvider
-from railguard.providers.local.runtime import WARM
+from railguard.providers.base import ApplyRequest, HealthRequest, HealthResponse, ShutdownRequest, TickRequest
+from railguard.providers.registry import open_provider
 from railguard.secrets.keys import load_key
 from railguard.state import secretstore
 from railguard.state.store import Store
@@ -49,8 +50,7 @@ class Deployment:
         self.home = ctx.scratch.socket_folder(label)
         (ctx.scratch.home / "artifacts").mkdir(exist_ok=True)
         (self.home / "artifacts").symlink_to(ctx.scratch.home / "artifacts", target_is_directory=True)
-        self.provider = LocalProvider(self.home, Supervisor())
-        self.provider.secret_values = lambda env, names: real_secrets(ctx.ws.home, env, names)
+        self.provider = open_provider(self.home, secrets=lambda env, names: real_secrets(ctx.ws.home, env, names))
         self.store = Store.open(self.home)
         self.port, self.notes = ctx.scratch.port()
         ctx.scratch.closers.append(self.close)
@@ -130,25 +130,31 @@ class Deployment:
 
     def drop_warm(self) -> int:
         """Stop the replicas kept warm, so a rollback has to start the old release afresh."""
-        return self._stop(lambda role: role == WARM)
+        # A pass "after every rollback window" retires every warm set; fast stops, as everywhere in scratch.
+        events = self.provider.tick(TickRequest(now=math.inf, stop_timeout=STOP_S)).events
+        return sum(1 for e in events if e.kind == "release.warm_stopped")
 
-    def _stop(self, which: Callable[[str], bool]) -> int:
-        with self.provider.state.lock:
-            gone = [rs for rt in self.provider.state.envs.values() for rs in rt.sets if which(rs.role)]
-            for runtime in self.provider.state.envs.values():
-                runtime.sets = [rs for rs in runtime.sets if not which(rs.role)]
-            self.provider.state.save()
-        for replica_set in gone:
-            for replica in replica_set.replicas:
-                with contextlib.suppress(Exception):
-                    self.provider.supervisor.remove(replica.spec.name, timeout=STOP_S)
-        return len(gone)
+    def stop_service(self, name: str) -> None:
+        """Stop every replica of a deployed service, keeping its route (which then answers 503)."""
+        live = next((o for o in self.store.inventory(self.ctx.env) if o.kind == "service" and
+                     o.address.endswith(f"/service.{name}")), None)
+        if live is None:
+            return
+        stopped = make_resource(self.ctx.env, "service", name, {**live.config, "replicas": 0}, live.depends_on)
+        change = Change(address=stopped.address, kind="service", action=Action.update, risk=Risk.disruptive,
+                        reason="doctor: stop every replica of a dependency", before_fingerprint=live.fingerprint,
+                        after_fingerprint=stopped.fingerprint)
+        self.provider.apply_change(ApplyRequest(env=self.ctx.env, change=change, desired=stopped,
+                                                operation_id="doctor", data_dir=str(self.data)))
+
+    def check_now(self, name: str) -> HealthResponse:
+        """Health-check every replica of a deployed service now."""
+        return self.provider.health(HealthRequest(env=self.ctx.env, address=f"{self.ctx.env}/service.{name}",
+                                                  fresh=True))
 
     def close(self) -> None:
-        self._stop(lambda role: True)
-        for edge in self.provider.edges.values():
-            with contextlib.suppress(Exception):
-                edge.stop()
+        with contextlib.suppress(Exception):
+            self.provider.shutdown(ShutdownRequest(everything=True, stop_timeout=STOP_S))
         with contextlib.suppress(Exception):
             self.store.close()
 

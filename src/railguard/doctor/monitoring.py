@@ -13,8 +13,8 @@ import shutil
 from pathlib import Path
 from urllib.parse import urlparse
 
-from railguard.engine.doctor.context import Context
-from railguard.engine.doctor.report import Finding, Status
+from railguard.doctor.context import Context
+from railguard.doctor.report import Finding, Status
 
 HEALTH_SNIPPET = """[services.{name}.health]
 http = "/healthz"       # an endpoint that really checks the database and other dependencies

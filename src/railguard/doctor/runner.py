@@ -23,10 +23,10 @@ from pathlib import Path
 from types import FrameType
 from typing import Any
 
-from railguard.engine.doctor import ci, drill, envs, health, lifecycle, monitoring, releases, timeouts
-from railguard.engine.doctor.context import CheckStop, Context
-from railguard.engine.doctor.report import CheckResult, Finding, Report, Status, combine
-from railguard.engine.doctor.scratch import Interrupted, Scratch
+from railguard.doctor import ci, drill, envs, health, lifecycle, monitoring, releases, timeouts
+from railguard.doctor.context import CheckStop, Context
+from railguard.doctor.report import CheckResult, Finding, Report, Status, combine
+from railguard.doctor.scratch import Interrupted, Scratch
 from railguard.engine.plan import desired_for
 from railguard.engine.workspace import Workspace, require_env
 from railguard.model.diagnostics import RailguardError, error

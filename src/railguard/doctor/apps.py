@@ -1,12 +1,12 @@
 """Running one service of the app in scratch, the way the local runtime would, with a handle on it.
 
 :func:`prepare` resolves a service's scratch form: its artifact (copied or built in scratch) and its
-variables rewritten away from every real environment (:mod:`railguard.engine.doctor.isolation`); a
+variables rewritten away from every real environment (:mod:`railguard.doctor.isolation`); a
 variable it cannot make safe ends the check as ``skipped``. :func:`run_release` runs the release
 command with a deadline (its whole process group is killed on timeout or interruption), and
 :func:`launch` starts one replica on a scratch port with exactly the environment a replica gets
-(:func:`railguard.providers.local.replicas.replica_env`). Used by the release, health, shutdown and
-port checks.
+(through the runtime's scratch facade, :class:`railguard.providers.base.ScratchRuntime`). Used by the
+release, health, shutdown and port checks.
 """
 
 from __future__ import annotations
@@ -19,16 +19,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from railguard.engine.doctor.context import STOP_S, CheckStop, Context, seconds
-from railguard.engine.doctor.deployment import Deployment, failure_evidence
-from railguard.engine.doctor.isolation import rewrite
-from railguard.engine.doctor.report import Finding, Status
+from railguard.doctor.context import STOP_S, CheckStop, Context, seconds
+from railguard.doctor.deployment import Deployment, failure_evidence
+from railguard.doctor.isolation import rewrite
+from railguard.doctor.report import Finding, Status
 from railguard.model.resources import make_resource
-from railguard.providers.local import artifacts
-from railguard.providers.local.health import CheckResult, GateResult, readiness_gate
-from railguard.providers.local.processes import ReplicaSpec, SpawnError, is_alive, spawn, stop, tail
-from railguard.providers.local.replicas import check, replica_env
-from railguard.providers.local.runtime import Replica
+from railguard.providers.base import BuildFailed, BuiltArtifact, CheckResult, GateResult, ScratchProcess, StartFailed
 
 POLL_S = 0.1
 
@@ -37,7 +33,7 @@ POLL_S = 0.1
 class Prepared:
     name: str
     config: dict[str, Any]
-    artifact: artifacts.Artifact
+    artifact: BuiltArtifact
     notes: list[str] = field(default_factory=list)
 
     def argv(self, key: str = "run") -> str:
@@ -76,7 +72,7 @@ def prepare(ctx: Context, name: str, data_dir: Path, scratch_edge: int | None = 
     try:
         artifact = ctx.scratch.artifact(ctx.source_root, cfg["source"] or "", cfg["build"], fixed.values,
                                         ctx.real_home)
-    except artifacts.ArtifactError as exc:
+    except BuildFailed as exc:
         raise CheckStop(Finding(
             status=Status.fail, subject=name, summary=f"the build failed: {exc}",
             evidence=[f"build: {' '.join(cfg['build'] or [])}", *exc.log_tail[-10:]],
@@ -129,8 +125,8 @@ def backdrop(ctx: Context, name: str) -> int | None:
 
 def environ(ctx: Context, prepared: Prepared, data_dir: Path, port: int | None) -> dict[str, str]:
     """Exactly what a replica (or, without a port, the release command) sees; marked as this scratch's."""
-    return replica_env(prepared.config, env=ctx.env, service=prepared.name, release=0, index=0 if port else None,
-                       port=port, data_dir=data_dir, artifact=prepared.artifact, home=ctx.scratch.home)
+    return ctx.scratch.runtime.environ(prepared.config, env=ctx.env, service=prepared.name, port=port,
+                                      data_dir=data_dir, artifact=prepared.artifact, home=ctx.scratch.home)
 
 
 @dataclass(frozen=True)
@@ -171,7 +167,7 @@ def run_release(ctx: Context, prepared: Prepared, data_dir: Path, label: str) ->
         finally:
             if proc.poll() is None or code is None:
                 _kill_group(proc)
-    return Ran(argv, code, time.monotonic() - started, tail(log_path, 15))
+    return Ran(argv, code, time.monotonic() - started, ctx.scratch.runtime.tail(log_path, 15))
 
 
 def release_or_stop(ctx: Context, prepared: Prepared, data_dir: Path, label: str) -> None:
@@ -197,43 +193,50 @@ def _kill_group(proc: subprocess.Popen[bytes]) -> None:
 
 @dataclass
 class Running:
-    replica: Replica
+    process: ScratchProcess
     config: dict[str, Any]
     notes: list[str]
+    ctx: Context
 
     @property
     def port(self) -> int | None:
-        return self.replica.spec.port
+        return self.process.port
+
+    @property
+    def pid(self) -> int:
+        return self.process.pid
+
+    @property
+    def argv(self) -> list[str]:
+        return self.process.argv
 
     def alive(self) -> bool:
-        return is_alive(self.replica.record)
+        return self.process.alive()
 
     def check(self) -> CheckResult:
-        return check(self.config, self.replica)
+        return self.process.check()
 
     def log(self, lines: int = 10) -> list[str]:
-        return tail(self.replica.spec.log_path, lines)
+        return self.process.log(lines)
 
     def stop(self, timeout: float = 5.0) -> str:
-        return stop(self.replica.record, timeout)
+        return self.process.stop(timeout)
 
 
 def launch(ctx: Context, prepared: Prepared, data_dir: Path, label: str) -> Running:
     """Start one replica in scratch (its own session, scratch port, replica environment). Raises CheckStop."""
     port, notes = ctx.scratch.port() if prepared.config["listen"] else (None, [])
     cfg = prepared.config
-    spec = ReplicaSpec(
-        name=f"doctor.{prepared.name}.{label}", argv=list(cfg["run"]), cwd=prepared.artifact.src,
-        env=environ(ctx, prepared, data_dir, port), port=port,
-        log_path=ctx.scratch.home / "logs" / f"{prepared.name}.{label}.log",
-        stop_timeout=seconds(cfg["stop_timeout_ms"]))
     try:
-        record = spawn(spec)
-    except SpawnError as exc:
+        process = ctx.scratch.runtime.start(
+            f"doctor.{prepared.name}.{label}", cfg, environ=environ(ctx, prepared, data_dir, port),
+            artifact=prepared.artifact, port=port, log_path=ctx.scratch.home / "logs" / f"{prepared.name}.{label}.log",
+            stop_timeout=seconds(cfg["stop_timeout_ms"]))
+    except StartFailed as exc:
         raise CheckStop(Finding(status=Status.fail, subject=prepared.name, summary=f"could not start: {exc}",
                                 evidence=[f"run: {prepared.argv()}"],
                                 remediation="Fix `run` in the spec (argv, no shell).")) from exc
-    running = Running(Replica(spec, record), cfg, notes)
+    running = Running(process, cfg, notes, ctx)
     ctx.scratch.closers.append(lambda: None if running.stop(STOP_S) else None)
     return running
 
@@ -243,8 +246,8 @@ def wait_ready(running: Running, threshold: int | None = None) -> GateResult:
     health = running.config["health"]
     need = threshold or (health["healthy_threshold"] if health else 1)
     deadline = time.monotonic() + seconds(running.config["start_timeout_ms"])
-    return readiness_gate(running.check, interval=POLL_S, healthy_threshold=need, deadline=deadline,
-                          still_running=running.alive)
+    return running.ctx.scratch.runtime.wait_ready(running.process, interval=POLL_S, healthy_threshold=need,
+                                                  deadline=deadline)
 
 
 def ready_or_stop(running: Running, name: str, what: str) -> GateResult:
@@ -254,7 +257,7 @@ def ready_or_stop(running: Running, name: str, what: str) -> GateResult:
         raise CheckStop(Finding(
             status=Status.fail, subject=name,
             summary=f"never became healthy {what}: {gate.reason}",
-            evidence=[f"run: {' '.join(running.replica.record.argv)} on port {running.port}",
+            evidence=[f"run: {' '.join(running.argv)} on port {running.port}",
                       *(f"log: {line}" for line in running.log())],
             remediation="Make the app start and pass its health check within start_timeout "
                         "(see `railguard logs` for a real environment)."))

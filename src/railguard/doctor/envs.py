@@ -3,7 +3,7 @@
 env-parity: every environment gives each service the same variable and secret names (values may
 differ: that is what per-environment overrides declare; a name only some environments have is a
 warning); every variable the code reads (found with Python's ``ast``, see
-:mod:`railguard.engine.doctor.codescan`) or ``.env.example`` lists is declared in every environment:
+:mod:`railguard.doctor.codescan`) or ``.env.example`` lists is declared in every environment:
 a required read (``os.environ["X"]``) of an undeclared name fails, an optional one warns.
 env-isolation: no two environments share an edge port, a routed host, a data folder, or a database
 location, and none points at another's edge or data. Static: starts nothing.
@@ -14,10 +14,10 @@ from __future__ import annotations
 from itertools import combinations
 from pathlib import Path
 
-from railguard.engine.doctor.codescan import EnvRead, env_example_names, scan
-from railguard.engine.doctor.context import Context
-from railguard.engine.doctor.isolation import data_like, edge_ports_in, sqlite_path
-from railguard.engine.doctor.report import Finding, Status
+from railguard.doctor.codescan import EnvRead, env_example_names, scan
+from railguard.doctor.context import Context
+from railguard.doctor.isolation import data_like, edge_ports_in, sqlite_path
+from railguard.doctor.report import Finding, Status
 from railguard.model.checks import RESERVED_PREFIX, RESERVED_VARIABLES
 from railguard.model.sensitivity import looks_secret
 

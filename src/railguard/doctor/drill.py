@@ -1,9 +1,9 @@
 """Check ``rollback-drill``: deploy the previous release, then the current one, then roll back, in scratch.
 
-The previous release (see :mod:`railguard.engine.doctor.history`) is run from its own artifact, copied
+The previous release (see :mod:`railguard.doctor.history`) is run from its own artifact, copied
 out of the real state folder; nothing of it is rebuilt. The drill starts from a scratch copy of the
 environment's data and drives the real engine through a scratch deployment
-(:mod:`railguard.engine.doctor.deployment`); warm replicas are dropped first, so the rollback starts the
+(:mod:`railguard.doctor.deployment`); warm replicas are dropped first, so the rollback starts the
 previous release fresh on the data the current release's ``release`` command migrated: a migration that breaks
 rollback fails here instead of during an incident. After each step every routed path is requested
 through the scratch edge; an answer of 500 or more fails the step.
@@ -15,10 +15,10 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from railguard.engine.doctor.context import CheckStop, Context
-from railguard.engine.doctor.deployment import Deployment, failure_evidence
-from railguard.engine.doctor.history import history
-from railguard.engine.doctor.report import Finding, Status
+from railguard.doctor.context import CheckStop, Context
+from railguard.doctor.deployment import Deployment, failure_evidence
+from railguard.doctor.history import history
+from railguard.doctor.report import Finding, Status
 from railguard.model.diagnostics import Diagnostic
 from railguard.model.resources import Resource
 

@@ -1,0 +1,117 @@
+"""What the local runtime shows of itself: the live units of an environment, logs and a summary.
+
+A mixin of :class:`railguard.providers.local.provider.LocalProvider`, kept apart from
+adoption, supervision and rollouts: these verbs only read (``runtime.json``'s replica
+sets, the supervisor's records, the last health checks, the log files under
+``<state>/logs/<env>/<service>/``) and never change what runs. ``railguard status``,
+``railguard logs`` and the daemon's health answer are built from them.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any
+
+from railguard.providers.base import (
+    DescribeRequest,
+    DescribeResponse,
+    EdgeSummary,
+    EdgeUnit,
+    LogFile,
+    LogsRequest,
+    LogsResponse,
+    ReplicaHealth,
+    ReplicaUnit,
+    RouteUnit,
+    ServiceUnit,
+    SummaryResponse,
+    WarmUnit,
+)
+from railguard.providers.local.edge import CaddyEdge, EdgeRoute
+from railguard.providers.local.processes import Supervisor, is_alive, tail
+from railguard.providers.local.runtime import LIVE, WARM, Replica, ReplicaSet, RuntimeState
+
+FOLLOW_CHUNK = 256 * 1024  # most bytes one follow-mode answer reads per file
+
+
+class Views:
+    home: Path
+    state: RuntimeState
+    supervisor: Supervisor
+    edges: dict[str, CaddyEdge]
+
+    def edge(self, env: str) -> CaddyEdge:
+        raise NotImplementedError
+
+    def edge_routes(self, env: str) -> list[EdgeRoute]:
+        raise NotImplementedError
+
+    def replica_health(self, config: dict[str, Any], replica: Replica) -> ReplicaHealth:
+        raise NotImplementedError
+
+    def restarts(self, name: str) -> int:
+        try:
+            return self.supervisor.restarts(name)
+        except KeyError:  # not (or no longer) supervised
+            return 0
+
+    def describe(self, request: DescribeRequest) -> DescribeResponse:
+        now = time.time()
+        with self.state.lock:
+            runtime = self.state.env(request.env)
+            services = [self._service_unit(request.env, name, runtime.live(name), runtime.of(name, WARM), now)
+                        for name in sorted({rs.service for rs in runtime.sets})]
+            edge = runtime.edge
+            routes = [RouteUnit(host=r.host, path=r.path, upstreams=list(r.upstreams))
+                      for r in self.edge_routes(request.env)]
+            live_sets = sum(1 for rs in runtime.sets if rs.role == LIVE)
+        port = edge["config"]["port"] if edge else None
+        return DescribeResponse(
+            env=request.env, services=services, live_sets=live_sets,
+            edge=EdgeUnit(port=port, url=f"http://127.0.0.1:{port}/" if port else None,
+                          running=self.edge(request.env).running(), routes=routes))
+
+    def _service_unit(self, env: str, name: str, live: ReplicaSet | None, warm: list[ReplicaSet],
+                      now: float) -> ServiceUnit:
+        replicas: list[ReplicaUnit] = []
+        records = self.supervisor.records()
+        for replica in live.replicas if live else []:
+            record = records.get(replica.spec.name, replica.record)
+            alive = is_alive(record)
+            replicas.append(ReplicaUnit(
+                name=replica.spec.name, pid=record.pid if alive else None, port=replica.spec.port,
+                health=self.replica_health(live.config, replica) if live else "unknown",
+                restarts=self.restarts(replica.spec.name),
+                uptime_s=round(now - record.create_time, 1) if alive else 0))
+        return ServiceUnit(
+            name=name, address=f"{env}/service.{name}", release=live.release if live else None, replicas=replicas,
+            warm=[WarmUnit(release=w.release, replicas=len(w.replicas),
+                           until_s=round((w.warm_until or now) - now, 1)) for w in warm])
+
+    def logs(self, request: LogsRequest) -> LogsResponse:
+        """The last ``lines`` of each log file of the service, or (follow mode) what was written since."""
+        folder = self.home / "logs" / request.env / request.service
+        files = sorted(folder.glob("*.log")) if folder.is_dir() else []
+        if request.release is not None:
+            files = [f for f in files if f".r{request.release}." in f.name]
+        found: list[LogFile] = []
+        offsets: dict[str, int] = {}
+        for path in files:
+            size = path.stat().st_size
+            if request.offsets is None:
+                chunk = tail(path, request.lines)
+            else:
+                start = request.offsets.get(path.name, size)
+                start = 0 if start > size else start  # rotated: read the new file from its start
+                with path.open("rb") as handle:
+                    handle.seek(start)
+                    chunk = handle.read(FOLLOW_CHUNK).decode("utf-8", errors="replace").splitlines()
+            found.append(LogFile(name=path.stem, lines=chunk))
+            offsets[path.name] = size
+        return LogsResponse(files=found, offsets=offsets)
+
+    def summary(self) -> SummaryResponse:
+        return SummaryResponse(edges={env: EdgeSummary(running=edge.running(), pid=edge.pid())
+                                      for env, edge in self.edges.items()},
+                               replicas=len(self.supervisor.records()))

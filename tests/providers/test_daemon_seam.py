@@ -1,0 +1,58 @@
+"""The daemon works with any provider: status, health and logs built from protocol verbs only.
+
+The daemon is driven in-process with the fake provider (no processes), which would fail if it
+still reached into a runtime's internals; and the JSON users see from `status`, the daemon's health
+answer and `logs` keeps every field name, whatever the provider.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from railguard.daemon.service import Daemon
+from railguard.engine import planner
+from railguard.model.plans import Action
+from railguard.model.resources import desired_resources
+from railguard.model.specfile import parse_spec
+from railguard.providers.base import ApplyRequest, ObserveRequest
+from railguard.providers.fake import FakeProvider
+
+from ..conftest import BASE_SPEC
+
+
+def _deploy(fake: FakeProvider) -> None:
+    spec, _ = parse_spec(BASE_SPEC)
+    assert spec is not None
+    desired = desired_resources(spec, "staging", "sha256:" + "0" * 64)
+    wanted = {r.address: r for r in desired}
+    plan = planner.plan("staging", desired, fake.observe(ObserveRequest(env="staging")).resources, 0)
+    for change in plan.changes:
+        if change.kind != "environment" and change.action is not Action.noop:
+            assert fake.apply_change(ApplyRequest(env="staging", change=change, desired=wanted[change.address],
+                                                  operation_id="op", release=1)).ok
+
+
+def test_status_health_and_logs_keep_their_fields_with_the_fake_provider(tmp_path: Path) -> None:
+    fake = FakeProvider()
+    _deploy(fake)
+    daemon = Daemon(tmp_path / ".railguard", provider=fake)
+    try:
+        status = daemon.status("staging", None)
+        assert set(status) == {"env", "serial", "services", "edge", "operation", "drift", "live_sets"}
+        assert [s["address"] for s in status["services"]] == ["staging/service.api", "staging/service.web"]
+        service = status["services"][0]
+        assert set(service) == {"name", "address", "release", "status", "replicas", "warm"}
+        assert service["status"] == "healthy" and service["release"] == 1  # the provider's health verdict
+        assert set(service["replicas"][0]) == {"name", "pid", "port", "health", "restarts", "uptime_s"}
+        assert set(status["edge"]) == {"port", "url", "running", "routes"}
+        assert status["edge"]["port"] == 18080 and status["edge"]["running"] is True
+        assert {tuple(sorted(r)) for r in status["edge"]["routes"]} == {("host", "path", "upstreams")}
+        assert status["live_sets"] == 2
+        assert status["drift"]["live_differs"] is True  # nothing was applied through the engine's store
+        health = daemon.health()
+        assert {"pid", "home", "started_at", "edges", "replicas"} <= set(health) and health["replicas"] == 2
+        logs = daemon.logs("staging", "web", None, 10, None)
+        assert set(logs) == {"files", "offsets"}
+        assert logs["files"][0]["lines"] == ["create staging/service.web release 1"]
+    finally:
+        daemon.store().close()
