@@ -232,11 +232,13 @@ class LocalProvider(Rollouts, Views):
     def replica_health(self, config: dict[str, Any], replica: Replica) -> ReplicaHealth:
         found = self.health_results.get(replica.spec.name)
         if not is_alive(replica.record):
-            return "down"
+            return ReplicaHealth.down
         if found is None:
-            return "unknown"
+            return ReplicaHealth.unknown
         threshold = (config["health"] or {}).get("unhealthy_threshold", 3)
-        return "healthy" if found[1] == 0 else ("unhealthy" if found[1] >= threshold else "failing")
+        if found[1] == 0:
+            return ReplicaHealth.healthy
+        return ReplicaHealth.unhealthy if found[1] >= threshold else ReplicaHealth.failing
 
     # -- observe ---------------------------------------------------------------------------------
     def observe(self, request: ObserveRequest) -> ObserveResponse:
