@@ -19,6 +19,8 @@ from pathlib import Path
 
 import pathspec
 
+from railguard.model import counters
+
 # The spec is not part of the app: changing `replicas` must not look like a code change.
 ALWAYS_IGNORED = ["/railguard.toml", ".git/", ".railguard/", ".venv/", "venv/", "__pycache__/", "*.pyc",
                   "node_modules/", ".mypy_cache/", ".pytest_cache/", ".ruff_cache/", ".hypothesis/"]
@@ -70,6 +72,8 @@ def _git(root: Path, *args: str) -> str | None:
 
 
 def snapshot(root: Path) -> SourceSnapshot:
+    counters.bump("source.snapshot")
+    counters.bump("source.hash")
     files = list_files(root)
     commit = _git(root, "rev-parse", "HEAD")
     dirty = None if commit is None else bool(_git(root, "status", "--porcelain"))

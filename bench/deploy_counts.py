@@ -1,0 +1,110 @@
+"""How often one `railguard deploy` parses the spec and snapshots the app source, and how long it takes.
+
+Why it exists: issue 9 found that one deploy parsed the spec four times and snapshotted (hashed) the
+source tree three times, because the CLI, the daemon's plan call and its apply call each gathered the
+same facts again. This script counts those steps per command with the debug counters
+(`RAILGUARD_DEBUG_COUNTS=<file>`: every spec parse and source snapshot appends "<pid> <name>" to the
+file; see src/railguard/model/counters.py), split by process (the CLI, the daemon), and times the
+whole command.
+
+Scenario, on a temp copy of examples/notes with its own state folder and a free edge port:
+a cold deploy (also starts the daemon and Caddy), then `--runs` times: change the app (a comment
+appended to app.py, so the source digest moves) and the spec (APP_VERSION), deploy; deploy again
+unchanged (a no-op plan, nothing applied); `status`. Ends with `railguard daemon stop --everything`
+and a psutil sweep (bench/rgbench.py).
+
+`--src DIR` runs another checkout's code (PYTHONPATH=DIR, inherited by the daemon), for a
+before/after comparison from the same venv.
+
+Usage: .venv/bin/python bench/deploy_counts.py [--runs 5] [--src /tmp/usecases-base/src] [--json]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import sys
+import tempfile
+import time
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from rgbench import Workspace, machine_line  # noqa: E402
+
+NAMES = ("spec.parse", "source.snapshot", "source.hash")
+
+
+def counted(ws: Workspace, log: Path, *args: str) -> tuple[float, dict[str, Counter[str]]]:
+    """Run one CLI command; return its wall time and the counts per process (cli, daemon)."""
+    log.write_text("")
+    t0, wall0 = time.perf_counter(), time.time()
+    proc = ws.popen(*args)
+    run = ws.finish(proc, t0, wall0)
+    if run.returncode != 0:
+        raise RuntimeError(f"railguard {' '.join(args)} failed (exit {run.returncode}): "
+                           f"{(run.completed.stdout if run.completed else '')[-600:]} {run.stderr[-600:]}")
+    daemon = ws.daemon_pid()
+    by: dict[str, Counter[str]] = {"cli": Counter(), "daemon": Counter()}
+    for line in log.read_text().splitlines():
+        pid, name = line.split(" ", 1)
+        who = "cli" if int(pid) == proc.pid else "daemon" if int(pid) == daemon else "other"
+        by.setdefault(who, Counter())[name] += 1
+    return run.seconds, by
+
+
+def summary(rows: list[tuple[float, dict[str, Counter[str]]]]) -> dict[str, Any]:
+    """Median time; counts per process and name (the same in every run, else min-max)."""
+    out: dict[str, Any] = {"median_s": round(statistics.median(t for t, _ in rows), 3), "runs": len(rows)}
+    for who in sorted({w for _, by in rows for w in by}):
+        for name in NAMES:
+            values = [by.get(who, Counter())[name] for _, by in rows]
+            lo, hi = min(values), max(values)
+            out[f"{who}.{name}"] = str(lo) if lo == hi else f"{lo}-{hi}"
+    return out
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--runs", type=int, default=5)
+    parser.add_argument("--src", type=Path, help="run this checkout's src/ instead of the installed one")
+    parser.add_argument("--json", action="store_true")
+    args = parser.parse_args()
+    log = Path(tempfile.mkstemp(prefix="rg-counts-", suffix=".log")[1])
+    os.environ["RAILGUARD_DEBUG_COUNTS"] = str(log)
+    if args.src is not None:
+        os.environ["PYTHONPATH"] = str(args.src.resolve())
+    results: dict[str, list[tuple[float, dict[str, Counter[str]]]]] = {
+        "cold deploy": [], "deploy after a change": [], "deploy, unchanged": [], "status, unchanged": []}
+    ws = Workspace.create(tag="deploy-counts")
+    try:
+        deploy = ("deploy", "--env", "staging", "--yes", "--json")
+        results["cold deploy"].append(counted(ws, log, *deploy))
+        for i in range(args.runs):
+            app = ws.root / "app.py"
+            app.write_text(app.read_text() + f"# change {i}\n")
+            ws.set_version(str(i + 2))
+            results["deploy after a change"].append(counted(ws, log, *deploy))
+            results["deploy, unchanged"].append(counted(ws, log, *deploy))
+            results["status, unchanged"].append(counted(ws, log, "status", "--env", "staging", "--json"))
+    finally:
+        ws.close()
+        log.unlink(missing_ok=True)
+    report = {"machine": machine_line(), "src": str(args.src or "installed"),
+              "results": {k: summary(v) for k, v in results.items()}, "leftovers": ws.leftovers}
+    if args.json:
+        print(json.dumps(report, indent=2))
+        return
+    print(f"# {report['machine']}; code: {report['src']}")
+    for what, row in report["results"].items():
+        counts = ", ".join(f"{k}={v}" for k, v in row.items() if k not in ("median_s", "runs"))
+        print(f"{what:<24} median {row['median_s']:.3f} s over {row['runs']}  {counts}")
+    if ws.leftovers:
+        print("LEFTOVER processes (killed):", *ws.leftovers, sep="\n  ")
+
+
+if __name__ == "__main__":
+    main()
