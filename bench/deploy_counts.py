@@ -13,10 +13,13 @@ appended to app.py, so the source digest moves) and the spec (APP_VERSION), depl
 unchanged (a no-op plan, nothing applied); `status`. Ends with `railguard daemon stop --everything`
 and a psutil sweep (bench/rgbench.py).
 
+`--pad-files N --pad-kb K` adds N files of K KiB of random bytes to the app (assets/), so the cost of
+hashing a real app's tree shows in the times (examples/notes alone is two small files).
+
 `--src DIR` runs another checkout's code (PYTHONPATH=DIR, inherited by the daemon), for a
 before/after comparison from the same venv.
 
-Usage: .venv/bin/python bench/deploy_counts.py [--runs 5] [--src /tmp/usecases-base/src] [--json]
+Usage: .venv/bin/python bench/deploy_counts.py [--runs 5] [--pad-files 0 --pad-kb 64] [--src DIR] [--json]
 """
 
 from __future__ import annotations
@@ -71,6 +74,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--runs", type=int, default=5)
     parser.add_argument("--src", type=Path, help="run this checkout's src/ instead of the installed one")
+    parser.add_argument("--pad-files", type=int, default=0)
+    parser.add_argument("--pad-kb", type=int, default=64)
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args()
     log = Path(tempfile.mkstemp(prefix="rg-counts-", suffix=".log")[1])
@@ -81,6 +86,10 @@ def main() -> None:
         "cold deploy": [], "deploy after a change": [], "deploy, unchanged": [], "status, unchanged": []}
     ws = Workspace.create(tag="deploy-counts")
     try:
+        if args.pad_files:
+            (ws.root / "assets").mkdir()
+            for i in range(args.pad_files):
+                (ws.root / "assets" / f"blob{i:05}.bin").write_bytes(os.urandom(args.pad_kb * 1024))
         deploy = ("deploy", "--env", "staging", "--yes", "--json")
         results["cold deploy"].append(counted(ws, log, *deploy))
         for i in range(args.runs):
@@ -94,11 +103,12 @@ def main() -> None:
         ws.close()
         log.unlink(missing_ok=True)
     report = {"machine": machine_line(), "src": str(args.src or "installed"),
+              "pad": f"{args.pad_files} x {args.pad_kb} KiB",
               "results": {k: summary(v) for k, v in results.items()}, "leftovers": ws.leftovers}
     if args.json:
         print(json.dumps(report, indent=2))
         return
-    print(f"# {report['machine']}; code: {report['src']}")
+    print(f"# {report['machine']}; code: {report['src']}; padding: {report['pad']}")
     for what, row in report["results"].items():
         counts = ", ".join(f"{k}={v}" for k, v in row.items() if k not in ("median_s", "runs"))
         print(f"{what:<24} median {row['median_s']:.3f} s over {row['runs']}  {counts}")
