@@ -5,7 +5,8 @@ source tree three times, because the CLI, the daemon's plan call and its apply c
 same facts again. This script counts those steps per command with the debug counters
 (`RAILGUARD_DEBUG_COUNTS=<file>`: every spec parse and source snapshot appends "<pid> <name>" to the
 file; see src/railguard/model/counters.py), split by process (the CLI, the daemon), and times the
-whole command.
+whole command: wall time, and the CPU time of the CLI plus the daemon (with the children it waited
+for), which a busy shared machine disturbs much less than the wall time.
 
 Scenario, on a temp copy of examples/notes with its own state folder and a free edge port:
 a cold deploy (also starts the daemon and Caddy), then `--runs` times: change the app (a comment
@@ -27,6 +28,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import resource
 import statistics
 import sys
 import tempfile
@@ -36,17 +38,33 @@ from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+import psutil  # noqa: E402
 from rgbench import Workspace, machine_line  # noqa: E402
 
 NAMES = ("spec.parse", "source.snapshot", "source.hash")
 
 
-def counted(ws: Workspace, log: Path, *args: str) -> tuple[float, dict[str, Counter[str]]]:
-    """Run one CLI command; return its wall time and the counts per process (cli, daemon)."""
+def _cpu(pid: int | None) -> float:
+    """CPU seconds of a process and its waited-for children (the daemon's builds and release commands)."""
+    if pid is None:
+        return 0.0
+    try:
+        t = psutil.Process(pid).cpu_times()
+    except psutil.Error:
+        return 0.0
+    return float(t.user + t.system + t.children_user + t.children_system)
+
+
+def counted(ws: Workspace, log: Path, *args: str) -> tuple[float, float, dict[str, Counter[str]]]:
+    """Run one CLI command; return its wall time, the CPU time of CLI + daemon, and the counts per process."""
     log.write_text("")
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
+    daemon_cpu = _cpu(ws.daemon_pid())
     t0, wall0 = time.perf_counter(), time.time()
     proc = ws.popen(*args)
     run = ws.finish(proc, t0, wall0)
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    cpu = (after.ru_utime + after.ru_stime - before.ru_utime - before.ru_stime) + _cpu(ws.daemon_pid()) - daemon_cpu
     if run.returncode != 0:
         raise RuntimeError(f"railguard {' '.join(args)} failed (exit {run.returncode}): "
                            f"{(run.completed.stdout if run.completed else '')[-600:]} {run.stderr[-600:]}")
@@ -56,15 +74,16 @@ def counted(ws: Workspace, log: Path, *args: str) -> tuple[float, dict[str, Coun
         pid, name = line.split(" ", 1)
         who = "cli" if int(pid) == proc.pid else "daemon" if int(pid) == daemon else "other"
         by.setdefault(who, Counter())[name] += 1
-    return run.seconds, by
+    return run.seconds, cpu, by
 
 
-def summary(rows: list[tuple[float, dict[str, Counter[str]]]]) -> dict[str, Any]:
-    """Median time; counts per process and name (the same in every run, else min-max)."""
-    out: dict[str, Any] = {"median_s": round(statistics.median(t for t, _ in rows), 3), "runs": len(rows)}
-    for who in sorted({w for _, by in rows for w in by}):
+def summary(rows: list[tuple[float, float, dict[str, Counter[str]]]]) -> dict[str, Any]:
+    """Median wall and CPU time; counts per process and name (the same in every run, else min-max)."""
+    out: dict[str, Any] = {"median_s": round(statistics.median(t for t, _, _ in rows), 3),
+                           "median_cpu_s": round(statistics.median(c for _, c, _ in rows), 3), "runs": len(rows)}
+    for who in sorted({w for _, _, by in rows for w in by}):
         for name in NAMES:
-            values = [by.get(who, Counter())[name] for _, by in rows]
+            values = [by.get(who, Counter())[name] for _, _, by in rows]
             lo, hi = min(values), max(values)
             out[f"{who}.{name}"] = str(lo) if lo == hi else f"{lo}-{hi}"
     return out
@@ -82,7 +101,7 @@ def main() -> None:
     os.environ["RAILGUARD_DEBUG_COUNTS"] = str(log)
     if args.src is not None:
         os.environ["PYTHONPATH"] = str(args.src.resolve())
-    results: dict[str, list[tuple[float, dict[str, Counter[str]]]]] = {
+    results: dict[str, list[tuple[float, float, dict[str, Counter[str]]]]] = {
         "cold deploy": [], "deploy after a change": [], "deploy, unchanged": [], "status, unchanged": []}
     ws = Workspace.create(tag="deploy-counts")
     try:
@@ -110,8 +129,9 @@ def main() -> None:
         return
     print(f"# {report['machine']}; code: {report['src']}; padding: {report['pad']}")
     for what, row in report["results"].items():
-        counts = ", ".join(f"{k}={v}" for k, v in row.items() if k not in ("median_s", "runs"))
-        print(f"{what:<24} median {row['median_s']:.3f} s over {row['runs']}  {counts}")
+        counts = ", ".join(f"{k}={v}" for k, v in row.items() if k not in ("median_s", "median_cpu_s", "runs"))
+        print(f"{what:<22} median {row['median_s']:.3f} s (CPU {row['median_cpu_s']:.3f} s) over {row['runs']}  "
+              f"{counts}")
     if ws.leftovers:
         print("LEFTOVER processes (killed):", *ws.leftovers, sep="\n  ")
 
