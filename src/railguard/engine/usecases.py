@@ -82,7 +82,7 @@ def submit_apply(ws: Workspace, plan_id: str, store: Store, provider: Provider, 
     guard.require(principal, Permission.apply, saved.env)  # before anything about the plan is revealed
     require_env(spec, saved.env)
     current = facts.desired_digest(saved.env, facts.versions(store, saved.env))
-    check_plan(saved, stored_hash, status, store.serial(saved.env), current)
+    check_plan(plan_id, saved, stored_hash, status, store.serial(saved.env), current)
     guard.check_apply(store, saved, principal)
     source, ctx, env = facts.source_record(), facts.context(), saved.env
 
