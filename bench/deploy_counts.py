@@ -17,6 +17,9 @@ and a psutil sweep (bench/rgbench.py).
 `--pad-files N --pad-kb K` adds N files of K KiB of random bytes to the app (assets/), so the cost of
 hashing a real app's tree shows in the times (examples/notes alone is two small files).
 
+`--tree-only` measures just the source digest in-process on the same (padded) tree: hashed (a cache
+miss: list, stat, hash) against cached (a hit: list and stat only), median of 7 each.
+
 `--src DIR` runs another checkout's code (PYTHONPATH=DIR, inherited by the daemon), for a
 before/after comparison from the same venv.
 
@@ -89,12 +92,34 @@ def summary(rows: list[tuple[float, float, dict[str, Counter[str]]]]) -> dict[st
     return out
 
 
+def tree(root: Path) -> None:
+    """The source digest on its own: a cache miss (hashing) against a hit (listing and stat only)."""
+    from railguard.sources.snapshot import SnapshotCache
+
+    def timed(cache_for_each: bool) -> float:
+        shared = SnapshotCache(clock=lambda: time.time_ns() + 10**10)  # the fresh tree counts as settled
+        runs = []
+        for _ in range(7):
+            cache = SnapshotCache(clock=lambda: time.time_ns() + 10**10) if cache_for_each else shared
+            if not cache_for_each:
+                cache.digest(root)  # warm
+            t0 = time.perf_counter()
+            cache.digest(root)
+            runs.append(time.perf_counter() - t0)
+        return statistics.median(runs)
+
+    files = sum(1 for _ in root.rglob("*") if _.is_file())
+    print(f"# {machine_line()}; tree: {files} files")
+    print(f"source digest, hashed: {timed(True) * 1000:.1f} ms; cached (list + stat): {timed(False) * 1000:.1f} ms")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--runs", type=int, default=5)
     parser.add_argument("--src", type=Path, help="run this checkout's src/ instead of the installed one")
     parser.add_argument("--pad-files", type=int, default=0)
     parser.add_argument("--pad-kb", type=int, default=64)
+    parser.add_argument("--tree-only", action="store_true")
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args()
     log = Path(tempfile.mkstemp(prefix="rg-counts-", suffix=".log")[1])
@@ -109,6 +134,9 @@ def main() -> None:
             (ws.root / "assets").mkdir()
             for i in range(args.pad_files):
                 (ws.root / "assets" / f"blob{i:05}.bin").write_bytes(os.urandom(args.pad_kb * 1024))
+        if args.tree_only:
+            tree(ws.root)
+            return
         deploy = ("deploy", "--env", "staging", "--yes", "--json")
         results["cold deploy"].append(counted(ws, log, *deploy))
         for i in range(args.runs):
