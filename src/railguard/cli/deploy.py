@@ -17,7 +17,7 @@ import typer
 from rich.markup import escape
 
 from railguard.cli import render
-from railguard.cli.common import EnvOpt, JsonOpt, SpecOpt, connect, env_from_spec
+from railguard.cli.common import EnvOpt, JsonOpt, SpecOpt, connect, env_from_spec, pick_env
 from railguard.cli.output import emit_json, finish, guarded, out, print_diagnostics
 from railguard.client import Client
 from railguard.model.diagnostics import Diagnostic, RailguardError, error
@@ -136,7 +136,7 @@ def register(app: typer.Typer) -> None:
         """Plan and apply in one step, for unprotected environments (shows the plan first)."""
         ws, client = connect(spec)
         parsed, _ = ws.load_valid()
-        name = env_from_spec(ws, env)
+        name = pick_env(parsed, env)  # the parsed spec again: parsing once per command
         if parsed.environments[name].protected:
             raise RailguardError(error(
                 "spec.invalid_value", f"'{name}' is protected",

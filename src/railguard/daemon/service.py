@@ -25,24 +25,19 @@ from typing import Any
 
 from railguard.daemon.governance import Governance
 from railguard.daemon.secrets_ops import Secrets
-from railguard.engine import guard
-from railguard.engine.apply import apply_plan, verify_plan
-from railguard.engine.execute import Context
+from railguard.engine import guard, usecases
 from railguard.engine.guard import short_hash
-from railguard.engine.plan import desired_for, make_plan_with
 from railguard.engine.recovery import recover
-from railguard.engine.rollback import check_rollback, rollback, rollback_plan
-from railguard.engine.workspace import Workspace, require_env
+from railguard.engine.workspace import Workspace
 from railguard.model.api import IN_FLIGHT, Approval, ApprovalRecord, Operation, OperationStatus, PlanStatus
 from railguard.model.diagnostics import RailguardError, error
-from railguard.model.principals import Permission, Principal
-from railguard.model.resources import desired_digest
+from railguard.model.plans import Plan
+from railguard.model.principals import Principal
 from railguard.model.spec import NAME_PATTERN
 from railguard.providers.base import LogsRequest, Provider, ShutdownRequest, TickRequest
 from railguard.providers.registry import open_provider
 from railguard.secrets.keys import key_dir, state_id
-from railguard.sources.snapshot import snapshot
-from railguard.state import approvals, secretstore
+from railguard.state import approvals
 from railguard.state.store import Store
 
 log = logging.getLogger("railguard.daemon")
@@ -164,9 +159,20 @@ class Daemon(Governance):
             self._busy[env] = op_id
             return op_id
 
+    def _enqueue(self, submitted: usecases.Submission, principal: Principal) -> str:
+        """Record the operation as queued (once ``submitted.env`` is free) and hand its job to the runner."""
+        store = self.store()
+        op_id = self._claim(submitted.env, lambda: store.create_operation(
+            submitted.env, submitted.kind, submitted.plan_id, principal.id, status=OperationStatus.queued))
+        self._jobs.put(Job(op_id, submitted.env, lambda runner_store: submitted.run(runner_store, op_id)))
+        return op_id
+
+    def _workspace(self, spec_path: str, text: str | None = None) -> Workspace:
+        return Workspace(Path(spec_path), self.home, text)
+
     @staticmethod
-    def _ctx(ws: Workspace, source: str) -> Context:
-        return Context(source_root=(ws.root / source).resolve(), spec_root=ws.root)
+    def _plan_answer(plan: Plan) -> dict[str, Any]:
+        return plan.model_dump(mode="json") | {"summary": plan.summary(), "short_hash": short_hash(plan)}
 
     # -- API ----------------------------------------------------------------------------------
     def health(self) -> dict[str, Any]:
@@ -178,9 +184,8 @@ class Daemon(Governance):
     def plan(self, spec_path: str, env: str, principal: Principal,
              source_overrides: dict[str, str] | None = None, text: str | None = None) -> dict[str, Any]:
         """Plan the spec at ``spec_path``, or a proposed ``text`` read as if it were that file."""
-        ws = Workspace(Path(spec_path), self.home, text)
-        plan = make_plan_with(ws, env, self.store(), self.provider, principal, source_overrides)
-        return plan.model_dump(mode="json") | {"summary": plan.summary(), "short_hash": short_hash(plan)}
+        return self._plan_answer(usecases.plan(self._workspace(spec_path, text), env, self.store(), self.provider,
+                                               principal, source_overrides))
 
     def plan_record(self, plan_id: str) -> dict[str, Any]:
         store = self.store()
@@ -195,14 +200,8 @@ class Daemon(Governance):
         return guard.request_approval(store, plan, status, principal, reason)
 
     def promote(self, spec_path: str, source: str, target: str, principal: Principal) -> dict[str, Any]:
-        live = self.store().live_release(source)
-        if live is None:
-            raise RailguardError(error(
-                "rollback.no_target", f"Nothing runs in '{source}' to promote",
-                f"'{source}' has no live release, so there is no proven artifact to send to '{target}'.",
-                f"Deploy to {source} first (`railguard deploy --env {source}`)."))
-        overrides = {name: entry.source for name, entry in live.services.items() if entry.source}
-        return self.plan(spec_path, target, principal, overrides)
+        return self._plan_answer(usecases.promote(self._workspace(spec_path), source, target, self.store(),
+                                                  self.provider, principal))
 
     def decide(self, plan_id: str, decision: str, principal: Principal, *, confirmed: list[str],
                typed: str | None, reason: str) -> ApprovalRecord:
@@ -221,36 +220,12 @@ class Daemon(Governance):
         return record
 
     def submit_apply(self, spec_path: str, plan_id: str, principal: Principal) -> str:
-        ws = Workspace(Path(spec_path), self.home)
-        spec, _ = ws.load_valid()
-        store = self.store()
-        plan, _, _ = store.load_plan(plan_id)
-        guard.require(principal, Permission.apply, plan.env)  # before anything about the plan is revealed
-        require_env(spec, plan.env)
-        current = desired_digest(desired_for(ws, spec, plan.env, secretstore.versions(store, plan.env)))
-        verify_plan(store, plan_id, current)  # fail fast, before queueing; re-checked under the lock
-        guard.check_apply(store, plan, principal)
-        source = _source_facts(ws, spec.app.source)
-        op_id = self._claim(plan.env, lambda: store.create_operation(plan.env, "apply", plan_id, principal.id,
-                                                                       status=OperationStatus.queued))
-        ctx = self._ctx(ws, spec.app.source)
-        self._jobs.put(Job(op_id, plan.env, lambda s: apply_plan(
-            s, plan_id, self.provider, principal.id, current, ctx, source, op_id=op_id,
-            check=lambda p: guard.check_apply(s, p, principal))))
-        return op_id
+        return self._enqueue(usecases.submit_apply(self._workspace(spec_path), plan_id, self.store(), self.provider,
+                                                   principal), principal)
 
     def submit_rollback(self, spec_path: str, env: str, to: int | None, principal: Principal) -> str:
-        ws = Workspace(Path(spec_path), self.home)
-        spec, _ = ws.load_valid()
-        require_env(spec, env)
-        store = self.store()
-        # Fail fast, before queueing: nothing to roll back to, or a rollback that needs review.
-        check_rollback(store, rollback_plan(store, env, self.provider, to)[1], principal)
-        op_id = self._claim(env, lambda: store.create_operation(env, "rollback", None, principal.id,
-                                                                status=OperationStatus.queued))
-        ctx = self._ctx(ws, spec.app.source)
-        self._jobs.put(Job(op_id, env, lambda s: rollback(s, env, self.provider, principal, ctx, to, op_id=op_id)))
-        return op_id
+        return self._enqueue(usecases.rollback(self._workspace(spec_path), env, to, self.store(), self.provider,
+                                               principal), principal)
 
     def operation(self, op_id: str) -> Operation:
         record = self.store().operation(op_id)
@@ -276,10 +251,4 @@ class Daemon(Governance):
         answer = self.provider.logs(LogsRequest(env=env, service=service, release=release, lines=max(lines, 0),
                                                 offsets=offsets))
         return answer.model_dump(mode="json")
-
-
-def _source_facts(ws: Workspace, source: str) -> dict[str, Any]:
-    snap = snapshot((ws.root / source).resolve())
-    return {"digest": snap.digest, "git_commit": snap.git_commit, "git_dirty": snap.git_dirty,
-            "files": len(snap.files)}
 

@@ -28,8 +28,16 @@ from railguard.state.store import Store
 def verify_plan(store: Store, plan_id: str, current_desired_digest: str | None) -> Plan:
     """Load a saved plan and refuse it unless it is intact, clean, unused and current."""
     plan, stored_hash, status = store.load_plan(plan_id)
+    return check_plan(plan_id, plan, stored_hash, status, store.serial(plan.env), current_desired_digest)
+
+
+def check_plan(plan_id: str, plan: Plan, stored_hash: str, status: str, serial: int,
+               current_desired_digest: str | None) -> Plan:
+    """Refuse the plan loaded as ``plan_id`` unless it is intact, clean, unused, bound to ``serial`` and to the
+    spec's digest."""
     recomputed = plan.content_hash()
-    if recomputed != stored_hash or plan.hash != stored_hash:
+    # The hash does not cover the id, so a body that names another plan is caught here.
+    if recomputed != stored_hash or plan.hash != stored_hash or plan.id != plan_id:
         raise RailguardError(error(
             "plan.hash_mismatch", f"Plan {plan_id} was modified after it was saved",
             f"The plan was saved with hash {stored_hash}, but its content now hashes to {recomputed}. "
@@ -50,7 +58,6 @@ def verify_plan(store: Store, plan_id: str, current_desired_digest: str | None) 
             f"Fix the errors it lists, then run `railguard plan --env {plan.env}` again.", address=plan_id,
             extra={"diagnostics": [d.model_dump(mode="json") for d in plan.diagnostics if d.is_error]},
         ))
-    serial = store.serial(plan.env)
     if serial != plan.base_serial:
         raise RailguardError(error(
             "plan.stale", f"Plan {plan_id} is stale",
@@ -111,16 +118,25 @@ def execute(store: Store, *, env: str, kind: str, plan_id: str | None, changes: 
 def apply_plan(store: Store, plan_id: str, provider: Provider, principal: str,
                current_desired_digest: str | None, ctx: Context | None = None,
                source: dict[str, Any] | None = None, op_id: str | None = None,
-               check: Callable[[Plan], object] | None = None) -> Operation:
+               check: Callable[[Plan], object] | None = None, env: str | None = None) -> Operation:
     """Apply a verified plan through ``provider``; return the operation record.
 
-    ``check`` (policy and approvals) runs under the lock, right before the first change.
+    Everything that can move while a job waits is checked under the lock, against the plan as
+    stored now: its hash and status, the serial after a fresh observation of ``env`` (the plan's
+    environment, read from the plan when not given), and ``check`` (policy and approvals), right
+    before the first change. ``current_desired_digest`` is the request's fact about the spec.
     """
-    plan, _, _ = store.load_plan(plan_id)
+    env = env or store.load_plan(plan_id)[0].env
     with store.lock(operation=f"apply {plan_id}"):
         # Re-observe under the lock: a change to the live system since review makes the plan stale.
-        observe_into(store, provider, plan.env)
+        observe_into(store, provider, env)
         plan = verify_plan(store, plan_id, current_desired_digest)
+        if plan.env != env:
+            raise RailguardError(error(
+                "plan.hash_mismatch", f"Plan {plan_id} changed after it was submitted",
+                f"It was submitted for '{env}' and now names '{plan.env}'.",
+                f"Do not apply it. Make a new plan with `railguard plan --env {env}` and review it.",
+                address=plan_id))
         if check is not None:
             check(plan)
         store.mark_plan(plan.id, PlanStatus.applying)

@@ -48,11 +48,16 @@ def pick_target(store: Store, env: str, to: int | None) -> Release:
     return candidates[0]
 
 
-def rollback_plan(store: Store, env: str, provider: Provider, to: int | None) -> tuple[Release, Plan]:
-    """The release to restore and the (unsaved) plan that restores it against the live state."""
+def rollback_plan(store: Store, env: str, provider: Provider | None, to: int | None) -> tuple[Release, Plan]:
+    """The release to restore and the (unsaved) plan that restores it against the live state.
+
+    Without a ``provider`` nothing is observed: the plan is made against the state as last
+    recorded, reading the store only (the pre-check before a rollback is queued).
+    """
     target = pick_target(store, env, to)
     desired = list(target.desired)
-    observe_into(store, provider, env)
+    if provider is not None:
+        observe_into(store, provider, env)
     computed = planner.plan(env, desired, store.inventory(env), store.serial(env))
     return target, computed.model_copy(update={"id": f"rollback-{env}-{target.number}"})
 

@@ -6,6 +6,13 @@ files must be well defined: everything under ``[app].source`` except what
 Railguard's own folders. The digest covers paths, contents and the executable bit,
 so any change that could change behaviour changes the digest. Used by planning
 (the digest is part of each service's config) and by the local runtime's artifacts.
+
+Hashing every file is the expensive part, and ``status``, ``plan`` and ``apply`` ask for the
+same digest again and again, so the digest is cached in-process by *tree state*: the path,
+mtime, ctime, size, inode and mode of every file the snapshot includes (the listing always
+runs; only the hashing is skipped). A tree whose newest timestamp is too recent to trust (a
+second write in the same timestamp tick would keep the same mtime, as with git's "racy" index
+entries) is hashed again next time.
 """
 
 from __future__ import annotations
@@ -14,10 +21,16 @@ import hashlib
 import os
 import shutil
 import subprocess
+import threading
+import time
+from collections import OrderedDict
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
 import pathspec
+
+from railguard.model import counters
 
 # The spec is not part of the app: changing `replicas` must not look like a code change.
 ALWAYS_IGNORED = ["/railguard.toml", ".git/", ".railguard/", ".venv/", "venv/", "__pycache__/", "*.pyc",
@@ -69,12 +82,93 @@ def _git(root: Path, *args: str) -> str | None:
     return done.stdout.strip() if done.returncode == 0 else None
 
 
-def snapshot(root: Path) -> SourceSnapshot:
-    files = list_files(root)
+def snapshot(root: Path, *, git: bool = True) -> SourceSnapshot:
+    """The files and digest of the source at ``root`` (from the tree-state cache when unchanged).
+
+    ``git`` adds the commit and dirty flag (two ``git`` runs, for release records); planning and
+    verifying need only the digest.
+    """
+    files, digest = CACHE.digest(root)
+    commit, dirty = git_state(root) if git else (None, None)
+    return SourceSnapshot(root=root, files=files, digest=digest, git_commit=commit, git_dirty=dirty)
+
+
+def git_state(root: Path) -> tuple[str | None, bool | None]:
+    """The commit checked out at ``root`` and whether the work tree differs from it (None: not git)."""
     commit = _git(root, "rev-parse", "HEAD")
-    dirty = None if commit is None else bool(_git(root, "status", "--porcelain"))
-    return SourceSnapshot(root=root, files=tuple(files), digest=digest_files(root, files),
-                          git_commit=commit, git_dirty=dirty)
+    return commit, None if commit is None else bool(_git(root, "status", "--porcelain"))
+
+
+Signature = tuple[tuple[str, int, int, int, int, int], ...]
+
+
+@dataclass(frozen=True)
+class _Entry:
+    signature: Signature
+    files: tuple[str, ...]
+    digest: str
+    trusted: bool  # no timestamp was recent enough for a same-tick edit to hide behind it
+
+
+class SnapshotCache:
+    """The last digest per source root, valid while the tree state is the same. Thread-safe, bounded.
+
+    ``clock`` (ns since the epoch, like file timestamps) tells how old the newest timestamp is.
+    """
+
+    def __init__(self, roots: int = 8, clock: Callable[[], int] = time.time_ns) -> None:
+        self.roots = roots
+        self.clock = clock
+        self._entries: OrderedDict[Path, _Entry] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def digest(self, root: Path) -> tuple[tuple[str, ...], str]:
+        counters.bump("source.snapshot")
+        files = tuple(list_files(root))
+        started = self.clock()
+        signature = _signature(root, files)  # before hashing: an edit during hashing changes it
+        with self._lock:
+            entry = self._entries.get(root)
+            if entry is not None and entry.trusted and entry.signature == signature:
+                self._entries.move_to_end(root)
+                return entry.files, entry.digest
+        counters.bump("source.hash")
+        digest = digest_files(root, list(files))
+        with self._lock:
+            self._entries[root] = _Entry(signature, files, digest, _trusted(signature, started))
+            self._entries.move_to_end(root)
+            while len(self._entries) > self.roots:
+                self._entries.popitem(last=False)
+        return files, digest
+
+    def clear(self) -> None:
+        with self._lock:
+            self._entries.clear()
+
+
+CACHE = SnapshotCache()  # one per process: the daemon's plan, apply, status and artifact builds share it
+
+
+def _signature(root: Path, files: tuple[str, ...]) -> Signature:
+    found = []
+    for rel in files:
+        st = os.stat(root / rel)
+        found.append((rel, st.st_mtime_ns, st.st_ctime_ns, st.st_size, st.st_ino, st.st_mode))
+    return tuple(found)
+
+
+def _trusted(signature: Signature, now_ns: int) -> bool:
+    """Whether no file was touched within one timestamp tick of ``now_ns``.
+
+    Linux filesystems stamp files from a clock that moves every few milliseconds; a tree whose
+    timestamps are all whole seconds is on a coarse filesystem (FAT, some network mounts), where
+    two writes up to 2 s apart can share a timestamp.
+    """
+    stamps = [t for entry in signature for t in entry[1:3]]
+    if not stamps:
+        return True
+    tick = 2_000_000_000 if all(t % 1_000_000_000 == 0 for t in stamps) else 100_000_000
+    return max(stamps) < now_ns - tick
 
 
 def copy_into(snap: SourceSnapshot, dest: Path) -> str:

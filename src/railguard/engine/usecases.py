@@ -1,0 +1,107 @@
+"""The engine's use cases: plan, submit an apply, roll back, promote — each gathering its facts once.
+
+The daemon is routing, authentication and a queue; what a request *means* is here. Each use case
+makes one :class:`~railguard.engine.facts.Facts` for the request, so the spec is parsed, the source
+digested and the plan loaded and verified once before anything is queued. ``submit_apply`` and
+``rollback`` return a :class:`Submission`: the environment to claim and the job the daemon's runner
+calls with the operation id. The job re-checks under the state lock what can move while it waits
+(the plan's stored hash and status, the serial after a fresh observation, policy and approvals),
+reusing the request's facts about the spec and the source.
+
+A pre-check reads the store and never observes: observing can bump an environment's serial, and
+nothing must move before an operation is queued. Called by :class:`railguard.daemon.service.Daemon`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from railguard.engine import guard, planner
+from railguard.engine.apply import apply_plan, check_plan
+from railguard.engine.facts import Facts
+from railguard.engine.observe import observe_into
+from railguard.engine.plan import missing_secrets
+from railguard.engine.rollback import check_rollback, rollback_plan
+from railguard.engine.rollback import rollback as run_rollback
+from railguard.engine.workspace import Workspace, require_env
+from railguard.model.api import Operation
+from railguard.model.diagnostics import RailguardError, error
+from railguard.model.plans import Plan
+from railguard.model.principals import Permission, Principal
+from railguard.providers.base import Provider
+from railguard.state.store import Store, new_id
+
+
+@dataclass(frozen=True)
+class Submission:
+    """An operation ready to queue: claim ``env``, record the operation, then call ``run``."""
+
+    env: str
+    kind: OperationKind
+    plan_id: str | None
+    run: Callable[[Store, str], Operation]  # (the runner thread's store, operation id) -> record
+
+
+def plan(ws: Workspace, env: str, store: Store, provider: Provider | None, principal: Principal | None = None,
+         overrides: dict[str, str] | None = None, facts: Facts | None = None) -> Plan:
+    """Observe through ``provider`` (when given) into ``store``, plan, evaluate policy, and save the plan."""
+    facts = facts or Facts(ws)
+    spec, warnings = facts.parsed()
+    require_env(spec, env)
+    versions = facts.versions(store, env)
+    desired = facts.desired(env, versions, overrides)
+    if provider is not None:
+        observe_into(store, provider, env)
+    computed = planner.plan(env, desired, store.inventory(env), store.serial(env))
+    problems = [*warnings, *missing_secrets(spec, env, versions), *computed.diagnostics]
+    computed = computed.model_copy(update={"diagnostics": problems, "id": new_id("plan")})
+    if principal is not None:
+        computed = guard.with_verdicts(store, computed, principal)
+    return store.save_plan(computed)
+
+
+def promote(ws: Workspace, source: str, target: str, store: Store, provider: Provider,
+            principal: Principal) -> Plan:
+    """Plan ``target`` with the artifacts that run live in ``source`` (the spec's config, source's code)."""
+    live = store.live_release(source)
+    if live is None:
+        raise RailguardError(error(
+            "rollback.no_target", f"Nothing runs in '{source}' to promote",
+            f"'{source}' has no live release, so there is no proven artifact to send to '{target}'.",
+            f"Deploy to {source} first (`railguard deploy --env {source}`)."))
+    overrides = {name: entry.source for name, entry in live.services.items() if entry.source}
+    return plan(ws, target, store, provider, principal, overrides)
+
+
+def submit_apply(ws: Workspace, plan_id: str, store: Store, provider: Provider, principal: Principal) -> Submission:
+    """Check a saved plan once (fail fast), and return the job that applies it under the lock."""
+    facts = Facts(ws)
+    spec = facts.spec
+    saved, stored_hash, status = store.load_plan(plan_id)
+    guard.require(principal, Permission.apply, saved.env)  # before anything about the plan is revealed
+    require_env(spec, saved.env)
+    current = facts.desired_digest(saved.env, facts.versions(store, saved.env))
+    check_plan(plan_id, saved, stored_hash, status, store.serial(saved.env), current)
+    guard.check_apply(store, saved, principal)
+    source, ctx, env = facts.source_record(), facts.context(), saved.env
+
+    def run(runner_store: Store, op_id: str) -> Operation:
+        return apply_plan(runner_store, plan_id, provider, principal.id, current, ctx, source, op_id=op_id,
+                          check=lambda p: guard.check_apply(runner_store, p, principal), env=env)
+
+    return Submission(env=env, kind=OperationKind.apply, plan_id=plan_id, run=run)
+
+
+def rollback(ws: Workspace, env: str, to: int | None, store: Store, provider: Provider,
+             principal: Principal) -> Submission:
+    """Check that a rollback has a target and needs no review (reading the store only); return its job."""
+    facts = Facts(ws)
+    require_env(facts.spec, env)
+    check_rollback(store, rollback_plan(store, env, None, to)[1], principal)
+    ctx = facts.context()
+
+    def run(runner_store: Store, op_id: str) -> Operation:
+        return run_rollback(runner_store, env, provider, principal, ctx, to, op_id=op_id)
+
+    return Submission(env=env, kind=OperationKind.rollback, plan_id=None, run=run)

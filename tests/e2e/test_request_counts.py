@@ -1,0 +1,48 @@
+"""How often a real `railguard deploy` parses the spec and snapshots the source, counted across CLI and daemon.
+
+The debug counters (``RAILGUARD_DEBUG_COUNTS``) append one line per spec parse, source snapshot and source
+hash; the daemon inherits the variable from the CLI that starts it. The bounds are what one deploy needs:
+the CLI parses once (protection, edge port), the daemon's plan and apply requests gather their facts once
+each, and the artifact build reuses the cached digest. A new re-parse or re-snapshot fails here.
+"""
+
+from __future__ import annotations
+
+import tempfile
+from collections import Counter
+from pathlib import Path
+
+from railguard.model.counters import ENV
+
+from .harness import Workspace
+
+
+def _counted(ws: Workspace, log: Path, *args: str) -> Counter[str]:
+    log.write_text("")
+    code, result = ws.rg_json(*args, env={ENV: str(log)})
+    assert code == 0, result
+    return Counter(line.split(" ", 1)[1] for line in log.read_text().splitlines())
+
+
+def test_deploy_parses_and_snapshots_a_bounded_number_of_times(ws: Workspace) -> None:
+    with tempfile.TemporaryDirectory() as tmp:  # outside the app folder: the log is not part of the source
+        log = Path(tmp) / "counts.log"
+        deploy = ("deploy", "--env", "staging", "--yes")
+        first = _counted(ws, log, *deploy)
+        assert first["spec.parse"] <= 3 and first["source.snapshot"] <= 3, first
+
+        (ws.root / "app.py").write_text((ws.root / "app.py").read_text() + "# a change\n")
+        ws.write_spec(version="2")
+        changed = _counted(ws, log, *deploy)
+        assert ws.version() == "v2"
+        assert changed["spec.parse"] <= 3, changed  # CLI 1, plan 1, apply 1 (was 4)
+        assert changed["source.snapshot"] <= 3, changed  # plan, apply, artifact build (was 4)
+        # Hashed by the plan; the apply and the build find the digest cached (a second hash only when the
+        # edit fell within one timestamp tick of the plan's look at the tree).
+        assert 1 <= changed["source.hash"] <= 2, changed
+
+        unchanged = _counted(ws, log, *deploy)  # a no-op plan: nothing to apply
+        assert unchanged["spec.parse"] <= 2 and unchanged["source.hash"] == 0, unchanged
+
+        status = _counted(ws, log, "status", "--env", "staging")
+        assert status["source.hash"] == 0, status
