@@ -25,7 +25,7 @@ from railguard.engine.plan import missing_secrets
 from railguard.engine.rollback import check_rollback, rollback_plan
 from railguard.engine.rollback import rollback as run_rollback
 from railguard.engine.workspace import Workspace, require_env
-from railguard.model.api import Operation
+from railguard.model.api import Operation, OperationKind
 from railguard.model.diagnostics import RailguardError, error
 from railguard.model.plans import Plan
 from railguard.model.principals import Permission, Principal
