@@ -25,6 +25,9 @@ from railguard.state.pidfile import read_pid
 from railguard.state.store import Store
 
 START_TIMEOUT_S = 20.0
+# daemon.out holds only what the daemon's rotating log cannot (a crash before logging starts, an interpreter
+# abort); it is rolled once, here, when it grew past this size.
+OUT_MAX_BYTES = 1024 * 1024
 
 
 def _unavailable(detail: str, home: Path) -> RailguardError:
@@ -63,7 +66,10 @@ class Client:
         # Open the store here first: a corrupt, too new or unwritable state folder is reported
         # with its own diagnostic instead of a daemon that dies at boot.
         Store.open(self.ws.home).close()
-        out = open(self.ws.home / "daemon.out", "ab")  # noqa: SIM115 - handed to the child
+        out_path = self.ws.home / "daemon.out"
+        if out_path.exists() and out_path.stat().st_size > OUT_MAX_BYTES:
+            out_path.replace(out_path.with_name("daemon.out.1"))
+        out = open(out_path, "ab")  # noqa: SIM115 - handed to the child
         proc = subprocess.Popen(
             [sys.executable, "-m", "railguard", "daemon", "run", "--home", str(self.ws.home)]
             + (["--require-token"] if require_token else []),
@@ -79,7 +85,7 @@ class Client:
                 if self.alive():  # another client started it first
                     pid = self.daemon_pid()
                     return pid if pid is not None else proc.pid
-                log = (self.ws.home / "daemon.out").read_text(errors="replace").strip().splitlines()[-5:]
+                log = out_path.read_text(errors="replace").strip().splitlines()[-5:]
                 raise _unavailable(f"The daemon exited with status {code} while starting: {' | '.join(log)}",
                                    self.ws.home)
             time.sleep(0.05)

