@@ -133,6 +133,9 @@ def test_schema_is_json_schema_with_descriptions(workspace: Path) -> None:
     assert service["additionalProperties"] is False
     assert all(field.get("description") for field in service["properties"].values())
     assert "pattern" in json.dumps(schema["$defs"]["Health"]["properties"]["interval"])
+    retention = schema["$defs"]["Retention"]
+    assert retention["additionalProperties"] is False and retention["properties"]["plans_days"]["default"] == 30
+    assert all(field.get("description") for field in retention["properties"].values())
 
 
 def test_every_command_takes_json(workspace: Path) -> None:
@@ -170,7 +173,7 @@ def test_help_groups_commands_in_panels_with_examples(tmp_path: Path) -> None:
     panels = [line.split("─ ")[1].split(" ")[0] for line in done.stdout.splitlines() if line.startswith("╭─ ")]
     assert panels == ["Options", "Deploy", "Observe", "Guard", "Admin"], panels
     assert "--install-completion" in done.stdout and "64" in done.stdout
-    for command in (["plan"], ["status"], ["approve"], ["daemon", "start"], ["token", "create"]):
+    for command in (["plan"], ["status"], ["approve"], ["daemon", "start"], ["token", "create"], ["gc"]):
         shown = rg(*command, "--help", cwd=tmp_path)
         assert shown.returncode == 0, (command, shown.stderr)
         assert f"$ railguard {' '.join(command)}" in shown.stdout, (command, shown.stdout)

@@ -273,6 +273,13 @@ def route(daemon: Daemon, method: str, parts: list[str], query: dict[str, str], 
             return {"policies": daemon.policies(_need(query, "spec"), _need(query, "env"))}
         case ("GET", "whoami", 2):
             return {"principal": who.model_dump(mode="json"), "require_token": daemon.require_token}
+        case ("POST", "gc", 2):
+            dry_run = body.get("dry_run", False)
+            if not isinstance(dry_run, bool):
+                raise _bad("'dry_run' must be true or false")
+            require(who, read if dry_run else Permission.admin, None)
+            spec = body.get("spec")
+            return {"gc": daemon.gc(spec if isinstance(spec, str) and spec else None, dry_run)}
         case ("POST", "shutdown", 2):
             require(who, Permission.admin, None)
             daemon.request_shutdown(bool(body.get("everything")))

@@ -4,7 +4,8 @@ One :class:`Daemon` per state folder. It boots by re-adopting what runs (the loc
 provider verifies pid + start time of every replica and the edge) and settling any
 operation a previous daemon left in flight; then it serves the API, runs operations
 one at a time on a runner thread, supervises replicas, watches their health and
-stops warm replicas whose rollback window passed. Every store access uses a
+stops warm replicas whose rollback window passed, and garbage-collects old history
+at boot and hourly (:mod:`railguard.daemon.housekeeping`). Every store access uses a
 connection of the calling thread. Called by :mod:`railguard.daemon.api`.
 """
 
@@ -21,6 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from railguard.daemon import housekeeping
 from railguard.daemon.governance import Governance
 from railguard.daemon.secrets_ops import Secrets
 from railguard.engine import guard
@@ -67,6 +69,7 @@ class Daemon(Governance):
         self._jobs: queue.Queue[Job | None] = queue.Queue()
         self._busy: dict[str, str] = {}
         self._busy_lock = threading.Lock()
+        self.work = threading.Lock()  # held while an operation runs, and by garbage collection
         self.stopping = threading.Event()
         self._threads: list[threading.Thread] = []
         self.on_stop: Callable[[], None] | None = None  # set by the server: stop serving
@@ -112,8 +115,12 @@ class Daemon(Governance):
 
     def _loop(self) -> None:
         restarts_seen: dict[str, int] = {}
+        next_gc = time.monotonic()  # the first pass right after boot
         while not self.stopping.wait(0.5):
             try:
+                if time.monotonic() >= next_gc:
+                    next_gc = time.monotonic() + housekeeping.periodic(self.store(), self.provider, self.work,
+                                                                       self.home)
                 self.provider.monitor()
                 for note in self.provider.tick():
                     self.store().add_event(None, "release.warm_stopped", note)
@@ -141,7 +148,8 @@ class Daemon(Governance):
     def _run_job(self, job: Job) -> None:
         store = self.store()
         try:
-            job.run(store)
+            with self.work:
+                job.run(store)
         except RailguardError as exc:
             store.finish_operation(job.op_id, "failed",
                                    {"diagnostics": [d.model_dump(mode="json") for d in exc.diagnostics]})
@@ -262,6 +270,12 @@ class Daemon(Governance):
         ctx = self._ctx(ws, spec.app.source)
         self._jobs.put(Job(op_id, env, lambda s: rollback(s, env, self.provider, principal, ctx, to, op_id=op_id)))
         return op_id
+
+    def gc(self, spec_path: str | None, dry_run: bool) -> dict[str, Any]:
+        """``railguard gc``: one retention pass now, under the retention of ``spec_path`` (or the served spec)."""
+        store = self.store()
+        rules = housekeeping.policy(self.home, spec_path or housekeeping.served_spec(store))
+        return housekeeping.collect(store, self.provider, self.work, rules, dry_run)
 
     def operation(self, op_id: str) -> dict[str, Any]:
         record = self.store().operation(op_id)

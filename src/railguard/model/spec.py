@@ -229,6 +229,33 @@ class Alerts(_Strict):
         return self
 
 
+class Retention(_Strict):
+    """How much history the state folder keeps. The daemon applies it at boot and hourly; `railguard gc` on demand.
+
+    A row goes once it is older than its days AND not among the newest `*_keep` of its kind, so a quiet month
+    never empties the history. What is still in use is never removed: an operation that is queued or running,
+    the plan it applies, and the artifact of a live, warm or kept release.
+    """
+
+    plans_days: int = Field(default=30, ge=1, le=36_500, description="Saved plans older than this many days go.")
+    plans_keep: int = Field(default=200, ge=0, le=1_000_000, description="The newest plans kept regardless of age.")
+    operations_days: int = Field(
+        default=30, ge=1, le=36_500, description="Finished operations (and their step journals) older than this go."
+    )
+    operations_keep: int = Field(
+        default=200, ge=0, le=1_000_000, description="The newest operations kept regardless of age."
+    )
+    events_days: int = Field(default=30, ge=1, le=36_500, description="Events older than this many days go.")
+    events_keep: int = Field(
+        default=10_000, ge=0, le=10_000_000, description="The newest events kept regardless of age."
+    )
+    releases_keep: int = Field(
+        default=10, ge=1, le=10_000,
+        description="Artifacts of the newest releases per environment kept for rollback; the artifacts of older "
+        "releases that are neither live nor warm are deleted (their release records stay).",
+    )
+
+
 class Spec(_Strict):
     """The whole of ``railguard.toml``."""
 
@@ -239,6 +266,9 @@ class Spec(_Strict):
     )
     services: dict[Name, Service] = Field(default_factory=dict, description="Services, by name.")
     policies: list[PolicyRule] = Field(default_factory=list, description="Your own policy rules (CEL).")
+    retention: Retention = Field(
+        default_factory=Retention, description="How long old plans, operations, events and artifacts are kept."
+    )
 
     def resolved_service(self, env: str, name: str) -> Service:
         """The service as it runs in ``env``: overrides applied, ``env`` merged key by key."""

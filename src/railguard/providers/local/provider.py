@@ -58,7 +58,8 @@ REMEDIATION = {
     "rollout.artifact_missing": "Roll back to a release whose artifact still exists (`railguard releases`), "
                                 "or deploy the current source with `railguard plan` and apply.",
     "edge.port_in_use": "Stop the program using the port or choose another edge_port, then plan and apply again.",
-    "edge.failed": "Check `railguard daemon status` and the edge log in the state folder's edge/<env>/caddy.log.",
+    "edge.failed": "Check `railguard daemon status` and the edge logs in the state folder's edge/<env>/ (caddy.log, "
+                   "caddy.out).",
 }
 
 
@@ -172,6 +173,16 @@ class LocalProvider(Rollouts):
             edge.stop()
         for folder in (self.home / "edge").glob("*/caddy.pid"):  # edges of environments not touched this run
             CaddyEdge(folder.parent).stop()
+
+    def prune_artifacts(self, kept: list[dict[str, Any]], dry_run: bool = False) -> list[str]:
+        """Delete artifacts no kept release (``desired`` of each) and no running replica set uses; return their ids.
+
+        The caller holds the state lock, so no rollout builds or starts an artifact meanwhile.
+        """
+        keep = artifacts.referenced([r for release in kept for r in release["desired"]])
+        with self.state.lock:  # live, warm and pending sets run from their folders whatever the records say
+            keep |= {Path(rs.artifact).name for runtime in self.state.envs.values() for rs in runtime.sets}
+        return artifacts.prune(self.home / "artifacts", keep, dry_run)
 
     def _retire(self, rs: ReplicaSet) -> None:
         for replica in rs.replicas:
