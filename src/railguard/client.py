@@ -1,9 +1,10 @@
-"""The client of the daemon's API, used by the CLI (and later the MCP server).
+"""The client of the daemon's API, used by the CLI and by the MCP server (:mod:`railguard.mcp.gateway`).
 
 Thin by design: it finds the daemon of a state folder (starting it on demand,
 detached, so it outlives the command), sends JSON over the Unix socket and turns
 error answers back into :class:`RailguardError` with the daemon's diagnostics. A
-daemon that cannot be reached or started is a ``daemon.unavailable`` diagnostic.
+daemon that cannot be reached or started is a ``daemon.unavailable`` diagnostic
+(a :class:`railguard.model.errors.DeadlineError` when it did not answer in time).
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ import psutil
 
 from railguard.engine.workspace import Workspace
 from railguard.model.diagnostics import Diagnostic, RailguardError, error
+from railguard.model.errors import DeadlineError
 from railguard.state.pidfile import read_pid
 from railguard.state.store import Store
 
@@ -30,8 +32,8 @@ START_TIMEOUT_S = 20.0
 OUT_MAX_BYTES = 1024 * 1024
 
 
-def _unavailable(detail: str, home: Path) -> RailguardError:
-    return RailguardError(error(
+def _unavailable(detail: str, home: Path, kind: type[RailguardError] = RailguardError) -> RailguardError:
+    return kind(error(
         "daemon.unavailable", "The Railguard daemon is not available", detail,
         f"Check {home / 'daemon.log'} and {home / 'daemon.out'}, then run `railguard daemon start`.",
         address=str(home)))
@@ -89,7 +91,7 @@ class Client:
                 raise _unavailable(f"The daemon exited with status {code} while starting: {' | '.join(log)}",
                                    self.ws.home)
             time.sleep(0.05)
-        raise _unavailable(f"The daemon did not answer within {START_TIMEOUT_S:.0f} s.", self.ws.home)
+        raise _unavailable(f"The daemon did not answer within {START_TIMEOUT_S:.0f} s.", self.ws.home, DeadlineError)
 
     def stop_daemon(self, everything: bool = False, timeout: float = 30.0) -> bool:
         """Ask the daemon to stop (and, with ``everything``, to stop the apps and the edge too)."""
@@ -112,7 +114,8 @@ class Client:
             except psutil.Error:
                 return True
             time.sleep(0.05)
-        raise _unavailable(f"The daemon (pid {pid}) did not stop within {timeout:.0f} s.", self.ws.home)
+        raise _unavailable(f"The daemon (pid {pid}) did not stop within {timeout:.0f} s.", self.ws.home,
+                           DeadlineError)
 
     # -- calls -------------------------------------------------------------------------------
     def call(self, method: str, path: str, body: dict[str, Any] | None = None,
@@ -123,6 +126,9 @@ class Client:
         try:
             response = self._http.request(method, f"/v1/{path}", json=body, params=clean)
             payload: dict[str, Any] = response.json()
+        except httpx.TimeoutException as exc:
+            raise _unavailable(f"The daemon did not answer {method} /v1/{path} in time: {exc}.", self.ws.home,
+                               DeadlineError) from exc
         except httpx.HTTPError as exc:
             raise _unavailable(f"The daemon did not answer {method} /v1/{path}: {exc}.", self.ws.home) from exc
         except ValueError as exc:

@@ -25,6 +25,8 @@ from railguard.providers.local.edge import (
     CaddyEdge,
     EdgeError,
     EdgeRoute,
+    NotFound,
+    PortInUse,
     server_config,
 )
 
@@ -345,7 +347,7 @@ def test_port_in_use_is_reported_and_other_environments_keep_serving(
         blocker.bind(("127.0.0.1", 0))
         blocker.listen()
         taken = blocker.getsockname()[1]
-        with pytest.raises(EdgeError, match=f"port {taken}.*already in use"):
+        with pytest.raises(PortInUse, match=f"port {taken}.*already in use"):
             edge.set_environment("production", taken, [EdgeRoute(None, "/", (a.dial,))])
     assert set(edge.environments()) == {"staging"}
     assert get(port).text == "A /"
@@ -354,8 +356,9 @@ def test_port_in_use_is_reported_and_other_environments_keep_serving(
 def test_admin_errors_carry_caddys_message(edge: CaddyEdge) -> None:
     port = free_port()
     edge.set_environment("one", port, [])
-    with pytest.raises(EdgeError, match="listener address repeated"):
+    with pytest.raises(EdgeError, match="listener address repeated") as refused:
         edge.set_environment("two", port, [])
+    assert not isinstance(refused.value, PortInUse | NotFound)  # a config mistake, not a port taken elsewhere
     with pytest.raises(EdgeError, match="invalid environment name"):
         edge.set_environment("../x", free_port(), [])
 
@@ -366,6 +369,8 @@ def test_remove_environment_closes_its_port(edge: CaddyEdge) -> None:
     assert get(port).status_code == 404
     edge.remove_environment("tmp")
     edge.remove_environment("tmp")  # idempotent
+    with pytest.raises(NotFound):
+        edge._request("DELETE", "/config/apps/http/servers/rg-tmp")
     assert edge.environments() == {}
     with pytest.raises(httpx.ConnectError):
         get(port)

@@ -16,13 +16,14 @@ from typing import Any, Protocol
 
 from railguard.engine.workspace import Workspace
 from railguard.model.diagnostics import RailguardError, error
+from railguard.model.errors import TemporaryError
 from railguard.model.spec import Retention
 from railguard.state import meta, retention
 from railguard.state.store import Store
 
 log = logging.getLogger("railguard.daemon")
 INTERVAL_S = 3600.0
-RETRY_S = 60.0  # after a pass that found an operation running
+RETRY_S = 60.0  # when an operation runs: the pass is tried again this much later
 COLLECTED_EVENT = "retention.collected"
 
 
@@ -46,10 +47,11 @@ def collect(store: Store, provider: Pruner, work: threading.Lock, rules: Retenti
             dry_run: bool = False) -> dict[str, Any]:
     """One pass: remove what ``rules`` lets go (or only report it, with ``dry_run``); return what went."""
     if not work.acquire(blocking=False):
-        raise RailguardError(error(
+        raise TemporaryError(error(
             "operation.busy", "An operation is running",
             "Garbage collection waits until no operation runs, so that no artifact is removed under a rollout.",
-            "Try again when the operation has finished (`railguard operations`); the daemon also collects hourly."))
+            "Try again when the operation has finished (`railguard operations`); the daemon also collects hourly."),
+            delay=RETRY_S)
     try:
         with store.lock(operation="gc"):
             swept = retention.sweep(store, rules, dry_run=dry_run)
@@ -75,8 +77,11 @@ def periodic(store: Store, provider: Pruner, work: threading.Lock, home: Path) -
         return INTERVAL_S
     try:
         done = collect(store, provider, work, rules)
-    except RailguardError as exc:
+    except TemporaryError as exc:  # an operation or another process holds the state: soon again
         log.info("retention postponed: %s", exc)
-        return RETRY_S
+        return exc.delay
+    except RailguardError as exc:
+        log.warning("retention failed: %s", exc)
+        return INTERVAL_S
     log.info("retention pass: %s", done["removed"])
     return INTERVAL_S

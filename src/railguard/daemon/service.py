@@ -34,6 +34,7 @@ from railguard.engine.recovery import recover
 from railguard.engine.rollback import check_rollback, rollback, rollback_plan
 from railguard.engine.workspace import Workspace, require_env
 from railguard.model.diagnostics import RailguardError, error
+from railguard.model.errors import TemporaryError
 from railguard.model.principals import Permission, Principal
 from railguard.model.resources import desired_digest
 from railguard.model.spec import NAME_PATTERN
@@ -173,12 +174,12 @@ class Daemon(Governance):
                     "queued", "running"):
                 del self._busy[env]
             if env in self._busy:
-                raise RailguardError(error(
+                raise TemporaryError(error(
                     "operation.busy", f"An operation is already running in '{env}'",
                     f"Operation {self._busy[env]} is in progress; two operations at once could fight over the "
                     "same replicas and edge.",
                     f"Wait for it with `railguard operations {self._busy[env]}`, then try again.",
-                    address=env, extra={"operation": self._busy[env]}))
+                    address=env, extra={"operation": self._busy[env]}), delay=1.0)
             op_id = create()
             self._busy[env] = op_id
             return op_id

@@ -15,6 +15,7 @@ from ipaddress import IPv4Address
 from typing import Annotated, Any, Literal, Optional
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, IPvAnyAddress, create_model, model_validator
+from pydantic_core import PydanticCustomError
 
 from railguard.model.durations import DURATION_PATTERN, parse_ms
 
@@ -22,10 +23,15 @@ NAME_PATTERN = r"^[a-z][a-z0-9-]{0,39}$"
 VARIABLE_PATTERN = r"^[A-Za-z_][A-Za-z0-9_]{0,127}$"
 HOST_PATTERN = r"^(\*\.)?[A-Za-z0-9]([A-Za-z0-9-]{0,62})(\.[A-Za-z0-9]([A-Za-z0-9-]{0,62}))*$"
 PATH_PATTERN = r"^/[A-Za-z0-9._~/-]*$"
+DURATION_ERROR = "duration"  # the pydantic error type of a bad duration string
 
 
 def _duration(value: str) -> str:
-    parse_ms(value)
+    try:
+        parse_ms(value)
+    except ValueError as exc:
+        # Its own error type, so the spec reader reports spec.invalid_duration by type, not by message text.
+        raise PydanticCustomError(DURATION_ERROR, "{reason}", {"reason": str(exc)}) from exc
     return value
 
 

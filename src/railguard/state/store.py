@@ -24,12 +24,14 @@ from pydantic import ValidationError
 
 from railguard.model.canonical import canonical_json
 from railguard.model.diagnostics import RailguardError, error, warning
+from railguard.model.errors import TemporaryError
 from railguard.model.plans import Plan
 from railguard.model.resources import ObservedResource
 from railguard.state.locks import Holder, current_identity
 from railguard.state.schema import APPLICATION_ID, MIGRATIONS, SCHEMA_VERSION
 
 DB_NAME = "state.db"
+LOCK_RETRY_S = 5.0  # a caller told `state.locked` may retry after this long
 
 
 def now() -> str:
@@ -92,7 +94,8 @@ class Store:
             store._upgrade()
         except sqlite3.DatabaseError as exc:
             db.close()
-            if isinstance(exc, sqlite3.OperationalError) and "readonly" in str(exc):
+            # The primary code (low byte) also covers the extended SQLITE_READONLY_* codes.
+            if getattr(exc, "sqlite_errorcode", 0) & 0xFF == sqlite3.SQLITE_READONLY:
                 raise _unwritable(home, exc) from exc
             raise _corrupt(path, exc) from exc
         except RailguardError:
@@ -391,13 +394,13 @@ class Store:
         with self.transaction():
             holder = self.lock_holder(name)
             if holder is not None and holder.alive():
-                raise RailguardError(error(
+                raise TemporaryError(error(
                     "state.locked", "Another Railguard process is changing this state",
                     f"The lock '{name}' is held by pid {holder.pid} on {holder.host} for '{holder.operation}' "
                     f"since {holder.acquired_at}. Two changes at once could leave the environment half-switched.",
                     "Wait for it to finish (`railguard operations`), then try again.",
                     extra={"holder": holder.__dict__},
-                ))
+                ), delay=LOCK_RETRY_S)
             if holder is not None:
                 self._db.execute(
                     "INSERT INTO events (env, at, kind, address, message, data) VALUES (NULL, ?, ?, NULL, ?, ?)",

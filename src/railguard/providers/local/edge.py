@@ -59,6 +59,14 @@ class EdgeError(Exception):
     """Something about the edge went wrong; the message is meant for a human."""
 
 
+class PortInUse(EdgeError):
+    """The listener could not bind: another program holds the port. Permanent until that program stops."""
+
+
+class NotFound(EdgeError):
+    """Caddy has no config at the path asked for (404)."""
+
+
 @dataclass(frozen=True)
 class EdgeRoute:
     host: str | None  # None = any host
@@ -288,7 +296,11 @@ class CaddyEdge:
                 detail = resp.json().get("error", resp.text)
             except ValueError:
                 detail = resp.text
-            raise EdgeError(f"caddy admin {method} {path} failed ({resp.status_code}): {detail}")
+            text = f"caddy admin {method} {path} failed ({resp.status_code}): {detail}"
+            if resp.status_code == 404:
+                raise NotFound(text)
+            # Caddy says so only in its answer's text; it is read here, once, where the answer arrives.
+            raise (PortInUse if "address already in use" in str(detail) else EdgeError)(text)
         return resp.json() if resp.content else None
 
     def set_environment(self, env: str, port: int, routes: list[EdgeRoute], bind: str = "127.0.0.1") -> None:
@@ -297,19 +309,15 @@ class CaddyEdge:
             # POST on an object key creates or replaces it: one atomic config change. If the
             # new listener cannot bind, Caddy rolls back to the previous config as a whole.
             self._request("POST", f"/config/apps/http/servers/{name}", server_config(port, routes, bind))
-        except EdgeError as exc:
-            if "address already in use" in str(exc):
-                raise EdgeError(
-                    f"edge port {port} on {bind} for environment {env!r} is already in use by another program"
-                ) from exc
-            raise
+        except PortInUse as exc:
+            raise PortInUse(
+                f"edge port {port} on {bind} for environment {env!r} is already in use by another program"
+            ) from exc
 
     def remove_environment(self, env: str) -> None:
-        try:
+        # Already gone is fine: removal is idempotent.
+        with contextlib.suppress(NotFound):
             self._request("DELETE", f"/config/apps/http/servers/{_server_name(env)}")
-        except EdgeError as exc:
-            if "does not exist" not in str(exc):  # already gone: removal is idempotent
-                raise
 
     def environments(self) -> dict[str, dict[str, Any]]:
         """Env name (without the "rg-" prefix) -> that server's config as Caddy reports it."""

@@ -35,7 +35,7 @@ from railguard.providers.base import (
     Progress,
 )
 from railguard.providers.local import artifacts
-from railguard.providers.local.edge import CaddyEdge, EdgeError
+from railguard.providers.local.edge import CaddyEdge, EdgeError, PortInUse
 from railguard.providers.local.health import CheckResult
 from railguard.providers.local.processes import ReplicaRecord, Supervisor, is_alive
 from railguard.providers.local.replicas import (
@@ -268,7 +268,7 @@ class LocalProvider(Rollouts):
             return self._failed(request, code, "The artifact could not be built" if not exc.missing
                                 else "The release's artifact is gone", str(exc), {"log_tail": exc.log_tail})
         except EdgeError as exc:
-            code = "edge.port_in_use" if "already in use" in str(exc) else "edge.failed"
+            code = "edge.port_in_use" if isinstance(exc, PortInUse) else "edge.failed"
             return self._failed(request, code, "The edge rejected the change", str(exc), {})
 
     def _failed(self, request: ApplyRequest, code: str, summary: str, cause: str,
