@@ -71,7 +71,7 @@ class Client:
         out_path = self.ws.home / "daemon.out"
         if out_path.exists() and out_path.stat().st_size > OUT_MAX_BYTES:
             out_path.replace(out_path.with_name("daemon.out.1"))
-        out = open(out_path, "ab")  # noqa: SIM115 - handed to the child
+        out = open(out_path, "ab")  # handed to the child
         proc = subprocess.Popen(
             [sys.executable, "-m", "railguard", "daemon", "run", "--home", str(self.ws.home)]
             + (["--require-token"] if require_token else []),

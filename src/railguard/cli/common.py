@@ -20,8 +20,8 @@ GUARD = "Guard"
 ADMIN = "Admin"
 
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print one JSON document (for agents and scripts).")]
-SpecOpt = Annotated[Optional[Path], typer.Option("--spec", help="Spec file (default ./railguard.toml).")]  # noqa: UP045
-EnvOpt = Annotated[Optional[str], typer.Option("--env", "-e", help="Environment name.")]  # noqa: UP045
+SpecOpt = Annotated[Optional[Path], typer.Option("--spec", help="Spec file (default ./railguard.toml).")]
+EnvOpt = Annotated[Optional[str], typer.Option("--env", "-e", help="Environment name.")]
 
 
 def add(app: typer.Typer, fn: Callable[..., Any], panel: str, *examples: str, name: str | None = None,

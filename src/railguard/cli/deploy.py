@@ -64,7 +64,7 @@ def _plan_via_daemon(client: Client, spec_path: Path, env: str) -> Plan:
 def plan(
     env: EnvOpt = None,
     spec: SpecOpt = None,
-    out_file: Annotated[Optional[Path], typer.Option("--out", help="Also write the plan as JSON here.")] = None,  # noqa: UP045
+    out_file: Annotated[Optional[Path], typer.Option("--out", help="Also write the plan as JSON here.")] = None,
     detailed_exitcode: Annotated[bool, typer.Option(
         "--detailed-exitcode", help="Exit 0: no changes, 2: changes, 1: error (for CI).")] = False,
     as_json: JsonOpt = False,
@@ -162,7 +162,7 @@ def deploy(
 @guarded()
 def rollback(
     env: EnvOpt = None, spec: SpecOpt = None,
-    to: Annotated[Optional[int], typer.Option("--to", help="Release number (default: the previous one).")] = None,  # noqa: UP045
+    to: Annotated[Optional[int], typer.Option("--to", help="Release number (default: the previous one).")] = None,
     no_wait: NoWaitOpt = False, as_json: JsonOpt = False,
 ) -> None:
     """Restore an earlier release: its artifact, config and env; instant while it is still warm."""
@@ -173,7 +173,7 @@ def rollback(
 
 @guarded()
 def operations(
-    operation_id: Annotated[Optional[str], typer.Argument(help="Show one operation's steps.")] = None,  # noqa: UP045
+    operation_id: Annotated[Optional[str], typer.Argument(help="Show one operation's steps.")] = None,
     env: EnvOpt = None, spec: SpecOpt = None, as_json: JsonOpt = False,
 ) -> None:
     """List operations, or show one operation's journal."""

@@ -25,7 +25,7 @@ from railguard.engine.workspace import Workspace, require_env
 _TAGS = {Status.passed: "[green]PASS[/]", Status.warn: "[yellow]WARN[/]", Status.fail: "[red]FAIL[/]",
          Status.skipped: "[dim]SKIP[/]"}
 
-CheckOpt = Annotated[Optional[list[str]], typer.Option(  # noqa: UP045
+CheckOpt = Annotated[Optional[list[str]], typer.Option(
     "--check", "-c", help="Run only this check (repeat, or comma-separate). Ids: `railguard doctor --list`.")]
 
 

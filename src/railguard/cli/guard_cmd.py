@@ -38,8 +38,8 @@ def _typed(prompt: str) -> str | None:
 def token_create(
     name: Annotated[str, typer.Option("--name", help="Unique name, shown in the audit log.")],
     role: Annotated[str, typer.Option("--role", help="viewer | agent | deployer | approver | admin")],
-    env: Annotated[Optional[list[str]], typer.Option("--env", help="Limit to these environments.")] = None,  # noqa: UP045
-    expires_hours: Annotated[Optional[int], typer.Option("--expires-hours", min=1, help="Lifetime in hours.")] = None,  # noqa: UP045,E501
+    env: Annotated[Optional[list[str]], typer.Option("--env", help="Limit to these environments.")] = None,
+    expires_hours: Annotated[Optional[int], typer.Option("--expires-hours", min=1, help="Lifetime in hours.")] = None,
     spec: SpecOpt = None, as_json: JsonOpt = False,
 ) -> None:
     """Create a token and print it once."""
@@ -87,8 +87,8 @@ def token_revoke(token: Annotated[str, typer.Argument(help="Token name or id.")]
 def secret_set(
     name: str,
     env: EnvOpt = None, spec: SpecOpt = None,
-    value: Annotated[Optional[str], typer.Option("--value", hidden=True)] = None,  # noqa: UP045
-    extra: Annotated[Optional[list[str]], typer.Argument(hidden=True)] = None,  # noqa: UP045
+    value: Annotated[Optional[str], typer.Option("--value", hidden=True)] = None,
+    extra: Annotated[Optional[list[str]], typer.Argument(hidden=True)] = None,
     as_json: JsonOpt = False,
 ) -> None:
     """Set a secret; the value is read from stdin (or a hidden prompt), never from an argument."""
@@ -130,7 +130,7 @@ def secret_list(env: EnvOpt = None, spec: SpecOpt = None, as_json: JsonOpt = Fal
 @guarded()
 def approve(
     plan_id: str,
-    confirm: Annotated[Optional[list[str]], typer.Option(  # noqa: UP045
+    confirm: Annotated[Optional[list[str]], typer.Option(
         "--confirm", help="Address of a deleted resource, typed back (once per delete).")] = None,
     reason: Annotated[str, typer.Option("--reason")] = "",
     spec: SpecOpt = None, as_json: JsonOpt = False,

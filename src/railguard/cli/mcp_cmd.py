@@ -20,10 +20,10 @@ from railguard.engine.workspace import Workspace
 @guarded()
 def mcp_server(
     spec: SpecOpt = None,
-    http: Annotated[Optional[str], typer.Option(  # noqa: UP045
+    http: Annotated[Optional[str], typer.Option(
         "--http", metavar="HOST:PORT", help="Serve Streamable HTTP here (needs RAILGUARD_TOKEN).")] = None,
-    tls_cert: Annotated[Optional[Path], typer.Option("--tls-cert", help="TLS certificate (PEM).")] = None,  # noqa: UP045
-    tls_key: Annotated[Optional[Path], typer.Option("--tls-key", help="TLS private key (PEM).")] = None,  # noqa: UP045
+    tls_cert: Annotated[Optional[Path], typer.Option("--tls-cert", help="TLS certificate (PEM).")] = None,
+    tls_key: Annotated[Optional[Path], typer.Option("--tls-key", help="TLS private key (PEM).")] = None,
 ) -> None:
     """Run the MCP server for agents: stdio by default; acts as RAILGUARD_TOKEN (or the local user)."""
     ws = Workspace.locate(spec)

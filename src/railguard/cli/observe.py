@@ -39,7 +39,7 @@ def releases(env: EnvOpt = None, spec: SpecOpt = None,
 def logs(
     service: str, env: EnvOpt = None, spec: SpecOpt = None,
     follow: Annotated[bool, typer.Option("--follow", "-f", help="Keep printing new lines.")] = False,
-    release: Annotated[Optional[int], typer.Option("--release", help="Only this release's replicas.")] = None,  # noqa: UP045
+    release: Annotated[Optional[int], typer.Option("--release", help="Only this release's replicas.")] = None,
     lines: Annotated[int, typer.Option("--lines", "-n", min=1, max=10_000)] = 100,
     as_json: JsonOpt = False,
 ) -> None:

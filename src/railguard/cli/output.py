@@ -89,7 +89,7 @@ def guarded(as_json_param: str = "as_json") -> Callable[[Callable[P, R]], Callab
                 raise
             except RailguardError as exc:
                 finish(as_json, list(exc.diagnostics))
-            except Exception as exc:  # noqa: BLE001 - last line of defence: never a raw traceback
+            except Exception as exc:  # last line of defence: never a raw traceback
                 if os.environ.get("RAILGUARD_DEBUG"):
                     traceback.print_exc()
                 finish(as_json, [error(

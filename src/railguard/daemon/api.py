@@ -54,7 +54,7 @@ class Handler(BaseHTTPRequestHandler):
     server: Server
     protocol_version = "HTTP/1.1"
 
-    def log_message(self, format: str, *args: Any) -> None:  # noqa: A002
+    def log_message(self, format: str, *args: Any) -> None:
         log.debug(format, *args)
 
     def _peer(self) -> tuple[int, int]:
@@ -85,10 +85,10 @@ class Handler(BaseHTTPRequestHandler):
             raise _bad("the request body must be a JSON object")
         return parsed
 
-    def do_GET(self) -> None:  # noqa: N802
+    def do_GET(self) -> None:
         self._dispatch("GET")
 
-    def do_POST(self) -> None:  # noqa: N802
+    def do_POST(self) -> None:
         self._dispatch("POST")
 
     def _dispatch(self, method: str) -> None:
@@ -117,7 +117,7 @@ class Handler(BaseHTTPRequestHandler):
                 daemon.audit(who, _action(parts, body), f"refused: {exc.diagnostics[0].code}", _audited(parts, body),
                              None)
             self._send(status, {"ok": False, "diagnostics": [d.model_dump(mode="json") for d in exc.diagnostics]})
-        except Exception as exc:  # noqa: BLE001 - the API answers every request with a diagnostic
+        except Exception as exc:  # the API answers every request with a diagnostic
             log.exception("API %s %s failed", method, self.path)
             diag = error("internal.error", "The daemon hit an internal error", f"{type(exc).__name__}: {exc}",
                          "Re-run the command; if it persists, report it with the daemon log (daemon.log).")

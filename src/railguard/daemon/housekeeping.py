@@ -71,7 +71,7 @@ def periodic(store: Store, provider: Pruner, work: threading.Lock, home: Path) -
     """The background pass; returns the seconds until the next one. Never raises."""
     try:
         rules = policy(home, served_spec(store))
-    except RailguardError as exc:
+    except RailguardError as exc:  # an invalid or missing spec: nothing to retry until someone fixes it
         # Never fall back to the defaults here: they may keep less than the spec someone broke asks for.
         log.warning("retention skipped: the served spec does not load (%s)", exc)
         return INTERVAL_S
@@ -80,8 +80,8 @@ def periodic(store: Store, provider: Pruner, work: threading.Lock, home: Path) -
     except TemporaryError as exc:  # an operation or another process holds the state: soon again
         log.info("retention postponed: %s", exc)
         return exc.delay
-    except RailguardError as exc:
-        log.warning("retention failed: %s", exc)
+    except Exception:  # a failed pass waits for the next one, it must not spin or stop the loop
+        log.exception("retention failed")
         return INTERVAL_S
     log.info("retention pass: %s", done["removed"])
     return INTERVAL_S

@@ -46,7 +46,7 @@ def run(home: Path, require_token: bool = False) -> None:
     home.mkdir(parents=True, exist_ok=True, mode=0o700)
     logging.basicConfig(handlers=[log_handler(home)], level=logging.INFO)
     logging.getLogger("httpx").setLevel(logging.WARNING)  # one line per health check would drown the log
-    lock = open(home / "daemon.lock", "a+")  # noqa: SIM115 - held open for the process lifetime
+    lock = open(home / "daemon.lock", "a+")  # held open for the process lifetime
     try:
         fcntl.flock(lock.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
     except BlockingIOError as exc:

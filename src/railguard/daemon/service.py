@@ -133,7 +133,7 @@ class Daemon(Governance):
                         self.store().add_event(env, "replica.restarted",
                                                f"{name} crashed and was restarted (pid {record.pid}, "
                                                f"restart #{count})")
-            except Exception:  # noqa: BLE001 - the loop must survive a bad pass
+            except Exception:  # the loop must survive a bad pass
                 log.exception("background pass failed")
 
     def _runner(self) -> None:
@@ -143,7 +143,7 @@ class Daemon(Governance):
                 return
             try:
                 self._run_job(job)
-            except Exception:  # noqa: BLE001 - even a broken store must not end the runner thread
+            except Exception:  # even a broken store must not end the runner thread
                 log.exception("operation %s could not be settled", job.op_id)
 
     def _run_job(self, job: Job) -> None:
@@ -154,7 +154,7 @@ class Daemon(Governance):
         except RailguardError as exc:
             store.finish_operation(job.op_id, "failed",
                                    {"diagnostics": [d.model_dump(mode="json") for d in exc.diagnostics]})
-        except Exception as exc:  # noqa: BLE001 - an operation bug must not kill the runner
+        except Exception as exc:  # an operation bug must not kill the runner
             log.exception("operation %s crashed", job.op_id)
             diag = error("internal.error", "The operation hit an internal error", f"{type(exc).__name__}: {exc}",
                          "Check `railguard status`; report the bug with the daemon log.")

@@ -3,7 +3,9 @@
 The two phases of pyinfra: gather facts (the provider's ``observe``, recorded in the
 store, which bumps the environment's serial when the live state moved), then compute
 the plan as a pure function of spec and store. Nothing is written when the spec has
-errors. Called by ``railguard plan`` (and the daemon/MCP later).
+errors. Called by the daemon (:meth:`railguard.daemon.service.Daemon.plan`), which serves
+``railguard plan``, ``deploy`` and ``promote`` and the MCP server's plan tools;
+:func:`desired_for` also by the daemon before it queues an apply.
 """
 
 from __future__ import annotations

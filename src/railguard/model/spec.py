@@ -144,7 +144,7 @@ class Service(_Strict):
 def _override_fields() -> dict[str, Any]:
     fields: dict[str, Any] = {}
     for name, info in Service.model_fields.items():
-        fields[name] = (Optional[info.annotation], Field(default=None, description=info.description))  # noqa: UP045
+        fields[name] = (Optional[info.annotation], Field(default=None, description=info.description))
     return fields
 
 
