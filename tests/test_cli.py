@@ -182,3 +182,27 @@ def test_help_groups_commands_in_panels_with_examples(tmp_path: Path) -> None:
 def test_shell_completion_script_is_offered(tmp_path: Path) -> None:
     done = rg("--show-completion", "bash", cwd=tmp_path)
     assert done.returncode == 0 and "_RAILGUARD_COMPLETE" in done.stdout, (done.stdout, done.stderr)
+
+
+def test_every_command_has_an_example_and_a_panel() -> None:
+    import typer
+
+    from railguard.cli.main import app
+
+    def walk(command: Any, path: list[str]) -> list[tuple[str, Any]]:
+        found = [(" ".join(path), command)]
+        for name, sub in getattr(command, "commands", {}).items():
+            found += walk(sub, [*path, name])
+        return found
+
+    root = typer.main.get_command(app)
+    missing = []
+    for path, command in walk(root, ["railguard"]):
+        if path == "railguard" or command.hidden:
+            continue
+        epilog = command.epilog or ""
+        if not getattr(command, "commands", None) and not ("$ " in epilog and path in epilog):
+            missing.append(f"{path}: no example")
+        if path.count(" ") == 1 and command.rich_help_panel not in ("Deploy", "Observe", "Guard", "Admin"):
+            missing.append(f"{path}: no panel")
+    assert missing == []
