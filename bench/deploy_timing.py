@@ -29,7 +29,7 @@ from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from rgbench import RG, Workspace, app_ready_time, journal_time, machine_line, median, wait_version  # noqa: E402
+from rgbench import RG, Workspace, app_ready_time, journal_time, machine_line, median, wait_version
 
 STEPS = ["build", "release-command", "start", "gate", "switch", "drain"]
 

@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from rgbench import Workspace, machine_line, median  # noqa: E402
+from rgbench import Workspace, machine_line, median
 
 
 def measure(runs: int) -> dict[str, Any]:

@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from rgbench import Workspace, machine_line, pct  # noqa: E402
+from rgbench import Workspace, machine_line, pct
 
 BLOCK = 100
 

@@ -27,7 +27,7 @@ from typing import Any
 import psutil
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from rgbench import Workspace, machine_line  # noqa: E402
+from rgbench import Workspace, machine_line
 
 MB = 1024 * 1024
 

@@ -205,7 +205,7 @@ class LoadGen:
                     if not self.keepalive or resp.will_close:
                         conn.close()
                         conn = None
-                except Exception as exc:  # noqa: BLE001 - every failure type is data here
+                except Exception as exc:  # every failure type is data here
                     tally.total += 1
                     tally.errors[type(exc).__name__] += 1
                     self._note_failure(tally, t_send)

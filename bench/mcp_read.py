@@ -27,7 +27,7 @@ import psutil
 from mcp import ClientSession, StdioServerParameters, stdio_client
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from rgbench import Workspace, machine_line, pct  # noqa: E402
+from rgbench import Workspace, machine_line, pct
 
 MB = 1024 * 1024
 WORKER = '\n[services.w{i:03d}]\nrun = ["sleep", "3600"]\nlisten = false\nstop_timeout = "1s"\n'

@@ -335,7 +335,7 @@ class Workspace:
         if self.home.exists():
             try:
                 self.cli("daemon", "stop", "--everything", timeout=60)
-            except Exception as exc:  # noqa: BLE001 - the sweep below still runs
+            except Exception as exc:  # the sweep below still runs
                 self.leftovers.append(f"daemon stop failed: {exc}")
         deadline = time.monotonic() + 5.0
         procs = self.mine()

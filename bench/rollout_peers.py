@@ -40,7 +40,7 @@ from pathlib import Path
 import psutil
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from loadgen import LoadGen, Result  # noqa: E402
+from loadgen import LoadGen, Result
 
 REPO = Path(__file__).resolve().parents[1]
 APP = REPO / "examples" / "notes" / "app.py"
@@ -424,14 +424,14 @@ def bench_peer(peer_cls: type[Peer], name: str, args: argparse.Namespace, token:
         out.notes.extend(peer.notes())
     except Skip as exc:
         out.status, out.message = "skipped", str(exc)
-    except Exception as exc:  # noqa: BLE001 - report and carry on with the next peer
+    except Exception as exc:  # report and carry on with the next peer
         out.status, out.message = "error", f"{type(exc).__name__}: {exc}"
     finally:
         if gen is not None:
             gen.stop()
         try:
             peer.teardown()
-        except Exception as exc:  # noqa: BLE001
+        except Exception as exc:
             out.notes.append(f"teardown error: {exc}")
         out.leftovers = reap_leftovers(token)
     return out

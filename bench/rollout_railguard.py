@@ -33,9 +33,9 @@ from dataclasses import asdict
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-import rollout_peers as rp  # noqa: E402
-from rgbench import CliRun, Workspace, free_port, machine_line, wait_version  # noqa: E402
-from rollout_peers import Peer, PeerRun, Skip  # noqa: E402
+import rollout_peers as rp
+from rgbench import CliRun, Workspace, free_port, machine_line, wait_version
+from rollout_peers import Peer, PeerRun, Skip
 
 rp.PORTS["railguard"] = 18183
 DEADLINE_PER_MODE_S = 100.0

@@ -133,6 +133,9 @@ def test_schema_is_json_schema_with_descriptions(workspace: Path) -> None:
     assert service["additionalProperties"] is False
     assert all(field.get("description") for field in service["properties"].values())
     assert "pattern" in json.dumps(schema["$defs"]["Health"]["properties"]["interval"])
+    retention = schema["$defs"]["Retention"]
+    assert retention["additionalProperties"] is False and retention["properties"]["plans_days"]["default"] == 30
+    assert all(field.get("description") for field in retention["properties"].values())
 
 
 def test_every_command_takes_json(workspace: Path) -> None:
@@ -140,3 +143,66 @@ def test_every_command_takes_json(workspace: Path) -> None:
         done = rg(*args, "--json", cwd=workspace)
         assert done.returncode == 0, (args, done.stderr)
         json.loads(done.stdout)
+
+
+def test_usage_errors_exit_64_and_speak_json_when_asked(tmp_path: Path) -> None:
+    # Exit 2 would read as "changes" to CI running `plan --detailed-exitcode`; a usage error is 64 (EX_USAGE).
+    cases = {
+        ("plan", "--detailed-exitcode", "--bogus"): "No such option: --bogus",
+        ("show",): "Missing argument",
+        ("events", "--limit", "0"): "--limit",
+        ("token", "create", "--name", "ci"): "--role",
+    }
+    for args, says in cases.items():
+        done = rg(*args, cwd=tmp_path)
+        assert done.returncode == 64, (args, done.stdout, done.stderr)
+        assert says in done.stderr and done.stdout == "", (args, done.stderr)
+        assert "Traceback" not in done.stderr
+        done = rg(*args, "--json", cwd=tmp_path)
+        assert done.returncode == 64, (args, done.stdout, done.stderr)
+        answer = json.loads(done.stdout)
+        assert answer["ok"] is False and len(answer["diagnostics"]) == 1, answer
+        diagnostic = answer["diagnostics"][0]
+        assert diagnostic["code"] == "cli.usage" and says in diagnostic["detail"], diagnostic
+        assert diagnostic["summary"] and diagnostic["remediation"].startswith(f"Run `railguard {args[0]}")
+
+
+def test_help_groups_commands_in_panels_with_examples(tmp_path: Path) -> None:
+    done = rg("--help", cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    panels = [line.split("─ ")[1].split(" ")[0] for line in done.stdout.splitlines() if line.startswith("╭─ ")]
+    assert panels == ["Options", "Deploy", "Observe", "Guard", "Admin"], panels
+    assert "--install-completion" in done.stdout and "64" in done.stdout
+    for command in (["plan"], ["status"], ["approve"], ["daemon", "start"], ["token", "create"], ["gc"]):
+        shown = rg(*command, "--help", cwd=tmp_path)
+        assert shown.returncode == 0, (command, shown.stderr)
+        assert f"$ railguard {' '.join(command)}" in shown.stdout, (command, shown.stdout)
+
+
+def test_shell_completion_script_is_offered(tmp_path: Path) -> None:
+    done = rg("--show-completion", "bash", cwd=tmp_path)
+    assert done.returncode == 0 and "_RAILGUARD_COMPLETE" in done.stdout, (done.stdout, done.stderr)
+
+
+def test_every_command_has_an_example_and_a_panel() -> None:
+    import typer
+
+    from railguard.cli.main import app
+
+    def walk(command: Any, path: list[str]) -> list[tuple[str, Any]]:
+        found = [(" ".join(path), command)]
+        for name, sub in getattr(command, "commands", {}).items():
+            found += walk(sub, [*path, name])
+        return found
+
+    root = typer.main.get_command(app)
+    missing = []
+    for path, command in walk(root, ["railguard"]):
+        if path == "railguard" or command.hidden:
+            continue
+        epilog = command.epilog or ""
+        if not getattr(command, "commands", None) and not ("$ " in epilog and path in epilog):
+            missing.append(f"{path}: no example")
+        if path.count(" ") == 1 and command.rich_help_panel not in ("Deploy", "Observe", "Guard", "Admin"):
+            missing.append(f"{path}: no panel")
+    assert missing == []

@@ -13,8 +13,9 @@ import pytest
 
 from railguard.model.api import ReleaseStatus
 from railguard.model.diagnostics import RailguardError
+from railguard.model.errors import PermanentError, TemporaryError
 from railguard.model.resources import ObservedResource
-from railguard.state.schema import SCHEMA_VERSION
+from railguard.state.schema import MIGRATIONS, SCHEMA_VERSION
 from railguard.state.store import Store
 
 
@@ -96,9 +97,10 @@ def test_lock_held_by_live_process_is_refused(tmp_path: Path) -> None:
     store = Store.open(tmp_path)
     other = Store.open(tmp_path)
     with store.lock("apply plan-1"):
-        with pytest.raises(RailguardError) as exc, other.lock("apply plan-2"):
+        with pytest.raises(TemporaryError) as exc, other.lock("apply plan-2"):
             pass
-        assert codes(exc) == ["state.locked"]
+        assert codes(exc) == ["state.locked"] and exc.value.delay > 0  # retry later, not a failure of the input
+        assert isinstance(exc.value, RailguardError) and not isinstance(exc.value, PermanentError)
         assert "apply plan-1" in exc.value.diagnostics[0].detail
     with other.lock("apply plan-2"):
         pass
@@ -173,3 +175,19 @@ def test_release_lookups_are_queries_not_limited_listings(tmp_path: Path) -> Non
     assert live is not None and live.number == 60 and live.live_at and live.ended_at is None
     assert [r.number for r in store.superseded_before("staging", 60)] == list(range(59, 0, -1))
     assert store.release("staging", 61) is None and store.live_release("production") is None
+
+
+def test_a_read_only_database_is_unwritable_not_corrupt(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # Classified by SQLite's error code, not by the message text: any SQLITE_READONLY_* variant counts.
+    Store.open(tmp_path).close()
+    real_connect = sqlite3.connect
+
+    def read_only(path: Path, *args: object, **kwargs: object) -> sqlite3.Connection:
+        return real_connect(f"file:{path}?mode=ro", *args, uri=True, **kwargs)
+
+    monkeypatch.setattr(sqlite3, "connect", read_only)
+    monkeypatch.setattr("railguard.state.store.SCHEMA_VERSION", SCHEMA_VERSION + 1)  # forces a write at open
+    monkeypatch.setattr("railguard.state.store.MIGRATIONS", [*MIGRATIONS, "CREATE TABLE later (a)"])
+    with pytest.raises(RailguardError) as exc:
+        Store.open(tmp_path)
+    assert codes(exc) == ["state.unwritable"]

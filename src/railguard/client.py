@@ -1,9 +1,10 @@
-"""The client of the daemon's API, used by the CLI (and later the MCP server).
+"""The client of the daemon's API, used by the CLI and by the MCP server (:mod:`railguard.mcp.gateway`).
 
 Thin by design: it finds the daemon of a state folder (starting it on demand,
 detached, so it outlives the command), sends JSON over the Unix socket and turns
 error answers back into :class:`RailguardError` with the daemon's diagnostics. A
-daemon that cannot be reached or started is a ``daemon.unavailable`` diagnostic.
+daemon that cannot be reached or started is a ``daemon.unavailable`` diagnostic
+(a :class:`railguard.model.errors.DeadlineError` when it did not answer in time).
 """
 
 from __future__ import annotations
@@ -21,14 +22,18 @@ import psutil
 
 from railguard.engine.workspace import Workspace
 from railguard.model.diagnostics import Diagnostic, RailguardError, error
+from railguard.model.errors import DeadlineError
 from railguard.state.pidfile import read_pid
 from railguard.state.store import Store
 
 START_TIMEOUT_S = 20.0
+# daemon.out holds only what the daemon's rotating log cannot (a crash before logging starts, an interpreter
+# abort); it is rolled once, here, when it grew past this size.
+OUT_MAX_BYTES = 1024 * 1024
 
 
-def _unavailable(detail: str, home: Path) -> RailguardError:
-    return RailguardError(error(
+def _unavailable(detail: str, home: Path, kind: type[RailguardError] = RailguardError) -> RailguardError:
+    return kind(error(
         "daemon.unavailable", "The Railguard daemon is not available", detail,
         f"Check {home / 'daemon.log'} and {home / 'daemon.out'}, then run `railguard daemon start`.",
         address=str(home)))
@@ -63,7 +68,10 @@ class Client:
         # Open the store here first: a corrupt, too new or unwritable state folder is reported
         # with its own diagnostic instead of a daemon that dies at boot.
         Store.open(self.ws.home).close()
-        out = open(self.ws.home / "daemon.out", "ab")  # noqa: SIM115 - handed to the child
+        out_path = self.ws.home / "daemon.out"
+        if out_path.exists() and out_path.stat().st_size > OUT_MAX_BYTES:
+            out_path.replace(out_path.with_name("daemon.out.1"))
+        out = open(out_path, "ab")  # handed to the child
         proc = subprocess.Popen(
             [sys.executable, "-m", "railguard", "daemon", "run", "--home", str(self.ws.home)]
             + (["--require-token"] if require_token else []),
@@ -79,11 +87,11 @@ class Client:
                 if self.alive():  # another client started it first
                     pid = self.daemon_pid()
                     return pid if pid is not None else proc.pid
-                log = (self.ws.home / "daemon.out").read_text(errors="replace").strip().splitlines()[-5:]
+                log = out_path.read_text(errors="replace").strip().splitlines()[-5:]
                 raise _unavailable(f"The daemon exited with status {code} while starting: {' | '.join(log)}",
                                    self.ws.home)
             time.sleep(0.05)
-        raise _unavailable(f"The daemon did not answer within {START_TIMEOUT_S:.0f} s.", self.ws.home)
+        raise _unavailable(f"The daemon did not answer within {START_TIMEOUT_S:.0f} s.", self.ws.home, DeadlineError)
 
     def stop_daemon(self, everything: bool = False, timeout: float = 30.0) -> bool:
         """Ask the daemon to stop (and, with ``everything``, to stop the apps and the edge too)."""
@@ -106,7 +114,8 @@ class Client:
             except psutil.Error:
                 return True
             time.sleep(0.05)
-        raise _unavailable(f"The daemon (pid {pid}) did not stop within {timeout:.0f} s.", self.ws.home)
+        raise _unavailable(f"The daemon (pid {pid}) did not stop within {timeout:.0f} s.", self.ws.home,
+                           DeadlineError)
 
     # -- calls -------------------------------------------------------------------------------
     def call(self, method: str, path: str, body: dict[str, Any] | None = None,
@@ -117,6 +126,9 @@ class Client:
         try:
             response = self._http.request(method, f"/v1/{path}", json=body, params=clean)
             payload: dict[str, Any] = response.json()
+        except httpx.TimeoutException as exc:
+            raise _unavailable(f"The daemon did not answer {method} /v1/{path} in time: {exc}.", self.ws.home,
+                               DeadlineError) from exc
         except httpx.HTTPError as exc:
             raise _unavailable(f"The daemon did not answer {method} /v1/{path}: {exc}.", self.ws.home) from exc
         except ValueError as exc:

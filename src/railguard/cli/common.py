@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated, Any, Optional
 
 import typer
 
@@ -12,9 +13,22 @@ from railguard.engine.workspace import Workspace, require_env
 from railguard.model.diagnostics import RailguardError, error
 from railguard.model.spec import Spec
 
+# Help panels of `railguard --help`: what a command is for, in the order a newcomer meets them.
+DEPLOY = "Deploy"
+OBSERVE = "Observe"
+GUARD = "Guard"
+ADMIN = "Admin"
+
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print one JSON document (for agents and scripts).")]
-SpecOpt = Annotated[Optional[Path], typer.Option("--spec", help="Spec file (default ./railguard.toml).")]  # noqa: UP045
-EnvOpt = Annotated[Optional[str], typer.Option("--env", "-e", help="Environment name.")]  # noqa: UP045
+SpecOpt = Annotated[Optional[Path], typer.Option("--spec", help="Spec file (default ./railguard.toml).")]
+EnvOpt = Annotated[Optional[str], typer.Option("--env", "-e", help="Environment name.")]
+
+
+def add(app: typer.Typer, fn: Callable[..., Any], panel: str, *examples: str, name: str | None = None,
+        hidden: bool = False) -> None:
+    """Register a module-level command in its help panel, with examples shown under its help."""
+    epilog = "Examples:\n\n" + "\n\n".join(f"  $ {e}" for e in examples) if examples else None
+    app.command(name, rich_help_panel=panel, epilog=epilog, hidden=hidden)(fn)
 
 
 def pick_env(spec: Spec, env: str | None) -> str:

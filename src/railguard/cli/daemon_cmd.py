@@ -7,14 +7,13 @@ from typing import Annotated
 
 import typer
 
-from railguard.cli.common import JsonOpt, SpecOpt, connect
+from railguard.cli.common import ADMIN, JsonOpt, SpecOpt, add, connect
 from railguard.cli.output import finish, guarded, out
 from railguard.model.diagnostics import RailguardError, error
 
 app = typer.Typer(help="Start, stop and inspect the daemon (it also starts on demand).", no_args_is_help=True)
 
 
-@app.command()
 @guarded()
 def start(
     spec: SpecOpt = None,
@@ -31,7 +30,6 @@ def start(
     out.print(f"Daemon running (pid {pid}) for {ws.home}")
 
 
-@app.command()
 @guarded()
 def stop(
     spec: SpecOpt = None,
@@ -48,7 +46,6 @@ def stop(
     out.print("Daemon stopped." if stopped else "The daemon was not running.")
 
 
-@app.command()
 @guarded()
 def status(spec: SpecOpt = None, as_json: JsonOpt = False) -> None:
     """Whether the daemon runs, its pid, the edge and the number of supervised replicas."""
@@ -66,7 +63,6 @@ def status(spec: SpecOpt = None, as_json: JsonOpt = False) -> None:
               f"state {info['home']}")
 
 
-@app.command(hidden=True)
 @guarded()
 def run(home: Annotated[Path, typer.Option("--home", help="State folder.")],
         require_token: Annotated[bool, typer.Option("--require-token")] = False) -> None:
@@ -79,3 +75,9 @@ def run(home: Annotated[Path, typer.Option("--home", help="State folder.")],
     except AlreadyRunning as exc:
         raise RailguardError(error("daemon.unavailable", "A daemon already runs for this state folder", str(exc),
                                    "Use it (`railguard daemon status`), or stop it first.")) from exc
+
+
+add(app, start, ADMIN, "railguard daemon start", "railguard daemon start --require-token")
+add(app, stop, ADMIN, "railguard daemon stop", "railguard daemon stop --everything")
+add(app, status, ADMIN, "railguard daemon status --json")
+add(app, run, ADMIN, hidden=True)

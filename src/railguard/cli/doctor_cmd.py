@@ -15,7 +15,7 @@ from typing import Annotated, Optional
 import typer
 from rich.markup import escape
 
-from railguard.cli.common import EnvOpt, JsonOpt, SpecOpt, pick_env
+from railguard.cli.common import ADMIN, OBSERVE, EnvOpt, JsonOpt, SpecOpt, add, pick_env
 from railguard.cli.output import diagnostics_json, emit_json, finish, guarded, out, print_diagnostics
 from railguard.doctor.ci import github_workflow
 from railguard.doctor.report import CheckResult, Report, Status, diagnostics, exit_code
@@ -25,7 +25,7 @@ from railguard.engine.workspace import Workspace, require_env
 _TAGS = {Status.passed: "[green]PASS[/]", Status.warn: "[yellow]WARN[/]", Status.fail: "[red]FAIL[/]",
          Status.skipped: "[dim]SKIP[/]"}
 
-CheckOpt = Annotated[Optional[list[str]], typer.Option(  # noqa: UP045
+CheckOpt = Annotated[Optional[list[str]], typer.Option(
     "--check", "-c", help="Run only this check (repeat, or comma-separate). Ids: `railguard doctor --list`.")]
 
 
@@ -54,55 +54,59 @@ def summary(report: Report, code: int) -> None:
     out.print(f"{len(report.checks)} check(s): {text} in {report.seconds:.1f} s. Exit {code}.")
 
 
-def register(app: typer.Typer) -> None:
-    @app.command()
-    @guarded()
-    def doctor(
-        env: EnvOpt = None,
-        check: CheckOpt = None,
-        spec: SpecOpt = None,
-        strict: Annotated[bool, typer.Option("--strict", help="Warnings fail too (exit 2).")] = False,
-        list_checks: Annotated[bool, typer.Option("--list", help="List the checks and exit.")] = False,
-        as_json: JsonOpt = False,
-    ) -> None:
-        """Prove the app is fit to ship: run readiness checks in a throwaway scratch environment."""
-        if list_checks:
-            if as_json:
-                finish(True, [], {"checks": [{"id": c.id, "title": c.title} for c in CHECKS]})
-            for c in CHECKS:
-                out.print(f"{c.id:<19} {c.title}")
-            raise typer.Exit(0)
-        ws = Workspace.locate(spec)
-        parsed, _ = ws.load_valid(ISOLATION_CODES)
-        name = pick_env(parsed, env)
-        if not as_json:
-            out.print(f"railguard doctor: {parsed.app.name}, environment {name} (in a scratch environment; "
-                      "nothing real is touched)")
-        report = run(ws, name, check, on_result=None if as_json else show)
-        code = exit_code(report, strict)
-        found = diagnostics(report)
+@guarded()
+def doctor(
+    env: EnvOpt = None,
+    check: CheckOpt = None,
+    spec: SpecOpt = None,
+    strict: Annotated[bool, typer.Option("--strict", help="Warnings fail too (exit 2).")] = False,
+    list_checks: Annotated[bool, typer.Option("--list", help="List the checks and exit.")] = False,
+    as_json: JsonOpt = False,
+) -> None:
+    """Prove the app is fit to ship: run readiness checks in a throwaway scratch environment."""
+    if list_checks:
         if as_json:
-            emit_json({"ok": code == 0, "diagnostics": diagnostics_json(found),
-                       "doctor": {**report.model_dump(mode="json"), "counts": report.counts(), "exit_code": code}})
-            raise typer.Exit(code)
-        if report.interrupted:
-            print_diagnostics([d for d in found if d.code == "doctor.interrupted"])
-        summary(report, code)
+            finish(True, [], {"checks": [{"id": c.id, "title": c.title} for c in CHECKS]})
+        for c in CHECKS:
+            out.print(f"{c.id:<19} {c.title}")
+        raise typer.Exit(0)
+    ws = Workspace.locate(spec)
+    parsed, _ = ws.load_valid(ISOLATION_CODES)
+    name = pick_env(parsed, env)
+    if not as_json:
+        out.print(f"railguard doctor: {parsed.app.name}, environment {name} (in a scratch environment; "
+                  "nothing real is touched)")
+    report = run(ws, name, check, on_result=None if as_json else show)
+    code = exit_code(report, strict)
+    found = diagnostics(report)
+    if as_json:
+        emit_json({"ok": code == 0, "diagnostics": diagnostics_json(found),
+                   "doctor": {**report.model_dump(mode="json"), "counts": report.counts(), "exit_code": code}})
         raise typer.Exit(code)
+    if report.interrupted:
+        print_diagnostics([d for d in found if d.code == "doctor.interrupted"])
+    summary(report, code)
+    raise typer.Exit(code)
 
-    ci = typer.Typer(help="Continuous integration: workflows that run Railguard's gates.", no_args_is_help=True)
 
-    @ci.command("github")
-    @guarded()
-    def github(env: EnvOpt = None, spec: SpecOpt = None, as_json: JsonOpt = False) -> None:
-        """Print a GitHub Actions workflow running validate, plan --detailed-exitcode and doctor."""
-        ws = Workspace.locate(spec)
-        parsed, _ = ws.load_valid()
-        if env is not None:
-            require_env(parsed, env)
-        text = github_workflow(parsed, ws.spec_path, env)
-        if as_json:
-            finish(True, [], {"path": ".github/workflows/railguard.yml", "workflow": text})
-        sys.stdout.write(text)
+ci = typer.Typer(help="Continuous integration: workflows that run Railguard's gates.", no_args_is_help=True)
 
-    app.add_typer(ci, name="ci")
+
+@guarded()
+def github(env: EnvOpt = None, spec: SpecOpt = None, as_json: JsonOpt = False) -> None:
+    """Print a GitHub Actions workflow running validate, plan --detailed-exitcode and doctor."""
+    ws = Workspace.locate(spec)
+    parsed, _ = ws.load_valid()
+    if env is not None:
+        require_env(parsed, env)
+    text = github_workflow(parsed, ws.spec_path, env)
+    if as_json:
+        finish(True, [], {"path": ".github/workflows/railguard.yml", "workflow": text})
+    sys.stdout.write(text)
+
+
+def register(app: typer.Typer) -> None:
+    add(app, doctor, OBSERVE, "railguard doctor --env staging", "railguard doctor --env production --strict --json",
+        "railguard doctor --list")
+    add(ci, github, ADMIN, "railguard ci github --env staging > .github/workflows/railguard.yml", name="github")
+    app.add_typer(ci, name="ci", rich_help_panel=ADMIN)

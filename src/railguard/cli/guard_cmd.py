@@ -16,7 +16,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from railguard.cli import render
-from railguard.cli.common import EnvOpt, JsonOpt, SpecOpt, connect, env_from_spec
+from railguard.cli.common import DEPLOY, GUARD, EnvOpt, JsonOpt, SpecOpt, add, connect, env_from_spec
 from railguard.cli.output import finish, guarded, out
 from railguard.model.diagnostics import RailguardError, error
 from railguard.model.plans import Plan
@@ -34,13 +34,12 @@ def _typed(prompt: str) -> str | None:
     return str(typer.prompt(prompt)).strip()
 
 
-@token_app.command("create")
 @guarded()
 def token_create(
     name: Annotated[str, typer.Option("--name", help="Unique name, shown in the audit log.")],
     role: Annotated[str, typer.Option("--role", help="viewer | agent | deployer | approver | admin")],
-    env: Annotated[Optional[list[str]], typer.Option("--env", help="Limit to these environments.")] = None,  # noqa: UP045
-    expires_hours: Annotated[Optional[int], typer.Option("--expires-hours", min=1, help="Lifetime in hours.")] = None,  # noqa: UP045,E501
+    env: Annotated[Optional[list[str]], typer.Option("--env", help="Limit to these environments.")] = None,
+    expires_hours: Annotated[Optional[int], typer.Option("--expires-hours", min=1, help="Lifetime in hours.")] = None,
     spec: SpecOpt = None, as_json: JsonOpt = False,
 ) -> None:
     """Create a token and print it once."""
@@ -56,7 +55,6 @@ def token_create(
     out.print(created["token"], markup=False, highlight=False)
 
 
-@token_app.command("list")
 @guarded()
 def token_list(spec: SpecOpt = None, as_json: JsonOpt = False) -> None:
     """List tokens (never their values)."""
@@ -74,7 +72,6 @@ def token_list(spec: SpecOpt = None, as_json: JsonOpt = False) -> None:
     out.print(table)
 
 
-@token_app.command("revoke")
 @guarded()
 def token_revoke(token: Annotated[str, typer.Argument(help="Token name or id.")], spec: SpecOpt = None,
                  as_json: JsonOpt = False) -> None:
@@ -86,13 +83,12 @@ def token_revoke(token: Annotated[str, typer.Argument(help="Token name or id.")]
     out.print(f"Revoked {escape(record['name'])} at {record['revoked_at']}.")
 
 
-@secret_app.command("set")
 @guarded()
 def secret_set(
     name: str,
     env: EnvOpt = None, spec: SpecOpt = None,
-    value: Annotated[Optional[str], typer.Option("--value", hidden=True)] = None,  # noqa: UP045
-    extra: Annotated[Optional[list[str]], typer.Argument(hidden=True)] = None,  # noqa: UP045
+    value: Annotated[Optional[str], typer.Option("--value", hidden=True)] = None,
+    extra: Annotated[Optional[list[str]], typer.Argument(hidden=True)] = None,
     as_json: JsonOpt = False,
 ) -> None:
     """Set a secret; the value is read from stdin (or a hidden prompt), never from an argument."""
@@ -117,7 +113,6 @@ def secret_set(
               "change on the next plan.")
 
 
-@secret_app.command("list")
 @guarded()
 def secret_list(env: EnvOpt = None, spec: SpecOpt = None, as_json: JsonOpt = False) -> None:
     """Secret names, versions and who set them; never values."""
@@ -131,87 +126,78 @@ def secret_list(env: EnvOpt = None, spec: SpecOpt = None, as_json: JsonOpt = Fal
         out.print("No secrets yet. Set one with `railguard secret set NAME --env ENV` (value on stdin).")
 
 
-def register(app: typer.Typer) -> None:
-    app.add_typer(token_app, name="token")
-    app.add_typer(secret_app, name="secret")
-    app.add_typer(audit_app, name="audit")
 
-    @app.command()
-    @guarded()
-    def approve(
-        plan_id: str,
-        confirm: Annotated[Optional[list[str]], typer.Option(  # noqa: UP045
-            "--confirm", help="Address of a deleted resource, typed back (once per delete).")] = None,
-        reason: Annotated[str, typer.Option("--reason")] = "",
-        spec: SpecOpt = None, as_json: JsonOpt = False,
-    ) -> None:
-        """Approve exactly this plan (never your own). As the local user, type its short hash on a terminal."""
-        _, client = connect(spec)
-        found = client.call("GET", f"plans/{plan_id}")
-        plan = Plan.model_validate({k: v for k, v in found["plan"].items() if k not in ("summary", "short_hash")})
-        if not as_json:
-            render.plan(plan)
-        typed = _typed(f"Type the plan's short hash ({found['plan']['short_hash']}) to approve it")
-        record = client.call("POST", f"plans/{plan_id}/approve",
-                             {"confirm": confirm or [], "typed": typed, "reason": reason})["approval"]
-        if as_json:
-            finish(True, [], {"approval": record})
-        out.print(f"Approved {plan_id} (hash {record['plan_hash'][:19]}…) until {record['expires_at'][:19]}.")
-
-    @app.command()
-    @guarded()
-    def reject(plan_id: str, reason: Annotated[str, typer.Option("--reason", help="Why (required).")] = "",
-               spec: SpecOpt = None, as_json: JsonOpt = False) -> None:
-        """Reject a plan: it can never be applied."""
-        _, client = connect(spec)
-        found = client.call("GET", f"plans/{plan_id}")
-        typed = _typed(f"Type the plan's short hash ({found['plan']['short_hash']}) to reject it")
-        record = client.call("POST", f"plans/{plan_id}/reject", {"reason": reason, "typed": typed})["approval"]
-        if as_json:
-            finish(True, [], {"approval": record})
-        out.print(f"Rejected {plan_id}: {escape(reason)}")
-
-    @app.command()
-    @guarded()
-    def promote(
-        source: Annotated[str, typer.Option("--from", help="Environment whose live artifact is promoted.")],
-        target: Annotated[str, typer.Option("--to", help="Environment to plan for.")],
-        spec: SpecOpt = None, as_json: JsonOpt = False,
-    ) -> None:
-        """Plan the target environment with exactly the artifact live in the source environment."""
-        ws, client = connect(spec)
-        env_from_spec(ws, target)
-        answer = client.call("POST", "promote", {"spec": str(ws.spec_path), "from": source, "to": target})["plan"]
-        plan = Plan.model_validate({k: v for k, v in answer.items() if k not in ("summary", "short_hash")})
-        if as_json:
-            finish(True, list(plan.diagnostics), {"plan": answer})
+@guarded()
+def approve(
+    plan_id: str,
+    confirm: Annotated[Optional[list[str]], typer.Option(
+        "--confirm", help="Address of a deleted resource, typed back (once per delete).")] = None,
+    reason: Annotated[str, typer.Option("--reason")] = "",
+    spec: SpecOpt = None, as_json: JsonOpt = False,
+) -> None:
+    """Approve exactly this plan (never your own). As the local user, type its short hash on a terminal."""
+    _, client = connect(spec)
+    found = client.call("GET", f"plans/{plan_id}")
+    plan = Plan.model_validate({k: v for k, v in found["plan"].items() if k not in ("summary", "short_hash")})
+    if not as_json:
         render.plan(plan)
+    typed = _typed(f"Type the plan's short hash ({found['plan']['short_hash']}) to approve it")
+    record = client.call("POST", f"plans/{plan_id}/approve",
+                         {"confirm": confirm or [], "typed": typed, "reason": reason})["approval"]
+    if as_json:
+        finish(True, [], {"approval": record})
+    out.print(f"Approved {plan_id} (hash {record['plan_hash'][:19]}…) until {record['expires_at'][:19]}.")
 
-    @app.command()
-    @guarded()
-    def policies(env: EnvOpt = None, spec: SpecOpt = None, as_json: JsonOpt = False) -> None:
-        """The guardrails and rules that apply to an environment."""
-        ws, client = connect(spec)
-        found = client.call("GET", "policies", params={"env": env_from_spec(ws, env),
-                                                       "spec": str(ws.spec_path)})["policies"]
-        if as_json:
-            finish(True, [], {"policies": found})
-        render.policies(found)
+@guarded()
+def reject(plan_id: str, reason: Annotated[str, typer.Option("--reason", help="Why (required).")] = "",
+           spec: SpecOpt = None, as_json: JsonOpt = False) -> None:
+    """Reject a plan: it can never be applied."""
+    _, client = connect(spec)
+    found = client.call("GET", f"plans/{plan_id}")
+    typed = _typed(f"Type the plan's short hash ({found['plan']['short_hash']}) to reject it")
+    record = client.call("POST", f"plans/{plan_id}/reject", {"reason": reason, "typed": typed})["approval"]
+    if as_json:
+        finish(True, [], {"approval": record})
+    out.print(f"Rejected {plan_id}: {escape(reason)}")
 
-    @app.command()
-    @guarded()
-    def whoami(spec: SpecOpt = None, as_json: JsonOpt = False) -> None:
-        """Who the daemon thinks you are (token or OS user), and your role."""
-        _, client = connect(spec)
-        found = client.call("GET", "whoami")
-        if as_json:
-            finish(True, [], found)
-        p = found["principal"]
-        out.print(f"{escape(p['id'])}: {p['role']}" + (f" in {', '.join(p['envs'])}" if p["envs"] else "")
-                  + ("; terminal" if p["tty"] else "; no terminal"))
+@guarded()
+def promote(
+    source: Annotated[str, typer.Option("--from", help="Environment whose live artifact is promoted.")],
+    target: Annotated[str, typer.Option("--to", help="Environment to plan for.")],
+    spec: SpecOpt = None, as_json: JsonOpt = False,
+) -> None:
+    """Plan the target environment with exactly the artifact live in the source environment."""
+    ws, client = connect(spec)
+    env_from_spec(ws, target)
+    answer = client.call("POST", "promote", {"spec": str(ws.spec_path), "from": source, "to": target})["plan"]
+    plan = Plan.model_validate({k: v for k, v in answer.items() if k not in ("summary", "short_hash")})
+    if as_json:
+        finish(True, list(plan.diagnostics), {"plan": answer})
+    render.plan(plan)
+
+@guarded()
+def policies(env: EnvOpt = None, spec: SpecOpt = None, as_json: JsonOpt = False) -> None:
+    """The guardrails and rules that apply to an environment."""
+    ws, client = connect(spec)
+    found = client.call("GET", "policies", params={"env": env_from_spec(ws, env),
+                                                   "spec": str(ws.spec_path)})["policies"]
+    if as_json:
+        finish(True, [], {"policies": found})
+    render.policies(found)
+
+@guarded()
+def whoami(spec: SpecOpt = None, as_json: JsonOpt = False) -> None:
+    """Who the daemon thinks you are (token or OS user), and your role."""
+    _, client = connect(spec)
+    found = client.call("GET", "whoami")
+    if as_json:
+        finish(True, [], found)
+    p = found["principal"]
+    out.print(f"{escape(p['id'])}: {p['role']}" + (f" in {', '.join(p['envs'])}" if p["envs"] else "")
+              + ("; terminal" if p["tty"] else "; no terminal"))
 
 
-@audit_app.callback()
+@audit_app.callback(epilog="Examples:\n\n  $ railguard audit --env production --limit 20\n\n  $ railguard audit verify")
 @guarded()
 def audit_show(ctx: typer.Context, env: EnvOpt = None, spec: SpecOpt = None,
                limit: Annotated[int, typer.Option(min=1, max=100_000)] = 100, as_json: JsonOpt = False) -> None:
@@ -227,7 +213,6 @@ def audit_show(ctx: typer.Context, env: EnvOpt = None, spec: SpecOpt = None,
                   f"{r['env'] or '-':<12} {r['plan_id'] or '':<18} {escape(r['outcome'])}")
 
 
-@audit_app.command("verify")
 @guarded()
 def audit_verify(spec: SpecOpt = None, as_json: JsonOpt = False) -> None:
     """Check the hash chain: an edited, reordered or removed entry is reported."""
@@ -236,3 +221,23 @@ def audit_verify(spec: SpecOpt = None, as_json: JsonOpt = False) -> None:
     if as_json:
         finish(True, [], {"verify": found})
     out.print(f"[green]Intact:[/] {found['entries']} entries, hash chain verified.")
+
+
+def register(app: typer.Typer) -> None:
+    add(token_app, token_create, GUARD, "railguard token create --name ci --role deployer --env staging",
+        "railguard token create --name claude --role agent --expires-hours 8 --json", name="create")
+    add(token_app, token_list, GUARD, "railguard token list --json", name="list")
+    add(token_app, token_revoke, GUARD, "railguard token revoke claude", name="revoke")
+    add(secret_app, secret_set, GUARD, "printf %s \"$DATABASE_URL\" | railguard secret set DATABASE_URL --env staging",
+        name="set")
+    add(secret_app, secret_list, GUARD, "railguard secret list --env production", name="list")
+    add(audit_app, audit_verify, GUARD, "railguard audit verify --json", name="verify")
+    add(app, approve, GUARD, "railguard approve plan-3f2a9c1d7e04 --reason 'reviewed with the team'",
+        "railguard approve plan-3f2a9c1d7e04 --confirm production/service.worker")
+    add(app, reject, GUARD, "railguard reject plan-3f2a9c1d7e04 --reason 'drops the worker'")
+    add(app, promote, DEPLOY, "railguard promote --from staging --to production")
+    add(app, policies, GUARD, "railguard policies --env production")
+    add(app, whoami, GUARD, "railguard whoami", "RAILGUARD_TOKEN=... railguard whoami --json")
+    app.add_typer(token_app, name="token", rich_help_panel=GUARD)
+    app.add_typer(secret_app, name="secret", rich_help_panel=GUARD)
+    app.add_typer(audit_app, name="audit", rich_help_panel=GUARD)

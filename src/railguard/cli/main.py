@@ -8,15 +8,17 @@ hold no logic of their own. Errors arrive as diagnostics (see
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 from typing import Annotated
 
 import typer
+from typer._click.exceptions import ClickException, UsageError  # typer vendors click; not re-exported
 
 from railguard import __version__
-from railguard.cli import daemon_cmd, deploy, doctor_cmd, guard_cmd, mcp_cmd, observe
-from railguard.cli.common import JsonOpt, SpecOpt
-from railguard.cli.output import emit_json, finish, guarded, out, print_diagnostics
+from railguard.cli import daemon_cmd, deploy, doctor_cmd, gc_cmd, guard_cmd, mcp_cmd, observe
+from railguard.cli.common import ADMIN, DEPLOY, JsonOpt, SpecOpt, add
+from railguard.cli.output import emit_json, finish, guarded, out, print_diagnostics, usage_error
 from railguard.engine.starter import write_starter
 from railguard.engine.workspace import Workspace
 from railguard.model.diagnostics import has_errors
@@ -26,8 +28,10 @@ app = typer.Typer(
     name="railguard",
     help="Safe deployments for apps written with AI: typed spec, reviewable plans, guarded apply.",
     no_args_is_help=True,
-    add_completion=False,
+    add_completion=True,
     pretty_exceptions_enable=False,
+    epilog="Exit codes: 0 ok, 1 failed, 2 changes (plan --detailed-exitcode) or a failed doctor check, "
+    "64 bad command line, 70 a bug in Railguard, 130 interrupted.",
 )
 
 
@@ -45,7 +49,6 @@ def _root(
     """Railguard: a deployment control plane for AI agents and the people who supervise them."""
 
 
-@app.command()
 @guarded()
 def init(
     force: Annotated[bool, typer.Option("--force", help="Replace an existing railguard.toml.")] = False,
@@ -59,7 +62,6 @@ def init(
     out.print("Next: review it, then `railguard validate` and `railguard plan --env staging`.")
 
 
-@app.command()
 @guarded()
 def validate(spec: SpecOpt = None, as_json: JsonOpt = False) -> None:
     """Check the spec and report every problem at once."""
@@ -80,19 +82,35 @@ def validate(spec: SpecOpt = None, as_json: JsonOpt = False) -> None:
     raise typer.Exit(1)
 
 
-@app.command()
 def schema(as_json: JsonOpt = False) -> None:
     """Print the JSON Schema of railguard.toml (for editors and agents)."""
     emit_json(json_schema())
 
 
+add(app, init, DEPLOY, "railguard init", "railguard init --force --json")
+add(app, validate, DEPLOY, "railguard validate", "railguard validate --spec deploy/railguard.toml --json")
 deploy.register(app)
-guard_cmd.register(app)
 observe.register(app)
+guard_cmd.register(app)
 doctor_cmd.register(app)
 mcp_cmd.register(app)
-app.add_typer(daemon_cmd.app, name="daemon")
+app.add_typer(daemon_cmd.app, name="daemon", rich_help_panel=ADMIN)
+gc_cmd.register(app)
+add(app, schema, ADMIN, "railguard schema > railguard.schema.json")
 
 
-def main() -> None:
-    app()
+def main(argv: list[str] | None = None) -> None:
+    """The entry point: run one command, exiting with its code (64 for a command line that does not parse)."""
+    args = sys.argv[1:] if argv is None else argv
+    command = typer.main.get_command(app)
+    try:
+        code = command.main(args=args, prog_name="railguard", standalone_mode=False)
+    except UsageError as exc:  # unknown option, missing argument, bad value, no command
+        usage_error(exc, "--json" in args)
+    except ClickException as exc:
+        exc.show()
+        sys.exit(exc.exit_code)
+    except typer.Abort:
+        sys.stderr.write("Aborted.\n")
+        sys.exit(1)
+    sys.exit(code if isinstance(code, int) else 0)

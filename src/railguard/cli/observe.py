@@ -9,65 +9,65 @@ from typing import Annotated, Optional
 import typer
 
 from railguard.cli import render
-from railguard.cli.common import EnvOpt, JsonOpt, SpecOpt, connect, env_from_spec
+from railguard.cli.common import OBSERVE, EnvOpt, JsonOpt, SpecOpt, add, connect, env_from_spec
 from railguard.cli.output import finish, guarded
 
 FOLLOW_POLL_S = 0.5
 
 
-def register(app: typer.Typer) -> None:
-    @app.command()
-    @guarded()
-    def status(env: EnvOpt = None, spec: SpecOpt = None, as_json: JsonOpt = False) -> None:
-        """The live state of an environment: releases, replicas, health, edge routes, drift."""
-        ws, client = connect(spec)
-        name = env_from_spec(ws, env)
-        found = client.call("GET", "status", params={"env": name, "spec": str(ws.spec_path)})["status"]
-        if as_json:
-            finish(True, [], {"status": found})
-        render.status(found)
+@guarded()
+def status(env: EnvOpt = None, spec: SpecOpt = None, as_json: JsonOpt = False) -> None:
+    """The live state of an environment: releases, replicas, health, edge routes, drift."""
+    ws, client = connect(spec)
+    name = env_from_spec(ws, env)
+    found = client.call("GET", "status", params={"env": name, "spec": str(ws.spec_path)})["status"]
+    if as_json:
+        finish(True, [], {"status": found})
+    render.status(found)
 
-    @app.command()
-    @guarded()
-    def releases(env: EnvOpt = None, spec: SpecOpt = None,
-                 limit: Annotated[int, typer.Option(min=1, max=1000)] = 20, as_json: JsonOpt = False) -> None:
-        """The numbered releases of an environment, newest first."""
-        ws, client = connect(spec)
-        rows = client.call("GET", "releases", params={"env": env_from_spec(ws, env), "limit": limit})["releases"]
-        if as_json:
-            finish(True, [], {"releases": rows})
-        render.releases(rows)
+@guarded()
+def releases(env: EnvOpt = None, spec: SpecOpt = None,
+             limit: Annotated[int, typer.Option(min=1, max=1000)] = 20, as_json: JsonOpt = False) -> None:
+    """The numbered releases of an environment, newest first."""
+    ws, client = connect(spec)
+    rows = client.call("GET", "releases", params={"env": env_from_spec(ws, env), "limit": limit})["releases"]
+    if as_json:
+        finish(True, [], {"releases": rows})
+    render.releases(rows)
 
-    @app.command()
-    @guarded()
-    def logs(
-        service: str, env: EnvOpt = None, spec: SpecOpt = None,
-        follow: Annotated[bool, typer.Option("--follow", "-f", help="Keep printing new lines.")] = False,
-        release: Annotated[Optional[int], typer.Option("--release", help="Only this release's replicas.")] = None,  # noqa: UP045
-        lines: Annotated[int, typer.Option("--lines", "-n", min=1, max=10_000)] = 100,
-        as_json: JsonOpt = False,
-    ) -> None:
-        """Recent log lines of a service's replicas (and its release command)."""
-        ws, client = connect(spec)
-        params = {"env": env_from_spec(ws, env), "service": service, "release": release, "lines": lines}
-        found = client.call("GET", "logs", params=params)["logs"]
-        if as_json and not follow:
-            finish(True, [], {"logs": found})
+@guarded()
+def logs(
+    service: str, env: EnvOpt = None, spec: SpecOpt = None,
+    follow: Annotated[bool, typer.Option("--follow", "-f", help="Keep printing new lines.")] = False,
+    release: Annotated[Optional[int], typer.Option("--release", help="Only this release's replicas.")] = None,
+    lines: Annotated[int, typer.Option("--lines", "-n", min=1, max=10_000)] = 100,
+    as_json: JsonOpt = False,
+) -> None:
+    """Recent log lines of a service's replicas (and its release command)."""
+    ws, client = connect(spec)
+    params = {"env": env_from_spec(ws, env), "service": service, "release": release, "lines": lines}
+    found = client.call("GET", "logs", params=params)["logs"]
+    if as_json and not follow:
+        finish(True, [], {"logs": found})
+    render.logs(found, as_json)
+    while follow:
+        time.sleep(FOLLOW_POLL_S)
+        found = client.call("GET", "logs", params={**params, "offsets": json.dumps(found["offsets"])})["logs"]
         render.logs(found, as_json)
-        while follow:
-            time.sleep(FOLLOW_POLL_S)
-            found = client.call("GET", "logs", params={**params, "offsets": json.dumps(found["offsets"])})["logs"]
-            render.logs(found, as_json)
 
-    @app.command()
-    @guarded()
-    def events(env: EnvOpt = None, spec: SpecOpt = None,
-               limit: Annotated[int, typer.Option(min=1, max=10_000)] = 100, as_json: JsonOpt = False) -> None:
-        """The events timeline: operations, restarts, recoveries."""
-        _, client = connect(spec)
-        rows = client.call("GET", "events", params={"env": env, "limit": limit})["events"]
-        if as_json:
-            finish(True, [], {"events": rows})
-        render.events(rows)
+@guarded()
+def events(env: EnvOpt = None, spec: SpecOpt = None,
+           limit: Annotated[int, typer.Option(min=1, max=10_000)] = 100, as_json: JsonOpt = False) -> None:
+    """The events timeline: operations, restarts, recoveries."""
+    _, client = connect(spec)
+    rows = client.call("GET", "events", params={"env": env, "limit": limit})["events"]
+    if as_json:
+        finish(True, [], {"events": rows})
+    render.events(rows)
 
 
+def register(app: typer.Typer) -> None:
+    add(app, status, OBSERVE, "railguard status --env staging", "railguard status --env production --json")
+    add(app, releases, OBSERVE, "railguard releases --env production --limit 5")
+    add(app, logs, OBSERVE, "railguard logs web --env staging -n 50", "railguard logs web --env staging --follow")
+    add(app, events, OBSERVE, "railguard events --env production --limit 20")

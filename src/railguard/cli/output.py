@@ -5,7 +5,8 @@ result is printed as one JSON document on stdout (``ok``, ``diagnostics`` and th
 payload); otherwise diagnostics go to stderr in the Terraform style (severity and
 summary, then location, detail and what to do) and the payload is rendered by the
 command. :func:`guarded` turns any :class:`RailguardError` into that output and an
-exit code, so no traceback reaches a user for a user mistake.
+exit code, so no traceback reaches a user for a user mistake; :func:`usage_error` does the
+same for a command line that does not parse (exit 64, ``cli.usage``).
 """
 
 from __future__ import annotations
@@ -16,11 +17,12 @@ import os
 import sys
 import traceback
 from collections.abc import Callable, Iterable
-from typing import Any, ParamSpec, TypeVar
+from typing import Any, NoReturn, ParamSpec, TypeVar
 
 import typer
 from rich.console import Console
 from rich.markup import escape
+from typer._click.exceptions import UsageError  # typer vendors click; its public API exports no UsageError
 
 from railguard.model.diagnostics import Diagnostic, RailguardError, Severity, error
 
@@ -28,6 +30,10 @@ out = Console(highlight=False, soft_wrap=True)
 err = Console(stderr=True, highlight=False, soft_wrap=True)
 
 _COLOURS = {Severity.error: "red", Severity.warning: "yellow", Severity.info: "cyan"}
+
+# Exit codes (README, "Exit codes"): 0 ok, 1 failed, 2 changes (plan --detailed-exitcode) or a failed
+# doctor check, 64 the command line does not parse (EX_USAGE), 70 a bug in Railguard, 130 interrupted.
+EXIT_USAGE = 64
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -83,7 +89,7 @@ def guarded(as_json_param: str = "as_json") -> Callable[[Callable[P, R]], Callab
                 raise
             except RailguardError as exc:
                 finish(as_json, list(exc.diagnostics))
-            except Exception as exc:  # noqa: BLE001 - last line of defence: never a raw traceback
+            except Exception as exc:  # last line of defence: never a raw traceback
                 if os.environ.get("RAILGUARD_DEBUG"):
                     traceback.print_exc()
                 finish(as_json, [error(
@@ -96,3 +102,20 @@ def guarded(as_json_param: str = "as_json") -> Callable[[Callable[P, R]], Callab
         return inner
 
     return wrap
+
+
+def usage_error(exc: UsageError, as_json: bool) -> NoReturn:
+    """A command line that does not parse: exit 64, as one JSON diagnostic with ``--json``.
+
+    Click's own exit code (2) would read as "changes" to CI running ``plan --detailed-exitcode``.
+    """
+    where = exc.ctx.command_path if exc.ctx is not None else "railguard"
+    if as_json:
+        emit_json({"ok": False, "diagnostics": diagnostics_json([error(
+            "cli.usage", "The command line does not parse", exc.format_message(),
+            f"Run `{where} --help` for the options and arguments it takes.", extra={"command": where})])})
+    else:
+        from typer import rich_utils
+
+        rich_utils.rich_format_error(exc)
+    raise SystemExit(EXIT_USAGE)

@@ -70,7 +70,7 @@ class Handler(BaseHTTPRequestHandler):
     server: Server
     protocol_version = "HTTP/1.1"
 
-    def log_message(self, format: str, *args: Any) -> None:  # noqa: A002
+    def log_message(self, format: str, *args: Any) -> None:
         log.debug(format, *args)
 
     def _peer(self) -> tuple[int, int]:
@@ -101,10 +101,10 @@ class Handler(BaseHTTPRequestHandler):
             raise _bad("the request body must be a JSON object")
         return parsed
 
-    def do_GET(self) -> None:  # noqa: N802
+    def do_GET(self) -> None:
         self._dispatch("GET")
 
-    def do_POST(self) -> None:  # noqa: N802
+    def do_POST(self) -> None:
         self._dispatch("POST")
 
     def _dispatch(self, method: str) -> None:
@@ -133,7 +133,7 @@ class Handler(BaseHTTPRequestHandler):
                 daemon.audit(who, _action(parts, body), f"refused: {exc.diagnostics[0].code}", _audited(parts, body),
                              None)
             self._send(status, {"ok": False, "diagnostics": [d.model_dump(mode="json") for d in exc.diagnostics]})
-        except Exception as exc:  # noqa: BLE001 - the API answers every request with a diagnostic
+        except Exception as exc:  # the API answers every request with a diagnostic
             log.exception("API %s %s failed", method, self.path)
             diag = error("internal.error", "The daemon hit an internal error", f"{type(exc).__name__}: {exc}",
                          "Re-run the command; if it persists, report it with the daemon log (daemon.log).")
@@ -286,6 +286,13 @@ def route(daemon: Daemon, method: str, parts: list[str], query: dict[str, str], 
             return {"policies": daemon.policies(_need(query, "spec"), _need(query, "env"))}
         case ("GET", "whoami", 2):
             return {"principal": who.model_dump(mode="json"), "require_token": daemon.require_token}
+        case ("POST", "gc", 2):
+            dry_run = body.get("dry_run", False)
+            if not isinstance(dry_run, bool):
+                raise _bad("'dry_run' must be true or false")
+            require(who, read if dry_run else Permission.admin, None)
+            spec = body.get("spec")
+            return {"gc": daemon.gc(spec if isinstance(spec, str) and spec else None, dry_run)}
         case ("POST", "shutdown", 2):
             require(who, Permission.admin, None)
             daemon.request_shutdown(_parse(ShutdownRequest, body).everything)

@@ -5,12 +5,17 @@ releases it when the process dies, however it dies, so a crashed daemon never bl
 the next one), writes ``daemon.pid`` (pid + start time), boots the daemon and serves
 the API until asked to stop or sent SIGTERM. Called by ``railguard daemon run``, which
 the client starts detached on demand.
+
+The daemon's log goes to ``daemon.log`` through a rotating handler (it runs for weeks);
+its stdout and stderr, which the client points at ``daemon.out``, only catch what the
+logging cannot: a crash of the interpreter or of a thread before logging is set up.
 """
 
 from __future__ import annotations
 
 import fcntl
 import logging
+import logging.handlers
 import signal
 import sys
 from pathlib import Path
@@ -21,17 +26,27 @@ from railguard.daemon.service import Daemon
 from railguard.engine.workspace import daemon_socket
 from railguard.state.pidfile import write_pid
 
+LOG_MAX_BYTES = 10 * 1024 * 1024
+LOG_BACKUPS = 5
+
 
 class AlreadyRunning(Exception):
     pass
 
 
+def log_handler(home: Path, max_bytes: int = LOG_MAX_BYTES, backups: int = LOG_BACKUPS) -> logging.Handler:
+    """``daemon.log``, rolled to ``daemon.log.1`` ... ``.<backups>`` when it reaches ``max_bytes``."""
+    handler = logging.handlers.RotatingFileHandler(home / "daemon.log", maxBytes=max_bytes, backupCount=backups,
+                                                   encoding="utf-8")
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    return handler
+
+
 def run(home: Path, require_token: bool = False) -> None:
     home.mkdir(parents=True, exist_ok=True, mode=0o700)
-    logging.basicConfig(filename=home / "daemon.log", level=logging.INFO,
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.basicConfig(handlers=[log_handler(home)], level=logging.INFO)
     logging.getLogger("httpx").setLevel(logging.WARNING)  # one line per health check would drown the log
-    lock = open(home / "daemon.lock", "a+")  # noqa: SIM115 - held open for the process lifetime
+    lock = open(home / "daemon.lock", "a+")  # held open for the process lifetime
     try:
         fcntl.flock(lock.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
     except BlockingIOError as exc:

@@ -3,10 +3,11 @@
 One :class:`Daemon` per state folder. It boots by asking its provider to re-adopt
 what runs (the local provider verifies pid + start time of every replica and the
 edge) and settling any operation a previous daemon left in flight; then it serves
-the API, runs operations one at a time on a runner thread, and gives the provider a
+the API, runs operations one at a time on a runner thread, gives the provider a
 background ``tick`` (health checks, expired rollback windows, crash restarts) whose
-events it records. It holds a :class:`~railguard.providers.base.Provider` from
-:mod:`railguard.providers.registry`, never a concrete runtime. Every store access uses
+events it records, and garbage-collects old history at boot and hourly
+(:mod:`railguard.daemon.housekeeping`). It holds a :class:`~railguard.providers.base.Provider`
+from :mod:`railguard.providers.registry`, never a concrete runtime. Every store access uses
 a connection of the calling thread. Called by :mod:`railguard.daemon.api`.
 """
 
@@ -23,6 +24,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from railguard.daemon import housekeeping
 from railguard.daemon.governance import Governance
 from railguard.daemon.secrets_ops import Secrets
 from railguard.engine import guard, usecases
@@ -31,6 +33,7 @@ from railguard.engine.recovery import recover
 from railguard.engine.workspace import Workspace
 from railguard.model.api import IN_FLIGHT, Approval, ApprovalRecord, Operation, OperationStatus, PlanStatus
 from railguard.model.diagnostics import RailguardError, error
+from railguard.model.errors import TemporaryError
 from railguard.model.plans import Plan
 from railguard.model.principals import Principal
 from railguard.model.spec import NAME_PATTERN
@@ -65,6 +68,7 @@ class Daemon(Governance):
         self._jobs: queue.Queue[Job | None] = queue.Queue()
         self._busy: dict[str, str] = {}
         self._busy_lock = threading.Lock()
+        self.work = threading.Lock()  # held while an operation runs, and by garbage collection
         self.stopping = threading.Event()
         self._threads: list[threading.Thread] = []
         self.on_stop: Callable[[], None] | None = None  # set by the server: stop serving
@@ -106,11 +110,15 @@ class Daemon(Governance):
         self.provider.shutdown(ShutdownRequest(everything=everything))
 
     def _loop(self) -> None:
+        next_gc = time.monotonic()  # the first pass right after boot
         while not self.stopping.wait(0.5):
             try:
+                if time.monotonic() >= next_gc:
+                    next_gc = time.monotonic() + housekeeping.periodic(self.store(), self.provider, self.work,
+                                                                       self.home)
                 for event in self.provider.tick(TickRequest()).events:
                     self.store().add_event(event.env, event.kind, event.message)
-            except Exception:  # noqa: BLE001 - the loop must survive a bad pass
+            except Exception:  # the loop must survive a bad pass
                 log.exception("background pass failed")
 
     def _runner(self) -> None:
@@ -120,17 +128,18 @@ class Daemon(Governance):
                 return
             try:
                 self._run_job(job)
-            except Exception:  # noqa: BLE001 - even a broken store must not end the runner thread
+            except Exception:  # even a broken store must not end the runner thread
                 log.exception("operation %s could not be settled", job.op_id)
 
     def _run_job(self, job: Job) -> None:
         store = self.store()
         try:
-            job.run(store)
+            with self.work:
+                job.run(store)
         except RailguardError as exc:
             store.finish_operation(job.op_id, OperationStatus.failed,
                                    {"diagnostics": [d.model_dump(mode="json") for d in exc.diagnostics]})
-        except Exception as exc:  # noqa: BLE001 - an operation bug must not kill the runner
+        except Exception as exc:  # an operation bug must not kill the runner
             log.exception("operation %s crashed", job.op_id)
             diag = error("internal.error", "The operation hit an internal error", f"{type(exc).__name__}: {exc}",
                          "Check `railguard status`; report the bug with the daemon log.")
@@ -149,12 +158,12 @@ class Daemon(Governance):
             if current is not None and self.store().operation_status(current) not in IN_FLIGHT:
                 del self._busy[env]
             if env in self._busy:
-                raise RailguardError(error(
+                raise TemporaryError(error(
                     "operation.busy", f"An operation is already running in '{env}'",
                     f"Operation {self._busy[env]} is in progress; two operations at once could fight over the "
                     "same replicas and edge.",
                     f"Wait for it with `railguard operations {self._busy[env]}`, then try again.",
-                    address=env, extra={"operation": self._busy[env]}))
+                    address=env, extra={"operation": self._busy[env]}), delay=1.0)
             op_id = create()
             self._busy[env] = op_id
             return op_id
@@ -226,6 +235,12 @@ class Daemon(Governance):
     def submit_rollback(self, spec_path: str, env: str, to: int | None, principal: Principal) -> str:
         return self._enqueue(usecases.rollback(self._workspace(spec_path), env, to, self.store(), self.provider,
                                                principal), principal)
+
+    def gc(self, spec_path: str | None, dry_run: bool) -> dict[str, Any]:
+        """``railguard gc``: one retention pass now, under the retention of ``spec_path`` (or the served spec)."""
+        store = self.store()
+        rules = housekeeping.policy(self.home, spec_path or housekeeping.served_spec(store))
+        return housekeeping.collect(store, self.provider, self.work, rules, dry_run)
 
     def operation(self, op_id: str) -> Operation:
         record = self.store().operation(op_id)

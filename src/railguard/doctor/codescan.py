@@ -53,7 +53,7 @@ class _Visitor(ast.NodeVisitor):
         self.getenv_names = {"getenv"}
         self.urlopen_names = {"urlopen"}
 
-    def visit_ImportFrom(self, node: ast.ImportFrom) -> None:  # noqa: N802 - ast's naming
+    def visit_ImportFrom(self, node: ast.ImportFrom) -> None:  # ast's naming
         for alias in node.names:
             local = alias.asname or alias.name
             if node.module == "os" and alias.name == "environ":
@@ -73,12 +73,12 @@ class _Visitor(ast.NodeVisitor):
         if isinstance(key, ast.Constant) and isinstance(key.value, str):
             self.reads.append(EnvRead(key.value, self.file, getattr(node, "lineno", 0), required))
 
-    def visit_Subscript(self, node: ast.Subscript) -> None:  # noqa: N802
+    def visit_Subscript(self, node: ast.Subscript) -> None:
         if self._is_environ(node.value) and isinstance(node.ctx, ast.Load):
             self._add(node.slice, node, required=True)
         self.generic_visit(node)
 
-    def visit_Call(self, node: ast.Call) -> None:  # noqa: N802
+    def visit_Call(self, node: ast.Call) -> None:
         func = node.func
         if isinstance(func, ast.Attribute) and func.attr in ("get", "setdefault") and self._is_environ(func.value) \
                 and node.args:

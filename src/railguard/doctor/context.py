@@ -25,7 +25,7 @@ MAX_WAIT_S = 120.0  # no single wait of a check exceeds this, whatever the spec 
 STOP_S = 0.5  # scratch processes are stopped fast (SIGKILL after this): graceful-shutdown has its own check
 
 
-class CheckStop(Exception):  # noqa: N818 - a control-flow signal carrying the check's finding
+class CheckStop(Exception):  # a control-flow signal carrying the check's finding
     def __init__(self, finding: Finding) -> None:
         super().__init__(finding.summary)
         self.finding = finding

@@ -27,7 +27,7 @@ from railguard.providers.base import BuiltArtifact, ScratchRuntime
 from railguard.providers.registry import scratch_runtime
 
 
-class Interrupted(BaseException):  # noqa: N818 - like KeyboardInterrupt, which it stands beside
+class Interrupted(BaseException):  # like KeyboardInterrupt, which it stands beside
     """SIGTERM (or SIGINT) arrived: stop the run, tear the scratch down, report what finished."""
 
     def __init__(self, signame: str) -> None:

@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from railguard.model.diagnostics import Diagnostic, RailguardError, error, has_errors
+from railguard.model.errors import PermanentError
 from railguard.model.spec import Spec
 from railguard.model.specfile import parse_spec
 from railguard.state.store import Store
@@ -72,7 +73,7 @@ class Workspace:
         """Parse the spec or raise with every error found (errors with a ``tolerate``d code excepted)."""
         spec, diagnostics = self.load()
         if spec is None or has_errors([d for d in diagnostics if d.code not in tolerate]):
-            raise RailguardError(*diagnostics)
+            raise PermanentError(*diagnostics)  # the same text fails the same way: fix the spec
         return spec, diagnostics
 
     def open_store(self) -> Store:

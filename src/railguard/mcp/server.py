@@ -90,7 +90,7 @@ async def dispatch(gw: Gateway, name: str, arguments: dict[str, Any] | None) -> 
         first = exc.diagnostics[0] if exc.diagnostics else None
         outcome = Outcome(f"{first.summary}." if first else "Refused.", diagnostics=list(exc.diagnostics),
                           next_actions=suggest.after_error(name, checked, exc.diagnostics), error=True)
-    except Exception as exc:  # noqa: BLE001 - a bug in one call must never take the server down
+    except Exception as exc:  # a bug in one call must never take the server down
         log.exception("tool %s failed", name)
         outcome = Outcome("Railguard hit an internal error.", error=True, diagnostics=[error(
             "internal.error", "The MCP server hit an internal error", f"{type(exc).__name__} in {name}.",

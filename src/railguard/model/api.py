@@ -284,6 +284,14 @@ class Release(Record):
     rollback_of: int | None = None
 
 
+class KeptRelease(Record):
+    """A release whose artifacts retention keeps: the live and pending ones and the newest N per environment."""
+
+    env: str
+    number: int
+    desired: list[Resource] = Field(default_factory=list)
+
+
 # -- events, approvals, tokens, secrets, audit ---------------------------------------------------------------
 
 

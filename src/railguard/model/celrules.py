@@ -44,11 +44,11 @@ def compile_rule(expression: str) -> Any:
     env = celpy.Environment()
     try:
         program = env.program(env.compile(expression))
-    except Exception as exc:  # noqa: BLE001 - celpy raises several parser error types
+    except Exception as exc:  # celpy raises several parser error types
         raise ValueError(f"the expression does not parse: {str(exc).strip()}") from exc
     try:
         result = program.evaluate({k: _cel(v) for k, v in SAMPLE.items()})
-    except Exception as exc:  # noqa: BLE001
+    except Exception as exc:
         raise ValueError(f"the expression cannot be evaluated: {exc}; rules may read "
                          f"{', '.join(f'{k}.{f}' for k, fields in SAMPLE.items() for f in fields)}") from exc
     if isinstance(result, Exception):

@@ -117,6 +117,8 @@ CODES: dict[str, str] = {
     "mcp.token_required": "Serving MCP over HTTP needs a token.",
     "mcp.insecure_bind": "A non-loopback address was given without TLS.",
     "mcp.unauthorized": "An HTTP request did not carry the server's bearer token.",
+    # the command line itself
+    "cli.usage": "The command line does not parse: an unknown option, a missing argument or a bad value.",
     # catch-all for bugs: never for user mistakes
     "internal.error": "An unexpected internal error.",
 }

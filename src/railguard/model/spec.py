@@ -15,6 +15,7 @@ from ipaddress import IPv4Address
 from typing import Annotated, Any, Literal, Optional
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, IPvAnyAddress, create_model, model_validator
+from pydantic_core import PydanticCustomError
 
 from railguard.model.durations import DURATION_PATTERN, parse_ms
 
@@ -22,10 +23,15 @@ NAME_PATTERN = r"^[a-z][a-z0-9-]{0,39}$"
 VARIABLE_PATTERN = r"^[A-Za-z_][A-Za-z0-9_]{0,127}$"
 HOST_PATTERN = r"^(\*\.)?[A-Za-z0-9]([A-Za-z0-9-]{0,62})(\.[A-Za-z0-9]([A-Za-z0-9-]{0,62}))*$"
 PATH_PATTERN = r"^/[A-Za-z0-9._~/-]*$"
+DURATION_ERROR = "duration"  # the pydantic error type of a bad duration string
 
 
 def _duration(value: str) -> str:
-    parse_ms(value)
+    try:
+        parse_ms(value)
+    except ValueError as exc:
+        # Its own error type, so the spec reader reports spec.invalid_duration by type, not by message text.
+        raise PydanticCustomError(DURATION_ERROR, "{reason}", {"reason": str(exc)}) from exc
     return value
 
 
@@ -138,7 +144,7 @@ class Service(_Strict):
 def _override_fields() -> dict[str, Any]:
     fields: dict[str, Any] = {}
     for name, info in Service.model_fields.items():
-        fields[name] = (Optional[info.annotation], Field(default=None, description=info.description))  # noqa: UP045
+        fields[name] = (Optional[info.annotation], Field(default=None, description=info.description))
     return fields
 
 
@@ -229,6 +235,33 @@ class Alerts(_Strict):
         return self
 
 
+class Retention(_Strict):
+    """How much history the state folder keeps. The daemon applies it at boot and hourly; `railguard gc` on demand.
+
+    A row goes once it is older than its days AND not among the newest `*_keep` of its kind, so a quiet month
+    never empties the history. What is still in use is never removed: an operation that is queued or running,
+    the plan it applies, and the artifact of a live, warm or kept release.
+    """
+
+    plans_days: int = Field(default=30, ge=1, le=36_500, description="Saved plans older than this many days go.")
+    plans_keep: int = Field(default=200, ge=0, le=1_000_000, description="The newest plans kept regardless of age.")
+    operations_days: int = Field(
+        default=30, ge=1, le=36_500, description="Finished operations (and their step journals) older than this go."
+    )
+    operations_keep: int = Field(
+        default=200, ge=0, le=1_000_000, description="The newest operations kept regardless of age."
+    )
+    events_days: int = Field(default=30, ge=1, le=36_500, description="Events older than this many days go.")
+    events_keep: int = Field(
+        default=10_000, ge=0, le=10_000_000, description="The newest events kept regardless of age."
+    )
+    releases_keep: int = Field(
+        default=10, ge=1, le=10_000,
+        description="Artifacts of the newest releases per environment kept for rollback; the artifacts of older "
+        "releases that are neither live nor warm are deleted (their release records stay).",
+    )
+
+
 class Spec(_Strict):
     """The whole of ``railguard.toml``."""
 
@@ -239,6 +272,9 @@ class Spec(_Strict):
     )
     services: dict[Name, Service] = Field(default_factory=dict, description="Services, by name.")
     policies: list[PolicyRule] = Field(default_factory=list, description="Your own policy rules (CEL).")
+    retention: Retention = Field(
+        default_factory=Retention, description="How long old plans, operations, events and artifacts are kept."
+    )
 
     def resolved_service(self, env: str, name: str) -> Service:
         """The service as it runs in ``env``: overrides applied, ``env`` merged key by key."""

@@ -3,9 +3,10 @@
 All structural problems are reported at once (pydantic collects them), each with
 the key path, file and line, and, for unknown keys, a "did you mean" suggestion.
 When the structure is sound, the cross-field checks of
-:mod:`railguard.model.checks` run too. Called by the engine's spec loader, by
-``railguard validate`` and, later, by the MCP server for proposed spec texts.
-Pure: no I/O.
+:mod:`railguard.model.checks` run too. Called by the engine's workspace loader
+(:mod:`railguard.engine.workspace`: ``railguard validate``, every command that reads the spec, and the
+daemon when it plans a proposed spec text sent by an agent) and by the MCP server's spec tools, which
+validate a proposed text in-process. Pure: no I/O.
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ from pydantic import BaseModel, ValidationError
 
 from railguard.model import checks, counters
 from railguard.model.diagnostics import Diagnostic, error
-from railguard.model.spec import Spec
+from railguard.model.spec import DURATION_ERROR, Spec
 from railguard.model.tomllines import LineIndex
 
 MAX_SPEC_BYTES = 32_000_000
@@ -116,7 +117,7 @@ def _from_validation_error(exc: ValidationError, lines: LineIndex, file: str | N
                 "Rename it, for example to "
                 f"'{_suggest_name(str(path[-1]))}', then run `railguard validate`.", **common,
             ))
-        elif "is not a duration" in message or "longer than 7 days" in message:
+        elif kind == DURATION_ERROR:
             found.append(error(
                 "spec.invalid_duration", f"Bad duration at '{where}'",
                 f"{message[0].upper()}{message[1:]}.",

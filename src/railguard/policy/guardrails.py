@@ -183,7 +183,7 @@ def _user_rules(plan: Plan, facts: Facts, config: dict[str, Any], protected: boo
                 from railguard.model.celrules import matches  # loaded only when a spec has rules (~16 MB)
 
                 hit = matches(rule["expression"], activation)
-            except Exception as exc:  # noqa: BLE001 - a rule that breaks at run time must block, not crash
+            except Exception as exc:  # a rule that breaks at run time must block, not crash
                 yield Verdict(rule=f"policy:{rule['name']}", effect=Effect.deny, address=change.address,
                               message=f"the rule could not be evaluated: {exc}",
                               remediation="Fix the rule in the spec, then plan again.")

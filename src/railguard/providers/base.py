@@ -29,6 +29,7 @@ from typing import Any, Protocol, runtime_checkable
 from pydantic import BaseModel, ConfigDict, Field
 
 from railguard.model.api import Health as Health  # the one ordered health vocabulary, re-exported
+from railguard.model.api import KeptRelease
 from railguard.model.api import ReplicaHealth as ReplicaHealth  # what one replica's checks say
 from railguard.model.diagnostics import Diagnostic
 from railguard.model.plans import Change
@@ -227,6 +228,10 @@ class Provider(Protocol):
 
     def shutdown(self, request: ShutdownRequest) -> None: ...
 
+    def prune_artifacts(self, kept: list[KeptRelease], dry_run: bool = False) -> list[str]:
+        """Delete built artifacts that no kept release and nothing running uses; return their ids."""
+        ...
+
 
 # -- the scratch runtime: what the doctor runs one service with, outside any environment -------------------
 
@@ -249,7 +254,7 @@ class GateResult:
     reason: str
 
 
-class BuildFailed(Exception):  # noqa: N818 - named for what happened, like the diagnostics
+class BuildFailed(Exception):
     """An artifact could not be made; ``log_tail`` holds the build's last output lines."""
 
     def __init__(self, message: str, log_tail: list[str] | None = None, missing: bool = False) -> None:
@@ -258,7 +263,7 @@ class BuildFailed(Exception):  # noqa: N818 - named for what happened, like the 
         self.missing = missing
 
 
-class StartFailed(Exception):  # noqa: N818
+class StartFailed(Exception):
     """A process could not be started; the message says why in user terms."""
 
 

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import time
 
+from railguard.model.api import KeptRelease
 from railguard.model.diagnostics import error
 from railguard.model.plans import Action
 from railguard.model.resources import LiveStatus, ObservedResource
@@ -120,6 +121,9 @@ class FakeProvider:
         if request.everything:
             self.live.clear()
             self.warm.clear()
+
+    def prune_artifacts(self, kept: list[KeptRelease], dry_run: bool = False) -> list[str]:
+        return []  # the fake builds nothing, so it keeps no artifacts to prune
 
     # -- views -------------------------------------------------------------------------------
     def describe(self, request: DescribeRequest) -> DescribeResponse:

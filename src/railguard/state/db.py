@@ -83,7 +83,8 @@ class Database:
             store._upgrade()
         except sqlite3.DatabaseError as exc:
             db.close()
-            if isinstance(exc, sqlite3.OperationalError) and "readonly" in str(exc):
+            # The primary code (low byte) also covers the extended SQLITE_READONLY_* codes.
+            if getattr(exc, "sqlite_errorcode", 0) & 0xFF == sqlite3.SQLITE_READONLY:
                 raise unwritable(home, exc) from exc
             raise corrupt(path, exc) from exc
         except RailguardError:

@@ -18,8 +18,11 @@ from dataclasses import dataclass
 import psutil
 
 from railguard.model.canonical import canonical_json
-from railguard.model.diagnostics import Diagnostic, RailguardError, error, warning
+from railguard.model.diagnostics import Diagnostic, error, warning
+from railguard.model.errors import TemporaryError
 from railguard.state.db import Database, now
+
+LOCK_RETRY_S = 5.0  # a caller told `state.locked` may retry after this long
 
 
 @dataclass(frozen=True)
@@ -69,13 +72,13 @@ class LockStore(Database):
         with self.transaction():
             holder = self.lock_holder(name)
             if holder is not None and holder.alive():
-                raise RailguardError(error(
+                raise TemporaryError(error(
                     "state.locked", "Another Railguard process is changing this state",
                     f"The lock '{name}' is held by pid {holder.pid} on {holder.host} for '{holder.operation}' "
                     f"since {holder.acquired_at}. Two changes at once could leave the environment half-switched.",
                     "Wait for it to finish (`railguard operations`), then try again.",
                     extra={"holder": holder.__dict__},
-                ))
+                ), delay=LOCK_RETRY_S)
             if holder is not None:
                 self._db.execute(
                     "INSERT INTO events (env, at, kind, address, message, data) VALUES (NULL, ?, ?, NULL, ?, ?)",

@@ -5,7 +5,8 @@ folder under ``<state>/artifacts/``, and is built at most once: the spec's ``bui
 runs in the artifact's folder with a private virtualenv on PATH, so a Python app's
 ``pip install`` lands in the artifact, not in the machine or in Railguard. Releases
 and rollbacks run artifacts; nothing is ever rebuilt from the working tree for a
-rollback. Called by the local provider's rollout.
+rollback. Called by the local provider's rollout; :func:`prune` deletes the artifacts retention
+let go (the local provider decides which must stay).
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ import venv
 from dataclasses import dataclass
 from pathlib import Path
 
+from railguard.model.resources import Resource
 from railguard.providers.base import BuildFailed
 from railguard.providers.local.processes import tail
 from railguard.sources.snapshot import copy_into, snapshot
@@ -119,3 +121,26 @@ def _build(folder: Path, build: list[str], env: dict[str, str]) -> None:
         raise ArtifactError(f"build did not finish within {BUILD_TIMEOUT_S:.0f} s", tail(log, 20)) from exc
     if done.returncode != 0:
         raise ArtifactError(f"build {build} exited with {done.returncode}", tail(log, 20))
+
+
+def referenced(resources: list[Resource]) -> set[str]:
+    """Artifact ids the service resources (as stored in a release) run."""
+    return {artifact_id(r.config.get("source") or "", r.config.get("build"))
+            for r in resources if r.kind == "service" and r.config.get("source")}
+
+
+def prune(root: Path, keep: set[str], dry_run: bool = False) -> list[str]:
+    """Delete every artifact folder under ``root`` whose id is not in ``keep``; return the ids deleted.
+
+    Folders starting with '.' are builds in progress and are left alone.
+    """
+    if not root.is_dir():
+        return []
+    gone = sorted(p.name for p in root.iterdir() if p.is_dir() and not p.name.startswith(".") and p.name not in keep)
+    if not dry_run:
+        for name in gone:
+            # Renamed first, so a half-deleted folder is never taken for a built artifact.
+            doomed = root / f".deleting.{name}.{os.getpid()}"
+            (root / name).rename(doomed)
+            shutil.rmtree(doomed, ignore_errors=True)
+    return gone

@@ -15,7 +15,9 @@ connections. That is why the local provider runs one Caddy per environment (a
 change to staging never touches production) and why docs/runtime.md states both.
 
 The admin API listens only on a Unix socket inside a 0700 run directory, so no
-other local user (or browser page) can reconfigure the edge.
+other local user (or browser page) can reconfigure the edge. Caddy writes its own log
+to ``caddy.log`` and rolls it itself (:func:`bootstrap_config`); its stdout and stderr,
+which only carry output from before the config loads and crash traces, go to ``caddy.out``.
 """
 
 from __future__ import annotations
@@ -48,10 +50,21 @@ _START_TIMEOUT = 10.0
 # short enough that a fully dead service fails fast-ish with a 502.
 _TRY_DURATION = "5s"
 _TRY_INTERVAL = "50ms"
+# Caddy's log rolls at this size and keeps this many old files (its file writer compresses them).
+LOG_ROLL_SIZE_MB = 10
+LOG_ROLL_KEEP = 5
 
 
 class EdgeError(Exception):
     """Something about the edge went wrong; the message is meant for a human."""
+
+
+class PortInUse(EdgeError):
+    """The listener could not bind: another program holds the port. Permanent until that program stops."""
+
+
+class NotFound(EdgeError):
+    """Caddy has no config at the path asked for (404)."""
 
 
 @dataclass(frozen=True)
@@ -113,6 +126,25 @@ def server_config(port: int, routes: list[EdgeRoute], bind: str = "127.0.0.1") -
     }
 
 
+def bootstrap_config(admin_socket: Path, log_path: Path) -> dict[str, Any]:
+    """The config Caddy starts with (pure; exposed for tests): admin socket, rolled log, an empty http app."""
+    return {
+        "admin": {
+            "listen": f"unix/{admin_socket}",
+            # The daemon re-applies every environment; a stale autosave would only confuse.
+            "config": {"persist": False},
+        },
+        # Caddy's own rotation: a long-lived edge must not fill the disk with its log.
+        "logging": {"logs": {"default": {"writer": {
+            "output": "file", "filename": str(log_path), "roll": True,
+            "roll_size_mb": LOG_ROLL_SIZE_MB, "roll_keep": LOG_ROLL_KEEP,
+        }}}},
+        # An (empty) http app must exist so servers can be POSTed under it. No grace_period
+        # needed: a replaced server drains in the background without delaying the change.
+        "apps": {"http": {"servers": {}}},
+    }
+
+
 def _same_process(proc: psutil.Process, create_time: float, config_path: Path) -> bool:
     """True if ``proc`` is the Caddy we started (pid reuse and foreign caddies excluded)."""
     try:
@@ -141,6 +173,7 @@ class CaddyEdge:
             self.socket_path = short / f"edge-{digest}.sock"
         self.pid_path = self.run_dir / "caddy.pid"
         self.log_path = self.run_dir / "caddy.log"
+        self.out_path = self.run_dir / "caddy.out"
         self.config_path = self.run_dir / "bootstrap.json"
         self._child: subprocess.Popen[bytes] | None = None  # set only when we are the parent
 
@@ -183,24 +216,14 @@ class CaddyEdge:
             self._wait_ready()
 
     def _spawn(self) -> None:
-        bootstrap = {
-            "admin": {
-                "listen": f"unix/{self.socket_path}",
-                # The daemon re-applies every environment; a stale autosave would only confuse.
-                "config": {"persist": False},
-            },
-            # An (empty) http app must exist so servers can be POSTed under it. No grace_period
-            # needed: a replaced server drains in the background without delaying the change.
-            "apps": {"http": {"servers": {}}},
-        }
-        self.config_path.write_text(json.dumps(bootstrap))
+        self.config_path.write_text(json.dumps(bootstrap_config(self.socket_path, self.log_path)))
         self.socket_path.unlink(missing_ok=True)  # a stale socket would make the admin bind fail
         # Nothing of the daemon's environment (tokens, the secret key) reaches Caddy.
         env = {k: v for k, v in os.environ.items() if k in ("PATH", "HOME", "LANG", "TZ")}
         env["XDG_DATA_HOME"] = str(self.run_dir / "data")
         env["XDG_CONFIG_HOME"] = str(self.run_dir / "config")
         argv = [str(self.binary()), "run", "--config", str(self.config_path)]
-        with open(self.log_path, "ab") as log:
+        with open(self.out_path, "ab") as log:
             # Own session: Ctrl-C or the daemon dying must not take the edge down with it.
             self._child = subprocess.Popen(
                 argv, stdin=subprocess.DEVNULL, stdout=log, stderr=log, env=env,
@@ -222,7 +245,8 @@ class CaddyEdge:
                 # ours), so ask Popen whether it exited rather than matching the command line.
                 child_exited = self._child is not None and self._child.poll() is not None
                 if time.monotonic() > deadline or child_exited or (self._child is None and not self.running()):
-                    tail = self.log_path.read_text(errors="replace")[-2000:] if self.log_path.exists() else ""
+                    tail = "".join(path.read_text(errors="replace")[-1000:] for path in (self.out_path, self.log_path)
+                                   if path.exists())
                     raise EdgeError(f"caddy did not become ready; log tail:\n{tail}") from None
                 time.sleep(_POLL)
 
@@ -272,7 +296,11 @@ class CaddyEdge:
                 detail = resp.json().get("error", resp.text)
             except ValueError:
                 detail = resp.text
-            raise EdgeError(f"caddy admin {method} {path} failed ({resp.status_code}): {detail}")
+            text = f"caddy admin {method} {path} failed ({resp.status_code}): {detail}"
+            if resp.status_code == 404:
+                raise NotFound(text)
+            # Caddy says so only in its answer's text; it is read here, once, where the answer arrives.
+            raise (PortInUse if "address already in use" in str(detail) else EdgeError)(text)
         return resp.json() if resp.content else None
 
     def set_environment(self, env: str, port: int, routes: list[EdgeRoute], bind: str = "127.0.0.1") -> None:
@@ -281,19 +309,15 @@ class CaddyEdge:
             # POST on an object key creates or replaces it: one atomic config change. If the
             # new listener cannot bind, Caddy rolls back to the previous config as a whole.
             self._request("POST", f"/config/apps/http/servers/{name}", server_config(port, routes, bind))
-        except EdgeError as exc:
-            if "address already in use" in str(exc):
-                raise EdgeError(
-                    f"edge port {port} on {bind} for environment {env!r} is already in use by another program"
-                ) from exc
-            raise
+        except PortInUse as exc:
+            raise PortInUse(
+                f"edge port {port} on {bind} for environment {env!r} is already in use by another program"
+            ) from exc
 
     def remove_environment(self, env: str) -> None:
-        try:
+        # Already gone is fine: removal is idempotent.
+        with contextlib.suppress(NotFound):
             self._request("DELETE", f"/config/apps/http/servers/{_server_name(env)}")
-        except EdgeError as exc:
-            if "does not exist" not in str(exc):  # already gone: removal is idempotent
-                raise
 
     def environments(self) -> dict[str, dict[str, Any]]:
         """Env name (without the "rg-" prefix) -> that server's config as Caddy reports it."""

@@ -23,6 +23,7 @@ from typing import Any
 
 import psutil
 
+from railguard.model.api import KeptRelease
 from railguard.model.diagnostics import Diagnostic, error
 from railguard.model.plans import Action
 from railguard.model.resources import LiveStatus, ObservedResource, service_address
@@ -44,7 +45,7 @@ from railguard.providers.base import (
     TickResponse,
 )
 from railguard.providers.local import artifacts
-from railguard.providers.local.edge import CaddyEdge, EdgeError
+from railguard.providers.local.edge import CaddyEdge, EdgeError, PortInUse
 from railguard.providers.local.health import CheckResult
 from railguard.providers.local.processes import ReplicaRecord, Supervisor, is_alive
 from railguard.providers.local.replicas import (
@@ -68,7 +69,8 @@ REMEDIATION = {
     "rollout.artifact_missing": "Roll back to a release whose artifact still exists (`railguard releases`), "
                                 "or deploy the current source with `railguard plan` and apply.",
     "edge.port_in_use": "Stop the program using the port or choose another edge_port, then plan and apply again.",
-    "edge.failed": "Check `railguard daemon status` and the edge log in the state folder's edge/<env>/caddy.log.",
+    "edge.failed": "Check `railguard daemon status` and the edge logs in the state folder's edge/<env>/ (caddy.log, "
+                   "caddy.out).",
 }
 
 
@@ -210,6 +212,16 @@ class LocalProvider(Rollouts, Views):
         for folder in (self.home / "edge").glob("*/caddy.pid"):  # edges of environments not touched this run
             CaddyEdge(folder.parent).stop()
 
+    def prune_artifacts(self, kept: list[KeptRelease], dry_run: bool = False) -> list[str]:
+        """Delete artifacts no kept release (``desired`` of each) and no running replica set uses; return their ids.
+
+        The caller holds the state lock, so no rollout builds or starts an artifact meanwhile.
+        """
+        keep = artifacts.referenced([r for release in kept for r in release.desired])
+        with self.state.lock:  # live, warm and pending sets run from their folders whatever the records say
+            keep |= {Path(rs.artifact).name for runtime in self.state.envs.values() for rs in runtime.sets}
+        return artifacts.prune(self.home / "artifacts", keep, dry_run)
+
     def _retire(self, rs: ReplicaSet, stop_timeout: float | None = None) -> None:
         for replica in rs.replicas:
             self.supervisor.remove(replica.spec.name, stop_timeout)
@@ -303,7 +315,7 @@ class LocalProvider(Rollouts, Views):
             return self._failed(request, code, "The artifact could not be built" if not exc.missing
                                 else "The release's artifact is gone", str(exc), {"log_tail": exc.log_tail})
         except EdgeError as exc:
-            code = "edge.port_in_use" if "already in use" in str(exc) else "edge.failed"
+            code = "edge.port_in_use" if isinstance(exc, PortInUse) else "edge.failed"
             return self._failed(request, code, "The edge rejected the change", str(exc), {})
 
     def _failed(self, request: ApplyRequest, code: str, summary: str, cause: str,

@@ -8,7 +8,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 
 class Handler(BaseHTTPRequestHandler):
-    def do_GET(self) -> None:  # noqa: N802
+    def do_GET(self) -> None:
         found = self.path in ("/healthz", "/api/healthz") or self.path.startswith("/api")
         body = json.dumps({"quote": "Ship small changes."} if found else {"error": "no such path"}).encode()
         self.send_response(200 if found else 404)
@@ -16,7 +16,7 @@ class Handler(BaseHTTPRequestHandler):
         self.end_headers()
         self.wfile.write(body)
 
-    def log_message(self, format: str, *args: object) -> None:  # noqa: A002
+    def log_message(self, format: str, *args: object) -> None:
         pass
 
 

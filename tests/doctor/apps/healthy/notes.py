@@ -59,7 +59,7 @@ class Handler(BaseHTTPRequestHandler):
         self.end_headers()
         self.wfile.write(data)
 
-    def do_GET(self) -> None:  # noqa: N802
+    def do_GET(self) -> None:
         if self.path == "/healthz":
             found = self.health()
             self.send(503 if found else 200, {"status": found or "ok", "version": VERSION})
@@ -72,13 +72,13 @@ class Handler(BaseHTTPRequestHandler):
             return
         self.send(200, {"version": VERSION, "notes": [{"id": i, "text": t} for i, t in rows]})
 
-    def do_POST(self) -> None:  # noqa: N802
+    def do_POST(self) -> None:
         text = self.rfile.read(min(int(self.headers.get("Content-Length") or 0), 10_000)).decode()
         with db() as conn:
             cursor = conn.execute(f"INSERT INTO notes ({self.column}) VALUES (?)", (text,))
         self.send(201, {"id": cursor.lastrowid})
 
-    def log_message(self, format: str, *args: object) -> None:  # noqa: A002
+    def log_message(self, format: str, *args: object) -> None:
         sys.stderr.write(format % args + "\n")
 
 
