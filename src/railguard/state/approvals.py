@@ -27,8 +27,9 @@ def record(store: Store, plan_id: str, plan_hash: str, decision: str, principal:
     expires = (datetime.now(UTC) + timedelta(seconds=ttl_s)).isoformat()
     with store.transaction() as db:
         db.execute("INSERT INTO approvals (" + ", ".join(KEYS) + ") VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                   (approval_id, plan_id, plan_hash, decision, principal, reason, json.dumps(confirmed), now(),
-                    expires))
+                   # The reason is free text, so it passes the redactor like every other stored text.
+                   (approval_id, plan_id, plan_hash, decision, principal, store.redact(reason), json.dumps(confirmed),
+                    now(), expires))
     return for_plan(store, plan_id)[-1]
 
 
