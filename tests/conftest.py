@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
+import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -76,42 +78,98 @@ def workspace(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]
     os.chdir("/")
 
 
-def _ours(base: Path) -> list[psutil.Process]:
-    """Processes whose command line or working directory points into this session's temporary folders.
+@pytest.fixture(autouse=True, scope="session")
+def session_temp_folder(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    """Folders a test makes with ``tempfile`` (and so do the CLI, daemons and doctor runs it starts: they
+    inherit TMPDIR) go into one short folder of this session, outside pytest's temp root, where the
+    leftover-process check looks too. Short, because Unix socket paths are limited to 107 bytes."""
+    tmp_path_factory.getbasetemp()  # pytest's own root stays where it is
+    folder = Path(tempfile.mkdtemp(prefix="rgt-")).resolve()
+    old_env, old_default = os.environ.get("TMPDIR"), tempfile.tempdir
+    os.environ["TMPDIR"] = tempfile.tempdir = str(folder)
+    yield folder
+    tempfile.tempdir = old_default
+    if old_env is None:
+        os.environ.pop("TMPDIR", None)
+    else:
+        os.environ["TMPDIR"] = old_env
+    shutil.rmtree(folder, ignore_errors=True)
 
-    Replicas run as `python app.py` inside an artifact folder: only their working directory names the test.
-    """
-    found = []
+
+def _ours(roots: list[Path], before: set[tuple[int, float]]) -> list[psutil.Process]:
+    """Live processes this test started: the pytest process's new descendants, and any process whose command
+    line or working directory points into ``roots`` (daemons run detached; replicas run as `python app.py`
+    inside an artifact folder, so only their working directory names the test)."""
+    found: dict[int, psutil.Process] = {}
+    me = psutil.Process()
+    for proc in me.children(recursive=True):
+        found[proc.pid] = proc
     for proc in psutil.process_iter(["cmdline", "cwd"]):
         try:
             text = " ".join(proc.info["cmdline"] or []) + " " + (proc.info["cwd"] or "")
-            if str(base) in text and proc.pid != os.getpid():
-                found.append(proc)
+            if any(str(root) in text for root in roots):
+                found[proc.pid] = proc
         except psutil.Error:
             continue
-    return found
+    alive = []
+    for proc in found.values():
+        try:
+            if proc.pid != me.pid and proc.status() != psutil.STATUS_ZOMBIE and \
+                    (proc.pid, proc.create_time()) not in before:
+                alive.append(proc)
+        except psutil.Error:
+            continue
+    return alive
+
+
+def _describe(proc: psutil.Process) -> str:
+    try:
+        return f"pid {proc.pid}: {' '.join(proc.cmdline())} (in {proc.cwd()})"
+    except psutil.Error:
+        return f"pid {proc.pid}"
+
+
+def _identity(proc: psutil.Process) -> tuple[int, float] | None:
+    try:
+        return proc.pid, proc.create_time()
+    except psutil.Error:
+        return None
 
 
 @pytest.fixture(autouse=True)
-def no_leftover_processes(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
-    """Every daemon, replica and Caddy a test starts is stopped by the test; anything left fails it."""
+def no_leftover_processes(tmp_path_factory: pytest.TempPathFactory, session_temp_folder: Path) -> Iterator[None]:
+    """A test (with its fixtures' teardown) stops every process it starts; anything still running fails it.
+
+    It looks first, then cleans up (daemons are asked to stop with everything they run, stragglers are
+    killed), so a leak fails the test that leaked instead of being tidied away unnoticed.
+    """
+    roots = [tmp_path_factory.getbasetemp(), session_temp_folder]
+    before = {i for i in map(_identity, _ours(roots, set())) if i is not None}
     yield
-    base = tmp_path_factory.getbasetemp()
-    for proc in _ours(base):
-        cmd = proc.info["cmdline"] or []
+    found = _ours(roots, before)
+    _, still = psutil.wait_procs(found, timeout=5)  # a process on its way out is not a leak
+    leftovers = [_describe(p) for p in still]
+    for proc in still:  # cleanup: stop daemons (and what they run) properly, then kill what is left
+        try:
+            cmd = proc.cmdline()
+        except psutil.Error:
+            continue
         if "daemon" in cmd and "--home" in cmd:
             home = cmd[cmd.index("--home") + 1]
             subprocess.run([sys.executable, "-m", "railguard", "daemon", "stop", "--everything"],
                            env={**os.environ, "RAILGUARD_HOME": home}, capture_output=True, timeout=60, check=False)
-    leftovers = []
-    for proc in _ours(base):
+    for proc in _ours(roots, before):
         try:
-            if proc.status() != psutil.STATUS_ZOMBIE:
-                leftovers.append(" ".join(proc.cmdline()))
-                proc.kill()
+            proc.kill()
         except psutil.Error:
             continue
-    assert leftovers == [], f"processes left running: {leftovers}"
+    for child in psutil.Process().children():
+        try:
+            if child.status() == psutil.STATUS_ZOMBIE:  # exited, only not reaped: nothing runs
+                os.waitpid(child.pid, os.WNOHANG)
+        except (psutil.Error, ChildProcessError):
+            continue
+    assert leftovers == [], f"the test left processes running: {leftovers}"
 
 
 def stop_daemon(folder: Path) -> None:

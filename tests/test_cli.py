@@ -7,8 +7,13 @@ import os
 import sqlite3
 import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
+
+import pytest
+
+from .conftest import stop_daemon
 
 RAILGUARD = [sys.executable, "-m", "railguard"]
 
@@ -24,7 +29,15 @@ def rg_json(*args: str, cwd: Path) -> tuple[int, dict[str, Any]]:
     return done.returncode, json.loads(done.stdout)
 
 
-def test_newcomer_flow_init_validate_plan(tmp_path: Path) -> None:
+@pytest.fixture
+def app_folder(tmp_path: Path) -> Iterator[Path]:
+    """An empty app folder; the daemon a command starts there on demand is stopped afterwards."""
+    yield tmp_path
+    stop_daemon(tmp_path)
+
+
+def test_newcomer_flow_init_validate_plan(app_folder: Path) -> None:
+    tmp_path = app_folder
     (tmp_path / "app.py").write_text("from flask import Flask\napp = Flask(__name__)\n@app.get('/healthz')\n"
                                      "def h():\n    return 'ok'\n")
     (tmp_path / "requirements.txt").write_text("flask\n")
@@ -121,9 +134,12 @@ def test_unknown_plan_and_corrupt_state(workspace: Path) -> None:
 
 def test_railguard_home_overrides_the_state_folder(workspace: Path, tmp_path_factory: Any) -> None:
     home = tmp_path_factory.mktemp("home") / "state"
-    done = rg("plan", "--env", "staging", "--json", cwd=workspace, env={"RAILGUARD_HOME": str(home)})
-    assert done.returncode == 0, done.stderr
-    assert (home / "state.db").exists() and not (workspace / ".railguard").exists()
+    try:
+        done = rg("plan", "--env", "staging", "--json", cwd=workspace, env={"RAILGUARD_HOME": str(home)})
+        assert done.returncode == 0, done.stderr
+        assert (home / "state.db").exists() and not (workspace / ".railguard").exists()
+    finally:  # the daemon `plan` started lives in that state folder, which the workspace fixture does not know
+        rg("daemon", "stop", "--everything", cwd=workspace, env={"RAILGUARD_HOME": str(home)})
 
 
 def test_schema_is_json_schema_with_descriptions(workspace: Path) -> None:

@@ -138,6 +138,8 @@ class Handler(BaseHTTPRequestHandler):
             diag = error("internal.error", "The daemon hit an internal error", f"{type(exc).__name__}: {exc}",
                          "Re-run the command; if it persists, report it with the daemon log (daemon.log).")
             self._send(500, {"ok": False, "diagnostics": [diag.model_dump(mode="json")]})
+        finally:
+            daemon.answered()  # an operation this request queued starts only now (see Daemon._queue)
 
 
 def _audited(parts: list[str], body: dict[str, Any]) -> dict[str, Any]:

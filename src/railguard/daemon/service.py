@@ -20,7 +20,7 @@ import re
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -47,11 +47,19 @@ log = logging.getLogger("railguard.daemon")
 NAME_RE = re.compile(NAME_PATTERN.strip("^$"))
 
 
+# How long a queued job waits for the API to finish answering its submit before it runs anyway
+# (a client that went away must not hold the environment).
+ANSWER_WAIT_S = 10.0
+
+
 @dataclass
 class Job:
     op_id: str
     env: str
     run: Callable[[Store], Any]
+    # Set once the submit's answer is written: the job never starts (and a fault or crash in it never
+    # strikes) before the caller holds the operation id.
+    answered: threading.Event = field(default_factory=threading.Event)
 
 
 class Daemon(Governance):
@@ -131,7 +139,21 @@ class Daemon(Governance):
             except Exception:  # even a broken store must not end the runner thread
                 log.exception("operation %s could not be settled", job.op_id)
 
+    def _queue(self, job: Job) -> None:
+        """Queue ``job``; it starts once :meth:`answered` is called by the thread that submitted it."""
+        pending: list[threading.Event] = getattr(self._local, "unanswered", [])
+        pending.append(job.answered)
+        self._local.unanswered = pending
+        self._jobs.put(job)
+
+    def answered(self) -> None:
+        """The API wrote its answer on this thread: the jobs this request queued may start."""
+        for event in getattr(self._local, "unanswered", []):
+            event.set()
+        self._local.unanswered = []
+
     def _run_job(self, job: Job) -> None:
+        job.answered.wait(ANSWER_WAIT_S)
         store = self.store()
         try:
             with self.work:
@@ -173,7 +195,7 @@ class Daemon(Governance):
         store = self.store()
         op_id = self._claim(submitted.env, lambda: store.create_operation(
             submitted.env, submitted.kind, submitted.plan_id, principal.id, status=OperationStatus.queued))
-        self._jobs.put(Job(op_id, submitted.env, lambda runner_store: submitted.run(runner_store, op_id)))
+        self._queue(Job(op_id, submitted.env, lambda runner_store: submitted.run(runner_store, op_id)))
         return op_id
 
     def _workspace(self, spec_path: str, text: str | None = None) -> Workspace:

@@ -32,7 +32,8 @@ def record(store: Store, plan_id: str, plan_hash: str, decision: Decision | str,
                          "LIMIT 1", (plan_id,)).fetchone()
         APPROVAL.check(None if row is None else str(row[0]), Decision(decision), plan_id)
         db.execute("INSERT INTO approvals (" + ", ".join(KEYS) + ") VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                   (approval_id, plan_id, plan_hash, Decision(decision).value, principal, reason,
+                   # The reason is free text, so it passes the redactor like every other stored text.
+                   (approval_id, plan_id, plan_hash, Decision(decision).value, principal, store.redact(reason),
                     json.dumps(confirmed), now(), expires))
     return next(a for a in for_plan(store, plan_id) if a.id == approval_id)
 
