@@ -41,8 +41,8 @@ from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-import psutil  # noqa: E402
-from rgbench import Workspace, machine_line  # noqa: E402
+import psutil
+from rgbench import Workspace, machine_line
 
 NAMES = ("spec.parse", "source.snapshot", "source.hash")
 

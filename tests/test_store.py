@@ -186,8 +186,8 @@ def test_a_read_only_database_is_unwritable_not_corrupt(tmp_path: Path, monkeypa
         return real_connect(f"file:{path}?mode=ro", *args, uri=True, **kwargs)
 
     monkeypatch.setattr(sqlite3, "connect", read_only)
-    monkeypatch.setattr("railguard.state.store.SCHEMA_VERSION", SCHEMA_VERSION + 1)  # forces a write at open
-    monkeypatch.setattr("railguard.state.store.MIGRATIONS", [*MIGRATIONS, "CREATE TABLE later (a)"])
+    monkeypatch.setattr("railguard.state.db.SCHEMA_VERSION", SCHEMA_VERSION + 1)  # forces a write at open
+    monkeypatch.setattr("railguard.state.db.MIGRATIONS", [*MIGRATIONS, "CREATE TABLE later (a)"])
     with pytest.raises(RailguardError) as exc:
         Store.open(tmp_path)
     assert codes(exc) == ["state.unwritable"]

@@ -49,7 +49,7 @@ def test_submit_apply_parses_and_snapshots_once_and_the_job_applies(tmp_path: Pa
     assert (submitted.env, submitted.kind, submitted.plan_id) == ("staging", "apply", plan.id)
     assert provider.applied == []  # nothing runs before the job
     record = _run(store, submitted)
-    assert record["status"] == "succeeded"
+    assert record.status == "succeeded"
     assert COUNTS["spec.parse"] - parses == 1  # the job uses the request's facts
     assert store.load_plan(plan.id)[2] == "applied"
 
@@ -140,8 +140,8 @@ def test_rollback_precheck_reads_the_store_only(tmp_path: Path) -> None:
     submitted = usecases.rollback(ws, "staging", None, store, provider, ADMIN)
     assert store.serial("staging") == serial  # the pre-check did not observe
     record = _run(store, submitted)  # the job observes, under the lock
-    assert record["status"] == "succeeded" and store.serial("staging") > serial
-    assert store.releases("staging")[0]["rollback_of"] == 1
+    assert record.status == "succeeded" and store.serial("staging") > serial
+    assert store.releases("staging")[0].rollback_of == 1
 
 
 def test_rollback_precheck_refuses_without_a_target_and_moves_nothing(tmp_path: Path) -> None:
