@@ -123,7 +123,7 @@ def test_a_principal_who_may_approve_cannot_approve_their_own_plan(tmp_path: Pat
     assert codes(exc) == ["approval.self"]
     # The same principal approves someone else's plan: the refusal above was about the author only.
     other = _plan(store, provider, by="token:someone-else")
-    assert guard.approve(store, other, "saved", me, confirmed=[], typed=None, reason="")["principal"] == me.id
+    assert guard.approve(store, other, "saved", me, confirmed=[], typed=None, reason="").principal == me.id
 
 
 # -- rollback without --to: the newest earlier good release ---------------------------------------------------
@@ -131,12 +131,12 @@ def test_rollback_without_a_target_restores_the_newest_earlier_release(tmp_path:
     store, provider = Store.open(tmp_path), FakeProvider()
     for version in ("1", "2", "3"):
         record = _apply(store, provider, _plan(store, provider, _spec(version)))
-        assert record["status"] == "succeeded"
-    assert [r["status"] for r in store.releases("staging")] == ["live", "superseded", "superseded"]
+        assert record.status == "succeeded"
+    assert [r.status for r in store.releases("staging")] == ["live", "superseded", "superseded"]
     admin = Principal(id="user:test", role=Role.admin)
     record = rollback(store, "staging", provider, admin, Context(tmp_path, tmp_path))
-    assert record["status"] == "succeeded"
-    assert store.releases("staging")[0]["rollback_of"] == 2
+    assert record.status == "succeeded"
+    assert store.releases("staging")[0].rollback_of == 2
     # What runs is release 2's config: planning version 2 finds nothing to do.
     assert not _plan(store, provider, _spec("2")).actionable
     assert _plan(store, provider, _spec("1")).actionable
@@ -149,15 +149,15 @@ def chain(tmp_path: Path) -> Iterator[tuple[Store, Path]]:
     for n in range(4):
         audit.append(store, anchor, principal=f"user:p{n}", action="plan", outcome="ok", env="staging",
                      detail={"n": n})
-    assert audit.verify(store, anchor) == {"ok": True, "entries": 4, "problems": []}
+    assert audit.verify(store, anchor).model_dump() == {"ok": True, "entries": 4, "problems": []}
     yield store, anchor
     store.close()
 
 
 def _problems(store: Store, anchor: Path) -> list[str]:
     found = audit.verify(store, anchor)
-    assert found["ok"] is False
-    return list(found["problems"])
+    assert found.ok is False
+    return list(found.problems)
 
 
 def test_audit_verify_finds_an_edited_entry(chain: tuple[Store, Path]) -> None:
@@ -196,7 +196,7 @@ def test_audit_verify_finds_a_broken_prev_hash_link(chain: tuple[Store, Path]) -
             db.execute("UPDATE audit SET prev_hash = ?, hash = ? WHERE id = ?", (prev, digest, entry_id))
         prev = digest
     # Without the anchor (an attacker who rewrote it too), the chain itself shows the break.
-    assert audit.verify(store, None)["problems"] == ["entry 3: the entry before it was changed or deleted"]
+    assert audit.verify(store, None).problems == ["entry 3: the entry before it was changed or deleted"]
 
 
 # -- the stale lock: zombie, dead pid, reused pid are broken; a live holder is not ------------------------
@@ -232,7 +232,7 @@ def _wait_status(pid: int, status: str) -> None:
 
 
 def _broken(store: Store) -> list[str]:
-    return [e["data"]["operation"] for e in store.events() if e["kind"] == "lock.broken"]
+    return [e.data["operation"] for e in store.events() if e.kind == "lock.broken"]
 
 
 def test_a_lock_held_by_a_live_process_is_never_broken(tmp_path: Path, holder: subprocess.Popen[str]) -> None:

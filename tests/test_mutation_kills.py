@@ -23,6 +23,7 @@ import pytest
 
 from railguard.engine import planner
 from railguard.engine.rollback import pick_target
+from railguard.model.api import ReleaseStatus
 from railguard.model.diagnostics import RailguardError, error
 from railguard.model.plans import Action, Change, Effect, FieldDiff, Plan, Risk, Verdict
 from railguard.model.principals import Principal, Role
@@ -67,11 +68,12 @@ def test_redactor_update_replaces_the_known_values() -> None:
 # -- approvals ------------------------------------------------------------------------------------------------
 def test_an_approval_is_recorded_with_every_field(store: Store) -> None:
     got = approvals.record(store, "plan-1", "sha256:h", "approved", "token:lead", "looks fine", ["a", "b"], 60)
-    assert got["id"].startswith("appr-") and len(got["id"]) == len("appr-") + 12
-    assert {k: got[k] for k in ("plan_id", "plan_hash", "decision", "principal", "reason", "confirmed", "expired")} \
+    assert got.id.startswith("appr-") and len(got.id) == len("appr-") + 12
+    fields = ("plan_id", "plan_hash", "decision", "principal", "reason", "confirmed", "expired")
+    assert {k: got.model_dump(mode="json")[k] for k in fields} \
         == {"plan_id": "plan-1", "plan_hash": "sha256:h", "decision": "approved", "principal": "token:lead",
             "reason": "looks fine", "confirmed": ["a", "b"], "expired": False}
-    expires = datetime.fromisoformat(got["expires_at"])
+    expires = datetime.fromisoformat(got.expires_at)
     assert timedelta(seconds=50) < expires - datetime.now(UTC) <= timedelta(seconds=60)
     assert approvals.for_plan(store, "plan-2") == []
 
@@ -84,14 +86,16 @@ def test_a_standing_approval_is_for_this_hash_unexpired_and_not_rejected(store: 
     second = approvals.record(store, "plan-1", "sha256:new", "approved", "token:b", "", [], 60)
     assert approvals.standing(store, "plan-1", "sha256:new") == second  # the newest one stands
     approvals.record(store, "plan-2", "sha256:x", "approved", "token:a", "", [], -1)
-    assert approvals.for_plan(store, "plan-2")[0]["expired"] is True
+    assert approvals.for_plan(store, "plan-2")[0].expired is True
     assert approvals.standing(store, "plan-2", "sha256:x") is None
     assert approvals.rejected(store, "plan-1") is None
     no = approvals.record(store, "plan-1", "sha256:new", "rejected", "token:c", "no", [], 60)
     assert approvals.standing(store, "plan-1", "sha256:new") is None
     assert approvals.rejected(store, "plan-1") == no
-    approvals.record(store, "plan-1", "sha256:new", "approved", "token:d", "", [], 60)
-    assert approvals.standing(store, "plan-1", "sha256:new") is None  # a rejection is final
+    with pytest.raises(RailguardError) as refused:  # a rejection is final: the approval lifecycle refuses it
+        approvals.record(store, "plan-1", "sha256:new", "approved", "token:d", "", [], 60)
+    assert refused.value.diagnostics[0].code == "state.illegal_transition"
+    assert approvals.standing(store, "plan-1", "sha256:new") is None
 
 
 def test_approval_requests_are_events_of_the_plan(store: Store) -> None:
@@ -101,9 +105,9 @@ def test_approval_requests_are_events_of_the_plan(store: Store) -> None:
     store.add_event("staging", approvals.REQUEST_EVENT, "other", address="plan-2", data={"by": "x"})
     store.add_event("staging", "plan.created", "not a request", address="plan-1", data={"by": "y"})
     found = approvals.requests(store, "plan-1")
-    assert [(r["by"], r["reason"], r["message"]) for r in found] == [("token:bot", "urgent", "asked"),
+    assert [(r.by, r.reason, r.message) for r in found] == [("token:bot", "urgent", "asked"),
                                                                     ("token:bot2", "", "again")]
-    assert all(r["at"] for r in found)
+    assert all(r.at for r in found)
 
 
 # -- audit ----------------------------------------------------------------------------------------------------
@@ -117,14 +121,14 @@ def test_audit_entries_are_chained_from_genesis_and_anchored(store: Store, tmp_p
     anchor = tmp_path / "keys" / "sub" / "audit.anchor"
     _chain(store, anchor)
     rows = audit.entries(store)
-    assert [r["principal"] for r in rows] == ["user:0", "user:1", "user:2"]
-    assert rows[0]["prev_hash"] == audit.GENESIS and rows[1]["prev_hash"] == rows[0]["hash"]
-    assert rows[2]["detail"] == {"i": 2} and rows[2]["plan_hash"] == "sha256:2" and rows[2]["outcome"] == "ok"
-    assert json.loads(anchor.read_text()) == {"count": 3, "hash": rows[2]["hash"]}
-    assert [r["principal"] for r in audit.entries(store, limit=2)] == ["user:1", "user:2"]
-    assert [r["principal"] for r in audit.entries(store, env="prod")] == ["user:0"]
-    assert audit.verify(store, anchor) == {"ok": True, "entries": 3, "problems": []}
-    assert audit.verify(store, None) == {"ok": True, "entries": 3, "problems": []}
+    assert [r.principal for r in rows] == ["user:0", "user:1", "user:2"]
+    assert rows[0].prev_hash == audit.GENESIS and rows[1].prev_hash == rows[0].hash
+    assert rows[2].detail == {"i": 2} and rows[2].plan_hash == "sha256:2" and rows[2].outcome == "ok"
+    assert json.loads(anchor.read_text()) == {"count": 3, "hash": rows[2].hash}
+    assert [r.principal for r in audit.entries(store, limit=2)] == ["user:1", "user:2"]
+    assert [r.principal for r in audit.entries(store, env="prod")] == ["user:0"]
+    assert audit.verify(store, anchor).model_dump() == {"ok": True, "entries": 3, "problems": []}
+    assert audit.verify(store, None).model_dump() == {"ok": True, "entries": 3, "problems": []}
 
 
 @pytest.mark.parametrize("column", ["at", "principal", "action", "env", "plan_id", "plan_hash", "outcome", "detail"])
@@ -132,7 +136,7 @@ def test_audit_verify_notices_an_edit_of_each_hashed_column(store: Store, column
     _chain(store, None)
     with store.transaction() as db:
         db.execute(f"UPDATE audit SET {column} = ? WHERE id = 2", ('{"i": 9}' if column == "detail" else "edited",))
-    assert audit.verify(store, None) == {"ok": False, "entries": 3,
+    assert audit.verify(store, None).model_dump() == {"ok": False, "entries": 3,
                                          "problems": ["entry 2: its content was edited after it was written"]}
 
 
@@ -141,13 +145,13 @@ def test_audit_verify_notices_removed_and_cut_entries(store: Store, tmp_path: Pa
     _chain(store, anchor)
     with store.transaction() as db:
         db.execute("DELETE FROM audit WHERE id = 2")
-    assert audit.verify(store, anchor)["problems"] == [
+    assert audit.verify(store, anchor).problems == [
         "entry 3: the entry before it was changed or deleted",
         "the log ends at entry 2 but 3 were written: entries were removed"]
-    assert audit.verify(store, None)["problems"] == ["entry 3: the entry before it was changed or deleted"]
+    assert audit.verify(store, None).problems == ["entry 3: the entry before it was changed or deleted"]
     with store.transaction() as db:
         db.execute("DELETE FROM audit WHERE id = 3")
-    assert audit.verify(store, anchor) == {"ok": False, "entries": 1, "problems": [
+    assert audit.verify(store, anchor).model_dump() == {"ok": False, "entries": 1, "problems": [
         "the log ends at entry 1 but 3 were written: entries were removed"]}
 
 
@@ -159,23 +163,24 @@ def test_audit_verify_notices_a_replaced_last_entry(store: Store, tmp_path: Path
         db.execute("DELETE FROM audit WHERE id = 2")
     audit.append(store, None, principal="user:forger", action="apply", outcome="ok")  # same count, other hash
     anchor.write_text(pinned)
-    assert audit.verify(store, anchor)["problems"] == [
+    assert audit.verify(store, anchor).problems == [
         "the log ends at entry 2 but 2 were written: entries were removed"]
     (tmp_path / "gone").mkdir()
-    assert audit.verify(store, tmp_path / "gone" / "missing")["ok"] is True  # no anchor yet: nothing to compare
+    assert audit.verify(store, tmp_path / "gone" / "missing").ok is True  # no anchor yet: nothing to compare
 
 
 def test_audit_details_pass_the_redactor(store: Store) -> None:
     store.add_redactor(lambda text: text.replace("hunter22", "(sensitive:PW)"))
     audit.append(store, None, principal="user:a", action="approve", outcome="ok", detail={"reason": "pw hunter22"})
-    assert audit.entries(store)[0]["detail"] == {"reason": "pw (sensitive:PW)"}
-    assert audit.verify(store, None)["ok"] is True
+    assert audit.entries(store)[0].detail == {"reason": "pw (sensitive:PW)"}
+    assert audit.verify(store, None).ok is True
 
 
 # -- the rollback target --------------------------------------------------------------------------------------
 def _release(store: Store, services: dict[str, Any], status: str) -> int:
-    number = store.add_release("staging", None, None, "pending", {"services": services, "desired": []})
-    store.finish_release("staging", number, status)
+    number = store.add_release("staging", None, None, {"services": services, "desired": []})
+    if status != "pending":
+        store.finish_release("staging", number, ReleaseStatus(status))
     return number
 
 
@@ -187,11 +192,11 @@ def test_rollback_target_is_the_newest_earlier_release_that_differs(store: Store
     two = _release(store, {"web": {"fingerprint": "b"}}, "live")
     _release(store, {"web": {"fingerprint": "x"}}, "failed")
     three = _release(store, {"web": {"fingerprint": "b"}}, "live")  # same services as two: not a target
-    assert pick_target(store, "staging", None)["number"] == one
+    assert pick_target(store, "staging", None).number == one
     four = _release(store, {"web": {"fingerprint": "c"}}, "live")
-    assert pick_target(store, "staging", None)["number"] == three
-    assert pick_target(store, "staging", two)["number"] == two
-    assert pick_target(store, "staging", four)["number"] == four
+    assert pick_target(store, "staging", None).number == three
+    assert pick_target(store, "staging", two).number == two
+    assert pick_target(store, "staging", four).number == four
 
 
 @pytest.mark.parametrize("status", ["failed", "pending", None])
@@ -209,8 +214,9 @@ def test_rollback_without_a_live_release_takes_the_newest_superseded(store: Stor
     _release(store, {"web": {"fingerprint": "a"}}, "live")
     two = _release(store, {"web": {"fingerprint": "b"}}, "live")
     three = _release(store, {"web": {"fingerprint": "c"}}, "live")
-    store.finish_release("staging", three, "failed")  # nothing live any more
-    assert pick_target(store, "staging", None)["number"] == two
+    with store.transaction() as db:  # nothing live any more (no lifecycle move does this: a damaged state)
+        db.execute("UPDATE releases SET status = 'failed' WHERE env = 'staging' AND number = ?", (three,))
+    assert pick_target(store, "staging", None).number == two
 
 
 # -- locks ------------------------------------------------------------------------------------------------------
