@@ -16,6 +16,8 @@ from typing import Any
 
 import httpx
 
+from railguard.model.api import EnvironmentStatus
+
 APP = Path(__file__).parent / "app"
 
 SPEC = """
@@ -103,6 +105,8 @@ class Workspace:
     def status(self) -> dict[str, Any]:
         code, found = self.rg_json("status", "--env", "staging")
         assert code == 0, found
+        # The answer is exactly the contract's EnvironmentStatus: no field missing, renamed or retyped.
+        assert EnvironmentStatus.model_validate(found["status"]).model_dump(mode="json") == found["status"]
         return dict(found["status"])
 
     def daemon_pid(self) -> int | None:
