@@ -15,8 +15,28 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+from pydantic import BaseModel
+
+from railguard.model.api import EnvironmentStatus, Event, Operation, PlanRecord, Release
 
 APP = Path(__file__).parent / "app"
+
+# Listing commands whose --json answer is the daemon's, field for field: key -> (contract model, fields left out).
+CONTRACT: dict[str, tuple[type[BaseModel], set[str]]] = {
+    "operations": (Operation, set()), "releases": (Release, {"desired"}), "events": (Event, set()),
+    "plans": (PlanRecord, set()),
+}
+
+
+def _check_contract(command: str, answer: Any) -> None:
+    """Every record of a listing round-trips exactly through its contract model: nothing missing or renamed."""
+    if command not in CONTRACT or not isinstance(answer, dict) or not answer.get("ok"):
+        return
+    model, left_out = CONTRACT[command]
+    key = "operation" if command == "operations" and "operation" in answer else command
+    records = answer[key] if isinstance(answer[key], list) else [answer[key]]
+    for record in records:
+        assert model.model_validate(record).model_dump(mode="json", exclude=left_out) == record, record
 
 SPEC = """
 [app]
@@ -87,9 +107,11 @@ class Workspace:
         done = self.rg(*args, "--json", env=env)
         assert "Traceback" not in done.stderr, done.stderr
         try:
-            return done.returncode, json.loads(done.stdout)
+            answer = json.loads(done.stdout)
         except ValueError as exc:
             raise AssertionError(f"not JSON: {done.stdout!r} {done.stderr!r}") from exc
+        _check_contract(args[0] if args else "", answer)
+        return done.returncode, answer
 
     def deploy(self) -> tuple[int, dict[str, Any]]:
         return self.rg_json("deploy", "--env", "staging", "--yes")
@@ -103,6 +125,8 @@ class Workspace:
     def status(self) -> dict[str, Any]:
         code, found = self.rg_json("status", "--env", "staging")
         assert code == 0, found
+        # The answer is exactly the contract's EnvironmentStatus: no field missing, renamed or retyped.
+        assert EnvironmentStatus.model_validate(found["status"]).model_dump(mode="json") == found["status"]
         return dict(found["status"])
 
     def daemon_pid(self) -> int | None:

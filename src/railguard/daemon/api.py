@@ -123,7 +123,8 @@ class Handler(BaseHTTPRequestHandler):
             bearer = (self.headers.get("Authorization") or "").removeprefix("Bearer ").strip() or None
             principal = authenticate(daemon.store, daemon.home, bearer, uid, pid, daemon.require_token)
             who = principal.id
-            payload = to_jsonable_python(route(daemon, method, parts, query, body, principal))  # models → wire JSON
+            # Models become their JSON here, once: the wire is the models' field names (fallback as json.dumps did).
+            payload = to_jsonable_python(route(daemon, method, parts, query, body, principal), fallback=str)
             if method == "POST":
                 daemon.audit(who, _action(parts, body), "ok", _audited(parts, body), payload)
             self._send(200, {"ok": True, "diagnostics": [], **payload})

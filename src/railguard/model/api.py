@@ -429,7 +429,7 @@ class ServiceStatus(Record):
 
 
 class Route(Record):
-    host: str
+    host: str | None = Field(default=None, description="None: any host.")
     path: str
     upstreams: list[str]
 
