@@ -44,7 +44,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import psutil
 from rgbench import Workspace, machine_line
 
-NAMES = ("spec.parse", "source.snapshot", "source.hash")
+NAMES = ("spec-parse", "source-snapshot", "source-hash")
 
 
 def _cpu(pid: int | None) -> float:

@@ -1,6 +1,6 @@
 """The source snapshot's tree-state cache: an unchanged tree is not hashed again, any edit is noticed.
 
-Hashes are counted with the debug counter ``source.hash`` (bumped each time file contents are hashed).
+Hashes are counted with the debug counter ``source-hash`` (bumped each time file contents are hashed).
 """
 
 from __future__ import annotations
@@ -38,9 +38,9 @@ def _age(root: Path) -> None:
 
 
 def _hashes(cache: SnapshotCache, root: Path) -> tuple[int, str]:
-    before = COUNTS["source.hash"]
+    before = COUNTS["source-hash"]
     digest = cache.digest(root)[1]
-    return COUNTS["source.hash"] - before, digest
+    return COUNTS["source-hash"] - before, digest
 
 
 def test_unchanged_tree_is_hashed_once(tmp_path: Path) -> None:
@@ -114,8 +114,8 @@ def test_facts_gather_the_spec_and_the_source_once(tmp_path: Path) -> None:
     (root / "railguard.toml").write_text(
         '[app]\nname = "a"\n[environments.staging]\nedge_port = 18080\n[services.web]\nrun = ["python", "app.py"]\n')
     facts = Facts(Workspace(root / "railguard.toml", root / ".railguard"))
-    parses, snaps = COUNTS["spec.parse"], COUNTS["source.snapshot"]
+    parses, snaps = COUNTS["spec-parse"], COUNTS["source-snapshot"]
     digest = facts.desired_digest("staging")
     assert facts.desired_digest("staging") == digest and facts.desired("staging") == facts.desired("staging")
     assert facts.source_record()["digest"] == facts.source().digest
-    assert (COUNTS["spec.parse"] - parses, COUNTS["source.snapshot"] - snaps) == (1, 1)
+    assert (COUNTS["spec-parse"] - parses, COUNTS["source-snapshot"] - snaps) == (1, 1)

@@ -43,14 +43,14 @@ def test_submit_apply_parses_and_snapshots_once_and_the_job_applies(tmp_path: Pa
     ws, provider = _workspace(tmp_path), FakeProvider()
     store = Store.open(ws.home)
     plan = usecases.plan(ws, "staging", store, provider, ADMIN)
-    parses, snaps = COUNTS["spec.parse"], COUNTS["source.snapshot"]
+    parses, snaps = COUNTS["spec-parse"], COUNTS["source-snapshot"]
     submitted = usecases.submit_apply(ws, plan.id, store, provider, ADMIN)
-    assert (COUNTS["spec.parse"] - parses, COUNTS["source.snapshot"] - snaps) == (1, 1)
+    assert (COUNTS["spec-parse"] - parses, COUNTS["source-snapshot"] - snaps) == (1, 1)
     assert (submitted.env, submitted.kind, submitted.plan_id) == ("staging", "apply", plan.id)
     assert provider.applied == []  # nothing runs before the job
     record = _run(store, submitted)
     assert record.status == "succeeded"
-    assert COUNTS["spec.parse"] - parses == 1  # the job uses the request's facts
+    assert COUNTS["spec-parse"] - parses == 1  # the job uses the request's facts
     assert store.load_plan(plan.id)[2] == "applied"
 
 

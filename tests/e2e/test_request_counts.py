@@ -29,20 +29,20 @@ def test_deploy_parses_and_snapshots_a_bounded_number_of_times(ws: Workspace) ->
         log = Path(tmp) / "counts.log"
         deploy = ("deploy", "--env", "staging", "--yes")
         first = _counted(ws, log, *deploy)
-        assert first["spec.parse"] <= 3 and first["source.snapshot"] <= 3, first
+        assert first["spec-parse"] <= 3 and first["source-snapshot"] <= 3, first
 
         (ws.root / "app.py").write_text((ws.root / "app.py").read_text() + "# a change\n")
         ws.write_spec(version="2")
         changed = _counted(ws, log, *deploy)
         assert ws.version() == "v2"
-        assert changed["spec.parse"] <= 3, changed  # CLI 1, plan 1, apply 1 (was 4)
-        assert changed["source.snapshot"] <= 3, changed  # plan, apply, artifact build (was 4)
+        assert changed["spec-parse"] <= 3, changed  # CLI 1, plan 1, apply 1 (was 4)
+        assert changed["source-snapshot"] <= 3, changed  # plan, apply, artifact build (was 4)
         # Hashed by the plan; the apply and the build find the digest cached (a second hash only when the
         # edit fell within one timestamp tick of the plan's look at the tree).
-        assert 1 <= changed["source.hash"] <= 2, changed
+        assert 1 <= changed["source-hash"] <= 2, changed
 
         unchanged = _counted(ws, log, *deploy)  # a no-op plan: nothing to apply
-        assert unchanged["spec.parse"] <= 2 and unchanged["source.hash"] == 0, unchanged
+        assert unchanged["spec-parse"] <= 2 and unchanged["source-hash"] == 0, unchanged
 
         status = _counted(ws, log, "status", "--env", "staging")
-        assert status["source.hash"] == 0, status
+        assert status["source-hash"] == 0, status

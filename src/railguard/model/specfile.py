@@ -149,7 +149,7 @@ def _short(value: Any) -> str:
 
 def parse_spec(text: str, file: str | None = None) -> tuple[Spec | None, list[Diagnostic]]:
     """Parse and validate a spec text. Returns the spec (None on errors) and all diagnostics."""
-    counters.bump("spec.parse")
+    counters.bump("spec-parse")
     if len(text.encode("utf-8", errors="replace")) > MAX_SPEC_BYTES:
         return None, [error(
             "spec.invalid_value", "Spec is too large",

@@ -123,7 +123,7 @@ class SnapshotCache:
         self._lock = threading.Lock()
 
     def digest(self, root: Path) -> tuple[tuple[str, ...], str]:
-        counters.bump("source.snapshot")
+        counters.bump("source-snapshot")
         files = tuple(list_files(root))
         started = self.clock()
         signature = _signature(root, files)  # before hashing: an edit during hashing changes it
@@ -132,7 +132,7 @@ class SnapshotCache:
             if entry is not None and entry.trusted and entry.signature == signature:
                 self._entries.move_to_end(root)
                 return entry.files, entry.digest
-        counters.bump("source.hash")
+        counters.bump("source-hash")
         digest = digest_files(root, list(files))
         with self._lock:
             self._entries[root] = _Entry(signature, files, digest, _trusted(signature, started))
