@@ -13,7 +13,6 @@ LITERAL = re.compile(r"""["']([a-z]+\.[a-z_]+)["']""")
 GROUPS = {code.split(".")[0] for code in CODES}
 # Literals of the same shape that are not codes: event kinds (passed to add_event, or named *_EVENT) and file names.
 EVENT_KIND = re.compile(r"""add_event\(\s*[^,()]+,\s*["']([a-z]+\.[a-z_]+)["']""")
-COUNTER = re.compile(r"""counters\.bump\(\s*["']([a-z]+\.[a-z_]+)["']""")  # debug counters, not codes
 EVENT_CONSTANT = re.compile(r"""^[A-Z_]*_EVENT(?:: str)? = ["']([a-z]+\.[a-z_]+)["']""", re.MULTILINE)
 FILE_SUFFIXES = {"db", "log", "out", "sock", "pid", "lock", "json", "toml"}
 
@@ -29,7 +28,7 @@ def emitted() -> set[str]:
         if path.name == "diagnostics.py":  # the declarations themselves are not emissions
             continue
         text = path.read_text()
-        events = set(EVENT_KIND.findall(text)) | set(EVENT_CONSTANT.findall(text)) | set(COUNTER.findall(text))
+        events = set(EVENT_KIND.findall(text)) | set(EVENT_CONSTANT.findall(text))
         found |= {c for c in LITERAL.findall(text)
                   if c.split(".")[0] in GROUPS and c.split(".")[1] not in FILE_SUFFIXES and c not in events}
     return found
