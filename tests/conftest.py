@@ -147,7 +147,9 @@ def no_leftover_processes(tmp_path_factory: pytest.TempPathFactory, session_temp
     before = {i for i in map(_identity, _ours(roots, set())) if i is not None}
     yield
     found = _ours(roots, before)
-    _, still = psutil.wait_procs(found, timeout=5)  # a process on its way out is not a leak
+    # A process on its way out is not a leak: under load, `daemon stop --everything` in a fixture's teardown
+    # can return before the daemon has finished stopping its replicas and the edge.
+    _, still = psutil.wait_procs(found, timeout=30)
     leftovers = [_describe(p) for p in still]
     for proc in still:  # cleanup: stop daemons (and what they run) properly, then kill what is left
         try:
