@@ -57,6 +57,7 @@ def test_redactor_replaces_every_form_of_a_value_longest_first() -> None:
 
 def test_redactor_update_replaces_the_known_values() -> None:
     redact = Redactor()
+    assert redact("before any update") == "before any update"
     redact.update([("A", "first-value")])
     redact.update([("B", "second-value")])
     assert redact("first-value second-value") == "first-value (sensitive:B)"
@@ -182,7 +183,11 @@ def _release(store: Store, services: dict[str, Any], status: str) -> int:
 def test_rollback_target_is_the_newest_earlier_release_that_differs(store: Store) -> None:
     with pytest.raises(RailguardError) as empty:
         pick_target(store, "staging", None)
-    assert empty.value.diagnostics[0].code == "rollback.no_target"
+    diag = empty.value.diagnostics[0]
+    assert (diag.code, diag.address, diag.summary) == ("rollback.no_target", "staging",
+                                                       "There is no earlier healthy release")
+    assert diag.detail == ("Environment 'staging' has no superseded release that differs from the live one, so "
+                           "there is nothing to roll back to.")
     one = _release(store, {"web": {"fingerprint": "a"}}, "live")
     two = _release(store, {"web": {"fingerprint": "b"}}, "live")
     _release(store, {"web": {"fingerprint": "x"}}, "failed")
@@ -202,7 +207,17 @@ def test_rollback_to_a_release_that_never_ran_is_refused(store: Store, status: s
         pick_target(store, "staging", number)
     diag = exc.value.diagnostics[0]
     assert diag.code == "rollback.no_target" and diag.address == f"staging/release.{number}"
-    assert (f"status {status}" if status else "no release 99") in diag.detail
+    assert diag.summary == f"Release {number} cannot be rolled back to"
+    assert diag.detail == ("Environment 'staging' has " + (
+        f"release {number} with status {status}; only releases that ran healthy can be restored." if status
+        else "no release 99."))
+
+
+def test_rollback_reaches_past_the_newest_fifty_releases(store: Store) -> None:
+    first = _release(store, {"web": {"fingerprint": "first"}}, "live")
+    for i in range(60):
+        _release(store, {"web": {"fingerprint": str(i)}}, "live")
+    assert pick_target(store, "staging", first)["number"] == first
 
 
 def test_rollback_without_a_live_release_takes_the_newest_superseded(store: Store) -> None:
