@@ -122,10 +122,17 @@ def test_audit_entries_are_chained_from_genesis_and_anchored(store: Store, tmp_p
     assert rows[0]["prev_hash"] == audit.GENESIS and rows[1]["prev_hash"] == rows[0]["hash"]
     assert rows[2]["detail"] == {"i": 2} and rows[2]["plan_hash"] == "sha256:2" and rows[2]["outcome"] == "ok"
     assert json.loads(anchor.read_text()) == {"count": 3, "hash": rows[2]["hash"]}
+    assert anchor.parent.stat().st_mode & 0o777 == 0o700  # beside the secret key: private
     assert [r["principal"] for r in audit.entries(store, limit=2)] == ["user:1", "user:2"]
     assert [r["principal"] for r in audit.entries(store, env="prod")] == ["user:0"]
     assert audit.verify(store, anchor) == {"ok": True, "entries": 3, "problems": []}
     assert audit.verify(store, None) == {"ok": True, "entries": 3, "problems": []}
+
+
+def test_audit_entries_shows_the_newest_two_hundred_by_default(store: Store) -> None:
+    _chain(store, None, 201)
+    shown = audit.entries(store)
+    assert len(shown) == 200 and shown[0]["principal"] == "user:1" and shown[-1]["principal"] == "user:200"
 
 
 @pytest.mark.parametrize("column", ["at", "principal", "action", "env", "plan_id", "plan_hash", "outcome", "detail"])
