@@ -355,7 +355,8 @@ def test_protection_kept_in_state_covers_a_spec_that_drops_it() -> None:
                                 "the spec alone cannot lift it")
     assert found[0].remediation == "An approver runs `railguard approve plan-9`."
     kept = _verdicts([env_change], _facts(in_state=True), protected=True)
-    assert "protection settings or policies change" in kept[0].message
+    assert kept[0].message == ("'production' is protected in state and protection settings or policies change; "
+                               "the spec alone cannot lift it")
     web = _change("production/service.web", Action.replace, Risk.disruptive)
     assert [v.rule for v in _verdicts([web], _facts(in_state=True))] == ["guard.protected_env"]
 
