@@ -250,6 +250,7 @@ def test_lock_holder_liveness() -> None:
     assert Holder(pid, started - 0.4, host, "apply", "now").alive() is True
     assert Holder(pid, started + 0.6, host, "apply", "now").alive() is False  # the pid was reused
     assert Holder(pid, started - 0.6, host, "apply", "now").alive() is False
+    assert Holder(pid, started + 0.5, host, "apply", "now").alive() is False  # exactly 0.5 s apart: not the same
     assert Holder(pid, 0.0, "another-host", "apply", "now").alive() is True  # cannot be proven gone
     child = subprocess.Popen([sys.executable, "-c", "pass"])
     child.wait()
@@ -425,10 +426,10 @@ def test_an_artifact_that_did_not_soak_is_denied_in_a_protected_environment() ->
         asked.append((service, source))
         return None if service == "api" else "it never ran in 'staging'"
 
-    changes = [_change("production/service.web", Action.replace, Risk.disruptive),
+    changes = [_change("production/service.upd", Action.update, Risk.safe),
+               _change("production/service.web", Action.replace, Risk.disruptive),
                _change("production/service.api", Action.create, Risk.safe),
-               _change("production/service.new", Action.create, Risk.safe),
-               _change("production/service.upd", Action.update, Risk.safe)]
+               _change("production/service.new", Action.create, Risk.safe)]
     desired = [_service("web"), _service("api", source=""), _service("upd")]
     found = _verdicts(changes, _facts(soaked=soaked), desired, protected=True, promote_from="staging")
     promotion = [v for v in found if v.rule == "guard.promotion"]
@@ -470,6 +471,8 @@ def test_a_freeze_denies_changes_to_a_protected_environment_while_it_lasts() -> 
     found = _verdicts([change], protected=True, freezes=[freeze])
     assert [(v.rule, v.effect, v.address) for v in found] == [("guard.freeze", Effect.deny, None)]
     assert found[0].message == "'production' is frozen until 2026-06-02T00:00:00+00:00: launch"
+    assert found[0].remediation == ("Wait for the freeze to end, or remove it from the spec (itself a change that "
+                                    "needs approval in a protected environment).")
     assert _verdicts([change], freezes=[freeze]) == []
     assert _verdicts([_change("x", Action.noop, Risk.safe)], protected=True, freezes=[freeze]) == []
 
