@@ -502,9 +502,11 @@ def test_user_rules_see_the_change_the_environment_and_the_principal() -> None:
 
 
 def test_a_user_rule_that_breaks_at_run_time_denies() -> None:
-    found = _verdicts([_change("production/service.web", Action.update, Risk.safe)],
+    found = _verdicts([_change("production/service.web", Action.update, Risk.safe),
+                       _change("production/service.api", Action.update, Risk.safe)],
                       policies=[_rule("change.nope == 1")])
-    assert [(v.rule, v.effect, v.address) for v in found] == [("policy:mine", Effect.deny, "production/service.web")]
+    assert [(v.rule, v.effect, v.address) for v in found] == [("policy:mine", Effect.deny, "production/service.web"),
+                                                              ("policy:mine", Effect.deny, "production/service.api")]
     assert found[0].message.startswith("the rule could not be evaluated: ")
     assert found[0].remediation == "Fix the rule in the spec, then plan again."
 
