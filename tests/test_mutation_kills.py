@@ -616,6 +616,9 @@ def test_edge_and_environment_changes() -> None:
                                                         "environment settings changed (policies, soak_ms)")
     tighter = _one(env, _observed(env, {"protected": None, "soak_ms": 1}))
     assert tighter.risk is Risk.safe
+    still = make_resource("staging", "environment", "environment", {"protected": True, "soak_ms": 1}, [])
+    kept = _one(still, _observed(still, {"protected": True, "soak_ms": 2}))
+    assert (kept.action, kept.risk, kept.reason) == (Action.update, Risk.safe, "environment settings changed (soak_ms)")
 
 
 def test_diffs_flatten_nested_config_and_redact_secret_variables() -> None:
