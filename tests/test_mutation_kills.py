@@ -567,6 +567,20 @@ def test_service_changes_are_classified_by_what_changes(edit: dict[str, Any], ac
     assert (change.before_fingerprint, change.after_fingerprint) == ("sha256:old", want.fingerprint)
 
 
+@pytest.mark.parametrize(("before", "edit", "risk"), [
+    (0, {"run": ["b"], "replicas": 0}, Risk.disruptive), (1, {"run": ["b"], "replicas": 0}, Risk.destructive),
+    (0, {"replicas": 0, "health": None}, Risk.disruptive), (0, {"replicas": 0, "drain_timeout_ms": 9}, Risk.safe),
+    (1, {"replicas": 0}, Risk.destructive),
+])
+def test_replicas_dropping_to_zero_is_destructive_only_when_some_ran(before: int, edit: dict[str, Any],
+                                                                     risk: Risk) -> None:
+    have = {**SERVICE, "replicas": before}
+    want = make_resource("staging", "service", "web", {**have, **edit}, [])
+    change = _one(want, _observed(want, have))
+    assert change.risk is risk, change.reason
+    assert (change.before_fingerprint, change.after_fingerprint) == ("sha256:old", want.fingerprint)
+
+
 def test_a_service_from_nothing_and_one_missing_are_created() -> None:
     want = make_resource("staging", "service", "web", SERVICE, [])
     fresh = _one(want, None)
