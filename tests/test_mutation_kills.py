@@ -657,5 +657,8 @@ def test_dependency_problems_are_diagnostics() -> None:
     assert unknown.summary == "staging/service.c depends on staging/service.ghost, which does not exist"
     assert cycle.extra["cycle"] == ["staging/service.a", "staging/service.b"]
     assert "staging/service.a -> staging/service.b -> staging/service.a" in cycle.detail
+    assert unknown.remediation == "Fix depends_on in the spec, then run `railguard plan` again."
+    assert cycle.summary == "Resources depend on each other in a cycle"
+    assert cycle.remediation == "Break the cycle in depends_on, then run `railguard plan` again."
     assert plan.errored and [c.address for c in plan.changes] == [
         "staging/service.c", "staging/service.a", "staging/service.b"]
