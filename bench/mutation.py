@@ -18,6 +18,7 @@ import argparse
 import fnmatch
 import importlib.util
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -27,15 +28,15 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 MUTMUT = "mutmut>=3.3,<4"
 
-# module file -> function patterns in scope (mutmut names functions "name" and methods "xǁClassǁname").
+# module file -> functions in scope, as mutmut names them: "x_<function>", "xǁ<Class>ǁ<method>"; "*" = all.
 SCOPE: dict[str, list[str]] = {
-    "src/railguard/policy/guardrails.py": ["*"],
-    "src/railguard/state/approvals.py": ["*"],
-    "src/railguard/model/plans.py": ["xǁPlanǁcontent_hash", "xǁPlanǁsealed"],  # the plan hash
-    "src/railguard/state/audit.py": ["*"],
     "src/railguard/secrets/redaction.py": ["*"],
     "src/railguard/state/locks.py": ["*"],
-    "src/railguard/engine/rollback.py": ["pick_target"],  # the rollback target
+    "src/railguard/model/plans.py": ["xǁPlanǁcontent_hash", "xǁPlanǁsealed"],  # the plan hash
+    "src/railguard/engine/rollback.py": ["x_pick_target"],  # the rollback target
+    "src/railguard/state/approvals.py": ["*"],
+    "src/railguard/state/audit.py": ["*"],
+    "src/railguard/policy/guardrails.py": ["*"],
     "src/railguard/engine/planner.py": ["*"],
 }
 
@@ -62,8 +63,17 @@ def _prepare(work: Path) -> None:
     lines = ["[mutmut]", "source_paths = src/", "also_copy =", "    docs/", "    examples/", "only_mutate ="]
     lines += [f"    {path}" for path in SCOPE]
     lines += ["pytest_add_cli_args_test_selection ="] + [f"    {arg}" for arg in FAST_TESTS]
-    lines += ["pytest_add_cli_args =", "    -p", "    no:cacheprovider"]
+    lines += ["pytest_add_cli_args =", "    -x", "    -p", "    no:cacheprovider"]
     (work / "setup.cfg").write_text("\n".join(lines) + "\n")
+
+
+def _patterns() -> list[str]:
+    """mutmut run arguments selecting exactly the mutants in SCOPE."""
+    out = []
+    for module_file, functions in SCOPE.items():
+        module = module_file.removeprefix("src/").removesuffix(".py").replace("/", ".")
+        out += [f"{module}.*" if f == "*" else f"{module}.{f}__mutmut_*" for f in functions]
+    return out
 
 
 def _in_scope(module_file: str, mutant: str) -> bool:
@@ -120,8 +130,11 @@ def main() -> int:
         if not args.report_only:
             work.mkdir(parents=True, exist_ok=True)
             _prepare(work)
-            subprocess.run([sys.executable, "-m", "mutmut", "run", "--max-children", str(args.workers)], cwd=work,
-                           check=True, stdout=subprocess.DEVNULL)
+            # Property tests with few, derandomized examples: every mutant meets the same inputs (tests/conftest.py).
+            environ = {**os.environ, "HYPOTHESIS_PROFILE": "mutation"}
+            subprocess.run([sys.executable, "-m", "mutmut", "run", "--max-children", str(args.workers), *_patterns()],
+                           cwd=work,
+                           check=True, stdout=subprocess.DEVNULL, env=environ)
         return report(work)
     finally:
         if not args.keep and not args.report_only and args.workdir is None:

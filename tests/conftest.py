@@ -12,16 +12,17 @@ from pathlib import Path
 
 import psutil
 import pytest
-from hypothesis import HealthCheck, settings
+from hypothesis import HealthCheck, Phase, settings
 
 # Property tests (test_fuzz, test_properties) take their example counts from a profile, chosen with
 # HYPOTHESIS_PROFILE: "ci" by default (the suite's budget), "long" by hand, "mutation" for bench/mutation.py
-# (few examples, derandomized so every mutant meets the same inputs). print_blob: a failure prints the
+# (few examples, derandomized so every mutant meets the same inputs, not shrunk). print_blob: a failure prints the
 # @reproduce_failure line that replays it.
 _PROFILE = {"deadline": None, "print_blob": True, "suppress_health_check": [HealthCheck.too_slow]}
 settings.register_profile("ci", max_examples=100, **_PROFILE)
 settings.register_profile("long", max_examples=3000, **_PROFILE)
-settings.register_profile("mutation", max_examples=10, derandomize=True, database=None, **_PROFILE)
+settings.register_profile("mutation", max_examples=10, derandomize=True, database=None,
+                          phases=[Phase.explicit, Phase.generate], **_PROFILE)  # a failure is enough: no shrinking
 settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))
 
 BASE_SPEC = """

@@ -58,6 +58,7 @@ def test_redactor_replaces_every_form_of_a_value_longest_first() -> None:
 
 def test_redactor_update_replaces_the_known_values() -> None:
     redact = Redactor()
+    assert redact("before any update") == "before any update"
     redact.update([("A", "first-value")])
     redact.update([("B", "second-value")])
     assert redact("first-value second-value") == "first-value (sensitive:B)"
@@ -125,10 +126,17 @@ def test_audit_entries_are_chained_from_genesis_and_anchored(store: Store, tmp_p
     assert rows[0].prev_hash == audit.GENESIS and rows[1].prev_hash == rows[0].hash
     assert rows[2].detail == {"i": 2} and rows[2].plan_hash == "sha256:2" and rows[2].outcome == "ok"
     assert json.loads(anchor.read_text()) == {"count": 3, "hash": rows[2].hash}
+    assert anchor.parent.stat().st_mode & 0o777 == 0o700  # beside the secret key: private
     assert [r.principal for r in audit.entries(store, limit=2)] == ["user:1", "user:2"]
     assert [r.principal for r in audit.entries(store, env="prod")] == ["user:0"]
     assert audit.verify(store, anchor).model_dump() == {"ok": True, "entries": 3, "problems": []}
     assert audit.verify(store, None).model_dump() == {"ok": True, "entries": 3, "problems": []}
+
+
+def test_audit_entries_shows_the_newest_two_hundred_by_default(store: Store) -> None:
+    _chain(store, None, 201)
+    shown = audit.entries(store)
+    assert len(shown) == 200 and shown[0].principal == "user:1" and shown[-1].principal == "user:200"
 
 
 @pytest.mark.parametrize("column", ["at", "principal", "action", "env", "plan_id", "plan_hash", "outcome", "detail"])
@@ -187,7 +195,11 @@ def _release(store: Store, services: dict[str, Any], status: str) -> int:
 def test_rollback_target_is_the_newest_earlier_release_that_differs(store: Store) -> None:
     with pytest.raises(RailguardError) as empty:
         pick_target(store, "staging", None)
-    assert empty.value.diagnostics[0].code == "rollback.no_target"
+    diag = empty.value.diagnostics[0]
+    assert (diag.code, diag.address, diag.summary) == ("rollback.no_target", "staging",
+                                                       "There is no earlier healthy release")
+    assert diag.detail == ("Environment 'staging' has no superseded release that differs from the live one, so "
+                           "there is nothing to roll back to.")
     one = _release(store, {"web": {"fingerprint": "a"}}, "live")
     two = _release(store, {"web": {"fingerprint": "b"}}, "live")
     _release(store, {"web": {"fingerprint": "x"}}, "failed")
@@ -207,7 +219,17 @@ def test_rollback_to_a_release_that_never_ran_is_refused(store: Store, status: s
         pick_target(store, "staging", number)
     diag = exc.value.diagnostics[0]
     assert diag.code == "rollback.no_target" and diag.address == f"staging/release.{number}"
-    assert (f"status {status}" if status else "no release 99") in diag.detail
+    assert diag.summary == f"Release {number} cannot be rolled back to"
+    assert diag.detail == ("Environment 'staging' has " + (
+        f"release {number} with status {status}; only releases that ran healthy can be restored." if status
+        else "no release 99."))
+
+
+def test_rollback_reaches_past_the_newest_fifty_releases(store: Store) -> None:
+    first = _release(store, {"web": {"fingerprint": "first"}}, "live")
+    for i in range(60):
+        _release(store, {"web": {"fingerprint": str(i)}}, "live")
+    assert pick_target(store, "staging", first).number == first
 
 
 def test_rollback_without_a_live_release_takes_the_newest_superseded(store: Store) -> None:
@@ -234,6 +256,7 @@ def test_lock_holder_liveness() -> None:
     assert Holder(pid, started - 0.4, host, "apply", "now").alive() is True
     assert Holder(pid, started + 0.6, host, "apply", "now").alive() is False  # the pid was reused
     assert Holder(pid, started - 0.6, host, "apply", "now").alive() is False
+    assert Holder(pid, started + 0.5, host, "apply", "now").alive() is False  # exactly 0.5 s apart: not the same
     assert Holder(pid, 0.0, "another-host", "apply", "now").alive() is True  # cannot be proven gone
     child = subprocess.Popen([sys.executable, "-c", "pass"])
     child.wait()
@@ -339,7 +362,8 @@ def test_protection_kept_in_state_covers_a_spec_that_drops_it() -> None:
                                 "the spec alone cannot lift it")
     assert found[0].remediation == "An approver runs `railguard approve plan-9`."
     kept = _verdicts([env_change], _facts(in_state=True), protected=True)
-    assert "protection settings or policies change" in kept[0].message
+    assert kept[0].message == ("'production' is protected in state and protection settings or policies change; "
+                               "the spec alone cannot lift it")
     web = _change("production/service.web", Action.replace, Risk.disruptive)
     assert [v.rule for v in _verdicts([web], _facts(in_state=True))] == ["guard.protected_env"]
 
@@ -408,10 +432,10 @@ def test_an_artifact_that_did_not_soak_is_denied_in_a_protected_environment() ->
         asked.append((service, source))
         return None if service == "api" else "it never ran in 'staging'"
 
-    changes = [_change("production/service.web", Action.replace, Risk.disruptive),
+    changes = [_change("production/service.upd", Action.update, Risk.safe),
+               _change("production/service.web", Action.replace, Risk.disruptive),
                _change("production/service.api", Action.create, Risk.safe),
-               _change("production/service.new", Action.create, Risk.safe),
-               _change("production/service.upd", Action.update, Risk.safe)]
+               _change("production/service.new", Action.create, Risk.safe)]
     desired = [_service("web"), _service("api", source=""), _service("upd")]
     found = _verdicts(changes, _facts(soaked=soaked), desired, protected=True, promote_from="staging")
     promotion = [v for v in found if v.rule == "guard.promotion"]
@@ -453,6 +477,8 @@ def test_a_freeze_denies_changes_to_a_protected_environment_while_it_lasts() -> 
     found = _verdicts([change], protected=True, freezes=[freeze])
     assert [(v.rule, v.effect, v.address) for v in found] == [("guard.freeze", Effect.deny, None)]
     assert found[0].message == "'production' is frozen until 2026-06-02T00:00:00+00:00: launch"
+    assert found[0].remediation == ("Wait for the freeze to end, or remove it from the spec (itself a change that "
+                                    "needs approval in a protected environment).")
     assert _verdicts([change], freezes=[freeze]) == []
     assert _verdicts([_change("x", Action.noop, Risk.safe)], protected=True, freezes=[freeze]) == []
 
@@ -482,9 +508,11 @@ def test_user_rules_see_the_change_the_environment_and_the_principal() -> None:
 
 
 def test_a_user_rule_that_breaks_at_run_time_denies() -> None:
-    found = _verdicts([_change("production/service.web", Action.update, Risk.safe)],
+    found = _verdicts([_change("production/service.web", Action.update, Risk.safe),
+                       _change("production/service.api", Action.update, Risk.safe)],
                       policies=[_rule("change.nope == 1")])
-    assert [(v.rule, v.effect, v.address) for v in found] == [("policy:mine", Effect.deny, "production/service.web")]
+    assert [(v.rule, v.effect, v.address) for v in found] == [("policy:mine", Effect.deny, "production/service.web"),
+                                                              ("policy:mine", Effect.deny, "production/service.api")]
     assert found[0].message.startswith("the rule could not be evaluated: ")
     assert found[0].remediation == "Fix the rule in the spec, then plan again."
 
@@ -545,6 +573,20 @@ def test_service_changes_are_classified_by_what_changes(edit: dict[str, Any], ac
     assert (change.before_fingerprint, change.after_fingerprint) == ("sha256:old", want.fingerprint)
 
 
+@pytest.mark.parametrize(("before", "edit", "risk"), [
+    (0, {"run": ["b"], "replicas": 0}, Risk.disruptive), (1, {"run": ["b"], "replicas": 0}, Risk.destructive),
+    (0, {"replicas": 0, "health": None}, Risk.disruptive), (0, {"replicas": 0, "drain_timeout_ms": 9}, Risk.safe),
+    (1, {"replicas": 0}, Risk.destructive),
+])
+def test_replicas_dropping_to_zero_is_destructive_only_when_some_ran(before: int, edit: dict[str, Any],
+                                                                     risk: Risk) -> None:
+    have = {**SERVICE, "replicas": before}
+    want = make_resource("staging", "service", "web", {**have, **edit}, [])
+    change = _one(want, _observed(want, have))
+    assert change.risk is risk, change.reason
+    assert (change.before_fingerprint, change.after_fingerprint) == ("sha256:old", want.fingerprint)
+
+
 def test_a_service_from_nothing_and_one_missing_are_created() -> None:
     want = make_resource("staging", "service", "web", SERVICE, [])
     fresh = _one(want, None)
@@ -594,6 +636,9 @@ def test_edge_and_environment_changes() -> None:
                                                         "environment settings changed (policies, soak_ms)")
     tighter = _one(env, _observed(env, {"protected": None, "soak_ms": 1}))
     assert tighter.risk is Risk.safe
+    still = make_resource("staging", "environment", "environment", {"protected": True, "soak_ms": 1}, [])
+    kept = _one(still, _observed(still, {"protected": True, "soak_ms": 2}))
+    assert (kept.action, kept.risk, kept.reason) == (Action.update, Risk.safe, "environment settings changed (soak_ms)")
 
 
 def test_diffs_flatten_nested_config_and_redact_secret_variables() -> None:
@@ -618,5 +663,8 @@ def test_dependency_problems_are_diagnostics() -> None:
     assert unknown.summary == "staging/service.c depends on staging/service.ghost, which does not exist"
     assert cycle.extra["cycle"] == ["staging/service.a", "staging/service.b"]
     assert "staging/service.a -> staging/service.b -> staging/service.a" in cycle.detail
+    assert unknown.remediation == "Fix depends_on in the spec, then run `railguard plan` again."
+    assert cycle.summary == "Resources depend on each other in a cycle"
+    assert cycle.remediation == "Break the cycle in depends_on, then run `railguard plan` again."
     assert plan.errored and [c.address for c in plan.changes] == [
         "staging/service.c", "staging/service.a", "staging/service.b"]

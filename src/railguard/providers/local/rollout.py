@@ -88,10 +88,13 @@ class Rollouts:
                 self._drain(env, [r.address for r in old.replicas], cfg["drain_timeout_ms"] / 1000)
             if not cfg.get("rollback_window_ms"):
                 with step("stop-old"):
-                    with self.state.lock:
-                        runtime.sets.remove(old)
-                        self.state.save()
-                    self._retire(old)
+                    with self.state.lock:  # the daemon's tick may have stopped it already: its window is 0s
+                        owned = old in runtime.sets
+                        if owned:
+                            runtime.sets.remove(old)
+                            self.state.save()
+                    if owned:
+                        self._retire(old)
         return ApplyResponse(ok=True, observed=self._observed_service(env, new_set))
 
     def _warm_match(self, runtime: EnvRuntime, desired: Resource) -> ReplicaSet | None:
