@@ -33,7 +33,6 @@ from railguard.engine.recovery import recover
 from railguard.engine.workspace import Workspace
 from railguard.model.api import IN_FLIGHT, Approval, ApprovalRecord, Operation, OperationStatus, PlanStatus
 from railguard.model.diagnostics import RailguardError, error
-from railguard.model.errors import TemporaryError
 from railguard.model.plans import Plan
 from railguard.model.principals import Principal
 from railguard.model.spec import NAME_PATTERN
@@ -180,12 +179,7 @@ class Daemon(Governance):
             if current is not None and self.store().operation_status(current) not in IN_FLIGHT:
                 del self._busy[env]
             if env in self._busy:
-                raise TemporaryError(error(
-                    "operation.busy", f"An operation is already running in '{env}'",
-                    f"Operation {self._busy[env]} is in progress; two operations at once could fight over the "
-                    "same replicas and edge.",
-                    f"Wait for it with `railguard operations {self._busy[env]}`, then try again.",
-                    address=env, extra={"operation": self._busy[env]}), delay=1.0)
+                raise usecases.busy(env, self._busy[env])
             op_id = create()
             self._busy[env] = op_id
             return op_id

@@ -27,6 +27,7 @@ from railguard.engine.rollback import rollback as run_rollback
 from railguard.engine.workspace import Workspace, require_env
 from railguard.model.api import Operation, OperationKind
 from railguard.model.diagnostics import RailguardError, error
+from railguard.model.errors import TemporaryError
 from railguard.model.plans import Plan
 from railguard.model.principals import Permission, Principal
 from railguard.providers.base import Provider
@@ -74,6 +75,22 @@ def promote(ws: Workspace, source: str, target: str, store: Store, provider: Pro
     return plan(ws, target, store, provider, principal, overrides)
 
 
+def busy(env: str, op_id: str) -> TemporaryError:
+    """``operation.busy``: what a caller gets while another operation holds ``env``."""
+    return TemporaryError(error(
+        "operation.busy", f"An operation is already running in '{env}'",
+        f"Operation {op_id} is in progress; two operations at once could fight over the same replicas and edge.",
+        f"Wait for it with `railguard operations {op_id}`, then try again.",
+        address=env, extra={"operation": op_id}), delay=1.0)
+
+
+def _require_idle(store: Store, env: str) -> None:
+    # Checked before staleness: an operation in flight moves the serial, and "wait for it" is the useful answer.
+    running = store.in_flight(env)
+    if running is not None:
+        raise busy(env, running.id)
+
+
 def submit_apply(ws: Workspace, plan_id: str, store: Store, provider: Provider, principal: Principal) -> Submission:
     """Check a saved plan once (fail fast), and return the job that applies it under the lock."""
     facts = Facts(ws)
@@ -81,6 +98,7 @@ def submit_apply(ws: Workspace, plan_id: str, store: Store, provider: Provider, 
     saved, stored_hash, status = store.load_plan(plan_id)
     guard.require(principal, Permission.apply, saved.env)  # before anything about the plan is revealed
     require_env(spec, saved.env)
+    _require_idle(store, saved.env)
     current = facts.desired_digest(saved.env, facts.versions(store, saved.env))
     check_plan(plan_id, saved, stored_hash, status, store.serial(saved.env), current)
     guard.check_apply(store, saved, principal)
@@ -98,6 +116,7 @@ def rollback(ws: Workspace, env: str, to: int | None, store: Store, provider: Pr
     """Check that a rollback has a target and needs no review (reading the store only); return its job."""
     facts = Facts(ws)
     require_env(facts.spec, env)
+    _require_idle(store, env)
     check_rollback(store, rollback_plan(store, env, None, to)[1], principal)
     ctx = facts.context()
 
