@@ -29,7 +29,8 @@ def test_deploy_parses_and_snapshots_a_bounded_number_of_times(ws: Workspace) ->
         log = Path(tmp) / "counts.log"
         deploy = ("deploy", "--env", "staging", "--yes")
         first = _counted(ws, log, *deploy)
-        assert first["spec-parse"] <= 3 and first["source-snapshot"] <= 3, first
+        # This one also starts the daemon, whose retention pass at boot reads the spec's [retention] once.
+        assert first["spec-parse"] <= 4 and first["source-snapshot"] <= 3, first
 
         (ws.root / "app.py").write_text((ws.root / "app.py").read_text() + "# a change\n")
         ws.write_spec(version="2")
