@@ -37,7 +37,7 @@ def test_status_health_and_logs_keep_their_fields_with_the_fake_provider(tmp_pat
     _deploy(fake)
     daemon = Daemon(tmp_path / ".railguard", provider=fake)
     try:
-        status = daemon.status("staging", None)
+        status = daemon.status("staging", None).model_dump(mode="json")  # as the API answers it
         assert set(status) == {"env", "serial", "services", "edge", "operation", "drift", "live_sets"}
         assert [s["address"] for s in status["services"]] == ["staging/service.api", "staging/service.web"]
         service = status["services"][0]
@@ -49,9 +49,9 @@ def test_status_health_and_logs_keep_their_fields_with_the_fake_provider(tmp_pat
         assert {tuple(sorted(r)) for r in status["edge"]["routes"]} == {("host", "path", "upstreams")}
         assert status["live_sets"] == 2
         assert status["drift"]["live_differs"] is True  # nothing was applied through the engine's store
-        health = daemon.health()
+        health = daemon.health().model_dump(mode="json")
         assert {"pid", "home", "started_at", "edges", "replicas"} <= set(health) and health["replicas"] == 2
-        logs = daemon.logs("staging", "web", None, 10, None)
+        logs = daemon.logs("staging", "web", None, 10, None).model_dump(mode="json")
         assert set(logs) == {"files", "offsets"}
         assert logs["files"][0]["lines"] == ["create staging/service.web release 1"]
     finally:
