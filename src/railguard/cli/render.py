@@ -13,6 +13,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from railguard.cli.output import out
+from railguard.model.api import EnvironmentStatus, Event, Health, Logs, Release, ReleaseStatus
 from railguard.model.plans import Action, Plan, Risk
 
 RISK_STYLE = {Risk.safe: "green", Risk.disruptive: "yellow", Risk.destructive: "bold red"}
@@ -104,7 +105,7 @@ def operation(record: dict[str, Any]) -> None:
         out.print(table)
 
 
-def events(rows: list[dict[str, Any]]) -> None:
+def events(rows: list[Event]) -> None:
     if not rows:
         out.print("No events yet.")
         return
@@ -112,7 +113,7 @@ def events(rows: list[dict[str, Any]]) -> None:
     for column in ("at", "env", "kind", "message"):
         table.add_column(column)
     for row in rows:
-        table.add_row(row["at"], row["env"] or "-", row["kind"], escape(row["message"]))
+        table.add_row(row.at, row.env or "-", row.kind, escape(row.message))
     out.print(table)
 
 
@@ -128,41 +129,41 @@ def operation_summary(record: dict[str, Any]) -> None:
     out.print(f"Operation {record['id']} ({record['kind']} on {record['env']}): [{colour}]{record['status']}[/]")
 
 
-def status(found: dict[str, Any]) -> None:
-    edge = found["edge"]
-    out.print(f"[bold]{found['env']}[/]  serial {found['serial']}  edge "
-              + (f"{edge['url']} ({'running' if edge['running'] else '[red]not running[/]'})" if edge["port"]
+def status(found: EnvironmentStatus) -> None:
+    edge = found.edge
+    out.print(f"[bold]{found.env}[/]  serial {found.serial}  edge "
+              + (f"{edge.url} ({'running' if edge.running else '[red]not running[/]'})" if edge.port
                  else "not deployed"))
-    if found["operation"]:
-        op = found["operation"]
-        out.print(f"  operation in flight: {op['id']} ({op['kind']}, {op['status']})")
+    if found.operation:
+        op = found.operation
+        out.print(f"  operation in flight: {op.id} ({op.kind}, {op.status})")
     table = Table(show_edge=False, pad_edge=False)
     for column in ("service", "release", "status", "replica", "pid", "port", "health", "restarts", "uptime"):
         table.add_column(column, overflow="fold")  # narrow terminals fold cells instead of cutting pids
-    for svc in found["services"]:
-        colour = {"healthy": "green", "degraded": "red"}.get(svc["status"], "yellow")
-        rows = svc["replicas"] or [None]
-        for i, rep in enumerate(rows):
-            head = [svc["name"], str(svc["release"]), f"[{colour}]{svc['status']}[/]"] if i == 0 else ["", "", ""]
-            tail = ([rep["name"], str(rep["pid"] or "-"), str(rep["port"] or "-"), rep["health"], str(rep["restarts"]),
-                     f"{rep['uptime_s']:.0f}s"] if rep else ["-"] * 6)
-            table.add_row(*head, *tail)
-        for warm in svc["warm"]:
-            table.add_row("", str(warm["release"]), "[dim]warm[/]", f"{warm['replicas']} replica(s)", "", "", "",
-                          "", f"[dim]stops in {warm['until_s']:.0f}s[/]")
+    for svc in found.services:
+        colour = {Health.healthy: "green", Health.degraded: "red"}.get(svc.status, "yellow")
+        head = [svc.name, str(svc.release), f"[{colour}]{svc.status}[/]"]
+        if not svc.replicas:
+            table.add_row(*head, *["-"] * 6)
+        for i, rep in enumerate(svc.replicas):
+            table.add_row(*(head if i == 0 else ["", "", ""]), rep.name, str(rep.pid or "-"), str(rep.port or "-"),
+                          rep.health, str(rep.restarts), f"{rep.uptime_s:.0f}s")
+        for warm in svc.warm:
+            table.add_row("", str(warm.release), "[dim]warm[/]", f"{warm.replicas} replica(s)", "", "", "",
+                          "", f"[dim]stops in {warm.until_s:.0f}s[/]")
     out.print(table)
-    for route in edge["routes"]:
-        out.print(f"  route {route['host'] or '*'}{route['path']} → {', '.join(route['upstreams']) or '(none: 503)'}")
-    drift = found["drift"]
-    if drift["live_differs"]:
+    for route in edge.routes:
+        out.print(f"  route {route.host or '*'}{route.path} → {', '.join(route.upstreams) or '(none: 503)'}")
+    drift = found.drift
+    if drift.live_differs:
         out.print("[yellow]Live state differs from the last applied spec:[/]")
-        for line in drift["details"]:
+        for line in drift.details:
             out.print(f"  - {escape(line)}")
-    if drift["spec_changed_since_apply"]:
+    if drift.spec_changed_since_apply:
         out.print("[yellow]The spec on disk asks for changes: run `railguard plan`.[/]")
 
 
-def releases(rows: list[dict[str, Any]]) -> None:
+def releases(rows: list[Release]) -> None:
     if not rows:
         out.print("No releases yet.")
         return
@@ -170,22 +171,22 @@ def releases(rows: list[dict[str, Any]]) -> None:
     for column in ("release", "status", "created", "source", "git", "plan / rollback of"):
         table.add_column(column, overflow="fold")
     for row in rows:
-        source = row.get("source") or {}
+        source = row.source
         git = (source.get("git_commit") or "")[:10] + ("+dirty" if source.get("git_dirty") else "")
-        origin = f"rollback of {row['rollback_of']}" if row.get("rollback_of") else (row.get("plan_id") or "")
-        colour = {"live": "green", "failed": "red"}.get(row["status"], "white")
-        table.add_row(str(row["number"]), f"[{colour}]{row['status']}[/]", row["created_at"],
+        origin = f"rollback of {row.rollback_of}" if row.rollback_of else (row.plan_id or "")
+        colour = {ReleaseStatus.live: "green", ReleaseStatus.failed: "red"}.get(row.status, "white")
+        table.add_row(str(row.number), f"[{colour}]{row.status}[/]", row.created_at,
                       (source.get("digest") or "")[7:19], git or "-", origin)
     out.print(table)
 
 
-def logs(found: dict[str, Any], as_json: bool) -> None:
-    for item in found["files"]:
-        for line in item["lines"]:
+def logs(found: Logs, as_json: bool) -> None:
+    for item in found.files:
+        for line in item.lines:
             if as_json:
-                out.print(json.dumps({"replica": item["name"], "line": line}), markup=False, highlight=False)
+                out.print(json.dumps({"replica": item.name, "line": line}), markup=False, highlight=False)
             else:
-                out.print(f"[dim]{escape(item['name'])}[/] {escape(line)}")
+                out.print(f"[dim]{escape(item.name)}[/] {escape(line)}")
 
 
 def policies(found: dict[str, Any]) -> None:

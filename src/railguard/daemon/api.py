@@ -39,6 +39,7 @@ from railguard.model.api import (
     SecretSetRequest,
     ShutdownRequest,
     TokenCreateRequest,
+    WhoAmI,
 )
 from railguard.model.diagnostics import RailguardError, error
 from railguard.model.principals import Permission, Principal
@@ -292,7 +293,7 @@ def route(daemon: Daemon, method: str, parts: list[str], query: dict[str, str], 
             require(who, read, _need(query, "env"))
             return {"policies": daemon.policies(_need(query, "spec"), _need(query, "env"))}
         case ("GET", "whoami", 2):
-            return {"principal": who.model_dump(mode="json"), "require_token": daemon.require_token}
+            return dict(WhoAmI(principal=who, require_token=daemon.require_token))
         case ("POST", "gc", 2):
             dry_run = body.get("dry_run", False)
             if not isinstance(dry_run, bool):

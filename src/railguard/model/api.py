@@ -27,6 +27,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from railguard.model.diagnostics import Diagnostic
 from railguard.model.plans import PLAN_FORMAT, Change, Plan, Verdict
+from railguard.model.principals import Principal
 from railguard.model.resources import Resource
 from railguard.model.spec import PolicyRule, Retention
 
@@ -427,6 +428,13 @@ class CreatedToken(TokenInfo):
     """A token just created: the only answer that carries its secret."""
 
     token: str
+
+
+class WhoAmI(Record):
+    """``railguard whoami``: who the daemon takes the caller for, and whether it asks everyone for a token."""
+
+    principal: Principal
+    require_token: bool
 
 
 class SecretInfo(Record):
