@@ -13,7 +13,16 @@ from rich.markup import escape
 from rich.table import Table
 
 from railguard.cli.output import out
-from railguard.model.api import EnvironmentStatus, Event, Health, Logs, Release, ReleaseStatus
+from railguard.model.api import (
+    ApprovalState,
+    EnvironmentStatus,
+    Event,
+    Health,
+    Logs,
+    OperationStatus,
+    Release,
+    ReleaseStatus,
+)
 from railguard.model.plans import Action, Plan, Risk
 
 RISK_STYLE = {Risk.safe: "green", Risk.disruptive: "yellow", Risk.destructive: "bold red"}
@@ -78,7 +87,7 @@ def plan(p: Plan, out_file: str | None = None) -> None:
 
 def approval(found: dict[str, Any] | None) -> None:
     """Where a plan stands on approval, with who asked (an agent's request is only a note)."""
-    if not found or found["state"] == "not_required":
+    if not found or found["state"] == ApprovalState.not_required:
         return
     out.print(f"Approval: [bold]{found['state']}[/]" + (f" (by {', '.join(found['approvers'])})"
                                                         if found["approvers"] else ""))
@@ -87,12 +96,13 @@ def approval(found: dict[str, Any] | None) -> None:
                   + (f": {escape(asked['reason'])}" if asked["reason"] else ""))
     for d in found["decisions"]:
         out.print(f"  {d['decision']} by {escape(d['principal'])} at {d['created_at'][:19]}")
-    if found["state"] in ("needed", "requested", "expired"):
+    if found["state"] in (ApprovalState.needed, ApprovalState.requested, ApprovalState.expired):
         out.print(f"  To approve, on a terminal: [bold]{escape(found['command'])}[/]")
 
 
 def operation(record: dict[str, Any]) -> None:
-    colour = {"succeeded": "green", "failed": "red", "running": "yellow"}.get(record["status"], "white")
+    colour = {OperationStatus.succeeded: "green", OperationStatus.failed: "red",
+              OperationStatus.running: "yellow"}.get(OperationStatus(record["status"]), "white")
     out.print(f"[bold]Operation {record['id']}[/] ({record['kind']} on {record['env']}): "
               f"[{colour}]{record['status']}[/]  by {escape(record['principal'])}, {record['created_at']}")
     table = Table(show_edge=False, pad_edge=False)
@@ -125,7 +135,8 @@ def journal_entry(entry: dict[str, Any]) -> None:
 
 
 def operation_summary(record: dict[str, Any]) -> None:
-    colour = {"succeeded": "green", "failed": "red"}.get(record["status"], "yellow")
+    colour = {OperationStatus.succeeded: "green", OperationStatus.failed: "red"}.get(OperationStatus(record["status"]),
+                                                                                 "yellow")
     out.print(f"Operation {record['id']} ({record['kind']} on {record['env']}): [{colour}]{record['status']}[/]")
 
 
