@@ -20,6 +20,7 @@ from railguard.model.api import (
     Health,
     Logs,
     OperationStatus,
+    Policies,
     Release,
     ReleaseStatus,
 )
@@ -200,15 +201,15 @@ def logs(found: Logs, as_json: bool) -> None:
                 out.print(f"[dim]{escape(item.name)}[/] {escape(line)}")
 
 
-def policies(found: dict[str, Any]) -> None:
-    out.print(f"[bold]{found['env']}[/]: " + ("[yellow]protected[/]" if found["protected"] else "not protected")
-              + (f", promotes from {found['promote_from']} after {found['soak_ms'] // 1000}s"
-                 if found["promote_from"] else "")
-              + f", at most {found['max_disruptive_changes']} disruptive changes without approval")
-    for freeze in found["freezes"]:
-        out.print(f"  freeze {freeze['start']} → {freeze['end']}: {escape(freeze['reason'])}")
-    for rule in found["built_in"]:
-        out.print(f"  {rule['rule']:<26} {rule['effect']:<17} {escape(rule['applies_to'])}")
-    for rule in found["rules"]:
-        out.print(f"  policy:{rule['name']:<19} {rule['effect']:<17} {escape(rule['expression'])}: "
-                  f"{escape(rule['message'])}")
+def policies(found: Policies) -> None:
+    out.print(f"[bold]{found.env}[/]: " + ("[yellow]protected[/]" if found.protected else "not protected")
+              + (f", promotes from {found.promote_from} after {found.soak_ms // 1000}s"
+                 if found.promote_from else "")
+              + f", at most {found.max_disruptive_changes} disruptive changes without approval")
+    for freeze in found.freezes:
+        out.print(f"  freeze {freeze.start} → {freeze.end}: {escape(freeze.reason)}")
+    for built_in in found.built_in:
+        out.print(f"  {built_in.rule:<26} {built_in.effect:<17} {escape(built_in.applies_to)}")
+    for rule in found.rules:
+        out.print(f"  policy:{rule.name:<19} {rule.effect:<17} {escape(rule.expression)}: "
+                  f"{escape(rule.message)}")
