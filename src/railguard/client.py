@@ -9,6 +9,7 @@ daemon that cannot be reached or started is a ``daemon.unavailable`` diagnostic
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -21,6 +22,19 @@ import httpx
 import psutil
 
 from railguard.engine.workspace import Workspace
+from railguard.model.api import (
+    DaemonHealth,
+    EnvironmentStatus,
+    Event,
+    Logs,
+    Operation,
+    OperationSummary,
+    PlanDetail,
+    PlanRecord,
+    Policies,
+    Release,
+    WhoAmI,
+)
 from railguard.model.diagnostics import Diagnostic, RailguardError, error
 from railguard.model.errors import DeadlineError
 from railguard.state.pidfile import read_pid
@@ -120,12 +134,13 @@ class Client:
     # -- calls -------------------------------------------------------------------------------
     def call(self, method: str, path: str, body: dict[str, Any] | None = None,
              params: dict[str, Any] | None = None) -> dict[str, Any]:
+        """Any call, answered as raw JSON (the envelope's payload keys); the typed calls below parse it."""
         if self.autostart and not self.alive():
             self.start_daemon()
         clean = {k: v for k, v in (params or {}).items() if v is not None}
         try:
             response = self._http.request(method, f"/v1/{path}", json=body, params=clean)
-            payload: dict[str, Any] = response.json()
+            payload: dict[str, Any] = response.json()  # raw JSON until a typed call parses it
         except httpx.TimeoutException as exc:
             raise _unavailable(f"The daemon did not answer {method} /v1/{path} in time: {exc}.", self.ws.home,
                                DeadlineError) from exc
@@ -140,3 +155,45 @@ class Client:
                 f"{method} /v1/{path} answered ok=false with no diagnostics.",
                 "Check that the CLI and the daemon are the same version (`railguard daemon stop`, then retry).")]))
         return payload
+
+    # -- typed calls: the answers parsed into the contract (:mod:`railguard.model.api`) -----------------
+    # Each returns what the daemon answered under its payload key; ``call`` stays for everything else.
+    def health(self) -> DaemonHealth:
+        return DaemonHealth.model_validate(self.call("GET", "health")["daemon"])
+
+    def whoami(self) -> WhoAmI:
+        return WhoAmI.model_validate(self.call("GET", "whoami"))
+
+    def status(self, env: str, spec: str | None = None) -> EnvironmentStatus:
+        return EnvironmentStatus.model_validate(self.call("GET", "status", params={"env": env, "spec": spec})["status"])
+
+    def operation(self, op_id: str) -> Operation:
+        return Operation.model_validate(self.call("GET", f"operations/{op_id}")["operation"])
+
+    def operations(self, env: str | None = None, limit: int | None = None) -> list[OperationSummary]:
+        rows = self.call("GET", "operations", params={"env": env, "limit": limit})["operations"]
+        return [OperationSummary.model_validate(r) for r in rows]
+
+    def releases(self, env: str, limit: int | None = None) -> list[Release]:
+        """Newest first, WITHOUT their desired resources (the daemon leaves them out of lists)."""
+        rows = self.call("GET", "releases", params={"env": env, "limit": limit})["releases"]
+        return [Release.model_validate(r) for r in rows]
+
+    def events(self, env: str | None = None, limit: int | None = None) -> list[Event]:
+        rows = self.call("GET", "events", params={"env": env, "limit": limit})["events"]
+        return [Event.model_validate(r) for r in rows]
+
+    def logs(self, env: str, service: str, release: int | None = None, lines: int | None = None,
+             offsets: dict[str, int] | None = None) -> Logs:
+        params = {"env": env, "service": service, "release": release, "lines": lines,
+                  "offsets": json.dumps(offsets) if offsets is not None else None}
+        return Logs.model_validate(self.call("GET", "logs", params=params)["logs"])
+
+    def plans(self, env: str | None = None) -> list[PlanRecord]:
+        return [PlanRecord.model_validate(r) for r in self.call("GET", "plans", params={"env": env})["plans"]]
+
+    def plan_record(self, plan_id: str) -> PlanDetail:
+        return PlanDetail.model_validate(self.call("GET", f"plans/{plan_id}"))
+
+    def policies(self, spec: str, env: str) -> Policies:
+        return Policies.model_validate(self.call("GET", "policies", params={"env": env, "spec": spec})["policies"])

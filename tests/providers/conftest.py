@@ -19,7 +19,7 @@ from ..conftest import _ours
 def no_leftover_processes(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
     yield
     leftovers = []
-    for proc in _ours(tmp_path_factory.getbasetemp()):
+    for proc in _ours([tmp_path_factory.getbasetemp()], set()):
         try:
             if proc.status() != psutil.STATUS_ZOMBIE:
                 leftovers.append(" ".join(proc.cmdline()))

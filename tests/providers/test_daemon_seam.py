@@ -9,10 +9,14 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from pydantic_core import to_jsonable_python
+
 from railguard.daemon.service import Daemon
 from railguard.engine import planner
 from railguard.model.plans import Action
+from railguard.model.principals import Principal, Role
 from railguard.model.resources import desired_resources
+from railguard.model.spec import Retention
 from railguard.model.specfile import parse_spec
 from railguard.providers.base import ApplyRequest, ObserveRequest
 from railguard.providers.fake import FakeProvider
@@ -37,7 +41,7 @@ def test_status_health_and_logs_keep_their_fields_with_the_fake_provider(tmp_pat
     _deploy(fake)
     daemon = Daemon(tmp_path / ".railguard", provider=fake)
     try:
-        status = daemon.status("staging", None)
+        status = daemon.status("staging", None).model_dump(mode="json")  # as the API answers it
         assert set(status) == {"env", "serial", "services", "edge", "operation", "drift", "live_sets"}
         assert [s["address"] for s in status["services"]] == ["staging/service.api", "staging/service.web"]
         service = status["services"][0]
@@ -49,10 +53,39 @@ def test_status_health_and_logs_keep_their_fields_with_the_fake_provider(tmp_pat
         assert {tuple(sorted(r)) for r in status["edge"]["routes"]} == {("host", "path", "upstreams")}
         assert status["live_sets"] == 2
         assert status["drift"]["live_differs"] is True  # nothing was applied through the engine's store
-        health = daemon.health()
+        health = daemon.health().model_dump(mode="json")
         assert {"pid", "home", "started_at", "edges", "replicas"} <= set(health) and health["replicas"] == 2
-        logs = daemon.logs("staging", "web", None, 10, None)
+        logs = daemon.logs("staging", "web", None, 10, None).model_dump(mode="json")
         assert set(logs) == {"files", "offsets"}
         assert logs["files"][0]["lines"] == ["create staging/service.web release 1"]
+    finally:
+        daemon.store().close()
+
+
+def test_plan_policy_gc_and_token_answers_keep_their_wire_fields(workspace: Path) -> None:
+    """The daemon answers with contract models now: their JSON has exactly the fields it answered as dicts."""
+    daemon = Daemon(workspace / ".railguard", provider=FakeProvider())
+    spec = str(workspace / "railguard.toml")
+    admin = Principal(id="user:test", role=Role.admin, tty=True)
+    try:
+        plan = to_jsonable_python(daemon.plan(spec, "staging", admin))
+        assert set(plan) == {"format", "id", "created_at", "env", "base_serial", "desired_digest", "changes",
+                             "desired", "diagnostics", "requested_by", "verdicts", "hash", "summary", "short_hash"}
+        assert set(plan["summary"]) == {"id", "env", "hash", "base_serial", "errored", "applyable", "max_risk",
+                                        "counts", "decision", "requested_by"}
+        assert plan["short_hash"] and plan["summary"]["hash"] == plan["hash"]
+        record = to_jsonable_python(dict(daemon.plan_record(plan["id"])))
+        assert set(record) == {"plan", "status", "approvals", "approval"} and record["status"] == "saved"
+        assert record["plan"] == plan  # the same answer as the plan call, read back from the store
+        policies = daemon.policies(spec, "staging").model_dump(mode="json")
+        assert set(policies) == {"env", "protected", "promote_from", "soak_ms", "max_disruptive_changes",
+                                 "freezes", "built_in", "rules"}
+        assert set(policies["built_in"][0]) == {"rule", "effect", "applies_to"}
+        gc = daemon.gc(spec, dry_run=True).model_dump(mode="json")
+        assert set(gc) == {"dry_run", "removed", "artifacts", "policy"} and gc["dry_run"] is True
+        assert gc["policy"] == Retention().model_dump()
+        token = daemon.create_token(admin, "ci", "agent", None, None, None).model_dump(mode="json")
+        assert set(token) == {"id", "name", "role", "envs", "created_at", "created_by", "expires_at", "revoked_at",
+                              "last_used_at", "token"} and token["token"]
     finally:
         daemon.store().close()

@@ -20,6 +20,7 @@ from railguard.cli import render
 from railguard.cli.common import DEPLOY, OBSERVE, EnvOpt, JsonOpt, SpecOpt, add, connect, env_from_spec, pick_env
 from railguard.cli.output import emit_json, finish, guarded, out, print_diagnostics
 from railguard.client import Client
+from railguard.model.api import OperationStatus
 from railguard.model.diagnostics import Diagnostic, RailguardError, error
 from railguard.model.plans import Plan
 
@@ -37,14 +38,14 @@ def follow(client: Client, op_id: str, as_json: bool) -> dict[str, Any]:
             for entry in record["journal"][shown:]:
                 render.journal_entry(entry)
             shown = len(record["journal"])
-        if record["status"] not in ("queued", "running") or time.monotonic() > deadline:
+        if not OperationStatus(record["status"]).in_flight or time.monotonic() > deadline:
             return record
         time.sleep(0.15)
 
 
 def _finish_operation(record: dict[str, Any], as_json: bool, url: str | None = None) -> None:
     problems = [Diagnostic.model_validate(d) for d in (record.get("error") or {}).get("diagnostics", [])]
-    ok = record["status"] == "succeeded"
+    ok = record["status"] == OperationStatus.succeeded
     if as_json:
         emit_json({"ok": ok, "diagnostics": [d.model_dump(mode="json") for d in problems], "operation": record,
                    **({"url": url} if url and ok else {})})

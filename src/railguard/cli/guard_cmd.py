@@ -179,22 +179,21 @@ def promote(
 def policies(env: EnvOpt = None, spec: SpecOpt = None, as_json: JsonOpt = False) -> None:
     """The guardrails and rules that apply to an environment."""
     ws, client = connect(spec)
-    found = client.call("GET", "policies", params={"env": env_from_spec(ws, env),
-                                                   "spec": str(ws.spec_path)})["policies"]
+    found = client.policies(str(ws.spec_path), env_from_spec(ws, env))
     if as_json:
-        finish(True, [], {"policies": found})
+        finish(True, [], {"policies": found.model_dump(mode="json")})
     render.policies(found)
 
 @guarded()
 def whoami(spec: SpecOpt = None, as_json: JsonOpt = False) -> None:
     """Who the daemon thinks you are (token or OS user), and your role."""
     _, client = connect(spec)
-    found = client.call("GET", "whoami")
+    found = client.whoami()
     if as_json:
-        finish(True, [], found)
-    p = found["principal"]
-    out.print(f"{escape(p['id'])}: {p['role']}" + (f" in {', '.join(p['envs'])}" if p["envs"] else "")
-              + ("; terminal" if p["tty"] else "; no terminal"))
+        finish(True, [], found.model_dump(mode="json"))
+    p = found.principal
+    out.print(f"{escape(p.id)}: {p.role}" + (f" in {', '.join(p.envs)}" if p.envs else "")
+              + ("; terminal" if p.tty else "; no terminal"))
 
 
 @audit_app.callback(epilog="Examples:\n\n  $ railguard audit --env production --limit 20\n\n  $ railguard audit verify")

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import time
 from typing import Annotated, Optional
 
@@ -20,9 +19,9 @@ def status(env: EnvOpt = None, spec: SpecOpt = None, as_json: JsonOpt = False) -
     """The live state of an environment: releases, replicas, health, edge routes, drift."""
     ws, client = connect(spec)
     name = env_from_spec(ws, env)
-    found = client.call("GET", "status", params={"env": name, "spec": str(ws.spec_path)})["status"]
+    found = client.status(name, str(ws.spec_path))
     if as_json:
-        finish(True, [], {"status": found})
+        finish(True, [], {"status": found.model_dump(mode="json")})
     render.status(found)
 
 @guarded()
@@ -30,9 +29,9 @@ def releases(env: EnvOpt = None, spec: SpecOpt = None,
              limit: Annotated[int, typer.Option(min=1, max=1000)] = 20, as_json: JsonOpt = False) -> None:
     """The numbered releases of an environment, newest first."""
     ws, client = connect(spec)
-    rows = client.call("GET", "releases", params={"env": env_from_spec(ws, env), "limit": limit})["releases"]
-    if as_json:
-        finish(True, [], {"releases": rows})
+    rows = client.releases(env_from_spec(ws, env), limit)
+    if as_json:  # as the daemon lists them: without their desired resources
+        finish(True, [], {"releases": [r.model_dump(mode="json", exclude={"desired"}) for r in rows]})
     render.releases(rows)
 
 @guarded()
@@ -45,14 +44,14 @@ def logs(
 ) -> None:
     """Recent log lines of a service's replicas (and its release command)."""
     ws, client = connect(spec)
-    params = {"env": env_from_spec(ws, env), "service": service, "release": release, "lines": lines}
-    found = client.call("GET", "logs", params=params)["logs"]
+    name = env_from_spec(ws, env)
+    found = client.logs(name, service, release, lines)
     if as_json and not follow:
-        finish(True, [], {"logs": found})
+        finish(True, [], {"logs": found.model_dump(mode="json")})
     render.logs(found, as_json)
     while follow:
         time.sleep(FOLLOW_POLL_S)
-        found = client.call("GET", "logs", params={**params, "offsets": json.dumps(found["offsets"])})["logs"]
+        found = client.logs(name, service, release, lines, offsets=found.offsets)
         render.logs(found, as_json)
 
 @guarded()
@@ -60,9 +59,9 @@ def events(env: EnvOpt = None, spec: SpecOpt = None,
            limit: Annotated[int, typer.Option(min=1, max=10_000)] = 100, as_json: JsonOpt = False) -> None:
     """The events timeline: operations, restarts, recoveries."""
     _, client = connect(spec)
-    rows = client.call("GET", "events", params={"env": env, "limit": limit})["events"]
+    rows = client.events(env, limit)
     if as_json:
-        finish(True, [], {"events": rows})
+        finish(True, [], {"events": [r.model_dump(mode="json") for r in rows]})
     render.events(rows)
 
 

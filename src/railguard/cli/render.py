@@ -13,6 +13,17 @@ from rich.markup import escape
 from rich.table import Table
 
 from railguard.cli.output import out
+from railguard.model.api import (
+    ApprovalState,
+    EnvironmentStatus,
+    Event,
+    Health,
+    Logs,
+    OperationStatus,
+    Policies,
+    Release,
+    ReleaseStatus,
+)
 from railguard.model.plans import Action, Plan, Risk
 
 RISK_STYLE = {Risk.safe: "green", Risk.disruptive: "yellow", Risk.destructive: "bold red"}
@@ -77,7 +88,7 @@ def plan(p: Plan, out_file: str | None = None) -> None:
 
 def approval(found: dict[str, Any] | None) -> None:
     """Where a plan stands on approval, with who asked (an agent's request is only a note)."""
-    if not found or found["state"] == "not_required":
+    if not found or found["state"] == ApprovalState.not_required:
         return
     out.print(f"Approval: [bold]{found['state']}[/]" + (f" (by {', '.join(found['approvers'])})"
                                                         if found["approvers"] else ""))
@@ -86,12 +97,13 @@ def approval(found: dict[str, Any] | None) -> None:
                   + (f": {escape(asked['reason'])}" if asked["reason"] else ""))
     for d in found["decisions"]:
         out.print(f"  {d['decision']} by {escape(d['principal'])} at {d['created_at'][:19]}")
-    if found["state"] in ("needed", "requested", "expired"):
+    if found["state"] in (ApprovalState.needed, ApprovalState.requested, ApprovalState.expired):
         out.print(f"  To approve, on a terminal: [bold]{escape(found['command'])}[/]")
 
 
 def operation(record: dict[str, Any]) -> None:
-    colour = {"succeeded": "green", "failed": "red", "running": "yellow"}.get(record["status"], "white")
+    colour = {OperationStatus.succeeded: "green", OperationStatus.failed: "red",
+              OperationStatus.running: "yellow"}.get(OperationStatus(record["status"]), "white")
     out.print(f"[bold]Operation {record['id']}[/] ({record['kind']} on {record['env']}): "
               f"[{colour}]{record['status']}[/]  by {escape(record['principal'])}, {record['created_at']}")
     table = Table(show_edge=False, pad_edge=False)
@@ -104,7 +116,7 @@ def operation(record: dict[str, Any]) -> None:
         out.print(table)
 
 
-def events(rows: list[dict[str, Any]]) -> None:
+def events(rows: list[Event]) -> None:
     if not rows:
         out.print("No events yet.")
         return
@@ -112,7 +124,7 @@ def events(rows: list[dict[str, Any]]) -> None:
     for column in ("at", "env", "kind", "message"):
         table.add_column(column)
     for row in rows:
-        table.add_row(row["at"], row["env"] or "-", row["kind"], escape(row["message"]))
+        table.add_row(row.at, row.env or "-", row.kind, escape(row.message))
     out.print(table)
 
 
@@ -124,45 +136,46 @@ def journal_entry(entry: dict[str, Any]) -> None:
 
 
 def operation_summary(record: dict[str, Any]) -> None:
-    colour = {"succeeded": "green", "failed": "red"}.get(record["status"], "yellow")
+    colour = {OperationStatus.succeeded: "green", OperationStatus.failed: "red"}.get(OperationStatus(record["status"]),
+                                                                                 "yellow")
     out.print(f"Operation {record['id']} ({record['kind']} on {record['env']}): [{colour}]{record['status']}[/]")
 
 
-def status(found: dict[str, Any]) -> None:
-    edge = found["edge"]
-    out.print(f"[bold]{found['env']}[/]  serial {found['serial']}  edge "
-              + (f"{edge['url']} ({'running' if edge['running'] else '[red]not running[/]'})" if edge["port"]
+def status(found: EnvironmentStatus) -> None:
+    edge = found.edge
+    out.print(f"[bold]{found.env}[/]  serial {found.serial}  edge "
+              + (f"{edge.url} ({'running' if edge.running else '[red]not running[/]'})" if edge.port
                  else "not deployed"))
-    if found["operation"]:
-        op = found["operation"]
-        out.print(f"  operation in flight: {op['id']} ({op['kind']}, {op['status']})")
+    if found.operation:
+        op = found.operation
+        out.print(f"  operation in flight: {op.id} ({op.kind}, {op.status})")
     table = Table(show_edge=False, pad_edge=False)
     for column in ("service", "release", "status", "replica", "pid", "port", "health", "restarts", "uptime"):
         table.add_column(column, overflow="fold")  # narrow terminals fold cells instead of cutting pids
-    for svc in found["services"]:
-        colour = {"healthy": "green", "degraded": "red"}.get(svc["status"], "yellow")
-        rows = svc["replicas"] or [None]
-        for i, rep in enumerate(rows):
-            head = [svc["name"], str(svc["release"]), f"[{colour}]{svc['status']}[/]"] if i == 0 else ["", "", ""]
-            tail = ([rep["name"], str(rep["pid"] or "-"), str(rep["port"] or "-"), rep["health"], str(rep["restarts"]),
-                     f"{rep['uptime_s']:.0f}s"] if rep else ["-"] * 6)
-            table.add_row(*head, *tail)
-        for warm in svc["warm"]:
-            table.add_row("", str(warm["release"]), "[dim]warm[/]", f"{warm['replicas']} replica(s)", "", "", "",
-                          "", f"[dim]stops in {warm['until_s']:.0f}s[/]")
+    for svc in found.services:
+        colour = {Health.healthy: "green", Health.degraded: "red"}.get(svc.status, "yellow")
+        head = [svc.name, str(svc.release), f"[{colour}]{svc.status}[/]"]
+        if not svc.replicas:
+            table.add_row(*head, *["-"] * 6)
+        for i, rep in enumerate(svc.replicas):
+            table.add_row(*(head if i == 0 else ["", "", ""]), rep.name, str(rep.pid or "-"), str(rep.port or "-"),
+                          rep.health, str(rep.restarts), f"{rep.uptime_s:.0f}s")
+        for warm in svc.warm:
+            table.add_row("", str(warm.release), "[dim]warm[/]", f"{warm.replicas} replica(s)", "", "", "",
+                          "", f"[dim]stops in {warm.until_s:.0f}s[/]")
     out.print(table)
-    for route in edge["routes"]:
-        out.print(f"  route {route['host'] or '*'}{route['path']} → {', '.join(route['upstreams']) or '(none: 503)'}")
-    drift = found["drift"]
-    if drift["live_differs"]:
+    for route in edge.routes:
+        out.print(f"  route {route.host or '*'}{route.path} → {', '.join(route.upstreams) or '(none: 503)'}")
+    drift = found.drift
+    if drift.live_differs:
         out.print("[yellow]Live state differs from the last applied spec:[/]")
-        for line in drift["details"]:
+        for line in drift.details:
             out.print(f"  - {escape(line)}")
-    if drift["spec_changed_since_apply"]:
+    if drift.spec_changed_since_apply:
         out.print("[yellow]The spec on disk asks for changes: run `railguard plan`.[/]")
 
 
-def releases(rows: list[dict[str, Any]]) -> None:
+def releases(rows: list[Release]) -> None:
     if not rows:
         out.print("No releases yet.")
         return
@@ -170,33 +183,33 @@ def releases(rows: list[dict[str, Any]]) -> None:
     for column in ("release", "status", "created", "source", "git", "plan / rollback of"):
         table.add_column(column, overflow="fold")
     for row in rows:
-        source = row.get("source") or {}
+        source = row.source
         git = (source.get("git_commit") or "")[:10] + ("+dirty" if source.get("git_dirty") else "")
-        origin = f"rollback of {row['rollback_of']}" if row.get("rollback_of") else (row.get("plan_id") or "")
-        colour = {"live": "green", "failed": "red"}.get(row["status"], "white")
-        table.add_row(str(row["number"]), f"[{colour}]{row['status']}[/]", row["created_at"],
+        origin = f"rollback of {row.rollback_of}" if row.rollback_of else (row.plan_id or "")
+        colour = {ReleaseStatus.live: "green", ReleaseStatus.failed: "red"}.get(row.status, "white")
+        table.add_row(str(row.number), f"[{colour}]{row.status}[/]", row.created_at,
                       (source.get("digest") or "")[7:19], git or "-", origin)
     out.print(table)
 
 
-def logs(found: dict[str, Any], as_json: bool) -> None:
-    for item in found["files"]:
-        for line in item["lines"]:
+def logs(found: Logs, as_json: bool) -> None:
+    for item in found.files:
+        for line in item.lines:
             if as_json:
-                out.print(json.dumps({"replica": item["name"], "line": line}), markup=False, highlight=False)
+                out.print(json.dumps({"replica": item.name, "line": line}), markup=False, highlight=False)
             else:
-                out.print(f"[dim]{escape(item['name'])}[/] {escape(line)}")
+                out.print(f"[dim]{escape(item.name)}[/] {escape(line)}")
 
 
-def policies(found: dict[str, Any]) -> None:
-    out.print(f"[bold]{found['env']}[/]: " + ("[yellow]protected[/]" if found["protected"] else "not protected")
-              + (f", promotes from {found['promote_from']} after {found['soak_ms'] // 1000}s"
-                 if found["promote_from"] else "")
-              + f", at most {found['max_disruptive_changes']} disruptive changes without approval")
-    for freeze in found["freezes"]:
-        out.print(f"  freeze {freeze['start']} → {freeze['end']}: {escape(freeze['reason'])}")
-    for rule in found["built_in"]:
-        out.print(f"  {rule['rule']:<26} {rule['effect']:<17} {escape(rule['applies_to'])}")
-    for rule in found["rules"]:
-        out.print(f"  policy:{rule['name']:<19} {rule['effect']:<17} {escape(rule['expression'])}: "
-                  f"{escape(rule['message'])}")
+def policies(found: Policies) -> None:
+    out.print(f"[bold]{found.env}[/]: " + ("[yellow]protected[/]" if found.protected else "not protected")
+              + (f", promotes from {found.promote_from} after {found.soak_ms // 1000}s"
+                 if found.promote_from else "")
+              + f", at most {found.max_disruptive_changes} disruptive changes without approval")
+    for freeze in found.freezes:
+        out.print(f"  freeze {freeze.start} → {freeze.end}: {escape(freeze.reason)}")
+    for built_in in found.built_in:
+        out.print(f"  {built_in.rule:<26} {built_in.effect:<17} {escape(built_in.applies_to)}")
+    for rule in found.rules:
+        out.print(f"  policy:{rule.name:<19} {rule.effect:<17} {escape(rule.expression)}: "
+                  f"{escape(rule.message)}")

@@ -39,6 +39,7 @@ from railguard.model.api import (
     SecretSetRequest,
     ShutdownRequest,
     TokenCreateRequest,
+    WhoAmI,
 )
 from railguard.model.diagnostics import RailguardError, error
 from railguard.model.principals import Permission, Principal
@@ -78,7 +79,7 @@ class Handler(BaseHTTPRequestHandler):
         pid, uid, _ = struct.unpack("3i", creds)
         return pid, uid
 
-    def _send(self, status: int, body: dict[str, Any]) -> None:
+    def _send(self, status: int, body: dict[str, Any]) -> None:  # the envelope, already JSON-able
         # Last line of defence: no secret value leaves the daemon, whatever produced the text.
         data = self.server.daemon.secrets.redactor(json.dumps(body, default=str)).encode()
         self.send_response(status)
@@ -87,7 +88,7 @@ class Handler(BaseHTTPRequestHandler):
         self.end_headers()
         self.wfile.write(data)
 
-    def _body(self) -> dict[str, Any]:
+    def _body(self) -> dict[str, Any]:  # raw JSON: _parse turns it into the route's request model
         length = int(self.headers.get("Content-Length") or 0)
         if length > MAX_BODY:
             raise _bad(f"the request body is larger than {MAX_BODY} bytes")
@@ -113,11 +114,11 @@ class Handler(BaseHTTPRequestHandler):
         query = {k: v[-1] for k, v in parse_qs(url.query).items()}
         parts = [p for p in url.path.split("/") if p]
         who = "(unauthenticated)"
-        body: dict[str, Any] = {}
+        body: dict[str, Any] = {}  # raw JSON, read before the route knows which request model it is
         try:
             body = self._body() if method == "POST" else {}
             if parts == ["v1", "health"]:  # liveness needs no identity
-                self._send(200, {"ok": True, "diagnostics": [], "daemon": daemon.health()})
+                self._send(200, {"ok": True, "diagnostics": [], "daemon": daemon.health().model_dump(mode="json")})
                 return
             pid, uid = self._peer()
             bearer = (self.headers.get("Authorization") or "").removeprefix("Bearer ").strip() or None
@@ -143,13 +144,13 @@ class Handler(BaseHTTPRequestHandler):
             daemon.answered()  # an operation this request queued starts only now (see Daemon._queue)
 
 
-def _audited(parts: list[str], body: dict[str, Any]) -> dict[str, Any]:
+def _audited(parts: list[str], body: dict[str, Any]) -> dict[str, Any]:  # raw body in, its audited subset out
     """The request body plus the ids named in the path (plan-..., op-...)."""
     named = [p for p in parts if p.startswith("plan-")]
     return {**body, "plan_id": named[0]} if named else body
 
 
-def _action(parts: list[str], body: dict[str, Any]) -> str:
+def _action(parts: list[str], body: dict[str, Any]) -> str:  # raw body: also for refused, unparsable requests
     name = "/".join(p for p in parts[1:] if not p.startswith(("plan-", "op-")))
     return f"{name}:{body['kind']}" if isinstance(body.get("kind"), str) else name
 
@@ -159,14 +160,14 @@ def _bad(detail: str) -> RailguardError:
                                 "Use the railguard CLI or a client of the same version as the daemon."))
 
 
-def _need(source: dict[str, Any], key: str) -> str:
+def _need(source: dict[str, Any], key: str) -> str:  # a raw body or the query string
     value = source.get(key)
     if not isinstance(value, str) or not value:
         raise _bad(f"'{key}' is required")
     return value
 
 
-def _int(source: dict[str, Any], key: str, default: int | None) -> int | None:
+def _int(source: dict[str, Any], key: str, default: int | None) -> int | None:  # a raw body or the query
     value = source.get(key)
     if value is None or value == "":
         return default
@@ -176,7 +177,7 @@ def _int(source: dict[str, Any], key: str, default: int | None) -> int | None:
         raise _bad(f"'{key}' must be a number") from exc
 
 
-def _parse(model: type[R], body: dict[str, Any]) -> R:
+def _parse(model: type[R], body: dict[str, Any]) -> R:  # raw JSON in, the request model out
     """The body as ``model``: unknown fields and wrong types are a bad request, never a 500."""
     try:
         return model.model_validate(body)
@@ -188,7 +189,11 @@ def _parse(model: type[R], body: dict[str, Any]) -> R:
 
 def route(daemon: Daemon, method: str, parts: list[str], query: dict[str, str], body: dict[str, Any],
           who: Principal) -> dict[str, Any]:
-    """Map a request to the daemon's behaviour, after checking the principal may do it. Paths: /v1/..."""
+    """Map a request to the daemon's behaviour, after checking the principal may do it. Paths: /v1/...
+
+    ``body`` is the raw JSON (each route parses it into its request model); the answer maps the payload's
+    top-level keys to models (or lists of them), which the handler dumps once.
+    """
     if not parts or parts[0] != "v1":
         raise _bad(f"unknown path /{'/'.join(parts)}")
     key = (method, parts[1] if len(parts) > 1 else "", len(parts))
@@ -207,8 +212,8 @@ def route(daemon: Daemon, method: str, parts: list[str], query: dict[str, str], 
             return {"plans": [p for p in store().plans(query.get("env")) if who.allows(read, p.env)]}
         case ("GET", "plans", 3):
             found = daemon.plan_record(parts[2])
-            require(who, read, found["plan"]["env"])
-            return found
+            require(who, read, found.plan.env)
+            return dict(found)  # its fields are the payload's top-level keys (plan, status, approvals, approval)
         case ("POST", "plans", 4) if parts[3] == "request-approval":
             asked = _parse(ApprovalRequestBody, body)
             return {"approval": daemon.request_approval(parts[2], who, asked.reason or "")}
@@ -288,7 +293,7 @@ def route(daemon: Daemon, method: str, parts: list[str], query: dict[str, str], 
             require(who, read, _need(query, "env"))
             return {"policies": daemon.policies(_need(query, "spec"), _need(query, "env"))}
         case ("GET", "whoami", 2):
-            return {"principal": who.model_dump(mode="json"), "require_token": daemon.require_token}
+            return dict(WhoAmI(principal=who, require_token=daemon.require_token))
         case ("POST", "gc", 2):
             dry_run = body.get("dry_run", False)
             if not isinstance(dry_run, bool):

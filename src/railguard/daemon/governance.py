@@ -12,7 +12,15 @@ from typing import Any
 
 from railguard.engine.guard import require
 from railguard.engine.workspace import Workspace, require_env
-from railguard.model.api import AuditEntry, AuditVerification, SecretInfo, TokenInfo
+from railguard.model.api import (
+    AuditEntry,
+    AuditVerification,
+    BuiltInRule,
+    CreatedToken,
+    Policies,
+    SecretInfo,
+    TokenInfo,
+)
 from railguard.model.diagnostics import RailguardError, error
 from railguard.model.principals import WIDENING_ROLES, Permission, Principal, Role
 from railguard.model.resources import environment_config
@@ -45,6 +53,8 @@ class Governance:
 
     def audit(self, who: str, action: str, outcome: str, body: dict[str, Any],
               payload: dict[str, Any] | None) -> None:
+        """Record a request. ``body`` is the raw request JSON (a refused request may not parse into its model)
+        and ``payload`` the answer's JSON as sent: the audit reads the same fields whatever the route."""
         detail = {k: body[k] for k in AUDITED_FIELDS if k in body}
         plan = (payload or {}).get("plan") or {}
         plan_id = body.get("plan_id") or plan.get("id") or (payload or {}).get("approval", {}).get("plan_id")
@@ -102,7 +112,7 @@ class Governance:
         return found
 
     def create_token(self, who: Principal, name: str, role: str, envs: list[str] | None,
-                     expires_in_s: Any, typed: Any) -> dict[str, Any]:
+                     expires_in_s: Any, typed: Any) -> CreatedToken:
         require(who, Permission.admin, None)
         try:
             wanted = Role(role)
@@ -118,7 +128,7 @@ class Governance:
                 "Run `railguard token create` yourself in a terminal."))
         seconds = float(expires_in_s) if isinstance(expires_in_s, int | float) and expires_in_s > 0 else None
         text, record = tokens.create(self.store(), name, wanted, envs, who.id, seconds)
-        return {**record.model_dump(mode="json"), "token": text}  # the only answer that carries the secret
+        return CreatedToken(**dict(record), token=text)  # the only answer that carries the secret
 
     def list_tokens(self) -> list[TokenInfo]:
         return tokens.listing(self.store())
@@ -129,13 +139,14 @@ class Governance:
     def list_secrets(self, env: str | None, who: Principal) -> list[SecretInfo]:
         return [s for s in secretstore.listing(self.store(), env) if who.allows(Permission.read, s.env)]
 
-    def policies(self, spec_path: str, env: str) -> dict[str, Any]:
+    def policies(self, spec_path: str, env: str) -> Policies:
         ws = Workspace(Path(spec_path), self.home)
         spec, _ = ws.load_valid()
         require_env(spec, env)
         config = environment_config(spec, env)
-        return {"env": env, "protected": config["protected"], "promote_from": config["promote_from"],
-                "soak_ms": config["soak_ms"], "max_disruptive_changes": config["max_disruptive_changes"],
-                "freezes": config["freezes"],
-                "built_in": [{"rule": r, "effect": e, "applies_to": d} for r, e, d in BUILT_IN],
-                "rules": config["policies"]}
+        return Policies.model_validate({
+            "env": env, "protected": config["protected"], "promote_from": config["promote_from"],
+            "soak_ms": config["soak_ms"], "max_disruptive_changes": config["max_disruptive_changes"],
+            "freezes": config["freezes"],
+            "built_in": [BuiltInRule(rule=r, effect=e, applies_to=d) for r, e, d in BUILT_IN],
+            "rules": config["policies"]})

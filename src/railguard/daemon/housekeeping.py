@@ -12,10 +12,10 @@ from __future__ import annotations
 import logging
 import threading
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Protocol
 
 from railguard.engine.workspace import Workspace
-from railguard.model.api import KeptRelease
+from railguard.model.api import GcResult, KeptRelease
 from railguard.model.diagnostics import RailguardError, error
 from railguard.model.errors import TemporaryError
 from railguard.model.spec import Retention
@@ -45,7 +45,7 @@ def served_spec(store: Store) -> str | None:
 
 
 def collect(store: Store, provider: Pruner, work: threading.Lock, rules: Retention,
-            dry_run: bool = False) -> dict[str, Any]:
+            dry_run: bool = False) -> GcResult:
     """One pass: remove what ``rules`` lets go (or only report it, with ``dry_run``); return what went."""
     if not work.acquire(blocking=False):
         raise TemporaryError(error(
@@ -60,8 +60,7 @@ def collect(store: Store, provider: Pruner, work: threading.Lock, rules: Retenti
     finally:
         work.release()
     removed = {**swept.counts(), "artifacts": len(artifacts)}
-    result: dict[str, Any] = {"dry_run": dry_run, "removed": removed, "artifacts": artifacts,
-                              "policy": rules.model_dump()}
+    result = GcResult(dry_run=dry_run, removed=removed, artifacts=artifacts, policy=rules)
     if not dry_run and any(removed.values()):
         store.add_event(None, COLLECTED_EVENT, "retention removed " + ", ".join(
             f"{n} {what}" for what, n in removed.items() if n), data={"removed": removed, "artifacts": artifacts})
@@ -84,5 +83,5 @@ def periodic(store: Store, provider: Pruner, work: threading.Lock, home: Path) -
     except Exception:  # a failed pass waits for the next one, it must not spin or stop the loop
         log.exception("retention failed")
         return INTERVAL_S
-    log.info("retention pass: %s", done["removed"])
+    log.info("retention pass: %s", done.removed)
     return INTERVAL_S

@@ -10,10 +10,10 @@ from __future__ import annotations
 import os
 import re
 from pathlib import Path
-from typing import Any
 
 from cryptography.fernet import Fernet
 
+from railguard.model.api import SecretSet
 from railguard.model.diagnostics import RailguardError, error
 from railguard.secrets.keys import key_file, load_key
 from railguard.secrets.redaction import MIN_SECRET_LENGTH, Redactor
@@ -47,7 +47,7 @@ class Secrets:
             return
         self.redactor.update((name, value) for _, name, value in secretstore.values(store, self.fernet()))
 
-    def set(self, store: Store, env: str, name: str, value: str, who: str) -> dict[str, Any]:
+    def set(self, store: Store, env: str, name: str, value: str, who: str) -> SecretSet:
         if not NAME.match(name):
             raise _invalid(f"'{name}' is not a variable name (letters, digits, '_', not starting with a digit).")
         if len(value) < MIN_SECRET_LENGTH or len(value) > MAX_VALUE:
@@ -65,7 +65,7 @@ class Secrets:
                     f"Create a separate credential for '{env}' and set that instead.", address=f"{env}/{name}"))
         version = secretstore.put(store, fernet, self._key, env, name, value, who)
         self.refresh(store)
-        return {"env": env, "name": name, "version": version}
+        return SecretSet(env=env, name=name, version=version)
 
     def values_for(self, store: Store, env: str, names: list[str]) -> dict[str, str]:
         if not names:

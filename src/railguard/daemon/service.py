@@ -31,7 +31,21 @@ from railguard.engine import guard, usecases
 from railguard.engine.guard import short_hash
 from railguard.engine.recovery import recover
 from railguard.engine.workspace import Workspace
-from railguard.model.api import IN_FLIGHT, Approval, ApprovalRecord, Operation, OperationStatus, PlanStatus
+from railguard.model.api import (
+    IN_FLIGHT,
+    Approval,
+    ApprovalRecord,
+    DaemonEdge,
+    DaemonHealth,
+    EnvironmentStatus,
+    GcResult,
+    Logs,
+    Operation,
+    OperationStatus,
+    PlanAnswer,
+    PlanDetail,
+    PlanStatus,
+)
 from railguard.model.diagnostics import RailguardError, error
 from railguard.model.plans import Plan
 from railguard.model.principals import Principal
@@ -196,35 +210,35 @@ class Daemon(Governance):
         return Workspace(Path(spec_path), self.home, text)
 
     @staticmethod
-    def _plan_answer(plan: Plan) -> dict[str, Any]:
-        return plan.model_dump(mode="json") | {"summary": plan.summary(), "short_hash": short_hash(plan)}
+    def _plan_answer(plan: Plan) -> PlanAnswer:
+        return PlanAnswer.of(plan, short_hash(plan))
 
     # -- API ----------------------------------------------------------------------------------
-    def health(self) -> dict[str, Any]:
+    def health(self) -> DaemonHealth:
         summary = self.provider.summary()
-        return {"pid": os.getpid(), "home": str(self.home), "started_at": self.started_at,
-                "edges": {env: edge.model_dump() for env, edge in summary.edges.items()},
-                "replicas": summary.replicas}
+        return DaemonHealth(pid=os.getpid(), home=str(self.home), started_at=self.started_at,
+                            edges={env: DaemonEdge(running=edge.running, pid=edge.pid)
+                                   for env, edge in summary.edges.items()},
+                            replicas=summary.replicas)
 
     def plan(self, spec_path: str, env: str, principal: Principal,
-             source_overrides: dict[str, str] | None = None, text: str | None = None) -> dict[str, Any]:
+             source_overrides: dict[str, str] | None = None, text: str | None = None) -> PlanAnswer:
         """Plan the spec at ``spec_path``, or a proposed ``text`` read as if it were that file."""
         return self._plan_answer(usecases.plan(self._workspace(spec_path, text), env, self.store(), self.provider,
                                                principal, source_overrides))
 
-    def plan_record(self, plan_id: str) -> dict[str, Any]:
+    def plan_record(self, plan_id: str) -> PlanDetail:
         store = self.store()
         plan, _, status = store.load_plan(plan_id)
-        return {"plan": plan.model_dump(mode="json") | {"summary": plan.summary(), "short_hash": short_hash(plan)},
-                "status": status, "approvals": approvals.for_plan(store, plan_id),  # models: dumped by the API
-                "approval": guard.approval_state(store, plan, status)}
+        return PlanDetail(plan=self._plan_answer(plan), status=status, approvals=approvals.for_plan(store, plan_id),
+                          approval=guard.approval_state(store, plan, status))
 
     def request_approval(self, plan_id: str, principal: Principal, reason: str) -> Approval:
         store = self.store()
         plan, _, status = store.load_plan(plan_id)
         return guard.request_approval(store, plan, status, principal, reason)
 
-    def promote(self, spec_path: str, source: str, target: str, principal: Principal) -> dict[str, Any]:
+    def promote(self, spec_path: str, source: str, target: str, principal: Principal) -> PlanAnswer:
         return self._plan_answer(usecases.promote(self._workspace(spec_path), source, target, self.store(),
                                                   self.provider, principal))
 
@@ -252,7 +266,7 @@ class Daemon(Governance):
         return self._enqueue(usecases.rollback(self._workspace(spec_path), env, to, self.store(), self.provider,
                                                principal), principal)
 
-    def gc(self, spec_path: str | None, dry_run: bool) -> dict[str, Any]:
+    def gc(self, spec_path: str | None, dry_run: bool) -> GcResult:
         """``railguard gc``: one retention pass now, under the retention of ``spec_path`` (or the served spec)."""
         store = self.store()
         rules = housekeeping.policy(self.home, spec_path or housekeeping.served_spec(store))
@@ -266,13 +280,13 @@ class Daemon(Governance):
                                        "List operations with `railguard operations`.", address=op_id))
         return record
 
-    def status(self, env: str, spec_path: str | None) -> dict[str, Any]:
+    def status(self, env: str, spec_path: str | None) -> EnvironmentStatus:
         from railguard.daemon.status import describe
 
         return describe(self, env, spec_path)
 
     def logs(self, env: str, service: str, release: int | None, lines: int,
-             offsets: dict[str, int] | None) -> dict[str, Any]:
+             offsets: dict[str, int] | None) -> Logs:
         for value, what in ((env, "environment"), (service, "service")):
             if not NAME_RE.fullmatch(value):  # names only: never a path that walks out of logs/<env>/
                 raise RailguardError(error("daemon.bad_request", f"'{value}' is not a {what} name",
@@ -281,5 +295,5 @@ class Daemon(Governance):
         # Where logs live is the runtime's business (files here, a log API elsewhere): the provider reads them.
         answer = self.provider.logs(LogsRequest(env=env, service=service, release=release, lines=max(lines, 0),
                                                 offsets=offsets))
-        return answer.model_dump(mode="json")
+        return Logs.model_validate(answer.model_dump())
 

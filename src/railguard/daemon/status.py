@@ -11,44 +11,54 @@ how a runtime keeps them. Called by :class:`railguard.daemon.service.Daemon`.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from railguard.engine.observe import observe_into
 from railguard.engine.plan import desired_for
 from railguard.engine.workspace import Workspace
+from railguard.model.api import (
+    Drift,
+    EdgeStatus,
+    EnvironmentStatus,
+    InFlight,
+    ReplicaStatus,
+    ServiceStatus,
+    WarmRelease,
+)
 from railguard.model.diagnostics import RailguardError
-from railguard.model.resources import desired_digest
+from railguard.model.resources import ObservedResource, desired_digest
 from railguard.model.spec import Spec
 from railguard.providers.base import DescribeRequest, HealthRequest
 from railguard.state import secretstore
+from railguard.state.store import Store
 
 if TYPE_CHECKING:
     from railguard.daemon.service import Daemon
 
 
-def describe(daemon: Daemon, env: str, spec_path: str | None) -> dict[str, Any]:
+def describe(daemon: Daemon, env: str, spec_path: str | None) -> EnvironmentStatus:
     provider, store = daemon.provider, daemon.store()
     observed = observe_into(store, provider, env)
     units = provider.describe(DescribeRequest(env=env))
-    services: list[dict[str, Any]] = []
+    services: list[ServiceStatus] = []
     for unit in units.services:
         # The service's status is the provider's verdict on it: healthy, progressing, degraded or missing.
         health = provider.health(HealthRequest(env=env, address=unit.address))
-        services.append({"name": unit.name, "address": unit.address, "release": unit.release,
-                         "status": health.health.value,
-                         "replicas": [r.model_dump(mode="json") for r in unit.replicas],
-                         "warm": [w.model_dump(mode="json") for w in unit.warm]})
+        services.append(ServiceStatus(
+            name=unit.name, address=unit.address, release=unit.release, status=health.health,
+            replicas=[ReplicaStatus.model_validate(r.model_dump()) for r in unit.replicas],
+            warm=[WarmRelease.model_validate(w.model_dump()) for w in unit.warm]))
     # Only the operation in flight, without loading journals (a 200-service deploy journals thousands of steps).
-    in_flight = store.in_flight(env)
-    return {
-        "env": env,
-        "serial": store.serial(env),
-        "services": services,
-        "edge": units.edge.model_dump(mode="json"),
-        "operation": in_flight.model_dump(mode="json") if in_flight else None,
-        "drift": _drift(store, env, observed, spec_path, daemon.home),
-        "live_sets": units.live_sets,
-    }
+    in_flight: InFlight | None = store.in_flight(env)
+    return EnvironmentStatus(
+        env=env,
+        serial=store.serial(env),
+        services=services,
+        edge=EdgeStatus.model_validate(units.edge.model_dump()),
+        operation=in_flight,
+        drift=_drift(store, env, observed, spec_path, daemon.home),
+        live_sets=units.live_sets,
+    )
 
 
 _SPECS: dict[str, tuple[tuple[int, int], Spec]] = {}  # parsed specs by path, while the file is unchanged
@@ -69,7 +79,7 @@ def _parsed(ws: Workspace) -> Spec:
     return spec
 
 
-def _drift(store: Any, env: str, observed: list[Any], spec_path: str | None, home: Path) -> dict[str, Any]:
+def _drift(store: Store, env: str, observed: list[ObservedResource], spec_path: str | None, home: Path) -> Drift:
     applied_digest = store.last_spec_digest(env)
     snapshot = store.last_spec(env)
     details: list[str] = []
@@ -95,4 +105,4 @@ def _drift(store: Any, env: str, observed: list[Any], spec_path: str | None, hom
                 spec_changed = desired_digest(desired_for(ws, spec, env, versions)) != applied_digest
         except RailguardError:
             spec_changed = None
-    return {"live_differs": bool(details), "details": details, "spec_changed_since_apply": spec_changed}
+    return Drift(live_differs=bool(details), details=details, spec_changed_since_apply=spec_changed)

@@ -10,9 +10,12 @@ from __future__ import annotations
 
 from typing import Any
 
+from railguard.model.api import Health, ReleaseStatus, ReplicaHealth
+
 MAX_DIFF = 10
 MAX_STEPS = 30
-STATUS_ORDER = {"degraded": 0, "missing": 1, "progressing": 2, "running": 3, "healthy": 4}
+# Problems first: the worst health sorts first (unknown, unlisted, with degraded).
+STATUS_ORDER = {Health.degraded: 0, Health.missing: 1, Health.progressing: 2, Health.healthy: 4}
 
 
 def service_brief(entry: dict[str, Any]) -> dict[str, Any]:
@@ -20,7 +23,7 @@ def service_brief(entry: dict[str, Any]) -> dict[str, Any]:
     health = [str(r.get("health")) for r in replicas]
     return {"name": entry["name"], "address": entry["address"], "status": entry["status"],
             "release": entry.get("release"), "replicas": len(replicas),
-            "healthy": sum(1 for h in health if h == "healthy"),
+            "healthy": sum(1 for h in health if h == ReplicaHealth.healthy),
             "restarts": sum(int(r.get("restarts") or 0) for r in replicas), "health": health,
             "warm": [int(w["release"]) for w in entry.get("warm") or []]}
 
@@ -102,6 +105,6 @@ def release_brief(release: dict[str, Any]) -> dict[str, Any]:
 def last_good(releases: list[dict[str, Any]], before: int | None = None) -> dict[str, Any] | None:
     """The newest release that ran healthy (live or superseded), optionally older than ``before``."""
     for release in releases:  # newest first
-        if release["status"] in ("live", "superseded") and (before is None or release["number"] < before):
+        if ReleaseStatus(release["status"]).ran_healthy and (before is None or release["number"] < before):
             return release
     return None

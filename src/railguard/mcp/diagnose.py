@@ -22,7 +22,7 @@ from railguard.mcp.catalog import tool
 from railguard.mcp.inputs import DiagnoseArgs
 from railguard.mcp.outputs import DiagnoseOut
 from railguard.mcp.results import Call, Outcome, act
-from railguard.model.api import ReplicaHealth
+from railguard.model.api import Health, OperationStatus, ReleaseStatus, ReplicaHealth
 from railguard.model.diagnostics import Diagnostic, RailguardError, error
 from railguard.model.principals import Permission
 
@@ -54,7 +54,7 @@ def assess(env: str, service: str | None, status: dict[str, Any], releases: list
            op: dict[str, Any] | None) -> dict[str, Any]:
     """What the facts mean: verdict, findings, cause, the service and release to read logs of, next actions."""
     services = {s["name"]: briefs.service_brief(s) for s in status["services"]}
-    live = next((r for r in releases if r["status"] == "live"), None)
+    live = next((r for r in releases if r["status"] == ReleaseStatus.live), None)
     found: dict[str, Any] = {"verdict": "healthy", "findings": [], "cause": None, "focus": service,
                              "log_release": None, "live_release": live["number"] if live else None,
                              "last_good_release": None, "actions": [], "diagnostics": []}
@@ -64,7 +64,7 @@ def assess(env: str, service: str | None, status: dict[str, Any], releases: list
         found["verdict"] = "progressing"
         findings.append(f"Operation {flight['id']} ({flight['kind']}) is {flight['status']}.")
         actions.append(act("get_operation", "Wait for it to end.", operation_id=flight["id"], wait_s=30))
-    if op is not None and op["status"] == "failed":
+    if op is not None and op["status"] == OperationStatus.failed:
         problems = [Diagnostic.model_validate(d) for d in (op.get("error") or {}).get("diagnostics", [])]
         step = briefs.failed_step(op)
         focus = service or _service_of(step)
@@ -93,7 +93,7 @@ def assess(env: str, service: str | None, status: dict[str, Any], releases: list
         actions.append(act("plan", "After fixing the cause (see the remediation), plan again.", env=env))
         return found
     candidates = [services[service]] if service in services else [
-        s for s in services.values() if s["restarts"] or s["status"] in ("degraded", "missing")]
+        s for s in services.values() if s["restarts"] or s["status"] in (Health.degraded, Health.missing)]
     if service is not None and service not in services:
         found.update(verdict="missing")
         findings.append(f"No service '{service}' runs in {env}.")
@@ -152,7 +152,7 @@ async def diagnose(call: Call, args: DiagnoseArgs) -> Outcome:
                 f"Call diagnose with env '{op['env']}'.", address=op["id"]))
     elif args.service is None:
         recent = (await gw.call("GET", "operations", params={"env": args.env, "limit": 1}))["operations"]
-        op = recent[0] if recent and recent[0]["status"] == "failed" else None
+        op = recent[0] if recent and recent[0]["status"] == OperationStatus.failed else None
     found = assess(args.env, args.service, status, releases, op)
     focus, tail = found["focus"], []
     if focus:

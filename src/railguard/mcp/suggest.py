@@ -14,6 +14,7 @@ from typing import Any
 
 from railguard.mcp.briefs import promote_from
 from railguard.mcp.results import act
+from railguard.model.api import OperationStatus, PlanStatus
 from railguard.model.diagnostics import Diagnostic
 
 _SOURCE = re.compile(r"has not run healthy in '([^']+)'")
@@ -24,7 +25,7 @@ def follow(op: dict[str, Any]) -> dict[str, Any]:
                operation_id=op["id"], wait_s=30)
 
 
-def after_plan(plan: dict[str, Any], proposed: bool, status: str | None = "saved") -> list[dict[str, Any]]:
+def after_plan(plan: dict[str, Any], proposed: bool, status: str | None = PlanStatus.saved) -> list[dict[str, Any]]:
     """What to do with a saved plan, from its flags and verdicts."""
     summary = plan.get("summary") or {}
     plan_id, env, decision = plan["id"], plan["env"], summary.get("decision")
@@ -32,7 +33,7 @@ def after_plan(plan: dict[str, Any], proposed: bool, status: str | None = "saved
         return [act("validate_spec", "See every problem of the spec at once, with lines and remediation.")]
     if not summary.get("applyable"):
         return [act("get_status", "Nothing to change: the live state matches the spec.", env=env)]
-    if status not in (None, "saved"):
+    if status not in (None, PlanStatus.saved):
         return [act("plan", f"This plan is {status}; make a fresh one.", env=env)]
     if decision == "deny":
         rules = {v.get("rule") for v in plan.get("verdicts") or []}
@@ -56,9 +57,9 @@ def after_plan(plan: dict[str, Any], proposed: bool, status: str | None = "saved
 
 
 def after_operation(op: dict[str, Any]) -> list[dict[str, Any]]:
-    if op["status"] in ("queued", "running"):
+    if OperationStatus(op["status"]).in_flight:
         return [follow(op)]
-    if op["status"] == "failed":
+    if op["status"] == OperationStatus.failed:
         return [act("diagnose", "Find out why it failed and what to do.", env=op["env"], operation_id=op["id"])]
     return [act("get_status", "Check the live state after the change.", env=op["env"])]
 

@@ -18,6 +18,7 @@ from railguard.mcp.catalog import read_tool, tool
 from railguard.mcp.inputs import PlanArgs, PlanIdArgs, PlansArgs, PromoteArgs, RequestApprovalArgs, ShowPlanArgs
 from railguard.mcp.outputs import ApprovalOut, PlanOut, PlansOut
 from railguard.mcp.results import Call, Outcome, act, page
+from railguard.model.api import PlanStatus
 from railguard.model.diagnostics import Diagnostic, RailguardError, Severity, error
 from railguard.model.principals import Permission
 
@@ -41,7 +42,7 @@ def plan_outcome(plan: dict[str, Any], status: str | None, proposed: bool, spec_
         problems.append(proposed_note(plan["id"], spec_file))
     counts = ", ".join(f"{n} to {a}" for a, n in brief["counts"].items() if n and a != "no-op") or "no changes"
     summary = (f"Plan {plan['id']} for {plan['env']}: {counts}; highest risk {brief['max_risk']}; "
-               f"policy {brief['decision']}" + (f"; status {status}" if status and status != "saved" else "")
+               f"policy {brief['decision']}" + (f"; status {status}" if status and status != PlanStatus.saved else "")
                + (" (from proposed text)" if proposed else "") + ".")
     if brief["errored"]:
         summary = f"Plan {plan['id']} for {plan['env']} has errors and cannot be applied."
@@ -82,7 +83,7 @@ async def plan(call: Call, args: PlanArgs) -> Outcome:
     if args.spec_text is not None:
         body["text"] = args.spec_text
     found = (await call.gw.call("POST", "plans", body))["plan"]
-    return plan_outcome(found, "saved", args.spec_text is not None, call.gw.ws.spec_path.name)
+    return plan_outcome(found, PlanStatus.saved, args.spec_text is not None, call.gw.ws.spec_path.name)
 
 
 @tool("promote", title="Plan a promotion", inputs=PromoteArgs, outputs=PlanOut, permission=Permission.plan)
@@ -91,7 +92,7 @@ async def promote(call: Call, args: PromoteArgs) -> Outcome:
     environment). Saves a plan; changes nothing that runs."""
     found = (await call.gw.call("POST", "promote", {"spec": call.gw.spec_path(), "from": args.from_env,
                                                    "to": args.to_env}))["plan"]
-    return plan_outcome(found, "saved", False, call.gw.ws.spec_path.name)
+    return plan_outcome(found, PlanStatus.saved, False, call.gw.ws.spec_path.name)
 
 
 @read_tool("show_plan", title="Show a saved plan", inputs=ShowPlanArgs, outputs=PlanOut)

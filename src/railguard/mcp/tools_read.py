@@ -38,6 +38,7 @@ from railguard.mcp.outputs import (
 )
 from railguard.mcp.results import Call, Outcome, act, page
 from railguard.mcp.tools_spec import spec_environments
+from railguard.model.api import Health, OperationStatus, ReleaseStatus
 from railguard.model.diagnostics import Diagnostic
 
 MAX_LINE = 500
@@ -74,7 +75,7 @@ async def get_status(call: Call, args: StatusArgs) -> Outcome:
     actions: list[dict[str, Any]] = []
     if found.get("operation"):
         actions.append(suggest.follow(found["operation"]))
-    for svc in [s for s in services if s["status"] in ("degraded", "missing") or s["restarts"]][:2]:
+    for svc in [s for s in services if s["status"] in (Health.degraded, Health.missing) or s["restarts"]][:2]:
         actions.append(act("diagnose", f"{svc['name']} is {svc['status']} with {svc['restarts']} restart(s).",
                            env=args.env, service=svc["name"]))
     if not services:
@@ -110,7 +111,7 @@ async def list_releases(call: Call, args: ReleasesArgs) -> Outcome:
     releases = rows["releases"]
     total = int(releases[0]["number"]) if releases else 0  # numbers count up from 1 per environment
     shown = [briefs.release_brief(r) for r in releases[args.offset:args.offset + args.limit]]
-    live = next((r["number"] for r in releases if r["status"] == "live"), None)
+    live = next((r["number"] for r in releases if r["status"] == ReleaseStatus.live), None)
     pg = page(args.offset, args.limit, total)
     actions = [act("list_releases", "Older releases.", env=args.env, offset=pg["next_offset"], limit=args.limit)] \
         if pg["next_offset"] is not None else []
@@ -188,7 +189,7 @@ async def get_operation(call: Call, args: OperationArgs) -> Outcome:
     deadline = time.monotonic() + args.wait_s
     while True:
         record = (await call.gw.call("GET", f"operations/{args.operation_id}"))["operation"]
-        if record["status"] not in ("queued", "running") or time.monotonic() + POLL_S > deadline:
+        if not OperationStatus(record["status"]).in_flight or time.monotonic() + POLL_S > deadline:
             break
         await anyio.sleep(POLL_S)
     brief = briefs.operation_brief(record)
@@ -196,6 +197,6 @@ async def get_operation(call: Call, args: OperationArgs) -> Outcome:
     summary = f"Operation {record['id']} ({record['kind']} on {record['env']}) {record['status']}"
     if problems:
         summary += f" at {brief['failed_step'] or 'a step'}: {problems[0].summary}"
-    elif record["status"] in ("queued", "running"):
+    elif OperationStatus(record["status"]).in_flight:
         summary += f" ({brief['steps_total']} journal entries so far)"
     return Outcome(summary + ".", {"operation": brief}, problems, suggest.after_operation(record))

@@ -26,7 +26,10 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 from railguard.model.diagnostics import Diagnostic
+from railguard.model.plans import PLAN_FORMAT, Change, Plan, Verdict
+from railguard.model.principals import Principal
 from railguard.model.resources import Resource
+from railguard.model.spec import PolicyRule, Retention
 
 # -- enums --------------------------------------------------------------------------------------
 
@@ -259,6 +262,59 @@ class PlanBrief(Record):
     proposed: bool = Field(default=False, description="Made from proposed spec text, not the file on disk.")
 
 
+class PlanSummary(Record):
+    """The flags and counts shown at the top of every plan rendering (:meth:`Plan.summary`)."""
+
+    id: str
+    env: str
+    hash: str
+    base_serial: int
+    errored: bool
+    applyable: bool
+    max_risk: str
+    counts: dict[str, int]
+    decision: str
+    requested_by: str
+
+
+class PlanAnswer(Record):
+    """A plan as the daemon answers it (``plan``, ``promote``, ``GET /v1/plans/<id>``): the :class:`Plan`'s
+    fields, its summary and the short hash people type back. Not a subclass: ``Plan.summary`` is a method."""
+
+    format: int = PLAN_FORMAT
+    id: str
+    created_at: str
+    env: str
+    base_serial: int
+    desired_digest: str
+    changes: list[Change]
+    desired: list[Resource]
+    diagnostics: list[Diagnostic] = Field(default_factory=list)
+    requested_by: str = ""
+    verdicts: list[Verdict] = Field(default_factory=list)
+    hash: str
+    summary: PlanSummary
+    short_hash: str
+
+    def as_plan(self) -> Plan:
+        return Plan.model_validate(self.model_dump(exclude={"summary", "short_hash"}))
+
+    @classmethod
+    def of(cls, plan: Plan, short_hash: str) -> PlanAnswer:
+        # No re-validation: the plan is valid already, and a 200-service plan is large.
+        return cls.model_construct(**dict(plan), summary=PlanSummary.model_validate(plan.summary()),
+                                   short_hash=short_hash)
+
+
+class PlanDetail(Record):
+    """``GET /v1/plans/<id>``: a saved plan, where it stands, and the approval decisions on it."""
+
+    plan: PlanAnswer
+    status: PlanStatus
+    approvals: list[ApprovalRecord]
+    approval: Approval
+
+
 # -- releases -----------------------------------------------------------------------------------------
 
 
@@ -368,6 +424,19 @@ class TokenInfo(Record):
     last_used_at: str | None = None
 
 
+class CreatedToken(TokenInfo):
+    """A token just created: the only answer that carries its secret."""
+
+    token: str
+
+
+class WhoAmI(Record):
+    """``railguard whoami``: who the daemon takes the caller for, and whether it asks everyone for a token."""
+
+    principal: Principal
+    require_token: bool
+
+
 class SecretInfo(Record):
     """A secret's latest version, never its value."""
 
@@ -376,6 +445,14 @@ class SecretInfo(Record):
     version: int
     set_at: str
     set_by: str
+
+
+class SecretSet(Record):
+    """A secret just set: which version it became (never its value)."""
+
+    env: str
+    name: str
+    version: int
 
 
 class AuditEntry(Record):
@@ -397,6 +474,73 @@ class AuditVerification(Record):
     ok: bool
     entries: int
     problems: list[str]
+
+
+# -- policies -------------------------------------------------------------------------------------------------
+
+
+class BuiltInRule(Record):
+    rule: str
+    effect: str
+    applies_to: str
+
+
+class FreezeWindow(Record):
+    start: str = Field(description="ISO 8601, as written in the spec.")
+    end: str
+    reason: str
+
+
+class Policies(Record):
+    """``railguard policies``: the guardrails that apply to one environment."""
+
+    env: str
+    protected: bool
+    promote_from: str | None = None
+    soak_ms: int
+    max_disruptive_changes: int
+    freezes: list[FreezeWindow] = Field(default_factory=list)
+    built_in: list[BuiltInRule] = Field(default_factory=list)
+    rules: list[PolicyRule] = Field(default_factory=list)
+
+
+# -- daemon, logs, garbage collection --------------------------------------------------------------------------
+
+
+class DaemonEdge(Record):
+    running: bool
+    pid: int | None = None
+
+
+class DaemonHealth(Record):
+    """``GET /v1/health``: the daemon is alive, and what it supervises."""
+
+    pid: int
+    home: str
+    started_at: float
+    edges: dict[str, DaemonEdge] = Field(default_factory=dict)
+    replicas: int
+
+
+class LogFile(Record):
+    name: str
+    lines: list[str]
+
+
+class Logs(Record):
+    """``railguard logs``: recent lines per file, and where to continue reading each (follow mode)."""
+
+    files: list[LogFile] = Field(default_factory=list)
+    offsets: dict[str, int] = Field(default_factory=dict)
+
+
+class GcResult(Record):
+    """One retention pass: what went (or would go, with ``dry_run``) under which policy."""
+
+    dry_run: bool
+    removed: dict[str, int]
+    artifacts: list[str]
+    policy: Retention
 
 
 # -- status ---------------------------------------------------------------------------------------------
