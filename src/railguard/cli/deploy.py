@@ -147,7 +147,8 @@ def deploy(
     if not saved.applyable:
         if as_json:
             finish(True, list(saved.diagnostics), {"plan": saved.summary(), "operation": None, "url": url})
-        out.print(f"Live at [bold]{url}[/]")
+        if not saved.errored:  # nothing to do: what is live already matches the spec
+            out.print(f"Live at [bold]{url}[/]")
         raise typer.Exit(1 if saved.errored else 0)
     if not yes:
         if as_json or not sys.stdin.isatty():

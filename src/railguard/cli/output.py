@@ -3,7 +3,7 @@
 Every command produces one result: a payload plus diagnostics. With ``--json`` the
 result is printed as one JSON document on stdout (``ok``, ``diagnostics`` and the
 payload); otherwise diagnostics go to stderr in the Terraform style (severity and
-summary, then location, detail and what to do) and the payload is rendered by the
+summary, then location, detail, the last lines of a failure's log, and what to do) and the payload is rendered by the
 command. :func:`guarded` turns any :class:`RailguardError` into that output and an
 exit code, so no traceback reaches a user for a user mistake; :func:`usage_error` does the
 same for a command line that does not parse (exit 64, ``cli.usage``).
@@ -34,6 +34,7 @@ _COLOURS = {Severity.error: "red", Severity.warning: "yellow", Severity.info: "c
 # Exit codes (README, "Exit codes"): 0 ok, 1 failed, 2 changes (plan --detailed-exitcode) or a failed
 # doctor check, 64 the command line does not parse (EX_USAGE), 70 a bug in Railguard, 130 interrupted.
 EXIT_USAGE = 64
+LOG_TAIL_LINES = 20  # of a failure's log tail, shown under its diagnostic
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -61,8 +62,20 @@ def print_diagnostics(diagnostics: Iterable[Diagnostic]) -> None:
         if where:
             err.print(f"  [dim]on[/] {escape(' — '.join(where))}")
         err.print(f"  {escape(d.detail)}")
+        _print_log_tail(d)
         err.print(f"  [bold]→[/] {escape(d.remediation)}")
         err.print()
+
+
+def _print_log_tail(d: Diagnostic) -> None:
+    """The cause is usually in the output: a build's resolver error, a crash's traceback (redacted by the daemon)."""
+    lines = d.extra.get("log_tail")
+    if not isinstance(lines, list) or not lines:
+        return
+    shown = [str(line) for line in lines[-LOG_TAIL_LINES:]]
+    err.print(f"  [dim]last {len(shown)} log line{'s' if len(shown) != 1 else ''}:[/]")
+    for line in shown:
+        err.print(f"  [dim]│[/] {escape(line)}")
 
 
 def finish(as_json: bool, diagnostics: list[Diagnostic], payload: dict[str, Any] | None = None,

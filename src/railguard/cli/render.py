@@ -24,7 +24,7 @@ from railguard.model.api import (
     Release,
     ReleaseStatus,
 )
-from railguard.model.plans import Action, Plan, Risk
+from railguard.model.plans import Action, Effect, Plan, Risk
 
 RISK_STYLE = {Risk.safe: "green", Risk.disruptive: "yellow", Risk.destructive: "bold red"}
 ACTION_SYMBOL = {Action.create: "+", Action.update: "~", Action.replace: "-/+", Action.delete: "-",
@@ -79,11 +79,26 @@ def plan(p: Plan, out_file: str | None = None) -> None:
     if p.errored:
         out.print("[red]The plan has errors and cannot be applied.[/]")
     elif p.applyable:
-        out.print(f"Saved. Review it, then apply exactly this plan with: [bold]railguard apply {p.id}[/]")
+        _next_step(p)
     else:
         out.print("Nothing to do: the live state matches the spec.")
     if out_file:
         out.print(f"Written to {escape(out_file)}")
+
+
+def _next_step(p: Plan) -> None:
+    """What happens to a saved plan with changes: applied as is, approved first, or never (denied)."""
+    if p.decision is Effect.deny:
+        reasons = "; ".join(v.message for v in p.verdicts if v.effect is Effect.deny)
+        out.print(f"[bold red]Denied by policy: this plan cannot be applied[/] ({escape(reasons)}). "
+                  "Change the spec or the policy, then plan again.")
+    elif p.decision is Effect.require_approval:
+        roles = sorted({r for v in p.verdicts if v.effect is Effect.require_approval for r in v.approvers})
+        who = " or ".join(roles) if roles else "an approver"
+        out.print(f"Saved. It needs an approval by {escape(who)} (not by whoever made the plan): ask them to run "
+                  f"[bold]railguard approve {p.id}[/], then apply it with [bold]railguard apply {p.id}[/]")
+    else:
+        out.print(f"Saved. Review it, then apply exactly this plan with: [bold]railguard apply {p.id}[/]")
 
 
 def approval(found: dict[str, Any] | None) -> None:

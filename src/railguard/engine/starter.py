@@ -2,13 +2,15 @@
 
 Detection looks at files, never runs anything: a Python web app is recognised by
 its dependency files and entry points (Flask, FastAPI, Django, or a plain
-``http.server`` script). The starter spec is valid as written, so ``railguard
-validate`` passes right after ``init``.
+``http.server`` script). The build installs what the app declares (requirements.txt,
+a pyproject.toml [project]) into the artifact's own venv. The starter spec is valid as
+written, so ``railguard validate`` passes right after ``init``.
 """
 
 from __future__ import annotations
 
 import re
+import tomllib
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -41,6 +43,29 @@ def _safe_name(folder: Path) -> str:
     return (name or "app")[:40]
 
 
+def _declares_project(pyproject: Path) -> bool:
+    """Whether pyproject.toml has a [project] table, i.e. is an installable package (not only tool settings)."""
+    try:
+        return isinstance(tomllib.loads(_read(pyproject)).get("project"), dict)
+    except tomllib.TOMLDecodeError:
+        return False
+
+
+def install_command(folder: Path) -> list[str] | None:
+    """The build that installs the app's dependencies into its artifact's venv, with pip.
+
+    requirements.txt is installed as it always was; a pyproject.toml that declares a [project] is
+    installed too (``pip install .``), alone or beside the requirements, so a pyproject-only app
+    does not run without its packages. Nothing to install: no build at all.
+    """
+    argv = ["python", "-m", "pip", "install", "--no-input"]
+    if (folder / "requirements.txt").is_file():
+        argv += ["-r", "requirements.txt"]
+    if (folder / "pyproject.toml").is_file() and _declares_project(folder / "pyproject.toml"):
+        argv.append(".")
+    return argv if len(argv) > 5 else None
+
+
 def detect(folder: Path) -> Detected | None:
     entries = [e for e in ENTRY_POINTS if (folder / e).is_file()]
     deps = " ".join(_read(folder / f) for f in DEP_FILES if (folder / f).is_file()).lower()
@@ -48,8 +73,7 @@ def detect(folder: Path) -> Detected | None:
         return None
     entry = entries[0]
     code = _read(folder / entry)
-    build = (["python", "-m", "pip", "install", "--no-input", "-r", "requirements.txt"]
-             if (folder / "requirements.txt").is_file() else None)
+    build = install_command(folder)
     health = "/healthz" if re.search(r"['\"]/healthz['\"]", code) else (
         "/health" if re.search(r"['\"]/health['\"]", code) else "/")
     if entry == "manage.py" or "django" in deps:

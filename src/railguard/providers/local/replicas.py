@@ -12,6 +12,7 @@ from __future__ import annotations
 import hashlib
 import os
 import re
+import shutil
 import subprocess
 import threading
 import time
@@ -75,8 +76,22 @@ def replica_env(config: dict[str, Any], *, env: str, service: str, release: int,
     return values
 
 
+def not_installed(argv: list[str], environ: dict[str, str]) -> str | None:
+    """Why ``argv[0]`` cannot run in the release, or None when it resolves on the replica's PATH.
+
+    A bare name is looked up the way the process will look it up: the artifact's venv first, so
+    ``gunicorn`` or ``python`` mean the release's own, never Railguard's.
+    """
+    if not argv or "/" in argv[0] or shutil.which(argv[0], path=environ.get("PATH", "")) is not None:
+        return None
+    return (f"'{argv[0]}' is not installed in the release environment; add it to requirements.txt/pyproject "
+            f"(command: {argv})")
+
+
 def run_release_command(config: dict[str, Any], environ: dict[str, str], artifact: Artifact, log_path: Path) -> None:
     argv = config["release"]
+    if (missing := not_installed(argv, environ)) is not None:
+        raise Failure("rollout.release_failed", "The release command was not found", missing, {"command": argv})
     timeout = config["start_timeout_ms"] / 1000
     log_path.parent.mkdir(parents=True, exist_ok=True)
     try:
@@ -85,7 +100,7 @@ def run_release_command(config: dict[str, Any], environ: dict[str, str], artifac
                                   stderr=subprocess.STDOUT, timeout=timeout, check=False, start_new_session=True)
     except FileNotFoundError as exc:
         raise Failure("rollout.release_failed", "The release command was not found",
-                      f"{argv[0]!r} does not exist on the replica's PATH", {"command": argv}) from exc
+                      f"{argv[0]!r} does not exist in the release", {"command": argv}) from exc
     except subprocess.TimeoutExpired as exc:
         raise Failure("rollout.release_failed", "The release command timed out",
                       f"it ran longer than start_timeout ({timeout:.0f} s)",
@@ -109,6 +124,9 @@ def start_replicas(count: int, first_index: int, config: dict[str, Any], *, env:
             env=replica_env(config, env=env, service=service, release=release, index=index, port=port,
                             data_dir=data_dir, artifact=artifact, home=home, secrets=secrets),
             port=port, log_path=log_dir / f"{name}.log", stop_timeout=config["stop_timeout_ms"] / 1000)
+        if (missing := not_installed(spec.argv, spec.env)) is not None:
+            stop_all(started)
+            raise Failure("rollout.start_failed", "A replica could not be started", missing, {"command": spec.argv})
         try:
             record = spawn(spec)
         except SpawnError as exc:

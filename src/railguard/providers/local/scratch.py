@@ -17,6 +17,7 @@ from railguard.providers.local import artifacts
 from railguard.providers.local.health import readiness_gate
 from railguard.providers.local.processes import (
     ReplicaSpec,
+    SpawnError,
     allocate_port,
     is_alive,
     port_in_use,
@@ -24,7 +25,7 @@ from railguard.providers.local.processes import (
     stop,
     tail,
 )
-from railguard.providers.local.replicas import check, instance_id, replica_env
+from railguard.providers.local.replicas import check, instance_id, not_installed, replica_env
 from railguard.providers.local.runtime import Replica
 
 
@@ -94,6 +95,8 @@ class LocalScratch:
               port: int | None, log_path: Path, stop_timeout: float) -> ScratchProcess:
         spec = ReplicaSpec(name=name, argv=list(config["run"]), cwd=artifact.src, env=environ, port=port,
                            log_path=log_path, stop_timeout=stop_timeout)
+        if (missing := not_installed(spec.argv, environ)) is not None:
+            raise SpawnError(missing)
         return LocalProcess(Replica(spec, spawn(spec)), config)  # SpawnError is a StartFailed
 
     def wait_ready(self, process: ScratchProcess, *, interval: float, healthy_threshold: int,
