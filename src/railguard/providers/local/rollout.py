@@ -24,6 +24,8 @@ from railguard.providers.local.replicas import Failure, check, gate, replica_env
 from railguard.providers.local.replicas import stop_all as stop_replicas
 from railguard.providers.local.runtime import LIVE, PENDING, WARM, EnvRuntime, Replica, ReplicaSet, RuntimeState
 
+CLAIM_S = 600.0  # how long a warm set claimed for an instant rollback is kept from expiring
+
 
 class Rollouts:
     home: Path
@@ -98,11 +100,23 @@ class Rollouts:
         return ApplyResponse(ok=True, observed=self._observed_service(env, new_set))
 
     def _warm_match(self, runtime: EnvRuntime, desired: Resource) -> ReplicaSet | None:
-        """A warm set running exactly this config can take traffic again at once (instant rollback)."""
+        """A warm set running exactly this config can take traffic again at once (instant rollback).
+
+        The health checks run outside the state lock, so the daemon's tick may expire the set meanwhile; the
+        set is claimed under the lock (still there, still warm, its window pushed out while the switch runs)
+        or not used at all. Without the claim, a set the tick had just stopped could be made live.
+        """
         for rs in runtime.of(desired.name, WARM):
+            if (rs.warm_until or 0) <= time.time():
+                continue  # its window is over (the tick stops it soon): never brought back, whatever it still runs
             if rs.fingerprint == desired.fingerprint and rs.replicas and all(
                     is_alive(r.record) and check(rs.config, r).ok for r in rs.replicas):
-                return rs
+                with self.state.lock:
+                    if rs in runtime.sets and rs.role == WARM and (rs.warm_until or 0) > time.time():
+                        # Kept warm at most this long if the switch then fails (the edge refused it).
+                        rs.warm_until = time.time() + CLAIM_S
+                        self.state.save()
+                        return rs
         return None
 
     def _abandon(self, runtime: EnvRuntime, rs: ReplicaSet) -> None:
