@@ -605,6 +605,7 @@ def test_matching_fingerprints_are_no_ops_and_gone_resources_deleted() -> None:
     noop = _one(want, same)
     assert (noop.action, noop.risk, noop.diff) == (Action.noop, Risk.safe, [])
     assert noop.reason == f"live config matches the spec (fingerprint {want.fingerprint[7:19]}, status degraded)"
+    assert (noop.before_fingerprint, noop.after_fingerprint) == (want.fingerprint, want.fingerprint)
     gone = ObservedResource(address="staging/service.old", kind="service", fingerprint="sha256:o",
                             config={"replicas": 1, "env": {"API_TOKEN": "t"}})
     plan = planner.plan("staging", [want], [same, gone], 4)
