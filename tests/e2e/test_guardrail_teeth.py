@@ -5,16 +5,13 @@ Each test fails when the guardrail it names is removed; bench/guardrail_breaks.p
 
 from __future__ import annotations
 
-import shutil
 import sqlite3
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from ..conftest import stop_daemon
-from .harness import APP, free_port
-from .test_guardrails import PRODUCTION_SECRET, STAGING_SECRET, Guarded, codes
+from .test_guardrails import STAGING_SECRET, Guarded, codes, guarded
 
 LEAKY_RELEASE = ('release = ["python", "-c", "import os, sys; print(\'migrating with\', os.environ[\'API_TOKEN\']); '
                  'sys.exit(3)"]')
@@ -23,16 +20,7 @@ MARK = "(sensitive:API_TOKEN)"
 
 @pytest.fixture
 def g(tmp_path: Path) -> Iterator[Guarded]:
-    """The guardrail tests' workspace: staging and a protected production, each with its API_TOKEN."""
-    for name in ("app.py", "migrate.py"):
-        shutil.copy(APP / name, tmp_path / name)
-    ws = Guarded(tmp_path, free_port(), free_port())
-    ws.production = free_port()
-    ws.spec()
-    ws.set_secret("staging", STAGING_SECRET)
-    ws.set_secret("production", PRODUCTION_SECRET)
-    yield ws
-    stop_daemon(tmp_path)
+    yield from guarded(tmp_path)
 
 
 def _stored_text(g: Guarded) -> dict[str, str]:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import sqlite3
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -82,8 +83,8 @@ class Guarded(Workspace):
         assert done.returncode == 0, done.stderr
 
 
-@pytest.fixture
-def g(tmp_path: Path) -> Any:
+def guarded(tmp_path: Path) -> Iterator[Guarded]:
+    """The guardrail tests' workspace: staging and a protected production, each with its API_TOKEN."""
     import shutil
 
     from ..conftest import stop_daemon
@@ -97,6 +98,11 @@ def g(tmp_path: Path) -> Any:
     ws.set_secret("production", PRODUCTION_SECRET)
     yield ws
     stop_daemon(tmp_path)
+
+
+@pytest.fixture
+def g(tmp_path: Path) -> Iterator[Guarded]:
+    yield from guarded(tmp_path)
 
 
 def codes(result: dict[str, Any]) -> list[str]:
