@@ -23,16 +23,27 @@ import psutil
 
 from railguard.engine.workspace import Workspace
 from railguard.model.api import (
+    Approval,
+    ApprovalRecord,
+    AuditEntry,
+    AuditVerification,
+    CreatedToken,
     DaemonHealth,
     EnvironmentStatus,
     Event,
+    GcResult,
     Logs,
     Operation,
-    OperationSummary,
+    OperationKind,
+    OperationRequest,
+    PlanAnswer,
     PlanDetail,
     PlanRecord,
     Policies,
     Release,
+    SecretInfo,
+    SecretSet,
+    TokenInfo,
     WhoAmI,
 )
 from railguard.model.diagnostics import Diagnostic, RailguardError, error
@@ -170,9 +181,10 @@ class Client:
     def operation(self, op_id: str) -> Operation:
         return Operation.model_validate(self.call("GET", f"operations/{op_id}")["operation"])
 
-    def operations(self, env: str | None = None, limit: int | None = None) -> list[OperationSummary]:
+    def operations(self, env: str | None = None, limit: int | None = None) -> list[Operation]:
+        """Newest first, with their journals."""
         rows = self.call("GET", "operations", params={"env": env, "limit": limit})["operations"]
-        return [OperationSummary.model_validate(r) for r in rows]
+        return [Operation.model_validate(r) for r in rows]
 
     def releases(self, env: str, limit: int | None = None) -> list[Release]:
         """Newest first, WITHOUT their desired resources (the daemon leaves them out of lists)."""
@@ -197,3 +209,60 @@ class Client:
 
     def policies(self, spec: str, env: str) -> Policies:
         return Policies.model_validate(self.call("GET", "policies", params={"env": env, "spec": spec})["policies"])
+
+    def plan(self, spec: str, env: str, text: str | None = None) -> PlanAnswer:
+        body = {"spec": spec, "env": env, **({"text": text} if text is not None else {})}
+        return PlanAnswer.model_validate(self.call("POST", "plans", body)["plan"])
+
+    def promote(self, spec: str, source: str, target: str) -> PlanAnswer:
+        return PlanAnswer.model_validate(self.call("POST", "promote", {"spec": spec, "from": source,
+                                                                       "to": target})["plan"])
+
+    def submit(self, request: OperationRequest) -> Operation:
+        """Queue an apply or a rollback; the answer is the operation as queued (follow it with ``operation``)."""
+        body = request.model_dump(mode="json", by_alias=True, exclude_none=True)
+        return Operation.model_validate(self.call("POST", "operations", body)["operation"])
+
+    def apply(self, spec: str, plan_id: str) -> Operation:
+        return self.submit(OperationRequest(kind=OperationKind.apply, spec=spec, plan_id=plan_id))
+
+    def rollback(self, spec: str, env: str, to: int | None = None) -> Operation:
+        return self.submit(OperationRequest(kind=OperationKind.rollback, spec=spec, env=env, to=to))
+
+    def request_approval(self, plan_id: str, reason: str | None = None) -> Approval:
+        return Approval.model_validate(self.call("POST", f"plans/{plan_id}/request-approval",
+                                                 {"reason": reason})["approval"])
+
+    def decide(self, plan_id: str, decision: str, *, typed: str | None, reason: str,
+               confirm: list[str] | None = None) -> ApprovalRecord:
+        """``decision`` is ``approve`` or ``reject`` (the path the daemon routes)."""
+        body = {"typed": typed, "reason": reason, **({"confirm": confirm} if confirm is not None else {})}
+        return ApprovalRecord.model_validate(self.call("POST", f"plans/{plan_id}/{decision}", body)["approval"])
+
+    def create_token(self, name: str, role: str, envs: list[str], expires_in_s: float | None,
+                     typed: str | None) -> CreatedToken:
+        body = {"name": name, "role": role, "envs": envs, "expires_in_s": expires_in_s, "typed": typed}
+        return CreatedToken.model_validate(self.call("POST", "tokens", body)["token"])
+
+    def tokens(self) -> list[TokenInfo]:
+        return [TokenInfo.model_validate(r) for r in self.call("GET", "tokens")["tokens"]]
+
+    def revoke_token(self, name_or_id: str) -> TokenInfo:
+        return TokenInfo.model_validate(self.call("POST", f"tokens/{name_or_id}/revoke")["token"])
+
+    def set_secret(self, env: str, name: str, value: str) -> SecretSet:
+        return SecretSet.model_validate(self.call("POST", "secrets", {"env": env, "name": name,
+                                                                      "value": value})["secret"])
+
+    def secrets(self, env: str | None = None) -> list[SecretInfo]:
+        return [SecretInfo.model_validate(r) for r in self.call("GET", "secrets", params={"env": env})["secrets"]]
+
+    def audit(self, env: str | None = None, limit: int | None = None) -> list[AuditEntry]:
+        rows = self.call("GET", "audit", params={"env": env, "limit": limit})["audit"]
+        return [AuditEntry.model_validate(r) for r in rows]
+
+    def audit_verify(self) -> AuditVerification:
+        return AuditVerification.model_validate(self.call("GET", "audit/verify")["verify"])
+
+    def gc(self, spec: str, dry_run: bool) -> GcResult:
+        return GcResult.model_validate(self.call("POST", "gc", {"spec": spec, "dry_run": dry_run})["gc"])

@@ -17,23 +17,27 @@ from typing import Any
 import httpx
 from pydantic import BaseModel
 
-from railguard.model.api import EnvironmentStatus, Event, Operation, PlanRecord, Release
+from railguard.model.api import EnvironmentStatus, Event, Operation, PlanAnswer, PlanRecord, Release, SecretSet
 
 APP = Path(__file__).parent / "app"
 
-# Listing commands whose --json answer is the daemon's, field for field: key -> (contract model, fields left out).
-CONTRACT: dict[str, tuple[type[BaseModel], set[str]]] = {
-    "operations": (Operation, set()), "releases": (Release, {"desired"}), "events": (Event, set()),
-    "plans": (PlanRecord, set()),
+# Commands whose --json answer is the daemon's, field for field: command -> (answer key, contract model, fields
+# left out). Listings, and the single answers that no other test read back (promote, secret set).
+CONTRACT: dict[str, tuple[str, type[BaseModel], set[str]]] = {
+    "operations": ("operations", Operation, set()), "releases": ("releases", Release, {"desired"}),
+    "events": ("events", Event, set()), "plans": ("plans", PlanRecord, set()),
+    "promote": ("plan", PlanAnswer, set()), "secret": ("secret", SecretSet, set()),
 }
 
 
-def _check_contract(command: str, answer: Any) -> None:
-    """Every record of a listing round-trips exactly through its contract model: nothing missing or renamed."""
+def check_contract(command: str, answer: Any) -> None:
+    """Every record of the answer round-trips exactly through its contract model: nothing missing or renamed."""
     if command not in CONTRACT or not isinstance(answer, dict) or not answer.get("ok"):
         return
-    model, left_out = CONTRACT[command]
-    key = "operation" if command == "operations" and "operation" in answer else command
+    key, model, left_out = CONTRACT[command]
+    key = "operation" if command == "operations" and "operation" in answer else key
+    if command == "secret" and key not in answer:
+        return  # secret list: its records are SecretInfo, which no command reads back either way
     records = answer[key] if isinstance(answer[key], list) else [answer[key]]
     for record in records:
         assert model.model_validate(record).model_dump(mode="json", exclude=left_out) == record, record
@@ -110,7 +114,7 @@ class Workspace:
             answer = json.loads(done.stdout)
         except ValueError as exc:
             raise AssertionError(f"not JSON: {done.stdout!r} {done.stderr!r}") from exc
-        _check_contract(args[0] if args else "", answer)
+        check_contract(args[0] if args else "", answer)
         return done.returncode, answer
 
     def deploy(self) -> tuple[int, dict[str, Any]]:

@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from .harness import APP, Workspace, free_port, run_on_terminal
+from .harness import APP, Workspace, check_contract, free_port, run_on_terminal
 
 SPEC = """
 [app]
@@ -78,9 +78,13 @@ class Guarded(Workspace):
         import subprocess
         import sys
 
-        done = subprocess.run([sys.executable, "-m", "railguard", "secret", "set", "API_TOKEN", "--env", env],
-                              cwd=self.root, input=value, capture_output=True, text=True, timeout=60, check=False)
+        done = subprocess.run([sys.executable, "-m", "railguard", "secret", "set", "API_TOKEN", "--env", env,
+                               "--json"], cwd=self.root, input=value, capture_output=True, text=True, timeout=60,
+                              check=False)
         assert done.returncode == 0, done.stderr
+        answer = json.loads(done.stdout)
+        assert answer["secret"]["name"] == "API_TOKEN" and value not in done.stdout
+        check_contract("secret", answer)  # the daemon's SecretSet, through the client's model, dumped unchanged
 
 
 def guarded(tmp_path: Path) -> Iterator[Guarded]:

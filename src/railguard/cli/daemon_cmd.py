@@ -51,16 +51,16 @@ def status(spec: SpecOpt = None, as_json: JsonOpt = False) -> None:
     """Whether the daemon runs, its pid, the edge and the number of supervised replicas."""
     ws, client = connect(spec)
     client.autostart = False
-    info = client.call("GET", "health")["daemon"] if client.alive() else None
+    info = client.health() if client.alive() else None
     if as_json:
-        finish(True, [], {"running": info is not None, "daemon": info, "home": str(ws.home)})
+        finish(True, [], {"running": info is not None, "daemon": info.model_dump(mode="json") if info else None,
+                          "home": str(ws.home)})
     if info is None:
         out.print(f"Not running for {ws.home}. It starts on demand, or with `railguard daemon start`.")
         return
-    edges = ", ".join(f"{env} (pid {e['pid']})" if e["running"] else f"{env} (stopped)"
-                      for env, e in sorted(info["edges"].items())) or "none yet"
-    out.print(f"Running: pid {info['pid']}, {info['replicas']} replica(s) supervised, edges: {edges}; "
-              f"state {info['home']}")
+    edges = ", ".join(f"{env} (pid {e.pid})" if e.running else f"{env} (stopped)"
+                      for env, e in sorted(info.edges.items())) or "none yet"
+    out.print(f"Running: pid {info.pid}, {info.replicas} replica(s) supervised, edges: {edges}; state {info.home}")
 
 
 @guarded()

@@ -11,7 +11,7 @@ import json
 import sys
 import time
 from pathlib import Path
-from typing import Annotated, Any, Optional
+from typing import Annotated, Optional
 
 import typer
 from rich.markup import escape
@@ -20,35 +20,35 @@ from railguard.cli import render
 from railguard.cli.common import DEPLOY, OBSERVE, EnvOpt, JsonOpt, SpecOpt, add, connect, env_from_spec, pick_env
 from railguard.cli.output import emit_json, finish, guarded, out, print_diagnostics
 from railguard.client import Client
-from railguard.model.api import OperationStatus
-from railguard.model.diagnostics import Diagnostic, RailguardError, error
+from railguard.model.api import Operation, OperationKind, OperationRequest, OperationStatus
+from railguard.model.diagnostics import RailguardError, error
 from railguard.model.plans import Plan
 
 NoWaitOpt = Annotated[bool, typer.Option("--no-wait", help="Return the operation id at once.")]
 FOLLOW_LIMIT_S = 3600.0
 
 
-def follow(client: Client, op_id: str, as_json: bool) -> dict[str, Any]:
+def follow(client: Client, op_id: str, as_json: bool) -> Operation:
     """Poll the operation until it ends, printing journal entries as they arrive (for people)."""
     shown = 0
     deadline = time.monotonic() + FOLLOW_LIMIT_S
     while True:
-        record: dict[str, Any] = client.call("GET", f"operations/{op_id}")["operation"]
+        record = client.operation(op_id)
         if not as_json:
-            for entry in record["journal"][shown:]:
+            for entry in record.journal[shown:]:
                 render.journal_entry(entry)
-            shown = len(record["journal"])
-        if not OperationStatus(record["status"]).in_flight or time.monotonic() > deadline:
+            shown = len(record.journal)
+        if not record.status.in_flight or time.monotonic() > deadline:
             return record
         time.sleep(0.15)
 
 
-def _finish_operation(record: dict[str, Any], as_json: bool, url: str | None = None) -> None:
-    problems = [Diagnostic.model_validate(d) for d in (record.get("error") or {}).get("diagnostics", [])]
-    ok = record["status"] == OperationStatus.succeeded
+def _finish_operation(record: Operation, as_json: bool, url: str | None = None) -> None:
+    problems = list(record.error.diagnostics) if record.error else []
+    ok = record.status is OperationStatus.succeeded
     if as_json:
-        emit_json({"ok": ok, "diagnostics": [d.model_dump(mode="json") for d in problems], "operation": record,
-                   **({"url": url} if url and ok else {})})
+        emit_json({"ok": ok, "diagnostics": [d.model_dump(mode="json") for d in problems],
+                   "operation": record.model_dump(mode="json"), **({"url": url} if url and ok else {})})
         raise typer.Exit(0 if ok else 1)
     print_diagnostics(problems)
     render.operation_summary(record)
@@ -58,7 +58,7 @@ def _finish_operation(record: dict[str, Any], as_json: bool, url: str | None = N
 
 
 def _plan_via_daemon(client: Client, spec_path: Path, env: str) -> Plan:
-    return Plan.model_validate(client.call("POST", "plans", {"spec": str(spec_path), "env": env})["plan"])
+    return client.plan(str(spec_path), env).as_plan()
 
 
 @guarded()
@@ -93,25 +93,25 @@ def plan(
 def show(plan_id: str, spec: SpecOpt = None, as_json: JsonOpt = False) -> None:
     """Show a saved plan."""
     _, client = connect(spec)
-    answer = client.call("GET", f"plans/{plan_id}")
-    saved = Plan.model_validate(answer["plan"])
+    found = client.plan_record(plan_id)
+    saved = found.plan.as_plan()
     if as_json:
-        finish(True, [], {"status": answer["status"], "plan": {**saved.summary(), **answer["plan"]},
-                          "approval": answer.get("approval")})
-    out.print(f"Status: {answer['status']}")
+        body = found.plan.model_dump(mode="json")
+        finish(True, [], {"status": found.status.value, "plan": {**saved.summary(), **body},
+                          "approval": found.approval.model_dump(mode="json")})
+    out.print(f"Status: {found.status}")
     render.plan(saved)
-    render.approval(answer.get("approval"))
+    render.approval(found.approval)
 
 @guarded()
 def plans(env: EnvOpt = None, spec: SpecOpt = None, as_json: JsonOpt = False) -> None:
     """List saved plans, newest first."""
     _, client = connect(spec)
-    rows = client.call("GET", "plans", params={"env": env})["plans"]
+    rows = client.plans(env)
     if as_json:
-        finish(True, [], {"plans": rows})
+        finish(True, [], {"plans": [r.model_dump(mode="json") for r in rows]})
     for row in rows:
-        out.print(f"{row['id']}  {row['env']:<12} {row['status']:<9} serial {row['base_serial']:<4} "
-                  f"{row['created_at']}")
+        out.print(f"{row.id}  {row.env:<12} {row.status:<9} serial {row.base_serial:<4} {row.created_at}")
     if not rows:
         out.print("No plans yet. Make one with `railguard plan --env <env>`.")
 
@@ -119,8 +119,8 @@ def plans(env: EnvOpt = None, spec: SpecOpt = None, as_json: JsonOpt = False) ->
 def apply(plan_id: str, spec: SpecOpt = None, no_wait: NoWaitOpt = False, as_json: JsonOpt = False) -> None:
     """Apply exactly a saved plan; refused if it was tampered with or the state moved since."""
     ws, client = connect(spec)
-    _submit(client, {"kind": "apply", "plan_id": plan_id, "spec": str(ws.spec_path)}, f"applying {plan_id}",
-            no_wait, as_json)
+    _submit(client, OperationRequest(kind=OperationKind.apply, plan_id=plan_id, spec=str(ws.spec_path)),
+            f"applying {plan_id}", no_wait, as_json)
 
 @guarded()
 def deploy(
@@ -157,9 +157,8 @@ def deploy(
                 f"deploy applies plan {saved.id} right away, and no one confirmed it.",
                 f"Review the plan, then re-run with --yes, or apply it with `railguard apply {saved.id}`."))
         typer.confirm(f"Apply plan {saved.id} to {name}?", abort=True)
-    record = client.call("POST", "operations", {"kind": "apply", "plan_id": saved.id,
-                                                "spec": str(ws.spec_path)})["operation"]
-    _finish_operation(follow(client, record["id"], as_json), as_json, url)
+    record = client.apply(str(ws.spec_path), saved.id)
+    _finish_operation(follow(client, record.id, as_json), as_json, url)
 
 @guarded()
 def rollback(
@@ -170,7 +169,7 @@ def rollback(
     """Restore an earlier release: its artifact, config and env; instant while it is still warm."""
     ws, client = connect(spec)
     name = env_from_spec(ws, env)
-    _submit(client, {"kind": "rollback", "env": name, "to": to, "spec": str(ws.spec_path)},
+    _submit(client, OperationRequest(kind=OperationKind.rollback, env=name, to=to, spec=str(ws.spec_path)),
             f"rolling back {escape(name)}", no_wait, as_json)
 
 @guarded()
@@ -181,34 +180,34 @@ def operations(
     """List operations, or show one operation's journal."""
     _, client = connect(spec)
     if operation_id:
-        record = client.call("GET", f"operations/{operation_id}")["operation"]
+        record = client.operation(operation_id)
         if as_json:
-            finish(True, [], {"operation": record})
+            finish(True, [], {"operation": record.model_dump(mode="json")})
         render.operation(record)
         return
-    rows = client.call("GET", "operations", params={"env": env})["operations"]
+    rows = client.operations(env)
     if as_json:
-        finish(True, [], {"operations": rows})
+        finish(True, [], {"operations": [r.model_dump(mode="json") for r in rows]})
     for row in rows:
-        out.print(f"{row['id']}  {row['env']:<12} {row['kind']:<9} {row['status']:<10} {row['created_at']}")
+        out.print(f"{row.id}  {row.env:<12} {row.kind:<9} {row.status:<10} {row.created_at}")
     if not rows:
         out.print("No operations yet.")
 
 
-def _submit(client: Client, body: dict[str, Any], doing: str, no_wait: bool, as_json: bool) -> None:
+def _submit(client: Client, request: OperationRequest, doing: str, no_wait: bool, as_json: bool) -> None:
     """Submit an operation, then return its id at once (--no-wait) or follow it to the end."""
-    record = client.call("POST", "operations", body)["operation"]
+    record = client.submit(request)
     if no_wait:
         _queued(record, as_json)
     if not as_json:
-        out.print(f"Operation [bold]{record['id']}[/] {doing}")
-    _finish_operation(follow(client, record["id"], as_json), as_json)
+        out.print(f"Operation [bold]{record.id}[/] {doing}")
+    _finish_operation(follow(client, record.id, as_json), as_json)
 
 
-def _queued(record: dict[str, Any], as_json: bool) -> None:
+def _queued(record: Operation, as_json: bool) -> None:
     if as_json:
-        finish(True, [], {"operation": record})
-    out.print(record["id"])
+        finish(True, [], {"operation": record.model_dump(mode="json")})
+    out.print(record.id)
     raise typer.Exit(0)
 
 

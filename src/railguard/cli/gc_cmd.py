@@ -23,10 +23,10 @@ def gc(
 ) -> None:
     """Remove old plans, operations, events and artifacts as the spec's [retention] says (admin)."""
     ws, client = connect(spec)
-    found = client.call("POST", "gc", {"spec": str(ws.spec_path), "dry_run": dry_run})["gc"]
+    found = client.gc(str(ws.spec_path), dry_run)
     if as_json:
-        finish(True, [], {"gc": found})
-    removed = found["removed"]
+        finish(True, [], {"gc": found.model_dump(mode="json")})
+    removed = found.removed
     verb = "Would remove" if dry_run else "Removed"
     out.print(f"{verb} {removed['plans']} plan(s), {removed['operations']} operation(s) with "
               f"{removed['journal']} journal step(s), {removed['events']} event(s) and "

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import getpass
 import sys
-from typing import Annotated, Any, Optional
+from typing import Annotated, Optional
 
 import typer
 from rich.markup import escape
@@ -19,7 +19,6 @@ from railguard.cli import render
 from railguard.cli.common import DEPLOY, GUARD, EnvOpt, JsonOpt, SpecOpt, add, connect, env_from_spec
 from railguard.cli.output import finish, guarded, out
 from railguard.model.diagnostics import RailguardError, error
-from railguard.model.plans import Plan
 
 token_app = typer.Typer(help="API tokens for agents, CI and people (printed once, stored as a hash).",
                         no_args_is_help=True)
@@ -46,29 +45,28 @@ def token_create(
     _, client = connect(spec)
     typed = _typed(f"Type '{role}:{name}' to confirm") if role in ("deployer", "approver", "admin") else None
     lifetime = expires_hours * 3600 if expires_hours else None
-    created = client.call("POST", "tokens", {"name": name, "role": role, "envs": env or [],
-                                             "expires_in_s": lifetime, "typed": typed})["token"]
+    created = client.create_token(name, role, env or [], lifetime, typed)
     if as_json:
-        finish(True, [], {"token": created})
-    out.print(f"Token [bold]{escape(created['name'])}[/] ({created['role']}"
-              + (f", {', '.join(created['envs'])}" if created["envs"] else "") + "). Shown once, store it now:")
-    out.print(created["token"], markup=False, highlight=False)
+        finish(True, [], {"token": created.model_dump(mode="json")})
+    out.print(f"Token [bold]{escape(created.name)}[/] ({created.role}"
+              + (f", {', '.join(created.envs)}" if created.envs else "") + "). Shown once, store it now:")
+    out.print(created.token, markup=False, highlight=False)
 
 
 @guarded()
 def token_list(spec: SpecOpt = None, as_json: JsonOpt = False) -> None:
     """List tokens (never their values)."""
     _, client = connect(spec)
-    rows = client.call("GET", "tokens")["tokens"]
+    rows = client.tokens()
     if as_json:
-        finish(True, [], {"tokens": rows})
+        finish(True, [], {"tokens": [r.model_dump(mode="json") for r in rows]})
     table = Table(show_edge=False, pad_edge=False)
     for column in ("id", "name", "role", "envs", "created", "by", "expires", "revoked", "last used"):
         table.add_column(column, no_wrap=True)
     for r in rows:
-        table.add_row(r["id"], escape(r["name"]), r["role"], ", ".join(r["envs"] or ["all"]), r["created_at"][:19],
-                      escape(r["created_by"]), (r["expires_at"] or "-")[:19], (r["revoked_at"] or "-")[:19],
-                      (r["last_used_at"] or "-")[:19])
+        table.add_row(r.id, escape(r.name), r.role, ", ".join(r.envs or ["all"]), r.created_at[:19],
+                      escape(r.created_by), (r.expires_at or "-")[:19], (r.revoked_at or "-")[:19],
+                      (r.last_used_at or "-")[:19])
     out.print(table)
 
 
@@ -77,10 +75,10 @@ def token_revoke(token: Annotated[str, typer.Argument(help="Token name or id.")]
                  as_json: JsonOpt = False) -> None:
     """Revoke a token at once."""
     _, client = connect(spec)
-    record = client.call("POST", f"tokens/{token}/revoke")["token"]
+    record = client.revoke_token(token)
     if as_json:
-        finish(True, [], {"token": record})
-    out.print(f"Revoked {escape(record['name'])} at {record['revoked_at']}.")
+        finish(True, [], {"token": record.model_dump(mode="json")})
+    out.print(f"Revoked {escape(record.name)} at {record.revoked_at}.")
 
 
 @guarded()
@@ -106,10 +104,10 @@ def secret_set(
     else:
         secret = sys.stdin.read()
     secret = secret.rstrip("\r\n")
-    stored = client.call("POST", "secrets", {"env": name_env, "name": name, "value": secret})["secret"]
+    stored = client.set_secret(name_env, name, secret)
     if as_json:
-        finish(True, [], {"secret": stored})
-    out.print(f"{stored['name']} set for {stored['env']} (version {stored['version']}). Services that use it "
+        finish(True, [], {"secret": stored.model_dump(mode="json")})
+    out.print(f"{stored.name} set for {stored.env} (version {stored.version}). Services that use it "
               "change on the next plan.")
 
 
@@ -117,11 +115,11 @@ def secret_set(
 def secret_list(env: EnvOpt = None, spec: SpecOpt = None, as_json: JsonOpt = False) -> None:
     """Secret names, versions and who set them; never values."""
     _, client = connect(spec)
-    rows = client.call("GET", "secrets", params={"env": env})["secrets"]
+    rows = client.secrets(env)
     if as_json:
-        finish(True, [], {"secrets": rows})
+        finish(True, [], {"secrets": [r.model_dump(mode="json") for r in rows]})
     for r in rows:
-        out.print(f"{r['env']:<12} {r['name']:<28} v{r['version']:<4} set {r['set_at'][:19]} by {escape(r['set_by'])}")
+        out.print(f"{r.env:<12} {r.name:<28} v{r.version:<4} set {r.set_at[:19]} by {escape(r.set_by)}")
     if not rows:
         out.print("No secrets yet. Set one with `railguard secret set NAME --env ENV` (value on stdin).")
 
@@ -137,27 +135,25 @@ def approve(
 ) -> None:
     """Approve exactly this plan (never your own). As the local user, type its short hash on a terminal."""
     _, client = connect(spec)
-    found = client.call("GET", f"plans/{plan_id}")
-    plan = Plan.model_validate({k: v for k, v in found["plan"].items() if k not in ("summary", "short_hash")})
+    found = client.plan_record(plan_id).plan
     if not as_json:
-        render.plan(plan)
-    typed = _typed(f"Type the plan's short hash ({found['plan']['short_hash']}) to approve it")
-    record = client.call("POST", f"plans/{plan_id}/approve",
-                         {"confirm": confirm or [], "typed": typed, "reason": reason})["approval"]
+        render.plan(found.as_plan())
+    typed = _typed(f"Type the plan's short hash ({found.short_hash}) to approve it")
+    record = client.decide(plan_id, "approve", typed=typed, reason=reason, confirm=confirm or [])
     if as_json:
-        finish(True, [], {"approval": record})
-    out.print(f"Approved {plan_id} (hash {record['plan_hash'][:19]}…) until {record['expires_at'][:19]}.")
+        finish(True, [], {"approval": record.model_dump(mode="json")})
+    out.print(f"Approved {plan_id} (hash {record.plan_hash[:19]}…) until {record.expires_at[:19]}.")
 
 @guarded()
 def reject(plan_id: str, reason: Annotated[str, typer.Option("--reason", help="Why (required).")] = "",
            spec: SpecOpt = None, as_json: JsonOpt = False) -> None:
     """Reject a plan: it can never be applied."""
     _, client = connect(spec)
-    found = client.call("GET", f"plans/{plan_id}")
-    typed = _typed(f"Type the plan's short hash ({found['plan']['short_hash']}) to reject it")
-    record = client.call("POST", f"plans/{plan_id}/reject", {"reason": reason, "typed": typed})["approval"]
+    found = client.plan_record(plan_id).plan
+    typed = _typed(f"Type the plan's short hash ({found.short_hash}) to reject it")
+    record = client.decide(plan_id, "reject", typed=typed, reason=reason)
     if as_json:
-        finish(True, [], {"approval": record})
+        finish(True, [], {"approval": record.model_dump(mode="json")})
     out.print(f"Rejected {plan_id}: {escape(reason)}")
 
 @guarded()
@@ -169,11 +165,10 @@ def promote(
     """Plan the target environment with exactly the artifact live in the source environment."""
     ws, client = connect(spec)
     env_from_spec(ws, target)
-    answer = client.call("POST", "promote", {"spec": str(ws.spec_path), "from": source, "to": target})["plan"]
-    plan = Plan.model_validate({k: v for k, v in answer.items() if k not in ("summary", "short_hash")})
+    answer = client.promote(str(ws.spec_path), source, target)
     if as_json:
-        finish(True, list(plan.diagnostics), {"plan": answer})
-    render.plan(plan)
+        finish(True, list(answer.diagnostics), {"plan": answer.model_dump(mode="json")})
+    render.plan(answer.as_plan())
 
 @guarded()
 def policies(env: EnvOpt = None, spec: SpecOpt = None, as_json: JsonOpt = False) -> None:
@@ -204,22 +199,22 @@ def audit_show(ctx: typer.Context, env: EnvOpt = None, spec: SpecOpt = None,
     if ctx.invoked_subcommand is not None:
         return
     _, client = connect(spec)
-    rows: list[dict[str, Any]] = client.call("GET", "audit", params={"env": env, "limit": limit})["audit"]
+    rows = client.audit(env, limit)
     if as_json:
-        finish(True, [], {"audit": rows})
+        finish(True, [], {"audit": [r.model_dump(mode="json") for r in rows]})
     for r in rows:
-        out.print(f"{r['id']:>5} {r['at'][:19]} {escape(r['principal']):<24} {escape(r['action']):<22} "
-                  f"{r['env'] or '-':<12} {r['plan_id'] or '':<18} {escape(r['outcome'])}")
+        out.print(f"{r.id:>5} {r.at[:19]} {escape(r.principal):<24} {escape(r.action):<22} "
+                  f"{r.env or '-':<12} {r.plan_id or '':<18} {escape(r.outcome)}")
 
 
 @guarded()
 def audit_verify(spec: SpecOpt = None, as_json: JsonOpt = False) -> None:
     """Check the hash chain: an edited, reordered or removed entry is reported."""
     _, client = connect(spec)
-    found = client.call("GET", "audit/verify")["verify"]
+    found = client.audit_verify()
     if as_json:
-        finish(True, [], {"verify": found})
-    out.print(f"[green]Intact:[/] {found['entries']} entries, hash chain verified.")
+        finish(True, [], {"verify": found.model_dump(mode="json")})
+    out.print(f"[green]Intact:[/] {found.entries} entries, hash chain verified.")
 
 
 def register(app: typer.Typer) -> None:

@@ -14,12 +14,16 @@ from rich.table import Table
 
 from railguard.cli.output import out
 from railguard.model.api import (
+    Approval,
     ApprovalState,
     EnvironmentStatus,
     Event,
     Health,
     Logs,
+    Operation,
     OperationStatus,
+    OperationStep,
+    OperationSummary,
     Policies,
     Release,
     ReleaseStatus,
@@ -101,33 +105,32 @@ def _next_step(p: Plan) -> None:
         out.print(f"Saved. Review it, then apply exactly this plan with: [bold]railguard apply {p.id}[/]")
 
 
-def approval(found: dict[str, Any] | None) -> None:
+def approval(found: Approval | None) -> None:
     """Where a plan stands on approval, with who asked (an agent's request is only a note)."""
-    if not found or found["state"] == ApprovalState.not_required:
+    if not found or found.state is ApprovalState.not_required:
         return
-    out.print(f"Approval: [bold]{found['state']}[/]" + (f" (by {', '.join(found['approvers'])})"
-                                                        if found["approvers"] else ""))
-    for asked in found["requests"]:
-        out.print(f"  requested by {escape(str(asked['by']))} at {asked['at'][:19]}"
-                  + (f": {escape(asked['reason'])}" if asked["reason"] else ""))
-    for d in found["decisions"]:
-        out.print(f"  {d['decision']} by {escape(d['principal'])} at {d['created_at'][:19]}")
-    if found["state"] in (ApprovalState.needed, ApprovalState.requested, ApprovalState.expired):
-        out.print(f"  To approve, on a terminal: [bold]{escape(found['command'])}[/]")
+    out.print(f"Approval: [bold]{found.state}[/]" + (f" (by {', '.join(found.approvers)})" if found.approvers else ""))
+    for asked in found.requests:
+        out.print(f"  requested by {escape(str(asked.by))} at {asked.at[:19]}"
+                  + (f": {escape(asked.reason)}" if asked.reason else ""))
+    for d in found.decisions:
+        out.print(f"  {d.decision} by {escape(d.principal)} at {d.created_at[:19]}")
+    if found.state in (ApprovalState.needed, ApprovalState.requested, ApprovalState.expired):
+        out.print(f"  To approve, on a terminal: [bold]{escape(found.command)}[/]")
 
 
-def operation(record: dict[str, Any]) -> None:
+def operation(record: Operation) -> None:
     colour = {OperationStatus.succeeded: "green", OperationStatus.failed: "red",
-              OperationStatus.running: "yellow"}.get(OperationStatus(record["status"]), "white")
-    out.print(f"[bold]Operation {record['id']}[/] ({record['kind']} on {record['env']}): "
-              f"[{colour}]{record['status']}[/]  by {escape(record['principal'])}, {record['created_at']}")
+              OperationStatus.running: "yellow"}.get(record.status, "white")
+    out.print(f"[bold]Operation {record.id}[/] ({record.kind} on {record.env}): "
+              f"[{colour}]{record.status}[/]  by {escape(record.principal)}, {record.created_at}")
     table = Table(show_edge=False, pad_edge=False)
     for column in ("at", "step", "phase"):
         table.add_column(column, no_wrap=True)
-    for entry in record["journal"]:
-        style = {"end": "green", "fail": "red"}.get(entry["phase"], "dim")
-        table.add_row(entry["at"], escape(entry["step"]), f"[{style}]{entry['phase']}[/]")
-    if record["journal"]:
+    for entry in record.journal:
+        style = {"end": "green", "fail": "red"}.get(entry.phase, "dim")
+        table.add_row(entry.at, escape(entry.step), f"[{style}]{entry.phase}[/]")
+    if record.journal:
         out.print(table)
 
 
@@ -143,17 +146,16 @@ def events(rows: list[Event]) -> None:
     out.print(table)
 
 
-def journal_entry(entry: dict[str, Any]) -> None:
-    mark = {"begin": "[dim]…[/]", "end": "[green]✓[/]", "fail": "[red]✗[/]"}[entry["phase"]]
-    if entry["phase"] == "begin" and ": " in entry["step"]:
+def journal_entry(entry: OperationStep) -> None:
+    mark = {"begin": "[dim]…[/]", "end": "[green]✓[/]", "fail": "[red]✗[/]"}[entry.phase]
+    if entry.phase == "begin" and ": " in entry.step:
         return  # sub-steps are shown when they end, to keep the live view short
-    out.print(f"  {mark} {escape(entry['step'])}  [dim]{entry['at'][11:23]}[/]")
+    out.print(f"  {mark} {escape(entry.step)}  [dim]{entry.at[11:23]}[/]")
 
 
-def operation_summary(record: dict[str, Any]) -> None:
-    colour = {OperationStatus.succeeded: "green", OperationStatus.failed: "red"}.get(OperationStatus(record["status"]),
-                                                                                 "yellow")
-    out.print(f"Operation {record['id']} ({record['kind']} on {record['env']}): [{colour}]{record['status']}[/]")
+def operation_summary(record: OperationSummary) -> None:
+    colour = {OperationStatus.succeeded: "green", OperationStatus.failed: "red"}.get(record.status, "yellow")
+    out.print(f"Operation {record.id} ({record.kind} on {record.env}): [{colour}]{record.status}[/]")
 
 
 def status(found: EnvironmentStatus) -> None:

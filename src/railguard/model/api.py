@@ -297,7 +297,8 @@ class PlanAnswer(Record):
     short_hash: str
 
     def as_plan(self) -> Plan:
-        return Plan.model_validate(self.model_dump(exclude={"summary", "short_hash"}))
+        # Its fields are validated already (the same types as Plan's): no dump and re-validation of a large plan.
+        return Plan.model_construct(**{name: getattr(self, name) for name in Plan.model_fields})
 
     @classmethod
     def of(cls, plan: Plan, short_hash: str) -> PlanAnswer:
