@@ -2,82 +2,103 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 import pytest
 
 from railguard.mcp import catalog, server  # noqa: F401 - importing the server registers every tool
 from railguard.mcp.diagnose import assess, fold
 from railguard.mcp.http import parse_bind
-from railguard.mcp.results import MAX_LIST, MAX_STRING, Outcome, clip, render
+from railguard.mcp.outputs import Payload
+from railguard.mcp.results import MAX_LIST, MAX_STRING, Outcome, act, clip, render
 from railguard.mcp.suggest import after_plan
+from railguard.model.api import EnvironmentStatus, Operation, PlanAnswer, Release, ReleaseStatus
 from railguard.model.diagnostics import RailguardError
+from railguard.model.plans import Plan
 from railguard.model.principals import Principal, Role
+from railguard.model.resources import Resource
+
+AT = "2026-01-01T00:00:00Z"
 
 
-def _status(release: int, restarts: int = 0, health: str = "healthy", warm: tuple[int, ...] = ()) -> dict[str, Any]:
-    return {"services": [{"name": "web", "address": "staging/service.web", "status": "healthy", "release": release,
-                          "replicas": [{"health": health, "restarts": restarts}],
-                          "warm": [{"release": w} for w in warm]}], "operation": None}
+def _status(release: int, restarts: int = 0, health: str = "healthy", warm: tuple[int, ...] = ()) -> EnvironmentStatus:
+    return EnvironmentStatus.model_validate({
+        "env": "staging", "serial": 1, "edge": {"running": True}, "operation": None,
+        "drift": {"live_differs": False, "details": []},
+        "services": [{"name": "web", "address": "staging/service.web", "status": "healthy", "release": release,
+                      "replicas": [{"name": "web-1", "health": health, "restarts": restarts}],
+                      "warm": [{"release": w, "replicas": 1, "until_s": 60} for w in warm]}]})
 
 
-def _release(number: int, status: str, op: str | None = None) -> dict[str, Any]:
-    return {"number": number, "status": status, "operation_id": op}
+def _release(number: int, status: str, op: str | None = None) -> Release:
+    return Release(number=number, status=ReleaseStatus(status), operation_id=op, created_at=AT)
 
 
-def _failed(op_id: str) -> dict[str, Any]:
-    return {"id": op_id, "env": "staging", "kind": "apply", "status": "failed", "journal": [
-        {"step": "replace staging/service.web", "phase": "begin"},
-        {"step": "replace staging/service.web", "phase": "fail"}],
+def _failed(op_id: str) -> Operation:
+    return Operation.model_validate({
+        "id": op_id, "env": "staging", "kind": "apply", "status": "failed", "principal": "user:me",
+        "created_at": AT, "updated_at": AT, "journal": [
+            {"step": "replace staging/service.web", "phase": "begin", "at": AT},
+            {"step": "replace staging/service.web", "phase": "fail", "at": AT}],
         "error": {"diagnostics": [{"code": "rollout.crashed", "summary": "crashed", "detail": "d",
-                                   "remediation": "r"}]}}
+                                   "remediation": "r"}]}})
 
 
 def test_a_rollout_that_failed_before_its_switch_needs_no_rollback() -> None:
     releases = [_release(3, "failed", "op-3"), _release(2, "live"), _release(1, "superseded")]
     found = assess("staging", None, _status(2), releases, _failed("op-3"))
-    assert found["verdict"] == "failed" and found["cause"].code == "rollout.crashed"
-    assert [a["tool"] for a in found["actions"]] == ["read_logs", "plan"]
-    assert found["actions"][0]["arguments"]["release"] == 3 and found["last_good_release"] == 2
+    assert found.verdict == "failed" and found.cause is not None and found.cause.code == "rollout.crashed"
+    assert [a.tool for a in found.actions] == ["read_logs", "plan"]
+    assert found.actions[0].arguments["release"] == 3 and found.last_good_release == 2
 
 
 def test_a_half_switched_failure_rolls_back_to_the_last_healthy_release() -> None:
     releases = [_release(3, "failed", "op-3"), _release(2, "live"), _release(1, "superseded")]
     found = assess("staging", None, _status(3), releases, _failed("op-3"))
-    assert found["actions"][0] == {"tool": "rollback", "arguments": {"env": "staging", "to": 2},
-                                   "why": found["actions"][0]["why"]}
+    assert found.actions[0] == act("rollback", found.actions[0].why, env="staging", to=2)
 
 
 def test_a_crashing_live_release_rolls_back_to_the_one_before_it() -> None:
     releases = [_release(3, "live"), _release(2, "failed"), _release(1, "superseded")]
     found = assess("staging", "web", _status(3, restarts=2, warm=(1,)), releases, None)
-    assert found["verdict"] == "crashing" and found["cause"].code == "service.degraded"
-    assert found["actions"][0]["arguments"] == {"env": "staging", "to": 1} and "warm" in found["actions"][0]["why"]
-    assert assess("staging", "web", _status(3, health="unknown"), releases, None)["verdict"] == "healthy"
-    assert assess("staging", "web", _status(3, health="down"), releases, None)["verdict"] == "degraded"
-    assert assess("staging", "api", _status(3), releases, None)["verdict"] == "missing"
+    assert found.verdict == "crashing" and found.cause is not None and found.cause.code == "service.degraded"
+    assert found.actions[0].arguments == {"env": "staging", "to": 1} and "warm" in found.actions[0].why
+    assert assess("staging", "web", _status(3, health="unknown"), releases, None).verdict == "healthy"
+    assert assess("staging", "web", _status(3, health="down"), releases, None).verdict == "degraded"
+    assert assess("staging", "api", _status(3), releases, None).verdict == "missing"
 
 
 def test_log_tails_fold_repeats() -> None:
     assert fold(["a", "b", "b", "b", "c"]) == ["a", "b  [×3]", "c"]
 
 
+def _plan(decision: str, desired: list[Resource] | None = None, rules: tuple[str, ...] = ()) -> PlanAnswer:
+    """A saved plan for production with one create and verdicts that make ``decision`` the strictest."""
+    plan = Plan.model_validate({
+        "id": "plan-1", "env": "production", "base_serial": 1, "desired_digest": "sha256:0", "hash": "sha256:1",
+        "changes": [{"address": "production/service.web", "kind": "service", "action": "create", "reason": "new",
+                     "risk": "safe"}], "desired": desired or [],
+        "verdicts": [{"rule": r, "effect": decision, "message": "m"} for r in rules or ("guard.x",)]})
+    return PlanAnswer.of(plan, "00000001")
+
+
 def test_next_actions_after_a_plan() -> None:
-    plan = {"id": "plan-1", "env": "production", "summary": {"applyable": True, "decision": "require_approval"},
-            "verdicts": [], "desired": []}
-    assert [a["tool"] for a in after_plan(plan, proposed=False)] == ["request_approval", "approval_status"]
-    denied = {**plan, "summary": {"applyable": True, "decision": "deny"}, "verdicts": [{"rule": "guard.promotion"}],
-              "desired": [{"kind": "environment", "config": {"promote_from": "staging"}}]}
-    assert after_plan(denied, proposed=False)[0]["arguments"] == {"from_env": "staging", "to_env": "production"}
-    allowed = {**plan, "summary": {"applyable": True, "decision": "allow"}}
-    assert [a["tool"] for a in after_plan(allowed, proposed=True)] == ["show_plan"]  # the file must say it first
-    assert [a["tool"] for a in after_plan(allowed, proposed=False)] == ["apply_plan"]
+    assert [a.tool for a in after_plan(_plan("require_approval"), proposed=False)] == ["request_approval",
+                                                                                        "approval_status"]
+    environment = Resource(address="production/environment", env="production", kind="environment", name="production",
+                           config={"promote_from": "staging"}, fingerprint="f")
+    denied = _plan("deny", [environment], rules=("guard.promotion",))
+    assert after_plan(denied, proposed=False)[0].arguments == {"from_env": "staging", "to_env": "production"}
+    assert [a.tool for a in after_plan(_plan("allow"), proposed=True)] == ["show_plan"]  # the file must say it first
+    assert [a.tool for a in after_plan(_plan("allow"), proposed=False)] == ["apply_plan"]
+
+
+class _Big(Payload):
+    big: str | None = None
+    many: list[int] | None = None
 
 
 def test_results_are_bounded_and_next_actions_only_name_allowed_tools() -> None:
-    outcome = Outcome("s", {"big": "x" * (MAX_STRING * 3), "many": list(range(MAX_LIST * 2))},
-                      next_actions=[{"tool": "rollback", "arguments": {}, "why": "w"},
-                                    {"tool": "get_status", "arguments": {"env": "staging"}, "why": "w"}])
+    outcome = Outcome("s", _Big(big="x" * (MAX_STRING * 3), many=list(range(MAX_LIST * 2))),
+                      next_actions=[act("rollback", "w"), act("get_status", "w", env="staging")])
     result = render(outcome, frozenset({"get_status"}))
     data = result.structured_content
     assert isinstance(data, dict) and len(data["big"]) < MAX_STRING + 50 and len(data["many"]) == MAX_LIST
@@ -116,3 +137,24 @@ def test_binds_that_are_accepted() -> None:
     assert parse_bind("[::1]:8765", False, "t") == ("::1", 8765)
     assert parse_bind("localhost:8765", False, "t") == ("localhost", 8765)
     assert parse_bind("0.0.0.0:8765", True, "t") == ("0.0.0.0", 8765)
+
+
+def test_a_result_carries_the_fields_its_tool_set_and_its_schema_is_the_payload_model() -> None:
+    from railguard.mcp.briefs import change_brief, operation_brief
+    from railguard.mcp.outputs import Operations, PlanPayload, result_model
+    from railguard.model.plans import Change
+
+    listing = render(Outcome("s", Operations(operations=[operation_brief(_failed("op-3"))])), frozenset())
+    data = listing.structured_content
+    assert isinstance(data, dict) and data["operations"][0]["failed_step"] == "replace staging/service.web"
+    assert "steps" not in data["operations"][0] and data["operations"][0]["steps_total"] == 2  # get_operation has them
+    change = Change(address="staging/service.web", kind="service", action="update", reason="r", risk="safe",
+                    diff=[{"path": f"env.K{i}", "before": "x" * 300, "after": i} for i in range(12)])
+    brief = change_brief(change).model_dump(mode="json")
+    assert brief["diff_more"] == 2 and len(brief["diff"]) == 10 and len(brief["diff"][0]["before"]) == 201
+    assert "diff_more" not in change_brief(change.model_copy(update={"diff": []})).model_dump(mode="json")
+    plan = render(Outcome("s", PlanPayload(changes=[change_brief(change)])), frozenset()).structured_content
+    assert isinstance(plan, dict) and set(plan) == {"ok", "summary", "diagnostics", "next_actions", "changes"}
+    schema = catalog.TOOLS["plan"].definition().output_schema
+    assert schema is not None and set(result_model(PlanPayload).model_fields) <= set(schema["properties"])
+    assert set(schema["required"]) == {"ok", "summary", "diagnostics", "next_actions"}

@@ -19,7 +19,7 @@ import mcp_types as types
 from pydantic import BaseModel
 
 from railguard.mcp.inputs import Args
-from railguard.mcp.outputs import Envelope
+from railguard.mcp.outputs import Payload, result_model
 from railguard.mcp.results import Call, Outcome
 from railguard.model.principals import Permission, Principal
 
@@ -32,7 +32,7 @@ class ToolSpec:
     title: str
     description: str
     inputs: type[Args]
-    outputs: type[Envelope]
+    outputs: type[Payload]  # the result's schema is the envelope and this (outputs.result_model)
     permission: Permission
     read_only: bool
     destructive: bool
@@ -51,7 +51,7 @@ ORDER = ["whoami", "get_status", "diagnose", "list_releases", "read_logs", "list
          "list_plans", "request_approval", "approval_status", "apply_plan", "rollback"]
 
 
-def tool(name: str, *, title: str, inputs: type[Args], outputs: type[Envelope], permission: Permission,
+def tool(name: str, *, title: str, inputs: type[Args], outputs: type[Payload], permission: Permission,
          read_only: bool = False, destructive: bool = False, idempotent: bool = False,
          needs_daemon: bool = True) -> Callable[[Handler], Handler]:
     """Register a handler as a tool; its docstring is the description models read."""
@@ -66,14 +66,14 @@ def tool(name: str, *, title: str, inputs: type[Args], outputs: type[Envelope], 
     return register
 
 
-def read_tool(name: str, *, title: str, inputs: type[Args], outputs: type[Envelope],
+def read_tool(name: str, *, title: str, inputs: type[Args], outputs: type[Payload],
               needs_daemon: bool = True) -> Callable[[Handler], Handler]:
     """Register a read tool: the ``read`` permission every role has; read-only and idempotent."""
     return tool(name, title=title, inputs=inputs, outputs=outputs, permission=Permission.read, read_only=True,
                 idempotent=True, needs_daemon=needs_daemon)
 
 
-def _schema(model: type[BaseModel]) -> dict[str, Any]:
+def _schema(model: type[BaseModel]) -> dict[str, Any]:  # a JSON Schema document, as the SDK takes it
     schema = model.model_json_schema(mode="serialization")
     schema.pop("title", None)
     return schema
@@ -84,7 +84,7 @@ def _definition(name: str) -> types.Tool:
     spec = TOOLS[name]
     return types.Tool(
         name=spec.name, title=spec.title, description=spec.description,
-        input_schema=_schema(spec.inputs), output_schema=_schema(spec.outputs),
+        input_schema=_schema(spec.inputs), output_schema=_schema(result_model(spec.outputs)),
         annotations=types.ToolAnnotations(title=spec.title, read_only_hint=spec.read_only,
                                           destructive_hint=spec.destructive, idempotent_hint=spec.idempotent,
                                           open_world_hint=False))

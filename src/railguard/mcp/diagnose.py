@@ -15,20 +15,45 @@ Registered in :mod:`railguard.mcp.catalog`.
 
 from __future__ import annotations
 
-from typing import Any
+from dataclasses import dataclass, field
 
 from railguard.mcp import briefs
 from railguard.mcp.catalog import tool
 from railguard.mcp.inputs import DiagnoseArgs
-from railguard.mcp.outputs import DiagnoseOut
+from railguard.mcp.outputs import Diagnosis, NextAction
 from railguard.mcp.results import Call, Outcome, act
-from railguard.model.api import Health, OperationStatus, ReleaseStatus, ReplicaHealth
+from railguard.model.api import (
+    EnvironmentStatus,
+    Event,
+    Health,
+    LogFile,
+    Operation,
+    OperationStatus,
+    Release,
+    ReleaseStatus,
+    ReplicaHealth,
+)
 from railguard.model.diagnostics import Diagnostic, RailguardError, error
 from railguard.model.principals import Permission
 
 LOG_READ = 200  # lines read per log file; repeats (health-check access lines) are folded, then the last kept
 LOG_LINES = 20
 BAD_HEALTH = tuple(h.value for h in ReplicaHealth if h.bad)  # one vocabulary: model/api.py
+
+
+@dataclass
+class Assessment:
+    """What :func:`assess` concluded, and where to look next (the service and release whose logs to read)."""
+
+    verdict: str = "healthy"
+    findings: list[str] = field(default_factory=list)
+    cause: Diagnostic | None = None
+    focus: str | None = None
+    log_release: int | None = None
+    live_release: int | None = None
+    last_good_release: int | None = None
+    actions: list[NextAction] = field(default_factory=list)
+    diagnostics: list[Diagnostic] = field(default_factory=list)
 
 
 def fold(lines: list[str]) -> list[str]:
@@ -50,82 +75,81 @@ def _service_of(step: str | None) -> str | None:
     return step.split("/service.", 1)[1].split(":", 1)[0].split()[0]
 
 
-def assess(env: str, service: str | None, status: dict[str, Any], releases: list[dict[str, Any]],
-           op: dict[str, Any] | None) -> dict[str, Any]:
+def assess(env: str, service: str | None, status: EnvironmentStatus, releases: list[Release],
+           op: Operation | None) -> Assessment:
     """What the facts mean: verdict, findings, cause, the service and release to read logs of, next actions."""
-    services = {s["name"]: briefs.service_brief(s) for s in status["services"]}
-    live = next((r for r in releases if r["status"] == ReleaseStatus.live), None)
-    found: dict[str, Any] = {"verdict": "healthy", "findings": [], "cause": None, "focus": service,
-                             "log_release": None, "live_release": live["number"] if live else None,
-                             "last_good_release": None, "actions": [], "diagnostics": []}
-    findings, actions = found["findings"], found["actions"]
-    if status.get("operation"):
-        flight = status["operation"]
-        found["verdict"] = "progressing"
-        findings.append(f"Operation {flight['id']} ({flight['kind']}) is {flight['status']}.")
-        actions.append(act("get_operation", "Wait for it to end.", operation_id=flight["id"], wait_s=30))
-    if op is not None and op["status"] == OperationStatus.failed:
-        problems = [Diagnostic.model_validate(d) for d in (op.get("error") or {}).get("diagnostics", [])]
+    services = {s.name: briefs.service_brief(s) for s in status.services}
+    live = next((r for r in releases if r.status is ReleaseStatus.live), None)
+    found = Assessment(focus=service, live_release=live.number if live else None)
+    findings, actions = found.findings, found.actions
+    if status.operation is not None:
+        flight = status.operation
+        found.verdict = "progressing"
+        findings.append(f"Operation {flight.id} ({flight.kind.value}) is {flight.status.value}.")
+        actions.append(act("get_operation", "Wait for it to end.", operation_id=flight.id, wait_s=30))
+    if op is not None and op.status is OperationStatus.failed:
+        problems = list(op.error.diagnostics) if op.error else []
         step = briefs.failed_step(op)
         focus = service or _service_of(step)
-        made = next((r for r in releases if r.get("operation_id") == op["id"]), None)
-        found.update(verdict="failed", focus=focus, diagnostics=problems, cause=problems[0] if problems else None,
-                     log_release=made["number"] if made else None)
-        findings.append(f"Operation {op['id']} ({op['kind']}) failed at '{step or 'an early check'}'"
+        made = next((r for r in releases if r.operation_id == op.id), None)
+        found.verdict, found.focus, found.diagnostics = "failed", focus, problems
+        found.cause = problems[0] if problems else None
+        found.log_release = made.number if made else None
+        findings.append(f"Operation {op.id} ({op.kind.value}) failed at '{step or 'an early check'}'"
                         + (f": {problems[0].summary}." if problems else "."))
-        switched = sorted(s["name"] for s in services.values() if made and s["release"] == made["number"])
+        switched = sorted(s.name for s in services.values() if made and s.release == made.number)
         if made and switched:
-            good = briefs.last_good(releases, before=made["number"])
-            findings.append(f"{', '.join(switched)} already run(s) release {made['number']}: the change is half done.")
+            good = briefs.last_good(releases, before=made.number)
+            findings.append(f"{', '.join(switched)} already run(s) release {made.number}: the change is half done.")
             if good is not None:
-                found["last_good_release"] = good["number"]
-                actions.append(act("rollback", f"Restore release {good['number']}, the last one that ran healthy.",
-                                   env=env, to=good["number"]))
+                found.last_good_release = good.number
+                actions.append(act("rollback", f"Restore release {good.number}, the last one that ran healthy.",
+                                   env=env, to=good.number))
         elif live is not None:
-            findings.append(f"Traffic never moved: {env} still runs release {live['number']}. A rollback is not "
+            findings.append(f"Traffic never moved: {env} still runs release {live.number}. A rollback is not "
                             "needed (it would go back further than the release that runs now).")
-            found["last_good_release"] = live["number"]
+            found.last_good_release = live.number
         else:
             findings.append(f"Nothing of it went live, and nothing ran in {env} before.")
         if focus and made:
-            actions.append(act("read_logs", f"Read the failed release {made['number']}'s logs.", env=env,
-                               service=focus, release=made["number"], lines=50))
+            actions.append(act("read_logs", f"Read the failed release {made.number}'s logs.", env=env,
+                               service=focus, release=made.number, lines=50))
         actions.append(act("plan", "After fixing the cause (see the remediation), plan again.", env=env))
         return found
     candidates = [services[service]] if service in services else [
-        s for s in services.values() if s["restarts"] or s["status"] in (Health.degraded, Health.missing)]
+        s for s in services.values() if s.restarts or s.status in (Health.degraded, Health.missing)]
     if service is not None and service not in services:
-        found.update(verdict="missing")
+        found.verdict = "missing"
         findings.append(f"No service '{service}' runs in {env}.")
         actions.append(act("plan", "See what deploying the spec would do.", env=env))
         return found
     for svc in candidates[:1]:
-        found["focus"] = svc["name"]
-        unhealthy = [h for h in svc["health"] if h in BAD_HEALTH]  # "unknown": not checked yet since it started
-        if not (svc["restarts"] or unhealthy):
-            findings.append(f"{svc['name']} is healthy: release {svc['release']}, {svc['replicas']} replica(s).")
+        found.focus = svc.name
+        unhealthy = [h for h in svc.health if h in BAD_HEALTH]  # "unknown": not checked yet since it started
+        if not (svc.restarts or unhealthy):
+            findings.append(f"{svc.name} is healthy: release {svc.release}, {svc.replicas} replica(s).")
             continue
-        verdict = "crashing" if svc["restarts"] else "degraded"
-        found.update(verdict=verdict, log_release=svc["release"])
-        what = (f"{svc['restarts']} restart(s) since its replicas started" if svc["restarts"] else "")
-        what += (("; " if what else "") + f"replica health {', '.join(svc['health'])}") if unhealthy else ""
-        findings.append(f"{svc['name']} runs release {svc['release']}: {what}.")
-        good = briefs.last_good(releases, before=svc["release"]) if svc["release"] else None
-        cause = error("service.degraded", f"{svc['name']} is {verdict} on release {svc['release']}",
-                      f"The live replicas of {svc['address']}: {what}. Its log tail shows what they print.",
-                      f"Roll back to release {good['number']} while you fix it, then plan again." if good else
-                      "Fix the cause shown in the logs, then plan again.", address=svc["address"],
-                      extra={"release": svc["release"], "restarts": svc["restarts"], "health": svc["health"]})
-        found.update(cause=cause, diagnostics=[cause])
+        verdict = "crashing" if svc.restarts else "degraded"
+        found.verdict, found.log_release = verdict, svc.release
+        what = (f"{svc.restarts} restart(s) since its replicas started" if svc.restarts else "")
+        what += (("; " if what else "") + f"replica health {', '.join(svc.health)}") if unhealthy else ""
+        findings.append(f"{svc.name} runs release {svc.release}: {what}.")
+        good = briefs.last_good(releases, before=svc.release) if svc.release else None
+        cause = error("service.degraded", f"{svc.name} is {verdict} on release {svc.release}",
+                      f"The live replicas of {svc.address}: {what}. Its log tail shows what they print.",
+                      f"Roll back to release {good.number} while you fix it, then plan again." if good else
+                      "Fix the cause shown in the logs, then plan again.", address=svc.address,
+                      extra={"release": svc.release, "restarts": svc.restarts, "health": svc.health})
+        found.cause, found.diagnostics = cause, [cause]
         if good is not None:
-            found["last_good_release"] = good["number"]
-            warm = " (still warm: instant)" if good["number"] in svc["warm"] else ""
-            findings.append(f"Release {good['number']} ran before it{warm}.")
-            actions.append(act("rollback", f"Restore release {good['number']}, which ran before the bad one{warm}.",
-                               env=env, to=good["number"]))
-        actions.append(act("read_logs", f"Read release {svc['release']}'s logs.", env=env, service=svc["name"],
-                           release=svc["release"], lines=50))
-    if not candidates and not status.get("operation"):
+            found.last_good_release = good.number
+            warm = " (still warm: instant)" if good.number in svc.warm else ""
+            findings.append(f"Release {good.number} ran before it{warm}.")
+            actions.append(act("rollback", f"Restore release {good.number}, which ran before the bad one{warm}.",
+                               env=env, to=good.number))
+        actions.append(act("read_logs", f"Read release {svc.release}'s logs.", env=env, service=svc.name,
+                           release=svc.release, lines=50))
+    if not candidates and status.operation is None:
         findings.append(f"All {len(services)} service(s) in {env} are healthy." if services else
                         f"Nothing runs in {env} yet.")
         if not services:
@@ -133,42 +157,44 @@ def assess(env: str, service: str | None, status: dict[str, Any], releases: list
     return found
 
 
-@tool("diagnose", title="Diagnose a service or operation", inputs=DiagnoseArgs, outputs=DiagnoseOut,
+def _related(event: Event, focus: str | None, op: Operation | None) -> bool:
+    return bool(focus and (f".{focus}." in event.message or (event.address or "").endswith(f"service.{focus}"))) \
+        or (op is not None and event.data.get("operation") == op.id)
+
+
+@tool("diagnose", title="Diagnose a service or operation", inputs=DiagnoseArgs, outputs=Diagnosis,
       permission=Permission.read, read_only=True, idempotent=True)
 async def diagnose(call: Call, args: DiagnoseArgs) -> Outcome:
     """Why a service or an operation is unhealthy or failed, and what to do next: combines the operation's error
     diagnostics and failed step, the live status (health, restarts, warm releases), the releases, recent events
     and the log tail. Its next actions say whether to roll back (and to which release) or to fix and plan again."""
-    gw = call.gw
-    status = (await gw.call("GET", "status", params={"env": args.env, "spec": gw.spec_path()}))["status"]
-    releases = (await gw.call("GET", "releases", params={"env": args.env, "limit": 50}))["releases"]
-    op = None
+    gw, spec = call.gw, call.gw.spec_path()
+    status = await gw.run(lambda c: c.status(args.env, spec))
+    releases = await gw.run(lambda c: c.releases(args.env, 50))
+    op: Operation | None = None
     if args.operation_id:
-        op = (await gw.call("GET", f"operations/{args.operation_id}"))["operation"]
-        if op["env"] != args.env:
+        op_id = args.operation_id
+        op = await gw.run(lambda c: c.operation(op_id))
+        if op.env != args.env:
             raise RailguardError(error(
-                "mcp.env_mismatch", f"Operation {op['id']} ran in '{op['env']}', not '{args.env}'",
+                "mcp.env_mismatch", f"Operation {op.id} ran in '{op.env}', not '{args.env}'",
                 "The operation named belongs to another environment.",
-                f"Call diagnose with env '{op['env']}'.", address=op["id"]))
+                f"Call diagnose with env '{op.env}'.", address=op.id))
     elif args.service is None:
-        recent = (await gw.call("GET", "operations", params={"env": args.env, "limit": 1}))["operations"]
-        op = recent[0] if recent and recent[0]["status"] == OperationStatus.failed else None
+        recent = await gw.run(lambda c: c.operations(args.env, 1))
+        op = recent[0] if recent and recent[0].status is OperationStatus.failed else None
     found = assess(args.env, args.service, status, releases, op)
-    focus, tail = found["focus"], []
+    focus, tail = found.focus, []
     if focus:
-        logs = (await gw.call("GET", "logs", params={"env": args.env, "service": focus, "lines": LOG_READ,
-                                                     "release": found["log_release"]}))["logs"]
-        tail = [{"name": f["name"], "lines": fold(f["lines"])} for f in logs["files"][-2:]]
-    events = (await gw.call("GET", "events", params={"env": args.env, "limit": 40}))["events"]
-    related = [{"at": e["at"], "kind": e["kind"], "message": e["message"][:300]} for e in events
-               if (focus and (f".{focus}." in e["message"] or (e["address"] or "").endswith(f"service.{focus}")))
-               or (op is not None and (e.get("data") or {}).get("operation") == op["id"])][-8:]
-    brief = next((briefs.service_brief(s) for s in status["services"] if s["name"] == focus), None)
-    summary = f"{args.env}" + (f"/{focus}" if focus else "") + f": {found['verdict']}. " + " ".join(found["findings"])
-    details = [f"{f['name']}: {line}" for f in tail for line in f["lines"][-8:]]
-    return Outcome(summary, details=details, payload={
-        "verdict": found["verdict"], "findings": found["findings"],
-        "cause": found["cause"].model_dump(mode="json") if found["cause"] else None, "service": brief,
-        "operation": briefs.operation_brief(op) if op else None, "live_release": found["live_release"],
-        "last_good_release": found["last_good_release"], "log_tail": tail, "events": related,
-    }, diagnostics=found["diagnostics"], next_actions=found["actions"])
+        logs = await gw.run(lambda c: c.logs(args.env, focus, found.log_release, LOG_READ))
+        tail = [LogFile(name=f.name, lines=fold(f.lines)) for f in logs.files[-2:]]
+    events = await gw.run(lambda c: c.events(args.env, 40))
+    related = [briefs.event_brief(e, 300) for e in events if _related(e, focus, op)][-8:]
+    brief = next((briefs.service_brief(s) for s in status.services if s.name == focus), None)
+    summary = f"{args.env}" + (f"/{focus}" if focus else "") + f": {found.verdict}. " + " ".join(found.findings)
+    details = [f"{f.name}: {line}" for f in tail for line in f.lines[-8:]]
+    return Outcome(summary, details=details, payload=Diagnosis(
+        verdict=found.verdict, findings=found.findings, cause=found.cause, service=brief,
+        operation=briefs.operation_brief(op) if op else None, live_release=found.live_release,
+        last_good_release=found.last_good_release, log_tail=tail, events=related,
+    ), diagnostics=found.diagnostics, next_actions=found.actions)

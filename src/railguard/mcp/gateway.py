@@ -16,7 +16,8 @@ from __future__ import annotations
 
 import os
 import time
-from typing import Any
+from collections.abc import Callable
+from typing import TypeVar
 
 import anyio.to_thread
 
@@ -25,6 +26,7 @@ from railguard.engine.workspace import Workspace
 from railguard.model.diagnostics import RailguardError, error, has_errors
 from railguard.model.principals import Principal
 
+T = TypeVar("T")
 PRINCIPAL_TTL_S = 2.0  # a revoked token is refused by the daemon anyway; this only spares round trips
 
 
@@ -40,27 +42,26 @@ class Gateway:
     def close(self) -> None:
         self.client.close()
 
-    def call_sync(self, method: str, path: str, body: dict[str, Any] | None = None,
-                  params: dict[str, Any] | None = None) -> dict[str, Any]:
+    def run_sync(self, request: Callable[[Client], T]) -> T:
+        """One typed client call (``lambda c: c.status(env)``), starting the daemon once if it may."""
         try:
-            return self.client.call(method, path, body, params)
+            return request(self.client)
         except RailguardError as exc:
             down = exc.diagnostics and exc.diagnostics[0].code == "daemon.unavailable"
             if not (down and self.autostart) or self.client.alive():
                 raise
             self.client.start_daemon()
-            return self.client.call(method, path, body, params)
+            return request(self.client)
 
-    async def call(self, method: str, path: str, body: dict[str, Any] | None = None,
-                   params: dict[str, Any] | None = None) -> dict[str, Any]:
-        return await anyio.to_thread.run_sync(lambda: self.call_sync(method, path, body, params))
+    async def run(self, request: Callable[[Client], T]) -> T:
+        return await anyio.to_thread.run_sync(lambda: self.run_sync(request))
 
     async def principal(self, fresh: bool = False) -> Principal:
         """Who the daemon says the server acts as (cached for a moment); raises when it cannot tell."""
         cached = self._principal
         if not fresh and cached is not None and time.monotonic() - cached[0] < PRINCIPAL_TTL_S:
             return cached[1]
-        found = Principal.model_validate((await self.call("GET", "whoami"))["principal"])
+        found = (await self.run(lambda c: c.whoami())).principal
         self._principal = (time.monotonic(), found)
         return found
 

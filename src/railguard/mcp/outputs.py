@@ -2,26 +2,47 @@
 
 Every result is ``{ok, summary, diagnostics, next_actions, ...payload}``. ``diagnostics`` are the
 same objects (and codes) the CLI prints with ``--json``; ``next_actions`` are tool calls, with their
-arguments, that make sense now. Payload fields are optional because an error result carries only
-the envelope. ``tools/list`` publishes these models' JSON Schema as each tool's ``outputSchema``,
-and the official client validates results against it. Used by :mod:`railguard.mcp.catalog`.
+arguments, that make sense now. A tool's handler builds its :class:`Payload` model; :func:`result_model`
+joins it with the :class:`Envelope`, and ``tools/list`` publishes that model's JSON Schema as the tool's
+``outputSchema`` (the official client validates results against it), so a result and its schema cannot
+drift apart. Payload fields are optional because an error result carries only the envelope.
+
+The records inside a payload are the contract's models (:mod:`railguard.model.api`, plans'
+:class:`Verdict` and :class:`FieldDiff`), never declared a second time here; what this module adds are
+the bounded briefs a model reads (a service with counts instead of every replica, a release without its
+frozen resources). Used by :mod:`railguard.mcp.catalog`, :mod:`railguard.mcp.results` and the tools.
 """
 
 from __future__ import annotations
 
-from typing import Any
+from functools import cache
+from typing import Any, ClassVar
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, create_model
 
-from railguard.model.api import Approval, OperationBrief, PlanBrief
+from railguard.model.api import (
+    Approval,
+    Drift,
+    Health,
+    InFlight,
+    LogFile,
+    OperationBrief,
+    PlanBrief,
+    PlanRecord,
+    Policies,
+    ReleaseStatus,
+)
 from railguard.model.diagnostics import Diagnostic
+from railguard.model.plans import Action, FieldDiff, Risk, Verdict
+from railguard.model.principals import Principal
 
-# The operation, plan and approval shapes are the contract's (model/api.py), not declared a second time here.
+# The operation shape is the contract's (model/api.py), not declared a second time here.
 Operation = OperationBrief
 
 
 class NextAction(BaseModel):
     tool: str = Field(description="Name of the tool to call.")
+    # Another tool's arguments: their schema is that tool's inputSchema, so here they are any JSON object.
     arguments: dict[str, Any] = Field(description="Arguments to call it with.")
     why: str = Field(description="What it is for, in one sentence.")
 
@@ -40,10 +61,29 @@ class Envelope(BaseModel):
     next_actions: list[NextAction] = Field(description="Tool calls that make sense now, most useful first.")
 
 
+class Payload(BaseModel):
+    """A tool's own fields. A result carries only the fields its handler set (``model_fields_set``)."""
+
+    # Fields of nested records left out of the result (pydantic's ``exclude`` argument), for listings.
+    exclude: ClassVar[dict[str, Any] | None] = None
+
+    def dump(self) -> dict[str, Any]:
+        return self.model_dump(mode="json", include=set(self.model_fields_set), exclude=self.exclude)
+
+
+@cache
+def result_model(payload: type[Payload]) -> type[BaseModel]:
+    """The whole result of a tool: the envelope and its payload (what ``outputSchema`` describes)."""
+    return create_model(payload.__name__ + "Result", __base__=(Envelope, payload))
+
+
+# -- briefs: bounded views for a model to read ------------------------------------------------------------
+
+
 class ServiceBrief(BaseModel):
     name: str
     address: str
-    status: str = Field(description="healthy | degraded | progressing | running | missing")
+    status: Health = Field(description="healthy | progressing | missing | degraded | unknown")
     release: int | None = Field(description="The live release of the service.")
     replicas: int
     healthy: int
@@ -52,15 +92,50 @@ class ServiceBrief(BaseModel):
     warm: list[int] = Field(description="Earlier releases still running unrouted: a rollback to them is instant.")
 
 
-class WhoamiOut(Envelope):
-    principal: dict[str, Any] | None = None
+class ChangeBrief(BaseModel):
+    address: str
+    action: Action
+    risk: Risk
+    reason: str
+    diff: list[FieldDiff] = Field(description="The first changed fields (long values cut).")
+    diff_more: int | None = Field(default=None, exclude_if=lambda v: v is None,
+                                  description="How many more changed fields there are (absent: none).")
+
+
+class ReleaseBrief(BaseModel):
+    number: int
+    status: ReleaseStatus
+    created_at: str | None = None
+    live_at: str | None = None
+    ended_at: str | None = None
+    plan_id: str | None = None
+    operation_id: str | None = None
+    rollback_of: int | None = None
+    git_commit: str | None = None
+    services: dict[str, str] = Field(description="Service name → the start of its source digest.")
+
+
+class EventBrief(BaseModel):
+    id: int
+    at: str
+    env: str | None = None
+    kind: str
+    address: str | None = None
+    message: str = Field(description="The event's message (cut to 500 characters; 300 in diagnose).")
+
+
+# -- payloads, one per tool (or per family of tools) --------------------------------------------------------
+
+
+class Whoami(Payload):
+    principal: Principal | None = None
     same_user_mode: bool | None = Field(default=None, description="No token: acting as the local OS user.")
     tools: list[str] | None = None
     environments: list[str] | None = None
     spec: str | None = None
 
 
-class StatusOut(Envelope):
+class Status(Payload):
     env: str | None = None
     serial: int | None = None
     url: str | None = None
@@ -68,61 +143,64 @@ class StatusOut(Envelope):
     counts: dict[str, int] | None = Field(default=None, description="Services by status, over all pages.")
     services: list[ServiceBrief] | None = None
     page: Page | None = None
-    operation: dict[str, Any] | None = Field(default=None, description="The operation in flight, if any.")
-    drift: dict[str, Any] | None = None
+    operation: InFlight | None = Field(default=None, description="The operation in flight, if any.")
+    drift: Drift | None = None
 
 
-class ReleasesOut(Envelope):
-    releases: list[dict[str, Any]] | None = None
+class Releases(Payload):
+    releases: list[ReleaseBrief] | None = None
     page: Page | None = None
 
 
-class LogsOut(Envelope):
-    files: list[dict[str, Any]] | None = Field(default=None, description="[{name, lines}] per log file.")
+class LogsPayload(Payload):
+    files: list[LogFile] | None = Field(default=None, description="[{name, lines}] per log file.")
     truncated: bool | None = None
 
 
-class EventsOut(Envelope):
-    events: list[dict[str, Any]] | None = None
+class Events(Payload):
+    events: list[EventBrief] | None = None
     page: Page | None = None
 
 
-class PoliciesOut(Envelope):
-    policies: dict[str, Any] | None = None
+class PoliciesPayload(Payload):
+    policies: Policies | None = None
 
 
-class ValidateOut(Envelope):
+class Validate(Payload):
     valid: bool | None = None
     file: str | None = None
     environments: list[str] | None = None
     services: list[str] | None = None
 
 
-class SchemaOut(Envelope):
+class Schema(Payload):
+    # A JSON Schema document (railguard.toml's): JSON Schema is its own language, not a record of ours.
     json_schema: dict[str, Any] | None = Field(default=None, description="The JSON Schema of railguard.toml.")
 
 
-class PlanOut(Envelope):
+class PlanPayload(Payload):
     plan: PlanBrief | None = None
-    changes: list[dict[str, Any]] | None = Field(default=None, description="Changes other than no-ops, paged.")
+    changes: list[ChangeBrief] | None = Field(default=None, description="Changes other than no-ops, paged.")
     page: Page | None = None
-    verdicts: list[dict[str, Any]] | None = None
+    verdicts: list[Verdict] | None = None
     approval: Approval | None = None
 
 
-class PlansOut(Envelope):
-    plans: list[dict[str, Any]] | None = None
+class Plans(Payload):
+    plans: list[PlanRecord] | None = None
 
 
-class OperationOut(Envelope):
+class OperationPayload(Payload):
     operation: Operation | None = None
 
 
-class OperationsOut(Envelope):
-    operations: list[dict[str, Any]] | None = None
+class Operations(Payload):
+    operations: list[Operation] | None = Field(default=None, description="Without their steps: get_operation "
+                                                                         "shows them.")
+    exclude: ClassVar[dict[str, Any] | None] = {"operations": {"__all__": {"steps"}}}
 
 
-class DiagnoseOut(Envelope):
+class Diagnosis(Payload):
     verdict: str | None = Field(default=None, description="healthy | progressing | failed | crashing | degraded "
                                                           "| missing")
     findings: list[str] | None = Field(default=None, description="What was found, most important first.")
@@ -131,10 +209,10 @@ class DiagnoseOut(Envelope):
     operation: Operation | None = None
     live_release: int | None = None
     last_good_release: int | None = None
-    log_tail: list[dict[str, Any]] | None = None
-    events: list[dict[str, Any]] | None = None
+    log_tail: list[LogFile] | None = None
+    events: list[EventBrief] | None = None
 
 
-class ApprovalOut(Envelope):
+class ApprovalPayload(Payload):
     approval: Approval | None = None
     plan: PlanBrief | None = None

@@ -1,6 +1,6 @@
 """Tool results as models read them: one envelope, a short text, bounded size.
 
-A tool handler returns an :class:`Outcome` (a summary, its payload, diagnostics, next actions);
+A tool handler returns an :class:`Outcome` (a summary, its payload model, diagnostics, next actions);
 :func:`render` turns it into the MCP ``CallToolResult``: ``structuredContent`` with the envelope and
 the payload, a text block with the summary, each diagnostic's headline and remediation and the next
 calls (for clients that only show text), and ``isError`` when the call failed. Next actions name
@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any
 
 import mcp_types as types
 
+from railguard.mcp.outputs import NextAction, Page, Payload
 from railguard.model.diagnostics import Diagnostic
 
 if TYPE_CHECKING:
@@ -41,21 +42,21 @@ class Call:
 @dataclass
 class Outcome:
     summary: str
-    payload: dict[str, Any] = field(default_factory=dict)
+    payload: Payload | None = None
     diagnostics: list[Diagnostic] = field(default_factory=list)
-    next_actions: list[dict[str, Any]] = field(default_factory=list)
+    next_actions: list[NextAction] = field(default_factory=list)
     error: bool = False
     details: list[str] = field(default_factory=list)  # extra lines for clients that only show text
 
 
-def act(tool: str, why: str, **arguments: Any) -> dict[str, Any]:
+def act(tool: str, why: str, **arguments: Any) -> NextAction:
     """A next action: call ``tool`` with ``arguments`` (None values left out), for ``why``."""
-    return {"tool": tool, "arguments": {k: v for k, v in arguments.items() if v is not None}, "why": why}
+    return NextAction(tool=tool, arguments={k: v for k, v in arguments.items() if v is not None}, why=why)
 
 
-def page(offset: int, limit: int, total: int) -> dict[str, Any]:
+def page(offset: int, limit: int, total: int) -> Page:
     following = offset + limit
-    return {"offset": offset, "limit": limit, "total": total, "next_offset": following if following < total else None}
+    return Page(offset=offset, limit=limit, total=total, next_offset=following if following < total else None)
 
 
 def clip(value: Any) -> Any:
@@ -69,12 +70,12 @@ def clip(value: Any) -> Any:
     return value
 
 
-def _unique(actions: list[dict[str, Any]], allowed: frozenset[str]) -> list[dict[str, Any]]:
+def _unique(actions: list[NextAction], allowed: frozenset[str]) -> list[NextAction]:
     seen: set[str] = set()
     out = []
     for action in actions:
-        key = json.dumps([action["tool"], action["arguments"]], sort_keys=True)
-        if action["tool"] in allowed and key not in seen:
+        key = json.dumps([action.tool, action.arguments], sort_keys=True)
+        if action.tool in allowed and key not in seen:
             seen.add(key)
             out.append(action)
     return out[:MAX_ACTIONS]
@@ -83,13 +84,14 @@ def _unique(actions: list[dict[str, Any]], allowed: frozenset[str]) -> list[dict
 def render(outcome: Outcome, allowed: frozenset[str]) -> types.CallToolResult:
     actions = _unique(outcome.next_actions, allowed)
     diagnostics = [d.model_dump(mode="json") for d in outcome.diagnostics[:MAX_DIAGNOSTICS]]
+    payload = outcome.payload.dump() if outcome.payload is not None else {}
     structured = {"ok": not outcome.error, "summary": clip(outcome.summary), "diagnostics": clip(diagnostics),
-                  "next_actions": actions, **clip(outcome.payload)}
+                  "next_actions": [a.model_dump(mode="json") for a in actions], **clip(payload)}
     lines = [outcome.summary, *outcome.details[:MAX_TEXT_LINES]]
     for d in outcome.diagnostics[:10]:
         lines.append(f"{d.severity.value} {d.code}: {d.summary}"
                      + (f". {d.detail[:300]} → {d.remediation}" if d.is_error else ""))
     for a in actions:
-        lines.append(f"Next: {a['tool']} {json.dumps(a['arguments'], sort_keys=True)} — {a['why']}")
+        lines.append(f"Next: {a.tool} {json.dumps(a.arguments, sort_keys=True)} — {a.why}")
     return types.CallToolResult(content=[types.TextContent(text=clip("\n".join(lines)))],
                                 structured_content=structured, is_error=outcome.error)

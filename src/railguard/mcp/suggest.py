@@ -13,30 +13,32 @@ import re
 from typing import Any
 
 from railguard.mcp.briefs import promote_from
+from railguard.mcp.outputs import NextAction
 from railguard.mcp.results import act
-from railguard.model.api import OperationStatus, PlanStatus
+from railguard.model.api import OperationStatus, OperationSummary, PlanAnswer, PlanStatus
 from railguard.model.diagnostics import Diagnostic
+from railguard.model.plans import Effect
 
 _SOURCE = re.compile(r"has not run healthy in '([^']+)'")
 
 
-def follow(op: dict[str, Any]) -> dict[str, Any]:
+def follow(op_id: str) -> NextAction:
     return act("get_operation", "Follow it until it ends (the call waits up to wait_s seconds).",
-               operation_id=op["id"], wait_s=30)
+               operation_id=op_id, wait_s=30)
 
 
-def after_plan(plan: dict[str, Any], proposed: bool, status: str | None = PlanStatus.saved) -> list[dict[str, Any]]:
+def after_plan(plan: PlanAnswer, proposed: bool, status: PlanStatus | None = PlanStatus.saved) -> list[NextAction]:
     """What to do with a saved plan, from its flags and verdicts."""
-    summary = plan.get("summary") or {}
-    plan_id, env, decision = plan["id"], plan["env"], summary.get("decision")
-    if summary.get("errored"):
+    summary = plan.summary
+    plan_id, env, decision = plan.id, plan.env, summary.decision
+    if summary.errored:
         return [act("validate_spec", "See every problem of the spec at once, with lines and remediation.")]
-    if not summary.get("applyable"):
+    if not summary.applyable:
         return [act("get_status", "Nothing to change: the live state matches the spec.", env=env)]
     if status not in (None, PlanStatus.saved):
         return [act("plan", f"This plan is {status}; make a fresh one.", env=env)]
-    if decision == "deny":
-        rules = {v.get("rule") for v in plan.get("verdicts") or []}
+    if decision == Effect.deny:
+        rules = {v.rule for v in plan.verdicts}
         source = promote_from(plan)
         if "guard.promotion" in rules and source:
             return [act("promote", f"Protected environments run only artifacts proven in '{source}'.",
@@ -44,27 +46,28 @@ def after_plan(plan: dict[str, Any], proposed: bool, status: str | None = PlanSt
                     act("list_policies", "See the rules that apply.", env=env)]
         return [act("list_policies", "A policy denies this plan; see which rules apply.", env=env)]
     actions = []
-    if decision == "require_approval":
+    if decision == Effect.require_approval:
         actions += [act("request_approval", "A person must approve this exact plan before it can be applied.",
                         plan_id=plan_id, env=env),
                     act("approval_status", "Check whether it was approved.", plan_id=plan_id)]
     if proposed:
         return actions + [act("show_plan", "Review it. To apply it, save the proposed text as the spec file first: "
                               "apply_plan refuses a plan the spec on disk does not ask for.", plan_id=plan_id)]
-    if decision != "require_approval":
+    if decision != Effect.require_approval:
         actions.append(act("apply_plan", "Apply exactly this reviewed plan.", plan_id=plan_id, env=env))
     return actions
 
 
-def after_operation(op: dict[str, Any]) -> list[dict[str, Any]]:
-    if OperationStatus(op["status"]).in_flight:
-        return [follow(op)]
-    if op["status"] == OperationStatus.failed:
-        return [act("diagnose", "Find out why it failed and what to do.", env=op["env"], operation_id=op["id"])]
-    return [act("get_status", "Check the live state after the change.", env=op["env"])]
+def after_operation(op: OperationSummary) -> list[NextAction]:
+    if op.status.in_flight:
+        return [follow(op.id)]
+    if op.status is OperationStatus.failed:
+        return [act("diagnose", "Find out why it failed and what to do.", env=op.env, operation_id=op.id)]
+    return [act("get_status", "Check the live state after the change.", env=op.env)]
 
 
-def after_error(tool: str, args: dict[str, Any], diagnostics: tuple[Diagnostic, ...]) -> list[dict[str, Any]]:
+# args: the tool's validated arguments as JSON (Args.model_dump()): any tool's, so only their common keys are read.
+def after_error(tool: str, args: dict[str, Any], diagnostics: tuple[Diagnostic, ...]) -> list[NextAction]:
     """Next calls after a refused or failed call, from the first diagnostic's code."""
     if not diagnostics:
         return []
@@ -87,7 +90,7 @@ def after_error(tool: str, args: dict[str, Any], diagnostics: tuple[Diagnostic, 
     if code == "mcp.env_mismatch" and plan_id:
         return [act("show_plan", "See which environment the plan is for.", plan_id=plan_id)]
     if code == "operation.busy" and first.extra.get("operation"):
-        return [follow({"id": first.extra["operation"]})]
+        return [follow(str(first.extra["operation"]))]
     if code == "operation.not_found":
         return [act("list_operations", "See the recent operations.", env=env)]
     if code == "rollback.no_target" and env:

@@ -11,14 +11,12 @@ Registered in :mod:`railguard.mcp.catalog`.
 
 from __future__ import annotations
 
-from typing import Any
-
 from railguard.mcp import briefs, suggest
 from railguard.mcp.catalog import read_tool, tool
 from railguard.mcp.inputs import PlanArgs, PlanIdArgs, PlansArgs, PromoteArgs, RequestApprovalArgs, ShowPlanArgs
-from railguard.mcp.outputs import ApprovalOut, PlanOut, PlansOut
+from railguard.mcp.outputs import ApprovalPayload, PlanPayload, Plans
 from railguard.mcp.results import Call, Outcome, act, page
-from railguard.model.api import PlanStatus
+from railguard.model.api import Approval, PlanAnswer, PlanBrief, PlanDetail, PlanStatus
 from railguard.model.diagnostics import Diagnostic, RailguardError, Severity, error
 from railguard.model.principals import Permission
 
@@ -32,38 +30,36 @@ def proposed_note(plan_id: str, spec_file: str) -> Diagnostic:
         address=plan_id)
 
 
-def plan_outcome(plan: dict[str, Any], status: str | None, proposed: bool, spec_file: str, offset: int = 0,
-                 limit: int = 25, approval: dict[str, Any] | None = None) -> Outcome:
+def plan_outcome(plan: PlanAnswer, status: PlanStatus | None, proposed: bool, spec_file: str, offset: int = 0,
+                 limit: int = 25, approval: Approval | None = None) -> Outcome:
     brief = briefs.plan_brief(plan, status, proposed)
     changes = briefs.actionable(plan)
     shown = [briefs.change_brief(c) for c in changes[offset:offset + limit]]
-    problems = [Diagnostic.model_validate(d) for d in plan.get("diagnostics") or []]
+    problems = list(plan.diagnostics)
     if proposed:
-        problems.append(proposed_note(plan["id"], spec_file))
-    counts = ", ".join(f"{n} to {a}" for a, n in brief["counts"].items() if n and a != "no-op") or "no changes"
-    summary = (f"Plan {plan['id']} for {plan['env']}: {counts}; highest risk {brief['max_risk']}; "
-               f"policy {brief['decision']}" + (f"; status {status}" if status and status != PlanStatus.saved else "")
+        problems.append(proposed_note(plan.id, spec_file))
+    counts = ", ".join(f"{n} to {a}" for a, n in brief.counts.items() if n and a != "no-op") or "no changes"
+    summary = (f"Plan {plan.id} for {plan.env}: {counts}; highest risk {brief.max_risk}; "
+               f"policy {brief.decision}" + (f"; status {status}" if status and status != PlanStatus.saved else "")
                + (" (from proposed text)" if proposed else "") + ".")
-    if brief["errored"]:
-        summary = f"Plan {plan['id']} for {plan['env']} has errors and cannot be applied."
+    if brief.errored:
+        summary = f"Plan {plan.id} for {plan.env} has errors and cannot be applied."
     pg = page(offset, limit, len(changes))
     actions = suggest.after_plan(plan, proposed, status)
-    if pg["next_offset"] is not None:
-        actions.append(act("show_plan", "Next page of changes.", plan_id=plan["id"], offset=pg["next_offset"],
-                           limit=limit))
-    payload: dict[str, Any] = {"plan": brief, "changes": shown, "page": pg, "verdicts": briefs.verdicts(plan)}
+    if pg.next_offset is not None:
+        actions.append(act("show_plan", "Next page of changes.", plan_id=plan.id, offset=pg.next_offset, limit=limit))
+    payload = PlanPayload(plan=brief, changes=shown, page=pg, verdicts=list(plan.verdicts))
     if approval is not None:
-        payload["approval"] = approval
-    details = [f"- {c['action']} {c['address']} ({c['risk']}): {c['reason']}" for c in shown[:20]]
-    details += [f"- policy {v['effect']} {v['rule']}: {v['message']}" for v in payload["verdicts"][:10]
-                if v["effect"] != "allow"]
-    return Outcome(summary, payload, problems, actions, error=brief["errored"], details=details)
+        payload.approval = approval
+    details = [f"- {c.action.value} {c.address} ({c.risk.value}): {c.reason}" for c in shown[:20]]
+    details += [f"- policy {v.effect.value} {v.rule}: {v.message}" for v in plan.verdicts[:10] if v.effect != "allow"]
+    return Outcome(summary, payload, problems, actions, error=brief.errored, details=details)
 
 
-async def plan_of(call: Call, plan_id: str, env: str | None = None) -> dict[str, Any]:
+async def plan_of(call: Call, plan_id: str, env: str | None = None) -> PlanDetail:
     """The daemon's record of a plan (plan, status, approval); refused when it is for another environment."""
-    found = await call.gw.call("GET", f"plans/{plan_id}")
-    actual = found["plan"]["env"]
+    found = await call.gw.run(lambda c: c.plan_record(plan_id))
+    actual = found.plan.env
     if env is not None and actual != env:
         raise RailguardError(error(
             "mcp.env_mismatch", f"Plan {plan_id} is for '{actual}', not '{env}'",
@@ -73,77 +69,72 @@ async def plan_of(call: Call, plan_id: str, env: str | None = None) -> dict[str,
     return found
 
 
-@tool("plan", title="Compute a plan", inputs=PlanArgs, outputs=PlanOut, permission=Permission.plan)
+@tool("plan", title="Compute a plan", inputs=PlanArgs, outputs=PlanPayload, permission=Permission.plan)
 async def plan(call: Call, args: PlanArgs) -> Outcome:
     """Observe the live state and compute what would change, as a saved, reviewable plan: each change with its
     action, reason, risk and diff, and the policy verdicts (allow, require_approval, deny). Uses the spec on
     disk, or `spec_text` (a complete proposed railguard.toml, read as if it were the spec file). Changes
     nothing that runs."""
-    body: dict[str, Any] = {"spec": call.gw.spec_path(), "env": args.env}
-    if args.spec_text is not None:
-        body["text"] = args.spec_text
-    found = (await call.gw.call("POST", "plans", body))["plan"]
+    spec = call.gw.spec_path()
+    found = await call.gw.run(lambda c: c.plan(spec, args.env, text=args.spec_text))
     return plan_outcome(found, PlanStatus.saved, args.spec_text is not None, call.gw.ws.spec_path.name)
 
 
-@tool("promote", title="Plan a promotion", inputs=PromoteArgs, outputs=PlanOut, permission=Permission.plan)
+@tool("promote", title="Plan a promotion", inputs=PromoteArgs, outputs=PlanPayload, permission=Permission.plan)
 async def promote(call: Call, args: PromoteArgs) -> Outcome:
     """Plan `to_env` with exactly the artifact live in `from_env` (the way code reaches a protected
     environment). Saves a plan; changes nothing that runs."""
-    found = (await call.gw.call("POST", "promote", {"spec": call.gw.spec_path(), "from": args.from_env,
-                                                   "to": args.to_env}))["plan"]
+    spec = call.gw.spec_path()
+    found = await call.gw.run(lambda c: c.promote(spec, args.from_env, args.to_env))
     return plan_outcome(found, PlanStatus.saved, False, call.gw.ws.spec_path.name)
 
 
-@read_tool("show_plan", title="Show a saved plan", inputs=ShowPlanArgs, outputs=PlanOut)
+@read_tool("show_plan", title="Show a saved plan", inputs=ShowPlanArgs, outputs=PlanPayload)
 async def show_plan(call: Call, args: ShowPlanArgs) -> Outcome:
     """A saved plan: its flags, changes (paged), verdicts, status and where it stands on approval."""
     found = await plan_of(call, args.plan_id)
-    return plan_outcome(found["plan"], found["status"], False, call.gw.ws.spec_path.name, args.offset, args.limit,
-                        found.get("approval"))
+    return plan_outcome(found.plan, found.status, False, call.gw.ws.spec_path.name, args.offset, args.limit,
+                        found.approval)
 
 
-@read_tool("list_plans", title="Saved plans", inputs=PlansArgs, outputs=PlansOut)
+@read_tool("list_plans", title="Saved plans", inputs=PlansArgs, outputs=Plans)
 async def list_plans(call: Call, args: PlansArgs) -> Outcome:
     """Saved plans, newest first, with their environment and status (saved, applied, failed, rejected)."""
-    rows = (await call.gw.call("GET", "plans", params={"env": args.env}))["plans"][:args.limit]
-    shown = [{k: r[k] for k in ("id", "env", "status", "created_at", "base_serial")} for r in rows]
-    return Outcome(f"{len(shown)} plan(s)" + (f" for {args.env}." if args.env else "."), {"plans": shown})
+    rows = (await call.gw.run(lambda c: c.plans(args.env)))[:args.limit]
+    return Outcome(f"{len(rows)} plan(s)" + (f" for {args.env}." if args.env else "."), Plans(plans=rows))
 
 
 @tool("request_approval", title="Ask a person to approve a plan", inputs=RequestApprovalArgs,
-      outputs=ApprovalOut, permission=Permission.plan, idempotent=True)
+      outputs=ApprovalPayload, permission=Permission.plan, idempotent=True)
 async def request_approval(call: Call, args: RequestApprovalArgs) -> Outcome:
     """Record that you wait for a person to approve this exact plan (shown in `railguard show` and the events
     timeline). It approves nothing: an approver runs `railguard approve PLAN_ID` on a terminal. Then check
     `approval_status`."""
     found = await plan_of(call, args.plan_id, args.env)
-    state = (await call.gw.call("POST", f"plans/{args.plan_id}/request-approval", {"reason": args.reason}))
-    approval = state["approval"]
-    brief = briefs.plan_brief(found["plan"], found["status"])
-    return _approval_outcome(approval, brief)
+    approval = await call.gw.run(lambda c: c.request_approval(args.plan_id, args.reason))
+    return _approval_outcome(approval, briefs.plan_brief(found.plan, found.status))
 
 
-@read_tool("approval_status", title="Approval state of a plan", inputs=PlanIdArgs, outputs=ApprovalOut)
+@read_tool("approval_status", title="Approval state of a plan", inputs=PlanIdArgs, outputs=ApprovalPayload)
 async def approval_status(call: Call, args: PlanIdArgs) -> Outcome:
     """Where a plan stands on approval: not_required, needed, requested, approved, expired, rejected, denied or
     closed; who may approve, who asked and who decided."""
     found = await plan_of(call, args.plan_id)
-    return _approval_outcome(found["approval"], briefs.plan_brief(found["plan"], found["status"]))
+    return _approval_outcome(found.approval, briefs.plan_brief(found.plan, found.status))
 
 
-def _approval_outcome(approval: dict[str, Any], brief: dict[str, Any]) -> Outcome:
-    state, plan_id, env = approval["state"], brief["id"], brief["env"]
-    who = " or ".join(approval["approvers"]) or "an approver"
+def _approval_outcome(approval: Approval, brief: PlanBrief) -> Outcome:
+    state, plan_id, env = approval.state.value, brief.id, brief.env
+    who = " or ".join(approval.approvers) or "an approver"
     text = {
         "not_required": "needs no approval",
         "needed": f"needs an approval by {who}; nobody asked yet",
-        "requested": f"waits for an approval by {who}: a person runs `{approval['command']}` on a terminal",
+        "requested": f"waits for an approval by {who}: a person runs `{approval.command}` on a terminal",
         "approved": "is approved",
         "expired": "had an approval that expired",
         "rejected": "was rejected",
         "denied": "is denied by policy; no approval can lift that",
-        "closed": f"was already used ({brief['status']})",
+        "closed": f"was already used ({brief.status})",
     }[state]
     actions = {
         "not_required": [act("apply_plan", "Apply it.", plan_id=plan_id, env=env)],
@@ -152,4 +143,5 @@ def _approval_outcome(approval: dict[str, Any], brief: dict[str, Any]) -> Outcom
         "approved": [act("apply_plan", "Apply exactly the approved plan.", plan_id=plan_id, env=env)],
         "expired": [act("request_approval", "Ask again.", plan_id=plan_id, env=env)],
     }.get(state, [act("plan", "Make a new plan.", env=env)])
-    return Outcome(f"Plan {plan_id} ({env}) {text}.", {"approval": approval, "plan": brief}, next_actions=actions)
+    return Outcome(f"Plan {plan_id} ({env}) {text}.", ApprovalPayload(approval=approval, plan=brief),
+                   next_actions=actions)

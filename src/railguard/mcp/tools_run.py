@@ -12,13 +12,13 @@ from __future__ import annotations
 from railguard.mcp import briefs, suggest
 from railguard.mcp.catalog import tool
 from railguard.mcp.inputs import ApplyArgs, RollbackArgs
-from railguard.mcp.outputs import OperationOut
+from railguard.mcp.outputs import OperationPayload
 from railguard.mcp.results import Call, Outcome
 from railguard.mcp.tools_plans import plan_of
 from railguard.model.principals import Permission
 
 
-@tool("apply_plan", title="Apply a saved plan", inputs=ApplyArgs, outputs=OperationOut, permission=Permission.apply,
+@tool("apply_plan", title="Apply a saved plan", inputs=ApplyArgs, outputs=OperationPayload, permission=Permission.apply,
       destructive=True, idempotent=True)
 async def apply_plan(call: Call, args: ApplyArgs) -> Outcome:
     """Apply exactly a saved plan to `env` and return its operation id at once (follow it with
@@ -26,20 +26,20 @@ async def apply_plan(call: Call, args: ApplyArgs) -> Outcome:
     disk asks for something else, policy denies it, or it needs an approval it does not have. A plan runs at
     most once. Replacing services is blue-green: traffic moves only to healthy replicas."""
     await plan_of(call, args.plan_id, args.env)
-    record = (await call.gw.call("POST", "operations", {"kind": "apply", "plan_id": args.plan_id,
-                                                        "spec": call.gw.spec_path()}))["operation"]
-    return Outcome(f"Operation {record['id']} applies plan {args.plan_id} to {args.env}; follow it with get_operation.",
-                   {"operation": briefs.operation_brief(record)}, next_actions=[suggest.follow(record)])
+    spec = call.gw.spec_path()
+    record = await call.gw.run(lambda c: c.apply(spec, args.plan_id))
+    return Outcome(f"Operation {record.id} applies plan {args.plan_id} to {args.env}; follow it with get_operation.",
+                   OperationPayload(operation=briefs.operation_brief(record)), next_actions=[suggest.follow(record.id)])
 
 
-@tool("rollback", title="Roll back to an earlier release", inputs=RollbackArgs, outputs=OperationOut,
+@tool("rollback", title="Roll back to an earlier release", inputs=RollbackArgs, outputs=OperationPayload,
       permission=Permission.apply, destructive=True)
 async def rollback(call: Call, args: RollbackArgs) -> Outcome:
     """Restore an earlier release of `env` (`to`, default the previous one) exactly as it ran, and return the
     operation id at once. Instant while that release is still warm; nothing is rebuilt from the working tree.
     In a protected environment, a rollback that would delete a service or needs review is refused."""
-    record = (await call.gw.call("POST", "operations", {"kind": "rollback", "env": args.env, "to": args.to,
-                                                        "spec": call.gw.spec_path()}))["operation"]
+    spec = call.gw.spec_path()
+    record = await call.gw.run(lambda c: c.rollback(spec, args.env, args.to))
     target = f"release {args.to}" if args.to else "the previous release"
-    return Outcome(f"Operation {record['id']} rolls {args.env} back to {target}; follow it with get_operation.",
-                   {"operation": briefs.operation_brief(record)}, next_actions=[suggest.follow(record)])
+    return Outcome(f"Operation {record.id} rolls {args.env} back to {target}; follow it with get_operation.",
+                   OperationPayload(operation=briefs.operation_brief(record)), next_actions=[suggest.follow(record.id)])

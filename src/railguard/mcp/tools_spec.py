@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING
 
 from railguard.mcp.catalog import tool
 from railguard.mcp.inputs import NoArgs, ValidateArgs
-from railguard.mcp.outputs import SchemaOut, ValidateOut
+from railguard.mcp.outputs import Schema, Validate
 from railguard.mcp.results import Call, Outcome, act
 from railguard.model.diagnostics import has_errors
 from railguard.model.principals import Permission
@@ -28,7 +28,7 @@ def spec_environments(gw: Gateway) -> list[str] | None:
     return None if found is None else sorted(found, key=lambda name: (found[name], name))
 
 
-@tool("validate_spec", title="Validate a spec", inputs=ValidateArgs, outputs=ValidateOut,
+@tool("validate_spec", title="Validate a spec", inputs=ValidateArgs, outputs=Validate,
       permission=Permission.read, read_only=True, idempotent=True, needs_daemon=False)
 async def validate_spec(call: Call, args: ValidateArgs) -> Outcome:
     """Check a railguard.toml and report every problem at once, each with its line and remediation. Pass
@@ -43,9 +43,8 @@ async def validate_spec(call: Call, args: ValidateArgs) -> Outcome:
         parsed, diagnostics = parse_spec(args.spec_text, file=shown_file)
     valid = parsed is not None and not has_errors(diagnostics)
     errors = sum(1 for d in diagnostics if d.is_error)
-    payload = {"valid": valid, "file": shown_file,
-               "environments": sorted(parsed.environments) if parsed else [],
-               "services": sorted(parsed.services) if parsed else []}
+    payload = Validate(valid=valid, file=shown_file, environments=sorted(parsed.environments) if parsed else [],
+                       services=sorted(parsed.services) if parsed else [])
     if not valid:
         return Outcome(f"Invalid: {errors} error(s) in {shown_file}.", payload, diagnostics[:MAX_SHOWN], error=True)
     actions = []
@@ -58,12 +57,12 @@ async def validate_spec(call: Call, args: ValidateArgs) -> Outcome:
                    payload, diagnostics[:MAX_SHOWN], actions)
 
 
-@tool("get_spec_schema", title="Spec JSON Schema", inputs=NoArgs, outputs=SchemaOut,
+@tool("get_spec_schema", title="Spec JSON Schema", inputs=NoArgs, outputs=Schema,
       permission=Permission.read, read_only=True, idempotent=True, needs_daemon=False)
 async def get_spec_schema(call: Call, args: NoArgs) -> Outcome:
     """The JSON Schema of railguard.toml: every key, its type, default and meaning. Also the resource
     railguard://spec/schema."""
     from railguard.model.spec import json_schema
 
-    return Outcome("The JSON Schema of railguard.toml.", {"json_schema": json_schema()},
+    return Outcome("The JSON Schema of railguard.toml.", Schema(json_schema=json_schema()),
                    next_actions=[act("validate_spec", "Check a spec against it, with line numbers.")])
