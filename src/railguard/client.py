@@ -5,6 +5,8 @@ detached, so it outlives the command), sends JSON over the Unix socket and turns
 error answers back into :class:`RailguardError` with the daemon's diagnostics. A
 daemon that cannot be reached or started is a ``daemon.unavailable`` diagnostic
 (a :class:`railguard.model.errors.DeadlineError` when it did not answer in time).
+Each route has a typed call that parses the answer into its :mod:`railguard.model.api`
+model; callers use those, and :meth:`Client.call` (raw JSON) is what they are built on.
 """
 
 from __future__ import annotations
@@ -143,8 +145,8 @@ class Client:
                            DeadlineError)
 
     # -- calls -------------------------------------------------------------------------------
-    def call(self, method: str, path: str, body: dict[str, Any] | None = None,
-             params: dict[str, Any] | None = None) -> dict[str, Any]:
+    def call(self, method: str, path: str, body: dict[str, Any] | None = None,  # JSON out, raw JSON answered
+             params: dict[str, Any] | None = None) -> dict[str, Any]:  # the typed calls below parse the answer
         """Any call, answered as raw JSON (the envelope's payload keys); the typed calls below parse it."""
         if self.autostart and not self.alive():
             self.start_daemon()

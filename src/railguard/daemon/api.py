@@ -188,7 +188,7 @@ def _parse(model: type[R], body: dict[str, Any]) -> R:  # raw JSON in, the reque
 
 
 def route(daemon: Daemon, method: str, parts: list[str], query: dict[str, str], body: dict[str, Any],
-          who: Principal) -> dict[str, Any]:
+          who: Principal) -> dict[str, Any]:  # raw body in; out: payload key -> model(s), dumped once by the handler
     """Map a request to the daemon's behaviour, after checking the principal may do it. Paths: /v1/...
 
     ``body`` is the raw JSON (each route parses it into its request model); the answer maps the payload's

@@ -51,8 +51,8 @@ class Governance:
     def store(self) -> Store:
         raise NotImplementedError
 
-    def audit(self, who: str, action: str, outcome: str, body: dict[str, Any],
-              payload: dict[str, Any] | None) -> None:
+    def audit(self, who: str, action: str, outcome: str, body: dict[str, Any],  # raw request JSON: see below
+              payload: dict[str, Any] | None) -> None:  # the answer's JSON as sent, whichever route answered
         """Record a request. ``body`` is the raw request JSON (a refused request may not parse into its model)
         and ``payload`` the answer's JSON as sent: the audit reads the same fields whatever the route."""
         detail = {k: body[k] for k in AUDITED_FIELDS if k in body}

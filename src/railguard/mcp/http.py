@@ -67,7 +67,7 @@ class BearerGuard:
         self.token = token.encode()
         self.refusal = json.dumps({"ok": False, "diagnostics": [unauthorized().model_dump(mode="json")]}).encode()
 
-    async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
+    async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:  # ASGI's own raw scope
         if scope["type"] == "http":
             header = dict(scope.get("headers") or []).get(b"authorization", b"")
             given = header[7:].strip() if header[:7].lower() == b"bearer " else b""

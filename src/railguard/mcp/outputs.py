@@ -65,9 +65,9 @@ class Payload(BaseModel):
     """A tool's own fields. A result carries only the fields its handler set (``model_fields_set``)."""
 
     # Fields of nested records left out of the result (pydantic's ``exclude`` argument), for listings.
-    exclude: ClassVar[dict[str, Any] | None] = None
+    exclude: ClassVar[dict[str, Any] | None] = None  # pydantic's exclude spec (field -> nested spec)
 
-    def dump(self) -> dict[str, Any]:
+    def dump(self) -> dict[str, Any]:  # the JSON of the result's structuredContent
         return self.model_dump(mode="json", include=set(self.model_fields_set), exclude=self.exclude)
 
 
@@ -197,7 +197,7 @@ class OperationPayload(Payload):
 class Operations(Payload):
     operations: list[Operation] | None = Field(default=None, description="Without their steps: get_operation "
                                                                          "shows them.")
-    exclude: ClassVar[dict[str, Any] | None] = {"operations": {"__all__": {"steps"}}}
+    exclude: ClassVar[dict[str, Any] | None] = {"operations": {"__all__": {"steps"}}}  # pydantic's exclude spec
 
 
 class Diagnosis(Payload):

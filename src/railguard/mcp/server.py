@@ -55,7 +55,7 @@ def _invalid(tool: str, exc: ValidationError) -> Diagnostic:
                  extra={"errors": problems})
 
 
-def _parse(spec: catalog.ToolSpec, arguments: dict[str, Any]) -> Args:
+def _parse(spec: catalog.ToolSpec, arguments: dict[str, Any]) -> Args:  # the client's raw JSON-RPC arguments
     size = len(json.dumps(arguments, default=str))
     if size > MAX_ARGUMENTS:
         raise RailguardError(error("mcp.input_too_large", f"The arguments to {spec.name} are too large",
@@ -67,11 +67,11 @@ def _parse(spec: catalog.ToolSpec, arguments: dict[str, Any]) -> Args:
         raise RailguardError(_invalid(spec.name, exc)) from exc
 
 
-async def dispatch(gw: Gateway, name: str, arguments: dict[str, Any] | None) -> types.CallToolResult:
+async def dispatch(gw: Gateway, name: str, arguments: dict[str, Any] | None) -> types.CallToolResult:  # raw JSON-RPC
     started = time.perf_counter()
     spec = catalog.TOOLS.get(name)
     allowed = frozenset(t.name for t in catalog.visible(None))
-    checked: dict[str, Any] = {}
+    checked: dict[str, Any] = {}  # any tool's validated arguments as JSON (for suggest.after_error)
     try:
         if spec is None:
             raise RailguardError(error("mcp.unknown_tool", f"No tool named {name[:80]!r}",
