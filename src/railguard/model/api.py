@@ -26,7 +26,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 from railguard.model.diagnostics import Diagnostic
-from railguard.model.plans import PLAN_FORMAT, Change, Plan, Verdict
+from railguard.model.plans import PLAN_FORMAT, Change, Plan, PlanSource, Verdict
 from railguard.model.principals import Principal
 from railguard.model.resources import Resource
 from railguard.model.spec import PolicyRule, Retention
@@ -292,6 +292,7 @@ class PlanAnswer(Record):
     diagnostics: list[Diagnostic] = Field(default_factory=list)
     requested_by: str = ""
     verdicts: list[Verdict] = Field(default_factory=list)
+    source: PlanSource | None = None
     hash: str
     summary: PlanSummary
     short_hash: str
