@@ -316,6 +316,29 @@ class PlanDetail(Record):
     approval: Approval
 
 
+class SourceFile(Record):
+    """One file of a plan's source snapshot."""
+
+    path: str
+    bytes: int
+    sha256: str
+    executable: bool
+
+
+class PlanFiles(Record):
+    """``GET /v1/plans/<id>/files``: what the plan's source snapshot holds (``railguard show PLAN --files``).
+
+    ``stored`` is false for a plan saved before plans carried their source, or whose snapshot retention freed.
+    """
+
+    plan_id: str
+    digest: str | None
+    stored: bool
+    count: int
+    bytes: int
+    files: list[SourceFile]
+
+
 # -- releases -----------------------------------------------------------------------------------------
 
 

@@ -27,8 +27,15 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
-from railguard.sources.listing import DEFAULT_RULES, Rules
-from railguard.sources.snapshot import FileEntry, SourceSnapshot, digest_entries, hash_file, snapshot
+from railguard.sources.listing import DEFAULT_RULES, Rules, TooLarge
+from railguard.sources.snapshot import (
+    FileEntry,
+    NotRegular,
+    SourceSnapshot,
+    digest_entries,
+    hash_file,
+    snapshot,
+)
 
 FOLDER = "sources"
 
@@ -130,7 +137,10 @@ class SnapshotStore:
         fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=".in.")
         try:
             with os.fdopen(fd, "wb") as out:
-                sha, _, _ = hash_file(_readable(root, entry.path), out.write, limit=entry.size)
+                try:
+                    sha, _, _ = hash_file(_readable(root, entry.path), out.write, limit=entry.size)
+                except (TooLarge, NotRegular, FileNotFoundError) as exc:
+                    raise SnapshotChanged(f"{entry.path} changed while the snapshot was taken") from exc
             if sha != entry.sha256:
                 raise SnapshotChanged(f"{entry.path} changed while the snapshot was taken")
             os.chmod(tmp, 0o444)
@@ -167,6 +177,8 @@ class SnapshotStore:
                     sha, _, _ = hash_file(self._blob(entry.sha256), out.write, limit=entry.size)
                 except FileNotFoundError as exc:
                     raise SnapshotMissing(f"the stored snapshot {digest[:19]} lacks {entry.path}") from exc
+                except (TooLarge, NotRegular):
+                    sha = ""  # grown or replaced: altered
             if sha != entry.sha256:
                 raise SnapshotMissing(f"the stored copy of {entry.path} in {digest[:19]} was altered")
             os.chmod(target, 0o755 if entry.executable else 0o644)
