@@ -47,6 +47,17 @@ def store(ws: Workspace, spec: Spec, snap: SourceSnapshot) -> tuple[SourceSnapsh
                               git_commit=commit, git_dirty=dirty)
 
 
+def promoted(ws: Workspace, root: Path, digest: str) -> PlanSource:
+    """A promotion deploys a release's artifact: record its snapshot (file count and size when it was stored)."""
+    snapshots = SnapshotStore.of(ws.home)
+    manifest = snapshots.manifest(digest)
+    return PlanSource(digest=digest, files=len(manifest.files) if manifest else 0,
+                      bytes=manifest.size if manifest else 0, spec_digest=snapshots.put_text(ws.read_spec_text()),
+                      root=str(root), proposed=ws.text is not None,
+                      git_commit=manifest.git_commit if manifest else None,
+                      git_dirty=manifest.git_dirty if manifest else None)
+
+
 class _explained:
     """Turn the listing's refusals into diagnostics naming the file to edit."""
 

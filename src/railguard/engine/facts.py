@@ -70,6 +70,10 @@ class Facts:
 
         return self.get("source-plan", gather)
 
+    def promoted_source(self, digest: str) -> PlanSource:
+        """What a promotion plan records: the snapshot the source environment's release runs (stored by its plan)."""
+        return capture.promoted(self.ws, self.source_root(), digest)
+
     def source_warnings(self) -> list[Diagnostic]:
         snap = self.source()
         return capture.warnings(snap.left_out, snap.root)

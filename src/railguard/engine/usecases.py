@@ -55,13 +55,16 @@ def plan(ws: Workspace, env: str, store: Store, provider: Provider | None, princ
     require_env(spec, env)
     # Held until the plan is saved: retention must not prune the snapshot before a plan records it.
     with SnapshotStore.of(ws.home).holding():
-        source = facts.plan_source()
+        promoted = sorted(set((overrides or {}).values()))
+        # A promotion deploys the artifact live in the source environment, not the working tree.
+        promoting = len(promoted) == 1
+        source = facts.promoted_source(promoted[0]) if promoting else facts.plan_source()
         versions = facts.versions(store, env)
         desired = facts.desired(env, versions, overrides)
         if provider is not None:
             observe_into(store, provider, env)
         computed = planner.plan(env, desired, store.inventory(env), store.serial(env))
-        problems = [*warnings, *facts.source_warnings(), *missing_secrets(spec, env, versions),
+        problems = [*warnings, *([] if promoting else facts.source_warnings()), *missing_secrets(spec, env, versions),
                     *computed.diagnostics]
         computed = computed.model_copy(update={"diagnostics": problems, "id": new_id("plan"), "source": source})
         if principal is not None:
