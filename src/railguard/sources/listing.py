@@ -14,6 +14,7 @@ and the doctor (which files to scan).
 from __future__ import annotations
 
 import os
+import re
 import stat
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -99,6 +100,9 @@ def _allowed_secrets(root: Path) -> pathspec.PathSpec:  # type: ignore[type-arg]
 
 
 SECRETS = pathspec.PathSpec.from_lines("gitignore", SECRET_NAMES)
+# A cheap first look at the file name (most files are not secrets); a hit is confirmed by SECRETS.
+_SECRET_NAME = re.compile(r"\.env(\..*)?|.*\.(pem|key|p12|pfx|jks|keystore|ppk|kdbx)|id_(rsa|dsa|ecdsa|ed25519)"
+                          r"|\.netrc|\.pgpass|\.htpasswd|\.pypirc|credentials(\.json)?|config\.json")
 
 
 DEFAULT_RULES = Rules()
@@ -109,18 +113,19 @@ def list_source(root: Path, rules: Rules = DEFAULT_RULES) -> Listing:
     ignore, allowed = ignore_spec(root), _allowed_secrets(root)
     real_root = os.path.realpath(root)
     excluded = {os.path.realpath(p) for p in rules.exclude}  # the walk's paths are real: root is resolved
+    excluded_names = {os.path.basename(p) for p in excluded}
     found = Listing()
     candidates: list[tuple[str, str]] = []
     for folder, dirs, files in os.walk(root):  # never follows directory symlinks
         rel_folder = os.path.relpath(folder, root)
         prefix = "" if rel_folder == "." else rel_folder.replace(os.sep, "/") + "/"
         dirs[:] = sorted(d for d in dirs if not ignore.match_file(prefix + d + "/")
-                         and os.path.abspath(os.path.join(folder, d)) not in excluded)
+                         and not (d in excluded_names and os.path.join(folder, d) in excluded))
         for name in sorted(files):
             rel = prefix + name
-            if ignore.match_file(rel) or os.path.abspath(os.path.join(folder, name)) in excluded:
+            if ignore.match_file(rel) or (name in excluded_names and os.path.join(folder, name) in excluded):
                 continue
-            if SECRETS.match_file(rel) and not allowed.match_file(rel):
+            if _SECRET_NAME.fullmatch(name) and SECRETS.match_file(rel) and not allowed.match_file(rel):
                 found.secrets.append(rel)
                 continue
             candidates.append((rel, os.path.join(folder, name)))

@@ -119,9 +119,8 @@ class SnapshotStore:
 
     def put(self, snap: SourceSnapshot) -> Manifest:
         """Store ``snap``'s files (the blobs not stored yet) and its manifest; raises :class:`SnapshotChanged`."""
-        found = self.manifest(snap.digest)
-        if found is not None:
-            return found
+        if self.has(snap.digest):  # stored before: the digest says the entries are the same (no need to read it)
+            return Manifest(snap.digest, snap.entries, time.time(), snap.git_commit, snap.git_dirty)
         for entry in snap.entries:
             if not self._blob(entry.sha256).is_file():
                 self._store_file(snap.root, entry)
