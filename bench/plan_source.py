@@ -111,8 +111,8 @@ def main() -> None:
     args = parser.parse_args()
     if args.src is not None:
         os.environ["PYTHONPATH"] = str(args.src.resolve())
-    report: dict[str, Any] = {"machine": machine_line(), "load": os.getloadavg()[0], "src": str(args.src or "installed"),
-                              "results": {}}
+    report: dict[str, Any] = {"machine": machine_line(), "load": os.getloadavg()[0],
+                              "src": str(args.src or "installed"), "results": {}}
     for label, files in (("examples/notes", 0), (f"notes + {args.pad_files} files", args.pad_files)):
         ws = Workspace.create(tag="plan-source")
         try:
