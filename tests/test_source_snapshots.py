@@ -188,3 +188,14 @@ def test_retention_frees_the_snapshots_of_plans_that_can_no_longer_apply(tmp_pat
     assert stale.source.digest not in keep
     assert snapshots.prune(keep) == [stale.source.digest]
     assert snapshots.has(applied.source.digest) and snapshots.has(current.source.digest)
+
+
+def test_data_folders_of_environments_are_never_part_of_the_source(tmp_path: Path) -> None:
+    (tmp_path / "app.py").write_text("print(1)\n")
+    (tmp_path / "data" / "staging").mkdir(parents=True)
+    (tmp_path / "data" / "staging" / "app.db").write_text("rows")
+    spec, _ = parse_spec('[app]\nname = "a"\n[environments.staging]\nedge_port = 18080\ndata_dir = "data/staging"\n'
+                         '[services.web]\nrun = ["python", "app.py"]\n')
+    assert spec is not None
+    snap = capture.take(tmp_path, Workspace(tmp_path / "railguard.toml", tmp_path / ".railguard"), spec)
+    assert list(snap.files) == ["app.py"]

@@ -26,7 +26,9 @@ SHOWN = 10  # file names listed in one warning
 
 
 def rules(ws: Workspace, spec: Spec) -> Rules:
-    return Rules(exclude=(ws.home, ws.spec_path), max_bytes=spec.app.source_limit_mb * MB)
+    """Never in a snapshot: the state folder, the spec, and the environments' data folders (the app writes there)."""
+    data = tuple(ws.root / e.data_dir for e in spec.environments.values() if e.data_dir)
+    return Rules(exclude=(ws.home, ws.spec_path, *data), max_bytes=spec.app.source_limit_mb * MB)
 
 
 def take(root: Path, ws: Workspace, spec: Spec) -> SourceSnapshot:
