@@ -39,29 +39,55 @@ def _codes(exc: pytest.ExceptionInfo[RailguardError]) -> list[str]:
     return [d.code for d in exc.value.diagnostics]
 
 
-def test_submit_apply_parses_and_snapshots_once_and_the_job_applies(tmp_path: Path) -> None:
+def test_apply_reads_neither_the_spec_nor_the_source_on_disk(tmp_path: Path) -> None:
+    """A plan carries its source snapshot and spec: applying it parses and hashes nothing."""
     ws, provider = _workspace(tmp_path), FakeProvider()
     store = Store.open(ws.home)
     plan = usecases.plan(ws, "staging", store, provider, ADMIN)
+    assert plan.source is not None and plan.source.files == 1 and store_has(ws, plan.source.digest)
     parses, snaps = COUNTS["spec-parse"], COUNTS["source-snapshot"]
     submitted = usecases.submit_apply(ws, plan.id, store, provider, ADMIN)
-    assert (COUNTS["spec-parse"] - parses, COUNTS["source-snapshot"] - snaps) == (1, 1)
+    assert (COUNTS["spec-parse"] - parses, COUNTS["source-snapshot"] - snaps) == (0, 0)
     assert (submitted.env, submitted.kind, submitted.plan_id) == ("staging", "apply", plan.id)
     assert provider.applied == []  # nothing runs before the job
     record = _run(store, submitted)
     assert record.status == "succeeded"
-    assert COUNTS["spec-parse"] - parses == 1  # the job uses the request's facts
+    assert (COUNTS["spec-parse"] - parses, COUNTS["source-snapshot"] - snaps) == (0, 0)
     assert store.load_plan(plan.id)[2] == "applied"
 
 
-def test_submit_apply_fails_fast_on_a_spec_change(tmp_path: Path) -> None:
+def store_has(ws: Workspace, digest: str) -> bool:
+    from railguard.sources.store import SnapshotStore
+
+    return SnapshotStore.of(ws.home).has(digest)
+
+
+def test_edits_after_the_plan_neither_change_nor_invalidate_it(tmp_path: Path) -> None:
+    """Code, spec and new files written after `plan` (even a broken spec): the plan applies as reviewed."""
     ws, provider = _workspace(tmp_path), FakeProvider()
     store = Store.open(ws.home)
     plan = usecases.plan(ws, "staging", store, provider, ADMIN)
     (tmp_path / "app.py").write_text("print('changed')\n")
+    (tmp_path / "plan.json").write_text("{}\n")
+    (tmp_path / "railguard.toml").write_text("[app\n")  # mid-edit, not even TOML
+    record = _run(store, usecases.submit_apply(ws, plan.id, store, provider, ADMIN))
+    assert record.status == "succeeded"
+    release = store.releases("staging", 1)[0]
+    assert release.source["digest"] == plan.source.digest  # type: ignore[union-attr]
+    assert {e.source for e in release.services.values()} == {plan.source.digest}  # type: ignore[union-attr]
+
+
+def test_a_plan_from_a_proposed_spec_waits_for_the_file(tmp_path: Path) -> None:
+    ws, provider = _workspace(tmp_path), FakeProvider()
+    store = Store.open(ws.home)
+    proposed = BASE_SPEC.replace("[services.api]", "[services.api]\nreplicas = 2")
+    plan = usecases.plan(Workspace(ws.spec_path, ws.home, proposed), "staging", store, provider, ADMIN)
+    assert plan.source is not None and plan.source.proposed
     with pytest.raises(RailguardError) as exc:
         usecases.submit_apply(ws, plan.id, store, provider, ADMIN)
     assert _codes(exc) == ["plan.spec_changed"]
+    (tmp_path / "railguard.toml").write_text(proposed)
+    assert _run(store, usecases.submit_apply(ws, plan.id, store, provider, ADMIN)).status == "succeeded"
 
 
 def test_job_refuses_a_plan_that_went_stale_while_queued(tmp_path: Path) -> None:

@@ -40,6 +40,7 @@ from railguard.model.api import (
     OperationRequest,
     PlanAnswer,
     PlanDetail,
+    PlanFiles,
     PlanRecord,
     Policies,
     Release,
@@ -208,6 +209,9 @@ class Client:
 
     def plan_record(self, plan_id: str) -> PlanDetail:
         return PlanDetail.model_validate(self.call("GET", f"plans/{plan_id}"))
+
+    def plan_files(self, plan_id: str) -> PlanFiles:
+        return PlanFiles.model_validate(self.call("GET", f"plans/{plan_id}/files")["files"])
 
     def policies(self, spec: str, env: str) -> Policies:
         return Policies.model_validate(self.call("GET", "policies", params={"env": env, "spec": spec})["policies"])

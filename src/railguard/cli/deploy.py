@@ -90,9 +90,13 @@ def plan(
     raise typer.Exit(1 if saved.errored else code)
 
 @guarded()
-def show(plan_id: str, spec: SpecOpt = None, as_json: JsonOpt = False) -> None:
+def show(plan_id: str, spec: SpecOpt = None, as_json: JsonOpt = False, files: Annotated[bool, typer.Option(
+        "--files", help="List the files of the plan's source snapshot (what apply deploys).")] = False) -> None:
     """Show a saved plan."""
     _, client = connect(spec)
+    if files:
+        render.plan_files(client.plan_files(plan_id), as_json)
+        return
     found = client.plan_record(plan_id)
     saved = found.plan.as_plan()
     if as_json:

@@ -21,7 +21,7 @@ def gc(
     dry_run: Annotated[bool, typer.Option("--dry-run", help="Only report what would be removed.")] = False,
     as_json: JsonOpt = False,
 ) -> None:
-    """Remove old plans, operations, events and artifacts as the spec's [retention] says (admin)."""
+    """Remove old plans, operations, events, artifacts and source snapshots as the spec's [retention] says (admin)."""
     ws, client = connect(spec)
     found = client.gc(str(ws.spec_path), dry_run)
     if as_json:
@@ -29,8 +29,8 @@ def gc(
     removed = found.removed
     verb = "Would remove" if dry_run else "Removed"
     out.print(f"{verb} {removed['plans']} plan(s), {removed['operations']} operation(s) with "
-              f"{removed['journal']} journal step(s), {removed['events']} event(s) and "
-              f"{removed['artifacts']} artifact(s).")
+              f"{removed['journal']} journal step(s), {removed['events']} event(s), "
+              f"{removed['artifacts']} artifact(s) and {removed.get('snapshots', 0)} source snapshot(s).")
 
 
 def register(app: typer.Typer) -> None:

@@ -12,7 +12,7 @@ from typing import Any
 from rich.markup import escape
 from rich.table import Table
 
-from railguard.cli.output import out
+from railguard.cli.output import finish, out
 from railguard.model.api import (
     Approval,
     ApprovalState,
@@ -24,6 +24,7 @@ from railguard.model.api import (
     OperationStatus,
     OperationStep,
     OperationSummary,
+    PlanFiles,
     Policies,
     Release,
     ReleaseStatus,
@@ -45,6 +46,9 @@ def _value(v: Any) -> str:
 def plan(p: Plan, out_file: str | None = None) -> None:
     counts = p.counts()
     out.print(f"[bold]Plan {p.id}[/] for [bold]{p.env}[/]  (state serial {p.base_serial}, hash {p.hash[:19]}…)")
+    if p.source is not None:
+        out.print(f"  source: {p.source.files} files, {_size(p.source.bytes)} (snapshot {p.source.digest[:19]}…, "
+                  f"stored: apply deploys it whatever changes on disk; list with `railguard show {p.id} --files`)")
     summary = ", ".join(f"{n} to {a}" for a, n in counts.items() if n and a != Action.noop.value) or "no changes"
     out.print(f"  {summary}; {counts[Action.noop.value]} unchanged; highest risk: "
               f"[{RISK_STYLE[p.max_risk]}]{p.max_risk.value}[/]")
@@ -88,6 +92,23 @@ def plan(p: Plan, out_file: str | None = None) -> None:
         out.print("Nothing to do: the live state matches the spec.")
     if out_file:
         out.print(f"Written to {escape(out_file)}")
+
+
+def _size(n: int) -> str:
+    return f"{n} B" if n < 1024 else f"{n / 1024:.1f} KB" if n < 1024 * 1024 else f"{n / 1024 / 1024:.1f} MB"
+
+
+def plan_files(listed: PlanFiles, as_json: bool) -> None:
+    """``railguard show PLAN --files``: the snapshot's files, so anyone can check no secret slipped in."""
+    if as_json:
+        finish(True, [], {"files": listed.model_dump(mode="json")})
+    if not listed.stored:
+        out.print(f"Plan {escape(listed.plan_id)} has no stored source snapshot (saved before plans carried their "
+                  "source, or freed by retention once the plan could no longer be applied).")
+        return
+    for f in listed.files:
+        out.print(f"{'x' if f.executable else '-'} {f.bytes:>10}  {escape(f.path)}")
+    out.print(f"{listed.count} files, {_size(listed.bytes)}; snapshot {listed.digest}")
 
 
 def _next_step(p: Plan) -> None:

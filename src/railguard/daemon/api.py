@@ -214,6 +214,8 @@ def route(daemon: Daemon, method: str, parts: list[str], query: dict[str, str], 
             found = daemon.plan_record(parts[2])
             require(who, read, found.plan.env)
             return dict(found)  # its fields are the payload's top-level keys (plan, status, approvals, approval)
+        case ("GET", "plans", 4) if parts[3] == "files":
+            return {"files": daemon.plan_files(parts[2], who)}
         case ("POST", "plans", 4) if parts[3] == "request-approval":
             asked = _parse(ApprovalRequestBody, body)
             return {"approval": daemon.request_approval(parts[2], who, asked.reason or "")}

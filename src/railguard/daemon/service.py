@@ -44,15 +44,18 @@ from railguard.model.api import (
     OperationStatus,
     PlanAnswer,
     PlanDetail,
+    PlanFiles,
     PlanStatus,
+    SourceFile,
 )
 from railguard.model.diagnostics import RailguardError, error
 from railguard.model.plans import Plan
-from railguard.model.principals import Principal
+from railguard.model.principals import Permission, Principal
 from railguard.model.spec import NAME_PATTERN
 from railguard.providers.base import LogsRequest, Provider, ShutdownRequest, TickRequest
 from railguard.providers.registry import open_provider
 from railguard.secrets.keys import key_dir, state_id
+from railguard.sources.store import SnapshotStore
 from railguard.state import approvals
 from railguard.state.store import Store
 
@@ -232,6 +235,17 @@ class Daemon(Governance):
         plan, _, status = store.load_plan(plan_id)
         return PlanDetail(plan=self._plan_answer(plan), status=status, approvals=approvals.for_plan(store, plan_id),
                           approval=guard.approval_state(store, plan, status))
+
+    def plan_files(self, plan_id: str, principal: Principal) -> PlanFiles:
+        """The files of the plan's stored source snapshot (``railguard show PLAN --files``)."""
+        plan, _, _ = self.store().load_plan(plan_id)
+        guard.require(principal, Permission.read, plan.env)
+        digest = plan.source.digest if plan.source else None
+        manifest = SnapshotStore.of(self.home).manifest(digest) if digest else None
+        files = [SourceFile(path=f.path, bytes=f.size, sha256=f.sha256, executable=f.executable)
+                 for f in (manifest.files if manifest else ())]
+        return PlanFiles(plan_id=plan_id, digest=digest, stored=manifest is not None, count=len(files),
+                         bytes=sum(f.bytes for f in files), files=files)
 
     def request_approval(self, plan_id: str, principal: Principal, reason: str) -> Approval:
         store = self.store()

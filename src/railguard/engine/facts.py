@@ -16,12 +16,14 @@ from collections.abc import Callable, Hashable
 from pathlib import Path
 from typing import Any, TypeVar, cast
 
+from railguard.engine import capture
 from railguard.engine.execute import Context
 from railguard.engine.workspace import Workspace
 from railguard.model.diagnostics import Diagnostic, RailguardError, error
+from railguard.model.plans import PlanSource
 from railguard.model.resources import Resource, desired_digest, desired_resources
 from railguard.model.spec import Spec
-from railguard.sources.snapshot import SourceSnapshot, git_state, snapshot
+from railguard.sources.snapshot import SourceSnapshot, git_state
 from railguard.state import secretstore
 from railguard.state.store import Store
 
@@ -58,6 +60,24 @@ class Facts:
         """The app source's files and digest (no git facts)."""
         return self.get("source", self._snapshot)
 
+    def plan_source(self) -> PlanSource:
+        """Store the source snapshot and the spec text for a plan (first, so the desired resources carry the
+        digest of exactly what was stored)."""
+        def gather() -> PlanSource:
+            stored, recorded = capture.store(self.ws, self.spec, self.source())
+            self._known["source"] = stored
+            return recorded
+
+        return self.get("source-plan", gather)
+
+    def promoted_source(self, digest: str) -> PlanSource:
+        """What a promotion plan records: the snapshot the source environment's release runs (stored by its plan)."""
+        return capture.promoted(self.ws, self.source_root(), digest)
+
+    def source_warnings(self) -> list[Diagnostic]:
+        snap = self.source()
+        return capture.warnings(snap.left_out, snap.root)
+
     def source_record(self) -> dict[str, Any]:
         """What a release records about its source: the digest, file count and git commit."""
         def gather() -> dict[str, Any]:
@@ -65,7 +85,7 @@ class Facts:
             commit, dirty = git_state(snap.root)
             return {"digest": snap.digest, "git_commit": commit, "git_dirty": dirty, "files": len(snap.files)}
 
-        return self.get("source.record", gather)
+        return self.get("source-record", gather)
 
     def context(self) -> Context:
         return Context(source_root=self.source_root(), spec_root=self.ws.root)
@@ -93,11 +113,4 @@ class Facts:
                 "Fix app.source in the spec (it is relative to the spec file), then run `railguard validate`.",
                 address="app.source",
             ))
-        try:
-            return snapshot(source_root, git=False)
-        except (OSError, ValueError) as exc:
-            raise RailguardError(error(
-                "spec.invalid_value", "The app source could not be read",
-                f"Snapshotting {source_root} failed: {exc}.",
-                "Check file permissions, or exclude the files in .railguardignore.", address="app.source",
-            )) from exc
+        return capture.take(source_root, self.ws, self.spec)

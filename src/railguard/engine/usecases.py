@@ -16,9 +16,11 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 
-from railguard.engine import guard, planner
+from railguard.engine import capture, guard, planner
 from railguard.engine.apply import apply_plan, check_plan
+from railguard.engine.execute import Context
 from railguard.engine.facts import Facts
 from railguard.engine.observe import observe_into
 from railguard.engine.plan import missing_secrets
@@ -31,6 +33,7 @@ from railguard.model.errors import TemporaryError
 from railguard.model.plans import Plan
 from railguard.model.principals import Permission, Principal
 from railguard.providers.base import Provider
+from railguard.sources.store import SnapshotStore
 from railguard.state.store import Store, new_id
 
 
@@ -50,16 +53,23 @@ def plan(ws: Workspace, env: str, store: Store, provider: Provider | None, princ
     facts = facts or Facts(ws)
     spec, warnings = facts.parsed()
     require_env(spec, env)
-    versions = facts.versions(store, env)
-    desired = facts.desired(env, versions, overrides)
-    if provider is not None:
-        observe_into(store, provider, env)
-    computed = planner.plan(env, desired, store.inventory(env), store.serial(env))
-    problems = [*warnings, *missing_secrets(spec, env, versions), *computed.diagnostics]
-    computed = computed.model_copy(update={"diagnostics": problems, "id": new_id("plan")})
-    if principal is not None:
-        computed = guard.with_verdicts(store, computed, principal)
-    return store.save_plan(computed)
+    # Held until the plan is saved: retention must not prune the snapshot before a plan records it.
+    with SnapshotStore.of(ws.home).holding():
+        promoted = sorted(set((overrides or {}).values()))
+        # A promotion deploys the artifact live in the source environment, not the working tree.
+        promoting = len(promoted) == 1
+        source = facts.promoted_source(promoted[0]) if promoting else facts.plan_source()
+        versions = facts.versions(store, env)
+        desired = facts.desired(env, versions, overrides)
+        if provider is not None:
+            observe_into(store, provider, env)
+        computed = planner.plan(env, desired, store.inventory(env), store.serial(env))
+        problems = [*warnings, *([] if promoting else facts.source_warnings()), *missing_secrets(spec, env, versions),
+                    *computed.diagnostics]
+        computed = computed.model_copy(update={"diagnostics": problems, "id": new_id("plan"), "source": source})
+        if principal is not None:
+            computed = guard.with_verdicts(store, computed, principal)
+        return store.save_plan(computed)
 
 
 def promote(ws: Workspace, source: str, target: str, store: Store, provider: Provider,
@@ -92,17 +102,37 @@ def _require_idle(store: Store, env: str) -> None:
 
 
 def submit_apply(ws: Workspace, plan_id: str, store: Store, provider: Provider, principal: Principal) -> Submission:
-    """Check a saved plan once (fail fast), and return the job that applies it under the lock."""
-    facts = Facts(ws)
-    spec = facts.spec
+    """Check a saved plan once (fail fast), and return the job that applies it under the lock.
+
+    A plan that carries its source applies that snapshot: the spec and source on disk are not read, so edits
+    made since the plan (or a source folder that vanished) change nothing. Only a plan made from a proposed
+    spec waits until the file on disk says the same; a plan saved before plans carried their source is checked
+    against the disk as it always was.
+    """
     saved, stored_hash, status = store.load_plan(plan_id)
     guard.require(principal, Permission.apply, saved.env)  # before anything about the plan is revealed
-    require_env(spec, saved.env)
     _require_idle(store, saved.env)
-    current = facts.desired_digest(saved.env, facts.versions(store, saved.env))
+    recorded = saved.source
+    if recorded is None:
+        facts = Facts(ws)
+        require_env(facts.spec, saved.env)
+        current: str | None = facts.desired_digest(saved.env, facts.versions(store, saved.env))
+        source, ctx = facts.source_record(), facts.context()
+    else:
+        current = None
+        if recorded.proposed and capture.spec_digest_on_disk(ws) != recorded.spec_digest:
+            raise RailguardError(error(
+                "plan.spec_changed", f"Plan {plan_id} was made from a proposed spec",
+                "A plan made from a proposed spec (the MCP `plan` tool) applies only once the spec file on disk "
+                "says exactly the same, so the file stays the source of truth.",
+                f"Write the proposed spec to {ws.spec_path}, or plan again from the file with "
+                f"`railguard plan --env {saved.env}`.", address=plan_id))
+        source = {"digest": recorded.digest, "git_commit": recorded.git_commit, "git_dirty": recorded.git_dirty,
+                  "files": recorded.files}
+        ctx = Context(source_root=Path(recorded.root or "."), spec_root=ws.root)
     check_plan(plan_id, saved, stored_hash, status, store.serial(saved.env), current)
     guard.check_apply(store, saved, principal)
-    source, ctx, env = facts.source_record(), facts.context(), saved.env
+    env = saved.env
 
     def run(runner_store: Store, op_id: str) -> Operation:
         return apply_plan(runner_store, plan_id, provider, principal.id, current, ctx, source, op_id=op_id,

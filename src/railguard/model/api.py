@@ -26,7 +26,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 from railguard.model.diagnostics import Diagnostic
-from railguard.model.plans import PLAN_FORMAT, Change, Plan, Verdict
+from railguard.model.plans import PLAN_FORMAT, Change, Plan, PlanSource, Verdict
 from railguard.model.principals import Principal
 from railguard.model.resources import Resource
 from railguard.model.spec import PolicyRule, Retention
@@ -292,6 +292,7 @@ class PlanAnswer(Record):
     diagnostics: list[Diagnostic] = Field(default_factory=list)
     requested_by: str = ""
     verdicts: list[Verdict] = Field(default_factory=list)
+    source: PlanSource | None = None
     hash: str
     summary: PlanSummary
     short_hash: str
@@ -314,6 +315,29 @@ class PlanDetail(Record):
     status: PlanStatus
     approvals: list[ApprovalRecord]
     approval: Approval
+
+
+class SourceFile(Record):
+    """One file of a plan's source snapshot."""
+
+    path: str
+    bytes: int
+    sha256: str
+    executable: bool
+
+
+class PlanFiles(Record):
+    """``GET /v1/plans/<id>/files``: what the plan's source snapshot holds (``railguard show PLAN --files``).
+
+    ``stored`` is false for a plan saved before plans carried their source, or whose snapshot retention freed.
+    """
+
+    plan_id: str
+    digest: str | None
+    stored: bool
+    count: int
+    bytes: int
+    files: list[SourceFile]
 
 
 # -- releases -----------------------------------------------------------------------------------------

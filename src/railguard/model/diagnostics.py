@@ -54,11 +54,18 @@ CODES: dict[str, str] = {
     "state.locked": "Another process holds the state lock.",
     "state.stale_lock": "The state lock is held by a process that no longer exists.",
     "state.illegal_transition": "A status change its lifecycle does not allow (an operation finished twice, ...).",
+    # the app source snapshot
+    "source.too_large": "The source snapshot is over its size limit ([app].source_limit_mb).",
+    "source.secret_excluded": "Files named like secrets (.env, *.pem, id_rsa...) were left out of the snapshot.",
+    "source.special_skipped": "FIFOs, sockets or devices in the source folder were skipped, never opened.",
+    "source.link_skipped": "Symlinks leading out of the source folder (or to an excluded file) were skipped.",
+    "source.unreadable": "A file of the source folder could not be read.",
     # plans and apply
     "plan.not_found": "No saved plan has that id.",
     "plan.hash_mismatch": "The saved plan does not match its content hash (tampered).",
     "plan.stale": "The live state moved since the plan was made.",
-    "plan.spec_changed": "The spec on disk no longer matches the plan.",
+    "plan.spec_changed": "The spec on disk no longer matches a plan made from a proposed spec (or a plan saved before "
+                         "plans carried their source).",
     "plan.errored": "The plan has errors and cannot be applied.",
     "plan.already_applied": "The plan was already applied.",
     "plan.proposed": "The plan was computed from proposed spec text, not the spec file on disk.",

@@ -91,6 +91,26 @@ class Verdict(BaseModel):
     remediation: str = ""
 
 
+class PlanSource(BaseModel):
+    """The source a plan deploys: a snapshot stored when the plan was made, and the spec text it was read from.
+
+    Apply builds from this snapshot, never from the working tree, so edits after the plan neither change
+    nor invalidate it. Both digests are covered by the plan's hash.
+    """
+
+    model_config = ConfigDict(frozen=True)
+
+    digest: str = Field(description="Digest of the app source snapshot (paths, contents, executable bits).")
+    files: int = Field(description="Number of files in the snapshot.")
+    bytes: int = Field(description="Total size of the snapshot's files.")
+    spec_digest: str = Field(description="SHA-256 of the spec text the plan was computed from.")
+    root: str = Field(default="", description="The source folder the snapshot was taken from (information).")
+    proposed: bool = Field(default=False, description="The spec was a proposed text, not the file on disk: "
+                                                      "apply waits until the file says the same.")
+    git_commit: str | None = None
+    git_dirty: bool | None = None
+
+
 class Plan(BaseModel):
     """A saved plan. ``hash`` covers everything but ``id``, ``created_at`` and itself."""
 
@@ -107,6 +127,7 @@ class Plan(BaseModel):
     diagnostics: list[Diagnostic] = Field(default_factory=list)
     requested_by: str = Field(default="", description="The principal that asked for the plan.")
     verdicts: list[Verdict] = Field(default_factory=list, description="Policy verdicts, per change.")
+    source: PlanSource | None = Field(default=None, description="The stored source snapshot and spec text.")
     hash: str = ""
 
     @property
@@ -139,7 +160,9 @@ class Plan(BaseModel):
         return out
 
     def content_hash(self) -> str:
-        body = self.model_dump(mode="json", exclude={"id", "created_at", "hash"})
+        # A plan saved before plans carried their source hashes as it always did.
+        body = self.model_dump(mode="json", exclude={"id", "created_at", "hash"} | ({"source"} if self.source is None
+                                                                                    else set()))
         return digest(body)
 
     def sealed(self, plan_id: str, created_at: str) -> Plan:

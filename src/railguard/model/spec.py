@@ -58,6 +58,11 @@ class App(_Strict):
         default=".",
         description="Folder holding the app's source, relative to the spec file. Snapshotted for each release.",
     )
+    source_limit_mb: int = Field(
+        default=200, ge=1, le=100_000,
+        description="Largest total size of the source snapshot, in MB; a bigger source is refused "
+                    "(source.too_large) naming its largest files.",
+    )
 
 
 class Health(_Strict):

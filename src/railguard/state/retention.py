@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 from railguard.model.api import KeptRelease
 from railguard.model.spec import Retention
@@ -81,6 +82,37 @@ def kept_releases(store: Store, keep: int) -> list[KeptRelease]:
         (keep,)).fetchall()
     return [KeptRelease(env=env, number=number, desired=json.loads(body).get("desired", []))
             for env, number, body in rows]
+
+
+def kept_sources(store: Store, kept: list[KeptRelease]) -> set[str]:
+    """The source snapshots and spec texts that must stay: those of plans that can still be applied (saved at
+    the environment's current serial, or being applied) and the sources the ``kept`` releases run.
+
+    A plan that went stale, was applied, rejected or swept frees its snapshot unless a release uses it.
+    """
+    found: set[str] = set()
+    serials: dict[str, int] = {}
+    for env, base_serial, status, body in store.db.execute(
+            "SELECT env, base_serial, status, body FROM plans WHERE status IN ('saved', 'applying')"):
+        if env not in serials:
+            serials[env] = store.serial(env)
+        if status == "saved" and base_serial != serials[env]:
+            continue
+        try:
+            plan = json.loads(body)
+        except ValueError:
+            continue
+        source = plan.get("source") or {}
+        found.update(d for d in (source.get("digest"), source.get("spec_digest")) if isinstance(d, str))
+        found.update(_service_sources(plan.get("desired") or []))
+    for release in kept:
+        found.update(str(r.config["source"]) for r in release.desired if r.kind == "service" and r.config.get("source"))
+    return found
+
+
+def _service_sources(desired: list[Any]) -> set[str]:
+    return {r["config"]["source"] for r in desired if isinstance(r, dict) and r.get("kind") == "service"
+            and isinstance(r.get("config"), dict) and isinstance(r["config"].get("source"), str)}
 
 
 def _chunks(ids: list[str], size: int = 500) -> list[list[str]]:

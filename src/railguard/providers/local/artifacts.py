@@ -6,8 +6,9 @@ has its own virtualenv at its final path (so installed console scripts such as
 ``gunicorn`` run), and the spec's ``build`` runs in the artifact's folder with that venv
 on PATH, so a Python app's ``pip install`` lands in the artifact, not in the machine or in
 Railguard; the build log stays beside it (``build.log``). Releases
-and rollbacks run artifacts; nothing is ever rebuilt from the working tree for a
-rollback. Called by the local provider's rollout; :func:`prune` deletes the artifacts retention
+and rollbacks run artifacts; the source is the snapshot stored when the plan was made
+(:mod:`railguard.sources.store`, beside ``artifacts/`` in the state folder), never the
+working tree. Called by the local provider's rollout; :func:`prune` deletes the artifacts retention
 let go (the local provider decides which must stay).
 """
 
@@ -30,7 +31,8 @@ from pathlib import Path
 from railguard.model.resources import Resource
 from railguard.providers.base import BuildFailed
 from railguard.providers.local.processes import tail
-from railguard.sources.snapshot import copy_into, snapshot
+from railguard.sources.store import FOLDER as SOURCES
+from railguard.sources.store import SnapshotMissing, SnapshotStore, materialize_or_capture
 
 MARKER = "artifact.json"
 BUILD_LOG = "build.log"  # kept in the artifact's folder, also when the build failed
@@ -93,16 +95,6 @@ def ensure(root: Path, source_dir: Path, source_digest: str, build: list[str] | 
     found = find(root, source_digest, build)
     if found is not None:
         return found
-    if not source_dir.is_dir():
-        raise ArtifactError(f"the artifact for {source_digest[:19]} is gone and the source folder is missing",
-                            missing=True)
-    snap = snapshot(source_dir)
-    if snap.digest != source_digest:
-        # The working tree moved on: building it would run code nobody reviewed under this digest.
-        raise ArtifactError(
-            f"the artifact for source {source_digest[:19]} does not exist and the working tree now has "
-            f"{snap.digest[:19]}; Railguard never rebuilds an old release from a changed working tree",
-            missing=True)
     final = root / artifact_id(source_digest, build)
     root.mkdir(parents=True, exist_ok=True)
     with _locked(root, final.name, blocking=True):
@@ -111,9 +103,14 @@ def ensure(root: Path, source_dir: Path, source_digest: str, build: list[str] | 
             return found
         shutil.rmtree(final, ignore_errors=True)  # a crashed or failed build: no marker, so never used
         final.mkdir()
-        copied = copy_into(snap, final / "src")
-        if copied != source_digest:
-            raise ArtifactError("the source changed while it was being copied; plan again")
+        try:  # the plan's stored snapshot, never the working tree (only a tree with this very digest stands in)
+            snap = materialize_or_capture(SnapshotStore(root.parent / SOURCES), source_digest, final / "src",
+                                          source_dir)
+        except SnapshotMissing as exc:
+            raise ArtifactError(
+                f"the artifact for source {source_digest[:19]} does not exist and its snapshot is not stored "
+                f"({exc}); Railguard never builds a release from a working tree with other content", missing=True,
+            ) from exc
         _build(final, build, env)
         marker = final / f".{MARKER}.tmp"
         marker.write_text(json.dumps({

@@ -1,0 +1,134 @@
+"""What a plan records of its source: the snapshot stored for apply, the spec text, and what was left out.
+
+``railguard plan`` stores the app source and the spec text in the snapshot store
+(:mod:`railguard.sources.store`) and records both digests in the plan (:class:`PlanSource`), so
+apply deploys exactly the reviewed content. The snapshot's rules come from the workspace: the state
+folder and the spec file are never part of it, and the spec caps its size. Files left out for safety
+(secret names, FIFOs and devices, symlinks out of the tree) become warnings on the plan. Called by
+:class:`railguard.engine.facts.Facts`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+
+from railguard.engine.workspace import Workspace
+from railguard.model.diagnostics import Diagnostic, RailguardError, error, warning
+from railguard.model.plans import PlanSource
+from railguard.model.spec import Spec
+from railguard.sources.listing import Listing, Rules, TooLarge, TooManyFiles
+from railguard.sources.snapshot import SourceSnapshot, git_state, snapshot
+from railguard.sources.store import SnapshotStore, capture
+
+MB = 1024 * 1024
+SHOWN = 10  # file names listed in one warning
+
+
+def rules(ws: Workspace, spec: Spec) -> Rules:
+    """Never in a snapshot: the state folder, the spec, and the environments' data folders (the app writes there)."""
+    data = tuple(ws.root / e.data_dir for e in spec.environments.values() if e.data_dir)
+    return Rules(exclude=(ws.home, ws.spec_path, *data), max_bytes=spec.app.source_limit_mb * MB)
+
+
+def take(root: Path, ws: Workspace, spec: Spec) -> SourceSnapshot:
+    """The snapshot of ``root`` (digest only, nothing stored), or the diagnostic saying why not."""
+    with _explained(root, spec):
+        return snapshot(root, git=False, rules=rules(ws, spec))
+
+
+def store(ws: Workspace, spec: Spec, snap: SourceSnapshot) -> tuple[SourceSnapshot, PlanSource]:
+    """Store ``snap`` and the spec text; the snapshot actually stored (taken again if a file moved meanwhile)."""
+    snapshots = SnapshotStore.of(ws.home)
+    with _explained(snap.root, spec):
+        stored, manifest = capture(snapshots, snap.root, snap, rules(ws, spec))
+    spec_digest = snapshots.put_text(ws.read_spec_text())
+    commit, dirty = git_state(snap.root)
+    return stored, PlanSource(digest=manifest.digest, files=len(manifest.files), bytes=manifest.size,
+                              spec_digest=spec_digest, root=str(snap.root), proposed=ws.text is not None,
+                              git_commit=commit, git_dirty=dirty)
+
+
+def promoted(ws: Workspace, root: Path, digest: str) -> PlanSource:
+    """A promotion deploys a release's artifact: record its snapshot (file count and size when it was stored)."""
+    snapshots = SnapshotStore.of(ws.home)
+    manifest = snapshots.manifest(digest)
+    return PlanSource(digest=digest, files=len(manifest.files) if manifest else 0,
+                      bytes=manifest.size if manifest else 0, spec_digest=snapshots.put_text(ws.read_spec_text()),
+                      root=str(root), proposed=ws.text is not None,
+                      git_commit=manifest.git_commit if manifest else None,
+                      git_dirty=manifest.git_dirty if manifest else None)
+
+
+class _explained:
+    """Turn the listing's refusals into diagnostics naming the file to edit."""
+
+    def __init__(self, root: Path, spec: Spec) -> None:
+        self.root, self.spec = root, spec
+
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(self, kind: object, exc: BaseException | None, tb: object) -> None:
+        ignore = self.root / ".railguardignore"
+        if isinstance(exc, TooLarge):
+            largest = ", ".join(f"{path} ({size / MB:.1f} MB)" for path, size in exc.largest)
+            raise RailguardError(error(
+                "source.too_large", "The app source is too large to snapshot",
+                f"The files under {self.root} add up to {exc.total / MB:.1f} MB, over the limit of "
+                f"{exc.limit / MB:.0f} MB. The largest: {largest}.",
+                f"Leave build output, data and caches out of the snapshot in {ignore} (gitignore syntax), or "
+                "raise [app].source_limit_mb in the spec.", address="app.source",
+                extra={"largest": [{"path": p, "bytes": n} for p, n in exc.largest], "ignore_file": str(ignore)},
+            )) from exc
+        if isinstance(exc, TooManyFiles):
+            raise RailguardError(error(
+                "spec.invalid_value", "The app source has too many files", f"{exc}.",
+                f"Leave the bulk out in {ignore} (gitignore syntax).", address="app.source")) from exc
+        if isinstance(exc, OSError):
+            raise RailguardError(error(
+                "source.unreadable", "The app source could not be read",
+                f"Snapshotting {self.root} failed: {exc}.",
+                f"Check file permissions, or leave the file out in {ignore}.", address="app.source")) from exc
+
+
+def warnings(left_out: Listing, root: Path) -> list[Diagnostic]:
+    """One warning per kind of file left out, naming them (consolidated: never one per file)."""
+    ignore = root / ".railguardignore"
+    found = []
+    if left_out.secrets:
+        found.append(warning(
+            "source.secret_excluded", f"{len(left_out.secrets)} file(s) named like secrets left out of the snapshot",
+            f"Not deployed: {_names(left_out.secrets)}. Files named like credentials never ship unless listed "
+            "explicitly.",
+            "Give the app its secrets with `railguard secret set NAME --env ENV`. To ship such a file anyway, "
+            f"list it in {ignore} with a leading '!' (e.g. `!{left_out.secrets[0]}`).", address="app.source",
+            extra={"files": left_out.secrets}))
+    if left_out.special:
+        found.append(warning(
+            "source.special_skipped", f"{len(left_out.special)} FIFO, socket or device file(s) skipped",
+            f"Not regular files, so never opened nor deployed: {_names(left_out.special)}.",
+            f"Remove them from the source folder or list them in {ignore}.", address="app.source",
+            extra={"files": left_out.special}))
+    if left_out.links:
+        found.append(warning(
+            "source.link_skipped", f"{len(left_out.links)} symlink(s) skipped",
+            f"They lead out of the source folder, nowhere, or to a file the snapshot leaves out: "
+            f"{_names(left_out.links)}.",
+            f"Copy the files they point at into the source folder, or list the links in {ignore}.",
+            address="app.source", extra={"files": left_out.links}))
+    return found
+
+
+def _names(paths: list[str]) -> str:
+    shown = ", ".join(paths[:SHOWN])
+    return shown + (f" and {len(paths) - SHOWN} more" if len(paths) > SHOWN else "")
+
+
+def spec_digest_on_disk(ws: Workspace) -> str | None:
+    """The digest of the spec file as it is now, read as a plan reads it (None when it cannot be read)."""
+    try:
+        text = ws.spec_path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError):
+        return None
+    return "sha256:" + hashlib.sha256(text.encode("utf-8")).hexdigest()
