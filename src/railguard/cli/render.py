@@ -126,7 +126,8 @@ def operation(record: dict[str, Any]) -> None:
         table.add_column(column, no_wrap=True)
     for entry in record["journal"]:
         style = {"end": "green", "fail": "red"}.get(entry["phase"], "dim")
-        table.add_row(entry["at"], escape(entry["step"]), f"[{style}]{entry['phase']}[/]")
+        step = entry["step"] + (f" | {entry['detail'].get('line', '')}" if entry["phase"] == "output" else "")
+        table.add_row(entry["at"], escape(step), f"[{style}]{entry['phase']}[/]")
     if record["journal"]:
         out.print(table)
 
@@ -144,6 +145,9 @@ def events(rows: list[Event]) -> None:
 
 
 def journal_entry(entry: dict[str, Any]) -> None:
+    if entry["phase"] == "output":  # a build's output, as it comes
+        out.print(f"    [dim]│ {escape(str(entry.get('detail', {}).get('line', '')))}[/]")
+        return
     mark = {"begin": "[dim]…[/]", "end": "[green]✓[/]", "fail": "[red]✗[/]"}[entry["phase"]]
     if entry["phase"] == "begin" and ": " in entry["step"]:
         return  # sub-steps are shown when they end, to keep the live view short

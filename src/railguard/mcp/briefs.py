@@ -84,7 +84,7 @@ def failed_step(record: dict[str, Any]) -> str | None:
 
 
 def operation_brief(record: dict[str, Any]) -> dict[str, Any]:
-    journal = record.get("journal") or []
+    journal = [e for e in record.get("journal") or [] if e.get("phase") != "output"]  # build lines: operations
     steps = [{"step": e["step"], "phase": e["phase"], "at": e.get("at")} for e in journal[-MAX_STEPS:]]
     return {"id": record["id"], "env": record["env"], "kind": record["kind"], "status": record["status"],
             "plan_id": record.get("plan_id"), "principal": record.get("principal"),

@@ -28,6 +28,7 @@ from typing import Any
 import psutil
 
 from railguard.providers.base import StartFailed
+from railguard.providers.local.sandbox import readonly_preexec
 
 log = logging.getLogger(__name__)
 
@@ -45,6 +46,7 @@ class ReplicaSpec:
     port: int | None
     log_path: Path
     stop_timeout: float = 10.0
+    readonly: tuple[str, ...] = ()  # folders the process must not write (its artifact and layer): see sandbox
 
 
 @dataclass(frozen=True)
@@ -117,7 +119,7 @@ def spawn(spec: ReplicaSpec) -> ReplicaRecord:
     try:
         proc = subprocess.Popen(
             argv, cwd=spec.cwd, env=dict(spec.env), stdin=subprocess.DEVNULL, stdout=log_fd,
-            stderr=log_fd, start_new_session=True, close_fds=True,
+            stderr=log_fd, start_new_session=True, close_fds=True, preexec_fn=readonly_preexec(spec.readonly),
         )
     except FileNotFoundError as e:
         if e.filename is not None and Path(str(e.filename)) == spec.cwd:

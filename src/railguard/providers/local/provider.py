@@ -68,6 +68,12 @@ REMEDIATION = {
     "rollout.unhealthy": "Check the health endpoint and log_tail; raise start_timeout if the app is just slow.",
     "rollout.artifact_missing": "Roll back to a release whose artifact still exists (`railguard releases`), "
                                 "or deploy the current source with `railguard plan` and apply.",
+    "artifact.tampered": "Something rewrote files of a built artifact (see changes). Find what wrote them, then "
+                         "`railguard gc` or delete the artifact folder and deploy again; it is rebuilt from reviewed "
+                         "source. Traffic is unchanged.",
+    "artifact.write_refused": "Releases are read-only: write data under $RAILGUARD_DATA_DIR (the environment's "
+                              "data folder), e.g. the SQLite file, uploads, Flask's instance folder. Traffic is "
+                              "unchanged.",
     "edge.port_in_use": "Stop the program using the port or choose another edge_port, then plan and apply again.",
     "edge.failed": "Check `railguard daemon status` and the edge logs in the state folder's edge/<env>/ (caddy.log, "
                    "caddy.out).",
@@ -86,6 +92,7 @@ class LocalProvider(Rollouts, Views):
         self.state = RuntimeState(home / "runtime.json")
         self.health_results: dict[str, tuple[CheckResult, int, float]] = {}  # name -> (last, fails in a row, at)
         self.restarts_seen: dict[str, int] = {}  # replica name -> restarts already reported as events
+        self.notices: list[ProviderEvent] = []  # found during a change (a tampered artifact), sent on the next tick
         self.supervisor.on_restart = self._restarted
         # Secret values come from the daemon when a process starts; they are never written to runtime.json.
         self.secret_values: SecretSource = secrets or (lambda env, names: {})
@@ -164,6 +171,9 @@ class LocalProvider(Rollouts, Views):
         self.monitor()
         events = [ProviderEvent(kind="release.warm_stopped", env=env, message=note)
                   for env, note in self._expire_warm(request.now, request.stop_timeout)]
+        with self.state.lock:
+            events += self.notices
+            self.notices = []
         for name, record in self.supervisor.records().items():
             count = self.restarts(name)
             if count != self.restarts_seen.get(name, 0):
@@ -309,6 +319,10 @@ class LocalProvider(Rollouts, Views):
                 return self._update_service(request, step)
             return self._rollout(request, step)
         except Failure as exc:
+            if exc.code == "artifact.tampered":
+                with self.state.lock:
+                    self.notices.append(ProviderEvent(kind="artifact.tampered", env=request.env,
+                                                      message=f"{change.address}: start refused: {exc.cause}"))
             return self._failed(request, exc.code, exc.summary, exc.cause, exc.extra)
         except artifacts.ArtifactError as exc:
             code = "rollout.artifact_missing" if exc.missing else "rollout.build_failed"
