@@ -91,6 +91,15 @@ def test_a_sealed_artifact_is_read_only_and_a_rewrite_is_refused_at_start(tmp_pa
     with pytest.raises(artifacts.ArtifactTampered) as found:
         artifacts.verify(art)
     assert "rgtesttool.py" in str(found.value) and "dependency layer" in str(found.value)
+    # Naming another (pristine) layer does not get past the check: the reference is inside the sealed tree.
+    ref = art.path / artifacts.LAYER_REF
+    os.chmod(art.path, 0o755)
+    os.chmod(ref, 0o644)
+    original = ref.read_text()
+    ref.write_text(original.replace(art.layer.name, "0" * 24))
+    with pytest.raises(artifacts.ArtifactTampered, match=f"changed: {artifacts.LAYER_REF}"):
+        artifacts.verify(art)
+    ref.write_text(original)
     config = {"env": {}, "port_env": "PORT", "run": ["rgtool"], "listen": False, "stop_timeout_ms": 1000}
     with pytest.raises(Failure) as refused:
         start_replicas(1, 0, config, env="staging", service="web", release=1, data_dir=tmp_path / "data",

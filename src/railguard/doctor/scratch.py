@@ -163,8 +163,19 @@ class Scratch:
                 continue
         psutil.wait_procs(self.ours(), timeout=5)
         for folder in (self.root, *self.extra):
+            _unseal(folder)
             shutil.rmtree(folder, ignore_errors=True)
         return notes
+
+
+def _unseal(folder: Path) -> None:
+    """Artifacts are sealed read-only (folders 0555): a non-root owner must open the folders before deleting."""
+    for here, dirs, _files in os.walk(folder):
+        for name in dirs:
+            path = os.path.join(here, name)
+            if not os.path.islink(path):
+                with contextlib.suppress(OSError):
+                    os.chmod(path, 0o755)
 
 
 def _cwd(proc: psutil.Process) -> str:

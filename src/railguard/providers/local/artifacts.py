@@ -39,6 +39,7 @@ from railguard.sources.snapshot import copy_into, snapshot
 __all__ = ["ArtifactError", "ArtifactTampered", "Artifact", "ensure", "find", "verify", "prune", "referenced"]
 
 MARKER = "artifact.json"
+LAYER_REF = "layer.ref.json"  # inside the sealed tree: which layer (and which manifest of it) this artifact runs
 BUILD_LOG = "build.log"  # kept in the artifact's folder, also when the build failed
 SEALED_EXCLUDE = frozenset({MARKER, BUILD_LOG})
 _RESOLVER_LINE = re.compile(r"(No matching distribution|No solution found|Because |not found in the package "
@@ -99,9 +100,19 @@ def _marker(path: Path) -> dict[str, object] | None:
     return marker if isinstance(marker, dict) and marker.get("status") == "built" else None
 
 
+def _layer_ref(path: Path) -> dict[str, str] | None:
+    try:
+        ref = json.loads((path / LAYER_REF).read_text())
+    except (OSError, ValueError):
+        return None
+    return ref if isinstance(ref, dict) and ref.get("key") else None
+
+
 def _from_marker(root: Path, path: Path, digest: str, marker: dict[str, object]) -> Artifact:
-    layer_key = marker.get("layer")
-    return Artifact(path, digest, root / layers.LAYERS / str(layer_key) if layer_key else None)
+    # The layer is named by a file the artifact's manifest covers, not by the marker (which is not covered):
+    # pointing the marker at a pristine layer must not get a tampered one past the check.
+    ref = _layer_ref(path)
+    return Artifact(path, digest, root / layers.LAYERS / ref["key"] if ref else None)
 
 
 def find(root: Path, source_digest: str, build: list[str] | None) -> Artifact | None:
@@ -130,12 +141,12 @@ def verify(artifact: Artifact) -> None:
     expected = _known.get(str(artifact.path)) or str(marker["manifest"])
     problems = immutable.verify(artifact.path, SEALED_EXCLUDE, expected)
     where = f"artifact {artifact.path.name}"
-    if not problems and artifact.layer is not None:
-        layer_marker = artifact.layer / layers.MARKER
-        expected_layer = str(marker.get("layer_manifest") or "") or None
-        problems = immutable.verify(artifact.layer, frozenset({layers.MARKER}), expected_layer) \
-            if layer_marker.is_file() else ["its dependency layer is gone"]
-        where = f"dependency layer {artifact.layer.name} of artifact {artifact.path.name}"
+    ref = _layer_ref(artifact.path) if not problems else None
+    if ref is not None:
+        layer = artifact.path.parent / layers.LAYERS / ref["key"]
+        problems = (immutable.verify(layer, frozenset({layers.MARKER}), ref.get("manifest"))
+                    if (layer / layers.MARKER).is_file() else ["its dependency layer is gone"])
+        where = f"dependency layer {layer.name} of artifact {artifact.path.name}"
     if problems:
         raise ArtifactTampered(f"the {where} changed after it was built ({'; '.join(problems[:5])})", problems)
     _known[str(artifact.path)] = expected
@@ -181,14 +192,16 @@ def ensure(root: Path, source_dir: Path, source_digest: str, build: list[str] | 
             layer = _build(root, final, build, env, source_digest, on_line)
         except ArtifactError as exc:
             raise ArtifactError(_with_cause(str(exc), exc.log_tail), exc.log_tail, exc.missing) from exc
+        if layer is not None:
+            (final / LAYER_REF).write_text(json.dumps({"key": layer.key,
+                                                       "manifest": immutable.manifest_digest(layer.path)}))
         manifest = immutable.seal(final, SEALED_EXCLUDE)
         os.chmod(final, 0o755)
         marker = final / f".{MARKER}.tmp"
         marker.write_text(json.dumps({
             "status": "built", "digest": source_digest, "build": build, "built_at": time.time(),
             "git_commit": snap.git_commit, "git_dirty": snap.git_dirty, "files": len(snap.files),
-            "layer": layer.key if layer else None, "manifest": manifest,
-            "layer_manifest": immutable.manifest_digest(layer.path) if layer else None}))
+            "layer": layer.key if layer else None, "manifest": manifest}))
         os.replace(marker, final / MARKER)
         os.chmod(final / MARKER, 0o444)
         os.chmod(final / BUILD_LOG, 0o444)
@@ -308,6 +321,7 @@ def prune(root: Path, keep: set[str], dry_run: bool = False) -> list[str]:
             doomed = root / f".deleting.{name}.{os.getpid()}"
             (root / name).rename(doomed)
             immutable.remove_tree(doomed)
+            _known.pop(str(root / name), None)
             (root / f".{name}.lock").unlink(missing_ok=True)
             deleted.append(name)
     used = {str(m.get("layer")) for p in root.iterdir() if p.is_dir() and not p.name.startswith(".")
