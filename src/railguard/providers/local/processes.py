@@ -288,6 +288,8 @@ class Supervisor:
         self.log_max_bytes = log_max_bytes
         self.log_keep = log_keep
         self.on_restart: Callable[[str, ReplicaRecord], None] | None = None
+        # Asked before a dead replica is started again: a reason (e.g. its artifact was tampered with) keeps it down.
+        self.before_start: Callable[[ReplicaSpec], str | None] | None = None
         self._replicas: dict[str, _Replica] = {}
         self._lock = threading.RLock()
         self._stop = threading.Event()
@@ -334,6 +336,11 @@ class Supervisor:
                 if rep.restart_at is None:
                     self._observe(rep, now)
                 if rep.restart_at is not None and now >= rep.restart_at:
+                    refused = self.before_start(rep.spec) if self.before_start is not None else None
+                    if refused is not None:
+                        log.warning("restart of %s refused: %s", name, refused)
+                        self._schedule(rep, now)
+                        continue
                     try:
                         rep.record = spawn(rep.spec)
                     except SpawnError as e:

@@ -47,7 +47,7 @@ from railguard.providers.base import (
 from railguard.providers.local import artifacts
 from railguard.providers.local.edge import CaddyEdge, EdgeError, PortInUse
 from railguard.providers.local.health import CheckResult
-from railguard.providers.local.processes import ReplicaRecord, Supervisor, is_alive
+from railguard.providers.local.processes import ReplicaRecord, ReplicaSpec, Supervisor, is_alive
 from railguard.providers.local.replicas import (
     Failure,
     check,
@@ -93,7 +93,9 @@ class LocalProvider(Rollouts, Views):
         self.health_results: dict[str, tuple[CheckResult, int, float]] = {}  # name -> (last, fails in a row, at)
         self.restarts_seen: dict[str, int] = {}  # replica name -> restarts already reported as events
         self.notices: list[ProviderEvent] = []  # found during a change (a tampered artifact), sent on the next tick
+        self.refused: set[str] = set()  # replicas kept down because their artifact was tampered with (one event each)
         self.supervisor.on_restart = self._restarted
+        self.supervisor.before_start = self._artifact_refused
         # Secret values come from the daemon when a process starts; they are never written to runtime.json.
         self.secret_values: SecretSource = secrets or (lambda env, names: {})
 
@@ -153,6 +155,20 @@ class LocalProvider(Rollouts, Views):
             except (psutil.Error, OSError):
                 continue
         return notes
+
+    def _artifact_refused(self, spec: ReplicaSpec) -> str | None:
+        """Why a crashed replica must not start again: its artifact no longer matches its manifest."""
+        try:
+            artifacts.verify(artifacts.at(spec.cwd.parent, ""))
+        except artifacts.ArtifactTampered as exc:
+            note = f"{spec.name} was not restarted: {exc}"
+            with self.state.lock:
+                if spec.name not in self.refused:
+                    self.refused.add(spec.name)
+                    self.notices.append(ProviderEvent(kind="artifact.tampered", env=spec.name.split(".", 1)[0],
+                                                      message=note))
+            return str(exc)
+        return None
 
     def _restarted(self, name: str, record: ReplicaRecord) -> None:
         with self.state.lock:
