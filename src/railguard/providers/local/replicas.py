@@ -182,7 +182,7 @@ def _check_for(config: dict[str, Any], replica: Replica, timeout: float | None =
     if health and health["mode"] == "http" and port is not None:
         return check_http(port, health["http"], limit)
     if health and health["mode"] == "exec":
-        return check_exec(health["exec"], replica.spec.env, replica.spec.cwd, limit)
+        return check_exec(health["exec"], replica.spec.env, replica.spec.cwd, limit, replica.spec.readonly)
     if port is not None:
         return check_tcp(port, limit)
     return CheckResult(is_alive(replica.record), "process is running")
