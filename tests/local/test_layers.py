@@ -183,3 +183,42 @@ def test_the_machines_pip_index_settings_reach_uv(tmp_path: Path, monkeypatch: p
     assert pipconfig.uv_environment()["UV_DEFAULT_INDEX"] == "https://other.example/simple"
     monkeypatch.setenv("UV_DEFAULT_INDEX", "https://uv.example/simple")  # uv's own setting wins: no translation
     assert "UV_DEFAULT_INDEX" not in pipconfig.uv_environment()
+
+
+LOCKED_PROJECT = '''
+[project]
+name = "lockapp"
+version = "0.1"
+requires-python = ">=3.11"
+dependencies = ["six"]
+
+[build-system]
+requires = ["setuptools"]
+build-backend = "setuptools.build_meta"
+
+[tool.setuptools]
+py-modules = ["lockapp"]
+'''
+
+
+def test_a_locked_project_installs_its_pins_in_the_layer_and_itself_in_the_artifact(tmp_path: Path) -> None:
+    """uv.lock + pyproject: the lock's pins (from the machine's index, as pip would use it), then the project."""
+    src = tmp_path / "app"
+    src.mkdir()
+    (src / "pyproject.toml").write_text(LOCKED_PROJECT)
+    (src / "lockapp.py").write_text("import six\nVALUE = 'one ' + six.__name__\n")
+    subprocess.run([layers.uv_bin(), "lock", "--quiet"], cwd=src, env=layers.uv_env({}), check=True)
+    pins = (src / "uv.lock").read_text()
+    assert 'name = "six"' in pins
+    root = tmp_path / "state" / "artifacts"
+    lines: list[str] = []
+    art = artifacts.ensure(root, src, snapshot(src).digest, None, {}, on_line=lines.append)
+    assert any("uv.lock" in line for line in lines) and any("+ six==" in line for line in lines)
+    python = str(art.path / "venv" / "bin" / "python")
+    done = subprocess.run([python, "-c", "import lockapp, six, sys; print(lockapp.VALUE, lockapp.__file__)"],
+                          cwd="/", capture_output=True, text=True, check=True)
+    assert done.stdout.startswith("one six " + str(art.path / "venv"))  # installed into the artifact itself
+    (src / "lockapp.py").write_text("import six\nVALUE = 'two'\n")
+    again = artifacts.ensure(root, src, snapshot(src).digest, None, {})
+    assert again.layer == art.layer and again.path != art.path
+    artifacts.verify(again)
