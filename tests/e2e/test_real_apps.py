@@ -260,6 +260,17 @@ def test_layered_builds_stream_reuse_their_layer_refuse_writes_and_tampered_arti
         assert any("rgserve==1.0" in line for line in lines), lines  # uv's own output, streamed into the journal
         first_layer = sorted(p.name for p in layers_dir.iterdir() if p.is_dir())
 
+        # An unknown package: the resolver's own words reach the terminal; nothing live is touched.
+        requirements = tmp_path / "requirements.txt"
+        good = requirements.read_text()
+        requirements.write_text(good + "rg-no-such-package-anywhere\n")
+        human = ws.rg("deploy", "--env", "staging", "--yes")
+        assert human.returncode == 1
+        assert "rollout.build_failed" in human.stderr and "rg-no-such-package-anywhere" in human.stderr
+        assert "was not found" in human.stderr or "No solution found" in human.stderr, human.stderr
+        assert ws.get().text == "page-one 1"
+        requirements.write_text(good)
+
         # A template-only change: a new artifact on the same layer; people see the build's lines.
         (tmp_path / "page.html").write_text("page-two")
         human = ws.rg("deploy", "--env", "staging", "--yes")
@@ -284,7 +295,7 @@ def test_layered_builds_stream_reuse_their_layer_refuse_writes_and_tampered_arti
         (tmp_path / "write-at-start").unlink()
 
         # Someone rewrites the first release's artifact: rolling back to it is refused, with an event.
-        first = next(p for p in _artifacts(ws).iterdir() if not p.name.startswith(".")
+        first = next(p for p in _artifacts(ws).iterdir() if (p / "artifact.json").is_file()
                      and (p / "src" / "page.html").read_text() == "page-one")
         page = first / "src" / "page.html"
         os.chmod(page.parent, 0o755)

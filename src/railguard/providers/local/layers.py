@@ -264,30 +264,34 @@ def ensure(root: Path, src: Path, deps: Dependencies, layer_key: str, env: dict[
         final = root / layer_key
         immutable.remove_tree(final)
         final.mkdir()
-        environ = uv_env(env)
-        if on_line:
-            on_line(f"dependencies: building layer {layer_key} with uv ({', '.join(deps.notes) or 'packages'})")
-        uvb = uv_bin()
-        run_streamed([uvb, "venv", "--quiet", "--python", base_python(), str(final / "venv")], cwd=src,
-                     env=environ, log=log, on_line=on_line, what="creating the dependency layer")
-        install = [uvb, "pip", "install", "--python", str(final / "venv" / "bin" / "python"), "--link-mode=copy",
-                   "--compile-bytecode", *deps.index_args]
-        if deps.lock:
-            pins = final / "requirements.lock.txt"
-            run_streamed([uvb, "export", "--frozen", "--no-emit-project", "--no-hashes", "--no-header",
-                          "--quiet", "--output-file", str(pins)], cwd=src, env=environ, log=log, on_line=on_line,
-                         what="exporting uv.lock")
-            install = [uvb, "pip", "sync", "--python", str(final / "venv" / "bin" / "python"), "--link-mode=copy",
-                       "--compile-bytecode", str(pins)]
-        else:
-            for rel in deps.requirements:
-                install += ["-r", rel]
-            for rel in deps.constraints:
-                install += ["-c", rel]
-            if deps.project:
-                install += ["-r", "pyproject.toml"]
-            install += list(deps.packages)
-        run_streamed(install, cwd=src, env=environ, log=log, on_line=on_line, what="installing dependencies")
+        try:
+            environ = uv_env(env)
+            if on_line:
+                on_line(f"dependencies: building layer {layer_key} with uv ({', '.join(deps.notes) or 'packages'})")
+            uvb = uv_bin()
+            run_streamed([uvb, "venv", "--quiet", "--python", base_python(), str(final / "venv")], cwd=src,
+                         env=environ, log=log, on_line=on_line, what="creating the dependency layer")
+            install = [uvb, "pip", "install", "--python", str(final / "venv" / "bin" / "python"), "--link-mode=copy",
+                       "--compile-bytecode", *deps.index_args]
+            if deps.lock:
+                pins = final / "requirements.lock.txt"
+                run_streamed([uvb, "export", "--frozen", "--no-emit-project", "--no-hashes", "--no-header",
+                              "--quiet", "--output-file", str(pins)], cwd=src, env=environ, log=log, on_line=on_line,
+                             what="exporting uv.lock")
+                install = [uvb, "pip", "sync", "--python", str(final / "venv" / "bin" / "python"), "--link-mode=copy",
+                           "--compile-bytecode", str(pins)]
+            else:
+                for rel in deps.requirements:
+                    install += ["-r", rel]
+                for rel in deps.constraints:
+                    install += ["-c", rel]
+                if deps.project:
+                    install += ["-r", "pyproject.toml"]
+                install += list(deps.packages)
+            run_streamed(install, cwd=src, env=environ, log=log, on_line=on_line, what="installing dependencies")
+        except ArtifactError:
+            immutable.remove_tree(final)  # its output is in the artifact's build.log; a half layer is never kept
+            raise
         immutable.seal(final, exclude={MARKER})
         marker = final / f".{MARKER}.tmp"
         marker.write_text(json.dumps({"status": "built", "key": layer_key, "notes": deps.notes}))
