@@ -6,6 +6,7 @@ sees when a command is missing or a release command fails is checked in the huma
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import httpx
@@ -13,7 +14,7 @@ import httpx
 from railguard.engine.starter import install_command
 
 from ..conftest import stop_daemon
-from .harness import Workspace, free_port, make_workspace
+from .harness import Workspace, free_port, make_workspace, wait_for
 
 SPEC = """
 [app]
@@ -201,3 +202,112 @@ def test_plan_output_says_what_happens_next_for_denied_and_approval_plans(ws: Wo
     assert gated.returncode == 0, gated.stderr
     assert "needs an approval by" in gated.stdout and "railguard approve plan-" in gated.stdout
     assert "Saved. Review it" not in gated.stdout
+
+
+# A package with a console script that serves the app's page on $PORT: installed from a wheel made here,
+# so the dependency layer is real (uv, --no-index) and needs no package index.
+SERVE_TOOL = '''
+import os
+from http.server import BaseHTTPRequestHandler, HTTPServer
+from pathlib import Path
+
+
+class Handler(BaseHTTPRequestHandler):
+    def do_GET(self):
+        if self.path == "/write-release":
+            try:
+                Path("written.txt").write_text("x")
+                body = "wrote"
+            except OSError as exc:
+                body = "refused: " + str(exc)
+        else:
+            body = Path("page.html").read_text().strip() + " " + os.environ["VERSION"]
+        data = body.encode()
+        self.send_response(200)
+        self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        self.wfile.write(data)
+
+    def log_message(self, *args):
+        pass
+
+
+def main():
+    if Path("write-at-start").exists():
+        Path("db.sqlite3").write_text("data in the release")
+    HTTPServer(("127.0.0.1", int(os.environ["PORT"])), Handler).serve_forever()
+'''
+
+
+def test_layered_builds_stream_reuse_their_layer_refuse_writes_and_tampered_artifacts(tmp_path: Path) -> None:
+    from tests.wheels import make_wheel
+
+    wheels = tmp_path.parent / f"{tmp_path.name}-wheels"
+    make_wheel(wheels, "rgserve", "1.0", SERVE_TOOL, {"rgserve": "rgserve:main"})
+    ws = _workspace(tmp_path, {"requirements.txt": f"--no-index\n--find-links {wheels}\nrgserve==1.0\n",
+                               "page.html": "page-one"}, '["rgserve"]')
+    spec = tmp_path / "railguard.toml"
+    # No warm set to switch back to: a rollback starts the old artifact again, so it is checked first.
+    spec.write_text(spec.read_text().replace('http = "/healthz"', 'http = "/"').replace(
+        '[environments.staging]\n', '[environments.staging]\nrollback_window = "0s"\n'))
+    layers_dir = _artifacts(ws) / ".layers"
+    try:
+        code, result = ws.deploy()
+        assert code == 0, result
+        assert ws.get().text == "page-one 1"  # the layer's console script, run from the artifact
+        journal = result["operation"]["journal"]
+        lines = [e["detail"]["line"] for e in journal if e["phase"] == "output"]
+        assert any("rgserve==1.0" in line for line in lines), lines  # uv's own output, streamed into the journal
+        first_layer = sorted(p.name for p in layers_dir.iterdir() if p.is_dir())
+
+        # An unknown package: the resolver's own words reach the terminal; nothing live is touched.
+        requirements = tmp_path / "requirements.txt"
+        good = requirements.read_text()
+        requirements.write_text(good + "rg-no-such-package-anywhere\n")
+        human = ws.rg("deploy", "--env", "staging", "--yes")
+        assert human.returncode == 1
+        assert "rollout.build_failed" in human.stderr and "rg-no-such-package-anywhere" in human.stderr
+        assert "was not found" in human.stderr or "No solution found" in human.stderr, human.stderr
+        assert ws.get().text == "page-one 1"
+        requirements.write_text(good)
+
+        # A template-only change: a new artifact on the same layer; people see the build's lines.
+        (tmp_path / "page.html").write_text("page-two")
+        human = ws.rg("deploy", "--env", "staging", "--yes")
+        assert human.returncode == 0, human.stderr
+        assert "reusing layer" in human.stdout
+        assert ws.get().text == "page-two 1"
+        assert sorted(p.name for p in layers_dir.iterdir() if p.is_dir()) == first_layer
+        assert "refused" in ws.get("/write-release").text  # the running replica cannot write its release
+        shown = ws.rg("logs", "web", "--env", "staging", "--build")
+        assert shown.returncode == 0 and "reusing layer" in shown.stdout, shown.stdout + shown.stderr
+        newest = ws.rg_json("operations", "--env", "staging")[1]["operations"][0]["id"]
+        assert "reusing layer" in ws.rg("operations", newest).stdout
+
+        # A release that writes its data into its own folder fails, and says where data belongs.
+        (tmp_path / "write-at-start").write_text("")
+        code, result = ws.deploy()
+        assert code == 1
+        diag = result["diagnostics"][0]
+        assert diag["code"] == "artifact.write_refused", diag
+        assert "$RAILGUARD_DATA_DIR" in diag["detail"] and "db.sqlite3" in diag["detail"]
+        assert ws.get().text == "page-two 1"  # nothing live touched
+        (tmp_path / "write-at-start").unlink()
+
+        # Someone rewrites the first release's artifact: rolling back to it is refused, with an event.
+        first = next(p for p in _artifacts(ws).iterdir() if (p / "artifact.json").is_file()
+                     and (p / "src" / "page.html").read_text() == "page-one")
+        page = first / "src" / "page.html"
+        os.chmod(page.parent, 0o755)
+        os.chmod(page, 0o644)
+        page.write_text("page-evil")
+        code, result = ws.rg_json("rollback", "--env", "staging")
+        assert code == 1, result
+        assert result["diagnostics"][0]["code"] == "artifact.tampered", result
+        assert "src/page.html" in result["diagnostics"][0]["detail"]
+        assert ws.get().text == "page-two 1"
+        events = wait_for(lambda: [e for e in ws.rg_json("events", "--env", "staging")[1]["events"]
+                                   if e["kind"] == "artifact.tampered"], "the tamper event")
+        assert "src/page.html" in events[0]["message"]
+    finally:
+        stop_daemon(tmp_path)

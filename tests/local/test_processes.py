@@ -196,6 +196,22 @@ def test_supervisor_restarts_with_growing_backoff(tmp_path: Path) -> None:
     assert spec.log_path.read_text().count("up") >= 3
 
 
+def test_supervisor_keeps_a_replica_down_when_it_may_not_start_again(tmp_path: Path) -> None:
+    """The provider refuses a restart from a tampered artifact through ``before_start``."""
+    spec = make_spec(tmp_path, "import sys; sys.exit(3)")
+    sup = Supervisor(backoff_initial=0.5, backoff_max=1.5)
+    asked: list[str] = []
+    sup.before_start = lambda s: asked.append(s.name) or "its artifact changed after it was built"
+    first = sup.add(spec)
+    now, delay = crash_detected(sup, spec.name)
+    assert sup.tick(now + delay) == []
+    assert asked == [spec.name] and sup.restarts(spec.name) == 0
+    assert sup.records()[spec.name].pid == first.pid  # nothing new was spawned
+    sup.before_start = None
+    assert sup.tick(now + 10) == [spec.name]  # allowed again: it restarts
+    sup.remove(spec.name)
+
+
 def test_supervisor_adopts_a_live_record_and_remove_stops_it(tmp_path: Path) -> None:
     spec = make_spec(tmp_path, SLEEPER)
     record = spawn(spec)

@@ -6,10 +6,12 @@ import time
 from typing import Annotated, Optional
 
 import typer
+from rich.markup import escape
 
 from railguard.cli import render
 from railguard.cli.common import OBSERVE, EnvOpt, JsonOpt, SpecOpt, add, connect, env_from_spec
-from railguard.cli.output import finish, guarded
+from railguard.cli.output import finish, guarded, out
+from railguard.client import Client
 
 FOLLOW_POLL_S = 0.5
 
@@ -40,11 +42,15 @@ def logs(
     follow: Annotated[bool, typer.Option("--follow", "-f", help="Keep printing new lines.")] = False,
     release: Annotated[Optional[int], typer.Option("--release", help="Only this release's replicas.")] = None,
     lines: Annotated[int, typer.Option("--lines", "-n", min=1, max=10_000)] = 100,
+    build: Annotated[bool, typer.Option("--build", help="The output of the service's newest build instead.")] = False,
     as_json: JsonOpt = False,
 ) -> None:
-    """Recent log lines of a service's replicas (and its release command)."""
+    """Recent log lines of a service's replicas (and its release command), or of its newest build."""
     ws, client = connect(spec)
     name = env_from_spec(ws, env)
+    if build:
+        _build_output(client, name, service, as_json)
+        return
     found = client.logs(name, service, release, lines)
     if as_json and not follow:
         finish(True, [], {"logs": found.model_dump(mode="json")})
@@ -53,6 +59,25 @@ def logs(
         time.sleep(FOLLOW_POLL_S)
         found = client.logs(name, service, release, lines, offsets=found.offsets)
         render.logs(found, as_json)
+
+def _build_output(client: Client, env: str, service: str, as_json: bool) -> None:
+    """The build lines the newest operation that built ``service`` journaled (the full log stays in the artifact)."""
+    step = f"{env}/service.{service}: build"
+    for row in client.call("GET", "operations", params={"env": env})["operations"]:
+        record = client.call("GET", f"operations/{row['id']}")["operation"]
+        found = [str(e["detail"].get("line", "")) for e in record["journal"]
+                 if e["phase"] == "output" and e["step"] == step]
+        if found:
+            if as_json:
+                finish(True, [], {"build": {"operation": record["id"], "service": service, "lines": found}})
+            out.print(f"[dim]build of {escape(service)} in operation {record['id']}:[/]")
+            for line in found:
+                out.print(escape(line), highlight=False)
+            return
+    if as_json:
+        finish(True, [], {"build": {"operation": None, "service": service, "lines": []}})
+    out.print(f"No build output recorded for {escape(service)} in {escape(env)}.")
+
 
 @guarded()
 def events(env: EnvOpt = None, spec: SpecOpt = None,

@@ -150,7 +150,8 @@ def operation(record: Operation) -> None:
         table.add_column(column, no_wrap=True)
     for entry in record.journal:
         style = {"end": "green", "fail": "red"}.get(entry.phase, "dim")
-        table.add_row(entry.at, escape(entry.step), f"[{style}]{entry.phase}[/]")
+        step = entry.step + (f" | {entry.detail.get('line', '')}" if entry.phase == "output" else "")
+        table.add_row(entry.at, escape(step), f"[{style}]{entry.phase}[/]")
     if record.journal:
         out.print(table)
 
@@ -167,9 +168,11 @@ def events(rows: list[Event]) -> None:
     out.print(table)
 
 
-def journal_entry(entry: OperationStep) -> None:
-    mark = {"begin": "[dim]…[/]", "end": "[green]✓[/]", "fail": "[red]✗[/]"}[entry.phase]
-    if entry.phase == "begin" and ": " in entry.step:
+    for entry in record.journal:
+        style = {"end": "green", "fail": "red"}.get(entry.phase, "dim")
+        step = entry.step + (f" | {entry.detail.get('line', '')}" if entry.phase == "output" else "")
+        table.add_row(entry.at, escape(step), f"[{style}]{entry.phase}[/]")
+    if record.journal:
         return  # sub-steps are shown when they end, to keep the live view short
     out.print(f"  {mark} {escape(entry.step)}  [dim]{entry.at[11:23]}[/]")
 

@@ -89,7 +89,8 @@ def failed_step(record: Operation) -> str | None:
 
 def operation_brief(record: OperationSummary) -> OperationBrief:
     """The brief of an operation; a summary without a journal (a listing's) has no steps."""
-    journal = record.journal if isinstance(record, Operation) else []
+    # build output lines are in `operations`, not in the brief
+    journal = [e for e in record.journal if e.phase != "output"] if isinstance(record, Operation) else []
     return OperationBrief(
         id=record.id, env=record.env, kind=record.kind, status=record.status, plan_id=record.plan_id,
         principal=record.principal, created_at=record.created_at, updated_at=record.updated_at,

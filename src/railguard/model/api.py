@@ -166,10 +166,10 @@ class Request(BaseModel):
 
 
 class OperationStep(Record):
-    """One journal entry: a step began, ended or failed."""
+    """One journal entry: a step began, ended or failed, or a line of its output (a build's, as it comes)."""
 
     step: str
-    phase: Literal["begin", "end", "fail"]
+    phase: Literal["begin", "end", "fail", "output"]
     # Free-form context a provider reports with a step (pids, ports, diagnostics); shaped by the provider.
     detail: dict[str, Any] = Field(default_factory=dict)
     at: str
@@ -201,7 +201,7 @@ class Operation(OperationSummary):
 
 class StepBrief(Record):
     step: str
-    phase: Literal["begin", "end", "fail"]
+    phase: Literal["begin", "end", "fail", "output"]
     at: str | None = None
 
 

@@ -78,6 +78,8 @@ CODES: dict[str, str] = {
     "rollout.ignores_port": "A new replica listens on another port than the one in $PORT.",
     "rollout.unhealthy": "A new replica did not pass its readiness gate in time.",
     "rollout.artifact_missing": "The release's artifact is gone and cannot be rebuilt faithfully.",
+    "artifact.tampered": "A built artifact or its dependency layer changed after it was built; start refused.",
+    "artifact.write_refused": "A replica or release command tried to write into its read-only release.",
     "edge.port_in_use": "The environment's edge port is taken by another program.",
     "edge.failed": "The Caddy edge could not be started or configured.",
     "rollback.no_target": "There is no release to roll back to.",

@@ -142,6 +142,22 @@ MIGRATIONS: list[str] = [
     ALTER TABLE releases ADD COLUMN ended_at TEXT;
     ALTER TABLE plans ADD COLUMN requested_by TEXT NOT NULL DEFAULT ''
     """,
+    # build output streams into the operation's journal as 'output' entries, one per line
+    """
+    CREATE TABLE journal_v2 (
+        id INTEGER PRIMARY KEY AUTOINCREMENT,
+        operation_id TEXT NOT NULL REFERENCES operations(id),
+        step TEXT NOT NULL,
+        phase TEXT NOT NULL CHECK (phase IN ('begin', 'end', 'fail', 'output')),
+        detail TEXT NOT NULL DEFAULT '{}',
+        at TEXT NOT NULL
+    );
+    INSERT INTO journal_v2 (id, operation_id, step, phase, detail, at)
+        SELECT id, operation_id, step, phase, detail, at FROM journal;
+    DROP TABLE journal;
+    ALTER TABLE journal_v2 RENAME TO journal;
+    CREATE INDEX journal_by_operation ON journal (operation_id, id)
+    """,
 ]
 
 SCHEMA_VERSION = len(MIGRATIONS)

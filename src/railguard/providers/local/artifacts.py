@@ -1,15 +1,21 @@
 """Immutable artifacts: a snapshot of the app source plus its build output.
 
 An artifact is identified by the source digest and the build command, lives in its own
-folder under ``<state>/artifacts/``, and is built at most once, in place: every artifact
-has its own virtualenv at its final path (so installed console scripts such as
-``gunicorn`` run), and the spec's ``build`` runs in the artifact's folder with that venv
-on PATH, so a Python app's ``pip install`` lands in the artifact, not in the machine or in
-Railguard; the build log stays beside it (``build.log``). Releases
-and rollbacks run artifacts; the source is the snapshot stored when the plan was made
-(:mod:`railguard.sources.store`, beside ``artifacts/`` in the state folder), never the
-working tree. Called by the local provider's rollout; :func:`prune` deletes the artifacts retention
-let go (the local provider decides which must stay).
+folder under ``<state>/artifacts/``, and is built at most once, in place: every artifact has
+its own virtualenv at its final path (made by uv, so installed console scripts such as
+``gunicorn`` run and the app never runs on Railguard's interpreter). The source is the snapshot
+stored when the plan was made (:mod:`railguard.sources.store`, beside ``artifacts/`` in the state
+folder), never the working tree. Third-party packages live in a shared dependency layer
+(:mod:`railguard.providers.local.layers`) keyed by the dependency files, so a change to the app's
+code alone re-snapshots the source and links the existing layer. The app's own pyproject package is
+installed into the artifact; a ``build`` that is more than a pip install runs in the artifact's
+folder with its venv on PATH. Output streams to ``on_line`` and to ``build.log``, kept beside the
+artifact. Once built, the folder is sealed read-only with a manifest
+(:mod:`railguard.providers.local.immutable`) and :func:`verify` checks it (and its layer) before
+anything starts from it. Releases and rollbacks run artifacts; nothing is ever rebuilt from the
+working tree for a rollback. Called by the local provider's rollout; :func:`prune` deletes the
+artifacts retention let go (the local provider decides which must stay) and the layers no
+remaining artifact uses.
 """
 
 from __future__ import annotations
@@ -18,35 +24,47 @@ import fcntl
 import hashlib
 import json
 import os
-import shutil
+import re
 import subprocess
 import sys
 import time
-import venv
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
 from railguard.model.resources import Resource
-from railguard.providers.base import BuildFailed
-from railguard.providers.local.processes import tail
+from railguard.providers.local import immutable, layers
+from railguard.providers.local.buildrun import ArtifactError, OnLine, run_streamed
 from railguard.sources.store import FOLDER as SOURCES
 from railguard.sources.store import SnapshotMissing, SnapshotStore, materialize_or_capture
 
+__all__ = ["ArtifactError", "ArtifactTampered", "Artifact", "ensure", "find", "verify", "prune", "referenced"]
+
 MARKER = "artifact.json"
+LAYER_REF = "layer.ref.json"  # inside the sealed tree: which layer (and which manifest of it) this artifact runs
 BUILD_LOG = "build.log"  # kept in the artifact's folder, also when the build failed
-BUILD_TIMEOUT_S = 900.0
+SEALED_EXCLUDE = frozenset({MARKER, BUILD_LOG})
+_RESOLVER_LINE = re.compile(r"(No matching distribution|No solution found|Because |not found in the package "
+                            r"registry|error:|ERROR:|Could not find|unsatisfiable)", re.IGNORECASE)
+# Manifest digests of artifacts this process built or verified: a rewrite of the manifest itself (which
+# lives in the folder) is caught for as long as the daemon runs. After a restart the marker is the anchor.
+_known: dict[str, str] = {}
 
 
-class ArtifactError(BuildFailed):
-    """The artifact could not be made; ``log_tail`` holds the build's last output lines."""
+class ArtifactTampered(ArtifactError):
+    """A built artifact (or its dependency layer) no longer matches its manifest."""
+
+    def __init__(self, message: str, problems: list[str]) -> None:
+        super().__init__(message, problems)
+        self.problems = problems
 
 
 @dataclass(frozen=True)
 class Artifact:
     path: Path
     digest: str
+    layer: Path | None = None
 
     @property
     def src(self) -> Path:
@@ -63,6 +81,11 @@ class Artifact:
             return [str(self.path / "venv" / "bin")]
         return [str(Path(sys.executable).parent)]
 
+    @property
+    def readonly(self) -> tuple[str, ...]:
+        """What a replica must never write: the artifact and its layer."""
+        return tuple(str(p) for p in (self.path, self.layer) if p is not None)
+
 
 def artifact_id(source_digest: str, build: list[str] | None) -> str:
     return hashlib.sha256(json.dumps([source_digest, build]).encode()).hexdigest()[:20]
@@ -72,18 +95,68 @@ def base_path(bin_dirs: list[str]) -> str:
     return os.pathsep.join([*bin_dirs, "/usr/local/bin", "/usr/bin", "/bin"])
 
 
-def find(root: Path, source_digest: str, build: list[str] | None) -> Artifact | None:
-    """The artifact if it was built successfully before."""
-    path = root / artifact_id(source_digest, build)
+def _marker(path: Path) -> dict[str, object] | None:
     try:
         marker = json.loads((path / MARKER).read_text())
     except (OSError, ValueError):
         return None
-    return Artifact(path, source_digest) if marker.get("status") == "built" else None
+    return marker if isinstance(marker, dict) and marker.get("status") == "built" else None
+
+
+def _layer_ref(path: Path) -> dict[str, str] | None:
+    try:
+        ref = json.loads((path / LAYER_REF).read_text())
+    except (OSError, ValueError):
+        return None
+    return ref if isinstance(ref, dict) and ref.get("key") else None
+
+
+def _from_marker(root: Path, path: Path, digest: str, marker: dict[str, object]) -> Artifact:
+    # The layer is named by a file the artifact's manifest covers, not by the marker (which is not covered):
+    # pointing the marker at a pristine layer must not get a tampered one past the check.
+    ref = _layer_ref(path)
+    return Artifact(path, digest, root / layers.LAYERS / ref["key"] if ref else None)
+
+
+def find(root: Path, source_digest: str, build: list[str] | None) -> Artifact | None:
+    """The artifact if it was built successfully before."""
+    path = root / artifact_id(source_digest, build)
+    marker = _marker(path)
+    return _from_marker(root, path, source_digest, marker) if marker is not None else None
+
+
+def at(path: Path, digest: str) -> Artifact:
+    """The artifact in ``path`` (a replica set's record), with the layer its marker names."""
+    marker = _marker(path)
+    return _from_marker(path.parent, path, digest, marker) if marker is not None else Artifact(path, digest)
+
+
+def verify(artifact: Artifact) -> None:
+    """Raise :class:`ArtifactTampered` unless the artifact and its layer are exactly as built.
+
+    Artifacts built before manifests existed (no ``manifest.json``) are accepted as they are.
+    """
+    marker = _marker(artifact.path)
+    if marker is None or "manifest" not in marker:
+        if marker is None and (artifact.path / "src").is_dir() and not (artifact.path / MARKER).exists():
+            raise ArtifactTampered(f"the artifact {artifact.path.name} has no completion marker", ["marker missing"])
+        return
+    expected = _known.get(str(artifact.path)) or str(marker["manifest"])
+    problems = immutable.verify(artifact.path, SEALED_EXCLUDE, expected)
+    where = f"artifact {artifact.path.name}"
+    ref = _layer_ref(artifact.path) if not problems else None
+    if ref is not None:
+        layer = artifact.path.parent / layers.LAYERS / ref["key"]
+        problems = (immutable.verify(layer, frozenset({layers.MARKER}), ref.get("manifest"))
+                    if (layer / layers.MARKER).is_file() else ["its dependency layer is gone"])
+        where = f"dependency layer {layer.name} of artifact {artifact.path.name}"
+    if problems:
+        raise ArtifactTampered(f"the {where} changed after it was built ({'; '.join(problems[:5])})", problems)
+    _known[str(artifact.path)] = expected
 
 
 def ensure(root: Path, source_dir: Path, source_digest: str, build: list[str] | None,
-           env: dict[str, str]) -> Artifact:
+           env: dict[str, str], on_line: OnLine | None = None) -> Artifact:
     """Return the built artifact for this source digest and build command, making it if needed.
 
     The artifact is built in its final folder, because a virtualenv records its own path (console
@@ -94,14 +167,16 @@ def ensure(root: Path, source_dir: Path, source_digest: str, build: list[str] | 
     """
     found = find(root, source_digest, build)
     if found is not None:
+        if on_line:
+            on_line(f"artifact {found.path.name} already built: reusing it")
         return found
     final = root / artifact_id(source_digest, build)
     root.mkdir(parents=True, exist_ok=True)
-    with _locked(root, final.name, blocking=True):
+    with locked(root, final.name, blocking=True):
         found = find(root, source_digest, build)
         if found is not None:  # another build finished while this one waited for the lock
             return found
-        shutil.rmtree(final, ignore_errors=True)  # a crashed or failed build: no marker, so never used
+        immutable.remove_tree(final)  # a crashed or failed build: no marker, so never used
         final.mkdir()
         try:  # the plan's stored snapshot, never the working tree (only a tree with this very digest stands in)
             snap = materialize_or_capture(SnapshotStore(root.parent / SOURCES), source_digest, final / "src",
@@ -111,17 +186,39 @@ def ensure(root: Path, source_dir: Path, source_digest: str, build: list[str] | 
                 f"the artifact for source {source_digest[:19]} does not exist and its snapshot is not stored "
                 f"({exc}); Railguard never builds a release from a working tree with other content", missing=True,
             ) from exc
-        _build(final, build, env)
+        try:
+            layer = _build(root, final, build, env, source_digest, on_line)
+        except ArtifactError as exc:
+            raise ArtifactError(_with_cause(str(exc), exc.log_tail), exc.log_tail, exc.missing) from exc
+        if layer is not None:
+            (final / LAYER_REF).write_text(json.dumps({"key": layer.key,
+                                                       "manifest": immutable.manifest_digest(layer.path)}))
+        manifest = immutable.seal(final, SEALED_EXCLUDE)
+        os.chmod(final, 0o755)
         marker = final / f".{MARKER}.tmp"
         marker.write_text(json.dumps({
             "status": "built", "digest": source_digest, "build": build, "built_at": time.time(),
-            "git_commit": snap.git_commit, "git_dirty": snap.git_dirty, "files": len(snap.files)}))
+            "git_commit": snap.git_commit, "git_dirty": snap.git_dirty, "files": len(snap.files),
+            "layer": layer.key if layer else None, "manifest": manifest}))
         os.replace(marker, final / MARKER)
-    return Artifact(final, source_digest)
+        os.chmod(final / MARKER, 0o444)
+        os.chmod(final / BUILD_LOG, 0o444)
+        os.chmod(final, 0o555)
+        _known[str(final)] = manifest
+    if on_line:
+        on_line(f"artifact {final.name} built and sealed read-only")
+    return Artifact(final, source_digest, layer.path if layer else None)
+
+
+def _with_cause(message: str, lines: list[str]) -> str:
+    """The build's failure message with the resolver's (or compiler's) own words, which say what to fix."""
+    cause = [line.strip(" ×╰─▶│") for line in lines if _RESOLVER_LINE.search(line)]
+    cause = [c for c in cause if c][:3]
+    return f"{message}: {' / '.join(cause)}" if cause else message
 
 
 @contextmanager
-def _locked(root: Path, name: str, *, blocking: bool) -> Iterator[bool]:
+def locked(root: Path, name: str, *, blocking: bool) -> Iterator[bool]:
     """Hold the artifact's build lock; yields False when ``blocking`` is off and someone else holds it.
 
     :func:`prune` removes the lock file of an artifact it deletes, so a lock taken on a file that is
@@ -147,32 +244,53 @@ def _locked(root: Path, name: str, *, blocking: bool) -> Iterator[bool]:
             os.close(fd)  # closing releases the lock
 
 
-def _build(folder: Path, build: list[str] | None, env: dict[str, str]) -> None:
-    """Create the artifact's own interpreter (always, so an app never runs on Railguard's) and run the build.
+_locked = locked
 
-    Pip is only installed into the venv when there is a build to run: an app without dependencies gets
-    a bare venv in milliseconds.
-    """
-    venv.EnvBuilder(with_pip=bool(build), clear=True, symlinks=True).create(folder / "venv")
-    if not build:
-        return
-    bin_dirs = [str(folder / "venv" / "bin")]
-    build_env = {**env, "PATH": base_path(bin_dirs), "VIRTUAL_ENV": str(folder / "venv"),
-                 "HOME": os.path.expanduser("~"), "LANG": "C.UTF-8", "PIP_DISABLE_PIP_VERSION_CHECK": "1"}
+
+def _build(root: Path, folder: Path, build: list[str] | None, env: dict[str, str], source_digest: str,
+           on_line: OnLine | None) -> layers.Layer | None:
+    """Create the artifact's own interpreter (always, so an app never runs on Railguard's), link or build its
+    dependency layer, install the app's own package, run the rest of the build, precompile."""
     log = folder / BUILD_LOG
-    where = f"full log: {log}"
+    src = folder / "src"
+    deps = layers.plan(src, build)
+    environ = layers.uv_env(env)
+    uvb = layers.uv_bin()
+    venv = folder / "venv"
+    run_streamed([uvb, "venv", "--quiet", "--python", layers.base_python(), str(venv)], cwd=src, env=environ,
+                 log=log, on_line=on_line, what="creating the artifact's virtualenv")
+    layer = None
+    if deps.layered and (deps.requirements or deps.packages or deps.lock or deps.project):
+        key = layers.key(src, deps, source_digest, environ)
+        layer = layers.ensure(root / layers.LAYERS, src, deps, key, env, log, on_line)
+        linked = layers.link(layer, venv)
+        if on_line:
+            on_line(f"dependencies: layer {key} linked ({linked} console scripts)")
+    python = str(venv / "bin" / "python")
+    if deps.project:
+        run_streamed([uvb, "pip", "install", "--python", python, "--no-deps", "--link-mode=copy",
+                      "--compile-bytecode", "--reinstall-package", _project_name(src), "."],
+                     cwd=src, env=environ, log=log, on_line=on_line, what="installing the app's own package")
+    if deps.rest:
+        bin_dirs = [str(venv / "bin")]
+        build_env = {**env, "PATH": base_path(bin_dirs), "VIRTUAL_ENV": str(venv),
+                     "HOME": os.path.expanduser("~"), "LANG": "C.UTF-8", "PIP_DISABLE_PIP_VERSION_CHECK": "1"}
+        run_streamed(deps.rest, cwd=src, env=build_env, log=log, on_line=on_line, what=f"build {deps.rest}")
+    # Bytecode now, so a replica never needs to write next to the sources (it cannot: they are read-only).
+    subprocess.run([python, "-m", "compileall", "-q", "-j", "0", str(src)], cwd=src, env=environ,
+                   stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, check=False,
+                   timeout=300)
+    return layer
+
+
+def _project_name(src: Path) -> str:
+    import tomllib
+
     try:
-        with log.open("ab") as out:
-            done = subprocess.run(build, cwd=folder / "src", env=build_env, stdin=subprocess.DEVNULL, stdout=out,
-                                  stderr=subprocess.STDOUT, timeout=BUILD_TIMEOUT_S, check=False,
-                                  start_new_session=True)
-    except FileNotFoundError as exc:
-        raise ArtifactError(f"build command not found: {build[0]!r} (it is neither in the artifact's "
-                            f"virtualenv nor on the system PATH)") from exc
-    except subprocess.TimeoutExpired as exc:
-        raise ArtifactError(f"build did not finish within {BUILD_TIMEOUT_S:.0f} s ({where})", tail(log, 20)) from exc
-    if done.returncode != 0:
-        raise ArtifactError(f"build {build} exited with {done.returncode} ({where})", tail(log, 20))
+        name = tomllib.loads((src / "pyproject.toml").read_text(encoding="utf-8"))["project"]["name"]
+    except (OSError, KeyError, TypeError, ValueError):
+        return "."
+    return str(name)
 
 
 def referenced(resources: list[Resource]) -> set[str]:
@@ -184,7 +302,8 @@ def referenced(resources: list[Resource]) -> set[str]:
 def prune(root: Path, keep: set[str], dry_run: bool = False) -> list[str]:
     """Delete every artifact folder under ``root`` whose id is not in ``keep``; return the ids deleted.
 
-    Folders starting with '.' are left alone, and so is an artifact whose build holds its lock.
+    Folders starting with '.' are left alone, and so is an artifact whose build holds its lock. Then
+    the dependency layers no remaining artifact names go too.
     """
     if not root.is_dir():
         return []
@@ -199,7 +318,13 @@ def prune(root: Path, keep: set[str], dry_run: bool = False) -> list[str]:
             # Renamed first, so a half-deleted folder is never taken for a built artifact.
             doomed = root / f".deleting.{name}.{os.getpid()}"
             (root / name).rename(doomed)
-            shutil.rmtree(doomed, ignore_errors=True)
+            immutable.remove_tree(doomed)
+            _known.pop(str(root / name), None)
             (root / f".{name}.lock").unlink(missing_ok=True)
             deleted.append(name)
+    used = {str(m.get("layer")) for p in root.iterdir() if p.is_dir() and not p.name.startswith(".")
+            and (m := _marker(p)) is not None and m.get("layer")}
+    in_progress = {p.name for p in root.iterdir() if p.is_dir() and not p.name.startswith(".") and _marker(p) is None}
+    if not in_progress:  # a build running now may be about to link a layer nobody else uses yet
+        layers.prune(root / layers.LAYERS, used)
     return deleted

@@ -19,6 +19,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from railguard.providers.base import CheckResult, GateResult
+from railguard.providers.local.sandbox import readonly_preexec
 
 __all__ = ["CheckResult", "GateResult", "check_exec", "check_http", "check_tcp", "readiness_gate"]
 
@@ -78,13 +79,15 @@ def check_tcp(port: int, timeout: float) -> CheckResult:
     return CheckResult(True, f"TCP connect in {_ms(start)}")
 
 
-def check_exec(argv: list[str], env: dict[str, str], cwd: Path, timeout: float) -> CheckResult:
+def check_exec(argv: list[str], env: dict[str, str], cwd: Path, timeout: float,
+               readonly: tuple[str, ...] = ()) -> CheckResult:
+    """Run an exec health check; ``readonly``: the release folders, read-only for it as for the replica."""
     start = time.monotonic()
     try:
         # Own session so a timeout can kill everything the check started, not just its shell.
         proc = subprocess.Popen(
             argv, cwd=cwd, env=dict(env), stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE, start_new_session=True, close_fds=True,
+            stderr=subprocess.PIPE, start_new_session=True, close_fds=True, preexec_fn=readonly_preexec(readonly),
         )
     except FileNotFoundError:
         return CheckResult(False, f"command not found: '{argv[0]}' (command: {argv})")

@@ -28,6 +28,7 @@ from typing import Any
 import psutil
 
 from railguard.providers.base import StartFailed
+from railguard.providers.local.sandbox import readonly_preexec
 
 log = logging.getLogger(__name__)
 
@@ -45,6 +46,7 @@ class ReplicaSpec:
     port: int | None
     log_path: Path
     stop_timeout: float = 10.0
+    readonly: tuple[str, ...] = ()  # folders the process must not write (its artifact and layer): see sandbox
 
 
 @dataclass(frozen=True)
@@ -117,7 +119,7 @@ def spawn(spec: ReplicaSpec) -> ReplicaRecord:
     try:
         proc = subprocess.Popen(
             argv, cwd=spec.cwd, env=dict(spec.env), stdin=subprocess.DEVNULL, stdout=log_fd,
-            stderr=log_fd, start_new_session=True, close_fds=True,
+            stderr=log_fd, start_new_session=True, close_fds=True, preexec_fn=readonly_preexec(spec.readonly),
         )
     except FileNotFoundError as e:
         if e.filename is not None and Path(str(e.filename)) == spec.cwd:
@@ -286,6 +288,8 @@ class Supervisor:
         self.log_max_bytes = log_max_bytes
         self.log_keep = log_keep
         self.on_restart: Callable[[str, ReplicaRecord], None] | None = None
+        # Asked before a dead replica is started again: a reason (e.g. its artifact was tampered with) keeps it down.
+        self.before_start: Callable[[ReplicaSpec], str | None] | None = None
         self._replicas: dict[str, _Replica] = {}
         self._lock = threading.RLock()
         self._stop = threading.Event()
@@ -332,6 +336,11 @@ class Supervisor:
                 if rep.restart_at is None:
                     self._observe(rep, now)
                 if rep.restart_at is not None and now >= rep.restart_at:
+                    refused = self.before_start(rep.spec) if self.before_start is not None else None
+                    if refused is not None:
+                        log.warning("restart of %s refused: %s", name, refused)
+                        self._schedule(rep, now)
+                        continue
                     try:
                         rep.record = spawn(rep.spec)
                     except SpawnError as e:

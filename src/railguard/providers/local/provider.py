@@ -47,7 +47,7 @@ from railguard.providers.base import (
 from railguard.providers.local import artifacts
 from railguard.providers.local.edge import CaddyEdge, EdgeError, PortInUse
 from railguard.providers.local.health import CheckResult
-from railguard.providers.local.processes import ReplicaRecord, Supervisor, is_alive
+from railguard.providers.local.processes import ReplicaRecord, ReplicaSpec, Supervisor, is_alive
 from railguard.providers.local.replicas import (
     Failure,
     check,
@@ -68,6 +68,12 @@ REMEDIATION = {
     "rollout.unhealthy": "Check the health endpoint and log_tail; raise start_timeout if the app is just slow.",
     "rollout.artifact_missing": "Roll back to a release whose artifact still exists (`railguard releases`), "
                                 "or deploy the current source with `railguard plan` and apply.",
+    "artifact.tampered": "Something rewrote files of a built artifact (see changes). Find what wrote them, then "
+                         "`railguard gc` or delete the artifact folder and deploy again; it is rebuilt from reviewed "
+                         "source. Traffic is unchanged.",
+    "artifact.write_refused": "Releases are read-only: write data under $RAILGUARD_DATA_DIR (the environment's "
+                              "data folder), e.g. the SQLite file, uploads, Flask's instance folder. Traffic is "
+                              "unchanged.",
     "edge.port_in_use": "Stop the program using the port or choose another edge_port, then plan and apply again.",
     "edge.failed": "Check `railguard daemon status` and the edge logs in the state folder's edge/<env>/ (caddy.log, "
                    "caddy.out).",
@@ -86,7 +92,10 @@ class LocalProvider(Rollouts, Views):
         self.state = RuntimeState(home / "runtime.json")
         self.health_results: dict[str, tuple[CheckResult, int, float]] = {}  # name -> (last, fails in a row, at)
         self.restarts_seen: dict[str, int] = {}  # replica name -> restarts already reported as events
+        self.notices: list[ProviderEvent] = []  # found during a change (a tampered artifact), sent on the next tick
+        self.refused: set[str] = set()  # replicas kept down because their artifact was tampered with (one event each)
         self.supervisor.on_restart = self._restarted
+        self.supervisor.before_start = self._artifact_refused
         # Secret values come from the daemon when a process starts; they are never written to runtime.json.
         self.secret_values: SecretSource = secrets or (lambda env, names: {})
 
@@ -147,6 +156,20 @@ class LocalProvider(Rollouts, Views):
                 continue
         return notes
 
+    def _artifact_refused(self, spec: ReplicaSpec) -> str | None:
+        """Why a crashed replica must not start again: its artifact no longer matches its manifest."""
+        try:
+            artifacts.verify(artifacts.at(spec.cwd.parent, ""))
+        except artifacts.ArtifactTampered as exc:
+            note = f"{spec.name} was not restarted: {exc}"
+            with self.state.lock:
+                if spec.name not in self.refused:
+                    self.refused.add(spec.name)
+                    self.notices.append(ProviderEvent(kind="artifact.tampered", env=spec.name.split(".", 1)[0],
+                                                      message=note))
+            return str(exc)
+        return None
+
     def _restarted(self, name: str, record: ReplicaRecord) -> None:
         with self.state.lock:
             for replica in self._replicas():
@@ -164,6 +187,9 @@ class LocalProvider(Rollouts, Views):
         self.monitor()
         events = [ProviderEvent(kind="release.warm_stopped", env=env, message=note)
                   for env, note in self._expire_warm(request.now, request.stop_timeout)]
+        with self.state.lock:
+            events += self.notices
+            self.notices = []
         for name, record in self.supervisor.records().items():
             count = self.restarts(name)
             if count != self.restarts_seen.get(name, 0):
@@ -309,6 +335,10 @@ class LocalProvider(Rollouts, Views):
                 return self._update_service(request, step)
             return self._rollout(request, step)
         except Failure as exc:
+            if exc.code == "artifact.tampered":
+                with self.state.lock:
+                    self.notices.append(ProviderEvent(kind="artifact.tampered", env=request.env,
+                                                      message=f"{change.address}: start refused: {exc.cause}"))
             return self._failed(request, exc.code, exc.summary, exc.cause, exc.extra)
         except artifacts.ArtifactError as exc:
             code = "rollout.artifact_missing" if exc.missing else "rollout.build_failed"

@@ -21,7 +21,7 @@ from typing import Any
 
 import psutil
 
-from railguard.providers.local.artifacts import Artifact, base_path
+from railguard.providers.local.artifacts import Artifact, ArtifactTampered, base_path, verify
 from railguard.providers.local.health import CheckResult, GateResult, check_exec, check_http, check_tcp, readiness_gate
 from railguard.providers.local.processes import (
     ReplicaSpec,
@@ -34,6 +34,7 @@ from railguard.providers.local.processes import (
     tail,
 )
 from railguard.providers.local.runtime import Replica
+from railguard.providers.local.sandbox import readonly_preexec
 
 READY_POLL_S = 0.1  # readiness polls fast; the configured interval paces monitoring after the switch
 
@@ -88,7 +89,39 @@ def not_installed(argv: list[str], environ: dict[str, str]) -> str | None:
             f"(command: {argv})")
 
 
+def verified(artifact: Artifact) -> None:
+    """Refuse to start anything from an artifact that is no longer exactly as built."""
+    try:
+        verify(artifact)
+    except ArtifactTampered as exc:
+        raise Failure("artifact.tampered", "The release's artifact was modified after it was built", str(exc),
+                      {"artifact": artifact.path.name, "changes": exc.problems}) from exc
+
+
+_WRITE_REFUSED = re.compile(r"(Read-only file system|Permission denied)[^\n]*?['\"]([^'\"]+)['\"]")
+
+
+def _write_hint(lines: list[str], artifact_paths: tuple[str, ...]) -> str:
+    """The cause when the log shows a write into the release (its folders are read-only).
+
+    The path in the message is as the app gave it: absolute inside the artifact or its layer, or relative
+    (the working directory is the artifact's source folder).
+    """
+    for line in reversed(lines):
+        match = _WRITE_REFUSED.search(line)
+        if not match or not artifact_paths:
+            continue
+        path = match.group(2)
+        inside = not path.startswith("/") or any(path.startswith(p.rstrip("/") + "/") for p in artifact_paths)
+        if inside:
+            return (f"; it tried to write {path!r} inside its release, which is read-only: data belongs in "
+                    f"$RAILGUARD_DATA_DIR (the environment's data folder); point the app's database, uploads "
+                    f"and instance folder there")
+    return ""
+
+
 def run_release_command(config: dict[str, Any], environ: dict[str, str], artifact: Artifact, log_path: Path) -> None:
+    verified(artifact)
     argv = config["release"]
     if (missing := not_installed(argv, environ)) is not None:
         raise Failure("rollout.release_failed", "The release command was not found", missing, {"command": argv})
@@ -97,7 +130,8 @@ def run_release_command(config: dict[str, Any], environ: dict[str, str], artifac
     try:
         with log_path.open("ab") as out:
             done = subprocess.run(argv, cwd=artifact.src, env=environ, stdin=subprocess.DEVNULL, stdout=out,
-                                  stderr=subprocess.STDOUT, timeout=timeout, check=False, start_new_session=True)
+                                  stderr=subprocess.STDOUT, timeout=timeout, check=False, start_new_session=True,
+                                  preexec_fn=readonly_preexec(artifact.readonly))
     except FileNotFoundError as exc:
         raise Failure("rollout.release_failed", "The release command was not found",
                       f"{argv[0]!r} does not exist in the release", {"command": argv}) from exc
@@ -107,14 +141,17 @@ def run_release_command(config: dict[str, Any], environ: dict[str, str], artifac
                       {"command": argv, "log_tail": tail(log_path, 20)}) from exc
     if done.returncode != 0:
         lines = tail(log_path, 20)
-        raise Failure("rollout.release_failed", f"The release command exited with {done.returncode}",
-                      f"{' '.join(argv)} exited with status {done.returncode}{_hint(lines)}",
+        hint = _write_hint(lines, artifact.readonly) or _hint(lines)
+        raise Failure("artifact.write_refused" if hint.startswith("; it tried to write") else "rollout.release_failed",
+                      f"The release command exited with {done.returncode}",
+                      f"{' '.join(argv)} exited with status {done.returncode}{hint}",
                       {"command": argv, "exit_code": done.returncode, "log_tail": lines})
 
 
 def start_replicas(count: int, first_index: int, config: dict[str, Any], *, env: str, service: str, release: int,
                    data_dir: Path, artifact: Artifact, home: Path, log_dir: Path,
                    secrets: dict[str, str] | None = None) -> list[Replica]:
+    verified(artifact)
     started: list[Replica] = []
     for index in range(first_index, first_index + count):
         port = allocate_port() if config["listen"] else None
@@ -123,7 +160,8 @@ def start_replicas(count: int, first_index: int, config: dict[str, Any], *, env:
             name=name, argv=list(config["run"]), cwd=artifact.src,
             env=replica_env(config, env=env, service=service, release=release, index=index, port=port,
                             data_dir=data_dir, artifact=artifact, home=home, secrets=secrets),
-            port=port, log_path=log_dir / f"{name}.log", stop_timeout=config["stop_timeout_ms"] / 1000)
+            port=port, log_path=log_dir / f"{name}.log", stop_timeout=config["stop_timeout_ms"] / 1000,
+            readonly=artifact.readonly)
         if (missing := not_installed(spec.argv, spec.env)) is not None:
             stop_all(started)
             raise Failure("rollout.start_failed", "A replica could not be started", missing, {"command": spec.argv})
@@ -144,7 +182,7 @@ def _check_for(config: dict[str, Any], replica: Replica, timeout: float | None =
     if health and health["mode"] == "http" and port is not None:
         return check_http(port, health["http"], limit)
     if health and health["mode"] == "exec":
-        return check_exec(health["exec"], replica.spec.env, replica.spec.cwd, limit)
+        return check_exec(health["exec"], replica.spec.env, replica.spec.cwd, limit, replica.spec.readonly)
     if port is not None:
         return check_tcp(port, limit)
     return CheckResult(is_alive(replica.record), "process is running")
@@ -184,9 +222,11 @@ def _explain(replica: Replica, result: GateResult) -> Failure:
     code = exit_code(replica.record)
     if code is not None or not is_alive(replica.record):
         extra["exit_code"] = code
-        return Failure("rollout.crashed", f"Replica {replica.spec.name} exited during startup",
+        hint = _write_hint(lines, replica.spec.readonly)
+        return Failure("artifact.write_refused" if hint else "rollout.crashed",
+                       f"Replica {replica.spec.name} exited during startup",
                        f"the process exited{f' with status {code}' if code is not None else ''} before it became "
-                       f"healthy{_hint(lines)}", extra)
+                       f"healthy{hint or _hint(lines)}", extra)
     elsewhere = _listening_ports(replica.record.pid)
     if replica.spec.port is not None and elsewhere and replica.spec.port not in elsewhere:
         extra["listening_on"] = sorted(elsewhere)

@@ -12,7 +12,6 @@ import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
 
 from railguard.model.plans import Action
 from railguard.model.resources import ObservedResource, Resource
@@ -59,7 +58,8 @@ class Rollouts:
         if new_set is None:
             with step("build"):
                 artifact = artifacts.ensure(self.home / "artifacts", Path(request.source_root or "."),
-                                            cfg["source"] or "", cfg["build"], dict(cfg["env"]))
+                                            cfg["source"] or "", cfg["build"], dict(cfg["env"]),
+                                            on_line=step.output("build"))
             data_dir = self._data_dir(request)
             log_dir = self.home / "logs" / env / name
             if cfg["release"]:
@@ -164,7 +164,7 @@ class Rollouts:
         removed: list[Replica] = []
         if want > have:
             with step("scale-up"):
-                artifact = artifacts.Artifact(Path(live.artifact), cfg["source"] or "")
+                artifact = artifacts.at(Path(live.artifact), cfg["source"] or "")
                 first = max((int(r.spec.name.rsplit(".", 1)[1]) for r in live.replicas), default=-1) + 1
                 extra = start_replicas(want - have, first, cfg, env=env, service=name, release=live.release,
                                        data_dir=self._data_dir(request), artifact=artifact, home=self.home,
@@ -267,19 +267,41 @@ class Rollouts:
             time.sleep(0.05)
 
 
-_Step = Callable[[str], Any]
+OUTPUT_LINES = 400  # journaled per step; the rest stays in the build log
 
 
-def _stepper(progress: Progress | None) -> Callable[[str], Any]:
+class _Stepper:
+    """Reports sub-steps (begin/end) and a step's output lines (phase ``output``) to the engine's journal."""
+
+    def __init__(self, progress: Progress | None) -> None:
+        self.progress = progress
+
     @contextmanager
-    def step(name: str) -> Iterator[None]:
-        if progress:
-            progress(name, "begin", {})
+    def __call__(self, name: str) -> Iterator[None]:
+        if self.progress:
+            self.progress(name, "begin", {})
         yield
-        if progress:
-            progress(name, "end", {})
+        if self.progress:
+            self.progress(name, "end", {})
 
-    return step
+    def output(self, name: str) -> Callable[[str], None]:
+        sent = [0]
+
+        def line(text: str) -> None:
+            if self.progress is None or sent[0] > OUTPUT_LINES:
+                return
+            sent[0] += 1
+            self.progress(name, "output", {"line": text if sent[0] <= OUTPUT_LINES
+                                            else f"... more output in the artifact's {artifacts.BUILD_LOG}"})
+
+        return line
+
+
+def _stepper(progress: Progress | None) -> _Stepper:
+    return _Stepper(progress)
+
+
+_Step = _Stepper
 
 
 def _need(resource: Resource | None) -> Resource:

@@ -26,12 +26,14 @@ PENDING, LIVE, WARM = "pending", "live", "warm"
 def spec_to_dict(spec: ReplicaSpec) -> dict[str, Any]:
     data = asdict(spec)
     data["cwd"], data["log_path"] = str(spec.cwd), str(spec.log_path)
+    data["readonly"] = list(spec.readonly)
     return data
 
 
 def spec_from_dict(data: dict[str, Any]) -> ReplicaSpec:
     return ReplicaSpec(name=data["name"], argv=list(data["argv"]), cwd=Path(data["cwd"]), env=dict(data["env"]),
-                       port=data["port"], log_path=Path(data["log_path"]), stop_timeout=data["stop_timeout"])
+                       port=data["port"], log_path=Path(data["log_path"]), stop_timeout=data["stop_timeout"],
+                       readonly=tuple(data.get("readonly") or ()))
 
 
 @dataclass

@@ -80,7 +80,7 @@ class LocalScratch:
         return artifacts.find(folder, digest, build)
 
     def artifact_at(self, path: Path, digest: str) -> BuiltArtifact:
-        return artifacts.Artifact(path, digest)
+        return artifacts.at(path, digest)
 
     def build_artifact(self, folder: Path, source_root: Path, digest: str, build: list[str] | None,
                        env: dict[str, str]) -> BuiltArtifact:
