@@ -242,6 +242,7 @@ class CheckResult:
 
     ok: bool
     detail: str
+    status: int | None = None  # the HTTP status of an HTTP check that got an answer (the gate's fail-fast reads it)
 
 
 @dataclass(frozen=True)

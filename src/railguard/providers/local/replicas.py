@@ -35,7 +35,7 @@ from railguard.providers.local.processes import (
 )
 from railguard.providers.local.runtime import Replica
 
-READY_POLL_S = 0.1  # readiness polls fast; the configured interval paces monitoring after the switch
+READY_POLL_S = 0.1  # the gate's slowest poll (it starts at 10 ms); the configured interval paces monitoring
 
 
 class Failure(Exception):
@@ -159,12 +159,17 @@ def gate(replicas: list[Replica], config: dict[str, Any]) -> None:
     health = config["health"]
     threshold = health["healthy_threshold"] if health else 1
     deadline = time.monotonic() + config["start_timeout_ms"] / 1000
+    poll = max(0.01, min(READY_POLL_S, health["interval_ms"] / 1000)) if health else READY_POLL_S
+    # The same 5xx answered unhealthy_threshold times in a row after start_period is conclusive: fail now.
+    start_period = health["start_period_ms"] / 1000 if health else None
+    conclusive = health["unhealthy_threshold"] if health else 0
     results: dict[str, GateResult] = {}
 
     def one(replica: Replica) -> None:
         results[replica.spec.name] = readiness_gate(
-            lambda: _check_for(config, replica), interval=READY_POLL_S, healthy_threshold=threshold,
-            deadline=deadline, still_running=lambda: is_alive(replica.record))
+            lambda: _check_for(config, replica), interval=poll, healthy_threshold=threshold,
+            deadline=deadline, still_running=lambda: is_alive(replica.record), start_period=start_period,
+            conclusive=conclusive)
 
     threads = [threading.Thread(target=one, args=(r,), daemon=True) for r in replicas]
     for thread in threads:
