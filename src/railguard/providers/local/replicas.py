@@ -54,8 +54,13 @@ def instance_id(home: Path) -> str:
 def replica_env(config: dict[str, Any], *, env: str, service: str, release: int, index: int | None,
                 port: int | None, data_dir: Path, artifact: Artifact, home: Path,
                 secrets: dict[str, str] | None = None) -> dict[str, str]:
-    """Exactly what a replica sees: the spec's variables, its secrets and documented ones, nothing inherited."""
-    values = dict(config["env"])
+    """Exactly what a replica sees: the spec's variables, its secrets and documented ones, nothing inherited.
+
+    ``$RAILGUARD_DATA_DIR`` (or ``${RAILGUARD_DATA_DIR}``) in a plain value becomes the data folder's path, so
+    the spec can point an app's own variables (``DATABASE_URL``, an instance folder) into it; nothing else
+    is expanded, and secrets never are.
+    """
+    values = {name: expand_data_dir(value, data_dir) for name, value in config["env"].items()}
     values.update(secrets or {})
     values.update({
         "PATH": base_path(artifact.bin_dirs),
@@ -74,6 +79,13 @@ def replica_env(config: dict[str, Any], *, env: str, service: str, release: int,
     if port is not None:
         values[config["port_env"]] = str(port)
     return values
+
+
+_DATA_DIR_REF = re.compile(r"\$\{RAILGUARD_DATA_DIR\}|\$RAILGUARD_DATA_DIR(?![A-Za-z0-9_])")
+
+
+def expand_data_dir(value: str, data_dir: Path) -> str:
+    return _DATA_DIR_REF.sub(lambda _: str(data_dir), value)
 
 
 def not_installed(argv: list[str], environ: dict[str, str]) -> str | None:
