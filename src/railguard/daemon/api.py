@@ -31,6 +31,7 @@ from railguard.engine.guard import require
 from railguard.model.api import (
     ApprovalRequestBody,
     DecisionRequest,
+    ExecRequest,
     OperationKind,
     OperationRequest,
     PlanRequest,
@@ -301,6 +302,8 @@ def route(daemon: Daemon, method: str, parts: list[str], query: dict[str, str], 
             require(who, read if dry_run else Permission.admin, None)
             spec = body.get("spec")
             return {"gc": daemon.gc(spec if isinstance(spec, str) and spec else None, dry_run)}
+        case ("POST", "exec", 2):
+            return {"exec": daemon.exec_command(_parse(ExecRequest, body), who)}
         case ("POST", "shutdown", 2):
             require(who, Permission.admin, None)
             daemon.request_shutdown(_parse(ShutdownRequest, body).everything)

@@ -45,6 +45,7 @@ from railguard.providers.base import (
     TickResponse,
 )
 from railguard.providers.local import artifacts
+from railguard.providers.local.commands import Commands
 from railguard.providers.local.edge import CaddyEdge, EdgeError, PortInUse
 from railguard.providers.local.health import CheckResult
 from railguard.providers.local.processes import ReplicaRecord, Supervisor, is_alive
@@ -74,7 +75,7 @@ REMEDIATION = {
 }
 
 
-class LocalProvider(Rollouts, Views):
+class LocalProvider(Rollouts, Views, Commands):
     kind = "local"
 
     def __init__(self, home: Path, secrets: SecretSource | None = None, supervisor: Supervisor | None = None) -> None:
