@@ -2,7 +2,8 @@
 
 Real daemon, real processes: the command sees the release's variables, secret and data folder and runs in its
 artifact; on a terminal it is interactive; its exit status is the CLI's; with --json its output comes back
-captured and redacted; an older release runs with --release; a protected environment refuses it.
+captured and redacted; an older release runs with --release. In a protected environment it becomes a plan
+that runs once approved and applied.
 """
 
 from __future__ import annotations
@@ -10,9 +11,14 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
+import pytest
+
 from .harness import Workspace, run_on_terminal
+from .test_guardrails import Guarded, codes, guarded
 
 SHOW = ("import os, sys; print(os.environ['VERSION'], os.environ['API_TOKEN'], os.environ['RAILGUARD_DATA_DIR'], "
         "os.getcwd(), 'PORT' in os.environ, sys.stdin.read().upper()); sys.exit(int(os.environ['VERSION']) + 40)")
@@ -75,8 +81,8 @@ def test_exec_runs_in_the_release_context_interactive_captured_and_audited(ws: W
     (ws.root / "railguard.toml").write_text(spec.replace("[services.web]", "[environments.production]\n"
                                                          f"edge_port = {ws.port + 1}\nprotected = true\n\n"
                                                          "[services.web]", 1))
-    code, result = _exec_json(ws, "web", "--env", "production", "--", "true")
-    assert code == 1 and result["diagnostics"][0]["code"] == "exec.needs_approval"
+    code, result = _exec_json(ws, "web", "--env", "production", "--", "true")  # protected, never deployed
+    assert code == 1 and result["diagnostics"][0]["code"] == "exec.no_release"
 
     # Audited and recorded, with the secret nowhere in Railguard's own records.
     code, events = ws.rg_json("events", "--env", "staging")
@@ -86,3 +92,48 @@ def test_exec_runs_in_the_release_context_interactive_captured_and_audited(ws: W
     code, audit = ws.rg_json("audit", "--env", "staging")
     assert any(a["action"] == "exec.finished" for a in audit["audit"])
     assert SECRET not in str(events) + str(audit)
+
+
+@pytest.fixture
+def g(tmp_path: Path) -> Iterator[Guarded]:
+    yield from guarded(tmp_path)
+
+
+def test_exec_in_production_is_a_plan_that_runs_once_approved(g: Guarded) -> None:
+    """Protected: the command becomes a plan (one `command` change, disruptive), approved on a terminal,
+    applied by the daemon, its redacted output kept with the operation; no release is made."""
+    agent = g.token("claude", "agent")
+    assert g.as_(agent, "deploy", "--env", "staging", "--yes")[0] == 0  # production runs what soaked here
+    code, planned = g.as_(agent, "plan", "--env", "production")
+    run_on_terminal(g.root, ["approve", planned["plan"]["id"]], planned["plan"]["hash"][7:15])
+    code, result = g.as_(agent, "apply", planned["plan"]["id"])
+    assert code == 0, result
+    show = "import os; print('token', os.environ['API_TOKEN'], os.environ['RAILGUARD_ENV'])"
+    done = g.rg("exec", "web", "--env", "production", "--json", "--", "python", "-c", show,
+                env={"RAILGUARD_TOKEN": agent})
+    answer = json.loads(done.stdout)
+    assert done.returncode == 0 and answer["exec"] is None, answer
+    plan = answer["plan"]
+    [change] = plan["changes"]
+    assert change["action"] == "command" and change["risk"] == "disruptive"
+    assert plan["decision"] == "require_approval" and plan["requested_by"] == "token:claude"
+    code, refused = g.as_(agent, "apply", plan["id"])
+    assert code == 1 and codes(refused) == ["policy.approval_required"]  # nothing ran
+    code, text = run_on_terminal(g.root, ["approve", plan["id"]], plan["hash"][7:15])
+    assert code == 0, text
+    code, result = g.as_(agent, "apply", plan["id"])
+    assert code == 0 and result["operation"]["status"] == "succeeded", result
+    ended = [j for j in result["operation"]["journal"] if j["step"].endswith(": command") and j["phase"] == "end"]
+    assert ended and ended[0]["detail"]["exit_code"] == 0
+    assert ended[0]["detail"]["output"] == ["token (sensitive:API_TOKEN) production"]
+    code, releases = g.rg_json("releases", "--env", "production")
+    assert [r["number"] for r in releases["releases"]] == [1]  # a command makes no release
+    # A failing command fails its operation with its output as the log tail, and changes nothing that runs.
+    done = g.rg("exec", "web", "--env", "production", "--json", "--", "python", "-c",
+                "print('boom'); raise SystemExit(5)", env={"RAILGUARD_TOKEN": agent})
+    failing = json.loads(done.stdout)["plan"]
+    run_on_terminal(g.root, ["approve", failing["id"]], failing["hash"][7:15])
+    code, result = g.as_(agent, "apply", failing["id"])
+    assert code == 1 and codes(result) == ["exec.failed"], result
+    assert result["diagnostics"][0]["extra"]["log_tail"] == ["boom"]
+    assert g.get().status_code == 200

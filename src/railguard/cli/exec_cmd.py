@@ -6,7 +6,8 @@ descriptors over the one-shot socket the daemon names, forwards the signals it g
 resize) and exits with the command's own status, so ``railguard exec web -- python manage.py shell`` is
 interactive on a terminal and ``railguard exec ... > out.txt`` writes the command's output, not
 Railguard's. With ``--json`` the daemon captures the output instead (redacted) and it comes back in the
-JSON document. See :mod:`railguard.daemon.execs`.
+JSON document. In a protected environment the daemon answers with a plan instead (one ``command``
+change, risk ``--risk``), which runs once approved and applied. See :mod:`railguard.daemon.execs`.
 """
 
 from __future__ import annotations
@@ -19,11 +20,14 @@ from types import FrameType
 from typing import Annotated, Optional
 
 import typer
+from rich.markup import escape
 
+from railguard.cli import render
 from railguard.cli.common import DEPLOY, EnvOpt, JsonOpt, SpecOpt, add, connect, env_from_spec
-from railguard.cli.output import emit_json, guarded
+from railguard.cli.output import emit_json, finish, guarded, out
 from railguard.model.api import ExecRecord
 from railguard.model.diagnostics import RailguardError, error
+from railguard.model.plans import Plan
 
 FORWARDED = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT, signal.SIGWINCH)
 
@@ -37,6 +41,9 @@ def exec_(
     = None,
     timeout: Annotated[Optional[float], typer.Option(
         "--timeout", help="With --json: seconds before the command is killed (default 600).")] = None,
+    risk: Annotated[str, typer.Option(
+        "--risk", help="In a protected environment: the risk of the plan it becomes (disruptive, destructive).")]
+    = "disruptive",
     spec: SpecOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
@@ -44,13 +51,19 @@ def exec_(
     ws, client = connect(spec)
     name = env_from_spec(ws, env)
     body = {"spec": str(ws.spec_path), "env": name, "service": service, "argv": command, "release": release,
-            "attach": not as_json, "timeout_s": timeout}
+            "attach": not as_json, "timeout_s": timeout, "risk": risk}
+    answer = client.call("POST", "exec", body, timeout=(timeout or 600.0) + 30.0 if as_json else None)
+    if "plan" in answer:  # a protected environment: the command became a plan that needs approval
+        saved = Plan.model_validate(answer["plan"])
+        if as_json:
+            finish(True, list(saved.diagnostics), {"plan": {**saved.summary(), **answer["plan"]}, "exec": None})
+        out.print(f"[bold]{escape(name)}[/] is protected: the command runs once this plan is approved and applied.")
+        render.plan(saved)
+        raise typer.Exit(0)
+    record = ExecRecord.model_validate(answer["exec"])
     if as_json:
-        wait = (timeout or 600.0) + 30.0
-        record = ExecRecord.model_validate(client.call("POST", "exec", body, timeout=wait)["exec"])
         emit_json({"ok": record.exit_code == 0, "diagnostics": [], "exec": record.model_dump(mode="json")})
         raise typer.Exit(_status(record.exit_code))
-    record = ExecRecord.model_validate(client.call("POST", "exec", body)["exec"])
     raise typer.Exit(_attach(record))
 
 

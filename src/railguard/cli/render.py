@@ -28,8 +28,8 @@ from railguard.model.plans import Action, Effect, Plan, Risk
 
 RISK_STYLE = {Risk.safe: "green", Risk.disruptive: "yellow", Risk.destructive: "bold red"}
 ACTION_SYMBOL = {Action.create: "+", Action.update: "~", Action.replace: "-/+", Action.delete: "-",
-                 Action.noop: "="}
-ACTION_ORDER = [Action.delete, Action.replace, Action.update, Action.create, Action.noop]
+                 Action.noop: "=", Action.command: "!"}
+ACTION_ORDER = [Action.delete, Action.replace, Action.update, Action.create, Action.command, Action.noop]
 MAX_DIFF_LINES = 12
 
 
@@ -129,6 +129,8 @@ def operation(record: dict[str, Any]) -> None:
         table.add_row(entry["at"], escape(entry["step"]), f"[{style}]{entry['phase']}[/]")
     if record["journal"]:
         out.print(table)
+    for entry in record["journal"]:
+        _command_output(entry)
 
 
 def events(rows: list[Event]) -> None:
@@ -148,6 +150,16 @@ def journal_entry(entry: dict[str, Any]) -> None:
     if entry["phase"] == "begin" and ": " in entry["step"]:
         return  # sub-steps are shown when they end, to keep the live view short
     out.print(f"  {mark} {escape(entry['step'])}  [dim]{entry['at'][11:23]}[/]")
+    _command_output(entry)
+
+
+def _command_output(entry: dict[str, Any]) -> None:
+    """An approved one-off command's output (redacted by the runtime), kept in its journal entry."""
+    lines = (entry.get("detail") or {}).get("output")
+    if isinstance(lines, list):
+        out.print(f"    [dim]exit {entry['detail'].get('exit_code')}; output:[/]")
+        for line in lines:
+            out.print(f"    [dim]│[/] {escape(str(line))}")
 
 
 def operation_summary(record: dict[str, Any]) -> None:

@@ -34,6 +34,7 @@ from railguard.model.api import (
     ExecRequest,
     OperationKind,
     OperationRequest,
+    PlanAnswer,
     PlanRequest,
     PromoteRequest,
     Request,
@@ -303,7 +304,8 @@ def route(daemon: Daemon, method: str, parts: list[str], query: dict[str, str], 
             spec = body.get("spec")
             return {"gc": daemon.gc(spec if isinstance(spec, str) and spec else None, dry_run)}
         case ("POST", "exec", 2):
-            return {"exec": daemon.exec_command(_parse(ExecRequest, body), who)}
+            ran = daemon.exec_command(_parse(ExecRequest, body), who)
+            return {"plan": ran} if isinstance(ran, PlanAnswer) else {"exec": ran}
         case ("POST", "shutdown", 2):
             require(who, Permission.admin, None)
             daemon.request_shutdown(_parse(ShutdownRequest, body).everything)

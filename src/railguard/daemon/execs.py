@@ -29,10 +29,11 @@ import time
 from pathlib import Path
 
 from railguard.daemon.secrets_ops import Secrets
-from railguard.engine.commands import command_target
+from railguard.engine.commands import command_plan, command_target, is_protected
 from railguard.engine.workspace import Workspace
-from railguard.model.api import ExecRecord, ExecRequest
+from railguard.model.api import ExecRecord, ExecRequest, PlanAnswer
 from railguard.model.diagnostics import RailguardError
+from railguard.model.plans import Plan
 from railguard.model.principals import Principal
 from railguard.providers.base import CommandProcess, CommandRequest, Provider
 from railguard.state import audit
@@ -64,8 +65,16 @@ class ExecSessions:
     def _redact(self, text: str) -> str:
         return self.secrets.redactor(text)
 
-    def exec_command(self, request: ExecRequest, who: Principal) -> ExecRecord:
-        target = command_target(self._workspace(request.spec), request, self.store(), who)
+    @staticmethod
+    def _plan_answer(plan: Plan) -> PlanAnswer:
+        raise NotImplementedError
+
+    def exec_command(self, request: ExecRequest, who: Principal) -> ExecRecord | PlanAnswer:
+        """Run the command now, or (in a protected environment) save it as a plan that needs approval."""
+        ws = self._workspace(request.spec)
+        if is_protected(ws, self.store(), request.env):
+            return self._plan_answer(command_plan(ws, request, self.store(), self.provider, who))
+        target = command_target(ws, request, self.store(), who)
         record = ExecRecord(id=new_id("exec"), env=target.env, service=target.service, release=target.release,
                             argv=[self._redact(a) for a in target.argv], principal=who.id)
         self._record(record, STARTED_EVENT, f"{who.id} runs {' '.join(record.argv)} in {target.service} "

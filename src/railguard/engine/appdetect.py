@@ -183,8 +183,11 @@ def _data_env(files: list[PyFile], deps: Deps, choices: Choices) -> None:
         name = read_.name
         if name in choices.env or name in choices.secrets or name.startswith("RAILGUARD_") or name == "PORT":
             continue
-        if name in DATA_VARIABLES:
-            choices.env[name] = (DATA_VARIABLES[name], f"the app reads {name}: its data lives in the data folder")
+        if name in DATA_VARIABLES or name.endswith(("_DATA_DIR", "_DATA_PATH")):
+            choices.env[name] = (DATA_VARIABLES.get(name, DATA),
+                                 f"the app reads {name}: its data lives in the data folder")
+        elif name.endswith("ALLOWED_HOSTS"):
+            choices.env[name] = ("localhost,127.0.0.1", f"the app reads {name}: add your public host names")
         elif name in URL_VARIABLES and not driver and "sqlite" in (read_.default or "sqlite"):
             choices.env[name] = (f"sqlite:///{DATA}/app.db",
                                  f"the app reads {name}: its SQLite file lives in the data folder")

@@ -688,6 +688,8 @@ class ExecRequest(Request):
     attach: bool = Field(default=False, description="The caller passes its terminal (stdin/stdout/stderr) over a "
                          "one-shot socket; otherwise the daemon captures the output, redacted.")
     timeout_s: float | None = Field(default=None, gt=0, le=86_400, description="Captured runs only (default 600).")
+    risk: Literal["disruptive", "destructive"] = Field(
+        default="disruptive", description="In a protected environment: the risk of the plan the command becomes.")
 
 
 class ExecRecord(Record):

@@ -92,6 +92,7 @@ CODES: dict[str, str] = {
     "exec.not_found": "The one-off command is not installed in the release.",
     "exec.needs_approval": "A one-off command in a protected environment needs an approval.",
     "exec.detached": "The CLI could not hand its terminal to the one-off command.",
+    "exec.failed": "An approved one-off command exited with a failure status.",
     # guardrails
     "auth.token_required": "The daemon runs in token-only mode and the request carried no token.",
     "auth.unknown_token": "The token is not known (mistyped, or from another state folder).",

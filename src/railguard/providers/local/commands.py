@@ -12,19 +12,25 @@ secret values printed by the command would land in plaintext). A mixin of
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 import threading
 from collections import deque
 from collections.abc import Callable
 from pathlib import Path
 
-from railguard.model.diagnostics import RailguardError, error
-from railguard.providers.base import CommandRequest
+from railguard.model.diagnostics import Diagnostic, RailguardError, error
+from railguard.model.plans import Change
+from railguard.model.resources import ObservedResource
+from railguard.providers.base import ApplyRequest, ApplyResponse, CommandRequest, Progress
 from railguard.providers.local import artifacts
 from railguard.providers.local.replicas import not_installed, replica_env
 from railguard.providers.local.runtime import ReplicaSet, RuntimeState
+from railguard.secrets.redaction import Redactor
 
 OUTPUT_LIMIT = 1_000_000  # bytes of a captured run's output kept (the last ones)
+APPROVED_TIMEOUT_S = 3600.0  # an approved command's limit: a migration may be long, not endless
+OUTPUT_LINES = 200  # of an approved command's output, kept in the journal
 
 
 class LocalCommand:
@@ -95,6 +101,47 @@ class Commands:
                 address=f"{request.env}/service.{request.service}")) from exc
         return LocalCommand(proc)
 
+    def _approved_command(self, request: ApplyRequest, progress: Progress | None) -> ApplyResponse:
+        """Run an approved ``command`` change (a plan applied), its redacted output kept in the journal."""
+        argv, release = _command_of(request.change)
+        service = request.change.address.split("/service.")[-1]
+        command = CommandRequest(env=request.env, service=service, release=release, argv=argv, desired=None,
+                                 data_dir=request.data_dir)
+        live = [rs for rs in self.state.env(request.env).of(service) if rs.release == release and rs.replicas]
+        redact = Redactor()
+        if live:
+            names = live[0].replicas[0].secret_names
+            redact.update(self.secret_values(request.env, names).items())
+        if progress:
+            progress("command", "begin", {"argv": argv, "release": release})
+        try:
+            process = self.start_command(command, None)
+        except RailguardError as exc:
+            return self._failed_command(request, live, list(exc.diagnostics))
+        code = process.wait(APPROVED_TIMEOUT_S)
+        if code is None:
+            process.signal(signal.SIGKILL)
+            code = process.wait(10.0)
+        lines = redact(process.output()).splitlines()[-OUTPUT_LINES:]
+        if progress:
+            progress("command", "end" if code == 0 else "fail", {"exit_code": code, "output": lines})
+        if code != 0:
+            return self._failed_command(request, live, [error(
+                "exec.failed", f"The command exited with {code}",
+                f"{' '.join(argv)} in release {release} exited with status {code}.",
+                "Read its output (log_tail), fix the cause, then plan the command again.",
+                address=request.change.address, extra={"exit_code": code, "log_tail": lines[-20:]})])
+        return ApplyResponse(ok=True, observed=self._observed_service(request.env, live[0]) if live else None)
+
+    def _failed_command(self, request: ApplyRequest, live: list[ReplicaSet],
+                        diagnostics: list[Diagnostic]) -> ApplyResponse:
+        # What runs is untouched: the observed service stays as it was.
+        return ApplyResponse(ok=False, observed=self._observed_service(request.env, live[0]) if live else None,
+                             diagnostics=diagnostics)
+
+    def _observed_service(self, env: str, rs: ReplicaSet) -> ObservedResource:
+        raise NotImplementedError
+
     def _command_context(self, request: CommandRequest) -> tuple[Path, dict[str, str]]:
         """The working folder and environment the release's replicas have (or would have)."""
         with self.state.lock:
@@ -114,6 +161,15 @@ class Commands:
                               port=None, data_dir=data_dir, artifact=found, home=self.home,
                               secrets=self.secret_values(request.env, cfg["secrets"]))
         return found.src, environ
+
+
+def _command_of(change: Change) -> tuple[list[str], int]:
+    """The argv and release a ``command`` change carries in its diff (covered by the plan's hash)."""
+    found = {d.path: d.after for d in change.diff}
+    argv, release = found.get("command"), found.get("release")
+    if not (isinstance(argv, list) and argv and all(isinstance(a, str) for a in argv) and isinstance(release, int)):
+        raise ValueError(f"{change.address}: a command change without its command and release")
+    return [str(a) for a in argv], release
 
 
 def _from_running(rs: ReplicaSet) -> tuple[Path, dict[str, str]]:

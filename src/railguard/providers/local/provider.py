@@ -304,6 +304,8 @@ class LocalProvider(Rollouts, Views, Commands):
         try:
             if change.kind == "edge":
                 return self._apply_edge(request, step)
+            if change.action is Action.command:
+                return self._approved_command(request, progress)
             if change.action is Action.delete:
                 return self._delete_service(request, step)
             if change.action is Action.update:
