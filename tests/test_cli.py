@@ -44,7 +44,7 @@ def test_newcomer_flow_init_validate_plan(app_folder: Path) -> None:
     done = rg("init", cwd=tmp_path)
     assert done.returncode == 0, done.stderr
     text = (tmp_path / "railguard.toml").read_text()
-    assert '"flask"' in text and 'http = "/healthz"' in text
+    assert '"gunicorn"' in text and 'http = "/healthz"' in text and "app:app" in text
     assert rg("validate", cwd=tmp_path).returncode == 0
     code, result = rg_json("plan", "--env", "staging", cwd=tmp_path)
     assert code == 0 and result["ok"]

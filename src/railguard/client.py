@@ -147,13 +147,18 @@ class Client:
 
     # -- calls -------------------------------------------------------------------------------
     def call(self, method: str, path: str, body: dict[str, Any] | None = None,  # JSON out, raw JSON answered
-             params: dict[str, Any] | None = None) -> dict[str, Any]:  # the typed calls below parse the answer
-        """Any call, answered as raw JSON (the envelope's payload keys); the typed calls below parse it."""
+             params: dict[str, Any] | None = None, timeout: float | None = None) -> dict[str, Any]:
+        """Any call, answered as raw JSON (the envelope's payload keys); the typed calls below parse it.
+
+        ``timeout``: seconds to wait for the answer when the call may take longer than the usual 120 s.
+        """
         if self.autostart and not self.alive():
             self.start_daemon()
         clean = {k: v for k, v in (params or {}).items() if v is not None}
         try:
-            response = self._http.request(method, f"/v1/{path}", json=body, params=clean)
+            response = self._http.request(
+                method, f"/v1/{path}", json=body, params=clean,
+                timeout=httpx.Timeout(timeout, connect=2.0) if timeout else httpx.USE_CLIENT_DEFAULT)
             payload: dict[str, Any] = response.json()  # raw JSON until a typed call parses it
         except httpx.TimeoutException as exc:
             raise _unavailable(f"The daemon did not answer {method} /v1/{path} in time: {exc}.", self.ws.home,

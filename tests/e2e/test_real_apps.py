@@ -182,6 +182,12 @@ def test_failing_release_command_shows_its_log_tail_to_people_and_no_live_url(tm
         assert "rollout.release_failed" in human.stderr
         assert "migration 0003 failed: column already exists" in human.stderr  # the log tail, not only in --json
         assert "Live at" not in human.stdout + human.stderr
+        # Applied, but no replica behind the route: a deploy with nothing to do does not claim "Live at" either.
+        ws.write_spec(replicas=0)
+        assert ws.deploy()[0] == 0
+        again = ws.rg("deploy", "--env", "staging", "--yes")
+        assert again.returncode == 0 and "Nothing is live in staging yet" in again.stdout, again.stdout
+        assert "Live at" not in again.stdout
     finally:
         stop_daemon(tmp_path)
 

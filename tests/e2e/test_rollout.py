@@ -65,7 +65,8 @@ def test_failed_deploys_leave_traffic_on_the_last_good_release(ws: Workspace) ->
     good_pid = ws.status()["services"][0]["replicas"][0]["pid"]
     cases = [
         (dict(mode="crash"), "rollout.crashed", "exited with status 3"),
-        (dict(mode="unhealthy", start_timeout="2s"), "rollout.unhealthy", "HTTP 503"),
+        # The same 503 three times after start_period is conclusive: no wait for the 30 s start_timeout.
+        (dict(mode="unhealthy", start_timeout="30s"), "rollout.unhealthy", "answered HTTP 503 to 3 checks in a row"),
         (dict(mode="ignore_port", start_timeout="2s"), "rollout.ignores_port", "instead of the allocated port"),
         (dict(mode="keyerror"), "rollout.crashed", "DATABASE_URL"),
         (dict(migrate="fail"), "rollout.release_failed", "exited with status 2"),

@@ -175,3 +175,45 @@ def test_gate_fails_fast_when_the_process_exits() -> None:
         assert not result.passed and result.reason.startswith("process exited")
     finally:
         proc.wait()
+
+
+def test_gate_polls_fast_first_then_backs_off_and_confirms_a_pass_quickly() -> None:
+    """The waits between checks: 10 ms, doubling on failures up to the interval; back to 10 ms after a pass."""
+    answers = iter([False] * 6 + [True, True])
+    waits: list[float] = []
+    result = readiness_gate(lambda: CheckResult(next(answers), "x"), interval=0.1, healthy_threshold=2,
+                            deadline=time.monotonic() + 60, still_running=lambda: True,
+                            sleep=lambda s: waits.append(round(s, 3)))
+    assert result.passed and result.checks == 8
+    assert waits == [0.01, 0.02, 0.04, 0.08, 0.1, 0.1, 0.01]
+
+
+def test_gate_fails_fast_on_the_same_5xx_after_start_period_but_not_before() -> None:
+    proc, port = start_server()
+    try:
+        wait_for(lambda: check_tcp(port, 0.2).ok)
+        # /broken answers 500 on every check: conclusive once start_period passed and 3 answers agree.
+        result = readiness_gate(lambda: check_http(port, "/broken", 1.0), interval=0.05, healthy_threshold=1,
+                                deadline=time.monotonic() + 60, still_running=lambda: proc.poll() is None,
+                                start_period=0.2, conclusive=3)
+        assert not result.passed and result.last is not None and result.last.status == 500
+        assert result.reason.startswith("answered HTTP 500 to 3 checks in a row after start_period (0.2s)")
+        assert "database unreachable" in result.reason
+        # Without the conclusive rule the same app is waited for until the deadline.
+        deadline = time.monotonic() + 0.5
+        slow = readiness_gate(lambda: check_http(port, "/broken", 1.0), interval=0.05, healthy_threshold=1,
+                              deadline=deadline, still_running=lambda: proc.poll() is None)
+        assert slow.reason.startswith("not healthy within") and time.monotonic() >= deadline
+    finally:
+        proc.kill()
+        proc.wait()
+
+
+def test_gate_does_not_count_different_answers_as_conclusive() -> None:
+    answers = iter([CheckResult(False, "a", 500), CheckResult(False, "b", 503), CheckResult(False, "c", 500),
+                    CheckResult(False, "refused"), CheckResult(False, "d", 502), CheckResult(False, "e", 502),
+                    CheckResult(True, "ok", 200)])
+    result = readiness_gate(lambda: next(answers), interval=0.0, healthy_threshold=1,
+                            deadline=time.monotonic() + 30, still_running=lambda: True, start_period=0.0,
+                            conclusive=3)
+    assert result.passed and result.checks == 7

@@ -57,6 +57,15 @@ def _finish_operation(record: Operation, as_json: bool, url: str | None = None) 
     raise typer.Exit(0 if ok else 1)
 
 
+def _say_live(client: Client, spec_path: Path, env: str, url: str) -> None:
+    found = client.status(env, str(spec_path))
+    if found.edge.running and any(route.upstreams for route in found.edge.routes):
+        out.print(f"Live at [bold]{url}[/]")
+    else:
+        out.print(f"Nothing is live in {escape(env)} yet: no route of its edge reaches a replica "
+                  f"(`railguard status --env {escape(env)}`).")
+
+
 def _plan_via_daemon(client: Client, spec_path: Path, env: str) -> Plan:
     return client.plan(str(spec_path), env).as_plan()
 
@@ -151,8 +160,8 @@ def deploy(
     if not saved.applyable:
         if as_json:
             finish(True, list(saved.diagnostics), {"plan": saved.summary(), "operation": None, "url": url})
-        if not saved.errored:  # nothing to do: what is live already matches the spec
-            out.print(f"Live at [bold]{url}[/]")
+        if not saved.errored:  # nothing to do: say "Live" only when the edge really routes somewhere
+            _say_live(client, ws.spec_path, name, url)
         raise typer.Exit(1 if saved.errored else 0)
     if not yes:
         if as_json or not sys.stdin.isatty():

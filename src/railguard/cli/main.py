@@ -13,10 +13,11 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
+from rich.markup import escape
 from typer._click.exceptions import ClickException, UsageError  # typer vendors click; not re-exported
 
 from railguard import __version__
-from railguard.cli import daemon_cmd, deploy, doctor_cmd, gc_cmd, guard_cmd, mcp_cmd, observe
+from railguard.cli import daemon_cmd, deploy, doctor_cmd, exec_cmd, gc_cmd, guard_cmd, mcp_cmd, observe
 from railguard.cli.common import ADMIN, DEPLOY, JsonOpt, SpecOpt, add
 from railguard.cli.output import emit_json, finish, guarded, out, print_diagnostics, usage_error
 from railguard.engine.starter import write_starter
@@ -56,9 +57,26 @@ def init(
 ) -> None:
     """Write a commented starter railguard.toml for the app in the current folder."""
     path, found = write_starter(Path.cwd(), force=force)
+    c = found.choices
     if as_json:
-        finish(True, [], {"path": str(path), "framework": found.framework, "entry": found.entry})
-    out.print(f"Wrote {path.name} for a {found.framework} app ({found.entry}).")
+        finish(True, [], {"path": str(path), "framework": found.framework, "entry": found.entry, "run": c.run,
+                          "build": c.build, "release": c.release, "server": c.server, "server_added": c.server_added,
+                          "health": c.health, "env": {k: v for k, (v, _) in c.env.items()}, "secrets": c.secrets,
+                          "code_changes": c.changes})
+    out.print(f"Wrote {path.name} for a {found.framework} app ({found.entry}): run with "
+              f"[bold]{escape(' '.join(c.run))}[/]")
+    if c.server_added:
+        out.print(f"  {c.server} is not among the app's dependencies: the build installs it "
+                  "(declare it in requirements.txt to pin its version).")
+    if c.release:
+        out.print(f"  Release command: {escape(' '.join(c.release))}")
+    if c.secrets:
+        out.print(f"  Secrets it reads: {', '.join(c.secrets)}; set each with "
+                  "`railguard secret set NAME --env staging` before deploying.")
+    if c.changes:
+        out.print("  Change these lines so its data lives in $RAILGUARD_DATA_DIR, not in the release:")
+        for change in c.changes:
+            out.print(f"    {escape(change)}")
     out.print("Next: review it, then `railguard validate` and `railguard plan --env staging`.")
 
 
@@ -90,6 +108,7 @@ def schema(as_json: JsonOpt = False) -> None:
 add(app, init, DEPLOY, "railguard init", "railguard init --force --json")
 add(app, validate, DEPLOY, "railguard validate", "railguard validate --spec deploy/railguard.toml --json")
 deploy.register(app)
+exec_cmd.register(app)
 observe.register(app)
 guard_cmd.register(app)
 doctor_cmd.register(app)

@@ -33,8 +33,8 @@ from railguard.model.plans import Action, Effect, Plan, Risk
 
 RISK_STYLE = {Risk.safe: "green", Risk.disruptive: "yellow", Risk.destructive: "bold red"}
 ACTION_SYMBOL = {Action.create: "+", Action.update: "~", Action.replace: "-/+", Action.delete: "-",
-                 Action.noop: "="}
-ACTION_ORDER = [Action.delete, Action.replace, Action.update, Action.create, Action.noop]
+                 Action.noop: "=", Action.command: "!"}
+ACTION_ORDER = [Action.delete, Action.replace, Action.update, Action.create, Action.command, Action.noop]
 MAX_DIFF_LINES = 12
 
 
@@ -154,6 +154,8 @@ def operation(record: Operation) -> None:
         table.add_row(entry.at, escape(step), f"[{style}]{entry.phase}[/]")
     if record.journal:
         out.print(table)
+    for entry in record.journal:
+        _command_output(entry)
 
 
 def events(rows: list[Event]) -> None:
@@ -168,13 +170,24 @@ def events(rows: list[Event]) -> None:
     out.print(table)
 
 
-    for entry in record.journal:
-        style = {"end": "green", "fail": "red"}.get(entry.phase, "dim")
-        step = entry.step + (f" | {entry.detail.get('line', '')}" if entry.phase == "output" else "")
-        table.add_row(entry.at, escape(step), f"[{style}]{entry.phase}[/]")
-    if record.journal:
+def journal_entry(entry: OperationStep) -> None:
+    if entry.phase == "output":  # a build's output, as it comes
+        out.print(f"    [dim]│ {escape(str(entry.detail.get('line', '')))}[/]")
+        return
+    mark = {"begin": "[dim]…[/]", "end": "[green]✓[/]", "fail": "[red]✗[/]"}[entry.phase]
+    if entry.phase == "begin" and ": " in entry.step:
         return  # sub-steps are shown when they end, to keep the live view short
     out.print(f"  {mark} {escape(entry.step)}  [dim]{entry.at[11:23]}[/]")
+    _command_output(entry)
+
+
+def _command_output(entry: OperationStep) -> None:
+    """An approved one-off command's output (redacted by the runtime), kept in its journal entry."""
+    lines = entry.detail.get("output")
+    if isinstance(lines, list):
+        out.print(f"    [dim]exit {entry.detail.get('exit_code')}; output:[/]")
+        for line in lines:
+            out.print(f"    [dim]│[/] {escape(str(line))}")
 
 
 def operation_summary(record: OperationSummary) -> None:

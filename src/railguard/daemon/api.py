@@ -31,8 +31,10 @@ from railguard.engine.guard import require
 from railguard.model.api import (
     ApprovalRequestBody,
     DecisionRequest,
+    ExecRequest,
     OperationKind,
     OperationRequest,
+    PlanAnswer,
     PlanRequest,
     PromoteRequest,
     Request,
@@ -303,6 +305,9 @@ def route(daemon: Daemon, method: str, parts: list[str], query: dict[str, str], 
             require(who, read if dry_run else Permission.admin, None)
             spec = body.get("spec")
             return {"gc": daemon.gc(spec if isinstance(spec, str) and spec else None, dry_run)}
+        case ("POST", "exec", 2):
+            ran = daemon.exec_command(_parse(ExecRequest, body), who)
+            return {"plan": ran} if isinstance(ran, PlanAnswer) else {"exec": ran}
         case ("POST", "shutdown", 2):
             require(who, Permission.admin, None)
             daemon.request_shutdown(_parse(ShutdownRequest, body).everything)

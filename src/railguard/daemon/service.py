@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from railguard.daemon import housekeeping
+from railguard.daemon.execs import ExecSessions
 from railguard.daemon.governance import Governance
 from railguard.daemon.secrets_ops import Secrets
 from railguard.engine import guard, usecases
@@ -78,7 +79,7 @@ class Job:
     answered: threading.Event = field(default_factory=threading.Event)
 
 
-class Daemon(Governance):
+class Daemon(Governance, ExecSessions):
     def __init__(self, home: Path, require_token: bool = False, provider: Provider | None = None) -> None:
         self.home = home
         self.require_token = require_token

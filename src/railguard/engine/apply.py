@@ -95,13 +95,15 @@ def execute(store: Store, *, env: str, kind: str, plan_id: str | None, changes: 
     op_id = op_id or store.create_operation(env, kind, plan_id, principal)
     actionable = [c for c in changes if c.action is not Action.noop]
     release = None
-    if any(c.kind == "service" for c in actionable):
+    # A one-off command runs in a release that exists; it makes no new release and applies no spec.
+    commands_only = bool(actionable) and all(c.action is Action.command for c in actionable)
+    if any(c.kind == "service" for c in actionable) and not commands_only:
         release = store.add_release(env, plan_id, op_id, _release_body(desired, source, rollback_of))
     failure = run_changes(store, op_id, env, actionable, desired, provider, release, ctx)
     status = OperationStatus.failed if failure else OperationStatus.succeeded
     if release is not None:
         store.finish_release(env, release, ReleaseStatus.failed if failure else ReleaseStatus.live)
-    if not failure:
+    if not failure and not commands_only:
         store.add_spec_snapshot(env, desired_digest(desired), [r.model_dump(mode="json") for r in desired])
     store.finish_operation(op_id, status, {"diagnostics": [d.model_dump(mode="json") for d in failure]}
                            if failure else None)

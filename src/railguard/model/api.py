@@ -21,7 +21,7 @@ Response models ignore unknown fields (a newer daemon may add some); request mod
 from __future__ import annotations
 
 from enum import StrEnum
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -697,3 +697,36 @@ class SecretSetRequest(Request):
 
 class ShutdownRequest(Request):
     everything: bool = False
+
+
+# -- one-off commands (railguard exec) ------------------------------------------------------------------------
+
+
+class ExecRequest(Request):
+    """Run a one-off command in an environment's context: its variables, secrets, data folder and artifact."""
+
+    spec: str = Field(min_length=1)
+    env: str = Field(min_length=1)
+    service: str = Field(min_length=1)
+    argv: list[Annotated[str, Field(min_length=1, max_length=4096)]] = Field(min_length=1, max_length=256)
+    release: int | None = Field(default=None, description="The release whose artifact runs it; None: the live one.")
+    attach: bool = Field(default=False, description="The caller passes its terminal (stdin/stdout/stderr) over a "
+                         "one-shot socket; otherwise the daemon captures the output, redacted.")
+    timeout_s: float | None = Field(default=None, gt=0, le=86_400, description="Captured runs only (default 600).")
+    risk: Literal["disruptive", "destructive"] = Field(
+        default="disruptive", description="In a protected environment: the risk of the plan the command becomes.")
+
+
+class ExecRecord(Record):
+    """A one-off command: where it ran, and (once it ended) how. ``output`` is captured runs only, redacted."""
+
+    id: str
+    env: str
+    service: str
+    release: int
+    argv: list[str]
+    principal: str
+    socket: str | None = Field(default=None, description="Attached runs: where the caller passes its terminal.")
+    exit_code: int | None = None
+    timed_out: bool = False
+    output: list[str] = Field(default_factory=list)

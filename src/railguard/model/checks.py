@@ -249,6 +249,8 @@ def _isolation(spec: Spec) -> Iterator[Diagnostic]:
                     if other != env_name:
                         yield _shared("host", route.host, other, env_name, f"services.{name}.routes")
             for var, value in service.env.items():
+                if "RAILGUARD_DATA_DIR" in value:
+                    continue  # expanded to each environment's own data folder (which must differ, checked above)
                 if value and (var.upper().endswith(_DATABASE_VARIABLE) or "://" in value and var.upper().endswith(
                         ("_URL", "_URI"))):
                     other_env, other_var = databases.setdefault(value, (env_name, var))

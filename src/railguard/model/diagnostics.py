@@ -97,6 +97,11 @@ CODES: dict[str, str] = {
     # init
     "init.exists": "A spec file already exists.",
     "init.no_app": "No app was detected in the folder.",
+    "exec.no_release": "No release (live, or the one named) can run the one-off command.",
+    "exec.not_found": "The one-off command is not installed in the release.",
+    "exec.needs_approval": "A one-off command in a protected environment needs an approval.",
+    "exec.detached": "The CLI could not hand its terminal to the one-off command.",
+    "exec.failed": "An approved one-off command exited with a failure status.",
     # guardrails
     "auth.token_required": "The daemon runs in token-only mode and the request carried no token.",
     "auth.unknown_token": "The token is not known (mistyped, or from another state folder).",

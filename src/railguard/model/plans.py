@@ -27,6 +27,7 @@ class Action(StrEnum):
     replace = "replace"  # type: ignore[assignment]  # shadows str.replace; never called on members
     delete = "delete"
     noop = "no-op"
+    command = "command"  # a one-off command in a release's context (`railguard exec` in a protected environment)
 
 
 class Risk(StrEnum):

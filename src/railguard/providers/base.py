@@ -200,6 +200,35 @@ class ShutdownRequest(_Message):
                                                                    "service's own stop_timeout.")
 
 
+class CommandRequest(_Message):
+    """A one-off command (``railguard exec``) in the context of one release of one service."""
+
+    env: str
+    service: str
+    release: int
+    argv: list[str]
+    desired: Resource | None = Field(default=None, description="The release's frozen service resource: finds its "
+                                     "artifact and config when no replica set of that release runs.")
+    data_dir: str | None = Field(default=None, description="Absolute data folder of the environment.")
+
+
+class CommandProcess(Protocol):
+    """A running one-off command: wait for it, signal it, read what it printed (captured runs)."""
+
+    @property
+    def pid(self) -> int: ...
+
+    def wait(self, timeout: float | None) -> int | None:
+        """The exit status (negative: killed by that signal), or None when ``timeout`` passed first."""
+        ...
+
+    def signal(self, signum: int) -> None: ...
+
+    def output(self) -> str:
+        """What a captured run printed (stdout and stderr, the last ~1 MB); '' for an attached run."""
+        ...
+
+
 @runtime_checkable
 class Provider(Protocol):
     """A runtime Railguard can deploy to."""
@@ -232,6 +261,11 @@ class Provider(Protocol):
         """Delete built artifacts that no kept release and nothing running uses; return their ids."""
         ...
 
+    def start_command(self, request: CommandRequest, stdio: tuple[int, int, int] | None) -> CommandProcess:
+        """Start a one-off command with exactly what the release's replicas see (variables, secrets, data folder,
+        artifact). ``stdio``: the caller's stdin/stdout/stderr descriptors (attached), or None to capture."""
+        ...
+
 
 # -- the scratch runtime: what the doctor runs one service with, outside any environment -------------------
 
@@ -242,6 +276,7 @@ class CheckResult:
 
     ok: bool
     detail: str
+    status: int | None = None  # the HTTP status of an HTTP check that got an answer (the gate's fail-fast reads it)
 
 
 @dataclass(frozen=True)

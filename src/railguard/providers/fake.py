@@ -14,13 +14,15 @@ from __future__ import annotations
 import time
 
 from railguard.model.api import KeptRelease
-from railguard.model.diagnostics import error
+from railguard.model.diagnostics import RailguardError, error
 from railguard.model.plans import Action
 from railguard.model.resources import LiveStatus, ObservedResource
 from railguard.providers.base import (
     AdoptResponse,
     ApplyRequest,
     ApplyResponse,
+    CommandProcess,
+    CommandRequest,
     DescribeRequest,
     DescribeResponse,
     EdgeUnit,
@@ -124,6 +126,12 @@ class FakeProvider:
 
     def prune_artifacts(self, kept: list[KeptRelease], dry_run: bool = False) -> list[str]:
         return []  # the fake builds nothing, so it keeps no artifacts to prune
+
+    def start_command(self, request: CommandRequest, stdio: tuple[int, int, int] | None) -> CommandProcess:
+        raise RailguardError(error(
+            "exec.no_release", "The fake runtime runs no commands",
+            f"{request.argv} in '{request.env}': the fake provider keeps state in memory and runs no processes.",
+            "Use the local provider to run one-off commands."))
 
     # -- views -------------------------------------------------------------------------------
     def describe(self, request: DescribeRequest) -> DescribeResponse:

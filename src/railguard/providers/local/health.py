@@ -25,8 +25,7 @@ __all__ = ["CheckResult", "GateResult", "check_exec", "check_http", "check_tcp",
 
 _BODY_CHARS = 200
 _STDERR_CHARS = 200
-
-
+FIRST_POLL_S = 0.01  # the readiness gate's first wait between checks; it doubles after each failure
 
 
 def _ms(start: float) -> str:
@@ -60,9 +59,10 @@ def check_http(port: int, path: str, timeout: float) -> CheckResult:
     finally:
         conn.close()
     if 200 <= response.status < 300:
-        return CheckResult(True, f"HTTP {response.status} in {_ms(start)}")
+        return CheckResult(True, f"HTTP {response.status} in {_ms(start)}", response.status)
     text = body[:_BODY_CHARS].strip()
-    return CheckResult(False, f"HTTP {response.status}: {text}" if text else f"HTTP {response.status}")
+    return CheckResult(False, f"HTTP {response.status}: {text}" if text else f"HTTP {response.status}",
+                       response.status)
 
 
 def check_tcp(port: int, timeout: float) -> CheckResult:
@@ -123,27 +123,56 @@ def _kill_group(proc: subprocess.Popen[bytes]) -> None:
 
 def readiness_gate(
     check: Callable[[], CheckResult], *, interval: float, healthy_threshold: int, deadline: float,
-    still_running: Callable[[], bool],
+    still_running: Callable[[], bool], first_interval: float = FIRST_POLL_S, start_period: float | None = None,
+    conclusive: int = 0, sleep: Callable[[float], None] = time.sleep,
 ) -> GateResult:
-    """Wait until ``healthy_threshold`` consecutive checks pass, the process exits or ``deadline`` passes."""
+    """Wait until ``healthy_threshold`` consecutive checks pass, the process exits or ``deadline`` passes.
+
+    Polling is adaptive: the first check runs at once, the next ones after ``first_interval`` (10 ms), the
+    wait doubling after each failing check up to ``interval``, so an app that is up in 40 ms is seen at
+    about 40 ms and a slow one is not hammered. After a passing check the next one follows after
+    ``first_interval`` again: a healthy app does not wait a whole interval per confirming check.
+
+    Fails fast when the answer is conclusive: the process exited, or (with ``conclusive`` > 0) the same
+    HTTP 5xx status came back ``conclusive`` times in a row once ``start_period`` had passed. An app that
+    answers 500 on every check will not answer otherwise by waiting for the rest of its start_timeout.
+    """
     began = time.monotonic()
-    checks = passing = 0
+    checks = passing = same = 0
     last: CheckResult | None = None
+    first = min(first_interval, interval)
+    delay = first
     while True:
         if not still_running():
             return GateResult(False, checks, last, "process exited" + _last(last))
-        last = check()
+        previous, last = last, check()
         checks += 1
         passing = passing + 1 if last.ok else 0
         if passing >= healthy_threshold:
             return GateResult(True, checks, last, f"healthy after {checks} check(s)")
         now = time.monotonic()
+        same = _same_5xx(last, previous, same) if start_period is not None and now - began >= start_period else 0
+        if conclusive and same >= conclusive:
+            if not still_running():
+                return GateResult(False, checks, last, "process exited" + _last(last))
+            return GateResult(False, checks, last, f"answered HTTP {last.status} to {same} checks in a row after "
+                                                   f"start_period ({_window(start_period or 0.0)})" + _last(last))
         if now >= deadline:
             # The process may have died during the check; that is the better explanation.
             if not still_running():
                 return GateResult(False, checks, last, "process exited" + _last(last))
             return GateResult(False, checks, last, f"not healthy within {_window(deadline - began)}" + _last(last))
-        time.sleep(max(0.0, min(interval, deadline - now)))
+        sleep(max(0.0, min(first if last.ok else delay, deadline - now)))
+        delay = first if last.ok else min(max(delay * 2, first), interval)
+
+
+def _same_5xx(last: CheckResult, previous: CheckResult | None, count: int) -> int:
+    """How many checks in a row (this one included) answered the same 5xx status."""
+    if last.ok or last.status is None or last.status < 500:
+        return 0
+    if previous is not None and previous.status == last.status and count:
+        return count + 1
+    return 1
 
 
 def _last(last: CheckResult | None) -> str:

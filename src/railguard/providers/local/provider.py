@@ -45,6 +45,7 @@ from railguard.providers.base import (
     TickResponse,
 )
 from railguard.providers.local import artifacts
+from railguard.providers.local.commands import Commands
 from railguard.providers.local.edge import CaddyEdge, EdgeError, PortInUse
 from railguard.providers.local.health import CheckResult
 from railguard.providers.local.processes import ReplicaRecord, ReplicaSpec, Supervisor, is_alive
@@ -80,7 +81,7 @@ REMEDIATION = {
 }
 
 
-class LocalProvider(Rollouts, Views):
+class LocalProvider(Rollouts, Views, Commands):
     kind = "local"
 
     def __init__(self, home: Path, secrets: SecretSource | None = None, supervisor: Supervisor | None = None) -> None:
@@ -329,6 +330,8 @@ class LocalProvider(Rollouts, Views):
         try:
             if change.kind == "edge":
                 return self._apply_edge(request, step)
+            if change.action is Action.command:
+                return self._approved_command(request, progress)
             if change.action is Action.delete:
                 return self._delete_service(request, step)
             if change.action is Action.update:

@@ -36,7 +36,7 @@ from railguard.providers.local.processes import (
 from railguard.providers.local.runtime import Replica
 from railguard.providers.local.sandbox import readonly_preexec
 
-READY_POLL_S = 0.1  # readiness polls fast; the configured interval paces monitoring after the switch
+READY_POLL_S = 0.1  # the gate's slowest poll (it starts at 10 ms); the configured interval paces monitoring
 
 
 class Failure(Exception):
@@ -55,8 +55,13 @@ def instance_id(home: Path) -> str:
 def replica_env(config: dict[str, Any], *, env: str, service: str, release: int, index: int | None,
                 port: int | None, data_dir: Path, artifact: Artifact, home: Path,
                 secrets: dict[str, str] | None = None) -> dict[str, str]:
-    """Exactly what a replica sees: the spec's variables, its secrets and documented ones, nothing inherited."""
-    values = dict(config["env"])
+    """Exactly what a replica sees: the spec's variables, its secrets and documented ones, nothing inherited.
+
+    ``$RAILGUARD_DATA_DIR`` (or ``${RAILGUARD_DATA_DIR}``) in a plain value becomes the data folder's path, so
+    the spec can point an app's own variables (``DATABASE_URL``, an instance folder) into it; nothing else
+    is expanded, and secrets never are.
+    """
+    values = {name: expand_data_dir(value, data_dir) for name, value in config["env"].items()}
     values.update(secrets or {})
     values.update({
         "PATH": base_path(artifact.bin_dirs),
@@ -75,6 +80,13 @@ def replica_env(config: dict[str, Any], *, env: str, service: str, release: int,
     if port is not None:
         values[config["port_env"]] = str(port)
     return values
+
+
+_DATA_DIR_REF = re.compile(r"\$\{RAILGUARD_DATA_DIR\}|\$RAILGUARD_DATA_DIR(?![A-Za-z0-9_])")
+
+
+def expand_data_dir(value: str, data_dir: Path) -> str:
+    return _DATA_DIR_REF.sub(lambda _: str(data_dir), value)
 
 
 def not_installed(argv: list[str], environ: dict[str, str]) -> str | None:
@@ -197,12 +209,17 @@ def gate(replicas: list[Replica], config: dict[str, Any]) -> None:
     health = config["health"]
     threshold = health["healthy_threshold"] if health else 1
     deadline = time.monotonic() + config["start_timeout_ms"] / 1000
+    poll = max(0.01, min(READY_POLL_S, health["interval_ms"] / 1000)) if health else READY_POLL_S
+    # The same 5xx answered unhealthy_threshold times in a row after start_period is conclusive: fail now.
+    start_period = health["start_period_ms"] / 1000 if health else None
+    conclusive = health["unhealthy_threshold"] if health else 0
     results: dict[str, GateResult] = {}
 
     def one(replica: Replica) -> None:
         results[replica.spec.name] = readiness_gate(
-            lambda: _check_for(config, replica), interval=READY_POLL_S, healthy_threshold=threshold,
-            deadline=deadline, still_running=lambda: is_alive(replica.record))
+            lambda: _check_for(config, replica), interval=poll, healthy_threshold=threshold,
+            deadline=deadline, still_running=lambda: is_alive(replica.record), start_period=start_period,
+            conclusive=conclusive)
 
     threads = [threading.Thread(target=one, args=(r,), daemon=True) for r in replicas]
     for thread in threads:

@@ -1,0 +1,307 @@
+"""``railguard init``'s choices for one app folder: entry point, production server, release command, data.
+
+From the facts :mod:`railguard.engine.appscan` read (never by importing the app), decide how the app runs
+the way its framework's docs say in production: a package app's ``create_app`` factory or a module's app
+object served by gunicorn, uvicorn or waitress (whichever the project already depends on, otherwise one
+the build adds), Django through its WSGI/ASGI module with ``migrate`` as the release command, data pointed
+into ``$RAILGUARD_DATA_DIR`` through environment variables (and the one line of code to change when the
+framework reads no variable). Each choice carries the sentence that explains it, which
+:mod:`railguard.engine.starter` writes as a comment. Pure: no I/O beyond reading the folder.
+"""
+
+from __future__ import annotations
+
+import ast
+import re
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from railguard.engine.appscan import Deps, PyFile, read_deps, scan
+
+PREFERRED_FILES = ("wsgi", "asgi", "app", "main", "application", "server", "api", "run", "hello")
+HEALTH_PATH = re.compile(r"^/(healthz?|health-?check|up|ping|livez|readyz|_health)/?$")
+SQL_DRIVERS = ("psycopg", "psycopg2", "psycopg2-binary", "asyncpg", "mysqlclient", "pymysql", "mysql-connector-python")
+DATA = "$RAILGUARD_DATA_DIR"
+# Variables an app commonly reads for where its data goes, and what points them into the data folder.
+DATA_VARIABLES = {
+    "DATA_DIR": DATA, "DATA_PATH": DATA, "STORAGE_DIR": DATA, "STORAGE_PATH": DATA, "INSTANCE_PATH": DATA,
+    "UPLOAD_FOLDER": f"{DATA}/uploads", "UPLOAD_DIR": f"{DATA}/uploads", "UPLOADS_DIR": f"{DATA}/uploads",
+    "MEDIA_ROOT": f"{DATA}/media", "DATABASE_PATH": f"{DATA}/app.db", "DB_PATH": f"{DATA}/app.db",
+    "SQLITE_PATH": f"{DATA}/app.db", "DATABASE_FILE": f"{DATA}/app.db",
+}
+URL_VARIABLES = ("DATABASE_URL", "SQLALCHEMY_DATABASE_URI", "DB_URL", "DATABASE_URI")
+# Import names whose distribution is known, so an app that imports one without declaring it still builds.
+KNOWN_IMPORTS = {
+    "flask": "flask", "fastapi": "fastapi", "starlette": "starlette", "django": "django", "quart": "quart",
+    "sqlalchemy": "sqlalchemy", "flask_sqlalchemy": "flask-sqlalchemy", "flask_migrate": "flask-migrate",
+    "alembic": "alembic", "jinja2": "jinja2", "werkzeug": "werkzeug", "pydantic": "pydantic",
+    "requests": "requests", "httpx": "httpx", "yaml": "pyyaml", "dotenv": "python-dotenv",
+    "gunicorn": "gunicorn", "uvicorn": "uvicorn", "waitress": "waitress", "hypercorn": "hypercorn",
+}
+SECRET_WORDS = ("SECRET", "TOKEN", "PASSWORD", "PASSWD", "API_KEY", "PRIVATE_KEY", "CREDENTIAL")
+
+
+@dataclass(frozen=True)
+class Entry:
+    """What the server imports: ``module:attr``, called first when ``factory``."""
+
+    module: str
+    attr: str
+    factory: bool
+    interface: str  # "wsgi" | "asgi"
+    framework: str  # flask, fastapi, starlette, quart, django, wsgi, asgi
+    file: str
+
+
+@dataclass
+class Choices:
+    """Everything init decided, each with the reason written beside it in railguard.toml."""
+
+    name: str
+    framework: str
+    entry: str  # the file the app starts from, for people
+    run: list[str]
+    run_why: str
+    build: list[str] | None
+    build_why: str
+    server: str | None = None  # gunicorn, uvicorn, waitress, hypercorn; None: the app serves itself
+    server_added: bool = False  # not among the app's dependencies: the build installs it
+    release: list[str] | None = None
+    release_why: str = ""
+    health: str | None = None  # an HTTP path, or None for a TCP check
+    health_why: str = ""
+    env: dict[str, tuple[str, str]] = field(default_factory=dict)  # NAME -> (value, why)
+    secrets: list[str] = field(default_factory=list)
+    required: list[str] = field(default_factory=list)  # read without a default, neither data nor secret
+    changes: list[str] = field(default_factory=list)  # lines of app code to change, "file:line: ..."
+
+
+def undeclared(files: list[PyFile], deps: Deps) -> tuple[list[str], list[str]]:
+    """Third-party imports no dependency file declares: (known distributions to install, unknown imports)."""
+    local = {f.module.split(".")[0] for f in files}
+    imported = {i for f in files for i in f.imports} - local - set(sys.stdlib_module_names) - {"__future__"}
+    known = sorted({KNOWN_IMPORTS[i] for i in imported if i in KNOWN_IMPORTS and not deps.has(KNOWN_IMPORTS[i])})
+    unknown = sorted(i for i in imported if i not in KNOWN_IMPORTS and not deps.has(i))
+    return known, unknown
+
+
+def install_command(folder: Path, extra: list[str] | None = None) -> list[str] | None:
+    """The build that installs the app's dependencies into its artifact's venv, with pip.
+
+    requirements.txt is installed as it always was; a pyproject.toml that declares a [project] is
+    installed too (``pip install .``), alone or beside the requirements; ``extra`` names packages the
+    app does not declare but init chose (its production server). Nothing to install: no build at all.
+    """
+    deps = read_deps(folder)
+    argv = ["python", "-m", "pip", "install", "--no-input"]
+    if (folder / "requirements.txt").is_file():
+        argv += ["-r", "requirements.txt"]
+    if deps.installable:
+        argv.append(".")
+    argv += extra or []
+    return argv if len(argv) > 5 else None
+
+
+def safe_name(text: str) -> str:
+    name = re.sub(r"[^a-z0-9-]+", "-", text.lower()).strip("-").lstrip("0123456789-")
+    return (name or "app")[:40].rstrip("-") or "app"
+
+
+def _frameworks(files: list[PyFile]) -> dict[str, str]:
+    """Factory function name -> framework, across files (a factory made in one file, called in another)."""
+    return {name: fw for f in files for name, fw in f.factories.items() if fw}
+
+
+def _entries(files: list[PyFile], deps: Deps) -> list[Entry]:
+    factories = _frameworks(files)
+    fallback = next((fw for fw in ("flask", "fastapi", "starlette", "quart") if deps.has(fw)), "")
+    found: list[Entry] = []
+    for f in files:
+        for attr, fw in f.apps.items():
+            found.append(Entry(f.module, attr, False, "wsgi" if fw == "flask" else "asgi", fw, f.path))
+        for attr, factory in f.made_by_factory.items():
+            if factory in ("get_wsgi_application", "get_asgi_application"):
+                continue  # Django's, handled with its settings
+            fw = factories.get(factory) or fallback
+            if fw:
+                found.append(Entry(f.module, attr, False, "wsgi" if fw == "flask" else "asgi", fw, f.path))
+        for factory, fw in f.factories.items():
+            fw = fw or fallback
+            if fw:
+                found.append(Entry(f.module, factory, True, "wsgi" if fw == "flask" else "asgi", fw, f.path))
+        found += [Entry(f.module, a, False, "wsgi", "wsgi", f.path) for a in sorted(f.wsgi_callables)]
+        found += [Entry(f.module, a, False, "asgi", "asgi", f.path) for a in sorted(f.asgi_callables)]
+
+    def rank(e: Entry) -> tuple[int, int, int, int]:
+        leaf = e.module.rsplit(".", 1)[-1]
+        named = PREFERRED_FILES.index(leaf) if leaf in PREFERRED_FILES else len(PREFERRED_FILES)
+        return (e.framework in ("wsgi", "asgi"), e.factory, e.module.count("."), named)
+
+    return sorted(found, key=rank)
+
+
+def _server(deps: Deps, interface: str) -> tuple[str, bool]:
+    """The production server: one the project depends on, else the usual one for the interface, added."""
+    has_uvicorn = deps.has("uvicorn") or bool({"standard", "all"} & deps.extras_of("fastapi"))
+    if interface == "asgi":
+        for name, present in (("uvicorn", has_uvicorn), ("hypercorn", deps.has("hypercorn"))):
+            if present:
+                return name, False
+        return "uvicorn", True
+    for name in ("gunicorn", "waitress"):
+        if deps.has(name):
+            return name, False
+    return "gunicorn", True
+
+
+def _run(server: str, target: str, factory: bool, interface: str) -> list[str]:
+    if server == "gunicorn":
+        workers = ["--worker-class", "uvicorn.workers.UvicornWorker"] if interface == "asgi" else []
+        return ["gunicorn", "--bind", "127.0.0.1:$PORT", "--workers", "2", *workers, "--access-logfile", "-",
+                f"{target}()" if factory else target]
+    if server == "uvicorn":
+        return ["uvicorn", target, *(["--factory"] if factory else []), "--host", "127.0.0.1", "--port", "$PORT"]
+    if server == "waitress":
+        return ["waitress-serve", "--listen=127.0.0.1:$PORT", *(["--call"] if factory else []), target]
+    return ["hypercorn", f"{target}()" if factory else target, "--bind", "127.0.0.1:$PORT"]
+
+
+def _health(files: list[PyFile], default: str | None) -> tuple[str | None, str]:
+    paths = sorted({p for f in files for p in f.paths if HEALTH_PATH.match(p)}, key=len)
+    if paths:
+        return paths[0], f"the app declares {paths[0]}"
+    if default:
+        return default, "no health route found; this page always exists: add a route that checks the database"
+    return None, "no health route found: a TCP check only proves the port is open; add one that checks the database"
+
+
+def _data_env(files: list[PyFile], deps: Deps, choices: Choices) -> None:
+    """Point what the app reads for its data into the data folder; list the secrets it needs."""
+    driver = any(deps.has(d) for d in SQL_DRIVERS)
+    for read_ in (r for f in files for r in f.env_reads):
+        name = read_.name
+        if name in choices.env or name in choices.secrets or name.startswith("RAILGUARD_") or name == "PORT":
+            continue
+        if name in DATA_VARIABLES or name.endswith(("_DATA_DIR", "_DATA_PATH")):
+            choices.env[name] = (DATA_VARIABLES.get(name, DATA),
+                                 f"the app reads {name}: its data lives in the data folder")
+        elif name.endswith("ALLOWED_HOSTS"):
+            choices.env[name] = ("localhost,127.0.0.1", f"the app reads {name}: add your public host names")
+        elif name in URL_VARIABLES and not driver and "sqlite" in (read_.default or "sqlite"):
+            choices.env[name] = (f"sqlite:///{DATA}/app.db",
+                                 f"the app reads {name}: its SQLite file lives in the data folder")
+        elif any(word in name.upper() for word in SECRET_WORDS) or name.upper().endswith("_KEY"):
+            choices.secrets.append(name)
+        elif read_.required and name not in choices.required:
+            choices.required.append(name)
+    choices.secrets = sorted(set(choices.secrets))
+
+
+def _flask_instance(files: list[PyFile], entry: Entry, choices: Choices) -> None:
+    """Flask keeps data in its instance folder, inside the release; it reads no variable for where that is."""
+    # Flask-SQLAlchemy puts a relative SQLite path ("sqlite:///shop.db") in the instance folder.
+    sqlalchemy = any("flask_sqlalchemy" in f.imports for f in files)
+    uses = any("instance_path" in f.attributes or "instance_relative_config" in f.keywords
+               or sqlalchemy and any(s.startswith("sqlite:///") and not s.startswith("sqlite:////") for s in f.strings)
+               for f in files)
+    if not uses:
+        return
+    choices.env["FLASK_INSTANCE_PATH"] = (DATA, "Flask's instance folder (config, SQLite files) in the data folder")
+    if any("FLASK_INSTANCE_PATH" == r.name for f in files for r in f.env_reads):
+        return
+    for f in files:
+        for node in ast.walk(f.tree or ast.Module(body=[], type_ignores=[])):
+            if isinstance(node, ast.Call) and getattr(node.func, "id", getattr(node.func, "attr", "")) == "Flask" \
+                    and not any(k.arg == "instance_path" for k in node.keywords):
+                choices.changes.append(
+                    f"{f.path}:{node.lineno}: pass instance_path=os.environ.get(\"FLASK_INSTANCE_PATH\") to Flask(...) "
+                    f"(and import os), so the instance folder is the data folder, not the release")
+                return
+
+
+def detect_choices(folder: Path) -> Choices | None:
+    """The choices for the app in ``folder``, or None when no app is found."""
+    deps = read_deps(folder)
+    files = scan(folder)
+    name = safe_name(deps.project_name or folder.resolve().name)
+    if (folder / "manage.py").is_file():
+        from railguard.engine.djangoapp import django_choices
+
+        found = django_choices(folder, files, deps, name)
+        if found is not None:
+            _data_env(files, deps, found)
+            return found
+    entries = _entries(files, deps)
+    if entries:
+        return _served(folder, files, deps, name, entries[0])
+    return _script(folder, files, deps, name)
+
+
+def _served(folder: Path, files: list[PyFile], deps: Deps, name: str, entry: Entry) -> Choices:
+    server, added = _server(deps, entry.interface)
+    target = f"{entry.module}:{entry.attr}"
+    missing, unknown = undeclared(files, deps)
+    extra = sorted({*missing, *([server] if added else [])})
+    build = install_command(folder, extra)
+    kind = "app factory" if entry.factory else "app object"
+    run_why = (f"{entry.framework} {kind} {target} ({entry.file}), served by {server}, the production "
+               f"{entry.interface.upper()} server" + (" the project depends on" if not added else ""))
+    default_health = "/" if any("/" in f.paths for f in files) else None
+    if entry.framework in ("fastapi",) and default_health is None:
+        default_health = "/docs"
+    health, health_why = _health(files, default_health)
+    choices = Choices(name, entry.framework, entry.file, _run(server, target, entry.factory, entry.interface),
+                      run_why, build, _build_why(deps, extra, unknown), server, added,
+                      health=health, health_why=health_why)
+    if entry.framework == "flask":
+        _flask_instance(files, entry, choices)
+        _flask_migrate(folder, deps, entry, choices)
+    elif (folder / "alembic.ini").is_file() and deps.has("alembic"):
+        choices.release, choices.release_why = ["alembic", "upgrade", "head"], "alembic.ini: migrations first"
+    _data_env(files, deps, choices)
+    return choices
+
+
+def _flask_migrate(folder: Path, deps: Deps, entry: Entry, choices: Choices) -> None:
+    if deps.has("flask-migrate") and (folder / "migrations").is_dir():
+        app = f"{entry.module}:{entry.attr}()" if entry.factory else f"{entry.module}:{entry.attr}"
+        choices.release = ["flask", "--app", app, "db", "upgrade"]
+        choices.release_why = "Flask-Migrate with a migrations/ folder: the schema is upgraded before traffic"
+    elif (folder / "alembic.ini").is_file() and deps.has("alembic"):
+        choices.release, choices.release_why = ["alembic", "upgrade", "head"], "alembic.ini: migrations first"
+
+
+def _build_why(deps: Deps, added: list[str], unknown: list[str]) -> str:
+    declared = " and ".join(deps.files)
+    parts = [f"installs what {declared} declare{'s' if len(deps.files) == 1 else ''}"] if declared else []
+    if added:
+        parts.append(f"installs {', '.join(added)}, which the app uses but does not declare (declare "
+                     f"{'them' if len(added) > 1 else 'it'} in requirements.txt to pin the version)")
+    if unknown:
+        parts.append(f"the app also imports {', '.join(unknown)}, which nothing declares: add the packages")
+    return "; ".join(parts) or "the app declares no dependencies"
+
+
+def _script(folder: Path, files: list[PyFile], deps: Deps, name: str) -> Choices | None:
+    """No framework app: a package run with ``python -m`` or a script that serves itself."""
+    mains = [f for f in files if f.module.endswith(".__main__") and f.module.count(".") == 1]
+    # A root script with a __main__ guard, else one named like an entry point (it may serve at module level).
+    scripts = [f for f in files if "/" not in f.path and f.main_guard] or \
+        [f for f in files if "/" not in f.path and f.module in PREFERRED_FILES]
+    scripts.sort(key=lambda f: (f.module not in PREFERRED_FILES, f.path))
+    if mains:
+        module = mains[0].module.removesuffix(".__main__")
+        run, entry, why = ["python", "-m", module], mains[0].path, f"the package runs with python -m {module}"
+    elif scripts:
+        run, entry, why = ["python", scripts[0].path], scripts[0].path, f"{scripts[0].path} serves by itself"
+    else:
+        return None
+    health, health_why = _health(files, None)
+    missing, unknown = undeclared(files, deps)
+    choices = Choices(name, "python", entry, run, why + "; it must listen on 127.0.0.1:$PORT",
+                      install_command(folder, missing), _build_why(deps, missing, unknown), health=health,
+                      health_why=health_why)
+    _data_env(files, deps, choices)
+    return choices
+

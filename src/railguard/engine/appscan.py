@@ -1,0 +1,259 @@
+"""Facts about an app folder read from its files, for ``railguard init``: never by importing or running it.
+
+The app is untrusted code, and importing it would run it (and need its dependencies). So every fact
+here comes from parsing: dependency files as text/TOML, Python files with :mod:`ast`. Called by
+:mod:`railguard.engine.appdetect`, which turns these facts into choices (server, entry point, data).
+"""
+
+from __future__ import annotations
+
+import ast
+import re
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+
+MAX_FILES = 400
+MAX_BYTES = 400_000
+SKIP_DIRS = {"tests", "test", "migrations", "node_modules", "venv", "env", "build", "dist", "site-packages",
+             "__pycache__", "docs", "alembic", "static", "templates", "media"}
+# Calls that make an app object, by the class name, and the framework they belong to.
+APP_CLASSES = {"Flask": "flask", "FastAPI": "fastapi", "Starlette": "starlette", "Quart": "quart"}
+FACTORY_NAMES = ("create_app", "make_app", "app_factory")
+_REQ_NAME = re.compile(r"^\s*([A-Za-z0-9][A-Za-z0-9._-]*)\s*(\[([^\]]*)\])?")
+
+
+def norm(name: str) -> str:
+    """A distribution name as PEP 503 compares them."""
+    return re.sub(r"[-_.]+", "-", name).lower()
+
+
+def read(path: Path, limit: int = MAX_BYTES) -> str:
+    try:
+        return path.read_text(encoding="utf-8", errors="replace")[:limit]
+    except OSError:
+        return ""
+
+
+@dataclass(frozen=True)
+class Requirement:
+    name: str
+    extras: frozenset[str] = frozenset()
+
+
+@dataclass(frozen=True)
+class Deps:
+    """What the project declares it needs, and in which files."""
+
+    requirements: tuple[Requirement, ...]
+    files: tuple[str, ...]  # requirements.txt, pyproject.toml ([project] only), Pipfile, setup.py
+    project_name: str | None = None
+    installable: bool = False  # pyproject.toml has a [project] table
+
+    def has(self, *names: str) -> bool:
+        wanted = {norm(n) for n in names}
+        return any(r.name in wanted for r in self.requirements)
+
+    def extras_of(self, name: str) -> frozenset[str]:
+        found: set[str] = set()
+        for r in self.requirements:
+            if r.name == norm(name):
+                found |= r.extras
+        return frozenset(found)
+
+
+def _requirement(line: str) -> Requirement | None:
+    line = line.split("#", 1)[0].strip()
+    if not line or line.startswith(("-", "git+", "http:", "https:", "file:", ".", "/")):
+        return None
+    match = _REQ_NAME.match(line)
+    if match is None:
+        return None
+    extras = frozenset(e.strip().lower() for e in (match.group(3) or "").split(",") if e.strip())
+    return Requirement(norm(match.group(1)), extras)
+
+
+def read_deps(folder: Path) -> Deps:
+    reqs: list[Requirement] = []
+    files: list[str] = []
+    for path in sorted(folder.glob("requirements*.txt")):
+        files.append(path.name)
+        reqs += [r for r in map(_requirement, read(path).splitlines()) if r]
+    name, installable = None, False
+    pyproject = folder / "pyproject.toml"
+    if pyproject.is_file():
+        try:
+            data = tomllib.loads(read(pyproject))
+        except tomllib.TOMLDecodeError:
+            data = {}
+        project = data.get("project")
+        if isinstance(project, dict):
+            files.append("pyproject.toml")
+            installable = True
+            name = project.get("name") if isinstance(project.get("name"), str) else None
+            reqs += [r for r in map(_requirement, _strings(project.get("dependencies"))) if r]
+        poetry = data.get("tool", {}).get("poetry", {}) if isinstance(data.get("tool"), dict) else {}
+        if isinstance(poetry, dict) and isinstance(poetry.get("dependencies"), dict):
+            reqs += [Requirement(norm(n)) for n in poetry["dependencies"] if n.lower() != "python"]
+    if (folder / "Pipfile").is_file():
+        files.append("Pipfile")
+        try:
+            packages = tomllib.loads(read(folder / "Pipfile")).get("packages", {})
+        except tomllib.TOMLDecodeError:
+            packages = {}
+        reqs += [Requirement(norm(n)) for n in packages] if isinstance(packages, dict) else []
+    return Deps(tuple(reqs), tuple(files), name, installable)
+
+
+def _strings(value: object) -> list[str]:
+    return [v for v in value if isinstance(v, str)] if isinstance(value, list) else []
+
+
+@dataclass(frozen=True)
+class EnvRead:
+    """The app reads a variable: ``os.environ["X"]`` (required) or ``.get``/``getenv`` (with a default)."""
+
+    name: str
+    required: bool
+    default: str | None
+
+
+@dataclass
+class PyFile:
+    """What one Python file says about the app, found in its syntax tree."""
+
+    path: str  # relative, with '/'
+    module: str  # dotted import path from the folder ("shop", "shop.app", "hello")
+    imports: set[str] = field(default_factory=set)  # top-level package names imported
+    apps: dict[str, str] = field(default_factory=dict)  # module-level name -> framework ("flask", ...)
+    factories: dict[str, str] = field(default_factory=dict)  # factory function -> framework ("" if unknown)
+    made_by_factory: dict[str, str] = field(default_factory=dict)  # name = create_app() -> the factory's name
+    wsgi_callables: set[str] = field(default_factory=set)  # def application(environ, start_response)
+    asgi_callables: set[str] = field(default_factory=set)  # async def app(scope, receive, send)
+    env_reads: list[EnvRead] = field(default_factory=list)
+    paths: set[str] = field(default_factory=set)  # route-like string constants ("/healthz")
+    strings: set[str] = field(default_factory=set)  # other short string constants (for sqlite URLs)
+    keywords: set[str] = field(default_factory=set)  # keyword argument names used in calls
+    attributes: set[str] = field(default_factory=set)  # attribute names read (instance_path, ...)
+    main_guard: bool = False  # has `if __name__ == "__main__":`
+    assigns: dict[str, int] = field(default_factory=dict)  # module-level NAME -> line (settings)
+    tree: ast.Module | None = None
+
+
+def _call_name(node: ast.expr) -> str:
+    if isinstance(node, ast.Name):
+        return node.id
+    if isinstance(node, ast.Attribute):
+        return node.attr
+    return ""
+
+
+def _const(node: ast.expr | None) -> str | None:
+    return node.value if isinstance(node, ast.Constant) and isinstance(node.value, str) else None
+
+
+def _env_read(node: ast.AST) -> EnvRead | None:
+    """os.environ["X"], os.environ.get("X", d), os.getenv("X", d), environ.get(...)."""
+    if isinstance(node, ast.Subscript) and _call_name(node.value) == "environ":
+        name = _const(node.slice)
+        return EnvRead(name, True, None) if name else None
+    if isinstance(node, ast.Call) and node.args:
+        func = node.func
+        is_get = isinstance(func, ast.Attribute) and func.attr in ("get", "setdefault") and \
+            _call_name(func.value) == "environ"
+        if is_get or _call_name(func) == "getenv":
+            name = _const(node.args[0])
+            if name:
+                default = node.args[1] if len(node.args) > 1 else None
+                return EnvRead(name, False, _const(default))
+    return None
+
+
+def scan_file(path: Path, rel: str, module: str) -> PyFile | None:
+    try:
+        tree = ast.parse(read(path), filename=rel)
+    except (SyntaxError, ValueError):
+        return None
+    found = PyFile(rel, module, tree=tree)
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            found.imports |= {a.name.split(".")[0] for a in node.names}
+        elif isinstance(node, ast.ImportFrom) and node.module and not node.level:
+            found.imports.add(node.module.split(".")[0])
+        elif isinstance(node, ast.Call):
+            found.keywords |= {k.arg for k in node.keywords if k.arg}
+        elif isinstance(node, ast.Attribute):
+            found.attributes.add(node.attr)
+        elif isinstance(node, ast.Constant) and isinstance(node.value, str) and len(node.value) < 200:
+            (found.paths if node.value.startswith("/") else found.strings).add(node.value)
+        if (read_ := _env_read(node)) is not None:
+            found.env_reads.append(read_)
+    for stmt in tree.body:
+        _top_level(found, stmt)
+    return found
+
+
+def _top_level(found: PyFile, stmt: ast.stmt) -> None:
+    if isinstance(stmt, ast.Assign | ast.AnnAssign):
+        targets = stmt.targets if isinstance(stmt, ast.Assign) else [stmt.target]
+        names = [t.id for t in targets if isinstance(t, ast.Name)]
+        for name in names:
+            found.assigns[name] = stmt.lineno
+        value = stmt.value
+        if isinstance(value, ast.Call) and names:
+            called = _call_name(value.func)
+            if called in APP_CLASSES:
+                found.apps[names[0]] = APP_CLASSES[called]
+            elif called in FACTORY_NAMES or called == "get_wsgi_application" or called == "get_asgi_application":
+                found.made_by_factory[names[0]] = called
+    elif isinstance(stmt, ast.FunctionDef | ast.AsyncFunctionDef):
+        args = [a.arg for a in stmt.args.args]
+        if stmt.name in FACTORY_NAMES:
+            made = {APP_CLASSES[_call_name(n.func)] for n in ast.walk(stmt)
+                    if isinstance(n, ast.Call) and _call_name(n.func) in APP_CLASSES}
+            found.factories[stmt.name] = made.pop() if len(made) == 1 else ""
+        elif isinstance(stmt, ast.FunctionDef) and args[-2:] == ["environ", "start_response"]:
+            found.wsgi_callables.add(stmt.name)
+        elif isinstance(stmt, ast.AsyncFunctionDef) and args[-3:] == ["scope", "receive", "send"]:
+            found.asgi_callables.add(stmt.name)
+    elif isinstance(stmt, ast.If) and isinstance(stmt.test, ast.Compare):
+        left = stmt.test.left
+        if isinstance(left, ast.Name) and left.id == "__name__":
+            found.main_guard = True
+
+
+def python_files(folder: Path) -> list[tuple[Path, str, str]]:
+    """(path, relative path, module) of the app's own Python files: the root, packages, a src/ layout."""
+    found: list[tuple[Path, str, str]] = []
+
+    def walk(directory: Path, prefix: str, depth: int) -> None:
+        try:
+            entries = sorted(directory.iterdir())
+        except OSError:
+            return
+        for entry in entries:
+            if len(found) >= MAX_FILES:
+                return
+            if entry.is_symlink() or entry.name.startswith("."):
+                continue
+            if entry.is_file() and entry.suffix == ".py":
+                stem = entry.stem
+                module = prefix.rstrip(".") if stem == "__init__" else prefix + stem
+                found.append((entry, str(entry.relative_to(folder)), module))
+            elif entry.is_dir() and entry.name not in SKIP_DIRS and depth < 4:
+                if (entry / "__init__.py").is_file() and entry.name.isidentifier():
+                    walk(entry, prefix + entry.name + ".", depth + 1)
+                elif depth == 0 and entry.name == "src":
+                    walk(entry, "", depth + 1)  # src layout: src/pkg imports as pkg
+
+    walk(folder, "", 0)
+    return found
+
+
+def scan(folder: Path) -> list[PyFile]:
+    files = []
+    for path, rel, module in python_files(folder):
+        parsed = scan_file(path, rel, module)
+        if parsed is not None:
+            files.append(parsed)
+    return files

@@ -1,0 +1,141 @@
+"""``railguard init`` for a Django project: settings module, WSGI/ASGI entry, ``migrate``, data out of the release.
+
+Django's own docs deploy a project through ``<project>.wsgi:application`` under gunicorn (or its ASGI
+module under uvicorn) and run ``manage.py migrate`` before the new code serves. Its settings read no
+variable for where the SQLite file and uploads go (``BASE_DIR / "db.sqlite3"``, inside the release), so
+init names the settings line to change, with its line number. Everything is read with :mod:`ast`; the
+settings are never imported. Called by :func:`railguard.engine.appdetect.detect_choices`.
+"""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+from railguard.engine.appdetect import (
+    DATA,
+    HEALTH_PATH,
+    Choices,
+    _build_why,
+    _health,
+    _run,
+    install_command,
+    undeclared,
+)
+from railguard.engine.appscan import Deps, PyFile, read
+
+DATA_EXPR = 'os.environ.get("DJANGO_DATA_DIR", BASE_DIR)'
+
+
+def _settings_module(folder: Path, files: list[PyFile]) -> str | None:
+    try:
+        tree = ast.parse(read(folder / "manage.py"))
+    except (SyntaxError, ValueError):
+        tree = None
+    for node in ast.walk(tree) if tree is not None else []:
+        if isinstance(node, ast.Call) and len(node.args) == 2 and isinstance(node.args[0], ast.Constant) \
+                and node.args[0].value == "DJANGO_SETTINGS_MODULE" and isinstance(node.args[1], ast.Constant) \
+                and isinstance(node.args[1].value, str):
+            return node.args[1].value
+    candidates = [f.module for f in files if f.module.endswith(".settings")]
+    return min(candidates, key=len) if candidates else None
+
+
+def _reads_env(node: ast.AST) -> bool:
+    return any(isinstance(n, ast.Attribute | ast.Name) and getattr(n, "attr", getattr(n, "id", "")) in
+               ("environ", "getenv", "env", "config") for n in ast.walk(node))
+
+
+def _sqlite_name(settings: PyFile) -> int | None:
+    """The line of DATABASES["default"]["NAME"] when it is an SQLite file chosen in code, not by a variable."""
+    for stmt in (settings.tree.body if settings.tree else []):
+        if not (isinstance(stmt, ast.Assign) and any(getattr(t, "id", "") == "DATABASES" for t in stmt.targets)):
+            continue
+        for node in ast.walk(stmt.value):
+            if not isinstance(node, ast.Dict):
+                continue
+            keys = {k.value: v for k, v in zip(node.keys, node.values, strict=True)
+                    if isinstance(k, ast.Constant) and isinstance(k.value, str)}
+            engine, name = keys.get("ENGINE"), keys.get("NAME")
+            if isinstance(engine, ast.Constant) and "sqlite3" in str(engine.value) and name is not None \
+                    and not _reads_env(name):
+                return name.lineno
+    return None
+
+
+def _assigned_in_code(settings: PyFile, name: str) -> int | None:
+    for stmt in (settings.tree.body if settings.tree else []):
+        if isinstance(stmt, ast.Assign) and any(getattr(t, "id", "") == name for t in stmt.targets) \
+                and not _reads_env(stmt.value):
+            return stmt.lineno
+    return None
+
+
+def _empty_list(settings: PyFile, name: str) -> int | None:
+    for stmt in (settings.tree.body if settings.tree else []):
+        if isinstance(stmt, ast.Assign) and any(getattr(t, "id", "") == name for t in stmt.targets) \
+                and isinstance(stmt.value, ast.List) and not stmt.value.elts:
+            return stmt.lineno
+    return None
+
+
+def django_choices(folder: Path, files: list[PyFile], deps: Deps, name: str) -> Choices | None:
+    settings_module = _settings_module(folder, files)
+    if settings_module is None:
+        return None
+    project = settings_module.rsplit(".", 1)[0]
+    modules = {f.module: f for f in files}
+    has_asgi, has_wsgi = f"{project}.asgi" in modules, f"{project}.wsgi" in modules
+    if deps.has("gunicorn") or deps.has("waitress"):
+        server, interface, added = ("gunicorn" if deps.has("gunicorn") else "waitress"), "wsgi", False
+    elif deps.has("uvicorn") and has_asgi:
+        server, interface, added = "uvicorn", "asgi", False
+    else:
+        server, interface, added = "gunicorn", "wsgi", True
+    if interface == "wsgi" and not has_wsgi:
+        return None
+    target = f"{project}.{interface}:application"
+    missing, unknown = undeclared(files, deps)
+    extra = sorted({*missing, *([server] if added else [])})
+    urls = [f for f in files if f.module.endswith("urls")]
+    admin = any("urls" in f.attributes and "site" in f.attributes for f in urls)
+    declared = sorted("/" + p for f in urls for p in f.strings if HEALTH_PATH.match("/" + p))
+    health, health_why = _health(urls, "/admin/login/" if admin else None)
+    if declared:
+        health, health_why = declared[0], f"the URLconf declares {declared[0]}"
+    choices = Choices(
+        name, "django", "manage.py", _run(server, target, False, interface),
+        f"Django project {project} (settings {settings_module}) through {target}, served by {server}"
+        + (" (the project depends on it)" if not added else ""),
+        install_command(folder, extra), _build_why(deps, extra, unknown),
+        server, added, ["python", "manage.py", "migrate", "--noinput"],
+        "Django's migrations run once per release, before any new replica takes traffic", health, health_why)
+    choices.env["DJANGO_SETTINGS_MODULE"] = (settings_module, "the settings module manage.py names")
+    settings = modules.get(settings_module)
+    if settings is not None:
+        _settings_changes(settings, choices)
+    return choices
+
+
+def _settings_changes(settings: PyFile, choices: Choices) -> None:
+    where = settings.path
+    sqlite = _sqlite_name(settings)
+    media = _assigned_in_code(settings, "MEDIA_ROOT")
+    if sqlite is not None or media is not None:
+        choices.env["DJANGO_DATA_DIR"] = (DATA, "the SQLite file and uploads live in the data folder, "
+                                                "not in the release (every release would start empty)")
+    if sqlite is not None:
+        choices.changes.append(f'{where}:{sqlite}: "NAME": os.path.join({DATA_EXPR}, "db.sqlite3"),')
+    if media is not None:
+        choices.changes.append(f'{where}:{media}: MEDIA_ROOT = os.path.join({DATA_EXPR}, "media")')
+    hosts = _empty_list(settings, "ALLOWED_HOSTS")
+    if hosts is not None:
+        choices.env["DJANGO_ALLOWED_HOSTS"] = ("localhost,127.0.0.1", "host names Django answers for (add yours)")
+        choices.changes.append(f'{where}:{hosts}: ALLOWED_HOSTS = os.environ.get("DJANGO_ALLOWED_HOSTS", '
+                               '"localhost").split(",")')
+    key = _assigned_in_code(settings, "SECRET_KEY")
+    if key is not None:
+        choices.changes.append(f'{where}:{key}: SECRET_KEY = os.environ["DJANGO_SECRET_KEY"]  '
+                               '(then list DJANGO_SECRET_KEY in secrets and `railguard secret set` it)')
+    if any(c.startswith(where) for c in choices.changes) and "os" not in settings.imports:
+        choices.changes.append(f"{where}:1: import os")

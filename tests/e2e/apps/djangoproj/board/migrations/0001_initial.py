@@ -1,0 +1,13 @@
+from django.db import migrations, models
+
+
+class Migration(migrations.Migration):
+    initial = True
+    dependencies: list[tuple[str, str]] = []
+    operations = [
+        migrations.CreateModel(
+            name="Note",
+            fields=[("id", models.BigAutoField(auto_created=True, primary_key=True, serialize=False)),
+                    ("text", models.TextField())],
+        ),
+    ]

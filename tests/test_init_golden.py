@@ -1,0 +1,61 @@
+"""`railguard init` golden files: tests/golden/init/<layout>/app/ -> <layout>/railguard.toml.
+
+One folder per app layout (a Flask factory package, a single-file Flask app, Django, FastAPI, Starlette, a
+pyproject-only project, requirements only, no dependencies). The app's files are copied to a folder named
+after the layout, init writes its spec there with fixed edge ports, and the result must equal the golden
+spec and be valid. Detection reads the code and never runs it: the apps' dependencies are not installed
+here. UPDATE_GOLDEN=1 rewrites the expected files after an intended change.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+from pathlib import Path
+
+import pytest
+
+from railguard.engine.starter import detect, free_ports, write_starter
+from railguard.model.diagnostics import has_errors
+from railguard.model.specfile import parse_spec
+
+GOLDEN = Path(__file__).parent / "golden" / "init"
+LAYOUTS = sorted(p.name for p in GOLDEN.iterdir() if (p / "app").is_dir())
+
+
+@pytest.mark.parametrize("layout", LAYOUTS)
+def test_init_golden(layout: str, tmp_path: Path) -> None:
+    folder = tmp_path / layout
+    shutil.copytree(GOLDEN / layout / "app", folder, ignore=shutil.ignore_patterns("__pycache__"))
+    path, found = write_starter(folder, ports=[8080, 8443])
+    got = path.read_text()
+    expected = GOLDEN / layout / "railguard.toml"
+    if os.environ.get("UPDATE_GOLDEN"):
+        expected.write_text(got)
+    assert got == expected.read_text()
+    spec, diagnostics = parse_spec(got, file="railguard.toml")
+    assert spec is not None and not has_errors(diagnostics), diagnostics
+    assert found.run == list(spec.services["web"].run)
+
+
+def test_layouts_cover_what_the_issue_names() -> None:
+    assert {"flask-factory", "flask-single", "django", "fastapi", "starlette", "pyproject-only",
+            "requirements-only", "no-deps"} <= set(LAYOUTS)
+
+
+def test_detection_never_runs_the_app(tmp_path: Path) -> None:
+    """An app whose import would leave a mark: init reads it with ast, so the mark never appears."""
+    mark = tmp_path / "ran"
+    (tmp_path / "app.py").write_text(f"open({str(mark)!r}, 'w').write('x')\nfrom flask import Flask\n"
+                                     "app = Flask(__name__)\n")
+    found = detect(tmp_path)
+    assert found is not None and found.framework == "flask" and not mark.exists()
+
+
+def test_free_ports_skip_ports_in_use() -> None:
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        taken = busy.getsockname()[1]
+        ports = free_ports(2, first=taken)
+        assert taken not in ports and len(set(ports)) == 2 and all(p > taken for p in ports)
