@@ -54,10 +54,11 @@ def _unavailable(detail: str, home: Path, kind: type[RailguardError] = Railguard
 
 
 class Client:
-    def __init__(self, ws: Workspace, autostart: bool = True) -> None:
+    def __init__(self, ws: Workspace, autostart: bool = True, token: str | None = None) -> None:
+        """``token``: the bearer to send (the console's signed-in user); by default ``RAILGUARD_TOKEN``."""
         self.ws = ws
         self.autostart = autostart
-        token = os.environ.get("RAILGUARD_TOKEN")
+        token = token or os.environ.get("RAILGUARD_TOKEN")
         # The token in the environment always wins over the OS identity (an agent's shell acts as the agent).
         headers = {"Authorization": f"Bearer {token}"} if token else {}
         self._http = httpx.Client(transport=httpx.HTTPTransport(uds=str(ws.socket_path)), headers=headers,

@@ -35,6 +35,7 @@ from railguard.model.api import (
     OperationRequest,
     PlanRequest,
     PromoteRequest,
+    RefusalReport,
     Request,
     SecretSetRequest,
     ShutdownRequest,
@@ -126,7 +127,7 @@ class Handler(BaseHTTPRequestHandler):
             who = principal.id
             # Models become their JSON here, once: the wire is the models' field names (fallback as json.dumps did).
             payload = to_jsonable_python(route(daemon, method, parts, query, body, principal), fallback=str)
-            if method == "POST":
+            if method == "POST" and parts[1:] != ["audit", "refusals"]:  # a refusal report is its own entry
                 daemon.audit(who, _action(parts, body), "ok", _audited(parts, body), payload)
             self._send(200, {"ok": True, "diagnostics": [], **payload})
         except RailguardError as exc:
@@ -286,6 +287,13 @@ def route(daemon: Daemon, method: str, parts: list[str], query: dict[str, str], 
             require(who, read, query.get("env"))
             entries = daemon.audit_entries(query.get("env"), _int(query, "limit", 200) or 200)
             return {"audit": [r for r in entries if r.env is None or who.allows(read, r.env)]}
+        case ("POST", "audit", 3) if parts[2] == "refusals":
+            # The console refused a change before it reached here (forged form, ended session): it lands in
+            # the audit log like a refusal of the daemon's own, under whoever reports it.
+            refused = _parse(RefusalReport, body)
+            daemon.audit(who.id, f"console:{refused.action}", f"refused: {refused.code}",
+                         {"channel": refused.channel, "env": refused.env, "plan_id": refused.plan_id}, None)
+            return {"recorded": True}
         case ("GET", "audit", 3) if parts[2] == "verify":
             require(who, read, None)
             return {"verify": daemon.audit_verify()}
