@@ -36,30 +36,43 @@ class Site:
 
 @pytest.fixture(scope="module")
 def site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Site]:
-    root, logs = tmp_path_factory.mktemp("console"), tmp_path_factory.mktemp("console-log")
+    root = tmp_path_factory.mktemp("console")
     with shared_processes(str(root)):
-        yield from _site(root, logs / "console.log")
+        yield from _site(root)
 
 
-def _site(root: Path, log_path: Path) -> Iterator[Site]:
+def test_the_console_beside_the_daemon_serves_the_same_pages(site: Site, tmp_path: Path) -> None:
+    """``railguard console`` as its own process, a client of the daemon's socket."""
+    port = free_port()
+    with open(tmp_path / "console.log", "wb") as log:  # outside the app folder: it would change the source
+        proc = subprocess.Popen([sys.executable, "-m", "railguard", "console", "--listen", f"127.0.0.1:{port}"],
+                                cwd=site.ws.root, stdout=log, stderr=subprocess.STDOUT)
+    try:
+        url = f"http://127.0.0.1:{port}"
+        wait_for(lambda u=url: _up(u), "the console to answer")
+        with httpx.Client(base_url=url, timeout=10, follow_redirects=True) as http:
+            form = http.get("/login")
+            nonce = re.search(r'name="nonce" value="([^"]+)"', form.text)
+            assert nonce
+            page = http.post("/login", data={"nonce": nonce.group(1), "token": site.tokens["viewer"], "next": "/"})
+            assert page.status_code == 200 and "staging" in page.text and "protected" in page.text
+    finally:
+        proc.terminate()
+        proc.wait(10)
+
+
+def _site(root: Path) -> Iterator[Site]:
+    """The console served from the daemon's own process (``daemon start --console``)."""
     for ws in guarded(root):
         tokens = {"agent": ws.token("claude", "agent"), "approver": ws.token("alice", "approver"),
                   "viewer": ws.token("vera", "viewer")}
         port = free_port()
-        with open(log_path, "wb") as log:  # outside the app folder: it would change the source
-            proc = subprocess.Popen([sys.executable, "-m", "railguard", "console", "--listen", f"127.0.0.1:{port}"],
-                                    cwd=ws.root, stdout=log, stderr=subprocess.STDOUT)
+        assert ws.rg("daemon", "stop").returncode == 0
+        started = ws.rg("daemon", "start", "--console", f"127.0.0.1:{port}")
+        assert started.returncode == 0, started.stderr
         url = f"http://127.0.0.1:{port}"
-        try:
-            wait_for(lambda u=url: _up(u), "the console to answer")
-            yield Site(ws, url, tokens)
-        finally:
-            proc.terminate()
-            try:
-                proc.wait(10)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
+        wait_for(lambda u=url: _up(u), "the console to answer")
+        yield Site(ws, url, tokens)
 
 
 def _up(url: str) -> bool:

@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
+import httpx
 import jinja2
 from starlette.applications import Starlette
 from starlette.middleware import Middleware
@@ -66,10 +67,11 @@ class Headers(BaseHTTPMiddleware):
 class Console:
     """The application's state: the workspace, the sessions and the clients."""
 
-    def __init__(self, ws: Workspace, sessions: Sessions | None = None) -> None:
+    def __init__(self, ws: Workspace, sessions: Sessions | None = None,
+                 transport: httpx.BaseTransport | None = None) -> None:
         self.ws = ws
         self.sessions = sessions or Sessions()
-        self.clients = Clients(ws)
+        self.clients = Clients(ws, transport)
         self.templates = Jinja2Templates(env=jinja2.Environment(
             loader=jinja2.FileSystemLoader(HERE / "templates"), autoescape=True, undefined=jinja2.StrictUndefined))
 
@@ -290,8 +292,9 @@ def _closing(console: Console) -> Callable[[Starlette], Any]:
     return lifespan
 
 
-def create_app(ws: Workspace, sessions: Sessions | None = None) -> Starlette:
-    console = Console(ws, sessions)
+def create_app(ws: Workspace, sessions: Sessions | None = None,
+               transport: httpx.BaseTransport | None = None) -> Starlette:
+    console = Console(ws, sessions, transport)
     app = Starlette(routes=[
         Route("/", console.overview),
         Route("/login", console.login_form, methods=["GET"]),

@@ -5,7 +5,9 @@ so the daemon authenticates and authorizes every page and every decision exactly
 the CLI (the console never widens anything). The console's own identity (the token in
 ``RAILGUARD_TOKEN`` when it started, or the OS user in same-user mode) is used for one thing only:
 reporting refusals that happened before anyone was signed in (an ended session, a forged form),
-so they reach the audit log. The console never starts the daemon. Used by :mod:`railguard.console.app`.
+so they reach the audit log. The console never starts the daemon. Beside the daemon the calls go
+over its Unix socket; inside the daemon's process (``railguard daemon start --console``) through
+an in-process transport that runs the very same request handling. Used by :mod:`railguard.console.app`.
 """
 
 from __future__ import annotations
@@ -13,6 +15,8 @@ from __future__ import annotations
 import logging
 import threading
 from typing import Any
+
+import httpx
 
 from railguard.client import Client
 from railguard.engine.workspace import Workspace
@@ -55,17 +59,19 @@ class Calls:
 class Clients:
     """One client per token (sessions of the same token share it), plus the console's own."""
 
-    def __init__(self, ws: Workspace) -> None:
+    def __init__(self, ws: Workspace, transport: httpx.BaseTransport | None = None) -> None:
         self.ws = ws
+        self.transport = transport
         self._by_token: dict[str, Client] = {}
         self._lock = threading.Lock()
-        self.own = Client(ws, autostart=False)
+        self.own = Client(ws, autostart=False, transport=transport)
 
     def for_token(self, token: str) -> Client:
         with self._lock:
             client = self._by_token.get(token)
             if client is None:
-                client = self._by_token[token] = Client(self.ws, autostart=False, token=token)
+                client = self._by_token[token] = Client(self.ws, autostart=False, token=token,
+                                                        transport=self.transport)
             return client
 
     def drop(self, token: str) -> None:
