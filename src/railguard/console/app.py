@@ -49,6 +49,8 @@ ENDED_SESSION = {"expired": "Your session expired. Sign in again.",
                  "unknown": "That session is not known here (the console restarted, or the cookie is forged). "
                             "Sign in again.",
                  "none": "Sign in with a Railguard token to continue."}
+SESSION_CODES = {"none": "console.session_none", "ended": "console.session_ended",
+                 "expired": "console.session_expired", "unknown": "console.session_unknown"}
 UNAUTHORIZED = ("auth.unknown_token", "auth.token_revoked", "auth.token_expired")
 
 
@@ -118,7 +120,8 @@ class Console:
                    action: str, plan_id: str | None = None) -> Response | None:
         """The checks every state-changing post passes first; a Response when it is refused."""
         if session is None:
-            return self.refuse(request, None, action, f"console.session_{why}", ENDED_SESSION.get(why, why),
+            return self.refuse(request, None, action, SESSION_CODES.get(why, "console.session_unknown"),
+                               ENDED_SESSION.get(why, why),
                                plan_id=plan_id)
         origin = request.headers.get("origin")
         if origin and origin != f"{request.url.scheme}://{request.url.netloc}":
