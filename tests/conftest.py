@@ -8,6 +8,7 @@ import subprocess
 import sys
 import tempfile
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import psutil
@@ -97,6 +98,21 @@ def session_temp_folder(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Pa
     shutil.rmtree(folder, ignore_errors=True)
 
 
+# Processes that outlive one test on purpose (a session's browser, a module's daemon): a process whose command line
+# or working directory contains one of these markers is not any single test's leftover. Its fixture removes the
+# marker when it stops them, so what it leaves behind after that is caught like any other leak.
+SHARED: set[str] = set()
+
+
+@contextmanager
+def shared_processes(marker: str) -> Iterator[None]:
+    SHARED.add(marker)
+    try:
+        yield
+    finally:
+        SHARED.discard(marker)
+
+
 def _ours(roots: list[Path], before: set[tuple[int, float]]) -> list[psutil.Process]:
     """Live processes this test started: the pytest process's new descendants, and any process whose command
     line or working directory points into ``roots`` (daemons run detached; replicas run as `python app.py`
@@ -108,7 +124,9 @@ def _ours(roots: list[Path], before: set[tuple[int, float]]) -> list[psutil.Proc
     for proc in psutil.process_iter(["cmdline", "cwd"]):
         try:
             text = " ".join(proc.info["cmdline"] or []) + " " + (proc.info["cwd"] or "")
-            if any(str(root) in text for root in roots):
+            if any(marker in text for marker in SHARED):
+                found.pop(proc.pid, None)
+            elif any(str(root) in text for root in roots):
                 found[proc.pid] = proc
         except psutil.Error:
             continue

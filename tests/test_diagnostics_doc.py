@@ -14,7 +14,7 @@ GROUPS = {code.split(".")[0] for code in CODES}
 # Literals of the same shape that are not codes: event kinds (passed to add_event, or named *_EVENT) and file names.
 EVENT_KIND = re.compile(r"""add_event\(\s*[^,()]+,\s*["']([a-z]+\.[a-z_]+)["']""")
 EVENT_CONSTANT = re.compile(r"""^[A-Z_]*_EVENT(?:: str)? = ["']([a-z]+\.[a-z_]+)["']""", re.MULTILINE)
-FILE_SUFFIXES = {"db", "log", "out", "sock", "pid", "lock", "json", "toml"}
+FILE_SUFFIXES = {"db", "log", "out", "sock", "pid", "lock", "json", "toml", "html"}
 
 
 def documented() -> set[str]:

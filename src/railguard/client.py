@@ -68,13 +68,17 @@ def _unavailable(detail: str, home: Path, kind: type[RailguardError] = Railguard
 
 
 class Client:
-    def __init__(self, ws: Workspace, autostart: bool = True) -> None:
+    def __init__(self, ws: Workspace, autostart: bool = True, token: str | None = None,
+                 transport: httpx.BaseTransport | None = None) -> None:
+        """``token``: the bearer to send (the console's signed-in user); by default ``RAILGUARD_TOKEN``.
+        ``transport``: how requests reach the daemon; by default its Unix socket (the console inside the
+        daemon's process passes :class:`railguard.daemon.api.LocalTransport`)."""
         self.ws = ws
         self.autostart = autostart
-        token = os.environ.get("RAILGUARD_TOKEN")
+        token = token or os.environ.get("RAILGUARD_TOKEN")
         # The token in the environment always wins over the OS identity (an agent's shell acts as the agent).
         headers = {"Authorization": f"Bearer {token}"} if token else {}
-        self._http = httpx.Client(transport=httpx.HTTPTransport(uds=str(ws.socket_path)), headers=headers,
+        self._http = httpx.Client(transport=transport or httpx.HTTPTransport(uds=str(ws.socket_path)), headers=headers,
                                   base_url="http://railguard", timeout=httpx.Timeout(120.0, connect=2.0))
 
     def close(self) -> None:
@@ -90,7 +94,8 @@ class Client:
         except (httpx.HTTPError, ValueError):
             return False
 
-    def start_daemon(self, require_token: bool = False) -> int:
+    def start_daemon(self, require_token: bool = False, extra: list[str] | None = None) -> int:
+        """Start the daemon detached; ``extra``: more arguments of ``daemon run`` (``--console``, ``--spec``)."""
         if self.alive():
             return self.daemon_pid() or 0
         # Open the store here first: a corrupt, too new or unwritable state folder is reported
@@ -102,7 +107,7 @@ class Client:
         out = open(out_path, "ab")  # handed to the child
         proc = subprocess.Popen(
             [sys.executable, "-m", "railguard", "daemon", "run", "--home", str(self.ws.home)]
-            + (["--require-token"] if require_token else []),
+            + (["--require-token"] if require_token else []) + (extra or []),
             stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT, start_new_session=True,
             cwd=str(self.ws.home))
         out.close()

@@ -2,16 +2,27 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated, Optional
 
 import typer
 
 from railguard.cli.common import ADMIN, JsonOpt, SpecOpt, add, connect
 from railguard.cli.output import finish, guarded, out
+from railguard.engine.workspace import Workspace
 from railguard.model.diagnostics import RailguardError, error
+from railguard.model.principals import Principal, Role
+
+if TYPE_CHECKING:
+    from railguard.daemon.lifecycle import Companion
+    from railguard.daemon.service import Daemon
 
 app = typer.Typer(help="Start, stop and inspect the daemon (it also starts on demand).", no_args_is_help=True)
+
+
+ConsoleOpt = Annotated[Optional[str], typer.Option(
+    "--console", metavar="HOST:PORT", help="Also serve the web console from the daemon's process (loopback).")]
 
 
 @guarded()
@@ -20,11 +31,28 @@ def start(
     require_token: Annotated[bool, typer.Option(
         "--require-token", help="Token-only mode: every request must carry a token; OS identity grants nothing.")
     ] = False,
+    console: ConsoleOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
     """Start the daemon in the background (no-op when it runs)."""
     ws, client = connect(spec)
-    pid = client.start_daemon(require_token)
+    if console is not None:
+        from railguard.console.serve import loopback, parse_listen
+
+        host, _ = parse_listen(console)
+        if not loopback(host):
+            raise RailguardError(error(
+                "console.needs_tls", f"The daemon serves its console on loopback only, not {host}",
+                "Beyond loopback, tokens typed at sign-in would cross the network in clear.",
+                "Use `railguard console --listen HOST:PORT --tls-cert F --tls-key F` beside the daemon, or an "
+                "SSH tunnel to a loopback address."))
+        if client.alive():
+            raise RailguardError(error(
+                "console.bad_listen", "The daemon already runs without this console",
+                "A console is started with the daemon's process; the running daemon was started without it.",
+                "Run `railguard console` beside it, or `railguard daemon stop` then start it again with --console."))
+    extra = ["--console", console, "--spec", str(ws.spec_path)] if console else []
+    pid = client.start_daemon(require_token, extra)
     if as_json:
         finish(True, [], {"pid": pid, "home": str(ws.home)})
     out.print(f"Daemon running (pid {pid}) for {ws.home}")
@@ -65,16 +93,31 @@ def status(spec: SpecOpt = None, as_json: JsonOpt = False) -> None:
 
 @guarded()
 def run(home: Annotated[Path, typer.Option("--home", help="State folder.")],
-        require_token: Annotated[bool, typer.Option("--require-token")] = False) -> None:
+        require_token: Annotated[bool, typer.Option("--require-token")] = False,
+        console: ConsoleOpt = None, spec: SpecOpt = None) -> None:
     """Run the daemon in the foreground (what `daemon start` launches)."""
     from railguard.daemon.lifecycle import AlreadyRunning
     from railguard.daemon.lifecycle import run as run_daemon
 
+    companions = [_console(home.absolute(), spec, console)] if console else []
     try:
-        run_daemon(home.absolute(), require_token)
+        run_daemon(home.absolute(), require_token, companions)
     except AlreadyRunning as exc:
         raise RailguardError(error("daemon.unavailable", "A daemon already runs for this state folder", str(exc),
                                    "Use it (`railguard daemon status`), or stop it first.")) from exc
+
+
+def _console(home: Path, spec: Path | None, listen: str) -> Companion:
+    """The web console on a thread of the daemon's process, reaching the API in process."""
+    def start(daemon: Daemon) -> Callable[[], None]:
+        from railguard.console.serve import start_in_thread
+        from railguard.daemon.api import LocalTransport
+
+        ws = Workspace(spec_path=(spec or Workspace.locate().spec_path).absolute(), home=home)
+        # Before anyone signs in, a refusal (a forged form, an ended session) is reported under this name.
+        anonymous = Principal(id="console:anonymous", role=Role.viewer, kind="service")
+        return start_in_thread(ws, listen, LocalTransport(daemon, anonymous))
+    return start
 
 
 add(app, start, ADMIN, "railguard daemon start", "railguard daemon start --require-token")

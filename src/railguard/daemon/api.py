@@ -17,11 +17,13 @@ import os
 import socket
 import socketserver
 import struct
+from collections.abc import Callable
 from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 from typing import Any, TypeVar
 from urllib.parse import parse_qs, urlparse
 
+import httpx
 from pydantic import ValidationError
 from pydantic_core import to_jsonable_python
 
@@ -37,6 +39,7 @@ from railguard.model.api import (
     PlanAnswer,
     PlanRequest,
     PromoteRequest,
+    RefusalReport,
     Request,
     SecretSetRequest,
     ShutdownRequest,
@@ -81,28 +84,18 @@ class Handler(BaseHTTPRequestHandler):
         pid, uid, _ = struct.unpack("3i", creds)
         return pid, uid
 
-    def _send(self, status: int, body: dict[str, Any]) -> None:  # the envelope, already JSON-able
-        # Last line of defence: no secret value leaves the daemon, whatever produced the text.
-        data = self.server.daemon.secrets.redactor(json.dumps(body, default=str)).encode()
+    def _send(self, status: int, data: bytes) -> None:
         self.send_response(status)
         self.send_header("Content-Type", "application/json")
         self.send_header("Content-Length", str(len(data)))
         self.end_headers()
         self.wfile.write(data)
 
-    def _body(self) -> dict[str, Any]:  # raw JSON: _parse turns it into the route's request model
+    def _body(self) -> bytes:
         length = int(self.headers.get("Content-Length") or 0)
         if length > MAX_BODY:
             raise _bad(f"the request body is larger than {MAX_BODY} bytes")
-        if not length:
-            return {}
-        try:
-            parsed = json.loads(self.rfile.read(length))
-        except ValueError as exc:
-            raise _bad(f"the request body is not JSON: {exc}") from exc
-        if not isinstance(parsed, dict):
-            raise _bad("the request body must be a JSON object")
-        return parsed
+        return self.rfile.read(length) if length else b""
 
     def do_GET(self) -> None:
         self._dispatch("GET")
@@ -112,38 +105,101 @@ class Handler(BaseHTTPRequestHandler):
 
     def _dispatch(self, method: str) -> None:
         daemon = self.server.daemon
-        url = urlparse(self.path)
-        query = {k: v[-1] for k, v in parse_qs(url.query).items()}
-        parts = [p for p in url.path.split("/") if p]
-        who = "(unauthenticated)"
-        body: dict[str, Any] = {}  # raw JSON, read before the route knows which request model it is
         try:
-            body = self._body() if method == "POST" else {}
-            if parts == ["v1", "health"]:  # liveness needs no identity
-                self._send(200, {"ok": True, "diagnostics": [], "daemon": daemon.health().model_dump(mode="json")})
-                return
-            pid, uid = self._peer()
-            bearer = (self.headers.get("Authorization") or "").removeprefix("Bearer ").strip() or None
-            principal = authenticate(daemon.store, daemon.home, bearer, uid, pid, daemon.require_token)
-            who = principal.id
-            # Models become their JSON here, once: the wire is the models' field names (fallback as json.dumps did).
-            payload = to_jsonable_python(route(daemon, method, parts, query, body, principal), fallback=str)
-            if method == "POST":
-                daemon.audit(who, _action(parts, body), "ok", _audited(parts, body), payload)
-            self._send(200, {"ok": True, "diagnostics": [], **payload})
+            raw = self._body() if method == "POST" else b""
         except RailguardError as exc:
-            status = max((_STATUS_BY_CODE.get(d.code, 422) for d in exc.diagnostics), default=422)
-            if method == "POST" or status in (401, 403):
-                daemon.audit(who, _action(parts, body), f"refused: {exc.diagnostics[0].code}", _audited(parts, body),
-                             None)
-            self._send(status, {"ok": False, "diagnostics": [d.model_dump(mode="json") for d in exc.diagnostics]})
-        except Exception as exc:  # the API answers every request with a diagnostic
-            log.exception("API %s %s failed", method, self.path)
-            diag = error("internal.error", "The daemon hit an internal error", f"{type(exc).__name__}: {exc}",
-                         "Re-run the command; if it persists, report it with the daemon log (daemon.log).")
-            self._send(500, {"ok": False, "diagnostics": [diag.model_dump(mode="json")]})
-        finally:
-            daemon.answered()  # an operation this request queued starts only now (see Daemon._queue)
+            self._send(*_refusal(daemon, exc))
+            return
+        bearer = (self.headers.get("Authorization") or "").removeprefix("Bearer ").strip() or None
+        self._send(*respond(daemon, method, self.path, bearer, raw, self._peer))
+
+
+def respond(daemon: Daemon, method: str, target: str, bearer: str | None, raw: bytes,
+            peer: Callable[[], tuple[int, int]] | None, anonymous: Principal | None = None) -> tuple[int, bytes]:
+    """One request, whatever carried it (the socket, or :class:`LocalTransport` in the daemon's own process):
+    authenticate, route, audit, and answer the envelope as redacted JSON.
+
+    ``peer`` gives the caller's (pid, uid) on the socket; without it (in process) only a bearer authenticates,
+    except that ``anonymous`` may report a refusal (``POST /v1/audit/refusals``) and nothing else.
+    """
+    url = urlparse(target)
+    query = {k: v[-1] for k, v in parse_qs(url.query).items()}
+    parts = [p for p in url.path.split("/") if p]
+    who = "(unauthenticated)"
+    body: dict[str, Any] = {}  # raw JSON, read before the route knows which request model it is
+    try:
+        body = _json_body(raw) if method == "POST" else {}
+        if parts == ["v1", "health"]:  # liveness needs no identity
+            return _envelope(daemon, 200, {"ok": True, "diagnostics": [],
+                                           "daemon": daemon.health().model_dump(mode="json")})
+        if peer is not None:
+            pid, uid = peer()
+            principal = authenticate(daemon.store, daemon.home, bearer, uid, pid, daemon.require_token)
+        elif bearer:
+            principal = authenticate(daemon.store, daemon.home, bearer, -1, -1, True)
+        elif anonymous is not None and method == "POST" and parts == ["v1", "audit", "refusals"]:
+            principal = anonymous
+        else:
+            raise RailguardError(error(
+                "auth.token_required", "This call needs a token",
+                "A request from inside the daemon's process carries no OS identity.",
+                "Sign in with a token made by `railguard token create`."))
+        who = principal.id
+        # Models become their JSON here, once: the wire is the models' field names (fallback as json.dumps did).
+        payload = to_jsonable_python(route(daemon, method, parts, query, body, principal), fallback=str)
+        if method == "POST" and parts[1:] != ["audit", "refusals"]:  # a refusal report is its own entry
+            daemon.audit(who, _action(parts, body), "ok", _audited(parts, body), payload)
+        return _envelope(daemon, 200, {"ok": True, "diagnostics": [], **payload})
+    except RailguardError as exc:
+        status = max((_STATUS_BY_CODE.get(d.code, 422) for d in exc.diagnostics), default=422)
+        if method == "POST" or status in (401, 403):
+            daemon.audit(who, _action(parts, body), f"refused: {exc.diagnostics[0].code}", _audited(parts, body),
+                         None)
+        return _envelope(daemon, status, {"ok": False,
+                                          "diagnostics": [d.model_dump(mode="json") for d in exc.diagnostics]})
+    except Exception as exc:  # the API answers every request with a diagnostic
+        log.exception("API %s %s failed", method, target)
+        diag = error("internal.error", "The daemon hit an internal error", f"{type(exc).__name__}: {exc}",
+                     "Re-run the command; if it persists, report it with the daemon log (daemon.log).")
+        return _envelope(daemon, 500, {"ok": False, "diagnostics": [diag.model_dump(mode="json")]})
+    finally:
+        daemon.answered()  # an operation this request queued starts only now (see Daemon._queue)
+
+
+def _envelope(daemon: Daemon, status: int, body: dict[str, Any]) -> tuple[int, bytes]:  # already JSON-able
+    # Last line of defence: no secret value leaves the daemon, whatever produced the text.
+    return status, daemon.secrets.redactor(json.dumps(body, default=str)).encode()
+
+
+def _refusal(daemon: Daemon, exc: RailguardError) -> tuple[int, bytes]:
+    return _envelope(daemon, 400, {"ok": False, "diagnostics": [d.model_dump(mode="json") for d in exc.diagnostics]})
+
+
+def _json_body(raw: bytes) -> dict[str, Any]:  # raw JSON: _parse turns it into the route's request model
+    if not raw:
+        return {}
+    try:
+        parsed = json.loads(raw)
+    except ValueError as exc:
+        raise _bad(f"the request body is not JSON: {exc}") from exc
+    if not isinstance(parsed, dict):
+        raise _bad("the request body must be a JSON object")
+    return parsed
+
+
+class LocalTransport(httpx.BaseTransport):
+    """The API without the socket, for a server running in the daemon's own process (the web console):
+    the same authentication (a bearer token), routes, audit and redaction as a request on the socket."""
+
+    def __init__(self, daemon: Daemon, anonymous: Principal | None = None) -> None:
+        self.daemon = daemon
+        self.anonymous = anonymous
+
+    def handle_request(self, request: httpx.Request) -> httpx.Response:
+        bearer = (request.headers.get("Authorization") or "").removeprefix("Bearer ").strip() or None
+        target = request.url.raw_path.decode("ascii")
+        status, data = respond(self.daemon, request.method, target, bearer, request.read(), None, self.anonymous)
+        return httpx.Response(status, content=data, headers={"Content-Type": "application/json"})
 
 
 def _audited(parts: list[str], body: dict[str, Any]) -> dict[str, Any]:  # raw body in, its audited subset out
@@ -290,6 +346,13 @@ def route(daemon: Daemon, method: str, parts: list[str], query: dict[str, str], 
             require(who, read, query.get("env"))
             entries = daemon.audit_entries(query.get("env"), _int(query, "limit", 200) or 200)
             return {"audit": [r for r in entries if r.env is None or who.allows(read, r.env)]}
+        case ("POST", "audit", 3) if parts[2] == "refusals":
+            # The console refused a change before it reached here (forged form, ended session): it lands in
+            # the audit log like a refusal of the daemon's own, under whoever reports it.
+            refused = _parse(RefusalReport, body)
+            daemon.audit(who.id, f"console:{refused.action}", f"refused: {refused.code}",
+                         {"channel": refused.channel, "env": refused.env, "plan_id": refused.plan_id}, None)
+            return {"recorded": True}
         case ("GET", "audit", 3) if parts[2] == "verify":
             require(who, read, None)
             return {"verify": daemon.audit_verify()}

@@ -27,7 +27,7 @@ from railguard.model.resources import environment_config
 from railguard.state import audit, secretstore, tokens
 from railguard.state.store import Store
 
-AUDITED_FIELDS = ("env", "plan_id", "kind", "name", "role", "envs", "to", "from", "confirm", "reason")
+AUDITED_FIELDS = ("env", "plan_id", "kind", "name", "role", "envs", "to", "from", "confirm", "reason", "channel")
 
 BUILT_IN = [
     ("guard.protected_env", "require_approval", "In a protected environment, every change that is not safe."),

@@ -18,6 +18,7 @@ import logging
 import logging.handlers
 import signal
 import sys
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from types import FrameType
 
@@ -42,7 +43,11 @@ def log_handler(home: Path, max_bytes: int = LOG_MAX_BYTES, backups: int = LOG_B
     return handler
 
 
-def run(home: Path, require_token: bool = False) -> None:
+# Something else served from the daemon's process (the web console): started after boot, stopped at the end.
+Companion = Callable[[Daemon], Callable[[], None]]
+
+
+def run(home: Path, require_token: bool = False, companions: Sequence[Companion] = ()) -> None:
     home.mkdir(parents=True, exist_ok=True, mode=0o700)
     logging.basicConfig(handlers=[log_handler(home)], level=logging.INFO)
     logging.getLogger("httpx").setLevel(logging.WARNING)  # one line per health check would drown the log
@@ -55,6 +60,7 @@ def run(home: Path, require_token: bool = False) -> None:
     daemon = Daemon(home, require_token)
     daemon.boot()
     server = Server(daemon_socket(home), daemon)
+    stoppers = [start(daemon) for start in companions]
 
     daemon.on_stop = server.shutdown
 
@@ -67,6 +73,8 @@ def run(home: Path, require_token: bool = False) -> None:
     try:
         server.serve_forever(poll_interval=0.2)
     finally:
+        for stop in stoppers:
+            stop()
         server.server_close()
         try:
             daemon_socket(home).unlink()

@@ -679,6 +679,17 @@ class DecisionRequest(Request):
     confirm: list[str] = Field(default_factory=list)
     typed: str | None = None
     reason: str | None = None
+    channel: Literal["cli", "console", "mcp"] | None = Field(default=None, description="Where it was decided.")
+
+
+class RefusalReport(Request):
+    """The console reports a change it refused before it reached the daemon (no CSRF token, ended session)."""
+
+    action: str = Field(min_length=1, max_length=80)
+    code: str = Field(min_length=1, max_length=80, pattern=r"^[a-z_.]+$")
+    channel: Literal["console"] = "console"
+    plan_id: str | None = Field(default=None, max_length=80)
+    env: str | None = Field(default=None, max_length=80)
 
 
 class TokenCreateRequest(Request):

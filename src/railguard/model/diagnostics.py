@@ -131,6 +131,18 @@ CODES: dict[str, str] = {
     "mcp.token_required": "Serving MCP over HTTP needs a token.",
     "mcp.insecure_bind": "A non-loopback address was given without TLS.",
     "mcp.unauthorized": "An HTTP request did not carry the server's bearer token.",
+    # the web console
+    "console.bad_listen": "railguard console --listen is not HOST:PORT with a valid port.",
+    "console.needs_tls": "The console was asked to serve beyond loopback without TLS.",
+    "console.not_found": "A console page names an environment the spec does not declare.",
+    "console.csrf": "A form post did not carry its session's CSRF token (a forged or stale form).",
+    "console.bad_origin": "A form was posted from another site than the console.",
+    "console.plan_changed": "The plan's hash differs from the one on the page the decision was made on.",
+    "console.hash_not_typed": "The approver did not type the plan's short hash.",
+    "console.session_none": "A change was posted without a session.",
+    "console.session_ended": "A change was posted with the cookie of a session that signed out (a replay).",
+    "console.session_expired": "A change was posted with the cookie of an expired session.",
+    "console.session_unknown": "A change was posted with a session cookie the console does not know.",
     # the command line itself
     "cli.usage": "The command line does not parse: an unknown option, a missing argument or a bad value.",
     # catch-all for bugs: never for user mistakes
