@@ -73,6 +73,9 @@ def main() -> None:
         plan_id = deployed.payload["operation"]["plan_id"]
         token = ws.must("token", "create", "--name", "bench", "--role", "viewer", "--json").payload["token"]["token"]  # type: ignore[index]
         port = free_port()
+        # The daemon's idle memory without a console, freshly started (apps and the edge keep serving).
+        ws.must("daemon", "stop")
+        ws.must("daemon", "start")
         time.sleep(5)
         daemon = psutil.Process(ws.daemon_pid() or 0)
         daemon_alone = daemon.memory_info().rss / MB
@@ -114,7 +117,7 @@ def main() -> None:
         return
     print(f"{result['machine']}; {opts.services} services live")
     print(f"console {result['mode']}: RSS {result['rss_started_mb']} MB once serving, {result['rss_after_mb']} MB "
-          f"after the run (the daemon alone, idle: {result['daemon_alone_mb']} MB)")
+          f"after the run (the daemon freshly started without it, idle: {result['daemon_alone_mb']} MB)")
     print(f"{'page':<28}{'p50 ms':>9}{'p95 ms':>9}{'max ms':>9}{'bytes':>9}")
     for path, row in pages.items():
         print(f"{path:<28}{row['p50_ms']:>9}{row['p95_ms']:>9}{row['max_ms']:>9}{row['bytes']:>9}")
