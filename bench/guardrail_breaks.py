@@ -32,7 +32,7 @@ UNIT = "tests/test_guardrail_teeth.py"
 E2E = "tests/e2e/test_guardrail_teeth.py"
 HASH_LINE = '        body = self.model_dump(mode="json", exclude={"id", "created_at", "hash"})'
 HASHED = ("format", "env", "base_serial", "desired_digest", "changes", "desired", "diagnostics", "requested_by",
-          "verdicts")
+          "verdicts", "source")
 
 # A test that leaks processes, in three ways the leftover-process fixture must catch (it is written into
 # the copy; the "break" is the leak itself).

@@ -161,9 +161,9 @@ class Plan(BaseModel):
         return out
 
     def content_hash(self) -> str:
-        # A plan saved before plans carried their source hashes as it always did.
-        body = self.model_dump(mode="json", exclude={"id", "created_at", "hash"} | ({"source"} if self.source is None
-                                                                                    else set()))
+        body = self.model_dump(mode="json", exclude={"id", "created_at", "hash"})
+        if self.source is None:  # a plan saved before plans carried their source hashes as it always did
+            body.pop("source")
         return digest(body)
 
     def sealed(self, plan_id: str, created_at: str) -> Plan:
