@@ -57,7 +57,7 @@ def plan_brief(plan: dict[str, Any], status: str | None = None, proposed: bool =
             "base_serial": plan["base_serial"], "errored": bool(summary.get("errored")),
             "applyable": bool(summary.get("applyable")), "max_risk": str(summary.get("max_risk", "safe")),
             "decision": str(summary.get("decision", "allow")), "counts": dict(summary.get("counts") or {}),
-            "requested_by": plan.get("requested_by") or "", "proposed": proposed}
+            "requested_by": plan.get("requested_by") or "", "proposed": proposed, "source": plan.get("source")}
 
 
 def actionable(plan: dict[str, Any]) -> list[dict[str, Any]]:
