@@ -83,6 +83,7 @@ def test_fifo_socket_and_outside_symlinks_are_skipped_never_opened(tmp_path: Pat
     os.symlink("conf/settings.py", root / "settings.py")  # inside the tree: taken, as its target's content
     os.symlink(".env", root / "config")  # leads to a secret the snapshot leaves out: skipped
     os.symlink("missing", root / "dangling")
+    os.symlink("conf", root / "conf-link")  # a folder symlink is never walked
     done: list[object] = []
     worker = threading.Thread(target=lambda: done.append(snapshot(root, git=False)), daemon=True)
     worker.start()
@@ -93,7 +94,7 @@ def test_fifo_socket_and_outside_symlinks_are_skipped_never_opened(tmp_path: Pat
     assert isinstance(snap, type(snapshot(root, git=False)))
     assert list(snap.files) == ["app.py", "conf/settings.py", "settings.py"]
     assert snap.left_out.special == ["pipe", "sock"]
-    assert snap.left_out.links == ["config", "dangling", "leak.txt", "passwd"]
+    assert snap.left_out.links == ["conf-link/", "config", "dangling", "leak.txt", "passwd"]
     notes = {d.code: d for d in capture.warnings(snap.left_out, root)}
     assert set(notes) == {"source.secret_excluded", "source.special_skipped", "source.link_skipped"}
     assert all(d.severity == "warning" for d in notes.values())

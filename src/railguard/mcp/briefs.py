@@ -66,7 +66,8 @@ def plan_brief(plan: PlanAnswer, status: PlanStatus | None = None, proposed: boo
     return PlanBrief(id=plan.id, env=plan.env, status=status, hash=plan.hash, short_hash=plan.short_hash,
                      base_serial=plan.base_serial, errored=summary.errored, applyable=summary.applyable,
                      max_risk=summary.max_risk, decision=summary.decision, counts=dict(summary.counts),
-                     requested_by=plan.requested_by, proposed=proposed)
+                     requested_by=plan.requested_by, proposed=proposed,
+                     source=plan.source)
 
 
 def actionable(plan: PlanAnswer) -> list[Change]:

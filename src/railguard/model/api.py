@@ -260,6 +260,8 @@ class PlanBrief(Record):
     counts: dict[str, int]
     requested_by: str
     proposed: bool = Field(default=False, description="Made from proposed spec text, not the file on disk.")
+    source: PlanSource | None = Field(default=None, description="The stored source snapshot the plan deploys "
+                                                                "(digest, file count, size).")
 
 
 class PlanSummary(Record):

@@ -121,6 +121,9 @@ def list_source(root: Path, rules: Rules = DEFAULT_RULES) -> Listing:
         prefix = "" if rel_folder == "." else rel_folder.replace(os.sep, "/") + "/"
         dirs[:] = sorted(d for d in dirs if not ignore.match_file(prefix + d + "/")
                          and not (d in excluded_names and os.path.join(folder, d) in excluded))
+        for d in dirs:  # the walk does not follow a folder symlink: say so rather than drop it silently
+            if os.path.islink(os.path.join(folder, d)):
+                found.links.append(prefix + d + "/")
         for name in sorted(files):
             rel = prefix + name
             if ignore.match_file(rel) or (name in excluded_names and os.path.join(folder, name) in excluded):
