@@ -259,8 +259,10 @@ def _build(root: Path, folder: Path, build: list[str] | None, env: dict[str, str
     environ = layers.uv_env(env)
     uvb = layers.uv_bin()
     venv = folder / "venv"
-    run_streamed([uvb, "venv", "--quiet", "--python", layers.base_python(), str(venv)], cwd=src, env=environ,
-                 log=log, on_line=on_line, what="creating the artifact's virtualenv")
+    # pip only when a custom build calls it (uv's venvs have none): a plain pip install is uv's job already.
+    seed = ["--seed"] if deps.rest and re.search(r"\bpip3?\b", " ".join(deps.rest)) else []
+    run_streamed([uvb, "venv", "--quiet", *seed, "--python", layers.base_python(), str(venv)], cwd=src,
+                 env=environ, log=log, on_line=on_line, what="creating the artifact's virtualenv")
     layer = None
     if deps.layered and (deps.requirements or deps.packages or deps.lock or deps.project):
         key = layers.key(src, deps, source_digest, environ)
