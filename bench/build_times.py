@@ -15,7 +15,10 @@ before: `venv` with pip into the artifact folder, then `python -m pip install -r
 Both use the machine's pip configuration (the new one through its translation for uv). Disk is
 `du` of the state folder's artifacts (hard links counted once) after each step.
 
-Usage: .venv/bin/python bench/build_times.py [--json]
+"verify ms" is the check before every start (`artifacts.verify`: the artifact and its layer against their
+manifests), cold (a daemon's first check: every file hashed) / warm (stat only).
+
+Usage: .venv/bin/python bench/build_times.py [--json] [--new-only]
 """
 
 from __future__ import annotations
@@ -71,6 +74,19 @@ def build_new(state: Path, src: Path) -> float:
     return time.perf_counter() - start
 
 
+def verify_ms(state: Path, src: Path) -> tuple[float, float]:
+    """The check before a start: cold (a daemon's first, every file hashed) and warm (stat only)."""
+    art = artifacts.find(state / "artifacts", snapshot(src).digest, None)
+    assert art is not None
+    immutable._cache.clear()
+    start = time.perf_counter()
+    artifacts.verify(art)
+    cold = time.perf_counter() - start
+    start = time.perf_counter()
+    artifacts.verify(art)
+    return cold * 1000, (time.perf_counter() - start) * 1000
+
+
 def build_old(state: Path, src: Path, n: int) -> float:
     start = time.perf_counter()
     folder = state / "artifacts" / f"old{n}"
@@ -98,8 +114,13 @@ def scenario(kind: str) -> list[dict[str, object]]:
                 change()
             seconds = build_new(state, src) if kind == "new" else build_old(state, src, n)
             total = du(state / "artifacts")
-            rows.append({"builder": kind, "step": name, "seconds": round(seconds, 2),
-                         "disk_total_mb": round(total / 2**20, 1), "disk_added_mb": round((total - before) / 2**20, 1)})
+            row: dict[str, object] = {"builder": kind, "step": name, "seconds": round(seconds, 2),
+                                      "disk_total_mb": round(total / 2**20, 1),
+                                      "disk_added_mb": round((total - before) / 2**20, 1)}
+            if kind == "new":
+                cold, warm = verify_ms(state, src)
+                row["verify_cold_ms"], row["verify_warm_ms"] = round(cold), round(warm)
+            rows.append(row)
             before = total
         immutable.remove_tree(state)
     return rows
@@ -108,16 +129,18 @@ def scenario(kind: str) -> list[dict[str, object]]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--json", action="store_true")
+    parser.add_argument("--new-only", action="store_true", help="skip the (slow) pip + fresh venv builds")
     args = parser.parse_args()
-    rows = scenario("new") + scenario("old")
+    rows = scenario("new") + ([] if args.new_only else scenario("old"))
     if args.json:
         print(json.dumps(rows, indent=2))
         return
     print(f"python {sys.version.split()[0]}, load {os.getloadavg()[0]:.1f}, cpus {os.cpu_count()}")
-    print(f"{'builder':8} {'step':24} {'seconds':>8} {'disk added MB':>14} {'disk total MB':>14}")
+    print(f"{'builder':8} {'step':24} {'seconds':>8} {'disk added MB':>14} {'disk total MB':>14} {'verify ms':>14}")
     for row in rows:
+        check = f"{row['verify_cold_ms']}/{row['verify_warm_ms']}" if "verify_cold_ms" in row else "-"
         print(f"{row['builder']:8} {row['step']:24} {row['seconds']:>8} {row['disk_added_mb']:>14} "
-              f"{row['disk_total_mb']:>14}")
+              f"{row['disk_total_mb']:>14} {check:>14}")
 
 
 if __name__ == "__main__":

@@ -257,8 +257,10 @@ def _build(root: Path, folder: Path, build: list[str] | None, env: dict[str, str
     environ = layers.uv_env(env)
     uvb = layers.uv_bin()
     venv = folder / "venv"
-    run_streamed([uvb, "venv", "--quiet", "--python", layers.base_python(), str(venv)], cwd=src, env=environ,
-                 log=log, on_line=on_line, what="creating the artifact's virtualenv")
+    # pip only when a custom build calls it (uv's venvs have none): a plain pip install is uv's job already.
+    seed = ["--seed"] if deps.rest and re.search(r"\bpip3?\b", " ".join(deps.rest)) else []
+    run_streamed([uvb, "venv", "--quiet", *seed, "--python", layers.base_python(), str(venv)], cwd=src,
+                 env=environ, log=log, on_line=on_line, what="creating the artifact's virtualenv")
     layer = None
     if deps.layered and (deps.requirements or deps.packages or deps.lock or deps.project):
         key = layers.key(src, deps, source_digest, environ)
@@ -293,6 +295,12 @@ def _project_name(src: Path) -> str:
     return str(name)
 
 
+def _building(root: Path, name: str) -> bool:
+    """Whether a build of this artifact holds its lock right now (a failed build's folder holds none)."""
+    with locked(root, name, blocking=False) as held:
+        return not held
+
+
 def referenced(resources: list[Resource]) -> set[str]:
     """Artifact ids the service resources (as stored in a release) run."""
     return {artifact_id(r.config.get("source") or "", r.config.get("build"))
@@ -324,7 +332,7 @@ def prune(root: Path, keep: set[str], dry_run: bool = False) -> list[str]:
             deleted.append(name)
     used = {str(m.get("layer")) for p in root.iterdir() if p.is_dir() and not p.name.startswith(".")
             and (m := _marker(p)) is not None and m.get("layer")}
-    in_progress = {p.name for p in root.iterdir() if p.is_dir() and not p.name.startswith(".") and _marker(p) is None}
-    if not in_progress:  # a build running now may be about to link a layer nobody else uses yet
-        layers.prune(root / layers.LAYERS, used)
+    if not any(_building(root, p.name) for p in root.iterdir()
+               if p.is_dir() and not p.name.startswith(".") and _marker(p) is None):
+        layers.prune(root / layers.LAYERS, used)  # not while a build may be about to link a layer nobody uses yet
     return deleted
