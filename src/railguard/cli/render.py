@@ -41,7 +41,8 @@ def _value(v: Any) -> str:
 def plan(p: Plan, out_file: str | None = None) -> None:
     counts = p.counts()
     out.print(f"[bold]Plan {p.id}[/] for [bold]{p.env}[/]  (state serial {p.base_serial}, hash {p.hash[:19]}…)")
-    summary = ", ".join(f"{n} to {a}" for a, n in counts.items() if n and a != Action.noop.value) or "no changes"
+    summary = ", ".join(f"{n} command(s) to run" if a == Action.command.value else f"{n} to {a}"
+                        for a, n in counts.items() if n and a != Action.noop.value) or "no changes"
     out.print(f"  {summary}; {counts[Action.noop.value]} unchanged; highest risk: "
               f"[{RISK_STYLE[p.max_risk]}]{p.max_risk.value}[/]")
     for action in ACTION_ORDER:

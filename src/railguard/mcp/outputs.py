@@ -138,3 +138,10 @@ class DiagnoseOut(Envelope):
 class ApprovalOut(Envelope):
     approval: Approval | None = None
     plan: PlanBrief | None = None
+
+
+class RunCommandOut(Envelope):
+    exec: dict[str, Any] | None = Field(default=None, description=(
+        "The command's run: release, exit_code, timed_out and its output's last lines (secret values redacted)."))
+    plan: PlanBrief | None = Field(default=None, description=(
+        "In a protected environment: the plan the command became (it runs once approved and applied)."))
