@@ -59,3 +59,20 @@ def test_free_ports_skip_ports_in_use() -> None:
         taken = busy.getsockname()[1]
         ports = free_ports(2, first=taken)
         assert taken not in ports and len(set(ports)) == 2 and all(p > taken for p in ports)
+
+
+def test_detection_survives_broken_and_hostile_files(tmp_path: Path) -> None:
+    """Syntax errors, binary files, symlinks out of the folder and deep nesting are skipped, never followed or run."""
+    (tmp_path / "broken.py").write_text("def (:\n")
+    (tmp_path / "blob.py").write_bytes(b"\x00\xff" * 1000)
+    (tmp_path / "outside").symlink_to("/")
+    deep = tmp_path / "a"
+    for part in "bcdefg":
+        deep = deep / part
+        deep.mkdir(parents=True, exist_ok=True)
+        (deep / "__init__.py").write_text("")
+    (tmp_path / "requirements.txt").write_text("fastapi\nuvicorn[standard]==0.30\n-e git+https://x/y\n# comment\n")
+    assert detect(tmp_path) is None  # no app among them: init says so instead of guessing
+    (tmp_path / "api.py").write_text("from fastapi import FastAPI\napi = FastAPI()\n")
+    found = detect(tmp_path)
+    assert found is not None and found.run[:2] == ["uvicorn", "api:api"] and not found.choices.server_added

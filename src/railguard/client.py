@@ -33,6 +33,8 @@ from railguard.model.api import (
     DaemonHealth,
     EnvironmentStatus,
     Event,
+    ExecRecord,
+    ExecRequest,
     GcResult,
     Logs,
     Operation,
@@ -238,6 +240,14 @@ class Client:
         """Queue an apply or a rollback; the answer is the operation as queued (follow it with ``operation``)."""
         body = request.model_dump(mode="json", by_alias=True, exclude_none=True)
         return Operation.model_validate(self.call("POST", "operations", body)["operation"])
+
+    def exec(self, request: ExecRequest) -> ExecRecord | PlanAnswer:
+        """Run a one-off command (or, in a protected environment, save it as a plan needing approval)."""
+        wait = (request.timeout_s or 600.0) + 30.0 if not request.attach else None  # a captured run takes its time
+        answer = self.call("POST", "exec", request.model_dump(mode="json"), timeout=wait)
+        if answer.get("plan"):
+            return PlanAnswer.model_validate(answer["plan"])
+        return ExecRecord.model_validate(answer["exec"])
 
     def apply(self, spec: str, plan_id: str) -> Operation:
         return self.submit(OperationRequest(kind=OperationKind.apply, spec=spec, plan_id=plan_id))

@@ -25,9 +25,8 @@ from rich.markup import escape
 from railguard.cli import render
 from railguard.cli.common import DEPLOY, EnvOpt, JsonOpt, SpecOpt, add, connect, env_from_spec
 from railguard.cli.output import emit_json, finish, guarded, out
-from railguard.model.api import ExecRecord
+from railguard.model.api import ExecRecord, ExecRequest, PlanAnswer
 from railguard.model.diagnostics import RailguardError, error
-from railguard.model.plans import Plan
 
 FORWARDED = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT, signal.SIGWINCH)
 
@@ -50,17 +49,17 @@ def exec_(
     """Run a one-off command with an environment's variables, secrets, data folder and release (audited)."""
     ws, client = connect(spec)
     name = env_from_spec(ws, env)
-    body = {"spec": str(ws.spec_path), "env": name, "service": service, "argv": command, "release": release,
-            "attach": not as_json, "timeout_s": timeout, "risk": risk}
-    answer = client.call("POST", "exec", body, timeout=(timeout or 600.0) + 30.0 if as_json else None)
-    if "plan" in answer:  # a protected environment: the command became a plan that needs approval
-        saved = Plan.model_validate(answer["plan"])
+    answer = client.exec(ExecRequest(spec=str(ws.spec_path), env=name, service=service, argv=command,
+                                     release=release, attach=not as_json, timeout_s=timeout, risk=risk))
+    if isinstance(answer, PlanAnswer):  # a protected environment: the command became a plan that needs approval
+        saved = answer.as_plan()
         if as_json:
-            finish(True, list(saved.diagnostics), {"plan": {**saved.summary(), **answer["plan"]}, "exec": None})
+            finish(True, list(saved.diagnostics), {"plan": {**saved.summary(), **answer.model_dump(mode="json")},
+                                                   "exec": None})
         out.print(f"[bold]{escape(name)}[/] is protected: the command runs once this plan is approved and applied.")
         render.plan(saved)
         raise typer.Exit(0)
-    record = ExecRecord.model_validate(answer["exec"])
+    record = answer
     if as_json:
         emit_json({"ok": record.exit_code == 0, "diagnostics": [], "exec": record.model_dump(mode="json")})
         raise typer.Exit(_status(record.exit_code))

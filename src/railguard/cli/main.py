@@ -74,7 +74,7 @@ def init(
         out.print(f"  Secrets it reads: {', '.join(c.secrets)}; set each with "
                   "`railguard secret set NAME --env staging` before deploying.")
     if c.changes:
-        out.print("  Change these lines so its data lives in $RAILGUARD_DATA_DIR, not in the release:")
+        out.print("  Change these lines of the app (its data into $RAILGUARD_DATA_DIR, its settings from variables):")
         for change in c.changes:
             out.print(f"    {escape(change)}")
     out.print("Next: review it, then `railguard validate` and `railguard plan --env staging`.")

@@ -49,7 +49,8 @@ def plan(p: Plan, out_file: str | None = None) -> None:
     if p.source is not None:
         out.print(f"  source: {p.source.files} files, {_size(p.source.bytes)} (snapshot {p.source.digest[:19]}…, "
                   f"stored: apply deploys it whatever changes on disk; list with `railguard show {p.id} --files`)")
-    summary = ", ".join(f"{n} to {a}" for a, n in counts.items() if n and a != Action.noop.value) or "no changes"
+    summary = ", ".join(f"{n} command(s) to run" if a == Action.command.value else f"{n} to {a}"
+                        for a, n in counts.items() if n and a != Action.noop.value) or "no changes"
     out.print(f"  {summary}; {counts[Action.noop.value]} unchanged; highest risk: "
               f"[{RISK_STYLE[p.max_risk]}]{p.max_risk.value}[/]")
     for action in ACTION_ORDER:

@@ -139,3 +139,4 @@ def _settings_changes(settings: PyFile, choices: Choices) -> None:
                                '(then list DJANGO_SECRET_KEY in secrets and `railguard secret set` it)')
     if any(c.startswith(where) for c in choices.changes) and "os" not in settings.imports:
         choices.changes.append(f"{where}:1: import os")
+    choices.changes.sort(key=lambda c: int(c.split(":")[1]) if c.startswith(where) else 0)

@@ -89,7 +89,8 @@ def render(found: Detected, ports: list[int]) -> str:
         "# The JSON Schema of this file: `railguard schema`.",
     ]
     if c.changes:
-        lines += ["#", "# Change these lines of the app so its data lives outside the release:"]
+        lines += ["#", "# Change these lines of the app (its data into $RAILGUARD_DATA_DIR, its settings from "
+                       "variables):"]
         lines += [f"#   {change}" for change in c.changes]
     lines += [
         "",

@@ -127,3 +127,12 @@ class RequestApprovalArgs(Args):
 
 class PlanIdArgs(Args):
     plan_id: PlanId
+
+
+class RunCommandArgs(Args):
+    env: Env
+    service: Service = Field(description="The service whose release runs the command, e.g. 'web'.")
+    command: list[Annotated[str, Field(min_length=1, max_length=4096)]] = Field(
+        min_length=1, max_length=64, description="argv, no shell: e.g. ['python', 'manage.py', 'migrate'].")
+    release: int | None = Field(default=None, ge=1, description="Release number (default: the live one).")
+    timeout_s: float = Field(default=60.0, gt=0, le=90, description="Kill the command after this long.")

@@ -23,6 +23,7 @@ from pydantic import BaseModel, Field, create_model
 from railguard.model.api import (
     Approval,
     Drift,
+    ExecRecord,
     Health,
     InFlight,
     LogFile,
@@ -216,3 +217,10 @@ class Diagnosis(Payload):
 class ApprovalPayload(Payload):
     approval: Approval | None = None
     plan: PlanBrief | None = None
+
+
+class RunCommandOut(Payload):
+    exec: ExecRecord | None = Field(default=None, description=(
+        "The command's run: release, exit_code, timed_out and its output's last lines (secret values redacted)."))
+    plan: PlanBrief | None = Field(default=None, description=(
+        "In a protected environment: the plan the command became (it runs once approved and applied)."))

@@ -24,7 +24,7 @@ def healthz() -> str:
 
 @app.get("/version", response_class=PlainTextResponse)
 def version() -> str:
-    return "v-one"
+    return os.environ.get("APP_VERSION", "v-one")
 
 
 @app.post("/notes", status_code=201, response_class=PlainTextResponse)

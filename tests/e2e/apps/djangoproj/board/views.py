@@ -1,3 +1,5 @@
+import os
+
 from django.http import HttpResponse
 from django.views.decorators.csrf import csrf_exempt
 
@@ -10,7 +12,7 @@ def healthz(request):
 
 
 def version(request):
-    return HttpResponse("v-one")
+    return HttpResponse(os.environ.get("APP_VERSION", "v-one"))
 
 
 @csrf_exempt

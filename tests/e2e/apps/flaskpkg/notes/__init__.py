@@ -5,7 +5,7 @@ import sqlite3
 
 from flask import Flask, request
 
-VERSION = "v-one"
+VERSION = os.environ.get("APP_VERSION", "v-one")
 
 
 def create_app():
