@@ -88,6 +88,17 @@ class Handler(BaseHTTPRequestHandler):
         self.end_headers()
         self.wfile.write(data)
 
+    def _send_raw(self, text: str) -> None:
+        """A stored JSON document as it is (a plan's body): redacted like every answer, never parsed again."""
+        data = self.server.daemon.secrets.redactor(text).encode()
+        self.send_response(200)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        view = memoryview(data)
+        for start in range(0, len(data), 1 << 20):
+            self.wfile.write(view[start:start + (1 << 20)])
+
     def _body(self) -> dict[str, Any]:  # raw JSON: _parse turns it into the route's request model
         length = int(self.headers.get("Content-Length") or 0)
         if length > MAX_BODY:
@@ -124,6 +135,9 @@ class Handler(BaseHTTPRequestHandler):
             bearer = (self.headers.get("Authorization") or "").removeprefix("Bearer ").strip() or None
             principal = authenticate(daemon.store, daemon.home, bearer, uid, pid, daemon.require_token)
             who = principal.id
+            if method == "GET" and len(parts) == 4 and parts[1] == "plans" and parts[3] == "body":
+                self._send_raw(daemon.plan_body(parts[2], principal))  # stored JSON, not re-encoded
+                return
             # Models become their JSON here, once: the wire is the models' field names (fallback as json.dumps did).
             payload = to_jsonable_python(route(daemon, method, parts, query, body, principal), fallback=str)
             if method == "POST":
@@ -206,6 +220,8 @@ def route(daemon: Daemon, method: str, parts: list[str], query: dict[str, str], 
         case ("POST", "plans", 2):
             wanted = _parse(PlanRequest, body)
             require(who, Permission.plan, wanted.env)
+            if wanted.view == "overview":
+                return {"plan": daemon.plan_overview(wanted.spec, wanted.env, who, wanted.per_action, wanted.text)}
             return {"plan": daemon.plan(wanted.spec, wanted.env, who, text=wanted.text)}
         case ("GET", "plans", 2):
             require(who, read, query.get("env"))
