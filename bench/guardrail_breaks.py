@@ -30,7 +30,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 UNIT = "tests/test_guardrail_teeth.py"
 E2E = "tests/e2e/test_guardrail_teeth.py"
-HASH_LINE = '        body = self.model_dump(mode="json", exclude={"id", "created_at", "hash"})'
+HASH_LINE = '_UNHASHED = {"id", "created_at", "hash"}  # the plan\'s identity, not its content'
 HASHED = ("format", "env", "base_serial", "desired_digest", "changes", "desired", "diagnostics", "requested_by",
           "verdicts", "source")
 

@@ -1,21 +1,35 @@
 """Planning at scale: N services desired vs N observed, timed and measured.
 
 Usage: python bench/plan_scale.py [N ...]   (default 1000 10000 50000)
+       python bench/plan_scale.py --cli [N ...]   (default 10000; whole-process `railguard plan --json`)
 
 Each size runs in a fresh subprocess so peak RSS is per size. For each size it reports:
 validate (parse + check the TOML text), resources (normalise + fingerprint), plan (the
 pure planner), json (serialise the whole plan as `--json` does), and peak RSS.
 The observed state is the desired one with 10% of services changed (half replace, half
 in-place), 2% missing and 2% extra (to delete), so every planner path runs.
+
+``--cli`` measures what a user waits for: the real ``railguard plan --env staging --json > plan.json``
+as a process, against a freshly started daemon (not counted), for a new app (nothing live: every
+service a create) and for N against N live (the same 10%/2%/2% mix). Nothing can run 10,000 real
+processes on this machine, so for the live case the daemon runs with the in-memory fake provider
+holding the live resources (started through ``--fake-daemon``: the daemon's own code, only the
+provider swapped); the new-app case uses the real local provider. It reports the CLI's wall time,
+its CPU time and peak RSS, the daemon's peak RSS, and the size of the JSON written.
 """
 
 from __future__ import annotations
 
 import json
+import os
 import resource
+import shutil
 import subprocess
 import sys
+import tempfile
 import time
+from pathlib import Path
+from typing import Any
 
 
 def synthetic_spec(n: int) -> str:
@@ -31,18 +45,10 @@ def synthetic_spec(n: int) -> str:
     return "".join(parts)
 
 
-def one(n: int) -> dict[str, float]:
-    from railguard.engine import planner
-    from railguard.model.resources import LiveStatus, ObservedResource, desired_resources
-    from railguard.model.specfile import parse_spec
+def mixed_observed(desired: list[Any], n: int) -> list[Any]:
+    """The desired resources as if live, 10% changed, 2% missing and 2% extra (see the module docstring)."""
+    from railguard.model.resources import LiveStatus, ObservedResource
 
-    text = synthetic_spec(n)
-    t0 = time.perf_counter()
-    spec, diagnostics = parse_spec(text)
-    t1 = time.perf_counter()
-    assert spec is not None and not diagnostics, diagnostics[:3]
-    desired = desired_resources(spec, "staging")
-    t2 = time.perf_counter()
     observed = []
     for i, r in enumerate(desired):
         if i % 50 == 1:
@@ -59,6 +65,22 @@ def one(n: int) -> dict[str, float]:
     for i in range(n // 50):
         observed.append(ObservedResource(address=f"staging/service.gone{i}", kind="service", fingerprint="x",
                                          config={"replicas": 1}, depends_on=[]))
+    return observed
+
+
+def one(n: int) -> dict[str, float]:
+    from railguard.engine import planner
+    from railguard.model.resources import desired_resources
+    from railguard.model.specfile import parse_spec
+
+    text = synthetic_spec(n)
+    t0 = time.perf_counter()
+    spec, diagnostics = parse_spec(text)
+    t1 = time.perf_counter()
+    assert spec is not None and not diagnostics, diagnostics[:3]
+    desired = desired_resources(spec, "staging")
+    t2 = time.perf_counter()
+    observed = mixed_observed(desired, n)
     t3 = time.perf_counter()
     plan = planner.plan("staging", desired, observed, 1)
     t4 = time.perf_counter()
@@ -69,9 +91,92 @@ def one(n: int) -> dict[str, float]:
             "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
 
 
+def fake_daemon(home: str, spec_path: str, n: int) -> None:
+    """Run the daemon of ``home`` in this process with a fake provider that holds N live services."""
+    from railguard.daemon import lifecycle, service
+    from railguard.engine.facts import Facts
+    from railguard.engine.workspace import Workspace
+    from railguard.providers.fake import FakeProvider
+
+    desired = Facts(Workspace(Path(spec_path), Path(home))).desired("staging", {})
+    live = {"staging": {o.address: o for o in mixed_observed(desired, n)}}
+    service.open_provider = lambda home, secrets=None: FakeProvider(live=live)  # type: ignore[assignment]
+    lifecycle.run(Path(home))
+
+
+def _peak_kb(pid: int) -> int:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1])
+    return 0
+
+
+def _cpu_s(pid: int) -> float:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")  # utime + stime
+
+
+def cli(n: int, live: bool) -> dict[str, Any]:
+    """One whole-process `railguard plan --env staging --json > plan.json` against a fresh daemon."""
+    root = Path(tempfile.mkdtemp(prefix="rg-plan-cli-"))
+    (root / "railguard.toml").write_text(synthetic_spec(n))
+    (root / "svc.py").write_text("print('hi')\n")
+    env = {**os.environ, "NO_COLOR": "1"}
+    env.pop("RAILGUARD_TOKEN", None)
+    home = root / ".railguard"
+    rg = [sys.executable, "-m", "railguard"]
+    if live:
+        home.mkdir(mode=0o700)
+        daemon = subprocess.Popen([sys.executable, __file__, "--fake-daemon", str(home), str(root / "railguard.toml"),
+                                   str(n)], cwd=root, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    else:
+        subprocess.run([*rg, "daemon", "start"], cwd=root, env=env, check=True, capture_output=True)
+    deadline = time.monotonic() + 300
+    while subprocess.run([*rg, "daemon", "status", "--json"], cwd=root, env=env, capture_output=True,
+                         text=True).stdout.find('"running": true') < 0:
+        assert time.monotonic() < deadline, "the daemon did not start"
+        time.sleep(0.2)
+    pid = int(json.loads((home / "daemon.pid").read_text())["pid"])
+    try:
+        daemon_cpu = _cpu_s(pid)
+        with open(root / "plan.json", "wb") as out:
+            started = time.perf_counter()
+            proc = subprocess.Popen([*rg, "plan", "--env", "staging", "--json"], cwd=root, env=env, stdout=out)
+            _, status, usage = os.wait4(proc.pid, 0)
+            wall = time.perf_counter() - started
+        daemon_cpu = _cpu_s(pid) - daemon_cpu
+        assert os.waitstatus_to_exitcode(status) == 0, "railguard plan failed"
+        body = json.loads((root / "plan.json").read_bytes())
+        return {"n": n, "live": live, "wall_s": wall, "cpu_s": usage.ru_utime + usage.ru_stime,
+                "cli_rss_mb": usage.ru_maxrss / 1024, "daemon_cpu_s": daemon_cpu, "daemon_rss_mb": _peak_kb(pid) / 1024,
+                "json_mb": (root / "plan.json").stat().st_size / 1e6, "changes": sum(
+                    v for k, v in body["plan"]["counts"].items() if k != "no-op"),
+                "load": os.getloadavg()[0]}
+    finally:
+        subprocess.run([*rg, "daemon", "stop"], cwd=root, env=env, capture_output=True)
+        if live:
+            daemon.wait(timeout=60)
+        shutil.rmtree(root, ignore_errors=True)
+
+
 def main() -> None:
     if len(sys.argv) > 2 and sys.argv[1] == "--one":
         print(json.dumps(one(int(sys.argv[2]))))
+        return
+    if len(sys.argv) > 4 and sys.argv[1] == "--fake-daemon":
+        fake_daemon(sys.argv[2], sys.argv[3], int(sys.argv[4]))
+        return
+    if len(sys.argv) > 1 and sys.argv[1] == "--cli":
+        print("| services | live | `plan --json` wall | CLI CPU | daemon CPU | CLI peak RSS | daemon peak RSS | JSON "
+              "| changes | load (1 min) |")
+        print("|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|")
+        for n in [int(a) for a in sys.argv[2:]] or [10000]:
+            for live in (False, True):
+                r = cli(n, live)
+                print(f"| {n:,} | {'N live (fake provider)' if live else 'none (new app)'} | {r['wall_s']:.2f} s | "
+                      f"{r['cpu_s']:.2f} s | {r['daemon_cpu_s']:.2f} s | {r['cli_rss_mb']:.0f} MB | "
+                      f"{r['daemon_rss_mb']:.0f} MB | "
+                      f"{r['json_mb']:.1f} MB | {r['changes']:,} | {r['load']:.1f} |", flush=True)
         return
     sizes = [int(a) for a in sys.argv[1:]] or [1000, 10000, 50000]
     print("| services | validate | resources | plan | --json | JSON size | changes | peak RSS |")

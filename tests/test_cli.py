@@ -218,3 +218,31 @@ def test_every_command_has_an_example_and_a_panel() -> None:
         if path.count(" ") == 1 and command.rich_help_panel not in ("Deploy", "Observe", "Guard", "Admin"):
             missing.append(f"{path}: no panel")
     assert missing == []
+
+
+def test_a_large_plan_lists_the_first_changes_and_streams_its_json(app_folder: Path) -> None:
+    """30 services: people see counts and the first 20 creates (--full: all); --json and --out carry the stored
+    plan whole, the same plan `show` parses, with the summary flags beside its fields."""
+    from railguard.model.plans import Plan
+
+    services = "".join(f'\n[services.s{i}]\nrun = ["python", "app.py"]\nenv = {{ API_TOKEN = "not-a-secret-{i}" }}\n'
+                       for i in range(30))
+    (app_folder / "railguard.toml").write_text('[app]\nname = "big"\n\n[environments.staging]\nedge_port = 18080\n'
+                                               + services)
+    (app_folder / "app.py").write_text("print('hi')\n")
+    human = rg("plan", "--env", "staging", cwd=app_folder)
+    assert human.returncode == 0, human.stderr
+    assert "create (32, first 20)" in human.stdout and "… and 12 more to create" in human.stdout
+    assert human.stdout.count("not live yet") == 20  # one row per change listed
+    full = rg("plan", "--env", "staging", "--full", cwd=app_folder)
+    assert "create (32)" in full.stdout and full.stdout.count("not live yet") == 32 and "more to" not in full.stdout
+    out_file = app_folder / "plan.json"
+    code, result = rg_json("plan", "--env", "staging", "--out", str(out_file), cwd=app_folder)
+    plan = result["plan"]
+    assert code == 0 and result["ok"] and plan["counts"]["create"] == 32 and len(plan["changes"]) == 32
+    assert plan["applyable"] and plan["decision"] == "allow" and plan["short_hash"] == plan["hash"][7:15]
+    stored = Plan.model_validate_json(out_file.read_text())
+    assert stored.id == plan["id"] and stored.model_dump(mode="json") == {k: plan[k] for k in Plan.model_fields}
+    code, shown = rg_json("show", plan["id"], cwd=app_folder)
+    assert code == 0 and shown["plan"]["changes"] == plan["changes"]
+    assert "not-a-secret" not in json.dumps(plan["changes"])  # env values named like secrets: redacted in diffs

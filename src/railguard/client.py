@@ -17,6 +17,8 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -43,6 +45,7 @@ from railguard.model.api import (
     PlanAnswer,
     PlanDetail,
     PlanFiles,
+    PlanOverview,
     PlanRecord,
     Policies,
     Release,
@@ -231,6 +234,27 @@ class Client:
     def plan(self, spec: str, env: str, text: str | None = None) -> PlanAnswer:
         body = {"spec": spec, "env": env, **({"text": text} if text is not None else {})}
         return PlanAnswer.model_validate(self.call("POST", "plans", body)["plan"])
+
+    def plan_overview(self, spec: str, env: str, per_action: int) -> PlanOverview:
+        """Plan, answered as its summary and the first ``per_action`` changes of each action (large plans)."""
+        body = {"spec": spec, "env": env, "view": "overview", "per_action": per_action}
+        return PlanOverview.model_validate(self.call("POST", "plans", body)["plan"])
+
+    @contextmanager
+    def plan_body(self, plan_id: str) -> Iterator[Iterator[bytes]]:
+        """The saved plan's JSON as the daemon stored it, in chunks (never parsed or re-encoded on the way)."""
+        try:
+            with self._http.stream("GET", f"/v1/plans/{plan_id}/body") as response:
+                if response.status_code != 200:
+                    response.read()
+                    found = [Diagnostic.model_validate(d) for d in response.json().get("diagnostics", [])]
+                    raise RailguardError(*(found or [error(
+                        "daemon.bad_request", "The daemon refused to send the plan",
+                        f"GET /v1/plans/{plan_id}/body answered {response.status_code}.",
+                        "Check that the CLI and the daemon are the same version.")]))
+                yield response.iter_bytes(1 << 20)
+        except httpx.HTTPError as exc:
+            raise _unavailable(f"The daemon did not send plan {plan_id}: {exc}.", self.ws.home) from exc
 
     def promote(self, spec: str, source: str, target: str) -> PlanAnswer:
         return PlanAnswer.model_validate(self.call("POST", "promote", {"spec": spec, "from": source,

@@ -20,10 +20,11 @@ from railguard.cli import render
 from railguard.cli.common import DEPLOY, OBSERVE, EnvOpt, JsonOpt, SpecOpt, add, connect, env_from_spec, pick_env
 from railguard.cli.output import emit_json, finish, guarded, out, print_diagnostics
 from railguard.client import Client
-from railguard.model.api import Operation, OperationKind, OperationRequest, OperationStatus
+from railguard.model.api import Operation, OperationKind, OperationRequest, OperationStatus, PlanOverview
 from railguard.model.diagnostics import RailguardError, error
-from railguard.model.plans import Plan
+from railguard.model.plans import Action, Plan
 
+PER_ACTION = 20  # changes of each action a plan lists for people without --full
 NoWaitOpt = Annotated[bool, typer.Option("--no-wait", help="Return the operation id at once.")]
 FOLLOW_LIMIT_S = 3600.0
 
@@ -77,26 +78,69 @@ def plan(
     out_file: Annotated[Optional[Path], typer.Option("--out", help="Also write the plan as JSON here.")] = None,
     detailed_exitcode: Annotated[bool, typer.Option(
         "--detailed-exitcode", help="Exit 0: no changes, 2: changes, 1: error (for CI).")] = False,
+    full: Annotated[bool, typer.Option(
+        "--full", help=f"List every change (default: the first {PER_ACTION} of each action, and counts).")] = False,
     as_json: JsonOpt = False,
 ) -> None:
     """Observe the live state, compute what would change, and save it as a plan for review."""
     ws, client = connect(spec)
-    saved = _plan_via_daemon(client, ws.spec_path, env_from_spec(ws, env))
-    body = saved.model_dump(mode="json")
+    # A running daemon checks the spec and the name itself (it parses the spec anyway), so a large spec is parsed
+    # once, not twice. Without one, check here first: a bad spec must not start a daemon or create a state folder.
+    name = env if env is not None and client.alive() else env_from_spec(ws, env)
+    overview = client.plan_overview(str(ws.spec_path), name, 0 if as_json or full else PER_ACTION)
     if out_file is not None:
-        try:
-            out_file.write_text(json.dumps(body, indent=2) + "\n", encoding="utf-8")
-        except OSError as exc:
-            raise RailguardError(error(
-                "state.unwritable", f"Cannot write {out_file}", f"Writing the plan file failed: {exc}.",
-                "Choose a writable path for --out. The plan itself is saved in the store.",
-                address=str(out_file))) from exc
-    code = 2 if detailed_exitcode and saved.actionable else 0
+        _write_body(client, overview.id, out_file)
+    failed = any(d.is_error for d in overview.diagnostics)
+    changes = sum(n for a, n in overview.summary.counts.items() if a != Action.noop.value)
+    code = 1 if failed else (2 if detailed_exitcode and changes > 0 else 0)
     if as_json:
-        finish(True, list(saved.diagnostics), {"plan": {**saved.summary(), **body}}, code=code)
-    print_diagnostics(saved.diagnostics)
-    render.plan(saved, str(out_file) if out_file else None)
-    raise typer.Exit(1 if saved.errored else code)
+        _emit_plan_json(client, overview, failed)
+        raise typer.Exit(code)
+    shown = str(out_file) if out_file else None
+    if full:
+        with client.plan_body(overview.id) as chunks:
+            saved = Plan.model_validate_json(b"".join(chunks))
+        print_diagnostics(saved.diagnostics)
+        render.plan(saved, shown)
+    else:
+        print_diagnostics(overview.diagnostics)
+        first = Plan.model_construct(id=overview.id, env=overview.env, base_serial=overview.base_serial,
+                                     desired_digest="", hash=overview.hash, changes=overview.changes, desired=[],
+                                     verdicts=overview.verdicts, diagnostics=overview.diagnostics)
+        render.plan(first, shown, overview.summary)
+    raise typer.Exit(code)
+
+
+def _write_body(client: Client, plan_id: str, path: Path) -> None:
+    try:
+        with path.open("wb") as f, client.plan_body(plan_id) as chunks:
+            for chunk in chunks:
+                f.write(chunk)
+            f.write(b"\n")
+    except OSError as exc:
+        raise RailguardError(error(
+            "state.unwritable", f"Cannot write {path}", f"Writing the plan file failed: {exc}.",
+            "Choose a writable path for --out. The plan itself is saved in the store.", address=str(path))) from exc
+
+
+def _emit_plan_json(client: Client, overview: PlanOverview, failed: bool) -> None:
+    """``{ok, diagnostics, plan: {summary flags, ...the stored plan}}``, with the plan's body streamed from the
+    daemon as it was stored: a 10,000-service plan is never parsed or re-encoded on its way to stdout."""
+    head = json.dumps({"ok": not failed, "diagnostics": [d.model_dump(mode="json") for d in overview.diagnostics]})
+    flags = overview.summary.model_dump(mode="json", include={"errored", "applyable", "max_risk", "counts",
+                                                              "decision"})
+    flags["short_hash"] = overview.short_hash
+    sys.stdout.flush()
+    stream = sys.stdout.buffer
+    stream.write(f'{head[:-1]}, "plan": {json.dumps(flags)[:-1]}, '.encode())
+    with client.plan_body(overview.id) as chunks:
+        first = True
+        for chunk in chunks:
+            if first:  # the stored body is one JSON object: its fields continue the flags' object
+                chunk, first = chunk.lstrip()[1:], False
+            stream.write(chunk)
+    stream.write(b"}\n")
+    stream.flush()
 
 @guarded()
 def show(plan_id: str, spec: SpecOpt = None, as_json: JsonOpt = False, files: Annotated[bool, typer.Option(

@@ -25,6 +25,7 @@ from railguard.model.api import (
     OperationStep,
     OperationSummary,
     PlanFiles,
+    PlanSummary,
     Policies,
     Release,
     ReleaseStatus,
@@ -43,21 +44,28 @@ def _value(v: Any) -> str:
     return text if len(text) <= 70 else text[:67] + "..."
 
 
-def plan(p: Plan, out_file: str | None = None) -> None:
-    counts = p.counts()
+def plan(p: Plan, out_file: str | None = None, summary: PlanSummary | None = None) -> None:
+    """A plan for people. With ``summary`` (an overview's), ``p`` holds only the first changes of each action:
+    the counts, risk and flags come from the summary, and each action says how many more there are."""
+    counts = dict(summary.counts) if summary else p.counts()
+    max_risk = Risk(summary.max_risk) if summary else p.max_risk
+    errored, applyable = (summary.errored, summary.applyable) if summary else (p.errored, p.applyable)
     out.print(f"[bold]Plan {p.id}[/] for [bold]{p.env}[/]  (state serial {p.base_serial}, hash {p.hash[:19]}…)")
     if p.source is not None:
         out.print(f"  source: {p.source.files} files, {_size(p.source.bytes)} (snapshot {p.source.digest[:19]}…, "
                   f"stored: apply deploys it whatever changes on disk; list with `railguard show {p.id} --files`)")
-    summary = ", ".join(f"{n} command(s) to run" if a == Action.command.value else f"{n} to {a}"
-                        for a, n in counts.items() if n and a != Action.noop.value) or "no changes"
-    out.print(f"  {summary}; {counts[Action.noop.value]} unchanged; highest risk: "
-              f"[{RISK_STYLE[p.max_risk]}]{p.max_risk.value}[/]")
+    listed = ", ".join(f"{n} command(s) to run" if a == Action.command.value else f"{n} to {a}"
+                       for a, n in counts.items() if n and a != Action.noop.value) or "no changes"
+    out.print(f"  {listed}; {counts.get(Action.noop.value, 0)} unchanged; highest risk: "
+              f"[{RISK_STYLE[max_risk]}]{max_risk.value}[/]")
+    hidden = 0
     for action in ACTION_ORDER:
         group = [c for c in p.changes if c.action is action]
+        total = counts.get(action.value, len(group))
         if not group:
             continue
-        table = Table(title=f"{action.value} ({len(group)})", title_justify="left", show_edge=False, pad_edge=False)
+        title = f"{action.value} ({total})" if total == len(group) else f"{action.value} ({total}, first {len(group)})"
+        table = Table(title=title, title_justify="left", show_edge=False, pad_edge=False)
         table.add_column("", no_wrap=True)
         table.add_column("address", no_wrap=True)
         table.add_column("risk", no_wrap=True)
@@ -67,6 +75,9 @@ def plan(p: Plan, out_file: str | None = None) -> None:
                           f"[{RISK_STYLE[change.risk]}]{change.risk.value}[/]", escape(change.reason))
         out.print()
         out.print(table)
+        if total > len(group):
+            hidden += total - len(group)
+            out.print(f"  [dim]… and {total - len(group)} more to {action.value}[/]")
         for change in group:
             if action in (Action.update, Action.replace) and change.diff:
                 out.print(f"  [dim]{escape(change.address)}:[/]")
@@ -75,6 +86,9 @@ def plan(p: Plan, out_file: str | None = None) -> None:
                               f"[green]{escape(_value(d.after))}[/]")
                 if len(change.diff) > MAX_DIFF_LINES:
                     out.print(f"    … {len(change.diff) - MAX_DIFF_LINES} more (see --json)")
+    if hidden:
+        out.print(f"\n{hidden} change(s) not listed: see them all with [bold]railguard show {p.id}[/] or "
+                  "`railguard plan --full`, or read `--json`.")
     if p.verdicts:
         out.print()
         colour = {"allow": "green", "warn": "yellow", "require_approval": "yellow", "deny": "bold red"}
@@ -85,9 +99,9 @@ def plan(p: Plan, out_file: str | None = None) -> None:
             if v.effect.value in ("require_approval", "deny") and v.remediation:
                 out.print(f"    → {escape(v.remediation)}")
     out.print()
-    if p.errored:
+    if errored:
         out.print("[red]The plan has errors and cannot be applied.[/]")
-    elif p.applyable:
+    elif applyable:
         _next_step(p)
     else:
         out.print("Nothing to do: the live state matches the spec.")

@@ -89,7 +89,9 @@ class Handler(BaseHTTPRequestHandler):
         self.send_header("Content-Type", "application/json")
         self.send_header("Content-Length", str(len(data)))
         self.end_headers()
-        self.wfile.write(data)
+        view = memoryview(data)  # a large answer (a 10k-service plan's body) goes out in 1 MiB writes
+        for start in range(0, len(data), 1 << 20):
+            self.wfile.write(view[start:start + (1 << 20)])
 
     def _body(self) -> bytes:
         length = int(self.headers.get("Content-Length") or 0)
@@ -145,6 +147,9 @@ def respond(daemon: Daemon, method: str, target: str, bearer: str | None, raw: b
                 "A request from inside the daemon's process carries no OS identity.",
                 "Sign in with a token made by `railguard token create`."))
         who = principal.id
+        if method == "GET" and len(parts) == 4 and parts[1] == "plans" and parts[3] == "body":
+            # A stored plan as it is: redacted like every answer, never parsed and re-encoded.
+            return 200, daemon.secrets.redactor(daemon.plan_body(parts[2], principal)).encode()
         # Models become their JSON here, once: the wire is the models' field names (fallback as json.dumps did).
         payload = to_jsonable_python(route(daemon, method, parts, query, body, principal), fallback=str)
         if method == "POST" and parts[1:] != ["audit", "refusals"]:  # a refusal report is its own entry
@@ -264,6 +269,8 @@ def route(daemon: Daemon, method: str, parts: list[str], query: dict[str, str], 
         case ("POST", "plans", 2):
             wanted = _parse(PlanRequest, body)
             require(who, Permission.plan, wanted.env)
+            if wanted.view == "overview":
+                return {"plan": daemon.plan_overview(wanted.spec, wanted.env, who, wanted.per_action, wanted.text)}
             return {"plan": daemon.plan(wanted.spec, wanted.env, who, text=wanted.text)}
         case ("GET", "plans", 2):
             require(who, read, query.get("env"))

@@ -46,6 +46,7 @@ from railguard.model.api import (
     PlanAnswer,
     PlanDetail,
     PlanFiles,
+    PlanOverview,
     PlanStatus,
     SourceFile,
 )
@@ -230,6 +231,21 @@ class Daemon(Governance, ExecSessions):
         """Plan the spec at ``spec_path``, or a proposed ``text`` read as if it were that file."""
         return self._plan_answer(usecases.plan(self._workspace(spec_path, text), env, self.store(), self.provider,
                                                principal, source_overrides))
+
+    def plan_overview(self, spec_path: str, env: str, principal: Principal, per_action: int,
+                      text: str | None = None) -> PlanOverview:
+        """Plan as :meth:`plan` does, answering the summary and the first changes of each action only."""
+        plan = usecases.plan(self._workspace(spec_path, text), env, self.store(), self.provider, principal)
+        return PlanOverview.of(plan, short_hash(plan), per_action)
+
+    def plan_body(self, plan_id: str, principal: Principal) -> str:
+        """A saved plan's JSON as stored, unparsed (large plans are streamed to the CLI from here)."""
+        store = self.store()
+        record = store.plan_record(plan_id)
+        body = store.plan_body(plan_id)  # a plan that does not exist: plan.not_found
+        if record is not None:
+            guard.require(principal, Permission.read, record.env)
+        return body
 
     def plan_record(self, plan_id: str) -> PlanDetail:
         store = self.store()

@@ -22,6 +22,7 @@ from railguard.engine import capture, guard, planner
 from railguard.engine.apply import apply_plan, check_plan
 from railguard.engine.execute import Context
 from railguard.engine.facts import Facts
+from railguard.engine.gcpause import paused_gc
 from railguard.engine.observe import observe_into
 from railguard.engine.plan import missing_secrets
 from railguard.engine.rollback import check_rollback, rollback_plan
@@ -50,6 +51,12 @@ class Submission:
 def plan(ws: Workspace, env: str, store: Store, provider: Provider | None, principal: Principal | None = None,
          overrides: dict[str, str] | None = None, facts: Facts | None = None) -> Plan:
     """Observe through ``provider`` (when given) into ``store``, plan, evaluate policy, and save the plan."""
+    with paused_gc():  # a large plan is millions of short-lived, acyclic objects (engine/gcpause.py)
+        return _plan(ws, env, store, provider, principal, overrides, facts)
+
+
+def _plan(ws: Workspace, env: str, store: Store, provider: Provider | None, principal: Principal | None,
+          overrides: dict[str, str] | None, facts: Facts | None) -> Plan:
     facts = facts or Facts(ws)
     spec, warnings = facts.parsed()
     require_env(spec, env)

@@ -310,6 +310,38 @@ class PlanAnswer(Record):
                                    short_hash=short_hash)
 
 
+class PlanOverview(Record):
+    """A plan as a person first reads it (``POST /v1/plans`` with ``view = "overview"``): its summary, diagnostics
+    and verdicts, and only the first ``per_action`` changes of each action; the whole body is
+    ``GET /v1/plans/<id>/body``. A 10,000-service plan is 45 MB of JSON; its overview is a few kilobytes."""
+
+    id: str
+    env: str
+    created_at: str
+    hash: str
+    short_hash: str
+    base_serial: int
+    summary: PlanSummary
+    diagnostics: list[Diagnostic] = Field(default_factory=list)
+    verdicts: list[Verdict] = Field(default_factory=list)
+    changes: list[Change] = Field(description="The first per_action changes of each action, in plan order.")
+    per_action: int
+
+    @classmethod
+    def of(cls, plan: Plan, short_hash: str, per_action: int) -> PlanOverview:
+        seen: dict[str, int] = {}
+        shown = []
+        for change in plan.changes:
+            seen[change.action] = seen.get(change.action, 0) + 1
+            if seen[change.action] <= per_action:
+                shown.append(change)
+        return cls.model_construct(id=plan.id, env=plan.env, created_at=plan.created_at, hash=plan.hash,
+                                   short_hash=short_hash, base_serial=plan.base_serial,
+                                   summary=PlanSummary.model_validate(plan.summary()),
+                                   diagnostics=plan.diagnostics, verdicts=plan.verdicts, changes=shown,
+                                   per_action=per_action)
+
+
 class PlanDetail(Record):
     """``GET /v1/plans/<id>``: a saved plan, where it stands, and the approval decisions on it."""
 
@@ -657,6 +689,9 @@ class PlanRequest(Request):
     spec: str = Field(min_length=1)
     env: str = Field(min_length=1)
     text: str | None = Field(default=None, description="A proposed spec, read as if it were the file.")
+    view: Literal["plan", "overview"] = Field(default="plan", description="overview: answer a PlanOverview of "
+                                                                          "per_action changes per action")
+    per_action: int = Field(default=20, ge=0, le=100_000)
 
 
 class PromoteRequest(Request):

@@ -9,16 +9,18 @@ checked by :mod:`railguard.engine.apply`.
 
 from __future__ import annotations
 
+import hashlib
 from enum import StrEnum
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from railguard.model.canonical import digest
+from railguard.model.canonical import canonical_json
 from railguard.model.diagnostics import Diagnostic, has_errors
 from railguard.model.resources import Resource, ResourceKind
 
 PLAN_FORMAT = 1
+_UNHASHED = {"id", "created_at", "hash"}  # the plan's identity, not its content
 
 
 class Action(StrEnum):
@@ -161,10 +163,24 @@ class Plan(BaseModel):
         return out
 
     def content_hash(self) -> str:
-        body = self.model_dump(mode="json", exclude={"id", "created_at", "hash"})
-        if self.source is None:  # a plan saved before plans carried their source hashes as it always did
-            body.pop("source")
-        return digest(body)
+        """``digest`` of the plan without id, created_at and hash, fed to sha256 one field and one list item at a
+        time: the same canonical text (sorted keys, compact) without a whole copy of a large plan as a dict."""
+        sha = hashlib.sha256(b"{")
+        # A plan saved before plans carried their source hashes as it always did.
+        skipped = _UNHASHED | ({"source"} if self.source is None else set())
+        for i, name in enumerate(sorted(set(type(self).model_fields) - skipped)):
+            value = getattr(self, name)
+            sha.update(f'{"," if i else ""}{canonical_json(name)}:'.encode())
+            if isinstance(value, list):
+                sha.update(b"[")
+                for j, item in enumerate(value):
+                    dumped = item.model_dump(mode="json") if isinstance(item, BaseModel) else item
+                    sha.update((("," if j else "") + canonical_json(dumped)).encode())
+                sha.update(b"]")
+            else:
+                sha.update(canonical_json(self.model_dump(mode="json", include={name})[name]).encode())
+        sha.update(b"}")
+        return "sha256:" + sha.hexdigest()
 
     def sealed(self, plan_id: str, created_at: str) -> Plan:
         """The plan with its id, time and content hash filled in."""

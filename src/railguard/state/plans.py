@@ -47,6 +47,13 @@ class PlanStore(Database):
             )) from exc
         return plan, str(row[1]), PlanStatus(row[2])
 
+    def plan_body(self, plan_id: str) -> str:
+        """The plan's JSON exactly as stored (the one copy there is), for streaming to a client unparsed."""
+        row = self._one("SELECT body FROM plans WHERE id = ?", plan_id)
+        if row is None:
+            raise _not_found(self.home, plan_id)
+        return str(row[0])
+
     def plan_record(self, plan_id: str) -> PlanRecord | None:
         """A plan's identity and status without parsing its body (cheap; for audit and listings)."""
         row = self._one(f"SELECT {_COLUMNS} FROM plans WHERE id = ?", plan_id)
