@@ -57,8 +57,17 @@ def _finish_operation(record: dict[str, Any], as_json: bool, url: str | None = N
     raise typer.Exit(0 if ok else 1)
 
 
-def _plan_via_daemon(client: Client, spec_path: Path, env: str) -> Plan:
-    return Plan.model_validate(client.call("POST", "plans", {"spec": str(spec_path), "env": env})["plan"])
+AllowLossOpt = Annotated[Optional[list[str]], typer.Option(
+    "--allow-data-loss", metavar="TABLE",
+    help="Acknowledge that the release command may lose data in TABLE (as its rehearsal found); repeatable. "
+         "The plan becomes destructive.")]
+
+
+def _plan_via_daemon(client: Client, spec_path: Path, env: str, allow: list[str] | None = None) -> Plan:
+    body: dict[str, Any] = {"spec": str(spec_path), "env": env}
+    if allow:
+        body["allow_data_loss"] = allow
+    return Plan.model_validate(client.call("POST", "plans", body)["plan"])
 
 
 @guarded()
@@ -68,11 +77,12 @@ def plan(
     out_file: Annotated[Optional[Path], typer.Option("--out", help="Also write the plan as JSON here.")] = None,
     detailed_exitcode: Annotated[bool, typer.Option(
         "--detailed-exitcode", help="Exit 0: no changes, 2: changes, 1: error (for CI).")] = False,
+    allow_data_loss: AllowLossOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
     """Observe the live state, compute what would change, and save it as a plan for review."""
     ws, client = connect(spec)
-    saved = _plan_via_daemon(client, ws.spec_path, env_from_spec(ws, env))
+    saved = _plan_via_daemon(client, ws.spec_path, env_from_spec(ws, env), allow_data_loss)
     body = saved.model_dump(mode="json")
     if out_file is not None:
         try:
@@ -116,16 +126,22 @@ def plans(env: EnvOpt = None, spec: SpecOpt = None, as_json: JsonOpt = False) ->
         out.print("No plans yet. Make one with `railguard plan --env <env>`.")
 
 @guarded()
-def apply(plan_id: str, spec: SpecOpt = None, no_wait: NoWaitOpt = False, as_json: JsonOpt = False) -> None:
+def apply(plan_id: str, spec: SpecOpt = None, no_wait: NoWaitOpt = False,
+          confirm: Annotated[Optional[list[str]], typer.Option(
+              "--confirm", metavar="ADDRESS", help="Type back the address of each restored database.")] = None,
+          as_json: JsonOpt = False) -> None:
     """Apply exactly a saved plan; refused if it was tampered with or the state moved since."""
     ws, client = connect(spec)
-    _submit(client, {"kind": "apply", "plan_id": plan_id, "spec": str(ws.spec_path)}, f"applying {plan_id}",
-            no_wait, as_json)
+    body: dict[str, Any] = {"kind": "apply", "plan_id": plan_id, "spec": str(ws.spec_path)}
+    if confirm:
+        body["confirm"] = confirm
+    _submit(client, body, f"applying {plan_id}", no_wait, as_json)
 
 @guarded()
 def deploy(
     env: EnvOpt = None, spec: SpecOpt = None,
     yes: Annotated[bool, typer.Option("--yes", "-y", help="Apply without asking (unprotected only).")] = False,
+    allow_data_loss: AllowLossOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
     """Plan and apply in one step, for unprotected environments (shows the plan first)."""
@@ -138,7 +154,7 @@ def deploy(
             "Protected environments only run plans that were reviewed on their own; deploy skips that.",
             f"Run `railguard plan --env {name}`, review it, then `railguard apply PLAN_ID`.",
             address=f"environments.{name}.protected"))
-    saved = _plan_via_daemon(client, ws.spec_path, name)
+    saved = _plan_via_daemon(client, ws.spec_path, name, allow_data_loss)
     port = parsed.environments[name].edge_port
     url = f"http://127.0.0.1:{port}/"
     if not as_json:

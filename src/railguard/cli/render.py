@@ -28,8 +28,8 @@ from railguard.model.plans import Action, Effect, Plan, Risk
 
 RISK_STYLE = {Risk.safe: "green", Risk.disruptive: "yellow", Risk.destructive: "bold red"}
 ACTION_SYMBOL = {Action.create: "+", Action.update: "~", Action.replace: "-/+", Action.delete: "-",
-                 Action.noop: "="}
-ACTION_ORDER = [Action.delete, Action.replace, Action.update, Action.create, Action.noop]
+                 Action.noop: "=", Action.restore: "<"}
+ACTION_ORDER = [Action.restore, Action.delete, Action.replace, Action.update, Action.create, Action.noop]
 MAX_DIFF_LINES = 12
 
 
@@ -148,6 +148,9 @@ def journal_entry(entry: dict[str, Any]) -> None:
     if entry["phase"] == "begin" and ": " in entry["step"]:
         return  # sub-steps are shown when they end, to keep the live view short
     out.print(f"  {mark} {escape(entry['step'])}  [dim]{entry['at'][11:23]}[/]")
+    detail = entry.get("detail") or {}
+    if isinstance(detail, dict) and isinstance(detail.get("note"), str):  # e.g. the data guard's findings
+        out.print(f"      [dim]{escape(detail['note'])}[/]")
 
 
 def operation_summary(record: dict[str, Any]) -> None:

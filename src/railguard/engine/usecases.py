@@ -17,7 +17,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from railguard.engine import guard, planner
+from railguard.engine import guard, planner, restore
 from railguard.engine.apply import apply_plan, check_plan
 from railguard.engine.facts import Facts
 from railguard.engine.observe import observe_into
@@ -45,7 +45,8 @@ class Submission:
 
 
 def plan(ws: Workspace, env: str, store: Store, provider: Provider | None, principal: Principal | None = None,
-         overrides: dict[str, str] | None = None, facts: Facts | None = None) -> Plan:
+         overrides: dict[str, str] | None = None, facts: Facts | None = None,
+         allow_data_loss: list[str] | None = None) -> Plan:
     """Observe through ``provider`` (when given) into ``store``, plan, evaluate policy, and save the plan."""
     facts = facts or Facts(ws)
     spec, warnings = facts.parsed()
@@ -56,7 +57,8 @@ def plan(ws: Workspace, env: str, store: Store, provider: Provider | None, princ
         observe_into(store, provider, env)
     computed = planner.plan(env, desired, store.inventory(env), store.serial(env))
     problems = [*warnings, *missing_secrets(spec, env, versions), *computed.diagnostics]
-    computed = computed.model_copy(update={"diagnostics": problems, "id": new_id("plan")})
+    computed = restore.acknowledge(computed.model_copy(update={"diagnostics": problems, "id": new_id("plan")}),
+                                   allow_data_loss or [])
     if principal is not None:
         computed = guard.with_verdicts(store, computed, principal)
     return store.save_plan(computed)
@@ -91,7 +93,16 @@ def _require_idle(store: Store, env: str) -> None:
         raise busy(env, running.id)
 
 
-def submit_apply(ws: Workspace, plan_id: str, store: Store, provider: Provider, principal: Principal) -> Submission:
+def restore_plan(ws: Workspace, env: str, store: Store, principal: Principal, release: int | None,
+                 backup_id: str | None, databases: list[str] | None = None) -> Plan:
+    """Save the reviewed plan that restores a snapshot (``railguard restore``)."""
+    computed = restore.restore_plan(Facts(ws), store, env, release, backup_id, databases)
+    return store.save_plan(guard.with_verdicts(store, computed.model_copy(update={"requested_by": principal.id}),
+                                               principal))
+
+
+def submit_apply(ws: Workspace, plan_id: str, store: Store, provider: Provider, principal: Principal,
+                 confirm: list[str] | None = None) -> Submission:
     """Check a saved plan once (fail fast), and return the job that applies it under the lock."""
     facts = Facts(ws)
     spec = facts.spec
@@ -102,6 +113,7 @@ def submit_apply(ws: Workspace, plan_id: str, store: Store, provider: Provider, 
     current = facts.desired_digest(saved.env, facts.versions(store, saved.env))
     check_plan(plan_id, saved, stored_hash, status, store.serial(saved.env), current)
     guard.check_apply(store, saved, principal)
+    restore.require_confirmed(saved, confirm or [], spec.environments[saved.env].protected)
     source, ctx, env = facts.source_record(), facts.context(), saved.env
 
     def run(runner_store: Store, op_id: str) -> Operation:

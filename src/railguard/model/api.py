@@ -25,6 +25,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from railguard.model.data import ReleaseData
 from railguard.model.diagnostics import Diagnostic
 from railguard.model.plans import PLAN_FORMAT, Change, Plan, Verdict
 from railguard.model.principals import Principal
@@ -338,6 +339,8 @@ class Release(Record):
     # The source snapshot's facts as recorded ({digest, git_commit, git_dirty, files}); {} for a rollback.
     source: dict[str, Any] = Field(default_factory=dict)
     rollback_of: int | None = None
+    data: ReleaseData | None = Field(default=None, description="The snapshot taken before its release command, "
+                                                               "the rehearsal, and the schemas after it.")
 
 
 class KeptRelease(Record):
@@ -630,6 +633,8 @@ class PlanRequest(Request):
     spec: str = Field(min_length=1)
     env: str = Field(min_length=1)
     text: str | None = Field(default=None, description="A proposed spec, read as if it were the file.")
+    allow_data_loss: list[str] = Field(default_factory=list, description="Tables whose loss a rehearsal may find "
+                                                                         "(acknowledged; the plan is destructive).")
 
 
 class PromoteRequest(Request):
@@ -644,6 +649,15 @@ class OperationRequest(Request):
     plan_id: str | None = None
     env: str | None = None
     to: int | None = None
+    confirm: list[str] = Field(default_factory=list, description="Addresses typed back (restores).")
+
+
+class RestoreRequest(Request):
+    spec: str = Field(min_length=1)
+    env: str = Field(min_length=1)
+    release: int | None = None
+    backup: str | None = None
+    databases: list[str] = Field(default_factory=list, description="Only these databases (default: all).")
 
 
 class ApprovalRequestBody(Request):

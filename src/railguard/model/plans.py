@@ -27,6 +27,7 @@ class Action(StrEnum):
     replace = "replace"  # type: ignore[assignment]  # shadows str.replace; never called on members
     delete = "delete"
     noop = "no-op"
+    restore = "restore"  # a database written back from a snapshot (railguard restore)
 
 
 class Risk(StrEnum):
@@ -107,6 +108,8 @@ class Plan(BaseModel):
     diagnostics: list[Diagnostic] = Field(default_factory=list)
     requested_by: str = Field(default="", description="The principal that asked for the plan.")
     verdicts: list[Verdict] = Field(default_factory=list, description="Policy verdicts, per change.")
+    allow_data_loss: list[str] = Field(default_factory=list, description="Tables whose loss a rehearsed release "
+                                                                         "command may cause (acknowledged).")
     hash: str = ""
 
     @property
@@ -133,13 +136,16 @@ class Plan(BaseModel):
         return max(effects, key=lambda e: EFFECT_ORDER[e])
 
     def counts(self) -> dict[str, int]:
-        out = {a.value: 0 for a in Action}
+        out = {a.value: 0 for a in Action if a is not Action.restore}
         for change in self.changes:
+            out.setdefault(change.action.value, 0)
             out[change.action.value] += 1
         return out
 
     def content_hash(self) -> str:
         body = self.model_dump(mode="json", exclude={"id", "created_at", "hash"})
+        if not self.allow_data_loss:
+            body.pop("allow_data_loss")  # so plans saved before the field existed keep their hash
         return digest(body)
 
     def sealed(self, plan_id: str, created_at: str) -> Plan:

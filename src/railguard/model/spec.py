@@ -260,6 +260,10 @@ class Retention(_Strict):
         description="Artifacts of the newest releases per environment kept for rollback; the artifacts of older "
         "releases that are neither live nor warm are deleted (their release records stay).",
     )
+    backups_keep: int = Field(
+        default=10, ge=1, le=10_000,
+        description="Snapshots of each environment's databases kept (one is taken before every release command).",
+    )
 
 
 class Spec(_Strict):

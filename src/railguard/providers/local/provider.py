@@ -45,6 +45,7 @@ from railguard.providers.base import (
     TickResponse,
 )
 from railguard.providers.local import artifacts
+from railguard.providers.local.databases import restore_change
 from railguard.providers.local.edge import CaddyEdge, EdgeError, PortInUse
 from railguard.providers.local.health import CheckResult
 from railguard.providers.local.processes import ReplicaRecord, Supervisor, is_alive
@@ -68,6 +69,13 @@ REMEDIATION = {
     "rollout.unhealthy": "Check the health endpoint and log_tail; raise start_timeout if the app is just slow.",
     "rollout.artifact_missing": "Roll back to a release whose artifact still exists (`railguard releases`), "
                                 "or deploy the current source with `railguard plan` and apply.",
+    "data.loss_detected": "Keep the data (migrate in place instead of dropping), or acknowledge the loss in a new "
+                          "plan: `railguard plan --env ENV --allow-data-loss TABLE...`. Nothing ran on the real data.",
+    "data.rehearsal_failed": "Fix the release command (see its rehearsal log); it must succeed on a copy of the "
+                             "real data and again on a second run. Nothing ran on the real data.",
+    "restore.backup_missing": "List what can be restored with `railguard backups --env ENV`.",
+    "restore.checksum_mismatch": "The copy was altered after it was taken; restore another backup "
+                                 "(`railguard backups --env ENV`).",
     "edge.port_in_use": "Stop the program using the port or choose another edge_port, then plan and apply again.",
     "edge.failed": "Check `railguard daemon status` and the edge logs in the state folder's edge/<env>/ (caddy.log, "
                    "caddy.out).",
@@ -303,6 +311,9 @@ class LocalProvider(Rollouts, Views):
         try:
             if change.kind == "edge":
                 return self._apply_edge(request, step)
+            if change.kind == "database":
+                restore_change(request, home=self.home, data_dir=self._data_dir(request), step=step)
+                return ApplyResponse(ok=True, observed=None)
             if change.action is Action.delete:
                 return self._delete_service(request, step)
             if change.action is Action.update:
