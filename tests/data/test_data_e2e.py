@@ -69,6 +69,7 @@ def _error(answer: dict[str, Any]) -> dict[str, Any]:
     return dict(found[0])
 
 
+@pytest.mark.timeout(900)  # eleven operations, most with a rehearsal; slow on a loaded machine
 def test_data_survives_destructive_releases_and_rollbacks(notes: Workspace) -> None:
     ws = notes
     code, answer = _deploy(ws, "1", "v1")

@@ -24,11 +24,17 @@ class SecondRunFailed(Exception):
 
 
 def _shapes(folder: Path, names: list[str]) -> Shapes:
-    return {rel: sqlite.shape(folder / rel) for rel in names if (folder / rel).is_file()}
+    # Columns and row counts only: hashing every row would cost more than the command itself on big data.
+    return {rel: sqlite.shape(folder / rel, rows_digest=False) for rel in names if (folder / rel).is_file()}
 
 
-def copy_folder(data_dir: Path, scratch: Path) -> list[str]:
-    """A scratch copy of the data folder: databases through the backup API, other files as they are."""
+def _sums(folder: Path, names: list[str]) -> dict[str, str]:
+    return {rel: sqlite.checksum(folder / rel) for rel in names if (folder / rel).is_file()}
+
+
+def copy_folder(data_dir: Path, scratch: Path, copies: dict[str, Path] | None = None) -> list[str]:
+    """A scratch copy of the data folder: databases from ``copies`` (a snapshot just taken: a plain file copy)
+    or through the backup API, other files as they are."""
     if scratch.exists():
         shutil.rmtree(scratch)
     scratch.mkdir(parents=True)
@@ -39,14 +45,17 @@ def copy_folder(data_dir: Path, scratch: Path) -> list[str]:
             continue
         target = scratch / rel
         target.parent.mkdir(parents=True, exist_ok=True)
-        if rel in names:
+        if copies and rel in copies:
+            shutil.copyfile(copies[rel], target)
+        elif rel in names:
             sqlite.copy(path, target)
         else:
             shutil.copy2(path, target)
     return names
 
 
-def rehearse(data_dir: Path, scratch: Path, run: Callable[[Path, str], None], allow: list[str]) -> Rehearsal:
+def rehearse(data_dir: Path, scratch: Path, run: Callable[[Path, str], None], allow: list[str],
+             copies: dict[str, Path] | None = None) -> Rehearsal:
     """Run ``run(folder, label)`` twice on a copy of ``data_dir`` and say what it would lose.
 
     ``run`` raises when the command fails (its own error goes through: the real run is then not
@@ -54,18 +63,22 @@ def rehearse(data_dir: Path, scratch: Path, run: Callable[[Path, str], None], al
     """
     started = time.monotonic()
     try:
-        names = copy_folder(data_dir, scratch)
+        names = copy_folder(data_dir, scratch, copies)
         before = _shapes(scratch, names)
         run(scratch, "rehearsal")
-        first = _shapes(scratch, sqlite.databases(scratch))
+        after = sqlite.databases(scratch)
+        first, first_sums = _shapes(scratch, after), _sums(scratch, after)
         found = losses(before, first)
         try:
             run(scratch, "rehearsal-second-run")
         except Exception as exc:
             raise SecondRunFailed(str(exc)) from exc
-        second = _shapes(scratch, sqlite.databases(scratch))
+        again = sqlite.databases(scratch)
+        second = _shapes(scratch, again)
         found += [loss for loss in losses(first, second, second_run=True)]
         notes = additions(before, first) + changed(first, second)
+        notes += [f"{rel}: written again by a second run" for rel, digest in _sums(scratch, again).items()
+                  if first_sums.get(rel) != digest and not any(n.startswith(f"{rel}:") for n in notes)]
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
     acknowledged = [loss for loss in found if _allowed(loss, allow)]

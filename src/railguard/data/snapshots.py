@@ -67,6 +67,11 @@ def _write(path: Path, text: str) -> None:
     os.replace(tmp, path)
 
 
+def files(root: Path, backup: Backup) -> dict[str, Path]:
+    """Each database's copy in the backup, by its path in the data folder."""
+    return {f.path: root / backup.id / "files" / f.path for f in backup.files}
+
+
 def load(root: Path, backup_id: str) -> Backup:
     if not backup_id.startswith("bk-") or "/" in backup_id or backup_id in (".", ".."):
         raise BackupError("restore.backup_missing", f"'{backup_id}' is not a backup id")

@@ -64,6 +64,7 @@ CODES: dict[str, str] = {
     "plan.proposed": "The plan was computed from proposed spec text, not the spec file on disk.",
     "apply.step_failed": "A change could not be applied by the provider.",
     # the local runtime
+    "doctor.fixture_failed": "The doctor's data fixture ([doctor] fixture) could not be loaded.",
     "data.loss_detected": "A release command's rehearsal on a copy of the data lost tables, columns or rows.",
     "data.rehearsal_failed": "A release command failed in its rehearsal (once, or on a second run).",
     "restore.backup_missing": "The backup to restore does not exist (never taken, or deleted by retention).",

@@ -266,6 +266,18 @@ class Retention(_Strict):
     )
 
 
+class Doctor(_Strict):
+    """Settings of `railguard doctor`."""
+
+    fixture: str | Argv | None = Field(
+        default=None,
+        description="Data the release checks protect when the environment has none (CI on a fresh checkout): a "
+        "'.sql' file (relative to the spec) run into `fixture_database`, or a command (argv list, run in the spec's "
+        "folder) that writes sample data into $RAILGUARD_DATA_DIR.")
+    fixture_database: Annotated[str, Field(pattern=r"^[A-Za-z0-9_][A-Za-z0-9._-]{0,127}$")] = Field(
+        default="app.db", description="The SQLite file in the data folder that a '.sql' fixture is run into.")
+
+
 class Spec(_Strict):
     """The whole of ``railguard.toml``."""
 
@@ -279,6 +291,7 @@ class Spec(_Strict):
     retention: Retention = Field(
         default_factory=Retention, description="How long old plans, operations, events and artifacts are kept."
     )
+    doctor: Doctor | None = Field(default=None, description="Settings of `railguard doctor` (a data fixture).")
 
     def resolved_service(self, env: str, name: str) -> Service:
         """The service as it runs in ``env``: overrides applied, ``env`` merged key by key."""

@@ -57,14 +57,16 @@ def guarded_release(request: ApplyRequest, *, home: Path, service: str, config: 
             detail["note"] = "no database in the data folder: nothing to protect"
     if backup is not None:
         _rehearse(request, home=home, service=service, config=config, environ=environ, artifact=artifact,
-                  data_dir=data_dir, log_dir=log_dir, step=step, backup_id=backup.id)
+                  data_dir=data_dir, log_dir=log_dir, step=step, backup_id=backup.id,
+                  copies=snapshots.files(root, backup))
     with step("release-command") as detail:
         run_release_command(config, environ, artifact, log_dir / f"{env}.{service}.r{release}.release.log")
         detail["data"] = {"schemas": {k: v.model_dump(mode="json") for k, v in schemas(data_dir).items()}}
 
 
 def _rehearse(request: ApplyRequest, *, home: Path, service: str, config: dict[str, Any], environ: dict[str, str],
-              artifact: Artifact, data_dir: Path, log_dir: Path, step: Step, backup_id: str) -> None:
+              artifact: Artifact, data_dir: Path, log_dir: Path, step: Step, backup_id: str,
+              copies: dict[str, Path]) -> None:
     env, release = request.env, request.release or 0
     scratch = home / "scratch" / "rehearsal" / f"{env}.{service}.r{release}"
 
@@ -74,7 +76,7 @@ def _rehearse(request: ApplyRequest, *, home: Path, service: str, config: dict[s
 
     with step("rehearse") as detail:
         try:
-            found = rehearsal.rehearse(data_dir, scratch, run, list(request.allow_data_loss))
+            found = rehearsal.rehearse(data_dir, scratch, run, list(request.allow_data_loss), copies)
         except rehearsal.SecondRunFailed as exc:
             failed: Failure | None = Failure(
                 "data.rehearsal_failed", "The release command fails when it runs a second time",
