@@ -24,8 +24,11 @@ def losses(before: Shapes, after: Shapes, second_run: bool = False) -> list[Loss
                             else f"{rel}: table {name} ({old.rows} rows) dropped")
                     found.append(Loss(database=rel, table=name, rows=old.rows, what=what, second_run=second_run))
                 continue
-            for column in old.columns:
-                if column not in new.columns:
+            gone = [c for c in old.columns if c not in new.columns]
+            if gone and len([c for c in new.columns if c not in old.columns]) == len(gone) and new.rows >= old.rows:
+                continue  # as many columns came as went, no row lost: a rename (ALTER ... RENAME COLUMN)
+            for column in gone:
+                if column:
                     found.append(Loss(database=rel, table=name, column=column, rows=old.rows, second_run=second_run,
                                       what=f"{rel}: column {name}.{column} dropped (held values in {old.rows} rows)"))
             if new.rows < old.rows:

@@ -168,9 +168,10 @@ def losses(before: DataPrint, after: DataPrint) -> list[str]:
                 found.append(f"{rel}: table {name} with {table.rows} rows was dropped")
             elif now is not None and now.rows < table.rows:
                 found.append(f"{rel}: table {name} went from {table.rows} to {now.rows} rows")
-            if now is not None and table.rows:  # a dropped column loses its values in every row
-                found += [f"{rel}: column {name}.{c} was dropped (it held values in {table.rows} rows)"
-                          for c in table.columns if c not in now.columns]
+            gone = [c for c in table.columns if now is not None and c not in now.columns]
+            renamed = now is not None and len([c for c in now.columns if c not in table.columns]) == len(gone)
+            if now is not None and table.rows and not renamed:  # a dropped column loses its values in every row
+                found += [f"{rel}: column {name}.{c} was dropped (it held values in {table.rows} rows)" for c in gone]
     return found
 
 
