@@ -18,6 +18,8 @@ from railguard.data import sqlite
 from railguard.data.loss import Shapes, additions, changed, losses
 from railguard.model.data import Loss, Rehearsal
 
+OTHER_FILES_BYTES = 256 * 1024 * 1024  # files that are not databases, copied into the scratch up to this much
+
 
 class SecondRunFailed(Exception):
     """The command succeeded once on the copy and failed the second time: a retry would break."""
@@ -39,6 +41,7 @@ def copy_folder(data_dir: Path, scratch: Path, copies: dict[str, Path] | None = 
         shutil.rmtree(scratch)
     scratch.mkdir(parents=True)
     names = sqlite.databases(data_dir)
+    budget = OTHER_FILES_BYTES
     for path in sorted(data_dir.rglob("*")):
         rel = str(path.relative_to(data_dir))
         if path.is_symlink() or not path.is_file() or rel.endswith(sqlite.COMPANIONS):
@@ -49,7 +52,8 @@ def copy_folder(data_dir: Path, scratch: Path, copies: dict[str, Path] | None = 
             shutil.copyfile(copies[rel], target)
         elif rel in names:
             sqlite.copy(path, target)
-        else:
+        elif (size := path.stat().st_size) <= budget:  # uploads and the like: copied while they are small
+            budget -= size
             shutil.copy2(path, target)
     return names
 

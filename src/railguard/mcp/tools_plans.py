@@ -82,6 +82,8 @@ async def plan(call: Call, args: PlanArgs) -> Outcome:
     body: dict[str, Any] = {"spec": call.gw.spec_path(), "env": args.env}
     if args.spec_text is not None:
         body["text"] = args.spec_text
+    if args.allow_data_loss:
+        body["allow_data_loss"] = args.allow_data_loss
     found = (await call.gw.call("POST", "plans", body))["plan"]
     return plan_outcome(found, PlanStatus.saved, args.spec_text is not None, call.gw.ws.spec_path.name)
 

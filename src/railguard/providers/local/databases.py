@@ -45,16 +45,16 @@ def guarded_release(request: ApplyRequest, *, home: Path, service: str, config: 
     """Snapshot, rehearse, then run the release command for real and record the schema it leaves."""
     env, release = request.env, request.release or 0
     root = backups_root(home, env)
-    with step("snapshot") as detail:
-        backup = snapshots.take(data_dir, root, env, request.release)
-        if backup is not None:
-            detail["data"] = {"backup": backup.model_dump(mode="json")}
-            detail["seconds"] = backup.seconds
-            detail["pruned"] = snapshots.prune(root, request.backups_keep)
-            detail["note"] = (f"snapshot {backup.id}: {len(backup.files)} database(s), "
-                              f"{sum(f.size for f in backup.files)} bytes, {backup.seconds:.2f} s")
-        else:
-            detail["note"] = "no database in the data folder: nothing to protect"
+    backup = None
+    if sqlite.databases(data_dir):  # no database yet (a first deploy): nothing to protect, no extra steps
+        with step("snapshot") as detail:
+            backup = snapshots.take(data_dir, root, env, request.release)
+            if backup is not None:
+                detail["data"] = {"backup": backup.model_dump(mode="json")}
+                detail["seconds"] = backup.seconds
+                detail["pruned"] = snapshots.prune(root, request.backups_keep)
+                detail["note"] = (f"snapshot {backup.id}: {len(backup.files)} database(s), "
+                                  f"{sum(f.size for f in backup.files)} bytes, {backup.seconds:.2f} s")
     if backup is not None:
         _rehearse(request, home=home, service=service, config=config, environ=environ, artifact=artifact,
                   data_dir=data_dir, log_dir=log_dir, step=step, backup_id=backup.id,
