@@ -79,9 +79,11 @@ class Cluster:
         self.process: subprocess.Popen[bytes] | None = None
 
     # -- processes ------------------------------------------------------------------------------
-    def _server_cmd(self, argv: list[str], **kwargs: object) -> subprocess.CompletedProcess[str]:
-        extra: dict[str, object] = {"user": self.user.pw_uid, "group": self.user.pw_gid} if self.user else {}
-        return subprocess.run(argv, capture_output=True, text=True, check=False, **extra, **kwargs)  # type: ignore[call-overload,no-any-return]
+    def _server_cmd(self, argv: list[str]) -> subprocess.CompletedProcess[str]:
+        """Run a server tool (initdb) as the server's user: Postgres refuses root."""
+        return subprocess.run(argv, capture_output=True, text=True, check=False,
+                              user=self.user.pw_uid if self.user else None,
+                              group=self.user.pw_gid if self.user else None)
 
     def _own(self, path: Path) -> None:
         if self.user is not None:
@@ -116,12 +118,12 @@ class Cluster:
         self._own(self.socket_dir)
         self.log.touch()
         self._own(self.log)
-        extra: dict[str, object] = {"user": self.user.pw_uid, "group": self.user.pw_gid} if self.user else {}
         with self.log.open("ab") as out:
-            self.process = subprocess.Popen(  # type: ignore[call-overload]
+            self.process = subprocess.Popen(
                 [str(self.bin / "postgres"), "-D", str(self.pgdata), "-p", str(self.port), "-k", str(self.socket_dir),
                  "-c", "listen_addresses=127.0.0.1", "-c", "fsync=on"],
-                stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True, **extra)
+                stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True,
+                user=self.user.pw_uid if self.user else None, group=self.user.pw_gid if self.user else None)
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             assert self.process is not None
