@@ -109,7 +109,8 @@ class Cluster:
         finally:
             pwfile.unlink(missing_ok=True)  # the password lives in the secret store, never beside the data
         if done.returncode != 0:
-            raise PostgresError(f"initdb failed: {(done.stderr or done.stdout).strip().splitlines()[-1:]}")
+            said = [ln for ln in (done.stderr + done.stdout).splitlines() if ln.strip()]
+            raise PostgresError(f"initdb exited with {done.returncode}: {' | '.join(said[-3:]) or '(no output)'}")
 
     def start(self, timeout: float = 60.0) -> float:
         """Start the server and wait until ``SELECT 1`` answers; returns the seconds it took."""
