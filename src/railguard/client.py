@@ -231,13 +231,19 @@ class Client:
     def policies(self, spec: str, env: str) -> Policies:
         return Policies.model_validate(self.call("GET", "policies", params={"env": env, "spec": spec})["policies"])
 
-    def plan(self, spec: str, env: str, text: str | None = None) -> PlanAnswer:
-        body = {"spec": spec, "env": env, **({"text": text} if text is not None else {})}
+    def plan(self, spec: str, env: str, text: str | None = None,
+             allow_data_loss: list[str] | None = None) -> PlanAnswer:
+        body: dict[str, Any] = {"spec": spec, "env": env, **({"text": text} if text is not None else {})}
+        if allow_data_loss:
+            body["allow_data_loss"] = allow_data_loss
         return PlanAnswer.model_validate(self.call("POST", "plans", body)["plan"])
 
-    def plan_overview(self, spec: str, env: str, per_action: int) -> PlanOverview:
+    def plan_overview(self, spec: str, env: str, per_action: int,
+                      allow_data_loss: list[str] | None = None) -> PlanOverview:
         """Plan, answered as its summary and the first ``per_action`` changes of each action (large plans)."""
-        body = {"spec": spec, "env": env, "view": "overview", "per_action": per_action}
+        body: dict[str, Any] = {"spec": spec, "env": env, "view": "overview", "per_action": per_action}
+        if allow_data_loss:
+            body["allow_data_loss"] = allow_data_loss
         return PlanOverview.model_validate(self.call("POST", "plans", body)["plan"])
 
     @contextmanager

@@ -7,7 +7,10 @@ scratch environment must be gone afterwards and no process may be left (the suit
 
 from __future__ import annotations
 
+import json
 import shutil
+import subprocess
+import sys
 import tomllib
 from collections.abc import Iterator
 from pathlib import Path
@@ -17,6 +20,7 @@ import pytest
 
 from .harness import SampleApp, check, make_app, text_of
 
+SECRET_VALUE = "django-insecure-5c1f0e8a9b7d4c2e"
 CASES: list[dict[str, Any]] = tomllib.loads((Path(__file__).parent / "cases.toml").read_text())["case"]
 
 
@@ -41,14 +45,23 @@ def test_sample_app(case: dict[str, Any], tmp_path: Path, stop_after: list[Sampl
     stop_after.append(app)
     if setup == "seed":
         app.seed()
+    for old, new in case.get("edits", []) if setup == "secret" else []:
+        app.edit_spec(old, _render(new, app))  # the secret's declaration comes first
+    if setup == "secret":  # a Django-style SECRET_KEY, set the way a user does (stdin only)
+        done = subprocess.run([sys.executable, "-m", "railguard", "secret", "set", "SECRET_KEY", "--env", "staging"],
+                              cwd=app.root, input=SECRET_VALUE, capture_output=True, text=True, env=app.env(),
+                              timeout=120, check=False)
+        assert done.returncode == 0, done.stdout + done.stderr
     if setup.startswith("deploy"):
         app.deploy()
         app.overlay(case["app"])
     if setup == "deploy-without-artifacts":
         shutil.rmtree(app.root / ".railguard" / "artifacts")
-    for old, new in case.get("edits", []):
+    for old, new in case.get("edits", []) if setup != "secret" else []:
         app.edit_spec(old, _render(new, app))
-    code, payload = app.doctor(*case["checks"])
+    done = app.rg("doctor", "--env", "staging", "--json", *(f"--check={c}" for c in case["checks"]))
+    assert SECRET_VALUE not in done.stdout + done.stderr, "a secret value reached the doctor's output"
+    code, payload = done.returncode, json.loads(done.stdout)
     assert not Path(payload["doctor"]["scratch"]).exists(), "the scratch folder was not removed"
     assert payload["doctor"]["cleanup"] == [], "the teardown had to kill leftovers"
     statuses = {check_id: check(payload, check_id)["status"] for check_id in case["checks"]}

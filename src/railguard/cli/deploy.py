@@ -67,8 +67,14 @@ def _say_live(client: Client, spec_path: Path, env: str, url: str) -> None:
                   f"(`railguard status --env {escape(env)}`).")
 
 
-def _plan_via_daemon(client: Client, spec_path: Path, env: str) -> Plan:
-    return client.plan(str(spec_path), env).as_plan()
+AllowLossOpt = Annotated[Optional[list[str]], typer.Option(
+    "--allow-data-loss", metavar="TABLE",
+    help="Acknowledge that the release command may lose data in TABLE (as its rehearsal found); repeatable. "
+         "The plan becomes destructive.")]
+
+
+def _plan_via_daemon(client: Client, spec_path: Path, env: str, allow: list[str] | None = None) -> Plan:
+    return client.plan(str(spec_path), env, allow_data_loss=allow).as_plan()
 
 
 @guarded()
@@ -80,6 +86,7 @@ def plan(
         "--detailed-exitcode", help="Exit 0: no changes, 2: changes, 1: error (for CI).")] = False,
     full: Annotated[bool, typer.Option(
         "--full", help=f"List every change (default: the first {PER_ACTION} of each action, and counts).")] = False,
+    allow_data_loss: AllowLossOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
     """Observe the live state, compute what would change, and save it as a plan for review."""
@@ -87,7 +94,8 @@ def plan(
     # A running daemon checks the spec and the name itself (it parses the spec anyway), so a large spec is parsed
     # once, not twice. Without one, check here first: a bad spec must not start a daemon or create a state folder.
     name = env if env is not None and client.alive() else env_from_spec(ws, env)
-    overview = client.plan_overview(str(ws.spec_path), name, 0 if as_json or full else PER_ACTION)
+    overview = client.plan_overview(str(ws.spec_path), name, 0 if as_json or full else PER_ACTION,
+                                   allow_data_loss)
     if out_file is not None:
         _write_body(client, overview.id, out_file)
     failed = any(d.is_error for d in overview.diagnostics)
@@ -173,16 +181,20 @@ def plans(env: EnvOpt = None, spec: SpecOpt = None, as_json: JsonOpt = False) ->
         out.print("No plans yet. Make one with `railguard plan --env <env>`.")
 
 @guarded()
-def apply(plan_id: str, spec: SpecOpt = None, no_wait: NoWaitOpt = False, as_json: JsonOpt = False) -> None:
+def apply(plan_id: str, spec: SpecOpt = None, no_wait: NoWaitOpt = False,
+          confirm: Annotated[Optional[list[str]], typer.Option(
+              "--confirm", metavar="ADDRESS", help="Type back the address of each restored database.")] = None,
+          as_json: JsonOpt = False) -> None:
     """Apply exactly a saved plan; refused if it was tampered with or the state moved since."""
     ws, client = connect(spec)
-    _submit(client, OperationRequest(kind=OperationKind.apply, plan_id=plan_id, spec=str(ws.spec_path)),
-            f"applying {plan_id}", no_wait, as_json)
+    _submit(client, OperationRequest(kind=OperationKind.apply, plan_id=plan_id, spec=str(ws.spec_path),
+                                     confirm=confirm or []), f"applying {plan_id}", no_wait, as_json)
 
 @guarded()
 def deploy(
     env: EnvOpt = None, spec: SpecOpt = None,
     yes: Annotated[bool, typer.Option("--yes", "-y", help="Apply without asking (unprotected only).")] = False,
+    allow_data_loss: AllowLossOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
     """Plan and apply in one step, for unprotected environments (shows the plan first)."""
@@ -195,7 +207,7 @@ def deploy(
             "Protected environments only run plans that were reviewed on their own; deploy skips that.",
             f"Run `railguard plan --env {name}`, review it, then `railguard apply PLAN_ID`.",
             address=f"environments.{name}.protected"))
-    saved = _plan_via_daemon(client, ws.spec_path, name)
+    saved = _plan_via_daemon(client, ws.spec_path, name, allow_data_loss)
     port = parsed.environments[name].edge_port
     url = f"http://127.0.0.1:{port}/"
     if not as_json:

@@ -17,7 +17,18 @@ from rich.markup import escape
 from typer._click.exceptions import ClickException, UsageError  # typer vendors click; not re-exported
 
 from railguard import __version__
-from railguard.cli import console_cmd, daemon_cmd, deploy, doctor_cmd, exec_cmd, gc_cmd, guard_cmd, mcp_cmd, observe
+from railguard.cli import (
+    console_cmd,
+    daemon_cmd,
+    data_cmd,
+    deploy,
+    doctor_cmd,
+    exec_cmd,
+    gc_cmd,
+    guard_cmd,
+    mcp_cmd,
+    observe,
+)
 from railguard.cli.common import ADMIN, DEPLOY, JsonOpt, SpecOpt, add
 from railguard.cli.output import emit_json, finish, guarded, out, print_diagnostics, usage_error
 from railguard.engine.starter import write_starter
@@ -109,6 +120,7 @@ add(app, init, DEPLOY, "railguard init", "railguard init --force --json")
 add(app, validate, DEPLOY, "railguard validate", "railguard validate --spec deploy/railguard.toml --json")
 deploy.register(app)
 exec_cmd.register(app)
+data_cmd.register(app)
 observe.register(app)
 guard_cmd.register(app)
 doctor_cmd.register(app)

@@ -34,8 +34,9 @@ from railguard.model.plans import Action, Effect, Plan, Risk
 
 RISK_STYLE = {Risk.safe: "green", Risk.disruptive: "yellow", Risk.destructive: "bold red"}
 ACTION_SYMBOL = {Action.create: "+", Action.update: "~", Action.replace: "-/+", Action.delete: "-",
-                 Action.noop: "=", Action.command: "!"}
-ACTION_ORDER = [Action.delete, Action.replace, Action.update, Action.create, Action.command, Action.noop]
+                 Action.noop: "=", Action.command: "!", Action.restore: "<"}
+ACTION_ORDER = [Action.restore, Action.delete, Action.replace, Action.update, Action.create, Action.command,
+                Action.noop]
 MAX_DIFF_LINES = 12
 
 
@@ -194,6 +195,8 @@ def journal_entry(entry: OperationStep) -> None:
         return  # sub-steps are shown when they end, to keep the live view short
     out.print(f"  {mark} {escape(entry.step)}  [dim]{entry.at[11:23]}[/]")
     _command_output(entry)
+    if isinstance(entry.detail.get("note"), str):  # e.g. the data guard's findings
+        out.print(f"      [dim]{escape(entry.detail['note'])}[/]")
 
 
 def _command_output(entry: OperationStep) -> None:

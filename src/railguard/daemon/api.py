@@ -28,6 +28,7 @@ from pydantic import ValidationError
 from pydantic_core import to_jsonable_python
 
 from railguard.daemon.access import authenticate
+from railguard.daemon.databases import backups_answer
 from railguard.daemon.service import Daemon
 from railguard.engine.guard import require
 from railguard.model.api import (
@@ -41,6 +42,7 @@ from railguard.model.api import (
     PromoteRequest,
     RefusalReport,
     Request,
+    RestoreRequest,
     SecretSetRequest,
     ShutdownRequest,
     TokenCreateRequest,
@@ -270,8 +272,18 @@ def route(daemon: Daemon, method: str, parts: list[str], query: dict[str, str], 
             wanted = _parse(PlanRequest, body)
             require(who, Permission.plan, wanted.env)
             if wanted.view == "overview":
-                return {"plan": daemon.plan_overview(wanted.spec, wanted.env, who, wanted.per_action, wanted.text)}
-            return {"plan": daemon.plan(wanted.spec, wanted.env, who, text=wanted.text)}
+                return {"plan": daemon.plan_overview(wanted.spec, wanted.env, who, wanted.per_action, wanted.text,
+                                                     allow_data_loss=wanted.allow_data_loss)}
+            return {"plan": daemon.plan(wanted.spec, wanted.env, who, text=wanted.text,
+                                        allow_data_loss=wanted.allow_data_loss)}
+        case ("POST", "restores", 2):
+            restoring = _parse(RestoreRequest, body)
+            require(who, Permission.plan, restoring.env)
+            return {"plan": daemon.restore_plan(restoring.spec, restoring.env, who, restoring.release,
+                                                restoring.backup, restoring.databases)}
+        case ("GET", "backups", 2):
+            require(who, read, _need(query, "env"))
+            return {"backups": backups_answer(store(), _need(query, "env"))}
         case ("GET", "plans", 2):
             require(who, read, query.get("env"))
             return {"plans": [p for p in store().plans(query.get("env")) if who.allows(read, p.env)]}
@@ -296,7 +308,7 @@ def route(daemon: Daemon, method: str, parts: list[str], query: dict[str, str], 
         case ("POST", "operations", 2):
             submitted = _parse(OperationRequest, body)
             if submitted.kind is OperationKind.apply:
-                op_id = daemon.submit_apply(submitted.spec, _need(body, "plan_id"), who)
+                op_id = daemon.submit_apply(submitted.spec, _need(body, "plan_id"), who, submitted.confirm)
             else:
                 env = _need(body, "env")
                 require(who, Permission.apply, env)

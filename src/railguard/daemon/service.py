@@ -227,15 +227,22 @@ class Daemon(Governance, ExecSessions):
                             replicas=summary.replicas)
 
     def plan(self, spec_path: str, env: str, principal: Principal,
-             source_overrides: dict[str, str] | None = None, text: str | None = None) -> PlanAnswer:
+             source_overrides: dict[str, str] | None = None, text: str | None = None,
+             allow_data_loss: list[str] | None = None) -> PlanAnswer:
         """Plan the spec at ``spec_path``, or a proposed ``text`` read as if it were that file."""
         return self._plan_answer(usecases.plan(self._workspace(spec_path, text), env, self.store(), self.provider,
-                                               principal, source_overrides))
+                                               principal, source_overrides, allow_data_loss=allow_data_loss))
+
+    def restore_plan(self, spec_path: str, env: str, principal: Principal, release: int | None,
+                     backup: str | None, databases: list[str]) -> PlanAnswer:
+        return self._plan_answer(usecases.restore_plan(self._workspace(spec_path), env, self.store(), principal,
+                                                       release, backup, databases or None))
 
     def plan_overview(self, spec_path: str, env: str, principal: Principal, per_action: int,
-                      text: str | None = None) -> PlanOverview:
+                      text: str | None = None, allow_data_loss: list[str] | None = None) -> PlanOverview:
         """Plan as :meth:`plan` does, answering the summary and the first changes of each action only."""
-        plan = usecases.plan(self._workspace(spec_path, text), env, self.store(), self.provider, principal)
+        plan = usecases.plan(self._workspace(spec_path, text), env, self.store(), self.provider, principal,
+                             allow_data_loss=allow_data_loss)
         return PlanOverview.of(plan, short_hash(plan), per_action)
 
     def plan_body(self, plan_id: str, principal: Principal) -> str:
@@ -289,9 +296,9 @@ class Daemon(Governance, ExecSessions):
                         f"{principal.id}" + (f": {reason}" if reason else ""), data={"plan": plan_id})
         return record
 
-    def submit_apply(self, spec_path: str, plan_id: str, principal: Principal) -> str:
+    def submit_apply(self, spec_path: str, plan_id: str, principal: Principal, confirm: list[str] | None = None) -> str:
         return self._enqueue(usecases.submit_apply(self._workspace(spec_path), plan_id, self.store(), self.provider,
-                                                   principal), principal)
+                                                   principal, confirm), principal)
 
     def submit_rollback(self, spec_path: str, env: str, to: int | None, principal: Principal) -> str:
         return self._enqueue(usecases.rollback(self._workspace(spec_path), env, to, self.store(), self.provider,

@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from railguard.doctor.context import STOP_S, CheckStop, Context, seconds
-from railguard.doctor.deployment import Deployment, failure_evidence
+from railguard.doctor.deployment import Deployment, failure_evidence, real_secrets
 from railguard.doctor.isolation import rewrite
 from railguard.doctor.report import Finding, Status
 from railguard.model.resources import make_resource
@@ -124,9 +124,18 @@ def backdrop(ctx: Context, name: str) -> int | None:
 
 
 def environ(ctx: Context, prepared: Prepared, data_dir: Path, port: int | None) -> dict[str, str]:
-    """Exactly what a replica (or, without a port, the release command) sees; marked as this scratch's."""
-    return ctx.scratch.runtime.environ(prepared.config, env=ctx.env, service=prepared.name, port=port,
-                                      data_dir=data_dir, artifact=prepared.artifact, home=ctx.scratch.home)
+    """Exactly what a replica (or, without a port, the release command) sees, the environment's declared
+    secrets included (read from the real store, held in memory only); marked as this scratch's."""
+    values = ctx.scratch.runtime.environ(prepared.config, env=ctx.env, service=prepared.name, port=port,
+                                         data_dir=data_dir, artifact=prepared.artifact, home=ctx.scratch.home)
+    secrets = ctx.cache.get(f"secrets:{prepared.name}")
+    if not isinstance(secrets, dict):
+        secrets = real_secrets(ctx.ws.home, ctx.env, list(prepared.config.get("secrets") or []))
+        ctx.cache[f"secrets:{prepared.name}"] = secrets
+    # Railguard's own variables and the port win, as in a real replica (replica_env puts secrets below them).
+    reserved = {"PATH", "HOME", "LANG", "VIRTUAL_ENV", prepared.config["port_env"]}
+    values.update({k: v for k, v in secrets.items() if k not in reserved and not k.startswith("RAILGUARD_")})
+    return values
 
 
 @dataclass(frozen=True)

@@ -88,6 +88,18 @@ def _rel(path: Path, base: Path) -> str:
         return str(path)
 
 
+def _fixture_note(spec: Spec) -> str:
+    """A fresh checkout has no data: the release checks protect the spec's [doctor] fixture, or nothing."""
+    fixture = spec.doctor.fixture if spec.doctor is not None else None
+    if fixture is None:
+        return ("      # No [doctor] fixture in the spec: on this fresh checkout the release checks have no data to\n"
+                "      # protect and only warn. Set `[doctor] fixture = \"seed.sql\"` so a destructive release\n"
+                "      # command fails this job.\n")
+    shown = fixture if isinstance(fixture, str) else " ".join(fixture)
+    return (f"      # The release checks run on the data of the spec's [doctor] fixture ({shown}): a release\n"
+            "      # command that drops tables, columns or rows fails this job.\n")
+
+
 def github_workflow(spec: Spec, spec_path: Path, env: str | None = None) -> str:
     """A GitHub Actions workflow running validate, plan (per environment) and doctor."""
     root = repository_root(spec_path.parent)
@@ -128,7 +140,7 @@ jobs:
         run: python -m pip install railguard
       - name: Validate the spec
         run: railguard validate{spec_arg}
-{plans}      - name: Readiness checks (exit 2 when a check fails)
+{plans}{_fixture_note(spec)}      - name: Readiness checks (exit 2 when a check fails)
         run: railguard doctor --env {doctor_env}{spec_arg}
       - name: Stop Railguard's daemon
         if: always()

@@ -27,7 +27,7 @@ from railguard.engine import planner
 from railguard.engine.apply import execute
 from railguard.engine.execute import Context as ExecContext
 from railguard.engine.rollback import rollback
-from railguard.model.diagnostics import Diagnostic
+from railguard.model.diagnostics import Diagnostic, RailguardError
 from railguard.model.plans import Action, Change, Risk
 from railguard.model.principals import Principal, Role
 from railguard.model.resources import Resource, make_resource
@@ -113,7 +113,13 @@ class Deployment:
         return record, problems
 
     def rollback(self, to: int) -> tuple[dict[str, Any], list[Diagnostic]]:
-        record = rollback(self.store, self.ctx.env, self.provider, DOCTOR, self._context(), to)
+        try:
+            record = rollback(self.store, self.ctx.env, self.provider, DOCTOR, self._context(), to)
+        except RailguardError as exc:
+            if exc.diagnostics[0].code != "rollback.schema_changed":
+                raise
+            # The schema rule a real rollback applies: refused before the old code meets the new schema.
+            return {"status": "failed"}, list(exc.diagnostics)
         return record.model_dump(mode="json"), _diagnostics(record.model_dump(mode="json"))
 
     def probe(self, paths: list[str]) -> list[tuple[str, int | None, str]]:

@@ -14,12 +14,14 @@ from __future__ import annotations
 from itertools import combinations
 from pathlib import Path
 
+from railguard.data.sqlite import is_sqlite
 from railguard.doctor.codescan import EnvRead, env_example_names, scan
 from railguard.doctor.context import Context
 from railguard.doctor.isolation import data_like, edge_ports_in, sqlite_path
 from railguard.doctor.report import Finding, Status
 from railguard.model.checks import RESERVED_PREFIX, RESERVED_VARIABLES
 from railguard.model.sensitivity import looks_secret
+from railguard.sources.snapshot import list_files
 
 PROVIDED = {*RESERVED_VARIABLES, "LANG", "VIRTUAL_ENV"}
 
@@ -116,11 +118,30 @@ def _nested(a: Path, b: Path) -> bool:
     return a == b or a in b.parents or b in a.parents
 
 
+def _shipped_databases(ctx: Context) -> list[str]:
+    """SQLite files inside the app source: copied into every artifact, so every environment running the
+    release (and every replica) reads and writes the same copy, and a rollback swaps the data with the code."""
+    try:
+        files = list_files(ctx.source_root)
+    except (OSError, ValueError):
+        return []
+    return [rel for rel in files if is_sqlite(ctx.source_root / rel)]
+
+
 def isolation(ctx: Context) -> list[Finding]:
     envs = list(ctx.spec.environments)
-    if len(envs) < 2:
-        return [Finding(status=Status.skipped, summary="only one environment: nothing to keep apart")]
     findings: list[Finding] = []
+    shipped = _shipped_databases(ctx)
+    if shipped:
+        findings.append(Finding(
+            status=Status.fail, subject="artifact",
+            summary=f"a database ships inside the release artifact: {shipped[0]}",
+            evidence=[f"{rel}: a SQLite database in the app source ({ctx.source_root}), copied into each release's "
+                      "artifact" for rel in shipped[:10]],
+            remediation="Keep data out of the artifact: open the database under $RAILGUARD_DATA_DIR (each "
+                        "environment's own data folder), and add the file to .railguardignore / .gitignore."))
+    if len(envs) < 2:
+        return findings + [Finding(status=Status.skipped, summary="only one environment: nothing to keep apart")]
     for a, b in combinations(envs, 2):
         problems: list[str] = []
         ea, eb = ctx.spec.environments[a], ctx.spec.environments[b]

@@ -27,6 +27,7 @@ COMPANIONS = ("-wal", "-shm", "-journal")
 class Table:
     rows: int
     digest: str
+    columns: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -93,7 +94,9 @@ def _read_sqlite(path: Path, size: int, mode: str) -> FileFacts:
             for row in db.execute(f'SELECT * FROM "{name.replace(chr(34), chr(34) * 2)}"'):
                 h.update(repr(row).encode())
                 count += 1
-            tables[name] = Table(count, h.hexdigest()[:16])
+            quoted = name.replace(chr(34), chr(34) * 2)
+            columns = tuple(str(r[1]) for r in db.execute(f'PRAGMA table_info("{quoted}")'))
+            tables[name] = Table(count, h.hexdigest()[:16], columns)
         schema = tuple(sql for _, _, sql in master if sql)
     finally:
         db.close()
@@ -165,6 +168,10 @@ def losses(before: DataPrint, after: DataPrint) -> list[str]:
                 found.append(f"{rel}: table {name} with {table.rows} rows was dropped")
             elif now is not None and now.rows < table.rows:
                 found.append(f"{rel}: table {name} went from {table.rows} to {now.rows} rows")
+            gone = [c for c in table.columns if now is not None and c not in now.columns]
+            renamed = now is not None and len([c for c in now.columns if c not in table.columns]) == len(gone)
+            if now is not None and table.rows and not renamed:  # a dropped column loses its values in every row
+                found += [f"{rel}: column {name}.{c} was dropped (it held values in {table.rows} rows)" for c in gone]
     return found
 
 

@@ -33,6 +33,15 @@ def _seed(ctx: Context) -> tuple[Path, int, str]:
     return data, copied, what
 
 
+def nothing_to_protect(ctx: Context, name: str, seen: str) -> Finding:
+    """No real data and no fixture: the data checks proved nothing, so they warn instead of passing."""
+    return Finding(status=Status.warn, subject=name, summary="nothing to protect: no data and no fixture",
+                   evidence=[seen, f"{ctx.data_dir()} holds no data and the spec sets no [doctor] fixture"],
+                   remediation="Give the release checks data to protect: set `[doctor] fixture = \"seed.sql\"` (SQL "
+                               "run into fixture_database) or a command (argv) that writes sample data into "
+                               "$RAILGUARD_DATA_DIR; CI runs on a fresh checkout, where only the fixture exists.")
+
+
 def _log(ran: Ran) -> list[str]:
     return [ran.describe(), *(f"log: {line}" for line in ran.log[-8:])]
 
@@ -41,7 +50,7 @@ def idempotent(ctx: Context) -> list[Finding]:
     names = _with_release(ctx)
     if not names:
         return [Finding(status=Status.skipped, summary="no service has a release command")]
-    data, _, what = _seed(ctx)
+    data, copied, what = _seed(ctx)
     findings: list[Finding] = []
     for name in names:
         try:
@@ -49,6 +58,7 @@ def idempotent(ctx: Context) -> list[Finding]:
         except CheckStop as stop:
             findings.append(stop.finding)
             continue
+        start = fingerprint(data)  # the data before the first run: a first run that wipes it is no pass
         first = run_release(ctx, prepared, data, "first")
         if not first.ok:
             # Failing once is migrations-forward's finding; running twice cannot be judged after it.
@@ -65,12 +75,25 @@ def idempotent(ctx: Context) -> list[Finding]:
                                     remediation=TWICE))
             continue
         changed = differences(before, after)
+        lost = losses(start, after)
+        if lost:
+            findings.append(Finding(
+                status=Status.fail, subject=name, summary=f"running it deleted data: {lost[0]}",
+                evidence=[f"ran twice on {what}", first.describe(), second.describe(),
+                          f"before the first run: {start.describe()}", f"after the second: {after.describe()}",
+                          *lost],
+                remediation="A release command must keep existing data: migrate tables in place instead of dropping "
+                            "and recreating them. " + TWICE))
+            continue
         if changed:
             findings.append(Finding(
                 status=Status.fail, subject=name, summary=f"the second run changed the data: {changed[0]}",
                 evidence=[f"first run on {what}: {first.describe()}", f"second run: {second.describe()}",
                           f"before the second run: {before.describe()}", f"after: {after.describe()}", *changed],
                 remediation=TWICE))
+            continue
+        if not copied:
+            findings.append(nothing_to_protect(ctx, name, f"ran twice on {what}; the second run changed nothing"))
             continue
         findings.append(Finding(
             status=Status.passed, subject=name, summary="ran twice; the second run changed nothing",
@@ -120,10 +143,8 @@ def _forward_one(ctx: Context, name: str) -> Finding:
         if not from_empty.ok:
             return Finding(status=Status.fail, subject=name, summary="the release command fails from an empty folder",
                            evidence=_log(from_empty), remediation="Make the release command create what it needs.")
-        return Finding(status=Status.skipped, subject=name,
-                       summary="no previous data to migrate forward from; from an empty folder it succeeds",
-                       evidence=[what, f"from empty: {from_empty.describe()}"],
-                       remediation="Deploy once, then run `railguard doctor` before the next deploy.")
+        return nothing_to_protect(ctx, name, "no previous data to migrate forward from; from an empty folder it "
+                                             f"succeeds ({what}; from empty: {from_empty.describe()})")
     prepared: Prepared = prepare(ctx, name, data)
     before = fingerprint(data)
     onward = run_release(ctx, prepared, data, "forward")

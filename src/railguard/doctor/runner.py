@@ -30,6 +30,7 @@ from railguard.doctor.scratch import Interrupted, Scratch
 from railguard.engine.plan import desired_for
 from railguard.engine.workspace import Workspace, require_env
 from railguard.model.diagnostics import RailguardError, error
+from railguard.secrets.redaction import Redactor
 from railguard.sources.snapshot import list_files
 
 
@@ -135,7 +136,19 @@ def _run_one(check: Check, ctx: Context) -> CheckResult:
         findings = [Finding(status=Status.skipped, summary=f"internal error in the check: {type(exc).__name__}: {exc}",
                             evidence=["This is a bug in Railguard, not a finding about the app (internal.error)."],
                             remediation="Re-run with RAILGUARD_DEBUG=1 to see the traceback and report it.")]
-    return combine(check.id, check.title, findings, time.monotonic() - started)
+    return combine(check.id, check.title, _redacted(ctx, findings), time.monotonic() - started)
+
+
+def _redacted(ctx: Context, findings: list[Finding]) -> list[Finding]:
+    """Scratch runs get the environment's secrets; a log tail or an error that echoes one never shows it."""
+    pairs = [(n, v) for key, got in ctx.cache.items() if key.startswith("secrets:") and isinstance(got, dict)
+             for n, v in got.items()]
+    if not pairs:
+        return findings
+    redact = Redactor()
+    redact.update(pairs)
+    return [f.model_copy(update={"summary": redact(f.summary), "evidence": [redact(e) for e in f.evidence],
+                                 "remediation": redact(f.remediation)}) for f in findings]
 
 
 def run(ws: Workspace, env: str, ids: list[str] | None = None, *, base: Path | None = None,

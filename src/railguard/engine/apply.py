@@ -90,7 +90,7 @@ def _release_body(desired: list[Resource], source: dict[str, Any] | None,
 def execute(store: Store, *, env: str, kind: str, plan_id: str | None, changes: list[Change],
             desired: list[Resource], provider: Provider, principal: str, ctx: Context,
             source: dict[str, Any] | None = None, rollback_of: int | None = None,
-            op_id: str | None = None) -> Operation:
+            op_id: str | None = None, allow_data_loss: list[str] | None = None) -> Operation:
     """Run an operation's changes with a release record; return the operation record."""
     op_id = op_id or store.create_operation(env, kind, plan_id, principal)
     actionable = [c for c in changes if c.action is not Action.noop]
@@ -99,10 +99,11 @@ def execute(store: Store, *, env: str, kind: str, plan_id: str | None, changes: 
     commands_only = bool(actionable) and all(c.action is Action.command for c in actionable)
     if any(c.kind == "service" for c in actionable) and not commands_only:
         release = store.add_release(env, plan_id, op_id, _release_body(desired, source, rollback_of))
-    failure = run_changes(store, op_id, env, actionable, desired, provider, release, ctx)
+    failure = run_changes(store, op_id, env, actionable, desired, provider, release, ctx, allow_data_loss)
     status = OperationStatus.failed if failure else OperationStatus.succeeded
     if release is not None:
         store.finish_release(env, release, ReleaseStatus.failed if failure else ReleaseStatus.live)
+    desired = [r for r in desired if r.kind != "database"]  # a restore's target is no part of the spec
     if not failure and not commands_only:
         store.add_spec_snapshot(env, desired_digest(desired), [r.model_dump(mode="json") for r in desired])
     store.finish_operation(op_id, status, {"diagnostics": [d.model_dump(mode="json") for d in failure]}
@@ -144,7 +145,8 @@ def apply_plan(store: Store, plan_id: str, provider: Provider, principal: str,
         store.mark_plan(plan.id, PlanStatus.applying)
         record = execute(store, env=plan.env, kind="apply", plan_id=plan.id, changes=plan.changes,
                          desired=plan.desired, provider=provider, principal=principal,
-                         ctx=ctx or Context(Path("."), Path(".")), source=source, op_id=op_id)
+                         ctx=ctx or Context(Path("."), Path(".")), source=source, op_id=op_id,
+                         allow_data_loss=plan.allow_data_loss)
         succeeded = record.status is OperationStatus.succeeded
         store.mark_plan(plan.id, PlanStatus.applied if succeeded else PlanStatus.failed)
     return record

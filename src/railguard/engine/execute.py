@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from railguard.engine import dataguard
 from railguard.engine.observe import ENGINE_KINDS
 from railguard.model.diagnostics import Diagnostic
 from railguard.model.plans import Change
@@ -34,6 +35,7 @@ class Context:
 
     source_root: Path
     spec_root: Path
+    backups_keep: int = 10  # the spec's retention.backups_keep
 
 
 def maybe_fault(step: str, phase: str) -> None:
@@ -58,17 +60,21 @@ def journal(store: Store, op_id: str, step: str, phase: str, detail: dict[str, A
 
 
 def run_changes(store: Store, op_id: str, env: str, changes: list[Change], desired: list[Resource],
-                provider: Provider, release: int | None, ctx: Context) -> list[Diagnostic]:
+                provider: Provider, release: int | None, ctx: Context,
+                allow_data_loss: list[str] | None = None) -> list[Diagnostic]:
     """Carry out ``changes`` in order; stop at the first failure and return its diagnostics."""
     wanted = {r.address: r for r in desired}
     for change in changes:
         resource = wanted.get(change.address)
-        data_dir = resource.config.get("data_dir") if resource is not None and resource.kind == "service" else None
+        data_dir = (resource.config.get("data_dir") if resource is not None and resource.kind in ("service", "database")
+                    else None)
         step = f"{change.action.value} {change.address}"
         journal(store, op_id, step, "begin", {"risk": change.risk.value})
 
         def progress(sub: str, phase: str, detail: dict[str, Any], prefix: str = change.address) -> None:
             journal(store, op_id, f"{prefix}: {sub}", phase, detail)
+            if phase == "end" and "data" in detail:
+                dataguard.record(store, env, release, detail["data"])
 
         if change.kind in ENGINE_KINDS:  # engine-managed: live once recorded
             store.set_observed(env, None if resource is None else ObservedResource(
@@ -80,6 +86,7 @@ def run_changes(store: Store, op_id: str, env: str, changes: list[Change], desir
             env=env, change=change, desired=resource, operation_id=op_id, release=release,
             source_root=str(ctx.source_root),
             data_dir=str((ctx.spec_root / data_dir).resolve()) if data_dir else None,
+            allow_data_loss=list(allow_data_loss or []), backups_keep=ctx.backups_keep,
         ), progress)
         if not response.ok:
             store.journal(op_id, step, "fail", {"diagnostics": [d.model_dump(mode="json")

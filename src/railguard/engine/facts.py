@@ -88,7 +88,8 @@ class Facts:
         return self.get("source-record", gather)
 
     def context(self) -> Context:
-        return Context(source_root=self.source_root(), spec_root=self.ws.root)
+        return Context(source_root=self.source_root(), spec_root=self.ws.root,
+                       backups_keep=self.spec.retention.backups_keep)
 
     def versions(self, store: Store, env: str) -> dict[str, int]:
         """The secret versions of ``env`` (they are part of each service's desired config)."""

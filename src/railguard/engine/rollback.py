@@ -10,7 +10,7 @@ Nothing is rebuilt from the working tree. Called by the daemon for ``railguard r
 
 from __future__ import annotations
 
-from railguard.engine import planner
+from railguard.engine import planner, schemacheck
 from railguard.engine.apply import execute
 from railguard.engine.execute import Context
 from railguard.engine.guard import facts, require
@@ -21,6 +21,7 @@ from railguard.model.plans import Effect, Plan
 from railguard.model.principals import Permission, Principal, Role
 from railguard.policy.guardrails import evaluate
 from railguard.providers.base import Provider
+from railguard.state import datarecords
 from railguard.state.store import Store
 
 
@@ -55,6 +56,7 @@ def rollback_plan(store: Store, env: str, provider: Provider | None, to: int | N
     recorded, reading the store only (the pre-check before a rollback is queued).
     """
     target = pick_target(store, env, to)
+    schemacheck.check(env, target, datarecords.live_schemas(store, env))  # refuses old code on a newer schema
     desired = list(target.desired)
     if provider is not None:
         observe_into(store, provider, env)
@@ -85,6 +87,9 @@ def rollback(store: Store, env: str, provider: Provider, principal: Principal, c
     with store.lock(operation=f"rollback {env}"):
         target, computed = rollback_plan(store, env, provider, to)
         check_rollback(store, computed, principal)
+        note = schemacheck.check(env, target, datarecords.live_schemas(store, env))
+        if note is not None and op_id is not None:
+            store.journal(op_id, "schema-check", "end", {"note": note})
         return execute(store, env=env, kind="rollback", plan_id=None, changes=computed.changes,
                        desired=computed.desired, provider=provider, principal=principal.id, ctx=ctx,
                        source=target.source, rollback_of=target.number, op_id=op_id)

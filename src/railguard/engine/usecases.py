@@ -18,7 +18,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from railguard.engine import capture, guard, planner
+from railguard.engine import capture, guard, planner, restore
 from railguard.engine.apply import apply_plan, check_plan
 from railguard.engine.execute import Context
 from railguard.engine.facts import Facts
@@ -49,14 +49,15 @@ class Submission:
 
 
 def plan(ws: Workspace, env: str, store: Store, provider: Provider | None, principal: Principal | None = None,
-         overrides: dict[str, str] | None = None, facts: Facts | None = None) -> Plan:
+         overrides: dict[str, str] | None = None, facts: Facts | None = None,
+         allow_data_loss: list[str] | None = None) -> Plan:
     """Observe through ``provider`` (when given) into ``store``, plan, evaluate policy, and save the plan."""
     with paused_gc():  # a large plan is millions of short-lived, acyclic objects (engine/gcpause.py)
-        return _plan(ws, env, store, provider, principal, overrides, facts)
+        return _plan(ws, env, store, provider, principal, overrides, facts, allow_data_loss)
 
 
 def _plan(ws: Workspace, env: str, store: Store, provider: Provider | None, principal: Principal | None,
-          overrides: dict[str, str] | None, facts: Facts | None) -> Plan:
+          overrides: dict[str, str] | None, facts: Facts | None, allow_data_loss: list[str] | None) -> Plan:
     facts = facts or Facts(ws)
     spec, warnings = facts.parsed()
     require_env(spec, env)
@@ -73,7 +74,8 @@ def _plan(ws: Workspace, env: str, store: Store, provider: Provider | None, prin
         computed = planner.plan(env, desired, store.inventory(env), store.serial(env))
         problems = [*warnings, *([] if promoting else facts.source_warnings()), *missing_secrets(spec, env, versions),
                     *computed.diagnostics]
-        computed = computed.model_copy(update={"diagnostics": problems, "id": new_id("plan"), "source": source})
+        computed = restore.acknowledge(computed.model_copy(update={"diagnostics": problems, "id": new_id("plan"),
+                                                                   "source": source}), allow_data_loss or [])
         if principal is not None:
             computed = guard.with_verdicts(store, computed, principal)
         return store.save_plan(computed)
@@ -108,13 +110,22 @@ def _require_idle(store: Store, env: str) -> None:
         raise busy(env, running.id)
 
 
-def submit_apply(ws: Workspace, plan_id: str, store: Store, provider: Provider, principal: Principal) -> Submission:
+def restore_plan(ws: Workspace, env: str, store: Store, principal: Principal, release: int | None,
+                 backup_id: str | None, databases: list[str] | None = None) -> Plan:
+    """Save the reviewed plan that restores a snapshot (``railguard restore``)."""
+    computed = restore.restore_plan(Facts(ws), store, env, release, backup_id, databases)
+    return store.save_plan(guard.with_verdicts(store, computed.model_copy(update={"requested_by": principal.id}),
+                                               principal))
+
+
+def submit_apply(ws: Workspace, plan_id: str, store: Store, provider: Provider, principal: Principal,
+                 confirm: list[str] | None = None) -> Submission:
     """Check a saved plan once (fail fast), and return the job that applies it under the lock.
 
     A plan that carries its source applies that snapshot: the spec and source on disk are not read, so edits
     made since the plan (or a source folder that vanished) change nothing. Only a plan made from a proposed
     spec waits until the file on disk says the same; a plan saved before plans carried their source is checked
-    against the disk as it always was.
+    against the disk as it always was. A restore must be confirmed by typing its addresses (``confirm``).
     """
     saved, stored_hash, status = store.load_plan(plan_id)
     guard.require(principal, Permission.apply, saved.env)  # before anything about the plan is revealed
@@ -139,6 +150,9 @@ def submit_apply(ws: Workspace, plan_id: str, store: Store, provider: Provider, 
         ctx = Context(source_root=Path(recorded.root or "."), spec_root=ws.root)
     check_plan(plan_id, saved, stored_hash, status, store.serial(saved.env), current)
     guard.check_apply(store, saved, principal)
+    # Protection as the plan froze it (its environment resource), not as the file on disk says now.
+    protected = any(r.kind == "environment" and r.config.get("protected") for r in saved.desired)
+    restore.require_confirmed(saved, confirm or [], protected)
     env = saved.env
 
     def run(runner_store: Store, op_id: str) -> Operation:

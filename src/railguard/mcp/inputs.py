@@ -74,6 +74,10 @@ class PlanArgs(Args):
     spec_text: SpecText | None = Field(default=None, description=(
         "A proposed railguard.toml to plan instead of the file on disk. The plan is saved for review; it can "
         "be applied once the spec file on disk asks for the same thing."))
+    allow_data_loss: list[Annotated[str, Field(max_length=200)]] = Field(
+        default_factory=list, max_length=50, description=(
+        "Tables (or table.column) whose loss a release command's rehearsal found and you acknowledge; the plan "
+        "becomes destructive (docs/data.md). Leave empty unless an apply stopped with data.loss_detected."))
 
 
 class PromoteArgs(Args):

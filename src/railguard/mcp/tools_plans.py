@@ -76,7 +76,8 @@ async def plan(call: Call, args: PlanArgs) -> Outcome:
     disk, or `spec_text` (a complete proposed railguard.toml, read as if it were the spec file). Changes
     nothing that runs."""
     spec = call.gw.spec_path()
-    found = await call.gw.run(lambda c: c.plan(spec, args.env, text=args.spec_text))
+    found = await call.gw.run(lambda c: c.plan(spec, args.env, text=args.spec_text,
+                                               allow_data_loss=args.allow_data_loss or None))
     return plan_outcome(found, PlanStatus.saved, args.spec_text is not None, call.gw.ws.spec_path.name)
 
 

@@ -25,6 +25,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from railguard.model.data import ReleaseData
 from railguard.model.diagnostics import Diagnostic
 from railguard.model.plans import PLAN_FORMAT, Change, Plan, PlanSource, Verdict
 from railguard.model.principals import Principal
@@ -397,6 +398,8 @@ class Release(Record):
     # The source snapshot's facts as recorded ({digest, git_commit, git_dirty, files}); {} for a rollback.
     source: dict[str, Any] = Field(default_factory=dict)
     rollback_of: int | None = None
+    data: ReleaseData | None = Field(default=None, description="The snapshot taken before its release command, "
+                                                               "the rehearsal, and the schemas after it.")
 
 
 class KeptRelease(Record):
@@ -692,6 +695,8 @@ class PlanRequest(Request):
     view: Literal["plan", "overview"] = Field(default="plan", description="overview: answer a PlanOverview of "
                                                                           "per_action changes per action")
     per_action: int = Field(default=20, ge=0, le=100_000)
+    allow_data_loss: list[str] = Field(default_factory=list, description="Tables whose loss a rehearsal may find "
+                                                                         "(acknowledged; the plan is destructive).")
 
 
 class PromoteRequest(Request):
@@ -706,6 +711,15 @@ class OperationRequest(Request):
     plan_id: str | None = None
     env: str | None = None
     to: int | None = None
+    confirm: list[str] = Field(default_factory=list, description="Addresses typed back (restores).")
+
+
+class RestoreRequest(Request):
+    spec: str = Field(min_length=1)
+    env: str = Field(min_length=1)
+    release: int | None = None
+    backup: str | None = None
+    databases: list[str] = Field(default_factory=list, description="Only these databases (default: all).")
 
 
 class ApprovalRequestBody(Request):

@@ -71,6 +71,13 @@ CODES: dict[str, str] = {
     "plan.proposed": "The plan was computed from proposed spec text, not the spec file on disk.",
     "apply.step_failed": "A change could not be applied by the provider.",
     # the local runtime
+    "doctor.fixture_failed": "The doctor's data fixture ([doctor] fixture) could not be loaded.",
+    "data.loss_detected": "A release command's rehearsal on a copy of the data lost tables, columns or rows.",
+    "data.rehearsal_failed": "A release command failed in its rehearsal (once, or on a second run).",
+    "restore.backup_missing": "The backup to restore does not exist (never taken, or deleted by retention).",
+    "restore.checksum_mismatch": "A backup's copy no longer matches the checksum taken with it.",
+    "restore.unconfirmed": "A restore was applied without its database address typed back.",
+    "rollback.schema_changed": "The live schema lost what the rollback target's code reads.",
     "rollout.build_failed": "The service's build command failed.",
     "rollout.release_failed": "The release command (e.g. migrations) failed.",
     "rollout.start_failed": "A replica's command could not be started.",

@@ -30,6 +30,7 @@ class Action(StrEnum):
     delete = "delete"
     noop = "no-op"
     command = "command"  # a one-off command in a release's context (`railguard exec` in a protected environment)
+    restore = "restore"  # a database written back from a snapshot (railguard restore)
 
 
 class Risk(StrEnum):
@@ -131,6 +132,8 @@ class Plan(BaseModel):
     requested_by: str = Field(default="", description="The principal that asked for the plan.")
     verdicts: list[Verdict] = Field(default_factory=list, description="Policy verdicts, per change.")
     source: PlanSource | None = Field(default=None, description="The stored source snapshot and spec text.")
+    allow_data_loss: list[str] = Field(default_factory=list, description="Tables whose loss a rehearsed release "
+                                                                         "command may cause (acknowledged).")
     hash: str = ""
 
     @property
@@ -157,8 +160,9 @@ class Plan(BaseModel):
         return max(effects, key=lambda e: EFFECT_ORDER[e])
 
     def counts(self) -> dict[str, int]:
-        out = {a.value: 0 for a in Action}
+        out = {a.value: 0 for a in Action if a is not Action.restore}
         for change in self.changes:
+            out.setdefault(change.action.value, 0)
             out[change.action.value] += 1
         return out
 
@@ -168,6 +172,8 @@ class Plan(BaseModel):
         sha = hashlib.sha256(b"{")
         # A plan saved before plans carried their source hashes as it always did.
         skipped = _UNHASHED | ({"source"} if self.source is None else set())
+        if not self.allow_data_loss:  # so plans saved before the field existed keep their hash
+            skipped = skipped | {"allow_data_loss"}
         for i, name in enumerate(sorted(set(type(self).model_fields) - skipped)):
             value = getattr(self, name)
             sha.update(f'{"," if i else ""}{canonical_json(name)}:'.encode())

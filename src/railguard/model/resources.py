@@ -22,7 +22,7 @@ from railguard.model.spec import Service, Spec
 if TYPE_CHECKING:
     from railguard.model.api import Health
 
-ResourceKind = Literal["service", "edge", "environment"]
+ResourceKind = Literal["service", "edge", "environment", "database"]
 
 
 def service_address(env: str, name: str) -> str:

@@ -265,6 +265,22 @@ class Retention(_Strict):
         description="Artifacts of the newest releases per environment kept for rollback; the artifacts of older "
         "releases that are neither live nor warm are deleted (their release records stay).",
     )
+    backups_keep: int = Field(
+        default=10, ge=1, le=10_000,
+        description="Snapshots of each environment's databases kept (one is taken before every release command).",
+    )
+
+
+class Doctor(_Strict):
+    """Settings of `railguard doctor`."""
+
+    fixture: str | Argv | None = Field(
+        default=None,
+        description="Data the release checks protect when the environment has none (CI on a fresh checkout): a "
+        "'.sql' file (relative to the spec) run into `fixture_database`, or a command (argv list, run in the spec's "
+        "folder) that writes sample data into $RAILGUARD_DATA_DIR.")
+    fixture_database: Annotated[str, Field(pattern=r"^[A-Za-z0-9_][A-Za-z0-9._-]{0,127}$")] = Field(
+        default="app.db", description="The SQLite file in the data folder that a '.sql' fixture is run into.")
 
 
 class Spec(_Strict):
@@ -280,6 +296,7 @@ class Spec(_Strict):
     retention: Retention = Field(
         default_factory=Retention, description="How long old plans, operations, events and artifacts are kept."
     )
+    doctor: Doctor | None = Field(default=None, description="Settings of `railguard doctor` (a data fixture).")
 
     def resolved_service(self, env: str, name: str) -> Service:
         """The service as it runs in ``env``: overrides applied, ``env`` merged key by key."""

@@ -59,9 +59,10 @@ def _protected(plan: Plan, facts: Facts, config: dict[str, Any], protected: bool
     if not protected:
         return
     for change in plan.actionable:
-        if change.action is Action.delete:
+        if change.action in (Action.delete, Action.restore):
+            verb = "deleted" if change.action is Action.delete else "overwritten from a snapshot"
             yield Verdict(rule="guard.protected_delete", effect=Effect.require_approval, address=change.address,
-                          message=f"{change.address} is deleted in protected '{plan.env}'",
+                          message=f"{change.address} is {verb} in protected '{plan.env}'",
                           approvers=APPROVERS, confirm=change.address,
                           remediation=f"An approver runs `railguard approve {plan.id} --confirm {change.address}`.")
         elif change.risk is not Risk.safe and change.kind != "environment":

@@ -58,6 +58,9 @@ class ApplyRequest(_Message):
     release: int | None = Field(default=None, description="Release number new processes belong to.")
     source_root: str | None = Field(default=None, description="App source folder, for building artifacts.")
     data_dir: str | None = Field(default=None, description="Absolute data folder of the environment.")
+    allow_data_loss: list[str] = Field(default_factory=list, description="Tables whose loss the plan acknowledged "
+                                                                         "(a rehearsal finding it does not stop).")
+    backups_keep: int = Field(default=10, ge=1, description="Snapshots of the environment's data kept.")
 
 
 class ApplyResponse(_Message):

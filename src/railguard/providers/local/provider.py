@@ -46,6 +46,7 @@ from railguard.providers.base import (
 )
 from railguard.providers.local import artifacts
 from railguard.providers.local.commands import Commands
+from railguard.providers.local.databases import restore_change
 from railguard.providers.local.edge import CaddyEdge, EdgeError, PortInUse
 from railguard.providers.local.health import CheckResult
 from railguard.providers.local.processes import ReplicaRecord, ReplicaSpec, Supervisor, is_alive
@@ -75,6 +76,13 @@ REMEDIATION = {
     "artifact.write_refused": "Releases are read-only: write data under $RAILGUARD_DATA_DIR (the environment's "
                               "data folder), e.g. the SQLite file, uploads, Flask's instance folder. Traffic is "
                               "unchanged.",
+    "data.loss_detected": "Keep the data (migrate in place instead of dropping), or acknowledge the loss in a new "
+                          "plan: `railguard plan --env ENV --allow-data-loss TABLE...`. Nothing ran on the real data.",
+    "data.rehearsal_failed": "Fix the release command (see its rehearsal log); it must succeed on a copy of the "
+                             "real data and again on a second run. Nothing ran on the real data.",
+    "restore.backup_missing": "List what can be restored with `railguard backups --env ENV`.",
+    "restore.checksum_mismatch": "The copy was altered after it was taken; restore another backup "
+                                 "(`railguard backups --env ENV`).",
     "edge.port_in_use": "Stop the program using the port or choose another edge_port, then plan and apply again.",
     "edge.failed": "Check `railguard daemon status` and the edge logs in the state folder's edge/<env>/ (caddy.log, "
                    "caddy.out).",
@@ -332,6 +340,9 @@ class LocalProvider(Rollouts, Views, Commands):
                 return self._apply_edge(request, step)
             if change.action is Action.command:
                 return self._approved_command(request, progress)
+            if change.kind == "database":
+                restore_change(request, home=self.home, data_dir=self._data_dir(request), step=step)
+                return ApplyResponse(ok=True, observed=None)
             if change.action is Action.delete:
                 return self._delete_service(request, step)
             if change.action is Action.update:

@@ -12,14 +12,16 @@ import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 from railguard.model.plans import Action
 from railguard.model.resources import ObservedResource, Resource
 from railguard.providers.base import ApplyRequest, ApplyResponse, ObserveRequest, ObserveResponse, Progress
 from railguard.providers.local import artifacts
+from railguard.providers.local.databases import guarded_release
 from railguard.providers.local.edge import CaddyEdge, EdgeError, EdgeRoute
 from railguard.providers.local.processes import Supervisor, is_alive
-from railguard.providers.local.replicas import Failure, check, gate, replica_env, run_release_command, start_replicas
+from railguard.providers.local.replicas import Failure, check, gate, replica_env, start_replicas
 from railguard.providers.local.replicas import stop_all as stop_replicas
 from railguard.providers.local.runtime import LIVE, PENDING, WARM, EnvRuntime, Replica, ReplicaSet, RuntimeState
 
@@ -63,11 +65,11 @@ class Rollouts:
             data_dir = self._data_dir(request)
             log_dir = self.home / "logs" / env / name
             if cfg["release"]:
-                with step("release-command"):
-                    environ = replica_env(cfg, env=env, service=name, release=release, index=None, port=None,
-                                          data_dir=data_dir, artifact=artifact, home=self.home,
-                                          secrets=self.secret_values(env, cfg["secrets"]))
-                    run_release_command(cfg, environ, artifact, log_dir / f"{env}.{name}.r{release}.release.log")
+                environ = replica_env(cfg, env=env, service=name, release=release, index=None, port=None,
+                                      data_dir=data_dir, artifact=artifact, home=self.home,
+                                      secrets=self.secret_values(env, cfg["secrets"]))
+                guarded_release(request, home=self.home, service=name, config=cfg, environ=environ,
+                                artifact=artifact, data_dir=data_dir, log_dir=log_dir, step=step)
             with step("start"):
                 started = start_replicas(cfg["replicas"], 0, cfg, env=env, service=name, release=release,
                                          data_dir=data_dir, artifact=artifact, home=self.home, log_dir=log_dir,
@@ -277,12 +279,13 @@ class _Stepper:
         self.progress = progress
 
     @contextmanager
-    def __call__(self, name: str) -> Iterator[None]:
+    def __call__(self, name: str) -> Iterator[dict[str, Any]]:
         if self.progress:
             self.progress(name, "begin", {})
-        yield
+        detail: dict[str, Any] = {}  # what the step found, journaled with its end
+        yield detail
         if self.progress:
-            self.progress(name, "end", {})
+            self.progress(name, "end", detail)
 
     def output(self, name: str) -> Callable[[str], None]:
         sent = [0]

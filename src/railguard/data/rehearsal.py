@@ -1,0 +1,99 @@
+"""Rehearsing a release command on a scratch copy of the data before it runs for real.
+
+The copy is made with SQLite's backup API (the live data is only read); the command runs on it
+twice, as the real run would and as a retry would. Tables and columns dropped and rows lost on the
+way are losses (each naming its database, table, column and row count); a plan may acknowledge
+losses by table name. Additive changes are notes. Called by the local provider's rollout right
+before the real release command.
+"""
+
+from __future__ import annotations
+
+import shutil
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+from railguard.data import sqlite
+from railguard.data.loss import Shapes, additions, changed, losses
+from railguard.model.data import Loss, Rehearsal
+
+OTHER_FILES_BYTES = 256 * 1024 * 1024  # files that are not databases, copied into the scratch up to this much
+
+
+class SecondRunFailed(Exception):
+    """The command succeeded once on the copy and failed the second time: a retry would break."""
+
+
+def _shapes(folder: Path, names: list[str]) -> Shapes:
+    # Columns and row counts only: hashing every row would cost more than the command itself on big data.
+    return {rel: sqlite.shape(folder / rel, rows_digest=False) for rel in names if (folder / rel).is_file()}
+
+
+def _sums(folder: Path, names: list[str]) -> dict[str, str]:
+    return {rel: sqlite.checksum(folder / rel) for rel in names if (folder / rel).is_file()}
+
+
+def copy_folder(data_dir: Path, scratch: Path, copies: dict[str, Path] | None = None) -> list[str]:
+    """A scratch copy of the data folder: databases from ``copies`` (a snapshot just taken: a plain file copy)
+    or through the backup API, other files as they are."""
+    if scratch.exists():
+        shutil.rmtree(scratch)
+    scratch.mkdir(parents=True)
+    names = sqlite.databases(data_dir)
+    budget = OTHER_FILES_BYTES
+    for path in sorted(data_dir.rglob("*")):
+        rel = str(path.relative_to(data_dir))
+        if path.is_symlink() or not path.is_file() or rel.endswith(sqlite.COMPANIONS):
+            continue
+        target = scratch / rel
+        target.parent.mkdir(parents=True, exist_ok=True)
+        if copies and rel in copies:
+            shutil.copyfile(copies[rel], target)
+        elif rel in names:
+            sqlite.copy(path, target)
+        elif (size := path.stat().st_size) <= budget:  # uploads and the like: copied while they are small
+            budget -= size
+            shutil.copy2(path, target)
+    return names
+
+
+def rehearse(data_dir: Path, scratch: Path, run: Callable[[Path, str], None], allow: list[str],
+             copies: dict[str, Path] | None = None) -> Rehearsal:
+    """Run ``run(folder, label)`` twice on a copy of ``data_dir`` and say what it would lose.
+
+    ``run`` raises when the command fails (its own error goes through: the real run is then not
+    attempted). ``allow`` names tables whose loss the plan acknowledged ('*' for any).
+    """
+    started = time.monotonic()
+    try:
+        names = copy_folder(data_dir, scratch, copies)
+        before = _shapes(scratch, names)
+        run(scratch, "rehearsal")
+        after = sqlite.databases(scratch)
+        first, first_sums = _shapes(scratch, after), _sums(scratch, after)
+        found = losses(before, first)
+        try:
+            run(scratch, "rehearsal-second-run")
+        except Exception as exc:
+            raise SecondRunFailed(str(exc)) from exc
+        again = sqlite.databases(scratch)
+        second = _shapes(scratch, again)
+        found += [loss for loss in losses(first, second, second_run=True)]
+        notes = additions(before, first) + changed(first, second)
+        notes += [f"{rel}: written again by a second run" for rel, digest in _sums(scratch, again).items()
+                  if first_sums.get(rel) != digest and not any(n.startswith(f"{rel}:") for n in notes)]
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
+    acknowledged = [loss for loss in found if _allowed(loss, allow)]
+    return Rehearsal(seconds=round(time.monotonic() - started, 3),
+                     losses=[loss for loss in found if loss not in acknowledged],
+                     acknowledged=acknowledged, notes=notes)
+
+
+def _allowed(loss: Loss, allow: list[str]) -> bool:
+    return "*" in allow or loss.table in allow or f"{loss.table}.{loss.column}" in allow
+
+
+def describe(found: list[Loss]) -> str:
+    return "; ".join(loss.what + (" (on a second run)" if loss.second_run else "") for loss in found)

@@ -1,0 +1,42 @@
+"""Rollbacks that know the schema: refuse to run old code on a schema it does not understand.
+
+Each release records the schema of every database after its release command; the environment keeps the
+schema live now (after the last release command or restore). Rolling back code to release N is refused
+(``rollback.schema_changed``) when the live schema lacks something N's schema had (a dropped table or
+column, a changed type): N's code would read what is not there. The diagnostic offers the two real ways
+out. When the live schema only adds to N's (the "expand" step), the rollback goes ahead with a note.
+Called by :mod:`railguard.engine.rollback` (the pre-check and the job) and the doctor's rollback drill.
+"""
+
+from __future__ import annotations
+
+from railguard.data.schemarule import compare
+from railguard.model.api import Release
+from railguard.model.data import DatabaseSchema
+from railguard.model.diagnostics import RailguardError, error
+
+
+def check(env: str, target: Release, live: dict[str, DatabaseSchema]) -> str | None:
+    """None when the schemas match (or nothing is known), a note for the expand case; raises otherwise."""
+    wanted = target.data.schemas if target.data is not None else {}
+    if not wanted or not live:
+        return None
+    verdict = compare(wanted, live)
+    if verdict.same:
+        return None
+    if verdict.superset:
+        return (f"the live schema only adds to release {target.number}'s ({'; '.join(verdict.added[:5])}); "
+                f"its code runs on it unchanged (expand case)")
+    raise RailguardError(error(
+        "rollback.schema_changed", f"Release {target.number}'s code does not match the live schema",
+        f"Since release {target.number}, the data's schema lost what its code reads: "
+        f"{'; '.join(verdict.missing[:6])}" + (f" (and {len(verdict.missing) - 6} more)" if len(verdict.missing) > 6
+                                               else "") + ". Rolling back only the code would answer errors.",
+        f"Either roll forward: fix the code and deploy a new release (`railguard deploy --env {env}`); or roll "
+        f"back code and data: `railguard restore --env {env} --release {target.number}` (destructive: the data "
+        f"returns to what release {target.number} left, later changes are lost), then `railguard rollback --env "
+        f"{env} --to {target.number}`.",
+        address=f"{env}/release.{target.number}",
+        extra={"missing": verdict.missing, "added": verdict.added,
+               "options": [f"railguard deploy --env {env}",
+                           f"railguard restore --env {env} --release {target.number}"]}))

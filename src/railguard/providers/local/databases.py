@@ -1,0 +1,127 @@
+"""The local provider's data guard: a snapshot before every release command, a rehearsal, and restores.
+
+Before a release command runs for real in an environment that holds databases, the rollout calls
+:func:`guarded_release`: it snapshots every database of the data folder (``<home>/backups/<env>/``),
+rehearses the command twice on a scratch copy, and stops with ``data.loss_detected`` (naming database,
+table, column and rows) unless the plan acknowledged that loss. After the real run it records each
+database's schema. What it finds goes to the journal as step details (``data``), which the engine
+records on the release. :func:`restore_change` carries out a ``restore database.<name>`` change.
+Called by :mod:`railguard.providers.local.rollout` and :mod:`railguard.providers.local.provider`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from railguard.data import rehearsal, snapshots, sqlite
+from railguard.model.data import DatabaseSchema
+from railguard.providers.base import ApplyRequest
+from railguard.providers.local.artifacts import Artifact
+from railguard.providers.local.replicas import Failure, run_release_command
+
+Step = Callable[[str], Any]
+
+
+def backups_root(home: Path, env: str) -> Path:
+    return home / "backups" / env
+
+
+def schemas(data_dir: Path) -> dict[str, DatabaseSchema]:
+    return {rel: sqlite.schema(data_dir / rel) for rel in sqlite.databases(data_dir)}
+
+
+def _retarget(environ: dict[str, str], data_dir: Path, scratch: Path) -> dict[str, str]:
+    """The release command's environment with every mention of the real data folder pointed at the copy,
+    so a path the spec spelled out (DATABASE=/srv/data/app.db) cannot reach the real data."""
+    real = str(data_dir)
+    return {k: v.replace(real, str(scratch)) for k, v in environ.items()}
+
+
+def guarded_release(request: ApplyRequest, *, home: Path, service: str, config: dict[str, Any],
+                    environ: dict[str, str], artifact: Artifact, data_dir: Path, log_dir: Path,
+                    step: Step) -> None:
+    """Snapshot, rehearse, then run the release command for real and record the schema it leaves."""
+    env, release = request.env, request.release or 0
+    root = backups_root(home, env)
+    backup = None
+    if sqlite.databases(data_dir):  # no database yet (a first deploy): nothing to protect, no extra steps
+        with step("snapshot") as detail:
+            backup = snapshots.take(data_dir, root, env, request.release)
+            if backup is not None:
+                detail["data"] = {"backup": backup.model_dump(mode="json")}
+                detail["seconds"] = backup.seconds
+                detail["pruned"] = snapshots.prune(root, request.backups_keep)
+                detail["note"] = (f"snapshot {backup.id}: {len(backup.files)} database(s), "
+                                  f"{sum(f.size for f in backup.files)} bytes, {backup.seconds:.2f} s")
+    if backup is not None:
+        _rehearse(request, home=home, service=service, config=config, environ=environ, artifact=artifact,
+                  data_dir=data_dir, log_dir=log_dir, step=step, backup_id=backup.id,
+                  copies=snapshots.files(root, backup))
+    with step("release-command") as detail:
+        run_release_command(config, environ, artifact, log_dir / f"{env}.{service}.r{release}.release.log")
+        detail["data"] = {"schemas": {k: v.model_dump(mode="json") for k, v in schemas(data_dir).items()}}
+
+
+def _rehearse(request: ApplyRequest, *, home: Path, service: str, config: dict[str, Any], environ: dict[str, str],
+              artifact: Artifact, data_dir: Path, log_dir: Path, step: Step, backup_id: str,
+              copies: dict[str, Path]) -> None:
+    env, release = request.env, request.release or 0
+    scratch = home / "scratch" / "rehearsal" / f"{env}.{service}.r{release}"
+
+    def run(folder: Path, label: str) -> None:
+        run_release_command(config, _retarget(environ, data_dir, folder), artifact,
+                            log_dir / f"{env}.{service}.r{release}.{label}.log")
+
+    with step("rehearse") as detail:
+        try:
+            found = rehearsal.rehearse(data_dir, scratch, run, list(request.allow_data_loss), copies)
+        except rehearsal.SecondRunFailed as exc:
+            failed: Failure | None = Failure(
+                "data.rehearsal_failed", "The release command fails when it runs a second time",
+                f"in its rehearsal on a copy of the data it succeeded once, then failed ({exc}); a retry of this "
+                "release would fail the same way. The real data was not touched",
+                {"backup": backup_id, "log": str(log_dir / f"{env}.{service}.r{release}.rehearsal-second-run.log")})
+        except Failure as exc:
+            failed = Failure("data.rehearsal_failed", "The release command failed in its rehearsal",
+                             f"on a copy of the data: {exc.cause}. The real data was not touched",
+                             {**exc.extra, "backup": backup_id})
+        else:
+            failed = None
+            detail["data"] = {"rehearsal": found.model_dump(mode="json")}
+            detail["seconds"] = found.seconds
+            told = [f"{len(found.acknowledged)} acknowledged loss(es)"] if found.acknowledged else []
+            detail["note"] = (f"rehearsed on a copy in {found.seconds:.2f} s: "
+                              + ("; ".join(told + [loss.what for loss in found.losses] + found.notes[:4])
+                                 or "nothing lost"))
+    if failed is not None:
+        raise failed
+    if found.losses:
+        tables = sorted({loss.table for loss in found.losses})
+        raise Failure(
+            "data.loss_detected", f"The release command would lose data: {found.losses[0].what}",
+            f"its rehearsal on a copy of the data lost: {rehearsal.describe(found.losses)}. It did not run "
+            f"on the real data (snapshot {backup_id} was taken)",
+            {"losses": [loss.model_dump(mode="json") for loss in found.losses], "backup": backup_id,
+             "allow": tables, "rehearsal_s": found.seconds})
+
+
+def restore_change(request: ApplyRequest, *, home: Path, data_dir: Path, step: Step) -> None:
+    """Carry out ``restore database.<name>``: verify the backup's checksums, then write it back."""
+    desired = request.desired
+    assert desired is not None, "a restore change always carries its database resource"
+    backup_id = str(desired.config["backup"])
+    root = backups_root(home, request.env)
+    with step("restore") as detail:
+        try:
+            backup = snapshots.load(root, backup_id)
+            done = snapshots.restore(root, backup, data_dir, [desired.name])
+        except snapshots.BackupError as exc:
+            raise Failure(exc.code, "The backup cannot be restored", str(exc), {"backup": backup_id}) from exc
+        if not done:
+            raise Failure("restore.backup_missing", "The backup holds no such database",
+                          f"backup {backup_id} has no database '{desired.name}'", {"backup": backup_id})
+        detail["restored"] = [f.path for f in done]
+        detail["data"] = {"schemas": {f.path: f.db_schema.model_dump(mode="json") for f in done},
+                          "restored": backup_id}

