@@ -32,7 +32,7 @@ UNIT = "tests/test_guardrail_teeth.py"
 E2E = "tests/e2e/test_guardrail_teeth.py"
 HASH_LINE = '_UNHASHED = {"id", "created_at", "hash"}  # the plan\'s identity, not its content'
 HASHED = ("format", "env", "base_serial", "desired_digest", "changes", "desired", "diagnostics", "requested_by",
-          "verdicts", "source")
+          "verdicts", "source", "allow_data_loss")
 
 # A test that leaks processes, in three ways the leftover-process fixture must catch (it is written into
 # the copy; the "break" is the leak itself).

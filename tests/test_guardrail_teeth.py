@@ -75,6 +75,8 @@ TAMPERS: dict[str, Callable[[dict[str, Any]], None]] = {
         {"code": "state.stale_lock", "severity": "warning", "summary": "reviewed", "detail": "", "remediation": ""}),
     "requested_by": lambda b: b.update(requested_by="user:someone-else"),
     "verdicts": lambda b: b["verdicts"].append({"rule": "guard.protected_env", "effect": "allow", "message": "ok"}),
+    # an acknowledged data loss slipped into a plan that never asked for one: the release command could drop tables
+    "allow_data_loss": lambda b: b.update(allow_data_loss=["notes"]),
     # a plan made without a stored snapshot gains one: apply would build other code than was reviewed
     "source": lambda b: b.update(source={"digest": "sha256:" + "0" * 64, "files": 1, "bytes": 1,
                                          "spec_digest": "sha256:" + "0" * 64}),
