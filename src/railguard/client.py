@@ -76,7 +76,9 @@ class Client:
         except (httpx.HTTPError, ValueError):
             return False
 
-    def start_daemon(self, require_token: bool = False) -> int:
+    def start_daemon(self, require_token: bool = False, *, allow_shared_user: bool = False,
+                     same_user: bool = False) -> int:
+        """Start the daemon; without flags it runs in the mode recorded for the state folder (never weaker)."""
         if self.alive():
             return self.daemon_pid() or 0
         # Open the store here first: a corrupt, too new or unwritable state folder is reported
@@ -88,7 +90,8 @@ class Client:
         out = open(out_path, "ab")  # handed to the child
         proc = subprocess.Popen(
             [sys.executable, "-m", "railguard", "daemon", "run", "--home", str(self.ws.home)]
-            + (["--require-token"] if require_token else []),
+            + (["--require-token"] if require_token else []) + (["--allow-shared-user"] if allow_shared_user else [])
+            + (["--same-user"] if same_user else []),
             stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT, start_new_session=True,
             cwd=str(self.ws.home))
         out.close()

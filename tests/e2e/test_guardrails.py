@@ -277,7 +277,7 @@ def test_an_edited_audit_entry_is_detected(g: Guarded) -> None:
 def test_token_only_mode(g: Guarded) -> None:
     admin = g.token("root-admin", "admin")
     assert g.rg("daemon", "stop").returncode == 0
-    assert g.rg("daemon", "start", "--require-token").returncode == 0
+    assert g.rg("daemon", "start", "--require-token", "--allow-shared-user").returncode == 0
     code, refused = g.rg_json("status", "--env", "staging")
     assert code == 1 and codes(refused) == ["auth.token_required"]
     code, ok = g.as_(admin, "whoami")

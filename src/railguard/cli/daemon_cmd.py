@@ -20,11 +20,17 @@ def start(
     require_token: Annotated[bool, typer.Option(
         "--require-token", help="Token-only mode: every request must carry a token; OS identity grants nothing.")
     ] = False,
+    allow_shared_user: Annotated[bool, typer.Option(
+        "--allow-shared-user", help="Run without workload isolation even in token-only mode (app code then runs "
+        "as the daemon's user; see docs/guardrails.md).")] = False,
+    same_user: Annotated[bool, typer.Option(
+        "--same-user", help="Leave token-only mode recorded for this state folder (it is kept across restarts).")
+    ] = False,
     as_json: JsonOpt = False,
 ) -> None:
-    """Start the daemon in the background (no-op when it runs)."""
+    """Start the daemon in the background (no-op when it runs). Its mode is kept across restarts."""
     ws, client = connect(spec)
-    pid = client.start_daemon(require_token)
+    pid = client.start_daemon(require_token, allow_shared_user=allow_shared_user, same_user=same_user)
     if as_json:
         finish(True, [], {"pid": pid, "home": str(ws.home)})
     out.print(f"Daemon running (pid {pid}) for {ws.home}")
@@ -60,18 +66,23 @@ def status(spec: SpecOpt = None, as_json: JsonOpt = False) -> None:
     edges = ", ".join(f"{env} (pid {e['pid']})" if e["running"] else f"{env} (stopped)"
                       for env, e in sorted(info["edges"].items())) or "none yet"
     out.print(f"Running: pid {info['pid']}, {info['replicas']} replica(s) supervised, edges: {edges}; "
-              f"state {info['home']}")
+              f"state {info['home']}; {info.get('isolation', 'shared-user')}"
+              + (", token-only" if info.get("require_token") else "")
+              + (" (shared user allowed: app code runs as the daemon's user)" if info.get("shared_user_allowed")
+                 else ""))
 
 
 @guarded()
 def run(home: Annotated[Path, typer.Option("--home", help="State folder.")],
-        require_token: Annotated[bool, typer.Option("--require-token")] = False) -> None:
+        require_token: Annotated[bool, typer.Option("--require-token")] = False,
+        allow_shared_user: Annotated[bool, typer.Option("--allow-shared-user")] = False,
+        same_user: Annotated[bool, typer.Option("--same-user")] = False) -> None:
     """Run the daemon in the foreground (what `daemon start` launches)."""
     from railguard.daemon.lifecycle import AlreadyRunning
     from railguard.daemon.lifecycle import run as run_daemon
 
     try:
-        run_daemon(home.absolute(), require_token)
+        run_daemon(home.absolute(), require_token, allow_shared_user, same_user)
     except AlreadyRunning as exc:
         raise RailguardError(error("daemon.unavailable", "A daemon already runs for this state folder", str(exc),
                                    "Use it (`railguard daemon status`), or stop it first.")) from exc

@@ -293,7 +293,9 @@ def route(daemon: Daemon, method: str, parts: list[str], query: dict[str, str], 
             require(who, read, _need(query, "env"))
             return {"policies": daemon.policies(_need(query, "spec"), _need(query, "env"))}
         case ("GET", "whoami", 2):
-            return dict(WhoAmI(principal=who, require_token=daemon.require_token))
+            return dict(WhoAmI(principal=who, require_token=daemon.require_token,
+                               isolation=daemon.provider.summary().isolation,
+                               shared_user_allowed=daemon.mode.allow_shared_user))
         case ("POST", "gc", 2):
             dry_run = body.get("dry_run", False)
             if not isinstance(dry_run, bool):

@@ -26,6 +26,7 @@ from typing import Any
 
 from railguard.daemon import housekeeping
 from railguard.daemon.governance import Governance
+from railguard.daemon.mode import Mode
 from railguard.daemon.secrets_ops import Secrets
 from railguard.engine import guard, usecases
 from railguard.engine.guard import short_hash
@@ -79,6 +80,7 @@ class Daemon(Governance):
     def __init__(self, home: Path, require_token: bool = False, provider: Provider | None = None) -> None:
         self.home = home
         self.require_token = require_token
+        self.mode = Mode(require_token=require_token)  # set from the state folder's record by lifecycle.run
         self.secrets = Secrets(home)
         self.anchor = key_dir() / f"{state_id(home)}.audit-head"
         self.started_at = time.time()
@@ -109,7 +111,11 @@ class Daemon(Governance):
         for note in self.provider.adopt().notes:  # and from now on the provider supervises what runs
             store.add_event(None, "daemon.adopted", note)
         recover(store, self.provider)
-        store.add_event(None, "daemon.started", f"daemon started (pid {os.getpid()})")
+        level = self.provider.summary()
+        store.add_event(None, "daemon.started", f"daemon started (pid {os.getpid()}, {level.isolation}: "
+                        f"{level.isolation_reason}"
+                        + (", token-only" if self.require_token else "")
+                        + (", shared user allowed" if self.mode.allow_shared_user else "") + ")")
         for target, name in ((self._runner, "railguard-runner"), (self._loop, "railguard-loop")):
             thread = threading.Thread(target=target, name=name, daemon=True)
             thread.start()
@@ -219,7 +225,9 @@ class Daemon(Governance):
         return DaemonHealth(pid=os.getpid(), home=str(self.home), started_at=self.started_at,
                             edges={env: DaemonEdge(running=edge.running, pid=edge.pid)
                                    for env, edge in summary.edges.items()},
-                            replicas=summary.replicas)
+                            replicas=summary.replicas, isolation=summary.isolation,
+                            isolation_reason=summary.isolation_reason, require_token=self.require_token,
+                            shared_user_allowed=self.mode.allow_shared_user)
 
     def plan(self, spec_path: str, env: str, principal: Principal,
              source_overrides: dict[str, str] | None = None, text: str | None = None) -> PlanAnswer:

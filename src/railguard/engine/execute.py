@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import os
 import signal
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -34,6 +34,8 @@ class Context:
 
     source_root: Path
     spec_root: Path
+    app: str | None = None  # names the environments' OS users when the runtime isolates them
+    users: dict[str, str] = field(default_factory=dict)  # env -> the OS user the spec names
 
 
 def maybe_fault(step: str, phase: str) -> None:
@@ -80,6 +82,7 @@ def run_changes(store: Store, op_id: str, env: str, changes: list[Change], desir
             env=env, change=change, desired=resource, operation_id=op_id, release=release,
             source_root=str(ctx.source_root),
             data_dir=str((ctx.spec_root / data_dir).resolve()) if data_dir else None,
+            app=ctx.app, user=ctx.users.get(env),
         ), progress)
         if not response.ok:
             store.journal(op_id, step, "fail", {"diagnostics": [d.model_dump(mode="json")

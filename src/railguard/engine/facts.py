@@ -68,7 +68,8 @@ class Facts:
         return self.get("source.record", gather)
 
     def context(self) -> Context:
-        return Context(source_root=self.source_root(), spec_root=self.ws.root)
+        return Context(source_root=self.source_root(), spec_root=self.ws.root, app=self.spec.app.name,
+                       users={n: e.user for n, e in self.spec.environments.items() if e.user})
 
     def versions(self, store: Store, env: str) -> dict[str, int]:
         """The secret versions of ``env`` (they are part of each service's desired config)."""

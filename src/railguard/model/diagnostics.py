@@ -78,6 +78,8 @@ CODES: dict[str, str] = {
     "operation.busy": "Another operation is running in the environment.",
     "operation.not_found": "No operation has that id.",
     "daemon.unavailable": "The daemon could not be reached or started.",
+    "daemon.not_isolated": "The daemon refused to start without workload isolation.",
+    "daemon.mode_unreadable": "The daemon's recorded mode is damaged.",
     "daemon.bad_request": "The daemon API received a request it does not understand.",
     # railguard doctor
     "doctor.unknown_check": "No doctor check has that id.",

@@ -197,6 +197,11 @@ class Environment(_Strict):
         description="Folder for the environment's data (relative to the spec file), passed to replicas as "
         "RAILGUARD_DATA_DIR. Default: the state folder's data/<environment>.",
     )
+    user: Annotated[str, Field(pattern=r"^[a-z_][a-z0-9_-]{0,31}$")] | None = Field(
+        default=None,
+        description="OS user the environment's processes run as when the daemon isolates workloads (it runs as "
+        "root). Default: rg-<app>-<environment>, created on demand. Never root, never another environment's.",
+    )
     rollback_window: Duration = Field(
         default="5m",
         description="How long the previous release's replicas stay running (unrouted) after a rollout, so a "

@@ -58,6 +58,9 @@ class ApplyRequest(_Message):
     release: int | None = Field(default=None, description="Release number new processes belong to.")
     source_root: str | None = Field(default=None, description="App source folder, for building artifacts.")
     data_dir: str | None = Field(default=None, description="Absolute data folder of the environment.")
+    app: str | None = Field(default=None, description="The app's name (names the environment's OS user).")
+    user: str | None = Field(default=None, description="The OS user the spec names for the environment's "
+                                                       "processes; None: the runtime's default.")
 
 
 class ApplyResponse(_Message):
@@ -161,6 +164,9 @@ class DescribeResponse(_Message):
     services: list[ServiceUnit] = Field(default_factory=list)
     edge: EdgeUnit
     live_sets: int = Field(description="How many replica sets take traffic (one per service normally).")
+    isolation: str = Field(default="shared-user", description="'isolated' (the environment's processes run as "
+                                                              "their own OS user) or 'shared-user'.")
+    user: str | None = Field(default=None, description="The OS user its processes run as, when isolated.")
 
 
 class LogsRequest(_Message):
@@ -191,6 +197,8 @@ class EdgeSummary(_Message):
 class SummaryResponse(_Message):
     edges: dict[str, EdgeSummary] = Field(default_factory=dict, description="Edges known to this run, by env.")
     replicas: int = Field(description="Replicas under supervision.")
+    isolation: str = Field(default="shared-user", description="'isolated' or 'shared-user' (see DescribeResponse).")
+    isolation_reason: str = Field(default="", description="Why this runtime isolates workloads or does not.")
 
 
 class ShutdownRequest(_Message):

@@ -17,8 +17,10 @@ import subprocess
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 from railguard.providers.base import CheckResult, GateResult
+from railguard.providers.local.isolation import ensure_user
 
 __all__ = ["CheckResult", "GateResult", "check_exec", "check_http", "check_tcp", "readiness_gate"]
 
@@ -30,6 +32,11 @@ _STDERR_CHARS = 200
 
 def _ms(start: float) -> str:
     return f"{round((time.monotonic() - start) * 1000)} ms"
+
+
+def _as_user(name: str) -> dict[str, Any]:
+    who = ensure_user(name)
+    return {"user": who.uid, "group": who.gid, "extra_groups": []}
 
 
 def _secs(seconds: float) -> str:
@@ -78,13 +85,15 @@ def check_tcp(port: int, timeout: float) -> CheckResult:
     return CheckResult(True, f"TCP connect in {_ms(start)}")
 
 
-def check_exec(argv: list[str], env: dict[str, str], cwd: Path, timeout: float) -> CheckResult:
+def check_exec(argv: list[str], env: dict[str, str], cwd: Path, timeout: float, user: str | None = None) -> CheckResult:
     start = time.monotonic()
     try:
+        # The check is the app's command: it runs as the environment's user, like the replica it checks.
+        run_as = {} if user is None else _as_user(user)
         # Own session so a timeout can kill everything the check started, not just its shell.
         proc = subprocess.Popen(
             argv, cwd=cwd, env=dict(env), stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE, start_new_session=True, close_fds=True,
+            stderr=subprocess.PIPE, start_new_session=True, close_fds=True, **run_as,
         )
     except FileNotFoundError:
         return CheckResult(False, f"command not found: '{argv[0]}' (command: {argv})")

@@ -44,7 +44,7 @@ from railguard.providers.base import (
     TickRequest,
     TickResponse,
 )
-from railguard.providers.local import artifacts
+from railguard.providers.local import artifacts, isolation
 from railguard.providers.local.edge import CaddyEdge, EdgeError, PortInUse
 from railguard.providers.local.health import CheckResult
 from railguard.providers.local.processes import ReplicaRecord, Supervisor, is_alive
@@ -89,6 +89,7 @@ class LocalProvider(Rollouts, Views):
         self.supervisor.on_restart = self._restarted
         # Secret values come from the daemon when a process starts; they are never written to runtime.json.
         self.secret_values: SecretSource = secrets or (lambda env, names: {})
+        self.isolation = isolation.detect(home)
 
     # -- lifecycle -----------------------------------------------------------------------------
     def adopt(self) -> AdoptResponse:
@@ -100,6 +101,8 @@ class LocalProvider(Rollouts, Views):
     def _adopt(self) -> list[str]:
         notes: list[str] = []
         unproven: list[Replica] = []
+        if self.isolation.isolated:
+            isolation.protect_home(self.home)
         with self.state.lock:
             for env, runtime in self.state.envs.items():
                 for rs in list(runtime.sets):

@@ -23,10 +23,12 @@ import psutil
 
 from railguard.providers.local.artifacts import Artifact, base_path
 from railguard.providers.local.health import CheckResult, GateResult, check_exec, check_http, check_tcp, readiness_gate
+from railguard.providers.local.isolation import lookup
 from railguard.providers.local.processes import (
     ReplicaSpec,
     SpawnError,
     allocate_port,
+    as_user,
     exit_code,
     is_alive,
     spawn,
@@ -53,13 +55,16 @@ def instance_id(home: Path) -> str:
 
 def replica_env(config: dict[str, Any], *, env: str, service: str, release: int, index: int | None,
                 port: int | None, data_dir: Path, artifact: Artifact, home: Path,
-                secrets: dict[str, str] | None = None) -> dict[str, str]:
-    """Exactly what a replica sees: the spec's variables, its secrets and documented ones, nothing inherited."""
+                secrets: dict[str, str] | None = None, user: str | None = None) -> dict[str, str]:
+    """Exactly what a replica sees: the spec's variables, its secrets and documented ones, nothing inherited.
+
+    A replica run as its environment's user (``user``) gets its data folder as HOME: the daemon's is not its.
+    """
     values = dict(config["env"])
     values.update(secrets or {})
     values.update({
         "PATH": base_path(artifact.bin_dirs),
-        "HOME": os.path.expanduser("~"),
+        "HOME": str(data_dir) if user else os.path.expanduser("~"),
         "LANG": "C.UTF-8",
         "RAILGUARD_ENV": env,
         "RAILGUARD_SERVICE": service,
@@ -88,7 +93,8 @@ def not_installed(argv: list[str], environ: dict[str, str]) -> str | None:
             f"(command: {argv})")
 
 
-def run_release_command(config: dict[str, Any], environ: dict[str, str], artifact: Artifact, log_path: Path) -> None:
+def run_release_command(config: dict[str, Any], environ: dict[str, str], artifact: Artifact, log_path: Path,
+                        user: str | None = None) -> None:
     argv = config["release"]
     if (missing := not_installed(argv, environ)) is not None:
         raise Failure("rollout.release_failed", "The release command was not found", missing, {"command": argv})
@@ -97,7 +103,8 @@ def run_release_command(config: dict[str, Any], environ: dict[str, str], artifac
     try:
         with log_path.open("ab") as out:
             done = subprocess.run(argv, cwd=artifact.src, env=environ, stdin=subprocess.DEVNULL, stdout=out,
-                                  stderr=subprocess.STDOUT, timeout=timeout, check=False, start_new_session=True)
+                                  stderr=subprocess.STDOUT, timeout=timeout, check=False, start_new_session=True,
+                                  **as_user(lookup(user)))
     except FileNotFoundError as exc:
         raise Failure("rollout.release_failed", "The release command was not found",
                       f"{argv[0]!r} does not exist in the release", {"command": argv}) from exc
@@ -114,7 +121,7 @@ def run_release_command(config: dict[str, Any], environ: dict[str, str], artifac
 
 def start_replicas(count: int, first_index: int, config: dict[str, Any], *, env: str, service: str, release: int,
                    data_dir: Path, artifact: Artifact, home: Path, log_dir: Path,
-                   secrets: dict[str, str] | None = None) -> list[Replica]:
+                   secrets: dict[str, str] | None = None, user: str | None = None) -> list[Replica]:
     started: list[Replica] = []
     for index in range(first_index, first_index + count):
         port = allocate_port() if config["listen"] else None
@@ -122,8 +129,8 @@ def start_replicas(count: int, first_index: int, config: dict[str, Any], *, env:
         spec = ReplicaSpec(
             name=name, argv=list(config["run"]), cwd=artifact.src,
             env=replica_env(config, env=env, service=service, release=release, index=index, port=port,
-                            data_dir=data_dir, artifact=artifact, home=home, secrets=secrets),
-            port=port, log_path=log_dir / f"{name}.log", stop_timeout=config["stop_timeout_ms"] / 1000)
+                            data_dir=data_dir, artifact=artifact, home=home, secrets=secrets, user=user),
+            port=port, log_path=log_dir / f"{name}.log", stop_timeout=config["stop_timeout_ms"] / 1000, user=user)
         if (missing := not_installed(spec.argv, spec.env)) is not None:
             stop_all(started)
             raise Failure("rollout.start_failed", "A replica could not be started", missing, {"command": spec.argv})
@@ -144,7 +151,7 @@ def _check_for(config: dict[str, Any], replica: Replica, timeout: float | None =
     if health and health["mode"] == "http" and port is not None:
         return check_http(port, health["http"], limit)
     if health and health["mode"] == "exec":
-        return check_exec(health["exec"], replica.spec.env, replica.spec.cwd, limit)
+        return check_exec(health["exec"], replica.spec.env, replica.spec.cwd, limit, replica.spec.user)
     if port is not None:
         return check_tcp(port, limit)
     return CheckResult(is_alive(replica.record), "process is running")

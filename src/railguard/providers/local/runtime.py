@@ -31,7 +31,8 @@ def spec_to_dict(spec: ReplicaSpec) -> dict[str, Any]:
 
 def spec_from_dict(data: dict[str, Any]) -> ReplicaSpec:
     return ReplicaSpec(name=data["name"], argv=list(data["argv"]), cwd=Path(data["cwd"]), env=dict(data["env"]),
-                       port=data["port"], log_path=Path(data["log_path"]), stop_timeout=data["stop_timeout"])
+                       port=data["port"], log_path=Path(data["log_path"]), stop_timeout=data["stop_timeout"],
+                       user=data.get("user"))
 
 
 @dataclass
