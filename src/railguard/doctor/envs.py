@@ -20,6 +20,7 @@ from railguard.doctor.isolation import data_like, edge_ports_in, sqlite_path
 from railguard.doctor.report import Finding, Status
 from railguard.model.checks import RESERVED_PREFIX, RESERVED_VARIABLES
 from railguard.model.sensitivity import looks_secret
+from railguard.providers.registry import isolation_level
 
 PROVIDED = {*RESERVED_VARIABLES, "LANG", "VIRTUAL_ENV"}
 
@@ -116,11 +117,29 @@ def _nested(a: Path, b: Path) -> bool:
     return a == b or a in b.parents or b in a.parents
 
 
+def workload(ctx: Context) -> list[Finding]:
+    """Per environment: does its code run as its own OS user (isolated) or as the daemon's (shared-user)?"""
+    level, reason = isolation_level(ctx.real_home)
+    findings = []
+    for env in ctx.spec.environments:
+        user = ctx.spec.environments[env].user or f"rg-{ctx.spec.app.name}-{env}"
+        if level == "isolated":
+            findings.append(Finding(status=Status.passed, subject=env, summary=f"{env}: isolated (runs as {user})",
+                                    evidence=[reason]))
+        else:
+            findings.append(Finding(
+                status=Status.warn, subject=env, summary=f"{env}: shared-user: {reason}", evidence=[reason],
+                remediation="Run the daemon as root on a state folder other users can traverse so each "
+                            "environment runs as its own user (docs/guardrails.md, workload isolation)."))
+    return findings
+
+
 def isolation(ctx: Context) -> list[Finding]:
     envs = list(ctx.spec.environments)
     if len(envs) < 2:
-        return [Finding(status=Status.skipped, summary="only one environment: nothing to keep apart")]
-    findings: list[Finding] = []
+        return [Finding(status=Status.skipped, summary="only one environment: nothing to keep apart"),
+                *workload(ctx)]
+    findings: list[Finding] = workload(ctx)
     for a, b in combinations(envs, 2):
         problems: list[str] = []
         ea, eb = ctx.spec.environments[a], ctx.spec.environments[b]

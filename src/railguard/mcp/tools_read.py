@@ -50,14 +50,19 @@ POLL_S = 0.25
 async def whoami(call: Call, args: NoArgs) -> Outcome:
     """Who this server acts as (a token, or the local OS user), its role, the tools it may call and the
     environments of the spec. Start here."""
-    found = (await call.gw.call("GET", "whoami"))["principal"]
+    answer = await call.gw.call("GET", "whoami")
+    found = answer["principal"]
     principal = {k: found.get(k) for k in ("id", "role", "envs", "kind")}
     envs = spec_environments(call.gw)
     scope = f", limited to {', '.join(found['envs'])}" if found.get("envs") else ""
     summary = (f"Acting as {found['id']} (role {found['role']}{scope}); {len(call.allowed)} tools available"
-               + (f"; environments: {', '.join(envs)}." if envs else "."))
+               + (f"; environments: {', '.join(envs)}." if envs else ".")
+               + (" The daemon runs without workload isolation (--allow-shared-user): app code runs as its user."
+                  if answer.get("shared_user_allowed") else ""))
     return Outcome(summary, {"principal": principal, "same_user_mode": found.get("kind") == "user",
-                             "tools": sorted(call.allowed), "environments": envs, "spec": call.gw.spec_path()},
+                             "tools": sorted(call.allowed), "environments": envs, "spec": call.gw.spec_path(),
+                             "isolation": answer.get("isolation"),
+                             "shared_user_allowed": answer.get("shared_user_allowed")},
                    next_actions=[act("get_status", f"See what runs in {e}.", env=e) for e in (envs or [])[:2]])
 
 
