@@ -47,6 +47,7 @@ CODES: dict[str, str] = {
     "spec.no_environments": "The spec defines no environment.",
     "spec.invalid_policy": "A policy rule does not compile, reads an unknown field, or is not boolean.",
     "spec.shared_resource": "Two environments share a host, data folder or database location.",
+    "spec.data_dir_unsafe": "A data folder is inside the state folder, an artifact, or contains the state folder.",
     # the state folder
     "state.unwritable": "The state folder cannot be created or written.",
     "state.corrupt": "The state database is damaged or not a Railguard store.",
