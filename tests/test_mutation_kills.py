@@ -389,6 +389,10 @@ def test_an_agent_changing_a_protected_environment_needs_a_human() -> None:
     ("health.start_period_ms", 1000, 2000, "health start_period_ms is loosened"),
     ("health.unhealthy_threshold", 2, 3, "health unhealthy_threshold is loosened"),
     ("health.healthy_threshold", 3, 2, "health healthy_threshold is loosened"),
+    ("health.http", "/a", "/b", "the health check's http changes (health.http)"),
+    ("health.mode", "http", "tcp", "the health check's kind changes (health.mode)"),
+    ("stop_timeout_ms", 10000, 0, "stop is shortened (stop_timeout)"),
+    ("replicas", 1, 30, "replicas scale from 1 to 30, more than x3 (replicas)"),
 ])
 def test_weakened_safety_in_a_protected_environment_needs_approval(path: str, before: Any, after: Any,
                                                                    found: str) -> None:
@@ -405,7 +409,7 @@ def test_weakened_safety_in_a_protected_environment_needs_approval(path: str, be
 @pytest.mark.parametrize(("path", "before", "after"), [
     ("replicas", 2, 1), ("drain_timeout_ms", 1000, 5000), ("drain_timeout_ms", 1000, 1000),
     ("health.interval_ms", 2000, 1000), ("health.interval_ms", 1000, 1000), ("health.healthy_threshold", 2, 3),
-    ("health.http", "/a", "/b"), ("health.interval_ms", None, 1000), ("health.interval_ms", 1000, "2s"),
+    ("health.http", None, "/b"), ("health.interval_ms", None, 1000), ("replicas", 1, 3), ("stop_timeout_ms", 1, 2), ("health.interval_ms", 1000, "2s"),
     ("drain_timeout_ms", "5s", 1), ("health", None, {"mode": "http"}), ("env.X", "1", "2"),
 ])
 def test_tightened_or_unrelated_changes_are_not_weakening(path: str, before: Any, after: Any) -> None:
@@ -414,15 +418,35 @@ def test_tightened_or_unrelated_changes_are_not_weakening(path: str, before: Any
     assert _verdicts([change], protected=True) == []
 
 
-def test_weakening_lists_every_finding_once_and_only_for_service_updates() -> None:
+def test_weakening_lists_every_finding_once_for_service_updates_and_replaces() -> None:
     diff = [FieldDiff(path="health.interval_ms", before=1, after=2), FieldDiff(path="replicas", before=1, after=0),
             FieldDiff(path="health.timeout_ms", before=1, after=2), FieldDiff(path="replicas", before=3, after=0)]
     found = _verdicts([_change("production/service.web", Action.update, Risk.safe, diff=diff)], protected=True)
     assert found[0].message.endswith(": health interval_ms is loosened, health timeout_ms is loosened, "
                                      "replicas drop to 0")
     replaced = _change("production/service.web", Action.replace, Risk.safe, diff=diff)
+    assert _verdicts([replaced], protected=True)[0].message == found[0].message
     edge = _change("production/edge", Action.update, Risk.safe, kind="edge", diff=diff)
-    assert _verdicts([replaced, edge], protected=True) == []
+    created = _change("production/service.web", Action.create, Risk.safe, diff=diff)
+    assert _verdicts([edge, created], protected=True) == []
+
+
+@pytest.mark.parametrize(("path", "before", "after", "found"), [
+    ("bind", "127.0.0.1", "0.0.0.0", "the edge listens more widely: 127.0.0.1 -> 0.0.0.0 (edge_bind)"),
+    ("bind", "10.0.0.5", "::", "the edge listens more widely: 10.0.0.5 -> :: (edge_bind)"),
+    ("routes", [{"host": None, "path": "/", "service": "web"}],
+     [{"host": None, "path": "/", "service": "web"}, {"host": "admin.example.com", "path": "/", "service": "web"}],
+     "routes are exposed on new hosts: admin.example.com (routes.host)"),
+])
+def test_a_wider_edge_in_a_protected_environment_needs_approval(path: str, before: Any, after: Any,
+                                                                found: str) -> None:
+    edge = _change("production/edge", Action.update, Risk.safe, kind="edge",
+                   diff=[FieldDiff(path=path, before=before, after=after)])
+    verdicts = _verdicts([edge], protected=True)
+    assert [v.message for v in verdicts] == [f"safety is weakened in protected 'production': {found}"]
+    narrower = _change("production/edge", Action.update, Risk.safe, kind="edge",
+                       diff=[FieldDiff(path=path, before=after, after=before)])
+    assert _verdicts([narrower], protected=True) == []
 
 
 def test_an_artifact_that_did_not_soak_is_denied_in_a_protected_environment() -> None:

@@ -218,6 +218,11 @@ class Environment(_Strict):
         description="More disruptive or destructive changes than this in one plan need approval.",
     )
     freezes: list[Freeze] = Field(default_factory=list, description="Windows in which nothing is applied.")
+    max_scale_factor: int | None = Field(
+        default=None, ge=1, le=1000,
+        description="In a protected environment, growing a service's replicas by more than this factor in one plan "
+        "needs approval (guard.weakening). Default 3.",
+    )
     services: dict[Name, ServiceOverride] = Field(
         default_factory=dict, description="Overrides of service fields for this environment."
     )
