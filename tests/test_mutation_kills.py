@@ -409,7 +409,8 @@ def test_weakened_safety_in_a_protected_environment_needs_approval(path: str, be
 @pytest.mark.parametrize(("path", "before", "after"), [
     ("replicas", 2, 1), ("drain_timeout_ms", 1000, 5000), ("drain_timeout_ms", 1000, 1000),
     ("health.interval_ms", 2000, 1000), ("health.interval_ms", 1000, 1000), ("health.healthy_threshold", 2, 3),
-    ("health.http", None, "/b"), ("health.interval_ms", None, 1000), ("replicas", 1, 3), ("stop_timeout_ms", 1, 2), ("health.interval_ms", 1000, "2s"),
+    ("health.http", None, "/b"), ("health.interval_ms", None, 1000), ("replicas", 1, 3), ("stop_timeout_ms", 1, 2),
+    ("health.interval_ms", 1000, "2s"),
     ("drain_timeout_ms", "5s", 1), ("health", None, {"mode": "http"}), ("env.X", "1", "2"),
 ])
 def test_tightened_or_unrelated_changes_are_not_weakening(path: str, before: Any, after: Any) -> None:
