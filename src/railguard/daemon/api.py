@@ -47,6 +47,7 @@ from railguard.model.principals import Permission, Principal
 log = logging.getLogger("railguard.daemon.api")
 R = TypeVar("R", bound=Request)
 MAX_BODY = 2_000_000
+READ_TIMEOUT_S = 30.0
 _STATUS_BY_CODE = {"plan.not_found": 404, "operation.not_found": 404, "operation.busy": 409, "state.locked": 409,
                    "auth.unknown_token": 401, "auth.token_revoked": 401, "auth.token_expired": 401,
                    "auth.token_required": 401, "auth.forbidden": 403, "auth.needs_terminal": 403}
@@ -70,6 +71,9 @@ class Server(socketserver.ThreadingUnixStreamServer):
 class Handler(BaseHTTPRequestHandler):
     server: Server
     protocol_version = "HTTP/1.1"
+    # Every read from the socket (request line, headers, body) gives up after this long, so a client that
+    # stops sending (a "Content-Length" it never fills) holds only its own thread, and only for a while.
+    timeout = READ_TIMEOUT_S
 
     def log_message(self, format: str, *args: Any) -> None:
         log.debug(format, *args)
@@ -85,17 +89,32 @@ class Handler(BaseHTTPRequestHandler):
         self.send_response(status)
         self.send_header("Content-Type", "application/json")
         self.send_header("Content-Length", str(len(data)))
+        if self.close_connection:  # a refused body was never read: nothing after it can be trusted
+            self.send_header("Connection", "close")
         self.end_headers()
         self.wfile.write(data)
 
     def _body(self) -> dict[str, Any]:  # raw JSON: _parse turns it into the route's request model
-        length = int(self.headers.get("Content-Length") or 0)
+        declared = (self.headers.get("Content-Length") or "0").strip()
+        if not declared.isdigit():  # "abc", "-1", "1e3": refused before reading anything
+            self.close_connection = True
+            raise _bad(f"Content-Length must be a non-negative integer, not {declared[:40]!r}")
+        length = int(declared)
         if length > MAX_BODY:
+            self.close_connection = True
             raise _bad(f"the request body is larger than {MAX_BODY} bytes")
         if not length:
             return {}
         try:
-            parsed = json.loads(self.rfile.read(length))
+            raw = self.rfile.read(length)
+        except TimeoutError as exc:
+            self.close_connection = True
+            raise _bad(f"the request body did not arrive within {READ_TIMEOUT_S:.0f} s") from exc
+        if len(raw) < length:
+            self.close_connection = True
+            raise _bad(f"the request body ended after {len(raw)} of {length} bytes")
+        try:
+            parsed = json.loads(raw)
         except ValueError as exc:
             raise _bad(f"the request body is not JSON: {exc}") from exc
         if not isinstance(parsed, dict):

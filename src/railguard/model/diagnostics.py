@@ -29,6 +29,7 @@ CODES: dict[str, str] = {
     "spec.not_found": "The spec file does not exist.",
     "spec.unreadable": "The spec file could not be read.",
     "spec.toml_syntax": "The spec file is not valid TOML.",
+    "spec.too_large": "The spec file is larger than Railguard reads.",
     "spec.unknown_key": "A key the spec schema does not define.",
     "spec.missing_key": "A required key is missing.",
     "spec.invalid_value": "A value has the wrong type or is out of range.",
