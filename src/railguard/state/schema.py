@@ -142,6 +142,12 @@ MIGRATIONS: list[str] = [
     ALTER TABLE releases ADD COLUMN ended_at TEXT;
     ALTER TABLE plans ADD COLUMN requested_by TEXT NOT NULL DEFAULT ''
     """,
+    # 3: decisions signed with a key kept outside the state folder (secrets/signing.py)
+    """
+    ALTER TABLE plans ADD COLUMN signature TEXT;
+    ALTER TABLE approvals ADD COLUMN signature TEXT;
+    ALTER TABLE audit ADD COLUMN mac TEXT
+    """,
 ]
 
 SCHEMA_VERSION = len(MIGRATIONS)
