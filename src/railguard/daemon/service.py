@@ -86,7 +86,7 @@ class Daemon(Governance):
         self.started_at = time.time()
         # ``provider``: any implementation of the protocol (tests pass the fake); by default the registry's.
         self.provider: Provider = provider or open_provider(
-            home, secrets=lambda env, names: self.secrets.values_for(self.store(), env, names))
+            home, secrets=lambda env, versions: self.secrets.values_for(self.store(), env, versions))
         self._local = threading.local()
         self._jobs: queue.Queue[Job | None] = queue.Queue()
         self._busy: dict[str, str] = {}

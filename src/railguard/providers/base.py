@@ -89,7 +89,11 @@ Progress = Callable[[str, str, dict[str, Any]], None]
 
 # Secret values a provider injects when it (re)starts a process: (env, names) -> {name: value}. Given by the
 # daemon at construction; a provider never writes the values anywhere.
-SecretSource = Callable[[str, list[str]], dict[str, str]]
+# The versions are the ones the release pinned (a service config's ``secret_versions``): a rotated secret reaches a
+# process only through a plan that moves the version. Version 0: the secret was not set when planned (nothing
+# injected); LATEST: a record from before versions were pinned.
+SecretSource = Callable[[str, dict[str, int]], dict[str, str]]
+LATEST = -1
 
 
 class AdoptResponse(_Message):

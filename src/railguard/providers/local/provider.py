@@ -28,6 +28,7 @@ from railguard.model.diagnostics import Diagnostic, error
 from railguard.model.plans import Action
 from railguard.model.resources import LiveStatus, ObservedResource, service_address
 from railguard.providers.base import (
+    LATEST,
     AdoptResponse,
     ApplyRequest,
     ApplyResponse,
@@ -88,7 +89,7 @@ class LocalProvider(Rollouts, Views):
         self.restarts_seen: dict[str, int] = {}  # replica name -> restarts already reported as events
         self.supervisor.on_restart = self._restarted
         # Secret values come from the daemon when a process starts; they are never written to runtime.json.
-        self.secret_values: SecretSource = secrets or (lambda env, names: {})
+        self.secret_values: SecretSource = secrets or (lambda env, versions: {})
         self.isolation = isolation.detect(home)
 
     # -- lifecycle -----------------------------------------------------------------------------
@@ -113,8 +114,9 @@ class LocalProvider(Rollouts, Views):
                         continue
                     for replica in rs.replicas:
                         alive = is_alive(replica.record)
-                        if replica.secret_names:  # runtime.json holds names only: restore the values
-                            values = self.secret_values(env, replica.secret_names)
+                        if replica.secret_names:  # runtime.json holds names only: restore the pinned values
+                            values = self.secret_values(env, replica.secret_versions or
+                                                        {n: LATEST for n in replica.secret_names})
                             replica.spec = replace(replica.spec, env={**replica.spec.env, **values})
                         replica.record = self.supervisor.add(replica.spec, replica.record)
                         notes.append(f"{replica.spec.name}: {'adopted pid' if alive else 'restarted as pid'} "

@@ -121,7 +121,8 @@ def run_release_command(config: dict[str, Any], environ: dict[str, str], artifac
 
 def start_replicas(count: int, first_index: int, config: dict[str, Any], *, env: str, service: str, release: int,
                    data_dir: Path, artifact: Artifact, home: Path, log_dir: Path,
-                   secrets: dict[str, str] | None = None, user: str | None = None) -> list[Replica]:
+                   secrets: dict[str, str] | None = None, user: str | None = None,
+                   pinned: dict[str, int] | None = None) -> list[Replica]:
     started: list[Replica] = []
     for index in range(first_index, first_index + count):
         port = allocate_port() if config["listen"] else None
@@ -140,7 +141,7 @@ def start_replicas(count: int, first_index: int, config: dict[str, Any], *, env:
             stop_all(started)
             raise Failure("rollout.start_failed", "A replica could not be started", str(exc),
                           {"command": spec.argv}) from exc
-        started.append(Replica(spec, record, sorted(secrets or {})))
+        started.append(Replica(spec, record, sorted(secrets or {}), dict(pinned or {})))
     return started
 
 

@@ -16,7 +16,7 @@ from typing import Any
 
 from railguard.model.plans import Action
 from railguard.model.resources import ObservedResource, Resource
-from railguard.providers.base import ApplyRequest, ApplyResponse, ObserveRequest, ObserveResponse, Progress
+from railguard.providers.base import LATEST, ApplyRequest, ApplyResponse, ObserveRequest, ObserveResponse, Progress
 from railguard.providers.local import artifacts
 from railguard.providers.local.edge import CaddyEdge, EdgeError, EdgeRoute
 from railguard.providers.local.isolation import Level, ensure_user, prepare_data, seal_artifact, user_name
@@ -25,6 +25,15 @@ from railguard.providers.local.replicas import Failure, check, gate, replica_env
 from railguard.providers.local.replicas import stop_all as stop_replicas
 from railguard.providers.local.runtime import LIVE, PENDING, WARM, EnvRuntime, Replica, ReplicaSet, RuntimeState
 
+
+def pinned(config: dict[str, Any]) -> dict[str, int]:
+    """The secret versions a service's release runs with (a config from before pinning: the latest)."""
+    versions = config.get("secret_versions")
+    if versions is None:
+        return {name: LATEST for name in config.get("secrets", [])}
+    return {str(name): int(version) for name, version in versions.items()}
+
+
 CLAIM_S = 600.0  # how long a warm set claimed for an instant rollback is kept from expiring
 
 
@@ -32,7 +41,7 @@ class Rollouts:
     home: Path
     state: RuntimeState
     supervisor: Supervisor
-    secret_values: Callable[[str, list[str]], dict[str, str]]
+    secret_values: Callable[[str, dict[str, int]], dict[str, str]]
     isolation: Level
 
     def edge(self, env: str) -> CaddyEdge:
@@ -85,13 +94,14 @@ class Rollouts:
                 with step("release-command"):
                     environ = replica_env(cfg, env=env, service=name, release=release, index=None, port=None,
                                           data_dir=data_dir, artifact=artifact, home=self.home,
-                                          secrets=self.secret_values(env, cfg["secrets"]), user=user)
+                                          secrets=self.secret_values(env, pinned(cfg)), user=user)
                     run_release_command(cfg, environ, artifact, log_dir / f"{env}.{name}.r{release}.release.log",
                                         user)
             with step("start"):
                 started = start_replicas(cfg["replicas"], 0, cfg, env=env, service=name, release=release,
                                          data_dir=data_dir, artifact=artifact, home=self.home, log_dir=log_dir,
-                                         secrets=self.secret_values(env, cfg["secrets"]), user=user)
+                                         secrets=self.secret_values(env, pinned(cfg)), user=user,
+                                         pinned=pinned(cfg))
                 new_set = ReplicaSet(service=name, release=release, fingerprint=desired.fingerprint, config=cfg,
                                      depends_on=desired.depends_on, artifact=str(artifact.path), role=PENDING,
                                      replicas=started)
@@ -191,13 +201,15 @@ class Rollouts:
                 extra = start_replicas(want - have, first, cfg, env=env, service=name, release=live.release,
                                        data_dir=self._data_dir(request, user), artifact=artifact, home=self.home,
                                        log_dir=self.home / "logs" / env / name,
-                                       secrets=self.secret_values(env, cfg["secrets"]), user=user)
+                                       secrets=self.secret_values(env, pinned(cfg)), user=user,
+                                       pinned=pinned(cfg))
                 try:
                     gate(extra, cfg)
                 except Failure:
                     stop_replicas(extra)
                     raise
-                live.replicas += [Replica(r.spec, self.supervisor.add(r.spec, r.record), r.secret_names)
+                live.replicas += [Replica(r.spec, self.supervisor.add(r.spec, r.record), r.secret_names,
+                                          r.secret_versions)
                                   for r in extra]
         elif want < have:
             removed = live.replicas[want:]
