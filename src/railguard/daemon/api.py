@@ -293,7 +293,7 @@ def route(daemon: Daemon, method: str, parts: list[str], query: dict[str, str], 
             return {"tokens": daemon.list_tokens()}
         case ("POST", "tokens", 4) if parts[3] == "revoke":
             require(who, Permission.admin, None)
-            return {"token": daemon.revoke_token(parts[2])}
+            return {"token": daemon.revoke_token(parts[2], who)}
         case ("POST", "secrets", 2):
             secret = _parse(SecretSetRequest, body)
             require(who, Permission.secret, secret.env)
@@ -324,6 +324,10 @@ def route(daemon: Daemon, method: str, parts: list[str], query: dict[str, str], 
             return {"gc": daemon.gc(spec if isinstance(spec, str) and spec else None, dry_run)}
         case ("POST", "shutdown", 2):
             require(who, Permission.admin, None)
-            daemon.request_shutdown(_parse(ShutdownRequest, body).everything)
+            everything = _parse(ShutdownRequest, body).everything
+            running = daemon.protected_running() if everything else []
+            if running:
+                daemon.terminal_check(who, f"stop everything while protected {', '.join(running)} runs")
+            daemon.request_shutdown(everything)
             return {"stopping": True}
     raise _bad(f"unknown endpoint {method} /{'/'.join(parts)}")

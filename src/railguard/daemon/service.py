@@ -30,6 +30,7 @@ from railguard.daemon.mode import Mode
 from railguard.daemon.secrets_ops import Secrets
 from railguard.engine import guard, usecases
 from railguard.engine.guard import short_hash
+from railguard.engine.observe import state_protected
 from railguard.engine.recovery import recover
 from railguard.engine.workspace import Workspace
 from railguard.model.api import (
@@ -51,7 +52,7 @@ from railguard.model.diagnostics import RailguardError, error
 from railguard.model.plans import Plan
 from railguard.model.principals import Principal
 from railguard.model.spec import NAME_PATTERN
-from railguard.providers.base import LogsRequest, Provider, ShutdownRequest, TickRequest
+from railguard.providers.base import DescribeRequest, LogsRequest, Provider, ShutdownRequest, TickRequest
 from railguard.providers.registry import open_provider
 from railguard.secrets.keys import key_dir, state_id
 from railguard.state import approvals
@@ -220,6 +221,12 @@ class Daemon(Governance):
         return PlanAnswer.of(plan, short_hash(plan))
 
     # -- API ----------------------------------------------------------------------------------
+    def protected_running(self) -> list[str]:
+        """Environments protected in state that have live replicas now (stopping them needs a person)."""
+        store = self.store()
+        return [env for env in store.environment_names() if state_protected(store, env)
+                and self.provider.describe(DescribeRequest(env=env)).live_sets > 0]
+
     def health(self) -> DaemonHealth:
         summary = self.provider.summary()
         return DaemonHealth(pid=os.getpid(), home=str(self.home), started_at=self.started_at,

@@ -139,6 +139,13 @@ def approve(store: Store, plan: Plan, status: str, principal: Principal, *, conf
                 address=plan.id, extra={"confirm": missing}))
     if principal.kind == "user":
         _terminal_check(principal, plan, typed)
+    elif typed is not None and typed != short_hash(plan):
+        # A token's approval need not be typed, but a confirmation typed wrong is a person who read another plan.
+        raise RailguardError(error(
+            "approval.wrong_hash", "The typed confirmation does not match the plan",
+            f"The short hash typed back is not plan {plan.id}'s: what was reviewed is not what would be approved.",
+            f"Read the plan again (`railguard show {plan.id}`) and type its short hash, or do not approve it.",
+            address=plan.id))
     return approvals.record(store, plan.id, plan.hash, decision, principal.id, reason, confirmed, APPROVAL_TTL_S)
 
 

@@ -105,6 +105,7 @@ CODES: dict[str, str] = {
     "policy.frozen": "The environment is in a change freeze.",
     "approval.self": "The principal that requested a plan cannot approve it.",
     "approval.confirm_required": "Approving a delete in a protected environment needs its address typed back.",
+    "approval.wrong_hash": "The short hash typed to confirm an approval is not the plan's.",
     "approval.not_applicable": "The plan cannot be approved (denied, applied or rejected).",
     "secret.key_unavailable": "The key that encrypts secrets cannot be loaded or does not match.",
     "secret.on_command_line": "A secret value was given as a command-line argument.",
