@@ -103,7 +103,9 @@ class Deployment:
 
     def rg(self, *args: str, stdin: str | None = None) -> subprocess.CompletedProcess[str]:
         env = {k: v for k, v in os.environ.items() if k not in ("RAILGUARD_HOME", "RAILGUARD_TOKEN")}
-        env.update({"NO_COLOR": "1", "COLUMNS": "200", **self.env})
+        # Tools installed beside this interpreter (the Caddy binary) stay findable from the other interpreter.
+        path = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
+        env.update({"NO_COLOR": "1", "COLUMNS": "200", "PATH": path, **self.env})
         return subprocess.run([self.python, "-m", "railguard", *args], cwd=self.root, capture_output=True,
                               text=True, timeout=180, env=env, input=stdin, check=False)
 
