@@ -125,7 +125,9 @@ def test_audit_entries_are_chained_from_genesis_and_anchored(store: Store, tmp_p
     assert [r.principal for r in rows] == ["user:0", "user:1", "user:2"]
     assert rows[0].prev_hash == audit.GENESIS and rows[1].prev_hash == rows[0].hash
     assert rows[2].detail == {"i": 2} and rows[2].plan_hash == "sha256:2" and rows[2].outcome == "ok"
-    assert json.loads(anchor.read_text()) == {"count": 3, "hash": rows[2].hash}
+    pinned = json.loads(anchor.read_text())
+    assert {k: pinned[k] for k in ("count", "hash", "keyed_from")} == {"count": 3, "hash": rows[2].hash,
+                                                                       "keyed_from": 1} and pinned["mac"]
     assert anchor.parent.stat().st_mode & 0o777 == 0o700  # beside the secret key: private
     assert [r.principal for r in audit.entries(store, limit=2)] == ["user:1", "user:2"]
     assert [r.principal for r in audit.entries(store, env="prod")] == ["user:0"]
@@ -174,7 +176,8 @@ def test_audit_verify_notices_a_replaced_last_entry(store: Store, tmp_path: Path
     assert audit.verify(store, anchor).problems == [
         "the log ends at entry 2 but 2 were written: entries were removed"]
     (tmp_path / "gone").mkdir()
-    assert audit.verify(store, tmp_path / "gone" / "missing").ok is True  # no anchor yet: nothing to compare
+    # Every append writes the anchor, so entries without one mean it was deleted (with the chain rewritten, maybe).
+    assert "is missing" in audit.verify(store, tmp_path / "gone" / "missing").problems[0]
 
 
 def test_audit_details_pass_the_redactor(store: Store) -> None:
@@ -389,6 +392,10 @@ def test_an_agent_changing_a_protected_environment_needs_a_human() -> None:
     ("health.start_period_ms", 1000, 2000, "health start_period_ms is loosened"),
     ("health.unhealthy_threshold", 2, 3, "health unhealthy_threshold is loosened"),
     ("health.healthy_threshold", 3, 2, "health healthy_threshold is loosened"),
+    ("health.http", "/a", "/b", "the health check's http changes (health.http)"),
+    ("health.mode", "http", "tcp", "the health check's kind changes (health.mode)"),
+    ("stop_timeout_ms", 10000, 0, "stop is shortened (stop_timeout)"),
+    ("replicas", 1, 30, "replicas scale from 1 to 30, more than x3 (replicas)"),
 ])
 def test_weakened_safety_in_a_protected_environment_needs_approval(path: str, before: Any, after: Any,
                                                                    found: str) -> None:
@@ -405,7 +412,8 @@ def test_weakened_safety_in_a_protected_environment_needs_approval(path: str, be
 @pytest.mark.parametrize(("path", "before", "after"), [
     ("replicas", 2, 1), ("drain_timeout_ms", 1000, 5000), ("drain_timeout_ms", 1000, 1000),
     ("health.interval_ms", 2000, 1000), ("health.interval_ms", 1000, 1000), ("health.healthy_threshold", 2, 3),
-    ("health.http", "/a", "/b"), ("health.interval_ms", None, 1000), ("health.interval_ms", 1000, "2s"),
+    ("health.http", None, "/b"), ("health.interval_ms", None, 1000), ("replicas", 1, 3), ("stop_timeout_ms", 1, 2),
+    ("health.interval_ms", 1000, "2s"),
     ("drain_timeout_ms", "5s", 1), ("health", None, {"mode": "http"}), ("env.X", "1", "2"),
 ])
 def test_tightened_or_unrelated_changes_are_not_weakening(path: str, before: Any, after: Any) -> None:
@@ -414,15 +422,35 @@ def test_tightened_or_unrelated_changes_are_not_weakening(path: str, before: Any
     assert _verdicts([change], protected=True) == []
 
 
-def test_weakening_lists_every_finding_once_and_only_for_service_updates() -> None:
+def test_weakening_lists_every_finding_once_for_service_updates_and_replaces() -> None:
     diff = [FieldDiff(path="health.interval_ms", before=1, after=2), FieldDiff(path="replicas", before=1, after=0),
             FieldDiff(path="health.timeout_ms", before=1, after=2), FieldDiff(path="replicas", before=3, after=0)]
     found = _verdicts([_change("production/service.web", Action.update, Risk.safe, diff=diff)], protected=True)
     assert found[0].message.endswith(": health interval_ms is loosened, health timeout_ms is loosened, "
                                      "replicas drop to 0")
     replaced = _change("production/service.web", Action.replace, Risk.safe, diff=diff)
+    assert _verdicts([replaced], protected=True)[0].message == found[0].message
     edge = _change("production/edge", Action.update, Risk.safe, kind="edge", diff=diff)
-    assert _verdicts([replaced, edge], protected=True) == []
+    created = _change("production/service.web", Action.create, Risk.safe, diff=diff)
+    assert _verdicts([edge, created], protected=True) == []
+
+
+@pytest.mark.parametrize(("path", "before", "after", "found"), [
+    ("bind", "127.0.0.1", "0.0.0.0", "the edge listens more widely: 127.0.0.1 -> 0.0.0.0 (edge_bind)"),
+    ("bind", "10.0.0.5", "::", "the edge listens more widely: 10.0.0.5 -> :: (edge_bind)"),
+    ("routes", [{"host": None, "path": "/", "service": "web"}],
+     [{"host": None, "path": "/", "service": "web"}, {"host": "admin.example.com", "path": "/", "service": "web"}],
+     "routes are exposed on new hosts: admin.example.com (routes.host)"),
+])
+def test_a_wider_edge_in_a_protected_environment_needs_approval(path: str, before: Any, after: Any,
+                                                                found: str) -> None:
+    edge = _change("production/edge", Action.update, Risk.safe, kind="edge",
+                   diff=[FieldDiff(path=path, before=before, after=after)])
+    verdicts = _verdicts([edge], protected=True)
+    assert [v.message for v in verdicts] == [f"safety is weakened in protected 'production': {found}"]
+    narrower = _change("production/edge", Action.update, Risk.safe, kind="edge",
+                       diff=[FieldDiff(path=path, before=after, after=before)])
+    assert _verdicts([narrower], protected=True) == []
 
 
 def test_an_artifact_that_did_not_soak_is_denied_in_a_protected_environment() -> None:

@@ -15,7 +15,7 @@ from railguard.model.counters import COUNTS
 from railguard.model.diagnostics import RailguardError
 from railguard.model.principals import Principal, Role
 from railguard.providers.fake import FakeProvider
-from railguard.state import approvals
+from railguard.state import approvals, audit
 from railguard.state.store import Store
 
 from .conftest import BASE_SPEC
@@ -147,6 +147,11 @@ def test_job_checks_approvals_again_under_the_lock(tmp_path: Path) -> None:
         usecases.submit_apply(ws, plan.id, store, provider, agent)
     assert _codes(exc) == ["policy.approval_required"]
     approvals.record(store, plan.id, plan.hash, "approved", "user:approver", "", [], 3600)
+    with pytest.raises(RailguardError) as exc:  # an approval counts only with its entry in the audit log
+        usecases.submit_apply(ws, plan.id, store, provider, agent)
+    assert _codes(exc) == ["policy.approval_required"] and "audit log" in exc.value.diagnostics[0].detail
+    audit.append(store, None, principal="user:approver", action=audit.APPROVE_ACTION, outcome="ok", env="staging",
+                 plan_id=plan.id, plan_hash=plan.hash)
     submitted = usecases.submit_apply(ws, plan.id, store, provider, agent)
     approvals.record(store, plan.id, plan.hash, "rejected", "user:approver", "not now", [], 3600)
     with pytest.raises(RailguardError) as exc:

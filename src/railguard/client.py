@@ -99,8 +99,10 @@ class Client:
         except (httpx.HTTPError, ValueError):
             return False
 
-    def start_daemon(self, require_token: bool = False, extra: list[str] | None = None) -> int:
-        """Start the daemon detached; ``extra``: more arguments of ``daemon run`` (``--console``, ``--spec``)."""
+    def start_daemon(self, require_token: bool = False, extra: list[str] | None = None, *,
+                     allow_shared_user: bool = False, same_user: bool = False) -> int:
+        """Start the daemon detached; without flags it runs in the mode recorded for the state folder (never
+        weaker). ``extra``: more arguments of ``daemon run`` (``--console``, ``--spec``)."""
         if self.alive():
             return self.daemon_pid() or 0
         # Open the store here first: a corrupt, too new or unwritable state folder is reported
@@ -112,7 +114,8 @@ class Client:
         out = open(out_path, "ab")  # handed to the child
         proc = subprocess.Popen(
             [sys.executable, "-m", "railguard", "daemon", "run", "--home", str(self.ws.home)]
-            + (["--require-token"] if require_token else []) + (extra or []),
+            + (["--require-token"] if require_token else []) + (["--allow-shared-user"] if allow_shared_user else [])
+            + (["--same-user"] if same_user else []) + (extra or []),
             stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT, start_new_session=True,
             cwd=str(self.ws.home))
         out.close()

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import os
+import signal
 import sqlite3
 from collections.abc import Iterator
 from pathlib import Path
@@ -10,7 +12,7 @@ from typing import Any
 
 import pytest
 
-from .harness import APP, Workspace, check_contract, free_port, run_on_terminal
+from .harness import APP, Workspace, check_contract, free_port, run_on_terminal, wait_for
 
 SPEC = """
 [app]
@@ -281,7 +283,7 @@ def test_an_edited_audit_entry_is_detected(g: Guarded) -> None:
 def test_token_only_mode(g: Guarded) -> None:
     admin = g.token("root-admin", "admin")
     assert g.rg("daemon", "stop").returncode == 0
-    assert g.rg("daemon", "start", "--require-token").returncode == 0
+    assert g.rg("daemon", "start", "--require-token", "--allow-shared-user").returncode == 0
     code, refused = g.rg_json("status", "--env", "staging")
     assert code == 1 and codes(refused) == ["auth.token_required"]
     code, ok = g.as_(admin, "whoami")
@@ -302,6 +304,23 @@ def test_logs_served_are_redacted_even_when_the_app_prints_its_secret(g: Guarded
         text = g.rg(*args).stdout
         assert "connecting with token (sensitive:API_TOKEN)" in text
         assert STAGING_SECRET not in text
+    # A rotation is a pending change: the daemon dies, its replica too, and the adopting daemon restarts the
+    # replica with the version its release pinned, never the new one.
+    rotated = "stg-rotated-0d9e3c5a-value"
+    g.set_secret("staging", rotated)
+    replica = g.status()["services"][0]["replicas"][0]["pid"]
+    os.kill(int(json.loads((g.root / ".railguard" / "daemon.pid").read_text())["pid"]), signal.SIGKILL)
+    os.kill(replica, signal.SIGKILL)
+    wait_for(lambda: (s := g.status()["services"][0]["replicas"]) and s[0]["pid"] not in (None, replica),
+             "the adopting daemon to restart the replica")
+    logs = sorted((g.root / ".railguard" / "logs" / "staging" / "web").glob("*.log"))
+    raw = "".join(p.read_text() for p in logs)
+    wait_for(lambda: "".join(p.read_text() for p in logs).count(STAGING_SECRET) >= 2, "the restart's log line")
+    assert rotated not in "".join(p.read_text() for p in logs)
+    code, planned = g.rg_json("plan", "--env", "staging")  # the new version goes live only through a plan
+    assert code == 0 and any("secret_versions" in c["reason"] for c in planned["plan"]["changes"]), planned
+    served = g.rg("logs", "web", "--env", "staging").stdout  # every version stays redacted
+    assert STAGING_SECRET not in served and rotated not in served and raw
 
 
 def test_a_token_cannot_point_the_daemon_at_another_spec(g: Guarded, tmp_path_factory: Any) -> None:

@@ -32,9 +32,15 @@ def start(
         "--require-token", help="Token-only mode: every request must carry a token; OS identity grants nothing.")
     ] = False,
     console: ConsoleOpt = None,
+    allow_shared_user: Annotated[bool, typer.Option(
+        "--allow-shared-user", help="Run without workload isolation even in token-only mode (app code then runs "
+        "as the daemon's user; see docs/guardrails.md).")] = False,
+    same_user: Annotated[bool, typer.Option(
+        "--same-user", help="Leave token-only mode recorded for this state folder (it is kept across restarts).")
+    ] = False,
     as_json: JsonOpt = False,
 ) -> None:
-    """Start the daemon in the background (no-op when it runs)."""
+    """Start the daemon in the background (no-op when it runs). Its mode is kept across restarts."""
     ws, client = connect(spec)
     if console is not None:
         from railguard.console.serve import loopback, parse_listen
@@ -52,7 +58,7 @@ def start(
                 "A console is started with the daemon's process; the running daemon was started without it.",
                 "Run `railguard console` beside it, or `railguard daemon stop` then start it again with --console."))
     extra = ["--console", console, "--spec", str(ws.spec_path)] if console else []
-    pid = client.start_daemon(require_token, extra)
+    pid = client.start_daemon(require_token, extra, allow_shared_user=allow_shared_user, same_user=same_user)
     if as_json:
         finish(True, [], {"pid": pid, "home": str(ws.home)})
     out.print(f"Daemon running (pid {pid}) for {ws.home}")
@@ -88,12 +94,16 @@ def status(spec: SpecOpt = None, as_json: JsonOpt = False) -> None:
         return
     edges = ", ".join(f"{env} (pid {e.pid})" if e.running else f"{env} (stopped)"
                       for env, e in sorted(info.edges.items())) or "none yet"
-    out.print(f"Running: pid {info.pid}, {info.replicas} replica(s) supervised, edges: {edges}; state {info.home}")
+    out.print(f"Running: pid {info.pid}, {info.replicas} replica(s) supervised, edges: {edges}; state {info.home}; "
+              f"{info.isolation}" + (", token-only" if info.require_token else "")
+              + (" (shared user allowed: app code runs as the daemon's user)" if info.shared_user_allowed else ""))
 
 
 @guarded()
 def run(home: Annotated[Path, typer.Option("--home", help="State folder.")],
         require_token: Annotated[bool, typer.Option("--require-token")] = False,
+        allow_shared_user: Annotated[bool, typer.Option("--allow-shared-user")] = False,
+        same_user: Annotated[bool, typer.Option("--same-user")] = False,
         console: ConsoleOpt = None, spec: SpecOpt = None) -> None:
     """Run the daemon in the foreground (what `daemon start` launches)."""
     from railguard.daemon.lifecycle import AlreadyRunning
@@ -101,7 +111,7 @@ def run(home: Annotated[Path, typer.Option("--home", help="State folder.")],
 
     companions = [_console(home.absolute(), spec, console)] if console else []
     try:
-        run_daemon(home.absolute(), require_token, companions)
+        run_daemon(home.absolute(), require_token, allow_shared_user, same_user, companions)
     except AlreadyRunning as exc:
         raise RailguardError(error("daemon.unavailable", "A daemon already runs for this state folder", str(exc),
                                    "Use it (`railguard daemon status`), or stop it first.")) from exc

@@ -189,6 +189,9 @@ def whoami(spec: SpecOpt = None, as_json: JsonOpt = False) -> None:
     p = found.principal
     out.print(f"{escape(p.id)}: {p.role}" + (f" in {', '.join(p.envs)}" if p.envs else "")
               + ("; terminal" if p.tty else "; no terminal"))
+    if found.shared_user_allowed:
+        out.print("[yellow]This daemon runs without workload isolation (--allow-shared-user): app code runs as the "
+                  "daemon's user, so tokens do not bound what it can do (docs/guardrails.md).[/]")
 
 
 @audit_app.callback(epilog="Examples:\n\n  $ railguard audit --env production --limit 20\n\n  $ railguard audit verify")

@@ -20,14 +20,15 @@ from collections.abc import Callable, Iterable
 from typing import Any, NoReturn, ParamSpec, TypeVar
 
 import typer
-from rich.console import Console
 from rich.markup import escape
 from typer._click.exceptions import UsageError  # typer vendors click; its public API exports no UsageError
 
+from railguard.cli.terminal import SafeConsole
 from railguard.model.diagnostics import Diagnostic, RailguardError, Severity, error
 
-out = Console(highlight=False, soft_wrap=True)
-err = Console(stderr=True, highlight=False, soft_wrap=True)
+# Both strip control characters from what they render: much of it is text an agent or an app chose.
+out = SafeConsole(highlight=False, soft_wrap=True)
+err = SafeConsole(stderr=True, highlight=False, soft_wrap=True)
 
 _COLOURS = {Severity.error: "red", Severity.warning: "yellow", Severity.info: "cyan"}
 

@@ -217,7 +217,8 @@ def status(found: EnvironmentStatus) -> None:
     edge = found.edge
     out.print(f"[bold]{found.env}[/]  serial {found.serial}  edge "
               + (f"{edge.url} ({'running' if edge.running else '[red]not running[/]'})" if edge.port
-                 else "not deployed"))
+                 else "not deployed")
+              + (f"  isolation {found.isolation}" + (f" (user {found.user})" if found.user else "")))
     if found.operation:
         op = found.operation
         out.print(f"  operation in flight: {op.id} ({op.kind}, {op.status})")

@@ -54,6 +54,7 @@ from railguard.model.principals import Permission, Principal
 log = logging.getLogger("railguard.daemon.api")
 R = TypeVar("R", bound=Request)
 MAX_BODY = 2_000_000
+READ_TIMEOUT_S = 30.0
 _STATUS_BY_CODE = {"plan.not_found": 404, "operation.not_found": 404, "operation.busy": 409, "state.locked": 409,
                    "auth.unknown_token": 401, "auth.token_revoked": 401, "auth.token_expired": 401,
                    "auth.token_required": 401, "auth.forbidden": 403, "auth.needs_terminal": 403}
@@ -77,6 +78,9 @@ class Server(socketserver.ThreadingUnixStreamServer):
 class Handler(BaseHTTPRequestHandler):
     server: Server
     protocol_version = "HTTP/1.1"
+    # Every read from the socket (request line, headers, body) gives up after this long, so a client that
+    # stops sending (a "Content-Length" it never fills) holds only its own thread, and only for a while.
+    timeout = READ_TIMEOUT_S
 
     def log_message(self, format: str, *args: Any) -> None:
         log.debug(format, *args)
@@ -90,16 +94,33 @@ class Handler(BaseHTTPRequestHandler):
         self.send_response(status)
         self.send_header("Content-Type", "application/json")
         self.send_header("Content-Length", str(len(data)))
+        if self.close_connection:  # a refused body was never read: nothing after it can be trusted
+            self.send_header("Connection", "close")
         self.end_headers()
         view = memoryview(data)  # a large answer (a 10k-service plan's body) goes out in 1 MiB writes
         for start in range(0, len(data), 1 << 20):
             self.wfile.write(view[start:start + (1 << 20)])
 
     def _body(self) -> bytes:
-        length = int(self.headers.get("Content-Length") or 0)
+        declared = (self.headers.get("Content-Length") or "0").strip()
+        if not declared.isdigit():  # "abc", "-1", "1e3": refused before reading anything
+            self.close_connection = True
+            raise _bad(f"Content-Length must be a non-negative integer, not {declared[:40]!r}")
+        length = int(declared)
         if length > MAX_BODY:
+            self.close_connection = True
             raise _bad(f"the request body is larger than {MAX_BODY} bytes")
-        return self.rfile.read(length) if length else b""
+        if not length:
+            return b""
+        try:
+            raw = self.rfile.read(length)
+        except TimeoutError as exc:
+            self.close_connection = True
+            raise _bad(f"the request body did not arrive within {READ_TIMEOUT_S:.0f} s") from exc
+        if len(raw) < length:
+            self.close_connection = True
+            raise _bad(f"the request body ended after {len(raw)} of {length} bytes")
+        return raw
 
     def do_GET(self) -> None:
         self._dispatch("GET")
@@ -353,7 +374,7 @@ def route(daemon: Daemon, method: str, parts: list[str], query: dict[str, str], 
             return {"tokens": daemon.list_tokens()}
         case ("POST", "tokens", 4) if parts[3] == "revoke":
             require(who, Permission.admin, None)
-            return {"token": daemon.revoke_token(parts[2])}
+            return {"token": daemon.revoke_token(parts[2], who)}
         case ("POST", "secrets", 2):
             secret = _parse(SecretSetRequest, body)
             require(who, Permission.secret, secret.env)
@@ -379,7 +400,9 @@ def route(daemon: Daemon, method: str, parts: list[str], query: dict[str, str], 
             require(who, read, _need(query, "env"))
             return {"policies": daemon.policies(_need(query, "spec"), _need(query, "env"))}
         case ("GET", "whoami", 2):
-            return dict(WhoAmI(principal=who, require_token=daemon.require_token))
+            return dict(WhoAmI(principal=who, require_token=daemon.require_token,
+                               isolation=daemon.provider.summary().isolation,
+                               shared_user_allowed=daemon.mode.allow_shared_user))
         case ("POST", "gc", 2):
             dry_run = body.get("dry_run", False)
             if not isinstance(dry_run, bool):
@@ -392,6 +415,10 @@ def route(daemon: Daemon, method: str, parts: list[str], query: dict[str, str], 
             return {"plan": ran} if isinstance(ran, PlanAnswer) else {"exec": ran}
         case ("POST", "shutdown", 2):
             require(who, Permission.admin, None)
-            daemon.request_shutdown(_parse(ShutdownRequest, body).everything)
+            everything = _parse(ShutdownRequest, body).everything
+            running = daemon.protected_running() if everything else []
+            if running:
+                daemon.terminal_check(who, f"stop everything while protected {', '.join(running)} runs")
+            daemon.request_shutdown(everything)
             return {"stopping": True}
     raise _bad(f"unknown endpoint {method} /{'/'.join(parts)}")

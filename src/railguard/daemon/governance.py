@@ -133,8 +133,21 @@ class Governance:
     def list_tokens(self) -> list[TokenInfo]:
         return tokens.listing(self.store())
 
-    def revoke_token(self, name_or_id: str) -> TokenInfo:
+    def revoke_token(self, name_or_id: str, who: Principal | None = None) -> TokenInfo:
+        target = next((t for t in tokens.listing(self.store()) if name_or_id in (t.id, t.name)), None)
+        if who is not None and target is not None and target.role in (Role.approver.value, Role.admin.value):
+            # Revoking the people who approve leaves an agent alone with the environments: a person does it.
+            self.terminal_check(who, f"revoke the {target.role} token '{target.name}'")
         return tokens.revoke(self.store(), name_or_id)
+
+    def terminal_check(self, who: Principal, what: str) -> None:
+        """Same-user mode: the OS user's request must come from a terminal (an agent's subprocess has none)."""
+        if who.kind == "user" and not who.tty:
+            raise RailguardError(error(
+                "auth.needs_terminal", f"To {what} as the local user needs a terminal",
+                "In same-user mode this action must come from a process with a controlling terminal, so a command "
+                "an agent runs without one cannot weaken what guards the protected environments.",
+                "Run the command yourself in a terminal, or use an admin token."))
 
     def list_secrets(self, env: str | None, who: Principal) -> list[SecretInfo]:
         return [s for s in secretstore.listing(self.store(), env) if who.allows(Permission.read, s.env)]

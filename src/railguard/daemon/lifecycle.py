@@ -16,12 +16,14 @@ from __future__ import annotations
 import fcntl
 import logging
 import logging.handlers
+import os
 import signal
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from types import FrameType
 
+from railguard.daemon import mode
 from railguard.daemon.api import Server
 from railguard.daemon.service import Daemon
 from railguard.engine.workspace import daemon_socket
@@ -47,7 +49,10 @@ def log_handler(home: Path, max_bytes: int = LOG_MAX_BYTES, backups: int = LOG_B
 Companion = Callable[[Daemon], Callable[[], None]]
 
 
-def run(home: Path, require_token: bool = False, companions: Sequence[Companion] = ()) -> None:
+def run(home: Path, require_token: bool = False, allow_shared_user: bool = False, same_user: bool = False,
+        companions: Sequence[Companion] = ()) -> None:
+    # Everything the daemon creates is its own unless made shareable on purpose (artifacts, data folders).
+    os.umask(0o077)
     home.mkdir(parents=True, exist_ok=True, mode=0o700)
     logging.basicConfig(handlers=[log_handler(home)], level=logging.INFO)
     logging.getLogger("httpx").setLevel(logging.WARNING)  # one line per health check would drown the log
@@ -56,8 +61,12 @@ def run(home: Path, require_token: bool = False, companions: Sequence[Companion]
         fcntl.flock(lock.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
     except BlockingIOError as exc:
         raise AlreadyRunning(f"a daemon already serves {home}") from exc
+    daemon = Daemon(home)
+    summary = daemon.provider.summary()
+    daemon.mode = mode.resolve(home, require_token=require_token, allow_shared_user=allow_shared_user,
+                               same_user=same_user, isolation=summary.isolation, reason=summary.isolation_reason)
+    daemon.require_token = daemon.mode.require_token
     write_pid(home)
-    daemon = Daemon(home, require_token)
     daemon.boot()
     server = Server(daemon_socket(home), daemon)
     stoppers = [start(daemon) for start in companions]

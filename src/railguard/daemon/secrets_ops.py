@@ -42,10 +42,14 @@ class Secrets:
         return inline.encode() if inline else key_file(self.home).read_bytes().strip()
 
     def refresh(self, store: Store) -> None:
-        """Teach the redactor every current value (called at boot and after each change)."""
+        """Teach the redactor every value, of every version (called at boot and after each change).
+
+        Replicas run the version their release pinned, and logs keep what older ones printed, so a rotated-out
+        value must stay hidden as long as anything may still hold it.
+        """
         if not secretstore.has_secrets(store):
             return
-        self.redactor.update((name, value) for _, name, value in secretstore.values(store, self.fernet()))
+        self.redactor.update((name, value) for _, name, value in secretstore.every_value(store, self.fernet()))
 
     def set(self, store: Store, env: str, name: str, value: str, who: str) -> SecretSet:
         if not NAME.match(name):
@@ -67,10 +71,11 @@ class Secrets:
         self.refresh(store)
         return SecretSet(env=env, name=name, version=version)
 
-    def values_for(self, store: Store, env: str, names: list[str]) -> dict[str, str]:
-        if not names:
+    def values_for(self, store: Store, env: str, versions: dict[str, int]) -> dict[str, str]:
+        """The values a release pinned (name -> version), for the processes it starts or restarts."""
+        if not versions:
             return {}
-        return {n: v for _, n, v in secretstore.values(store, self.fernet(), env) if n in names}
+        return secretstore.values_at(store, self.fernet(), env, versions)
 
 
 def _invalid(detail: str) -> RailguardError:

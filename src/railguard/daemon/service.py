@@ -27,9 +27,11 @@ from typing import Any
 from railguard.daemon import housekeeping
 from railguard.daemon.execs import ExecSessions
 from railguard.daemon.governance import Governance
+from railguard.daemon.mode import Mode
 from railguard.daemon.secrets_ops import Secrets
 from railguard.engine import guard, usecases
 from railguard.engine.guard import short_hash
+from railguard.engine.observe import state_protected
 from railguard.engine.recovery import recover
 from railguard.engine.workspace import Workspace
 from railguard.model.api import (
@@ -54,7 +56,7 @@ from railguard.model.diagnostics import RailguardError, error
 from railguard.model.plans import Plan
 from railguard.model.principals import Permission, Principal
 from railguard.model.spec import NAME_PATTERN
-from railguard.providers.base import LogsRequest, Provider, ShutdownRequest, TickRequest
+from railguard.providers.base import DescribeRequest, LogsRequest, Provider, ShutdownRequest, TickRequest
 from railguard.providers.registry import open_provider
 from railguard.secrets.keys import key_dir, state_id
 from railguard.sources.store import SnapshotStore
@@ -84,12 +86,13 @@ class Daemon(Governance, ExecSessions):
     def __init__(self, home: Path, require_token: bool = False, provider: Provider | None = None) -> None:
         self.home = home
         self.require_token = require_token
+        self.mode = Mode(require_token=require_token)  # set from the state folder's record by lifecycle.run
         self.secrets = Secrets(home)
         self.anchor = key_dir() / f"{state_id(home)}.audit-head"
         self.started_at = time.time()
         # ``provider``: any implementation of the protocol (tests pass the fake); by default the registry's.
         self.provider: Provider = provider or open_provider(
-            home, secrets=lambda env, names: self.secrets.values_for(self.store(), env, names))
+            home, secrets=lambda env, versions: self.secrets.values_for(self.store(), env, versions))
         self._local = threading.local()
         self._jobs: queue.Queue[Job | None] = queue.Queue()
         self._busy: dict[str, str] = {}
@@ -114,7 +117,11 @@ class Daemon(Governance, ExecSessions):
         for note in self.provider.adopt().notes:  # and from now on the provider supervises what runs
             store.add_event(None, "daemon.adopted", note)
         recover(store, self.provider)
-        store.add_event(None, "daemon.started", f"daemon started (pid {os.getpid()})")
+        level = self.provider.summary()
+        store.add_event(None, "daemon.started", f"daemon started (pid {os.getpid()}, {level.isolation}: "
+                        f"{level.isolation_reason}"
+                        + (", token-only" if self.require_token else "")
+                        + (", shared user allowed" if self.mode.allow_shared_user else "") + ")")
         for target, name in ((self._runner, "railguard-runner"), (self._loop, "railguard-loop")):
             thread = threading.Thread(target=target, name=name, daemon=True)
             thread.start()
@@ -219,12 +226,20 @@ class Daemon(Governance, ExecSessions):
         return PlanAnswer.of(plan, short_hash(plan))
 
     # -- API ----------------------------------------------------------------------------------
+    def protected_running(self) -> list[str]:
+        """Environments protected in state that have live replicas now (stopping them needs a person)."""
+        store = self.store()
+        return [env for env in store.environment_names() if state_protected(store, env)
+                and self.provider.describe(DescribeRequest(env=env)).live_sets > 0]
+
     def health(self) -> DaemonHealth:
         summary = self.provider.summary()
         return DaemonHealth(pid=os.getpid(), home=str(self.home), started_at=self.started_at,
                             edges={env: DaemonEdge(running=edge.running, pid=edge.pid)
                                    for env, edge in summary.edges.items()},
-                            replicas=summary.replicas)
+                            replicas=summary.replicas, isolation=summary.isolation,
+                            isolation_reason=summary.isolation_reason, require_token=self.require_token,
+                            shared_user_allowed=self.mode.allow_shared_user)
 
     def plan(self, spec_path: str, env: str, principal: Principal,
              source_overrides: dict[str, str] | None = None, text: str | None = None,

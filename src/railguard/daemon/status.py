@@ -58,6 +58,8 @@ def describe(daemon: Daemon, env: str, spec_path: str | None) -> EnvironmentStat
         operation=in_flight,
         drift=_drift(store, env, observed, spec_path, daemon.home),
         live_sets=units.live_sets,
+        isolation=units.isolation,
+        user=units.user,
     )
 
 

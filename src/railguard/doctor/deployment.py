@@ -50,7 +50,8 @@ class Deployment:
         self.home = ctx.scratch.socket_folder(label)
         (ctx.scratch.home / "artifacts").mkdir(exist_ok=True)
         (self.home / "artifacts").symlink_to(ctx.scratch.home / "artifacts", target_is_directory=True)
-        self.provider = open_provider(self.home, secrets=lambda env, names: real_secrets(ctx.ws.home, env, names))
+        self.provider = open_provider(self.home,
+                                      secrets=lambda env, versions: real_secrets(ctx.ws.home, env, list(versions)))
         self.store = Store.open(self.home)
         self.port, self.notes = ctx.scratch.port()
         ctx.scratch.closers.append(self.close)

@@ -21,6 +21,7 @@ from railguard.doctor.isolation import data_like, edge_ports_in, sqlite_path
 from railguard.doctor.report import Finding, Status
 from railguard.model.checks import RESERVED_PREFIX, RESERVED_VARIABLES
 from railguard.model.sensitivity import looks_secret
+from railguard.providers.registry import isolation_level
 from railguard.sources.snapshot import list_files
 
 PROVIDED = {*RESERVED_VARIABLES, "LANG", "VIRTUAL_ENV"}
@@ -128,9 +129,26 @@ def _shipped_databases(ctx: Context) -> list[str]:
     return [rel for rel in files if is_sqlite(ctx.source_root / rel)]
 
 
+def workload(ctx: Context) -> list[Finding]:
+    """Per environment: does its code run as its own OS user (isolated) or as the daemon's (shared-user)?"""
+    level, reason = isolation_level(ctx.real_home)
+    findings = []
+    for env in ctx.spec.environments:
+        user = ctx.spec.environments[env].user or f"rg-{ctx.spec.app.name}-{env}"
+        if level == "isolated":
+            findings.append(Finding(status=Status.passed, subject=env, summary=f"{env}: isolated (runs as {user})",
+                                    evidence=[reason]))
+        else:
+            findings.append(Finding(
+                status=Status.warn, subject=env, summary=f"{env}: shared-user: {reason}", evidence=[reason],
+                remediation="Run the daemon as root on a state folder other users can traverse so each "
+                            "environment runs as its own user (docs/guardrails.md, workload isolation)."))
+    return findings
+
+
 def isolation(ctx: Context) -> list[Finding]:
     envs = list(ctx.spec.environments)
-    findings: list[Finding] = []
+    findings: list[Finding] = workload(ctx)
     shipped = _shipped_databases(ctx)
     if shipped:
         findings.append(Finding(

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import os
 import signal
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -36,6 +36,8 @@ class Context:
     source_root: Path
     spec_root: Path
     backups_keep: int = 10  # the spec's retention.backups_keep
+    app: str | None = None  # names the environments' OS users when the runtime isolates them
+    users: dict[str, str] = field(default_factory=dict)  # env -> the OS user the spec names
 
 
 def maybe_fault(step: str, phase: str) -> None:
@@ -87,6 +89,7 @@ def run_changes(store: Store, op_id: str, env: str, changes: list[Change], desir
             source_root=str(ctx.source_root),
             data_dir=str((ctx.spec_root / data_dir).resolve()) if data_dir else None,
             allow_data_loss=list(allow_data_loss or []), backups_keep=ctx.backups_keep,
+            app=ctx.app, user=ctx.users.get(env),
         ), progress)
         if not response.ok:
             store.journal(op_id, step, "fail", {"diagnostics": [d.model_dump(mode="json")

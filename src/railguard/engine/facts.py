@@ -89,7 +89,8 @@ class Facts:
 
     def context(self) -> Context:
         return Context(source_root=self.source_root(), spec_root=self.ws.root,
-                       backups_keep=self.spec.retention.backups_keep)
+                       backups_keep=self.spec.retention.backups_keep, app=self.spec.app.name,
+                       users={n: e.user for n, e in self.spec.environments.items() if e.user})
 
     def versions(self, store: Store, env: str) -> dict[str, int]:
         """The secret versions of ``env`` (they are part of each service's desired config)."""

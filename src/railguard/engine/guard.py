@@ -19,7 +19,7 @@ from railguard.model.diagnostics import RailguardError, error
 from railguard.model.plans import Effect, Plan, Verdict
 from railguard.model.principals import Permission, Principal
 from railguard.policy.guardrails import Facts, evaluate
-from railguard.state import approvals
+from railguard.state import approvals, audit
 from railguard.state.store import Store
 
 APPROVAL_TTL_S = 24 * 3600
@@ -89,13 +89,18 @@ def check_apply(store: Store, plan: Plan, principal: Principal) -> list[Verdict]
     if not needs:
         return verdicts
     standing = approvals.standing(store, plan.id, plan.hash)
+    unlogged = standing is not None and not audit.decision_logged(store, standing.principal, plan.id, plan.hash)
+    if unlogged:
+        standing = None
     missing_confirm = [v.confirm for v in needs if v.confirm and (standing is None or
                                                                   v.confirm not in standing.confirmed)]
     if standing is None or missing_confirm:
         raise RailguardError(error(
             "policy.approval_required", f"Plan {plan.id} needs an approval",
             "; ".join(f"{v.rule}: {v.message}" for v in needs) + ". "
-            + ("No standing approval of this exact plan (id and hash) exists." if standing is None else
+            + ("The approval found has no matching signed entry in the audit log, so it does not count."
+               if unlogged else
+               "No standing approval of this exact plan (id and hash) exists." if standing is None else
                f"The approval does not confirm: {', '.join(c for c in missing_confirm if c)}."),
             f"Ask an approver ({', '.join(sorted({a for v in needs for a in v.approvers}))}) to run "
             f"`railguard approve {plan.id}`" + "".join(f" --confirm {c}" for c in missing_confirm if c)
@@ -134,6 +139,13 @@ def approve(store: Store, plan: Plan, status: str, principal: Principal, *, conf
                 address=plan.id, extra={"confirm": missing}))
     if principal.kind == "user":
         _terminal_check(principal, plan, typed)
+    elif typed is not None and typed != short_hash(plan):
+        # A token's approval need not be typed, but a confirmation typed wrong is a person who read another plan.
+        raise RailguardError(error(
+            "approval.wrong_hash", "The typed confirmation does not match the plan",
+            f"The short hash typed back is not plan {plan.id}'s: what was reviewed is not what would be approved.",
+            f"Read the plan again (`railguard show {plan.id}`) and type its short hash, or do not approve it.",
+            address=plan.id))
     return approvals.record(store, plan.id, plan.hash, decision, principal.id, reason, confirmed, APPROVAL_TTL_S)
 
 

@@ -19,6 +19,7 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
+from railguard.engine import datafolders
 from railguard.model.diagnostics import Diagnostic, RailguardError, error, has_errors
 from railguard.model.errors import PermanentError
 from railguard.model.spec import Spec
@@ -67,7 +68,11 @@ class Workspace:
 
     def load(self) -> tuple[Spec | None, list[Diagnostic]]:
         """Parse the spec; diagnostics include warnings even when the spec is usable."""
-        return parse_spec(self.read_spec_text(), file=self._display_path())
+        spec, diagnostics = parse_spec(self.read_spec_text(), file=self._display_path())
+        if spec is not None:  # data folders as they resolve on this machine, beside the state folder
+            seen = {(d.code, d.address) for d in diagnostics}
+            diagnostics += [d for d in datafolders.check(spec, self.root, self.home) if (d.code, d.address) not in seen]
+        return spec, diagnostics
 
     def load_valid(self, tolerate: frozenset[str] = frozenset()) -> tuple[Spec, list[Diagnostic]]:
         """Parse the spec or raise with every error found (errors with a ``tolerate``d code excepted)."""

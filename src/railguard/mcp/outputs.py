@@ -134,6 +134,10 @@ class Whoami(Payload):
     tools: list[str] | None = None
     environments: list[str] | None = None
     spec: str | None = None
+    isolation: str | None = Field(default=None, description="'isolated': app code runs as per-environment OS "
+                                                            "users; 'shared-user': as the daemon's user.")
+    shared_user_allowed: bool | None = Field(default=None, description="Token-only without isolation, accepted "
+                                                                       "with --allow-shared-user.")
 
 
 class Status(Payload):

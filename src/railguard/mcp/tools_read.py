@@ -49,13 +49,17 @@ POLL_S = 0.25
 async def whoami(call: Call, args: NoArgs) -> Outcome:
     """Who this server acts as (a token, or the local OS user), its role, the tools it may call and the
     environments of the spec. Start here."""
-    found = (await call.gw.run(lambda c: c.whoami())).principal
+    answer = await call.gw.run(lambda c: c.whoami())
+    found = answer.principal
     envs = spec_environments(call.gw)
     scope = f", limited to {', '.join(found.envs)}" if found.envs else ""
     summary = (f"Acting as {found.id} (role {found.role.value}{scope}); {len(call.allowed)} tools available"
-               + (f"; environments: {', '.join(envs)}." if envs else "."))
+               + (f"; environments: {', '.join(envs)}." if envs else ".")
+               + (" The daemon runs without workload isolation (--allow-shared-user): app code runs as its user."
+                  if answer.shared_user_allowed else ""))
     return Outcome(summary, Whoami(principal=found, same_user_mode=found.kind == "user", tools=sorted(call.allowed),
-                                   environments=envs, spec=call.gw.spec_path()),
+                                   environments=envs, spec=call.gw.spec_path(), isolation=answer.isolation,
+                                   shared_user_allowed=answer.shared_user_allowed),
                    next_actions=[act("get_status", f"See what runs in {e}.", env=e) for e in (envs or [])[:2]])
 
 

@@ -497,6 +497,11 @@ class WhoAmI(Record):
 
     principal: Principal
     require_token: bool
+    isolation: str = Field(default="shared-user", description="'isolated': app code runs as per-environment OS "
+                                                              "users; 'shared-user': as the daemon's user.")
+    shared_user_allowed: bool = Field(default=False, description="The daemon was started with "
+                                                                 "--allow-shared-user: tokens are no boundary "
+                                                                 "against app code (docs/guardrails.md).")
 
 
 class SecretInfo(Record):
@@ -582,6 +587,10 @@ class DaemonHealth(Record):
     started_at: float
     edges: dict[str, DaemonEdge] = Field(default_factory=dict)
     replicas: int
+    isolation: str = "shared-user"
+    isolation_reason: str = ""
+    require_token: bool = False
+    shared_user_allowed: bool = False
 
 
 class LogFile(Record):
@@ -663,6 +672,9 @@ class EnvironmentStatus(Record):
     operation: InFlight | None = None
     drift: Drift
     live_sets: int = 0
+    isolation: str = Field(default="shared-user", description="'isolated' (its processes run as their own OS "
+                                                              "user) or 'shared-user' (as the daemon's).")
+    user: str | None = Field(default=None, description="The OS user its processes run as, when isolated.")
 
 
 # -- incidents (placeholder for continuous observation) ----------------------------------------------------

@@ -29,6 +29,7 @@ CODES: dict[str, str] = {
     "spec.not_found": "The spec file does not exist.",
     "spec.unreadable": "The spec file could not be read.",
     "spec.toml_syntax": "The spec file is not valid TOML.",
+    "spec.too_large": "The spec file is larger than Railguard reads.",
     "spec.unknown_key": "A key the spec schema does not define.",
     "spec.missing_key": "A required key is missing.",
     "spec.invalid_value": "A value has the wrong type or is out of range.",
@@ -47,6 +48,7 @@ CODES: dict[str, str] = {
     "spec.no_environments": "The spec defines no environment.",
     "spec.invalid_policy": "A policy rule does not compile, reads an unknown field, or is not boolean.",
     "spec.shared_resource": "Two environments share a host, data folder or database location.",
+    "spec.data_dir_unsafe": "A data folder is inside the state folder, an artifact, or contains the state folder.",
     # the state folder
     "state.unwritable": "The state folder cannot be created or written.",
     "state.corrupt": "The state database is damaged or not a Railguard store.",
@@ -94,6 +96,8 @@ CODES: dict[str, str] = {
     "operation.busy": "Another operation is running in the environment.",
     "operation.not_found": "No operation has that id.",
     "daemon.unavailable": "The daemon could not be reached or started.",
+    "daemon.not_isolated": "The daemon refused to start without workload isolation.",
+    "daemon.mode_unreadable": "The daemon's recorded mode is damaged.",
     "daemon.bad_request": "The daemon API received a request it does not understand.",
     # railguard doctor
     "doctor.unknown_check": "No doctor check has that id.",
@@ -122,6 +126,7 @@ CODES: dict[str, str] = {
     "policy.frozen": "The environment is in a change freeze.",
     "approval.self": "The principal that requested a plan cannot approve it.",
     "approval.confirm_required": "Approving a delete in a protected environment needs its address typed back.",
+    "approval.wrong_hash": "The short hash typed to confirm an approval is not the plan's.",
     "approval.not_applicable": "The plan cannot be approved (denied, applied or rejected).",
     "secret.key_unavailable": "The key that encrypts secrets cannot be loaded or does not match.",
     "secret.on_command_line": "A secret value was given as a command-line argument.",

@@ -130,6 +130,7 @@ def make_resource(env: str, kind: ResourceKind, name: str, config: dict[str, Any
 def environment_config(spec: Spec, env: str) -> dict[str, Any]:
     """The environment's own settings, planned like a resource so protection lives in state."""
     environment = spec.environments[env]
+    extra = {} if environment.max_scale_factor is None else {"max_scale_factor": environment.max_scale_factor}
     promote_from = environment.promote_from or ("staging" if "staging" in spec.environments and env != "staging"
                                                 else None)
     return {
@@ -141,6 +142,7 @@ def environment_config(spec: Spec, env: str) -> dict[str, Any]:
                     for f in environment.freezes],
         "policies": [rule.model_dump(mode="json") for rule in spec.policies
                      if rule.environments is None or env in rule.environments],
+        **extra,  # only when set, so specs without it keep their fingerprints
     }
 
 

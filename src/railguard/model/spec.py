@@ -202,6 +202,11 @@ class Environment(_Strict):
         description="Folder for the environment's data (relative to the spec file), passed to replicas as "
         "RAILGUARD_DATA_DIR. Default: the state folder's data/<environment>.",
     )
+    user: Annotated[str, Field(pattern=r"^[a-z_][a-z0-9_-]{0,31}$")] | None = Field(
+        default=None,
+        description="OS user the environment's processes run as when the daemon isolates workloads (it runs as "
+        "root). Default: rg-<app>-<environment>, created on demand. Never root, never another environment's.",
+    )
     rollback_window: Duration = Field(
         default="5m",
         description="How long the previous release's replicas stay running (unrouted) after a rollout, so a "
@@ -218,6 +223,11 @@ class Environment(_Strict):
         description="More disruptive or destructive changes than this in one plan need approval.",
     )
     freezes: list[Freeze] = Field(default_factory=list, description="Windows in which nothing is applied.")
+    max_scale_factor: int | None = Field(
+        default=None, ge=1, le=1000,
+        description="In a protected environment, growing a service's replicas by more than this factor in one plan "
+        "needs approval (guard.weakening). Default 3.",
+    )
     services: dict[Name, ServiceOverride] = Field(
         default_factory=dict, description="Overrides of service fields for this environment."
     )

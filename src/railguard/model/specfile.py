@@ -25,7 +25,7 @@ from railguard.model.diagnostics import Diagnostic, error
 from railguard.model.spec import DURATION_ERROR, Spec
 from railguard.model.tomllines import LineIndex
 
-MAX_SPEC_BYTES = 32_000_000
+MAX_SPEC_BYTES = 8_000_000
 _DOCS = "See `railguard schema` for every field, or docs/spec.md."
 
 
@@ -152,12 +152,14 @@ def parse_spec(text: str, file: str | None = None) -> tuple[Spec | None, list[Di
     counters.bump("spec-parse")
     if len(text.encode("utf-8", errors="replace")) > MAX_SPEC_BYTES:
         return None, [error(
-            "spec.invalid_value", "Spec is too large",
+            "spec.too_large", "Spec is too large",
             f"The spec is larger than {MAX_SPEC_BYTES} bytes, which no real app needs.",
             "Check that the right file is given.", file=file,
         )]
     try:
         raw = tomllib.loads(text)
+    except RecursionError:  # tomllib recurses per nesting level: a hostile spec nests 60,000 arrays
+        return None, [_too_deep(file)]
     except tomllib.TOMLDecodeError as exc:
         # Python 3.11's TOMLDecodeError has no lineno attribute; the message ends "(at line N, column M)".
         found_line = re.search(r"at line (\d+)", str(exc))
@@ -173,9 +175,18 @@ def parse_spec(text: str, file: str | None = None) -> tuple[Spec | None, list[Di
         spec = Spec.model_validate(raw)
     except ValidationError as exc:
         return None, _from_validation_error(exc, lines, file)
+    except RecursionError:
+        return None, [_too_deep(file)]
     found = [d.model_copy(update={"file": file, "line": d.line or _line_for(d, lines)})
              for d in checks.check(spec)]
     return (spec, found)
+
+
+def _too_deep(file: str | None) -> Diagnostic:
+    return error("spec.toml_syntax", "The spec is nested too deeply",
+                 "Its arrays or tables nest deeper than the parser follows; no real spec needs that.",
+                 "Flatten the nesting (or check that the right file is given), then run `railguard validate`.",
+                 file=file)
 
 
 def _line_for(diag: Diagnostic, lines: LineIndex) -> int | None:

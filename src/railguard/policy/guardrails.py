@@ -96,32 +96,73 @@ def _weakening(plan: Plan, facts: Facts, config: dict[str, Any], protected: bool
                desired: dict[str, Resource]) -> Iterator[Verdict]:
     if not protected:
         return
+    factor = config.get("max_scale_factor") or DEFAULT_SCALE_FACTOR
     for change in plan.actionable:
-        if change.kind != "service" or change.action is not Action.update:
+        if change.kind == "service" and change.action in (Action.update, Action.replace):
+            found = _weakened(change, factor)
+        elif change.kind == "edge" and change.action in (Action.update, Action.replace):
+            found = _edge_weakened(change)
+        else:
             continue
-        found = _weakened(change)
         if found:
             yield Verdict(rule="guard.weakening", effect=Effect.require_approval, address=change.address,
                           message=f"safety is weakened in protected '{plan.env}': {', '.join(found)}",
                           approvers=APPROVERS, remediation=f"An approver runs `railguard approve {plan.id}`.")
 
 
-def _weakened(change: Change) -> list[str]:
+DEFAULT_SCALE_FACTOR = 3  # replicas may grow at most this many times in one plan without approval
+
+
+def _shorter(before: Any, after: Any) -> bool:
+    return isinstance(before, int) and isinstance(after, int) and after < before
+
+
+def _weakened(change: Change, factor: int = DEFAULT_SCALE_FACTOR) -> list[str]:
     found = []
     for d in change.diff:
         if d.path == "replicas" and d.after == 0:
             found.append("replicas drop to 0")
-        elif d.path == "drain_timeout_ms" and isinstance(d.before, int) and isinstance(d.after, int) \
-                and d.after < d.before:
+        elif d.path == "replicas" and isinstance(d.before, int) and isinstance(d.after, int) and d.before > 0 \
+                and d.after > d.before * factor:
+            found.append(f"replicas scale from {d.before} to {d.after}, more than x{factor} (replicas)")
+        elif d.path == "drain_timeout_ms" and _shorter(d.before, d.after):
             found.append("drain is shortened")
+        elif d.path == "stop_timeout_ms" and _shorter(d.before, d.after):
+            found.append("stop is shortened (stop_timeout)")
         elif d.path.startswith("health"):
             key = d.path.split(".", 1)[-1]
-            if d.after is None and d.before is not None:
+            if d.after is None and d.before is not None and key in ("health", "mode"):
                 found.append("the health check is removed")
             elif key in HEALTH_LOOSER and isinstance(d.before, int) and isinstance(d.after, int) \
                     and (d.after - d.before) * HEALTH_LOOSER[key] > 0:
                 found.append(f"health {key} is loosened")
+            elif key in ("mode", "http", "exec") and d.before is not None and d.after is not None:
+                # Another path or kind of check may pass where the reviewed one would fail (e.g. '/').
+                found.append(f"the health check's {'kind' if key == 'mode' else key} changes (health.{key})")
     return sorted(set(found))
+
+
+_LOOPBACK = ("127.", "::1", "localhost")
+
+
+def _edge_weakened(change: Change) -> list[str]:
+    found = []
+    for d in change.diff:
+        if d.path == "bind" and isinstance(d.before, str) and isinstance(d.after, str) and _wider(d.before, d.after):
+            found.append(f"the edge listens more widely: {d.before} -> {d.after} (edge_bind)")
+        elif d.path == "routes":
+            before = {r.get("host") for r in d.before or [] if isinstance(r, dict)}
+            hosts = sorted({str(r.get("host") or "*") for r in d.after or [] if isinstance(r, dict)
+                            and r.get("host") not in before})
+            if hosts:
+                found.append(f"routes are exposed on new hosts: {', '.join(hosts)} (routes.host)")
+    return sorted(set(found))
+
+
+def _wider(before: str, after: str) -> bool:
+    if before.startswith(_LOOPBACK):
+        return not after.startswith(_LOOPBACK)
+    return after in ("0.0.0.0", "::") and before != after
 
 
 def _promotion(plan: Plan, facts: Facts, config: dict[str, Any], protected: bool,

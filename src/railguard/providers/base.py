@@ -61,6 +61,9 @@ class ApplyRequest(_Message):
     allow_data_loss: list[str] = Field(default_factory=list, description="Tables whose loss the plan acknowledged "
                                                                          "(a rehearsal finding it does not stop).")
     backups_keep: int = Field(default=10, ge=1, description="Snapshots of the environment's data kept.")
+    app: str | None = Field(default=None, description="The app's name (names the environment's OS user).")
+    user: str | None = Field(default=None, description="The OS user the spec names for the environment's "
+                                                       "processes; None: the runtime's default.")
 
 
 class ApplyResponse(_Message):
@@ -89,7 +92,11 @@ Progress = Callable[[str, str, dict[str, Any]], None]
 
 # Secret values a provider injects when it (re)starts a process: (env, names) -> {name: value}. Given by the
 # daemon at construction; a provider never writes the values anywhere.
-SecretSource = Callable[[str, list[str]], dict[str, str]]
+# The versions are the ones the release pinned (a service config's ``secret_versions``): a rotated secret reaches a
+# process only through a plan that moves the version. Version 0: the secret was not set when planned (nothing
+# injected); LATEST: a record from before versions were pinned.
+SecretSource = Callable[[str, dict[str, int]], dict[str, str]]
+LATEST = -1
 
 
 class AdoptResponse(_Message):
@@ -164,6 +171,9 @@ class DescribeResponse(_Message):
     services: list[ServiceUnit] = Field(default_factory=list)
     edge: EdgeUnit
     live_sets: int = Field(description="How many replica sets take traffic (one per service normally).")
+    isolation: str = Field(default="shared-user", description="'isolated' (the environment's processes run as "
+                                                              "their own OS user) or 'shared-user'.")
+    user: str | None = Field(default=None, description="The OS user its processes run as, when isolated.")
 
 
 class LogsRequest(_Message):
@@ -194,6 +204,8 @@ class EdgeSummary(_Message):
 class SummaryResponse(_Message):
     edges: dict[str, EdgeSummary] = Field(default_factory=dict, description="Edges known to this run, by env.")
     replicas: int = Field(description="Replicas under supervision.")
+    isolation: str = Field(default="shared-user", description="'isolated' or 'shared-user' (see DescribeResponse).")
+    isolation_reason: str = Field(default="", description="Why this runtime isolates workloads or does not.")
 
 
 class ShutdownRequest(_Message):

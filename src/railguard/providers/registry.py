@@ -21,6 +21,14 @@ def open_provider(home: Path, secrets: SecretSource | None = None) -> Provider:
     return LocalProvider(home, secrets)
 
 
+def isolation_level(home: Path) -> tuple[str, str]:
+    """Whether the runtime of ``home`` isolates workloads ('isolated' / 'shared-user') and why."""
+    from railguard.providers.local.isolation import detect
+
+    found = detect(home)
+    return found.level, found.reason
+
+
 def scratch_runtime() -> ScratchRuntime:
     """What the doctor runs one service with, outside any environment, the way the runtime would."""
     return LocalScratch()

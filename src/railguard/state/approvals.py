@@ -16,6 +16,7 @@ import secrets
 from datetime import UTC, datetime, timedelta
 
 from railguard.model.api import ApprovalRecord, ApprovalRequest, Decision
+from railguard.secrets.signing import sign, valid
 from railguard.state.lifecycles import APPROVAL
 from railguard.state.store import Store, now
 
@@ -31,20 +32,28 @@ def record(store: Store, plan_id: str, plan_hash: str, decision: Decision | str,
         row = db.execute("SELECT decision FROM approvals WHERE plan_id = ? ORDER BY created_at DESC, rowid DESC "
                          "LIMIT 1", (plan_id,)).fetchone()
         APPROVAL.check(None if row is None else str(row[0]), Decision(decision), plan_id)
-        db.execute("INSERT INTO approvals (" + ", ".join(KEYS) + ") VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                   # The reason is free text, so it passes the redactor like every other stored text.
-                   (approval_id, plan_id, plan_hash, Decision(decision).value, principal, store.redact(reason),
-                    json.dumps(confirmed), now(), expires))
+        # The reason is free text, so it passes the redactor like every other stored text.
+        row_values = (approval_id, plan_id, plan_hash, Decision(decision).value, principal, store.redact(reason),
+                      json.dumps(confirmed), now(), expires)
+        db.execute("INSERT INTO approvals (" + ", ".join(KEYS) + ", signature) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                   (*row_values, sign(store.home, "approval", _signed(row_values))))
     return next(a for a in for_plan(store, plan_id) if a.id == approval_id)
 
 
+def _signed(values: tuple[object, ...]) -> str:
+    return json.dumps([str(v) for v in values])
+
+
 def for_plan(store: Store, plan_id: str) -> list[ApprovalRecord]:
-    rows = store.db.execute("SELECT " + ", ".join(KEYS) + " FROM approvals WHERE plan_id = ? "
+    """The plan's decisions, oldest first; a row not signed with the state folder's key is not one."""
+    rows = store.db.execute("SELECT " + ", ".join(KEYS) + ", signature FROM approvals WHERE plan_id = ? "
                             "ORDER BY created_at, rowid", (plan_id,)).fetchall()
     moment = datetime.now(UTC)
     out = []
     for row in rows:
-        entry = dict(zip(KEYS, row, strict=True))
+        if not valid(store.home, "approval", _signed(tuple(row[:-1])), row[-1]):
+            continue  # written into the database by someone without the key: it decides nothing
+        entry = dict(zip(KEYS, row[:-1], strict=True))
         entry["confirmed"] = json.loads(entry["confirmed"])
         entry["expired"] = datetime.fromisoformat(entry["expires_at"]) < moment
         out.append(ApprovalRecord.model_validate(entry))

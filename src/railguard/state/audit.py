@@ -3,7 +3,9 @@
 Each entry's hash covers its content and the previous entry's hash, so editing or
 deleting an entry breaks the chain (``railguard audit verify``). The newest hash is
 also written to an anchor file outside the state folder (beside the secret key), so
-cutting entries off the end is detected too. Called by the daemon for every change
+cutting entries off the end is detected too. Each entry and the anchor also carry an
+HMAC under the signing key (:mod:`railguard.secrets.signing`), so rewriting the whole
+chain and its anchor without the key is detected as well. Called by the daemon for every change
 request and every refusal.
 """
 
@@ -16,6 +18,7 @@ from typing import Any
 
 from railguard.model.api import AuditEntry, AuditVerification
 from railguard.model.canonical import canonical_json
+from railguard.secrets.signing import sign, valid
 from railguard.state.store import Store, now
 
 GENESIS = "0" * 64
@@ -39,13 +42,17 @@ def append(store: Store, anchor: Path | None, *, principal: str, action: str, ou
                  "detail": json.loads(store.redact(canonical_json(detail or {})))}
         digest = _entry_hash(prev, entry)
         db.execute("INSERT INTO audit (at, principal, action, env, plan_id, plan_hash, outcome, detail, prev_hash, "
-                   "hash) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                   "hash, mac) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                    (entry["at"], principal, action, env, plan_id, plan_hash, outcome, canonical_json(entry["detail"]),
-                    prev, digest))
+                    prev, digest, sign(store.home, "audit", digest)))
         count = db.execute("SELECT count(*) FROM audit").fetchone()[0]
+        # Entries written before the chain was keyed (an older Railguard) have no mac; the anchor says where the
+        # keyed part starts, under its own mac, so stripping macs off later entries is caught.
+        first = db.execute("SELECT min(id) FROM audit WHERE mac IS NOT NULL").fetchone()[0]
     if anchor is not None:
         anchor.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-        anchor.write_text(json.dumps({"count": count, "hash": digest}))
+        pinned = {"count": count, "hash": digest, "keyed_from": first}
+        anchor.write_text(json.dumps({**pinned, "mac": sign(store.home, "audit-anchor", canonical_json(pinned))}))
 
 
 def entries(store: Store, env: str | None = None, limit: int = 200) -> list[AuditEntry]:
@@ -65,17 +72,46 @@ def verify(store: Store, anchor: Path | None) -> AuditVerification:
     prev = GENESIS
     count = 0
     last_hash = GENESIS
-    for row in store.db.execute("SELECT " + ", ".join(KEYS) + " FROM audit ORDER BY id"):
-        entry = dict(zip(KEYS, row, strict=True))
+    pinned = json.loads(anchor.read_text()) if anchor is not None and anchor.exists() else None
+    if pinned is not None:
+        body = {k: pinned.get(k) for k in ("count", "hash", "keyed_from")}
+        if "mac" not in pinned:  # an older Railguard's anchor is re-signed by the next audited request
+            problems.append("the anchor outside the state folder is not signed: written by an older Railguard "
+                            "(the next audited request signs it) or rewritten without the signing key")
+        elif not valid(store.home, "audit-anchor", canonical_json(body), pinned["mac"]):
+            problems.append("the anchor outside the state folder was rewritten without the signing key")
+    keyed_from = pinned.get("keyed_from") if pinned is not None else None
+    for row in store.db.execute("SELECT " + ", ".join(KEYS) + ", mac FROM audit ORDER BY id"):
+        entry = dict(zip(KEYS, row[:-1], strict=True))
+        mac = row[-1]
         entry["detail"] = json.loads(entry["detail"])
         count += 1
         if entry["prev_hash"] != prev:
             problems.append(f"entry {entry['id']}: the entry before it was changed or deleted")
         if _entry_hash(entry["prev_hash"], entry) != entry["hash"]:
             problems.append(f"entry {entry['id']}: its content was edited after it was written")
+        if mac is not None or (keyed_from is not None and entry["id"] >= keyed_from):
+            if not valid(store.home, "audit", entry["hash"], mac):
+                problems.append(f"entry {entry['id']}: its signature does not match: the chain was rewritten "
+                                "without the signing key")
         prev = last_hash = entry["hash"]
-    if anchor is not None and anchor.exists():
-        pinned = json.loads(anchor.read_text())
+    if anchor is not None and pinned is None and count:
+        problems.append(f"the anchor {anchor} is missing: the log cannot be checked for removed entries")
+    if pinned is not None:
         if pinned["count"] > count or (pinned["count"] == count and pinned["hash"] != last_hash):
             problems.append(f"the log ends at entry {count} but {pinned['count']} were written: entries were removed")
     return AuditVerification(ok=not problems, entries=count, problems=problems)
+
+
+APPROVE_ACTION = "plans/approve"  # the action the daemon records for `railguard approve`
+
+
+def decision_logged(store: Store, principal: str, plan_id: str, plan_hash: str) -> bool:
+    """Whether the audit log holds a signed, successful approve of this plan and hash by ``principal``.
+
+    An approval counts only with its entry: a row that reached the approvals table any other way (even one
+    signed, by a key holder bypassing the daemon) has no answer on the record of who decided what.
+    """
+    rows = store.db.execute("SELECT hash, mac FROM audit WHERE action = ? AND outcome = 'ok' AND principal = ? "
+                            "AND plan_id = ? AND plan_hash = ?", (APPROVE_ACTION, principal, plan_id, plan_hash))
+    return any(valid(store.home, "audit", digest, mac) for digest, mac in rows)

@@ -35,6 +35,10 @@ class InventoryStore(Database):
             return self._bump(env)
 
     # -- inventory -------------------------------------------------------------------------------
+    def environment_names(self) -> list[str]:
+        """Every environment the store has heard of (planned, observed or applied)."""
+        return [str(r[0]) for r in self._db.execute("SELECT name FROM environments ORDER BY name").fetchall()]
+
     def inventory(self, env: str) -> list[ObservedResource]:
         rows = self._db.execute("SELECT body FROM inventory WHERE env = ? ORDER BY address", (env,)).fetchall()
         try:

@@ -11,6 +11,7 @@ from pydantic import ValidationError
 from railguard.model.api import PlanRecord, PlanStatus
 from railguard.model.diagnostics import RailguardError, error
 from railguard.model.plans import Plan
+from railguard.secrets.signing import sign, valid
 from railguard.state.db import Database, new_id, now
 from railguard.state.lifecycles import PLAN
 
@@ -23,18 +24,27 @@ class PlanStore(Database):
         PLAN.check(None, PlanStatus.saved, sealed.id)
         with self.transaction():
             self._db.execute(
-                "INSERT INTO plans (id, env, created_at, hash, base_serial, body, requested_by, status) "
-                "VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                "INSERT INTO plans (id, env, created_at, hash, base_serial, body, requested_by, status, signature) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 (sealed.id, sealed.env, sealed.created_at, sealed.hash, sealed.base_serial,
-                 sealed.model_dump_json(), sealed.requested_by, PlanStatus.saved.value),
+                 sealed.model_dump_json(), sealed.requested_by, PlanStatus.saved.value,
+                 sign(self.home, "plan", _signed(sealed.id, sealed.hash))),
             )
         return sealed
 
     def load_plan(self, plan_id: str) -> tuple[Plan, str, PlanStatus]:
         """The stored plan, the hash recorded beside it, and its status."""
-        row = self._one("SELECT body, hash, status FROM plans WHERE id = ?", plan_id)
+        row = self._one("SELECT body, hash, status, signature FROM plans WHERE id = ?", plan_id)
         if row is None:
             raise _not_found(self.home, plan_id)
+        if not valid(self.home, "plan", _signed(plan_id, str(row[1])), row[3]):
+            # Whoever wrote this row did not hold the signing key: it was forged or edited in the database.
+            raise RailguardError(error(
+                "plan.hash_mismatch", f"Plan '{plan_id}' is not signed by this Railguard",
+                "Its signature (made with the key kept outside the state folder when the plan was saved) does not "
+                "match its id and hash: the row was written or edited outside Railguard.",
+                "Do not apply it. Make a new plan with `railguard plan --env <env>` and review it; treat the "
+                "state folder as compromised.", address=plan_id))
         try:
             plan = Plan.model_validate_json(row[0])
         except ValidationError as exc:
@@ -71,6 +81,10 @@ class PlanStore(Database):
         """Move a plan along its lifecycle; an illegal move is refused (state.illegal_transition)."""
         with self.transaction() as db:
             PLAN.move(db, {"id": plan_id}, PlanStatus(status), plan_id)
+
+
+def _signed(plan_id: str, plan_hash: str) -> str:
+    return f"{plan_id}\n{plan_hash}"
 
 
 def _record(row: tuple[str, str, str, str, int, str]) -> PlanRecord:

@@ -158,6 +158,12 @@ MIGRATIONS: list[str] = [
     ALTER TABLE journal_v2 RENAME TO journal;
     CREATE INDEX journal_by_operation ON journal (operation_id, id)
     """,
+    # 4: decisions signed with a key kept outside the state folder (secrets/signing.py)
+    """
+    ALTER TABLE plans ADD COLUMN signature TEXT;
+    ALTER TABLE approvals ADD COLUMN signature TEXT;
+    ALTER TABLE audit ADD COLUMN mac TEXT
+    """,
 ]
 
 SCHEMA_VERSION = len(MIGRATIONS)

@@ -63,6 +63,28 @@ def values(store: Store, fernet: Fernet, env: str | None = None) -> list[tuple[s
     return [(e, name, decrypt(fernet, cipher)) for e, name, _, _, _, cipher, _ in _latest(store, env)]
 
 
+def values_at(store: Store, fernet: Fernet, env: str, wanted: dict[str, int]) -> dict[str, str]:
+    """The value of each named secret at the pinned version (-1: the latest; 0 or unknown: not injected)."""
+    latest = {name: cipher for _, name, _, _, _, cipher, _ in _latest(store, env)}
+    out: dict[str, str] = {}
+    for name, version in wanted.items():
+        if version < 0:
+            cipher = latest.get(name)
+        else:
+            row = store.db.execute("SELECT ciphertext FROM secrets WHERE env = ? AND name = ? AND version = ?",
+                                   (env, name, version)).fetchone()
+            cipher = row[0] if row else None
+        if cipher is not None:
+            out[name] = decrypt(fernet, cipher)
+    return out
+
+
+def every_value(store: Store, fernet: Fernet) -> list[tuple[str, str, str]]:
+    """(env, name, value) of every version ever set: what any kept release or log line may hold."""
+    rows = store.db.execute("SELECT env, name, ciphertext FROM secrets ORDER BY env, name, version").fetchall()
+    return [(e, name, decrypt(fernet, cipher)) for e, name, cipher in rows]
+
+
 def shared_values(store: Store) -> list[tuple[str, str, str, str]]:
     """Pairs (env, name, other env, other name) whose latest values are equal: environments must not share."""
     latest = [(e, name, fp) for e, name, _, _, _, _, fp in _latest(store, None)]

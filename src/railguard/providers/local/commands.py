@@ -22,9 +22,11 @@ from pathlib import Path
 from railguard.model.diagnostics import Diagnostic, RailguardError, error
 from railguard.model.plans import Change
 from railguard.model.resources import ObservedResource
-from railguard.providers.base import ApplyRequest, ApplyResponse, CommandRequest, Progress
+from railguard.providers.base import LATEST, ApplyRequest, ApplyResponse, CommandRequest, Progress
 from railguard.providers.local import artifacts
-from railguard.providers.local.replicas import not_installed, replica_env
+from railguard.providers.local.isolation import Level, lookup, user_name
+from railguard.providers.local.processes import as_user
+from railguard.providers.local.replicas import not_installed, pinned, replica_env
 from railguard.providers.local.runtime import ReplicaSet, RuntimeState
 from railguard.secrets.redaction import Redactor
 
@@ -80,7 +82,8 @@ class LocalCommand:
 class Commands:
     home: Path
     state: RuntimeState
-    secret_values: Callable[[str, list[str]], dict[str, str]]
+    secret_values: Callable[[str, dict[str, int]], dict[str, str]]
+    isolation: Level
 
     def start_command(self, request: CommandRequest, stdio: tuple[int, int, int] | None) -> LocalCommand:
         cwd, environ = self._command_context(request)
@@ -90,9 +93,10 @@ class Commands:
                 "Add the package that provides it to requirements.txt/pyproject and deploy, or run another "
                 "command.", address=f"{request.env}/service.{request.service}"))
         out = stdio if stdio is not None else (subprocess.DEVNULL, subprocess.PIPE, subprocess.STDOUT)
-        try:
+        try:  # as the environment's OS user when the runtime isolates: never with the daemon's authority
             proc = subprocess.Popen(request.argv, cwd=cwd, env=environ, stdin=out[0], stdout=out[1], stderr=out[2],
-                                    start_new_session=True, close_fds=True)
+                                    start_new_session=True, close_fds=True,
+                                    **as_user(lookup(self._command_user(request))))
         except OSError as exc:
             raise RailguardError(error(
                 "exec.not_found", f"'{request.argv[0]}' could not be started",
@@ -111,7 +115,7 @@ class Commands:
         redact = Redactor()
         if live:
             names = live[0].replicas[0].secret_names
-            redact.update(self.secret_values(request.env, names).items())
+            redact.update(self.secret_values(request.env, {n: LATEST for n in names}).items())
         if progress:
             progress("command", "begin", {"argv": argv, "release": release})
         try:
@@ -142,6 +146,16 @@ class Commands:
     def _observed_service(self, env: str, rs: ReplicaSet) -> ObservedResource:
         raise NotImplementedError
 
+    def _command_user(self, request: CommandRequest) -> str | None:
+        """The user of the release's running replicas; isolated without one running: the environment's default
+        user name (an unprivileged user, never the daemon's own)."""
+        if not self.isolation.isolated:
+            return None
+        with self.state.lock:
+            sets = [rs for rs in self.state.env(request.env).of(request.service) if rs.replicas]
+        user = sets[0].replicas[0].spec.user if sets else None
+        return user or user_name(None, request.env, self.home)
+
     def _command_context(self, request: CommandRequest) -> tuple[Path, dict[str, str]]:
         """The working folder and environment the release's replicas have (or would have)."""
         with self.state.lock:
@@ -159,7 +173,7 @@ class Commands:
         data_dir.mkdir(parents=True, exist_ok=True)
         environ = replica_env(cfg, env=request.env, service=request.service, release=request.release, index=None,
                               port=None, data_dir=data_dir, artifact=found, home=self.home,
-                              secrets=self.secret_values(request.env, cfg["secrets"]))
+                              secrets=self.secret_values(request.env, pinned(cfg)))
         return found.src, environ
 
 

@@ -19,6 +19,7 @@ from railguard.data import rehearsal, snapshots, sqlite
 from railguard.model.data import DatabaseSchema
 from railguard.providers.base import ApplyRequest
 from railguard.providers.local.artifacts import Artifact
+from railguard.providers.local.isolation import ensure_user, prepare_data
 from railguard.providers.local.replicas import Failure, run_release_command
 
 Step = Callable[[str], Any]
@@ -41,8 +42,10 @@ def _retarget(environ: dict[str, str], data_dir: Path, scratch: Path) -> dict[st
 
 def guarded_release(request: ApplyRequest, *, home: Path, service: str, config: dict[str, Any],
                     environ: dict[str, str], artifact: Artifact, data_dir: Path, log_dir: Path,
-                    step: Step) -> None:
-    """Snapshot, rehearse, then run the release command for real and record the schema it leaves."""
+                    step: Step, user: str | None = None) -> None:
+    """Snapshot, rehearse, then run the release command for real and record the schema it leaves.
+
+    ``user``: the environment's OS user (isolation); the real run and the rehearsal run as it."""
     env, release = request.env, request.release or 0
     root = backups_root(home, env)
     backup = None
@@ -58,21 +61,26 @@ def guarded_release(request: ApplyRequest, *, home: Path, service: str, config: 
     if backup is not None:
         _rehearse(request, home=home, service=service, config=config, environ=environ, artifact=artifact,
                   data_dir=data_dir, log_dir=log_dir, step=step, backup_id=backup.id,
-                  copies=snapshots.files(root, backup))
+                  copies=snapshots.files(root, backup), user=user)
     with step("release-command") as detail:
-        run_release_command(config, environ, artifact, log_dir / f"{env}.{service}.r{release}.release.log")
+        run_release_command(config, environ, artifact, log_dir / f"{env}.{service}.r{release}.release.log", user)
         detail["data"] = {"schemas": {k: v.model_dump(mode="json") for k, v in schemas(data_dir).items()}}
 
 
 def _rehearse(request: ApplyRequest, *, home: Path, service: str, config: dict[str, Any], environ: dict[str, str],
               artifact: Artifact, data_dir: Path, log_dir: Path, step: Step, backup_id: str,
-              copies: dict[str, Path]) -> None:
+              copies: dict[str, Path], user: str | None = None) -> None:
     env, release = request.env, request.release or 0
     scratch = home / "scratch" / "rehearsal" / f"{env}.{service}.r{release}"
 
     def run(folder: Path, label: str) -> None:
+        if user is not None:  # the scratch copy is the environment user's, as its data folder is
+            for parent in (home / "scratch", home / "scratch" / "rehearsal", scratch):
+                parent.mkdir(exist_ok=True)
+                parent.chmod(0o711)
+            prepare_data(folder, ensure_user(user))
         run_release_command(config, _retarget(environ, data_dir, folder), artifact,
-                            log_dir / f"{env}.{service}.r{release}.{label}.log")
+                            log_dir / f"{env}.{service}.r{release}.{label}.log", user)
 
     with step("rehearse") as detail:
         try:

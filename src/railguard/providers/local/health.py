@@ -17,8 +17,10 @@ import subprocess
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 from railguard.providers.base import CheckResult, GateResult
+from railguard.providers.local.isolation import ensure_user
 from railguard.providers.local.sandbox import readonly_preexec
 
 __all__ = ["CheckResult", "GateResult", "check_exec", "check_http", "check_tcp", "readiness_gate"]
@@ -30,6 +32,11 @@ FIRST_POLL_S = 0.01  # the readiness gate's first wait between checks; it double
 
 def _ms(start: float) -> str:
     return f"{round((time.monotonic() - start) * 1000)} ms"
+
+
+def _as_user(name: str) -> dict[str, Any]:
+    who = ensure_user(name)
+    return {"user": who.uid, "group": who.gid, "extra_groups": []}
 
 
 def _secs(seconds: float) -> str:
@@ -80,14 +87,18 @@ def check_tcp(port: int, timeout: float) -> CheckResult:
 
 
 def check_exec(argv: list[str], env: dict[str, str], cwd: Path, timeout: float,
-               readonly: tuple[str, ...] = ()) -> CheckResult:
-    """Run an exec health check; ``readonly``: the release folders, read-only for it as for the replica."""
+               readonly: tuple[str, ...] = (), user: str | None = None) -> CheckResult:
+    """Run an exec health check; ``readonly``: the release folders, read-only for it as for the replica;
+    ``user``: the environment's OS user, as for the replica."""
     start = time.monotonic()
     try:
+        # The check is the app's command: it runs as the environment's user, like the replica it checks.
+        run_as = {} if user is None else _as_user(user)
         # Own session so a timeout can kill everything the check started, not just its shell.
         proc = subprocess.Popen(
             argv, cwd=cwd, env=dict(env), stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
             stderr=subprocess.PIPE, start_new_session=True, close_fds=True, preexec_fn=readonly_preexec(readonly),
+            **run_as,
         )
     except FileNotFoundError:
         return CheckResult(False, f"command not found: '{argv[0]}' (command: {argv})")

@@ -28,6 +28,7 @@ from typing import Any
 import psutil
 
 from railguard.providers.base import StartFailed
+from railguard.providers.local.isolation import RunAs, lookup
 from railguard.providers.local.sandbox import readonly_preexec
 
 log = logging.getLogger(__name__)
@@ -47,6 +48,7 @@ class ReplicaSpec:
     log_path: Path
     stop_timeout: float = 10.0
     readonly: tuple[str, ...] = ()  # folders the process must not write (its artifact and layer): see sandbox
+    user: str | None = None  # the OS user it runs as (isolation); None: the daemon's own
 
 
 @dataclass(frozen=True)
@@ -117,9 +119,15 @@ def spawn(spec: ReplicaSpec) -> ReplicaRecord:
     except OSError as e:
         raise SpawnError(f"replica {spec.name}: cannot open log file {spec.log_path}: {e.strerror}") from e
     try:
+        run_as = lookup(spec.user)
+    except OSError as e:
+        os.close(log_fd)
+        raise SpawnError(f"replica {spec.name}: cannot run as user {spec.user}: {e}") from e
+    try:
         proc = subprocess.Popen(
             argv, cwd=spec.cwd, env=dict(spec.env), stdin=subprocess.DEVNULL, stdout=log_fd,
             stderr=log_fd, start_new_session=True, close_fds=True, preexec_fn=readonly_preexec(spec.readonly),
+            **as_user(run_as),
         )
     except FileNotFoundError as e:
         if e.filename is not None and Path(str(e.filename)) == spec.cwd:
@@ -139,6 +147,13 @@ def spawn(spec: ReplicaSpec) -> ReplicaRecord:
         name=spec.name, pid=proc.pid, create_time=create_time, pgid=proc.pid, port=spec.port,
         argv=argv, log_path=str(spec.log_path), started_at=time.time(),
     )
+
+
+def as_user(run_as: RunAs | None) -> dict[str, Any]:
+    """Popen arguments that start a process as ``run_as`` with no supplementary groups (None: as we are)."""
+    if run_as is None:
+        return {}
+    return {"user": run_as.uid, "group": run_as.gid, "extra_groups": []}
 
 
 def _substitute_port(arg: str, spec: ReplicaSpec) -> str:

@@ -28,6 +28,7 @@ from railguard.model.diagnostics import Diagnostic, error
 from railguard.model.plans import Action
 from railguard.model.resources import LiveStatus, ObservedResource, service_address
 from railguard.providers.base import (
+    LATEST,
     AdoptResponse,
     ApplyRequest,
     ApplyResponse,
@@ -44,7 +45,7 @@ from railguard.providers.base import (
     TickRequest,
     TickResponse,
 )
-from railguard.providers.local import artifacts
+from railguard.providers.local import artifacts, isolation
 from railguard.providers.local.commands import Commands
 from railguard.providers.local.databases import restore_change
 from railguard.providers.local.edge import CaddyEdge, EdgeError, PortInUse
@@ -106,7 +107,8 @@ class LocalProvider(Rollouts, Views, Commands):
         self.supervisor.on_restart = self._restarted
         self.supervisor.before_start = self._artifact_refused
         # Secret values come from the daemon when a process starts; they are never written to runtime.json.
-        self.secret_values: SecretSource = secrets or (lambda env, names: {})
+        self.secret_values: SecretSource = secrets or (lambda env, versions: {})
+        self.isolation = isolation.detect(home)
 
     # -- lifecycle -----------------------------------------------------------------------------
     def adopt(self) -> AdoptResponse:
@@ -118,6 +120,8 @@ class LocalProvider(Rollouts, Views, Commands):
     def _adopt(self) -> list[str]:
         notes: list[str] = []
         unproven: list[Replica] = []
+        if self.isolation.isolated:
+            isolation.protect_home(self.home)
         with self.state.lock:
             for env, runtime in self.state.envs.items():
                 for rs in list(runtime.sets):
@@ -128,8 +132,9 @@ class LocalProvider(Rollouts, Views, Commands):
                         continue
                     for replica in rs.replicas:
                         alive = is_alive(replica.record)
-                        if replica.secret_names:  # runtime.json holds names only: restore the values
-                            values = self.secret_values(env, replica.secret_names)
+                        if replica.secret_names:  # runtime.json holds names only: restore the pinned values
+                            values = self.secret_values(env, replica.secret_versions or
+                                                        {n: LATEST for n in replica.secret_names})
                             replica.spec = replace(replica.spec, env={**replica.spec.env, **values})
                         replica.record = self.supervisor.add(replica.spec, replica.record)
                         notes.append(f"{replica.spec.name}: {'adopted pid' if alive else 'restarted as pid'} "

@@ -21,12 +21,15 @@ from typing import Any
 
 import psutil
 
+from railguard.providers.base import LATEST
 from railguard.providers.local.artifacts import Artifact, ArtifactTampered, base_path, verify
 from railguard.providers.local.health import CheckResult, GateResult, check_exec, check_http, check_tcp, readiness_gate
+from railguard.providers.local.isolation import lookup
 from railguard.providers.local.processes import (
     ReplicaSpec,
     SpawnError,
     allocate_port,
+    as_user,
     exit_code,
     is_alive,
     spawn,
@@ -47,6 +50,14 @@ class Failure(Exception):
         self.code, self.summary, self.cause, self.extra = code, summary, cause, extra
 
 
+def pinned(config: dict[str, Any]) -> dict[str, int]:
+    """The secret versions a service's release runs with (a config from before pinning: the latest)."""
+    versions = config.get("secret_versions")
+    if versions is None:
+        return {name: LATEST for name in config.get("secrets", [])}
+    return {str(name): int(version) for name, version in versions.items()}
+
+
 def instance_id(home: Path) -> str:
     """Marks every process Railguard starts for this state folder, so orphans can be found."""
     return hashlib.sha256(str(home.resolve()).encode()).hexdigest()[:16]
@@ -54,18 +65,19 @@ def instance_id(home: Path) -> str:
 
 def replica_env(config: dict[str, Any], *, env: str, service: str, release: int, index: int | None,
                 port: int | None, data_dir: Path, artifact: Artifact, home: Path,
-                secrets: dict[str, str] | None = None) -> dict[str, str]:
+                secrets: dict[str, str] | None = None, user: str | None = None) -> dict[str, str]:
     """Exactly what a replica sees: the spec's variables, its secrets and documented ones, nothing inherited.
 
     ``$RAILGUARD_DATA_DIR`` (or ``${RAILGUARD_DATA_DIR}``) in a plain value becomes the data folder's path, so
     the spec can point an app's own variables (``DATABASE_URL``, an instance folder) into it; nothing else
-    is expanded, and secrets never are.
+    is expanded, and secrets never are. A replica run as its environment's user (``user``) gets its data
+    folder as HOME: the daemon's is not its.
     """
     values = {name: expand_data_dir(value, data_dir) for name, value in config["env"].items()}
     values.update(secrets or {})
     values.update({
         "PATH": base_path(artifact.bin_dirs),
-        "HOME": os.path.expanduser("~"),
+        "HOME": str(data_dir) if user else os.path.expanduser("~"),
         "LANG": "C.UTF-8",
         "RAILGUARD_ENV": env,
         "RAILGUARD_SERVICE": service,
@@ -132,7 +144,8 @@ def _write_hint(lines: list[str], artifact_paths: tuple[str, ...]) -> str:
     return ""
 
 
-def run_release_command(config: dict[str, Any], environ: dict[str, str], artifact: Artifact, log_path: Path) -> None:
+def run_release_command(config: dict[str, Any], environ: dict[str, str], artifact: Artifact, log_path: Path,
+                        user: str | None = None) -> None:
     verified(artifact)
     argv = config["release"]
     if (missing := not_installed(argv, environ)) is not None:
@@ -143,7 +156,7 @@ def run_release_command(config: dict[str, Any], environ: dict[str, str], artifac
         with log_path.open("ab") as out:
             done = subprocess.run(argv, cwd=artifact.src, env=environ, stdin=subprocess.DEVNULL, stdout=out,
                                   stderr=subprocess.STDOUT, timeout=timeout, check=False, start_new_session=True,
-                                  preexec_fn=readonly_preexec(artifact.readonly))
+                                  preexec_fn=readonly_preexec(artifact.readonly), **as_user(lookup(user)))
     except FileNotFoundError as exc:
         raise Failure("rollout.release_failed", "The release command was not found",
                       f"{argv[0]!r} does not exist in the release", {"command": argv}) from exc
@@ -162,7 +175,8 @@ def run_release_command(config: dict[str, Any], environ: dict[str, str], artifac
 
 def start_replicas(count: int, first_index: int, config: dict[str, Any], *, env: str, service: str, release: int,
                    data_dir: Path, artifact: Artifact, home: Path, log_dir: Path,
-                   secrets: dict[str, str] | None = None) -> list[Replica]:
+                   secrets: dict[str, str] | None = None, user: str | None = None,
+                   pinned: dict[str, int] | None = None) -> list[Replica]:
     verified(artifact)
     started: list[Replica] = []
     for index in range(first_index, first_index + count):
@@ -171,9 +185,9 @@ def start_replicas(count: int, first_index: int, config: dict[str, Any], *, env:
         spec = ReplicaSpec(
             name=name, argv=list(config["run"]), cwd=artifact.src,
             env=replica_env(config, env=env, service=service, release=release, index=index, port=port,
-                            data_dir=data_dir, artifact=artifact, home=home, secrets=secrets),
+                            data_dir=data_dir, artifact=artifact, home=home, secrets=secrets, user=user),
             port=port, log_path=log_dir / f"{name}.log", stop_timeout=config["stop_timeout_ms"] / 1000,
-            readonly=artifact.readonly)
+            readonly=artifact.readonly, user=user)
         if (missing := not_installed(spec.argv, spec.env)) is not None:
             stop_all(started)
             raise Failure("rollout.start_failed", "A replica could not be started", missing, {"command": spec.argv})
@@ -183,7 +197,7 @@ def start_replicas(count: int, first_index: int, config: dict[str, Any], *, env:
             stop_all(started)
             raise Failure("rollout.start_failed", "A replica could not be started", str(exc),
                           {"command": spec.argv}) from exc
-        started.append(Replica(spec, record, sorted(secrets or {})))
+        started.append(Replica(spec, record, sorted(secrets or {}), dict(pinned or {})))
     return started
 
 
@@ -194,7 +208,8 @@ def _check_for(config: dict[str, Any], replica: Replica, timeout: float | None =
     if health and health["mode"] == "http" and port is not None:
         return check_http(port, health["http"], limit)
     if health and health["mode"] == "exec":
-        return check_exec(health["exec"], replica.spec.env, replica.spec.cwd, limit, replica.spec.readonly)
+        return check_exec(health["exec"], replica.spec.env, replica.spec.cwd, limit, replica.spec.readonly,
+                          replica.spec.user)
     if port is not None:
         return check_tcp(port, limit)
     return CheckResult(is_alive(replica.record), "process is running")

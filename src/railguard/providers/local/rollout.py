@@ -20,8 +20,9 @@ from railguard.providers.base import ApplyRequest, ApplyResponse, ObserveRequest
 from railguard.providers.local import artifacts
 from railguard.providers.local.databases import guarded_release
 from railguard.providers.local.edge import CaddyEdge, EdgeError, EdgeRoute
+from railguard.providers.local.isolation import Level, ensure_user, prepare_data, seal_artifact, user_name
 from railguard.providers.local.processes import Supervisor, is_alive
-from railguard.providers.local.replicas import Failure, check, gate, replica_env, start_replicas
+from railguard.providers.local.replicas import Failure, check, gate, pinned, replica_env, start_replicas
 from railguard.providers.local.replicas import stop_all as stop_replicas
 from railguard.providers.local.runtime import LIVE, PENDING, WARM, EnvRuntime, Replica, ReplicaSet, RuntimeState
 
@@ -32,7 +33,8 @@ class Rollouts:
     home: Path
     state: RuntimeState
     supervisor: Supervisor
-    secret_values: Callable[[str, list[str]], dict[str, str]]
+    secret_values: Callable[[str, dict[str, int]], dict[str, str]]
+    isolation: Level
 
     def edge(self, env: str) -> CaddyEdge:
         raise NotImplementedError
@@ -46,10 +48,26 @@ class Rollouts:
     def _retire(self, rs: ReplicaSet, stop_timeout: float | None = None) -> None:
         raise NotImplementedError
 
-    def _data_dir(self, request: ApplyRequest) -> Path:
+    def _run_as(self, request: ApplyRequest) -> str | None:
+        """The OS user the environment's new processes run as (None: the daemon's own, shared-user)."""
+        if not self.isolation.isolated:
+            return None
+        return request.user or user_name(request.app, request.env, self.home)
+
+    def _data_dir(self, request: ApplyRequest, user: str | None = None) -> Path:
         path = Path(request.data_dir) if request.data_dir else self.home / "data" / request.env
-        path.mkdir(parents=True, exist_ok=True)
+        try:
+            prepare_data(path, None if user is None else ensure_user(user))
+        except OSError as exc:
+            raise Failure("rollout.start_failed", "The environment's data folder or user could not be prepared",
+                          str(exc), {"data_dir": str(path), "user": user}) from exc
         return path
+
+    def _sealed(self, artifact: artifacts.Artifact, user: str | None) -> artifacts.Artifact:
+        """An isolated environment's processes get a read-only artifact that no app user can change."""
+        if user is not None:
+            seal_artifact(artifact.path)
+        return artifact
 
     def _rollout(self, request: ApplyRequest, step: _Step) -> ApplyResponse:
         desired = _need(request.desired)
@@ -58,22 +76,24 @@ class Rollouts:
         release = request.release or 0
         new_set = self._warm_match(runtime, desired)
         if new_set is None:
+            user = self._run_as(request)
             with step("build"):
-                artifact = artifacts.ensure(self.home / "artifacts", Path(request.source_root or "."),
-                                            cfg["source"] or "", cfg["build"], dict(cfg["env"]),
-                                            on_line=step.output("build"))
-            data_dir = self._data_dir(request)
+                artifact = self._sealed(artifacts.ensure(self.home / "artifacts", Path(request.source_root or "."),
+                                                         cfg["source"] or "", cfg["build"], dict(cfg["env"]),
+                                                         on_line=step.output("build")), user)
+            data_dir = self._data_dir(request, user)
             log_dir = self.home / "logs" / env / name
             if cfg["release"]:
                 environ = replica_env(cfg, env=env, service=name, release=release, index=None, port=None,
                                       data_dir=data_dir, artifact=artifact, home=self.home,
-                                      secrets=self.secret_values(env, cfg["secrets"]))
+                                      secrets=self.secret_values(env, pinned(cfg)), user=user)
                 guarded_release(request, home=self.home, service=name, config=cfg, environ=environ,
-                                artifact=artifact, data_dir=data_dir, log_dir=log_dir, step=step)
+                                artifact=artifact, data_dir=data_dir, log_dir=log_dir, step=step, user=user)
             with step("start"):
                 started = start_replicas(cfg["replicas"], 0, cfg, env=env, service=name, release=release,
                                          data_dir=data_dir, artifact=artifact, home=self.home, log_dir=log_dir,
-                                         secrets=self.secret_values(env, cfg["secrets"]))
+                                         secrets=self.secret_values(env, pinned(cfg)), user=user,
+                                         pinned=pinned(cfg))
                 new_set = ReplicaSet(service=name, release=release, fingerprint=desired.fingerprint, config=cfg,
                                      depends_on=desired.depends_on, artifact=str(artifact.path), role=PENDING,
                                      replicas=started)
@@ -166,18 +186,22 @@ class Rollouts:
         removed: list[Replica] = []
         if want > have:
             with step("scale-up"):
-                artifact = artifacts.at(Path(live.artifact), cfg["source"] or "")
+                # More of the same set: the same user as its replicas (a set started shared stays shared).
+                user = live.replicas[0].spec.user if live.replicas else self._run_as(request)
+                artifact = self._sealed(artifacts.at(Path(live.artifact), cfg["source"] or ""), user)
                 first = max((int(r.spec.name.rsplit(".", 1)[1]) for r in live.replicas), default=-1) + 1
                 extra = start_replicas(want - have, first, cfg, env=env, service=name, release=live.release,
-                                       data_dir=self._data_dir(request), artifact=artifact, home=self.home,
+                                       data_dir=self._data_dir(request, user), artifact=artifact, home=self.home,
                                        log_dir=self.home / "logs" / env / name,
-                                       secrets=self.secret_values(env, cfg["secrets"]))
+                                       secrets=self.secret_values(env, pinned(cfg)), user=user,
+                                       pinned=pinned(cfg))
                 try:
                     gate(extra, cfg)
                 except Failure:
                     stop_replicas(extra)
                     raise
-                live.replicas += [Replica(r.spec, self.supervisor.add(r.spec, r.record), r.secret_names)
+                live.replicas += [Replica(r.spec, self.supervisor.add(r.spec, r.record), r.secret_names,
+                                          r.secret_versions)
                                   for r in extra]
         elif want < have:
             removed = live.replicas[want:]

@@ -33,7 +33,7 @@ def spec_to_dict(spec: ReplicaSpec) -> dict[str, Any]:
 def spec_from_dict(data: dict[str, Any]) -> ReplicaSpec:
     return ReplicaSpec(name=data["name"], argv=list(data["argv"]), cwd=Path(data["cwd"]), env=dict(data["env"]),
                        port=data["port"], log_path=Path(data["log_path"]), stop_timeout=data["stop_timeout"],
-                       readonly=tuple(data.get("readonly") or ()))
+                       readonly=tuple(data.get("readonly") or ()), user=data.get("user"))
 
 
 @dataclass
@@ -41,6 +41,7 @@ class Replica:
     spec: ReplicaSpec
     record: ReplicaRecord
     secret_names: list[str] = field(default_factory=list)  # their values are never written to disk
+    secret_versions: dict[str, int] = field(default_factory=dict)  # the versions its release pinned
 
     @property
     def address(self) -> str:
@@ -49,12 +50,13 @@ class Replica:
     def to_dict(self) -> dict[str, Any]:
         spec = spec_to_dict(self.spec)
         spec["env"] = {k: v for k, v in spec["env"].items() if k not in self.secret_names}
-        return {"spec": spec, "record": self.record.to_dict(), "secret_names": self.secret_names}
+        return {"spec": spec, "record": self.record.to_dict(), "secret_names": self.secret_names,
+                "secret_versions": self.secret_versions}
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> Replica:
         return cls(spec_from_dict(data["spec"]), ReplicaRecord.from_dict(data["record"]),
-                   list(data.get("secret_names", [])))
+                   list(data.get("secret_names", [])), dict(data.get("secret_versions", {})))
 
 
 @dataclass

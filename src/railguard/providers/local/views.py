@@ -29,6 +29,7 @@ from railguard.providers.base import (
     WarmUnit,
 )
 from railguard.providers.local.edge import CaddyEdge, EdgeRoute
+from railguard.providers.local.isolation import ISOLATED, SHARED, Level
 from railguard.providers.local.processes import Supervisor, is_alive, tail
 from railguard.providers.local.runtime import LIVE, WARM, Replica, ReplicaSet, RuntimeState
 
@@ -40,6 +41,7 @@ class Views:
     state: RuntimeState
     supervisor: Supervisor
     edges: dict[str, CaddyEdge]
+    isolation: Level
 
     def edge(self, env: str) -> CaddyEdge:
         raise NotImplementedError
@@ -66,9 +68,13 @@ class Views:
             routes = [RouteUnit(host=r.host, path=r.path, upstreams=list(r.upstreams))
                       for r in self.edge_routes(request.env)]
             live_sets = sum(1 for rs in runtime.sets if rs.role == LIVE)
+            users = {r.spec.user for rs in runtime.sets for r in rs.replicas}
         port = edge["config"]["port"] if edge else None
+        # Isolated only when the runtime isolates and nothing of the environment still runs as the daemon's user.
+        isolated = self.isolation.isolated and None not in users
         return DescribeResponse(
             env=request.env, services=services, live_sets=live_sets,
+            isolation=ISOLATED if isolated else SHARED, user=next(iter(sorted(u for u in users if u)), None),
             edge=EdgeUnit(port=port, url=f"http://127.0.0.1:{port}/" if port else None,
                           running=self.edge(request.env).running(), routes=routes))
 
@@ -114,4 +120,5 @@ class Views:
     def summary(self) -> SummaryResponse:
         return SummaryResponse(edges={env: EdgeSummary(running=edge.running(), pid=edge.pid())
                                       for env, edge in self.edges.items()},
-                               replicas=len(self.supervisor.records()))
+                               replicas=len(self.supervisor.records()), isolation=self.isolation.level,
+                               isolation_reason=self.isolation.reason)

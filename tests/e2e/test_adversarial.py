@@ -1,0 +1,206 @@
+"""The app is hostile: code deployed to staging attacks production, in isolated and in shared-user mode.
+
+One deployment per mode: production runs, then staging deploys an app (tests/e2e/hostile/hostile.py) that
+tries each attack once at start and serves the results on /report. In isolated mode every attack fails and
+production is unaffected; in shared-user mode what the app can do is exactly what docs/guardrails.md lists
+(the test reads the table there, so the docs cannot drift).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import pwd
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import sysconfig
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from .harness import free_port, wait_for
+
+HOSTILE = Path(__file__).parent / "hostile" / "hostile.py"
+DOCS = Path(__file__).parents[2] / "docs" / "guardrails.md"
+SPEC = """
+[app]
+name = "hostile"
+
+[environments.staging]
+edge_port = {staging}
+
+[environments.staging.services.web]
+env = {{ TARGET_STATE = "{state}", TARGET_EDGE_PORT = "{production}", TARGET_DATA = "{prod_data}" }}
+
+[environments.production]
+edge_port = {production}
+
+[services.web]
+run = ["python", "hostile.py"]
+secrets = ["API_TOKEN"]
+start_timeout = "20s"
+[services.web.health]
+http = "/healthz"
+interval = "500ms"
+timeout = "400ms"
+start_period = "1s"
+[[services.web.routes]]
+path = "/"
+"""
+PROD_SECRET = "prd-hostile-7c1d-secret"
+
+
+def documented() -> dict[str, dict[str, str]]:
+    """The attack table of docs/guardrails.md: attack -> {mode: 'refused' | 'possible'}."""
+    text = DOCS.read_text()
+    table = text[text.index("<!-- attacks:begin -->"):text.index("<!-- attacks:end -->")]
+    rows = [line for line in table.splitlines() if line.startswith("| `")]
+    found = {}
+    for row in rows:
+        cells = [c.strip() for c in row.strip("|").split("|")]
+        name = re.match(r"`(\w+)`", cells[0])
+        assert name, row
+        found[name.group(1)] = {"isolated": cells[1], "shared-user": cells[2]}
+    return found
+
+
+def reachable_python(folder: Path) -> str | None:
+    """An interpreter whose base other users can run (the artifacts' virtualenvs are made from it)."""
+    base = Path(getattr(sys, "_base_executable", sys.executable)).resolve()
+    if all(os.stat(p).st_mode & 0o001 for p in base.parents):
+        return sys.executable
+    system = Path(f"/usr/bin/python{sys.version_info.major}.{sys.version_info.minor}")
+    if not system.exists():
+        return None
+    # A venv on the system's Python of the same minor version that sees this venv's packages (same ABI).
+    venv = folder / "py"
+    subprocess.run([str(system), "-m", "venv", "--without-pip", str(venv)], check=True, timeout=60)
+    purelib = subprocess.run([str(venv / "bin" / "python"), "-c", "import sysconfig; "
+                              "print(sysconfig.get_paths()['purelib'])"], capture_output=True, text=True,
+                             check=True).stdout.strip()
+    ours = sysconfig.get_paths()["purelib"]
+    Path(purelib, "railguard-test.pth").write_text(f"import site; site.addsitedir({ours!r})\n")
+    return str(venv / "bin" / "python")
+
+
+class Deployment:
+    def __init__(self, root: Path, python: str, env: dict[str, str]) -> None:
+        self.root, self.python, self.env = root, python, env
+        self.staging, self.production = free_port(), free_port()
+        self.state = root / ".railguard"
+        self.agent = ""
+        shutil.copy(HOSTILE, root / "hostile.py")
+        (root / "railguard.toml").write_text(SPEC.format(
+            staging=self.staging, production=self.production, state=self.state,
+            prod_data=self.state / "data" / "production"))
+
+    def rg(self, *args: str, stdin: str | None = None) -> subprocess.CompletedProcess[str]:
+        env = {k: v for k, v in os.environ.items() if k not in ("RAILGUARD_HOME", "RAILGUARD_TOKEN")}
+        # Tools installed beside this interpreter (the Caddy binary) stay findable from the other interpreter.
+        path = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
+        env.update({"NO_COLOR": "1", "COLUMNS": "200", "PATH": path, **self.env})
+        return subprocess.run([self.python, "-m", "railguard", *args], cwd=self.root, capture_output=True,
+                              text=True, timeout=180, env=env, input=stdin, check=False)
+
+    def rg_json(self, *args: str) -> dict[str, Any]:
+        done = self.rg(*args, "--json")
+        assert "Traceback" not in done.stderr, done.stderr
+        answer: dict[str, Any] = json.loads(done.stdout)
+        assert answer["ok"], answer
+        return answer
+
+    def get(self, port: int, path: str = "/") -> httpx.Response:
+        return httpx.get(f"http://127.0.0.1:{port}{path}", timeout=5, trust_env=False)
+
+
+@pytest.fixture
+def site() -> Iterator[Path]:
+    # Not under pytest's 0700 folder: an isolated environment's user must traverse down to its artifact.
+    root = Path(tempfile.mkdtemp(prefix="rg-adversarial-", dir="/tmp"))
+    root.chmod(0o755)
+    yield root
+    done = subprocess.run([sys.executable, "-m", "railguard", "daemon", "stop", "--everything", "--spec",
+                           str(root / "railguard.toml")], capture_output=True, text=True, timeout=60,
+                          check=False)
+    assert "Traceback" not in done.stderr
+    shutil.rmtree(root, ignore_errors=True)
+
+
+def attack(site: Path, python: str, env: dict[str, str]) -> tuple[Deployment, dict[str, Any]]:
+    d = Deployment(site, python, env)
+    assert d.rg("secret", "set", "API_TOKEN", "--env", "production", stdin=PROD_SECRET).returncode == 0
+    assert d.rg("secret", "set", "API_TOKEN", "--env", "staging", stdin="stg-hostile-2b9e").returncode == 0
+    d.rg_json("deploy", "--env", "production", "--yes")
+    agent = d.rg_json("token", "create", "--name", "mallory", "--role", "agent", "--env", "staging")
+    d.env["RAILGUARD_TOKEN"] = agent["token"]["token"]
+    d.rg_json("deploy", "--env", "staging", "--yes")  # as the staging-only agent
+    report: dict[str, Any] = wait_for(lambda: d.get(d.staging, "/report").json(), "the hostile app's report")
+    d.agent = d.env.pop("RAILGUARD_TOKEN")  # from here on, the owner looks
+    return d, report
+
+
+def test_isolated_mode_refuses_every_attack_and_production_is_unaffected(site: Path) -> None:
+    if os.geteuid() != 0 or shutil.which("useradd") is None:
+        pytest.skip("isolation needs root and useradd")
+    python = reachable_python(site)
+    if python is None:
+        pytest.skip("no Python other users can run")
+    d, report = attack(site, python, {})
+    expected = documented()
+    assert set(expected) <= set(report), report
+    for name, wanted in expected.items():
+        assert wanted["isolated"] == "refused"
+        assert report[name]["possible"] is False, (name, report[name])
+    # The app ran as staging's own user, without root's groups; production as another user.
+    staging_user, production_user = pwd.getpwnam("rg-hostile-staging"), pwd.getpwnam("rg-hostile-production")
+    assert report["_whoami"]["uid"] == staging_user.pw_uid and set(report["_whoami"]["groups"]) <= {staging_user.pw_gid}
+    for env, user in (("staging", "rg-hostile-staging"), ("production", "rg-hostile-production")):
+        status = d.rg_json("status", "--env", env)["status"]
+        assert status["isolation"] == "isolated" and status["user"] == user, status
+        pids = [r["pid"] for s in status["services"] for r in s["replicas"]]
+        assert pids and all(os.stat(f"/proc/{pid}").st_uid == pwd.getpwnam(user).pw_uid for pid in pids)
+    # Production is unaffected: it serves, its data folder is its user's alone, the state holds no forgery.
+    assert d.get(d.production).text == "ok"
+    data = d.state / "data" / "production"
+    assert data.stat().st_uid == production_user.pw_uid and data.stat().st_mode & 0o077 == 0
+    assert not (data / "pwned").exists()
+    assert (d.state / "state.db").stat().st_mode & 0o077 == 0
+    health = d.rg_json("daemon", "status")["daemon"]
+    assert health["isolation"] == "isolated", health
+    # Secrets of production never reached staging's report (nor anything it could read).
+    assert PROD_SECRET not in json.dumps(report)
+
+
+def test_shared_user_mode_allows_what_the_docs_list_and_token_only_refuses_it(site: Path) -> None:
+    d, report = attack(site, sys.executable, {"RAILGUARD_ISOLATION": "off"})
+    expected = documented()
+    for name, wanted in expected.items():
+        assert report[name]["possible"] is (wanted["shared-user"] == "possible"), (name, report[name])
+    status = d.rg_json("status", "--env", "production")["status"]
+    assert status["isolation"] == "shared-user" and status["user"] is None
+    # Token-only mode without isolation is refused unless accepted explicitly, and then it says so.
+    agent = d.agent
+    assert d.rg("daemon", "stop").returncode == 0
+    refused = d.rg("daemon", "start", "--require-token")
+    assert refused.returncode != 0 and "daemon.not_isolated" in refused.stdout + refused.stderr, refused
+    assert d.rg("daemon", "start", "--require-token", "--allow-shared-user").returncode == 0
+    d.env["RAILGUARD_TOKEN"] = agent
+    who = d.rg_json("whoami")
+    assert who["require_token"] is True and who["shared_user_allowed"] is True and who["isolation"] == "shared-user"
+    # The daemon dies; the next call starts it on demand, in the recorded mode: still token-only.
+    os.kill(int(json.loads((d.state / "daemon.pid").read_text())["pid"]), signal.SIGKILL)
+    del d.env["RAILGUARD_TOKEN"]
+    again = d.rg("status", "--env", "production", "--json")
+    assert json.loads(again.stdout)["diagnostics"][0]["code"] == "auth.token_required", again.stdout
+    # Only the owner's explicit choice leaves token-only mode (the fixture then stops everything).
+    pid = json.loads((d.state / "daemon.pid").read_text())["pid"]
+    os.kill(int(pid), signal.SIGTERM)
+    wait_for(lambda: not (d.state / "daemon.pid").exists(), "the daemon to stop")
+    assert d.rg("daemon", "start", "--same-user").returncode == 0

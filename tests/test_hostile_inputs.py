@@ -1,0 +1,94 @@
+"""Hostile input to the daemon socket and the spec parser: refused with a diagnostic, never a hang or a 500.
+
+A real daemon API server (in this process, on a Unix socket in a temporary folder) gets malformed
+Content-Length values and a body that never arrives, while a normal request on another connection is
+answered; the spec parser gets a 60,000-deep array and an oversized text.
+"""
+
+from __future__ import annotations
+
+import json
+import socket
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from railguard.daemon.api import Server
+from railguard.daemon.service import Daemon
+from railguard.model.specfile import MAX_SPEC_BYTES, parse_spec
+
+
+@pytest.fixture
+def server(tmp_path: Path) -> Iterator[Path]:
+    path = tmp_path / "d.sock"
+    srv = Server(path, Daemon(tmp_path / "state"))
+    thread = threading.Thread(target=srv.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
+    thread.start()
+    yield path
+    srv.shutdown()
+    srv.server_close()
+    thread.join(timeout=10)
+
+
+def _connect(path: Path) -> socket.socket:
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    sock.settimeout(20)
+    sock.connect(str(path))
+    return sock
+
+
+def _answer(sock: socket.socket) -> tuple[int, dict[str, object], bytes]:
+    """Read one answer and whatever follows until the server closes (b'' if it closed)."""
+    data = b""
+    while b"\r\n\r\n" not in data:
+        data += sock.recv(4096)
+    head, _, rest = data.partition(b"\r\n\r\n")
+    length = int(next(line.split(b":")[1] for line in head.split(b"\r\n")
+                      if line.lower().startswith(b"content-length")))
+    while len(rest) < length:
+        rest += sock.recv(4096)
+    return int(head.split()[1]), json.loads(rest[:length]), head
+
+
+@pytest.mark.parametrize("declared", ["abc", "-1", "1e3", "99999999999"])
+def test_a_bad_content_length_is_refused_and_the_connection_closed(server: Path, declared: str) -> None:
+    with _connect(server) as sock:
+        sock.sendall(f"POST /v1/plans HTTP/1.1\r\nHost: x\r\nContent-Length: {declared}\r\n\r\n".encode())
+        status, body, head = _answer(sock)
+        assert status == 422 and body["diagnostics"][0]["code"] == "daemon.bad_request", body  # type: ignore[index]
+        assert b"Connection: close" in head
+        assert sock.recv(100) == b""  # closed: nothing after the refusal is read as a request
+
+
+def test_a_stalled_body_does_not_stop_a_normal_request(server: Path) -> None:
+    with _connect(server) as hostile:
+        hostile.sendall(b"POST /v1/plans HTTP/1.1\r\nHost: x\r\nContent-Length: 1000\r\n\r\n{\"env\":")
+        with _connect(server) as normal:  # concurrently, on another connection
+            normal.sendall(b"GET /v1/health HTTP/1.1\r\nHost: x\r\n\r\n")
+            status, body, _ = _answer(normal)
+            assert status == 200 and body["ok"] is True
+        hostile.shutdown(socket.SHUT_WR)  # the body ends short: refused, not waited for forever
+        status, body, _ = _answer(hostile)
+        assert status == 422 and "ended after" in json.dumps(body)
+
+
+def test_deep_or_huge_toml_is_a_diagnostic() -> None:
+    spec, found = parse_spec("a = " + "[" * 60_000)
+    assert spec is None and [d.code for d in found] == ["spec.toml_syntax"]
+    spec, found = parse_spec("# " + "x" * MAX_SPEC_BYTES)
+    assert spec is None and [d.code for d in found] == ["spec.too_large"]
+
+
+def test_terminal_output_strips_control_characters_but_keeps_styles() -> None:
+    import io
+
+    from railguard.cli.terminal import SafeConsole
+
+    console = SafeConsole(file=io.StringIO(), force_terminal=True, color_system="standard", highlight=False)
+    console.print("[bold]reason[/]: urgent\x1b]0;pwned\x07\x1b[2J\x9b31m fix\u202e\nnext\tline")
+    shown = console.file.getvalue()  # type: ignore[attr-defined]
+    assert "\x1b]" not in shown and "\x1b[2J" not in shown and "\x9b" not in shown and "\u202e" not in shown
+    assert "\x1b[1m" in shown  # Rich's own bold is still there
+    assert "urgent]0;pwned[2J31m fix\nnext" in shown.replace("\x1b[1m", "").replace("\x1b[0m", "")
