@@ -16,7 +16,7 @@ import typer
 from typer._click.exceptions import ClickException, UsageError  # typer vendors click; not re-exported
 
 from railguard import __version__
-from railguard.cli import daemon_cmd, deploy, doctor_cmd, gc_cmd, guard_cmd, mcp_cmd, observe
+from railguard.cli import daemon_cmd, deploy, doctor_cmd, edge_cmd, gc_cmd, guard_cmd, mcp_cmd, observe
 from railguard.cli.common import ADMIN, DEPLOY, JsonOpt, SpecOpt, add
 from railguard.cli.output import emit_json, finish, guarded, out, print_diagnostics, usage_error
 from railguard.engine.starter import write_starter
@@ -96,6 +96,7 @@ doctor_cmd.register(app)
 mcp_cmd.register(app)
 app.add_typer(daemon_cmd.app, name="daemon", rich_help_panel=ADMIN)
 gc_cmd.register(app)
+edge_cmd.register(app)
 add(app, schema, ADMIN, "railguard schema > railguard.schema.json")
 
 

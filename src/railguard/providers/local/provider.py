@@ -68,6 +68,11 @@ REMEDIATION = {
     "rollout.unhealthy": "Check the health endpoint and log_tail; raise start_timeout if the app is just slow.",
     "rollout.artifact_missing": "Roll back to a release whose artifact still exists (`railguard releases`), "
                                 "or deploy the current source with `railguard plan` and apply.",
+    "rollout.static_missing": "Make the build produce the folder (e.g. build = [\"python\", \"manage.py\", "
+                              "\"collectstatic\", \"--noinput\"]) or fix `folder`, then plan and apply again. "
+                              "Traffic is unchanged.",
+    "rollout.static_outside": "Keep the static folder and every link in it inside the app source (copy files "
+                              "instead of linking them), then plan and apply again. Traffic is unchanged.",
     "edge.port_in_use": "Stop the program using the port or choose another edge_port, then plan and apply again.",
     "edge.failed": "Check `railguard daemon status` and the edge logs in the state folder's edge/<env>/ (caddy.log, "
                    "caddy.out).",
