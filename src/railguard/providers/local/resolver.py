@@ -32,6 +32,7 @@ import struct
 import subprocess
 import sys
 import time
+from collections.abc import Mapping
 from pathlib import Path
 
 ZONE = "railguard.internal."
@@ -80,7 +81,7 @@ def _parse_question(query: bytes) -> tuple[int, int, str, int, bytes] | None:
     return ident, flags, ".".join(labels) + ".", qtype, query[12:pos + 4]
 
 
-def answer(query: bytes, table: dict[str, tuple[int, ...]]) -> bytes | None:
+def answer(query: bytes, table: Mapping[str, tuple[int, ...]]) -> bytes | None:
     """The response to ``query`` from ``table`` (name -> ports); None for input not worth an answer (pure)."""
     parsed = _parse_question(query)
     if parsed is None:
