@@ -214,8 +214,10 @@ class LocalProvider(Rollouts, Views):
         stop_replicas(replicas, stop_timeout)
         for edge in self.edges.values():
             edge.stop()
-        for folder in (self.home / "edge").glob("*/caddy.pid"):  # edges of environments not touched this run
-            CaddyEdge(folder.parent).stop()
+        # Edges of environments not touched this run (a Caddy or its upstream resolver may outlive the other).
+        edges = self.home / "edge"
+        for folder in {p.parent for name in ("*/caddy.pid", "*/resolver.pid") for p in edges.glob(name)}:
+            CaddyEdge(folder).stop()
 
     def prune_artifacts(self, kept: list[KeptRelease], dry_run: bool = False) -> list[str]:
         """Delete artifacts no kept release (``desired`` of each) and no running replica set uses; return their ids.
