@@ -1,7 +1,8 @@
 """The edge's upstream directory: a tiny DNS responder that tells Caddy which replicas each service has.
 
-Caddy's ``reverse_proxy`` asks it for the SRV records of ``<service>.<env>.railguard.internal.`` (its
-``dynamic_upstreams`` with the ``srv`` source) and caches the answer for the route's refresh interval. A
+Caddy's ``reverse_proxy`` asks it for the SRV records of each route's name, ``r<hash of host and path>.<env>.
+railguard.internal.`` (its ``dynamic_upstreams`` with the ``srv`` source), and caches the answer for the route's
+refresh interval. A
 switch only publishes a new table here: Caddy's servers, listeners and client connections stay as they are
 (a config change would replace the servers and close every idle keep-alive connection). Owned by
 :class:`railguard.providers.local.provider.LocalProvider`, which publishes after every change of a live set.
@@ -43,9 +44,9 @@ _LOOPBACK = bytes([127, 0, 0, 1])
 _TTL = 1  # Caddy ignores TTLs (its refresh interval rules); other readers should not cache long either
 
 
-def srv_name(env: str, service: str) -> str:
-    """The name Caddy looks up for a service's live replicas (absolute: no search domains apply)."""
-    return f"{service}.{env}.{ZONE}"
+def srv_name(env: str, label: str) -> str:
+    """The name Caddy looks up for one route's live replicas (absolute: no search domains apply)."""
+    return f"{label}.{env}.{ZONE}"
 
 
 def _encode_name(name: str) -> bytes:
