@@ -60,8 +60,7 @@ class Rollouts:
             with step("build"):
                 artifact = artifacts.ensure(self.home / "artifacts", Path(request.source_root or "."),
                                             cfg["source"] or "", cfg["build"], dict(cfg["env"]))
-            if cfg.get("static"):
-                with step("static"):  # before anything runs: a bad folder changes nothing
+                if cfg.get("static"):  # part of the build's result: checked before anything runs
                     static.verify(artifact.src, cfg["static"])
             data_dir = self._data_dir(request)
             log_dir = self.home / "logs" / env / name

@@ -2,7 +2,7 @@
 
 A service may declare ``static`` folders (``model/spec.py``); Caddy's ``file_server`` serves them on the
 service's route hosts, so those requests never reach the app. The app is untrusted and its build runs its own
-code, so the folder it produced is checked here (called by the rollout right after the build step): it must
+code, so the folder it produced is checked here (by the rollout, as the end of its build step): it must
 exist, be a folder, resolve inside the artifact, and hold no symlink that resolves outside it (Caddy follows
 symlinks, so one link to ``/etc`` would publish the machine). The edge serves each folder through a link of
 its own (:func:`railguard.providers.local.edge.CaddyEdge.set_environment` points it at the live release), so a
