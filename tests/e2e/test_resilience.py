@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import http.client
 import os
 import signal
 import time
@@ -36,6 +37,9 @@ def test_killed_daemon_leaves_apps_serving_and_is_readopted(ws: Workspace) -> No
     pids = _replica_pids(ws)
     daemon = ws.daemon_pid()
     assert daemon is not None
+    kept = http.client.HTTPConnection("127.0.0.1", ws.port, timeout=10)  # idle across the daemon's restart
+    kept.request("GET", "/")
+    assert kept.getresponse().read().startswith(b"v1")
     os.kill(daemon, signal.SIGKILL)
     wait_for(lambda: not psutil.pid_exists(daemon) or psutil.Process(daemon).status() == psutil.STATUS_ZOMBIE,
              "the daemon to die")
@@ -43,6 +47,10 @@ def test_killed_daemon_leaves_apps_serving_and_is_readopted(ws: Workspace) -> No
         assert ws.version() == "v1"  # the edge and the replicas do not need the daemon
     assert _replica_pids(ws) == pids  # a new daemon started on demand and adopted them, no restart
     assert ws.daemon_pid() not in (None, daemon)
+    # Adoption re-applies the routes without a Caddy reload: the idle connection still serves.
+    kept.request("GET", "/")
+    assert kept.getresponse().read().startswith(b"v1")
+    kept.close()
     code, events = ws.rg_json("events")
     assert any(e["kind"] == "daemon.adopted" and str(pids[0]) in e["message"] for e in events["events"])
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import http.client
 import socket
 
 from .harness import Workspace
@@ -15,11 +16,23 @@ def test_deploy_update_and_instant_rollback(ws: Workspace) -> None:
     env_seen = ws.get().text
     # The replica sees exactly the declared environment plus documented variables, nothing of ours.
     assert "PYTEST_CURRENT_TEST" not in env_seen and "RAILGUARD_RELEASE" in env_seen and "'PORT'" in env_seen
+    # A client that never retries keeps one keep-alive connection, idle during the deploy and the rollback.
+    kept = http.client.HTTPConnection("127.0.0.1", ws.port, timeout=10)
+
+    def ask_kept() -> str:
+        kept.request("GET", "/")
+        resp = kept.getresponse()
+        assert resp.status == 200
+        return resp.read().decode()
+
+    assert ask_kept().startswith("v1")
+    local = kept.sock.getsockname()
 
     ws.write_spec(version="2")
     code, result = ws.deploy()
     assert code == 0, result
     assert ws.version() == "v2"
+    assert ask_kept().startswith("v2")  # the switch did not close the idle connection
     steps = [j["step"] for j in result["operation"]["journal"] if j["phase"] == "end"]
     assert [s.split(": ")[-1] for s in steps if ": " in s] == [
         "build", "release-command", "start", "gate", "switch", "drain"]
@@ -27,6 +40,8 @@ def test_deploy_update_and_instant_rollback(ws: Workspace) -> None:
     code, result = ws.rg_json("rollback", "--env", "staging")
     assert code == 0, result
     assert ws.version() == "v1"
+    assert ask_kept().startswith("v1") and kept.sock.getsockname() == local  # the same connection throughout
+    kept.close()
     rollback_steps = {j["step"].split(": ")[-1] for j in result["operation"]["journal"]}
     assert "start" not in rollback_steps and "build" not in rollback_steps  # warm: no new processes
 

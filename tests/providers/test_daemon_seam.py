@@ -49,7 +49,7 @@ def test_status_health_and_logs_keep_their_fields_with_the_fake_provider(tmp_pat
         assert set(service) == {"name", "address", "release", "status", "replicas", "warm"}
         assert service["status"] == "healthy" and service["release"] == 1  # the provider's health verdict
         assert set(service["replicas"][0]) == {"name", "pid", "port", "health", "restarts", "uptime_s"}
-        assert set(status["edge"]) == {"port", "url", "running", "routes"}
+        assert set(status["edge"]) == {"port", "url", "running", "routes", "https_port", "ca_root"}
         assert status["edge"]["port"] == 18080 and status["edge"]["running"] is True
         assert {tuple(sorted(r)) for r in status["edge"]["routes"]} == {("host", "path", "upstreams")}
         assert status["live_sets"] == 2

@@ -23,6 +23,7 @@ from railguard.cli import (
     data_cmd,
     deploy,
     doctor_cmd,
+    edge_cmd,
     exec_cmd,
     gc_cmd,
     guard_cmd,
@@ -128,6 +129,7 @@ mcp_cmd.register(app)
 console_cmd.register(app)
 app.add_typer(daemon_cmd.app, name="daemon", rich_help_panel=ADMIN)
 gc_cmd.register(app)
+edge_cmd.register(app)
 add(app, schema, ADMIN, "railguard schema > railguard.schema.json")
 
 

@@ -654,6 +654,8 @@ class EdgeStatus(Record):
     url: str | None = None
     running: bool
     routes: list[Route] = Field(default_factory=list)
+    https_port: int | None = None  # routes with a host are served over HTTPS there
+    ca_root: str | None = None  # the internal CA's root certificate to trust (`railguard edge-ca`)
 
 
 class Drift(Record):

@@ -9,6 +9,7 @@ problem at once. Called by :func:`railguard.model.specfile.parse_spec`.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
 
 from railguard.model.diagnostics import Diagnostic, error, warning
@@ -24,7 +25,7 @@ RESERVED_PREFIX = "RAILGUARD_"
 def check(spec: Spec) -> list[Diagnostic]:
     found: list[Diagnostic] = []
     for rule in (_no_environments, _references, _cycles, _variables, _edge_ports, _routes, _health, _policies,
-                 _isolation, _environment_settings):
+                 _isolation, _environment_settings, _static):
         found.extend(rule(spec))
     return found
 
@@ -129,9 +130,57 @@ def _service_variables(name: str, env_name: str, service: Service) -> Iterator[D
             )
 
 
+def lowest_unprivileged_port() -> int:
+    """The lowest port this user may bind: 0 with root or CAP_NET_BIND_SERVICE, else the kernel's setting."""
+    if os.geteuid() == 0:
+        return 0
+    try:
+        with open("/proc/self/status") as status:
+            caps = next((line.split()[1] for line in status if line.startswith("CapEff:")), "0")
+        if int(caps, 16) & (1 << 10):  # CAP_NET_BIND_SERVICE
+            return 0
+        with open("/proc/sys/net/ipv4/ip_unprivileged_port_start") as start:
+            return int(start.read().strip())
+    except (OSError, ValueError):
+        return 1024
+
+
+def _privileged_ports(spec: Spec) -> Iterator[Diagnostic]:
+    lowest: int | None = None
+    for env_name, env in spec.environments.items():
+        for key, port in (("edge_port", env.edge_port), ("https_port", env.https_port)):
+            if port is None or port >= 1024:
+                continue
+            lowest = lowest_unprivileged_port() if lowest is None else lowest
+            if port < lowest:
+                yield error(
+                    "spec.privileged_port", f"Port {port} of '{env_name}' needs privileges this user lacks",
+                    f"environments.{env_name}.{key} = {port}, but ports below {lowest} can only be bound by root "
+                    "or a process with CAP_NET_BIND_SERVICE, so the edge could not listen there.",
+                    f"Use a port of {lowest} or above (e.g. 8443 for HTTPS, 8080 for HTTP) and forward 443/80 to it, "
+                    "or grant the capability to Caddy (`setcap cap_net_bind_service=+ep $(which caddy)`), then "
+                    "run `railguard validate`.", address=f"environments.{env_name}.{key}")
+
+
 def _edge_ports(spec: Spec) -> Iterator[Diagnostic]:
+    yield from _privileged_ports(spec)
     seen: dict[int, str] = {}
     for env_name, env in spec.environments.items():
+        if env.https_port is not None and env.https_port == env.edge_port:
+            yield error(
+                "spec.edge_port_conflict", f"Environment '{env_name}' uses port {env.edge_port} for HTTP and HTTPS",
+                "The edge needs one port for plain HTTP (and redirects) and another for HTTPS.",
+                f"Give environments.{env_name}.https_port another port, then run `railguard validate`.",
+                address=f"environments.{env_name}.https_port")
+        if env.https_port is not None:
+            https_other = seen.setdefault(env.https_port, env_name)
+            if https_other != env_name:
+                yield error(
+                    "spec.edge_port_conflict",
+                    f"Environments '{https_other}' and '{env_name}' share port {env.https_port}",
+                    "Each environment needs its own ports.",
+                    f"Give environments.{env_name}.https_port another port, then run `railguard validate`.",
+                    address=f"environments.{env_name}.https_port")
         other = seen.setdefault(env.edge_port, env_name)
         if other != env_name:
             yield error(
@@ -280,3 +329,26 @@ def _environment_settings(spec: Spec) -> Iterator[Diagnostic]:
                             "A freeze needs a start and a later end, both with a time zone offset (e.g. ...Z).",
                             "Fix start/end, then run `railguard validate`.",
                             address=f"environments.{env_name}.freezes[{i}]")
+
+
+def _static(spec: Spec) -> Iterator[Diagnostic]:
+    """Static folders name a place inside the artifact; whether it exists is known only after the build."""
+    for name in sorted(spec.services):
+        service = spec.services[name]
+        for i, entry in enumerate(service.static):
+            address = f"services.{name}.static[{i}]"
+            folder = entry.folder.replace("\\", "/")
+            if folder.startswith("/") or ".." in folder.split("/") or "\0" in folder:
+                yield error(
+                    "spec.static_outside", f"Static folder {entry.folder!r} of '{name}' leaves the app source",
+                    "A static folder is served from the release's artifact and must stay inside it: no absolute "
+                    "path, no '..'.",
+                    "Name the folder relative to the app source (e.g. folder = \"staticfiles\"), then run "
+                    "`railguard validate`.", address=f"{address}.folder")
+            if not service.routes:
+                yield error(
+                    "spec.static_without_route", f"Service '{name}' serves static files but has no route",
+                    "Static files are served on the hosts of the service's routes; without a route no request "
+                    "can reach them.",
+                    f"Add a route to services.{name} (e.g. routes = [{{ path = \"/\" }}]), then run "
+                    "`railguard validate`.", address=address)

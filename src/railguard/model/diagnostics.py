@@ -39,6 +39,10 @@ CODES: dict[str, str] = {
     "spec.dependency_cycle": "Services depend on each other in a cycle.",
     "spec.duplicate_route": "Two services claim the same host and path in one environment.",
     "spec.route_without_port": "A service with routes does not listen on a port.",
+    "spec.static_outside": "A static folder is absolute or climbs out of the app source with `..`.",
+    "spec.static_without_route": "A service declares static folders but has no route to serve them on.",
+    "spec.privileged_port": "An edge or HTTPS port below 1024 that this user may not bind (not root, no "
+                            "CAP_NET_BIND_SERVICE).",
     "spec.reserved_variable": "A variable name is reserved by Railguard.",
     "spec.env_secret_conflict": "The same name is both a plain variable and a secret.",
     "spec.secret_in_env": "A plain variable looks like it holds a secret.",
@@ -81,6 +85,9 @@ CODES: dict[str, str] = {
     "restore.unconfirmed": "A restore was applied without its database address typed back.",
     "rollback.schema_changed": "The live schema lost what the rollback target's code reads.",
     "rollout.build_failed": "The service's build command failed.",
+    "rollout.static_missing": "A declared static folder is not in the artifact after the build.",
+    "rollout.static_outside": "A static folder resolves outside the artifact, is not a folder, or holds a symlink "
+                              "out of it.",
     "rollout.release_failed": "The release command (e.g. migrations) failed.",
     "rollout.start_failed": "A replica's command could not be started.",
     "rollout.crashed": "A new replica exited before it became healthy.",
@@ -89,6 +96,8 @@ CODES: dict[str, str] = {
     "rollout.artifact_missing": "The release's artifact is gone and cannot be rebuilt faithfully.",
     "artifact.tampered": "A built artifact or its dependency layer changed after it was built; start refused.",
     "artifact.write_refused": "A replica or release command tried to write into its read-only release.",
+    "edge.no_ca": "`railguard edge-ca`: the environment has no HTTPS (no `https_port`) or no certificate was "
+                  "issued yet.",
     "edge.port_in_use": "The environment's edge port is taken by another program.",
     "edge.failed": "The Caddy edge could not be started or configured.",
     "rollback.no_target": "There is no release to roll back to.",

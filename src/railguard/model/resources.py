@@ -117,7 +117,15 @@ def _normalize_service(service: Service, source_digest: str | None, data_dir: st
         "source": source_digest,
         "data_dir": data_dir,
         "rollback_window_ms": rollback_window_ms,
-    }
+    } | _static_config(service)
+
+
+def _static_config(service: Service) -> dict[str, Any]:
+    # Only when declared: a key every service carried would change every fingerprint (a replace of everything).
+    if not service.static:
+        return {}
+    return {"static": [{"path": s.path, "folder": s.folder, "cache_s": parse_ms(s.cache) // 1000}
+                       for s in sorted(service.static, key=lambda s: s.path)]}
 
 
 def make_resource(env: str, kind: ResourceKind, name: str, config: dict[str, Any], depends_on: list[str]) -> Resource:
@@ -159,6 +167,7 @@ def desired_resources(spec: Spec, env: str, source_digest: str | None = None,
     environment = spec.environments[env]
     resources: list[Resource] = []
     edge_routes: list[dict[str, Any]] = []
+    static: list[dict[str, Any]] = []
     for name in sorted(spec.services):
         service = spec.resolved_service(env, name)
         source = (source_overrides or {}).get(name, source_digest)
@@ -167,12 +176,20 @@ def desired_resources(spec: Spec, env: str, source_digest: str | None = None,
         deps = [service_address(env, d) for d in service.depends_on]
         resources.append(make_resource(env, "service", name, config, deps))
         edge_routes += [{**route, "service": name} for route in config["routes"]]
+        hosts = sorted({r["host"] or "" for r in config["routes"]})
+        static += [{"host": host or None, "path": s["path"], "service": name, "folder": s["folder"],
+                    "cache_s": s["cache_s"]} for s in config.get("static", []) for host in hosts]
     edge_config = {
         "target": environment.target,
         "port": environment.edge_port,
         "bind": str(environment.edge_bind),
         "routes": sorted(edge_routes, key=lambda r: (r["host"] or "", r["path"], r["service"])),
     }
+    if environment.https_port is not None:  # only when declared, like static: old edges keep their fingerprint
+        edge_config["https_port"] = environment.https_port
+        edge_config["certificates"] = environment.certificates
+    if static:  # only when declared, like a service's: an unchanged edge keeps its fingerprint
+        edge_config["static"] = sorted(static, key=lambda r: (r["host"] or "", r["path"], r["service"]))
     routed = sorted({service_address(env, r["service"]) for r in edge_routes})
     resources.append(make_resource(env, "edge", "edge", edge_config, routed))
     resources.append(make_resource(env, "environment", "environment", environment_config(spec, env), []))

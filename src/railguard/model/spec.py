@@ -21,7 +21,9 @@ from railguard.model.durations import DURATION_PATTERN, parse_ms
 
 NAME_PATTERN = r"^[a-z][a-z0-9-]{0,39}$"
 VARIABLE_PATTERN = r"^[A-Za-z_][A-Za-z0-9_]{0,127}$"
-HOST_PATTERN = r"^(\*\.)?[A-Za-z0-9]([A-Za-z0-9-]{0,62})(\.[A-Za-z0-9]([A-Za-z0-9-]{0,62}))*$"
+# Labels of letters, digits and inner '-' (RFC 1123), at most 63 each; an optional leading "*." wildcard.
+HOST_PATTERN = (r"^(\*\.)?[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?"
+                r"(\.[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*$")
 PATH_PATTERN = r"^/[A-Za-z0-9._~/-]*$"
 DURATION_ERROR = "duration"  # the pydantic error type of a bad duration string
 
@@ -107,6 +109,21 @@ class Route(_Strict):
     )
 
 
+class Static(_Strict):
+    """A folder of the release's artifact that the edge serves itself (the app never sees these requests)."""
+
+    path: Annotated[str, Field(pattern=PATH_PATTERN)] = Field(
+        description="URL prefix served from the folder, like '/static' ('/static/app.css' -> 'app.css')."
+    )
+    folder: Annotated[str, Field(min_length=1, max_length=1024)] = Field(
+        description="Folder inside the app source, after `build` ran (e.g. Django's collectstatic output); "
+        "relative, and it must stay inside the artifact (no '..', no symlink out)."
+    )
+    cache: Duration = Field(
+        default="1h", description="How long browsers and proxies may cache these files (Cache-Control max-age)."
+    )
+
+
 class Service(_Strict):
     """One long-running process type of the app."""
 
@@ -139,6 +156,10 @@ class Service(_Strict):
         default_factory=list, description="Services that must be rolled out before this one."
     )
     routes: list[Route] = Field(default_factory=list, description="How the edge sends traffic here.")
+    static: list[Static] = Field(
+        default_factory=list,
+        description="Folders of the artifact the edge serves itself, on each of the service's route hosts.",
+    )
     start_timeout: Duration = Field(default="60s", description="Time allowed from start to healthy.")
     stop_timeout: Duration = Field(default="10s", description="Time between SIGTERM and SIGKILL.")
     drain_timeout: Duration = Field(
@@ -190,6 +211,17 @@ class Environment(_Strict):
         default="local", description="Where the environment runs. 'local': processes on this machine."
     )
     edge_port: int = Field(ge=1, le=65535, description="Port the environment's edge listens on.")
+    https_port: int | None = Field(
+        default=None, ge=1, le=65535,
+        description="Port for HTTPS. When set, routes with a `host` are served over TLS here (certificates from "
+        "Caddy's automatic HTTPS) and plain HTTP requests for those hosts on edge_port are redirected to it.",
+    )
+    certificates: Literal["internal", "auto"] = Field(
+        default="internal",
+        description="Who signs the edge's certificates: 'internal' (the edge's own CA, for localhost, private and "
+        "test names; `railguard edge ca` prints the root to trust), or 'auto' (Caddy's choice: ACME for public "
+        "names, which needs the internet and ports 80/443, the internal CA for the rest).",
+    )
     edge_bind: IPvAnyAddress = Field(
         default=IPv4Address("127.0.0.1"),
         description="Address the edge listens on: 127.0.0.1 (this machine only) or e.g. 0.0.0.0 (public).",

@@ -164,6 +164,9 @@ class EdgeUnit(_Message):
     url: str | None
     running: bool
     routes: list[RouteUnit] = Field(default_factory=list)
+    https_port: int | None = Field(default=None, description="Set when routes with a host are served over HTTPS.")
+    ca_root: str | None = Field(
+        default=None, description="The edge's internal CA root certificate (PEM) clients must trust, once issued.")
 
 
 class DescribeResponse(_Message):

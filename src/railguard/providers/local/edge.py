@@ -8,11 +8,13 @@ stops never surfaces as an error). The local provider applies each environment's
 :meth:`CaddyEdge.start` on boot, which re-adopts a Caddy left running by a previous
 daemon instead of restarting it (and so dropping traffic).
 
-Known limits (Caddy 2.11 on Linux): every config change binds fresh SO_REUSEPORT
-listeners and closes the old ones, so a connection arriving in the ~1 ms the old
-socket is closing is reset, and the replaced server closes its idle keep-alive
-connections. That is why the local provider runs one Caddy per environment (a
-change to staging never touches production) and why docs/runtime.md states both.
+Switches never touch Caddy's config. Each route with replicas proxies to the SRV name of its route
+(``dynamic_upstreams``), answered by the environment's upstream resolver
+(:mod:`railguard.providers.local.resolver`); a switch publishes a new table there and waits one refresh
+interval, so Caddy's servers, listeners and idle keep-alive connections stay as they are. Only a real change of
+the edge (a route, a host, the port, whether a route has replicas at all) posts a new server config, which
+Caddy applies as a reload: that re-binds the listeners and closes idle keep-alive connections (Caddy 2.11 has
+no setting that keeps them; docs/runtime.md). That is why the local provider runs one Caddy per environment.
 
 The admin API listens only on a Unix socket inside a 0700 run directory, so no
 other local user (or browser page) can reconfigure the edge. Caddy writes its own log
@@ -31,28 +33,47 @@ import re
 import shutil
 import signal
 import socket
+import ssl
 import subprocess
 import sys
 import time
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import httpx
 import psutil
 
-_PREFIX = "rg-"
+from railguard.providers.local.edgeconfig import (
+    HTTP_PREFIX,
+    LOG_ROLL_KEEP,
+    LOG_ROLL_SIZE_MB,
+    REFRESH_S,
+    TLS_PREFIX,
+    EdgeRoute,
+    apps_config,
+    bootstrap_config,
+    hosts,
+    route_key,
+    route_lookup,
+    server_config,
+    tls_hosts,
+    tls_server,
+    upstream_table,
+)
+from railguard.providers.local.resolver import ZONE as _ZONE
+from railguard.providers.local.resolver import ResolverProcess
+
+__all__ = ["LOG_ROLL_KEEP", "LOG_ROLL_SIZE_MB", "CaddyEdge", "EdgeError", "EdgeRoute", "NotFound", "PortInUse",
+           "bootstrap_config", "route_lookup", "server_config", "upstream_table"]
+_REFRESH_MARGIN_S = 0.03
+_CERT_TIMEOUT = 10.0  # the internal CA issues in milliseconds; this only bounds a broken issuance
+
+_PREFIX = HTTP_PREFIX
+
 _ENV_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$")
 _CREATE_TIME_TOLERANCE = 0.5
 _POLL = 0.02
 _START_TIMEOUT = 10.0
-# Retry budget for dial failures: long enough to ride over a replica being swapped,
-# short enough that a fully dead service fails fast-ish with a 502.
-_TRY_DURATION = "5s"
-_TRY_INTERVAL = "50ms"
-# Caddy's log rolls at this size and keeps this many old files (its file writer compresses them).
-LOG_ROLL_SIZE_MB = 10
-LOG_ROLL_KEEP = 5
 
 
 class EdgeError(Exception):
@@ -65,84 +86,6 @@ class PortInUse(EdgeError):
 
 class NotFound(EdgeError):
     """Caddy has no config at the path asked for (404)."""
-
-
-@dataclass(frozen=True)
-class EdgeRoute:
-    host: str | None  # None = any host
-    path: str  # prefix like "/" or "/api"
-    upstreams: tuple[str, ...]  # "127.0.0.1:PORT"; empty -> 503
-
-
-def _route_config(route: EdgeRoute) -> dict[str, Any]:
-    match: dict[str, Any] = {}
-    if route.host is not None:
-        match["host"] = [route.host]
-    prefix = route.path.rstrip("/")
-    if prefix:
-        # Both entries so "/api" matches "/api" and "/api/x" but never "/apix".
-        match["path"] = [prefix, prefix + "/*"]
-    handler: dict[str, Any]
-    if route.upstreams:
-        handler = {
-            "handler": "reverse_proxy",
-            "upstreams": [{"dial": u} for u in route.upstreams],
-            "load_balancing": {
-                "selection_policy": {"policy": "round_robin"},
-                "try_duration": _TRY_DURATION,
-                "try_interval": _TRY_INTERVAL,
-            },
-            # Skip a replica for a moment after it refuses a dial, so traffic to a
-            # stopped replica does not pay try_interval on every other request.
-            "health_checks": {"passive": {"fail_duration": "1s", "max_fails": 1}},
-        }
-    else:
-        handler = {
-            "handler": "static_response",
-            "status_code": 503,
-            "headers": {"Content-Type": ["text/plain; charset=utf-8"]},
-            "body": "no replicas available\n",
-        }
-    config: dict[str, Any] = {"handle": [handler], "terminal": True}
-    if match:
-        config["match"] = [match]
-    return config
-
-
-def server_config(port: int, routes: list[EdgeRoute], bind: str = "127.0.0.1") -> dict[str, Any]:
-    """The Caddy JSON for one environment's server (pure; exposed for tests)."""
-    # Most specific first: longer path prefixes, then host-specific before any-host.
-    ordered = sorted(routes, key=lambda r: (-len(r.path.rstrip("/")), r.host is None, r.host or "", r.path))
-    not_found = {
-        "handle": [{"handler": "static_response", "status_code": 404, "body": "no route\n"}],
-        "terminal": True,
-    }
-    host = f"[{bind}]" if ":" in bind else bind
-    return {
-        "listen": [f"{host}:{port}"],
-        "routes": [_route_config(r) for r in ordered] + [not_found],
-        # Plain HTTP on loopback: no certificates, no HTTP->HTTPS redirects.
-        "automatic_https": {"disable": True},
-    }
-
-
-def bootstrap_config(admin_socket: Path, log_path: Path) -> dict[str, Any]:
-    """The config Caddy starts with (pure; exposed for tests): admin socket, rolled log, an empty http app."""
-    return {
-        "admin": {
-            "listen": f"unix/{admin_socket}",
-            # The daemon re-applies every environment; a stale autosave would only confuse.
-            "config": {"persist": False},
-        },
-        # Caddy's own rotation: a long-lived edge must not fill the disk with its log.
-        "logging": {"logs": {"default": {"writer": {
-            "output": "file", "filename": str(log_path), "roll": True,
-            "roll_size_mb": LOG_ROLL_SIZE_MB, "roll_keep": LOG_ROLL_KEEP,
-        }}}},
-        # An (empty) http app must exist so servers can be POSTed under it. No grace_period
-        # needed: a replaced server drains in the background without delaying the change.
-        "apps": {"http": {"servers": {}}},
-    }
 
 
 def _same_process(proc: psutil.Process, create_time: float, config_path: Path) -> bool:
@@ -176,6 +119,7 @@ class CaddyEdge:
         self.out_path = self.run_dir / "caddy.out"
         self.config_path = self.run_dir / "bootstrap.json"
         self._child: subprocess.Popen[bytes] | None = None  # set only when we are the parent
+        self.resolver = ResolverProcess(self.run_dir)
 
     @staticmethod
     def binary() -> Path:
@@ -211,6 +155,10 @@ class CaddyEdge:
         # fighting over one admin socket.
         with open(self.run_dir / "start.lock", "w") as lock:
             fcntl.flock(lock, fcntl.LOCK_EX)
+            try:
+                self.resolver.start()  # before Caddy: its routes look their upstreams up there
+            except OSError as exc:
+                raise EdgeError(str(exc)) from exc
             if self._process() is None:
                 self._spawn()
             self._wait_ready()
@@ -270,6 +218,7 @@ class CaddyEdge:
             self._child = None
         self.pid_path.unlink(missing_ok=True)
         self.socket_path.unlink(missing_ok=True)
+        self.resolver.stop()
 
     def _request(self, method: str, path: str, body: Any = None, retry_for: float = 2.0) -> Any:
         # Every request this module sends is idempotent (create-or-replace, delete, read),
@@ -303,21 +252,89 @@ class CaddyEdge:
             raise (PortInUse if "address already in use" in str(detail) else EdgeError)(text)
         return resp.json() if resp.content else None
 
-    def set_environment(self, env: str, port: int, routes: list[EdgeRoute], bind: str = "127.0.0.1") -> None:
-        name = _server_name(env)
+    def set_environment(self, env: str, port: int, routes: list[EdgeRoute], bind: str = "127.0.0.1",
+                        https_port: int | None = None, certificates: str = "internal") -> None:
+        """Route ``env`` as ``routes`` say; when this returns, no new request reaches a replica left out.
+
+        The replicas go to the resolver and static folders to their links; Caddy's config is posted only
+        when it differs from what Caddy runs (a real change: one reload). A switch waits one refresh
+        interval, the longest Caddy may still use the answer it cached before.
+        """
+        _server_name(env)  # validates the name
+        table = upstream_table(env, routes)
+        static_dir = self.run_dir / "static"
+        http = server_config(env, port, routes, self.resolver.address, bind, str(static_dir), https_port)
+        tls = (tls_server(env, https_port, routes, self.resolver.address, bind, str(static_dir))
+               if https_port is not None else None)
+        internal = hosts(routes) if tls is not None and certificates == "internal" else []
         try:
-            # POST on an object key creates or replaces it: one atomic config change. If the
-            # new listener cannot bind, Caddy rolls back to the previous config as a whole.
-            self._request("POST", f"/config/apps/http/servers/{name}", server_config(port, routes, bind))
+            self.resolver.start()  # no-op when it runs; brings it back if it was stopped or died
+        except OSError as exc:
+            raise EdgeError(str(exc)) from exc
+        self._link_static(static_dir, routes)
+        before = self.resolver.table()
+        mine = {k: v for k, v in before.items() if k.endswith(f".{env}.{_ZONE}")}
+        self.resolver.publish({**{k: v for k, v in before.items() if k not in mine}, **table})
+        try:
+            current = self._request("GET", "/config/apps") or {}
+            old_tls = current.get("http", {}).get("servers", {}).get(TLS_PREFIX + env)
+            desired = apps_config(current, env, http, tls, internal, tls_hosts(old_tls))
+            if current != desired:
+                # One request, one atomic config change. If a new listener cannot bind, Caddy rolls
+                # back to the previous config as a whole.
+                self._request("POST", "/config/apps", desired)
+                if https_port is not None:
+                    self._wait_certificates(internal, bind, https_port)
         except PortInUse as exc:
+            self.resolver.publish(before)
+            ports = f"{port}" + (f" or {https_port}" if https_port is not None else "")
             raise PortInUse(
-                f"edge port {port} on {bind} for environment {env!r} is already in use by another program"
+                f"edge port {ports} on {bind} for environment {env!r} is already in use by another program"
             ) from exc
+        except EdgeError:
+            self.resolver.publish(before)
+            raise
+        if any(mine.get(k) not in (None, v) for k, v in table.items()) or any(k not in table for k in mine):
+            time.sleep(REFRESH_S + _REFRESH_MARGIN_S)  # Caddy may hold the previous answer this long
+
+    def _wait_certificates(self, names: list[str], bind: str, https_port: int) -> None:
+        """Return once the edge answers TLS for each internally issued name (Caddy issues them in the background,
+        and a handshake before that fails), or after a bound: a name that cannot be issued is in caddy.log."""
+        address = "127.0.0.1" if bind in ("0.0.0.0", "127.0.0.1") else ("::1" if bind == "::" else bind)
+        deadline = time.monotonic() + _CERT_TIMEOUT
+        for name in names:
+            sni = name.replace("*", "wildcard")
+            while time.monotonic() < deadline and not _tls_answers(address, https_port, sni):
+                time.sleep(_POLL)
+
+    def ca_root(self) -> Path:
+        """The root certificate of this edge's internal CA (what clients must trust for its HTTPS)."""
+        return self.run_dir / "data" / "caddy" / "pki" / "authorities" / "local" / "root.crt"
+
+    @staticmethod
+    def _link_static(static_dir: Path, routes: list[EdgeRoute]) -> None:
+        """Point each static route's link at the live release's folder (an atomic rename: no reload)."""
+        static_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+        for route in routes:
+            if route.static is None:
+                continue
+            link = static_dir / route_key(route)
+            if not route.static:
+                link.unlink(missing_ok=True)
+                continue
+            tmp = static_dir / f".{route_key(route)}.tmp"
+            tmp.unlink(missing_ok=True)
+            tmp.symlink_to(route.static, target_is_directory=True)
+            os.replace(tmp, link)
 
     def remove_environment(self, env: str) -> None:
         # Already gone is fine: removal is idempotent.
         with contextlib.suppress(NotFound):
             self._request("DELETE", f"/config/apps/http/servers/{_server_name(env)}")
+        with contextlib.suppress(NotFound):
+            self._request("DELETE", f"/config/apps/http/servers/{TLS_PREFIX}{env}")
+        table = self.resolver.table()
+        self.resolver.publish({k: v for k, v in table.items() if not k.endswith(f".{env}.{_ZONE}")})
 
     def environments(self) -> dict[str, dict[str, Any]]:
         """Env name (without the "rg-" prefix) -> that server's config as Caddy reports it."""
@@ -332,7 +349,32 @@ class CaddyEdge:
         "address absent" means "drained" (verified by tests/local/test_edge.py).
         """
         upstreams = self._request("GET", "/reverse_proxy/upstreams") or []
-        return {u["address"]: int(u.get("num_requests", 0)) for u in upstreams}
+        found: dict[str, int] = {}
+        for upstream in upstreams:
+            address = _replica_address(str(upstream["address"]))
+            found[address] = max(found.get(address, 0), int(upstream.get("num_requests", 0)))
+        return found
+
+
+def _tls_answers(address: str, port: int, name: str) -> bool:
+    """Whether a TLS handshake for ``name`` completes (the certificate is not checked: only that one exists)."""
+    context = ssl.create_default_context()
+    context.check_hostname, context.verify_mode = False, ssl.CERT_NONE
+    try:
+        with socket.create_connection((address, port), timeout=1.0) as raw, \
+                context.wrap_socket(raw, server_hostname=name):
+            return True
+    except (OSError, ssl.SSLError):
+        return False
+
+
+def _replica_address(address: str) -> str:
+    """Caddy's name for a looked-up upstream ("tcp4/localhost.:PORT") as the replica's own address."""
+    network, _, rest = address.rpartition("/")
+    host, _, port = rest.rpartition(":")
+    if network in ("", "tcp4") and host == "localhost.":
+        return f"127.0.0.1:{port}"
+    return address
 
 
 def _server_name(env: str) -> str:

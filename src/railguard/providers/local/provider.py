@@ -84,6 +84,11 @@ REMEDIATION = {
     "restore.backup_missing": "List what can be restored with `railguard backups --env ENV`.",
     "restore.checksum_mismatch": "The copy was altered after it was taken; restore another backup "
                                  "(`railguard backups --env ENV`).",
+    "rollout.static_missing": "Make the build produce the folder (e.g. build = [\"python\", \"manage.py\", "
+                              "\"collectstatic\", \"--noinput\"]) or fix `folder`, then plan and apply again. "
+                              "Traffic is unchanged.",
+    "rollout.static_outside": "Keep the static folder and every link in it inside the app source (copy files "
+                              "instead of linking them), then plan and apply again. Traffic is unchanged.",
     "edge.port_in_use": "Stop the program using the port or choose another edge_port, then plan and apply again.",
     "edge.failed": "Check `railguard daemon status` and the edge logs in the state folder's edge/<env>/ (caddy.log, "
                    "caddy.out).",
@@ -249,8 +254,10 @@ class LocalProvider(Rollouts, Views, Commands):
         stop_replicas(replicas, stop_timeout)
         for edge in self.edges.values():
             edge.stop()
-        for folder in (self.home / "edge").glob("*/caddy.pid"):  # edges of environments not touched this run
-            CaddyEdge(folder.parent).stop()
+        # Edges of environments not touched this run (a Caddy or its upstream resolver may outlive the other).
+        edges = self.home / "edge"
+        for folder in {p.parent for name in ("*/caddy.pid", "*/resolver.pid") for p in edges.glob(name)}:
+            CaddyEdge(folder).stop()
 
     def prune_artifacts(self, kept: list[KeptRelease], dry_run: bool = False) -> list[str]:
         """Delete artifacts no kept release (``desired`` of each) and no running replica set uses; return their ids.

@@ -17,7 +17,7 @@ from typing import Any
 from railguard.model.plans import Action
 from railguard.model.resources import ObservedResource, Resource
 from railguard.providers.base import ApplyRequest, ApplyResponse, ObserveRequest, ObserveResponse, Progress
-from railguard.providers.local import artifacts
+from railguard.providers.local import artifacts, static
 from railguard.providers.local.databases import guarded_release
 from railguard.providers.local.edge import CaddyEdge, EdgeError, EdgeRoute
 from railguard.providers.local.isolation import Level, ensure_user, prepare_data, seal_artifact, user_name
@@ -81,6 +81,8 @@ class Rollouts:
                 artifact = self._sealed(artifacts.ensure(self.home / "artifacts", Path(request.source_root or "."),
                                                          cfg["source"] or "", cfg["build"], dict(cfg["env"]),
                                                          on_line=step.output("build")), user)
+                if cfg.get("static"):  # part of the build's result: checked before anything runs
+                    static.verify(artifact.src, cfg["static"])
             data_dir = self._data_dir(request, user)
             log_dir = self.home / "logs" / env / name
             if cfg["release"]:
@@ -272,13 +274,22 @@ class Rollouts:
             live = runtime.live(route["service"])
             upstreams = tuple(r.address for r in live.replicas) if live else ()
             routes.append(EdgeRoute(route["host"], route["path"], upstreams))
+        for entry in runtime.edge["config"].get("static", []):
+            live = runtime.live(entry["service"])
+            found = next((s for s in (live.config.get("static", []) if live else []) if s["path"] == entry["path"]),
+                         None)
+            served = ""  # nothing live yet: the route answers 404
+            if live is not None and found is not None:
+                served = str(static.folder(artifacts.Artifact(Path(live.artifact), "").src, found))
+            routes.append(EdgeRoute(entry["host"], entry["path"], (), static=served, cache_s=entry["cache_s"]))
         return routes
 
     def _sync_edge(self, env: str) -> None:
         runtime = self.state.env(env)
         if runtime.edge is not None:
             config = runtime.edge["config"]
-            self.edge(env).set_environment(env, config["port"], self.edge_routes(env), config.get("bind", "127.0.0.1"))
+            self.edge(env).set_environment(env, config["port"], self.edge_routes(env), config.get("bind", "127.0.0.1"),
+                                           config.get("https_port"), config.get("certificates", "internal"))
 
     def _drain(self, env: str, addresses: list[str], timeout: float) -> None:
         """Wait until the edge has no request in flight to ``addresses`` (bounded by ``timeout``)."""

@@ -66,17 +66,20 @@ class Views:
                         for name in sorted({rs.service for rs in runtime.sets})]
             edge = runtime.edge
             routes = [RouteUnit(host=r.host, path=r.path, upstreams=list(r.upstreams))
-                      for r in self.edge_routes(request.env)]
+                      for r in self.edge_routes(request.env) if r.static is None]
             live_sets = sum(1 for rs in runtime.sets if rs.role == LIVE)
             users = {r.spec.user for rs in runtime.sets for r in rs.replicas}
         port = edge["config"]["port"] if edge else None
         # Isolated only when the runtime isolates and nothing of the environment still runs as the daemon's user.
         isolated = self.isolation.isolated and None not in users
+        https_port = edge["config"].get("https_port") if edge else None
+        root = self.edge(request.env).ca_root()
         return DescribeResponse(
             env=request.env, services=services, live_sets=live_sets,
             isolation=ISOLATED if isolated else SHARED, user=next(iter(sorted(u for u in users if u)), None),
             edge=EdgeUnit(port=port, url=f"http://127.0.0.1:{port}/" if port else None,
-                          running=self.edge(request.env).running(), routes=routes))
+                          running=self.edge(request.env).running(), routes=routes, https_port=https_port,
+                          ca_root=str(root) if https_port is not None and root.exists() else None))
 
     def _service_unit(self, env: str, name: str, live: ReplicaSet | None, warm: list[ReplicaSet],
                       now: float) -> ServiceUnit:

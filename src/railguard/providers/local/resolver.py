@@ -1,0 +1,286 @@
+"""The edge's upstream directory: a tiny DNS responder that tells Caddy which replicas each service has.
+
+Caddy's ``reverse_proxy`` asks it for the SRV records of each route's name, ``r<hash of host and path>.<env>.
+railguard.internal.`` (its ``dynamic_upstreams`` with the ``srv`` source), and caches the answer for the route's
+refresh interval. A
+switch only publishes a new table here: Caddy's servers, listeners and client connections stay as they are
+(a config change would replace the servers and close every idle keep-alive connection). Owned by
+:class:`railguard.providers.local.provider.LocalProvider`, which publishes after every change of a live set.
+
+It listens on a Unix socket inside a 0700 folder, not a UDP port, so no other local user (and no app replica,
+which runs as its own user) can answer in its place or even ask. Go's resolver, which Caddy uses, treats a
+Unix stream connection as a datagram connection (``*net.UnixConn`` is a ``net.PacketConn``): one query per
+connection, written in one piece and answered in one piece, without the 2-byte length prefix of DNS over TCP.
+SRV targets are ``localhost.``, which this responder also answers (A 127.0.0.1): Caddy's dialer does not read
+the hosts file for an absolute name (measured with Caddy 2.11), so the route's transport resolves through here too.
+
+Because dialing depends on it, the responder is its own small process (stdlib only, run from this file), started
+and adopted with the environment's Caddy by :class:`railguard.providers.local.edge.CaddyEdge`, not a thread of
+the daemon: apps and the edge keep serving while no daemon runs. It reads its table from a JSON file the daemon
+replaces atomically (:meth:`ResolverProcess.publish`), checked on every query (one ``stat``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import hashlib
+import json
+import os
+import signal
+import socket
+import struct
+import subprocess
+import sys
+import time
+from collections.abc import Mapping
+from pathlib import Path
+
+ZONE = "railguard.internal."
+TARGET = "localhost."
+_MAX_ANSWER = 1232  # what Go's resolver reads from a datagram connection
+_QTYPE_A, _QTYPE_SRV, _QTYPE_ANY, _CLASS_IN = 1, 33, 255, 1
+_LOOPBACK = bytes([127, 0, 0, 1])
+_TTL = 1  # Caddy ignores TTLs (its refresh interval rules); other readers should not cache long either
+
+
+def srv_name(env: str, label: str) -> str:
+    """The name Caddy looks up for one route's live replicas (absolute: no search domains apply)."""
+    return f"{label}.{env}.{ZONE}"
+
+
+def _encode_name(name: str) -> bytes:
+    out = b""
+    for label in name.rstrip(".").split("."):
+        raw = label.encode("ascii")
+        out += bytes([len(raw)]) + raw
+    return out + b"\0"
+
+
+def _parse_question(query: bytes) -> tuple[int, int, str, int, bytes] | None:
+    """(id, flags, lower-cased name, qtype, raw question) of a one-question query, or None if malformed."""
+    if len(query) < 12:
+        return None
+    ident, flags, qdcount = struct.unpack("!HHH", query[:6])
+    if qdcount != 1 or flags & 0x8000:
+        return None
+    labels, pos = [], 12
+    while True:
+        if pos >= len(query):
+            return None
+        size = query[pos]
+        if size == 0:
+            pos += 1
+            break
+        if size & 0xC0 or pos + 1 + size > len(query):
+            return None  # no compression in a question
+        labels.append(query[pos + 1:pos + 1 + size].decode("ascii", "replace").lower())
+        pos += 1 + size
+    if pos + 4 > len(query):
+        return None
+    qtype, _qclass = struct.unpack("!HH", query[pos:pos + 4])
+    return ident, flags, ".".join(labels) + ".", qtype, query[12:pos + 4]
+
+
+def answer(query: bytes, table: Mapping[str, tuple[int, ...]]) -> bytes | None:
+    """The response to ``query`` from ``table`` (name -> ports); None for input not worth an answer (pure)."""
+    parsed = _parse_question(query)
+    if parsed is None:
+        return None
+    ident, flags, name, qtype, question = parsed
+    ports = table.get(name)
+    rd = flags & 0x0100
+    if name == TARGET:
+        # The SRV targets' address; AAAA and others get an empty answer (the edge dials tcp4).
+        records = b""
+        if qtype in (_QTYPE_A, _QTYPE_ANY):
+            records = struct.pack("!HHHIH", 0xC00C, _QTYPE_A, _CLASS_IN, _TTL, 4) + _LOOPBACK
+        header = struct.pack("!HHHHHH", ident, 0x8000 | 0x0400 | rd, 1, 1 if records else 0, 0, 0)
+        return header + question + records
+    # Names we own but do not know are NXDOMAIN; anything outside our zone is refused (we are no recursor).
+    rcode = 0 if ports is not None else (3 if name.endswith(ZONE) else 5)
+    records = b""
+    if ports and qtype in (_QTYPE_SRV, _QTYPE_ANY):
+        target = _encode_name(TARGET)
+        for port in ports:
+            rdata = struct.pack("!HHH", 0, 1, port) + target
+            # 0xC00C: the question's name, by compression pointer.
+            records += struct.pack("!HHHIH", 0xC00C, _QTYPE_SRV, _CLASS_IN, _TTL, len(rdata)) + rdata
+    count = len(ports) if records and ports else 0
+    header = struct.pack("!HHHHHH", ident, 0x8000 | 0x0400 | rd | rcode, 1, count, 0, 0)
+    body = header + question + records
+    if len(body) > _MAX_ANSWER:
+        # Never truncate silently: a partial set would be routed as if it were the whole one.
+        return struct.pack("!HHHHHH", ident, 0x8000 | 0x0400 | rd | 2, 1, 0, 0, 0) + question
+    return body
+
+
+def socket_path(folder: Path) -> Path:
+    """Where the responder listens: in ``folder``, or a private short path when ``folder`` is too deep."""
+    path = folder / "resolver.sock"
+    if len(os.fsencode(path)) <= 100:
+        return path
+    short = Path(f"/tmp/railguard-{os.getuid()}")
+    short.mkdir(mode=0o700, exist_ok=True)
+    os.chmod(short, 0o700)
+    return short / f"dns-{hashlib.sha256(str(folder.resolve()).encode()).hexdigest()[:16]}.sock"
+
+
+class _Table:
+    """The published table, re-read whenever the file was replaced (its inode, size or mtime moved)."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.key: tuple[int, int, int] | None = None
+        self.table: dict[str, tuple[int, ...]] = {}
+
+    def current(self) -> dict[str, tuple[int, ...]]:
+        try:
+            st = os.stat(self.path)
+            key = (st.st_ino, st.st_size, st.st_mtime_ns)
+            if key != self.key:
+                raw = json.loads(self.path.read_text())
+                self.table = {str(k).lower(): tuple(int(p) for p in v) for k, v in raw.items()}
+                self.key = key
+        except (OSError, ValueError, TypeError, AttributeError):
+            pass  # keep answering from the last good table rather than forget every replica
+        return self.table
+
+
+def serve(sock_path: Path, table_path: Path) -> None:
+    """The responder's loop (its own process): one query per connection, answered inline."""
+    table = _Table(table_path)
+    sock_path.unlink(missing_ok=True)
+    server = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    old = os.umask(0o177)
+    try:
+        server.bind(str(sock_path))
+    finally:
+        os.umask(old)
+    server.listen(128)
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
+    while True:
+        conn, _ = server.accept()
+        with conn:
+            conn.settimeout(1.0)
+            with contextlib.suppress(OSError):
+                query = conn.recv(4096)
+                response = answer(query, table.current()) if query else None
+                if response is not None:
+                    conn.sendall(response)
+
+
+class ResolverProcess:
+    """Start, adopt, feed and stop the responder of one edge folder (the pattern of the edge's Caddy)."""
+
+    def __init__(self, run_dir: Path) -> None:
+        self.run_dir = run_dir
+        self.path = socket_path(run_dir)
+        self.table_path = run_dir / "upstreams.json"
+        self.pid_path = run_dir / "resolver.pid"
+        self.log_path = run_dir / "resolver.out"
+        self._child: subprocess.Popen[bytes] | None = None
+
+    @property
+    def address(self) -> str:
+        """The address Caddy's config names (its network-address syntax)."""
+        return f"unix/{self.path}"
+
+    def _argv(self) -> list[str]:
+        # -I: nothing of the environment or the user's site-packages; the file needs only the standard library.
+        return [sys.executable, "-I", str(Path(__file__).absolute()), "--socket", str(self.path),
+                "--table", str(self.table_path)]
+
+    def pid(self) -> int | None:
+        if self._child is not None:
+            self._child.poll()
+        try:
+            record = json.loads(self.pid_path.read_text())
+            pid, started = int(record["pid"]), float(record["create_time"])
+            with open(f"/proc/{pid}/cmdline", "rb") as handle:
+                cmd = handle.read().split(b"\0")
+            with open(f"/proc/{pid}/stat") as handle:
+                state = handle.read().rsplit(")", 1)[1].split()[0]
+        except (OSError, ValueError, KeyError, TypeError, IndexError):
+            return None
+        import psutil  # only here: the responder's own process never needs it
+
+        try:
+            same = abs(psutil.Process(pid).create_time() - started) < 0.5
+        except psutil.Error:
+            return None
+        return pid if same and state != "Z" and os.fsencode(str(self.table_path)) in cmd else None
+
+    def start(self, timeout: float = 10.0) -> None:
+        """Run the responder unless it already runs (a previous daemon's is adopted as it is)."""
+        if self.pid() is None:
+            if not self.table_path.exists():
+                self.publish({})
+            with open(self.log_path, "ab") as log:
+                self._child = subprocess.Popen(self._argv(), stdin=subprocess.DEVNULL, stdout=log, stderr=log,
+                                               env={"PATH": os.environ.get("PATH", "")}, cwd=self.run_dir,
+                                               start_new_session=True)
+            import psutil
+
+            created = psutil.Process(self._child.pid).create_time()
+            tmp = self.pid_path.with_suffix(".tmp")
+            tmp.write_text(json.dumps({"pid": self._child.pid, "create_time": created}))
+            os.replace(tmp, self.pid_path)
+        deadline = time.monotonic() + timeout
+        while not self._answers():
+            if time.monotonic() > deadline or (self._child is not None and self._child.poll() is not None):
+                tail = self.log_path.read_text(errors="replace")[-1000:] if self.log_path.exists() else ""
+                raise OSError(f"the edge's upstream resolver did not start; its output:\n{tail}")
+            time.sleep(0.01)
+
+    def _answers(self) -> bool:
+        probe = struct.pack("!HHHHHH", 7, 0, 1, 0, 0, 0) + _encode_name(TARGET) + struct.pack("!HH", 1, 1)
+        try:
+            with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
+                sock.settimeout(1.0)
+                sock.connect(str(self.path))
+                sock.sendall(probe)
+                return sock.recv(512)[:2] == probe[:2]
+        except OSError:
+            return False
+
+    def publish(self, table: dict[str, tuple[int, ...]]) -> None:
+        """Answer from ``table`` from now on: one atomic file replace, read by the responder's next query."""
+        self.run_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+        tmp = self.table_path.with_suffix(".tmp")
+        tmp.write_text(json.dumps({k: list(v) for k, v in sorted(table.items())}))
+        os.replace(tmp, self.table_path)
+
+    def table(self) -> dict[str, tuple[int, ...]]:
+        try:
+            return {k: tuple(v) for k, v in json.loads(self.table_path.read_text()).items()}
+        except (OSError, ValueError):
+            return {}
+
+    def stop(self, timeout: float = 5.0) -> None:
+        pid = self.pid()
+        if pid is not None:
+            with contextlib.suppress(OSError):
+                os.kill(pid, signal.SIGTERM)
+            deadline = time.monotonic() + timeout
+            while self.pid() is not None and time.monotonic() < deadline:
+                if self._child is not None:
+                    self._child.poll()
+                time.sleep(0.01)
+            if (still := self.pid()) is not None:
+                with contextlib.suppress(OSError):
+                    os.kill(still, signal.SIGKILL)
+        if self._child is not None:
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                self._child.wait(timeout=1.0)
+            self._child = None
+        self.pid_path.unlink(missing_ok=True)
+        self.path.unlink(missing_ok=True)
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser(description="Railguard's edge upstream resolver (started by the daemon)")
+    parser.add_argument("--socket", type=Path, required=True)
+    parser.add_argument("--table", type=Path, required=True)
+    args = parser.parse_args()
+    serve(args.socket, args.table)

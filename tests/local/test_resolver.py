@@ -1,0 +1,100 @@
+"""The edge's upstream resolver: its DNS answers (pure) and its process (real socket, real file swaps)."""
+
+from __future__ import annotations
+
+import shutil
+import socket
+import struct
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from railguard.model import checks
+from railguard.model.specfile import parse_spec
+from railguard.providers.local.resolver import ResolverProcess, answer, srv_name
+
+
+def query(name: str, qtype: int = 33, ident: int = 4242) -> bytes:
+    labels = b"".join(bytes([len(p)]) + p.encode() for p in name.rstrip(".").split("."))
+    return struct.pack("!HHHHHH", ident, 0x0100, 1, 0, 0, 0) + labels + b"\0" + struct.pack("!HH", qtype, 1)
+
+
+def parse(response: bytes) -> tuple[int, int, list[int]]:
+    """(rcode, answer count, SRV ports) of a response to one of our queries."""
+    ident, flags, _qd, count, _ns, _ar = struct.unpack("!HHHHHH", response[:12])
+    assert ident == 4242 and flags & 0x8000
+    pos = 12
+    while response[pos]:
+        pos += 1 + response[pos]
+    pos += 5
+    ports = []
+    for _ in range(count):
+        rtype, _cls, _ttl, size = struct.unpack("!HHIH", response[pos + 2:pos + 12])
+        if rtype == 33:
+            ports.append(struct.unpack("!H", response[pos + 16:pos + 18])[0])
+        pos += 12 + size
+    return flags & 0xF, count, ports
+
+
+def test_answers_srv_for_known_names_and_nothing_else() -> None:
+    name = srv_name("prod", "rabc")
+    table = {name: (8001, 8002)}
+    assert parse(answer(query(name), table) or b"") == (0, 2, [8001, 8002])
+    assert parse(answer(query(name.upper()), table) or b"") == (0, 2, [8001, 8002])  # names are case-blind
+    assert parse(answer(query(srv_name("prod", "other")), table) or b"")[0] == 3  # ours, unknown: NXDOMAIN
+    assert parse(answer(query("example.com."), table) or b"")[0] == 5  # not ours: refused, we never recurse
+    assert parse(answer(query("localhost.", qtype=1), table) or b"")[:2] == (0, 1)  # the SRV target's A
+    assert parse(answer(query("localhost.", qtype=28), table) or b"")[:2] == (0, 0)  # no AAAA: the edge dials tcp4
+    assert answer(b"\x00\x01", table) is None  # garbage gets no answer
+    # Never a truncated set: one too large to answer whole is a server failure (Caddy keeps its last answer).
+    assert parse(answer(query(name), {name: tuple(range(1000, 1100))}) or b"")[0] == 2
+
+
+@pytest.fixture
+def folder() -> Iterator[Path]:
+    path = Path(tempfile.mkdtemp(prefix="rg-res-"))  # short: a Unix socket path
+    yield path / "edge"
+    shutil.rmtree(path, ignore_errors=True)
+
+
+def ask(sock_path: Path, name: str) -> tuple[int, int, list[int]]:
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
+        sock.settimeout(5)
+        sock.connect(str(sock_path))
+        sock.sendall(query(name))
+        return parse(sock.recv(4096))
+
+
+def test_the_process_answers_from_the_latest_table_and_is_adopted(folder: Path) -> None:
+    first = ResolverProcess(folder)
+    first.start()
+    try:
+        name = srv_name("prod", "rabc")
+        assert ask(first.path, name)[0] == 3
+        first.publish({name: (9001,)})
+        assert ask(first.path, name) == (0, 1, [9001])
+        first.publish({name: (9002, 9003)})  # a switch: the next query sees the new file
+        assert ask(first.path, name) == (0, 2, [9002, 9003])
+        pid = first.pid()
+        second = ResolverProcess(folder)  # a restarted daemon adopts it instead of starting another
+        second.start()
+        assert second.pid() == pid
+        assert oct(first.path.stat().st_mode & 0o777) == "0o600"
+    finally:
+        first.stop()
+    assert first.pid() is None and not first.path.exists()
+
+
+def test_ports_below_the_unprivileged_start_are_refused(monkeypatch: pytest.MonkeyPatch) -> None:
+    text = '[app]\nname = "a"\n[environments.prod]\nedge_port = 80\nhttps_port = 443\n[services.web]\nrun = ["x"]\n'
+    monkeypatch.setattr(checks, "lowest_unprivileged_port", lambda: 1024)
+    _, found = parse_spec(text, file="railguard.toml")
+    assert [(d.code, d.address) for d in found if d.is_error] == [
+        ("spec.privileged_port", "environments.prod.edge_port"),
+        ("spec.privileged_port", "environments.prod.https_port"),
+    ]
+    monkeypatch.setattr(checks, "lowest_unprivileged_port", lambda: 0)  # root or CAP_NET_BIND_SERVICE
+    _, found = parse_spec(text, file="railguard.toml")
+    assert not [d for d in found if d.is_error]
