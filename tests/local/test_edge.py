@@ -158,7 +158,7 @@ def test_routes_are_ordered_most_specific_first() -> None:
     routes = [EdgeRoute(None, "/", ("a",)), EdgeRoute("x.test", "/", ("b",)), EdgeRoute(None, "/api", ("c",))]
     config = server_config(8000, routes)
     assert config["listen"] == ["127.0.0.1:8000"]
-    dials = [r["handle"][0].get("upstreams", [{}])[0].get("dial") for r in config["routes"]]
+    dials = [r["handle"][-1].get("upstreams", [{}])[0].get("dial") for r in config["routes"]]
     assert dials == ["c", "b", "a", None]  # the last one is the 404 catch-all
 
 

@@ -16,7 +16,7 @@ import typer
 from typer._click.exceptions import ClickException, UsageError  # typer vendors click; not re-exported
 
 from railguard import __version__
-from railguard.cli import daemon_cmd, deploy, doctor_cmd, gc_cmd, guard_cmd, mcp_cmd, observe
+from railguard.cli import daemon_cmd, deploy, doctor_cmd, gc_cmd, guard_cmd, incidents_cmd, mcp_cmd, observe
 from railguard.cli.common import ADMIN, DEPLOY, JsonOpt, SpecOpt, add
 from railguard.cli.output import emit_json, finish, guarded, out, print_diagnostics, usage_error
 from railguard.engine.starter import write_starter
@@ -91,6 +91,7 @@ add(app, init, DEPLOY, "railguard init", "railguard init --force --json")
 add(app, validate, DEPLOY, "railguard validate", "railguard validate --spec deploy/railguard.toml --json")
 deploy.register(app)
 observe.register(app)
+incidents_cmd.register(app)
 guard_cmd.register(app)
 doctor_cmd.register(app)
 mcp_cmd.register(app)

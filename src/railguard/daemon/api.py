@@ -25,6 +25,7 @@ from urllib.parse import parse_qs, urlparse
 from pydantic import ValidationError
 from pydantic_core import to_jsonable_python
 
+from railguard.daemon import observe_api
 from railguard.daemon.access import authenticate
 from railguard.daemon.service import Daemon
 from railguard.engine.guard import require
@@ -305,4 +306,7 @@ def route(daemon: Daemon, method: str, parts: list[str], query: dict[str, str], 
             require(who, Permission.admin, None)
             daemon.request_shutdown(_parse(ShutdownRequest, body).everything)
             return {"stopping": True}
+    observed = observe_api.route(daemon, method, parts, query, body, who)  # incidents, metrics
+    if observed is not None:
+        return observed
     raise _bad(f"unknown endpoint {method} /{'/'.join(parts)}")

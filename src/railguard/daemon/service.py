@@ -26,6 +26,7 @@ from typing import Any
 
 from railguard.daemon import housekeeping
 from railguard.daemon.governance import Governance
+from railguard.daemon.observation import Observer
 from railguard.daemon.secrets_ops import Secrets
 from railguard.engine import guard, usecases
 from railguard.engine.guard import short_hash
@@ -93,6 +94,7 @@ class Daemon(Governance):
         self.stopping = threading.Event()
         self._threads: list[threading.Thread] = []
         self.on_stop: Callable[[], None] | None = None  # set by the server: stop serving
+        self.observer = Observer(self)  # request metrics, verification, incidents, alerts (its own thread)
 
     # -- plumbing ------------------------------------------------------------------------------
     def store(self) -> Store:
@@ -114,6 +116,7 @@ class Daemon(Governance):
             thread = threading.Thread(target=target, name=name, daemon=True)
             thread.start()
             self._threads.append(thread)
+        self.observer.start()
 
     def request_shutdown(self, everything: bool = False) -> None:
         """Stop soon, from another thread: the caller (an API request) still gets its answer."""
@@ -128,6 +131,7 @@ class Daemon(Governance):
         """Stop serving. Apps and the edge keep running unless ``everything``."""
         self.stopping.set()
         self._jobs.put(None)
+        self.observer.stop()
         self.provider.shutdown(ShutdownRequest(everything=everything))
 
     def _loop(self) -> None:

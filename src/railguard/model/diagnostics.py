@@ -30,6 +30,9 @@ CODES: dict[str, str] = {
     "spec.unreadable": "The spec file could not be read.",
     "spec.toml_syntax": "The spec file is not valid TOML.",
     "spec.unknown_key": "A key the spec schema does not define.",
+    "spec.verify_window": "A service's `verify` window is longer than its environment's `rollback_window` while "
+                          "`on_regression = \"rollback\"`.",
+    "incident.not_found": "No incident has that id.",
     "spec.missing_key": "A required key is missing.",
     "spec.invalid_value": "A value has the wrong type or is out of range.",
     "spec.invalid_name": "A name is not a safe identifier.",

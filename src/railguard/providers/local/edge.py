@@ -41,6 +41,8 @@ from typing import Any
 import httpx
 import psutil
 
+from railguard.providers.local import accesslog
+
 _PREFIX = "rg-"
 _ENV_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$")
 _CREATE_TIME_TOLERANCE = 0.5
@@ -103,7 +105,9 @@ def _route_config(route: EdgeRoute) -> dict[str, Any]:
             "headers": {"Content-Type": ["text/plain; charset=utf-8"]},
             "body": "no replicas available\n",
         }
-    config: dict[str, Any] = {"handle": [handler], "terminal": True}
+    # The access line names the replica that answered (providers/local/accesslog.py).
+    handle = [accesslog.log_handler(), handler] if route.upstreams else [handler]
+    config: dict[str, Any] = {"handle": handle, "terminal": True}
     if match:
         config["match"] = [match]
     return config
@@ -123,6 +127,7 @@ def server_config(port: int, routes: list[EdgeRoute], bind: str = "127.0.0.1") -
         "routes": [_route_config(r) for r in ordered] + [not_found],
         # Plain HTTP on loopback: no certificates, no HTTP->HTTPS redirects.
         "automatic_https": {"disable": True},
+        "logs": accesslog.server_logs(),
     }
 
 
@@ -138,7 +143,8 @@ def bootstrap_config(admin_socket: Path, log_path: Path) -> dict[str, Any]:
         "logging": {"logs": {"default": {"writer": {
             "output": "file", "filename": str(log_path), "roll": True,
             "roll_size_mb": LOG_ROLL_SIZE_MB, "roll_keep": LOG_ROLL_KEEP,
-        }}}},
+        }, "exclude": [f"http.log.access.{accesslog.LOGGER}"]},
+            **accesslog.logging_config(log_path.with_name(accesslog.FILE_NAME))}},
         # An (empty) http app must exist so servers can be POSTed under it. No grace_period
         # needed: a replaced server drains in the background without delaying the change.
         "apps": {"http": {"servers": {}}},

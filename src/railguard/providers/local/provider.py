@@ -45,6 +45,7 @@ from railguard.providers.base import (
     TickResponse,
 )
 from railguard.providers.local import artifacts
+from railguard.providers.local.accesslog import AccessReader
 from railguard.providers.local.edge import CaddyEdge, EdgeError, PortInUse
 from railguard.providers.local.health import CheckResult
 from railguard.providers.local.processes import ReplicaRecord, Supervisor, is_alive
@@ -56,6 +57,7 @@ from railguard.providers.local.replicas import (
 from railguard.providers.local.replicas import stop_all as stop_replicas
 from railguard.providers.local.rollout import Rollouts, _stepper
 from railguard.providers.local.runtime import LIVE, PENDING, WARM, Replica, ReplicaSet, RuntimeState
+from railguard.providers.local.traffic import Traffic
 from railguard.providers.local.views import Views
 
 REMEDIATION = {
@@ -74,7 +76,7 @@ REMEDIATION = {
 }
 
 
-class LocalProvider(Rollouts, Views):
+class LocalProvider(Rollouts, Views, Traffic):
     kind = "local"
 
     def __init__(self, home: Path, secrets: SecretSource | None = None, supervisor: Supervisor | None = None) -> None:
@@ -86,6 +88,7 @@ class LocalProvider(Rollouts, Views):
         self.state = RuntimeState(home / "runtime.json")
         self.health_results: dict[str, tuple[CheckResult, int, float]] = {}  # name -> (last, fails in a row, at)
         self.restarts_seen: dict[str, int] = {}  # replica name -> restarts already reported as events
+        self._access: dict[str, AccessReader] = {}  # env -> its edge's access log, read by ``traffic``
         self.supervisor.on_restart = self._restarted
         # Secret values come from the daemon when a process starts; they are never written to runtime.json.
         self.secret_values: SecretSource = secrets or (lambda env, names: {})
