@@ -113,7 +113,9 @@ def test_a_release_answering_500_is_rolled_back_with_an_incident_and_an_alert(
     ws, hook = watched
     Receiver.got, Receiver.calls = [], 0
     _write(ws, hook, "1")
-    code, done = ws.deploy()
+    metrics_port = free_port()  # the opt-in Prometheus listener of the daemon this deploy starts
+    code, done = ws.rg_json("deploy", "--env", "staging", "--yes",
+                            env={"RAILGUARD_METRICS_ADDR": f"127.0.0.1:{metrics_port}"})
     assert code == 0, done
     for _ in range(10):
         assert ws.get().status_code == 200
@@ -122,6 +124,10 @@ def test_a_release_answering_500_is_rolled_back_with_an_incident_and_an_alert(
                        what="request metrics in status")
     assert {w["window"] for w in windows} == {"1m", "5m", "since_switch"}
     assert windows[0]["status_2xx"] >= 10 and windows[0]["status_5xx"] == 0 and windows[0]["p99_ms"] is not None
+    scraped = httpx.get(f"http://127.0.0.1:{metrics_port}/metrics", timeout=5, trust_env=False).text
+    assert 'railguard_requests_total{code="2xx",env="staging",release="1",service="web"}' in scraped
+    assert 'railguard_service_health{env="staging",health="healthy",service="web"} 1.0' in scraped
+    assert 'railguard_operations_total{env="staging",kind="apply",status="succeeded"} 1.0' in scraped
 
     stop, seen = threading.Event(), []
     pump = threading.Thread(target=_traffic, args=(ws, stop, seen), daemon=True)
@@ -161,5 +167,11 @@ def test_a_release_answering_500_is_rolled_back_with_an_incident_and_an_alert(
     deliveries = wait_for(lambda: [d for d in ws.rg_json("incident", incident["id"])[1]["incident"]["deliveries"]
                                    if d["transition"] == "opened"], what="the delivery on the incident")
     assert deliveries[0]["ok"] and deliveries[0]["attempts"] == 2
+    scraped = httpx.get(f"http://127.0.0.1:{metrics_port}/metrics", timeout=5, trust_env=False).text
+    assert 'railguard_incidents{env="staging",kind="verification_failed",state="mitigated"} 1.0' in scraped
+    # The spec on disk still asks for v2: its plan names the rolled-back release and is not applyable.
+    code, planned = ws.rg_json("plan", "--env", "staging")
+    bad_plan = [d for d in planned["diagnostics"] if d["code"] == "plan.known_bad"]
+    assert bad_plan and incident["id"] in bad_plan[0]["summary"] and not planned["plan"]["applyable"]
     # Traffic stays on v1: no other incident (the rollback target is not judged against the failed release).
     assert [i["id"] for i in ws.rg_json("incidents")[1]["incidents"]] == [incident["id"]]

@@ -40,6 +40,7 @@ from railguard.model.api import (
     DaemonHealth,
     EnvironmentStatus,
     GcResult,
+    Health,
     Logs,
     Operation,
     OperationStatus,
@@ -51,7 +52,7 @@ from railguard.model.diagnostics import RailguardError, error
 from railguard.model.plans import Plan
 from railguard.model.principals import Principal
 from railguard.model.spec import NAME_PATTERN
-from railguard.providers.base import LogsRequest, Provider, ShutdownRequest, TickRequest
+from railguard.providers.base import HealthRequest, LogsRequest, Provider, ShutdownRequest, TickRequest
 from railguard.providers.registry import open_provider
 from railguard.secrets.keys import key_dir, state_id
 from railguard.state import approvals
@@ -117,6 +118,10 @@ class Daemon(Governance):
             thread.start()
             self._threads.append(thread)
         self.observer.start()
+        from railguard.daemon import prometheus  # the optional listener imports its library only here
+
+        if (address := prometheus.start(self)) is not None:
+            store.add_event(None, "daemon.metrics", f"Prometheus metrics served on http://{address}/metrics")
 
     def request_shutdown(self, everything: bool = False) -> None:
         """Stop soon, from another thread: the caller (an API request) still gets its answer."""
@@ -224,6 +229,9 @@ class Daemon(Governance):
                             edges={env: DaemonEdge(running=edge.running, pid=edge.pid)
                                    for env, edge in summary.edges.items()},
                             replicas=summary.replicas)
+
+    def status_health(self, env: str, address: str) -> Health:
+        return self.provider.health(HealthRequest(env=env, address=address)).health
 
     def plan(self, spec_path: str, env: str, principal: Principal,
              source_overrides: dict[str, str] | None = None, text: str | None = None) -> PlanAnswer:

@@ -17,7 +17,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from railguard.engine import guard, planner
+from railguard.engine import guard, knownbad, planner
 from railguard.engine.apply import apply_plan, check_plan
 from railguard.engine.facts import Facts
 from railguard.engine.observe import observe_into
@@ -55,7 +55,8 @@ def plan(ws: Workspace, env: str, store: Store, provider: Provider | None, princ
     if provider is not None:
         observe_into(store, provider, env)
     computed = planner.plan(env, desired, store.inventory(env), store.serial(env))
-    problems = [*warnings, *missing_secrets(spec, env, versions), *computed.diagnostics]
+    problems = [*warnings, *missing_secrets(spec, env, versions), *computed.diagnostics,
+                *knownbad.diagnostics(store, computed)]
     computed = computed.model_copy(update={"diagnostics": problems, "id": new_id("plan")})
     if principal is not None:
         computed = guard.with_verdicts(store, computed, principal)

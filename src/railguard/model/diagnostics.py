@@ -33,6 +33,7 @@ CODES: dict[str, str] = {
     "spec.verify_window": "A service's `verify` window is longer than its environment's `rollback_window` while "
                           "`on_regression = \"rollback\"`.",
     "incident.not_found": "No incident has that id.",
+    "plan.known_bad": "The plan deploys a service config that was rolled back because of an incident.",
     "spec.missing_key": "A required key is missing.",
     "spec.invalid_value": "A value has the wrong type or is out of range.",
     "spec.invalid_name": "A name is not a safe identifier.",
