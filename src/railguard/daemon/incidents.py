@@ -33,9 +33,9 @@ def after_rollback(env: str, service: str, bad: int, incident_id: str) -> list[I
         action("plan", f"railguard plan --env {env}",
                f"Change the code or config of '{service}' first, then plan: a plan of the rolled-back source "
                f"(release {bad}) is refused until it changes.", env=env),
-        action("acknowledge_incident", f"railguard incident {incident_id} --ack",
-               "Only if that source must ship anyway: acknowledge the incident so plans accept it again.",
-               incident_id=incident_id),
+        action("get_incident", f"railguard incident {incident_id} --ack",
+               "Only if that source must ship anyway, a person acknowledges the incident (`--ack`, needs the "
+               "apply permission) so plans accept it again.", incident_id=incident_id),
     ]
 
 

@@ -25,14 +25,25 @@ from pydantic import ValidationError
 from railguard import __version__
 from railguard.engine.guard import require
 from railguard.engine.workspace import Workspace
-from railguard.mcp import catalog, diagnose, resources, suggest, tools_plans, tools_read, tools_run, tools_spec
+from railguard.mcp import (
+    catalog,
+    diagnose,
+    resources,
+    suggest,
+    tools_incidents,
+    tools_plans,
+    tools_read,
+    tools_run,
+    tools_spec,
+)
 from railguard.mcp.gateway import Gateway
 from railguard.mcp.inputs import Args
 from railguard.mcp.results import Call, Outcome, render
 from railguard.model.diagnostics import Diagnostic, RailguardError, error
 
 log = logging.getLogger("railguard.mcp")
-TOOL_MODULES = (tools_read, tools_spec, tools_plans, tools_run, diagnose)  # importing them registers the tools
+# Importing them registers the tools.
+TOOL_MODULES = (tools_read, tools_spec, tools_plans, tools_run, diagnose, tools_incidents)
 MAX_ARGUMENTS = 300_000  # bytes of JSON; the largest legitimate argument is a spec text (256 KB)
 
 INSTRUCTIONS = """Railguard deploys this app: one typed spec (railguard.toml), saved plans you can review,

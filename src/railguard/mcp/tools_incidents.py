@@ -1,0 +1,65 @@
+"""Incident tools: what observation found (failed verifications, crash loops), with evidence and next steps.
+
+``list_incidents`` and ``get_incident`` are read tools (every role); the incident's own next actions
+(read the failing release's logs, change the code, or acknowledge) come back as tool calls, so an agent
+that follows them never re-deploys a release that was rolled back. Registered in :mod:`railguard.mcp.catalog`.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+from pydantic import Field
+
+from railguard.mcp.catalog import read_tool
+from railguard.mcp.inputs import Args, Env
+from railguard.mcp.outputs import Envelope
+from railguard.mcp.results import Call, Outcome, act
+
+IncidentId = Annotated[str, Field(min_length=4, max_length=64, pattern=r"^inc-[A-Za-z0-9]+$",
+                                  description="An incident id (inc-...).")]
+
+
+class IncidentsArgs(Args):
+    env: Env | None = None
+    open_only: bool = Field(default=True, description="Only incidents not resolved.")
+
+
+class IncidentArgs(Args):
+    incident_id: IncidentId
+
+
+class IncidentsOut(Envelope):
+    incidents: list[dict[str, Any]] | None = None
+
+
+class IncidentOut(Envelope):
+    incident: dict[str, Any] | None = None
+
+
+def _actions(incident: dict[str, Any]) -> list[dict[str, Any]]:
+    return [act(a["tool"], a["why"], **a["args"]) for a in incident.get("next_actions") or []]
+
+
+@read_tool("list_incidents", title="Incidents", inputs=IncidentsArgs, outputs=IncidentsOut)
+async def list_incidents(call: Call, args: IncidentsArgs) -> Outcome:
+    """Incidents newest first (failed verifications and their automatic rollbacks, crash loops), unresolved only
+    unless open_only is false. Each names its service, release and state (open, mitigated, resolved)."""
+    rows = (await call.gw.call("GET", "incidents", params={"env": args.env, "open": "1" if args.open_only else None}))
+    shown = [{k: i[k] for k in ("id", "env", "kind", "state", "service", "release", "summary", "opened_at",
+                                "operation")} for i in rows["incidents"][:50]]
+    actions = [act("get_incident", "Read its evidence and next steps.", incident_id=shown[0]["id"])] if shown else []
+    return Outcome(f"{len(shown)} incident(s)" + (f" in {args.env}" if args.env else "") + ".",
+                   {"incidents": shown}, details=[f"{i['id']} {i['state']} {i['kind']}: {i['summary']}"
+                                                  for i in shown], next_actions=actions)
+
+
+@read_tool("get_incident", title="One incident", inputs=IncidentArgs, outputs=IncidentOut)
+async def get_incident(call: Call, args: IncidentArgs) -> Outcome:
+    """One incident: evidence (request metrics of the release against the previous one, log lines, restarts),
+    timeline, alert deliveries, and the next actions to take."""
+    found = (await call.gw.call("GET", f"incidents/{args.incident_id}"))["incident"]
+    details = [f"{e['kind']}: {e['summary']}" for e in found["evidence"]]
+    details += [f"  | {line}" for e in found["evidence"] for line in e["lines"][-10:]]
+    return Outcome(f"{found['id']} ({found['state']}): {found['summary']}", {"incident": found}, details=details,
+                   next_actions=_actions(found))
