@@ -24,8 +24,20 @@ def service_brief(entry: dict[str, Any]) -> dict[str, Any]:
     return {"name": entry["name"], "address": entry["address"], "status": entry["status"],
             "release": entry.get("release"), "replicas": len(replicas),
             "healthy": sum(1 for h in health if h == ReplicaHealth.healthy),
-            "restarts": sum(int(r.get("restarts") or 0) for r in replicas), "health": health,
+            # Restarts in the decaying window (10 min) when the daemon reports it: an old kill is not news forever.
+            "restarts": sum(int(r.get("recent_restarts", r.get("restarts")) or 0) for r in replicas),
+            "restarts_total": sum(int(r.get("restarts") or 0) for r in replicas), "health": health,
+            "last_exit": [str(r["last_exit"]) for r in replicas if r.get("last_exit")],
+            "requests": _minute(entry.get("requests") or []),
             "warm": [int(w["release"]) for w in entry.get("warm") or []]}
+
+
+def _minute(windows: list[dict[str, Any]]) -> dict[str, Any] | None:
+    """The last minute of what the edge saw of the live release: requests, 5xx ratio, p99."""
+    found = next((w for w in windows if w.get("window") == "1m"), None)
+    if found is None:
+        return None
+    return {k: found.get(k) for k in ("requests", "rate", "status_5xx", "error_ratio", "p99_ms")}
 
 
 def problems_first(services: list[dict[str, Any]]) -> list[dict[str, Any]]:

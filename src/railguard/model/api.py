@@ -555,6 +555,8 @@ class ReplicaStatus(Record):
     health: ReplicaHealth
     restarts: int = 0
     uptime_s: float = 0
+    recent_restarts: int = Field(default=0, description="Restarts within the last 10 minutes (the count decays).")
+    last_exit: str | None = Field(default=None, description="How it last ended on its own (exit status or signal).")
 
 
 class WarmRelease(Record):

@@ -127,6 +127,9 @@ class ReplicaUnit(_Message):
     health: ReplicaHealth
     restarts: int
     uptime_s: float
+    recent_restarts: int = Field(default=0, description="Restarts within the last 10 minutes (decays).")
+    last_exit: str | None = Field(default=None, description="How it last ended on its own, e.g. 'killed by "
+                                                            "SIGKILL (not by Railguard)'.")
 
 
 class WarmUnit(_Message):

@@ -173,7 +173,8 @@ class LocalProvider(Rollouts, Views, Traffic):
                 self.restarts_seen[name] = count
                 events.append(ProviderEvent(
                     kind="replica.restarted", env=name.split(".", 1)[0],
-                    message=f"{name} crashed and was restarted (pid {record.pid}, restart #{count})"))
+                    message=f"{name} {self._last_exit(name) or 'crashed'}; restarted as pid {record.pid} "
+                            f"(restart #{count})"))
         return TickResponse(events=events)
 
     def _expire_warm(self, now: float | None, stop_timeout: float | None) -> list[tuple[str, str]]:
