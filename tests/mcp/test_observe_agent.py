@@ -1,0 +1,105 @@
+"""The scripted-agent scenario "crash loop, then rollback": it ends on the healthy release and stays there.
+
+The notes example goes live healthy (release 1); a release whose process dies on every request to `/` passes
+its readiness gate and goes live. Users keep opening the page, so it crash-loops; the verification window sees
+the restarts, opens an incident and rolls back on its own. Then an agent that only follows `next_actions`
+(from `get_status`, `diagnose`, the incident) for a bounded number of calls must never bring the crashing
+code back: the plan of that source is refused as known-bad, so no apply is ever suggested for it.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+from pathlib import Path
+from typing import Any
+
+import anyio
+import httpx
+import pytest
+
+from ..e2e.harness import wait_for
+from .harness import Notes, stdio_agent
+
+MAX_CALLS = 12
+# Tools that change what runs: the agent may follow them, and the test checks where they lead.
+CHANGES = {"apply_plan", "rollback"}
+
+
+def _status(notes: Notes) -> dict[str, Any]:
+    done = notes.rg("status", "--env", "staging", "--json")
+    return dict(json.loads(done.stdout)["status"])
+
+
+def _incidents(notes: Notes) -> list[dict[str, Any]]:
+    return list(json.loads(notes.rg("incidents", "--env", "staging", "--json").stdout)["incidents"])
+
+
+def _users(url: str, stop: threading.Event) -> None:
+    with httpx.Client(timeout=3, trust_env=False) as client:
+        while not stop.is_set():
+            try:
+                client.get(url)
+            except httpx.HTTPError:
+                pass
+            stop.wait(0.1)
+
+
+async def _follow(notes: Notes, token: str, errlog: Path) -> list[tuple[str, dict[str, Any]]]:
+    """From get_status, always take the first next action not taken before with the same arguments."""
+    calls: list[tuple[str, dict[str, Any]]] = []
+    taken: set[str] = set()
+    async with stdio_agent(notes, token, errlog) as agent:
+        result = await agent.call("get_status", {"env": "staging"})
+        queue = list(result.data["next_actions"]) + [{"tool": "diagnose", "arguments": {"env": "staging"}}]
+        while queue and len(calls) < MAX_CALLS:
+            nxt = queue.pop(0)
+            key = json.dumps(nxt, sort_keys=True, default=str)
+            if key in taken or nxt["tool"] not in {t.name for t in await agent.tools()}:
+                continue
+            taken.add(key)
+            result = await agent.call(nxt["tool"], nxt["arguments"])
+            calls.append((nxt["tool"], result.data))
+            queue = list(result.data["next_actions"]) + queue
+    return calls
+
+
+def test_crash_loop_then_rollback_and_the_agent_stays_on_the_healthy_release(
+        notes: Notes, tmp_path_factory: pytest.TempPathFactory) -> None:
+    errlog = tmp_path_factory.mktemp("mcp-log") / "server.log"
+    token = notes.token("claude", "agent")
+    assert notes.rg("deploy", "--env", "staging", "--yes").returncode == 0
+    url = f"http://127.0.0.1:{notes.staging_port}/"
+    assert httpx.get(url, timeout=5, trust_env=False).json()["version"] == "1"
+
+    (notes.root / "app.py").write_text(notes.app_text(bug=True))
+    stop = threading.Event()
+    users = threading.Thread(target=_users, args=(url, stop), daemon=True)
+    users.start()
+    try:
+        done = notes.rg("deploy", "--env", "staging", "--yes")
+        assert done.returncode == 0, done.stdout + done.stderr  # the gate only sees /healthz: it goes live
+        incident = wait_for(lambda: next(iter(_incidents(notes)), None), what="the crash-loop incident", timeout=60)
+        wait_for(lambda: _incidents(notes)[0]["state"] == "mitigated", what="the automatic rollback", timeout=60)
+    finally:
+        stop.set()
+        users.join()
+    assert incident["kind"] == "verification_failed" and incident["release"] == 2
+    # Users see the crashes as failed requests too: whichever check saw it first, the evidence is on the incident.
+    assert "crash-loops" in incident["summary"] or "5xx" in incident["summary"], incident
+    wait_for(lambda: _status(notes)["services"][0]["release"] == 1, what="release 1's replicas live again")
+
+    calls = anyio.run(_follow, notes, token, errlog)
+    tools = [tool for tool, _ in calls]
+    assert "get_incident" in tools or "diagnose" in tools
+    # Whatever it followed, nothing re-deployed the crashing code: every plan of it was refused as known-bad.
+    for tool, data in calls:
+        if tool == "plan":
+            assert "plan.known_bad" in [d["code"] for d in data["diagnostics"]], data
+            assert not any(a["tool"] == "apply_plan" for a in data["next_actions"]), data
+        if tool in CHANGES:
+            assert data.get("operation", {}).get("kind") != "apply", data
+    status = _status(notes)
+    assert status["services"][0]["release"] == 1 and status["operation"] is None
+    assert httpx.get(url, timeout=5, trust_env=False).json()["version"] == "1"
+    assert [i["id"] for i in _incidents(notes)] == [incident["id"]]  # and nothing new went wrong
