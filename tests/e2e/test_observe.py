@@ -117,6 +117,8 @@ def test_a_release_answering_500_is_rolled_back_with_an_incident_and_an_alert(
     code, done = ws.rg_json("deploy", "--env", "staging", "--yes",
                             env={"RAILGUARD_METRICS_ADDR": f"127.0.0.1:{metrics_port}"})
     assert code == 0, done
+    # Right after "succeeded" the status says what the operation finished in: the gate proved the replica healthy.
+    assert ws.status()["services"][0]["status"] == "healthy"
     for _ in range(10):
         assert ws.get().status_code == 200
     # The edge's access log is the source: status shows the live release's requests.

@@ -41,7 +41,7 @@ from typing import Any
 import httpx
 import psutil
 
-from railguard.providers.local import accesslog
+from railguard.providers.local import accesslog, portholder
 
 _PREFIX = "rg-"
 _ENV_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$")
@@ -316,8 +316,10 @@ class CaddyEdge:
             # new listener cannot bind, Caddy rolls back to the previous config as a whole.
             self._request("POST", f"/config/apps/http/servers/{name}", server_config(port, routes, bind))
         except PortInUse as exc:
+            held = portholder.holder(port)  # named when the system lets us see it
             raise PortInUse(
                 f"edge port {port} on {bind} for environment {env!r} is already in use by another program"
+                + (f": {held}" if held else "")
             ) from exc
 
     def remove_environment(self, env: str) -> None:

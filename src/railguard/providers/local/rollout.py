@@ -19,6 +19,7 @@ from railguard.model.resources import ObservedResource, Resource
 from railguard.providers.base import ApplyRequest, ApplyResponse, ObserveRequest, ObserveResponse, Progress
 from railguard.providers.local import artifacts
 from railguard.providers.local.edge import CaddyEdge, EdgeError, EdgeRoute
+from railguard.providers.local.health import CheckResult
 from railguard.providers.local.processes import Supervisor, is_alive
 from railguard.providers.local.replicas import Failure, check, gate, replica_env, run_release_command, start_replicas
 from railguard.providers.local.replicas import stop_all as stop_replicas
@@ -32,6 +33,7 @@ class Rollouts:
     state: RuntimeState
     supervisor: Supervisor
     secret_values: Callable[[str, list[str]], dict[str, str]]
+    health_results: dict[str, tuple[CheckResult, int, float]]
 
     def edge(self, env: str) -> CaddyEdge:
         raise NotImplementedError
@@ -84,6 +86,10 @@ class Rollouts:
                 except Failure:
                     self._abandon(runtime, new_set)
                     raise
+            # The gate just proved them: status says healthy at once, not "progressing" until the first check.
+            for replica in started:
+                self.health_results[replica.spec.name] = (CheckResult(True, "passed the readiness gate"), 0,
+                                                          time.monotonic())
         old = self._switch(env, runtime, new_set, desired, step)
         if old is not None:
             with step("drain"):
