@@ -103,3 +103,30 @@ def test_crash_loop_then_rollback_and_the_agent_stays_on_the_healthy_release(
     assert status["services"][0]["release"] == 1 and status["operation"] is None
     assert httpx.get(url, timeout=5, trust_env=False).json()["version"] == "1"
     assert [i["id"] for i in _incidents(notes)] == [incident["id"]]  # and nothing new went wrong
+
+
+async def _doctor(notes: Notes, token: str, errlog: Path) -> tuple[Any, list[tuple[float, float | None, str | None]]]:
+    progress: list[tuple[float, float | None, str | None]] = []
+
+    async def on_progress(done: float, total: float | None, message: str | None) -> None:
+        progress.append((done, total, message))
+
+    async with stdio_agent(notes, token, errlog) as agent:
+        assert "doctor" in {t.name for t in await agent.tools()}  # a viewer may run it: it only reads
+        answer = await agent.session.call_tool("doctor", {"env": "staging", "checks": ["monitoring", "env-parity"]},
+                                               read_timeout_seconds=120, progress_callback=on_progress)
+        return answer.structured_content, progress
+
+
+def test_doctor_over_mcp_runs_in_scratch_for_a_viewer_and_reports_progress(
+        notes: Notes, tmp_path_factory: pytest.TempPathFactory) -> None:
+    errlog = tmp_path_factory.mktemp("mcp-log") / "server.log"
+    viewer = notes.token("eyes", "viewer")
+    data, progress = anyio.run(_doctor, notes, viewer, errlog)
+    assert data is not None and [c["id"] for c in data["doctor"]["checks"]] == ["env-parity", "monitoring"]
+    assert data["doctor"]["env"] == "staging" and "counts" in data["doctor"]
+    # One notification per finished check, counting up to the total.
+    assert [(done, total) for done, total, _ in progress] == [(1.0, 2.0), (2.0, 2.0)]
+    assert progress[0][2] is not None and progress[0][2].startswith("env-parity: ")
+    assert not (notes.root / ".railguard" / "runtime.json").exists() or "staging" not in json.loads(
+        (notes.root / ".railguard" / "runtime.json").read_text()).get("envs", {})  # nothing real was deployed

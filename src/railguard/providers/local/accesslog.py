@@ -12,6 +12,7 @@ provider's ``traffic`` verb, incrementally (offset + inode, so a roll restarts a
 from __future__ import annotations
 
 import json
+import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -39,14 +40,21 @@ def logging_config(path: Path) -> dict[str, dict[str, Any]]:
     }
 
 
-def server_logs() -> dict[str, Any]:
-    """The server's ``logs`` key: its access lines go to the access logger."""
-    return {"default_logger_name": LOGGER}
+def enabled() -> bool:
+    """Off with ``RAILGUARD_ACCESS_LOG=0`` in the daemon's environment (the overhead benchmark's baseline)."""
+    return os.environ.get("RAILGUARD_ACCESS_LOG", "1") != "0"
 
 
-def log_handler() -> dict[str, Any]:
-    """Prepended to a proxying route: the access line carries the upstream that answered."""
-    return {"handler": "log_append", "key": "upstream", "value": "{http.reverse_proxy.upstream.hostport}"}
+def server_keys() -> dict[str, Any]:
+    """The server's ``logs`` key (its access lines go to the access logger); none when access logging is off."""
+    return {"logs": {"default_logger_name": LOGGER}} if enabled() else {}
+
+
+def handlers(proxy: dict[str, Any]) -> list[dict[str, Any]]:
+    """A proxying route's handlers: ``log_append`` first, so the access line carries the upstream that answered."""
+    if not enabled():
+        return [proxy]
+    return [{"handler": "log_append", "key": "upstream", "value": "{http.reverse_proxy.upstream.hostport}"}, proxy]
 
 
 @dataclass(frozen=True)

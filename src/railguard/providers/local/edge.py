@@ -106,7 +106,7 @@ def _route_config(route: EdgeRoute) -> dict[str, Any]:
             "body": "no replicas available\n",
         }
     # The access line names the replica that answered (providers/local/accesslog.py).
-    handle = [accesslog.log_handler(), handler] if route.upstreams else [handler]
+    handle = accesslog.handlers(handler) if route.upstreams else [handler]
     config: dict[str, Any] = {"handle": handle, "terminal": True}
     if match:
         config["match"] = [match]
@@ -127,7 +127,7 @@ def server_config(port: int, routes: list[EdgeRoute], bind: str = "127.0.0.1") -
         "routes": [_route_config(r) for r in ordered] + [not_found],
         # Plain HTTP on loopback: no certificates, no HTTP->HTTPS redirects.
         "automatic_https": {"disable": True},
-        "logs": accesslog.server_logs(),
+        **accesslog.server_keys(),
     }
 
 
