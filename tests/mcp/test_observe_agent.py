@@ -45,11 +45,13 @@ def _users(url: str, stop: threading.Event) -> None:
             stop.wait(0.1)
 
 
-async def _follow(notes: Notes, token: str, errlog: Path) -> list[tuple[str, dict[str, Any]]]:
+async def _follow(notes: Notes, token: str, errlog: Path) -> tuple[list[tuple[str, dict[str, Any]]], str]:
     """From get_status, always take the first next action not taken before with the same arguments."""
     calls: list[tuple[str, dict[str, Any]]] = []
     taken: set[str] = set()
     async with stdio_agent(notes, token, errlog) as agent:
+        listed = await agent.session.read_resource("railguard://incidents")
+        resource = "".join(getattr(c, "text", "") for c in listed.contents)
         result = await agent.call("get_status", {"env": "staging"})
         queue = list(result.data["next_actions"]) + [{"tool": "diagnose", "arguments": {"env": "staging"}}]
         while queue and len(calls) < MAX_CALLS:
@@ -61,7 +63,7 @@ async def _follow(notes: Notes, token: str, errlog: Path) -> list[tuple[str, dic
             result = await agent.call(nxt["tool"], nxt["arguments"])
             calls.append((nxt["tool"], result.data))
             queue = list(result.data["next_actions"]) + queue
-    return calls
+    return calls, resource
 
 
 def test_crash_loop_then_rollback_and_the_agent_stays_on_the_healthy_release(
@@ -89,7 +91,8 @@ def test_crash_loop_then_rollback_and_the_agent_stays_on_the_healthy_release(
     assert "crash-loops" in incident["summary"] or "5xx" in incident["summary"], incident
     wait_for(lambda: _status(notes)["services"][0]["release"] == 1, what="release 1's replicas live again")
 
-    calls = anyio.run(_follow, notes, token, errlog)
+    calls, resource = anyio.run(_follow, notes, token, errlog)
+    assert json.loads(resource)["incidents"][0]["id"] == incident["id"]  # the resource of unresolved incidents
     tools = [tool for tool, _ in calls]
     assert "get_incident" in tools or "diagnose" in tools
     # Whatever it followed, nothing re-deployed the crashing code: every plan of it was refused as known-bad.

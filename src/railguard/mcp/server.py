@@ -125,9 +125,12 @@ def build(gw: Gateway) -> Server[Any]:
         return await dispatch(gw, params.name, params.arguments, progress=ctx.session.report_progress)
 
     async def list_resources(ctx: Any, params: types.PaginatedRequestParams | None) -> types.ListResourcesResult:
-        return resources.listing(gw)
+        found = resources.listing(gw)
+        return types.ListResourcesResult(resources=[*found.resources, tools_incidents.RESOURCE])
 
     async def read_resource(ctx: Any, params: types.ReadResourceRequestParams) -> types.ReadResourceResult:
+        if str(params.uri) == tools_incidents.RESOURCE_URI:  # read through the daemon, as the token
+            return await tools_incidents.read_resource(gw)
         return resources.read(gw, str(params.uri))
 
     async def list_prompts(ctx: Any, params: types.PaginatedRequestParams | None) -> types.ListPromptsResult:

@@ -1,20 +1,37 @@
 """Incident tools: what observation found (failed verifications, crash loops), with evidence and next steps.
 
-``list_incidents`` and ``get_incident`` are read tools (every role); the incident's own next actions
+``list_incidents`` and ``get_incident`` are read tools (every role), and ``railguard://incidents`` is the
+resource of the unresolved ones; the incident's own next actions
 (read the failing release's logs, change the code, or acknowledge) come back as tool calls, so an agent
 that follows them never re-deploys a release that was rolled back. Registered in :mod:`railguard.mcp.catalog`.
 """
 
 from __future__ import annotations
 
+import json
 from typing import Annotated, Any
 
+import mcp_types as types
 from pydantic import Field
 
 from railguard.mcp.catalog import read_tool
+from railguard.mcp.gateway import Gateway
 from railguard.mcp.inputs import Args, Env
 from railguard.mcp.outputs import Envelope
 from railguard.mcp.results import Call, Outcome, act
+
+RESOURCE_URI = "railguard://incidents"
+RESOURCE = types.Resource(uri=RESOURCE_URI, name="incidents", title="Incidents not resolved",
+                          description="Every open or mitigated incident the token may read, newest first, with "
+                          "evidence and next actions (JSON).", mime_type="application/json")
+
+
+async def read_resource(gw: Gateway) -> types.ReadResourceResult:
+    """The resource's content: what ``list_incidents`` shows unresolved, in full."""
+    rows = (await gw.call("GET", "incidents", params={"open": "1"}))["incidents"][:50]
+    return types.ReadResourceResult(contents=[types.TextResourceContents(
+        uri=RESOURCE_URI, mime_type="application/json", text=json.dumps({"incidents": rows}, indent=2))])
+
 
 IncidentId = Annotated[str, Field(min_length=4, max_length=64, pattern=r"^inc-[A-Za-z0-9]+$",
                                   description="An incident id (inc-...).")]
