@@ -210,3 +210,39 @@ def test_the_access_reader_reads_appended_lines_and_follows_a_roll(tmp_path: Pat
     path.unlink()
     path.write_text(line)  # rolled: a new file from its start
     assert [x.status for x in reader.read()] == [502]
+
+
+def test_failed_applies_and_lasting_unhealthiness_open_incidents_that_resolve(tmp_path: Path) -> None:
+    from railguard.daemon.service import Daemon
+    from railguard.model.api import OperationStatus, ReplicaHealth
+    from railguard.providers.base import ReplicaUnit, ServiceUnit
+    from railguard.providers.fake import FakeProvider
+
+    daemon = Daemon(tmp_path, provider=FakeProvider())  # not booted: its loops do not run
+    store, watchers = daemon.store(), daemon.observer.watchers
+    watchers.operations()  # primes: what finished before this daemon is not news
+    op = store.create_operation("s", "apply", None, "user:me", status=OperationStatus.queued)
+    store.finish_operation(op, OperationStatus.failed, {"diagnostics": []})
+    watchers.operations()
+    failed = incidents.listed(store, "s")
+    assert [(i.kind, i.state) for i in failed] == [(IncidentKind.rollout_failed, IncidentState.open)]
+    assert failed[0].next_actions[0].args["operation_id"] == op
+    ok = store.create_operation("s", "apply", None, "user:me", status=OperationStatus.queued)
+    store.finish_operation(ok, OperationStatus.succeeded)
+    watchers.operations()
+    assert incidents.listed(store, "s")[0].state is IncidentState.resolved
+
+    def unit(health: ReplicaHealth) -> ServiceUnit:
+        return ServiceUnit(name="web", address="s/service.web", release=3, replicas=[ReplicaUnit(
+            name="s.web.r3.0", pid=None, port=None, health=health, restarts=0, uptime_s=0.0,
+            last_exit="exited with status 1 (not by Railguard)")])
+
+    watchers.health("s", unit(ReplicaHealth.unhealthy), False, 100.0)
+    watchers.health("s", unit(ReplicaHealth.unhealthy), False, 102.0)
+    assert len(incidents.listed(store, "s")) == 1  # not yet: within the grace period
+    watchers.health("s", unit(ReplicaHealth.unhealthy), False, 106.0)
+    regression = incidents.listed(store, "s")[0]
+    assert regression.kind is IncidentKind.health_regression and regression.release == 3
+    assert "exited with status 1" in regression.evidence[0].summary
+    watchers.health("s", unit(ReplicaHealth.healthy), False, 107.0)
+    assert incidents.get(store, regression.id).state is IncidentState.resolved  # type: ignore[union-attr]

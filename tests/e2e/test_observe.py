@@ -108,6 +108,7 @@ def _traffic(ws: Workspace, stop: threading.Event, seen: list[int]) -> None:
             stop.wait(0.05)
 
 
+@pytest.mark.timeout(300)  # two deploys, a verification, a rollback, alert retries: ~60 s, more on a busy machine
 def test_a_release_answering_500_is_rolled_back_with_an_incident_and_an_alert(
         watched: tuple[Workspace, int]) -> None:
     ws, hook = watched

@@ -66,6 +66,7 @@ async def _follow(notes: Notes, token: str, errlog: Path) -> tuple[list[tuple[st
     return calls, resource
 
 
+@pytest.mark.timeout(300)  # two deploys, a crash loop, a rollback and 12 MCP calls: ~80 s, more on a busy machine
 def test_crash_loop_then_rollback_and_the_agent_stays_on_the_healthy_release(
         notes: Notes, tmp_path_factory: pytest.TempPathFactory) -> None:
     errlog = tmp_path_factory.mktemp("mcp-log") / "server.log"

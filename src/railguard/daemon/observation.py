@@ -7,7 +7,9 @@ A thread of its own (every ``INTERVAL_S``), so a slow pass never delays an opera
 3. a failed verdict opens an incident with the evidence (metrics, log tail, restarts) and, with
    ``on_regression = "rollback"`` while the previous release is warm, submits a rollback operation
    (journaled like any other, by the principal ``railguard:verification``) and marks the bad source;
-4. replicas restarting repeatedly outside a window open a ``crash_loop`` incident (a decaying window).
+4. replicas restarting repeatedly outside a window open a ``crash_loop`` incident (a decaying window);
+5. failed applies, live services that stay unhealthy, and a broken audit chain open incidents too
+   (:mod:`railguard.daemon.watchers`).
 Settings come from the spec the daemon serves. Started by :class:`railguard.daemon.service.Daemon`.
 """
 
@@ -26,6 +28,7 @@ from railguard.daemon.alerts import Deliverer
 from railguard.daemon.incidents import Incidents, after_rollback, alert_only
 from railguard.daemon.metrics import Counts, RequestMetrics
 from railguard.daemon.verification import Verdict, Watch, judge
+from railguard.daemon.watchers import Watchers
 from railguard.engine.workspace import Workspace
 from railguard.model.api import Evidence, IncidentKind, IncidentState, OperationStatus
 from railguard.model.diagnostics import RailguardError
@@ -62,6 +65,7 @@ class Observer:
         self.metrics = RequestMetrics()
         self.deliverer = Deliverer(daemon.home, daemon.store)
         self.incidents = Incidents(daemon.store, self.deliverer, self.alerts)
+        self.watchers = Watchers(daemon, self.incidents)  # failed rollouts, health regressions, audit
         self.watches: dict[tuple[str, str], Watch] = {}
         self.pending: dict[tuple[str, str], Pending] = {}
         self.seen: dict[tuple[str, str], int | None] = {}  # the live release last seen per service
@@ -127,6 +131,8 @@ class Observer:
             for unit in units.services:
                 self._service(env, unit, spec, now)
         self._follow_rollbacks()
+        self.watchers.operations()
+        self.watchers.audit()
         if time.monotonic() >= self._next_prune:
             self._next_prune = time.monotonic() + PRUNE_S
             self.metrics.prune(now)
@@ -156,6 +162,7 @@ class Observer:
             self._crash_loop(env, unit, restarts)
         if key in self.pending:
             self._try_rollback(key, unit, now)
+        self.watchers.health(env, unit, key in self.watches or key in self.pending, now)
 
     def _switched(self, key: tuple[str, str], unit: ServiceUnit, previous: int | None, spec: Spec | None,
                   now: float) -> None:
@@ -288,5 +295,7 @@ class Observer:
             return  # already open: one entry per crash loop, not per pass
         evidence = [Evidence(kind="exit", summary="replicas: " + ", ".join(
             f"{r.name} {r.health.value} ({r.restarts} restarts)" for r in unit.replicas))]
-        self.incidents.open(IncidentKind.crash_loop, env, summary, service=unit.name, release=unit.release,
-                            evidence=evidence, next_actions=alert_only(env, unit.name, "?"))
+        opened = self.incidents.open(IncidentKind.crash_loop, env, summary, service=unit.name,
+                                     release=unit.release, evidence=evidence)
+        self.incidents.move(opened.id, None, "note", "next steps: roll back, or read the logs and fix the cause",
+                            next_actions=alert_only(env, unit.name, opened.id))
