@@ -132,6 +132,8 @@ class Deliverer:
             key = (job.incident.id, job.transition, channel)
             if key in self._sent:
                 continue
+            if len(self._sent) > 10_000:  # bounded: old transitions are not delivered again anyway
+                self._sent.clear()
             self._sent.add(key)
             attempts, last_error = 0, None
             for attempt in range(ATTEMPTS):

@@ -50,7 +50,8 @@ R = TypeVar("R", bound=Request)
 MAX_BODY = 2_000_000
 _STATUS_BY_CODE = {"plan.not_found": 404, "operation.not_found": 404, "operation.busy": 409, "state.locked": 409,
                    "auth.unknown_token": 401, "auth.token_revoked": 401, "auth.token_expired": 401,
-                   "auth.token_required": 401, "auth.forbidden": 403, "auth.needs_terminal": 403}
+                   "auth.token_required": 401, "auth.forbidden": 403, "auth.needs_terminal": 403,
+                   "incident.not_found": 404}
 
 
 class Server(socketserver.ThreadingUnixStreamServer):

@@ -44,6 +44,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("railguard.daemon")
 INTERVAL_S = 0.25
+DESCRIBE_S = 1.0
 CRASH_WINDOW_S = 60.0  # restarts older than this no longer count (the count decays)
 CRASH_LOOP = 3  # restarts within the window that make a crash loop of a live release
 PRUNE_S = 60.0
@@ -75,6 +76,7 @@ class Observer:
         self._spec: tuple[tuple[str, int, int], Spec] | None = None
         self._thread: threading.Thread | None = None
         self._next_prune = time.monotonic() + PRUNE_S
+        self._described = 0.0  # wall clock of the last look at the live units
         self.passes = 0
 
     # -- settings --------------------------------------------------------------------------------
@@ -125,11 +127,15 @@ class Observer:
         for batch in self.daemon.provider.traffic(TrafficRequest()).batches:
             self.metrics.record(batch.env, batch.service, batch.release, batch.at, batch.status, batch.duration_ms)
             envs.add(batch.env)
-        spec = self.spec()
-        for env in sorted(envs):
-            units = self.daemon.provider.describe(DescribeRequest(env=env))
-            for unit in units.services:
-                self._service(env, unit, spec, now)
+        # The live units (a lock and a process check per replica) every DESCRIBE_S when nothing is being
+        # verified, every pass while something is: an idle daemon with many services stays cheap.
+        if self.watches or self.pending or self.mitigating or now - self._described >= DESCRIBE_S:
+            spec = self.spec()
+            since, self._described = self._described, now
+            for env in sorted(envs):
+                units = self.daemon.provider.describe(DescribeRequest(env=env))
+                for unit in units.services:
+                    self._service(env, unit, spec, now, since)
         self._follow_rollbacks()
         self.watchers.operations()
         self.watchers.audit()
@@ -139,13 +145,14 @@ class Observer:
         self.passes += 1
 
     # -- one service -----------------------------------------------------------------------------
-    def _service(self, env: str, unit: ServiceUnit, spec: Spec | None, now: float) -> None:
+    def _service(self, env: str, unit: ServiceUnit, spec: Spec | None, now: float, since: float) -> None:
         key = (env, unit.name)
         before = self.seen.get(key)
         self.seen[key] = unit.release
         warm = sorted((w.release for w in unit.warm), reverse=True)
         if unit.release is not None and unit.release != before and (before is not None or warm):
-            self._switched(key, unit, before if before is not None else warm[0], spec, now)
+            # It switched after the previous look: the window starts then, so no early request is missed.
+            self._switched(key, unit, before if before is not None else warm[0], spec, max(since, now - DESCRIBE_S))
         restarts = self._restarts(key, unit, now)
         watch = self.watches.get(key)
         if watch is not None and watch.release == unit.release:
