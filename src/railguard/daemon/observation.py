@@ -43,8 +43,8 @@ if TYPE_CHECKING:
     from railguard.daemon.service import Daemon
 
 log = logging.getLogger("railguard.daemon")
-INTERVAL_S = 0.25
-DESCRIBE_S = 1.0
+INTERVAL_S = 0.5
+DESCRIBE_S = 2.0
 CRASH_WINDOW_S = 60.0  # restarts older than this no longer count (the count decays)
 CRASH_LOOP = 3  # restarts within the window that make a crash loop of a live release
 PRUNE_S = 60.0
@@ -122,20 +122,20 @@ class Observer:
                 log.exception("observation pass failed")
 
     def step(self, now: float | None = None) -> None:
+        """One pass: the edge's new requests always; the rest every DESCRIBE_S, or every pass while verifying."""
         now = time.time() if now is None else now
-        envs = set(self.daemon.provider.summary().edges)
         for batch in self.daemon.provider.traffic(TrafficRequest()).batches:
             self.metrics.record(batch.env, batch.service, batch.release, batch.at, batch.status, batch.duration_ms)
-            envs.add(batch.env)
-        # The live units (a lock and a process check per replica) every DESCRIBE_S when nothing is being
-        # verified, every pass while something is: an idle daemon with many services stays cheap.
-        if self.watches or self.pending or self.mitigating or now - self._described >= DESCRIBE_S:
-            spec = self.spec()
-            since, self._described = self._described, now
-            for env in sorted(envs):
-                units = self.daemon.provider.describe(DescribeRequest(env=env))
-                for unit in units.services:
-                    self._service(env, unit, spec, now, since)
+        # The live units cost a lock and a process check per replica, and the store a query: an idle daemon with
+        # many services stays cheap, a release being verified is looked at every pass.
+        if not (self.watches or self.pending or self.mitigating or now - self._described >= DESCRIBE_S):
+            return
+        spec = self.spec()
+        since, self._described = self._described, now
+        for env in sorted(set(self.daemon.provider.summary().edges)):
+            units = self.daemon.provider.describe(DescribeRequest(env=env))
+            for unit in units.services:
+                self._service(env, unit, spec, now, since)
         self._follow_rollbacks()
         self.watchers.operations()
         self.watchers.audit()
