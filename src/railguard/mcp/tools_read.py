@@ -78,6 +78,11 @@ async def get_status(call: Call, args: StatusArgs) -> Outcome:
     for svc in [s for s in services if s["status"] in (Health.degraded, Health.missing) or s["restarts"]][:2]:
         actions.append(act("diagnose", f"{svc['name']} is {svc['status']} with {svc['restarts']} restart(s).",
                            env=args.env, service=svc["name"]))
+    # What observation found comes first: an agent reads the evidence before planning over a rolled-back release.
+    unresolved = (await call.gw.call("GET", "incidents", params={"env": args.env, "open": "1"}))["incidents"]
+    for incident in unresolved[:1]:
+        actions.append(act("get_incident", f"Incident {incident['id']} ({incident['state']}): "
+                           f"{incident['summary'][:200]}", incident_id=incident["id"]))
     if not services:
         actions.append(act("plan", "Nothing runs yet: plan a first deploy.", env=args.env))
     elif drift.get("spec_changed_since_apply"):
@@ -88,7 +93,8 @@ async def get_status(call: Call, args: StatusArgs) -> Outcome:
                + (f"; edge {edge['url']}" if edge.get("url") else "")
                + (f"; operation {found['operation']['id']} is {found['operation']['status']}"
                   if found.get("operation") else "")
-               + ("; the live state differs from the applied spec" if drift.get("live_differs") else "") + ".")
+               + ("; the live state differs from the applied spec" if drift.get("live_differs") else "")
+               + (f"; {len(unresolved)} unresolved incident(s)" if unresolved else "") + ".")
     pg = page(args.offset, args.limit, len(services))
     details = [f"- {s['name']}: {s['status']}, release {s['release']}, {s['healthy']}/{s['replicas']} healthy, "
                f"{s['restarts']} restart(s)" + (f", warm: {s['warm']}" if s["warm"] else "") for s in shown[:20]]
