@@ -38,6 +38,7 @@ from railguard.model.api import (
     ExecRecord,
     ExecRequest,
     GcResult,
+    Incident,
     Logs,
     Operation,
     OperationKind,
@@ -273,6 +274,13 @@ class Client:
         """Queue an apply or a rollback; the answer is the operation as queued (follow it with ``operation``)."""
         body = request.model_dump(mode="json", by_alias=True, exclude_none=True)
         return Operation.model_validate(self.call("POST", "operations", body)["operation"])
+
+    def incidents(self, env: str | None = None, open_only: bool = True) -> list[Incident]:
+        params = {"env": env, "open": "1" if open_only else None}
+        return [Incident.model_validate(r) for r in self.call("GET", "incidents", params=params)["incidents"]]
+
+    def incident(self, incident_id: str) -> Incident:
+        return Incident.model_validate(self.call("GET", f"incidents/{incident_id}")["incident"])
 
     def exec(self, request: ExecRequest) -> ExecRecord | PlanAnswer:
         """Run a one-off command (or, in a protected environment, save it as a plan needing approval)."""

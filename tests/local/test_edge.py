@@ -382,7 +382,8 @@ def test_port_in_use_is_reported_and_other_environments_keep_serving(
         blocker.bind(("127.0.0.1", 0))
         blocker.listen()
         taken = blocker.getsockname()[1]
-        with pytest.raises(PortInUse, match=f"port {taken}.*already in use"):
+        # The holder (this test process) is named: its pid and command line.
+        with pytest.raises(PortInUse, match=f"port {taken}.*already in use by another program: pid {os.getpid()} "):
             edge.set_environment("production", taken, [EdgeRoute(None, "/", (a.dial,))])
     assert set(edge.environments()) == {"staging"}
     assert get(port).text == "A /"

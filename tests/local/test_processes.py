@@ -300,3 +300,28 @@ def test_allocate_port_and_port_in_use() -> None:
         s.listen()
         assert port_in_use(port)
 
+
+
+def test_a_replica_killed_from_outside_is_named_with_its_signal_and_its_restarts_decay(tmp_path: Path) -> None:
+    import signal as signals
+
+    from railguard.providers.local.processes import RECENT_S
+
+    spec = make_spec(tmp_path, SLEEPER)
+    sup = Supervisor(backoff_initial=0.01, backoff_max=0.05)
+    first = sup.add(spec)
+    os.kill(first.pid, signals.SIGKILL)
+    now, delay = crash_detected(sup, spec.name)
+    assert sup.last_exit(spec.name) == "killed by SIGKILL (not by Railguard)"
+    assert sup.tick(now + delay) == [spec.name]
+    assert sup.restarts(spec.name) == 1 and sup.recent_restarts(spec.name, now + delay) == 1
+    # The total stays; the count a status leads with decays once the window has passed.
+    assert sup.recent_restarts(spec.name, now + delay + RECENT_S + 1) == 0 and sup.restarts(spec.name) == 1
+    sup.remove(spec.name)
+
+
+def test_an_exit_status_is_named() -> None:
+    from railguard.providers.local.processes import describe_exit
+
+    assert describe_exit(3) == "exited with status 3 (not by Railguard)"
+    assert describe_exit(-15) == "killed by SIGTERM (not by Railguard)"

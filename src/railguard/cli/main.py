@@ -27,6 +27,7 @@ from railguard.cli import (
     exec_cmd,
     gc_cmd,
     guard_cmd,
+    incidents_cmd,
     mcp_cmd,
     observe,
 )
@@ -123,6 +124,7 @@ deploy.register(app)
 exec_cmd.register(app)
 data_cmd.register(app)
 observe.register(app)
+incidents_cmd.register(app)
 guard_cmd.register(app)
 doctor_cmd.register(app)
 mcp_cmd.register(app)

@@ -237,6 +237,17 @@ def status(found: EnvironmentStatus) -> None:
             table.add_row("", str(warm.release), "[dim]warm[/]", f"{warm.replicas} replica(s)", "", "", "",
                           "", f"[dim]stops in {warm.until_s:.0f}s[/]")
     out.print(table)
+    for svc in found.services:
+        if svc.requests:
+            from railguard.cli.incidents_cmd import request_line  # the observation renderers live there
+
+            out.print(f"  requests {svc.name}: {request_line(svc.requests)}")
+        for rep in svc.replicas:
+            if rep.last_exit:
+                out.print(f"  {rep.name} last exit: {escape(rep.last_exit)}; {rep.recent_restarts} restart(s) in the "
+                          "last 10 min")
+        if svc.verifying_s is not None:
+            out.print(f"  {svc.name} release {svc.release}: verifying, {svc.verifying_s:.0f}s left")
     for route in edge.routes:
         out.print(f"  route {route.host or '*'}{route.path} → {', '.join(route.upstreams) or '(none: 503)'}")
     drift = found.drift

@@ -27,6 +27,7 @@ import httpx
 from pydantic import ValidationError
 from pydantic_core import to_jsonable_python
 
+from railguard.daemon import observe_api
 from railguard.daemon.access import authenticate
 from railguard.daemon.databases import backups_answer
 from railguard.daemon.service import Daemon
@@ -57,7 +58,8 @@ MAX_BODY = 2_000_000
 READ_TIMEOUT_S = 30.0
 _STATUS_BY_CODE = {"plan.not_found": 404, "operation.not_found": 404, "operation.busy": 409, "state.locked": 409,
                    "auth.unknown_token": 401, "auth.token_revoked": 401, "auth.token_expired": 401,
-                   "auth.token_required": 401, "auth.forbidden": 403, "auth.needs_terminal": 403}
+                   "auth.token_required": 401, "auth.forbidden": 403, "auth.needs_terminal": 403,
+                   "incident.not_found": 404}
 
 
 class Server(socketserver.ThreadingUnixStreamServer):
@@ -421,4 +423,7 @@ def route(daemon: Daemon, method: str, parts: list[str], query: dict[str, str], 
                 daemon.terminal_check(who, f"stop everything while protected {', '.join(running)} runs")
             daemon.request_shutdown(everything)
             return {"stopping": True}
+    observed = observe_api.route(daemon, method, parts, query, body, who)  # incidents, metrics
+    if observed is not None:
+        return observed
     raise _bad(f"unknown endpoint {method} /{'/'.join(parts)}")

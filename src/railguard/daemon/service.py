@@ -28,6 +28,7 @@ from railguard.daemon import housekeeping
 from railguard.daemon.execs import ExecSessions
 from railguard.daemon.governance import Governance
 from railguard.daemon.mode import Mode
+from railguard.daemon.observation import Observer
 from railguard.daemon.secrets_ops import Secrets
 from railguard.engine import guard, usecases
 from railguard.engine.guard import short_hash
@@ -42,6 +43,7 @@ from railguard.model.api import (
     DaemonHealth,
     EnvironmentStatus,
     GcResult,
+    Health,
     Logs,
     Operation,
     OperationStatus,
@@ -56,7 +58,7 @@ from railguard.model.diagnostics import RailguardError, error
 from railguard.model.plans import Plan
 from railguard.model.principals import Permission, Principal
 from railguard.model.spec import NAME_PATTERN
-from railguard.providers.base import DescribeRequest, LogsRequest, Provider, ShutdownRequest, TickRequest
+from railguard.providers.base import DescribeRequest, HealthRequest, LogsRequest, Provider, ShutdownRequest, TickRequest
 from railguard.providers.registry import open_provider
 from railguard.secrets.keys import key_dir, state_id
 from railguard.sources.store import SnapshotStore
@@ -101,6 +103,7 @@ class Daemon(Governance, ExecSessions):
         self.stopping = threading.Event()
         self._threads: list[threading.Thread] = []
         self.on_stop: Callable[[], None] | None = None  # set by the server: stop serving
+        self.observer = Observer(self)  # request metrics, verification, incidents, alerts (its own thread)
 
     # -- plumbing ------------------------------------------------------------------------------
     def store(self) -> Store:
@@ -126,6 +129,11 @@ class Daemon(Governance, ExecSessions):
             thread = threading.Thread(target=target, name=name, daemon=True)
             thread.start()
             self._threads.append(thread)
+        self.observer.start()
+        from railguard.daemon import prometheus  # the optional listener imports its library only here
+
+        if (address := prometheus.start(self)) is not None:
+            store.add_event(None, "daemon.metrics", f"Prometheus metrics served on http://{address}/metrics")
 
     def request_shutdown(self, everything: bool = False) -> None:
         """Stop soon, from another thread: the caller (an API request) still gets its answer."""
@@ -140,6 +148,7 @@ class Daemon(Governance, ExecSessions):
         """Stop serving. Apps and the edge keep running unless ``everything``."""
         self.stopping.set()
         self._jobs.put(None)
+        self.observer.stop()
         self.provider.shutdown(ShutdownRequest(everything=everything))
 
     def _loop(self) -> None:
@@ -240,6 +249,9 @@ class Daemon(Governance, ExecSessions):
                             replicas=summary.replicas, isolation=summary.isolation,
                             isolation_reason=summary.isolation_reason, require_token=self.require_token,
                             shared_user_allowed=self.mode.allow_shared_user)
+
+    def status_health(self, env: str, address: str) -> Health:
+        return self.provider.health(HealthRequest(env=env, address=address)).health
 
     def plan(self, spec_path: str, env: str, principal: Principal,
              source_overrides: dict[str, str] | None = None, text: str | None = None,

@@ -18,7 +18,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from railguard.engine import capture, guard, planner, restore
+from railguard.engine import capture, guard, knownbad, planner, restore
 from railguard.engine.apply import apply_plan, check_plan
 from railguard.engine.execute import Context
 from railguard.engine.facts import Facts
@@ -73,7 +73,7 @@ def _plan(ws: Workspace, env: str, store: Store, provider: Provider | None, prin
             observe_into(store, provider, env)
         computed = planner.plan(env, desired, store.inventory(env), store.serial(env))
         problems = [*warnings, *([] if promoting else facts.source_warnings()), *missing_secrets(spec, env, versions),
-                    *computed.diagnostics]
+                    *computed.diagnostics, *knownbad.diagnostics(store, computed)]
         computed = restore.acknowledge(computed.model_copy(update={"diagnostics": problems, "id": new_id("plan"),
                                                                    "source": source}), allow_data_loss or [])
         if principal is not None:

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from railguard.mcp.outputs import ChangeBrief, EventBrief, ReleaseBrief, ServiceBrief
+from railguard.mcp.outputs import ChangeBrief, EventBrief, MinuteBrief, ReleaseBrief, ServiceBrief
 from railguard.model.api import (
     Event,
     Health,
@@ -22,6 +22,7 @@ from railguard.model.api import (
     PlanStatus,
     Release,
     ReplicaHealth,
+    RequestWindow,
     ServiceStatus,
     StepBrief,
 )
@@ -35,10 +36,22 @@ STATUS_ORDER = {Health.degraded: 0, Health.missing: 1, Health.progressing: 2, He
 
 def service_brief(entry: ServiceStatus) -> ServiceBrief:
     health = [r.health.value for r in entry.replicas]
+    # Restarts in the decaying window (10 min) when the daemon reports it: an old kill is not news forever.
+    recent = sum(r.recent_restarts if "recent_restarts" in r.model_fields_set else r.restarts for r in entry.replicas)
     return ServiceBrief(name=entry.name, address=entry.address, status=entry.status, release=entry.release,
                         replicas=len(entry.replicas), healthy=sum(1 for h in health if h == ReplicaHealth.healthy),
-                        restarts=sum(r.restarts for r in entry.replicas), health=health,
-                        warm=[w.release for w in entry.warm])
+                        restarts=recent, restarts_total=sum(r.restarts for r in entry.replicas), health=health,
+                        last_exit=[r.last_exit for r in entry.replicas if r.last_exit],
+                        requests=_minute(entry.requests), warm=[w.release for w in entry.warm])
+
+
+def _minute(windows: list[RequestWindow]) -> MinuteBrief | None:
+    """The last minute of what the edge saw of the live release: requests, 5xx ratio, p99."""
+    found = next((w for w in windows if w.window == "1m"), None)
+    if found is None:
+        return None
+    return MinuteBrief(requests=found.requests, rate=found.rate, status_5xx=found.status_5xx,
+                       error_ratio=found.error_ratio, p99_ms=found.p99_ms)
 
 
 def problems_first(services: list[ServiceBrief]) -> list[ServiceBrief]:

@@ -48,7 +48,8 @@ TOOLS: dict[str, ToolSpec] = {}
 # The order tools/list shows them in: orientation, then reading, then the change loop.
 ORDER = ["whoami", "get_status", "diagnose", "list_releases", "read_logs", "list_events", "list_operations",
          "get_operation", "list_policies", "get_spec_schema", "validate_spec", "plan", "promote", "show_plan",
-         "list_plans", "request_approval", "approval_status", "apply_plan", "rollback", "run_command"]
+         "list_plans", "request_approval", "approval_status", "apply_plan", "rollback", "run_command",
+         "list_incidents", "get_incident", "doctor"]
 
 
 def tool(name: str, *, title: str, inputs: type[Args], outputs: type[Payload], permission: Permission,

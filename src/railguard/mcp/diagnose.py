@@ -7,8 +7,10 @@ the live status (health, restarts, warm releases), the releases, recent events, 
 - a rollout that failed **before** its switch left traffic where it was: no rollback (it would go
   back further than the release that still runs); read the failed release's logs, fix, plan again;
 - a failure **after** some services switched: roll back to the last release that ran healthy;
-- a live release that crashes or fails its health checks: roll back to the release before it
-  (instant while warm), and read the bad release's logs.
+- a live release that crashes, fails its health checks or answers 5xx at the edge: roll back to the
+  release before it (instant while warm), and read the bad release's logs;
+- a replica killed by a signal from outside and already restarted is not a crash of the code;
+- open incidents (and the rollbacks observation already made) are findings, with ``get_incident``.
 
 Registered in :mod:`railguard.mcp.catalog`.
 """
@@ -20,12 +22,13 @@ from dataclasses import dataclass, field
 from railguard.mcp import briefs
 from railguard.mcp.catalog import tool
 from railguard.mcp.inputs import DiagnoseArgs
-from railguard.mcp.outputs import Diagnosis, NextAction
+from railguard.mcp.outputs import Diagnosis, MinuteBrief, NextAction, ServiceBrief
 from railguard.mcp.results import Call, Outcome, act
 from railguard.model.api import (
     EnvironmentStatus,
     Event,
     Health,
+    Incident,
     LogFile,
     Operation,
     OperationStatus,
@@ -75,8 +78,25 @@ def _service_of(step: str | None) -> str | None:
     return step.split("/service.", 1)[1].split(":", 1)[0].split()[0]
 
 
+ERROR_RATIO = 0.05  # a live release answering more 5xx than this over the last minute is erroring
+MIN_REQUESTS = 20
+
+
+def _erroring(svc: ServiceBrief) -> MinuteBrief | None:
+    minute = svc.requests
+    if minute is not None and minute.requests >= MIN_REQUESTS and minute.error_ratio > ERROR_RATIO:
+        return minute
+    return None
+
+
+def _killed_and_recovered(svc: ServiceBrief, unhealthy: list[str]) -> bool:
+    """One out-of-band kill the supervisor already repaired: not a crash of the code."""
+    return (not unhealthy and svc.restarts <= 1 and bool(svc.last_exit)
+            and all(e.startswith("killed by") for e in svc.last_exit))
+
+
 def assess(env: str, service: str | None, status: EnvironmentStatus, releases: list[Release],
-           op: Operation | None) -> Assessment:
+           op: Operation | None, incidents: list[Incident] | None = None) -> Assessment:
     """What the facts mean: verdict, findings, cause, the service and release to read logs of, next actions."""
     services = {s.name: briefs.service_brief(s) for s in status.services}
     live = next((r for r in releases if r.status is ReleaseStatus.live), None)
@@ -116,8 +136,15 @@ def assess(env: str, service: str | None, status: EnvironmentStatus, releases: l
                                service=focus, release=made.number, lines=50))
         actions.append(act("plan", "After fixing the cause (see the remediation), plan again.", env=env))
         return found
+    for found_incident in (incidents or [])[:3]:  # newest first: what observation already found and did
+        if service is not None and found_incident.service not in (None, service):
+            continue
+        findings.append(f"Incident {found_incident.id} ({found_incident.state.value}): {found_incident.summary}"
+                        + (f" Rolled back by operation {found_incident.operation}." if found_incident.operation
+                           else ""))
+        actions.append(act("get_incident", "Read its evidence and next actions.", incident_id=found_incident.id))
     candidates = [services[service]] if service in services else [
-        s for s in services.values() if s.restarts or s.status in (Health.degraded, Health.missing)]
+        s for s in services.values() if s.restarts or _erroring(s) or s.status in (Health.degraded, Health.missing)]
     if service is not None and service not in services:
         found.verdict = "missing"
         findings.append(f"No service '{service}' runs in {env}.")
@@ -126,13 +153,23 @@ def assess(env: str, service: str | None, status: EnvironmentStatus, releases: l
     for svc in candidates[:1]:
         found.focus = svc.name
         unhealthy = [h for h in svc.health if h in BAD_HEALTH]  # "unknown": not checked yet since it started
-        if not (svc.restarts or unhealthy):
+        erroring = _erroring(svc)
+        if _killed_and_recovered(svc, unhealthy) and not erroring:
+            findings.append(f"{svc.name} is healthy again: a replica was {svc.last_exit[0]} and the supervisor "
+                            "restarted it. Nothing in the code needs fixing for that; find out who sent the signal.")
+            continue
+        if not (svc.restarts or unhealthy or erroring):
             findings.append(f"{svc.name} is healthy: release {svc.release}, {svc.replicas} replica(s).")
             continue
-        verdict = "crashing" if svc.restarts else "degraded"
+        verdict = "crashing" if svc.restarts else "degraded" if unhealthy else "erroring"
         found.verdict, found.log_release = verdict, svc.release
-        what = (f"{svc.restarts} restart(s) since its replicas started" if svc.restarts else "")
+        what = (f"{svc.restarts} restart(s) in the last 10 minutes" if svc.restarts else "")
+        if svc.last_exit:
+            what += f" (last: {'; '.join(svc.last_exit)})"
         what += (("; " if what else "") + f"replica health {', '.join(svc.health)}") if unhealthy else ""
+        if erroring:
+            what += (("; " if what else "") + f"{erroring.error_ratio:.0%} of {erroring.requests} requests in "
+                     "the last minute got a 5xx at the edge")
         findings.append(f"{svc.name} runs release {svc.release}: {what}.")
         good = briefs.last_good(releases, before=svc.release) if svc.release else None
         cause = error("service.degraded", f"{svc.name} is {verdict} on release {svc.release}",
@@ -183,7 +220,8 @@ async def diagnose(call: Call, args: DiagnoseArgs) -> Outcome:
     elif args.service is None:
         recent = await gw.run(lambda c: c.operations(args.env, 1))
         op = recent[0] if recent and recent[0].status is OperationStatus.failed else None
-    found = assess(args.env, args.service, status, releases, op)
+    incidents = await gw.run(lambda c: c.incidents(args.env))
+    found = assess(args.env, args.service, status, releases, op, incidents)
     focus, tail = found.focus, []
     if focus:
         logs = await gw.run(lambda c: c.logs(args.env, focus, found.log_release, LOG_READ))

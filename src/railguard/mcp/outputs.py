@@ -25,6 +25,7 @@ from railguard.model.api import (
     Drift,
     ExecRecord,
     Health,
+    Incident,
     InFlight,
     LogFile,
     OperationBrief,
@@ -81,6 +82,14 @@ def result_model(payload: type[Payload]) -> type[BaseModel]:
 # -- briefs: bounded views for a model to read ------------------------------------------------------------
 
 
+class MinuteBrief(BaseModel):
+    requests: int
+    rate: float
+    status_5xx: int
+    error_ratio: float
+    p99_ms: float | None = None
+
+
 class ServiceBrief(BaseModel):
     name: str
     address: str
@@ -88,8 +97,14 @@ class ServiceBrief(BaseModel):
     release: int | None = Field(description="The live release of the service.")
     replicas: int
     healthy: int
-    restarts: int = Field(description="Restarts of the live release's replicas since they started.")
+    restarts: int = Field(description="Restarts of the live release's replicas in the last 10 minutes (the count "
+                                      "decays, so an old kill is not news forever).")
+    restarts_total: int = Field(default=0, description="Restarts since the replicas started.")
     health: list[str] = Field(description="Each replica's health.")
+    last_exit: list[str] = Field(default_factory=list, description="How replicas last ended on their own "
+                                                                     "(exit status or signal).")
+    requests: MinuteBrief | None = Field(default=None, description="The last minute the edge saw of the live "
+                                                                   "release.")
     warm: list[int] = Field(description="Earlier releases still running unrouted: a rollback to them is instant.")
 
 
@@ -228,3 +243,29 @@ class RunCommandOut(Payload):
         "The command's run: release, exit_code, timed_out and its output's last lines (secret values redacted)."))
     plan: PlanBrief | None = Field(default=None, description=(
         "In a protected environment: the plan the command became (it runs once approved and applied)."))
+
+
+class IncidentBrief(BaseModel):
+    id: str
+    env: str
+    kind: str
+    state: str
+    service: str | None = None
+    release: int | None = None
+    summary: str
+    opened_at: str
+    operation: str | None = None
+
+
+class Incidents(Payload):
+    incidents: list[IncidentBrief] | None = None
+
+
+class IncidentPayload(Payload):
+    incident: Incident | None = None
+
+
+class DoctorPayload(Payload):
+    # The doctor's report as railguard doctor --json prints it (its own model lives in railguard.doctor, a
+    # layer below; here it is that JSON), plus the counts per status and the exit code the CLI would give.
+    doctor: dict[str, Any] | None = None

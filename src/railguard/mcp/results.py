@@ -11,6 +11,7 @@ bound; tools page their main lists themselves. Used by :mod:`railguard.mcp.serve
 from __future__ import annotations
 
 import json
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -37,6 +38,8 @@ class Call:
     gw: Gateway
     principal: Principal | None
     allowed: frozenset[str]  # tool names the principal may call
+    # MCP progress notifications for long calls (doctor): (progress, total, message); a no-op without a token.
+    progress: Callable[[float, float | None, str | None], Awaitable[None]] | None = None
 
 
 @dataclass

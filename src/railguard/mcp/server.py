@@ -14,6 +14,7 @@ from __future__ import annotations
 import json
 import logging
 import time
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import anyio
@@ -30,7 +31,9 @@ from railguard.mcp import (
     diagnose,
     resources,
     suggest,
+    tools_doctor,
     tools_exec,
+    tools_incidents,
     tools_plans,
     tools_read,
     tools_run,
@@ -43,7 +46,7 @@ from railguard.model.diagnostics import Diagnostic, RailguardError, error
 
 log = logging.getLogger("railguard.mcp")
 # Importing them registers the tools.
-TOOL_MODULES = (tools_read, tools_spec, tools_plans, tools_run, tools_exec, diagnose)
+TOOL_MODULES = (tools_read, tools_spec, tools_plans, tools_run, tools_exec, diagnose, tools_incidents, tools_doctor)
 MAX_ARGUMENTS = 300_000  # bytes of JSON; the largest legitimate argument is a spec text (256 KB)
 
 INSTRUCTIONS = """Railguard deploys this app: one typed spec (railguard.toml), saved plans you can review,
@@ -78,7 +81,9 @@ def _parse(spec: catalog.ToolSpec, arguments: dict[str, Any]) -> Args:  # the cl
         raise RailguardError(_invalid(spec.name, exc)) from exc
 
 
-async def dispatch(gw: Gateway, name: str, arguments: dict[str, Any] | None) -> types.CallToolResult:  # raw JSON-RPC
+async def dispatch(gw: Gateway, name: str, arguments: dict[str, Any] | None,
+                   progress: Callable[[float, float | None, str | None], Awaitable[None]] | None = None,
+                   ) -> types.CallToolResult:
     started = time.perf_counter()
     spec = catalog.TOOLS.get(name)
     allowed = frozenset(t.name for t in catalog.visible(None))
@@ -96,7 +101,7 @@ async def dispatch(gw: Gateway, name: str, arguments: dict[str, Any] | None) -> 
         allowed = frozenset(t.name for t in catalog.visible(principal))
         if principal is not None:
             require(principal, spec.permission, None)  # a hidden tool called anyway is refused here
-        outcome = await spec.handler(Call(gw, principal, allowed), parsed)
+        outcome = await spec.handler(Call(gw, principal, allowed, progress), parsed)
     except RailguardError as exc:
         first = exc.diagnostics[0] if exc.diagnostics else None
         outcome = Outcome(f"{first.summary}." if first else "Refused.", diagnostics=list(exc.diagnostics),
@@ -118,12 +123,15 @@ def build(gw: Gateway) -> Server[Any]:
         return types.ListToolsResult(tools=[t.definition() for t in catalog.visible(principal)])
 
     async def call_tool(ctx: Any, params: types.CallToolRequestParams) -> types.CallToolResult:
-        return await dispatch(gw, params.name, params.arguments)
+        return await dispatch(gw, params.name, params.arguments, progress=ctx.session.report_progress)
 
     async def list_resources(ctx: Any, params: types.PaginatedRequestParams | None) -> types.ListResourcesResult:
-        return resources.listing(gw)
+        found = resources.listing(gw)
+        return types.ListResourcesResult(resources=[*found.resources, tools_incidents.RESOURCE])
 
     async def read_resource(ctx: Any, params: types.ReadResourceRequestParams) -> types.ReadResourceResult:
+        if str(params.uri) == tools_incidents.RESOURCE_URI:  # read through the daemon, as the token
+            return await tools_incidents.read_resource(gw)
         return resources.read(gw, str(params.uri))
 
     async def list_prompts(ctx: Any, params: types.PaginatedRequestParams | None) -> types.ListPromptsResult:

@@ -80,6 +80,11 @@ async def get_status(call: Call, args: StatusArgs) -> Outcome:
     for svc in [s for s in services if s.status in (Health.degraded, Health.missing) or s.restarts][:2]:
         actions.append(act("diagnose", f"{svc.name} is {svc.status.value} with {svc.restarts} restart(s).",
                            env=args.env, service=svc.name))
+    # What observation found comes first: an agent reads the evidence before planning over a rolled-back release.
+    unresolved = await call.gw.run(lambda c: c.incidents(args.env))
+    for incident in unresolved[:1]:
+        actions.append(act("get_incident", f"Incident {incident.id} ({incident.state.value}): "
+                           f"{incident.summary[:200]}", incident_id=incident.id))
     if not services:
         actions.append(act("plan", "Nothing runs yet: plan a first deploy.", env=args.env))
     elif drift.spec_changed_since_apply:
@@ -89,7 +94,8 @@ async def get_status(call: Call, args: StatusArgs) -> Outcome:
     summary = (f"{args.env}: {len(services)} service(s), {listing}"
                + (f"; edge {edge.url}" if edge.url else "")
                + (f"; operation {flight.id} is {flight.status.value}" if flight is not None else "")
-               + ("; the live state differs from the applied spec" if drift.live_differs else "") + ".")
+               + ("; the live state differs from the applied spec" if drift.live_differs else "")
+               + (f"; {len(unresolved)} unresolved incident(s)" if unresolved else "") + ".")
     pg = page(args.offset, args.limit, len(services))
     details = [f"- {s.name}: {s.status.value}, release {s.release}, {s.healthy}/{s.replicas} healthy, "
                f"{s.restarts} restart(s)" + (f", warm: {s.warm}" if s.warm else "") for s in shown[:20]]

@@ -626,6 +626,8 @@ class ReplicaStatus(Record):
     health: ReplicaHealth
     restarts: int = 0
     uptime_s: float = 0
+    recent_restarts: int = Field(default=0, description="Restarts within the last 10 minutes (the count decays).")
+    last_exit: str | None = Field(default=None, description="How it last ended on its own (exit status or signal).")
 
 
 class WarmRelease(Record):
@@ -641,6 +643,10 @@ class ServiceStatus(Record):
     status: Health = Field(description="healthy | progressing | missing | degraded | unknown")
     replicas: list[ReplicaStatus] = Field(default_factory=list)
     warm: list[WarmRelease] = Field(default_factory=list)
+    requests: list[RequestWindow] = Field(default_factory=list, description="What the edge saw of the live "
+                                          "release: 1m, 5m and since-switch windows (docs/observe.md).")
+    verifying_s: float | None = Field(default=None, description="Seconds left in the live release's "
+                                      "verification window; None when it is not being verified.")
 
 
 class Route(Record):
@@ -683,20 +689,87 @@ class EnvironmentStatus(Record):
 
 
 class IncidentState(StrEnum):
-    open = "open"
-    resolved = "resolved"
+    open = "open"  # something is wrong and nothing has mitigated it yet
+    mitigated = "mitigated"  # traffic is safe again (rolled back, restarted) but the cause is still there
+    resolved = "resolved"  # nothing left to do (fixed, acknowledged, or the release is gone)
+
+
+class IncidentKind(StrEnum):
+    rollout_failed = "rollout_failed"
+    crash_loop = "crash_loop"
+    verification_failed = "verification_failed"
+    health_regression = "health_regression"
+    replica_killed = "replica_killed"
+    drift = "drift"
+    audit_tamper = "audit_tamper"
+
+
+class IncidentEntry(Record):
+    """One line of an incident's timeline."""
+
+    at: str
+    kind: str = Field(description="opened, evidence, mitigated, resolved, rollback, alert, reopened, note")
+    message: str
+
+
+class RequestWindowRef(Record):
+    """A request window of one release, as evidence (the numbers at the time of the decision)."""
+
+    release: int | None
+    window: str
+    requests: int
+    status_5xx: int
+    error_ratio: float
+    p99_ms: float | None = None
+
+
+class Evidence(Record):
+    """What was seen: request metrics, log lines, exit statuses, health answers, the release."""
+
+    kind: str = Field(description="metrics | log | exit | health | release | drift | audit")
+    summary: str
+    lines: list[str] = Field(default_factory=list)
+    metrics: list[RequestWindowRef] = Field(default_factory=list)
+
+
+class IncidentAction(Record):
+    """A next step: the MCP tool and the CLI command that carry it out."""
+
+    tool: str
+    command: str
+    why: str
+    args: dict[str, str | int] = Field(default_factory=dict)
+
+
+class AlertDelivery(Record):
+    """One delivery of one incident transition to one channel of ``[alerts]``."""
+
+    at: str
+    channel: str = Field(description="webhook | command")
+    transition: str
+    ok: bool
+    attempts: int
+    error: str | None = None
 
 
 class Incident(Record):
-    """Something observation noticed and keeps open until it is resolved. Not produced yet."""
+    """Something wrong with what runs, with its evidence, timeline and next steps (``railguard incident``)."""
 
     id: str
     env: str
-    kind: str
+    kind: IncidentKind
     state: IncidentState = IncidentState.open
+    summary: str = ""
+    service: str | None = None
+    release: int | None = None
     opened_at: str
+    updated_at: str = ""
     resolved_at: str | None = None
-    evidence: list[str] = Field(default_factory=list)
+    operation: str | None = Field(default=None, description="The rollback (or other operation) it caused.")
+    evidence: list[Evidence] = Field(default_factory=list)
+    timeline: list[IncidentEntry] = Field(default_factory=list)
+    next_actions: list[IncidentAction] = Field(default_factory=list)
+    deliveries: list[AlertDelivery] = Field(default_factory=list)
 
 
 # -- requests to the daemon -----------------------------------------------------------------------------------
@@ -806,3 +879,39 @@ class ExecRecord(Record):
     exit_code: int | None = None
     timed_out: bool = False
     output: list[str] = Field(default_factory=list)
+
+
+# -- request metrics (what the edge saw, per release) ---------------------------------------------------------
+
+
+class RequestWindow(Record):
+    """Requests one release answered over one window, as the edge saw them."""
+
+    window: str = Field(description="'1m', '5m' or 'since_switch' (everything this release answered).")
+    seconds: float = Field(description="Length of the window actually covered.")
+    requests: int
+    rate: float = Field(description="Requests per second over the window.")
+    status_2xx: int = 0
+    status_3xx: int = 0
+    status_4xx: int = 0
+    status_5xx: int = 0
+    error_ratio: float = Field(default=0.0, description="5xx / requests (0 when there were none).")
+    p50_ms: float | None = None
+    p95_ms: float | None = None
+    p99_ms: float | None = None
+
+
+class ReleaseTraffic(Record):
+    env: str
+    service: str | None = Field(description="None: requests no replica answered (no route, no replicas).")
+    release: int | None
+    first_at: float | None = None
+    last_at: float | None = None
+    windows: list[RequestWindow] = Field(default_factory=list)
+
+
+class TrafficAnswer(Record):
+    """``GET /v1/metrics``: request metrics per service and release of one environment."""
+
+    env: str
+    releases: list[ReleaseTraffic] = Field(default_factory=list)

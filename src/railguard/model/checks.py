@@ -17,6 +17,7 @@ from railguard.model.durations import parse_ms
 from railguard.model.graph import find_cycle
 from railguard.model.sensitivity import looks_secret
 from railguard.model.spec import Service, Spec
+from railguard.model.verifychecks import verification
 
 RESERVED_VARIABLES = {"PORT", "PATH", "HOME"}
 RESERVED_PREFIX = "RAILGUARD_"
@@ -25,7 +26,7 @@ RESERVED_PREFIX = "RAILGUARD_"
 def check(spec: Spec) -> list[Diagnostic]:
     found: list[Diagnostic] = []
     for rule in (_no_environments, _references, _cycles, _variables, _edge_ports, _routes, _health, _policies,
-                 _isolation, _environment_settings, _static):
+                 _isolation, _environment_settings, _static, verification):
         found.extend(rule(spec))
     return found
 

@@ -31,6 +31,10 @@ CODES: dict[str, str] = {
     "spec.toml_syntax": "The spec file is not valid TOML.",
     "spec.too_large": "The spec file is larger than Railguard reads.",
     "spec.unknown_key": "A key the spec schema does not define.",
+    "spec.verify_window": "A service's `verify` window is longer than its environment's `rollback_window` while "
+                          "`on_regression = \"rollback\"`.",
+    "incident.not_found": "No incident has that id.",
+    "plan.known_bad": "The plan deploys a service config that was rolled back because of an incident.",
     "spec.missing_key": "A required key is missing.",
     "spec.invalid_value": "A value has the wrong type or is out of range.",
     "spec.invalid_name": "A name is not a safe identifier.",

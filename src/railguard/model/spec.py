@@ -124,6 +124,24 @@ class Static(_Strict):
     )
 
 
+class Thresholds(_Strict):
+    """When a release fails its verification window (docs/observe.md). Compared with the previous release."""
+
+    error_ratio: float = Field(
+        default=0.05, ge=0.0, le=1.0,
+        description="Fail when more than this share of requests get a 5xx AND more than the previous release's.")
+    p99_factor: float = Field(
+        default=3.0, ge=1.0, le=1000.0,
+        description="Fail when p99 latency is more than this many times the previous release's.")
+    min_requests: int = Field(
+        default=20, ge=1, le=1_000_000, description="Requests needed before ratios and latency are judged.")
+    crash_restarts: int = Field(
+        default=2, ge=1, le=1000, description="Fail when replicas restart this many times within the window.")
+    flaps: int = Field(
+        default=3, ge=1, le=1000,
+        description="Fail when a replica's health goes from passing to failing this many times in the window.")
+
+
 class Service(_Strict):
     """One long-running process type of the app."""
 
@@ -165,6 +183,17 @@ class Service(_Strict):
     drain_timeout: Duration = Field(
         default="30s", description="Time allowed for in-flight requests to finish before stopping."
     )
+    verify: Duration = Field(
+        default="60s",
+        description="Verification window after every switch: the new release is watched (crash loop, flapping "
+        "health, 5xx ratio, p99 latency against the previous release). '0s' turns it off.",
+    )
+    on_regression: Literal["rollback", "alert"] = Field(
+        default="rollback",
+        description="What a failed verification does besides opening an incident: roll back to the previous "
+        "release while it is warm ('rollback'), or only alert.",
+    )
+    thresholds: Thresholds = Field(default_factory=Thresholds, description="What fails the verification window.")
 
 
 def _override_fields() -> dict[str, Any]:

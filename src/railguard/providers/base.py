@@ -12,6 +12,8 @@ Each verb takes and returns typed messages, so a runtime is replaceable behind i
 - ``describe`` (the live units of one environment: replica sets, replicas, edge
   routes), ``logs`` (what a service wrote) and ``summary`` (a one-line overview for
   the daemon's health answer), so status and logs need no runtime internals.
+- ``traffic`` (what the edge saw of each request since the last call, per service and
+  release), read by the daemon's observation loop for request metrics and verification.
 
 The embedded local runtime (``providers/local``) and the in-memory fake used by
 unit tests (``providers/fake.py``) both implement :class:`Provider`, and both pass
@@ -135,6 +137,9 @@ class ReplicaUnit(_Message):
     health: ReplicaHealth
     restarts: int
     uptime_s: float
+    recent_restarts: int = Field(default=0, description="Restarts within the last 10 minutes (decays).")
+    last_exit: str | None = Field(default=None, description="How it last ended on its own, e.g. 'killed by "
+                                                            "SIGKILL (not by Railguard)'.")
 
 
 class WarmUnit(_Message):
@@ -211,6 +216,25 @@ class SummaryResponse(_Message):
     isolation_reason: str = Field(default="", description="Why this runtime isolates workloads or does not.")
 
 
+class TrafficRequest(_Message):
+    """Ask for the requests the edge handled since the last ask (every environment)."""
+
+
+class TrafficBatch(_Message):
+    """Requests one release of one service answered (``service`` None: no replica answered), as columns."""
+
+    env: str
+    service: str | None
+    release: int | None
+    at: list[float] = Field(default_factory=list, description="Wall-clock time of each request.")
+    status: list[int] = Field(default_factory=list, description="HTTP status the client got.")
+    duration_ms: list[float] = Field(default_factory=list, description="Time the edge spent on it.")
+
+
+class TrafficResponse(_Message):
+    batches: list[TrafficBatch] = Field(default_factory=list)
+
+
 class ShutdownRequest(_Message):
     everything: bool = Field(default=False, description="Also stop every app process and edge; otherwise they "
                                                         "keep running for the next daemon to adopt.")
@@ -272,6 +296,10 @@ class Provider(Protocol):
     def logs(self, request: LogsRequest) -> LogsResponse: ...
 
     def summary(self) -> SummaryResponse: ...
+
+    def traffic(self, request: TrafficRequest) -> TrafficResponse:
+        """The requests the edge handled since the last call, attributed to service and release."""
+        ...
 
     def shutdown(self, request: ShutdownRequest) -> None: ...
 

@@ -43,6 +43,9 @@ from railguard.providers.base import (
     SummaryResponse,
     TickRequest,
     TickResponse,
+    TrafficBatch,
+    TrafficRequest,
+    TrafficResponse,
     WarmUnit,
 )
 
@@ -60,6 +63,7 @@ class FakeProvider:
         self.warm: dict[str, list[tuple[str, int, float]]] = {}  # env -> (address, release, until)
         self.log_lines: dict[tuple[str, str], list[str]] = {}  # (env, service) -> what it "wrote"
         self.supervising = False
+        self.requests: list[TrafficBatch] = []  # what tests make the edge "see"; handed out once
 
     # -- facts -------------------------------------------------------------------------------
     def observe(self, request: ObserveRequest) -> ObserveResponse:
@@ -165,6 +169,10 @@ class FakeProvider:
         start = (request.offsets or {}).get(name, len(lines)) if request.offsets is not None else None
         shown = lines[start:] if start is not None else lines[-request.lines:] if request.lines else []
         return LogsResponse(files=[LogFile(name=name, lines=shown)], offsets={name: len(lines)})
+
+    def traffic(self, request: TrafficRequest) -> TrafficResponse:
+        batches, self.requests = self.requests, []
+        return TrafficResponse(batches=batches)
 
     def summary(self) -> SummaryResponse:
         return SummaryResponse(replicas=sum(len(u.replicas) for env in self.live

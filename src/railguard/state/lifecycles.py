@@ -1,4 +1,4 @@
-"""The lifecycles of operations, plans, releases and approvals: one transition table each.
+"""The lifecycles of operations, plans, releases, approvals and incidents: one transition table each.
 
 Each :class:`Lifecycle` lists, in ONE table, which status may follow which; it is the only
 code that writes its status column (the aggregate modules insert a row in an initial
@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any
 
-from railguard.model.api import Decision, OperationStatus, PlanStatus, ReleaseStatus
+from railguard.model.api import Decision, IncidentState, OperationStatus, PlanStatus, ReleaseStatus
 from railguard.model.diagnostics import RailguardError, error
 
 
@@ -150,4 +150,18 @@ APPROVAL = Lifecycle(
            ("approved", "rejected"): "a rejection cancels a standing approval"},
 )
 
-ALL = (OPERATION, PLAN, RELEASE, APPROVAL)
+INCIDENT = Lifecycle(
+    name="incident", table="incidents", column="state",
+    initial=frozenset({"open"}),
+    transitions=_table(IncidentState, {
+        "open": ["mitigated", "resolved"],
+        "mitigated": ["open", "resolved"],
+        "resolved": [],
+    }),
+    notes={("open", "mitigated"): "traffic is safe again (rolled back, restarted); the cause is still there",
+           ("mitigated", "open"): "it happened again, or the mitigation failed",
+           ("open", "resolved"): "gone on its own (the release was replaced), or acknowledged",
+           ("mitigated", "resolved"): "the code was changed, or someone acknowledged it"},
+)
+
+ALL = (OPERATION, PLAN, RELEASE, APPROVAL, INCIDENT)

@@ -164,6 +164,36 @@ MIGRATIONS: list[str] = [
     ALTER TABLE approvals ADD COLUMN signature TEXT;
     ALTER TABLE audit ADD COLUMN mac TEXT
     """,
+    # 5: observation: incidents (timeline, evidence, deliveries in the body) and sources rolled back for one
+    """
+    CREATE TABLE incidents (
+        id TEXT PRIMARY KEY,
+        env TEXT NOT NULL,
+        kind TEXT NOT NULL,
+        dedup TEXT NOT NULL,
+        state TEXT NOT NULL,
+        service TEXT,
+        release INTEGER,
+        summary TEXT NOT NULL,
+        opened_at TEXT NOT NULL,
+        updated_at TEXT NOT NULL,
+        resolved_at TEXT,
+        operation TEXT,
+        body TEXT NOT NULL DEFAULT '{}'
+    );
+    CREATE INDEX incidents_by_env ON incidents (env, opened_at);
+    CREATE INDEX incidents_by_dedup ON incidents (dedup, state);
+    CREATE TABLE known_bad (
+        env TEXT NOT NULL,
+        service TEXT NOT NULL,
+        fingerprint TEXT NOT NULL,
+        release INTEGER NOT NULL,
+        incident TEXT NOT NULL,
+        marked_at TEXT NOT NULL,
+        acknowledged_by TEXT,
+        PRIMARY KEY (env, service, fingerprint)
+    )
+    """,
 ]
 
 SCHEMA_VERSION = len(MIGRATIONS)

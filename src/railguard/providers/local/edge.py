@@ -43,6 +43,7 @@ from typing import Any
 import httpx
 import psutil
 
+from railguard.providers.local import portholder
 from railguard.providers.local.edgeconfig import (
     HTTP_PREFIX,
     LOG_ROLL_KEEP,
@@ -288,8 +289,10 @@ class CaddyEdge:
         except PortInUse as exc:
             self.resolver.publish(before)
             ports = f"{port}" + (f" or {https_port}" if https_port is not None else "")
+            held = portholder.holder(port)  # named when the system lets us see it
             raise PortInUse(
                 f"edge port {ports} on {bind} for environment {env!r} is already in use by another program"
+                + (f": {held}" if held else "")
             ) from exc
         except EdgeError:
             self.resolver.publish(before)

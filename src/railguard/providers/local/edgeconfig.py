@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from railguard.providers.local import accesslog
 from railguard.providers.local.resolver import srv_name
 
 # Retry budget for dial failures: long enough to ride over a replica being swapped,
@@ -109,7 +110,8 @@ def _route_config(env: str, route: EdgeRoute, resolver: str, static_dir: str) ->
     if route.static is not None:
         handle = _static_handlers(route, f"{static_dir}/{route_key(route)}")
     elif route.upstreams:
-        handle = [proxy_handler(route_lookup(env, route), resolver)]
+        # The access line names the replica that answered (providers/local/accesslog.py).
+        handle = accesslog.handlers(proxy_handler(route_lookup(env, route), resolver))
     else:
         handle = [{
             "handler": "static_response",
@@ -169,6 +171,7 @@ def server_config(env: str, port: int, routes: list[EdgeRoute], resolver: str,
         "routes": redirects + [_route_config(env, r, resolver, static_dir) for r in _ordered(routes)] + [_NOT_FOUND],
         # Plain HTTP: Caddy's automatic HTTPS stays off here; the TLS server is :func:`tls_server`.
         "automatic_https": {"disable": True},
+        **accesslog.server_keys(),
     }
 
 
@@ -181,6 +184,7 @@ def tls_server(env: str, https_port: int, routes: list[EdgeRoute], resolver: str
         "routes": [_route_config(env, r, resolver, static_dir) for r in _ordered(routes)] + [_NOT_FOUND],
         "tls_connection_policies": [{}],
         "automatic_https": {"disable_redirects": True},
+        **accesslog.server_keys(),
     }
 
 
@@ -259,7 +263,8 @@ def bootstrap_config(admin_socket: Path, log_path: Path) -> dict[str, Any]:
         "logging": {"logs": {"default": {"writer": {
             "output": "file", "filename": str(log_path), "roll": True,
             "roll_size_mb": LOG_ROLL_SIZE_MB, "roll_keep": LOG_ROLL_KEEP,
-        }}}},
+        }, "exclude": [f"http.log.access.{accesslog.LOGGER}"]},
+            **accesslog.logging_config(log_path.with_name(accesslog.FILE_NAME))}},
         # An (empty) http app must exist so servers can be POSTed under it. No grace_period
         # needed: a replaced server drains in the background without delaying the change.
         # The internal CA never installs its root into the machine's trust store (`railguard edge ca`).

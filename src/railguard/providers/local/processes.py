@@ -21,7 +21,7 @@ import subprocess
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -35,6 +35,7 @@ log = logging.getLogger(__name__)
 
 _CREATE_TIME_TOLERANCE = 0.5
 _STABLE_AFTER = 10.0  # seconds up after which a replica's crash streak is forgotten
+RECENT_S = 600.0  # restarts older than this no longer count in ``recent_restarts`` (the count decays)
 _POLL = 0.02
 
 
@@ -191,6 +192,19 @@ def exit_code(record: ReplicaRecord) -> int | None:
     return os.waitstatus_to_exitcode(status) if pid else None
 
 
+def describe_exit(code: int | None) -> str:
+    """How a supervised replica ended on its own; Railguard's own stops never reach the supervisor's watch."""
+    if code is None:
+        return "exited (status unknown: not a child of this daemon) (not by Railguard)"
+    if code < 0:
+        try:
+            name = signal.Signals(-code).name
+        except ValueError:
+            name = f"signal {-code}"
+        return f"killed by {name} (not by Railguard)"
+    return f"exited with status {code} (not by Railguard)"
+
+
 def _group_alive(pgid: int) -> bool:
     try:
         os.killpg(pgid, 0)
@@ -289,6 +303,8 @@ class _Replica:
     restarts: int = 0
     crashes: int = 0  # consecutive, drives the backoff
     restart_at: float | None = None  # set while waiting to restart after a crash
+    last_exit: str | None = None  # how it last ended on its own, e.g. "killed by SIGKILL (not by Railguard)"
+    restart_times: collections.deque[float] = field(default_factory=lambda: collections.deque(maxlen=1000))
 
 
 class Supervisor:
@@ -338,6 +354,16 @@ class Supervisor:
         with self._lock:
             return self._replicas[name].restarts
 
+    def last_exit(self, name: str) -> str | None:
+        with self._lock:
+            return self._replicas[name].last_exit
+
+    def recent_restarts(self, name: str, now: float | None = None) -> int:
+        """Restarts within the last ``RECENT_S``: the count a status leads with decays."""
+        now = time.monotonic() if now is None else now
+        with self._lock:
+            return sum(1 for at in self._replicas[name].restart_times if at > now - RECENT_S)
+
     def restart_at(self, name: str) -> float | None:
         """Monotonic time of the pending restart, None while the replica is running."""
         with self._lock:
@@ -363,6 +389,7 @@ class Supervisor:
                         self._schedule(rep, now)
                         continue
                     rep.restarts += 1
+                    rep.restart_times.append(now)
                     rep.restart_at, rep.up_since = None, now
                     restarted.append((name, rep.record))
             logs = {rep.spec.log_path for rep in self._replicas.values()}
@@ -381,7 +408,8 @@ class Supervisor:
         if now - rep.up_since >= _STABLE_AFTER:
             rep.crashes = 0
         if not is_alive(rep.record):
-            log.warning("replica %s exited (status %s)", rep.spec.name, code)
+            rep.last_exit = describe_exit(code)
+            log.warning("replica %s %s", rep.spec.name, rep.last_exit)
             self._schedule(rep, now)
 
     def _schedule(self, rep: _Replica, now: float) -> None:

@@ -46,6 +46,7 @@ from railguard.providers.base import (
     TickResponse,
 )
 from railguard.providers.local import artifacts, isolation
+from railguard.providers.local.accesslog import AccessReader
 from railguard.providers.local.commands import Commands
 from railguard.providers.local.databases import restore_change
 from railguard.providers.local.edge import CaddyEdge, EdgeError, PortInUse
@@ -59,6 +60,7 @@ from railguard.providers.local.replicas import (
 from railguard.providers.local.replicas import stop_all as stop_replicas
 from railguard.providers.local.rollout import Rollouts, _stepper
 from railguard.providers.local.runtime import LIVE, PENDING, WARM, Replica, ReplicaSet, RuntimeState
+from railguard.providers.local.traffic import Traffic
 from railguard.providers.local.views import Views
 
 REMEDIATION = {
@@ -95,7 +97,7 @@ REMEDIATION = {
 }
 
 
-class LocalProvider(Rollouts, Views, Commands):
+class LocalProvider(Rollouts, Views, Commands, Traffic):
     kind = "local"
 
     def __init__(self, home: Path, secrets: SecretSource | None = None, supervisor: Supervisor | None = None) -> None:
@@ -109,6 +111,7 @@ class LocalProvider(Rollouts, Views, Commands):
         self.restarts_seen: dict[str, int] = {}  # replica name -> restarts already reported as events
         self.notices: list[ProviderEvent] = []  # found during a change (a tampered artifact), sent on the next tick
         self.refused: set[str] = set()  # replicas kept down because their artifact was tampered with (one event each)
+        self._access: dict[str, AccessReader] = {}  # env -> its edge's access log, read by ``traffic``
         self.supervisor.on_restart = self._restarted
         self.supervisor.before_start = self._artifact_refused
         # Secret values come from the daemon when a process starts; they are never written to runtime.json.
@@ -215,7 +218,8 @@ class LocalProvider(Rollouts, Views, Commands):
                 self.restarts_seen[name] = count
                 events.append(ProviderEvent(
                     kind="replica.restarted", env=name.split(".", 1)[0],
-                    message=f"{name} crashed and was restarted (pid {record.pid}, restart #{count})"))
+                    message=f"{name} {self._last_exit(name) or 'crashed'}; restarted as pid {record.pid} "
+                            f"(restart #{count})"))
         return TickResponse(events=events)
 
     def _expire_warm(self, now: float | None, stop_timeout: float | None) -> list[tuple[str, str]]:

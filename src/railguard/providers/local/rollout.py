@@ -20,6 +20,7 @@ from railguard.providers.base import ApplyRequest, ApplyResponse, ObserveRequest
 from railguard.providers.local import artifacts, static
 from railguard.providers.local.databases import guarded_release
 from railguard.providers.local.edge import CaddyEdge, EdgeError, EdgeRoute
+from railguard.providers.local.health import CheckResult
 from railguard.providers.local.isolation import Level, ensure_user, prepare_data, seal_artifact, user_name
 from railguard.providers.local.processes import Supervisor, is_alive
 from railguard.providers.local.replicas import Failure, check, gate, pinned, replica_env, start_replicas
@@ -35,6 +36,7 @@ class Rollouts:
     supervisor: Supervisor
     secret_values: Callable[[str, dict[str, int]], dict[str, str]]
     isolation: Level
+    health_results: dict[str, tuple[CheckResult, int, float]]
 
     def edge(self, env: str) -> CaddyEdge:
         raise NotImplementedError
@@ -108,6 +110,10 @@ class Rollouts:
                 except Failure:
                     self._abandon(runtime, new_set)
                     raise
+            # The gate just proved them: status says healthy at once, not "progressing" until the first check.
+            for replica in started:
+                self.health_results[replica.spec.name] = (CheckResult(True, "passed the readiness gate"), 0,
+                                                          time.monotonic())
         old = self._switch(env, runtime, new_set, desired, step)
         if old is not None:
             with step("drain"):

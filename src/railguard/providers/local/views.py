@@ -58,6 +58,18 @@ class Views:
         except KeyError:  # not (or no longer) supervised
             return 0
 
+    def _recent_restarts(self, name: str) -> int:
+        try:
+            return self.supervisor.recent_restarts(name)
+        except KeyError:
+            return 0
+
+    def _last_exit(self, name: str) -> str | None:
+        try:
+            return self.supervisor.last_exit(name)
+        except KeyError:
+            return None
+
     def describe(self, request: DescribeRequest) -> DescribeResponse:
         now = time.time()
         with self.state.lock:
@@ -92,7 +104,8 @@ class Views:
                 name=replica.spec.name, pid=record.pid if alive else None, port=replica.spec.port,
                 health=self.replica_health(live.config, replica) if live else "unknown",
                 restarts=self.restarts(replica.spec.name),
-                uptime_s=round(now - record.create_time, 1) if alive else 0))
+                uptime_s=round(now - record.create_time, 1) if alive else 0,
+                recent_restarts=self._recent_restarts(replica.spec.name), last_exit=self._last_exit(replica.spec.name)))
         return ServiceUnit(
             name=name, address=f"{env}/service.{name}", release=live.release if live else None, replicas=replicas,
             warm=[WarmUnit(release=w.release, replicas=len(w.replicas),
