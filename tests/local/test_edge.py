@@ -162,7 +162,7 @@ def test_routes_are_ordered_most_specific_first() -> None:
                EdgeRoute(None, "/api", ("127.0.0.1:3",)))
     config = server_config("prod", 8000, [a, b, c], "unix//tmp/r.sock")
     assert config["listen"] == ["127.0.0.1:8000"]
-    names = [r["handle"][0].get("dynamic_upstreams", {}).get("name") for r in config["routes"]]
+    names = [r["handle"][-1].get("dynamic_upstreams", {}).get("name") for r in config["routes"]]
     assert names == [route_lookup("prod", r) for r in (c, b, a)] + [None]  # the last one is the 404 catch-all
     # The replicas are the resolver's business: another set of ports leaves the config as it is.
     moved = [EdgeRoute(r.host, r.path, ("127.0.0.1:9",)) for r in (a, b, c)]
