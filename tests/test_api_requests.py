@@ -52,3 +52,11 @@ def test_bad_request_bodies_are_diagnostics(tmp_path: Path, parts: list[str], bo
 def test_secret_value_of_wrong_type_is_not_echoed(tmp_path: Path) -> None:
     detail = _refusal(tmp_path, ["secrets"], {"env": "staging", "name": ["API_KEY"], "value": SECRET})
     assert "'name'" in detail
+
+
+def test_a_plan_answer_carries_every_field_of_the_plan() -> None:
+    """A field added to Plan and forgotten here would silently drop from the wire (answers ignore unknown keys)."""
+    from railguard.model.api import PlanAnswer
+    from railguard.model.plans import Plan
+
+    assert set(Plan.model_fields) <= set(PlanAnswer.model_fields)

@@ -296,6 +296,7 @@ class PlanAnswer(Record):
     requested_by: str = ""
     verdicts: list[Verdict] = Field(default_factory=list)
     source: PlanSource | None = None
+    allow_data_loss: list[str] = Field(default_factory=list)
     hash: str
     summary: PlanSummary
     short_hash: str
