@@ -118,12 +118,19 @@ def test_daemon_killed_at_a_step_never_leaves_a_half_switch(ws: Workspace, step:
 
 def test_two_applies_at_once(ws: Workspace) -> None:
     assert ws.deploy()[0] == 0
-    ws.write_spec(version="2", mode="slow")
+    # The new release's replica waits until the test lets it start: the first apply is surely still running
+    # when the second arrives, however slow the machine is.
+    hold = ws.root / ".railguard" / "data" / "staging" / "hold"
+    hold.write_text("")
+    ws.write_spec(version="2", mode="hold")
     code, first = ws.rg_json("plan", "--env", "staging")
     code, submitted = ws.rg_json("apply", first["plan"]["id"], "--no-wait")
     assert code == 0
-    code, second = ws.rg_json("plan", "--env", "staging")
-    code, refused = ws.rg_json("apply", second["plan"]["id"])
+    try:
+        code, second = ws.rg_json("plan", "--env", "staging")
+        code, refused = ws.rg_json("apply", second["plan"]["id"])
+    finally:
+        hold.unlink()
     assert code == 1
     assert refused["diagnostics"][0]["code"] in ("operation.busy", "state.locked")
     code, done = ws.rg_json("operations", submitted["operation"]["id"])

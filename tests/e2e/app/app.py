@@ -21,6 +21,10 @@ if MODE == "leak":  # an app that prints its own secret: the logs Railguard serv
     print(f"connecting with token {os.environ.get('API_TOKEN')}", flush=True)
 if MODE == "slow":
     time.sleep(float(os.environ.get("SLOW", "2")))
+if MODE == "hold":  # starts only once the test removes DATA/hold (at most 60 s): an operation the test controls
+    deadline = time.monotonic() + 60
+    while (DATA / "hold").exists() and time.monotonic() < deadline:
+        time.sleep(0.05)
 PORT = int(os.environ["FIXED_PORT"] if MODE == "ignore_port" else os.environ["PORT"])
 
 
