@@ -136,10 +136,16 @@ def test_store_keeps_blobs_once_materializes_checked_and_prunes(tmp_path: Path) 
     blob.write_bytes(b"print('v666')\n")
     with pytest.raises(SnapshotMissing, match="altered"):
         store.materialize(first.digest, tmp_path / "out2")
+    assert not blob.exists() and not store.has(first.digest)  # dropped: a new plan stores the true content again
     spec_digest = store.put_text("[app]\n")
-    assert store.prune({second.digest, spec_digest}) == [first.digest]
-    assert not store.has(first.digest) and store.text(spec_digest) == "[app]\n"
-    assert not blob.exists() and len(list((store.root / "blobs").glob("*/*"))) == 4  # 3 files + the spec text
+    third = store.put(snapshot(root, git=False))  # v2 again, plus an unused snapshot to prune
+    (root / "app.py").write_text("print('v3')\n")
+    fourth = store.put(SnapshotCache().snapshot(root))
+    (root / "app.py").write_text("print('v2')\n")
+    assert third.digest == second.digest
+    assert store.prune({second.digest, spec_digest}) == [fourth.digest]
+    assert store.text(spec_digest) == "[app]\n"
+    assert len(list((store.root / "blobs").glob("*/*"))) == 4  # 3 files + the spec text
     # A source folder that vanished changes nothing for a stored snapshot.
     for path in sorted(root.rglob("*"), reverse=True):
         path.unlink() if not path.is_dir() else path.rmdir()

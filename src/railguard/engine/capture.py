@@ -43,10 +43,41 @@ def store(ws: Workspace, spec: Spec, snap: SourceSnapshot) -> tuple[SourceSnapsh
     with _explained(snap.root, spec):
         stored, manifest = capture(snapshots, snap.root, snap, rules(ws, spec))
     spec_digest = snapshots.put_text(ws.read_spec_text())
-    commit, dirty = git_state(snap.root)
+    commit, dirty = _git(stored)
     return stored, PlanSource(digest=manifest.digest, files=len(manifest.files), bytes=manifest.size,
                               spec_digest=spec_digest, root=str(snap.root), proposed=ws.text is not None,
                               git_commit=commit, git_dirty=dirty)
+
+
+_GIT: dict[Path, tuple[object, tuple[str | None, bool | None]]] = {}
+
+
+def _git(snap: SourceSnapshot) -> tuple[str | None, bool | None]:
+    """The git commit and dirty flag of the tree, asking git only when something that could change them moved.
+
+    ``git status`` on a large tree costs tens of milliseconds; between two plans of an unchanged tree the
+    answer is the same while the snapshot, HEAD, the index and the HEAD log are (no repository: no git run).
+    """
+    git_dir = next((p / ".git" for p in (snap.root, *snap.root.parents) if (p / ".git").exists()), None)
+    if git_dir is None:
+        return None, None
+    if not git_dir.is_dir():  # a worktree's `.git` file: its HEAD lives elsewhere, ask every time
+        return git_state(snap.root)
+    key: object = (snap.digest, *(_stamp(git_dir / name) for name in ("HEAD", "index", "logs/HEAD")))
+    cached = _GIT.get(snap.root)
+    if cached is not None and cached[0] == key:
+        return cached[1]
+    found = git_state(snap.root)
+    _GIT[snap.root] = (key, found)
+    return found
+
+
+def _stamp(path: Path) -> tuple[int, int] | None:
+    try:
+        st = path.stat()
+    except OSError:
+        return None
+    return st.st_mtime_ns, st.st_size
 
 
 def promoted(ws: Workspace, root: Path, digest: str) -> PlanSource:

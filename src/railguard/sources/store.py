@@ -38,6 +38,9 @@ from railguard.sources.snapshot import (
 )
 
 FOLDER = "sources"
+# Blobs this process stored or found, per store: a plan after a one-file edit checks one blob, not every file.
+# Forgotten when this process prunes the store or finds a blob missing.
+_KNOWN: dict[Path, set[str]] = {}
 
 
 class SnapshotMissing(LookupError):
@@ -121,9 +124,11 @@ class SnapshotStore:
         """Store ``snap``'s files (the blobs not stored yet) and its manifest; raises :class:`SnapshotChanged`."""
         if self.has(snap.digest):  # stored before: the digest says the entries are the same (no need to read it)
             return Manifest(snap.digest, snap.entries, time.time(), snap.git_commit, snap.git_dirty)
+        known = _KNOWN.setdefault(self.root, set())
         for entry in snap.entries:
-            if not self._blob(entry.sha256).is_file():
+            if entry.sha256 not in known and not self._blob(entry.sha256).is_file():
                 self._store_file(snap.root, entry)
+            known.add(entry.sha256)
         manifest = Manifest(snap.digest, snap.entries, time.time(), snap.git_commit, snap.git_dirty)
         if digest_entries(manifest.files) != snap.digest:
             raise SnapshotChanged("the snapshot's entries do not match its digest")
@@ -175,10 +180,15 @@ class SnapshotStore:
                 try:
                     sha, _, _ = hash_file(self._blob(entry.sha256), out.write, limit=entry.size)
                 except FileNotFoundError as exc:
+                    _KNOWN.pop(self.root, None)
                     raise SnapshotMissing(f"the stored snapshot {digest[:19]} lacks {entry.path}") from exc
                 except (TooLarge, NotRegular):
                     sha = ""  # grown or replaced: altered
             if sha != entry.sha256:
+                # Dropped, so the next plan of a tree holding the true content stores it again.
+                self._blob(entry.sha256).unlink(missing_ok=True)
+                self._manifest(digest).unlink(missing_ok=True)
+                _KNOWN.pop(self.root, None)
                 raise SnapshotMissing(f"the stored copy of {entry.path} in {digest[:19]} was altered")
             os.chmod(target, 0o755 if entry.executable else 0o644)
         return manifest
@@ -203,6 +213,7 @@ class SnapshotStore:
             gone = [d for d in self.digests() if d not in keep]
             if dry_run:
                 return gone
+            _KNOWN.pop(self.root, None)
             for digest in gone:
                 self._manifest(digest).unlink(missing_ok=True)
             used = {d.removeprefix("sha256:") for d in keep}
