@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from railguard.engine import datafolders
+from railguard.engine.gcpause import paused_gc
 from railguard.model.diagnostics import Diagnostic, RailguardError, error, has_errors
 from railguard.model.errors import PermanentError
 from railguard.model.spec import Spec
@@ -68,7 +69,9 @@ class Workspace:
 
     def load(self) -> tuple[Spec | None, list[Diagnostic]]:
         """Parse the spec; diagnostics include warnings even when the spec is usable."""
-        spec, diagnostics = parse_spec(self.read_spec_text(), file=self._display_path())
+        text = self.read_spec_text()
+        with paused_gc():  # a 10k-service spec is ~a million short-lived objects (engine/gcpause.py)
+            spec, diagnostics = parse_spec(text, file=self._display_path())
         if spec is not None:  # data folders as they resolve on this machine, beside the state folder
             seen = {(d.code, d.address) for d in diagnostics}
             diagnostics += [d for d in datafolders.check(spec, self.root, self.home) if (d.code, d.address) not in seen]

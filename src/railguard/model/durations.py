@@ -8,6 +8,7 @@ resource normalisation (so "60s" and "1m" fingerprint the same).
 from __future__ import annotations
 
 import re
+from functools import lru_cache
 
 DURATION_PATTERN = r"^([0-9]+(ms|s|m|h))+$"
 _PART = re.compile(r"([0-9]+)(ms|s|m|h)")
@@ -15,6 +16,7 @@ _UNIT_MS = {"ms": 1, "s": 1000, "m": 60_000, "h": 3_600_000}
 _MAX_MS = 7 * 24 * 3_600_000
 
 
+@lru_cache(maxsize=1024)  # a large spec repeats the same few durations tens of thousands of times
 def parse_ms(text: str) -> int:
     """Return the duration in milliseconds; raise ValueError with a readable reason."""
     if not re.fullmatch(DURATION_PATTERN, text):
