@@ -72,8 +72,8 @@ def test_plan_policy_gc_and_token_answers_keep_their_wire_fields(workspace: Path
     try:
         plan = to_jsonable_python(daemon.plan(spec, "staging", admin))
         assert set(plan) == {"format", "id", "created_at", "env", "base_serial", "desired_digest", "changes",
-                             "desired", "diagnostics", "requested_by", "verdicts", "source", "hash", "summary",
-                             "short_hash"}
+                             "desired", "diagnostics", "requested_by", "verdicts", "source", "allow_data_loss", "hash",
+                             "summary", "short_hash"}
         assert set(plan["summary"]) == {"id", "env", "hash", "base_serial", "errored", "applyable", "max_risk",
                                         "counts", "decision", "requested_by"}
         assert plan["short_hash"] and plan["summary"]["hash"] == plan["hash"]
