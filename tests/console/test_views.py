@@ -19,6 +19,7 @@ from railguard.model.api import (
     AuditEntry,
     AuditVerification,
     EnvironmentStatus,
+    Incident,
     Event,
     Operation,
     PlanDetail,
@@ -40,7 +41,9 @@ def _status(env: str) -> EnvironmentStatus:
         "services": [
             {"name": "web", "address": f"{env}/service.web", "release": 3, "status": "healthy", "replicas": [
                 {"name": "web-1", "pid": 101, "port": 41001, "health": "healthy", "restarts": 0, "uptime_s": 60},
-                {"name": "web-2", "pid": 102, "port": 41002, "health": "failing", "restarts": 2, "uptime_s": 3}]},
+                {"name": "web-2", "pid": 102, "port": 41002, "health": "failing", "restarts": 2, "uptime_s": 3}],
+             "requests": [{"window": "1m", "seconds": 60, "requests": 120, "rate": 2.0, "status_2xx": 118,
+                           "status_5xx": 2, "error_ratio": 0.0167, "p50_ms": 3.0, "p95_ms": 20.0, "p99_ms": 42.0}]},
             {"name": "worker", "address": f"{env}/service.worker", "release": 3, "status": "degraded",
              "replicas": [{"name": "worker-1", "health": "down", "restarts": 1}]}],
         "edge": {"port": 18080, "url": "http://127.0.0.1:18080", "running": True, "routes": []},
@@ -100,7 +103,9 @@ CASES: dict[str, Any] = {
     "overview_row": lambda: views.env_row(_status("staging"), protected=False),
     "environment": lambda: views.environment(_status("production"), True, _releases(), [Event(
         id=1, env="production", at=AT, kind="rollout.succeeded", address="production/service.web",
-        message="release 3 live")], AGENT),
+        message="release 3 live")], AGENT, [Incident(
+        id="inc-1", env="production", kind="verification_failed", state="mitigated", service="worker", release=3,
+        summary="release 3 answered 5xx to 40% of requests; rolled back", opened_at=AT)]),
     "plan_approver": lambda: views.plan(_plan_detail(), APPROVER),
     "plan_own": lambda: views.plan(_plan_detail(requested_by="token:alice"), APPROVER),
     "plan_agent": lambda: views.plan(_plan_detail(), AGENT),

@@ -196,8 +196,11 @@ class Console:
     def overview(self, request: Request) -> Response:
         def render(session: Session, calls: Calls) -> Response:
             spec = str(self.ws.spec_path)
-            rows = [views.env_row(calls.client.status(env, spec), protected)
-                    for env, protected in self._protected().items() if session.principal.allows(Permission.read, env)]
+            readable = {env: protected for env, protected in self._protected().items()
+                        if session.principal.allows(Permission.read, env)}
+            unresolved = [i.env for i in calls.client.incidents()]
+            rows = [views.env_row(calls.client.status(env, spec), protected, unresolved.count(env))
+                    for env, protected in readable.items()]
             return self.page(request, "overview.html", session, rows=rows)
         return self._get(request, render)
 
@@ -211,7 +214,8 @@ class Console:
                     code="console.not_found", severity="error", summary=f"No environment {env!r}",
                     detail="The spec does not declare it.", remediation="Pick one from the overview.")])
             view = views.environment(calls.client.status(env, str(self.ws.spec_path)), protected[env],
-                                     calls.client.releases(env, 20), calls.client.events(env, 30), session.principal)
+                                     calls.client.releases(env, 20), calls.client.events(env, 30), session.principal,
+                                     calls.client.incidents(env))
             return self.page(request, "environment.html", session, view=view)
         return self._get(request, render)
 

@@ -19,9 +19,11 @@ from railguard.model.api import (
     EnvironmentStatus,
     Event,
     Health,
+    Incident,
     Operation,
     PlanDetail,
     Release,
+    RequestWindow,
     TokenInfo,
 )
 from railguard.model.plans import RISK_ORDER, Action, Effect, Risk
@@ -72,6 +74,16 @@ class ServiceRow(View):
     release: int | None
     health: Health
     replicas: list[str]  # "web-1: healthy, pid 123, 2 restarts"
+    requests: str  # the last minute at the edge: "4.2 req/s, 0.0% 5xx, p99 12 ms", or "" when none
+
+
+class IncidentRow(View):
+    id: str
+    kind: str
+    state: str
+    service: str | None
+    summary: str
+    opened_at: str
 
 
 class ReleaseRow(View):
@@ -102,17 +114,26 @@ class EnvironmentView(View):
     services: list[ServiceRow]
     releases: list[ReleaseRow]
     events: list[EventRow]
+    incidents: list[IncidentRow]
     can_rollback: bool
 
 
+def _minute(windows: list[RequestWindow]) -> str:
+    found = next((w for w in windows if w.window == "1m" and w.requests), None)
+    if found is None:
+        return ""
+    p99 = f", p99 {found.p99_ms:.0f} ms" if found.p99_ms is not None else ""
+    return f"{found.rate:.1f} req/s, {found.error_ratio:.1%} 5xx{p99} (last minute)"
+
+
 def environment(status: EnvironmentStatus, protected: bool, releases: list[Release], events: list[Event],
-                viewer: Principal) -> EnvironmentView:
+                viewer: Principal, incidents: list[Incident] | None = None) -> EnvironmentView:
     live = {s.release for s in status.services if s.release is not None}
     services = [ServiceRow(
         name=s.name, address=s.address, release=s.release, health=s.status,
         replicas=[f"{r.name}: {r.health}" + (f", pid {r.pid}" if r.pid else "")
                   + (f", {r.restarts} restart{'s' if r.restarts != 1 else ''}" if r.restarts else "")
-                  for r in s.replicas]) for s in status.services]
+                  for r in s.replicas], requests=_minute(s.requests)) for s in status.services]
     rows = [ReleaseRow(number=r.number, status=str(r.status), created_at=r.created_at, live_at=r.live_at,
                        plan_id=r.plan_id, operation_id=r.operation_id,
                        rollback_target=r.status.ran_healthy and r.number not in live, rollback_of=r.rollback_of)
@@ -124,6 +145,8 @@ def environment(status: EnvironmentStatus, protected: bool, releases: list[Relea
         drift=status.drift.details if status.drift.live_differs else [],
         operation_id=status.operation.id if status.operation else None,
         services=services, releases=rows, events=[event_row(e) for e in events],
+        incidents=[IncidentRow(id=i.id, kind=str(i.kind), state=str(i.state), service=i.service, summary=i.summary,
+                               opened_at=i.opened_at) for i in incidents or []],
         can_rollback=viewer.allows(Permission.apply, status.env))
 
 
