@@ -84,7 +84,9 @@ class Daemon(Governance):
         self.started_at = time.time()
         # ``provider``: any implementation of the protocol (tests pass the fake); by default the registry's.
         self.provider: Provider = provider or open_provider(
-            home, secrets=lambda env, names: self.secrets.values_for(self.store(), env, names))
+            home, secrets=lambda env, names: self.secrets.values_for(self.store(), env, names),
+            store_secret=lambda env, name, value: None if self.secrets.set(self.store(), env, name, value,
+                                                                          "railguard") else None)
         self._local = threading.local()
         self._jobs: queue.Queue[Job | None] = queue.Queue()
         self._busy: dict[str, str] = {}

@@ -100,7 +100,8 @@ def restore_plan(facts: Facts, store: Store, env: str, release: int | None, back
 
 
 def require_confirmed(plan: Plan, confirm: list[str], protected: bool) -> None:
-    """Outside a protected environment (where the approver types it) a restore runs only with its address typed."""
+    """Outside a protected environment (where the approver types it) a restore, or the deletion of a database,
+    runs only with its address typed."""
     if protected:
         return
     unconfirmed = [c.address for c in plan.actionable if c.action is Action.restore and c.address not in confirm]
@@ -110,3 +111,11 @@ def require_confirmed(plan: Plan, confirm: list[str], protected: bool) -> None:
             "A restore overwrites the database with a snapshot: every change made since is lost.",
             f"Apply it with `railguard apply {plan.id} --confirm {' --confirm '.join(unconfirmed)}`.",
             address=unconfirmed[0], extra={"confirm": unconfirmed}))
+    deleted = [c.address for c in plan.actionable if c.kind == "database" and c.address not in confirm
+               and c.action in (Action.delete, Action.replace)]
+    if deleted:
+        raise RailguardError(error(
+            "database.delete_unconfirmed", f"Deleting {', '.join(deleted)} needs the address typed back",
+            "The plan deletes a database (or replaces it with an empty one): every row in it is lost.",
+            f"Apply it with `railguard apply {plan.id} --confirm {' --confirm '.join(deleted)}`, or keep the "
+            "database in the spec.", address=deleted[0], extra={"confirm": deleted}))

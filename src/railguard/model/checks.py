@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 
+from railguard.model.dbchecks import database_rules
 from railguard.model.diagnostics import Diagnostic, error, warning
 from railguard.model.durations import parse_ms
 from railguard.model.graph import find_cycle
@@ -24,7 +25,7 @@ RESERVED_PREFIX = "RAILGUARD_"
 def check(spec: Spec) -> list[Diagnostic]:
     found: list[Diagnostic] = []
     for rule in (_no_environments, _references, _cycles, _variables, _edge_ports, _routes, _health, _policies,
-                 _isolation, _environment_settings):
+                 _isolation, _environment_settings, database_rules):
         found.extend(rule(spec))
     return found
 

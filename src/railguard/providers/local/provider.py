@@ -46,6 +46,7 @@ from railguard.providers.base import (
 )
 from railguard.providers.local import artifacts
 from railguard.providers.local.databases import restore_change
+from railguard.providers.local.dbservers import DatabaseServers, SecretWriter
 from railguard.providers.local.edge import CaddyEdge, EdgeError, PortInUse
 from railguard.providers.local.health import CheckResult
 from railguard.providers.local.processes import ReplicaRecord, Supervisor, is_alive
@@ -76,6 +77,11 @@ REMEDIATION = {
     "restore.backup_missing": "List what can be restored with `railguard backups --env ENV`.",
     "restore.checksum_mismatch": "The copy was altered after it was taken; restore another backup "
                                  "(`railguard backups --env ENV`).",
+    "database.start_failed": "Read the server's log line above (and the log file in extra.log): free the port, the "
+                             "disk or the data folder it names, then plan and apply again. The services that use "
+                             "the database were not started.",
+    "database.missing": "Add the database to the spec ([databases.<name>]) and apply it before the services "
+                        "that use it.",
     "edge.port_in_use": "Stop the program using the port or choose another edge_port, then plan and apply again.",
     "edge.failed": "Check `railguard daemon status` and the edge logs in the state folder's edge/<env>/ (caddy.log, "
                    "caddy.out).",
@@ -85,7 +91,8 @@ REMEDIATION = {
 class LocalProvider(Rollouts, Views):
     kind = "local"
 
-    def __init__(self, home: Path, secrets: SecretSource | None = None, supervisor: Supervisor | None = None) -> None:
+    def __init__(self, home: Path, secrets: SecretSource | None = None, supervisor: Supervisor | None = None,
+                 store_secret: SecretWriter | None = None) -> None:
         self.home = home
         # One Caddy per environment: a config change (every switch) re-binds a Caddy's listeners and closes its
         # idle keep-alive connections, so staging's deploys must never touch production's listener.
@@ -97,6 +104,7 @@ class LocalProvider(Rollouts, Views):
         self.supervisor.on_restart = self._restarted
         # Secret values come from the daemon when a process starts; they are never written to runtime.json.
         self.secret_values: SecretSource = secrets or (lambda env, names: {})
+        self.databases = DatabaseServers(home, self.secret_values, store_secret)
 
     # -- lifecycle -----------------------------------------------------------------------------
     def adopt(self) -> AdoptResponse:
@@ -106,7 +114,7 @@ class LocalProvider(Rollouts, Views):
         return AdoptResponse(notes=notes)
 
     def _adopt(self) -> list[str]:
-        notes: list[str] = []
+        notes: list[str] = self.databases.adopt()  # first: the replicas adopted next connect to them
         unproven: list[Replica] = []
         with self.state.lock:
             for env, runtime in self.state.envs.items():
@@ -119,7 +127,8 @@ class LocalProvider(Rollouts, Views):
                     for replica in rs.replicas:
                         alive = is_alive(replica.record)
                         if replica.secret_names:  # runtime.json holds names only: restore the values
-                            values = self.secret_values(env, replica.secret_names)
+                            values = {**self.secret_values(env, replica.secret_names),
+                                      **self._adopted_database_env(env, rs.config, replica)}
                             replica.spec = replace(replica.spec, env={**replica.spec.env, **values})
                         replica.record = self.supervisor.add(replica.spec, replica.record)
                         notes.append(f"{replica.spec.name}: {'adopted pid' if alive else 'restarted as pid'} "
@@ -133,6 +142,15 @@ class LocalProvider(Rollouts, Views):
         # Stopped only now: a daemon killed mid-switch may have routed them already; the edge just moved back.
         stop_replicas(unproven)
         return notes
+
+    def _database_env(self, env: str, config: dict[str, Any], data_dir: Path | None = None) -> dict[str, str]:
+        return self.databases.env_for(env, config, data_dir or self.home / "data" / env)
+
+    def _adopted_database_env(self, env: str, config: dict[str, Any], replica: Replica) -> dict[str, str]:
+        try:
+            return self._database_env(env, config, Path(replica.spec.env.get("RAILGUARD_DATA_DIR", "")) or None)
+        except Failure:  # its database is gone: the replica runs on without the URL, and its health says so
+            return {}
 
     def edge(self, env: str) -> CaddyEdge:
         found = self.edges.get(env)
@@ -172,6 +190,8 @@ class LocalProvider(Rollouts, Views):
         self.monitor()
         events = [ProviderEvent(kind="release.warm_stopped", env=env, message=note)
                   for env, note in self._expire_warm(request.now, request.stop_timeout)]
+        events += [ProviderEvent(kind="database.restarted", env=env, message=note)
+                   for env, note in self.databases.tick()]
         for name, record in self.supervisor.records().items():
             count = self.restarts(name)
             if count != self.restarts_seen.get(name, 0):
@@ -219,6 +239,7 @@ class LocalProvider(Rollouts, Views):
             edge.stop()
         for folder in (self.home / "edge").glob("*/caddy.pid"):  # edges of environments not touched this run
             CaddyEdge(folder.parent).stop()
+        self.databases.stop_all()  # last: no replica is left to lose its connection
 
     def prune_artifacts(self, kept: list[KeptRelease], dry_run: bool = False) -> list[str]:
         """Delete artifacts no kept release (``desired`` of each) and no running replica set uses; return their ids.
@@ -273,6 +294,7 @@ class LocalProvider(Rollouts, Views):
                     config=runtime.edge["config"], depends_on=runtime.edge["depends_on"],
                     status=LiveStatus.running if serving else LiveStatus.missing,
                     message="" if serving else "the edge does not serve this environment"))
+        found += self.databases.observe(request.env)
         return ObserveResponse(resources=sorted(found, key=lambda r: r.address))
 
     def _observed_service(self, env: str, rs: ReplicaSet) -> ObservedResource:
@@ -311,8 +333,12 @@ class LocalProvider(Rollouts, Views):
         try:
             if change.kind == "edge":
                 return self._apply_edge(request, step)
+            if change.kind == "database" and change.action is not Action.restore:
+                return ApplyResponse(ok=True, observed=self.databases.apply(request, step))
             if change.kind == "database":
-                restore_change(request, home=self.home, data_dir=self._data_dir(request), step=step)
+                named = {"databases": {request.desired.name: ""}} if request.desired else {}
+                restore_change(request, home=self.home, data_dir=self._data_dir(request), step=step,
+                               postgres=self.databases.postgres_of(request.env, named))
                 return ApplyResponse(ok=True, observed=None)
             if change.action is Action.delete:
                 return self._delete_service(request, step)
@@ -333,6 +359,8 @@ class LocalProvider(Rollouts, Views):
                 extra: dict[str, Any]) -> ApplyResponse:
         runtime = self.state.env(request.env)
         name = request.change.address.split("/service.")[-1]
+        if request.change.kind == "database":
+            live = None
         observed = (self._observed_service(request.env, live)
                     if (live := runtime.live(name)) is not None else None)
         return ApplyResponse(ok=False, observed=observed, diagnostics=[self._diagnostic(request, code, summary,

@@ -19,6 +19,7 @@ from railguard.model.resources import ObservedResource, Resource
 from railguard.providers.base import ApplyRequest, ApplyResponse, ObserveRequest, ObserveResponse, Progress
 from railguard.providers.local import artifacts
 from railguard.providers.local.databases import guarded_release
+from railguard.providers.local.dbservers import DatabaseServers
 from railguard.providers.local.edge import CaddyEdge, EdgeError, EdgeRoute
 from railguard.providers.local.processes import Supervisor, is_alive
 from railguard.providers.local.replicas import Failure, check, gate, replica_env, start_replicas
@@ -33,6 +34,7 @@ class Rollouts:
     state: RuntimeState
     supervisor: Supervisor
     secret_values: Callable[[str, list[str]], dict[str, str]]
+    databases: DatabaseServers
 
     def edge(self, env: str) -> CaddyEdge:
         raise NotImplementedError
@@ -44,6 +46,9 @@ class Rollouts:
         raise NotImplementedError
 
     def _retire(self, rs: ReplicaSet, stop_timeout: float | None = None) -> None:
+        raise NotImplementedError
+
+    def _database_env(self, env: str, config: dict[str, Any], data_dir: Path | None = None) -> dict[str, str]:
         raise NotImplementedError
 
     def _data_dir(self, request: ApplyRequest) -> Path:
@@ -66,13 +71,16 @@ class Rollouts:
             if cfg["release"]:
                 environ = replica_env(cfg, env=env, service=name, release=release, index=None, port=None,
                                       data_dir=data_dir, artifact=artifact, home=self.home,
-                                      secrets=self.secret_values(env, cfg["secrets"]))
+                                      secrets={**self.secret_values(env, cfg["secrets"]),
+                                               **self._database_env(env, cfg, data_dir)})
                 guarded_release(request, home=self.home, service=name, config=cfg, environ=environ,
-                                artifact=artifact, data_dir=data_dir, log_dir=log_dir, step=step)
+                                artifact=artifact, data_dir=data_dir, log_dir=log_dir, step=step,
+                                postgres=self.databases.postgres_of(env, cfg))
             with step("start"):
                 started = start_replicas(cfg["replicas"], 0, cfg, env=env, service=name, release=release,
                                          data_dir=data_dir, artifact=artifact, home=self.home, log_dir=log_dir,
-                                         secrets=self.secret_values(env, cfg["secrets"]))
+                                         secrets={**self.secret_values(env, cfg["secrets"]),
+                                                  **self._database_env(env, cfg, data_dir)})
                 new_set = ReplicaSet(service=name, release=release, fingerprint=desired.fingerprint, config=cfg,
                                      depends_on=desired.depends_on, artifact=str(artifact.path), role=PENDING,
                                      replicas=started)
@@ -170,7 +178,8 @@ class Rollouts:
                 extra = start_replicas(want - have, first, cfg, env=env, service=name, release=live.release,
                                        data_dir=self._data_dir(request), artifact=artifact, home=self.home,
                                        log_dir=self.home / "logs" / env / name,
-                                       secrets=self.secret_values(env, cfg["secrets"]))
+                                       secrets={**self.secret_values(env, cfg["secrets"]),
+                                                **self._database_env(env, cfg, self._data_dir(request))})
                 try:
                     gate(extra, cfg)
                 except Failure:
