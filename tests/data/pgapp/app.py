@@ -27,7 +27,7 @@ class Handler(BaseHTTPRequestHandler):
                 body = self.path.split("?", 1)[1].replace("'", "")
                 sql(f"INSERT INTO notes (body) VALUES ('{body}')")
             rows = sql("SELECT body FROM notes ORDER BY id")
-        except RuntimeError as exc:
+        except RuntimeError:
             return self._send(500, "database error")  # the driver's message may carry the URL: never echoed
         return self._send(200, f"v{VERSION}\n{rows}")
 

@@ -32,6 +32,7 @@ from railguard.model.resources import LiveStatus, ObservedResource, database_add
 from railguard.providers.base import ApplyRequest, SecretSource
 from railguard.providers.local.replicas import Failure
 
+RESTARTED_EVENT = "database.restarted"
 SecretWriter = Callable[[str, str, str], None]  # (env, name, value)
 Step = Callable[[str], Any]
 

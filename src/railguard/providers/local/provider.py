@@ -46,7 +46,7 @@ from railguard.providers.base import (
 )
 from railguard.providers.local import artifacts
 from railguard.providers.local.databases import restore_change
-from railguard.providers.local.dbservers import DatabaseServers, SecretWriter
+from railguard.providers.local.dbservers import RESTARTED_EVENT, DatabaseServers, SecretWriter
 from railguard.providers.local.edge import CaddyEdge, EdgeError, PortInUse
 from railguard.providers.local.health import CheckResult
 from railguard.providers.local.processes import ReplicaRecord, Supervisor, is_alive
@@ -190,7 +190,7 @@ class LocalProvider(Rollouts, Views):
         self.monitor()
         events = [ProviderEvent(kind="release.warm_stopped", env=env, message=note)
                   for env, note in self._expire_warm(request.now, request.stop_timeout)]
-        events += [ProviderEvent(kind="database.restarted", env=env, message=note)
+        events += [ProviderEvent(kind=RESTARTED_EVENT, env=env, message=note)
                    for env, note in self.databases.tick()]
         for name, record in self.supervisor.records().items():
             count = self.restarts(name)
