@@ -182,6 +182,9 @@ def status(found: EnvironmentStatus) -> None:
             table.add_row("", str(warm.release), "[dim]warm[/]", f"{warm.replicas} replica(s)", "", "", "",
                           "", f"[dim]stops in {warm.until_s:.0f}s[/]")
     out.print(table)
+    for db in found.databases:
+        colour = "green" if db.status is Health.healthy else "red"
+        out.print(f"  database {db.name} ({db.engine}): [{colour}]{db.status}[/] {escape(db.message)}")
     for route in edge.routes:
         out.print(f"  route {route.host or '*'}{route.path} → {', '.join(route.upstreams) or '(none: 503)'}")
     drift = found.drift

@@ -594,6 +594,16 @@ class Drift(Record):
     spec_changed_since_apply: bool | None = None
 
 
+class DatabaseStatus(Record):
+    """One managed database of an environment as the provider sees it now."""
+
+    name: str
+    address: str
+    engine: str
+    status: Health
+    message: str = Field(default="", description="Where it listens, or the server's last log line when it is down.")
+
+
 class EnvironmentStatus(Record):
     """``railguard status``: what runs in one environment, and whether it drifted."""
 
@@ -604,6 +614,7 @@ class EnvironmentStatus(Record):
     operation: InFlight | None = None
     drift: Drift
     live_sets: int = 0
+    databases: list[DatabaseStatus] = Field(default_factory=list)
 
 
 # -- incidents (placeholder for continuous observation) ----------------------------------------------------
