@@ -107,7 +107,8 @@ def test_a_managed_postgres_keeps_its_rows_and_its_url_secret(pgnotes: Workspace
                    capture_output=True, timeout=60, check=False)
     code, status = ws.rg_json("status", "--env", "staging")
     assert code == 0, status
-    assert [(d["address"], d["status"]) for d in status["status"]["databases"]] == [("staging/database.main", "healthy")]
+    databases = [(d["address"], d["status"]) for d in status["status"]["databases"]]
+    assert databases == [("staging/database.main", "healthy")]
     assert pid_file.read_text().split()[0] == pid
     assert ws.get("/add?bread").status_code == 200 and _rows(ws) == ["milk", "eggs", "bread"]
 
