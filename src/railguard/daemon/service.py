@@ -26,7 +26,7 @@ from typing import Any
 
 from railguard.daemon import housekeeping
 from railguard.daemon.governance import Governance
-from railguard.daemon.secrets_ops import Secrets
+from railguard.daemon.secrets_ops import MANAGED_BY, Secrets
 from railguard.engine import guard, usecases
 from railguard.engine.guard import short_hash
 from railguard.engine.recovery import recover
@@ -86,7 +86,7 @@ class Daemon(Governance):
         self.provider: Provider = provider or open_provider(
             home, secrets=lambda env, names: self.secrets.values_for(self.store(), env, names),
             store_secret=lambda env, name, value: None if self.secrets.set(self.store(), env, name, value,
-                                                                          "railguard") else None)
+                                                                          MANAGED_BY) else None)
         self._local = threading.local()
         self._jobs: queue.Queue[Job | None] = queue.Queue()
         self._busy: dict[str, str] = {}

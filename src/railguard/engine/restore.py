@@ -82,7 +82,9 @@ def restore_plan(facts: Facts, store: Store, env: str, release: int | None, back
     if not files:
         raise _missing(env, f"no database named {', '.join(databases or [])} in {backup.id}")
     versions = facts.versions(store, env)
-    desired = list(facts.desired(env, versions))
+    restored = {f"{env}/database.{f.database}" for f in files}
+    # A managed database's own resource gives way to its restore (one resource per address in a plan).
+    desired = [r for r in facts.desired(env, versions) if r.address not in restored]
     data_dir = spec.environments[env].data_dir
     changes: list[Change] = []
     for entry in files:
@@ -93,7 +95,8 @@ def restore_plan(facts: Facts, store: Store, env: str, release: int | None, back
         rows = ", ".join(f"{t}={n}" for t, n in sorted(entry.tables.items())) or "no tables"
         changes.append(Change(
             address=address, kind="database", action=Action.restore, risk=Risk.destructive,
-            reason=f"overwrite {entry.path} with {which}; every change since is lost (rows then: {rows})",
+            reason=f"overwrite {entry.database if entry.engine == 'postgres' else entry.path} with {which}; every "
+            f"change since is lost (rows then: {rows})",
             diff=[FieldDiff(path="backup", before=None, after=backup.id)]))
     return Plan(env=env, base_serial=store.serial(env), desired_digest=facts.desired_digest(env, versions),
                 changes=changes, desired=desired, requested_by="", id=new_id("plan"))
