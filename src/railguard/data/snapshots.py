@@ -16,7 +16,7 @@ import time
 from datetime import UTC, datetime
 from pathlib import Path
 
-from railguard.data import sqlite
+from railguard.data import pgschema, sqlite
 from railguard.data.postgres import Cluster
 from railguard.model.data import Backup, BackupFile
 
@@ -70,7 +70,8 @@ def take(data_dir: Path, root: Path, env: str, release: int | None,
             target = folder / "files" / rel
             cluster.dump(name, target)  # one repeatable-read transaction: consistent while the app writes
             files.append(BackupFile(database=name, path=rel, engine="postgres", sha256=sqlite.checksum(target),
-                                    size=target.stat().st_size, tables=postgres_tables(cluster, name)))
+                                    size=target.stat().st_size, tables=postgres_tables(cluster, name),
+                                    db_schema=pgschema.schema(cluster, name)))
         backup = Backup(id=backup_id, env=env, release=release,
                         created_at=datetime.now(UTC).isoformat(timespec="seconds"),
                         seconds=round(time.monotonic() - started, 3), files=files)

@@ -15,7 +15,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from railguard.data import pgrehearsal, rehearsal, snapshots, sqlite
+from railguard.data import pgrehearsal, pgschema, rehearsal, snapshots, sqlite
 from railguard.data.postgres import Cluster, PostgresError
 from railguard.model.data import DatabaseSchema
 from railguard.providers.base import ApplyRequest
@@ -50,8 +50,9 @@ def guarded_release(request: ApplyRequest, *, home: Path, service: str, config: 
     env, release = request.env, request.release or 0
     root = backups_root(home, env)
     backup = None
+    used = dict(postgres or {})
     try:  # a Postgres database without tables yet (a first deploy) has nothing to protect either
-        postgres = {n: c for n, c in (postgres or {}).items() if snapshots.postgres_tables(c, n)}
+        postgres = {n: c for n, c in used.items() if snapshots.postgres_tables(c, n)}
     except PostgresError as exc:
         raise Failure("data.snapshot_failed", "The database could not be read before the release command",
                       f"{exc}. The release command did not run", {}) from exc
@@ -76,7 +77,12 @@ def guarded_release(request: ApplyRequest, *, home: Path, service: str, config: 
                   copies=snapshots.files(root, backup), postgres=(postgres or {}, dumps, before))
     with step("release-command") as detail:
         run_release_command(config, environ, artifact, log_dir / f"{env}.{service}.r{release}.release.log")
-        detail["data"] = {"schemas": {k: v.model_dump(mode="json") for k, v in schemas(data_dir).items()}}
+        found = schemas(data_dir)
+        try:
+            found |= {pgschema.key(name): pgschema.schema(cluster, name) for name, cluster in used.items()}
+        except PostgresError:
+            pass  # the command ran; without a fingerprint the rollback rule has nothing to refuse on for it
+        detail["data"] = {"schemas": {k: v.model_dump(mode="json") for k, v in found.items()}}
 
 
 def _rehearse(request: ApplyRequest, *, home: Path, service: str, config: dict[str, Any], environ: dict[str, str],
@@ -166,6 +172,6 @@ def restore_change(request: ApplyRequest, *, home: Path, data_dir: Path, step: S
             raise Failure("restore.backup_missing", "The backup holds no such database",
                           f"backup {backup_id} has no database '{desired.name}'", {"backup": backup_id})
         detail["restored"] = [f.path for f in done]
-        detail["data"] = {"schemas": {f.path: f.db_schema.model_dump(mode="json") for f in done
-                                      if f.engine == "sqlite"},
+        detail["data"] = {"schemas": {f.path if f.engine == "sqlite" else pgschema.key(f.database):
+                                      f.db_schema.model_dump(mode="json") for f in done},
                           "restored": backup_id}
