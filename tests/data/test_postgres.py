@@ -70,3 +70,21 @@ def test_a_server_that_cannot_start_names_the_cause_from_its_log(cluster: Cluste
     finally:
         taken.remove()
     assert cluster.healthy()  # the running server was not touched
+
+
+def test_the_schema_fingerprint_of_a_postgres_database_feeds_the_rollback_rule(cluster: Cluster) -> None:
+    from railguard.data.pgschema import schema
+    from railguard.data.schemarule import compare
+
+    cluster.sql("CREATE DATABASE shape_a")
+    cluster.sql("CREATE TABLE notes (id serial PRIMARY KEY, title text, body text); CREATE INDEX notes_title ON "
+                "notes (title); CREATE TABLE alembic_version (version_num varchar(32)); "
+                "INSERT INTO alembic_version VALUES ('abc123')", "shape_a")
+    before = schema(cluster, "shape_a")
+    assert before.tables["notes"].columns == [("id", "INTEGER"), ("title", "TEXT"), ("body", "TEXT")]
+    assert before.indexes["notes_title"] == "notes" and before.head == "alembic:abc123"
+    cluster.sql("ALTER TABLE notes ADD COLUMN tags text", "shape_a")
+    assert compare({"postgres/a": before}, {"postgres/a": schema(cluster, "shape_a")}).superset  # expand: passes
+    cluster.sql("ALTER TABLE notes DROP COLUMN body", "shape_a")
+    verdict = compare({"postgres/a": before}, {"postgres/a": schema(cluster, "shape_a")})
+    assert not verdict.superset and any("notes.body" in m for m in verdict.missing), verdict.missing

@@ -248,6 +248,9 @@ def status(found: EnvironmentStatus) -> None:
                           "last 10 min")
         if svc.verifying_s is not None:
             out.print(f"  {svc.name} release {svc.release}: verifying, {svc.verifying_s:.0f}s left")
+    for db in found.databases:
+        colour = "green" if db.status is Health.healthy else "red"
+        out.print(f"  database {db.name} ({db.engine}): [{colour}]{db.status}[/] {escape(db.message)}")
     for route in edge.routes:
         out.print(f"  route {route.host or '*'}{route.path} → {', '.join(route.upstreams) or '(none: 503)'}")
     drift = found.drift

@@ -54,6 +54,9 @@ class Secrets:
     def set(self, store: Store, env: str, name: str, value: str, who: str) -> SecretSet:
         if not NAME.match(name):
             raise _invalid(f"'{name}' is not a variable name (letters, digits, '_', not starting with a digit).")
+        if name.startswith("RAILGUARD_DB_") and who != MANAGED_BY:
+            raise _invalid(f"{name} is the generated password of a managed database: Railguard sets it when it creates "
+                           "the database's server, and a new value here would lock every service out.")
         if len(value) < MIN_SECRET_LENGTH or len(value) > MAX_VALUE:
             raise _invalid(f"A secret value must be {MIN_SECRET_LENGTH} to {MAX_VALUE} characters long; shorter "
                            "values cannot be redacted reliably from output.")
@@ -76,6 +79,9 @@ class Secrets:
         if not versions:
             return {}
         return secretstore.values_at(store, self.fernet(), env, versions)
+
+
+MANAGED_BY = "railguard:databases"  # who sets the passwords of managed databases (no principal has this id)
 
 
 def _invalid(detail: str) -> RailguardError:

@@ -29,7 +29,7 @@ from railguard.daemon.execs import ExecSessions
 from railguard.daemon.governance import Governance
 from railguard.daemon.mode import Mode
 from railguard.daemon.observation import Observer
-from railguard.daemon.secrets_ops import Secrets
+from railguard.daemon.secrets_ops import MANAGED_BY, Secrets
 from railguard.engine import guard, usecases
 from railguard.engine.guard import short_hash
 from railguard.engine.observe import state_protected
@@ -94,7 +94,9 @@ class Daemon(Governance, ExecSessions):
         self.started_at = time.time()
         # ``provider``: any implementation of the protocol (tests pass the fake); by default the registry's.
         self.provider: Provider = provider or open_provider(
-            home, secrets=lambda env, versions: self.secrets.values_for(self.store(), env, versions))
+            home, secrets=lambda env, versions: self.secrets.values_for(self.store(), env, versions),
+            store_secret=lambda env, name, value: None if self.secrets.set(self.store(), env, name, value,
+                                                                          MANAGED_BY) else None)
         self._local = threading.local()
         self._jobs: queue.Queue[Job | None] = queue.Queue()
         self._busy: dict[str, str] = {}

@@ -17,6 +17,7 @@ from railguard.engine.observe import observe_into
 from railguard.engine.plan import desired_for
 from railguard.engine.workspace import Workspace
 from railguard.model.api import (
+    DatabaseStatus,
     Drift,
     EdgeStatus,
     EnvironmentStatus,
@@ -61,6 +62,9 @@ def describe(daemon: Daemon, env: str, spec_path: str | None) -> EnvironmentStat
         live_sets=units.live_sets,
         isolation=units.isolation,
         user=units.user,
+        databases=[DatabaseStatus(name=o.address.split("/database.", 1)[1], address=o.address,
+                                  engine=str(o.config.get("engine", "sqlite")), status=o.status.health,
+                                  message=o.message) for o in observed if o.kind == "database"],
     )
 
 

@@ -7,8 +7,9 @@ requires a password (scram-sha-256) for its one role. Running as root, the serve
 its own (``railguard-pg``), since Postgres refuses to run as root. Health is a real connection and
 ``SELECT 1``. A server that will not start raises :class:`PostgresError` with the server's own last log line.
 
-This is the building block of managed databases (``[databases.<name>] engine = "postgres"``); the spec,
-planner and daemon supervision are not wired to it yet (docs/data.md). Used by tests and bench/.
+The server behind each managed database (``[databases.<name>] engine = "postgres"``): run by
+:mod:`railguard.providers.local.dbservers`, dumped and restored by :mod:`railguard.data.snapshots`; also used
+by tests and bench/.
 """
 
 from __future__ import annotations
@@ -79,9 +80,14 @@ class Cluster:
         self.process: subprocess.Popen[bytes] | None = None
 
     # -- processes ------------------------------------------------------------------------------
+    @staticmethod
+    def _server_env() -> dict[str, str]:
+        """The caller's environment without Railguard's own variables (a daemon's secret key never reaches it)."""
+        return {k: v for k, v in os.environ.items() if not k.startswith(("RAILGUARD_", "PG"))}
+
     def _server_cmd(self, argv: list[str]) -> subprocess.CompletedProcess[str]:
         """Run a server tool (initdb) as the server's user: Postgres refuses root."""
-        return subprocess.run(argv, capture_output=True, text=True, check=False,
+        return subprocess.run(argv, capture_output=True, text=True, check=False, env=self._server_env(),
                               user=self.user.pw_uid if self.user else None,
                               group=self.user.pw_gid if self.user else None)
 
@@ -124,6 +130,7 @@ class Cluster:
                 [str(self.bin / "postgres"), "-D", str(self.pgdata), "-p", str(self.port), "-k", str(self.socket_dir),
                  "-c", "listen_addresses=127.0.0.1", "-c", "fsync=on"],
                 stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True,
+                env=self._server_env(),
                 user=self.user.pw_uid if self.user else None, group=self.user.pw_gid if self.user else None)
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:

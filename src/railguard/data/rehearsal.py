@@ -85,13 +85,13 @@ def rehearse(data_dir: Path, scratch: Path, run: Callable[[Path, str], None], al
                   if first_sums.get(rel) != digest and not any(n.startswith(f"{rel}:") for n in notes)]
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
-    acknowledged = [loss for loss in found if _allowed(loss, allow)]
+    acknowledged = [loss for loss in found if allowed(loss, allow)]
     return Rehearsal(seconds=round(time.monotonic() - started, 3),
                      losses=[loss for loss in found if loss not in acknowledged],
                      acknowledged=acknowledged, notes=notes)
 
 
-def _allowed(loss: Loss, allow: list[str]) -> bool:
+def allowed(loss: Loss, allow: list[str]) -> bool:
     return "*" in allow or loss.table in allow or f"{loss.table}.{loss.column}" in allow
 
 

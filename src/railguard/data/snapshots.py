@@ -16,7 +16,8 @@ import time
 from datetime import UTC, datetime
 from pathlib import Path
 
-from railguard.data import sqlite
+from railguard.data import pgschema, sqlite
+from railguard.data.postgres import Cluster
 from railguard.model.data import Backup, BackupFile
 
 MANIFEST = "backup.json"
@@ -34,10 +35,23 @@ def new_id() -> str:
     return "bk-" + datetime.now(UTC).strftime("%Y%m%d%H%M%S") + "-" + secrets.token_hex(3)
 
 
-def take(data_dir: Path, root: Path, env: str, release: int | None) -> Backup | None:
-    """Snapshot every database in ``data_dir`` under ``root``; None when there is no database to protect."""
+def postgres_tables(cluster: Cluster, database: str) -> dict[str, int]:
+    """Rows per table of the ``public`` schema (exact counts: what a restore must bring back)."""
+    names = [n for n in cluster.sql("SELECT table_name FROM information_schema.tables WHERE table_schema = "
+                                    "'public' AND table_type = 'BASE TABLE' ORDER BY 1", database).split("\n") if n]
+    if not names:
+        return {}
+    query = " UNION ALL ".join(f"SELECT '{n}', count(*) FROM public.\"{n}\"" for n in names)
+    rows = [line.split("|") for line in cluster.sql(query, database).split("\n") if line]
+    return {name: int(count) for name, count in rows}
+
+
+def take(data_dir: Path, root: Path, env: str, release: int | None,
+         postgres: dict[str, Cluster] | None = None) -> Backup | None:
+    """Snapshot every database in ``data_dir`` (and each Postgres database of ``postgres``, by name) under
+    ``root``; None when there is no database to protect."""
     found = sqlite.databases(data_dir)
-    if not found:
+    if not found and not postgres:
         return None
     started = time.monotonic()
     backup_id = new_id()
@@ -51,6 +65,13 @@ def take(data_dir: Path, root: Path, env: str, release: int | None) -> Backup | 
             files.append(BackupFile(database=sqlite.database_name(rel), path=rel, sha256=sqlite.checksum(target),
                                     size=target.stat().st_size, tables={t: s.rows for t, s in shape.items()},
                                     db_schema=sqlite.schema(target)))
+        for name, cluster in sorted((postgres or {}).items()):
+            rel = f"postgres/{name}.dump"
+            target = folder / "files" / rel
+            cluster.dump(name, target)  # one repeatable-read transaction: consistent while the app writes
+            files.append(BackupFile(database=name, path=rel, engine="postgres", sha256=sqlite.checksum(target),
+                                    size=target.stat().st_size, tables=postgres_tables(cluster, name),
+                                    db_schema=pgschema.schema(cluster, name)))
         backup = Backup(id=backup_id, env=env, release=release,
                         created_at=datetime.now(UTC).isoformat(timespec="seconds"),
                         seconds=round(time.monotonic() - started, 3), files=files)
@@ -68,8 +89,8 @@ def _write(path: Path, text: str) -> None:
 
 
 def files(root: Path, backup: Backup) -> dict[str, Path]:
-    """Each database's copy in the backup, by its path in the data folder."""
-    return {f.path: root / backup.id / "files" / f.path for f in backup.files}
+    """Each SQLite database's copy in the backup, by its path in the data folder."""
+    return {f.path: root / backup.id / "files" / f.path for f in backup.files if f.engine == "sqlite"}
 
 
 def load(root: Path, backup_id: str) -> Backup:
@@ -98,12 +119,21 @@ def verify(root: Path, backup: Backup) -> None:
                               f"recorded {entry.sha256[:16]}… when it was taken")
 
 
-def restore(root: Path, backup: Backup, data_dir: Path, databases: list[str] | None = None) -> list[BackupFile]:
-    """Verify, then write each (or each named) database of ``backup`` back into ``data_dir``."""
+def restore(root: Path, backup: Backup, data_dir: Path, databases: list[str] | None = None,
+            postgres: dict[str, Cluster] | None = None) -> list[BackupFile]:
+    """Verify, then write each (or each named) database of ``backup`` back: SQLite files into ``data_dir``,
+    Postgres dumps into the database of the same name on its server in ``postgres``."""
     verify(root, backup)
     chosen = [f for f in backup.files if databases is None or f.database in databases]
     for entry in chosen:
-        sqlite.restore_into(root / backup.id / "files" / entry.path, data_dir / entry.path)
+        if entry.engine == "postgres":
+            cluster = (postgres or {}).get(entry.database)
+            if cluster is None:
+                raise BackupError("restore.backup_missing", f"database '{entry.database}' of backup {backup.id} "
+                                  "is a Postgres database this environment no longer has")
+            cluster.restore(entry.database, root / backup.id / "files" / entry.path)
+        else:
+            sqlite.restore_into(root / backup.id / "files" / entry.path, data_dir / entry.path)
     return chosen
 
 

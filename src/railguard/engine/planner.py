@@ -23,7 +23,7 @@ from railguard.model.sensitivity import REDACTED, looks_secret
 
 # Service keys whose change needs new processes (a new release); the rest apply in place.
 REPLACE_KEYS = {"build", "run", "release", "env", "secrets", "secret_versions", "listen", "port_env", "source",
-                "data_dir"}
+                "data_dir", "databases"}
 
 
 def flatten(config: dict[str, Any], prefix: str = "") -> dict[str, Any]:
@@ -108,11 +108,18 @@ def _environment_change(want: Resource, have: ObservedResource) -> tuple[Action,
     return Action.update, f"environment settings changed ({keys})", Risk.safe
 
 
+def _database_change(want: Resource, have: ObservedResource) -> tuple[Action, str, Risk]:
+    return (Action.replace, f"engine changes from {have.config.get('engine')} to {want.config.get('engine')}: a new, "
+            "empty database replaces the old one and every row in it is deleted", Risk.destructive)
+
+
 def _change_for(want: Resource | None, have: ObservedResource | None) -> Change:
     if want is None:
         assert have is not None
         return _change(address=have.address, kind=have.kind, action=Action.delete,
-                      reason="no longer in the spec; its processes are stopped and its routes removed",
+                      reason="no longer in the spec; its server is stopped and every row in it is deleted"
+                      if have.kind == "database" else
+                      "no longer in the spec; its processes are stopped and its routes removed",
                       risk=Risk.destructive, diff=diff_configs(have.config, None),
                       before_fingerprint=have.fingerprint)
     if have is None or have.status is LiveStatus.missing:
@@ -126,7 +133,8 @@ def _change_for(want: Resource | None, have: ObservedResource | None) -> Change:
                       reason=f"live config matches the spec (fingerprint {want.fingerprint[7:19]}, "
                       f"status {have.status.value})", risk=Risk.safe,
                       before_fingerprint=have.fingerprint, after_fingerprint=want.fingerprint)
-    classify = {"edge": _edge_change, "environment": _environment_change}.get(want.kind, _service_change)
+    classify = {"edge": _edge_change, "environment": _environment_change,
+                "database": _database_change}.get(want.kind, _service_change)
     action, reason, risk = classify(want, have)
     return _change(address=want.address, kind=want.kind, action=action, reason=reason, risk=risk,
                   diff=diff_configs(have.config, want.config),

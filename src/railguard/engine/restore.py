@@ -82,7 +82,9 @@ def restore_plan(facts: Facts, store: Store, env: str, release: int | None, back
     if not files:
         raise _missing(env, f"no database named {', '.join(databases or [])} in {backup.id}")
     versions = facts.versions(store, env)
-    desired = list(facts.desired(env, versions))
+    restored = {f"{env}/database.{f.database}" for f in files}
+    # A managed database's own resource gives way to its restore (one resource per address in a plan).
+    desired = [r for r in facts.desired(env, versions) if r.address not in restored]
     data_dir = spec.environments[env].data_dir
     changes: list[Change] = []
     for entry in files:
@@ -93,14 +95,16 @@ def restore_plan(facts: Facts, store: Store, env: str, release: int | None, back
         rows = ", ".join(f"{t}={n}" for t, n in sorted(entry.tables.items())) or "no tables"
         changes.append(Change(
             address=address, kind="database", action=Action.restore, risk=Risk.destructive,
-            reason=f"overwrite {entry.path} with {which}; every change since is lost (rows then: {rows})",
+            reason=f"overwrite {entry.database if entry.engine == 'postgres' else entry.path} with {which}; every "
+            f"change since is lost (rows then: {rows})",
             diff=[FieldDiff(path="backup", before=None, after=backup.id)]))
     return Plan(env=env, base_serial=store.serial(env), desired_digest=facts.desired_digest(env, versions),
                 changes=changes, desired=desired, requested_by="", id=new_id("plan"))
 
 
 def require_confirmed(plan: Plan, confirm: list[str], protected: bool) -> None:
-    """Outside a protected environment (where the approver types it) a restore runs only with its address typed."""
+    """Outside a protected environment (where the approver types it) a restore, or the deletion of a database,
+    runs only with its address typed."""
     if protected:
         return
     unconfirmed = [c.address for c in plan.actionable if c.action is Action.restore and c.address not in confirm]
@@ -110,3 +114,11 @@ def require_confirmed(plan: Plan, confirm: list[str], protected: bool) -> None:
             "A restore overwrites the database with a snapshot: every change made since is lost.",
             f"Apply it with `railguard apply {plan.id} --confirm {' --confirm '.join(unconfirmed)}`.",
             address=unconfirmed[0], extra={"confirm": unconfirmed}))
+    deleted = [c.address for c in plan.actionable if c.kind == "database" and c.address not in confirm
+               and c.action in (Action.delete, Action.replace)]
+    if deleted:
+        raise RailguardError(error(
+            "database.delete_unconfirmed", f"Deleting {', '.join(deleted)} needs the address typed back",
+            "The plan deletes a database (or replaces it with an empty one): every row in it is lost.",
+            f"Apply it with `railguard apply {plan.id} --confirm {' --confirm '.join(deleted)}`, or keep the "
+            "database in the spec.", address=deleted[0], extra={"confirm": deleted}))

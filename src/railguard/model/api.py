@@ -671,6 +671,16 @@ class Drift(Record):
     spec_changed_since_apply: bool | None = None
 
 
+class DatabaseStatus(Record):
+    """One managed database of an environment as the provider sees it now."""
+
+    name: str
+    address: str
+    engine: str
+    status: Health
+    message: str = Field(default="", description="Where it listens, or the server's last log line when it is down.")
+
+
 class EnvironmentStatus(Record):
     """``railguard status``: what runs in one environment, and whether it drifted."""
 
@@ -684,6 +694,7 @@ class EnvironmentStatus(Record):
     isolation: str = Field(default="shared-user", description="'isolated' (its processes run as their own OS "
                                                               "user) or 'shared-user' (as the daemon's).")
     user: str | None = Field(default=None, description="The OS user its processes run as, when isolated.")
+    databases: list[DatabaseStatus] = Field(default_factory=list)
 
 
 # -- incidents (placeholder for continuous observation) ----------------------------------------------------

@@ -12,6 +12,7 @@ from __future__ import annotations
 import os
 from collections.abc import Iterator
 
+from railguard.model.dbchecks import database_rules
 from railguard.model.diagnostics import Diagnostic, error, warning
 from railguard.model.durations import parse_ms
 from railguard.model.graph import find_cycle
@@ -26,7 +27,7 @@ RESERVED_PREFIX = "RAILGUARD_"
 def check(spec: Spec) -> list[Diagnostic]:
     found: list[Diagnostic] = []
     for rule in (_no_environments, _references, _cycles, _variables, _edge_ports, _routes, _health, _policies,
-                 _isolation, _environment_settings, _static, verification):
+                 _isolation, _environment_settings, _static, verification, database_rules):
         found.extend(rule(spec))
     return found
 

@@ -34,7 +34,10 @@ class DatabaseSchema(_Frozen):
 
 class BackupFile(_Frozen):
     database: str = Field(description="The database's name, e.g. 'notes' for notes.db in the data folder.")
-    path: str = Field(description="Path relative to the environment's data folder.")
+    path: str = Field(description="Path relative to the environment's data folder (SQLite), or of the dump in the "
+                                  "backup (Postgres: postgres/<name>.dump).")
+    engine: str = Field(default="sqlite", description="'sqlite' (a file copy) or 'postgres' (a pg_dump custom-format "
+                                                      "dump).")
     sha256: str
     size: int
     tables: dict[str, int] = Field(default_factory=dict, description="Rows per table at snapshot time.")

@@ -88,6 +88,13 @@ CODES: dict[str, str] = {
     "restore.checksum_mismatch": "A backup's copy no longer matches the checksum taken with it.",
     "restore.unconfirmed": "A restore was applied without its database address typed back.",
     "rollback.schema_changed": "The live schema lost what the rollback target's code reads.",
+    "spec.unknown_database": "A service uses a database the spec does not define (or deletes).",
+    "spec.database_variable": "A service sets the variable its database's URL is injected as.",
+    "database.start_failed": "A managed database's server did not start; the services that use it were not started.",
+    "database.missing": "A service uses a database that was never applied in the environment.",
+    "database.delete_unconfirmed": "A plan deleting (or emptying) a database was applied without its address typed.",
+    "data.snapshot_failed": "The snapshot before a release command failed; the release command did not run.",
+    "restore.failed": "A Postgres backup could not be written back into its database.",
     "rollout.build_failed": "The service's build command failed.",
     "rollout.static_missing": "A declared static folder is not in the artifact after the build.",
     "rollout.static_outside": "A static folder resolves outside the artifact, is not a folder, or holds a symlink "

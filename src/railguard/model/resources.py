@@ -33,6 +33,10 @@ def edge_address(env: str) -> str:
     return f"{env}/edge"
 
 
+def database_address(env: str, name: str) -> str:
+    return f"{env}/database.{name}"
+
+
 def environment_address(env: str) -> str:
     return f"{env}/environment"
 
@@ -130,7 +134,7 @@ def _static_config(service: Service) -> dict[str, Any]:
 
 def make_resource(env: str, kind: ResourceKind, name: str, config: dict[str, Any], depends_on: list[str]) -> Resource:
     address = {"service": service_address(env, name), "edge": edge_address(env),
-               "environment": environment_address(env)}[kind]
+               "environment": environment_address(env), "database": database_address(env, name)}[kind]
     return Resource(address=address, env=env, kind=kind, name=name, config=config,
                     depends_on=sorted(depends_on), fingerprint=digest(config))
 
@@ -151,13 +155,16 @@ def environment_config(spec: Spec, env: str) -> dict[str, Any]:
         "policies": [rule.model_dump(mode="json") for rule in spec.policies
                      if rule.environments is None or env in rule.environments],
         **extra,  # only when set, so specs without it keep their fingerprints
+        # Only when some are: an environment without databases keeps the fingerprint it always had.
+        **({"delete_databases": deleted} if (deleted := sorted(n for n, d in spec.databases.items() if d.delete))
+           else {}),
     }
 
 
 def desired_resources(spec: Spec, env: str, source_digest: str | None = None,
                       secret_versions: dict[str, int] | None = None,
                       source_overrides: dict[str, str] | None = None) -> list[Resource]:
-    """Every resource the spec asks for in ``env`` (services, the edge, the environment), in name order.
+    """Every resource the spec asks for in ``env`` (services, databases, the edge, the environment), in name order.
 
     ``source_digest`` identifies the app source the services would run; it is part of
     each service's config so a code change is a change to plan. ``secret_versions`` (name ->
@@ -174,6 +181,9 @@ def desired_resources(spec: Spec, env: str, source_digest: str | None = None,
         config = _normalize_service(service, source, environment.data_dir, parse_ms(environment.rollback_window))
         config["secret_versions"] = {s: (secret_versions or {}).get(s, 0) for s in config["secrets"]}
         deps = [service_address(env, d) for d in service.depends_on]
+        if service.databases:  # only then: a service without databases keeps the fingerprint it always had
+            config["databases"] = {d: spec.databases[d].env_var for d in sorted(set(service.databases))}
+            deps += [database_address(env, d) for d in config["databases"]]
         resources.append(make_resource(env, "service", name, config, deps))
         edge_routes += [{**route, "service": name} for route in config["routes"]]
         hosts = sorted({r["host"] or "" for r in config["routes"]})
@@ -190,6 +200,10 @@ def desired_resources(spec: Spec, env: str, source_digest: str | None = None,
         edge_config["certificates"] = environment.certificates
     if static:  # only when declared, like a service's: an unchanged edge keeps its fingerprint
         edge_config["static"] = sorted(static, key=lambda r: (r["host"] or "", r["path"], r["service"]))
+    for name in sorted(spec.databases):
+        database = spec.databases[name]
+        if not database.delete:
+            resources.append(make_resource(env, "database", name, {"engine": database.engine}, []))
     routed = sorted({service_address(env, r["service"]) for r in edge_routes})
     resources.append(make_resource(env, "edge", "edge", edge_config, routed))
     resources.append(make_resource(env, "environment", "environment", environment_config(spec, env), []))

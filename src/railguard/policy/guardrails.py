@@ -43,7 +43,7 @@ def evaluate(plan: Plan, facts: Facts) -> list[Verdict]:
     protected = bool(config.get("protected")) or facts.protected_in_state
     desired = {r.address: r for r in plan.desired}
     verdicts: list[Verdict] = []
-    for rule in (_protected, _protection_in_state, _agent_in_protected, _weakening, _promotion):
+    for rule in (_protected, _protection_in_state, _agent_in_protected, _weakening, _promotion, _database_kept):
         verdicts.extend(rule(plan, facts, config, protected, desired))
     verdicts.extend(_blast_radius(plan, config))
     verdicts.extend(_freeze(plan, facts, config, protected))
@@ -181,6 +181,24 @@ def _promotion(plan: Plan, facts: Facts, config: dict[str, Any], protected: bool
                           message=f"this artifact of {resource.name} has not run healthy in '{source}': {why}",
                           remediation=f"Deploy it to {source} first, let it soak, then run "
                           f"`railguard promote --from {source} --to {plan.env}`.")
+
+
+def _database_kept(plan: Plan, facts: Facts, config: dict[str, Any], protected: bool,
+                   desired: dict[str, Resource]) -> Iterator[Verdict]:
+    """In a protected environment a database goes only when the spec says so (``delete = true``), never because
+    its table vanished from the spec (an edit, a merge or a wrong file)."""
+    if not protected:
+        return
+    for change in plan.actionable:
+        name = change.address.split("/database.", 1)[-1]
+        if change.kind == "database" and change.action is Action.delete \
+                and name not in config.get("delete_databases", []):
+            yield Verdict(rule="guard.database_kept", effect=Effect.deny, address=change.address,
+                          message=f"{change.address} is no longer in the spec; in protected '{plan.env}' a database "
+                          "is never deleted implicitly",
+                          remediation=f"Put [databases.{name}] back in the spec, or delete it explicitly: keep the "
+                          f"table with `delete = true`, plan again, and have an approver run `railguard approve "
+                          f"PLAN --confirm {change.address}`.")
 
 
 def _blast_radius(plan: Plan, config: dict[str, Any]) -> Iterator[Verdict]:

@@ -9,6 +9,7 @@ is a second function (or a ``kind`` argument) here, and an import-linter contrac
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 
 from railguard.providers.base import Provider, ScratchRuntime, SecretSource
@@ -16,9 +17,11 @@ from railguard.providers.local.provider import LocalProvider
 from railguard.providers.local.scratch import LocalScratch
 
 
-def open_provider(home: Path, secrets: SecretSource | None = None) -> Provider:
-    """The provider of the state folder ``home``; ``secrets`` gives it secret values when it starts processes."""
-    return LocalProvider(home, secrets)
+def open_provider(home: Path, secrets: SecretSource | None = None,
+                  store_secret: Callable[[str, str, str], None] | None = None) -> Provider:
+    """The provider of the state folder ``home``; ``secrets`` gives it secret values when it starts processes,
+    ``store_secret`` (env, name, value) keeps the passwords it generates for managed databases."""
+    return LocalProvider(home, secrets, store_secret=store_secret)
 
 
 def isolation_level(home: Path) -> tuple[str, str]:

@@ -15,7 +15,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from railguard.data import rehearsal, snapshots, sqlite
+from railguard.data import pgrehearsal, pgschema, rehearsal, snapshots, sqlite
+from railguard.data.postgres import Cluster, PostgresError
 from railguard.model.data import DatabaseSchema
 from railguard.providers.base import ApplyRequest
 from railguard.providers.local.artifacts import Artifact
@@ -42,16 +43,28 @@ def _retarget(environ: dict[str, str], data_dir: Path, scratch: Path) -> dict[st
 
 def guarded_release(request: ApplyRequest, *, home: Path, service: str, config: dict[str, Any],
                     environ: dict[str, str], artifact: Artifact, data_dir: Path, log_dir: Path,
-                    step: Step, user: str | None = None) -> None:
+                    step: Step, user: str | None = None, postgres: dict[str, Cluster] | None = None) -> None:
     """Snapshot, rehearse, then run the release command for real and record the schema it leaves.
 
-    ``user``: the environment's OS user (isolation); the real run and the rehearsal run as it."""
+    ``user``: the environment's OS user (isolation); the real run and the rehearsal run as it.
+    ``postgres``: the service's Postgres databases by name; each is dumped (pg_dump, custom format) into the
+    same snapshot as the SQLite files."""
     env, release = request.env, request.release or 0
     root = backups_root(home, env)
     backup = None
-    if sqlite.databases(data_dir):  # no database yet (a first deploy): nothing to protect, no extra steps
+    used = dict(postgres or {})
+    try:  # a Postgres database without tables yet (a first deploy) has nothing to protect either
+        postgres = {n: c for n, c in used.items() if snapshots.postgres_tables(c, n)}
+    except PostgresError as exc:
+        raise Failure("data.snapshot_failed", "The database could not be read before the release command",
+                      f"{exc}. The release command did not run", {}) from exc
+    if sqlite.databases(data_dir) or postgres:  # no database yet (a first deploy): nothing to protect
         with step("snapshot") as detail:
-            backup = snapshots.take(data_dir, root, env, request.release)
+            try:
+                backup = snapshots.take(data_dir, root, env, request.release, postgres)
+            except PostgresError as exc:
+                raise Failure("data.snapshot_failed", "The snapshot before the release command failed",
+                              f"{exc}. The release command did not run", {}) from exc
             if backup is not None:
                 detail["data"] = {"backup": backup.model_dump(mode="json")}
                 detail["seconds"] = backup.seconds
@@ -59,19 +72,31 @@ def guarded_release(request: ApplyRequest, *, home: Path, service: str, config: 
                 detail["note"] = (f"snapshot {backup.id}: {len(backup.files)} database(s), "
                                   f"{sum(f.size for f in backup.files)} bytes, {backup.seconds:.2f} s")
     if backup is not None:
+        dumps = {f.database: root / backup.id / "files" / f.path for f in backup.files if f.engine == "postgres"}
+        before = {f.database: f.tables for f in backup.files if f.engine == "postgres"}
         _rehearse(request, home=home, service=service, config=config, environ=environ, artifact=artifact,
                   data_dir=data_dir, log_dir=log_dir, step=step, backup_id=backup.id,
-                  copies=snapshots.files(root, backup), user=user)
+                  copies=snapshots.files(root, backup), postgres=(postgres or {}, dumps, before), user=user)
     with step("release-command") as detail:
         run_release_command(config, environ, artifact, log_dir / f"{env}.{service}.r{release}.release.log", user)
-        detail["data"] = {"schemas": {k: v.model_dump(mode="json") for k, v in schemas(data_dir).items()}}
+        found = schemas(data_dir)
+        try:
+            found |= {pgschema.key(name): pgschema.schema(cluster, name) for name, cluster in used.items()}
+        except PostgresError:
+            pass  # the command ran; without a fingerprint the rollback rule has nothing to refuse on for it
+        detail["data"] = {"schemas": {k: v.model_dump(mode="json") for k, v in found.items()}}
 
 
 def _rehearse(request: ApplyRequest, *, home: Path, service: str, config: dict[str, Any], environ: dict[str, str],
               artifact: Artifact, data_dir: Path, log_dir: Path, step: Step, backup_id: str,
-              copies: dict[str, Path], user: str | None = None) -> None:
+              copies: dict[str, Path],
+              postgres: tuple[dict[str, Cluster], dict[str, Path], pgrehearsal.Tables],
+              user: str | None = None) -> None:
     env, release = request.env, request.release or 0
     scratch = home / "scratch" / "rehearsal" / f"{env}.{service}.r{release}"
+    clusters, dumps, pg_before = postgres
+    pg_after: dict[str, pgrehearsal.Tables] = {}
+    variables = config.get("databases") or {}
 
     def run(folder: Path, label: str) -> None:
         if user is not None:  # the scratch copy is the environment user's, as its data folder is
@@ -79,14 +104,29 @@ def _rehearse(request: ApplyRequest, *, home: Path, service: str, config: dict[s
                 parent.mkdir(exist_ok=True)
                 parent.chmod(0o711)
             prepare_data(folder, ensure_user(user))
-        run_release_command(config, _retarget(environ, data_dir, folder), artifact,
+        run_release_command(config, _retarget(rehearsal_environ, data_dir, folder), artifact,
                             log_dir / f"{env}.{service}.r{release}.{label}.log", user)
+        pg_after[label] = pgrehearsal.shapes(clusters)
 
     with step("rehearse") as detail:
         try:
+            # The rehearsal never sees the real Postgres databases: their URLs point at scratch restores.
+            urls = pgrehearsal.prepare(clusters, dumps)
+            rehearsal_environ = {**environ, **{variables[name]: url for name, url in urls.items()}}
             found = rehearsal.rehearse(data_dir, scratch, run, list(request.allow_data_loss), copies)
-        except rehearsal.SecondRunFailed as exc:
+            pg_losses = (pgrehearsal.losses(pg_before, pg_after.get("rehearsal", {}))
+                         + pgrehearsal.losses(pg_after.get("rehearsal", {}),
+                                              pg_after.get("rehearsal-second-run", {}), second_run=True))
+            allowed = [loss for loss in pg_losses if rehearsal.allowed(loss, list(request.allow_data_loss))]
+            found = found.model_copy(update={
+                "losses": found.losses + [loss for loss in pg_losses if loss not in allowed],
+                "acknowledged": found.acknowledged + allowed})
+        except PostgresError as exc:
             failed: Failure | None = Failure(
+                "data.rehearsal_failed", "The rehearsal's scratch database could not be prepared",
+                f"{exc}. The real data was not touched", {"backup": backup_id})
+        except rehearsal.SecondRunFailed as exc:
+            failed = Failure(
                 "data.rehearsal_failed", "The release command fails when it runs a second time",
                 f"in its rehearsal on a copy of the data it succeeded once, then failed ({exc}); a retry of this "
                 "release would fail the same way. The real data was not touched",
@@ -103,6 +143,11 @@ def _rehearse(request: ApplyRequest, *, home: Path, service: str, config: dict[s
             detail["note"] = (f"rehearsed on a copy in {found.seconds:.2f} s: "
                               + ("; ".join(told + [loss.what for loss in found.losses] + found.notes[:4])
                                  or "nothing lost"))
+        finally:
+            try:
+                pgrehearsal.cleanup(clusters)
+            except PostgresError:
+                pass  # dropped again before the next rehearsal (restore recreates it)
     if failed is not None:
         raise failed
     if found.losses:
@@ -115,7 +160,8 @@ def _rehearse(request: ApplyRequest, *, home: Path, service: str, config: dict[s
              "allow": tables, "rehearsal_s": found.seconds})
 
 
-def restore_change(request: ApplyRequest, *, home: Path, data_dir: Path, step: Step) -> None:
+def restore_change(request: ApplyRequest, *, home: Path, data_dir: Path, step: Step,
+                   postgres: dict[str, Cluster] | None = None) -> None:
     """Carry out ``restore database.<name>``: verify the backup's checksums, then write it back."""
     desired = request.desired
     assert desired is not None, "a restore change always carries its database resource"
@@ -124,12 +170,16 @@ def restore_change(request: ApplyRequest, *, home: Path, data_dir: Path, step: S
     with step("restore") as detail:
         try:
             backup = snapshots.load(root, backup_id)
-            done = snapshots.restore(root, backup, data_dir, [desired.name])
+            done = snapshots.restore(root, backup, data_dir, [desired.name], postgres)
         except snapshots.BackupError as exc:
             raise Failure(exc.code, "The backup cannot be restored", str(exc), {"backup": backup_id}) from exc
+        except PostgresError as exc:
+            raise Failure("restore.failed", "The backup could not be written back", str(exc),
+                          {"backup": backup_id}) from exc
         if not done:
             raise Failure("restore.backup_missing", "The backup holds no such database",
                           f"backup {backup_id} has no database '{desired.name}'", {"backup": backup_id})
         detail["restored"] = [f.path for f in done]
-        detail["data"] = {"schemas": {f.path: f.db_schema.model_dump(mode="json") for f in done},
+        detail["data"] = {"schemas": {f.path if f.engine == "sqlite" else pgschema.key(f.database):
+                                      f.db_schema.model_dump(mode="json") for f in done},
                           "restored": backup_id}

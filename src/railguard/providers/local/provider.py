@@ -49,6 +49,7 @@ from railguard.providers.local import artifacts, isolation
 from railguard.providers.local.accesslog import AccessReader
 from railguard.providers.local.commands import Commands
 from railguard.providers.local.databases import restore_change
+from railguard.providers.local.dbservers import RESTARTED_EVENT, DatabaseServers, SecretWriter
 from railguard.providers.local.edge import CaddyEdge, EdgeError, PortInUse
 from railguard.providers.local.health import CheckResult
 from railguard.providers.local.processes import ReplicaRecord, ReplicaSpec, Supervisor, is_alive
@@ -91,6 +92,11 @@ REMEDIATION = {
                               "Traffic is unchanged.",
     "rollout.static_outside": "Keep the static folder and every link in it inside the app source (copy files "
                               "instead of linking them), then plan and apply again. Traffic is unchanged.",
+    "database.start_failed": "Read the server's log line above (and the log file in extra.log): free the port, the "
+                             "disk or the data folder it names, then plan and apply again. The services that use "
+                             "the database were not started.",
+    "database.missing": "Add the database to the spec ([databases.<name>]) and apply it before the services "
+                        "that use it.",
     "edge.port_in_use": "Stop the program using the port or choose another edge_port, then plan and apply again.",
     "edge.failed": "Check `railguard daemon status` and the edge logs in the state folder's edge/<env>/ (caddy.log, "
                    "caddy.out).",
@@ -100,7 +106,8 @@ REMEDIATION = {
 class LocalProvider(Rollouts, Views, Commands, Traffic):
     kind = "local"
 
-    def __init__(self, home: Path, secrets: SecretSource | None = None, supervisor: Supervisor | None = None) -> None:
+    def __init__(self, home: Path, secrets: SecretSource | None = None, supervisor: Supervisor | None = None,
+                 store_secret: SecretWriter | None = None) -> None:
         self.home = home
         # One Caddy per environment: a config change (every switch) re-binds a Caddy's listeners and closes its
         # idle keep-alive connections, so staging's deploys must never touch production's listener.
@@ -117,6 +124,7 @@ class LocalProvider(Rollouts, Views, Commands, Traffic):
         # Secret values come from the daemon when a process starts; they are never written to runtime.json.
         self.secret_values: SecretSource = secrets or (lambda env, versions: {})
         self.isolation = isolation.detect(home)
+        self.databases = DatabaseServers(home, self.secret_values, store_secret)
 
     # -- lifecycle -----------------------------------------------------------------------------
     def adopt(self) -> AdoptResponse:
@@ -126,7 +134,7 @@ class LocalProvider(Rollouts, Views, Commands, Traffic):
         return AdoptResponse(notes=notes)
 
     def _adopt(self) -> list[str]:
-        notes: list[str] = []
+        notes: list[str] = self.databases.adopt()  # first: the replicas adopted next connect to them
         unproven: list[Replica] = []
         if self.isolation.isolated:
             isolation.protect_home(self.home)
@@ -141,8 +149,9 @@ class LocalProvider(Rollouts, Views, Commands, Traffic):
                     for replica in rs.replicas:
                         alive = is_alive(replica.record)
                         if replica.secret_names:  # runtime.json holds names only: restore the pinned values
-                            values = self.secret_values(env, replica.secret_versions or
-                                                        {n: LATEST for n in replica.secret_names})
+                            values = {**self.secret_values(env, replica.secret_versions or
+                                                           {n: LATEST for n in replica.secret_names}),
+                                      **self._adopted_database_env(env, rs.config, replica)}
                             replica.spec = replace(replica.spec, env={**replica.spec.env, **values})
                         replica.record = self.supervisor.add(replica.spec, replica.record)
                         notes.append(f"{replica.spec.name}: {'adopted pid' if alive else 'restarted as pid'} "
@@ -156,6 +165,15 @@ class LocalProvider(Rollouts, Views, Commands, Traffic):
         # Stopped only now: a daemon killed mid-switch may have routed them already; the edge just moved back.
         stop_replicas(unproven)
         return notes
+
+    def _database_env(self, env: str, config: dict[str, Any], data_dir: Path | None = None) -> dict[str, str]:
+        return self.databases.env_for(env, config, data_dir or self.home / "data" / env)
+
+    def _adopted_database_env(self, env: str, config: dict[str, Any], replica: Replica) -> dict[str, str]:
+        try:
+            return self._database_env(env, config, Path(replica.spec.env.get("RAILGUARD_DATA_DIR", "")) or None)
+        except Failure:  # its database is gone: the replica runs on without the URL, and its health says so
+            return {}
 
     def edge(self, env: str) -> CaddyEdge:
         found = self.edges.get(env)
@@ -212,6 +230,8 @@ class LocalProvider(Rollouts, Views, Commands, Traffic):
         with self.state.lock:
             events += self.notices
             self.notices = []
+        events += [ProviderEvent(kind=RESTARTED_EVENT, env=env, message=note)
+                   for env, note in self.databases.tick()]
         for name, record in self.supervisor.records().items():
             count = self.restarts(name)
             if count != self.restarts_seen.get(name, 0):
@@ -262,6 +282,7 @@ class LocalProvider(Rollouts, Views, Commands, Traffic):
         edges = self.home / "edge"
         for folder in {p.parent for name in ("*/caddy.pid", "*/resolver.pid") for p in edges.glob(name)}:
             CaddyEdge(folder).stop()
+        self.databases.stop_all()  # last: no replica is left to lose its connection
 
     def prune_artifacts(self, kept: list[KeptRelease], dry_run: bool = False) -> list[str]:
         """Delete artifacts no kept release (``desired`` of each) and no running replica set uses; return their ids.
@@ -316,6 +337,7 @@ class LocalProvider(Rollouts, Views, Commands, Traffic):
                     config=runtime.edge["config"], depends_on=runtime.edge["depends_on"],
                     status=LiveStatus.running if serving else LiveStatus.missing,
                     message="" if serving else "the edge does not serve this environment"))
+        found += self.databases.observe(request.env)
         return ObserveResponse(resources=sorted(found, key=lambda r: r.address))
 
     def _observed_service(self, env: str, rs: ReplicaSet) -> ObservedResource:
@@ -356,8 +378,12 @@ class LocalProvider(Rollouts, Views, Commands, Traffic):
                 return self._apply_edge(request, step)
             if change.action is Action.command:
                 return self._approved_command(request, progress)
+            if change.kind == "database" and change.action is not Action.restore:
+                return ApplyResponse(ok=True, observed=self.databases.apply(request, step))
             if change.kind == "database":
-                restore_change(request, home=self.home, data_dir=self._data_dir(request), step=step)
+                named = {"databases": {request.desired.name: ""}} if request.desired else {}
+                restore_change(request, home=self.home, data_dir=self._data_dir(request), step=step,
+                               postgres=self.databases.postgres_of(request.env, named))
                 return ApplyResponse(ok=True, observed=None)
             if change.action is Action.delete:
                 return self._delete_service(request, step)
@@ -382,6 +408,8 @@ class LocalProvider(Rollouts, Views, Commands, Traffic):
                 extra: dict[str, Any]) -> ApplyResponse:
         runtime = self.state.env(request.env)
         name = request.change.address.split("/service.")[-1]
+        if request.change.kind == "database":
+            live = None
         observed = (self._observed_service(request.env, live)
                     if (live := runtime.live(name)) is not None else None)
         return ApplyResponse(ok=False, observed=observed, diagnostics=[self._diagnostic(request, code, summary,

@@ -19,6 +19,7 @@ from railguard.model.resources import ObservedResource, Resource
 from railguard.providers.base import ApplyRequest, ApplyResponse, ObserveRequest, ObserveResponse, Progress
 from railguard.providers.local import artifacts, static
 from railguard.providers.local.databases import guarded_release
+from railguard.providers.local.dbservers import DatabaseServers
 from railguard.providers.local.edge import CaddyEdge, EdgeError, EdgeRoute
 from railguard.providers.local.health import CheckResult
 from railguard.providers.local.isolation import Level, ensure_user, prepare_data, seal_artifact, user_name
@@ -37,6 +38,7 @@ class Rollouts:
     secret_values: Callable[[str, dict[str, int]], dict[str, str]]
     isolation: Level
     health_results: dict[str, tuple[CheckResult, int, float]]
+    databases: DatabaseServers
 
     def edge(self, env: str) -> CaddyEdge:
         raise NotImplementedError
@@ -48,6 +50,9 @@ class Rollouts:
         raise NotImplementedError
 
     def _retire(self, rs: ReplicaSet, stop_timeout: float | None = None) -> None:
+        raise NotImplementedError
+
+    def _database_env(self, env: str, config: dict[str, Any], data_dir: Path | None = None) -> dict[str, str]:
         raise NotImplementedError
 
     def _run_as(self, request: ApplyRequest) -> str | None:
@@ -90,13 +95,16 @@ class Rollouts:
             if cfg["release"]:
                 environ = replica_env(cfg, env=env, service=name, release=release, index=None, port=None,
                                       data_dir=data_dir, artifact=artifact, home=self.home,
-                                      secrets=self.secret_values(env, pinned(cfg)), user=user)
+                                      secrets={**self.secret_values(env, pinned(cfg)),
+                                               **self._database_env(env, cfg, data_dir)}, user=user)
                 guarded_release(request, home=self.home, service=name, config=cfg, environ=environ,
-                                artifact=artifact, data_dir=data_dir, log_dir=log_dir, step=step, user=user)
+                                artifact=artifact, data_dir=data_dir, log_dir=log_dir, step=step, user=user,
+                                postgres=self.databases.postgres_of(env, cfg))
             with step("start"):
                 started = start_replicas(cfg["replicas"], 0, cfg, env=env, service=name, release=release,
                                          data_dir=data_dir, artifact=artifact, home=self.home, log_dir=log_dir,
-                                         secrets=self.secret_values(env, pinned(cfg)), user=user,
+                                         secrets={**self.secret_values(env, pinned(cfg)),
+                                                  **self._database_env(env, cfg, data_dir)}, user=user,
                                          pinned=pinned(cfg))
                 new_set = ReplicaSet(service=name, release=release, fingerprint=desired.fingerprint, config=cfg,
                                      depends_on=desired.depends_on, artifact=str(artifact.path), role=PENDING,
@@ -201,8 +209,9 @@ class Rollouts:
                 extra = start_replicas(want - have, first, cfg, env=env, service=name, release=live.release,
                                        data_dir=self._data_dir(request, user), artifact=artifact, home=self.home,
                                        log_dir=self.home / "logs" / env / name,
-                                       secrets=self.secret_values(env, pinned(cfg)), user=user,
-                                       pinned=pinned(cfg))
+                                       secrets={**self.secret_values(env, pinned(cfg)),
+                                                **self._database_env(env, cfg, self._data_dir(request, user))},
+                                       user=user, pinned=pinned(cfg))
                 try:
                     gate(extra, cfg)
                 except Failure:

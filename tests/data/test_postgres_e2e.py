@@ -1,0 +1,145 @@
+"""End to end, real daemon, real Caddy, a real Postgres that the provider starts: a `[databases.main]` is created,
+its URL reaches the app (never any output), rows survive redeploys and a daemon restart (the server is adopted),
+a destructive release command is stopped by its rehearsal on a scratch restore, the snapshot taken before each
+release command restores every row, and the password exists only in the secret store."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from railguard.daemon.secrets_ops import Secrets
+from railguard.data.postgres import bin_dir
+from railguard.providers.local.dbservers import password_name
+from railguard.state.store import Store
+
+from ..conftest import stop_daemon
+from ..e2e.harness import Workspace, free_port, wait_for
+
+pytestmark = pytest.mark.skipif(bin_dir() is None, reason="the postgres extra is not installed")
+APP = Path(__file__).parent / "pgapp"
+SPEC = """
+[app]
+name = "pgnotes"
+
+[environments.staging]
+edge_port = {port}
+
+[databases.main]
+engine = "postgres"
+
+[services.web]
+run = ["python", "app.py"]
+release = ["python", "migrate.py"]
+databases = ["main"]
+env = {{ VERSION = "{version}", MIGRATE = "{migrate}", PSQL = "{psql}" }}
+start_timeout = "20s"
+stop_timeout = "3s"
+drain_timeout = "2s"
+
+[services.web.health]
+http = "/healthz"
+interval = "500ms"
+timeout = "400ms"
+start_period = "1s"
+
+[[services.web.routes]]
+path = "/"
+"""
+
+
+@pytest.fixture
+def pgnotes(tmp_path: Path) -> Iterator[Workspace]:
+    for name in ("app.py", "migrate.py"):
+        shutil.copy(APP / name, tmp_path / name)
+    ws = Workspace(tmp_path, free_port(), free_port())
+    yield ws
+    stop_daemon(tmp_path)
+
+
+def _deploy(ws: Workspace, version: str, migrate: str = "v1", *extra: str) -> tuple[int, dict[str, Any]]:
+    spec = SPEC.format(port=ws.port, version=version, migrate=migrate, psql=bin_dir() / "psql")  # type: ignore[operator]
+    (ws.root / "railguard.toml").write_text(spec)
+    return ws.rg_json("deploy", "--env", "staging", "--yes", *extra)
+
+
+def _ok(code: int, answer: dict[str, Any]) -> None:
+    if code != 0:
+        pytest.fail(json.dumps(answer.get("diagnostics"), indent=1))
+
+
+def _rows(ws: Workspace) -> list[str]:
+    return ws.get().text.split("\n")[1:]
+
+
+@pytest.mark.timeout(600)
+def test_a_managed_postgres_keeps_its_rows_and_its_url_secret(pgnotes: Workspace) -> None:
+    ws = pgnotes
+    code, answer = _deploy(ws, "1")
+    assert code == 0, answer
+    steps = [e["step"] for e in answer["operation"]["journal"]]
+    assert steps.index("staging/database.main: start-database") < steps.index("staging/service.web: start"), steps
+    for note in ("milk", "eggs"):
+        assert ws.get(f"/add?{note}").status_code == 200
+    assert _rows(ws) == ["milk", "eggs"]
+    home = ws.root / ".railguard"
+    password = Secrets(home).values_for(Store.open(home), "staging", [password_name("main")])[password_name("main")]
+    assert len(password) >= 24
+
+    # A redeploy: snapshot (pg_dump) and rehearsal on a scratch restore before the release command; rows stay.
+    code, answer = _deploy(ws, "2")
+    _ok(code, answer)
+    steps = [e["step"] for e in answer["operation"]["journal"]]
+    assert "staging/service.web: snapshot" in steps and "staging/service.web: rehearse" in steps, steps
+    assert ws.get().text.startswith("v2") and _rows(ws) == ["milk", "eggs"]
+
+    # The daemon restarts: the server is adopted (same pid), the app keeps its URL.
+    pid_file = next((home / "databases" / "staging" / "main" / "pgdata").glob("postmaster.pid"))
+    pid = pid_file.read_text().split()[0]
+    subprocess.run([sys.executable, "-m", "railguard", "daemon", "stop", "--spec", str(ws.root / "railguard.toml")],
+                   capture_output=True, timeout=60, check=False)
+    code, status = ws.rg_json("status", "--env", "staging")
+    assert code == 0, status
+    databases = [(d["address"], d["status"]) for d in status["status"]["databases"]]
+    assert databases == [("staging/database.main", "healthy")]
+    assert pid_file.read_text().split()[0] == pid
+    assert ws.get("/add?bread").status_code == 200 and _rows(ws) == ["milk", "eggs", "bread"]
+
+    # A release command that drops the table: its rehearsal (on a scratch restore) stops it; the rows stay.
+    code, answer = _deploy(ws, "3", "drop")
+    assert code == 1, answer
+    found = answer.get("diagnostics") or answer["operation"]["error"]["diagnostics"]
+    assert found[0]["code"] == "data.loss_detected" and "main: 3 of 3 rows of notes deleted" in found[0]["detail"]
+    assert _rows(ws) == ["milk", "eggs", "bread"]
+
+    # Acknowledged: it runs and the rows are gone; the snapshot taken before it restores every row.
+    code, answer = _deploy(ws, "3", "drop", "--allow-data-loss", "notes")
+    _ok(code, answer)
+    assert _rows(ws) == [""]
+    code, listed = ws.rg_json("backups", "--env", "staging")
+    assert code == 0 and listed["backups"][0]["files"][0]["engine"] == "postgres", listed
+    assert listed["backups"][0]["files"][0]["tables"] == {"notes": 3}
+    code, planned = ws.rg_json("restore", "--backup", listed["backups"][0]["id"], "--env", "staging")
+    assert code == 0, planned
+    code, done = ws.rg_json("apply", planned["plan"]["id"], "--confirm", "staging/database.main")
+    assert code == 0, done
+    assert wait_for(lambda: _rows(ws) == ["milk", "eggs", "bread"], "the rows restored")
+
+    # The password (hence the URL) never shows: not in plans, status, logs or journals, nor on disk in plaintext.
+    outputs = [ws.rg("plan", "--env", "staging", "--json").stdout, ws.rg("status", "--env", "staging").stdout,
+               ws.rg("logs", "web", "--env", "staging").stdout, ws.rg("events", "--json").stdout,
+               ws.rg("operations", "--json").stdout, str(answer)]
+    for text in outputs:
+        assert password not in text
+    assert "migrating postgresql://railguard:" in ws.rg("logs", "web", "--env", "staging").stdout
+    # What Railguard writes (state, runtime records, snapshots) never holds it; the app's own log lines are its own.
+    leaks = [p for p in home.rglob("*") if p.is_file() and not {"pgdata", "logs"} & set(p.parts)
+             and password.encode() in p.read_bytes()]
+    assert leaks == []
