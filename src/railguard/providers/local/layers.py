@@ -24,7 +24,7 @@ from pathlib import Path
 
 import uv
 
-from railguard.providers.local import immutable
+from railguard.providers.local import buildas, immutable
 from railguard.providers.local.buildrun import ArtifactError, OnLine, run_streamed
 from railguard.providers.local.dependencies import Dependencies, key, plan
 from railguard.providers.local.pipconfig import uv_environment
@@ -94,6 +94,7 @@ def ensure(root: Path, src: Path, deps: Dependencies, layer_key: str, env: dict[
         immutable.remove_tree(final)
         final.mkdir()
         try:
+            buildas.hand_over(final)  # isolated: a requirement's setup.py is the app's code too
             environ = uv_env(env)
             if on_line:
                 on_line(f"dependencies: building layer {layer_key} with uv ({', '.join(deps.notes) or 'packages'})")
@@ -119,8 +120,10 @@ def ensure(root: Path, src: Path, deps: Dependencies, layer_key: str, env: dict[
                 install += list(deps.packages)
             run_streamed(install, cwd=src, env=environ, log=log, on_line=on_line, what="installing dependencies")
         except ArtifactError:
+            _reclaim(final)
             immutable.remove_tree(final)  # its output is in the artifact's build.log; a half layer is never kept
             raise
+        _reclaim(final)
         immutable.seal(final, exclude={MARKER})
         marker = final / f".{MARKER}.tmp"
         marker.write_text(json.dumps({"status": "built", "key": layer_key, "notes": deps.notes}))
@@ -129,6 +132,15 @@ def ensure(root: Path, src: Path, deps: Dependencies, layer_key: str, env: dict[
         os.chmod(final / MARKER, 0o444)
         os.chmod(final, 0o555)
     return Layer(final, layer_key)
+
+
+def _reclaim(final: Path) -> None:
+    """The layer back to the daemon's user (its build user's processes gone) before it is marked and sealed."""
+    try:
+        buildas.reclaim(final, planted=(MARKER, f".{MARKER}.tmp", immutable.MANIFEST))
+    except buildas.ReclaimError as exc:
+        immutable.remove_tree(final)
+        raise ArtifactError(f"the dependency layer {final.name} is refused: {exc}") from exc
 
 
 def site_packages(venv: Path) -> Path:
