@@ -126,3 +126,6 @@ def test_isolated_build_runs_unprivileged_and_the_artifact_stays_sealed(site: Pa
     assert d.rg("deploy", "--env", "staging", "--yes").returncode == 0
     assert (artifact / "src" / "hostile.py").read_bytes() == sealed
     assert d.get(d.staging, "/healthz").status_code == 200
+    # The doctor says plainly that its own scratch runs are not isolated (it runs them as root here).
+    doctor = d.rg("doctor", "--check", "env-isolation", "--json")
+    assert "the doctor's scratch build and replicas are not isolated: they run as root" in doctor.stdout, doctor
