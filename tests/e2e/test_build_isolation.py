@@ -18,6 +18,7 @@ from pathlib import Path
 import pytest
 
 from railguard.secrets.keys import key_dir
+from tests.wheels import make_wheel
 
 from .harness import free_port, wait_for
 from .test_adversarial import HOSTILE, Deployment, reachable_python, site  # noqa: F401 (site: fixture)
@@ -58,6 +59,9 @@ def attempt(name, action):
         report[name + "_error"] = type(exc).__name__
 
 
+import rgbuildtool  # from the dependency layer, built by the build user too
+
+report["layer"] = rgbuildtool.VALUE
 attempt("write_state", lambda: (state / "pwned-by-build").write_text("x"))
 attempt("read_state_db", lambda: (state / "state.db").read_bytes())
 attempt("read_key", lambda: b"".join(p.read_bytes() for p in keys.iterdir()))
@@ -96,6 +100,8 @@ def test_isolated_build_runs_unprivileged_and_the_artifact_stays_sealed(site: Pa
     d.staging = free_port()
     (site / "railguard.toml").write_text(SPEC.format(port=d.staging, state=d.state, keys=key_dir()))
     (site / "build_attack.py").write_text(BUILD_ATTACK)
+    make_wheel(site / "wheels", "rgbuildtool", "1.0", "VALUE = 'from the layer'\n")
+    (site / "requirements.txt").write_text(f"--no-index\n--find-links {site / 'wheels'}\nrgbuildtool==1.0\n")
     assert d.rg("secret", "set", "API_TOKEN", "--env", "staging", stdin="stg-build-4e1f").returncode == 0
     assert any(key_dir().glob("*.key")), "the secret key exists (so reading it is a real attempt)"
     d.rg_json("deploy", "--env", "staging", "--yes")
@@ -109,12 +115,15 @@ def test_isolated_build_runs_unprivileged_and_the_artifact_stays_sealed(site: Pa
     builder = pwd.getpwuid(report["uid"])
     assert builder.pw_name.startswith("rg-build-"), builder
     # The build ran as the app's build user, without root's groups, and every attempt failed.
+    assert report["layer"] == "from the layer"
     assert set(report["groups"]) <= {builder.pw_gid}, report
     assert report["write_state"] is False and report["read_state_db"] is False and report["read_key"] is False
     assert not (d.state / "pwned-by-build").exists()
     # Nothing of the build user is left running, and the artifact is root's and read-only throughout.
     assert _uid_processes(builder.pw_uid) == []
-    entries = [artifact] + [Path(root) / name for root, dirs, files in os.walk(artifact) for name in [*dirs, *files]]
+    layer = next(p for p in (d.state / "artifacts" / ".layers").iterdir() if not p.name.startswith("."))
+    entries = [artifact, layer] + [Path(root) / name for top in (artifact, layer)
+                                   for root, dirs, files in os.walk(top) for name in [*dirs, *files]]
     for entry in entries:
         info = entry.lstat()
         assert info.st_uid == 0, entry

@@ -173,10 +173,12 @@ def _take(entry: Path, info: os.stat_result) -> None:
 def kill_all(run_as: RunAs, timeout: float = 10.0) -> None:
     """SIGKILL every process of the build user (``kill -1`` as that user), until none is left."""
     deadline = time.monotonic() + timeout
+    kill = shutil.which("kill")
     while True:
-        subprocess.run(["kill", "-KILL", "-1"], user=run_as.uid, group=run_as.gid, extra_groups=[],
-                       stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                       check=False, timeout=10)
+        if kill is not None:  # as the user: every process it has at once, so a forking loop cannot outrun it
+            subprocess.run([kill, "-KILL", "-1"], user=run_as.uid, group=run_as.gid, extra_groups=[],
+                           stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                           check=False, timeout=10)
         left = _pids_of(run_as.uid)
         if not left:
             return

@@ -86,6 +86,7 @@ def ensure(root: Path, src: Path, deps: Dependencies, layer_key: str, env: dict[
             on_line(f"dependencies: reusing layer {layer_key} (unchanged dependency set)")
         return found
     root.mkdir(parents=True, exist_ok=True)
+    os.chmod(root, 0o711)  # other users (build user, environment users) reach their layer; none lists or writes
     with locked(root, layer_key, blocking=True):
         found = find(root, layer_key)
         if found is not None:
@@ -150,8 +151,9 @@ def site_packages(venv: Path) -> Path:
 def link(layer: Layer, artifact_venv: Path) -> int:
     """Make the artifact's venv see the layer: its site-packages, and its console scripts on the artifact's
     own interpreter. Returns the number of scripts carried over."""
-    (site_packages(artifact_venv) / "_railguard_layer.pth").write_text(
-        f"import site; site.addsitedir({str(site_packages(layer.venv))!r})\n")
+    pth = site_packages(artifact_venv) / "_railguard_layer.pth"
+    pth.write_text(f"import site; site.addsitedir({str(site_packages(layer.venv))!r})\n")
+    os.chmod(pth, 0o644)  # the build user's steps read it too (the daemon's umask may be 077)
     # uv writes "#!<python>" or, for a path too long for a shebang, a /bin/sh trampoline naming it.
     old = str(layer.venv / "bin" / "python").encode()
     new = str(artifact_venv / "bin" / "python").encode()
