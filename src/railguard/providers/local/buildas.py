@@ -41,12 +41,13 @@ from railguard.providers.local.isolation import RunAs, ensure_user
 _USER_MAX = 32
 
 
-@dataclass(frozen=True)
+@dataclass
 class Builder:
     """Who runs the build's app-controlled steps, and the private home those steps get."""
 
     run_as: RunAs
     home: Path
+    handed: bool = False  # a tree was handed over: something ran as the user, so its processes are killed at the end
 
     def env(self) -> dict[str, str]:
         """Overrides for every build step's environment: its own home and caches, nothing of root's."""
@@ -100,9 +101,11 @@ def session(lock_dir: Path, name: str | None) -> Iterator[Builder | None]:
         token = _current.set(Builder(run_as, home))
         yield _current.get()
     finally:
+        builder = _current.get()
         if token is not None:
             _current.reset(token)
-        kill_all(run_as)
+        if builder is None or builder.handed:  # nothing ran as the user when the artifact was reused
+            kill_all(run_as)
         shutil.rmtree(home, ignore_errors=True)
         os.close(fd)  # releases the lock
 
@@ -112,6 +115,7 @@ def hand_over(path: Path) -> None:
     builder = _current.get()
     if builder is None:
         return
+    builder.handed = True
     uid, gid = builder.run_as.uid, builder.run_as.gid
     for root, dirs, files in os.walk(path):
         for name in [*dirs, *files]:
