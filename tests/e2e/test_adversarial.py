@@ -168,6 +168,11 @@ def test_isolated_mode_refuses_every_attack_and_production_is_unaffected(site: P
         assert pids and all(os.stat(f"/proc/{pid}").st_uid == pwd.getpwnam(user).pw_uid for pid in pids)
     # Production is unaffected: it serves, its data folder is its user's alone, the state holds no forgery.
     assert d.get(d.production).text == "ok"
+    # The edge (Caddy and its upstream resolver) runs as its own user, never as the daemon's root.
+    edge_user = pwd.getpwnam("rg-edge")
+    for pid_file in ("caddy.pid", "resolver.pid"):
+        pid = json.loads((d.state / "edge" / "production" / pid_file).read_text())["pid"]
+        assert os.stat(f"/proc/{pid}").st_uid == edge_user.pw_uid, pid_file
     data = d.state / "data" / "production"
     assert data.stat().st_uid == production_user.pw_uid and data.stat().st_mode & 0o077 == 0
     assert not (data / "pwned").exists()

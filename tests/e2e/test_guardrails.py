@@ -136,6 +136,10 @@ def test_agent_deploys_staging_and_waits_for_approval_in_production(g: Guarded) 
     code, result = g.as_(agent, "apply", plan["id"])
     assert code == 0 and result["operation"]["status"] == "succeeded", result
     assert g.get().status_code == 200
+    # Nor can the OS user without a terminal stop everything while protected production runs (an agent could).
+    code, refused = g.rg_json("daemon", "stop", "--everything")
+    assert code == 1 and codes(refused) == ["auth.needs_terminal"], refused
+    assert g.get().status_code == 200 and g.rg_json("daemon", "status")[0] == 0
 
     # A changed plan needs a new approval: the old one is bound to the old plan's hash.
     g.spec(extra="[environments.production.services.web]\nreplicas = 2\n")

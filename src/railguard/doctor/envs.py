@@ -11,6 +11,7 @@ location, and none points at another's edge or data. Static: starts nothing.
 
 from __future__ import annotations
 
+import os
 from itertools import combinations
 from pathlib import Path
 
@@ -143,7 +144,22 @@ def workload(ctx: Context) -> list[Finding]:
                 status=Status.warn, subject=env, summary=f"{env}: shared-user: {reason}", evidence=[reason],
                 remediation="Run the daemon as root on a state folder other users can traverse so each "
                             "environment runs as its own user (docs/guardrails.md, workload isolation)."))
+    if level == "isolated":
+        findings.append(_scratch_not_isolated())
     return findings
+
+
+def _scratch_not_isolated() -> Finding:
+    """The doctor's own scratch build and replicas run as whoever runs the doctor, not as an environment user."""
+    uid = os.geteuid()
+    who = "root" if uid == 0 else f"uid {uid}"
+    return Finding(
+        status=Status.warn if uid == 0 else Status.passed, subject="doctor",
+        summary=f"the doctor's scratch build and replicas are not isolated: they run as {who}",
+        evidence=["the environments' processes are isolated, but the checks that build and start the app in a "
+                  "scratch folder (artifact, start, health) run it with the doctor's own authority"],
+        remediation=("Run `railguard doctor` as an unprivileged user, or only on app code you have reviewed, "
+                     "until scratch runs are isolated too." if uid == 0 else ""))
 
 
 def isolation(ctx: Context) -> list[Finding]:

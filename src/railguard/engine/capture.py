@@ -17,6 +17,7 @@ from railguard.engine.workspace import Workspace
 from railguard.model.diagnostics import Diagnostic, RailguardError, error, warning
 from railguard.model.plans import PlanSource
 from railguard.model.spec import Spec
+from railguard.model.specfile import parse_spec
 from railguard.sources.listing import Listing, Rules, TooLarge, TooManyFiles
 from railguard.sources.snapshot import SourceSnapshot, git_state, snapshot
 from railguard.sources.store import SnapshotStore, capture
@@ -163,3 +164,18 @@ def spec_digest_on_disk(ws: Workspace) -> str | None:
     except (OSError, UnicodeDecodeError):
         return None
     return "sha256:" + hashlib.sha256(text.encode("utf-8")).hexdigest()
+
+
+def identity(ws: Workspace, source: PlanSource) -> tuple[str | None, dict[str, str]]:
+    """The app's name and the environments' named OS users, as the spec text the plan was made from says.
+
+    A plan applies its own spec, not the file on disk; these name the OS users its processes run as, so an
+    apply of a saved plan must use the same users as the deploy that made it.
+    """
+    text = SnapshotStore.of(ws.home).text(source.spec_digest)
+    if text is None:
+        return None, {}
+    spec, _ = parse_spec(text)
+    if spec is None:
+        return None, {}
+    return spec.app.name, {n: e.user for n, e in spec.environments.items() if e.user}

@@ -147,7 +147,8 @@ def submit_apply(ws: Workspace, plan_id: str, store: Store, provider: Provider, 
                 f"`railguard plan --env {saved.env}`.", address=plan_id))
         source = {"digest": recorded.digest, "git_commit": recorded.git_commit, "git_dirty": recorded.git_dirty,
                   "files": recorded.files}
-        ctx = Context(source_root=Path(recorded.root or "."), spec_root=ws.root)
+        app, users = capture.identity(ws, recorded)
+        ctx = Context(source_root=Path(recorded.root or "."), spec_root=ws.root, app=app, users=users)
     check_plan(plan_id, saved, stored_hash, status, store.serial(saved.env), current)
     guard.check_apply(store, saved, principal)
     # Protection as the plan froze it (its environment resource), not as the file on disk says now.

@@ -37,12 +37,16 @@ def write_state_db() -> tuple[bool, str]:
 def tamper_artifact() -> tuple[bool, str]:
     """Change a file of its own release artifact (the code a promotion would ship)."""
     target = Path(sys.argv[0]).resolve()
-    try:
-        with target.open("a") as handle:
-            handle.write("\n# tampered\n")
-        return True, f"appended to {target}"
-    except Exception as exc:
-        return False, f"{type(exc).__name__}: {exc}"
+    # A read-only mount of its own namespace stops a plain write, not a root process reaching the host's
+    # view of the same file through the root of a process outside it (init, the daemon).
+    for path in (target, Path(f"/proc/1/root{target}"), Path(f"/proc/{os.getppid()}/root{target}")):
+        try:
+            with path.open("a") as handle:
+                handle.write("\n# tampered\n")
+            return True, f"appended to {path}"
+        except Exception as exc:
+            failure = f"{type(exc).__name__}: {exc}"
+    return False, failure
 
 
 def join_edge() -> tuple[bool, str]:

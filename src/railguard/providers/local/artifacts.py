@@ -34,7 +34,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from railguard.model.resources import Resource
-from railguard.providers.local import immutable, layers
+from railguard.providers.local import buildas, immutable, layers
 from railguard.providers.local.buildrun import ArtifactError, OnLine, run_streamed
 from railguard.sources.store import FOLDER as SOURCES
 from railguard.sources.store import SnapshotMissing, SnapshotStore, materialize_or_capture
@@ -187,9 +187,12 @@ def ensure(root: Path, source_dir: Path, source_digest: str, build: list[str] | 
                 f"({exc}); Railguard never builds a release from a working tree with other content", missing=True,
             ) from exc
         try:
+            buildas.hand_over(final)  # isolated: the app's build user writes it during the build only
             layer = _build(root, final, build, env, source_digest, on_line)
         except ArtifactError as exc:
+            _reclaim(final)
             raise ArtifactError(_with_cause(str(exc), exc.log_tail), exc.log_tail, exc.missing) from exc
+        _reclaim(final)
         if layer is not None:
             (final / LAYER_REF).write_text(json.dumps({"key": layer.key,
                                                        "manifest": immutable.manifest_digest(layer.path)}))
@@ -208,6 +211,14 @@ def ensure(root: Path, source_dir: Path, source_digest: str, build: list[str] | 
     if on_line:
         on_line(f"artifact {final.name} built and sealed read-only")
     return Artifact(final, source_digest, layer.path if layer else None)
+
+
+def _reclaim(final: Path) -> None:
+    """The built folder back to the daemon's user before it writes its marker and seals it."""
+    try:
+        buildas.reclaim(final, planted=(LAYER_REF, immutable.MANIFEST, MARKER, f".{MARKER}.tmp", BUILD_LOG))
+    except buildas.ReclaimError as exc:
+        raise ArtifactError(f"the build of {final.name} is refused: {exc}") from exc
 
 
 def _with_cause(message: str, lines: list[str]) -> str:
@@ -279,9 +290,11 @@ def _build(root: Path, folder: Path, build: list[str] | None, env: dict[str, str
                      "HOME": os.path.expanduser("~"), "LANG": "C.UTF-8", "PIP_DISABLE_PIP_VERSION_CHECK": "1"}
         run_streamed(deps.rest, cwd=src, env=build_env, log=log, on_line=on_line, what=f"build {deps.rest}")
     # Bytecode now, so a replica never needs to write next to the sources (it cannot: they are read-only).
-    subprocess.run([python, "-m", "compileall", "-q", "-j", "0", str(src)], cwd=src, env=environ,
-                   stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, check=False,
-                   timeout=300)
+    builder = buildas.current()
+    subprocess.run([python, "-m", "compileall", "-q", "-j", "0", str(src)], cwd=src,
+                   env={**environ, **(builder.env() if builder else {})}, stdin=subprocess.DEVNULL,
+                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, check=False, timeout=300,
+                   **buildas.popen_user())
     return layer
 
 

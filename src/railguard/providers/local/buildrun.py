@@ -11,12 +11,14 @@ from __future__ import annotations
 import os
 import selectors
 import signal
+import stat
 import subprocess
 import time
 from collections.abc import Callable
 from pathlib import Path
 
 from railguard.providers.base import BuildFailed
+from railguard.providers.local import buildas
 from railguard.providers.local.processes import tail
 
 OnLine = Callable[[str], None]
@@ -30,14 +32,29 @@ class ArtifactError(BuildFailed):
 
 def run_streamed(argv: list[str], *, cwd: Path, env: dict[str, str], log: Path, on_line: OnLine | None,
                  what: str, timeout: float = BUILD_TIMEOUT_S) -> None:
-    """Run ``argv``; raise :class:`ArtifactError` with the log's last lines when it fails or overruns."""
+    """Run ``argv``; raise :class:`ArtifactError` with the log's last lines when it fails or overruns.
+
+    In a build session (:mod:`~railguard.providers.local.buildas`) it runs as the build user, with that
+    build's own home and caches; the log is still written by the daemon, never through a symlink the build
+    may have put in its place.
+    """
     log.parent.mkdir(parents=True, exist_ok=True)
-    with log.open("ab") as out:
+    builder = buildas.current()
+    if builder is not None:
+        env = {**env, **builder.env()}
+    try:
+        fd = os.open(log, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_NOFOLLOW, 0o644)
+    except OSError as exc:
+        raise ArtifactError(f"{what}: cannot write the build log {log}: {exc.strerror}") from exc
+    if os.fstat(fd).st_nlink != 1 or not stat.S_ISREG(os.fstat(fd).st_mode):
+        os.close(fd)
+        raise ArtifactError(f"{what}: the build log {log} was replaced by a link; the build is refused")
+    with os.fdopen(fd, "ab") as out:
         out.write(f"$ {' '.join(argv)}\n".encode())
         out.flush()
         try:
             proc = subprocess.Popen(argv, cwd=cwd, env=env, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-                                    stderr=subprocess.STDOUT, start_new_session=True)
+                                    stderr=subprocess.STDOUT, start_new_session=True, **buildas.popen_user())
         except FileNotFoundError as exc:
             raise ArtifactError(f"{what}: command not found: {argv[0]!r} (it is neither in the artifact's "
                                 f"virtualenv nor on the system PATH)") from exc

@@ -61,8 +61,10 @@ from railguard.providers.local.edgeconfig import (
     tls_server,
     upstream_table,
 )
+from railguard.providers.local.isolation import RunAs
+from railguard.providers.local.processes import as_user
 from railguard.providers.local.resolver import ZONE as _ZONE
-from railguard.providers.local.resolver import ResolverProcess
+from railguard.providers.local.resolver import ResolverProcess, hand_to, short_dir
 
 __all__ = ["LOG_ROLL_KEEP", "LOG_ROLL_SIZE_MB", "CaddyEdge", "EdgeError", "EdgeRoute", "NotFound", "PortInUse",
            "bootstrap_config", "route_lookup", "server_config", "upstream_table"]
@@ -103,24 +105,26 @@ def _same_process(proc: psutil.Process, create_time: float, config_path: Path) -
 
 
 class CaddyEdge:
-    def __init__(self, run_dir: Path) -> None:
+    def __init__(self, run_dir: Path, run_as: RunAs | None = None) -> None:
+        # run_as: the edge's own user (isolation.EDGE_USER) when the runtime isolates; Caddy and its resolver
+        # then run as it, in a folder of its own, so neither holds the daemon's authority.
         self.run_dir = Path(run_dir).absolute()
+        self.run_as = run_as
         self.run_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
         self.run_dir.chmod(0o700)
+        if run_as is not None:
+            hand_to(self.run_dir, run_as)
         self.socket_path = self.run_dir / "admin.sock"
         if len(os.fsencode(self.socket_path)) > 100:
             # Unix socket paths are limited to 107 bytes; deep state folders get a private short path.
-            short = Path(f"/tmp/railguard-{os.getuid()}")
-            short.mkdir(mode=0o700, exist_ok=True)
-            os.chmod(short, 0o700)
             digest = hashlib.sha256(str(self.run_dir.resolve()).encode()).hexdigest()[:16]
-            self.socket_path = short / f"edge-{digest}.sock"
+            self.socket_path = short_dir(run_as) / f"edge-{digest}.sock"
         self.pid_path = self.run_dir / "caddy.pid"
         self.log_path = self.run_dir / "caddy.log"
         self.out_path = self.run_dir / "caddy.out"
         self.config_path = self.run_dir / "bootstrap.json"
         self._child: subprocess.Popen[bytes] | None = None  # set only when we are the parent
-        self.resolver = ResolverProcess(self.run_dir)
+        self.resolver = ResolverProcess(self.run_dir, run_as)
 
     @staticmethod
     def binary() -> Path:
@@ -171,12 +175,15 @@ class CaddyEdge:
         env = {k: v for k, v in os.environ.items() if k in ("PATH", "HOME", "LANG", "TZ")}
         env["XDG_DATA_HOME"] = str(self.run_dir / "data")
         env["XDG_CONFIG_HOME"] = str(self.run_dir / "config")
+        if self.run_as is not None:  # its own user: everything it writes stays in its folder
+            env["HOME"] = str(self.run_dir)
+            hand_to(self.run_dir, self.run_as)
         argv = [str(self.binary()), "run", "--config", str(self.config_path)]
         with open(self.out_path, "ab") as log:
             # Own session: Ctrl-C or the daemon dying must not take the edge down with it.
             self._child = subprocess.Popen(
                 argv, stdin=subprocess.DEVNULL, stdout=log, stderr=log, env=env,
-                cwd=self.run_dir, start_new_session=True,
+                cwd=self.run_dir, start_new_session=True, **as_user(self.run_as),
             )  # fmt: skip
         create_time = psutil.Process(self._child.pid).create_time()
         tmp = self.pid_path.with_suffix(".tmp")

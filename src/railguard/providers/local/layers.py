@@ -24,7 +24,7 @@ from pathlib import Path
 
 import uv
 
-from railguard.providers.local import immutable
+from railguard.providers.local import buildas, immutable
 from railguard.providers.local.buildrun import ArtifactError, OnLine, run_streamed
 from railguard.providers.local.dependencies import Dependencies, key, plan
 from railguard.providers.local.pipconfig import uv_environment
@@ -86,6 +86,7 @@ def ensure(root: Path, src: Path, deps: Dependencies, layer_key: str, env: dict[
             on_line(f"dependencies: reusing layer {layer_key} (unchanged dependency set)")
         return found
     root.mkdir(parents=True, exist_ok=True)
+    os.chmod(root, 0o711)  # other users (build user, environment users) reach their layer; none lists or writes
     with locked(root, layer_key, blocking=True):
         found = find(root, layer_key)
         if found is not None:
@@ -94,6 +95,7 @@ def ensure(root: Path, src: Path, deps: Dependencies, layer_key: str, env: dict[
         immutable.remove_tree(final)
         final.mkdir()
         try:
+            buildas.hand_over(final)  # isolated: a requirement's setup.py is the app's code too
             environ = uv_env(env)
             if on_line:
                 on_line(f"dependencies: building layer {layer_key} with uv ({', '.join(deps.notes) or 'packages'})")
@@ -119,8 +121,10 @@ def ensure(root: Path, src: Path, deps: Dependencies, layer_key: str, env: dict[
                 install += list(deps.packages)
             run_streamed(install, cwd=src, env=environ, log=log, on_line=on_line, what="installing dependencies")
         except ArtifactError:
+            _reclaim(final)
             immutable.remove_tree(final)  # its output is in the artifact's build.log; a half layer is never kept
             raise
+        _reclaim(final)
         immutable.seal(final, exclude={MARKER})
         marker = final / f".{MARKER}.tmp"
         marker.write_text(json.dumps({"status": "built", "key": layer_key, "notes": deps.notes}))
@@ -131,6 +135,15 @@ def ensure(root: Path, src: Path, deps: Dependencies, layer_key: str, env: dict[
     return Layer(final, layer_key)
 
 
+def _reclaim(final: Path) -> None:
+    """The layer back to the daemon's user (its build user's processes gone) before it is marked and sealed."""
+    try:
+        buildas.reclaim(final, planted=(MARKER, f".{MARKER}.tmp", immutable.MANIFEST))
+    except buildas.ReclaimError as exc:
+        immutable.remove_tree(final)
+        raise ArtifactError(f"the dependency layer {final.name} is refused: {exc}") from exc
+
+
 def site_packages(venv: Path) -> Path:
     return venv / "lib" / f"python{sys.version_info.major}.{sys.version_info.minor}" / "site-packages"
 
@@ -138,8 +151,9 @@ def site_packages(venv: Path) -> Path:
 def link(layer: Layer, artifact_venv: Path) -> int:
     """Make the artifact's venv see the layer: its site-packages, and its console scripts on the artifact's
     own interpreter. Returns the number of scripts carried over."""
-    (site_packages(artifact_venv) / "_railguard_layer.pth").write_text(
-        f"import site; site.addsitedir({str(site_packages(layer.venv))!r})\n")
+    pth = site_packages(artifact_venv) / "_railguard_layer.pth"
+    pth.write_text(f"import site; site.addsitedir({str(site_packages(layer.venv))!r})\n")
+    os.chmod(pth, 0o644)  # the build user's steps read it too (the daemon's umask may be 077)
     # uv writes "#!<python>" or, for a path too long for a shebang, a /bin/sh trampoline naming it.
     old = str(layer.venv / "bin" / "python").encode()
     new = str(artifact_venv / "bin" / "python").encode()

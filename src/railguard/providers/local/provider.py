@@ -178,8 +178,12 @@ class LocalProvider(Rollouts, Views, Commands, Traffic):
     def edge(self, env: str) -> CaddyEdge:
         found = self.edges.get(env)
         if found is None:
-            found = self.edges[env] = CaddyEdge(self.home / "edge" / env)
+            found = self.edges[env] = CaddyEdge(self.home / "edge" / env, self._edge_user())
         return found
+
+    def _edge_user(self) -> isolation.RunAs | None:
+        """Caddy's own user when the runtime isolates (it never runs with the daemon's authority then)."""
+        return isolation.ensure_user(isolation.EDGE_USER) if self.isolation.isolated else None
 
     def _known_pids(self) -> set[int]:
         return {r.record.pid for rt in self.state.envs.values() for s in rt.sets for r in s.replicas}
@@ -281,7 +285,7 @@ class LocalProvider(Rollouts, Views, Commands, Traffic):
         # Edges of environments not touched this run (a Caddy or its upstream resolver may outlive the other).
         edges = self.home / "edge"
         for folder in {p.parent for name in ("*/caddy.pid", "*/resolver.pid") for p in edges.glob(name)}:
-            CaddyEdge(folder).stop()
+            CaddyEdge(folder, self._edge_user()).stop()
         self.databases.stop_all()  # last: no replica is left to lose its connection
 
     def prune_artifacts(self, kept: list[KeptRelease], dry_run: bool = False) -> list[str]:

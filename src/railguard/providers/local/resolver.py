@@ -29,12 +29,17 @@ import json
 import os
 import signal
 import socket
+import stat
 import struct
 import subprocess
 import sys
 import time
 from collections.abc import Mapping
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:  # the responder's own process runs this file with the standard library only
+    from railguard.providers.local.isolation import RunAs
 
 ZONE = "railguard.internal."
 TARGET = "localhost."
@@ -115,15 +120,38 @@ def answer(query: bytes, table: Mapping[str, tuple[int, ...]]) -> bytes | None:
     return body
 
 
-def socket_path(folder: Path) -> Path:
+def socket_path(folder: Path, run_as: RunAs | None = None) -> Path:
     """Where the responder listens: in ``folder``, or a private short path when ``folder`` is too deep."""
     path = folder / "resolver.sock"
     if len(os.fsencode(path)) <= 100:
         return path
-    short = Path(f"/tmp/railguard-{os.getuid()}")
+    return short_dir(run_as) / f"dns-{hashlib.sha256(str(folder.resolve()).encode()).hexdigest()[:16]}.sock"
+
+
+def short_dir(run_as: RunAs | None) -> Path:
+    """A private folder for sockets whose path would be too long, owned by whoever listens there."""
+    uid = os.getuid() if run_as is None else run_as.uid
+    short = Path(f"/tmp/railguard-{uid}")
     short.mkdir(mode=0o700, exist_ok=True)
+    if not stat.S_ISDIR(short.lstat().st_mode):
+        raise OSError(f"{short} is not a folder (a symlink?): refusing to put a socket there")
+    if run_as is not None:
+        os.lchown(short, run_as.uid, run_as.gid)
     os.chmod(short, 0o700)
-    return short / f"dns-{hashlib.sha256(str(folder.resolve()).encode()).hexdigest()[:16]}.sock"
+    return short
+
+
+def _as_user(run_as: RunAs | None) -> dict[str, Any]:
+    """``subprocess`` arguments that start the responder as the edge's user (nothing: the daemon's own)."""
+    return {} if run_as is None else {"user": run_as.uid, "group": run_as.gid, "extra_groups": []}
+
+
+def hand_to(folder: Path, run_as: RunAs) -> None:
+    """Make the edge's folder (and what is in it) the edge user's; the daemon, root, still reads and writes it."""
+    for root, dirs, files in os.walk(folder):
+        for name in [*dirs, *files]:
+            os.lchown(Path(root) / name, run_as.uid, run_as.gid)
+    os.chown(folder, run_as.uid, run_as.gid)
 
 
 class _Table:
@@ -173,9 +201,10 @@ def serve(sock_path: Path, table_path: Path) -> None:
 class ResolverProcess:
     """Start, adopt, feed and stop the responder of one edge folder (the pattern of the edge's Caddy)."""
 
-    def __init__(self, run_dir: Path) -> None:
+    def __init__(self, run_dir: Path, run_as: RunAs | None = None) -> None:
         self.run_dir = run_dir
-        self.path = socket_path(run_dir)
+        self.run_as = run_as  # the edge's user when isolated (see CaddyEdge)
+        self.path = socket_path(run_dir, run_as)
         self.table_path = run_dir / "upstreams.json"
         self.pid_path = run_dir / "resolver.pid"
         self.log_path = run_dir / "resolver.out"
@@ -219,7 +248,7 @@ class ResolverProcess:
             with open(self.log_path, "ab") as log:
                 self._child = subprocess.Popen(self._argv(), stdin=subprocess.DEVNULL, stdout=log, stderr=log,
                                                env={"PATH": os.environ.get("PATH", "")}, cwd=self.run_dir,
-                                               start_new_session=True)
+                                               start_new_session=True, **_as_user(self.run_as))
             import psutil
 
             created = psutil.Process(self._child.pid).create_time()
@@ -249,6 +278,8 @@ class ResolverProcess:
         self.run_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
         tmp = self.table_path.with_suffix(".tmp")
         tmp.write_text(json.dumps({k: list(v) for k, v in sorted(table.items())}))
+        if self.run_as is not None:  # the responder, the edge's user, reads it (the daemon's umask is 077)
+            os.chown(tmp, self.run_as.uid, self.run_as.gid)
         os.replace(tmp, self.table_path)
 
     def table(self) -> dict[str, tuple[int, ...]]:

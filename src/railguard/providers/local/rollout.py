@@ -17,7 +17,7 @@ from typing import Any
 from railguard.model.plans import Action
 from railguard.model.resources import ObservedResource, Resource
 from railguard.providers.base import ApplyRequest, ApplyResponse, ObserveRequest, ObserveResponse, Progress
-from railguard.providers.local import artifacts, static
+from railguard.providers.local import artifacts, buildas, static
 from railguard.providers.local.databases import guarded_release
 from railguard.providers.local.dbservers import DatabaseServers
 from railguard.providers.local.edge import CaddyEdge, EdgeError, EdgeRoute
@@ -61,6 +61,10 @@ class Rollouts:
             return None
         return request.user or user_name(request.app, request.env, self.home)
 
+    def _build_user(self, request: ApplyRequest) -> str | None:
+        """The OS user the app's build runs as (None: the daemon's own, shared-user); see buildas."""
+        return buildas.build_user(request.app, self.home) if self.isolation.isolated else None
+
     def _data_dir(self, request: ApplyRequest, user: str | None = None) -> Path:
         path = Path(request.data_dir) if request.data_dir else self.home / "data" / request.env
         try:
@@ -84,7 +88,7 @@ class Rollouts:
         new_set = self._warm_match(runtime, desired)
         if new_set is None:
             user = self._run_as(request)
-            with step("build"):
+            with step("build"), buildas.session(self.home / "artifacts", self._build_user(request)):
                 artifact = self._sealed(artifacts.ensure(self.home / "artifacts", Path(request.source_root or "."),
                                                          cfg["source"] or "", cfg["build"], dict(cfg["env"]),
                                                          on_line=step.output("build")), user)
