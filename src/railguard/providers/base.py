@@ -66,6 +66,8 @@ class ApplyRequest(_Message):
     app: str | None = Field(default=None, description="The app's name (names the environment's OS user).")
     user: str | None = Field(default=None, description="The OS user the spec names for the environment's "
                                                        "processes; None: the runtime's default.")
+    canary_percent: int | None = Field(default=None, ge=1, le=100, description="Start a new release of a live "
+                                       "service as a canary with this share of the requests, beside the live one.")
 
 
 class ApplyResponse(_Message):
