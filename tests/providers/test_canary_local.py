@@ -43,6 +43,8 @@ start_timeout = "20s"
 stop_timeout = "2s"
 drain_timeout = "1s"
 strategy = "canary"
+steps = [10, 50, 100]
+pause = "manual"
 
 [services.web.health]
 http = "/healthz"
@@ -74,8 +76,7 @@ def _apply(provider: LocalProvider, root: Path, port: int, release: int, version
             continue
         answer = provider.apply_change(ApplyRequest(
             env=ENV, change=change, desired=wanted.get(change.address), operation_id=f"op-{release}",
-            release=release, source_root=str(root / "app"), canary_percent=canary if change.kind == "service"
-            else None))
+            release=release, source_root=str(root / "app"), canary_percent=canary))
         assert answer.ok, answer.diagnostics
 
 
@@ -99,7 +100,7 @@ def test_a_canary_takes_its_share_is_aborted_or_promoted(provider: LocalProvider
     assert _requests(port, 5) == Counter({(200, "v1"): 5})
 
     # A release that fails every request behind a passing health check, at 10%: bounded, not timing-exact.
-    _apply(provider, tmp_path, port, 2, "2", fail=True, canary=10)
+    _apply(provider, tmp_path, port, 2, "2", fail=True)  # the spec's first step: 10%
     seen = _requests(port, 300)
     assert set(seen) == {(200, "v1"), (500, "v2")}, seen
     assert 0.02 <= seen[(500, "v2")] / 300 <= 0.2, seen
@@ -113,7 +114,7 @@ def test_a_canary_takes_its_share_is_aborted_or_promoted(provider: LocalProvider
     assert refused.value.diagnostics[0].code == "canary.none"
 
     # A healthy canary: 10%, then 50%, then promoted; it becomes the live release and the stable one goes warm.
-    _apply(provider, tmp_path, port, 3, "3", canary=10)
+    _apply(provider, tmp_path, port, 3, "3", canary=20)  # the request's share overrides the spec's
     provider.set_canary_weight(ENV, "web", 50)
     half = _requests(port, 200)
     assert set(half) == {(200, "v1"), (200, "v3")} and 0.3 <= half[(200, "v3")] / 200 <= 0.7, half

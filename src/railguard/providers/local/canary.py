@@ -28,18 +28,19 @@ def _no_canary(env: str, service: str) -> RailguardError:
 class Canaries(Rollouts):
     def canary(self, env: str, service: str) -> ReplicaSet | None:
         """The service's canary set, if a canary is in progress."""
-        with self.state.lock:
-            return next(iter(self.state.env(env).of(service, CANARY)), None)
+        with self.state.lock:  # never creates the environment's record (a typo in a request must change nothing)
+            runtime = self.state.envs.get(env)
+            return next(iter(runtime.of(service, CANARY)), None) if runtime is not None else None
 
-    def set_canary_weight(self, env: str, service: str, percent: int) -> ReplicaSet:
+    def set_canary_weight(self, env: str, service: str, percent: int) -> None:
         """Send ``percent`` of the service's requests to its canary; 100 promotes it (the stable set goes warm)."""
         if not 1 <= percent <= 100:
             raise ValueError(f"a canary's share is 1..100 percent, not {percent}")
-        runtime = self.state.env(env)
         with self.state.lock:
             canary = self.canary(env, service)
             if canary is None:
                 raise _no_canary(env, service)
+            runtime = self.state.env(env)
             stable = runtime.live(service)
             before = (canary.role, canary.weight, stable.role if stable else None,
                       stable.warm_until if stable else None)
@@ -60,7 +61,6 @@ class Canaries(Rollouts):
             self.state.save()
         if percent == 100 and stable is not None:
             self._retire_stable(env, runtime, stable, canary)
-        return canary
 
     def _retire_stable(self, env: str, runtime: EnvRuntime, stable: ReplicaSet, promoted: ReplicaSet) -> None:
         self._drain(env, [r.address for r in stable.replicas], promoted.config["drain_timeout_ms"] / 1000)
@@ -73,13 +73,13 @@ class Canaries(Rollouts):
             if owned:
                 self._retire(stable)
 
-    def abort_canary(self, env: str, service: str) -> ReplicaSet:
-        """Every request back on the stable set, then the canary drained and stopped; returns the stopped set."""
-        runtime = self.state.env(env)
+    def abort_canary(self, env: str, service: str) -> None:
+        """Every request back on the stable set, then the canary drained and stopped."""
         with self.state.lock:
             canary = self.canary(env, service)
             if canary is None:
                 raise _no_canary(env, service)
+            runtime = self.state.env(env)
             runtime.sets.remove(canary)
             try:
                 self._sync_edge(env)
@@ -89,4 +89,3 @@ class Canaries(Rollouts):
             self.state.save()
         self._drain(env, [r.address for r in canary.replicas], canary.config["drain_timeout_ms"] / 1000)
         self._retire(canary)
-        return canary

@@ -115,8 +115,9 @@ class Rollouts:
             for replica in started:
                 self.health_results[replica.spec.name] = (CheckResult(True, "passed the readiness gate"), 0,
                                                           time.monotonic())
-        if request.canary_percent is not None and runtime.live(name) not in (None, new_set) and new_set.role == PENDING:
-            return self._start_canary(env, runtime, new_set, request.canary_percent, step)
+        first = request.canary_percent or (cfg.get("canary") or {"steps": [100]})["steps"][0]
+        if first < 100 and runtime.live(name) not in (None, new_set) and new_set.role == PENDING:
+            return self._start_canary(env, runtime, new_set, first, step)
         old = self._switch(env, runtime, new_set, desired, step)
         if old is not None:
             with step("drain"):
