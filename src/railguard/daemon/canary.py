@@ -46,6 +46,7 @@ class Run:
     steps: list[int]
     pause: str
     weight: int
+    operation: str | None = None  # the deploy that started the canary: its journal records each step
     last: str = "analysing"
 
 
@@ -88,14 +89,22 @@ class Canaries:
         pause_s = math.inf if service.pause == "manual" else parse_ms(service.pause) / 1000
         watch = Watch(env=env, service=unit.name, release=canary.release, previous=unit.release, started=now,
                       verify_s=pause_s, thresholds=service.thresholds, on_regression="rollback")
-        run = Run(watch=watch, steps=list(service.steps), pause=service.pause, weight=canary.weight)
+        run = Run(watch=watch, steps=list(service.steps), pause=service.pause, weight=canary.weight,
+                  operation=canary.operation)
         self.runs[(env, unit.name)] = run
         self.observer.daemon.store().add_event(
             env, STEP_EVENT, f"{env}/{unit.name} release {canary.release} takes {canary.weight}% of the requests "
             f"beside release {unit.release} (steps {service.steps}, pause {service.pause})",
             address=f"{env}/service.{unit.name}",
             data={"release": canary.release, "weight": canary.weight, "stable": unit.release})
+        self._journal(run, env, unit.name, {"weight": canary.weight, "release": canary.release,
+                                            "stable": unit.release})
         return run
+
+    def _journal(self, run: Run | None, env: str, service: str, detail: dict[str, object]) -> None:
+        """One line in the journal of the operation that started the canary (``railguard operations ID``)."""
+        if run is not None and run.operation is not None:
+            self.observer.daemon.store().journal(run.operation, f"{env}/service.{service}: canary step", "end", detail)
 
     # -- decisions ---------------------------------------------------------------------------------
     def advance(self, env: str, service: str, by: str) -> int:
@@ -105,6 +114,8 @@ class Canaries:
         steps = run.steps if run is not None else [100]
         following = next((s for s in steps if s > current), 100)
         self.observer.daemon.provider.set_canary_weight(env, service, following)
+        self._journal(run, env, service, {"weight": following, "from": current, "by": by,
+                                          **({"analysis": run.last} if run is not None else {})})
         self.observer.daemon.store().add_event(
             env, STEP_EVENT if following < 100 else PROMOTED_EVENT,
             f"{env}/{service}: canary moved from {current}% to {following}% of the requests ({by})"
@@ -127,7 +138,9 @@ class Canaries:
     def abort(self, env: str, service: str, by: str) -> None:
         """Every request back on the stable release and the canary stopped (``railguard abort``)."""
         self.observer.daemon.provider.abort_canary(env, service)
-        self.runs.pop((env, service), None)
+        run = self.runs.pop((env, service), None)
+        self._journal(run, env, service, {"weight": 0, "aborted": True, "by": by,
+                                          **({"analysis": run.last} if run is not None else {})})
         self.observer.daemon.store().add_event(env, ABORTED_EVENT, f"{env}/{service}: canary aborted ({by}); "
                                                "the stable release serves every request",
                                                address=f"{env}/service.{service}", data={"by": by})
@@ -139,6 +152,7 @@ class Canaries:
         evidence = verdict.evidence + [Evidence(kind="exit", summary="replicas of the canary: " + ", ".join(
             f"{r.name} {r.health.value} ({r.restarts} restarts)" for r in (unit.canary.replicas if unit.canary
                                                                            else [])))]
+        run.last = summary
         try:
             self.abort(env, name, by="railguard:canary")
         except (RailguardError, OSError) as exc:  # the next pass tries again; the incident says so meanwhile

@@ -158,6 +158,7 @@ class CanaryUnit(_Message):
     release: int
     weight: int = Field(description="Its share of the requests, percent.")
     replicas: list[ReplicaUnit] = Field(default_factory=list)
+    operation: str | None = Field(default=None, description="The operation that started it.")
 
 
 class ServiceUnit(_Message):

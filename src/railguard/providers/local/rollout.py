@@ -117,6 +117,7 @@ class Rollouts:
                                                           time.monotonic())
         first = request.canary_percent or (cfg.get("canary") or {"steps": [100]})["steps"][0]
         if first < 100 and runtime.live(name) not in (None, new_set) and new_set.role == PENDING:
+            new_set.operation = request.operation_id
             return self._start_canary(env, runtime, new_set, first, step)
         old = self._switch(env, runtime, new_set, desired, step)
         if old is not None:

@@ -72,6 +72,7 @@ class ReplicaSet:
     replicas: list[Replica] = field(default_factory=list)
     warm_until: float | None = None
     weight: int | None = None  # a canary set's share of the requests, percent
+    operation: str | None = None  # the operation that started the canary (its journal records each step)
 
     def to_dict(self) -> dict[str, Any]:
         data = {k: v for k, v in self.__dict__.items() if k != "replicas"}

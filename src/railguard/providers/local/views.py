@@ -103,7 +103,8 @@ class Views:
             warm=[WarmUnit(release=w.release, replicas=len(w.replicas),
                            until_s=round((w.warm_until or now) - now, 1)) for w in warm],
             canary=CanaryUnit(release=canary.release, weight=canary.weight or 0,
-                              replicas=self._replica_units(canary, now)) if canary is not None else None)
+                              replicas=self._replica_units(canary, now), operation=canary.operation)
+            if canary is not None else None)
 
     def _replica_units(self, rs: ReplicaSet | None, now: float) -> list[ReplicaUnit]:
         replicas: list[ReplicaUnit] = []
