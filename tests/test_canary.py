@@ -68,3 +68,15 @@ def test_weighted_lists_cover_every_replica_and_fit_one_answer() -> None:
     assert len(big) <= MAX_RECORDS and 29 * len(big) + 60 <= _MAX_ANSWER  # one SRV record is 29 bytes
     with pytest.raises(ValueError):
         slots(101)
+
+
+def test_get_status_briefs_carry_the_canary_and_its_analysis() -> None:
+    from railguard.mcp.briefs import service_brief
+    from railguard.model.api import CanaryStatus, Health, ServiceStatus
+
+    canary = CanaryStatus(release=3, weight=10, stable=2, steps=[10, 50, 100], pause="manual", step_s=4.0,
+                          requests=12, status_5xx=0, analysis="analysing")
+    brief = service_brief(ServiceStatus(name="web", address="staging/service.web", release=2, status=Health.healthy,
+                                        canary=canary))
+    assert brief.canary == canary
+    assert brief.model_dump(mode="json")["canary"]["weight"] == 10
