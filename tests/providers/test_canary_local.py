@@ -122,3 +122,7 @@ def test_a_canary_takes_its_share_is_aborted_or_promoted(provider: LocalProvider
     assert _requests(port, 50) == Counter({(200, "v3"): 50})
     web = next(u for u in provider.describe(DescribeRequest(env=ENV)).services if u.name == "web")
     assert web.release == 3 and [w.release for w in web.warm] == [1]
+
+    # 100% (what the engine asks for a rollback): the new release switches at once, no canary.
+    _apply(provider, tmp_path, port, 4, "4", canary=100)
+    assert provider.canary(ENV, "web") is None and _requests(port, 5) == Counter({(200, "v4"): 5})
