@@ -475,3 +475,27 @@ def test_https_with_the_internal_ca_static_files_and_redirects(
         css = client.get(f"https://127.0.0.1:{https_port}/static/app.css", headers={"Host": "app.test"},
                          extensions={"sni_hostname": "app.test"})
         assert css.text == "body{color:red}"
+
+
+def test_repeated_upstreams_split_traffic_by_weight(edge: CaddyEdge, upstream: Callable[[str], Upstream]) -> None:
+    """A canary's share is repeated entries in the resolver's answer: Caddy keeps duplicates (round robin over
+    them), so a 10% step sends about a tenth of the requests to the canary, and a new table moves the share."""
+    from railguard.providers.local.weights import weighted
+
+    stable, canary = upstream("stable"), upstream("canary")
+    port = free_port()
+    edge.set_environment("w", port, [EdgeRoute(None, "/", weighted((canary.dial,), (stable.dial,), 10))])
+    assert sorted(edge.resolver.table().values())[0].count(int(canary.dial.rpartition(":")[2])) == 1
+
+    def shares(n: int) -> float:
+        with httpx.Client(timeout=10) as client:
+            names = [client.get(f"http://127.0.0.1:{port}/").text.split()[0] for _ in range(n)]
+        return names.count("canary") / n
+
+    assert 0.02 <= shares(300) <= 0.2  # about 10%: bounded, not exact (the order of records varies per lookup)
+    edge.set_environment("w", port, [EdgeRoute(None, "/", weighted((canary.dial,), (stable.dial,), 50))])
+    time.sleep(0.3)  # past the route's refresh interval (0.1 s): the next lookups see the new table
+    assert 0.35 <= shares(200) <= 0.65
+    edge.set_environment("w", port, [EdgeRoute(None, "/", weighted((canary.dial,), (stable.dial,), 100))])
+    time.sleep(0.3)
+    assert shares(50) == 1.0

@@ -18,6 +18,7 @@ from typer._click.exceptions import ClickException, UsageError  # typer vendors 
 
 from railguard import __version__
 from railguard.cli import (
+    canary_cmd,
     console_cmd,
     daemon_cmd,
     data_cmd,
@@ -125,6 +126,7 @@ exec_cmd.register(app)
 data_cmd.register(app)
 observe.register(app)
 incidents_cmd.register(app)
+canary_cmd.register(app)
 guard_cmd.register(app)
 doctor_cmd.register(app)
 mcp_cmd.register(app)

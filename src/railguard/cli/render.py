@@ -248,6 +248,11 @@ def status(found: EnvironmentStatus) -> None:
                           "last 10 min")
         if svc.verifying_s is not None:
             out.print(f"  {svc.name} release {svc.release}: verifying, {svc.verifying_s:.0f}s left")
+        if svc.canary is not None:
+            c = svc.canary
+            out.print(f"  {svc.name} canary release {c.release}: {c.weight}% of requests (steps {c.steps}, pause "
+                      f"{c.pause}, {c.step_s:.0f}s into the step), {c.requests} requests {c.status_5xx} 5xx; "
+                      f"{escape(c.analysis)}")
     for db in found.databases:
         colour = "green" if db.status is Health.healthy else "red"
         out.print(f"  database {db.name} ({db.engine}): [{colour}]{db.status}[/] {escape(db.message)}")

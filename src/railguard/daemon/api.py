@@ -27,7 +27,7 @@ import httpx
 from pydantic import ValidationError
 from pydantic_core import to_jsonable_python
 
-from railguard.daemon import observe_api
+from railguard.daemon import canary_api, observe_api
 from railguard.daemon.access import authenticate
 from railguard.daemon.databases import backups_answer
 from railguard.daemon.service import Daemon
@@ -59,7 +59,7 @@ READ_TIMEOUT_S = 30.0
 _STATUS_BY_CODE = {"plan.not_found": 404, "operation.not_found": 404, "operation.busy": 409, "state.locked": 409,
                    "auth.unknown_token": 401, "auth.token_revoked": 401, "auth.token_expired": 401,
                    "auth.token_required": 401, "auth.forbidden": 403, "auth.needs_terminal": 403,
-                   "incident.not_found": 404}
+                   "incident.not_found": 404, "canary.none": 404}
 
 
 class Server(socketserver.ThreadingUnixStreamServer):
@@ -426,4 +426,7 @@ def route(daemon: Daemon, method: str, parts: list[str], query: dict[str, str], 
     observed = observe_api.route(daemon, method, parts, query, body, who)  # incidents, metrics
     if observed is not None:
         return observed
+    moved = canary_api.route(daemon, method, parts, who)  # promote-step, abort
+    if moved is not None:
+        return moved
     raise _bad(f"unknown endpoint {method} /{'/'.join(parts)}")

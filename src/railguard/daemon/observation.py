@@ -25,6 +25,7 @@ from typing import TYPE_CHECKING, Any
 
 from railguard.daemon import housekeeping
 from railguard.daemon.alerts import Deliverer
+from railguard.daemon.canary import Canaries
 from railguard.daemon.incidents import Incidents, after_rollback, alert_only
 from railguard.daemon.metrics import Counts, RequestMetrics
 from railguard.daemon.verification import Verdict, Watch, judge
@@ -67,6 +68,7 @@ class Observer:
         self.deliverer = Deliverer(daemon.home, daemon.store)
         self.incidents = Incidents(daemon.store, self.deliverer, self.alerts)
         self.watchers = Watchers(daemon, self.incidents)  # failed rollouts, health regressions, audit
+        self.canaries = Canaries(self)  # canary steps: analysed, advanced or aborted
         self.watches: dict[tuple[str, str], Watch] = {}
         self.pending: dict[tuple[str, str], Pending] = {}
         self.seen: dict[tuple[str, str], int | None] = {}  # the live release last seen per service
@@ -128,7 +130,8 @@ class Observer:
             self.metrics.record(batch.env, batch.service, batch.release, batch.at, batch.status, batch.duration_ms)
         # The live units cost a lock and a process check per replica, and the store a query: an idle daemon with
         # many services stays cheap, a release being verified is looked at every pass.
-        if not (self.watches or self.pending or self.mitigating or now - self._described >= DESCRIBE_S):
+        if not (self.watches or self.pending or self.mitigating or self.canaries.runs
+                or now - self._described >= DESCRIBE_S):
             return
         spec = self.spec()
         since, self._described = self._described, now
@@ -170,6 +173,7 @@ class Observer:
         if key in self.pending:
             self._try_rollback(key, unit, now)
         self.watchers.health(env, unit, key in self.watches or key in self.pending, now)
+        self.canaries.step(env, unit, spec, now)
 
     def _switched(self, key: tuple[str, str], unit: ServiceUnit, previous: int | None, spec: Spec | None,
                   now: float) -> None:

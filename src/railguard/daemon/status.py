@@ -49,6 +49,7 @@ def describe(daemon: Daemon, env: str, spec_path: str | None) -> EnvironmentStat
             name=unit.name, address=unit.address, release=unit.release, status=health.health,
             replicas=[ReplicaStatus.model_validate(r.model_dump()) for r in unit.replicas],
             warm=[WarmRelease.model_validate(w.model_dump()) for w in unit.warm],
+            canary=daemon.observer.canaries.view(env, unit),
             **daemon.observer.service_view(env, unit.name, unit.release)))
     # Only the operation in flight, without loading journals (a 200-service deploy journals thousands of steps).
     in_flight: InFlight | None = store.in_flight(env)

@@ -99,7 +99,9 @@ def execute(store: Store, *, env: str, kind: str, plan_id: str | None, changes: 
     commands_only = bool(actionable) and all(c.action is Action.command for c in actionable)
     if any(c.kind == "service" for c in actionable) and not commands_only:
         release = store.add_release(env, plan_id, op_id, _release_body(desired, source, rollback_of))
-    failure = run_changes(store, op_id, env, actionable, desired, provider, release, ctx, allow_data_loss)
+    # A rollback goes back at once: never a canary of the release it restores.
+    failure = run_changes(store, op_id, env, actionable, desired, provider, release, ctx, allow_data_loss,
+                          canary_percent=100 if kind == "rollback" else None)
     status = OperationStatus.failed if failure else OperationStatus.succeeded
     if release is not None:
         store.finish_release(env, release, ReleaseStatus.failed if failure else ReleaseStatus.live)

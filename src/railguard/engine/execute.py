@@ -63,8 +63,11 @@ def journal(store: Store, op_id: str, step: str, phase: str, detail: dict[str, A
 
 def run_changes(store: Store, op_id: str, env: str, changes: list[Change], desired: list[Resource],
                 provider: Provider, release: int | None, ctx: Context,
-                allow_data_loss: list[str] | None = None) -> list[Diagnostic]:
-    """Carry out ``changes`` in order; stop at the first failure and return its diagnostics."""
+                allow_data_loss: list[str] | None = None, canary_percent: int | None = None) -> list[Diagnostic]:
+    """Carry out ``changes`` in order; stop at the first failure and return its diagnostics.
+
+    ``canary_percent`` overrides a canary service's first step (100: all at once, as a rollback must be).
+    """
     wanted = {r.address: r for r in desired}
     for change in changes:
         resource = wanted.get(change.address)
@@ -89,7 +92,7 @@ def run_changes(store: Store, op_id: str, env: str, changes: list[Change], desir
             source_root=str(ctx.source_root),
             data_dir=str((ctx.spec_root / data_dir).resolve()) if data_dir else None,
             allow_data_loss=list(allow_data_loss or []), backups_keep=ctx.backups_keep,
-            app=ctx.app, user=ctx.users.get(env),
+            app=ctx.app, user=ctx.users.get(env), canary_percent=canary_percent,
         ), progress)
         if not response.ok:
             store.journal(op_id, step, "fail", {"diagnostics": [d.model_dump(mode="json")

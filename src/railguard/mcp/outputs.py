@@ -22,6 +22,7 @@ from pydantic import BaseModel, Field, create_model
 
 from railguard.model.api import (
     Approval,
+    CanaryStatus,
     Drift,
     ExecRecord,
     Health,
@@ -106,6 +107,8 @@ class ServiceBrief(BaseModel):
     requests: MinuteBrief | None = Field(default=None, description="The last minute the edge saw of the live "
                                                                    "release.")
     warm: list[int] = Field(description="Earlier releases still running unrouted: a rollback to them is instant.")
+    canary: CanaryStatus | None = Field(default=None, description="A canary in progress beside the live release: "
+                                        "its share of the requests, step, pause and the analysis of the step.")
 
 
 class ChangeBrief(BaseModel):

@@ -637,6 +637,29 @@ class WarmRelease(Record):
     until_s: float
 
 
+class CanaryStatus(Record):
+    """A canary rollout in progress: the new release's share of the requests and the analysis of its step."""
+
+    release: int
+    weight: int = Field(description="The canary's share of the requests, percent (the current step).")
+    stable: int | None = Field(default=None, description="The release serving the rest (the live one).")
+    steps: list[int] = Field(default_factory=list)
+    pause: str = Field(default="", description="How long each step is analysed, or 'manual'.")
+    step_s: float = Field(default=0.0, description="Seconds since the current step began.")
+    requests: int = Field(default=0, description="Requests the canary answered in this step.")
+    status_5xx: int = 0
+    analysis: str = Field(default="", description="The analysis so far (the last verdict of a step).")
+
+
+class CanaryMove(Record):
+    """What `promote-step` or `abort` did to a canary."""
+
+    env: str
+    service: str
+    action: Literal["advanced", "promoted", "aborted"]
+    weight: int = Field(description="The canary's share of the requests now, percent (0 once aborted).")
+
+
 class ServiceStatus(Record):
     name: str
     address: str
@@ -648,6 +671,8 @@ class ServiceStatus(Record):
                                           "release: 1m, 5m and since-switch windows (docs/observe.md).")
     verifying_s: float | None = Field(default=None, description="Seconds left in the live release's "
                                       "verification window; None when it is not being verified.")
+    canary: CanaryStatus | None = Field(default=None, description="The canary in progress beside the live "
+                                        "release (docs/observe.md, Canaries); None when there is none.")
 
 
 class Route(Record):

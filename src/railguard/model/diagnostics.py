@@ -105,6 +105,7 @@ CODES: dict[str, str] = {
     "rollout.ignores_port": "A new replica listens on another port than the one in $PORT.",
     "rollout.unhealthy": "A new replica did not pass its readiness gate in time.",
     "rollout.artifact_missing": "The release's artifact is gone and cannot be rebuilt faithfully.",
+    "canary.none": "`promote-step` or `abort` named a service that has no canary in progress.",
     "artifact.tampered": "A built artifact or its dependency layer changed after it was built; start refused.",
     "artifact.write_refused": "A replica or release command tried to write into its read-only release.",
     "edge.no_ca": "`railguard edge-ca`: the environment has no HTTPS (no `https_port`) or no certificate was "

@@ -121,7 +121,15 @@ def _normalize_service(service: Service, source_digest: str | None, data_dir: st
         "source": source_digest,
         "data_dir": data_dir,
         "rollback_window_ms": rollback_window_ms,
-    } | _static_config(service)
+    } | _static_config(service) | _canary_config(service)
+
+
+def _canary_config(service: Service) -> dict[str, Any]:
+    # Only for a canary service, like static: the default strategy changes no existing fingerprint.
+    if service.strategy != "canary":
+        return {}
+    return {"canary": {"steps": list(service.steps),
+                       "pause_ms": None if service.pause == "manual" else parse_ms(service.pause)}}
 
 
 def _static_config(service: Service) -> dict[str, Any]:

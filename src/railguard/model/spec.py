@@ -142,6 +142,16 @@ class Thresholds(_Strict):
         description="Fail when a replica's health goes from passing to failing this many times in the window.")
 
 
+def _canary_steps(steps: list[int]) -> list[int]:
+    if not steps or steps[-1] != 100 or any(a >= b for a, b in zip(steps, steps[1:], strict=False)):
+        raise ValueError(f"canary steps are increasing percentages that end at 100, e.g. [10, 50, 100], not {steps}")
+    return steps
+
+
+def _canary_pause(value: str) -> str:
+    return value if value == "manual" else _duration(value)
+
+
 class Service(_Strict):
     """One long-running process type of the app."""
 
@@ -199,6 +209,21 @@ class Service(_Strict):
         "release while it is warm ('rollback'), or only alert.",
     )
     thresholds: Thresholds = Field(default_factory=Thresholds, description="What fails the verification window.")
+    strategy: Literal["replace", "canary"] = Field(
+        default="replace",
+        description="How a new release takes traffic: all at once after its health gate ('replace'), or in "
+        "'steps' of a share of the requests beside the stable release, analysed like the verification window "
+        "at each step ('canary').",
+    )
+    steps: Annotated[list[Annotated[int, Field(ge=1, le=100)]], AfterValidator(_canary_steps)] = Field(
+        default_factory=lambda: [10, 50, 100],
+        description="Canary: the new release's share of requests (percent) at each step; increasing, ending at 100.",
+    )
+    pause: Annotated[str, AfterValidator(_canary_pause)] = Field(
+        default="1m",
+        description="Canary: how long each step is analysed before the next one (a duration), or 'manual' "
+        "(`railguard promote-step` advances, `railguard abort` puts all traffic back on the stable release).",
+    )
 
 
 def _override_fields() -> dict[str, Any]:

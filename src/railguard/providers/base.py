@@ -66,6 +66,8 @@ class ApplyRequest(_Message):
     app: str | None = Field(default=None, description="The app's name (names the environment's OS user).")
     user: str | None = Field(default=None, description="The OS user the spec names for the environment's "
                                                        "processes; None: the runtime's default.")
+    canary_percent: int | None = Field(default=None, ge=1, le=100, description="Start a new release of a live "
+                                       "service as a canary with this share of the requests, beside the live one.")
 
 
 class ApplyResponse(_Message):
@@ -150,12 +152,22 @@ class WarmUnit(_Message):
     until_s: float = Field(description="Seconds left in the rollback window.")
 
 
+class CanaryUnit(_Message):
+    """A new release routed beside the live one for a share of the requests (a canary rollout's current step)."""
+
+    release: int
+    weight: int = Field(description="Its share of the requests, percent.")
+    replicas: list[ReplicaUnit] = Field(default_factory=list)
+    operation: str | None = Field(default=None, description="The operation that started it.")
+
+
 class ServiceUnit(_Message):
     name: str
     address: str
     release: int | None = Field(description="The live release; None when no replica set is live.")
     replicas: list[ReplicaUnit] = Field(default_factory=list, description="Replicas of the live release.")
     warm: list[WarmUnit] = Field(default_factory=list)
+    canary: CanaryUnit | None = Field(default=None, description="The canary in progress beside the live release.")
 
 
 class RouteUnit(_Message):
@@ -299,6 +311,14 @@ class Provider(Protocol):
 
     def traffic(self, request: TrafficRequest) -> TrafficResponse:
         """The requests the edge handled since the last call, attributed to service and release."""
+        ...
+
+    def set_canary_weight(self, env: str, service: str, percent: int) -> None:
+        """Send ``percent`` of the service's requests to its canary; 100 promotes it to the live release."""
+        ...
+
+    def abort_canary(self, env: str, service: str) -> None:
+        """Every request back on the stable release, then the canary drained and stopped."""
         ...
 
     def shutdown(self, request: ShutdownRequest) -> None: ...

@@ -170,6 +170,12 @@ class FakeProvider:
         shown = lines[start:] if start is not None else lines[-request.lines:] if request.lines else []
         return LogsResponse(files=[LogFile(name=name, lines=shown)], offsets={name: len(lines)})
 
+    def set_canary_weight(self, env: str, service: str, percent: int) -> None:
+        raise _no_canary(env, service)  # the fake rolls out all at once: it never has a canary
+
+    def abort_canary(self, env: str, service: str) -> None:
+        raise _no_canary(env, service)
+
     def traffic(self, request: TrafficRequest) -> TrafficResponse:
         batches, self.requests = self.requests, []
         return TrafficResponse(batches=batches)
@@ -177,3 +183,9 @@ class FakeProvider:
     def summary(self) -> SummaryResponse:
         return SummaryResponse(replicas=sum(len(u.replicas) for env in self.live
                                             for u in self.describe(DescribeRequest(env=env)).services))
+
+
+def _no_canary(env: str, service: str) -> RailguardError:
+    return RailguardError(error("canary.none", f"'{service}' in '{env}' has no canary in progress",
+                                "The fake provider rolls every release out at once.",
+                                "Use the local runtime for canary rollouts."))

@@ -47,6 +47,7 @@ from railguard.providers.base import (
 )
 from railguard.providers.local import artifacts, isolation
 from railguard.providers.local.accesslog import AccessReader
+from railguard.providers.local.canary import Canaries
 from railguard.providers.local.commands import Commands
 from railguard.providers.local.databases import restore_change
 from railguard.providers.local.dbservers import RESTARTED_EVENT, DatabaseServers, SecretWriter
@@ -59,7 +60,7 @@ from railguard.providers.local.replicas import (
     instance_id,
 )
 from railguard.providers.local.replicas import stop_all as stop_replicas
-from railguard.providers.local.rollout import Rollouts, _stepper
+from railguard.providers.local.rollout import _stepper
 from railguard.providers.local.runtime import LIVE, PENDING, WARM, Replica, ReplicaSet, RuntimeState
 from railguard.providers.local.traffic import Traffic
 from railguard.providers.local.views import Views
@@ -103,7 +104,7 @@ REMEDIATION = {
 }
 
 
-class LocalProvider(Rollouts, Views, Commands, Traffic):
+class LocalProvider(Canaries, Views, Commands, Traffic):
     kind = "local"
 
     def __init__(self, home: Path, secrets: SecretSource | None = None, supervisor: Supervisor | None = None,

@@ -26,7 +26,8 @@ from railguard.providers.local.isolation import Level, ensure_user, prepare_data
 from railguard.providers.local.processes import Supervisor, is_alive
 from railguard.providers.local.replicas import Failure, check, gate, pinned, replica_env, start_replicas
 from railguard.providers.local.replicas import stop_all as stop_replicas
-from railguard.providers.local.runtime import LIVE, PENDING, WARM, EnvRuntime, Replica, ReplicaSet, RuntimeState
+from railguard.providers.local.runtime import CANARY, LIVE, PENDING, WARM, EnvRuntime, Replica, ReplicaSet, RuntimeState
+from railguard.providers.local.weights import weighted
 
 CLAIM_S = 600.0  # how long a warm set claimed for an instant rollback is kept from expiring
 
@@ -126,6 +127,10 @@ class Rollouts:
             for replica in started:
                 self.health_results[replica.spec.name] = (CheckResult(True, "passed the readiness gate"), 0,
                                                           time.monotonic())
+        first = request.canary_percent or (cfg.get("canary") or {"steps": [100]})["steps"][0]
+        if first < 100 and runtime.live(name) not in (None, new_set) and new_set.role == PENDING:
+            new_set.operation = request.operation_id
+            return self._start_canary(env, runtime, new_set, first, step)
         old = self._switch(env, runtime, new_set, desired, step)
         if old is not None:
             with step("drain"):
@@ -139,6 +144,24 @@ class Rollouts:
                             self.state.save()
                     if owned:
                         self._retire(old)
+        return ApplyResponse(ok=True, observed=self._observed_service(env, new_set))
+
+    def _start_canary(self, env: str, runtime: EnvRuntime, new_set: ReplicaSet, percent: int,
+                      step: _Step) -> ApplyResponse:
+        """Route ``percent`` of the requests to the proven new set beside the live one (which stays live)."""
+        with step("canary"), self.state.lock:
+            for other in runtime.of(new_set.service, CANARY):  # a newer canary replaces an unfinished one
+                runtime.sets.remove(other)
+                self._retire(other)
+            new_set.role, new_set.weight = CANARY, percent
+            try:
+                self._sync_edge(env)
+            except EdgeError:
+                self._abandon(runtime, new_set)
+                raise
+            for replica in new_set.replicas:
+                replica.record = self.supervisor.add(replica.spec, replica.record)
+            self.state.save()
         return ApplyResponse(ok=True, observed=self._observed_service(env, new_set))
 
     def _warm_match(self, runtime: EnvRuntime, desired: Resource) -> ReplicaSet | None:
@@ -292,6 +315,9 @@ class Rollouts:
         for route in runtime.edge["config"]["routes"]:
             live = runtime.live(route["service"])
             upstreams = tuple(r.address for r in live.replicas) if live else ()
+            canary = next(iter(runtime.of(route["service"], CANARY)), None)
+            if canary is not None:  # its share of the requests, as repeated entries in the resolver's answer
+                upstreams = weighted(tuple(r.address for r in canary.replicas), upstreams, canary.weight or 0)
             routes.append(EdgeRoute(route["host"], route["path"], upstreams))
         for entry in runtime.edge["config"].get("static", []):
             live = runtime.live(entry["service"])

@@ -21,6 +21,7 @@ from typing import Any
 from railguard.providers.local.processes import ReplicaRecord, ReplicaSpec
 
 PENDING, LIVE, WARM = "pending", "live", "warm"
+CANARY = "canary"  # routed beside the live set, for its `weight` percent of the requests (providers/local/canary.py)
 
 
 def spec_to_dict(spec: ReplicaSpec) -> dict[str, Any]:
@@ -70,6 +71,8 @@ class ReplicaSet:
     role: str
     replicas: list[Replica] = field(default_factory=list)
     warm_until: float | None = None
+    weight: int | None = None  # a canary set's share of the requests, percent
+    operation: str | None = None  # the operation that started the canary (its journal records each step)
 
     def to_dict(self) -> dict[str, Any]:
         data = {k: v for k, v in self.__dict__.items() if k != "replicas"}

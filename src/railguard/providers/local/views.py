@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from railguard.providers.base import (
+    CanaryUnit,
     DescribeRequest,
     DescribeResponse,
     EdgeSummary,
@@ -31,7 +32,7 @@ from railguard.providers.base import (
 from railguard.providers.local.edge import CaddyEdge, EdgeRoute
 from railguard.providers.local.isolation import ISOLATED, SHARED, Level
 from railguard.providers.local.processes import Supervisor, is_alive, tail
-from railguard.providers.local.runtime import LIVE, WARM, Replica, ReplicaSet, RuntimeState
+from railguard.providers.local.runtime import CANARY, LIVE, WARM, Replica, ReplicaSet, RuntimeState
 
 FOLLOW_CHUNK = 256 * 1024  # most bytes one follow-mode answer reads per file
 
@@ -95,21 +96,29 @@ class Views:
 
     def _service_unit(self, env: str, name: str, live: ReplicaSet | None, warm: list[ReplicaSet],
                       now: float) -> ServiceUnit:
+        canary = next(iter(self.state.env(env).of(name, CANARY)), None)
+        return ServiceUnit(
+            name=name, address=f"{env}/service.{name}", release=live.release if live else None,
+            replicas=self._replica_units(live, now),
+            warm=[WarmUnit(release=w.release, replicas=len(w.replicas),
+                           until_s=round((w.warm_until or now) - now, 1)) for w in warm],
+            canary=CanaryUnit(release=canary.release, weight=canary.weight or 0,
+                              replicas=self._replica_units(canary, now), operation=canary.operation)
+            if canary is not None else None)
+
+    def _replica_units(self, rs: ReplicaSet | None, now: float) -> list[ReplicaUnit]:
         replicas: list[ReplicaUnit] = []
         records = self.supervisor.records()
-        for replica in live.replicas if live else []:
+        for replica in rs.replicas if rs else []:
             record = records.get(replica.spec.name, replica.record)
             alive = is_alive(record)
             replicas.append(ReplicaUnit(
                 name=replica.spec.name, pid=record.pid if alive else None, port=replica.spec.port,
-                health=self.replica_health(live.config, replica) if live else "unknown",
+                health=self.replica_health(rs.config, replica) if rs else "unknown",
                 restarts=self.restarts(replica.spec.name),
                 uptime_s=round(now - record.create_time, 1) if alive else 0,
                 recent_restarts=self._recent_restarts(replica.spec.name), last_exit=self._last_exit(replica.spec.name)))
-        return ServiceUnit(
-            name=name, address=f"{env}/service.{name}", release=live.release if live else None, replicas=replicas,
-            warm=[WarmUnit(release=w.release, replicas=len(w.replicas),
-                           until_s=round((w.warm_until or now) - now, 1)) for w in warm])
+        return replicas
 
     def logs(self, request: LogsRequest) -> LogsResponse:
         """The last ``lines`` of each log file of the service, or (follow mode) what was written since."""

@@ -1,0 +1,48 @@
+"""``railguard promote-step`` and ``railguard abort``: move a canary rollout by hand.
+
+A canary with ``pause = "manual"`` waits at each step for ``promote-step``; any canary can be aborted (every
+request back on the stable release, the canary stopped) or advanced early. Through the daemon, whose canary
+controller (daemon/canary.py) makes the move and records it.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import typer
+from rich.markup import escape
+
+from railguard.cli.common import DEPLOY, EnvOpt, JsonOpt, SpecOpt, add, connect, env_from_spec
+from railguard.cli.output import finish, guarded, out
+from railguard.model.api import CanaryMove
+
+ServiceArg = Annotated[str, typer.Argument(help="The service whose canary moves.")]
+
+
+def _move(env: str | None, service: str, verb: str, spec: SpecOpt, as_json: bool) -> None:
+    ws, client = connect(spec)
+    name = env_from_spec(ws, env)
+    moved = CanaryMove.model_validate(client.call("POST", f"canaries/{name}/{service}/{verb}", {})["canary"])
+    if as_json:
+        finish(True, [], {"canary": moved.model_dump(mode="json")})
+    what = {"advanced": f"now takes {moved.weight}% of the requests",
+            "promoted": "is promoted: it serves every request as the live release",
+            "aborted": "is aborted: the stable release serves every request"}[moved.action]
+    out.print(f"Canary of {escape(moved.env)}/{escape(moved.service)} {what}.")
+
+
+@guarded()
+def promote_step(service: ServiceArg, env: EnvOpt = None, spec: SpecOpt = None, as_json: JsonOpt = False) -> None:
+    """Move a canary to its next step (the step to 100% makes it the live release)."""
+    _move(env, service, "promote-step", spec, as_json)
+
+
+@guarded()
+def abort(service: ServiceArg, env: EnvOpt = None, spec: SpecOpt = None, as_json: JsonOpt = False) -> None:
+    """Abort a canary: every request back on the stable release, the canary stopped."""
+    _move(env, service, "abort", spec, as_json)
+
+
+def register(app: typer.Typer) -> None:
+    add(app, promote_step, DEPLOY, "railguard promote-step --env staging web", name="promote-step")
+    add(app, abort, DEPLOY, "railguard abort --env staging web", "railguard abort --env staging web --json")

@@ -1,0 +1,190 @@
+"""The daemon's canary controller: analyse each step of a canary rollout, then advance it or abort it.
+
+A rollout of a service whose spec says ``strategy = "canary"`` leaves the new release beside the live one with
+the first step's share of the requests (the provider's ``canary``; providers/local/canary.py). Each observation
+pass (:class:`railguard.daemon.observation.Observer`) hands every service with a canary here: the step is judged
+like the verification window (:func:`railguard.daemon.verification.judge`: restarts, flapping health, 5xx ratio and
+p99 latency of the canary against the stable release over the same seconds). A failed check aborts: every
+request back on the stable release, the canary stopped, an incident with the evidence, the source marked
+known-bad. A clean step advances once its ``pause`` is over (never by itself with ``pause = "manual"``:
+``railguard promote-step`` does); the step to 100 % promotes the canary to the live release, whose verification
+window then starts as after any switch. Each step is an event (``canary.step``, ``canary.aborted``) in the
+environment's history.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+from railguard.daemon.incidents import action
+from railguard.daemon.verification import Verdict, Watch, judge
+from railguard.model.api import CanaryStatus, Evidence, IncidentKind
+from railguard.model.diagnostics import RailguardError, error
+from railguard.model.durations import parse_ms
+from railguard.model.spec import Spec
+from railguard.providers.base import DescribeRequest, ServiceUnit
+from railguard.state import incidents as incident_store
+
+if TYPE_CHECKING:
+    from railguard.daemon.observation import Observer
+
+log = logging.getLogger("railguard.daemon")
+STEP_EVENT = "canary.step"
+PROMOTED_EVENT = "canary.promoted"
+ABORTED_EVENT = "canary.aborted"
+
+
+@dataclass
+class Run:
+    """One canary in progress: its release, the step it is at, and the analysis of that step."""
+
+    watch: Watch
+    steps: list[int]
+    pause: str
+    weight: int
+    operation: str | None = None  # the deploy that started the canary: its journal records each step
+    last: str = "analysing"
+
+
+class Canaries:
+    def __init__(self, observer: Observer) -> None:
+        self.observer = observer
+        self.runs: dict[tuple[str, str], Run] = {}
+
+    # -- one pass ----------------------------------------------------------------------------------
+    def step(self, env: str, unit: ServiceUnit, spec: Spec | None, now: float) -> None:
+        key = (env, unit.name)
+        canary = unit.canary
+        if canary is None:
+            self.runs.pop(key, None)
+            return
+        run = self.runs.get(key)
+        if run is None or run.watch.release != canary.release or run.weight != canary.weight:
+            run = self._begin(env, unit, spec, now)
+            if run is None:
+                return
+        metrics = self.observer.metrics
+        current = metrics.since(env, unit.name, canary.release, run.watch.started, now)
+        stable = (metrics.since(env, unit.name, unit.release, run.watch.started, now)
+                  if unit.release is not None else None)
+        verdict = judge(run.watch, now, current, stable if stable is not None else current,
+                        sum(r.restarts for r in canary.replicas), {r.name: r.health.value for r in canary.replicas})
+        if verdict is None:
+            return
+        if not verdict.passed:
+            self._abort(key, run, verdict, unit)
+        else:
+            run.last = verdict.summary
+            self.advance(env, unit.name, by="railguard:canary")
+
+    def _begin(self, env: str, unit: ServiceUnit, spec: Spec | None, now: float) -> Run | None:
+        canary = unit.canary
+        if canary is None or spec is None or env not in spec.environments or unit.name not in spec.services:
+            return None
+        service = spec.resolved_service(env, unit.name)
+        pause_s = math.inf if service.pause == "manual" else parse_ms(service.pause) / 1000
+        watch = Watch(env=env, service=unit.name, release=canary.release, previous=unit.release, started=now,
+                      verify_s=pause_s, thresholds=service.thresholds, on_regression="rollback")
+        run = Run(watch=watch, steps=list(service.steps), pause=service.pause, weight=canary.weight,
+                  operation=canary.operation)
+        self.runs[(env, unit.name)] = run
+        self.observer.daemon.store().add_event(
+            env, STEP_EVENT, f"{env}/{unit.name} release {canary.release} takes {canary.weight}% of the requests "
+            f"beside release {unit.release} (steps {service.steps}, pause {service.pause})",
+            address=f"{env}/service.{unit.name}",
+            data={"release": canary.release, "weight": canary.weight, "stable": unit.release})
+        self._journal(run, env, unit.name, {"weight": canary.weight, "release": canary.release,
+                                            "stable": unit.release})
+        return run
+
+    def _journal(self, run: Run | None, env: str, service: str, detail: dict[str, object]) -> None:
+        """One line in the journal of the operation that started the canary (``railguard operations ID``)."""
+        if run is not None and run.operation is not None:
+            self.observer.daemon.store().journal(run.operation, f"{env}/service.{service}: canary step", "end", detail)
+
+    # -- decisions ---------------------------------------------------------------------------------
+    def advance(self, env: str, service: str, by: str) -> int:
+        """Move the canary to its next step (``railguard promote-step`` or a clean step); returns the new share."""
+        run = self.runs.get((env, service))
+        current = run.weight if run is not None else self._weight(env, service)
+        steps = run.steps if run is not None else [100]
+        following = next((s for s in steps if s > current), 100)
+        self.observer.daemon.provider.set_canary_weight(env, service, following)
+        self._journal(run, env, service, {"weight": following, "from": current, "by": by,
+                                          **({"analysis": run.last} if run is not None else {})})
+        self.observer.daemon.store().add_event(
+            env, STEP_EVENT if following < 100 else PROMOTED_EVENT,
+            f"{env}/{service}: canary moved from {current}% to {following}% of the requests ({by})"
+            + (": it is the live release now" if following == 100 else ""),
+            address=f"{env}/service.{service}", data={"weight": following, "by": by})
+        if following == 100:
+            self.runs.pop((env, service), None)
+        return following
+
+    def _weight(self, env: str, service: str) -> int:
+        if env in self.observer.daemon.provider.summary().edges:  # never describe (create) an unknown environment
+            for unit in self.observer.daemon.provider.describe(DescribeRequest(env=env)).services:
+                if unit.name == service and unit.canary is not None:
+                    return unit.canary.weight
+        raise RailguardError(error(
+            "canary.none", f"'{service}' in '{env}' has no canary in progress",
+            "Only a release started by a canary rollout (strategy = \"canary\") has a share of the traffic to move.",
+            f"See `railguard status --env {env}`."))
+
+    def abort(self, env: str, service: str, by: str) -> None:
+        """Every request back on the stable release and the canary stopped (``railguard abort``)."""
+        self.observer.daemon.provider.abort_canary(env, service)
+        run = self.runs.pop((env, service), None)
+        self._journal(run, env, service, {"weight": 0, "aborted": True, "by": by,
+                                          **({"analysis": run.last} if run is not None else {})})
+        self.observer.daemon.store().add_event(env, ABORTED_EVENT, f"{env}/{service}: canary aborted ({by}); "
+                                               "the stable release serves every request",
+                                               address=f"{env}/service.{service}", data={"by": by})
+
+    def _abort(self, key: tuple[str, str], run: Run, verdict: Verdict, unit: ServiceUnit) -> None:
+        env, name = key
+        watch = run.watch
+        summary = f"canary at {run.weight}%: {verdict.summary}"
+        evidence = verdict.evidence + [Evidence(kind="exit", summary="replicas of the canary: " + ", ".join(
+            f"{r.name} {r.health.value} ({r.restarts} restarts)" for r in (unit.canary.replicas if unit.canary
+                                                                           else [])))]
+        run.last = summary
+        try:
+            self.abort(env, name, by="railguard:canary")
+        except (RailguardError, OSError) as exc:  # the next pass tries again; the incident says so meanwhile
+            log.warning("canary abort of %s/%s failed: %s", env, name, exc)
+            summary += f" (abort failed: {exc})"
+        incident = self.observer.incidents.open(
+            IncidentKind.verification_failed, env, summary, service=name, release=watch.release, evidence=evidence,
+            next_actions=[
+                action("read_logs", f"railguard logs {name} --env {env} --release {watch.release}",
+                       f"See why release {watch.release} failed its canary step.", env=env, service=name,
+                       release=watch.release),
+                action("plan", f"railguard plan --env {env}", "Change the code or config first, then plan: the "
+                       "aborted source is refused until it changes.", env=env)])
+        release = self.observer.daemon.store().release(env, watch.release)
+        entry = release.services.get(name) if release is not None else None
+        if entry is not None:
+            incident_store.mark_bad(self.observer.daemon.store(), env, name, entry.fingerprint, watch.release,
+                                    incident.id)
+
+    # -- status ------------------------------------------------------------------------------------
+    def view(self, env: str, unit: ServiceUnit, now: float | None = None) -> CanaryStatus | None:
+        canary = unit.canary
+        if canary is None:
+            return None
+        run = self.runs.get((env, unit.name))
+        now = time.time() if now is None else now
+        counts = (self.observer.metrics.since(env, unit.name, canary.release, run.watch.started, now)
+                  if run is not None else None)
+        return CanaryStatus(
+            release=canary.release, weight=canary.weight, stable=unit.release,
+            steps=run.steps if run is not None else [], pause=run.pause if run is not None else "",
+            step_s=round(now - run.watch.started, 1) if run is not None else 0.0,
+            requests=counts.total if counts is not None else 0,
+            status_5xx=counts.classes[4] if counts is not None else 0,
+            analysis=run.last if run is not None else "starting")
