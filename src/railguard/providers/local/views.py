@@ -30,7 +30,7 @@ from railguard.providers.base import (
 )
 from railguard.providers.local.edge import CaddyEdge, EdgeRoute
 from railguard.providers.local.isolation import ISOLATED, SHARED, Level
-from railguard.providers.local.processes import Supervisor, is_alive, tail
+from railguard.providers.local.processes import ReplicaRecord, Supervisor, tail
 from railguard.providers.local.runtime import LIVE, WARM, Replica, ReplicaSet, RuntimeState
 
 FOLLOW_CHUNK = 256 * 1024  # most bytes one follow-mode answer reads per file
@@ -74,7 +74,8 @@ class Views:
         now = time.time()
         with self.state.lock:
             runtime = self.state.env(request.env)
-            services = [self._service_unit(request.env, name, runtime.live(name), runtime.of(name, WARM), now)
+            records = self.supervisor.records()
+            services = [self._service_unit(request.env, name, runtime.live(name), runtime.of(name, WARM), now, records)
                         for name in sorted({rs.service for rs in runtime.sets})]
             edge = runtime.edge
             routes = [RouteUnit(host=r.host, path=r.path, upstreams=list(r.upstreams))
@@ -94,12 +95,11 @@ class Views:
                           ca_root=str(root) if https_port is not None and root.exists() else None))
 
     def _service_unit(self, env: str, name: str, live: ReplicaSet | None, warm: list[ReplicaSet],
-                      now: float) -> ServiceUnit:
+                      now: float, records: dict[str, ReplicaRecord]) -> ServiceUnit:
         replicas: list[ReplicaUnit] = []
-        records = self.supervisor.records()
         for replica in live.replicas if live else []:
             record = records.get(replica.spec.name, replica.record)
-            alive = is_alive(record)
+            alive = self.supervisor.alive(record)
             replicas.append(ReplicaUnit(
                 name=replica.spec.name, pid=record.pid if alive else None, port=replica.spec.port,
                 health=self.replica_health(live.config, replica) if live else "unknown",
