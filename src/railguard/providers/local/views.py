@@ -75,8 +75,12 @@ class Views:
         with self.state.lock:
             runtime = self.state.env(request.env)
             records = self.supervisor.records()
-            services = [self._service_unit(request.env, name, runtime.live(name), runtime.of(name, WARM), now, records)
-                        for name in sorted({rs.service for rs in runtime.sets})]
+            by_service: dict[str, list[ReplicaSet]] = {}  # one pass: runtime.live(name) per service is quadratic
+            for rs in runtime.sets:
+                by_service.setdefault(rs.service, []).append(rs)
+            services = [self._service_unit(request.env, name, next((s for s in sets if s.role == LIVE), None),
+                                           [s for s in sets if s.role == WARM], now, records)
+                        for name, sets in sorted(by_service.items())]
             edge = runtime.edge
             routes = [RouteUnit(host=r.host, path=r.path, upstreams=list(r.upstreams))
                       for r in self.edge_routes(request.env) if r.static is None]
