@@ -1,5 +1,5 @@
 """``python -m railguard``: the same as the ``railguard`` command."""
 
-from railguard.cli.main import main
+from railguard.cli.launch import main
 
 main()

@@ -325,3 +325,28 @@ def test_an_exit_status_is_named() -> None:
 
     assert describe_exit(3) == "exited with status 3 (not by Railguard)"
     assert describe_exit(-15) == "killed by SIGTERM (not by Railguard)"
+
+
+def test_views_share_one_liveness_read_but_never_trust_a_stranger_or_a_stop(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from railguard.providers.local import processes
+    reads: list[int] = []
+    real = processes.is_alive
+    monkeypatch.setattr(processes, "is_alive", lambda r: reads.append(r.pid) or real(r))
+    spec = make_spec(tmp_path, SLEEPER)
+    sup = Supervisor()
+    record = sup.add(spec)
+    sup.run_in_thread(interval=60)  # one tick now, no second one during the test
+    try:
+        wait_for(lambda: (record.pid, record.create_time) in sup._seen, what="the first tick's observation")
+        reads.clear()
+        assert sup.alive(record) and sup.alive(record) and sup.alive(record)
+        assert reads == []  # the tick's fresh observation serves every view
+        stranger = replace(record, create_time=record.create_time - 100)
+        assert not sup.alive(stranger) and not sup.alive(stranger)  # same pid, other start time: not ours
+        assert len(reads) == 1  # read once, then shared
+        stop(record, 2.0)  # Railguard's own stop: the earlier read is no longer trusted
+        assert not sup.alive(record)
+    finally:
+        sup.shutdown_thread()
+        sup.remove(spec.name, timeout=1.0)

@@ -27,12 +27,14 @@ from railguard.model.plans import Action, Plan
 PER_ACTION = 20  # changes of each action a plan lists for people without --full
 NoWaitOpt = Annotated[bool, typer.Option("--no-wait", help="Return the operation id at once.")]
 FOLLOW_LIMIT_S = 3600.0
+FOLLOW_FIRST_S, FOLLOW_MAX_S = 0.02, 0.15  # polls of a followed operation: quick at first, backing off
 
 
 def follow(client: Client, op_id: str, as_json: bool) -> Operation:
     """Poll the operation until it ends, printing journal entries as they arrive (for people)."""
     shown = 0
     deadline = time.monotonic() + FOLLOW_LIMIT_S
+    pause = FOLLOW_FIRST_S
     while True:
         record = client.operation(op_id)
         if not as_json:
@@ -41,7 +43,8 @@ def follow(client: Client, op_id: str, as_json: bool) -> Operation:
             shown = len(record.journal)
         if not record.status.in_flight or time.monotonic() > deadline:
             return record
-        time.sleep(0.15)
+        time.sleep(pause)
+        pause = min(pause * 1.5, FOLLOW_MAX_S)  # short operations end sooner; long ones are not polled hard
 
 
 def _finish_operation(record: Operation, as_json: bool, url: str | None = None) -> None:

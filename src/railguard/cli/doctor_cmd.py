@@ -17,9 +17,7 @@ from rich.markup import escape
 
 from railguard.cli.common import ADMIN, OBSERVE, EnvOpt, JsonOpt, SpecOpt, add, pick_env
 from railguard.cli.output import diagnostics_json, emit_json, finish, guarded, out, print_diagnostics
-from railguard.doctor.ci import github_workflow
 from railguard.doctor.report import CheckResult, Report, Status, diagnostics, exit_code
-from railguard.doctor.runner import CHECKS, ISOLATION_CODES, run
 from railguard.engine.workspace import Workspace, require_env
 
 _TAGS = {Status.passed: "[green]PASS[/]", Status.warn: "[yellow]WARN[/]", Status.fail: "[red]FAIL[/]",
@@ -64,6 +62,8 @@ def doctor(
     as_json: JsonOpt = False,
 ) -> None:
     """Prove the app is fit to ship: run readiness checks in a throwaway scratch environment."""
+    # Imported here: the checks pull in the local runtime, which every other command would pay for at start-up.
+    from railguard.doctor.runner import CHECKS, ISOLATION_CODES, run
     if list_checks:
         if as_json:
             finish(True, [], {"checks": [{"id": c.id, "title": c.title} for c in CHECKS]})
@@ -95,6 +95,7 @@ ci = typer.Typer(help="Continuous integration: workflows that run Railguard's ga
 @guarded()
 def github(env: EnvOpt = None, spec: SpecOpt = None, as_json: JsonOpt = False) -> None:
     """Print a GitHub Actions workflow running validate, plan --detailed-exitcode and doctor."""
+    from railguard.doctor.ci import github_workflow  # see doctor(): kept off every command's start-up
     ws = Workspace.locate(spec)
     parsed, _ = ws.load_valid()
     if env is not None:

@@ -34,7 +34,6 @@ from railguard.cli import (
 )
 from railguard.cli.common import ADMIN, DEPLOY, JsonOpt, SpecOpt, add
 from railguard.cli.output import emit_json, finish, guarded, out, print_diagnostics, usage_error
-from railguard.engine.starter import write_starter
 from railguard.engine.workspace import Workspace
 from railguard.model.diagnostics import has_errors
 from railguard.model.spec import json_schema
@@ -70,6 +69,7 @@ def init(
     as_json: JsonOpt = False,
 ) -> None:
     """Write a commented starter railguard.toml for the app in the current folder."""
+    from railguard.engine.starter import write_starter  # app detection: only init pays for it
     path, found = write_starter(Path.cwd(), force=force)
     c = found.choices
     if as_json:

@@ -37,6 +37,12 @@ _CREATE_TIME_TOLERANCE = 0.5
 _STABLE_AFTER = 10.0  # seconds up after which a replica's crash streak is forgotten
 RECENT_S = 600.0  # restarts older than this no longer count in ``recent_restarts`` (the count decays)
 _POLL = 0.02
+# How old a liveness read may be when no supervision thread runs (then nothing refreshes it): long enough for the
+# reads of one status answer to share it, short enough that a caller checking again sees a death.
+_FRESH_UNSUPERVISED = 0.05
+# Bumped by every stop this process carries out: a liveness read taken before it is no longer trusted (a replica
+# Railguard just stopped must not show as running until the next tick).
+_stops = [0]
 
 
 @dataclass(frozen=True)
@@ -247,12 +253,15 @@ def stop(record: ReplicaRecord, timeout: float) -> str:
     except ProcessLookupError:
         exit_code(record)
         return "gone"
-    _signal(record.pid, pgid, signal.SIGTERM)
-    if _wait_gone(record, pgid, time.monotonic() + timeout):
-        return "exited"
-    _signal(record.pid, pgid, signal.SIGKILL)
-    _wait_gone(record, pgid, time.monotonic() + 5.0)
-    return "killed"
+    try:
+        _signal(record.pid, pgid, signal.SIGTERM)
+        if _wait_gone(record, pgid, time.monotonic() + timeout):
+            return "exited"
+        _signal(record.pid, pgid, signal.SIGKILL)
+        _wait_gone(record, pgid, time.monotonic() + 5.0)
+        return "killed"
+    finally:
+        _stops[0] += 1
 
 
 def rotate_log(path: Path, max_bytes: int, keep: int) -> bool:
@@ -325,6 +334,11 @@ class Supervisor:
         self._lock = threading.RLock()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
+        # Last liveness read of each process, by (pid, start time), with the monotonic time it was read: status
+        # answers reuse it while fresh instead of reading /proc again for every replica of every request.
+        self._seen: dict[tuple[int, float], tuple[bool, float, int]] = {}  # alive, read at, stops before
+        self._fresh_s = _FRESH_UNSUPERVISED
+        self._seen_lock = threading.Lock()  # not the supervisor's lock: a tick holds that while it reads /proc
 
     def add(self, spec: ReplicaSpec, record: ReplicaRecord | None = None) -> ReplicaRecord:
         with self._lock:
@@ -364,6 +378,23 @@ class Supervisor:
         with self._lock:
             return sum(1 for at in self._replicas[name].restart_times if at > now - RECENT_S)
 
+    def alive(self, record: ReplicaRecord) -> bool:
+        """Whether ``record``'s process runs, for views: the last read of it while fresh (≤ one tick), else one read.
+
+        Keyed by pid *and* start time, so a pid reused by a stranger never inherits our process's answer; the read
+        itself is :func:`is_alive` (start time checked). Rollouts and stops keep calling :func:`is_alive` directly.
+        """
+        key = (record.pid, record.create_time)
+        with self._seen_lock:
+            seen = self._seen.get(key)
+        if seen is not None and time.monotonic() - seen[1] <= self._fresh_s and seen[2] == _stops[0]:
+            return seen[0]
+        stops = _stops[0]
+        alive = is_alive(record)
+        with self._seen_lock:
+            self._seen[key] = (alive, time.monotonic(), stops)
+        return alive
+
     def restart_at(self, name: str) -> float | None:
         """Monotonic time of the pending restart, None while the replica is running."""
         with self._lock:
@@ -372,6 +403,9 @@ class Supervisor:
     def tick(self, now: float | None = None) -> list[str]:
         now = time.monotonic() if now is None else now
         restarted: list[tuple[str, ReplicaRecord]] = []
+        read_at = time.monotonic()  # ``now`` may be a test's made-up time; freshness is always real time
+        with self._seen_lock:
+            self._seen = {k: v for k, v in self._seen.items() if read_at - v[1] <= self._fresh_s}
         with self._lock:
             for name, rep in self._replicas.items():
                 if rep.restart_at is None:
@@ -407,7 +441,11 @@ class Supervisor:
         code = exit_code(rep.record)  # also reaps, so crashed replicas do not pile up as zombies
         if now - rep.up_since >= _STABLE_AFTER:
             rep.crashes = 0
-        if not is_alive(rep.record):
+        stops = _stops[0]
+        alive = is_alive(rep.record)
+        with self._seen_lock:
+            self._seen[(rep.record.pid, rep.record.create_time)] = (alive, time.monotonic(), stops)
+        if not alive:
             rep.last_exit = describe_exit(code)
             log.warning("replica %s %s", rep.spec.name, rep.last_exit)
             self._schedule(rep, now)
@@ -421,6 +459,7 @@ class Supervisor:
         if self._thread is not None and self._thread.is_alive():
             return
         self._stop.clear()
+        self._fresh_s = max(interval, _FRESH_UNSUPERVISED)  # every tick reads every replica again
         self._thread = threading.Thread(target=self._loop, args=(interval,), name="railguard-supervisor",
                                         daemon=True)
         self._thread.start()
@@ -431,6 +470,7 @@ class Supervisor:
         if self._thread is not None:
             self._thread.join()
             self._thread = None
+        self._fresh_s = _FRESH_UNSUPERVISED
 
     def _loop(self, interval: float) -> None:
         while not self._stop.is_set():

@@ -320,7 +320,7 @@ class LocalProvider(Canaries, Views, Commands, Traffic):
 
     def replica_health(self, config: dict[str, Any], replica: Replica) -> ReplicaHealth:
         found = self.health_results.get(replica.spec.name)
-        if not is_alive(replica.record):
+        if not self.supervisor.alive(replica.record):
             return ReplicaHealth.down
         if found is None:
             return ReplicaHealth.unknown
@@ -346,7 +346,7 @@ class LocalProvider(Canaries, Views, Commands, Traffic):
         return ObserveResponse(resources=sorted(found, key=lambda r: r.address))
 
     def _observed_service(self, env: str, rs: ReplicaSet) -> ObservedResource:
-        alive = sum(1 for r in rs.replicas if is_alive(r.record))
+        alive = sum(1 for r in rs.replicas if self.supervisor.alive(r.record))
         total = len(rs.replicas)
         status = (LiveStatus.running if alive == total else LiveStatus.missing if alive == 0
                   else LiveStatus.degraded)

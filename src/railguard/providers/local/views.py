@@ -31,7 +31,7 @@ from railguard.providers.base import (
 )
 from railguard.providers.local.edge import CaddyEdge, EdgeRoute
 from railguard.providers.local.isolation import ISOLATED, SHARED, Level
-from railguard.providers.local.processes import Supervisor, is_alive, tail
+from railguard.providers.local.processes import ReplicaRecord, Supervisor, tail
 from railguard.providers.local.runtime import CANARY, LIVE, WARM, Replica, ReplicaSet, RuntimeState
 
 FOLLOW_CHUNK = 256 * 1024  # most bytes one follow-mode answer reads per file
@@ -75,8 +75,13 @@ class Views:
         now = time.time()
         with self.state.lock:
             runtime = self.state.env(request.env)
-            services = [self._service_unit(request.env, name, runtime.live(name), runtime.of(name, WARM), now)
-                        for name in sorted({rs.service for rs in runtime.sets})]
+            records = self.supervisor.records()
+            by_service: dict[str, list[ReplicaSet]] = {}  # one pass: runtime.live(name) per service is quadratic
+            for rs in runtime.sets:
+                by_service.setdefault(rs.service, []).append(rs)
+            services = [self._service_unit(request.env, name, next((s for s in sets if s.role == LIVE), None),
+                                           [s for s in sets if s.role == WARM], now, records)
+                        for name, sets in sorted(by_service.items())]
             edge = runtime.edge
             routes = [RouteUnit(host=r.host, path=r.path, upstreams=list(r.upstreams))
                       for r in self.edge_routes(request.env) if r.static is None]
@@ -95,23 +100,23 @@ class Views:
                           ca_root=str(root) if https_port is not None and root.exists() else None))
 
     def _service_unit(self, env: str, name: str, live: ReplicaSet | None, warm: list[ReplicaSet],
-                      now: float) -> ServiceUnit:
+                      now: float, records: dict[str, ReplicaRecord]) -> ServiceUnit:
         canary = next(iter(self.state.env(env).of(name, CANARY)), None)
         return ServiceUnit(
             name=name, address=f"{env}/service.{name}", release=live.release if live else None,
-            replicas=self._replica_units(live, now),
+            replicas=self._replica_units(live, now, records),
             warm=[WarmUnit(release=w.release, replicas=len(w.replicas),
                            until_s=round((w.warm_until or now) - now, 1)) for w in warm],
             canary=CanaryUnit(release=canary.release, weight=canary.weight or 0,
-                              replicas=self._replica_units(canary, now), operation=canary.operation)
+                              replicas=self._replica_units(canary, now, records), operation=canary.operation)
             if canary is not None else None)
 
-    def _replica_units(self, rs: ReplicaSet | None, now: float) -> list[ReplicaUnit]:
+    def _replica_units(self, rs: ReplicaSet | None, now: float,
+                       records: dict[str, ReplicaRecord]) -> list[ReplicaUnit]:
         replicas: list[ReplicaUnit] = []
-        records = self.supervisor.records()
         for replica in rs.replicas if rs else []:
             record = records.get(replica.spec.name, replica.record)
-            alive = is_alive(record)
+            alive = self.supervisor.alive(record)
             replicas.append(ReplicaUnit(
                 name=replica.spec.name, pid=record.pid if alive else None, port=replica.spec.port,
                 health=self.replica_health(rs.config, replica) if rs else "unknown",

@@ -1,0 +1,19 @@
+"""The ``railguard`` executable's first code: answers ``--version`` before importing any command.
+
+Importing the command tree (typer, rich, pydantic models, the HTTP client) costs a few hundred milliseconds;
+``railguard --version`` needs none of it, and scripts and agents call it to probe for the tool. Everything else
+goes to :func:`railguard.cli.main.main`. Called by the console script and ``python -m railguard``.
+"""
+
+from __future__ import annotations
+
+import sys
+
+
+def main() -> None:
+    if sys.argv[1:] == ["--version"]:
+        from railguard import __version__
+        sys.stdout.write(f"railguard {__version__}\n")
+        sys.exit(0)
+    from railguard.cli.main import main as run
+    run()
