@@ -238,10 +238,16 @@ class Daemon(Governance, ExecSessions):
 
     # -- API ----------------------------------------------------------------------------------
     def protected_running(self) -> list[str]:
-        """Environments protected in state that have live replicas now (stopping them needs a person)."""
-        store = self.store()
-        return [env for env in store.environment_names() if state_protected(store, env)
-                and self.provider.describe(DescribeRequest(env=env)).live_sets > 0]
+        """Environments protected in state that have live replicas now (stopping them needs a person).
+
+        A store that cannot be read says nothing about protection: then any replica running counts as
+        protected (a person decides), and with nothing running there is nothing to protect."""
+        try:
+            store = self.store()
+            return [env for env in store.environment_names() if state_protected(store, env)
+                    and self.provider.describe(DescribeRequest(env=env)).live_sets > 0]
+        except RailguardError:
+            return ["(unknown: the state store cannot be read)"] if self.provider.summary().replicas else []
 
     def health(self) -> DaemonHealth:
         summary = self.provider.summary()
