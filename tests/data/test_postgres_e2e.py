@@ -17,6 +17,7 @@ import pytest
 
 from railguard.daemon.secrets_ops import Secrets
 from railguard.data.postgres import bin_dir
+from railguard.providers.base import LATEST
 from railguard.providers.local.dbservers import password_name
 from railguard.state.store import Store
 
@@ -90,7 +91,8 @@ def test_a_managed_postgres_keeps_its_rows_and_its_url_secret(pgnotes: Workspace
         assert ws.get(f"/add?{note}").status_code == 200
     assert _rows(ws) == ["milk", "eggs"]
     home = ws.root / ".railguard"
-    password = Secrets(home).values_for(Store.open(home), "staging", [password_name("main")])[password_name("main")]
+    key = password_name("main")
+    password = Secrets(home).values_for(Store.open(home), "staging", {key: LATEST})[key]
     assert len(password) >= 24
 
     # A redeploy: snapshot (pg_dump) and rehearsal on a scratch restore before the release command; rows stay.
