@@ -29,7 +29,7 @@ def chromium_path() -> str:
     return found
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")  # one module uses it; Playwright's sync API keeps an asyncio loop in this thread
 def browser() -> Iterator[object]:
     from playwright.sync_api import sync_playwright
 

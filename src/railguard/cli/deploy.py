@@ -117,7 +117,8 @@ def plan(
         print_diagnostics(overview.diagnostics)
         first = Plan.model_construct(id=overview.id, env=overview.env, base_serial=overview.base_serial,
                                      desired_digest="", hash=overview.hash, changes=overview.changes, desired=[],
-                                     verdicts=overview.verdicts, diagnostics=overview.diagnostics)
+                                     verdicts=overview.verdicts, diagnostics=overview.diagnostics,
+                                     source=overview.source)
         render.plan(first, shown, overview.summary)
     raise typer.Exit(code)
 

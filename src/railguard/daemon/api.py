@@ -202,7 +202,7 @@ def _envelope(daemon: Daemon, status: int, body: dict[str, Any]) -> tuple[int, b
 
 
 def _refusal(daemon: Daemon, exc: RailguardError) -> tuple[int, bytes]:
-    return _envelope(daemon, 400, {"ok": False, "diagnostics": [d.model_dump(mode="json") for d in exc.diagnostics]})
+    return _envelope(daemon, 422, {"ok": False, "diagnostics": [d.model_dump(mode="json") for d in exc.diagnostics]})
 
 
 def _json_body(raw: bytes) -> dict[str, Any]:  # raw JSON: _parse turns it into the route's request model

@@ -11,13 +11,13 @@ folder and the spec file are never part of it, and the spec caps its size. Files
 from __future__ import annotations
 
 import hashlib
+import tomllib
 from pathlib import Path
 
 from railguard.engine.workspace import Workspace
 from railguard.model.diagnostics import Diagnostic, RailguardError, error, warning
 from railguard.model.plans import PlanSource
 from railguard.model.spec import Spec
-from railguard.model.specfile import parse_spec
 from railguard.sources.listing import Listing, Rules, TooLarge, TooManyFiles
 from railguard.sources.snapshot import SourceSnapshot, git_state, snapshot
 from railguard.sources.store import SnapshotStore, capture
@@ -175,7 +175,13 @@ def identity(ws: Workspace, source: PlanSource) -> tuple[str | None, dict[str, s
     text = SnapshotStore.of(ws.home).text(source.spec_digest)
     if text is None:
         return None, {}
-    spec, _ = parse_spec(text)
-    if spec is None:
+    # The names only, read from the TOML the plan was validated from: no second full parse of the spec.
+    try:
+        data = tomllib.loads(text)
+    except tomllib.TOMLDecodeError:
         return None, {}
-    return spec.app.name, {n: e.user for n, e in spec.environments.items() if e.user}
+    app: dict[str, object] = data["app"] if isinstance(data.get("app"), dict) else {}
+    envs: dict[str, object] = data["environments"] if isinstance(data.get("environments"), dict) else {}
+    name = app.get("name") if isinstance(app.get("name"), str) else None
+    return (str(name) if name is not None else None,
+            {n: str(e["user"]) for n, e in envs.items() if isinstance(e, dict) and isinstance(e.get("user"), str)})

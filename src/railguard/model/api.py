@@ -328,6 +328,7 @@ class PlanOverview(Record):
     verdicts: list[Verdict] = Field(default_factory=list)
     changes: list[Change] = Field(description="The first per_action changes of each action, in plan order.")
     per_action: int
+    source: PlanSource | None = None
 
     @classmethod
     def of(cls, plan: Plan, short_hash: str, per_action: int) -> PlanOverview:
@@ -341,7 +342,7 @@ class PlanOverview(Record):
                                    short_hash=short_hash, base_serial=plan.base_serial,
                                    summary=PlanSummary.model_validate(plan.summary()),
                                    diagnostics=plan.diagnostics, verdicts=plan.verdicts, changes=shown,
-                                   per_action=per_action)
+                                   per_action=per_action, source=plan.source)
 
 
 class PlanDetail(Record):
