@@ -446,6 +446,8 @@ class Supervisor:
         with self._seen_lock:
             self._seen[(rep.record.pid, rep.record.create_time)] = (alive, time.monotonic(), stops)
         if not alive:
+            if code is None:  # it ended between the two reads: its status is there to collect now
+                code = exit_code(rep.record)
             rep.last_exit = describe_exit(code)
             log.warning("replica %s %s", rep.spec.name, rep.last_exit)
             self._schedule(rep, now)
