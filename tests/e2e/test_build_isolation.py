@@ -120,7 +120,8 @@ def test_isolated_build_runs_unprivileged_and_the_artifact_stays_sealed(site: Pa
     assert report["write_state"] is False and report["read_state_db"] is False and report["read_key"] is False
     assert not (d.state / "pwned-by-build").exists()
     # Nothing of the build user is left running, and the artifact is root's and read-only throughout.
-    assert _uid_processes(builder.pw_uid) == []
+    # Killed when the build ended; SIGKILL is delivered asynchronously, so give the kernel a moment to reap it.
+    wait_for(lambda: _uid_processes(builder.pw_uid) == [] or None, "the build user's processes to be gone", 10)
     layer = next(p for p in (d.state / "artifacts" / ".layers").iterdir() if not p.name.startswith("."))
     entries = [artifact, layer] + [Path(root) / name for top in (artifact, layer)
                                    for root, dirs, files in os.walk(top) for name in [*dirs, *files]]
