@@ -12,6 +12,7 @@ import shutil
 from collections.abc import Iterator
 from pathlib import Path
 
+import psutil
 import pytest
 
 from ..conftest import shared_processes
@@ -38,6 +39,16 @@ def browser() -> Iterator[object]:
         launched = pw.chromium.launch(executable_path=chromium_path(), headless=True, args=CHROMIUM_FLAGS)
         yield launched
         launched.close()
+    # Chromium's helpers exit asynchronously after close: wait, so a later test never counts them as its own.
+    psutil.wait_procs([p for p in psutil.Process().children(recursive=True)
+                       if "chrom" in " ".join(_cmdline(p)) or "playwright" in " ".join(_cmdline(p))], timeout=15)
+
+
+def _cmdline(proc: psutil.Process) -> list[str]:
+    try:
+        return proc.cmdline()
+    except psutil.Error:
+        return []
 
 
 @pytest.fixture(scope="session")

@@ -41,6 +41,7 @@ pause = "{pause}"
 [services.web.thresholds]
 min_requests = 5
 error_ratio = 0.2
+p99_factor = 1000.0  # this test is about errors: latency noise on a loaded CI machine must not abort a step
 [services.web.health]
 http = "/healthz"
 interval = "500ms"
@@ -124,7 +125,7 @@ def test_a_failing_canary_is_aborted_and_a_healthy_one_promoted(ws: Workspace) -
         assert code == 0, done
         canary = _canary(ws)
         assert canary is not None and canary["release"] == 3 and canary["weight"] in (10, 50)
-        wait_for(lambda: ws.status()["services"][0]["release"] == 3, what="the canary promoted", timeout=60)
+        wait_for(lambda: ws.status()["services"][0]["release"] == 3, what="the canary promoted", timeout=120)
         after = len(seen)
         wait_for(lambda: len(seen) >= after + 30, what="requests after the promotion")
     finally:
