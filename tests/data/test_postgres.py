@@ -13,6 +13,8 @@ import pytest
 
 from railguard.data.postgres import Cluster, PostgresError, bin_dir
 
+from ..conftest import shared_processes
+
 pytestmark = pytest.mark.skipif(bin_dir() is None, reason="the postgres extra is not installed")
 
 
@@ -24,11 +26,13 @@ def _free_port() -> int:
 
 @pytest.fixture(scope="session")
 def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
-    server = Cluster(tmp_path_factory.mktemp("pg") / "main", _free_port(), secrets.token_urlsafe(16))
-    server.init()
-    server.start()
-    yield server
-    server.remove()
+    folder = tmp_path_factory.mktemp("pg") / "main"
+    with shared_processes(str(folder)):  # the server outlives each test on purpose
+        server = Cluster(folder, _free_port(), secrets.token_urlsafe(16))
+        server.init()
+        server.start()
+        yield server
+        server.remove()
 
 
 @pytest.mark.timeout(300)

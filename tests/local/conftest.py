@@ -8,13 +8,20 @@ from collections.abc import Iterator
 import psutil
 import pytest
 
+from ..conftest import _identity
+
 
 @pytest.fixture(autouse=True)
 def no_leftover_children() -> Iterator[None]:
+    # Children that ran before the test (a session's Postgres, started by an earlier module) are not its own:
+    # only what the test started counts, and only that is killed.
+    before = {i for i in map(_identity, psutil.Process().children(recursive=True)) if i is not None}
     yield
     left = []
     for proc in psutil.Process().children(recursive=True):
         try:
+            if _identity(proc) in before:
+                continue
             if proc.status() == psutil.STATUS_ZOMBIE:  # exited, only not reaped yet: nothing runs
                 os.waitpid(proc.pid, os.WNOHANG)
                 continue

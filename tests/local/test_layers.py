@@ -11,11 +11,11 @@ import subprocess
 from pathlib import Path
 
 import pytest
-from tests.wheels import make_wheel
 
 from railguard.providers.local import artifacts, layers, pipconfig
 from railguard.providers.local.replicas import Failure, replica_env, start_replicas
 from railguard.sources.snapshot import snapshot
+from tests.wheels import make_wheel
 
 TOOL = '''
 import sys
