@@ -12,7 +12,8 @@ from typing import Any
 import httpx
 import pytest
 
-from .cluster import Cluster, wait_until
+from . import cluster as cluster_module
+from .cluster import Cluster, ClusterError, binaries, start_cluster, wait_until
 
 pytestmark = pytest.mark.timeout(600)  # the first test pays the cluster's start (10-60 s on a loaded machine)
 
@@ -224,3 +225,69 @@ def test_the_kubeconfig_it_writes_reaches_the_server_as_its_user(k8s_cluster: Cl
         assert review.json()["status"]["allowed"] is False
     with httpx.Client(base_url=k8s_cluster.server, verify=k8s_cluster.ssl_context()) as c:
         assert c.get("/api/v1/namespaces", headers={"Authorization": "Bearer wrong"}).status_code == 401
+
+
+def test_server_side_dry_run_applies_defaults_without_persisting(k8s_cluster: Cluster, namespace: str) -> None:
+    service = {"apiVersion": "v1", "kind": "Service", "metadata": {"name": "web", "namespace": namespace},
+               "spec": {"selector": {"app": "web"}, "ports": [{"port": 80, "targetPort": 8000, "protocol": "TCP"}]}}
+    path = f"/api/v1/namespaces/{namespace}/services/web"
+    headers = {"Content-Type": "application/apply-patch+yaml"}
+    with k8s_cluster.client() as c:
+        r = c.patch(path, params={"dryRun": "All", "fieldManager": "railguard"}, content=json.dumps(service),
+                    headers=headers)
+        assert r.status_code in (200, 201), r.text
+        assert r.json()["spec"]["type"] == "ClusterIP" and r.json()["spec"]["sessionAffinity"] == "None"
+        assert c.get(path).status_code == 404  # nothing was stored
+        # The v1.20 quirk the provider must respect (shared/k8s/README.md): ports without a protocol are refused.
+        del service["spec"]["ports"][0]["protocol"]  # type: ignore[index]
+        r = c.patch(path, params={"dryRun": "All", "fieldManager": "railguard"}, content=json.dumps(service),
+                    headers=headers)
+        assert r.status_code >= 400 and "protocol" in r.text
+
+
+def test_without_the_binaries_the_error_says_where_to_point(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("RAILGUARD_K8S_BIN", str(tmp_path))
+    with pytest.raises(ClusterError, match="RAILGUARD_K8S_BIN=.* has no SHA256SUMS"):
+        binaries()
+    # A checkout with no shared/k8s above it (a clone in /tmp) names the variable too.
+    monkeypatch.delenv("RAILGUARD_K8S_BIN")
+    monkeypatch.setattr(cluster_module, "REPO", tmp_path / "clone")
+    with pytest.raises(ClusterError, match="Set RAILGUARD_K8S_BIN"):
+        binaries()
+
+
+def test_a_damaged_binary_is_refused(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import gzip
+    import hashlib
+
+    source = tmp_path / "k8s"
+    source.mkdir()
+    lines = []
+    for name in cluster_module.COMPONENTS:
+        raw = f"#!/bin/sh\necho {name}\n".encode()
+        (source / f"{name}.gz").write_bytes(gzip.compress(raw))
+        lines.append(f"{hashlib.sha256(raw).hexdigest()}  {name}")
+        lines.append(f"{hashlib.sha256(gzip.compress(raw)).hexdigest()}  {name}.gz")
+    (source / "SHA256SUMS").write_text("\n".join(lines) + "\n")
+    monkeypatch.setenv("RAILGUARD_K8S_BIN", str(source))
+    monkeypatch.setattr(cluster_module, "CACHE", tmp_path / "cache")
+    folder = binaries()  # good files: decompressed, verified, executable
+    assert all((folder / n).stat().st_mode & 0o111 for n in cluster_module.COMPONENTS)
+    (folder / "kube-scheduler").write_text("#!/bin/sh\necho tampered\n")  # a changed cached copy is redone
+    binaries()
+    assert "tampered" not in (folder / "kube-scheduler").read_text()
+    (source / "kube-apiserver.gz").write_bytes(gzip.compress(b"something else"))
+    (folder / "kube-apiserver").unlink()
+    with pytest.raises(ClusterError, match="kube-apiserver.gz does not match its checksum"):
+        binaries()
+
+
+def test_a_component_that_cannot_start_shows_the_end_of_its_log(tmp_path: Path,
+                                                                monkeypatch: pytest.MonkeyPatch) -> None:
+    fake = tmp_path / "etcd"
+    fake.write_text("#!/bin/sh\necho 'etcdmain: cannot access data directory: permission denied' >&2\nexit 3\n")
+    fake.chmod(0o755)
+    monkeypatch.setenv("RAILGUARD_ETCD", str(fake))
+    with pytest.raises(ClusterError, match=r"(?s)etcd exited with status 3.*cannot access data directory"), \
+            start_cluster(tmp_path / "cluster"):
+        pass
