@@ -15,7 +15,11 @@ with a bearer token, started by :func:`tests.k8s.cluster.start_cluster`) registe
   the Job controller's backoff limit counts them). Other pods: as crashloop.
 
 Rules: ``agent.behave(namespace, {"label": "value"}, mode)`` — the last rule whose namespace and labels match a pod
-wins; ``agent.clear()`` drops all rules. Pods being deleted (``deletionTimestamp``) are deleted at once with
+wins, and pods already running follow a new rule within seconds; ``agent.clear()`` drops all rules,
+``agent.clear(namespace)`` those of one namespace. A crash-looping pod gets a Warning event ``BackOff`` (its count
+growing with the restarts), a never-ready one ``Unhealthy``, as a kubelet reports them; ``agent.errors`` holds the
+agent's last problems (also in ``logs/nodeagent.log``) and ``agent.pods(client)`` lists the pods bound to the node.
+Pods being deleted (``deletionTimestamp``) are deleted at once with
 ``gracePeriodSeconds=0``. Pods never get a ``podIP`` (the v1.20 Endpoints validation rejects loopback IPs), and the
 agent never dials a pod or node address nor calls logs/exec/proxy APIs.
 """
@@ -28,7 +32,6 @@ import json
 import ssl
 import threading
 import time
-from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -41,6 +44,12 @@ RESYNC = 2.0  # seconds between full relists (a watch covers what happens in bet
 RESTART_EVERY = 3.0  # seconds between restarts of a crash-looping container
 LEASE_EVERY = 10.0
 STATUS_EVERY = 30.0
+
+
+# What a kubelet reports as a Warning event for a pod that misbehaves: (reason, message).
+EVENTS = {"crashloop": ("BackOff", "Back-off restarting failed container"),
+          "fail": ("BackOff", "Back-off restarting failed container"),
+          "never-ready": ("Unhealthy", "Readiness probe failed: simulated node: the container never becomes ready")}
 
 
 def _now() -> str:
@@ -79,6 +88,7 @@ class NodeAgent:
         self._restarts: dict[str, tuple[int, float]] = {}  # pod uid -> (restart count, when it last grew)
         self._written: dict[str, str] = {}  # pod uid -> the status last written (skip identical patches)
         self._started_at: dict[str, str] = {}
+        self._events: dict[tuple[str, str], int] = {}  # (pod uid, reason) -> count
 
     # ------------------------------------------------------------------------------------------ rules (tests)
 
@@ -89,9 +99,10 @@ class NodeAgent:
             self._rules.append(Rule(namespace, tuple(sorted(labels.items())), mode))
         self._kick.set()
 
-    def clear(self) -> None:
+    def clear(self, namespace: str | None = None) -> None:
+        """Drop every rule, or only those of ``namespace``; pods follow at the next reconcile."""
         with self._lock:
-            self._rules.clear()
+            self._rules[:] = [r for r in self._rules if namespace is not None and r.namespace != namespace]
         self._kick.set()
 
     def mode_of(self, pod: dict[str, Any]) -> str:
@@ -226,6 +237,8 @@ class NodeAgent:
                 self._written.pop(uid, None)
                 self._restarts.pop(uid, None)
                 self._started_at.pop(uid, None)
+        for key in [k for k in self._events if k[0] not in seen]:
+            del self._events[key]
         return str(listed["metadata"]["resourceVersion"])
 
     def _watch(self, c: httpx.Client, version: str) -> None:
@@ -261,16 +274,44 @@ class NodeAgent:
         phase = pod.get("status", {}).get("phase")
         if phase in ("Succeeded", "Failed"):
             return
-        status = self._status_for(pod, self.mode_of(pod), spec)
+        mode = self.mode_of(pod)
+        status = self._status_for(pod, mode, spec)
         digest = json.dumps(status, sort_keys=True)
         if self._written.get(uid) == digest:
             return
+        if mode in EVENTS and not (mode == "fail" and status["phase"] == "Failed"):
+            self._event(c, pod, *EVENTS[mode])
         r = c.patch(f"/api/v1/namespaces/{ns}/pods/{name}/status", content=json.dumps({"status": status}),
                     headers={"Content-Type": "application/merge-patch+json"})
         if r.status_code == 200:
             self._written[uid] = digest
         elif r.status_code not in (404, 409):
             self._log(f"patching pod {ns}/{name}: {r.status_code} {r.text[:300]}")
+
+    def _event(self, c: httpx.Client, pod: dict[str, Any], reason: str, message: str) -> None:
+        """One Warning event per pod and reason, its count kept current (as a kubelet's event aggregation does)."""
+        meta = pod["metadata"]
+        key = (meta["uid"], reason)
+        count = self._events.get(key, 0) + 1
+        self._events[key] = count
+        name = f"{meta['name']}.sim-{reason.lower()}"
+        path = f"/api/v1/namespaces/{meta['namespace']}/events"
+        now = _now()
+        if count > 1:
+            r = c.patch(f"{path}/{name}", content=json.dumps({"count": count, "lastTimestamp": now}),
+                        headers={"Content-Type": "application/merge-patch+json"})
+            if r.status_code != 404:
+                return
+        containers = pod.get("spec", {}).get("containers") or [{"name": ""}]
+        r = c.post(path, json={
+            "apiVersion": "v1", "kind": "Event", "metadata": {"name": name, "namespace": meta["namespace"]},
+            "involvedObject": {"apiVersion": "v1", "kind": "Pod", "name": meta["name"], "namespace": meta["namespace"],
+                               "uid": meta["uid"], "fieldPath": f"spec.containers{{{containers[0]['name']}}}"},
+            "reason": reason, "message": message, "type": "Warning", "count": count,
+            "source": {"component": "kubelet", "host": self.node}, "firstTimestamp": now, "lastTimestamp": now,
+            "reportingComponent": "kubelet", "reportingInstance": self.node})
+        if r.status_code not in (201, 409, 403, 404):
+            self._log(f"event for pod {meta['namespace']}/{meta['name']}: {r.status_code} {r.text[:300]}")
 
     def _status_for(self, pod: dict[str, Any], mode: str, spec: dict[str, Any]) -> dict[str, Any]:
         uid = pod["metadata"]["uid"]
@@ -286,13 +327,11 @@ class NodeAgent:
             phase, ready = "Failed", False
         else:
             phase, ready = "Running", mode == "ready"
-        restarts = 0
-        if mode == "crashloop":
-            count, when = self._restarts.get(uid, (0, 0.0))
-            if time.monotonic() - when >= RESTART_EVERY:
-                count, when = count + 1, time.monotonic()
-                self._restarts[uid] = (count, when)
-            restarts = count
+        count, when = self._restarts.get(uid, (0, 0.0))
+        if mode == "crashloop" and time.monotonic() - when >= RESTART_EVERY:
+            count, when = count + 1, time.monotonic()
+            self._restarts[uid] = (count, when)
+        restarts = count  # a container that recovers keeps its restart count, as on a kubelet
 
         def container(c: dict[str, Any]) -> dict[str, Any]:
             out: dict[str, Any] = {"name": c["name"], "image": c.get("image", ""),
@@ -341,9 +380,9 @@ class NodeAgent:
             status["initContainerStatuses"] = [init(c) for c in spec["initContainers"]]
         return status
 
-    def pods(self, client: httpx.Client) -> Iterator[dict[str, Any]]:
+    def pods(self, client: httpx.Client) -> list[dict[str, Any]]:
         """The pods bound to this node now (for a test's diagnostics)."""
         r = client.get("/api/v1/pods", params={"fieldSelector": f"spec.nodeName={self.node}"})
         r.raise_for_status()
-        yield from r.json().get("items", [])
+        return list(r.json().get("items", []))
 

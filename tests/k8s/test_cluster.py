@@ -59,7 +59,7 @@ def namespace(k8s_cluster: Cluster, request: pytest.FixtureRequest) -> Any:
     k8s_cluster.create_namespace(name)
     yield name
     assert k8s_cluster.agent is not None
-    k8s_cluster.agent.clear()
+    k8s_cluster.agent.clear(name)
     k8s_cluster.delete_namespace(name, wait=False)
 
 
@@ -131,6 +131,13 @@ def test_a_crashlooping_rollout_never_progresses_and_shows_why(k8s_cluster: Clus
 
     (web, *_) = wait_until(crashlooping, 60, "a new pod of api to show CrashLoopBackOff with restarts")
     assert not web["ready"] and web["lastState"]["terminated"]["exitCode"] == 1
+
+    def backoff_events() -> list[dict[str, Any]]:
+        listed = k8s_cluster.get(f"/api/v1/namespaces/{namespace}/events?fieldSelector=reason=BackOff") or {}
+        return [e for e in listed.get("items", []) if e["type"] == "Warning" and e["count"] >= 2]
+
+    (event, *_) = wait_until(backoff_events, 60, "a BackOff warning event counting the restarts")
+    assert event["involvedObject"]["kind"] == "Pod" and event["source"]["component"] == "kubelet"
 
 
 def test_a_never_ready_pod_keeps_a_deployment_unavailable(k8s_cluster: Cluster, namespace: str) -> None:
