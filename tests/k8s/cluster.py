@@ -17,12 +17,15 @@ Public API (stable; other branches build on it):
     (:class:`~tests.k8s.nodeagent.NodeAgent`, or None), ``etcd_url``;
     ``token(user="admin") -> str`` for the users of :data:`USERS`;
     ``client(user="admin", timeout=30.0) -> httpx.Client`` (base URL, CA and bearer token set; caller closes);
+    ``ssl_context() -> ssl.SSLContext`` (trusts the cluster's CA only);
     ``write_kubeconfig(path, user="admin", context="test", namespace=None) -> Path``;
     ``create_namespace(name) -> str`` (idempotent; waits for its ``default`` ServiceAccount and token);
     ``delete_namespace(name, wait=True)``;
     ``apply(manifest, user="admin", manager="railguard-tests") -> dict`` (server-side apply, force);
     ``get(path, user="admin") -> dict | None`` (None on 404);
     ``processes`` (component name → Popen), ``rss_bytes() -> int``.
+    The agent: ``agent.behave(namespace, labels, mode)`` with mode ``ready``/``crashloop``/``never-ready``/``fail``,
+    ``agent.clear(namespace=None)``, ``agent.errors`` (see tests/k8s/nodeagent.py).
 ``wait_until(check, timeout, what) -> T``
     Polls ``check()`` until it returns something truthy; fails with ``what`` and the last value seen.
 ``USERS``

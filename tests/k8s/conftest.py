@@ -9,6 +9,9 @@ Every re-export shares one cluster (reference counted here), stopped — every p
 user's session teardown runs. See tests/k8s/cluster.py for the ``Cluster`` API. Tests put their objects in a
 namespace of their own (``k8s_cluster.create_namespace(...)``) and set agent rules (``k8s_cluster.agent.behave``)
 only for that namespace, so they do not see each other.
+
+The first test that asks for the cluster pays its start (10-15 s on an idle machine, a minute under heavy load):
+give such tests ``@pytest.mark.timeout(300)`` or more (the suite's default is 120 s, set-up included).
 """
 
 from __future__ import annotations

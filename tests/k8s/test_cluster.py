@@ -234,6 +234,24 @@ def test_the_kubeconfig_it_writes_reaches_the_server_as_its_user(k8s_cluster: Cl
         assert c.get("/api/v1/namespaces", headers={"Authorization": "Bearer wrong"}).status_code == 401
 
 
+def test_a_resource_quota_stops_a_rollout_with_the_reason_on_the_deployment(k8s_cluster: Cluster,
+                                                                            namespace: str) -> None:
+    k8s_cluster.apply({"apiVersion": "v1", "kind": "ResourceQuota", "metadata": {"name": "two-pods",
+                                                                                "namespace": namespace},
+                       "spec": {"hard": {"pods": "2"}}})
+    wait_until(lambda: (k8s_cluster.get(f"/api/v1/namespaces/{namespace}/resourcequotas/two-pods") or {})
+               .get("status", {}).get("hard"), 60, "the quota to be counted")
+    k8s_cluster.apply(deployment(namespace, "big", replicas=3))
+
+    def refused() -> dict[str, Any]:
+        got = k8s_cluster.get(f"/apis/apps/v1/namespaces/{namespace}/deployments/big")
+        return condition(got, "ReplicaFailure")
+
+    failure = wait_until(refused, 120, "the Deployment to report the quota's refusal")
+    assert failure["reason"] == "FailedCreate" and "exceeded quota" in failure["message"]
+    assert len(pods(k8s_cluster, namespace, "app=big")) == 2
+
+
 def test_server_side_dry_run_applies_defaults_without_persisting(k8s_cluster: Cluster, namespace: str) -> None:
     service = {"apiVersion": "v1", "kind": "Service", "metadata": {"name": "web", "namespace": namespace},
                "spec": {"selector": {"app": "web"}, "ports": [{"port": 80, "targetPort": 8000, "protocol": "TCP"}]}}
