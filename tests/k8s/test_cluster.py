@@ -160,6 +160,50 @@ def test_a_never_ready_pod_keeps_a_deployment_unavailable(k8s_cluster: Cluster, 
                .get("status", {}).get("availableReplicas") == 1, 120, "slow to become Available")
 
 
+def test_init_containers_follow_the_namespace_check_and_images_can_fail_to_pull(k8s_cluster: Cluster,
+                                                                               namespace: str) -> None:
+    assert k8s_cluster.agent is not None
+    calls: list[tuple[str, str]] = []
+
+    def check(pod: dict[str, Any], container: dict[str, Any]) -> str | None:
+        calls.append((pod["metadata"]["uid"], container["name"]))
+        digest = container["args"][0]
+        return None if digest == "sha256:good" else f"artifact digest mismatch: wanted {digest}, got sha256:good"
+
+    k8s_cluster.agent.on_init(namespace, check)
+    k8s_cluster.agent.behave(namespace, {"app": "unpullable"}, "image-pull-backoff")
+    for name, digest in (("fetched", "sha256:good"), ("corrupt", "sha256:bad"), ("unpullable", "sha256:good")):
+        manifest = deployment(namespace, name, replicas=1)
+        manifest["spec"]["template"]["spec"]["initContainers"][0]["args"] = [digest]
+        k8s_cluster.apply(manifest)
+    wait_until(lambda: (k8s_cluster.get(f"/apis/apps/v1/namespaces/{namespace}/deployments/fetched") or {})
+               .get("status", {}).get("availableReplicas") == 1, 120, "fetched to become Available")
+
+    def init_crashing() -> list[dict[str, Any]]:
+        return [p for p in pods(k8s_cluster, namespace, "app=corrupt")
+                if (p["status"].get("initContainerStatuses") or [{}])[0].get("restartCount", 0) >= 2]
+
+    (pod,) = wait_until(init_crashing, 120, "corrupt's init container to crash-loop")
+    assert pod["status"]["phase"] == "Pending"
+    (fetch,) = pod["status"]["initContainerStatuses"]
+    assert fetch["state"]["waiting"]["reason"] == "CrashLoopBackOff"
+    assert "digest mismatch" in fetch["lastState"]["terminated"]["message"]
+    assert pod["status"]["containerStatuses"][0]["state"]["waiting"]["reason"] == "PodInitializing"
+    assert condition(pod, "Initialized") == {**condition(pod, "Initialized"), "status": "False",
+                                             "reason": "ContainersNotInitialized"}
+    assert len(calls) == len(set(calls))  # once per pod and init container, however often the pod is written
+
+    def pull_backoff() -> list[dict[str, Any]]:
+        return [p for p in pods(k8s_cluster, namespace, "app=unpullable")
+                if p["status"].get("containerStatuses")
+                and p["status"]["containerStatuses"][0]["state"].get("waiting", {}).get("reason") == "ImagePullBackOff"]
+
+    (pod,) = wait_until(pull_backoff, 120, "unpullable's container to wait in ImagePullBackOff")
+    assert pod["status"]["phase"] == "Pending"
+    got = k8s_cluster.get(f"/apis/apps/v1/namespaces/{namespace}/deployments/unpullable")
+    assert condition(got, "Available")["status"] == "False"
+
+
 def test_jobs_complete_or_fail_as_the_agent_is_told(k8s_cluster: Cluster, namespace: str) -> None:
     assert k8s_cluster.agent is not None
     k8s_cluster.agent.behave(namespace, {"job": "broken"}, "fail")
