@@ -360,3 +360,17 @@ def test_a_component_that_cannot_start_shows_the_end_of_its_log(tmp_path: Path,
     with pytest.raises(ClusterError, match=r"(?s)etcd exited with status 3.*cannot access data directory"), \
             start_cluster(tmp_path / "cluster"):
         pass
+
+
+def test_the_node_keeps_renewing_its_lease_and_stays_ready(k8s_cluster: Cluster) -> None:
+    path = "/apis/coordination.k8s.io/v1/namespaces/kube-node-lease/leases/sim-node-1"
+    first = (k8s_cluster.get(path) or {})["spec"]["renewTime"]
+    renewed = wait_until(lambda: (k8s_cluster.get(path) or {})["spec"]["renewTime"] != first, 60,
+                         "the simulated node to renew its Lease")
+    assert renewed
+    node = k8s_cluster.get("/api/v1/nodes/sim-node-1")
+    assert condition(node, "Ready")["status"] == "True"
+    assert not [t for t in (node or {})["spec"].get("taints") or [] if t["key"].startswith("node.kubernetes.io/")]
+    # The server refused none of the agent's writes (a transport error under load would be retried, not listed).
+    assert k8s_cluster.agent is not None
+    assert [e for e in k8s_cluster.agent.errors if " pod " in e] == []
