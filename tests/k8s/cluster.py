@@ -466,7 +466,9 @@ def start_cluster(folder: Path, *, agent: bool = True, timings: dict[str, float]
     _write_pki(folder)
     tokens = {user: secrets.token_hex(16) for user in [*USERS, *_SYSTEM_USERS]}
     groups = {**USERS, **_SYSTEM_USERS}
-    lines = [f'{tokens[u]},{u},uid-{u.replace(":", "-")},"{",".join(groups[u])}"' for u in tokens]
+    # token,user,uid[,"group,group"]: an empty group column would make a group named "" for that user.
+    lines = [f'{tokens[u]},{u},uid-{u.replace(":", "-")}' + (f',"{",".join(groups[u])}"' if groups[u] else "")
+             for u in tokens]
     (folder / "tokens.csv").write_text("\n".join(lines) + "\n")
     (folder / "tokens.csv").chmod(0o600)
     pki = folder / "pki"

@@ -252,6 +252,14 @@ def test_a_limited_user_is_denied_until_a_role_binding_grants_the_verb(k8s_clust
         assert prod.get(path).status_code == 403  # another user of the same namespace: still nothing
     with k8s_cluster.client("nobody") as nobody:
         assert nobody.get("/api/v1/namespaces").status_code == 403
+    with k8s_cluster.client() as admin:  # who the tokens are: the limited users are in no group of their own
+        for user, groups in (("nobody", ["system:authenticated"]),
+                             ("admin", ["system:masters", "system:authenticated"])):
+            review = admin.post("/apis/authentication.k8s.io/v1/tokenreviews", json={
+                "apiVersion": "authentication.k8s.io/v1", "kind": "TokenReview",
+                "spec": {"token": k8s_cluster.token(user)}}).json()["status"]
+            assert review["authenticated"] and review["user"]["username"] == user
+            assert review["user"]["groups"] == groups
 
 
 def test_the_kubeconfig_it_writes_reaches_the_server_as_its_user(k8s_cluster: Cluster, tmp_path: Path) -> None:
