@@ -43,6 +43,7 @@ from __future__ import annotations
 import contextlib
 import datetime
 import fcntl
+import functools
 import gzip
 import hashlib
 import ipaddress
@@ -240,15 +241,16 @@ def free_port() -> int:
 def wait_until(check: Callable[[], T], timeout: float, what: str, interval: float = 0.25) -> T:
     """Poll ``check`` until it returns a truthy value (returned); fail naming ``what`` and the last value seen."""
     deadline = time.monotonic() + timeout
-    last: Any = None
+    last: object = None
     while True:
         try:
-            last = check()
+            value = check()
         except (httpx.HTTPError, OSError) as exc:  # a server still starting, a connection reset under load
             last = exc
         else:
-            if last:
-                return last
+            if value:
+                return value
+            last = value
         if time.monotonic() > deadline:
             raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}; last seen: {last!r}"[:4000])
         time.sleep(interval)
@@ -427,6 +429,10 @@ def _wait_ready(folder: Path, name: str, proc: subprocess.Popen[bytes], check: C
         time.sleep(0.2)
 
 
+def _etcd_healthy(url: str) -> bool:
+    return bool(httpx.get(f"{url}/health", timeout=2).json().get("health") == "true")
+
+
 def _port_clash(folder: Path, name: str) -> bool:
     return "address already in use" in _tail(folder / "logs" / f"{name}.log", 200)
 
@@ -487,8 +493,7 @@ def start_cluster(folder: Path, *, agent: bool = True, timings: dict[str, float]
                 "--initial-cluster", f"railguard-test=http://127.0.0.1:{peer_port}",
                 "--logger", "zap", "--log-outputs", "stderr", "--quota-backend-bytes", str(2 << 30)])
             try:
-                _wait_ready(folder, "etcd", proc, lambda url=etcd_url: httpx.get(
-                    f"{url}/health", timeout=2).json().get("health") == "true", 60)
+                _wait_ready(folder, "etcd", proc, functools.partial(_etcd_healthy, etcd_url), 60)
             except ClusterError:
                 _stop([("etcd", proc)])
                 if attempt < 2 and _port_clash(folder, "etcd"):

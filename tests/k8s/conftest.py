@@ -25,34 +25,36 @@ import pytest
 from ..conftest import shared_processes
 from .cluster import Cluster, start_cluster
 
-_shared: dict[str, object] = {}  # "cluster", "stack" (an ExitStack owning it), "users" (how many fixtures hold it)
+
+class _Shared:
+    """The session's one cluster, the ExitStack that stops it, and how many fixtures hold it."""
+
+    cluster: Cluster | None = None
+    stack: contextlib.ExitStack | None = None
+    users = 0
 
 
 @contextlib.contextmanager
 def shared_cluster(folder: Path) -> Iterator[Cluster]:
     """The session's one cluster, started on first use in ``folder``; stopped when its last holder leaves."""
-    if "cluster" not in _shared:
+    if _Shared.cluster is None:
         stack = contextlib.ExitStack()
         try:
             # The processes outlive each test on purpose: the leftover-process check skips the cluster's folder
             # until the cluster has been stopped (after which anything left is a leak again).
             stack.enter_context(shared_processes(str(folder)))
-            cluster = stack.enter_context(start_cluster(folder))
+            _Shared.cluster = stack.enter_context(start_cluster(folder))
         except BaseException:
             stack.close()
             raise
-        _shared.update(cluster=cluster, stack=stack, users=0)
-    _shared["users"] = int(_shared["users"]) + 1  # type: ignore[call-overload]
+        _Shared.stack = stack
+    _Shared.users += 1
     try:
-        cluster = _shared["cluster"]
-        assert isinstance(cluster, Cluster)
-        yield cluster
+        yield _Shared.cluster
     finally:
-        _shared["users"] = int(_shared["users"]) - 1  # type: ignore[call-overload]
-        if _shared["users"] == 0:
-            stack = _shared.pop("stack")
-            _shared.clear()
-            assert isinstance(stack, contextlib.ExitStack)
+        _Shared.users -= 1
+        if _Shared.users == 0 and _Shared.stack is not None:
+            stack, _Shared.stack, _Shared.cluster = _Shared.stack, None, None
             stack.close()
 
 

@@ -49,8 +49,8 @@ def condition(obj: dict[str, Any] | None, kind: str) -> dict[str, Any]:
 
 
 def pods(cluster: Cluster, ns: str, selector: str) -> list[dict[str, Any]]:
-    got = cluster.get(f"/api/v1/namespaces/{ns}/pods?labelSelector={selector}")
-    return (got or {}).get("items", [])
+    got = cluster.get(f"/api/v1/namespaces/{ns}/pods?labelSelector={selector}") or {}
+    return list(got.get("items", []))
 
 
 @pytest.fixture
@@ -67,12 +67,12 @@ def test_a_deployment_becomes_available_on_the_simulated_node(k8s_cluster: Clust
     k8s_cluster.apply(deployment(namespace, "web"))
     path = f"/apis/apps/v1/namespaces/{namespace}/deployments/web"
 
-    def available() -> dict[str, Any] | None:
-        got = k8s_cluster.get(path)
-        if got and condition(got, "Available").get("status") == "True" and \
+    def available() -> dict[str, Any]:
+        got = k8s_cluster.get(path) or {}
+        if condition(got, "Available").get("status") == "True" and \
                 got["status"].get("availableReplicas") == 3 and got["status"].get("updatedReplicas") == 3:
             return got
-        return None
+        return {}
 
     got = wait_until(available, 120, "deployment web to be Available with 3 replicas")
     assert got["status"]["observedGeneration"] == got["metadata"]["generation"]
@@ -112,9 +112,9 @@ def test_a_crashlooping_rollout_never_progresses_and_shows_why(k8s_cluster: Clus
     broken["spec"]["template"]["metadata"]["labels"]["version"] = "2"
     k8s_cluster.apply(broken)
 
-    def stuck() -> dict[str, Any] | None:
-        got = k8s_cluster.get(path)
-        return got if condition(got, "Progressing").get("reason") == "ProgressDeadlineExceeded" else None
+    def stuck() -> dict[str, Any]:
+        got = k8s_cluster.get(path) or {}
+        return got if condition(got, "Progressing").get("reason") == "ProgressDeadlineExceeded" else {}
 
     got = wait_until(stuck, 180, "the rollout of api to exceed its progress deadline")
     assert condition(got, "Progressing")["status"] == "False"
@@ -211,9 +211,9 @@ def test_jobs_complete_or_fail_as_the_agent_is_told(k8s_cluster: Cluster, namesp
     for name, restart in (("migrate", "Never"), ("broken", "Never"), ("broken-onfailure", "OnFailure")):
         k8s_cluster.apply(job(namespace, name, restart))
 
-    def finished(name: str, kind: str) -> dict[str, Any] | None:
-        got = k8s_cluster.get(f"/apis/batch/v1/namespaces/{namespace}/jobs/{name}")
-        return got if condition(got, kind).get("status") == "True" else None
+    def finished(name: str, kind: str) -> dict[str, Any]:
+        got = k8s_cluster.get(f"/apis/batch/v1/namespaces/{namespace}/jobs/{name}") or {}
+        return got if condition(got, kind).get("status") == "True" else {}
 
     done = wait_until(lambda: finished("migrate", "Complete"), 120, "job migrate to complete")
     assert done["status"]["succeeded"] == 1
