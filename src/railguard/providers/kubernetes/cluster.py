@@ -32,7 +32,7 @@ from lightkube.resources.core_v1 import (
     ServiceAccount,
 )
 from lightkube.resources.networking_v1 import Ingress, NetworkPolicy
-from lightkube.types import PatchType
+from lightkube.types import CascadeType, PatchType
 
 from railguard.model.diagnostics import Diagnostic, RailguardError, error
 from railguard.providers.kubernetes.labels import FIELD_MANAGER, Target
@@ -195,7 +195,8 @@ class Cluster:
 
     def delete(self, kind: str, name: str) -> None:
         try:
-            self.client.delete(KINDS[kind], name, namespace=self.namespace)
+            # Background: the object goes at once, the garbage collector removes its ReplicaSets and pods after.
+            self.client.delete(KINDS[kind], name, namespace=self.namespace, cascade=CascadeType.BACKGROUND)
         except ApiError as exc:
             if exc.status.code == 404:
                 return

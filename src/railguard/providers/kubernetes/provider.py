@@ -15,6 +15,7 @@ Constructed by :mod:`railguard.providers.registry`, which routes each environmen
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
@@ -81,6 +82,7 @@ LOGS_NOTE = ("(pod logs are not read in this version: reading them makes the API
              "the Kubernetes events of the service's objects)")
 # What a service's objects are, for deletes and shutdown; apply order reversed.
 SERVICE_KINDS = ("Service", "Deployment", "Job", "Secret")
+GONE_SLACK_S = 15.0  # beyond the grace period: the garbage collector removes ReplicaSets, then their pods
 
 
 def _ours(env: str) -> dict[str, str]:
@@ -240,7 +242,9 @@ class KubernetesProvider:
             for kind in SERVICE_KINDS:
                 for obj in cluster.list(kind, labels=_ours(env) | {SERVICE: name}):
                     cluster.delete(kind, obj["metadata"]["name"])
-            step("delete", "end", {})
+            grace = int((request.desired.config if request.desired else {}).get("stop_timeout_ms") or 30_000)
+            left = _wait_gone(cluster, _ours(env) | {SERVICE: name}, grace / 1000 + GONE_SLACK_S)
+            step("delete", "end", {"pods_left": left})
             return ApplyResponse(ok=True, observed=None)
         desired = request.desired
         assert desired is not None
@@ -367,6 +371,7 @@ class KubernetesProvider:
                 for kind in (*SERVICE_KINDS, "Ingress", "ConfigMap"):
                     for obj in cluster.list(kind, labels={MANAGED_BY: "railguard"}):
                         cluster.delete(kind, obj["metadata"]["name"])
+                _wait_gone(cluster, {MANAGED_BY: "railguard"}, (request.stop_timeout or 30.0) + GONE_SLACK_S)
         for cluster in clusters:
             cluster.close()
         with self._lock:
@@ -467,6 +472,16 @@ def _replica(pod: dict[str, Any], now: datetime) -> ReplicaUnit:
     return ReplicaUnit(name=pod["metadata"]["name"], pid=None, port=None, health=health,
                        restarts=sum(int(c.get("restartCount") or 0) for c in containers), uptime_s=round(uptime, 1),
                        last_exit=None if ready else describe_pod(pod))
+
+
+def _wait_gone(cluster: Cluster, selected: dict[str, str], timeout_s: float) -> int:
+    """Wait (bounded) until no pod matching ``selected`` is left; the number still there when time ran out."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        left = len(cluster.list("Pod", labels=selected))
+        if not left or time.monotonic() >= deadline:
+            return left
+        time.sleep(0.2)
 
 
 def _taken(cluster: Cluster, env: str, why: str) -> RailguardError:
