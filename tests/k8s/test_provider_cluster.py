@@ -65,6 +65,7 @@ drain_timeout = "1s"
 [services.web.health]
 http = "/healthz"
 interval = "1s"
+timeout = "1s"
 start_period = "2s"
 
 [[services.web.routes]]
@@ -98,7 +99,7 @@ class Rig:
                            replicas=replicas, version=version, release=release, start=start,
                            protected=str(protected).lower())
         spec, diagnostics = parse_spec(text)
-        assert spec is not None, diagnostics
+        assert spec is not None and not [d for d in diagnostics if d.is_error], diagnostics
         return desired_resources(spec, self.env, DIGEST, secret_versions={"API_KEY": api_key})
 
     def observe(self, desired: list[Resource] | None = None) -> dict[str, ObservedResource]:
