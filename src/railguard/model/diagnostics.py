@@ -54,6 +54,8 @@ CODES: dict[str, str] = {
     "spec.health_timing": "Health check timings do not fit together.",
     "spec.unknown_environment": "The requested environment is not in the spec.",
     "spec.no_environments": "The spec defines no environment.",
+    "spec.namespace_shared": "Two Kubernetes environments name the same namespace of the same cluster.",
+    "spec.not_applicable": "A key the environment's target does not use (a local-only key on Kubernetes).",
     "spec.invalid_policy": "A policy rule does not compile, reads an unknown field, or is not boolean.",
     "spec.shared_resource": "Two environments share a host, data folder or database location.",
     "spec.data_dir_unsafe": "A data folder is inside the state folder, an artifact, or contains the state folder.",
@@ -188,6 +190,20 @@ CODES: dict[str, str] = {
     "console.session_unknown": "A change was posted with a session cookie the console does not know.",
     # the command line itself
     "cli.usage": "The command line does not parse: an unknown option, a missing argument or a bad value.",
+    # Kubernetes environments (providers/kubernetes)
+    "cluster.config": "The kubeconfig of a Kubernetes environment is missing, unreadable, or has no such context.",
+    "cluster.unreachable": "The cluster's API server could not be reached (address, TLS or timeout).",
+    "cluster.unauthorized": "The cluster refused Railguard's credentials (401: expired or wrong token or certificate).",
+    "cluster.forbidden": "RBAC denies Railguard a verb on a resource in the environment's namespace (403).",
+    "cluster.namespace_taken": "The namespace holds objects of another environment or app, or is being deleted.",
+    "cluster.quota": "A ResourceQuota of the namespace refused an object.",
+    "cluster.invalid_manifest": "A manifest has a field the server's schema does not know, or the server "
+                                "refused it as invalid.",
+    "cluster.conflict": "Another field manager owns fields Railguard would change (server-side apply conflict).",
+    "cluster.release_failed": "The release Job (the release command) failed; the Deployment was not changed.",
+    "cluster.rollout_failed": "A Deployment did not become available; its pods' reasons are listed and the "
+                              "previous release's template was re-applied.",
+    "cluster.api_error": "The API server answered an error Railguard has no better code for.",
     # catch-all for bugs: never for user mistakes
     "internal.error": "An unexpected internal error.",
 }
