@@ -30,6 +30,7 @@ REQUIRED: list[tuple[str, str, tuple[str, ...]]] = [
     ("networking.k8s.io", "ingresses", ALL),  # routes
     ("batch", "jobs", ALL),  # the release command, before the Deployment changes
     ("", "secrets", ALL),  # the service's secrets and the artifact token, referenced by name
+    ("", "configmaps", ALL),  # the edge's routing table
     ("", "serviceaccounts", ALL),  # each environment's pods run under their own, without a token
     ("networking.k8s.io", "networkpolicies", ALL),  # no traffic from other environments' namespaces
     ("", "events", READ),  # status, diagnose
@@ -114,7 +115,9 @@ def _yaml(value: Any, indent: int) -> list[str]:
     if isinstance(value, dict):
         out: list[str] = []
         for key, item in value.items():
-            if isinstance(item, (dict, list)) and item:
+            if isinstance(item, list) and item and not any(isinstance(i, (dict, list)) for i in item):
+                out.append(f"{pad}{key}: {json.dumps(item)}")  # a flow sequence: one rule reads on one line
+            elif isinstance(item, (dict, list)) and item:
                 out.append(f"{pad}{key}:")
                 out += _yaml(item, indent + 2) if isinstance(item, dict) else _yaml(item, indent)
             else:
