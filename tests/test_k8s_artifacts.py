@@ -20,6 +20,7 @@ import httpx
 import pytest
 
 from railguard.providers.kubernetes import artifacts
+from railguard.providers.local.pipconfig import uv_environment
 from railguard.sources.artifact_bundles import BundleStore, write_bundle
 from railguard.sources.store import SnapshotStore, capture
 from tests.test_cli import rg
@@ -49,6 +50,10 @@ def test_the_init_container_fragment_is_as_reviewed() -> None:
     # The token is referenced, never inline; the app sees the artifact read-only.
     assert all("t0ken" not in json.dumps(e) for e in container["env"])
     assert mounts == [{"name": "railguard-artifact", "mountPath": "/app", "readOnly": True}]
+    parts = artifacts.pod_parts("web", DIGEST, "http://10.0.0.5:8791/", "python:3.12-slim")
+    assert parts["init_containers"] == [artifacts.init_container("web", DIGEST, "http://10.0.0.5:8791/",
+                                                                 "python:3.12-slim")[0]]
+    assert parts["workdir"] == "/app/src" and parts["mounts"] == mounts and parts["volumes"] == volumes
 
 
 def test_only_a_service_without_an_image_needs_the_init_container() -> None:
@@ -202,9 +207,14 @@ def test_dependencies_are_wheels_for_the_image_python_and_the_pod_checks_it(work
     home = workspace / ".railguard"
     snap, _ = capture(SnapshotStore.of(home), workspace)
     other = "3.12" if sys.version_info[:2] != (3, 12) else "3.13"
-    bundle = artifacts.prepare(home, "staging", "web", snap.digest, f"python:{other}-slim")
-    again = artifacts.prepare(home, "staging", "web", snap.digest, f"python:{other}-slim")
+    # The machine's pip index, as the registry passes it (this machine's CI has a local mirror only).
+    bundle = artifacts.prepare(home, "staging", "web", snap.digest, f"python:{other}-slim", index_env=uv_environment())
+    again = artifacts.prepare(home, "staging", "web", snap.digest, f"python:{other}-slim", index_env=uv_environment())
     assert again.digest == bundle.digest  # deterministic, and the dependency folder is reused
+    assert (home / "bundles" / "deps").is_dir() and len(list((home / "bundles" / "deps").iterdir())) == 1
+    with pytest.raises(Exception) as refused:
+        artifacts.prepare(home, "staging", "web", snap.digest, "gcr.io/distroless/python3")
+    assert refused.value.diagnostics[0].code == "artifact.deps_failed"  # type: ignore[attr-defined]
     port = _free_port()
     started = rg("daemon", "start", cwd=workspace, env={"RAILGUARD_ARTIFACTS_ADDR": f"127.0.0.1:{port}"})
     assert started.returncode == 0, started.stdout + started.stderr
@@ -213,9 +223,6 @@ def test_dependencies_are_wheels_for_the_image_python_and_the_pod_checks_it(work
     ran = _init(url, bundle.digest, BundleStore.of(home).token("staging"), tmp_path / "app")
     # This interpreter is not the image's: the script refuses to lay out packages built for another Python.
     assert ran.returncode == 5 and f"built for Python {other}" in ran.stderr, ran.stderr
-    with pytest.raises(Exception) as refused:
-        artifacts.prepare(home, "staging", "web", snap.digest, "gcr.io/distroless/python3")
-    assert refused.value.diagnostics[0].code == "artifact.deps_failed"  # type: ignore[attr-defined]
 
 
 def test_a_build_that_is_not_a_pip_install_is_refused_for_pods(workspace: Path) -> None:

@@ -16,12 +16,12 @@ import os
 import re
 import subprocess
 import tomllib
+from collections.abc import Mapping
 from pathlib import Path
 
 import uv
 
 from railguard.model.diagnostics import RailguardError, error
-from railguard.providers.local.pipconfig import uv_environment  # the machine's pip index, as the local builds use
 
 PLATFORM = "x86_64-manylinux_2_28"  # the official python:*-slim images are Debian (glibc) on amd64
 _SHEBANG = re.compile(rb"^#![^\n]*python[0-9.]*[^\n]*\n")
@@ -58,15 +58,19 @@ def refuse_build(service: str, build: list[str] | None) -> None:
         "to requirements.txt / pyproject dependencies.", address=f"services.{service}.build"))
 
 
-def build(src: Path, out: Path, python: str, service: str) -> bool:
-    """Install the app's dependencies into ``out`` for CPython ``python`` on Linux; False when there are none."""
+def build(src: Path, out: Path, python: str, service: str, index_env: Mapping[str, str] | None = None) -> bool:
+    """Install the app's dependencies into ``out`` for CPython ``python`` on Linux; False when there are none.
+
+    ``index_env``: uv variables naming the package index (the composition root passes the machine's pip
+    configuration translated for uv, as the local runtime's builds use; this runtime imports no other runtime).
+    """
     args = wanted(src)
     if not args:
         return False
     out.mkdir(parents=True, exist_ok=True)
     env = {k: v for k, v in os.environ.items() if k.startswith(("UV_", "PIP_", "SSL_", "HTTP", "NO_PROXY", "http",
                                                                    "no_proxy", "HOME", "XDG_CACHE_HOME"))}
-    env.update(uv_environment())
+    env.update(index_env or {})
     env.update({"PATH": "/usr/local/bin:/usr/bin:/bin", "UV_PYTHON_DOWNLOADS": "never", "UV_NO_PROGRESS": "1",
                 "NO_COLOR": "1"})
     command = [str(uv.find_uv_bin()), "pip", "install", "--quiet", "--target", str(out), "--python-version", python,

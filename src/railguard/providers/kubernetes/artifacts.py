@@ -23,6 +23,7 @@ import os
 import re
 import shutil
 import tempfile
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -193,6 +194,15 @@ def init_container(service: str, bundle_digest: str, store_url: str,
     return container, volumes, mounts
 
 
+def pod_parts(service: str, bundle_digest: str, store_url: str, base_image: str = DEFAULT_BASE_IMAGE
+              ) -> dict[str, Any]:
+    """Everything a pod needs for the artifact, keyed as the provider's ``ArtifactMount`` fields
+    (``ArtifactMount(**pod_parts(...))``): init containers, volumes, the app's mounts, variables, working dir."""
+    container, volumes, mounts = init_container(service, bundle_digest, store_url, base_image)
+    return {"init_containers": [container], "volumes": volumes, "mounts": mounts, "env": app_env(),
+            "workdir": WORKDIR}
+
+
 def app_env() -> list[dict[str, str]]:
     """Variables of the app container that make it run the extracted artifact (with workingDir :data:`WORKDIR`)."""
     return [{"name": "PYTHONPATH", "value": f"{MOUNT}/src:{MOUNT}/deps"},
@@ -212,11 +222,12 @@ def token_secret(namespace: str, token: str, labels: dict[str, str] | None = Non
 
 
 def prepare(home: Path, env: str, service: str, source_digest: str, base_image: str = DEFAULT_BASE_IMAGE,
-            build: list[str] | None = None) -> Bundle:
+            build: list[str] | None = None, index_env: Mapping[str, str] | None = None) -> Bundle:
     """Make (or find) the bundle of ``source_digest`` for ``base_image`` and let ``env``'s token fetch it.
 
     The snapshot is the one the plan stored; dependencies are installed as wheels for the image's Python
-    and cached by what decides them.
+    and cached by what decides them. ``index_env``: uv's index variables (the registry passes
+    ``railguard.providers.local.pipconfig.uv_environment()``, so pods' wheels come from the index local builds use).
     """
     artifact_deps.refuse_build(service, build)
     snapshots = SnapshotStore.of(home)
@@ -227,7 +238,8 @@ def prepare(home: Path, env: str, service: str, source_digest: str, base_image: 
             src = Path(tmp) / "src"
             src.mkdir()
             snapshots.materialize(source_digest, src)
-            deps = _deps(bundles.root, src, python, service, base_image) if artifact_deps.wanted(src) else None
+            deps = (_deps(bundles.root, src, python, service, base_image, index_env) if artifact_deps.wanted(src)
+                    else None)
         made = bundles.build(snapshots, source_digest, deps, python)
     except BundleError as exc:
         raise RailguardError(error(
@@ -248,7 +260,8 @@ def _mkdir(path: Path) -> Path:
     return path
 
 
-def _deps(root: Path, src: Path, python: str | None, service: str, base_image: str) -> Path:
+def _deps(root: Path, src: Path, python: str | None, service: str, base_image: str,
+          index_env: Mapping[str, str] | None) -> Path:
     """The dependency folder for this dependency set and Python, built once and kept under ``deps/<key>``."""
     if python is None:
         raise RailguardError(error(
@@ -267,7 +280,7 @@ def _deps(root: Path, src: Path, python: str | None, service: str, base_image: s
     final.parent.mkdir(parents=True, exist_ok=True)
     work = Path(tempfile.mkdtemp(prefix=".deps.", dir=final.parent))
     try:
-        artifact_deps.build(src, work / "out", python, service)
+        artifact_deps.build(src, work / "out", python, service, index_env)
         try:
             os.replace(work / "out", final)
         except OSError:  # another build finished first: its folder is as good
