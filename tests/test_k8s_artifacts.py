@@ -7,11 +7,13 @@ extracts it — or refuses (wrong digest, wrong Python, no token, a wrong token,
 from __future__ import annotations
 
 import hashlib
+import io
 import json
 import os
 import socket
 import subprocess
 import sys
+import tarfile
 import time
 from pathlib import Path
 from types import SimpleNamespace
@@ -189,6 +191,20 @@ def test_the_daemon_serves_a_bundle_to_its_environment_token_only(workspace: Pat
     ran = _init(artifacts.artifact_url(base, second.digest), bundle.digest, token, tmp_path / "mismatch")
     assert ran.returncode == 3 and "refused" in ran.stderr and "nothing was extracted" in ran.stderr
     assert list((tmp_path / "mismatch").iterdir()) == []
+
+    # A bundle with an entry escaping the folder (stored under its true digest, listed): refused, nothing written.
+    evil = tmp_path / "evil.tar.gz"
+    with tarfile.open(evil, "w:gz") as tar:
+        payload = b"pwned\n"
+        info = tarfile.TarInfo("../escaped.txt")
+        info.size = len(payload)
+        tar.addfile(info, io.BytesIO(payload))
+    evil_hex = hashlib.sha256(evil.read_bytes()).hexdigest()
+    evil.rename(store.path(evil_hex))
+    store.allow("staging", evil_hex)
+    ran = _init(artifacts.artifact_url(base, evil_hex), evil_hex, token, tmp_path / "evil" / "app")
+    assert ran.returncode == 4 and "unsafe entry" in ran.stderr, ran.stderr
+    assert not (tmp_path / "evil" / "escaped.txt").exists()
 
     # A stored bundle altered on disk is never served.
     os.chmod(second.path, 0o644)

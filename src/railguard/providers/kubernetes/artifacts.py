@@ -221,6 +221,11 @@ def token_secret(namespace: str, token: str, labels: dict[str, str] | None = Non
     }
 
 
+def environment_token(home: Path, env: str) -> str:
+    """``env``'s read-only artifact token (made on first use), for :func:`token_secret`."""
+    return BundleStore.of(home).token(env)
+
+
 def prepare(home: Path, env: str, service: str, source_digest: str, base_image: str = DEFAULT_BASE_IMAGE,
             build: list[str] | None = None, index_env: Mapping[str, str] | None = None) -> Bundle:
     """Make (or find) the bundle of ``source_digest`` for ``base_image`` and let ``env``'s token fetch it.
