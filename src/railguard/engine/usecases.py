@@ -70,7 +70,7 @@ def _plan(ws: Workspace, env: str, store: Store, provider: Provider | None, prin
         versions = facts.versions(store, env)
         desired = facts.desired(env, versions, overrides)
         if provider is not None:
-            observe_into(store, provider, env)
+            observe_into(store, provider, env, desired)
         computed = planner.plan(env, desired, store.inventory(env), store.serial(env))
         problems = [*warnings, *([] if promoting else facts.source_warnings()), *missing_secrets(spec, env, versions),
                     *computed.diagnostics, *knownbad.diagnostics(store, computed)]
