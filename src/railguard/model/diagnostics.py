@@ -110,6 +110,16 @@ CODES: dict[str, str] = {
     "canary.none": "`promote-step` or `abort` named a service that has no canary in progress.",
     "artifact.tampered": "A built artifact or its dependency layer changed after it was built; start refused.",
     "artifact.write_refused": "A replica or release command tried to write into its read-only release.",
+    # artifacts on Kubernetes: the daemon's artifact listener, bundles, `railguard k8s rbac`
+    "artifact.bad_request": "The artifact listener was asked for something other than /v1/artifacts/<sha256>.",
+    "artifact.token_required": "An artifact request carried no artifact token.",
+    "artifact.forbidden": "An artifact request carried a token that is no environment's artifact token.",
+    "artifact.unknown_digest": "No release of the token's environment names that artifact, or it is no longer stored.",
+    "artifact.store_missing": "A service without an image runs in an environment that sets no artifact store.",
+    "artifact.image_unpinned": "A service's image is not pinned by digest.",
+    "artifact.bundle_failed": "A service's artifact bundle could not be made (its source snapshot is gone).",
+    "artifact.deps_failed": "A service's dependencies cannot be installed as wheels for the pod's Python.",
+    "kubernetes.wrong_target": "A Kubernetes command named an environment whose target is not kubernetes.",
     "edge.no_ca": "`railguard edge-ca`: the environment has no HTTPS (no `https_port`) or no certificate was "
                   "issued yet.",
     "edge.port_in_use": "The environment's edge port is taken by another program.",
