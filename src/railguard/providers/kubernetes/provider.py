@@ -44,6 +44,7 @@ from railguard.providers.base import (
     ObserveRequest,
     ObserveResponse,
     Progress,
+    ProviderEvent,
     ReplicaHealth,
     ReplicaUnit,
     RouteUnit,
@@ -71,6 +72,7 @@ from railguard.providers.kubernetes.labels import (
 from railguard.providers.kubernetes.manifests import (
     ArtifactMount,
     Manifest,
+    ServiceManifests,
     edge_manifests,
     environment_manifests,
     service_manifests,
@@ -84,6 +86,7 @@ LOGS_NOTE = ("(pod logs are not read in this version: reading them makes the API
              "the Kubernetes events of the service's objects)")
 # What a service's objects are, for deletes and shutdown; apply order reversed.
 SERVICE_KINDS = ("Service", "Deployment", "Job", "Secret")
+TICK_EVERY_S = 5.0
 GONE_SLACK_S = 15.0  # beyond the grace period: the garbage collector removes ReplicaSets, then their pods
 
 
@@ -103,6 +106,8 @@ class KubernetesProvider:
         self.artifacts = artifacts
         self._clusters: dict[tuple[str | None, str | None, str], Cluster] = {}
         self._lock = threading.Lock()
+        self._next_tick = 0.0
+        self._restarts: dict[str, int] = {}  # namespace/pod -> restarts seen by the last tick
 
     # -- plumbing ------------------------------------------------------------------------------
     def target(self, env: str, desired: Resource | None = None) -> Target:
@@ -316,9 +321,19 @@ class KubernetesProvider:
             step("service", "end", {})
         else:
             cluster.delete("Service", name)
+        self._retire(cluster, env, name, made)
         return ApplyResponse(ok=True, observed=ObservedResource(
             address=desired.address, kind="service", fingerprint=desired.fingerprint, config=desired.config,
             depends_on=desired.depends_on, status=LiveStatus.running, release=release, message=outcome.reason))
+
+    def _retire(self, cluster: Cluster, env: str, name: str, made: ServiceManifests) -> None:
+        """Once a release serves: the Secrets of other secret versions and the Jobs of older releases go (a
+        rollback re-creates what it needs from the secret store, so old values do not linger in the cluster)."""
+        keep = {m["metadata"]["name"] for m in (made.secret, made.job) if m is not None}
+        for kind in ("Secret", "Job"):
+            for obj in cluster.list(kind, labels=_ours(env) | {SERVICE: name}):
+                if obj["metadata"]["name"] not in keep:
+                    cluster.delete(kind, obj["metadata"]["name"])
 
     def _restore(self, cluster: Cluster, app: str, before: ObservedResource | None, name: str, env: str,
                  step: Progress) -> str:
@@ -374,7 +389,35 @@ class KubernetesProvider:
         return AdoptResponse(notes=[])  # the cluster's controllers supervise; nothing to take over
 
     def tick(self, request: TickRequest) -> TickResponse:
-        return TickResponse(events=[])  # no warm replica sets: a rollback re-applies the previous release
+        """Restarts of our pods since the last pass, as the local runtime reports its replicas' (throttled: the
+        daemon ticks twice a second, a cluster is asked every few seconds). No warm replica sets to retire: a
+        rollback re-applies the previous release."""
+        now = time.monotonic()
+        if now < self._next_tick:
+            return TickResponse(events=[])
+        self._next_tick = now + TICK_EVERY_S
+        with self._lock:
+            clusters = list(self._clusters.values())
+        events: list[ProviderEvent] = []
+        for cluster in clusters:
+            try:
+                pods = cluster.list("Pod", labels={MANAGED_BY: "railguard"})
+            except RailguardError:
+                continue  # an unreachable cluster is the status's and the next plan's to say
+            for pod in pods:
+                meta = pod["metadata"]
+                count = sum(int(c.get("restartCount") or 0) for c in (pod.get("status") or {}).get(
+                    "containerStatuses") or [])
+                key = f"{cluster.namespace}/{meta['name']}"
+                seen = self._restarts.get(key)
+                self._restarts[key] = count
+                if seen is not None and count > seen:
+                    found = meta.get("labels") or {}
+                    events.append(ProviderEvent(
+                        kind="replica.restarted", env=found.get(ENVIRONMENT),
+                        message=f"{found.get(ENVIRONMENT)}.{found.get(SERVICE)} pod {meta['name']} "
+                        f"(namespace {cluster.namespace}): {describe_pod(pod)} (restart #{count})"))
+        return TickResponse(events=events)
 
     def shutdown(self, request: ShutdownRequest) -> None:
         with self._lock:
