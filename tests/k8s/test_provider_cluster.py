@@ -474,3 +474,17 @@ def test_tick_reports_restarts_of_live_pods(rig: Rig) -> None:
 
     events = wait_until(restarted, 60, "a restart to be reported")
     assert events[0].env == "staging" and "CrashLoopBackOff" in events[0].message
+
+
+def test_a_missing_namespace_railguard_may_not_create_is_named(rig: Rig, k8s_cluster: Cluster,
+                                                               tmp_path: Path) -> None:
+    limited = Rig(k8s_cluster, tmp_path / "limited", rig.namespace, user="railguard-prod")
+    desired = limited.desired()
+    answers = limited.apply(desired, [c for c in planner.plan("staging", desired, [], 0).changes
+                                      if c.kind == "service"])
+    found = answers[0].diagnostics[0]
+    assert found.code == "cluster.forbidden", found
+    # It may not read the namespace either, so what it is refused first is listing what runs there.
+    assert (found.extra["verb"], found.extra["resource"]) == ("list", "deployments")
+    assert k8s_cluster.get(f"/api/v1/namespaces/{rig.namespace}") is None
+    limited.provider.shutdown(ShutdownRequest())

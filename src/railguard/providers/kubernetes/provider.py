@@ -211,8 +211,7 @@ class KubernetesProvider:
             # A Role bound in the namespace alone cannot read the namespace object: judge by what runs in it.
             found = {"metadata": {"name": target.namespace}}
         if found is None:
-            cluster.apply({"apiVersion": "v1", "kind": "Namespace",
-                           "metadata": {"name": target.namespace, "labels": labels(app, env)}})
+            cluster.create_namespace(labels(app, env))
             return
         meta = found["metadata"]
         owner = meta.get("labels") or {}
@@ -258,6 +257,7 @@ class KubernetesProvider:
             return ApplyResponse(ok=True, observed=None)
         desired = request.desired
         assert desired is not None
+        self._namespace(cluster, target, env, app)  # first: whose namespace it is decides whether to go on
         previous = cluster.get("Deployment", name)
         before = live.observed(previous, "service") if previous is not None else None
         release = request.release or 1
@@ -272,7 +272,6 @@ class KubernetesProvider:
             own.append(artifacts.token_secret(target.namespace, artifacts.environment_token(self.home, env),
                                               labels(app, env)))
         step("check", "begin", {"objects": len(own) + len(made.all())})
-        self._namespace(cluster, target, env, app)
         self._check(cluster, own + made.all(), change.address)
         step("check", "end", {})
         step("environment", "begin", {"namespace": target.namespace})
