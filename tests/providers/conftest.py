@@ -13,6 +13,7 @@ import psutil
 import pytest
 
 from ..conftest import _ours
+from ..k8s.conftest import k8s_cluster  # noqa: F401  (the kubernetes case of the contract suite)
 
 
 @pytest.fixture(autouse=True, scope="module")

@@ -5,7 +5,11 @@ run in order against it, as a daemon would drive it: observe an empty environmen
 and its edge, update it in place, replace it, read its logs, retire warm replicas with a tick, adopt
 after the provider is constructed again (a daemon restart), delete, and shut everything down. The
 local provider runs real processes behind a real Caddy, so where a provider serves real traffic the
-cases also GET through its edge. Changes come from the real planner, as in an apply. A replaced
+cases also GET through its edge. The Kubernetes provider runs against the session's real control plane
+(tests/k8s) with simulated pods: nothing runs in them and no ingress controller serves the Ingress, so the
+cases that are structurally local (GET through the edge, the edge's port, warm replica sets kept for an
+instant rollback: a cluster rolls back by re-applying the previous release) are skipped for it, each where
+it is asserted. Changes come from the real planner, as in an apply. A replaced
 release stays warm (routable for an instant rollback) until a tick passes its rollback window: that
 is part of the contract, the engine's rollback relies on it.
 """
@@ -80,6 +84,39 @@ path = "/"
 """
 
 
+K8S_SPEC = """
+[app]
+name = "contract"
+source = "app"
+
+[environments.staging]
+target = "kubernetes"
+
+[environments.staging.kubernetes]
+namespace = "{namespace}"
+kubeconfig = "{kubeconfig}"
+
+[services.web]
+run = ["python", "app.py"]
+image = "registry.example/contract@sha256:{digest}"
+replicas = {replicas}
+env = {{ VERSION = "{version}" }}
+start_timeout = "20s"
+stop_timeout = "2s"
+drain_timeout = "1s"
+
+[services.web.health]
+http = "/healthz"
+interval = "1s"
+timeout = "1s"
+healthy_threshold = 1
+
+[[services.web.routes]]
+path = "/"
+"""
+K8S_NAMESPACE = "contract-kubernetes"
+
+
 def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -105,13 +142,22 @@ class Rig:
     provider: Provider = field(init=False)
     release: int = 0
     pids: set[int] = field(default_factory=set)  # every replica pid seen, to prove they are gone at the end
+    kubeconfig: Path | None = None  # the kubernetes rig's, for the session's test cluster
 
     def __post_init__(self) -> None:
         self.provider = self.construct()
+        if self.kind == "kubernetes":  # bound to its namespace as a plan binds it (from the spec's resources)
+            self.provider.observe(ObserveRequest(env=ENV, desired=self.desired()))
 
     @property
     def real_traffic(self) -> bool:
-        return self.kind != "fake"
+        """Requests really served through the edge (a cluster's Ingress is not served in the test cluster)."""
+        return self.kind == "local"
+
+    @property
+    def upstreams(self) -> int:
+        """Upstreams a route of the edge lists: the fake names none."""
+        return 0 if self.kind == "fake" else 1
 
     def construct(self) -> Provider:
         """A provider over the rig's state; for the fake, over the same in-memory runtime (what survives)."""
@@ -121,7 +167,10 @@ class Rig:
         return open_provider(self.home)
 
     def desired(self, version: str = "1", replicas: int = 1, web: bool = True) -> list[Resource]:
-        (self.root / "railguard.toml").write_text(SPEC.format(port=self.port, version=version, replicas=replicas))
+        text = (K8S_SPEC.format(namespace=K8S_NAMESPACE, kubeconfig=self.kubeconfig, digest="ab" * 32, version=version,
+                                replicas=replicas) if self.kind == "kubernetes"
+                else SPEC.format(port=self.port, version=version, replicas=replicas))
+        (self.root / "railguard.toml").write_text(text)
         spec, diagnostics = parse_spec((self.root / "railguard.toml").read_text())
         assert spec is not None, diagnostics
         resources = desired_resources(spec, ENV, snapshot(self.root / "app").digest)
@@ -169,14 +218,18 @@ class Rig:
         return httpx.get(f"http://127.0.0.1:{self.port}/", timeout=5, trust_env=False).text
 
 
-@pytest.fixture(scope="module", params=["fake", "local"])
+@pytest.fixture(scope="module", params=["fake", "local", "kubernetes"])
 def rig(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Rig]:
     root = tmp_path_factory.mktemp(f"contract-{request.param}")
     shutil.copytree(APP, root / "app", ignore=shutil.ignore_patterns("__pycache__"))
-    built = Rig(request.param, root, root / ".railguard", _free_port())
-    built.home.mkdir()
+    cluster = request.getfixturevalue("k8s_cluster") if request.param == "kubernetes" else None
+    kubeconfig = cluster.write_kubeconfig(root / "kubeconfig") if cluster is not None else None
+    (root / ".railguard").mkdir()
+    built = Rig(request.param, root, root / ".railguard", _free_port(), kubeconfig=kubeconfig)
     yield built
     built.provider.shutdown(ShutdownRequest(everything=True, stop_timeout=1.0))  # whatever a failed case left
+    if cluster is not None:
+        cluster.delete_namespace(K8S_NAMESPACE, wait=False)
 
 
 def test_the_provider_implements_the_whole_protocol(rig: Rig) -> None:
@@ -200,8 +253,10 @@ def test_create_a_service_and_its_edge(rig: Rig) -> None:
     assert live[EDGE].status is LiveStatus.running
     described = wait_for(rig.healthy, "the replica to pass its health check")
     assert [s.address for s in described.services] == [WEB] and described.live_sets == 1
-    assert described.edge.running and described.edge.port == rig.port
-    assert [(r.path, len(r.upstreams)) for r in described.edge.routes] == [("/", 1 if rig.real_traffic else 0)]
+    assert described.edge.running
+    if rig.kind != "kubernetes":  # structurally local: an Ingress has no port of its own
+        assert described.edge.port == rig.port
+    assert [(r.path, len(r.upstreams)) for r in described.edge.routes] == [("/", rig.upstreams)]
     assert wait_for(lambda: rig.provider.health(HealthRequest(env=ENV, address=WEB)).health is Health.healthy,
                     "the service to be healthy")
     if rig.real_traffic:
@@ -226,7 +281,8 @@ def test_replace_starts_a_new_release(rig: Rig) -> None:
     assert live.status is LiveStatus.running and live.release == rig.release and live.release != old
     described = wait_for(rig.healthy, "the new release to be healthy")
     assert described.services[0].release == live.release and described.live_sets == 1
-    assert [w.release for w in described.services[0].warm] == [old]  # kept for an instant rollback
+    if rig.kind != "kubernetes":  # structurally local: a cluster keeps no warm replica set (rollback re-applies)
+        assert [w.release for w in described.services[0].warm] == [old]  # kept for an instant rollback
     if rig.real_traffic:
         assert {rig.get() for _ in range(4)} == {"v2"}
 

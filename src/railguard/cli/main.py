@@ -29,6 +29,7 @@ from railguard.cli import (
     gc_cmd,
     guard_cmd,
     incidents_cmd,
+    k8s_cmd,
     mcp_cmd,
     observe,
 )
@@ -134,6 +135,7 @@ console_cmd.register(app)
 app.add_typer(daemon_cmd.app, name="daemon", rich_help_panel=ADMIN)
 gc_cmd.register(app)
 edge_cmd.register(app)
+k8s_cmd.register(app)
 add(app, schema, ADMIN, "railguard schema > railguard.schema.json")
 
 

@@ -136,6 +136,11 @@ class Daemon(Governance, ExecSessions):
 
         if (address := prometheus.start(self)) is not None:
             store.add_event(None, "daemon.metrics", f"Prometheus metrics served on http://{address}/metrics")
+        from railguard.daemon import artifact_server  # opt-in: pods' init containers fetch bundles here
+
+        if (served := artifact_server.start(self.home)) is not None:
+            host, port = served.server_address[:2]
+            store.add_event(None, "daemon.artifacts", f"artifact bundles served on http://{host!s}:{port}/v1/artifacts/")
 
     def request_shutdown(self, everything: bool = False) -> None:
         """Stop soon, from another thread: the caller (an API request) still gets its answer."""

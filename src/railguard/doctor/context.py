@@ -77,7 +77,7 @@ class Context:
         return [self.data_dir(e) for e in self.spec.environments]
 
     def edge_ports(self) -> set[int]:
-        return {e.edge_port for e in self.spec.environments.values()}
+        return {e.edge_port for e in self.spec.environments.values() if e.edge_port is not None}
 
     @property
     def configs(self) -> dict[str, dict[str, Any]]:

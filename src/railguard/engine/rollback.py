@@ -59,7 +59,7 @@ def rollback_plan(store: Store, env: str, provider: Provider | None, to: int | N
     schemacheck.check(env, target, datarecords.live_schemas(store, env))  # refuses old code on a newer schema
     desired = list(target.desired)
     if provider is not None:
-        observe_into(store, provider, env)
+        observe_into(store, provider, env, desired)
     computed = planner.plan(env, desired, store.inventory(env), store.serial(env))
     return target, computed.model_copy(update={"id": f"rollback-{env}-{target.number}"})
 

@@ -17,7 +17,7 @@ from railguard.model.diagnostics import Diagnostic, error, warning
 from railguard.model.durations import parse_ms
 from railguard.model.graph import find_cycle
 from railguard.model.sensitivity import looks_secret
-from railguard.model.spec import Service, Spec
+from railguard.model.spec import LOCAL_ONLY, Service, Spec
 from railguard.model.verifychecks import verification
 
 RESERVED_VARIABLES = {"PORT", "PATH", "HOME"}
@@ -27,7 +27,7 @@ RESERVED_PREFIX = "RAILGUARD_"
 def check(spec: Spec) -> list[Diagnostic]:
     found: list[Diagnostic] = []
     for rule in (_no_environments, _references, _cycles, _variables, _edge_ports, _routes, _health, _policies,
-                 _isolation, _environment_settings, _static, verification, database_rules):
+                 _isolation, _environment_settings, _static, verification, database_rules, _targets):
         found.extend(rule(spec))
     return found
 
@@ -183,7 +183,7 @@ def _edge_ports(spec: Spec) -> Iterator[Diagnostic]:
                     "Each environment needs its own ports.",
                     f"Give environments.{env_name}.https_port another port, then run `railguard validate`.",
                     address=f"environments.{env_name}.https_port")
-        other = seen.setdefault(env.edge_port, env_name)
+        other = env_name if env.edge_port is None else seen.setdefault(env.edge_port, env_name)
         if other != env_name:
             yield error(
                 "spec.edge_port_conflict", f"Environments '{other}' and '{env_name}' share edge port {env.edge_port}",
@@ -354,3 +354,43 @@ def _static(spec: Spec) -> Iterator[Diagnostic]:
                     "can reach them.",
                     f"Add a route to services.{name} (e.g. routes = [{{ path = \"/\" }}]), then run "
                     "`railguard validate`.", address=address)
+
+
+def _targets(spec: Spec) -> Iterator[Diagnostic]:
+    """A Kubernetes environment names its namespace, owns it alone, and is told which local keys it ignores."""
+    owners: dict[tuple[str | None, str | None, str], str] = {}
+    for env_name, env in spec.environments.items():
+        where = f"environments.{env_name}"
+        if env.target != "kubernetes":
+            if env.kubernetes is not None:
+                yield warning(
+                    "spec.not_applicable", f"'{env_name}' runs locally: its [kubernetes] table is not used",
+                    f"{where}.kubernetes is set, but {where}.target is 'local', so nothing reads it.",
+                    f"Set target = \"kubernetes\" in [{where}] or remove the table, then run `railguard validate`.",
+                    address=f"{where}.kubernetes")
+            continue
+        if env.kubernetes is None:
+            yield error(
+                "spec.missing_key", f"Missing required key 'kubernetes' of '{env_name}'",
+                f"{where} has target = \"kubernetes\" but no [{where}.kubernetes] table naming its namespace.",
+                f"Add [{where}.kubernetes] with namespace = \"<namespace>\", then run `railguard validate`.",
+                address=f"{where}.kubernetes")
+            continue
+        for key in LOCAL_ONLY:
+            if key in env.model_fields_set and key != "edge_port" or (key == "edge_port" and env.edge_port):
+                yield warning(
+                    "spec.not_applicable", f"'{env_name}' runs on Kubernetes: '{key}' is not used",
+                    f"{where}.{key} configures the local runtime (its edge, data folder or OS user); on a cluster "
+                    "the namespace's Ingress, volumes and ServiceAccount take their place.",
+                    f"Remove {where}.{key}, then run `railguard validate`.", address=f"{where}.{key}")
+        target = env.kubernetes
+        key_of = (target.kubeconfig, target.context, target.namespace)
+        other = owners.setdefault(key_of, env_name)
+        if other != env_name:
+            yield error(
+                "spec.namespace_shared", f"Environments '{other}' and '{env_name}' share namespace "
+                f"'{target.namespace}'",
+                "Each Kubernetes environment owns one namespace: Railguard lists and deletes the objects labelled "
+                "ours there, so two environments in one namespace would delete each other's services.",
+                f"Give {where}.kubernetes.namespace another namespace, then run `railguard validate`.",
+                address=f"{where}.kubernetes.namespace")

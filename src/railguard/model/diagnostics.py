@@ -54,6 +54,8 @@ CODES: dict[str, str] = {
     "spec.health_timing": "Health check timings do not fit together.",
     "spec.unknown_environment": "The requested environment is not in the spec.",
     "spec.no_environments": "The spec defines no environment.",
+    "spec.namespace_shared": "Two Kubernetes environments name the same namespace of the same cluster.",
+    "spec.not_applicable": "A key the environment's target does not use (a local-only key on Kubernetes).",
     "spec.invalid_policy": "A policy rule does not compile, reads an unknown field, or is not boolean.",
     "spec.shared_resource": "Two environments share a host, data folder or database location.",
     "spec.data_dir_unsafe": "A data folder is inside the state folder, an artifact, or contains the state folder.",
@@ -108,6 +110,16 @@ CODES: dict[str, str] = {
     "canary.none": "`promote-step` or `abort` named a service that has no canary in progress.",
     "artifact.tampered": "A built artifact or its dependency layer changed after it was built; start refused.",
     "artifact.write_refused": "A replica or release command tried to write into its read-only release.",
+    # artifacts on Kubernetes: the daemon's artifact listener, bundles, `railguard k8s rbac`
+    "artifact.bad_request": "The artifact listener was asked for something other than /v1/artifacts/<sha256>.",
+    "artifact.token_required": "An artifact request carried no artifact token.",
+    "artifact.forbidden": "An artifact request carried a token that is no environment's artifact token.",
+    "artifact.unknown_digest": "No release of the token's environment names that artifact, or it is no longer stored.",
+    "artifact.store_missing": "A service without an image runs in an environment that sets no artifact store.",
+    "artifact.image_unpinned": "A service's image is not pinned by digest.",
+    "artifact.bundle_failed": "A service's artifact bundle could not be made (its source snapshot is gone).",
+    "artifact.deps_failed": "A service's dependencies cannot be installed as wheels for the pod's Python.",
+    "kubernetes.wrong_target": "A Kubernetes command named an environment whose target is not kubernetes.",
     "edge.no_ca": "`railguard edge-ca`: the environment has no HTTPS (no `https_port`) or no certificate was "
                   "issued yet.",
     "edge.port_in_use": "The environment's edge port is taken by another program.",
@@ -178,6 +190,22 @@ CODES: dict[str, str] = {
     "console.session_unknown": "A change was posted with a session cookie the console does not know.",
     # the command line itself
     "cli.usage": "The command line does not parse: an unknown option, a missing argument or a bad value.",
+    # Kubernetes environments (providers/kubernetes)
+    "cluster.config": "The kubeconfig of a Kubernetes environment is missing, unreadable, or has no such context.",
+    "cluster.unreachable": "The cluster's API server could not be reached (address, TLS or timeout).",
+    "cluster.unauthorized": "The cluster refused Railguard's credentials (401: expired or wrong token or certificate).",
+    "cluster.forbidden": "RBAC denies Railguard a verb on a resource in the environment's namespace (403).",
+    "cluster.namespace_taken": "The namespace holds objects of another environment or app, or is being deleted.",
+    "cluster.quota": "A ResourceQuota of the namespace refused an object.",
+    "cluster.invalid_manifest": "A manifest has a field the server's schema does not know, or the server "
+                                "refused it as invalid.",
+    "cluster.conflict": "Another field manager owns fields Railguard would change (server-side apply conflict).",
+    "cluster.release_failed": "The release Job (the release command) failed; the Deployment was not changed.",
+    "cluster.rollout_failed": "A Deployment did not become available; its pods' reasons are listed and the "
+                              "previous release's template was re-applied.",
+    "cluster.server_diff": "Info in a plan: the fields a server-side dry-run says the apply would change on a "
+                           "live object.",
+    "cluster.api_error": "The API server answered an error Railguard has no better code for.",
     # catch-all for bugs: never for user mistakes
     "internal.error": "An unexpected internal error.",
 }

@@ -17,7 +17,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from railguard.model.canonical import digest
 from railguard.model.durations import parse_ms
-from railguard.model.spec import Service, Spec
+from railguard.model.spec import Environment, Service, Spec
 
 if TYPE_CHECKING:
     from railguard.model.api import Health
@@ -140,6 +140,17 @@ def _static_config(service: Service) -> dict[str, Any]:
                        for s in sorted(service.static, key=lambda s: s.path)]}
 
 
+def kubernetes_service_config(service: Service, environment: Environment) -> dict[str, Any]:
+    """What a service's manifests depend on beyond the common config: the cluster, namespace and image."""
+    assert environment.kubernetes is not None  # checked when the spec was read
+    extra: dict[str, Any] = {"kubernetes": environment.kubernetes.model_dump(mode="json")}
+    if service.image is not None:
+        extra["image"] = service.image
+    if service.resources is not None:
+        extra["resources"] = service.resources.model_dump(mode="json", exclude_none=True)
+    return extra
+
+
 def make_resource(env: str, kind: ResourceKind, name: str, config: dict[str, Any], depends_on: list[str]) -> Resource:
     address = {"service": service_address(env, name), "edge": edge_address(env),
                "environment": environment_address(env), "database": database_address(env, name)}[kind]
@@ -189,6 +200,8 @@ def desired_resources(spec: Spec, env: str, source_digest: str | None = None,
         config = _normalize_service(service, source, environment.data_dir, parse_ms(environment.rollback_window))
         config["secret_versions"] = {s: (secret_versions or {}).get(s, 0) for s in config["secrets"]}
         deps = [service_address(env, d) for d in service.depends_on]
+        if environment.target == "kubernetes":  # only there: local services keep the fingerprints they always had
+            config |= kubernetes_service_config(service, environment)
         if service.databases:  # only then: a service without databases keeps the fingerprint it always had
             config["databases"] = {d: spec.databases[d].env_var for d in sorted(set(service.databases))}
             deps += [database_address(env, d) for d in config["databases"]]
@@ -197,12 +210,14 @@ def desired_resources(spec: Spec, env: str, source_digest: str | None = None,
         hosts = sorted({r["host"] or "" for r in config["routes"]})
         static += [{"host": host or None, "path": s["path"], "service": name, "folder": s["folder"],
                     "cache_s": s["cache_s"]} for s in config.get("static", []) for host in hosts]
-    edge_config = {
+    edge_config: dict[str, Any] = {
         "target": environment.target,
         "port": environment.edge_port,
         "bind": str(environment.edge_bind),
         "routes": sorted(edge_routes, key=lambda r: (r["host"] or "", r["path"], r["service"])),
     }
+    if environment.kubernetes is not None and environment.target == "kubernetes":
+        edge_config["kubernetes"] = environment.kubernetes.model_dump(mode="json")
     if environment.https_port is not None:  # only when declared, like static: old edges keep their fingerprint
         edge_config["https_port"] = environment.https_port
         edge_config["certificates"] = environment.certificates

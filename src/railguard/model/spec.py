@@ -152,6 +152,28 @@ def _canary_pause(value: str) -> str:
     return value if value == "manual" else _duration(value)
 
 
+IMAGE_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._/:-]{0,255}@sha256:[0-9a-f]{64}$"
+QUANTITY_PATTERN = r"^[0-9]+(\.[0-9]+)?(m|k|Ki|Mi|Gi|Ti|M|G|T)?$"
+
+
+def _image_reference(value: str) -> str:
+    import re
+
+    if not re.fullmatch(IMAGE_PATTERN, value):
+        raise ValueError(f"an image is named by digest, like 'registry.example/app@sha256:<64 hex digits>' (a tag "
+                         f"can move under a reviewed plan), not {value!r}")
+    return value
+
+
+class Resources(_Strict):
+    """What each replica of a service asks the cluster for (Kubernetes quantities)."""
+
+    cpu: Annotated[str, Field(pattern=QUANTITY_PATTERN)] | None = Field(
+        default=None, description="CPU request, e.g. '250m' (a quarter core).")
+    memory: Annotated[str, Field(pattern=QUANTITY_PATTERN)] | None = Field(
+        default=None, description="Memory request and limit, e.g. '256Mi'.")
+
+
 class Service(_Strict):
     """One long-running process type of the app."""
 
@@ -224,6 +246,15 @@ class Service(_Strict):
         description="Canary: how long each step is analysed before the next one (a duration), or 'manual' "
         "(`railguard promote-step` advances, `railguard abort` puts all traffic back on the stable release).",
     )
+    image: Annotated[str, AfterValidator(_image_reference)] | None = Field(
+        default=None,
+        description="Kubernetes environments only: an image built elsewhere that replicas run instead of the base "
+        "image with the artifact, by digest ('registry/app@sha256:<64 hex>'; a tag alone is refused).",
+    )
+    resources: Resources | None = Field(
+        default=None,
+        description="Kubernetes environments only: what each replica requests (memory is also its limit).",
+    )
 
 
 def _override_fields() -> dict[str, Any]:
@@ -263,13 +294,55 @@ class PolicyRule(_Strict):
     environments: list[Name] | None = Field(default=None, description="Limit the rule to these environments.")
 
 
+NAMESPACE_PATTERN = r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$"
+
+
+class KubernetesTarget(_Strict):
+    """Where a `target = "kubernetes"` environment runs: one namespace of one cluster."""
+
+    namespace: Annotated[str, Field(pattern=NAMESPACE_PATTERN)] = Field(
+        description="The namespace the environment owns; one namespace per environment.")
+    context: Annotated[str, Field(min_length=1, max_length=253)] | None = Field(
+        default=None, description="The kubeconfig context (default: its current-context).")
+    kubeconfig: Annotated[str, Field(min_length=1, max_length=4096)] | None = Field(
+        default=None, description="The kubeconfig file (default: $KUBECONFIG, then ~/.kube/config).")
+    base_image: Annotated[str, Field(min_length=1, max_length=512)] = Field(
+        default="python:3.12-slim", description="The image services without an `image` run their artifact on.")
+    artifact_store: Annotated[str, Field(pattern=r"^(https?|s3)://[^\s]+$", max_length=2048)] | None = Field(
+        default=None, description="Where init containers download artifacts by digest (an HTTP endpoint or an "
+        "S3-compatible bucket).")
+
+
+# Keys that mean something only where Railguard runs the processes itself (a Kubernetes environment ignores them).
+LOCAL_ONLY = ("edge_port", "https_port", "certificates", "edge_bind", "data_dir", "user", "rollback_window")
+
+
+def _edge_port_for_local(data: Any) -> Any:
+    # edge_port is required of a local environment only: a Kubernetes one gets None instead of a missing key.
+    if isinstance(data, dict) and data.get("target") == "kubernetes" and "edge_port" not in data:
+        return {**data, "edge_port": None}
+    return data
+
+
+def _schema_without_edge_port(schema: dict[str, Any]) -> None:
+    schema["required"] = [k for k in schema.get("required", []) if k != "edge_port"]
+    if not schema["required"]:
+        del schema["required"]
+
+
 class Environment(_Strict):
     """An isolated place the app runs: its own edge port, data, variables, secrets and policy."""
 
-    target: Literal["local"] = Field(
-        default="local", description="Where the environment runs. 'local': processes on this machine."
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True, json_schema_extra=_schema_without_edge_port)
+
+    target: Literal["local", "kubernetes"] = Field(
+        default="local", description="Where the environment runs. 'local': processes on this machine; "
+        "'kubernetes': a namespace of a cluster (set [environments.<name>.kubernetes]).",
     )
-    edge_port: int = Field(ge=1, le=65535, description="Port the environment's edge listens on.")
+    edge_port: int | None = Field(
+        ge=1, le=65535, description="Port the environment's edge listens on (required of a local environment).")
+    kubernetes: KubernetesTarget | None = Field(
+        default=None, description="The cluster and namespace of a `target = \"kubernetes\"` environment.")
     https_port: int | None = Field(
         default=None, ge=1, le=65535,
         description="Port for HTTPS. When set, routes with a `host` are served over TLS here (certificates from "
@@ -322,6 +395,11 @@ class Environment(_Strict):
     services: dict[Name, ServiceOverride] = Field(
         default_factory=dict, description="Overrides of service fields for this environment."
     )
+
+    @model_validator(mode="before")
+    @classmethod
+    def _kubernetes_needs_no_edge_port(cls, data: Any) -> Any:
+        return _edge_port_for_local(data)
 
 
 class Alerts(_Strict):

@@ -45,6 +45,9 @@ class _Message(BaseModel):
 
 class ObserveRequest(_Message):
     env: str
+    desired: list[Resource] = Field(default_factory=list, description="What the spec asks for in env, when the "
+                                    "caller knows (a plan, an apply): names the environment's target (the router "
+                                    "sends the request to its runtime).")
 
 
 class ObserveResponse(_Message):

@@ -2,26 +2,219 @@
 
 The daemon and the doctor hold a :class:`railguard.providers.base.Provider` and never
 import a runtime package; they ask this module for one (the doctor also for a
-:class:`~railguard.providers.base.ScratchRuntime`). A second runtime (Kubernetes)
-is a second function (or a ``kind`` argument) here, and an import-linter contract in
-``pyproject.toml`` keeps every other route to ``railguard.providers.local`` closed.
+:class:`~railguard.providers.base.ScratchRuntime`). ``open_provider`` returns a
+:class:`Router`: every request goes to the runtime of its environment's target — the
+local runtime, exactly as before, unless the environment's resources say
+``target = "kubernetes"`` (their config carries the ``kubernetes`` table), then the
+Kubernetes provider. The router learns each environment's target from the resources of
+the requests it routes (a plan's observation and every apply carry them) and keeps what
+it learnt in the state folder, so status, health and logs after a restart go to the same
+place. Import-linter contracts in ``pyproject.toml`` keep every other route to a runtime
+package closed.
 """
 
 from __future__ import annotations
 
+import json
+import os
+import threading
 from collections.abc import Callable
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from railguard.providers.base import Provider, ScratchRuntime, SecretSource
+from railguard.model.api import KeptRelease
+from railguard.model.resources import Resource
+from railguard.providers.base import (
+    AdoptResponse,
+    ApplyRequest,
+    ApplyResponse,
+    CommandProcess,
+    CommandRequest,
+    DescribeRequest,
+    DescribeResponse,
+    HealthRequest,
+    HealthResponse,
+    LogsRequest,
+    LogsResponse,
+    ObserveRequest,
+    ObserveResponse,
+    Progress,
+    Provider,
+    ScratchRuntime,
+    SecretSource,
+    ShutdownRequest,
+    SummaryResponse,
+    TickRequest,
+    TickResponse,
+    TrafficRequest,
+    TrafficResponse,
+)
+from railguard.providers.kubernetes.labels import Target
+from railguard.providers.kubernetes.manifests import ArtifactMount
 from railguard.providers.local.provider import LocalProvider
 from railguard.providers.local.scratch import LocalScratch
+
+if TYPE_CHECKING:
+    from railguard.providers.kubernetes.provider import KubernetesProvider
+
+TARGETS_FILE = "targets.json"
+
+
+class TargetBook:
+    """Which environments run on Kubernetes, and where: learnt from resources, kept in ``home/targets.json``."""
+
+    def __init__(self, home: Path) -> None:
+        self.path = home / TARGETS_FILE
+        self._lock = threading.Lock()
+        try:
+            raw = json.loads(self.path.read_text())
+            self._targets = {env: Target.of(t) for env, t in raw.items() if isinstance(t, dict)}
+        except (OSError, ValueError, TypeError):
+            self._targets = {}
+
+    def get(self, env: str) -> Target | None:
+        with self._lock:
+            return self._targets.get(env)
+
+    def any(self) -> bool:
+        with self._lock:
+            return bool(self._targets)
+
+    def learn(self, env: str, resources: list[Resource]) -> None:
+        """Bind ``env`` to the target its resources name; resources with an edge and no target mean local."""
+        found = next((r.config["kubernetes"] for r in resources if isinstance(r.config.get("kubernetes"), dict)),
+                     None)
+        if found is None and not any(r.kind == "edge" for r in resources):
+            return  # a lone database or environment change says nothing about the target
+        target = Target.of(found) if found is not None else None
+        with self._lock:
+            if self._targets.get(env) == target:
+                return
+            if target is None:
+                self._targets.pop(env, None)
+            else:
+                self._targets[env] = target
+            text = json.dumps({e: t.as_config() for e, t in sorted(self._targets.items())}, indent=1)
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            partial = self.path.with_suffix(".tmp")
+            partial.write_text(text)
+            os.replace(partial, self.path)
+
+
+class Router:
+    """A provider that sends each request to the runtime of its environment (see the module docstring)."""
+
+    kind = "router"
+
+    def __init__(self, home: Path, local: Provider, secrets: SecretSource | None = None) -> None:
+        self.home = home
+        self.local = local
+        self.secrets = secrets
+        self.book = TargetBook(home)
+        self._kubernetes: KubernetesProvider | None = None
+        self._lock = threading.Lock()
+
+    @property
+    def kubernetes(self) -> KubernetesProvider:
+        with self._lock:
+            if self._kubernetes is None:
+                from railguard.providers.kubernetes.provider import KubernetesProvider  # lightkube only when used
+
+                self._kubernetes = KubernetesProvider(self.home, self.secrets, targets=self.book.get,
+                                                      artifacts=_artifact_mount(self.home))
+            return self._kubernetes
+
+    def _for(self, env: str) -> Provider:
+        return self.kubernetes if self.book.get(env) is not None else self.local
+
+    def _clusters(self) -> list[Provider]:
+        """The Kubernetes provider, when some environment is bound to it (provider-wide calls go there too)."""
+        return [self.kubernetes] if self.book.any() or self._kubernetes is not None else []
+
+    # -- routed by environment -----------------------------------------------------------------
+    def observe(self, request: ObserveRequest) -> ObserveResponse:
+        if request.desired:
+            self.book.learn(request.env, request.desired)
+        return self._for(request.env).observe(request)
+
+    def apply_change(self, request: ApplyRequest, progress: Progress | None = None) -> ApplyResponse:
+        if request.desired is not None:
+            self.book.learn(request.env, [request.desired])
+        return self._for(request.env).apply_change(request, progress)
+
+    def health(self, request: HealthRequest) -> HealthResponse:
+        return self._for(request.env).health(request)
+
+    def describe(self, request: DescribeRequest) -> DescribeResponse:
+        return self._for(request.env).describe(request)
+
+    def logs(self, request: LogsRequest) -> LogsResponse:
+        return self._for(request.env).logs(request)
+
+    def start_command(self, request: CommandRequest, stdio: tuple[int, int, int] | None) -> CommandProcess:
+        return self._for(request.env).start_command(request, stdio)
+
+    def set_canary_weight(self, env: str, service: str, percent: int) -> None:
+        self._for(env).set_canary_weight(env, service, percent)
+
+    def abort_canary(self, env: str, service: str) -> None:
+        self._for(env).abort_canary(env, service)
+
+    # -- every runtime -------------------------------------------------------------------------
+    def adopt(self) -> AdoptResponse:
+        notes = list(self.local.adopt().notes)
+        for other in self._clusters():
+            notes += other.adopt().notes
+        return AdoptResponse(notes=notes)
+
+    def tick(self, request: TickRequest) -> TickResponse:
+        events = list(self.local.tick(request).events)
+        if self._kubernetes is not None:
+            events += self._kubernetes.tick(request).events
+        return TickResponse(events=events)
+
+    def summary(self) -> SummaryResponse:
+        local = self.local.summary()
+        if self._kubernetes is None:
+            return local
+        return local.model_copy(update={"replicas": local.replicas + self._kubernetes.summary().replicas})
+
+    def traffic(self, request: TrafficRequest) -> TrafficResponse:
+        return self.local.traffic(request)  # a cluster's Ingress traffic is not read in this version
+
+    def shutdown(self, request: ShutdownRequest) -> None:
+        self.local.shutdown(request)
+        if self._kubernetes is not None:
+            self._kubernetes.shutdown(request)
+
+    def prune_artifacts(self, kept: list[KeptRelease], dry_run: bool = False) -> list[str]:
+        return self.local.prune_artifacts(kept, dry_run)
+
+
+def _artifact_mount(home: Path) -> Callable[[ApplyRequest, Target], ArtifactMount | None]:
+    """How a Kubernetes service without ``image`` gets its artifact: a bundle of the plan's source snapshot (with
+    its wheels, from the package index local builds use) fetched by digest by an init container."""
+
+    def mount(request: ApplyRequest, target: Target) -> ArtifactMount | None:
+        from railguard.providers.kubernetes import artifacts
+        from railguard.providers.local.pipconfig import uv_environment
+
+        desired = request.desired
+        if desired is None or desired.config.get("image"):
+            return None
+        store = artifacts.store_url_or_refuse(request.env, target.artifact_store, desired.name)
+        bundle = artifacts.prepare(home, request.env, desired.name, str(desired.config.get("source")),
+                                   target.base_image, desired.config.get("build"), index_env=uv_environment())
+        return ArtifactMount(**artifacts.pod_parts(desired.name, bundle.digest, store, target.base_image))
+
+    return mount
 
 
 def open_provider(home: Path, secrets: SecretSource | None = None,
                   store_secret: Callable[[str, str, str], None] | None = None) -> Provider:
     """The provider of the state folder ``home``; ``secrets`` gives it secret values when it starts processes,
     ``store_secret`` (env, name, value) keeps the passwords it generates for managed databases."""
-    return LocalProvider(home, secrets, store_secret=store_secret)
+    return Router(home, LocalProvider(home, secrets, store_secret=store_secret), secrets)
 
 
 def isolation_level(home: Path) -> tuple[str, str]:

@@ -1,0 +1,554 @@
+"""The Kubernetes provider: the provider protocol over one namespace per environment.
+
+``apply_change`` checks a change before it touches anything — every manifest against the server's OpenAPI
+(unknown fields) and a server-side dry-run of each (validation, defaulting, RBAC, quotas) — so a refused
+change leaves the namespace as it was; then it applies with server-side apply (field manager
+``railguard``), journaling each step through ``progress``: environment objects, the Secret of the pinned
+secret versions, the release Job (which must complete before the Deployment changes), the Deployment,
+the wait for its rollout, the Service. A failed rollout re-applies the previous release's manifests (from
+the config it recorded, with its own secret versions) — not ``rollout undo`` — and reports the pods'
+reasons. ``observe`` reads the labelled objects back (:mod:`.observe`); status views read Deployments,
+pods and events. Pod logs are not read in this version: that API makes the API server dial the node.
+Constructed by :mod:`railguard.providers.registry`, which routes each environment to its target.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from railguard.model.api import KeptRelease
+from railguard.model.canonical import digest
+from railguard.model.diagnostics import RailguardError, error
+from railguard.model.plans import Action
+from railguard.model.resources import LiveStatus, ObservedResource, Resource, service_address
+from railguard.providers.base import (
+    AdoptResponse,
+    ApplyRequest,
+    ApplyResponse,
+    CommandProcess,
+    CommandRequest,
+    DescribeRequest,
+    DescribeResponse,
+    EdgeUnit,
+    Health,
+    HealthRequest,
+    HealthResponse,
+    LogFile,
+    LogsRequest,
+    LogsResponse,
+    ObserveRequest,
+    ObserveResponse,
+    Progress,
+    ProviderEvent,
+    ReplicaHealth,
+    ReplicaUnit,
+    RouteUnit,
+    SecretSource,
+    ServiceUnit,
+    ShutdownRequest,
+    SummaryResponse,
+    TickRequest,
+    TickResponse,
+    TrafficRequest,
+    TrafficResponse,
+)
+from railguard.providers.kubernetes import observe as live
+from railguard.providers.kubernetes.cluster import Cluster, ClusterError
+from railguard.providers.kubernetes.labels import (
+    APP,
+    DEFAULT_APP,
+    EDGE,
+    ENVIRONMENT,
+    MANAGED_BY,
+    SERVICE,
+    Target,
+    labels,
+)
+from railguard.providers.kubernetes.manifests import (
+    ArtifactMount,
+    Manifest,
+    ServiceManifests,
+    edge_manifests,
+    environment_manifests,
+    service_manifests,
+)
+from railguard.providers.kubernetes.preview import preview
+from railguard.providers.kubernetes.rollout import describe_pod, wait_deployment, wait_job
+
+ISOLATION_REASON = ("each environment is a namespace: pods run with a token-less ServiceAccount and a NetworkPolicy "
+                    "that admits no traffic from other namespaces; Railguard's state is not in the cluster")
+LOGS_NOTE = ("(pod logs are not read in this version: reading them makes the API server dial the node; these are "
+             "the Kubernetes events of the service's objects)")
+# What a service's objects are, for deletes and shutdown; apply order reversed.
+SERVICE_KINDS = ("Service", "Deployment", "Job", "Secret")
+TICK_EVERY_S = 5.0
+GONE_SLACK_S = 15.0  # beyond the grace period: the garbage collector removes ReplicaSets, then their pods
+
+
+def _ours(env: str) -> dict[str, str]:
+    return {MANAGED_BY: "railguard", ENVIRONMENT: env}
+
+
+class KubernetesProvider:
+    kind = "kubernetes"
+
+    def __init__(self, home: Path, secrets: SecretSource | None = None,
+                 targets: Callable[[str], Target | None] | None = None,
+                 artifacts: Callable[[ApplyRequest, Target], ArtifactMount | None] | None = None) -> None:
+        self.home = home
+        self.secrets = secrets
+        self.targets = targets or (lambda env: None)
+        self.artifacts = artifacts
+        self._clusters: dict[tuple[str | None, str | None, str], Cluster] = {}
+        self._lock = threading.Lock()
+        self._next_tick = 0.0
+        self._restarts: dict[str, int] = {}  # namespace/pod -> restarts seen by the last tick
+
+    # -- plumbing ------------------------------------------------------------------------------
+    def target(self, env: str, desired: Resource | None = None) -> Target:
+        if desired is not None and "kubernetes" in desired.config:
+            return Target.of(desired.config["kubernetes"])
+        found = self.targets(env)
+        if found is None:
+            raise RailguardError(error(
+                "cluster.config", f"'{env}' is not bound to a Kubernetes namespace",
+                f"Nothing names the cluster and namespace of '{env}' yet: it is learnt from a plan of the spec.",
+                f"Run `railguard plan --env {env}` with a spec whose [environments.{env}] has target = "
+                "\"kubernetes\"."))
+        return found
+
+    def cluster(self, target: Target) -> Cluster:
+        key = (target.kubeconfig, target.context, target.namespace)
+        with self._lock:
+            found = self._clusters.get(key)
+            if found is None:
+                found = self._clusters[key] = Cluster(target)
+            return found
+
+    def _values(self, env: str, config: dict[str, Any]) -> dict[str, str]:
+        versions = {k: v for k, v in config.get("secret_versions", {}).items() if v}
+        if not versions or self.secrets is None:
+            return {}
+        return self.secrets(env, versions)
+
+    # -- facts ---------------------------------------------------------------------------------
+    def observe(self, request: ObserveRequest) -> ObserveResponse:
+        target = self.targets(request.env)
+        if target is None:
+            return ObserveResponse(resources=[])
+        cluster = self.cluster(target)  # a namespace that does not exist lists nothing (no namespace read needed)
+        found: dict[str, ObservedResource] = {}
+        app = DEFAULT_APP
+        for deployment in cluster.list("Deployment", labels=_ours(request.env)):
+            resource = live.observed(deployment, "service")
+            app = (deployment["metadata"].get("labels") or {}).get(APP, app)
+            if resource is not None:
+                found[resource.address] = resource
+        edge = cluster.get("ConfigMap", EDGE)
+        if edge is not None and (edge["metadata"].get("labels") or {}).get(ENVIRONMENT) == request.env:
+            resource = live.observed(edge, "edge")
+            ingress = cluster.get("Ingress", EDGE)
+            if resource is not None and ingress is not None and (changed := live.drift(ingress)):
+                config = {**resource.config, "drift": {**resource.config.get("drift", {}), **changed}}
+                resource = resource.model_copy(update={"config": config, "fingerprint": digest(config)})
+            if resource is not None:
+                found[resource.address] = resource
+        checked = preview(cluster, app, request.desired, found) if request.desired else []
+        return ObserveResponse(resources=sorted(found.values(), key=lambda r: r.address), diagnostics=checked)
+
+    def health(self, request: HealthRequest) -> HealthResponse:
+        target = self.targets(request.env)
+        name = request.address.rsplit(".", 1)[-1]
+        if target is None or not request.address.startswith(f"{request.env}/service."):
+            return HealthResponse(address=request.address, health=Health.missing)
+        deployment = self.cluster(target).get("Deployment", name)
+        if deployment is None:
+            return HealthResponse(address=request.address, health=Health.missing)
+        resource = live.observed(deployment, "service")
+        status = resource.status if resource else LiveStatus.missing
+        return HealthResponse(address=request.address, health=status.health,
+                              message=resource.message if resource else "")
+
+    # -- changes -------------------------------------------------------------------------------
+    def apply_change(self, request: ApplyRequest, progress: Progress | None = None) -> ApplyResponse:
+        step = progress or (lambda name, phase, detail: None)
+        change = request.change
+        try:
+            target = self.target(request.env, request.desired)
+            cluster = self.cluster(target)
+            app = request.app or DEFAULT_APP
+            if change.kind == "service":
+                return self._apply_service(request, cluster, target, app, step)
+            if change.kind == "edge":
+                return self._apply_edge(request, cluster, target, app, step)
+            return ApplyResponse(ok=False, observed=None, diagnostics=[error(
+                "cluster.invalid_manifest", f"{change.address}: a {change.kind} cannot run on Kubernetes yet",
+                f"The Kubernetes provider runs services and the edge; a {change.kind} resource has no manifests in "
+                "this version.", f"Remove it from the environment '{request.env}' or run it on a local environment.",
+                address=change.address)])
+        except RailguardError as exc:
+            return ApplyResponse(ok=False, observed=self._current(request), diagnostics=list(exc.diagnostics))
+
+    def _current(self, request: ApplyRequest) -> ObservedResource | None:
+        try:
+            return next((r for r in self.observe(ObserveRequest(env=request.env)).resources
+                         if r.address == request.change.address), None)
+        except RailguardError:
+            return None
+
+    def _namespace(self, cluster: Cluster, target: Target, env: str, app: str) -> None:
+        """Make sure the namespace exists and is this environment's; refuse one another environment or app uses."""
+        try:
+            found = cluster.get("Namespace", target.namespace)
+        except ClusterError as exc:
+            if exc.status != 403:
+                raise
+            # A Role bound in the namespace alone cannot read the namespace object: judge by what runs in it.
+            found = {"metadata": {"name": target.namespace}}
+        if found is None:
+            cluster.create_namespace(labels(app, env))
+            return
+        meta = found["metadata"]
+        owner = meta.get("labels") or {}
+        if meta.get("deletionTimestamp"):
+            raise _taken(cluster, env, "is being deleted")
+        if owner.get(MANAGED_BY) == "railguard" and owner.get(ENVIRONMENT) not in (None, env):
+            raise _taken(cluster, env, f"belongs to environment '{owner.get(ENVIRONMENT)}'")
+        mine = {MANAGED_BY: "railguard", ENVIRONMENT: env}
+        others = sorted(d["metadata"]["name"] for d in cluster.list("Deployment")
+                        if {k: (d["metadata"].get("labels") or {}).get(k) for k in mine} != mine)
+        if others:
+            raise _taken(cluster, env, f"runs Deployments of something else ({', '.join(others[:3])})")
+
+    def _check(self, cluster: Cluster, manifests: list[Manifest], address: str) -> None:
+        """Unknown fields (the server would drop them), then a server-side dry-run of each manifest."""
+        schema = cluster.schema()
+        for manifest in manifests:
+            unknown = schema.unknown_fields(manifest)
+            if unknown:
+                raise RailguardError(error(
+                    "cluster.invalid_manifest",
+                    f"{manifest['kind']} '{manifest['metadata']['name']}' has fields cluster {cluster.name} does "
+                    "not know", f"{', '.join(unknown)}: the server's OpenAPI schema defines no such field, and this "
+                    "server would drop it without a word.",
+                    "Use a Railguard release made for this Kubernetes version, or remove the setting.",
+                    address=address, extra={"fields": unknown, "cluster": cluster.name,
+                                             "namespace": cluster.namespace}))
+        for manifest in manifests:
+            cluster.apply(manifest, dry_run=True)
+
+    def _apply_service(self, request: ApplyRequest, cluster: Cluster, target: Target, app: str,
+                       step: Progress) -> ApplyResponse:
+        change, env = request.change, request.env
+        name = change.address.rsplit(".", 1)[-1]
+        if change.action is Action.delete:
+            step("delete", "begin", {"service": name})
+            for kind in SERVICE_KINDS:
+                for obj in cluster.list(kind, labels=_ours(env) | {SERVICE: name}):
+                    cluster.delete(kind, obj["metadata"]["name"])
+            grace = int((request.desired.config if request.desired else {}).get("stop_timeout_ms") or 30_000)
+            left = _wait_gone(cluster, _ours(env) | {SERVICE: name}, grace / 1000 + GONE_SLACK_S)
+            step("delete", "end", {"pods_left": left})
+            return ApplyResponse(ok=True, observed=None)
+        desired = request.desired
+        assert desired is not None
+        self._namespace(cluster, target, env, app)  # first: whose namespace it is decides whether to go on
+        previous = cluster.get("Deployment", name)
+        before = live.observed(previous, "service") if previous is not None else None
+        release = request.release or 1
+        if change.action is Action.update and before is not None and before.release is not None:
+            release = before.release  # in place: the pod template (and its release label) stays
+        artifact = self.artifacts(request, target) if self.artifacts and "image" not in desired.config else None
+        made = service_manifests(app, desired, release, self._values(env, desired.config), artifact)
+        own = environment_manifests(app, env, target)
+        if artifact is not None:  # the init container reads the environment's artifact token from this Secret
+            from railguard.providers.kubernetes import artifacts
+
+            own.append(artifacts.token_secret(target.namespace, artifacts.environment_token(self.home, env),
+                                              labels(app, env)))
+        step("check", "begin", {"objects": len(own) + len(made.all())})
+        self._check(cluster, own + made.all(), change.address)
+        step("check", "end", {})
+        step("environment", "begin", {"namespace": target.namespace})
+        for manifest in own:
+            cluster.apply(manifest)
+        step("environment", "end", {})
+        if made.secret is not None:
+            step("secret", "begin", {"name": made.secret["metadata"]["name"]})
+            cluster.apply(made.secret)
+            step("secret", "end", {})
+        if made.job is not None and change.action in (Action.create, Action.replace):
+            job = made.job["metadata"]["name"]
+            step("job", "begin", {"job": job})
+            cluster.apply(made.job)
+            outcome = wait_job(cluster, job, env, name, release,
+                               float(made.job["spec"]["activeDeadlineSeconds"]) + 10)
+            if not outcome.ok:
+                step("job", "end", {"ok": False})
+                return ApplyResponse(ok=False, observed=before, diagnostics=[error(
+                    "cluster.release_failed", f"The release command of '{name}' failed (release {release})",
+                    f"Job {job} in namespace '{target.namespace}' of cluster {cluster.name}: {outcome.reason}. "
+                    "The Deployment was not changed: the previous release keeps serving.",
+                    "Fix the release command, then plan and apply again.", address=change.address,
+                    extra={"pods": outcome.pods, "job": job})])
+            step("job", "end", {"ok": True})
+        step("deployment", "begin", {"release": release})
+        cluster.apply(made.deployment)
+        step("deployment", "end", {})
+        step("rollout", "begin", {"replicas": desired.config.get("replicas", 1)})
+        deadline = float(made.deployment["spec"]["progressDeadlineSeconds"]) + 15
+        outcome = wait_deployment(cluster, name, env, release, deadline)
+        step("rollout", "end", {"ok": outcome.ok, "detail": outcome.reason})
+        if not outcome.ok:
+            restored = self._restore(cluster, app, before, name, env, step)
+            quota = "exceeded quota" in outcome.reason
+            return ApplyResponse(ok=False, observed=before, diagnostics=[error(
+                "cluster.quota" if quota else "cluster.rollout_failed",
+                f"Release {release} of '{name}' did not become available"
+                + (f": a quota of namespace '{target.namespace}' refused its pods" if quota else ""),
+                f"Deployment {name} in namespace '{target.namespace}' of cluster {cluster.name}: {outcome.reason}. "
+                + restored, "Read the pods' reasons (`railguard status`), fix the service, then plan and apply "
+                "again.", address=change.address, extra={"pods": outcome.pods})])
+        if made.service is not None:
+            step("service", "begin", {})
+            cluster.apply(made.service)
+            step("service", "end", {})
+        else:
+            cluster.delete("Service", name)
+        self._retire(cluster, env, name, made)
+        return ApplyResponse(ok=True, observed=ObservedResource(
+            address=desired.address, kind="service", fingerprint=desired.fingerprint, config=desired.config,
+            depends_on=desired.depends_on, status=LiveStatus.running, release=release, message=outcome.reason))
+
+    def _retire(self, cluster: Cluster, env: str, name: str, made: ServiceManifests) -> None:
+        """Once a release serves: the Secrets of other secret versions and the Jobs of older releases go (a
+        rollback re-creates what it needs from the secret store, so old values do not linger in the cluster)."""
+        keep = {m["metadata"]["name"] for m in (made.secret, made.job) if m is not None}
+        for kind in ("Secret", "Job"):
+            for obj in cluster.list(kind, labels=_ours(env) | {SERVICE: name}):
+                if obj["metadata"]["name"] not in keep:
+                    cluster.delete(kind, obj["metadata"]["name"])
+
+    def _restore(self, cluster: Cluster, app: str, before: ObservedResource | None, name: str, env: str,
+                 step: Progress) -> str:
+        """Put the previous release's Deployment back (its recorded config, its secret versions); say what was done."""
+        step("restore", "begin", {"release": before.release if before else None})
+        try:
+            if before is None or before.release is None:
+                cluster.delete("Deployment", name)
+                return "It was new, so its Deployment was deleted again: nothing of it is left running."
+            previous = Resource(address=before.address, env=env, kind="service", name=name,
+                                config={k: v for k, v in before.config.items() if k != "drift"},
+                                depends_on=before.depends_on, fingerprint=before.fingerprint)
+            made = service_manifests(app, previous, before.release, self._values(env, previous.config))
+            if made.secret is not None:
+                cluster.apply(made.secret)
+            cluster.apply(made.deployment)
+            back = wait_deployment(cluster, name, env, before.release,
+                                   float(made.deployment["spec"]["progressDeadlineSeconds"]) + 15)
+            return (f"The Deployment was re-applied with release {before.release}'s template, which "
+                    + ("serves again." if back.ok else f"is not available either: {back.reason}."))
+        except RailguardError as exc:
+            return f"Re-applying the previous release failed too: {exc.diagnostics[0].summary}."
+        finally:
+            step("restore", "end", {})
+
+    def _apply_edge(self, request: ApplyRequest, cluster: Cluster, target: Target, app: str,
+                    step: Progress) -> ApplyResponse:
+        if request.change.action is Action.delete:
+            step("edge", "begin", {})
+            cluster.delete("Ingress", EDGE)
+            cluster.delete("ConfigMap", EDGE)
+            step("edge", "end", {})
+            return ApplyResponse(ok=True, observed=None)
+        desired = request.desired
+        assert desired is not None
+        made = edge_manifests(app, desired)
+        step("check", "begin", {"objects": len(made)})
+        self._namespace(cluster, target, request.env, app)
+        self._check(cluster, made, request.change.address)
+        step("check", "end", {})
+        step("ingress", "begin", {"routes": len(desired.config.get("routes", []))})
+        for manifest in made:
+            cluster.apply(manifest)
+        if not any(m["kind"] == "Ingress" for m in made):
+            cluster.delete("Ingress", EDGE)
+        step("ingress", "end", {})
+        return ApplyResponse(ok=True, observed=ObservedResource(
+            address=desired.address, kind="edge", fingerprint=desired.fingerprint, config=desired.config,
+            depends_on=desired.depends_on, status=LiveStatus.running))
+
+    # -- lifecycle -----------------------------------------------------------------------------
+    def adopt(self) -> AdoptResponse:
+        return AdoptResponse(notes=[])  # the cluster's controllers supervise; nothing to take over
+
+    def tick(self, request: TickRequest) -> TickResponse:
+        """Restarts of our pods since the last pass, as the local runtime reports its replicas' (throttled: the
+        daemon ticks twice a second, a cluster is asked every few seconds). No warm replica sets to retire: a
+        rollback re-applies the previous release."""
+        now = time.monotonic()
+        if now < self._next_tick:
+            return TickResponse(events=[])
+        self._next_tick = now + TICK_EVERY_S
+        with self._lock:
+            clusters = list(self._clusters.values())
+        events: list[ProviderEvent] = []
+        for cluster in clusters:
+            try:
+                pods = cluster.list("Pod", labels={MANAGED_BY: "railguard"})
+            except RailguardError:
+                continue  # an unreachable cluster is the status's and the next plan's to say
+            for pod in pods:
+                meta = pod["metadata"]
+                count = sum(int(c.get("restartCount") or 0) for c in (pod.get("status") or {}).get(
+                    "containerStatuses") or [])
+                key = f"{cluster.namespace}/{meta['name']}"
+                seen = self._restarts.get(key)
+                self._restarts[key] = count
+                if seen is not None and count > seen:
+                    found = meta.get("labels") or {}
+                    events.append(ProviderEvent(
+                        kind="replica.restarted", env=found.get(ENVIRONMENT),
+                        message=f"{found.get(ENVIRONMENT)}.{found.get(SERVICE)} pod {meta['name']} "
+                        f"(namespace {cluster.namespace}): {describe_pod(pod)} (restart #{count})"))
+        return TickResponse(events=events)
+
+    def shutdown(self, request: ShutdownRequest) -> None:
+        with self._lock:
+            clusters = list(self._clusters.values())
+        if request.everything:
+            for cluster in clusters:
+                for kind in (*SERVICE_KINDS, "Ingress", "ConfigMap"):
+                    for obj in cluster.list(kind, labels={MANAGED_BY: "railguard"}):
+                        cluster.delete(kind, obj["metadata"]["name"])
+                _wait_gone(cluster, {MANAGED_BY: "railguard"}, (request.stop_timeout or 30.0) + GONE_SLACK_S)
+        for cluster in clusters:
+            cluster.close()
+        with self._lock:
+            self._clusters.clear()
+
+    def prune_artifacts(self, kept: list[KeptRelease], dry_run: bool = False) -> list[str]:
+        return []  # artifacts of Kubernetes releases are bundles in the artifact store, not kept here
+
+    def start_command(self, request: CommandRequest, stdio: tuple[int, int, int] | None) -> CommandProcess:
+        raise RailguardError(error(
+            "exec.no_release", f"One-off commands do not run on Kubernetes environments yet ('{request.env}')",
+            "A one-off command in a release's context would need a pod attached through the API server, which "
+            "this version does not do.", "Run the command as the service's release command instead."))
+
+    # -- views ---------------------------------------------------------------------------------
+    def describe(self, request: DescribeRequest) -> DescribeResponse:
+        target = self.targets(request.env)
+        empty = EdgeUnit(port=None, url=None, running=False)
+        if target is None:
+            return DescribeResponse(env=request.env, edge=empty, live_sets=0, isolation="isolated")
+        cluster = self.cluster(target)
+        pods = cluster.list("Pod", labels=_ours(request.env))
+        services = []
+        now = datetime.now(UTC)
+        for deployment in sorted(cluster.list("Deployment", labels=_ours(request.env)),
+                                 key=lambda d: d["metadata"]["name"]):
+            resource = live.observed(deployment, "service")
+            if resource is None:
+                continue
+            name = deployment["metadata"]["name"]
+            replicas = [_replica(p, now) for p in pods
+                        if (p["metadata"].get("labels") or {}).get(SERVICE) == name
+                        and not p["metadata"].get("deletionTimestamp")]
+            services.append(ServiceUnit(name=name, address=service_address(request.env, name),
+                                        release=resource.release, replicas=sorted(replicas, key=lambda r: r.name)))
+        edge = cluster.get("ConfigMap", EDGE)
+        ingress = cluster.get("Ingress", EDGE) if edge is not None else None
+        routes = []
+        for rule in (ingress or {}).get("spec", {}).get("rules") or []:
+            for path in (rule.get("http") or {}).get("paths") or []:
+                backend = ((path.get("backend") or {}).get("service") or {}).get("name")
+                routes.append(RouteUnit(host=rule.get("host"), path=path.get("path", "/"),
+                                        upstreams=[f"service/{backend}"] if backend else []))
+        return DescribeResponse(env=request.env, services=services, live_sets=len(services), isolation="isolated",
+                                edge=EdgeUnit(port=None, url=None, running=edge is not None, routes=routes))
+
+    def logs(self, request: LogsRequest) -> LogsResponse:
+        target = self.targets(request.env)
+        if target is None:
+            return LogsResponse()
+        cluster = self.cluster(target)
+        if cluster.get("Deployment", request.service) is None:
+            return LogsResponse()
+        lines = [LOGS_NOTE]
+        events = [e for e in cluster.list("Event")
+                  if str((e.get("involvedObject") or {}).get("name", "")).startswith(request.service)]
+        for event in sorted(events, key=lambda e: str(e.get("lastTimestamp") or e.get("eventTime") or "")):
+            what = event.get("involvedObject") or {}
+            lines.append(f"{event.get('lastTimestamp') or ''} {what.get('kind')}/{what.get('name')} "
+                         f"{event.get('type')} {event.get('reason')}: {event.get('message', '')}".strip())
+        name = f"{request.env}.{request.service}.events"
+        offset = (request.offsets or {}).get(name) if request.offsets is not None else None
+        shown = lines[offset:] if offset is not None else (lines[-request.lines:] if request.lines else [])
+        return LogsResponse(files=[LogFile(name=name, lines=shown)], offsets={name: len(lines)})
+
+    def summary(self) -> SummaryResponse:
+        with self._lock:
+            clusters = list(self._clusters.values())
+        ready = 0
+        for cluster in clusters:
+            try:
+                ready += sum(1 for p in cluster.list("Pod", labels={MANAGED_BY: "railguard"})
+                             if not p["metadata"].get("deletionTimestamp"))
+            except RailguardError:
+                continue
+        return SummaryResponse(replicas=ready, isolation="isolated", isolation_reason=ISOLATION_REASON)
+
+    def traffic(self, request: TrafficRequest) -> TrafficResponse:
+        return TrafficResponse()  # the Ingress controller's traffic is not read in this version
+
+    def set_canary_weight(self, env: str, service: str, percent: int) -> None:
+        raise _no_canary(env, service)
+
+    def abort_canary(self, env: str, service: str) -> None:
+        raise _no_canary(env, service)
+
+
+def _replica(pod: dict[str, Any], now: datetime) -> ReplicaUnit:
+    status = pod.get("status") or {}
+    containers = status.get("containerStatuses") or []
+    ready = bool(containers) and all(c.get("ready") for c in containers)
+    waiting = any((c.get("state") or {}).get("waiting") for c in containers)
+    started = status.get("startTime")
+    uptime = 0.0
+    if started:
+        uptime = max(0.0, (now - datetime.fromisoformat(str(started).replace("Z", "+00:00"))).total_seconds())
+    health = ReplicaHealth.healthy if ready else (ReplicaHealth.down if waiting else ReplicaHealth.unknown)
+    return ReplicaUnit(name=pod["metadata"]["name"], pid=None, port=None, health=health,
+                       restarts=sum(int(c.get("restartCount") or 0) for c in containers), uptime_s=round(uptime, 1),
+                       last_exit=None if ready else describe_pod(pod))
+
+
+def _wait_gone(cluster: Cluster, selected: dict[str, str], timeout_s: float) -> int:
+    """Wait (bounded) until no pod matching ``selected`` is left; the number still there when time ran out."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        left = len(cluster.list("Pod", labels=selected))
+        if not left or time.monotonic() >= deadline:
+            return left
+        time.sleep(0.2)
+
+
+def _taken(cluster: Cluster, env: str, why: str) -> RailguardError:
+    return RailguardError(error(
+        "cluster.namespace_taken", f"Namespace '{cluster.namespace}' {why}",
+        f"Environment '{env}' owns namespace '{cluster.namespace}' of cluster {cluster.name}, but it {why}; "
+        "Railguard lists and deletes the objects it labels there, so it does not share a namespace.",
+        f"Give environments.{env}.kubernetes.namespace a namespace of its own, then plan again.",
+        extra={"cluster": cluster.name, "namespace": cluster.namespace, "verb": "get", "resource": "namespaces"}))
+
+
+def _no_canary(env: str, service: str) -> RailguardError:
+    return RailguardError(error("canary.none", f"'{service}' in '{env}' has no canary in progress",
+                                "Kubernetes environments roll every release out with a health-gated rolling update.",
+                                "Use `railguard rollback` to go back to the previous release."))

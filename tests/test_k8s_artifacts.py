@@ -1,0 +1,251 @@
+"""Artifacts for Kubernetes pods: deterministic bundles, the init container's fragment (golden), and the daemon's
+artifact listener tested for real: a daemon started with RAILGUARD_ARTIFACTS_ADDR serves a bundle to its
+environment's token, and the init container's embedded script, run here as a process against that listener,
+extracts it — or refuses (wrong digest, wrong Python, no token, a wrong token, an unknown digest, a tampered file).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import os
+import socket
+import subprocess
+import sys
+import tarfile
+import time
+from pathlib import Path
+from types import SimpleNamespace
+
+import httpx
+import pytest
+
+from railguard.providers.kubernetes import artifacts
+from railguard.providers.local.pipconfig import uv_environment
+from railguard.sources.artifact_bundles import BundleStore, write_bundle
+from railguard.sources.store import SnapshotStore, capture
+from tests.test_cli import rg
+
+GOLDEN = Path(__file__).parent / "golden" / "k8s"
+DIGEST = "sha256:" + "ab" * 32
+HERE_PYTHON = f"python:{sys.version_info.major}.{sys.version_info.minor}-slim"
+
+
+def _golden(name: str, value: object) -> None:
+    path = GOLDEN / name
+    text = json.dumps(value, indent=2, sort_keys=True) + "\n"
+    if os.environ.get("UPDATE_GOLDEN"):
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(text)
+    assert text == path.read_text(), f"{name} changed; review, then UPDATE_GOLDEN=1"
+
+
+def test_the_init_container_fragment_is_as_reviewed() -> None:
+    container, volumes, mounts = artifacts.init_container("web", DIGEST, "http://10.0.0.5:8791/", "python:3.12-slim")
+    script = container["command"][2]
+    assert script == artifacts.INIT_SCRIPT
+    container["command"][2] = f"<INIT_SCRIPT sha256:{hashlib.sha256(script.encode()).hexdigest()}>"
+    _golden("init_container.json", {"initContainer": container, "volumes": volumes, "appVolumeMounts": mounts,
+                                    "appEnv": artifacts.app_env(), "workingDir": artifacts.WORKDIR,
+                                    "secret": artifacts.token_secret("shop-staging", "t0ken", {"a": "b"})})
+    # The token is referenced, never inline; the app sees the artifact read-only.
+    assert all("t0ken" not in json.dumps(e) for e in container["env"])
+    assert mounts == [{"name": "railguard-artifact", "mountPath": "/app", "readOnly": True}]
+    parts = artifacts.pod_parts("web", DIGEST, "http://10.0.0.5:8791/", "python:3.12-slim")
+    assert parts["init_containers"] == [artifacts.init_container("web", DIGEST, "http://10.0.0.5:8791/",
+                                                                 "python:3.12-slim")[0]]
+    assert parts["workdir"] == "/app/src" and parts["mounts"] == mounts and parts["volumes"] == volumes
+
+
+def test_only_a_service_without_an_image_needs_the_init_container() -> None:
+    assert artifacts.needs_init_container(SimpleNamespace(image=None))
+    assert artifacts.needs_init_container(SimpleNamespace())
+    assert not artifacts.needs_init_container(SimpleNamespace(image="r.example/app@sha256:" + "0" * 64))
+    artifacts.check_image("web", "r.example/app@sha256:" + "0" * 64)
+    with pytest.raises(Exception) as refused:
+        artifacts.check_image("web", "r.example/app:latest")
+    assert "artifact.image_unpinned" in str(getattr(refused.value, "diagnostics", refused.value))
+
+
+def test_python_version_is_read_from_official_image_names_only() -> None:
+    assert artifacts.python_of("python:3.12-slim") == "3.12"
+    assert artifacts.python_of("docker.io/library/python:3.11.9-bookworm") == "3.11"
+    assert artifacts.python_of("python:3.13@sha256:" + "1" * 64) == "3.13"
+    assert artifacts.python_of("gcr.io/distroless/python3") is None
+
+
+def test_a_missing_store_is_a_diagnostic() -> None:
+    with pytest.raises(Exception) as refused:
+        artifacts.store_url_or_refuse("staging", None, "web")
+    assert refused.value.diagnostics[0].code == "artifact.store_missing"  # type: ignore[attr-defined]
+    assert artifacts.store_url_or_refuse("staging", "http://h:1/", "web") == "http://h:1"
+
+
+def _tree(root: Path, mode: int, text: str = "print('hi')\n") -> Path:
+    (root / "pkg").mkdir(parents=True)
+    (root / "app.py").write_text(text)
+    (root / "pkg" / "__init__.py").write_text("")
+    (root / "run.sh").write_text("#!/bin/sh\n")
+    os.chmod(root / "run.sh", mode)
+    return root
+
+
+def test_the_same_content_makes_the_same_bundle_bytes(tmp_path: Path) -> None:
+    one = _tree(tmp_path / "one", 0o755)
+    two = _tree(tmp_path / "two", 0o700)  # other permission bits, other mtimes, same content and exec bit
+    os.utime(two / "app.py", (1, 1))
+    a = write_bundle(tmp_path / "a.tar.gz", "sha256:x", one, None, None)
+    b = write_bundle(tmp_path / "b.tar.gz", "sha256:x", two, None, None)
+    assert a.digest == b.digest and (tmp_path / "a.tar.gz").read_bytes() == (tmp_path / "b.tar.gz").read_bytes()
+    changed = write_bundle(tmp_path / "c.tar.gz", "sha256:x", _tree(tmp_path / "three", 0o755, "print(1)\n"), None,
+                           None)
+    assert changed.digest != a.digest
+    os.symlink("/etc/passwd", one / "leak")
+    with pytest.raises(Exception, match="symbolic link"):
+        write_bundle(tmp_path / "d.tar.gz", "sha256:x", one, None, None)
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def _init(url: str, digest: str, token: str | None, dest: Path) -> subprocess.CompletedProcess[str]:
+    """The init container's program, as the pod runs it (python -c), against the real listener."""
+    dest.mkdir(parents=True, exist_ok=True)
+    env = {"PATH": os.environ["PATH"], "RAILGUARD_ARTIFACT_URL": url, "RAILGUARD_ARTIFACT_DIGEST": digest,
+           "RAILGUARD_ARTIFACT_DEST": str(dest), "PYTHONDONTWRITEBYTECODE": "1"}
+    if token is not None:
+        env["RAILGUARD_ARTIFACT_TOKEN"] = token
+    return subprocess.run([sys.executable, "-c", artifacts.INIT_SCRIPT], env=env, capture_output=True, text=True,
+                          timeout=60, check=False)
+
+
+def _listening(port: int) -> None:
+    for _ in range(200):  # bounded: the daemon started before `daemon start` returned, its listener with it
+        with socket.socket() as s:
+            if s.connect_ex(("127.0.0.1", port)) == 0:
+                return
+        time.sleep(0.05)
+    raise AssertionError(f"nothing listens on {port}")
+
+
+def _code(answer: httpx.Response) -> str:
+    return str(answer.json()["diagnostics"][0]["code"])
+
+
+def test_the_daemon_serves_a_bundle_to_its_environment_token_only(workspace: Path, tmp_path: Path) -> None:
+    home = workspace / ".railguard"
+    # Bundled before the daemon starts: its first housekeeping pass prunes snapshots no plan refers to.
+    snap, _ = capture(SnapshotStore.of(home), workspace)
+    bundle = artifacts.prepare(home, "staging", "web", snap.digest, HERE_PYTHON)
+    (workspace / "app.py").write_text("print('v2')\n")
+    snap2, _ = capture(SnapshotStore.of(home), workspace)
+    second = artifacts.prepare(home, "staging", "web", snap2.digest, HERE_PYTHON)
+    port = _free_port()
+    started = rg("daemon", "start", cwd=workspace, env={"RAILGUARD_ARTIFACTS_ADDR": f"127.0.0.1:{port}"})
+    assert started.returncode == 0, started.stdout + started.stderr
+    _listening(port)
+    store = BundleStore.of(home)
+    token = store.token("staging")
+    base = f"http://127.0.0.1:{port}"
+    url = artifacts.artifact_url(base, bundle.digest)
+
+    fetched = httpx.get(url, headers={"Authorization": f"Bearer {token}"})
+    assert fetched.status_code == 200
+    assert "sha256:" + hashlib.sha256(fetched.content).hexdigest() == bundle.digest
+    assert fetched.content == bundle.path.read_bytes()
+
+    # The init container's script: verified, extracted, the app's files as in the snapshot.
+    dest = tmp_path / "app"
+    ran = _init(url, bundle.digest, token, dest)
+    assert ran.returncode == 0, ran.stderr
+    assert "verified and extracted" in ran.stderr
+    assert (dest / "src" / "app.py").read_text() == "print('hi')\n"
+    assert (dest / "src" / "api.py").read_text() == (workspace / "api.py").read_text()
+    assert json.loads((dest / "railguard-bundle.json").read_text())["source"] == snap.digest
+    assert not (dest / ".download").exists()
+
+    # Refusals, each a diagnostic with its status.
+    assert (no := httpx.get(url)).status_code == 401 and _code(no) == "artifact.token_required"
+    assert (wrong := httpx.get(url, headers={"Authorization": "Bearer rgart_nope"})).status_code == 403
+    assert _code(wrong) == "artifact.forbidden"
+    other = store.token("production")  # another environment's token: its releases never named this bundle
+    assert (cross := httpx.get(url, headers={"Authorization": f"Bearer {other}"})).status_code == 404
+    assert _code(cross) == "artifact.unknown_digest"
+    unknown = httpx.get(artifacts.artifact_url(base, "sha256:" + "0" * 64),
+                        headers={"Authorization": f"Bearer {token}"})
+    assert unknown.status_code == 404 and _code(unknown) == "artifact.unknown_digest"
+    assert "staging" in unknown.json()["diagnostics"][0]["summary"]
+    assert httpx.get(f"{base}/v1/plans", headers={"Authorization": f"Bearer {token}"}).status_code == 404
+
+    ran = _init(url, bundle.digest, None, tmp_path / "none")
+    assert ran.returncode == 2 and "artifact.token_required" in ran.stderr and "HTTP 401" in ran.stderr
+    ran = _init(url, bundle.digest, "rgart_nope", tmp_path / "wrong")
+    assert ran.returncode == 2 and "artifact.forbidden" in ran.stderr and "HTTP 403" in ran.stderr
+
+    # A second bundle of the same environment fetched under the first one's digest: refused before extraction.
+    assert second.digest != bundle.digest
+    ran = _init(artifacts.artifact_url(base, second.digest), bundle.digest, token, tmp_path / "mismatch")
+    assert ran.returncode == 3 and "refused" in ran.stderr and "nothing was extracted" in ran.stderr
+    assert list((tmp_path / "mismatch").iterdir()) == []
+
+    # A bundle with an entry escaping the folder (stored under its true digest, listed): refused, nothing written.
+    evil = tmp_path / "evil.tar.gz"
+    with tarfile.open(evil, "w:gz") as tar:
+        payload = b"pwned\n"
+        info = tarfile.TarInfo("../escaped.txt")
+        info.size = len(payload)
+        tar.addfile(info, io.BytesIO(payload))
+    evil_hex = hashlib.sha256(evil.read_bytes()).hexdigest()
+    evil.rename(store.path(evil_hex))
+    store.allow("staging", evil_hex)
+    ran = _init(artifacts.artifact_url(base, evil_hex), evil_hex, token, tmp_path / "evil" / "app")
+    assert ran.returncode == 4 and "unsafe entry" in ran.stderr, ran.stderr
+    assert not (tmp_path / "evil" / "escaped.txt").exists()
+
+    # A stored bundle altered on disk is never served.
+    os.chmod(second.path, 0o644)
+    with open(second.path, "ab") as handle:
+        handle.write(b"\0")
+    tampered = httpx.get(artifacts.artifact_url(base, second.digest), headers={"Authorization": f"Bearer {token}"})
+    assert tampered.status_code == 500 and _code(tampered) == "artifact.tampered"
+
+    # A rotated token stops working at once.
+    store.rotate("staging")
+    assert httpx.get(url, headers={"Authorization": f"Bearer {token}"}).status_code == 403
+
+
+def test_dependencies_are_wheels_for_the_image_python_and_the_pod_checks_it(workspace: Path, tmp_path: Path) -> None:
+    (workspace / "requirements.txt").write_text("idna==3.20\n")
+    home = workspace / ".railguard"
+    snap, _ = capture(SnapshotStore.of(home), workspace)
+    other = "3.12" if sys.version_info[:2] != (3, 12) else "3.13"
+    # The machine's pip index, as the registry passes it (this machine's CI has a local mirror only).
+    bundle = artifacts.prepare(home, "staging", "web", snap.digest, f"python:{other}-slim", index_env=uv_environment())
+    again = artifacts.prepare(home, "staging", "web", snap.digest, f"python:{other}-slim", index_env=uv_environment())
+    assert again.digest == bundle.digest  # deterministic, and the dependency folder is reused
+    assert (home / "bundles" / "deps").is_dir() and len(list((home / "bundles" / "deps").iterdir())) == 1
+    with pytest.raises(Exception) as refused:
+        artifacts.prepare(home, "staging", "web", snap.digest, "gcr.io/distroless/python3")
+    assert refused.value.diagnostics[0].code == "artifact.deps_failed"  # type: ignore[attr-defined]
+    port = _free_port()
+    started = rg("daemon", "start", cwd=workspace, env={"RAILGUARD_ARTIFACTS_ADDR": f"127.0.0.1:{port}"})
+    assert started.returncode == 0, started.stdout + started.stderr
+    _listening(port)
+    url = artifacts.artifact_url(f"http://127.0.0.1:{port}", bundle.digest)
+    ran = _init(url, bundle.digest, BundleStore.of(home).token("staging"), tmp_path / "app")
+    # This interpreter is not the image's: the script refuses to lay out packages built for another Python.
+    assert ran.returncode == 5 and f"built for Python {other}" in ran.stderr, ran.stderr
+
+
+def test_a_build_that_is_not_a_pip_install_is_refused_for_pods(workspace: Path) -> None:
+    home = workspace / ".railguard"
+    snap, _ = capture(SnapshotStore.of(home), workspace)
+    with pytest.raises(Exception) as refused:
+        artifacts.prepare(home, "staging", "web", snap.digest, build=["npm", "run", "build"])
+    assert refused.value.diagnostics[0].code == "artifact.deps_failed"  # type: ignore[attr-defined]
+    made = artifacts.prepare(home, "staging", "web", snap.digest, build=["pip", "install", "-r", "requirements.txt"])
+    assert BundleStore.of(home).allowed("staging", made.digest)
