@@ -65,6 +65,7 @@ drain_timeout = "1s"
 [services.web.health]
 http = "/healthz"
 interval = "1s"
+timeout = "1s"
 start_period = "2s"
 
 [[services.web.routes]]
@@ -98,7 +99,7 @@ class Rig:
                            replicas=replicas, version=version, release=release, start=start,
                            protected=str(protected).lower())
         spec, diagnostics = parse_spec(text)
-        assert spec is not None, diagnostics
+        assert spec is not None and not [d for d in diagnostics if d.is_error], diagnostics
         return desired_resources(spec, self.env, DIGEST, secret_versions={"API_KEY": api_key})
 
     def observe(self, desired: list[Resource] | None = None) -> dict[str, ObservedResource]:
@@ -306,3 +307,64 @@ def test_an_unreachable_cluster_and_a_wrong_context_are_diagnostics(rig: Rig, tm
                                   if c.kind == "service"])
     assert not answers[0].ok and answers[0].diagnostics[0].code == "cluster.config"
     assert "nope" in answers[0].diagnostics[0].summary
+
+
+def test_the_plan_carries_the_servers_dry_run(rig: Rig) -> None:
+    assert all(a.ok for a in rig.apply(rig.desired()))
+    answer = rig.provider.observe(ObserveRequest(env="staging", desired=rig.desired(replicas=3, version="2")))
+    diffs = {d.extra["kind"]: d.extra["paths"] for d in answer.diagnostics if d.code == "cluster.server_diff"}
+    assert "spec.replicas" in diffs["Deployment"]
+    assert "spec.template.spec.containers[0].env[4].value" in diffs["Deployment"]  # VERSION
+    assert not [d for d in answer.diagnostics if d.is_error]
+    assert rig.get("deployments/web")["spec"]["replicas"] == 2  # type: ignore[index]  # a dry-run stores nothing
+    unchanged = rig.provider.observe(ObserveRequest(env="staging", desired=rig.desired()))
+    assert unchanged.diagnostics == []  # nothing changes: nothing is sent
+
+
+def test_a_quota_refusal_is_named_at_plan_time_and_nothing_is_applied(rig: Rig, k8s_cluster: Cluster) -> None:
+    k8s_cluster.create_namespace(rig.namespace)
+    k8s_cluster.apply({"apiVersion": "v1", "kind": "ResourceQuota",
+                       "metadata": {"name": "no-deployments", "namespace": rig.namespace},
+                       "spec": {"hard": {"count/deployments.apps": "0"}}})
+    from .cluster import wait_until
+
+    wait_until(lambda: (rig.cluster.get(f"/api/v1/namespaces/{rig.namespace}/resourcequotas/no-deployments")
+                        or {}).get("status", {}).get("hard"), 30, "the quota to be counted")
+    answer = rig.provider.observe(ObserveRequest(env="staging", desired=rig.desired()))
+    codes = {d.code for d in answer.diagnostics if d.is_error}
+    assert codes == {"cluster.quota"}, answer.diagnostics
+    answers = rig.apply(rig.desired())
+    assert not answers[0].ok and answers[0].diagnostics[0].code == "cluster.quota"
+    assert rig.get("deployments/web") is None and rig.get("services/web") is None
+
+
+def test_expired_credentials_are_named(rig: Rig) -> None:
+    config = json.loads(rig.kubeconfig.read_text())
+    config["users"][0]["user"]["token"] = "expired-or-unknown"
+    rig.kubeconfig.write_text(json.dumps(config))
+    with pytest.raises(RailguardError) as refused:
+        rig.plan(rig.desired())
+    found = refused.value.diagnostics[0]
+    assert found.code == "cluster.unauthorized" and found.extra["namespace"] == rig.namespace
+
+
+def test_every_manifest_fits_the_servers_schema(rig: Rig) -> None:
+    from railguard.providers.kubernetes.cluster import Cluster as Connection
+    from railguard.providers.kubernetes.labels import Target
+    from railguard.providers.kubernetes.manifests import edge_manifests, environment_manifests, service_manifests
+
+    desired = rig.desired(release='release = ["python", "migrate.py"]')
+    web = next(r for r in desired if r.kind == "service")
+    edge = next(r for r in desired if r.kind == "edge")
+    connection = Connection(Target.of(web.config["kubernetes"]))
+    schema = connection.schema()
+    made = [*environment_manifests("shop", "staging", Target.of(web.config["kubernetes"])),
+            *service_manifests("shop", web, 1, {"API_KEY": "x"}).all(), *edge_manifests("shop", edge)]
+    assert {m["kind"] for m in made} >= {"Deployment", "Service", "Secret", "Job", "Ingress", "NetworkPolicy"}
+    assert {m["kind"]: schema.unknown_fields(m) for m in made} == {m["kind"]: [] for m in made}
+    typo = service_manifests("shop", web, 1).deployment
+    typo["spec"]["template"]["spec"]["containers"][0]["readinesProbe"] = {"tcpSocket": {"port": 80}}
+    typo["spec"]["progressDeadline"] = 5
+    assert sorted(schema.unknown_fields(typo)) == ["spec.progressDeadline",
+                                           "spec.template.spec.containers[0].readinesProbe"]
+    connection.close()

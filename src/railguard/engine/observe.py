@@ -8,6 +8,7 @@ recovery observes through :func:`observe_into`.
 
 from __future__ import annotations
 
+from railguard.model.diagnostics import Diagnostic
 from railguard.model.resources import ObservedResource, Resource, environment_address
 from railguard.providers.base import ObserveRequest, Provider
 from railguard.state.store import Store
@@ -15,13 +16,16 @@ from railguard.state.store import Store
 ENGINE_KINDS = {"environment"}
 
 
-def observe_into(store: Store, provider: Provider, env: str,
-                 desired: list[Resource] | None = None) -> list[ObservedResource]:
+def observe_into(store: Store, provider: Provider, env: str, desired: list[Resource] | None = None,
+                 problems: list[Diagnostic] | None = None) -> list[ObservedResource]:
     """Observe ``env`` and record it (the serial moves when anything changed); return what is live.
 
-    ``desired``: the resources a plan or an apply is about, so the provider knows the environment's target."""
-    reported = [r for r in provider.observe(ObserveRequest(env=env, desired=desired or [])).resources
-                if r.kind not in ENGINE_KINDS]
+    ``desired``: the resources a plan is about, so the provider knows the environment's target and may check
+    them against the live state (a cluster's server-side dry-run); what it finds is added to ``problems``."""
+    answer = provider.observe(ObserveRequest(env=env, desired=desired or []))
+    if problems is not None:
+        problems.extend(answer.diagnostics)
+    reported = [r for r in answer.resources if r.kind not in ENGINE_KINDS]
     kept = [r for r in store.inventory(env) if r.kind in ENGINE_KINDS]
     live = sorted(reported + kept, key=lambda r: r.address)
     store.record_observed(env, live)

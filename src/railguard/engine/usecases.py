@@ -29,7 +29,7 @@ from railguard.engine.rollback import check_rollback, rollback_plan
 from railguard.engine.rollback import rollback as run_rollback
 from railguard.engine.workspace import Workspace, require_env
 from railguard.model.api import Operation, OperationKind
-from railguard.model.diagnostics import RailguardError, error
+from railguard.model.diagnostics import Diagnostic, RailguardError, error
 from railguard.model.errors import TemporaryError
 from railguard.model.plans import Plan
 from railguard.model.principals import Permission, Principal
@@ -69,10 +69,12 @@ def _plan(ws: Workspace, env: str, store: Store, provider: Provider | None, prin
         source = facts.promoted_source(promoted[0]) if promoting else facts.plan_source()
         versions = facts.versions(store, env)
         desired = facts.desired(env, versions, overrides)
+        observed_problems: list[Diagnostic] = []  # what the runtime found checking the desired state (dry-runs)
         if provider is not None:
-            observe_into(store, provider, env, desired)
+            observe_into(store, provider, env, desired, observed_problems)
         computed = planner.plan(env, desired, store.inventory(env), store.serial(env))
-        problems = [*warnings, *([] if promoting else facts.source_warnings()), *missing_secrets(spec, env, versions),
+        problems = [*warnings, *observed_problems, *([] if promoting else facts.source_warnings()),
+                    *missing_secrets(spec, env, versions),
                     *computed.diagnostics, *knownbad.diagnostics(store, computed)]
         computed = restore.acknowledge(computed.model_copy(update={"diagnostics": problems, "id": new_id("plan"),
                                                                    "source": source}), allow_data_loss or [])

@@ -203,6 +203,8 @@ CODES: dict[str, str] = {
     "cluster.release_failed": "The release Job (the release command) failed; the Deployment was not changed.",
     "cluster.rollout_failed": "A Deployment did not become available; its pods' reasons are listed and the "
                               "previous release's template was re-applied.",
+    "cluster.server_diff": "Info in a plan: the fields a server-side dry-run says the apply would change on a "
+                           "live object.",
     "cluster.api_error": "The API server answered an error Railguard has no better code for.",
     # catch-all for bugs: never for user mistakes
     "internal.error": "An unexpected internal error.",

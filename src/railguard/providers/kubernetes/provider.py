@@ -59,6 +59,7 @@ from railguard.providers.base import (
 from railguard.providers.kubernetes import observe as live
 from railguard.providers.kubernetes.cluster import Cluster, ClusterError
 from railguard.providers.kubernetes.labels import (
+    APP,
     DEFAULT_APP,
     EDGE,
     ENVIRONMENT,
@@ -74,6 +75,7 @@ from railguard.providers.kubernetes.manifests import (
     environment_manifests,
     service_manifests,
 )
+from railguard.providers.kubernetes.preview import preview
 from railguard.providers.kubernetes.rollout import describe_pod, wait_deployment, wait_job
 
 ISOLATION_REASON = ("each environment is a namespace: pods run with a token-less ServiceAccount and a NetworkPolicy "
@@ -136,8 +138,10 @@ class KubernetesProvider:
             return ObserveResponse(resources=[])
         cluster = self.cluster(target)  # a namespace that does not exist lists nothing (no namespace read needed)
         found: dict[str, ObservedResource] = {}
+        app = DEFAULT_APP
         for deployment in cluster.list("Deployment", labels=_ours(request.env)):
             resource = live.observed(deployment, "service")
+            app = (deployment["metadata"].get("labels") or {}).get(APP, app)
             if resource is not None:
                 found[resource.address] = resource
         edge = cluster.get("ConfigMap", EDGE)
@@ -149,7 +153,8 @@ class KubernetesProvider:
                 resource = resource.model_copy(update={"config": config, "fingerprint": digest(config)})
             if resource is not None:
                 found[resource.address] = resource
-        return ObserveResponse(resources=sorted(found.values(), key=lambda r: r.address))
+        checked = preview(cluster, app, request.desired, found) if request.desired else []
+        return ObserveResponse(resources=sorted(found.values(), key=lambda r: r.address), diagnostics=checked)
 
     def health(self, request: HealthRequest) -> HealthResponse:
         target = self.targets(request.env)
@@ -292,8 +297,11 @@ class KubernetesProvider:
         step("rollout", "end", {"ok": outcome.ok, "detail": outcome.reason})
         if not outcome.ok:
             restored = self._restore(cluster, app, before, name, env, step)
+            quota = "exceeded quota" in outcome.reason
             return ApplyResponse(ok=False, observed=before, diagnostics=[error(
-                "cluster.rollout_failed", f"Release {release} of '{name}' did not become available",
+                "cluster.quota" if quota else "cluster.rollout_failed",
+                f"Release {release} of '{name}' did not become available"
+                + (f": a quota of namespace '{target.namespace}' refused its pods" if quota else ""),
                 f"Deployment {name} in namespace '{target.namespace}' of cluster {cluster.name}: {outcome.reason}. "
                 + restored, "Read the pods' reasons (`railguard status`), fix the service, then plan and apply "
                 "again.", address=change.address, extra={"pods": outcome.pods})])

@@ -99,6 +99,10 @@ def wait_deployment(cluster: Cluster, name: str, env: str, release: int, timeout
         if progressing.get("status") == "False" and progressing.get("reason") == "ProgressDeadlineExceeded":
             return Outcome(False, f"progress deadline exceeded: {progressing.get('message', '')}",
                            pod_lines(cluster, env, name, release))
+        failure = conditions.get("ReplicaFailure", {})
+        if failure.get("status") == "True":  # e.g. a quota refused the pods: they will not appear by waiting
+            return Outcome(False, f"{failure.get('reason', 'ReplicaFailure')}: {failure.get('message', '')}",
+                           pod_lines(cluster, env, name, release))
         generation_seen = int(status.get("observedGeneration") or 0) >= int(found["metadata"].get("generation") or 0)
         updated = int(status.get("updatedReplicas") or 0)
         available = int(status.get("availableReplicas") or 0)
