@@ -155,14 +155,25 @@ class Canaries:
             self.observer.daemon.store().journal(run.operation, f"{env}/service.{service}: canary step", "end", detail)
 
     # -- decisions ---------------------------------------------------------------------------------
-    def advance(self, env: str, service: str, by: str) -> int:
-        """Move the canary to its next step (``railguard promote-step`` or a clean step); returns the new share."""
+    def position(self, env: str, service: str) -> tuple[int, int]:
+        """The canary's release and its share now (``canary.none`` when there is none)."""
+        release = self._canary_release(env, service)
+        return (release if release is not None else 0), self._weight(env, service)
+
+    def following(self, env: str, service: str, current: int) -> int:
+        """The share of the step after ``current``."""
+        run = self.runs.get((env, service))
+        return next((s for s in (run.steps if run is not None else [100]) if s > current), 100)
+
+    def advance(self, env: str, service: str, by: str, to: int | None = None, plan_id: str | None = None) -> int:
+        """Move the canary to its next step (``railguard promote-step`` or a clean step), or to ``to`` (an approved
+        plan's step); returns the new share."""
         run = self.runs.get((env, service))
         current = run.weight if run is not None else self._weight(env, service)
-        steps = run.steps if run is not None else [100]
-        following = next((s for s in steps if s > current), 100)
+        following = to if to is not None else self.following(env, service, current)
         self.observer.daemon.provider.set_canary_weight(env, service, following)
         self._journal(run, env, service, {"weight": following, "from": current, "by": by,
+                                          **({"plan": plan_id} if plan_id else {}),
                                           **({"analysis": run.last} if run is not None else {})})
         self.observer.daemon.store().add_event(
             env, STEP_EVENT if following < 100 else PROMOTED_EVENT,
