@@ -38,8 +38,8 @@ def step_plan(store: Store, env: str, service: str, release: int, current: int, 
         address=service_address(env, service), kind="service", action=Action.canary_step,
         reason=f"canary of release {release}: from {current}% to {following}% of the requests"
         + (" (it becomes the live release)" if following == 100 else ""), risk=Risk.disruptive,
-        diff=[FieldDiff(path="canary.release", after=release),
-              FieldDiff(path="canary.weight", before=current, after=following)])
+        diff=[FieldDiff(path="canary_release", after=release),
+              FieldDiff(path="canary_weight", before=current, after=following)])
     computed = Plan(env=env, base_serial=store.serial(env), desired_digest=desired_digest(desired),
                     changes=[change], desired=desired, id=new_id("plan"))
     return store.save_plan(guard.with_verdicts(store, computed, principal))
@@ -52,15 +52,15 @@ def check_step(store: Store, plan_id: str, env: str, service: str, release: int,
     guard.require(principal, Permission.apply, plan.env)
     steps = [c for c in plan.changes if c.action is Action.canary_step]
     diff = {d.path: d for d in steps[0].diff} if len(steps) == 1 and len(plan.changes) == 1 else {}
-    weight = diff.get("canary.weight")
+    weight = diff.get("canary_weight")
     if (plan.content_hash() != stored_hash or plan.hash != stored_hash or plan.id != plan_id or weight is None
-            or "canary.release" not in diff):
+            or "canary_release" not in diff):
         raise _refused(plan_id, env, service, "it is not an intact plan of one canary step")
     if status is not PlanStatus.saved:
         raise _refused(plan_id, env, service, f"it was already used ({status})")
-    what = (plan.env, steps[0].address, diff["canary.release"].after, weight.before)
+    what = (plan.env, steps[0].address, diff["canary_release"].after, weight.before)
     if what != (env, service_address(env, service), release, current):
-        raise _refused(plan_id, env, service, f"it moves {steps[0].address} release {diff['canary.release'].after} "
+        raise _refused(plan_id, env, service, f"it moves {steps[0].address} release {diff['canary_release'].after} "
                        f"from {weight.before}%, and the canary of {env}/{service} is release {release} at {current}%")
     guard.check_apply(store, plan, principal)  # its approval (and any deny) as for every plan
     return int(weight.after)
