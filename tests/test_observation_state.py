@@ -191,6 +191,8 @@ def test_drift_is_what_runs_against_what_was_applied() -> None:
     assert live_drift(None, [], set()) == []  # nothing applied yet: nothing to drift from
     changed = [_observed("s/service.web", "x"), _observed("s/edge", "e", LiveStatus.missing, "edge"),
                _observed("s/service.extra", "z")]
+    # Replicas down are a health matter (health_regression, crash_loop), not drift.
+    assert live_drift(applied, [*same[:1], _observed("s/service.api", "b", LiveStatus.missing), same[2]], set()) == []
     assert live_drift(applied, changed, set()) == [
         "s/service.web runs another config than the applied spec",
         "s/service.api is in the applied spec but not running",

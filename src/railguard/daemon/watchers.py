@@ -10,7 +10,8 @@ snapshot): a resource applied but not running, one running another config, one r
 applied, an edge that no longer serves the environment. Drift that lasts ``DRIFT_GRACE_S`` while no
 operation runs (a rollout or a supervisor restart in progress is not drift) opens one ``drift`` incident
 per environment with the differences as evidence; it is resolved when they are gone. A service with a
-canary in progress is left out (two releases run on purpose). Replica health is the health watcher's.
+canary in progress is left out (two releases run on purpose). Replicas down (a crash loop in its backoff) are
+the health watcher's and the crash-loop check's, not drift.
 """
 
 from __future__ import annotations
@@ -171,7 +172,7 @@ def live_drift(applied: list[dict[str, object]] | None, observed: list[ObservedR
             details.append(f"{address} is in the applied spec but not running")
         elif found.fingerprint != resource["fingerprint"]:
             details.append(f"{address} runs another config than the applied spec")
-        elif found.status is LiveStatus.missing:
+        elif found.status is LiveStatus.missing and found.kind != "service":  # replicas down: health's incident
             details.append(f"{address} is missing: {found.message}")
     applied_addresses = {str(r["address"]) for r in applied}
     details += [f"{a} runs but is not in the applied spec" for a, o in live.items()
