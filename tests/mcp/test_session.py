@@ -59,7 +59,8 @@ async def _session(notes: Notes, token: str, errlog: Path) -> Agent:
             hints = t.annotations
             assert hints is not None and t.output_schema and t.input_schema["type"] == "object"
             assert hints.read_only_hint is (name in READ_TOOLS)
-            assert hints.destructive_hint is (name in ("apply_plan", "rollback", "run_command"))
+            assert hints.destructive_hint is (name in ("apply_plan", "rollback", "run_command", "canary_promote",
+                                                    "canary_abort"))
 
         # -- a first deploy ---------------------------------------------------------------------------------
         who = await agent.call("whoami", note="Who am I, and what may I do?")
