@@ -201,3 +201,42 @@ def test_drift_is_what_runs_against_what_was_applied() -> None:
     # A service with a canary runs two releases on purpose.
     assert live_drift(applied, changed, {"s/service.web", "s/service.api"}) == [
         "s/edge is missing: ", "s/service.extra runs but is not in the applied spec"]
+
+
+def _code(call: Any) -> str:
+    with pytest.raises(RailguardError) as exc:
+        call()
+    return exc.value.diagnostics[0].code
+
+
+def test_a_protected_canary_step_is_a_plan_bound_to_exactly_that_step(tmp_path: Path) -> None:
+    from railguard.engine import canarysteps
+    from railguard.model.api import PlanStatus
+    from railguard.model.principals import Principal, Role
+    from railguard.model.resources import environment_address
+    from railguard.state import approvals, audit
+
+    store = Store.open(tmp_path)
+    agent = Principal(id="token:agent", role=Role.agent, kind="token")
+    assert not canarysteps.needs_approval(store, "staging")
+    store.record_observed("staging", [ObservedResource(address=environment_address("staging"), kind="environment",
+                                                       fingerprint="f", config={"protected": True})])
+    assert canarysteps.needs_approval(store, "staging")
+    plan = canarysteps.step_plan(store, "staging", "web", 3, 10, 50, agent)
+    assert [(c.action.value, c.address) for c in plan.changes] == [("canary-step", "staging/service.web")]
+    assert plan.decision.value == "require_approval"
+    assert _code(lambda: canarysteps.check_step(store, plan.id, "staging", "web", 3, 10, agent)) == \
+        "policy.approval_required"
+    approvals.record(store, plan.id, plan.hash, "approved", "user:person", "", [], 3600)
+    audit.append(store, None, principal="user:person", action=audit.APPROVE_ACTION, outcome="ok", env="staging",
+                 plan_id=plan.id, plan_hash=plan.hash)  # the daemon logs every decision; only a logged one counts
+    # Another release, another share now, another service: not the step that was approved.
+    for release, current, service in ((4, 10, "web"), (3, 50, "web"), (3, 10, "api")):
+        assert _code(lambda r=release, c=current, s=service: canarysteps.check_step(
+            store, plan.id, "staging", s, r, c, agent)) == "canary.step_mismatch"
+    assert canarysteps.check_step(store, plan.id, "staging", "web", 3, 10, agent) == 50
+    assert _code(lambda: canarysteps.refuse_apply(plan)) == "canary.step_plan"
+    store.mark_plan(plan.id, PlanStatus.applying)
+    store.mark_plan(plan.id, PlanStatus.applied)
+    assert _code(lambda: canarysteps.check_step(store, plan.id, "staging", "web", 3, 10, agent)) == \
+        "canary.step_mismatch"  # used once, never again

@@ -11,6 +11,7 @@
 
 from __future__ import annotations
 
+import json
 import shutil
 import subprocess
 import sys
@@ -29,6 +30,7 @@ APP = Path(__file__).parent / "observe_app" / "app.py"
 SPEC = """
 [app]
 name = "restarted"
+{alerts}
 
 [environments.staging]
 edge_port = {port}
@@ -63,8 +65,12 @@ def ws(tmp_path: Path) -> Iterator[Workspace]:
     stop_daemon(tmp_path)
 
 
-def _write(ws: Workspace, version: str, canary: bool = False) -> None:
-    (ws.root / "railguard.toml").write_text(SPEC.format(port=ws.port, version=version,
+def _write(ws: Workspace, version: str, canary: bool = False, alerts: Path | None = None) -> None:
+    # The alert command appends each delivery (one JSON document on stdin) as one line of ``alerts``.
+    hook = ("" if alerts is None else "[alerts]\ncommand = " + json.dumps([
+        sys.executable, "-c", f"import sys; open({str(alerts)!r}, 'a').write(sys.stdin.read().replace(chr(10), ' ') "
+        "+ chr(10))"]))
+    (ws.root / "railguard.toml").write_text(SPEC.format(port=ws.port, version=version, alerts=hook,
                                                         canary=CANARY if canary else ""))
 
 
@@ -160,7 +166,8 @@ def _caddy_socket(ws: Workspace) -> Path:
 
 @pytest.mark.timeout(240)
 def test_edge_config_changed_behind_railguard_opens_a_drift_incident(ws: Workspace) -> None:
-    _write(ws, "1")
+    alerts = ws.root / "alerts.jsonl"
+    _write(ws, "1", alerts=alerts)
     assert ws.deploy()[0] == 0
     assert ws.version() == "v1"
     # Someone removes the environment's server from Caddy through its admin API.
@@ -186,3 +193,10 @@ def test_edge_config_changed_behind_railguard_opens_a_drift_incident(ws: Workspa
     assert ws.version() == "v1"
     wait_for(lambda: (found := drift()) is not None and found["state"] == "resolved", what="the drift resolved",
              timeout=60)
+    # Alerts fire for it as for any incident: opened, then resolved.
+
+    def delivered() -> list[str]:
+        lines = alerts.read_text().splitlines() if alerts.exists() else []
+        return [d["transition"] for d in map(json.loads, lines) if d["incident"]["id"] == incident["id"]]
+
+    assert wait_for(lambda: delivered()[-1:] == ["resolved"] and delivered(), what="the alerts")[0] == "opened"
