@@ -144,6 +144,11 @@ def test_canary_steps_need_an_approval_in_a_protected_environment_and_abort_and_
     _write(ws, "2")
     _ship(ws, token)
     assert wait_for(lambda: (_canary(ws) or {}).get("weight") == 10, what="the canary at 10%")
+    # The CLI too: in a protected environment `promote-step` saves the step as a plan and moves nothing.
+    asked = _json(ws, "promote-step", "--env", "staging", "web")
+    assert asked["ok"] and asked["plan"]["changes"][0]["action"] == "canary-step", asked
+    assert "from 10% to 50%" in asked["plan"]["changes"][0]["reason"]
+    assert (_canary(ws) or {}).get("weight") == 10
 
     seen = anyio.run(_steps, ws, token, errlog)
     assert wait_for(lambda: _canary(ws) is None, what="the canary gone")
