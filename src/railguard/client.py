@@ -31,6 +31,7 @@ from railguard.model.api import (
     ApprovalRecord,
     AuditEntry,
     AuditVerification,
+    CanaryMove,
     CreatedToken,
     DaemonHealth,
     EnvironmentStatus,
@@ -333,3 +334,17 @@ class Client:
 
     def gc(self, spec: str, dry_run: bool) -> GcResult:
         return GcResult.model_validate(self.call("POST", "gc", {"spec": spec, "dry_run": dry_run})["gc"])
+
+    def canary_move(self, env: str, service: str, verb: str, plan_id: str | None = None) -> CanaryMove | PlanAnswer:
+        """``promote-step`` or ``abort`` a canary; in a protected environment a step without ``plan_id`` answers the
+        plan that needs approval instead (nothing moved)."""
+        body: dict[str, Any] = {"env": env, **({"plan_id": plan_id} if plan_id else {})}
+        answer = self.call("POST", f"canaries/{env}/{service}/{verb}", body)
+        if answer.get("plan"):
+            return PlanAnswer.model_validate(answer["plan"])
+        return CanaryMove.model_validate(answer["canary"])
+
+    def acknowledge(self, incident_id: str, reason: str = "") -> Incident:
+        """Resolve an incident and lift its known-bad marks (needs the apply permission)."""
+        answer = self.call("POST", f"incidents/{incident_id}/ack", {"reason": reason})
+        return Incident.model_validate(answer["incident"])

@@ -79,7 +79,7 @@ def test_bad_input_gets_a_diagnostic_and_the_server_stays_up(
 
 async def _same_user(notes: Notes, errlog: Path) -> None:
     async with stdio_agent(notes, None, errlog) as agent:
-        assert len(await agent.tools()) == 23  # the local OS user is admin
+        assert len(await agent.tools()) == 26  # the local OS user is admin
         status = await agent.call("get_status", {"env": "staging"})  # starts the daemon, as the CLI would
         assert not status.is_error and status.data["next_actions"][0]["tool"] == "plan"
         who = await agent.call("whoami")

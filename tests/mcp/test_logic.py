@@ -112,7 +112,7 @@ def test_tools_by_role_and_annotations() -> None:
 
     assert names(Role.viewer) == names(Role.approver) == {t.name for t in catalog.visible(None)}
     assert names(Role.agent) == names(Role.deployer) == names(Role.admin) == set(catalog.TOOLS)
-    assert len(catalog.TOOLS) == 23 and set(catalog.ORDER) == set(catalog.TOOLS)
+    assert len(catalog.TOOLS) == 26 and set(catalog.ORDER) == set(catalog.TOOLS)
     for spec in catalog.TOOLS.values():
         hints = spec.definition().annotations
         assert hints is not None and not (hints.read_only_hint and hints.destructive_hint)

@@ -20,7 +20,8 @@ from .harness import PRODUCTION_SECRET, ROOT, STAGING_SECRET, Agent, Notes, acti
 READ_TOOLS = {"whoami", "get_status", "diagnose", "list_releases", "read_logs", "list_events", "list_operations",
               "get_operation", "list_policies", "get_spec_schema", "validate_spec", "show_plan", "list_plans",
               "approval_status", "list_incidents", "get_incident", "doctor"}
-CHANGE_TOOLS = {"plan", "promote", "request_approval", "apply_plan", "rollback", "run_command"}
+CHANGE_TOOLS = {"plan", "promote", "request_approval", "apply_plan", "rollback", "run_command", "canary_promote",
+                "canary_abort", "incident_ack"}
 TYPO = '["python", "notez.py"]'
 INTRO = """# A session with the Railguard MCP server
 
@@ -58,7 +59,8 @@ async def _session(notes: Notes, token: str, errlog: Path) -> Agent:
             hints = t.annotations
             assert hints is not None and t.output_schema and t.input_schema["type"] == "object"
             assert hints.read_only_hint is (name in READ_TOOLS)
-            assert hints.destructive_hint is (name in ("apply_plan", "rollback", "run_command"))
+            assert hints.destructive_hint is (name in ("apply_plan", "rollback", "run_command", "canary_promote",
+                                                    "canary_abort"))
 
         # -- a first deploy ---------------------------------------------------------------------------------
         who = await agent.call("whoami", note="Who am I, and what may I do?")

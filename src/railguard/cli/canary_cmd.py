@@ -2,7 +2,8 @@
 
 A canary with ``pause = "manual"`` waits at each step for ``promote-step``; any canary can be aborted (every
 request back on the stable release, the canary stopped) or advanced early. Through the daemon, whose canary
-controller (daemon/canary.py) makes the move and records it.
+controller (daemon/canary.py) makes the move and records it. In a protected environment a step is a change
+that needs an approval: ``promote-step`` saves it as a plan, ``promote-step --plan ID`` applies it approved.
 """
 
 from __future__ import annotations
@@ -14,15 +15,24 @@ from rich.markup import escape
 
 from railguard.cli.common import DEPLOY, EnvOpt, JsonOpt, SpecOpt, add, connect, env_from_spec
 from railguard.cli.output import finish, guarded, out
-from railguard.model.api import CanaryMove
+from railguard.model.api import PlanAnswer
 
 ServiceArg = Annotated[str, typer.Argument(help="The service whose canary moves.")]
+PlanOpt = Annotated[str | None, typer.Option("--plan", help="The approved plan of this step (protected environments).")]
 
 
-def _move(env: str | None, service: str, verb: str, spec: SpecOpt, as_json: bool) -> None:
+def _move(env: str | None, service: str, verb: str, spec: SpecOpt, as_json: bool, plan: str | None = None) -> None:
     ws, client = connect(spec)
     name = env_from_spec(ws, env)
-    moved = CanaryMove.model_validate(client.call("POST", f"canaries/{name}/{service}/{verb}", {})["canary"])
+    moved = client.canary_move(name, service, verb, plan)
+    if isinstance(moved, PlanAnswer):  # a protected environment: the step waits for an approval
+        if as_json:
+            finish(True, [], {"plan": moved.model_dump(mode="json")})
+        out.print(f"'{escape(name)}' is protected: nothing moved. The step is saved as plan {escape(moved.id)} "
+                  f"({escape(moved.changes[0].reason)}).\n  Have it approved (`railguard approve {escape(moved.id)}`, "
+                  f"never by you), then run `railguard promote-step {escape(service)} --env {escape(name)} "
+                  f"--plan {escape(moved.id)}`.")
+        return
     if as_json:
         finish(True, [], {"canary": moved.model_dump(mode="json")})
     what = {"advanced": f"now takes {moved.weight}% of the requests",
@@ -32,9 +42,11 @@ def _move(env: str | None, service: str, verb: str, spec: SpecOpt, as_json: bool
 
 
 @guarded()
-def promote_step(service: ServiceArg, env: EnvOpt = None, spec: SpecOpt = None, as_json: JsonOpt = False) -> None:
-    """Move a canary to its next step (the step to 100% makes it the live release)."""
-    _move(env, service, "promote-step", spec, as_json)
+def promote_step(service: ServiceArg, env: EnvOpt = None, spec: SpecOpt = None, as_json: JsonOpt = False,
+                 plan: PlanOpt = None) -> None:
+    """Move a canary to its next step (the step to 100% makes it the live release). In a protected environment
+    the step is saved as a plan that needs an approval; `--plan` applies that approved step."""
+    _move(env, service, "promote-step", spec, as_json, plan)
 
 
 @guarded()
@@ -44,5 +56,6 @@ def abort(service: ServiceArg, env: EnvOpt = None, spec: SpecOpt = None, as_json
 
 
 def register(app: typer.Typer) -> None:
-    add(app, promote_step, DEPLOY, "railguard promote-step --env staging web", name="promote-step")
+    add(app, promote_step, DEPLOY, "railguard promote-step --env staging web",
+        "railguard promote-step --env prod web --plan plan-0123456789", name="promote-step")
     add(app, abort, DEPLOY, "railguard abort --env staging web", "railguard abort --env staging web --json")

@@ -34,9 +34,9 @@ from railguard.model.plans import Action, Effect, Plan, Risk
 
 RISK_STYLE = {Risk.safe: "green", Risk.disruptive: "yellow", Risk.destructive: "bold red"}
 ACTION_SYMBOL = {Action.create: "+", Action.update: "~", Action.replace: "-/+", Action.delete: "-",
-                 Action.noop: "=", Action.command: "!", Action.restore: "<"}
+                 Action.noop: "=", Action.command: "!", Action.restore: "<", Action.canary_step: ">"}
 ACTION_ORDER = [Action.restore, Action.delete, Action.replace, Action.update, Action.create, Action.command,
-                Action.noop]
+                Action.noop, Action.canary_step]
 MAX_DIFF_LINES = 12
 
 

@@ -29,7 +29,7 @@ from railguard.model.api import (
 from railguard.model.plans import RISK_ORDER, Action, Effect, Risk
 from railguard.model.principals import Permission, Principal
 
-ACTION_ORDER = [Action.delete, Action.replace, Action.update, Action.create, Action.noop]
+ACTION_ORDER = [Action.delete, Action.replace, Action.update, Action.create, Action.noop, Action.canary_step]
 WAITING = (ApprovalState.needed, ApprovalState.requested)
 
 

@@ -426,7 +426,7 @@ def route(daemon: Daemon, method: str, parts: list[str], query: dict[str, str], 
     observed = observe_api.route(daemon, method, parts, query, body, who)  # incidents, metrics
     if observed is not None:
         return observed
-    moved = canary_api.route(daemon, method, parts, who)  # promote-step, abort
+    moved = canary_api.route(daemon, method, parts, who, body)  # promote-step, abort
     if moved is not None:
         return moved
     raise _bad(f"unknown endpoint {method} /{'/'.join(parts)}")

@@ -10,6 +10,11 @@ known-bad. A clean step advances once its ``pause`` is over (never by itself wit
 ``railguard promote-step`` does); the step to 100 % promotes the canary to the live release, whose verification
 window then starts as after any switch. Each step is an event (``canary.step``, ``canary.aborted``) in the
 environment's history.
+
+Each step is also kept in the state database (:mod:`railguard.state.canaries`): a restarted daemon resumes
+the step where it was (the pause counts from the step's start, the analysis reads the persisted metrics
+since then; a ``canary.resumed`` event says so) rather than restart it. An abort records the release as
+``aborted`` and the one before it as live again (at once, or when the deploy that started the canary ends).
 """
 
 from __future__ import annotations
@@ -27,7 +32,9 @@ from railguard.model.diagnostics import RailguardError, error
 from railguard.model.durations import parse_ms
 from railguard.model.spec import Spec
 from railguard.providers.base import DescribeRequest, ServiceUnit
+from railguard.state import canaries as canary_store
 from railguard.state import incidents as incident_store
+from railguard.state.canaries import ABORTED, RUNNING
 
 if TYPE_CHECKING:
     from railguard.daemon.observation import Observer
@@ -36,6 +43,8 @@ log = logging.getLogger("railguard.daemon")
 STEP_EVENT = "canary.step"
 PROMOTED_EVENT = "canary.promoted"
 ABORTED_EVENT = "canary.aborted"
+RESUMED_EVENT = "canary.resumed"
+RELEASE_ABORTED_EVENT = "release.aborted"
 
 
 @dataclass
@@ -54,13 +63,29 @@ class Canaries:
     def __init__(self, observer: Observer) -> None:
         self.observer = observer
         self.runs: dict[tuple[str, str], Run] = {}
+        self.stored: set[tuple[str, str]] | None = None  # canaries a previous daemon was running (read once)
+        self.aborting = True  # an aborted release waiting for its deploy to end (True: look once at boot)
+
+    def _store_run(self, key: tuple[str, str], run: Run, stable: int | None) -> None:
+        try:
+            canary_store.save(self.observer.daemon.store(), canary_store.CanaryRun(
+                env=key[0], service=key[1], release=run.watch.release, stable=stable, weight=run.weight,
+                step_started=run.watch.started, operation=run.operation, analysis=run.last))
+        except Exception:  # the canary goes on; only a restart would begin its step again
+            log.exception("could not record the canary step of %s/%s", *key)
 
     # -- one pass ----------------------------------------------------------------------------------
     def step(self, env: str, unit: ServiceUnit, spec: Spec | None, now: float) -> None:
         key = (env, unit.name)
         canary = unit.canary
+        if self.stored is None:
+            self.stored = {(r.env, r.service) for r in canary_store.listed(self.observer.daemon.store(), RUNNING)}
         if canary is None:
-            self.runs.pop(key, None)
+            if self.runs.pop(key, None) is not None or key in self.stored:  # it ended (promoted, replaced)
+                self.stored.discard(key)
+                stored = canary_store.get(self.observer.daemon.store(), env, unit.name)
+                if stored is not None and stored.state == RUNNING:
+                    canary_store.delete(self.observer.daemon.store(), env, unit.name)
             return
         run = self.runs.get(key)
         if run is None or run.watch.release != canary.release or run.weight != canary.weight:
@@ -79,6 +104,7 @@ class Canaries:
             self._abort(key, run, verdict, unit)
         else:
             run.last = verdict.summary
+            self._store_run(key, run, unit.release)
             self.advance(env, unit.name, by="railguard:canary")
 
     def _begin(self, env: str, unit: ServiceUnit, spec: Spec | None, now: float) -> Run | None:
@@ -87,12 +113,34 @@ class Canaries:
             return None
         service = spec.resolved_service(env, unit.name)
         pause_s = math.inf if service.pause == "manual" else parse_ms(service.pause) / 1000
-        watch = Watch(env=env, service=unit.name, release=canary.release, previous=unit.release, started=now,
+        store = self.observer.daemon.store()
+        key = (env, unit.name)
+        stored = canary_store.get(store, env, unit.name) if self.stored is None or key in self.stored else None
+        resumed = (stored is not None and stored.state == RUNNING and stored.release == canary.release
+                   and stored.weight == canary.weight and stored.step_started <= now)
+        watch = Watch(env=env, service=unit.name, release=canary.release, previous=unit.release,
+                      started=stored.step_started if resumed and stored is not None else now,
                       verify_s=pause_s, thresholds=service.thresholds, on_regression="rollback")
         run = Run(watch=watch, steps=list(service.steps), pause=service.pause, weight=canary.weight,
-                  operation=canary.operation)
-        self.runs[(env, unit.name)] = run
-        self.observer.daemon.store().add_event(
+                  operation=canary.operation or (stored.operation if stored is not None else None))
+        if resumed and stored is not None:
+            run.last = stored.analysis or run.last
+        self.runs[key] = run
+        if self.stored is not None:
+            self.stored.discard(key)
+        self._store_run(key, run, unit.release)
+        if resumed:
+            # A restarted daemon: the step goes on where it was (its pause counts from its start; the analysis
+            # reads the persisted request metrics since then), it does not start again.
+            store.add_event(env, RESUMED_EVENT, f"{env}/{unit.name} release {canary.release}: canary step at "
+                            f"{canary.weight}% resumed after a daemon restart, {now - watch.started:.0f} s into it",
+                            address=f"{env}/service.{unit.name}",
+                            data={"release": canary.release, "weight": canary.weight,
+                                  "step_started": watch.started})
+            self._journal(run, env, unit.name, {"weight": canary.weight, "release": canary.release,
+                                                "resumed": True})
+            return run
+        store.add_event(
             env, STEP_EVENT, f"{env}/{unit.name} release {canary.release} takes {canary.weight}% of the requests "
             f"beside release {unit.release} (steps {service.steps}, pause {service.pause})",
             address=f"{env}/service.{unit.name}",
@@ -107,14 +155,25 @@ class Canaries:
             self.observer.daemon.store().journal(run.operation, f"{env}/service.{service}: canary step", "end", detail)
 
     # -- decisions ---------------------------------------------------------------------------------
-    def advance(self, env: str, service: str, by: str) -> int:
-        """Move the canary to its next step (``railguard promote-step`` or a clean step); returns the new share."""
+    def position(self, env: str, service: str) -> tuple[int, int]:
+        """The canary's release and its share now (``canary.none`` when there is none)."""
+        release = self._canary_release(env, service)
+        return (release if release is not None else 0), self._weight(env, service)
+
+    def following(self, env: str, service: str, current: int) -> int:
+        """The share of the step after ``current``."""
+        run = self.runs.get((env, service))
+        return next((s for s in (run.steps if run is not None else [100]) if s > current), 100)
+
+    def advance(self, env: str, service: str, by: str, to: int | None = None, plan_id: str | None = None) -> int:
+        """Move the canary to its next step (``railguard promote-step`` or a clean step), or to ``to`` (an approved
+        plan's step); returns the new share."""
         run = self.runs.get((env, service))
         current = run.weight if run is not None else self._weight(env, service)
-        steps = run.steps if run is not None else [100]
-        following = next((s for s in steps if s > current), 100)
+        following = to if to is not None else self.following(env, service, current)
         self.observer.daemon.provider.set_canary_weight(env, service, following)
         self._journal(run, env, service, {"weight": following, "from": current, "by": by,
+                                          **({"plan": plan_id} if plan_id else {}),
                                           **({"analysis": run.last} if run is not None else {})})
         self.observer.daemon.store().add_event(
             env, STEP_EVENT if following < 100 else PROMOTED_EVENT,
@@ -123,6 +182,7 @@ class Canaries:
             address=f"{env}/service.{service}", data={"weight": following, "by": by})
         if following == 100:
             self.runs.pop((env, service), None)
+            canary_store.delete(self.observer.daemon.store(), env, service)
         return following
 
     def _weight(self, env: str, service: str) -> int:
@@ -137,13 +197,50 @@ class Canaries:
 
     def abort(self, env: str, service: str, by: str) -> None:
         """Every request back on the stable release and the canary stopped (``railguard abort``)."""
+        run = self.runs.get((env, service))
+        release = run.watch.release if run is not None else self._canary_release(env, service)
         self.observer.daemon.provider.abort_canary(env, service)
-        run = self.runs.pop((env, service), None)
+        self.runs.pop((env, service), None)
+        store = self.observer.daemon.store()
         self._journal(run, env, service, {"weight": 0, "aborted": True, "by": by,
                                           **({"analysis": run.last} if run is not None else {})})
-        self.observer.daemon.store().add_event(env, ABORTED_EVENT, f"{env}/{service}: canary aborted ({by}); "
-                                               "the stable release serves every request",
-                                               address=f"{env}/service.{service}", data={"by": by})
+        store.add_event(env, ABORTED_EVENT, f"{env}/{service}: canary aborted ({by}); "
+                        "the stable release serves every request",
+                        address=f"{env}/service.{service}", data={"by": by, "release": release})
+        if release is not None:
+            canary_store.save(store, canary_store.CanaryRun(
+                env=env, service=service, release=release, stable=run.watch.previous if run is not None else None,
+                weight=0, step_started=time.time(), operation=run.operation if run is not None else None,
+                analysis=f"aborted by {by}" + (f": {run.last}" if run is not None else ""), state=ABORTED))
+            self.aborting = True
+            self.settle()
+
+    def settle(self) -> None:
+        """Move the records of aborted canaries' releases (each pass while one waits for its deploy to end)."""
+        if not self.aborting:
+            return
+        store = self.observer.daemon.store()
+        waiting = False
+        for row in canary_store.listed(store, ABORTED):
+            outcome, restored = canary_store.abort_release(store, row.env, row.release)
+            if outcome == "pending":
+                waiting = True
+                continue
+            canary_store.delete(store, row.env, row.service)
+            if outcome == "aborted":
+                store.add_event(row.env, RELEASE_ABORTED_EVENT, f"release {row.release} aborted (its canary of "
+                                f"{row.service} was): " + (f"release {restored} is live again" if restored
+                                                           is not None else "no release before it"),
+                                address=f"{row.env}/release.{row.release}",
+                                data={"release": row.release, "service": row.service, "live": restored})
+        self.aborting = waiting
+
+    def _canary_release(self, env: str, service: str) -> int | None:
+        if env in self.observer.daemon.provider.summary().edges:
+            for unit in self.observer.daemon.provider.describe(DescribeRequest(env=env)).services:
+                if unit.name == service and unit.canary is not None:
+                    return unit.canary.release
+        return None
 
     def _abort(self, key: tuple[str, str], run: Run, verdict: Verdict, unit: ServiceUnit) -> None:
         env, name = key

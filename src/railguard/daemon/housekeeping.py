@@ -3,8 +3,8 @@
 It reads the ``[retention]`` table of the spec the daemon serves (defaults when it serves none yet),
 takes the daemon's work lock (so no operation runs meanwhile: an artifact is never pulled from under a
 rollout) and the store's state lock, removes old rows (:mod:`railguard.state.retention`), the artifacts
-no live, warm or kept release uses (the provider) and the source snapshots no applicable plan or kept
-release uses, and records what went as one ``retention.collected``
+no live, warm or kept release uses (the provider), the source snapshots no applicable plan or kept
+release uses, and old resolved incidents (never an open one), and records what went as one ``retention.collected``
 event. Called by :class:`railguard.daemon.service.Daemon` and the API's ``POST /v1/gc``.
 """
 
@@ -21,7 +21,7 @@ from railguard.model.diagnostics import RailguardError, error
 from railguard.model.errors import TemporaryError
 from railguard.model.spec import Retention
 from railguard.sources.store import SnapshotStore
-from railguard.state import meta, retention
+from railguard.state import incidents, meta, retention
 from railguard.state.store import Store
 
 log = logging.getLogger("railguard.daemon")
@@ -58,13 +58,16 @@ def collect(store: Store, provider: Pruner, work: threading.Lock, rules: Retenti
     try:
         with store.lock(operation="gc"):
             swept = retention.sweep(store, rules, dry_run=dry_run)
+            old_incidents = incidents.sweep_resolved(store, rules.incidents_days, rules.incidents_keep,
+                                                     dry_run=dry_run)
             kept = retention.kept_releases(store, rules.releases_keep)
             artifacts = provider.prune_artifacts(kept, dry_run)
             # None: a plan is capturing right now; its snapshots wait for the next pass.
             snapshots = SnapshotStore.of(store.home).prune(retention.kept_sources(store, kept), dry_run) or []
     finally:
         work.release()
-    removed = {**swept.counts(), "artifacts": len(artifacts), "snapshots": len(snapshots)}
+    removed = {**swept.counts(), "artifacts": len(artifacts), "snapshots": len(snapshots),
+               "incidents": len(old_incidents)}
     result = GcResult(dry_run=dry_run, removed=removed, artifacts=artifacts, policy=rules)
     if not dry_run and any(removed.values()):
         store.add_event(None, COLLECTED_EVENT, "retention removed " + ", ".join(

@@ -7,6 +7,9 @@ histogram since the release first answered (the "since switch" window). Memory i
 buckets per series, a fixed histogram, and series of releases nobody asked about for a while are
 dropped (:meth:`RequestMetrics.prune`). Percentiles come from the histogram (bucket upper bound,
 relative error under 10%). Read by status, the API, verification and the Prometheus listener.
+What changed since the last :meth:`RequestMetrics.changes` is handed out in one batch, which the
+observation loop writes to the state database (:mod:`railguard.state.requestmetrics`); a restarted
+daemon starts from it (:meth:`RequestMetrics.restore`), so its figures survive the restart.
 """
 
 from __future__ import annotations
@@ -17,8 +20,10 @@ import threading
 import time
 from collections import deque
 from dataclasses import dataclass, field
+from typing import Any
 
 from railguard.model.api import ReleaseTraffic, RequestWindow
+from railguard.state.requestmetrics import StoredSeries
 
 RING_S = 300
 # Latency bucket upper bounds in ms: 0.05 ms .. ~10 min, a factor 1.1 apart (percentiles within 10%).
@@ -49,6 +54,15 @@ class Counts:
             self.classes[i] += n
         for b, n in other.hist.items():
             self.hist[b] = self.hist.get(b, 0) + n
+
+    def to_json(self) -> dict[str, Any]:
+        return {"c": list(self.classes), "h": {str(b): n for b, n in self.hist.items()}}
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> Counts:
+        classes = [int(n) for n in data.get("c", [])][:5]
+        return cls(classes=classes + [0] * (5 - len(classes)),
+                   hist={int(b): int(n) for b, n in (data.get("h") or {}).items() if 0 <= int(b) < len(BOUNDS)})
 
     @property
     def total(self) -> int:
@@ -111,13 +125,51 @@ class RequestMetrics:
     def __init__(self) -> None:
         self._series: dict[Key, Series] = {}
         self._lock = threading.Lock()
+        self._dirty: dict[Key, set[int]] = {}  # series -> seconds changed since the last batch
+        self._gone: list[Key] = []  # series pruned since the last batch
 
     def record(self, env: str, service: str | None, release: int | None, at: list[float], status: list[int],
                duration_ms: list[float]) -> None:
         with self._lock:
-            series = self._series.setdefault((env, service, release), Series())
+            key = (env, service, release)
+            series = self._series.setdefault(key, Series())
+            dirty = self._dirty.setdefault(key, set())
             for when, code, ms in zip(at, status, duration_ms, strict=True):
                 series.add(when, code, ms)
+                dirty.add(series.ring[-1][0])
+
+    def changes(self) -> tuple[list[StoredSeries], list[Key]]:
+        """What changed since the last call (the touched series with their touched buckets; the pruned ones),
+        as the store keeps it. Taken, so the next call starts afresh."""
+        with self._lock:
+            dirty, self._dirty = self._dirty, {}
+            gone, self._gone = self._gone, []
+            found = []
+            for key, seconds in dirty.items():
+                series = self._series.get(key)
+                if series is None:
+                    continue
+                found.append(StoredSeries(
+                    env=key[0], service=key[1], release=key[2], first_at=series.first_at, last_at=series.last_at,
+                    since=series.since.to_json(),
+                    buckets=[(second, counts.to_json()) for second, counts in series.ring if second in seconds]))
+            return found, gone
+
+    def unsaved(self, changed: list[StoredSeries], gone: list[Key]) -> None:
+        """A batch the store refused: its series and seconds are written with the next one."""
+        with self._lock:
+            for s in changed:
+                self._dirty.setdefault((s.env, s.service, s.release), set()).update(b[0] for b in s.buckets)
+            self._gone.extend(gone)
+
+    def restore(self, stored: list[StoredSeries]) -> None:
+        """Start from what a previous daemon stored (buckets outside the ring are not given)."""
+        with self._lock:
+            for s in stored:
+                series = Series(since=Counts.from_json(s.since), first_at=s.first_at, last_at=s.last_at)
+                for second, counts in s.buckets[-RING_S:]:
+                    series.ring.append((second, Counts.from_json(counts)))
+                self._series[(s.env, s.service, s.release)] = series
 
     def series(self, env: str, service: str | None, release: int | None) -> Series | None:
         with self._lock:
@@ -150,4 +202,6 @@ class RequestMetrics:
                     if (s.last_at or 0) < now - KEEP_S and (k[2] or 0) not in keep[(k[0], k[1])]]
             for k in gone:
                 del self._series[k]
+                self._dirty.pop(k, None)
+            self._gone.extend(gone)
             return len(gone)

@@ -8,8 +8,11 @@ A thread of its own (every ``INTERVAL_S``), so a slow pass never delays an opera
    ``on_regression = "rollback"`` while the previous release is warm, submits a rollback operation
    (journaled like any other, by the principal ``railguard:verification``) and marks the bad source;
 4. replicas restarting repeatedly outside a window open a ``crash_loop`` incident (a decaying window);
-5. failed applies, live services that stay unhealthy, and a broken audit chain open incidents too
-   (:mod:`railguard.daemon.watchers`).
+5. failed applies, live services that stay unhealthy, drift (what runs is not what was applied) and a
+   broken audit chain open incidents too (:mod:`railguard.daemon.watchers`);
+6. every ``FLUSH_S`` the request metrics that changed go to the state database in one batch
+   (:mod:`railguard.state.requestmetrics`); :meth:`Observer.start` restores them, so a restarted daemon
+   shows (and judges with) the figures it had.
 Settings come from the spec the daemon serves. Started by :class:`railguard.daemon.service.Daemon`.
 """
 
@@ -27,7 +30,7 @@ from railguard.daemon import housekeeping
 from railguard.daemon.alerts import Deliverer
 from railguard.daemon.canary import Canaries
 from railguard.daemon.incidents import Incidents, after_rollback, alert_only
-from railguard.daemon.metrics import Counts, RequestMetrics
+from railguard.daemon.metrics import RING_S, Counts, RequestMetrics
 from railguard.daemon.verification import Verdict, Watch, judge
 from railguard.daemon.watchers import Watchers
 from railguard.engine.workspace import Workspace
@@ -39,6 +42,7 @@ from railguard.model.spec import Alerts, Spec
 from railguard.model.verifychecks import effective_verify_ms
 from railguard.providers.base import DescribeRequest, LogsRequest, ServiceUnit, TrafficRequest
 from railguard.state import incidents as incident_store
+from railguard.state import requestmetrics
 
 if TYPE_CHECKING:
     from railguard.daemon.service import Daemon
@@ -49,6 +53,7 @@ DESCRIBE_S = 2.0
 CRASH_WINDOW_S = 60.0  # restarts older than this no longer count (the count decays)
 CRASH_LOOP = 3  # restarts within the window that make a crash loop of a live release
 PRUNE_S = 60.0
+FLUSH_S = 2.0  # request metrics reach the store in batches this far apart (and when the daemon stops)
 VERIFIER = Principal(id="railguard:verification", role=Role.deployer, kind="daemon")
 
 
@@ -79,6 +84,8 @@ class Observer:
         self._thread: threading.Thread | None = None
         self._next_prune = time.monotonic() + PRUNE_S
         self._described = 0.0  # wall clock of the last look at the live units
+        self._flushed = 0.0
+        self._flush_lock = threading.Lock()
         self.passes = 0
 
     # -- settings --------------------------------------------------------------------------------
@@ -109,12 +116,29 @@ class Observer:
 
     # -- loop ------------------------------------------------------------------------------------
     def start(self) -> None:
+        try:
+            self.metrics.restore(requestmetrics.load(self.daemon.store(), int(time.time()) - RING_S))
+        except Exception:  # figures from before are a convenience; observation starts anyway
+            log.exception("could not restore the request metrics")
         self.deliverer.start()
         self._thread = threading.Thread(target=self._loop, name="railguard-observe", daemon=True)
         self._thread.start()
 
     def stop(self) -> None:
         self.deliverer.stop()
+        self.persist()
+
+    def persist(self) -> None:
+        """Write the request metrics that changed since the last batch (one transaction)."""
+        with self._flush_lock:
+            changed, gone = self.metrics.changes()
+            if not changed and not gone:
+                return
+            try:
+                requestmetrics.save(self.daemon.store(), changed, gone, int(time.time()) - RING_S)
+            except Exception:  # the figures stay in memory; the next batch writes the series again
+                log.exception("could not store the request metrics")
+                self.metrics.unsaved(changed, gone)
 
     def _loop(self) -> None:
         while not self.daemon.stopping.wait(INTERVAL_S):
@@ -128,6 +152,10 @@ class Observer:
         now = time.time() if now is None else now
         for batch in self.daemon.provider.traffic(TrafficRequest()).batches:
             self.metrics.record(batch.env, batch.service, batch.release, batch.at, batch.status, batch.duration_ms)
+        if now - self._flushed >= FLUSH_S:
+            self._flushed = now
+            self.persist()
+        self.canaries.settle()
         # The live units cost a lock and a process check per replica, and the store a query: an idle daemon with
         # many services stays cheap, a release being verified is looked at every pass.
         if not (self.watches or self.pending or self.mitigating or self.canaries.runs
@@ -141,6 +169,7 @@ class Observer:
                 self._service(env, unit, spec, now, since)
         self._follow_rollbacks()
         self.watchers.operations()
+        self.watchers.drift(now, set(self.canaries.runs))
         self.watchers.audit()
         if time.monotonic() >= self._next_prune:
             self._next_prune = time.monotonic() + PRUNE_S

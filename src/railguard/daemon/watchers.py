@@ -5,6 +5,13 @@ Called by :class:`railguard.daemon.observation.Observer` on each pass (the audit
 the environment); a live service whose replicas stay unhealthy or down for ``HEALTH_GRACE_S`` outside
 a verification window opens ``health_regression`` (resolved when it is healthy again); an audit chain
 that no longer verifies opens ``audit_tamper`` (environment ``state``: it is about the whole folder).
+Drift (every ``DRIFT_EVERY_S``): what runs is compared with what was applied (the last applied spec
+snapshot): a resource applied but not running, one running another config, one running that was never
+applied, an edge that no longer serves the environment. Drift that lasts ``DRIFT_GRACE_S`` while no
+operation runs (a rollout or a supervisor restart in progress is not drift) opens one ``drift`` incident
+per environment with the differences as evidence; it is resolved when they are gone. A service with a
+canary in progress is left out (two releases run on purpose). Replicas down (a crash loop in its backoff) are
+the health watcher's and the crash-loop check's, not drift.
 """
 
 from __future__ import annotations
@@ -14,8 +21,10 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from railguard.daemon.incidents import Incidents, action
+from railguard.engine.observe import observe_into
 from railguard.model.api import Evidence, IncidentKind, IncidentState, OperationKind, OperationStatus
 from railguard.model.diagnostics import RailguardError
+from railguard.model.resources import LiveStatus, ObservedResource
 from railguard.providers.base import ServiceUnit
 from railguard.state import incidents as incident_store
 
@@ -23,6 +32,8 @@ if TYPE_CHECKING:
     from railguard.daemon.service import Daemon
 
 HEALTH_GRACE_S = 5.0
+DRIFT_EVERY_S = 5.0
+DRIFT_GRACE_S = 10.0
 AUDIT_EVERY_S = 300.0
 BAD = ("unhealthy", "down")
 
@@ -35,6 +46,46 @@ class Watchers:
     unhealthy_since: dict[tuple[str, str], float] = field(default_factory=dict)
     health_incident: dict[tuple[str, str], str] = field(default_factory=dict)
     next_audit: float = 0.0
+    next_drift: float = 0.0
+    drift_since: dict[str, tuple[float, list[str]]] = field(default_factory=dict)  # env -> (first seen, details)
+    drift_incident: dict[str, tuple[str, list[str]]] = field(default_factory=dict)  # env -> (incident, details)
+
+    def drift(self, now: float, canaries: set[tuple[str, str]] | None = None) -> None:
+        """Open, extend or resolve each environment's drift incident (every ``DRIFT_EVERY_S``)."""
+        if now < self.next_drift:
+            return
+        self.next_drift = now + DRIFT_EVERY_S
+        store, provider = self.daemon.store(), self.daemon.provider
+        for env in sorted(set(provider.summary().edges)):
+            if store.in_flight(env) is not None:  # a rollout moves things on purpose: look again after it
+                self.drift_since.pop(env, None)
+                continue
+            skip = {f"{env}/service.{name}" for e, name in (canaries or set()) if e == env}
+            details = live_drift(store.last_spec(env), observe_into(store, provider, env), skip)
+            self._drift_env(env, details, now)
+
+    def _drift_env(self, env: str, details: list[str], now: float) -> None:
+        open_one = self.drift_incident.get(env)
+        if not details:
+            self.drift_since.pop(env, None)
+            if open_one is not None:
+                del self.drift_incident[env]
+                self.incidents.move(open_one[0], IncidentState.resolved, "resolved",
+                                    f"what runs in {env} is what was applied again", next_actions=[])
+            return
+        since = self.drift_since.setdefault(env, (now, details))[0]
+        if now - since < DRIFT_GRACE_S or (open_one is not None and open_one[1] == details):
+            return
+        summary = f"{env} drifted from what was applied: " + "; ".join(details[:3]) + (
+            f" (+{len(details) - 3} more)" if len(details) > 3 else "")
+        found = self.incidents.open(
+            IncidentKind.drift, env, summary[:500],
+            evidence=[Evidence(kind="drift", summary=f"{len(details)} difference(s) between what runs and the "
+                               "last applied spec", lines=details[:50])],
+            next_actions=[action("get_status", f"railguard status --env {env}", "See what differs.", env=env),
+                          action("plan", f"railguard plan --env {env}", "A plan shows what brings it back to the "
+                                 "spec; apply it (or change the spec to what runs).", env=env)])
+        self.drift_incident[env] = (found.id, details)
 
     def operations(self) -> None:
         store = self.daemon.store()
@@ -104,3 +155,26 @@ class Watchers:
             self.incidents.open(IncidentKind.audit_tamper, "state", f"{diag.summary}: {diag.detail}"[:500],
                                 evidence=[Evidence(kind="audit", summary=diag.detail[:500])],
                                 next_actions=[action("list_events", "railguard audit verify", diag.remediation)])
+
+
+def live_drift(applied: list[dict[str, object]] | None, observed: list[ObservedResource], skip: set[str]) -> list[str]:
+    """What runs that differs from the applied snapshot (None: nothing applied yet, so no drift)."""
+    if applied is None:
+        return []
+    live = {o.address: o for o in observed if o.address not in skip}
+    details: list[str] = []
+    for resource in applied:
+        address = str(resource["address"])
+        if address in skip or resource.get("kind") == "database":
+            continue
+        found = live.get(address)
+        if found is None:
+            details.append(f"{address} is in the applied spec but not running")
+        elif found.fingerprint != resource["fingerprint"]:
+            details.append(f"{address} runs another config than the applied spec")
+        elif found.status is LiveStatus.missing and found.kind != "service":  # replicas down: health's incident
+            details.append(f"{address} is missing: {found.message}")
+    applied_addresses = {str(r["address"]) for r in applied}
+    details += [f"{a} runs but is not in the applied spec" for a, o in live.items()
+                if a not in applied_addresses and o.kind not in ("database", "environment")]
+    return details

@@ -18,7 +18,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from railguard.engine import capture, guard, knownbad, planner, restore
+from railguard.engine import canarysteps, capture, guard, knownbad, planner, restore
 from railguard.engine.apply import apply_plan, check_plan
 from railguard.engine.execute import Context
 from railguard.engine.facts import Facts
@@ -131,6 +131,7 @@ def submit_apply(ws: Workspace, plan_id: str, store: Store, provider: Provider, 
     """
     saved, stored_hash, status = store.load_plan(plan_id)
     guard.require(principal, Permission.apply, saved.env)  # before anything about the plan is revealed
+    canarysteps.refuse_apply(saved)  # promote-step --plan applies it, against the canary's step as it is then
     _require_idle(store, saved.env)
     recorded = saved.source
     if recorded is None:

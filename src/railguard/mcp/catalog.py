@@ -49,7 +49,7 @@ TOOLS: dict[str, ToolSpec] = {}
 ORDER = ["whoami", "get_status", "diagnose", "list_releases", "read_logs", "list_events", "list_operations",
          "get_operation", "list_policies", "get_spec_schema", "validate_spec", "plan", "promote", "show_plan",
          "list_plans", "request_approval", "approval_status", "apply_plan", "rollback", "run_command",
-         "list_incidents", "get_incident", "doctor"]
+         "list_incidents", "get_incident", "doctor", "canary_promote", "canary_abort", "incident_ack"]
 
 
 def tool(name: str, *, title: str, inputs: type[Args], outputs: type[Payload], permission: Permission,

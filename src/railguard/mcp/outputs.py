@@ -22,6 +22,7 @@ from pydantic import BaseModel, Field, create_model
 
 from railguard.model.api import (
     Approval,
+    CanaryMove,
     CanaryStatus,
     Drift,
     ExecRecord,
@@ -272,3 +273,10 @@ class DoctorPayload(Payload):
     # The doctor's report as railguard doctor --json prints it (its own model lives in railguard.doctor, a
     # layer below; here it is that JSON), plus the counts per status and the exit code the CLI would give.
     doctor: dict[str, Any] | None = None
+
+
+class CanaryPayload(Payload):
+    canary: CanaryMove | None = Field(default=None, description="What the move did: advanced, promoted or aborted, "
+                                      "and the canary's share of the requests now.")
+    plan: PlanBrief | None = Field(default=None, description=(
+        "In a protected environment: the plan the step became (it moves once approved and promoted with plan_id)."))

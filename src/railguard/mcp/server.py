@@ -31,6 +31,7 @@ from railguard.mcp import (
     diagnose,
     resources,
     suggest,
+    tools_canary,
     tools_doctor,
     tools_exec,
     tools_incidents,
@@ -46,7 +47,8 @@ from railguard.model.diagnostics import Diagnostic, RailguardError, error
 
 log = logging.getLogger("railguard.mcp")
 # Importing them registers the tools.
-TOOL_MODULES = (tools_read, tools_spec, tools_plans, tools_run, tools_exec, diagnose, tools_incidents, tools_doctor)
+TOOL_MODULES = (tools_read, tools_spec, tools_plans, tools_run, tools_exec, diagnose, tools_incidents, tools_doctor,
+                tools_canary)
 MAX_ARGUMENTS = 300_000  # bytes of JSON; the largest legitimate argument is a spec text (256 KB)
 
 INSTRUCTIONS = """Railguard deploys this app: one typed spec (railguard.toml), saved plans you can review,

@@ -3,7 +3,9 @@
 ``list_incidents`` and ``get_incident`` are read tools (every role), and ``railguard://incidents`` is the
 resource of the unresolved ones; the incident's own next actions
 (read the failing release's logs, change the code, or acknowledge) come back as tool calls, so an agent
-that follows them never re-deploys a release that was rolled back. Registered in :mod:`railguard.mcp.catalog`.
+that follows them never re-deploys a release that was rolled back. ``incident_ack`` acknowledges one (the
+``apply`` permission, like ``railguard incident ID --ack``): it resolves it and lifts its known-bad marks.
+Registered in :mod:`railguard.mcp.catalog`.
 """
 
 from __future__ import annotations
@@ -14,12 +16,13 @@ from typing import Annotated
 import mcp_types as types
 from pydantic import Field
 
-from railguard.mcp.catalog import read_tool
+from railguard.mcp.catalog import read_tool, tool
 from railguard.mcp.gateway import Gateway
 from railguard.mcp.inputs import Args, Env
 from railguard.mcp.outputs import IncidentBrief, IncidentPayload, Incidents, NextAction
 from railguard.mcp.results import Call, Outcome, act
 from railguard.model.api import Incident
+from railguard.model.principals import Permission
 
 RESOURCE_URI = "railguard://incidents"
 RESOURCE = types.Resource(uri=RESOURCE_URI, name="incidents", title="Incidents not resolved",
@@ -75,3 +78,17 @@ async def get_incident(call: Call, args: IncidentArgs) -> Outcome:
     details += [f"  | {line}" for e in found.evidence for line in e.lines[-10:]]
     return Outcome(f"{found.id} ({found.state.value}): {found.summary}", IncidentPayload(incident=found),
                    details=details, next_actions=_actions(found))
+
+
+class IncidentAckArgs(IncidentArgs):
+    reason: str = Field(default="", max_length=500, description="Why it is acknowledged (on its timeline).")
+
+
+@tool("incident_ack", title="Acknowledge an incident", inputs=IncidentAckArgs, outputs=IncidentPayload,
+      permission=Permission.apply, idempotent=True)
+async def incident_ack(call: Call, args: IncidentAckArgs) -> Outcome:
+    """Acknowledge an incident: it is resolved and the release source it marked known-bad may be planned again.
+    Only when that source must ship anyway (a person decided); otherwise change the code and plan."""
+    found = await call.gw.run(lambda c: c.acknowledge(args.incident_id, args.reason))
+    return Outcome(f"{found.id} acknowledged ({found.state.value}).", IncidentPayload(incident=found),
+                   next_actions=[act("plan", "Plan the environment again.", env=found.env)])

@@ -121,6 +121,7 @@ class ReleaseStatus(StrEnum):
     live = "live"
     superseded = "superseded"
     failed = "failed"
+    aborted = "aborted"  # a canary of it was aborted: the release before it serves again
 
     @property
     def ran_healthy(self) -> bool:

@@ -108,6 +108,9 @@ CODES: dict[str, str] = {
     "rollout.unhealthy": "A new replica did not pass its readiness gate in time.",
     "rollout.artifact_missing": "The release's artifact is gone and cannot be rebuilt faithfully.",
     "canary.none": "`promote-step` or `abort` named a service that has no canary in progress.",
+    "canary.step_mismatch": "`promote-step --plan` named a plan that is not the canary's current step (another "
+                            "release or share, already used, or not a plan of one canary step).",
+    "canary.step_plan": "`apply` named a plan of a canary step; it is applied by `promote-step --plan`.",
     "artifact.tampered": "A built artifact or its dependency layer changed after it was built; start refused.",
     "artifact.write_refused": "A replica or release command tried to write into its read-only release.",
     # artifacts on Kubernetes: the daemon's artifact listener, bundles, `railguard k8s rbac`

@@ -31,6 +31,7 @@ class Action(StrEnum):
     noop = "no-op"
     command = "command"  # a one-off command in a release's context (`railguard exec` in a protected environment)
     restore = "restore"  # a database written back from a snapshot (railguard restore)
+    canary_step = "canary-step"  # more of the requests to a canary (`railguard promote-step` where it needs approval)
 
 
 class Risk(StrEnum):
@@ -160,7 +161,7 @@ class Plan(BaseModel):
         return max(effects, key=lambda e: EFFECT_ORDER[e])
 
     def counts(self) -> dict[str, int]:
-        out = {a.value: 0 for a in Action if a is not Action.restore}
+        out = {a.value: 0 for a in Action if a not in (Action.restore, Action.canary_step)}
         for change in self.changes:
             out.setdefault(change.action.value, 0)
             out[change.action.value] += 1

@@ -448,6 +448,13 @@ class Retention(_Strict):
         default=10, ge=1, le=10_000,
         description="Snapshots of each environment's databases kept (one is taken before every release command).",
     )
+    incidents_days: int = Field(
+        default=90, ge=1, le=36_500,
+        description="Resolved incidents resolved more than this many days ago go (open and mitigated ones never do).",
+    )
+    incidents_keep: int = Field(
+        default=500, ge=0, le=1_000_000, description="The newest resolved incidents kept regardless of age."
+    )
 
 
 class Doctor(_Strict):

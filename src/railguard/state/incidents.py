@@ -186,3 +186,29 @@ def acknowledge_bad(store: Store, env: str, incident_id: str, principal: str) ->
     with store.transaction() as db:
         return int(db.execute("UPDATE known_bad SET acknowledged_by = ? WHERE env = ? AND incident = ? AND "
                               "acknowledged_by IS NULL", (principal, env, incident_id)).rowcount)
+
+
+# -- retention ----------------------------------------------------------------------------------------------
+
+
+def sweep_resolved(store: Store, days: int, keep: int, *, dry_run: bool = False,
+                   cutoff: str | None = None) -> list[str]:
+    """Remove resolved incidents resolved more than ``days`` ago and not among the newest ``keep`` resolved
+    ones; return their ids. Never an open or mitigated one, nor one whose known-bad mark still blocks a plan
+    (its id is what the plan's refusal names). ``cutoff`` (ISO text, as :func:`now`) replaces ``days``."""
+    if cutoff is None:
+        from datetime import UTC, datetime, timedelta
+
+        cutoff = (datetime.now(UTC) - timedelta(days=days)).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+    with store.transaction() as db:
+        ids = [str(r[0]) for r in db.execute(
+            "SELECT id FROM incidents WHERE state = 'resolved' AND resolved_at < ? "
+            "AND id NOT IN (SELECT id FROM incidents WHERE state = 'resolved' "
+            "ORDER BY resolved_at DESC, rowid DESC LIMIT ?) "
+            "AND id NOT IN (SELECT incident FROM known_bad WHERE acknowledged_by IS NULL) ORDER BY resolved_at",
+            (cutoff, keep))]
+        if not dry_run:
+            for i in range(0, len(ids), 500):  # SQLite caps the bound parameters of one statement
+                chunk = ids[i:i + 500]
+                db.execute(f"DELETE FROM incidents WHERE id IN ({', '.join('?' * len(chunk))})", chunk)
+    return ids

@@ -130,11 +130,14 @@ RELEASE = Lifecycle(
     initial=frozenset({"pending"}),
     transitions=_table(ReleaseStatus, {
         "pending": ["live", "failed"],
-        "live": ["superseded"],
-        "superseded": [],
+        "live": ["superseded", "aborted"],
+        "superseded": ["live"],
         "failed": [],
+        "aborted": [],
     }),
-    notes={("live", "superseded"): "the next release of the environment went live"},
+    notes={("live", "superseded"): "the next release of the environment went live",
+           ("live", "aborted"): "its canary was aborted: the previous release serves every request",
+           ("superseded", "live"): "the canary of the next release was aborted: this release serves again"},
 )
 
 APPROVAL = Lifecycle(

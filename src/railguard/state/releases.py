@@ -15,7 +15,7 @@ from typing import Any
 from railguard.model.api import Release, ReleaseStatus
 from railguard.model.canonical import canonical_json
 from railguard.state.db import Database, now
-from railguard.state.lifecycles import RELEASE
+from railguard.state.lifecycles import RELEASE, illegal
 
 _COLUMNS = "number, created_at, plan_id, operation_id, status, body, live_at, ended_at"
 _RAN_HEALTHY = tuple(s.value for s in ReleaseStatus if s.ran_healthy)
@@ -40,6 +40,9 @@ class ReleaseStore(Database):
         stamp = now()
         status = ReleaseStatus(status)
         with self.transaction() as db:
+            row = db.execute("SELECT status FROM releases WHERE env = ? AND number = ?", (env, number)).fetchone()
+            if row is not None and row[0] != ReleaseStatus.pending.value:  # only an operation's end finishes one
+                raise illegal(RELEASE, str(row[0]), status.value, f"{env}/release.{number}")
             if status is ReleaseStatus.live:
                 for (older,) in db.execute("SELECT number FROM releases WHERE env = ? AND status = ? AND number != ?",
                                            (env, ReleaseStatus.live.value, number)).fetchall():

@@ -194,6 +194,40 @@ MIGRATIONS: list[str] = [
         PRIMARY KEY (env, service, fingerprint)
     )
     """,
+    # 6: observation that survives a daemon restart: request metrics per release (per-second buckets of the
+    # last minutes, one cumulative row per release) and the step each canary is at
+    """
+    CREATE TABLE request_series (
+        env TEXT NOT NULL,
+        service TEXT NOT NULL,
+        release INTEGER NOT NULL,
+        first_at REAL,
+        last_at REAL,
+        since TEXT NOT NULL,
+        PRIMARY KEY (env, service, release)
+    );
+    CREATE TABLE request_buckets (
+        env TEXT NOT NULL,
+        service TEXT NOT NULL,
+        release INTEGER NOT NULL,
+        second INTEGER NOT NULL,
+        counts TEXT NOT NULL,
+        PRIMARY KEY (env, service, release, second)
+    );
+    CREATE TABLE canary_runs (
+        env TEXT NOT NULL,
+        service TEXT NOT NULL,
+        release INTEGER NOT NULL,
+        stable INTEGER,
+        weight INTEGER NOT NULL,
+        step_started REAL NOT NULL,
+        operation TEXT,
+        analysis TEXT NOT NULL DEFAULT '',
+        state TEXT NOT NULL,
+        updated_at TEXT NOT NULL,
+        PRIMARY KEY (env, service)
+    )
+    """,
 ]
 
 SCHEMA_VERSION = len(MIGRATIONS)
