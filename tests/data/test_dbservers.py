@@ -60,7 +60,8 @@ def _status(servers: DatabaseServers, env: str) -> dict[str, LiveStatus]:
 
 
 @pytest.mark.timeout(300)
-def test_each_environment_gets_its_own_server_and_a_server_that_cannot_start_says_why(tmp_path: Path) -> None:
+def test_each_environment_gets_its_own_server_and_a_server_that_cannot_start_says_why(reachable_tmp: Path) -> None:
+    tmp_path = reachable_tmp  # the servers' own users must reach their folders (see conftest.py)
     store: dict[tuple[str, str], str] = {}
     servers = DatabaseServers(tmp_path, lambda env, names: {n: store[(env, n)] for n in names if (env, n) in store},
                               lambda env, name, value: store.__setitem__((env, name), value))

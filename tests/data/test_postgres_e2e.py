@@ -57,7 +57,8 @@ path = "/"
 
 
 @pytest.fixture
-def pgnotes(tmp_path: Path) -> Iterator[Workspace]:
+def pgnotes(reachable_tmp: Path) -> Iterator[Workspace]:
+    tmp_path = reachable_tmp  # the server's own user must reach its folder (see conftest.py)
     for name in ("app.py", "migrate.py"):
         shutil.copy(APP / name, tmp_path / name)
     ws = Workspace(tmp_path, free_port(), free_port())

@@ -181,6 +181,10 @@ class Cluster:
     def sql(self, statement: str, database: str = "postgres") -> str:
         return self._client("psql", "-X", "-q", "-A", "-t", "-v", "ON_ERROR_STOP=1", "-d", database, "-c", statement)
 
+    def sql_file(self, path: Path, database: str) -> str:
+        """Run a SQL script (a fixture) into ``database``, stopping at its first error."""
+        return self._client("psql", "-X", "-q", "-v", "ON_ERROR_STOP=1", "-d", database, "-f", str(path))
+
     def healthy(self) -> bool:
         try:
             return self.sql("SELECT 1").strip() == "1"
