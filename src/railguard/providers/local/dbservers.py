@@ -21,6 +21,7 @@ import hashlib
 import json
 import os
 import secrets
+import shutil
 import signal
 import socket
 import threading
@@ -149,6 +150,9 @@ class DatabaseServers:
             if desired.config["engine"] == "postgres":
                 with step("start-database") as detail:
                     self._set_user(env, name, record, request.app)
+                    # Recorded before the server starts: a daemon killed from here on finds the record (port, user)
+                    # and adopts or restarts that server, instead of leaving one no record knows.
+                    self._save()
                     cluster = self.cluster(env, name, create=True)
                     self._start(env, name, cluster)
                     if not cluster.sql(f"SELECT 1 FROM pg_database WHERE datname = '{name}'").strip():
@@ -243,6 +247,8 @@ class DatabaseServers:
     def adopt(self) -> list[str]:
         """Take over the servers a previous daemon started, or start them again."""
         notes = []
+        # Rehearsal copies a killed daemon left (no rehearsal runs while the daemon starts): data copies, removed.
+        shutil.rmtree(self.home / "scratch" / "rehearsal", ignore_errors=True)
         for env, name in self._postgres():
             try:
                 cluster = self.cluster(env, name)
