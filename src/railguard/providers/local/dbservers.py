@@ -82,6 +82,7 @@ class DatabaseServers:
     # -- records ---------------------------------------------------------------------------------
     def _save(self) -> None:
         tmp = self.path.with_suffix(".tmp")
+        self.home.mkdir(parents=True, exist_ok=True)
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
         with os.fdopen(fd, "w") as handle:
             json.dump(self.records, handle)
