@@ -108,6 +108,25 @@ def _alternatives(cluster: Cluster, tmp: Path) -> dict[str, float]:
     return found
 
 
+def _restores(cluster: Cluster, tmp: Path) -> dict[str, float]:
+    """pg_restore variants of the snapshot's dump into a scratch database (what a rehearsal does first)."""
+    dump = tmp / "alt.dump"
+    cluster._client("pg_dump", "-Fc", "-Z", "0", "-d", "app", "-f", str(dump))
+    found: dict[str, float] = {}
+    for label, args, options in (("default (what rehearsals use)", [], ""), ("-j 2", ["-j", "2"], ""),
+                                 ("--single-transaction, synchronous_commit=off", ["--single-transaction"],
+                                  "-c synchronous_commit=off")):
+        cluster.sql('DROP DATABASE IF EXISTS "alt" WITH (FORCE)')
+        cluster.sql('CREATE DATABASE "alt" TEMPLATE template0')
+        started = time.perf_counter()
+        subprocess.run([str(cluster.bin / "pg_restore"), "-d", "alt", "--no-owner", "--exit-on-error", *args,
+                        str(dump)], env={**cluster._client_env(), "PGOPTIONS": options}, check=True)
+        found[label] = time.perf_counter() - started
+    cluster.sql('DROP DATABASE IF EXISTS "alt" WITH (FORCE)')
+    dump.unlink()
+    return found
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--mb", type=int, default=100)
@@ -162,6 +181,8 @@ def main() -> None:
         print(f"median added per release: {statistics.median(r['snapshot'] + r['rehearse'] for r in rows):.2f} s")
         for label, value in _alternatives(cluster, tmp).items():
             print(f"pg_dump {label}: {value:.2f}{'' if label.endswith('MB') else ' s'}")
+        for label, value in _restores(cluster, tmp).items():
+            print(f"pg_restore {label}: {value:.2f} s")
         print(f"load average at the end: {os.getloadavg()}")
     finally:
         if servers is not None:
