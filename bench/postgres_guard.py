@@ -113,7 +113,7 @@ def _restores(cluster: Cluster, tmp: Path) -> dict[str, float]:
     dump = tmp / "alt.dump"
     cluster._client("pg_dump", "-Fc", "-Z", "0", "-d", "app", "-f", str(dump))
     found: dict[str, float] = {}
-    for label, args, options in (("default (what rehearsals use)", [], ""), ("-j 2", ["-j", "2"], ""),
+    for label, args, options in (("one job", [], ""), ("-j 2 (what restores and rehearsals use)", ["-j", "2"], ""),
                                  ("--single-transaction, synchronous_commit=off", ["--single-transaction"],
                                   "-c synchronous_commit=off")):
         cluster.sql('DROP DATABASE IF EXISTS "alt" WITH (FORCE)')

@@ -230,7 +230,8 @@ class Cluster:
         """Replace ``database`` with the dump: recreated empty from template0, then pg_restore."""
         self.sql(f'DROP DATABASE IF EXISTS "{database}" WITH (FORCE)')
         self.sql(f'CREATE DATABASE "{database}" TEMPLATE template0')
-        self._client("pg_restore", "-d", database, "--no-owner", "--exit-on-error", str(path))
+        # Two jobs: the data of several tables and the index builds overlap (100 MB: 1.07 s against 1.48 s).
+        self._client("pg_restore", "-d", database, "--no-owner", "--exit-on-error", "-j", "2", str(path))
 
     def clone(self, source: str, target: str) -> None:
         """A scratch copy of ``source`` (file-level template copy: fastest; needs no session on source)."""
