@@ -28,6 +28,7 @@ import signal
 import sqlite3
 import subprocess
 import sys
+import tempfile
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -366,15 +367,28 @@ def _walk(f: Faults, cases: list[Case], run: Callable[[Faults], str | None]) -> 
     f.stop(everything=True)
 
 
-@pytest.fixture
-def faults(tmp_path: Path) -> Iterator[Faults]:
-    f = Faults(tmp_path)
+def _faults(root: Path) -> Iterator[Faults]:
+    f = Faults(root)
     yield f
     if f.daemon is not None and f.daemon.poll() is None:
         f.stop(everything=True)
     elif (f.ws.home / "runtime.json").exists():  # a failed case left no daemon: one stops what is left
         f.start(None)
         f.stop(everything=True)
+
+
+@pytest.fixture
+def faults(tmp_path: Path) -> Iterator[Faults]:
+    yield from _faults(tmp_path)
+
+
+@pytest.fixture
+def pg_faults(session_temp_folder: Path) -> Iterator[Faults]:
+    """Outside pytest's temp root, which any pytest started as root resets to 0700: a Postgres server run as
+    its own user would lose its way to its files (see tests/data/conftest.py)."""
+    root = Path(tempfile.mkdtemp(prefix="faults-", dir=session_temp_folder))
+    yield from _faults(root)
+    shutil.rmtree(root, ignore_errors=True)
 
 
 def _both(step: str, prepare: Callable[[Faults], None], reset_after: bool = False) -> list[Case]:
@@ -584,7 +598,7 @@ def test_faults_at_every_step_of_the_data_guard(faults: Faults) -> None:
 
 @pytest.mark.timeout(1200)
 @pytest.mark.skipif(bin_dir() is None, reason="the postgres extra is not installed")
-def test_faults_at_every_step_of_a_managed_database(faults: Faults) -> None:
-    faults.start(None)
-    faults.deploy()
-    _walk(faults, database_cases(), Faults.apply_confirmed)
+def test_faults_at_every_step_of_a_managed_database(pg_faults: Faults) -> None:
+    pg_faults.start(None)
+    pg_faults.deploy()
+    _walk(pg_faults, database_cases(), Faults.apply_confirmed)
