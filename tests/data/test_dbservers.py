@@ -16,7 +16,7 @@ from typing import Any
 import psutil
 import pytest
 
-from railguard.data.postgres import bin_dir
+from railguard.data.postgres import RUN_AS, Cluster, bin_dir
 from railguard.engine import planner
 from railguard.model.resources import LiveStatus, desired_resources
 from railguard.model.specfile import parse_spec
@@ -69,6 +69,11 @@ def _as(user: RunAs, *argv: str) -> subprocess.CompletedProcess[str]:
                           timeout=30, check=False)
 
 
+def _owner_of_server(cluster: Cluster) -> int:
+    pid = int((cluster.pgdata / "postmaster.pid").read_text().split()[0].lstrip("-"))
+    return int(psutil.Process(pid).uids().real)
+
+
 def _each_server_runs_as_its_own_user(home: Path, servers: DatabaseServers) -> None:
     """Root: staging's and production's servers run as two users of their own (not the environments' app users);
     their folders are theirs alone (0700), so no app user reads a data file, of its own environment or another."""
@@ -77,8 +82,7 @@ def _each_server_runs_as_its_own_user(home: Path, servers: DatabaseServers) -> N
     for env, cluster in (("staging", staging), ("production", production)):
         expected = server_user("notes", env, home)
         assert cluster.user is not None and cluster.user.pw_name == expected, (cluster.user, expected)
-        pid = int((cluster.pgdata / "postmaster.pid").read_text().split()[0].lstrip("-"))
-        assert psutil.Process(pid).uids().real == cluster.user.pw_uid  # the running server, not only its files
+        assert _owner_of_server(cluster) == cluster.user.pw_uid  # the running server, not only its files
         for folder in (cluster.folder, cluster.pgdata):
             info = folder.stat()
             assert info.st_uid == cluster.user.pw_uid and stat.S_IMODE(info.st_mode) == 0o700, (folder, info)
@@ -94,6 +98,21 @@ def _each_server_runs_as_its_own_user(home: Path, servers: DatabaseServers) -> N
             assert listed.returncode != 0 and "Permission denied" in listed.stderr, (env, listed)
             assert read.returncode != 0 and "Permission denied" in read.stderr, (env, read)
             assert log.returncode != 0, (env, log)
+    # A cluster of an earlier version, run by the one shared user railguard-pg, is handed over at the next apply:
+    # stopped, its folder given to the environment's own user, started again as it, its rows kept.
+    staging.sql("CREATE TABLE kept (id int); INSERT INTO kept VALUES (1), (2)", "main")
+    servers._stop(staging)
+    servers.records["staging"]["main"].pop("user")
+    servers.clusters.pop(("staging", "main"))
+    legacy = Cluster(staging.folder, staging.port, staging.password)  # railguard-pg
+    assert legacy.user is not None and legacy.user.pw_name == RUN_AS
+    legacy.start()
+    assert _owner_of_server(legacy) == legacy.user.pw_uid
+    _apply(servers, "staging")
+    staging = servers.cluster("staging", "main")
+    assert staging.user is not None and _owner_of_server(staging) == staging.user.pw_uid != legacy.user.pw_uid
+    assert staging.folder.stat().st_uid == staging.user.pw_uid
+    assert staging.sql("SELECT count(*) FROM kept", "main").strip() == "2"
     # A server's user cannot read the other environment's cluster either.
     other = _as(RunAs(staging.user.pw_name, staging.user.pw_uid, staging.user.pw_gid),  # type: ignore[union-attr]
                 "cat", str(production.pgdata / "PG_VERSION"))
