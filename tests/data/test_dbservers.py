@@ -4,21 +4,25 @@ the cause is gone; the URL a service gets connects. Real Postgres from the embed
 
 from __future__ import annotations
 
+import os
 import socket
+import stat
 import subprocess
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+import psutil
 import pytest
 
-from railguard.data.postgres import bin_dir
+from railguard.data.postgres import RUN_AS, Cluster, bin_dir
 from railguard.engine import planner
 from railguard.model.resources import LiveStatus, desired_resources
 from railguard.model.specfile import parse_spec
 from railguard.providers.base import ApplyRequest
-from railguard.providers.local.dbservers import DatabaseServers, password_name
+from railguard.providers.local.dbservers import DatabaseServers, password_name, server_user
+from railguard.providers.local.isolation import RunAs, ensure_user, user_name
 from railguard.providers.local.replicas import Failure
 
 pytestmark = pytest.mark.skipif(bin_dir() is None, reason="the postgres extra is not installed")
@@ -52,18 +56,77 @@ def _apply(servers: DatabaseServers, env: str) -> None:
     for change in planner.plan(env, desired, [], 0).changes:
         if change.kind == "database":
             resource = next(r for r in desired if r.address == change.address)
-            servers.apply(ApplyRequest(env=env, change=change, desired=resource, operation_id="op-1"), _step)
+            servers.apply(ApplyRequest(env=env, change=change, desired=resource, operation_id="op-1", app="notes"),
+                          _step)
 
 
 def _status(servers: DatabaseServers, env: str) -> dict[str, LiveStatus]:
     return {o.address: o.status for o in servers.observe(env)}
 
 
+def _as(user: RunAs, *argv: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(argv, user=user.uid, group=user.gid, extra_groups=[], capture_output=True, text=True,
+                          timeout=30, check=False)
+
+
+def _owner_of_server(cluster: Cluster) -> int:
+    pid = int((cluster.pgdata / "postmaster.pid").read_text().split()[0].lstrip("-"))
+    return int(psutil.Process(pid).uids().real)
+
+
+def _each_server_runs_as_its_own_user(home: Path, servers: DatabaseServers) -> None:
+    """Root: staging's and production's servers run as two users of their own (not the environments' app users);
+    their folders are theirs alone (0700), so no app user reads a data file, of its own environment or another."""
+    staging, production = servers.cluster("staging", "main"), servers.cluster("production", "main")
+    owners = {}
+    for env, cluster in (("staging", staging), ("production", production)):
+        expected = server_user("notes", env, home)
+        assert cluster.user is not None and cluster.user.pw_name == expected, (cluster.user, expected)
+        assert _owner_of_server(cluster) == cluster.user.pw_uid  # the running server, not only its files
+        for folder in (cluster.folder, cluster.pgdata):
+            info = folder.stat()
+            assert info.st_uid == cluster.user.pw_uid and stat.S_IMODE(info.st_mode) == 0o700, (folder, info)
+        owners[env] = cluster.user.pw_uid
+    assert owners["staging"] != owners["production"]
+    for env, app in (("staging", ensure_user(user_name("notes", "staging", home))),
+                     ("production", ensure_user(user_name("notes", "production", home)))):
+        assert app.uid not in owners.values()
+        for cluster in (staging, production):  # neither the other environment's cluster nor its own
+            listed = _as(app, "ls", str(cluster.pgdata))
+            read = _as(app, "cat", str(cluster.pgdata / "PG_VERSION"))
+            log = _as(app, "cat", str(cluster.log))
+            assert listed.returncode != 0 and "Permission denied" in listed.stderr, (env, listed)
+            assert read.returncode != 0 and "Permission denied" in read.stderr, (env, read)
+            assert log.returncode != 0, (env, log)
+    # A cluster of an earlier version, run by the one shared user railguard-pg, is handed over at the next apply:
+    # stopped, its folder given to the environment's own user, started again as it, its rows kept.
+    staging.sql("CREATE TABLE kept (id int); INSERT INTO kept VALUES (1), (2)", "main")
+    servers._stop(staging)
+    servers.records["staging"]["main"].pop("user")
+    servers.clusters.pop(("staging", "main"))
+    legacy = Cluster(staging.folder, staging.port, staging.password)  # railguard-pg
+    assert legacy.user is not None and legacy.user.pw_name == RUN_AS
+    legacy.start()
+    assert _owner_of_server(legacy) == legacy.user.pw_uid
+    _apply(servers, "staging")
+    staging = servers.cluster("staging", "main")
+    assert staging.user is not None and _owner_of_server(staging) == staging.user.pw_uid != legacy.user.pw_uid
+    assert staging.folder.stat().st_uid == staging.user.pw_uid
+    assert staging.sql("SELECT count(*) FROM kept", "main").strip() == "2"
+    # A server's user cannot read the other environment's cluster either.
+    other = _as(RunAs(staging.user.pw_name, staging.user.pw_uid, staging.user.pw_gid),  # type: ignore[union-attr]
+                "cat", str(production.pgdata / "PG_VERSION"))
+    assert other.returncode != 0 and "Permission denied" in other.stderr, other
+
+
+
 @pytest.mark.timeout(300)
-def test_each_environment_gets_its_own_server_and_a_server_that_cannot_start_says_why(tmp_path: Path) -> None:
+def test_each_environment_gets_its_own_server_and_a_server_that_cannot_start_says_why(reachable_tmp: Path) -> None:
+    tmp_path = reachable_tmp  # the servers' own users must reach their folders (see conftest.py)
     store: dict[tuple[str, str], str] = {}
     servers = DatabaseServers(tmp_path, lambda env, names: {n: store[(env, n)] for n in names if (env, n) in store},
-                              lambda env, name, value: store.__setitem__((env, name), value))
+                              lambda env, name, value: store.__setitem__((env, name), value),
+                              isolated=os.geteuid() == 0)
     try:
         _apply(servers, "staging")
         _apply(servers, "production")
@@ -71,6 +134,8 @@ def test_each_environment_gets_its_own_server_and_a_server_that_cannot_start_say
         assert staging.folder != production.folder and staging.port != production.port
         assert store[("staging", password_name("main"))] != store[("production", password_name("main"))]
         assert not list(tmp_path.rglob("*.pw"))  # initdb's password file never stays beside the data
+        if os.geteuid() == 0:
+            _each_server_runs_as_its_own_user(tmp_path, servers)
         url = servers.env_for("staging", {"databases": {"main": "DATABASE_URL", "cache": "CACHE_URL"}},
                               tmp_path / "data")
         done = subprocess.run([str(bin_dir() / "psql"), url["DATABASE_URL"], "-Atc", "SELECT current_database()"],  # type: ignore[operator]

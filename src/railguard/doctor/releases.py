@@ -14,8 +14,9 @@ from pathlib import Path
 
 from railguard.doctor.apps import Prepared, Ran, prepare, run_release
 from railguard.doctor.context import CheckStop, Context
-from railguard.doctor.fingerprint import differences, fingerprint, losses
+from railguard.doctor.fingerprint import differences, losses
 from railguard.doctor.history import history
+from railguard.doctor.pgscratch import data_print, origin
 from railguard.doctor.report import Finding, Status
 
 TWICE = ("Make the release command safe to run twice: CREATE TABLE IF NOT EXISTS, INSERT OR IGNORE for seed "
@@ -28,8 +29,10 @@ def _with_release(ctx: Context) -> list[str]:
 
 def _seed(ctx: Context) -> tuple[Path, int, str]:
     data, copied = ctx.data_copy()
-    what = (f"a scratch copy of {ctx.data_dir()} ({copied} file(s))" if copied
+    what = (f"a scratch copy of {ctx.data_dir()} ({copied} file(s) or database(s))" if copied
             else f"an empty folder ({ctx.data_dir()} is empty or missing)")
+    if pg := origin(ctx):
+        what += f"; {pg}"
     return data, copied, what
 
 
@@ -58,7 +61,7 @@ def idempotent(ctx: Context) -> list[Finding]:
         except CheckStop as stop:
             findings.append(stop.finding)
             continue
-        start = fingerprint(data)  # the data before the first run: a first run that wipes it is no pass
+        start = data_print(ctx, data)  # the data before the first run: a first run that wipes it is no pass
         first = run_release(ctx, prepared, data, "first")
         if not first.ok:
             # Failing once is migrations-forward's finding; running twice cannot be judged after it.
@@ -66,9 +69,9 @@ def idempotent(ctx: Context) -> list[Finding]:
                                     summary=f"the first run already failed on {what} (see migrations-forward)",
                                     evidence=_log(first)))
             continue
-        before = fingerprint(data)
+        before = data_print(ctx, data)
         second = run_release(ctx, prepared, data, "second")
-        after = fingerprint(data)
+        after = data_print(ctx, data)
         if not second.ok:
             findings.append(Finding(status=Status.fail, subject=name, summary="the second run failed",
                                     evidence=[f"first run on {what}: {first.describe()}", *_log(second)],
@@ -146,9 +149,9 @@ def _forward_one(ctx: Context, name: str) -> Finding:
         return nothing_to_protect(ctx, name, "no previous data to migrate forward from; from an empty folder it "
                                              f"succeeds ({what}; from empty: {from_empty.describe()})")
     prepared: Prepared = prepare(ctx, name, data)
-    before = fingerprint(data)
+    before = data_print(ctx, data)
     onward = run_release(ctx, prepared, data, "forward")
-    after = fingerprint(data)
+    after = data_print(ctx, data)
     if not onward.ok:
         return Finding(
             status=Status.fail, subject=name, summary="the release command fails on the previous release's data"

@@ -73,10 +73,9 @@ def guarded_release(request: ApplyRequest, *, home: Path, service: str, config: 
                                   f"{sum(f.size for f in backup.files)} bytes, {backup.seconds:.2f} s")
     if backup is not None:
         dumps = {f.database: root / backup.id / "files" / f.path for f in backup.files if f.engine == "postgres"}
-        before = {f.database: f.tables for f in backup.files if f.engine == "postgres"}
         _rehearse(request, home=home, service=service, config=config, environ=environ, artifact=artifact,
                   data_dir=data_dir, log_dir=log_dir, step=step, backup_id=backup.id,
-                  copies=snapshots.files(root, backup), postgres=(postgres or {}, dumps, before), user=user)
+                  copies=snapshots.files(root, backup), postgres=(postgres or {}, dumps), user=user)
     with step("release-command") as detail:
         run_release_command(config, environ, artifact, log_dir / f"{env}.{service}.r{release}.release.log", user)
         found = schemas(data_dir)
@@ -90,11 +89,11 @@ def guarded_release(request: ApplyRequest, *, home: Path, service: str, config: 
 def _rehearse(request: ApplyRequest, *, home: Path, service: str, config: dict[str, Any], environ: dict[str, str],
               artifact: Artifact, data_dir: Path, log_dir: Path, step: Step, backup_id: str,
               copies: dict[str, Path],
-              postgres: tuple[dict[str, Cluster], dict[str, Path], pgrehearsal.Tables],
+              postgres: tuple[dict[str, Cluster], dict[str, Path]],
               user: str | None = None) -> None:
     env, release = request.env, request.release or 0
     scratch = home / "scratch" / "rehearsal" / f"{env}.{service}.r{release}"
-    clusters, dumps, pg_before = postgres
+    clusters, dumps = postgres
     pg_after: dict[str, pgrehearsal.Tables] = {}
     variables = config.get("databases") or {}
 
@@ -112,6 +111,7 @@ def _rehearse(request: ApplyRequest, *, home: Path, service: str, config: dict[s
         try:
             # The rehearsal never sees the real Postgres databases: their URLs point at scratch restores.
             urls = pgrehearsal.prepare(clusters, dumps)
+            pg_before = pgrehearsal.shapes(clusters)  # the restored copy: columns and rows, as the runs will be
             rehearsal_environ = {**environ, **{variables[name]: url for name, url in urls.items()}}
             found = rehearsal.rehearse(data_dir, scratch, run, list(request.allow_data_loss), copies)
             pg_losses = (pgrehearsal.losses(pg_before, pg_after.get("rehearsal", {}))
@@ -120,7 +120,9 @@ def _rehearse(request: ApplyRequest, *, home: Path, service: str, config: dict[s
             allowed = [loss for loss in pg_losses if rehearsal.allowed(loss, list(request.allow_data_loss))]
             found = found.model_copy(update={
                 "losses": found.losses + [loss for loss in pg_losses if loss not in allowed],
-                "acknowledged": found.acknowledged + allowed})
+                "acknowledged": found.acknowledged + allowed,
+                "notes": found.notes + pgrehearsal.notes(pg_before, pg_after.get("rehearsal", {}),
+                                                         pg_after.get("rehearsal-second-run", {}))})
         except PostgresError as exc:
             failed: Failure | None = Failure(
                 "data.rehearsal_failed", "The rehearsal's scratch database could not be prepared",

@@ -5,7 +5,11 @@ folder (``databases/<env>/<name>/``: never inside the data folder, which the app
 with a generated password kept in the secret store (``RAILGUARD_DB_<NAME>_PASSWORD`` of that environment:
 encrypted, redacted from every output, never in the spec or in plaintext on disk), listening on 127.0.0.1
 and a Unix socket only. Two environments never share a server, a port or a password (the secret store refuses
-a value another environment holds). ``databases.json`` records what was applied (engine, port, fingerprint)
+a value another environment holds). When the runtime isolates (root), each environment's servers run as an
+OS user of their own, ``rg-<app>-<env>_pg`` (:func:`server_user`), never the environment's app user: the app
+reaches its data through SQL only, and no app (nor a superuser's ``COPY ... TO PROGRAM``, which runs as the
+server's user) can read another environment's data files; docs/data.md says why.
+``databases.json`` records what was applied (engine, port, fingerprint, user)
 so a restarted daemon adopts a server still running or starts it again; the daemon's tick restarts a server
 that died. Services that use a database get its URL (:meth:`DatabaseServers.env_for`). Owned by
 :class:`railguard.providers.local.provider.LocalProvider`.
@@ -13,9 +17,11 @@ that died. Services that use a database get its URL (:meth:`DatabaseServers.env_
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import secrets
+import shutil
 import signal
 import socket
 import threading
@@ -30,6 +36,7 @@ from railguard.data.postgres import Cluster, PostgresError
 from railguard.model.plans import Action
 from railguard.model.resources import LiveStatus, ObservedResource, database_address
 from railguard.providers.base import LATEST, ApplyRequest, SecretSource
+from railguard.providers.local.isolation import user_name
 from railguard.providers.local.replicas import Failure
 
 RESTARTED_EVENT = "database.restarted"
@@ -41,6 +48,16 @@ def password_name(database: str) -> str:
     return f"RAILGUARD_DB_{database.upper().replace('-', '_')}_PASSWORD"
 
 
+def server_user(app: str | None, env: str, home: Path) -> str:
+    """The OS user of an environment's Postgres servers: its app user's name with ``_pg`` (an environment name
+    has no '_', so this never names another environment's app user), at most 32 characters."""
+    base = user_name(app, env, home)
+    name = f"{base}_pg"
+    if len(name) > 32:
+        name = f"{base[:20]}-{hashlib.sha256(base.encode()).hexdigest()[:8]}_pg"
+    return name
+
+
 def _free_port() -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
         sock.bind(("127.0.0.1", 0))
@@ -50,8 +67,10 @@ def _free_port() -> int:
 class DatabaseServers:
     """Every managed database of the state folder: applied, observed, adopted, supervised, stopped."""
 
-    def __init__(self, home: Path, secret_values: SecretSource, store_secret: SecretWriter | None) -> None:
+    def __init__(self, home: Path, secret_values: SecretSource, store_secret: SecretWriter | None,
+                 isolated: bool = False) -> None:
         self.home = home
+        self.isolated = isolated  # each environment's servers run as a user of their own (server_user)
         self.path = home / "databases.json"
         self.secret_values = secret_values
         self.store_secret = store_secret
@@ -63,6 +82,7 @@ class DatabaseServers:
     # -- records ---------------------------------------------------------------------------------
     def _save(self) -> None:
         tmp = self.path.with_suffix(".tmp")
+        self.home.mkdir(parents=True, exist_ok=True)
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
         with os.fdopen(fd, "w") as handle:
             json.dump(self.records, handle)
@@ -90,7 +110,8 @@ class DatabaseServers:
             found = self.clusters.get((env, name))
             if found is None:
                 record = self.records[env][name]
-                found = Cluster(self.folder(env, name), int(record["port"]), self._password(env, name, create))
+                found = Cluster(self.folder(env, name), int(record["port"]), self._password(env, name, create),
+                                run_as=record.get("user"))
                 self.clusters[(env, name)] = found
             return found
 
@@ -129,6 +150,10 @@ class DatabaseServers:
             self.records[env][name] = record
             if desired.config["engine"] == "postgres":
                 with step("start-database") as detail:
+                    self._set_user(env, name, record, request.app)
+                    # Recorded before the server starts: a daemon killed from here on finds the record (port, user)
+                    # and adopts or restarts that server, instead of leaving one no record knows.
+                    self._save()
                     cluster = self.cluster(env, name, create=True)
                     self._start(env, name, cluster)
                     if not cluster.sql(f"SELECT 1 FROM pg_database WHERE datname = '{name}'").strip():
@@ -136,6 +161,19 @@ class DatabaseServers:
                     detail["note"] = f"postgres on 127.0.0.1:{cluster.port} (pid {self._pid(cluster)})"
             self._save()
         return self._observed(env, name)
+
+    def _set_user(self, env: str, name: str, record: dict[str, Any], app: str | None) -> None:
+        """Record the server's OS user; a server still run by another one (an earlier version's shared
+        ``railguard-pg``) is stopped here and started again as its own (its folder handed over)."""
+        wanted = server_user(app, env, self.home) if self.isolated else None
+        if record.get("user") == wanted:
+            return
+        old = self.clusters.pop((env, name), None)
+        if old is None and (self.folder(env, name) / "pgdata").exists():
+            old = Cluster(self.folder(env, name), int(record["port"]), "", run_as=record.get("user"))
+        if old is not None:
+            self._stop(old)
+        record["user"] = wanted
 
     def _start(self, env: str, name: str, cluster: Cluster) -> None:
         if self._pid(cluster) is not None and cluster.healthy():
@@ -180,7 +218,7 @@ class DatabaseServers:
         cluster = self.clusters.pop((env, name), None)
         if record is not None and record["engine"] == "postgres":
             if cluster is None:
-                cluster = Cluster(self.folder(env, name), int(record["port"]), "")
+                cluster = Cluster(self.folder(env, name), int(record["port"]), "", run_as=record.get("user"))
             self._stop(cluster)
             cluster.remove()
         self._save()
@@ -210,6 +248,8 @@ class DatabaseServers:
     def adopt(self) -> list[str]:
         """Take over the servers a previous daemon started, or start them again."""
         notes = []
+        # Rehearsal copies a killed daemon left (no rehearsal runs while the daemon starts): data copies, removed.
+        shutil.rmtree(self.home / "scratch" / "rehearsal", ignore_errors=True)
         for env, name in self._postgres():
             try:
                 cluster = self.cluster(env, name)
@@ -243,4 +283,5 @@ class DatabaseServers:
             try:
                 self._stop(self.cluster(env, name))
             except Failure:
-                self._stop(Cluster(self.folder(env, name), int(self.records[env][name]["port"]), ""))
+                record = self.records[env][name]
+                self._stop(Cluster(self.folder(env, name), int(record["port"]), "", run_as=record.get("user")))

@@ -34,7 +34,8 @@ log = logging.getLogger(__name__)
 ISOLATED, SHARED = "isolated", "shared-user"
 EDGE_USER = "rg-edge"  # Caddy's own user, when the edge launches it as one (see docs/guardrails.md)
 # Folders of the state folder that other users must be able to traverse (never list, never write).
-_TRAVERSABLE = {"artifacts", "data", "edge"}
+_TRAVERSABLE = {"artifacts", "data", "edge",
+                "databases"}  # each cluster's own user reaches its folder (0700, its own) through it
 _USER_MAX = 32  # useradd's limit
 _lock = threading.Lock()
 _sealed: set[str] = set()

@@ -125,7 +125,7 @@ class LocalProvider(Canaries, Views, Commands, Traffic):
         # Secret values come from the daemon when a process starts; they are never written to runtime.json.
         self.secret_values: SecretSource = secrets or (lambda env, versions: {})
         self.isolation = isolation.detect(home)
-        self.databases = DatabaseServers(home, self.secret_values, store_secret)
+        self.databases = DatabaseServers(home, self.secret_values, store_secret, self.isolation.isolated)
 
     # -- lifecycle -----------------------------------------------------------------------------
     def adopt(self) -> AdoptResponse:

@@ -1,0 +1,14 @@
+"""The release command of the doctor's Postgres tests: creates the notes table; MIGRATE=dropcol then drops its
+`tag` column (a loss), MIGRATE=keep only creates what is missing. Appends the URL it was given to $URL_LOG, so
+the test can check that a scratch run never gets the real database's."""
+
+import os
+import subprocess
+
+with open(os.environ["URL_LOG"], "a") as log:
+    log.write(os.environ["DATABASE_URL"] + "\n")
+statement = "CREATE TABLE IF NOT EXISTS notes (id serial PRIMARY KEY, body text NOT NULL, tag text)"
+if os.environ.get("MIGRATE") == "dropcol":
+    statement += "; ALTER TABLE notes DROP COLUMN IF EXISTS tag"
+subprocess.run([os.environ["PSQL"], os.environ["DATABASE_URL"], "-X", "-q", "-v", "ON_ERROR_STOP=1", "-c",
+                statement], check=True)
