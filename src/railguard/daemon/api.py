@@ -14,9 +14,11 @@ from __future__ import annotations
 import json
 import logging
 import os
+import re
 import socket
 import socketserver
 import struct
+import threading
 from collections.abc import Callable
 from http.server import BaseHTTPRequestHandler
 from pathlib import Path
@@ -30,6 +32,7 @@ from pydantic_core import to_jsonable_python
 from railguard.daemon import canary_api, observe_api
 from railguard.daemon.access import authenticate
 from railguard.daemon.databases import backups_answer
+from railguard.daemon.intrusions import clean
 from railguard.daemon.service import Daemon
 from railguard.engine.guard import require
 from railguard.model.api import (
@@ -51,11 +54,14 @@ from railguard.model.api import (
 )
 from railguard.model.diagnostics import RailguardError, error
 from railguard.model.principals import Permission, Principal
+from railguard.model.spec import NAME_PATTERN
 
 log = logging.getLogger("railguard.daemon.api")
 R = TypeVar("R", bound=Request)
 MAX_BODY = 2_000_000
 READ_TIMEOUT_S = 30.0
+FOREIGN_READ_S = 2.0  # how long a refused OS user's request line is waited for (to record what it tried)
+_FOREIGN = threading.BoundedSemaphore(8)  # refused connections read at once; beyond, closed unread
 _STATUS_BY_CODE = {"plan.not_found": 404, "operation.not_found": 404, "operation.busy": 409, "state.locked": 409,
                    "auth.unknown_token": 401, "auth.token_revoked": 401, "auth.token_expired": 401,
                    "auth.token_required": 401, "auth.forbidden": 403, "auth.needs_terminal": 403,
@@ -74,7 +80,11 @@ class Server(socketserver.ThreadingUnixStreamServer):
             super().__init__(str(path), Handler)
         finally:
             os.umask(old_umask)
-        os.chmod(path, 0o600)
+        # Isolated, the apps run as other OS users: a 0600 socket would refuse their connections in the kernel,
+        # unseen. Open to all, every connection from a user that is not ours nor root is refused here (the same
+        # set of users as 0600) and recorded (daemon.intrusions), so an app probing the daemon is visible.
+        self.observed = daemon.provider.summary().isolation == "isolated"
+        os.chmod(path, 0o666 if self.observed else 0o600)
 
 
 class Handler(BaseHTTPRequestHandler):
@@ -86,6 +96,45 @@ class Handler(BaseHTTPRequestHandler):
 
     def log_message(self, format: str, *args: Any) -> None:
         log.debug(format, *args)
+
+    def handle(self) -> None:
+        pid, uid = self._peer()
+        if uid in (os.geteuid(), 0):
+            super().handle()
+            return
+        self._foreign(pid, uid)
+
+    def _foreign(self, pid: int, uid: int) -> None:
+        """A process of another OS user (an isolated app): say what it tried, refuse it, answer nothing else."""
+        if not _FOREIGN.acquire(blocking=False):  # many at once: not read, still counted
+            self.server.daemon.intrusions.peer_refused(uid, pid, "(connection not read: too many at once)")
+            return
+        try:
+            self.request.settimeout(FOREIGN_READ_S)
+            try:
+                line = self.rfile.readline(512).decode("latin-1").strip()
+                bearer = False
+                for _ in range(50):  # header names only: a value (a token) is never kept
+                    header = self.rfile.readline(8192)
+                    if header in (b"\r\n", b"\n", b""):
+                        break
+                    bearer = bearer or header.lower().startswith(b"authorization:")
+            except (OSError, ValueError):
+                line, bearer = "", False
+            tried = clean(line or "(no request sent)") + (" with a token" if bearer else "")
+            self.server.daemon.intrusions.peer_refused(uid, pid, tried)
+            diag = error("auth.foreign_user", "This daemon does not serve other OS users",
+                         f"uid {uid} is neither the daemon's user nor root; the attempt was recorded.",
+                         "Run railguard as the daemon's user (root on an isolated install).")
+            data = json.dumps({"ok": False, "diagnostics": [diag.model_dump(mode="json")]}).encode()
+            head = (f"HTTP/1.1 403 Forbidden\r\nContent-Type: application/json\r\nContent-Length: {len(data)}\r\n"
+                    "Connection: close\r\n\r\n").encode()
+            try:
+                self.wfile.write(head + data)
+            except OSError:
+                pass
+        finally:
+            _FOREIGN.release()
 
     def _peer(self) -> tuple[int, int]:
         creds = self.request.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, struct.calcsize("3i"))
@@ -185,6 +234,10 @@ def respond(daemon: Daemon, method: str, target: str, bearer: str | None, raw: b
         if method == "POST" or status in (401, 403):
             daemon.audit(who, _action(parts, body), f"refused: {exc.diagnostics[0].code}", _audited(parts, body),
                          None)
+        if status in (401, 403):  # a bad, foreign or missing token, or a right it lacks: on the timeline too
+            env = body.get("env") or body.get("to") or query.get("env")
+            daemon.intrusions.request_refused(who, clean(f"{method} {url.path}"), exc.diagnostics[0].code,
+                                              env if isinstance(env, str) and re.fullmatch(NAME_PATTERN, env) else None)
         return _envelope(daemon, status, {"ok": False,
                                           "diagnostics": [d.model_dump(mode="json") for d in exc.diagnostics]})
     except Exception as exc:  # the API answers every request with a diagnostic

@@ -8,8 +8,9 @@ fields of a request (environment, plan, name, role, kind) are recorded.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
+from railguard.daemon.intrusions import EVENT, Attempt, message
 from railguard.engine.guard import require
 from railguard.engine.workspace import Workspace, require_env
 from railguard.model.api import (
@@ -17,6 +18,8 @@ from railguard.model.api import (
     AuditVerification,
     BuiltInRule,
     CreatedToken,
+    Evidence,
+    IncidentKind,
     Policies,
     SecretInfo,
     TokenInfo,
@@ -24,8 +27,12 @@ from railguard.model.api import (
 from railguard.model.diagnostics import RailguardError, error
 from railguard.model.principals import WIDENING_ROLES, Permission, Principal, Role
 from railguard.model.resources import environment_config
+from railguard.providers.base import DescribeRequest, Provider
 from railguard.state import audit, secretstore, tokens
 from railguard.state.store import Store
+
+if TYPE_CHECKING:
+    from railguard.daemon.observation import Observer
 
 AUDITED_FIELDS = ("env", "plan_id", "kind", "name", "role", "envs", "to", "from", "confirm", "reason", "channel")
 
@@ -47,6 +54,8 @@ BUILT_IN = [
 class Governance:
     home: Path
     anchor: Path
+    provider: Provider
+    observer: Observer
 
     def store(self) -> Store:
         raise NotImplementedError
@@ -163,3 +172,32 @@ class Governance:
             "freezes": config["freezes"],
             "built_in": [BuiltInRule(rule=r, effect=e, applies_to=d) for r, e, d in BUILT_IN],
             "rules": config["policies"]})
+
+    def record_intrusion(self, attempt: Attempt) -> None:
+        """A refused attempt (see :mod:`railguard.daemon.intrusions`): an event, a signed audit entry and, when an
+        environment's own OS user made it (its app code), an incident on that environment."""
+        store = self.store()
+        data: dict[str, Any] = {"principal": attempt.principal, "what": attempt.what, "code": attempt.code,
+                                **attempt.detail}
+        if attempt.suppressed:
+            data["suppressed"] = attempt.suppressed
+        line = message(attempt)
+        store.add_event(attempt.env, EVENT, line, data=data)
+        if not attempt.audited:  # a refused request was audited by the API already
+            audit.append(store, self.anchor, principal=attempt.principal, action=EVENT,
+                         outcome=f"refused: {attempt.code}", env=attempt.env, detail=data)
+        if attempt.env is not None and "uid" in attempt.detail:
+            self.observer.incidents.open(
+                IncidentKind.security_refused, attempt.env,
+                f"code of {attempt.env} (OS user {attempt.detail.get('user')}) tried the control plane and was "
+                "refused", evidence=[Evidence(kind="security", summary=line, lines=[attempt.what])])
+
+    def environment_users(self) -> dict[str, str]:
+        """OS user -> environment, for the environments whose processes run as their own user now."""
+        store = self.store()
+        found: dict[str, str] = {}
+        for env in store.environment_names():
+            user = self.provider.describe(DescribeRequest(env=env)).user
+            if user:
+                found[user] = env
+        return found
