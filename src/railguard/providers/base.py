@@ -455,3 +455,16 @@ class ScratchRuntime(Protocol):
     def tail(self, path: Path, lines: int) -> list[str]:
         """The last lines of a log file the runtime wrote."""
         ...
+
+    def isolate(self, app: str, root: Path) -> str | None:
+        """Run what is the app's code in the scratch ``root`` (build, release command, replicas) as an unprivileged
+        scratch user of its own, when the runtime can (as root); its name, or None (runs as the doctor's user)."""
+        ...
+
+    def hand_over(self, path: Path) -> None:
+        """Make a scratch data folder the scratch user's alone (nothing when not isolated)."""
+        ...
+
+    def popen_user(self) -> dict[str, Any]:
+        """``subprocess`` arguments that start a process as the scratch user (empty when not isolated)."""
+        ...
