@@ -264,6 +264,9 @@ class CommandRequest(_Message):
     desired: Resource | None = Field(default=None, description="The release's frozen service resource: finds its "
                                      "artifact and config when no replica set of that release runs.")
     data_dir: str | None = Field(default=None, description="Absolute data folder of the environment.")
+    app: str | None = Field(default=None, description="The app's name (names the environment's OS user when no "
+                                                      "replica runs to take it from).")
+    user: str | None = Field(default=None, description="The OS user the spec names for the environment.")
 
 
 class CommandProcess(Protocol):
