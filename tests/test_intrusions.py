@@ -5,6 +5,9 @@ from __future__ import annotations
 import os
 import pwd
 
+import pytest
+
+from railguard.daemon import intrusions as intrusions_module
 from railguard.daemon.intrusions import BURST, PER_MINUTE, Attempt, Intrusions, clean, message
 
 
@@ -40,7 +43,8 @@ def test_the_minute_cap_holds_across_sources() -> None:
     assert len(seen) == PER_MINUTE
 
 
-def test_a_peer_is_attributed_by_its_uid_to_the_environment_its_user_runs() -> None:
+def test_a_peer_is_attributed_by_its_uid_to_the_environment_its_user_runs(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(intrusions_module, "ATTRIBUTION_WAIT_S", 0.01)
     me = pwd.getpwuid(os.geteuid()).pw_name
     intrusions, seen = recorder({me: "staging"})
     intrusions.peer_refused(os.geteuid(), 4242, clean("GET /v1/whoami HTTP/1.1\x1b[2J"))
@@ -50,3 +54,21 @@ def test_a_peer_is_attributed_by_its_uid_to_the_environment_its_user_runs() -> N
     assert (first.env, first.principal, first.detail["pid"]) == ("staging", f"os:{me}", 4242)
     assert first.what == "GET /v1/whoami HTTP/1.1?[2J" and first.code == "auth.foreign_user" and not first.audited
     assert second.env is None  # not an environment's user: recorded without one
+
+
+def test_a_peer_not_yet_in_the_books_is_attributed_once_its_environment_knows_it(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """A replica that connects the moment it starts: its environment learns its user a moment later."""
+    monkeypatch.setattr(intrusions_module, "ATTRIBUTION_WAIT_S", 0.01)
+    me = pwd.getpwuid(os.geteuid()).pw_name
+    asked: list[int] = []
+
+    def users() -> dict[str, str]:
+        asked.append(1)
+        return {me: "staging"} if len(asked) >= 3 else {}
+
+    seen: list[Attempt] = []
+    intrusions = Intrusions(seen.append, users)
+    intrusions.peer_refused(os.geteuid(), 4242, "GET /v1/whoami HTTP/1.1")
+    intrusions.flush()
+    assert [a.env for a in seen] == ["staging"] and len(asked) == 3

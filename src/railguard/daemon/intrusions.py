@@ -39,6 +39,7 @@ PER_MINUTE = 20  # records per minute, all sources together
 _QUEUE = 64
 _SOURCES = 512  # sources remembered for the rate limit (the oldest are forgotten)
 _USERS_TTL_S = 30.0
+ATTRIBUTION_TRIES, ATTRIBUTION_WAIT_S = 6, 0.5  # an OS user not (yet) known as an environment's: asked again
 
 
 @dataclass
@@ -75,16 +76,27 @@ class Intrusions:
     def peer_refused(self, uid: int, pid: int, tried: str) -> None:
         """A process of ``uid`` connected to the API socket and was refused (before anything was answered)."""
         user = _user_name(uid)
-        env = self.environment_of(user)
-        self._offer(Attempt(source=f"uid:{uid}", principal=f"os:{user}", env=env, what=tried,
+        # The environment is looked up when recorded (the background thread): a replica that connects the moment
+        # it starts may not be in the runtime's books yet.
+        self._offer(Attempt(source=f"uid:{uid}", principal=f"os:{user}", env=None, what=tried,
                             code="auth.foreign_user", detail={"uid": uid, "pid": pid, "user": user}))
 
     def request_refused(self, principal: str, what: str, code: str, env: str | None) -> None:
         """A request was refused for its credentials (401/403): bad, foreign or missing token, or no right."""
         self._offer(Attempt(source=principal, principal=principal, env=env, what=what, code=code, audited=True))
 
-    def environment_of(self, user: str) -> str | None:
-        """The environment whose processes run as ``user`` (None: not an environment's user)."""
+    def environment_of(self, user: str, tries: int = 1) -> str | None:
+        """The environment whose processes run as ``user`` (None: not an environment's user), asking again up to
+        ``tries`` times, ATTRIBUTION_WAIT_S apart, while it is not known."""
+        for attempt in range(tries):
+            if attempt:
+                time.sleep(ATTRIBUTION_WAIT_S)
+            found = self._environment_of(user)
+            if found is not None:
+                return found
+        return None
+
+    def _environment_of(self, user: str) -> str | None:
         now = time.monotonic()
         with self._lock:
             fresh = now - self._users_at < _USERS_TTL_S
@@ -131,6 +143,9 @@ class Intrusions:
         while True:
             attempt = self._queue.get()
             try:
+                user = attempt.detail.get("user")
+                if attempt.env is None and isinstance(user, str):
+                    attempt.env = self.environment_of(user, ATTRIBUTION_TRIES)
                 self._record(attempt)
             except Exception:  # a store that cannot take it must not end the thread
                 log.exception("cannot record a refused attempt")
