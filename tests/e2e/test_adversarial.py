@@ -224,6 +224,14 @@ def test_shared_user_mode_allows_what_the_docs_list_and_token_only_refuses_it(si
     forged = wait_for(lambda: [e for e in d.rg_json("events", "--env", "production")["events"]
                                if e["kind"] == "security.refused"] or None, "the forged token's refusal")
     assert forged[0]["data"]["code"] == "auth.unknown_token" and "GET /v1/status" in forged[0]["data"]["what"]
+    # A real token used beyond its scope (the staging-only agent asking for production) is recorded the same way.
+    d.env["RAILGUARD_TOKEN"] = d.agent
+    assert d.rg("status", "--env", "production").returncode != 0
+    del d.env["RAILGUARD_TOKEN"]
+    beyond = wait_for(lambda: [e for e in d.rg_json("events", "--env", "production")["events"]
+                               if e["kind"] == "security.refused" and e["data"]["code"] == "auth.forbidden"] or None,
+                      "the agent's refusal on production's timeline")
+    assert beyond[0]["data"]["principal"].endswith("mallory") and d.agent not in json.dumps(beyond), beyond
     # Token-only mode without isolation is refused unless accepted explicitly, and then it says so.
     agent = d.agent
     assert d.rg("daemon", "stop").returncode == 0
