@@ -72,3 +72,35 @@ def test_a_peer_not_yet_in_the_books_is_attributed_once_its_environment_knows_it
     intrusions.peer_refused(os.geteuid(), 4242, "GET /v1/whoami HTTP/1.1")
     intrusions.flush()
     assert [a.env for a in seen] == ["staging"] and len(asked) == 3
+
+
+def test_a_refused_peer_that_sends_slowly_is_read_only_for_a_bounded_time() -> None:
+    import socket
+    import threading
+
+    from railguard.daemon.api import _read_head
+
+    ours, theirs = socket.socketpair()
+    stop = threading.Event()
+
+    def dribble() -> None:
+        theirs.sendall(b"GET /v1/whoami HTTP/1.1\r\nAuthorization: Bearer rg_x\r\nX-Slow: ")
+        for _ in range(40):  # 8 s of one byte every 0.2 s, never ending the headers
+            if stop.wait(0.2):
+                return
+            theirs.sendall(b"A")
+
+    thread = threading.Thread(target=dribble)
+    thread.start()
+    try:
+        head = _read_head(ours, 0.5)
+    finally:
+        stop.set()
+        thread.join()
+        ours.close()
+        theirs.close()
+    assert head.startswith(b"GET /v1/whoami HTTP/1.1\r\nAuthorization:") and head.count(b"A") < 40
+    a, b = socket.socketpair()
+    with a, b:
+        b.sendall(b"GET / HTTP/1.1\r\nHost: x\r\n\r\nBODY")
+        assert _read_head(a, 5.0) == b"GET / HTTP/1.1\r\nHost: x"  # the head only, as soon as it is complete

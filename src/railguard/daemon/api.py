@@ -19,6 +19,7 @@ import socket
 import socketserver
 import struct
 import threading
+import time
 from collections.abc import Callable
 from http.server import BaseHTTPRequestHandler
 from pathlib import Path
@@ -110,27 +111,22 @@ class Handler(BaseHTTPRequestHandler):
             self.server.daemon.intrusions.peer_refused(uid, pid, "(connection not read: too many at once)")
             return
         try:
-            self.request.settimeout(FOREIGN_READ_S)
-            try:
-                line = self.rfile.readline(512).decode("latin-1").strip()
-                bearer = False
-                for _ in range(50):  # header names only: a value (a token) is never kept
-                    header = self.rfile.readline(8192)
-                    if header in (b"\r\n", b"\n", b""):
-                        break
-                    bearer = bearer or header.lower().startswith(b"authorization:")
-            except (OSError, ValueError):
-                line, bearer = "", False
+            head = _read_head(self.request, FOREIGN_READ_S)
+            lines = head.split(b"\r\n")
+            line = lines[0].decode("latin-1").strip()
+            # Header names only: a value (a token) is never kept.
+            bearer = any(h.lower().startswith(b"authorization:") for h in lines[1:])
             tried = clean(line or "(no request sent)") + (" with a token" if bearer else "")
             self.server.daemon.intrusions.peer_refused(uid, pid, tried)
             diag = error("auth.foreign_user", "This daemon does not serve other OS users",
                          f"uid {uid} is neither the daemon's user nor root; the attempt was recorded.",
                          "Run railguard as the daemon's user (root on an isolated install).")
             data = json.dumps({"ok": False, "diagnostics": [diag.model_dump(mode="json")]}).encode()
-            head = (f"HTTP/1.1 403 Forbidden\r\nContent-Type: application/json\r\nContent-Length: {len(data)}\r\n"
-                    "Connection: close\r\n\r\n").encode()
+            status = (f"HTTP/1.1 403 Forbidden\r\nContent-Type: application/json\r\nContent-Length: {len(data)}\r\n"
+                      "Connection: close\r\n\r\n").encode()
             try:
-                self.wfile.write(head + data)
+                self.request.settimeout(FOREIGN_READ_S)  # a peer that never reads does not hold the thread either
+                self.wfile.write(status + data)
             except OSError:
                 pass
         finally:
@@ -247,6 +243,26 @@ def respond(daemon: Daemon, method: str, target: str, bearer: str | None, raw: b
         return _envelope(daemon, 500, {"ok": False, "diagnostics": [diag.model_dump(mode="json")]})
     finally:
         daemon.answered()  # an operation this request queued starts only now (see Daemon._queue)
+
+
+def _read_head(sock: socket.socket, within: float, limit: int = 8192) -> bytes:
+    """What a refused peer sent first (its request line and headers), read for ``within`` seconds at most in all:
+    a peer that sends slowly holds the reading thread no longer than that."""
+    deadline = time.monotonic() + within
+    head = b""
+    while len(head) < limit and b"\r\n\r\n" not in head:
+        remaining = deadline - time.monotonic()
+        if remaining <= 0:
+            break
+        try:
+            sock.settimeout(remaining)
+            chunk = sock.recv(limit - len(head))
+        except OSError:
+            break
+        if not chunk:
+            break
+        head += chunk
+    return head.split(b"\r\n\r\n", 1)[0]
 
 
 def _envelope(daemon: Daemon, status: int, body: dict[str, Any]) -> tuple[int, bytes]:  # already JSON-able
