@@ -1,7 +1,10 @@
-"""The daemon's local API: JSON over HTTP on a Unix socket only its user can open.
+"""The daemon's local API: JSON over HTTP on a Unix socket only its user (and root) is served on.
 
 The socket file is created with mode 0600 inside the state folder (or a private
-0700 folder under /tmp when that path is too long). Each request is authenticated
+0700 folder under /tmp when that path is too long). On an isolated install it is then
+opened to all (0666) so that an app's connection reaches the daemon: any peer that is
+not the daemon's user or root (SO_PEERCRED) is refused before anything is served and
+recorded (:mod:`railguard.daemon.intrusions`). Each request is authenticated
 (a bearer token, or the OS user from SO_PEERCRED in same-user mode) and every route
 checks the principal's permission for the environment it touches. Every answer is
 ``{"ok", "diagnostics", ...payload}`` and passes through the secret redactor; a
