@@ -203,7 +203,8 @@ def test_isolated_mode_refuses_every_attack_and_production_is_unaffected(site: P
     assert all(a["principal"] == "os:rg-hostile-staging" for a in entries), entries
     assert d.rg_json("audit", "verify")["verify"]["ok"] is True  # the entries are in the signed chain
     incidents = d.rg_json("incidents", "--env", "staging")["incidents"]
-    assert [i["kind"] for i in incidents].count("security_refused") == 1, incidents
+    security = [i for i in incidents if i["kind"] == "security_refused"]
+    assert len(security) == 1 and security[0]["next_actions"][0]["tool"] == "list_events", incidents
     staging = d.rg_json("status", "--env", "staging")["status"]
     assert staging["security_refused"] >= len(seen) and "rg-hostile-staging" in staging["security_last"], staging
     # Nothing of staging's attempts is on production's timeline: it was not production's code.

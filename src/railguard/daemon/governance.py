@@ -10,6 +10,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from railguard.daemon.incidents import action
 from railguard.daemon.intrusions import EVENT, Attempt, message
 from railguard.engine.guard import require
 from railguard.engine.workspace import Workspace, require_env
@@ -190,7 +191,15 @@ class Governance:
             self.observer.incidents.open(
                 IncidentKind.security_refused, attempt.env,
                 f"code of {attempt.env} (OS user {attempt.detail.get('user')}) tried the control plane and was "
-                "refused", evidence=[Evidence(kind="security", summary=line, lines=[attempt.what])])
+                "refused", evidence=[Evidence(kind="security", summary=line, lines=[attempt.what])],
+                next_actions=[
+                    action("list_events", f"railguard events --env {attempt.env}",
+                           "Read every refused attempt recorded for this environment (kind security.refused).",
+                           env=attempt.env),
+                    action("list_releases", f"railguard releases --env {attempt.env}",
+                           "Find the release whose code tried it; review that code, roll it back if it is not "
+                           "yours, then acknowledge the incident (`railguard incident ID --ack`).",
+                           env=attempt.env)])
 
     def environment_users(self) -> dict[str, str]:
         """OS user -> environment, for the environments whose processes run as their own user now."""
