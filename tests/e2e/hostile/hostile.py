@@ -135,9 +135,26 @@ def forged_token() -> tuple[bool, str]:
     return '"ok": true' in answer, answer.split("\r\n", 1)[0] + " " + answer[-300:]
 
 
+def flood_daemon() -> tuple[bool, str]:
+    """Open 300 connections to the daemon's socket at once, to flood its store with records (or its threads)."""
+    opened, refused = [], 0
+    for _ in range(300):
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        try:
+            sock.connect(str(STATE / "daemon.sock"))
+            sock.sendall(b"GET /v1/whoami HTTP/1.1\r\nContent-Length: 0\r\n\r\n")
+            opened.append(sock)
+        except OSError:
+            refused += 1
+            sock.close()
+    for sock in opened:
+        sock.close()
+    return False, f"{len(opened)} connections opened, {refused} refused"
+
+
 ATTACKS = {"write_state_db": write_state_db, "tamper_artifact": tamper_artifact, "join_edge": join_edge,
            "read_environ": read_environ, "write_data": write_data, "call_daemon": call_daemon,
-           "forged_token": forged_token}
+           "forged_token": forged_token, "flood_daemon": flood_daemon}
 ATTACKING = "TARGET_STATE" in os.environ  # production runs the same code, harmlessly
 REPORT = {name: dict(zip(("possible", "detail"), attack(), strict=True))
           for name, attack in ATTACKS.items() if ATTACKING}
