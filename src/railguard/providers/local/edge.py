@@ -112,6 +112,13 @@ def _same_process(proc: psutil.Process, create_time: float, config_path: Path) -
     return bool(cmd) and Path(cmd[0]).name == "caddy" and "run" in cmd and str(config_path) in cmd
 
 
+def _uid(proc: psutil.Process) -> int | None:
+    try:
+        return int(proc.uids().effective)
+    except psutil.Error:
+        return None
+
+
 def needs_low_ports(*ports: int | None) -> bool:
     """Whether any of the edge's ports is below 1024 (binding it takes CAP_NET_BIND_SERVICE)."""
     return any(p is not None and 0 < p < PRIVILEGED_BELOW for p in ports)
@@ -260,8 +267,8 @@ class CaddyEdge:
             fcntl.flock(lock, fcntl.LOCK_EX)
             self.low_ports = wanted
             proc = self._process()
-            if proc is not None and can_bind_low(proc.pid) == wanted:
-                return
+            if proc is not None and (can_bind_low(proc.pid) == wanted or _uid(proc) != self.run_as.uid):
+                return  # as it should be; or an edge adopted from a non-isolated daemon, kept until a restart
             if proc is not None:
                 self._stop_caddy(5.0)
             self._spawn()
