@@ -130,6 +130,7 @@ class Intrusions:
             if len(self._tokens) > _SOURCES:
                 for old in sorted(self._tokens, key=lambda k: self._tokens[k][1])[:len(self._tokens) - _SOURCES]:
                     del self._tokens[old]
+                    self._skipped.pop(old, None)
             if self._thread is None:
                 self._thread = threading.Thread(target=self._drain, name="railguard-intrusions", daemon=True)
                 self._thread.start()
