@@ -7,6 +7,7 @@ fields of a request (environment, plan, name, role, kind) are recorded.
 
 from __future__ import annotations
 
+import threading
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -35,6 +36,7 @@ from railguard.state.store import Store
 if TYPE_CHECKING:
     from railguard.daemon.observation import Observer
 
+_SEEN_LOCK = threading.Lock()  # the per-environment counts of refused attempts (security_summary)
 AUDITED_FIELDS = ("env", "plan_id", "kind", "name", "role", "envs", "to", "from", "confirm", "reason", "channel")
 
 BUILT_IN = [
@@ -57,6 +59,7 @@ class Governance:
     anchor: Path
     provider: Provider
     observer: Observer
+    _seen_security: dict[str, tuple[int, str | None]] | None = None
 
     def store(self) -> Store:
         raise NotImplementedError
@@ -183,7 +186,11 @@ class Governance:
         if attempt.suppressed:
             data["suppressed"] = attempt.suppressed
         line = message(attempt)
-        store.add_event(attempt.env, EVENT, line, data=data)
+        with _SEEN_LOCK:  # the event and its count together: security_summary never counts one twice
+            store.add_event(attempt.env, EVENT, line, data=data)
+            known = self._security_seen().get(attempt.env) if attempt.env is not None else None
+            if attempt.env is not None and known is not None:  # counted from the timeline once; from then on here
+                self._security_seen()[attempt.env] = (known[0] + 1, line)
         if not attempt.audited:  # a refused request was audited by the API already
             audit.append(store, self.anchor, principal=attempt.principal, action=EVENT,
                          outcome=f"refused: {attempt.code}", env=attempt.env, detail=data)
@@ -200,6 +207,22 @@ class Governance:
                            "Find the release whose code tried it; review that code, roll it back if it is not "
                            "yours, then acknowledge the incident (`railguard incident ID --ack`).",
                            env=attempt.env)])
+
+    def security_summary(self, env: str) -> tuple[int, str | None]:
+        """How many refused attempts are recorded for ``env`` and the newest: read from the timeline once per
+        daemon (a scan of the environment's events), then kept up to date as attempts are recorded, so a status
+        poll does not scan the events each time."""
+        with _SEEN_LOCK:
+            known = self._security_seen().get(env)
+            if known is None:
+                refused = self.store().events(env, 1_000_000, kind=EVENT)
+                known = self._security_seen()[env] = (len(refused), refused[-1].message if refused else None)
+            return known
+
+    def _security_seen(self) -> dict[str, tuple[int, str | None]]:
+        if self._seen_security is None:  # per daemon: the class attribute is only the "not yet" marker
+            self._seen_security = {}
+        return self._seen_security
 
     def environment_users(self) -> dict[str, str]:
         """OS user -> environment, for the environments whose processes run as their own user now."""
