@@ -3,7 +3,9 @@
 One deployment per mode: production runs, then staging deploys an app (tests/e2e/hostile/hostile.py) that
 tries each attack once at start and serves the results on /report. In isolated mode every attack fails and
 production is unaffected; in shared-user mode what the app can do is exactly what docs/guardrails.md lists
-(the test reads the table there, so the docs cannot drift).
+(the test reads the table there, so the docs cannot drift). The table's "recorded" column says which attempts the
+daemon sees: those are asserted as security.refused events, signed audit entries and one incident on staging,
+attributed by the kernel's word (SO_PEERCRED) to staging's user, never to production.
 """
 
 from __future__ import annotations
@@ -57,8 +59,13 @@ path = "/"
 PROD_SECRET = "prd-hostile-7c1d-secret"
 
 
+# What each attack the daemon can see sends it (the request line it records), for the table's recorded rows.
+TRIED = {"call_daemon": "GET /v1/whoami HTTP/1.1",
+         "forged_token": "GET /v1/status?env=production HTTP/1.1 with a token"}
+
+
 def documented() -> dict[str, dict[str, str]]:
-    """The attack table of docs/guardrails.md: attack -> {mode: 'refused' | 'possible'}."""
+    """The attack table of docs/guardrails.md: attack -> {mode: 'refused' | 'possible', 'recorded': ...}."""
     text = DOCS.read_text()
     table = text[text.index("<!-- attacks:begin -->"):text.index("<!-- attacks:end -->")]
     rows = [line for line in table.splitlines() if line.startswith("| `")]
@@ -67,7 +74,7 @@ def documented() -> dict[str, dict[str, str]]:
         cells = [c.strip() for c in row.strip("|").split("|")]
         name = re.match(r"`(\w+)`", cells[0])
         assert name, row
-        found[name.group(1)] = {"isolated": cells[1], "shared-user": cells[2]}
+        found[name.group(1)] = {"isolated": cells[1], "shared-user": cells[2], "recorded": cells[3]}
     return found
 
 
@@ -179,6 +186,37 @@ def test_isolated_mode_refuses_every_attack_and_production_is_unaffected(site: P
     assert (d.state / "state.db").stat().st_mode & 0o077 == 0
     health = d.rg_json("daemon", "status")["daemon"]
     assert health["isolation"] == "isolated", health
+    # What the daemon can see of the attacks is recorded, attributed to staging's user by the kernel's word
+    # (SO_PEERCRED), never the app's: an event, a signed audit entry, an incident, and a count in status.
+    seen = [name for name, wanted in expected.items() if wanted["recorded"] == "`security.refused`"]
+    assert seen and set(seen) <= set(TRIED), seen
+    assert {wanted["recorded"] for wanted in expected.values()} <= {"`security.refused`", "unseen"}
+
+    def recorded() -> list[dict[str, Any]] | None:
+        events = [e for e in d.rg_json("events", "--env", "staging")["events"] if e["kind"] == "security.refused"]
+        return events if {TRIED[name] for name in seen} <= {e["data"]["what"] for e in events} else None
+
+    events = wait_for(recorded, "the refused attempts on staging's timeline")
+    for event in events:
+        assert event["data"]["user"] == "rg-hostile-staging" and event["data"]["uid"] == staging_user.pw_uid, event
+        assert event["data"]["code"] == "auth.foreign_user" and "rg_forged" not in json.dumps(event), event
+    entries = [a for a in d.rg_json("audit", "--env", "staging")["audit"] if a["action"] == "security.refused"]
+    assert {TRIED[name] for name in seen} <= {a["detail"]["what"] for a in entries}, entries
+    assert all(a["principal"] == "os:rg-hostile-staging" for a in entries), entries
+    assert d.rg_json("audit", "verify")["verify"]["ok"] is True  # the entries are in the signed chain
+    incidents = d.rg_json("incidents", "--env", "staging")["incidents"]
+    # The app also opened 300 connections at once (flood_daemon): the records stay a handful (rate limit), and the
+    # daemon kept answering the owner meanwhile (every command above).
+    refused = [e for e in d.rg_json("events", "--env", "staging", "--limit", "1000")["events"]
+               if e["kind"] == "security.refused"]
+    assert "300 connections opened" in report["flood_daemon"]["detail"], report["flood_daemon"]
+    assert len(seen) <= len(refused) <= 10, refused
+    security = [i for i in incidents if i["kind"] == "security_refused"]
+    assert len(security) == 1 and security[0]["next_actions"][0]["tool"] == "list_events", incidents
+    staging = d.rg_json("status", "--env", "staging")["status"]
+    assert staging["security_refused"] >= len(seen) and "rg-hostile-staging" in staging["security_last"], staging
+    # Nothing of staging's attempts is on production's timeline: it was not production's code.
+    assert not [e for e in d.rg_json("events", "--env", "production")["events"] if e["kind"] == "security.refused"]
     # Secrets of production never reached staging's report (nor anything it could read).
     assert PROD_SECRET not in json.dumps(report)
 
@@ -190,6 +228,19 @@ def test_shared_user_mode_allows_what_the_docs_list_and_token_only_refuses_it(si
         assert report[name]["possible"] is (wanted["shared-user"] == "possible"), (name, report[name])
     status = d.rg_json("status", "--env", "production")["status"]
     assert status["isolation"] == "shared-user" and status["user"] is None
+    # The made-up token is refused in this mode too, and recorded (under the environment it asked about).
+    assert not report["forged_token"]["possible"] and " 401 " in report["forged_token"]["detail"]
+    forged = wait_for(lambda: [e for e in d.rg_json("events", "--env", "production")["events"]
+                               if e["kind"] == "security.refused"] or None, "the forged token's refusal")
+    assert forged[0]["data"]["code"] == "auth.unknown_token" and "GET /v1/status" in forged[0]["data"]["what"]
+    # A real token used beyond its scope (the staging-only agent asking for production) is recorded the same way.
+    d.env["RAILGUARD_TOKEN"] = d.agent
+    assert d.rg("status", "--env", "production").returncode != 0
+    del d.env["RAILGUARD_TOKEN"]
+    beyond = wait_for(lambda: [e for e in d.rg_json("events", "--env", "production")["events"]
+                               if e["kind"] == "security.refused" and e["data"]["code"] == "auth.forbidden"] or None,
+                      "the agent's refusal on production's timeline")
+    assert beyond[0]["data"]["principal"].endswith("mallory") and d.agent not in json.dumps(beyond), beyond
     # Token-only mode without isolation is refused unless accepted explicitly, and then it says so.
     agent = d.agent
     assert d.rg("daemon", "stop").returncode == 0

@@ -136,6 +136,8 @@ def test_isolated_build_runs_unprivileged_and_the_artifact_stays_sealed(site: Pa
     assert d.rg("deploy", "--env", "staging", "--yes").returncode == 0
     assert (artifact / "src" / "hostile.py").read_bytes() == sealed
     assert d.get(d.staging, "/healthz").status_code == 200
-    # The doctor says plainly that its own scratch runs are not isolated (it runs them as root here).
+    # The doctor says plainly whether its own scratch runs are isolated: here the session's TMPDIR is private
+    # (0700), so no scratch user could reach the scratch and they run as root (tests/e2e/test_doctor_isolation.py
+    # runs them isolated).
     doctor = d.rg("doctor", "--check", "env-isolation", "--json")
     assert "the doctor's scratch build and replicas are not isolated: they run as root" in doctor.stdout, doctor

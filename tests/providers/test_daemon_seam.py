@@ -43,7 +43,7 @@ def test_status_health_and_logs_keep_their_fields_with_the_fake_provider(tmp_pat
     try:
         status = daemon.status("staging", None).model_dump(mode="json")  # as the API answers it
         assert set(status) == {"env", "serial", "services", "edge", "operation", "drift", "live_sets", "isolation",
-                               "user", "databases"}
+                               "user", "databases", "security_refused", "security_last"}
         assert [s["address"] for s in status["services"]] == ["staging/service.api", "staging/service.web"]
         service = status["services"][0]
         assert set(service) == {"name", "address", "release", "status", "replicas", "warm", "requests", "verifying_s",

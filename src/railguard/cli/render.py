@@ -222,6 +222,9 @@ def status(found: EnvironmentStatus) -> None:
     if found.operation:
         op = found.operation
         out.print(f"  operation in flight: {op.id} ({op.kind}, {op.status})")
+    if found.security_refused:
+        out.print(f"  [red]security: {found.security_refused} refused attempt(s) recorded[/], newest: "
+                  f"{escape(found.security_last or '')}  (railguard events --env {found.env})")
     table = Table(show_edge=False, pad_edge=False)
     for column in ("service", "release", "status", "replica", "pid", "port", "health", "restarts", "uptime"):
         table.add_column(column, overflow="fold")  # narrow terminals fold cells instead of cutting pids

@@ -1,7 +1,10 @@
-"""The daemon's local API: JSON over HTTP on a Unix socket only its user can open.
+"""The daemon's local API: JSON over HTTP on a Unix socket only its user (and root) is served on.
 
 The socket file is created with mode 0600 inside the state folder (or a private
-0700 folder under /tmp when that path is too long). Each request is authenticated
+0700 folder under /tmp when that path is too long). On an isolated install it is then
+opened to all (0666) so that an app's connection reaches the daemon: any peer that is
+not the daemon's user or root (SO_PEERCRED) is refused before anything is served and
+recorded (:mod:`railguard.daemon.intrusions`). Each request is authenticated
 (a bearer token, or the OS user from SO_PEERCRED in same-user mode) and every route
 checks the principal's permission for the environment it touches. Every answer is
 ``{"ok", "diagnostics", ...payload}`` and passes through the secret redactor; a
@@ -14,9 +17,12 @@ from __future__ import annotations
 import json
 import logging
 import os
+import re
 import socket
 import socketserver
 import struct
+import threading
+import time
 from collections.abc import Callable
 from http.server import BaseHTTPRequestHandler
 from pathlib import Path
@@ -30,6 +36,7 @@ from pydantic_core import to_jsonable_python
 from railguard.daemon import canary_api, observe_api
 from railguard.daemon.access import authenticate
 from railguard.daemon.databases import backups_answer
+from railguard.daemon.intrusions import clean
 from railguard.daemon.service import Daemon
 from railguard.engine.guard import require
 from railguard.model.api import (
@@ -51,11 +58,14 @@ from railguard.model.api import (
 )
 from railguard.model.diagnostics import RailguardError, error
 from railguard.model.principals import Permission, Principal
+from railguard.model.spec import NAME_PATTERN
 
 log = logging.getLogger("railguard.daemon.api")
 R = TypeVar("R", bound=Request)
 MAX_BODY = 2_000_000
 READ_TIMEOUT_S = 30.0
+FOREIGN_READ_S = 2.0  # how long a refused OS user's request line is waited for (to record what it tried)
+_FOREIGN = threading.BoundedSemaphore(8)  # refused connections read at once; beyond, closed unread
 _STATUS_BY_CODE = {"plan.not_found": 404, "operation.not_found": 404, "operation.busy": 409, "state.locked": 409,
                    "auth.unknown_token": 401, "auth.token_revoked": 401, "auth.token_expired": 401,
                    "auth.token_required": 401, "auth.forbidden": 403, "auth.needs_terminal": 403,
@@ -74,7 +84,11 @@ class Server(socketserver.ThreadingUnixStreamServer):
             super().__init__(str(path), Handler)
         finally:
             os.umask(old_umask)
-        os.chmod(path, 0o600)
+        # Isolated, the apps run as other OS users: a 0600 socket would refuse their connections in the kernel,
+        # unseen. Open to all, every connection from a user that is not ours nor root is refused here (the same
+        # set of users as 0600) and recorded (daemon.intrusions), so an app probing the daemon is visible.
+        self.observed = daemon.provider.summary().isolation == "isolated"
+        os.chmod(path, 0o666 if self.observed else 0o600)
 
 
 class Handler(BaseHTTPRequestHandler):
@@ -86,6 +100,40 @@ class Handler(BaseHTTPRequestHandler):
 
     def log_message(self, format: str, *args: Any) -> None:
         log.debug(format, *args)
+
+    def handle(self) -> None:
+        pid, uid = self._peer()
+        if uid in (os.geteuid(), 0):
+            super().handle()
+            return
+        self._foreign(pid, uid)
+
+    def _foreign(self, pid: int, uid: int) -> None:
+        """A process of another OS user (an isolated app): say what it tried, refuse it, answer nothing else."""
+        if not _FOREIGN.acquire(blocking=False):  # many at once: not read, still counted
+            self.server.daemon.intrusions.peer_refused(uid, pid, "(connection not read: too many at once)")
+            return
+        try:
+            head = _read_head(self.request, FOREIGN_READ_S)
+            lines = head.split(b"\r\n")
+            line = lines[0].decode("latin-1").strip()
+            # Header names only: a value (a token) is never kept.
+            bearer = any(h.lower().startswith(b"authorization:") for h in lines[1:])
+            tried = clean(line or "(no request sent)") + (" with a token" if bearer else "")
+            self.server.daemon.intrusions.peer_refused(uid, pid, tried)
+            diag = error("auth.foreign_user", "This daemon does not serve other OS users",
+                         f"uid {uid} is neither the daemon's user nor root; the attempt was recorded.",
+                         "Run railguard as the daemon's user (root on an isolated install).")
+            data = json.dumps({"ok": False, "diagnostics": [diag.model_dump(mode="json")]}).encode()
+            status = (f"HTTP/1.1 403 Forbidden\r\nContent-Type: application/json\r\nContent-Length: {len(data)}\r\n"
+                      "Connection: close\r\n\r\n").encode()
+            try:
+                self.request.settimeout(FOREIGN_READ_S)  # a peer that never reads does not hold the thread either
+                self.wfile.write(status + data)
+            except OSError:
+                pass
+        finally:
+            _FOREIGN.release()
 
     def _peer(self) -> tuple[int, int]:
         creds = self.request.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, struct.calcsize("3i"))
@@ -185,6 +233,10 @@ def respond(daemon: Daemon, method: str, target: str, bearer: str | None, raw: b
         if method == "POST" or status in (401, 403):
             daemon.audit(who, _action(parts, body), f"refused: {exc.diagnostics[0].code}", _audited(parts, body),
                          None)
+        if status in (401, 403):  # a bad, foreign or missing token, or a right it lacks: on the timeline too
+            env = body.get("env") or body.get("to") or query.get("env")
+            daemon.intrusions.request_refused(who, clean(f"{method} {url.path}"), exc.diagnostics[0].code,
+                                              env if isinstance(env, str) and re.fullmatch(NAME_PATTERN, env) else None)
         return _envelope(daemon, status, {"ok": False,
                                           "diagnostics": [d.model_dump(mode="json") for d in exc.diagnostics]})
     except Exception as exc:  # the API answers every request with a diagnostic
@@ -194,6 +246,26 @@ def respond(daemon: Daemon, method: str, target: str, bearer: str | None, raw: b
         return _envelope(daemon, 500, {"ok": False, "diagnostics": [diag.model_dump(mode="json")]})
     finally:
         daemon.answered()  # an operation this request queued starts only now (see Daemon._queue)
+
+
+def _read_head(sock: socket.socket, within: float, limit: int = 8192) -> bytes:
+    """What a refused peer sent first (its request line and headers), read for ``within`` seconds at most in all:
+    a peer that sends slowly holds the reading thread no longer than that."""
+    deadline = time.monotonic() + within
+    head = b""
+    while len(head) < limit and b"\r\n\r\n" not in head:
+        remaining = deadline - time.monotonic()
+        if remaining <= 0:
+            break
+        try:
+            sock.settimeout(remaining)
+            chunk = sock.recv(limit - len(head))
+        except OSError:
+            break
+        if not chunk:
+            break
+        head += chunk
+    return head.split(b"\r\n\r\n", 1)[0]
 
 
 def _envelope(daemon: Daemon, status: int, body: dict[str, Any]) -> tuple[int, bytes]:  # already JSON-able

@@ -7,9 +7,12 @@ fields of a request (environment, plan, name, role, kind) are recorded.
 
 from __future__ import annotations
 
+import threading
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
+from railguard.daemon.incidents import action
+from railguard.daemon.intrusions import EVENT, Attempt, message
 from railguard.engine.guard import require
 from railguard.engine.workspace import Workspace, require_env
 from railguard.model.api import (
@@ -17,6 +20,8 @@ from railguard.model.api import (
     AuditVerification,
     BuiltInRule,
     CreatedToken,
+    Evidence,
+    IncidentKind,
     Policies,
     SecretInfo,
     TokenInfo,
@@ -24,9 +29,14 @@ from railguard.model.api import (
 from railguard.model.diagnostics import RailguardError, error
 from railguard.model.principals import WIDENING_ROLES, Permission, Principal, Role
 from railguard.model.resources import environment_config
+from railguard.providers.base import DescribeRequest, Provider
 from railguard.state import audit, secretstore, tokens
 from railguard.state.store import Store
 
+if TYPE_CHECKING:
+    from railguard.daemon.observation import Observer
+
+_SEEN_LOCK = threading.Lock()  # the per-environment counts of refused attempts (security_summary)
 AUDITED_FIELDS = ("env", "plan_id", "kind", "name", "role", "envs", "to", "from", "confirm", "reason", "channel")
 
 BUILT_IN = [
@@ -47,6 +57,9 @@ BUILT_IN = [
 class Governance:
     home: Path
     anchor: Path
+    provider: Provider
+    observer: Observer
+    _seen_security: dict[str, tuple[int, str | None]] | None = None
 
     def store(self) -> Store:
         raise NotImplementedError
@@ -163,3 +176,60 @@ class Governance:
             "freezes": config["freezes"],
             "built_in": [BuiltInRule(rule=r, effect=e, applies_to=d) for r, e, d in BUILT_IN],
             "rules": config["policies"]})
+
+    def record_intrusion(self, attempt: Attempt) -> None:
+        """A refused attempt (see :mod:`railguard.daemon.intrusions`): an event, a signed audit entry and, when an
+        environment's own OS user made it (its app code), an incident on that environment."""
+        store = self.store()
+        data: dict[str, Any] = {"principal": attempt.principal, "what": attempt.what, "code": attempt.code,
+                                **attempt.detail}
+        if attempt.suppressed:
+            data["suppressed"] = attempt.suppressed
+        line = message(attempt)
+        with _SEEN_LOCK:  # the event and its count together: security_summary never counts one twice
+            store.add_event(attempt.env, EVENT, line, data=data)
+            known = self._security_seen().get(attempt.env) if attempt.env is not None else None
+            if attempt.env is not None and known is not None:  # counted from the timeline once; from then on here
+                self._security_seen()[attempt.env] = (known[0] + 1, line)
+        if not attempt.audited:  # a refused request was audited by the API already
+            audit.append(store, self.anchor, principal=attempt.principal, action=EVENT,
+                         outcome=f"refused: {attempt.code}", env=attempt.env, detail=data)
+        if attempt.env is not None and "uid" in attempt.detail:
+            self.observer.incidents.open(
+                IncidentKind.security_refused, attempt.env,
+                f"code of {attempt.env} (OS user {attempt.detail.get('user')}) tried the control plane and was "
+                "refused", evidence=[Evidence(kind="security", summary=line, lines=[attempt.what])],
+                next_actions=[
+                    action("list_events", f"railguard events --env {attempt.env}",
+                           "Read every refused attempt recorded for this environment (kind security.refused).",
+                           env=attempt.env),
+                    action("list_releases", f"railguard releases --env {attempt.env}",
+                           "Find the release whose code tried it; review that code, roll it back if it is not "
+                           "yours, then acknowledge the incident (`railguard incident ID --ack`).",
+                           env=attempt.env)])
+
+    def security_summary(self, env: str) -> tuple[int, str | None]:
+        """How many refused attempts are recorded for ``env`` and the newest: read from the timeline once per
+        daemon (a scan of the environment's events), then kept up to date as attempts are recorded, so a status
+        poll does not scan the events each time."""
+        with _SEEN_LOCK:
+            known = self._security_seen().get(env)
+            if known is None:
+                refused = self.store().events(env, 1_000_000, kind=EVENT)
+                known = self._security_seen()[env] = (len(refused), refused[-1].message if refused else None)
+            return known
+
+    def _security_seen(self) -> dict[str, tuple[int, str | None]]:
+        if self._seen_security is None:  # per daemon: the class attribute is only the "not yet" marker
+            self._seen_security = {}
+        return self._seen_security
+
+    def environment_users(self) -> dict[str, str]:
+        """OS user -> environment, for the environments whose processes run as their own user now."""
+        store = self.store()
+        found: dict[str, str] = {}
+        for env in store.environment_names():
+            user = self.provider.describe(DescribeRequest(env=env)).user
+            if user:
+                found[user] = env
+        return found

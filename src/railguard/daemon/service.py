@@ -27,6 +27,7 @@ from typing import Any
 from railguard.daemon import housekeeping
 from railguard.daemon.execs import ExecSessions
 from railguard.daemon.governance import Governance
+from railguard.daemon.intrusions import Intrusions
 from railguard.daemon.mode import Mode
 from railguard.daemon.observation import Observer
 from railguard.daemon.secrets_ops import MANAGED_BY, Secrets
@@ -106,6 +107,7 @@ class Daemon(Governance, ExecSessions):
         self._threads: list[threading.Thread] = []
         self.on_stop: Callable[[], None] | None = None  # set by the server: stop serving
         self.observer = Observer(self)  # request metrics, verification, incidents, alerts (its own thread)
+        self.intrusions = Intrusions(self.record_intrusion, self.environment_users)  # refused attempts, recorded
 
     # -- plumbing ------------------------------------------------------------------------------
     def store(self) -> Store:

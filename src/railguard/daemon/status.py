@@ -66,7 +66,14 @@ def describe(daemon: Daemon, env: str, spec_path: str | None) -> EnvironmentStat
         databases=[DatabaseStatus(name=o.address.split("/database.", 1)[1], address=o.address,
                                   engine=str(o.config.get("engine", "sqlite")), status=o.status.health,
                                   message=o.message) for o in observed if o.kind == "database"],
+        **_security(daemon, env),
     )
+
+
+def _security(daemon: Daemon, env: str) -> dict[str, int | str | None]:
+    """What this environment's code (or a caller naming it) tried against the control plane, as recorded."""
+    count, last = daemon.security_summary(env)
+    return {"security_refused": count, "security_last": last}
 
 
 _SPECS: dict[str, tuple[tuple[int, int], Spec]] = {}  # parsed specs by path, while the file is unchanged

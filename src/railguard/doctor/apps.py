@@ -163,12 +163,13 @@ def run_release(ctx: Context, prepared: Prepared, data_dir: Path, label: str) ->
     log_path = ctx.scratch.home / "logs" / f"{prepared.name}.{label}.release.log"
     log_path.parent.mkdir(parents=True, exist_ok=True)
     data_dir.mkdir(parents=True, exist_ok=True)
+    ctx.scratch.hand_over(data_dir)
     started = time.monotonic()
     with log_path.open("ab") as out:
         try:
             proc = subprocess.Popen(argv, cwd=prepared.artifact.src, env=environ(ctx, prepared, data_dir, None),
                                     stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT,
-                                    start_new_session=True)
+                                    start_new_session=True, **ctx.scratch.runtime.popen_user())
         except OSError as exc:
             return Ran(argv, 127, 0.0, [f"cannot run {argv[0]!r}: {exc.strerror or exc}"])
         code: int | None = None
@@ -239,6 +240,7 @@ def launch(ctx: Context, prepared: Prepared, data_dir: Path, label: str) -> Runn
     """Start one replica in scratch (its own session, scratch port, replica environment). Raises CheckStop."""
     port, notes = ctx.scratch.port() if prepared.config["listen"] else (None, [])
     cfg = prepared.config
+    ctx.scratch.hand_over(data_dir)
     try:
         process = ctx.scratch.runtime.start(
             f"doctor.{prepared.name}.{label}", cfg, environ=environ(ctx, prepared, data_dir, port),

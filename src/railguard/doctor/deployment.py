@@ -86,7 +86,13 @@ class Deployment:
         return out
 
     def _context(self) -> ExecContext:
-        return ExecContext(source_root=self.ctx.source_root, spec_root=self.ctx.ws.root)
+        user = self.ctx.scratch.user
+        if user is None:
+            return ExecContext(source_root=self.ctx.source_root, spec_root=self.ctx.ws.root)
+        # Isolated scratch: the drill's replicas run as the scratch user, its builds as rg-build-scratch-<app>
+        # (the provider names build users after ``app``), never as the real environment's users.
+        return ExecContext(source_root=self.ctx.source_root, spec_root=self.ctx.ws.root,
+                           app=f"scratch-{self.ctx.spec.app.name}", users={self.ctx.env: user})
 
     def apply(self, desired: list[Resource]) -> tuple[dict[str, Any], list[Diagnostic]]:
         """Deploy the environment's ``desired`` resources (rewritten here for scratch).

@@ -145,21 +145,31 @@ def workload(ctx: Context) -> list[Finding]:
                 remediation="Run the daemon as root on a state folder other users can traverse so each "
                             "environment runs as its own user (docs/guardrails.md, workload isolation)."))
     if level == "isolated":
-        findings.append(_scratch_not_isolated())
+        findings.append(_scratch(ctx))
     return findings
 
 
-def _scratch_not_isolated() -> Finding:
-    """The doctor's own scratch build and replicas run as whoever runs the doctor, not as an environment user."""
+def _scratch(ctx: Context) -> Finding:
+    """Whether the doctor's own scratch build and replicas run the app's code as a scratch user of their own."""
+    user = ctx.scratch.user
+    if user is not None:
+        return Finding(
+            status=Status.passed, subject="doctor",
+            summary=f"the doctor's scratch runs are isolated: they run as {user}",
+            evidence=["the scratch build runs as its own build user and the release command, replicas and drills "
+                      f"as {user}, owner of the scratch data folders only: the app's code cannot read the state "
+                      "folder or the keys from there"])
     uid = os.geteuid()
     who = "root" if uid == 0 else f"uid {uid}"
     return Finding(
         status=Status.warn if uid == 0 else Status.passed, subject="doctor",
         summary=f"the doctor's scratch build and replicas are not isolated: they run as {who}",
         evidence=["the environments' processes are isolated, but the checks that build and start the app in a "
-                  "scratch folder (artifact, start, health) run it with the doctor's own authority"],
-        remediation=("Run `railguard doctor` as an unprivileged user, or only on app code you have reviewed, "
-                     "until scratch runs are isolated too." if uid == 0 else ""))
+                  "scratch folder (artifact, start, health) run it with the doctor's own authority"
+                  + ("; a scratch user needs the scratch folder ($TMPDIR) and the Python the artifacts are made "
+                     "from to be reachable by other users" if uid == 0 else "")],
+        remediation=("Point TMPDIR at a folder other users can traverse (e.g. /tmp) so the scratch runs as its "
+                     "own user, or run `railguard doctor` only on app code you have reviewed." if uid == 0 else ""))
 
 
 def isolation(ctx: Context) -> list[Finding]:

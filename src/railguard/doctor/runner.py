@@ -164,6 +164,7 @@ def run(ws: Workspace, env: str, ids: list[str] | None = None, *, base: Path | N
     cleanup: list[str] = []
     try:
         scratch = Scratch(base, allocate)
+        scratch.isolate(spec.app.name)  # as root: the app's code in scratch runs as rg-scratch-<app>
     except OSError as exc:
         raise RailguardError(error(
             "doctor.no_scratch", "The scratch folder could not be created",

@@ -8,6 +8,11 @@ the system temporary folder (``$TMPDIR``), never inside a real state or data fol
 starting go through the runtime's scratch facade (:class:`railguard.providers.base.ScratchRuntime`). Real folders are
 only ever read: artifacts are copied from the real state folder, data folders are copied with
 :func:`railguard.doctor.fingerprint.copy_data`. Created and closed by the doctor's runner.
+
+The app's code is untrusted here too. When the runtime can isolate (the doctor runs as root), :meth:`isolate`
+makes the build run as ``rg-build-scratch-<app>`` and the release command, replicas and drills as
+``rg-scratch-<app>``: an unprivileged user of its own, owner of the scratch data folders (0700), able to
+traverse the scratch (0711) and read its sealed artifacts, never to read the state folder or the keys.
 """
 
 from __future__ import annotations
@@ -49,6 +54,29 @@ class Scratch:
         self._counter = 0
         self.closers: list[Callable[[], None]] = []
         self.extra: list[Path] = []  # short folders outside root, for Unix sockets (see socket_folder)
+        self.user: str | None = None  # the scratch user the app's code runs as (see isolate), None: ours
+
+    def isolate(self, app: str) -> str | None:
+        """Run the app's code in this scratch as the runtime's scratch user, when it can; its name, or None."""
+        for folder in (self.root, self.home):
+            folder.chmod(0o711)  # traversable (never listable) by the scratch user, down to its artifacts
+        self.user = self.runtime.isolate(app, self.root)
+        if self.user is None:
+            for folder in (self.root, self.home):
+                folder.chmod(0o700)
+        else:
+            (self.home / "artifacts").mkdir(mode=0o711, exist_ok=True)
+            (self.home / "artifacts").chmod(0o711)
+        return self.user
+
+    def hand_over(self, data_dir: Path) -> None:
+        """A scratch data folder becomes the scratch user's alone before the app's code runs on it."""
+        if self.user is None:
+            return
+        try:
+            self.runtime.hand_over(data_dir)
+        except OSError:  # a path made impossible on purpose (``blocked``): the app meets that failure itself
+            pass
 
     # -- places ------------------------------------------------------------------------------
     def folder(self, name: str) -> Path:
@@ -56,6 +84,8 @@ class Scratch:
         self._counter += 1
         path = self.root / f"{name}-{self._counter}"
         path.mkdir(parents=True)
+        if self.user is not None:
+            path.chmod(0o711)  # a scratch state folder (drills) must be traversable by the scratch user
         return path
 
     def socket_folder(self, name: str) -> Path:
@@ -67,6 +97,8 @@ class Scratch:
         if len(str(path / "edge" / "admin.sock")) <= 100:
             return path
         short = Path(tempfile.mkdtemp(prefix="rgdoc-", dir="/tmp")).resolve()
+        if self.user is not None:
+            short.chmod(0o711)
         self.extra.append(short)
         return short
 

@@ -69,7 +69,8 @@ def command_target(ws: Workspace, request: ExecRequest, store: Store, who: Princ
     data_dir = desired.config.get("data_dir")
     return CommandRequest(env=request.env, service=request.service, release=release.number,
                           argv=list(request.argv), desired=desired,
-                          data_dir=str((ws.root / data_dir).resolve()) if data_dir else None)
+                          data_dir=str((ws.root / data_dir).resolve()) if data_dir else None,
+                          app=spec.app.name, user=env.user)
 
 
 def is_protected(ws: Workspace, store: Store, env: str) -> bool:

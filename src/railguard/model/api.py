@@ -722,6 +722,9 @@ class EnvironmentStatus(Record):
                                                               "user) or 'shared-user' (as the daemon's).")
     user: str | None = Field(default=None, description="The OS user its processes run as, when isolated.")
     databases: list[DatabaseStatus] = Field(default_factory=list)
+    security_refused: int = Field(default=0, description="Refused attempts against the control plane recorded "
+                                  "for this environment (security.refused events on its kept timeline).")
+    security_last: str | None = Field(default=None, description="The newest such attempt, as recorded.")
 
 
 # -- incidents (placeholder for continuous observation) ----------------------------------------------------
@@ -741,6 +744,7 @@ class IncidentKind(StrEnum):
     replica_killed = "replica_killed"
     drift = "drift"
     audit_tamper = "audit_tamper"
+    security_refused = "security_refused"  # an environment's code tried the control plane (docs/guardrails.md)
 
 
 class IncidentEntry(Record):

@@ -10,6 +10,7 @@ problem at once. Called by :func:`railguard.model.specfile.parse_spec`.
 from __future__ import annotations
 
 import os
+import shutil
 from collections.abc import Iterator
 
 from railguard.model.dbchecks import database_rules
@@ -133,9 +134,14 @@ def _service_variables(name: str, env_name: str, service: Service) -> Iterator[D
 
 
 def lowest_unprivileged_port() -> int:
-    """The lowest port this user may bind: 0 with root or CAP_NET_BIND_SERVICE, else the kernel's setting."""
+    """The lowest port this user may bind: 0 with root or CAP_NET_BIND_SERVICE, else the kernel's setting.
+
+    Root with workload isolation runs Caddy as ``rg-edge`` and gives it CAP_NET_BIND_SERVICE through util-linux
+    ``setpriv`` (providers/local/edge.py); without ``setpriv`` it could not, so low ports are refused here,
+    before anything changes."""
     if os.geteuid() == 0:
-        return 0
+        isolating = (os.environ.get("RAILGUARD_ISOLATION") or "auto").lower() != "off"
+        return 1024 if isolating and shutil.which("setpriv") is None else 0
     try:
         with open("/proc/self/status") as status:
             caps = next((line.split()[1] for line in status if line.startswith("CapEff:")), "0")
@@ -160,8 +166,9 @@ def _privileged_ports(spec: Spec) -> Iterator[Diagnostic]:
                     f"environments.{env_name}.{key} = {port}, but ports below {lowest} can only be bound by root "
                     "or a process with CAP_NET_BIND_SERVICE, so the edge could not listen there.",
                     f"Use a port of {lowest} or above (e.g. 8443 for HTTPS, 8080 for HTTP) and forward 443/80 to it, "
-                    "or grant the capability to Caddy (`setcap cap_net_bind_service=+ep $(which caddy)`), then "
-                    "run `railguard validate`.", address=f"environments.{env_name}.{key}")
+                    "or grant the capability to Caddy (`setcap cap_net_bind_service=+ep $(which caddy)`; as root, "
+                    "install util-linux's `setpriv`, which starts Caddy with it), then run `railguard validate`.",
+                    address=f"environments.{env_name}.{key}")
 
 
 def _edge_ports(spec: Spec) -> Iterator[Diagnostic]:

@@ -156,6 +156,8 @@ CODES: dict[str, str] = {
     "auth.token_expired": "The token expired.",
     "auth.token_exists": "A token with that name exists.",
     "auth.forbidden": "The principal's role or environment scope does not allow the request.",
+    "auth.foreign_user": "A process of another OS user (an isolated app) connected to the daemon's socket: refused "
+                         "and recorded as security.refused.",
     "auth.needs_terminal": "A power-widening action needs a confirmation typed on a terminal.",
     "policy.denied": "A policy verdict denies the plan.",
     "policy.approval_required": "The plan needs an approval it does not have.",

@@ -267,6 +267,9 @@ class CommandRequest(_Message):
     desired: Resource | None = Field(default=None, description="The release's frozen service resource: finds its "
                                      "artifact and config when no replica set of that release runs.")
     data_dir: str | None = Field(default=None, description="Absolute data folder of the environment.")
+    app: str | None = Field(default=None, description="The app's name (names the environment's OS user when no "
+                                                      "replica runs to take it from).")
+    user: str | None = Field(default=None, description="The OS user the spec names for the environment.")
 
 
 class CommandProcess(Protocol):
@@ -457,4 +460,17 @@ class ScratchRuntime(Protocol):
 
     def tail(self, path: Path, lines: int) -> list[str]:
         """The last lines of a log file the runtime wrote."""
+        ...
+
+    def isolate(self, app: str, root: Path) -> str | None:
+        """Run what is the app's code in the scratch ``root`` (build, release command, replicas) as an unprivileged
+        scratch user of its own, when the runtime can (as root); its name, or None (runs as the doctor's user)."""
+        ...
+
+    def hand_over(self, path: Path) -> None:
+        """Make a scratch data folder the scratch user's alone (nothing when not isolated)."""
+        ...
+
+    def popen_user(self) -> dict[str, Any]:
+        """``subprocess`` arguments that start a process as the scratch user (empty when not isolated)."""
         ...

@@ -92,8 +92,69 @@ def write_data() -> tuple[bool, str]:
         return False, f"{type(exc).__name__}: {exc}"
 
 
+def _ask_daemon(request: bytes) -> str:
+    """One request on the daemon's API socket; its answer's first bytes (or the error)."""
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    sock.settimeout(10)
+    try:
+        sock.connect(str(STATE / "daemon.sock"))
+        sock.sendall(request)
+        answer = b""
+        while len(answer) < 65536:
+            chunk = sock.recv(65536)
+            if not chunk:
+                break
+            answer += chunk
+            if b"\r\n\r\n" in answer:
+                head, _, body = answer.partition(b"\r\n\r\n")
+                length = next((int(line.split(b":")[1]) for line in head.split(b"\r\n")
+                               if line.lower().startswith(b"content-length:")), 0)
+                if len(body) >= length:
+                    break
+        return answer.decode("latin-1")
+    finally:
+        sock.close()
+
+
+def call_daemon() -> tuple[bool, str]:
+    """Call the daemon's API without a token (in same-user mode its OS user is admin)."""
+    try:
+        answer = _ask_daemon(b"GET /v1/whoami HTTP/1.1\r\nHost: railguard\r\nContent-Length: 0\r\n\r\n")
+    except Exception as exc:
+        return False, f"{type(exc).__name__}: {exc}"
+    return '"ok": true' in answer, answer.split("\r\n", 1)[0] + " " + answer[-300:]
+
+
+def forged_token() -> tuple[bool, str]:
+    """Call the daemon's API with a made-up token, asking for production's status."""
+    try:
+        answer = _ask_daemon(b"GET /v1/status?env=production HTTP/1.1\r\nHost: railguard\r\n"
+                             b"Authorization: Bearer rg_forged_0000\r\nContent-Length: 0\r\n\r\n")
+    except Exception as exc:
+        return False, f"{type(exc).__name__}: {exc}"
+    return '"ok": true' in answer, answer.split("\r\n", 1)[0] + " " + answer[-300:]
+
+
+def flood_daemon() -> tuple[bool, str]:
+    """Open 300 connections to the daemon's socket at once, to flood its store with records (or its threads)."""
+    opened, refused = [], 0
+    for _ in range(300):
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        try:
+            sock.connect(str(STATE / "daemon.sock"))
+            sock.sendall(b"GET /v1/whoami HTTP/1.1\r\nContent-Length: 0\r\n\r\n")
+            opened.append(sock)
+        except OSError:
+            refused += 1
+            sock.close()
+    for sock in opened:
+        sock.close()
+    return False, f"{len(opened)} connections opened, {refused} refused"
+
+
 ATTACKS = {"write_state_db": write_state_db, "tamper_artifact": tamper_artifact, "join_edge": join_edge,
-           "read_environ": read_environ, "write_data": write_data}
+           "read_environ": read_environ, "write_data": write_data, "call_daemon": call_daemon,
+           "forged_token": forged_token, "flood_daemon": flood_daemon}
 ATTACKING = "TARGET_STATE" in os.environ  # production runs the same code, harmlessly
 REPORT = {name: dict(zip(("possible", "detail"), attack(), strict=True))
           for name, attack in ATTACKS.items() if ATTACKING}

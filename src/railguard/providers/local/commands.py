@@ -24,7 +24,7 @@ from railguard.model.plans import Change
 from railguard.model.resources import ObservedResource
 from railguard.providers.base import LATEST, ApplyRequest, ApplyResponse, CommandRequest, Progress
 from railguard.providers.local import artifacts
-from railguard.providers.local.isolation import Level, lookup, user_name
+from railguard.providers.local.isolation import Level, RunAs, lookup, prepare_data, user_name
 from railguard.providers.local.processes import as_user
 from railguard.providers.local.replicas import not_installed, pinned, replica_env
 from railguard.providers.local.runtime import ReplicaSet, RuntimeState
@@ -86,7 +86,8 @@ class Commands:
     isolation: Level
 
     def start_command(self, request: CommandRequest, stdio: tuple[int, int, int] | None) -> LocalCommand:
-        cwd, environ = self._command_context(request)
+        run_as = lookup(self._command_user(request))
+        cwd, environ = self._command_context(request, run_as)
         if (missing := not_installed(request.argv, environ)) is not None:
             raise RailguardError(error(
                 "exec.not_found", f"'{request.argv[0]}' is not in release {request.release}", missing,
@@ -95,8 +96,7 @@ class Commands:
         out = stdio if stdio is not None else (subprocess.DEVNULL, subprocess.PIPE, subprocess.STDOUT)
         try:  # as the environment's OS user when the runtime isolates: never with the daemon's authority
             proc = subprocess.Popen(request.argv, cwd=cwd, env=environ, stdin=out[0], stdout=out[1], stderr=out[2],
-                                    start_new_session=True, close_fds=True,
-                                    **as_user(lookup(self._command_user(request))))
+                                    start_new_session=True, close_fds=True, **as_user(run_as))
         except OSError as exc:
             raise RailguardError(error(
                 "exec.not_found", f"'{request.argv[0]}' could not be started",
@@ -110,7 +110,7 @@ class Commands:
         argv, release = _command_of(request.change)
         service = request.change.address.split("/service.")[-1]
         command = CommandRequest(env=request.env, service=service, release=release, argv=argv, desired=None,
-                                 data_dir=request.data_dir)
+                                 data_dir=request.data_dir, app=request.app, user=request.user)
         live = [rs for rs in self.state.env(request.env).of(service) if rs.release == release and rs.replicas]
         redact = Redactor()
         if live:
@@ -147,16 +147,17 @@ class Commands:
         raise NotImplementedError
 
     def _command_user(self, request: CommandRequest) -> str | None:
-        """The user of the release's running replicas; isolated without one running: the environment's default
-        user name (an unprivileged user, never the daemon's own)."""
+        """The user of the release's running replicas; isolated without one running: the environment's user as a
+        rollout names it (the spec's, else ``rg-<app>-<env>``), so the command reads the same data folder."""
         if not self.isolation.isolated:
             return None
         with self.state.lock:
             sets = [rs for rs in self.state.env(request.env).of(request.service) if rs.replicas]
         user = sets[0].replicas[0].spec.user if sets else None
-        return user or user_name(None, request.env, self.home)
+        return user or request.user or user_name(request.app, request.env, self.home)
 
-    def _command_context(self, request: CommandRequest) -> tuple[Path, dict[str, str]]:
+    def _command_context(self, request: CommandRequest,
+                         run_as: RunAs | None = None) -> tuple[Path, dict[str, str]]:
         """The working folder and environment the release's replicas have (or would have)."""
         with self.state.lock:
             sets = [rs for rs in self.state.env(request.env).of(request.service)
@@ -170,7 +171,8 @@ class Commands:
         if found is None:
             raise _no_artifact(request, "its artifact is gone (retention keeps the newest releases only)")
         data_dir = Path(request.data_dir) if request.data_dir else self.home / "data" / request.env
-        data_dir.mkdir(parents=True, exist_ok=True)
+        if not data_dir.exists():  # made the environment user's, as a rollout makes it; an existing one is left as is
+            prepare_data(data_dir, run_as)
         environ = replica_env(cfg, env=request.env, service=request.service, release=request.release, index=None,
                               port=None, data_dir=data_dir, artifact=found, home=self.home,
                               secrets=self.secret_values(request.env, pinned(cfg)))

@@ -16,6 +16,12 @@ the edge (a route, a host, the port, whether a route has replicas at all) posts 
 Caddy applies as a reload: that re-binds the listeners and closes idle keep-alive connections (Caddy 2.11 has
 no setting that keeps them; docs/runtime.md). That is why the local provider runs one Caddy per environment.
 
+Isolated, Caddy runs as ``rg-edge``, which may not bind a port below 1024. Only when its environment asks
+for one (``edge_port`` or ``https_port`` < 1024), Caddy is started through util-linux ``setpriv`` with
+``CAP_NET_BIND_SERVICE`` as its one ambient capability (bounding set reduced to it, no new privileges):
+nothing else gains it, not its resolver, not the replicas. A running Caddy whose capability does not match
+what its ports need (a port moved below or above 1024) is restarted before the new config is posted.
+
 The admin API listens only on a Unix socket inside a 0700 run directory, so no
 other local user (or browser page) can reconfigure the edge. Caddy writes its own log
 to ``caddy.log`` and rolls it itself (:func:`bootstrap_config`); its stdout and stderr,
@@ -77,6 +83,8 @@ _ENV_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$")
 _CREATE_TIME_TOLERANCE = 0.5
 _POLL = 0.02
 _START_TIMEOUT = 10.0
+PRIVILEGED_BELOW = 1024
+_CAP_NET_BIND_SERVICE = 10
 
 
 class EdgeError(Exception):
@@ -104,6 +112,40 @@ def _same_process(proc: psutil.Process, create_time: float, config_path: Path) -
     return bool(cmd) and Path(cmd[0]).name == "caddy" and "run" in cmd and str(config_path) in cmd
 
 
+def _uid(proc: psutil.Process) -> int | None:
+    try:
+        return int(proc.uids().effective)
+    except psutil.Error:
+        return None
+
+
+def needs_low_ports(*ports: int | None) -> bool:
+    """Whether any of the edge's ports is below 1024 (binding it takes CAP_NET_BIND_SERVICE)."""
+    return any(p is not None and 0 < p < PRIVILEGED_BELOW for p in ports)
+
+
+def can_bind_low(pid: int) -> bool:
+    """Whether process ``pid`` holds CAP_NET_BIND_SERVICE in its effective set (from /proc, the kernel's view)."""
+    try:
+        with open(f"/proc/{pid}/status") as status:
+            caps = next((line.split()[1] for line in status if line.startswith("CapEff:")), "0")
+        return bool(int(caps, 16) & (1 << _CAP_NET_BIND_SERVICE))
+    except (OSError, ValueError):
+        return False
+
+
+def privileged_argv(argv: list[str], run_as: RunAs) -> list[str]:
+    """``argv`` started as ``run_as`` with CAP_NET_BIND_SERVICE as its only capability (ambient, so it survives
+    the change of user and the exec), no supplementary groups, no way to gain more."""
+    setpriv = shutil.which("setpriv")
+    if setpriv is None:
+        raise EdgeError("a port below 1024 needs Caddy started with CAP_NET_BIND_SERVICE by `setpriv` (util-linux), "
+                        "which is not installed: install util-linux, or use a port of 1024 or above")
+    return [setpriv, f"--reuid={run_as.uid}", f"--regid={run_as.gid}", "--clear-groups",
+            "--bounding-set=-all,+net_bind_service", "--inh-caps=-all,+net_bind_service",
+            "--ambient-caps=-all,+net_bind_service", "--no-new-privs", "--", *argv]
+
+
 class CaddyEdge:
     def __init__(self, run_dir: Path, run_as: RunAs | None = None) -> None:
         # run_as: the edge's own user (isolation.EDGE_USER) when the runtime isolates; Caddy and its resolver
@@ -124,6 +166,7 @@ class CaddyEdge:
         self.out_path = self.run_dir / "caddy.out"
         self.config_path = self.run_dir / "bootstrap.json"
         self._child: subprocess.Popen[bytes] | None = None  # set only when we are the parent
+        self.low_ports = False  # whether the ports it serves need CAP_NET_BIND_SERVICE (set by set_environment)
         self.resolver = ResolverProcess(self.run_dir, run_as)
 
     @staticmethod
@@ -179,11 +222,14 @@ class CaddyEdge:
             env["HOME"] = str(self.run_dir)
             hand_to(self.run_dir, self.run_as)
         argv = [str(self.binary()), "run", "--config", str(self.config_path)]
+        user = as_user(self.run_as)
+        if self.run_as is not None and self.low_ports:
+            argv, user = privileged_argv(argv, self.run_as), {}  # setpriv changes the user itself, keeping the cap
         with open(self.out_path, "ab") as log:
             # Own session: Ctrl-C or the daemon dying must not take the edge down with it.
             self._child = subprocess.Popen(
                 argv, stdin=subprocess.DEVNULL, stdout=log, stderr=log, env=env,
-                cwd=self.run_dir, start_new_session=True, **as_user(self.run_as),
+                cwd=self.run_dir, start_new_session=True, **user,
             )  # fmt: skip
         create_time = psutil.Process(self._child.pid).create_time()
         tmp = self.pid_path.with_suffix(".tmp")
@@ -206,7 +252,29 @@ class CaddyEdge:
                     raise EdgeError(f"caddy did not become ready; log tail:\n{tail}") from None
                 time.sleep(_POLL)
 
-    def stop(self, timeout: float = 5.0) -> None:
+    def _privilege(self, port: int, https_port: int | None) -> None:
+        """Make the running Caddy hold CAP_NET_BIND_SERVICE exactly when its ports need it (restart otherwise).
+
+        Only an edge of its own user needs this: as the daemon's user it binds what the daemon may (validation
+        refuses a port below 1024 to a daemon that is not root)."""
+        wanted = needs_low_ports(port, https_port)
+        if self.run_as is None:
+            self.low_ports = wanted
+            return
+        if wanted:
+            privileged_argv([], self.run_as)  # setpriv missing: refused before Caddy is touched
+        with open(self.run_dir / "start.lock", "w") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            self.low_ports = wanted
+            proc = self._process()
+            if proc is not None and (can_bind_low(proc.pid) == wanted or _uid(proc) != self.run_as.uid):
+                return  # as it should be; or an edge adopted from a non-isolated daemon, kept until a restart
+            if proc is not None:
+                self._stop_caddy(5.0)
+            self._spawn()
+            self._wait_ready()
+
+    def _stop_caddy(self, timeout: float) -> None:
         proc = self._process()
         if proc is not None:
             with contextlib.suppress(EdgeError):
@@ -226,6 +294,9 @@ class CaddyEdge:
             self._child = None
         self.pid_path.unlink(missing_ok=True)
         self.socket_path.unlink(missing_ok=True)
+
+    def stop(self, timeout: float = 5.0) -> None:
+        self._stop_caddy(timeout)
         self.resolver.stop()
 
     def _request(self, method: str, path: str, body: Any = None, retry_for: float = 2.0) -> Any:
@@ -280,6 +351,7 @@ class CaddyEdge:
         except OSError as exc:
             raise EdgeError(str(exc)) from exc
         self._link_static(static_dir, routes)
+        self._privilege(port, https_port)
         before = self.resolver.table()
         mine = {k: v for k, v in before.items() if k.endswith(f".{env}.{_ZONE}")}
         self.resolver.publish({**{k: v for k, v in before.items() if k not in mine}, **table})

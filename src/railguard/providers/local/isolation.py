@@ -102,6 +102,14 @@ def user_name(app: str | None, env: str, home: Path) -> str:
     return name
 
 
+def scratch_user(app: str) -> str:
+    """``rg-scratch-<app>``: the doctor's scratch runs of the app (never an environment's user, never root)."""
+    name = re.sub(r"[^a-z0-9_-]", "-", f"rg-scratch-{app}".lower())
+    if len(name) > _USER_MAX:
+        name = name[:_USER_MAX - 9] + "-" + hashlib.sha256(name.encode()).hexdigest()[:8]
+    return name
+
+
 def ensure_user(name: str) -> RunAs:
     """The user, created (system user, own group, no login, no home) when it does not exist yet."""
     with _lock:

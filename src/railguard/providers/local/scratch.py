@@ -13,12 +13,13 @@ from pathlib import Path
 from typing import Any
 
 from railguard.providers.base import BuiltArtifact, CheckResult, GateResult, ScratchProcess
-from railguard.providers.local import artifacts
+from railguard.providers.local import artifacts, buildas, isolation
 from railguard.providers.local.health import readiness_gate
 from railguard.providers.local.processes import (
     ReplicaSpec,
     SpawnError,
     allocate_port,
+    as_user,
     is_alive,
     port_in_use,
     spawn,
@@ -64,6 +65,25 @@ class LocalProcess:
 
 
 class LocalScratch:
+    def __init__(self) -> None:
+        # Set by isolate(): the app's code in scratch then runs as rg-scratch-<app>, builds as
+        # rg-build-scratch-<app> (never the real build user, whose builds a scratch build's cleanup would kill).
+        self.run_as: isolation.RunAs | None = None
+        self.build_as: str | None = None
+
+    def isolate(self, app: str, root: Path) -> str | None:
+        if not isolation.detect(root).isolated:
+            return None
+        self.run_as = isolation.ensure_user(isolation.scratch_user(app))
+        self.build_as = buildas.build_user(f"scratch-{app}", root)
+        return self.run_as.name
+
+    def hand_over(self, path: Path) -> None:
+        isolation.prepare_data(path, self.run_as)
+
+    def popen_user(self) -> dict[str, Any]:
+        return as_user(self.run_as)
+
     def instance(self, home: Path) -> str:
         return instance_id(home)
 
@@ -84,7 +104,8 @@ class LocalScratch:
 
     def build_artifact(self, folder: Path, source_root: Path, digest: str, build: list[str] | None,
                        env: dict[str, str]) -> BuiltArtifact:
-        return artifacts.ensure(folder, source_root, digest, build, env)
+        with buildas.session(folder, self.build_as):
+            return artifacts.ensure(folder, source_root, digest, build, env)
 
     def environ(self, config: dict[str, Any], *, env: str, service: str, port: int | None, data_dir: Path,
                 artifact: BuiltArtifact, home: Path) -> dict[str, str]:
@@ -94,7 +115,8 @@ class LocalScratch:
     def start(self, name: str, config: dict[str, Any], *, environ: dict[str, str], artifact: BuiltArtifact,
               port: int | None, log_path: Path, stop_timeout: float) -> ScratchProcess:
         spec = ReplicaSpec(name=name, argv=list(config["run"]), cwd=artifact.src, env=environ, port=port,
-                           log_path=log_path, stop_timeout=stop_timeout)
+                           log_path=log_path, stop_timeout=stop_timeout,
+                           user=self.run_as.name if self.run_as else None)
         if (missing := not_installed(spec.argv, environ)) is not None:
             raise SpawnError(missing)
         return LocalProcess(Replica(spec, spawn(spec)), config)  # SpawnError is a StartFailed

@@ -1,0 +1,180 @@
+"""Attempts against the control plane that the daemon itself sees, recorded as ``security.refused``.
+
+The app is untrusted code (docs/guardrails.md). In an isolated install most of what it tries is refused
+by the kernel (file modes, ``/proc``, ``SO_REUSEPORT``) and never reaches the daemon; what a process
+prints about it is the app's word and proves nothing. What the daemon does see, from the kernel or
+from its own checks, and records here:
+
+- a connection to its API socket from an OS user other than its own or root (``SO_PEERCRED``, given by
+  the kernel, not the caller): refused before any request is answered; the uid names the environment
+  whose user it is, and the request line (never a header value) says what was tried;
+- a request refused for its credentials: an unknown, revoked or expired token, no token in token-only
+  mode, or a token used beyond its role or environments.
+
+Each becomes an event ``security.refused`` (on the environment's timeline when one is known), a signed
+audit entry, and, for an environment's own user, an incident (kind ``security_refused``). Recording
+is rate-limited (a burst, then one per 30 s per source; 20 a minute overall) and done on one
+background thread with a bounded queue, so a process that floods the socket can flood neither the
+store nor the accept loop: what is left out is counted and reported with the next record.
+Called by :mod:`railguard.daemon.api`.
+"""
+
+from __future__ import annotations
+
+import logging
+import pwd
+import queue
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+log = logging.getLogger("railguard.daemon")
+
+EVENT = "security.refused"
+BURST = 5  # records a source (an OS user, a principal) may make at once...
+PER_SOURCE_S = 30.0  # ...then one more per this many seconds
+PER_MINUTE = 20  # records per minute, all sources together
+_QUEUE = 64
+_SOURCES = 512  # sources remembered for the rate limit (the oldest are forgotten)
+_USERS_TTL_S = 30.0
+ATTRIBUTION_TRIES, ATTRIBUTION_WAIT_S = 6, 0.5  # an OS user not (yet) known as an environment's: asked again
+
+
+@dataclass
+class Attempt:
+    """One refused attempt, as recorded."""
+
+    source: str  # "uid:992" or a principal id
+    principal: str  # who, as the audit names it: "os:rg-app-staging" or "token:mallory"
+    env: str | None
+    what: str  # the request line or action tried
+    code: str  # the refusal's diagnostic code
+    detail: dict[str, Any] = field(default_factory=dict)  # uid, pid, user: kernel-given facts
+    suppressed: int = 0  # attempts of the same source left out since its last record
+    audited: bool = False  # the API already wrote the audit entry of this refusal
+
+
+class Intrusions:
+    """Rate-limits, attributes and records refused attempts (see the module docstring)."""
+
+    def __init__(self, record: Callable[[Attempt], None], users: Callable[[], dict[str, str]]) -> None:
+        # record: writes the event, audit entry and incident (the daemon's store); users: OS user -> environment
+        self._record = record
+        self._users = users
+        self._users_at = -_USERS_TTL_S
+        self._users_map: dict[str, str] = {}
+        self._lock = threading.Lock()
+        self._tokens: dict[str, tuple[float, float]] = {}  # source -> (records it may still make, when counted)
+        self._skipped: dict[str, int] = {}
+        self._minute: list[float] = []
+        self._queue: queue.Queue[Attempt] = queue.Queue(_QUEUE)
+        self._thread: threading.Thread | None = None
+
+    # -- what the API reports ------------------------------------------------------------------
+    def peer_refused(self, uid: int, pid: int, tried: str) -> None:
+        """A process of ``uid`` connected to the API socket and was refused (before anything was answered)."""
+        user = _user_name(uid)
+        # The environment is looked up when recorded (the background thread): a replica that connects the moment
+        # it starts may not be in the runtime's books yet.
+        self._offer(Attempt(source=f"uid:{uid}", principal=f"os:{user}", env=None, what=tried,
+                            code="auth.foreign_user", detail={"uid": uid, "pid": pid, "user": user}))
+
+    def request_refused(self, principal: str, what: str, code: str, env: str | None) -> None:
+        """A request was refused for its credentials (401/403): bad, foreign or missing token, or no right."""
+        self._offer(Attempt(source=principal, principal=principal, env=env, what=what, code=code, audited=True))
+
+    def environment_of(self, user: str, tries: int = 1) -> str | None:
+        """The environment whose processes run as ``user`` (None: not an environment's user), asking again up to
+        ``tries`` times, ATTRIBUTION_WAIT_S apart, while it is not known."""
+        for attempt in range(tries):
+            if attempt:
+                time.sleep(ATTRIBUTION_WAIT_S)
+            found = self._environment_of(user)
+            if found is not None:
+                return found
+        return None
+
+    def _environment_of(self, user: str) -> str | None:
+        now = time.monotonic()
+        with self._lock:
+            fresh = now - self._users_at < _USERS_TTL_S
+        if not fresh or user not in self._users_map:
+            try:
+                found = self._users()
+            except Exception:  # an unreadable store: the attempt is still recorded, without its environment
+                log.exception("cannot map OS users to environments")
+                found = {}
+            with self._lock:
+                self._users_map, self._users_at = found, now
+        return self._users_map.get(user)
+
+    # -- rate limit and hand-off ---------------------------------------------------------------
+    def _offer(self, attempt: Attempt) -> None:
+        """Record ``attempt`` unless its source spent its burst (refilled one per PER_SOURCE_S) or the minute's
+        budget is spent; what is left out is counted onto the source's next record."""
+        key = attempt.source
+        now = time.monotonic()
+        with self._lock:
+            self._minute = [t for t in self._minute if now - t < 60.0]
+            level, since = self._tokens.get(key, (float(BURST), now))
+            level = min(float(BURST), level + (now - since) / PER_SOURCE_S)
+            if level < 1.0 or len(self._minute) >= PER_MINUTE:
+                self._tokens[key] = (level, now)
+                self._skipped[key] = self._skipped.get(key, 0) + 1
+                return
+            self._tokens[key] = (level - 1.0, now)
+            attempt.suppressed = self._skipped.pop(key, 0)
+            self._minute.append(now)
+            if len(self._tokens) > _SOURCES:
+                for old in sorted(self._tokens, key=lambda k: self._tokens[k][1])[:len(self._tokens) - _SOURCES]:
+                    del self._tokens[old]
+                    self._skipped.pop(old, None)
+            if self._thread is None:
+                self._thread = threading.Thread(target=self._drain, name="railguard-intrusions", daemon=True)
+                self._thread.start()
+        try:
+            self._queue.put_nowait(attempt)
+        except queue.Full:
+            with self._lock:
+                self._skipped[key] = self._skipped.get(key, 0) + 1 + attempt.suppressed
+
+    def _drain(self) -> None:
+        while True:
+            attempt = self._queue.get()
+            try:
+                user = attempt.detail.get("user")
+                if attempt.env is None and isinstance(user, str):
+                    attempt.env = self.environment_of(user, ATTRIBUTION_TRIES)
+                self._record(attempt)
+            except Exception:  # a store that cannot take it must not end the thread
+                log.exception("cannot record a refused attempt")
+            finally:
+                self._queue.task_done()
+
+    def flush(self, timeout: float = 5.0) -> None:
+        """Wait until what was queued is recorded (tests, shutdown)."""
+        deadline = time.monotonic() + timeout
+        while self._queue.unfinished_tasks and time.monotonic() < deadline:
+            time.sleep(0.02)
+
+
+def message(attempt: Attempt) -> str:
+    """The event's one line: who, which environment, what was tried, and what was left out."""
+    where = f" (environment {attempt.env})" if attempt.env else ""
+    more = f"; {attempt.suppressed} more attempt(s) of the same kind not recorded" if attempt.suppressed else ""
+    return f"refused {attempt.principal}{where}: {attempt.what} [{attempt.code}]{more}"
+
+
+def clean(text: str, limit: int = 200) -> str:
+    """Untrusted text (a request line) as printable ASCII, cut to ``limit``: it ends up on terminals."""
+    shown = "".join(c if 32 <= ord(c) < 127 else "?" for c in text)
+    return shown[:limit] + ("..." if len(shown) > limit else "")
+
+
+def _user_name(uid: int) -> str:
+    try:
+        return pwd.getpwuid(uid).pw_name
+    except KeyError:
+        return str(uid)

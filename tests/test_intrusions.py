@@ -1,0 +1,106 @@
+"""The recorder of refused attempts: attribution, and the rate limit that keeps a flooding app from the store."""
+
+from __future__ import annotations
+
+import os
+import pwd
+
+import pytest
+
+from railguard.daemon import intrusions as intrusions_module
+from railguard.daemon.intrusions import BURST, PER_MINUTE, Attempt, Intrusions, clean, message
+
+
+def recorder(users: dict[str, str] | None = None) -> tuple[Intrusions, list[Attempt]]:
+    seen: list[Attempt] = []
+    return Intrusions(seen.append, lambda: dict(users or {})), seen
+
+
+def test_a_flood_is_cut_to_a_burst_and_the_rest_is_counted_on_the_next_record() -> None:
+    intrusions, seen = recorder()
+    for n in range(BURST + 40):
+        intrusions.request_refused("token:mallory", f"GET /v1/status?n={n}", "auth.forbidden", "production")
+    intrusions.flush()
+    assert len(seen) == BURST and all(a.suppressed == 0 for a in seen)
+    # Another source still gets through: one app's flood does not hide another's attempts (until the minute's cap).
+    intrusions.request_refused("token:eve", "GET /v1/tokens", "auth.forbidden", None)
+    intrusions.flush()
+    assert seen[-1].principal == "token:eve" and len(seen) == BURST + 1
+    # When the source may record again, the record says how many were left out.
+    key = "token:mallory"
+    level, at = intrusions._tokens[key]
+    intrusions._tokens[key] = (1.0, at)
+    intrusions.request_refused(key, "GET /v1/status", "auth.forbidden", "production")
+    intrusions.flush()
+    assert seen[-1].suppressed == 40 and "40 more attempt(s)" in message(seen[-1])
+
+
+def test_the_minute_cap_holds_across_sources() -> None:
+    intrusions, seen = recorder()
+    for n in range(PER_MINUTE * 3):
+        intrusions.request_refused(f"token:t{n}", "GET /v1/whoami", "auth.unknown_token", None)
+    intrusions.flush()
+    assert len(seen) == PER_MINUTE
+
+
+def test_a_peer_is_attributed_by_its_uid_to_the_environment_its_user_runs(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(intrusions_module, "ATTRIBUTION_WAIT_S", 0.01)
+    me = pwd.getpwuid(os.geteuid()).pw_name
+    intrusions, seen = recorder({me: "staging"})
+    intrusions.peer_refused(os.geteuid(), 4242, clean("GET /v1/whoami HTTP/1.1\x1b[2J"))
+    intrusions.peer_refused(65534 if me != "nobody" else 65533, 4243, "(no request sent)")
+    intrusions.flush()
+    first, second = seen
+    assert (first.env, first.principal, first.detail["pid"]) == ("staging", f"os:{me}", 4242)
+    assert first.what == "GET /v1/whoami HTTP/1.1?[2J" and first.code == "auth.foreign_user" and not first.audited
+    assert second.env is None  # not an environment's user: recorded without one
+
+
+def test_a_peer_not_yet_in_the_books_is_attributed_once_its_environment_knows_it(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """A replica that connects the moment it starts: its environment learns its user a moment later."""
+    monkeypatch.setattr(intrusions_module, "ATTRIBUTION_WAIT_S", 0.01)
+    me = pwd.getpwuid(os.geteuid()).pw_name
+    asked: list[int] = []
+
+    def users() -> dict[str, str]:
+        asked.append(1)
+        return {me: "staging"} if len(asked) >= 3 else {}
+
+    seen: list[Attempt] = []
+    intrusions = Intrusions(seen.append, users)
+    intrusions.peer_refused(os.geteuid(), 4242, "GET /v1/whoami HTTP/1.1")
+    intrusions.flush()
+    assert [a.env for a in seen] == ["staging"] and len(asked) == 3
+
+
+def test_a_refused_peer_that_sends_slowly_is_read_only_for_a_bounded_time() -> None:
+    import socket
+    import threading
+
+    from railguard.daemon.api import _read_head
+
+    ours, theirs = socket.socketpair()
+    stop = threading.Event()
+
+    def dribble() -> None:
+        theirs.sendall(b"GET /v1/whoami HTTP/1.1\r\nAuthorization: Bearer rg_x\r\nX-Slow: ")
+        for _ in range(40):  # 8 s of one byte every 0.2 s, never ending the headers
+            if stop.wait(0.2):
+                return
+            theirs.sendall(b"A")
+
+    thread = threading.Thread(target=dribble)
+    thread.start()
+    try:
+        head = _read_head(ours, 0.5)
+    finally:
+        stop.set()
+        thread.join()
+        ours.close()
+        theirs.close()
+    assert head.startswith(b"GET /v1/whoami HTTP/1.1\r\nAuthorization:") and head.count(b"A") < 40
+    a, b = socket.socketpair()
+    with a, b:
+        b.sendall(b"GET / HTTP/1.1\r\nHost: x\r\n\r\nBODY")
+        assert _read_head(a, 5.0) == b"GET / HTTP/1.1\r\nHost: x"  # the head only, as soon as it is complete
