@@ -354,10 +354,17 @@ class Cluster:
     def create_namespace(self, name: str) -> str:
         """Create a namespace (or reuse one) and wait until pods can be admitted in it (default SA + token)."""
         with self.client() as c:
-            r = c.post("/api/v1/namespaces", json={"apiVersion": "v1", "kind": "Namespace",
-                                                   "metadata": {"name": name}})
-            if r.status_code not in (201, 409):
-                raise AssertionError(f"creating namespace {name} failed: {r.status_code} {r.text[:500]}")
+            def created() -> bool:
+                r = c.post("/api/v1/namespaces", json={"apiVersion": "v1", "kind": "Namespace",
+                                                       "metadata": {"name": name}})
+                if r.status_code not in (201, 409):
+                    raise AssertionError(f"creating namespace {name} failed: {r.status_code} {r.text[:500]}")
+                # A namespace of the same name still being deleted (an earlier test's, deleted without waiting)
+                # refuses new objects: wait for it to go, then create it afresh.
+                got = c.get(f"/api/v1/namespaces/{name}")
+                return got.status_code == 200 and got.json().get("status", {}).get("phase") == "Active"
+
+            wait_until(created, 120, f"namespace {name} to be Active")
 
             def sa_ready() -> bool:
                 got = c.get(f"/api/v1/namespaces/{name}/serviceaccounts/default")
