@@ -9,9 +9,11 @@ re-export, and ``bench/k8s_control_plane.py``.
 
 Public API (stable; other branches build on it):
 
-``start_cluster(folder, *, agent=True) -> ContextManager[Cluster]``
+``start_cluster(folder, *, agent=True, timings=None) -> ContextManager[Cluster]``
     Starts everything in ``folder`` (certs, kubeconfigs, etcd data, ``logs/<component>.log``); stops and waits
     for every process on exit. Raises :class:`ClusterError` (with the tail of the failing component's log).
+    Call it from the main thread: each component gets a parent-death signal (``setpriv --pdeathsig``) so a
+    killed test run leaves nothing behind, and Linux sends it when the *thread* that started it ends.
 ``Cluster``
     ``server`` (``https://127.0.0.1:PORT``), ``ca_path`` (Path), ``ca_pem`` (str), ``folder``, ``agent``
     (:class:`~tests.k8s.nodeagent.NodeAgent`, or None), ``etcd_url``;
@@ -19,13 +21,15 @@ Public API (stable; other branches build on it):
     ``client(user="admin", timeout=30.0) -> httpx.Client`` (base URL, CA and bearer token set; caller closes);
     ``ssl_context() -> ssl.SSLContext`` (trusts the cluster's CA only);
     ``write_kubeconfig(path, user="admin", context="test", namespace=None) -> Path``;
-    ``create_namespace(name) -> str`` (idempotent; waits for its ``default`` ServiceAccount and token);
+    ``create_namespace(name) -> str`` (idempotent; waits out a namesake still terminating, then for the
+    ``default`` ServiceAccount and its token, so pods are admitted at once);
     ``delete_namespace(name, wait=True)``;
     ``apply(manifest, user="admin", manager="railguard-tests") -> dict`` (server-side apply, force);
     ``get(path, user="admin") -> dict | None`` (None on 404);
     ``processes`` (component name → Popen), ``rss_bytes() -> int``.
-    The agent: ``agent.behave(namespace, labels, mode)`` with mode ``ready``/``crashloop``/``never-ready``/``fail``,
-    ``agent.clear(namespace=None)``, ``agent.errors`` (see tests/k8s/nodeagent.py).
+    The agent: ``agent.behave(namespace, labels, mode)`` with mode ``ready``/``crashloop``/``never-ready``/``fail``/
+    ``image-pull-backoff``, ``agent.on_init(namespace, check)``, ``agent.clear(namespace=None)``, ``agent.errors``
+    (see tests/k8s/nodeagent.py).
 ``wait_until(check, timeout, what) -> T``
     Polls ``check()`` until it returns something truthy; fails with ``what`` and the last value seen.
 ``USERS``
@@ -354,10 +358,17 @@ class Cluster:
     def create_namespace(self, name: str) -> str:
         """Create a namespace (or reuse one) and wait until pods can be admitted in it (default SA + token)."""
         with self.client() as c:
-            r = c.post("/api/v1/namespaces", json={"apiVersion": "v1", "kind": "Namespace",
-                                                   "metadata": {"name": name}})
-            if r.status_code not in (201, 409):
-                raise AssertionError(f"creating namespace {name} failed: {r.status_code} {r.text[:500]}")
+            def created() -> bool:
+                r = c.post("/api/v1/namespaces", json={"apiVersion": "v1", "kind": "Namespace",
+                                                       "metadata": {"name": name}})
+                if r.status_code not in (201, 409):
+                    raise AssertionError(f"creating namespace {name} failed: {r.status_code} {r.text[:500]}")
+                # A namespace of the same name still being deleted (an earlier test's, deleted without waiting)
+                # refuses new objects: wait for it to go, then create it afresh.
+                got = c.get(f"/api/v1/namespaces/{name}")
+                return got.status_code == 200 and got.json().get("status", {}).get("phase") == "Active"
+
+            wait_until(created, 120, f"namespace {name} to be Active")
 
             def sa_ready() -> bool:
                 got = c.get(f"/api/v1/namespaces/{name}/serviceaccounts/default")

@@ -382,3 +382,16 @@ def test_the_node_keeps_renewing_its_lease_and_stays_ready(k8s_cluster: Cluster)
     # The server refused none of the agent's writes (a transport error under load would be retried, not listed).
     assert k8s_cluster.agent is not None
     assert [e for e in k8s_cluster.agent.errors if " pod " in e] == []
+
+
+def test_a_namespace_recreated_while_its_namesake_terminates_is_usable(k8s_cluster: Cluster) -> None:
+    k8s_cluster.create_namespace("t-recreated")
+    k8s_cluster.apply(deployment("t-recreated", "web", replicas=1))
+    k8s_cluster.delete_namespace("t-recreated", wait=False)
+    k8s_cluster.create_namespace("t-recreated")  # waits out the deletion
+    assert k8s_cluster.get("/apis/apps/v1/namespaces/t-recreated/deployments/web") is None
+    k8s_cluster.apply(deployment("t-recreated", "web", replicas=1))
+    wait_until(lambda: (k8s_cluster.get("/apis/apps/v1/namespaces/t-recreated/deployments/web") or {})
+               .get("status", {}).get("availableReplicas") == 1, 120, "web in the new namespace to be Available")
+    k8s_cluster.delete_namespace("t-recreated", wait=True)
+    assert k8s_cluster.get("/api/v1/namespaces/t-recreated") is None
