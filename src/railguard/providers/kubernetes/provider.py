@@ -271,8 +271,10 @@ class KubernetesProvider:
 
             own.append(artifacts.token_secret(target.namespace, artifacts.environment_token(self.home, env),
                                               labels(app, env)))
-        step("check", "begin", {"objects": len(own) + len(made.all())})
-        self._check(cluster, own + made.all(), change.address)
+        runs_job = made.job is not None and change.action in (Action.create, Action.replace)
+        sent = own + [m for m in made.all() if m is not made.job or runs_job]  # a Job's template is immutable
+        step("check", "begin", {"objects": len(sent)})
+        self._check(cluster, sent, change.address)
         step("check", "end", {})
         step("environment", "begin", {"namespace": target.namespace})
         for manifest in own:
@@ -282,7 +284,7 @@ class KubernetesProvider:
             step("secret", "begin", {"name": made.secret["metadata"]["name"]})
             cluster.apply(made.secret)
             step("secret", "end", {})
-        if made.job is not None and change.action in (Action.create, Action.replace):
+        if made.job is not None and runs_job:
             job = made.job["metadata"]["name"]
             step("job", "begin", {"job": job})
             cluster.apply(made.job)
