@@ -16,6 +16,7 @@ from typing import Any
 import pytest
 
 from railguard.engine import planner
+from railguard.model.canonical import digest
 from railguard.model.diagnostics import RailguardError
 from railguard.model.plans import Action, Change
 from railguard.model.resources import ObservedResource, Resource, desired_resources
@@ -368,3 +369,72 @@ def test_every_manifest_fits_the_servers_schema(rig: Rig) -> None:
     assert sorted(schema.unknown_fields(typo)) == ["spec.progressDeadline",
                                            "spec.template.spec.containers[0].readinesProbe"]
     connection.close()
+
+
+def test_a_service_without_image_fetches_its_artifact_by_digest(rig: Rig) -> None:
+    from railguard.sources.store import SnapshotStore, capture
+
+    app = rig.root / "app"
+    app.mkdir()
+    (app / "app.py").write_text("print('hello')\n")
+    snap, _ = capture(SnapshotStore.of(rig.root / ".railguard"), app)
+    desired = []
+    for resource in rig.desired():
+        config = dict(resource.config)
+        if resource.kind == "service":
+            config.pop("image")
+            config["source"] = snap.digest
+        if "kubernetes" in config:
+            config["kubernetes"] = {**config["kubernetes"], "artifact_store": "http://10.0.0.1:8700"}
+        desired.append(resource.model_copy(update={"config": config, "fingerprint": digest(config)}))
+    answers = rig.apply(desired)
+    assert all(a.ok for a in answers), [a.diagnostics for a in answers]
+    pod = rig.get("deployments/web")["spec"]["template"]["spec"]  # type: ignore[index]
+    (init,) = pod["initContainers"]
+    variables = {e["name"]: e.get("value") for e in init["env"]}
+    assert variables["RAILGUARD_ARTIFACT_URL"].startswith("http://10.0.0.1:8700/v1/artifacts/")
+    assert pod["containers"][0]["image"] == "python:3.12-slim" and pod["containers"][0]["workingDir"] == "/app/src"
+    token = rig.get("secrets/railguard-artifact-token")
+    assert token is not None and token["data"]["token"]
+    # Without an artifact store the service cannot get its code: refused before anything is applied.
+    bare = []
+    for resource in desired:
+        config = {**resource.config, "kubernetes": {**resource.config["kubernetes"], "artifact_store": None},
+                  "replicas": 3} if resource.kind == "service" else resource.config
+        bare.append(resource.model_copy(update={"config": config, "fingerprint": digest(config)}))
+    answers = rig.apply(bare, [c for c in rig.plan(bare) if c.kind == "service"])
+    assert not answers[0].ok and answers[0].diagnostics[0].code == "artifact.store_missing"
+    assert rig.get("deployments/web")["spec"]["replicas"] == 2  # type: ignore[index]
+
+
+def test_the_printed_role_is_enough_to_run_an_environment(rig: Rig, k8s_cluster: Cluster, tmp_path: Path) -> None:
+    """Railguard with exactly `railguard k8s rbac`'s Role (no cluster-wide right) plans, applies, rolls back."""
+    from railguard.providers.kubernetes import rbac
+
+    from .cluster import wait_until
+
+    k8s_cluster.create_namespace(rig.namespace)
+    for manifest in rbac.manifests(rig.namespace, "staging", users=["railguard-staging"]):
+        k8s_cluster.apply(manifest)
+    scoped = Rig(k8s_cluster, tmp_path / "scoped", rig.namespace, user="railguard-staging")
+    scoped.secrets = rig.secrets
+    wait_until(lambda: _allowed(scoped), 30, "the RoleBinding to take effect")
+    answers = scoped.apply(scoped.desired())
+    assert all(a.ok for a in answers), [a.diagnostics for a in answers]
+    assert scoped.cluster.agent is not None
+    scoped.cluster.agent.behave(rig.namespace, {"railguard.dev/release": "2"}, "crashloop")
+    answers = scoped.apply(scoped.desired(version="2"))
+    assert answers[-1].diagnostics[0].code == "cluster.rollout_failed"
+    assert "CrashLoopBackOff" in json.dumps(answers[-1].diagnostics[0].extra)  # pods and events readable
+    assert scoped.observe()["staging/service.web"].release == 1
+    described = scoped.provider.describe(DescribeRequest(env="staging"))
+    assert described.services and described.edge.running
+    scoped.provider.shutdown(ShutdownRequest())
+
+
+def _allowed(rig: Rig) -> bool:
+    try:
+        rig.observe()
+    except RailguardError:
+        return False
+    return True

@@ -50,6 +50,7 @@ from railguard.providers.base import (
     TrafficResponse,
 )
 from railguard.providers.kubernetes.labels import Target
+from railguard.providers.kubernetes.manifests import ArtifactMount
 from railguard.providers.local.provider import LocalProvider
 from railguard.providers.local.scratch import LocalScratch
 
@@ -119,7 +120,8 @@ class Router:
             if self._kubernetes is None:
                 from railguard.providers.kubernetes.provider import KubernetesProvider  # lightkube only when used
 
-                self._kubernetes = KubernetesProvider(self.home, self.secrets, targets=self.book.get)
+                self._kubernetes = KubernetesProvider(self.home, self.secrets, targets=self.book.get,
+                                                      artifacts=_artifact_mount(self.home))
             return self._kubernetes
 
     def _for(self, env: str) -> Provider:
@@ -187,6 +189,25 @@ class Router:
 
     def prune_artifacts(self, kept: list[KeptRelease], dry_run: bool = False) -> list[str]:
         return self.local.prune_artifacts(kept, dry_run)
+
+
+def _artifact_mount(home: Path) -> Callable[[ApplyRequest, Target], ArtifactMount | None]:
+    """How a Kubernetes service without ``image`` gets its artifact: a bundle of the plan's source snapshot (with
+    its wheels, from the package index local builds use) fetched by digest by an init container."""
+
+    def mount(request: ApplyRequest, target: Target) -> ArtifactMount | None:
+        from railguard.providers.kubernetes import artifacts
+        from railguard.providers.local.pipconfig import uv_environment
+
+        desired = request.desired
+        if desired is None or desired.config.get("image"):
+            return None
+        store = artifacts.store_url_or_refuse(request.env, target.artifact_store, desired.name)
+        bundle = artifacts.prepare(home, request.env, desired.name, str(desired.config.get("source")),
+                                   target.base_image, desired.config.get("build"), index_env=uv_environment())
+        return ArtifactMount(**artifacts.pod_parts(desired.name, bundle.digest, store, target.base_image))
+
+    return mount
 
 
 def open_provider(home: Path, secrets: SecretSource | None = None,

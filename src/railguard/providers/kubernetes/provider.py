@@ -261,6 +261,11 @@ class KubernetesProvider:
         artifact = self.artifacts(request, target) if self.artifacts and "image" not in desired.config else None
         made = service_manifests(app, desired, release, self._values(env, desired.config), artifact)
         own = environment_manifests(app, env, target)
+        if artifact is not None:  # the init container reads the environment's artifact token from this Secret
+            from railguard.providers.kubernetes import artifacts
+
+            own.append(artifacts.token_secret(target.namespace, artifacts.environment_token(self.home, env),
+                                              labels(app, env)))
         step("check", "begin", {"objects": len(own) + len(made.all())})
         self._namespace(cluster, target, env, app)
         self._check(cluster, own + made.all(), change.address)
