@@ -30,7 +30,7 @@ from typing import Any
 from railguard.model.diagnostics import RailguardError, error
 from railguard.providers.kubernetes import artifact_deps
 from railguard.sources.artifact_bundles import Bundle, BundleError, BundleStore, hex_of
-from railguard.sources.store import SnapshotStore
+from railguard.sources.store import SnapshotStore, materialize_or_capture
 
 DEFAULT_BASE_IMAGE = "python:3.12-slim"
 VOLUME = "railguard-artifact"
@@ -227,12 +227,15 @@ def environment_token(home: Path, env: str) -> str:
 
 
 def prepare(home: Path, env: str, service: str, source_digest: str, base_image: str = DEFAULT_BASE_IMAGE,
-            build: list[str] | None = None, index_env: Mapping[str, str] | None = None) -> Bundle:
+            build: list[str] | None = None, index_env: Mapping[str, str] | None = None,
+            source_root: str | None = None) -> Bundle:
     """Make (or find) the bundle of ``source_digest`` for ``base_image`` and let ``env``'s token fetch it.
 
     The snapshot is the one the plan stored; dependencies are installed as wheels for the image's Python
     and cached by what decides them. ``index_env``: uv's index variables (the registry passes
     ``railguard.providers.local.pipconfig.uv_environment()``, so pods' wheels come from the index local builds use).
+    ``source_root``: the working tree, used only when the snapshot is not stored and the tree has exactly that
+    digest (a plan from before snapshots were stored), as the local runtime does.
     """
     artifact_deps.refuse_build(service, build)
     snapshots = SnapshotStore.of(home)
@@ -242,7 +245,7 @@ def prepare(home: Path, env: str, service: str, source_digest: str, base_image: 
         with tempfile.TemporaryDirectory(prefix=".src.", dir=_mkdir(bundles.root)) as tmp:
             src = Path(tmp) / "src"
             src.mkdir()
-            snapshots.materialize(source_digest, src)
+            materialize_or_capture(snapshots, source_digest, src, Path(source_root) if source_root else None)
             deps = (_deps(bundles.root, src, python, service, base_image, index_env) if artifact_deps.wanted(src)
                     else None)
         made = bundles.build(snapshots, source_digest, deps, python)
@@ -293,3 +296,4 @@ def _deps(root: Path, src: Path, python: str | None, service: str, base_image: s
     finally:
         shutil.rmtree(work, ignore_errors=True)
     return final
+
