@@ -1,6 +1,7 @@
 """A service without an image, end to end: spec → the Kubernetes provider (with the artifact hook) → a Deployment on
 the real API server → its init container's program, run here against the daemon's real artifact listener with the
-URL, digest and token read back from the live Deployment and Secret → the app's files, as the plan stored them.
+URL, digest and token read back from the live Deployment and the token Secret the provider applied → the app's
+files, as the plan stored them (not as the working tree has them since).
 
 Nothing runs in pods on the test cluster, so the init container's program runs as a local process; everything it is
 given comes from the cluster.
@@ -25,8 +26,7 @@ from railguard.model.plans import Action
 from railguard.model.resources import desired_resources
 from railguard.model.specfile import parse_spec
 from railguard.providers.base import ApplyRequest, ObserveRequest, ShutdownRequest
-from railguard.providers.kubernetes import artifacts
-from railguard.providers.kubernetes.provider import KubernetesProvider
+from railguard.providers.registry import open_provider
 from railguard.sources.artifact_bundles import BundleStore
 from railguard.sources.store import SnapshotStore, capture
 
@@ -87,15 +87,12 @@ def test_a_service_without_image_gets_its_artifact_through_the_init_container(
     snap, _ = capture(SnapshotStore.of(home), folder)  # what `railguard plan` stores
     (folder / "app.py").write_text("print('edited after the plan')\n")  # the working tree moves on
     desired = desired_resources(spec, "staging", snap.digest)
-    provider = KubernetesProvider(home, lambda env, versions: {}, artifacts=artifacts.provider_hook(home))
+    provider = open_provider(home, secrets=lambda env, versions: {})  # the registry composes the artifact path
     try:
         live = provider.observe(ObserveRequest(env="staging", desired=desired)).resources
         changes = [c for c in planner.plan("staging", desired, list(live), 0).changes
                    if c.action is not Action.noop and c.kind != "environment"]
         wanted = {r.address: r for r in desired}
-        # The environment's artifact token Secret, as the provider applies it with the environment's objects.
-        k8s_cluster.apply(artifacts.token_secret(namespace, artifacts.environment_token(home, "staging"),
-                                                 {"app.kubernetes.io/managed-by": "railguard"}))
         for change in changes:
             answer = provider.apply_change(ApplyRequest(env="staging", change=change,
                                                         desired=wanted.get(change.address), operation_id="op1",
@@ -130,27 +127,3 @@ def test_a_service_without_image_gets_its_artifact_through_the_init_container(
         provider.shutdown(ShutdownRequest())
         k8s_cluster.delete_namespace(namespace, wait=False)
 
-
-def test_without_an_artifact_store_the_change_is_refused_before_anything_is_applied(
-        k8s_cluster: Cluster, tmp_path: Path) -> None:
-    home = tmp_path / ".railguard"
-    (tmp_path / "app.py").write_text("print(1)\n")
-    namespace = k8s_cluster.create_namespace("artifact-nostore")
-    kubeconfig = k8s_cluster.write_kubeconfig(tmp_path / "kubeconfig")
-    text = SPEC.format(namespace=namespace, kubeconfig=kubeconfig, store="x", base_image="python:3.12-slim")
-    text = text.replace('artifact_store = "x"\n', "")
-    spec, diagnostics = parse_spec(text)
-    assert spec is not None, diagnostics
-    snap, _ = capture(SnapshotStore.of(home), tmp_path)
-    desired = desired_resources(spec, "staging", snap.digest)
-    provider = KubernetesProvider(home, lambda env, versions: {}, artifacts=artifacts.provider_hook(home))
-    try:
-        [change] = [c for c in planner.plan("staging", desired, [], 0).changes if c.kind == "service"]
-        service = next(r for r in desired if r.kind == "service")
-        answer = provider.apply_change(ApplyRequest(env="staging", change=change, desired=service,
-                                                    operation_id="op1", release=1, app="shop"))
-        assert not answer.ok and answer.diagnostics[0].code == "artifact.store_missing", answer.diagnostics
-        assert k8s_cluster.get(f"/apis/apps/v1/namespaces/{namespace}/deployments/web") is None
-    finally:
-        provider.shutdown(ShutdownRequest())
-        k8s_cluster.delete_namespace(namespace, wait=False)

@@ -488,3 +488,23 @@ def test_a_missing_namespace_railguard_may_not_create_is_named(rig: Rig, k8s_clu
     assert (found.extra["verb"], found.extra["resource"]) == ("list", "deployments")
     assert k8s_cluster.get(f"/api/v1/namespaces/{rig.namespace}") is None
     limited.provider.shutdown(ShutdownRequest())
+
+
+def test_the_release_job_runs_once_per_release_before_the_deployment(rig: Rig) -> None:
+    command = 'release = ["python", "migrate.py"]'
+    assert all(a.ok for a in rig.apply(rig.desired(release=command)))
+    assert rig.cluster.get(f"/apis/batch/v1/namespaces/{rig.namespace}/jobs/web-release-r1") is not None
+    steps = [s for s, phase in rig.journal if phase == "begin"]
+    assert steps.index("job") < steps.index("deployment")
+    # Scaling changes no release: the plan's dry-run leaves the Job out, the apply runs none.
+    answer = rig.provider.observe(ObserveRequest(env="staging", desired=rig.desired(release=command, replicas=3)))
+    assert not [d for d in answer.diagnostics if d.is_error], answer.diagnostics
+    rig.journal.clear()
+    assert all(a.ok for a in rig.apply(rig.desired(release=command, replicas=3)))
+    assert "job" not in [s for s, _ in rig.journal]
+    # A new version is a new release: its own Job, and the old one goes once it serves.
+    answer = rig.provider.observe(ObserveRequest(env="staging", desired=rig.desired(release=command, version="2")))
+    assert not [d for d in answer.diagnostics if d.is_error], answer.diagnostics
+    assert all(a.ok for a in rig.apply(rig.desired(release=command, version="2")))
+    assert rig.cluster.get(f"/apis/batch/v1/namespaces/{rig.namespace}/jobs/web-release-r3") is not None
+    assert rig.cluster.get(f"/apis/batch/v1/namespaces/{rig.namespace}/jobs/web-release-r1") is None

@@ -23,15 +23,12 @@ import os
 import re
 import shutil
 import tempfile
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 from railguard.model.diagnostics import RailguardError, error
-from railguard.providers.base import ApplyRequest
 from railguard.providers.kubernetes import artifact_deps
-from railguard.providers.kubernetes.labels import Target
-from railguard.providers.kubernetes.manifests import ArtifactMount
 from railguard.sources.artifact_bundles import Bundle, BundleError, BundleStore, hex_of
 from railguard.sources.store import SnapshotStore, materialize_or_capture
 
@@ -300,31 +297,3 @@ def _deps(root: Path, src: Path, python: str | None, service: str, base_image: s
         shutil.rmtree(work, ignore_errors=True)
     return final
 
-
-def provider_hook(home: Path, index_env: Mapping[str, str] | None = None
-                  ) -> Callable[[ApplyRequest, Target], ArtifactMount | None]:
-    """The ``artifacts`` callable of :class:`~railguard.providers.kubernetes.provider.KubernetesProvider`: for a
-    service without ``image``, bundle its source (stored by the plan) and say how its pods fetch it.
-
-    The provider must also apply :func:`token_secret` (with :func:`environment_token`) in the namespace.
-    """
-
-    def hook(request: ApplyRequest, target: Target) -> ArtifactMount | None:
-        desired = request.desired
-        if desired is None or desired.config.get("image"):
-            return None
-        name = desired.name
-        store_url = store_url_or_refuse(request.env, target.artifact_store, name)
-        source = desired.config.get("source")
-        if not isinstance(source, str) or not source:
-            raise RailguardError(error(
-                "artifact.bundle_failed", f"Service '{name}' has no source snapshot to ship",
-                "A service without `image` runs the app source the plan stored; this change names none.",
-                f"Plan environment '{request.env}' again from the app's folder, then apply that plan.",
-                address=desired.address))
-        build = desired.config.get("build")
-        bundle = prepare(home, request.env, name, source, target.base_image,
-                         list(build) if isinstance(build, list) else None, index_env, request.source_root)
-        return ArtifactMount(**pod_parts(name, bundle.digest, store_url, target.base_image))
-
-    return hook

@@ -21,9 +21,7 @@ from railguard.providers.kubernetes.labels import ADDRESS, CONFIG, DEPENDS_ON, F
 # Managers that write what Railguard does not own by design: the controllers' status and bookkeeping.
 SYSTEM_MANAGERS = ("kube-controller-manager", "kube-scheduler", "kube-apiserver")
 _OWN_ROOTS = ("f:spec", "f:data", "f:rules")
-
-# A Deployment's pod template, as a dotted field path (drift under it needs new pods).
-POD_TEMPLATE = ".".join(("spec", "template"))
+TEMPLATE = "spec.template."  # drift paths under the pod template
 
 
 def _paths(fields: dict[str, Any], prefix: str = "") -> list[str]:
@@ -92,8 +90,8 @@ def observed(obj: dict[str, Any], kind: ResourceKind) -> ObservedResource | None
     changed = drift(obj)
     if changed:
         # A changed pod template is put back by new pods (a replace); other fields in place (an update).
-        template = {m: [p for p in paths if p.startswith(POD_TEMPLATE)] for m, paths in changed.items()}
-        rest = {m: [p for p in paths if not p.startswith(POD_TEMPLATE)] for m, paths in changed.items()}
+        template = {m: [p for p in paths if p.startswith(TEMPLATE)] for m, paths in changed.items()}
+        rest = {m: [p for p in paths if not p.startswith(TEMPLATE)] for m, paths in changed.items()}
         config = {**config, **({"drift": {m: p for m, p in rest.items() if p}} if any(rest.values()) else {}),
                   **({"template_drift": {m: p for m, p in template.items() if p}} if any(template.values())
                      else {})}
