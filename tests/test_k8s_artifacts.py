@@ -157,6 +157,9 @@ def test_the_daemon_serves_a_bundle_to_its_environment_token_only(workspace: Pat
     assert fetched.status_code == 200
     assert "sha256:" + hashlib.sha256(fetched.content).hexdigest() == bundle.digest
     assert fetched.content == bundle.path.read_bytes()
+    head = httpx.head(url, headers={"Authorization": f"Bearer {token}"})
+    assert head.status_code == 200 and int(head.headers["Content-Length"]) == bundle.size and not head.content
+    assert httpx.head(url).status_code == 401
 
     # The init container's script: verified, extracted, the app's files as in the snapshot.
     dest = tmp_path / "app"
