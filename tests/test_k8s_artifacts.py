@@ -112,11 +112,11 @@ def _free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def _init(url: str, digest: str, token: str | None, dest: Path) -> subprocess.CompletedProcess[str]:
+def _init(url: str, digest: str, token: str | None, dest: Path, tries: int = 6) -> subprocess.CompletedProcess[str]:
     """The init container's program, as the pod runs it (python -c), against the real listener."""
     dest.mkdir(parents=True, exist_ok=True)
     env = {"PATH": os.environ["PATH"], "RAILGUARD_ARTIFACT_URL": url, "RAILGUARD_ARTIFACT_DIGEST": digest,
-           "RAILGUARD_ARTIFACT_DEST": str(dest), "PYTHONDONTWRITEBYTECODE": "1"}
+           "RAILGUARD_ARTIFACT_DEST": str(dest), "PYTHONDONTWRITEBYTECODE": "1", "RAILGUARD_ARTIFACT_TRIES": str(tries)}
     if token is not None:
         env["RAILGUARD_ARTIFACT_TOKEN"] = token
     return subprocess.run([sys.executable, "-c", artifacts.INIT_SCRIPT], env=env, capture_output=True, text=True,
@@ -183,6 +183,11 @@ def test_the_daemon_serves_a_bundle_to_its_environment_token_only(workspace: Pat
     assert unknown.status_code == 404 and _code(unknown) == "artifact.unknown_digest"
     assert "staging" in unknown.json()["diagnostics"][0]["summary"]
     assert httpx.get(f"{base}/v1/plans", headers={"Authorization": f"Bearer {token}"}).status_code == 404
+
+    # The store unreachable (nothing listens there): named, after the bounded retries.
+    dead = artifacts.artifact_url(f"http://127.0.0.1:{_free_port()}", bundle.digest)
+    ran = _init(dead, bundle.digest, token, tmp_path / "dead", tries=2)
+    assert ran.returncode == 2 and "cannot fetch" in ran.stderr and "trying again" in ran.stderr, ran.stderr
 
     ran = _init(url, bundle.digest, None, tmp_path / "none")
     assert ran.returncode == 2 and "artifact.token_required" in ran.stderr and "HTTP 401" in ran.stderr
