@@ -9,20 +9,27 @@ re-export, and ``bench/k8s_control_plane.py``.
 
 Public API (stable; other branches build on it):
 
-``start_cluster(folder, *, agent=True) -> ContextManager[Cluster]``
+``start_cluster(folder, *, agent=True, timings=None) -> ContextManager[Cluster]``
     Starts everything in ``folder`` (certs, kubeconfigs, etcd data, ``logs/<component>.log``); stops and waits
     for every process on exit. Raises :class:`ClusterError` (with the tail of the failing component's log).
+    Call it from the main thread: each component gets a parent-death signal (``setpriv --pdeathsig``) so a
+    killed test run leaves nothing behind, and Linux sends it when the *thread* that started it ends.
 ``Cluster``
     ``server`` (``https://127.0.0.1:PORT``), ``ca_path`` (Path), ``ca_pem`` (str), ``folder``, ``agent``
     (:class:`~tests.k8s.nodeagent.NodeAgent`, or None), ``etcd_url``;
     ``token(user="admin") -> str`` for the users of :data:`USERS`;
     ``client(user="admin", timeout=30.0) -> httpx.Client`` (base URL, CA and bearer token set; caller closes);
+    ``ssl_context() -> ssl.SSLContext`` (trusts the cluster's CA only);
     ``write_kubeconfig(path, user="admin", context="test", namespace=None) -> Path``;
-    ``create_namespace(name) -> str`` (idempotent; waits for its ``default`` ServiceAccount and token);
+    ``create_namespace(name) -> str`` (idempotent; waits out a namesake still terminating, then for the
+    ``default`` ServiceAccount and its token, so pods are admitted at once);
     ``delete_namespace(name, wait=True)``;
     ``apply(manifest, user="admin", manager="railguard-tests") -> dict`` (server-side apply, force);
     ``get(path, user="admin") -> dict | None`` (None on 404);
     ``processes`` (component name → Popen), ``rss_bytes() -> int``.
+    The agent: ``agent.behave(namespace, labels, mode)`` with mode ``ready``/``crashloop``/``never-ready``/``fail``/
+    ``image-pull-backoff``, ``agent.on_init(namespace, check)``, ``agent.clear(namespace=None)``, ``agent.errors``
+    (see tests/k8s/nodeagent.py).
 ``wait_until(check, timeout, what) -> T``
     Polls ``check()`` until it returns something truthy; fails with ``what`` and the last value seen.
 ``USERS``
@@ -40,6 +47,7 @@ from __future__ import annotations
 import contextlib
 import datetime
 import fcntl
+import functools
 import gzip
 import hashlib
 import ipaddress
@@ -237,15 +245,16 @@ def free_port() -> int:
 def wait_until(check: Callable[[], T], timeout: float, what: str, interval: float = 0.25) -> T:
     """Poll ``check`` until it returns a truthy value (returned); fail naming ``what`` and the last value seen."""
     deadline = time.monotonic() + timeout
-    last: Any = None
+    last: object = None
     while True:
         try:
-            last = check()
+            value = check()
         except (httpx.HTTPError, OSError) as exc:  # a server still starting, a connection reset under load
             last = exc
         else:
-            if last:
-                return last
+            if value:
+                return value
+            last = value
         if time.monotonic() > deadline:
             raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}; last seen: {last!r}"[:4000])
         time.sleep(interval)
@@ -349,10 +358,17 @@ class Cluster:
     def create_namespace(self, name: str) -> str:
         """Create a namespace (or reuse one) and wait until pods can be admitted in it (default SA + token)."""
         with self.client() as c:
-            r = c.post("/api/v1/namespaces", json={"apiVersion": "v1", "kind": "Namespace",
-                                                   "metadata": {"name": name}})
-            if r.status_code not in (201, 409):
-                raise AssertionError(f"creating namespace {name} failed: {r.status_code} {r.text[:500]}")
+            def created() -> bool:
+                r = c.post("/api/v1/namespaces", json={"apiVersion": "v1", "kind": "Namespace",
+                                                       "metadata": {"name": name}})
+                if r.status_code not in (201, 409):
+                    raise AssertionError(f"creating namespace {name} failed: {r.status_code} {r.text[:500]}")
+                # A namespace of the same name still being deleted (an earlier test's, deleted without waiting)
+                # refuses new objects: wait for it to go, then create it afresh.
+                got = c.get(f"/api/v1/namespaces/{name}")
+                return got.status_code == 200 and got.json().get("status", {}).get("phase") == "Active"
+
+            wait_until(created, 120, f"namespace {name} to be Active")
 
             def sa_ready() -> bool:
                 got = c.get(f"/api/v1/namespaces/{name}/serviceaccounts/default")
@@ -424,6 +440,10 @@ def _wait_ready(folder: Path, name: str, proc: subprocess.Popen[bytes], check: C
         time.sleep(0.2)
 
 
+def _etcd_healthy(url: str) -> bool:
+    return bool(httpx.get(f"{url}/health", timeout=2).json().get("health") == "true")
+
+
 def _port_clash(folder: Path, name: str) -> bool:
     return "address already in use" in _tail(folder / "logs" / f"{name}.log", 200)
 
@@ -463,7 +483,9 @@ def start_cluster(folder: Path, *, agent: bool = True, timings: dict[str, float]
     _write_pki(folder)
     tokens = {user: secrets.token_hex(16) for user in [*USERS, *_SYSTEM_USERS]}
     groups = {**USERS, **_SYSTEM_USERS}
-    lines = [f'{tokens[u]},{u},uid-{u.replace(":", "-")},"{",".join(groups[u])}"' for u in tokens]
+    # token,user,uid[,"group,group"]: an empty group column would make a group named "" for that user.
+    lines = [f'{tokens[u]},{u},uid-{u.replace(":", "-")}' + (f',"{",".join(groups[u])}"' if groups[u] else "")
+             for u in tokens]
     (folder / "tokens.csv").write_text("\n".join(lines) + "\n")
     (folder / "tokens.csv").chmod(0o600)
     pki = folder / "pki"
@@ -482,8 +504,7 @@ def start_cluster(folder: Path, *, agent: bool = True, timings: dict[str, float]
                 "--initial-cluster", f"railguard-test=http://127.0.0.1:{peer_port}",
                 "--logger", "zap", "--log-outputs", "stderr", "--quota-backend-bytes", str(2 << 30)])
             try:
-                _wait_ready(folder, "etcd", proc, lambda url=etcd_url: httpx.get(
-                    f"{url}/health", timeout=2).json().get("health") == "true", 60)
+                _wait_ready(folder, "etcd", proc, functools.partial(_etcd_healthy, etcd_url), 60)
             except ClusterError:
                 _stop([("etcd", proc)])
                 if attempt < 2 and _port_clash(folder, "etcd"):

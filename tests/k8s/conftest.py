@@ -9,6 +9,9 @@ Every re-export shares one cluster (reference counted here), stopped — every p
 user's session teardown runs. See tests/k8s/cluster.py for the ``Cluster`` API. Tests put their objects in a
 namespace of their own (``k8s_cluster.create_namespace(...)``) and set agent rules (``k8s_cluster.agent.behave``)
 only for that namespace, so they do not see each other.
+
+The first test that asks for the cluster pays its start (10-15 s on an idle machine, a minute under heavy load):
+give such tests ``@pytest.mark.timeout(300)`` or more (the suite's default is 120 s, set-up included).
 """
 
 from __future__ import annotations
@@ -22,34 +25,36 @@ import pytest
 from ..conftest import shared_processes
 from .cluster import Cluster, start_cluster
 
-_shared: dict[str, object] = {}  # "cluster", "stack" (an ExitStack owning it), "users" (how many fixtures hold it)
+
+class _Shared:
+    """The session's one cluster, the ExitStack that stops it, and how many fixtures hold it."""
+
+    cluster: Cluster | None = None
+    stack: contextlib.ExitStack | None = None
+    users = 0
 
 
 @contextlib.contextmanager
 def shared_cluster(folder: Path) -> Iterator[Cluster]:
     """The session's one cluster, started on first use in ``folder``; stopped when its last holder leaves."""
-    if "cluster" not in _shared:
+    if _Shared.cluster is None:
         stack = contextlib.ExitStack()
         try:
             # The processes outlive each test on purpose: the leftover-process check skips the cluster's folder
             # until the cluster has been stopped (after which anything left is a leak again).
             stack.enter_context(shared_processes(str(folder)))
-            cluster = stack.enter_context(start_cluster(folder))
+            _Shared.cluster = stack.enter_context(start_cluster(folder))
         except BaseException:
             stack.close()
             raise
-        _shared.update(cluster=cluster, stack=stack, users=0)
-    _shared["users"] = int(_shared["users"]) + 1  # type: ignore[call-overload]
+        _Shared.stack = stack
+    _Shared.users += 1
     try:
-        cluster = _shared["cluster"]
-        assert isinstance(cluster, Cluster)
-        yield cluster
+        yield _Shared.cluster
     finally:
-        _shared["users"] = int(_shared["users"]) - 1  # type: ignore[call-overload]
-        if _shared["users"] == 0:
-            stack = _shared.pop("stack")
-            _shared.clear()
-            assert isinstance(stack, contextlib.ExitStack)
+        _Shared.users -= 1
+        if _Shared.users == 0 and _Shared.stack is not None:
+            stack, _Shared.stack, _Shared.cluster = _Shared.stack, None, None
             stack.close()
 
 

@@ -13,9 +13,20 @@ with a bearer token, started by :func:`tests.k8s.cluster.start_cluster`) registe
 - ``never-ready``: Running, containers running and started but not ready (a readiness probe that never passes).
 - ``fail``: for Job pods: Failed, terminated with exit code 1 (restartPolicy OnFailure: restarts like crashloop, so
   the Job controller's backoff limit counts them). Other pods: as crashloop.
+- ``image-pull-backoff``: Pending, containers waiting with reason ImagePullBackOff (an image that cannot be pulled).
+
+Init containers complete (terminated, Completed) unless the test registered a check for the namespace:
+``agent.on_init(namespace, check)`` calls ``check(pod, init_container)`` once per pod and init container (in the
+agent's thread; it may fetch an artifact from a loopback store to verify it, as the real init container would);
+None means it completed, a string is its failure message: the pod stays Pending with the init container in
+CrashLoopBackOff (``lastState.terminated.message`` is the string), or Failed under restartPolicy Never.
 
 Rules: ``agent.behave(namespace, {"label": "value"}, mode)`` — the last rule whose namespace and labels match a pod
-wins; ``agent.clear()`` drops all rules. Pods being deleted (``deletionTimestamp``) are deleted at once with
+wins, and pods already running follow a new rule within seconds; ``agent.clear()`` drops all rules,
+``agent.clear(namespace)`` those of one namespace. A crash-looping pod gets a Warning event ``BackOff`` (its count
+growing with the restarts), a never-ready one ``Unhealthy``, as a kubelet reports them; ``agent.errors`` holds the
+agent's last problems (also in ``logs/nodeagent.log``) and ``agent.pods(client)`` lists the pods bound to the node.
+Pods being deleted (``deletionTimestamp``) are deleted at once with
 ``gracePeriodSeconds=0``. Pods never get a ``podIP`` (the v1.20 Endpoints validation rejects loopback IPs), and the
 agent never dials a pod or node address nor calls logs/exec/proxy APIs.
 """
@@ -28,7 +39,7 @@ import json
 import ssl
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -36,11 +47,19 @@ from typing import Any
 import httpx
 
 NODE = "sim-node-1"
-MODES = ("ready", "crashloop", "never-ready", "fail")
+MODES = ("ready", "crashloop", "never-ready", "fail", "image-pull-backoff")
+# Decides whether an init container of a pod succeeds: None, or the message it fails with (exit code 1).
+InitCheck = Callable[[dict[str, Any], dict[str, Any]], "str | None"]
 RESYNC = 2.0  # seconds between full relists (a watch covers what happens in between)
 RESTART_EVERY = 3.0  # seconds between restarts of a crash-looping container
 LEASE_EVERY = 10.0
 STATUS_EVERY = 30.0
+
+
+# What a kubelet reports as a Warning event for a pod that misbehaves: (reason, message).
+EVENTS = {"crashloop": ("BackOff", "Back-off restarting failed container"),
+          "image-pull-backoff": ("Failed", "Error: ImagePullBackOff"),
+          "never-ready": ("Unhealthy", "Readiness probe failed: simulated node: the container never becomes ready")}
 
 
 def _now() -> str:
@@ -79,6 +98,10 @@ class NodeAgent:
         self._restarts: dict[str, tuple[int, float]] = {}  # pod uid -> (restart count, when it last grew)
         self._written: dict[str, str] = {}  # pod uid -> the status last written (skip identical patches)
         self._started_at: dict[str, str] = {}
+        self._events: dict[tuple[str, str], int] = {}  # (pod uid, reason) -> count
+        self._transitions: dict[str, dict[str, tuple[str, str]]] = {}  # pod uid -> condition -> (status, since)
+        self._init_checks: dict[str, InitCheck] = {}  # namespace -> check of its pods' init containers
+        self._init_results: dict[tuple[str, str], str | None] = {}  # (pod uid, init container) -> failure or None
 
     # ------------------------------------------------------------------------------------------ rules (tests)
 
@@ -89,9 +112,22 @@ class NodeAgent:
             self._rules.append(Rule(namespace, tuple(sorted(labels.items())), mode))
         self._kick.set()
 
-    def clear(self) -> None:
+    def on_init(self, namespace: str, check: InitCheck) -> None:
+        """Run ``check(pod, init_container)`` (in the agent's thread, once per pod and init container) for pods of
+        ``namespace``: None means the init container completed, a string is its failure message (exit code 1; the
+        pod stays Pending with the init container in CrashLoopBackOff, or Failed under restartPolicy Never)."""
         with self._lock:
-            self._rules.clear()
+            self._init_checks[namespace] = check
+        self._kick.set()
+
+    def clear(self, namespace: str | None = None) -> None:
+        """Drop every rule and init check, or only those of ``namespace``; pods follow at the next reconcile."""
+        with self._lock:
+            self._rules[:] = [r for r in self._rules if namespace is not None and r.namespace != namespace]
+            if namespace is None:
+                self._init_checks.clear()
+            else:
+                self._init_checks.pop(namespace, None)
         self._kick.set()
 
     def mode_of(self, pod: dict[str, Any]) -> str:
@@ -197,7 +233,7 @@ class NodeAgent:
                     if time.monotonic() - last_status >= STATUS_EVERY:
                         self._patch_node_status(c)
                         last_status = time.monotonic()
-                except httpx.HTTPError as exc:
+                except Exception as exc:  # the heartbeat must outlive any one bad answer
                     self._log(f"heartbeat: {exc!r}")
 
     # ----------------------------------------------------------------------------------------------- pods
@@ -209,7 +245,7 @@ class NodeAgent:
                     version = self._resync(c)
                     self._kick.clear()
                     self._watch(c, version)
-                except (httpx.HTTPError, ValueError, KeyError) as exc:
+                except Exception as exc:  # the node must outlive any one bad answer
                     self._log(f"pods: {exc!r}")
                     self._stop.wait(0.5)
 
@@ -226,6 +262,11 @@ class NodeAgent:
                 self._written.pop(uid, None)
                 self._restarts.pop(uid, None)
                 self._started_at.pop(uid, None)
+                self._transitions.pop(uid, None)
+        for key in [k for k in self._init_results if k[0] not in seen]:
+            del self._init_results[key]
+        for key in [k for k in self._events if k[0] not in seen]:
+            del self._events[key]
         return str(listed["metadata"]["resourceVersion"])
 
     def _watch(self, c: httpx.Client, version: str) -> None:
@@ -261,10 +302,19 @@ class NodeAgent:
         phase = pod.get("status", {}).get("phase")
         if phase in ("Succeeded", "Failed"):
             return
-        status = self._status_for(pod, self.mode_of(pod), spec)
+        mode = self.mode_of(pod)
+        status = self._status_for(pod, mode, spec)
         digest = json.dumps(status, sort_keys=True)
         if self._written.get(uid) == digest:
             return
+        waiting = {st["state"].get("waiting", {}).get("reason") for st in
+                   status["containerStatuses"] + status.get("initContainerStatuses", [])}
+        if "CrashLoopBackOff" in waiting:
+            self._event(c, pod, *EVENTS["crashloop"])
+        elif "ImagePullBackOff" in waiting:
+            self._event(c, pod, *EVENTS["image-pull-backoff"])
+        elif mode == "never-ready":
+            self._event(c, pod, *EVENTS["never-ready"])
         r = c.patch(f"/api/v1/namespaces/{ns}/pods/{name}/status", content=json.dumps({"status": status}),
                     headers={"Content-Type": "application/merge-patch+json"})
         if r.status_code == 200:
@@ -272,78 +322,161 @@ class NodeAgent:
         elif r.status_code not in (404, 409):
             self._log(f"patching pod {ns}/{name}: {r.status_code} {r.text[:300]}")
 
+    def _event(self, c: httpx.Client, pod: dict[str, Any], reason: str, message: str) -> None:
+        """One Warning event per pod and reason, its count kept current (as a kubelet's event aggregation does)."""
+        meta = pod["metadata"]
+        key = (meta["uid"], reason)
+        count = self._events.get(key, 0) + 1
+        self._events[key] = count
+        name = f"{meta['name']}.sim-{reason.lower()}"
+        path = f"/api/v1/namespaces/{meta['namespace']}/events"
+        now = _now()
+        if count > 1:
+            r = c.patch(f"{path}/{name}", content=json.dumps({"count": count, "lastTimestamp": now}),
+                        headers={"Content-Type": "application/merge-patch+json"})
+            if r.status_code != 404:
+                return
+        containers = pod.get("spec", {}).get("containers") or [{"name": ""}]
+        r = c.post(path, json={
+            "apiVersion": "v1", "kind": "Event", "metadata": {"name": name, "namespace": meta["namespace"]},
+            "involvedObject": {"apiVersion": "v1", "kind": "Pod", "name": meta["name"], "namespace": meta["namespace"],
+                               "uid": meta["uid"], "fieldPath": f"spec.containers{{{containers[0]['name']}}}"},
+            "reason": reason, "message": message, "type": "Warning", "count": count,
+            "source": {"component": "kubelet", "host": self.node}, "firstTimestamp": now, "lastTimestamp": now,
+            "reportingComponent": "kubelet", "reportingInstance": self.node})
+        if r.status_code not in (201, 409, 403, 404):
+            self._log(f"event for pod {meta['namespace']}/{meta['name']}: {r.status_code} {r.text[:300]}")
+
+    def _init_failure(self, pod: dict[str, Any], spec: dict[str, Any]) -> tuple[int, str] | None:
+        """The first init container that fails (its index and message), from the namespace's ``on_init`` check."""
+        meta = pod["metadata"]
+        with self._lock:
+            check = self._init_checks.get(meta["namespace"])
+        if check is None:
+            return None
+        for index, container in enumerate(spec.get("initContainers") or []):
+            key = (meta["uid"], container["name"])
+            if key not in self._init_results:  # the check runs once per pod and container, as the container would
+                try:
+                    self._init_results[key] = check(pod, container)
+                except Exception as exc:  # a broken check is a failed container, not a dead agent
+                    self._init_results[key] = f"init check raised {exc!r}"
+            if self._init_results[key] is not None:
+                return index, str(self._init_results[key])
+        return None
+
     def _status_for(self, pod: dict[str, Any], mode: str, spec: dict[str, Any]) -> dict[str, Any]:
         uid = pod["metadata"]["uid"]
         owners = pod["metadata"].get("ownerReferences") or []
         is_job = any(o.get("kind") == "Job" for o in owners)
         restart_policy = spec.get("restartPolicy", "Always")
         started = self._started_at.setdefault(uid, _now())
+        init_failure = self._init_failure(pod, spec) if spec.get("initContainers") else None
         if mode == "fail" and not (is_job and restart_policy == "Never"):
             mode = "crashloop"  # a container that exits 1 under a restarting policy crash-loops
-        if is_job and mode == "ready":
+        if init_failure is not None:
+            phase, ready = ("Failed" if restart_policy == "Never" else "Pending"), False
+        elif mode == "image-pull-backoff":
+            phase, ready = "Pending", False
+        elif is_job and mode == "ready":
             phase, ready = "Succeeded", False
         elif is_job and mode == "fail":
             phase, ready = "Failed", False
         else:
             phase, ready = "Running", mode == "ready"
-        restarts = 0
-        if mode == "crashloop":
-            count, when = self._restarts.get(uid, (0, 0.0))
-            if time.monotonic() - when >= RESTART_EVERY:
-                count, when = count + 1, time.monotonic()
-                self._restarts[uid] = (count, when)
-            restarts = count
+        crashing = mode == "crashloop" or (init_failure is not None and restart_policy != "Never")
+        count, when = self._restarts.get(uid, (0, 0.0))
+        if crashing and time.monotonic() - when >= RESTART_EVERY:
+            count, when = count + 1, time.monotonic()
+            self._restarts[uid] = (count, when)
+        restarts = count  # a container that recovers keeps its restart count, as on a kubelet
+
+        def base(c: dict[str, Any], restart_count: int) -> dict[str, Any]:
+            return {"name": c["name"], "image": c.get("image", ""), "imageID": f"sim://{c.get('image', '')}",
+                    "containerID": f"sim://{uid}/{c['name']}", "restartCount": restart_count}
+
+        def backoff(c: dict[str, Any], message: str = "") -> dict[str, Any]:
+            last: dict[str, Any] = {"exitCode": 1, "reason": "Error", "startedAt": started, "finishedAt": started}
+            if message:
+                last["message"] = message
+            return {"state": {"waiting": {"reason": "CrashLoopBackOff",
+                                          "message": f"back-off 10s restarting failed container={c['name']} "
+                                                     f"pod={pod['metadata']['name']}"}},
+                    "lastState": {"terminated": last}}
 
         def container(c: dict[str, Any]) -> dict[str, Any]:
-            out: dict[str, Any] = {"name": c["name"], "image": c.get("image", ""),
-                                   "imageID": f"sim://{c.get('image', '')}",
-                                   "containerID": f"sim://{uid}/{c['name']}", "restartCount": restarts}
-            if phase == "Succeeded":
+            out = base(c, 0 if init_failure is not None else restarts)
+            if init_failure is not None or phase == "Pending" and mode != "image-pull-backoff":
+                out.update(ready=False, started=False, state={"waiting": {"reason": "PodInitializing"}})
+            elif mode == "image-pull-backoff":
+                out.update(ready=False, started=False, state={"waiting": {
+                    "reason": "ImagePullBackOff", "message": f'Back-off pulling image "{c.get("image", "")}"'}})
+            elif phase == "Succeeded":
                 out.update(ready=False, started=False, state={"terminated": {
                     "exitCode": 0, "reason": "Completed", "startedAt": started, "finishedAt": _now()}})
             elif phase == "Failed":
                 out.update(ready=False, started=False, state={"terminated": {
                     "exitCode": 1, "reason": "Error", "startedAt": started, "finishedAt": _now()}})
             elif mode == "crashloop":
-                out.update(ready=False, started=False,
-                           state={"waiting": {"reason": "CrashLoopBackOff",
-                                              "message": f"back-off 10s restarting failed container={c['name']} "
-                                                         f"pod={pod['metadata']['name']}"}},
-                           lastState={"terminated": {"exitCode": 1, "reason": "Error", "startedAt": started,
-                                                     "finishedAt": started}})
+                out.update(ready=False, started=False, **backoff(c))
             else:
                 out.update(ready=ready, started=True, state={"running": {"startedAt": started}})
             return out
 
-        def init(c: dict[str, Any]) -> dict[str, Any]:
-            return {"name": c["name"], "image": c.get("image", ""), "imageID": f"sim://{c.get('image', '')}",
-                    "containerID": f"sim://{uid}/{c['name']}", "restartCount": 0, "ready": True,
-                    "state": {"terminated": {"exitCode": 0, "reason": "Completed", "startedAt": started,
-                                             "finishedAt": started}}}
+        def init(index: int, c: dict[str, Any]) -> dict[str, Any]:
+            if init_failure is None or index < init_failure[0]:
+                return {**base(c, 0), "ready": True, "state": {"terminated": {
+                    "exitCode": 0, "reason": "Completed", "startedAt": started, "finishedAt": started}}}
+            if index > init_failure[0]:
+                return {**base(c, 0), "ready": False, "state": {"waiting": {"reason": "PodInitializing"}}}
+            if restart_policy == "Never":
+                return {**base(c, 0), "ready": False, "state": {"terminated": {
+                    "exitCode": 1, "reason": "Error", "message": init_failure[1], "startedAt": started,
+                    "finishedAt": started}}}
+            return {**base(c, restarts), "ready": False, **backoff(c, init_failure[1])}
 
-        def cond(kind: str, ok: bool, reason: str | None = None) -> dict[str, Any]:
-            out: dict[str, Any] = {"type": kind, "status": "True" if ok else "False", "lastProbeTime": None,
-                                   "lastTransitionTime": started}
+        transitions = self._transitions.setdefault(uid, {})
+
+        def cond(kind: str, ok: bool, reason: str | None = None, message: str | None = None) -> dict[str, Any]:
+            value = "True" if ok else "False"
+            if transitions.get(kind, ("", ""))[0] != value:  # the time a condition last changed, as a kubelet keeps
+                transitions[kind] = (value, started if kind not in transitions else _now())
+            out: dict[str, Any] = {"type": kind, "status": value, "lastProbeTime": None,
+                                   "lastTransitionTime": transitions[kind][1]}
             if reason:
                 out["reason"] = reason
+            if message:
+                out["message"] = message
             return out
 
-        not_ready = "PodCompleted" if phase in ("Succeeded", "Failed") else "ContainersNotReady"
+        names = [c["name"] for c in spec.get("containers", [])]
+        if phase in ("Succeeded", "Failed") and init_failure is None:
+            initialized = cond("Initialized", True, "PodCompleted")
+            not_ready = "PodCompleted"
+        elif init_failure is not None:
+            failing = spec["initContainers"][init_failure[0]]["name"]
+            initialized = cond("Initialized", False, "ContainersNotInitialized",
+                               f"containers with incomplete status: [{failing}]")
+            not_ready = "ContainersNotReady"
+        else:
+            initialized = cond("Initialized", True)
+            not_ready = "ContainersNotReady"
+        unready = None if ready else f"containers with unready status: [{' '.join(names)}]"
         status: dict[str, Any] = {
             "phase": phase, "hostIP": "127.0.0.1", "startTime": started,
-            "conditions": [cond("Initialized", True, "PodCompleted" if phase != "Running" else None),
-                           cond("Ready", ready, None if ready else not_ready),
-                           cond("ContainersReady", ready, None if ready else not_ready),
+            "conditions": [initialized,
+                           cond("Ready", ready, None if ready else not_ready, unready),
+                           cond("ContainersReady", ready, None if ready else not_ready, unready),
                            cond("PodScheduled", True)],
             "containerStatuses": [container(c) for c in spec.get("containers", [])],
         }
         if spec.get("initContainers"):
-            status["initContainerStatuses"] = [init(c) for c in spec["initContainers"]]
+            status["initContainerStatuses"] = [init(i, c) for i, c in enumerate(spec["initContainers"])]
         return status
 
-    def pods(self, client: httpx.Client) -> Iterator[dict[str, Any]]:
+    def pods(self, client: httpx.Client) -> list[dict[str, Any]]:
         """The pods bound to this node now (for a test's diagnostics)."""
         r = client.get("/api/v1/pods", params={"fieldSelector": f"spec.nodeName={self.node}"})
         r.raise_for_status()
-        yield from r.json().get("items", [])
+        return list(r.json().get("items", []))
 
