@@ -151,7 +151,7 @@ def test_the_daemon_serves_a_bundle_to_its_environment_token_only(workspace: Pat
     assert started.returncode == 0, started.stdout + started.stderr
     _listening(port)
     store = BundleStore.of(home)
-    token = store.token("staging")
+    token = artifacts.environment_token(home, "staging")
     base = f"http://127.0.0.1:{port}"
     url = artifacts.artifact_url(base, bundle.digest)
 
@@ -177,7 +177,8 @@ def test_the_daemon_serves_a_bundle_to_its_environment_token_only(workspace: Pat
     assert (no := httpx.get(url)).status_code == 401 and _code(no) == "artifact.token_required"
     assert (wrong := httpx.get(url, headers={"Authorization": "Bearer rgart_nope"})).status_code == 403
     assert _code(wrong) == "artifact.forbidden"
-    other = store.token("production")  # another environment's token: its releases never named this bundle
+    # Another environment's token: its releases never named this bundle.
+    other = artifacts.environment_token(home, "production")
     assert (cross := httpx.get(url, headers={"Authorization": f"Bearer {other}"})).status_code == 404
     assert _code(cross) == "artifact.unknown_digest"
     unknown = httpx.get(artifacts.artifact_url(base, "sha256:" + "0" * 64),
@@ -224,7 +225,7 @@ def test_the_daemon_serves_a_bundle_to_its_environment_token_only(workspace: Pat
     assert tampered.status_code == 500 and _code(tampered) == "artifact.tampered"
 
     # A rotated token stops working at once.
-    store.rotate("staging")
+    artifacts.rotate_token(home, "staging")
     assert httpx.get(url, headers={"Authorization": f"Bearer {token}"}).status_code == 403
 
 
@@ -246,7 +247,7 @@ def test_dependencies_are_wheels_for_the_image_python_and_the_pod_checks_it(work
     assert started.returncode == 0, started.stdout + started.stderr
     _listening(port)
     url = artifacts.artifact_url(f"http://127.0.0.1:{port}", bundle.digest)
-    ran = _init(url, bundle.digest, BundleStore.of(home).token("staging"), tmp_path / "app")
+    ran = _init(url, bundle.digest, artifacts.environment_token(home, "staging"), tmp_path / "app")
     # This interpreter is not the image's: the script refuses to lay out packages built for another Python.
     assert ran.returncode == 5 and f"built for Python {other}" in ran.stderr, ran.stderr
 
@@ -271,3 +272,18 @@ def test_a_build_that_is_not_a_pip_install_is_refused_for_pods(workspace: Path) 
     assert refused.value.diagnostics[0].code == "artifact.deps_failed"  # type: ignore[attr-defined]
     made = artifacts.prepare(home, "staging", "web", snap.digest, build=["pip", "install", "-r", "requirements.txt"])
     assert BundleStore.of(home).allowed("staging", made.digest)
+
+
+def test_fetch_tokens_are_derived_never_stored(tmp_path: Path) -> None:
+    """A copy of the state folder holds no fetch token: it is an HMAC under the signing key (outside it)."""
+    home = tmp_path / ".railguard"
+    token = artifacts.environment_token(home, "staging")
+    assert token.startswith("rgart_") and token == artifacts.environment_token(home, "staging")
+    assert token != artifacts.environment_token(home, "production")
+    for path in home.rglob("*"):
+        assert not path.is_file() or token.encode() not in path.read_bytes(), path
+    assert artifacts.bundle_store(home).env_of(token) == "staging"
+    assert BundleStore.of(home).env_of(token) is None  # without the key nothing matches
+    rotated = artifacts.rotate_token(home, "staging")
+    assert rotated != token and artifacts.bundle_store(home).env_of(token) is None
+    assert artifacts.bundle_store(home).env_of(rotated) == "staging"

@@ -13,6 +13,7 @@ diagnostics. Started by :class:`railguard.daemon.service.Daemon` at boot.
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import os
@@ -22,7 +23,8 @@ from pathlib import Path
 from typing import Any
 
 from railguard.model.diagnostics import Diagnostic, error
-from railguard.sources.artifact_bundles import BundleError, BundleStore, hex_of
+from railguard.secrets.signing import sign
+from railguard.sources.artifact_bundles import TOKEN_PURPOSE, BundleError, BundleStore, hex_of
 
 log = logging.getLogger("railguard.daemon.artifacts")
 ADDRESS_VARIABLE = "RAILGUARD_ARTIFACTS_ADDR"
@@ -33,7 +35,7 @@ class ArtifactServer(ThreadingHTTPServer):
     daemon_threads = True
 
     def __init__(self, address: tuple[str, int], home: Path) -> None:
-        self.store = BundleStore.of(home)
+        self.store = BundleStore.of(home, signer=functools.partial(sign, home, TOKEN_PURPOSE))
         super().__init__(address, _Handler)
 
 

@@ -8,9 +8,11 @@ without name or time), so the same content always has the same digest and a pod 
 which bytes to accept.
 
 :class:`BundleStore` keeps bundles under ``<state>/bundles/``: ``blobs/<hex>.tar.gz`` (read-only),
-per environment the digests it may fetch (``envs/<env>/<hex>``) and its read-only fetch token
-(``tokens/<env>.token``, 0600: a Kubernetes Secret must carry it, so it is kept in clear, like the
-daemon's own socket token files; it reads bundles of that environment and nothing else). Written by
+per environment the digests it may fetch (``envs/<env>/<hex>``) and the generation of its read-only
+fetch token (``tokens/<env>.generation``). The token itself is never stored: it is derived by the
+``signer`` the caller passes (an HMAC under the signing key, which lives outside the state folder), from
+the environment and its generation, so a copy of the state folder gives no token; a rotation moves the
+generation. The token reads bundles of that environment and nothing else. Written by
 the Kubernetes provider (:mod:`railguard.providers.kubernetes.artifacts`), read by the daemon's
 artifact listener (:mod:`railguard.daemon.artifact_server`). It lives in ``sources`` so both sides of
 the layering can use it without one runtime importing another.
@@ -25,16 +27,16 @@ import io
 import json
 import os
 import re
-import secrets
 import tarfile
 import tempfile
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
 from railguard.sources.store import SnapshotMissing, SnapshotStore
 
 FOLDER = "bundles"
+TOKEN_PURPOSE = "artifact-token"  # the signing purpose fetch tokens are derived under
 MANIFEST = "railguard-bundle.json"  # first entry of every bundle: what it holds and for which Python
 SRC = "src"
 DEPS = "deps"
@@ -128,12 +130,14 @@ def hex_of(digest: str) -> str | None:
 
 
 class BundleStore:
-    def __init__(self, root: Path) -> None:
+    def __init__(self, root: Path, signer: Callable[[str], str] | None = None) -> None:
         self.root = root
+        self._signer = signer
 
     @classmethod
-    def of(cls, home: Path) -> BundleStore:
-        return cls(home / FOLDER)
+    def of(cls, home: Path, signer: Callable[[str], str] | None = None) -> BundleStore:
+        """The store of state folder ``home``; ``signer`` (message -> hex HMAC) derives the fetch tokens."""
+        return cls(home / FOLDER, signer)
 
     def path(self, hex_digest: str) -> Path:
         return self.root / "blobs" / f"{hex_digest}.tar.gz"
@@ -205,45 +209,40 @@ class BundleStore:
 
     # -- tokens ----------------------------------------------------------------------------------
     def token(self, env: str) -> str:
-        """``env``'s fetch token, made on first use (the provider puts it in the namespace's Secret)."""
-        path = self._token_path(env)
-        try:
-            return path.read_text().strip()
-        except FileNotFoundError:
-            return self.rotate(env)
+        """``env``'s fetch token (the provider puts it in the namespace's Secret); derived, never stored."""
+        return self._derive(env, self._generation(env))
 
     def rotate(self, env: str) -> str:
         """A new fetch token for ``env``; the old one stops working at once."""
-        path = self._token_path(env)
+        path = self._generation_path(env)
         path.parent.mkdir(parents=True, exist_ok=True)
-        os.chmod(path.parent, 0o700)
-        value = "rgart_" + secrets.token_urlsafe(32)
         tmp = path.with_name(f".{path.name}.tmp")
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        with os.fdopen(fd, "w") as handle:
-            handle.write(value)
+        tmp.write_text(str(self._generation(env) + 1))
         os.replace(tmp, path)
-        return value
+        return self.token(env)
 
     def env_of(self, token: str) -> str | None:
-        """The environment whose fetch token this is (compared in constant time), or None."""
-        folder = self.root / "tokens"
-        if not token or not folder.is_dir():
+        """The environment whose fetch token this is (the HMAC compared in constant time), or None."""
+        env, dot, _ = token.removeprefix("rgart_").partition(".")
+        if not token.startswith("rgart_") or not dot or not _ENV.match(env) or self._signer is None:
             return None
-        found = None
-        for path in sorted(folder.glob("*.token")):
-            try:
-                known = path.read_text().strip()
-            except OSError:
-                continue
-            if hmac.compare_digest(known.encode(), token.encode()):
-                found = path.stem
-        return found
+        return env if hmac.compare_digest(self.token(env).encode(), token.encode()) else None
 
-    def _token_path(self, env: str) -> Path:
+    def _derive(self, env: str, generation: int) -> str:
+        if self._signer is None:
+            raise BundleError("artifact tokens need the signing key: open the store with a signer")
+        return f"rgart_{env}." + self._signer(f"{env}\n{generation}")
+
+    def _generation(self, env: str) -> int:
+        try:
+            return int(self._generation_path(env).read_text().strip() or 0)
+        except (FileNotFoundError, ValueError):
+            return 0
+
+    def _generation_path(self, env: str) -> Path:
         if not _ENV.match(env):
             raise BundleError(f"'{env}' is not an environment name")
-        return self.root / "tokens" / f"{env}.token"
+        return self.root / "tokens" / f"{env}.generation"
 
 
 def _checked(env: str, digest: str) -> str:

@@ -18,6 +18,7 @@ environment. Called by the Kubernetes provider when it renders and applies a Dep
 from __future__ import annotations
 
 import base64
+import functools
 import hashlib
 import os
 import re
@@ -29,7 +30,8 @@ from typing import Any
 
 from railguard.model.diagnostics import RailguardError, error
 from railguard.providers.kubernetes import artifact_deps
-from railguard.sources.artifact_bundles import Bundle, BundleError, BundleStore, hex_of
+from railguard.secrets.signing import sign
+from railguard.sources.artifact_bundles import TOKEN_PURPOSE, Bundle, BundleError, BundleStore, hex_of
 from railguard.sources.store import SnapshotStore, materialize_or_capture
 
 DEFAULT_BASE_IMAGE = "python:3.12-slim"
@@ -222,9 +224,19 @@ def token_secret(namespace: str, token: str, labels: dict[str, str] | None = Non
     }
 
 
+def bundle_store(home: Path) -> BundleStore:
+    """The bundle store of ``home``, its fetch tokens derived under the signing key (outside the state folder)."""
+    return BundleStore.of(home, signer=functools.partial(sign, home, TOKEN_PURPOSE))
+
+
 def environment_token(home: Path, env: str) -> str:
-    """``env``'s read-only artifact token (made on first use), for :func:`token_secret`."""
-    return BundleStore.of(home).token(env)
+    """``env``'s read-only artifact token, for :func:`token_secret`."""
+    return bundle_store(home).token(env)
+
+
+def rotate_token(home: Path, env: str) -> str:
+    """A new artifact token for ``env``: the old one is refused at once (the next apply writes the new Secret)."""
+    return bundle_store(home).rotate(env)
 
 
 def prepare(home: Path, env: str, service: str, source_digest: str, base_image: str = DEFAULT_BASE_IMAGE,
@@ -240,7 +252,7 @@ def prepare(home: Path, env: str, service: str, source_digest: str, base_image: 
     """
     artifact_deps.refuse_build(service, build)
     snapshots = SnapshotStore.of(home)
-    bundles = BundleStore.of(home)
+    bundles = bundle_store(home)
     python = python_of(base_image)
     try:
         with tempfile.TemporaryDirectory(prefix=".src.", dir=_mkdir(bundles.root)) as tmp:
