@@ -11,7 +11,8 @@ daemon instead of restarting it (and so dropping traffic).
 Switches never touch Caddy's config. Each route with replicas proxies to the SRV name of its route
 (``dynamic_upstreams``), answered by the environment's upstream resolver
 (:mod:`railguard.providers.local.resolver`); a switch publishes a new table there and waits one refresh
-interval, so Caddy's servers, listeners and idle keep-alive connections stay as they are. Only a real change of
+interval at most (only while Caddy may still use an answer it got before; see ``ResolverProcess.settle``), so
+Caddy's servers, listeners and idle keep-alive connections stay as they are. Only a real change of
 the edge (a route, a host, the port, whether a route has replicas at all) posts a new server config, which
 Caddy applies as a reload: that re-binds the listeners and closes idle keep-alive connections (Caddy 2.11 has
 no setting that keeps them; docs/runtime.md). That is why the local provider runs one Caddy per environment.
@@ -265,8 +266,8 @@ class CaddyEdge:
         """Route ``env`` as ``routes`` say; when this returns, no new request reaches a replica left out.
 
         The replicas go to the resolver and static folders to their links; Caddy's config is posted only
-        when it differs from what Caddy runs (a real change: one reload). A switch waits one refresh
-        interval, the longest Caddy may still use the answer it cached before.
+        when it differs from what Caddy runs (a real change: one reload). A switch waits until Caddy can no
+        longer use an answer it cached before: at most one refresh interval, nothing when it asked for none lately.
         """
         _server_name(env)  # validates the name
         table = upstream_table(env, routes)
@@ -304,8 +305,11 @@ class CaddyEdge:
         except EdgeError:
             self.resolver.publish(before)
             raise
-        if any(mine.get(k) not in (None, v) for k, v in table.items()) or any(k not in table for k in mine):
-            time.sleep(REFRESH_S + _REFRESH_MARGIN_S)  # Caddy may hold the previous answer this long
+        changed = [k for k, v in table.items() if mine.get(k) not in (None, v)] + [k for k in mine if k not in table]
+        if changed:
+            # Caddy may hold the previous answer up to one refresh interval; the resolver knows which names it
+            # answered within that time, so only those are waited for (and only until Caddy asks again).
+            self.resolver.settle(changed, REFRESH_S, _REFRESH_MARGIN_S)
 
     def _wait_certificates(self, names: list[str], bind: str, https_port: int) -> None:
         """Return once the edge answers TLS for each internally issued name (Caddy issues them in the background,
