@@ -13,7 +13,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from railguard.engine.observe import observe_into
+from railguard.engine.observe import observed as observe_live
 from railguard.engine.plan import desired_for
 from railguard.engine.workspace import Workspace
 from railguard.model.api import (
@@ -39,7 +39,8 @@ if TYPE_CHECKING:
 
 def describe(daemon: Daemon, env: str, spec_path: str | None) -> EnvironmentStatus:
     provider, store = daemon.provider, daemon.store()
-    observed = observe_into(store, provider, env)
+    # Read-only: a status never writes the store (plans and applies record what they observe, under the lock).
+    observed = observe_live(store, provider, env)
     units = provider.describe(DescribeRequest(env=env))
     services: list[ServiceStatus] = []
     for unit in units.services:

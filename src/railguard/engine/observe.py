@@ -17,11 +17,16 @@ ENGINE_KINDS = {"environment"}
 
 def observe_into(store: Store, provider: Provider, env: str) -> list[ObservedResource]:
     """Observe ``env`` and record it (the serial moves when anything changed); return what is live."""
-    reported = [r for r in provider.observe(ObserveRequest(env=env)).resources if r.kind not in ENGINE_KINDS]
-    kept = [r for r in store.inventory(env) if r.kind in ENGINE_KINDS]
-    live = sorted(reported + kept, key=lambda r: r.address)
+    live = observed(store, provider, env)
     store.record_observed(env, live)
     return live
+
+
+def observed(store: Store, provider: Provider, env: str) -> list[ObservedResource]:
+    """What is live in ``env``, without recording it: for reads (status), which must not write the store."""
+    reported = [r for r in provider.observe(ObserveRequest(env=env)).resources if r.kind not in ENGINE_KINDS]
+    kept = [r for r in store.inventory(env) if r.kind in ENGINE_KINDS]
+    return sorted(reported + kept, key=lambda r: r.address)
 
 
 def state_protected(store: Store, env: str) -> bool:

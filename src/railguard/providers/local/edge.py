@@ -37,6 +37,7 @@ import socket
 import ssl
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -70,6 +71,7 @@ from railguard.providers.local.resolver import ResolverProcess, hand_to, short_d
 __all__ = ["LOG_ROLL_KEEP", "LOG_ROLL_SIZE_MB", "CaddyEdge", "EdgeError", "EdgeRoute", "NotFound", "PortInUse",
            "bootstrap_config", "route_lookup", "server_config", "upstream_table"]
 _REFRESH_MARGIN_S = 0.03
+_SERVED_MAX_AGE_S = 30.0
 _CERT_TIMEOUT = 10.0  # the internal CA issues in milliseconds; this only bounds a broken issuance
 
 _PREFIX = HTTP_PREFIX
@@ -126,6 +128,12 @@ class CaddyEdge:
         self.config_path = self.run_dir / "bootstrap.json"
         self._child: subprocess.Popen[bytes] | None = None  # set only when we are the parent
         self.resolver = ResolverProcess(self.run_dir, run_as)
+        # The environments this Caddy serves, as last read or changed by us, and which Caddy process (pid, start
+        # time) and when: status reads it instead of asking Caddy each time (see serves()).
+        self._served: tuple[tuple[int, float], frozenset[str], float] | None = None
+        self._changes = 0  # config changes sent: a read that overlapped one is not kept
+        self._sending = 0  # config changes under way
+        self._served_lock = threading.Lock()
 
     @staticmethod
     def binary() -> Path:
@@ -229,7 +237,44 @@ class CaddyEdge:
         self.socket_path.unlink(missing_ok=True)
         self.resolver.stop()
 
+    def serves(self, env: str) -> bool:
+        """Whether this edge runs and serves ``env``, without an admin call when nothing can have changed it.
+
+        Only Railguard changes the config (the admin socket is in a 0700 folder), and every change it makes
+        drops what was known; a Caddy restarted under the same pid file is a different process (start time).
+        The answer is still re-read from Caddy after ``_SERVED_MAX_AGE_S``, as a bound on any surprise.
+        """
+        proc = self._process()
+        if proc is None:
+            return False
+        try:
+            key = (proc.pid, proc.create_time())
+        except psutil.Error:
+            return False
+        known = self._served
+        if known is None or known[0] != key or time.monotonic() - known[2] > _SERVED_MAX_AGE_S:
+            changes = self._changes
+            served = frozenset(self.environments())
+            with self._served_lock:
+                if changes == self._changes and not self._sending:
+                    self._served = (key, served, time.monotonic())
+            return env in served
+        return env in known[1]
+
     def _request(self, method: str, path: str, body: Any = None, retry_for: float = 2.0) -> Any:
+        if method != "GET":
+            with self._served_lock:
+                self._sending += 1
+            try:
+                return self._send(method, path, body, retry_for)
+            finally:
+                with self._served_lock:
+                    self._sending -= 1
+                    self._changes += 1  # a config change (or a stop): what is served is read again
+                    self._served = None
+        return self._send(method, path, body, retry_for)
+
+    def _send(self, method: str, path: str, body: Any, retry_for: float) -> Any:
         # Every request this module sends is idempotent (create-or-replace, delete, read),
         # so a refused or reset admin connection is safely retried for a moment.
         deadline = time.monotonic() + retry_for
