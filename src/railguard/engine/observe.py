@@ -25,7 +25,8 @@ def observe_into(store: Store, provider: Provider, env: str) -> list[ObservedRes
 def observed(store: Store, provider: Provider, env: str) -> list[ObservedResource]:
     """What is live in ``env``, without recording it: for reads (status), which must not write the store."""
     reported = [r for r in provider.observe(ObserveRequest(env=env)).resources if r.kind not in ENGINE_KINDS]
-    kept = [r for r in store.inventory(env) if r.kind in ENGINE_KINDS]
+    # The environment resource is the only engine kind, at one address: read that row, not the whole inventory.
+    kept = [r for r in [store.inventory_at(env, environment_address(env))] if r is not None and r.kind in ENGINE_KINDS]
     return sorted(reported + kept, key=lambda r: r.address)
 
 
