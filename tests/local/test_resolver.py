@@ -137,3 +137,21 @@ def test_a_responder_without_a_control_socket_gets_the_whole_interval(folder: Pa
         assert resolver.settle([srv_name("prod", "rabc")], refresh=0.05, margin=0.01) >= 0.06
     finally:
         resolver.stop()
+
+
+def test_a_table_replaced_within_one_timestamp_tick_is_still_seen(folder: Path) -> None:
+    """Two publishes in a row can leave the same size, mtime and inode; the second table must still be served."""
+    import os
+
+    resolver = ResolverProcess(folder)
+    resolver.start()
+    try:
+        name = srv_name("prod", "rabc")
+        resolver.publish({name: (9001,)})
+        assert ask(resolver.path, name) == (0, 1, [9001])
+        before = resolver.table_path.stat()
+        resolver.table_path.write_text(resolver.table_path.read_text().replace("9001", "9002"))  # same inode, size
+        os.utime(resolver.table_path, ns=(before.st_atime_ns, before.st_mtime_ns))  # and the same mtime
+        assert ask(resolver.path, name) == (0, 1, [9002])
+    finally:
+        resolver.stop()

@@ -17,7 +17,7 @@ the hosts file for an absolute name (measured with Caddy 2.11), so the route's t
 Because dialing depends on it, the responder is its own small process (stdlib only, run from this file), started
 and adopted with the environment's Caddy by :class:`railguard.providers.local.edge.CaddyEdge`, not a thread of
 the daemon: apps and the edge keep serving while no daemon runs. It reads its table from a JSON file the daemon
-replaces atomically (:meth:`ResolverProcess.publish`), checked on every query (one ``stat``).
+replaces atomically (:meth:`ResolverProcess.publish`), checked on every query (one small read).
 
 A switch must not return while Caddy may still route by the answer it cached before (for its refresh interval).
 Instead of sleeping a whole interval, the daemon asks the responder over a second socket beside the first
@@ -163,22 +163,26 @@ def hand_to(folder: Path, run_as: RunAs) -> None:
 
 
 class _Table:
-    """The published table, re-read whenever the file was replaced (its inode, size or mtime moved)."""
+    """The published table, re-read whenever the file's bytes changed.
+
+    Not by ``stat``: two publishes within one timestamp tick can leave the same size, mtime and even inode (the
+    one freed by the first replace is reused by the second), and the second table would go unseen. The file is
+    a few hundred bytes; reading it per query costs microseconds.
+    """
 
     def __init__(self, path: Path) -> None:
         self.path = path
-        self.key: tuple[int, int, int] | None = None
+        self.raw: bytes | None = None
         self.table: dict[str, tuple[int, ...]] = {}
         self.generation = 0  # counts the tables loaded, so an answer can say which table it came from
 
     def current(self) -> dict[str, tuple[int, ...]]:
         try:
-            st = os.stat(self.path)
-            key = (st.st_ino, st.st_size, st.st_mtime_ns)
-            if key != self.key:
-                raw = json.loads(self.path.read_text())
-                self.table = {str(k).lower(): tuple(int(p) for p in v) for k, v in raw.items()}
-                self.key = key
+            raw = self.path.read_bytes()
+            if raw != self.raw:
+                loaded = json.loads(raw)
+                self.table = {str(k).lower(): tuple(int(p) for p in v) for k, v in loaded.items()}
+                self.raw = raw
                 self.generation += 1
         except (OSError, ValueError, TypeError, AttributeError):
             pass  # keep answering from the last good table rather than forget every replica
