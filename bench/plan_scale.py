@@ -100,7 +100,7 @@ def fake_daemon(home: str, spec_path: str, n: int) -> None:
 
     desired = Facts(Workspace(Path(spec_path), Path(home))).desired("staging", {})
     live = {"staging": {o.address: o for o in mixed_observed(desired, n)}}
-    service.open_provider = lambda home, secrets=None: FakeProvider(live=live)  # type: ignore[assignment]
+    service.open_provider = lambda home, **_: FakeProvider(live=live)  # type: ignore[assignment]
     lifecycle.run(Path(home))
 
 

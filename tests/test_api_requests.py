@@ -60,3 +60,35 @@ def test_a_plan_answer_carries_every_field_of_the_plan() -> None:
     from railguard.model.plans import Plan
 
     assert set(Plan.model_fields) <= set(PlanAnswer.model_fields)
+
+
+def test_a_follower_is_answered_the_moment_a_step_is_journaled(tmp_path: Path) -> None:
+    """``GET /v1/operations/ID?after=N&wait=S`` (the CLI's follow) holds the request until the journal grows past N
+    or the operation ends, and the journal's writer wakes it: no poll interval between a step and its report."""
+    import threading
+
+    from railguard.model.api import OperationStatus
+
+    daemon = Daemon(tmp_path / "state")
+    op_id = daemon.store().create_operation("staging", "rollback", None, ADMIN.id)
+    answers: list[Any] = []
+    waiter = threading.Thread(target=lambda: answers.append(
+        route(daemon, "GET", ["v1", "operations", op_id], {"after": "0", "wait": "25"}, {}, ADMIN)), daemon=True)
+    waiter.start()
+    try:
+        waiter.join(timeout=0.3)
+        assert waiter.is_alive()  # nothing happened yet: it waits
+        daemon.store().journal(op_id, "switch", "begin")
+        waiter.join(timeout=20)  # well inside the request's 25 s: only the wake-up can end it this soon
+        assert not waiter.is_alive()
+        assert [(s.step, s.phase) for s in answers[0]["operation"].journal] == [("switch", "begin")]
+        # Past the last entry of an operation that ended: answered at once, whatever the wait asked for.
+        daemon.store().finish_operation(op_id, OperationStatus.succeeded)
+        ended = route(daemon, "GET", ["v1", "operations", op_id], {"after": "1", "wait": "25"}, {}, ADMIN)
+        assert ended["operation"].status is OperationStatus.succeeded
+        with pytest.raises(RailguardError) as bad:
+            route(daemon, "GET", ["v1", "operations", op_id], {"after": "0", "wait": "-1"}, {}, ADMIN)
+        assert bad.value.diagnostics[0].code == "daemon.bad_request"
+    finally:
+        daemon.store().journal(op_id, "end", "end")  # wakes a waiter still waiting (after a failed assert)
+        waiter.join(timeout=5)

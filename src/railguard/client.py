@@ -201,8 +201,11 @@ class Client:
     def status(self, env: str, spec: str | None = None) -> EnvironmentStatus:
         return EnvironmentStatus.model_validate(self.call("GET", "status", params={"env": env, "spec": spec})["status"])
 
-    def operation(self, op_id: str) -> Operation:
-        return Operation.model_validate(self.call("GET", f"operations/{op_id}")["operation"])
+    def operation(self, op_id: str, after: int | None = None, wait_s: float = 0.0) -> Operation:
+        """The operation; with ``after``, once its journal has more entries than that or it ended (the daemon
+        holds the request up to ``wait_s`` seconds and answers the moment a step is written)."""
+        params = None if after is None else {"after": after, "wait": wait_s}
+        return Operation.model_validate(self.call("GET", f"operations/{op_id}", params=params)["operation"])
 
     def operations(self, env: str | None = None, limit: int | None = None) -> list[Operation]:
         """Newest first, with their journals."""

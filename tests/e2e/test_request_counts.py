@@ -9,6 +9,7 @@ each, and the artifact build reuses the cached digest. A new re-parse or re-snap
 from __future__ import annotations
 
 import tempfile
+import time
 from collections import Counter
 from pathlib import Path
 
@@ -17,24 +18,34 @@ from railguard.model.counters import ENV
 from .harness import Workspace
 
 
-def _counted(ws: Workspace, log: Path, *args: str) -> Counter[str]:
+def _counted(ws: Workspace, log: Path, *args: str, parses_after: int = 0) -> Counter[str]:
+    """The counts of one command. ``parses_after``: spec parses the daemon still makes after the command returned
+    (the verification window reads the served spec on its next pass, which may come after a fast CLI is done);
+    they are waited for, within a bound, so they are counted here and not in the next command's window."""
     log.write_text("")
     code, result = ws.rg_json(*args, env={ENV: str(log)})
     assert code == 0, result
-    return Counter(line.split(" ", 1)[1] for line in log.read_text().splitlines())
+
+    def counts() -> Counter[str]:
+        return Counter(line.split(" ", 1)[1] for line in log.read_text().splitlines())
+
+    deadline = time.monotonic() + 15.0
+    while counts()["spec-parse"] < parses_after and time.monotonic() < deadline:
+        time.sleep(0.05)
+    return counts()
 
 
 def test_deploy_parses_and_snapshots_a_bounded_number_of_times(ws: Workspace) -> None:
     with tempfile.TemporaryDirectory() as tmp:  # outside the app folder: the log is not part of the source
         log = Path(tmp) / "counts.log"
         deploy = ("deploy", "--env", "staging", "--yes")
-        first = _counted(ws, log, *deploy)
+        first = _counted(ws, log, *deploy, parses_after=4)
         # This one also starts the daemon, whose retention pass at boot reads the spec's [retention] once.
         assert first["spec-parse"] <= 4 and first["source-snapshot"] <= 3, first
 
         (ws.root / "app.py").write_text((ws.root / "app.py").read_text() + "# a change\n")
         ws.write_spec(version="2")
-        changed = _counted(ws, log, *deploy)
+        changed = _counted(ws, log, *deploy, parses_after=3)
         assert ws.version() == "v2"
         # CLI 1, plan 1, and the verification window reading the served spec's thresholds once after the switch;
         # apply reads the plan only (was 4).

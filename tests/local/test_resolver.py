@@ -13,7 +13,7 @@ import pytest
 
 from railguard.model import checks
 from railguard.model.specfile import parse_spec
-from railguard.providers.local.resolver import ResolverProcess, answer, srv_name
+from railguard.providers.local.resolver import ResolverProcess, answer, may_be_cached, srv_name
 
 
 def query(name: str, qtype: int = 33, ident: int = 4242) -> bytes:
@@ -98,3 +98,60 @@ def test_ports_below_the_unprivileged_start_are_refused(monkeypatch: pytest.Monk
     monkeypatch.setattr(checks, "lowest_unprivileged_port", lambda: 0)  # root or CAP_NET_BIND_SERVICE
     _, found = parse_spec(text, file="railguard.toml")
     assert not [d for d in found if d.is_error]
+
+
+def test_the_control_socket_says_which_names_caddy_may_still_hold_from_an_older_table(folder: Path) -> None:
+    resolver = ResolverProcess(folder)
+    resolver.start()
+    try:
+        name, quiet = srv_name("prod", "rabc"), srv_name("prod", "rdef")
+        resolver.publish({name: (9001,), quiet: (9005,)})
+        assert ask(resolver.path, name) == (0, 1, [9001])  # what Caddy does on a request after its refresh
+        info = resolver._control([name, quiet])
+        assert info is not None
+        assert info["names"][quiet] is None  # never asked: Caddy caches nothing for it
+        assert info["names"][name][1] is True  # answered from the table now published
+        resolver.publish({name: (9002,), quiet: (9006,)})  # a switch
+        info = resolver._control([name])
+        assert info is not None and info["names"][name][1] is False  # Caddy may still route to 9001
+        assert ask(resolver.path, name) == (0, 1, [9002])  # Caddy's next lookup gets the new set
+        info = resolver._control([name.upper()])
+        assert info is not None and info["names"][name.upper()][1] is True
+        resolver.publish({name: (9003,), quiet: (9007,)})
+        info = resolver._control([name, quiet])
+        assert may_be_cached(info, window=30.0) is None  # a responder younger than the window knows too little
+        assert may_be_cached(info and {**info, "up": 60.0}, window=30.0) == [name]  # asked 9002: wait for it
+        assert may_be_cached(info and {**info, "up": 60.0}, window=0.0) == []  # its answer expired: no wait
+        # The wait is bounded by the window it was given (here the responder is too young to know better).
+        assert resolver.settle([name], refresh=0.05, margin=0.0) >= 0.05
+    finally:
+        resolver.stop()
+    assert not resolver.path.with_suffix(".ctl").exists()
+
+
+def test_a_responder_without_a_control_socket_gets_the_whole_interval(folder: Path) -> None:
+    resolver = ResolverProcess(folder)
+    resolver.start()
+    try:
+        resolver.path.with_suffix(".ctl").unlink()  # as one started by an older daemon, adopted
+        assert resolver.settle([srv_name("prod", "rabc")], refresh=0.05, margin=0.01) >= 0.06
+    finally:
+        resolver.stop()
+
+
+def test_a_table_replaced_within_one_timestamp_tick_is_still_seen(folder: Path) -> None:
+    """Two publishes in a row can leave the same size, mtime and inode; the second table must still be served."""
+    import os
+
+    resolver = ResolverProcess(folder)
+    resolver.start()
+    try:
+        name = srv_name("prod", "rabc")
+        resolver.publish({name: (9001,)})
+        assert ask(resolver.path, name) == (0, 1, [9001])
+        before = resolver.table_path.stat()
+        resolver.table_path.write_text(resolver.table_path.read_text().replace("9001", "9002"))  # same inode, size
+        os.utime(resolver.table_path, ns=(before.st_atime_ns, before.st_mtime_ns))  # and the same mtime
+        assert ask(resolver.path, name) == (0, 1, [9002])
+    finally:
+        resolver.stop()

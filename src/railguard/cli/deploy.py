@@ -27,24 +27,34 @@ from railguard.model.plans import Action, Plan
 PER_ACTION = 20  # changes of each action a plan lists for people without --full
 NoWaitOpt = Annotated[bool, typer.Option("--no-wait", help="Return the operation id at once.")]
 FOLLOW_LIMIT_S = 3600.0
-FOLLOW_FIRST_S, FOLLOW_MAX_S = 0.02, 0.15  # polls of a followed operation: quick at first, backing off
+FOLLOW_FIRST_S, FOLLOW_MAX_S = 0.02, 0.15  # pauses when the daemon answers without news (one that cannot wait)
+FOLLOW_WAIT_S = 10.0  # how long one request may wait for the next step (the daemon answers the moment it is written)
 
 
 def follow(client: Client, op_id: str, as_json: bool) -> Operation:
-    """Poll the operation until it ends, printing journal entries as they arrive (for people)."""
+    """Follow the operation until it ends, printing journal entries as they are written (for people).
+
+    Each request asks for the entries after those seen and the daemon holds it until one is written or the
+    operation ends (a long-poll woken by the journal's writer), so a step shows, and the command returns, the
+    moment it happens rather than at the next poll.
+    """
     shown = 0
     deadline = time.monotonic() + FOLLOW_LIMIT_S
     pause = FOLLOW_FIRST_S
     while True:
-        record = client.operation(op_id)
+        record = client.operation(op_id, after=shown, wait_s=FOLLOW_WAIT_S)
+        news = len(record.journal) > shown
         if not as_json:
             for entry in record.journal[shown:]:
                 render.journal_entry(entry)
-            shown = len(record.journal)
+        shown = len(record.journal)
         if not record.status.in_flight or time.monotonic() > deadline:
             return record
-        time.sleep(pause)
-        pause = min(pause * 1.5, FOLLOW_MAX_S)  # short operations end sooner; long ones are not polled hard
+        if news:
+            pause = FOLLOW_FIRST_S
+        else:  # the wait ran out, or a daemon that does not wait: do not ask again at once
+            time.sleep(pause)
+            pause = min(pause * 1.5, FOLLOW_MAX_S)
 
 
 def _finish_operation(record: Operation, as_json: bool, url: str | None = None) -> None:

@@ -337,6 +337,19 @@ def _int(source: dict[str, Any], key: str, default: int | None) -> int | None:  
         raise _bad(f"'{key}' must be a number") from exc
 
 
+def _float(source: dict[str, Any], key: str, default: float) -> float:  # the query
+    value = source.get(key)
+    if value is None or value == "":
+        return default
+    try:
+        number = float(value)
+    except (TypeError, ValueError) as exc:
+        raise _bad(f"'{key}' must be a number") from exc
+    if not 0 <= number < float("inf"):
+        raise _bad(f"'{key}' must be a number of seconds, 0 or more")
+    return number
+
+
 def _parse(model: type[R], body: dict[str, Any]) -> R:  # raw JSON in, the request model out
     """The body as ``model``: unknown fields and wrong types are a bad request, never a 500."""
     try:
@@ -416,6 +429,8 @@ def route(daemon: Daemon, method: str, parts: list[str], query: dict[str, str], 
         case ("GET", "operations", 3):
             record = daemon.operation(parts[2])
             require(who, read, record.env)
+            if query.get("after") is not None:  # a follower: answer when the journal grows past it, or it ends
+                record = daemon.operation_after(parts[2], _int(query, "after", 0) or 0, _float(query, "wait", 0.0))
             return {"operation": record}
         case ("GET", "status", 2):
             require(who, read, _need(query, "env"))

@@ -63,7 +63,7 @@ from railguard.providers.base import DescribeRequest, HealthRequest, LogsRequest
 from railguard.providers.registry import open_provider
 from railguard.secrets.keys import key_dir, state_id
 from railguard.sources.store import SnapshotStore
-from railguard.state import approvals
+from railguard.state import approvals, operations
 from railguard.state.store import Store
 
 log = logging.getLogger("railguard.daemon")
@@ -73,6 +73,7 @@ NAME_RE = re.compile(NAME_PATTERN.strip("^$"))
 # How long a queued job waits for the API to finish answering its submit before it runs anyway
 # (a client that went away must not hold the environment).
 ANSWER_WAIT_S = 10.0
+MAX_OPERATION_WAIT_S = 30.0  # the longest one long-poll of an operation holds its request (and thread)
 
 
 @dataclass
@@ -359,6 +360,18 @@ class Daemon(Governance, ExecSessions):
                                        "The state has no operation with that id.",
                                        "List operations with `railguard operations`.", address=op_id))
         return record
+
+    def operation_after(self, op_id: str, after: int, wait_s: float) -> Operation:
+        """The operation once its journal has more than ``after`` entries or it ended, waiting up to ``wait_s``
+        (a long-poll: the journal's writer wakes it at once, so a follower sees each step as it is written)."""
+        deadline = time.monotonic() + max(0.0, min(wait_s, MAX_OPERATION_WAIT_S))
+        while True:
+            mark = operations.progress_mark()  # before the read: a move between the two is not missed
+            record = self.operation(op_id)
+            left = deadline - time.monotonic()
+            if len(record.journal) > after or not record.status.in_flight or left <= 0 or self.stopping.is_set():
+                return record
+            operations.wait_for_progress(mark, left)
 
     def status(self, env: str, spec_path: str | None) -> EnvironmentStatus:
         from railguard.daemon.status import describe

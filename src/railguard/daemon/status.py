@@ -11,10 +11,10 @@ how a runtime keeps them. Called by :class:`railguard.daemon.service.Daemon`.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
-from railguard.engine.observe import observe_into
-from railguard.engine.plan import desired_for
+from railguard.engine.facts import Facts
+from railguard.engine.observe import observed as observe_live
 from railguard.engine.workspace import Workspace
 from railguard.model.api import (
     DatabaseStatus,
@@ -39,7 +39,8 @@ if TYPE_CHECKING:
 
 def describe(daemon: Daemon, env: str, spec_path: str | None) -> EnvironmentStatus:
     provider, store = daemon.provider, daemon.store()
-    observed = observe_into(store, provider, env)
+    # Read-only: a status never writes the store (plans and applies record what they observe, under the lock).
+    observed = observe_live(store, provider, env)
     units = provider.describe(DescribeRequest(env=env))
     services: list[ServiceStatus] = []
     for unit in units.services:
@@ -77,15 +78,32 @@ def _security(daemon: Daemon, env: str) -> dict[str, int | str | None]:
 
 
 _SPECS: dict[str, tuple[tuple[int, int], Spec]] = {}  # parsed specs by path, while the file is unchanged
+# Status is polled (agents, the console), and drift is most of its cost with many services: what it derives is
+# kept, keyed by everything it is derived from, so an unchanged workspace is not worked out again.
+_APPLIED: dict[tuple[str, str, str], dict[str, str]] = {}  # (home, env, applied digest) -> address: fingerprint
+_DESIRED: dict[tuple[Any, ...], str] = {}  # (spec path and state, env, secret versions, source digest) -> digest
+_KEEP = 64  # entries per cache: a few environments and specs, each replaced as it changes
+
+
+def _remember(cache: dict[Any, Any], key: Any, value: Any) -> None:
+    if len(cache) >= _KEEP:
+        cache.clear()
+    cache[key] = value
+
+
+def _spec_key(ws: Workspace) -> tuple[int, int] | None:
+    try:
+        stat = ws.spec_path.stat()
+    except OSError:
+        return None
+    return (stat.st_mtime_ns, stat.st_size)
 
 
 def _parsed(ws: Workspace) -> Spec:
     """The valid spec at ``ws``; parsing 200 services takes ~12 ms, and status is polled."""
-    try:
-        stat = ws.spec_path.stat()
-    except OSError:
+    key = _spec_key(ws)
+    if key is None:
         return ws.load_valid()[0]  # reports spec.not_found
-    key = (stat.st_mtime_ns, stat.st_size)
     cached = _SPECS.get(str(ws.spec_path))
     if cached is not None and cached[0] == key:
         return cached[1]
@@ -94,21 +112,47 @@ def _parsed(ws: Workspace) -> Spec:
     return spec
 
 
+def _applied(store: Store, env: str, home: Path) -> tuple[str | None, dict[str, str] | None]:
+    """The applied spec's digest and its resources' fingerprints by address. The digest covers every address
+    and fingerprint, so the snapshot's body (a large JSON text) is parsed once per applied spec."""
+    digest = store.last_spec_digest(env)
+    if digest is None:
+        return None, None
+    key = (str(home), env, digest)
+    found = _APPLIED.get(key)
+    if found is None:
+        snapshot = store.last_spec(env) or []
+        found = {str(r["address"]): str(r["fingerprint"]) for r in snapshot}
+        _remember(_APPLIED, key, found)
+    return digest, found
+
+
+def _desired_digest(ws: Workspace, spec: Spec, env: str, versions: dict[str, int]) -> str:
+    """The digest a plan of ``env`` would be computed for now. The source snapshot is still taken (a listing
+    and a ``stat`` per file, hashes cached by file state: an edited file is seen); the desired resources are
+    worked out again only when the spec file, the secret versions or the source digest moved."""
+    facts = Facts(ws, spec)
+    key = (str(ws.spec_path), _spec_key(ws), env, tuple(sorted(versions.items())), facts.source().digest)
+    found = _DESIRED.get(key)
+    if found is None:
+        found = desired_digest(facts.desired(env, versions))
+        _remember(_DESIRED, key, found)
+    return found
+
+
 def _drift(store: Store, env: str, observed: list[ObservedResource], spec_path: str | None, home: Path) -> Drift:
-    applied_digest = store.last_spec_digest(env)
-    snapshot = store.last_spec(env)
+    applied_digest, snapshot = _applied(store, env, home)
     details: list[str] = []
     live = {o.address: o for o in observed}
-    for resource in snapshot or []:
-        found = live.get(resource["address"])
+    for address, fingerprint in (snapshot or {}).items():
+        found = live.get(address)
         if found is None:
-            details.append(f"{resource['address']} is in the applied spec but not running")
-        elif found.fingerprint != resource["fingerprint"]:
-            details.append(f"{resource['address']} runs another config than the applied spec")
+            details.append(f"{address} is in the applied spec but not running")
+        elif found.fingerprint != fingerprint:
+            details.append(f"{address} runs another config than the applied spec")
         elif found.status.value != "running":
-            details.append(f"{resource['address']} is {found.status.value}: {found.message}")
-    applied = {r["address"] for r in snapshot or []}
-    details += [f"{a} runs but is not in the applied spec" for a in live if a not in applied]
+            details.append(f"{address} is {found.status.value}: {found.message}")
+    details += [f"{a} runs but is not in the applied spec" for a in live if a not in (snapshot or {})]
     spec_changed = None
     if spec_path:
         try:
@@ -117,7 +161,7 @@ def _drift(store: Store, env: str, observed: list[ObservedResource], spec_path: 
             if env in spec.environments:
                 # With the secret versions, as a plan has them: otherwise any service with secrets looks changed.
                 versions = secretstore.versions(store, env)
-                spec_changed = desired_digest(desired_for(ws, spec, env, versions)) != applied_digest
+                spec_changed = _desired_digest(ws, spec, env, versions) != applied_digest
         except RailguardError:
             spec_changed = None
     return Drift(live_differs=bool(details), details=details, spec_changed_since_apply=spec_changed)

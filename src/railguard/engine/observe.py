@@ -22,14 +22,21 @@ def observe_into(store: Store, provider: Provider, env: str, desired: list[Resou
 
     ``desired``: the resources a plan is about, so the provider knows the environment's target and may check
     them against the live state (a cluster's server-side dry-run); what it finds is added to ``problems``."""
+    live = observed(store, provider, env, desired, problems)
+    store.record_observed(env, live)
+    return live
+
+
+def observed(store: Store, provider: Provider, env: str, desired: list[Resource] | None = None,
+             problems: list[Diagnostic] | None = None) -> list[ObservedResource]:
+    """What is live in ``env``, without recording it: for reads (status), which must not write the store."""
     answer = provider.observe(ObserveRequest(env=env, desired=desired or []))
     if problems is not None:
         problems.extend(answer.diagnostics)
     reported = [r for r in answer.resources if r.kind not in ENGINE_KINDS]
-    kept = [r for r in store.inventory(env) if r.kind in ENGINE_KINDS]
-    live = sorted(reported + kept, key=lambda r: r.address)
-    store.record_observed(env, live)
-    return live
+    # The environment resource is the only engine kind, at one address: read that row, not the whole inventory.
+    kept = [r for r in [store.inventory_at(env, environment_address(env))] if r is not None and r.kind in ENGINE_KINDS]
+    return sorted(reported + kept, key=lambda r: r.address)
 
 
 def state_protected(store: Store, env: str) -> bool:

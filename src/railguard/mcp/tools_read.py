@@ -8,8 +8,10 @@ the environment names of the spec on disk. Registered in :mod:`railguard.mcp.cat
 
 from __future__ import annotations
 
+import functools
 import time
 from collections import Counter
+from typing import TYPE_CHECKING
 
 import anyio
 
@@ -38,7 +40,10 @@ from railguard.mcp.outputs import (
 )
 from railguard.mcp.results import Call, Outcome, act, page
 from railguard.mcp.tools_spec import spec_environments
-from railguard.model.api import Drift, Health, LogFile, ReleaseStatus
+from railguard.model.api import Drift, Health, LogFile, Operation, ReleaseStatus
+
+if TYPE_CHECKING:
+    from railguard.client import Client
 
 MAX_LINE = 500
 MAX_LOG_CHARS = 20_000
@@ -185,16 +190,27 @@ async def list_operations(call: Call, args: OperationsArgs) -> Outcome:
                    Operations(operations=shown))
 
 
+def _operation_after(op_id: str, after: int | None, wait_s: float, client: Client) -> Operation:
+    return client.operation(op_id, after=after, wait_s=wait_s)
+
+
 @read_tool("get_operation", title="Follow an operation", inputs=OperationArgs, outputs=OperationPayload)
 async def get_operation(call: Call, args: OperationArgs) -> Outcome:
     """An operation's status and newest journal steps, waiting up to `wait_s` seconds for it to end. A failed
     operation's diagnostics say why; `diagnose` says what to do next."""
     deadline = time.monotonic() + args.wait_s
+    seen = -1  # the first read answers at once
     while True:
-        record = await call.gw.run(lambda c: c.operation(args.operation_id))
-        if not record.status.in_flight or time.monotonic() + POLL_S > deadline:
+        # A long-poll: the daemon answers when a step is journaled or the operation ends, so the wait ends the
+        # moment the operation does, not at the next poll.
+        after, wait = seen, max(0.0, min(deadline - time.monotonic(), 10.0))
+        record = await call.gw.run(functools.partial(_operation_after, args.operation_id,
+                                                     after if after >= 0 else None, wait))
+        seen = len(record.journal)
+        if not record.status.in_flight or time.monotonic() >= deadline:
             break
-        await anyio.sleep(POLL_S)
+        if seen <= after:  # the wait ran out without news (or a daemon that does not wait): pace the next ask
+            await anyio.sleep(min(POLL_S, max(0.0, deadline - time.monotonic())))
     brief = briefs.operation_brief(record)
     problems = list(record.error.diagnostics) if record.error else []
     summary = f"Operation {record.id} ({record.kind.value} on {record.env}) {record.status.value}"

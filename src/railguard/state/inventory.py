@@ -46,6 +46,14 @@ class InventoryStore(Database):
         except ValidationError as exc:
             raise corrupt(self.path, exc) from exc
 
+    def inventory_at(self, env: str, address: str) -> ObservedResource | None:
+        """One resource of the inventory (a status reads the environment's own without parsing every service)."""
+        row = self._one("SELECT body FROM inventory WHERE env = ? AND address = ?", env, address)
+        try:
+            return None if row is None else ObservedResource.model_validate_json(row[0])
+        except ValidationError as exc:
+            raise corrupt(self.path, exc) from exc
+
     def record_observed(self, env: str, resources: list[ObservedResource]) -> bool:
         """Replace the env's inventory with a provider's report; bump the serial if it moved."""
         new = {r.address: canonical_json(r.model_dump(mode="json")) for r in resources}

@@ -11,6 +11,7 @@ Part of the :class:`Store` facade.
 from __future__ import annotations
 
 import json
+import threading
 from typing import Any
 
 from railguard.model.api import IN_FLIGHT, InFlight, Operation, OperationKind, OperationStatus, OperationStep
@@ -19,6 +20,30 @@ from railguard.state.db import Database, new_id, now
 from railguard.state.lifecycles import OPERATION
 
 _COLUMNS = "id, env, kind, plan_id, status, principal, created_at, updated_at, error"
+
+# Wakes whoever waits for an operation to move (the daemon's long-poll of an operation, which the CLI follows)
+# the moment this process journals or ends one, instead of them polling the store. Only the daemon writes
+# operations, so an in-process signal sees every move.
+_moved = threading.Condition()
+_moves = 0
+
+
+def progress_mark() -> int:
+    """A count of journal entries and endings written by this process so far (see :func:`wait_for_progress`)."""
+    return _moves
+
+
+def wait_for_progress(mark: int, timeout: float) -> bool:
+    """Wait up to ``timeout`` seconds for an operation to move after ``mark``; whether one did."""
+    with _moved:
+        return _moved.wait_for(lambda: _moves != mark, timeout=max(0.0, timeout))
+
+
+def _progressed() -> None:
+    global _moves
+    with _moved:
+        _moves += 1
+        _moved.notify_all()
 
 
 class OperationStore(Database):
@@ -48,6 +73,7 @@ class OperationStore(Database):
                 "INSERT INTO journal (operation_id, step, phase, detail, at) VALUES (?, ?, ?, ?, ?)",
                 (operation_id, step, phase, self._redact(canonical_json(detail or {})), now()),
             )
+        _progressed()
 
     def finish_operation(self, operation_id: str, status: OperationStatus,
                          problem: dict[str, Any] | None = None) -> None:  # OperationError's JSON, redacted as text
@@ -55,6 +81,7 @@ class OperationStore(Database):
         with self.transaction() as db:
             OPERATION.move(db, {"id": operation_id}, OperationStatus(status), operation_id, also={
                 "updated_at": now(), "error": self._redact(canonical_json(problem)) if problem else None})
+        _progressed()
 
     def operation(self, operation_id: str) -> Operation | None:
         found = self._operations(f"SELECT {_COLUMNS} FROM operations WHERE id = ?", (operation_id,), True)

@@ -11,7 +11,8 @@ daemon instead of restarting it (and so dropping traffic).
 Switches never touch Caddy's config. Each route with replicas proxies to the SRV name of its route
 (``dynamic_upstreams``), answered by the environment's upstream resolver
 (:mod:`railguard.providers.local.resolver`); a switch publishes a new table there and waits one refresh
-interval, so Caddy's servers, listeners and idle keep-alive connections stay as they are. Only a real change of
+interval at most (only while Caddy may still use an answer it got before; see ``ResolverProcess.settle``), so
+Caddy's servers, listeners and idle keep-alive connections stay as they are. Only a real change of
 the edge (a route, a host, the port, whether a route has replicas at all) posts a new server config, which
 Caddy applies as a reload: that re-binds the listeners and closes idle keep-alive connections (Caddy 2.11 has
 no setting that keeps them; docs/runtime.md). That is why the local provider runs one Caddy per environment.
@@ -42,6 +43,7 @@ import socket
 import ssl
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -75,6 +77,7 @@ from railguard.providers.local.resolver import ResolverProcess, hand_to, short_d
 __all__ = ["LOG_ROLL_KEEP", "LOG_ROLL_SIZE_MB", "CaddyEdge", "EdgeError", "EdgeRoute", "NotFound", "PortInUse",
            "bootstrap_config", "route_lookup", "server_config", "upstream_table"]
 _REFRESH_MARGIN_S = 0.03
+_SERVED_MAX_AGE_S = 30.0
 _CERT_TIMEOUT = 10.0  # the internal CA issues in milliseconds; this only bounds a broken issuance
 
 _PREFIX = HTTP_PREFIX
@@ -168,6 +171,12 @@ class CaddyEdge:
         self._child: subprocess.Popen[bytes] | None = None  # set only when we are the parent
         self.low_ports = False  # whether the ports it serves need CAP_NET_BIND_SERVICE (set by set_environment)
         self.resolver = ResolverProcess(self.run_dir, run_as)
+        # The environments this Caddy serves, as last read or changed by us, and which Caddy process (pid, start
+        # time) and when: status reads it instead of asking Caddy each time (see serves()).
+        self._served: tuple[tuple[int, float], frozenset[str], float] | None = None
+        self._changes = 0  # config changes sent: a read that overlapped one is not kept
+        self._sending = 0  # config changes under way
+        self._served_lock = threading.Lock()
 
     @staticmethod
     def binary() -> Path:
@@ -299,7 +308,44 @@ class CaddyEdge:
         self._stop_caddy(timeout)
         self.resolver.stop()
 
+    def serves(self, env: str) -> bool:
+        """Whether this edge runs and serves ``env``, without an admin call when nothing can have changed it.
+
+        Only Railguard changes the config (the admin socket is in a 0700 folder), and every change it makes
+        drops what was known; a Caddy restarted under the same pid file is a different process (start time).
+        The answer is still re-read from Caddy after ``_SERVED_MAX_AGE_S``, as a bound on any surprise.
+        """
+        proc = self._process()
+        if proc is None:
+            return False
+        try:
+            key = (proc.pid, proc.create_time())
+        except psutil.Error:
+            return False
+        known = self._served
+        if known is None or known[0] != key or time.monotonic() - known[2] > _SERVED_MAX_AGE_S:
+            changes = self._changes
+            served = frozenset(self.environments())
+            with self._served_lock:
+                if changes == self._changes and not self._sending:
+                    self._served = (key, served, time.monotonic())
+            return env in served
+        return env in known[1]
+
     def _request(self, method: str, path: str, body: Any = None, retry_for: float = 2.0) -> Any:
+        if method != "GET":
+            with self._served_lock:
+                self._sending += 1
+            try:
+                return self._send(method, path, body, retry_for)
+            finally:
+                with self._served_lock:
+                    self._sending -= 1
+                    self._changes += 1  # a config change (or a stop): what is served is read again
+                    self._served = None
+        return self._send(method, path, body, retry_for)
+
+    def _send(self, method: str, path: str, body: Any, retry_for: float) -> Any:
         # Every request this module sends is idempotent (create-or-replace, delete, read),
         # so a refused or reset admin connection is safely retried for a moment.
         deadline = time.monotonic() + retry_for
@@ -336,8 +382,8 @@ class CaddyEdge:
         """Route ``env`` as ``routes`` say; when this returns, no new request reaches a replica left out.
 
         The replicas go to the resolver and static folders to their links; Caddy's config is posted only
-        when it differs from what Caddy runs (a real change: one reload). A switch waits one refresh
-        interval, the longest Caddy may still use the answer it cached before.
+        when it differs from what Caddy runs (a real change: one reload). A switch waits until Caddy can no
+        longer use an answer it cached before: at most one refresh interval, nothing when it asked for none lately.
         """
         _server_name(env)  # validates the name
         table = upstream_table(env, routes)
@@ -376,8 +422,11 @@ class CaddyEdge:
         except EdgeError:
             self.resolver.publish(before)
             raise
-        if any(mine.get(k) not in (None, v) for k, v in table.items()) or any(k not in table for k in mine):
-            time.sleep(REFRESH_S + _REFRESH_MARGIN_S)  # Caddy may hold the previous answer this long
+        changed = [k for k, v in table.items() if mine.get(k) not in (None, v)] + [k for k in mine if k not in table]
+        if changed:
+            # Caddy may hold the previous answer up to one refresh interval; the resolver knows which names it
+            # answered within that time, so only those are waited for (and only until Caddy asks again).
+            self.resolver.settle(changed, REFRESH_S, _REFRESH_MARGIN_S)
 
     def _wait_certificates(self, names: list[str], bind: str, https_port: int) -> None:
         """Return once the edge answers TLS for each internally issued name (Caddy issues them in the background,

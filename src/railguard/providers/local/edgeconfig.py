@@ -30,8 +30,12 @@ _TRY_INTERVAL = "50ms"
 # How long Caddy caches a route's upstream answer: the bound on how long traffic keeps reaching the replicas a
 # switch moved away from (the switch waits this long, plus a margin, before it reports traffic moved).
 REFRESH_S = 0.1
-# Keep using the last answer this long when the resolver cannot be reached (then ask again).
-_GRACE = "10s"
+# Keep using the last answer this long when a lookup fails (then ask again). A lookup also fails when the request
+# that triggered it is cancelled by its client ("operation was canceled" in caddy.log, frequent under load), and
+# the answer kept is then whatever was cached, however old: with 10 s, a switch could be undone for 10 s after it
+# reported traffic moved (measured by bench/deploy_timing.py: the previous release answered ~1 s after the next
+# switch). One refresh interval keeps that to what a normal cached answer may live.
+_GRACE = f"{int(REFRESH_S * 1000)}ms"
 # Caddy's log rolls at this size and keeps this many old files (its file writer compresses them).
 LOG_ROLL_SIZE_MB = 10
 LOG_ROLL_KEEP = 5

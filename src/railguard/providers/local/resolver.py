@@ -17,7 +17,14 @@ the hosts file for an absolute name (measured with Caddy 2.11), so the route's t
 Because dialing depends on it, the responder is its own small process (stdlib only, run from this file), started
 and adopted with the environment's Caddy by :class:`railguard.providers.local.edge.CaddyEdge`, not a thread of
 the daemon: apps and the edge keep serving while no daemon runs. It reads its table from a JSON file the daemon
-replaces atomically (:meth:`ResolverProcess.publish`), checked on every query (one ``stat``).
+replaces atomically (:meth:`ResolverProcess.publish`), checked on every query (one small read).
+
+A switch must not return while Caddy may still route by the answer it cached before (for its refresh interval).
+Instead of sleeping a whole interval, the daemon asks the responder over a second socket beside the first
+(``.ctl``, same folder, same user): the responder loads the new table and says, per name, how long ago it last
+answered that name and whether that answer already came from the new table (:meth:`ResolverProcess.settle`).
+A name last answered longer ago than the interval has no fresh answer cached in Caddy; one answered from the new
+table is switched; only the rest is waited for, and no longer than its cached answer can live.
 """
 
 from __future__ import annotations
@@ -27,6 +34,7 @@ import contextlib
 import hashlib
 import json
 import os
+import select
 import signal
 import socket
 import stat
@@ -155,47 +163,101 @@ def hand_to(folder: Path, run_as: RunAs) -> None:
 
 
 class _Table:
-    """The published table, re-read whenever the file was replaced (its inode, size or mtime moved)."""
+    """The published table, re-read whenever the file's bytes changed.
+
+    Not by ``stat``: two publishes within one timestamp tick can leave the same size, mtime and even inode (the
+    one freed by the first replace is reused by the second), and the second table would go unseen. The file is
+    a few hundred bytes; reading it per query costs microseconds.
+    """
 
     def __init__(self, path: Path) -> None:
         self.path = path
-        self.key: tuple[int, int, int] | None = None
+        self.raw: bytes | None = None
         self.table: dict[str, tuple[int, ...]] = {}
+        self.generation = 0  # counts the tables loaded, so an answer can say which table it came from
 
     def current(self) -> dict[str, tuple[int, ...]]:
         try:
-            st = os.stat(self.path)
-            key = (st.st_ino, st.st_size, st.st_mtime_ns)
-            if key != self.key:
-                raw = json.loads(self.path.read_text())
-                self.table = {str(k).lower(): tuple(int(p) for p in v) for k, v in raw.items()}
-                self.key = key
+            raw = self.path.read_bytes()
+            if raw != self.raw:
+                loaded = json.loads(raw)
+                self.table = {str(k).lower(): tuple(int(p) for p in v) for k, v in loaded.items()}
+                self.raw = raw
+                self.generation += 1
         except (OSError, ValueError, TypeError, AttributeError):
             pass  # keep answering from the last good table rather than forget every replica
         return self.table
 
 
-def serve(sock_path: Path, table_path: Path) -> None:
-    """The responder's loop (its own process): one query per connection, answered inline."""
-    table = _Table(table_path)
-    sock_path.unlink(missing_ok=True)
+def control_path(sock_path: Path) -> Path:
+    """The control socket beside the DNS socket (same private folder and owner)."""
+    return sock_path.with_suffix(".ctl")
+
+
+def _listen(path: Path) -> socket.socket:
+    path.unlink(missing_ok=True)
     server = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     old = os.umask(0o177)
     try:
-        server.bind(str(sock_path))
+        server.bind(str(path))
     finally:
         os.umask(old)
     server.listen(128)
+    return server
+
+
+def report(names: list[str], table: _Table, answered: Mapping[str, tuple[float, int]], now: float,
+           started: float) -> dict[str, Any]:
+    """The control answer: per name, seconds since its last answer and whether that came from the current
+    table (``table`` is re-read first, so a table published before the request counts as current) (pure but the
+    re-read)."""
+    table.current()
+    out: dict[str, Any] = {"up": now - started, "names": {}}
+    for name in names:
+        last = answered.get(name.lower())
+        out["names"][name] = None if last is None else [now - last[0], last[1] == table.generation]
+    return out
+
+
+def may_be_cached(info: Mapping[str, Any] | None, window: float) -> list[str] | None:
+    """The names Caddy may still route by an answer from an older table (pure): those answered from one within
+    ``window`` seconds. None when unknown: no control answer, or a responder younger than ``window`` (the answers
+    of the one before it may still be cached)."""
+    if info is None or float(info.get("up", 0.0)) < window:
+        return None
+    return [name for name, last in info["names"].items()
+            if last is not None and not last[1] and float(last[0]) < window]
+
+
+def serve(sock_path: Path, table_path: Path) -> None:
+    """The responder's loop (its own process): one query per connection, answered inline; control requests on
+    the ``.ctl`` socket (one JSON line in, one out) interleave with them."""
+    table = _Table(table_path)
+    started = time.monotonic()
+    answered: dict[str, tuple[float, int]] = {}  # name -> (when last answered, the table generation it came from)
+    server = _listen(sock_path)
+    control = _listen(control_path(sock_path))
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
     while True:
-        conn, _ = server.accept()
-        with conn:
-            conn.settimeout(1.0)
-            with contextlib.suppress(OSError):
-                query = conn.recv(4096)
-                response = answer(query, table.current()) if query else None
-                if response is not None:
-                    conn.sendall(response)
+        ready, _, _ = select.select([server, control], [], [])
+        for listener in ready:
+            conn, _ = listener.accept()
+            with conn:
+                conn.settimeout(1.0)
+                with contextlib.suppress(OSError, ValueError, TypeError, AttributeError):
+                    request = conn.recv(65536)
+                    if listener is control:
+                        names = [str(n) for n in json.loads(request or b"{}").get("names", [])]
+                        body = report(names, table, answered, time.monotonic(), started)
+                        conn.sendall(json.dumps(body).encode() + b"\n")
+                        continue
+                    current = table.current()
+                    response = answer(request, current) if request else None
+                    if response is not None:
+                        conn.sendall(response)
+                        parsed = _parse_question(request)
+                        if parsed is not None and parsed[2] in current:
+                            answered[parsed[2]] = (time.monotonic(), table.generation)
 
 
 class ResolverProcess:
@@ -282,6 +344,45 @@ class ResolverProcess:
             os.chown(tmp, self.run_as.uid, self.run_as.gid)
         os.replace(tmp, self.table_path)
 
+    def settle(self, names: list[str], refresh: float, margin: float, poll: float = 0.002) -> float:
+        """Return once Caddy can no longer route ``names`` by an answer from before the last :meth:`publish`.
+
+        A cached answer lives ``refresh`` seconds from when Caddy got it (plus ``margin`` for the time between
+        our reply and Caddy's clock reading). Asks the responder (see the module docstring) and waits only for
+        names answered from an older table within that time, until each is answered anew or its old answer
+        expires; a responder without a control socket (one started by an older daemon, adopted) gets the
+        whole interval. Returns the seconds waited.
+        """
+        begin = time.monotonic()
+        limit = begin + refresh + margin  # never longer than the old fixed wait
+        while True:
+            info = self._control(names)
+            now = time.monotonic()
+            waiting = may_be_cached(info, refresh + margin)
+            if waiting is None:
+                time.sleep(max(0.0, limit - now))
+                return time.monotonic() - begin
+            if not waiting or now >= limit:
+                return now - begin
+            time.sleep(min(poll, max(0.0, limit - now)))
+
+    def _control(self, names: list[str]) -> dict[str, Any] | None:
+        try:
+            with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
+                sock.settimeout(1.0)
+                sock.connect(str(control_path(self.path)))
+                sock.sendall(json.dumps({"names": names}).encode())
+                raw = b""
+                while not raw.endswith(b"\n"):
+                    chunk = sock.recv(65536)
+                    if not chunk:
+                        break
+                    raw += chunk
+            info = json.loads(raw)
+            return info if isinstance(info, dict) and isinstance(info.get("names"), dict) else None
+        except (OSError, ValueError):
+            return None
+
     def table(self) -> dict[str, tuple[int, ...]]:
         try:
             return {k: tuple(v) for k, v in json.loads(self.table_path.read_text()).items()}
@@ -307,6 +408,7 @@ class ResolverProcess:
             self._child = None
         self.pid_path.unlink(missing_ok=True)
         self.path.unlink(missing_ok=True)
+        control_path(self.path).unlink(missing_ok=True)
 
 
 if __name__ == "__main__":

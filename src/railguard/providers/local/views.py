@@ -80,7 +80,8 @@ class Views:
             for rs in runtime.sets:
                 by_service.setdefault(rs.service, []).append(rs)
             services = [self._service_unit(request.env, name, next((s for s in sets if s.role == LIVE), None),
-                                           [s for s in sets if s.role == WARM], now, records)
+                                           [s for s in sets if s.role == WARM], now, records,
+                                           next((s for s in sets if s.role == CANARY), None))
                         for name, sets in sorted(by_service.items())]
             edge = runtime.edge
             routes = [RouteUnit(host=r.host, path=r.path, upstreams=list(r.upstreams))
@@ -100,8 +101,7 @@ class Views:
                           ca_root=str(root) if https_port is not None and root.exists() else None))
 
     def _service_unit(self, env: str, name: str, live: ReplicaSet | None, warm: list[ReplicaSet],
-                      now: float, records: dict[str, ReplicaRecord]) -> ServiceUnit:
-        canary = next(iter(self.state.env(env).of(name, CANARY)), None)
+                      now: float, records: dict[str, ReplicaRecord], canary: ReplicaSet | None) -> ServiceUnit:
         return ServiceUnit(
             name=name, address=f"{env}/service.{name}", release=live.release if live else None,
             replicas=self._replica_units(live, now, records),
