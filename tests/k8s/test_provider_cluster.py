@@ -158,9 +158,10 @@ def test_plan_apply_and_observe_roundtrip(rig: Rig) -> None:
     assert "first-key" not in json.dumps(deployment)  # the value lives only in the Secret
     account = rig.get("serviceaccounts/railguard-workload")
     assert account is not None and account["automountServiceAccountToken"] is False
-    # Observed back exactly as applied: a second plan is empty.
+    # Observed back exactly as applied (the record the engine keeps moves no serial), and a second plan is empty.
     assert rig.plan(desired) == []
     live = rig.observe()
+    assert {a.observed.address: a.observed for a in answers if a.observed} == live
     assert live["staging/service.web"].release == 1
     assert rig.provider.health(HealthRequest(env="staging", address="staging/service.web")).health is Health.healthy
     described = rig.provider.describe(DescribeRequest(env="staging"))

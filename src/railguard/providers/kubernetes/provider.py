@@ -284,7 +284,10 @@ class KubernetesProvider:
         else:
             cluster.delete("Service", name)
         self._retire(cluster, env, name, made)
-        return ApplyResponse(ok=True, observed=ObservedResource(
+        # What observe will report (its status message included), so the next observation moves no serial.
+        now = cluster.get("Deployment", name)
+        found = live.observed(now, "service") if now is not None else None
+        return ApplyResponse(ok=True, observed=found if found is not None else ObservedResource(
             address=desired.address, kind="service", fingerprint=desired.fingerprint, config=desired.config,
             depends_on=desired.depends_on, status=LiveStatus.running, release=release, message=outcome.reason))
 
