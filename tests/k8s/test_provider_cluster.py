@@ -202,6 +202,25 @@ def test_a_crash_looping_rollout_is_rolled_back_with_the_pods_reasons(rig: Rig) 
     secret = rig.get(f"secrets/{env['API_KEY']['valueFrom']['secretKeyRef']['name']}")
     assert secret is not None and secret["data"]["API_KEY"] == "Zmlyc3Qta2V5"  # base64 of first-key
     assert rig.observe()["staging/service.web"].release == 1
+    secrets = [s["metadata"]["name"] for s in rig.get("secrets")["items"]  # type: ignore[index]
+               if s["metadata"]["name"].startswith("web-")]
+    assert secrets == [env["API_KEY"]["valueFrom"]["secretKeyRef"]["name"]]  # the failed release's Secret went
+    assert rig.provider.health(HealthRequest(env="staging", address="staging/service.web")).health is Health.healthy
+
+
+def test_a_new_service_that_never_becomes_available_leaves_nothing(rig: Rig) -> None:
+    k8s = rig.cluster
+    k8s.create_namespace(rig.namespace)
+    assert k8s.agent is not None
+    k8s.agent.behave(rig.namespace, {"railguard.dev/service": "web"}, "never-ready")
+    answers = rig.apply(rig.desired(start="3s"))
+    failed = answers[0]
+    assert not failed.ok and failed.diagnostics[0].code == "cluster.rollout_failed"
+    assert "nothing of it is left" in failed.diagnostics[0].detail and failed.observed is None
+    assert rig.get("deployments/web") is None and rig.get("services/web") is None
+    assert not [s for s in rig.get("secrets")["items"]  # type: ignore[index]
+                if s["metadata"]["name"].startswith("web-")]
+    assert rig.observe() == {}
 
 
 def test_a_failing_release_command_leaves_the_deployment_alone(rig: Rig) -> None:

@@ -268,7 +268,7 @@ class KubernetesProvider:
         outcome = wait_deployment(cluster, name, env, release, deadline)
         step("rollout", "end", {"ok": outcome.ok, "detail": outcome.reason})
         if not outcome.ok:
-            restored = self._restore(cluster, app, before, name, env, step)
+            restored = self._restore(cluster, app, before, request, target, step)
             quota = "exceeded quota" in outcome.reason
             return ApplyResponse(ok=False, observed=before, diagnostics=[error(
                 "cluster.quota" if quota else "cluster.rollout_failed",
@@ -300,23 +300,31 @@ class KubernetesProvider:
                 if obj["metadata"]["name"] not in keep:
                     cluster.delete(kind, obj["metadata"]["name"])
 
-    def _restore(self, cluster: Cluster, app: str, before: ObservedResource | None, name: str, env: str,
-                 step: Progress) -> str:
-        """Put the previous release's Deployment back (its recorded config, its secret versions); say what was done."""
+    def _restore(self, cluster: Cluster, app: str, before: ObservedResource | None, request: ApplyRequest,
+                 target: Target, step: Progress) -> str:
+        """Put the previous release's Deployment back (its recorded config, its secret versions, its artifact) and
+        remove what the failed release added; say what was done."""
+        env, name = request.env, request.change.address.rsplit(".", 1)[-1]
         step("restore", "begin", {"release": before.release if before else None})
         try:
             if before is None or before.release is None:
-                cluster.delete("Deployment", name)
-                return "It was new, so its Deployment was deleted again: nothing of it is left running."
-            previous = Resource(address=before.address, env=env, kind="service", name=name,
-                                config={k: v for k, v in before.config.items() if k != "drift"},
+                for kind in ("Deployment", "Job", "Secret"):
+                    for obj in cluster.list(kind, labels=_ours(env) | {SERVICE: name}):
+                        cluster.delete(kind, obj["metadata"]["name"])
+                return "It was new, so its objects were deleted again: nothing of it is left."
+            config = {k: v for k, v in before.config.items() if k not in ("drift", "template_drift")}
+            previous = Resource(address=before.address, env=env, kind="service", name=name, config=config,
                                 depends_on=before.depends_on, fingerprint=before.fingerprint)
-            made = service_manifests(app, previous, before.release, self._values(env, previous.config))
+            artifact = (self.artifacts(request.model_copy(update={"desired": previous}), target)
+                        if self.artifacts and "image" not in config else None)
+            made = service_manifests(app, previous, before.release, self._values(env, config), artifact)
             if made.secret is not None:
                 cluster.apply(made.secret)
             cluster.apply(made.deployment)
             back = wait_deployment(cluster, name, env, before.release,
                                    float(made.deployment["spec"]["progressDeadlineSeconds"]) + 15)
+            if back.ok:
+                self._retire(cluster, env, name, made)
             return (f"The Deployment was re-applied with release {before.release}'s template, which "
                     + ("serves again." if back.ok else f"is not available either: {back.reason}."))
         except RailguardError as exc:
