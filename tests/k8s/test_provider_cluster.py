@@ -227,10 +227,13 @@ def test_a_failing_release_command_leaves_the_deployment_alone(rig: Rig) -> None
     assert all(a.ok for a in rig.apply(rig.desired()))
     assert rig.cluster.agent is not None
     rig.cluster.agent.behave(rig.namespace, {"job-name": "web-release-r2"}, "fail")
-    answers = rig.apply(rig.desired(version="2", release='release = ["python", "migrate.py"]'))
+    answers = rig.apply(rig.desired(version="2", api_key=2, release='release = ["python", "migrate.py"]'))
     assert not answers[-1].ok and answers[-1].diagnostics[0].code == "cluster.release_failed"
     deployment = rig.get("deployments/web")
     assert deployment is not None and deployment["metadata"]["labels"]["railguard.dev/release"] == "1"
+    secrets = [s["metadata"]["name"] for s in rig.get("secrets")["items"]  # type: ignore[index]
+               if s["metadata"]["name"].startswith("web-")]
+    assert len(secrets) == 1  # the failed release's Secret (the second key) went; release 1's stays
 
 
 def test_rollback_reapplies_the_previous_release_with_its_secret_version(rig: Rig) -> None:

@@ -63,6 +63,7 @@ from railguard.providers.kubernetes.labels import (
     SERVICE,
     Target,
     labels,
+    secret_name,
 )
 from railguard.providers.kubernetes.manifests import (
     ArtifactMount,
@@ -253,6 +254,10 @@ class KubernetesProvider:
                                float(made.job["spec"]["activeDeadlineSeconds"]) + 10)
             if not outcome.ok:
                 step("job", "end", {"ok": False})
+                if made.secret is not None and (before is None or secret_name(name, {
+                        k: v for k, v in sorted(before.config.get("secret_versions", {}).items()) if v}) !=
+                        made.secret["metadata"]["name"]):
+                    cluster.delete("Secret", made.secret["metadata"]["name"])  # the previous release keeps its own
                 return ApplyResponse(ok=False, observed=before, diagnostics=[error(
                     "cluster.release_failed", f"The release command of '{name}' failed (release {release})",
                     f"Job {job} in namespace '{target.namespace}' of cluster {cluster.name}: {outcome.reason}. "
