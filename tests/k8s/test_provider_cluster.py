@@ -9,6 +9,7 @@ nothing dials a pod.
 from __future__ import annotations
 
 import json
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -30,7 +31,9 @@ from railguard.providers.base import (
     LogsRequest,
     ObserveRequest,
     Provider,
+    ProviderEvent,
     ShutdownRequest,
+    TickRequest,
 )
 from railguard.providers.registry import open_provider
 
@@ -214,6 +217,9 @@ def test_rollback_reapplies_the_previous_release_with_its_secret_version(rig: Ri
     first = rig.desired()
     assert all(a.ok for a in rig.apply(first))
     assert all(a.ok for a in rig.apply(rig.desired(version="2", api_key=2)))
+    secrets = [s["metadata"]["name"] for s in rig.get("secrets")["items"]  # type: ignore[index]
+               if s["metadata"]["name"].startswith("web-secrets-")]
+    assert len(secrets) == 1  # the first version's Secret went once release 2 served
     assert all(a.ok for a in rig.apply(first))  # what the engine's rollback does: the old release's resources
     deployment = rig.get("deployments/web")
     assert deployment is not None
@@ -235,9 +241,23 @@ def test_drift_by_another_field_manager_is_planned_back(rig: Rig) -> None:
     changes = rig.plan(desired)
     assert [c.address for c in changes] == ["staging/service.web"]
     assert any(d.path.startswith("drift") for d in changes[0].diff)
+    assert [(c.action, c.risk.value) for c in changes] == [(Action.update, "safe")]  # no pod restarts
     assert all(a.ok for a in rig.apply(desired, changes))
     assert rig.get("deployments/web")["spec"]["replicas"] == 2  # type: ignore[index]
     assert rig.plan(desired) == []
+    # A changed pod template is put back by new pods: a replace, disruptive.
+    rig.cluster.apply({"apiVersion": "apps/v1", "kind": "Deployment",
+                       "metadata": {"name": "web", "namespace": rig.namespace},
+                       "spec": {"template": {"spec": {"containers": [{"name": "web", "image": "evil:latest"}]}}}},
+                      manager="kubectl-set")
+    live = rig.observe()["staging/service.web"]
+    (paths,) = live.config["template_drift"].values()
+    assert list(live.config["template_drift"]) == ["kubectl-set"] and [p for p in paths if p.endswith(".image")]
+    changes = rig.plan(desired)
+    assert [(c.action, c.risk.value) for c in changes] == [(Action.replace, "disruptive")]
+    assert all(a.ok for a in rig.apply(desired, changes))
+    pod = rig.get("deployments/web")["spec"]["template"]["spec"]  # type: ignore[index]
+    assert pod["containers"][0]["image"] == IMAGE and rig.plan(desired) == []
 
 
 def test_a_service_no_longer_in_the_spec_is_deleted(rig: Rig) -> None:
@@ -438,3 +458,53 @@ def _allowed(rig: Rig) -> bool:
     except RailguardError:
         return False
     return True
+
+
+def test_tick_reports_restarts_of_live_pods(rig: Rig) -> None:
+    assert all(a.ok for a in rig.apply(rig.desired(replicas=1)))
+    assert rig.provider.tick(TickRequest()).events == []  # the first pass only learns the counts
+    assert rig.cluster.agent is not None
+    rig.cluster.agent.behave(rig.namespace, {"railguard.dev/service": "web"}, "crashloop")
+    from .cluster import wait_until
+
+    def restarted() -> list[ProviderEvent]:
+        time.sleep(0.5)
+        rig.provider._next_tick = 0.0  # type: ignore[attr-defined]  # the test does not wait out the throttle
+        return [e for e in rig.provider.tick(TickRequest()).events if e.kind == "replica.restarted"]
+
+    events = wait_until(restarted, 60, "a restart to be reported")
+    assert events[0].env == "staging" and "CrashLoopBackOff" in events[0].message
+
+
+def test_a_missing_namespace_railguard_may_not_create_is_named(rig: Rig, k8s_cluster: Cluster,
+                                                               tmp_path: Path) -> None:
+    limited = Rig(k8s_cluster, tmp_path / "limited", rig.namespace, user="railguard-prod")
+    desired = limited.desired()
+    answers = limited.apply(desired, [c for c in planner.plan("staging", desired, [], 0).changes
+                                      if c.kind == "service"])
+    found = answers[0].diagnostics[0]
+    assert found.code == "cluster.forbidden", found
+    # It may not read the namespace either, so what it is refused first is listing what runs there.
+    assert (found.extra["verb"], found.extra["resource"]) == ("list", "deployments")
+    assert k8s_cluster.get(f"/api/v1/namespaces/{rig.namespace}") is None
+    limited.provider.shutdown(ShutdownRequest())
+
+
+def test_the_release_job_runs_once_per_release_before_the_deployment(rig: Rig) -> None:
+    command = 'release = ["python", "migrate.py"]'
+    assert all(a.ok for a in rig.apply(rig.desired(release=command)))
+    assert rig.cluster.get(f"/apis/batch/v1/namespaces/{rig.namespace}/jobs/web-release-r1") is not None
+    steps = [s for s, phase in rig.journal if phase == "begin"]
+    assert steps.index("job") < steps.index("deployment")
+    # Scaling changes no release: the plan's dry-run leaves the Job out, the apply runs none.
+    answer = rig.provider.observe(ObserveRequest(env="staging", desired=rig.desired(release=command, replicas=3)))
+    assert not [d for d in answer.diagnostics if d.is_error], answer.diagnostics
+    rig.journal.clear()
+    assert all(a.ok for a in rig.apply(rig.desired(release=command, replicas=3)))
+    assert "job" not in [s for s, _ in rig.journal]
+    # A new version is a new release: its own Job, and the old one goes once it serves.
+    answer = rig.provider.observe(ObserveRequest(env="staging", desired=rig.desired(release=command, version="2")))
+    assert not [d for d in answer.diagnostics if d.is_error], answer.diagnostics
+    assert all(a.ok for a in rig.apply(rig.desired(release=command, version="2")))
+    assert rig.cluster.get(f"/apis/batch/v1/namespaces/{rig.namespace}/jobs/web-release-r3") is not None
+    assert rig.cluster.get(f"/apis/batch/v1/namespaces/{rig.namespace}/jobs/web-release-r1") is None

@@ -1,9 +1,10 @@
 """A Kubernetes environment end to end: the real CLI and daemon, the real control plane, simulated pods.
 
-The same spec, plans, guardrails and approvals as a local environment: an agent deploys staging (a namespace),
-its plan for the protected production namespace waits for a person's approval typed on a terminal, the
-approved plan applies, status reads the pods, a second release and a rollback re-apply the first release's
-manifests with its secret version. The cluster is read back with the admin token.
+The same spec, plans, guardrails and approvals as a local environment: production refuses an artifact staging
+never ran, an agent deploys staging (a namespace), its promotion to the protected production namespace waits
+for a person's approval typed on a terminal, the approved plan applies, status reads the pods, a second
+release and a rollback re-apply the first release's manifests with its secret version.
+The cluster is read back with the admin token.
 """
 
 from __future__ import annotations
@@ -113,6 +114,9 @@ def test_agent_deploys_staging_and_production_waits_for_a_person(shop: Shop) -> 
     shop.secret("staging", "stg-first")
     shop.secret("production", "prd-first")
     agent = shop.token("claude", "agent")
+    code, planned = shop.rg_json("plan", "--env", "production", env={"RAILGUARD_TOKEN": agent})
+    assert code == 0 and planned["plan"]["decision"] == "deny", planned  # staging never ran this artifact
+    assert ("guard.promotion", "deny") in {(v["rule"], v["effect"]) for v in planned["plan"]["verdicts"]}
     code, result = shop.rg_json("deploy", "--env", "staging", "--yes", env={"RAILGUARD_TOKEN": agent})
     assert code == 0 and result["operation"]["status"] == "succeeded", result
     deployment = shop.deployment("staging")
@@ -123,9 +127,10 @@ def test_agent_deploys_staging_and_production_waits_for_a_person(shop: Shop) -> 
     assert code == 0, status
     assert "stg-first" not in json.dumps(status)
 
-    code, planned = shop.rg_json("plan", "--env", "production", env={"RAILGUARD_TOKEN": agent})
+    code, planned = shop.rg_json("promote", "--from", "staging", "--to", "production",
+                                 env={"RAILGUARD_TOKEN": agent})
     plan = planned["plan"]
-    assert code == 0 and plan["decision"] == "require_approval", planned
+    assert code == 0 and plan["summary"]["decision"] == "require_approval", planned
     assert {c["address"]: c["action"] for c in plan["changes"] if c["kind"] != "environment"} == \
         {"production/service.web": "create", "production/edge": "create"}
     code, refused = shop.rg_json("apply", plan["id"], env={"RAILGUARD_TOKEN": agent})

@@ -24,7 +24,8 @@ from railguard.model.sensitivity import REDACTED, looks_secret
 # Service keys whose change needs new processes (a new release); the rest apply in place.
 REPLACE_KEYS = {"build", "run", "release", "env", "secrets", "secret_versions", "listen", "port_env", "source",
                 "data_dir", "databases",
-                "image", "resources", "kubernetes"}  # a Kubernetes service's pod template: a new ReplicaSet
+                "image", "resources", "kubernetes",  # a Kubernetes service's pod template: a new ReplicaSet
+                "template_drift"}  # someone else changed that template: putting it back starts new pods
 
 
 def flatten(config: dict[str, Any], prefix: str = "") -> dict[str, Any]:

@@ -359,6 +359,16 @@ def _static(spec: Spec) -> Iterator[Diagnostic]:
 def _targets(spec: Spec) -> Iterator[Diagnostic]:
     """A Kubernetes environment names its namespace, owns it alone, and is told which local keys it ignores."""
     owners: dict[tuple[str | None, str | None, str], str] = {}
+    if not any(env.target == "kubernetes" for env in spec.environments.values()):
+        for name in sorted(spec.services):
+            for key in ("image", "resources"):
+                if getattr(spec.services[name], key) is not None:
+                    yield warning(
+                        "spec.not_applicable", f"Service '{name}' sets '{key}', which only Kubernetes uses",
+                        f"services.{name}.{key} applies to environments with target = \"kubernetes\"; every "
+                        "environment of this spec runs locally, so nothing reads it.",
+                        f"Remove services.{name}.{key}, or add a Kubernetes environment, then run `railguard "
+                        "validate`.", address=f"services.{name}.{key}")
     for env_name, env in spec.environments.items():
         where = f"environments.{env_name}"
         if env.target != "kubernetes":

@@ -4,7 +4,8 @@ A service is its Deployment, the edge its ConfigMap; the config and fingerprint 
 recorded at apply time, so an unchanged spec plans as no-op. Drift is what someone else did: fields under
 ``spec`` (or ``data``/``rules``) owned by another field manager in ``managedFields``, or an object labelled
 ours whose address the spec no longer has (the planner then plans its delete). Drifted fields are added to the
-observed config under ``drift``, so the fingerprint differs and the plan shows them and re-applies. Pure over
+observed config under ``drift`` (``template_drift`` for the pod template, which the planner replaces: new
+pods), so the fingerprint differs and the plan shows them and re-applies. Pure over
 the dicts :mod:`.cluster` returns; called by :mod:`.provider`.
 """
 
@@ -20,6 +21,7 @@ from railguard.providers.kubernetes.labels import ADDRESS, CONFIG, DEPENDS_ON, F
 # Managers that write what Railguard does not own by design: the controllers' status and bookkeeping.
 SYSTEM_MANAGERS = ("kube-controller-manager", "kube-scheduler", "kube-apiserver")
 _OWN_ROOTS = ("f:spec", "f:data", "f:rules")
+TEMPLATE = "spec.template."  # drift paths under the pod template
 
 
 def _paths(fields: dict[str, Any], prefix: str = "") -> list[str]:
@@ -36,17 +38,25 @@ def _paths(fields: dict[str, Any], prefix: str = "") -> list[str]:
     return found
 
 
+def _owned(entry: dict[str, Any]) -> list[str]:
+    fields = entry.get("fieldsV1") or {}
+    return _paths({k: v for k, v in fields.items() if k in _OWN_ROOTS})
+
+
 def drift(obj: dict[str, Any]) -> dict[str, list[str]]:
-    """Fields of ``obj``'s spec other field managers own: {manager: [paths]}."""
+    """Fields of ``obj``'s spec other field managers own and Railguard does not: {manager: [paths]}.
+
+    A field both own was applied with the same value by both (shared ownership): agreement, not drift."""
+    entries = obj.get("metadata", {}).get("managedFields") or []
+    ours = {p for e in entries if e.get("manager") == FIELD_MANAGER for p in _owned(e)}
     found: dict[str, list[str]] = {}
-    for entry in obj.get("metadata", {}).get("managedFields") or []:
+    for entry in entries:
         manager = entry.get("manager", "")
         if manager == FIELD_MANAGER or manager in SYSTEM_MANAGERS or entry.get("subresource"):
             continue
-        fields = entry.get("fieldsV1") or {}
-        owned = {k: v for k, v in fields.items() if k in _OWN_ROOTS}
-        if owned:
-            found[manager] = sorted(_paths(owned))
+        theirs = sorted(p for p in _owned(entry) if p not in ours)
+        if theirs:
+            found[manager] = theirs
     return found
 
 
@@ -79,7 +89,12 @@ def observed(obj: dict[str, Any], kind: ResourceKind) -> ObservedResource | None
     fingerprint = notes.get(FINGERPRINT, "")
     changed = drift(obj)
     if changed:
-        config = {**config, "drift": changed}
+        # A changed pod template is put back by new pods (a replace); other fields in place (an update).
+        template = {m: [p for p in paths if p.startswith(TEMPLATE)] for m, paths in changed.items()}
+        rest = {m: [p for p in paths if not p.startswith(TEMPLATE)] for m, paths in changed.items()}
+        config = {**config, **({"drift": {m: p for m, p in rest.items() if p}} if any(rest.values()) else {}),
+                  **({"template_drift": {m: p for m, p in template.items() if p}} if any(template.values())
+                     else {})}
         fingerprint = digest(config)
     status, message = (_status(obj) if obj.get("kind") == "Deployment" else (LiveStatus.running, ""))
     if changed:

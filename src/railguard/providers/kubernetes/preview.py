@@ -44,9 +44,11 @@ def changed_paths(before: Any, after: Any, prefix: str = "") -> list[str]:
 def manifests_for(app: str, resource: Resource, live: ObservedResource | None) -> list[Manifest]:
     if resource.kind == "edge":
         return edge_manifests(app, resource)
-    # Labels only (the apply decides the number): the live one, so the diff shows what else changes.
+    # Labels only (the apply decides the number): the live one, so the diff shows what else changes. The release
+    # Job of a live service is left out: it would carry the live release's name, and a Job's template is immutable.
     release = (live.release or 1) if live is not None else 1
-    return service_manifests(app, resource, release, {}).all()
+    made = service_manifests(app, resource, release, {})
+    return [m for m in made.all() if live is None or m is not made.job]
 
 
 def _one(cluster: Cluster, manifest: Manifest, address: str) -> list[Diagnostic]:

@@ -17,6 +17,7 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -44,6 +45,7 @@ from railguard.providers.base import (
     ObserveRequest,
     ObserveResponse,
     Progress,
+    ProviderEvent,
     ReplicaHealth,
     ReplicaUnit,
     RouteUnit,
@@ -71,6 +73,7 @@ from railguard.providers.kubernetes.labels import (
 from railguard.providers.kubernetes.manifests import (
     ArtifactMount,
     Manifest,
+    ServiceManifests,
     edge_manifests,
     environment_manifests,
     service_manifests,
@@ -84,6 +87,8 @@ LOGS_NOTE = ("(pod logs are not read in this version: reading them makes the API
              "the Kubernetes events of the service's objects)")
 # What a service's objects are, for deletes and shutdown; apply order reversed.
 SERVICE_KINDS = ("Service", "Deployment", "Job", "Secret")
+TICK_EVERY_S = 5.0
+CHECK_PARALLEL = 4  # dry-runs of one change's objects in flight at once
 GONE_SLACK_S = 15.0  # beyond the grace period: the garbage collector removes ReplicaSets, then their pods
 
 
@@ -103,6 +108,11 @@ class KubernetesProvider:
         self.artifacts = artifacts
         self._clusters: dict[tuple[str | None, str | None, str], Cluster] = {}
         self._lock = threading.Lock()
+        self._next_tick = 0.0
+        self._restarts: dict[str, int] = {}  # namespace/pod -> restarts seen by the last tick
+        # (namespace, env) -> the operation that checked the namespace / (operation, digest) that applied its objects
+        self._claimed: dict[tuple[str, str], str] = {}
+        self._settled: dict[tuple[str, str], tuple[str, str]] = {}
 
     # -- plumbing ------------------------------------------------------------------------------
     def target(self, env: str, desired: Resource | None = None) -> Target:
@@ -206,8 +216,7 @@ class KubernetesProvider:
             # A Role bound in the namespace alone cannot read the namespace object: judge by what runs in it.
             found = {"metadata": {"name": target.namespace}}
         if found is None:
-            cluster.apply({"apiVersion": "v1", "kind": "Namespace",
-                           "metadata": {"name": target.namespace, "labels": labels(app, env)}})
+            cluster.create_namespace(labels(app, env))
             return
         meta = found["metadata"]
         owner = meta.get("labels") or {}
@@ -235,8 +244,12 @@ class KubernetesProvider:
                     "Use a Railguard release made for this Kubernetes version, or remove the setting.",
                     address=address, extra={"fields": unknown, "cluster": cluster.name,
                                              "namespace": cluster.namespace}))
-        for manifest in manifests:
-            cluster.apply(manifest, dry_run=True)
+        # In parallel (bounded); the first refusal in manifest order is the one reported.
+        with ThreadPoolExecutor(max_workers=CHECK_PARALLEL) as pool:
+            answers = list(pool.map(lambda m: _attempt(lambda: cluster.apply(m, dry_run=True)), manifests))
+        refused = next((a for a in answers if a is not None), None)
+        if refused is not None:
+            raise refused
 
     def _apply_service(self, request: ApplyRequest, cluster: Cluster, target: Target, app: str,
                        step: Progress) -> ApplyResponse:
@@ -253,6 +266,10 @@ class KubernetesProvider:
             return ApplyResponse(ok=True, observed=None)
         desired = request.desired
         assert desired is not None
+        key = (target.namespace, env)
+        if self._claimed.get(key) != request.operation_id:  # once per operation (a plan of 100 services: once)
+            self._namespace(cluster, target, env, app)  # first: whose namespace it is decides whether to go on
+            self._claimed[key] = request.operation_id
         previous = cluster.get("Deployment", name)
         before = live.observed(previous, "service") if previous is not None else None
         release = request.release or 1
@@ -266,19 +283,24 @@ class KubernetesProvider:
 
             own.append(artifacts.token_secret(target.namespace, artifacts.environment_token(self.home, env),
                                               labels(app, env)))
-        step("check", "begin", {"objects": len(own) + len(made.all())})
-        self._namespace(cluster, target, env, app)
-        self._check(cluster, own + made.all(), change.address)
+        runs_job = made.job is not None and change.action in (Action.create, Action.replace)
+        # The environment's objects are the same for every service of an operation: sent with its first one.
+        settled = (request.operation_id, digest(own))
+        own_sent = [] if self._settled.get(key) == settled else own
+        sent = own_sent + [m for m in made.all() if m is not made.job or runs_job]  # a Job's template is immutable
+        step("check", "begin", {"objects": len(sent)})
+        self._check(cluster, sent, change.address)
         step("check", "end", {})
-        step("environment", "begin", {"namespace": target.namespace})
-        for manifest in own:
+        step("environment", "begin", {"namespace": target.namespace, "objects": len(own_sent)})
+        for manifest in own_sent:
             cluster.apply(manifest)
+        self._settled[key] = settled
         step("environment", "end", {})
         if made.secret is not None:
             step("secret", "begin", {"name": made.secret["metadata"]["name"]})
             cluster.apply(made.secret)
             step("secret", "end", {})
-        if made.job is not None and change.action in (Action.create, Action.replace):
+        if made.job is not None and runs_job:
             job = made.job["metadata"]["name"]
             step("job", "begin", {"job": job})
             cluster.apply(made.job)
@@ -316,9 +338,19 @@ class KubernetesProvider:
             step("service", "end", {})
         else:
             cluster.delete("Service", name)
+        self._retire(cluster, env, name, made)
         return ApplyResponse(ok=True, observed=ObservedResource(
             address=desired.address, kind="service", fingerprint=desired.fingerprint, config=desired.config,
             depends_on=desired.depends_on, status=LiveStatus.running, release=release, message=outcome.reason))
+
+    def _retire(self, cluster: Cluster, env: str, name: str, made: ServiceManifests) -> None:
+        """Once a release serves: the Secrets of other secret versions and the Jobs of older releases go (a
+        rollback re-creates what it needs from the secret store, so old values do not linger in the cluster)."""
+        keep = {m["metadata"]["name"] for m in (made.secret, made.job) if m is not None}
+        for kind in ("Secret", "Job"):
+            for obj in cluster.list(kind, labels=_ours(env) | {SERVICE: name}):
+                if obj["metadata"]["name"] not in keep:
+                    cluster.delete(kind, obj["metadata"]["name"])
 
     def _restore(self, cluster: Cluster, app: str, before: ObservedResource | None, name: str, env: str,
                  step: Progress) -> str:
@@ -374,7 +406,35 @@ class KubernetesProvider:
         return AdoptResponse(notes=[])  # the cluster's controllers supervise; nothing to take over
 
     def tick(self, request: TickRequest) -> TickResponse:
-        return TickResponse(events=[])  # no warm replica sets: a rollback re-applies the previous release
+        """Restarts of our pods since the last pass, as the local runtime reports its replicas' (throttled: the
+        daemon ticks twice a second, a cluster is asked every few seconds). No warm replica sets to retire: a
+        rollback re-applies the previous release."""
+        now = time.monotonic()
+        if now < self._next_tick:
+            return TickResponse(events=[])
+        self._next_tick = now + TICK_EVERY_S
+        with self._lock:
+            clusters = list(self._clusters.values())
+        events: list[ProviderEvent] = []
+        for cluster in clusters:
+            try:
+                pods = cluster.list("Pod", labels={MANAGED_BY: "railguard"})
+            except RailguardError:
+                continue  # an unreachable cluster is the status's and the next plan's to say
+            for pod in pods:
+                meta = pod["metadata"]
+                count = sum(int(c.get("restartCount") or 0) for c in (pod.get("status") or {}).get(
+                    "containerStatuses") or [])
+                key = f"{cluster.namespace}/{meta['name']}"
+                seen = self._restarts.get(key)
+                self._restarts[key] = count
+                if seen is not None and count > seen:
+                    found = meta.get("labels") or {}
+                    events.append(ProviderEvent(
+                        kind="replica.restarted", env=found.get(ENVIRONMENT),
+                        message=f"{found.get(ENVIRONMENT)}.{found.get(SERVICE)} pod {meta['name']} "
+                        f"(namespace {cluster.namespace}): {describe_pod(pod)} (restart #{count})"))
+        return TickResponse(events=events)
 
     def shutdown(self, request: ShutdownRequest) -> None:
         with self._lock:
@@ -485,6 +545,14 @@ def _replica(pod: dict[str, Any], now: datetime) -> ReplicaUnit:
     return ReplicaUnit(name=pod["metadata"]["name"], pid=None, port=None, health=health,
                        restarts=sum(int(c.get("restartCount") or 0) for c in containers), uptime_s=round(uptime, 1),
                        last_exit=None if ready else describe_pod(pod))
+
+
+def _attempt(call: Callable[[], object]) -> RailguardError | None:
+    try:
+        call()
+    except RailguardError as exc:
+        return exc
+    return None
 
 
 def _wait_gone(cluster: Cluster, selected: dict[str, str], timeout_s: float) -> int:
