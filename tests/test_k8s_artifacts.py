@@ -14,6 +14,7 @@ import socket
 import subprocess
 import sys
 import tarfile
+import tempfile
 import time
 from pathlib import Path
 from types import SimpleNamespace
@@ -112,11 +113,11 @@ def _free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def _init(url: str, digest: str, token: str | None, dest: Path) -> subprocess.CompletedProcess[str]:
+def _init(url: str, digest: str, token: str | None, dest: Path, tries: int = 6) -> subprocess.CompletedProcess[str]:
     """The init container's program, as the pod runs it (python -c), against the real listener."""
     dest.mkdir(parents=True, exist_ok=True)
     env = {"PATH": os.environ["PATH"], "RAILGUARD_ARTIFACT_URL": url, "RAILGUARD_ARTIFACT_DIGEST": digest,
-           "RAILGUARD_ARTIFACT_DEST": str(dest), "PYTHONDONTWRITEBYTECODE": "1"}
+           "RAILGUARD_ARTIFACT_DEST": str(dest), "PYTHONDONTWRITEBYTECODE": "1", "RAILGUARD_ARTIFACT_TRIES": str(tries)}
     if token is not None:
         env["RAILGUARD_ARTIFACT_TOKEN"] = token
     return subprocess.run([sys.executable, "-c", artifacts.INIT_SCRIPT], env=env, capture_output=True, text=True,
@@ -138,6 +139,7 @@ def _code(answer: httpx.Response) -> str:
 
 def test_the_daemon_serves_a_bundle_to_its_environment_token_only(workspace: Path, tmp_path: Path) -> None:
     home = workspace / ".railguard"
+    out = Path(tempfile.mkdtemp(prefix="pods-"))  # where the "pods" extract: outside the app's tree (tmp_path)
     # Bundled before the daemon starts: its first housekeeping pass prunes snapshots no plan refers to.
     snap, _ = capture(SnapshotStore.of(home), workspace)
     bundle = artifacts.prepare(home, "staging", "web", snap.digest, HERE_PYTHON)
@@ -157,9 +159,12 @@ def test_the_daemon_serves_a_bundle_to_its_environment_token_only(workspace: Pat
     assert fetched.status_code == 200
     assert "sha256:" + hashlib.sha256(fetched.content).hexdigest() == bundle.digest
     assert fetched.content == bundle.path.read_bytes()
+    head = httpx.head(url, headers={"Authorization": f"Bearer {token}"})
+    assert head.status_code == 200 and int(head.headers["Content-Length"]) == bundle.size and not head.content
+    assert httpx.head(url).status_code == 401
 
     # The init container's script: verified, extracted, the app's files as in the snapshot.
-    dest = tmp_path / "app"
+    dest = out / "app"
     ran = _init(url, bundle.digest, token, dest)
     assert ran.returncode == 0, ran.stderr
     assert "verified and extracted" in ran.stderr
@@ -181,19 +186,24 @@ def test_the_daemon_serves_a_bundle_to_its_environment_token_only(workspace: Pat
     assert "staging" in unknown.json()["diagnostics"][0]["summary"]
     assert httpx.get(f"{base}/v1/plans", headers={"Authorization": f"Bearer {token}"}).status_code == 404
 
-    ran = _init(url, bundle.digest, None, tmp_path / "none")
+    # The store unreachable (nothing listens there): named, after the bounded retries.
+    dead = artifacts.artifact_url(f"http://127.0.0.1:{_free_port()}", bundle.digest)
+    ran = _init(dead, bundle.digest, token, out / "dead", tries=2)
+    assert ran.returncode == 2 and "cannot fetch" in ran.stderr and "trying again" in ran.stderr, ran.stderr
+
+    ran = _init(url, bundle.digest, None, out / "none")
     assert ran.returncode == 2 and "artifact.token_required" in ran.stderr and "HTTP 401" in ran.stderr
-    ran = _init(url, bundle.digest, "rgart_nope", tmp_path / "wrong")
+    ran = _init(url, bundle.digest, "rgart_nope", out / "wrong")
     assert ran.returncode == 2 and "artifact.forbidden" in ran.stderr and "HTTP 403" in ran.stderr
 
     # A second bundle of the same environment fetched under the first one's digest: refused before extraction.
     assert second.digest != bundle.digest
-    ran = _init(artifacts.artifact_url(base, second.digest), bundle.digest, token, tmp_path / "mismatch")
+    ran = _init(artifacts.artifact_url(base, second.digest), bundle.digest, token, out / "mismatch")
     assert ran.returncode == 3 and "refused" in ran.stderr and "nothing was extracted" in ran.stderr
-    assert list((tmp_path / "mismatch").iterdir()) == []
+    assert list((out / "mismatch").iterdir()) == []
 
     # A bundle with an entry escaping the folder (stored under its true digest, listed): refused, nothing written.
-    evil = tmp_path / "evil.tar.gz"
+    evil = out / "evil.tar.gz"
     with tarfile.open(evil, "w:gz") as tar:
         payload = b"pwned\n"
         info = tarfile.TarInfo("../escaped.txt")
@@ -202,9 +212,9 @@ def test_the_daemon_serves_a_bundle_to_its_environment_token_only(workspace: Pat
     evil_hex = hashlib.sha256(evil.read_bytes()).hexdigest()
     evil.rename(store.path(evil_hex))
     store.allow("staging", evil_hex)
-    ran = _init(artifacts.artifact_url(base, evil_hex), evil_hex, token, tmp_path / "evil" / "app")
+    ran = _init(artifacts.artifact_url(base, evil_hex), evil_hex, token, out / "evil" / "app")
     assert ran.returncode == 4 and "unsafe entry" in ran.stderr, ran.stderr
-    assert not (tmp_path / "evil" / "escaped.txt").exists()
+    assert not (out / "evil" / "escaped.txt").exists()
 
     # A stored bundle altered on disk is never served.
     os.chmod(second.path, 0o644)
@@ -239,6 +249,18 @@ def test_dependencies_are_wheels_for_the_image_python_and_the_pod_checks_it(work
     ran = _init(url, bundle.digest, BundleStore.of(home).token("staging"), tmp_path / "app")
     # This interpreter is not the image's: the script refuses to lay out packages built for another Python.
     assert ran.returncode == 5 and f"built for Python {other}" in ran.stderr, ran.stderr
+
+
+def test_a_tampered_stored_bundle_is_rebuilt_by_the_next_apply(workspace: Path) -> None:
+    home = workspace / ".railguard"
+    snap, _ = capture(SnapshotStore.of(home), workspace)
+    made = artifacts.prepare(home, "staging", "web", snap.digest, HERE_PYTHON)
+    os.chmod(made.path, 0o644)
+    made.path.write_bytes(made.path.read_bytes()[:-1] + b"!")
+    with pytest.raises(Exception, match="no longer matches"):
+        BundleStore.of(home).verified(made.hex)
+    again = artifacts.prepare(home, "staging", "web", snap.digest, HERE_PYTHON)
+    assert again.digest == made.digest and BundleStore.of(home).verified(made.hex) == made.path
 
 
 def test_a_build_that_is_not_a_pip_install_is_refused_for_pods(workspace: Path) -> None:

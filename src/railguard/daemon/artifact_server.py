@@ -51,7 +51,7 @@ class _Handler(BaseHTTPRequestHandler):
     def do_HEAD(self) -> None:
         self._answer(send_body=False)
 
-    def _refuse(self, status: int, diag: Diagnostic) -> None:
+    def _refuse(self, status: int, diag: Diagnostic, send_body: bool) -> None:
         data = json.dumps({"ok": False, "diagnostics": [diag.model_dump(mode="json")]}).encode()
         self.send_response(status)
         self.send_header("Content-Type", "application/json")
@@ -59,14 +59,15 @@ class _Handler(BaseHTTPRequestHandler):
         if status == 401:
             self.send_header("WWW-Authenticate", 'Bearer realm="railguard-artifacts"')
         self.end_headers()
-        self.wfile.write(data)
+        if send_body:
+            self.wfile.write(data)
 
     def _answer(self, send_body: bool) -> None:
         status, diag, path = resolve(self.server.store, self.path, self.headers.get("Authorization"))
         if path is None:
             assert diag is not None
             log.info("artifact request %s refused: %s", self.path[:120], diag.code)
-            self._refuse(status, diag)
+            self._refuse(status, diag, send_body)
             return
         size = path.stat().st_size
         self.send_response(200)

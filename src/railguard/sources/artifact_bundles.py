@@ -152,7 +152,11 @@ class BundleStore:
                 raise BundleError(f"the source snapshot {source_digest[:19]} is not stored ({exc})") from exc
             made = write_bundle(Path(tmp) / "bundle.tar.gz", source_digest, src, deps, python, extra)
             final = self.path(made.hex)
-            if not final.is_file():
+            try:
+                intact = self.verified(made.hex) is not None
+            except BundleError:  # altered on disk: replaced by the bytes just made from the snapshot
+                intact = False
+            if not intact:
                 os.chmod(made.path, 0o444)
                 os.replace(made.path, final)
         return Bundle(made.digest, final, final.stat().st_size)

@@ -50,6 +50,7 @@ url = os.environ["RAILGUARD_ARTIFACT_URL"]
 want = os.environ["RAILGUARD_ARTIFACT_DIGEST"].removeprefix("sha256:")
 dest = os.environ.get("RAILGUARD_ARTIFACT_DEST", "/app")
 token = os.environ.get("RAILGUARD_ARTIFACT_TOKEN", "")
+tries = max(1, int(os.environ.get("RAILGUARD_ARTIFACT_TRIES", "6")))
 def say(text):
     print("railguard-artifact: " + text, file=sys.stderr, flush=True)
 def fail(code, text):
@@ -60,7 +61,7 @@ if os.path.isfile(done) and open(done).read().strip() == want:
     say("sha256:" + want + " already extracted")
     sys.exit(0)
 part = os.path.join(dest, ".download")
-for attempt in range(6):
+for attempt in range(tries):
     try:
         request = urllib.request.Request(url, headers={"Authorization": "Bearer " + token})
         digest = hashlib.sha256()
@@ -79,12 +80,12 @@ for attempt in range(6):
             body = first["code"] + ": " + first["summary"] + ". " + first["detail"]
         except Exception:
             body = body[:300]
-        if exc.code in (502, 503, 504) and attempt < 5:
+        if exc.code in (502, 503, 504) and attempt < tries - 1:
             time.sleep(2 ** attempt)
             continue
         fail(2, "the artifact store refused " + url + " (HTTP " + str(exc.code) + "): " + body)
     except (urllib.error.URLError, OSError) as exc:
-        if attempt == 5:
+        if attempt == tries - 1:
             fail(2, "cannot fetch " + url + ": " + str(exc))
         say("cannot fetch " + url + " (" + str(exc) + "), trying again")
         time.sleep(2 ** attempt)
