@@ -320,7 +320,8 @@ class KubernetesProvider:
             config = {k: v for k, v in before.config.items() if k not in ("drift", "template_drift")}
             previous = Resource(address=before.address, env=env, kind="service", name=name, config=config,
                                 depends_on=before.depends_on, fingerprint=before.fingerprint)
-            artifact = (self.artifacts(request.model_copy(update={"desired": previous}), target)
+            was = Target.of(config["kubernetes"]) if isinstance(config.get("kubernetes"), dict) else target
+            artifact = (self.artifacts(request.model_copy(update={"desired": previous}), was)  # its own store too
                         if self.artifacts and "image" not in config else None)
             made = service_manifests(app, previous, before.release, self._values(env, config), artifact)
             if made.secret is not None:
