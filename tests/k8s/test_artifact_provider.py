@@ -201,9 +201,6 @@ def test_pods_run_the_init_program_and_get_the_planned_code(pods_rig: Any) -> No
     assert all((pods_rig.pods / name / "src" / "app.py").read_text() == "print('release one')\n" for name in fetched)
 
 
-@pytest.mark.xfail(strict=True, reason="k8sprov: the failed rollout's diagnostic does not name the failing init "
-                   "container or its message (only 'PodInitializing', 'BackOff'), and KubernetesProvider._restore "
-                   "re-renders the previous release without its ArtifactMount (no init container, no /app volume)")
 def test_an_unreachable_store_fails_the_rollout_and_the_previous_release_keeps_its_artifact(
         pods_rig: Any, k8s_cluster: Cluster) -> None:
     assert all(a.ok for a in pods_rig.apply(pods_rig.store, 1))

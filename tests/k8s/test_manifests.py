@@ -213,3 +213,46 @@ def test_resources_of_a_kubernetes_environment_carry_its_target() -> None:
     web = next(r for r in found if r.kind == "service")
     assert web.config["kubernetes"]["namespace"] == "shop-prod" and web.config["image"].startswith("registry")
     assert next(r for r in found if r.kind == "edge").config["port"] is None
+
+
+def _deployment(**status: Any) -> dict[str, Any]:
+    notes = {"railguard.dev/address": "prod/service.web", "railguard.dev/config": json.dumps({"replicas": 2}),
+             "railguard.dev/fingerprint": "sha256:f", "railguard.dev/depends-on": ""}
+    return {"metadata": {"name": "web", "generation": 2, "annotations": notes,
+                         "labels": {"railguard.dev/release": "3"}},
+            "spec": {"replicas": 2}, "status": status}
+
+
+def test_a_deployments_conditions_become_the_observed_status() -> None:
+    from railguard.model.resources import LiveStatus
+    from railguard.providers.kubernetes.observe import observed
+
+    ready = observed(_deployment(observedGeneration=2, availableReplicas=2, updatedReplicas=2), "service")
+    assert ready is not None and ready.status is LiveStatus.running and ready.release == 3
+    rolling = observed(_deployment(observedGeneration=2, availableReplicas=1, updatedReplicas=1), "service")
+    assert rolling is not None and rolling.status is LiveStatus.progressing
+    stuck = observed(_deployment(observedGeneration=2, conditions=[
+        {"type": "Progressing", "status": "False", "reason": "ProgressDeadlineExceeded", "message": "too slow"}]),
+        "service")
+    assert stuck is not None and stuck.status is LiveStatus.degraded and stuck.message == "too slow"
+    assert observed({"metadata": {"name": "x"}}, "service") is None  # not ours: no annotations
+
+
+def test_drift_is_what_another_manager_owns_alone() -> None:
+    from railguard.providers.kubernetes.observe import drift
+
+    def entry(manager: str, fields: dict[str, Any], **more: Any) -> dict[str, Any]:
+        return {"manager": manager, "operation": "Apply", "fieldsV1": fields, **more}
+
+    spec = {"f:spec": {"f:replicas": {}, "f:template": {"f:spec": {"f:containers": {
+        'k:{"name":"web"}': {".": {}, "f:name": {}, "f:image": {}}}}}}}
+    obj = {"metadata": {"managedFields": [
+        entry("railguard", spec),
+        entry("kubectl-set", {"f:spec": {"f:template": {"f:spec": {"f:containers": {
+            'k:{"name":"web"}': {".": {}, "f:name": {}, "f:env": {}}}}}}}),
+        entry("kube-controller-manager", {"f:status": {"f:replicas": {}}}, subresource="status"),
+        entry("hpa", {"f:spec": {"f:replicas": {}}}),
+    ]}}
+    # hpa applied replicas alike (shared ownership: agreement); the controller wrote status; kubectl-set's env is
+    # its own alone, and the container's key it shares with Railguard.
+    assert drift(obj) == {"kubectl-set": ['spec.template.spec.containers.{"name":"web"}.env']}

@@ -158,9 +158,10 @@ def test_plan_apply_and_observe_roundtrip(rig: Rig) -> None:
     assert "first-key" not in json.dumps(deployment)  # the value lives only in the Secret
     account = rig.get("serviceaccounts/railguard-workload")
     assert account is not None and account["automountServiceAccountToken"] is False
-    # Observed back exactly as applied: a second plan is empty.
+    # Observed back exactly as applied (the record the engine keeps moves no serial), and a second plan is empty.
     assert rig.plan(desired) == []
     live = rig.observe()
+    assert {a.observed.address: a.observed for a in answers if a.observed} == live
     assert live["staging/service.web"].release == 1
     assert rig.provider.health(HealthRequest(env="staging", address="staging/service.web")).health is Health.healthy
     described = rig.provider.describe(DescribeRequest(env="staging"))
@@ -201,16 +202,38 @@ def test_a_crash_looping_rollout_is_rolled_back_with_the_pods_reasons(rig: Rig) 
     secret = rig.get(f"secrets/{env['API_KEY']['valueFrom']['secretKeyRef']['name']}")
     assert secret is not None and secret["data"]["API_KEY"] == "Zmlyc3Qta2V5"  # base64 of first-key
     assert rig.observe()["staging/service.web"].release == 1
+    secrets = [s["metadata"]["name"] for s in rig.get("secrets")["items"]  # type: ignore[index]
+               if s["metadata"]["name"].startswith("web-")]
+    assert secrets == [env["API_KEY"]["valueFrom"]["secretKeyRef"]["name"]]  # the failed release's Secret went
+    assert rig.provider.health(HealthRequest(env="staging", address="staging/service.web")).health is Health.healthy
+
+
+def test_a_new_service_that_never_becomes_available_leaves_nothing(rig: Rig) -> None:
+    k8s = rig.cluster
+    k8s.create_namespace(rig.namespace)
+    assert k8s.agent is not None
+    k8s.agent.behave(rig.namespace, {"railguard.dev/service": "web"}, "never-ready")
+    answers = rig.apply(rig.desired(start="3s"))
+    failed = answers[0]
+    assert not failed.ok and failed.diagnostics[0].code == "cluster.rollout_failed"
+    assert "nothing of it is left" in failed.diagnostics[0].detail and failed.observed is None
+    assert rig.get("deployments/web") is None and rig.get("services/web") is None
+    assert not [s for s in rig.get("secrets")["items"]  # type: ignore[index]
+                if s["metadata"]["name"].startswith("web-")]
+    assert rig.observe() == {}
 
 
 def test_a_failing_release_command_leaves_the_deployment_alone(rig: Rig) -> None:
     assert all(a.ok for a in rig.apply(rig.desired()))
     assert rig.cluster.agent is not None
     rig.cluster.agent.behave(rig.namespace, {"job-name": "web-release-r2"}, "fail")
-    answers = rig.apply(rig.desired(version="2", release='release = ["python", "migrate.py"]'))
+    answers = rig.apply(rig.desired(version="2", api_key=2, release='release = ["python", "migrate.py"]'))
     assert not answers[-1].ok and answers[-1].diagnostics[0].code == "cluster.release_failed"
     deployment = rig.get("deployments/web")
     assert deployment is not None and deployment["metadata"]["labels"]["railguard.dev/release"] == "1"
+    secrets = [s["metadata"]["name"] for s in rig.get("secrets")["items"]  # type: ignore[index]
+               if s["metadata"]["name"].startswith("web-")]
+    assert len(secrets) == 1  # the failed release's Secret (the second key) went; release 1's stays
 
 
 def test_rollback_reapplies_the_previous_release_with_its_secret_version(rig: Rig) -> None:

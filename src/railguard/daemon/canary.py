@@ -163,7 +163,16 @@ class Canaries:
     def following(self, env: str, service: str, current: int) -> int:
         """The share of the step after ``current``."""
         run = self.runs.get((env, service))
-        return next((s for s in (run.steps if run is not None else [100]) if s > current), 100)
+        steps = run.steps if run is not None else self._spec_steps(env, service)
+        return next((s for s in steps if s > current), 100)
+
+    def _spec_steps(self, env: str, service: str) -> list[int]:
+        # A step asked for before the observation pass has seen the canary (right after the deploy): the served
+        # spec's steps, so a protected environment's plan names the real next step, not the final one.
+        spec = self.observer.spec()
+        if spec is None or env not in spec.environments or service not in spec.services:
+            return [100]
+        return list(spec.resolved_service(env, service).steps)
 
     def advance(self, env: str, service: str, by: str, to: int | None = None, plan_id: str | None = None) -> int:
         """Move the canary to its next step (``railguard promote-step`` or a clean step), or to ``to`` (an approved

@@ -96,7 +96,8 @@ def observed(obj: dict[str, Any], kind: ResourceKind) -> ObservedResource | None
                   **({"template_drift": {m: p for m, p in template.items() if p}} if any(template.values())
                      else {})}
         fingerprint = digest(config)
-    status, message = (_status(obj) if obj.get("kind") == "Deployment" else (LiveStatus.running, ""))
+    # A service is its Deployment (listed items carry no ``kind``: the caller says what it read).
+    status, message = _status(obj) if kind == "service" else (LiveStatus.running, "")
     if changed:
         message = (message + "; " if message else "") + "changed by " + ", ".join(
             f"{m} ({', '.join(p[:3])})" for m, p in sorted(changed.items()))

@@ -17,8 +17,6 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -26,7 +24,7 @@ from railguard.model.api import KeptRelease
 from railguard.model.canonical import digest
 from railguard.model.diagnostics import RailguardError, error
 from railguard.model.plans import Action
-from railguard.model.resources import LiveStatus, ObservedResource, Resource, service_address
+from railguard.model.resources import LiveStatus, ObservedResource, Resource
 from railguard.providers.base import (
     AdoptResponse,
     ApplyRequest,
@@ -39,18 +37,13 @@ from railguard.providers.base import (
     Health,
     HealthRequest,
     HealthResponse,
-    LogFile,
     LogsRequest,
     LogsResponse,
     ObserveRequest,
     ObserveResponse,
     Progress,
     ProviderEvent,
-    ReplicaHealth,
-    ReplicaUnit,
-    RouteUnit,
     SecretSource,
-    ServiceUnit,
     ShutdownRequest,
     SummaryResponse,
     TickRequest,
@@ -58,8 +51,9 @@ from railguard.providers.base import (
     TrafficRequest,
     TrafficResponse,
 )
+from railguard.providers.kubernetes import checks, views
 from railguard.providers.kubernetes import observe as live
-from railguard.providers.kubernetes.cluster import Cluster, ClusterError
+from railguard.providers.kubernetes.cluster import Cluster
 from railguard.providers.kubernetes.labels import (
     APP,
     DEFAULT_APP,
@@ -69,26 +63,23 @@ from railguard.providers.kubernetes.labels import (
     SERVICE,
     Target,
     labels,
+    secret_name,
 )
 from railguard.providers.kubernetes.manifests import (
     ArtifactMount,
-    Manifest,
     ServiceManifests,
     edge_manifests,
     environment_manifests,
     service_manifests,
 )
 from railguard.providers.kubernetes.preview import preview
-from railguard.providers.kubernetes.rollout import describe_pod, wait_deployment, wait_job
+from railguard.providers.kubernetes.rollout import wait_deployment, wait_job
 
 ISOLATION_REASON = ("each environment is a namespace: pods run with a token-less ServiceAccount and a NetworkPolicy "
                     "that admits no traffic from other namespaces; Railguard's state is not in the cluster")
-LOGS_NOTE = ("(pod logs are not read in this version: reading them makes the API server dial the node; these are "
-             "the Kubernetes events of the service's objects)")
 # What a service's objects are, for deletes and shutdown; apply order reversed.
 SERVICE_KINDS = ("Service", "Deployment", "Job", "Secret")
 TICK_EVERY_S = 5.0
-CHECK_PARALLEL = 4  # dry-runs of one change's objects in flight at once
 GONE_SLACK_S = 15.0  # beyond the grace period: the garbage collector removes ReplicaSets, then their pods
 
 
@@ -206,51 +197,6 @@ class KubernetesProvider:
         except RailguardError:
             return None
 
-    def _namespace(self, cluster: Cluster, target: Target, env: str, app: str) -> None:
-        """Make sure the namespace exists and is this environment's; refuse one another environment or app uses."""
-        try:
-            found = cluster.get("Namespace", target.namespace)
-        except ClusterError as exc:
-            if exc.status != 403:
-                raise
-            # A Role bound in the namespace alone cannot read the namespace object: judge by what runs in it.
-            found = {"metadata": {"name": target.namespace}}
-        if found is None:
-            cluster.create_namespace(labels(app, env))
-            return
-        meta = found["metadata"]
-        owner = meta.get("labels") or {}
-        if meta.get("deletionTimestamp"):
-            raise _taken(cluster, env, "is being deleted")
-        if owner.get(MANAGED_BY) == "railguard" and owner.get(ENVIRONMENT) not in (None, env):
-            raise _taken(cluster, env, f"belongs to environment '{owner.get(ENVIRONMENT)}'")
-        mine = {MANAGED_BY: "railguard", ENVIRONMENT: env}
-        others = sorted(d["metadata"]["name"] for d in cluster.list("Deployment")
-                        if {k: (d["metadata"].get("labels") or {}).get(k) for k in mine} != mine)
-        if others:
-            raise _taken(cluster, env, f"runs Deployments of something else ({', '.join(others[:3])})")
-
-    def _check(self, cluster: Cluster, manifests: list[Manifest], address: str) -> None:
-        """Unknown fields (the server would drop them), then a server-side dry-run of each manifest."""
-        schema = cluster.schema()
-        for manifest in manifests:
-            unknown = schema.unknown_fields(manifest)
-            if unknown:
-                raise RailguardError(error(
-                    "cluster.invalid_manifest",
-                    f"{manifest['kind']} '{manifest['metadata']['name']}' has fields cluster {cluster.name} does "
-                    "not know", f"{', '.join(unknown)}: the server's OpenAPI schema defines no such field, and this "
-                    "server would drop it without a word.",
-                    "Use a Railguard release made for this Kubernetes version, or remove the setting.",
-                    address=address, extra={"fields": unknown, "cluster": cluster.name,
-                                             "namespace": cluster.namespace}))
-        # In parallel (bounded); the first refusal in manifest order is the one reported.
-        with ThreadPoolExecutor(max_workers=CHECK_PARALLEL) as pool:
-            answers = list(pool.map(lambda m: _attempt(lambda: cluster.apply(m, dry_run=True)), manifests))
-        refused = next((a for a in answers if a is not None), None)
-        if refused is not None:
-            raise refused
-
     def _apply_service(self, request: ApplyRequest, cluster: Cluster, target: Target, app: str,
                        step: Progress) -> ApplyResponse:
         change, env = request.change, request.env
@@ -268,7 +214,7 @@ class KubernetesProvider:
         assert desired is not None
         key = (target.namespace, env)
         if self._claimed.get(key) != request.operation_id:  # once per operation (a plan of 100 services: once)
-            self._namespace(cluster, target, env, app)  # first: whose namespace it is decides whether to go on
+            checks.claim(cluster, target, env, app)  # first: whose namespace it is decides whether to go on
             self._claimed[key] = request.operation_id
         previous = cluster.get("Deployment", name)
         before = live.observed(previous, "service") if previous is not None else None
@@ -289,7 +235,7 @@ class KubernetesProvider:
         own_sent = [] if self._settled.get(key) == settled else own
         sent = own_sent + [m for m in made.all() if m is not made.job or runs_job]  # a Job's template is immutable
         step("check", "begin", {"objects": len(sent)})
-        self._check(cluster, sent, change.address)
+        checks.before_sending(cluster, sent, change.address)
         step("check", "end", {})
         step("environment", "begin", {"namespace": target.namespace, "objects": len(own_sent)})
         for manifest in own_sent:
@@ -308,6 +254,10 @@ class KubernetesProvider:
                                float(made.job["spec"]["activeDeadlineSeconds"]) + 10)
             if not outcome.ok:
                 step("job", "end", {"ok": False})
+                if made.secret is not None and (before is None or secret_name(name, {
+                        k: v for k, v in sorted(before.config.get("secret_versions", {}).items()) if v}) !=
+                        made.secret["metadata"]["name"]):
+                    cluster.delete("Secret", made.secret["metadata"]["name"])  # the previous release keeps its own
                 return ApplyResponse(ok=False, observed=before, diagnostics=[error(
                     "cluster.release_failed", f"The release command of '{name}' failed (release {release})",
                     f"Job {job} in namespace '{target.namespace}' of cluster {cluster.name}: {outcome.reason}. "
@@ -323,7 +273,7 @@ class KubernetesProvider:
         outcome = wait_deployment(cluster, name, env, release, deadline)
         step("rollout", "end", {"ok": outcome.ok, "detail": outcome.reason})
         if not outcome.ok:
-            restored = self._restore(cluster, app, before, name, env, step)
+            restored = self._restore(cluster, app, before, request, target, step)
             quota = "exceeded quota" in outcome.reason
             return ApplyResponse(ok=False, observed=before, diagnostics=[error(
                 "cluster.quota" if quota else "cluster.rollout_failed",
@@ -339,7 +289,10 @@ class KubernetesProvider:
         else:
             cluster.delete("Service", name)
         self._retire(cluster, env, name, made)
-        return ApplyResponse(ok=True, observed=ObservedResource(
+        # What observe will report (its status message included), so the next observation moves no serial.
+        now = cluster.get("Deployment", name)
+        found = live.observed(now, "service") if now is not None else None
+        return ApplyResponse(ok=True, observed=found if found is not None else ObservedResource(
             address=desired.address, kind="service", fingerprint=desired.fingerprint, config=desired.config,
             depends_on=desired.depends_on, status=LiveStatus.running, release=release, message=outcome.reason))
 
@@ -352,23 +305,32 @@ class KubernetesProvider:
                 if obj["metadata"]["name"] not in keep:
                     cluster.delete(kind, obj["metadata"]["name"])
 
-    def _restore(self, cluster: Cluster, app: str, before: ObservedResource | None, name: str, env: str,
-                 step: Progress) -> str:
-        """Put the previous release's Deployment back (its recorded config, its secret versions); say what was done."""
+    def _restore(self, cluster: Cluster, app: str, before: ObservedResource | None, request: ApplyRequest,
+                 target: Target, step: Progress) -> str:
+        """Put the previous release's Deployment back (its recorded config, its secret versions, its artifact) and
+        remove what the failed release added; say what was done."""
+        env, name = request.env, request.change.address.rsplit(".", 1)[-1]
         step("restore", "begin", {"release": before.release if before else None})
         try:
             if before is None or before.release is None:
-                cluster.delete("Deployment", name)
-                return "It was new, so its Deployment was deleted again: nothing of it is left running."
-            previous = Resource(address=before.address, env=env, kind="service", name=name,
-                                config={k: v for k, v in before.config.items() if k != "drift"},
+                for kind in ("Deployment", "Job", "Secret"):
+                    for obj in cluster.list(kind, labels=_ours(env) | {SERVICE: name}):
+                        cluster.delete(kind, obj["metadata"]["name"])
+                return "It was new, so its objects were deleted again: nothing of it is left."
+            config = {k: v for k, v in before.config.items() if k not in ("drift", "template_drift")}
+            previous = Resource(address=before.address, env=env, kind="service", name=name, config=config,
                                 depends_on=before.depends_on, fingerprint=before.fingerprint)
-            made = service_manifests(app, previous, before.release, self._values(env, previous.config))
+            was = Target.of(config["kubernetes"]) if isinstance(config.get("kubernetes"), dict) else target
+            artifact = (self.artifacts(request.model_copy(update={"desired": previous}), was)  # its own store too
+                        if self.artifacts and "image" not in config else None)
+            made = service_manifests(app, previous, before.release, self._values(env, config), artifact)
             if made.secret is not None:
                 cluster.apply(made.secret)
             cluster.apply(made.deployment)
             back = wait_deployment(cluster, name, env, before.release,
                                    float(made.deployment["spec"]["progressDeadlineSeconds"]) + 15)
+            if back.ok:
+                self._retire(cluster, env, name, made)
             return (f"The Deployment was re-applied with release {before.release}'s template, which "
                     + ("serves again." if back.ok else f"is not available either: {back.reason}."))
         except RailguardError as exc:
@@ -388,8 +350,8 @@ class KubernetesProvider:
         assert desired is not None
         made = edge_manifests(app, desired)
         step("check", "begin", {"objects": len(made)})
-        self._namespace(cluster, target, request.env, app)
-        self._check(cluster, made, request.change.address)
+        checks.claim(cluster, target, request.env, app)
+        checks.before_sending(cluster, made, request.change.address)
         step("check", "end", {})
         step("ingress", "begin", {"routes": len(desired.config.get("routes", []))})
         for manifest in made:
@@ -417,23 +379,7 @@ class KubernetesProvider:
             clusters = list(self._clusters.values())
         events: list[ProviderEvent] = []
         for cluster in clusters:
-            try:
-                pods = cluster.list("Pod", labels={MANAGED_BY: "railguard"})
-            except RailguardError:
-                continue  # an unreachable cluster is the status's and the next plan's to say
-            for pod in pods:
-                meta = pod["metadata"]
-                count = sum(int(c.get("restartCount") or 0) for c in (pod.get("status") or {}).get(
-                    "containerStatuses") or [])
-                key = f"{cluster.namespace}/{meta['name']}"
-                seen = self._restarts.get(key)
-                self._restarts[key] = count
-                if seen is not None and count > seen:
-                    found = meta.get("labels") or {}
-                    events.append(ProviderEvent(
-                        kind="replica.restarted", env=found.get(ENVIRONMENT),
-                        message=f"{found.get(ENVIRONMENT)}.{found.get(SERVICE)} pod {meta['name']} "
-                        f"(namespace {cluster.namespace}): {describe_pod(pod)} (restart #{count})"))
+            events += views.restarts(cluster, self._restarts)
         return TickResponse(events=events)
 
     def shutdown(self, request: ShutdownRequest) -> None:
@@ -462,53 +408,14 @@ class KubernetesProvider:
     # -- views ---------------------------------------------------------------------------------
     def describe(self, request: DescribeRequest) -> DescribeResponse:
         target = self.targets(request.env)
-        empty = EdgeUnit(port=None, url=None, running=False)
         if target is None:
-            return DescribeResponse(env=request.env, edge=empty, live_sets=0, isolation="isolated")
-        cluster = self.cluster(target)
-        pods = cluster.list("Pod", labels=_ours(request.env))
-        services = []
-        now = datetime.now(UTC)
-        for deployment in sorted(cluster.list("Deployment", labels=_ours(request.env)),
-                                 key=lambda d: d["metadata"]["name"]):
-            resource = live.observed(deployment, "service")
-            if resource is None:
-                continue
-            name = deployment["metadata"]["name"]
-            replicas = [_replica(p, now) for p in pods
-                        if (p["metadata"].get("labels") or {}).get(SERVICE) == name
-                        and not p["metadata"].get("deletionTimestamp")]
-            services.append(ServiceUnit(name=name, address=service_address(request.env, name),
-                                        release=resource.release, replicas=sorted(replicas, key=lambda r: r.name)))
-        edge = cluster.get("ConfigMap", EDGE)
-        ingress = cluster.get("Ingress", EDGE) if edge is not None else None
-        routes = []
-        for rule in (ingress or {}).get("spec", {}).get("rules") or []:
-            for path in (rule.get("http") or {}).get("paths") or []:
-                backend = ((path.get("backend") or {}).get("service") or {}).get("name")
-                routes.append(RouteUnit(host=rule.get("host"), path=path.get("path", "/"),
-                                        upstreams=[f"service/{backend}"] if backend else []))
-        return DescribeResponse(env=request.env, services=services, live_sets=len(services), isolation="isolated",
-                                edge=EdgeUnit(port=None, url=None, running=edge is not None, routes=routes))
+            return DescribeResponse(env=request.env, edge=EdgeUnit(port=None, url=None, running=False), live_sets=0,
+                                    isolation="isolated")
+        return views.describe(self.cluster(target), request.env)
 
     def logs(self, request: LogsRequest) -> LogsResponse:
         target = self.targets(request.env)
-        if target is None:
-            return LogsResponse()
-        cluster = self.cluster(target)
-        if cluster.get("Deployment", request.service) is None:
-            return LogsResponse()
-        lines = [LOGS_NOTE]
-        events = [e for e in cluster.list("Event")
-                  if str((e.get("involvedObject") or {}).get("name", "")).startswith(request.service)]
-        for event in sorted(events, key=lambda e: str(e.get("lastTimestamp") or e.get("eventTime") or "")):
-            what = event.get("involvedObject") or {}
-            lines.append(f"{event.get('lastTimestamp') or ''} {what.get('kind')}/{what.get('name')} "
-                         f"{event.get('type')} {event.get('reason')}: {event.get('message', '')}".strip())
-        name = f"{request.env}.{request.service}.events"
-        offset = (request.offsets or {}).get(name) if request.offsets is not None else None
-        shown = lines[offset:] if offset is not None else (lines[-request.lines:] if request.lines else [])
-        return LogsResponse(files=[LogFile(name=name, lines=shown)], offsets={name: len(lines)})
+        return LogsResponse() if target is None else views.event_log(self.cluster(target), request)
 
     def summary(self) -> SummaryResponse:
         with self._lock:
@@ -532,29 +439,6 @@ class KubernetesProvider:
         raise _no_canary(env, service)
 
 
-def _replica(pod: dict[str, Any], now: datetime) -> ReplicaUnit:
-    status = pod.get("status") or {}
-    containers = status.get("containerStatuses") or []
-    ready = bool(containers) and all(c.get("ready") for c in containers)
-    waiting = any((c.get("state") or {}).get("waiting") for c in containers)
-    started = status.get("startTime")
-    uptime = 0.0
-    if started:
-        uptime = max(0.0, (now - datetime.fromisoformat(str(started).replace("Z", "+00:00"))).total_seconds())
-    health = ReplicaHealth.healthy if ready else (ReplicaHealth.down if waiting else ReplicaHealth.unknown)
-    return ReplicaUnit(name=pod["metadata"]["name"], pid=None, port=None, health=health,
-                       restarts=sum(int(c.get("restartCount") or 0) for c in containers), uptime_s=round(uptime, 1),
-                       last_exit=None if ready else describe_pod(pod))
-
-
-def _attempt(call: Callable[[], object]) -> RailguardError | None:
-    try:
-        call()
-    except RailguardError as exc:
-        return exc
-    return None
-
-
 def _wait_gone(cluster: Cluster, selected: dict[str, str], timeout_s: float) -> int:
     """Wait (bounded) until no pod matching ``selected`` is left; the number still there when time ran out."""
     deadline = time.monotonic() + timeout_s
@@ -563,15 +447,6 @@ def _wait_gone(cluster: Cluster, selected: dict[str, str], timeout_s: float) -> 
         if not left or time.monotonic() >= deadline:
             return left
         time.sleep(0.2)
-
-
-def _taken(cluster: Cluster, env: str, why: str) -> RailguardError:
-    return RailguardError(error(
-        "cluster.namespace_taken", f"Namespace '{cluster.namespace}' {why}",
-        f"Environment '{env}' owns namespace '{cluster.namespace}' of cluster {cluster.name}, but it {why}; "
-        "Railguard lists and deletes the objects it labels there, so it does not share a namespace.",
-        f"Give environments.{env}.kubernetes.namespace a namespace of its own, then plan again.",
-        extra={"cluster": cluster.name, "namespace": cluster.namespace, "verb": "get", "resource": "namespaces"}))
 
 
 def _no_canary(env: str, service: str) -> RailguardError:

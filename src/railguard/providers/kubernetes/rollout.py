@@ -45,21 +45,33 @@ def pod_lines(cluster: Cluster, env: str, service: str, release: int | None) -> 
 
 
 def describe_pod(pod: dict[str, Any]) -> str:
+    """Phase, then each init container that has not completed and each container: state, last exit, message."""
     status = pod.get("status") or {}
     parts = [str(status.get("phase", "Pending"))]
+    for c in status.get("initContainerStatuses") or []:
+        if ((c.get("state") or {}).get("terminated") or {}).get("exitCode") == 0:
+            continue  # done: its work is in the pod
+        parts.append(f"init container {_container_line(c)}")
     for c in status.get("containerStatuses") or []:
-        state = c.get("state") or {}
-        last = (c.get("lastState") or {}).get("terminated") or {}
-        what = (state.get("waiting") or {}).get("reason") or (state.get("terminated") or {}).get("reason")
-        text = f"{c.get('name')}: {'ready' if c.get('ready') else 'not ready'}"
-        if what:
-            text += f", {what}"
-        if last:
-            text += f", last exit {last.get('exitCode')} ({last.get('reason', 'terminated')})"
-        if c.get("restartCount"):
-            text += f", {c['restartCount']} restarts"
-        parts.append(text)
+        parts.append(_container_line(c))
     return "; ".join(parts)
+
+
+def _container_line(c: dict[str, Any]) -> str:
+    state = c.get("state") or {}
+    last = (c.get("lastState") or {}).get("terminated") or {}
+    now = state.get("waiting") or state.get("terminated") or {}
+    text = f"{c.get('name')}: {'ready' if c.get('ready') else 'not ready'}"
+    if now.get("reason"):
+        text += f", {now['reason']}"
+    if last:
+        text += f", last exit {last.get('exitCode')} ({last.get('reason', 'terminated')})"
+    message = (state.get("terminated") or {}).get("message") or last.get("message")
+    if message:  # the container's termination message: what it said when it failed (e.g. the artifact's fetch)
+        text += f": {str(message).strip()[-300:]}"
+    if c.get("restartCount"):
+        text += f", {c['restartCount']} restarts"
+    return text
 
 
 def _warnings(cluster: Cluster, names: set[str]) -> dict[str, list[str]]:
@@ -74,14 +86,18 @@ def _warnings(cluster: Cluster, names: set[str]) -> dict[str, list[str]]:
 
 
 def _bad_pod(pod: dict[str, Any]) -> str | None:
-    for c in (pod.get("status") or {}).get("containerStatuses") or []:
-        state = c.get("state") or {}
-        waiting = (state.get("waiting") or {}).get("reason")
-        if waiting in BAD_WAITING:
-            return str(waiting)
-        terminated = state.get("terminated") or {}
-        if terminated and terminated.get("exitCode", 0) != 0:
-            return f"exited {terminated.get('exitCode')} ({terminated.get('reason', 'Error')})"
+    status = pod.get("status") or {}
+    for kind, containers in (("init container", status.get("initContainerStatuses") or []),
+                             ("container", status.get("containerStatuses") or [])):
+        for c in containers:
+            state = c.get("state") or {}
+            waiting = (state.get("waiting") or {}).get("reason")
+            name = f"{kind} {c.get('name')}"
+            if waiting in BAD_WAITING:
+                return f"{name}: {waiting}"
+            terminated = state.get("terminated") or {}
+            if terminated and terminated.get("exitCode", 0) != 0:
+                return f"{name} exited {terminated.get('exitCode')} ({terminated.get('reason', 'Error')})"
     return None
 
 
