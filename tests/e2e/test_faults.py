@@ -504,11 +504,11 @@ KINDS: dict[str, Callable[[], list[Case]]] = {
 }
 
 
-def journaled_steps() -> set[str]:
-    """Every step name the runtime can journal: the engine's actions and each provider's ``step("...")``."""
+def journaled_steps(runtime: str = "local") -> set[str]:
+    """Every step name a runtime can journal: the engine's actions and its provider's ``step("...")`` calls."""
     found = set(ACTIONS)
     for folder in railguard.providers.__path__:
-        for path in Path(folder).rglob("*.py"):
+        for path in sorted((Path(folder) / runtime).rglob("*.py")):
             for node in ast.walk(ast.parse(path.read_text())):
                 if isinstance(node, ast.Call) and getattr(node.func, "id", getattr(node.func, "attr", "")) == "step":
                     assert node.args and isinstance(node.args[0], ast.Constant), \
@@ -517,11 +517,23 @@ def journaled_steps() -> set[str]:
     return found
 
 
+# The Kubernetes provider's steps: the walks here kill a daemon that drives the local runtime; walks against the
+# test control plane (the daemon killed before and after each of these) are not written yet — a known gap, named
+# in the closing note. Listed so that a new Kubernetes step still fails this suite until it is considered.
+KUBERNETES_NOT_WALKED_YET = {"check", "environment", "secret", "job", "deployment", "rollout", "service", "edge",
+                             "ingress"}
+
+
+def test_kubernetes_steps_are_known() -> None:
+    assert journaled_steps("kubernetes") - set(ACTIONS) == KUBERNETES_NOT_WALKED_YET
+
+
 # Steps journaled by features of this round whose crash-at-the-step walks are not written yet. Each is a known
 # gap (named in the session's closing note), listed here so a NEW step without a fault case still fails the test.
 NOT_WALKED_YET = {
     "command": "an approved one-off command (railguard exec in a protected environment)",
     "canary": "a canary step's weight change",
+    "canary-step": "an approved canary step in a protected environment (a plan of one change)",
 }
 
 
