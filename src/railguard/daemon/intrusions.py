@@ -163,6 +163,8 @@ class Intrusions:
                 user = attempt.detail.get("user")
                 if attempt.env is None and isinstance(user, str):
                     attempt.env = self.environment_of(user, ATTRIBUTION_TRIES)
+                if attempt.env is None and attempt.code == KERNEL_CODE:
+                    continue  # a build's or the edge's user (not app code running as an environment): not an attempt
                 self._record(attempt)
             except Exception:  # a store that cannot take it must not end the thread
                 log.exception("cannot record a refused attempt")

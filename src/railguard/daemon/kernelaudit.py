@@ -23,6 +23,7 @@ provider registry's hook) before any process of an environment's user starts, so
 
 from __future__ import annotations
 
+import errno as errno_module
 import logging
 import os
 import re
@@ -53,6 +54,7 @@ RULES = ((FILE_SYSCALLS + NET_SYSCALLS, "EACCES"), (FILE_SYSCALLS, "EPERM"), (FI
          (NET_SYSCALLS, "EADDRINUSE"))
 ERRNO = {13: "EACCES", 1: "EPERM", 30: "EROFS", 98: "EADDRINUSE"}
 _GROUP_WAIT_S = 0.5  # a record group without its end-of-event marker is taken as complete after this
+_RCVBUF = 16 << 20
 _ENABLED_MARK = "railguard-audit-enabled"  # machine-wide: a Railguard daemon turned auditing on
 
 
@@ -188,6 +190,7 @@ class KernelAudit:
         self._syscalls: dict[tuple[str, ...], tuple[str, ...]] = {}
         self.state = "kernel-refused attempts are not recorded (the kernel audit was not started)"
         self.on = False
+        self.lost = 0  # times the socket overflowed (records dropped by the kernel)
 
     # -- lifecycle -------------------------------------------------------------------------------
     def start(self) -> bool:
@@ -221,6 +224,14 @@ class KernelAudit:
         try:
             self._sock = socket.socket(socket.AF_NETLINK, socket.SOCK_RAW, NETLINK_AUDIT)
             self._sock.bind((0, 1 << (AUDIT_NLGRP_READLOG - 1)))
+            # A burst (an app scanning every /proc/<pid>/environ is hundreds of records) must not overflow the
+            # socket: the kernel drops multicast records a full socket cannot take. Root may force the size.
+            for option in (getattr(socket, "SO_RCVBUFFORCE", 33), socket.SO_RCVBUF):
+                try:
+                    self._sock.setsockopt(socket.SOL_SOCKET, option, _RCVBUF)
+                    break
+                except OSError:
+                    continue
         except OSError as exc:
             return f"the kernel's audit log cannot be read (netlink multicast): {exc.strerror or exc}"
         if enabled.group(1) == "0":
@@ -301,10 +312,14 @@ class KernelAudit:
             try:
                 ready, _, _ = select.select([sock], [], [], 0.25)
                 data = sock.recv(1 << 16) if ready else b""
-            except OSError:
+            except OSError as exc:
                 if self._stop.is_set():
                     return
-                time.sleep(0.1)
+                if exc.errno == errno_module.ENOBUFS:  # records were dropped for want of room: say so, read on
+                    self.lost += 1
+                    log.warning("kernel audit records were lost (the socket overflowed)")
+                else:
+                    time.sleep(0.1)
                 continue
             now = time.monotonic()
             done: list[list[tuple[int, str]]] = []
