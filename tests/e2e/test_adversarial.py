@@ -3,9 +3,10 @@
 One deployment per mode: production runs, then staging deploys an app (tests/e2e/hostile/hostile.py) that
 tries each attack once at start and serves the results on /report. In isolated mode every attack fails and
 production is unaffected; in shared-user mode what the app can do is exactly what docs/guardrails.md lists
-(the test reads the table there, so the docs cannot drift). The table's "recorded" column says which attempts the
-daemon sees: those are asserted as security.refused events, signed audit entries and one incident on staging,
-attributed by the kernel's word (SO_PEERCRED) to staging's user, never to production.
+(the test reads the table there, so the docs cannot drift). The table's "recorded" column says how each attempt is
+recorded: those asserted as security.refused events, signed audit entries and one incident on staging, attributed
+by the kernel's word (SO_PEERCRED for the daemon's socket, the audit subsystem's uid for what the kernel itself
+refused) to staging's user, never to production.
 """
 
 from __future__ import annotations
