@@ -159,7 +159,8 @@ class Daemon(Governance, ExecSessions):
                         f"{level.isolation_reason}"
                         + (", token-only" if self.require_token else "")
                         + (", shared user allowed" if self.mode.allow_shared_user else "") + ")")
-        store.add_event(None, "daemon.kernel_audit", self.kernel_audit.state)
+        if level.isolation == "isolated":  # whether the kernel's refusals are witnessed, and if not, why
+            store.add_event(None, "daemon.kernel_audit", self.kernel_audit.state)
         for target, name in ((self._runner, "railguard-runner"), (self._loop, "railguard-loop")):
             thread = threading.Thread(target=target, name=name, daemon=True)
             thread.start()
