@@ -126,8 +126,8 @@ def test_a_refusal_of_a_watched_user_arrives_and_stop_leaves_nothing(witness: tu
     assert audit.start(), audit.state
     assert "are recorded" in audit.state and _enabled() == "1"
     nobody = 65534
-    audit.watch(nobody)
-    audit.watch(nobody)  # once is enough: no duplicate rules
+    audit.watch(nobody, "qa")
+    audit.watch(nobody, "qa")  # once is enough: no duplicate rules
     assert _rules().count(audit.key) == len(kernelaudit.RULES)
     secret = Path("/root") / f".railguard-kernelaudit-{os.getpid()}"
     secret.write_text("not for nobody")
@@ -144,6 +144,7 @@ def test_a_refusal_of_a_watched_user_arrives_and_stop_leaves_nothing(witness: tu
         secret.unlink()
     found = [r for r in seen if r.target == str(secret)]
     assert found and found[0].uid == nobody and found[0].errno == "EACCES" and found[0].comm == "cat", seen
+    assert found[0].env == "qa"  # the environment the uid was watched for
     assert found[0].syscall in ("openat", "open")
     assert all(r.uid == nobody for r in seen)  # only the watched uid is reported
 

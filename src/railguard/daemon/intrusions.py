@@ -86,13 +86,15 @@ class Intrusions:
         self._offer(Attempt(source=f"uid:{uid}", principal=f"os:{user}", env=None, what=tried,
                             code="auth.foreign_user", detail={"uid": uid, "pid": pid, "user": user}))
 
-    def kernel_refused(self, uid: int, pid: int, syscall: str, errno: str, target: str, comm: str) -> None:
-        """The kernel refused ``syscall`` on ``target`` to a process of ``uid`` (its audit subsystem's word)."""
+    def kernel_refused(self, uid: int, pid: int, syscall: str, errno: str, target: str, comm: str,
+                       env: str | None = None) -> None:
+        """The kernel refused ``syscall`` on ``target`` to a process of ``uid`` (its audit subsystem's word); ``env``:
+        the environment the daemon started that uid's processes for (else looked up by user, like a peer)."""
         user = _user_name(uid)
         shown = clean(target, 300)
         # One source per kind of attempt: scanning every /proc/<pid>/environ is one attempt, not hundreds.
         kind = re.sub(r"^/proc/\d+", "/proc/<pid>", shown)
-        self._offer(Attempt(source=f"kernel:{uid}:{syscall}:{errno}:{kind}", principal=f"os:{user}", env=None,
+        self._offer(Attempt(source=f"kernel:{uid}:{syscall}:{errno}:{kind}", principal=f"os:{user}", env=env,
                             what=f"{syscall} {shown or '(no target)'}: {errno}", code=KERNEL_CODE,
                             detail={"uid": uid, "pid": pid, "user": user, "syscall": syscall, "errno": errno,
                                     "target": shown, "comm": clean(comm, 64)}), burst=1)
@@ -163,8 +165,6 @@ class Intrusions:
                 user = attempt.detail.get("user")
                 if attempt.env is None and isinstance(user, str):
                     attempt.env = self.environment_of(user, ATTRIBUTION_TRIES)
-                if attempt.env is None and attempt.code == KERNEL_CODE:
-                    continue  # a build's or the edge's user (not app code running as an environment): not an attempt
                 self._record(attempt)
             except Exception:  # a store that cannot take it must not end the thread
                 log.exception("cannot record a refused attempt")

@@ -70,6 +70,7 @@ class Refusal:
     comm: str
     exe: str
     key: str
+    env: str | None = None  # the environment whose process the daemon started as this uid
 
     def what(self) -> str:
         return f"{self.syscall} {self.target or '(no target)'} refused by the kernel: {self.errno}"
@@ -182,7 +183,7 @@ class KernelAudit:
         self.key = key
         self._report = report
         self._lock = threading.Lock()
-        self._uids: set[int] = set()
+        self._uids: dict[int, str | None] = {}  # watched uid -> its environment (as the daemon started it)
         self._sock: socket.socket | None = None
         self._thread: threading.Thread | None = None
         self._stop = threading.Event()
@@ -277,14 +278,16 @@ class KernelAudit:
         _auditctl("-D", "-k", self.key)
 
     # -- rules -------------------------------------------------------------------------------------
-    def watch(self, uid: int) -> None:
-        """Cover ``uid`` (an environment's user) from now on; cheap when it is covered already."""
+    def watch(self, uid: int, env: str | None = None) -> None:
+        """Cover ``uid`` (the user of environment ``env``) from now on; cheap when it is covered already."""
         if not self.on or uid == 0:
             return
         with self._lock:
             if uid in self._uids:
+                if env is not None:
+                    self._uids[uid] = env
                 return
-            self._uids.add(uid)
+            self._uids[uid] = env
             for syscalls, errno in RULES:
                 argv = ["-a", "always,exit", "-F", "arch=b64"]
                 for name in self._syscalls.get(syscalls, syscalls):
@@ -298,9 +301,9 @@ class KernelAudit:
                 if done.returncode != 0 and "exists" not in done.stderr:
                     log.warning("kernel audit rule for uid %s not added: %s", uid, done.stderr.strip())
 
-    def watched(self) -> set[int]:
+    def watched(self) -> dict[int, str | None]:
         with self._lock:
-            return set(self._uids)
+            return dict(self._uids)
 
     # -- reading -----------------------------------------------------------------------------------
     def _read(self) -> None:
@@ -337,6 +340,8 @@ class KernelAudit:
                 try:
                     found = refusal(records, self._names)
                     if found is not None:
+                        with self._lock:
+                            found.env = self._uids.get(found.uid)
                         self._report(found)
                 except Exception:  # one odd record must not end the reader
                     log.exception("cannot read a kernel audit record")

@@ -125,7 +125,8 @@ class Daemon(Governance, ExecSessions):
         return found
 
     def _kernel_refused(self, found: Refusal) -> None:
-        self.intrusions.kernel_refused(found.uid, found.pid, found.syscall, found.errno, found.target, found.comm)
+        self.intrusions.kernel_refused(found.uid, found.pid, found.syscall, found.errno, found.target, found.comm,
+                                       found.env)
 
     def _start_kernel_audit(self) -> None:
         """Kernel audit rules for every environment user, from before any of their processes starts."""
@@ -140,9 +141,9 @@ class Daemon(Governance, ExecSessions):
     def _watch_running_users(self) -> None:
         if not self.kernel_audit.on:
             return
-        for user in self.environment_users():  # adopted replicas started before this daemon
+        for user, env in self.environment_users().items():  # adopted replicas started before this daemon
             try:
-                self.kernel_audit.watch(pwd.getpwnam(user).pw_uid)
+                self.kernel_audit.watch(pwd.getpwnam(user).pw_uid, env)
             except KeyError:
                 continue
 

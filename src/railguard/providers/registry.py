@@ -230,10 +230,10 @@ def scratch_runtime() -> ScratchRuntime:
     return LocalScratch()
 
 
-def watch_process_users(callback: Callable[[int], None]) -> Callable[[], None]:
-    """Call ``callback(uid)`` before any local process starts as an OS user other than the daemon's (an environment's
-    replica or command): the daemon's kernel audit covers that uid from the process's first syscall. Returns the
-    function that stops watching."""
+def watch_process_users(callback: Callable[[int, str | None], None]) -> Callable[[], None]:
+    """Call ``callback(uid, env)`` before any local process starts as an OS user other than the daemon's (an
+    environment's replica or command): the daemon's kernel audit covers that uid from the process's first syscall.
+    Returns the function that stops watching."""
     from railguard.providers.local import isolation
 
-    return isolation.on_start(lambda run_as: callback(run_as.uid))
+    return isolation.on_start(lambda run_as, env: callback(run_as.uid, env))

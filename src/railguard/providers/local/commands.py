@@ -87,7 +87,7 @@ class Commands:
 
     def start_command(self, request: CommandRequest, stdio: tuple[int, int, int] | None) -> LocalCommand:
         run_as = lookup(self._command_user(request))
-        starting(run_as)
+        starting(run_as, request.env)
         cwd, environ = self._command_context(request, run_as)
         if (missing := not_installed(request.argv, environ)) is not None:
             raise RailguardError(error(

@@ -130,7 +130,7 @@ def spawn(spec: ReplicaSpec) -> ReplicaRecord:
     except OSError as e:
         os.close(log_fd)
         raise SpawnError(f"replica {spec.name}: cannot run as user {spec.user}: {e}") from e
-    starting(run_as)
+    starting(run_as, spec.env.get("RAILGUARD_ENV"))  # the daemon's own word (replica_env), not the app's
     try:
         proc = subprocess.Popen(
             argv, cwd=spec.cwd, env=dict(spec.env), stdin=subprocess.DEVNULL, stdout=log_fd,
