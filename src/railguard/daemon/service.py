@@ -141,7 +141,12 @@ class Daemon(Governance, ExecSessions):
     def _watch_running_users(self) -> None:
         if not self.kernel_audit.on:
             return
-        for user, env in self.environment_users().items():  # adopted replicas started before this daemon
+        try:
+            users = self.environment_users()
+        except Exception:  # an unreadable store must not stop the boot; new replicas are still covered
+            log.exception("cannot list the environments' users for the kernel audit")
+            return
+        for user, env in users.items():  # adopted replicas started before this daemon
             try:
                 self.kernel_audit.watch(pwd.getpwnam(user).pw_uid, env)
             except KeyError:
