@@ -104,3 +104,31 @@ def test_a_refused_peer_that_sends_slowly_is_read_only_for_a_bounded_time() -> N
     with a, b:
         b.sendall(b"GET / HTTP/1.1\r\nHost: x\r\n\r\nBODY")
         assert _read_head(a, 5.0) == b"GET / HTTP/1.1\r\nHost: x"  # the head only, as soon as it is complete
+
+
+def test_kernel_refusals_are_one_record_per_kind_attributed_to_the_environment_that_runs_the_uid(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """Scanning every /proc/<pid>/environ is one attempt, not hundreds; the environment is the daemon's word."""
+    monkeypatch.setattr(intrusions_module, "ATTRIBUTION_WAIT_S", 0.01)
+    me = pwd.getpwuid(os.geteuid()).pw_name
+    intrusions, seen = recorder({me: "staging"})
+    for pid in range(2, 300):
+        intrusions.kernel_refused(os.geteuid(), 4242, "openat", "EACCES", f"/proc/{pid}/environ", "python")
+    intrusions.kernel_refused(os.geteuid(), 4242, "bind", "EADDRINUSE", "127.0.0.1:8080", "python\x1b[2J")
+    intrusions.kernel_refused(os.geteuid(), 4242, "openat", "EACCES", "/srv/state/state.db", "python")
+    other = 65534 if me != "nobody" else 65533
+    intrusions.kernel_refused(other, 99, "openat", "EACCES", "/srv/data/production/x", "sh", "qa")  # started for qa
+    intrusions.flush()
+    assert [a.detail["target"] for a in seen] == ["/proc/2/environ", "127.0.0.1:8080", "/srv/state/state.db",
+                                                  "/srv/data/production/x"]
+    first, bind, _, given = seen
+    assert given.env == "qa"  # the daemon started that uid's processes for qa: no lookup needed
+    assert first.env == "staging" and first.code == "kernel.refused" and first.principal == f"os:{me}"
+    assert first.what == "openat /proc/2/environ: EACCES" and first.detail["uid"] == os.geteuid()
+    assert bind.detail["comm"] == "python?[2J" and bind.detail["errno"] == "EADDRINUSE"
+    # The next record of the scan's kind, once allowed, counts what was left out.
+    key = next(k for k in intrusions._tokens if k.endswith("/proc/<pid>/environ"))
+    intrusions._tokens[key] = (1.0, intrusions._tokens[key][1])
+    intrusions.kernel_refused(os.geteuid(), 4242, "openat", "EACCES", "/proc/1/environ", "python")
+    intrusions.flush()
+    assert seen[-1].suppressed == 297 and "297 more attempt(s)" in message(seen[-1])

@@ -3,9 +3,10 @@
 One deployment per mode: production runs, then staging deploys an app (tests/e2e/hostile/hostile.py) that
 tries each attack once at start and serves the results on /report. In isolated mode every attack fails and
 production is unaffected; in shared-user mode what the app can do is exactly what docs/guardrails.md lists
-(the test reads the table there, so the docs cannot drift). The table's "recorded" column says which attempts the
-daemon sees: those are asserted as security.refused events, signed audit entries and one incident on staging,
-attributed by the kernel's word (SO_PEERCRED) to staging's user, never to production.
+(the test reads the table there, so the docs cannot drift). The table's "recorded" column says how each attempt is
+recorded: those asserted as security.refused events, signed audit entries and one incident on staging, attributed
+by the kernel's word (SO_PEERCRED for the daemon's socket, the audit subsystem's uid for what the kernel itself
+refused) to staging's user, never to production.
 """
 
 from __future__ import annotations
@@ -26,6 +27,8 @@ from typing import Any
 
 import httpx
 import pytest
+
+from railguard.daemon.intrusions import PER_MINUTE
 
 from .harness import free_port, wait_for
 
@@ -62,6 +65,23 @@ PROD_SECRET = "prd-hostile-7c1d-secret"
 # What each attack the daemon can see sends it (the request line it records), for the table's recorded rows.
 TRIED = {"call_daemon": "GET /v1/whoami HTTP/1.1",
          "forged_token": "GET /v1/status?env=production HTTP/1.1 with a token"}
+KERNEL = "`security.refused` (kernel audit)"  # the table's word: the kernel refused it, its audit reported it
+
+
+def kernel_witness(d: Deployment, name: str, data: dict[str, Any]) -> bool:
+    """Whether a kernel-reported refusal (an event's data) is the attack ``name`` (its syscall and target)."""
+    target, syscall = str(data.get("target", "")), str(data.get("syscall", ""))
+    if name == "write_state_db":
+        return target.startswith(f"{d.state}/state.db") and syscall.startswith("open")
+    if name == "tamper_artifact":
+        return target.endswith("/hostile.py") and syscall.startswith("open") and "/data/" not in target
+    if name == "join_edge":
+        return syscall == "bind" and target == f"127.0.0.1:{d.production}" and data.get("errno") == "EADDRINUSE"
+    if name == "read_environ":
+        return re.fullmatch(r"/proc/\d+/environ", target) is not None
+    if name == "write_data":
+        return target.startswith(f"{d.state}/data/production/") or target == f"{d.state}/data/production"
+    raise AssertionError(f"no kernel witness for {name}")
 
 
 def documented() -> dict[str, dict[str, str]]:
@@ -190,7 +210,33 @@ def test_isolated_mode_refuses_every_attack_and_production_is_unaffected(site: P
     # (SO_PEERCRED), never the app's: an event, a signed audit entry, an incident, and a count in status.
     seen = [name for name, wanted in expected.items() if wanted["recorded"] == "`security.refused`"]
     assert seen and set(seen) <= set(TRIED), seen
-    assert {wanted["recorded"] for wanted in expected.values()} <= {"`security.refused`", "unseen"}
+    assert {wanted["recorded"] for wanted in expected.values()} <= {"`security.refused`", KERNEL, "unseen"}
+    kernel = [name for name, wanted in expected.items() if wanted["recorded"] == KERNEL]
+    if "kernel-refused attempts are recorded" not in health["kernel_audit"]:  # no auditctl or no kernel audit here
+        assert "kernel-refused attempts are not recorded (" in health["kernel_audit"], health
+        pytest.skip(f"the kernel's refusals cannot be witnessed here: {health['kernel_audit']}")
+    assert kernel, "the docs name the kernel-refused attacks"
+
+    last: list[dict[str, Any]] = []
+
+    def kernel_recorded() -> list[dict[str, Any]] | None:
+        events = [e for e in d.rg_json("events", "--env", "staging", "--limit", "1000")["events"]
+                  if e["kind"] == "security.refused" and e["data"]["code"] == "kernel.refused"]
+        last[:] = events
+        return events if all(any(kernel_witness(d, n, e["data"]) for e in events) for n in kernel) else None
+
+    try:
+        witnessed = wait_for(kernel_recorded, "the kernel's refusals of each attack on staging's timeline")
+    except AssertionError:
+        missing = [n for n in kernel if not any(kernel_witness(d, n, e["data"]) for e in last)]
+        raise AssertionError(f"not recorded: {missing}; recorded: {[e['data']['what'] for e in last]}") from None
+    for event in witnessed:  # by the kernel's word: staging's uid, never production's
+        assert event["data"]["user"] == "rg-hostile-staging" and event["data"]["uid"] == staging_user.pw_uid, event
+    kernel_audit = [a for a in d.rg_json("audit", "--env", "staging", "--limit", "1000")["audit"]
+                    if a["action"] == "security.refused" and a["detail"].get("code") == "kernel.refused"]
+    for name in kernel:
+        assert any(kernel_witness(d, name, a["detail"]) for a in kernel_audit), (name, kernel_audit)
+    assert all(a["principal"] == "os:rg-hostile-staging" for a in kernel_audit), kernel_audit
 
     def recorded() -> list[dict[str, Any]] | None:
         events = [e for e in d.rg_json("events", "--env", "staging")["events"] if e["kind"] == "security.refused"]
@@ -199,7 +245,8 @@ def test_isolated_mode_refuses_every_attack_and_production_is_unaffected(site: P
     events = wait_for(recorded, "the refused attempts on staging's timeline")
     for event in events:
         assert event["data"]["user"] == "rg-hostile-staging" and event["data"]["uid"] == staging_user.pw_uid, event
-        assert event["data"]["code"] == "auth.foreign_user" and "rg_forged" not in json.dumps(event), event
+        assert event["data"]["code"] in ("auth.foreign_user", "kernel.refused"), event
+        assert "rg_forged" not in json.dumps(event), event
     entries = [a for a in d.rg_json("audit", "--env", "staging")["audit"] if a["action"] == "security.refused"]
     assert {TRIED[name] for name in seen} <= {a["detail"]["what"] for a in entries}, entries
     assert all(a["principal"] == "os:rg-hostile-staging" for a in entries), entries
@@ -210,7 +257,12 @@ def test_isolated_mode_refuses_every_attack_and_production_is_unaffected(site: P
     refused = [e for e in d.rg_json("events", "--env", "staging", "--limit", "1000")["events"]
                if e["kind"] == "security.refused"]
     assert "300 connections opened" in report["flood_daemon"]["detail"], report["flood_daemon"]
-    assert len(seen) <= len(refused) <= 10, refused
+    socket_refused = [e for e in refused if e["data"]["code"] == "auth.foreign_user"]
+    assert len(seen) <= len(socket_refused) <= 10, refused
+    # The kernel's records are one per kind of attempt: scanning every /proc/<pid>/environ is one record, not one
+    # per process; the whole burst stays within the recorder's minute budget.
+    assert len(kernel) <= len(refused) - len(socket_refused) <= 2 * len(kernel), refused
+    assert len(refused) <= PER_MINUTE, refused
     security = [i for i in incidents if i["kind"] == "security_refused"]
     assert len(security) == 1 and security[0]["next_actions"][0]["tool"] == "list_events", incidents
     staging = d.rg_json("status", "--env", "staging")["status"]

@@ -97,6 +97,8 @@ def status(spec: SpecOpt = None, as_json: JsonOpt = False) -> None:
     out.print(f"Running: pid {info.pid}, {info.replicas} replica(s) supervised, edges: {edges}; state {info.home}; "
               f"{info.isolation}" + (", token-only" if info.require_token else "")
               + (" (shared user allowed: app code runs as the daemon's user)" if info.shared_user_allowed else ""))
+    if info.kernel_audit:
+        out.print(info.kernel_audit[:1].upper() + info.kernel_audit[1:] + ".")
 
 
 @guarded()

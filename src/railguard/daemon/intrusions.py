@@ -9,7 +9,10 @@ from its own checks, and records here:
   the kernel, not the caller): refused before any request is answered; the uid names the environment
   whose user it is, and the request line (never a header value) says what was tried;
 - a request refused for its credentials: an unknown, revoked or expired token, no token in token-only
-  mode, or a token used beyond its role or environments.
+  mode, or a token used beyond its role or environments;
+- a syscall of an environment's user that the kernel refused (a file, ``/proc``, a port), as the kernel's audit
+  subsystem reports it (:mod:`railguard.daemon.kernelaudit`, an isolated daemon running as root): one record per
+  kind of attempt (user, syscall, errno, target; a ``/proc/<pid>`` counted as one), the repeats counted.
 
 Each becomes an event ``security.refused`` (on the environment's timeline when one is known), a signed
 audit entry, and, for an environment's own user, an incident (kind ``security_refused``). Recording
@@ -24,6 +27,7 @@ from __future__ import annotations
 import logging
 import pwd
 import queue
+import re
 import threading
 import time
 from collections.abc import Callable
@@ -33,6 +37,7 @@ from typing import Any
 log = logging.getLogger("railguard.daemon")
 
 EVENT = "security.refused"
+KERNEL_CODE = "kernel.refused"  # the code of an attempt the kernel refused (not a diagnostic: nobody asked us)
 BURST = 5  # records a source (an OS user, a principal) may make at once...
 PER_SOURCE_S = 30.0  # ...then one more per this many seconds
 PER_MINUTE = 20  # records per minute, all sources together
@@ -81,6 +86,19 @@ class Intrusions:
         self._offer(Attempt(source=f"uid:{uid}", principal=f"os:{user}", env=None, what=tried,
                             code="auth.foreign_user", detail={"uid": uid, "pid": pid, "user": user}))
 
+    def kernel_refused(self, uid: int, pid: int, syscall: str, errno: str, target: str, comm: str,
+                       env: str | None = None) -> None:
+        """The kernel refused ``syscall`` on ``target`` to a process of ``uid`` (its audit subsystem's word); ``env``:
+        the environment the daemon started that uid's processes for (else looked up by user, like a peer)."""
+        user = _user_name(uid)
+        shown = clean(target, 300)
+        # One source per kind of attempt: scanning every /proc/<pid>/environ is one attempt, not hundreds.
+        kind = re.sub(r"^/proc/\d+", "/proc/<pid>", shown)
+        self._offer(Attempt(source=f"kernel:{uid}:{syscall}:{errno}:{kind}", principal=f"os:{user}", env=env,
+                            what=f"{syscall} {shown or '(no target)'}: {errno}", code=KERNEL_CODE,
+                            detail={"uid": uid, "pid": pid, "user": user, "syscall": syscall, "errno": errno,
+                                    "target": shown, "comm": clean(comm, 64)}), burst=1)
+
     def request_refused(self, principal: str, what: str, code: str, env: str | None) -> None:
         """A request was refused for its credentials (401/403): bad, foreign or missing token, or no right."""
         self._offer(Attempt(source=principal, principal=principal, env=env, what=what, code=code, audited=True))
@@ -111,15 +129,15 @@ class Intrusions:
         return self._users_map.get(user)
 
     # -- rate limit and hand-off ---------------------------------------------------------------
-    def _offer(self, attempt: Attempt) -> None:
+    def _offer(self, attempt: Attempt, burst: int = BURST) -> None:
         """Record ``attempt`` unless its source spent its burst (refilled one per PER_SOURCE_S) or the minute's
         budget is spent; what is left out is counted onto the source's next record."""
         key = attempt.source
         now = time.monotonic()
         with self._lock:
             self._minute = [t for t in self._minute if now - t < 60.0]
-            level, since = self._tokens.get(key, (float(BURST), now))
-            level = min(float(BURST), level + (now - since) / PER_SOURCE_S)
+            level, since = self._tokens.get(key, (float(burst), now))
+            level = min(float(burst), level + (now - since) / PER_SOURCE_S)
             if level < 1.0 or len(self._minute) >= PER_MINUTE:
                 self._tokens[key] = (level, now)
                 self._skipped[key] = self._skipped.get(key, 0) + 1

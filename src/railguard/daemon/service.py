@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import logging
 import os
+import pwd
 import queue
 import re
 import threading
@@ -28,6 +29,7 @@ from railguard.daemon import housekeeping
 from railguard.daemon.execs import ExecSessions
 from railguard.daemon.governance import Governance
 from railguard.daemon.intrusions import Intrusions
+from railguard.daemon.kernelaudit import KernelAudit, Refusal
 from railguard.daemon.mode import Mode
 from railguard.daemon.observation import Observer
 from railguard.daemon.secrets_ops import MANAGED_BY, Secrets
@@ -60,7 +62,7 @@ from railguard.model.plans import Plan
 from railguard.model.principals import Permission, Principal
 from railguard.model.spec import NAME_PATTERN
 from railguard.providers.base import DescribeRequest, HealthRequest, LogsRequest, Provider, ShutdownRequest, TickRequest
-from railguard.providers.registry import open_provider
+from railguard.providers.registry import open_provider, watch_process_users
 from railguard.secrets.keys import key_dir, state_id
 from railguard.sources.store import SnapshotStore
 from railguard.state import approvals, operations
@@ -109,6 +111,9 @@ class Daemon(Governance, ExecSessions):
         self.on_stop: Callable[[], None] | None = None  # set by the server: stop serving
         self.observer = Observer(self)  # request metrics, verification, incidents, alerts (its own thread)
         self.intrusions = Intrusions(self.record_intrusion, self.environment_users)  # refused attempts, recorded
+        # What the kernel refuses environments' users, recorded too (isolated as root only; see kernelaudit).
+        self.kernel_audit = KernelAudit(f"railguard-{state_id(home)[:16]}", self._kernel_refused)
+        self._unwatch: Callable[[], None] | None = None
 
     # -- plumbing ------------------------------------------------------------------------------
     def store(self) -> Store:
@@ -119,17 +124,49 @@ class Daemon(Governance, ExecSessions):
             self._local.store = found
         return found
 
+    def _kernel_refused(self, found: Refusal) -> None:
+        self.intrusions.kernel_refused(found.uid, found.pid, found.syscall, found.errno, found.target, found.comm,
+                                       found.env)
+
+    def _start_kernel_audit(self) -> None:
+        """Kernel audit rules for every environment user, from before any of their processes starts."""
+        if self.provider.summary().isolation != "isolated":
+            self.kernel_audit.state = ("kernel-refused attempts are not recorded (environments share the daemon's "
+                                       "user: the kernel refuses them nothing)")
+            return
+        if not self.kernel_audit.start():
+            return
+        self._unwatch = watch_process_users(self.kernel_audit.watch)
+
+    def _watch_running_users(self) -> None:
+        if not self.kernel_audit.on:
+            return
+        try:
+            users = self.environment_users()
+        except Exception:  # an unreadable store must not stop the boot; new replicas are still covered
+            log.exception("cannot list the environments' users for the kernel audit")
+            return
+        for user, env in users.items():  # adopted replicas started before this daemon
+            try:
+                self.kernel_audit.watch(pwd.getpwnam(user).pw_uid, env)
+            except KeyError:
+                continue
+
     def boot(self) -> None:
         store = self.store()
         self.secrets.refresh(store)
+        self._start_kernel_audit()
         for note in self.provider.adopt().notes:  # and from now on the provider supervises what runs
             store.add_event(None, "daemon.adopted", note)
         recover(store, self.provider)
+        self._watch_running_users()
         level = self.provider.summary()
         store.add_event(None, "daemon.started", f"daemon started (pid {os.getpid()}, {level.isolation}: "
                         f"{level.isolation_reason}"
                         + (", token-only" if self.require_token else "")
                         + (", shared user allowed" if self.mode.allow_shared_user else "") + ")")
+        if level.isolation == "isolated":  # whether the kernel's refusals are witnessed, and if not, why
+            store.add_event(None, "daemon.kernel_audit", self.kernel_audit.state)
         for target, name in ((self._runner, "railguard-runner"), (self._loop, "railguard-loop")):
             thread = threading.Thread(target=target, name=name, daemon=True)
             thread.start()
@@ -160,6 +197,9 @@ class Daemon(Governance, ExecSessions):
         self._jobs.put(None)
         self.observer.stop()
         self.provider.shutdown(ShutdownRequest(everything=everything))
+        if self._unwatch is not None:
+            self._unwatch()
+        self.kernel_audit.stop()  # its rules are system-wide state: never left behind by a clean stop
 
     def _loop(self) -> None:
         next_gc = time.monotonic()  # the first pass right after boot
@@ -264,7 +304,7 @@ class Daemon(Governance, ExecSessions):
                                    for env, edge in summary.edges.items()},
                             replicas=summary.replicas, isolation=summary.isolation,
                             isolation_reason=summary.isolation_reason, require_token=self.require_token,
-                            shared_user_allowed=self.mode.allow_shared_user)
+                            shared_user_allowed=self.mode.allow_shared_user, kernel_audit=self.kernel_audit.state)
 
     def status_health(self, env: str, address: str) -> Health:
         return self.provider.health(HealthRequest(env=env, address=address)).health

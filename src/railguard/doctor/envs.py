@@ -12,6 +12,9 @@ location, and none points at another's edge or data. Static: starts nothing.
 from __future__ import annotations
 
 import os
+import re
+import shutil
+import subprocess
 from itertools import combinations
 from pathlib import Path
 
@@ -146,7 +149,37 @@ def workload(ctx: Context) -> list[Finding]:
                             "environment runs as its own user (docs/guardrails.md, workload isolation)."))
     if level == "isolated":
         findings.append(_scratch(ctx))
+        findings.append(_kernel_witness())
     return findings
+
+
+def _kernel_witness() -> Finding:
+    """Whether what the kernel refuses environments' users can be recorded here (the daemon's kernel audit,
+    railguard.daemon.kernelaudit, which makes the same checks when it starts)."""
+    why = None
+    if os.geteuid() != 0:
+        why = "the daemon is not root"
+    elif shutil.which("auditctl") is None:
+        why = "auditctl is not installed (Debian package auditd)"
+    else:
+        try:
+            done = subprocess.run(["auditctl", "-s"], capture_output=True, text=True, timeout=15, check=False)
+            if done.returncode != 0:
+                why = f"the kernel refuses audit requests: {(done.stderr or done.stdout).strip()[:200]}"
+            elif re.search(r"^enabled 2", done.stdout, re.MULTILINE):
+                why = "the audit configuration is locked (enabled 2) until reboot"
+        except (OSError, subprocess.SubprocessError) as exc:
+            why = f"auditctl cannot be run: {exc}"
+    if why is None:
+        return Finding(status=Status.passed, subject="kernel audit",
+                       summary="kernel-refused attempts of environments' users can be recorded (Linux audit)",
+                       evidence=["an isolated daemon running as root adds audit rules for each environment's user "
+                                 "and records what the kernel refuses them as security.refused events"])
+    return Finding(status=Status.warn, subject="kernel audit",
+                   summary=f"kernel-refused attempts are not recorded ({why})",
+                   evidence=["the kernel still refuses them (isolation holds); only the record is missing"],
+                   remediation="Install Debian's auditd package (for auditctl; its daemon need not run) and run the "
+                               "daemon as root on a kernel with audit (docs/guardrails.md, What is recorded).")
 
 
 def _scratch(ctx: Context) -> Finding:

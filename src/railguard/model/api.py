@@ -594,6 +594,7 @@ class DaemonHealth(Record):
     isolation_reason: str = ""
     require_token: bool = False
     shared_user_allowed: bool = False
+    kernel_audit: str = ""  # whether kernel-refused attempts of environments' users are recorded, and why not
 
 
 class LogFile(Record):

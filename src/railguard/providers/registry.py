@@ -228,3 +228,12 @@ def isolation_level(home: Path) -> tuple[str, str]:
 def scratch_runtime() -> ScratchRuntime:
     """What the doctor runs one service with, outside any environment, the way the runtime would."""
     return LocalScratch()
+
+
+def watch_process_users(callback: Callable[[int, str | None], None]) -> Callable[[], None]:
+    """Call ``callback(uid, env)`` before any local process starts as an OS user other than the daemon's (an
+    environment's replica or command): the daemon's kernel audit covers that uid from the process's first syscall.
+    Returns the function that stops watching."""
+    from railguard.providers.local import isolation
+
+    return isolation.on_start(lambda run_as, env: callback(run_as.uid, env))

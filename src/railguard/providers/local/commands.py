@@ -24,7 +24,7 @@ from railguard.model.plans import Change
 from railguard.model.resources import ObservedResource
 from railguard.providers.base import LATEST, ApplyRequest, ApplyResponse, CommandRequest, Progress
 from railguard.providers.local import artifacts
-from railguard.providers.local.isolation import Level, RunAs, lookup, prepare_data, user_name
+from railguard.providers.local.isolation import Level, RunAs, lookup, prepare_data, starting, user_name
 from railguard.providers.local.processes import as_user
 from railguard.providers.local.replicas import not_installed, pinned, replica_env
 from railguard.providers.local.runtime import ReplicaSet, RuntimeState
@@ -87,6 +87,7 @@ class Commands:
 
     def start_command(self, request: CommandRequest, stdio: tuple[int, int, int] | None) -> LocalCommand:
         run_as = lookup(self._command_user(request))
+        starting(run_as, request.env)
         cwd, environ = self._command_context(request, run_as)
         if (missing := not_installed(request.argv, environ)) is not None:
             raise RailguardError(error(

@@ -26,6 +26,7 @@ import stat
 import subprocess
 import sys
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -125,6 +126,28 @@ def ensure_user(name: str) -> RunAs:
     if entry.pw_uid == 0:
         raise OSError(f"the user {name} is root; an environment must run as an unprivileged user")
     return RunAs(name, entry.pw_uid, entry.pw_gid)
+
+
+_starting: list[Callable[[RunAs, str | None], None]] = []  # called before a process of an environment's user starts
+
+
+def on_start(callback: Callable[[RunAs, str | None], None]) -> Callable[[], None]:
+    """Call ``callback`` before any replica or command starts as an OS user other than the daemon's (the daemon's
+    kernel audit covers that user's uid before its first syscall); returns the function that stops it."""
+    _starting.append(callback)
+    return lambda: _starting.remove(callback) if callback in _starting else None
+
+
+def starting(run_as: RunAs | None, env: str | None) -> None:
+    """A process of environment ``env`` is about to start as ``run_as`` (None: the daemon's own user, nothing to
+    tell)."""
+    if run_as is None:
+        return
+    for callback in list(_starting):
+        try:
+            callback(run_as, env)
+        except Exception:  # a watcher's failure must never stop a replica from starting
+            logging.getLogger("railguard.daemon").exception("start watcher failed for %s", run_as.name)
 
 
 def lookup(name: str | None) -> RunAs | None:

@@ -28,7 +28,7 @@ from typing import Any
 import psutil
 
 from railguard.providers.base import StartFailed
-from railguard.providers.local.isolation import RunAs, lookup
+from railguard.providers.local.isolation import RunAs, lookup, starting
 from railguard.providers.local.sandbox import readonly_preexec
 
 log = logging.getLogger(__name__)
@@ -130,6 +130,7 @@ def spawn(spec: ReplicaSpec) -> ReplicaRecord:
     except OSError as e:
         os.close(log_fd)
         raise SpawnError(f"replica {spec.name}: cannot run as user {spec.user}: {e}") from e
+    starting(run_as, spec.env.get("RAILGUARD_ENV"))  # the daemon's own word (replica_env), not the app's
     try:
         proc = subprocess.Popen(
             argv, cwd=spec.cwd, env=dict(spec.env), stdin=subprocess.DEVNULL, stdout=log_fd,
