@@ -192,3 +192,56 @@ def test_env_isolation_reads_namespaces_and_finds_staging_credentials_that_write
     finally:
         k8s_cluster.delete_namespace(staging_ns, wait=False)
         k8s_cluster.delete_namespace(production_ns, wait=False)
+
+
+def _start_doctor(root: Path, *checks: str) -> subprocess.Popen[str]:
+    env = {k: v for k, v in os.environ.items() if k not in ("RAILGUARD_HOME", "RAILGUARD_SPEC")}
+    return subprocess.Popen([sys.executable, "-m", "railguard", "doctor", "--env", "staging", "--json",
+                             "--check", ",".join(checks)], cwd=root, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True, env={**env, "TMPDIR": str(root)})
+
+
+@pytest.mark.timeout(300)
+def test_a_failed_rollout_is_a_finding_with_the_pods_reasons_and_an_interrupt_deletes_the_namespace(
+        tmp_path: Path, k8s_cluster: Cluster) -> None:
+    prefix = "docfail"
+    _workspace(tmp_path, k8s_cluster, prefix)
+    scratch = f"{prefix}-staging-doctor-*"
+    assert k8s_cluster.agent is not None
+    # The Deployment's pods (release 1 in scratch) crash-loop; the release Job's pods run normally.
+    k8s_cluster.agent.behave(scratch, {"railguard.dev/release": "1"}, "crashloop")
+    try:
+        code, report = _doctor(tmp_path, "honest-health")
+        check = _checks(report)["honest-health"]
+        assert check["status"] == "fail" and code == 2, check
+        failed = next(f for f in check["findings"] if f["status"] == "fail")
+        assert "did not become Available" in failed["summary"], failed
+        assert "CrashLoopBackOff" in "\n".join(failed["evidence"]), failed
+        assert _live(k8s_cluster, f"{prefix}-staging") == []
+
+        # Interrupted while it waits for a Deployment that never becomes ready: the namespace still goes.
+        k8s_cluster.agent.behave(scratch, {"railguard.dev/release": "1"}, "never-ready")
+        proc = _start_doctor(tmp_path, "honest-health")
+        try:
+            def waiting() -> str | None:
+                for name in _live(k8s_cluster, f"{prefix}-staging"):
+                    if k8s_cluster.get(f"/apis/apps/v1/namespaces/{name}/deployments/web") is not None:
+                        return name
+                return None
+
+            name = wait_until(waiting, 120, "the doctor's scratch Deployment")
+            proc.send_signal(15)
+            out, err = proc.communicate(timeout=120)
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+                proc.communicate()
+        assert proc.returncode == 130, out + err
+        report = json.loads(out)
+        assert report["doctor"]["interrupted"] == "SIGTERM"
+        assert report["doctor"]["teardown"] == [f"deleted scratch namespace {name} on cluster {k8s_cluster.server}"]
+        assert _live(k8s_cluster, f"{prefix}-staging") == []
+    finally:
+        k8s_cluster.agent.clear(scratch)
+        for ns in _scratch_namespaces(k8s_cluster, f"{prefix}-staging"):
+            k8s_cluster.delete_namespace(ns["metadata"]["name"], wait=False)
