@@ -2,10 +2,11 @@
 control plane (simulated pods).
 
 An ``agent`` token drives ``railguard mcp`` with the official client library: get_status, plan and apply_plan of
-staging (a namespace), get_operation, list_events, a failed rollout (the node agent makes the new release's pods
-crash-loop) whose operation and diagnosis carry the pods' reasons, and a production plan that requires a person's
-approval. Every result is a typed payload (the harness validates each against the tool's output schema), and no
-secret value nor token appears in any of them (asserted on the raw JSON text).
+staging (a namespace), get_operation, list_events, the doctor (its scratch is a temporary namespace), a failed
+rollout (the node agent makes the new release's pods crash-loop) whose operation and diagnosis carry the pods'
+reasons, and a production plan that requires a person's approval. Every result is a typed payload (the harness
+validates each against the tool's output schema), and no secret value nor token appears in any of them (asserted
+on the raw JSON text).
 """
 
 from __future__ import annotations
@@ -114,6 +115,18 @@ async def _session(shop: Shop, token: str, errlog: Path, cluster: Cluster) -> Ag
         assert status.data["counts"] == {"healthy": 1}, status.data
         events = await agent.call("list_events", {"env": "staging", "limit": 100})
         assert not events.is_error and events.data["events"], events.data
+
+        # The doctor on the Kubernetes environment: its scratch is a temporary namespace, deleted afterwards.
+        doctor = await agent.call("doctor", {"env": "staging", "checks": [
+            "honest-health", "graceful-shutdown", "env-isolation"]})
+        checks = {c["id"]: c for c in doctor.data["doctor"]["checks"]}
+        assert checks["honest-health"]["status"] == "pass", checks["honest-health"]
+        assert "not applicable on Kubernetes" in checks["graceful-shutdown"]["summary"]
+        # Both environments use the admin kubeconfig: staging's credentials can write production's namespace.
+        writes = [f for f in checks["env-isolation"]["findings"] if f["subject"] == "staging/production"]
+        assert writes and writes[0]["status"] == "fail" and "can write production's namespace" in \
+            writes[0]["summary"], checks["env-isolation"]
+        assert doctor.data["doctor"]["teardown"][0].startswith(f"deleted scratch namespace {PREFIX}-staging-doctor-")
 
         # A production plan: staging ran this artifact, so it may go, with a person's approval.
         production = await agent.call("plan", {"env": "production"})
