@@ -113,6 +113,7 @@ async def _session(shop: Shop, token: str, errlog: Path, cluster: Cluster) -> Ag
         # The cluster's facts: two pods of release 1, both ready (read from the pods' statuses).
         assert service["release"] == 1 and service["replicas"] == 2 and service["healthy"] == 2, service
         assert status.data["counts"] == {"healthy": 1}, status.data
+        assert [(r["release"], r["replicas"], r["ready"]) for r in service["replica_sets"]] == [(1, 2, 2)], service
         events = await agent.call("list_events", {"env": "staging", "limit": 100})
         assert not events.is_error and events.data["events"], events.data
 
@@ -152,6 +153,11 @@ async def _session(shop: Shop, token: str, errlog: Path, cluster: Cluster) -> Ag
         assert "CrashLoopBackOff" in diagnosis.data["cause"]["detail"], diagnosis.data
         assert diagnosis.data["live_release"] == 1 and diagnosis.data["last_good_release"] == 1, diagnosis.data
         assert "rollback" not in {a["tool"] for a in diagnosis.data["next_actions"]}  # release 1 serves again
+        # The ReplicaSets say which release is which: release 1's serves again, release 2's is scaled down.
+        sets = {r["release"]: r for r in diagnosis.data["service"]["replica_sets"]}
+        assert sets[1]["replicas"] == 2 and sets[1]["ready"] == 2 and sets[2]["replicas"] == 0, sets
+        assert any(f.startswith("web's ReplicaSets: release 2: 0/0 ready") for f in diagnosis.data["findings"]), \
+            diagnosis.data["findings"]
         service_view = await agent.call("diagnose", {"env": "staging", "service": "web"})
         assert service_view.data["verdict"] == "healthy" and service_view.data["service"]["release"] == 1, \
             service_view.data

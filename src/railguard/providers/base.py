@@ -164,6 +164,15 @@ class CanaryUnit(_Message):
     operation: str | None = Field(default=None, description="The operation that started it.")
 
 
+class ReplicaSetUnit(_Message):
+    """One ReplicaSet of a Kubernetes service: the release its pods run and how many of them are ready."""
+
+    name: str
+    release: int | None = Field(description="The release its pod template belongs to (its railguard.dev/release).")
+    replicas: int = Field(description="Pods it is asked for (0: an older release scaled down).")
+    ready: int = Field(description="Of those, pods that are ready.")
+
+
 class ServiceUnit(_Message):
     name: str
     address: str
@@ -171,6 +180,8 @@ class ServiceUnit(_Message):
     replicas: list[ReplicaUnit] = Field(default_factory=list, description="Replicas of the live release.")
     warm: list[WarmUnit] = Field(default_factory=list)
     canary: CanaryUnit | None = Field(default=None, description="The canary in progress beside the live release.")
+    replica_sets: list[ReplicaSetUnit] = Field(default_factory=list, description="Kubernetes: the Deployment's "
+                                               "ReplicaSets, newest release first (empty on the local runtime).")
 
 
 class RouteUnit(_Message):
