@@ -245,3 +245,34 @@ def test_a_failed_rollout_is_a_finding_with_the_pods_reasons_and_an_interrupt_de
         k8s_cluster.agent.clear(scratch)
         for ns in _scratch_namespaces(k8s_cluster, f"{prefix}-staging"):
             k8s_cluster.delete_namespace(ns["metadata"]["name"], wait=False)
+
+
+def test_an_unreachable_cluster_skips_the_cluster_checks_with_the_reason(tmp_path: Path) -> None:
+    """No cluster answers: nothing is passed, each cluster check says why it could not run (no cluster needed)."""
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]  # closed once the block ends: nothing listens there
+    kubeconfig = tmp_path / "kubeconfig"
+    kubeconfig.write_text(json.dumps({
+        "apiVersion": "v1", "kind": "Config", "current-context": "gone",
+        "clusters": [{"name": "gone", "cluster": {"server": f"https://127.0.0.1:{port}",
+                                                  "insecure-skip-tls-verify": True}}],
+        "users": [{"name": "u", "user": {"token": "not-a-real-token"}}],
+        "contexts": [{"name": "gone", "context": {"cluster": "gone", "user": "u"}}]}))
+    (tmp_path / "app.py").write_text("print('app')\n")
+    (tmp_path / "migrate.py").write_text("print('migrate')\n")
+    (tmp_path / "railguard.toml").write_text(SPEC.format(prefix="gone", staging=kubeconfig, production=kubeconfig,
+                                                         image=IMAGE))
+    code, report = _doctor(tmp_path, "idempotent-release", "honest-health", "env-isolation")
+    checks = _checks(report)
+    for check in ("idempotent-release", "honest-health"):
+        assert checks[check]["status"] == "skipped", checks[check]
+        first = checks[check]["findings"][0]
+        assert "could not make the scratch namespace" in first["summary"] and "cannot be reached" in first["summary"]
+        assert "create namespaces" in first["remediation"], first
+    isolation = checks["env-isolation"]
+    assert isolation["status"] == "warn" and not any(f["status"] == "pass" for f in isolation["findings"]), isolation
+    assert any("could not be read" in f["summary"] for f in isolation["findings"]), isolation
+    assert code == 0 and report["doctor"]["teardown"] == [], report

@@ -95,14 +95,17 @@ class KubernetesScratch:
         self.namespace = name
         self.connection = Cluster(self.target)
         self.cluster = self.connection.name
-        self.swept = self._sweep()
         self._closed = False
         try:
+            self.swept = self._sweep()
             made: Any = Namespace.from_dict({"apiVersion": "v1", "kind": "Namespace", "metadata": {
                 "name": name, "labels": labels(app, env) | {DOCTOR: "true", SOURCE: target.namespace},
                 "annotations": {OWNER: _owner()}}})
             self.connection.client.create(made)
-        except ApiError as exc:
+        except RailguardError:
+            self.connection.close()
+            raise
+        except Exception as exc:  # an API refusal or no answer at all: a diagnostic naming cluster, namespace, verb
             self.connection.close()
             raise self.connection.failure(exc, "create", "Namespace", name) from exc
         try:
@@ -129,6 +132,8 @@ class KubernetesScratch:
         except ApiError as exc:
             if exc.status.code != 403:  # without `list namespaces`, leftovers cannot be found: not fatal
                 raise self.connection.failure(exc, "list", "Namespace") from exc
+        except Exception as exc:
+            raise self.connection.failure(exc, "list", "Namespace") from exc
         return gone
 
     def _here(self, resource: Resource) -> Resource:
