@@ -187,8 +187,14 @@ def test_env_isolation_reads_namespaces_and_finds_staging_credentials_that_write
         spec.write_text(spec.read_text().replace(f'namespace = "{production_ns}"', f'namespace = "{staging_ns}"'))
         code, report = _doctor(tmp_path, "env-isolation")
         findings = _checks(report)["env-isolation"]["findings"]
-        assert any(f["status"] == "fail" and f"share namespace {staging_ns}" in f["summary"] for f in findings) \
-            or any(d["code"].startswith("spec.") for d in report.get("diagnostics", [])), report
+        assert any(f["status"] == "fail" and f"share namespace {staging_ns}" in f["summary"] for f in findings), report
+        assert code == 2
+        # The same kubeconfig too: validation refuses the spec (spec.namespace_shared), the doctor still reports it.
+        spec.write_text(spec.read_text().replace(str(production_kubeconfig), str(tmp_path / "staging.kubeconfig")))
+        code, report = _doctor(tmp_path, "env-isolation")
+        findings = _checks(report)["env-isolation"]["findings"]
+        assert any(f["status"] == "fail" and f"share namespace {staging_ns}" in f["summary"] for f in findings), report
+        assert code == 2
     finally:
         k8s_cluster.delete_namespace(staging_ns, wait=False)
         k8s_cluster.delete_namespace(production_ns, wait=False)

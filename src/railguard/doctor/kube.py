@@ -193,10 +193,12 @@ def isolation(ctx: Context) -> list[Finding]:
     """env-isolation for the Kubernetes environments of the spec (local ones keep their own check)."""
     kube = [e for e in ctx.spec.environments if is_kubernetes(ctx, e)]
     findings: list[Finding] = []
+    place: dict[str, tuple[str, str]] = {}  # env -> (cluster, namespace): the API server's address when it answered
     for env in kube:
         config = target(ctx, env)
         assert config is not None
         facts = namespace_facts(config, env)
+        place[env] = (facts.cluster or f"{config.get('kubeconfig')}#{config.get('context')}", facts.namespace)
         where = f"{env}: namespace {facts.namespace}"
         if not facts.readable:
             findings.append(Finding(status=Status.warn, subject=env, summary=f"{where} could not be read",
@@ -238,9 +240,11 @@ def isolation(ctx: Context) -> list[Finding]:
     for a, b in combinations(kube, 2):
         ta, tb = target(ctx, a), target(ctx, b)
         assert ta is not None and tb is not None
-        if ta["namespace"] == tb["namespace"]:
+        if place[a] == place[b]:
             findings.append(Finding(status=Status.fail, subject=f"{a}/{b}",
                                     summary=f"{a} and {b} share namespace {ta['namespace']}",
+                                    evidence=[f"both name namespace {ta['namespace']} of cluster {place[a][0]}: "
+                                              "each would list, change and delete the other's objects"],
                                     remediation=f"Give [environments.{b}.kubernetes] a namespace of its own."))
     for a in kube:
         for b in kube:
@@ -248,7 +252,7 @@ def isolation(ctx: Context) -> list[Finding]:
                 continue
             ta, tb = target(ctx, a), target(ctx, b)
             assert ta is not None and tb is not None
-            if ta["namespace"] == tb["namespace"]:
+            if place[a] == place[b]:
                 continue
             allowed, problem = write_access(ta, tb["namespace"])
             protected = ctx.spec.environments[b].protected

@@ -76,7 +76,8 @@ def select_checks(ids: list[str] | None) -> list[Check]:
 
 # Validation already refuses environments that share resources; the doctor still runs so env-isolation can
 # report them with its evidence (and the further links it finds).
-ISOLATION_CODES = frozenset({"spec.shared_resource", "spec.edge_port_conflict", "spec.data_dir_unsafe"})
+ISOLATION_CODES = frozenset({"spec.shared_resource", "spec.edge_port_conflict", "spec.data_dir_unsafe",
+                             "spec.namespace_shared"})
 
 
 def context(ws: Workspace, env: str, scratch: Scratch) -> Context:
