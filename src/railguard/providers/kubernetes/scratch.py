@@ -111,7 +111,7 @@ class KubernetesScratch:
         try:
             for manifest in environment_manifests(app, env, self.target):
                 self.connection.apply(manifest)
-        except RailguardError:
+        except BaseException:  # a refusal, or Ctrl-C/SIGTERM before the doctor holds this scratch: it goes now
             self.close()
             raise
 
