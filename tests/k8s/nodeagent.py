@@ -23,7 +23,8 @@ CrashLoopBackOff (``lastState.terminated.message`` is the string), or Failed und
 
 Rules: ``agent.behave(namespace, {"label": "value"}, mode)`` — the last rule whose namespace and labels match a pod
 wins, and pods already running follow a new rule within seconds; ``agent.clear()`` drops all rules,
-``agent.clear(namespace)`` those of one namespace. A crash-looping pod gets a Warning event ``BackOff`` (its count
+``agent.clear(namespace)`` those of one namespace. A namespace ending in ``*`` is a prefix (``"shop-doctor-*"``: the
+doctor's randomly named scratch namespaces). A crash-looping pod gets a Warning event ``BackOff`` (its count
 growing with the restarts), a never-ready one ``Unhealthy``, as a kubelet reports them; ``agent.errors`` holds the
 agent's last problems (also in ``logs/nodeagent.log``) and ``agent.pods(client)`` lists the pods bound to the node.
 Pods being deleted (``deletionTimestamp``) are deleted at once with
@@ -79,7 +80,11 @@ class Rule:
     def matches(self, pod: dict[str, Any]) -> bool:
         meta = pod.get("metadata", {})
         have = meta.get("labels") or {}
-        return meta.get("namespace") == self.namespace and all(have.get(k) == v for k, v in self.labels)
+        namespace = str(meta.get("namespace"))
+        # "prefix-*" matches every namespace starting with "prefix-" (the doctor's randomly named scratch ones)
+        named = namespace.startswith(self.namespace[:-1]) if self.namespace.endswith("*") else \
+            namespace == self.namespace
+        return named and all(have.get(k) == v for k, v in self.labels)
 
 
 class NodeAgent:

@@ -47,7 +47,8 @@ def test_status_health_and_logs_keep_their_fields_with_the_fake_provider(tmp_pat
         assert [s["address"] for s in status["services"]] == ["staging/service.api", "staging/service.web"]
         service = status["services"][0]
         assert set(service) == {"name", "address", "release", "status", "replicas", "warm", "requests", "verifying_s",
-                                "canary"}
+                                "canary", "replica_sets"}
+        assert service["replica_sets"] == []  # Kubernetes environments only
         assert service["status"] == "healthy" and service["release"] == 1  # the provider's health verdict
         assert set(service["replicas"][0]) == {"name", "pid", "port", "health", "restarts", "uptime_s",
                                                "recent_restarts", "last_exit"}

@@ -49,6 +49,8 @@ def summary(report: Report, code: int) -> None:
     text = ", ".join(f"{n} {s}" for s, n in counts.items() if n)
     if report.interrupted:
         out.print(f"[red]Interrupted ({report.interrupted}).[/] The scratch environment was removed.")
+    for note in report.teardown:  # a Kubernetes environment's scratch namespace
+        out.print(escape(note[:1].upper() + note[1:] + "."))
     out.print(f"{len(report.checks)} check(s): {text} in {report.seconds:.1f} s. Exit {code}.")
 
 

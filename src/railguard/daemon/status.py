@@ -22,6 +22,7 @@ from railguard.model.api import (
     EdgeStatus,
     EnvironmentStatus,
     InFlight,
+    ReplicaSetStatus,
     ReplicaStatus,
     ServiceStatus,
     WarmRelease,
@@ -51,6 +52,7 @@ def describe(daemon: Daemon, env: str, spec_path: str | None) -> EnvironmentStat
             replicas=[ReplicaStatus.model_validate(r.model_dump()) for r in unit.replicas],
             warm=[WarmRelease.model_validate(w.model_dump()) for w in unit.warm],
             canary=daemon.observer.canaries.view(env, unit),
+            replica_sets=[ReplicaSetStatus.model_validate(r.model_dump()) for r in unit.replica_sets],
             **daemon.observer.service_view(env, unit.name, unit.release)))
     # Only the operation in flight, without loading journals (a 200-service deploy journals thousands of steps).
     in_flight: InFlight | None = store.in_flight(env)

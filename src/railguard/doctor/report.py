@@ -81,6 +81,8 @@ class Report(BaseModel):
     scratch: str = Field(description="The scratch folder used (removed at the end).")
     interrupted: str | None = Field(default=None, description="The signal that stopped the run, if any.")
     cleanup: list[str] = Field(default_factory=list, description="Leftover processes the teardown had to kill.")
+    teardown: list[str] = Field(default_factory=list, description="What the teardown removed besides the scratch "
+                                "folder: a Kubernetes environment's scratch namespace.")
 
     def counts(self) -> dict[str, int]:
         found = {s.value: 0 for s in Status}

@@ -23,7 +23,7 @@ from pathlib import Path
 from types import FrameType
 from typing import Any
 
-from railguard.doctor import ci, drill, envs, health, lifecycle, monitoring, releases, timeouts
+from railguard.doctor import ci, drill, envs, health, kube, lifecycle, monitoring, releases, timeouts
 from railguard.doctor.context import CheckStop, Context
 from railguard.doctor.report import CheckResult, Finding, Report, Status, combine
 from railguard.doctor.scratch import Interrupted, Scratch
@@ -76,7 +76,8 @@ def select_checks(ids: list[str] | None) -> list[Check]:
 
 # Validation already refuses environments that share resources; the doctor still runs so env-isolation can
 # report them with its evidence (and the further links it finds).
-ISOLATION_CODES = frozenset({"spec.shared_resource", "spec.edge_port_conflict", "spec.data_dir_unsafe"})
+ISOLATION_CODES = frozenset({"spec.shared_resource", "spec.edge_port_conflict", "spec.data_dir_unsafe",
+                             "spec.namespace_shared"})
 
 
 def context(ws: Workspace, env: str, scratch: Scratch) -> Context:
@@ -122,8 +123,12 @@ def _shielded() -> Iterator[None]:
 
 def _run_one(check: Check, ctx: Context) -> CheckResult:
     started = time.monotonic()
+    # A Kubernetes environment's scratch is a namespace: its checks run there, or say why they do not apply.
+    run = kube.CHECKS.get(check.id, check.run) if kube.is_kubernetes(ctx) else check.run
+    if check.id == "env-isolation" and kube.is_kubernetes(ctx):
+        run = kube.isolation
     try:
-        findings = check.run(ctx)
+        findings = run(ctx)
     except CheckStop as stop:
         findings = [stop.finding]
     except RailguardError as exc:
@@ -162,6 +167,7 @@ def run(ws: Workspace, env: str, ids: list[str] | None = None, *, base: Path | N
     results: list[CheckResult] = []
     interrupted: str | None = None
     cleanup: list[str] = []
+    ctx: Context | None = None
     try:
         scratch = Scratch(base, allocate)
         scratch.isolate(spec.app.name)  # as root: the app's code in scratch runs as rg-scratch-<app>
@@ -192,4 +198,5 @@ def run(ws: Workspace, env: str, ids: list[str] | None = None, *, base: Path | N
                 results.append(combine(check.id, check.title, [Finding(
                     status=Status.skipped, summary=f"not finished: interrupted by {interrupted}")]))
     return Report(app=spec.app.name, env=env, checks=results, seconds=round(time.monotonic() - started, 3),
-                  scratch=str(scratch.root), interrupted=interrupted, cleanup=cleanup)
+                  scratch=str(scratch.root), interrupted=interrupted, cleanup=cleanup,
+                  teardown=list(ctx.notes) if ctx is not None else [])

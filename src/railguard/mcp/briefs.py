@@ -42,7 +42,8 @@ def service_brief(entry: ServiceStatus) -> ServiceBrief:
                         replicas=len(entry.replicas), healthy=sum(1 for h in health if h == ReplicaHealth.healthy),
                         restarts=recent, restarts_total=sum(r.restarts for r in entry.replicas), health=health,
                         last_exit=[r.last_exit for r in entry.replicas if r.last_exit],
-                        requests=_minute(entry.requests), warm=[w.release for w in entry.warm], canary=entry.canary)
+                        requests=_minute(entry.requests), warm=[w.release for w in entry.warm], canary=entry.canary,
+                        replica_sets=list(entry.replica_sets))
 
 
 def _minute(windows: list[RequestWindow]) -> MinuteBrief | None:

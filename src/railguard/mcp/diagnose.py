@@ -95,6 +95,12 @@ def _killed_and_recovered(svc: ServiceBrief, unhealthy: list[str]) -> bool:
             and all(e.startswith("killed by") for e in svc.last_exit))
 
 
+def _replica_sets(svc: ServiceBrief) -> str:
+    """A Kubernetes service's ReplicaSets in one line: which release each runs and how many pods are ready."""
+    shown = [f"release {r.release}: {r.ready}/{r.replicas} ready ({r.name})" for r in svc.replica_sets[:4]]
+    return f"{svc.name}'s ReplicaSets: {'; '.join(shown)}." if shown else ""
+
+
 def assess(env: str, service: str | None, status: EnvironmentStatus, releases: list[Release],
            op: Operation | None, incidents: list[Incident] | None = None) -> Assessment:
     """What the facts mean: verdict, findings, cause, the service and release to read logs of, next actions."""
@@ -131,6 +137,8 @@ def assess(env: str, service: str | None, status: EnvironmentStatus, releases: l
             found.last_good_release = live.number
         else:
             findings.append(f"Nothing of it went live, and nothing ran in {env} before.")
+        if focus in services and (sets := _replica_sets(services[focus])):
+            findings.append(sets)
         if focus and made:
             actions.append(act("read_logs", f"Read the failed release {made.number}'s logs.", env=env,
                                service=focus, release=made.number, lines=50))
@@ -171,6 +179,8 @@ def assess(env: str, service: str | None, status: EnvironmentStatus, releases: l
             what += (("; " if what else "") + f"{erroring.error_ratio:.0%} of {erroring.requests} requests in "
                      "the last minute got a 5xx at the edge")
         findings.append(f"{svc.name} runs release {svc.release}: {what}.")
+        if sets := _replica_sets(svc):
+            findings.append(sets)
         good = briefs.last_good(releases, before=svc.release) if svc.release else None
         cause = error("service.degraded", f"{svc.name} is {verdict} on release {svc.release}",
                       f"The live replicas of {svc.address}: {what}. Its log tail shows what they print.",

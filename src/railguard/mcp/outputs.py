@@ -35,6 +35,7 @@ from railguard.model.api import (
     PlanRecord,
     Policies,
     ReleaseStatus,
+    ReplicaSetStatus,
 )
 from railguard.model.diagnostics import Diagnostic
 from railguard.model.plans import Action, FieldDiff, Risk, Verdict
@@ -110,6 +111,8 @@ class ServiceBrief(BaseModel):
     warm: list[int] = Field(description="Earlier releases still running unrouted: a rollback to them is instant.")
     canary: CanaryStatus | None = Field(default=None, description="A canary in progress beside the live release: "
                                         "its share of the requests, step, pause and the analysis of the step.")
+    replica_sets: list[ReplicaSetStatus] = Field(default_factory=list, description="Kubernetes: the service's "
+                                                 "ReplicaSets (release, pods asked for, ready), newest first.")
 
 
 class ChangeBrief(BaseModel):

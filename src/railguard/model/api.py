@@ -634,6 +634,15 @@ class ReplicaStatus(Record):
     last_exit: str | None = Field(default=None, description="How it last ended on its own (exit status or signal).")
 
 
+class ReplicaSetStatus(Record):
+    """A Kubernetes service's ReplicaSet: which release it runs and how many of its pods are ready."""
+
+    name: str
+    release: int | None = None
+    replicas: int = Field(description="Pods it is asked for (0: an older release scaled down).")
+    ready: int = 0
+
+
 class WarmRelease(Record):
     release: int
     replicas: int
@@ -676,6 +685,8 @@ class ServiceStatus(Record):
                                       "verification window; None when it is not being verified.")
     canary: CanaryStatus | None = Field(default=None, description="The canary in progress beside the live "
                                         "release (docs/observe.md, Canaries); None when there is none.")
+    replica_sets: list[ReplicaSetStatus] = Field(default_factory=list, description="Kubernetes environments: the "
+                                                 "service's ReplicaSets, newest release first (docs/kubernetes.md).")
 
 
 class Route(Record):

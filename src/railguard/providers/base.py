@@ -164,6 +164,15 @@ class CanaryUnit(_Message):
     operation: str | None = Field(default=None, description="The operation that started it.")
 
 
+class ReplicaSetUnit(_Message):
+    """One ReplicaSet of a Kubernetes service: the release its pods run and how many of them are ready."""
+
+    name: str
+    release: int | None = Field(description="The release its pod template belongs to (its railguard.dev/release).")
+    replicas: int = Field(description="Pods it is asked for (0: an older release scaled down).")
+    ready: int = Field(description="Of those, pods that are ready.")
+
+
 class ServiceUnit(_Message):
     name: str
     address: str
@@ -171,6 +180,8 @@ class ServiceUnit(_Message):
     replicas: list[ReplicaUnit] = Field(default_factory=list, description="Replicas of the live release.")
     warm: list[WarmUnit] = Field(default_factory=list)
     canary: CanaryUnit | None = Field(default=None, description="The canary in progress beside the live release.")
+    replica_sets: list[ReplicaSetUnit] = Field(default_factory=list, description="Kubernetes: the Deployment's "
+                                               "ReplicaSets, newest release first (empty on the local runtime).")
 
 
 class RouteUnit(_Message):
@@ -473,4 +484,54 @@ class ScratchRuntime(Protocol):
 
     def popen_user(self) -> dict[str, Any]:
         """``subprocess`` arguments that start a process as the scratch user (empty when not isolated)."""
+        ...
+
+
+# -- the doctor on a cluster -------------------------------------------------------------------------
+
+
+class ClusterOutcome(_Message):
+    """What one scratch step on a cluster came to: a Job completed, a Deployment became Available, or why not."""
+
+    ok: bool
+    reason: str = ""
+    pods: list[str] = Field(default_factory=list)  # one line per pod involved: its phase and reasons
+    objects: list[str] = Field(default_factory=list)  # what was created, ``Kind/name``, for the evidence
+
+
+class NamespaceFacts(_Message):
+    """An environment's namespace as the doctor's isolation check reads it (with that environment's credentials)."""
+
+    namespace: str
+    cluster: str = ""
+    readable: bool = True  # False: the credentials could not read it at all (``problem`` says why)
+    environment: str | None = None  # the railguard.dev/environment label of the namespace, when readable
+    account: bool = False  # the pods' ServiceAccount exists
+    automount: bool | None = None  # its automountServiceAccountToken (None: not set, i.e. Kubernetes' default true)
+    policy: bool = False  # the isolation NetworkPolicy exists
+    policy_denies_other_namespaces: bool = False  # it selects every pod and admits only same-namespace pods
+    problem: str = ""
+
+
+@runtime_checkable
+class ClusterScratch(Protocol):
+    """The doctor's scratch environment on a cluster: a temporary namespace, deleted by :meth:`close`.
+
+    Made by ``registry.cluster_scratch``; every object goes through the provider's checks (schema, dry-run) and
+    server-side apply, as a real apply would."""
+
+    namespace: str
+    cluster: str
+    swept: list[str]  # leftover scratch namespaces of crashed runs, deleted when this one was made
+
+    def release_job(self, resource: Resource, attempt: int, secret_values: dict[str, str]) -> ClusterOutcome:
+        """Run the service's release command as a Job (``attempt`` numbers it) and wait for it."""
+        ...
+
+    def deploy(self, resource: Resource, secret_values: dict[str, str]) -> ClusterOutcome:
+        """Apply the service's Deployment and wait until it is Available (its readiness probe is the health check)."""
+        ...
+
+    def close(self) -> list[str]:
+        """Delete the namespace (everything in it goes with it); notes on what was done."""
         ...

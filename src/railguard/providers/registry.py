@@ -20,7 +20,7 @@ import os
 import threading
 from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from railguard.model.api import KeptRelease
 from railguard.model.resources import Resource
@@ -28,6 +28,7 @@ from railguard.providers.base import (
     AdoptResponse,
     ApplyRequest,
     ApplyResponse,
+    ClusterScratch,
     CommandProcess,
     CommandRequest,
     DescribeRequest,
@@ -36,6 +37,7 @@ from railguard.providers.base import (
     HealthResponse,
     LogsRequest,
     LogsResponse,
+    NamespaceFacts,
     ObserveRequest,
     ObserveResponse,
     Progress,
@@ -237,3 +239,27 @@ def watch_process_users(callback: Callable[[int, str | None], None]) -> Callable
     from railguard.providers.local import isolation
 
     return isolation.on_start(lambda run_as, env: callback(run_as.uid, env))
+
+
+# -- the doctor on a cluster (its scratch is a temporary namespace, see providers/kubernetes/scratch.py) -------------
+def cluster_scratch(target: dict[str, Any], app: str, env: str) -> ClusterScratch:
+    """A temporary namespace on the cluster of ``target`` (an environment's ``kubernetes`` table) for the doctor;
+    leftovers of crashed doctor runs of the same environment are deleted first. Raises ``RailguardError``."""
+    from railguard.providers.kubernetes.scratch import KubernetesScratch
+
+    return KubernetesScratch(Target.of(target), app, env)
+
+
+def namespace_facts(target: dict[str, Any], env: str) -> NamespaceFacts:
+    """An environment's namespace as its own credentials read it (the doctor's isolation check)."""
+    from railguard.providers.kubernetes.scratch import namespace_facts as read
+
+    return read(Target.of(target), env)
+
+
+def write_access(credentials: dict[str, Any], namespace: str) -> tuple[list[str], str]:
+    """The writes the user of ``credentials`` (an environment's ``kubernetes`` table) may do in ``namespace``, by
+    the API server's SelfSubjectAccessReview; and what went wrong asking, if anything."""
+    from railguard.providers.kubernetes.scratch import write_access as ask
+
+    return ask(Target.of(credentials), namespace)

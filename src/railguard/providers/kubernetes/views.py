@@ -21,13 +21,14 @@ from railguard.providers.base import (
     LogsResponse,
     ProviderEvent,
     ReplicaHealth,
+    ReplicaSetUnit,
     ReplicaUnit,
     RouteUnit,
     ServiceUnit,
 )
 from railguard.providers.kubernetes import observe as live
 from railguard.providers.kubernetes.cluster import Cluster
-from railguard.providers.kubernetes.labels import EDGE, ENVIRONMENT, MANAGED_BY, SERVICE
+from railguard.providers.kubernetes.labels import EDGE, ENVIRONMENT, MANAGED_BY, RELEASE, SERVICE
 from railguard.providers.kubernetes.rollout import describe_pod
 
 LOGS_NOTE = ("(pod logs are not read in this version: reading them makes the API server dial the node; these are "
@@ -40,6 +41,7 @@ def _ours(env: str) -> dict[str, str]:
 
 def describe(cluster: Cluster, env: str) -> DescribeResponse:
     pods = cluster.list("Pod", labels=_ours(env))
+    sets = cluster.list("ReplicaSet", labels=_ours(env))
     services = []
     now = datetime.now(UTC)
     for deployment in sorted(cluster.list("Deployment", labels=_ours(env)), key=lambda d: d["metadata"]["name"]):
@@ -51,7 +53,8 @@ def describe(cluster: Cluster, env: str) -> DescribeResponse:
                     if (p["metadata"].get("labels") or {}).get(SERVICE) == name
                     and not p["metadata"].get("deletionTimestamp")]
         services.append(ServiceUnit(name=name, address=service_address(env, name), release=resource.release,
-                                    replicas=sorted(replicas, key=lambda r: r.name)))
+                                    replicas=sorted(replicas, key=lambda r: r.name),
+                                    replica_sets=_replica_sets(sets, name)))
     edge = cluster.get("ConfigMap", EDGE)
     ingress = cluster.get("Ingress", EDGE) if edge is not None else None
     routes = []
@@ -122,3 +125,18 @@ def _replica(pod: dict[str, Any], now: datetime) -> ReplicaUnit:
     return ReplicaUnit(name=pod["metadata"]["name"], pid=None, port=None, health=health,
                        restarts=sum(int(c.get("restartCount") or 0) for c in containers), uptime_s=round(uptime, 1),
                        last_exit=None if ready else describe_pod(pod))
+
+
+def _replica_sets(sets: list[dict[str, Any]], service: str) -> list[ReplicaSetUnit]:
+    """The service's ReplicaSets (the Deployment keeps a few for history), newest release first: which release each
+    runs (its pod template's release label) and how many of its pods are ready."""
+    found = []
+    for rs in sets:
+        meta = rs["metadata"]
+        if (meta.get("labels") or {}).get(SERVICE) != service or meta.get("deletionTimestamp"):
+            continue
+        release = (meta.get("labels") or {}).get(RELEASE)
+        found.append(ReplicaSetUnit(name=meta["name"], release=int(str(release)) if str(release).isdigit() else None,
+                                    replicas=int((rs.get("spec") or {}).get("replicas") or 0),
+                                    ready=int((rs.get("status") or {}).get("readyReplicas") or 0)))
+    return sorted(found, key=lambda r: (-(r.release or 0), r.name))

@@ -1,0 +1,255 @@
+"""The doctor's scratch environment on a cluster, and the namespace facts its isolation check reads.
+
+Why: on a Kubernetes environment the doctor's scratch runs cannot be local processes — the release runs as a Job
+and the service as a Deployment on the cluster. :class:`KubernetesScratch` makes a temporary namespace
+``<namespace>-doctor-<random>`` on the environment's cluster (labelled managed-by railguard and
+``railguard.dev/doctor``), applies the environment's objects and the service's manifests there exactly as the
+provider would (schema check, server-side dry-run, server-side apply), waits with the provider's own waits, and
+deletes the namespace on :meth:`close`. A namespace left by a crashed run (its doctor process on this host is gone,
+or it is older than :data:`STALE_S`) is deleted when the next one is made. :func:`namespace_facts` and
+:func:`write_access` read an environment's namespace (its token-less ServiceAccount, its NetworkPolicy) and ask the
+API server, with an environment's own credentials, whether it may write another namespace
+(``SelfSubjectAccessReview``). Reached only through :mod:`railguard.providers.registry` (the doctor's seam).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import datetime
+import os
+import secrets
+import socket
+from typing import Any
+
+from lightkube import ApiError
+from lightkube.models.authorization_v1 import ResourceAttributes, SelfSubjectAccessReviewSpec
+from lightkube.resources.authorization_v1 import SelfSubjectAccessReview
+from lightkube.resources.core_v1 import Namespace
+from lightkube.types import CascadeType
+
+from railguard.model.diagnostics import RailguardError
+from railguard.model.resources import Resource
+from railguard.providers.base import ClusterOutcome, NamespaceFacts
+from railguard.providers.kubernetes import checks
+from railguard.providers.kubernetes.cluster import Cluster, ClusterError
+from railguard.providers.kubernetes.labels import (
+    ENVIRONMENT,
+    ISOLATION_POLICY,
+    MANAGED_BY,
+    WORKLOAD_ACCOUNT,
+    Target,
+    labels,
+)
+from railguard.providers.kubernetes.manifests import environment_manifests, service_manifests
+from railguard.providers.kubernetes.rollout import wait_deployment, wait_job
+
+DOCTOR = "railguard.dev/doctor"  # label: "true" on every scratch namespace
+SOURCE = "railguard.dev/doctor-of"  # label: the environment's namespace the scratch one stands in for
+OWNER = "railguard.dev/doctor-owner"  # annotation: host/pid of the doctor run that made it
+STALE_S = 3600.0  # a scratch namespace older than this is a leftover whoever made it
+SUFFIX = len("-doctor-") + 6
+# What writing a namespace means for the isolation check: any one of these allowed is write access.
+WRITE_VERBS = (("patch", "apps", "deployments"), ("create", "apps", "deployments"), ("create", "", "secrets"),
+               ("patch", "", "secrets"), ("create", "batch", "jobs"), ("delete", "", "pods"))
+
+
+def _owner() -> str:
+    return f"{socket.gethostname()}/{os.getpid()}"
+
+
+def _alive(owner: str) -> bool:
+    host, _, pid = owner.rpartition("/")
+    if host != socket.gethostname() or not pid.isdigit():
+        return False  # another host's: judged by age alone
+    try:
+        os.kill(int(pid), 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def _age_s(meta: dict[str, Any]) -> float:
+    made = meta.get("creationTimestamp")
+    if isinstance(made, datetime.datetime):
+        stamp = made
+    else:
+        try:
+            stamp = datetime.datetime.fromisoformat(str(made).replace("Z", "+00:00"))
+        except ValueError:
+            return 0.0
+    if stamp.tzinfo is None:
+        stamp = stamp.replace(tzinfo=datetime.UTC)
+    return (datetime.datetime.now(datetime.UTC) - stamp).total_seconds()
+
+
+class KubernetesScratch:
+    """A temporary namespace standing in for ``target``'s (see the module docstring)."""
+
+    def __init__(self, target: Target, app: str, env: str) -> None:
+        self.app, self.env, self.source = app, env, target.namespace
+        name = f"{target.namespace[:63 - SUFFIX].rstrip('-')}-doctor-{secrets.token_hex(3)}"
+        self.target = dataclasses.replace(target, namespace=name)
+        self.namespace = name
+        self.connection = Cluster(self.target)
+        self.cluster = self.connection.name
+        self._closed = False
+        try:
+            self.swept = self._sweep()
+            made: Any = Namespace.from_dict({"apiVersion": "v1", "kind": "Namespace", "metadata": {
+                "name": name, "labels": labels(app, env) | {DOCTOR: "true", SOURCE: target.namespace},
+                "annotations": {OWNER: _owner()}}})
+            self.connection.client.create(made)
+        except RailguardError:
+            self.connection.close()
+            raise
+        except Exception as exc:  # an API refusal or no answer at all: a diagnostic naming cluster, namespace, verb
+            self.connection.close()
+            raise self.connection.failure(exc, "create", "Namespace", name) from exc
+        try:
+            for manifest in environment_manifests(app, env, self.target):
+                self.connection.apply(manifest)
+        except BaseException:  # a refusal, or Ctrl-C/SIGTERM before the doctor holds this scratch: it goes now
+            self.close()
+            raise
+
+    def _sweep(self) -> list[str]:
+        """Delete scratch namespaces of this environment that no live doctor run owns; their names."""
+        gone: list[str] = []
+        try:
+            found: Any = self.connection.client.list(Namespace, labels={DOCTOR: "true", SOURCE: self.source})
+            for ns in found:
+                meta = ns.to_dict()["metadata"]
+                if meta.get("deletionTimestamp"):
+                    continue
+                owner = (meta.get("annotations") or {}).get(OWNER, "")
+                if _alive(owner) and _age_s(meta) < STALE_S:
+                    continue  # another doctor run, still going
+                self.connection.client.delete(Namespace, meta["name"], cascade=CascadeType.BACKGROUND)
+                gone.append(meta["name"])
+        except ApiError as exc:
+            if exc.status.code != 403:  # without `list namespaces`, leftovers cannot be found: not fatal
+                raise self.connection.failure(exc, "list", "Namespace") from exc
+        except Exception as exc:
+            raise self.connection.failure(exc, "list", "Namespace") from exc
+        return gone
+
+    def _here(self, resource: Resource) -> Resource:
+        config = {**resource.config, "kubernetes": self.target.as_config()}
+        return resource.model_copy(update={"config": config})
+
+    def release_job(self, resource: Resource, attempt: int, secret_values: dict[str, str]) -> ClusterOutcome:
+        made = service_manifests(self.app, self._here(resource), attempt, secret_values)
+        if made.job is None:
+            return ClusterOutcome(ok=True, reason="no release command")
+        sent = [m for m in (made.secret, made.job) if m is not None]
+        names = [f"{m['kind']}/{m['metadata']['name']}" for m in sent]
+        try:
+            checks.before_sending(self.connection, sent, resource.address)
+            for manifest in sent:
+                self.connection.apply(manifest)
+            job = made.job["metadata"]["name"]
+            outcome = wait_job(self.connection, job, self.env, resource.name, attempt,
+                               float(made.job["spec"]["activeDeadlineSeconds"]) + 10)
+        except RailguardError as exc:
+            first = exc.diagnostics[0]
+            return ClusterOutcome(ok=False, reason=f"{first.summary}: {first.detail}", objects=names)
+        return ClusterOutcome(ok=outcome.ok, reason=outcome.reason, pods=outcome.pods, objects=names)
+
+    def deploy(self, resource: Resource, secret_values: dict[str, str]) -> ClusterOutcome:
+        made = service_manifests(self.app, self._here(resource), 1, secret_values)
+        sent = [m for m in (made.secret, made.deployment, made.service) if m is not None]
+        names = [f"{m['kind']}/{m['metadata']['name']}" for m in sent]
+        try:
+            checks.before_sending(self.connection, sent, resource.address)
+            if made.secret is not None:
+                self.connection.apply(made.secret)
+            self.connection.apply(made.deployment)
+            outcome = wait_deployment(self.connection, resource.name, self.env, 1,
+                                      float(made.deployment["spec"]["progressDeadlineSeconds"]) + 15)
+            if outcome.ok and made.service is not None:
+                self.connection.apply(made.service)
+        except RailguardError as exc:
+            first = exc.diagnostics[0]
+            return ClusterOutcome(ok=False, reason=f"{first.summary}: {first.detail}", objects=names)
+        return ClusterOutcome(ok=outcome.ok, reason=outcome.reason, pods=outcome.pods, objects=names)
+
+    def close(self) -> list[str]:
+        if self._closed:
+            return []
+        self._closed = True
+        try:
+            self.connection.client.delete(Namespace, self.namespace, cascade=CascadeType.BACKGROUND)
+            return [f"deleted scratch namespace {self.namespace} on cluster {self.cluster}"]
+        except ApiError as exc:
+            if exc.status.code == 404:
+                return []
+            return [f"could not delete scratch namespace {self.namespace}: {exc.status.message or exc}"]
+        except Exception as exc:  # teardown reports, never raises: the rest of the scratch must still go
+            return [f"could not delete scratch namespace {self.namespace}: {type(exc).__name__}: {exc}"]
+        finally:
+            with contextlib.suppress(Exception):
+                self.connection.close()
+
+
+def namespace_facts(target: Target, env: str) -> NamespaceFacts:
+    """``target``'s namespace as its own credentials read it: whose it is, its pods' account, its policy."""
+    try:
+        connection = Cluster(target)
+    except ClusterError as exc:
+        first = exc.diagnostics[0]
+        return NamespaceFacts(namespace=target.namespace, readable=False, problem=f"{first.summary}: {first.detail}")
+    try:
+        environment: str | None = None
+        with contextlib.suppress(ClusterError):  # a Role alone may not read the namespace object
+            found = connection.get("Namespace", target.namespace)
+            if found is not None:
+                environment = (found["metadata"].get("labels") or {}).get(ENVIRONMENT)
+        account = connection.get("ServiceAccount", WORKLOAD_ACCOUNT)
+        policy = connection.get("NetworkPolicy", ISOLATION_POLICY)
+        denies = False
+        if policy is not None:
+            spec = policy.get("spec") or {}
+            rules = spec.get("ingress") or []
+            everyone = not (spec.get("podSelector") or {}).get("matchLabels") and \
+                not (spec.get("podSelector") or {}).get("matchExpressions")
+            denies = everyone and "Ingress" in (spec.get("policyTypes") or ["Ingress"]) and all(
+                "namespaceSelector" not in peer and "ipBlock" not in peer
+                for rule in rules for peer in (rule.get("from") or [{"namespaceSelector": {}}]))
+        return NamespaceFacts(
+            namespace=target.namespace, cluster=connection.name, environment=environment,
+            account=account is not None and (account["metadata"].get("labels") or {}).get(MANAGED_BY) == "railguard",
+            automount=account.get("automountServiceAccountToken") if account is not None else None,
+            policy=policy is not None, policy_denies_other_namespaces=denies)
+    except ClusterError as exc:
+        first = exc.diagnostics[0]
+        return NamespaceFacts(namespace=target.namespace, cluster=connection.name, readable=False,
+                              problem=f"{first.summary}: {first.detail}")
+    finally:
+        connection.close()
+
+
+def write_access(credentials: Target, namespace: str) -> tuple[list[str], str]:
+    """Which writes ``credentials``' user may do in ``namespace`` (``verb resource``), by the API server's own
+    ``SelfSubjectAccessReview``; and a problem when it could not be asked."""
+    try:
+        connection = Cluster(credentials)
+    except ClusterError as exc:
+        return [], exc.diagnostics[0].summary
+    allowed: list[str] = []
+    try:
+        for verb, group, resource in WRITE_VERBS:
+            review = SelfSubjectAccessReview(spec=SelfSubjectAccessReviewSpec(resourceAttributes=ResourceAttributes(
+                namespace=namespace, verb=verb, group=group, resource=resource)))
+            answer: Any = connection.client.create(review)
+            if answer.status is not None and answer.status.allowed:
+                allowed.append(f"{verb} {resource}")
+    except ApiError as exc:
+        return allowed, connection.failure(exc, "create", "SelfSubjectAccessReview").diagnostics[0].summary
+    except Exception as exc:  # unreachable cluster and the like: reported, the check goes on
+        return allowed, f"{type(exc).__name__}: {exc}"
+    finally:
+        connection.close()
+    return allowed, ""

@@ -1,0 +1,284 @@
+"""The doctor on a Kubernetes environment: its scratch is a temporary namespace on the same cluster.
+
+Through the real CLI against the real control plane: the release Job runs twice and the Deployment becomes
+Available in a namespace ``<ns>-doctor-<random>`` (labelled as Railguard's doctor's), which is deleted afterwards;
+a leftover scratch namespace of a crashed run is deleted by the next run; checks about local processes, ports and
+data folders say they do not apply; env-isolation reads the namespaces' ServiceAccount and NetworkPolicy and finds a
+staging kubeconfig user that can write the production namespace (the API server's SelfSubjectAccessReview).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from railguard.providers.kubernetes import rbac
+
+from .cluster import Cluster, wait_until
+
+IMAGE = "registry.example/shop@sha256:" + "0123456789abcdef" * 4
+SPEC = """
+[app]
+name = "doc"
+
+[environments.staging]
+target = "kubernetes"
+[environments.staging.kubernetes]
+namespace = "{prefix}-staging"
+kubeconfig = "{staging}"
+
+[environments.production]
+target = "kubernetes"
+protected = true
+[environments.production.kubernetes]
+namespace = "{prefix}-production"
+kubeconfig = "{production}"
+
+[services.web]
+run = ["python", "app.py"]
+release = ["python", "migrate.py"]
+image = "{image}"
+replicas = 1
+start_timeout = "30s"
+stop_timeout = "2s"
+[services.web.health]
+http = "/healthz"
+interval = "1s"
+timeout = "1s"
+"""
+DOCTOR_LABEL = "railguard.dev/doctor"
+
+
+def _doctor(root: Path, *checks: str) -> tuple[int, dict[str, Any]]:
+    env = {k: v for k, v in os.environ.items() if k not in ("RAILGUARD_HOME", "RAILGUARD_SPEC")}
+    done = subprocess.run([sys.executable, "-m", "railguard", "doctor", "--env", "staging", "--json",
+                           "--check", ",".join(checks)], cwd=root, capture_output=True, text=True, timeout=240,
+                          env={**env, "TMPDIR": str(root)}, check=False)
+    try:
+        return done.returncode, json.loads(done.stdout)
+    except ValueError:
+        raise AssertionError(done.stdout + done.stderr) from None
+
+
+def _checks(report: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    return {c["id"]: c for c in report["doctor"]["checks"]}
+
+
+def _scratch_namespaces(cluster: Cluster, source: str) -> list[dict[str, Any]]:
+    found = cluster.get(f"/api/v1/namespaces?labelSelector={DOCTOR_LABEL}%3Dtrue,railguard.dev%2Fdoctor-of%3D{source}")
+    assert found is not None
+    return list(found["items"])
+
+
+def _live(cluster: Cluster, source: str) -> list[str]:
+    return [n["metadata"]["name"] for n in _scratch_namespaces(cluster, source)
+            if not n["metadata"].get("deletionTimestamp")]
+
+
+def _workspace(root: Path, cluster: Cluster, prefix: str, staging_user: str = "admin") -> None:
+    (root / "app.py").write_text("print('app')\n")
+    (root / "migrate.py").write_text("print('migrate')\n")
+    staging = cluster.write_kubeconfig(root / "staging.kubeconfig", user=staging_user)
+    production = cluster.write_kubeconfig(root / "production.kubeconfig", user="admin")
+    (root / "railguard.toml").write_text(SPEC.format(prefix=prefix, staging=staging, production=production,
+                                                     image=IMAGE))
+
+
+@pytest.mark.timeout(300)
+def test_doctor_runs_the_release_and_the_deployment_in_a_scratch_namespace(tmp_path: Path,
+                                                                             k8s_cluster: Cluster) -> None:
+    prefix = "docns"
+    _workspace(tmp_path, k8s_cluster, prefix)
+    # A crashed run's leftover: its doctor process (this host, a pid that cannot exist) is gone.
+    leftover = f"{prefix}-staging-doctor-dead00"
+    k8s_cluster.apply({"apiVersion": "v1", "kind": "Namespace", "metadata": {
+        "name": leftover, "labels": {DOCTOR_LABEL: "true", "railguard.dev/doctor-of": f"{prefix}-staging",
+                                     "app.kubernetes.io/managed-by": "railguard"},
+        "annotations": {"railguard.dev/doctor-owner": f"{os.uname().nodename}/4194999"}}})
+    try:
+        code, report = _doctor(tmp_path, "idempotent-release", "honest-health", "graceful-shutdown",
+                               "port-binding", "migrations-forward", "rollback-drill")
+        checks = _checks(report)
+        assert checks["idempotent-release"]["status"] == "pass", checks["idempotent-release"]
+        evidence = "\n".join(checks["idempotent-release"]["findings"][0]["evidence"])
+        assert "Job/web-release-r1: ok" in evidence and "Job/web-release-r2: ok" in evidence, evidence
+        assert f"scratch namespace {prefix}-staging-doctor-" in evidence
+        assert f"deleted leftover scratch namespace(s) of an earlier run: {leftover}" in evidence
+        assert checks["honest-health"]["status"] == "pass", checks["honest-health"]
+        health = checks["honest-health"]["findings"]
+        assert any(f["status"] == "pass" and "Deployment/web, Service/web: ok" in "\n".join(f["evidence"])
+                   for f in health), health
+        for local in ("graceful-shutdown", "port-binding", "migrations-forward", "rollback-drill"):
+            assert checks[local]["status"] == "skipped", checks[local]
+            assert "not applicable on Kubernetes" in checks[local]["summary"], checks[local]
+        assert code == 0, report
+        # The scratch namespace is gone (or going) and so is the leftover; the environment's own was never made.
+        teardown = report["doctor"]["teardown"]
+        assert len(teardown) == 1 and teardown[0].startswith(f"deleted scratch namespace {prefix}-staging-doctor-")
+        assert _live(k8s_cluster, f"{prefix}-staging") == []
+        assert k8s_cluster.get(f"/api/v1/namespaces/{prefix}-staging") is None
+        # Nothing lingers: the namespace controller removes them (bounded wait).
+        wait_until(lambda: not _scratch_namespaces(k8s_cluster, f"{prefix}-staging"), 120,
+                   "the doctor's scratch namespaces to be deleted")
+    finally:
+        for ns in _scratch_namespaces(k8s_cluster, f"{prefix}-staging"):
+            k8s_cluster.delete_namespace(ns["metadata"]["name"], wait=False)
+
+
+@pytest.mark.timeout(300)
+def test_env_isolation_reads_namespaces_and_finds_staging_credentials_that_write_production(
+        tmp_path: Path, k8s_cluster: Cluster) -> None:
+    prefix = "dociso"
+    staging_ns = k8s_cluster.create_namespace(f"{prefix}-staging")
+    production_ns = k8s_cluster.create_namespace(f"{prefix}-production")
+    try:
+        # Each environment's user is bound in its own namespace only (the Role `railguard k8s rbac` prints).
+        for manifest in rbac.manifests(staging_ns, "staging", users=["railguard-staging"]):
+            k8s_cluster.apply(manifest)
+        for manifest in rbac.manifests(production_ns, "production", users=["railguard-prod"]):
+            k8s_cluster.apply(manifest)
+        _workspace(tmp_path, k8s_cluster, prefix, staging_user="railguard-staging")
+        spec = tmp_path / "railguard.toml"
+        production_kubeconfig = k8s_cluster.write_kubeconfig(tmp_path / "production.kubeconfig", user="railguard-prod")
+        assert production_kubeconfig.exists()
+        # The environments' isolation objects, as an apply makes them (the provider's own manifests).
+        from railguard.providers.kubernetes.labels import Target
+        from railguard.providers.kubernetes.manifests import environment_manifests
+
+        for env, ns in (("staging", staging_ns), ("production", production_ns)):
+            for manifest in environment_manifests("doc", env, Target(namespace=ns)):
+                k8s_cluster.apply(manifest, manager="railguard")
+
+        code, report = _doctor(tmp_path, "env-isolation")
+        findings = _checks(report)["env-isolation"]["findings"]
+        by = {(f["subject"], f["status"]): f for f in findings}
+        assert ("staging", "pass") in by and ("production", "pass") in by, findings
+        assert ("staging/production", "pass") in by and ("production/staging", "pass") in by, findings
+        assert code == 0, report
+
+        # Someone binds the staging user in production too: a finding, by the API server's own answer.
+        k8s_cluster.apply({"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "RoleBinding",
+                           "metadata": {"name": "staging-too", "namespace": production_ns},
+                           "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": "railguard"},
+                           "subjects": [{"kind": "User", "apiGroup": "rbac.authorization.k8s.io",
+                                         "name": "railguard-staging"}]})
+        # ... and the production ServiceAccount mounts a token again.
+        k8s_cluster.apply({"apiVersion": "v1", "kind": "ServiceAccount", "metadata": {
+            "name": "railguard-workload", "namespace": production_ns}, "automountServiceAccountToken": True},
+            manager="someone-else")
+        code, report = _doctor(tmp_path, "env-isolation")
+        findings = _checks(report)["env-isolation"]["findings"]
+        by = {(f["subject"], f["status"]): f for f in findings}
+        found = by.get(("staging/production", "fail"))
+        assert found is not None, findings
+        assert f"can write production's namespace {production_ns}" in found["summary"]
+        assert "SelfSubjectAccessReview" in found["evidence"][0] and "patch deployments" in found["evidence"][0]
+        assert ("production", "fail") in by and "mounts an API token" in by[("production", "fail")]["summary"]
+        assert ("production/staging", "pass") in by, findings
+        assert code == 2, report
+
+        # Two environments in one namespace: a finding (validation lets the doctor run to report it).
+        spec.write_text(spec.read_text().replace(f'namespace = "{production_ns}"', f'namespace = "{staging_ns}"'))
+        code, report = _doctor(tmp_path, "env-isolation")
+        findings = _checks(report)["env-isolation"]["findings"]
+        assert any(f["status"] == "fail" and f"share namespace {staging_ns}" in f["summary"] for f in findings), report
+        assert code == 2
+        # The same kubeconfig too: validation refuses the spec (spec.namespace_shared), the doctor still reports it.
+        spec.write_text(spec.read_text().replace(str(production_kubeconfig), str(tmp_path / "staging.kubeconfig")))
+        code, report = _doctor(tmp_path, "env-isolation")
+        findings = _checks(report)["env-isolation"]["findings"]
+        assert any(f["status"] == "fail" and f"share namespace {staging_ns}" in f["summary"] for f in findings), report
+        assert code == 2
+    finally:
+        k8s_cluster.delete_namespace(staging_ns, wait=False)
+        k8s_cluster.delete_namespace(production_ns, wait=False)
+
+
+def _start_doctor(root: Path, *checks: str) -> subprocess.Popen[str]:
+    env = {k: v for k, v in os.environ.items() if k not in ("RAILGUARD_HOME", "RAILGUARD_SPEC")}
+    return subprocess.Popen([sys.executable, "-m", "railguard", "doctor", "--env", "staging", "--json",
+                             "--check", ",".join(checks)], cwd=root, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True, env={**env, "TMPDIR": str(root)})
+
+
+@pytest.mark.timeout(300)
+def test_a_failed_rollout_is_a_finding_with_the_pods_reasons_and_an_interrupt_deletes_the_namespace(
+        tmp_path: Path, k8s_cluster: Cluster) -> None:
+    prefix = "docfail"
+    _workspace(tmp_path, k8s_cluster, prefix)
+    scratch = f"{prefix}-staging-doctor-*"
+    assert k8s_cluster.agent is not None
+    # The Deployment's pods (release 1 in scratch) crash-loop; the release Job's pods run normally.
+    k8s_cluster.agent.behave(scratch, {"railguard.dev/release": "1"}, "crashloop")
+    try:
+        code, report = _doctor(tmp_path, "honest-health")
+        check = _checks(report)["honest-health"]
+        assert check["status"] == "fail" and code == 2, check
+        failed = next(f for f in check["findings"] if f["status"] == "fail")
+        assert "did not become Available" in failed["summary"], failed
+        assert "CrashLoopBackOff" in "\n".join(failed["evidence"]), failed
+        assert _live(k8s_cluster, f"{prefix}-staging") == []
+
+        # Interrupted while it waits for a Deployment that never becomes ready: the namespace still goes.
+        k8s_cluster.agent.behave(scratch, {"railguard.dev/release": "1"}, "never-ready")
+        proc = _start_doctor(tmp_path, "honest-health")
+        try:
+            def waiting() -> str | None:
+                for name in _live(k8s_cluster, f"{prefix}-staging"):
+                    if k8s_cluster.get(f"/apis/apps/v1/namespaces/{name}/deployments/web") is not None:
+                        return name
+                return None
+
+            name = wait_until(waiting, 120, "the doctor's scratch Deployment")
+            proc.send_signal(15)
+            out, err = proc.communicate(timeout=120)
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+                proc.communicate()
+        assert proc.returncode == 130, out + err
+        report = json.loads(out)
+        assert report["doctor"]["interrupted"] == "SIGTERM"
+        assert report["doctor"]["teardown"] == [f"deleted scratch namespace {name} on cluster {k8s_cluster.server}"]
+        assert _live(k8s_cluster, f"{prefix}-staging") == []
+    finally:
+        k8s_cluster.agent.clear(scratch)
+        for ns in _scratch_namespaces(k8s_cluster, f"{prefix}-staging"):
+            k8s_cluster.delete_namespace(ns["metadata"]["name"], wait=False)
+
+
+def test_an_unreachable_cluster_skips_the_cluster_checks_with_the_reason(tmp_path: Path) -> None:
+    """No cluster answers: nothing is passed, each cluster check says why it could not run (no cluster needed)."""
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]  # closed once the block ends: nothing listens there
+    kubeconfig = tmp_path / "kubeconfig"
+    kubeconfig.write_text(json.dumps({
+        "apiVersion": "v1", "kind": "Config", "current-context": "gone",
+        "clusters": [{"name": "gone", "cluster": {"server": f"https://127.0.0.1:{port}",
+                                                  "insecure-skip-tls-verify": True}}],
+        "users": [{"name": "u", "user": {"token": "not-a-real-token"}}],
+        "contexts": [{"name": "gone", "context": {"cluster": "gone", "user": "u"}}]}))
+    (tmp_path / "app.py").write_text("print('app')\n")
+    (tmp_path / "migrate.py").write_text("print('migrate')\n")
+    (tmp_path / "railguard.toml").write_text(SPEC.format(prefix="gone", staging=kubeconfig, production=kubeconfig,
+                                                         image=IMAGE))
+    code, report = _doctor(tmp_path, "idempotent-release", "honest-health", "env-isolation")
+    checks = _checks(report)
+    for check in ("idempotent-release", "honest-health"):
+        assert checks[check]["status"] == "skipped", checks[check]
+        first = checks[check]["findings"][0]
+        assert "could not make the scratch namespace" in first["summary"] and "cannot be reached" in first["summary"]
+        assert "create namespaces" in first["remediation"], first
+    isolation = checks["env-isolation"]
+    assert isolation["status"] == "warn" and not any(f["status"] == "pass" for f in isolation["findings"]), isolation
+    assert any("could not be read" in f["summary"] for f in isolation["findings"]), isolation
+    assert code == 0 and report["doctor"]["teardown"] == [], report
