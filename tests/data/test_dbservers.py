@@ -140,6 +140,12 @@ def _each_server_runs_as_its_own_user(home: Path, servers: DatabaseServers) -> N
     assert restarted.records["production"]["main"]["user"] == expected.name
     assert production.sql("SELECT count(*) FROM kept", "main").strip() == "1"
     servers.records, servers.clusters = restarted.records, restarted.clusters
+    # The daemon's tick does the same for a record without its own user (a daemon that adopted before this).
+    servers.records["staging"]["main"].pop("user")
+    assert any("handed to the user" in note for _, note in servers.tick())
+    staging = servers.cluster("staging", "main")
+    assert staging.user is not None and _owner_of_server(staging) == staging.user.pw_uid
+    assert staging.user.pw_name == server_user("notes", "staging", home)
     # A server's user cannot read the other environment's cluster either.
     other = _as(RunAs(staging.user.pw_name, staging.user.pw_uid, staging.user.pw_gid),  # type: ignore[union-attr]
                 "cat", str(production.pgdata / "PG_VERSION"))
