@@ -5,6 +5,7 @@ the cause is gone; the URL a service gets connects. Real Postgres from the embed
 from __future__ import annotations
 
 import os
+import secrets
 import socket
 import stat
 import subprocess
@@ -16,7 +17,7 @@ from typing import Any
 import psutil
 import pytest
 
-from railguard.data.postgres import RUN_AS, Cluster, bin_dir
+from railguard.data.postgres import RUN_AS, Cluster, PostgresError, bin_dir
 from railguard.engine import planner
 from railguard.model.resources import LiveStatus, desired_resources
 from railguard.model.specfile import parse_spec
@@ -24,6 +25,8 @@ from railguard.providers.base import ApplyRequest
 from railguard.providers.local.dbservers import DatabaseServers, password_name, server_user
 from railguard.providers.local.isolation import RunAs, ensure_user, user_name
 from railguard.providers.local.replicas import Failure
+
+from .conftest import free_port
 
 pytestmark = pytest.mark.skipif(bin_dir() is None, reason="the postgres extra is not installed")
 SPEC = """
@@ -76,16 +79,19 @@ def _owner_of_server(cluster: Cluster) -> int:
 
 def _each_server_runs_as_its_own_user(home: Path, servers: DatabaseServers) -> None:
     """Root: staging's and production's servers run as two users of their own (not the environments' app users);
-    their folders are theirs alone (0700), so no app user reads a data file, of its own environment or another."""
+    their data folders are theirs alone (0700) inside a folder of root's (0711), so no app user reads a data file,
+    of its own environment or another, and the server's user can plant nothing where root works."""
     staging, production = servers.cluster("staging", "main"), servers.cluster("production", "main")
     owners = {}
     for env, cluster in (("staging", staging), ("production", production)):
         expected = server_user("notes", env, home)
         assert cluster.user is not None and cluster.user.pw_name == expected, (cluster.user, expected)
         assert _owner_of_server(cluster) == cluster.user.pw_uid  # the running server, not only its files
-        for folder in (cluster.folder, cluster.pgdata):
-            info = folder.stat()
-            assert info.st_uid == cluster.user.pw_uid and stat.S_IMODE(info.st_mode) == 0o700, (folder, info)
+        info = cluster.pgdata.stat()
+        assert info.st_uid == cluster.user.pw_uid and stat.S_IMODE(info.st_mode) == 0o700, info
+        info = cluster.folder.stat()
+        assert info.st_uid == 0 and stat.S_IMODE(info.st_mode) == 0o711, info
+        assert cluster.log.stat().st_uid == 0
         owners[env] = cluster.user.pw_uid
     assert owners["staging"] != owners["production"]
     for env, app in (("staging", ensure_user(user_name("notes", "staging", home))),
@@ -111,13 +117,82 @@ def _each_server_runs_as_its_own_user(home: Path, servers: DatabaseServers) -> N
     _apply(servers, "staging")
     staging = servers.cluster("staging", "main")
     assert staging.user is not None and _owner_of_server(staging) == staging.user.pw_uid != legacy.user.pw_uid
-    assert staging.folder.stat().st_uid == staging.user.pw_uid
+    assert staging.pgdata.stat().st_uid == staging.user.pw_uid and staging.folder.stat().st_uid == 0
     assert staging.sql("SELECT count(*) FROM kept", "main").strip() == "2"
+    legacy.process.wait(30)  # type: ignore[union-attr]  # stopped by the apply; reaped here
+    # The same server found by a restarted daemon (adopted, not applied) is handed over too: adopt() stops the
+    # railguard-pg server and starts it again as the environment's own user, its rows kept.
+    production.sql("CREATE TABLE kept (id int); INSERT INTO kept VALUES (3)", "main")
+    servers._stop(production)
+    servers.records["production"]["main"].pop("user")
+    servers._save()
+    servers.clusters.pop(("production", "main"))
+    legacy = Cluster(production.folder, production.port, production.password)  # railguard-pg
+    legacy.start()
+    assert legacy.user is not None and _owner_of_server(legacy) == legacy.user.pw_uid
+    restarted = DatabaseServers(home, servers.secret_values, servers.store_secret, isolated=True)
+    notes = restarted.adopt()
+    assert any("handed to the user" in note for note in notes), notes
+    legacy.process.wait(30)  # type: ignore[union-attr]
+    production = restarted.cluster("production", "main")
+    expected = ensure_user(server_user("notes", "production", home))
+    assert _owner_of_server(production) == expected.uid != legacy.user.pw_uid
+    assert restarted.records["production"]["main"]["user"] == expected.name
+    assert production.sql("SELECT count(*) FROM kept", "main").strip() == "1"
+    servers.records, servers.clusters = restarted.records, restarted.clusters
+    # The daemon's tick does the same for a record without its own user (a daemon that adopted before this).
+    servers.records["staging"]["main"].pop("user")
+    assert any("handed to the user" in note for _, note in servers.tick())
+    staging = servers.cluster("staging", "main")
+    assert staging.user is not None and _owner_of_server(staging) == staging.user.pw_uid
+    assert staging.user.pw_name == server_user("notes", "staging", home)
     # A server's user cannot read the other environment's cluster either.
     other = _as(RunAs(staging.user.pw_name, staging.user.pw_uid, staging.user.pw_gid),  # type: ignore[union-attr]
                 "cat", str(production.pgdata / "PG_VERSION"))
     assert other.returncode != 0 and "Permission denied" in other.stderr, other
 
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="root: the server runs as a user of its own")
+@pytest.mark.timeout(300)
+def test_a_link_the_server_user_plants_is_never_followed_by_root(reachable_tmp: Path) -> None:
+    """The app's superuser URL runs programs as the server's user. Root's folder takes nothing from it; and in a
+    folder an earlier version left to that user, its links in place of the socket folder and of the log are
+    refused at the next start: the file and folder they point at keep their owner, mode and content."""
+    home = reachable_tmp
+    user = ensure_user(server_user("notes", "links", home))
+    cluster = Cluster(home / "databases" / "links" / "main", free_port(), secrets.token_urlsafe(12), run_as=user.name)
+    victim, victim_dir = home / "victim", home / "victim-dir"
+    victim.write_text("root:secret-hash:1:\nFATAL secret line\n")
+    victim.chmod(0o600)
+    victim_dir.mkdir(mode=0o755)
+    try:
+        cluster.init()
+        cluster.start()
+        assert cluster.folder.stat().st_uid == 0 and cluster.pgdata.stat().st_uid == user.uid
+        planted = _as(user, "ln", "-s", str(victim), str(cluster.folder / "planted"))
+        assert planted.returncode != 0 and "Permission denied" in planted.stderr, planted
+        cluster.stop()
+        os.chown(cluster.folder, user.uid, user.gid)  # an earlier version's layout: the folder was the user's
+        for path, target in ((cluster.socket_dir, victim_dir), (cluster.log, victim)):
+            done = _as(user, "sh", "-c", f"rm -rf '{path}' && ln -s '{target}' '{path}'")
+            assert done.returncode == 0 and path.is_symlink(), done
+        with pytest.raises(PostgresError, match="symbolic link"):
+            cluster.start()
+        assert cluster.pid is None and cluster.folder.stat().st_uid == 0  # nothing started
+        cluster.socket_dir.unlink()
+        with pytest.raises(PostgresError, match="symbolic link"):
+            cluster.start()
+        assert "secret" not in cluster.last_log_line()
+        for target, mode in ((victim, 0o600), (victim_dir, 0o755)):
+            info = target.stat()
+            assert (info.st_uid, stat.S_IMODE(info.st_mode)) == (0, mode), (target, info)
+        assert victim.read_text() == "root:secret-hash:1:\nFATAL secret line\n"
+        cluster.log.unlink()  # the links gone, the server starts again, as its own user
+        cluster.start()
+        assert _owner_of_server(cluster) == user.uid and cluster.log.stat().st_uid == 0
+    finally:
+        cluster.remove()
 
 
 @pytest.mark.timeout(300)
@@ -136,6 +211,7 @@ def test_each_environment_gets_its_own_server_and_a_server_that_cannot_start_say
         assert not list(tmp_path.rglob("*.pw"))  # initdb's password file never stays beside the data
         if os.geteuid() == 0:
             _each_server_runs_as_its_own_user(tmp_path, servers)
+            staging, production = servers.cluster("staging", "main"), servers.cluster("production", "main")
         url = servers.env_for("staging", {"databases": {"main": "DATABASE_URL", "cache": "CACHE_URL"}},
                               tmp_path / "data")
         done = subprocess.run([str(bin_dir() / "psql"), url["DATABASE_URL"], "-Atc", "SELECT current_database()"],  # type: ignore[operator]

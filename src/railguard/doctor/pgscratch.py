@@ -23,6 +23,7 @@ data. Called by the context, :mod:`railguard.doctor.apps` and :mod:`railguard.do
 from __future__ import annotations
 
 import hashlib
+import os
 import secrets
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -75,6 +76,18 @@ def _stop(detail: str, cluster: Cluster | None = None) -> Exception:
                     "folder's free space."))
 
 
+def server_user(ctx: Context) -> str | None:
+    """As root, the scratch server's own OS user: the scratch user's name with ``_pg`` (never the shared
+    ``railguard-pg`` nor an environment's server user, so a scratch run's ``COPY ... TO PROGRAM`` reaches no
+    real cluster's files); None when not root (the server runs as we do)."""
+    if os.geteuid() != 0:
+        return None
+    name = f"{ctx.scratch.user or 'rg-scratch'}_pg"
+    if len(name) > 32:
+        name = f"{name[:20]}-{hashlib.sha256(name.encode()).hexdigest()[:8]}_pg"
+    return name
+
+
 def server(ctx: Context) -> Cluster:
     """The scratch cluster, started at the first call; stopped and deleted with the scratch."""
     state = _state(ctx)
@@ -82,7 +95,7 @@ def server(ctx: Context) -> Cluster:
         return state.cluster
     port, _ = ctx.scratch.port()
     try:
-        cluster = Cluster(ctx.scratch.folder("postgres"), port, secrets.token_urlsafe(18))
+        cluster = Cluster(ctx.scratch.folder("postgres"), port, secrets.token_urlsafe(18), run_as=server_user(ctx))
         ctx.scratch.closers.append(cluster.remove)
         cluster.init()
         cluster.start()

@@ -9,9 +9,11 @@ a value another environment holds). When the runtime isolates (root), each envir
 OS user of their own, ``rg-<app>-<env>_pg`` (:func:`server_user`), never the environment's app user: the app
 reaches its data through SQL only, and no app (nor a superuser's ``COPY ... TO PROGRAM``, which runs as the
 server's user) can read another environment's data files; docs/data.md says why.
-``databases.json`` records what was applied (engine, port, fingerprint, user)
+``databases.json`` records what was applied (engine, port, fingerprint, app, user)
 so a restarted daemon adopts a server still running or starts it again; the daemon's tick restarts a server
-that died. Services that use a database get its URL (:meth:`DatabaseServers.env_for`). Owned by
+that died. Adoption and the tick also hand a server still run by another user (an earlier version's shared
+``railguard-pg``) to its environment's own, as an apply does (:meth:`DatabaseServers._migrate`).
+Services that use a database get its URL (:meth:`DatabaseServers.env_for`). Owned by
 :class:`railguard.providers.local.provider.LocalProvider`.
 """
 
@@ -146,7 +148,8 @@ class DatabaseServers:
             desired = request.desired
             assert desired is not None, "a database create carries its resource"
             record = self.records.setdefault(env, {}).get(name) or {"port": _free_port()}
-            record.update(engine=desired.config["engine"], fingerprint=desired.fingerprint, config=desired.config)
+            record.update(engine=desired.config["engine"], fingerprint=desired.fingerprint, config=desired.config,
+                          app=request.app)
             self.records[env][name] = record
             if desired.config["engine"] == "postgres":
                 with step("start-database") as detail:
@@ -162,18 +165,32 @@ class DatabaseServers:
             self._save()
         return self._observed(env, name)
 
-    def _set_user(self, env: str, name: str, record: dict[str, Any], app: str | None) -> None:
+    def _set_user(self, env: str, name: str, record: dict[str, Any], app: str | None) -> bool:
         """Record the server's OS user; a server still run by another one (an earlier version's shared
-        ``railguard-pg``) is stopped here and started again as its own (its folder handed over)."""
+        ``railguard-pg``) is stopped here and started again as its own (its folder handed over). True: changed."""
         wanted = server_user(app, env, self.home) if self.isolated else None
         if record.get("user") == wanted:
-            return
+            return False
         old = self.clusters.pop((env, name), None)
         if old is None and (self.folder(env, name) / "pgdata").exists():
             old = Cluster(self.folder(env, name), int(record["port"]), "", run_as=record.get("user"))
         if old is not None:
             self._stop(old)
         record["user"] = wanted
+        return True
+
+    def _migrate(self, env: str, name: str) -> bool:
+        """Adoption and the tick: a server recorded without a user of its own (an earlier version's, run as the
+        shared ``railguard-pg``) is stopped and handed to its environment's user, as the next apply would do;
+        the caller starts it again. A record without its app (written before apps were recorded) keeps the user
+        it has, or gets the per-state-folder name :func:`server_user` gives without an app."""
+        record = self.records[env][name]
+        if "app" not in record and record.get("user") is not None and self.isolated:
+            return False
+        if not self._set_user(env, name, record, record.get("app")):
+            return False
+        self._save()
+        return True
 
     def _start(self, env: str, name: str, cluster: Cluster) -> None:
         if self._pid(cluster) is not None and cluster.healthy():
@@ -252,6 +269,10 @@ class DatabaseServers:
         shutil.rmtree(self.home / "scratch" / "rehearsal", ignore_errors=True)
         for env, name in self._postgres():
             try:
+                with self.lock:
+                    if self._migrate(env, name):
+                        notes.append(f"{database_address(env, name)}: handed to the user "
+                                     f"{self.records[env][name]['user']}")
                 cluster = self.cluster(env, name)
                 if self._pid(cluster) is not None and cluster.healthy():
                     notes.append(f"{database_address(env, name)}: adopted postgres pid {self._pid(cluster)}")
@@ -268,8 +289,14 @@ class DatabaseServers:
         for env, name in self._postgres():
             with self.lock:
                 try:
+                    moved = self._migrate(env, name)
                     cluster = self.cluster(env, name)
                     if self._pid(cluster) is not None:
+                        continue
+                    if moved:
+                        self._start(env, name, cluster)
+                        found.append((env, f"{database_address(env, name)}: handed to the user "
+                                      f"{self.records[env][name]['user']} (pid {self._pid(cluster)})"))
                         continue
                     self._start(env, name, cluster)
                     found.append((env, f"{database_address(env, name)}: the server had stopped and was "
