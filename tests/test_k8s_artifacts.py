@@ -10,6 +10,7 @@ import hashlib
 import io
 import json
 import os
+import shutil
 import socket
 import subprocess
 import sys
@@ -18,6 +19,7 @@ import tempfile
 import time
 from pathlib import Path
 from types import SimpleNamespace
+from typing import Any
 
 import httpx
 import pytest
@@ -287,3 +289,61 @@ def test_fetch_tokens_are_derived_never_stored(tmp_path: Path) -> None:
     rotated = artifacts.rotate_token(home, "staging")
     assert rotated != token and artifacts.bundle_store(home).env_of(token) is None
     assert artifacts.bundle_store(home).env_of(rotated) == "staging"
+
+
+@pytest.mark.parametrize("line", ["-r {secret}", "--requirement={secret}", "-c {secret}", "-e /srv", "idna\n-r{secret}",
+                                  "--index-url http://10.0.0.1/simple", "--extra-index-url=http://x/simple",
+                                  "-f /root", "--find-links /root", "--trusted-host evil", "pkg @ file://{secret}",
+                                  "file:///etc/passwd", "../outside.whl", "{secret}", "pkg @ file:{secret}"])
+def test_requirements_reaching_outside_the_snapshot_are_refused_before_uv_runs(workspace: Path, tmp_path: Path,
+                                                                               line: str) -> None:
+    secret = tmp_path / "signing.key"
+    secret.write_text("TOP-SECRET-LINE\n")
+    os.chmod(secret, 0o600)
+    (workspace / "requirements.txt").write_text(line.format(secret=secret) + "\n")
+    home = workspace / ".railguard"
+    snap, _ = capture(SnapshotStore.of(home), workspace)
+    with pytest.raises(Exception) as refused:
+        artifacts.prepare(home, "staging", "web", snap.digest, "python:3.12-slim")
+    found = refused.value.diagnostics[0]  # type: ignore[attr-defined]
+    assert found.code == "artifact.deps_failed" and "refused" in found.summary
+    assert "TOP-SECRET" not in found.summary + found.detail
+    assert not (home / "bundles" / "deps").exists() or not list((home / "bundles" / "deps").iterdir())
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="the build user exists only when the daemon is root")
+def test_pod_dependencies_install_as_the_build_user_never_as_root(workspace: Path) -> None:
+    from railguard.providers.registry import _kubernetes_build_as
+
+    (workspace / "requirements.txt").write_text("idna==3.20\n")
+    # A state folder other users can traverse (pytest's tmp_path is 0700), as an isolating daemon's is.
+    home = Path(tempfile.mkdtemp(prefix="rg-k8s-build-", dir="/tmp"))
+    os.chmod(home, 0o711)
+    try:
+        _build_as_the_build_user(home, workspace, _kubernetes_build_as(home, "web"))
+    finally:
+        shutil.rmtree(home, ignore_errors=True)
+
+
+def _build_as_the_build_user(home: Path, workspace: Path, build_as: Any) -> None:
+    snap, _ = capture(SnapshotStore.of(home), workspace)
+    if build_as is None:
+        pytest.skip("this machine's runtime does not isolate (no build user)")
+    seen: list[tuple[int, str]] = []
+
+    def spy(trees: list[Path]):  # type: ignore[no-untyped-def]
+        from contextlib import contextmanager
+
+        @contextmanager
+        def wrapped():  # type: ignore[no-untyped-def]
+            with build_as(trees) as (popen, env):
+                seen.append((popen.get("user", 0), env.get("HOME", "")))
+                yield popen, env
+        return wrapped()
+
+    bundle = artifacts.prepare(home, "staging", "web", snap.digest, "python:3.12-slim", index_env=uv_environment(),
+                               build_as=spy)
+    assert bundle.path.is_file()
+    assert seen and seen[0][0] != 0 and seen[0][1] and seen[0][1] != os.path.expanduser("~")
+    deps = next((home / "bundles" / "deps").iterdir())
+    assert all(p.lstat().st_uid == 0 for p in deps.rglob("*"))  # taken back from the build user
