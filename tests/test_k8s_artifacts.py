@@ -10,12 +10,14 @@ import hashlib
 import io
 import json
 import os
+import select
 import shutil
 import socket
 import subprocess
 import sys
 import tarfile
 import tempfile
+import threading
 import time
 from pathlib import Path
 from types import SimpleNamespace
@@ -347,3 +349,51 @@ def _build_as_the_build_user(home: Path, workspace: Path, build_as: Any) -> None
     assert seen and seen[0][0] != 0 and seen[0][1] and seen[0][1] != os.path.expanduser("~")
     deps = next((home / "bundles" / "deps").iterdir())
     assert all(p.lstat().st_uid == 0 for p in deps.rglob("*"))  # taken back from the build user
+
+
+def test_slow_connections_beyond_the_cap_are_refused_and_cannot_starve_a_fetch(workspace: Path) -> None:
+    from railguard.daemon.artifact_server import ArtifactServer
+
+    home = workspace / ".railguard"
+    snap, _ = capture(SnapshotStore.of(home), workspace)
+    bundle = artifacts.prepare(home, "staging", "web", snap.digest, HERE_PYTHON)
+    token = artifacts.environment_token(home, "staging")
+
+    class Small(ArtifactServer):
+        max_connections = 3
+        head_timeout = 2.0
+
+    server = Small(("127.0.0.1", 0), home)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    slow: list[socket.socket] = []
+    try:
+        url = artifacts.artifact_url(f"http://127.0.0.1:{server.server_address[1]}", bundle.digest)
+        for _ in range(10):  # more slow clients than the cap: each connects and sends nothing
+            slow.append(socket.create_connection(server.server_address[:2], timeout=10))
+        answers: dict[socket.socket, bytes] = {}
+        for _ in range(600):  # bounded: each is answered 503 at once, or closed at its head timeout
+            ready, _w, _x = select.select([s for s in slow if s not in answers], [], [], 0.1)
+            for sock in ready:
+                answers[sock] = sock.recv(64)
+            if len(answers) == len(slow):
+                break
+        assert len(answers) == len(slow)
+        busy = sum(a.startswith(b"HTTP/1.1 503") for a in answers.values())
+        dropped = sum(a == b"" for a in answers.values())
+        assert busy + dropped == len(slow) and busy >= 1 and dropped >= Small.max_connections
+        # The slow ones holding a slot lose it at the head timeout: a normal fetch gets through while all stay open.
+        got = None
+        for _ in range(200):
+            got = httpx.get(url, headers={"Authorization": f"Bearer {token}"}, timeout=10)
+            if got.status_code != 503:
+                break
+            time.sleep(0.05)
+        assert got is not None and got.status_code == 200
+        assert hashlib.sha256(got.content).hexdigest() == bundle.digest.removeprefix("sha256:")
+    finally:
+        for sock in slow:
+            sock.close()
+        server.shutdown()
+        server.server_close()
+        thread.join(timeout=10)
