@@ -397,3 +397,29 @@ def test_slow_connections_beyond_the_cap_are_refused_and_cannot_starve_a_fetch(w
         server.shutdown()
         server.server_close()
         thread.join(timeout=10)
+
+
+def test_bundles_go_when_neither_a_kept_release_nor_a_stored_snapshot_names_their_source(workspace: Path) -> None:
+    from railguard.model.api import KeptRelease
+    from railguard.model.resources import Resource
+    from railguard.providers.kubernetes.provider import KubernetesProvider
+
+    home = workspace / ".railguard"
+    snapshots = SnapshotStore.of(home)
+    old, _ = capture(snapshots, workspace)
+    first = artifacts.prepare(home, "staging", "web", old.digest, HERE_PYTHON)
+    (workspace / "app.py").write_text("print('v2')\n")
+    new, _ = capture(snapshots, workspace)
+    second = artifacts.prepare(home, "staging", "web", new.digest, HERE_PYTHON)
+    provider = KubernetesProvider(home, None, targets=lambda env: None)
+    release = KeptRelease(env="staging", number=2, desired=[Resource(
+        address="staging/service.web", kind="service", name="web", env="staging", fingerprint="f",
+        config={"source": new.digest})])
+    assert provider.prune_artifacts([release]) == []  # both snapshots still stored: nothing goes yet
+    assert snapshots.prune({new.digest}) == [old.digest]  # retention drops the old snapshot ...
+    assert provider.prune_artifacts([release], dry_run=True) == [first.digest]
+    assert first.path.is_file()  # a dry run removes nothing
+    assert provider.prune_artifacts([release]) == [first.digest]  # ... and the next pass its bundle
+    store = artifacts.bundle_store(home)
+    assert not first.path.exists() and not store.allowed("staging", first.digest)
+    assert second.path.is_file() and store.allowed("staging", second.digest)

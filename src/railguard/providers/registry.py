@@ -191,7 +191,11 @@ class Router:
             self._kubernetes.shutdown(request)
 
     def prune_artifacts(self, kept: list[KeptRelease], dry_run: bool = False) -> list[str]:
-        return self.local.prune_artifacts(kept, dry_run)
+        # Bundles live in the state folder whether or not a cluster environment is configured now.
+        bundles = (self.kubernetes.prune_artifacts(kept, dry_run)
+                   if self.book.any() or self._kubernetes is not None or (self.home / "bundles" / "blobs").is_dir()
+                   else [])
+        return self.local.prune_artifacts(kept, dry_run) + bundles
 
 
 def _artifact_mount(home: Path) -> Callable[[ApplyRequest, Target], ArtifactMount | None]:

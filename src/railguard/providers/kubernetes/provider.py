@@ -404,7 +404,15 @@ class KubernetesProvider:
             self._clusters.clear()
 
     def prune_artifacts(self, kept: list[KeptRelease], dry_run: bool = False) -> list[str]:
-        return []  # artifacts of Kubernetes releases are bundles in the artifact store, not kept here
+        """Remove the bundles (and every environment's leave to fetch them) whose source no kept release names and
+        whose source snapshot is no longer stored (snapshots are kept for plans and kept releases: a bundle goes on
+        the pass after its snapshot)."""
+        from railguard.providers.kubernetes import artifacts
+        from railguard.sources.store import SnapshotStore
+
+        sources = {str(r.config["source"]) for release in kept for r in release.desired if r.config.get("source")}
+        sources |= set(SnapshotStore.of(self.home).digests())
+        return artifacts.bundle_store(self.home).prune(sources, dry_run)
 
     def start_command(self, request: CommandRequest, stdio: tuple[int, int, int] | None) -> CommandProcess:
         raise RailguardError(error(
