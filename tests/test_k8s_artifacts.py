@@ -10,14 +10,18 @@ import hashlib
 import io
 import json
 import os
+import select
+import shutil
 import socket
 import subprocess
 import sys
 import tarfile
 import tempfile
+import threading
 import time
 from pathlib import Path
 from types import SimpleNamespace
+from typing import Any
 
 import httpx
 import pytest
@@ -287,3 +291,135 @@ def test_fetch_tokens_are_derived_never_stored(tmp_path: Path) -> None:
     rotated = artifacts.rotate_token(home, "staging")
     assert rotated != token and artifacts.bundle_store(home).env_of(token) is None
     assert artifacts.bundle_store(home).env_of(rotated) == "staging"
+
+
+@pytest.mark.parametrize("line", ["-r {secret}", "--requirement={secret}", "-c {secret}", "-e /srv", "idna\n-r{secret}",
+                                  "--index-url http://10.0.0.1/simple", "--extra-index-url=http://x/simple",
+                                  "-f /root", "--find-links /root", "--trusted-host evil", "pkg @ file://{secret}",
+                                  "file:///etc/passwd", "../outside.whl", "{secret}", "pkg @ file:{secret}"])
+def test_requirements_reaching_outside_the_snapshot_are_refused_before_uv_runs(workspace: Path, tmp_path: Path,
+                                                                               line: str) -> None:
+    secret = tmp_path / "signing.key"
+    secret.write_text("TOP-SECRET-LINE\n")
+    os.chmod(secret, 0o600)
+    (workspace / "requirements.txt").write_text(line.format(secret=secret) + "\n")
+    home = workspace / ".railguard"
+    snap, _ = capture(SnapshotStore.of(home), workspace)
+    with pytest.raises(Exception) as refused:
+        artifacts.prepare(home, "staging", "web", snap.digest, "python:3.12-slim")
+    found = refused.value.diagnostics[0]  # type: ignore[attr-defined]
+    assert found.code == "artifact.deps_failed" and "refused" in found.summary
+    assert "TOP-SECRET" not in found.summary + found.detail
+    assert not (home / "bundles" / "deps").exists() or not list((home / "bundles" / "deps").iterdir())
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="the build user exists only when the daemon is root")
+def test_pod_dependencies_install_as_the_build_user_never_as_root(workspace: Path) -> None:
+    from railguard.providers.registry import _kubernetes_build_as
+
+    (workspace / "requirements.txt").write_text("idna==3.20\n")
+    # A state folder other users can traverse (pytest's tmp_path is 0700), as an isolating daemon's is.
+    home = Path(tempfile.mkdtemp(prefix="rg-k8s-build-", dir="/tmp"))
+    os.chmod(home, 0o711)
+    try:
+        _build_as_the_build_user(home, workspace, _kubernetes_build_as(home, "web"))
+    finally:
+        shutil.rmtree(home, ignore_errors=True)
+
+
+def _build_as_the_build_user(home: Path, workspace: Path, build_as: Any) -> None:
+    snap, _ = capture(SnapshotStore.of(home), workspace)
+    if build_as is None:
+        pytest.skip("this machine's runtime does not isolate (no build user)")
+    seen: list[tuple[int, str]] = []
+
+    def spy(trees: list[Path]):  # type: ignore[no-untyped-def]
+        from contextlib import contextmanager
+
+        @contextmanager
+        def wrapped():  # type: ignore[no-untyped-def]
+            with build_as(trees) as (popen, env):
+                seen.append((popen.get("user", 0), env.get("HOME", "")))
+                yield popen, env
+        return wrapped()
+
+    bundle = artifacts.prepare(home, "staging", "web", snap.digest, "python:3.12-slim", index_env=uv_environment(),
+                               build_as=spy)
+    assert bundle.path.is_file()
+    assert seen and seen[0][0] != 0 and seen[0][1] and seen[0][1] != os.path.expanduser("~")
+    deps = next((home / "bundles" / "deps").iterdir())
+    assert all(p.lstat().st_uid == 0 for p in deps.rglob("*"))  # taken back from the build user
+
+
+def test_slow_connections_beyond_the_cap_are_refused_and_cannot_starve_a_fetch(workspace: Path) -> None:
+    from railguard.daemon.artifact_server import ArtifactServer
+
+    home = workspace / ".railguard"
+    snap, _ = capture(SnapshotStore.of(home), workspace)
+    bundle = artifacts.prepare(home, "staging", "web", snap.digest, HERE_PYTHON)
+    token = artifacts.environment_token(home, "staging")
+
+    class Small(ArtifactServer):
+        max_connections = 3
+        head_timeout = 2.0
+
+    server = Small(("127.0.0.1", 0), home)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    slow: list[socket.socket] = []
+    try:
+        url = artifacts.artifact_url(f"http://127.0.0.1:{server.server_address[1]}", bundle.digest)
+        for _ in range(10):  # more slow clients than the cap: each connects and sends nothing
+            slow.append(socket.create_connection(server.server_address[:2], timeout=10))
+        answers: dict[socket.socket, bytes] = {}
+        for _ in range(600):  # bounded: each is answered 503 at once, or closed at its head timeout
+            ready, _w, _x = select.select([s for s in slow if s not in answers], [], [], 0.1)
+            for sock in ready:
+                answers[sock] = sock.recv(64)
+            if len(answers) == len(slow):
+                break
+        assert len(answers) == len(slow)
+        busy = sum(a.startswith(b"HTTP/1.1 503") for a in answers.values())
+        dropped = sum(a == b"" for a in answers.values())
+        assert busy + dropped == len(slow) and busy >= 1 and dropped >= Small.max_connections
+        # The slow ones holding a slot lose it at the head timeout: a normal fetch gets through while all stay open.
+        got = None
+        for _ in range(200):
+            got = httpx.get(url, headers={"Authorization": f"Bearer {token}"}, timeout=10)
+            if got.status_code != 503:
+                break
+            time.sleep(0.05)
+        assert got is not None and got.status_code == 200
+        assert hashlib.sha256(got.content).hexdigest() == bundle.digest.removeprefix("sha256:")
+    finally:
+        for sock in slow:
+            sock.close()
+        server.shutdown()
+        server.server_close()
+        thread.join(timeout=10)
+
+
+def test_bundles_go_when_neither_a_kept_release_nor_a_stored_snapshot_names_their_source(workspace: Path) -> None:
+    from railguard.model.api import KeptRelease
+    from railguard.model.resources import Resource
+    from railguard.providers.kubernetes.provider import KubernetesProvider
+
+    home = workspace / ".railguard"
+    snapshots = SnapshotStore.of(home)
+    old, _ = capture(snapshots, workspace)
+    first = artifacts.prepare(home, "staging", "web", old.digest, HERE_PYTHON)
+    (workspace / "app.py").write_text("print('v2')\n")
+    new, _ = capture(snapshots, workspace)
+    second = artifacts.prepare(home, "staging", "web", new.digest, HERE_PYTHON)
+    provider = KubernetesProvider(home, None, targets=lambda env: None)
+    release = KeptRelease(env="staging", number=2, desired=[Resource(
+        address="staging/service.web", kind="service", name="web", env="staging", fingerprint="f",
+        config={"source": new.digest})])
+    assert provider.prune_artifacts([release]) == []  # both snapshots still stored: nothing goes yet
+    assert snapshots.prune({new.digest}) == [old.digest]  # retention drops the old snapshot ...
+    assert provider.prune_artifacts([release], dry_run=True) == [first.digest]
+    assert first.path.is_file()  # a dry run removes nothing
+    assert provider.prune_artifacts([release]) == [first.digest]  # ... and the next pass its bundle
+    store = artifacts.bundle_store(home)
+    assert not first.path.exists() and not store.allowed("staging", first.digest)
+    assert second.path.is_file() and store.allowed("staging", second.digest)

@@ -283,6 +283,23 @@ def test_drift_by_another_field_manager_is_planned_back(rig: Rig) -> None:
     assert pod["containers"][0]["image"] == IMAGE and rig.plan(desired) == []
 
 
+def test_a_junk_config_annotation_is_drift_with_a_diagnostic_never_a_traceback(rig: Rig) -> None:
+    desired = rig.desired()
+    assert all(a.ok for a in rig.apply(desired))
+    rig.cluster.apply({"apiVersion": "apps/v1", "kind": "Deployment",
+                       "metadata": {"name": "web", "namespace": rig.namespace,
+                                    "annotations": {"railguard.dev/config": "{not json"}}}, manager="kubectl-edit")
+    found = rig.provider.observe(ObserveRequest(env=rig.env, desired=desired))
+    live = {r.address: r for r in found.resources}["staging/service.web"]
+    assert "annotation not readable" in json.dumps(live.config["drift"])
+    assert [d.code for d in found.diagnostics if d.code == "cluster.annotation_unreadable"] == [
+        "cluster.annotation_unreadable"]
+    changes = rig.plan(desired)  # planned back: the next apply writes the annotation again
+    assert [c.address for c in changes] == ["staging/service.web"]
+    assert all(a.ok for a in rig.apply(desired, changes))
+    assert rig.plan(desired) == []
+
+
 def test_a_service_no_longer_in_the_spec_is_deleted(rig: Rig) -> None:
     assert all(a.ok for a in rig.apply(rig.desired()))
     edge_only = [r for r in rig.desired() if r.kind != "service"]

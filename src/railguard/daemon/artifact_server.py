@@ -8,7 +8,11 @@ environment's read-only fetch token (never a daemon token: those are not even lo
 a digest that environment's releases named. A missing token is 401, a wrong one 403, a digest not
 listed for that environment 404 (the same answer whether it exists for another environment or not),
 a stored bundle whose bytes changed 500 (never served). Errors are the API's JSON envelope of
-diagnostics. Started by :class:`railguard.daemon.service.Daemon` at boot.
+diagnostics. Pods reach it, and pods run hostile code: at most ``max_connections`` connections are served
+at once (one more is answered 503 and closed at once, never queued on a thread), and a request head must
+arrive within ``head_timeout`` seconds, so slow clients cannot hold the listener's threads. It speaks plain
+HTTP (the token travels in clear): on-cluster or private networks only (docs/kubernetes.md).
+Started by :class:`railguard.daemon.service.Daemon` at boot.
 """
 
 from __future__ import annotations
@@ -33,16 +37,46 @@ _CHUNK = 1 << 20
 
 class ArtifactServer(ThreadingHTTPServer):
     daemon_threads = True
+    max_connections = 64
+    head_timeout = 5.0  # seconds for a request head; a whole bundle gets body_timeout per write
+    body_timeout = 30.0
+    _BUSY = (b"HTTP/1.1 503 Service Unavailable\r\nContent-Type: application/json\r\nConnection: close\r\n"
+             b"Retry-After: 1\r\nContent-Length: 0\r\n\r\n")
 
     def __init__(self, address: tuple[str, int], home: Path) -> None:
         self.store = BundleStore.of(home, signer=functools.partial(sign, home, TOKEN_PURPOSE))
+        self._slots = threading.BoundedSemaphore(self.max_connections)
         super().__init__(address, _Handler)
+
+    def process_request(self, request: Any, client_address: Any) -> None:
+        if not self._slots.acquire(blocking=False):  # full: answer at once on the accepting thread, never queue
+            try:
+                request.settimeout(0.5)
+                request.sendall(self._BUSY)
+            except OSError:
+                pass
+            self.shutdown_request(request)
+            return
+        try:
+            super().process_request(request, client_address)
+        except BaseException:
+            self._slots.release()
+            raise
+
+    def process_request_thread(self, request: Any, client_address: Any) -> None:
+        try:
+            super().process_request_thread(request, client_address)
+        finally:
+            self._slots.release()
 
 
 class _Handler(BaseHTTPRequestHandler):
     server: ArtifactServer
     protocol_version = "HTTP/1.1"
-    timeout = 30.0
+
+    def setup(self) -> None:
+        super().setup()
+        self.connection.settimeout(self.server.head_timeout)
 
     def log_message(self, format: str, *args: Any) -> None:
         log.debug(format, *args)
@@ -65,6 +99,13 @@ class _Handler(BaseHTTPRequestHandler):
             self.wfile.write(data)
 
     def _answer(self, send_body: bool) -> None:
+        self.connection.settimeout(self.server.body_timeout)
+        try:
+            self._serve(send_body)
+        finally:  # the next request head on this connection gets the short timeout again
+            self.connection.settimeout(self.server.head_timeout)
+
+    def _serve(self, send_body: bool) -> None:
         status, diag, path = resolve(self.server.store, self.path, self.headers.get("Authorization"))
         if path is None:
             assert diag is not None

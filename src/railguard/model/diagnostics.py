@@ -211,6 +211,8 @@ CODES: dict[str, str] = {
     "cluster.server_diff": "Info in a plan: the fields a server-side dry-run says the apply would change on a "
                            "live object.",
     "cluster.api_error": "The API server answered an error Railguard has no better code for.",
+    "cluster.annotation_unreadable": "Warning on observe: an object's Railguard config annotation is not readable "
+                                     "JSON (edited on the cluster); reported as drift, put back by the next apply.",
     # catch-all for bugs: never for user mistakes
     "internal.error": "An unexpected internal error.",
 }

@@ -18,7 +18,8 @@ from __future__ import annotations
 import json
 import os
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -190,7 +191,11 @@ class Router:
             self._kubernetes.shutdown(request)
 
     def prune_artifacts(self, kept: list[KeptRelease], dry_run: bool = False) -> list[str]:
-        return self.local.prune_artifacts(kept, dry_run)
+        # Bundles live in the state folder whether or not a cluster environment is configured now.
+        bundles = (self.kubernetes.prune_artifacts(kept, dry_run)
+                   if self.book.any() or self._kubernetes is not None or (self.home / "bundles" / "blobs").is_dir()
+                   else [])
+        return self.local.prune_artifacts(kept, dry_run) + bundles
 
 
 def _artifact_mount(home: Path) -> Callable[[ApplyRequest, Target], ArtifactMount | None]:
@@ -206,10 +211,36 @@ def _artifact_mount(home: Path) -> Callable[[ApplyRequest, Target], ArtifactMoun
             return None
         store = artifacts.store_url_or_refuse(request.env, target.artifact_store, desired.name)
         bundle = artifacts.prepare(home, request.env, desired.name, str(desired.config.get("source")),
-                                   target.base_image, desired.config.get("build"), index_env=uv_environment())
+                                   target.base_image, desired.config.get("build"), index_env=uv_environment(),
+                                   build_as=_kubernetes_build_as(home, request.app))
         return ArtifactMount(**artifacts.pod_parts(desired.name, bundle.digest, store, target.base_image))
 
     return mount
+
+
+def _kubernetes_build_as(home: Path, app: str | None) -> Callable[[list[Path]], Any] | None:
+    """A pod's dependency install runs uv on the app's requirements: as the app's build user (the local runtime's,
+    with a fresh home and cache) when the daemon isolates, never as root; None: the daemon is not root."""
+    from railguard.providers.local import buildas
+    from railguard.providers.local.isolation import detect
+
+    level = detect(home)
+    # A pod's install needs no virtualenv of the daemon's Python (uv installs into a folder for the image's): only
+    # that reason for not isolating is moot here.
+    if not level.isolated and (os.geteuid() != 0 or "virtualenvs" not in level.reason):
+        return None
+    lock_dir = home / "artifacts"
+
+    @contextmanager
+    def build_as(trees: list[Path]) -> Iterator[tuple[dict[str, Any], dict[str, str]]]:
+        with buildas.session(lock_dir, buildas.build_user(app, home)) as builder:
+            for tree in trees:
+                buildas.hand_over(tree)
+            yield buildas.popen_user(), (builder.env() if builder is not None else {})
+            for tree in trees:
+                buildas.reclaim(tree)
+
+    return build_as
 
 
 def open_provider(home: Path, secrets: SecretSource | None = None,

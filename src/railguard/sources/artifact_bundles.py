@@ -207,6 +207,34 @@ class BundleStore:
             (self.root / "envs" / env / digest.removeprefix("sha256:")).unlink(missing_ok=True)
         return dropped
 
+    def source_of(self, hex_digest: str) -> str | None:
+        """The source digest a stored bundle was made from (its manifest, the first member); None: unreadable."""
+        try:
+            with tarfile.open(self.path(hex_digest), mode="r:gz") as tar:
+                first = tar.next()
+                handle = tar.extractfile(first) if first is not None and first.name == MANIFEST else None
+                source = json.loads(handle.read(1 << 16)) if handle is not None else None
+        except (OSError, tarfile.TarError, ValueError, EOFError):
+            return None
+        return str(source["source"]) if isinstance(source, dict) and source.get("source") else None
+
+    def prune(self, keep_sources: Iterable[str], dry_run: bool = False) -> list[str]:
+        """Remove every bundle made from a source no kept release names, and every environment's leave to fetch
+        it (retention; the caller holds the state lock, so no apply makes a bundle meanwhile). Returns what went.
+        """
+        wanted = set(keep_sources)
+        blobs = self.root / "blobs"
+        gone = sorted("sha256:" + p.name.removesuffix(".tar.gz") for p in blobs.glob("*.tar.gz")
+                      if self.source_of(p.name.removesuffix(".tar.gz")) not in wanted) if blobs.is_dir() else []
+        if dry_run:
+            return gone
+        for digest in gone:
+            hexd = digest.removeprefix("sha256:")
+            self.path(hexd).unlink(missing_ok=True)
+            for env in (self.root / "envs").glob("*"):
+                (env / hexd).unlink(missing_ok=True)
+        return gone
+
     # -- tokens ----------------------------------------------------------------------------------
     def token(self, env: str) -> str:
         """``env``'s fetch token (the provider puts it in the namespace's Secret); derived, never stored."""

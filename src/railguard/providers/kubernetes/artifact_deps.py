@@ -16,12 +16,27 @@ import os
 import re
 import subprocess
 import tomllib
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
+from contextlib import AbstractContextManager, nullcontext
 from pathlib import Path
+from typing import Any
 
 import uv
 
 from railguard.model.diagnostics import RailguardError, error
+
+# Runs uv as someone other than the daemon: given the trees it reads and writes, yields the ``subprocess``
+# arguments and environment overrides for the build user, and takes the trees back when the block ends. The
+# composition root (providers/registry.py) passes the local runtime's build user here; None: as the daemon.
+BuildAs = Callable[[list[Path]], AbstractContextManager[tuple[dict[str, Any], dict[str, str]]]]
+
+# Options that make uv read another file, an editable tree or another index: an app's requirements could
+# point them at the daemon's files (its key, /etc/shadow), whose lines uv would echo into the diagnostic.
+_FORBIDDEN_OPTION = re.compile(
+    r"(?:^|\s)(?:-[rcefi](?:\S|\s|$)|--(?:requirement|constraint|editable|index-url|extra-index-url|find-links|"
+    r"trusted-host|no-index)\b)")
+_URL_CREDENTIALS = re.compile(r"(://)[^/@\s]+@")
+_ABSOLUTE = re.compile(r"(?<![\w.:/])/(?:[\w.@+-]+/?)+")
 
 PLATFORM = "x86_64-manylinux_2_28"  # the official python:*-slim images are Debian (glibc) on amd64
 _SHEBANG = re.compile(rb"^#![^\n]*python[0-9.]*[^\n]*\n")
@@ -43,6 +58,64 @@ def wanted(src: Path) -> list[str]:
     return args
 
 
+def check_requirements(src: Path, service: str) -> None:
+    """Refuse, before uv runs, requirements that reach outside the snapshot (another file, index or path)."""
+    lines: list[str] = []
+    for name in ("requirements.txt", "pyproject.toml"):
+        path = src / name
+        if path.is_symlink() or (path.exists() and not path.resolve().is_relative_to(src.resolve())):
+            _refuse_line(service, name, f"{name} is a symbolic link")
+    req = src / "requirements.txt"
+    if req.is_file():
+        text = req.read_text(encoding="utf-8", errors="replace").replace("\\\n", " ")
+        lines += [line.split(" #")[0].strip() for line in text.splitlines()]
+    pyproject = src / "pyproject.toml"
+    if pyproject.is_file():
+        try:
+            project = tomllib.loads(pyproject.read_text(encoding="utf-8")).get("project")
+        except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError):
+            project = None
+        deps = project.get("dependencies") if isinstance(project, dict) else None
+        lines += [str(d).strip() for d in deps] if isinstance(deps, list) else []
+    for line in lines:
+        if not line or line.startswith("#"):
+            continue
+        if _FORBIDDEN_OPTION.search(line) or "${" in line:
+            _refuse_line(service, line, "it names another requirements/constraints file, an editable tree, "
+                         "another package index or an environment variable")
+        for candidate in _paths_in(line):
+            target = (src / candidate).resolve() if not candidate.startswith("/") else Path(candidate).resolve()
+            if not target.is_relative_to(src.resolve()):
+                _refuse_line(service, line, "it names a path outside the app's source")
+
+
+def _paths_in(line: str) -> list[str]:
+    """The local paths a requirement line names: ``file:`` URLs, ``./x``, ``../x``, ``/x``, ``~/x``."""
+    found: list[str] = []
+    for token in re.split(r"[\s;]+", line):
+        token = token.strip("'\"")
+        if token.lower().startswith("file:"):
+            rest = token[5:]
+            found.append("/" + rest.lstrip("/") if rest.startswith("//") or rest.startswith("/") else rest)
+        elif token.startswith(("/", "./", "../", "~", "..")) or "/../" in token:
+            found.append(token.replace("~", "/root", 1) if token.startswith("~") else token)
+    return found
+
+
+def _refuse_line(service: str, line: str, why: str) -> None:
+    raise RailguardError(error(
+        "artifact.deps_failed", f"A dependency line of service '{service}' is refused",
+        f"`{line[:200]}`: {why}. A pod's dependencies come from the package index the daemon uses, by name.",
+        "Name packages by name and version (or by an https URL); put local wheels inside the app's folder and "
+        "name them by a relative path.", address=f"services.{service}"))
+
+
+def _quiet(text: str, src: Path) -> str:
+    """uv's message without credentials in URLs or paths outside the snapshot (they are the daemon's)."""
+    text = _URL_CREDENTIALS.sub(r"\1***@", text)
+    return _ABSOLUTE.sub(lambda m: m.group(0) if m.group(0).startswith(str(src)) else "<path>", text)
+
+
 def refuse_build(service: str, build: list[str] | None) -> None:
     """A build that is not a plain pip install cannot run for a pod: say what to do instead."""
     if not build:
@@ -58,15 +131,18 @@ def refuse_build(service: str, build: list[str] | None) -> None:
         "to requirements.txt / pyproject dependencies.", address=f"services.{service}.build"))
 
 
-def build(src: Path, out: Path, python: str, service: str, index_env: Mapping[str, str] | None = None) -> bool:
+def build(src: Path, out: Path, python: str, service: str, index_env: Mapping[str, str] | None = None,
+          build_as: BuildAs | None = None) -> bool:
     """Install the app's dependencies into ``out`` for CPython ``python`` on Linux; False when there are none.
 
     ``index_env``: uv variables naming the package index (the composition root passes the machine's pip
     configuration translated for uv, as the local runtime's builds use; this runtime imports no other runtime).
+    ``build_as``: runs uv as the app's build user with a home of its own (see :data:`BuildAs`).
     """
     args = wanted(src)
     if not args:
         return False
+    check_requirements(src, service)
     out.mkdir(parents=True, exist_ok=True)
     env = {k: v for k, v in os.environ.items() if k.startswith(("UV_", "PIP_", "SSL_", "HTTP", "NO_PROXY", "http",
                                                                    "no_proxy", "HOME", "XDG_CACHE_HOME"))}
@@ -75,14 +151,17 @@ def build(src: Path, out: Path, python: str, service: str, index_env: Mapping[st
                 "NO_COLOR": "1"})
     command = [str(uv.find_uv_bin()), "pip", "install", "--quiet", "--target", str(out), "--python-version", python,
                "--python-platform", PLATFORM, "--only-binary", ":all:", "--no-compile", *args]
+    session = build_as([src, out.parent]) if build_as is not None else nullcontext(({}, {}))
     try:
-        done = subprocess.run(command, cwd=src, env=env, capture_output=True, text=True, timeout=900, check=False,
-                              stdin=subprocess.DEVNULL)
+        with session as (popen, overrides):
+            done = subprocess.run(command, cwd=src, env={**env, **overrides}, capture_output=True, text=True,
+                                  timeout=900, check=False, stdin=subprocess.DEVNULL, **popen)
     except (OSError, subprocess.SubprocessError) as exc:
         done = None
-        reason = str(exc)
+        reason = type(exc).__name__
     if done is None or done.returncode != 0:
-        tail = (done.stderr or done.stdout).strip().splitlines()[-3:] if done is not None else [reason]
+        tail = ([_quiet(line, src) for line in (done.stderr or done.stdout).strip().splitlines()[-3:]]
+                if done is not None else [reason])
         raise RailguardError(error(
             "artifact.deps_failed", f"The dependencies of service '{service}' cannot be installed for the pod",
             f"uv could not install them as wheels for CPython {python} on {PLATFORM}: {' / '.join(tail)[:600]}",

@@ -241,7 +241,7 @@ def rotate_token(home: Path, env: str) -> str:
 
 def prepare(home: Path, env: str, service: str, source_digest: str, base_image: str = DEFAULT_BASE_IMAGE,
             build: list[str] | None = None, index_env: Mapping[str, str] | None = None,
-            source_root: str | None = None) -> Bundle:
+            source_root: str | None = None, build_as: artifact_deps.BuildAs | None = None) -> Bundle:
     """Make (or find) the bundle of ``source_digest`` for ``base_image`` and let ``env``'s token fetch it.
 
     The snapshot is the one the plan stored; dependencies are installed as wheels for the image's Python
@@ -249,6 +249,7 @@ def prepare(home: Path, env: str, service: str, source_digest: str, base_image: 
     ``railguard.providers.local.pipconfig.uv_environment()``, so pods' wheels come from the index local builds use).
     ``source_root``: the working tree, used only when the snapshot is not stored and the tree has exactly that
     digest (a plan from before snapshots were stored), as the local runtime does.
+    ``build_as``: who runs uv (the registry passes the app's build user when the daemon is root).
     """
     artifact_deps.refuse_build(service, build)
     snapshots = SnapshotStore.of(home)
@@ -256,11 +257,12 @@ def prepare(home: Path, env: str, service: str, source_digest: str, base_image: 
     python = python_of(base_image)
     try:
         with tempfile.TemporaryDirectory(prefix=".src.", dir=_mkdir(bundles.root)) as tmp:
+            os.chmod(tmp, 0o711)  # the build user reaches the snapshot handed to it, lists nothing else
             src = Path(tmp) / "src"
             src.mkdir()
             materialize_or_capture(snapshots, source_digest, src, Path(source_root) if source_root else None)
-            deps = (_deps(bundles.root, src, python, service, base_image, index_env) if artifact_deps.wanted(src)
-                    else None)
+            deps = (_deps(bundles.root, src, python, service, base_image, index_env, build_as)
+                    if artifact_deps.wanted(src) else None)
         made = bundles.build(snapshots, source_digest, deps, python)
     except BundleError as exc:
         raise RailguardError(error(
@@ -282,7 +284,7 @@ def _mkdir(path: Path) -> Path:
 
 
 def _deps(root: Path, src: Path, python: str | None, service: str, base_image: str,
-          index_env: Mapping[str, str] | None) -> Path:
+          index_env: Mapping[str, str] | None, build_as: artifact_deps.BuildAs | None = None) -> Path:
     """The dependency folder for this dependency set and Python, built once and kept under ``deps/<key>``."""
     if python is None:
         raise RailguardError(error(
@@ -301,7 +303,7 @@ def _deps(root: Path, src: Path, python: str | None, service: str, base_image: s
     final.parent.mkdir(parents=True, exist_ok=True)
     work = Path(tempfile.mkdtemp(prefix=".deps.", dir=final.parent))
     try:
-        artifact_deps.build(src, work / "out", python, service, index_env)
+        artifact_deps.build(src, work / "out", python, service, index_env, build_as)
         try:
             os.replace(work / "out", final)
         except OSError:  # another build finished first: its folder is as good

@@ -79,14 +79,38 @@ def _status(deployment: dict[str, Any]) -> tuple[LiveStatus, str]:
     return LiveStatus.progressing, f"{available}/{wanted} available, {updated} updated"
 
 
+UNREADABLE = "annotation not readable"
+
+
+def _config_of(notes: dict[str, str]) -> tuple[dict[str, Any], str]:
+    """The desired config the object was applied with, and its fingerprint, from its annotations.
+
+    Anyone who may edit the object can write junk there: that is drift ("annotation not readable"), reported
+    and put back by the next apply, never a traceback.
+    """
+    try:
+        config = json.loads(notes[CONFIG])
+    except (ValueError, TypeError, RecursionError):
+        config = None
+    if isinstance(config, dict):
+        return config, str(notes.get(FINGERPRINT, ""))
+    config = {"drift": {"annotation": [f"{CONFIG}: {UNREADABLE}"]}}
+    return config, digest(config)
+
+
+def unreadable(resource: ObservedResource) -> bool:
+    """Whether ``resource`` was observed from an object whose config annotation is junk."""
+    drifted = resource.config.get("drift")
+    return isinstance(drifted, dict) and any(UNREADABLE in p for p in drifted.get("annotation", []))
+
+
 def observed(obj: dict[str, Any], kind: ResourceKind) -> ObservedResource | None:
     """The observed resource an object of ours stands for; None when it carries no Railguard annotations."""
     meta = obj.get("metadata", {})
     notes = meta.get("annotations") or {}
     if ADDRESS not in notes or CONFIG not in notes:
         return None
-    config = json.loads(notes[CONFIG])
-    fingerprint = notes.get(FINGERPRINT, "")
+    config, fingerprint = _config_of(notes)
     changed = drift(obj)
     if changed:
         # A changed pod template is put back by new pods (a replace); other fields in place (an update).

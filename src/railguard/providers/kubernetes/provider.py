@@ -22,7 +22,7 @@ from typing import Any
 
 from railguard.model.api import KeptRelease
 from railguard.model.canonical import digest
-from railguard.model.diagnostics import RailguardError, error
+from railguard.model.diagnostics import RailguardError, error, warning
 from railguard.model.plans import Action
 from railguard.model.resources import LiveStatus, ObservedResource, Resource
 from railguard.providers.base import (
@@ -56,6 +56,7 @@ from railguard.providers.kubernetes import observe as live
 from railguard.providers.kubernetes.cluster import Cluster
 from railguard.providers.kubernetes.labels import (
     APP,
+    CONFIG,
     DEFAULT_APP,
     EDGE,
     ENVIRONMENT,
@@ -155,6 +156,12 @@ class KubernetesProvider:
             if resource is not None:
                 found[resource.address] = resource
         checked = preview(cluster, app, request.desired, found) if request.desired else []
+        checked += [warning(
+            "cluster.annotation_unreadable", f"{r.address}: its Railguard annotation is not readable",
+            f"The object's `{CONFIG}` annotation in namespace '{target.namespace}' is not the JSON Railguard wrote "
+            "(someone with access to the cluster edited it); it is reported as drift.",
+            f"Apply environment '{request.env}' so the object and its annotation are put back, and check who may "
+            "edit objects in that namespace.", address=r.address) for r in found.values() if live.unreadable(r)]
         return ObserveResponse(resources=sorted(found.values(), key=lambda r: r.address), diagnostics=checked)
 
     def health(self, request: HealthRequest) -> HealthResponse:
@@ -397,7 +404,15 @@ class KubernetesProvider:
             self._clusters.clear()
 
     def prune_artifacts(self, kept: list[KeptRelease], dry_run: bool = False) -> list[str]:
-        return []  # artifacts of Kubernetes releases are bundles in the artifact store, not kept here
+        """Remove the bundles (and every environment's leave to fetch them) whose source no kept release names and
+        whose source snapshot is no longer stored (snapshots are kept for plans and kept releases: a bundle goes on
+        the pass after its snapshot)."""
+        from railguard.providers.kubernetes import artifacts
+        from railguard.sources.store import SnapshotStore
+
+        sources = {str(r.config["source"]) for release in kept for r in release.desired if r.config.get("source")}
+        sources |= set(SnapshotStore.of(self.home).digests())
+        return artifacts.bundle_store(self.home).prune(sources, dry_run)
 
     def start_command(self, request: CommandRequest, stdio: tuple[int, int, int] | None) -> CommandProcess:
         raise RailguardError(error(
