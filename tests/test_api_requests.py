@@ -7,15 +7,18 @@ router of a daemon over a state folder on disk; no daemon process is needed for 
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from railguard.daemon.api import route
+from railguard.daemon.api import respond, route
 from railguard.daemon.service import Daemon
+from railguard.model.api import IncidentKind, IncidentState
 from railguard.model.diagnostics import RailguardError
 from railguard.model.principals import Principal, Role
+from railguard.state import incidents, tokens
 
 ADMIN = Principal(id="user:test", role=Role.admin)
 SECRET = "s3cret-value-that-must-not-echo"
@@ -92,3 +95,40 @@ def test_a_follower_is_answered_the_moment_a_step_is_journaled(tmp_path: Path) -
     finally:
         daemon.store().journal(op_id, "end", "end")  # wakes a waiter still waiting (after a failed assert)
         waiter.join(timeout=5)
+
+
+@pytest.mark.parametrize("kind", [IncidentKind.security_refused, IncidentKind.verification_failed])
+def test_an_agent_may_not_acknowledge_an_incident_about_its_own_code_an_approver_may(tmp_path: Path,
+                                                                                     kind: IncidentKind) -> None:
+    daemon = Daemon(tmp_path / "state")
+    try:
+        store = daemon.store()
+        found, _ = incidents.open_or_add(store, kind, "staging", "about the code", service="web", release=3)
+        if kind is IncidentKind.verification_failed:  # a failed release marks its source known-bad
+            incidents.mark_bad(store, "staging", "web", "f" * 64, 3, found.id)
+        agent, _ = tokens.create(store, "claude", Role.agent, None, "user:test", None)
+        approver, _ = tokens.create(store, "boss", Role.approver, None, "user:test", None)
+        body = json.dumps({"reason": "fine"}).encode()
+        status, answer = respond(daemon, "POST", f"/v1/incidents/{found.id}/ack", agent, body, None)
+        problem = json.loads(answer)["diagnostics"][0]
+        assert status == 403 and problem["code"] == "auth.forbidden" and "'approve'" in problem["detail"]
+        assert incidents.get(store, found.id).state is not IncidentState.resolved  # type: ignore[union-attr]
+        if kind is IncidentKind.verification_failed:
+            assert incidents.known_bad(store, "staging")  # the mark stays
+        status, answer = respond(daemon, "POST", f"/v1/incidents/{found.id}/ack", approver, body, None)
+        assert status == 200 and json.loads(answer)["incident"]["state"] == "resolved"
+        assert incidents.known_bad(store, "staging") == {}
+    finally:
+        daemon.store().close()
+
+
+def test_an_agent_still_acknowledges_an_incident_that_marks_nothing(tmp_path: Path) -> None:
+    daemon = Daemon(tmp_path / "state")
+    try:
+        store = daemon.store()
+        found, _ = incidents.open_or_add(store, IncidentKind.drift, "staging", "drifted")
+        agent, _ = tokens.create(store, "claude", Role.agent, None, "user:test", None)
+        status, _ = respond(daemon, "POST", f"/v1/incidents/{found.id}/ack", agent, b"{}", None)
+        assert status == 200
+    finally:
+        daemon.store().close()

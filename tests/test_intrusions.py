@@ -2,13 +2,19 @@
 
 from __future__ import annotations
 
+import json
 import os
 import pwd
+from pathlib import Path
 
 import pytest
 
 from railguard.daemon import intrusions as intrusions_module
+from railguard.daemon.api import respond
 from railguard.daemon.intrusions import BURST, PER_MINUTE, Attempt, Intrusions, clean, message
+from railguard.daemon.service import Daemon
+from railguard.model.principals import Role
+from railguard.state import tokens
 
 
 def recorder(users: dict[str, str] | None = None) -> tuple[Intrusions, list[Attempt]]:
@@ -132,3 +138,39 @@ def test_kernel_refusals_are_one_record_per_kind_attributed_to_the_environment_t
     intrusions.kernel_refused(os.geteuid(), 4242, "openat", "EACCES", "/proc/1/environ", "python")
     intrusions.flush()
     assert seen[-1].suppressed == 297 and "297 more attempt(s)" in message(seen[-1])
+
+
+def _daemon_recording(tmp_path: Path) -> tuple[Daemon, list[Attempt]]:
+    daemon = Daemon(tmp_path / "state")
+    daemon.store()  # the state folder exists (a local user is authenticated by owning it)
+    daemon.intrusions, seen = recorder()
+    return daemon, seen
+
+
+def test_a_refused_request_is_on_an_environments_timeline_only_for_a_token_limited_to_it(tmp_path: Path) -> None:
+    daemon, seen = _daemon_recording(tmp_path)
+    try:
+        scoped, _ = tokens.create(daemon.store(), "ci-staging", Role.agent, ["staging"], "user:test", None)
+        wide, _ = tokens.create(daemon.store(), "ci-all", Role.agent, None, "user:test", None)
+        for bearer, env in [(scoped, "staging"), (scoped, "production"), (wide, "production")]:
+            status, _ = respond(daemon, "GET", f"/v1/tokens?env={env}", bearer, b"", None)
+            assert status == 403
+        respond(daemon, "GET", "/v1/tokens?env=production", "rg_not-a-token", b"", None)
+        daemon.intrusions.flush()
+        # Only the token limited to exactly staging puts its refusal on staging's timeline; a body or query
+        # naming another environment (any token can write one) lands on the daemon's, as an unknown one does.
+        assert [a.env for a in seen] == ["staging", None, None, None]
+    finally:
+        daemon.store().close()
+
+
+def test_a_local_users_missing_terminal_is_a_mistake_not_an_intrusion(tmp_path: Path) -> None:
+    daemon, seen = _daemon_recording(tmp_path)
+    try:
+        body = json.dumps({"name": "boss", "role": "approver"}).encode()
+        status, answer = respond(daemon, "POST", "/v1/tokens", None, body, lambda: (os.getpid(), os.geteuid()))
+        assert status == 403 and json.loads(answer)["diagnostics"][0]["code"] == "auth.needs_terminal"
+        daemon.intrusions.flush()
+        assert seen == []
+    finally:
+        daemon.store().close()

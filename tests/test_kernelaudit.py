@@ -36,11 +36,12 @@ SYSCALL = ('arch=c000003e syscall=257 success=no exit=-13 a0=ffffff9c a1=7ffe3b3
            'pid=20798 auid=4294967295 uid=65534 gid=65534 euid=65534 suid=65534 fsuid=65534 egid=65534 sgid=65534 '
            'fsgid=65534 tty=(none) ses=4294967295 comm="cat" exe="/usr/bin/cat" key="railguard-0123"')
 NAMES = {257: "openat", 49: "bind"}
+KEY = "railguard-0123"
 
 
 def test_a_refused_open_names_the_user_syscall_errno_and_path() -> None:
     found = refusal([(AUDIT_SYSCALL, SYSCALL), (AUDIT_CWD, 'cwd="/tmp"'),
-                     (AUDIT_PATH, 'item=0 name="/root/.bashrc" nametype=UNKNOWN cap_fp=0')], NAMES)
+                     (AUDIT_PATH, 'item=0 name="/root/.bashrc" nametype=UNKNOWN cap_fp=0')], NAMES, KEY)
     assert found == Refusal(uid=65534, pid=20798, syscall="openat", errno="EACCES", target="/root/.bashrc",
                             comm="cat", exe="/usr/bin/cat", key="railguard-0123")
 
@@ -49,23 +50,49 @@ def test_relative_and_hex_encoded_paths_are_made_whole() -> None:
     # The kernel writes a name with a space (or any odd byte) as unquoted hex, and a relative one as given.
     hexed = b"data prod/x".hex().upper()
     found = refusal([(AUDIT_SYSCALL, SYSCALL), (AUDIT_CWD, 'cwd="/srv/app"'),
-                     (AUDIT_PATH, f"item=0 name={hexed} nametype=UNKNOWN")], NAMES)
+                     (AUDIT_PATH, f"item=0 name={hexed} nametype=UNKNOWN")], NAMES, KEY)
     assert found is not None and found.target == "/srv/app/data prod/x"
 
 
 def test_a_refused_bind_names_the_address() -> None:
     text = SYSCALL.replace("syscall=257", "syscall=49").replace("exit=-13", "exit=-98")
     # struct sockaddr_in for 127.0.0.1:8080: family 2 (host order), port big-endian, address.
-    found = refusal([(AUDIT_SYSCALL, text), (AUDIT_SOCKADDR, "saddr=02001F907F0000010000000000000000")], NAMES)
+    found = refusal([(AUDIT_SYSCALL, text), (AUDIT_SOCKADDR, "saddr=02001F907F0000010000000000000000")], NAMES, KEY)
     assert found is not None and (found.syscall, found.errno, found.target) == ("bind", "EADDRINUSE", "127.0.0.1:8080")
     assert sockaddr("0100" + b"/run/x.sock".hex() + "00") == "/run/x.sock"
 
 
 def test_records_not_ours_or_not_failures_are_ignored() -> None:
-    assert refusal([(AUDIT_SYSCALL, SYSCALL.replace('key="railguard-0123"', 'key="sshd"'))], NAMES) is None
-    assert refusal([(AUDIT_SYSCALL, SYSCALL.replace("success=no", "success=yes"))], NAMES) is None
-    assert refusal([(AUDIT_SYSCALL, SYSCALL.replace('key="railguard-0123"', "key=(null)"))], NAMES) is None
-    assert refusal([(AUDIT_PATH, 'item=0 name="/x"')], NAMES) is None
+    assert refusal([(AUDIT_SYSCALL, SYSCALL.replace('key="railguard-0123"', 'key="sshd"'))], NAMES, KEY) is None
+    assert refusal([(AUDIT_SYSCALL, SYSCALL.replace("success=no", "success=yes"))], NAMES, KEY) is None
+    assert refusal([(AUDIT_SYSCALL, SYSCALL.replace('key="railguard-0123"', "key=(null)"))], NAMES, KEY) is None
+    assert refusal([(AUDIT_PATH, 'item=0 name="/x"')], NAMES, KEY) is None
+    # Another state folder's daemon's key: its refusals are its own, not recorded here.
+    assert refusal([(AUDIT_SYSCALL, SYSCALL)], NAMES, "railguard-4567") is None
+
+
+def test_a_uid_whose_rules_auditctl_refused_is_tried_again_and_the_state_says_so(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    audit = KernelAudit("railguard-pure", lambda found: None)
+    audit.on = True  # as after start(), without touching this machine's audit rules
+    answer = {"code": 1, "stderr": "Error sending add rule data request (Operation not permitted)"}
+    calls: list[tuple[str, ...]] = []
+
+    def fake_auditctl(*args: str) -> subprocess.CompletedProcess[str]:
+        assert audit._lock.acquire(blocking=False), "auditctl ran with the lock the reader thread needs"
+        audit._lock.release()
+        calls.append(args)
+        return subprocess.CompletedProcess(["auditctl", *args], answer["code"], "", str(answer["stderr"]))
+
+    monkeypatch.setattr(kernelaudit, "_auditctl", fake_auditctl)
+    audit.watch(65534, "qa")
+    assert calls and audit.watched() == {}
+    assert "except for uid(s) 65534" in audit.state and "Operation not permitted" in audit.state
+    answer.update(code=0, stderr="")
+    tried = len(calls)
+    audit.watch(65534, "qa")  # tried again, not taken as covered
+    assert len(calls) > tried and audit.watched() == {65534: "qa"}
+    assert audit.state == "kernel-refused attempts are recorded (Linux audit rules keyed railguard-pure)"
     assert fields('a=1 b="two words" c=(null)') == {"a": "1", "b": "two words", "c": "(null)"}
 
 

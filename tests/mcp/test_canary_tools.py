@@ -5,7 +5,8 @@ A protected environment whose service rolls out as a canary with manual steps. A
 moves nothing there: it saves the step as a plan; promoting with that plan before a person approved it is
 refused, after the approval it moves exactly that step (10 -> 50) once, and never again. ``canary_abort``
 needs no approval, and the audit log records who aborted. Then v3 answers 500: its canary is aborted by the
-analysis with an incident, and ``incident_ack`` resolves it and lifts the known-bad mark.
+analysis with an incident, and ``incident_ack`` resolves it and lifts the known-bad mark (an approver's: the
+agent's own is refused).
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ import pytest
 
 from ..conftest import stop_daemon
 from ..e2e.harness import free_port, run_on_terminal, wait_for
-from .harness import Agent, Notes, stdio_agent
+from .harness import Notes, stdio_agent
 
 APP = Path(__file__).parents[1] / "e2e" / "observe_app" / "app.py"
 SPEC = """
@@ -115,13 +116,12 @@ async def _steps(ws: Notes, token: str, errlog: Path) -> dict[str, Any]:
     return seen
 
 
-async def _ack(ws: Notes, token: str, errlog: Path, incident_id: str) -> Agent:
+async def _ack(ws: Notes, token: str, errlog: Path, incident_id: str) -> None:
     async with stdio_agent(ws, token, errlog) as agent:
-        acked = await agent.call("incident_ack", {"incident_id": incident_id, "reason": "shipping it anyway"})
-        assert not acked.is_error, acked.data
-        assert acked.data["incident"]["state"] == "resolved"
-        assert any("shipping it anyway" in t["message"] for t in acked.data["incident"]["timeline"])
-        return agent
+        # The incident marks the agent's own release source known-bad: the agent may not clear it.
+        refused = await agent.call("incident_ack", {"incident_id": incident_id, "reason": "mine is fine"})
+        assert refused.is_error and refused.codes == ["auth.forbidden"], refused.data
+        assert "known-bad" in refused.data["diagnostics"][0]["detail"], refused.data
 
 
 def _pump(port: int, stop: threading.Event) -> None:
@@ -176,6 +176,14 @@ def test_canary_steps_need_an_approval_in_a_protected_environment_and_abort_and_
     assert incident["kind"] == "verification_failed" and incident["release"] == 3
     planned = _json(ws, "plan", "--env", "staging", token=token)
     assert "plan.known_bad" in [d["code"] for d in planned["diagnostics"]], planned
+    code, text = run_on_terminal(ws.root, ["token", "create", "--name", "boss", "--role", "approver", "--json"],
+                                 "approver:boss")
+    assert code == 0, text
+    approver = str(json.loads(text[text.index("{"):])["token"]["token"])
     anyio.run(_ack, ws, token, errlog, incident["id"])
+    # A person with the approver role acknowledges it.
+    acked = _json(ws, "incident", incident["id"], "--ack", "--reason", "shipping it anyway", token=approver)
+    assert acked["incident"]["state"] == "resolved", acked
+    assert any("shipping it anyway" in t["message"] for t in acked["incident"]["timeline"])
     planned = _json(ws, "plan", "--env", "staging", token=token)
     assert "plan.known_bad" not in [d["code"] for d in planned.get("diagnostics", [])], planned

@@ -12,13 +12,14 @@ from pathlib import Path
 from pydantic_core import to_jsonable_python
 
 from railguard.daemon.service import Daemon
+from railguard.daemon.watchers import DRIFT_EVERY_S
 from railguard.engine import planner
 from railguard.model.plans import Action
 from railguard.model.principals import Principal, Role
 from railguard.model.resources import desired_resources
 from railguard.model.spec import Retention
 from railguard.model.specfile import parse_spec
-from railguard.providers.base import ApplyRequest, ObserveRequest
+from railguard.providers.base import ApplyRequest, EdgeSummary, ObserveRequest, SummaryResponse
 from railguard.providers.fake import FakeProvider
 
 from ..conftest import BASE_SPEC
@@ -92,5 +93,27 @@ def test_plan_policy_gc_and_token_answers_keep_their_wire_fields(workspace: Path
         token = daemon.create_token(admin, "ci", "agent", None, None, None).model_dump(mode="json")
         assert set(token) == {"id", "name", "role", "envs", "created_at", "created_by", "expires_at", "revoked_at",
                               "last_used_at", "token"} and token["token"]
+    finally:
+        daemon.store().close()
+
+
+def test_the_drift_watcher_never_moves_the_serial(tmp_path: Path) -> None:
+    """The background drift pass reads what runs as status does: it must not record it (an approved plan, bound
+    to the serial, would go stale every few seconds, and its writes would race with operations)."""
+    class EdgedFake(FakeProvider):
+        def summary(self) -> SummaryResponse:  # the drift pass looks at environments with an edge
+            return SummaryResponse(edges={env: EdgeSummary(running=True, pid=None) for env in self.live},
+                                   replicas=super().summary().replicas)
+
+    fake = EdgedFake()
+    _deploy(fake)  # live services the store has never recorded: recording them would move the serial
+    daemon = Daemon(tmp_path / ".railguard", provider=fake)
+    try:
+        watchers = daemon.observer.watchers  # not started: the passes run here, in the test
+        before = daemon.store().serial("staging")
+        for step in range(3):
+            watchers.drift(1_000.0 + step * (DRIFT_EVERY_S + 1))
+        assert watchers.next_drift > 1_000.0  # the passes ran
+        assert daemon.store().serial("staging") == before
     finally:
         daemon.store().close()

@@ -201,6 +201,7 @@ def respond(daemon: Daemon, method: str, target: str, bearer: str | None, raw: b
     query = {k: v[-1] for k, v in parse_qs(url.query).items()}
     parts = [p for p in url.path.split("/") if p]
     who = "(unauthenticated)"
+    principal: Principal | None = None
     body: dict[str, Any] = {}  # raw JSON, read before the route knows which request model it is
     try:
         body = _json_body(raw) if method == "POST" else {}
@@ -233,10 +234,17 @@ def respond(daemon: Daemon, method: str, target: str, bearer: str | None, raw: b
         if method == "POST" or status in (401, 403):
             daemon.audit(who, _action(parts, body), f"refused: {exc.diagnostics[0].code}", _audited(parts, body),
                          None)
-        if status in (401, 403):  # a bad, foreign or missing token, or a right it lacks: on the timeline too
+        code = exc.diagnostics[0].code
+        if status in (401, 403) and code != "auth.needs_terminal":
+            # A bad, foreign or missing token, or a right it lacks: on the timeline too (a confirmation the local
+            # user must type on a terminal is a mistake, not an intrusion). The environment the request names is
+            # the caller's word: it is the timeline's only for a token limited to exactly that environment (any
+            # other refusal is the daemon's, as an unknown one), so no token puts events on another's timeline.
             env = body.get("env") or body.get("to") or query.get("env")
-            daemon.intrusions.request_refused(who, clean(f"{method} {url.path}"), exc.diagnostics[0].code,
-                                              env if isinstance(env, str) and re.fullmatch(NAME_PATTERN, env) else None)
+            scoped = principal is not None and principal.envs is not None and principal.envs == [env]
+            daemon.intrusions.request_refused(who, clean(f"{method} {url.path}"), code,
+                                              env if scoped and isinstance(env, str)
+                                              and re.fullmatch(NAME_PATTERN, env) else None)
         return _envelope(daemon, status, {"ok": False,
                                           "diagnostics": [d.model_dump(mode="json") for d in exc.diagnostics]})
     except Exception as exc:  # the API answers every request with a diagnostic

@@ -35,7 +35,7 @@ def after_rollback(env: str, service: str, bad: int, incident_id: str) -> list[I
                f"(release {bad}) is refused until it changes.", env=env),
         action("get_incident", f"railguard incident {incident_id} --ack",
                "Only if that source must ship anyway, a person acknowledges the incident (`--ack`, needs the "
-               "apply permission) so plans accept it again.", incident_id=incident_id),
+               "approve permission) so plans accept it again.", incident_id=incident_id),
     ]
 
 

@@ -110,10 +110,13 @@ def sockaddr(hexed: str) -> str:
     return f"(address family {family})"
 
 
-def refusal(records: list[tuple[int, str]], names: dict[int, str]) -> Refusal | None:
-    """One event's records (type, text) as a :class:`Refusal`, or None (not a failed syscall under a Railguard key)."""
+def refusal(records: list[tuple[int, str]], names: dict[int, str], key: str) -> Refusal | None:
+    """One event's records (type, text) as a :class:`Refusal`, or None (not a failed syscall under ``key``).
+
+    Exactly ``key``: the readlog group hands every daemon every record, and another state folder's daemon's
+    refusals (its own ``railguard-*`` key) are not this one's to record."""
     syscall = next((fields(text) for kind, text in records if kind == AUDIT_SYSCALL), None)
-    if syscall is None or syscall.get("success") != "no" or not syscall.get("key", "").startswith(KEY_PREFIX):
+    if syscall is None or syscall.get("success") != "no" or syscall.get("key", "") != key:
         return None
     try:
         uid, pid, code = int(syscall["uid"]), int(syscall["pid"]), -int(syscall["exit"])
@@ -184,6 +187,8 @@ class KernelAudit:
         self._report = report
         self._lock = threading.Lock()
         self._uids: dict[int, str | None] = {}  # watched uid -> its environment (as the daemon started it)
+        self._adding: dict[int, str | None] = {}  # uid whose rules are being added -> its environment
+        self._failed: dict[int, str] = {}  # uid whose rules auditctl refused -> why (not in _uids: tried again)
         self._sock: socket.socket | None = None
         self._thread: threading.Thread | None = None
         self._stop = threading.Event()
@@ -205,7 +210,8 @@ class KernelAudit:
             self._close()
             return False
         self.on = True
-        self.state = f"kernel-refused attempts are recorded (Linux audit rules keyed {self.key})"
+        with self._lock:
+            self._say()
         return True
 
     def _start(self) -> str | None:
@@ -279,7 +285,10 @@ class KernelAudit:
 
     # -- rules -------------------------------------------------------------------------------------
     def watch(self, uid: int, env: str | None = None) -> None:
-        """Cover ``uid`` (the user of environment ``env``) from now on; cheap when it is covered already."""
+        """Cover ``uid`` (the user of environment ``env``) from now on; cheap when it is covered already.
+
+        A uid whose rules auditctl refused is not taken as covered (the next call tries again) and :attr:`state`
+        says so. auditctl runs without the lock: the reader thread needs it for every refusal it hands on."""
         if not self.on or uid == 0:
             return
         with self._lock:
@@ -287,7 +296,13 @@ class KernelAudit:
                 if env is not None:
                     self._uids[uid] = env
                 return
-            self._uids[uid] = env
+            if uid in self._adding:
+                if env is not None:
+                    self._adding[uid] = env
+                return  # another caller is adding its rules right now
+            self._adding[uid] = env
+        failed: list[str] = []
+        try:
             for syscalls, errno in RULES:
                 argv = ["-a", "always,exit", "-F", "arch=b64"]
                 for name in self._syscalls.get(syscalls, syscalls):
@@ -296,10 +311,29 @@ class KernelAudit:
                 try:
                     done = _auditctl(*argv)
                 except (OSError, subprocess.SubprocessError) as exc:
-                    log.warning("kernel audit rule for uid %s not added: %s", uid, exc)
+                    failed.append(str(exc))
                     continue
                 if done.returncode != 0 and "exists" not in done.stderr:
-                    log.warning("kernel audit rule for uid %s not added: %s", uid, done.stderr.strip())
+                    failed.append(done.stderr.strip() or f"auditctl exited with {done.returncode}")
+        finally:
+            with self._lock:
+                env = self._adding.pop(uid, env)
+                if failed:
+                    self._failed[uid] = failed[0][:200]
+                else:
+                    self._uids[uid] = env
+                    self._failed.pop(uid, None)
+                self._say()
+        if failed:
+            log.warning("kernel audit rule for uid %s not added: %s", uid, failed[0])
+
+    def _say(self) -> None:
+        """:attr:`state` while on: recorded, except for the uids whose rules auditctl refused (lock held)."""
+        self.state = f"kernel-refused attempts are recorded (Linux audit rules keyed {self.key})"
+        if self._failed:
+            uid, why = next(iter(sorted(self._failed.items())))
+            self.state += (f", except for uid(s) {', '.join(str(u) for u in sorted(self._failed))}: their rules "
+                           f"were not added (uid {uid}: {why}); retried when the environment's user is next used")
 
     def watched(self) -> dict[int, str | None]:
         with self._lock:
@@ -338,10 +372,10 @@ class KernelAudit:
                 pending.clear()
             for records in done:
                 try:
-                    found = refusal(records, self._names)
+                    found = refusal(records, self._names, self.key)
                     if found is not None:
                         with self._lock:
-                            found.env = self._uids.get(found.uid)
+                            found.env = self._uids.get(found.uid, self._adding.get(found.uid))
                         self._report(found)
                 except Exception:  # one odd record must not end the reader
                     log.exception("cannot read a kernel audit record")

@@ -3,7 +3,9 @@
 Kept apart from :mod:`railguard.daemon.api` (which calls :func:`route` for paths it does not know),
 with the same rules: every route checks the principal's permission for the environment it touches,
 answers are typed models. Acknowledging an incident resolves it and lifts its known-bad marks, so a
-plan of that source is accepted again (a decision, so it needs the ``apply`` permission).
+plan of that source is accepted again (a decision, so it needs the ``apply`` permission; one that marks a source
+known-bad or records refused attempts against the control plane may be about the caller's own code, so it
+needs the ``approve`` permission instead, and a terminal for the local user).
 """
 
 from __future__ import annotations
@@ -11,7 +13,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from railguard.engine.guard import require
-from railguard.model.api import Incident, IncidentState, TrafficAnswer
+from railguard.model.api import Incident, IncidentKind, IncidentState, TrafficAnswer
 from railguard.model.diagnostics import RailguardError, error
 from railguard.model.principals import Permission, Principal
 from railguard.state import incidents
@@ -36,8 +38,22 @@ def incident(daemon: Daemon, incident_id: str, who: Principal) -> Incident:
 
 def acknowledge(daemon: Daemon, incident_id: str, who: Principal, reason: str) -> Incident:
     found = incident(daemon, incident_id, who)
-    require(who, Permission.apply, found.env)
     store = daemon.store()
+    marks = any(inc == incident_id for _, inc in incidents.known_bad(store, found.env).values())
+    if found.kind is not IncidentKind.security_refused and not marks:
+        require(who, Permission.apply, found.env)
+    else:
+        # The code these are about may be the agent's own: clearing them is a person's decision, as approving is.
+        why = "marks a release source known-bad" if marks else "records refused attempts against the control plane"
+        if not who.allows(Permission.approve, found.env):
+            raise RailguardError(error(
+                "auth.forbidden", f"{who.id} may not acknowledge {incident_id}",
+                f"Incident {incident_id} {why}; acknowledging it needs the 'approve' permission in '{found.env}' "
+                f"(the role '{who.role.value}' does not include it), since the code it is about may be the caller's "
+                "own.", f"Ask an approver to review it and run `railguard incident {incident_id} --ack`, or "
+                "change the code and plan again.", address=incident_id,
+                extra={"principal": who.id, "role": who.role.value, "permission": Permission.approve.value}))
+        daemon.terminal_check(who, f"acknowledge {incident_id}, which {why}")
     lifted = incidents.acknowledge_bad(store, found.env, incident_id, who.id)
     message = f"acknowledged by {who.id}" + (f": {reason}" if reason else "") + (
         f"; {lifted} known-bad mark(s) lifted" if lifted else "")

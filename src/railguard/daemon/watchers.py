@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from railguard.daemon.incidents import Incidents, action
-from railguard.engine.observe import observe_into
+from railguard.engine.observe import observed
 from railguard.model.api import Evidence, IncidentKind, IncidentState, OperationKind, OperationStatus
 from railguard.model.diagnostics import RailguardError
 from railguard.model.resources import LiveStatus, ObservedResource
@@ -61,7 +61,8 @@ class Watchers:
                 self.drift_since.pop(env, None)
                 continue
             skip = {f"{env}/service.{name}" for e, name in (canaries or set()) if e == env}
-            details = live_drift(store.last_spec(env), observe_into(store, provider, env), skip)
+            # Read-only, as status: a background pass must not move the serial (approved plans would go stale).
+            details = live_drift(store.last_spec(env), observed(store, provider, env), skip)
             self._drift_env(env, details, now)
 
     def _drift_env(self, env: str, details: list[str], now: float) -> None:

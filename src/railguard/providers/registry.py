@@ -7,7 +7,8 @@ import a runtime package; they ask this module for one (the doctor also for a
 local runtime, exactly as before, unless the environment's resources say
 ``target = "kubernetes"`` (their config carries the ``kubernetes`` table), then the
 Kubernetes provider. The router learns each environment's target from the resources of
-the requests it routes (a plan's observation and every apply carry them) and keeps what
+the applies it routes (a plan's observation uses them for that request only, so a plan
+never re-routes an environment; an apply the runtime answered ok binds it) and keeps what
 it learnt in the state folder, so status, health and logs after a restart go to the same
 place. Import-linter contracts in ``pyproject.toml`` keep every other route to a runtime
 package closed.
@@ -83,13 +84,20 @@ class TargetBook:
         with self._lock:
             return bool(self._targets)
 
-    def learn(self, env: str, resources: list[Resource]) -> None:
-        """Bind ``env`` to the target its resources name; resources with an edge and no target mean local."""
+    @staticmethod
+    def named(resources: list[Resource]) -> tuple[bool, Target | None]:
+        """(whether the resources say where they run, the target they name: None for local)."""
         found = next((r.config["kubernetes"] for r in resources if isinstance(r.config.get("kubernetes"), dict)),
                      None)
         if found is None and not any(r.kind == "edge" for r in resources):
-            return  # a lone database or environment change says nothing about the target
-        target = Target.of(found) if found is not None else None
+            return False, None  # a lone database or environment change says nothing about the target
+        return True, Target.of(found) if found is not None else None
+
+    def learn(self, env: str, resources: list[Resource]) -> None:
+        """Bind ``env`` to the target its resources name; resources with an edge and no target mean local."""
+        says, target = self.named(resources)
+        if not says:
+            return
         with self._lock:
             if self._targets.get(env) == target:
                 return
@@ -116,6 +124,9 @@ class Router:
         self.book = TargetBook(home)
         self._kubernetes: KubernetesProvider | None = None
         self._lock = threading.Lock()
+        # The target a request in flight names, for that request only (its thread): a plan must not re-route an
+        # environment; only an apply the provider answered ok binds it (``book.learn``).
+        self._asked = threading.local()
 
     @property
     def kubernetes(self) -> KubernetesProvider:
@@ -123,12 +134,30 @@ class Router:
             if self._kubernetes is None:
                 from railguard.providers.kubernetes.provider import KubernetesProvider  # lightkube only when used
 
-                self._kubernetes = KubernetesProvider(self.home, self.secrets, targets=self.book.get,
+                self._kubernetes = KubernetesProvider(self.home, self.secrets, targets=self._target,
                                                       artifacts=_artifact_mount(self.home))
             return self._kubernetes
 
+    def _target(self, env: str) -> Target | None:
+        asked: dict[str, Target | None] = getattr(self._asked, "targets", {})
+        return asked[env] if env in asked else self.book.get(env)
+
     def _for(self, env: str) -> Provider:
-        return self.kubernetes if self.book.get(env) is not None else self.local
+        return self.kubernetes if self._target(env) is not None else self.local
+
+    @contextmanager
+    def _asking(self, env: str, resources: list[Resource]) -> Iterator[None]:
+        """Route this thread's requests for ``env`` to the target ``resources`` name, without keeping it."""
+        says, target = TargetBook.named(resources)
+        if not says:
+            yield
+            return
+        before: dict[str, Target | None] = getattr(self._asked, "targets", {})
+        self._asked.targets = {**before, env: target}
+        try:
+            yield
+        finally:
+            self._asked.targets = before
 
     def _clusters(self) -> list[Provider]:
         """The Kubernetes provider, when some environment is bound to it (provider-wide calls go there too)."""
@@ -136,14 +165,16 @@ class Router:
 
     # -- routed by environment -----------------------------------------------------------------
     def observe(self, request: ObserveRequest) -> ObserveResponse:
-        if request.desired:
-            self.book.learn(request.env, request.desired)
-        return self._for(request.env).observe(request)
+        with self._asking(request.env, request.desired or []):
+            return self._for(request.env).observe(request)
 
     def apply_change(self, request: ApplyRequest, progress: Progress | None = None) -> ApplyResponse:
-        if request.desired is not None:
-            self.book.learn(request.env, [request.desired])
-        return self._for(request.env).apply_change(request, progress)
+        desired = [request.desired] if request.desired is not None else []
+        with self._asking(request.env, desired):
+            response = self._for(request.env).apply_change(request, progress)
+        if response.ok and desired:
+            self.book.learn(request.env, desired)  # bound only once the runtime carried the change out
+        return response
 
     def health(self, request: HealthRequest) -> HealthResponse:
         return self._for(request.env).health(request)

@@ -114,9 +114,10 @@ class KubernetesProvider:
         if found is None:
             raise RailguardError(error(
                 "cluster.config", f"'{env}' is not bound to a Kubernetes namespace",
-                f"Nothing names the cluster and namespace of '{env}' yet: it is learnt from a plan of the spec.",
-                f"Run `railguard plan --env {env}` with a spec whose [environments.{env}] has target = "
-                "\"kubernetes\"."))
+                f"Nothing names the cluster and namespace of '{env}' yet: it is learnt when a plan of the spec is "
+                "applied.",
+                f"Plan and apply (`railguard plan --env {env}`, then `railguard apply`) a spec whose "
+                f"[environments.{env}] has target = \"kubernetes\"."))
         return found
 
     def cluster(self, target: Target) -> Cluster:
