@@ -212,6 +212,27 @@ def test_the_access_reader_reads_appended_lines_and_follows_a_roll(tmp_path: Pat
     assert [x.status for x in reader.read()] == [502]
 
 
+def test_the_first_look_counts_what_came_after_the_daemon_began_and_nothing_before(tmp_path: Path) -> None:
+    """The edge may log requests before the daemon's first look (right after a deploy's switch): those count;
+    lines from before the daemon (another daemon's, already in the store) do not; a long log is read from its
+    tail, the cut line dropped."""
+    from railguard.providers.local import accesslog
+
+    path = tmp_path / "access.log"
+
+    def line(ts: float, status: int) -> str:
+        return f'{{"ts": {ts}, "status": {status}, "duration": 0.001, "upstream": "127.0.0.1:9"}}\n'
+
+    path.write_text(line(99.0, 500) + line(100.0, 200) + line(101.0, 201))
+    assert [x.status for x in AccessReader(path, since=100.0).read()] == [200, 201]
+    old = accesslog.FIRST_LOOK
+    try:
+        accesslog.FIRST_LOOK = len(line(101.0, 201)) + 10  # the tail cuts the second line
+        assert [x.status for x in AccessReader(path, since=0.0).read()] == [201]
+    finally:
+        accesslog.FIRST_LOOK = old
+
+
 def test_failed_applies_and_lasting_unhealthiness_open_incidents_that_resolve(tmp_path: Path) -> None:
     from railguard.daemon.service import Daemon
     from railguard.model.api import OperationStatus, ReplicaHealth

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import os
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -21,6 +22,7 @@ LOGGER = "rgaccess"
 FILE_NAME = "access.log"
 ROLL_SIZE_MB = 20
 ROLL_KEEP = 2
+FIRST_LOOK = 4 * 1024 * 1024  # how much of an existing log the first look reads back (lines since the daemon began)
 MAX_READ = 8 * 1024 * 1024  # per pass: a burst is read over several passes, never all into memory at once
 # Everything of the request but the method, host and protocol: no headers, URI or client address on disk.
 _DROPPED = ("request>headers", "request>uri", "request>remote_ip", "request>remote_port", "request>client_ip",
@@ -77,10 +79,15 @@ def parse(line: bytes) -> AccessLine | None:
 
 
 class AccessReader:
-    """Reads the lines appended since the last call; starts at the end (history before the daemon is not news)."""
+    """Reads the lines appended since the last call. History from before the reader was made is not news: the
+    first look reads the file's tail (at most ``FIRST_LOOK``) and keeps only lines stamped after ``since``, so a
+    request answered between a deploy's switch and the first look still counts (the edge's log may be created
+    and written to before the daemon's next observation pass), and a restarted daemon does not count again what
+    its predecessor already did (its figures come from the store)."""
 
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, since: float | None = None) -> None:
         self.path = path
+        self.since = time.time() if since is None else since
         self._inode: int | None = None
         self._offset = 0
         self._partial = b""
@@ -92,9 +99,10 @@ class AccessReader:
             if self._inode is None:
                 self._inode = -1  # the file comes later: read it from its start then
             return []
-        if self._inode is None:  # first look: only what comes next
-            self._inode, self._offset = stat.st_ino, stat.st_size
-            return []
+        first = self._inode is None
+        if first:
+            self._inode, self._offset = stat.st_ino, max(0, stat.st_size - FIRST_LOOK)
+        mid_line = first and self._offset > 0  # the tail of a longer log starts inside a line
         if stat.st_ino != self._inode or stat.st_size < self._offset:  # rolled or truncated: the new file
             self._inode, self._offset, self._partial = stat.st_ino, 0, b""
         if stat.st_size == self._offset:
@@ -110,6 +118,8 @@ class AccessReader:
         lines = data.split(b"\n")
         if not data.endswith(b"\n"):
             self._partial = lines.pop()
+        if mid_line and lines:
+            lines = lines[1:]
         found = [parse(line) for line in lines if line]
-        return [line for line in found if line is not None]
+        return [line for line in found if line is not None and (not first or line.at >= self.since)]
 

@@ -120,6 +120,7 @@ class LocalProvider(Canaries, Views, Commands, Traffic):
         self.notices: list[ProviderEvent] = []  # found during a change (a tampered artifact), sent on the next tick
         self.refused: set[str] = set()  # replicas kept down because their artifact was tampered with (one event each)
         self._access: dict[str, AccessReader] = {}  # env -> its edge's access log, read by ``traffic``
+        self._access_since = time.time()  # lines stamped before this provider existed were another daemon's
         self.supervisor.on_restart = self._restarted
         self.supervisor.before_start = self._artifact_refused
         # Secret values come from the daemon when a process starts; they are never written to runtime.json.

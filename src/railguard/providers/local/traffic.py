@@ -21,6 +21,7 @@ class Traffic:
     home: Path
     state: RuntimeState
     _access: dict[str, AccessReader]
+    _access_since: float
 
     def traffic(self, request: TrafficRequest) -> TrafficResponse:
         readers = self._access
@@ -33,7 +34,7 @@ class Traffic:
         for env, by_address in owners.items():
             reader = readers.get(env)
             if reader is None:
-                reader = readers[env] = AccessReader(self.home / "edge" / env / FILE_NAME)
+                reader = readers[env] = AccessReader(self.home / "edge" / env / FILE_NAME, self._access_since)
             grouped: dict[tuple[str | None, int | None], tuple[list[float], list[int], list[float]]] = (
                 defaultdict(lambda: ([], [], [])))
             for line in reader.read():
