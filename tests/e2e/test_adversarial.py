@@ -280,18 +280,22 @@ def test_shared_user_mode_allows_what_the_docs_list_and_token_only_refuses_it(si
         assert report[name]["possible"] is (wanted["shared-user"] == "possible"), (name, report[name])
     status = d.rg_json("status", "--env", "production")["status"]
     assert status["isolation"] == "shared-user" and status["user"] is None
-    # The made-up token is refused in this mode too, and recorded (under the environment it asked about).
+    # The made-up token is refused in this mode too, and recorded on the daemon's timeline (the environment a
+    # request names is the caller's word: only a token limited to exactly it puts the refusal on its timeline).
     assert not report["forged_token"]["possible"] and " 401 " in report["forged_token"]["detail"]
-    forged = wait_for(lambda: [e for e in d.rg_json("events", "--env", "production")["events"]
-                               if e["kind"] == "security.refused"] or None, "the forged token's refusal")
+    forged = wait_for(lambda: [e for e in d.rg_json("events")["events"]
+                               if e["kind"] == "security.refused" and e["env"] is None
+                               and e["data"]["code"] == "auth.unknown_token"] or None, "the forged token's refusal")
     assert forged[0]["data"]["code"] == "auth.unknown_token" and "GET /v1/status" in forged[0]["data"]["what"]
-    # A real token used beyond its scope (the staging-only agent asking for production) is recorded the same way.
+    # A real token used beyond its scope (the staging-only agent asking for production) is recorded the same way,
+    # and nothing lands on production's own timeline.
     d.env["RAILGUARD_TOKEN"] = d.agent
     assert d.rg("status", "--env", "production").returncode != 0
     del d.env["RAILGUARD_TOKEN"]
-    beyond = wait_for(lambda: [e for e in d.rg_json("events", "--env", "production")["events"]
+    beyond = wait_for(lambda: [e for e in d.rg_json("events")["events"]
                                if e["kind"] == "security.refused" and e["data"]["code"] == "auth.forbidden"] or None,
-                      "the agent's refusal on production's timeline")
+                      "the agent's refusal on the daemon's timeline")
+    assert not [e for e in d.rg_json("events", "--env", "production")["events"] if e["kind"] == "security.refused"]
     assert beyond[0]["data"]["principal"].endswith("mallory") and d.agent not in json.dumps(beyond), beyond
     # Token-only mode without isolation is refused unless accepted explicitly, and then it says so.
     agent = d.agent
