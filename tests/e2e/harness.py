@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import psutil
 from pydantic import BaseModel
 
 from railguard.model.api import EnvironmentStatus, Event, Operation, PlanAnswer, PlanRecord, Release, SecretSet
@@ -75,6 +76,17 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])
+
+
+def gone(pid: int | None) -> bool:
+    """Whether process ``pid`` has ended (a zombie has: only its parent has not reaped it). It may vanish between
+    any two looks, so every look is guarded: a check that raised NoSuchProcess failed a fault test under load."""
+    if pid is None:
+        return True
+    try:
+        return psutil.Process(pid).status() == psutil.STATUS_ZOMBIE
+    except psutil.Error:  # NoSuchProcess (it ended between two looks), AccessDenied on a reused pid
+        return True
 
 
 def wait_for(predicate: Callable[[], Any], what: str, timeout: float = 20.0) -> Any:

@@ -20,11 +20,10 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-import psutil
 import pytest
 
 from ..conftest import stop_daemon
-from .harness import Workspace, free_port, wait_for
+from .harness import Workspace, free_port, gone, wait_for
 
 APP = Path(__file__).parent / "observe_app" / "app.py"
 SPEC = """
@@ -81,7 +80,7 @@ def _restart_daemon(ws: Workspace) -> None:
     done = subprocess.run([sys.executable, "-m", "railguard", "daemon", "stop", "--spec",
                            str(ws.root / "railguard.toml")], capture_output=True, text=True, timeout=60, check=False)
     assert done.returncode == 0, done.stdout + done.stderr
-    wait_for(lambda: not psutil.pid_exists(pid) or psutil.Process(pid).status() == psutil.STATUS_ZOMBIE,
+    wait_for(lambda: gone(pid),
              "the daemon to stop")
     ws.status()  # starts the new daemon
     assert ws.daemon_pid() not in (None, pid)

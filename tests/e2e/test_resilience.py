@@ -7,10 +7,9 @@ import os
 import signal
 import time
 
-import psutil
 import pytest
 
-from .harness import Workspace, wait_for
+from .harness import Workspace, gone, wait_for
 
 
 def _replica_pids(ws: Workspace) -> list[int]:
@@ -41,7 +40,7 @@ def test_killed_daemon_leaves_apps_serving_and_is_readopted(ws: Workspace) -> No
     kept.request("GET", "/")
     assert kept.getresponse().read().startswith(b"v1")
     os.kill(daemon, signal.SIGKILL)
-    wait_for(lambda: not psutil.pid_exists(daemon) or psutil.Process(daemon).status() == psutil.STATUS_ZOMBIE,
+    wait_for(lambda: gone(daemon),
              "the daemon to die")
     for _ in range(10):
         assert ws.version() == "v1"  # the edge and the replicas do not need the daemon
@@ -89,8 +88,7 @@ def test_daemon_killed_at_a_step_never_leaves_a_half_switch(ws: Workspace, step:
     doomed = ws.daemon_pid()
     code, submitted = ws.rg_json("apply", planned["plan"]["id"], "--no-wait")
     assert code == 0, submitted
-    wait_for(lambda: doomed is None or not psutil.pid_exists(doomed)
-             or psutil.Process(doomed).status() == psutil.STATUS_ZOMBIE, f"the fault at {step}")
+    wait_for(lambda: gone(doomed), f"the fault at {step}")
     for _ in range(5):
         assert ws.get().status_code == 200  # traffic flows while no daemon runs
     code, op = ws.rg_json("operations", submitted["operation"]["id"])  # a new daemon recovers it
