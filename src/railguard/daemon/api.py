@@ -186,11 +186,17 @@ class Handler(BaseHTTPRequestHandler):
             self._send(*_refusal(daemon, exc))
             return
         bearer = (self.headers.get("Authorization") or "").removeprefix("Bearer ").strip() or None
-        self._send(*respond(daemon, method, self.path, bearer, raw, self._peer))
+        try:
+            self._send(*respond(daemon, method, self.path, bearer, raw, self._peer, release_jobs=False))
+        finally:
+            # Only once the answer is written may a job this request queued start: a job that ends the daemon at
+            # its first step (a fault, a crash) must not cut off the answer that says it was queued.
+            daemon.answered()
 
 
 def respond(daemon: Daemon, method: str, target: str, bearer: str | None, raw: bytes,
-            peer: Callable[[], tuple[int, int]] | None, anonymous: Principal | None = None) -> tuple[int, bytes]:
+            peer: Callable[[], tuple[int, int]] | None, anonymous: Principal | None = None,
+            release_jobs: bool = True) -> tuple[int, bytes]:
     """One request, whatever carried it (the socket, or :class:`LocalTransport` in the daemon's own process):
     authenticate, route, audit, and answer the envelope as redacted JSON.
 
@@ -253,7 +259,8 @@ def respond(daemon: Daemon, method: str, target: str, bearer: str | None, raw: b
                      "Re-run the command; if it persists, report it with the daemon log (daemon.log).")
         return _envelope(daemon, 500, {"ok": False, "diagnostics": [diag.model_dump(mode="json")]})
     finally:
-        daemon.answered()  # an operation this request queued starts only now (see Daemon._queue)
+        if release_jobs:  # the caller has the answer once this returns (in process); the socket releases later
+            daemon.answered()  # an operation this request queued starts only now (see Daemon._queue)
 
 
 def _read_head(sock: socket.socket, within: float, limit: int = 8192) -> bytes:
