@@ -11,7 +11,16 @@ import pytest
 
 from railguard.daemon import intrusions as intrusions_module
 from railguard.daemon.api import respond
-from railguard.daemon.intrusions import BURST, PER_MINUTE, Attempt, Intrusions, clean, message
+from railguard.daemon.intrusions import (
+    BURST,
+    FAIR_SHARE,
+    PER_MINUTE,
+    PER_USER_MINUTE,
+    Attempt,
+    Intrusions,
+    clean,
+    message,
+)
 from railguard.daemon.service import Daemon
 from railguard.model.principals import Role
 from railguard.state import tokens
@@ -47,6 +56,41 @@ def test_the_minute_cap_holds_across_sources() -> None:
         intrusions.request_refused(f"token:t{n}", "GET /v1/whoami", "auth.unknown_token", None)
     intrusions.flush()
     assert len(seen) == PER_MINUTE
+
+
+def test_one_app_cannot_spend_the_budget_that_records_another_apps_attempts(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A hostile app that makes every kernel refusal a new kind (a new file each time) is cut to its own share, and
+    another environment's user is still recorded after it: the overall budget is not one app's to spend."""
+    monkeypatch.setattr(intrusions_module, "ATTRIBUTION_WAIT_S", 0.0)
+    intrusions, seen = recorder()
+    for n in range(PER_MINUTE * 3):
+        intrusions.kernel_refused(0, 100 + n, "openat", "EACCES", f"/srv/state/{n}.db", "python")
+    intrusions.flush()
+    assert len(seen) == PER_USER_MINUTE and {a.principal for a in seen} == {"os:root"}
+    for n in range(PER_MINUTE * 3):  # callers' token names are not exempt: these fill the overall budget
+        intrusions.request_refused(f"token:t{n}", "GET /v1/whoami", "auth.unknown_token", None)
+    intrusions.flush()
+    assert len(seen) == PER_MINUTE
+    intrusions.kernel_refused(65534, 7, "bind", "EADDRINUSE", "127.0.0.1:8080", "node")
+    intrusions.kernel_refused(65534, 8, "openat", "EACCES", "/proc/1/environ", "node")
+    intrusions.kernel_refused(65534, 9, "openat", "EACCES", "/etc/shadow", "node")
+    intrusions.flush()
+    other = [a for a in seen if a.detail.get("uid") == 65534]
+    assert len(other) == FAIR_SHARE and len(seen) == PER_MINUTE + FAIR_SHARE
+
+
+def test_attempts_left_out_by_a_forgotten_source_are_still_reported(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(intrusions_module, "_SOURCES", 4)
+    intrusions, seen = recorder()
+    for _ in range(BURST + 3):  # 3 left out of token:old's burst
+        intrusions.request_refused("token:old", "GET /v1/status", "auth.forbidden", None)
+    for n in range(6):  # other sources push token:old out of the rate limit's memory
+        intrusions.request_refused(f"token:new{n}", "GET /v1/x", "auth.forbidden", None)
+    intrusions.flush()
+    assert "token:old" not in intrusions._tokens
+    intrusions.request_refused("token:old", "GET /v1/status", "auth.forbidden", None)
+    intrusions.flush()
+    assert seen[-1].principal == "token:old" and seen[-1].suppressed == 3
 
 
 def test_a_peer_is_attributed_by_its_uid_to_the_environment_its_user_runs(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -16,9 +16,11 @@ from its own checks, and records here:
 
 Each becomes an event ``security.refused`` (on the environment's timeline when one is known), a signed
 audit entry, and, for an environment's own user, an incident (kind ``security_refused``). Recording
-is rate-limited (a burst, then one per 30 s per source; 20 a minute overall) and done on one
-background thread with a bounded queue, so a process that floods the socket can flood neither the
-store nor the accept loop: what is left out is counted and reported with the next record.
+is rate-limited (a burst, then one per 30 s per source; 10 a minute per OS user; 20 a minute overall) and
+done on one background thread with a bounded queue, so a process that floods the socket can flood neither the
+store nor the accept loop: what is left out is counted and reported with the next record. The overall budget
+cannot be spent by one app to hide another's attempt: an OS user's first records of a minute pass even when it
+is spent (OS users are the kernel's word and few; a token name in a request is the caller's and is not exempt).
 Called by :mod:`railguard.daemon.api`.
 """
 
@@ -41,6 +43,8 @@ KERNEL_CODE = "kernel.refused"  # the code of an attempt the kernel refused (not
 BURST = 5  # records a source (an OS user, a principal) may make at once...
 PER_SOURCE_S = 30.0  # ...then one more per this many seconds
 PER_MINUTE = 20  # records per minute, all sources together
+PER_USER_MINUTE = 10  # records per minute of one OS user ("os:" principals), whatever it tries
+FAIR_SHARE = 2  # an OS user's first records of a minute pass even when the overall budget is spent
 _QUEUE = 64
 _SOURCES = 512  # sources remembered for the rate limit (the oldest are forgotten)
 _USERS_TTL_S = 30.0
@@ -73,7 +77,10 @@ class Intrusions:
         self._lock = threading.Lock()
         self._tokens: dict[str, tuple[float, float]] = {}  # source -> (records it may still make, when counted)
         self._skipped: dict[str, int] = {}
+        self._owner: dict[str, str] = {}  # source -> its principal (to keep a forgotten source's skipped count)
+        self._orphaned: dict[str, int] = {}  # principal -> attempts left out by sources forgotten since
         self._minute: list[float] = []
+        self._by_user: dict[str, list[float]] = {}  # "os:" principal -> times of its records this minute
         self._queue: queue.Queue[Attempt] = queue.Queue(_QUEUE)
         self._thread: threading.Thread | None = None
 
@@ -130,25 +137,34 @@ class Intrusions:
 
     # -- rate limit and hand-off ---------------------------------------------------------------
     def _offer(self, attempt: Attempt, burst: int = BURST) -> None:
-        """Record ``attempt`` unless its source spent its burst (refilled one per PER_SOURCE_S) or the minute's
-        budget is spent; what is left out is counted onto the source's next record."""
-        key = attempt.source
+        """Record ``attempt`` unless its source spent its burst (refilled one per PER_SOURCE_S), its OS user spent
+        its minute, or the minute's overall budget is spent (an OS user's first FAIR_SHARE excepted); what is left
+        out is counted onto the source's next record (or, once the source is forgotten, its principal's)."""
+        key, principal = attempt.source, attempt.principal
         now = time.monotonic()
         with self._lock:
             self._minute = [t for t in self._minute if now - t < 60.0]
+            for user in list(self._by_user):
+                self._by_user[user] = [t for t in self._by_user[user] if now - t < 60.0]
+                if not self._by_user[user]:
+                    del self._by_user[user]
+            os_user = principal.startswith("os:")
+            mine = self._by_user.get(principal, []) if os_user else []
             level, since = self._tokens.get(key, (float(burst), now))
             level = min(float(burst), level + (now - since) / PER_SOURCE_S)
-            if level < 1.0 or len(self._minute) >= PER_MINUTE:
+            spent = len(self._minute) >= PER_MINUTE and not (os_user and len(mine) < FAIR_SHARE)
+            self._owner[key] = principal
+            if level < 1.0 or spent or len(mine) >= PER_USER_MINUTE:
                 self._tokens[key] = (level, now)
                 self._skipped[key] = self._skipped.get(key, 0) + 1
+                self._forget_oldest()
                 return
             self._tokens[key] = (level - 1.0, now)
-            attempt.suppressed = self._skipped.pop(key, 0)
+            attempt.suppressed = self._skipped.pop(key, 0) + self._orphaned.pop(principal, 0)
             self._minute.append(now)
-            if len(self._tokens) > _SOURCES:
-                for old in sorted(self._tokens, key=lambda k: self._tokens[k][1])[:len(self._tokens) - _SOURCES]:
-                    del self._tokens[old]
-                    self._skipped.pop(old, None)
+            if os_user:
+                self._by_user.setdefault(principal, []).append(now)
+            self._forget_oldest()
             if self._thread is None:
                 self._thread = threading.Thread(target=self._drain, name="railguard-intrusions", daemon=True)
                 self._thread.start()
@@ -157,6 +173,21 @@ class Intrusions:
         except queue.Full:
             with self._lock:
                 self._skipped[key] = self._skipped.get(key, 0) + 1 + attempt.suppressed
+
+    def _forget_oldest(self) -> None:
+        """Keep the rate limit's memory bounded (caller holds the lock); a forgotten source's skipped count moves to
+        its principal, so it is still reported (with the principal's next record) rather than lost."""
+        if len(self._tokens) <= _SOURCES:
+            return
+        for old in sorted(self._tokens, key=lambda k: self._tokens[k][1])[:len(self._tokens) - _SOURCES]:
+            del self._tokens[old]
+            owner = self._owner.pop(old, old)
+            left = self._skipped.pop(old, 0)
+            if left:
+                self._orphaned[owner] = self._orphaned.get(owner, 0) + left
+        if len(self._orphaned) > _SOURCES:  # principals named by callers (tokens) could be many: keep the largest
+            for small in sorted(self._orphaned, key=self._orphaned.__getitem__)[:len(self._orphaned) - _SOURCES]:
+                del self._orphaned[small]
 
     def _drain(self) -> None:
         while True:
