@@ -33,6 +33,8 @@ def test_defaults_and_distinct_folders_pass(tmp_path: Path) -> None:
     assert codes(tmp_path, 'data_dir = "data/staging"', 'data_dir = "data/production"') == []
     # Each environment's own default place, spelled out, is fine too.
     assert codes(tmp_path, 'data_dir = ".railguard/data/staging"') == []
+    # A folder of the app's own under the places data usually lives is fine.
+    assert codes(tmp_path, 'data_dir = "/var/lib/d-staging"', 'data_dir = "/srv/d/production"') == []
 
 
 @pytest.mark.parametrize(("staging", "production", "expected"), [
@@ -42,7 +44,14 @@ def test_defaults_and_distinct_folders_pass(tmp_path: Path) -> None:
     ('data_dir = ".railguard"', "", ("spec.data_dir_unsafe", "staging")),
     ('data_dir = "."', "", ("spec.data_dir_unsafe", "staging")),
     ('data_dir = ".railguard/artifacts/x"', "", ("spec.data_dir_unsafe", "staging")),
-], ids=["dot-slash", "nested", "default-of-other", "state-folder", "around-state", "artifact"])
+    ('data_dir = "/etc"', "", ("spec.data_dir_unsafe", "staging")),
+    ('data_dir = "/etc/cron.d/x"', "", ("spec.data_dir_unsafe", "staging")),
+    ('data_dir = "/"', "", ("spec.data_dir_unsafe", "staging")),
+    ('data_dir = "/var/lib"', "", ("spec.data_dir_unsafe", "staging")),
+    ('data_dir = "/usr/local/lib/python3"', "", ("spec.data_dir_unsafe", "staging")),
+    ('data_dir = "/root"', "", ("spec.data_dir_unsafe", "staging")),
+], ids=["dot-slash", "nested", "default-of-other", "state-folder", "around-state", "artifact", "etc", "in-etc",
+        "root-folder", "var-lib", "usr", "root-home"])
 def test_unsafe_folders_are_refused(tmp_path: Path, staging: str, production: str,
                                     expected: tuple[str, str]) -> None:
     code, env = expected

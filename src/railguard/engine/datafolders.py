@@ -4,12 +4,16 @@ The spec's own check (:mod:`railguard.model.checks`) compares ``data_dir`` strin
 ``data/prod`` against ``./data/prod``, a symlink to another environment's folder, or the default
 ``<state>/data/<env>`` that no string names. Here every folder is resolved (defaults included, symlinks
 followed) and refused when it is another environment's folder, inside or around one, inside the state folder
-(other than its own default place), around the state folder, or inside an artifact. Called by
+(other than its own default place), around the state folder, inside an artifact, or a system folder (``/``,
+anything under ``/etc``, ``/usr``, ``/var/spool``…, a home folder itself): the daemon may run as root and hands the
+folder to the environment's user. The provider refuses, besides, any existing folder that is not new, empty or
+already the environment's (:func:`railguard.providers.local.isolation.prepare_data`). Called by
 :class:`railguard.engine.workspace.Workspace` whenever the spec is loaded with its state folder known.
 """
 
 from __future__ import annotations
 
+import pwd
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -20,6 +24,28 @@ from railguard.model.spec import Spec
 def resolved(spec: Spec, env: str, root: Path, home: Path) -> Path:
     configured = spec.environments[env].data_dir
     return ((root / configured) if configured else (home / "data" / env)).resolve()
+
+
+# Folders the operating system, its services or its users own: never an app's data folder (nor anything in them).
+SYSTEM_TREES = tuple(Path(p) for p in ("/etc", "/usr", "/bin", "/sbin", "/lib", "/lib32", "/lib64", "/libx32",
+                                        "/boot", "/proc", "/sys", "/dev", "/run", "/var/spool", "/var/run",
+                                        "/var/log", "/var/cache", "/var/backups", "/var/mail", "/snap"))
+# Folders an app's data may go inside, but that are not one app's to have.
+SHARED_ROOTS = tuple(Path(p) for p in ("/", "/home", "/var", "/var/lib", "/var/tmp", "/tmp", "/opt", "/srv", "/mnt",
+                                        "/media", "/data"))
+
+
+def system_folder(path: Path) -> str | None:
+    """Why ``path`` (resolved) is the system's and not an app's to keep data in; None when it may be."""
+    if path in SHARED_ROOTS:
+        return f"it is {path} itself, which many programs and users share"
+    for tree in SYSTEM_TREES:
+        if _within(path, tree):
+            return f"it is in {tree}, which belongs to the operating system"
+    homes = {Path(entry.pw_dir) for entry in pwd.getpwall() if entry.pw_dir not in ("", "/", "/nonexistent")}
+    if path in homes:
+        return "it is a user's home folder"
+    return None
 
 
 def _within(inner: Path, outer: Path) -> bool:
@@ -41,7 +67,10 @@ def check(spec: Spec, root: Path, home: Path) -> Iterator[Diagnostic]:
                     "other's data.",
                     f"Give '{env}' a data_dir of its own outside every other environment's, then run "
                     "`railguard validate`.", address=address)
-        if _within(state, path):
+        system = system_folder(path) if spec.environments[env].data_dir else None
+        if system is not None:
+            yield _unsafe(env, path, system, address)
+        elif _within(state, path):
             yield _unsafe(env, path, f"it contains the state folder {state}", address)
         elif _within(path, state / "artifacts"):
             yield _unsafe(env, path, "it is inside a release artifact, which must never change", address)

@@ -23,7 +23,7 @@ from railguard.model.sensitivity import REDACTED, looks_secret
 
 # Service keys whose change needs new processes (a new release); the rest apply in place.
 REPLACE_KEYS = {"build", "run", "release", "env", "secrets", "secret_versions", "listen", "port_env", "source",
-                "data_dir", "databases",
+                "data_dir", "databases", "user",
                 "image", "resources", "kubernetes",  # a Kubernetes service's pod template: a new ReplicaSet
                 "template_drift"}  # someone else changed that template: putting it back starts new pods
 

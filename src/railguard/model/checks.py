@@ -10,6 +10,7 @@ problem at once. Called by :func:`railguard.model.specfile.parse_spec`.
 from __future__ import annotations
 
 import os
+import re
 import shutil
 from collections.abc import Iterator
 
@@ -18,7 +19,7 @@ from railguard.model.diagnostics import Diagnostic, error, warning
 from railguard.model.durations import parse_ms
 from railguard.model.graph import find_cycle
 from railguard.model.sensitivity import looks_secret
-from railguard.model.spec import LOCAL_ONLY, Service, Spec
+from railguard.model.spec import LOCAL_ONLY, RESERVED_USER_PATTERN, Service, Spec
 from railguard.model.verifychecks import verification
 
 RESERVED_VARIABLES = {"PORT", "PATH", "HOME"}
@@ -291,7 +292,19 @@ def _isolation(spec: Spec) -> Iterator[Diagnostic]:
     hosts: dict[str, str] = {}
     data_dirs: dict[str, str] = {}
     databases: dict[str, tuple[str, str]] = {}
+    # The OS user each environment runs as where the daemon isolates (the provider's default: rg-<app>-<env>).
+    users = {env_name: env.user or f"rg-{spec.app.name}-{env_name}" for env_name, env in spec.environments.items()}
     for env_name, env in spec.environments.items():
+        if env.user is not None and re.match(RESERVED_USER_PATTERN, env.user):
+            yield error("spec.user_reserved", f"Environment '{env_name}' names a reserved OS user",
+                        f"user = {env.user!r} is root or one of Railguard's own accounts (the edge, builds, scratch "
+                        "runs, database servers), whose rights an app must never get.",
+                        f"Remove `user` from [environments.{env_name}] (Railguard creates rg-<app>-{env_name}), or "
+                        "name a new account of its own, then run `railguard validate`.",
+                        address=f"environments.{env_name}.user")
+        for other, name in users.items():
+            if env.user is not None and other != env_name and name == env.user:
+                yield _shared("user account", env.user, other, env_name, f"environments.{env_name}.user")
         if env.data_dir is not None:
             normalized = env.data_dir.rstrip("/") or "/"
             other = data_dirs.setdefault(normalized, env_name)

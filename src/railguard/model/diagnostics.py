@@ -58,7 +58,9 @@ CODES: dict[str, str] = {
     "spec.not_applicable": "A key the environment's target does not use (a local-only key on Kubernetes).",
     "spec.invalid_policy": "A policy rule does not compile, reads an unknown field, or is not boolean.",
     "spec.shared_resource": "Two environments share a host, data folder or database location.",
-    "spec.data_dir_unsafe": "A data folder is inside the state folder, an artifact, or contains the state folder.",
+    "spec.data_dir_unsafe": "A data folder is inside the state folder, an artifact, a system folder, or contains the "
+                            "state folder.",
+    "spec.user_reserved": "An environment names root or one of Railguard's own OS accounts as its user.",
     # the state folder
     "state.unwritable": "The state folder cannot be created or written.",
     "state.corrupt": "The state database is damaged or not a Railguard store.",
@@ -103,6 +105,10 @@ CODES: dict[str, str] = {
                               "out of it.",
     "rollout.release_failed": "The release command (e.g. migrations) failed.",
     "rollout.start_failed": "A replica's command could not be started.",
+    "rollout.data_dir_taken": "The data folder exists, is not empty and is not the environment's: not handed over.",
+    "rollout.user_taken": "The OS user the spec names is an existing account or another environment's.",
+    "exec.user_taken": "The OS user the spec names for a command is an existing account or another environment's.",
+    "exec.data_dir": "The environment's data folder could not be prepared for a command.",
     "rollout.crashed": "A new replica exited before it became healthy.",
     "rollout.ignores_port": "A new replica listens on another port than the one in $PORT.",
     "rollout.unhealthy": "A new replica did not pass its readiness gate in time.",

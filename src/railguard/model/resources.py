@@ -202,6 +202,8 @@ def desired_resources(spec: Spec, env: str, source_digest: str | None = None,
         deps = [service_address(env, d) for d in service.depends_on]
         if environment.target == "kubernetes":  # only there: local services keep the fingerprints they always had
             config |= kubernetes_service_config(service, environment)
+        if environment.user is not None:  # only when named: the OS user is part of what a reviewer approves
+            config["user"] = environment.user
         if service.databases:  # only then: a service without databases keeps the fingerprint it always had
             config["databases"] = {d: spec.databases[d].env_var for d in sorted(set(service.databases))}
             deps += [database_address(env, d) for d in config["databases"]]

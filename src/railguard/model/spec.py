@@ -152,6 +152,9 @@ def _canary_pause(value: str) -> str:
     return value if value == "manual" else _duration(value)
 
 
+# Accounts that are Railguard's own for other purposes (the edge, builds, the doctor's scratch runs, database
+# servers) or root: never an environment's `user`, whatever its spec says (checks.py; the local provider again).
+RESERVED_USER_PATTERN = r"^(rg-edge|rg-build-.*|rg-scratch-.*|.*_pg|root)$"
 IMAGE_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._/:-]{0,255}@sha256:[0-9a-f]{64}$"
 QUANTITY_PATTERN = r"^[0-9]+(\.[0-9]+)?(m|k|Ki|Mi|Gi|Ti|M|G|T)?$"
 

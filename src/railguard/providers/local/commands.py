@@ -24,7 +24,16 @@ from railguard.model.plans import Change
 from railguard.model.resources import ObservedResource
 from railguard.providers.base import LATEST, ApplyRequest, ApplyResponse, CommandRequest, Progress
 from railguard.providers.local import artifacts
-from railguard.providers.local.isolation import Level, RunAs, lookup, prepare_data, starting, user_name
+from railguard.providers.local.isolation import (
+    Level,
+    RunAs,
+    UserTaken,
+    claim_user,
+    lookup,
+    prepare_data,
+    starting,
+    user_name,
+)
 from railguard.providers.local.processes import as_user
 from railguard.providers.local.replicas import not_installed, pinned, replica_env
 from railguard.providers.local.runtime import ReplicaSet, RuntimeState
@@ -155,7 +164,17 @@ class Commands:
         with self.state.lock:
             sets = [rs for rs in self.state.env(request.env).of(request.service) if rs.replicas]
         user = sets[0].replicas[0].spec.user if sets else None
-        return user or request.user or user_name(request.app, request.env, self.home)
+        if user is not None:
+            return user
+        name = request.user or user_name(request.app, request.env, self.home)
+        try:
+            claim_user(self.home, request.env, name, named_by_spec=request.user is not None)
+        except UserTaken as exc:
+            raise RailguardError(error(
+                "exec.user_taken", "The environment's OS user is not its to run as", str(exc),
+                "Remove `user` from the environment in the spec (Railguard then creates rg-<app>-<env>), or name a "
+                "new account.", address=f"{request.env}/service.{request.service}")) from exc
+        return name
 
     def _command_context(self, request: CommandRequest,
                          run_as: RunAs | None = None) -> tuple[Path, dict[str, str]]:
@@ -173,7 +192,13 @@ class Commands:
             raise _no_artifact(request, "its artifact is gone (retention keeps the newest releases only)")
         data_dir = Path(request.data_dir) if request.data_dir else self.home / "data" / request.env
         if not data_dir.exists():  # made the environment user's, as a rollout makes it; an existing one is left as is
-            prepare_data(data_dir, run_as)
+            try:
+                prepare_data(data_dir, run_as)
+            except OSError as exc:
+                raise RailguardError(error(
+                    "exec.data_dir", "The environment's data folder could not be prepared", str(exc),
+                    "Point the environment's data_dir at a new or empty folder (or remove it for the default).",
+                    address=f"{request.env}/service.{request.service}")) from exc
         environ = replica_env(cfg, env=request.env, service=request.service, release=request.release, index=None,
                               port=None, data_dir=data_dir, artifact=found, home=self.home,
                               secrets=self.secret_values(request.env, pinned(cfg)))

@@ -102,7 +102,7 @@ def _rehearse(request: ApplyRequest, *, home: Path, service: str, config: dict[s
             for parent in (home / "scratch", home / "scratch" / "rehearsal", scratch):
                 parent.mkdir(exist_ok=True)
                 parent.chmod(0o711)
-            prepare_data(folder, ensure_user(user))
+            prepare_data(folder, ensure_user(user), adopt=True)  # our scratch copy of the data
         run_release_command(config, _retarget(rehearsal_environ, data_dir, folder), artifact,
                             log_dir / f"{env}.{service}.r{release}.{label}.log", user)
         pg_after[label] = pgrehearsal.shapes(clusters)

@@ -17,6 +17,7 @@ Called by the local provider (level at construction, users and folders before ea
 from __future__ import annotations
 
 import hashlib
+import json
 import logging
 import os
 import pwd
@@ -29,6 +30,8 @@ import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+
+from railguard.model.spec import RESERVED_USER_PATTERN
 
 log = logging.getLogger(__name__)
 
@@ -109,6 +112,67 @@ def scratch_user(app: str) -> str:
     if len(name) > _USER_MAX:
         name = name[:_USER_MAX - 9] + "-" + hashlib.sha256(name.encode()).hexdigest()[:8]
     return name
+
+
+# Accounts that are Railguard's own for other purposes: never an environment's, whatever its spec says.
+RESERVED_USER = re.compile(RESERVED_USER_PATTERN)
+LEDGER = "users.json"  # in the state folder: which environment each account was created or claimed for
+
+
+class UserTaken(OSError):
+    """An account the spec names that is not the environment's to run as (see :func:`claim_user`)."""
+
+
+def claim_user(home: Path, env: str, name: str, named_by_spec: bool) -> RunAs:
+    """The account ``env``'s processes run as, created on first use and bound to ``env`` for good.
+
+    The spec (the agent's text) can name the account: it must then be one Railguard creates (it does not exist
+    yet) or one already bound to this environment in the state folder's ledger; never an existing login, another
+    environment's user, a database server's (``*_pg``), the edge's or a build's. A default ``rg-<app>-<env>``
+    created before the ledger existed is bound on first sight.
+    """
+    if RESERVED_USER.match(name):
+        raise UserTaken(f"{name} is one of Railguard's own accounts (edge, builds, scratch runs, database servers)")
+    with _lock:
+        ledger = _read_ledger(home)
+        owner = ledger.get(name)
+        if owner is not None and owner != env:
+            raise UserTaken(f"{name} is environment {owner}'s user")
+        if owner is None and named_by_spec:
+            try:
+                pwd.getpwnam(name)
+            except KeyError:
+                pass
+            else:
+                raise UserTaken(f"{name} is an existing account that Railguard did not create for {env}")
+    run_as = ensure_user(name)
+    if owner is None:
+        with _lock:
+            ledger = _read_ledger(home)
+            if ledger.setdefault(name, env) != env:
+                raise UserTaken(f"{name} is environment {ledger[name]}'s user")
+            _write_ledger(home, ledger)
+    return run_as
+
+
+def _read_ledger(home: Path) -> dict[str, str]:
+    try:
+        data = json.loads((home / LEDGER).read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        return {}
+    except (OSError, ValueError) as exc:  # refuse rather than forget who owns which account
+        raise UserTaken(f"the account ledger {home / LEDGER} cannot be read: {exc}") from exc
+    return {str(k): str(v) for k, v in data.items()} if isinstance(data, dict) else {}
+
+
+def _write_ledger(home: Path, ledger: dict[str, str]) -> None:
+    tmp = home / f".{LEDGER}.tmp"
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, 0o600)
+    with os.fdopen(fd, "w", encoding="utf-8") as out:
+        json.dump(ledger, out, indent=1, sort_keys=True)
+        out.flush()
+        os.fsync(out.fileno())
+    os.replace(tmp, home / LEDGER)
 
 
 def ensure_user(name: str) -> RunAs:
@@ -208,16 +272,54 @@ def _seal(path: Path, owner: int) -> None:
         path.chmod(mode)
 
 
-def prepare_data(path: Path, run_as: RunAs | None) -> None:
-    """The environment's data folder: its user's alone (0700), created when missing."""
-    path.mkdir(parents=True, exist_ok=True)
+class FolderTaken(OSError):
+    """An existing folder that is not Railguard's to hand over (see :func:`prepare_data`)."""
+
+
+def prepare_data(path: Path, run_as: RunAs | None, adopt: bool = False) -> None:
+    """The environment's data folder: its user's alone (0700), created when missing.
+
+    The folder's path comes from the spec, which the agent writes, and this runs as root: so an existing folder is
+    handed over only when it is empty, already the user's, or ``adopt`` (the default folder inside the state
+    folder, whose files only Railguard's environments wrote: a first isolated run after shared-user ones).
+    Anything else (``/etc``, a home folder, Railguard's own keys) is refused with :class:`FolderTaken`, never
+    chowned. A handed-over folder's files are changed one by one without following links, and a file with
+    another hard link is left alone (the same file is elsewhere too, and may be anyone's).
+    """
+    try:
+        path.mkdir(parents=True)
+        created = True
+    except FileExistsError:
+        created = False
+    info = os.lstat(path)
+    if not stat.S_ISDIR(info.st_mode):
+        raise FolderTaken(f"{path} is not a folder (a link or a file): a data folder must be a real folder")
     if run_as is None:
         return
-    info = path.stat()
     if (info.st_uid, info.st_gid) != (run_as.uid, run_as.gid):
-        # Handed over (first isolated run, or a new user): everything in it becomes the user's.
+        if not (created or adopt or _empty(path)):
+            owner = _owner_name(info.st_uid)
+            raise FolderTaken(f"{path} already exists, is not empty and belongs to {owner}: Railguard hands an "
+                              f"environment only a new or empty folder, never someone else's files (to give this "
+                              f"one to the environment on purpose: chown -R {run_as.name} {path})")
         for root, dirs, files in os.walk(path):
             for name in [*dirs, *files]:
-                os.lchown(Path(root) / name, run_as.uid, run_as.gid)
+                entry = Path(root) / name
+                found = os.lstat(entry)
+                if not stat.S_ISDIR(found.st_mode) and found.st_nlink > 1:
+                    continue
+                os.lchown(entry, run_as.uid, run_as.gid)
         os.chown(path, run_as.uid, run_as.gid)
     path.chmod(0o700)
+
+
+def _empty(path: Path) -> bool:
+    with os.scandir(path) as entries:
+        return next(entries, None) is None
+
+
+def _owner_name(uid: int) -> str:
+    try:
+        return pwd.getpwuid(uid).pw_name
+    except KeyError:
+        return f"uid {uid}"

@@ -70,6 +70,12 @@ REMEDIATION = {
     "rollout.release_failed": "Fix the release command (see log_tail); it must succeed and be safe to run twice. "
                               "Traffic is unchanged.",
     "rollout.start_failed": "Fix `run` in the spec (argv, no shell), then `railguard plan` and apply again.",
+    "rollout.user_taken": "Remove `user` from the environment in the spec (Railguard then creates and keeps "
+                          "rg-<app>-<environment>), or name a new account of this environment's own. Traffic is "
+                          "unchanged.",
+    "rollout.data_dir_taken": "Point the environment's data_dir at a new or empty folder of its own (or remove it to "
+                              "use the default), or hand that folder to the environment on purpose with the chown "
+                              "the detail names. Traffic is unchanged.",
     "rollout.crashed": "Read log_tail for the crash, fix it, then plan and apply again. Traffic is unchanged.",
     "rollout.ignores_port": "Make the app listen on the port given in $PORT (or `port_env`). Traffic is unchanged.",
     "rollout.unhealthy": "Check the health endpoint and log_tail; raise start_timeout if the app is just slow.",

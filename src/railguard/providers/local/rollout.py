@@ -22,7 +22,16 @@ from railguard.providers.local.databases import guarded_release
 from railguard.providers.local.dbservers import DatabaseServers
 from railguard.providers.local.edge import CaddyEdge, EdgeError, EdgeRoute
 from railguard.providers.local.health import CheckResult
-from railguard.providers.local.isolation import Level, ensure_user, prepare_data, seal_artifact, user_name
+from railguard.providers.local.isolation import (
+    FolderTaken,
+    Level,
+    UserTaken,
+    claim_user,
+    ensure_user,
+    prepare_data,
+    seal_artifact,
+    user_name,
+)
 from railguard.providers.local.processes import Supervisor, is_alive
 from railguard.providers.local.replicas import Failure, check, gate, pinned, replica_env, start_replicas
 from railguard.providers.local.replicas import stop_all as stop_replicas
@@ -60,16 +69,26 @@ class Rollouts:
         """The OS user the environment's new processes run as (None: the daemon's own, shared-user)."""
         if not self.isolation.isolated:
             return None
-        return request.user or user_name(request.app, request.env, self.home)
+        name = request.user or user_name(request.app, request.env, self.home)
+        try:
+            claim_user(self.home, request.env, name, named_by_spec=request.user is not None)
+        except UserTaken as exc:
+            raise Failure("rollout.user_taken", "The environment's OS user is not its to run as", str(exc),
+                          {"user": name}) from exc
+        return name
 
     def _build_user(self, request: ApplyRequest) -> str | None:
         """The OS user the app's build runs as (None: the daemon's own, shared-user); see buildas."""
         return buildas.build_user(request.app, self.home) if self.isolation.isolated else None
 
     def _data_dir(self, request: ApplyRequest, user: str | None = None) -> Path:
-        path = Path(request.data_dir) if request.data_dir else self.home / "data" / request.env
+        default = self.home / "data" / request.env
+        path = Path(request.data_dir) if request.data_dir else default
         try:
-            prepare_data(path, None if user is None else ensure_user(user))
+            prepare_data(path, None if user is None else ensure_user(user), adopt=path == default)
+        except FolderTaken as exc:
+            raise Failure("rollout.data_dir_taken", "The environment's data folder is not Railguard's to hand over",
+                          str(exc), {"data_dir": str(path), "user": user}) from exc
         except OSError as exc:
             raise Failure("rollout.start_failed", "The environment's data folder or user could not be prepared",
                           str(exc), {"data_dir": str(path), "user": user}) from exc

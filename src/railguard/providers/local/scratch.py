@@ -79,7 +79,7 @@ class LocalScratch:
         return self.run_as.name
 
     def hand_over(self, path: Path) -> None:
-        isolation.prepare_data(path, self.run_as)
+        isolation.prepare_data(path, self.run_as, adopt=True)  # the doctor's own scratch copy
 
     def popen_user(self) -> dict[str, Any]:
         return as_user(self.run_as)
