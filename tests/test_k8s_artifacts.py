@@ -423,3 +423,35 @@ def test_bundles_go_when_neither_a_kept_release_nor_a_stored_snapshot_names_thei
     store = artifacts.bundle_store(home)
     assert not first.path.exists() and not store.allowed("staging", first.digest)
     assert second.path.is_file() and store.allowed("staging", second.digest)
+
+
+
+def test_uv_config_in_the_source_cannot_point_the_install_elsewhere(workspace: Path, tmp_path: Path) -> None:
+    """The agent writes the source: a uv.toml (or [tool.uv.sources]) naming a wheel outside the snapshot is ignored,
+    so what gets installed, and shared with other environments under the same key, is what the lines name."""
+    from tests.wheels import make_wheel
+
+    outside = make_wheel(tmp_path / "outside", "idna", "99.0", "TROJAN = True\n")
+    (workspace / "uv.toml").write_text(f'no-index = true\nfind-links = ["{outside.parent}"]\n')
+    (workspace / "requirements.txt").write_text("idna\n")
+    home = workspace / ".railguard"
+    snap, _ = capture(SnapshotStore.of(home), workspace)
+    other = "3.12" if sys.version_info[:2] != (3, 12) else "3.13"
+    artifacts.prepare(home, "staging", "web", snap.digest, f"python:{other}-slim", index_env=uv_environment())
+    installed = {p.name for p in (home / "bundles" / "deps").rglob("idna-*.dist-info")}
+    assert installed and not any(name.startswith("idna-99.0") for name in installed), installed
+
+
+def test_local_wheels_the_requirements_name_are_part_of_the_dependency_key(workspace: Path) -> None:
+    """Two snapshots with the same requirements.txt but other bytes in the wheel it names never share a folder."""
+    from tests.wheels import make_wheel
+
+    home = workspace / ".railguard"
+    (workspace / "requirements.txt").write_text("./wheels/tinypkg-1.0-py3-none-any.whl\n")
+    other = "3.12" if sys.version_info[:2] != (3, 12) else "3.13"
+    for text in ("GOOD = True\n", "GOOD = False  # another environment's trojan\n"):
+        shutil.rmtree(workspace / "wheels", ignore_errors=True)
+        make_wheel(workspace / "wheels", "tinypkg", "1.0", text)
+        snap, _ = capture(SnapshotStore.of(home), workspace)
+        artifacts.prepare(home, "staging", "web", snap.digest, f"python:{other}-slim", index_env=uv_environment())
+    assert len(list((home / "bundles" / "deps").iterdir())) == 2

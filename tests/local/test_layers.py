@@ -167,6 +167,26 @@ def test_pip_builds_are_carried_out_by_uv_and_only_dependency_files_key_the_laye
         layers.plan(src, ["pip", "install", "--prefix", "/x", "."])
 
 
+def test_the_apps_own_uv_settings_make_its_layer_its_own(tmp_path: Path) -> None:
+    """uv runs in the source folder and reads its uv.toml and [tool.uv]: a staging source that adds one (pointing at a
+    wheel of its own, say) must not shape a layer that production, with the same requirements, would then reuse."""
+    src = tmp_path / "app"
+    src.mkdir()
+    (src / "requirements.txt").write_text("idna\n")
+    deps = layers.plan(src, ["pip", "install", "-r", "requirements.txt"])
+    env: dict[str, str] = {}
+    plain = layers.key(src, deps, "sha256:a", env)
+    assert layers.key(src, deps, "sha256:b", env) == plain  # shared while nothing of the app's shapes the install
+    (src / "uv.toml").write_text('find-links = ["./wheels"]\n')
+    staged = layers.key(src, deps, "sha256:a", env)
+    assert staged != plain and layers.key(src, deps, "sha256:b", env) != staged  # this source's alone
+    (src / "uv.toml").unlink()
+    (src / "pyproject.toml").write_text('[project]\nname = "x"\nversion = "1"\n[tool.uv.sources]\n'
+                                        'idna = { path = "./idna.whl" }\n')
+    assert layers.key(src, deps, "sha256:a", env) not in (plain, staged)
+    assert layers.key(src, deps, "sha256:b", env) != layers.key(src, deps, "sha256:a", env)
+
+
 def test_the_machines_pip_index_settings_reach_uv(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     conf = tmp_path / "pip.conf"
     conf.write_text("[global]\nindex-url = https://mirror.example/simple\n"

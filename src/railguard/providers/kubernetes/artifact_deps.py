@@ -58,9 +58,11 @@ def wanted(src: Path) -> list[str]:
     return args
 
 
-def check_requirements(src: Path, service: str) -> None:
-    """Refuse, before uv runs, requirements that reach outside the snapshot (another file, index or path)."""
+def check_requirements(src: Path, service: str) -> list[Path]:
+    """Refuse, before uv runs, requirements that reach outside the snapshot (another file, index or path); return
+    the local paths inside the snapshot that the requirements name (their bytes are part of what gets installed)."""
     lines: list[str] = []
+    local: list[Path] = []
     for name in ("requirements.txt", "pyproject.toml"):
         path = src / name
         if path.is_symlink() or (path.exists() and not path.resolve().is_relative_to(src.resolve())):
@@ -87,6 +89,8 @@ def check_requirements(src: Path, service: str) -> None:
             target = (src / candidate).resolve() if not candidate.startswith("/") else Path(candidate).resolve()
             if not target.is_relative_to(src.resolve()):
                 _refuse_line(service, line, "it names a path outside the app's source")
+            local.append(target)
+    return local
 
 
 def _paths_in(line: str) -> list[str]:
@@ -149,8 +153,12 @@ def build(src: Path, out: Path, python: str, service: str, index_env: Mapping[st
     env.update(index_env or {})
     env.update({"PATH": "/usr/local/bin:/usr/bin:/bin", "UV_PYTHON_DOWNLOADS": "never", "UV_NO_PROGRESS": "1",
                 "NO_COLOR": "1"})
-    command = [str(uv.find_uv_bin()), "pip", "install", "--quiet", "--target", str(out), "--python-version", python,
-               "--python-platform", PLATFORM, "--only-binary", ":all:", "--no-compile", *args]
+    # --no-config/--no-sources: a uv.toml or [tool.uv.sources] in the app's (the agent's) source must not point uv at
+    # another index or at files outside what the requirements name (check_requirements is about those lines only).
+    env["UV_NO_CONFIG"] = "1"
+    command = [str(uv.find_uv_bin()), "pip", "install", "--quiet", "--no-config", "--no-sources", "--target", str(out),
+               "--python-version", python, "--python-platform", PLATFORM, "--only-binary", ":all:", "--no-compile",
+               *args]
     session = build_as([src, out.parent]) if build_as is not None else nullcontext(({}, {}))
     try:
         with session as (popen, overrides):

@@ -293,11 +293,21 @@ def _deps(root: Path, src: Path, python: str | None, service: str, base_image: s
             "Python; the image name does not say which (only official `python:X.Y…` images do).",
             "Use an official python image (e.g. `python:3.12-slim`) as base_image, or give the service an image.",
             address=f"services.{service}"))
+    # The key is everything the install reads: the requirement files, the local wheels/trees they name, and the index
+    # (another index can serve other bytes under the same names). A folder is shared by every environment whose
+    # dependencies have this key, so nothing of one environment's snapshot that is not in the key may reach it.
     material = hashlib.sha256(python.encode() + artifact_deps.PLATFORM.encode())
+    for name, value in sorted((index_env or {}).items()):
+        material.update(b"index\0" + name.encode() + b"=" + value.encode() + b"\0")
     for name in ("requirements.txt", "pyproject.toml"):
         if (src / name).is_file():
             material.update(name.encode() + b"\0" + (src / name).read_bytes())
-    final = root / "deps" / material.hexdigest()[:24]
+    for named in sorted(set(artifact_deps.check_requirements(src, service))):
+        for path in sorted([named, *named.rglob("*")]) if named.is_dir() else [named]:
+            if path.is_file() and not path.is_symlink():
+                material.update(b"file\0" + str(path.relative_to(src.resolve())).encode() + b"\0"
+                                + hashlib.sha256(path.read_bytes()).digest())
+    final = root / "deps" / ("v2-" + material.hexdigest()[:24])
     if final.is_dir():
         return final
     final.parent.mkdir(parents=True, exist_ok=True)

@@ -179,11 +179,27 @@ def key(src: Path, deps: Dependencies, source_digest: str, uv_env: dict[str, str
             pinned_by_source = True  # only building the project tells what it needs
     if deps.lock:
         files.append(("uv.lock", (src / "uv.lock").read_text(encoding="utf-8")))
+    # uv runs in the source folder, so the app's own uv settings (a uv.toml, a pyproject's [tool.uv]: indexes,
+    # find-links, sources with local paths) change what gets installed: they are part of the key, and as they can
+    # name files of the source, a layer they shape is this source's alone (never shared with another environment
+    # whose requirements merely look the same).
+    uv_config: object = None
+    if (src / "uv.toml").is_file():
+        uv_config = (src / "uv.toml").read_text(encoding="utf-8", errors="replace")
+    if (src / "pyproject.toml").is_file():
+        try:
+            tool = tomllib.loads((src / "pyproject.toml").read_text(encoding="utf-8")).get("tool", {})
+        except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError):
+            tool = {}
+        if isinstance(tool, dict) and tool.get("uv"):
+            uv_config = [uv_config, tool["uv"]]
+    if uv_config is not None:
+        pinned_by_source = True
     settings = sorted((k, v) for k, v in uv_env.items() if k.startswith("UV_") and k not in _NOT_KEY)
     material = {
         "v": 1, "files": sorted(files), "packages": deps.packages, "index_args": deps.index_args,
         "project": project, "python": sys.version, "implementation": platform.python_implementation(),
         "platform": sysconfig.get_platform(), "libc": platform.libc_ver(), "uv_env": settings,
         "source": source_digest if pinned_by_source else None,
-    }
+    } | ({"uv_config": uv_config} if uv_config is not None else {})  # only then: other layers keep their keys
     return hashlib.sha256(json.dumps(material, sort_keys=True, default=str).encode()).hexdigest()[:24]
