@@ -399,6 +399,56 @@ def test_slow_connections_beyond_the_cap_are_refused_and_cannot_starve_a_fetch(w
         thread.join(timeout=10)
 
 
+def test_a_client_dribbling_its_head_loses_its_slot_at_the_deadline_and_one_address_has_few(workspace: Path) -> None:
+    """A byte every 0.2 s never trips a timeout per read: the head's deadline is for the whole head. And one pod (one
+    address) cannot hold every slot: beyond ``per_address`` it is answered 503 at once."""
+    from railguard.daemon.artifact_server import ArtifactServer
+
+    class Small(ArtifactServer):
+        max_connections = 10
+        per_address = 2
+        head_timeout = 1.0
+
+    server = Small(("127.0.0.1", 0), workspace / ".railguard")
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    held: list[socket.socket] = []
+    try:
+        dribbler = socket.create_connection(server.server_address[:2], timeout=10)
+        held.append(dribbler)
+        dribbler.sendall(b"GET /v1/artifacts/x HTTP/1.1\r\nX-Slow: ")
+        start, cut_at = time.monotonic(), None
+        for _ in range(40):  # up to 8 s of dribbling; the deadline is 1 s
+            try:
+                dribbler.sendall(b"A")
+                ready, _w, _x = select.select([dribbler], [], [], 0.2)
+                if ready and dribbler.recv(64) == b"":
+                    cut_at = time.monotonic() - start
+                    break
+            except OSError:
+                cut_at = time.monotonic() - start
+                break
+        assert cut_at is not None and cut_at < 4.0, cut_at
+        for _ in range(100):  # bounded: the cut connection's handler gives its slot back
+            if not server._by_address:
+                break
+            time.sleep(0.05)
+        assert not server._by_address
+        second = socket.create_connection(server.server_address[:2], timeout=10)
+        third = socket.create_connection(server.server_address[:2], timeout=10)
+        held += [second, third]
+        time.sleep(0.2)  # both accepted and holding a slot of this address
+        fourth = socket.create_connection(server.server_address[:2], timeout=10)
+        held.append(fourth)
+        assert fourth.recv(64).startswith(b"HTTP/1.1 503")
+    finally:
+        for sock in held:
+            sock.close()
+        server.shutdown()
+        server.server_close()
+        thread.join(timeout=10)
+
+
 def test_bundles_go_when_neither_a_kept_release_nor_a_stored_snapshot_names_their_source(workspace: Path) -> None:
     from railguard.model.api import KeptRelease
     from railguard.model.resources import Resource

@@ -9,8 +9,11 @@ a digest that environment's releases named. A missing token is 401, a wrong one 
 listed for that environment 404 (the same answer whether it exists for another environment or not),
 a stored bundle whose bytes changed 500 (never served). Errors are the API's JSON envelope of
 diagnostics. Pods reach it, and pods run hostile code: at most ``max_connections`` connections are served
-at once (one more is answered 503 and closed at once, never queued on a thread), and a request head must
-arrive within ``head_timeout`` seconds, so slow clients cannot hold the listener's threads. It speaks plain
+at once, at most ``per_address`` from one address (one more is answered 503 and closed at once, never queued
+on a thread); a whole request head must arrive within ``head_timeout`` seconds of the connection (or of the
+previous answer), and a body must be taken at ``min_rate`` bytes/s at least (a deadline, not a timeout per
+read or write, so a client dribbling a byte at a time is cut off too), so slow clients cannot hold the
+listener's slots. It speaks plain
 HTTP (the token travels in clear): on-cluster or private networks only (docs/kubernetes.md).
 Started by :class:`railguard.daemon.service.Daemon` at boot.
 """
@@ -21,7 +24,9 @@ import functools
 import json
 import logging
 import os
+import socket
 import threading
+import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
@@ -38,18 +43,41 @@ _CHUNK = 1 << 20
 class ArtifactServer(ThreadingHTTPServer):
     daemon_threads = True
     max_connections = 64
-    head_timeout = 5.0  # seconds for a request head; a whole bundle gets body_timeout per write
-    body_timeout = 30.0
+    per_address = 8  # one pod (one address) cannot take the slots other pods' fetches need
+    head_timeout = 5.0  # seconds for a whole request head
+    body_timeout = 30.0  # seconds for a body, plus its size at min_rate
+    min_rate = 64 * 1024  # bytes/s a client must take a body at
     _BUSY = (b"HTTP/1.1 503 Service Unavailable\r\nContent-Type: application/json\r\nConnection: close\r\n"
              b"Retry-After: 1\r\nContent-Length: 0\r\n\r\n")
 
     def __init__(self, address: tuple[str, int], home: Path) -> None:
         self.store = BundleStore.of(home, signer=functools.partial(sign, home, TOKEN_PURPOSE))
         self._slots = threading.BoundedSemaphore(self.max_connections)
+        self._by_address: dict[str, int] = {}
+        self._count_lock = threading.Lock()
         super().__init__(address, _Handler)
 
+    def _take(self, client: str) -> bool:
+        with self._count_lock:
+            if self._by_address.get(client, 0) >= self.per_address:
+                return False
+            if not self._slots.acquire(blocking=False):
+                return False
+            self._by_address[client] = self._by_address.get(client, 0) + 1
+            return True
+
+    def _give_back(self, client: str) -> None:
+        with self._count_lock:
+            left = self._by_address.get(client, 1) - 1
+            if left > 0:
+                self._by_address[client] = left
+            else:
+                self._by_address.pop(client, None)
+            self._slots.release()
+
     def process_request(self, request: Any, client_address: Any) -> None:
-        if not self._slots.acquire(blocking=False):  # full: answer at once on the accepting thread, never queue
+        client = str(client_address[0]) if isinstance(client_address, tuple) else str(client_address)
+        if not self._take(client):  # full: answer at once on the accepting thread, never queue
             try:
                 request.settimeout(0.5)
                 request.sendall(self._BUSY)
@@ -60,23 +88,47 @@ class ArtifactServer(ThreadingHTTPServer):
         try:
             super().process_request(request, client_address)
         except BaseException:
-            self._slots.release()
+            self._give_back(client)
             raise
 
     def process_request_thread(self, request: Any, client_address: Any) -> None:
         try:
             super().process_request_thread(request, client_address)
         finally:
-            self._slots.release()
+            self._give_back(str(client_address[0]) if isinstance(client_address, tuple) else str(client_address))
 
 
 class _Handler(BaseHTTPRequestHandler):
     server: ArtifactServer
     protocol_version = "HTTP/1.1"
+    _watchdog: threading.Timer | None = None
 
     def setup(self) -> None:
         super().setup()
         self.connection.settimeout(self.server.head_timeout)
+        self._arm(self.server.head_timeout)
+
+    def finish(self) -> None:
+        self._arm(None)
+        super().finish()
+
+    def _arm(self, seconds: float | None) -> None:
+        """(Re)start the connection's deadline: when it passes, the socket is shut down, which ends whatever read
+        or write the handler is blocked in. None: no deadline (the connection is ending)."""
+        if self._watchdog is not None:
+            self._watchdog.cancel()
+            self._watchdog = None
+        if seconds is None:
+            return
+        self._watchdog = threading.Timer(seconds, self._cut)
+        self._watchdog.daemon = True
+        self._watchdog.start()
+
+    def _cut(self) -> None:
+        try:
+            self.connection.shutdown(socket.SHUT_RDWR)
+        except OSError:
+            pass
 
     def log_message(self, format: str, *args: Any) -> None:
         log.debug(format, *args)
@@ -100,12 +152,15 @@ class _Handler(BaseHTTPRequestHandler):
 
     def _answer(self, send_body: bool) -> None:
         self.connection.settimeout(self.server.body_timeout)
+        self._arm(self.server.body_timeout)
+        started = time.monotonic()
         try:
-            self._serve(send_body)
-        finally:  # the next request head on this connection gets the short timeout again
+            self._serve(send_body, started)
+        finally:  # the next request head on this connection gets the short deadline again
             self.connection.settimeout(self.server.head_timeout)
+            self._arm(self.server.head_timeout)
 
-    def _serve(self, send_body: bool) -> None:
+    def _serve(self, send_body: bool, started: float) -> None:
         status, diag, path = resolve(self.server.store, self.path, self.headers.get("Authorization"))
         if path is None:
             assert diag is not None
@@ -113,6 +168,8 @@ class _Handler(BaseHTTPRequestHandler):
             self._refuse(status, diag, send_body)
             return
         size = path.stat().st_size
+        # The whole body by its deadline: a client reading a byte at a time keeps no slot for long.
+        self._arm(max(0.0, started + self.server.body_timeout + size / self.server.min_rate - time.monotonic()))
         self.send_response(200)
         self.send_header("Content-Type", "application/gzip")
         self.send_header("Content-Length", str(size))
