@@ -92,3 +92,17 @@ def test_terminal_output_strips_control_characters_but_keeps_styles() -> None:
     assert "\x1b]" not in shown and "\x1b[2J" not in shown and "\x9b" not in shown and "\u202e" not in shown
     assert "\x1b[1m" in shown  # Rich's own bold is still there
     assert "urgent]0;pwned[2J31m fix\nnext" in shown.replace("\x1b[1m", "").replace("\x1b[0m", "")
+
+
+def test_one_line_values_cannot_fake_another_line_of_a_plan_and_invisible_characters_go() -> None:
+    """An exec argv or a request reason with a line break would print what looks like another line of the approve
+    screen (a fake 'risk: safe'); zero-width characters could hide a difference between two names."""
+    import io
+
+    from railguard.cli.terminal import SafeConsole, one_line
+
+    reason = "run migrate\n  risk: safe\r\nhash sha256:0000\u2028approved\x85ok"
+    assert one_line(reason) == "run migrate⏎  risk: safe⏎hash sha256:0000⏎approved⏎ok"
+    console = SafeConsole(file=io.StringIO(), force_terminal=False, highlight=False)
+    console.print(one_line("prod\u200buction\ufeff \u2066x\u2069 \u200eok"))
+    assert console.file.getvalue() == "production x ok\n"  # type: ignore[attr-defined]

@@ -13,6 +13,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from railguard.cli.output import finish, out
+from railguard.cli.terminal import one_line
 from railguard.model.api import (
     Approval,
     ApprovalState,
@@ -73,7 +74,7 @@ def plan(p: Plan, out_file: str | None = None, summary: PlanSummary | None = Non
         table.add_column("reason")
         for change in group:
             table.add_row(ACTION_SYMBOL[action], escape(change.address),
-                          f"[{RISK_STYLE[change.risk]}]{change.risk.value}[/]", escape(change.reason))
+                          f"[{RISK_STYLE[change.risk]}]{change.risk.value}[/]", escape(one_line(change.reason)))
         out.print()
         out.print(table)
         if total > len(group):
@@ -95,10 +96,11 @@ def plan(p: Plan, out_file: str | None = None, summary: PlanSummary | None = Non
         colour = {"allow": "green", "warn": "yellow", "require_approval": "yellow", "deny": "bold red"}
         out.print(f"Policy: [{colour[p.decision.value]}]{p.decision.value}[/]")
         for v in p.verdicts:
-            out.print(f"  [{colour[v.effect.value]}]{v.effect.value}[/] {escape(v.rule)}"
-                      + (f" on {escape(v.address)}" if v.address else "") + f": {escape(v.message)}")
+            out.print(f"  [{colour[v.effect.value]}]{v.effect.value}[/] {escape(one_line(v.rule))}"
+                      + (f" on {escape(one_line(v.address))}" if v.address else "")
+                      + f": {escape(one_line(v.message))}")
             if v.effect.value in ("require_approval", "deny") and v.remediation:
-                out.print(f"    → {escape(v.remediation)}")
+                out.print(f"    → {escape(one_line(v.remediation))}")
     out.print()
     if errored:
         out.print("[red]The plan has errors and cannot be applied.[/]")
@@ -130,7 +132,7 @@ def plan_files(listed: PlanFiles, as_json: bool) -> None:
 def _next_step(p: Plan) -> None:
     """What happens to a saved plan with changes: applied as is, approved first, or never (denied)."""
     if p.decision is Effect.deny:
-        reasons = "; ".join(v.message for v in p.verdicts if v.effect is Effect.deny)
+        reasons = "; ".join(one_line(v.message) for v in p.verdicts if v.effect is Effect.deny)
         out.print(f"[bold red]Denied by policy: this plan cannot be applied[/] ({escape(reasons)}). "
                   "Change the spec or the policy, then plan again.")
     elif p.decision is Effect.require_approval:
@@ -149,7 +151,7 @@ def approval(found: Approval | None) -> None:
     out.print(f"Approval: [bold]{found.state}[/]" + (f" (by {', '.join(found.approvers)})" if found.approvers else ""))
     for asked in found.requests:
         out.print(f"  requested by {escape(str(asked.by))} at {asked.at[:19]}"
-                  + (f": {escape(asked.reason)}" if asked.reason else ""))
+                  + (f": {escape(one_line(asked.reason))}" if asked.reason else ""))
     for d in found.decisions:
         out.print(f"  {d.decision} by {escape(d.principal)} at {d.created_at[:19]}")
     if found.state in (ApprovalState.needed, ApprovalState.requested, ApprovalState.expired):
@@ -302,7 +304,7 @@ def policies(found: Policies) -> None:
                  if found.promote_from else "")
               + f", at most {found.max_disruptive_changes} disruptive changes without approval")
     for freeze in found.freezes:
-        out.print(f"  freeze {freeze.start} → {freeze.end}: {escape(freeze.reason)}")
+        out.print(f"  freeze {freeze.start} → {freeze.end}: {escape(one_line(freeze.reason))}")
     for built_in in found.built_in:
         out.print(f"  {built_in.rule:<26} {built_in.effect:<17} {escape(built_in.applies_to)}")
     for rule in found.rules:

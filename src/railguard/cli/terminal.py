@@ -2,9 +2,11 @@
 
 A plan's reason, an approval request, a token name, a log line: text an agent or the app chose. Raw escape
 sequences in it could retitle the window, clear the screen or rewrite what an approver reads (a short hash
-that is not the plan's). The CLI's consoles strip C0/C1 control characters (newline and tab stay) from every
-piece of text they render; Rich's own styling is added after, so colours still work. Used by
-:mod:`railguard.cli.output`.
+that is not the plan's). The CLI's consoles strip C0/C1 control characters (newline and tab stay), bidi
+overrides and invisible (zero-width) characters from every piece of text they render; Rich's own styling is
+added after, so colours still work. Text that is one value on one line of a screen (a change's reason, an
+approval request's reason, a policy message) goes through :func:`one_line` too: a newline in it would start
+what looks like another line of the plan. Used by :mod:`railguard.cli.output` and :mod:`railguard.cli.render`.
 """
 
 from __future__ import annotations
@@ -15,12 +17,18 @@ from collections.abc import Iterable
 from rich.console import Console
 from rich.segment import Segment
 
-_CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f\u202a-\u202e\u2066-\u2069]")
+_CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f\u061c\u180e\u200b-\u200f\u202a-\u202e\u2060-\u2069\ufeff]")
+_BREAKS = re.compile(r"\r\n|[\n\r\x0b\x0c\x1c-\x1e\x85\u2028\u2029]")
 
 
 def clean(text: str) -> str:
-    """``text`` without control characters (and bidi overrides); newline and tab are kept."""
+    """``text`` without control characters, bidi overrides and invisible characters; newline and tab are kept."""
     return _CONTROL.sub("", text)
+
+
+def one_line(text: str) -> str:
+    """``text`` as one line: each line break shown as a visible ``⏎`` (the rest is cleaned when rendered)."""
+    return _BREAKS.sub("⏎", text)
 
 
 class SafeConsole(Console):
