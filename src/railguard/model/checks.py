@@ -414,6 +414,15 @@ def _targets(spec: Spec) -> Iterator[Diagnostic]:
                     "the namespace's Ingress, volumes and ServiceAccount take their place.",
                     f"Remove {where}.{key}, then run `railguard validate`.", address=f"{where}.{key}")
         target = env.kubernetes
+        on_base = [n for n in sorted(spec.services) if spec.resolved_service(env_name, n).image is None]
+        if env.protected and on_base and not re.search(r"@sha256:[0-9a-f]{64}$", target.base_image):
+            yield warning(
+                "spec.base_image_unpinned", f"Protected '{env_name}' runs {', '.join(on_base[:3])} on an unpinned "
+                "base image", f"{where}.kubernetes.base_image is {target.base_image!r}: a tag can point at another "
+                "image (another Python, another init container) after a plan was reviewed and approved.",
+                f"Pin it by digest, e.g. base_image = \"{target.base_image.split('@')[0]}@sha256:<64 hex digits>\" "
+                "(`docker buildx imagetools inspect` prints it), then run `railguard validate`.",
+                address=f"{where}.kubernetes.base_image")
         key_of = (target.kubeconfig, target.context, target.namespace)
         other = owners.setdefault(key_of, env_name)
         if other != env_name:

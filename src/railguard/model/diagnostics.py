@@ -60,6 +60,7 @@ CODES: dict[str, str] = {
     "spec.shared_resource": "Two environments share a host, data folder or database location.",
     "spec.data_dir_unsafe": "A data folder is inside the state folder, an artifact, a system folder, or contains the "
                             "state folder.",
+    "spec.base_image_unpinned": "A protected Kubernetes environment runs services on a base image named by a tag.",
     "spec.user_reserved": "An environment names root or one of Railguard's own OS accounts as its user.",
     # the state folder
     "state.unwritable": "The state folder cannot be created or written.",
