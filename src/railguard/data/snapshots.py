@@ -60,7 +60,7 @@ def take(data_dir: Path, root: Path, env: str, release: int | None,
     try:
         for rel in found:
             target = folder / "files" / rel
-            sqlite.copy(data_dir / rel, target)
+            sqlite.copy(data_dir, rel, target)
             shape = sqlite.shape(target, rows_digest=False)
             files.append(BackupFile(database=sqlite.database_name(rel), path=rel, sha256=sqlite.checksum(target),
                                     size=target.stat().st_size, tables={t: s.rows for t, s in shape.items()},
@@ -133,7 +133,7 @@ def restore(root: Path, backup: Backup, data_dir: Path, databases: list[str] | N
                                   "is a Postgres database this environment no longer has")
             cluster.restore(entry.database, root / backup.id / "files" / entry.path)
         else:
-            sqlite.restore_into(root / backup.id / "files" / entry.path, data_dir / entry.path)
+            sqlite.restore_into(root / backup.id / "files" / entry.path, data_dir, entry.path)
     return chosen
 
 

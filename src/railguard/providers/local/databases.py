@@ -31,7 +31,15 @@ def backups_root(home: Path, env: str) -> Path:
 
 
 def schemas(data_dir: Path) -> dict[str, DatabaseSchema]:
-    return {rel: sqlite.schema(data_dir / rel) for rel in sqlite.databases(data_dir)}
+    """Each database's schema, read from a private copy (the data folder is the app's: see data.sqlite)."""
+    found = {}
+    for rel in sqlite.databases(data_dir):
+        try:
+            with sqlite.private_copy(data_dir, rel) as copy:
+                found[rel] = sqlite.schema(copy)
+        except (FileNotFoundError, sqlite.UnsafeDatabase):
+            continue  # gone, or a link planted since it was listed: no fingerprint for it
+    return found
 
 
 def _retarget(environ: dict[str, str], data_dir: Path, scratch: Path) -> dict[str, str]:
@@ -65,6 +73,9 @@ def guarded_release(request: ApplyRequest, *, home: Path, service: str, config: 
             except PostgresError as exc:
                 raise Failure("data.snapshot_failed", "The snapshot before the release command failed",
                               f"{exc}. The release command did not run", {}) from exc
+            except sqlite.UnsafeDatabase as exc:
+                raise Failure("data.snapshot_failed", "A database of the data folder was refused by the snapshot",
+                              f"{exc}. The release command did not run", {"data": str(data_dir)}) from exc
             if backup is not None:
                 detail["data"] = {"backup": backup.model_dump(mode="json")}
                 detail["seconds"] = backup.seconds
@@ -127,6 +138,9 @@ def _rehearse(request: ApplyRequest, *, home: Path, service: str, config: dict[s
             failed: Failure | None = Failure(
                 "data.rehearsal_failed", "The rehearsal's scratch database could not be prepared",
                 f"{exc}. The real data was not touched", {"backup": backup_id})
+        except sqlite.UnsafeDatabase as exc:
+            failed = Failure("data.rehearsal_failed", "A database of the rehearsal's copy was refused",
+                             f"{exc}. The real run did not start", {"backup": backup_id})
         except rehearsal.SecondRunFailed as exc:
             failed = Failure(
                 "data.rehearsal_failed", "The release command fails when it runs a second time",
@@ -177,6 +191,10 @@ def restore_change(request: ApplyRequest, *, home: Path, data_dir: Path, step: S
             raise Failure(exc.code, "The backup cannot be restored", str(exc), {"backup": backup_id}) from exc
         except PostgresError as exc:
             raise Failure("restore.failed", "The backup could not be written back", str(exc),
+                          {"backup": backup_id}) from exc
+        except sqlite.UnsafeDatabase as exc:
+            raise Failure("restore.failed", "The restore refused the database's path in the data folder",
+                          f"{exc}. Nothing was written; remove the link (or the extra hard link) and restore again",
                           {"backup": backup_id}) from exc
         if not done:
             raise Failure("restore.backup_missing", "The backup holds no such database",
