@@ -36,6 +36,7 @@ import subprocess
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 RUN_AS = "railguard-pg"
 ROLE = "railguard"
@@ -266,19 +267,31 @@ class Cluster:
         return {"PATH": os.environ.get("PATH", ""), "PGPASSWORD": self.password, "PGHOST": "127.0.0.1",
                 "PGPORT": str(self.port), "PGUSER": ROLE, "PGCONNECT_TIMEOUT": "5"}
 
-    def _client(self, tool: str, *args: str, timeout: float = 600) -> str:
+    def _client(self, tool: str, *args: str, timeout: float = 600, feed: int | None = None,
+                as_server: bool = False) -> str:
+        """Run a client tool; ``as_server``: as the server's OS user (when root), ``feed``: its stdin."""
+        who: dict[str, Any] = ({"user": self.user.pw_uid, "group": self.user.pw_gid, "extra_groups": [],
+                                "cwd": "/"} if as_server and self.user is not None else {})
         done = subprocess.run([str(self.bin / tool), *args], capture_output=True, text=True, check=False,
-                              env=self._client_env(), timeout=timeout)
+                              env=self._client_env(), timeout=timeout,
+                              stdin=feed if feed is not None else subprocess.DEVNULL, **who)
         if done.returncode != 0:
             raise PostgresError(f"{tool}: {(done.stderr or done.stdout).strip()[-400:]}")
-        return done.stdout
+        return str(done.stdout)
 
     def sql(self, statement: str, database: str = "postgres") -> str:
         return self._client("psql", "-X", "-q", "-A", "-t", "-v", "ON_ERROR_STOP=1", "-d", database, "-c", statement)
 
     def sql_file(self, path: Path, database: str) -> str:
-        """Run a SQL script (a fixture) into ``database``, stopping at its first error."""
-        return self._client("psql", "-X", "-q", "-v", "ON_ERROR_STOP=1", "-d", database, "-f", str(path))
+        """Run a SQL script (a fixture) into ``database``, stopping at its first error.
+
+        The script is written by whoever writes the spec, and psql runs its meta-commands (``\\!`` runs a shell
+        command, ``\\o`` writes a file): psql runs as the server's own OS user (what the script's SQL reaches
+        anyway through ``COPY ... PROGRAM``), never as root, and reads the script from its stdin (opened here),
+        so that user needs no right on the file."""
+        with open(path, "rb") as feed:
+            return self._client("psql", "-X", "-q", "-v", "ON_ERROR_STOP=1", "-d", database, "-f", "-",
+                                feed=feed.fileno(), as_server=True)
 
     def healthy(self) -> bool:
         try:
