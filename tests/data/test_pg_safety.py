@@ -12,7 +12,12 @@ from pathlib import Path
 
 import pytest
 
+from railguard.data import snapshots
 from railguard.data.postgres import Cluster, bin_dir
+from railguard.providers.local import artifacts
+from railguard.providers.local.replicas import Failure
+
+from .test_pg_rehearsal import _release, artifact  # noqa: F401 (artifact: fixture)
 
 pytestmark = pytest.mark.skipif(bin_dir() is None, reason="the postgres extra is not installed")
 
@@ -42,3 +47,36 @@ def test_a_sql_fixture_runs_psql_meta_commands_as_the_servers_user_never_root(
         assert (out / "who").stat().st_uid == cluster.user.pw_uid
     finally:
         cluster.sql(f'DROP DATABASE "{name}" WITH (FORCE)')
+
+
+@pytest.mark.timeout(300)
+def test_tables_outside_public_are_snapshotted_and_their_loss_stops_the_release(
+        cluster: Cluster, artifact: artifacts.Artifact, tmp_path: Path) -> None:  # noqa: F811
+    db = _db(cluster, "schemas")
+    cluster.sql("CREATE SCHEMA app; CREATE TABLE app.notes (id int, body text); "
+                "INSERT INTO app.notes VALUES (1, 'a'), (2, 'b')", db)  # nothing at all in public
+    try:
+        with pytest.raises(Failure) as stopped:
+            _release(cluster, db, artifact, tmp_path, "DROP TABLE IF EXISTS app.notes", [], 2)
+        assert stopped.value.code == "data.loss_detected" and "app.notes" in stopped.value.summary, stopped.value.cause
+        assert cluster.sql("SELECT count(*) FROM app.notes", db).strip() == "2"  # the real run never happened
+        backup = snapshots.load(tmp_path / "home" / "backups" / "staging", stopped.value.extra["backup"])
+        assert backup.files[0].tables == {"app.notes": 2}
+    finally:
+        cluster.sql(f'DROP DATABASE "{db}" WITH (FORCE)')
+
+
+@pytest.mark.timeout(300)
+def test_a_table_name_with_a_quote_breaks_no_snapshot(cluster: Cluster, artifact: artifacts.Artifact,  # noqa: F811
+                                                      tmp_path: Path) -> None:
+    db = _db(cluster, "quotes")
+    cluster.sql("""CREATE TABLE "a'" (x int); INSERT INTO "a'" VALUES (1); CREATE TABLE "b""|c
+d" (y int); INSERT INTO "b""|c
+d" VALUES (1), (2)""", db)
+    try:
+        details = _release(cluster, db, artifact, tmp_path, "SELECT 1", [], 3)
+        backup = details["snapshot"]["data"]["backup"]
+        assert backup["files"][0]["tables"] == {"a'": 1, 'b"|c\nd': 2}
+        assert details["rehearse"]["data"]["rehearsal"]["losses"] == []
+    finally:
+        cluster.sql(f'DROP DATABASE "{db}" WITH (FORCE)')

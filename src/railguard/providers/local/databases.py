@@ -61,8 +61,8 @@ def guarded_release(request: ApplyRequest, *, home: Path, service: str, config: 
     root = backups_root(home, env)
     backup = None
     used = dict(postgres or {})
-    try:  # a Postgres database without tables yet (a first deploy) has nothing to protect either
-        postgres = {n: c for n, c in used.items() if snapshots.postgres_tables(c, n)}
+    try:  # every managed database that exists, tables or not: what it holds may be in any schema, or none yet
+        postgres = {n: c for n, c in used.items() if c.exists(n)}
     except PostgresError as exc:
         raise Failure("data.snapshot_failed", "The database could not be read before the release command",
                       f"{exc}. The release command did not run", {}) from exc
