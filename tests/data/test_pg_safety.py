@@ -13,10 +13,12 @@ from pathlib import Path
 import pytest
 
 from railguard.data import snapshots
-from railguard.data.postgres import Cluster, bin_dir
+from railguard.data.postgres import Cluster, bin_dir, quote_literal
 from railguard.providers.local import artifacts
+from railguard.providers.local.dbservers import DatabaseServers
 from railguard.providers.local.replicas import Failure
 
+from .test_dbservers import _apply
 from .test_pg_rehearsal import _release, artifact  # noqa: F401 (artifact: fixture)
 
 pytestmark = pytest.mark.skipif(bin_dir() is None, reason="the postgres extra is not installed")
@@ -80,3 +82,31 @@ d" VALUES (1), (2)""", db)
         assert details["rehearse"]["data"]["rehearsal"]["losses"] == []
     finally:
         cluster.sql(f'DROP DATABASE "{db}" WITH (FORCE)')
+
+
+@pytest.mark.timeout(300)
+def test_a_postmaster_pid_a_superuser_app_rewrites_never_makes_the_daemon_stop_another_server(
+        reachable_tmp: Path) -> None:
+    store: dict[tuple[str, str], str] = {}
+    servers = DatabaseServers(reachable_tmp, lambda env, names: {n: store[(env, n)] for n in names
+                                                                  if (env, n) in store},
+                              lambda env, name, value: store.__setitem__((env, name), value),
+                              isolated=os.geteuid() == 0)
+    try:
+        _apply(servers, "staging")
+        _apply(servers, "production")
+        staging, production = servers.cluster("staging", "main"), servers.cluster("production", "main")
+        assert production.pid is not None
+        # Staging's app is a superuser of its server: it writes production's pid into its own postmaster.pid.
+        pidfile = staging.pgdata / "postmaster.pid"
+        staging.sql(f"COPY (SELECT '{production.pid}') TO {quote_literal(str(pidfile))}", "main")
+        assert pidfile.read_text().strip() == str(production.pid)
+        restarted = DatabaseServers(reachable_tmp, servers.secret_values, servers.store_secret,
+                                    isolated=os.geteuid() == 0)  # a restarted daemon: it only has the file
+        adopted = restarted.cluster("staging", "main")
+        assert restarted._pid(adopted) is None
+        restarted._stop(adopted)
+        assert production.process is not None and production.process.poll() is None
+        assert production.healthy()
+    finally:
+        servers.stop_all()
