@@ -6,6 +6,7 @@ and real processes."""
 from __future__ import annotations
 
 import os
+import pwd
 import secrets
 import tempfile
 from pathlib import Path
@@ -13,11 +14,12 @@ from pathlib import Path
 import pytest
 
 from railguard.data import snapshots
-from railguard.data.postgres import Cluster, bin_dir, quote_literal
+from railguard.data.postgres import Cluster, PostgresError, bin_dir, quote_literal
 from railguard.providers.local import artifacts
 from railguard.providers.local.dbservers import DatabaseServers
 from railguard.providers.local.replicas import Failure
 
+from .conftest import free_port
 from .test_dbservers import _apply
 from .test_pg_rehearsal import _release, artifact  # noqa: F401 (artifact: fixture)
 
@@ -110,3 +112,44 @@ def test_a_postmaster_pid_a_superuser_app_rewrites_never_makes_the_daemon_stop_a
         assert production.healthy()
     finally:
         servers.stop_all()
+
+
+@pytest.mark.timeout(300)
+def test_the_server_gets_an_allow_listed_environment_never_the_daemons(
+        reachable_tmp: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("DAEMON_ONLY_TOKEN", "s3cret-daemon-token")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "s3cret-cloud-key")
+    server = Cluster(reachable_tmp / "envcheck", free_port(), secrets.token_urlsafe(16))
+    try:
+        server.init()
+        server.start()
+        assert server.pid is not None
+        # What a superuser app reads: the environment the server hands down to a program it runs.
+        seen = server.sql("CREATE TEMP TABLE e (line text); COPY e FROM PROGRAM 'env'; "
+                          "SELECT string_agg(line, ' ') FROM e")
+        assert "s3cret" not in seen and "PATH=" in seen
+        names = {line.split("=", 1)[0] for line in Path(f"/proc/{server.pid}/environ").read_bytes()
+                 .decode().split("\0") if line}
+        assert names <= {"PATH", "HOME", "LANG", "LANGUAGE", "TZ", "TZDIR", "PGDATA", "PG_GRANDPARENT_PID",
+                         "PGLOCALEDIR", "PGSYSCONFDIR"} | {n for n in names if n.startswith("LC_")}, names
+    finally:
+        server.remove()
+
+
+@pytest.mark.timeout(300)
+def test_a_socket_folder_another_user_made_first_is_refused(reachable_tmp: Path) -> None:
+    if os.geteuid() != 0:
+        pytest.skip("making a folder as another user needs root")
+    deep = reachable_tmp / ("d" * 90)  # too long for a socket path: the folder goes to /tmp
+    server = Cluster(deep, free_port(), secrets.token_urlsafe(16))
+    assert str(server.socket_dir).startswith("/tmp/")
+    squatter = pwd.getpwnam("nobody")
+    server.socket_dir.mkdir(mode=0o777)
+    os.chown(server.socket_dir, squatter.pw_uid, squatter.pw_gid)
+    try:
+        server.init()
+        with pytest.raises(PostgresError, match="not this server's"):
+            server.start()
+        assert server.pid is None and server.socket_dir.stat().st_uid == squatter.pw_uid
+    finally:
+        server.remove()  # its socket folder too

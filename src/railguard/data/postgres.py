@@ -188,10 +188,17 @@ class Cluster:
         self.process: subprocess.Popen[bytes] | None = None
 
     # -- processes ------------------------------------------------------------------------------
-    @staticmethod
-    def _server_env() -> dict[str, str]:
-        """The caller's environment without Railguard's own variables (a daemon's secret key never reaches it)."""
-        return {k: v for k, v in os.environ.items() if not k.startswith(("RAILGUARD_", "PG"))}
+    def _server_env(self) -> dict[str, str]:
+        """What initdb and the server need, and nothing else of the caller's environment.
+
+        A superuser app reads the server's environment (``COPY ... FROM PROGRAM 'cat /proc/$PPID/environ'``), and
+        the caller is the daemon: its variables (tokens, keys, cloud credentials) must never reach it. So an
+        allow-list: a system PATH, the locale (initdb takes the cluster's from it), the time zone, and the
+        server user's own home."""
+        home = self.user.pw_dir if self.user is not None else os.environ.get("HOME", "/")
+        found = {"PATH": "/usr/local/bin:/usr/bin:/bin", "HOME": home, "LANG": os.environ.get("LANG", "C.UTF-8")}
+        found |= {k: v for k, v in os.environ.items() if k.startswith("LC_") or k in ("TZ", "TZDIR", "LANGUAGE")}
+        return found
 
     def _server_cmd(self, argv: list[str]) -> subprocess.CompletedProcess[str]:
         """Run a server tool (initdb) as the server's user: Postgres refuses root."""
@@ -234,6 +241,23 @@ class Cluster:
                     os.chown(name, uid, gid, dir_fd=root_fd, follow_symlinks=False)
         self._own(self.pgdata)
 
+    def _socket_folder(self) -> None:
+        """Make the socket folder (mkdir: it fails when the name exists), or accept one that exists only when it is
+        this server's own from an earlier start: a folder (not a link), its user's or ours, 0700. The folder may
+        be in /tmp (a long cluster path), where any user can make it first to watch or replace the server's
+        socket: such a folder is refused."""
+        try:
+            os.mkdir(self.socket_dir, 0o700)
+        except FileExistsError:
+            info = os.lstat(self.socket_dir)
+            ours = {os.geteuid(), *([self.user.pw_uid] if self.user is not None else [])}
+            if not stat.S_ISDIR(info.st_mode) or info.st_uid not in ours or stat.S_IMODE(info.st_mode) & 0o077:
+                raise PostgresError(
+                    f"the socket folder {self.socket_dir} already exists and is not this server's (owner uid "
+                    f"{info.st_uid}, mode {stat.filemode(info.st_mode)}): refused, another user may have made it to "
+                    "watch or take the server's socket; remove it and start again") from None
+        self._own(self.socket_dir)
+
     def init(self) -> None:
         """Create the cluster (once): password auth only, on loopback."""
         if (self.pgdata / "PG_VERSION").exists():
@@ -264,8 +288,7 @@ class Cluster:
         """Start the server and wait until ``SELECT 1`` answers; returns the seconds it took."""
         started = time.monotonic()
         self._claim()
-        self.socket_dir.mkdir(mode=0o700, exist_ok=True)
-        self._own(self.socket_dir)
+        self._socket_folder()
         with os.fdopen(_root_file(self.log, os.O_WRONLY | os.O_APPEND), "ab") as out:
             self.process = subprocess.Popen(
                 [str(self.bin / "postgres"), "-D", str(self.pgdata), "-p", str(self.port), "-k", str(self.socket_dir),
