@@ -153,3 +153,17 @@ def test_a_socket_folder_another_user_made_first_is_refused(reachable_tmp: Path)
         assert server.pid is None and server.socket_dir.stat().st_uid == squatter.pw_uid
     finally:
         server.remove()  # its socket folder too
+
+
+@pytest.mark.timeout(300)
+def test_a_failed_postgres_rehearsal_does_not_claim_the_real_database_was_out_of_reach(
+        cluster: Cluster, artifact: artifacts.Artifact, tmp_path: Path) -> None:  # noqa: F811
+    db = _db(cluster, "honest")
+    cluster.sql("CREATE TABLE notes (id int); INSERT INTO notes VALUES (1)", db)
+    try:
+        with pytest.raises(Failure) as failed:
+            _release(cluster, db, artifact, tmp_path, "SELECT * FROM missing_table", [], 2)
+        assert failed.value.code == "data.rehearsal_failed"
+        assert "not touched" not in failed.value.cause and "real database's role" in failed.value.cause
+    finally:
+        cluster.sql(f'DROP DATABASE "{db}" WITH (FORCE)')

@@ -118,9 +118,16 @@ def _rehearse(request: ApplyRequest, *, home: Path, service: str, config: dict[s
                             log_dir / f"{env}.{service}.r{release}.{label}.log", user)
         pg_after[label] = pgrehearsal.shapes(clusters)
 
+    # What the failures can say of the real data: a rehearsal on Postgres gets scratch URLs, but the real
+    # database's role and password on the same server, which a command could use on its own.
+    untouched = ("The real run did not start; the rehearsal's database URLs pointed at scratch copies (on the same "
+                 "server, with the real database's role: a command that connects to the real database by itself "
+                 "is not kept from it)") if clusters else "The real data was not touched"
     with step("rehearse") as detail:
         try:
-            # The rehearsal never sees the real Postgres databases: their URLs point at scratch restores.
+            # The rehearsal's Postgres URLs point at scratch restores, not the real databases; but on the same
+            # server with the same (superuser) role, so a command that connects to the real one by name is not
+            # stopped: the failures below say so (see untouched).
             urls = pgrehearsal.prepare(clusters, dumps)
             pg_before = pgrehearsal.shapes(clusters)  # the restored copy: columns and rows, as the runs will be
             rehearsal_environ = {**environ, **{variables[name]: url for name, url in urls.items()}}
@@ -137,7 +144,7 @@ def _rehearse(request: ApplyRequest, *, home: Path, service: str, config: dict[s
         except PostgresError as exc:
             failed: Failure | None = Failure(
                 "data.rehearsal_failed", "The rehearsal's scratch database could not be prepared",
-                f"{exc}. The real data was not touched", {"backup": backup_id})
+                f"{exc}. {untouched}", {"backup": backup_id})
         except sqlite.UnsafeDatabase as exc:
             failed = Failure("data.rehearsal_failed", "A database of the rehearsal's copy was refused",
                              f"{exc}. The real run did not start", {"backup": backup_id})
@@ -145,11 +152,11 @@ def _rehearse(request: ApplyRequest, *, home: Path, service: str, config: dict[s
             failed = Failure(
                 "data.rehearsal_failed", "The release command fails when it runs a second time",
                 f"in its rehearsal on a copy of the data it succeeded once, then failed ({exc}); a retry of this "
-                "release would fail the same way. The real data was not touched",
+                f"release would fail the same way. {untouched}",
                 {"backup": backup_id, "log": str(log_dir / f"{env}.{service}.r{release}.rehearsal-second-run.log")})
         except Failure as exc:
             failed = Failure("data.rehearsal_failed", "The release command failed in its rehearsal",
-                             f"on a copy of the data: {exc.cause}. The real data was not touched",
+                             f"on a copy of the data: {exc.cause}. {untouched}",
                              {**exc.extra, "backup": backup_id})
         else:
             failed = None
