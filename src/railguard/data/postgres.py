@@ -242,16 +242,19 @@ class Cluster:
         self._own(self.pgdata)
 
     def _socket_folder(self) -> None:
-        """Make the socket folder (mkdir: it fails when the name exists), or accept one that exists only when it is
-        this server's own from an earlier start: a folder (not a link), its user's or ours, 0700. The folder may
-        be in /tmp (a long cluster path), where any user can make it first to watch or replace the server's
-        socket: such a folder is refused."""
+        """Make the socket folder (mkdir: it fails when the name exists). In /tmp (a long cluster path), where any
+        user can make it first to watch or replace the server's socket, one that exists is accepted only when it
+        is this server's own from an earlier start: a folder (not a link), its user's or ours, 0700."""
         try:
             os.mkdir(self.socket_dir, 0o700)
         except FileExistsError:
             info = os.lstat(self.socket_dir)
             ours = {os.geteuid(), *([self.user.pw_uid] if self.user is not None else [])}
-            if not stat.S_ISDIR(info.st_mode) or info.st_uid not in ours or stat.S_IMODE(info.st_mode) & 0o077:
+            # A link or a file there is refused by _own (opened with O_NOFOLLOW | O_DIRECTORY). Inside the cluster's
+            # folder (root's) only root or a server user of this cluster (an earlier one: handed over) made it.
+            shared = not self.socket_dir.is_relative_to(self.folder)
+            if shared and stat.S_ISDIR(info.st_mode) and (info.st_uid not in ours
+                                                          or stat.S_IMODE(info.st_mode) & 0o077):
                 raise PostgresError(
                     f"the socket folder {self.socket_dir} already exists and is not this server's (owner uid "
                     f"{info.st_uid}, mode {stat.filemode(info.st_mode)}): refused, another user may have made it to "
