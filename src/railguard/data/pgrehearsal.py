@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from railguard.data import loss
+from railguard.data import loss, postgres
 from railguard.data.postgres import Cluster
 from railguard.data.sqlite import TableShape
 from railguard.model.data import Loss
@@ -35,23 +35,11 @@ def prepare(clusters: dict[str, Cluster], dumps: dict[str, Path]) -> dict[str, s
 
 
 def shape(cluster: Cluster, database: str) -> dict[str, TableShape]:
-    """Every base table of the ``public`` schema: its columns in order and its exact row count."""
-    columns: dict[str, list[str]] = {}
-    for line in cluster.sql("SELECT c.table_name, c.column_name FROM information_schema.columns c JOIN "
-                            "information_schema.tables t ON t.table_schema = c.table_schema AND t.table_name = "
-                            "c.table_name WHERE c.table_schema = 'public' AND t.table_type = 'BASE TABLE' "
-                            "ORDER BY c.table_name, c.ordinal_position", database).splitlines():
-        if line:
-            table, column = line.split("|", 1)
-            columns.setdefault(table, []).append(column)
-    if not columns:
-        return {}
-    quoted = {t: '"' + t.replace('"', '""') + '"' for t in columns}
-    query = " UNION ALL ".join(f"SELECT {i}, count(*) FROM public.{quoted[t]}" for i, t in enumerate(columns))
-    names = list(columns)
-    rows = {names[int(i)]: int(n) for i, n in (ln.split("|") for ln in cluster.sql(query, database).splitlines()
-                                                 if ln)}
-    return {t: TableShape(tuple(cols), rows.get(t, 0), "") for t, cols in sorted(columns.items())}
+    """Every base table of the app's schemas (``schema.table`` outside ``public``): its columns in order and its
+    exact row count."""
+    columns = postgres.user_columns(cluster, database)
+    rows = postgres.row_counts(cluster, database, list(columns))
+    return {postgres.table_key(*t): TableShape(tuple(cols), rows.get(t, 0), "") for t, cols in sorted(columns.items())}
 
 
 def shapes(clusters: dict[str, Cluster]) -> Tables:

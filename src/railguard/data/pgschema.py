@@ -8,6 +8,8 @@ release after its release command, and on each snapshot, under the key ``postgre
 
 from __future__ import annotations
 
+import json
+
 from railguard.data.postgres import Cluster, PostgresError
 from railguard.model.data import DatabaseSchema, TableSchema
 
@@ -18,14 +20,15 @@ def key(database: str) -> str:
 
 def schema(cluster: Cluster, database: str) -> DatabaseSchema:
     tables: dict[str, list[tuple[str, str]]] = {}
-    for line in cluster.sql("SELECT table_name, column_name, upper(data_type) FROM information_schema.columns "
-                            "WHERE table_schema = 'public' ORDER BY table_name, ordinal_position",
-                            database).splitlines():
+    # JSON rows: a name may hold '|' or a newline, which psql's plain output would split on.
+    for line in cluster.sql("SELECT json_build_array(table_name, column_name, upper(data_type)) FROM "
+                            "information_schema.columns WHERE table_schema = 'public' "
+                            "ORDER BY table_name, ordinal_position", database).splitlines():
         if line:
-            table, column, kind = line.split("|", 2)
+            table, column, kind = json.loads(line)
             tables.setdefault(table, []).append((column, kind))
-    indexes = dict(line.split("|", 1) for line in cluster.sql(
-        "SELECT indexname, tablename FROM pg_indexes WHERE schemaname = 'public' ORDER BY 1",
+    indexes = dict(json.loads(line) for line in cluster.sql(
+        "SELECT json_build_array(indexname, tablename) FROM pg_indexes WHERE schemaname = 'public' ORDER BY indexname",
         database).splitlines() if line)
     return DatabaseSchema(tables={t: TableSchema(columns=c) for t, c in sorted(tables.items())}, indexes=indexes,
                           head=_head(cluster, database, tables))

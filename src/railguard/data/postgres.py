@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import errno
 import importlib.util
+import json
 import os
 import pwd
 import shutil
@@ -36,6 +37,7 @@ import subprocess
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 RUN_AS = "railguard-pg"
 ROLE = "railguard"
@@ -43,6 +45,59 @@ ROLE = "railguard"
 
 class PostgresError(Exception):
     """The server or a client tool failed; the message carries the server's or the tool's own words."""
+
+
+# The schemas that hold the app's data: every one but the server's own (what a snapshot counts and a rehearsal
+# compares; an app keeping its tables outside ``public`` is protected the same way).
+USER_SCHEMAS = ("{col} NOT IN ('pg_catalog', 'information_schema') AND {col} NOT LIKE 'pg\\_toast%' "
+                "AND {col} NOT LIKE 'pg\\_temp%'")
+
+
+def quote_ident(name: str) -> str:
+    """``name`` as an SQL identifier, whatever it holds (a table called ``a'`` or ``a"b``)."""
+    if "\x00" in name:
+        raise PostgresError(f"{name!r} holds a NUL character")
+    return '"' + name.replace('"', '""') + '"'
+
+
+def quote_literal(value: str) -> str:
+    """``value`` as an SQL string literal (standard_conforming_strings is on: a backslash is just a character)."""
+    if "\x00" in value:
+        raise PostgresError(f"{value!r} holds a NUL character")
+    return "'" + value.replace("'", "''") + "'"
+
+
+def table_key(schema: str, table: str) -> str:
+    """How a table is named in snapshots and losses: bare in ``public`` (as before), else ``schema.table``."""
+    return table if schema == "public" else f"{schema}.{table}"
+
+
+def user_columns(cluster: Cluster, database: str) -> dict[tuple[str, str], list[str]]:
+    """Every base table of the app's schemas, (schema, table) -> its columns in order. Read as JSON rows: a
+    name may hold ``|`` or a newline, which psql's plain output would split on."""
+    found: dict[tuple[str, str], list[str]] = {}
+    rows = cluster.sql(
+        "SELECT json_build_array(t.table_schema, t.table_name, c.column_name) FROM information_schema.tables t "
+        "LEFT JOIN information_schema.columns c ON c.table_schema = t.table_schema AND c.table_name = t.table_name "
+        f"WHERE t.table_type = 'BASE TABLE' AND {USER_SCHEMAS.format(col='t.table_schema')} "
+        "ORDER BY t.table_schema, t.table_name, c.ordinal_position", database)
+    for line in rows.splitlines():
+        if line:
+            schema, table, column = json.loads(line)
+            columns = found.setdefault((schema, table), [])
+            if column is not None:
+                columns.append(column)
+    return found
+
+
+def row_counts(cluster: Cluster, database: str, tables: list[tuple[str, str]]) -> dict[tuple[str, str], int]:
+    """Exact rows of each (schema, table), in one query (each name quoted)."""
+    if not tables:
+        return {}
+    query = " UNION ALL ".join(f"SELECT {i}, count(*) FROM {quote_ident(s)}.{quote_ident(t)}"
+                               for i, (s, t) in enumerate(tables))
+    return {tables[int(i)]: int(n) for i, n in (ln.split("|") for ln in cluster.sql(query, database).splitlines()
+                                                  if ln)}
 
 
 def bin_dir() -> Path | None:
@@ -133,10 +188,17 @@ class Cluster:
         self.process: subprocess.Popen[bytes] | None = None
 
     # -- processes ------------------------------------------------------------------------------
-    @staticmethod
-    def _server_env() -> dict[str, str]:
-        """The caller's environment without Railguard's own variables (a daemon's secret key never reaches it)."""
-        return {k: v for k, v in os.environ.items() if not k.startswith(("RAILGUARD_", "PG"))}
+    def _server_env(self) -> dict[str, str]:
+        """What initdb and the server need, and nothing else of the caller's environment.
+
+        A superuser app reads the server's environment (``COPY ... FROM PROGRAM 'cat /proc/$PPID/environ'``), and
+        the caller is the daemon: its variables (tokens, keys, cloud credentials) must never reach it. So an
+        allow-list: a system PATH, the locale (initdb takes the cluster's from it), the time zone, and the
+        server user's own home."""
+        home = self.user.pw_dir if self.user is not None else os.environ.get("HOME", "/")
+        found = {"PATH": "/usr/local/bin:/usr/bin:/bin", "HOME": home, "LANG": os.environ.get("LANG", "C.UTF-8")}
+        found |= {k: v for k, v in os.environ.items() if k.startswith("LC_") or k in ("TZ", "TZDIR", "LANGUAGE")}
+        return found
 
     def _server_cmd(self, argv: list[str]) -> subprocess.CompletedProcess[str]:
         """Run a server tool (initdb) as the server's user: Postgres refuses root."""
@@ -179,6 +241,26 @@ class Cluster:
                     os.chown(name, uid, gid, dir_fd=root_fd, follow_symlinks=False)
         self._own(self.pgdata)
 
+    def _socket_folder(self) -> None:
+        """Make the socket folder (mkdir: it fails when the name exists). In /tmp (a long cluster path), where any
+        user can make it first to watch or replace the server's socket, one that exists is accepted only when it
+        is this server's own from an earlier start: a folder (not a link), its user's or ours, 0700."""
+        try:
+            os.mkdir(self.socket_dir, 0o700)
+        except FileExistsError:
+            info = os.lstat(self.socket_dir)
+            ours = {os.geteuid(), *([self.user.pw_uid] if self.user is not None else [])}
+            # A link or a file there is refused by _own (opened with O_NOFOLLOW | O_DIRECTORY). Inside the cluster's
+            # folder (root's) only root or a server user of this cluster (an earlier one: handed over) made it.
+            shared = not self.socket_dir.is_relative_to(self.folder)
+            if shared and stat.S_ISDIR(info.st_mode) and (info.st_uid not in ours
+                                                          or stat.S_IMODE(info.st_mode) & 0o077):
+                raise PostgresError(
+                    f"the socket folder {self.socket_dir} already exists and is not this server's (owner uid "
+                    f"{info.st_uid}, mode {stat.filemode(info.st_mode)}): refused, another user may have made it to "
+                    "watch or take the server's socket; remove it and start again") from None
+        self._own(self.socket_dir)
+
     def init(self) -> None:
         """Create the cluster (once): password auth only, on loopback."""
         if (self.pgdata / "PG_VERSION").exists():
@@ -209,8 +291,7 @@ class Cluster:
         """Start the server and wait until ``SELECT 1`` answers; returns the seconds it took."""
         started = time.monotonic()
         self._claim()
-        self.socket_dir.mkdir(mode=0o700, exist_ok=True)
-        self._own(self.socket_dir)
+        self._socket_folder()
         with os.fdopen(_root_file(self.log, os.O_WRONLY | os.O_APPEND), "ab") as out:
             self.process = subprocess.Popen(
                 [str(self.bin / "postgres"), "-D", str(self.pgdata), "-p", str(self.port), "-k", str(self.socket_dir),
@@ -266,19 +347,34 @@ class Cluster:
         return {"PATH": os.environ.get("PATH", ""), "PGPASSWORD": self.password, "PGHOST": "127.0.0.1",
                 "PGPORT": str(self.port), "PGUSER": ROLE, "PGCONNECT_TIMEOUT": "5"}
 
-    def _client(self, tool: str, *args: str, timeout: float = 600) -> str:
+    def _client(self, tool: str, *args: str, timeout: float = 600, feed: int | None = None,
+                as_server: bool = False) -> str:
+        """Run a client tool; ``as_server``: as the server's OS user (when root), ``feed``: its stdin."""
+        who: dict[str, Any] = ({"user": self.user.pw_uid, "group": self.user.pw_gid, "extra_groups": [],
+                                "cwd": "/"} if as_server and self.user is not None else {})
         done = subprocess.run([str(self.bin / tool), *args], capture_output=True, text=True, check=False,
-                              env=self._client_env(), timeout=timeout)
+                              env=self._client_env(), timeout=timeout,
+                              stdin=feed if feed is not None else subprocess.DEVNULL, **who)
         if done.returncode != 0:
             raise PostgresError(f"{tool}: {(done.stderr or done.stdout).strip()[-400:]}")
-        return done.stdout
+        return str(done.stdout)
 
     def sql(self, statement: str, database: str = "postgres") -> str:
         return self._client("psql", "-X", "-q", "-A", "-t", "-v", "ON_ERROR_STOP=1", "-d", database, "-c", statement)
 
     def sql_file(self, path: Path, database: str) -> str:
-        """Run a SQL script (a fixture) into ``database``, stopping at its first error."""
-        return self._client("psql", "-X", "-q", "-v", "ON_ERROR_STOP=1", "-d", database, "-f", str(path))
+        """Run a SQL script (a fixture) into ``database``, stopping at its first error.
+
+        The script is written by whoever writes the spec, and psql runs its meta-commands (``\\!`` runs a shell
+        command, ``\\o`` writes a file): psql runs as the server's own OS user (what the script's SQL reaches
+        anyway through ``COPY ... PROGRAM``), never as root, and reads the script from its stdin (opened here),
+        so that user needs no right on the file."""
+        with open(path, "rb") as feed:
+            return self._client("psql", "-X", "-q", "-v", "ON_ERROR_STOP=1", "-d", database, "-f", "-",
+                                feed=feed.fileno(), as_server=True)
+
+    def exists(self, database: str) -> bool:
+        return bool(self.sql(f"SELECT 1 FROM pg_database WHERE datname = {quote_literal(database)}").strip())
 
     def healthy(self) -> bool:
         try:
@@ -297,15 +393,15 @@ class Cluster:
 
     def restore(self, database: str, path: Path) -> None:
         """Replace ``database`` with the dump: recreated empty from template0, then pg_restore."""
-        self.sql(f'DROP DATABASE IF EXISTS "{database}" WITH (FORCE)')
-        self.sql(f'CREATE DATABASE "{database}" TEMPLATE template0')
+        self.sql(f"DROP DATABASE IF EXISTS {quote_ident(database)} WITH (FORCE)")
+        self.sql(f"CREATE DATABASE {quote_ident(database)} TEMPLATE template0")
         # Two jobs: the data of several tables and the index builds overlap (100 MB: 1.07 s against 1.48 s).
         self._client("pg_restore", "-d", database, "--no-owner", "--exit-on-error", "-j", "2", str(path))
 
     def clone(self, source: str, target: str) -> None:
         """A scratch copy of ``source`` (file-level template copy: fastest; needs no session on source)."""
-        self.sql(f'DROP DATABASE IF EXISTS "{target}" WITH (FORCE)')
-        self.sql(f'CREATE DATABASE "{target}" TEMPLATE "{source}" STRATEGY FILE_COPY')
+        self.sql(f"DROP DATABASE IF EXISTS {quote_ident(target)} WITH (FORCE)")
+        self.sql(f"CREATE DATABASE {quote_ident(target)} TEMPLATE {quote_ident(source)} STRATEGY FILE_COPY")
 
     def remove(self) -> None:
         self.stop()

@@ -27,16 +27,34 @@ class SecondRunFailed(Exception):
 
 def _shapes(folder: Path, names: list[str]) -> Shapes:
     # Columns and row counts only: hashing every row would cost more than the command itself on big data.
-    return {rel: sqlite.shape(folder / rel, rows_digest=False) for rel in names if (folder / rel).is_file()}
+    # Read from a private copy: after a run the scratch folder is the app's, which may have planted links in it.
+    found: Shapes = {}
+    for rel in names:
+        try:
+            with sqlite.private_copy(folder, rel) as copy:
+                found[rel] = sqlite.shape(copy, rows_digest=False)
+        except FileNotFoundError:
+            continue
+    return found
 
 
 def _sums(folder: Path, names: list[str]) -> dict[str, str]:
-    return {rel: sqlite.checksum(folder / rel) for rel in names if (folder / rel).is_file()}
+    found = {}
+    for rel in names:
+        try:
+            found[rel] = sqlite.checksum_in(folder, rel)
+        except FileNotFoundError:
+            continue
+    return found
 
 
 def copy_folder(data_dir: Path, scratch: Path, copies: dict[str, Path] | None = None) -> list[str]:
     """A scratch copy of the data folder: databases from ``copies`` (a snapshot just taken: a plain file copy)
-    or through the backup API, other files as they are."""
+    or through the backup API, other files as they are.
+
+    The data folder is the app's: every file of it is read through a descriptor checked not to be a link (nor
+    hard-linked, nor under a linked folder), never by path (see :mod:`railguard.data.sqlite`). A database that
+    is not so is refused (:class:`~railguard.data.sqlite.UnsafeDatabase`); another such file is left out."""
     if scratch.exists():
         shutil.rmtree(scratch)
     scratch.mkdir(parents=True)
@@ -51,10 +69,10 @@ def copy_folder(data_dir: Path, scratch: Path, copies: dict[str, Path] | None = 
         if copies and rel in copies:
             shutil.copyfile(copies[rel], target)
         elif rel in names:
-            sqlite.copy(path, target)
-        elif (size := path.stat().st_size) <= budget:  # uploads and the like: copied while they are small
-            budget -= size
-            shutil.copy2(path, target)
+            sqlite.copy(data_dir, rel, target)
+        elif (size := path.lstat().st_size) <= budget:  # uploads and the like: copied while they are small
+            if sqlite.copy_file(data_dir, rel, target):
+                budget -= size
     return names
 
 

@@ -16,7 +16,7 @@ import time
 from datetime import UTC, datetime
 from pathlib import Path
 
-from railguard.data import pgschema, sqlite
+from railguard.data import pgschema, postgres, sqlite
 from railguard.data.postgres import Cluster
 from railguard.model.data import Backup, BackupFile
 
@@ -36,14 +36,10 @@ def new_id() -> str:
 
 
 def postgres_tables(cluster: Cluster, database: str) -> dict[str, int]:
-    """Rows per table of the ``public`` schema (exact counts: what a restore must bring back)."""
-    names = [n for n in cluster.sql("SELECT table_name FROM information_schema.tables WHERE table_schema = "
-                                    "'public' AND table_type = 'BASE TABLE' ORDER BY 1", database).split("\n") if n]
-    if not names:
-        return {}
-    query = " UNION ALL ".join(f"SELECT '{n}', count(*) FROM public.\"{n}\"" for n in names)
-    rows = [line.split("|") for line in cluster.sql(query, database).split("\n") if line]
-    return {name: int(count) for name, count in rows}
+    """Rows per table of every schema of the app's (exact counts: what a restore must bring back); a table
+    outside ``public`` is named ``schema.table``."""
+    tables = list(postgres.user_columns(cluster, database))
+    return {postgres.table_key(*t): n for t, n in postgres.row_counts(cluster, database, tables).items()}
 
 
 def take(data_dir: Path, root: Path, env: str, release: int | None,
@@ -60,7 +56,7 @@ def take(data_dir: Path, root: Path, env: str, release: int | None,
     try:
         for rel in found:
             target = folder / "files" / rel
-            sqlite.copy(data_dir / rel, target)
+            sqlite.copy(data_dir, rel, target)
             shape = sqlite.shape(target, rows_digest=False)
             files.append(BackupFile(database=sqlite.database_name(rel), path=rel, sha256=sqlite.checksum(target),
                                     size=target.stat().st_size, tables={t: s.rows for t, s in shape.items()},
@@ -133,7 +129,7 @@ def restore(root: Path, backup: Backup, data_dir: Path, databases: list[str] | N
                                   "is a Postgres database this environment no longer has")
             cluster.restore(entry.database, root / backup.id / "files" / entry.path)
         else:
-            sqlite.restore_into(root / backup.id / "files" / entry.path, data_dir / entry.path)
+            sqlite.restore_into(root / backup.id / "files" / entry.path, data_dir, entry.path)
     return chosen
 
 

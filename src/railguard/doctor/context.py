@@ -70,7 +70,7 @@ class Context:
             if not copied and self.spec.doctor is not None and self.spec.doctor.fixture is not None:
                 # CI: a fresh checkout has only the fixture
                 copied = (pgscratch.fixture(self, folder) if pgscratch.postgres_databases(self)
-                          else seed(self.spec.doctor, self.ws.root, folder))
+                          else seed(self.spec.doctor, self.ws.root, folder, scratch=self.scratch))
                 self.cache["data-origin"] = "fixture"
             snapshot = (folder, copied)
             self.cache["data-snapshot"] = snapshot

