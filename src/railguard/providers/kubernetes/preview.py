@@ -17,13 +17,13 @@ from typing import Any
 from railguard.model.diagnostics import Diagnostic, RailguardError, Severity, error
 from railguard.model.resources import ObservedResource, Resource
 from railguard.providers.kubernetes.cluster import Cluster, ClusterError
-from railguard.providers.kubernetes.labels import ADDRESS, CONFIG, DEPENDS_ON, FINGERPRINT
+from railguard.providers.kubernetes.labels import ADDRESS, CONFIG, DEPENDS_ON, FINGERPRINT, PENDING, PREVIOUS
 from railguard.providers.kubernetes.manifests import Manifest, edge_manifests, service_manifests
 
 PARALLEL = 8
 MAX_PATHS = 20
 _NOISE = {"managedFields", "resourceVersion", "generation", "uid", "creationTimestamp", "selfLink"}
-_OURS = {ADDRESS, CONFIG, DEPENDS_ON, FINGERPRINT}
+_OURS = {ADDRESS, CONFIG, DEPENDS_ON, FINGERPRINT, PENDING, PREVIOUS}
 
 
 def changed_paths(before: Any, after: Any, prefix: str = "") -> list[str]:

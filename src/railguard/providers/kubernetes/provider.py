@@ -51,7 +51,7 @@ from railguard.providers.base import (
     TrafficRequest,
     TrafficResponse,
 )
-from railguard.providers.kubernetes import checks, views
+from railguard.providers.kubernetes import checks, interrupted, views
 from railguard.providers.kubernetes import observe as live
 from railguard.providers.kubernetes.cluster import Cluster
 from railguard.providers.kubernetes.labels import (
@@ -105,6 +105,10 @@ class KubernetesProvider:
         # (namespace, env) -> the operation that checked the namespace / (operation, digest) that applied its objects
         self._claimed: dict[tuple[str, str], str] = {}
         self._settled: dict[tuple[str, str], tuple[str, str]] = {}
+        # (namespace, env) whose leftovers of a killed daemon this process has settled (interrupted.settle)
+        self._recovered: set[tuple[str, str]] = set()
+        self._recover_lock = threading.Lock()
+        self._notes: list[ProviderEvent] = []  # what settling did, for the timeline (the next tick)
 
     # -- plumbing ------------------------------------------------------------------------------
     def target(self, env: str, desired: Resource | None = None) -> Target:
@@ -140,6 +144,7 @@ class KubernetesProvider:
         if target is None:
             return ObserveResponse(resources=[])
         cluster = self.cluster(target)  # a namespace that does not exist lists nothing (no namespace read needed)
+        self._recover(cluster, request.env)
         found: dict[str, ObservedResource] = {}
         app = DEFAULT_APP
         for deployment in cluster.list("Deployment", labels=_ours(request.env)):
@@ -185,6 +190,7 @@ class KubernetesProvider:
         try:
             target = self.target(request.env, request.desired)
             cluster = self.cluster(target)
+            self._recover(cluster, request.env)
             app = request.app or DEFAULT_APP
             if change.kind == "service":
                 return self._apply_service(request, cluster, target, app, step)
@@ -197,6 +203,21 @@ class KubernetesProvider:
                 address=change.address)])
         except RailguardError as exc:
             return ApplyResponse(ok=False, observed=self._current(request), diagnostics=list(exc.diagnostics))
+
+    def _recover(self, cluster: Cluster, env: str) -> None:
+        """Once per environment in this process, before it reads or changes it: undo what a killed daemon left half
+        done (:mod:`.interrupted`). No operation of this process has touched the environment yet, so every mark
+        found is a dead daemon's."""
+        key = (cluster.namespace, env)
+        if key in self._recovered:
+            return
+        with self._recover_lock:
+            if key in self._recovered:
+                return
+            done = interrupted.settle(cluster, env)
+            self._recovered.add(key)
+        with self._lock:
+            self._notes += [ProviderEvent(kind="cluster.interrupted_settled", env=env, message=line) for line in done]
 
     def _current(self, request: ApplyRequest) -> ObservedResource | None:
         try:
@@ -274,7 +295,7 @@ class KubernetesProvider:
                     extra={"pods": outcome.pods, "job": job})])
             step("job", "end", {"ok": True})
         step("deployment", "begin", {"release": release})
-        cluster.apply(made.deployment)
+        cluster.apply(interrupted.mark(made.deployment, request.operation_id, previous))
         step("deployment", "end", {})
         step("rollout", "begin", {"replicas": desired.config.get("replicas", 1)})
         deadline = float(made.deployment["spec"]["progressDeadlineSeconds"]) + 15
@@ -297,6 +318,7 @@ class KubernetesProvider:
         else:
             cluster.delete("Service", name)
         self._retire(cluster, env, name, made)
+        cluster.apply(interrupted.unmarked(made.deployment))  # it serves: a later daemon leaves it as it is
         # What observe will report (its status message included), so the next observation moves no serial.
         now = cluster.get("Deployment", name)
         found = live.observed(now, "service") if now is not None else None
@@ -385,7 +407,8 @@ class KubernetesProvider:
         self._next_tick = now + TICK_EVERY_S
         with self._lock:
             clusters = list(self._clusters.values())
-        events: list[ProviderEvent] = []
+            events: list[ProviderEvent] = self._notes
+            self._notes = []
         for cluster in clusters:
             events += views.restarts(cluster, self._restarts)
         return TickResponse(events=events)
