@@ -161,7 +161,7 @@ class KubernetesProvider:
                 resource = resource.model_copy(update={"config": config, "fingerprint": digest(config)})
             if resource is not None:
                 found[resource.address] = resource
-        checked = preview(cluster, app, request.desired, found) if request.desired else []
+        checked = preview(cluster, app, request.desired, found, self._plan_mount()) if request.desired else []
         checked += [warning(
             "cluster.annotation_unreadable", f"{r.address}: its Railguard annotation is not readable",
             f"The object's `{CONFIG}` annotation in namespace '{target.namespace}' is not the JSON Railguard wrote "
@@ -169,6 +169,27 @@ class KubernetesProvider:
             f"Apply environment '{request.env}' so the object and its annotation are put back, and check who may "
             "edit objects in that namespace.", address=r.address) for r in found.values() if live.unreadable(r)]
         return ObserveResponse(resources=sorted(found.values(), key=lambda r: r.address), diagnostics=checked)
+
+    def _plan_mount(self) -> Callable[[Resource], ArtifactMount | None]:
+        """What a service without ``image`` gets for its artifact, as the plan's dry-run shows it: the init container
+        of the bundle already made of its source (none made yet: a placeholder digest, the one field apply will
+        fill), so the server's diff is the apply's. Builds nothing."""
+        from railguard.providers.kubernetes import artifacts
+
+        index: dict[tuple[str, str | None], str] | None = None
+
+        def mount(resource: Resource) -> ArtifactMount | None:
+            nonlocal index
+            target = Target.of(resource.config["kubernetes"])
+            if self.artifacts is None or resource.config.get("image") or not target.artifact_store:
+                return None
+            if index is None:
+                index = artifacts.bundle_index(self.home)
+            digest = artifacts.planned_digest(index, str(resource.config.get("source")), target.base_image)
+            return ArtifactMount(**artifacts.pod_parts(resource.name, digest, target.artifact_store,
+                                                       target.base_image))
+
+        return mount
 
     def health(self, request: HealthRequest) -> HealthResponse:
         target = self.targets(request.env)
@@ -430,13 +451,16 @@ class KubernetesProvider:
     def prune_artifacts(self, kept: list[KeptRelease], dry_run: bool = False) -> list[str]:
         """Remove the bundles (and every environment's leave to fetch them) whose source no kept release names and
         whose source snapshot is no longer stored (snapshots are kept for plans and kept releases: a bundle goes on
-        the pass after its snapshot)."""
+        the pass after its snapshot), then the dependency folders (``bundles/deps/``) no remaining bundle was made
+        with."""
         from railguard.providers.kubernetes import artifacts
         from railguard.sources.store import SnapshotStore
 
         sources = {str(r.config["source"]) for release in kept for r in release.desired if r.config.get("source")}
         sources |= set(SnapshotStore.of(self.home).digests())
-        return artifacts.bundle_store(self.home).prune(sources, dry_run)
+        bundles = artifacts.bundle_store(self.home)
+        gone = bundles.prune(sources, dry_run)
+        return gone + bundles.prune_deps(dry_run, going=gone)  # then the packages only those were made with
 
     def start_command(self, request: CommandRequest, stdio: tuple[int, int, int] | None) -> CommandProcess:
         raise RailguardError(error(
