@@ -14,6 +14,9 @@ Constructed by :mod:`railguard.providers.registry`, which routes each environmen
 
 from __future__ import annotations
 
+import json
+import logging
+import os
 import threading
 import time
 from collections.abc import Callable
@@ -81,6 +84,8 @@ ISOLATION_REASON = ("each environment is a namespace: pods run with a token-less
 # What a service's objects are, for deletes and shutdown; apply order reversed.
 SERVICE_KINDS = ("Service", "Deployment", "Job", "Secret")
 TICK_EVERY_S = 5.0
+log = logging.getLogger(__name__)
+SERVED_FILE = "kubernetes-served.json"  # in the state folder: the (environment, app, target) this state applied
 GONE_SLACK_S = 15.0  # beyond the grace period: the garbage collector removes ReplicaSets, then their pods
 
 
@@ -109,6 +114,7 @@ class KubernetesProvider:
         self._recovered: set[tuple[str, str]] = set()
         self._recover_lock = threading.Lock()
         self._notes: list[ProviderEvent] = []  # what settling did, for the timeline (the next tick)
+        self.removed: list[str] = []  # what the last `shutdown(everything)` deleted, one line per object
 
     # -- plumbing ------------------------------------------------------------------------------
     def target(self, env: str, desired: Resource | None = None) -> Target:
@@ -213,6 +219,7 @@ class KubernetesProvider:
             cluster = self.cluster(target)
             self._recover(cluster, request.env)
             app = request.app or DEFAULT_APP
+            self._serve(target, request.env, app)
             if change.kind == "service":
                 return self._apply_service(request, cluster, target, app, step)
             if change.kind == "edge":
@@ -224,6 +231,27 @@ class KubernetesProvider:
                 address=change.address)])
         except RailguardError as exc:
             return ApplyResponse(ok=False, observed=self._current(request), diagnostics=list(exc.diagnostics))
+
+    def _serve(self, target: Target, env: str, app: str) -> None:
+        """Remember (in the state folder) that this state applied ``app``'s environment ``env`` at ``target``: what
+        ``stop --everything`` removes, and nothing else (another app's Railguard objects may share a namespace)."""
+        entry = {"env": env, "app": app, "target": target.as_config()}
+        with self._lock:
+            served = self._served_list()
+            if entry in served:
+                return
+            path = self.home / SERVED_FILE
+            path.parent.mkdir(parents=True, exist_ok=True)
+            tmp = path.with_suffix(".tmp")
+            tmp.write_text(json.dumps([*served, entry], indent=1, sort_keys=True))
+            os.replace(tmp, path)
+
+    def _served_list(self) -> list[dict[str, Any]]:
+        try:
+            found = json.loads((self.home / SERVED_FILE).read_text())
+        except (OSError, ValueError):
+            return []
+        return [e for e in found if isinstance(e, dict)] if isinstance(found, list) else []
 
     def _recover(self, cluster: Cluster, env: str) -> None:
         """Once per environment in this process, before it reads or changes it: undo what a killed daemon left half
@@ -438,11 +466,28 @@ class KubernetesProvider:
         with self._lock:
             clusters = list(self._clusters.values())
         if request.everything:
-            for cluster in clusters:
-                for kind in (*SERVICE_KINDS, "Ingress", "ConfigMap"):
-                    for obj in cluster.list(kind, labels={MANAGED_BY: "railguard"}):
-                        cluster.delete(kind, obj["metadata"]["name"])
-                _wait_gone(cluster, {MANAGED_BY: "railguard"}, (request.stop_timeout or 30.0) + GONE_SLACK_S)
+            self.removed = []
+            with self._lock:
+                served = self._served_list()
+            # Only what this state applied: its app's objects of its environments (another app's Railguard objects
+            # in the same namespace, or anything unlabelled, are not ours to stop).
+            for entry in served:
+                env, app = str(entry["env"]), str(entry["app"])
+                try:
+                    cluster = self.cluster(Target.of(entry["target"]))
+                    mine = _ours(env) | {APP: app}
+                    for kind in (*SERVICE_KINDS, "Ingress", "ConfigMap"):
+                        for obj in cluster.list(kind, labels=mine):
+                            line = (f"{kind} {obj['metadata']['name']} (app {app}, environment {env}, namespace "
+                                    f"{cluster.namespace} of cluster {cluster.name})")
+                            log.warning("stop --everything: deleting %s", line)
+                            cluster.delete(kind, obj["metadata"]["name"])
+                            self.removed.append(line)
+                    _wait_gone(cluster, mine, (request.stop_timeout or 30.0) + GONE_SLACK_S)
+                except RailguardError as exc:  # one unreachable cluster must not keep the others running
+                    log.warning("stop --everything: environment %s not stopped: %s", env, exc.diagnostics[0].summary)
+            with self._lock:
+                clusters = list(self._clusters.values())
         for cluster in clusters:
             cluster.close()
         with self._lock:
