@@ -368,6 +368,9 @@ class KubernetesProvider:
             cluster.delete("Service", name)
         self._retire(cluster, env, name, made)
         cluster.apply(interrupted.unmarked(made.deployment))  # it serves: a later daemon leaves it as it is
+        # A Deployment's generation moves with its annotations too: wait until the controller saw this one (no new
+        # pods: the template is the same), so what is observed next is 'running', not 'progressing'.
+        outcome = wait_deployment(cluster, name, env, release, deadline)
         # What observe will report (its status message included), so the next observation moves no serial.
         now = cluster.get("Deployment", name)
         found = live.observed(now, "service") if now is not None else None
