@@ -166,7 +166,8 @@ def main() -> None:
                                                          three.provider, 1, ctx))
             print(f"apply through the engine (run_changes) to Available: {engine_s:.1f} s "
                   f"({'ok' if not failed else failed[0].summary}; {len(changes3)} changes)")
-            wait_until(lambda: available(three.namespace), 120, "every Deployment Available")
+            if not failed:
+                wait_until(lambda: available(three.namespace), 120, "every Deployment Available")
             client.close()
             for env in (one, two, three):
                 env.provider.shutdown(ShutdownRequest())
