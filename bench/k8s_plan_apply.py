@@ -13,6 +13,9 @@ daemon does (each service one replica, an image by digest, an HTTP health check)
   waiting for its Deployment to be Available;
 - apply, parallel: the same for N other services in a fresh namespace, W services at a time (the bound an
   engine running independent services concurrently would use);
+- apply, engine: N other services in a third namespace through the engine's ``run_changes`` (journal, inventory
+  and all), as the daemon applies a plan: independent service changes run 8 at a time on a cluster
+  (``Router.parallel_changes``);
 - plan (no changes): observe the N live services + the planner.
 
 Figures go to docs/benchmarks.md with the machine and date; nothing here is a test assertion.
@@ -36,12 +39,14 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from tests.k8s.cluster import Cluster, resource_path, start_cluster, wait_until
 
 from railguard.engine import planner
+from railguard.engine.execute import Context, run_changes
 from railguard.model.plans import Action, Change
 from railguard.model.resources import Resource, desired_resources
 from railguard.model.specfile import parse_spec
 from railguard.providers.base import ApplyRequest, ObserveRequest, ShutdownRequest
 from railguard.providers.kubernetes.manifests import service_manifests
 from railguard.providers.registry import open_provider
+from railguard.state.store import Store
 
 IMAGE = "registry.example/bench@sha256:" + "0123456789abcdef" * 4
 DIGEST = "sha256:" + "ab" * 32
@@ -146,15 +151,27 @@ def main() -> None:
             par_s, oks2 = timed(parallel)
             print(f"apply {workers} services at a time to Available: {par_s:.1f} s ({sum(oks2)}/{len(oks2)} ok)")
 
-            def available() -> bool:
-                got = cluster.get(f"/apis/apps/v1/namespaces/{two.namespace}/deployments") or {}
+            def available(namespace: str) -> bool:
+                got = cluster.get(f"/apis/apps/v1/namespaces/{namespace}/deployments") or {}
                 return sum(1 for d in got.get("items", []) if d.get("status", {}).get("availableReplicas")) == n
 
-            wait_until(available, 120, "every Deployment Available")
+            wait_until(lambda: available(two.namespace), 120, "every Deployment Available")
+
+            three = Env(cluster, root / "three", cluster.create_namespace("bench-engine"), n)
+            changes3 = three.plan()
+            store = Store.open(root / "three" / ".railguard")
+            op = store.create_operation("staging", "apply", None, "bench")
+            ctx = Context(source_root=root / "three", spec_root=root / "three", app="bench")
+            engine_s, failed = timed(lambda: run_changes(store, op, "staging", changes3, three.desired,
+                                                         three.provider, 1, ctx))
+            print(f"apply through the engine (run_changes) to Available: {engine_s:.1f} s "
+                  f"({'ok' if not failed else failed[0].summary}; {len(changes3)} changes)")
+            if not failed:
+                wait_until(lambda: available(three.namespace), 120, "every Deployment Available")
             client.close()
-            for env in (one, two):
+            for env in (one, two, three):
                 env.provider.shutdown(ShutdownRequest())
-            for ns in (one.namespace, two.namespace):
+            for ns in (one.namespace, two.namespace, three.namespace):
                 cluster.delete_namespace(ns, wait=False)
 
 

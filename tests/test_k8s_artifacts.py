@@ -505,3 +505,34 @@ def test_local_wheels_the_requirements_name_are_part_of_the_dependency_key(works
         snap, _ = capture(SnapshotStore.of(home), workspace)
         artifacts.prepare(home, "staging", "web", snap.digest, f"python:{other}-slim", index_env=uv_environment())
     assert len(list((home / "bundles" / "deps").iterdir())) == 2
+
+
+def test_dependency_folders_go_with_the_last_bundle_made_with_them(workspace: Path) -> None:
+    from railguard.model.api import KeptRelease
+    from railguard.model.resources import Resource
+    from railguard.providers.kubernetes.provider import KubernetesProvider
+
+    home = workspace / ".railguard"
+    snapshots = SnapshotStore.of(home)
+    (workspace / "requirements.txt").write_text("idna==3.20\n")
+    old, _ = capture(snapshots, workspace)
+    first = artifacts.prepare(home, "staging", "web", old.digest, HERE_PYTHON, index_env=uv_environment())
+    deps = home / "bundles" / "deps"
+    [first_deps] = list(deps.iterdir())
+    (workspace / "requirements.txt").write_text("idna==3.20\n# another dependency set: another folder\n")
+    new, _ = capture(snapshots, workspace)
+    second = artifacts.prepare(home, "staging", "web", new.digest, HERE_PYTHON, index_env=uv_environment())
+    [second_deps] = [p for p in deps.iterdir() if p != first_deps]
+    (deps / ".deps.left-by-a-killed-build").mkdir()
+    provider = KubernetesProvider(home, None, targets=lambda env: None)
+    release = KeptRelease(env="staging", number=2, desired=[Resource(
+        address="staging/service.web", kind="service", name="web", env="staging", fingerprint="f",
+        config={"source": new.digest})])
+    assert snapshots.prune({new.digest}) == [old.digest]
+    going = [first.digest, "deps/.deps.left-by-a-killed-build", f"deps/{first_deps.name}"]
+    assert sorted(provider.prune_artifacts([release], dry_run=True)) == sorted(going)
+    assert first_deps.is_dir() and first.path.is_file()  # a dry run removes nothing
+    assert sorted(provider.prune_artifacts([release])) == sorted(going)
+    assert not first_deps.exists() and not (deps / ".deps.left-by-a-killed-build").exists()
+    assert second_deps.is_dir() and second.path.is_file()  # what a kept bundle was made with stays
+    assert provider.prune_artifacts([release]) == []

@@ -62,6 +62,7 @@ if TYPE_CHECKING:
     from railguard.providers.kubernetes.provider import KubernetesProvider
 
 TARGETS_FILE = "targets.json"
+CLUSTER_PARALLEL_CHANGES = 8  # service changes applied at once on a cluster (like the plan's 8 dry-runs at once)
 
 
 class TargetBook:
@@ -162,6 +163,13 @@ class Router:
     def _clusters(self) -> list[Provider]:
         """The Kubernetes provider, when some environment is bound to it (provider-wide calls go there too)."""
         return [self.kubernetes] if self.book.any() or self._kubernetes is not None else []
+
+    def parallel_changes(self, env: str, desired: list[Resource]) -> int:
+        """How many independent service changes of ``env`` the engine may run at once (engine/execute.py): a
+        cluster's controllers roll Deployments out side by side; this machine's runtime takes one at a time."""
+        says, target = TargetBook.named(desired)
+        on_cluster = target is not None if says else self._target(env) is not None
+        return CLUSTER_PARALLEL_CHANGES if on_cluster else 1
 
     # -- routed by environment -----------------------------------------------------------------
     def observe(self, request: ObserveRequest) -> ObserveResponse:

@@ -27,11 +27,13 @@ import io
 import json
 import os
 import re
+import shutil
 import tarfile
 import tempfile
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from railguard.sources.store import SnapshotMissing, SnapshotStore
 
@@ -207,16 +209,21 @@ class BundleStore:
             (self.root / "envs" / env / digest.removeprefix("sha256:")).unlink(missing_ok=True)
         return dropped
 
-    def source_of(self, hex_digest: str) -> str | None:
-        """The source digest a stored bundle was made from (its manifest, the first member); None: unreadable."""
+    def manifest_of(self, hex_digest: str) -> dict[str, Any] | None:
+        """A stored bundle's manifest (its first member); None: unreadable."""
         try:
             with tarfile.open(self.path(hex_digest), mode="r:gz") as tar:
                 first = tar.next()
                 handle = tar.extractfile(first) if first is not None and first.name == MANIFEST else None
-                source = json.loads(handle.read(1 << 16)) if handle is not None else None
+                found = json.loads(handle.read(1 << 16)) if handle is not None else None
         except (OSError, tarfile.TarError, ValueError, EOFError):
             return None
-        return str(source["source"]) if isinstance(source, dict) and source.get("source") else None
+        return found if isinstance(found, dict) else None
+
+    def source_of(self, hex_digest: str) -> str | None:
+        """The source digest a stored bundle was made from (its manifest, the first member); None: unreadable."""
+        found = self.manifest_of(hex_digest)
+        return str(found["source"]) if found is not None and found.get("source") else None
 
     def prune(self, keep_sources: Iterable[str], dry_run: bool = False) -> list[str]:
         """Remove every bundle made from a source no kept release names, and every environment's leave to fetch
@@ -234,6 +241,34 @@ class BundleStore:
             for env in (self.root / "envs").glob("*"):
                 (env / hexd).unlink(missing_ok=True)
         return gone
+
+    # -- the dependency folders (a build cache: every bundle holds its own copy of its packages) ----------
+    def record_deps(self, hex_digest: str, deps: Path) -> None:
+        """Note that the bundle ``hex_digest`` was made with the dependency folder ``deps`` (``deps/<key>``)."""
+        used = self.root / "deps-used"
+        used.mkdir(parents=True, exist_ok=True)
+        (used / hex_digest).write_text(deps.name)
+
+    def prune_deps(self, dry_run: bool = False, going: Iterable[str] = ()) -> list[str]:
+        """Remove the dependency folders no stored bundle was made with (and the notes of bundles gone), the
+        work folders of builds a killed daemon left included; ``going``: bundles to count as gone already (a dry
+        run's). The caller holds the state lock (no build meanwhile). Returns what went, as ``deps/<key>``."""
+        folder, used = self.root / "deps", self.root / "deps-used"
+        leaving = {d.removeprefix("sha256:") for d in going}
+        kept: set[str] = set()
+        stale: list[Path] = []
+        for note in sorted(used.iterdir()) if used.is_dir() else []:
+            if note.name not in leaving and self.path(note.name).is_file():
+                kept.add(note.read_text().strip())
+            else:
+                stale.append(note)
+        gone = sorted(p for p in folder.iterdir() if p.name not in kept) if folder.is_dir() else []
+        if not dry_run:
+            for path in gone:
+                shutil.rmtree(path, ignore_errors=True)
+            for note in stale:
+                note.unlink(missing_ok=True)
+        return [f"deps/{p.name}" for p in gone]
 
     # -- tokens ----------------------------------------------------------------------------------
     def token(self, env: str) -> str:

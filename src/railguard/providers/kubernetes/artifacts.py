@@ -264,6 +264,8 @@ def prepare(home: Path, env: str, service: str, source_digest: str, base_image: 
             deps = (_deps(bundles.root, src, python, service, base_image, index_env, build_as)
                     if artifact_deps.wanted(src) else None)
         made = bundles.build(snapshots, source_digest, deps, python)
+        if deps is not None:  # so retention knows which dependency folders kept bundles were made with
+            bundles.record_deps(made.digest.removeprefix("sha256:"), deps)
     except BundleError as exc:
         raise RailguardError(error(
             "artifact.bundle_failed", f"The artifact of service '{service}' cannot be bundled",
@@ -276,6 +278,29 @@ def prepare(home: Path, env: str, service: str, source_digest: str, base_image: 
             address=f"{env}/service.{service}")) from exc
     bundles.allow(env, made.digest)
     return made
+
+
+PLACEHOLDER_DIGEST = "sha256:" + "0" * 64  # a plan's stand-in for a bundle not made yet (apply makes it)
+
+
+def bundle_index(home: Path) -> dict[tuple[str, str | None], str]:
+    """The stored bundles by (source digest, Python their packages were built for, None without packages)."""
+    bundles = bundle_store(home)
+    found: dict[tuple[str, str | None], str] = {}
+    blobs = bundles.root / "blobs"
+    for path in sorted(blobs.glob("*.tar.gz")) if blobs.is_dir() else []:
+        hexd = path.name.removesuffix(".tar.gz")
+        manifest = bundles.manifest_of(hexd)
+        if manifest is not None and manifest.get("source"):
+            python = manifest.get("python")
+            found[(str(manifest["source"]), str(python) if python else None)] = f"sha256:{hexd}"
+    return found
+
+
+def planned_digest(index: dict[tuple[str, str | None], str], source_digest: str, base_image: str) -> str:
+    """The bundle an apply of ``source_digest`` on ``base_image`` would use, when it exists already."""
+    return (index.get((source_digest, python_of(base_image))) or index.get((source_digest, None))
+            or PLACEHOLDER_DIGEST)
 
 
 def _mkdir(path: Path) -> Path:

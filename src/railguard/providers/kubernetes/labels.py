@@ -24,6 +24,11 @@ ADDRESS = "railguard.dev/address"
 FINGERPRINT = "railguard.dev/fingerprint"
 CONFIG = "railguard.dev/config"
 DEPENDS_ON = "railguard.dev/depends-on"
+# Set on a Deployment while an operation changes it (its id), with the Deployment as it was before (JSON, empty for
+# a new one); removed once the release serves. A daemon that finds them left by a killed one puts the previous
+# Deployment back (see provider.KubernetesProvider._settle).
+PENDING = "railguard.dev/pending"
+PREVIOUS = "railguard.dev/previous"
 
 EDGE = "railguard-edge"  # the edge's ConfigMap (always) and Ingress (when it has routes)
 WORKLOAD_ACCOUNT = "railguard-workload"  # the environment's pods' ServiceAccount, without a token

@@ -11,19 +11,20 @@ in parallel, bounded. Called by :meth:`railguard.providers.kubernetes.provider.K
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from railguard.model.diagnostics import Diagnostic, RailguardError, Severity, error
 from railguard.model.resources import ObservedResource, Resource
 from railguard.providers.kubernetes.cluster import Cluster, ClusterError
-from railguard.providers.kubernetes.labels import ADDRESS, CONFIG, DEPENDS_ON, FINGERPRINT
-from railguard.providers.kubernetes.manifests import Manifest, edge_manifests, service_manifests
+from railguard.providers.kubernetes.labels import ADDRESS, CONFIG, DEPENDS_ON, FINGERPRINT, PENDING, PREVIOUS
+from railguard.providers.kubernetes.manifests import ArtifactMount, Manifest, edge_manifests, service_manifests
 
 PARALLEL = 8
 MAX_PATHS = 20
 _NOISE = {"managedFields", "resourceVersion", "generation", "uid", "creationTimestamp", "selfLink"}
-_OURS = {ADDRESS, CONFIG, DEPENDS_ON, FINGERPRINT}
+_OURS = {ADDRESS, CONFIG, DEPENDS_ON, FINGERPRINT, PENDING, PREVIOUS}
 
 
 def changed_paths(before: Any, after: Any, prefix: str = "") -> list[str]:
@@ -41,13 +42,19 @@ def changed_paths(before: Any, after: Any, prefix: str = "") -> list[str]:
     return [] if before == after else [prefix or "(whole object)"]
 
 
-def manifests_for(app: str, resource: Resource, live: ObservedResource | None) -> list[Manifest]:
+# What a service's pods get for its artifact at plan time (the provider's, see KubernetesProvider._plan_mount):
+# without it the dry-run would drop the live init container, volume and mounts, a server_diff the apply never makes.
+PlanMount = Callable[[Resource], ArtifactMount | None]
+
+
+def manifests_for(app: str, resource: Resource, live: ObservedResource | None,
+                  artifact: ArtifactMount | None = None) -> list[Manifest]:
     if resource.kind == "edge":
         return edge_manifests(app, resource)
     # Labels only (the apply decides the number): the live one, so the diff shows what else changes. The release
     # Job of a live service is left out: it would carry the live release's name, and a Job's template is immutable.
     release = (live.release or 1) if live is not None else 1
-    made = service_manifests(app, resource, release, {})
+    made = service_manifests(app, resource, release, {}, artifact)
     return [m for m in made.all() if live is None or m is not made.job]
 
 
@@ -85,7 +92,7 @@ def _one(cluster: Cluster, manifest: Manifest, address: str) -> list[Diagnostic]
 
 
 def preview(cluster: Cluster, app: str, desired: list[Resource],
-            live: dict[str, ObservedResource]) -> list[Diagnostic]:
+            live: dict[str, ObservedResource], mount: PlanMount | None = None) -> list[Diagnostic]:
     """Dry-run every object of the changed resources in ``desired``; their refusals and server-side diffs."""
     jobs: list[tuple[Manifest, str]] = []
     for resource in desired:
@@ -94,7 +101,8 @@ def preview(cluster: Cluster, app: str, desired: list[Resource],
         current = live.get(resource.address)
         if current is not None and current.fingerprint == resource.fingerprint:
             continue
-        jobs += [(m, resource.address) for m in manifests_for(app, resource, current)]
+        artifact = mount(resource) if mount is not None and resource.kind == "service" else None
+        jobs += [(m, resource.address) for m in manifests_for(app, resource, current, artifact)]
     if not jobs:
         return []
     try:

@@ -14,6 +14,9 @@ Constructed by :mod:`railguard.providers.registry`, which routes each environmen
 
 from __future__ import annotations
 
+import json
+import logging
+import os
 import threading
 import time
 from collections.abc import Callable
@@ -51,7 +54,7 @@ from railguard.providers.base import (
     TrafficRequest,
     TrafficResponse,
 )
-from railguard.providers.kubernetes import checks, views
+from railguard.providers.kubernetes import checks, interrupted, views
 from railguard.providers.kubernetes import observe as live
 from railguard.providers.kubernetes.cluster import Cluster
 from railguard.providers.kubernetes.labels import (
@@ -81,6 +84,8 @@ ISOLATION_REASON = ("each environment is a namespace: pods run with a token-less
 # What a service's objects are, for deletes and shutdown; apply order reversed.
 SERVICE_KINDS = ("Service", "Deployment", "Job", "Secret")
 TICK_EVERY_S = 5.0
+log = logging.getLogger(__name__)
+SERVED_FILE = "kubernetes-served.json"  # in the state folder: the (environment, app, target) this state applied
 GONE_SLACK_S = 15.0  # beyond the grace period: the garbage collector removes ReplicaSets, then their pods
 
 
@@ -105,6 +110,11 @@ class KubernetesProvider:
         # (namespace, env) -> the operation that checked the namespace / (operation, digest) that applied its objects
         self._claimed: dict[tuple[str, str], str] = {}
         self._settled: dict[tuple[str, str], tuple[str, str]] = {}
+        # (namespace, env) whose leftovers of a killed daemon this process has settled (interrupted.settle)
+        self._recovered: set[tuple[str, str]] = set()
+        self._recover_lock = threading.Lock()
+        self._notes: list[ProviderEvent] = []  # what settling did, for the timeline (the next tick)
+        self.removed: list[str] = []  # what the last `shutdown(everything)` deleted, one line per object
 
     # -- plumbing ------------------------------------------------------------------------------
     def target(self, env: str, desired: Resource | None = None) -> Target:
@@ -140,6 +150,7 @@ class KubernetesProvider:
         if target is None:
             return ObserveResponse(resources=[])
         cluster = self.cluster(target)  # a namespace that does not exist lists nothing (no namespace read needed)
+        self._recover(cluster, request.env)
         found: dict[str, ObservedResource] = {}
         app = DEFAULT_APP
         for deployment in cluster.list("Deployment", labels=_ours(request.env)):
@@ -156,7 +167,7 @@ class KubernetesProvider:
                 resource = resource.model_copy(update={"config": config, "fingerprint": digest(config)})
             if resource is not None:
                 found[resource.address] = resource
-        checked = preview(cluster, app, request.desired, found) if request.desired else []
+        checked = preview(cluster, app, request.desired, found, self._plan_mount()) if request.desired else []
         checked += [warning(
             "cluster.annotation_unreadable", f"{r.address}: its Railguard annotation is not readable",
             f"The object's `{CONFIG}` annotation in namespace '{target.namespace}' is not the JSON Railguard wrote "
@@ -164,6 +175,27 @@ class KubernetesProvider:
             f"Apply environment '{request.env}' so the object and its annotation are put back, and check who may "
             "edit objects in that namespace.", address=r.address) for r in found.values() if live.unreadable(r)]
         return ObserveResponse(resources=sorted(found.values(), key=lambda r: r.address), diagnostics=checked)
+
+    def _plan_mount(self) -> Callable[[Resource], ArtifactMount | None]:
+        """What a service without ``image`` gets for its artifact, as the plan's dry-run shows it: the init container
+        of the bundle already made of its source (none made yet: a placeholder digest, the one field apply will
+        fill), so the server's diff is the apply's. Builds nothing."""
+        from railguard.providers.kubernetes import artifacts
+
+        index: dict[tuple[str, str | None], str] | None = None
+
+        def mount(resource: Resource) -> ArtifactMount | None:
+            nonlocal index
+            target = Target.of(resource.config["kubernetes"])
+            if self.artifacts is None or resource.config.get("image") or not target.artifact_store:
+                return None
+            if index is None:
+                index = artifacts.bundle_index(self.home)
+            digest = artifacts.planned_digest(index, str(resource.config.get("source")), target.base_image)
+            return ArtifactMount(**artifacts.pod_parts(resource.name, digest, target.artifact_store,
+                                                       target.base_image))
+
+        return mount
 
     def health(self, request: HealthRequest) -> HealthResponse:
         target = self.targets(request.env)
@@ -185,7 +217,9 @@ class KubernetesProvider:
         try:
             target = self.target(request.env, request.desired)
             cluster = self.cluster(target)
+            self._recover(cluster, request.env)
             app = request.app or DEFAULT_APP
+            self._serve(target, request.env, app)
             if change.kind == "service":
                 return self._apply_service(request, cluster, target, app, step)
             if change.kind == "edge":
@@ -197,6 +231,42 @@ class KubernetesProvider:
                 address=change.address)])
         except RailguardError as exc:
             return ApplyResponse(ok=False, observed=self._current(request), diagnostics=list(exc.diagnostics))
+
+    def _serve(self, target: Target, env: str, app: str) -> None:
+        """Remember (in the state folder) that this state applied ``app``'s environment ``env`` at ``target``: what
+        ``stop --everything`` removes, and nothing else (another app's Railguard objects may share a namespace)."""
+        entry = {"env": env, "app": app, "target": target.as_config()}
+        with self._lock:
+            served = self._served_list()
+            if entry in served:
+                return
+            path = self.home / SERVED_FILE
+            path.parent.mkdir(parents=True, exist_ok=True)
+            tmp = path.with_suffix(".tmp")
+            tmp.write_text(json.dumps([*served, entry], indent=1, sort_keys=True))
+            os.replace(tmp, path)
+
+    def _served_list(self) -> list[dict[str, Any]]:
+        try:
+            found = json.loads((self.home / SERVED_FILE).read_text())
+        except (OSError, ValueError):
+            return []
+        return [e for e in found if isinstance(e, dict)] if isinstance(found, list) else []
+
+    def _recover(self, cluster: Cluster, env: str) -> None:
+        """Once per environment in this process, before it reads or changes it: undo what a killed daemon left half
+        done (:mod:`.interrupted`). No operation of this process has touched the environment yet, so every mark
+        found is a dead daemon's."""
+        key = (cluster.namespace, env)
+        if key in self._recovered:
+            return
+        with self._recover_lock:
+            if key in self._recovered:
+                return
+            done = interrupted.settle(cluster, env)
+            self._recovered.add(key)
+        with self._lock:
+            self._notes += [ProviderEvent(kind="cluster.interrupted_settled", env=env, message=line) for line in done]
 
     def _current(self, request: ApplyRequest) -> ObservedResource | None:
         try:
@@ -274,7 +344,7 @@ class KubernetesProvider:
                     extra={"pods": outcome.pods, "job": job})])
             step("job", "end", {"ok": True})
         step("deployment", "begin", {"release": release})
-        cluster.apply(made.deployment)
+        cluster.apply(interrupted.mark(made.deployment, request.operation_id, previous))
         step("deployment", "end", {})
         step("rollout", "begin", {"replicas": desired.config.get("replicas", 1)})
         deadline = float(made.deployment["spec"]["progressDeadlineSeconds"]) + 15
@@ -297,6 +367,10 @@ class KubernetesProvider:
         else:
             cluster.delete("Service", name)
         self._retire(cluster, env, name, made)
+        cluster.apply(interrupted.unmarked(made.deployment))  # it serves: a later daemon leaves it as it is
+        # A Deployment's generation moves with its annotations too: wait until the controller saw this one (no new
+        # pods: the template is the same), so what is observed next is 'running', not 'progressing'.
+        outcome = wait_deployment(cluster, name, env, release, deadline)
         # What observe will report (its status message included), so the next observation moves no serial.
         now = cluster.get("Deployment", name)
         found = live.observed(now, "service") if now is not None else None
@@ -385,7 +459,8 @@ class KubernetesProvider:
         self._next_tick = now + TICK_EVERY_S
         with self._lock:
             clusters = list(self._clusters.values())
-        events: list[ProviderEvent] = []
+            events: list[ProviderEvent] = self._notes
+            self._notes = []
         for cluster in clusters:
             events += views.restarts(cluster, self._restarts)
         return TickResponse(events=events)
@@ -394,11 +469,28 @@ class KubernetesProvider:
         with self._lock:
             clusters = list(self._clusters.values())
         if request.everything:
-            for cluster in clusters:
-                for kind in (*SERVICE_KINDS, "Ingress", "ConfigMap"):
-                    for obj in cluster.list(kind, labels={MANAGED_BY: "railguard"}):
-                        cluster.delete(kind, obj["metadata"]["name"])
-                _wait_gone(cluster, {MANAGED_BY: "railguard"}, (request.stop_timeout or 30.0) + GONE_SLACK_S)
+            self.removed = []
+            with self._lock:
+                served = self._served_list()
+            # Only what this state applied: its app's objects of its environments (another app's Railguard objects
+            # in the same namespace, or anything unlabelled, are not ours to stop).
+            for entry in served:
+                env, app = str(entry["env"]), str(entry["app"])
+                try:
+                    cluster = self.cluster(Target.of(entry["target"]))
+                    mine = _ours(env) | {APP: app}
+                    for kind in (*SERVICE_KINDS, "Ingress", "ConfigMap"):
+                        for obj in cluster.list(kind, labels=mine):
+                            line = (f"{kind} {obj['metadata']['name']} (app {app}, environment {env}, namespace "
+                                    f"{cluster.namespace} of cluster {cluster.name})")
+                            log.warning("stop --everything: deleting %s", line)
+                            cluster.delete(kind, obj["metadata"]["name"])
+                            self.removed.append(line)
+                    _wait_gone(cluster, mine, (request.stop_timeout or 30.0) + GONE_SLACK_S)
+                except RailguardError as exc:  # one unreachable cluster must not keep the others running
+                    log.warning("stop --everything: environment %s not stopped: %s", env, exc.diagnostics[0].summary)
+            with self._lock:
+                clusters = list(self._clusters.values())
         for cluster in clusters:
             cluster.close()
         with self._lock:
@@ -407,13 +499,16 @@ class KubernetesProvider:
     def prune_artifacts(self, kept: list[KeptRelease], dry_run: bool = False) -> list[str]:
         """Remove the bundles (and every environment's leave to fetch them) whose source no kept release names and
         whose source snapshot is no longer stored (snapshots are kept for plans and kept releases: a bundle goes on
-        the pass after its snapshot)."""
+        the pass after its snapshot), then the dependency folders (``bundles/deps/``) no remaining bundle was made
+        with."""
         from railguard.providers.kubernetes import artifacts
         from railguard.sources.store import SnapshotStore
 
         sources = {str(r.config["source"]) for release in kept for r in release.desired if r.config.get("source")}
         sources |= set(SnapshotStore.of(self.home).digests())
-        return artifacts.bundle_store(self.home).prune(sources, dry_run)
+        bundles = artifacts.bundle_store(self.home)
+        gone = bundles.prune(sources, dry_run)
+        return gone + bundles.prune_deps(dry_run, going=gone)  # then the packages only those were made with
 
     def start_command(self, request: CommandRequest, stdio: tuple[int, int, int] | None) -> CommandProcess:
         raise RailguardError(error(
