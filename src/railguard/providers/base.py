@@ -237,6 +237,8 @@ class EdgeSummary(_Message):
 
 class SummaryResponse(_Message):
     edges: dict[str, EdgeSummary] = Field(default_factory=dict, description="Edges known to this run, by env.")
+    clusters: list[str] = Field(default_factory=list, description="Environments bound to a Kubernetes namespace "
+                                "(no local edge): the daemon's canary controller looks at them too.")
     replicas: int = Field(description="Replicas under supervision.")
     isolation: str = Field(default="shared-user", description="'isolated' or 'shared-user' (see DescribeResponse).")
     isolation_reason: str = Field(default="", description="Why this runtime isolates workloads or does not.")

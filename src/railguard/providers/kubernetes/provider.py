@@ -23,7 +23,7 @@ from typing import Any
 from railguard.model.api import KeptRelease
 from railguard.model.canonical import digest
 from railguard.model.diagnostics import RailguardError, error, warning
-from railguard.model.plans import Action
+from railguard.model.plans import Action, Change, Risk
 from railguard.model.resources import LiveStatus, ObservedResource, Resource
 from railguard.providers.base import (
     AdoptResponse,
@@ -51,7 +51,7 @@ from railguard.providers.base import (
     TrafficRequest,
     TrafficResponse,
 )
-from railguard.providers.kubernetes import checks, views
+from railguard.providers.kubernetes import canary, checks, views
 from railguard.providers.kubernetes import observe as live
 from railguard.providers.kubernetes.cluster import Cluster
 from railguard.providers.kubernetes.labels import (
@@ -273,6 +273,9 @@ class KubernetesProvider:
                     "Fix the release command, then plan and apply again.", address=change.address,
                     extra={"pods": outcome.pods, "job": job})])
             step("job", "end", {"ok": True})
+        first = request.canary_percent or (desired.config.get("canary") or {"steps": [100]})["steps"][0]
+        if first < 100 and before is not None and before.release not in (None, release):  # beside the live one
+            return canary.start(cluster, env, made, desired, release, before, first, request.operation_id, step)
         step("deployment", "begin", {"release": release})
         cluster.apply(made.deployment)
         step("deployment", "end", {})
@@ -296,6 +299,7 @@ class KubernetesProvider:
             step("service", "end", {})
         else:
             cluster.delete("Service", name)
+        canary.discard(cluster, name)  # a full release replaces an unfinished canary (a rollback does)
         self._retire(cluster, env, name, made)
         # What observe will report (its status message included), so the next observation moves no serial.
         now = cluster.get("Deployment", name)
@@ -427,7 +431,8 @@ class KubernetesProvider:
         if target is None:
             return DescribeResponse(env=request.env, edge=EdgeUnit(port=None, url=None, running=False), live_sets=0,
                                     isolation="isolated")
-        return views.describe(self.cluster(target), request.env)
+        cluster = self.cluster(target)
+        return canary.attach(cluster, request.env, views.describe(cluster, request.env))
 
     def logs(self, request: LogsRequest) -> LogsResponse:
         target = self.targets(request.env)
@@ -449,10 +454,21 @@ class KubernetesProvider:
         return TrafficResponse()  # the Ingress controller's traffic is not read in this version
 
     def set_canary_weight(self, env: str, service: str, percent: int) -> None:
-        raise _no_canary(env, service)
+        canary.set_weight(self.cluster(self.target(env)), env, service, percent, self._put_back(env))
 
     def abort_canary(self, env: str, service: str) -> None:
-        raise _no_canary(env, service)
+        canary.abort(self.cluster(self.target(env)), env, service, self._put_back(env))
+
+    def _put_back(self, env: str) -> canary.Restore:
+        """The live Deployment back to a release (``_restore``), for a canary whose promotion did not finish."""
+        def restore(cluster: Cluster, before: ObservedResource) -> str:
+            main = cluster.get("Deployment", before.address.rsplit(".", 1)[-1]) or {}
+            app = (main.get("metadata", {}).get("labels") or {}).get(APP, DEFAULT_APP)
+            request = ApplyRequest(env=env, desired=None, operation_id="canary", app=app, change=Change(
+                address=before.address, kind="service", action=Action.replace, risk=Risk.disruptive,
+                reason="the live release put back after a canary"))
+            return self._restore(cluster, app, before, request, self.target(env), lambda *_: None)
+        return restore
 
 
 def _wait_gone(cluster: Cluster, selected: dict[str, str], timeout_s: float) -> int:
@@ -464,8 +480,3 @@ def _wait_gone(cluster: Cluster, selected: dict[str, str], timeout_s: float) -> 
             return left
         time.sleep(0.2)
 
-
-def _no_canary(env: str, service: str) -> RailguardError:
-    return RailguardError(error("canary.none", f"'{service}' in '{env}' has no canary in progress",
-                                "Kubernetes environments roll every release out with a health-gated rolling update.",
-                                "Use `railguard rollback` to go back to the previous release."))
