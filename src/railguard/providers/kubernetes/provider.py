@@ -51,7 +51,7 @@ from railguard.providers.base import (
     TrafficRequest,
     TrafficResponse,
 )
-from railguard.providers.kubernetes import canary, checks, views
+from railguard.providers.kubernetes import canary, checks, commands, views
 from railguard.providers.kubernetes import observe as live
 from railguard.providers.kubernetes.cluster import Cluster
 from railguard.providers.kubernetes.labels import (
@@ -186,6 +186,8 @@ class KubernetesProvider:
             target = self.target(request.env, request.desired)
             cluster = self.cluster(target)
             app = request.app or DEFAULT_APP
+            if change.action is Action.command:  # an approved `railguard exec` plan
+                return self._approved_command(request, cluster, app, step)
             if change.kind == "service":
                 return self._apply_service(request, cluster, target, app, step)
             if change.kind == "edge":
@@ -420,10 +422,70 @@ class KubernetesProvider:
         return artifacts.bundle_store(self.home).prune(sources, dry_run)
 
     def start_command(self, request: CommandRequest, stdio: tuple[int, int, int] | None) -> CommandProcess:
-        raise RailguardError(error(
-            "exec.no_release", f"One-off commands do not run on Kubernetes environments yet ('{request.env}')",
-            "A one-off command in a release's context would need a pod attached through the API server, which "
-            "this version does not do.", "Run the command as the service's release command instead."))
+        """The command as a Job from the release's pod template (:mod:`.commands`)."""
+        address = f"{request.env}/service.{request.service}"
+        if request.desired is None:
+            raise RailguardError(error(
+                "exec.no_release", f"Release {request.release} of '{request.service}' is not recorded",
+                "A one-off command on Kubernetes runs in the pod of the release's recorded service.",
+                f"Pick a release listed by `railguard releases --env {request.env}`.", address=address))
+        target = self.target(request.env, request.desired)
+        cluster = self.cluster(target)
+        made = self._command_manifests(request.env, request.desired, request.release, request.app or DEFAULT_APP,
+                                       target)
+        return commands.start(cluster, made, request.argv, address, stdio, checks.before_sending)
+
+    def _command_manifests(self, env: str, desired: Resource, release: int, app: str,
+                           target: Target) -> ServiceManifests:
+        ask = ApplyRequest(env=env, desired=desired, operation_id="exec", app=app, change=Change(
+            address=desired.address, kind="service", action=Action.command, risk=Risk.disruptive,
+            reason="one-off command"))
+        artifact = self.artifacts(ask, target) if self.artifacts and "image" not in desired.config else None
+        return service_manifests(app, desired, release, self._values(env, desired.config), artifact)
+
+    def _approved_command(self, request: ApplyRequest, cluster: Cluster, app: str, step: Progress) -> ApplyResponse:
+        """Run an approved ``command`` change in the live release's pod, its redacted output in the journal."""
+        from railguard.secrets.redaction import Redactor
+
+        argv, release = commands.command_of(request.change)
+        name = request.change.address.rsplit(".", 1)[-1]
+        found = cluster.get("Deployment", name)
+        before = live.observed(found, "service") if found is not None else None
+        if before is None or before.release != release:
+            return ApplyResponse(ok=False, observed=before, diagnostics=[error(
+                "exec.no_release", f"Release {release} of '{name}' is not the one running",
+                f"Deployment {name} in namespace '{cluster.namespace}' runs release "
+                f"{before.release if before else 'none'}; an approved command runs in the live release's pod.",
+                f"Plan the command again: `railguard exec {name} --env {request.env} -- ...`.",
+                address=request.change.address)])
+        config = {k: v for k, v in before.config.items() if k not in ("drift", "template_drift")}
+        desired = Resource(address=before.address, env=request.env, kind="service", name=name, config=config,
+                           depends_on=before.depends_on, fingerprint=before.fingerprint)
+        target = Target.of(config["kubernetes"]) if isinstance(config.get("kubernetes"), dict) else \
+            self.target(request.env)
+        redact = Redactor()
+        redact.update(self._values(request.env, config).items())
+        step("command", "begin", {"argv": argv, "release": release})
+        try:
+            process = commands.start(cluster, self._command_manifests(request.env, desired, release, app, target),
+                                     argv, request.change.address, None, checks.before_sending)
+        except RailguardError as exc:
+            step("command", "fail", {"error": exc.diagnostics[0].summary})
+            return ApplyResponse(ok=False, observed=before, diagnostics=list(exc.diagnostics))
+        code = process.wait(commands.APPROVED_TIMEOUT_S)
+        if code is None:
+            process.signal(9)
+            code = process.wait(10.0)
+        lines = redact(process.output()).splitlines()[-commands.OUTPUT_LINES:]
+        step("command", "end" if code == 0 else "fail", {"exit_code": code, "output": lines})
+        if code != 0:
+            return ApplyResponse(ok=False, observed=before, diagnostics=[error(
+                "exec.failed", f"The command exited with {code}",
+                f"{' '.join(argv)} in release {release} (a Job in namespace '{cluster.namespace}' of cluster "
+                f"{cluster.name}) exited with status {code}.",
+                "Read its output (log_tail), fix the cause, then plan the command again.",
+                address=request.change.address, extra={"exit_code": code, "log_tail": lines[-20:]})])
+        return ApplyResponse(ok=True, observed=before)
 
     # -- views ---------------------------------------------------------------------------------
     def describe(self, request: DescribeRequest) -> DescribeResponse:
