@@ -7,7 +7,8 @@ no release); status shows the canary. ``promote-step`` moves it to 50 % (3 pods)
 finds the canary again (from the cluster and its store); the step to 100 % rolls the live Deployment to release
 2's template and deletes the canary. Release 3 crash-loops: its canary never becomes available, the apply fails
 and the canary is deleted, release 2 serving. Release 4's canary is aborted: deleted, release 2 still live and
-the abort recorded. In a protected environment, over MCP, ``canary_promote`` saves the step as a plan, moves it
+the abort recorded. Release 5's canary crash-loops after its start: the step's analysis aborts it with an
+incident. In a protected environment, over MCP, ``canary_promote`` saves the step as a plan, moves it
 only once a person approved it, and ``canary_abort`` needs no approval.
 """
 
@@ -200,6 +201,21 @@ def test_a_canary_runs_beside_the_live_release_survives_a_restart_and_is_promote
                     what="the abort recorded")
     refused = shop.rg("promote-step", "--env", "staging", "web", ok=False)
     assert [d["code"] for d in refused["diagnostics"]] == ["canary.none"], refused
+
+    # Release 5's canary starts healthy, then crash-loops: the step's analysis (the canary pods' restarts; no
+    # request metrics on a cluster) aborts it with an incident, and release 2 serves on.
+    shop.spec("5")
+    done = shop.rg("deploy", "--env", "staging", "--yes")
+    assert done["operation"]["status"] == "succeeded" and shop.release_of("web-canary") == "5", done
+    assert wait_for(lambda: (shop.canary() or {}).get("release") == 5, what="the canary of release 5 analysed")
+    shop.cluster.agent.behave(shop.namespace, {"railguard.dev/release": "5"}, "crashloop")
+    incident = wait_for(lambda: next((i for i in shop.rg("incidents", "--env", "staging")["incidents"]
+                                      if i["kind"] == "verification_failed"), None),
+                        what="the canary's incident", timeout=90)
+    assert incident["kind"] == "verification_failed" and incident["release"] == 5, incident
+    assert "crash-loops" in incident["summary"], incident
+    assert wait_for(lambda: shop.deployment("web-canary") is None, what="the canary deleted")
+    assert shop.release_of() == "2"
 
 
 async def _steps(shop: Shop, token: str, errlog: Path) -> None:

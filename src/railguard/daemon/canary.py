@@ -72,17 +72,18 @@ class Canaries:
         self.stored: set[tuple[str, str]] | None = None  # canaries a previous daemon was running (read once)
         self.aborting = True  # an aborted release waiting for its deploy to end (True: look once at boot)
         self.unreachable: dict[str, float] = {}  # Kubernetes environment -> not asked again before then
-        self.looked: dict[str, float] = {}  # Kubernetes environment -> when its services were last described
+        self.looked_at = 0.0  # when the Kubernetes environments' services were last described
 
     def clusters(self, spec: Spec | None, now: float) -> None:
         """The canary steps of environments on a Kubernetes namespace (the observation pass describes only those
         with a local edge); a cluster that cannot be read is left alone for a while, its canary stays where it is."""
+        if now - self.looked_at < CLUSTER_EVERY_S:  # a few API reads per environment: not every pass
+            return
+        self.looked_at = now
         summary = self.observer.daemon.provider.summary()
         for env in summary.clusters:
-            if (env in summary.edges or self.unreachable.get(env, 0.0) > now
-                    or now - self.looked.get(env, 0.0) < CLUSTER_EVERY_S):  # a few API reads each: not every pass
+            if env in summary.edges or self.unreachable.get(env, 0.0) > now:
                 continue
-            self.looked[env] = now
             try:
                 units = self.observer.daemon.provider.describe(DescribeRequest(env=env)).services
             except (RailguardError, OSError) as exc:

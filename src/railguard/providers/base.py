@@ -499,6 +499,8 @@ class ClusterOutcome(_Message):
     reason: str = ""
     pods: list[str] = Field(default_factory=list)  # one line per pod involved: its phase and reasons
     objects: list[str] = Field(default_factory=list)  # what was created, ``Kind/name``, for the evidence
+    template: str = ""  # a rollout's: digest of the live pod template without its release number (same code+config)
+    release: int | None = None  # a rollout's: the release the live Deployment's pod template is labelled with
 
 
 class NamespaceFacts(_Message):
@@ -532,6 +534,11 @@ class ClusterScratch(Protocol):
 
     def deploy(self, resource: Resource, secret_values: dict[str, str]) -> ClusterOutcome:
         """Apply the service's Deployment and wait until it is Available (its readiness probe is the health check)."""
+        ...
+
+    def rollout(self, resource: Resource, release: int, secret_values: dict[str, str]) -> ClusterOutcome:
+        """Roll the service to ``resource`` as release ``release`` as the provider does (its release Job, then the
+        Deployment until Available); the outcome says which template the live Deployment ended on."""
         ...
 
     def close(self) -> list[str]:
