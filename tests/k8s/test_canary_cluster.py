@@ -9,7 +9,9 @@ finds the canary again (from the cluster and its store); the step to 100 % rolls
 and the canary is deleted, release 2 serving. Release 4's canary is aborted: deleted, release 2 still live and
 the abort recorded. Release 5's canary crash-loops after its start: the step's analysis aborts it with an
 incident. In a protected environment, over MCP, ``canary_promote`` saves the step as a plan, moves it
-only once a person approved it, and ``canary_abort`` needs no approval.
+only once a person approved it, and ``canary_abort`` needs no approval. With a timed pause, the daemon
+advances the steps by itself (no request metrics on a cluster: each step passes on its pods' health) until the
+canary is the live release.
 """
 
 from __future__ import annotations
@@ -52,7 +54,7 @@ stop_timeout = "2s"
 drain_timeout = "1s"
 strategy = "canary"
 steps = [25, 50, 100]
-pause = "manual"
+pause = "{pause}"
 [services.web.health]
 http = "/healthz"
 interval = "1s"
@@ -68,6 +70,7 @@ class Shop:
     namespace: str
     cluster: Cluster
     protected: bool = False
+    pause: str = "manual"
 
     @property
     def spec_path(self) -> Path:
@@ -75,8 +78,8 @@ class Shop:
 
     def spec(self, version: str) -> None:
         self.spec_path.write_text(SPEC.format(namespace=self.namespace, kubeconfig=self.kubeconfig, image=IMAGE,
-                                              version=version, protected="protected = true" if self.protected
-                                              else ""))
+                                              version=version, pause=self.pause,
+                                              protected="protected = true" if self.protected else ""))
 
     def rg(self, *args: str, token: str | None = None, ok: bool = True) -> dict[str, Any]:
         import os
@@ -262,3 +265,18 @@ def test_canary_steps_in_a_protected_kubernetes_environment_need_an_approval_ove
     entries = shop.rg("audit")["audit"]
     aborts = [e for e in entries if e["action"].endswith("/abort")]
     assert aborts and aborts[-1]["principal"].startswith("token:"), aborts
+
+
+def test_a_timed_pause_advances_a_kubernetes_canary_to_the_live_release(shop: Shop) -> None:
+    shop.pause = "2s"
+    shop.spec("1")
+    assert shop.rg("deploy", "--env", "staging", "--yes")["operation"]["status"] == "succeeded"
+    shop.spec("2")
+    assert shop.rg("deploy", "--env", "staging", "--yes")["operation"]["status"] == "succeeded"
+    assert shop.release_of("web-canary") == "2" and shop.release_of() == "1"
+    assert wait_for(lambda: shop.release_of() == "2" and shop.deployment("web-canary") is None,
+                    what="the canary promoted by the daemon", timeout=120)
+    events = shop.rg("events", "--env", "staging")["events"]
+    moved = [e for e in events if e["kind"] in ("canary.step", "canary.promoted") and "railguard:canary" in
+             e["message"]]
+    assert [e["kind"] for e in moved][-1] == "canary.promoted" and len(moved) >= 2, [e["message"] for e in events]

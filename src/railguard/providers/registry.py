@@ -213,8 +213,8 @@ class Router:
 
     def summary(self) -> SummaryResponse:
         local = self.local.summary()
-        if self._kubernetes is None:
-            return local
+        if self._kubernetes is None:  # not asked yet since a restart: its environments are still known (canaries)
+            return local.model_copy(update={"clusters": self.book.environments()}) if self.book.any() else local
         return local.model_copy(update={"replicas": local.replicas + self._kubernetes.summary().replicas,
                                         "clusters": self.book.environments()})
 
