@@ -14,6 +14,9 @@ with a bearer token, started by :func:`tests.k8s.cluster.start_cluster`) registe
 - ``fail``: for Job pods: Failed, terminated with exit code 1 (restartPolicy OnFailure: restarts like crashloop, so
   the Job controller's backoff limit counts them). Other pods: as crashloop.
 - ``image-pull-backoff``: Pending, containers waiting with reason ImagePullBackOff (an image that cannot be pulled).
+- ``exit:N`` (N an exit code, for Job pods under restartPolicy Never, e.g. ``railguard exec``'s): ``exit:0`` is
+  ``ready`` (Succeeded), any other N is ``fail`` with exit code N in the container's terminated state. A Job pod under
+  ``never-ready`` keeps running (a command that does not end).
 
 Init containers complete (terminated, Completed) unless the test registered a check for the namespace:
 ``agent.on_init(namespace, check)`` calls ``check(pod, init_container)`` once per pod and init container (in the
@@ -111,7 +114,7 @@ class NodeAgent:
     # ------------------------------------------------------------------------------------------ rules (tests)
 
     def behave(self, namespace: str, labels: dict[str, str], mode: str) -> None:
-        if mode not in MODES:
+        if mode not in MODES and not (mode.startswith("exit:") and mode[5:].isdigit()):
             raise ValueError(f"unknown mode {mode!r}; one of {MODES}")
         with self._lock:
             self._rules.append(Rule(namespace, tuple(sorted(labels.items())), mode))
@@ -377,6 +380,10 @@ class NodeAgent:
         restart_policy = spec.get("restartPolicy", "Always")
         started = self._started_at.setdefault(uid, _now())
         init_failure = self._init_failure(pod, spec) if spec.get("initContainers") else None
+        exit_code = 1
+        if mode.startswith("exit:"):  # a Job pod told how its command ends
+            exit_code = int(mode[5:])
+            mode = "ready" if exit_code == 0 else "fail"
         if mode == "fail" and not (is_job and restart_policy == "Never"):
             mode = "crashloop"  # a container that exits 1 under a restarting policy crash-loops
         if init_failure is not None:
@@ -421,7 +428,7 @@ class NodeAgent:
                     "exitCode": 0, "reason": "Completed", "startedAt": started, "finishedAt": _now()}})
             elif phase == "Failed":
                 out.update(ready=False, started=False, state={"terminated": {
-                    "exitCode": 1, "reason": "Error", "startedAt": started, "finishedAt": _now()}})
+                    "exitCode": exit_code, "reason": "Error", "startedAt": started, "finishedAt": _now()}})
             elif mode == "crashloop":
                 out.update(ready=False, started=False, **backoff(c))
             else:

@@ -4,7 +4,9 @@ Through the real CLI against the real control plane: the release Job runs twice 
 Available in a namespace ``<ns>-doctor-<random>`` (labelled as Railguard's doctor's), which is deleted afterwards;
 a leftover scratch namespace of a crashed run is deleted by the next run; checks about local processes, ports and
 data folders say they do not apply; env-isolation reads the namespaces' ServiceAccount and NetworkPolicy and finds a
-staging kubeconfig user that can write the production namespace (the API server's SelfSubjectAccessReview).
+staging kubeconfig user that can write the production namespace (the API server's SelfSubjectAccessReview). The
+rollback drill rolls the previous release, the current tree and the rollback in the scratch namespace, and fails
+when the rolled-back release's pods do not come up.
 """
 
 from __future__ import annotations
@@ -114,9 +116,11 @@ def test_doctor_runs_the_release_and_the_deployment_in_a_scratch_namespace(tmp_p
         health = checks["honest-health"]["findings"]
         assert any(f["status"] == "pass" and "Deployment/web, Service/web: ok" in "\n".join(f["evidence"])
                    for f in health), health
-        for local in ("graceful-shutdown", "port-binding", "migrations-forward", "rollback-drill"):
+        for local in ("graceful-shutdown", "port-binding", "migrations-forward"):
             assert checks[local]["status"] == "skipped", checks[local]
             assert "not applicable on Kubernetes" in checks[local]["summary"], checks[local]
+        drill = checks["rollback-drill"]  # never deployed: nothing to roll back to
+        assert drill["status"] == "skipped" and "no previous release" in drill["summary"], drill
         assert code == 0, report
         # The scratch namespace is gone (or going) and so is the leftover; the environment's own was never made.
         teardown = report["doctor"]["teardown"]
@@ -282,3 +286,47 @@ def test_an_unreachable_cluster_skips_the_cluster_checks_with_the_reason(tmp_pat
     assert isolation["status"] == "warn" and not any(f["status"] == "pass" for f in isolation["findings"]), isolation
     assert any("could not be read" in f["summary"] for f in isolation["findings"]), isolation
     assert code == 0 and report["doctor"]["teardown"] == [], report
+
+
+@pytest.mark.timeout(400)
+def test_the_rollback_drill_rolls_previous_current_and_back_in_a_scratch_namespace(tmp_path: Path,
+                                                                                    k8s_cluster: Cluster) -> None:
+    from ..conftest import stop_daemon
+
+    prefix = "docdrill"
+    _workspace(tmp_path, k8s_cluster, prefix)
+    spec = tmp_path / "railguard.toml"
+    text = spec.read_text()
+    spec.write_text(text.replace("replicas = 1\n", 'replicas = 1\nenv = { VERSION = "1" }\n'))
+    env = {k: v for k, v in os.environ.items() if k not in ("RAILGUARD_HOME", "RAILGUARD_SPEC")}
+    assert k8s_cluster.agent is not None
+    try:
+        done = subprocess.run([sys.executable, "-m", "railguard", "deploy", "--env", "staging", "--yes", "--json"],
+                              cwd=tmp_path, capture_output=True, text=True, timeout=180, env=env, check=False)
+        assert done.returncode == 0, done.stdout + done.stderr
+        spec.write_text(text.replace("replicas = 1\n", 'replicas = 1\nenv = { VERSION = "2" }\n'))
+        code, report = _doctor(tmp_path, "rollback-drill")
+        [finding] = _checks(report)["rollback-drill"]["findings"]
+        assert finding["status"] == "pass", finding
+        evidence = "\n".join(finding["evidence"])
+        for release in (11, 12, 13):  # previous, current, the rollback: each Job and Deployment went through
+            assert f"Job/web-release-r{release}, Deployment/web, Service/web: ok" in evidence, evidence
+        assert "rollback on release 1's pod template" in finding["summary"], finding
+        assert code == 0, report
+
+        # The rollback's release command fails in the scratch namespace (its pod exits 1): the drill fails there.
+        k8s_cluster.agent.behave(f"{prefix}-staging-doctor-*", {"railguard.dev/release": "13"}, "fail")
+        code, report = _doctor(tmp_path, "rollback-drill")
+        [finding] = _checks(report)["rollback-drill"]["findings"]
+        assert finding["status"] == "fail", finding
+        assert finding["summary"].startswith("roll back to release 1's manifests failed: its release Job failed"), \
+            finding
+        assert "Job/web-release-r11, Deployment/web, Service/web: ok" in "\n".join(finding["evidence"]), finding
+        assert code != 0
+        wait_until(lambda: _live(k8s_cluster, f"{prefix}-staging") == [], 60, "the scratch namespaces deleted")
+    finally:
+        k8s_cluster.agent.clear(f"{prefix}-staging-doctor-*")
+        stop_daemon(tmp_path)
+        for ns in _scratch_namespaces(k8s_cluster, f"{prefix}-staging"):
+            k8s_cluster.delete_namespace(ns["metadata"]["name"], wait=False)
+        k8s_cluster.delete_namespace(f"{prefix}-staging", wait=False)

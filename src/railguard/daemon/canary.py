@@ -15,6 +15,10 @@ Each step is also kept in the state database (:mod:`railguard.state.canaries`): 
 the step where it was (the pause counts from the step's start, the analysis reads the persisted metrics
 since then; a ``canary.resumed`` event says so) rather than restart it. An abort records the release as
 ``aborted`` and the one before it as live again (at once, or when the deploy that started the canary ends).
+
+Kubernetes environments have no edge of the daemon's, so no request metrics: :meth:`Canaries.clusters` (each
+observation pass) judges their steps on the canary pods' restarts and health, and advances them on the pause
+(providers/kubernetes/canary.py: the share is a replica ratio there).
 """
 
 from __future__ import annotations
@@ -45,6 +49,8 @@ PROMOTED_EVENT = "canary.promoted"
 ABORTED_EVENT = "canary.aborted"
 RESUMED_EVENT = "canary.resumed"
 RELEASE_ABORTED_EVENT = "release.aborted"
+UNREACHABLE_PAUSE_S = 30.0
+CLUSTER_EVERY_S = 2.0
 
 
 @dataclass
@@ -65,6 +71,33 @@ class Canaries:
         self.runs: dict[tuple[str, str], Run] = {}
         self.stored: set[tuple[str, str]] | None = None  # canaries a previous daemon was running (read once)
         self.aborting = True  # an aborted release waiting for its deploy to end (True: look once at boot)
+        self.unreachable: dict[str, float] = {}  # Kubernetes environment -> not asked again before then
+        self.looked_at = 0.0  # when the Kubernetes environments' services were last described
+
+    def clusters(self, spec: Spec | None, now: float) -> None:
+        """The canary steps of environments on a Kubernetes namespace (the observation pass describes only those
+        with a local edge); a cluster that cannot be read is left alone for a while, its canary stays where it is."""
+        if now - self.looked_at < CLUSTER_EVERY_S:  # a few API reads per environment: not every pass
+            return
+        self.looked_at = now
+        summary = self.observer.daemon.provider.summary()
+        for env in summary.clusters:
+            if env in summary.edges or self.unreachable.get(env, 0.0) > now:
+                continue
+            try:
+                units = self.observer.daemon.provider.describe(DescribeRequest(env=env)).services
+            except (RailguardError, OSError) as exc:
+                self.unreachable[env] = now + UNREACHABLE_PAUSE_S
+                log.warning("canaries of %s not looked at: %s", env, exc)
+                continue
+            self.unreachable.pop(env, None)
+            for unit in units:
+                self.step(env, unit, spec, now)
+
+    def _known(self, env: str) -> bool:
+        # Never describe (create) an unknown environment: a local one has an edge, a cluster's is bound to it.
+        summary = self.observer.daemon.provider.summary()
+        return env in summary.edges or env in summary.clusters
 
     def _store_run(self, key: tuple[str, str], run: Run, stable: int | None) -> None:
         try:
@@ -195,7 +228,7 @@ class Canaries:
         return following
 
     def _weight(self, env: str, service: str) -> int:
-        if env in self.observer.daemon.provider.summary().edges:  # never describe (create) an unknown environment
+        if self._known(env):
             for unit in self.observer.daemon.provider.describe(DescribeRequest(env=env)).services:
                 if unit.name == service and unit.canary is not None:
                     return unit.canary.weight
@@ -245,7 +278,7 @@ class Canaries:
         self.aborting = waiting
 
     def _canary_release(self, env: str, service: str) -> int | None:
-        if env in self.observer.daemon.provider.summary().edges:
+        if self._known(env):
             for unit in self.observer.daemon.provider.describe(DescribeRequest(env=env)).services:
                 if unit.name == service and unit.canary is not None:
                     return unit.canary.release

@@ -167,6 +167,7 @@ class Observer:
             units = self.daemon.provider.describe(DescribeRequest(env=env))
             for unit in units.services:
                 self._service(env, unit, spec, now, since)
+        self.canaries.clusters(spec, now)
         self._follow_rollbacks()
         self.watchers.operations()
         self.watchers.drift(now, set(self.canaries.runs))

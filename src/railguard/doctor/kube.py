@@ -5,8 +5,11 @@ gated by its readiness probe; running them as local processes would check someth
 runner (:mod:`railguard.doctor.runner`) swaps in the checks of :data:`CHECKS` for such an environment:
 ``idempotent-release`` runs the release Job twice in a temporary namespace on the same cluster,
 ``honest-health`` deploys the service there until the Deployment is Available (its readiness probe is the health
-check), ``env-isolation`` reads the namespaces (token-less ServiceAccount, NetworkPolicy, one namespace per
-environment) and asks the API server, with one environment's credentials, whether it may write another's
+check), ``rollback-drill`` rolls the service there to the previous release, then the current one, then back as a
+rollback does (the previous release's manifests re-applied as a new release: its release Job, then the
+Deployment) and checks the Deployment ends on the previous template and is Available, ``env-isolation`` reads the
+namespaces (token-less ServiceAccount, NetworkPolicy, one namespace per environment) and asks the API server,
+with one environment's credentials, whether it may write another's
 namespace. Checks that are about local processes, ports or data folders are reported as not applicable, with
 the reason, never passed. The scratch namespace comes from the registry (``cluster_scratch``): the doctor never
 imports a runtime. It is opened at the first check that needs it and deleted with the rest of the scratch (the
@@ -189,6 +192,72 @@ def health(ctx: Context) -> list[Finding]:
     return findings
 
 
+def rollback_drill(ctx: Context) -> list[Finding]:
+    """Previous release → current → rollback in the scratch namespace, each step as the provider rolls a service."""
+    from railguard.doctor.history import history
+
+    past = history(ctx)
+    if past.previous is None:
+        return [Finding(status=Status.skipped, summary=f"no previous release to roll back to: {past.reason}",
+                        evidence=[f"read the releases of '{ctx.env}' from a copy of {ctx.real_home / 'state.db'}"],
+                        remediation="Deploy once; the drill runs before every later deploy.")]
+    number = int(past.previous["number"])
+    before = {r.name: r for r in (Resource.model_validate(d) for d in past.previous["desired"])
+              if r.kind == "service"}
+    findings: list[Finding] = []
+    for resource in _services(ctx):
+        previous = before.get(resource.name)
+        if previous is None:
+            findings.append(Finding(status=Status.skipped, subject=resource.name,
+                                    summary=f"new since release {number}: nothing to roll back to"))
+            continue
+        if (stop := _unrunnable(resource) or _unrunnable(previous)) is not None:
+            findings.append(stop)
+            continue
+        space, problem = _opened(ctx)
+        if space is None:
+            assert problem is not None
+            return [problem]
+        # Scratch release numbers: 11 the previous release, 12 the current one, 13 the rollback (a new release
+        # with the previous one's manifests, as `railguard rollback` makes).
+        steps = [(f"deploy the previous release ({number})", previous, 11),
+                 ("deploy the current working tree", resource, 12),
+                 (f"roll back to release {number}'s manifests", previous, 13)]
+        outcomes: list[ClusterOutcome] = []
+        failed: Finding | None = None
+        for label, which, release in steps:
+            out = space.rollout(which, release, _secrets(ctx, which))
+            outcomes.append(out)
+            if not out.ok:
+                failed = Finding(status=Status.fail, subject=resource.name, summary=f"{label} failed: {out.reason}",
+                                 evidence=_evidence(space, *outcomes),
+                                 remediation=("The previous release does not come back on a cluster: fix what the "
+                                              "pods say (a release command that cannot run twice, a migration "
+                                              "the previous code cannot read)." if release == 13 else
+                                              "Fix what the pods' reasons show, then run the doctor again."))
+                break
+        if failed is not None:
+            findings.append(failed)
+            continue
+        first, _, back = outcomes
+        if back.template != first.template or back.release != 13:
+            findings.append(Finding(
+                status=Status.fail, subject=resource.name,
+                summary=f"after the rollback the Deployment does not run release {number}'s pod template",
+                evidence=_evidence(space, *outcomes) + [f"template digests: previous {first.template}, after the "
+                                                        f"rollback {back.template} (release {back.release})"],
+                remediation="Report this: a rollback must re-apply the previous release's manifests exactly."))
+            continue
+        findings.append(Finding(
+            status=Status.passed, subject=resource.name,
+            summary=f"release {number} → current → rollback: each Deployment Available, the rollback on release "
+                    f"{number}'s pod template",
+            evidence=_evidence(space, *outcomes) + [
+                "secrets: the current values of the names each release pins (the scratch namespace gets no older "
+                "versions)"]))
+    return findings or [Finding(status=Status.skipped, summary="no services")]
+
+
 def isolation(ctx: Context) -> list[Finding]:
     """env-isolation for the Kubernetes environments of the spec (local ones keep their own check)."""
     kube = [e for e in ctx.spec.environments if is_kubernetes(ctx, e)]
@@ -289,6 +358,5 @@ CHECKS: dict[str, Callable[[Context], list[Finding]]] = {
                                         "(terminationGracePeriodSeconds and the preStop sleep come from the spec)"),
     "port-binding": not_applicable("a local process binding $PORT; on a cluster the container port is fixed and "
                                    "the readiness probe (honest-health) shows the app listens"),
-    "rollback-drill": not_applicable("a scratch state folder of local releases; on a cluster a rollback re-applies "
-                                     "the previous release's manifests (tests/k8s), not drilled by the doctor yet"),
+    "rollback-drill": rollback_drill,
 }

@@ -237,6 +237,8 @@ class EdgeSummary(_Message):
 
 class SummaryResponse(_Message):
     edges: dict[str, EdgeSummary] = Field(default_factory=dict, description="Edges known to this run, by env.")
+    clusters: list[str] = Field(default_factory=list, description="Environments bound to a Kubernetes namespace "
+                                "(no local edge): the daemon's canary controller looks at them too.")
     replicas: int = Field(description="Replicas under supervision.")
     isolation: str = Field(default="shared-user", description="'isolated' or 'shared-user' (see DescribeResponse).")
     isolation_reason: str = Field(default="", description="Why this runtime isolates workloads or does not.")
@@ -497,6 +499,8 @@ class ClusterOutcome(_Message):
     reason: str = ""
     pods: list[str] = Field(default_factory=list)  # one line per pod involved: its phase and reasons
     objects: list[str] = Field(default_factory=list)  # what was created, ``Kind/name``, for the evidence
+    template: str = ""  # a rollout's: digest of the live pod template without its release number (same code+config)
+    release: int | None = None  # a rollout's: the release the live Deployment's pod template is labelled with
 
 
 class NamespaceFacts(_Message):
@@ -530,6 +534,11 @@ class ClusterScratch(Protocol):
 
     def deploy(self, resource: Resource, secret_values: dict[str, str]) -> ClusterOutcome:
         """Apply the service's Deployment and wait until it is Available (its readiness probe is the health check)."""
+        ...
+
+    def rollout(self, resource: Resource, release: int, secret_values: dict[str, str]) -> ClusterOutcome:
+        """Roll the service to ``resource`` as release ``release`` as the provider does (its release Job, then the
+        Deployment until Available); the outcome says which template the live Deployment ended on."""
         ...
 
     def close(self) -> list[str]:

@@ -81,6 +81,10 @@ class TargetBook:
         with self._lock:
             return self._targets.get(env)
 
+    def environments(self) -> list[str]:
+        with self._lock:
+            return sorted(self._targets)
+
     def any(self) -> bool:
         with self._lock:
             return bool(self._targets)
@@ -217,9 +221,10 @@ class Router:
 
     def summary(self) -> SummaryResponse:
         local = self.local.summary()
-        if self._kubernetes is None:
-            return local
-        return local.model_copy(update={"replicas": local.replicas + self._kubernetes.summary().replicas})
+        if self._kubernetes is None:  # not asked yet since a restart: its environments are still known (canaries)
+            return local.model_copy(update={"clusters": self.book.environments()}) if self.book.any() else local
+        return local.model_copy(update={"replicas": local.replicas + self._kubernetes.summary().replicas,
+                                        "clusters": self.book.environments()})
 
     def traffic(self, request: TrafficRequest) -> TrafficResponse:
         return self.local.traffic(request)  # a cluster's Ingress traffic is not read in this version

@@ -26,7 +26,7 @@ from typing import Any
 from railguard.model.api import KeptRelease
 from railguard.model.canonical import digest
 from railguard.model.diagnostics import RailguardError, error, warning
-from railguard.model.plans import Action
+from railguard.model.plans import Action, Change, Risk
 from railguard.model.resources import LiveStatus, ObservedResource, Resource
 from railguard.providers.base import (
     AdoptResponse,
@@ -54,7 +54,7 @@ from railguard.providers.base import (
     TrafficRequest,
     TrafficResponse,
 )
-from railguard.providers.kubernetes import checks, interrupted, views
+from railguard.providers.kubernetes import canary, checks, commands, interrupted, views
 from railguard.providers.kubernetes import observe as live
 from railguard.providers.kubernetes.cluster import Cluster
 from railguard.providers.kubernetes.labels import (
@@ -220,6 +220,8 @@ class KubernetesProvider:
             self._recover(cluster, request.env)
             app = request.app or DEFAULT_APP
             self._serve(target, request.env, app)
+            if change.action is Action.command:  # an approved `railguard exec` plan
+                return self._approved_command(request, cluster, app, step)
             if change.kind == "service":
                 return self._apply_service(request, cluster, target, app, step)
             if change.kind == "edge":
@@ -343,6 +345,9 @@ class KubernetesProvider:
                     "Fix the release command, then plan and apply again.", address=change.address,
                     extra={"pods": outcome.pods, "job": job})])
             step("job", "end", {"ok": True})
+        first = request.canary_percent or (desired.config.get("canary") or {"steps": [100]})["steps"][0]
+        if first < 100 and before is not None and before.release not in (None, release):  # beside the live one
+            return canary.start(cluster, env, made, desired, release, before, first, request.operation_id, step)
         step("deployment", "begin", {"release": release})
         cluster.apply(interrupted.mark(made.deployment, request.operation_id, previous))
         step("deployment", "end", {})
@@ -366,6 +371,7 @@ class KubernetesProvider:
             step("service", "end", {})
         else:
             cluster.delete("Service", name)
+        canary.discard(cluster, name)  # a full release replaces an unfinished canary (a rollback does)
         self._retire(cluster, env, name, made)
         cluster.apply(interrupted.unmarked(made.deployment))  # it serves: a later daemon leaves it as it is
         # A Deployment's generation moves with its annotations too: wait until the controller saw this one (no new
@@ -511,10 +517,70 @@ class KubernetesProvider:
         return gone + bundles.prune_deps(dry_run, going=gone)  # then the packages only those were made with
 
     def start_command(self, request: CommandRequest, stdio: tuple[int, int, int] | None) -> CommandProcess:
-        raise RailguardError(error(
-            "exec.no_release", f"One-off commands do not run on Kubernetes environments yet ('{request.env}')",
-            "A one-off command in a release's context would need a pod attached through the API server, which "
-            "this version does not do.", "Run the command as the service's release command instead."))
+        """The command as a Job from the release's pod template (:mod:`.commands`)."""
+        address = f"{request.env}/service.{request.service}"
+        if request.desired is None:
+            raise RailguardError(error(
+                "exec.no_release", f"Release {request.release} of '{request.service}' is not recorded",
+                "A one-off command on Kubernetes runs in the pod of the release's recorded service.",
+                f"Pick a release listed by `railguard releases --env {request.env}`.", address=address))
+        target = self.target(request.env, request.desired)
+        cluster = self.cluster(target)
+        made = self._command_manifests(request.env, request.desired, request.release, request.app or DEFAULT_APP,
+                                       target)
+        return commands.start(cluster, made, request.argv, address, stdio, checks.before_sending)
+
+    def _command_manifests(self, env: str, desired: Resource, release: int, app: str,
+                           target: Target) -> ServiceManifests:
+        ask = ApplyRequest(env=env, desired=desired, operation_id="exec", app=app, change=Change(
+            address=desired.address, kind="service", action=Action.command, risk=Risk.disruptive,
+            reason="one-off command"))
+        artifact = self.artifacts(ask, target) if self.artifacts and "image" not in desired.config else None
+        return service_manifests(app, desired, release, self._values(env, desired.config), artifact)
+
+    def _approved_command(self, request: ApplyRequest, cluster: Cluster, app: str, step: Progress) -> ApplyResponse:
+        """Run an approved ``command`` change in the live release's pod, its redacted output in the journal."""
+        from railguard.secrets.redaction import Redactor
+
+        argv, release = commands.command_of(request.change)
+        name = request.change.address.rsplit(".", 1)[-1]
+        found = cluster.get("Deployment", name)
+        before = live.observed(found, "service") if found is not None else None
+        if before is None or before.release != release:
+            return ApplyResponse(ok=False, observed=before, diagnostics=[error(
+                "exec.no_release", f"Release {release} of '{name}' is not the one running",
+                f"Deployment {name} in namespace '{cluster.namespace}' runs release "
+                f"{before.release if before else 'none'}; an approved command runs in the live release's pod.",
+                f"Plan the command again: `railguard exec {name} --env {request.env} -- ...`.",
+                address=request.change.address)])
+        config = {k: v for k, v in before.config.items() if k not in ("drift", "template_drift")}
+        desired = Resource(address=before.address, env=request.env, kind="service", name=name, config=config,
+                           depends_on=before.depends_on, fingerprint=before.fingerprint)
+        target = Target.of(config["kubernetes"]) if isinstance(config.get("kubernetes"), dict) else \
+            self.target(request.env)
+        redact = Redactor()
+        redact.update(self._values(request.env, config).items())
+        step("command", "begin", {"argv": argv, "release": release})
+        try:
+            process = commands.start(cluster, self._command_manifests(request.env, desired, release, app, target),
+                                     argv, request.change.address, None, checks.before_sending)
+        except RailguardError as exc:
+            step("command", "fail", {"error": exc.diagnostics[0].summary})
+            return ApplyResponse(ok=False, observed=before, diagnostics=list(exc.diagnostics))
+        code = process.wait(commands.APPROVED_TIMEOUT_S)
+        if code is None:
+            process.signal(9)
+            code = process.wait(10.0)
+        lines = redact(process.output()).splitlines()[-commands.OUTPUT_LINES:]
+        step("command", "end" if code == 0 else "fail", {"exit_code": code, "output": lines})
+        if code != 0:
+            return ApplyResponse(ok=False, observed=before, diagnostics=[error(
+                "exec.failed", f"The command exited with {code}",
+                f"{' '.join(argv)} in release {release} (a Job in namespace '{cluster.namespace}' of cluster "
+                f"{cluster.name}) exited with status {code}.",
+                "Read its output (log_tail), fix the cause, then plan the command again.",
+                address=request.change.address, extra={"exit_code": code, "log_tail": lines[-20:]})])
+        return ApplyResponse(ok=True, observed=before)
 
     # -- views ---------------------------------------------------------------------------------
     def describe(self, request: DescribeRequest) -> DescribeResponse:
@@ -522,7 +588,8 @@ class KubernetesProvider:
         if target is None:
             return DescribeResponse(env=request.env, edge=EdgeUnit(port=None, url=None, running=False), live_sets=0,
                                     isolation="isolated")
-        return views.describe(self.cluster(target), request.env)
+        cluster = self.cluster(target)
+        return canary.attach(cluster, request.env, views.describe(cluster, request.env))
 
     def logs(self, request: LogsRequest) -> LogsResponse:
         target = self.targets(request.env)
@@ -544,10 +611,21 @@ class KubernetesProvider:
         return TrafficResponse()  # the Ingress controller's traffic is not read in this version
 
     def set_canary_weight(self, env: str, service: str, percent: int) -> None:
-        raise _no_canary(env, service)
+        canary.set_weight(self.cluster(self.target(env)), env, service, percent, self._put_back(env))
 
     def abort_canary(self, env: str, service: str) -> None:
-        raise _no_canary(env, service)
+        canary.abort(self.cluster(self.target(env)), env, service, self._put_back(env))
+
+    def _put_back(self, env: str) -> canary.Restore:
+        """The live Deployment back to a release (``_restore``), for a canary whose promotion did not finish."""
+        def restore(cluster: Cluster, before: ObservedResource) -> str:
+            main = cluster.get("Deployment", before.address.rsplit(".", 1)[-1]) or {}
+            app = (main.get("metadata", {}).get("labels") or {}).get(APP, DEFAULT_APP)
+            request = ApplyRequest(env=env, desired=None, operation_id="canary", app=app, change=Change(
+                address=before.address, kind="service", action=Action.replace, risk=Risk.disruptive,
+                reason="the live release put back after a canary"))
+            return self._restore(cluster, app, before, request, self.target(env), lambda *_: None)
+        return restore
 
 
 def _wait_gone(cluster: Cluster, selected: dict[str, str], timeout_s: float) -> int:
@@ -559,8 +637,3 @@ def _wait_gone(cluster: Cluster, selected: dict[str, str], timeout_s: float) -> 
             return left
         time.sleep(0.2)
 
-
-def _no_canary(env: str, service: str) -> RailguardError:
-    return RailguardError(error("canary.none", f"'{service}' in '{env}' has no canary in progress",
-                                "Kubernetes environments roll every release out with a health-gated rolling update.",
-                                "Use `railguard rollback` to go back to the previous release."))

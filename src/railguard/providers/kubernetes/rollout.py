@@ -101,8 +101,11 @@ def _bad_pod(pod: dict[str, Any]) -> str | None:
     return None
 
 
-def wait_deployment(cluster: Cluster, name: str, env: str, release: int, timeout_s: float) -> Outcome:
-    """Wait until the Deployment ``name`` runs ``release`` everywhere, or say why it will not."""
+def wait_deployment(cluster: Cluster, name: str, env: str, release: int, timeout_s: float,
+                    service: str | None = None) -> Outcome:
+    """Wait until the Deployment ``name`` runs ``release`` everywhere, or say why it will not; its pods are those
+    of ``service`` (default ``name``; a canary Deployment's pods belong to its service) at ``release``."""
+    service = service or name
     deadline = time.monotonic() + timeout_s
     last = "not observed yet"
     polls = 0
@@ -117,11 +120,11 @@ def wait_deployment(cluster: Cluster, name: str, env: str, release: int, timeout
         progressing = conditions.get("Progressing", {})
         if progressing.get("status") == "False" and progressing.get("reason") == "ProgressDeadlineExceeded":
             return Outcome(False, f"progress deadline exceeded: {progressing.get('message', '')}",
-                           pod_lines(cluster, env, name, release))
+                           pod_lines(cluster, env, service, release))
         failure = conditions.get("ReplicaFailure", {})
         if failure.get("status") == "True":  # e.g. a quota refused the pods: they will not appear by waiting
             return Outcome(False, f"{failure.get('reason', 'ReplicaFailure')}: {failure.get('message', '')}",
-                           pod_lines(cluster, env, name, release))
+                           pod_lines(cluster, env, service, release))
         generation_seen = int(status.get("observedGeneration") or 0) >= int(found["metadata"].get("generation") or 0)
         updated = int(status.get("updatedReplicas") or 0)
         available = int(status.get("availableReplicas") or 0)
@@ -130,13 +133,13 @@ def wait_deployment(cluster: Cluster, name: str, env: str, release: int, timeout
         if generation_seen and updated >= wanted and available >= wanted and total <= wanted:
             return Outcome(True, last)
         if wanted and polls % PODS_EVERY == 0:  # the Deployment is cheap to read; its pods every few polls
-            pods = cluster.list("Pod", labels=selector(env, name) | {RELEASE: str(release)})
+            pods = cluster.list("Pod", labels=selector(env, service) | {RELEASE: str(release)})
             bad = [(p["metadata"]["name"], why) for p in pods if (why := _bad_pod(p))]
             if bad:
                 return Outcome(False, f"pod {bad[0][0]} of release {release}: {bad[0][1]}",
-                               pod_lines(cluster, env, name, release))
+                               pod_lines(cluster, env, service, release))
         time.sleep(POLL_S)
-    return Outcome(False, f"not available after {timeout_s:.0f}s ({last})", pod_lines(cluster, env, name, release))
+    return Outcome(False, f"not available after {timeout_s:.0f}s ({last})", pod_lines(cluster, env, service, release))
 
 
 def wait_job(cluster: Cluster, name: str, env: str, service: str, release: int, timeout_s: float) -> Outcome:

@@ -15,6 +15,7 @@ API server, with an environment's own credentials, whether it may write another 
 from __future__ import annotations
 
 import contextlib
+import copy
 import dataclasses
 import datetime
 import os
@@ -28,6 +29,7 @@ from lightkube.resources.authorization_v1 import SelfSubjectAccessReview
 from lightkube.resources.core_v1 import Namespace
 from lightkube.types import CascadeType
 
+from railguard.model.canonical import digest
 from railguard.model.diagnostics import RailguardError
 from railguard.model.resources import Resource
 from railguard.providers.base import ClusterOutcome, NamespaceFacts
@@ -37,6 +39,7 @@ from railguard.providers.kubernetes.labels import (
     ENVIRONMENT,
     ISOLATION_POLICY,
     MANAGED_BY,
+    RELEASE,
     WORKLOAD_ACCOUNT,
     Target,
     labels,
@@ -176,6 +179,38 @@ class KubernetesScratch:
             return ClusterOutcome(ok=False, reason=f"{first.summary}: {first.detail}", objects=names)
         return ClusterOutcome(ok=outcome.ok, reason=outcome.reason, pods=outcome.pods, objects=names)
 
+    def rollout(self, resource: Resource, release: int, secret_values: dict[str, str]) -> ClusterOutcome:
+        """The provider's steps for one release of a service (its release Job, then the Deployment, waited for); the
+        outcome names the live template (a digest without the release number) and its release label."""
+        made = service_manifests(self.app, self._here(resource), release, secret_values)
+        sent = [m for m in (made.secret, made.job, made.deployment, made.service) if m is not None]
+        names = [f"{m['kind']}/{m['metadata']['name']}" for m in sent]
+        try:
+            checks.before_sending(self.connection, sent, resource.address)
+            if made.secret is not None:
+                self.connection.apply(made.secret)
+            if made.job is not None:
+                self.connection.apply(made.job)
+                ran = wait_job(self.connection, made.job["metadata"]["name"], self.env, resource.name, release,
+                               float(made.job["spec"]["activeDeadlineSeconds"]) + 10)
+                if not ran.ok:
+                    return ClusterOutcome(ok=False, reason=f"its release Job failed: {ran.reason}", pods=ran.pods,
+                                          objects=names)
+            self.connection.apply(made.deployment)
+            outcome = wait_deployment(self.connection, resource.name, self.env, release,
+                                      float(made.deployment["spec"]["progressDeadlineSeconds"]) + 15)
+            if outcome.ok and made.service is not None:
+                self.connection.apply(made.service)
+            live = self.connection.get("Deployment", resource.name)
+        except RailguardError as exc:
+            first = exc.diagnostics[0]
+            return ClusterOutcome(ok=False, reason=f"{first.summary}: {first.detail}", objects=names)
+        template = (live or {}).get("spec", {}).get("template") or {}
+        label = (template.get("metadata", {}).get("labels") or {}).get(RELEASE)
+        return ClusterOutcome(ok=outcome.ok, reason=outcome.reason, pods=outcome.pods, objects=names,
+                              template=template_digest(template),
+                              release=int(str(label)) if str(label).isdigit() else None)
+
     def close(self) -> list[str]:
         if self._closed:
             return []
@@ -192,6 +227,19 @@ class KubernetesScratch:
         finally:
             with contextlib.suppress(Exception):
                 self.connection.close()
+
+
+def template_digest(template: dict[str, Any]) -> str:
+    """A pod template's digest without what names its release (labels, annotation, RAILGUARD_RELEASE): two releases
+    of the same code and config have the same one."""
+    found = copy.deepcopy(template)
+    meta = found.get("metadata") or {}
+    (meta.get("labels") or {}).pop(RELEASE, None)
+    (meta.get("annotations") or {}).pop(RELEASE, None)
+    pod = found.get("spec") or {}
+    for container in [*(pod.get("containers") or []), *(pod.get("initContainers") or [])]:
+        container["env"] = [e for e in container.get("env") or [] if e.get("name") != "RAILGUARD_RELEASE"]
+    return digest(found)
 
 
 def namespace_facts(target: Target, env: str) -> NamespaceFacts:
