@@ -23,11 +23,29 @@ import anyio.to_thread
 
 from railguard.client import Client
 from railguard.engine.workspace import Workspace
+from railguard.model.api import Operation
 from railguard.model.diagnostics import RailguardError, error, has_errors
 from railguard.model.principals import Principal
 
 T = TypeVar("T")
 PRINCIPAL_TTL_S = 2.0  # a revoked token is refused by the daemon anyway; this only spares round trips
+SHORT_STEPS = 30  # journal steps a tool shows (briefs.MAX_STEPS); the daemon sends no more than these
+
+
+# Operations in short: a model reads an operation's newest steps and where it failed, never its whole journal (a
+# 200-service deploy journals ~2,200 entries, 250 KB that the daemon encoded and this server parsed on every call).
+# A daemon that does not know ``steps`` sends whole journals; the briefs read either.
+def operations_in_short(client: Client, env: str | None, limit: int | None) -> list[Operation]:
+    rows = client.call("GET", "operations", params={"env": env, "limit": limit, "steps": SHORT_STEPS})["operations"]
+    return [Operation.model_validate(r) for r in rows]
+
+
+def operation_in_short(client: Client, op_id: str, after: int | None = None, wait_s: float = 0.0) -> Operation:
+    """The operation; with ``after``, once more than that many steps are journaled or it ended (a long-poll)."""
+    params: dict[str, object] = {"steps": SHORT_STEPS}
+    if after is not None:
+        params.update(after=after, wait=wait_s)
+    return Operation.model_validate(client.call("GET", f"operations/{op_id}", params=params)["operation"])
 
 
 class Gateway:
