@@ -115,6 +115,8 @@ def port_in_use(port: int, host: str = "127.0.0.1") -> bool:
 # reap them (and to avoid Popen's "still running" warning on garbage collection).
 _children: dict[int, subprocess.Popen[bytes]] = {}
 _children_lock = threading.Lock()
+_child_started: dict[int, float] = {}  # pid -> start time of each child in ``_children``: which record it is
+_WAITID = hasattr(os, "waitid") and hasattr(os, "WNOWAIT")
 
 
 def spawn(spec: ReplicaSpec) -> ReplicaRecord:
@@ -152,6 +154,8 @@ def spawn(spec: ReplicaSpec) -> ReplicaRecord:
         _children[proc.pid] = proc
     # Unreaped, so even a child that already exited still has a readable start time.
     create_time = float(psutil.Process(proc.pid).create_time())
+    with _children_lock:
+        _child_started[proc.pid] = create_time
     return ReplicaRecord(
         name=spec.name, pid=proc.pid, create_time=create_time, pgid=proc.pid, port=spec.port,
         argv=argv, log_path=str(spec.log_path), started_at=time.time(),
@@ -201,7 +205,26 @@ def _proc_state(pid: int) -> tuple[bytes, float] | None:
         return None
 
 
+def _child_running(record: ReplicaRecord) -> bool | None:
+    """Whether ``record`` is a child of this process that has not ended (one ``waitid`` that reaps nothing, so
+    :func:`exit_code` still collects its status); None when it is not one of ours (adopted): read /proc then."""
+    if not _WAITID:
+        return None
+    with _children_lock:
+        ours = record.pid in _children and record.pid in _child_started
+        started = _child_started.get(record.pid, 0.0)
+    if not ours or abs(started - record.create_time) > _CREATE_TIME_TOLERANCE:
+        return None
+    try:  # unreaped, the pid cannot belong to anyone else
+        return os.waitid(os.P_PID, record.pid, os.WEXITED | os.WNOHANG | os.WNOWAIT) is None
+    except ChildProcessError:  # reaped meanwhile by another thread
+        return None
+
+
 def is_alive(record: ReplicaRecord) -> bool:
+    running = _child_running(record)
+    if running is not None:
+        return running
     if _PROCFS:
         found = _proc_state(record.pid)
         if found is None or abs(found[1] - record.create_time) > _CREATE_TIME_TOLERANCE:
@@ -224,6 +247,7 @@ def exit_code(record: ReplicaRecord) -> int | None:
             code = proc.poll()
             if code is not None:
                 del _children[record.pid]
+                _child_started.pop(record.pid, None)
             return code
     # Not spawned through this module (e.g. adopted): only succeeds if it is our child anyway.
     try:
@@ -512,7 +536,9 @@ class Supervisor:
         if self._thread is not None and self._thread.is_alive():
             return
         self._stop.clear()
-        self._fresh_s = max(interval, _FRESH_UNSUPERVISED)  # every tick reads every replica again
+        # Every tick reads every replica again: a read stays fresh until the next tick's (the interval, plus the
+        # pass itself), so status answers between ticks reuse them rather than reading every replica themselves.
+        self._fresh_s = max(2 * interval, _FRESH_UNSUPERVISED)
         self._thread = threading.Thread(target=self._loop, args=(interval,), name="railguard-supervisor",
                                         daemon=True)
         self._thread.start()
