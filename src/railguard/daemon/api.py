@@ -413,6 +413,9 @@ def route(daemon: Daemon, method: str, parts: list[str], query: dict[str, str], 
         case ("GET", "plans", 3):
             found = daemon.plan_record(parts[2])
             require(who, read, found.plan.env)
+            if query.get("view") == "state":  # where it stands, without its body (a reader that holds it: MCP)
+                return {"hash": found.plan.hash, "env": found.plan.env, "status": found.status,
+                        "approvals": found.approvals, "approval": found.approval}
             return dict(found)  # its fields are the payload's top-level keys (plan, status, approvals, approval)
         case ("GET", "plans", 4) if parts[3] == "files":
             return {"files": daemon.plan_files(parts[2], who)}

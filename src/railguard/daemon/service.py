@@ -339,7 +339,7 @@ class Daemon(Governance, ExecSessions):
 
     def plan_record(self, plan_id: str) -> PlanDetail:
         store = self.store()
-        plan, _, status = store.load_plan(plan_id)
+        plan, _, status = store.load_plan(plan_id, shared=True)  # read only: the parsed copy may be shared
         return PlanDetail(plan=self._plan_answer(plan), status=status, approvals=approvals.for_plan(store, plan_id),
                           approval=guard.approval_state(store, plan, status))
 
