@@ -445,8 +445,7 @@ class Supervisor:
         itself is :func:`is_alive` (start time checked). Rollouts and stops keep calling :func:`is_alive` directly.
         """
         key = (record.pid, record.create_time)
-        with self._seen_lock:
-            seen = self._seen.get(key)
+        seen = self._seen.get(key)  # one dict read (atomic): a status asks this for every replica, twice
         if seen is not None and time.monotonic() - seen[1] <= self._fresh_s and seen[2] == _stops[0]:
             return seen[0]
         stops = _stops[0]
