@@ -201,6 +201,12 @@ def test_release_lookups_are_queries_not_limited_listings(tmp_path: Path) -> Non
     assert live is not None and live.number == 60 and live.live_at and live.ended_at is None
     assert [r.number for r in store.superseded_before("staging", 60)] == list(range(59, 0, -1))
     assert store.release("staging", 61) is None and store.live_release("production") is None
+    resource = {"address": "staging/service.web", "env": "staging", "kind": "service", "name": "web", "config": {},
+                "depends_on": [], "fingerprint": "f"}
+    number = store.add_release("staging", None, None, {"services": {}, "desired": [resource], "source": {"a": 1}})
+    listed = store.releases("staging", limit=1, desired=False)[0]  # a listing leaves the frozen resources out
+    assert listed.number == number and listed.desired == [] and listed.source == {"a": 1}
+    assert [r.address for r in store.releases("staging", limit=1)[0].desired] == ["staging/service.web"]
 
 
 def test_a_read_only_database_is_unwritable_not_corrupt(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -459,8 +459,8 @@ def route(daemon: Daemon, method: str, parts: list[str], query: dict[str, str], 
             return {"status": daemon.status(_need(query, "env"), query.get("spec"))}
         case ("GET", "releases", 2):
             require(who, read, _need(query, "env"))
-            return {"releases": [r.model_dump(mode="json", exclude={"desired"})
-                                 for r in store().releases(_need(query, "env"), _int(query, "limit", 50) or 50)]}
+            return {"releases": [r.model_dump(mode="json", exclude={"desired"}) for r in store().releases(
+                _need(query, "env"), _int(query, "limit", 50) or 50, desired=False)]}
         case ("GET", "logs", 2):
             require(who, read, _need(query, "env"))
             try:

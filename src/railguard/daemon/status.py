@@ -102,7 +102,7 @@ def _spec_key(ws: Workspace) -> tuple[int, int] | None:
     return (stat.st_mtime_ns, stat.st_size)
 
 
-def _parsed(ws: Workspace) -> Spec:
+def parsed_spec(ws: Workspace) -> Spec:
     """The valid spec at ``ws``; parsing 200 services takes ~12 ms, and status is polled."""
     key = _spec_key(ws)
     if key is None:
@@ -160,7 +160,7 @@ def _drift(store: Store, env: str, observed: list[ObservedResource], spec_path: 
     if spec_path:
         try:
             ws = Workspace(Path(spec_path), home)
-            spec = _parsed(ws)
+            spec = parsed_spec(ws)
             if env in spec.environments:
                 # With the secret versions, as a plan has them: otherwise any service with secrets looks changed.
                 versions = secretstore.versions(store, env)
