@@ -132,3 +132,50 @@ def test_an_agent_still_acknowledges_an_incident_that_marks_nothing(tmp_path: Pa
         assert status == 200
     finally:
         daemon.store().close()
+
+
+def test_a_short_follower_counts_steps_not_build_output(tmp_path: Path) -> None:
+    """``?steps=N`` (MCP): the journal in short, and ``after`` counts what ``journal_total`` counts, so build output
+    does not end a follower's wait and a step does."""
+    from railguard.model.api import OperationStatus
+
+    daemon = Daemon(tmp_path / "state")
+    store = daemon.store()
+    op_id = store.create_operation("staging", "rollback", None, ADMIN.id)
+    for i in range(5):
+        store.journal(op_id, f"step {i}", "begin")
+        store.journal(op_id, f"step {i}", "output", {"line": "built"})
+    short = route(daemon, "GET", ["v1", "operations", op_id], {"steps": "2"}, {}, ADMIN)["operation"]
+    assert short.journal_total == 5 and [s.step for s in short.journal] == ["step 3", "step 4"]
+    listed = route(daemon, "GET", ["v1", "operations"], {"env": "staging", "steps": "1"}, {}, ADMIN)["operations"]
+    assert [(o.journal_total, [s.step for s in o.journal]) for o in listed] == [(5, ["step 4"])]
+    assert route(daemon, "GET", ["v1", "operations", op_id], {}, {}, ADMIN)["operation"].journal_total is None
+    # 10 entries but 5 steps: asked after 5 steps, more output is no news (the wait runs out), a step is.
+    store.journal(op_id, "step 4", "output", {"line": "more"})
+    waited = route(daemon, "GET", ["v1", "operations", op_id], {"after": "5", "wait": "0.3", "steps": "2"}, {}, ADMIN)
+    assert waited["operation"].journal_total == 5
+    store.journal(op_id, "step 5", "begin")
+    store.finish_operation(op_id, OperationStatus.succeeded)
+    ended = route(daemon, "GET", ["v1", "operations", op_id], {"after": "5", "wait": "25", "steps": "2"}, {}, ADMIN)
+    assert ended["operation"].journal_total == 6 and ended["operation"].journal[-1].step == "step 5"
+
+
+def test_where_a_plan_stands_is_answered_without_its_body(tmp_path: Path) -> None:
+    """``GET /v1/plans/ID?view=state``: status, approvals and the plan's hash (a reader that holds the body checks it
+    against this); the body is parsed once for readers, and an edited row is parsed again (and refused)."""
+    from railguard.model.plans import Plan
+
+    daemon = Daemon(tmp_path / "state")
+    store = daemon.store()
+    plan = store.save_plan(Plan(env="staging", base_serial=0, changes=[], desired=[], desired_digest="d"))
+    state = route(daemon, "GET", ["v1", "plans", plan.id], {"view": "state"}, {}, ADMIN)
+    assert "plan" not in state and state["hash"] == plan.hash and state["env"] == "staging"
+    assert state["status"] == "saved" and state["approval"].plan_id == plan.id
+    whole = route(daemon, "GET", ["v1", "plans", plan.id], {}, {}, ADMIN)
+    assert whole["plan"].hash == plan.hash
+    assert store.load_plan(plan.id, shared=True)[0] is store.load_plan(plan.id, shared=True)[0]
+    with store.transaction() as db:  # edited outside Railguard, signature untouched
+        db.execute("UPDATE plans SET body = ? WHERE id = ?", ('{"env": "staging"}', plan.id))
+    with pytest.raises(RailguardError) as damaged:
+        route(daemon, "GET", ["v1", "plans", plan.id], {"view": "state"}, {}, ADMIN)
+    assert damaged.value.diagnostics[0].code == "plan.hash_mismatch"

@@ -24,11 +24,11 @@ def _ws(tmp_path: Path) -> Workspace:
 
 def test_the_desired_digest_moves_with_the_source_the_spec_and_the_secrets(tmp_path: Path) -> None:
     ws = _ws(tmp_path)
-    first = status._desired_digest(ws, status._parsed(ws), "staging", {"API_KEY": 1})
-    assert status._desired_digest(ws, status._parsed(ws), "staging", {"API_KEY": 1}) == first  # nothing moved
+    first = status._desired_digest(ws, status.parsed_spec(ws), "staging", {"API_KEY": 1})
+    assert status._desired_digest(ws, status.parsed_spec(ws), "staging", {"API_KEY": 1}) == first  # nothing moved
     (tmp_path / "app.py").write_text("print('two')\n")  # same size, other bytes
-    edited = status._desired_digest(ws, status._parsed(ws), "staging", {"API_KEY": 1})
+    edited = status._desired_digest(ws, status.parsed_spec(ws), "staging", {"API_KEY": 1})
     assert edited != first
-    assert status._desired_digest(ws, status._parsed(ws), "staging", {"API_KEY": 2}) != edited
+    assert status._desired_digest(ws, status.parsed_spec(ws), "staging", {"API_KEY": 2}) != edited
     (tmp_path / "railguard.toml").write_text(SPEC.replace('"app.py"', '"app.py", "--fast"'))
-    assert status._desired_digest(ws, status._parsed(ws), "staging", {"API_KEY": 1}) not in (first, edited)
+    assert status._desired_digest(ws, status.parsed_spec(ws), "staging", {"API_KEY": 1}) not in (first, edited)

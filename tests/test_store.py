@@ -163,6 +163,32 @@ def test_operations_read_their_journals_in_one_query(tmp_path: Path) -> None:
     assert {o.id: [j.step for j in o.journal] for o in found} == {i: [f"step of {i}"] for i in ids}
 
 
+def test_a_short_journal_holds_the_newest_steps_and_the_first_failure(tmp_path: Path) -> None:
+    """``steps=N`` (MCP's operations): the newest N steps without build output, the first failure even when older,
+    and the count of the whole journal's steps, which the long-poll's ``after`` counts too."""
+    store = Store.open(tmp_path)
+    failed, other = (store.create_operation("staging", "apply", None, "user:test") for _ in range(2))
+    store.journal(failed, "build web", "begin")
+    store.journal(failed, "build web", "output", {"line": "compiling"})
+    store.journal(failed, "build web", "fail", {"why": "first"})
+    for i in range(6):
+        store.journal(failed, f"step {i}", "begin")
+        store.journal(failed, f"step {i}", "output", {"line": f"out {i}"})
+    store.journal(failed, "step 5", "fail", {"why": "second"})
+    store.journal(other, "only", "begin")
+    whole = store.operation(failed)
+    assert whole is not None and whole.journal_total is None and len(whole.journal) == 16
+    short = store.operation(failed, steps=3)
+    assert short is not None and short.journal_total == 9  # output lines are not steps
+    assert [(e.step, e.phase) for e in short.journal] == [
+        ("build web", "fail"), ("step 4", "begin"), ("step 5", "begin"), ("step 5", "fail")]
+    assert short.journal[0].detail == {"why": "first"}
+    listed = {o.id: o for o in store.operations("staging", steps=1)}
+    assert [e.step for e in listed[other].journal] == ["only"] and listed[other].journal_total == 1
+    assert [e.phase for e in listed[failed].journal] == ["fail", "fail"]  # the first failure, and the newest step
+    assert store.operations("staging", steps=0)[0].journal_total is not None
+
+
 def test_release_lookups_are_queries_not_limited_listings(tmp_path: Path) -> None:
     store = Store.open(tmp_path)
     for _ in range(60):
@@ -175,6 +201,12 @@ def test_release_lookups_are_queries_not_limited_listings(tmp_path: Path) -> Non
     assert live is not None and live.number == 60 and live.live_at and live.ended_at is None
     assert [r.number for r in store.superseded_before("staging", 60)] == list(range(59, 0, -1))
     assert store.release("staging", 61) is None and store.live_release("production") is None
+    resource = {"address": "staging/service.web", "env": "staging", "kind": "service", "name": "web", "config": {},
+                "depends_on": [], "fingerprint": "f"}
+    number = store.add_release("staging", None, None, {"services": {}, "desired": [resource], "source": {"a": 1}})
+    listed = store.releases("staging", limit=1, desired=False)[0]  # a listing leaves the frozen resources out
+    assert listed.number == number and listed.desired == [] and listed.source == {"a": 1}
+    assert [r.address for r in store.releases("staging", limit=1)[0].desired] == ["staging/service.web"]
 
 
 def test_a_read_only_database_is_unwritable_not_corrupt(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

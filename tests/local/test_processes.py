@@ -157,6 +157,26 @@ def test_exit_code_reaps_the_child(tmp_path: Path) -> None:
     assert exit_code(replace(record, pid=1)) is None  # not our child
 
 
+def test_liveness_of_an_ended_child_reaps_nothing(tmp_path: Path) -> None:
+    """A child that ended is not alive before anyone reaps it (a zombie), and asking leaves its exit status for
+    the supervisor; a stale record of a live pid (another start time) is never alive."""
+    record = spawn(make_spec(tmp_path, "import sys; sys.exit(5)"))
+    deadline = time.monotonic() + 10
+    while psutil.Process(record.pid).status() != psutil.STATUS_ZOMBIE:
+        assert time.monotonic() < deadline, "the child did not end"
+        time.sleep(0.01)
+    assert not is_alive(record) and not is_alive(record)
+    assert finish(record) == 5  # still there to collect
+    sleeper = spawn(make_spec(tmp_path, SLEEPER, name="staging.web.r1.1"))
+    try:
+        assert is_alive(sleeper)
+        assert not is_alive(replace(sleeper, create_time=sleeper.create_time - 100))
+    finally:
+        os.kill(sleeper.pid, 9)
+        finish(sleeper)
+    assert not is_alive(sleeper)
+
+
 def crash_detected(sup: Supervisor, name: str, offset: float = 0.0) -> tuple[float, float]:
     """Tick until the crash is seen; returns (the `now` it was seen at, the restart delay)."""
     seen: list[float] = []

@@ -259,6 +259,8 @@ def test_create_a_service_and_its_edge(rig: Rig) -> None:
     assert [(r.path, len(r.upstreams)) for r in described.edge.routes] == [("/", rig.upstreams)]
     assert wait_for(lambda: rig.provider.health(HealthRequest(env=ENV, address=WEB)).health is Health.healthy,
                     "the service to be healthy")
+    # A unit that carries its health (status then asks no more) carries what ``health`` answers.
+    assert [s.health for s in rig.describe().services] in ([None], [Health.healthy])
     if rig.real_traffic:
         assert rig.get() == "v1"
 

@@ -413,6 +413,9 @@ def route(daemon: Daemon, method: str, parts: list[str], query: dict[str, str], 
         case ("GET", "plans", 3):
             found = daemon.plan_record(parts[2])
             require(who, read, found.plan.env)
+            if query.get("view") == "state":  # where it stands, without its body (a reader that holds it: MCP)
+                return {"hash": found.plan.hash, "env": found.plan.env, "status": found.status,
+                        "approvals": found.approvals, "approval": found.approval}
             return dict(found)  # its fields are the payload's top-level keys (plan, status, approvals, approval)
         case ("GET", "plans", 4) if parts[3] == "files":
             return {"files": daemon.plan_files(parts[2], who)}
@@ -439,21 +442,25 @@ def route(daemon: Daemon, method: str, parts: list[str], query: dict[str, str], 
             return {"operation": daemon.operation(op_id)}
         case ("GET", "operations", 2):
             require(who, read, query.get("env"))
-            rows = store().operations(query.get("env"), _int(query, "limit", 50) or 50)
+            # ``steps``: each journal in short (its newest steps and first failure, with journal_total).
+            rows = store().operations(query.get("env"), _int(query, "limit", 50) or 50,
+                                      steps=_int(query, "steps", None))
             return {"operations": [r for r in rows if who.allows(read, r.env)]}
         case ("GET", "operations", 3):
-            record = daemon.operation(parts[2])
+            steps = _int(query, "steps", None)
+            record = daemon.operation(parts[2], steps)
             require(who, read, record.env)
             if query.get("after") is not None:  # a follower: answer when the journal grows past it, or it ends
-                record = daemon.operation_after(parts[2], _int(query, "after", 0) or 0, _float(query, "wait", 0.0))
+                record = daemon.operation_after(parts[2], _int(query, "after", 0) or 0, _float(query, "wait", 0.0),
+                                                steps)
             return {"operation": record}
         case ("GET", "status", 2):
             require(who, read, _need(query, "env"))
             return {"status": daemon.status(_need(query, "env"), query.get("spec"))}
         case ("GET", "releases", 2):
             require(who, read, _need(query, "env"))
-            return {"releases": [r.model_dump(mode="json", exclude={"desired"})
-                                 for r in store().releases(_need(query, "env"), _int(query, "limit", 50) or 50)]}
+            return {"releases": [r.model_dump(mode="json", exclude={"desired"}) for r in store().releases(
+                _need(query, "env"), _int(query, "limit", 50) or 50, desired=False)]}
         case ("GET", "logs", 2):
             require(who, read, _need(query, "env"))
             try:

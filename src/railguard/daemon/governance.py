@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any
 
 from railguard.daemon.incidents import action
 from railguard.daemon.intrusions import EVENT, Attempt, message
+from railguard.daemon.status import parsed_spec
 from railguard.engine.guard import require
 from railguard.engine.workspace import Workspace, require_env
 from railguard.model.api import (
@@ -166,8 +167,7 @@ class Governance:
         return [s for s in secretstore.listing(self.store(), env) if who.allows(Permission.read, s.env)]
 
     def policies(self, spec_path: str, env: str) -> Policies:
-        ws = Workspace(Path(spec_path), self.home)
-        spec, _ = ws.load_valid()
+        spec = parsed_spec(Workspace(Path(spec_path), self.home))  # parsed again only when the file changes
         require_env(spec, env)
         config = environment_config(spec, env)
         return Policies.model_validate({

@@ -339,7 +339,7 @@ class Daemon(Governance, ExecSessions):
 
     def plan_record(self, plan_id: str) -> PlanDetail:
         store = self.store()
-        plan, _, status = store.load_plan(plan_id)
+        plan, _, status = store.load_plan(plan_id, shared=True)  # read only: the parsed copy may be shared
         return PlanDetail(plan=self._plan_answer(plan), status=status, approvals=approvals.for_plan(store, plan_id),
                           approval=guard.approval_state(store, plan, status))
 
@@ -393,23 +393,25 @@ class Daemon(Governance, ExecSessions):
         rules = housekeeping.policy(self.home, spec_path or housekeeping.served_spec(store))
         return housekeeping.collect(store, self.provider, self.work, rules, dry_run)
 
-    def operation(self, op_id: str) -> Operation:
-        record = self.store().operation(op_id)
+    def operation(self, op_id: str, steps: int | None = None) -> Operation:
+        record = self.store().operation(op_id, steps)
         if record is None:
             raise RailguardError(error("operation.not_found", f"No operation '{op_id}'",
                                        "The state has no operation with that id.",
                                        "List operations with `railguard operations`.", address=op_id))
         return record
 
-    def operation_after(self, op_id: str, after: int, wait_s: float) -> Operation:
+    def operation_after(self, op_id: str, after: int, wait_s: float, steps: int | None = None) -> Operation:
         """The operation once its journal has more than ``after`` entries or it ended, waiting up to ``wait_s``
-        (a long-poll: the journal's writer wakes it at once, so a follower sees each step as it is written)."""
+        (a long-poll: the journal's writer wakes it at once, so a follower sees each step as it is written).
+        With ``steps`` (the journal in short), ``after`` counts what ``journal_total`` counts."""
         deadline = time.monotonic() + max(0.0, min(wait_s, MAX_OPERATION_WAIT_S))
         while True:
             mark = operations.progress_mark()  # before the read: a move between the two is not missed
-            record = self.operation(op_id)
+            record = self.operation(op_id, steps)
             left = deadline - time.monotonic()
-            if len(record.journal) > after or not record.status.in_flight or left <= 0 or self.stopping.is_set():
+            count = len(record.journal) if record.journal_total is None else record.journal_total
+            if count > after or not record.status.in_flight or left <= 0 or self.stopping.is_set():
                 return record
             operations.wait_for_progress(mark, left)
 

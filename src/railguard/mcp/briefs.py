@@ -111,7 +111,9 @@ def operation_brief(record: OperationSummary) -> OperationBrief:
         principal=record.principal, created_at=record.created_at, updated_at=record.updated_at,
         failed_step=failed_step(record) if isinstance(record, Operation) else None,
         steps=[StepBrief(step=e.step, phase=e.phase, at=e.at) for e in journal[-MAX_STEPS:]],
-        steps_total=len(journal))
+        # A journal asked for in short (gateway.operation_in_short) says how long the whole one is.
+        steps_total=record.journal_total if isinstance(record, Operation) and record.journal_total is not None
+        else len(journal))
 
 
 def release_brief(release: Release) -> ReleaseBrief:

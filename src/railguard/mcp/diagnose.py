@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 
 from railguard.mcp import briefs
 from railguard.mcp.catalog import tool
+from railguard.mcp.gateway import operation_in_short, operations_in_short
 from railguard.mcp.inputs import DiagnoseArgs
 from railguard.mcp.outputs import Diagnosis, MinuteBrief, NextAction, ServiceBrief
 from railguard.mcp.results import Call, Outcome, act
@@ -221,14 +222,14 @@ async def diagnose(call: Call, args: DiagnoseArgs) -> Outcome:
     op: Operation | None = None
     if args.operation_id:
         op_id = args.operation_id
-        op = await gw.run(lambda c: c.operation(op_id))
+        op = await gw.run(lambda c: operation_in_short(c, op_id))
         if op.env != args.env:
             raise RailguardError(error(
                 "mcp.env_mismatch", f"Operation {op.id} ran in '{op.env}', not '{args.env}'",
                 "The operation named belongs to another environment.",
                 f"Call diagnose with env '{op.env}'.", address=op.id))
     elif args.service is None:
-        recent = await gw.run(lambda c: c.operations(args.env, 1))
+        recent = await gw.run(lambda c: operations_in_short(c, args.env, 1))
         op = recent[0] if recent and recent[0].status is OperationStatus.failed else None
     incidents = await gw.run(lambda c: c.incidents(args.env))
     found = assess(args.env, args.service, status, releases, op, incidents)

@@ -23,11 +23,30 @@ import anyio.to_thread
 
 from railguard.client import Client
 from railguard.engine.workspace import Workspace
+from railguard.model.api import Operation, PlanAnswer, PlanDetail
 from railguard.model.diagnostics import RailguardError, error, has_errors
 from railguard.model.principals import Principal
 
 T = TypeVar("T")
 PRINCIPAL_TTL_S = 2.0  # a revoked token is refused by the daemon anyway; this only spares round trips
+SHORT_STEPS = 30  # journal steps a tool shows (briefs.MAX_STEPS); the daemon sends no more than these
+PLANS_KEPT = 8  # saved plans whose bodies this server holds (show_plan, approval_status)
+
+
+# Operations in short: a model reads an operation's newest steps and where it failed, never its whole journal (a
+# 200-service deploy journals ~2,200 entries, 250 KB that the daemon encoded and this server parsed on every call).
+# A daemon that does not know ``steps`` sends whole journals; the briefs read either.
+def operations_in_short(client: Client, env: str | None, limit: int | None) -> list[Operation]:
+    rows = client.call("GET", "operations", params={"env": env, "limit": limit, "steps": SHORT_STEPS})["operations"]
+    return [Operation.model_validate(r) for r in rows]
+
+
+def operation_in_short(client: Client, op_id: str, after: int | None = None, wait_s: float = 0.0) -> Operation:
+    """The operation; with ``after``, once more than that many steps are journaled or it ended (a long-poll)."""
+    params: dict[str, object] = {"steps": SHORT_STEPS}
+    if after is not None:
+        params.update(after=after, wait=wait_s)
+    return Operation.model_validate(client.call("GET", f"operations/{op_id}", params=params)["operation"])
 
 
 class Gateway:
@@ -38,6 +57,7 @@ class Gateway:
         self.client = Client(ws, autostart=False)  # sends the token as a bearer on every request
         self._principal: tuple[float, Principal] | None = None
         self._envs: tuple[tuple[int, int], dict[str, bool] | None] | None = None
+        self._plans: dict[str, PlanAnswer] = {}  # plan id -> its body as first read (a saved plan never changes)
 
     def close(self) -> None:
         self.client.close()
@@ -71,6 +91,22 @@ class Gateway:
         except RailguardError:
             self._principal = None
             return None
+
+    def plan_detail(self, client: Client, plan_id: str) -> PlanDetail:
+        """A saved plan and where it stands (status, approvals). Its body (~300 KB for 200 services, parsed by
+        the daemon and here) is read once; later reads ask the daemon only where it stands, which it answers
+        as the principal after checking it may read the plan, with the plan's hash to match the body held."""
+        held = self._plans.get(plan_id)
+        if held is not None:
+            state = client.call("GET", f"plans/{plan_id}", params={"view": "state"})
+            if "plan" not in state and state.get("hash") == held.hash:  # else: a daemon that does not know the view
+                return PlanDetail(plan=held, status=state["status"], approvals=state["approvals"],
+                                  approval=state["approval"])
+        found = client.plan_record(plan_id)
+        if len(self._plans) >= PLANS_KEPT:
+            self._plans.pop(next(iter(self._plans)), None)
+        self._plans[plan_id] = found.plan
+        return found
 
     def spec_path(self) -> str:
         return str(self.ws.spec_path)

@@ -58,7 +58,7 @@ def plan_outcome(plan: PlanAnswer, status: PlanStatus | None, proposed: bool, sp
 
 async def plan_of(call: Call, plan_id: str, env: str | None = None) -> PlanDetail:
     """The daemon's record of a plan (plan, status, approval); refused when it is for another environment."""
-    found = await call.gw.run(lambda c: c.plan_record(plan_id))
+    found = await call.gw.run(lambda c: call.gw.plan_detail(c, plan_id))
     actual = found.plan.env
     if env is not None and actual != env:
         raise RailguardError(error(

@@ -17,6 +17,7 @@ import anyio
 
 from railguard.mcp import briefs, suggest
 from railguard.mcp.catalog import read_tool
+from railguard.mcp.gateway import operation_in_short, operations_in_short
 from railguard.mcp.inputs import (
     EnvArgs,
     EventsArgs,
@@ -184,14 +185,14 @@ async def list_policies(call: Call, args: EnvArgs) -> Outcome:
 @read_tool("list_operations", title="Recent operations", inputs=OperationsArgs, outputs=Operations)
 async def list_operations(call: Call, args: OperationsArgs) -> Outcome:
     """Recent operations (applies and rollbacks), newest first, with their status and the step that failed."""
-    rows = await call.gw.run(lambda c: c.operations(args.env, args.limit))
+    rows = await call.gw.run(lambda c: operations_in_short(c, args.env, args.limit))
     shown = [briefs.operation_brief(r) for r in rows]
     return Outcome(f"{len(shown)} operation(s)" + (f" in {args.env}." if args.env else "."),
                    Operations(operations=shown))
 
 
 def _operation_after(op_id: str, after: int | None, wait_s: float, client: Client) -> Operation:
-    return client.operation(op_id, after=after, wait_s=wait_s)
+    return operation_in_short(client, op_id, after, wait_s)
 
 
 @read_tool("get_operation", title="Follow an operation", inputs=OperationArgs, outputs=OperationPayload)
@@ -206,7 +207,7 @@ async def get_operation(call: Call, args: OperationArgs) -> Outcome:
         after, wait = seen, max(0.0, min(deadline - time.monotonic(), 10.0))
         record = await call.gw.run(functools.partial(_operation_after, args.operation_id,
                                                      after if after >= 0 else None, wait))
-        seen = len(record.journal)
+        seen = len(record.journal) if record.journal_total is None else record.journal_total
         if not record.status.in_flight or time.monotonic() >= deadline:
             break
         if seen <= after:  # the wait ran out without news (or a daemon that does not wait): pace the next ask

@@ -7,7 +7,8 @@ imported on first use to keep the idle server small. Registered in :mod:`railgua
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+import functools
+from typing import TYPE_CHECKING, Any
 
 from railguard.mcp.catalog import tool
 from railguard.mcp.inputs import NoArgs, ValidateArgs
@@ -57,12 +58,18 @@ async def validate_spec(call: Call, args: ValidateArgs) -> Outcome:
                    payload, diagnostics[:MAX_SHOWN], actions)
 
 
+@functools.cache
+def _spec_schema() -> dict[str, Any]:
+    """Generated once per server: pydantic builds it anew on every call (~25 ms), and it never changes."""
+    from railguard.model.spec import json_schema
+
+    return json_schema()
+
+
 @tool("get_spec_schema", title="Spec JSON Schema", inputs=NoArgs, outputs=Schema,
       permission=Permission.read, read_only=True, idempotent=True, needs_daemon=False)
 async def get_spec_schema(call: Call, args: NoArgs) -> Outcome:
     """The JSON Schema of railguard.toml: every key, its type, default and meaning. Also the resource
     railguard://spec/schema."""
-    from railguard.model.spec import json_schema
-
-    return Outcome("The JSON Schema of railguard.toml.", Schema(json_schema=json_schema()),
+    return Outcome("The JSON Schema of railguard.toml.", Schema(json_schema=_spec_schema()),
                    next_actions=[act("validate_spec", "Check a spec against it, with line numbers.")])

@@ -199,6 +199,9 @@ class Operation(OperationSummary):
     """An operation and its whole journal (``GET /v1/operations/<id>``)."""
 
     journal: list[OperationStep] = Field(default_factory=list)
+    # Set when the journal was asked for in short (``?steps=N``: its newest N steps and its first failure, build
+    # output left out): how many steps the whole journal has. None: ``journal`` is the whole journal.
+    journal_total: int | None = None
 
 
 class StepBrief(Record):

@@ -182,6 +182,8 @@ class ServiceUnit(_Message):
     canary: CanaryUnit | None = Field(default=None, description="The canary in progress beside the live release.")
     replica_sets: list[ReplicaSetUnit] = Field(default_factory=list, description="Kubernetes: the Deployment's "
                                                "ReplicaSets, newest release first (empty on the local runtime).")
+    health: Health | None = Field(default=None, description="What ``health`` answers for the service, when the "
+                                  "runtime has it at hand (spares a status one call per service); None: ask it.")
 
 
 class RouteUnit(_Message):

@@ -83,15 +83,23 @@ class OperationStore(Database):
                 "updated_at": now(), "error": self._redact(canonical_json(problem)) if problem else None})
         _progressed()
 
-    def operation(self, operation_id: str) -> Operation | None:
-        found = self._operations(f"SELECT {_COLUMNS} FROM operations WHERE id = ?", (operation_id,), True)
+    def operation(self, operation_id: str, steps: int | None = None) -> Operation | None:
+        """The operation with its whole journal, or with ``steps``: its short journal (see :meth:`operations`)."""
+        found = self._operations(f"SELECT {_COLUMNS} FROM operations WHERE id = ?", (operation_id,), True, steps)
         return found[0] if found else None
 
-    def operations(self, env: str | None = None, limit: int = 50, journals: bool = True) -> list[Operation]:
-        """The newest operations first; ``journals=False`` leaves their journals empty (one query less)."""
+    def operations(self, env: str | None = None, limit: int = 50, journals: bool = True,
+                   steps: int | None = None) -> list[Operation]:
+        """The newest operations first; ``journals=False`` leaves their journals empty (one query less).
+
+        ``steps``: each journal in short, for readers that show the newest steps (MCP): its newest ``steps`` entries
+        that are not build output, and its first failure if older, with ``journal_total`` the count of all such
+        entries. A 200-service deploy journals ~2,200 entries; parsing and sending them all for a listing was most
+        of its cost.
+        """
         sql = f"SELECT {_COLUMNS} FROM operations" + (" WHERE env = ?" if env else "") \
             + " ORDER BY created_at DESC LIMIT ?"
-        return self._operations(sql, (env, limit) if env else (limit,), journals)
+        return self._operations(sql, (env, limit) if env else (limit,), journals, steps)
 
     def unfinished_operations(self) -> list[Operation]:
         """Operations still queued or running (with journals): what a daemon that died left in flight."""
@@ -112,19 +120,51 @@ class OperationStore(Database):
         row = self._one("SELECT status FROM operations WHERE id = ?", operation_id)
         return None if row is None else OperationStatus(row[0])
 
-    def _operations(self, sql: str, args: tuple[Any, ...], journals: bool) -> list[Operation]:
+    def _operations(self, sql: str, args: tuple[Any, ...], journals: bool,
+                    newest: int | None = None) -> list[Operation]:
         rows = self._db.execute(sql, args).fetchall()
         steps: dict[str, list[OperationStep]] = {row[0]: [] for row in rows}
+        totals: dict[str, int] | None = None
         if journals and steps:
-            marks = ", ".join("?" for _ in steps)
-            for op_id, step, phase, detail, at in self._db.execute(
-                    f"SELECT operation_id, step, phase, detail, at FROM journal WHERE operation_id IN ({marks}) "
-                    "ORDER BY id", tuple(steps)):
-                steps[op_id].append(OperationStep(step=step, phase=phase, detail=json.loads(detail), at=at))
+            ids: tuple[str | int, ...] = tuple(steps)
+            marks = ", ".join("?" for _ in ids)
+            if newest is None:
+                for op_id, step, phase, detail, at in self._db.execute(
+                        f"SELECT operation_id, step, phase, detail, at FROM journal WHERE operation_id IN ({marks}) "
+                        "ORDER BY id", ids):
+                    steps[op_id].append(OperationStep(step=step, phase=phase, detail=json.loads(detail), at=at))
+            else:
+                totals = self._short_journals(steps, max(0, newest))
         out = []
         for op_id, env, kind, plan_id, status, principal, created_at, updated_at, problem in rows:
             out.append(Operation(id=op_id, env=env, kind=OperationKind(kind), plan_id=plan_id,
                                  status=OperationStatus(status), principal=principal, created_at=created_at,
                                  updated_at=updated_at, error=json.loads(problem) if problem else None,
-                                 journal=steps[op_id]))
+                                 journal=steps[op_id], journal_total=totals[op_id] if totals is not None else None))
         return out
+
+    def _short_journals(self, steps: dict[str, list[OperationStep]], newest: int) -> dict[str, int]:
+        """Fill each operation's short journal (its first failure and its newest ``newest`` entries that are not
+        build output, oldest first); return how many such entries each whole journal has. Indexed queries per
+        operation: a window over the whole journal cost more than reading it all."""
+        totals: dict[str, int] = {}
+        own = not self._db.in_transaction
+        if own:  # one snapshot: a step written meanwhile is in both the count and the steps, or in neither
+            self._db.execute("BEGIN")
+        try:
+            for op_id, found in steps.items():
+                counted = self._db.execute(
+                    "SELECT COUNT(*) FROM journal WHERE operation_id = ? AND phase != 'output'", (op_id,)).fetchone()
+                totals[op_id] = int(counted[0])
+                rows = {row[0]: row[1:] for row in self._db.execute(
+                    "SELECT id, step, phase, detail, at FROM journal WHERE operation_id = ? AND phase = 'fail' "
+                    "ORDER BY id LIMIT 1", (op_id,))}
+                rows.update((row[0], row[1:]) for row in self._db.execute(
+                    "SELECT id, step, phase, detail, at FROM journal WHERE operation_id = ? AND phase != 'output' "
+                    "ORDER BY id DESC LIMIT ?", (op_id, newest)))
+                found += [OperationStep(step=step, phase=phase, detail=json.loads(detail), at=at)
+                          for _, (step, phase, detail, at) in sorted(rows.items())]
+        finally:
+            if own:
+                self._db.execute("COMMIT")
+        return totals

@@ -6,6 +6,8 @@ The plan body is the frozen :class:`Plan`; its status moves only through
 
 from __future__ import annotations
 
+import threading
+
 from pydantic import ValidationError
 
 from railguard.model.api import PlanRecord, PlanStatus
@@ -16,6 +18,12 @@ from railguard.state.db import Database, new_id, now
 from railguard.state.lifecycles import PLAN
 
 _COLUMNS = "id, env, created_at, hash, base_serial, status"
+# Parsed plans for read-only callers (load_plan(shared=True): show, approval state), by id, with the stored text
+# they were parsed from: a saved plan never changes, and parsing a 200-service plan (~300 KB) took most of the time
+# of every read of it. The stored text is compared on every read, so a row edited since is parsed (and refused).
+_PARSED: dict[str, tuple[str, Plan]] = {}
+_PARSED_KEEP = 8
+_parsed_lock = threading.Lock()
 
 
 class PlanStore(Database):
@@ -32,8 +40,11 @@ class PlanStore(Database):
             )
         return sealed
 
-    def load_plan(self, plan_id: str) -> tuple[Plan, str, PlanStatus]:
-        """The stored plan, the hash recorded beside it, and its status."""
+    def load_plan(self, plan_id: str, shared: bool = False) -> tuple[Plan, str, PlanStatus]:
+        """The stored plan, the hash recorded beside it, and its status.
+
+        ``shared``: the caller only reads the plan, so it may be the parsed copy other readers got for the same
+        stored text (checked on every call) rather than a fresh parse."""
         row = self._one("SELECT body, hash, status, signature FROM plans WHERE id = ?", plan_id)
         if row is None:
             raise _not_found(self.home, plan_id)
@@ -45,8 +56,14 @@ class PlanStore(Database):
                 "match its id and hash: the row was written or edited outside Railguard.",
                 "Do not apply it. Make a new plan with `railguard plan --env <env>` and review it; treat the "
                 "state folder as compromised.", address=plan_id))
+        body = str(row[0])
+        if shared:
+            with _parsed_lock:
+                cached = _PARSED.get(plan_id)
+            if cached is not None and cached[0] == body:
+                return cached[1], str(row[1]), PlanStatus(row[2])
         try:
-            plan = Plan.model_validate_json(row[0])
+            plan = Plan.model_validate_json(body)
         except ValidationError as exc:
             raise RailguardError(error(
                 "plan.hash_mismatch", f"Plan '{plan_id}' is damaged",
@@ -55,6 +72,11 @@ class PlanStore(Database):
                 "Do not apply it. Make a new plan with `railguard plan --env <env>` and review it.",
                 address=plan_id,
             )) from exc
+        if shared:
+            with _parsed_lock:
+                if len(_PARSED) >= _PARSED_KEEP:
+                    _PARSED.pop(next(iter(_PARSED)))  # the oldest entry: plans are read while they are new
+                _PARSED[plan_id] = (body, plan)
         return plan, str(row[1]), PlanStatus(row[2])
 
     def plan_body(self, plan_id: str) -> str:

@@ -63,9 +63,11 @@ class ReleaseStore(Database):
     def release_of_operation(self, env: str, operation_id: str) -> Release | None:
         return self._first("WHERE env = ? AND operation_id = ? ORDER BY number DESC", env, operation_id)
 
-    def releases(self, env: str, limit: int | None = 50) -> list[Release]:
-        """Newest first; ``limit=None`` for all of them."""
-        return self._select("WHERE env = ? ORDER BY number DESC LIMIT ?", env, -1 if limit is None else limit)
+    def releases(self, env: str, limit: int | None = 50, desired: bool = True) -> list[Release]:
+        """Newest first; ``limit=None`` for all of them. ``desired=False``: without their frozen desired resources
+        (listings: validating 200 resources per release was most of the cost of listing them)."""
+        return self._select("WHERE env = ? ORDER BY number DESC LIMIT ?", env, -1 if limit is None else limit,
+                            desired=desired)
 
     def superseded_before(self, env: str, number: int | None) -> list[Release]:
         """Superseded releases older than ``number`` (all when None), newest first: rollback candidates."""
@@ -82,8 +84,13 @@ class ReleaseStore(Database):
         found = self._select(where + ("" if "LIMIT" in where else " LIMIT 1"), *args)
         return found[0] if found else None
 
-    def _select(self, where: str, *args: Any) -> list[Release]:
+    def _select(self, where: str, *args: Any, desired: bool = True) -> list[Release]:
         rows = self._db.execute(f"SELECT {_COLUMNS} FROM releases {where}", args).fetchall()
-        return [Release.model_validate({"number": n, "created_at": c, "plan_id": p, "operation_id": o, "status": s,
-                                        "live_at": la, "ended_at": ea, **json.loads(b)})
-                for n, c, p, o, s, b, la, ea in rows]
+        out = []
+        for n, c, p, o, s, b, la, ea in rows:
+            body = json.loads(b)
+            if not desired:
+                body.pop("desired", None)
+            out.append(Release.model_validate({"number": n, "created_at": c, "plan_id": p, "operation_id": o,
+                                               "status": s, "live_at": la, "ended_at": ea, **body}))
+        return out

@@ -40,6 +40,7 @@ _POLL = 0.02
 # How old a liveness read may be when no supervision thread runs (then nothing refreshes it): long enough for the
 # reads of one status answer to share it, short enough that a caller checking again sees a death.
 _FRESH_UNSUPERVISED = 0.05
+LOG_CHECK_S = 5.0  # how often the supervisor looks whether a replica's log reached the rotation size
 # Bumped by every stop this process carries out: a liveness read taken before it is no longer trusted (a replica
 # Railguard just stopped must not show as running until the next tick).
 _stops = [0]
@@ -114,6 +115,8 @@ def port_in_use(port: int, host: str = "127.0.0.1") -> bool:
 # reap them (and to avoid Popen's "still running" warning on garbage collection).
 _children: dict[int, subprocess.Popen[bytes]] = {}
 _children_lock = threading.Lock()
+_child_started: dict[int, float] = {}  # pid -> start time of each child in ``_children``: which record it is
+_WAITID = hasattr(os, "waitid") and hasattr(os, "WNOWAIT")
 
 
 def spawn(spec: ReplicaSpec) -> ReplicaRecord:
@@ -151,6 +154,8 @@ def spawn(spec: ReplicaSpec) -> ReplicaRecord:
         _children[proc.pid] = proc
     # Unreaped, so even a child that already exited still has a readable start time.
     create_time = float(psutil.Process(proc.pid).create_time())
+    with _children_lock:
+        _child_started[proc.pid] = create_time
     return ReplicaRecord(
         name=spec.name, pid=proc.pid, create_time=create_time, pgid=proc.pid, port=spec.port,
         argv=argv, log_path=str(spec.log_path), started_at=time.time(),
@@ -172,7 +177,59 @@ def _substitute_port(arg: str, spec: ReplicaSpec) -> str:
     return arg.replace("$PORT", str(spec.port))
 
 
+# Linux: liveness is one read of /proc/<pid>/stat (its state and start time) instead of psutil's four file reads
+# per process (stat three times, /proc/stat for the boot time): the supervisor checks every replica twice a second,
+# and with 200 replicas psutil's reads were most of an idle daemon's CPU (and held the GIL from API answers).
+_PROCFS = os.path.exists("/proc/self/stat")
+_CLK_TCK = os.sysconf("SC_CLK_TCK") if _PROCFS else 100
+_BOOT_EVERY_S = 1.0  # the boot time (epoch) moves with clock steps, as psutil's does: read it again this often
+_boot = [0.0, -_BOOT_EVERY_S]  # boot time, monotonic time it was read
+
+
+def _boot_time() -> float:
+    now = time.monotonic()
+    if now - _boot[1] >= _BOOT_EVERY_S:
+        _boot[0], _boot[1] = float(psutil.boot_time()), now
+    return _boot[0]
+
+
+def _proc_state(pid: int) -> tuple[bytes, float] | None:
+    """(state letter, start time as psutil's ``create_time`` computes it) of ``pid``; None when it is gone."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            data = f.read()
+        # After "pid (comm) ": state is field 3 and starttime (clock ticks since boot) field 22; comm may hold ")".
+        fields = data[data.rindex(b")") + 2:].split()
+        return fields[0], int(fields[19]) / _CLK_TCK + _boot_time()
+    except (OSError, ValueError, IndexError):
+        return None
+
+
+def _child_running(record: ReplicaRecord) -> bool | None:
+    """Whether ``record`` is a child of this process that has not ended (one ``waitid`` that reaps nothing, so
+    :func:`exit_code` still collects its status); None when it is not one of ours (adopted): read /proc then."""
+    if not _WAITID:
+        return None
+    with _children_lock:
+        ours = record.pid in _children and record.pid in _child_started
+        started = _child_started.get(record.pid, 0.0)
+    if not ours or abs(started - record.create_time) > _CREATE_TIME_TOLERANCE:
+        return None
+    try:  # unreaped, the pid cannot belong to anyone else
+        return os.waitid(os.P_PID, record.pid, os.WEXITED | os.WNOHANG | os.WNOWAIT) is None
+    except ChildProcessError:  # reaped meanwhile by another thread
+        return None
+
+
 def is_alive(record: ReplicaRecord) -> bool:
+    running = _child_running(record)
+    if running is not None:
+        return running
+    if _PROCFS:
+        found = _proc_state(record.pid)
+        if found is None or abs(found[1] - record.create_time) > _CREATE_TIME_TOLERANCE:
+            return False  # gone, or the pid now belongs to a stranger
+        return found[0] not in (b"Z", b"X")  # a zombie (or one being reaped) has ended
     try:
         proc = psutil.Process(record.pid)
         if abs(float(proc.create_time()) - record.create_time) > _CREATE_TIME_TOLERANCE:
@@ -190,6 +247,7 @@ def exit_code(record: ReplicaRecord) -> int | None:
             code = proc.poll()
             if code is not None:
                 del _children[record.pid]
+                _child_started.pop(record.pid, None)
             return code
     # Not spawned through this module (e.g. adopted): only succeeds if it is our child anyway.
     try:
@@ -339,7 +397,8 @@ class Supervisor:
         # answers reuse it while fresh instead of reading /proc again for every replica of every request.
         self._seen: dict[tuple[int, float], tuple[bool, float, int]] = {}  # alive, read at, stops before
         self._fresh_s = _FRESH_UNSUPERVISED
-        self._seen_lock = threading.Lock()  # not the supervisor's lock: a tick holds that while it reads /proc
+        self._seen_lock = threading.Lock()  # not the supervisor's lock: views read liveness while a tick runs
+        self._next_log_check = 0.0  # monotonic time of the next look at the log sizes (the first tick looks)
 
     def add(self, spec: ReplicaSpec, record: ReplicaRecord | None = None) -> ReplicaRecord:
         with self._lock:
@@ -386,8 +445,7 @@ class Supervisor:
         itself is :func:`is_alive` (start time checked). Rollouts and stops keep calling :func:`is_alive` directly.
         """
         key = (record.pid, record.create_time)
-        with self._seen_lock:
-            seen = self._seen.get(key)
+        seen = self._seen.get(key)  # one dict read (atomic): a status asks this for every replica, twice
         if seen is not None and time.monotonic() - seen[1] <= self._fresh_s and seen[2] == _stops[0]:
             return seen[0]
         stops = _stops[0]
@@ -408,9 +466,15 @@ class Supervisor:
         with self._seen_lock:
             self._seen = {k: v for k, v in self._seen.items() if read_at - v[1] <= self._fresh_s}
         with self._lock:
+            running = [(name, rep) for name, rep in self._replicas.items() if rep.restart_at is None]
+        # The /proc reads happen outside the lock: status answers ask the supervisor (restarts, last exit) for every
+        # replica, and must not wait for a pass over all of them.
+        seen = [(name, rep, *self._read(rep)) for name, rep in running]
+        with self._lock:
+            for name, rep, code, alive in seen:
+                if self._replicas.get(name) is rep and rep.restart_at is None:  # not removed or replaced meanwhile
+                    self._observe(rep, now, code, alive)
             for name, rep in self._replicas.items():
-                if rep.restart_at is None:
-                    self._observe(rep, now)
                 if rep.restart_at is not None and now >= rep.restart_at:
                     refused = self.before_start(rep.spec) if self.before_start is not None else None
                     if refused is not None:
@@ -427,7 +491,11 @@ class Supervisor:
                     rep.restart_times.append(now)
                     rep.restart_at, rep.up_since = None, now
                     restarted.append((name, rep.record))
-            logs = {rep.spec.log_path for rep in self._replicas.values()}
+            # Sizes change slowly next to the 10 MB limit: a look every LOG_CHECK_S, not a stat per replica per tick.
+            due = read_at >= self._next_log_check
+            logs = {rep.spec.log_path for rep in self._replicas.values()} if due else set()
+        if due:
+            self._next_log_check = read_at + LOG_CHECK_S
         for path in logs:  # file copies can be slow; keep them out of the lock
             try:
                 rotate_log(path, self.log_max_bytes, self.log_keep)
@@ -438,17 +506,22 @@ class Supervisor:
                 self.on_restart(name, record)
         return [name for name, _ in restarted]
 
-    def _observe(self, rep: _Replica, now: float) -> None:
-        code = exit_code(rep.record)  # also reaps, so crashed replicas do not pile up as zombies
+    def _read(self, rep: _Replica) -> tuple[int | None, bool]:
+        """(exit status if it ended and was reaped now, whether it runs): the process's side of one observation."""
+        record = rep.record
+        code = exit_code(record)  # also reaps, so crashed replicas do not pile up as zombies
+        stops = _stops[0]
+        alive = is_alive(record)
+        with self._seen_lock:
+            self._seen[(record.pid, record.create_time)] = (alive, time.monotonic(), stops)
+        if not alive and code is None:  # it ended between the two reads: its status is there to collect now
+            code = exit_code(record)
+        return code, alive
+
+    def _observe(self, rep: _Replica, now: float, code: int | None, alive: bool) -> None:
         if now - rep.up_since >= _STABLE_AFTER:
             rep.crashes = 0
-        stops = _stops[0]
-        alive = is_alive(rep.record)
-        with self._seen_lock:
-            self._seen[(rep.record.pid, rep.record.create_time)] = (alive, time.monotonic(), stops)
         if not alive:
-            if code is None:  # it ended between the two reads: its status is there to collect now
-                code = exit_code(rep.record)
             rep.last_exit = describe_exit(code)
             log.warning("replica %s %s", rep.spec.name, rep.last_exit)
             self._schedule(rep, now)
@@ -462,7 +535,9 @@ class Supervisor:
         if self._thread is not None and self._thread.is_alive():
             return
         self._stop.clear()
-        self._fresh_s = max(interval, _FRESH_UNSUPERVISED)  # every tick reads every replica again
+        # Every tick reads every replica again: a read stays fresh until the next tick's (the interval, plus the
+        # pass itself), so status answers between ticks reuse them rather than reading every replica themselves.
+        self._fresh_s = max(2 * interval, _FRESH_UNSUPERVISED)
         self._thread = threading.Thread(target=self._loop, args=(interval,), name="railguard-supervisor",
                                         daemon=True)
         self._thread.start()

@@ -63,7 +63,7 @@ from railguard.providers.local.replicas import stop_all as stop_replicas
 from railguard.providers.local.rollout import _stepper
 from railguard.providers.local.runtime import LIVE, PENDING, WARM, Replica, ReplicaSet, RuntimeState
 from railguard.providers.local.traffic import Traffic
-from railguard.providers.local.views import Views
+from railguard.providers.local.views import Views, service_health
 
 REMEDIATION = {
     "rollout.build_failed": "Fix the build (see log_tail), then plan and apply again. Traffic is unchanged.",
@@ -373,13 +373,9 @@ class LocalProvider(Canaries, Views, Commands, Traffic):
             return HealthResponse(address=request.address, health=Health.healthy if ok else Health.degraded,
                                   message="; ".join(r.detail for r in results))
         states = [self.replica_health(live.config, r) for r in live.replicas]
-        # A replica down or past its unhealthy threshold degrades the service; one still starting or failing
-        # its first checks leaves it progressing.
-        if states and all(s == "healthy" for s in states):
-            return HealthResponse(address=request.address, health=Health.healthy)
-        if any(s in ("down", "unhealthy") for s in states):
-            return HealthResponse(address=request.address, health=Health.degraded, message=", ".join(states))
-        return HealthResponse(address=request.address, health=Health.progressing, message=", ".join(states))
+        health = service_health(states)
+        return HealthResponse(address=request.address, health=health,
+                              message="" if health is Health.healthy else ", ".join(states))
 
     # -- apply -----------------------------------------------------------------------------------
     def apply_change(self, request: ApplyRequest, progress: Progress | None = None) -> ApplyResponse:

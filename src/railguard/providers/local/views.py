@@ -19,6 +19,7 @@ from railguard.providers.base import (
     DescribeResponse,
     EdgeSummary,
     EdgeUnit,
+    Health,
     LogFile,
     LogsRequest,
     LogsResponse,
@@ -35,6 +36,17 @@ from railguard.providers.local.processes import ReplicaRecord, Supervisor, tail
 from railguard.providers.local.runtime import CANARY, LIVE, WARM, Replica, ReplicaSet, RuntimeState
 
 FOLLOW_CHUNK = 256 * 1024  # most bytes one follow-mode answer reads per file
+
+
+def service_health(states: list[ReplicaHealth]) -> Health:
+    """A live service's health from its replicas' (``health`` and ``describe`` answer the same)."""
+    # A replica down or past its unhealthy threshold degrades the service; one still starting or failing
+    # its first checks leaves it progressing.
+    if states and all(s == "healthy" for s in states):
+        return Health.healthy
+    if any(s in ("down", "unhealthy") for s in states):
+        return Health.degraded
+    return Health.progressing
 
 
 class Views:
@@ -102,9 +114,10 @@ class Views:
 
     def _service_unit(self, env: str, name: str, live: ReplicaSet | None, warm: list[ReplicaSet],
                       now: float, records: dict[str, ReplicaRecord], canary: ReplicaSet | None) -> ServiceUnit:
+        replicas = self._replica_units(live, now, records)
         return ServiceUnit(
             name=name, address=f"{env}/service.{name}", release=live.release if live else None,
-            replicas=self._replica_units(live, now, records),
+            replicas=replicas, health=service_health([r.health for r in replicas]) if live else Health.missing,
             warm=[WarmUnit(release=w.release, replicas=len(w.replicas),
                            until_s=round((w.warm_until or now) - now, 1)) for w in warm],
             canary=CanaryUnit(release=canary.release, weight=canary.weight or 0,
