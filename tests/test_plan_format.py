@@ -5,10 +5,12 @@ hash was made faster: they must never move, or every stored plan would stop veri
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
 from pathlib import Path
 
 from railguard.engine import planner
 from railguard.mcp.briefs import change_brief
+from railguard.model.canonical import canonical_json, digest
 from railguard.model.plans import (
     PLAN_FORMAT,
     Action,
@@ -22,8 +24,9 @@ from railguard.model.plans import (
     diff_configs,
 )
 from railguard.model.principals import Principal, Role
-from railguard.model.resources import make_resource
+from railguard.model.resources import Resource, canonical_resource, desired_resources, make_resource
 from railguard.model.sensitivity import REDACTED
+from railguard.model.specfile import parse_spec
 from railguard.policy.guardrails import Facts, evaluate
 from railguard.state.store import Store
 
@@ -102,3 +105,36 @@ def test_policies_the_mcp_brief_and_both_formats_see_the_same_fields_of_a_create
         assert found == [("policy:no-debug", Effect.deny, WEB.address)], plan_format
         brief = change_brief(plan.changes[0], plan.diffs()(plan.changes[0]))
         assert [d.path for d in brief.diff][:3] == ["env.API_TOKEN", "env.MODE", "health.http"]
+
+
+def _golden_desired() -> list[Resource]:
+    import tomllib
+
+    found = []
+    for case in sorted((Path(__file__).parent / "golden" / "plans").glob("*.case.toml")):
+        data = tomllib.loads(case.read_text())
+        for text in (data["desired"], data.get("live")):
+            spec, _ = parse_spec(text) if text else (None, [])
+            if spec is not None:
+                found += desired_resources(spec, data["env"], "sha256:src", {"S": 2})
+    return found
+
+
+def test_the_hash_reuses_each_configs_canonical_text_exactly() -> None:
+    desired = _golden_desired()
+    assert len(desired) > 40
+    for resource in desired:
+        assert "_canonical_config" in resource.__dict__  # the fast path is the one checked here
+        assert canonical_resource(resource) == canonical_json(resource.model_dump(mode="json"))
+        assert resource.fingerprint == digest(resource.config)
+
+
+def test_a_config_that_is_not_plain_json_or_was_replaced_is_encoded_again() -> None:
+    odd = make_resource("staging", "service", "web", {"at": datetime(2026, 1, 1, tzinfo=UTC), "x": float("nan")}, [])
+    assert "_canonical_config" not in odd.__dict__ and odd.fingerprint == digest(odd.config)
+    assert canonical_resource(odd) == canonical_json(odd.model_dump(mode="json"))
+    copied = WEB.model_copy(update={"config": {**CONFIG, "replicas": 3}})
+    assert canonical_resource(copied) == canonical_json(copied.model_dump(mode="json"))
+    assert '"replicas":3' in canonical_resource(copied)
+    plan = _plan(2)
+    assert plan.model_copy(update={"desired": [copied, EDGE]}).content_hash() != plan.content_hash()

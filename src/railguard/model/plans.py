@@ -25,7 +25,7 @@ from pydantic import BaseModel, ConfigDict, Field, TypeAdapter
 
 from railguard.model.canonical import canonical_json
 from railguard.model.diagnostics import Diagnostic, has_errors
-from railguard.model.resources import Resource, ResourceKind
+from railguard.model.resources import Resource, ResourceKind, canonical_resource
 from railguard.model.sensitivity import REDACTED, looks_secret
 
 PLAN_FORMAT = 2  # 2: a create's diff is implied by its desired resource (see the module docstring)
@@ -231,8 +231,11 @@ class Plan(BaseModel):
             if isinstance(value, list):
                 sha.update(b"[")
                 for j, item in enumerate(value):
-                    dumped = item.model_dump(mode="json") if isinstance(item, BaseModel) else item
-                    sha.update((("," if j else "") + canonical_json(dumped)).encode())
+                    if isinstance(item, Resource):
+                        text = canonical_resource(item)  # the same text, without encoding its config again
+                    else:
+                        text = canonical_json(item.model_dump(mode="json") if isinstance(item, BaseModel) else item)
+                    sha.update((("," if j else "") + text).encode())
                 sha.update(b"]")
             else:
                 sha.update(canonical_json(self.model_dump(mode="json", include={name})[name]).encode())
