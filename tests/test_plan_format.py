@@ -20,11 +20,18 @@ from railguard.model.plans import (
     PlanSource,
     Risk,
     Verdict,
+    canonical_change,
     change_diffs,
     diff_configs,
 )
 from railguard.model.principals import Principal, Role
-from railguard.model.resources import Resource, canonical_resource, desired_resources, make_resource
+from railguard.model.resources import (
+    ObservedResource,
+    Resource,
+    canonical_resource,
+    desired_resources,
+    make_resource,
+)
 from railguard.model.sensitivity import REDACTED
 from railguard.model.specfile import parse_spec
 from railguard.policy.guardrails import Facts, evaluate
@@ -138,3 +145,24 @@ def test_a_config_that_is_not_plain_json_or_was_replaced_is_encoded_again() -> N
     assert '"replicas":3' in canonical_resource(copied)
     plan = _plan(2)
     assert plan.model_copy(update={"desired": [copied, EDGE]}).content_hash() != plan.content_hash()
+
+
+def test_each_changes_canonical_text_is_exactly_its_dumps() -> None:
+    desired = _golden_desired()
+    live = [ObservedResource(address=r.address, kind=r.kind, fingerprint="sha256:old", depends_on=r.depends_on,
+                             config={**r.config, "replicas": 1, "run": ["old"]}) for r in desired[::2]]
+    gone = [ObservedResource(address="staging/service.gone", kind="service", fingerprint="x",
+                             config={"env": {"API_KEY": "k"}, "n": 1.5})]
+    changes = [*planner.plan("staging", desired, [*live, *gone], 1).changes, *_plan(1).changes,
+               Change(address="a", kind="service", action=Action.command, reason='quotes " and é', risk=Risk.safe)]
+    assert {c.action for c in changes} >= {Action.create, Action.update, Action.replace, Action.delete}
+    for change in changes:
+        assert canonical_change(change) == canonical_json(change.model_dump(mode="json"))
+
+
+def test_the_cycle_search_skipped_for_an_ordered_graph_still_finds_a_resource_naming_itself() -> None:
+    selfish = make_resource("staging", "service", "a", {}, ["staging/service.a"])
+    fine = make_resource("staging", "service", "b", {}, [])
+    assert [(d.code, d.extra.get("cycle")) for d in planner.plan("staging", [selfish, fine], [], 0).diagnostics] == [
+        ("spec.dependency_cycle", ["staging/service.a"])]
+    assert planner.plan("staging", [fine], [], 0).diagnostics == []

@@ -14,7 +14,7 @@ from collections.abc import Iterable
 from typing import Any
 
 from railguard.model.diagnostics import Diagnostic, error
-from railguard.model.graph import find_cycle, topological_order
+from railguard.model.graph import find_cycle, ordered, topological_order
 from railguard.model.plans import Action, Change, FieldDiff, Plan, Risk, diff_configs, flatten
 from railguard.model.resources import LiveStatus, ObservedResource, Resource, desired_digest
 
@@ -118,7 +118,8 @@ def _change(**fields: Any) -> Change:
     return Change.model_construct(**fields)
 
 
-def _graph_problems(desired: list[Resource]) -> list[Diagnostic]:
+def _graph_problems(desired: list[Resource], placed: bool) -> list[Diagnostic]:
+    """Unknown dependencies and cycles; ``placed``: the topological order placed every resource."""
     known = {r.address for r in desired}
     found = []
     for resource in desired:
@@ -128,7 +129,10 @@ def _graph_problems(desired: list[Resource]) -> list[Diagnostic]:
                     "spec.unknown_service", f"{resource.address} depends on {dep}, which does not exist",
                     f"The resource {resource.address} needs {dep}, but nothing in the plan provides it.",
                     "Fix depends_on in the spec, then run `railguard plan` again.", address=resource.address))
-    cycle = find_cycle({r.address: r.depends_on for r in desired})
+    # The order places every resource exactly when no cycle runs through two or more of them, so the (costlier)
+    # search runs only when it did not, or when a resource names itself.
+    looped = not placed or any(r.address in r.depends_on for r in desired)
+    cycle = find_cycle({r.address: r.depends_on for r in desired}) if looped else None
     if cycle:
         found.append(error(
             "spec.dependency_cycle", "Resources depend on each other in a cycle",
@@ -140,10 +144,10 @@ def _graph_problems(desired: list[Resource]) -> list[Diagnostic]:
 
 def plan(env: str, desired: list[Resource], observed: list[ObservedResource], base_serial: int) -> Plan:
     """Compute the (unsealed) plan that takes ``observed`` to ``desired`` in ``env``."""
-    diagnostics = _graph_problems(desired)
     wanted = {r.address: r for r in desired}
     live = {o.address: o for o in observed}
-    forward = topological_order({r.address: r.depends_on for r in desired})
+    forward, placed = ordered({r.address: r.depends_on for r in desired})
+    diagnostics = _graph_problems(desired, placed)
     backward = list(reversed(topological_order({o.address: o.depends_on for o in observed if o.address not in wanted})))
     changes = [_change_for(wanted[a], live.get(a)) for a in forward]
     changes += [_change_for(None, live[a]) for a in backward]

@@ -19,6 +19,7 @@ import hashlib
 from collections.abc import Callable, Iterable
 from enum import StrEnum
 from functools import lru_cache
+from json.encoder import encode_basestring
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter
@@ -233,6 +234,8 @@ class Plan(BaseModel):
                 for j, item in enumerate(value):
                     if isinstance(item, Resource):
                         text = canonical_resource(item)  # the same text, without encoding its config again
+                    elif isinstance(item, Change):
+                        text = canonical_change(item)
                     else:
                         text = canonical_json(item.model_dump(mode="json") if isinstance(item, BaseModel) else item)
                     sha.update((("," if j else "") + text).encode())
@@ -275,3 +278,25 @@ def change_diffs(plan_format: int, desired: Iterable[Resource]) -> Callable[[Cha
 
 def _stored(change: Change) -> list[FieldDiff]:
     return change.diff
+
+
+# The fields canonical_change writes, in canonical (sorted) order; checked at import like resources._SPLICED.
+_CHANGE_FIELDS = ("action", "address", "after_fingerprint", "before_fingerprint", "diff", "kind", "reason", "risk")
+if tuple(sorted(Change.model_fields)) != _CHANGE_FIELDS:
+    raise RuntimeError("Change's fields changed: update plans._CHANGE_FIELDS and canonical_change")
+
+
+def canonical_change(change: Change) -> str:
+    """``canonical_json(change.model_dump(mode="json"))``, written field by field (a 10k-service plan has ~10k
+    changes, most without a diff): strings as canonical_json writes them, the diff through canonical_json."""
+    text = encode_basestring
+    values = (change.action, change.address, change.after_fingerprint, change.before_fingerprint, change.kind,
+              change.reason, change.risk)
+    if not all(type(v) is str or isinstance(v, StrEnum) or v is None for v in values):
+        return canonical_json(change.model_dump(mode="json"))
+    diff = canonical_json([d.model_dump(mode="json") for d in change.diff]) if change.diff else "[]"
+    after = "null" if change.after_fingerprint is None else text(change.after_fingerprint)
+    before = "null" if change.before_fingerprint is None else text(change.before_fingerprint)
+    return (f'{{"action":{text(str(change.action))},"address":{text(change.address)},"after_fingerprint":{after},'
+            f'"before_fingerprint":{before},"diff":{diff},"kind":{text(change.kind)},'
+            f'"reason":{text(change.reason)},"risk":{text(str(change.risk))}}}')

@@ -13,6 +13,7 @@ from __future__ import annotations
 import hashlib
 import json
 from enum import StrEnum
+from json.encoder import encode_basestring
 from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
@@ -201,8 +202,9 @@ def canonical_resource(resource: Resource) -> str:
     cached = resource.__dict__.get(_CANONICAL)
     if cached is None or cached[0] is not resource.config or not _str_fields(resource):
         return canonical_json(resource.model_dump(mode="json"))
-    text = canonical_json
-    return (f'{{"address":{text(resource.address)},"config":{cached[1]},"depends_on":{text(resource.depends_on)},'
+    text = encode_basestring  # what canonical_json writes for a str, without its per-call set-up
+    depends_on = ",".join(map(text, resource.depends_on))
+    return (f'{{"address":{text(resource.address)},"config":{cached[1]},"depends_on":[{depends_on}],'
             f'"env":{text(resource.env)},"fingerprint":{text(resource.fingerprint)},"kind":{text(resource.kind)},'
             f'"name":{text(resource.name)}}}')
 
