@@ -297,7 +297,7 @@ def test_sealing_fills_id_time_and_the_content_hash() -> None:
     verdict = Verdict(rule="guard.freeze", effect=Effect.deny, message="m")
     for other in (_plan(env="production"), _plan(base_serial=2), _plan(desired_digest="sha256:e"),
                   _plan(changes=[change]), _plan(requested_by="token:x"), _plan(verdicts=[verdict]),
-                  _plan(format=2), _plan(diagnostics=[error("spec.invalid_value", "s", "d", "r")]),
+                  _plan(format=1), _plan(format=3), _plan(diagnostics=[error("spec.invalid_value", "s", "d", "r")]),
                   _plan(desired=[make_resource("staging", "edge", "edge", {"port": 1}, [])])):
         assert other.content_hash() != plan.content_hash()
 
@@ -620,7 +620,12 @@ def test_a_service_from_nothing_and_one_missing_are_created() -> None:
     fresh = _one(want, None)
     assert (fresh.action, fresh.risk, fresh.reason, fresh.before_fingerprint, fresh.after_fingerprint) == (
         Action.create, Risk.safe, "not live yet", None, want.fingerprint)
-    assert {d.path: (d.before, d.after) for d in fresh.diff}["env.DB_PASSWORD"] == (None, REDACTED)
+    # Plan format 2: a create stores no diff; its fields are implied by the desired config, redacted alike.
+    created = planner.plan(want.env, [want], [], 0)
+    assert (created.format, fresh.diff) == (2, [])
+    implied = {d.path: (d.before, d.after) for d in created.diffs()(fresh)}
+    assert implied["env.DB_PASSWORD"] == (None, REDACTED) and implied["env.MODE"] == (None, "x")
+    assert implied == {d.path: (d.before, d.after) for d in planner.diff_configs(None, SERVICE)}
     drift = _one(want, _observed(want, SERVICE, LiveStatus.missing))
     assert (drift.action, drift.before_fingerprint) == (Action.create, "sha256:old")
     assert drift.reason == "recorded as applied but nothing runs (drift); it is started again"

@@ -26,7 +26,7 @@ from railguard.model.api import (
     RequestWindow,
     TokenInfo,
 )
-from railguard.model.plans import RISK_ORDER, Action, Effect, Risk
+from railguard.model.plans import RISK_ORDER, Action, Effect, Risk, change_diffs
 from railguard.model.principals import Permission, Principal
 
 ACTION_ORDER = [Action.delete, Action.replace, Action.update, Action.create, Action.noop, Action.canary_step]
@@ -223,13 +223,14 @@ def _text(value: object) -> str:
 def plan(detail: PlanDetail, viewer: Principal) -> PlanView:
     p, approval = detail.plan, detail.approval
     groups = []
+    diffs = change_diffs(p.format, p.desired)  # a create's fields are implied by its desired config (plan format 2)
     for action in ACTION_ORDER:
         changes = sorted((c for c in p.changes if c.action == action),
                          key=lambda c: (-RISK_ORDER[c.risk], c.address))
         if changes:
             groups.append(ActionGroup(action=action, changes=[ChangeRow(
                 address=c.address, risk=c.risk, reason=c.reason,
-                diff=[DiffRow(path=d.path, before=_text(d.before), after=_text(d.after)) for d in c.diff])
+                diff=[DiffRow(path=d.path, before=_text(d.before), after=_text(d.after)) for d in diffs(c)])
                 for c in changes]))
     may, why = _may_decide(detail, viewer)
     return PlanView(

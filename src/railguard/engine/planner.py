@@ -2,64 +2,29 @@
 
 No I/O and no provider calls: observation happened before, into the store. Each
 resource gets exactly one change with an action, a reason, a risk class and a
-redacted diff; the order respects ``depends_on`` (creates and updates after what
-they need, deletes before what they needed). Golden files under tests/golden/plans
+redacted diff (a create's is implied by its desired config: plan format 2); the
+order respects ``depends_on`` (creates and updates after what they need, deletes
+before what they needed). Golden files under tests/golden/plans
 pin the behaviour. Called by :mod:`railguard.engine.plan`.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable
-from functools import lru_cache
 from typing import Any
 
-from pydantic import TypeAdapter
-
 from railguard.model.diagnostics import Diagnostic, error
-from railguard.model.graph import find_cycle, topological_order
-from railguard.model.plans import Action, Change, FieldDiff, Plan, Risk
+from railguard.model.graph import find_cycle, ordered, topological_order
+from railguard.model.plans import Action, Change, FieldDiff, Plan, Risk, diff_configs, flatten
 from railguard.model.resources import LiveStatus, ObservedResource, Resource, desired_digest
-from railguard.model.sensitivity import REDACTED, looks_secret
+
+__all__ = ["REPLACE_KEYS", "diff_configs", "flatten", "plan"]  # flatten and diff_configs live with the plan model
 
 # Service keys whose change needs new processes (a new release); the rest apply in place.
 REPLACE_KEYS = {"build", "run", "release", "env", "secrets", "secret_versions", "listen", "port_env", "source",
                 "data_dir", "databases", "user",
                 "image", "resources", "kubernetes",  # a Kubernetes service's pod template: a new ReplicaSet
                 "template_drift"}  # someone else changed that template: putting it back starts new pods
-
-
-def flatten(config: dict[str, Any], prefix: str = "") -> dict[str, Any]:
-    """Nested dicts become dotted keys; lists stay values (diffed as a whole)."""
-    out: dict[str, Any] = {}
-    for key, value in config.items():
-        path = f"{prefix}{key}"
-        if isinstance(value, dict) and value:
-            out.update(flatten(value, path + "."))
-        else:
-            out[path] = value
-    return out
-
-
-# Every field of every change goes through here (a new 10,000-service app: 210,000 of them): the list is
-# validated in one call into pydantic-core, much cheaper than one model_construct per field.
-_DIFFS: TypeAdapter[list[FieldDiff]] = TypeAdapter(list[FieldDiff])
-
-
-@lru_cache(maxsize=4096)
-def _secret_path(path: str) -> bool:
-    return path.startswith("env.") and looks_secret(path[4:])
-
-
-def diff_configs(before: dict[str, Any] | None, after: dict[str, Any] | None) -> list[FieldDiff]:
-    old, new = flatten(before or {}), flatten(after or {})
-    out = []
-    for path in sorted(old.keys() | new.keys()):
-        was, now = old.get(path), new.get(path)
-        if was != now:
-            if _secret_path(path):
-                was, now = (REDACTED if was is not None else None), (REDACTED if now is not None else None)
-            out.append({"path": path, "before": was, "after": now})
-    return _DIFFS.validate_python(out) if out else []
 
 
 def _top_keys(diff: Iterable[FieldDiff]) -> set[str]:
@@ -127,8 +92,9 @@ def _change_for(want: Resource | None, have: ObservedResource | None) -> Change:
     if have is None or have.status is LiveStatus.missing:
         reason = ("recorded as applied but nothing runs (drift); it is started again" if have
                   else "not live yet")
+        # No diff: a create's fields are its desired config, which the plan carries (format 2, Plan.diffs).
         return _change(address=want.address, kind=want.kind, action=Action.create, reason=reason, risk=Risk.safe,
-                      diff=diff_configs(None, want.config), after_fingerprint=want.fingerprint,
+                      after_fingerprint=want.fingerprint,
                       before_fingerprint=have.fingerprint if have else None)
     if have.fingerprint == want.fingerprint:
         return _change(address=want.address, kind=want.kind, action=Action.noop,
@@ -152,7 +118,8 @@ def _change(**fields: Any) -> Change:
     return Change.model_construct(**fields)
 
 
-def _graph_problems(desired: list[Resource]) -> list[Diagnostic]:
+def _graph_problems(desired: list[Resource], placed: bool) -> list[Diagnostic]:
+    """Unknown dependencies and cycles; ``placed``: the topological order placed every resource."""
     known = {r.address for r in desired}
     found = []
     for resource in desired:
@@ -162,7 +129,10 @@ def _graph_problems(desired: list[Resource]) -> list[Diagnostic]:
                     "spec.unknown_service", f"{resource.address} depends on {dep}, which does not exist",
                     f"The resource {resource.address} needs {dep}, but nothing in the plan provides it.",
                     "Fix depends_on in the spec, then run `railguard plan` again.", address=resource.address))
-    cycle = find_cycle({r.address: r.depends_on for r in desired})
+    # The order places every resource exactly when no cycle runs through two or more of them, so the (costlier)
+    # search runs only when it did not, or when a resource names itself.
+    looped = not placed or any(r.address in r.depends_on for r in desired)
+    cycle = find_cycle({r.address: r.depends_on for r in desired}) if looped else None
     if cycle:
         found.append(error(
             "spec.dependency_cycle", "Resources depend on each other in a cycle",
@@ -174,10 +144,10 @@ def _graph_problems(desired: list[Resource]) -> list[Diagnostic]:
 
 def plan(env: str, desired: list[Resource], observed: list[ObservedResource], base_serial: int) -> Plan:
     """Compute the (unsealed) plan that takes ``observed`` to ``desired`` in ``env``."""
-    diagnostics = _graph_problems(desired)
     wanted = {r.address: r for r in desired}
     live = {o.address: o for o in observed}
-    forward = topological_order({r.address: r.depends_on for r in desired})
+    forward, placed = ordered({r.address: r.depends_on for r in desired})
+    diagnostics = _graph_problems(desired, placed)
     backward = list(reversed(topological_order({o.address: o.depends_on for o in observed if o.address not in wanted})))
     changes = [_change_for(wanted[a], live.get(a)) for a in forward]
     changes += [_change_for(None, live[a]) for a in backward]

@@ -67,8 +67,9 @@ def _short(value: Any) -> Any:  # a diff's before/after: any JSON value
     return value
 
 
-def change_brief(change: Change) -> ChangeBrief:
-    diff = change.diff
+def change_brief(change: Change, diff: list[FieldDiff] | None = None) -> ChangeBrief:
+    """A change as an agent reads it; ``diff`` is its fields when not stored in it (a create, plan format 2)."""
+    diff = change.diff if diff is None else diff
     return ChangeBrief(address=change.address, action=change.action, risk=change.risk, reason=change.reason,
                        diff=[FieldDiff(path=d.path, before=_short(d.before), after=_short(d.after))
                              for d in diff[:MAX_DIFF]],

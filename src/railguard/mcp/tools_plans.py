@@ -18,6 +18,7 @@ from railguard.mcp.outputs import ApprovalPayload, PlanPayload, Plans
 from railguard.mcp.results import Call, Outcome, act, page
 from railguard.model.api import Approval, PlanAnswer, PlanBrief, PlanDetail, PlanStatus
 from railguard.model.diagnostics import Diagnostic, RailguardError, Severity, error
+from railguard.model.plans import change_diffs
 from railguard.model.principals import Permission
 
 
@@ -34,7 +35,8 @@ def plan_outcome(plan: PlanAnswer, status: PlanStatus | None, proposed: bool, sp
                  limit: int = 25, approval: Approval | None = None) -> Outcome:
     brief = briefs.plan_brief(plan, status, proposed)
     changes = briefs.actionable(plan)
-    shown = [briefs.change_brief(c) for c in changes[offset:offset + limit]]
+    diffs = change_diffs(plan.format, plan.desired)  # a create's fields are implied (plan format 2)
+    shown = [briefs.change_brief(c, diffs(c)) for c in changes[offset:offset + limit]]
     problems = list(plan.diagnostics)
     if proposed:
         problems.append(proposed_note(plan.id, spec_file))

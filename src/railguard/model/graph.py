@@ -46,6 +46,11 @@ def topological_order(graph: Mapping[str, Sequence[str]]) -> list[str]:
     Dependencies that are not nodes of the graph are ignored. The graph must be acyclic;
     nodes left in a cycle are appended at the end in name order rather than lost.
     """
+    return ordered(graph)[0]
+
+
+def ordered(graph: Mapping[str, Sequence[str]]) -> tuple[list[str], bool]:
+    """:func:`topological_order`, and whether it placed every node (False: a cycle of two or more nodes)."""
     waiting = {node: {d for d in deps if d in graph and d != node} for node, deps in graph.items()}
     dependents: dict[str, list[str]] = {node: [] for node in graph}
     for node, deps in waiting.items():
@@ -61,7 +66,8 @@ def topological_order(graph: Mapping[str, Sequence[str]]) -> list[str]:
             waiting[child].discard(node)
             if not waiting[child]:
                 heapq.heappush(ready, child)
-    if len(order) < len(graph):
+    placed = len(order) == len(graph)
+    if not placed:
         done = set(order)
         order.extend(sorted(n for n in graph if n not in done))
-    return order
+    return order, placed

@@ -228,13 +228,14 @@ def _freeze(plan: Plan, facts: Facts, config: dict[str, Any], protected: bool) -
 
 
 def _user_rules(plan: Plan, facts: Facts, config: dict[str, Any], protected: bool) -> Iterator[Verdict]:
+    diffs = plan.diffs()  # a create's paths are its desired config's (implied from plan format 2)
     for rule in config.get("policies", []):
         for change in plan.actionable:
             activation: dict[str, dict[str, Any]] = {
                 "change": {"address": change.address, "kind": change.kind, "name": change.address.split(".")[-1]
                            if change.kind == "service" else change.kind, "action": change.action.value,
                            "risk": change.risk.value, "reason": change.reason,
-                           "paths": [d.path for d in change.diff]},
+                           "paths": [d.path for d in diffs(change)]},
                 "env": {"name": plan.env, "protected": protected},
                 "principal": {"id": facts.principal.id, "role": facts.principal.role.value,
                               "kind": facts.principal.kind},
