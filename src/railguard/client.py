@@ -14,18 +14,17 @@ from __future__ import annotations
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
+from http.client import HTTPConnection, HTTPException, HTTPResponse
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+from urllib.parse import urlencode
 
-import httpx
-import psutil
-
-from railguard.engine.workspace import Workspace
 from railguard.model.api import (
     Approval,
     ApprovalRecord,
@@ -58,10 +57,15 @@ from railguard.model.api import (
 )
 from railguard.model.diagnostics import Diagnostic, RailguardError, error
 from railguard.model.errors import DeadlineError
-from railguard.state.pidfile import read_pid
-from railguard.state.store import Store
+
+if TYPE_CHECKING:  # imported where used: a CLI command pays only for what it touches (bench/deploy_timing.py)
+    import httpx
+
+    from railguard.engine.workspace import Workspace
 
 START_TIMEOUT_S = 20.0
+CONNECT_TIMEOUT_S = 2.0
+READ_TIMEOUT_S = 120.0  # the usual wait for an answer; a call that may take longer passes its own
 # daemon.out holds only what the daemon's rotating log cannot (a crash before logging starts, an interpreter
 # abort); it is rolled once, here, when it grew past this size.
 OUT_MAX_BYTES = 1024 * 1024
@@ -72,6 +76,139 @@ def _unavailable(detail: str, home: Path, kind: type[RailguardError] = Railguard
         "daemon.unavailable", "The Railguard daemon is not available", detail,
         f"Check {home / 'daemon.log'} and {home / 'daemon.out'}, then run `railguard daemon start`.",
         address=str(home)))
+
+
+class _NotListening(Exception):
+    """Nothing accepts connections on the socket (no file, or no daemon behind it): the request was never sent."""
+
+
+class _Timeout(Exception):
+    pass
+
+
+class _Failed(Exception):
+    pass
+
+
+class _UnixConnection(HTTPConnection):
+    """HTTP/1.1 to the daemon's Unix socket (the standard library's client: importing httpx costs ~80 ms of a CLI
+    command's start-up). Connecting waits at most ``CONNECT_TIMEOUT_S``; each read and write then ``timeout``."""
+
+    def __init__(self, path: str, timeout: float) -> None:
+        super().__init__("railguard", timeout=timeout)
+        self.path = path
+
+    def connect(self) -> None:
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        try:
+            sock.settimeout(CONNECT_TIMEOUT_S)
+            try:
+                sock.connect(self.path)
+            except (FileNotFoundError, ConnectionRefusedError) as exc:
+                raise _NotListening(str(exc)) from exc
+            sock.settimeout(self.timeout)
+        except BaseException:
+            sock.close()
+            raise
+        self.sock = sock
+
+
+class _Socket:
+    """Requests over the daemon's Unix socket, one connection each (a client may be shared by threads: the
+    console's sessions, the MCP server's tool calls; a connection is cheap on a Unix socket)."""
+
+    def __init__(self, path: str, headers: dict[str, str]) -> None:
+        self.path = path
+        self.headers = headers
+
+    def _open(self, method: str, target: str, data: bytes | None, timeout: float) -> tuple[HTTPConnection,
+                                                                                               HTTPResponse]:
+        conn = _UnixConnection(self.path, timeout)
+        headers = {**self.headers, "Connection": "close"}
+        if data is not None:
+            headers["Content-Type"] = "application/json"
+        try:
+            conn.request(method, target, body=data, headers=headers)
+            return conn, conn.getresponse()
+        except TimeoutError as exc:
+            conn.close()
+            raise _Timeout(str(exc) or "timed out") from exc
+        except (OSError, HTTPException) as exc:
+            conn.close()
+            raise _Failed(str(exc) or type(exc).__name__) from exc
+        except BaseException:
+            conn.close()
+            raise
+
+    def request(self, method: str, target: str, data: bytes | None, timeout: float) -> tuple[int, bytes]:
+        conn, response = self._open(method, target, data, timeout)
+        try:
+            return response.status, response.read()
+        except TimeoutError as exc:
+            raise _Timeout(str(exc) or "timed out") from exc
+        except (OSError, HTTPException) as exc:
+            raise _Failed(str(exc) or type(exc).__name__) from exc
+        finally:
+            conn.close()
+
+    @contextmanager
+    def stream(self, target: str) -> Iterator[tuple[int, Iterator[bytes]]]:
+        conn, response = self._open("GET", target, None, READ_TIMEOUT_S)
+
+        def chunks() -> Iterator[bytes]:
+            try:
+                while chunk := response.read(1 << 20):
+                    yield chunk
+            except TimeoutError as exc:
+                raise _Timeout(str(exc) or "timed out") from exc
+            except (OSError, HTTPException) as exc:
+                raise _Failed(str(exc) or type(exc).__name__) from exc
+
+        try:
+            yield response.status, chunks()
+        finally:
+            conn.close()
+
+    def close(self) -> None:
+        pass
+
+
+class _Transported:
+    """Requests through an httpx transport (the console inside the daemon's process passes
+    :class:`railguard.daemon.api.LocalTransport`): the same calls without a socket."""
+
+    def __init__(self, transport: httpx.BaseTransport, headers: dict[str, str]) -> None:
+        import httpx
+
+        self._httpx = httpx
+        self._http = httpx.Client(transport=transport, headers=headers, base_url="http://railguard",
+                                  timeout=httpx.Timeout(READ_TIMEOUT_S, connect=CONNECT_TIMEOUT_S))
+
+    def request(self, method: str, target: str, data: bytes | None, timeout: float) -> tuple[int, bytes]:
+        httpx = self._httpx
+        try:
+            response = self._http.request(method, target, content=data,
+                                          headers={"Content-Type": "application/json"} if data is not None else None,
+                                          timeout=httpx.Timeout(timeout, connect=CONNECT_TIMEOUT_S))
+            return response.status_code, response.read()
+        except httpx.TimeoutException as exc:
+            raise _Timeout(str(exc)) from exc
+        except httpx.HTTPError as exc:
+            raise _Failed(str(exc)) from exc
+
+    @contextmanager
+    def stream(self, target: str) -> Iterator[tuple[int, Iterator[bytes]]]:
+        httpx = self._httpx
+        try:
+            with self._http.stream("GET", target) as response:
+                yield response.status_code, response.iter_bytes(1 << 20)
+        except httpx.TimeoutException as exc:
+            raise _Timeout(str(exc)) from exc
+        except httpx.HTTPError as exc:
+            raise _Failed(str(exc)) from exc
+
+    def close(self) -> None:
+        self._http.close()
 
 
 class Client:
@@ -85,20 +222,32 @@ class Client:
         token = token or os.environ.get("RAILGUARD_TOKEN")
         # The token in the environment always wins over the OS identity (an agent's shell acts as the agent).
         headers = {"Authorization": f"Bearer {token}"} if token else {}
-        self._http = httpx.Client(transport=transport or httpx.HTTPTransport(uds=str(ws.socket_path)), headers=headers,
-                                  base_url="http://railguard", timeout=httpx.Timeout(120.0, connect=2.0))
+        self._http: _Socket | _Transported = (_Transported(transport, headers) if transport is not None
+                                              else _Socket(str(ws.socket_path), headers))
 
     def close(self) -> None:
         self._http.close()
 
+    def _json(self, method: str, path: str, body: dict[str, Any] | None = None,
+              timeout: float = READ_TIMEOUT_S) -> dict[str, Any]:
+        """One request, its answer's JSON; raises _NotListening, _Timeout, _Failed or ValueError."""
+        data = None if body is None else json.dumps(body).encode()
+        _, answer = self._http.request(method, path, data, timeout)
+        payload = json.loads(answer)
+        if not isinstance(payload, dict):
+            raise ValueError(f"expected a JSON object, got {type(payload).__name__}")
+        return payload
+
     # -- the daemon process ------------------------------------------------------------------
     def daemon_pid(self) -> int | None:
+        from railguard.state.pidfile import read_pid  # psutil: only the commands that manage the daemon
+
         return read_pid(self.ws.home)
 
     def alive(self) -> bool:
         try:
-            return bool(self._http.get("/v1/health").json().get("ok"))
-        except (httpx.HTTPError, ValueError):
+            return bool(self._json("GET", "/v1/health").get("ok"))
+        except (_NotListening, _Timeout, _Failed, ValueError):
             return False
 
     def start_daemon(self, require_token: bool = False, extra: list[str] | None = None, *,
@@ -109,6 +258,8 @@ class Client:
             return self.daemon_pid() or 0
         # Open the store here first: a corrupt, too new or unwritable state folder is reported
         # with its own diagnostic instead of a daemon that dies at boot.
+        from railguard.state.store import Store  # only when a daemon is started
+
         Store.open(self.ws.home).close()
         out_path = self.ws.home / "daemon.out"
         if out_path.exists() and out_path.stat().st_size > OUT_MAX_BYTES:
@@ -142,13 +293,15 @@ class Client:
         if pid is None and not self.alive():
             return False
         try:
-            answer = self._http.post("/v1/shutdown", json={"everything": everything}).json()
-        except (httpx.HTTPError, ValueError):
+            answer = self._json("POST", "/v1/shutdown", {"everything": everything})
+        except (_NotListening, _Timeout, _Failed, ValueError):
             if pid is not None:
                 os.kill(pid, signal.SIGTERM)
         else:
             if not answer.get("ok"):  # e.g. token-only mode without an admin token
                 raise RailguardError(*[Diagnostic.model_validate(d) for d in answer.get("diagnostics", [])])
+        import psutil
+
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             try:
@@ -167,18 +320,22 @@ class Client:
 
         ``timeout``: seconds to wait for the answer when the call may take longer than the usual 120 s.
         """
-        if self.autostart and not self.alive():
-            self.start_daemon()
         clean = {k: v for k, v in (params or {}).items() if v is not None}
+        target = f"/v1/{path}" + (f"?{urlencode(clean)}" if clean else "")
         try:
-            response = self._http.request(
-                method, f"/v1/{path}", json=body, params=clean,
-                timeout=httpx.Timeout(timeout, connect=2.0) if timeout else httpx.USE_CLIENT_DEFAULT)
-            payload: dict[str, Any] = response.json()  # raw JSON until a typed call parses it
-        except httpx.TimeoutException as exc:
+            try:
+                payload = self._json(method, target, body, timeout or READ_TIMEOUT_S)
+            except _NotListening:
+                if not self.autostart:
+                    raise
+                # Nothing listens (no socket, or a stale one): the request never reached a daemon, so it is sent
+                # again once one runs. A running daemon costs no extra round trip (no health check first).
+                self.start_daemon()
+                payload = self._json(method, target, body, timeout or READ_TIMEOUT_S)
+        except _Timeout as exc:
             raise _unavailable(f"The daemon did not answer {method} /v1/{path} in time: {exc}.", self.ws.home,
                                DeadlineError) from exc
-        except httpx.HTTPError as exc:
+        except (_NotListening, _Failed) as exc:
             raise _unavailable(f"The daemon did not answer {method} /v1/{path}: {exc}.", self.ws.home) from exc
         except ValueError as exc:
             raise _unavailable(f"The daemon sent an answer that is not JSON: {exc}.", self.ws.home) from exc
@@ -258,16 +415,19 @@ class Client:
     def plan_body(self, plan_id: str) -> Iterator[Iterator[bytes]]:
         """The saved plan's JSON as the daemon stored it, in chunks (never parsed or re-encoded on the way)."""
         try:
-            with self._http.stream("GET", f"/v1/plans/{plan_id}/body") as response:
-                if response.status_code != 200:
-                    response.read()
-                    found = [Diagnostic.model_validate(d) for d in response.json().get("diagnostics", [])]
+            with self._http.stream(f"/v1/plans/{plan_id}/body") as (status, chunks):
+                if status != 200:
+                    answer = b"".join(chunks)
+                    try:
+                        found = [Diagnostic.model_validate(d) for d in json.loads(answer).get("diagnostics", [])]
+                    except (ValueError, AttributeError):
+                        found = []
                     raise RailguardError(*(found or [error(
                         "daemon.bad_request", "The daemon refused to send the plan",
-                        f"GET /v1/plans/{plan_id}/body answered {response.status_code}.",
+                        f"GET /v1/plans/{plan_id}/body answered {status}.",
                         "Check that the CLI and the daemon are the same version.")]))
-                yield response.iter_bytes(1 << 20)
-        except httpx.HTTPError as exc:
+                yield chunks
+        except (_NotListening, _Timeout, _Failed) as exc:
             raise _unavailable(f"The daemon did not send plan {plan_id}: {exc}.", self.ws.home) from exc
 
     def promote(self, spec: str, source: str, target: str) -> PlanAnswer:

@@ -155,13 +155,13 @@ class ApprovalState(StrEnum):
 class Record(BaseModel):
     """A value the store or the daemon answers with. Unknown fields are ignored (newer daemons)."""
 
-    model_config = ConfigDict(frozen=True, extra="ignore")
+    model_config = ConfigDict(frozen=True, extra="ignore", defer_build=True)
 
 
 class Request(BaseModel):
     """A request body sent to the daemon: unknown fields and wrong types are refused."""
 
-    model_config = ConfigDict(frozen=True, extra="forbid", populate_by_name=True)
+    model_config = ConfigDict(frozen=True, extra="forbid", populate_by_name=True, defer_build=True)
 
 
 # -- operations -------------------------------------------------------------------------------------
