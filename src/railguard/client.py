@@ -20,7 +20,6 @@ import sys
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
-from http.client import HTTPConnection, HTTPException, HTTPResponse
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlencode
@@ -33,6 +32,7 @@ from railguard.model.api import (
     CanaryMove,
     CreatedToken,
     DaemonHealth,
+    DeployAnswer,
     EnvironmentStatus,
     Event,
     ExecRecord,
@@ -90,15 +90,22 @@ class _Failed(Exception):
     pass
 
 
-class _UnixConnection(HTTPConnection):
-    """HTTP/1.1 to the daemon's Unix socket (the standard library's client: importing httpx costs ~80 ms of a CLI
-    command's start-up). Connecting waits at most ``CONNECT_TIMEOUT_S``; each read and write then ``timeout``."""
+class _Socket:
+    """HTTP/1.1 to the daemon's Unix socket: one connection per request (``Connection: close``), so a client may
+    be shared by threads (the console's sessions, the MCP server's tool calls); a connection is cheap there.
 
-    def __init__(self, path: str, timeout: float) -> None:
-        super().__init__("railguard", timeout=timeout)
+    Written on the socket module rather than an HTTP library: importing httpx, or http.client (which brings ssl
+    and the email package), is a good part of a CLI command's start-up, and the peer is always the daemon's own
+    server (:mod:`railguard.daemon.api`), which answers every request with a Content-Length. Connecting waits at
+    most ``CONNECT_TIMEOUT_S``; every read and write then the call's timeout."""
+
+    def __init__(self, path: str, headers: dict[str, str]) -> None:
         self.path = path
+        self.headers = headers
 
-    def connect(self) -> None:
+    def _open(self, method: str, target: str, data: bytes | None,
+              timeout: float) -> tuple[socket.socket, int, int | None, bytes]:
+        """Send the request; answer the socket, the status, the body's length (if given) and the body read so far."""
         sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         try:
             sock.settimeout(CONNECT_TIMEOUT_S)
@@ -106,68 +113,75 @@ class _UnixConnection(HTTPConnection):
                 sock.connect(self.path)
             except (FileNotFoundError, ConnectionRefusedError) as exc:
                 raise _NotListening(str(exc)) from exc
-            sock.settimeout(self.timeout)
+            sock.settimeout(timeout)
+            body = data or b""
+            head = [f"{method} {target} HTTP/1.1", "Host: railguard", "Connection: close",
+                    f"Content-Length: {len(body)}", *(["Content-Type: application/json"] if data is not None else []),
+                    *(f"{name}: {value}" for name, value in self.headers.items())]
+            sock.sendall(("\r\n".join(head) + "\r\n\r\n").encode("latin-1") + body)
+            buf = b""
+            while b"\r\n\r\n" not in buf:
+                if len(buf) > 65536:
+                    raise _Failed("the answer's header is longer than 64 KiB")
+                chunk = sock.recv(65536)
+                if not chunk:
+                    raise _Failed("Server disconnected without sending a response.")
+                buf += chunk
+            header, rest = buf.split(b"\r\n\r\n", 1)
+            lines = header.decode("latin-1").split("\r\n")
+            status = lines[0].split(" ", 2)
+            if len(status) < 2 or not status[0].startswith("HTTP/1.") or not status[1].isdigit():
+                raise _Failed(f"not an HTTP answer: {lines[0][:80]!r}")
+            fields = {name.strip().lower(): value.strip()
+                      for name, _, value in (line.partition(":") for line in lines[1:])}
+            if "chunked" in fields.get("transfer-encoding", "").lower():
+                raise _Failed("a chunked answer (the daemon always sends a Content-Length)")
+            length = fields.get("content-length")
+            if length is not None and not length.isdigit():
+                raise _Failed(f"Content-Length is not a number: {length[:40]!r}")
+            return sock, int(status[1]), None if length is None else int(length), rest
+        except TimeoutError as exc:
+            sock.close()
+            raise _Timeout(str(exc) or "timed out") from exc
+        except OSError as exc:
+            sock.close()
+            raise _Failed(str(exc) or type(exc).__name__) from exc
         except BaseException:
             sock.close()
             raise
-        self.sock = sock
 
-
-class _Socket:
-    """Requests over the daemon's Unix socket, one connection each (a client may be shared by threads: the
-    console's sessions, the MCP server's tool calls; a connection is cheap on a Unix socket)."""
-
-    def __init__(self, path: str, headers: dict[str, str]) -> None:
-        self.path = path
-        self.headers = headers
-
-    def _open(self, method: str, target: str, data: bytes | None, timeout: float) -> tuple[HTTPConnection,
-                                                                                               HTTPResponse]:
-        conn = _UnixConnection(self.path, timeout)
-        headers = {**self.headers, "Connection": "close"}
-        if data is not None:
-            headers["Content-Type"] = "application/json"
+    @staticmethod
+    def _chunks(sock: socket.socket, length: int | None, rest: bytes, size: int) -> Iterator[bytes]:
+        """The body: ``length`` bytes (``rest`` first), or up to the end of the connection without a length."""
+        left = length
         try:
-            conn.request(method, target, body=data, headers=headers)
-            return conn, conn.getresponse()
+            if rest:
+                rest = rest if left is None else rest[:left]
+                left = None if left is None else left - len(rest)
+                yield rest
+            while left is None or left > 0:
+                chunk = sock.recv(size if left is None else min(size, left))
+                if not chunk:
+                    if left is not None:
+                        raise _Failed(f"the answer ended {left} bytes before its Content-Length")
+                    return
+                left = None if left is None else left - len(chunk)
+                yield chunk
         except TimeoutError as exc:
-            conn.close()
             raise _Timeout(str(exc) or "timed out") from exc
-        except (OSError, HTTPException) as exc:
-            conn.close()
+        except OSError as exc:
             raise _Failed(str(exc) or type(exc).__name__) from exc
-        except BaseException:
-            conn.close()
-            raise
 
     def request(self, method: str, target: str, data: bytes | None, timeout: float) -> tuple[int, bytes]:
-        conn, response = self._open(method, target, data, timeout)
-        try:
-            return response.status, response.read()
-        except TimeoutError as exc:
-            raise _Timeout(str(exc) or "timed out") from exc
-        except (OSError, HTTPException) as exc:
-            raise _Failed(str(exc) or type(exc).__name__) from exc
-        finally:
-            conn.close()
+        sock, status, length, rest = self._open(method, target, data, timeout)
+        with sock:
+            return status, b"".join(self._chunks(sock, length, rest, 1 << 16))
 
     @contextmanager
     def stream(self, target: str) -> Iterator[tuple[int, Iterator[bytes]]]:
-        conn, response = self._open("GET", target, None, READ_TIMEOUT_S)
-
-        def chunks() -> Iterator[bytes]:
-            try:
-                while chunk := response.read(1 << 20):
-                    yield chunk
-            except TimeoutError as exc:
-                raise _Timeout(str(exc) or "timed out") from exc
-            except (OSError, HTTPException) as exc:
-                raise _Failed(str(exc) or type(exc).__name__) from exc
-
-        try:
-            yield response.status, chunks()
-        finally:
-            conn.close()
+        sock, status, length, rest = self._open("GET", target, None, READ_TIMEOUT_S)
+        with sock:
+            yield status, self._chunks(sock, length, rest, 1 << 20)
 
     def close(self) -> None:
         pass
@@ -243,6 +257,19 @@ class Client:
         from railguard.state.pidfile import read_pid  # psutil: only the commands that manage the daemon
 
         return read_pid(self.ws.home)
+
+    def listening(self) -> bool:
+        """Whether a daemon accepts connections on the socket (nothing is sent; an in-process transport always
+        reaches one)."""
+        if not isinstance(self._http, _Socket):
+            return True
+        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
+            sock.settimeout(CONNECT_TIMEOUT_S)
+            try:
+                sock.connect(self._http.path)
+            except OSError:
+                return False
+        return True
 
     def alive(self) -> bool:
         try:
@@ -358,10 +385,13 @@ class Client:
     def status(self, env: str, spec: str | None = None) -> EnvironmentStatus:
         return EnvironmentStatus.model_validate(self.call("GET", "status", params={"env": env, "spec": spec})["status"])
 
-    def operation(self, op_id: str, after: int | None = None, wait_s: float = 0.0) -> Operation:
+    def operation(self, op_id: str, after: int | None = None, wait_s: float = 0.0,
+                  until_end: bool = False) -> Operation:
         """The operation; with ``after``, once its journal has more entries than that or it ended (the daemon
-        holds the request up to ``wait_s`` seconds and answers the moment a step is written)."""
-        params = None if after is None else {"after": after, "wait": wait_s}
+        holds the request up to ``wait_s`` seconds and answers the moment a step is written); with ``until_end``,
+        once it ended (or ``wait_s`` ran out)."""
+        params = ({"until": "end", "wait": wait_s} if until_end else
+                  None if after is None else {"after": after, "wait": wait_s})
         return Operation.model_validate(self.call("GET", f"operations/{op_id}", params=params)["operation"])
 
     def operations(self, env: str | None = None, limit: int | None = None) -> list[Operation]:
@@ -433,6 +463,15 @@ class Client:
     def promote(self, spec: str, source: str, target: str) -> PlanAnswer:
         return PlanAnswer.model_validate(self.call("POST", "promote", {"spec": spec, "from": source,
                                                                        "to": target})["plan"])
+
+    def deploy(self, spec: str, env: str | None, allow_data_loss: list[str] | None = None,
+               apply: bool = True) -> DeployAnswer:
+        """Plan ``env`` (unprotected) and, with ``apply``, submit its plan in the same request when it is applyable;
+        the operation is answered as queued (follow it with ``operation``)."""
+        body: dict[str, Any] = {"spec": spec, "apply": apply, **({"env": env} if env is not None else {})}
+        if allow_data_loss:
+            body["allow_data_loss"] = allow_data_loss
+        return DeployAnswer.model_validate(self.call("POST", "deploys", body))
 
     def submit(self, request: OperationRequest) -> Operation:
         """Queue an apply or a rollback; the answer is the operation as queued (follow it with ``operation``)."""

@@ -134,3 +134,29 @@ def require_env(spec: Spec, env: str) -> None:
             (f"Did you mean '{guess[0]}'? " if guess else "") + "Pass one of them with --env.",
             address=f"environments.{env}",
         ))
+
+
+def pick_env(spec: Spec, env: str | None) -> str:
+    """The environment a command means: ``env``, or the spec's only one when none is named."""
+    if env is None:
+        if len(spec.environments) == 1:
+            return next(iter(spec.environments))
+        raise RailguardError(error(
+            "spec.unknown_environment", "Which environment?",
+            f"The spec defines {len(spec.environments)} environments: {', '.join(sorted(spec.environments))}.",
+            "Pass one with --env, e.g. `--env staging`.", address="environments",
+        ))
+    require_env(spec, env)
+    return env
+
+
+def refuse_protected_deploy(spec: Spec, env: str) -> None:
+    """``deploy`` plans and applies in one step, so a protected environment (reviewed plans only) refuses it.
+
+    Checked by the CLI before it starts a daemon, and by the daemon for every deploy request."""
+    if spec.environments[env].protected:
+        raise RailguardError(error(
+            "spec.invalid_value", f"'{env}' is protected",
+            "Protected environments only run plans that were reviewed on their own; deploy skips that.",
+            f"Run `railguard plan --env {env}`, review it, then `railguard apply PLAN_ID`.",
+            address=f"environments.{env}.protected"))
