@@ -246,3 +246,45 @@ def test_a_large_plan_lists_the_first_changes_and_streams_its_json(app_folder: P
     code, shown = rg_json("show", plan["id"], cwd=app_folder)
     assert code == 0 and shown["plan"]["changes"] == plan["changes"]
     assert "not-a-secret" not in json.dumps(plan["changes"])  # env values named like secrets: redacted in diffs
+
+
+def test_deploy_refuses_a_protected_environment_with_or_without_a_daemon(workspace: Path) -> None:
+    """deploy plans and applies in one step, so protected environments (reviewed plans only) refuse it: the CLI
+    says so before it would start a daemon, and a running daemon's deploy request says so itself."""
+    code, result = rg_json("deploy", "--env", "production", "--yes", cwd=workspace)
+    assert code == 1 and result["diagnostics"][0]["code"] == "spec.invalid_value", result
+    assert result["diagnostics"][0]["summary"] == "'production' is protected"
+    assert not (workspace / ".railguard").exists()  # no daemon, no state folder
+    assert rg_json("plan", "--env", "staging", cwd=workspace)[0] == 0  # a daemon runs from here on
+    code, result = rg_json("deploy", "--env", "production", "--yes", cwd=workspace)
+    assert code == 1 and result["diagnostics"][0]["summary"] == "'production' is protected", result
+    code, result = rg_json("deploy", "--env", "stagin", "--yes", cwd=workspace)
+    assert code == 1 and result["diagnostics"][0]["code"] == "spec.unknown_environment", result
+    # Unconfirmed (no --yes, no terminal): the plan is saved for review and nothing is submitted.
+    code, result = rg_json("deploy", "--env", "staging", cwd=workspace)
+    assert code == 1 and result["diagnostics"][0]["summary"] == "Confirmation needed", result
+    _, listed = rg_json("plans", cwd=workspace)
+    assert {p["env"] for p in listed["plans"]} == {"staging"} and len(listed["plans"]) == 2
+    _, operations = rg_json("operations", cwd=workspace)
+    assert operations["operations"] == []
+
+
+def test_a_command_runs_in_a_tree_of_its_own_with_the_same_options() -> None:
+    """`railguard deploy ...` builds only the root and `deploy` (building all commands costs start-up time);
+    each command there has exactly the options, arguments and help of the full tree."""
+    import typer
+
+    from railguard.cli.main import _command, app
+
+    full = typer.main.get_command(app)
+    names = list(getattr(full, "commands", {}))
+    assert "deploy" in names and "daemon" in names
+    for name in names:
+        alone = _command([name, "--json"])
+        assert list(getattr(alone, "commands", {})) == [name]
+        mine, theirs = alone.commands[name], full.commands[name]  # type: ignore[attr-defined]
+        assert [(p.name, p.opts, p.required) for p in mine.params] == [(p.name, p.opts, p.required)
+                                                                     for p in theirs.params]
+        assert (mine.help, mine.epilog) == (theirs.help, theirs.epilog)
+    assert _command(["--help"]) is not None and len(getattr(_command(["--help"]), "commands", {})) == len(names)
+    assert len(getattr(_command(["deplo"]), "commands", {})) == len(names)  # "No such command" names the others

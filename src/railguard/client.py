@@ -14,18 +14,16 @@ from __future__ import annotations
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+from urllib.parse import urlencode
 
-import httpx
-import psutil
-
-from railguard.engine.workspace import Workspace
 from railguard.model.api import (
     Approval,
     ApprovalRecord,
@@ -34,6 +32,7 @@ from railguard.model.api import (
     CanaryMove,
     CreatedToken,
     DaemonHealth,
+    DeployAnswer,
     EnvironmentStatus,
     Event,
     ExecRecord,
@@ -58,10 +57,15 @@ from railguard.model.api import (
 )
 from railguard.model.diagnostics import Diagnostic, RailguardError, error
 from railguard.model.errors import DeadlineError
-from railguard.state.pidfile import read_pid
-from railguard.state.store import Store
+
+if TYPE_CHECKING:  # imported where used: a CLI command pays only for what it touches (bench/deploy_timing.py)
+    import httpx
+
+    from railguard.engine.workspace import Workspace
 
 START_TIMEOUT_S = 20.0
+CONNECT_TIMEOUT_S = 2.0
+READ_TIMEOUT_S = 120.0  # the usual wait for an answer; a call that may take longer passes its own
 # daemon.out holds only what the daemon's rotating log cannot (a crash before logging starts, an interpreter
 # abort); it is rolled once, here, when it grew past this size.
 OUT_MAX_BYTES = 1024 * 1024
@@ -72,6 +76,153 @@ def _unavailable(detail: str, home: Path, kind: type[RailguardError] = Railguard
         "daemon.unavailable", "The Railguard daemon is not available", detail,
         f"Check {home / 'daemon.log'} and {home / 'daemon.out'}, then run `railguard daemon start`.",
         address=str(home)))
+
+
+class _NotListening(Exception):
+    """Nothing accepts connections on the socket (no file, or no daemon behind it): the request was never sent."""
+
+
+class _Timeout(Exception):
+    pass
+
+
+class _Failed(Exception):
+    pass
+
+
+class _Socket:
+    """HTTP/1.1 to the daemon's Unix socket: one connection per request (``Connection: close``), so a client may
+    be shared by threads (the console's sessions, the MCP server's tool calls); a connection is cheap there.
+
+    Written on the socket module rather than an HTTP library: importing httpx, or http.client (which brings ssl
+    and the email package), is a good part of a CLI command's start-up, and the peer is always the daemon's own
+    server (:mod:`railguard.daemon.api`), which answers every request with a Content-Length. Connecting waits at
+    most ``CONNECT_TIMEOUT_S``; every read and write then the call's timeout."""
+
+    def __init__(self, path: str, headers: dict[str, str]) -> None:
+        self.path = path
+        self.headers = headers
+
+    def _open(self, method: str, target: str, data: bytes | None,
+              timeout: float) -> tuple[socket.socket, int, int | None, bytes]:
+        """Send the request; answer the socket, the status, the body's length (if given) and the body read so far."""
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        try:
+            sock.settimeout(CONNECT_TIMEOUT_S)
+            try:
+                sock.connect(self.path)
+            except (FileNotFoundError, ConnectionRefusedError) as exc:
+                raise _NotListening(str(exc)) from exc
+            sock.settimeout(timeout)
+            body = data or b""
+            head = [f"{method} {target} HTTP/1.1", "Host: railguard", "Connection: close",
+                    f"Content-Length: {len(body)}", *(["Content-Type: application/json"] if data is not None else []),
+                    *(f"{name}: {value}" for name, value in self.headers.items())]
+            sock.sendall(("\r\n".join(head) + "\r\n\r\n").encode("latin-1") + body)
+            buf = b""
+            while b"\r\n\r\n" not in buf:
+                if len(buf) > 65536:
+                    raise _Failed("the answer's header is longer than 64 KiB")
+                chunk = sock.recv(65536)
+                if not chunk:
+                    raise _Failed("Server disconnected without sending a response.")
+                buf += chunk
+            header, rest = buf.split(b"\r\n\r\n", 1)
+            lines = header.decode("latin-1").split("\r\n")
+            status = lines[0].split(" ", 2)
+            if len(status) < 2 or not status[0].startswith("HTTP/1.") or not status[1].isdigit():
+                raise _Failed(f"not an HTTP answer: {lines[0][:80]!r}")
+            fields = {name.strip().lower(): value.strip()
+                      for name, _, value in (line.partition(":") for line in lines[1:])}
+            if "chunked" in fields.get("transfer-encoding", "").lower():
+                raise _Failed("a chunked answer (the daemon always sends a Content-Length)")
+            length = fields.get("content-length")
+            if length is not None and not length.isdigit():
+                raise _Failed(f"Content-Length is not a number: {length[:40]!r}")
+            return sock, int(status[1]), None if length is None else int(length), rest
+        except TimeoutError as exc:
+            sock.close()
+            raise _Timeout(str(exc) or "timed out") from exc
+        except OSError as exc:
+            sock.close()
+            raise _Failed(str(exc) or type(exc).__name__) from exc
+        except BaseException:
+            sock.close()
+            raise
+
+    @staticmethod
+    def _chunks(sock: socket.socket, length: int | None, rest: bytes, size: int) -> Iterator[bytes]:
+        """The body: ``length`` bytes (``rest`` first), or up to the end of the connection without a length."""
+        left = length
+        try:
+            if rest:
+                rest = rest if left is None else rest[:left]
+                left = None if left is None else left - len(rest)
+                yield rest
+            while left is None or left > 0:
+                chunk = sock.recv(size if left is None else min(size, left))
+                if not chunk:
+                    if left is not None:
+                        raise _Failed(f"the answer ended {left} bytes before its Content-Length")
+                    return
+                left = None if left is None else left - len(chunk)
+                yield chunk
+        except TimeoutError as exc:
+            raise _Timeout(str(exc) or "timed out") from exc
+        except OSError as exc:
+            raise _Failed(str(exc) or type(exc).__name__) from exc
+
+    def request(self, method: str, target: str, data: bytes | None, timeout: float) -> tuple[int, bytes]:
+        sock, status, length, rest = self._open(method, target, data, timeout)
+        with sock:
+            return status, b"".join(self._chunks(sock, length, rest, 1 << 16))
+
+    @contextmanager
+    def stream(self, target: str) -> Iterator[tuple[int, Iterator[bytes]]]:
+        sock, status, length, rest = self._open("GET", target, None, READ_TIMEOUT_S)
+        with sock:
+            yield status, self._chunks(sock, length, rest, 1 << 20)
+
+    def close(self) -> None:
+        pass
+
+
+class _Transported:
+    """Requests through an httpx transport (the console inside the daemon's process passes
+    :class:`railguard.daemon.api.LocalTransport`): the same calls without a socket."""
+
+    def __init__(self, transport: httpx.BaseTransport, headers: dict[str, str]) -> None:
+        import httpx
+
+        self._httpx = httpx
+        self._http = httpx.Client(transport=transport, headers=headers, base_url="http://railguard",
+                                  timeout=httpx.Timeout(READ_TIMEOUT_S, connect=CONNECT_TIMEOUT_S))
+
+    def request(self, method: str, target: str, data: bytes | None, timeout: float) -> tuple[int, bytes]:
+        httpx = self._httpx
+        try:
+            response = self._http.request(method, target, content=data,
+                                          headers={"Content-Type": "application/json"} if data is not None else None,
+                                          timeout=httpx.Timeout(timeout, connect=CONNECT_TIMEOUT_S))
+            return response.status_code, response.read()
+        except httpx.TimeoutException as exc:
+            raise _Timeout(str(exc)) from exc
+        except httpx.HTTPError as exc:
+            raise _Failed(str(exc)) from exc
+
+    @contextmanager
+    def stream(self, target: str) -> Iterator[tuple[int, Iterator[bytes]]]:
+        httpx = self._httpx
+        try:
+            with self._http.stream("GET", target) as response:
+                yield response.status_code, response.iter_bytes(1 << 20)
+        except httpx.TimeoutException as exc:
+            raise _Timeout(str(exc)) from exc
+        except httpx.HTTPError as exc:
+            raise _Failed(str(exc)) from exc
+
+    def close(self) -> None:
+        self._http.close()
 
 
 class Client:
@@ -85,20 +236,45 @@ class Client:
         token = token or os.environ.get("RAILGUARD_TOKEN")
         # The token in the environment always wins over the OS identity (an agent's shell acts as the agent).
         headers = {"Authorization": f"Bearer {token}"} if token else {}
-        self._http = httpx.Client(transport=transport or httpx.HTTPTransport(uds=str(ws.socket_path)), headers=headers,
-                                  base_url="http://railguard", timeout=httpx.Timeout(120.0, connect=2.0))
+        self._http: _Socket | _Transported = (_Transported(transport, headers) if transport is not None
+                                              else _Socket(str(ws.socket_path), headers))
 
     def close(self) -> None:
         self._http.close()
 
+    def _json(self, method: str, path: str, body: dict[str, Any] | None = None,
+              timeout: float = READ_TIMEOUT_S) -> dict[str, Any]:
+        """One request, its answer's JSON; raises _NotListening, _Timeout, _Failed or ValueError."""
+        data = None if body is None else json.dumps(body).encode()
+        _, answer = self._http.request(method, path, data, timeout)
+        payload = json.loads(answer)
+        if not isinstance(payload, dict):
+            raise ValueError(f"expected a JSON object, got {type(payload).__name__}")
+        return payload
+
     # -- the daemon process ------------------------------------------------------------------
     def daemon_pid(self) -> int | None:
+        from railguard.state.pidfile import read_pid  # psutil: only the commands that manage the daemon
+
         return read_pid(self.ws.home)
+
+    def listening(self) -> bool:
+        """Whether a daemon accepts connections on the socket (nothing is sent; an in-process transport always
+        reaches one)."""
+        if not isinstance(self._http, _Socket):
+            return True
+        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
+            sock.settimeout(CONNECT_TIMEOUT_S)
+            try:
+                sock.connect(self._http.path)
+            except OSError:
+                return False
+        return True
 
     def alive(self) -> bool:
         try:
-            return bool(self._http.get("/v1/health").json().get("ok"))
-        except (httpx.HTTPError, ValueError):
+            return bool(self._json("GET", "/v1/health").get("ok"))
+        except (_NotListening, _Timeout, _Failed, ValueError):
             return False
 
     def start_daemon(self, require_token: bool = False, extra: list[str] | None = None, *,
@@ -109,6 +285,8 @@ class Client:
             return self.daemon_pid() or 0
         # Open the store here first: a corrupt, too new or unwritable state folder is reported
         # with its own diagnostic instead of a daemon that dies at boot.
+        from railguard.state.store import Store  # only when a daemon is started
+
         Store.open(self.ws.home).close()
         out_path = self.ws.home / "daemon.out"
         if out_path.exists() and out_path.stat().st_size > OUT_MAX_BYTES:
@@ -142,13 +320,15 @@ class Client:
         if pid is None and not self.alive():
             return False
         try:
-            answer = self._http.post("/v1/shutdown", json={"everything": everything}).json()
-        except (httpx.HTTPError, ValueError):
+            answer = self._json("POST", "/v1/shutdown", {"everything": everything})
+        except (_NotListening, _Timeout, _Failed, ValueError):
             if pid is not None:
                 os.kill(pid, signal.SIGTERM)
         else:
             if not answer.get("ok"):  # e.g. token-only mode without an admin token
                 raise RailguardError(*[Diagnostic.model_validate(d) for d in answer.get("diagnostics", [])])
+        import psutil
+
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             try:
@@ -167,18 +347,22 @@ class Client:
 
         ``timeout``: seconds to wait for the answer when the call may take longer than the usual 120 s.
         """
-        if self.autostart and not self.alive():
-            self.start_daemon()
         clean = {k: v for k, v in (params or {}).items() if v is not None}
+        target = f"/v1/{path}" + (f"?{urlencode(clean)}" if clean else "")
         try:
-            response = self._http.request(
-                method, f"/v1/{path}", json=body, params=clean,
-                timeout=httpx.Timeout(timeout, connect=2.0) if timeout else httpx.USE_CLIENT_DEFAULT)
-            payload: dict[str, Any] = response.json()  # raw JSON until a typed call parses it
-        except httpx.TimeoutException as exc:
+            try:
+                payload = self._json(method, target, body, timeout or READ_TIMEOUT_S)
+            except _NotListening:
+                if not self.autostart:
+                    raise
+                # Nothing listens (no socket, or a stale one): the request never reached a daemon, so it is sent
+                # again once one runs. A running daemon costs no extra round trip (no health check first).
+                self.start_daemon()
+                payload = self._json(method, target, body, timeout or READ_TIMEOUT_S)
+        except _Timeout as exc:
             raise _unavailable(f"The daemon did not answer {method} /v1/{path} in time: {exc}.", self.ws.home,
                                DeadlineError) from exc
-        except httpx.HTTPError as exc:
+        except (_NotListening, _Failed) as exc:
             raise _unavailable(f"The daemon did not answer {method} /v1/{path}: {exc}.", self.ws.home) from exc
         except ValueError as exc:
             raise _unavailable(f"The daemon sent an answer that is not JSON: {exc}.", self.ws.home) from exc
@@ -201,10 +385,13 @@ class Client:
     def status(self, env: str, spec: str | None = None) -> EnvironmentStatus:
         return EnvironmentStatus.model_validate(self.call("GET", "status", params={"env": env, "spec": spec})["status"])
 
-    def operation(self, op_id: str, after: int | None = None, wait_s: float = 0.0) -> Operation:
+    def operation(self, op_id: str, after: int | None = None, wait_s: float = 0.0,
+                  until_end: bool = False) -> Operation:
         """The operation; with ``after``, once its journal has more entries than that or it ended (the daemon
-        holds the request up to ``wait_s`` seconds and answers the moment a step is written)."""
-        params = None if after is None else {"after": after, "wait": wait_s}
+        holds the request up to ``wait_s`` seconds and answers the moment a step is written); with ``until_end``,
+        once it ended (or ``wait_s`` ran out)."""
+        params = ({"until": "end", "wait": wait_s} if until_end else
+                  None if after is None else {"after": after, "wait": wait_s})
         return Operation.model_validate(self.call("GET", f"operations/{op_id}", params=params)["operation"])
 
     def operations(self, env: str | None = None, limit: int | None = None) -> list[Operation]:
@@ -258,21 +445,33 @@ class Client:
     def plan_body(self, plan_id: str) -> Iterator[Iterator[bytes]]:
         """The saved plan's JSON as the daemon stored it, in chunks (never parsed or re-encoded on the way)."""
         try:
-            with self._http.stream("GET", f"/v1/plans/{plan_id}/body") as response:
-                if response.status_code != 200:
-                    response.read()
-                    found = [Diagnostic.model_validate(d) for d in response.json().get("diagnostics", [])]
+            with self._http.stream(f"/v1/plans/{plan_id}/body") as (status, chunks):
+                if status != 200:
+                    answer = b"".join(chunks)
+                    try:
+                        found = [Diagnostic.model_validate(d) for d in json.loads(answer).get("diagnostics", [])]
+                    except (ValueError, AttributeError):
+                        found = []
                     raise RailguardError(*(found or [error(
                         "daemon.bad_request", "The daemon refused to send the plan",
-                        f"GET /v1/plans/{plan_id}/body answered {response.status_code}.",
+                        f"GET /v1/plans/{plan_id}/body answered {status}.",
                         "Check that the CLI and the daemon are the same version.")]))
-                yield response.iter_bytes(1 << 20)
-        except httpx.HTTPError as exc:
+                yield chunks
+        except (_NotListening, _Timeout, _Failed) as exc:
             raise _unavailable(f"The daemon did not send plan {plan_id}: {exc}.", self.ws.home) from exc
 
     def promote(self, spec: str, source: str, target: str) -> PlanAnswer:
         return PlanAnswer.model_validate(self.call("POST", "promote", {"spec": spec, "from": source,
                                                                        "to": target})["plan"])
+
+    def deploy(self, spec: str, env: str | None, allow_data_loss: list[str] | None = None,
+               apply: bool = True) -> DeployAnswer:
+        """Plan ``env`` (unprotected) and, with ``apply``, submit its plan in the same request when it is applyable;
+        the operation is answered as queued (follow it with ``operation``)."""
+        body: dict[str, Any] = {"spec": spec, "apply": apply, **({"env": env} if env is not None else {})}
+        if allow_data_loss:
+            body["allow_data_loss"] = allow_data_loss
+        return DeployAnswer.model_validate(self.call("POST", "deploys", body))
 
     def submit(self, request: OperationRequest) -> Operation:
         """Queue an apply or a rollback; the answer is the operation as queued (follow it with ``operation``)."""

@@ -9,9 +9,8 @@ from typing import Annotated, Any, Optional
 import typer
 
 from railguard.client import Client
-from railguard.engine.workspace import Workspace, require_env
-from railguard.model.diagnostics import RailguardError, error
-from railguard.model.spec import Spec
+from railguard.engine.workspace import Workspace
+from railguard.engine.workspace import pick_env as pick_env  # the commands' import of it (it lived here)
 
 # Help panels of `railguard --help`: what a command is for, in the order a newcomer meets them.
 DEPLOY = "Deploy"
@@ -31,19 +30,6 @@ def add(app: typer.Typer, fn: Callable[..., Any], panel: str, *examples: str, na
     app.command(name, rich_help_panel=panel, epilog=epilog, hidden=hidden)(fn)
 
 
-def pick_env(spec: Spec, env: str | None) -> str:
-    if env is None:
-        if len(spec.environments) == 1:
-            return next(iter(spec.environments))
-        raise RailguardError(error(
-            "spec.unknown_environment", "Which environment?",
-            f"The spec defines {len(spec.environments)} environments: {', '.join(sorted(spec.environments))}.",
-            "Pass one with --env, e.g. `--env staging`.", address="environments",
-        ))
-    require_env(spec, env)
-    return env
-
-
 def connect(spec: Path | None) -> tuple[Workspace, Client]:
     ws = Workspace.locate(spec)
     return ws, Client(ws)
@@ -52,3 +38,12 @@ def connect(spec: Path | None) -> tuple[Workspace, Client]:
 def env_from_spec(ws: Workspace, env: str | None) -> str:
     parsed, _ = ws.load_valid()
     return pick_env(parsed, env)
+
+
+def env_for_daemon(ws: Workspace, client: Client, env: str | None) -> str:
+    """The environment to name in a request the daemon checks against the spec itself (it parses it anyway).
+
+    A named environment with a running daemon is sent as it is, and the spec is not parsed here too: parsing
+    it costs a command's start-up more than the request. Otherwise the spec is read here: for its only
+    environment when none is named, and so that a bad spec starts no daemon and creates no state folder."""
+    return env if env is not None and client.listening() else env_from_spec(ws, env)

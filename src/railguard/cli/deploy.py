@@ -17,9 +17,21 @@ import typer
 from rich.markup import escape
 
 from railguard.cli import render
-from railguard.cli.common import DEPLOY, OBSERVE, EnvOpt, JsonOpt, SpecOpt, add, connect, env_from_spec, pick_env
+from railguard.cli.common import (
+    DEPLOY,
+    OBSERVE,
+    EnvOpt,
+    JsonOpt,
+    SpecOpt,
+    add,
+    connect,
+    env_for_daemon,
+    env_from_spec,
+    pick_env,
+)
 from railguard.cli.output import emit_json, finish, guarded, out, print_diagnostics
 from railguard.client import Client
+from railguard.engine.workspace import refuse_protected_deploy
 from railguard.model.api import Operation, OperationKind, OperationRequest, OperationStatus, PlanOverview
 from railguard.model.diagnostics import RailguardError, error
 from railguard.model.plans import Action, Plan
@@ -42,7 +54,9 @@ def follow(client: Client, op_id: str, as_json: bool) -> Operation:
     deadline = time.monotonic() + FOLLOW_LIMIT_S
     pause = FOLLOW_FIRST_S
     while True:
-        record = client.operation(op_id, after=shown, wait_s=FOLLOW_WAIT_S)
+        # --json prints the final record only: one request waits for the end, rather than one per step (each
+        # answering the whole journal so far) competing for the CPU with the replicas starting.
+        record = client.operation(op_id, after=shown, wait_s=FOLLOW_WAIT_S, until_end=as_json)
         news = len(record.journal) > shown
         if not as_json:
             for entry in record.journal[shown:]:
@@ -213,17 +227,15 @@ def deploy(
 ) -> None:
     """Plan and apply in one step, for unprotected environments (shows the plan first)."""
     ws, client = connect(spec)
-    parsed, _ = ws.load_valid()
-    name = pick_env(parsed, env)  # the parsed spec again: parsing once per command
-    if parsed.environments[name].protected:
-        raise RailguardError(error(
-            "spec.invalid_value", f"'{name}' is protected",
-            "Protected environments only run plans that were reviewed on their own; deploy skips that.",
-            f"Run `railguard plan --env {name}`, review it, then `railguard apply PLAN_ID`.",
-            address=f"environments.{name}.protected"))
-    saved = _plan_via_daemon(client, ws.spec_path, name, allow_data_loss)
-    port = parsed.environments[name].edge_port
-    url = f"http://127.0.0.1:{port}/"
+    if not client.listening():  # no daemon yet: a bad spec or a protected environment must not start one
+        parsed, _ = ws.load_valid()
+        env = pick_env(parsed, env)
+        refuse_protected_deploy(parsed, env)
+    # One request plans (saved, hashed and policy-checked as any plan) and, with --yes, submits the plan when it
+    # is applyable; the daemon refuses a protected environment itself.
+    answer = client.deploy(str(ws.spec_path), env, allow_data_loss, apply=yes)
+    saved, name = answer.plan.as_plan(), answer.env
+    url = f"http://127.0.0.1:{answer.edge_port}/"
     if not as_json:
         print_diagnostics(saved.diagnostics)
         render.plan(saved)
@@ -233,14 +245,15 @@ def deploy(
         if not saved.errored:  # nothing to do: say "Live" only when the edge really routes somewhere
             _say_live(client, ws.spec_path, name, url)
         raise typer.Exit(1 if saved.errored else 0)
-    if not yes:
+    record = answer.operation
+    if record is None:  # not confirmed with --yes: the plan is saved, nothing was submitted
         if as_json or not sys.stdin.isatty():
             raise RailguardError(error(
                 "spec.invalid_value", "Confirmation needed",
                 f"deploy applies plan {saved.id} right away, and no one confirmed it.",
                 f"Review the plan, then re-run with --yes, or apply it with `railguard apply {saved.id}`."))
         typer.confirm(f"Apply plan {saved.id} to {name}?", abort=True)
-    record = client.apply(str(ws.spec_path), saved.id)
+        record = client.apply(str(ws.spec_path), saved.id)
     _finish_operation(follow(client, record.id, as_json), as_json, url)
 
 @guarded()
@@ -251,7 +264,7 @@ def rollback(
 ) -> None:
     """Restore an earlier release: its artifact, config and env; instant while it is still warm."""
     ws, client = connect(spec)
-    name = env_from_spec(ws, env)
+    name = env_for_daemon(ws, client, env)
     _submit(client, OperationRequest(kind=OperationKind.rollback, env=name, to=to, spec=str(ws.spec_path)),
             f"rolling back {escape(name)}", no_wait, as_json)
 

@@ -39,15 +39,20 @@ from railguard.engine.workspace import Workspace
 from railguard.model.diagnostics import has_errors
 from railguard.model.spec import json_schema
 
-app = typer.Typer(
-    name="railguard",
-    help="Safe deployments for apps written with AI: typed spec, reviewable plans, guarded apply.",
-    no_args_is_help=True,
-    add_completion=True,
-    pretty_exceptions_enable=False,
-    epilog="Exit codes: 0 ok, 1 failed, 2 changes (plan --detailed-exitcode) or a failed doctor check, "
-    "64 bad command line, 70 a bug in Railguard, 130 interrupted.",
-)
+
+def _new_app() -> typer.Typer:
+    return typer.Typer(
+        name="railguard",
+        help="Safe deployments for apps written with AI: typed spec, reviewable plans, guarded apply.",
+        no_args_is_help=True,
+        add_completion=True,
+        pretty_exceptions_enable=False,
+        epilog="Exit codes: 0 ok, 1 failed, 2 changes (plan --detailed-exitcode) or a failed doctor check, "
+        "64 bad command line, 70 a bug in Railguard, 130 interrupted.",
+    )
+
+
+app = _new_app()
 
 
 def _version(value: bool) -> None:
@@ -139,10 +144,32 @@ k8s_cmd.register(app)
 add(app, schema, ADMIN, "railguard schema > railguard.schema.json")
 
 
+def _command(args: list[str]) -> typer.core.TyperGroup | typer.core.TyperCommand:
+    """The command tree to run ``args`` with: the root and only the command they name.
+
+    Typer builds a command's options by inspecting its function's signature and annotations; building all
+    fifty commands to run one cost more than a tenth of `railguard deploy`'s start-up (bench/deploy_timing.py).
+    The tree holds the root (its options and callback) and the named command, so parsing, help and errors
+    of that command are exactly those of the full tree. Anything else (no command, a root option first, a name
+    that is not a command: its "No such command" suggests the others) gets the full tree.
+    """
+    if args and not args[0].startswith("-"):
+        named = [c for c in app.registered_commands
+                 if (c.name or typer.main.get_command_name(c.callback.__name__ if c.callback else "")) == args[0]]
+        groups = [g for g in app.registered_groups if g.name == args[0]]
+        if len(named) + len(groups) == 1:
+            one = _new_app()
+            one.registered_callback = app.registered_callback
+            one.registered_commands = named
+            one.registered_groups = groups
+            return typer.main.get_command(one)  # type: ignore[return-value]
+    return typer.main.get_command(app)  # type: ignore[return-value]
+
+
 def main(argv: list[str] | None = None) -> None:
     """The entry point: run one command, exiting with its code (64 for a command line that does not parse)."""
     args = sys.argv[1:] if argv is None else argv
-    command = typer.main.get_command(app)
+    command = _command(args)
     try:
         code = command.main(args=args, prog_name="railguard", standalone_mode=False)
     except UsageError as exc:  # unknown option, missing argument, bad value, no command

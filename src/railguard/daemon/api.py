@@ -42,6 +42,7 @@ from railguard.engine.guard import require
 from railguard.model.api import (
     ApprovalRequestBody,
     DecisionRequest,
+    DeployRequest,
     ExecRequest,
     OperationKind,
     OperationRequest,
@@ -399,6 +400,14 @@ def route(daemon: Daemon, method: str, parts: list[str], query: dict[str, str], 
                                                      allow_data_loss=wanted.allow_data_loss)}
             return {"plan": daemon.plan(wanted.spec, wanted.env, who, text=wanted.text,
                                         allow_data_loss=wanted.allow_data_loss)}
+        case ("POST", "deploys", 2):
+            deploying = _parse(DeployRequest, body)
+            if deploying.env is not None:  # named: refused before the spec is read; else once it names the one
+                require(who, Permission.plan, deploying.env)
+            done = daemon.deploy(deploying.spec, deploying.env, who, deploying.allow_data_loss, deploying.apply)
+            # Top-level keys, as POST /v1/plans and /v1/operations answer them (the audit reads plan and operation).
+            return {"env": done.env, "plan": done.plan, "edge_port": done.edge_port,
+                    **({"operation": done.operation} if done.operation is not None else {})}
         case ("POST", "restores", 2):
             restoring = _parse(RestoreRequest, body)
             require(who, Permission.plan, restoring.env)
@@ -450,7 +459,9 @@ def route(daemon: Daemon, method: str, parts: list[str], query: dict[str, str], 
             steps = _int(query, "steps", None)
             record = daemon.operation(parts[2], steps)
             require(who, read, record.env)
-            if query.get("after") is not None:  # a follower: answer when the journal grows past it, or it ends
+            if query.get("until") == "end":  # a follower of the final record only: answer when it ends
+                record = daemon.operation_end(parts[2], _float(query, "wait", 0.0))
+            elif query.get("after") is not None:  # a follower: answer when the journal grows past it, or it ends
                 record = daemon.operation_after(parts[2], _int(query, "after", 0) or 0, _float(query, "wait", 0.0),
                                                 steps)
             return {"operation": record}

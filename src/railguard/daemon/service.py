@@ -44,6 +44,7 @@ from railguard.model.api import (
     ApprovalRecord,
     DaemonEdge,
     DaemonHealth,
+    DeployAnswer,
     EnvironmentStatus,
     GcResult,
     Health,
@@ -379,6 +380,18 @@ class Daemon(Governance, ExecSessions):
                         f"{principal.id}" + (f": {reason}" if reason else ""), data={"plan": plan_id})
         return record
 
+    def deploy(self, spec_path: str, env: str | None, principal: Principal, allow_data_loss: list[str],
+               apply: bool) -> DeployAnswer:
+        """``railguard deploy``: plan, and with ``apply`` submit the plan when it is applyable, in one request (the
+        submission checks the saved plan exactly as ``POST /v1/operations`` does)."""
+        plan, edge_port = usecases.deploy_plan(self._workspace(spec_path), env, self.store(), self.provider,
+                                               principal, apply, allow_data_loss)
+        operation = None
+        if apply and plan.applyable:
+            operation = self.operation(self.submit_apply(spec_path, plan.id, principal))
+        return DeployAnswer.model_construct(env=plan.env, plan=self._plan_answer(plan), operation=operation,
+                                            edge_port=edge_port)
+
     def submit_apply(self, spec_path: str, plan_id: str, principal: Principal, confirm: list[str] | None = None) -> str:
         return self._enqueue(usecases.submit_apply(self._workspace(spec_path), plan_id, self.store(), self.provider,
                                                    principal, confirm), principal)
@@ -413,6 +426,20 @@ class Daemon(Governance, ExecSessions):
             count = len(record.journal) if record.journal_total is None else record.journal_total
             if count > after or not record.status.in_flight or left <= 0 or self.stopping.is_set():
                 return record
+            operations.wait_for_progress(mark, left)
+
+    def operation_end(self, op_id: str, wait_s: float) -> Operation:
+        """The operation once it ended, waiting up to ``wait_s`` (a follower that prints only the final record,
+        ``--json``: one request for the whole operation instead of one per step; each step that wakes it reads
+        the operation's status only)."""
+        deadline = time.monotonic() + max(0.0, min(wait_s, MAX_OPERATION_WAIT_S))
+        store = self.store()
+        while True:
+            mark = operations.progress_mark()  # before the read: a move between the two is not missed
+            status = store.operation_status(op_id)
+            left = deadline - time.monotonic()
+            if status is None or not status.in_flight or left <= 0 or self.stopping.is_set():
+                return self.operation(op_id)
             operations.wait_for_progress(mark, left)
 
     def status(self, env: str, spec_path: str | None) -> EnvironmentStatus:

@@ -27,7 +27,7 @@ from railguard.engine.observe import observe_into
 from railguard.engine.plan import missing_secrets
 from railguard.engine.rollback import check_rollback, rollback_plan
 from railguard.engine.rollback import rollback as run_rollback
-from railguard.engine.workspace import Workspace, require_env
+from railguard.engine.workspace import Workspace, pick_env, refuse_protected_deploy, require_env
 from railguard.model.api import Operation, OperationKind
 from railguard.model.diagnostics import Diagnostic, RailguardError, error
 from railguard.model.errors import TemporaryError
@@ -81,6 +81,22 @@ def _plan(ws: Workspace, env: str, store: Store, provider: Provider | None, prin
         if principal is not None:
             computed = guard.with_verdicts(store, computed, principal)
         return store.save_plan(computed)
+
+
+def deploy_plan(ws: Workspace, env: str | None, store: Store, provider: Provider, principal: Principal,
+                will_apply: bool, allow_data_loss: list[str] | None = None) -> tuple[Plan, int | None]:
+    """``railguard deploy``'s plan: of ``env`` (the spec's only environment when none is named), refused for a
+    protected environment, saved as any plan; with the edge port of the environment. ``will_apply``: the caller
+    submits the plan next, so a principal that may not apply there is refused before anything is planned."""
+    facts = Facts(ws)
+    spec = facts.spec
+    name = pick_env(spec, env)
+    guard.require(principal, Permission.plan, name)
+    if will_apply:
+        guard.require(principal, Permission.apply, name)
+    refuse_protected_deploy(spec, name)
+    saved = plan(ws, name, store, provider, principal, facts=facts, allow_data_loss=allow_data_loss)
+    return saved, spec.environments[name].edge_port
 
 
 def promote(ws: Workspace, source: str, target: str, store: Store, provider: Provider,

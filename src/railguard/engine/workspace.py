@@ -18,14 +18,14 @@ import hashlib
 import os
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from railguard.engine import datafolders
-from railguard.engine.gcpause import paused_gc
 from railguard.model.diagnostics import Diagnostic, RailguardError, error, has_errors
 from railguard.model.errors import PermanentError
-from railguard.model.spec import Spec
-from railguard.model.specfile import parse_spec
-from railguard.state.store import Store
+
+if TYPE_CHECKING:
+    from railguard.model.spec import Spec
+    from railguard.state.store import Store
 
 SPEC_NAME = "railguard.toml"
 
@@ -69,6 +69,13 @@ class Workspace:
 
     def load(self) -> tuple[Spec | None, list[Diagnostic]]:
         """Parse the spec; diagnostics include warnings even when the spec is usable."""
+        # Imported here, not at the top: the CLI's commands that only talk to the daemon (deploy, rollback, apply,
+        # status) locate a workspace without parsing a spec or opening the store, and must not pay for importing
+        # the parser, the spec models and the store at start-up (bench/deploy_timing.py).
+        from railguard.engine import datafolders
+        from railguard.engine.gcpause import paused_gc
+        from railguard.model.specfile import parse_spec
+
         text = self.read_spec_text()
         with paused_gc():  # a 10k-service spec is ~a million short-lived objects (engine/gcpause.py)
             spec, diagnostics = parse_spec(text, file=self._display_path())
@@ -85,6 +92,8 @@ class Workspace:
         return spec, diagnostics
 
     def open_store(self) -> Store:
+        from railguard.state.store import Store  # not at the top: see load()
+
         return Store.open(self.home)
 
     @property
@@ -125,3 +134,29 @@ def require_env(spec: Spec, env: str) -> None:
             (f"Did you mean '{guess[0]}'? " if guess else "") + "Pass one of them with --env.",
             address=f"environments.{env}",
         ))
+
+
+def pick_env(spec: Spec, env: str | None) -> str:
+    """The environment a command means: ``env``, or the spec's only one when none is named."""
+    if env is None:
+        if len(spec.environments) == 1:
+            return next(iter(spec.environments))
+        raise RailguardError(error(
+            "spec.unknown_environment", "Which environment?",
+            f"The spec defines {len(spec.environments)} environments: {', '.join(sorted(spec.environments))}.",
+            "Pass one with --env, e.g. `--env staging`.", address="environments",
+        ))
+    require_env(spec, env)
+    return env
+
+
+def refuse_protected_deploy(spec: Spec, env: str) -> None:
+    """``deploy`` plans and applies in one step, so a protected environment (reviewed plans only) refuses it.
+
+    Checked by the CLI before it starts a daemon, and by the daemon for every deploy request."""
+    if spec.environments[env].protected:
+        raise RailguardError(error(
+            "spec.invalid_value", f"'{env}' is protected",
+            "Protected environments only run plans that were reviewed on their own; deploy skips that.",
+            f"Run `railguard plan --env {env}`, review it, then `railguard apply PLAN_ID`.",
+            address=f"environments.{env}.protected"))

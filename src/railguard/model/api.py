@@ -155,13 +155,13 @@ class ApprovalState(StrEnum):
 class Record(BaseModel):
     """A value the store or the daemon answers with. Unknown fields are ignored (newer daemons)."""
 
-    model_config = ConfigDict(frozen=True, extra="ignore")
+    model_config = ConfigDict(frozen=True, extra="ignore", defer_build=True)
 
 
 class Request(BaseModel):
     """A request body sent to the daemon: unknown fields and wrong types are refused."""
 
-    model_config = ConfigDict(frozen=True, extra="forbid", populate_by_name=True)
+    model_config = ConfigDict(frozen=True, extra="forbid", populate_by_name=True, defer_build=True)
 
 
 # -- operations -------------------------------------------------------------------------------------
@@ -282,6 +282,16 @@ class PlanSummary(Record):
     counts: dict[str, int]
     decision: str
     requested_by: str
+
+
+class DeployAnswer(Record):
+    """What ``POST /v1/deploys`` answers: the environment, its saved plan, and the operation applying it (none
+    when the plan is not applyable or ``apply`` was false)."""
+
+    env: str
+    plan: PlanAnswer
+    operation: Operation | None = None
+    edge_port: int | None = Field(default=None, description="The environment's edge port (local environments).")
 
 
 class PlanAnswer(Record):
@@ -842,6 +852,17 @@ class PlanRequest(Request):
     per_action: int = Field(default=20, ge=0, le=100_000)
     allow_data_loss: list[str] = Field(default_factory=list, description="Tables whose loss a rehearsal may find "
                                                                          "(acknowledged; the plan is destructive).")
+
+
+class DeployRequest(Request):
+    """``POST /v1/deploys``: plan an unprotected environment and, with ``apply``, submit that plan at once (what
+    ``railguard deploy --yes`` did in two requests: the plan is saved, hashed and checked as any other)."""
+
+    spec: str = Field(min_length=1)
+    env: str | None = Field(default=None, min_length=1, description="Default: the spec's only environment.")
+    allow_data_loss: list[str] = Field(default_factory=list, description="Tables whose loss a rehearsal may find "
+                                                                         "(acknowledged; the plan is destructive).")
+    apply: bool = Field(default=True, description="false: plan only (a person confirms before it is applied).")
 
 
 class PromoteRequest(Request):

@@ -59,7 +59,7 @@ RISK_ORDER = {Risk.safe: 0, Risk.disruptive: 1, Risk.destructive: 2}
 class FieldDiff(BaseModel):
     """One changed config key. Sensitive values are already redacted."""
 
-    model_config = ConfigDict(frozen=True)
+    model_config = ConfigDict(frozen=True, defer_build=True)
 
     path: str
     before: Any = None
@@ -105,7 +105,7 @@ def diff_configs(before: dict[str, Any] | None, after: dict[str, Any] | None) ->
 class Change(BaseModel):
     """One step of a plan for one resource."""
 
-    model_config = ConfigDict(frozen=True)
+    model_config = ConfigDict(frozen=True, defer_build=True)
 
     address: str
     kind: ResourceKind
@@ -132,7 +132,7 @@ EFFECT_ORDER = {Effect.allow: 0, Effect.warn: 1, Effect.require_approval: 2, Eff
 class Verdict(BaseModel):
     """One policy finding on a plan: which rule, about which change, and what it takes."""
 
-    model_config = ConfigDict(frozen=True)
+    model_config = ConfigDict(frozen=True, defer_build=True)
 
     rule: str = Field(description="Built-in guardrail code (guard.*) or 'policy:<name>' for a spec rule.")
     effect: Effect
@@ -150,7 +150,7 @@ class PlanSource(BaseModel):
     nor invalidate it. Both digests are covered by the plan's hash.
     """
 
-    model_config = ConfigDict(frozen=True)
+    model_config = ConfigDict(frozen=True, defer_build=True)
 
     digest: str = Field(description="Digest of the app source snapshot (paths, contents, executable bits).")
     files: int = Field(description="Number of files in the snapshot.")
@@ -166,7 +166,7 @@ class PlanSource(BaseModel):
 class Plan(BaseModel):
     """A saved plan. ``hash`` covers everything but ``id``, ``created_at`` and itself."""
 
-    model_config = ConfigDict(frozen=True)
+    model_config = ConfigDict(frozen=True, defer_build=True)
 
     format: int = PLAN_FORMAT
     id: str = ""

@@ -47,7 +47,7 @@ def environment_address(env: str) -> str:
 class Resource(BaseModel):
     """One desired resource."""
 
-    model_config = ConfigDict(frozen=True)
+    model_config = ConfigDict(frozen=True, defer_build=True)
 
     address: str
     env: str
@@ -82,7 +82,7 @@ _LIVE_HEALTH = {LiveStatus.running: "healthy", LiveStatus.progressing: "progress
 class ObservedResource(BaseModel):
     """What a provider reports as live for one address."""
 
-    model_config = ConfigDict(frozen=True)
+    model_config = ConfigDict(frozen=True, defer_build=True)
 
     address: str
     kind: ResourceKind

@@ -49,7 +49,7 @@ Argv = Annotated[list[Annotated[str, Field(min_length=1, max_length=4096)]], Fie
 
 class _Strict(BaseModel):
     # strict: TOML has real types, so "yes" for a bool or "2" for an int is a mistake, not a coercion.
-    model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True, defer_build=True)
 
 
 class App(_Strict):
@@ -270,7 +270,7 @@ def _override_fields() -> dict[str, Any]:
 # Every service field, all optional: what an environment may override.
 ServiceOverride: type[BaseModel] = create_model(
     "ServiceOverride",
-    __config__=ConfigDict(extra="forbid", frozen=True, strict=True),
+    __config__=ConfigDict(extra="forbid", frozen=True, strict=True, defer_build=True),
     __doc__="Per-environment overrides of a service's fields; `env` is merged key by key.",
     **_override_fields(),
 )
@@ -336,7 +336,8 @@ def _schema_without_edge_port(schema: dict[str, Any]) -> None:
 class Environment(_Strict):
     """An isolated place the app runs: its own edge port, data, variables, secrets and policy."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True, strict=True, json_schema_extra=_schema_without_edge_port)
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True, defer_build=True,
+                              json_schema_extra=_schema_without_edge_port)
 
     target: Literal["local", "kubernetes"] = Field(
         default="local", description="Where the environment runs. 'local': processes on this machine; "

@@ -39,7 +39,8 @@ from railguard.providers.local.processes import (
 from railguard.providers.local.runtime import Replica
 from railguard.providers.local.sandbox import readonly_preexec
 
-READY_POLL_S = 0.1  # the gate's slowest poll (it starts at 10 ms); the configured interval paces monitoring
+READY_POLL_S = 0.05  # the gate's slowest poll (it starts at 10 ms: a ready app is seen within 50 ms, not 100);
+# the configured interval paces monitoring
 
 
 class Failure(Exception):
