@@ -95,6 +95,15 @@ def read_deps(folder: Path) -> Deps:
         poetry = data.get("tool", {}).get("poetry", {}) if isinstance(data.get("tool"), dict) else {}
         if isinstance(poetry, dict) and isinstance(poetry.get("dependencies"), dict):
             reqs += [Requirement(norm(n)) for n in poetry["dependencies"] if n.lower() != "python"]
+            # A Poetry package with a build backend installs with `pip install .` like a [project] does
+            # (Poetry's `package-mode = false` projects cannot be built).
+            backend = data.get("build-system", {}).get("build-backend") if isinstance(data.get("build-system"),
+                                                                                       dict) else None
+            if not installable and isinstance(backend, str) and backend.startswith("poetry") \
+                    and poetry.get("package-mode", True) is not False:
+                files.append("pyproject.toml")
+                installable = True
+                name = poetry.get("name") if isinstance(poetry.get("name"), str) else None
     if (folder / "Pipfile").is_file():
         files.append("Pipfile")
         try:
