@@ -12,7 +12,7 @@ from typing import Any
 from rich.markup import escape
 from rich.table import Table
 
-from railguard.cli.output import finish, out
+from railguard.cli.output import finish, out, print_diagnostics
 from railguard.model.api import (
     Approval,
     ApprovalState,
@@ -161,17 +161,12 @@ def operation(record: Operation) -> None:
               OperationStatus.running: "yellow"}.get(record.status, "white")
     out.print(f"[bold]Operation {record.id}[/] ({record.kind} on {record.env}): "
               f"[{colour}]{record.status}[/]  by {escape(record.principal)}, {record.created_at}")
-    table = Table(show_edge=False, pad_edge=False)
-    for column in ("at", "step", "phase"):
-        table.add_column(column, no_wrap=True)
+    # The journal as `apply` showed it live (✓/✗ per step, the data guard's notes, the build's lines): a table of
+    # (at, step, phase) lost its phase column on an 80-column terminal, so a failed step looked like the others.
     for entry in record.journal:
-        style = {"end": "green", "fail": "red"}.get(entry.phase, "dim")
-        step = entry.step + (f" | {entry.detail.get('line', '')}" if entry.phase == "output" else "")
-        table.add_row(entry.at, escape(step), f"[{style}]{entry.phase}[/]")
-    if record.journal:
-        out.print(table)
-    for entry in record.journal:
-        _command_output(entry)
+        journal_entry(entry)
+    if record.error and record.error.diagnostics:  # why it failed, with the remediation
+        print_diagnostics(record.error.diagnostics)
 
 
 def events(rows: list[Event]) -> None:
