@@ -10,7 +10,7 @@ import pytest
 
 from railguard.engine import planner, schemacheck
 from railguard.engine.restore import acknowledge, require_confirmed
-from railguard.model.api import Release, ReleaseStatus
+from railguard.model.api import Release, ReleaseService, ReleaseStatus
 from railguard.model.data import DatabaseSchema, ReleaseData, TableSchema
 from railguard.model.diagnostics import RailguardError
 from railguard.model.plans import Action, Change, Effect, Risk
@@ -101,3 +101,23 @@ def test_the_rollback_schema_rule_refuses_with_both_options_and_notes_the_expand
     assert note is not None and "expand" in note and "notes.tags" in note
     assert schemacheck.check("staging", target, dict(target.data.schemas)) is None  # type: ignore[union-attr]
     assert schemacheck.check("staging", _release(), {}) is None  # nothing known: nothing to refuse
+
+
+def test_a_release_that_ran_no_release_command_is_checked_against_its_codes_recorded_schema() -> None:
+    """flaskr: release 4 added post.likes (schema recorded), a deploy of the same code switched back to its warm
+    replicas (release 6: no release command, no schema), a later release dropped the column: a rollback to 6 ran
+    the check with "nothing known" and passed. Release 6 runs release 4's code, so 4's schema stands for it."""
+    services = {"web": ReleaseService(fingerprint="fp-likes", source="sha256:likes")}
+    four = _release("id", "title", "likes").model_copy(update={"services": services})
+    six = Release(number=6, created_at="2026-12-02T07:10:00Z", status=ReleaseStatus.superseded, services=services)
+    other = Release(number=5, created_at="2026-12-02T07:05:00Z", status=ReleaseStatus.superseded,
+                    services={"web": ReleaseService(fingerprint="fp-old", source="sha256:old")},
+                    data=ReleaseData(schemas={"notes.db": DatabaseSchema(tables={"notes": TableSchema(
+                        columns=[("id", "TEXT"), ("title", "TEXT")])})}))
+    live = {"notes.db": DatabaseSchema(tables={"notes": TableSchema(columns=[("id", "TEXT"), ("title", "TEXT")])})}
+    known = schemacheck.with_known_schema(six, [six, other, four])
+    assert known.number == 6 and known.data == four.data
+    with pytest.raises(RailguardError) as refused:
+        schemacheck.check("staging", known, live)
+    assert "notes.likes" in refused.value.diagnostics[0].detail
+    assert schemacheck.with_known_schema(four, [six, other, four]) is four  # a recorded schema is its own

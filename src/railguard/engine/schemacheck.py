@@ -16,6 +16,20 @@ from railguard.model.data import DatabaseSchema
 from railguard.model.diagnostics import RailguardError, error
 
 
+def with_known_schema(target: Release, releases: list[Release]) -> Release:
+    """``target`` with the schema its code was recorded against. A release that ran no release command (a deploy
+    that switched back to warm replicas of the same code, a warm rollback) records no schema; the newest release
+    with the very same services (code and config) that does record one stands for it, so a rollback to it is
+    checked like a rollback to that one (it used to pass unchecked: "nothing is known")."""
+    if not target.services or (target.data is not None and target.data.schemas):
+        return target
+    for other in releases:  # newest first
+        if other.number != target.number and other.services == target.services and other.data is not None \
+                and other.data.schemas:
+            return target.model_copy(update={"data": other.data})
+    return target
+
+
 def check(env: str, target: Release, live: dict[str, DatabaseSchema]) -> str | None:
     """None when the schemas match (or nothing is known), a note for the expand case; raises otherwise."""
     wanted = target.data.schemas if target.data is not None else {}
