@@ -48,3 +48,15 @@ def test_imports_a_declared_framework_brings_are_neither_added_nor_reported(tmp_
     why = found.choices.build_why
     assert "werkzeug" not in why and "jwt" not in why and "click" not in why and "pydantic_core" not in why, why
     assert "somethingelse" in why  # a real unknown import is still reported
+
+
+@pytest.mark.parametrize(("root_on", "health"), [("router", "/docs"), ("app", "/")])
+def test_a_fastapi_root_route_counts_only_on_the_app_itself(tmp_path: Path, root_on: str, health: str) -> None:
+    """full-stack-fastapi-template: `@router.get("/")` under an /api/v1/items prefix made init check `/`, which the
+    app does not serve (404), instead of FastAPI's /docs."""
+    (tmp_path / "requirements.txt").write_text("fastapi\nuvicorn\n")
+    (tmp_path / "main.py").write_text(
+        "from fastapi import APIRouter, FastAPI\n\napp = FastAPI()\nrouter = APIRouter()\n\n\n"
+        f"@{root_on}.get(\"/\")\ndef listing():\n    return []\n\n\napp.include_router(router, prefix=\"/items\")\n")
+    found = detect(tmp_path)
+    assert found is not None and found.health == health, found.health

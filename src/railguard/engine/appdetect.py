@@ -261,8 +261,9 @@ def _served(folder: Path, files: list[PyFile], deps: Deps, name: str, entry: Ent
     run_why = (f"{entry.framework} {kind} {target} ({entry.file}), served by {server}, the production "
                f"{entry.interface.upper()} server" + (" the project depends on" if not added else ""))
     default_health = "/" if any("/" in f.paths for f in files) else None
-    if entry.framework in ("fastapi",) and default_health is None:
-        default_health = "/docs"
+    if entry.framework == "fastapi":  # "/" only when the app itself serves it; FastAPI always serves /docs
+        default_health = "/" if any(entry.attr in f.root_receivers for f in files if f.path == entry.file) \
+            else "/docs"
     health, health_why = _health(files, default_health)
     choices = Choices(name, entry.framework, entry.file, _run(server, target, entry.factory, entry.interface),
                       run_why, build, _build_why(deps, extra, unknown), server, added,

@@ -141,6 +141,9 @@ class PyFile:
     asgi_callables: set[str] = field(default_factory=set)  # async def app(scope, receive, send)
     env_reads: list[EnvRead] = field(default_factory=list)
     paths: set[str] = field(default_factory=set)  # route-like string constants ("/healthz")
+    # Receivers of a call whose first argument is "/" (`@app.get("/")`, `app.add_url_rule("/")`): the root route
+    # is the app's only when the receiver is the app (`@router.get("/")` is relative to the router's prefix).
+    root_receivers: set[str] = field(default_factory=set)
     strings: set[str] = field(default_factory=set)  # other short string constants (for sqlite URLs)
     keywords: set[str] = field(default_factory=set)  # keyword argument names used in calls
     attributes: set[str] = field(default_factory=set)  # attribute names read (instance_path, ...)
@@ -191,6 +194,9 @@ def scan_file(path: Path, rel: str, module: str) -> PyFile | None:
             found.imports.add(node.module.split(".")[0])
         elif isinstance(node, ast.Call):
             found.keywords |= {k.arg for k in node.keywords if k.arg}
+            if node.args and _const(node.args[0]) == "/" and isinstance(node.func, ast.Attribute) \
+                    and isinstance(node.func.value, ast.Name):
+                found.root_receivers.add(node.func.value.id)
         elif isinstance(node, ast.Attribute):
             found.attributes.add(node.attr)
         elif isinstance(node, ast.Constant) and isinstance(node.value, str) and len(node.value) < 200:
