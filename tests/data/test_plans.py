@@ -4,10 +4,13 @@ only with the address typed back elsewhere; the rollback schema rule."""
 
 from __future__ import annotations
 
+import sqlite3
 from datetime import UTC, datetime
+from pathlib import Path
 
 import pytest
 
+from railguard.data import sqlite
 from railguard.engine import planner, schemacheck
 from railguard.engine.restore import acknowledge, require_confirmed
 from railguard.model.api import Release, ReleaseService, ReleaseStatus
@@ -121,3 +124,36 @@ def test_a_release_that_ran_no_release_command_is_checked_against_its_codes_reco
         schemacheck.check("staging", known, live)
     assert "notes.likes" in refused.value.diagnostics[0].detail
     assert schemacheck.with_known_schema(four, [six, other, four]) is four  # a recorded schema is its own
+
+
+def test_an_added_not_null_column_without_a_default_is_no_safe_expand(tmp_path: Path) -> None:
+    """Django polls: AddField(featured, BooleanField(default=False)) leaves the column NOT NULL with no database
+    default (Django keeps it in Python), so release 1's code, rolled back to "expand case: runs unchanged",
+    failed every INSERT with 'NOT NULL constraint failed: polls_question.featured'. Real SQLite files."""
+    path = tmp_path / "db.sqlite3"
+    db = sqlite3.connect(path)
+    db.execute("CREATE TABLE polls_question (id integer NOT NULL PRIMARY KEY AUTOINCREMENT, "
+               "question_text varchar(200) NOT NULL)")
+    db.commit()
+    target = Release(number=1, created_at="2026-12-02T07:00:00Z", status=ReleaseStatus.superseded,
+                     data=ReleaseData(schemas={"db.sqlite3": sqlite.schema(path)}))
+    db.execute("ALTER TABLE polls_question ADD COLUMN note text NULL")  # nullable: old inserts still work
+    db.execute("ALTER TABLE polls_question ADD COLUMN score integer NOT NULL DEFAULT 0")  # has a default
+    db.commit()
+    note = schemacheck.check("staging", target, {"db.sqlite3": sqlite.schema(path)})
+    assert note is not None and "expand" in note
+    db.executescript(  # what Django's migration does on SQLite: rebuild the table with the NOT NULL column
+        "CREATE TABLE new (id integer NOT NULL PRIMARY KEY AUTOINCREMENT, question_text varchar(200) NOT NULL, "
+        "note text NULL, score integer NOT NULL DEFAULT 0, featured bool NOT NULL); "
+        "INSERT INTO new SELECT id, question_text, note, score, 0 FROM polls_question; "
+        "DROP TABLE polls_question; ALTER TABLE new RENAME TO polls_question;")
+    db.close()
+    live = {"db.sqlite3": sqlite.schema(path)}
+    assert live["db.sqlite3"].tables["polls_question"].required == ["question_text", "featured"]
+    with pytest.raises(RailguardError) as refused:
+        schemacheck.check("staging", target, live)
+    diagnostic = refused.value.diagnostics[0]
+    assert diagnostic.code == "rollback.schema_changed", diagnostic
+    assert "polls_question.featured" in diagnostic.detail and "INSERT" in diagnostic.detail, diagnostic.detail
+    assert "note" not in str(diagnostic.extra["blocking"]) and "score" not in str(diagnostic.extra["blocking"])
+    assert "a default" in diagnostic.remediation

@@ -18,16 +18,22 @@ def key(database: str) -> str:
 
 def schema(cluster: Cluster, database: str) -> DatabaseSchema:
     tables: dict[str, list[tuple[str, str]]] = {}
-    for line in cluster.sql("SELECT table_name, column_name, upper(data_type) FROM information_schema.columns "
+    required: dict[str, list[str]] = {}
+    for line in cluster.sql("SELECT table_name, column_name, (is_nullable = 'NO' AND column_default IS NULL AND "
+                            "is_identity = 'NO' AND is_generated = 'NEVER'), upper(data_type) "
+                            "FROM information_schema.columns "
                             "WHERE table_schema = 'public' ORDER BY table_name, ordinal_position",
                             database).splitlines():
         if line:
-            table, column, kind = line.split("|", 2)
+            table, column, needed, kind = line.split("|", 3)
             tables.setdefault(table, []).append((column, kind))
+            if needed == "t":  # NOT NULL without a default: an INSERT that does not name it fails
+                required.setdefault(table, []).append(column)
     indexes = dict(line.split("|", 1) for line in cluster.sql(
         "SELECT indexname, tablename FROM pg_indexes WHERE schemaname = 'public' ORDER BY 1",
         database).splitlines() if line)
-    return DatabaseSchema(tables={t: TableSchema(columns=c) for t, c in sorted(tables.items())}, indexes=indexes,
+    return DatabaseSchema(tables={t: TableSchema(columns=c, required=required.get(t, []))
+                                  for t, c in sorted(tables.items())}, indexes=indexes,
                           head=_head(cluster, database, tables))
 
 

@@ -41,16 +41,22 @@ def check(env: str, target: Release, live: dict[str, DatabaseSchema]) -> str | N
     if verdict.superset:
         return (f"the live schema only adds to release {target.number}'s ({'; '.join(verdict.added[:5])}); "
                 f"its code runs on it unchanged (expand case)")
+    lost = (f"the data's schema lost what its code reads: {'; '.join(verdict.missing[:6])}"
+            + (f" (and {len(verdict.missing) - 6} more)" if len(verdict.missing) > 6 else "")) if verdict.missing \
+        else ""
+    gained = (f"the data gained columns its code does not know, NOT NULL without a default, so its INSERTs "
+              f"would fail: {'; '.join(verdict.blocking[:6])}") if verdict.blocking else ""
     raise RailguardError(error(
         "rollback.schema_changed", f"Release {target.number}'s code does not match the live schema",
-        f"Since release {target.number}, the data's schema lost what its code reads: "
-        f"{'; '.join(verdict.missing[:6])}" + (f" (and {len(verdict.missing) - 6} more)" if len(verdict.missing) > 6
-                                               else "") + ". Rolling back only the code would answer errors.",
+        f"Since release {target.number}, " + "; and ".join(p for p in (lost, gained) if p)
+        + ". Rolling back only the code would answer errors.",
         f"Either roll forward: fix the code and deploy a new release (`railguard deploy --env {env}`); or roll "
         f"back code and data: `railguard restore --env {env} --release {target.number}` (destructive: the data "
         f"returns to what release {target.number} left, later changes are lost), then `railguard rollback --env "
-        f"{env} --to {target.number}`.",
+        f"{env} --to {target.number}`."
+        + (" Or give the new column(s) a default in the database (a new migration): then old code can insert."
+           if verdict.blocking else ""),
         address=f"{env}/release.{target.number}",
-        extra={"missing": verdict.missing, "added": verdict.added,
+        extra={"missing": verdict.missing, "added": verdict.added, "blocking": verdict.blocking,
                "options": [f"railguard deploy --env {env}",
                            f"railguard restore --env {env} --release {target.number}"]}))
