@@ -45,9 +45,10 @@ def _value(v: Any) -> str:
     return text if len(text) <= 70 else text[:67] + "..."
 
 
-def plan(p: Plan, out_file: str | None = None, summary: PlanSummary | None = None) -> None:
+def plan(p: Plan, out_file: str | None = None, summary: PlanSummary | None = None, next_step: bool = True) -> None:
     """A plan for people. With ``summary`` (an overview's), ``p`` holds only the first changes of each action:
-    the counts, risk and flags come from the summary, and each action says how many more there are."""
+    the counts, risk and flags come from the summary, and each action says how many more there are.
+    ``next_step=False`` (approve) leaves out "Saved... ask them to run railguard approve", said to the approver."""
     counts = dict(summary.counts) if summary else p.counts()
     max_risk = Risk(summary.max_risk) if summary else p.max_risk
     errored, applyable = (summary.errored, summary.applyable) if summary else (p.errored, p.applyable)
@@ -103,7 +104,8 @@ def plan(p: Plan, out_file: str | None = None, summary: PlanSummary | None = Non
     if errored:
         out.print("[red]The plan has errors and cannot be applied.[/]")
     elif applyable:
-        _next_step(p)
+        if next_step:
+            _next_step(p)
     else:
         out.print("Nothing to do: the live state matches the spec.")
     if out_file:
