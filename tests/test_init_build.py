@@ -60,3 +60,19 @@ def test_a_fastapi_root_route_counts_only_on_the_app_itself(tmp_path: Path, root
         f"@{root_on}.get(\"/\")\ndef listing():\n    return []\n\n\napp.include_router(router, prefix=\"/items\")\n")
     found = detect(tmp_path)
     assert found is not None and found.health == health, found.health
+
+
+def test_no_app_names_the_folder_below_that_holds_a_django_project(tmp_path: Path) -> None:
+    """django-polls repositories keep requirements.txt at the top and manage.py one folder down: init said only
+    "run railguard init in the app's folder"."""
+    from railguard.engine.starter import write_starter
+    from railguard.model.diagnostics import RailguardError
+
+    (tmp_path / "requirements.txt").write_text("Django==4.2.3\n")
+    (tmp_path / "site").mkdir()
+    (tmp_path / "site" / "manage.py").write_text("import os\nos.environ.setdefault('DJANGO_SETTINGS_MODULE', "
+                                                 "'site.settings')\n")
+    with pytest.raises(RailguardError) as refused:
+        write_starter(tmp_path)
+    remediation = refused.value.diagnostics[0].remediation
+    assert "`railguard init` in site" in remediation and "copy requirements.txt into it" in remediation, remediation
