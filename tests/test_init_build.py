@@ -11,6 +11,8 @@ from railguard.engine.starter import detect, install_command
 PIP = ["python", "-m", "pip", "install", "--no-input"]
 PROJECT = '[project]\nname = "shop"\nversion = "1"\ndependencies = ["waitress"]\n'
 TOOL_ONLY = "[tool.ruff]\nline-length = 100\n"
+POETRY = ('[tool.poetry]\nname = "shop"\nversion = "1"\n[tool.poetry.dependencies]\npython = "^3.11"\nwaitress = "*"\n'
+          '[build-system]\nrequires = ["poetry-core"]\nbuild-backend = "poetry.core.masonry.api"\n')
 
 
 @pytest.mark.parametrize(("files", "expected"), [
@@ -18,6 +20,8 @@ TOOL_ONLY = "[tool.ruff]\nline-length = 100\n"
     ({"requirements.txt": "waitress\n"}, [*PIP, "-r", "requirements.txt"]),
     ({"pyproject.toml": PROJECT}, [*PIP, "."]),
     ({"pyproject.toml": TOOL_ONLY}, None),
+    ({"pyproject.toml": POETRY}, [*PIP, "."]),  # a Poetry package: its dependencies come with it
+    ({"pyproject.toml": POETRY.replace('version = "1"', 'version = "1"\npackage-mode = false')}, None),
     ({"pyproject.toml": "not [valid toml"}, None),
     ({"requirements.txt": "waitress\n", "pyproject.toml": PROJECT}, [*PIP, "-r", "requirements.txt", "."]),
     ({"requirements.txt": "waitress\n", "pyproject.toml": TOOL_ONLY}, [*PIP, "-r", "requirements.txt"]),
@@ -30,3 +34,45 @@ def test_install_command_follows_the_dependency_files(tmp_path: Path, files: dic
     (tmp_path / "app.py").write_text("print('serving')\n")  # imports nothing the build would have to add
     found = detect(tmp_path)
     assert found is not None and found.build == expected
+
+
+def test_imports_a_declared_framework_brings_are_neither_added_nor_reported(tmp_path: Path) -> None:
+    """Flask brings werkzeug and click, pydantic brings pydantic_core, pyjwt is imported as jwt: none of them is
+    missing (init used to add werkzeug to the build and tell the user to "add the packages" jwt, click...)."""
+    (tmp_path / "requirements.txt").write_text("flask\npydantic\npyjwt\ngunicorn\n")
+    (tmp_path / "app.py").write_text(
+        "import click\nimport jwt\nimport pydantic_core\nfrom flask import Flask\nfrom werkzeug.security import "
+        "check_password_hash\nimport somethingelse\n\napp = Flask(__name__)\n")
+    found = detect(tmp_path)
+    assert found is not None and found.build == [*PIP, "-r", "requirements.txt"], found.build
+    why = found.choices.build_why
+    assert "werkzeug" not in why and "jwt" not in why and "click" not in why and "pydantic_core" not in why, why
+    assert "somethingelse" in why  # a real unknown import is still reported
+
+
+@pytest.mark.parametrize(("root_on", "health"), [("router", "/docs"), ("app", "/")])
+def test_a_fastapi_root_route_counts_only_on_the_app_itself(tmp_path: Path, root_on: str, health: str) -> None:
+    """full-stack-fastapi-template: `@router.get("/")` under an /api/v1/items prefix made init check `/`, which the
+    app does not serve (404), instead of FastAPI's /docs."""
+    (tmp_path / "requirements.txt").write_text("fastapi\nuvicorn\n")
+    (tmp_path / "main.py").write_text(
+        "from fastapi import APIRouter, FastAPI\n\napp = FastAPI()\nrouter = APIRouter()\n\n\n"
+        f"@{root_on}.get(\"/\")\ndef listing():\n    return []\n\n\napp.include_router(router, prefix=\"/items\")\n")
+    found = detect(tmp_path)
+    assert found is not None and found.health == health, found.health
+
+
+def test_no_app_names_the_folder_below_that_holds_a_django_project(tmp_path: Path) -> None:
+    """django-polls repositories keep requirements.txt at the top and manage.py one folder down: init said only
+    "run railguard init in the app's folder"."""
+    from railguard.engine.starter import write_starter
+    from railguard.model.diagnostics import RailguardError
+
+    (tmp_path / "requirements.txt").write_text("Django==4.2.3\n")
+    (tmp_path / "site").mkdir()
+    (tmp_path / "site" / "manage.py").write_text("import os\nos.environ.setdefault('DJANGO_SETTINGS_MODULE', "
+                                                 "'site.settings')\n")
+    with pytest.raises(RailguardError) as refused:
+        write_starter(tmp_path)
+    remediation = refused.value.diagnostics[0].remediation
+    assert "`railguard init` in site" in remediation and "copy requirements.txt into it" in remediation, remediation

@@ -469,7 +469,8 @@ def test_an_artifact_that_did_not_soak_is_denied_in_a_protected_environment() ->
     promotion = [v for v in found if v.rule == "guard.promotion"]
     assert [(v.effect, v.address) for v in promotion] == [(Effect.deny, "production/service.web")]
     assert promotion[0].message == "this artifact of web has not run healthy in 'staging': it never ran in 'staging'"
-    assert promotion[0].remediation == ("Deploy it to staging first, let it soak, then run "
+    assert promotion[0].remediation == ("Deploy it to staging first and let it run healthy there for the soak time "
+                                        "(`soak` in [environments.production], default 10m), then run "
                                         "`railguard promote --from staging --to production`.")
     assert asked == [("web", "sha256:src"), ("api", "")]
     assert [v for v in _verdicts(changes, _facts(soaked=soaked), desired, protected=True)

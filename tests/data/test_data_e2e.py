@@ -85,6 +85,7 @@ def test_data_survives_destructive_releases_and_rollbacks(notes: Workspace) -> N
     assert stopped["code"] == "data.loss_detected", stopped
     assert "table notes" in stopped["summary"] and "3 lost" in stopped["summary"], stopped
     assert [loss["table"] for loss in stopped["extra"]["losses"]] == ["notes"]
+    assert "`railguard plan --env staging --allow-data-loss notes`" in stopped["remediation"], stopped  # exact
     assert _rows(ws) == original and ws.get().text == page  # nothing ran on the real data; traffic unchanged
     journal = [e["step"] for e in answer["operation"]["journal"]]
     assert "staging/service.web: rehearse" in journal and "staging/service.web: release-command" not in journal
@@ -112,6 +113,8 @@ def test_data_survives_destructive_releases_and_rollbacks(notes: Workspace) -> N
     # A release that drops a column cannot be silently rolled back to code that reads it.
     assert _deploy(ws, "2", "v1")[0] == 0  # release 4: reads title and body
     r4 = ws.rg_json("releases", "--env", "staging")[1]["releases"][0]["number"]
+    code, answer = _deploy(ws, "3", "dropcol")
+    assert code == 1 and "--allow-data-loss notes.body`" in _error(answer)["remediation"], answer  # the column
     code, answer = _deploy(ws, "3", "dropcol", "--allow-data-loss", "notes.body")
     assert code == 0, answer
     code, refused = ws.rg_json("rollback", "--env", "staging", "--to", str(r4))

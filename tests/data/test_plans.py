@@ -4,13 +4,16 @@ only with the address typed back elsewhere; the rollback schema rule."""
 
 from __future__ import annotations
 
+import sqlite3
 from datetime import UTC, datetime
+from pathlib import Path
 
 import pytest
 
+from railguard.data import sqlite
 from railguard.engine import planner, schemacheck
 from railguard.engine.restore import acknowledge, require_confirmed
-from railguard.model.api import Release, ReleaseStatus
+from railguard.model.api import Release, ReleaseService, ReleaseStatus
 from railguard.model.data import DatabaseSchema, ReleaseData, TableSchema
 from railguard.model.diagnostics import RailguardError
 from railguard.model.plans import Action, Change, Effect, Risk
@@ -101,3 +104,56 @@ def test_the_rollback_schema_rule_refuses_with_both_options_and_notes_the_expand
     assert note is not None and "expand" in note and "notes.tags" in note
     assert schemacheck.check("staging", target, dict(target.data.schemas)) is None  # type: ignore[union-attr]
     assert schemacheck.check("staging", _release(), {}) is None  # nothing known: nothing to refuse
+
+
+def test_a_release_that_ran_no_release_command_is_checked_against_its_codes_recorded_schema() -> None:
+    """flaskr: release 4 added post.likes (schema recorded), a deploy of the same code switched back to its warm
+    replicas (release 6: no release command, no schema), a later release dropped the column: a rollback to 6 ran
+    the check with "nothing known" and passed. Release 6 runs release 4's code, so 4's schema stands for it."""
+    services = {"web": ReleaseService(fingerprint="fp-likes", source="sha256:likes")}
+    four = _release("id", "title", "likes").model_copy(update={"services": services})
+    six = Release(number=6, created_at="2026-12-02T07:10:00Z", status=ReleaseStatus.superseded, services=services)
+    other = Release(number=5, created_at="2026-12-02T07:05:00Z", status=ReleaseStatus.superseded,
+                    services={"web": ReleaseService(fingerprint="fp-old", source="sha256:old")},
+                    data=ReleaseData(schemas={"notes.db": DatabaseSchema(tables={"notes": TableSchema(
+                        columns=[("id", "TEXT"), ("title", "TEXT")])})}))
+    live = {"notes.db": DatabaseSchema(tables={"notes": TableSchema(columns=[("id", "TEXT"), ("title", "TEXT")])})}
+    known = schemacheck.with_known_schema(six, [six, other, four])
+    assert known.number == 6 and known.data == four.data
+    with pytest.raises(RailguardError) as refused:
+        schemacheck.check("staging", known, live)
+    assert "notes.likes" in refused.value.diagnostics[0].detail
+    assert schemacheck.with_known_schema(four, [six, other, four]) is four  # a recorded schema is its own
+
+
+def test_an_added_not_null_column_without_a_default_is_no_safe_expand(tmp_path: Path) -> None:
+    """Django polls: AddField(featured, BooleanField(default=False)) leaves the column NOT NULL with no database
+    default (Django keeps it in Python), so release 1's code, rolled back to "expand case: runs unchanged",
+    failed every INSERT with 'NOT NULL constraint failed: polls_question.featured'. Real SQLite files."""
+    path = tmp_path / "db.sqlite3"
+    db = sqlite3.connect(path)
+    db.execute("CREATE TABLE polls_question (id integer NOT NULL PRIMARY KEY AUTOINCREMENT, "
+               "question_text varchar(200) NOT NULL)")
+    db.commit()
+    target = Release(number=1, created_at="2026-12-02T07:00:00Z", status=ReleaseStatus.superseded,
+                     data=ReleaseData(schemas={"db.sqlite3": sqlite.schema(path)}))
+    db.execute("ALTER TABLE polls_question ADD COLUMN note text NULL")  # nullable: old inserts still work
+    db.execute("ALTER TABLE polls_question ADD COLUMN score integer NOT NULL DEFAULT 0")  # has a default
+    db.commit()
+    note = schemacheck.check("staging", target, {"db.sqlite3": sqlite.schema(path)})
+    assert note is not None and "expand" in note
+    db.executescript(  # what Django's migration does on SQLite: rebuild the table with the NOT NULL column
+        "CREATE TABLE new (id integer NOT NULL PRIMARY KEY AUTOINCREMENT, question_text varchar(200) NOT NULL, "
+        "note text NULL, score integer NOT NULL DEFAULT 0, featured bool NOT NULL); "
+        "INSERT INTO new SELECT id, question_text, note, score, 0 FROM polls_question; "
+        "DROP TABLE polls_question; ALTER TABLE new RENAME TO polls_question;")
+    db.close()
+    live = {"db.sqlite3": sqlite.schema(path)}
+    assert live["db.sqlite3"].tables["polls_question"].required == ["question_text", "featured"]
+    with pytest.raises(RailguardError) as refused:
+        schemacheck.check("staging", target, live)
+    diagnostic = refused.value.diagnostics[0]
+    assert diagnostic.code == "rollback.schema_changed", diagnostic
+    assert "polls_question.featured" in diagnostic.detail and "INSERT" in diagnostic.detail, diagnostic.detail
+    assert "note" not in str(diagnostic.extra["blocking"]) and "score" not in str(diagnostic.extra["blocking"])
+    assert "a default" in diagnostic.remediation

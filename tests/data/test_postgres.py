@@ -70,3 +70,11 @@ def test_the_schema_fingerprint_of_a_postgres_database_feeds_the_rollback_rule(c
     cluster.sql("ALTER TABLE notes DROP COLUMN body", "shape_a")
     verdict = compare({"postgres/a": before}, {"postgres/a": schema(cluster, "shape_a")})
     assert not verdict.superset and any("notes.body" in m for m in verdict.missing), verdict.missing
+    # A NOT NULL column without a default (serial keys and defaulted columns aside) breaks the old code's INSERTs.
+    middle = schema(cluster, "shape_a")
+    cluster.sql("ALTER TABLE notes ADD COLUMN rank int NOT NULL DEFAULT 0; ALTER TABLE notes ADD COLUMN kind text; "
+                "UPDATE notes SET kind = 'x'; ALTER TABLE notes ALTER COLUMN kind SET NOT NULL", "shape_a")
+    after = schema(cluster, "shape_a")
+    assert after.tables["notes"].required == ["kind"], after.tables["notes"]
+    verdict = compare({"postgres/a": middle}, {"postgres/a": after})
+    assert not verdict.superset and verdict.blocking == ["postgres/a: column notes.kind"], verdict

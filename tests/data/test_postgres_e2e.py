@@ -92,6 +92,10 @@ def test_a_managed_postgres_keeps_its_rows_and_its_url_secret(pgnotes: Workspace
     for note in ("milk", "eggs"):
         assert ws.get(f"/add?{note}").status_code == 200
     assert _rows(ws) == ["milk", "eggs"]
+    # The database is part of the applied spec like the service: right after the deploy nothing has drifted.
+    code, status = ws.rg_json("status", "--env", "staging")
+    assert code == 0 and status["status"]["drift"]["details"] == [], status["status"]["drift"]
+    assert status["status"]["drift"]["spec_changed_since_apply"] is False, status["status"]["drift"]
     home = ws.root / ".railguard"
     key = password_name("main")
     password = Secrets(home).values_for(Store.open(home), "staging", {key: LATEST})[key]

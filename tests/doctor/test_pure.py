@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import sqlite3
 from pathlib import Path
 
@@ -155,3 +156,28 @@ def test_exit_codes() -> None:
     assert exit_code(report(Status.passed, Status.warn), strict=True) == 2
     assert exit_code(report(Status.fail)) == 2
     assert exit_code(report(Status.passed, interrupted="SIGTERM")) == 130
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="the interpreter reason is given only to a root daemon")
+def test_shared_user_for_want_of_a_runnable_python_is_not_told_to_run_as_root(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """As root with the artifacts' Python in a folder others cannot enter (pyenv under /root), the doctor told
+    the user to "run the daemon as root" — which they were. The remediation names what to change."""
+    from railguard.doctor.envs import _isolation_remedy
+    from railguard.providers.local import isolation
+
+    hidden = tmp_path / "private" / "bin"
+    hidden.mkdir(parents=True)
+    (tmp_path / "private").chmod(0o700)
+    python = hidden / "python3"
+    python.write_text("")
+    python.chmod(0o755)
+    monkeypatch.setattr("sys._base_executable", str(python), raising=False)
+    monkeypatch.delenv("RAILGUARD_ISOLATION", raising=False)
+    home = Path("/tmp") / f"rg-remedy-{os.getpid()}"
+    level = isolation.detect(home)
+    assert not level.isolated and "cannot be run by other users" in level.reason, level
+    remedy = _isolation_remedy(level.reason)
+    assert "system Python" in remedy and "Run the daemon as root" not in remedy, remedy
+    monkeypatch.setenv("RAILGUARD_ISOLATION", "off")
+    assert "RAILGUARD_ISOLATION" in _isolation_remedy(isolation.detect(home).reason)

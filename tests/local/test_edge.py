@@ -389,6 +389,30 @@ def test_port_in_use_is_reported_and_other_environments_keep_serving(
     assert get(port).text == "A /"
 
 
+def test_another_apps_edge_cannot_share_a_port_through_reuseport(
+    edge: CaddyEdge, upstream: Callable[[str], Upstream]
+) -> None:
+    """Two apps on one machine whose specs name the same edge port (init picks ports free *now*): Caddy listens
+    with SO_REUSEPORT, so the second app's Caddy (same OS user) bound the port too, no error, and the kernel
+    split the first app's connections between the two apps. The second is refused; the first keeps serving."""
+    a, b = upstream("A"), upstream("B")
+    port = free_port()
+    edge.set_environment("staging", port, [EdgeRoute(None, "/", (a.dial,))])
+    other_dir = Path(tempfile.mkdtemp(prefix="rg-edge2-"))
+    other = CaddyEdge(other_dir / "edge")
+    try:
+        other.start()
+        with pytest.raises(PortInUse, match=f"port {port}.*already in use by another program: pid {edge.pid()} "):
+            other.set_environment("production", port, [EdgeRoute(None, "/", (b.dial,))])
+        assert other.environments() == {}
+    finally:
+        other.stop()
+        shutil.rmtree(other_dir, ignore_errors=True)
+    assert {get(port).text for _ in range(20)} == {"A /"}
+    edge.set_environment("staging", port, [EdgeRoute(None, "/", (b.dial,))])  # its own port: no refusal
+    assert get(port).text == "B /"
+
+
 def test_admin_errors_carry_caddys_message(edge: CaddyEdge) -> None:
     port = free_port()
     edge.set_environment("one", port, [])

@@ -242,3 +242,39 @@ def test_a_locked_project_installs_its_pins_in_the_layer_and_itself_in_the_artif
     again = artifacts.ensure(root, src, snapshot(src).digest, None, {})
     assert again.layer == art.layer and again.path != art.path
     artifacts.verify(again)
+
+
+POETRY_PROJECT = '''
+[tool.poetry]
+name = "poetryapp"
+version = "0.1.0"
+description = ""
+authors = ["A <a@example.com>"]
+packages = [{ include = "poetryapp.py" }]
+
+[tool.poetry.dependencies]
+python = "^3.11"
+six = "*"
+
+[build-system]
+requires = ["poetry-core>=1.0"]
+build-backend = "poetry.core.masonry.api"
+'''
+
+
+def test_a_poetry_project_without_a_project_table_is_installed_into_its_artifact(tmp_path: Path) -> None:
+    """A Poetry project names itself in [tool.poetry], not [project]: `pip install .` still builds (the
+    app's own install was given `--reinstall-package .`, which uv refuses, so every Poetry app failed)."""
+    src = tmp_path / "app"
+    src.mkdir()
+    (src / "pyproject.toml").write_text(POETRY_PROJECT)
+    (src / "poetryapp.py").write_text("import six\nVALUE = 'poetry ' + six.__name__\n")
+    root = tmp_path / "state" / "artifacts"
+    art = artifacts.ensure(root, src, snapshot(src).digest, ["python", "-m", "pip", "install", "."], {})
+    python = str(art.path / "venv" / "bin" / "python")
+    done = subprocess.run([python, "-c", "import poetryapp; print(poetryapp.VALUE)"], cwd="/", capture_output=True,
+                          text=True, check=True)
+    assert done.stdout.strip() == "poetry six"
+    assert artifacts._project_name(src) == "poetryapp"
+    (src / "pyproject.toml").write_text("[build-system]\nrequires = [\"setuptools\"]\n")  # setup.cfg names it
+    assert artifacts._project_name(src) is None

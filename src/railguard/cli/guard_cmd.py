@@ -137,7 +137,7 @@ def approve(
     _, client = connect(spec)
     found = client.plan_record(plan_id).plan
     if not as_json:
-        render.plan(found.as_plan())
+        render.plan(found.as_plan(), next_step=False)
     typed = _typed(f"Type the plan's short hash ({found.short_hash}) to approve it")
     record = client.decide(plan_id, "approve", typed=typed, reason=reason, confirm=confirm or [])
     if as_json:

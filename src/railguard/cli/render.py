@@ -12,7 +12,7 @@ from typing import Any
 from rich.markup import escape
 from rich.table import Table
 
-from railguard.cli.output import finish, out
+from railguard.cli.output import finish, out, print_diagnostics
 from railguard.cli.terminal import one_line
 from railguard.model.api import (
     Approval,
@@ -46,9 +46,10 @@ def _value(v: Any) -> str:
     return text if len(text) <= 70 else text[:67] + "..."
 
 
-def plan(p: Plan, out_file: str | None = None, summary: PlanSummary | None = None) -> None:
+def plan(p: Plan, out_file: str | None = None, summary: PlanSummary | None = None, next_step: bool = True) -> None:
     """A plan for people. With ``summary`` (an overview's), ``p`` holds only the first changes of each action:
-    the counts, risk and flags come from the summary, and each action says how many more there are."""
+    the counts, risk and flags come from the summary, and each action says how many more there are.
+    ``next_step=False`` (approve) leaves out "Saved... ask them to run railguard approve", said to the approver."""
     counts = dict(summary.counts) if summary else p.counts()
     max_risk = Risk(summary.max_risk) if summary else p.max_risk
     errored, applyable = (summary.errored, summary.applyable) if summary else (p.errored, p.applyable)
@@ -105,7 +106,8 @@ def plan(p: Plan, out_file: str | None = None, summary: PlanSummary | None = Non
     if errored:
         out.print("[red]The plan has errors and cannot be applied.[/]")
     elif applyable:
-        _next_step(p)
+        if next_step:
+            _next_step(p)
     else:
         out.print("Nothing to do: the live state matches the spec.")
     if out_file:
@@ -163,17 +165,12 @@ def operation(record: Operation) -> None:
               OperationStatus.running: "yellow"}.get(record.status, "white")
     out.print(f"[bold]Operation {record.id}[/] ({record.kind} on {record.env}): "
               f"[{colour}]{record.status}[/]  by {escape(record.principal)}, {record.created_at}")
-    table = Table(show_edge=False, pad_edge=False)
-    for column in ("at", "step", "phase"):
-        table.add_column(column, no_wrap=True)
+    # The journal as `apply` showed it live (✓/✗ per step, the data guard's notes, the build's lines): a table of
+    # (at, step, phase) lost its phase column on an 80-column terminal, so a failed step looked like the others.
     for entry in record.journal:
-        style = {"end": "green", "fail": "red"}.get(entry.phase, "dim")
-        step = entry.step + (f" | {entry.detail.get('line', '')}" if entry.phase == "output" else "")
-        table.add_row(entry.at, escape(step), f"[{style}]{entry.phase}[/]")
-    if record.journal:
-        out.print(table)
-    for entry in record.journal:
-        _command_output(entry)
+        journal_entry(entry)
+    if record.error and record.error.diagnostics:  # why it failed, with the remediation
+        print_diagnostics(record.error.diagnostics)
 
 
 def events(rows: list[Event]) -> None:

@@ -20,17 +20,22 @@ def key(database: str) -> str:
 
 def schema(cluster: Cluster, database: str) -> DatabaseSchema:
     tables: dict[str, list[tuple[str, str]]] = {}
+    required: dict[str, list[str]] = {}
     # JSON rows: a name may hold '|' or a newline, which psql's plain output would split on.
-    for line in cluster.sql("SELECT json_build_array(table_name, column_name, upper(data_type)) FROM "
+    for line in cluster.sql("SELECT json_build_array(table_name, column_name, (is_nullable = 'NO' AND column_default "
+                            "IS NULL AND is_identity = 'NO' AND is_generated = 'NEVER'), upper(data_type)) FROM "
                             "information_schema.columns WHERE table_schema = 'public' "
                             "ORDER BY table_name, ordinal_position", database).splitlines():
         if line:
-            table, column, kind = json.loads(line)
+            table, column, needed, kind = json.loads(line)
             tables.setdefault(table, []).append((column, kind))
+            if needed:  # NOT NULL without a default: an INSERT that does not name it fails
+                required.setdefault(table, []).append(column)
     indexes = dict(json.loads(line) for line in cluster.sql(
         "SELECT json_build_array(indexname, tablename) FROM pg_indexes WHERE schemaname = 'public' ORDER BY indexname",
         database).splitlines() if line)
-    return DatabaseSchema(tables={t: TableSchema(columns=c) for t, c in sorted(tables.items())}, indexes=indexes,
+    return DatabaseSchema(tables={t: TableSchema(columns=c, required=required.get(t, []))
+                                  for t, c in sorted(tables.items())}, indexes=indexes,
                           head=_head(cluster, database, tables))
 
 

@@ -257,8 +257,11 @@ def schema(path: Path) -> DatabaseSchema:
         tables: dict[str, TableSchema] = {}
         for (name,) in db.execute("SELECT name FROM sqlite_master WHERE type = 'table' AND name NOT LIKE 'sqlite_%' "
                                   "ORDER BY name").fetchall():
-            cols = [(str(r[1]), str(r[2] or "").upper()) for r in db.execute(f"PRAGMA table_info({_quote(name)})")]
-            tables[name] = TableSchema(columns=cols)
+            info = db.execute(f"PRAGMA table_info({_quote(name)})").fetchall()
+            cols = [(str(r[1]), str(r[2] or "").upper()) for r in info]
+            # (cid, name, type, notnull, dflt_value, pk): NOT NULL, no default, not the key
+            required = [str(r[1]) for r in info if r[3] and r[4] is None and not r[5]]
+            tables[name] = TableSchema(columns=cols, required=required)
         indexes = {str(n): str(t) for n, t in db.execute(
             "SELECT name, tbl_name FROM sqlite_master WHERE type = 'index' AND name NOT LIKE 'sqlite_%' "
             "ORDER BY name")}

@@ -145,12 +145,30 @@ def workload(ctx: Context) -> list[Finding]:
         else:
             findings.append(Finding(
                 status=Status.warn, subject=env, summary=f"{env}: shared-user: {reason}", evidence=[reason],
-                remediation="Run the daemon as root on a state folder other users can traverse so each "
-                            "environment runs as its own user (docs/guardrails.md, workload isolation)."))
+                remediation=_isolation_remedy(reason)))
     if level == "isolated":
         findings.append(_scratch(ctx))
         findings.append(_kernel_witness())
     return findings
+
+
+def _isolation_remedy(reason: str) -> str:
+    """What to change for the reason isolation is off (a root user whose only problem is the interpreter was
+    told to run the daemon as root)."""
+    docs = " (docs/guardrails.md, workload isolation)."
+    if "cannot be run by other users" in reason:
+        return ("Give the artifacts a Python every user can run: install Railguard in a virtualenv made from a "
+                "system Python (e.g. `/usr/bin/python3 -m venv /opt/railguard`), or make each folder down to this "
+                "interpreter traversable and the interpreter executable by others (chmod o+x / o+rx)" + docs)
+    if "not traversable by other users" in reason:
+        return "Make the folder named above traversable by other users (`chmod o+x`), or keep the state folder " \
+               "under one that is (e.g. /srv)" + docs
+    if "useradd" in reason:
+        return "Install useradd (Debian's passwd package) so each environment gets an OS user" + docs
+    if "switched off" in reason:
+        return "Unset RAILGUARD_ISOLATION (or set it to auto) where the daemon starts" + docs
+    return ("Run the daemon as root on a state folder other users can traverse so each environment runs as its "
+            "own user" + docs)
 
 
 def _kernel_witness() -> Finding:

@@ -38,6 +38,18 @@ KNOWN_IMPORTS = {
     "alembic": "alembic", "jinja2": "jinja2", "werkzeug": "werkzeug", "pydantic": "pydantic",
     "requests": "requests", "httpx": "httpx", "yaml": "pyyaml", "dotenv": "python-dotenv",
     "gunicorn": "gunicorn", "uvicorn": "uvicorn", "waitress": "waitress", "hypercorn": "hypercorn",
+    "jwt": "pyjwt",
+}
+# Imports a declared distribution always brings along (its own requirements): neither added to the build nor
+# reported as undeclared when one of these is declared.
+BROUGHT_BY = {
+    "werkzeug": ("flask", "quart"), "jinja2": ("flask", "quart"), "click": ("flask", "quart", "uvicorn"),
+    "itsdangerous": ("flask",), "markupsafe": ("jinja2", "flask", "quart"), "starlette": ("fastapi",),
+    "pydantic": ("fastapi", "sqlmodel", "pydantic-settings"),
+    "pydantic_core": ("pydantic", "fastapi", "sqlmodel", "pydantic-settings"),
+    "typing_extensions": ("pydantic", "fastapi", "sqlmodel", "sqlalchemy", "pydantic-settings"),
+    "sqlalchemy": ("sqlmodel", "alembic", "flask-sqlalchemy"), "asgiref": ("django",), "sqlparse": ("django",),
+    "anyio": ("starlette", "fastapi", "httpx"),
 }
 SECRET_WORDS = ("SECRET", "TOKEN", "PASSWORD", "PASSWD", "API_KEY", "PRIVATE_KEY", "CREDENTIAL")
 
@@ -81,6 +93,7 @@ def undeclared(files: list[PyFile], deps: Deps) -> tuple[list[str], list[str]]:
     """Third-party imports no dependency file declares: (known distributions to install, unknown imports)."""
     local = {f.module.split(".")[0] for f in files}
     imported = {i for f in files for i in f.imports} - local - set(sys.stdlib_module_names) - {"__future__"}
+    imported = {i for i in imported if not any(deps.has(d) for d in BROUGHT_BY.get(i, ()))}
     known = sorted({KNOWN_IMPORTS[i] for i in imported if i in KNOWN_IMPORTS and not deps.has(KNOWN_IMPORTS[i])})
     unknown = sorted(i for i in imported if i not in KNOWN_IMPORTS and not deps.has(i))
     return known, unknown
@@ -248,8 +261,9 @@ def _served(folder: Path, files: list[PyFile], deps: Deps, name: str, entry: Ent
     run_why = (f"{entry.framework} {kind} {target} ({entry.file}), served by {server}, the production "
                f"{entry.interface.upper()} server" + (" the project depends on" if not added else ""))
     default_health = "/" if any("/" in f.paths for f in files) else None
-    if entry.framework in ("fastapi",) and default_health is None:
-        default_health = "/docs"
+    if entry.framework == "fastapi":  # "/" only when the app itself serves it; FastAPI always serves /docs
+        default_health = "/" if any(entry.attr in f.root_receivers for f in files if f.path == entry.file) \
+            else "/docs"
     health, health_why = _health(files, default_health)
     choices = Choices(name, entry.framework, entry.file, _run(server, target, entry.factory, entry.interface),
                       run_why, build, _build_why(deps, extra, unknown), server, added,

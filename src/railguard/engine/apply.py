@@ -105,7 +105,13 @@ def execute(store: Store, *, env: str, kind: str, plan_id: str | None, changes: 
     status = OperationStatus.failed if failure else OperationStatus.succeeded
     if release is not None:
         store.finish_release(env, release, ReleaseStatus.failed if failure else ReleaseStatus.live)
-    desired = [r for r in desired if r.kind != "database"]  # a restore's target is no part of the spec
+    # A restore's target (the database with the backup to write back) is no part of the spec: the applied
+    # spec keeps that database as it was applied. Every other database is part of the spec like a service.
+    restored = {c.address for c in actionable if c.action is Action.restore}
+    if restored:
+        before = {str(r["address"]): Resource.model_validate(r) for r in store.last_spec(env) or []}
+        desired = [r for r in desired if r.address not in restored] + [before[a] for a in sorted(restored)
+                                                                       if a in before]
     if not failure and not commands_only:
         store.add_spec_snapshot(env, desired_digest(desired), [r.model_dump(mode="json") for r in desired])
     store.finish_operation(op_id, status, {"diagnostics": [d.model_dump(mode="json") for d in failure]}

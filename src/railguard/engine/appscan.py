@@ -95,6 +95,15 @@ def read_deps(folder: Path) -> Deps:
         poetry = data.get("tool", {}).get("poetry", {}) if isinstance(data.get("tool"), dict) else {}
         if isinstance(poetry, dict) and isinstance(poetry.get("dependencies"), dict):
             reqs += [Requirement(norm(n)) for n in poetry["dependencies"] if n.lower() != "python"]
+            # A Poetry package with a build backend installs with `pip install .` like a [project] does
+            # (Poetry's `package-mode = false` projects cannot be built).
+            backend = data.get("build-system", {}).get("build-backend") if isinstance(data.get("build-system"),
+                                                                                       dict) else None
+            if not installable and isinstance(backend, str) and backend.startswith("poetry") \
+                    and poetry.get("package-mode", True) is not False:
+                files.append("pyproject.toml")
+                installable = True
+                name = poetry.get("name") if isinstance(poetry.get("name"), str) else None
     if (folder / "Pipfile").is_file():
         files.append("Pipfile")
         try:
@@ -132,6 +141,9 @@ class PyFile:
     asgi_callables: set[str] = field(default_factory=set)  # async def app(scope, receive, send)
     env_reads: list[EnvRead] = field(default_factory=list)
     paths: set[str] = field(default_factory=set)  # route-like string constants ("/healthz")
+    # Receivers of a call whose first argument is "/" (`@app.get("/")`, `app.add_url_rule("/")`): the root route
+    # is the app's only when the receiver is the app (`@router.get("/")` is relative to the router's prefix).
+    root_receivers: set[str] = field(default_factory=set)
     strings: set[str] = field(default_factory=set)  # other short string constants (for sqlite URLs)
     keywords: set[str] = field(default_factory=set)  # keyword argument names used in calls
     attributes: set[str] = field(default_factory=set)  # attribute names read (instance_path, ...)
@@ -182,6 +194,9 @@ def scan_file(path: Path, rel: str, module: str) -> PyFile | None:
             found.imports.add(node.module.split(".")[0])
         elif isinstance(node, ast.Call):
             found.keywords |= {k.arg for k in node.keywords if k.arg}
+            if node.args and _const(node.args[0]) == "/" and isinstance(node.func, ast.Attribute) \
+                    and isinstance(node.func.value, ast.Name):
+                found.root_receivers.add(node.func.value.id)
         elif isinstance(node, ast.Attribute):
             found.attributes.add(node.attr)
         elif isinstance(node, ast.Constant) and isinstance(node.value, str) and len(node.value) < 200:

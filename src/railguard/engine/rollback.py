@@ -56,7 +56,8 @@ def rollback_plan(store: Store, env: str, provider: Provider | None, to: int | N
     recorded, reading the store only (the pre-check before a rollback is queued).
     """
     target = pick_target(store, env, to)
-    schemacheck.check(env, target, datarecords.live_schemas(store, env))  # refuses old code on a newer schema
+    schemacheck.check(env, schemacheck.with_known_schema(target, store.releases(env, None)),
+                      datarecords.live_schemas(store, env))  # refuses old code on a newer schema
     desired = list(target.desired)
     if provider is not None:
         observe_into(store, provider, env, desired)
@@ -87,7 +88,8 @@ def rollback(store: Store, env: str, provider: Provider, principal: Principal, c
     with store.lock(operation=f"rollback {env}"):
         target, computed = rollback_plan(store, env, provider, to)
         check_rollback(store, computed, principal)
-        note = schemacheck.check(env, target, datarecords.live_schemas(store, env))
+        note = schemacheck.check(env, schemacheck.with_known_schema(target, store.releases(env, None)),
+                                 datarecords.live_schemas(store, env))
         if note is not None and op_id is not None:
             store.journal(op_id, "schema-check", "end", {"note": note})
         return execute(store, env=env, kind="rollback", plan_id=None, changes=computed.changes,

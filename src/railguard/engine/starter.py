@@ -165,13 +165,20 @@ def write_starter(folder: Path, force: bool = False, ports: list[int] | None = N
         ))
     found = detect(folder)
     if found is None:
+        # A repository whose Django project sits one folder down (repo/requirements.txt, repo/site/manage.py)
+        # is common: name that folder rather than the generic advice.
+        below = sorted(p.parent.name for p in folder.glob("*/manage.py"))
+        deps = sorted(p.name for p in folder.glob("requirements*.txt"))
+        where = (f"Run `railguard init` in {', '.join(below)} (its manage.py is there)"
+                 + (f", and copy {', '.join(deps)} into it: a release holds only the spec's folder" if deps else "")
+                 + ". " if below else "Run `railguard init` in the app's folder, ")
         raise RailguardError(error(
             "init.no_app", "No app found in this folder",
             f"No Python web app (a Flask, FastAPI, Starlette or Django app, a WSGI/ASGI callable, a package "
             f"with __main__.py or a script with `if __name__ == \"__main__\"`) was found in {folder}, so "
             "Railguard cannot guess how to run it.",
-            "Run `railguard init` in the app's folder, or write railguard.toml by hand "
-            "(`railguard schema` lists every field).",
+            where + ("Otherwise write" if below else "or write") + " railguard.toml by hand (`railguard schema` "
+            "lists every field; any program that listens on $PORT runs, e.g. run = [\"node\", \"index.js\"]).",
             address=str(folder),
         ))
     target.write_text(render(found, ports or free_ports()), encoding="utf-8")

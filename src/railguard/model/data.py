@@ -18,6 +18,8 @@ class _Frozen(BaseModel):
 
 class TableSchema(_Frozen):
     columns: list[tuple[str, str]] = Field(default_factory=list, description="(name, declared type), in order.")
+    required: list[str] = Field(default_factory=list, description="Columns NOT NULL without a default (nor a key "
+                                "or identity): an INSERT that does not name them fails.")
 
 
 class DatabaseSchema(_Frozen):

@@ -179,7 +179,8 @@ def _promotion(plan: Plan, facts: Facts, config: dict[str, Any], protected: bool
         if why is not None:
             yield Verdict(rule="guard.promotion", effect=Effect.deny, address=change.address,
                           message=f"this artifact of {resource.name} has not run healthy in '{source}': {why}",
-                          remediation=f"Deploy it to {source} first, let it soak, then run "
+                          remediation=f"Deploy it to {source} first and let it run healthy there for the soak "
+                          f"time (`soak` in [environments.{plan.env}], default 10m), then run "
                           f"`railguard promote --from {source} --to {plan.env}`.")
 
 

@@ -281,8 +281,9 @@ def _build(root: Path, folder: Path, build: list[str] | None, env: dict[str, str
             on_line(f"dependencies: layer {key} linked ({linked} console scripts)")
     python = str(venv / "bin" / "python")
     if deps.project:
+        name = _project_name(src)
         run_streamed([uvb, "pip", "install", "--python", python, "--no-deps", "--link-mode=copy",
-                      "--compile-bytecode", "--reinstall-package", _project_name(src), "."],
+                      "--compile-bytecode", *(["--reinstall-package", name] if name else []), "."],
                      cwd=src, env=environ, log=log, on_line=on_line, what="installing the app's own package")
     if deps.rest:
         bin_dirs = [str(venv / "bin")]
@@ -298,14 +299,19 @@ def _build(root: Path, folder: Path, build: list[str] | None, env: dict[str, str
     return layer
 
 
-def _project_name(src: Path) -> str:
+def _project_name(src: Path) -> str | None:
+    """The project's distribution name: ``[project].name``, else Poetry's ``[tool.poetry].name``; None when
+    neither says (a setup.py/setup.cfg project): uv refuses a ``--reinstall-package`` that is not a name."""
     import tomllib
 
     try:
-        name = tomllib.loads((src / "pyproject.toml").read_text(encoding="utf-8"))["project"]["name"]
-    except (OSError, KeyError, TypeError, ValueError):
-        return "."
-    return str(name)
+        data = tomllib.loads((src / "pyproject.toml").read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, ValueError):
+        return None
+    for table in (data.get("project"), (data.get("tool") or {}).get("poetry")):
+        if isinstance(table, dict) and isinstance(table.get("name"), str) and table["name"].strip():
+            return str(table["name"]).strip()
+    return None
 
 
 def _building(root: Path, name: str) -> bool:

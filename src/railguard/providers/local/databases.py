@@ -180,7 +180,10 @@ def _rehearse(request: ApplyRequest, *, home: Path, service: str, config: dict[s
             f"its rehearsal on a copy of the data lost: {rehearsal.describe(found.losses)}. It did not run "
             f"on the real data (snapshot {backup_id} was taken)",
             {"losses": [loss.model_dump(mode="json") for loss in found.losses], "backup": backup_id,
-             "allow": tables, "rehearsal_s": found.seconds})
+             "allow": tables, "rehearsal_s": found.seconds,
+             # What --allow-data-loss must name to go on: a dropped column as TABLE.COLUMN, else the table.
+             "allow_exact": sorted({f"{loss.table}.{loss.column}" if loss.column else loss.table
+                                    for loss in found.losses})})
 
 
 def restore_change(request: ApplyRequest, *, home: Path, data_dir: Path, step: Step,

@@ -405,6 +405,7 @@ class CaddyEdge:
             current = self._request("GET", "/config/apps") or {}
             old_tls = current.get("http", {}).get("servers", {}).get(TLS_PREFIX + env)
             desired = apps_config(current, env, http, tls, internal, tls_hosts(old_tls))
+            self._refuse_shared_ports(current, [p for p in (port, https_port) if p is not None], bind)
             if current != desired:
                 # One request, one atomic config change. If a new listener cannot bind, Caddy rolls
                 # back to the previous config as a whole.
@@ -427,6 +428,29 @@ class CaddyEdge:
             # Caddy may hold the previous answer up to one refresh interval; the resolver knows which names it
             # answered within that time, so only those are waited for (and only until Caddy asks again).
             self.resolver.settle(changed, REFRESH_S, _REFRESH_MARGIN_S)
+
+    def _refuse_shared_ports(self, current: dict[str, Any], ports: list[int], bind: str) -> None:
+        """Raise PortInUse for a port this Caddy does not listen on yet but another process does. Caddy listens
+        with SO_REUSEPORT, so a second Caddy of the same OS user (another app's edge: every edge runs as root,
+        or as rg-edge when isolated) binds the same port without an error, and the kernel then splits the
+        connections between two unrelated apps."""
+        mine = {address.rsplit(":", 1)[-1] for server in (current.get("http", {}).get("servers", {}) or {}).values()
+                for address in server.get("listen", [])}
+        new = [p for p in ports if str(p) not in mine]
+        if not new:
+            return  # the check costs a scan of the system's sockets: only when a listener is added
+        ours = self.pid()
+        try:
+            connections = psutil.net_connections(kind="inet")
+        except (psutil.Error, OSError):
+            return
+        wild = ("0.0.0.0", "::", "")
+        for conn in connections:
+            if conn.status != psutil.CONN_LISTEN or not conn.laddr or conn.laddr.port not in new \
+                    or (conn.pid is not None and conn.pid == ours):
+                continue
+            if conn.laddr.ip == bind or conn.laddr.ip in wild or bind in wild:
+                raise PortInUse(f"port {conn.laddr.port} is already listened on")
 
     def _wait_certificates(self, names: list[str], bind: str, https_port: int) -> None:
         """Return once the edge answers TLS for each internally issued name (Caddy issues them in the background,

@@ -425,5 +425,10 @@ class LocalProvider(Canaries, Views, Commands, Traffic):
 
     @staticmethod
     def _diagnostic(request: ApplyRequest, code: str, summary: str, cause: str, extra: dict[str, Any]) -> Diagnostic:
+        remediation = REMEDIATION[code]
+        if code == "data.loss_detected" and extra.get("allow_exact"):  # the exact command, not placeholders
+            remediation = remediation.replace(
+                "`railguard plan --env ENV --allow-data-loss TABLE...`",
+                f"`railguard plan --env {request.env} --allow-data-loss {' '.join(extra['allow_exact'])}`")
         return error(code, summary, f"{request.change.action.value} {request.change.address} failed: {cause}.",
-                     REMEDIATION[code], address=request.change.address, extra=extra)
+                     remediation, address=request.change.address, extra=extra)
