@@ -8,6 +8,8 @@ release after its release command, and on each snapshot, under the key ``postgre
 
 from __future__ import annotations
 
+import json
+
 from railguard.data.postgres import Cluster, PostgresError
 from railguard.model.data import DatabaseSchema, TableSchema
 
@@ -16,17 +18,22 @@ def key(database: str) -> str:
     return f"postgres/{database}"
 
 
+# The columns (with information_schema's type names: what earlier releases recorded) and the indexes, in one
+# round trip; the migration head needs a second query only where a framework's table exists.
+SCHEMA = """SELECT json_build_object(
+  'columns', (SELECT coalesce(json_agg(json_build_array(table_name, column_name, upper(data_type))
+                                       ORDER BY table_name, ordinal_position), '[]')
+              FROM information_schema.columns WHERE table_schema = 'public'),
+  'indexes', (SELECT coalesce(json_agg(json_build_array(indexname, tablename) ORDER BY indexname), '[]')
+              FROM pg_catalog.pg_indexes WHERE schemaname = 'public'))"""
+
+
 def schema(cluster: Cluster, database: str) -> DatabaseSchema:
+    found = json.loads(cluster.inspect(SCHEMA, database))
     tables: dict[str, list[tuple[str, str]]] = {}
-    for line in cluster.sql("SELECT table_name, column_name, upper(data_type) FROM information_schema.columns "
-                            "WHERE table_schema = 'public' ORDER BY table_name, ordinal_position",
-                            database).splitlines():
-        if line:
-            table, column, kind = line.split("|", 2)
-            tables.setdefault(table, []).append((column, kind))
-    indexes = dict(line.split("|", 1) for line in cluster.sql(
-        "SELECT indexname, tablename FROM pg_indexes WHERE schemaname = 'public' ORDER BY 1",
-        database).splitlines() if line)
+    for table, column, kind in found["columns"]:
+        tables.setdefault(table, []).append((column, kind))
+    indexes = {name: table for name, table in found["indexes"]}
     return DatabaseSchema(tables={t: TableSchema(columns=c) for t, c in sorted(tables.items())}, indexes=indexes,
                           head=_head(cluster, database, tables))
 
@@ -34,10 +41,11 @@ def schema(cluster: Cluster, database: str) -> DatabaseSchema:
 def _head(cluster: Cluster, database: str, tables: dict[str, list[tuple[str, str]]]) -> str | None:
     try:
         if "django_migrations" in tables:
-            row = cluster.sql("SELECT app || '.' || name FROM django_migrations ORDER BY id DESC LIMIT 1", database)
+            row = cluster.inspect("SELECT app || '.' || name FROM public.django_migrations ORDER BY id DESC LIMIT 1",
+                                  database)
             return f"django:{row.strip()}" if row.strip() else None
         if "alembic_version" in tables:
-            row = cluster.sql("SELECT version_num FROM alembic_version LIMIT 1", database)
+            row = cluster.inspect("SELECT version_num FROM public.alembic_version LIMIT 1", database)
             return f"alembic:{row.strip()}" if row.strip() else None
     except PostgresError:
         return None

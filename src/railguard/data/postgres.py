@@ -26,6 +26,7 @@ by tests and bench/.
 from __future__ import annotations
 
 import errno
+import hashlib
 import importlib.util
 import os
 import pwd
@@ -33,6 +34,7 @@ import shutil
 import signal
 import stat
 import subprocess
+import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -262,19 +264,33 @@ class Cluster:
     def url(self, database: str = "postgres") -> str:
         return f"postgresql://{ROLE}:{self.password}@127.0.0.1:{self.port}/{database}"
 
-    def _client_env(self) -> dict[str, str]:
-        return {"PATH": os.environ.get("PATH", ""), "PGPASSWORD": self.password, "PGHOST": "127.0.0.1",
-                "PGPORT": str(self.port), "PGUSER": ROLE, "PGCONNECT_TIMEOUT": "5"}
+    def _client_env(self, options: str = "") -> dict[str, str]:
+        found = {"PATH": os.environ.get("PATH", ""), "PGPASSWORD": self.password, "PGHOST": "127.0.0.1",
+                 "PGPORT": str(self.port), "PGUSER": ROLE, "PGCONNECT_TIMEOUT": "5"}
+        if options:
+            found["PGOPTIONS"] = options
+        return found
 
-    def _client(self, tool: str, *args: str, timeout: float = 600) -> str:
+    def _client(self, tool: str, *args: str, timeout: float = 600, options: str = "", script: str | None = None) -> str:
         done = subprocess.run([str(self.bin / tool), *args], capture_output=True, text=True, check=False,
-                              env=self._client_env(), timeout=timeout)
+                              env=self._client_env(options), timeout=timeout, input=script)
         if done.returncode != 0:
             raise PostgresError(f"{tool}: {(done.stderr or done.stdout).strip()[-400:]}")
         return done.stdout
 
     def sql(self, statement: str, database: str = "postgres") -> str:
         return self._client("psql", "-X", "-q", "-A", "-t", "-v", "ON_ERROR_STOP=1", "-d", database, "-c", statement)
+
+    def inspect(self, statement: str, database: str, script: bool = False) -> str:
+        """A read of the app's database by Railguard's role, with ``search_path`` = ``pg_catalog`` only.
+
+        The app owns its database and may ``ALTER DATABASE ... SET search_path`` or create functions and
+        operators in ``public`` named like built-ins; a client option outranks a database's setting, so an
+        unqualified name in Railguard's own queries never resolves to something the app defined. ``script``:
+        ``statement`` is a psql script (read from stdin: ``\\gexec`` runs a query the first one wrote)."""
+        where = ["-f", "-"] if script else ["-c", statement]
+        return self._client("psql", "-X", "-q", "-A", "-t", "-v", "ON_ERROR_STOP=1", "-d", database, *where,
+                            options="-c search_path=pg_catalog", script=statement if script else None)
 
     def sql_file(self, path: Path, database: str) -> str:
         """Run a SQL script (a fixture) into ``database``, stopping at its first error."""
@@ -286,14 +302,80 @@ class Cluster:
         except (PostgresError, subprocess.TimeoutExpired):
             return False
 
-    def dump(self, database: str, path: Path) -> None:
-        """A consistent snapshot (pg_dump runs in one repeatable-read transaction), custom format.
+    def dump(self, database: str, path: Path, into: str | None = None) -> tuple[str, str | None]:
+        """A consistent snapshot (pg_dump runs in one repeatable-read transaction), custom format, written to
+        ``path``; returns its sha256 and, with ``into``, why that scratch copy failed (None: it is whole).
 
         Uncompressed: the wheel's pg_dump has gzip only, and gzip was 80% of a snapshot's time (100 MB database:
         4.5 s at -Z1 against 0.9 s at -Z0, docs/benchmarks.md), for a file 1.7 times smaller. A snapshot runs
-        before every release command, so its time is paid on every deploy; its disk only ``backups_keep`` times."""
+        before every release command, so its time is paid on every deploy; its disk only ``backups_keep`` times.
+
+        ``into``: a scratch database (a rehearsal's) made from the same stream while it is written: pg_dump's
+        output goes to the file, to the checksum and to a pg_restore at once, so the copy costs no second pass
+        over the data after the snapshot (the rehearsal used to restore the file afterwards: a second 1-1.5 s
+        for 100 MB). The scratch session commits without waiting for its WAL to reach the disk
+        (``synchronous_commit=off``): a crash can only lose a scratch copy, which is dropped anyway. A file
+        written from a pipe has no data offsets; pg_restore reads such a file in order (``-j`` too)."""
         path.parent.mkdir(parents=True, exist_ok=True)
-        self._client("pg_dump", "-Fc", "-Z", "0", "-d", database, "-f", str(path))
+        failed: str | None = None
+        restore: subprocess.Popen[bytes] | None = None
+        errors = tempfile.TemporaryFile()
+        if into is not None:
+            try:
+                self.sql(f'DROP DATABASE IF EXISTS "{into}" WITH (FORCE)')
+                self.sql(f'CREATE DATABASE "{into}" TEMPLATE template0')
+                restore = subprocess.Popen(
+                    [str(self.bin / "pg_restore"), "-d", into, "--no-owner", "--exit-on-error"],
+                    stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=errors,
+                    env=self._client_env("-c synchronous_commit=off"))
+            except PostgresError as exc:
+                failed = str(exc)
+        digest = hashlib.sha256()
+        with tempfile.TemporaryFile() as said:
+            dump = subprocess.Popen([str(self.bin / "pg_dump"), "-Fc", "-Z", "0", "-d", database],
+                                    stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=said,
+                                    env=self._client_env())
+            assert dump.stdout is not None
+            try:
+                with os.fdopen(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600),
+                               "wb") as out:
+                    while chunk := dump.stdout.read(1 << 20):
+                        out.write(chunk)
+                        digest.update(chunk)
+                        if restore is not None:
+                            try:
+                                assert restore.stdin is not None
+                                restore.stdin.write(chunk)
+                            except BrokenPipeError:  # pg_restore stopped: the snapshot goes on without it
+                                restore.stdin = None
+                                restore.wait(60)
+                    out.flush()
+                    os.fsync(out.fileno())  # what pg_dump -f did: the snapshot is on disk before the release runs
+                code = dump.wait(600)
+            finally:
+                if dump.poll() is None:
+                    dump.kill()
+                    dump.wait()
+                if restore is not None:
+                    if restore.stdin is not None:
+                        try:
+                            restore.stdin.close()
+                        except BrokenPipeError:
+                            pass
+                    try:
+                        restore.wait(600)
+                    except subprocess.TimeoutExpired:
+                        restore.kill()
+                        restore.wait()
+            if code != 0:
+                errors.close()
+                said.seek(0)
+                raise PostgresError(f"pg_dump: {said.read().decode(errors='replace').strip()[-400:]}")
+        if restore is not None and restore.returncode != 0:
+            errors.seek(0)
+            failed = f"pg_restore: {errors.read().decode(errors='replace').strip()[-400:]}"
+        errors.close()
+        return digest.hexdigest(), failed
 
     def restore(self, database: str, path: Path) -> None:
         """Replace ``database`` with the dump: recreated empty from template0, then pg_restore."""

@@ -34,6 +34,7 @@ from typing import Any
 
 import psutil
 
+from railguard.data import pgrehearsal
 from railguard.data.postgres import Cluster, PostgresError
 from railguard.model.plans import Action
 from railguard.model.resources import LiveStatus, ObservedResource, database_address
@@ -276,9 +277,15 @@ class DatabaseServers:
                 cluster = self.cluster(env, name)
                 if self._pid(cluster) is not None and cluster.healthy():
                     notes.append(f"{database_address(env, name)}: adopted postgres pid {self._pid(cluster)}")
-                    continue
-                self._start(env, name, cluster)
-                notes.append(f"{database_address(env, name)}: started postgres again (pid {self._pid(cluster)})")
+                else:
+                    self._start(env, name, cluster)
+                    notes.append(f"{database_address(env, name)}: started postgres again (pid {self._pid(cluster)})")
+                # A rehearsal's copy is dropped after its verdict on a thread; a daemon killed first left it.
+                swept = pgrehearsal.sweep(cluster)
+                if swept:
+                    notes.append(f"{database_address(env, name)}: dropped the rehearsal copies {', '.join(swept)}")
+            except PostgresError as exc:
+                notes.append(f"{database_address(env, name)}: the rehearsal copies could not be dropped: {exc}")
             except Failure as exc:
                 notes.append(f"{database_address(env, name)}: {exc.summary}: {exc.cause}")
         return notes
