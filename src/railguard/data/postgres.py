@@ -25,11 +25,14 @@ by tests and bench/.
 
 from __future__ import annotations
 
+import base64
 import errno
 import hashlib
+import hmac
 import importlib.util
 import os
 import pwd
+import secrets
 import shutil
 import signal
 import stat
@@ -40,7 +43,20 @@ from dataclasses import dataclass
 from pathlib import Path
 
 RUN_AS = "railguard-pg"
-ROLE = "railguard"
+ADMIN = "rg_admin"  # Railguard's own role (the cluster's superuser): snapshots, restores, rehearsals, never the app's
+ROLE = "railguard"  # the app's role: owns its database, no superuser; the name every URL a service got carries
+
+
+def scram_verifier(password: str) -> str:
+    """The SCRAM-SHA-256 secret Postgres stores for ``password`` (RFC 5802/7677), computed here so that a
+    ``PASSWORD`` clause never carries the password itself (a statement can reach the server's log)."""
+    salt, iterations = secrets.token_bytes(16), 4096
+    salted = hashlib.pbkdf2_hmac("sha256", password.encode(), salt, iterations)
+    client_key = hmac.new(salted, b"Client Key", "sha256").digest()
+    server_key = hmac.new(salted, b"Server Key", "sha256").digest()
+    stored = hashlib.sha256(client_key).digest()
+    salt_b64, stored_b64, server_b64 = (base64.b64encode(raw).decode() for raw in (salt, stored, server_key))
+    return f"SCRAM-SHA-256${iterations}:{salt_b64}${stored_b64}:{server_b64}"
 
 
 class PostgresError(Exception):
@@ -120,6 +136,8 @@ class Cluster:
     port: int
     password: str
     run_as: str | None = None  # the OS user the server runs as when started by root (None: railguard-pg)
+    admin: str = ADMIN  # the role ``password`` opens (a cluster made before the app got a role of its own: ROLE)
+    app_password: str | None = None  # ROLE's, when the app has a role of its own (app_url); None: admin only
 
     def __post_init__(self) -> None:
         found = bin_dir()
@@ -199,7 +217,7 @@ class Cluster:
         finally:
             os.close(fd)
         try:
-            done = self._server_cmd([str(self.bin / "initdb"), "-D", str(self.pgdata), "-U", ROLE, "--pwfile",
+            done = self._server_cmd([str(self.bin / "initdb"), "-D", str(self.pgdata), "-U", self.admin, "--pwfile",
                                      str(pwfile), "--auth=scram-sha-256", "--encoding=UTF8", "--no-sync"])
         finally:
             pwfile.unlink(missing_ok=True)  # the password lives in the secret store, never beside the data
@@ -262,18 +280,32 @@ class Cluster:
 
     # -- clients --------------------------------------------------------------------------------
     def url(self, database: str = "postgres") -> str:
-        return f"postgresql://{ROLE}:{self.password}@127.0.0.1:{self.port}/{database}"
+        """Railguard's own (admin) URL: never given to an app whose cluster has an app role (:meth:`app_url`)."""
+        return f"postgresql://{self.admin}:{self.password}@127.0.0.1:{self.port}/{database}"
 
-    def _client_env(self, options: str = "") -> dict[str, str]:
-        found = {"PATH": os.environ.get("PATH", ""), "PGPASSWORD": self.password, "PGHOST": "127.0.0.1",
-                 "PGPORT": str(self.port), "PGUSER": ROLE, "PGCONNECT_TIMEOUT": "5"}
+    def app_url(self, database: str) -> str:
+        """The URL the app gets: its own role's, or (a cluster without one: tests, the doctor's scratch) the admin's."""
+        if self.app_password is None:
+            return self.url(database)
+        return f"postgresql://{ROLE}:{self.app_password}@127.0.0.1:{self.port}/{database}"
+
+    @property
+    def owner(self) -> str | None:
+        """Who owns the app's databases and what is restored into them (None: no app role, the admin)."""
+        return ROLE if self.app_password is not None else None
+
+    def _client_env(self, options: str = "", login: tuple[str, str] | None = None) -> dict[str, str]:
+        user, password = login or (self.admin, self.password)
+        found = {"PATH": os.environ.get("PATH", ""), "PGPASSWORD": password, "PGHOST": "127.0.0.1",
+                 "PGPORT": str(self.port), "PGUSER": user, "PGCONNECT_TIMEOUT": "5"}
         if options:
             found["PGOPTIONS"] = options
         return found
 
-    def _client(self, tool: str, *args: str, timeout: float = 600, options: str = "", script: str | None = None) -> str:
+    def _client(self, tool: str, *args: str, timeout: float = 600, options: str = "", script: str | None = None,
+                login: tuple[str, str] | None = None) -> str:
         done = subprocess.run([str(self.bin / tool), *args], capture_output=True, text=True, check=False,
-                              env=self._client_env(options), timeout=timeout, input=script)
+                              env=self._client_env(options, login), timeout=timeout, input=script)
         if done.returncode != 0:
             raise PostgresError(f"{tool}: {(done.stderr or done.stdout).strip()[-400:]}")
         return done.stdout
@@ -291,6 +323,12 @@ class Cluster:
         where = ["-f", "-"] if script else ["-c", statement]
         return self._client("psql", "-X", "-q", "-A", "-t", "-v", "ON_ERROR_STOP=1", "-d", database, *where,
                             options="-c search_path=pg_catalog", script=statement if script else None)
+
+    def script(self, text: str, database: str = "postgres", login: tuple[str, str] | None = None) -> str:
+        """A psql script read from stdin (never on a command line another user's ``ps`` shows), as the admin
+        or as ``login`` (role, password), stopping at its first error."""
+        return self._client("psql", "-X", "-q", "-A", "-t", "-v", "ON_ERROR_STOP=1", "-d", database, "-f", "-",
+                            script=text, login=login)
 
     def sql_file(self, path: Path, database: str) -> str:
         """Run a SQL script (a fixture) into ``database``, stopping at its first error."""
@@ -322,10 +360,9 @@ class Cluster:
         errors = tempfile.TemporaryFile()
         if into is not None:
             try:
-                self.sql(f'DROP DATABASE IF EXISTS "{into}" WITH (FORCE)')
-                self.sql(f'CREATE DATABASE "{into}" TEMPLATE template0')
+                self._fresh(into)
                 restore = subprocess.Popen(
-                    [str(self.bin / "pg_restore"), "-d", into, "--no-owner", "--exit-on-error"],
+                    [str(self.bin / "pg_restore"), "-d", into, *self._owners(), "--exit-on-error"],
                     stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=errors,
                     env=self._client_env("-c synchronous_commit=off"))
             except PostgresError as exc:
@@ -377,12 +414,24 @@ class Cluster:
         errors.close()
         return digest.hexdigest(), failed
 
+    def _fresh(self, database: str) -> None:
+        """``database`` dropped and made again, empty, owned by the app's role when there is one."""
+        self.sql(f'DROP DATABASE IF EXISTS "{database}" WITH (FORCE)')
+        owner = f' OWNER "{self.owner}"' if self.owner else ""
+        self.sql(f'CREATE DATABASE "{database}"{owner} TEMPLATE template0')
+
+    def _owners(self) -> list[str]:
+        """pg_restore's identity: with an app role, the restore runs as that role (``SET ROLE``), so what it
+        makes is the app's (it can alter what it made), and a function the app wrote that a restore evaluates
+        (a CHECK constraint's, a domain's) runs with the app's rights, never the admin's; without one (another
+        cluster: the doctor's scratch, tests) the admin restores and owns it all."""
+        return ["--no-owner", f"--role={self.owner}"] if self.owner else ["--no-owner"]
+
     def restore(self, database: str, path: Path) -> None:
         """Replace ``database`` with the dump: recreated empty from template0, then pg_restore."""
-        self.sql(f'DROP DATABASE IF EXISTS "{database}" WITH (FORCE)')
-        self.sql(f'CREATE DATABASE "{database}" TEMPLATE template0')
+        self._fresh(database)
         # Two jobs: the data of several tables and the index builds overlap (100 MB: 1.07 s against 1.48 s).
-        self._client("pg_restore", "-d", database, "--no-owner", "--exit-on-error", "-j", "2", str(path))
+        self._client("pg_restore", "-d", database, *self._owners(), "--exit-on-error", "-j", "2", str(path))
 
     def clone(self, source: str, target: str) -> None:
         """A scratch copy of ``source`` (file-level template copy: fastest; needs no session on source)."""

@@ -121,7 +121,7 @@ def _rehearse(request: ApplyRequest, *, home: Path, service: str, config: dict[s
             if made.failed:
                 name, why = sorted(made.failed.items())[0]
                 raise PostgresError(f"{name}: {why}")
-            urls = {name: cluster.url(pgrehearsal.scratch_name(name)) for name, cluster in clusters.items()}
+            urls = {name: cluster.app_url(pgrehearsal.scratch_name(name)) for name, cluster in clusters.items()}
             pg_before = {name: made.shapes[name] for name in clusters}
             rehearsal_environ = {**environ, **{variables[name]: url for name, url in urls.items()}}
             found = rehearsal.rehearse(data_dir, scratch, run, list(request.allow_data_loss), copies, known)
