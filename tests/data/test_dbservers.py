@@ -286,6 +286,20 @@ def test_the_apps_role_owns_its_database_and_nothing_more_and_an_old_superuser_a
             assert denied.returncode != 0 and said in denied.stderr, (hostile, denied)
         wrong = url.replace("railguard:", "rg_admin:", 1)  # the app's password does not open the admin role
         assert _psql(wrong, "SELECT 1").returncode != 0
+        # A restore (and a rehearsal's copy) runs the app's code a table holds (a CHECK's function) as the app's
+        # role, never as the admin; what it makes stays the app's.
+        trap = ("CREATE TABLE seen (who text); CREATE FUNCTION who() RETURNS bool LANGUAGE plpgsql AS "
+                "$$ BEGIN INSERT INTO public.seen VALUES (current_user); RETURN true; END $$; "
+                "CREATE TABLE guarded (id int CHECK (public.who())); INSERT INTO guarded VALUES (1)")
+        assert _psql(url, trap).returncode == 0
+        cluster = servers.cluster("staging", "main")
+        cluster.dump("main", reachable_tmp / "main.dump", "main__copy")
+        cluster.restore("main", reachable_tmp / "main.dump")
+        for database in ("main", "main__copy"):
+            assert cluster.sql("SELECT DISTINCT who FROM seen", database).split() == ["railguard"], database
+            assert cluster.sql("SELECT DISTINCT tableowner FROM pg_tables WHERE schemaname = 'public'",
+                               database).split() == ["railguard"], database
+        cluster.sql("DROP DATABASE main__copy")
 
         # An environment from before: its cluster's one role (the superuser) is what the app's URL names.
         cluster = servers.cluster("staging", "main")
