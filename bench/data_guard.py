@@ -55,7 +55,8 @@ def once(mb: int) -> dict[str, float]:
         t0 = time.perf_counter()
         backup = snapshots.take(data, root / "backups", "bench", 1)
         t1 = time.perf_counter()
-        found = rehearsal.rehearse(data, root / "scratch", run, [], snapshots.files(root / "backups", backup))
+        found = rehearsal.rehearse(data, root / "scratch", run, [], snapshots.files(root / "backups", backup),
+                                  rehearsal.known_shapes(backup))
         t2 = time.perf_counter()
         assert backup is not None and not found.losses
         started = time.perf_counter()

@@ -22,7 +22,7 @@ from railguard.engine import planner
 from railguard.model.resources import LiveStatus, desired_resources
 from railguard.model.specfile import parse_spec
 from railguard.providers.base import ApplyRequest
-from railguard.providers.local.dbservers import DatabaseServers, password_name, server_user
+from railguard.providers.local.dbservers import DatabaseServers, admin_password_name, password_name, server_user
 from railguard.providers.local.isolation import RunAs, ensure_user, user_name
 from railguard.providers.local.replicas import Failure
 
@@ -239,5 +239,109 @@ def test_each_environment_gets_its_own_server_and_a_server_that_cannot_start_say
         # The cause gone, the daemon's tick starts it again.
         assert any("started again" in note for _, note in servers.tick())
         assert _status(servers, "production")["production/database.main"] is LiveStatus.running
+    finally:
+        servers.stop_all()
+
+
+def _psql(url: str, sql: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([str(bin_dir() / "psql"), url, "-X", "-Atq", "-v", "ON_ERROR_STOP=1", "-c", sql],  # type: ignore[operator]
+                          capture_output=True, text=True, timeout=60, check=False)
+
+
+@pytest.mark.timeout(600)
+def test_the_apps_role_owns_its_database_and_nothing_more_and_an_old_superuser_app_is_demoted(
+        reachable_tmp: Path) -> None:
+    """The app's DATABASE_URL is a role that owns its database (a Django/Alembic-style migration works) but is no
+    superuser: no program, no server file, no new role. Railguard keeps an admin role of its own whose password
+    the app never gets. A cluster made when the app's URL was the superuser's is split at adoption: the same URL
+    then logs in as a demoted role that still owns every table, its rows kept."""
+    store: dict[tuple[str, str], str] = {}
+    servers = DatabaseServers(reachable_tmp, lambda env, names: {n: store[(env, n)] for n in names
+                                                                 if (env, n) in store},
+                              lambda env, name, value: store.__setitem__((env, name), value),
+                              isolated=os.geteuid() == 0)
+    try:
+        _apply(servers, "staging")
+        url = servers.env_for("staging", {"databases": {"main": "DATABASE_URL"}},
+                              reachable_tmp / "data")["DATABASE_URL"]
+        admin = store[("staging", admin_password_name("main"))]
+        assert admin not in url and store[("staging", password_name("main"))] in url
+        migration = ("CREATE TABLE notes (id serial PRIMARY KEY, body text); ALTER TABLE notes ADD COLUMN tag text; "
+                     "CREATE INDEX notes_tag ON notes (tag); INSERT INTO notes (body) VALUES ('a'), ('b'); "
+                     "CREATE TABLE alembic_version (version_num varchar(32) PRIMARY KEY); "
+                     "ALTER TABLE notes RENAME COLUMN tag TO label; CREATE SCHEMA extra; CREATE TABLE extra.t (x int)")
+        done = _psql(url, migration)
+        assert done.returncode == 0, done.stderr
+        assert _psql(url, "SELECT rolsuper, rolcreaterole, rolcreatedb FROM pg_roles WHERE rolname = current_user"
+                     ).stdout.strip() == "f|f|f"
+        for hostile, said in (("COPY (SELECT 1) TO PROGRAM 'id'", "permission denied"),
+                              ("COPY notes (body) FROM '/etc/passwd'", "permission denied"),
+                              ("SELECT pg_read_file('PG_VERSION')", "permission denied"),
+                              ("SELECT pg_ls_dir('.')", "permission denied"),
+                              ("CREATE ROLE intruder SUPERUSER", "permission denied"),
+                              ("ALTER ROLE railguard SUPERUSER", "permission denied"),
+                              ("GRANT pg_execute_server_program TO railguard", "permission denied"),
+                              ("CREATE EXTENSION file_fdw", "permission denied to create extension")):
+            denied = _psql(url, hostile)
+            assert denied.returncode != 0 and said in denied.stderr, (hostile, denied)
+        wrong = url.replace("railguard:", "rg_admin:", 1)  # the app's password does not open the admin role
+        assert _psql(wrong, "SELECT 1").returncode != 0
+        # A restore (and a rehearsal's copy) runs the app's code a table holds (a CHECK's function) as the app's
+        # role, never as the admin; what it makes stays the app's.
+        trap = ("CREATE TABLE seen (who text); CREATE FUNCTION who() RETURNS bool LANGUAGE plpgsql AS "
+                "$$ BEGIN INSERT INTO public.seen VALUES (current_user); RETURN true; END $$; "
+                "CREATE TABLE guarded (id int CHECK (public.who())); INSERT INTO guarded VALUES (1)")
+        assert _psql(url, trap).returncode == 0
+        cluster = servers.cluster("staging", "main")
+        cluster.dump("main", reachable_tmp / "main.dump", "main__copy")
+        cluster.restore("main", reachable_tmp / "main.dump")
+        for database in ("main", "main__copy"):
+            assert cluster.sql("SELECT DISTINCT who FROM seen", database).split() == ["railguard"], database
+            assert cluster.sql("SELECT DISTINCT tableowner FROM pg_tables WHERE schemaname = 'public'",
+                               database).split() == ["railguard"], database
+        cluster.sql("DROP DATABASE main__copy")
+
+        # An environment from before: its cluster's one role (the superuser) is what the app's URL names.
+        cluster = servers.cluster("staging", "main")
+        servers._stop(cluster)
+        servers.clusters.clear()
+        servers.records["production"] = {"main": {**servers.records["staging"]["main"], "port": free_port()}}
+        record = servers.records["production"]["main"]
+        record.pop("roles")
+        if record.get("user"):
+            record["user"] = server_user("notes", "production", reachable_tmp)
+        store[("production", password_name("main"))] = "the-old-superuser-password"
+        legacy = Cluster(servers.folder("production", "main"), record["port"], "the-old-superuser-password",
+                         run_as=record.get("user"), admin="railguard")
+        legacy.init()
+        legacy.start()
+        legacy.sql("CREATE DATABASE main")
+        legacy.sql("CREATE TABLE kept (id serial PRIMARY KEY, v text); INSERT INTO kept (v) VALUES ('x'), ('y'); "
+                   "CREATE FUNCTION f() RETURNS int LANGUAGE sql AS 'SELECT 1'", "main")
+        servers._save()
+        old_url = legacy.url("main")
+        session = subprocess.Popen([str(bin_dir() / "psql"), old_url, "-X", "-c", "SELECT pg_sleep(120)"],  # type: ignore[operator]
+                                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        legacy.process = None  # adopted by the next daemon, as after an upgrade
+        restarted = DatabaseServers(reachable_tmp, servers.secret_values, servers.store_secret,
+                                    isolated=os.geteuid() == 0)
+        notes = restarted.adopt()
+        assert any("no longer the superuser" in n for n in notes), notes
+        assert session.wait(60) != 0  # the superuser's open session was ended
+        new_url = restarted.env_for("production", {"databases": {"main": "DATABASE_URL"}}, reachable_tmp)
+        assert new_url["DATABASE_URL"] == old_url  # the URL the running app holds still works
+        assert _psql(old_url, "SELECT rolsuper FROM pg_roles WHERE rolname = current_user").stdout.strip() == "f"
+        done = _psql(old_url, "ALTER TABLE kept ADD COLUMN w text; INSERT INTO kept (v) VALUES ('z'); "
+                              "CREATE OR REPLACE FUNCTION f() RETURNS int LANGUAGE sql AS 'SELECT 2'; "
+                              "SELECT count(*) FROM kept")
+        assert done.returncode == 0 and done.stdout.strip().endswith("3"), done.stderr
+        denied = _psql(old_url, "COPY (SELECT 1) TO PROGRAM 'id'")
+        assert denied.returncode != 0 and "permission denied" in denied.stderr
+        assert _psql(old_url.replace("railguard:", "rg_admin:", 1), "SELECT 1").returncode != 0
+        admin_url = restarted.cluster("production", "main").url("main")
+        assert admin_url.startswith("postgresql://rg_admin:")
+        assert _psql(admin_url, "SELECT rolsuper FROM pg_roles WHERE rolname = current_user").stdout.strip() == "t"
+        assert _psql(admin_url, "SELECT count(*) FROM pg_roles WHERE rolname = 'rg_migrate'").stdout.strip() == "0"
+        servers = restarted
     finally:
         servers.stop_all()

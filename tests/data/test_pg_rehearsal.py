@@ -12,6 +12,7 @@ from typing import Any
 
 import pytest
 
+from railguard.data import pgrehearsal
 from railguard.data.postgres import Cluster, bin_dir
 from railguard.model.plans import Action, Change, Risk
 from railguard.providers.base import ApplyRequest
@@ -82,8 +83,9 @@ def test_a_dropped_column_is_a_loss_in_the_postgres_rehearsal(cluster: Cluster, 
     assert stopped.value.extra["losses"][0]["column"] == "tag"
     assert _columns(cluster, db) == ["id", "body", "tag"]  # the real run never started
     assert "release-command" not in _step.seen  # type: ignore[attr-defined]
+    pgrehearsal.wait_for_drop(cluster, f"{db}__rehearsal")  # dropped after the verdict, on a thread of its own
     names = cluster.sql("SELECT datname FROM pg_database", "postgres").split()
-    assert f"{db}__rehearsal" not in names  # the scratch restore is dropped afterwards
+    assert f"{db}__rehearsal" not in names  # the scratch copy never outlives its rehearsal
 
     # A rename is no loss (as many columns come as go, no row lost): it passes, and runs for real.
     rename = ("DO $$ BEGIN IF EXISTS (SELECT 1 FROM information_schema.columns WHERE table_name = 'notes' AND "
@@ -106,3 +108,28 @@ def test_a_dropped_column_is_a_loss_in_the_postgres_rehearsal(cluster: Cluster, 
     assert f"{db}: table notes (3 rows) dropped" in dropped.value.cause, dropped.value.cause
     details = _release(cluster, db, artifact, tmp_path, "ALTER TABLE notes ADD COLUMN IF NOT EXISTS seen bool", [], 6)
     assert any("column(s) seen added" in n for n in details["rehearse"]["data"]["rehearsal"]["notes"])
+
+
+@pytest.mark.timeout(300)
+def test_a_rehearsal_copy_a_killed_daemon_left_is_swept_and_a_copy_that_cannot_be_made_stops_the_release(
+        cluster: Cluster, artifact: artifacts.Artifact, tmp_path: Path) -> None:
+    db = "rehearse_sweep"
+    cluster.sql(f"DROP DATABASE IF EXISTS {db} WITH (FORCE)")
+    cluster.sql(f"CREATE DATABASE {db}")
+    cluster.sql("CREATE TABLE notes (id int); INSERT INTO notes VALUES (1)", db)
+    cluster.sql(f"CREATE DATABASE {db}__rehearsal")  # what a daemon killed before the drop leaves
+    assert f"{db}__rehearsal" in pgrehearsal.sweep(cluster)
+    assert f"{db}__rehearsal" not in cluster.sql("SELECT datname FROM pg_database").split()
+    # The copy is made from the snapshot's stream; when it cannot be (here a database of its name that no DROP
+    # removes: a template), the release stops before its real run instead of rehearsing on nothing.
+    cluster.sql(f"CREATE DATABASE {db}__rehearsal IS_TEMPLATE true")
+    try:
+        with pytest.raises(Failure) as stopped:
+            _release(cluster, db, artifact, tmp_path, "DROP TABLE IF EXISTS notes", [], 2)
+        assert stopped.value.code == "data.rehearsal_failed", stopped.value
+        assert "could not be prepared" in stopped.value.summary and "template" in stopped.value.cause
+        assert "release-command" not in _step.seen  # type: ignore[attr-defined]
+        assert cluster.sql("SELECT count(*) FROM notes", db).strip() == "1"
+    finally:
+        cluster.sql(f"ALTER DATABASE {db}__rehearsal IS_TEMPLATE false")
+        cluster.sql(f"DROP DATABASE {db}__rehearsal")

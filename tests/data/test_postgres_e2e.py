@@ -154,8 +154,10 @@ def test_a_managed_postgres_keeps_its_rows_and_its_url_secret(pgnotes: Workspace
     assert leaks == []
 
     # The doctor on this environment: its data checks run on a scratch Postgres seeded from the newest snapshot
-    # (3 notes), so the destructive release command fails them; the rollback drill deploys into a scratch
-    # deployment whose own server gets a password of its own (the real one is never read for it).
+    # (3 notes), so the destructive release command fails them. The rollback drill deploys into a scratch
+    # deployment whose own server (a password of its own: the real one is never read for it) holds a copy of the
+    # same snapshot, not an empty database: there the current release's rehearsal stops it, naming the 3 rows, as
+    # a real deploy would be stopped (on an empty database the drill passed and proved nothing).
     env = {k: v for k, v in os.environ.items() if k not in ("RAILGUARD_HOME", "RAILGUARD_SPEC")}
     done = subprocess.run([sys.executable, "-m", "railguard", "doctor", "--env", "staging", "--json",
                            "--check=idempotent-release", "--check=rollback-drill"], cwd=ws.root, capture_output=True,
@@ -164,6 +166,9 @@ def test_a_managed_postgres_keeps_its_rows_and_its_url_secret(pgnotes: Workspace
     idem = json.dumps(checks["idempotent-release"])
     assert checks["idempotent-release"]["status"] == "fail" and "postgres:main: table notes" in idem, idem
     drill = json.dumps(checks["rollback-drill"])
-    assert checks["rollback-drill"]["status"] == "pass", drill  # deploy, deploy, roll back, on a scratch server
+    assert checks["rollback-drill"]["status"] == "fail", drill
+    assert "deploy the previous release (2): healthy" in drill, drill
+    assert "deploy the current working tree failed" in drill and "table notes went from 3 to 0 rows" in drill, drill
+    assert "the drill's server holds a copy of snapshot bk-" in drill, drill
     assert password not in drill and password not in done.stdout
     assert _rows(ws) == ["milk", "eggs", "bread"]  # the real database is untouched

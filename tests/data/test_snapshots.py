@@ -109,3 +109,21 @@ def test_django_and_alembic_heads_are_part_of_the_schema(tmp_path: Path) -> None
     _db(tmp_path / "d.db", "CREATE TABLE django_migrations (id INTEGER PRIMARY KEY, app TEXT, name TEXT)",
         "INSERT INTO django_migrations (app, name) VALUES ('notes', '0001_initial'), ('notes', '0002_tags')")
     assert sqlite.schema(tmp_path / "d.db").head == "django:notes.0002_tags"
+
+
+def test_the_rehearsal_starts_from_the_shapes_the_snapshot_recorded_and_still_sees_every_loss(tmp_path: Path) -> None:
+    """The rehearsal no longer reads its copy before the runs: the snapshot's record of that same file must say
+    exactly what a read would (tables, columns in order, rows), or a dropped table would go unseen."""
+    data, root = tmp_path / "data", tmp_path / "backups"
+    _db(data / "app.db", "CREATE TABLE t (id INTEGER PRIMARY KEY, v TEXT, w TEXT)", "CREATE TABLE empty (x INT, y INT)",
+        "INSERT INTO t (v) VALUES ('a'), ('b')")
+    _db(data / "sub" / "other.db", "CREATE TABLE u (id INT)", "INSERT INTO u VALUES (1)")
+    backup = snapshots.take(data, root, "staging", 2)
+    assert backup is not None
+    copies = snapshots.files(root, backup)
+    known = rehearsal.known_shapes(backup)
+    assert known == {rel: sqlite.shape(path, rows_digest=False) for rel, path in copies.items()}
+    found = rehearsal.rehearse(data, tmp_path / "scratch", _run("DROP TABLE t; ALTER TABLE empty DROP COLUMN x"),
+                               [], copies, known)
+    assert sorted(loss.what for loss in found.losses) == ["app.db: column empty.x dropped (held values in 0 rows)",
+                                                          "app.db: table t (2 rows) dropped"], found.losses

@@ -18,22 +18,27 @@ def key(database: str) -> str:
     return f"postgres/{database}"
 
 
+# The columns (with information_schema's type names: what earlier releases recorded) and the indexes, in one
+# round trip; the migration head needs a second query only where a framework's table exists.
+SCHEMA = """SELECT json_build_object(
+  'columns', (SELECT coalesce(json_agg(json_build_array(table_name, column_name, upper(data_type),
+                                          is_nullable = 'NO' AND column_default IS NULL AND is_identity = 'NO'
+                                          AND is_generated = 'NEVER')
+                                       ORDER BY table_name, ordinal_position), '[]')
+              FROM information_schema.columns WHERE table_schema = 'public'),
+  'indexes', (SELECT coalesce(json_agg(json_build_array(indexname, tablename) ORDER BY indexname), '[]')
+              FROM pg_catalog.pg_indexes WHERE schemaname = 'public'))"""
+
+
 def schema(cluster: Cluster, database: str) -> DatabaseSchema:
+    found = json.loads(cluster.inspect(SCHEMA, database))
     tables: dict[str, list[tuple[str, str]]] = {}
     required: dict[str, list[str]] = {}
-    # JSON rows: a name may hold '|' or a newline, which psql's plain output would split on.
-    for line in cluster.sql("SELECT json_build_array(table_name, column_name, (is_nullable = 'NO' AND column_default "
-                            "IS NULL AND is_identity = 'NO' AND is_generated = 'NEVER'), upper(data_type)) FROM "
-                            "information_schema.columns WHERE table_schema = 'public' "
-                            "ORDER BY table_name, ordinal_position", database).splitlines():
-        if line:
-            table, column, needed, kind = json.loads(line)
-            tables.setdefault(table, []).append((column, kind))
-            if needed:  # NOT NULL without a default: an INSERT that does not name it fails
-                required.setdefault(table, []).append(column)
-    indexes = dict(json.loads(line) for line in cluster.sql(
-        "SELECT json_build_array(indexname, tablename) FROM pg_indexes WHERE schemaname = 'public' ORDER BY indexname",
-        database).splitlines() if line)
+    for table, column, kind, needed in found["columns"]:
+        tables.setdefault(table, []).append((column, kind))
+        if needed:  # NOT NULL without a default: an INSERT that does not name it fails
+            required.setdefault(table, []).append(column)
+    indexes = {name: table for name, table in found["indexes"]}
     return DatabaseSchema(tables={t: TableSchema(columns=c, required=required.get(t, []))
                                   for t, c in sorted(tables.items())}, indexes=indexes,
                           head=_head(cluster, database, tables))
@@ -42,10 +47,11 @@ def schema(cluster: Cluster, database: str) -> DatabaseSchema:
 def _head(cluster: Cluster, database: str, tables: dict[str, list[tuple[str, str]]]) -> str | None:
     try:
         if "django_migrations" in tables:
-            row = cluster.sql("SELECT app || '.' || name FROM django_migrations ORDER BY id DESC LIMIT 1", database)
+            row = cluster.inspect("SELECT app || '.' || name FROM public.django_migrations ORDER BY id DESC LIMIT 1",
+                                  database)
             return f"django:{row.strip()}" if row.strip() else None
         if "alembic_version" in tables:
-            row = cluster.sql("SELECT version_num FROM alembic_version LIMIT 1", database)
+            row = cluster.inspect("SELECT version_num FROM public.alembic_version LIMIT 1", database)
             return f"alembic:{row.strip()}" if row.strip() else None
     except PostgresError:
         return None

@@ -25,22 +25,40 @@ by tests and bench/.
 
 from __future__ import annotations
 
+import base64
 import errno
+import hashlib
+import hmac
 import importlib.util
 import json
 import os
 import pwd
+import secrets
 import shutil
 import signal
 import stat
 import subprocess
+import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 RUN_AS = "railguard-pg"
-ROLE = "railguard"
+ADMIN = "rg_admin"  # Railguard's own role (the cluster's superuser): snapshots, restores, rehearsals, never the app's
+ROLE = "railguard"  # the app's role: owns its database, no superuser; the name every URL a service got carries
+
+
+def scram_verifier(password: str) -> str:
+    """The SCRAM-SHA-256 secret Postgres stores for ``password`` (RFC 5802/7677), computed here so that a
+    ``PASSWORD`` clause never carries the password itself (a statement can reach the server's log)."""
+    salt, iterations = secrets.token_bytes(16), 4096
+    salted = hashlib.pbkdf2_hmac("sha256", password.encode(), salt, iterations)
+    client_key = hmac.new(salted, b"Client Key", "sha256").digest()
+    server_key = hmac.new(salted, b"Server Key", "sha256").digest()
+    stored = hashlib.sha256(client_key).digest()
+    salt_b64, stored_b64, server_b64 = (base64.b64encode(raw).decode() for raw in (salt, stored, server_key))
+    return f"SCRAM-SHA-256${iterations}:{salt_b64}${stored_b64}:{server_b64}"
 
 
 class PostgresError(Exception):
@@ -76,7 +94,7 @@ def user_columns(cluster: Cluster, database: str) -> dict[tuple[str, str], list[
     """Every base table of the app's schemas, (schema, table) -> its columns in order. Read as JSON rows: a
     name may hold ``|`` or a newline, which psql's plain output would split on."""
     found: dict[tuple[str, str], list[str]] = {}
-    rows = cluster.sql(
+    rows = cluster.inspect(  # search_path=pg_catalog: nothing the app defined stands in for a built-in
         "SELECT json_build_array(t.table_schema, t.table_name, c.column_name) FROM information_schema.tables t "
         "LEFT JOIN information_schema.columns c ON c.table_schema = t.table_schema AND c.table_name = t.table_name "
         f"WHERE t.table_type = 'BASE TABLE' AND {USER_SCHEMAS.format(col='t.table_schema')} "
@@ -96,7 +114,7 @@ def row_counts(cluster: Cluster, database: str, tables: list[tuple[str, str]]) -
         return {}
     query = " UNION ALL ".join(f"SELECT {i}, count(*) FROM {quote_ident(s)}.{quote_ident(t)}"
                                for i, (s, t) in enumerate(tables))
-    return {tables[int(i)]: int(n) for i, n in (ln.split("|") for ln in cluster.sql(query, database).splitlines()
+    return {tables[int(i)]: int(n) for i, n in (ln.split("|") for ln in cluster.inspect(query, database).splitlines()
                                                   if ln)}
 
 
@@ -173,6 +191,8 @@ class Cluster:
     port: int
     password: str
     run_as: str | None = None  # the OS user the server runs as when started by root (None: railguard-pg)
+    admin: str = ADMIN  # the role ``password`` opens (a cluster made before the app got a role of its own: ROLE)
+    app_password: str | None = None  # ROLE's, when the app has a role of its own (app_url); None: admin only
 
     def __post_init__(self) -> None:
         found = bin_dir()
@@ -279,7 +299,7 @@ class Cluster:
         finally:
             os.close(fd)
         try:
-            done = self._server_cmd([str(self.bin / "initdb"), "-D", str(self.pgdata), "-U", ROLE, "--pwfile",
+            done = self._server_cmd([str(self.bin / "initdb"), "-D", str(self.pgdata), "-U", self.admin, "--pwfile",
                                      str(pwfile), "--auth=scram-sha-256", "--encoding=UTF8", "--no-sync"])
         finally:
             pwfile.unlink(missing_ok=True)  # the password lives in the secret store, never beside the data
@@ -341,26 +361,61 @@ class Cluster:
 
     # -- clients --------------------------------------------------------------------------------
     def url(self, database: str = "postgres") -> str:
-        return f"postgresql://{ROLE}:{self.password}@127.0.0.1:{self.port}/{database}"
+        """Railguard's own (admin) URL: never given to an app whose cluster has an app role (:meth:`app_url`)."""
+        return f"postgresql://{self.admin}:{self.password}@127.0.0.1:{self.port}/{database}"
 
-    def _client_env(self) -> dict[str, str]:
-        return {"PATH": os.environ.get("PATH", ""), "PGPASSWORD": self.password, "PGHOST": "127.0.0.1",
-                "PGPORT": str(self.port), "PGUSER": ROLE, "PGCONNECT_TIMEOUT": "5"}
+    def app_url(self, database: str) -> str:
+        """The URL the app gets: its own role's, or (a cluster without one: tests, the doctor's scratch) the admin's."""
+        if self.app_password is None:
+            return self.url(database)
+        return f"postgresql://{ROLE}:{self.app_password}@127.0.0.1:{self.port}/{database}"
 
-    def _client(self, tool: str, *args: str, timeout: float = 600, feed: int | None = None,
-                as_server: bool = False) -> str:
-        """Run a client tool; ``as_server``: as the server's OS user (when root), ``feed``: its stdin."""
+    @property
+    def owner(self) -> str | None:
+        """Who owns the app's databases and what is restored into them (None: no app role, the admin)."""
+        return ROLE if self.app_password is not None else None
+
+    def _client_env(self, options: str = "", login: tuple[str, str] | None = None) -> dict[str, str]:
+        user, password = login or (self.admin, self.password)
+        found = {"PATH": os.environ.get("PATH", ""), "PGPASSWORD": password, "PGHOST": "127.0.0.1",
+                 "PGPORT": str(self.port), "PGUSER": user, "PGCONNECT_TIMEOUT": "5"}
+        if options:
+            found["PGOPTIONS"] = options
+        return found
+
+    def _client(self, tool: str, *args: str, timeout: float = 600, options: str = "", script: str | None = None,
+                login: tuple[str, str] | None = None, feed: int | None = None, as_server: bool = False) -> str:
+        """Run a client tool: ``script`` or ``feed`` (a file descriptor) is its stdin; ``as_server``: as the
+        server's OS user (when root)."""
         who: dict[str, Any] = ({"user": self.user.pw_uid, "group": self.user.pw_gid, "extra_groups": [],
                                 "cwd": "/"} if as_server and self.user is not None else {})
+        stdin: dict[str, Any] = ({"input": script} if script is not None
+                                 else {"stdin": feed if feed is not None else subprocess.DEVNULL})
         done = subprocess.run([str(self.bin / tool), *args], capture_output=True, text=True, check=False,
-                              env=self._client_env(), timeout=timeout,
-                              stdin=feed if feed is not None else subprocess.DEVNULL, **who)
+                              env=self._client_env(options, login), timeout=timeout, **stdin, **who)
         if done.returncode != 0:
             raise PostgresError(f"{tool}: {(done.stderr or done.stdout).strip()[-400:]}")
         return str(done.stdout)
 
     def sql(self, statement: str, database: str = "postgres") -> str:
         return self._client("psql", "-X", "-q", "-A", "-t", "-v", "ON_ERROR_STOP=1", "-d", database, "-c", statement)
+
+    def inspect(self, statement: str, database: str, script: bool = False) -> str:
+        """A read of the app's database by Railguard's role, with ``search_path`` = ``pg_catalog`` only.
+
+        The app owns its database and may ``ALTER DATABASE ... SET search_path`` or create functions and
+        operators in ``public`` named like built-ins; a client option outranks a database's setting, so an
+        unqualified name in Railguard's own queries never resolves to something the app defined. ``script``:
+        ``statement`` is a psql script (read from stdin: ``\\gexec`` runs a query the first one wrote)."""
+        where = ["-f", "-"] if script else ["-c", statement]
+        return self._client("psql", "-X", "-q", "-A", "-t", "-v", "ON_ERROR_STOP=1", "-d", database, *where,
+                            options="-c search_path=pg_catalog", script=statement if script else None)
+
+    def script(self, text: str, database: str = "postgres", login: tuple[str, str] | None = None) -> str:
+        """A psql script read from stdin (never on a command line another user's ``ps`` shows), as the admin
+        or as ``login`` (role, password), stopping at its first error."""
+        return self._client("psql", "-X", "-q", "-A", "-t", "-v", "ON_ERROR_STOP=1", "-d", database, "-f", "-",
+                            script=text, login=login)
 
     def sql_file(self, path: Path, database: str) -> str:
         """Run a SQL script (a fixture) into ``database``, stopping at its first error.
@@ -382,21 +437,98 @@ class Cluster:
         except (PostgresError, subprocess.TimeoutExpired):
             return False
 
-    def dump(self, database: str, path: Path) -> None:
-        """A consistent snapshot (pg_dump runs in one repeatable-read transaction), custom format.
+    def dump(self, database: str, path: Path, into: str | None = None) -> tuple[str, str | None]:
+        """A consistent snapshot (pg_dump runs in one repeatable-read transaction), custom format, written to
+        ``path``; returns its sha256 and, with ``into``, why that scratch copy failed (None: it is whole).
 
         Uncompressed: the wheel's pg_dump has gzip only, and gzip was 80% of a snapshot's time (100 MB database:
         4.5 s at -Z1 against 0.9 s at -Z0, docs/benchmarks.md), for a file 1.7 times smaller. A snapshot runs
-        before every release command, so its time is paid on every deploy; its disk only ``backups_keep`` times."""
+        before every release command, so its time is paid on every deploy; its disk only ``backups_keep`` times.
+
+        ``into``: a scratch database (a rehearsal's) made from the same stream while it is written: pg_dump's
+        output goes to the file, to the checksum and to a pg_restore at once, so the copy costs no second pass
+        over the data after the snapshot (the rehearsal used to restore the file afterwards: a second 1-1.5 s
+        for 100 MB). The scratch session commits without waiting for its WAL to reach the disk
+        (``synchronous_commit=off``): a crash can only lose a scratch copy, which is dropped anyway. A file
+        written from a pipe has no data offsets; pg_restore reads such a file in order (``-j`` too)."""
         path.parent.mkdir(parents=True, exist_ok=True)
-        self._client("pg_dump", "-Fc", "-Z", "0", "-d", database, "-f", str(path))
+        failed: str | None = None
+        restore: subprocess.Popen[bytes] | None = None
+        errors = tempfile.TemporaryFile()
+        if into is not None:
+            try:
+                self._fresh(into)
+                restore = subprocess.Popen(
+                    [str(self.bin / "pg_restore"), "-d", into, *self._owners(), "--exit-on-error"],
+                    stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=errors,
+                    env=self._client_env("-c synchronous_commit=off"))
+            except PostgresError as exc:
+                failed = str(exc)
+        digest = hashlib.sha256()
+        with tempfile.TemporaryFile() as said:
+            dump = subprocess.Popen([str(self.bin / "pg_dump"), "-Fc", "-Z", "0", "-d", database],
+                                    stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=said,
+                                    env=self._client_env())
+            assert dump.stdout is not None
+            try:
+                with os.fdopen(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600),
+                               "wb") as out:
+                    while chunk := dump.stdout.read(1 << 20):
+                        out.write(chunk)
+                        digest.update(chunk)
+                        if restore is not None:
+                            try:
+                                assert restore.stdin is not None
+                                restore.stdin.write(chunk)
+                            except BrokenPipeError:  # pg_restore stopped: the snapshot goes on without it
+                                restore.stdin = None
+                                restore.wait(60)
+                    out.flush()
+                    os.fsync(out.fileno())  # what pg_dump -f did: the snapshot is on disk before the release runs
+                code = dump.wait(600)
+            finally:
+                if dump.poll() is None:
+                    dump.kill()
+                    dump.wait()
+                if restore is not None:
+                    if restore.stdin is not None:
+                        try:
+                            restore.stdin.close()
+                        except BrokenPipeError:
+                            pass
+                    try:
+                        restore.wait(600)
+                    except subprocess.TimeoutExpired:
+                        restore.kill()
+                        restore.wait()
+            if code != 0:
+                errors.close()
+                said.seek(0)
+                raise PostgresError(f"pg_dump: {said.read().decode(errors='replace').strip()[-400:]}")
+        if restore is not None and restore.returncode != 0:
+            errors.seek(0)
+            failed = f"pg_restore: {errors.read().decode(errors='replace').strip()[-400:]}"
+        errors.close()
+        return digest.hexdigest(), failed
+
+    def _fresh(self, database: str) -> None:
+        """``database`` dropped and made again, empty, owned by the app's role when there is one."""
+        self.sql(f"DROP DATABASE IF EXISTS {quote_ident(database)} WITH (FORCE)")
+        owner = f" OWNER {quote_ident(self.owner)}" if self.owner else ""
+        self.sql(f"CREATE DATABASE {quote_ident(database)}{owner} TEMPLATE template0")
+
+    def _owners(self) -> list[str]:
+        """pg_restore's identity: with an app role, the restore runs as that role (``SET ROLE``), so what it
+        makes is the app's (it can alter what it made), and a function the app wrote that a restore evaluates
+        (a CHECK constraint's, a domain's) runs with the app's rights, never the admin's; without one (another
+        cluster: the doctor's scratch, tests) the admin restores and owns it all."""
+        return ["--no-owner", f"--role={self.owner}"] if self.owner else ["--no-owner"]
 
     def restore(self, database: str, path: Path) -> None:
         """Replace ``database`` with the dump: recreated empty from template0, then pg_restore."""
-        self.sql(f"DROP DATABASE IF EXISTS {quote_ident(database)} WITH (FORCE)")
-        self.sql(f"CREATE DATABASE {quote_ident(database)} TEMPLATE template0")
+        self._fresh(database)
         # Two jobs: the data of several tables and the index builds overlap (100 MB: 1.07 s against 1.48 s).
-        self._client("pg_restore", "-d", database, "--no-owner", "--exit-on-error", "-j", "2", str(path))
+        self._client("pg_restore", "-d", database, *self._owners(), "--exit-on-error", "-j", "2", str(path))
 
     def clone(self, source: str, target: str) -> None:
         """A scratch copy of ``source`` (file-level template copy: fastest; needs no session on source)."""

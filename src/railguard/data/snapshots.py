@@ -3,7 +3,9 @@
 A backup is a folder ``<root>/<id>/`` holding one consistent copy per database (SQLite's online backup
 API) and ``backup.json`` (the :class:`~railguard.model.data.Backup` record: checksums, row counts and the
 schema of each copy). A restore refuses a backup whose folder is gone or whose checksum no longer
-matches. Called by the local provider's rollout (take), its restore change (restore) and retention (prune).
+matches. A Postgres snapshot can make the rehearsal's scratch copy from the same pg_dump stream
+(:class:`ScratchCopies`): the copy's tables are then what the backup records, read once for both.
+Called by the local provider's rollout (take), its restore change (restore) and retention (prune).
 """
 
 from __future__ import annotations
@@ -13,11 +15,13 @@ import os
 import secrets
 import shutil
 import time
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 
-from railguard.data import pgschema, postgres, sqlite
-from railguard.data.postgres import Cluster
+from railguard.data import pgrehearsal, pgschema, postgres, sqlite
+from railguard.data.postgres import Cluster, PostgresError
+from railguard.data.sqlite import TableShape
 from railguard.model.data import Backup, BackupFile
 
 MANIFEST = "backup.json"
@@ -35,6 +39,14 @@ def new_id() -> str:
     return "bk-" + datetime.now(UTC).strftime("%Y%m%d%H%M%S") + "-" + secrets.token_hex(3)
 
 
+@dataclass
+class ScratchCopies:
+    """The rehearsal's Postgres copies, made by :func:`take` from the snapshot's own pg_dump stream."""
+
+    shapes: dict[str, dict[str, TableShape]] = field(default_factory=dict)  # database -> its copy, as made
+    failed: dict[str, str] = field(default_factory=dict)  # database -> why its copy could not be made
+
+
 def postgres_tables(cluster: Cluster, database: str) -> dict[str, int]:
     """Rows per table of every schema of the app's (exact counts: what a restore must bring back); a table
     outside ``public`` is named ``schema.table``."""
@@ -42,10 +54,37 @@ def postgres_tables(cluster: Cluster, database: str) -> dict[str, int]:
     return {postgres.table_key(*t): n for t, n in postgres.row_counts(cluster, database, tables).items()}
 
 
+def _postgres(cluster: Cluster, name: str, target: Path, scratch: ScratchCopies | None) -> BackupFile:
+    """Dump ``name`` into ``target`` (and, with ``scratch``, into its rehearsal copy from the same stream).
+
+    The copy holds exactly what the dump holds, so its row counts and schema are the backup's (read on the
+    copy: one read serves the backup and the rehearsal's starting point); without a copy they are read from
+    the live database after the dump."""
+    into = pgrehearsal.scratch_name(name) if scratch is not None else None
+    if into is not None:
+        pgrehearsal.wait_for_drop(cluster, into)
+    digest, failed = cluster.dump(name, target, into)  # one repeatable-read transaction: consistent
+    if scratch is not None and into is not None and failed is None:
+        try:
+            shape = pgrehearsal.shape(cluster, into)
+            scratch.shapes[name] = shape
+            return BackupFile(database=name, path=f"postgres/{name}.dump", engine="postgres",
+                              sha256=digest, size=target.stat().st_size,
+                              tables={t: s.rows for t, s in shape.items()}, db_schema=pgschema.schema(cluster, into))
+        except PostgresError as exc:
+            failed = str(exc)
+    if scratch is not None and failed is not None:
+        scratch.failed[name] = failed
+    return BackupFile(database=name, path=f"postgres/{name}.dump", engine="postgres",
+                      sha256=digest, size=target.stat().st_size, tables=postgres_tables(cluster, name),
+                      db_schema=pgschema.schema(cluster, name))
+
+
 def take(data_dir: Path, root: Path, env: str, release: int | None,
-         postgres: dict[str, Cluster] | None = None) -> Backup | None:
+         postgres: dict[str, Cluster] | None = None, scratch: ScratchCopies | None = None) -> Backup | None:
     """Snapshot every database in ``data_dir`` (and each Postgres database of ``postgres``, by name) under
-    ``root``; None when there is no database to protect."""
+    ``root``; None when there is no database to protect. ``scratch``: also make each Postgres database's
+    rehearsal copy from the dump's stream, and record there what it holds (or why it failed)."""
     found = sqlite.databases(data_dir)
     if not found and not postgres:
         return None
@@ -62,12 +101,7 @@ def take(data_dir: Path, root: Path, env: str, release: int | None,
                                     size=target.stat().st_size, tables={t: s.rows for t, s in shape.items()},
                                     db_schema=sqlite.schema(target)))
         for name, cluster in sorted((postgres or {}).items()):
-            rel = f"postgres/{name}.dump"
-            target = folder / "files" / rel
-            cluster.dump(name, target)  # one repeatable-read transaction: consistent while the app writes
-            files.append(BackupFile(database=name, path=rel, engine="postgres", sha256=sqlite.checksum(target),
-                                    size=target.stat().st_size, tables=postgres_tables(cluster, name),
-                                    db_schema=pgschema.schema(cluster, name)))
+            files.append(_postgres(cluster, name, folder / "files" / "postgres" / f"{name}.dump", scratch))
         backup = Backup(id=backup_id, env=env, release=release,
                         created_at=datetime.now(UTC).isoformat(timespec="seconds"),
                         seconds=round(time.monotonic() - started, 3), files=files)

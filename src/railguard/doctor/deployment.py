@@ -85,7 +85,7 @@ class Deployment:
             out.append(make_resource(r.env, r.kind, r.name, config, r.depends_on))
         return out
 
-    def _context(self) -> ExecContext:
+    def exec_context(self) -> ExecContext:
         user = self.ctx.scratch.user
         if user is None:
             return ExecContext(source_root=self.ctx.source_root, spec_root=self.ctx.ws.root)
@@ -121,7 +121,7 @@ class Deployment:
                                                                    if c.action.value != "delete"]})
             record = execute(self.store, env=env, kind="apply", plan_id=None, changes=computed.changes,
                              desired=batch, provider=self.provider, principal="railguard-doctor",
-                             ctx=self._context()).model_dump(mode="json")
+                             ctx=self.exec_context()).model_dump(mode="json")
             problems = _diagnostics(record)
             if record["status"] != "succeeded":
                 return record, problems
@@ -129,7 +129,7 @@ class Deployment:
 
     def rollback(self, to: int) -> tuple[dict[str, Any], list[Diagnostic]]:
         try:
-            record = rollback(self.store, self.ctx.env, self.provider, DOCTOR, self._context(), to)
+            record = rollback(self.store, self.ctx.env, self.provider, DOCTOR, self.exec_context(), to)
         except RailguardError as exc:
             if exc.diagnostics[0].code != "rollback.schema_changed":
                 raise

@@ -2,7 +2,9 @@
 
 The previous release (see :mod:`railguard.doctor.history`) is run from its own artifact, copied
 out of the real state folder; nothing of it is rebuilt. The drill starts from a scratch copy of the
-environment's data and drives the real engine through a scratch deployment
+environment's data (its managed Postgres databases too: the scratch deployment's servers are filled from
+the doctor's scratch copy before the first deploy, :func:`railguard.doctor.pgscratch.seed_deployment`) and
+drives the real engine through a scratch deployment
 (:mod:`railguard.doctor.deployment`); warm replicas are dropped first, so the rollback starts the
 previous release fresh on the data the current release's ``release`` command migrated: a migration that breaks
 rollback fails here instead of during an incident. After each step every routed path is requested
@@ -15,6 +17,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+from railguard.doctor import pgscratch
 from railguard.doctor.context import CheckStop, Context
 from railguard.doctor.deployment import Deployment, failure_evidence
 from railguard.doctor.history import history
@@ -44,6 +47,11 @@ def check(ctx: Context) -> list[Finding]:
     try:
         deployment = Deployment(ctx, data, "drill")
         evidence = [f"previous release: {past.reason}; data: scratch copy of {ctx.data_dir()} ({copied} file(s))"]
+        # The databases the first deploy will create, as the previous release declared them (else as now).
+        declared = {r.name: r for r in ctx.desired if r.kind == "database"}
+        declared |= {r.name: r for r in previous if r.kind == "database"}
+        evidence += pgscratch.seed_deployment(ctx, deployment.provider, data, deployment.exec_context().app,
+                                              list(declared.values()))
         steps = [(f"deploy the previous release ({number})", lambda: deployment.apply(previous)),
                  ("deploy the current working tree", lambda: deployment.apply(ctx.desired))]
         for label, step in steps:

@@ -17,7 +17,11 @@ seeds (``<name>__<n>``, a template copy); any other folder (migrations-forward's
 databases. :func:`environ` gives a scratch run the URLs (SQLite engines too: a file in the scratch data
 folder), and :func:`data_print` adds the Postgres tables (columns, rows and a digest of the rows) to a
 folder's fingerprint, so idempotent-release and migrations-forward judge Postgres data exactly as SQLite
-data. Called by the context, :mod:`railguard.doctor.apps` and :mod:`railguard.doctor.releases`.
+data. :func:`seed_deployment` gives the rollback drill's scratch deployment (whose runtime runs database
+servers of its own) the same copy: its databases are created before the first deploy and filled from the
+clone that plays them for the drill's data folder, so the drill migrates and rolls back on the environment's
+data, not on an empty database. Called by the context, :mod:`railguard.doctor.apps`,
+:mod:`railguard.doctor.releases` and :mod:`railguard.doctor.drill`.
 """
 
 from __future__ import annotations
@@ -209,6 +213,45 @@ def environ(ctx: Context, config: dict[str, Any], folder: Path) -> dict[str, str
         else:
             values[variable] = server(ctx).url(database_for(ctx, name, folder))
     return values
+
+
+def seed_deployment(ctx: Context, provider: Any, data: Path, app: str | None, desired: list[Any]) -> list[str]:
+    """Create the scratch deployment's Postgres databases (through its runtime, as its first deploy would) and
+    restore into each the copy that plays it for ``data`` (a data copy: a clone of the seed). Returns notes for
+    the evidence. ``provider``: the deployment's (its local runtime owns the servers); ``desired``: the
+    environment's resources, whose database resources are created here."""
+    from railguard.model.plans import Action, Change, Risk
+    from railguard.providers.base import ApplyRequest
+
+    names = postgres_databases(ctx)
+    if not names:
+        return []
+    local = getattr(provider, "local", provider)
+    servers = getattr(local, "databases", None)
+    if servers is None:
+        return ["Postgres: this runtime keeps no database servers; the drill starts from empty databases"]
+    source = server(ctx)
+    notes: list[str] = []
+    for resource in desired:
+        if resource.kind != "database" or resource.name not in names:
+            continue
+        change = Change(address=resource.address, kind="database", action=Action.create, risk=Risk.safe,
+                        reason="doctor: the drill's copy of the environment's database",
+                        after_fingerprint=resource.fingerprint)
+        provider.apply_change(ApplyRequest(env=ctx.env, change=change, desired=resource, operation_id="doctor",
+                                           app=app))
+        target = servers.cluster(ctx.env, resource.name)
+        dump = ctx.scratch.folder("drill-dumps") / f"{resource.name}.dump"
+        try:
+            source.dump(database_for(ctx, resource.name, data), dump)
+            target.restore(resource.name, dump)
+        except PostgresError as exc:
+            raise _stop(str(exc), source) from exc
+        finally:
+            dump.unlink(missing_ok=True)
+        seeded = _state(ctx).seeded.get(resource.name, "an empty database")
+        notes.append(f"Postgres {resource.name}: the drill's server holds a copy of {seeded}")
+    return notes
 
 
 def _tables(cluster: Cluster, database: str) -> dict[str, Table]:

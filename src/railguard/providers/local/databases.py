@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from railguard.data import pgrehearsal, pgschema, rehearsal, snapshots, sqlite
+from railguard.data.loss import Shapes
 from railguard.data.postgres import Cluster, PostgresError
 from railguard.model.data import DatabaseSchema
 from railguard.providers.base import ApplyRequest
@@ -61,16 +62,20 @@ def guarded_release(request: ApplyRequest, *, home: Path, service: str, config: 
     root = backups_root(home, env)
     backup = None
     used = dict(postgres or {})
-    try:  # every managed database that exists, tables or not: what it holds may be in any schema, or none yet
-        postgres = {n: c for n, c in used.items() if c.exists(n)}
+    try:  # a database without tables in any of its schemas yet (a first deploy) has nothing to protect either
+        postgres = {n: c for n, c in used.items() if pgrehearsal.has_tables(c, n)}
     except PostgresError as exc:
         raise Failure("data.snapshot_failed", "The database could not be read before the release command",
                       f"{exc}. The release command did not run", {}) from exc
+    copies = snapshots.ScratchCopies()  # the rehearsal's Postgres copies, made from the snapshot's own stream
     if sqlite.databases(data_dir) or postgres:  # no database yet (a first deploy): nothing to protect
         with step("snapshot") as detail:
             try:
-                backup = snapshots.take(data_dir, root, env, request.release, postgres)
-            except PostgresError as exc:
+                backup = snapshots.take(data_dir, root, env, request.release, postgres, copies)
+            except BaseException as exc:
+                pgrehearsal.cleanup({n: c for n, c in (postgres or {}).items() if n in copies.shapes})
+                if not isinstance(exc, PostgresError):
+                    raise
                 raise Failure("data.snapshot_failed", "The snapshot before the release command failed",
                               f"{exc}. The release command did not run", {}) from exc
             except sqlite.UnsafeDatabase as exc:
@@ -81,12 +86,14 @@ def guarded_release(request: ApplyRequest, *, home: Path, service: str, config: 
                 detail["seconds"] = backup.seconds
                 detail["pruned"] = snapshots.prune(root, request.backups_keep)
                 detail["note"] = (f"snapshot {backup.id}: {len(backup.files)} database(s), "
-                                  f"{sum(f.size for f in backup.files)} bytes, {backup.seconds:.2f} s")
+                                  f"{sum(f.size for f in backup.files)} bytes, {backup.seconds:.2f} s"
+                                  + (f" (with the rehearsal's copy of {', '.join(sorted(copies.shapes))})"
+                                     if copies.shapes else ""))
     if backup is not None:
-        dumps = {f.database: root / backup.id / "files" / f.path for f in backup.files if f.engine == "postgres"}
         _rehearse(request, home=home, service=service, config=config, environ=environ, artifact=artifact,
                   data_dir=data_dir, log_dir=log_dir, step=step, backup_id=backup.id,
-                  copies=snapshots.files(root, backup), postgres=(postgres or {}, dumps), user=user)
+                  copies=snapshots.files(root, backup), postgres=(postgres or {}, copies), user=user,
+                  known=rehearsal.known_shapes(backup))
     with step("release-command") as detail:
         run_release_command(config, environ, artifact, log_dir / f"{env}.{service}.r{release}.release.log", user)
         found = schemas(data_dir)
@@ -100,11 +107,11 @@ def guarded_release(request: ApplyRequest, *, home: Path, service: str, config: 
 def _rehearse(request: ApplyRequest, *, home: Path, service: str, config: dict[str, Any], environ: dict[str, str],
               artifact: Artifact, data_dir: Path, log_dir: Path, step: Step, backup_id: str,
               copies: dict[str, Path],
-              postgres: tuple[dict[str, Cluster], dict[str, Path]],
-              user: str | None = None) -> None:
+              postgres: tuple[dict[str, Cluster], snapshots.ScratchCopies],
+              user: str | None = None, known: Shapes | None = None) -> None:
     env, release = request.env, request.release or 0
     scratch = home / "scratch" / "rehearsal" / f"{env}.{service}.r{release}"
-    clusters, dumps = postgres
+    clusters, made = postgres
     pg_after: dict[str, pgrehearsal.Tables] = {}
     variables = config.get("databases") or {}
 
@@ -125,13 +132,15 @@ def _rehearse(request: ApplyRequest, *, home: Path, service: str, config: dict[s
                  "is not kept from it)") if clusters else "The real data was not touched"
     with step("rehearse") as detail:
         try:
-            # The rehearsal's Postgres URLs point at scratch restores, not the real databases; but on the same
-            # server with the same (superuser) role, so a command that connects to the real one by name is not
-            # stopped: the failures below say so (see untouched).
-            urls = pgrehearsal.prepare(clusters, dumps)
-            pg_before = pgrehearsal.shapes(clusters)  # the restored copy: columns and rows, as the runs will be
+            # The rehearsal's URLs point at the copies the snapshot made from its own stream (on the same server, as
+            # the app's role: see untouched); what each copy held when made is the runs' starting point.
+            if made.failed:
+                name, why = sorted(made.failed.items())[0]
+                raise PostgresError(f"{name}: {why}")
+            urls = {name: cluster.app_url(pgrehearsal.scratch_name(name)) for name, cluster in clusters.items()}
+            pg_before = {name: made.shapes[name] for name in clusters}
             rehearsal_environ = {**environ, **{variables[name]: url for name, url in urls.items()}}
-            found = rehearsal.rehearse(data_dir, scratch, run, list(request.allow_data_loss), copies)
+            found = rehearsal.rehearse(data_dir, scratch, run, list(request.allow_data_loss), copies, known)
             pg_losses = (pgrehearsal.losses(pg_before, pg_after.get("rehearsal", {}))
                          + pgrehearsal.losses(pg_after.get("rehearsal", {}),
                                               pg_after.get("rehearsal-second-run", {}), second_run=True))
@@ -167,10 +176,7 @@ def _rehearse(request: ApplyRequest, *, home: Path, service: str, config: dict[s
                               + ("; ".join(told + [loss.what for loss in found.losses] + found.notes[:4])
                                  or "nothing lost"))
         finally:
-            try:
-                pgrehearsal.cleanup(clusters)
-            except PostgresError:
-                pass  # dropped again before the next rehearsal (restore recreates it)
+            pgrehearsal.cleanup(clusters)  # on a thread of its own: the verdict does not wait for the drop
     if failed is not None:
         raise failed
     if found.losses:

@@ -35,7 +35,8 @@ from typing import Any
 
 import psutil
 
-from railguard.data.postgres import Cluster, PostgresError
+from railguard.data import pgrehearsal
+from railguard.data.postgres import ADMIN, ROLE, Cluster, PostgresError, scram_verifier
 from railguard.model.plans import Action
 from railguard.model.resources import LiveStatus, ObservedResource, database_address
 from railguard.providers.base import LATEST, ApplyRequest, SecretSource
@@ -49,6 +50,128 @@ Step = Callable[[str], Any]
 
 def password_name(database: str) -> str:
     return f"RAILGUARD_DB_{database.upper().replace('-', '_')}_PASSWORD"
+
+
+def admin_password_name(database: str) -> str:
+    """Railguard's own role's password (the cluster's superuser): never in a service's environment (a spec
+    cannot name a ``RAILGUARD_`` secret), never in a URL an app gets."""
+    return f"RAILGUARD_DB_{database.upper().replace('-', '_')}_ADMIN_PASSWORD"
+
+
+MIGRATOR = "rg_migrate"  # a superuser that lives only while a cluster's bootstrap role is renamed (see split_roles)
+SYSTEM = "n.nspname NOT LIKE 'pg\\_%' AND n.nspname <> 'information_schema'"
+NOT_EXTENSION = ("NOT EXISTS (SELECT 1 FROM pg_depend d WHERE d.classid = '{catalog}'::regclass AND d.objid = {oid} "
+                 "AND d.deptype = 'e')")
+
+
+def _roles_script(database: str, app_password: str) -> str:
+    """As the admin, in ``postgres``: the app's role (login, no superuser, no CREATEROLE/CREATEDB/REPLICATION/
+    BYPASSRLS), any other role an earlier superuser app made demoted the same way, every membership in a
+    predefined role (``pg_execute_server_program``, ``pg_read_server_files``, ``pg_write_server_files``...)
+    revoked from all but the admin, and the app's database owned by its role. Idempotent: run at every apply."""
+    return rf"""
+SELECT format('CREATE ROLE %I LOGIN', '{ROLE}') WHERE NOT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = '{ROLE}')
+\gexec
+ALTER ROLE "{ROLE}" LOGIN NOSUPERUSER NOCREATEDB NOCREATEROLE NOREPLICATION NOBYPASSRLS
+  PASSWORD '{scram_verifier(app_password)}';
+SELECT format('ALTER ROLE %I NOSUPERUSER NOCREATEDB NOCREATEROLE NOREPLICATION NOBYPASSRLS', rolname) FROM pg_roles
+  WHERE rolname NOT IN ('{ADMIN}', '{MIGRATOR}') AND rolname NOT LIKE 'pg\_%'
+    AND (rolsuper OR rolcreatedb OR rolcreaterole OR rolreplication OR rolbypassrls)
+\gexec
+SELECT format('REVOKE %I FROM %I GRANTED BY %I', g.rolname, m.rolname, b.rolname)
+  FROM pg_auth_members a JOIN pg_roles g ON g.oid = a.roleid JOIN pg_roles m ON m.oid = a.member
+  JOIN pg_roles b ON b.oid = a.grantor
+  WHERE g.rolname LIKE 'pg\_%' AND m.rolname NOT IN ('{ADMIN}', '{MIGRATOR}')
+\gexec
+SELECT format('CREATE DATABASE %I OWNER %I', '{database}', '{ROLE}')
+  WHERE NOT EXISTS (SELECT 1 FROM pg_database WHERE datname = '{database}')
+\gexec
+ALTER DATABASE "{database}" OWNER TO "{ROLE}";
+"""
+
+
+def _ownership_script() -> str:
+    """As the admin, in the app's database: what the admin owns there (everything, in a cluster made when the
+    app's URL was the superuser's) handed to the app's role, extensions' own objects aside; event triggers (a
+    superuser's only, and they would run the app's code when the admin next changes the schema) dropped."""
+    kinds = ("CASE r.relkind WHEN 'v' THEN 'VIEW' WHEN 'm' THEN 'MATERIALIZED VIEW' WHEN 'f' THEN 'FOREIGN TABLE' "
+             "WHEN 'c' THEN 'TYPE' ELSE 'TABLE' END")
+    return rf"""
+SELECT format('DROP EVENT TRIGGER %I', evtname) FROM pg_event_trigger
+\gexec
+SELECT format('ALTER SCHEMA %I OWNER TO %I', n.nspname, '{ROLE}') FROM pg_namespace n
+  WHERE n.nspowner = '{ADMIN}'::regrole AND {SYSTEM} AND {NOT_EXTENSION.format(catalog='pg_namespace', oid='n.oid')}
+\gexec
+SELECT format('ALTER %s %s OWNER TO %I', {kinds}, r.oid::regclass, '{ROLE}')
+  FROM pg_class r JOIN pg_namespace n ON n.oid = r.relnamespace
+  WHERE r.relowner = '{ADMIN}'::regrole AND r.relkind IN ('r', 'p', 'v', 'm', 'f', 'c') AND {SYSTEM}
+    AND {NOT_EXTENSION.format(catalog='pg_class', oid='r.oid')}
+\gexec
+SELECT format('ALTER SEQUENCE %s OWNER TO %I', r.oid::regclass, '{ROLE}')
+  FROM pg_class r JOIN pg_namespace n ON n.oid = r.relnamespace
+  WHERE r.relowner = '{ADMIN}'::regrole AND r.relkind = 'S' AND {SYSTEM}
+    AND {NOT_EXTENSION.format(catalog='pg_class', oid='r.oid')}
+    AND NOT EXISTS (SELECT 1 FROM pg_depend d WHERE d.classid = 'pg_class'::regclass AND d.objid = r.oid
+                    AND d.refclassid = 'pg_class'::regclass AND d.deptype IN ('a', 'i'))
+\gexec
+SELECT format('ALTER ROUTINE %s OWNER TO %I', p.oid::regprocedure, '{ROLE}')
+  FROM pg_proc p JOIN pg_namespace n ON n.oid = p.pronamespace
+  WHERE p.proowner = '{ADMIN}'::regrole AND {SYSTEM} AND {NOT_EXTENSION.format(catalog='pg_proc', oid='p.oid')}
+\gexec
+SELECT format('ALTER TYPE %s OWNER TO %I', t.oid::regtype, '{ROLE}')
+  FROM pg_type t JOIN pg_namespace n ON n.oid = t.typnamespace
+  WHERE t.typowner = '{ADMIN}'::regrole AND t.typtype IN ('e', 'd', 'r') AND {SYSTEM}
+    AND {NOT_EXTENSION.format(catalog='pg_type', oid='t.oid')}
+\gexec
+"""
+
+
+def secure(cluster: Cluster, database: str) -> None:
+    """The app's role and database as :func:`_roles_script` and :func:`_ownership_script` say (every apply)."""
+    assert cluster.app_password is not None and cluster.admin == ADMIN
+    cluster.script(_roles_script(database, cluster.app_password))
+    cluster._client("psql", "-X", "-q", "-A", "-t", "-v", "ON_ERROR_STOP=1", "-d", database, "-f", "-",
+                    script=_ownership_script(), options="-c search_path=pg_catalog")
+
+
+def split_roles(cluster: Cluster, admin_password: str) -> None:
+    """A cluster made when the app's URL was its superuser's (``railguard``, initdb's bootstrap role, which
+    Postgres never lets lose SUPERUSER): the bootstrap role becomes Railguard's admin (renamed to ``rg_admin``,
+    a new password the app never saw), and ``railguard`` is made again as the app's own role with the password
+    its URL already carries, so the running app reconnects as a role that owns its data and nothing more.
+    The app's open sessions (the superuser's) are ended. A role cannot rename itself, so a second superuser
+    (``rg_migrate``, its password derived from the admin's) does the rename and is dropped after. Resumable:
+    a daemon killed half-way finds where it stopped."""
+    old = cluster.password  # the app's (and, until now, the superuser's) password
+    helper = hashlib.sha256(f"{admin_password}/migrate".encode()).hexdigest()
+    if not _can_login(cluster, ADMIN, admin_password):
+        if _can_login(cluster, ROLE, old):
+            cluster.script(rf"""
+SELECT format('CREATE ROLE %I SUPERUSER LOGIN', '{MIGRATOR}')
+  WHERE NOT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = '{MIGRATOR}')
+\gexec
+ALTER ROLE "{MIGRATOR}" PASSWORD '{scram_verifier(helper)}';
+""", login=(ROLE, old))
+        cluster.script(rf"""
+SELECT format('ALTER ROLE %I RENAME TO %I', rolname, '{ADMIN}') FROM pg_roles WHERE oid = 10 AND rolname <> '{ADMIN}'
+\gexec
+ALTER ROLE "{ADMIN}" PASSWORD '{scram_verifier(admin_password)}';
+""", login=(MIGRATOR, helper))
+    # The app's open sessions are the old superuser's (now the admin's): ended, they reconnect as the app's role.
+    cluster.script(rf"""
+SELECT format('DROP ROLE %I', '{MIGRATOR}') WHERE EXISTS (SELECT 1 FROM pg_roles WHERE rolname = '{MIGRATOR}')
+\gexec
+SELECT pg_terminate_backend(pid) FROM pg_stat_activity
+  WHERE usename IN ('{ADMIN}', '{MIGRATOR}') AND pid <> pg_backend_pid() AND backend_type = 'client backend';
+""", login=(ADMIN, admin_password))
+
+
+def _can_login(cluster: Cluster, role: str, password: str) -> bool:
+    try:
+        cluster.script("SELECT 1;", login=(role, password))
+        return True
+    except PostgresError:
+        return False
 
 
 def server_user(app: str | None, env: str, home: Path) -> str:
@@ -94,8 +217,8 @@ class DatabaseServers:
     def folder(self, env: str, name: str) -> Path:
         return self.home / "databases" / env / name
 
-    def _password(self, env: str, name: str, create: bool) -> str:
-        key = password_name(name)
+    def _password(self, env: str, name: str, create: bool, key: str | None = None) -> str:
+        key = key or password_name(name)
         found = self.secret_values(env, {key: LATEST}).get(key)
         if found is None and create:
             if self.store_secret is None:
@@ -109,14 +232,48 @@ class DatabaseServers:
         return found
 
     def cluster(self, env: str, name: str, create: bool = False) -> Cluster:
+        """The server of ``<env>/database.<name>``: opened with Railguard's admin role, and knowing the app's
+        role's password (:meth:`Cluster.app_url`); a cluster made before the app had a role of its own
+        (``roles`` not 2 in its record) is opened with its one role, the superuser, until :meth:`_secure`."""
         with self.lock:
             found = self.clusters.get((env, name))
             if found is None:
                 record = self.records[env][name]
-                found = Cluster(self.folder(env, name), int(record["port"]), self._password(env, name, create),
-                                run_as=record.get("user"))
+                app = self._password(env, name, create)
+                if record.get("roles") == 2:
+                    found = Cluster(self.folder(env, name), int(record["port"]),
+                                    self._password(env, name, create, admin_password_name(name)),
+                                    run_as=record.get("user"), app_password=app)
+                else:
+                    found = Cluster(self.folder(env, name), int(record["port"]), app, run_as=record.get("user"),
+                                    admin=ROLE)
                 self.clusters[(env, name)] = found
             return found
+
+    def _secure(self, env: str, name: str) -> str | None:
+        """The app's own role, owning its database (every apply, adoption and restart): a cluster whose app
+        still connects as the superuser is split first (:func:`split_roles`). Returns a note when it split."""
+        record = self.records[env][name]
+        note = None
+        if record.get("roles") != 2:
+            legacy = self.cluster(env, name)
+            try:
+                split_roles(legacy, self._password(env, name, True, admin_password_name(name)))
+            except PostgresError as exc:
+                raise Failure("database.start_failed", f"The app's role of {database_address(env, name)} could "
+                              "not be set up", str(exc), {"log": str(legacy.log)}) from exc
+            record["roles"] = 2
+            self._save()
+            self.clusters.pop((env, name), None)
+            note = (f"{database_address(env, name)}: the app's role is no longer the superuser (its sessions were "
+                    "ended; it reconnects with the same URL)")
+        cluster = self.cluster(env, name)
+        try:
+            secure(cluster, name)
+        except PostgresError as exc:
+            raise Failure("database.start_failed", f"The app's role of {database_address(env, name)} could not "
+                          "be set up", str(exc), {"log": str(cluster.log)}) from exc
+        return note
 
     # -- what services see ------------------------------------------------------------------------
     def url(self, env: str, name: str, data_dir: Path) -> str:
@@ -126,7 +283,7 @@ class DatabaseServers:
                           "a service uses it, but it was never applied (or was deleted)", {"database": name})
         if record["engine"] == "sqlite":
             return f"sqlite:///{data_dir / (name + '.db')}"
-        return self.cluster(env, name).url(name)
+        return self.cluster(env, name).app_url(name)
 
     def env_for(self, env: str, config: dict[str, Any], data_dir: Path) -> dict[str, str]:
         """The variables carrying the URLs of the databases a service uses (secret: never written to disk)."""
@@ -149,6 +306,8 @@ class DatabaseServers:
             desired = request.desired
             assert desired is not None, "a database create carries its resource"
             record = self.records.setdefault(env, {}).get(name) or {"port": _free_port()}
+            if not (self.folder(env, name) / "pgdata").exists():
+                record["roles"] = 2  # a new cluster: initdb makes the admin role, _secure the app's
             record.update(engine=desired.config["engine"], fingerprint=desired.fingerprint, config=desired.config,
                           app=request.app)
             self.records[env][name] = record
@@ -160,9 +319,10 @@ class DatabaseServers:
                     self._save()
                     cluster = self.cluster(env, name, create=True)
                     self._start(env, name, cluster)
-                    if not cluster.sql(f"SELECT 1 FROM pg_database WHERE datname = '{name}'").strip():
-                        cluster.sql(f'CREATE DATABASE "{name}"')
-                    detail["note"] = f"postgres on 127.0.0.1:{cluster.port} (pid {self._pid(cluster)})"
+                    split = self._secure(env, name)
+                    cluster = self.cluster(env, name)
+                    detail["note"] = (f"postgres on 127.0.0.1:{cluster.port} (pid {self._pid(cluster)})"
+                                      + (f"; {split}" if split else ""))
             self._save()
         return self._observed(env, name)
 
@@ -294,9 +454,19 @@ class DatabaseServers:
                 cluster = self.cluster(env, name)
                 if self._pid(cluster) is not None and cluster.healthy():
                     notes.append(f"{database_address(env, name)}: adopted postgres pid {self._pid(cluster)}")
-                    continue
-                self._start(env, name, cluster)
-                notes.append(f"{database_address(env, name)}: started postgres again (pid {self._pid(cluster)})")
+                else:
+                    self._start(env, name, cluster)
+                    notes.append(f"{database_address(env, name)}: started postgres again (pid {self._pid(cluster)})")
+                split = self._secure(env, name)
+                if split:
+                    notes.append(split)
+                cluster = self.cluster(env, name)
+                # A rehearsal's copy is dropped after its verdict on a thread; a daemon killed first left it.
+                swept = pgrehearsal.sweep(cluster)
+                if swept:
+                    notes.append(f"{database_address(env, name)}: dropped the rehearsal copies {', '.join(swept)}")
+            except PostgresError as exc:
+                notes.append(f"{database_address(env, name)}: the rehearsal copies could not be dropped: {exc}")
             except Failure as exc:
                 notes.append(f"{database_address(env, name)}: {exc.summary}: {exc.cause}")
         return notes
@@ -313,12 +483,14 @@ class DatabaseServers:
                         continue
                     if moved:
                         self._start(env, name, cluster)
+                        self._secure(env, name)
                         found.append((env, f"{database_address(env, name)}: handed to the user "
                                       f"{self.records[env][name]['user']} (pid {self._pid(cluster)})"))
                         continue
                     self._start(env, name, cluster)
+                    split = self._secure(env, name)
                     found.append((env, f"{database_address(env, name)}: the server had stopped and was "
-                                  f"started again (pid {self._pid(cluster)})"))
+                                  f"started again (pid {self._pid(cluster)})" + (f"; {split}" if split else "")))
                 except Failure as exc:
                     found.append((env, f"{database_address(env, name)}: {exc.summary}: {exc.cause}"))
         return found
