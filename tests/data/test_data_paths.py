@@ -11,13 +11,14 @@ import contextlib
 import os
 import shutil
 import sqlite3
+import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from railguard.data import rehearsal, snapshots, sqlite
-from railguard.providers.local.isolation import RunAs, ensure_user
+from railguard.providers.local.isolation import RunAs, ensure_user, prepare_data
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0 or shutil.which("useradd") is None,
                                 reason="an environment's own OS user needs root and useradd")
@@ -182,3 +183,24 @@ def test_a_planted_fifo_never_blocks_the_listing(layout: tuple[Path, Path, Path]
     os.mkfifo(data / "pipe.db")
     assert sqlite.databases(data) == ["app.db"]
     assert not sqlite.is_sqlite(data / "pipe.db")
+
+
+def test_a_rehearsal_on_the_environments_users_copy_still_finds_the_loss(layout: tuple[Path, Path, Path],
+                                                                         env_user: RunAs) -> None:
+    """As the rollout does it: the copy is handed to the environment's user, the command runs as that user, and
+    the shapes after each run are read as that user (root never opens the copy with SQLite)."""
+    if not Path("/usr/bin/python3").exists():
+        pytest.skip("needs a Python the environment's user can run")
+    data, _root, _state = layout
+    scratch = data.parent / "scratch"
+
+    def run(folder: Path, label: str) -> None:
+        prepare_data(folder, env_user)
+        subprocess.run(["/usr/bin/python3", "-c", "import sqlite3, sys; db = sqlite3.connect(sys.argv[1]); "
+                        "db.execute('DROP TABLE IF EXISTS t'); db.execute('CREATE TABLE IF NOT EXISTS u (x)'); "
+                        "db.commit()", str(folder / "app.db")], check=True, user=env_user.uid, group=env_user.gid,
+                       extra_groups=[], timeout=60)
+
+    found = rehearsal.rehearse(data, scratch, run, [])
+    assert [(loss.table, loss.rows) for loss in found.losses] == [("t", 2)], found
+    assert _rows(data / "app.db") == [(1, "a"), (2, "b")]  # the real data: never run on

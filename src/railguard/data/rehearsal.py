@@ -28,12 +28,11 @@ class SecondRunFailed(Exception):
 
 def _shapes(folder: Path, names: list[str]) -> Shapes:
     # Columns and row counts only: hashing every row would cost more than the command itself on big data.
-    # Read from a private copy: after a run the scratch folder is the app's, which may have planted links in it.
+    # Through shape_in: after a run the scratch folder is the app's, which may have planted links in it.
     found: Shapes = {}
     for rel in names:
         try:
-            with sqlite.private_copy(folder, rel) as copy:
-                found[rel] = sqlite.shape(copy, rows_digest=False)
+            found[rel] = sqlite.shape_in(folder, rel)
         except FileNotFoundError:
             continue
     return found

@@ -14,8 +14,8 @@ not a regular one or one with more than one link is refused (:class:`UnsafeDatab
 plain copies read through that descriptor. What SQLite itself must open (the backup API, for a consistent
 copy of a live database and for a restore through SQLite's locking) runs in a child process as the owner of
 the data folder when the daemon is root and the folder is another user's: a link planted after the checks
-then reaches only what that user may read or write. Other files are never opened by root with SQLite: shapes
-and schemas are read from a private copy (:func:`private_copy`).
+then reaches only what that user may read or write; so are shapes and schemas read there (:func:`shape_in`,
+:func:`schema_in`).
 """
 
 from __future__ import annotations
@@ -23,6 +23,7 @@ from __future__ import annotations
 import contextlib
 import errno
 import hashlib
+import json
 import os
 import re
 import shutil
@@ -320,6 +321,47 @@ def private_copy(base: Path, rel: str) -> Iterator[Path]:
         yield target
     finally:
         shutil.rmtree(folder, ignore_errors=True)
+
+
+_SHAPE_OUT = """import json, sqlite3, sys
+db = sqlite3.connect(f"file:{sys.argv[1]}?mode=ro", uri=True, timeout=10)
+q = lambda n: '"' + n.replace('"', '""') + '"'
+out = {}
+for (name,) in db.execute("SELECT name FROM sqlite_master WHERE type = 'table' AND name NOT LIKE 'sqlite_%' "
+                          "ORDER BY name").fetchall():
+    out[name] = [[r[1] for r in db.execute(f"PRAGMA table_info({q(name)})")],
+                 db.execute(f"SELECT count(*) FROM {q(name)}").fetchone()[0]]
+json.dump(out, sys.stdout)
+"""
+
+
+def shape_in(base: Path, rel: str) -> dict[str, TableShape]:
+    """:func:`shape` (columns and row counts) of the data folder's database ``base/rel``, the path checked first;
+    as root on another user's folder, read by a child running as that user (never opened by root)."""
+    with opened(base, rel, companions=True) as (dir_fd, _fd):
+        owner = _drop_to(dir_fd)
+        if owner is not None:
+            with tempfile.TemporaryFile() as out:
+                _as_owner(owner, _SHAPE_OUT, base / rel, None, out.fileno())
+                out.seek(0)
+                try:
+                    found = json.load(out)
+                    return {str(n): TableShape(tuple(str(c) for c in cols), int(rows), "")
+                            for n, (cols, rows) in found.items()}
+                except (ValueError, TypeError, AttributeError) as exc:
+                    raise sqlite3.DatabaseError(f"{base / rel}: unreadable shape ({exc})") from exc
+    return shape(base / rel, rows_digest=False)
+
+
+def schema_in(base: Path, rel: str) -> DatabaseSchema:
+    """:func:`schema` of the data folder's database ``base/rel``, the path checked first; as root on another
+    user's folder, read from a private copy (made as that user)."""
+    with opened(base, rel, companions=True) as (dir_fd, _fd):
+        owner = _drop_to(dir_fd)
+    if owner is None:
+        return schema(base / rel)
+    with private_copy(base, rel) as copy:
+        return schema(copy)
 
 
 def copy_file(base: Path, rel: str, target: Path) -> bool:

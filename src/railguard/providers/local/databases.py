@@ -32,12 +32,11 @@ def backups_root(home: Path, env: str) -> Path:
 
 
 def schemas(data_dir: Path) -> dict[str, DatabaseSchema]:
-    """Each database's schema, read from a private copy (the data folder is the app's: see data.sqlite)."""
+    """Each database's schema, its path checked (the data folder is the app's: see data.sqlite)."""
     found = {}
     for rel in sqlite.databases(data_dir):
         try:
-            with sqlite.private_copy(data_dir, rel) as copy:
-                found[rel] = sqlite.schema(copy)
+            found[rel] = sqlite.schema_in(data_dir, rel)
         except (FileNotFoundError, sqlite.UnsafeDatabase):
             continue  # gone, or a link planted since it was listed: no fingerprint for it
     return found
