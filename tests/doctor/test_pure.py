@@ -181,3 +181,17 @@ def test_shared_user_for_want_of_a_runnable_python_is_not_told_to_run_as_root(
     assert "system Python" in remedy and "Run the daemon as root" not in remedy, remedy
     monkeypatch.setenv("RAILGUARD_ISOLATION", "off")
     assert "RAILGUARD_ISOLATION" in _isolation_remedy(isolation.detect(home).reason)
+
+
+def test_the_doctors_copy_of_the_data_never_follows_what_the_app_planted(tmp_path: Path) -> None:
+    """The data folder is the app's: a link or a hard link to the daemon's state there is not copied into the
+    scratch folder (which the scratch user owns), whatever its name or header."""
+    state = tmp_path / "state.db"
+    _db(state, "CREATE TABLE tokens (hash)", "INSERT INTO tokens VALUES ('admin-token-hash')")
+    real, copy = tmp_path / "real", tmp_path / "copy"
+    real.mkdir()
+    _db(real / "app.db", "CREATE TABLE t (x)")
+    (real / "leak.db").symlink_to(state)
+    os.link(state, real / "hard.db")
+    assert copy_data(real, copy) == 1
+    assert sorted(p.name for p in copy.iterdir()) == ["app.db"]

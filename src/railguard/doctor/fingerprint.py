@@ -14,10 +14,11 @@ from __future__ import annotations
 
 import hashlib
 import os
-import shutil
 import sqlite3
 from dataclasses import dataclass, field
 from pathlib import Path
+
+from railguard.data import sqlite
 
 SQLITE_MAGIC = b"SQLite format 3\x00"
 COMPANIONS = ("-wal", "-shm", "-journal")
@@ -189,26 +190,18 @@ def copy_data(src: Path, dest: Path) -> int:
             target = dest / rel_root / name
             if _companion(name) or path.is_symlink() or not path.is_file():
                 continue
-            if is_sqlite(path) and _backup(path, target):
+            # The data folder is the app's: read through checked descriptors (a link, a hard link or a non-regular
+            # file planted there is skipped, never followed into the daemon's files), as the snapshot reads it.
+            rel = str((rel_root / name).as_posix())
+            if is_sqlite(path):
+                try:
+                    sqlite.copy(src, rel, target)
+                except (sqlite.UnsafeDatabase, OSError):
+                    continue
+                except sqlite3.Error:  # a header that says SQLite on a file that is not: copied as bytes
+                    if not sqlite.copy_file(src, rel, target):
+                        continue
                 copied += 1
-                continue
-            shutil.copy2(path, target)
-            copied += 1
+            elif sqlite.copy_file(src, rel, target):
+                copied += 1
     return copied
-
-
-def _backup(path: Path, target: Path) -> bool:
-    try:
-        source = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=5)
-    except sqlite3.Error:
-        return False
-    try:
-        with sqlite3.connect(target) as copy:
-            source.backup(copy)
-        copy.close()
-        return True
-    except sqlite3.Error:
-        target.unlink(missing_ok=True)
-        return False
-    finally:
-        source.close()
