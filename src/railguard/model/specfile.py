@@ -20,7 +20,7 @@ from typing import Any
 
 from pydantic import BaseModel, ValidationError
 
-from railguard.model import checks, counters, tomlfast
+from railguard.model import checks, counters
 from railguard.model.diagnostics import Diagnostic, error
 from railguard.model.spec import DURATION_ERROR, Spec
 from railguard.model.tomllines import LineIndex
@@ -157,7 +157,7 @@ def parse_spec(text: str, file: str | None = None) -> tuple[Spec | None, list[Di
             "Check that the right file is given.", file=file,
         )]
     try:
-        raw = tomlfast.loads(text)  # tomllib's value or exception, faster when that is safe
+        raw = tomllib.loads(text)
     except RecursionError:  # tomllib recurses per nesting level: a hostile spec nests 60,000 arrays
         return None, [_too_deep(file)]
     except tomllib.TOMLDecodeError as exc:
