@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import os
 import threading
-import time
 from pathlib import Path
 from typing import Any
 
@@ -50,7 +49,6 @@ PLURAL = {"Deployment": "deployments", "ReplicaSet": "replicasets", "Job": "jobs
           "Pod": "pods", "Secret": "secrets", "Service": "services", "ServiceAccount": "serviceaccounts",
           "Ingress": "ingresses", "NetworkPolicy": "networkpolicies"}
 TIMEOUT_S = 10.0
-APPLY_TRIES = 3  # an apply answered 500/503/504 is sent again (idempotent), at most this often in all
 
 
 class ClusterError(RailguardError):
@@ -166,22 +164,13 @@ class Cluster:
         """Server-side apply ``manifest`` with field manager ``railguard``; the object as the server has it."""
         kind, name = manifest["kind"], manifest["metadata"]["name"]
         namespace = None if kind == "Namespace" else self.namespace
-        for attempt in range(APPLY_TRIES):
-            try:
-                found: Any = self.client.patch(KINDS[kind], name, manifest, namespace=namespace,
-                                               patch_type=PatchType.APPLY, field_manager=FIELD_MANAGER, force=force,
-                                               dry_run=dry_run)
-                return dict(found.to_dict())
-            except ApiError as exc:
-                # An apply is idempotent: an API server answering 500/503/504 (etcd timed out under load, a
-                # restart) is asked again, a little later, a bounded number of times.
-                if (exc.status.code or 0) in (500, 503, 504) and attempt + 1 < APPLY_TRIES:
-                    time.sleep(0.5 * (attempt + 1))
-                    continue
-                raise self.failure(exc, "patch", kind, name) from exc
-            except (httpx2.TransportError, OSError, ConfigError) as exc:
-                raise self.failure(exc, "patch", kind, name) from exc
-        raise AssertionError("unreachable")  # the loop returns or raises
+        try:
+            found: Any = self.client.patch(KINDS[kind], name, manifest, namespace=namespace,
+                                      patch_type=PatchType.APPLY, field_manager=FIELD_MANAGER, force=force,
+                                      dry_run=dry_run)
+        except (ApiError, httpx2.TransportError, OSError, ConfigError) as exc:
+            raise self.failure(exc, "patch", kind, name) from exc
+        return dict(found.to_dict())
 
     def create_namespace(self, labels: dict[str, str]) -> None:
         """Create this connection's namespace (``create namespaces``, the verb the optional ClusterRole grants);
