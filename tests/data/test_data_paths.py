@@ -195,7 +195,7 @@ def test_a_rehearsal_on_the_environments_users_copy_still_finds_the_loss(layout:
     scratch = data.parent / "scratch"
 
     def run(folder: Path, label: str) -> None:
-        prepare_data(folder, env_user)
+        prepare_data(folder, env_user, adopt=True)  # as the provider hands its scratch copy over
         subprocess.run(["/usr/bin/python3", "-c", "import sqlite3, sys; db = sqlite3.connect(sys.argv[1]); "
                         "db.execute('DROP TABLE IF EXISTS t'); db.execute('CREATE TABLE IF NOT EXISTS u (x)'); "
                         "db.commit()", str(folder / "app.db")], check=True, user=env_user.uid, group=env_user.gid,
