@@ -23,13 +23,14 @@ import anyio.to_thread
 
 from railguard.client import Client
 from railguard.engine.workspace import Workspace
+from railguard.mcp.briefs import MAX_STEPS
 from railguard.model.api import Operation, PlanAnswer, PlanDetail
 from railguard.model.diagnostics import RailguardError, error, has_errors
 from railguard.model.principals import Principal
 
 T = TypeVar("T")
 PRINCIPAL_TTL_S = 2.0  # a revoked token is refused by the daemon anyway; this only spares round trips
-SHORT_STEPS = 30  # journal steps a tool shows (briefs.MAX_STEPS); the daemon sends no more than these
+SHORT_STEPS = MAX_STEPS  # journal steps a tool shows; the daemon sends no more than these
 PLANS_KEPT = 8  # saved plans whose bodies this server holds (show_plan, approval_status)
 
 
@@ -97,12 +98,15 @@ class Gateway:
         the daemon and here) is read once; later reads ask the daemon only where it stands, which it answers
         as the principal after checking it may read the plan, with the plan's hash to match the body held."""
         held = self._plans.get(plan_id)
+        found: PlanDetail | None = None
         if held is not None:
             state = client.call("GET", f"plans/{plan_id}", params={"view": "state"})
-            if "plan" not in state and state.get("hash") == held.hash:  # else: a daemon that does not know the view
+            if "plan" in state:  # a daemon that does not know the view answered the whole record
+                found = PlanDetail.model_validate(state)
+            elif state.get("hash") == held.hash:
                 return PlanDetail(plan=held, status=state["status"], approvals=state["approvals"],
                                   approval=state["approval"])
-        found = client.plan_record(plan_id)
+        found = found or client.plan_record(plan_id)
         if len(self._plans) >= PLANS_KEPT:
             self._plans.pop(next(iter(self._plans)), None)
         self._plans[plan_id] = found.plan

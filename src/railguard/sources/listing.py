@@ -13,6 +13,7 @@ and the doctor (which files to scan).
 
 from __future__ import annotations
 
+import functools
 import os
 import re
 import stat
@@ -86,17 +87,24 @@ def _lines(root: Path, name: str) -> list[str]:
         return []
 
 
+@functools.lru_cache(maxsize=16)
+def _compiled(lines: tuple[str, ...]) -> pathspec.PathSpec:  # type: ignore[type-arg]
+    """Patterns compiled once per distinct text: status lists the source on every call, and compiling the ignore
+    files' patterns was a fifth of that listing (the files are still read every time, so an edit is seen)."""
+    return pathspec.PathSpec.from_lines("gitignore", lines)
+
+
 def ignore_spec(root: Path) -> pathspec.PathSpec:  # type: ignore[type-arg]
     lines = list(ALWAYS_IGNORED)
     for name in IGNORE_FILES:
         lines += _lines(root, name)
-    return pathspec.PathSpec.from_lines("gitignore", lines)
+    return _compiled(tuple(lines))
 
 
 def _allowed_secrets(root: Path) -> pathspec.PathSpec:  # type: ignore[type-arg]
     """The secret-named files someone listed explicitly (``!.env.production`` in .railguardignore)."""
     wanted = [line.strip()[1:] for line in _lines(root, ".railguardignore") if line.strip().startswith("!")]
-    return pathspec.PathSpec.from_lines("gitignore", wanted)
+    return _compiled(tuple(wanted))
 
 
 SECRETS = pathspec.PathSpec.from_lines("gitignore", SECRET_NAMES)
