@@ -151,7 +151,8 @@ def _restores(cluster: Cluster, tmp: Path) -> dict[str, float]:
     dump = tmp / "alt.dump"
     cluster._client("pg_dump", "-Fc", "-Z", "0", "-d", "app", "-f", str(dump))
     found: dict[str, float] = {}
-    for label, args, options in (("one job", [], ""), ("-j 2 (what restores use; a rehearsal copy is one job from the stream)", ["-j", "2"], ""),
+    for label, args, options in (("one job (a rehearsal copy: from the stream)", [], ""),
+                                 ("-j 2 (what restores use)", ["-j", "2"], ""),
                                  ("--single-transaction, synchronous_commit=off", ["--single-transaction"],
                                   "-c synchronous_commit=off")):
         cluster.sql('DROP DATABASE IF EXISTS "alt" WITH (FORCE)')
