@@ -7,7 +7,9 @@ the rehearsal (restore of that dump into a scratch database, an additive release
 compared) and the release command) and a restore of the snapshot (:func:`railguard.data.snapshots.restore`:
 checksums, drop, create, pg_restore). Times come from the journal steps themselves. For the snapshot target it
 also times pg_dump's alternatives on the same data (compression off, directory format with 2 jobs), to say
-what would bring a snapshot under 2 s. Figures go to docs/benchmarks.md.
+what would bring a snapshot under 2 s. The table is the app role's and the release command gets the app's URL,
+as a deployed app's would. Reports wall and CPU seconds per step (``cpu_seconds``). Figures go to
+docs/benchmarks.md.
 
     python bench/postgres_guard.py --mb 100 --rounds 3
 """
@@ -32,7 +34,7 @@ from typing import Any
 import psutil
 
 from railguard.data import snapshots
-from railguard.data.postgres import Cluster
+from railguard.data.postgres import ROLE, Cluster
 from railguard.engine import planner
 from railguard.model.plans import Action, Change, Risk
 from railguard.model.resources import desired_resources
@@ -120,10 +122,12 @@ def _servers(home: Path) -> tuple[DatabaseServers, Cluster]:
 
 def _fill(cluster: Cluster, mb: int) -> float:
     # ~1 kB per row of hex from random md5s: compresses about 2:1, like real text, unlike a repeated string.
-    cluster.sql("CREATE TABLE items (id int PRIMARY KEY, body text NOT NULL); "
-                "INSERT INTO items SELECT g, (SELECT string_agg(md5(random()::text || g || i), '') "
-                f"FROM generate_series(1, 31) i) FROM generate_series(1, {mb * 1000}) g", "app")
-    cluster.sql("VACUUM ANALYZE items", "app")
+    # Made by the app's own role (as its migrations would), so the release command may alter it.
+    app = (ROLE, cluster.app_password) if cluster.app_password else None
+    cluster.script("CREATE TABLE items (id int PRIMARY KEY, body text NOT NULL); "
+                   "INSERT INTO items SELECT g, (SELECT string_agg(md5(random()::text || g || i), '') "
+                   f"FROM generate_series(1, 31) i) FROM generate_series(1, {mb * 1000}) g;\n"
+                   "VACUUM ANALYZE items;\n", "app", login=app)
     return int(cluster.sql("SELECT pg_database_size('app')").strip()) / 1e6
 
 
@@ -147,7 +151,8 @@ def _restores(cluster: Cluster, tmp: Path) -> dict[str, float]:
     dump = tmp / "alt.dump"
     cluster._client("pg_dump", "-Fc", "-Z", "0", "-d", "app", "-f", str(dump))
     found: dict[str, float] = {}
-    for label, args, options in (("one job", [], ""), ("-j 2 (what restores and rehearsals use)", ["-j", "2"], ""),
+    for label, args, options in (("one job (a rehearsal copy: from the stream)", [], ""),
+                                 ("-j 2 (what restores use)", ["-j", "2"], ""),
                                  ("--single-transaction, synchronous_commit=off", ["--single-transaction"],
                                   "-c synchronous_commit=off")):
         cluster.sql('DROP DATABASE IF EXISTS "alt" WITH (FORCE)')
@@ -191,11 +196,12 @@ def main() -> None:
                             risk=Risk.disruptive, reason="bench", before_fingerprint="a", after_fingerprint="b")
             request = ApplyRequest(env="staging", change=change, desired=None, operation_id="bench",
                                    release=number + 2)
-            cluster.sql("ALTER TABLE items DROP COLUMN IF EXISTS tags", "app")  # each round migrates again
+            cluster.script("ALTER TABLE items DROP COLUMN IF EXISTS tags;", "app",  # each round migrates again
+                           login=(ROLE, cluster.app_password) if cluster.app_password else None)
             guarded_release(request, home=tmp / "home", service="web",
                             config={"release": ["python", "migrate.py"], "start_timeout_ms": 600_000,
                                     "databases": {"app": "DATABASE_URL"}},
-                            environ={"PATH": artifacts.base_path(art.bin_dirs), "DATABASE_URL": cluster.url("app"),
+                            environ={"PATH": artifacts.base_path(art.bin_dirs), "DATABASE_URL": cluster.app_url("app"),
                                      "PSQL": str(cluster.bin / "psql")},
                             artifact=art, data_dir=tmp / "data", log_dir=tmp / "logs", step=step,
                             postgres={"app": cluster})

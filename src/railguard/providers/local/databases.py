@@ -72,7 +72,7 @@ def guarded_release(request: ApplyRequest, *, home: Path, service: str, config: 
             try:
                 backup = snapshots.take(data_dir, root, env, request.release, postgres, copies)
             except BaseException as exc:
-                pgrehearsal.cleanup({n: c for n, c in (postgres or {}).items() if n in copies.shapes})
+                pgrehearsal.cleanup(postgres or {})  # a copy made (or half made) before the failure
                 if not isinstance(exc, PostgresError):
                     raise
                 raise Failure("data.snapshot_failed", "The snapshot before the release command failed",
