@@ -187,8 +187,9 @@ class KubeCommand:
         self._out = self._err = None
 
     def signal(self, signum: int) -> None:
-        """Any signal ends it: the Job and its pod are deleted (a cluster has no way to pass a signal to one)."""
-        if self.code is not None:
+        """A signal that would end a process ends it: the Job and its pod are deleted (no signal reaches a pod
+        through the API); a terminal's resize (SIGWINCH) is ignored."""
+        if self.code is not None or signum == int(signals.SIGWINCH):
             return
         try:
             self.cluster.delete("Job", self.job)
