@@ -54,6 +54,22 @@ def test_killed_daemon_leaves_apps_serving_and_is_readopted(ws: Workspace) -> No
     assert any(e["kind"] == "daemon.adopted" and str(pids[0]) in e["message"] for e in events["events"])
 
 
+def test_a_replica_with_worker_processes_is_adopted_not_killed(ws: Workspace) -> None:
+    """gunicorn runs a master and workers: the workers carry the replica's instance mark but are no replica, so
+    every daemon restart took them for orphans and SIGKILLed their process group, the master with them (Django
+    polls under gunicorn was restarted at each `railguard daemon stop` + start: 'exited ... not a child')."""
+    ws.write_spec(mode="workers")
+    assert ws.deploy()[0] == 0
+    pids = _replica_pids(ws)
+    worker = int(wait_for(lambda: next(ws.root.glob(".railguard/data/staging/worker.pid"), None), "the worker")
+                 .read_text())
+    assert ws.rg("daemon", "stop").returncode == 0
+    assert _replica_pids(ws) == pids  # status starts a daemon that adopts them
+    assert not gone(worker) and not gone(pids[0])
+    code, events = ws.rg_json("events")
+    assert not any("orphan" in e["message"] for e in events["events"]), events
+
+
 def test_an_orphan_replica_is_killed_on_adoption(ws: Workspace) -> None:
     assert ws.deploy()[0] == 0
     # A replica the runtime file does not know (as if the daemon died between spawn and save).

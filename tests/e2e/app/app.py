@@ -25,6 +25,11 @@ if MODE == "hold":  # starts only once the test removes DATA/hold (at most 60 s)
     deadline = time.monotonic() + 60
     while (DATA / "hold").exists() and time.monotonic() < deadline:
         time.sleep(0.05)
+if MODE == "workers":  # a master with a worker process, as gunicorn and uvicorn --workers run
+    import subprocess
+
+    WORKER = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(600)"])
+    (DATA / "worker.pid").write_text(str(WORKER.pid))
 PORT = int(os.environ["FIXED_PORT"] if MODE == "ignore_port" else os.environ["PORT"])
 
 

@@ -198,11 +198,17 @@ class LocalProvider(Canaries, Views, Commands, Traffic):
 
     def _kill_orphans(self) -> list[str]:
         mine, known, notes = instance_id(self.home), self._known_pids(), []
+        # A known replica's own processes (gunicorn's workers, uvicorn --workers) carry the mark too and share its
+        # process group: they are no orphans, and killing "their" group killed the replica at every daemon start.
+        groups = {r.record.pgid for rt in self.state.envs.values() for s in rt.sets for r in s.replicas}
         for proc in psutil.process_iter(["pid"]):
             try:
                 if proc.pid in known or proc.environ().get("RAILGUARD_INSTANCE") != mine:
                     continue
-                os.killpg(os.getpgid(proc.pid), signal.SIGKILL)
+                group = os.getpgid(proc.pid)
+                if group in groups or any(parent.pid in known for parent in proc.parents()):
+                    continue
+                os.killpg(group, signal.SIGKILL)
                 notes.append(f"killed orphan pid {proc.pid} ({' '.join(proc.cmdline())[:80]})")
             except (psutil.Error, OSError):
                 continue
