@@ -211,7 +211,8 @@ def test_promotion_freeze_and_rules(g: Guarded) -> None:
             'effect = "deny"\nmessage = "no deletes in production this week"\n')
     g.spec(extra=rule)
     code, planned = g.rg_json("plan", "--env", "production")  # staging never ran this artifact
-    assert code == 0
+    # Saved for the record, but an agent reading the answer must not take it for a plan it may apply.
+    assert code == 1 and not planned["ok"] and codes(planned)[-1] == "policy.denied", planned
     verdicts = {(v["rule"], v["effect"]) for v in planned["plan"]["verdicts"]}
     assert ("guard.promotion", "deny") in verdicts and planned["plan"]["decision"] == "deny"
     code, refused = g.rg_json("apply", planned["plan"]["id"])

@@ -34,7 +34,7 @@ from railguard.client import Client
 from railguard.engine.workspace import refuse_protected_deploy
 from railguard.model.api import Operation, OperationKind, OperationRequest, OperationStatus, PlanOverview
 from railguard.model.diagnostics import RailguardError, error
-from railguard.model.plans import Action, Plan
+from railguard.model.plans import Action, Plan, denial
 
 PER_ACTION = 20  # changes of each action a plan lists for people without --full
 NoWaitOpt = Annotated[bool, typer.Option("--no-wait", help="Return the operation id at once.")]
@@ -125,6 +125,9 @@ def plan(
                                    allow_data_loss)
     if out_file is not None:
         _write_body(client, overview.id, out_file)
+    refused = denial(overview.id, overview.verdicts)  # saved for the record, but nothing may apply it
+    if refused is not None:
+        overview = overview.model_copy(update={"diagnostics": [*overview.diagnostics, refused]})
     failed = any(d.is_error for d in overview.diagnostics)
     changes = sum(n for a, n in overview.summary.counts.items() if a != Action.noop.value)
     code = 1 if failed else (2 if detailed_exitcode and changes > 0 else 0)

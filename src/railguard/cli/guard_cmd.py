@@ -19,6 +19,7 @@ from railguard.cli import render
 from railguard.cli.common import DEPLOY, GUARD, EnvOpt, JsonOpt, SpecOpt, add, connect, env_from_spec
 from railguard.cli.output import finish, guarded, out
 from railguard.model.diagnostics import RailguardError, error
+from railguard.model.plans import denial
 
 token_app = typer.Typer(help="API tokens for agents, CI and people (printed once, stored as a hash).",
                         no_args_is_help=True)
@@ -166,9 +167,13 @@ def promote(
     ws, client = connect(spec)
     env_from_spec(ws, target)
     answer = client.promote(str(ws.spec_path), source, target)
+    refused = denial(answer.id, answer.verdicts)  # saved for the record, but nothing may apply it
+    problems = [*answer.diagnostics, *([refused] if refused is not None else [])]
     if as_json:
-        finish(True, list(answer.diagnostics), {"plan": answer.model_dump(mode="json")})
+        finish(True, problems, {"plan": answer.model_dump(mode="json")})
     render.plan(answer.as_plan())
+    if refused is not None:
+        raise typer.Exit(1)
 
 @guarded()
 def policies(env: EnvOpt = None, spec: SpecOpt = None, as_json: JsonOpt = False) -> None:

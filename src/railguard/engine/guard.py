@@ -16,7 +16,7 @@ from datetime import UTC, datetime, timedelta
 from railguard.engine.observe import state_protected
 from railguard.model.api import Approval, ApprovalDecision, ApprovalRecord, ApprovalState, Decision
 from railguard.model.diagnostics import RailguardError, error
-from railguard.model.plans import Effect, Plan, Verdict
+from railguard.model.plans import Effect, Plan, Verdict, denial
 from railguard.model.principals import Permission, Principal
 from railguard.policy.guardrails import Facts, evaluate
 from railguard.state import approvals, audit
@@ -77,14 +77,9 @@ def check_apply(store: Store, plan: Plan, principal: Principal) -> list[Verdict]
     require(principal, Permission.apply, plan.env)
     current = evaluate(plan, facts(store, plan, principal))
     verdicts = [*plan.verdicts, *[v for v in current if v not in plan.verdicts]]
-    denied = [v for v in verdicts if v.effect is Effect.deny]
-    if denied:
-        frozen = any(v.rule == "guard.freeze" for v in denied)
-        raise RailguardError(error(
-            "policy.frozen" if frozen else "policy.denied", f"Plan {plan.id} is denied by policy",
-            "; ".join(f"{v.rule}: {v.message}" for v in denied) + ".",
-            denied[0].remediation or "Change the spec so the rule no longer applies, then plan again.",
-            address=plan.id, extra={"verdicts": [v.model_dump(mode="json") for v in denied]}))
+    refused = denial(plan.id, verdicts)
+    if refused is not None:
+        raise RailguardError(refused)
     needs = [v for v in verdicts if v.effect is Effect.require_approval]
     if not needs:
         return verdicts

@@ -25,7 +25,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter
 
 from railguard.model.canonical import canonical_json
-from railguard.model.diagnostics import Diagnostic, has_errors
+from railguard.model.diagnostics import Diagnostic, error, has_errors
 from railguard.model.resources import Resource, ResourceKind, canonical_resource
 from railguard.model.sensitivity import REDACTED, looks_secret
 
@@ -141,6 +141,20 @@ class Verdict(BaseModel):
     approvers: list[str] = Field(default_factory=list, description="Roles that may approve (require_approval).")
     confirm: str | None = Field(default=None, description="Text the approver must type back (deletes).")
     remediation: str = ""
+
+
+def denial(plan_id: str, verdicts: Iterable[Verdict]) -> Diagnostic | None:
+    """The error a plan with a ``deny`` verdict is: what the apply refuses it with (engine/guard.py), and what
+    ``plan``/``promote`` report, so an agent reading ``ok`` never takes a denied plan for one it may apply."""
+    denied = [v for v in verdicts if v.effect is Effect.deny]
+    if not denied:
+        return None
+    frozen = any(v.rule == "guard.freeze" for v in denied)
+    return error(
+        "policy.frozen" if frozen else "policy.denied", f"Plan {plan_id} is denied by policy",
+        "; ".join(f"{v.rule}: {v.message}" for v in denied) + ".",
+        denied[0].remediation or "Change the spec so the rule no longer applies, then plan again.",
+        address=plan_id, extra={"verdicts": [v.model_dump(mode="json") for v in denied]})
 
 
 class PlanSource(BaseModel):
