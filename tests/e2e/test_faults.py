@@ -521,7 +521,10 @@ def journaled_steps(runtime: str = "local") -> set[str]:
 # (KUBERNETES_WALKED there). Not walked: "edge", the edge's delete, which no plan makes (an environment's edge goes
 # only with the environment, and an environment cannot be removed by a plan). Listed so that a new Kubernetes step
 # still fails this suite until it is walked or considered.
-KUBERNETES_NOT_WALKED_YET = {"edge"}
+KUBERNETES_NOT_WALKED_YET = {
+    "edge",
+    "canary",  # a canary Deployment's start or weight change on a cluster: not walked yet (as the local "canary")
+}
 
 
 def test_kubernetes_steps_are_known() -> None:
