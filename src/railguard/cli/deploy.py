@@ -14,7 +14,6 @@ from pathlib import Path
 from typing import Annotated, Optional
 
 import typer
-from rich.markup import escape
 
 from railguard.cli import render
 from railguard.cli.common import (
@@ -29,7 +28,7 @@ from railguard.cli.common import (
     env_from_spec,
     pick_env,
 )
-from railguard.cli.output import emit_json, finish, guarded, out, print_diagnostics
+from railguard.cli.output import emit_json, escape, finish, guarded, out, print_diagnostics
 from railguard.client import Client
 from railguard.engine.workspace import refuse_protected_deploy
 from railguard.model.api import Operation, OperationKind, OperationRequest, OperationStatus, PlanOverview
