@@ -7,8 +7,9 @@ of the new version at the edge (polled on fresh connections, 1 ms apart), minus 
 from exec to its first healthy /healthz (measured here by starting `python app.py` directly, after
 migrate.py, with PORT and RAILGUARD_DATA_DIR set). The operation journal's timestamps then say
 where Railguard's part went: CLI start + plan + submit (before the first journal entry), build,
-release-command (the app's migrate.py), start, gate (includes the app's start-up), switch (edge
-config), and drain and the CLI's own return (after traffic moved, so not in the overhead).
+snapshot and rehearse (the data guard: a copy of the databases, and the release command run twice on
+another copy), release-command (the app's migrate.py), start, gate (includes the app's start-up), switch
+(edge config), and drain and the CLI's own return (after traffic moved, so not in the overhead).
 
 Scenario (no load): deploy v1 (cold: also starts the daemon and Caddy), then `--cycles` times:
 deploy v(k+1) (new replicas), rollback (to v1, still warm). Loopback only; a temp copy of
@@ -37,7 +38,7 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from rgbench import RG, Workspace, app_ready_time, journal_time, machine_line, median, wait_version
 
-STEPS = ["build", "release-command", "start", "gate", "switch", "drain"]
+STEPS = ["build", "snapshot", "rehearse", "release-command", "start", "gate", "switch", "drain"]
 
 
 @dataclass
@@ -153,8 +154,9 @@ def report(data: dict[str, Any]) -> str:
         f"daemon): median {(median(data['plan_cli_s']) or 0) * 1000:.0f} ms",
         "",
         "| operation | → new version at edge ms | overhead ms (minus app start) | CLI returns ms | "
-        "CLI+plan+submit ms | build | release-cmd | start | gate | switch | switch→seen | drain |",
-        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+        "CLI+plan+submit ms | build | snapshot | rehearse | release-cmd | start | gate | switch | switch→seen "
+        "| drain |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for r in data["runs"]:
         starts_app = "start" in r["steps"]
@@ -162,8 +164,8 @@ def report(data: dict[str, Any]) -> str:
         cells = [_f(r["steps"].get(s), ms=True) for s in STEPS]
         lines.append(
             f"| {r['op']}{'' if r['ok'] else ' (FAILED)'} | {_f(r['traffic_s'], True)} | {_f(over, True)} "
-            f"| {_f(r['cli_s'], True)} | {_f(r['pre_s'], True)} | {cells[0]} | {cells[1]} | {cells[2]} "
-            f"| {cells[3]} | {cells[4]} | {_f(r['seen_after_switch_s'], True)} | {cells[5]} |"
+            f"| {_f(r['cli_s'], True)} | {_f(r['pre_s'], True)} | {' | '.join(cells[:-1])} "
+            f"| {_f(r['seen_after_switch_s'], True)} | {cells[-1]} |"
         )
     deploys = [r for r in data["runs"] if r["op"].startswith("deploy v") and "cold" not in r["op"]]
     rollbacks = [r for r in data["runs"] if r["op"].startswith("rollback")]

@@ -99,7 +99,8 @@ def test_one_line_values_cannot_fake_another_line_of_a_plan_and_invisible_charac
     screen (a fake 'risk: safe'); zero-width characters could hide a difference between two names."""
     import io
 
-    from railguard.cli.terminal import SafeConsole, one_line
+    from railguard.cli.output import one_line
+    from railguard.cli.terminal import SafeConsole
 
     reason = "run migrate\n  risk: safe\r\nhash sha256:0000\u2028approved\x85ok"
     assert one_line(reason) == "run migrate⏎  risk: safe⏎hash sha256:0000⏎approved⏎ok"

@@ -11,10 +11,9 @@ from __future__ import annotations
 from typing import Annotated
 
 import typer
-from rich.markup import escape
 
 from railguard.cli.common import DEPLOY, EnvOpt, JsonOpt, SpecOpt, add, connect, env_from_spec
-from railguard.cli.output import finish, guarded, out
+from railguard.cli.output import escape, finish, guarded, out
 from railguard.model.api import PlanAnswer
 
 ServiceArg = Annotated[str, typer.Argument(help="The service whose canary moves.")]

@@ -11,12 +11,11 @@ import sys
 from typing import Annotated, Any, Optional
 
 import typer
-from rich.markup import escape
 
 from railguard.cli import render
 from railguard.cli.common import DEPLOY, OBSERVE, EnvOpt, JsonOpt, SpecOpt, add, connect, env_from_spec
 from railguard.cli.deploy import NoWaitOpt, _submit
-from railguard.cli.output import finish, guarded, out, print_diagnostics
+from railguard.cli.output import escape, finish, guarded, out, print_diagnostics
 from railguard.model.api import OperationKind, OperationRequest
 from railguard.model.data import Backup
 from railguard.model.diagnostics import RailguardError, error

@@ -14,7 +14,6 @@ from pathlib import Path
 from typing import Annotated, Optional
 
 import typer
-from rich.markup import escape
 
 from railguard.cli import render
 from railguard.cli.common import (
@@ -26,10 +25,9 @@ from railguard.cli.common import (
     add,
     connect,
     env_for_daemon,
-    env_from_spec,
     pick_env,
 )
-from railguard.cli.output import emit_json, finish, guarded, out, print_diagnostics
+from railguard.cli.output import emit_json, escape, finish, guarded, out, print_diagnostics
 from railguard.client import Client
 from railguard.engine.workspace import refuse_protected_deploy
 from railguard.model.api import Operation, OperationKind, OperationRequest, OperationStatus, PlanOverview
@@ -120,7 +118,7 @@ def plan(
     ws, client = connect(spec)
     # A running daemon checks the spec and the name itself (it parses the spec anyway), so a large spec is parsed
     # once, not twice. Without one, check here first: a bad spec must not start a daemon or create a state folder.
-    name = env if env is not None and client.alive() else env_from_spec(ws, env)
+    name = env_for_daemon(ws, client, env)
     overview = client.plan_overview(str(ws.spec_path), name, 0 if as_json or full else PER_ACTION,
                                    allow_data_loss)
     if out_file is not None:

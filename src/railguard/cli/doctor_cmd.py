@@ -13,10 +13,9 @@ import sys
 from typing import Annotated, Optional
 
 import typer
-from rich.markup import escape
 
 from railguard.cli.common import ADMIN, OBSERVE, EnvOpt, JsonOpt, SpecOpt, add, pick_env
-from railguard.cli.output import diagnostics_json, emit_json, finish, guarded, out, print_diagnostics
+from railguard.cli.output import diagnostics_json, emit_json, escape, finish, guarded, out, print_diagnostics
 from railguard.doctor.report import CheckResult, Report, Status, diagnostics, exit_code
 from railguard.engine.workspace import Workspace, require_env
 

@@ -20,11 +20,10 @@ from types import FrameType
 from typing import Annotated, Optional
 
 import typer
-from rich.markup import escape
 
 from railguard.cli import render
 from railguard.cli.common import DEPLOY, EnvOpt, JsonOpt, SpecOpt, add, connect, env_from_spec
-from railguard.cli.output import emit_json, finish, guarded, out
+from railguard.cli.output import emit_json, escape, finish, guarded, out
 from railguard.model.api import ExecRecord, ExecRequest, PlanAnswer
 from railguard.model.diagnostics import RailguardError, error
 

@@ -12,12 +12,10 @@ import sys
 from typing import Annotated, Optional
 
 import typer
-from rich.markup import escape
-from rich.table import Table
 
 from railguard.cli import render
 from railguard.cli.common import DEPLOY, GUARD, EnvOpt, JsonOpt, SpecOpt, add, connect, env_from_spec
-from railguard.cli.output import finish, guarded, out
+from railguard.cli.output import escape, finish, guarded, out
 from railguard.model.diagnostics import RailguardError, error
 from railguard.model.plans import denial
 
@@ -61,6 +59,8 @@ def token_list(spec: SpecOpt = None, as_json: JsonOpt = False) -> None:
     rows = client.tokens()
     if as_json:
         finish(True, [], {"tokens": [r.model_dump(mode="json") for r in rows]})
+    from rich.table import Table  # Rich only when a table is shown
+
     table = Table(show_edge=False, pad_edge=False)
     for column in ("id", "name", "role", "envs", "created", "by", "expires", "revoked", "last used"):
         table.add_column(column, no_wrap=True)

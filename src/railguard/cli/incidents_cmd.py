@@ -9,10 +9,9 @@ from __future__ import annotations
 from typing import Annotated, Optional
 
 import typer
-from rich.markup import escape
 
 from railguard.cli.common import OBSERVE, JsonOpt, SpecOpt, add, connect
-from railguard.cli.output import finish, guarded, out
+from railguard.cli.output import escape, finish, guarded, out
 from railguard.model.api import Incident, IncidentState, RequestWindow
 
 EnvFilter = Annotated[Optional[str], typer.Option("--env", "-e", help="Only this environment.")]

@@ -13,7 +13,6 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
-from rich.markup import escape
 from typer._click.exceptions import ClickException, UsageError  # typer vendors click; not re-exported
 
 from railguard import __version__
@@ -34,7 +33,7 @@ from railguard.cli import (
     observe,
 )
 from railguard.cli.common import ADMIN, DEPLOY, JsonOpt, SpecOpt, add
-from railguard.cli.output import emit_json, finish, guarded, out, print_diagnostics, usage_error
+from railguard.cli.output import emit_json, escape, finish, guarded, out, print_diagnostics, usage_error
 from railguard.engine.workspace import Workspace
 from railguard.model.diagnostics import has_errors
 from railguard.model.spec import json_schema

@@ -6,11 +6,10 @@ import time
 from typing import Annotated, Optional
 
 import typer
-from rich.markup import escape
 
 from railguard.cli import render
 from railguard.cli.common import OBSERVE, EnvOpt, JsonOpt, SpecOpt, add, connect, env_from_spec
-from railguard.cli.output import finish, guarded, out
+from railguard.cli.output import escape, finish, guarded, out
 from railguard.client import Client
 
 FOLLOW_POLL_S = 0.5

@@ -14,21 +14,56 @@ from __future__ import annotations
 import functools
 import json
 import os
+import re
 import sys
 import traceback
 from collections.abc import Callable, Iterable
-from typing import Any, NoReturn, ParamSpec, TypeVar
+from typing import TYPE_CHECKING, Any, NoReturn, ParamSpec, TypeVar, cast
 
 import typer
-from rich.markup import escape
 from typer._click.exceptions import UsageError  # typer vendors click; its public API exports no UsageError
 
-from railguard.cli.terminal import SafeConsole
 from railguard.model.diagnostics import Diagnostic, RailguardError, Severity, error
 
+if TYPE_CHECKING:
+    from railguard.cli.terminal import SafeConsole
+
+
+_BREAKS = re.compile(r"\r\n|[\n\r\x0b\x0c\x1c-\x1e\x85\u2028\u2029]")
+
+
+def one_line(text: str) -> str:
+    """``text`` (an agent's or app's) as one line of a screen: each line break shown as a visible ``⏎``, so it
+    cannot print what looks like another line of a plan (the rest is cleaned when rendered: cli/terminal.py)."""
+    return _BREAKS.sub("⏎", text)
+
+
+def escape(text: str) -> str:
+    """Rich's markup escape, Rich imported on first use (see :class:`_OnFirstUse`)."""
+    from rich.markup import escape as rich_escape
+
+    return rich_escape(text)
+
+
+class _OnFirstUse:
+    """A :class:`SafeConsole` made when it is first used: a command answering ``--json`` never imports Rich, a
+    good part of its start-up time (bench/deploy_timing.py)."""
+
+    def __init__(self, **options: Any) -> None:
+        self._options = options
+        self._console: SafeConsole | None = None
+
+    def __getattr__(self, name: str) -> Any:
+        if self._console is None:
+            from railguard.cli.terminal import SafeConsole
+
+            self._console = SafeConsole(**self._options)
+        return getattr(self._console, name)
+
+
 # Both strip control characters from what they render: much of it is text an agent or an app chose.
-out = SafeConsole(highlight=False, soft_wrap=True)
-err = SafeConsole(stderr=True, highlight=False, soft_wrap=True)
+out = cast("SafeConsole", _OnFirstUse(highlight=False, soft_wrap=True))
+err = cast("SafeConsole", _OnFirstUse(stderr=True, highlight=False, soft_wrap=True))
 
 _COLOURS = {Severity.error: "red", Severity.warning: "yellow", Severity.info: "cyan"}
 

@@ -7,13 +7,9 @@ Only presentation lives here; the JSON forms are the models' own dumps. Called b
 from __future__ import annotations
 
 import json
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from rich.markup import escape
-from rich.table import Table
-
-from railguard.cli.output import finish, out, print_diagnostics
-from railguard.cli.terminal import one_line
+from railguard.cli.output import escape, finish, one_line, out, print_diagnostics
 from railguard.model.api import (
     Approval,
     ApprovalState,
@@ -33,12 +29,22 @@ from railguard.model.api import (
 )
 from railguard.model.plans import Action, Effect, Plan, Risk
 
+if TYPE_CHECKING:
+    from rich.table import Table as RichTable
+
 RISK_STYLE = {Risk.safe: "green", Risk.disruptive: "yellow", Risk.destructive: "bold red"}
 ACTION_SYMBOL = {Action.create: "+", Action.update: "~", Action.replace: "-/+", Action.delete: "-",
                  Action.noop: "=", Action.command: "!", Action.restore: "<", Action.canary_step: ">"}
 ACTION_ORDER = [Action.restore, Action.delete, Action.replace, Action.update, Action.create, Action.command,
                 Action.noop, Action.canary_step]
 MAX_DIFF_LINES = 12
+
+
+def Table(*args: Any, **kwargs: Any) -> RichTable:
+    """Rich's table, Rich imported on first use (a command answering --json never loads it)."""
+    from rich.table import Table as RichTable
+
+    return RichTable(*args, **kwargs)
 
 
 def _value(v: Any) -> str:

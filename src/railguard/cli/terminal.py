@@ -5,8 +5,8 @@ sequences in it could retitle the window, clear the screen or rewrite what an ap
 that is not the plan's). The CLI's consoles strip C0/C1 control characters (newline and tab stay), bidi
 overrides and invisible (zero-width) characters from every piece of text they render; Rich's own styling is
 added after, so colours still work. Text that is one value on one line of a screen (a change's reason, an
-approval request's reason, a policy message) goes through :func:`one_line` too: a newline in it would start
-what looks like another line of the plan. Used by :mod:`railguard.cli.output` and :mod:`railguard.cli.render`.
+approval request's reason, a policy message) goes through :func:`railguard.cli.output.one_line` too: a newline
+in it would start what looks like another line of the plan. Used by :mod:`railguard.cli.output`.
 """
 
 from __future__ import annotations
@@ -18,17 +18,11 @@ from rich.console import Console
 from rich.segment import Segment
 
 _CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f\u061c\u180e\u200b-\u200f\u202a-\u202e\u2060-\u2069\ufeff]")
-_BREAKS = re.compile(r"\r\n|[\n\r\x0b\x0c\x1c-\x1e\x85\u2028\u2029]")
 
 
 def clean(text: str) -> str:
     """``text`` without control characters, bidi overrides and invisible characters; newline and tab are kept."""
     return _CONTROL.sub("", text)
-
-
-def one_line(text: str) -> str:
-    """``text`` as one line: each line break shown as a visible ``⏎`` (the rest is cleaned when rendered)."""
-    return _BREAKS.sub("⏎", text)
 
 
 class SafeConsole(Console):

@@ -168,7 +168,7 @@ class Commands:
             return user
         name = request.user or user_name(request.app, request.env, self.home)
         try:
-            claim_user(self.home, request.env, name, named_by_spec=request.user is not None)
+            claim_user(self.home, request.env, name, named_by_spec=request.user is not None, app=request.app)
         except UserTaken as exc:
             raise RailguardError(error(
                 "exec.user_taken", "The environment's OS user is not its to run as", str(exc),

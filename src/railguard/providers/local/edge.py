@@ -34,6 +34,7 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import hashlib
+import http.client
 import json
 import os
 import re
@@ -48,7 +49,6 @@ import time
 from pathlib import Path
 from typing import Any
 
-import httpx
 import psutil
 
 from railguard.providers.local import portholder
@@ -352,30 +352,33 @@ class CaddyEdge:
         content = None if body is None else json.dumps(body).encode()
         headers = {"Content-Type": "application/json"} if content is not None else {}
         while True:
+            # The standard library's client on the admin socket: building an httpx client per request (a switch
+            # reads the config and may post it) cost more than Caddy's answer.
+            conn = _AdminConnection(str(self.socket_path), 30.0)
             try:
-                # Probe first: httpcore leaks the socket when a Unix-socket connect fails.
-                with socket.socket(socket.AF_UNIX) as probe:
-                    probe.connect(str(self.socket_path))
-                # No TLS on a Unix socket: verify=False spares loading the CA bundle (~17 ms) on every call.
-                transport = httpx.HTTPTransport(uds=str(self.socket_path), verify=False)
-                with httpx.Client(transport=transport, base_url="http://127.0.0.1", timeout=30.0) as client:
-                    resp = client.request(method, path, content=content, headers=headers)
+                conn.request(method, path, body=content, headers=headers)
+                response = conn.getresponse()
+                status, data = response.status, response.read()
                 break
-            except (OSError, httpx.TransportError) as exc:
+            except (OSError, http.client.HTTPException) as exc:
                 if time.monotonic() >= deadline:
                     raise EdgeError(f"caddy admin API unreachable at {self.socket_path}: {exc}") from exc
+            finally:
+                conn.close()
             time.sleep(_POLL)
-        if resp.status_code >= 400:
+        if status >= 400:
+            text = data.decode("utf-8", errors="replace")
             try:
-                detail = resp.json().get("error", resp.text)
+                answer = json.loads(data)
+                detail = answer.get("error", text) if isinstance(answer, dict) else text
             except ValueError:
-                detail = resp.text
-            text = f"caddy admin {method} {path} failed ({resp.status_code}): {detail}"
-            if resp.status_code == 404:
+                detail = text
+            text = f"caddy admin {method} {path} failed ({status}): {detail}"
+            if status == 404:
                 raise NotFound(text)
             # Caddy says so only in its answer's text; it is read here, once, where the answer arrives.
             raise (PortInUse if "address already in use" in str(detail) else EdgeError)(text)
-        return resp.json() if resp.content else None
+        return json.loads(data) if data else None
 
     def set_environment(self, env: str, port: int, routes: list[EdgeRoute], bind: str = "127.0.0.1",
                         https_port: int | None = None, certificates: str = "internal") -> None:
@@ -509,6 +512,24 @@ class CaddyEdge:
             address = _replica_address(str(upstream["address"]))
             found[address] = max(found.get(address, 0), int(upstream.get("num_requests", 0)))
         return found
+
+
+class _AdminConnection(http.client.HTTPConnection):
+    """HTTP to Caddy's admin API on its Unix socket (connect and every read within ``timeout``)."""
+
+    def __init__(self, path: str, timeout: float) -> None:
+        super().__init__("127.0.0.1", timeout=timeout)
+        self.socket_file = path
+
+    def connect(self) -> None:
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        try:
+            sock.settimeout(self.timeout)
+            sock.connect(self.socket_file)
+        except BaseException:
+            sock.close()
+            raise
+        self.sock = sock
 
 
 def _tls_answers(address: str, port: int, name: str) -> bool:

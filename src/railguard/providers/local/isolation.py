@@ -123,7 +123,7 @@ class UserTaken(OSError):
     """An account the spec names that is not the environment's to run as (see :func:`claim_user`)."""
 
 
-def claim_user(home: Path, env: str, name: str, named_by_spec: bool) -> RunAs:
+def claim_user(home: Path, env: str, name: str, named_by_spec: bool, app: str | None = None) -> RunAs:
     """The account ``env``'s processes run as, created on first use and bound to ``env`` for good.
 
     The spec (the agent's text) can name the account: it must then be one Railguard creates (it does not exist
@@ -131,7 +131,11 @@ def claim_user(home: Path, env: str, name: str, named_by_spec: bool) -> RunAs:
     environment's user, a database server's (``*_pg``), the edge's or a build's. A default ``rg-<app>-<env>``
     created before the ledger existed is bound on first sight.
     """
-    if RESERVED_USER.match(name):
+    # The doctor's scratch deployment runs as its own rg-scratch-<app> (its app named scratch-<app>); a spec can
+    # never name that user (validation refuses reserved names), so only the doctor reaches this.
+    doctors = app is not None and app.startswith("scratch-") and name == scratch_user(app.removeprefix("scratch-"))
+    named_by_spec = named_by_spec and not doctors  # the doctor made that user itself (doctor/scratch.py)
+    if RESERVED_USER.match(name) and not doctors:
         raise UserTaken(f"{name} is one of Railguard's own accounts (edge, builds, scratch runs, database servers)")
     with _lock:
         ledger = _read_ledger(home)

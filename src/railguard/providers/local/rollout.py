@@ -71,7 +71,7 @@ class Rollouts:
             return None
         name = request.user or user_name(request.app, request.env, self.home)
         try:
-            claim_user(self.home, request.env, name, named_by_spec=request.user is not None)
+            claim_user(self.home, request.env, name, named_by_spec=request.user is not None, app=request.app)
         except UserTaken as exc:
             raise Failure("rollout.user_taken", "The environment's OS user is not its to run as", str(exc),
                           {"user": name}) from exc
