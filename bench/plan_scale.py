@@ -15,7 +15,9 @@ service a create) and for N against N live (the same 10%/2%/2% mix). Nothing can
 processes on this machine, so for the live case the daemon runs with the in-memory fake provider
 holding the live resources (started through ``--fake-daemon``: the daemon's own code, only the
 provider swapped); the new-app case uses the real local provider. It reports the CLI's wall time,
-its CPU time and peak RSS, the daemon's peak RSS, and the size of the JSON written.
+its CPU time and peak RSS, the daemon's peak RSS (and its RSS before the plan), and the size of the JSON
+written. The JSON goes beside the app folder: inside it, it would be part of the source snapshot and make
+every live service a replace (as it did in runs before 2026-12-02 15:00 UTC: 10,201 changes instead of 2,401).
 """
 
 from __future__ import annotations
@@ -104,9 +106,9 @@ def fake_daemon(home: str, spec_path: str, n: int) -> None:
     lifecycle.run(Path(home))
 
 
-def _peak_kb(pid: int) -> int:
+def _peak_kb(pid: int, field: str = "VmHWM:") -> int:
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmHWM:"):
+        if line.startswith(field):
             return int(line.split()[1])
     return 0
 
@@ -119,6 +121,7 @@ def _cpu_s(pid: int) -> float:
 def cli(n: int, live: bool) -> dict[str, Any]:
     """One whole-process `railguard plan --env staging --json > plan.json` against a fresh daemon."""
     root = Path(tempfile.mkdtemp(prefix="rg-plan-cli-"))
+    out_path = root.with_name(root.name + ".plan.json")
     (root / "railguard.toml").write_text(synthetic_spec(n))
     (root / "svc.py").write_text("print('hi')\n")
     env = {**os.environ, "NO_COLOR": "1"}
@@ -138,18 +141,21 @@ def cli(n: int, live: bool) -> dict[str, Any]:
         time.sleep(0.2)
     pid = int(json.loads((home / "daemon.pid").read_text())["pid"])
     try:
-        daemon_cpu = _cpu_s(pid)
-        with open(root / "plan.json", "wb") as out:
+        daemon_cpu, daemon_before = _cpu_s(pid), _peak_kb(pid, "VmRSS:")
+        # Beside the app folder, not in it: a plan.json inside would be part of the source snapshot, so every
+        # service's source digest would differ from the one the fake daemon's live services were made with.
+        with open(out_path, "wb") as out:
             started = time.perf_counter()
             proc = subprocess.Popen([*rg, "plan", "--env", "staging", "--json"], cwd=root, env=env, stdout=out)
             _, status, usage = os.wait4(proc.pid, 0)
             wall = time.perf_counter() - started
         daemon_cpu = _cpu_s(pid) - daemon_cpu
         assert os.waitstatus_to_exitcode(status) == 0, "railguard plan failed"
-        body = json.loads((root / "plan.json").read_bytes())
+        body = json.loads(out_path.read_bytes())
         return {"n": n, "live": live, "wall_s": wall, "cpu_s": usage.ru_utime + usage.ru_stime,
                 "cli_rss_mb": usage.ru_maxrss / 1024, "daemon_cpu_s": daemon_cpu, "daemon_rss_mb": _peak_kb(pid) / 1024,
-                "json_mb": (root / "plan.json").stat().st_size / 1e6, "changes": sum(
+                "daemon_before_mb": daemon_before / 1024,
+                "json_mb": out_path.stat().st_size / 1e6, "changes": sum(
                     v for k, v in body["plan"]["counts"].items() if k != "no-op"),
                 "load": os.getloadavg()[0]}
     finally:
@@ -157,6 +163,7 @@ def cli(n: int, live: bool) -> dict[str, Any]:
         if live:
             daemon.wait(timeout=60)
         shutil.rmtree(root, ignore_errors=True)
+        out_path.unlink(missing_ok=True)
 
 
 def main() -> None:
@@ -167,15 +174,15 @@ def main() -> None:
         fake_daemon(sys.argv[2], sys.argv[3], int(sys.argv[4]))
         return
     if len(sys.argv) > 1 and sys.argv[1] == "--cli":
-        print("| services | live | `plan --json` wall | CLI CPU | daemon CPU | CLI peak RSS | daemon peak RSS | JSON "
-              "| changes | load (1 min) |")
+        print("| services | live | `plan --json` wall | CLI CPU | daemon CPU | CLI peak RSS | daemon peak RSS "
+              "(before the plan) | JSON | changes | load (1 min) |")
         print("|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|")
         for n in [int(a) for a in sys.argv[2:]] or [10000]:
             for live in (False, True):
                 r = cli(n, live)
                 print(f"| {n:,} | {'N live (fake provider)' if live else 'none (new app)'} | {r['wall_s']:.2f} s | "
                       f"{r['cpu_s']:.2f} s | {r['daemon_cpu_s']:.2f} s | {r['cli_rss_mb']:.0f} MB | "
-                      f"{r['daemon_rss_mb']:.0f} MB | "
+                      f"{r['daemon_rss_mb']:.0f} MB ({r['daemon_before_mb']:.0f} MB) | "
                       f"{r['json_mb']:.1f} MB | {r['changes']:,} | {r['load']:.1f} |", flush=True)
         return
     sizes = [int(a) for a in sys.argv[1:]] or [1000, 10000, 50000]

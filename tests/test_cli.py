@@ -246,6 +246,10 @@ def test_a_large_plan_lists_the_first_changes_and_streams_its_json(app_folder: P
     code, shown = rg_json("show", plan["id"], cwd=app_folder)
     assert code == 0 and shown["plan"]["changes"] == plan["changes"]
     assert "not-a-secret" not in json.dumps(plan["changes"])  # env values named like secrets: redacted in diffs
+    # Plan format 2: the creates carry no diff; the fields shown for them (implied by desired) are redacted alike.
+    implied = [d for c in stored.changes for d in stored.diffs()(c)]
+    assert stored.format == 2 and all(c.diff == [] for c in stored.changes if c.action == "create")
+    assert sum(d.path == "env.API_TOKEN" and d.after == "(sensitive)" for d in implied) == 30
 
 
 def test_deploy_refuses_a_protected_environment_with_or_without_a_daemon(workspace: Path) -> None:

@@ -41,5 +41,5 @@ def observed(store: Store, provider: Provider, env: str, desired: list[Resource]
 
 def state_protected(store: Store, env: str) -> bool:
     """Whether the environment is protected in state (what was applied), whatever the spec says now."""
-    found = next((r for r in store.inventory(env) if r.address == environment_address(env)), None)
+    found = store.inventory_at(env, environment_address(env))  # one row, not every service of the inventory
     return bool(found and found.config.get("protected"))

@@ -31,8 +31,7 @@ def _top_keys(diff: Iterable[FieldDiff]) -> set[str]:
     return {d.path.split(".", 1)[0] for d in diff}
 
 
-def _service_change(want: Resource, have: ObservedResource) -> tuple[Action, str, Risk]:
-    diff = diff_configs(have.config, want.config)
+def _service_change(want: Resource, have: ObservedResource, diff: list[FieldDiff]) -> tuple[Action, str, Risk]:
     keys = _top_keys(diff)
     listed = ", ".join(sorted(keys))
     before_replicas, after_replicas = have.config.get("replicas", 0), want.config.get("replicas", 0)
@@ -58,7 +57,7 @@ def _removed(before: Any, after: Any) -> bool:
     return any(item not in (after or []) for item in (before or []))
 
 
-def _edge_change(want: Resource, have: ObservedResource) -> tuple[Action, str, Risk]:
+def _edge_change(want: Resource, have: ObservedResource, diff: list[FieldDiff]) -> tuple[Action, str, Risk]:
     if have.config.get("port") != want.config.get("port"):
         return (Action.replace, f"edge port changes from {have.config.get('port')} to {want.config.get('port')}: "
                 "clients of the old port lose access", Risk.disruptive)
@@ -67,15 +66,16 @@ def _edge_change(want: Resource, have: ObservedResource) -> tuple[Action, str, R
     return Action.update, "routes are added to the edge", Risk.safe
 
 
-def _environment_change(want: Resource, have: ObservedResource) -> tuple[Action, str, Risk]:
+def _environment_change(want: Resource, have: ObservedResource,
+                        diff: list[FieldDiff]) -> tuple[Action, str, Risk]:
     if have.config.get("protected") and not want.config.get("protected"):
         return (Action.update, "protection is removed: later changes will no longer need approval",
                 Risk.disruptive)
-    keys = ", ".join(sorted(_top_keys(diff_configs(have.config, want.config))))
+    keys = ", ".join(sorted(_top_keys(diff)))
     return Action.update, f"environment settings changed ({keys})", Risk.safe
 
 
-def _database_change(want: Resource, have: ObservedResource) -> tuple[Action, str, Risk]:
+def _database_change(want: Resource, have: ObservedResource, diff: list[FieldDiff]) -> tuple[Action, str, Risk]:
     return (Action.replace, f"engine changes from {have.config.get('engine')} to {want.config.get('engine')}: a new, "
             "empty database replaces the old one and every row in it is deleted", Risk.destructive)
 
@@ -103,9 +103,9 @@ def _change_for(want: Resource | None, have: ObservedResource | None) -> Change:
                       before_fingerprint=have.fingerprint, after_fingerprint=want.fingerprint)
     classify = {"edge": _edge_change, "environment": _environment_change,
                 "database": _database_change}.get(want.kind, _service_change)
-    action, reason, risk = classify(want, have)
-    return _change(address=want.address, kind=want.kind, action=action, reason=reason, risk=risk,
-                  diff=diff_configs(have.config, want.config),
+    diff = diff_configs(have.config, want.config)  # once: the classification reads it, the change carries it
+    action, reason, risk = classify(want, have, diff)
+    return _change(address=want.address, kind=want.kind, action=action, reason=reason, risk=risk, diff=diff,
                   before_fingerprint=have.fingerprint, after_fingerprint=want.fingerprint)
 
 

@@ -186,10 +186,14 @@ def _plain_canonical(config: dict[str, Any]) -> str | None:
     and dicts), else None. Only then is it also the canonical text of the config as ``model_dump(mode="json")``
     gives it (which writes a datetime, a non-finite float or a non-str key otherwise than ``default=str`` does)."""
     try:
-        return json.dumps(config, sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False,
-                          default=_not_plain)
+        return _PLAIN.encode(config)
     except (TypeError, ValueError):
         return None
+
+
+# canonical_json's encoder, refusing what is not plain JSON instead of writing it with str() (built once).
+_PLAIN = json.JSONEncoder(sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False,
+                          default=_not_plain)
 
 
 def canonical_resource(resource: Resource) -> str:
