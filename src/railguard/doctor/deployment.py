@@ -48,6 +48,9 @@ class Deployment:
     def __init__(self, ctx: Context, data: Path, label: str) -> None:
         self.ctx = ctx
         self.data = data
+        # The doctor's own copy, handed to the scratch user now: a root provider hands a configured data folder
+        # over only when it is new, empty or already the user's (never someone else's files).
+        ctx.scratch.hand_over(data)
         self.home = ctx.scratch.socket_folder(label)
         (ctx.scratch.home / "artifacts").mkdir(exist_ok=True)
         (self.home / "artifacts").symlink_to(ctx.scratch.home / "artifacts", target_is_directory=True)
