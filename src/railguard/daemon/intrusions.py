@@ -16,7 +16,7 @@ from its own checks, and records here:
 
 Each becomes an event ``security.refused`` (on the environment's timeline when one is known), a signed
 audit entry, and, for an environment's own user, an incident (kind ``security_refused``). Recording
-is rate-limited (a burst, then one per 30 s per source; 10 a minute per OS user; 20 a minute overall) and
+is rate-limited (a burst, then one per 30 s per source; 15 a minute per OS user; 30 a minute overall) and
 done on one background thread with a bounded queue, so a process that floods the socket can flood neither the
 store nor the accept loop: what is left out is counted and reported with the next record. The overall budget
 cannot be spent by one app to hide another's attempt: an OS user's first records of a minute pass even when it
@@ -42,8 +42,8 @@ EVENT = "security.refused"
 KERNEL_CODE = "kernel.refused"  # the code of an attempt the kernel refused (not a diagnostic: nobody asked us)
 BURST = 5  # records a source (an OS user, a principal) may make at once...
 PER_SOURCE_S = 30.0  # ...then one more per this many seconds
-PER_MINUTE = 20  # records per minute, all sources together
-PER_USER_MINUTE = 10  # records per minute of one OS user ("os:" principals), whatever it tries
+PER_MINUTE = 30  # records per minute, all sources together
+PER_USER_MINUTE = 15  # records per minute of one OS user ("os:" principals), whatever it tries
 FAIR_SHARE = 2  # an OS user's first records of a minute pass even when the overall budget is spent
 _QUEUE = 64
 _SOURCES = 512  # sources remembered for the rate limit (the oldest are forgotten)
