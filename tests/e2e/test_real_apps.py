@@ -199,7 +199,8 @@ def test_plan_output_says_what_happens_next_for_denied_and_approval_plans(ws: Wo
     (ws.root / "railguard.toml").write_text(
         spec + rule.format(name="freeze", effect="deny", message="staging is frozen for the audit"))
     denied = ws.rg("plan", "--env", "staging")
-    assert denied.returncode == 0, denied.stderr
+    assert denied.returncode == 1, denied.stderr  # a plan nothing may apply is a failure to plan (policy.denied)
+    assert "policy.denied" in denied.stdout + denied.stderr
     assert "Denied by policy" in denied.stdout and "staging is frozen for the audit" in denied.stdout
     assert "Saved. Review it" not in denied.stdout
     (ws.root / "railguard.toml").write_text(
