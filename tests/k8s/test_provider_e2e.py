@@ -115,7 +115,7 @@ def test_agent_deploys_staging_and_production_waits_for_a_person(shop: Shop) -> 
     shop.secret("production", "prd-first")
     agent = shop.token("claude", "agent")
     code, planned = shop.rg_json("plan", "--env", "production", env={"RAILGUARD_TOKEN": agent})
-    assert code == 0 and planned["plan"]["decision"] == "deny", planned  # staging never ran this artifact
+    assert code == 1 and planned["plan"]["decision"] == "deny", planned  # staging never ran this artifact (denied)
     assert ("guard.promotion", "deny") in {(v["rule"], v["effect"]) for v in planned["plan"]["verdicts"]}
     code, result = shop.rg_json("deploy", "--env", "staging", "--yes", env={"RAILGUARD_TOKEN": agent})
     assert code == 0 and result["operation"]["status"] == "succeeded", result
