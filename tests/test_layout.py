@@ -13,7 +13,7 @@ from pathlib import Path
 SRC = Path(__file__).resolve().parents[1] / "src" / "railguard"
 # Suffixes, so the rule survives the doctor moving out of engine/ into a package of its own.
 # the app's databases, not ours: SQLite files and the managed Postgres the app uses
-ALLOWED = ("doctor/fingerprint.py", "data/sqlite.py", "data/pgschema.py", "data/snapshots.py",
+ALLOWED = ("doctor/fingerprint.py", "data/sqlite.py", "data/pgschema.py", "data/postgres.py",
            "providers/local/dbservers.py", "data/pgrehearsal.py", "doctor/pgscratch.py")
 SQL = re.compile(r"\.execute(many)?\(|\bSELECT\b[^\"'\n]*\bFROM\b|\bINSERT\s+(OR\s+\w+\s+)?INTO\b|"
                  r"\bUPDATE\s+\w+\s+SET\b|\bDELETE\s+FROM\b")

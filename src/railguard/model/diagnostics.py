@@ -114,6 +114,8 @@ CODES: dict[str, str] = {
     "rollout.ignores_port": "A new replica listens on another port than the one in $PORT.",
     "rollout.unhealthy": "A new replica did not pass its readiness gate in time.",
     "rollout.artifact_missing": "The release's artifact is gone and cannot be rebuilt faithfully.",
+    "canary.step_failed": "A Kubernetes canary Deployment did not reach its step's replicas healthy.",
+    "canary.promote_failed": "Promoting a Kubernetes canary failed; the previous release was put back.",
     "canary.none": "`promote-step` or `abort` named a service that has no canary in progress.",
     "canary.step_mismatch": "`promote-step --plan` named a plan that is not the canary's current step (another "
                             "release or share, already used, or not a plan of one canary step).",
@@ -203,6 +205,8 @@ CODES: dict[str, str] = {
     # the command line itself
     "cli.usage": "The command line does not parse: an unknown option, a missing argument or a bad value.",
     # Kubernetes environments (providers/kubernetes)
+    "cluster.interrupted_settled": "Event: a daemon put back a Deployment an interrupted apply had marked, or removed "
+                                   "what no live Deployment uses.",
     "cluster.config": "The kubeconfig of a Kubernetes environment is missing, unreadable, or has no such context.",
     "cluster.unreachable": "The cluster's API server could not be reached (address, TLS or timeout).",
     "cluster.unauthorized": "The cluster refused Railguard's credentials (401: expired or wrong token or certificate).",
