@@ -33,9 +33,7 @@ REMEDIATION = ("Keep migrations backward compatible for one release (expand, the
 def check(ctx: Context) -> list[Finding]:
     past = history(ctx)
     if past.previous is None:
-        return [Finding(status=Status.skipped, summary=f"no previous release to roll back to: {past.reason}",
-                        evidence=[f"read the releases of '{ctx.env}' from a copy of {ctx.real_home / 'state.db'}"],
-                        remediation="Deploy once; the drill runs before every later deploy.")]
+        return past.nothing_to_roll_back(ctx)
     number = int(past.previous["number"])
     previous = [Resource.model_validate(r) for r in past.previous["desired"]]
     for name, config in past.services().items():

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from railguard.doctor.context import Context
+from railguard.doctor.report import Finding, Status
 from railguard.model.diagnostics import RailguardError
 from railguard.state.store import DB_NAME, Store
 
@@ -28,6 +29,12 @@ class History:
         if self.previous is None:
             return {}
         return {r["name"]: r["config"] for r in self.previous["desired"] if r["kind"] == "service"}
+
+    def nothing_to_roll_back(self, ctx: Context) -> list[Finding]:
+        """The rollback drill's answer when there is no previous release (local and cluster drills alike)."""
+        return [Finding(status=Status.skipped, summary=f"no previous release to roll back to: {self.reason}",
+                        evidence=[f"read the releases of '{ctx.env}' from a copy of {ctx.real_home / 'state.db'}"],
+                        remediation="Deploy once; the drill runs before every later deploy.")]
 
 
 def _copy_store(ctx: Context) -> Store | None:

@@ -198,9 +198,7 @@ def rollback_drill(ctx: Context) -> list[Finding]:
 
     past = history(ctx)
     if past.previous is None:
-        return [Finding(status=Status.skipped, summary=f"no previous release to roll back to: {past.reason}",
-                        evidence=[f"read the releases of '{ctx.env}' from a copy of {ctx.real_home / 'state.db'}"],
-                        remediation="Deploy once; the drill runs before every later deploy.")]
+        return past.nothing_to_roll_back(ctx)
     number = int(past.previous["number"])
     before = {r.name: r for r in (Resource.model_validate(d) for d in past.previous["desired"])
               if r.kind == "service"}
