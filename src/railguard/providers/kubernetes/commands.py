@@ -124,8 +124,10 @@ class KubeCommand:
 
     def _look(self) -> None:
         try:
-            pods = self.cluster.list("Pod", labels={"job-name": self.job})
+            # The Job first: a pod's termination is written before the Job controller marks the Job Failed, so
+            # pods listed after a Failed Job always show the exit code (listed before, a race reads -9).
             job = self.cluster.get("Job", self.job)
+            pods = self.cluster.list("Pod", labels={"job-name": self.job})
         except RailguardError as exc:
             self._end(NOT_STARTED, f"railguard: the cluster could not be read: {exc.diagnostics[0].summary}\n")
             return
