@@ -4,22 +4,28 @@
 exactly the verbs it uses in the environment's namespace (:data:`railguard.providers.kubernetes.rbac.REQUIRED`),
 as YAML to pipe into ``kubectl apply -f -`` (or ``--json``). It reads the spec only: a cluster
 administrator can run it without access to Railguard's state.
+
+``railguard k8s trust PATH`` (``--forget``) and ``railguard k8s trusted`` go to the daemon: a kubeconfig the spec
+names that runs a program or reads files is used only once a person trusted that exact file
+(:mod:`railguard.providers.kubernetes.kubeconfig`).
 """
 
 from __future__ import annotations
 
 import sys
+from pathlib import Path
 from typing import Annotated, Any, Optional
 
 import typer
 
-from railguard.cli.common import ADMIN, EnvOpt, JsonOpt, SpecOpt, add, pick_env
-from railguard.cli.output import emit_json, guarded
+from railguard.cli.common import ADMIN, EnvOpt, JsonOpt, SpecOpt, add, connect, pick_env
+from railguard.cli.output import emit_json, escape, finish, guarded, out
 from railguard.engine.workspace import Workspace
 from railguard.model.diagnostics import RailguardError, error
 from railguard.providers.kubernetes import rbac as rbac_objects
 
-app = typer.Typer(name="k8s", help="Kubernetes environments: the RBAC Railguard needs.", no_args_is_help=True)
+app = typer.Typer(name="k8s", help="Kubernetes environments: the RBAC Railguard needs, trusted kubeconfigs.",
+                  no_args_is_help=True)
 
 
 def namespace_of(env_spec: Any, env: str) -> str:
@@ -68,7 +74,48 @@ def rbac(
     sys.stdout.flush()
 
 
+@guarded()
+def trust(
+    path: Annotated[Path, typer.Argument(help="The kubeconfig file (its exact bytes are trusted).")],
+    forget: Annotated[bool, typer.Option("--forget", help="Stop trusting it.")] = False,
+    spec: SpecOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Trust a kubeconfig that runs a program (exec, auth-provider) or reads files, for specs that name it.
+
+    Run it yourself on a terminal (or with an admin token): a spec, written by an agent, cannot make the
+    daemon run a program or read a file through a kubeconfig nobody trusted. A changed file is untrusted again."""
+    _, client = connect(spec)
+    answer = client.call("POST", "/kubeconfigs", {"path": str(path.expanduser().absolute()), "forget": forget})
+    record = answer["kubeconfig"]
+    if as_json:
+        finish(True, [], {"kubeconfig": record})
+    if forget:
+        out.print(f"{escape(record['path'])}: " + ("no longer trusted." if record["forgotten"] else "was not trusted."))
+        raise typer.Exit(0)
+    out.print(f"Trusted {escape(record['path'])} (SHA-256 {record['sha256'][:12]}…). When used, it:")
+    for line in record["active"] or ["(runs nothing and reads no file: it did not need trust)"]:
+        out.print(f"  {escape(line)}")
+
+
+@guarded()
+def trusted(spec: SpecOpt = None, as_json: JsonOpt = False) -> None:
+    """List the kubeconfig files a person trusted, with what each runs and reads."""
+    _, client = connect(spec)
+    records = client.call("GET", "/kubeconfigs")["kubeconfigs"]
+    if as_json:
+        finish(True, [], {"kubeconfigs": records})
+    if not records:
+        out.print("No kubeconfig is trusted (inline-credential kubeconfigs and the daemon's own need none).")
+    for record in records:
+        out.print(f"{escape(record['path'])}  SHA-256 {record['sha256'][:12]}…  by {escape(str(record['by']))}")
+        for line in record.get("active") or []:
+            out.print(f"  {escape(line)}")
+
+
 def register(root: typer.Typer) -> None:
+    add(app, trust, ADMIN, "railguard k8s trust ~/.kube/eks.yaml", "railguard k8s trust ./kubeconfig --forget --json")
+    add(app, trusted, ADMIN, "railguard k8s trusted --json")
     add(app, rbac, ADMIN, "railguard k8s rbac --env staging | kubectl apply -f -",
         "railguard k8s rbac --env production --user railguard-prod --json")
     root.add_typer(app, name="k8s", rich_help_panel=ADMIN)

@@ -497,6 +497,11 @@ def route(daemon: Daemon, method: str, parts: list[str], query: dict[str, str], 
         case ("POST", "tokens", 4) if parts[3] == "revoke":
             require(who, Permission.admin, None)
             return {"token": daemon.revoke_token(parts[2], who)}
+        case ("POST", "kubeconfigs", 2):
+            return {"kubeconfig": daemon.kubeconfig_trust(who, (body or {}).get("path"),
+                                                          bool((body or {}).get("forget")))}
+        case ("GET", "kubeconfigs", 2):
+            return {"kubeconfigs": daemon.trusted_kubeconfigs(who)}
         case ("POST", "secrets", 2):
             secret = _parse(SecretSetRequest, body)
             require(who, Permission.secret, secret.env)

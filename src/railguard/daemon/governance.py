@@ -30,6 +30,7 @@ from railguard.model.api import (
 from railguard.model.diagnostics import RailguardError, error
 from railguard.model.principals import WIDENING_ROLES, Permission, Principal, Role
 from railguard.model.resources import environment_config
+from railguard.providers import registry
 from railguard.providers.base import DescribeRequest, Provider
 from railguard.state import audit, secretstore, tokens
 from railguard.state.store import Store
@@ -38,7 +39,8 @@ if TYPE_CHECKING:
     from railguard.daemon.observation import Observer
 
 _SEEN_LOCK = threading.Lock()  # the per-environment counts of refused attempts (security_summary)
-AUDITED_FIELDS = ("env", "plan_id", "kind", "name", "role", "envs", "to", "from", "confirm", "reason", "channel")
+AUDITED_FIELDS = ("env", "plan_id", "kind", "name", "role", "envs", "to", "from", "confirm", "reason", "channel",
+                  "path", "forget")
 
 BUILT_IN = [
     ("guard.protected_env", "require_approval", "In a protected environment, every change that is not safe."),
@@ -162,6 +164,23 @@ class Governance:
                 "In same-user mode this action must come from a process with a controlling terminal, so a command "
                 "an agent runs without one cannot weaken what guards the protected environments.",
                 "Run the command yourself in a terminal, or use an admin token."))
+
+    def kubeconfig_trust(self, who: Principal, path: Any, forget: bool) -> dict[str, Any]:
+        """A person trusts (or stops trusting) a kubeconfig file that runs a program or reads files: see
+        :mod:`railguard.providers.kubernetes.kubeconfig`. Admin only and, as the local user, from a terminal."""
+        require(who, Permission.admin, None)
+        if not isinstance(path, str) or not path.startswith("/") or "\0" in path:
+            raise RailguardError(error("daemon.bad_request", "'path' must be an absolute path",
+                                       "The daemon reads the kubeconfig itself, from its own working folder.",
+                                       "Pass the kubeconfig's absolute path."))
+        self.terminal_check(who, "stop trusting a kubeconfig" if forget else "trust a kubeconfig")
+        if forget:
+            return {"path": str(Path(path).resolve()), "forgotten": registry.forget_kubeconfig(self.home, Path(path))}
+        return registry.trust_kubeconfig(self.home, Path(path), who.id)
+
+    def trusted_kubeconfigs(self, who: Principal) -> list[dict[str, Any]]:
+        require(who, Permission.admin, None)
+        return registry.trusted_kubeconfigs(self.home)
 
     def list_secrets(self, env: str | None, who: Principal) -> list[SecretInfo]:
         return [s for s in secretstore.listing(self.store(), env) if who.allows(Permission.read, s.env)]

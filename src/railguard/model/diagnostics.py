@@ -208,6 +208,8 @@ CODES: dict[str, str] = {
     "cluster.interrupted_settled": "Event: a daemon put back a Deployment an interrupted apply had marked, or removed "
                                    "what no live Deployment uses.",
     "cluster.config": "The kubeconfig of a Kubernetes environment is missing, unreadable, or has no such context.",
+    "cluster.kubeconfig_untrusted": "A kubeconfig named by the spec runs a program or reads files and no person "
+                                    "has trusted that exact file (`railguard k8s trust PATH`).",
     "cluster.unreachable": "The cluster's API server could not be reached (address, TLS or timeout).",
     "cluster.unauthorized": "The cluster refused Railguard's credentials (401: expired or wrong token or certificate).",
     "cluster.forbidden": "RBAC denies Railguard a verb on a resource in the environment's namespace (403).",

@@ -338,3 +338,23 @@ def write_access(credentials: dict[str, Any], namespace: str) -> tuple[list[str]
     from railguard.providers.kubernetes.scratch import write_access as ask
 
     return ask(Target.of(credentials), namespace)
+
+
+# -- kubeconfigs a person trusted (providers/kubernetes/kubeconfig.py): the daemon's trust route --------------------
+def trust_kubeconfig(home: Path, path: Path, by: str) -> dict[str, Any]:
+    """Trust ``path``'s current bytes (what its contexts run and read is in the record). Raises ``RailguardError``."""
+    from railguard.providers.kubernetes import kubeconfig
+
+    return kubeconfig.trust(home, path, by)
+
+
+def forget_kubeconfig(home: Path, path: Path) -> bool:
+    from railguard.providers.kubernetes import kubeconfig
+
+    return kubeconfig.forget(home, path)
+
+
+def trusted_kubeconfigs(home: Path) -> list[dict[str, Any]]:
+    from railguard.providers.kubernetes import kubeconfig
+
+    return kubeconfig.trusted(home)

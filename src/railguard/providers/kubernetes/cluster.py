@@ -35,6 +35,7 @@ from lightkube.resources.networking_v1 import Ingress, NetworkPolicy
 from lightkube.types import CascadeType, PatchType
 
 from railguard.model.diagnostics import Diagnostic, RailguardError, error
+from railguard.providers.kubernetes import kubeconfig
 from railguard.providers.kubernetes.labels import FIELD_MANAGER, Target
 from railguard.providers.kubernetes.openapi import Schema
 
@@ -70,16 +71,25 @@ def kubeconfig_path(target: Target) -> Path:
 class Cluster:
     """A connection to the cluster of one target (kubeconfig + context); namespaced calls go to its namespace."""
 
-    def __init__(self, target: Target) -> None:
+    def __init__(self, target: Target, home: Path | None = None) -> None:
+        """``home``: the daemon's state folder; given, a kubeconfig the spec names must be inert or trusted there
+        (:mod:`.kubeconfig`). Without it (the doctor, in the caller's own process) the caller's authority is used."""
         self.target = target
         self.namespace = target.namespace
         path = kubeconfig_path(target)
         where = f"kubeconfig {path}" + (f", context '{target.context}'" if target.context else "")
         try:
-            config = KubeConfig.from_file(path).get(context_name=target.context)
+            if home is not None and target.kubeconfig:
+                loaded = kubeconfig.checked(path, target.context, home)
+            else:
+                loaded = kubeconfig.read(path, target.context)
+        except RailguardError as exc:
+            raise ClusterError(exc.diagnostics[0]) from None
+        try:
+            config = KubeConfig.from_dict(loaded.document, fname=path).get(context_name=target.context)
             if config is None:
                 raise ConfigError("it names no current-context")
-        except (ConfigError, OSError, KeyError, ValueError, TypeError) as exc:
+        except (ConfigError, OSError, KeyError, ValueError, TypeError, AttributeError) as exc:
             raise ClusterError(error(
                 "cluster.config", f"Cannot use {where}",
                 f"Reading {where} for namespace '{self.namespace}' failed: {exc}.",

@@ -135,7 +135,7 @@ class KubernetesProvider:
         with self._lock:
             found = self._clusters.get(key)
             if found is None:
-                found = self._clusters[key] = Cluster(target)
+                found = self._clusters[key] = Cluster(target, self.home)
             return found
 
     def _values(self, env: str, config: dict[str, Any]) -> dict[str, str]:
