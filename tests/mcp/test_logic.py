@@ -158,3 +158,26 @@ def test_a_result_carries_the_fields_its_tool_set_and_its_schema_is_the_payload_
     schema = catalog.TOOLS["plan"].definition().output_schema
     assert schema is not None and set(result_model(PlanPayload).model_fields) <= set(schema["properties"])
     assert set(schema["required"]) == {"ok", "summary", "diagnostics", "next_actions"}
+
+
+def test_a_status_page_is_ordered_as_the_briefs_of_every_service_would_be() -> None:
+    """``get_status`` orders the daemon's records and briefs only the page: the order (problems first, recent
+    restarts before all, then by name) and each brief are those of briefing every service first."""
+    from railguard.mcp import briefs
+    from railguard.model.api import ServiceStatus
+
+    def svc(name: str, status: str, restarts: int = 0, recent: int | None = None) -> ServiceStatus:
+        replica = {"name": f"{name}.0", "health": "healthy", "restarts": restarts}
+        if recent is not None:  # an older daemon does not send it: the total counts
+            replica["recent_restarts"] = recent
+        return ServiceStatus.model_validate({"name": name, "address": f"staging/service.{name}", "release": 1,
+                                             "status": status, "replicas": [replica]})
+
+    services = [svc("a", "healthy"), svc("b", "degraded"), svc("c", "healthy", 3, recent=0),
+                svc("d", "healthy", 2, recent=1), svc("e", "missing"), svc("f", "progressing", 1),
+                svc("g", "unknown")]
+    every = briefs.problems_first([briefs.service_brief(s) for s in services])
+    ordered = briefs.statuses_problems_first(services)
+    assert [briefs.service_brief(s) for s, _ in ordered] == every
+    assert [r for _, r in ordered] == [b.restarts for b in every]
+    assert [s.name for s, _ in ordered][:3] == ["d", "f", "b"]
