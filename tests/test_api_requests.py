@@ -179,3 +179,45 @@ def test_where_a_plan_stands_is_answered_without_its_body(tmp_path: Path) -> Non
     with pytest.raises(RailguardError) as damaged:
         route(daemon, "GET", ["v1", "plans", plan.id], {"view": "state"}, {}, ADMIN)
     assert damaged.value.diagnostics[0].code == "plan.hash_mismatch"
+
+
+def test_status_with_answers_each_read_as_its_own_route_does(tmp_path: Path) -> None:
+    """``GET /v1/status?with=releases,events,operations,incidents`` (MCP ``get_status`` and ``diagnose``): the same
+    rows as the routes of their own, for the same environment (releases in short), in the one answer; an
+    environment the token may not read is refused for all of them, and an unknown read is a bad request."""
+    daemon = Daemon(tmp_path / "state")
+    try:
+        store = daemon.store()
+        for env in ("staging", "production"):
+            number = store.add_release(env, None, None, {"services": {"web": {"fingerprint": "a" * 64}},
+                                                         "source": {"digest": "b" * 64}})
+            store.add_event(env, "deploy", f"released {number} to {env}")
+            store.create_operation(env, "rollback", None, ADMIN.id)
+            incidents.open_or_add(store, IncidentKind.drift, env, f"{env} drifted")
+        scoped, _ = tokens.create(store, "staging-agent", Role.agent, ["staging"], "user:test", None)
+        query = {"env": "staging", "with": "releases,events,operations,incidents", "events": "5", "steps": "1"}
+        status, raw = respond(daemon, "GET", "/v1/status?" + "&".join(f"{k}={v}" for k, v in query.items()),
+                              scoped, b"", None)
+        answer = json.loads(raw)
+        assert status == 200 and answer["status"]["env"] == "staging"
+
+        def alone(path: str, **params: str) -> Any:
+            code, body = respond(daemon, "GET", f"/v1/{path}?" + "&".join(f"{k}={v}" for k, v in params.items()),
+                                 scoped, b"", None)
+            assert code == 200
+            return json.loads(body)[path]
+
+        assert answer["events"] == alone("events", env="staging", limit="5")
+        assert answer["operations"] == alone("operations", env="staging", steps="1")
+        assert answer["incidents"] == alone("incidents", env="staging", open="1")
+        assert [i["summary"] for i in answer["incidents"]] == ["staging drifted"]
+        whole = alone("releases", env="staging")
+        assert whole[0]["services"] and whole[0]["source"]  # the route of its own answers them whole
+        assert answer["releases"] == [{k: v for k, v in r.items() if k not in ("services", "source", "data")}
+                                      for r in whole]
+        refused, raw = respond(daemon, "GET", "/v1/status?env=production&with=releases", scoped, b"", None)
+        assert refused == 403 and "releases" not in json.loads(raw)
+        bad, raw = respond(daemon, "GET", "/v1/status?env=staging&with=releases,secrets", scoped, b"", None)
+        assert bad == 422 and json.loads(raw)["diagnostics"][0]["code"] == "daemon.bad_request"
+    finally:
+        daemon.store().close()

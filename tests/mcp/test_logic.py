@@ -158,3 +158,66 @@ def test_a_result_carries_the_fields_its_tool_set_and_its_schema_is_the_payload_
     schema = catalog.TOOLS["plan"].definition().output_schema
     assert schema is not None and set(result_model(PlanPayload).model_fields) <= set(schema["properties"])
     assert set(schema["required"]) == {"ok", "summary", "diagnostics", "next_actions"}
+
+
+def test_a_status_page_is_ordered_as_the_briefs_of_every_service_would_be() -> None:
+    """``get_status`` orders the daemon's records and briefs only the page: the order (problems first, recent
+    restarts before all, then by name) and each brief are those of briefing every service first."""
+    from railguard.mcp import briefs
+    from railguard.model.api import ServiceStatus
+
+    def svc(name: str, status: str, restarts: int = 0, recent: int | None = None) -> ServiceStatus:
+        replica = {"name": f"{name}.0", "health": "healthy", "restarts": restarts}
+        if recent is not None:  # an older daemon does not send it: the total counts
+            replica["recent_restarts"] = recent
+        return ServiceStatus.model_validate({"name": name, "address": f"staging/service.{name}", "release": 1,
+                                             "status": status, "replicas": [replica]})
+
+    services = [svc("a", "healthy"), svc("b", "degraded"), svc("c", "healthy", 3, recent=0),
+                svc("d", "healthy", 2, recent=1), svc("e", "missing"), svc("f", "progressing", 1),
+                svc("g", "unknown")]
+    every = briefs.problems_first([briefs.service_brief(s) for s in services])
+    ordered = briefs.statuses_problems_first(services)
+    assert [briefs.service_brief(s) for s, _ in ordered] == every
+    assert [r for _, r in ordered] == [b.restarts for b in every]
+    assert [s.name for s, _ in ordered][:3] == ["d", "f", "b"]
+
+
+def test_status_with_asks_an_older_daemon_for_each_read_on_its_own() -> None:
+    """A daemon that does not know ``status?with=`` answers the status alone: the reads asked along are then made
+    one request each, as before; a daemon that knows it is asked once."""
+    from typing import Any, cast
+
+    from railguard.client import Client
+    from railguard.mcp.gateway import status_with
+
+    status = _status(1).model_dump(mode="json")
+
+    class Daemon:  # the two answers of GET /v1/status, and the routes of their own
+        def __init__(self, knows_with: bool) -> None:
+            self.knows_with, self.asked = knows_with, []
+
+        def call(self, method: str, path: str, params: dict[str, Any] | None = None, **_: Any) -> dict[str, Any]:
+            self.asked.append(path)
+            if path == "status" and self.knows_with:
+                return {"status": status, "releases": [], "events": [], "incidents": [], "operations": []}
+            return {"status": status} if path == "status" else {"operations": []}
+
+        def releases(self, env: str, limit: int) -> list[Release]:
+            self.asked.append("releases")
+            return [_release(1, "live")]
+
+        def events(self, env: str, limit: int) -> list[Any]:
+            self.asked.append("events")
+            return []
+
+        def incidents(self, env: str) -> list[Any]:
+            self.asked.append("incidents")
+            return []
+
+    old, new = Daemon(False), Daemon(True)
+    found = status_with(cast(Client, old), "staging", None, releases=50, events=40, operations=1, incidents=True)
+    assert old.asked == ["status", "releases", "events", "operations", "incidents"]
+    assert [r.number for r in found.releases or []] == [1] and found.status.env == status["env"]
+    found = status_with(cast(Client, new), "staging", None, releases=50, events=40, operations=1, incidents=True)
+    assert new.asked == ["status"] and found.releases == [] and found.incidents == []

@@ -117,3 +117,31 @@ def test_the_drift_watcher_never_moves_the_serial(tmp_path: Path) -> None:
         assert daemon.store().serial("staging") == before
     finally:
         daemon.store().close()
+
+
+def test_status_records_carry_every_field_of_the_providers_units(tmp_path: Path) -> None:
+    """Status reads the provider's replica, warm and ReplicaSet units into its records by attribute (one validation
+    of the whole answer): each record equals the unit's fields, as dumping and validating each unit gave."""
+    from railguard.model.api import ReplicaSetStatus, ReplicaStatus, WarmRelease
+    from railguard.providers.base import DescribeRequest, ReplicaSetUnit, WarmUnit
+
+    fake = FakeProvider()
+    _deploy(fake)
+    described = fake.describe(DescribeRequest(env="staging"))
+    first = described.services[0].model_copy(update={
+        "warm": [WarmUnit(release=0, replicas=2, until_s=4.5)],
+        "replica_sets": [ReplicaSetUnit(name="api-7d9", release=1, replicas=2, ready=1),
+                         ReplicaSetUnit(name="api-5c1", release=None, replicas=0, ready=0)]})
+    units = described.model_copy(update={"services": [first, *described.services[1:]]})
+    fake.describe = lambda request: units  # type: ignore[method-assign]
+    daemon = Daemon(tmp_path / ".railguard", provider=fake)
+    try:
+        status = daemon.status("staging", None)
+        for unit, record in zip(units.services, status.services, strict=True):
+            assert record.replicas == [ReplicaStatus.model_validate(r.model_dump()) for r in unit.replicas]
+            assert record.warm == [WarmRelease.model_validate(w.model_dump()) for w in unit.warm]
+            assert record.replica_sets == [ReplicaSetStatus.model_validate(r.model_dump()) for r in unit.replica_sets]
+        assert status.services[0].replica_sets[0].ready == 1 and status.services[0].warm[0].until_s == 4.5
+        assert status.edge.model_dump() == units.edge.model_dump()
+    finally:
+        daemon.store().close()

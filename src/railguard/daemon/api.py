@@ -43,7 +43,9 @@ from railguard.model.api import (
     ApprovalRequestBody,
     DecisionRequest,
     DeployRequest,
+    Event,
     ExecRequest,
+    Operation,
     OperationKind,
     OperationRequest,
     PlanAnswer,
@@ -60,6 +62,7 @@ from railguard.model.api import (
 from railguard.model.diagnostics import RailguardError, error
 from railguard.model.principals import Permission, Principal
 from railguard.model.spec import NAME_PATTERN
+from railguard.state.store import Store
 
 log = logging.getLogger("railguard.daemon.api")
 R = TypeVar("R", bound=Request)
@@ -376,6 +379,57 @@ def _parse(model: type[R], body: dict[str, Any]) -> R:  # raw JSON in, the reque
                              for e in exc.errors())) from exc
 
 
+def _releases(store: Store, env: str, limit: int, short: bool = False) -> list[dict[str, Any]]:
+    # In short (``status?with=releases``): what a release is and how it went, without its per-service artifacts,
+    # source facts and data guard (200 entries each with 200 services, which the reader parsed and never used).
+    left_out = {"desired", "services", "source", "data"} if short else {"desired"}
+    return [r.model_dump(mode="json", exclude=left_out) for r in store.releases(env, limit, desired=False)]
+
+
+def _events(store: Store, env: str | None, limit: int, who: Principal) -> list[Event]:
+    return [r for r in store.events(env, limit) if r.env is None or who.allows(Permission.read, r.env)]
+
+
+def _operations(store: Store, env: str | None, limit: int, steps: int | None, who: Principal) -> list[Operation]:
+    return [r for r in store.operations(env, limit, steps=steps) if who.allows(Permission.read, r.env)]
+
+
+STATUS_WITH = ("releases", "events", "operations", "incidents")
+
+
+def _status_with(daemon: Daemon, query: dict[str, str], who: Principal) -> Callable[[], dict[str, Any]]:
+    """The reads ``GET /v1/status?with=...`` adds, each answered as its own route would for the same environment
+    (the caller may read it: checked before): ``releases`` (newest ``releases``, default 50, in short: number,
+    status, plan, operation, times, rollback_of; not their services, source or data), ``events`` (newest
+    ``events``, default 100), ``operations`` (newest ``operations``, default 50, journals in short with ``steps``)
+    and ``incidents`` (the unresolved ones). Checked before the status is built, read after it (as a caller making
+    the requests one after the other would)."""
+    wanted = [w for w in (query.get("with") or "").split(",") if w]
+    unknown = [w for w in wanted if w not in STATUS_WITH]
+    if unknown:
+        raise _bad(f"'with' takes {', '.join(STATUS_WITH)}, not {', '.join(unknown)}")
+    env = _need(query, "env")
+    limits = {name: _int(query, name, default) or default
+              for name, default in (("releases", 50), ("events", 100), ("operations", 50))}
+    steps = _int(query, "steps", None)
+
+    def read() -> dict[str, Any]:
+        store = daemon.store()
+        parts: dict[str, Any] = {}
+        for name in wanted:
+            if name == "releases":
+                parts[name] = _releases(store, env, limits[name], short=True)
+            elif name == "events":
+                parts[name] = _events(store, env, limits[name], who)
+            elif name == "operations":
+                parts[name] = _operations(store, env, limits[name], steps, who)
+            else:
+                parts[name] = observe_api.open_incidents(daemon, env, who)
+        return parts
+
+    return read
+
+
 def route(daemon: Daemon, method: str, parts: list[str], query: dict[str, str], body: dict[str, Any],
           who: Principal) -> dict[str, Any]:  # raw body in; out: payload key -> model(s), dumped once by the handler
     """Map a request to the daemon's behaviour, after checking the principal may do it. Paths: /v1/...
@@ -452,9 +506,8 @@ def route(daemon: Daemon, method: str, parts: list[str], query: dict[str, str], 
         case ("GET", "operations", 2):
             require(who, read, query.get("env"))
             # ``steps``: each journal in short (its newest steps and first failure, with journal_total).
-            rows = store().operations(query.get("env"), _int(query, "limit", 50) or 50,
-                                      steps=_int(query, "steps", None))
-            return {"operations": [r for r in rows if who.allows(read, r.env)]}
+            return {"operations": _operations(store(), query.get("env"), _int(query, "limit", 50) or 50,
+                                              _int(query, "steps", None), who)}
         case ("GET", "operations", 3):
             steps = _int(query, "steps", None)
             record = daemon.operation(parts[2], steps)
@@ -467,11 +520,13 @@ def route(daemon: Daemon, method: str, parts: list[str], query: dict[str, str], 
             return {"operation": record}
         case ("GET", "status", 2):
             require(who, read, _need(query, "env"))
-            return {"status": daemon.status(_need(query, "env"), query.get("spec"))}
+            # ``with``: more reads of the same environment in the same answer (MCP ``get_status`` and ``diagnose``
+            # asked for them one request each, and each request costs both processes more than the read itself).
+            also = _status_with(daemon, query, who)
+            return {"status": daemon.status(_need(query, "env"), query.get("spec")), **also()}
         case ("GET", "releases", 2):
             require(who, read, _need(query, "env"))
-            return {"releases": [r.model_dump(mode="json", exclude={"desired"}) for r in store().releases(
-                _need(query, "env"), _int(query, "limit", 50) or 50, desired=False)]}
+            return {"releases": _releases(store(), _need(query, "env"), _int(query, "limit", 50) or 50)}
         case ("GET", "logs", 2):
             require(who, read, _need(query, "env"))
             try:
@@ -485,8 +540,7 @@ def route(daemon: Daemon, method: str, parts: list[str], query: dict[str, str], 
                                         _int(query, "lines", 100) or 100, offsets)}
         case ("GET", "events", 2):
             require(who, read, query.get("env"))
-            events = store().events(query.get("env"), _int(query, "limit", 100) or 100)
-            return {"events": [r for r in events if r.env is None or who.allows(read, r.env)]}
+            return {"events": _events(store(), query.get("env"), _int(query, "limit", 100) or 100, who)}
         case ("POST", "tokens", 2):
             token = _parse(TokenCreateRequest, body)
             return {"token": daemon.create_token(who, token.name, token.role, token.envs or None,

@@ -61,6 +61,16 @@ def acknowledge(daemon: Daemon, incident_id: str, who: Principal, reason: str) -
     return daemon.observer.incidents.move(incident_id, state, "resolved", message, next_actions=[])
 
 
+def _listed(daemon: Daemon, env: str | None, who: Principal, include_resolved: bool) -> list[Incident]:
+    rows = incidents.listed(daemon.store(), env, include_resolved=include_resolved)
+    return [r for r in rows if who.allows(Permission.read, r.env)]
+
+
+def open_incidents(daemon: Daemon, env: str, who: Principal) -> list[Incident]:
+    """The unresolved incidents of ``env`` (``GET /v1/incidents?env=ENV&open=1``; also ``GET /v1/status?with=``)."""
+    return _listed(daemon, env, who, include_resolved=False)
+
+
 def route(daemon: Daemon, method: str, parts: list[str], query: dict[str, str], body: dict[str, Any],
           who: Principal) -> dict[str, Any] | None:
     """The answer of an observation route, or None when the path is not one."""
@@ -68,8 +78,7 @@ def route(daemon: Daemon, method: str, parts: list[str], query: dict[str, str], 
     match (method, parts[1] if len(parts) > 1 else "", len(parts)):
         case ("GET", "incidents", 2):
             require(who, read, query.get("env"))
-            rows = incidents.listed(daemon.store(), query.get("env"), include_resolved=query.get("open") != "1")
-            return {"incidents": [r for r in rows if who.allows(read, r.env)]}
+            return {"incidents": _listed(daemon, query.get("env"), who, include_resolved=query.get("open") != "1")}
         case ("GET", "incidents", 3):
             return {"incident": incident(daemon, parts[2], who)}
         case ("POST", "incidents", 4) if parts[3] == "ack":

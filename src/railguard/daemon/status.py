@@ -19,13 +19,8 @@ from railguard.engine.workspace import Workspace
 from railguard.model.api import (
     DatabaseStatus,
     Drift,
-    EdgeStatus,
     EnvironmentStatus,
     InFlight,
-    ReplicaSetStatus,
-    ReplicaStatus,
-    ServiceStatus,
-    WarmRelease,
 )
 from railguard.model.diagnostics import RailguardError
 from railguard.model.resources import ObservedResource, desired_digest
@@ -43,25 +38,25 @@ def describe(daemon: Daemon, env: str, spec_path: str | None) -> EnvironmentStat
     # Read-only: a status never writes the store (plans and applies record what they observe, under the lock).
     observed = observe_live(store, provider, env)
     units = provider.describe(DescribeRequest(env=env))
-    services: list[ServiceStatus] = []
+    services: list[dict[str, Any]] = []
     for unit in units.services:
         # The service's status is the provider's verdict on it: healthy, progressing, degraded or missing (given
         # with the unit when the runtime has it at hand: one health call per service was a fifth of a status).
         health = unit.health or provider.health(HealthRequest(env=env, address=unit.address)).health
-        services.append(ServiceStatus(
-            name=unit.name, address=unit.address, release=unit.release, status=health,
-            replicas=[ReplicaStatus.model_validate(r.model_dump()) for r in unit.replicas],
-            warm=[WarmRelease.model_validate(w.model_dump()) for w in unit.warm],
-            canary=daemon.observer.canaries.view(env, unit),
-            replica_sets=[ReplicaSetStatus.model_validate(r.model_dump()) for r in unit.replica_sets],
+        # The provider's replica, warm and ReplicaSet units go in as they are: the one validation of the whole
+        # answer below reads them by attribute into the status records (dumping and validating each unit on its
+        # own was most of a status of 200 services).
+        services.append(dict(
+            name=unit.name, address=unit.address, release=unit.release, status=health, replicas=unit.replicas,
+            warm=unit.warm, canary=daemon.observer.canaries.view(env, unit), replica_sets=unit.replica_sets,
             **daemon.observer.service_view(env, unit.name, unit.release)))
     # Only the operation in flight, without loading journals (a 200-service deploy journals thousands of steps).
     in_flight: InFlight | None = store.in_flight(env)
-    return EnvironmentStatus(
+    return EnvironmentStatus.model_validate(dict(
         env=env,
         serial=store.serial(env),
         services=services,
-        edge=EdgeStatus.model_validate(units.edge.model_dump()),
+        edge=units.edge,
         operation=in_flight,
         drift=_drift(store, env, observed, spec_path, daemon.home),
         live_sets=units.live_sets,
@@ -71,7 +66,7 @@ def describe(daemon: Daemon, env: str, spec_path: str | None) -> EnvironmentStat
                                   engine=str(o.config.get("engine", "sqlite")), status=o.status.health,
                                   message=o.message) for o in observed if o.kind == "database"],
         **_security(daemon, env),
-    )
+    ), from_attributes=True)
 
 
 def _security(daemon: Daemon, env: str) -> dict[str, int | str | None]:

@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 
 from railguard.mcp import briefs
 from railguard.mcp.catalog import tool
-from railguard.mcp.gateway import operation_in_short, operations_in_short
+from railguard.mcp.gateway import operation_in_short, status_with
 from railguard.mcp.inputs import DiagnoseArgs
 from railguard.mcp.outputs import Diagnosis, MinuteBrief, NextAction, ServiceBrief
 from railguard.mcp.results import Call, Outcome, act
@@ -42,6 +42,7 @@ from railguard.model.principals import Permission
 
 LOG_READ = 200  # lines read per log file; repeats (health-check access lines) are folded, then the last kept
 LOG_LINES = 20
+EVENTS_READ = 40  # newest events searched for ones about the focus
 BAD_HEALTH = tuple(h.value for h in ReplicaHealth if h.bad)  # one vocabulary: model/api.py
 
 
@@ -84,7 +85,10 @@ MIN_REQUESTS = 20
 
 
 def _erroring(svc: ServiceBrief) -> MinuteBrief | None:
-    minute = svc.requests
+    return _erroring_minute(svc.requests)
+
+
+def _erroring_minute(minute: MinuteBrief | None) -> MinuteBrief | None:
     if minute is not None and minute.requests >= MIN_REQUESTS and minute.error_ratio > ERROR_RATIO:
         return minute
     return None
@@ -105,7 +109,14 @@ def _replica_sets(svc: ServiceBrief) -> str:
 def assess(env: str, service: str | None, status: EnvironmentStatus, releases: list[Release],
            op: Operation | None, incidents: list[Incident] | None = None) -> Assessment:
     """What the facts mean: verdict, findings, cause, the service and release to read logs of, next actions."""
-    services = {s.name: briefs.service_brief(s) for s in status.services}
+    entries = {s.name: s for s in status.services}
+    briefed: dict[str, ServiceBrief] = {}
+
+    def brief(name: str) -> ServiceBrief:  # only the services looked at are briefed (not all 200 of them)
+        if name not in briefed:
+            briefed[name] = briefs.service_brief(entries[name])
+        return briefed[name]
+
     live = next((r for r in releases if r.status is ReleaseStatus.live), None)
     found = Assessment(focus=service, live_release=live.number if live else None)
     findings, actions = found.findings, found.actions
@@ -124,7 +135,7 @@ def assess(env: str, service: str | None, status: EnvironmentStatus, releases: l
         found.log_release = made.number if made else None
         findings.append(f"Operation {op.id} ({op.kind.value}) failed at '{step or 'an early check'}'"
                         + (f": {problems[0].summary}." if problems else "."))
-        switched = sorted(s.name for s in services.values() if made and s.release == made.number)
+        switched = sorted(s.name for s in entries.values() if made and s.release == made.number)
         if made and switched:
             good = briefs.last_good(releases, before=made.number)
             findings.append(f"{', '.join(switched)} already run(s) release {made.number}: the change is half done.")
@@ -138,7 +149,7 @@ def assess(env: str, service: str | None, status: EnvironmentStatus, releases: l
             found.last_good_release = live.number
         else:
             findings.append(f"Nothing of it went live, and nothing ran in {env} before.")
-        if focus in services and (sets := _replica_sets(services[focus])):
+        if focus in entries and (sets := _replica_sets(brief(focus))):
             findings.append(sets)
         if focus and made:
             actions.append(act("read_logs", f"Read the failed release {made.number}'s logs.", env=env,
@@ -152,9 +163,10 @@ def assess(env: str, service: str | None, status: EnvironmentStatus, releases: l
                         + (f" Rolled back by operation {found_incident.operation}." if found_incident.operation
                            else ""))
         actions.append(act("get_incident", "Read its evidence and next actions.", incident_id=found_incident.id))
-    candidates = [services[service]] if service in services else [
-        s for s in services.values() if s.restarts or _erroring(s) or s.status in (Health.degraded, Health.missing)]
-    if service is not None and service not in services:
+    candidates = [brief(service)] if service in entries else [
+        brief(s.name) for s in status.services if briefs.recent_restarts(s)
+        or _erroring_minute(briefs.minute(s.requests)) or s.status in (Health.degraded, Health.missing)]
+    if service is not None and service not in entries:
         found.verdict = "missing"
         findings.append(f"No service '{service}' runs in {env}.")
         actions.append(act("plan", "See what deploying the spec would do.", env=env))
@@ -198,9 +210,9 @@ def assess(env: str, service: str | None, status: EnvironmentStatus, releases: l
         actions.append(act("read_logs", f"Read release {svc.release}'s logs.", env=env, service=svc.name,
                            release=svc.release, lines=50))
     if not candidates and status.operation is None:
-        findings.append(f"All {len(services)} service(s) in {env} are healthy." if services else
+        findings.append(f"All {len(entries)} service(s) in {env} are healthy." if entries else
                         f"Nothing runs in {env} yet.")
-        if not services:
+        if not entries:
             actions.append(act("plan", "Plan a first deploy.", env=env))
     return found
 
@@ -217,8 +229,11 @@ async def diagnose(call: Call, args: DiagnoseArgs) -> Outcome:
     diagnostics and failed step, the live status (health, restarts, warm releases), the releases, recent events
     and the log tail. Its next actions say whether to roll back (and to which release) or to fix and plan again."""
     gw, spec = call.gw, call.gw.spec_path()
-    status = await gw.run(lambda c: c.status(args.env, spec))
-    releases = await gw.run(lambda c: c.releases(args.env, 50))
+    recent_failed = not args.operation_id and args.service is None
+    # One request for the status and every read that does not depend on what it says (it was five).
+    read = await gw.run(lambda c: status_with(c, args.env, spec, releases=50, events=EVENTS_READ, incidents=True,
+                                              operations=1 if recent_failed else None))
+    status, releases, events = read.status, read.releases or [], read.events or []
     op: Operation | None = None
     if args.operation_id:
         op_id = args.operation_id
@@ -228,16 +243,14 @@ async def diagnose(call: Call, args: DiagnoseArgs) -> Outcome:
                 "mcp.env_mismatch", f"Operation {op.id} ran in '{op.env}', not '{args.env}'",
                 "The operation named belongs to another environment.",
                 f"Call diagnose with env '{op.env}'.", address=op.id))
-    elif args.service is None:
-        recent = await gw.run(lambda c: operations_in_short(c, args.env, 1))
+    elif recent_failed:
+        recent = read.operations or []
         op = recent[0] if recent and recent[0].status is OperationStatus.failed else None
-    incidents = await gw.run(lambda c: c.incidents(args.env))
-    found = assess(args.env, args.service, status, releases, op, incidents)
+    found = assess(args.env, args.service, status, releases, op, read.incidents or [])
     focus, tail = found.focus, []
     if focus:
         logs = await gw.run(lambda c: c.logs(args.env, focus, found.log_release, LOG_READ))
         tail = [LogFile(name=f.name, lines=fold(f.lines)) for f in logs.files[-2:]]
-    events = await gw.run(lambda c: c.events(args.env, 40))
     related = [briefs.event_brief(e, 300) for e in events if _related(e, focus, op)][-8:]
     brief = next((briefs.service_brief(s) for s in status.services if s.name == focus), None)
     summary = f"{args.env}" + (f"/{focus}" if focus else "") + f": {found.verdict}. " + " ".join(found.findings)

@@ -17,14 +17,15 @@ from __future__ import annotations
 import os
 import time
 from collections.abc import Callable
-from typing import TypeVar
+from dataclasses import dataclass
+from typing import Any, TypeVar
 
 import anyio.to_thread
 
 from railguard.client import Client
 from railguard.engine.workspace import Workspace
 from railguard.mcp.briefs import MAX_STEPS
-from railguard.model.api import Operation, PlanAnswer, PlanDetail
+from railguard.model.api import EnvironmentStatus, Event, Incident, Operation, PlanAnswer, PlanDetail, Release
 from railguard.model.diagnostics import RailguardError, error, has_errors
 from railguard.model.principals import Principal
 
@@ -48,6 +49,46 @@ def operation_in_short(client: Client, op_id: str, after: int | None = None, wai
     if after is not None:
         params.update(after=after, wait=wait_s)
     return Operation.model_validate(client.call("GET", f"operations/{op_id}", params=params)["operation"])
+
+
+@dataclass
+class StatusWith:
+    """An environment's status and the reads asked along with it (``None``: not asked). The releases are in
+    short (no services, source or data guard): what they are and how they went."""
+
+    status: EnvironmentStatus
+    releases: list[Release] | None = None
+    events: list[Event] | None = None
+    operations: list[Operation] | None = None
+    incidents: list[Incident] | None = None
+
+
+def status_with(client: Client, env: str, spec: str | None, releases: int | None = None, events: int | None = None,
+                operations: int | None = None, incidents: bool = False) -> StatusWith:
+    """The status of ``env`` and, in the same request (``GET /v1/status?with=``), its newest releases, events and
+    operations (journals in short) and its unresolved incidents: what ``get_status`` and ``diagnose`` read, each of
+    which cost both processes a request of its own. A daemon that does not know ``with`` answers the status
+    alone; the rest is then asked for as before."""
+    wanted = {"releases": releases, "events": events, "operations": operations, "incidents": incidents or None}
+    named = [k for k, v in wanted.items() if v is not None]
+    params: dict[str, Any] = {"env": env, "spec": spec, "with": ",".join(named) or None,
+                              "releases": releases, "events": events, "operations": operations,
+                              "steps": SHORT_STEPS if operations is not None else None}
+    answer = client.call("GET", "status", params=params)
+    found = StatusWith(EnvironmentStatus.model_validate(answer["status"]))
+    if releases is not None:
+        found.releases = ([Release.model_validate(r) for r in answer["releases"]] if "releases" in answer
+                          else client.releases(env, releases))
+    if events is not None:
+        found.events = ([Event.model_validate(r) for r in answer["events"]] if "events" in answer
+                        else client.events(env, events))
+    if operations is not None:
+        found.operations = ([Operation.model_validate(r) for r in answer["operations"]] if "operations" in answer
+                            else operations_in_short(client, env, operations))
+    if incidents:
+        found.incidents = ([Incident.model_validate(r) for r in answer["incidents"]] if "incidents" in answer
+                           else client.incidents(env))
+    return found
 
 
 class Gateway:

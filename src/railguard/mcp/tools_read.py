@@ -17,7 +17,7 @@ import anyio
 
 from railguard.mcp import briefs, suggest
 from railguard.mcp.catalog import read_tool
-from railguard.mcp.gateway import operation_in_short, operations_in_short
+from railguard.mcp.gateway import operation_in_short, operations_in_short, status_with
 from railguard.mcp.inputs import (
     EnvArgs,
     EventsArgs,
@@ -75,19 +75,21 @@ async def get_status(call: Call, args: StatusArgs) -> Outcome:
     paged), warm releases kept for instant rollback, the edge URL, an operation in flight, and drift from the
     applied spec."""
     spec = call.gw.spec_path()
-    found = await call.gw.run(lambda c: c.status(args.env, spec))
-    services = briefs.problems_first([briefs.service_brief(s) for s in found.services])
-    counts = dict(Counter(s.status.value for s in services))
-    shown = services[args.offset:args.offset + args.limit]
+    # The unresolved incidents come in the same request as the status (one request less for both processes).
+    read = await call.gw.run(lambda c: status_with(c, args.env, spec, incidents=True))
+    found, unresolved = read.status, read.incidents or []
+    ordered = briefs.statuses_problems_first(found.services)
+    counts = dict(Counter(s.status.value for s, _ in ordered))
+    services = [s for s, _ in ordered]
+    shown = [briefs.service_brief(s) for s in services[args.offset:args.offset + args.limit]]
     drift, edge, flight = found.drift, found.edge, found.operation
     actions: list[NextAction] = []
     if flight is not None:
         actions.append(suggest.follow(flight.id))
-    for svc in [s for s in services if s.status in (Health.degraded, Health.missing) or s.restarts][:2]:
-        actions.append(act("diagnose", f"{svc.name} is {svc.status.value} with {svc.restarts} restart(s).",
+    for svc, restarts in [p for p in ordered if p[0].status in (Health.degraded, Health.missing) or p[1]][:2]:
+        actions.append(act("diagnose", f"{svc.name} is {svc.status.value} with {restarts} restart(s).",
                            env=args.env, service=svc.name))
     # What observation found comes first: an agent reads the evidence before planning over a rolled-back release.
-    unresolved = await call.gw.run(lambda c: c.incidents(args.env))
     for incident in unresolved[:1]:
         actions.append(act("get_incident", f"Incident {incident.id} ({incident.state.value}): "
                            f"{incident.summary[:200]}", incident_id=incident.id))

@@ -71,12 +71,6 @@ class Views:
         except KeyError:  # not (or no longer) supervised
             return 0
 
-    def _recent_restarts(self, name: str) -> int:
-        try:
-            return self.supervisor.recent_restarts(name)
-        except KeyError:
-            return 0
-
     def _last_exit(self, name: str) -> str | None:
         try:
             return self.supervisor.last_exit(name)
@@ -88,12 +82,13 @@ class Views:
         with self.state.lock:
             runtime = self.state.env(request.env)
             records = self.supervisor.records()
+            counters = self.supervisor.counters()  # restarts, recent restarts, last exit: one read for all
             by_service: dict[str, list[ReplicaSet]] = {}  # one pass: runtime.live(name) per service is quadratic
             for rs in runtime.sets:
                 by_service.setdefault(rs.service, []).append(rs)
             services = [self._service_unit(request.env, name, next((s for s in sets if s.role == LIVE), None),
                                            [s for s in sets if s.role == WARM], now, records,
-                                           next((s for s in sets if s.role == CANARY), None))
+                                           next((s for s in sets if s.role == CANARY), None), counters)
                         for name, sets in sorted(by_service.items())]
             edge = runtime.edge
             routes = [RouteUnit(host=r.host, path=r.path, upstreams=list(r.upstreams))
@@ -113,29 +108,31 @@ class Views:
                           ca_root=str(root) if https_port is not None and root.exists() else None))
 
     def _service_unit(self, env: str, name: str, live: ReplicaSet | None, warm: list[ReplicaSet],
-                      now: float, records: dict[str, ReplicaRecord], canary: ReplicaSet | None) -> ServiceUnit:
-        replicas = self._replica_units(live, now, records)
+                      now: float, records: dict[str, ReplicaRecord], canary: ReplicaSet | None,
+                      counters: dict[str, tuple[int, int, str | None]]) -> ServiceUnit:
+        replicas = self._replica_units(live, now, records, counters)
         return ServiceUnit(
             name=name, address=f"{env}/service.{name}", release=live.release if live else None,
             replicas=replicas, health=service_health([r.health for r in replicas]) if live else Health.missing,
             warm=[WarmUnit(release=w.release, replicas=len(w.replicas),
                            until_s=round((w.warm_until or now) - now, 1)) for w in warm],
             canary=CanaryUnit(release=canary.release, weight=canary.weight or 0,
-                              replicas=self._replica_units(canary, now, records), operation=canary.operation)
+                              replicas=self._replica_units(canary, now, records, counters),
+                              operation=canary.operation)
             if canary is not None else None)
 
-    def _replica_units(self, rs: ReplicaSet | None, now: float,
-                       records: dict[str, ReplicaRecord]) -> list[ReplicaUnit]:
+    def _replica_units(self, rs: ReplicaSet | None, now: float, records: dict[str, ReplicaRecord],
+                       counters: dict[str, tuple[int, int, str | None]]) -> list[ReplicaUnit]:
         replicas: list[ReplicaUnit] = []
         for replica in rs.replicas if rs else []:
             record = records.get(replica.spec.name, replica.record)
             alive = self.supervisor.alive(record)
+            restarts, recent, last_exit = counters.get(replica.spec.name, (0, 0, None))  # unsupervised: none
             replicas.append(ReplicaUnit(
                 name=replica.spec.name, pid=record.pid if alive else None, port=replica.spec.port,
-                health=self.replica_health(rs.config, replica) if rs else "unknown",
-                restarts=self.restarts(replica.spec.name),
-                uptime_s=round(now - record.create_time, 1) if alive else 0,
-                recent_restarts=self._recent_restarts(replica.spec.name), last_exit=self._last_exit(replica.spec.name)))
+                health=self.replica_health(rs.config, replica) if rs else "unknown", restarts=restarts,
+                uptime_s=round(now - record.create_time, 1) if alive else 0, recent_restarts=recent,
+                last_exit=last_exit))
         return replicas
 
     def logs(self, request: LogsRequest) -> LogsResponse:
