@@ -96,12 +96,15 @@ def one(n: int) -> dict[str, float]:
 def fake_daemon(home: str, spec_path: str, n: int) -> None:
     """Run the daemon of ``home`` in this process with a fake provider that holds N live services."""
     from railguard.daemon import lifecycle, service
+    from railguard.engine import specmemo
     from railguard.engine.facts import Facts
     from railguard.engine.workspace import Workspace
     from railguard.providers.fake import FakeProvider
 
     desired = Facts(Workspace(Path(spec_path), Path(home))).desired("staging", {})
     live = {"staging": {o.address: o for o in mixed_observed(desired, n)}}
+    del desired
+    specmemo.forget()  # the plan measured parses the spec itself, as a real daemon's first plan does
     service.open_provider = lambda home, **_: FakeProvider(live=live)  # type: ignore[assignment]
     lifecycle.run(Path(home))
 
