@@ -15,7 +15,7 @@ service a create) and for N against N live (the same 10%/2%/2% mix). Nothing can
 processes on this machine, so for the live case the daemon runs with the in-memory fake provider
 holding the live resources (started through ``--fake-daemon``: the daemon's own code, only the
 provider swapped); the new-app case uses the real local provider. It reports the CLI's wall time,
-its CPU time and peak RSS, the daemon's peak RSS (and its RSS before the plan), and the size of the JSON
+its CPU time and peak RSS, the daemon's peak RSS (and its RSS before and after the plan), and the size of the JSON
 written. The JSON goes beside the app folder: inside it, it would be part of the source snapshot and make
 every live service a replace (as it did in runs before 2026-12-02 15:00 UTC: 10,201 changes instead of 2,401).
 """
@@ -153,11 +153,13 @@ def cli(n: int, live: bool) -> dict[str, Any]:
             _, status, usage = os.wait4(proc.pid, 0)
             wall = time.perf_counter() - started
         daemon_cpu = _cpu_s(pid) - daemon_cpu
+        time.sleep(0.3)  # the daemon gives a large request's memory back once its answer is written
+        daemon_after = _peak_kb(pid, "VmRSS:")
         assert os.waitstatus_to_exitcode(status) == 0, "railguard plan failed"
         body = json.loads(out_path.read_bytes())
         return {"n": n, "live": live, "wall_s": wall, "cpu_s": usage.ru_utime + usage.ru_stime,
                 "cli_rss_mb": usage.ru_maxrss / 1024, "daemon_cpu_s": daemon_cpu, "daemon_rss_mb": _peak_kb(pid) / 1024,
-                "daemon_before_mb": daemon_before / 1024,
+                "daemon_before_mb": daemon_before / 1024, "daemon_after_mb": daemon_after / 1024,
                 "json_mb": out_path.stat().st_size / 1e6, "changes": sum(
                     v for k, v in body["plan"]["counts"].items() if k != "no-op"),
                 "load": os.getloadavg()[0]}
@@ -178,14 +180,14 @@ def main() -> None:
         return
     if len(sys.argv) > 1 and sys.argv[1] == "--cli":
         print("| services | live | `plan --json` wall | CLI CPU | daemon CPU | CLI peak RSS | daemon peak RSS "
-              "(before the plan) | JSON | changes | load (1 min) |")
-        print("|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|")
+              "(before the plan) | daemon RSS after | JSON | changes | load (1 min) |")
+        print("|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
         for n in [int(a) for a in sys.argv[2:]] or [10000]:
             for live in (False, True):
                 r = cli(n, live)
                 print(f"| {n:,} | {'N live (fake provider)' if live else 'none (new app)'} | {r['wall_s']:.2f} s | "
                       f"{r['cpu_s']:.2f} s | {r['daemon_cpu_s']:.2f} s | {r['cli_rss_mb']:.0f} MB | "
-                      f"{r['daemon_rss_mb']:.0f} MB ({r['daemon_before_mb']:.0f} MB) | "
+                      f"{r['daemon_rss_mb']:.0f} MB ({r['daemon_before_mb']:.0f} MB) | {r['daemon_after_mb']:.0f} MB | "
                       f"{r['json_mb']:.1f} MB | {r['changes']:,} | {r['load']:.1f} |", flush=True)
         return
     sizes = [int(a) for a in sys.argv[1:]] or [1000, 10000, 50000]
