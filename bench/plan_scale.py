@@ -2,6 +2,7 @@
 
 Usage: python bench/plan_scale.py [N ...]   (default 1000 10000 50000)
        python bench/plan_scale.py --cli [N ...]   (default 10000; whole-process `railguard plan --json`)
+       python bench/plan_scale.py --cli-edited [N ...]   (the same for the new app, the spec edited after a plan)
 
 Each size runs in a fresh subprocess so peak RSS is per size. For each size it reports:
 validate (parse + check the TOML text), resources (normalise + fingerprint), plan (the
@@ -121,8 +122,11 @@ def _cpu_s(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")  # utime + stime
 
 
-def cli(n: int, live: bool) -> dict[str, Any]:
-    """One whole-process `railguard plan --env staging --json > plan.json` against a fresh daemon."""
+def cli(n: int, live: bool, edited: bool = False) -> dict[str, Any]:
+    """One whole-process `railguard plan --env staging --json > plan.json` against a fresh daemon.
+
+    ``edited``: the plan measured is the second one: the daemon planned the spec once (so it serves it), the
+    spec was then edited (a comment added) and the plan comes 3 s later, as after a user's edit."""
     root = Path(tempfile.mkdtemp(prefix="rg-plan-cli-"))
     out_path = root.with_name(root.name + ".plan.json")
     (root / "railguard.toml").write_text(synthetic_spec(n))
@@ -144,6 +148,12 @@ def cli(n: int, live: bool) -> dict[str, Any]:
         time.sleep(0.2)
     pid = int(json.loads((home / "daemon.pid").read_text())["pid"])
     try:
+        if edited:
+            subprocess.run([*rg, "plan", "--env", "staging", "--json"], cwd=root, env=env, check=True,
+                           stdout=subprocess.DEVNULL)
+            with (root / "railguard.toml").open("a") as spec:
+                spec.write("# edited\n")
+            time.sleep(3.0)
         daemon_cpu, daemon_before = _cpu_s(pid), _peak_kb(pid, "VmRSS:")
         # Beside the app folder, not in it: a plan.json inside would be part of the source snapshot, so every
         # service's source digest would differ from the one the fake daemon's live services were made with.
@@ -178,13 +188,14 @@ def main() -> None:
     if len(sys.argv) > 4 and sys.argv[1] == "--fake-daemon":
         fake_daemon(sys.argv[2], sys.argv[3], int(sys.argv[4]))
         return
-    if len(sys.argv) > 1 and sys.argv[1] == "--cli":
+    if len(sys.argv) > 1 and sys.argv[1] in ("--cli", "--cli-edited"):
+        edited = sys.argv[1] == "--cli-edited"
         print("| services | live | `plan --json` wall | CLI CPU | daemon CPU | CLI peak RSS | daemon peak RSS "
               "(before the plan) | daemon RSS after | JSON | changes | load (1 min) |")
         print("|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
         for n in [int(a) for a in sys.argv[2:]] or [10000]:
-            for live in (False, True):
-                r = cli(n, live)
+            for live in (False,) if edited else (False, True):
+                r = cli(n, live, edited)
                 print(f"| {n:,} | {'N live (fake provider)' if live else 'none (new app)'} | {r['wall_s']:.2f} s | "
                       f"{r['cpu_s']:.2f} s | {r['daemon_cpu_s']:.2f} s | {r['cli_rss_mb']:.0f} MB | "
                       f"{r['daemon_rss_mb']:.0f} MB ({r['daemon_before_mb']:.0f} MB) | {r['daemon_after_mb']:.0f} MB | "
