@@ -103,9 +103,11 @@ def fake_daemon(home: str, spec_path: str, n: int) -> None:
     from railguard.providers.fake import FakeProvider
 
     desired = Facts(Workspace(Path(spec_path), Path(home))).desired("staging", {})
+    # Dropped before the live resources are made, which then reuse its memory (as they did before the parse was
+    # kept): the plan measured parses the spec itself, as a real daemon's first plan does.
+    specmemo.forget()
     live = {"staging": {o.address: o for o in mixed_observed(desired, n)}}
     del desired
-    specmemo.forget()  # the plan measured parses the spec itself, as a real daemon's first plan does
     service.open_provider = lambda home, **_: FakeProvider(live=live)  # type: ignore[assignment]
     lifecycle.run(Path(home))
 
