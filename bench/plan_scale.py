@@ -2,6 +2,7 @@
 
 Usage: python bench/plan_scale.py [N ...]   (default 1000 10000 50000)
        python bench/plan_scale.py --cli [N ...]   (default 10000; whole-process `railguard plan --json`)
+       python bench/plan_scale.py --cli-edited [N ...]   (the same for the new app, the spec edited after a plan)
 
 Each size runs in a fresh subprocess so peak RSS is per size. For each size it reports:
 validate (parse + check the TOML text), resources (normalise + fingerprint), plan (the
@@ -15,7 +16,7 @@ service a create) and for N against N live (the same 10%/2%/2% mix). Nothing can
 processes on this machine, so for the live case the daemon runs with the in-memory fake provider
 holding the live resources (started through ``--fake-daemon``: the daemon's own code, only the
 provider swapped); the new-app case uses the real local provider. It reports the CLI's wall time,
-its CPU time and peak RSS, the daemon's peak RSS (and its RSS before the plan), and the size of the JSON
+its CPU time and peak RSS, the daemon's peak RSS (and its RSS before and after the plan), and the size of the JSON
 written. The JSON goes beside the app folder: inside it, it would be part of the source snapshot and make
 every live service a replace (as it did in runs before 2026-12-02 15:00 UTC: 10,201 changes instead of 2,401).
 """
@@ -96,12 +97,17 @@ def one(n: int) -> dict[str, float]:
 def fake_daemon(home: str, spec_path: str, n: int) -> None:
     """Run the daemon of ``home`` in this process with a fake provider that holds N live services."""
     from railguard.daemon import lifecycle, service
+    from railguard.engine import specmemo
     from railguard.engine.facts import Facts
     from railguard.engine.workspace import Workspace
     from railguard.providers.fake import FakeProvider
 
     desired = Facts(Workspace(Path(spec_path), Path(home))).desired("staging", {})
+    # Dropped before the live resources are made, which then reuse its memory (as they did before the parse was
+    # kept): the plan measured parses the spec itself, as a real daemon's first plan does.
+    specmemo.forget()
     live = {"staging": {o.address: o for o in mixed_observed(desired, n)}}
+    del desired
     service.open_provider = lambda home, **_: FakeProvider(live=live)  # type: ignore[assignment]
     lifecycle.run(Path(home))
 
@@ -118,8 +124,11 @@ def _cpu_s(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")  # utime + stime
 
 
-def cli(n: int, live: bool) -> dict[str, Any]:
-    """One whole-process `railguard plan --env staging --json > plan.json` against a fresh daemon."""
+def cli(n: int, live: bool, edited: bool = False) -> dict[str, Any]:
+    """One whole-process `railguard plan --env staging --json > plan.json` against a fresh daemon.
+
+    ``edited``: the plan measured is the second one: the daemon planned the spec once (so it serves it), the
+    spec was then edited (a comment added) and the plan comes 3 s later, as after a user's edit."""
     root = Path(tempfile.mkdtemp(prefix="rg-plan-cli-"))
     out_path = root.with_name(root.name + ".plan.json")
     (root / "railguard.toml").write_text(synthetic_spec(n))
@@ -141,6 +150,12 @@ def cli(n: int, live: bool) -> dict[str, Any]:
         time.sleep(0.2)
     pid = int(json.loads((home / "daemon.pid").read_text())["pid"])
     try:
+        if edited:
+            subprocess.run([*rg, "plan", "--env", "staging", "--json"], cwd=root, env=env, check=True,
+                           stdout=subprocess.DEVNULL)
+            with (root / "railguard.toml").open("a") as spec:
+                spec.write("# edited\n")
+            time.sleep(3.0)
         daemon_cpu, daemon_before = _cpu_s(pid), _peak_kb(pid, "VmRSS:")
         # Beside the app folder, not in it: a plan.json inside would be part of the source snapshot, so every
         # service's source digest would differ from the one the fake daemon's live services were made with.
@@ -150,11 +165,13 @@ def cli(n: int, live: bool) -> dict[str, Any]:
             _, status, usage = os.wait4(proc.pid, 0)
             wall = time.perf_counter() - started
         daemon_cpu = _cpu_s(pid) - daemon_cpu
+        time.sleep(0.3)  # the daemon gives a large request's memory back once its answer is written
+        daemon_after = _peak_kb(pid, "VmRSS:")
         assert os.waitstatus_to_exitcode(status) == 0, "railguard plan failed"
         body = json.loads(out_path.read_bytes())
         return {"n": n, "live": live, "wall_s": wall, "cpu_s": usage.ru_utime + usage.ru_stime,
                 "cli_rss_mb": usage.ru_maxrss / 1024, "daemon_cpu_s": daemon_cpu, "daemon_rss_mb": _peak_kb(pid) / 1024,
-                "daemon_before_mb": daemon_before / 1024,
+                "daemon_before_mb": daemon_before / 1024, "daemon_after_mb": daemon_after / 1024,
                 "json_mb": out_path.stat().st_size / 1e6, "changes": sum(
                     v for k, v in body["plan"]["counts"].items() if k != "no-op"),
                 "load": os.getloadavg()[0]}
@@ -173,16 +190,17 @@ def main() -> None:
     if len(sys.argv) > 4 and sys.argv[1] == "--fake-daemon":
         fake_daemon(sys.argv[2], sys.argv[3], int(sys.argv[4]))
         return
-    if len(sys.argv) > 1 and sys.argv[1] == "--cli":
+    if len(sys.argv) > 1 and sys.argv[1] in ("--cli", "--cli-edited"):
+        edited = sys.argv[1] == "--cli-edited"
         print("| services | live | `plan --json` wall | CLI CPU | daemon CPU | CLI peak RSS | daemon peak RSS "
-              "(before the plan) | JSON | changes | load (1 min) |")
-        print("|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|")
+              "(before the plan) | daemon RSS after | JSON | changes | load (1 min) |")
+        print("|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
         for n in [int(a) for a in sys.argv[2:]] or [10000]:
-            for live in (False, True):
-                r = cli(n, live)
+            for live in (False,) if edited else (False, True):
+                r = cli(n, live, edited)
                 print(f"| {n:,} | {'N live (fake provider)' if live else 'none (new app)'} | {r['wall_s']:.2f} s | "
                       f"{r['cpu_s']:.2f} s | {r['daemon_cpu_s']:.2f} s | {r['cli_rss_mb']:.0f} MB | "
-                      f"{r['daemon_rss_mb']:.0f} MB ({r['daemon_before_mb']:.0f} MB) | "
+                      f"{r['daemon_rss_mb']:.0f} MB ({r['daemon_before_mb']:.0f} MB) | {r['daemon_after_mb']:.0f} MB | "
                       f"{r['json_mb']:.1f} MB | {r['changes']:,} | {r['load']:.1f} |", flush=True)
         return
     sizes = [int(a) for a in sys.argv[1:]] or [1000, 10000, 50000]

@@ -7,14 +7,16 @@ import sqlite3
 import subprocess
 import sys
 import textwrap
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
 
 from railguard.model.api import ReleaseStatus
+from railguard.model.canonical import canonical_json
 from railguard.model.diagnostics import RailguardError
 from railguard.model.errors import PermanentError, TemporaryError
-from railguard.model.resources import ObservedResource
+from railguard.model.resources import LiveStatus, ObservedResource, canonical_observed
 from railguard.state.schema import MIGRATIONS, SCHEMA_VERSION
 from railguard.state.store import Store
 
@@ -91,6 +93,40 @@ def test_record_observed_bumps_serial_only_on_change(tmp_path: Path) -> None:
     assert store.record_observed("s", []) is True
     assert store.serial("s") == 2
     assert store.inventory("s") == []
+
+
+def test_record_observed_writes_only_the_rows_that_moved(tmp_path: Path) -> None:
+    store = Store.open(tmp_path)
+
+    def web(n: int, replicas: int) -> ObservedResource:
+        return ObservedResource(address=f"s/service.web{n}", kind="service", fingerprint=f"sha256:{n}",
+                                config={"replicas": replicas})
+
+    assert store.record_observed("s", [web(1, 1), web(2, 1), web(3, 1)]) is True
+    stamps = dict(store._db.execute("SELECT address, updated_at FROM inventory").fetchall())
+    store._db.execute("UPDATE inventory SET updated_at = 'untouched'")
+    assert store.record_observed("s", [web(1, 1), web(2, 5), web(4, 1)]) is True  # 2 changed, 3 gone, 4 new
+    rows = dict(store._db.execute("SELECT address, updated_at FROM inventory").fetchall())
+    assert rows["s/service.web1"] == "untouched" and set(rows) == {"s/service.web1", "s/service.web2",
+                                                                   "s/service.web4"}
+    assert rows["s/service.web2"] != "untouched" and rows["s/service.web4"] != "untouched" and stamps
+    assert [(r.address, r.config) for r in store.inventory("s")] == [
+        ("s/service.web1", {"replicas": 1}), ("s/service.web2", {"replicas": 5}), ("s/service.web4", {"replicas": 1})]
+    assert store.serial("s") == 2
+
+
+def test_the_stored_text_of_a_live_resource_is_its_canonical_dump() -> None:
+    plain = ObservedResource(address="s/service.wéb", kind="service", fingerprint="sha256:1", release=7,
+                             config={"run": ["python", "a\"b"], "env": {"Z": "1", "A": None}, "n": 1.5, "ok": True},
+                             depends_on=["s/service.db", "s/edge"], status=LiveStatus.degraded, message="exit 1 ✗")
+    odd = [  # not plain JSON: the dump decides how it is written
+        plain.model_copy(update={"config": {"at": datetime(2026, 1, 1, tzinfo=UTC)}}),
+        plain.model_copy(update={"config": {"x": float("inf")}}),
+        plain.model_copy(update={"config": {"t": ("a", 1)}, "release": None}),
+        plain.model_copy(update={"release": True}),
+    ]
+    for resource in [plain, ObservedResource(address="s/edge", kind="edge", fingerprint="", config={}), *odd]:
+        assert canonical_observed(resource) == canonical_json(resource.model_dump(mode="json"))
 
 
 def test_lock_held_by_live_process_is_refused(tmp_path: Path) -> None:

@@ -33,7 +33,7 @@ import httpx
 from pydantic import ValidationError
 from pydantic_core import to_jsonable_python
 
-from railguard.daemon import canary_api, observe_api
+from railguard.daemon import canary_api, memory, observe_api
 from railguard.daemon.access import authenticate
 from railguard.daemon.databases import backups_answer
 from railguard.daemon.intrusions import clean
@@ -184,6 +184,7 @@ class Handler(BaseHTTPRequestHandler):
 
     def _dispatch(self, method: str) -> None:
         daemon = self.server.daemon
+        before = memory.resident()
         try:
             raw = self._body() if method == "POST" else b""
         except RailguardError as exc:
@@ -196,6 +197,7 @@ class Handler(BaseHTTPRequestHandler):
             # Only once the answer is written may a job this request queued start: a job that ends the daemon at
             # its first step (a fault, a crash) must not cut off the answer that says it was queued.
             daemon.answered()
+            memory.give_back(before)  # after a large request (a 10k-service plan), once its answer is out
 
 
 def respond(daemon: Daemon, method: str, target: str, bearer: str | None, raw: bytes,

@@ -72,13 +72,13 @@ class Workspace:
         # Imported here, not at the top: the CLI's commands that only talk to the daemon (deploy, rollback, apply,
         # status) locate a workspace without parsing a spec or opening the store, and must not pay for importing
         # the parser, the spec models and the store at start-up (bench/deploy_timing.py).
-        from railguard.engine import datafolders
+        from railguard.engine import datafolders, specmemo
         from railguard.engine.gcpause import paused_gc
-        from railguard.model.specfile import parse_spec
 
         text = self.read_spec_text()
         with paused_gc():  # a 10k-service spec is ~a million short-lived objects (engine/gcpause.py)
-            spec, diagnostics = parse_spec(text, file=self._display_path())
+            # Shared: the daemon's observer asks for the same text as the request that pinned it (specmemo.py).
+            spec, diagnostics = specmemo.parse(text, self._display_path())
         if spec is not None:  # data folders as they resolve on this machine, beside the state folder
             seen = {(d.code, d.address) for d in diagnostics}
             diagnostics += [d for d in datafolders.check(spec, self.root, self.home) if (d.code, d.address) not in seen]

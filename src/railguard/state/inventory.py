@@ -12,7 +12,7 @@ from typing import Any
 from pydantic import ValidationError
 
 from railguard.model.canonical import canonical_json
-from railguard.model.resources import ObservedResource
+from railguard.model.resources import ObservedResource, canonical_observed
 from railguard.state.db import Database, corrupt, now
 
 
@@ -55,16 +55,21 @@ class InventoryStore(Database):
             raise corrupt(self.path, exc) from exc
 
     def record_observed(self, env: str, resources: list[ObservedResource]) -> bool:
-        """Replace the env's inventory with a provider's report; bump the serial if it moved."""
-        new = {r.address: canonical_json(r.model_dump(mode="json")) for r in resources}
+        """Replace the env's inventory with a provider's report; bump the serial if it moved.
+
+        Only the rows that differ are written: one service of 10,000 restarting rewrote all 10,000 before."""
+        new = {r.address: canonical_observed(r) for r in resources}
         with self.transaction():
             old = dict(self._db.execute("SELECT address, body FROM inventory WHERE env = ?", (env,)).fetchall())
             if old == new:
                 return False
-            self._db.execute("DELETE FROM inventory WHERE env = ?", (env,))
+            self._db.executemany("DELETE FROM inventory WHERE env = ? AND address = ?",
+                                 [(env, address) for address in old if address not in new])
+            at = now()
             self._db.executemany(
-                "INSERT INTO inventory (env, address, body, updated_at) VALUES (?, ?, ?, ?)",
-                [(env, address, body, now()) for address, body in new.items()],
+                "INSERT INTO inventory (env, address, body, updated_at) VALUES (?, ?, ?, ?) "
+                "ON CONFLICT(env, address) DO UPDATE SET body = excluded.body, updated_at = excluded.updated_at",
+                [(env, address, body, at) for address, body in new.items() if old.get(address) != body],
             )
             self._bump(env)
             return True
