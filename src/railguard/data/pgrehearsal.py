@@ -8,18 +8,30 @@ after the first and after the second run with the same rules as SQLite's (:mod:`
 dropped table, a dropped column or fewer rows is a :class:`~railguard.model.data.Loss`; a rename (as many
 columns come as go, no row lost) is not. The scratch databases are dropped after the verdict, on a thread of
 their own (:func:`cleanup`): the release goes on meanwhile; the next copy waits for that drop, drops any
-leftover itself, and a restarted daemon drops what a killed one left (:func:`sweep`). Called by
-:mod:`railguard.data.snapshots` and :mod:`railguard.providers.local.databases`; :func:`shape` also by the
-doctor's Postgres scratch.
+leftover itself, and a restarted daemon drops what a killed one left (:func:`sweep`).
+
+The release command is the app's own code, and the app is not trusted: a command that ignores the scratch URL
+(a database name written in its code, another variable) must not reach the real database while it is only
+rehearsed. So the rehearsal connects as a role of its own, ``rg_rehearse`` (:data:`~railguard.data.postgres.
+REHEARSE`, its password in the secret store like the others): it owns the scratch copies, and may CONNECT to no
+other database of the server (:func:`fence`: CONNECT revoked from PUBLIC on every other database and granted to
+the app's role by name). The server refuses such a command with ``permission denied for database``, and the
+rehearsal fails with :data:`REACHED` (:func:`reached_real`). :func:`role_script` makes the role (every apply,
+adoption and restart, from :mod:`railguard.providers.local.dbservers`); :func:`fence` runs there and again
+before every rehearsal, since the app owns its real database and could have granted CONNECT back.
+
+Called by :mod:`railguard.data.snapshots`, :mod:`railguard.providers.local.databases` and
+:mod:`railguard.providers.local.dbservers`; :func:`shape` also by the doctor's Postgres scratch.
 """
 
 from __future__ import annotations
 
 import json
+import re
 import threading
 
 from railguard.data import loss, postgres
-from railguard.data.postgres import USER_SCHEMAS, Cluster, PostgresError
+from railguard.data.postgres import REHEARSE, ROLE, USER_SCHEMAS, Cluster, PostgresError, scram_verifier
 from railguard.data.sqlite import TableShape
 from railguard.model.data import Loss
 
@@ -45,6 +57,71 @@ FROM (SELECT n.nspname, c.relname, (SELECT coalesce(json_agg(a.attname ORDER BY 
 """
 HAS_TABLES = ("SELECT EXISTS (SELECT 1 FROM pg_catalog.pg_class c JOIN pg_catalog.pg_namespace n ON "
               "n.oid = c.relnamespace WHERE " + USER_SCHEMAS.format(col="n.nspname") + " AND c.relkind IN ('r', 'p'))")
+
+REACHED = "data.rehearsal_reached_real_database"
+# What the server says to a role without CONNECT on a database (libpq, psycopg, asyncpg all pass it on).
+_DENIED = re.compile(r'permission denied for database "((?:[^"]|"")+)"')
+# Every database a session can open except the scratch copies: what the rehearsal role must not reach.
+_OTHERS = "datallowconn AND datname NOT LIKE '%\\_\\_rehearsal'"
+
+
+def role_script(password: str) -> str:
+    """As the admin, in ``postgres``: the rehearsal role (login, nothing more: no superuser, no CREATEDB or
+    CREATEROLE, member of no role, so never of the app's, whose real database it could then reach), with
+    ``password`` (a SCRAM verifier: the password itself never reaches the server's log). Idempotent."""
+    return rf"""
+SELECT format('CREATE ROLE %I LOGIN', '{REHEARSE}')
+  WHERE NOT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = '{REHEARSE}')
+\gexec
+ALTER ROLE "{REHEARSE}" LOGIN NOSUPERUSER NOCREATEDB NOCREATEROLE NOREPLICATION NOBYPASSRLS NOINHERIT
+  PASSWORD '{scram_verifier(password)}';
+"""
+
+
+def _fence_script(app_role: str | None) -> str:
+    # A superuser's REVOKE acts as the database's owner, so it removes what the owner (the app) granted too;
+    # CASCADE removes what the rehearsal role passed on from a grant option it was given.
+    grant = (rf"""SELECT format('GRANT CONNECT ON DATABASE %I TO %I', datname, '{app_role}') FROM pg_database
+  WHERE {_OTHERS}
+\gexec
+""" if app_role else "")
+    return rf"""
+SELECT format('REVOKE %I FROM %I GRANTED BY %I CASCADE', g.rolname, m.rolname, b.rolname)
+  FROM pg_auth_members a JOIN pg_roles g ON g.oid = a.roleid JOIN pg_roles m ON m.oid = a.member
+  JOIN pg_roles b ON b.oid = a.grantor WHERE m.rolname = '{REHEARSE}'
+\gexec
+SELECT format('REVOKE CONNECT ON DATABASE %I FROM PUBLIC, %I CASCADE', datname, '{REHEARSE}') FROM pg_database
+  WHERE {_OTHERS}
+\gexec
+{grant}SELECT coalesce(string_agg(datname, ', ' ORDER BY datname), '') FROM pg_database
+  WHERE {_OTHERS} AND has_database_privilege('{REHEARSE}', oid, 'CONNECT');
+"""
+
+
+def fence(cluster: Cluster) -> None:
+    """The rehearsal role may CONNECT to the scratch copies and nothing else: CONNECT revoked from PUBLIC (and
+    from that role) on every other database, granted to the app's role by name so the app keeps its own; checked
+    afterwards. Run as the admin at every apply and restart and before every rehearsal (the app owns its
+    database: it may have granted CONNECT to PUBLIC again). Raises :class:`PostgresError` when the role can
+    still reach another database."""
+    said = cluster._client("psql", "-X", "-q", "-A", "-t", "-v", "ON_ERROR_STOP=1", "-d", "postgres", "-f", "-",
+                           script=_fence_script(ROLE if cluster.app_password is not None else None),
+                           options="-c search_path=pg_catalog").strip().splitlines()
+    left = said[-1].strip() if said else ""
+    if left:
+        raise PostgresError(f"the rehearsal role {REHEARSE} can still connect to {left}")
+
+
+def reached_real(lines: list[str]) -> str | None:
+    """The real database a rehearsal's command tried to open (the server said ``permission denied for database``
+    for a database that is not a scratch copy), from its log's last lines; None when it did not."""
+    for line in lines:
+        for found in _DENIED.findall(line):
+            name = str(found).replace('""', '"')
+            if not name.endswith(SUFFIX):
+                return name
+    return None
+
 
 _drops: dict[tuple[str, str], threading.Thread] = {}  # (cluster folder, scratch database) -> its pending drop
 _drops_lock = threading.Lock()
