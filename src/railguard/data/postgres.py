@@ -438,16 +438,17 @@ class Cluster:
         return self._client("psql", "-X", "-q", "-A", "-t", "-v", "ON_ERROR_STOP=1", "-d", database, "-f", "-",
                             script=text, login=login)
 
-    def sql_file(self, path: Path, database: str) -> str:
+    def sql_file(self, path: Path, database: str, login: tuple[str, str] | None = None) -> str:
         """Run a SQL script (a fixture) into ``database``, stopping at its first error.
 
         The script is written by whoever writes the spec, and psql runs its meta-commands (``\\!`` runs a shell
         command, ``\\o`` writes a file): psql runs as the server's own OS user (what the script's SQL reaches
         anyway through ``COPY ... PROGRAM``), never as root, and reads the script from its stdin (opened here),
-        so that user needs no right on the file."""
+        so that user needs no right on the file. ``login`` (role, password): its SQL runs as that role instead
+        of the admin (the doctor's scratch: as the app's role, so what it makes is the app's)."""
         with open(path, "rb") as feed:
             return self._client("psql", "-X", "-q", "-v", "ON_ERROR_STOP=1", "-d", database, "-f", "-",
-                                feed=feed.fileno(), as_server=True)
+                                feed=feed.fileno(), as_server=True, login=login)
 
     def exists(self, database: str) -> bool:
         return bool(self.sql(f"SELECT 1 FROM pg_database WHERE datname = {quote_literal(database)}").strip())
@@ -563,9 +564,16 @@ class Cluster:
         self._client("pg_restore", "-d", database, *self._owners(), "--exit-on-error", "-j", "2", str(path))
 
     def clone(self, source: str, target: str) -> None:
-        """A scratch copy of ``source`` (file-level template copy: fastest; needs no session on source)."""
+        """A scratch copy of ``source`` (file-level template copy: fastest; needs no session on source), owned by
+        the app's role when there is one (what is inside keeps the owners it had in ``source``)."""
         self.sql(f"DROP DATABASE IF EXISTS {quote_ident(target)} WITH (FORCE)")
-        self.sql(f"CREATE DATABASE {quote_ident(target)} TEMPLATE {quote_ident(source)} STRATEGY FILE_COPY")
+        owner = f" OWNER {quote_ident(self.owner)}" if self.owner else ""
+        self.sql(f"CREATE DATABASE {quote_ident(target)}{owner} TEMPLATE {quote_ident(source)} STRATEGY FILE_COPY")
+
+    def create(self, database: str) -> None:
+        """An empty database, owned by the app's role when there is one."""
+        owner = f" OWNER {quote_ident(self.owner)}" if self.owner else ""
+        self.sql(f"CREATE DATABASE {quote_ident(database)}{owner}")
 
     def remove(self) -> None:
         self.stop()
