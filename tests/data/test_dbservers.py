@@ -276,7 +276,7 @@ def test_the_apps_role_owns_its_database_and_nothing_more_and_an_old_superuser_a
         assert rehearse not in url and rehearse != admin
         rehearse_url = url.replace(f"railguard:{store[('staging', password_name('main'))]}", f"rg_rehearse:{rehearse}")
         denied = _psql(rehearse_url, "SELECT 1")  # the rehearsal role never opens the real database
-        assert denied.returncode != 0 and "permission denied for database" in denied.stderr, denied
+        assert denied.returncode != 0 and "pg_hba.conf rejects connection" in denied.stderr, denied
         migration = ("CREATE TABLE notes (id serial PRIMARY KEY, body text); ALTER TABLE notes ADD COLUMN tag text; "
                      "CREATE INDEX notes_tag ON notes (tag); INSERT INTO notes (body) VALUES ('a'), ('b'); "
                      "CREATE TABLE alembic_version (version_num varchar(32) PRIMARY KEY); "
@@ -347,7 +347,7 @@ def test_the_apps_role_owns_its_database_and_nothing_more_and_an_old_superuser_a
         moved = restarted.cluster("production", "main")
         assert moved.rehearse_password == store[("production", rehearsal_password_name("main"))]
         denied = _psql(moved.rehearsal_url("main"), "SELECT 1")
-        assert denied.returncode != 0 and "permission denied for database" in denied.stderr, denied
+        assert denied.returncode != 0 and "pg_hba.conf rejects connection" in denied.stderr, denied
         assert _psql(old_url, "SELECT rolsuper FROM pg_roles WHERE rolname = current_user").stdout.strip() == "f"
         done = _psql(old_url, "ALTER TABLE kept ADD COLUMN w text; INSERT INTO kept (v) VALUES ('z'); "
                               "CREATE OR REPLACE FUNCTION f() RETURNS int LANGUAGE sql AS 'SELECT 2'; "

@@ -1,9 +1,10 @@
 """The rehearsal connects as a role of its own, which the server lets into the scratch copies only: a release
-command that ignores its DATABASE_URL and opens the real database by name is refused by Postgres (permission
-denied for database) during the rehearsal, the release stops with its own diagnostic, and the real data is
-untouched; an ordinary migration (create, alter, drop; a second run that changes nothing) still passes and then
-runs for real as the app's role. On the session's real Postgres (conftest.py), with the roles a managed server
-gets (dbservers.secure), driven through the local provider's data guard with a real artifact."""
+command that ignores its DATABASE_URL and opens the real database by name is refused by Postgres during the
+rehearsal (pg_hba.conf rejects the rehearsal role there, and CONNECT on the real database is not its either),
+the release stops with its own diagnostic, and the real data is untouched; an ordinary migration (create,
+alter, drop; a second run that changes nothing) still passes and then runs for real as the app's role. On the
+session's real Postgres (conftest.py), with the roles a managed server gets (dbservers.secure), driven through
+the local provider's data guard with a real artifact."""
 
 from __future__ import annotations
 
@@ -100,9 +101,12 @@ def test_a_release_command_that_opens_the_real_database_in_its_rehearsal_is_refu
         assert failure.code == pgrehearsal.REACHED == "data.rehearsal_reached_real_database", failure
         assert failure.code in CODES and failure.code in REMEDIATION  # declared, with its remediation
         assert f"the real database '{db}'" in failure.summary, failure.summary
-        assert "permission denied for database" in failure.cause and "real data was not touched" in failure.cause
+        assert "refused it" in failure.cause and "real data was not touched" in failure.cause, failure.cause
         assert failure.extra["database"] == db
-        assert any(f'permission denied for database "{db}"' in line for line in failure.extra["log_tail"])
+        assert any(f'user "{REHEARSE}", database "{db}"' in line for line in failure.extra["log_tail"]), failure.extra
+        # The second lock: the GRANT to PUBLIC the app made was revoked; the app's role got CONNECT by name.
+        assert managed.sql(f"SELECT has_database_privilege('{REHEARSE}', '{db}', 'CONNECT'), "
+                           f"has_database_privilege('{ROLE}', '{db}', 'CONNECT')").strip() == "f|t"
         assert managed.rehearse_password not in str(failure) + repr(failure.extra)  # never in a diagnostic
         assert managed.app_password not in str(failure) + repr(failure.extra)
         assert "release-command" not in _step.seen  # type: ignore[attr-defined]
@@ -113,8 +117,13 @@ def test_a_release_command_that_opens_the_real_database_in_its_rehearsal_is_refu
         assert rehearse.startswith(f"postgresql://{REHEARSE}:")
         for other in (db, "postgres", "template1"):
             denied = _psql(rehearse.rsplit("/", 1)[0] + f"/{other}", "SELECT 1")
-            assert denied.returncode != 0 and "permission denied for database" in denied.stderr, (other, denied)
+            assert denied.returncode != 0 and "pg_hba.conf rejects connection" in denied.stderr, (other, denied)
         assert _psql(app, "SELECT current_user").stdout.strip() == ROLE
+        # The app owns its database and may grant CONNECT to the rehearsal role itself at any moment (after the
+        # fence's check, during a rehearsal): pg_hba.conf, which it cannot change, still refuses the role there.
+        assert _psql(app, f'GRANT CONNECT ON DATABASE "{db}" TO PUBLIC, {REHEARSE}').returncode == 0
+        denied = _psql(rehearse, "SELECT 1")
+        assert denied.returncode != 0 and "pg_hba.conf rejects connection" in denied.stderr, denied
     finally:
         pgrehearsal.wait_for_drop(managed, f"{db}__rehearsal")
         managed.sql(f'DROP DATABASE "{db}" WITH (FORCE)')

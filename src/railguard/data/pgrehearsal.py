@@ -14,8 +14,9 @@ The release command is the app's own code, and the app is not trusted: a command
 (a database name written in its code, another variable) must not reach the real database while it is only
 rehearsed. So the rehearsal connects as a role of its own, ``rg_rehearse`` (:data:`~railguard.data.postgres.
 REHEARSE`, its password in the secret store like the others): it owns the scratch copies, and may CONNECT to no
-other database of the server (:func:`fence`: CONNECT revoked from PUBLIC on every other database and granted to
-the app's role by name). The server refuses such a command with ``permission denied for database``, and the
+other database of the server (:func:`fence`: the server's pg_hba.conf rejects it on any other database, and
+CONNECT is revoked from PUBLIC on every other database and granted to the app's role by name). The server
+refuses such a command (``pg_hba.conf rejects connection``, else ``permission denied for database``), and the
 rehearsal fails with :data:`REACHED` (:func:`reached_real`). :func:`role_script` makes the role (every apply,
 adoption and restart, from :mod:`railguard.providers.local.dbservers`); :func:`fence` runs there and again
 before every rehearsal, since the app owns its real database and could have granted CONNECT back.
@@ -59,8 +60,10 @@ HAS_TABLES = ("SELECT EXISTS (SELECT 1 FROM pg_catalog.pg_class c JOIN pg_catalo
               "n.oid = c.relnamespace WHERE " + USER_SCHEMAS.format(col="n.nspname") + " AND c.relkind IN ('r', 'p'))")
 
 REACHED = "data.rehearsal_reached_real_database"
-# What the server says to a role without CONNECT on a database (libpq, psycopg, asyncpg all pass it on).
-_DENIED = re.compile(r'permission denied for database "((?:[^"]|"")+)"')
+# What the server says to the rehearsal role on another database: pg_hba.conf's rejection (checked first), or
+# the missing CONNECT privilege (libpq, psycopg, asyncpg all pass either on).
+_DENIED = re.compile(r'(?:permission denied for database|pg_hba\.conf rejects connection for host "[^"]*", '
+                     r'user "[^"]*", database) "((?:[^"]|"")+)"')
 # Every database a session can open except the scratch copies: what the rehearsal role must not reach.
 _OTHERS = "datallowconn AND datname NOT LIKE '%\\_\\_rehearsal'"
 
@@ -98,12 +101,54 @@ SELECT format('REVOKE CONNECT ON DATABASE %I FROM PUBLIC, %I CASCADE', datname, 
 """
 
 
+# The server's pg_hba.conf: initdb's (scram-sha-256 for all, on the socket and loopback), with the rehearsal role
+# let in to the scratch copies only (a database name starting with '/' is a regular expression) and rejected
+# everywhere else. The first matching line decides, so the role's lines come first. The app (no superuser)
+# cannot change this file, unlike a database's CONNECT privilege, which its owner (the app) can grant again at
+# any moment, between the fence's check and the rehearsal's connection included.
+HBA = [f"{kind} {database} {role} {where} {method}".replace("  ", " ")
+       for kind, database, role, where, method in (
+           ("local", f"/{SUFFIX}$", REHEARSE, "", "scram-sha-256"),
+           ("host", f"/{SUFFIX}$", REHEARSE, "127.0.0.1/32", "scram-sha-256"),
+           ("host", f"/{SUFFIX}$", REHEARSE, "::1/128", "scram-sha-256"),
+           ("local", "all", REHEARSE, "", "reject"),
+           ("host", "all", REHEARSE, "all", "reject"),
+           ("local", "all", "all", "", "scram-sha-256"),
+           ("host", "all", "all", "127.0.0.1/32", "scram-sha-256"),
+           ("host", "all", "all", "::1/128", "scram-sha-256"),
+           ("local", "replication", "all", "", "scram-sha-256"),
+           ("host", "replication", "all", "127.0.0.1/32", "scram-sha-256"),
+           ("host", "replication", "all", "::1/128", "scram-sha-256"))]
+_HBA_CHECK = f"""SELECT count(*) FILTER (WHERE error IS NOT NULL) || ' ' || count(*) FILTER (
+  WHERE '{REHEARSE}' = ANY(user_name) AND auth_method = 'reject' AND 'all' = ANY(database)) || ' ' || coalesce(
+  (SELECT min(rule_number) FROM pg_hba_file_rules WHERE NOT ('{REHEARSE}' = ANY(user_name))), 0) || ' ' || coalesce(
+  (SELECT max(rule_number) FROM pg_hba_file_rules WHERE '{REHEARSE}' = ANY(user_name)), 0)
+FROM pg_hba_file_rules"""
+
+
+def _hba(cluster: Cluster) -> None:
+    """Write :data:`HBA` as the server's pg_hba.conf (through the server: the file is its OS user's, so root
+    never writes into its folder) when the file differs, reload, and check what the server parsed."""
+    text = cluster.inspect("SELECT pg_read_file(current_setting('hba_file'))", "postgres")
+    if [ln for ln in text.splitlines() if ln.strip()] != HBA:
+        path = cluster.inspect("SELECT current_setting('hba_file')", "postgres").strip()
+        lines = ", ".join(postgres.quote_literal(line) for line in HBA)
+        cluster.inspect(f"COPY (SELECT unnest(ARRAY[{lines}])) TO {postgres.quote_literal(path)};\n"
+                        "SELECT pg_reload_conf();", "postgres", script=True)
+    errors, rejects, first_other, last_ours = (int(n) for n in cluster.inspect(_HBA_CHECK, "postgres").split())
+    if errors or not rejects or (last_ours and first_other and last_ours > first_other):
+        raise PostgresError("the server's pg_hba.conf does not keep the rehearsal role to its scratch copies "
+                            f"({errors} line(s) in error)")
+
+
 def fence(cluster: Cluster) -> None:
-    """The rehearsal role may CONNECT to the scratch copies and nothing else: CONNECT revoked from PUBLIC (and
-    from that role) on every other database, granted to the app's role by name so the app keeps its own; checked
-    afterwards. Run as the admin at every apply and restart and before every rehearsal (the app owns its
-    database: it may have granted CONNECT to PUBLIC again). Raises :class:`PostgresError` when the role can
-    still reach another database."""
+    """The rehearsal role may CONNECT to the scratch copies and nothing else, by two locks: the server's
+    pg_hba.conf lets it into ``*__rehearsal`` databases only (:data:`HBA`: the app cannot change it), and
+    CONNECT is revoked from PUBLIC (and from that role) on every other database, granted to the app's role by
+    name so the app keeps its own. Checked afterwards. Run as the admin at every apply and restart and before
+    every rehearsal (the app owns its database: it may have granted CONNECT to PUBLIC again). Raises
+    :class:`PostgresError` when the role could still reach another database."""
+    _hba(cluster)
     said = cluster._client("psql", "-X", "-q", "-A", "-t", "-v", "ON_ERROR_STOP=1", "-d", "postgres", "-f", "-",
                            script=_fence_script(ROLE if cluster.app_password is not None else None),
                            options="-c search_path=pg_catalog").strip().splitlines()
@@ -113,8 +158,8 @@ def fence(cluster: Cluster) -> None:
 
 
 def reached_real(lines: list[str]) -> str | None:
-    """The real database a rehearsal's command tried to open (the server said ``permission denied for database``
-    for a database that is not a scratch copy), from its log's last lines; None when it did not."""
+    """The real database a rehearsal's command tried to open (the server rejected the rehearsal role on a
+    database that is not a scratch copy), from its log's last lines; None when it did not."""
     for line in lines:
         for found in _DENIED.findall(line):
             name = str(found).replace('""', '"')

@@ -48,8 +48,9 @@ RUN_AS = "railguard-pg"
 ADMIN = "rg_admin"  # Railguard's own role (the cluster's superuser): snapshots, restores, rehearsals, never the app's
 ROLE = "railguard"  # the app's role: owns its database, no superuser; the name every URL a service got carries
 # The rehearsal's role: what a release command's rehearsal connects as. It owns the scratch copies and may
-# CONNECT to nothing else (see railguard.data.pgrehearsal.fence), so a command that ignores the scratch URL and
-# names the real database is refused by the server instead of changing the real data before anyone saw a verdict.
+# connect to nothing else (pg_hba.conf and CONNECT: railguard.data.pgrehearsal.fence), so a command that
+# ignores the scratch URL and names the real database is refused by the server instead of changing the real
+# data before anyone saw a verdict.
 REHEARSE = "rg_rehearse"
 
 

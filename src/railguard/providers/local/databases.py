@@ -214,8 +214,8 @@ def _reached(exc: BaseException | None, backup_id: str, run: str) -> Failure | N
         pgrehearsal.REACHED, f"The release command tried to connect to the real database '{database}' in its "
         "rehearsal",
         f"in its {run} it connected to '{database}' instead of the scratch copy its database URL names; the server "
-        f"refused it (permission denied for database: the rehearsal's role reaches only the scratch copies). The "
-        "real data was not touched and the real run did not start",
+        f"refused it (the rehearsal's role may connect to the scratch copies only: pg_hba.conf and the CONNECT "
+        "privilege). The real data was not touched and the real run did not start",
         {**exc.extra, "backup": backup_id, "database": database})
 
 
