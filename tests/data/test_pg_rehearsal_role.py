@@ -178,12 +178,22 @@ def test_the_rehearsals_copy_is_the_rehearsal_roles_and_a_server_without_that_ro
         assert managed.sql("SELECT DISTINCT tableowner FROM pg_tables WHERE schemaname = 'public'",
                            f"{db}__rehearsal").split() == [REHEARSE]
         pgrehearsal.cleanup({db: managed}, wait=True)
+        # A command may change its own role's password in its rehearsal (which breaks its second run); the next
+        # rehearsal sets the role up again first, so the role stays Railguard's.
+        hijack = ("DO $$ BEGIN IF current_user = 'rg_rehearse' THEN "
+                  "EXECUTE 'ALTER ROLE rg_rehearse PASSWORD ''chosen-by-the-command'''; END IF; END $$")
+        with pytest.raises(Failure) as broken:
+            _release(managed, artifact, tmp_path, hijack, 2)
+        assert broken.value.code == "data.rehearsal_failed", broken.value
+        assert "second time" in broken.value.summary, broken.value
+        details = _release(managed, artifact, tmp_path, "SELECT 1", 3)
+        assert details["rehearse"]["data"]["rehearsal"]["losses"] == []
         # A server with the app's role but no rehearsal role (yet) never lends the app's role to a rehearsal.
         bare = Cluster(managed.folder, managed.port, managed.password, run_as=managed.run_as,
                        app_password=managed.app_password)
         bare.database = db  # type: ignore[attr-defined]
         with pytest.raises(Failure) as refused:
-            _release(bare, artifact, tmp_path, "SELECT 1", 2)
+            _release(bare, artifact, tmp_path, "SELECT 1", 4)
         assert refused.value.code == "data.rehearsal_failed" and "no rehearsal role" in refused.value.cause
         assert "release-command" not in _step.seen  # type: ignore[attr-defined]
     finally:

@@ -71,13 +71,15 @@ _OTHERS = "datallowconn AND datname NOT LIKE '%\\_\\_rehearsal'"
 def role_script(password: str) -> str:
     """As the admin, in ``postgres``: the rehearsal role (login, nothing more: no superuser, no CREATEDB or
     CREATEROLE, member of no role, so never of the app's, whose real database it could then reach), with
-    ``password`` (a SCRAM verifier: the password itself never reaches the server's log). Idempotent."""
+    ``password`` (a SCRAM verifier: the password itself never reaches the server's log). Idempotent; run again
+    before every rehearsal, since a rehearsal's command may change its own role's password or settings."""
     return rf"""
 SELECT format('CREATE ROLE %I LOGIN', '{REHEARSE}')
   WHERE NOT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = '{REHEARSE}')
 \gexec
 ALTER ROLE "{REHEARSE}" LOGIN NOSUPERUSER NOCREATEDB NOCREATEROLE NOREPLICATION NOBYPASSRLS NOINHERIT
-  PASSWORD '{scram_verifier(password)}';
+  CONNECTION LIMIT -1 PASSWORD '{scram_verifier(password)}';
+ALTER ROLE "{REHEARSE}" RESET ALL;
 """
 
 
@@ -149,8 +151,9 @@ def fence(cluster: Cluster) -> None:
     every rehearsal (the app owns its database: it may have granted CONNECT to PUBLIC again). Raises
     :class:`PostgresError` when the role could still reach another database."""
     _hba(cluster)
+    role = role_script(cluster.rehearse_password) if cluster.rehearse_password is not None else ""
     said = cluster._client("psql", "-X", "-q", "-A", "-t", "-v", "ON_ERROR_STOP=1", "-d", "postgres", "-f", "-",
-                           script=_fence_script(ROLE if cluster.app_password is not None else None),
+                           script=role + _fence_script(ROLE if cluster.app_password is not None else None),
                            options="-c search_path=pg_catalog").strip().splitlines()
     left = said[-1].strip() if said else ""
     if left:

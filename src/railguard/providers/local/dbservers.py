@@ -142,8 +142,7 @@ def secure(cluster: Cluster, database: str) -> None:
     cluster._client("psql", "-X", "-q", "-A", "-t", "-v", "ON_ERROR_STOP=1", "-d", database, "-f", "-",
                     script=_ownership_script(), options="-c search_path=pg_catalog")
     if cluster.rehearse_password is not None:
-        cluster.script(pgrehearsal.role_script(cluster.rehearse_password))
-        pgrehearsal.fence(cluster)
+        pgrehearsal.fence(cluster)  # the rehearsal role (made or re-asserted) and the two locks around it
 
 
 def split_roles(cluster: Cluster, admin_password: str) -> None:
