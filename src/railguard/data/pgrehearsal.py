@@ -98,7 +98,7 @@ SELECT format('REVOKE %I FROM %I GRANTED BY %I CASCADE', g.rolname, m.rolname, b
 SELECT format('REVOKE CONNECT ON DATABASE %I FROM PUBLIC, %I CASCADE', datname, '{REHEARSE}') FROM pg_database
   WHERE {_OTHERS}
 \gexec
-{grant}SELECT coalesce(string_agg(datname, ', ' ORDER BY datname), '') FROM pg_database
+{grant}SELECT 'left:' || coalesce(string_agg(datname, ', ' ORDER BY datname), '') FROM pg_database
   WHERE {_OTHERS} AND has_database_privilege('{REHEARSE}', oid, 'CONNECT');
 """
 
@@ -121,41 +121,49 @@ HBA = [f"{kind} {database} {role} {where} {method}".replace("  ", " ")
            ("local", "replication", "all", "", "scram-sha-256"),
            ("host", "replication", "all", "127.0.0.1/32", "scram-sha-256"),
            ("host", "replication", "all", "::1/128", "scram-sha-256"))]
-_HBA_CHECK = f"""SELECT count(*) FILTER (WHERE error IS NOT NULL) || ' ' || count(*) FILTER (
+_HBA_CHECK = f"""SELECT 'hba ' || count(*) FILTER (WHERE error IS NOT NULL) || ' ' || count(*) FILTER (
   WHERE '{REHEARSE}' = ANY(user_name) AND auth_method = 'reject' AND 'all' = ANY(database)) || ' ' || coalesce(
   (SELECT min(rule_number) FROM pg_hba_file_rules WHERE NOT ('{REHEARSE}' = ANY(user_name))), 0) || ' ' || coalesce(
   (SELECT max(rule_number) FROM pg_hba_file_rules WHERE '{REHEARSE}' = ANY(user_name)), 0)
-FROM pg_hba_file_rules"""
+FROM pg_hba_file_rules;
+"""
 
 
-def _hba(cluster: Cluster) -> None:
-    """Write :data:`HBA` as the server's pg_hba.conf (through the server: the file is its OS user's, so root
-    never writes into its folder) when the file differs, reload, and check what the server parsed."""
-    text = cluster.inspect("SELECT pg_read_file(current_setting('hba_file'))", "postgres")
-    if [ln for ln in text.splitlines() if ln.strip()] != HBA:
-        path = cluster.inspect("SELECT current_setting('hba_file')", "postgres").strip()
-        lines = ", ".join(postgres.quote_literal(line) for line in HBA)
-        cluster.inspect(f"COPY (SELECT unnest(ARRAY[{lines}])) TO {postgres.quote_literal(path)};\n"
-                        "SELECT pg_reload_conf();", "postgres", script=True)
-    errors, rejects, first_other, last_ours = (int(n) for n in cluster.inspect(_HBA_CHECK, "postgres").split())
-    if errors or not rejects or (last_ours and first_other and last_ours > first_other):
-        raise PostgresError("the server's pg_hba.conf does not keep the rehearsal role to its scratch copies "
-                            f"({errors} line(s) in error)")
+def _hba_script() -> str:
+    """Write :data:`HBA` as the server's pg_hba.conf when the file differs, and reload: through the server (the
+    file is its OS user's, so root never writes into its folder). COPY writes one line per row, verbatim (no
+    line holds a backslash or a tab)."""
+    lines = ", ".join(postgres.quote_literal(line) for line in HBA)
+    expected = postgres.quote_literal("".join(f"{line}\n" for line in HBA))
+    return rf"""
+SELECT format('COPY (SELECT unnest(%L::text[])) TO %L', ARRAY[{lines}]::text, current_setting('hba_file')),
+       'SELECT pg_reload_conf() IS NULL'
+  WHERE pg_read_file(current_setting('hba_file')) IS DISTINCT FROM {expected}
+\gexec
+"""
 
 
 def fence(cluster: Cluster) -> None:
-    """The rehearsal role may CONNECT to the scratch copies and nothing else, by two locks: the server's
+    """The rehearsal role may connect to the scratch copies and nothing else, by two locks: the server's
     pg_hba.conf lets it into ``*__rehearsal`` databases only (:data:`HBA`: the app cannot change it), and
     CONNECT is revoked from PUBLIC (and from that role) on every other database, granted to the app's role by
-    name so the app keeps its own. Checked afterwards. Run as the admin at every apply and restart and before
-    every rehearsal (the app owns its database: it may have granted CONNECT to PUBLIC again). Raises
-    :class:`PostgresError` when the role could still reach another database."""
-    _hba(cluster)
+    name so the app keeps its own. The role itself is set up again first (:func:`role_script`). Checked
+    afterwards (what the server parsed of the file, who may CONNECT), in one psql session. Run as the admin at
+    every apply and restart and before every rehearsal (the app owns its database: it may have granted CONNECT
+    again). Raises :class:`PostgresError` when the role could still reach another database."""
     role = role_script(cluster.rehearse_password) if cluster.rehearse_password is not None else ""
     said = cluster._client("psql", "-X", "-q", "-A", "-t", "-v", "ON_ERROR_STOP=1", "-d", "postgres", "-f", "-",
-                           script=role + _fence_script(ROLE if cluster.app_password is not None else None),
-                           options="-c search_path=pg_catalog").strip().splitlines()
-    left = said[-1].strip() if said else ""
+                           script=role + _hba_script() + _HBA_CHECK
+                           + _fence_script(ROLE if cluster.app_password is not None else None),
+                           options="-c search_path=pg_catalog").splitlines()
+    hba = next((ln.split()[1:] for ln in said if ln.startswith("hba ")), None)
+    left = next((ln[len("left:"):].strip() for ln in said if ln.startswith("left:")), "?")
+    if hba is None or len(hba) != 4:
+        raise PostgresError(f"the server's pg_hba.conf could not be read back: {' | '.join(said)[-200:]}")
+    errors, rejects, first_other, last_ours = (int(n) for n in hba)
+    if errors or not rejects or (last_ours and first_other and last_ours > first_other):
+        raise PostgresError("the server's pg_hba.conf does not keep the rehearsal role to its scratch copies "
+                            f"({errors} line(s) in error)")
     if left:
         raise PostgresError(f"the rehearsal role {REHEARSE} can still connect to {left}")
 
