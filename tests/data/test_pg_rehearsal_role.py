@@ -38,6 +38,9 @@ MIGRATE = """import os, subprocess, sys
 url = os.environ["DATABASE_URL"]
 if os.environ.get("HOSTILE") == "1":
     url = url.replace("__rehearsal", "")
+if os.environ.get("OTHER_URL"):  # a second database the service uses (OTHER_SQL runs there first)
+    subprocess.run([os.environ["PSQL"], os.environ["OTHER_URL"], "-X", "-q", "-v", "ON_ERROR_STOP=1", "-c",
+                    os.environ["OTHER_SQL"]], check=True)
 sys.exit(subprocess.run([os.environ["PSQL"], url, "-X", "-q", "-v", "ON_ERROR_STOP=1", "-c",
                          os.environ["MIGRATE_SQL"]]).returncode)
 """
@@ -69,19 +72,21 @@ def _psql(url: str, sql: str) -> subprocess.CompletedProcess[str]:
 
 
 def _release(cluster: Cluster, artifact: artifacts.Artifact, tmp_path: Path, sql: str, release: int,
-             hostile: bool = False) -> dict[str, Any]:
+             hostile: bool = False, other: tuple[str, str] | None = None) -> dict[str, Any]:
+    """``other``: a second database of the service (on the same server here) and the SQL run there."""
     database = cluster.database  # type: ignore[attr-defined]
     _step.seen, _step.details = [], {}  # type: ignore[attr-defined]
     config = {"release": ["python", "migrate.py"], "start_timeout_ms": 60_000,
-              "databases": {database: "DATABASE_URL"}}
+              "databases": {database: "DATABASE_URL", **({other[0]: "OTHER_URL"} if other else {})}}
     environ = {"PATH": artifacts.base_path(artifact.bin_dirs), "DATABASE_URL": cluster.app_url(database),
-               "PSQL": str(cluster.bin / "psql"), "MIGRATE_SQL": sql, "HOSTILE": "1" if hostile else "0"}
+               "PSQL": str(cluster.bin / "psql"), "MIGRATE_SQL": sql, "HOSTILE": "1" if hostile else "0",
+               **({"OTHER_URL": cluster.app_url(other[0]), "OTHER_SQL": other[1]} if other else {})}
     change = Change(address="staging/service.web", kind="service", action=Action.update, risk=Risk.disruptive,
                     reason="test", before_fingerprint="a", after_fingerprint="b")
     request = ApplyRequest(env="staging", change=change, desired=None, operation_id="op-1", release=release)
     guarded_release(request, home=tmp_path / "home", service="web", config=config, environ=environ,
                     artifact=artifact, data_dir=tmp_path / "data", log_dir=tmp_path / "logs", step=_step,
-                    postgres={database: cluster})
+                    postgres={database: cluster, **({other[0]: cluster} if other else {})})
     return dict(_step.details)  # type: ignore[attr-defined]
 
 
@@ -199,3 +204,26 @@ def test_the_rehearsals_copy_is_the_rehearsal_roles_and_a_server_without_that_ro
     finally:
         pgrehearsal.wait_for_drop(managed, f"{db}__rehearsal")
         managed.sql(f'DROP DATABASE "{db}" WITH (FORCE)')
+
+
+@pytest.mark.timeout(300)
+def test_a_database_without_tables_yet_gets_an_empty_copy_in_the_rehearsal_never_its_real_url(
+        managed: Cluster, artifact: artifacts.Artifact, tmp_path: Path) -> None:
+    db = managed.database  # type: ignore[attr-defined]
+    empty = f"{db}_empty"
+    managed.sql(f'CREATE DATABASE "{empty}" OWNER "{ROLE}"')
+    pgrehearsal.fence(managed)  # what the apply of a second database does
+    assert _psql(managed.app_url(db), "CREATE TABLE notes (id int); INSERT INTO notes VALUES (1)").returncode == 0
+    try:
+        # The rehearsal loses a table in the first database, so nothing runs for real; what it did in the second
+        # (no tables yet: no snapshot of it) happened on an empty copy, not in the real one.
+        with pytest.raises(Failure) as stopped:
+            _release(managed, artifact, tmp_path, "DROP TABLE IF EXISTS notes", 2,
+                     other=(empty, "CREATE TABLE IF NOT EXISTS made (x int); INSERT INTO made VALUES (1)"))
+        assert stopped.value.code == "data.loss_detected", stopped.value
+        assert managed.sql("SELECT count(*) FROM pg_tables WHERE tablename = 'made'", empty).strip() == "0"
+        assert "release-command" not in _step.seen  # type: ignore[attr-defined]
+    finally:
+        for name in (db, empty):
+            pgrehearsal.wait_for_drop(managed, f"{name}__rehearsal")
+            managed.sql(f'DROP DATABASE "{name}" WITH (FORCE)')

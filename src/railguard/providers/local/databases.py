@@ -91,7 +91,7 @@ def guarded_release(request: ApplyRequest, *, home: Path, service: str, config: 
     if backup is not None:
         _rehearse(request, home=home, service=service, config=config, environ=environ, artifact=artifact,
                   data_dir=data_dir, log_dir=log_dir, step=step, backup_id=backup.id,
-                  copies=snapshots.files(root, backup), postgres=(postgres or {}, copies), user=user,
+                  copies=snapshots.files(root, backup), postgres=(used, copies), user=user,
                   known=rehearsal.known_shapes(backup))
     with step("release-command") as detail:
         run_release_command(config, environ, artifact, log_dir / f"{env}.{service}.r{release}.release.log", user)
@@ -143,6 +143,13 @@ def _rehearse(request: ApplyRequest, *, home: Path, service: str, config: dict[s
             if made.failed:
                 name, why = sorted(made.failed.items())[0]
                 raise PostgresError(f"{name}: {why}")
+            for name, cluster in clusters.items():
+                if name not in made.shapes:
+                    # A database without tables yet (the snapshot skipped it) gets an empty copy too: the
+                    # rehearsal's URL never names a real database, even one with nothing in it to lose.
+                    pgrehearsal.wait_for_drop(cluster, pgrehearsal.scratch_name(name))
+                    cluster._fresh(pgrehearsal.scratch_name(name), cluster.rehearser)
+                    made.shapes[name] = {}
             urls = {name: cluster.rehearsal_url(pgrehearsal.scratch_name(name)) for name, cluster in clusters.items()}
             for cluster in {id(c): c for c in clusters.values() if c.rehearse_password is not None}.values():
                 pgrehearsal.fence(cluster)  # again now: the app owns its database and may have granted CONNECT
