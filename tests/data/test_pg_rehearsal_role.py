@@ -129,6 +129,11 @@ def test_a_release_command_that_opens_the_real_database_in_its_rehearsal_is_refu
         assert _psql(app, f'GRANT CONNECT ON DATABASE "{db}" TO PUBLIC, {REHEARSE}').returncode == 0
         denied = _psql(rehearse, "SELECT 1")
         assert denied.returncode != 0 and "pg_hba.conf rejects connection" in denied.stderr, denied
+        # A membership in the app's role (only a superuser could grant it) is taken back by the next fence too.
+        managed.sql(f"GRANT {ROLE} TO {REHEARSE}")
+        pgrehearsal.fence(managed)
+        assert managed.sql(f"SELECT pg_has_role('{REHEARSE}', '{ROLE}', 'MEMBER'), has_database_privilege("
+                           f"'{REHEARSE}', '{db}', 'CONNECT')").strip() == "f|f"
     finally:
         pgrehearsal.wait_for_drop(managed, f"{db}__rehearsal")
         managed.sql(f'DROP DATABASE "{db}" WITH (FORCE)')
@@ -200,6 +205,7 @@ def test_the_rehearsals_copy_is_the_rehearsal_roles_and_a_server_without_that_ro
         with pytest.raises(Failure) as refused:
             _release(bare, artifact, tmp_path, "SELECT 1", 4)
         assert refused.value.code == "data.rehearsal_failed" and "no rehearsal role" in refused.value.cause
+        assert "did not run" in refused.value.cause, refused.value.cause
         assert "release-command" not in _step.seen  # type: ignore[attr-defined]
     finally:
         pgrehearsal.wait_for_drop(managed, f"{db}__rehearsal")

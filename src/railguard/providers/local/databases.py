@@ -132,6 +132,8 @@ def _rehearse(request: ApplyRequest, *, home: Path, service: str, config: dict[s
     if clusters and fenced:
         untouched = ("The real run did not start; the rehearsal connected as its own role, which the server lets "
                      "into the scratch copies only")
+    elif any(c.app_password is not None for c in clusters.values()):  # refused: Cluster.rehearsal_url
+        untouched = "The release command did not run, in its rehearsal or for real"
     elif clusters:
         untouched = ("The real run did not start; the rehearsal's database URLs pointed at scratch copies (on the "
                      "same server, with the real database's role: a command that connects to the real database by "
