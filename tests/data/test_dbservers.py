@@ -22,7 +22,13 @@ from railguard.engine import planner
 from railguard.model.resources import LiveStatus, desired_resources
 from railguard.model.specfile import parse_spec
 from railguard.providers.base import ApplyRequest
-from railguard.providers.local.dbservers import DatabaseServers, admin_password_name, password_name, server_user
+from railguard.providers.local.dbservers import (
+    DatabaseServers,
+    admin_password_name,
+    password_name,
+    rehearsal_password_name,
+    server_user,
+)
 from railguard.providers.local.isolation import RunAs, ensure_user, user_name
 from railguard.providers.local.replicas import Failure
 
@@ -266,6 +272,11 @@ def test_the_apps_role_owns_its_database_and_nothing_more_and_an_old_superuser_a
                               reachable_tmp / "data")["DATABASE_URL"]
         admin = store[("staging", admin_password_name("main"))]
         assert admin not in url and store[("staging", password_name("main"))] in url
+        rehearse = store[("staging", rehearsal_password_name("main"))]  # made by the apply, kept as a secret
+        assert rehearse not in url and rehearse != admin
+        rehearse_url = url.replace(f"railguard:{store[('staging', password_name('main'))]}", f"rg_rehearse:{rehearse}")
+        denied = _psql(rehearse_url, "SELECT 1")  # the rehearsal role never opens the real database
+        assert denied.returncode != 0 and "pg_hba.conf rejects connection" in denied.stderr, denied
         migration = ("CREATE TABLE notes (id serial PRIMARY KEY, body text); ALTER TABLE notes ADD COLUMN tag text; "
                      "CREATE INDEX notes_tag ON notes (tag); INSERT INTO notes (body) VALUES ('a'), ('b'); "
                      "CREATE TABLE alembic_version (version_num varchar(32) PRIMARY KEY); "
@@ -286,8 +297,8 @@ def test_the_apps_role_owns_its_database_and_nothing_more_and_an_old_superuser_a
             assert denied.returncode != 0 and said in denied.stderr, (hostile, denied)
         wrong = url.replace("railguard:", "rg_admin:", 1)  # the app's password does not open the admin role
         assert _psql(wrong, "SELECT 1").returncode != 0
-        # A restore (and a rehearsal's copy) runs the app's code a table holds (a CHECK's function) as the app's
-        # role, never as the admin; what it makes stays the app's.
+        # A restore runs the app's code a table holds (a CHECK's function) as the app's role, never as the admin;
+        # what it makes stays the app's. A rehearsal's copy is the rehearsal role's (it runs the code as that role).
         trap = ("CREATE TABLE seen (who text); CREATE FUNCTION who() RETURNS bool LANGUAGE plpgsql AS "
                 "$$ BEGIN INSERT INTO public.seen VALUES (current_user); RETURN true; END $$; "
                 "CREATE TABLE guarded (id int CHECK (public.who())); INSERT INTO guarded VALUES (1)")
@@ -295,10 +306,12 @@ def test_the_apps_role_owns_its_database_and_nothing_more_and_an_old_superuser_a
         cluster = servers.cluster("staging", "main")
         cluster.dump("main", reachable_tmp / "main.dump", "main__copy")
         cluster.restore("main", reachable_tmp / "main.dump")
-        for database in ("main", "main__copy"):
-            assert cluster.sql("SELECT DISTINCT who FROM seen", database).split() == ["railguard"], database
+        for database, role in (("main", "railguard"), ("main__copy", "rg_rehearse")):
+            # The copy holds the app's row (copied) and the one its restore's CHECK wrote: never the admin's.
+            assert cluster.sql("SELECT DISTINCT who FROM seen ORDER BY who", database).split() == sorted(
+                {"railguard", role}), database
             assert cluster.sql("SELECT DISTINCT tableowner FROM pg_tables WHERE schemaname = 'public'",
-                               database).split() == ["railguard"], database
+                               database).split() == [role], database
         cluster.sql("DROP DATABASE main__copy")
 
         # An environment from before: its cluster's one role (the superuser) is what the app's URL names.
@@ -330,6 +343,11 @@ def test_the_apps_role_owns_its_database_and_nothing_more_and_an_old_superuser_a
         assert session.wait(60) != 0  # the superuser's open session was ended
         new_url = restarted.env_for("production", {"databases": {"main": "DATABASE_URL"}}, reachable_tmp)
         assert new_url["DATABASE_URL"] == old_url  # the URL the running app holds still works
+        # The adoption gave this environment from before its rehearsal role, and kept the app out of nothing.
+        moved = restarted.cluster("production", "main")
+        assert moved.rehearse_password == store[("production", rehearsal_password_name("main"))]
+        denied = _psql(moved.rehearsal_url("main"), "SELECT 1")
+        assert denied.returncode != 0 and "pg_hba.conf rejects connection" in denied.stderr, denied
         assert _psql(old_url, "SELECT rolsuper FROM pg_roles WHERE rolname = current_user").stdout.strip() == "f"
         done = _psql(old_url, "ALTER TABLE kept ADD COLUMN w text; INSERT INTO kept (v) VALUES ('z'); "
                               "CREATE OR REPLACE FUNCTION f() RETURNS int LANGUAGE sql AS 'SELECT 2'; "

@@ -101,6 +101,9 @@ def test_doctor_runs_the_data_checks_on_a_scratch_postgres_restored_from_the_sna
     assert len(urls) >= 3
     assert {u.port for u in urls} & {cluster.port} == set() and all(u.password != cluster.password for u in urls)
     assert all(_closed(port) for port in {u.port for u in urls if u.port})  # deleted with the scratch
+    # ... as an app-like role (it owns the scratch database and altered its table), never the superuser.
+    assert {u.username for u in urls} == {"railguard"}
+    assert set((tmp_path / "urls.log.who").read_text().split()) == {"railguard:false"}
     assert cluster.sql("SELECT * FROM notes ORDER BY id", "main") == real  # the real data is untouched
     assert not [p for p in (tmp_path / "t").iterdir() if p.name.startswith("rgdoc-")]
 
@@ -113,3 +116,5 @@ def test_doctor_runs_the_data_checks_on_a_scratch_postgres_restored_from_the_sna
     assert idem["status"] == "pass", _text(idem)
     assert "the fixture seed.sql" in _text(idem) and "2 row(s)" in _text(idem), _text(idem)
     assert forward["status"] == "pass", _text(forward)
+    # A seed from the SQL fixture: the runs get the app-like role there too.
+    assert set((tmp_path / "urls.log.who").read_text().split()) == {"railguard:false"}

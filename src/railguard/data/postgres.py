@@ -47,6 +47,11 @@ from typing import Any
 RUN_AS = "railguard-pg"
 ADMIN = "rg_admin"  # Railguard's own role (the cluster's superuser): snapshots, restores, rehearsals, never the app's
 ROLE = "railguard"  # the app's role: owns its database, no superuser; the name every URL a service got carries
+# The rehearsal's role: what a release command's rehearsal connects as. It owns the scratch copies and may
+# connect to nothing else (pg_hba.conf and CONNECT: railguard.data.pgrehearsal.fence), so a command that
+# ignores the scratch URL and names the real database is refused by the server instead of changing the real
+# data before anyone saw a verdict.
+REHEARSE = "rg_rehearse"
 
 
 def scram_verifier(password: str) -> str:
@@ -193,6 +198,7 @@ class Cluster:
     run_as: str | None = None  # the OS user the server runs as when started by root (None: railguard-pg)
     admin: str = ADMIN  # the role ``password`` opens (a cluster made before the app got a role of its own: ROLE)
     app_password: str | None = None  # ROLE's, when the app has a role of its own (app_url); None: admin only
+    rehearse_password: str | None = None  # REHEARSE's (rehearsal_url); None: no rehearsal role (yet)
 
     def __post_init__(self) -> None:
         found = bin_dir()
@@ -370,6 +376,22 @@ class Cluster:
             return self.url(database)
         return f"postgresql://{ROLE}:{self.app_password}@127.0.0.1:{self.port}/{database}"
 
+    def rehearsal_url(self, database: str) -> str:
+        """The URL a rehearsal's release command gets: the rehearsal role's, which can reach the scratch copies
+        only. A cluster with an app role but no rehearsal role yet refuses (never the app's role: it reaches the
+        real database); a cluster without an app role (tests, bench) gives the admin's, as :meth:`app_url`."""
+        if self.rehearse_password is not None:
+            return f"postgresql://{REHEARSE}:{self.rehearse_password}@127.0.0.1:{self.port}/{database}"
+        if self.app_password is None:
+            return self.url(database)
+        raise PostgresError(f"the server has no rehearsal role ({REHEARSE}) yet: it is made when the database is "
+                            "applied or the daemon restarts")
+
+    @property
+    def rehearser(self) -> str | None:
+        """Who owns a rehearsal's scratch copy and what is restored into it (None: the admin)."""
+        return REHEARSE if self.rehearse_password is not None else self.owner
+
     @property
     def owner(self) -> str | None:
         """Who owns the app's databases and what is restored into them (None: no app role, the admin)."""
@@ -417,16 +439,17 @@ class Cluster:
         return self._client("psql", "-X", "-q", "-A", "-t", "-v", "ON_ERROR_STOP=1", "-d", database, "-f", "-",
                             script=text, login=login)
 
-    def sql_file(self, path: Path, database: str) -> str:
+    def sql_file(self, path: Path, database: str, login: tuple[str, str] | None = None) -> str:
         """Run a SQL script (a fixture) into ``database``, stopping at its first error.
 
         The script is written by whoever writes the spec, and psql runs its meta-commands (``\\!`` runs a shell
         command, ``\\o`` writes a file): psql runs as the server's own OS user (what the script's SQL reaches
         anyway through ``COPY ... PROGRAM``), never as root, and reads the script from its stdin (opened here),
-        so that user needs no right on the file."""
+        so that user needs no right on the file. ``login`` (role, password): its SQL runs as that role instead
+        of the admin (the doctor's scratch: as the app's role, so what it makes is the app's)."""
         with open(path, "rb") as feed:
             return self._client("psql", "-X", "-q", "-v", "ON_ERROR_STOP=1", "-d", database, "-f", "-",
-                                feed=feed.fileno(), as_server=True)
+                                feed=feed.fileno(), as_server=True, login=login)
 
     def exists(self, database: str) -> bool:
         return bool(self.sql(f"SELECT 1 FROM pg_database WHERE datname = {quote_literal(database)}").strip())
@@ -457,9 +480,9 @@ class Cluster:
         errors = tempfile.TemporaryFile()
         if into is not None:
             try:
-                self._fresh(into)
+                self._fresh(into, self.rehearser)
                 restore = subprocess.Popen(
-                    [str(self.bin / "pg_restore"), "-d", into, *self._owners(), "--exit-on-error"],
+                    [str(self.bin / "pg_restore"), "-d", into, *self._owners(self.rehearser), "--exit-on-error"],
                     stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=errors,
                     env=self._client_env("-c synchronous_commit=off"))
             except PostgresError as exc:
@@ -511,18 +534,29 @@ class Cluster:
         errors.close()
         return digest.hexdigest(), failed
 
-    def _fresh(self, database: str) -> None:
-        """``database`` dropped and made again, empty, owned by the app's role when there is one."""
+    def _fresh(self, database: str, owner: str | None = None) -> None:
+        """``database`` dropped and made again, empty, owned by ``owner`` (default: the app's role when there is
+        one; a rehearsal's copy: the rehearsal role)."""
+        owner = owner or self.owner
         self.sql(f"DROP DATABASE IF EXISTS {quote_ident(database)} WITH (FORCE)")
-        owner = f" OWNER {quote_ident(self.owner)}" if self.owner else ""
-        self.sql(f"CREATE DATABASE {quote_ident(database)}{owner} TEMPLATE template0")
+        clause = f" OWNER {quote_ident(owner)}" if owner else ""
+        self.sql(f"CREATE DATABASE {quote_ident(database)}{clause} TEMPLATE template0")
 
-    def _owners(self) -> list[str]:
+    def _owners(self, role: str | None = None) -> list[str]:
         """pg_restore's identity: with an app role, the restore runs as that role (``SET ROLE``), so what it
         makes is the app's (it can alter what it made), and a function the app wrote that a restore evaluates
         (a CHECK constraint's, a domain's) runs with the app's rights, never the admin's; without one (another
-        cluster: the doctor's scratch, tests) the admin restores and owns it all."""
-        return ["--no-owner", f"--role={self.owner}"] if self.owner else ["--no-owner"]
+        cluster: the doctor's scratch, tests) the admin restores and owns it all.
+
+        ``role`` = the rehearsal role (a rehearsal's copy): the copy is that role's, so the release command's
+        migrations create, alter and drop as they would as the app. Its privileges (GRANTs, default privileges)
+        are not copied: they name the app's role (``ALTER DEFAULT PRIVILEGES FOR ROLE railguard`` needs the
+        right to become it, which the rehearsal role must never have: that role owns the real database), and a
+        rehearsal compares tables, columns and rows, which no GRANT changes."""
+        role = role or self.owner
+        if role is None:
+            return ["--no-owner"]
+        return ["--no-owner", f"--role={role}", *(["--no-privileges"] if role == REHEARSE else [])]
 
     def restore(self, database: str, path: Path) -> None:
         """Replace ``database`` with the dump: recreated empty from template0, then pg_restore."""
@@ -531,9 +565,16 @@ class Cluster:
         self._client("pg_restore", "-d", database, *self._owners(), "--exit-on-error", "-j", "2", str(path))
 
     def clone(self, source: str, target: str) -> None:
-        """A scratch copy of ``source`` (file-level template copy: fastest; needs no session on source)."""
+        """A scratch copy of ``source`` (file-level template copy: fastest; needs no session on source), owned by
+        the app's role when there is one (what is inside keeps the owners it had in ``source``)."""
         self.sql(f"DROP DATABASE IF EXISTS {quote_ident(target)} WITH (FORCE)")
-        self.sql(f"CREATE DATABASE {quote_ident(target)} TEMPLATE {quote_ident(source)} STRATEGY FILE_COPY")
+        owner = f" OWNER {quote_ident(self.owner)}" if self.owner else ""
+        self.sql(f"CREATE DATABASE {quote_ident(target)}{owner} TEMPLATE {quote_ident(source)} STRATEGY FILE_COPY")
+
+    def create(self, database: str) -> None:
+        """An empty database, owned by the app's role when there is one."""
+        owner = f" OWNER {quote_ident(self.owner)}" if self.owner else ""
+        self.sql(f"CREATE DATABASE {quote_ident(database)}{owner}")
 
     def remove(self) -> None:
         self.stop()

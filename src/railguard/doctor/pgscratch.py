@@ -4,7 +4,12 @@ A service with ``databases = ["main"]`` and ``[databases.main] engine = "postgre
 a URL the runtime injects (``DATABASE_URL`` by default). A scratch run must get such a URL too, and never the
 real one: the first time a check needs it, a scratch cluster is created inside the scratch folder (its own
 port on loopback and a random password; the real server's password is never read) and torn down with the
-scratch (stopped, its folder deleted). Each Postgres database gets a seed there, ``<name>__seed``:
+scratch (stopped, its folder deleted). The app's code (release command, fixture command, SQL fixture) reaches it
+as an app-like role, ``railguard`` (:data:`~railguard.data.postgres.ROLE`: login, no superuser, owner of every
+scratch database and of what is restored into them), exactly as a managed server's app does; the superuser
+(the admin role, another password) is the doctor's own, for seeding, cloning and reading fingerprints, and is
+never in a URL the app gets: a superuser's ``COPY ... TO PROGRAM`` would run programs as the server's user.
+Each Postgres database gets a seed there, ``<name>__seed``:
 
 - restored from the environment's newest snapshot that holds it (``<state>/backups/<env>/``, checksums
   verified; the real state folder is only read),
@@ -34,7 +39,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from railguard.data import snapshots
-from railguard.data.postgres import Cluster, PostgresError
+from railguard.data.postgres import ROLE, Cluster, PostgresError, scram_verifier
 from railguard.doctor.fingerprint import DataPrint, FileFacts, Table, fingerprint
 from railguard.doctor.fixture import _fail
 from railguard.doctor.fixture import seed as seed_fixture
@@ -103,6 +108,11 @@ def server(ctx: Context) -> Cluster:
         ctx.scratch.closers.append(cluster.remove)
         cluster.init()
         cluster.start()
+        # The app's role: what every URL a scratch run gets names (Cluster.app_url), never the superuser.
+        app_password = secrets.token_urlsafe(18)
+        cluster.script(f'CREATE ROLE "{ROLE}" LOGIN NOSUPERUSER NOCREATEDB NOCREATEROLE NOREPLICATION NOBYPASSRLS '
+                       f"PASSWORD '{scram_verifier(app_password)}';")
+        cluster.app_password = app_password
     except PostgresError as exc:
         raise _stop(str(exc)) from exc
     state.cluster = cluster
@@ -137,7 +147,7 @@ def seed(ctx: Context) -> int:
             break
         else:
             try:
-                cluster.sql(f'CREATE DATABASE "{seed_name(name)}"')
+                cluster.create(seed_name(name))
             except PostgresError as exc:
                 raise _stop(str(exc), cluster) from exc
             state.seeded[name] = "empty (no snapshot of it yet)"
@@ -155,12 +165,15 @@ def fixture(ctx: Context, folder: Path) -> int:
         if path.suffix != ".sql" or not path.is_file():
             raise _fail(f"{settings.fixture!r} is not a .sql file beside the spec ({path}).")
         try:
-            server(ctx).sql_file(path, seed_name(settings.fixture_database))
+            cluster = server(ctx)
+            assert cluster.app_password is not None
+            # As the app's role: the tables it makes are the app's, for the release command to alter.
+            cluster.sql_file(path, seed_name(settings.fixture_database), login=(ROLE, cluster.app_password))
         except PostgresError as exc:
             raise _fail(f"{settings.fixture}: {exc}") from exc
         _state(ctx).seeded[settings.fixture_database] = f"the fixture {settings.fixture}"
         return 1
-    urls = {ctx.spec.databases[n].env_var: server(ctx).url(seed_name(n)) for n in names}
+    urls = {ctx.spec.databases[n].env_var: server(ctx).app_url(seed_name(n)) for n in names}
     count = seed_fixture(settings, ctx.ws.root, folder, urls, scratch=ctx.scratch)
     filled = [n for n in names if any(t.rows for t in _tables(server(ctx), seed_name(n)).values())]
     for name in filled:
@@ -194,7 +207,7 @@ def database_for(ctx: Context, name: str, folder: Path) -> str:
             cluster.clone(seed_name(name), target)
         else:
             cluster.sql(f'DROP DATABASE IF EXISTS "{target}" WITH (FORCE)')
-            cluster.sql(f'CREATE DATABASE "{target}"')
+            cluster.create(target)
     except PostgresError as exc:
         raise _stop(str(exc), cluster) from exc
     state.made[key] = target
@@ -211,7 +224,7 @@ def environ(ctx: Context, config: dict[str, Any], folder: Path) -> dict[str, str
         if declared.engine == "sqlite":
             values[variable] = f"sqlite:///{folder / (name + '.db')}"
         else:
-            values[variable] = server(ctx).url(database_for(ctx, name, folder))
+            values[variable] = server(ctx).app_url(database_for(ctx, name, folder))
     return values
 
 

@@ -89,6 +89,8 @@ CODES: dict[str, str] = {
     "doctor.fixture_failed": "The doctor's data fixture ([doctor] fixture) could not be loaded.",
     "data.loss_detected": "A release command's rehearsal on a copy of the data lost tables, columns or rows.",
     "data.rehearsal_failed": "A release command failed in its rehearsal (once, or on a second run).",
+    "data.rehearsal_reached_real_database": "A release command's rehearsal tried to connect to the real database "
+                                            "(refused by the server).",
     "restore.backup_missing": "The backup to restore does not exist (never taken, or deleted by retention).",
     "restore.checksum_mismatch": "A backup's copy no longer matches the checksum taken with it.",
     "restore.unconfirmed": "A restore was applied without its database address typed back.",

@@ -91,7 +91,7 @@ def guarded_release(request: ApplyRequest, *, home: Path, service: str, config: 
     if backup is not None:
         _rehearse(request, home=home, service=service, config=config, environ=environ, artifact=artifact,
                   data_dir=data_dir, log_dir=log_dir, step=step, backup_id=backup.id,
-                  copies=snapshots.files(root, backup), postgres=(postgres or {}, copies), user=user,
+                  copies=snapshots.files(root, backup), postgres=(used, copies), user=user,
                   known=rehearsal.known_shapes(backup))
     with step("release-command") as detail:
         run_release_command(config, environ, artifact, log_dir / f"{env}.{service}.r{release}.release.log", user)
@@ -124,19 +124,37 @@ def _rehearse(request: ApplyRequest, *, home: Path, service: str, config: dict[s
                             log_dir / f"{env}.{service}.r{release}.{label}.log", user)
         pg_after[label] = pgrehearsal.shapes(clusters)
 
-    # What the failures can say of the real data: a rehearsal on Postgres gets scratch URLs, but the real
-    # database's role and password on the same server, which a command could use on its own.
-    untouched = ("The real run did not start; the rehearsal's database URLs pointed at scratch copies (on the same "
-                 "server, with the real database's role: a command that connects to the real database by itself "
-                 "is not kept from it)") if clusters else "The real data was not touched"
+    # What the failures can say of the real data. With a rehearsal role (every managed server), the rehearsal's
+    # URLs name it, and the server lets it into the scratch copies only (pgrehearsal.fence), whatever database
+    # the command names; the app's own password is another matter (its running replicas hold it).
+    fenced = all(c.rehearse_password is not None for c in clusters.values())
+    untouched = "The real data was not touched"
+    if clusters and fenced:
+        untouched = ("The real run did not start; the rehearsal connected as its own role, which the server lets "
+                     "into the scratch copies only")
+    elif any(c.app_password is not None for c in clusters.values()):  # refused: Cluster.rehearsal_url
+        untouched = "The release command did not run, in its rehearsal or for real"
+    elif clusters:
+        untouched = ("The real run did not start; the rehearsal's database URLs pointed at scratch copies (on the "
+                     "same server, with the real database's role: a command that connects to the real database by "
+                     "itself is not kept from it)")
     with step("rehearse") as detail:
         try:
             # The rehearsal's URLs point at the copies the snapshot made from its own stream (on the same server, as
-            # the app's role: see untouched); what each copy held when made is the runs' starting point.
+            # the rehearsal role: see untouched); what each copy held when made is the runs' starting point.
             if made.failed:
                 name, why = sorted(made.failed.items())[0]
                 raise PostgresError(f"{name}: {why}")
-            urls = {name: cluster.app_url(pgrehearsal.scratch_name(name)) for name, cluster in clusters.items()}
+            for name, cluster in clusters.items():
+                if name not in made.shapes:
+                    # A database without tables yet (the snapshot skipped it) gets an empty copy too: the
+                    # rehearsal's URL never names a real database, even one with nothing in it to lose.
+                    pgrehearsal.wait_for_drop(cluster, pgrehearsal.scratch_name(name))
+                    cluster._fresh(pgrehearsal.scratch_name(name), cluster.rehearser)
+                    made.shapes[name] = {}
+            urls = {name: cluster.rehearsal_url(pgrehearsal.scratch_name(name)) for name, cluster in clusters.items()}
+            for cluster in {id(c): c for c in clusters.values() if c.rehearse_password is not None}.values():
+                pgrehearsal.fence(cluster)  # again now: the app owns its database and may have granted CONNECT
             pg_before = {name: made.shapes[name] for name in clusters}
             rehearsal_environ = {**environ, **{variables[name]: url for name, url in urls.items()}}
             found = rehearsal.rehearse(data_dir, scratch, run, list(request.allow_data_loss), copies, known)
@@ -157,13 +175,14 @@ def _rehearse(request: ApplyRequest, *, home: Path, service: str, config: dict[s
             failed = Failure("data.rehearsal_failed", "A database of the rehearsal's copy was refused",
                              f"{exc}. The real run did not start", {"backup": backup_id})
         except rehearsal.SecondRunFailed as exc:
-            failed = Failure(
+            failed = _reached(exc.__cause__, backup_id, "second run") or Failure(
                 "data.rehearsal_failed", "The release command fails when it runs a second time",
                 f"in its rehearsal on a copy of the data it succeeded once, then failed ({exc}); a retry of this "
                 f"release would fail the same way. {untouched}",
                 {"backup": backup_id, "log": str(log_dir / f"{env}.{service}.r{release}.rehearsal-second-run.log")})
         except Failure as exc:
-            failed = Failure("data.rehearsal_failed", "The release command failed in its rehearsal",
+            failed = _reached(exc, backup_id, "rehearsal") or Failure(
+                "data.rehearsal_failed", "The release command failed in its rehearsal",
                              f"on a copy of the data: {exc.cause}. {untouched}",
                              {**exc.extra, "backup": backup_id})
         else:
@@ -189,6 +208,24 @@ def _rehearse(request: ApplyRequest, *, home: Path, service: str, config: dict[s
              # What --allow-data-loss must name to go on: a dropped column as TABLE.COLUMN, else the table.
              "allow_exact": sorted({f"{loss.table}.{loss.column}" if loss.column else loss.table
                                     for loss in found.losses})})
+
+
+def _reached(exc: BaseException | None, backup_id: str, run: str) -> Failure | None:
+    """The rehearsal's command tried to open a real database (the server refused the rehearsal role: see
+    pgrehearsal.fence): its own diagnostic, since retrying or fixing a migration is not the remedy."""
+    if not isinstance(exc, Failure):
+        return None
+    lines = [str(line) for line in exc.extra.get("log_tail") or []]
+    database = pgrehearsal.reached_real(lines)
+    if database is None:
+        return None
+    return Failure(
+        pgrehearsal.REACHED, f"The release command tried to connect to the real database '{database}' in its "
+        "rehearsal",
+        f"in its {run} it connected to '{database}' instead of the scratch copy its database URL names; the server "
+        f"refused it (the rehearsal's role may connect to the scratch copies only: pg_hba.conf and the CONNECT "
+        "privilege). The real data was not touched and the real run did not start",
+        {**exc.extra, "backup": backup_id, "database": database})
 
 
 def restore_change(request: ApplyRequest, *, home: Path, data_dir: Path, step: Step,

@@ -58,6 +58,12 @@ def admin_password_name(database: str) -> str:
     return f"RAILGUARD_DB_{database.upper().replace('-', '_')}_ADMIN_PASSWORD"
 
 
+def rehearsal_password_name(database: str) -> str:
+    """The rehearsal role's password (``rg_rehearse``: it reaches the scratch copies only, see
+    :func:`railguard.data.pgrehearsal.fence`): in no service's environment, only in a rehearsal's URL."""
+    return f"RAILGUARD_DB_{database.upper().replace('-', '_')}_REHEARSAL_PASSWORD"
+
+
 MIGRATOR = "rg_migrate"  # a superuser that lives only while a cluster's bootstrap role is renamed (see split_roles)
 SYSTEM = "n.nspname NOT LIKE 'pg\\_%' AND n.nspname <> 'information_schema'"
 NOT_EXTENSION = ("NOT EXISTS (SELECT 1 FROM pg_depend d WHERE d.classid = '{catalog}'::regclass AND d.objid = {oid} "
@@ -127,11 +133,16 @@ SELECT format('ALTER TYPE %s OWNER TO %I', t.oid::regtype, '{ROLE}')
 
 
 def secure(cluster: Cluster, database: str) -> None:
-    """The app's role and database as :func:`_roles_script` and :func:`_ownership_script` say (every apply)."""
+    """The app's role and database as :func:`_roles_script` and :func:`_ownership_script` say, and the rehearsal
+    role that may connect to the scratch copies only (:func:`railguard.data.pgrehearsal.role_script` and
+    :func:`~railguard.data.pgrehearsal.fence`: the app's role keeps CONNECT on its database, granted by name;
+    its URL does not change). Every apply, adoption and restart."""
     assert cluster.app_password is not None and cluster.admin == ADMIN
     cluster.script(_roles_script(database, cluster.app_password))
     cluster._client("psql", "-X", "-q", "-A", "-t", "-v", "ON_ERROR_STOP=1", "-d", database, "-f", "-",
                     script=_ownership_script(), options="-c search_path=pg_catalog")
+    if cluster.rehearse_password is not None:
+        pgrehearsal.fence(cluster)  # the rehearsal role (made or re-asserted) and the two locks around it
 
 
 def split_roles(cluster: Cluster, admin_password: str) -> None:
@@ -217,6 +228,9 @@ class DatabaseServers:
     def folder(self, env: str, name: str) -> Path:
         return self.home / "databases" / env / name
 
+    def _stored(self, env: str, key: str) -> str | None:
+        return self.secret_values(env, {key: LATEST}).get(key)
+
     def _password(self, env: str, name: str, create: bool, key: str | None = None) -> str:
         key = key or password_name(name)
         found = self.secret_values(env, {key: LATEST}).get(key)
@@ -243,7 +257,9 @@ class DatabaseServers:
                 if record.get("roles") == 2:
                     found = Cluster(self.folder(env, name), int(record["port"]),
                                     self._password(env, name, create, admin_password_name(name)),
-                                    run_as=record.get("user"), app_password=app)
+                                    run_as=record.get("user"), app_password=app,
+                                    # None until _secure makes it (an environment from before the rehearsal role)
+                                    rehearse_password=self._stored(env, rehearsal_password_name(name)))
                 else:
                     found = Cluster(self.folder(env, name), int(record["port"]), app, run_as=record.get("user"),
                                     admin=ROLE)
@@ -269,6 +285,10 @@ class DatabaseServers:
                     "ended; it reconnects with the same URL)")
         cluster = self.cluster(env, name)
         try:
+            # An environment from before the rehearsal role gets it here (adoption, restart or apply); a runtime
+            # without a secret store keeps none, and its rehearsals refuse to run (Cluster.rehearsal_url).
+            if self.store_secret is not None or self._stored(env, rehearsal_password_name(name)) is not None:
+                cluster.rehearse_password = self._password(env, name, True, rehearsal_password_name(name))
             secure(cluster, name)
         except PostgresError as exc:
             raise Failure("database.start_failed", f"The app's role of {database_address(env, name)} could not "

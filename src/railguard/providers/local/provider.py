@@ -91,6 +91,10 @@ REMEDIATION = {
                           "plan: `railguard plan --env ENV --allow-data-loss TABLE...`. Nothing ran on the real data.",
     "data.rehearsal_failed": "Fix the release command (see its rehearsal log); it must succeed on a copy of the "
                              "real data and again on a second run. Nothing ran on the real data.",
+    "data.rehearsal_reached_real_database": "Make the release command use the database URL it is given "
+                                            "($DATABASE_URL or the variable the spec names), never a database "
+                                            "name or URL of its own; then plan and apply again. Nothing ran on "
+                                            "the real data.",
     "restore.backup_missing": "List what can be restored with `railguard backups --env ENV`.",
     "restore.checksum_mismatch": "The copy was altered after it was taken; restore another backup "
                                  "(`railguard backups --env ENV`).",
