@@ -1,0 +1,54 @@
+"""What a newcomer reads on an 80-column terminal: `status`, the doctor's findings, `token create --json`.
+
+Pure presentation, no daemon: each test renders a record the daemon would send and checks what the user sees.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import pytest
+
+from railguard.cli import render
+from railguard.cli.output import out
+from railguard.model.api import EnvironmentStatus
+
+
+@pytest.fixture
+def eighty() -> Iterator[None]:
+    console = out.capture.__self__  # the console behind the lazy proxy
+    old = console._width
+    console.width = 80
+    yield
+    console._width = old
+
+
+def _status() -> EnvironmentStatus:
+    replica = {"name": "staging.web.r12.0", "pid": 1234567, "port": 43499, "health": "healthy", "restarts": 3,
+               "uptime_s": 3 * 86400 + 5 * 3600 + 7}
+    return EnvironmentStatus.model_validate({
+        "env": "staging", "serial": 41, "drift": {"live_differs": False, "details": []},
+        "edge": {"port": 8080, "url": "http://127.0.0.1:8080/", "running": True,
+                 "routes": [{"path": "/", "upstreams": ["127.0.0.1:43499"]}]},
+        "services": [{"name": "web", "address": "staging/service.web", "release": 12, "status": "progressing",
+                      "replicas": [replica, {**replica, "name": "staging.web.r12.1", "pid": 1234568}],
+                      "warm": [{"release": 11, "replicas": 2, "until_s": 300}]}]})
+
+
+def test_status_table_fits_80_columns_without_folding_a_cell(eighty: None) -> None:
+    """It was 89 columns wide: at 80 the replica's name and 'restarts' folded over three lines."""
+    with out.capture() as shown:
+        render.status(_status())
+    lines = shown.get().splitlines()
+    assert all(len(line) <= 80 for line in lines), "\n" + "\n".join(lines)
+    header = next(line for line in lines if "replica" in line)
+    assert "restarts" in header and header.rstrip().endswith(" up"), header
+    row = next(line for line in lines if "1234567" in line)
+    assert "r12.0" in row and "3d5h" in row and "progressing" in row, row
+    assert sum("1234568" in line for line in lines) == 1
+    assert "web release 11: warm, 2 replica(s), stops in 5m" in shown.get()
+
+
+def test_short_duration() -> None:
+    assert [render.short_duration(s) for s in (0, 59.6, 60, 725, 3600, 3 * 3600 + 12 * 60 + 5, 86400 * 9)] == \
+        ["0s", "59s", "1m", "12m5s", "1h", "3h12m", "9d"]
