@@ -9,8 +9,10 @@ from collections.abc import Iterator
 
 import pytest
 
-from railguard.cli import render
+from railguard.cli import doctor_cmd, render
 from railguard.cli.output import out
+from railguard.doctor import report as doctor_report
+from railguard.doctor.report import CheckResult, Finding, Report, Status
 from railguard.model.api import EnvironmentStatus
 
 
@@ -52,3 +54,24 @@ def test_status_table_fits_80_columns_without_folding_a_cell(eighty: None) -> No
 def test_short_duration() -> None:
     assert [render.short_duration(s) for s in (0, 59.6, 60, 725, 3600, 3 * 3600 + 12 * 60 + 5, 86400 * 9)] == \
         ["0s", "59s", "1m", "12m5s", "1h", "3h12m", "9d"]
+
+
+def _isolation_check() -> CheckResult:
+    findings = [Finding(status=Status.warn, subject=env, summary=f"{env}: shared-user: the daemon is not root",
+                        evidence=["not root"]) for env in ("staging", "production")]
+    return CheckResult(id="isolation", title="isolation", status=Status.warn, summary=findings[0].summary,
+                       findings=findings)
+
+
+def test_doctor_names_a_findings_subject_once() -> None:
+    """The isolation check's findings say "staging: shared-user: ..." and the renderer put the subject in front
+    again: "staging: staging: shared-user"."""
+    with out.capture() as shown:
+        doctor_cmd.show(_isolation_check())
+    text = shown.get()
+    assert "staging: shared-user" in text and "production: shared-user" in text, text
+    assert "staging: staging" not in text and "production: production" not in text, text
+    report = Report(app="notes", env="staging", checks=[_isolation_check()], seconds=1.0, scratch="/tmp/x")
+    summaries = [d.summary for d in doctor_report.diagnostics(report)]
+    assert summaries == ["isolation: staging: shared-user: the daemon is not root",
+                         "isolation: production: shared-user: the daemon is not root"], summaries
