@@ -75,7 +75,8 @@ def _plan(ws: Workspace, env: str, store: Store, provider: Provider | None, prin
         computed = planner.plan(env, desired, store.inventory(env), store.serial(env))
         problems = [*warnings, *observed_problems, *([] if promoting else facts.source_warnings()),
                     *missing_secrets(spec, env, versions),
-                    *computed.diagnostics, *knownbad.diagnostics(store, computed)]
+                    *computed.diagnostics, *knownbad.diagnostics(store, computed),
+                    *capture.changed_files(ws, store.live_release(env), source.digest)]
         computed = restore.acknowledge(computed.model_copy(update={"diagnostics": problems, "id": new_id("plan"),
                                                                    "source": source}), allow_data_loss or [])
         if principal is not None:
