@@ -278,3 +278,26 @@ def test_a_poetry_project_without_a_project_table_is_installed_into_its_artifact
     assert artifacts._project_name(src) == "poetryapp"
     (src / "pyproject.toml").write_text("[build-system]\nrequires = [\"setuptools\"]\n")  # setup.cfg names it
     assert artifacts._project_name(src) is None
+
+
+def test_a_pip_install_chained_with_commands_installs_in_the_layer_then_runs_them_in_order(tmp_path: Path) -> None:
+    """Django's build: `pip install -r requirements.txt gunicorn && python manage.py collectstatic`. The pip part
+    goes to the shared layer (the chain is no reason to install per artifact); each later command runs in the
+    artifact, in order, and a failing one stops the build."""
+    root = tmp_path / "state" / "artifacts"
+    src, _ = _app(tmp_path, "one")
+    (src / "collect.py").write_text("import os, sys\nos.makedirs('out', exist_ok=True)\n"
+                                    "open('out/' + sys.argv[1], 'w').write(sys.argv[1])\n")
+    build = ["python", "-m", "pip", "install", "-r", "requirements.txt", "&&", "python", "collect.py", "a",
+             "&&", "python", "collect.py", "b"]
+    deps = layers.plan(src, build)
+    assert deps.requirements == ("requirements.txt",) and deps.rest == build[7:], deps
+    made = artifacts.ensure(root, src, snapshot(src).digest, build, {})
+    assert made.layer is not None and sorted(p.name for p in (made.src / "out").iterdir()) == ["a", "b"]
+    with pytest.raises(artifacts.ArtifactError, match="empty command"):
+        layers.plan(src, ["pip", "install", "-r", "requirements.txt", "&&"])
+    failing = ["pip", "install", "-r", "requirements.txt", "&&", "python", "-c", "raise SystemExit(3)", "&&",
+               "python", "collect.py", "never"]
+    with pytest.raises(artifacts.ArtifactError):
+        artifacts.ensure(root, src, snapshot(src).digest, failing, {})
+    assert not list(root.glob("*/src/out/never"))

@@ -87,6 +87,7 @@ class Choices:
     secrets: list[str] = field(default_factory=list)
     required: list[str] = field(default_factory=list)  # read without a default, neither data nor secret
     changes: list[str] = field(default_factory=list)  # lines of app code to change, "file:line: ..."
+    static: tuple[str, str, str] | None = None  # (URL path, folder in the artifact, why): served by the edge
 
 
 def undeclared(files: list[PyFile], deps: Deps) -> tuple[list[str], list[str]]:

@@ -128,6 +128,10 @@ def render(found: Detected, ports: list[int]) -> str:
                  + "]  # names only; set each with `railguard secret set NAME --env ENV`")
     if c.required:
         lines.append("# The app reads these without a default: " + ", ".join(c.required) + "; give them a value.")
+    if c.static:
+        path, folder, why = c.static
+        lines += [_comment(f"Static: {why}."),
+                  f"static = [{{ path = {_toml(path)}, folder = {_toml(folder)}, cache = \"1h\" }}]"]
     lines += [
         'start_timeout = "60s"',
         'stop_timeout = "10s"',

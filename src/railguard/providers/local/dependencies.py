@@ -72,9 +72,32 @@ def _pip_args(build: list[str]) -> list[str] | None:
     return None
 
 
+AND = "&&"  # in a build: the next command runs after this one succeeded (argv, no shell)
+
+
+def commands(build: list[str]) -> list[list[str]]:
+    """The commands of a build chained with ``"&&"`` elements (one command when there is none)."""
+    found: list[list[str]] = [[]]
+    for arg in build:
+        if arg == AND:
+            found.append([])
+        else:
+            found[-1].append(arg)
+    if any(not command for command in found):
+        raise ArtifactError(f"build: {' '.join(build)!r} has an empty command around '&&'; write "
+                            '["python", "-m", "pip", "install", "-r", "requirements.txt", "&&", "python", '
+                            '"manage.py", "collectstatic", "--noinput"]')
+    return found
+
+
 def plan(src: Path, build: list[str] | None) -> Dependencies:
-    """Decide what to install from the files in ``src`` and the spec's ``build``; runs nothing."""
-    args = _pip_args(build) if build else None
+    """Decide what to install from the files in ``src`` and the spec's ``build``; runs nothing.
+
+    A build's first command may be a pip install (carried out by uv in the shared layer) chained with
+    ``"&&"`` to commands that run after it in the artifact (Django's ``collectstatic``)."""
+    chain = commands(build) if build else []
+    args = _pip_args(chain[0]) if chain else None
+    after = [arg for command in chain[1:] for arg in [AND, *command]][1:] or None
     if build and args is None:
         found = _detect(src)
         return Dependencies(found.requirements, (), (), (), found.project, found.lock, list(build), found.notes)
@@ -113,7 +136,7 @@ def plan(src: Path, build: list[str] | None) -> Dependencies:
         else:
             packages.append(arg)
         i += 1
-    return Dependencies(tuple(reqs), tuple(cons), tuple(packages), tuple(index), project, False, None,
+    return Dependencies(tuple(reqs), tuple(cons), tuple(packages), tuple(index), project, False, after,
                         ["the build's pip install is carried out by uv in a shared dependency layer"])
 
 
