@@ -75,3 +75,10 @@ def test_doctor_names_a_findings_subject_once() -> None:
     summaries = [d.summary for d in doctor_report.diagnostics(report)]
     assert summaries == ["isolation: staging: shared-user: the daemon is not root",
                          "isolation: production: shared-user: the daemon is not root"], summaries
+
+
+def test_a_line_number_between_colons_is_not_an_emoji() -> None:
+    """init printed "locallibrary/settings.py💯 ..." for a change at line 100 (Rich's :100: emoji code)."""
+    with out.capture() as shown:
+        out.print("    locallibrary/settings.py:100: STATIC_ROOT = ...  :fire:")
+    assert "settings.py:100: STATIC_ROOT" in shown.get() and ":fire:" in shown.get(), shown.get()
