@@ -76,3 +76,29 @@ def test_no_app_names_the_folder_below_that_holds_a_django_project(tmp_path: Pat
         write_starter(tmp_path)
     remediation = refused.value.diagnostics[0].remediation
     assert "`railguard init` in site" in remediation and "copy requirements.txt into it" in remediation, remediation
+
+
+def test_a_django_project_with_debug_on_and_staticfiles_gets_its_settings_lines(tmp_path: Path) -> None:
+    """The MDN local library tutorial: DEBUG = True in the code, STATIC_ROOT set, staticfiles installed. init
+    said nothing of DEBUG (tracebacks and settings for anyone, in production) and collected no static files."""
+    (tmp_path / "requirements.txt").write_text("Django==5.1\ngunicorn\n")
+    (tmp_path / "manage.py").write_text("import os\nos.environ.setdefault('DJANGO_SETTINGS_MODULE', "
+                                        "'lib.settings')\n")
+    (tmp_path / "lib").mkdir()
+    (tmp_path / "lib" / "__init__.py").write_text("")
+    (tmp_path / "lib" / "wsgi.py").write_text("from django.core.wsgi import get_wsgi_application\n"
+                                              "application = get_wsgi_application()\n")
+    (tmp_path / "lib" / "settings.py").write_text(
+        "import os\nfrom pathlib import Path\nBASE_DIR = Path(__file__).resolve().parent.parent\n"
+        "SECRET_KEY = os.environ['DJANGO_SECRET_KEY']\nDEBUG = True\n"
+        "INSTALLED_APPS = ['django.contrib.admin', 'django.contrib.staticfiles']\n"
+        "STATIC_ROOT = BASE_DIR / 'collected'\nSTATIC_URL = '/assets/'\n")
+    found = detect(tmp_path)
+    assert found is not None
+    c = found.choices
+    assert 'lib/settings.py:5: DEBUG = os.environ.get("DJANGO_DEBUG") == "1"' in c.changes, c.changes
+    assert any(ch.startswith('lib/settings.py:4: os.environ.get("DJANGO_SECRET_KEY", "")') for ch in c.changes), \
+        c.changes
+    assert not any("STATIC_ROOT" in ch for ch in c.changes), c.changes  # it has one: collected/
+    assert c.build == [*PIP, "-r", "requirements.txt", "&&", "python", "manage.py", "collectstatic", "--noinput"]
+    assert c.static is not None and c.static[:2] == ("/assets", "collected"), c.static

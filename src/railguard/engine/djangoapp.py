@@ -72,6 +72,14 @@ def _assigned_in_code(settings: PyFile, name: str) -> int | None:
     return None
 
 
+def _true(settings: PyFile, name: str) -> int | None:
+    for stmt in (settings.tree.body if settings.tree else []):
+        if isinstance(stmt, ast.Assign) and any(getattr(t, "id", "") == name for t in stmt.targets) \
+                and isinstance(stmt.value, ast.Constant) and stmt.value.value is True:
+            return stmt.lineno
+    return None
+
+
 def _empty_list(settings: PyFile, name: str) -> int | None:
     for stmt in (settings.tree.body if settings.tree else []):
         if isinstance(stmt, ast.Assign) and any(getattr(t, "id", "") == name for t in stmt.targets) \
@@ -217,6 +225,9 @@ def _settings_changes(settings: PyFile, choices: Choices) -> None:
         choices.env["DJANGO_ALLOWED_HOSTS"] = ("localhost,127.0.0.1", "host names Django answers for (add yours)")
         choices.changes.append(f'{where}:{hosts}: ALLOWED_HOSTS = os.environ.get("DJANGO_ALLOWED_HOSTS", '
                                '"localhost").split(",")')
+    debug = _true(settings, "DEBUG")
+    if debug is not None:  # tracebacks and settings shown to anyone who hits an error, in every environment
+        choices.changes.append(f'{where}:{debug}: DEBUG = os.environ.get("DJANGO_DEBUG") == "1"')
     key = _assigned_in_code(settings, "SECRET_KEY")
     if key is not None:
         choices.changes.append(f'{where}:{key}: SECRET_KEY = os.environ["DJANGO_SECRET_KEY"]  '
