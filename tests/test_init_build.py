@@ -102,3 +102,28 @@ def test_a_django_project_with_debug_on_and_staticfiles_gets_its_settings_lines(
     assert not any("STATIC_ROOT" in ch for ch in c.changes), c.changes  # it has one: collected/
     assert c.build == [*PIP, "-r", "requirements.txt", "&&", "python", "manage.py", "collectstatic", "--noinput"]
     assert c.static is not None and c.static[:2] == ("/assets", "collected"), c.static
+
+
+def test_a_fastapi_app_in_src_importing_src_with_a_postgres_driver(tmp_path: Path) -> None:
+    """A FastAPI homework app (goit_web_hw_11): src/main.py imports `src.models`, the database is Postgres through
+    SQLAlchemy and psycopg2. init ran `uvicorn main:app` (no such module from the root) and gave the app no
+    database, though it reads DATABASE_URL and declares psycopg2-binary."""
+    (tmp_path / "requirements.txt").write_text("fastapi\nuvicorn\nsqlalchemy\npsycopg2-binary==2.9.9\n")
+    (tmp_path / "src").mkdir()
+    (tmp_path / "src" / "database.py").write_text("import os\nDATABASE_URL = os.getenv('DATABASE_URL')\n")
+    (tmp_path / "src" / "models.py").write_text("X = 1\n")
+    (tmp_path / "src" / "main.py").write_text("from fastapi import FastAPI\nimport src.models as models\n"
+                                              "from src.database import DATABASE_URL\napp = FastAPI()\n")
+    found = detect(tmp_path)
+    assert found is not None
+    c = found.choices
+    assert c.run[:2] == ["uvicorn", "src.main:app"], c.run
+    assert c.database is not None and c.database[0] == "DATABASE_URL", c.database
+    assert "DATABASE_URL" not in c.env and "DATABASE_URL" not in c.required, (c.env, c.required)
+    from railguard.engine.starter import render
+    from railguard.model.specfile import parse_spec
+
+    text = render(found, [18080, 18443])
+    assert 'databases = ["main"]' in text and '[databases.main]' in text and 'engine = "postgres"' in text, text
+    spec, problems = parse_spec(text)
+    assert spec is not None and not [p for p in problems if p.severity == "error"], problems

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -301,3 +302,20 @@ def test_a_pip_install_chained_with_commands_installs_in_the_layer_then_runs_the
     with pytest.raises(artifacts.ArtifactError):
         artifacts.ensure(root, src, snapshot(src).digest, failing, {})
     assert not list(root.glob("*/src/out/never"))
+
+
+def test_requirements_whose_markers_exclude_the_artifacts_python_fail_the_build_saying_so(tmp_path: Path) -> None:
+    """`poetry export` of a project for Python ^3.12 marks every line `python_version >= "3.12"`: uv installed
+    nothing ("Checked 23 packages") and the release failed with "'alembic' is not installed"."""
+    src = tmp_path / "app"
+    src.mkdir()
+    newer = f'python_version >= "{sys.version_info[0]}.{sys.version_info[1] + 1}"'
+    (src / "requirements.txt").write_text(f"alembic==1.13.2 ; {newer}\n"
+                                          f'colorama==0.4.6 ; {newer} and platform_system == "Windows"\n')
+    with pytest.raises(artifacts.ArtifactError, match=r"none of its 2 requirements applies to Python"):
+        artifacts.ensure(tmp_path / "artifacts", src, snapshot(src).digest, None, {})
+    (src / "requirements.txt").write_text(  # one applies: the Windows-only one is rightly skipped
+        'colorama==0.4.6 ; platform_system == "Windows"\n' + f"--no-index\n{(src / 'x').name}\n")
+    from railguard.providers.local import dependencies
+
+    dependencies.check_markers(src, layers.plan(src, None))

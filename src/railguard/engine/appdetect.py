@@ -30,6 +30,8 @@ DATA_VARIABLES = {
     "MEDIA_ROOT": f"{DATA}/media", "DATABASE_PATH": f"{DATA}/app.db", "DB_PATH": f"{DATA}/app.db",
     "SQLITE_PATH": f"{DATA}/app.db", "DATABASE_FILE": f"{DATA}/app.db",
 }
+# Drivers a plain postgresql:// URL works with (SQLAlchemy's default dialect, psycopg2.connect, dj-database-url).
+POSTGRES_URL_DRIVERS = ("psycopg2", "psycopg2-binary")
 URL_VARIABLES = ("DATABASE_URL", "SQLALCHEMY_DATABASE_URI", "DB_URL", "DATABASE_URI")
 # Import names whose distribution is known, so an app that imports one without declaring it still builds.
 KNOWN_IMPORTS = {
@@ -88,6 +90,7 @@ class Choices:
     required: list[str] = field(default_factory=list)  # read without a default, neither data nor secret
     changes: list[str] = field(default_factory=list)  # lines of app code to change, "file:line: ..."
     static: tuple[str, str, str] | None = None  # (URL path, folder in the artifact, why): served by the edge
+    database: tuple[str, str] | None = None  # (variable, why): a managed Postgres database's URL arrives there
 
 
 def undeclared(files: list[PyFile], deps: Deps) -> tuple[list[str], list[str]]:
@@ -202,6 +205,9 @@ def _data_env(files: list[PyFile], deps: Deps, choices: Choices) -> None:
                                  f"the app reads {name}: its data lives in the data folder")
         elif name.endswith("ALLOWED_HOSTS"):
             choices.env[name] = ("localhost,127.0.0.1", f"the app reads {name}: add your public host names")
+        elif name in URL_VARIABLES and choices.database is None and any(deps.has(d) for d in POSTGRES_URL_DRIVERS):
+            choices.database = (name, f"the app reads {name} and declares a Postgres driver: Railguard runs a "
+                                      "Postgres server per environment and passes its URL (docs/data.md)")
         elif name in URL_VARIABLES and not driver and "sqlite" in (read_.default or "sqlite"):
             choices.env[name] = (f"sqlite:///{DATA}/app.db",
                                  f"the app reads {name}: its SQLite file lives in the data folder")

@@ -273,6 +273,7 @@ def _build(root: Path, folder: Path, build: list[str] | None, env: dict[str, str
     run_streamed([uvb, "venv", "--quiet", *seed, "--python", layers.base_python(), str(venv)], cwd=src,
                  env=environ, log=log, on_line=on_line, what="creating the artifact's virtualenv")
     layer = None
+    dependencies.check_markers(src, deps)
     if deps.layered and (deps.requirements or deps.packages or deps.lock or deps.project):
         key = layers.key(src, deps, source_digest, environ)
         layer = layers.ensure(root / layers.LAYERS, src, deps, key, env, log, on_line)

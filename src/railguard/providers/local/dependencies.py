@@ -152,6 +152,40 @@ def _detect(src: Path) -> Dependencies:
     return Dependencies(requirements=reqs, project=has_project, notes=notes)
 
 
+def check_markers(src: Path, deps: Dependencies) -> None:
+    """Refuse a requirements file none of whose requirements applies to the artifacts' Python.
+
+    ``poetry export`` writes ``; python_version >= "3.12"`` on every line of a project that says
+    ``python = "^3.12"``: on Railguard's Python 3.11 uv installs nothing and says only "Checked 23 packages",
+    and the release then fails with "'alembic' is not installed", which requirements.txt plainly lists."""
+    from packaging.requirements import InvalidRequirement, Requirement
+
+    for name in deps.requirements:
+        try:
+            lines = (src / name).read_text(encoding="utf-8").splitlines()
+        except (OSError, UnicodeDecodeError):
+            continue
+        found, skipped = 0, []
+        for raw in lines:
+            line = raw.split(" #", 1)[0].strip()
+            if not line or line.startswith(("#", "-")):
+                continue
+            try:
+                req = Requirement(line)
+            except InvalidRequirement:
+                return  # a URL, a path, a form we do not read: uv decides
+            found += 1
+            if req.marker is not None and not req.marker.evaluate():
+                skipped.append(str(req.marker))
+        if found and len(skipped) == found:
+            python = ".".join(map(str, sys.version_info[:3]))
+            raise ArtifactError(
+                f"{name}: none of its {found} requirements applies to Python {python}, the interpreter the "
+                f"artifacts are made from (their markers say {min(set(skipped), key=len)}), so nothing would be "
+                "installed. Run Railguard on a Python the markers accept, or export the requirements for this "
+                "one (e.g. `python = \"^3.11\"` in pyproject.toml, then `poetry export` again)")
+
+
 def _local_refs(text: str) -> bool:
     """Whether a requirements file installs something from the app's own tree (then the source is the key)."""
     for raw in text.splitlines():
