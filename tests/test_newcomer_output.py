@@ -82,3 +82,15 @@ def test_a_line_number_between_colons_is_not_an_emoji() -> None:
     with out.capture() as shown:
         out.print("    locallibrary/settings.py:100: STATIC_ROOT = ...  :fire:")
     assert "settings.py:100: STATIC_ROOT" in shown.get() and ":fire:" in shown.get(), shown.get()
+
+
+def test_a_kubernetes_service_refuses_a_build_chained_after_its_pip_install() -> None:
+    """`pip install ... && python manage.py collectstatic` (what init writes for Django) passed as a plain pip
+    install on Kubernetes, where the collect step would silently not run."""
+    from railguard.model.diagnostics import RailguardError
+    from railguard.providers.kubernetes.artifact_deps import refuse_build
+
+    refuse_build("web", ["python", "-m", "pip", "install", "-r", "requirements.txt"])
+    with pytest.raises(RailguardError):
+        refuse_build("web", ["python", "-m", "pip", "install", "-r", "requirements.txt", "&&", "python",
+                             "manage.py", "collectstatic", "--noinput"])
