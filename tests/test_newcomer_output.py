@@ -94,3 +94,10 @@ def test_a_kubernetes_service_refuses_a_build_chained_after_its_pip_install() ->
     with pytest.raises(RailguardError):
         refuse_build("web", ["python", "-m", "pip", "install", "-r", "requirements.txt", "&&", "python",
                              "manage.py", "collectstatic", "--noinput"])
+
+
+def test_the_doctor_says_which_environments_lack_a_variable_in_english() -> None:
+    from railguard.doctor.envs import _lack
+
+    assert _lack(["staging"]) == "staging does not"
+    assert _lack(["staging", "production"]) == "staging and production do not"
