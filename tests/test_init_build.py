@@ -127,3 +127,16 @@ def test_a_fastapi_app_in_src_importing_src_with_a_postgres_driver(tmp_path: Pat
     assert 'databases = ["main"]' in text and '[databases.main]' in text and 'engine = "postgres"' in text, text
     spec, problems = parse_spec(text)
     assert spec is not None and not [p for p in problems if p.severity == "error"], problems
+
+
+def test_a_flask_secret_key_in_the_code_is_a_change_to_make(tmp_path: Path) -> None:
+    """Flask's tutorial (flaskr) signs its sessions with SECRET_KEY="dev" from the code; init said nothing."""
+    (tmp_path / "requirements.txt").write_text("flask\n")
+    (tmp_path / "flaskr").mkdir()
+    (tmp_path / "flaskr" / "__init__.py").write_text(
+        "import os\nfrom flask import Flask\n\n\ndef create_app():\n    app = Flask(__name__)\n"
+        "    app.config.from_mapping(\n        SECRET_KEY=\"dev\",\n    )\n    return app\n")
+    found = detect(tmp_path)
+    assert found is not None
+    assert any(c.startswith('flaskr/__init__.py:8: SECRET_KEY=os.environ["FLASK_SECRET_KEY"],')
+               for c in found.choices.changes), found.choices.changes

@@ -277,11 +277,32 @@ def _served(folder: Path, files: list[PyFile], deps: Deps, name: str, entry: Ent
                       health=health, health_why=health_why)
     if entry.framework == "flask":
         _flask_instance(files, entry, choices)
+        _flask_secret_key(files, choices)
         _flask_migrate(folder, deps, entry, choices)
     elif (folder / "alembic.ini").is_file() and deps.has("alembic"):
         choices.release, choices.release_why = ["alembic", "upgrade", "head"], "alembic.ini: migrations first"
     _data_env(files, deps, choices)
     return choices
+
+
+def _flask_secret_key(files: list[PyFile], choices: Choices) -> None:
+    """A secret key written in the code (Flask's tutorial: ``SECRET_KEY="dev"``) signs every session cookie: anyone
+    who reads the code can forge one. Name the line; the variable becomes a secret."""
+    for f in files:
+        for node in ast.walk(f.tree or ast.Module(body=[], type_ignores=[])):
+            line = None
+            if isinstance(node, ast.keyword) and node.arg == "SECRET_KEY" and isinstance(node.value, ast.Constant) \
+                    and isinstance(node.value.value, str):
+                line, code = node.value.lineno, 'SECRET_KEY=os.environ["FLASK_SECRET_KEY"],'
+            elif isinstance(node, ast.Assign) and isinstance(node.value, ast.Constant) \
+                    and isinstance(node.value.value, str) and any(
+                        getattr(t, "attr", "") == "secret_key" or isinstance(t, ast.Subscript)
+                        and isinstance(t.slice, ast.Constant) and t.slice.value == "SECRET_KEY" for t in node.targets):
+                line, code = node.lineno, 'app.config["SECRET_KEY"] = os.environ["FLASK_SECRET_KEY"]'
+            if line is not None:
+                choices.changes.append(f"{f.path}:{line}: {code}  (then list FLASK_SECRET_KEY in secrets and "
+                                       "`railguard secret set` it: a key in the code signs anyone's session cookie)")
+                return
 
 
 def _flask_migrate(folder: Path, deps: Deps, entry: Entry, choices: Choices) -> None:
