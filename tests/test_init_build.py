@@ -76,3 +76,67 @@ def test_no_app_names_the_folder_below_that_holds_a_django_project(tmp_path: Pat
         write_starter(tmp_path)
     remediation = refused.value.diagnostics[0].remediation
     assert "`railguard init` in site" in remediation and "copy requirements.txt into it" in remediation, remediation
+
+
+def test_a_django_project_with_debug_on_and_staticfiles_gets_its_settings_lines(tmp_path: Path) -> None:
+    """The MDN local library tutorial: DEBUG = True in the code, STATIC_ROOT set, staticfiles installed. init
+    said nothing of DEBUG (tracebacks and settings for anyone, in production) and collected no static files."""
+    (tmp_path / "requirements.txt").write_text("Django==5.1\ngunicorn\n")
+    (tmp_path / "manage.py").write_text("import os\nos.environ.setdefault('DJANGO_SETTINGS_MODULE', "
+                                        "'lib.settings')\n")
+    (tmp_path / "lib").mkdir()
+    (tmp_path / "lib" / "__init__.py").write_text("")
+    (tmp_path / "lib" / "wsgi.py").write_text("from django.core.wsgi import get_wsgi_application\n"
+                                              "application = get_wsgi_application()\n")
+    (tmp_path / "lib" / "settings.py").write_text(
+        "import os\nfrom pathlib import Path\nBASE_DIR = Path(__file__).resolve().parent.parent\n"
+        "SECRET_KEY = os.environ['DJANGO_SECRET_KEY']\nDEBUG = True\n"
+        "INSTALLED_APPS = ['django.contrib.admin', 'django.contrib.staticfiles']\n"
+        "STATIC_ROOT = BASE_DIR / 'collected'\nSTATIC_URL = '/assets/'\n")
+    found = detect(tmp_path)
+    assert found is not None
+    c = found.choices
+    assert 'lib/settings.py:5: DEBUG = os.environ.get("DJANGO_DEBUG") == "1"' in c.changes, c.changes
+    assert any(ch.startswith('lib/settings.py:4: os.environ.get("DJANGO_SECRET_KEY", "")') for ch in c.changes), \
+        c.changes
+    assert not any("STATIC_ROOT" in ch for ch in c.changes), c.changes  # it has one: collected/
+    assert c.build == [*PIP, "-r", "requirements.txt", "&&", "python", "manage.py", "collectstatic", "--noinput"]
+    assert c.static is not None and c.static[:2] == ("/assets", "collected"), c.static
+
+
+def test_a_fastapi_app_in_src_importing_src_with_a_postgres_driver(tmp_path: Path) -> None:
+    """A FastAPI homework app (goit_web_hw_11): src/main.py imports `src.models`, the database is Postgres through
+    SQLAlchemy and psycopg2. init ran `uvicorn main:app` (no such module from the root) and gave the app no
+    database, though it reads DATABASE_URL and declares psycopg2-binary."""
+    (tmp_path / "requirements.txt").write_text("fastapi\nuvicorn\nsqlalchemy\npsycopg2-binary==2.9.9\n")
+    (tmp_path / "src").mkdir()
+    (tmp_path / "src" / "database.py").write_text("import os\nDATABASE_URL = os.getenv('DATABASE_URL')\n")
+    (tmp_path / "src" / "models.py").write_text("X = 1\n")
+    (tmp_path / "src" / "main.py").write_text("from fastapi import FastAPI\nimport src.models as models\n"
+                                              "from src.database import DATABASE_URL\napp = FastAPI()\n")
+    found = detect(tmp_path)
+    assert found is not None
+    c = found.choices
+    assert c.run[:2] == ["uvicorn", "src.main:app"], c.run
+    assert c.database is not None and c.database[0] == "DATABASE_URL", c.database
+    assert "DATABASE_URL" not in c.env and "DATABASE_URL" not in c.required, (c.env, c.required)
+    from railguard.engine.starter import render
+    from railguard.model.specfile import parse_spec
+
+    text = render(found, [18080, 18443])
+    assert 'databases = ["main"]' in text and '[databases.main]' in text and 'engine = "postgres"' in text, text
+    spec, problems = parse_spec(text)
+    assert spec is not None and not [p for p in problems if p.severity == "error"], problems
+
+
+def test_a_flask_secret_key_in_the_code_is_a_change_to_make(tmp_path: Path) -> None:
+    """Flask's tutorial (flaskr) signs its sessions with SECRET_KEY="dev" from the code; init said nothing."""
+    (tmp_path / "requirements.txt").write_text("flask\n")
+    (tmp_path / "flaskr").mkdir()
+    (tmp_path / "flaskr" / "__init__.py").write_text(
+        "import os\nfrom flask import Flask\n\n\ndef create_app():\n    app = Flask(__name__)\n"
+        "    app.config.from_mapping(\n        SECRET_KEY=\"dev\",\n    )\n    return app\n")
+    found = detect(tmp_path)
+    assert found is not None
+    assert any(c.startswith('flaskr/__init__.py:8: SECRET_KEY=os.environ["FLASK_SECRET_KEY"],')
+               for c in found.choices.changes), found.choices.changes

@@ -63,7 +63,10 @@ def test_a_plan_applies_its_own_snapshot_whatever_happens_to_the_tree(g: Guarded
     assert status["drift"]["spec_changed_since_apply"] is True  # the edit is visible as drift
 
     human_plan = g.rg("plan", "--env", "staging")
-    assert "source: 3 files" in human_plan.stdout, human_plan.stdout  # app.py, migrate.py and now plan.json
+    # app.py and migrate.py: the saved plan.json is Railguard's own answer, left out (with a warning), and the
+    # plan names the one file that changed.
+    assert "source: 2 files" in human_plan.stdout, human_plan.stdout
+    assert "source.output_excluded" in human_plan.stderr and "app.py changed" in human_plan.stderr, human_plan.stderr
     code, second = g.rg_json("plan", "--env", "staging")
     assert code == 0 and any(c["action"] == "replace" for c in second["plan"]["changes"])
     code, applied = g.rg_json("apply", second["plan"]["id"])

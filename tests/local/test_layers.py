@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -278,3 +279,43 @@ def test_a_poetry_project_without_a_project_table_is_installed_into_its_artifact
     assert artifacts._project_name(src) == "poetryapp"
     (src / "pyproject.toml").write_text("[build-system]\nrequires = [\"setuptools\"]\n")  # setup.cfg names it
     assert artifacts._project_name(src) is None
+
+
+def test_a_pip_install_chained_with_commands_installs_in_the_layer_then_runs_them_in_order(tmp_path: Path) -> None:
+    """Django's build: `pip install -r requirements.txt gunicorn && python manage.py collectstatic`. The pip part
+    goes to the shared layer (the chain is no reason to install per artifact); each later command runs in the
+    artifact, in order, and a failing one stops the build."""
+    root = tmp_path / "state" / "artifacts"
+    src, _ = _app(tmp_path, "one")
+    (src / "collect.py").write_text("import os, sys\nos.makedirs('out', exist_ok=True)\n"
+                                    "open('out/' + sys.argv[1], 'w').write(sys.argv[1])\n")
+    build = ["python", "-m", "pip", "install", "-r", "requirements.txt", "&&", "python", "collect.py", "a",
+             "&&", "python", "collect.py", "b"]
+    deps = layers.plan(src, build)
+    assert deps.requirements == ("requirements.txt",) and deps.rest == build[7:], deps
+    made = artifacts.ensure(root, src, snapshot(src).digest, build, {})
+    assert made.layer is not None and sorted(p.name for p in (made.src / "out").iterdir()) == ["a", "b"]
+    with pytest.raises(artifacts.ArtifactError, match="empty command"):
+        layers.plan(src, ["pip", "install", "-r", "requirements.txt", "&&"])
+    failing = ["pip", "install", "-r", "requirements.txt", "&&", "python", "-c", "raise SystemExit(3)", "&&",
+               "python", "collect.py", "never"]
+    with pytest.raises(artifacts.ArtifactError):
+        artifacts.ensure(root, src, snapshot(src).digest, failing, {})
+    assert not list(root.glob("*/src/out/never"))
+
+
+def test_requirements_whose_markers_exclude_the_artifacts_python_fail_the_build_saying_so(tmp_path: Path) -> None:
+    """`poetry export` of a project for Python ^3.12 marks every line `python_version >= "3.12"`: uv installed
+    nothing ("Checked 23 packages") and the release failed with "'alembic' is not installed"."""
+    src = tmp_path / "app"
+    src.mkdir()
+    newer = f'python_version >= "{sys.version_info[0]}.{sys.version_info[1] + 1}"'
+    (src / "requirements.txt").write_text(f"alembic==1.13.2 ; {newer}\n"
+                                          f'colorama==0.4.6 ; {newer} and platform_system == "Windows"\n')
+    with pytest.raises(artifacts.ArtifactError, match=r"none of its 2 requirements applies to Python"):
+        artifacts.ensure(tmp_path / "artifacts", src, snapshot(src).digest, None, {})
+    (src / "requirements.txt").write_text(  # one applies: the Windows-only one is rightly skipped
+        'colorama==0.4.6 ; platform_system == "Windows"\n' + f"--no-index\n{(src / 'x').name}\n")
+    from railguard.providers.local import dependencies
+
+    dependencies.check_markers(src, layers.plan(src, None))

@@ -34,6 +34,8 @@ def show(result: CheckResult) -> None:
         if finding.status is Status.passed:
             continue
         subject = f"{finding.subject}: " if finding.subject else ""
+        if finding.summary.startswith(subject):  # a summary that names its subject already ("staging: ...")
+            subject = ""
         if len(result.findings) > 1:
             out.print(f"      {_TAGS[finding.status]} {escape(subject + finding.summary)}")
         for line in finding.evidence:

@@ -46,7 +46,9 @@ def token_create(
     lifetime = expires_hours * 3600 if expires_hours else None
     created = client.create_token(name, role, env or [], lifetime, typed)
     if as_json:
-        finish(True, [], {"token": created.model_dump(mode="json")})
+        # Like `token list`/`token revoke`, "token" is the token's record; its value is "value" (the
+        # only answer that has it). token.token repeats it for scripts written before "value" existed.
+        finish(True, [], {"token": created.model_dump(mode="json"), "value": created.token})
     out.print(f"Token [bold]{escape(created.name)}[/] ({created.role}"
               + (f", {', '.join(created.envs)}" if created.envs else "") + "). Shown once, store it now:")
     out.print(created.token, markup=False, highlight=False)

@@ -61,9 +61,10 @@ class _OnFirstUse:
         return getattr(self._console, name)
 
 
-# Both strip control characters from what they render: much of it is text an agent or an app chose.
-out = cast("SafeConsole", _OnFirstUse(highlight=False, soft_wrap=True))
-err = cast("SafeConsole", _OnFirstUse(stderr=True, highlight=False, soft_wrap=True))
+# Both strip control characters from what they render: much of it is text an agent or an app chose. No emoji
+# codes: "settings.py:100: ..." printed a 💯 in place of the line number (and an app's ":fire:" is its text).
+out = cast("SafeConsole", _OnFirstUse(highlight=False, soft_wrap=True, emoji=False))
+err = cast("SafeConsole", _OnFirstUse(stderr=True, highlight=False, soft_wrap=True, emoji=False))
 
 _COLOURS = {Severity.error: "red", Severity.warning: "yellow", Severity.info: "cyan"}
 

@@ -230,22 +230,27 @@ def status(found: EnvironmentStatus) -> None:
     if found.security_refused:
         out.print(f"  [red]security: {found.security_refused} refused attempt(s) recorded[/], newest: "
                   f"{escape(found.security_last or '')}  (railguard events --env {found.env})")
-    table = Table(show_edge=False, pad_edge=False)
-    for column in ("service", "release", "status", "replica", "pid", "port", "health", "restarts", "uptime"):
+    # Fits 80 columns: no rules (two spaces between columns, underlined headings), the replica by its name within the
+    # service ("r1.0" of "staging.web.r1.0": the environment and service are on the line already), and
+    # uptimes like "3h12m" rather than a count of seconds.
+    table = Table(show_edge=False, pad_edge=False, box=None, header_style="bold underline")
+    for column in ("service", "release", "status", "replica", "pid", "port", "health", "restarts", "up"):
         table.add_column(column, overflow="fold")  # narrow terminals fold cells instead of cutting pids
     for svc in found.services:
         colour = {Health.healthy: "green", Health.degraded: "red"}.get(svc.status, "yellow")
         head = [svc.name, str(svc.release), f"[{colour}]{svc.status}[/]"]
         if not svc.replicas:
             table.add_row(*head, *["-"] * 6)
+        prefix = f"{found.env}.{svc.name}."
         for i, rep in enumerate(svc.replicas):
-            table.add_row(*(head if i == 0 else ["", "", ""]), rep.name, str(rep.pid or "-"), str(rep.port or "-"),
-                          rep.health, str(rep.restarts), f"{rep.uptime_s:.0f}s")
-        for warm in svc.warm:
-            table.add_row("", str(warm.release), "[dim]warm[/]", f"{warm.replicas} replica(s)", "", "", "",
-                          "", f"[dim]stops in {warm.until_s:.0f}s[/]")
+            table.add_row(*(head if i == 0 else ["", "", ""]), rep.name.removeprefix(prefix),
+                          str(rep.pid or "-"), str(rep.port or "-"), rep.health, str(rep.restarts),
+                          short_duration(rep.uptime_s))
     out.print(table)
     for svc in found.services:
+        for warm in svc.warm:  # under the table: a sentence would widen its columns
+            out.print(f"  {svc.name} release {warm.release}: [dim]warm[/], {warm.replicas} replica(s), stops in "
+                      f"{short_duration(warm.until_s)} (instant rollback)")
         if svc.requests:
             from railguard.cli.incidents_cmd import request_line  # the observation renderers live there
 
@@ -273,6 +278,16 @@ def status(found: EnvironmentStatus) -> None:
             out.print(f"  - {escape(line)}")
     if drift.spec_changed_since_apply:
         out.print("[yellow]The spec on disk asks for changes: run `railguard plan`.[/]")
+
+
+def short_duration(seconds: float) -> str:
+    """``42s``, ``12m5s``, ``3h12m``, ``2d4h``: two units at most, so a week-old replica fits its column."""
+    s = max(int(seconds), 0)
+    for unit, size, sub, sub_size in (("d", 86400, "h", 3600), ("h", 3600, "m", 60), ("m", 60, "s", 1)):
+        if s >= size:
+            rest = (s % size) // sub_size
+            return f"{s // size}{unit}" + (f"{rest}{sub}" if rest else "")
+    return f"{s}s"
 
 
 def releases(rows: list[Release]) -> None:

@@ -87,7 +87,7 @@ def parity(ctx: Context) -> list[Finding]:
         how = "os.environ[...] (KeyError when unset)" if required else "with a default (silently used when unset)"
         findings.append(Finding(
             status=Status.fail if required else Status.warn, subject=var,
-            summary=f"the code reads {var} but {', '.join(lacking)} does not declare it",
+            summary=f"the code reads {var} but {_lack(lacking)} declare it",
             evidence=[f"{r.where}: reads {var} " + ("os.environ[...]" if r.required else "optionally")
                       for r in shown[:5]] + [f"read {how}; a replica sees only the variables the spec declares"],
             remediation=f"Declare it (for every environment):\n{_snippet(services, var)}"))
@@ -96,8 +96,7 @@ def parity(ctx: Context) -> list[Finding]:
         lacking = [e for e in envs if var not in provided[e]]
         if lacking and var not in reads:
             findings.append(Finding(
-                status=Status.warn, subject=var, summary=f"{example} lists {var}, which {', '.join(lacking)} "
-                                                         "does not declare",
+                status=Status.warn, subject=var, summary=f"{example} lists {var}, which {_lack(lacking)} declare",
                 evidence=[f"{example}: {var}=...", f"not in the spec for {', '.join(lacking)}"],
                 remediation=f"Declare it, or remove it from {example} if the app no longer uses it:\n"
                             f"{_snippet(services, var)}"))
@@ -131,6 +130,11 @@ def _shipped_databases(ctx: Context) -> list[str]:
     except (OSError, ValueError):
         return []
     return [rel for rel in files if is_sqlite(ctx.source_root / rel)]
+
+
+def _lack(envs: list[str]) -> str:
+    """"staging does not", "staging and production do not"."""
+    return f"{envs[0]} does not" if len(envs) == 1 else f"{', '.join(envs[:-1])} and {envs[-1]} do not"
 
 
 def workload(ctx: Context) -> list[Finding]:

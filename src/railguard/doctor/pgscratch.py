@@ -38,7 +38,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from railguard.data import snapshots
+from railguard.data import libpq, snapshots
 from railguard.data.postgres import ROLE, Cluster, PostgresError, scram_verifier
 from railguard.doctor.fingerprint import DataPrint, FileFacts, Table, fingerprint
 from railguard.doctor.fixture import _fail
@@ -225,7 +225,8 @@ def environ(ctx: Context, config: dict[str, Any], folder: Path) -> dict[str, str
             values[variable] = f"sqlite:///{folder / (name + '.db')}"
         else:
             values[variable] = server(ctx).app_url(database_for(ctx, name, folder))
-    return values
+    return libpq.add_to(values, [v for n, v in (config.get("databases") or {}).items()
+                                 if n in ctx.spec.databases and ctx.spec.databases[n].engine != "sqlite"])
 
 
 def seed_deployment(ctx: Context, provider: Any, data: Path, app: str | None, desired: list[Any]) -> list[str]:

@@ -107,7 +107,8 @@ def diagnostics(report: Report) -> list[Diagnostic]:
                 continue
             make = error if f.status is Status.fail else warning
             code = "doctor.check_failed" if f.status is Status.fail else "doctor.check_warning"
-            subject = f" ({f.subject})" if f.subject else ""
+            # No "(staging): staging: ..." when the summary names its subject already.
+            subject = f" ({f.subject})" if f.subject and not f.summary.startswith(f"{f.subject}: ") else ""
             found.append(make(
                 code, f"{check.id}{subject}: {f.summary}",
                 " ".join(f.evidence) or f.summary, f.remediation or "See docs/doctor.md.",

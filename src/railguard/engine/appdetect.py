@@ -30,6 +30,8 @@ DATA_VARIABLES = {
     "MEDIA_ROOT": f"{DATA}/media", "DATABASE_PATH": f"{DATA}/app.db", "DB_PATH": f"{DATA}/app.db",
     "SQLITE_PATH": f"{DATA}/app.db", "DATABASE_FILE": f"{DATA}/app.db",
 }
+# Drivers a plain postgresql:// URL works with (SQLAlchemy's default dialect, psycopg2.connect, dj-database-url).
+POSTGRES_URL_DRIVERS = ("psycopg2", "psycopg2-binary")
 URL_VARIABLES = ("DATABASE_URL", "SQLALCHEMY_DATABASE_URI", "DB_URL", "DATABASE_URI")
 # Import names whose distribution is known, so an app that imports one without declaring it still builds.
 KNOWN_IMPORTS = {
@@ -87,6 +89,8 @@ class Choices:
     secrets: list[str] = field(default_factory=list)
     required: list[str] = field(default_factory=list)  # read without a default, neither data nor secret
     changes: list[str] = field(default_factory=list)  # lines of app code to change, "file:line: ..."
+    static: tuple[str, str, str] | None = None  # (URL path, folder in the artifact, why): served by the edge
+    database: tuple[str, str] | None = None  # (variable, why): a managed Postgres database's URL arrives there
 
 
 def undeclared(files: list[PyFile], deps: Deps) -> tuple[list[str], list[str]]:
@@ -201,6 +205,9 @@ def _data_env(files: list[PyFile], deps: Deps, choices: Choices) -> None:
                                  f"the app reads {name}: its data lives in the data folder")
         elif name.endswith("ALLOWED_HOSTS"):
             choices.env[name] = ("localhost,127.0.0.1", f"the app reads {name}: add your public host names")
+        elif name in URL_VARIABLES and choices.database is None and any(deps.has(d) for d in POSTGRES_URL_DRIVERS):
+            choices.database = (name, f"the app reads {name} and declares a Postgres driver: Railguard runs a "
+                                      "Postgres server per environment and passes its URL (docs/data.md)")
         elif name in URL_VARIABLES and not driver and "sqlite" in (read_.default or "sqlite"):
             choices.env[name] = (f"sqlite:///{DATA}/app.db",
                                  f"the app reads {name}: its SQLite file lives in the data folder")
@@ -270,11 +277,32 @@ def _served(folder: Path, files: list[PyFile], deps: Deps, name: str, entry: Ent
                       health=health, health_why=health_why)
     if entry.framework == "flask":
         _flask_instance(files, entry, choices)
+        _flask_secret_key(files, choices)
         _flask_migrate(folder, deps, entry, choices)
     elif (folder / "alembic.ini").is_file() and deps.has("alembic"):
         choices.release, choices.release_why = ["alembic", "upgrade", "head"], "alembic.ini: migrations first"
     _data_env(files, deps, choices)
     return choices
+
+
+def _flask_secret_key(files: list[PyFile], choices: Choices) -> None:
+    """A secret key written in the code (Flask's tutorial: ``SECRET_KEY="dev"``) signs every session cookie: anyone
+    who reads the code can forge one. Name the line; the variable becomes a secret."""
+    for f in files:
+        for node in ast.walk(f.tree or ast.Module(body=[], type_ignores=[])):
+            line = None
+            if isinstance(node, ast.keyword) and node.arg == "SECRET_KEY" and isinstance(node.value, ast.Constant) \
+                    and isinstance(node.value.value, str):
+                line, code = node.value.lineno, 'SECRET_KEY=os.environ["FLASK_SECRET_KEY"],'
+            elif isinstance(node, ast.Assign) and isinstance(node.value, ast.Constant) \
+                    and isinstance(node.value.value, str) and any(
+                        getattr(t, "attr", "") == "secret_key" or isinstance(t, ast.Subscript)
+                        and isinstance(t.slice, ast.Constant) and t.slice.value == "SECRET_KEY" for t in node.targets):
+                line, code = node.lineno, 'app.config["SECRET_KEY"] = os.environ["FLASK_SECRET_KEY"]'
+            if line is not None:
+                choices.changes.append(f"{f.path}:{line}: {code}  (then list FLASK_SECRET_KEY in secrets and "
+                                       "`railguard secret set` it: a key in the code signs anyone's session cookie)")
+                return
 
 
 def _flask_migrate(folder: Path, deps: Deps, entry: Entry, choices: Choices) -> None:

@@ -271,4 +271,10 @@ def scan(folder: Path) -> list[PyFile]:
         parsed = scan_file(path, rel, module)
         if parsed is not None:
             files.append(parsed)
+    # A src/ folder whose code imports `src.x` is run from the root as the package `src` (`uvicorn
+    # src.main:app`), not a src layout whose packages are installed: its modules are named so.
+    in_src = [f for f in files if f.path.startswith("src/")]
+    if any("src" in f.imports for f in in_src) and not (folder / "src" / "__init__.py").is_file():
+        for f in in_src:
+            f.module = f"src.{f.module}"
     return files

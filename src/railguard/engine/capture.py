@@ -15,7 +15,8 @@ import tomllib
 from pathlib import Path
 
 from railguard.engine.workspace import Workspace
-from railguard.model.diagnostics import Diagnostic, RailguardError, error, warning
+from railguard.model.api import Release
+from railguard.model.diagnostics import Diagnostic, RailguardError, Severity, error, warning
 from railguard.model.plans import PlanSource
 from railguard.model.spec import Spec
 from railguard.sources.listing import Listing, Rules, TooLarge, TooManyFiles
@@ -149,7 +150,43 @@ def warnings(left_out: Listing, root: Path) -> list[Diagnostic]:
             f"{_names(left_out.links)}.",
             f"Copy the files they point at into the source folder, or list the links in {ignore}.",
             address="app.source", extra={"files": left_out.links}))
+    if left_out.own_output:
+        found.append(warning(
+            "source.output_excluded", f"{len(left_out.own_output)} saved Railguard answer(s) left out of the snapshot",
+            f"Not deployed: {_names(left_out.own_output)}. They are Railguard's own `--json` output (e.g. "
+            "`railguard plan --json > plan.json`), not the app's; in the snapshot they would change its source "
+            "and the next plan would replace every service.",
+            f"Save them outside the app folder, or list them in {ignore} to silence this; to ship one anyway, "
+            f"list it with a leading '!' (e.g. `!{left_out.own_output[0]}`).", address="app.source",
+            extra={"files": left_out.own_output}))
     return found
+
+
+def changed_files(ws: Workspace, live: Release | None, digest: str) -> list[Diagnostic]:
+    """What a plan's source changes in the files of the live release's (info): ``plan.json added``.
+
+    A replace says "source changed" and two digests; a reviewer needs the files, above all ones nobody meant
+    to ship. Nothing when nothing runs, the source is the same, or the live snapshot was pruned."""
+    before = sorted({s.source for s in (live.services.values() if live else []) if s.source and s.source != digest})
+    if live is None or len(before) != 1:
+        return []
+    snapshots = SnapshotStore.of(ws.home)
+    old, new = snapshots.manifest(before[0]), snapshots.manifest(digest)
+    if old is None or new is None:
+        return []
+    a, b = {f.path: f.sha256 for f in old.files}, {f.path: f.sha256 for f in new.files}
+    parts = [(sorted(b.keys() - a.keys()), "added"), (sorted(a.keys() - b.keys()), "removed"),
+             (sorted(p for p in a.keys() & b.keys() if a[p] != b[p]), "changed")]
+    said = "; ".join(f"{_names(paths)} {what}" for paths, what in parts if paths)
+    if not said:
+        return []
+    return [Diagnostic(
+        code="source.changed", severity=Severity.info,
+        summary=f"Source files changed since release {live.number}: {said}",
+        detail=f"{len(b)} files now, {len(a)} in the live release's snapshot.",
+        remediation=f"Check these are the files you meant to ship; leave others out in {ws.root / '.railguardignore'}"
+                    f" (`railguard show PLAN_ID --files` lists them all).", address="app.source",
+        extra={what: paths for paths, what in parts})]
 
 
 def _names(paths: list[str]) -> str:

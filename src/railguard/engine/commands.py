@@ -19,7 +19,7 @@ from railguard.engine.facts import Facts
 from railguard.engine.guard import require
 from railguard.engine.observe import observe_into
 from railguard.engine.workspace import Workspace
-from railguard.model.api import ExecRequest
+from railguard.model.api import ExecRequest, ReleaseStatus
 from railguard.model.diagnostics import RailguardError, error
 from railguard.model.plans import Action, Change, FieldDiff, Plan, Risk
 from railguard.model.principals import Permission, Principal
@@ -48,14 +48,24 @@ def command_target(ws: Workspace, request: ExecRequest, store: Store, who: Princ
     address = service_address(request.env, request.service)
     if env.protected and not protected_ok:
         raise _needs_approval(request, address)
-    if release is None or not release.status.ran_healthy:
+    # A failed release named explicitly may run one: a first deploy whose health check needs a database that only
+    # a one-off command creates (Flask's tutorial: `flask --app flaskr init-db`) has no other way to get there.
+    named_failed = release is not None and request.release is not None and release.status is ReleaseStatus.failed
+    if release is None or not (release.status.ran_healthy or named_failed):
         which = f"release {request.release}" if request.release is not None else "live release"
+        failed = next((r for r in store.releases(request.env, 5, desired=False) if r.status is ReleaseStatus.failed),
+                      None) \
+            if request.release is None else None
         raise RailguardError(error(
             "exec.no_release", f"'{request.env}' has no {which} to run the command in",
             f"The {which} of '{request.env}' "
-            + ("is not recorded." if release is None else f"is {release.status.value}: it never ran healthy."),
-            f"Deploy first (`railguard deploy --env {request.env}`), or pick a release listed by "
-            f"`railguard releases --env {request.env}`.", address=address))
+            + ("is not recorded." if release is None else f"is {release.status.value}: it never ran healthy.")
+            + (f" Release {failed.number} failed; its artifact may still run a command." if failed else ""),
+            (f"If its deploy failed for want of something a one-off command makes (a database schema), run it in "
+             f"that release: `railguard exec {request.service} --env {request.env} --release {failed.number} -- "
+             "...`, then deploy again." if failed else
+             f"Deploy first (`railguard deploy --env {request.env}`), or pick a release listed by "
+             f"`railguard releases --env {request.env}`."), address=address))
     desired = next((r for r in release.desired if r.address == address), None)
     if desired is None:
         raise RailguardError(error(

@@ -15,6 +15,7 @@ from pathlib import Path
 from railguard.engine.appdetect import (
     DATA,
     HEALTH_PATH,
+    SECRET_WORDS,
     Choices,
     _build_why,
     _health,
@@ -71,6 +72,14 @@ def _assigned_in_code(settings: PyFile, name: str) -> int | None:
     return None
 
 
+def _true(settings: PyFile, name: str) -> int | None:
+    for stmt in (settings.tree.body if settings.tree else []):
+        if isinstance(stmt, ast.Assign) and any(getattr(t, "id", "") == name for t in stmt.targets) \
+                and isinstance(stmt.value, ast.Constant) and stmt.value.value is True:
+            return stmt.lineno
+    return None
+
+
 def _empty_list(settings: PyFile, name: str) -> int | None:
     for stmt in (settings.tree.body if settings.tree else []):
         if isinstance(stmt, ast.Assign) and any(getattr(t, "id", "") == name for t in stmt.targets) \
@@ -114,7 +123,90 @@ def django_choices(folder: Path, files: list[PyFile], deps: Deps, name: str) -> 
     settings = modules.get(settings_module)
     if settings is not None:
         _settings_changes(settings, choices)
+        _static_files(settings, choices)
+        choices.changes.sort(key=lambda c: int(c.split(":")[1]) if c.startswith(settings.path + ":") else 0)
     return choices
+
+
+COLLECT = ["python", "manage.py", "collectstatic", "--noinput"]
+
+
+def _string(settings: PyFile, name: str) -> str | None:
+    for stmt in (settings.tree.body if settings.tree else []):
+        if isinstance(stmt, ast.Assign) and any(getattr(t, "id", "") == name for t in stmt.targets) \
+                and isinstance(stmt.value, ast.Constant) and isinstance(stmt.value.value, str):
+            return stmt.value.value
+    return None
+
+
+def _under_base_dir(settings: PyFile, name: str) -> tuple[int, str | None] | None:
+    """``NAME = BASE_DIR / "x"`` or ``os.path.join(BASE_DIR, "x")``: (line, "x"); another value: (line, None);
+    not assigned: None."""
+    for stmt in (settings.tree.body if settings.tree else []):
+        if not (isinstance(stmt, ast.Assign) and any(getattr(t, "id", "") == name for t in stmt.targets)):
+            continue
+        value = stmt.value
+        parts = ([value.left, value.right] if isinstance(value, ast.BinOp) and isinstance(value.op, ast.Div)
+                 else list(value.args) if isinstance(value, ast.Call) and getattr(value.func, "attr", "") == "join"
+                 else [])
+        if len(parts) == 2 and getattr(parts[0], "id", "") == "BASE_DIR" and isinstance(parts[1], ast.Constant) \
+                and isinstance(parts[1].value, str) and "/" not in parts[1].value.strip("/") \
+                and parts[1].value.strip("/") not in ("", ".", ".."):
+            return stmt.lineno, parts[1].value.strip("/")
+        return stmt.lineno, None
+    return None
+
+
+def _static_files(settings: PyFile, choices: Choices) -> None:
+    """Django serves no static files in production (DEBUG off, or any server but runserver): collectstatic
+    copies them into STATIC_ROOT at build time, inside the artifact, and the edge serves that folder under
+    STATIC_URL, so a release's CSS moves (and rolls back) with its code."""
+    if "django.contrib.staticfiles" not in settings.strings:
+        return
+    url = _string(settings, "STATIC_URL") or "static/"
+    if "://" in url or url.strip("/") == "":
+        return  # a CDN, or the site's root: nothing for the edge to serve here
+    root = _under_base_dir(settings, "STATIC_ROOT")
+    if root is not None and root[1] is None:
+        choices.changes.append(f"{settings.path}:{root[0]}: STATIC_ROOT = BASE_DIR / \"staticfiles\"  (init cannot "
+                               "tell where this one is; then add the build's collectstatic and `static` by hand: "
+                               "docs/apps.md)")
+        return
+    folder = (root[1] if root is not None else None) or "staticfiles"
+    if root is None:
+        line = settings.assigns.get("STATIC_URL") or max(settings.assigns.values(), default=1)
+        choices.changes.append(f"{settings.path}:{line}: STATIC_ROOT = BASE_DIR / \"staticfiles\"  "
+                               "(add it: the build's collectstatic copies the static files there)")
+    choices.build = [*(choices.build or []), *(["&&"] if choices.build else []), *COLLECT]
+    choices.build_why += ("; then `collectstatic` copies the static files into STATIC_ROOT "
+                          f"({folder}/) inside the artifact")
+    choices.static = ("/" + url.strip("/"), folder,
+                      f"the edge serves {folder}/ (filled by collectstatic) under /{url.strip('/')}/ itself, "
+                      "from the release's own artifact: Django serves no static files in production")
+    # collectstatic imports the settings in the build, which has the spec's variables but no secrets.
+    for i, change in enumerate(choices.changes):
+        if ': SECRET_KEY = os.environ["DJANGO_SECRET_KEY"]' in change:
+            choices.changes[i] = (change.split(": SECRET_KEY", 1)[0] + ': SECRET_KEY = os.environ.get('
+                                  '"DJANGO_SECRET_KEY", "")  (then list DJANGO_SECRET_KEY in secrets and `railguard '
+                                  'secret set` it; empty only in the build, whose collectstatic needs no key)')
+    for line, name in _required_secret_reads(settings):
+        choices.changes.append(f'{settings.path}:{line}: os.environ.get("{name}", "")  (not os.environ["{name}"]: '
+                               "the build's collectstatic imports the settings without secrets)")
+
+
+def _secretish(name: str) -> bool:
+    return any(word in name.upper() for word in SECRET_WORDS) or name.upper().endswith("_KEY")
+
+
+def _required_secret_reads(settings: PyFile) -> list[tuple[int, str]]:
+    """``os.environ["X"]`` of a secret-looking X in the settings: (line, X)."""
+    found = []
+    for node in ast.walk(settings.tree) if settings.tree else []:
+        if isinstance(node, ast.Subscript) and getattr(node.value, "attr", "") == "environ" \
+                and isinstance(node.slice, ast.Constant) and isinstance(node.slice.value, str) \
+                and _secretish(node.slice.value):
+            found.append((node.lineno, node.slice.value))
+    return sorted(found)
 
 
 def _settings_changes(settings: PyFile, choices: Choices) -> None:
@@ -133,6 +225,9 @@ def _settings_changes(settings: PyFile, choices: Choices) -> None:
         choices.env["DJANGO_ALLOWED_HOSTS"] = ("localhost,127.0.0.1", "host names Django answers for (add yours)")
         choices.changes.append(f'{where}:{hosts}: ALLOWED_HOSTS = os.environ.get("DJANGO_ALLOWED_HOSTS", '
                                '"localhost").split(",")')
+    debug = _true(settings, "DEBUG")
+    if debug is not None:  # tracebacks and settings shown to anyone who hits an error, in every environment
+        choices.changes.append(f'{where}:{debug}: DEBUG = os.environ.get("DJANGO_DEBUG") == "1"')
     key = _assigned_in_code(settings, "SECRET_KEY")
     if key is not None:
         choices.changes.append(f'{where}:{key}: SECRET_KEY = os.environ["DJANGO_SECRET_KEY"]  '

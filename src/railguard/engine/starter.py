@@ -128,6 +128,13 @@ def render(found: Detected, ports: list[int]) -> str:
                  + "]  # names only; set each with `railguard secret set NAME --env ENV`")
     if c.required:
         lines.append("# The app reads these without a default: " + ", ".join(c.required) + "; give them a value.")
+    if c.database:
+        lines.append('databases = ["main"]  # [databases.main] below: its URL arrives in '
+                     f'{c.database[0]} (and libpq\'s PG* variables)')
+    if c.static:
+        path, folder, why = c.static
+        lines += [_comment(f"Static: {why}."),
+                  f"static = [{{ path = {_toml(path)}, folder = {_toml(folder)}, cache = \"1h\" }}]"]
     lines += [
         'start_timeout = "60s"',
         'stop_timeout = "10s"',
@@ -152,6 +159,10 @@ def render(found: Detected, ports: list[int]) -> str:
         "[[services.web.routes]]",
         'path = "/"',
     ]
+    if c.database:
+        lines += ["", "[databases.main]", _comment(f"Database: {c.database[1]}."), 'engine = "postgres"']
+        if c.database[0] != "DATABASE_URL":
+            lines.append(f"env_var = {_toml(c.database[0])}")
     return "\n".join(lines) + "\n"
 
 

@@ -28,7 +28,7 @@ from railguard.engine.plan import missing_secrets
 from railguard.engine.rollback import check_rollback, rollback_plan
 from railguard.engine.rollback import rollback as run_rollback
 from railguard.engine.workspace import Workspace, pick_env, refuse_protected_deploy, require_env
-from railguard.model.api import Operation, OperationKind
+from railguard.model.api import Operation, OperationKind, Release, ReleaseStatus
 from railguard.model.diagnostics import Diagnostic, RailguardError, error
 from railguard.model.errors import TemporaryError
 from railguard.model.plans import Plan
@@ -75,12 +75,18 @@ def _plan(ws: Workspace, env: str, store: Store, provider: Provider | None, prin
         computed = planner.plan(env, desired, store.inventory(env), store.serial(env))
         problems = [*warnings, *observed_problems, *([] if promoting else facts.source_warnings()),
                     *missing_secrets(spec, env, versions),
-                    *computed.diagnostics, *knownbad.diagnostics(store, computed)]
+                    *computed.diagnostics, *knownbad.diagnostics(store, computed),
+                    *capture.changed_files(ws, _live(store, env), source.digest)]
         computed = restore.acknowledge(computed.model_copy(update={"diagnostics": problems, "id": new_id("plan"),
                                                                    "source": source}), allow_data_loss or [])
         if principal is not None:
             computed = guard.with_verdicts(store, computed, principal)
         return store.save_plan(computed)
+
+
+def _live(store: Store, env: str) -> Release | None:
+    """The live release without its frozen resources (a 10k-service release would be validated for nothing)."""
+    return next((r for r in store.releases(env, 20, desired=False) if r.status is ReleaseStatus.live), None)
 
 
 def deploy_plan(ws: Workspace, env: str | None, store: Store, provider: Provider, principal: Principal,

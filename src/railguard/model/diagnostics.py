@@ -72,6 +72,8 @@ CODES: dict[str, str] = {
     # the app source snapshot
     "source.too_large": "The source snapshot is over its size limit ([app].source_limit_mb).",
     "source.secret_excluded": "Files named like secrets (.env, *.pem, id_rsa...) were left out of the snapshot.",
+    "source.output_excluded": "Railguard's own saved --json answers (plan.json) were left out of the snapshot.",
+    "source.changed": "Info: the files a plan's source adds, removes or changes against the live release's.",
     "source.special_skipped": "FIFOs, sockets or devices in the source folder were skipped, never opened.",
     "source.link_skipped": "Symlinks leading out of the source folder (or to an excluded file) were skipped.",
     "source.unreadable": "A file of the source folder could not be read.",

@@ -3,7 +3,10 @@
 A snapshot must be well defined and must never hang or leak: everything under ``[app].source``
 except what ``.gitignore`` and ``.railguardignore`` exclude (gitignore syntax, via pathspec),
 Railguard's own folders and files (the state folder, the spec), and files named like secrets
-(``.env``, ``*.pem``, ``id_rsa``...) unless ``.railguardignore`` lists them explicitly with ``!``.
+(``.env``, ``*.pem``, ``id_rsa``...) unless ``.railguardignore`` lists them explicitly with ``!``, and
+Railguard's own ``--json`` answers saved in the tree (``railguard plan --json > plan.json``: a file that
+begins ``{"ok": ..., "diagnostics": [``), which would otherwise change the source of the next plan and
+replace every service.
 Only regular files are taken, judged with ``lstat`` so nothing is opened to find out: FIFOs,
 sockets and devices are skipped with a note (opening a FIFO blocks), symlinks are taken only when
 they lead to a regular file inside the tree that the rules would take too. The total size has a cap,
@@ -59,6 +62,7 @@ class Listing:
     secrets: list[str] = field(default_factory=list)  # left out: named like a secret, not listed with `!`
     special: list[str] = field(default_factory=list)  # left out: FIFO, socket, device (never opened)
     links: list[str] = field(default_factory=list)  # left out: symlinks leading out of the tree or nowhere
+    own_output: list[str] = field(default_factory=list)  # left out: Railguard's own --json answers (plan.json)
 
     @property
     def total(self) -> int:
@@ -114,6 +118,24 @@ _SECRET_NAME = re.compile(r"\.env(\..*)?|.*\.(pem|key|p12|pfx|jks|keystore|ppk|k
 
 
 DEFAULT_RULES = Rules()
+# How every `--json` answer of the CLI begins (cli/output.py), indented or not.
+_OWN_OUTPUT = re.compile(rb'\A\s*\{\s*"ok":\s*(?:true|false),\s*"diagnostics":\s*\[')
+
+
+@functools.lru_cache(maxsize=4096)
+def _own_output(path: str, signature: tuple[int, int, int, int, int]) -> bool:
+    """Whether the regular file at ``path`` is one of Railguard's ``--json`` answers (its first bytes; read
+    again only when its lstat signature changes)."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
+    except OSError:
+        return False
+    try:
+        return bool(_OWN_OUTPUT.match(os.read(fd, 64)))
+    except OSError:
+        return False
+    finally:
+        os.close(fd)
 
 
 def list_source(root: Path, rules: Rules = DEFAULT_RULES) -> Listing:
@@ -165,8 +187,11 @@ def list_source(root: Path, rules: Rules = DEFAULT_RULES) -> Listing:
         elif not stat.S_ISREG(st.st_mode):
             found.special.append(rel)
             continue
-        found.files.append(Listed(rel, readable, st.st_size,
-                                  (st.st_mtime_ns, st.st_ctime_ns, st.st_size, st.st_ino, st.st_mode)))
+        signature = (st.st_mtime_ns, st.st_ctime_ns, st.st_size, st.st_ino, st.st_mode)
+        if rel.endswith(".json") and _own_output(readable, signature) and not allowed.match_file(rel):
+            found.own_output.append(rel)
+            continue
+        found.files.append(Listed(rel, readable, st.st_size, signature))
     found.files.sort(key=lambda f: f.rel)
     if found.total > rules.max_bytes:
         largest = sorted(((f.rel, f.size) for f in found.files), key=lambda x: -x[1])[:5]

@@ -227,7 +227,8 @@ def _hash(listed: Listed, listing: Listing, budget: int) -> FileEntry | None:
 
 def listing_notes(listing: Listing) -> Listing:
     """What was left out, without the files (kept in a snapshot for warnings)."""
-    return Listing(secrets=list(listing.secrets), special=sorted(set(listing.special)), links=sorted(listing.links))
+    return Listing(secrets=list(listing.secrets), special=sorted(set(listing.special)), links=sorted(listing.links),
+                   own_output=list(listing.own_output))
 
 
 def _with(snap: SourceSnapshot, listing: Listing) -> SourceSnapshot:

@@ -125,7 +125,8 @@ def refuse_build(service: str, build: list[str] | None) -> None:
     if not build:
         return
     text = " ".join(build)
-    if re.match(r"^(?:\S*/)?(?:pip3?|python3?(?:\.\d+)? -m pip) install\b", text):
+    # "&&" chains commands after the install (Django's collectstatic): those would not run for a pod.
+    if re.match(r"^(?:\S*/)?(?:pip3?|python3?(?:\.\d+)? -m pip) install\b", text) and "&&" not in build:
         return
     raise RailguardError(error(
         "artifact.deps_failed", f"Service '{service}' has a build Railguard cannot run for a Kubernetes pod",

@@ -34,7 +34,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from railguard.model.resources import Resource
-from railguard.providers.local import buildas, immutable, layers
+from railguard.providers.local import buildas, dependencies, immutable, layers
 from railguard.providers.local.buildrun import ArtifactError, OnLine, run_streamed
 from railguard.sources.store import FOLDER as SOURCES
 from railguard.sources.store import SnapshotMissing, SnapshotStore, materialize_or_capture
@@ -273,6 +273,7 @@ def _build(root: Path, folder: Path, build: list[str] | None, env: dict[str, str
     run_streamed([uvb, "venv", "--quiet", *seed, "--python", layers.base_python(), str(venv)], cwd=src,
                  env=environ, log=log, on_line=on_line, what="creating the artifact's virtualenv")
     layer = None
+    dependencies.check_markers(src, deps)
     if deps.layered and (deps.requirements or deps.packages or deps.lock or deps.project):
         key = layers.key(src, deps, source_digest, environ)
         layer = layers.ensure(root / layers.LAYERS, src, deps, key, env, log, on_line)
@@ -289,7 +290,8 @@ def _build(root: Path, folder: Path, build: list[str] | None, env: dict[str, str
         bin_dirs = [str(venv / "bin")]
         build_env = {**env, "PATH": base_path(bin_dirs), "VIRTUAL_ENV": str(venv),
                      "HOME": os.path.expanduser("~"), "LANG": "C.UTF-8", "PIP_DISABLE_PIP_VERSION_CHECK": "1"}
-        run_streamed(deps.rest, cwd=src, env=build_env, log=log, on_line=on_line, what=f"build {deps.rest}")
+        for command in dependencies.commands(deps.rest):  # chained with "&&": each runs after the last succeeded
+            run_streamed(command, cwd=src, env=build_env, log=log, on_line=on_line, what=f"build {command}")
     # Bytecode now, so a replica never needs to write next to the sources (it cannot: they are read-only).
     builder = buildas.current()
     subprocess.run([python, "-m", "compileall", "-q", "-j", "0", str(src)], cwd=src,

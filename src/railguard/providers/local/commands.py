@@ -18,6 +18,7 @@ import threading
 from collections import deque
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 from railguard.model.diagnostics import Diagnostic, RailguardError, error
 from railguard.model.plans import Change
@@ -93,6 +94,9 @@ class Commands:
     state: RuntimeState
     secret_values: Callable[[str, dict[str, int]], dict[str, str]]
     isolation: Level
+
+    def _database_env(self, env: str, config: dict[str, Any], data_dir: Path | None = None) -> dict[str, str]:
+        raise NotImplementedError
 
     def start_command(self, request: CommandRequest, stdio: tuple[int, int, int] | None) -> LocalCommand:
         run_as = lookup(self._command_user(request))
@@ -199,9 +203,11 @@ class Commands:
                     "exec.data_dir", "The environment's data folder could not be prepared", str(exc),
                     "Point the environment's data_dir at a new or empty folder (or remove it for the default).",
                     address=f"{request.env}/service.{request.service}")) from exc
+        # Its databases' URLs too, as a replica of it would get them (a failed first release has no replica).
         environ = replica_env(cfg, env=request.env, service=request.service, release=request.release, index=None,
                               port=None, data_dir=data_dir, artifact=found, home=self.home,
-                              secrets=self.secret_values(request.env, pinned(cfg)))
+                              secrets={**self.secret_values(request.env, pinned(cfg)),
+                                       **self._database_env(request.env, cfg, data_dir)})
         return found.src, environ
 
 

@@ -15,7 +15,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from railguard.data import pgrehearsal, pgschema, rehearsal, snapshots, sqlite
+from railguard.data import libpq, pgrehearsal, pgschema, rehearsal, snapshots, sqlite
 from railguard.data.loss import Shapes
 from railguard.data.postgres import Cluster, PostgresError
 from railguard.model.data import DatabaseSchema
@@ -157,6 +157,8 @@ def _rehearse(request: ApplyRequest, *, home: Path, service: str, config: dict[s
                 pgrehearsal.fence(cluster)  # again now: the app owns its database and may have granted CONNECT
             pg_before = {name: made.shapes[name] for name in clusters}
             rehearsal_environ = {**environ, **{variables[name]: url for name, url in urls.items()}}
+            if len(urls) == 1 and libpq.NAMES[0] in environ:  # PG* named the real database: now its copy
+                rehearsal_environ |= libpq.variables(next(iter(urls.values())))
             found = rehearsal.rehearse(data_dir, scratch, run, list(request.allow_data_loss), copies, known)
             pg_losses = (pgrehearsal.losses(pg_before, pg_after.get("rehearsal", {}))
                          + pgrehearsal.losses(pg_after.get("rehearsal", {}),

@@ -35,7 +35,7 @@ from typing import Any
 
 import psutil
 
-from railguard.data import pgrehearsal
+from railguard.data import libpq, pgrehearsal
 from railguard.data.postgres import ADMIN, ROLE, Cluster, PostgresError, scram_verifier
 from railguard.model.plans import Action
 from railguard.model.resources import LiveStatus, ObservedResource, database_address
@@ -306,8 +306,12 @@ class DatabaseServers:
         return self.cluster(env, name).app_url(name)
 
     def env_for(self, env: str, config: dict[str, Any], data_dir: Path) -> dict[str, str]:
-        """The variables carrying the URLs of the databases a service uses (secret: never written to disk)."""
-        return {var: self.url(env, db, data_dir) for db, var in (config.get("databases") or {}).items()}
+        """The variables carrying the URLs of the databases a service uses (secret: never written to disk), and
+        libpq's PG* variables when exactly one of them is a Postgres database (data/libpq.py)."""
+        used = (config.get("databases") or {}).items()
+        values = {var: self.url(env, db, data_dir) for db, var in used}
+        return libpq.add_to(values, [var for db, var in used
+                                     if self.records.get(env, {}).get(db, {}).get("engine") == "postgres"])
 
     def postgres_of(self, env: str, config: dict[str, Any]) -> dict[str, Cluster]:
         """The Postgres databases a service uses, by name: what its release command's snapshot dumps."""

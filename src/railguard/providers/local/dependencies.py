@@ -72,9 +72,32 @@ def _pip_args(build: list[str]) -> list[str] | None:
     return None
 
 
+AND = "&&"  # in a build: the next command runs after this one succeeded (argv, no shell)
+
+
+def commands(build: list[str]) -> list[list[str]]:
+    """The commands of a build chained with ``"&&"`` elements (one command when there is none)."""
+    found: list[list[str]] = [[]]
+    for arg in build:
+        if arg == AND:
+            found.append([])
+        else:
+            found[-1].append(arg)
+    if any(not command for command in found):
+        raise ArtifactError(f"build: {' '.join(build)!r} has an empty command around '&&'; write "
+                            '["python", "-m", "pip", "install", "-r", "requirements.txt", "&&", "python", '
+                            '"manage.py", "collectstatic", "--noinput"]')
+    return found
+
+
 def plan(src: Path, build: list[str] | None) -> Dependencies:
-    """Decide what to install from the files in ``src`` and the spec's ``build``; runs nothing."""
-    args = _pip_args(build) if build else None
+    """Decide what to install from the files in ``src`` and the spec's ``build``; runs nothing.
+
+    A build's first command may be a pip install (carried out by uv in the shared layer) chained with
+    ``"&&"`` to commands that run after it in the artifact (Django's ``collectstatic``)."""
+    chain = commands(build) if build else []
+    args = _pip_args(chain[0]) if chain else None
+    after = [arg for command in chain[1:] for arg in [AND, *command]][1:] or None
     if build and args is None:
         found = _detect(src)
         return Dependencies(found.requirements, (), (), (), found.project, found.lock, list(build), found.notes)
@@ -113,7 +136,7 @@ def plan(src: Path, build: list[str] | None) -> Dependencies:
         else:
             packages.append(arg)
         i += 1
-    return Dependencies(tuple(reqs), tuple(cons), tuple(packages), tuple(index), project, False, None,
+    return Dependencies(tuple(reqs), tuple(cons), tuple(packages), tuple(index), project, False, after,
                         ["the build's pip install is carried out by uv in a shared dependency layer"])
 
 
@@ -127,6 +150,40 @@ def _detect(src: Path) -> Dependencies:
     if has_project:
         notes.append("pyproject.toml [project]")
     return Dependencies(requirements=reqs, project=has_project, notes=notes)
+
+
+def check_markers(src: Path, deps: Dependencies) -> None:
+    """Refuse a requirements file none of whose requirements applies to the artifacts' Python.
+
+    ``poetry export`` writes ``; python_version >= "3.12"`` on every line of a project that says
+    ``python = "^3.12"``: on Railguard's Python 3.11 uv installs nothing and says only "Checked 23 packages",
+    and the release then fails with "'alembic' is not installed", which requirements.txt plainly lists."""
+    from packaging.requirements import InvalidRequirement, Requirement
+
+    for name in deps.requirements:
+        try:
+            lines = (src / name).read_text(encoding="utf-8").splitlines()
+        except (OSError, UnicodeDecodeError):
+            continue
+        found, skipped = 0, []
+        for raw in lines:
+            line = raw.split(" #", 1)[0].strip()
+            if not line or line.startswith(("#", "-")):
+                continue
+            try:
+                req = Requirement(line)
+            except InvalidRequirement:
+                return  # a URL, a path, a form we do not read: uv decides
+            found += 1
+            if req.marker is not None and not req.marker.evaluate():
+                skipped.append(str(req.marker))
+        if found and len(skipped) == found:
+            python = ".".join(map(str, sys.version_info[:3]))
+            raise ArtifactError(
+                f"{name}: none of its {found} requirements applies to Python {python}, the interpreter the "
+                f"artifacts are made from (their markers say {min(set(skipped), key=len)}), so nothing would be "
+                "installed. Run Railguard on a Python the markers accept, or export the requirements for this "
+                "one (e.g. `python = \"^3.11\"` in pyproject.toml, then `poetry export` again)")
 
 
 def _local_refs(text: str) -> bool:
