@@ -20,10 +20,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from railguard.model.diagnostics import Diagnostic, RailguardError, error, has_errors
-from railguard.model.errors import PermanentError
-
-if TYPE_CHECKING:
+if TYPE_CHECKING:  # the models are imported where a spec is parsed or a problem raised: a CLI command that only
+    # needs the paths (rollback, deploy through a running daemon) never loads pydantic (bench/deploy_timing.py)
+    from railguard.model.diagnostics import Diagnostic
     from railguard.model.spec import Spec
     from railguard.state.store import Store
 
@@ -48,6 +47,8 @@ class Workspace:
         return self.spec_path.parent
 
     def read_spec_text(self) -> str:
+        from railguard.model.diagnostics import RailguardError, error
+
         if self.text is not None:
             return self.text
         if not self.spec_path.exists():
@@ -86,6 +87,9 @@ class Workspace:
 
     def load_valid(self, tolerate: frozenset[str] = frozenset()) -> tuple[Spec, list[Diagnostic]]:
         """Parse the spec or raise with every error found (errors with a ``tolerate``d code excepted)."""
+        from railguard.model.diagnostics import has_errors
+        from railguard.model.errors import PermanentError
+
         spec, diagnostics = self.load()
         if spec is None or has_errors([d for d in diagnostics if d.code not in tolerate]):
             raise PermanentError(*diagnostics)  # the same text fails the same way: fix the spec
@@ -123,6 +127,8 @@ def daemon_socket(home: Path) -> Path:
 
 
 def require_env(spec: Spec, env: str) -> None:
+    from railguard.model.diagnostics import RailguardError, error
+
     if env not in spec.environments:
         import difflib
 
@@ -138,6 +144,8 @@ def require_env(spec: Spec, env: str) -> None:
 
 def pick_env(spec: Spec, env: str | None) -> str:
     """The environment a command means: ``env``, or the spec's only one when none is named."""
+    from railguard.model.diagnostics import RailguardError, error
+
     if env is None:
         if len(spec.environments) == 1:
             return next(iter(spec.environments))
@@ -154,6 +162,8 @@ def refuse_protected_deploy(spec: Spec, env: str) -> None:
     """``deploy`` plans and applies in one step, so a protected environment (reviewed plans only) refuses it.
 
     Checked by the CLI before it starts a daemon, and by the daemon for every deploy request."""
+    from railguard.model.diagnostics import RailguardError, error
+
     if spec.environments[env].protected:
         raise RailguardError(error(
             "spec.invalid_value", f"'{env}' is protected",
