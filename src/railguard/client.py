@@ -13,9 +13,7 @@ from __future__ import annotations
 
 import json
 import os
-import signal
 import socket
-import subprocess
 import sys
 import time
 from collections.abc import Iterator
@@ -288,7 +286,9 @@ class Client:
             return self.daemon_pid() or 0
         # Open the store here first: a corrupt, too new or unwritable state folder is reported
         # with its own diagnostic instead of a daemon that dies at boot.
-        from railguard.state.store import Store  # only when a daemon is started
+        import subprocess  # only when a daemon is started (a command's start-up pays for what it uses)
+
+        from railguard.state.store import Store
 
         Store.open(self.ws.home).close()
         out_path = self.ws.home / "daemon.out"
@@ -328,6 +328,8 @@ class Client:
             answer = self._json("POST", "/v1/shutdown", {"everything": everything})
         except (_NotListening, _Timeout, _Failed, ValueError):
             if pid is not None:
+                import signal
+
                 os.kill(pid, signal.SIGTERM)
         else:
             if not answer.get("ok"):  # e.g. token-only mode without an admin token

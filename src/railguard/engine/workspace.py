@@ -14,7 +14,6 @@ relative paths resolve exactly as for the real spec, and nothing is written besi
 
 from __future__ import annotations
 
-import hashlib
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -120,6 +119,8 @@ def daemon_socket(home: Path) -> Path:
     inside = home / "daemon.sock"
     if len(str(inside)) < 100:
         return inside
+    import hashlib  # deep state folders only
+
     short = Path(f"/tmp/railguard-{os.getuid()}")
     short.mkdir(mode=0o700, exist_ok=True)
     os.chmod(short, 0o700)
