@@ -15,7 +15,6 @@ relative paths resolve exactly as for the real spec, and nothing is written besi
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -28,11 +27,38 @@ if TYPE_CHECKING:  # the models are imported where a spec is parsed or a problem
 SPEC_NAME = "railguard.toml"
 
 
-@dataclass(frozen=True)
 class Workspace:
+    """The spec file and the state folder of one app (immutable, compared by value).
+
+    Written by hand rather than as a frozen dataclass: importing ``dataclasses`` (and ``inspect`` with it) was a
+    good part of what the hot CLI commands import (:mod:`railguard.cli.fastpath`)."""
+
     spec_path: Path
     home: Path
-    text: str | None = None  # a proposed spec, read instead of the file at spec_path
+    text: str | None  # a proposed spec, read instead of the file at spec_path
+
+    def __init__(self, spec_path: Path, home: Path, text: str | None = None) -> None:
+        object.__setattr__(self, "spec_path", spec_path)
+        object.__setattr__(self, "home", home)
+        object.__setattr__(self, "text", text)
+
+    def __setattr__(self, name: str, value: object) -> None:
+        raise AttributeError(f"cannot assign to field '{name}': a Workspace does not change")
+
+    def __delattr__(self, name: str) -> None:
+        raise AttributeError(f"cannot delete field '{name}': a Workspace does not change")
+
+    def _key(self) -> tuple[Path, Path, str | None]:
+        return self.spec_path, self.home, self.text
+
+    def __eq__(self, other: object) -> bool:
+        return other.__class__ is self.__class__ and isinstance(other, Workspace) and self._key() == other._key()
+
+    def __hash__(self) -> int:
+        return hash(self._key())
+
+    def __repr__(self) -> str:
+        return f"Workspace(spec_path={self.spec_path!r}, home={self.home!r}, text={self.text!r})"
 
     @classmethod
     def locate(cls, spec: str | os.PathLike[str] | None = None) -> Workspace:
