@@ -6,7 +6,9 @@ error answers back into :class:`RailguardError` with the daemon's diagnostics. A
 daemon that cannot be reached or started is a ``daemon.unavailable`` diagnostic
 (a :class:`railguard.model.errors.DeadlineError` when it did not answer in time).
 Each route has a typed call that parses the answer into its :mod:`railguard.model.api`
-model; callers use those, and :meth:`Client.call` (raw JSON) is what they are built on.
+model; callers use those, and :meth:`Client.call` (raw JSON) is what they are built on. The models
+(pydantic) are imported inside the typed calls and on the way out of a failed one, never at import:
+:mod:`railguard.cli.fastpath` answers the hot commands with raw JSON and loads none of them.
 """
 
 from __future__ import annotations

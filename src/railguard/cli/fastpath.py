@@ -5,7 +5,7 @@ runs when something is on fire, and the command's own start-up (typer, Rich, the
 most of a warm rollback's time from command to traffic moved (bench/deploy_timing.py). Here those lines are
 parsed by hand and sent to a running daemon as raw JSON; the answers are printed as they came, which is what the
 typer commands print once the same answers are parsed into their models and dumped again (a golden test,
-tests/test_cli_fastpath.py, runs both on the same command lines against a real daemon).
+tests/e2e/test_cli_fastpath.py, runs both on the same command lines against a real daemon).
 
 Only the exact forms below are taken, and only while a daemon already listens: anything else (help, a human
 rendering, an unknown or repeated option, no daemon yet, shell completion) returns ``None`` before anything was
@@ -137,7 +137,8 @@ def _deploy(client: Any, ws: Any, options: dict[str, Any]) -> int:
         from railguard.cli.deploy import deployed
         from railguard.model.api import DeployAnswer
 
-        deployed(client, ws, DeployAnswer.model_validate(answer), True)
+        deployed(client, ws, DeployAnswer.model_validate(answer), True)  # prints and exits (typer.Exit)
+        return 0
     return _finish(follow(client, answer["operation"]["id"]), url)
 
 
