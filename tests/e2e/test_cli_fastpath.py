@@ -55,6 +55,21 @@ def typer_prints(record: dict[str, Any], url: str | None = None, queued: bool = 
     return out.getvalue(), code
 
 
+def typer_status(found: dict[str, Any]) -> tuple[str, int]:
+    """What `railguard status --json` prints for this status (its typer command's own code)."""
+    from railguard.cli.output import finish
+    from railguard.model.api import EnvironmentStatus
+
+    out = io.StringIO()
+    code = -1
+    with redirect_stdout(out):
+        try:
+            finish(True, [], {"status": EnvironmentStatus.model_validate(found).model_dump(mode="json")})
+        except typer.Exit as done:
+            code = done.exit_code
+    return out.getvalue(), code
+
+
 def same_as_typer(done: subprocess.CompletedProcess[str], queued: bool = False) -> dict[str, Any]:
     answer = json.loads(done.stdout)
     assert (done.stdout, done.returncode) == typer_prints(answer["operation"], answer.get("url"), queued)
@@ -82,6 +97,8 @@ REFUSED = [
     ("rollback", "--env", "staging", "--to", "x", "--json"),  # not a number: typer answers (cli.usage)
     ("rollback", "--json", "--env"),
     ("rollback", "--bogus", "--json"),
+    ("status", "--env", "nope", "--json"),
+    ("status", "--spec", "missing.toml", "--json"),
 ]
 
 
@@ -121,6 +138,12 @@ def test_hot_command_lines_answer_as_the_typer_commands(ws: Workspace) -> None:
     queued = run(ws, "rollback", "-e", "staging", "--no-wait", "--json")
     assert queued.returncode == 0, queued.stdout
     same_as_typer(queued, queued=True)
+    # status: the spec is parsed in the CLI (pydantic), but neither typer nor Rich is imported.
+    shown = run(ws, "status", "--env", "staging", "--json", importtime=True)
+    assert shown.returncode == 0 and not {"typer", "rich", "click"} & imported(shown), shown.stdout
+    assert (shown.stdout, shown.returncode) == typer_status(json.loads(shown.stdout)["status"])
+    slow_shown = run(ws, "status", "--env", "staging", "--json", slow=True)
+    assert (slow_shown.stdout, slow_shown.returncode) == typer_status(json.loads(slow_shown.stdout)["status"])
     # A rollback the daemon refuses (no such release) prints the typer command's diagnostics.
     busy = [run(ws, "rollback", "--env", "staging", "--to", "99", "--json", slow=slow) for slow in (False, True)]
     assert busy[0].stdout == busy[1].stdout and busy[0].returncode == busy[1].returncode == 1
@@ -147,6 +170,10 @@ def test_hot_command_lines_answer_as_the_typer_commands(ws: Workspace) -> None:
     (["deploy", "-ye", "x", "--json"], None),
     (["deploy", "--env", "a", "--yes", "--allow-data-loss", "t", "--json"], None),
     (["plan", "--env", "a", "--json"], None),
+    (["status", "--json"], {"as_json": True}),
+    (["status", "-e", "s", "--spec=x.toml", "--json"], {"env": "s", "spec": Path("x.toml"), "as_json": True}),
+    (["status", "--env", "s"], None),
+    (["status", "--env", "s", "--yes", "--json"], None),
     ([], None),
 ])
 def test_the_fast_path_takes_only_the_forms_it_knows(args: list[str], taken: dict[str, Any] | None) -> None:

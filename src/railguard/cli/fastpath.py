@@ -1,11 +1,13 @@
 """The hot command lines of agents and scripts, answered without typer, Rich or pydantic.
 
 Why it exists: ``railguard rollback --env E --json`` and ``railguard deploy --env E --yes --json`` are what an agent
-runs when something is on fire, and the command's own start-up (typer, Rich, the API models: ~0.3 s of CPU) was
-most of a warm rollback's time from command to traffic moved (bench/deploy_timing.py). Here those lines are
-parsed by hand and sent to a running daemon as raw JSON; the answers are printed as they came, which is what the
-typer commands print once the same answers are parsed into their models and dumped again (a golden test,
-tests/e2e/test_cli_fastpath.py, runs both on the same command lines against a real daemon).
+runs when something is on fire, and ``railguard status --env E --json`` what it reads before and after; the
+command's own start-up (typer, Rich, the API models: ~0.3 s of CPU) was most of a warm rollback's time from
+command to traffic moved (bench/deploy_timing.py). Here those lines are parsed by hand and sent to a running
+daemon as raw JSON; the answers are printed as they came, which is what the typer commands print once the same
+answers are parsed into their models and dumped again (a golden test, tests/e2e/test_cli_fastpath.py, runs both
+on the same command lines against a real daemon). ``status`` still parses the spec here, as its typer command
+does (pydantic), but skips typer and the status model.
 
 Only the exact forms below are taken, and only while a daemon already listens: anything else (help, a human
 rendering, an unknown or repeated option, no daemon yet, shell completion) returns ``None`` before anything was
@@ -36,6 +38,7 @@ _OPTIONS: dict[str, dict[str, tuple[tuple[str, ...], bool]]] = {
                  "no_wait": (("--no-wait",), False), "as_json": (("--json",), False)},
     "deploy": {"env": (("--env", "-e"), True), "spec": (("--spec",), True), "yes": (("--yes", "-y"), False),
                "as_json": (("--json",), False)},
+    "status": {"env": (("--env", "-e"), True), "spec": (("--spec",), True), "as_json": (("--json",), False)},
 }
 _NUMBER = re.compile(r"[0-9]{1,9}")
 
@@ -106,7 +109,7 @@ def run(args: list[str]) -> None:
         # environment when none is given: that is its work, not this module's.
         if (command == "rollback" and options.get("env") is None) or not client.listening():
             return
-        code = (_rollback if command == "rollback" else _deploy)(client, ws, options)
+        code = {"rollback": _rollback, "deploy": _deploy, "status": _status}[command](client, ws, options)
     except KeyboardInterrupt:
         sys.exit(130)  # as typer answers an interrupt
     except Exception as exc:
@@ -140,6 +143,19 @@ def _deploy(client: Any, ws: Any, options: dict[str, Any]) -> int:
         deployed(client, ws, DeployAnswer.model_validate(answer), True)  # prints and exits (typer.Exit)
         return 0
     return _finish(follow(client, answer["operation"]["id"]), url)
+
+
+def _status(client: Any, ws: Any, options: dict[str, Any]) -> int:
+    """``railguard status [--env E] --json`` (:func:`railguard.cli.observe.status`): the spec is parsed here first, as
+    there (a bad spec or an unknown environment is refused before the daemon is asked); the answer is printed
+    as it came, without typer or the status model."""
+    from railguard.engine.workspace import pick_env
+
+    parsed, _ = ws.load_valid()
+    name = pick_env(parsed, options.get("env"))
+    found = client.call("GET", "status", params={"env": name, "spec": str(ws.spec_path)})["status"]
+    emit_json({"ok": True, "diagnostics": [], "status": found})
+    return 0
 
 
 def follow(client: Any, op_id: str) -> dict[str, Any]:
