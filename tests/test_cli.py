@@ -273,6 +273,27 @@ def test_deploy_refuses_a_protected_environment_with_or_without_a_daemon(workspa
     assert operations["operations"] == []
 
 
+def test_the_command_table_names_each_command_with_the_module_that_registers_it() -> None:
+    """A command line imports only its command's module (cli/main.py's COMMANDS): a command missing from the table,
+    or listed under another module, would run with the full tree or not at all."""
+    import importlib
+
+    import typer
+
+    from railguard.cli import main
+
+    for module in main.MODULES:
+        one = typer.Typer()
+        main._register(one, module)
+        names = {main._name(c) for c in one.registered_commands} | {g.name for g in one.registered_groups}
+        if not module:
+            names.add("schema")
+        else:
+            assert importlib.import_module(f"railguard.cli.{module}").register
+        assert {n for n, m in main.COMMANDS.items() if m == module} == names, module
+    assert set(getattr(typer.main.get_command(main.app), "commands", {})) == set(main.COMMANDS)
+
+
 def test_a_command_runs_in_a_tree_of_its_own_with_the_same_options() -> None:
     """`railguard deploy ...` builds only the root and `deploy` (building all commands costs start-up time);
     each command there has exactly the options, arguments and help of the full tree."""

@@ -6,16 +6,16 @@ error answers back into :class:`RailguardError` with the daemon's diagnostics. A
 daemon that cannot be reached or started is a ``daemon.unavailable`` diagnostic
 (a :class:`railguard.model.errors.DeadlineError` when it did not answer in time).
 Each route has a typed call that parses the answer into its :mod:`railguard.model.api`
-model; callers use those, and :meth:`Client.call` (raw JSON) is what they are built on.
+model; callers use those, and :meth:`Client.call` (raw JSON) is what they are built on. The models
+(pydantic) are imported inside the typed calls and on the way out of a failed one, never at import:
+:mod:`railguard.cli.fastpath` answers the hot commands with raw JSON and loads none of them.
 """
 
 from __future__ import annotations
 
 import json
 import os
-import signal
 import socket
-import subprocess
 import sys
 import time
 from collections.abc import Iterator
@@ -24,44 +24,41 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlencode
 
-from railguard.model.api import (
-    Approval,
-    ApprovalRecord,
-    AuditEntry,
-    AuditVerification,
-    CanaryMove,
-    CreatedToken,
-    DaemonHealth,
-    DeployAnswer,
-    EnvironmentStatus,
-    Event,
-    ExecRecord,
-    ExecRequest,
-    GcResult,
-    Incident,
-    Logs,
-    Operation,
-    OperationKind,
-    OperationRequest,
-    PlanAnswer,
-    PlanDetail,
-    PlanFiles,
-    PlanOverview,
-    PlanRecord,
-    Policies,
-    Release,
-    SecretInfo,
-    SecretSet,
-    TokenInfo,
-    WhoAmI,
-)
-from railguard.model.diagnostics import Diagnostic, RailguardError, error
-from railguard.model.errors import DeadlineError
-
 if TYPE_CHECKING:  # imported where used: a CLI command pays only for what it touches (bench/deploy_timing.py)
     import httpx
 
     from railguard.engine.workspace import Workspace
+    from railguard.model.api import (
+        Approval,
+        ApprovalRecord,
+        AuditEntry,
+        AuditVerification,
+        CanaryMove,
+        CreatedToken,
+        DaemonHealth,
+        DeployAnswer,
+        EnvironmentStatus,
+        Event,
+        ExecRecord,
+        ExecRequest,
+        GcResult,
+        Incident,
+        Logs,
+        Operation,
+        OperationRequest,
+        PlanAnswer,
+        PlanDetail,
+        PlanFiles,
+        PlanOverview,
+        PlanRecord,
+        Policies,
+        Release,
+        SecretInfo,
+        SecretSet,
+        TokenInfo,
+        WhoAmI,
+    )
+    from railguard.model.diagnostics import RailguardError
 
 START_TIMEOUT_S = 20.0
 CONNECT_TIMEOUT_S = 2.0
@@ -71,7 +68,13 @@ READ_TIMEOUT_S = 120.0  # the usual wait for an answer; a call that may take lon
 OUT_MAX_BYTES = 1024 * 1024
 
 
-def _unavailable(detail: str, home: Path, kind: type[RailguardError] = RailguardError) -> RailguardError:
+def _unavailable(detail: str, home: Path, deadline: bool = False) -> RailguardError:
+    """``daemon.unavailable`` (a :class:`DeadlineError` with ``deadline``: it did not answer in time). The
+    diagnostics' models are imported here, on the way out: a call that succeeds never loads pydantic."""
+    from railguard.model.diagnostics import RailguardError, error
+    from railguard.model.errors import DeadlineError
+
+    kind = DeadlineError if deadline else RailguardError
     return kind(error(
         "daemon.unavailable", "The Railguard daemon is not available", detail,
         f"Check {home / 'daemon.log'} and {home / 'daemon.out'}, then run `railguard daemon start`.",
@@ -285,7 +288,9 @@ class Client:
             return self.daemon_pid() or 0
         # Open the store here first: a corrupt, too new or unwritable state folder is reported
         # with its own diagnostic instead of a daemon that dies at boot.
-        from railguard.state.store import Store  # only when a daemon is started
+        import subprocess  # only when a daemon is started (a command's start-up pays for what it uses)
+
+        from railguard.state.store import Store
 
         Store.open(self.ws.home).close()
         out_path = self.ws.home / "daemon.out"
@@ -312,10 +317,12 @@ class Client:
                 raise _unavailable(f"The daemon exited with status {code} while starting: {' | '.join(log)}",
                                    self.ws.home)
             time.sleep(0.05)
-        raise _unavailable(f"The daemon did not answer within {START_TIMEOUT_S:.0f} s.", self.ws.home, DeadlineError)
+        raise _unavailable(f"The daemon did not answer within {START_TIMEOUT_S:.0f} s.", self.ws.home, deadline=True)
 
     def stop_daemon(self, everything: bool = False, timeout: float = 30.0) -> bool:
         """Ask the daemon to stop (and, with ``everything``, to stop the apps and the edge too)."""
+        from railguard.model.diagnostics import Diagnostic, RailguardError
+
         pid = self.daemon_pid()
         if pid is None and not self.alive():
             return False
@@ -323,6 +330,8 @@ class Client:
             answer = self._json("POST", "/v1/shutdown", {"everything": everything})
         except (_NotListening, _Timeout, _Failed, ValueError):
             if pid is not None:
+                import signal
+
                 os.kill(pid, signal.SIGTERM)
         else:
             if not answer.get("ok"):  # e.g. token-only mode without an admin token
@@ -338,7 +347,7 @@ class Client:
                 return True
             time.sleep(0.05)
         raise _unavailable(f"The daemon (pid {pid}) did not stop within {timeout:.0f} s.", self.ws.home,
-                           DeadlineError)
+                           deadline=True)
 
     # -- calls -------------------------------------------------------------------------------
     def call(self, method: str, path: str, body: dict[str, Any] | None = None,  # JSON out, raw JSON answered
@@ -361,12 +370,14 @@ class Client:
                 payload = self._json(method, target, body, timeout or READ_TIMEOUT_S)
         except _Timeout as exc:
             raise _unavailable(f"The daemon did not answer {method} /v1/{path} in time: {exc}.", self.ws.home,
-                               DeadlineError) from exc
+                               deadline=True) from exc
         except (_NotListening, _Failed) as exc:
             raise _unavailable(f"The daemon did not answer {method} /v1/{path}: {exc}.", self.ws.home) from exc
         except ValueError as exc:
             raise _unavailable(f"The daemon sent an answer that is not JSON: {exc}.", self.ws.home) from exc
         if not payload.get("ok"):
+            from railguard.model.diagnostics import Diagnostic, RailguardError, error  # only a refusal parses
+
             found = [Diagnostic.model_validate(d) for d in payload.get("diagnostics", [])]
             raise RailguardError(*(found or [error(
                 "daemon.bad_request", "The daemon refused the request without saying why",
@@ -377,12 +388,15 @@ class Client:
     # -- typed calls: the answers parsed into the contract (:mod:`railguard.model.api`) -----------------
     # Each returns what the daemon answered under its payload key; ``call`` stays for everything else.
     def health(self) -> DaemonHealth:
+        from railguard.model.api import DaemonHealth
         return DaemonHealth.model_validate(self.call("GET", "health")["daemon"])
 
     def whoami(self) -> WhoAmI:
+        from railguard.model.api import WhoAmI
         return WhoAmI.model_validate(self.call("GET", "whoami"))
 
     def status(self, env: str, spec: str | None = None) -> EnvironmentStatus:
+        from railguard.model.api import EnvironmentStatus
         return EnvironmentStatus.model_validate(self.call("GET", "status", params={"env": env, "spec": spec})["status"])
 
     def operation(self, op_id: str, after: int | None = None, wait_s: float = 0.0,
@@ -390,44 +404,54 @@ class Client:
         """The operation; with ``after``, once its journal has more entries than that or it ended (the daemon
         holds the request up to ``wait_s`` seconds and answers the moment a step is written); with ``until_end``,
         once it ended (or ``wait_s`` ran out)."""
+        from railguard.model.api import Operation
         params = ({"until": "end", "wait": wait_s} if until_end else
                   None if after is None else {"after": after, "wait": wait_s})
         return Operation.model_validate(self.call("GET", f"operations/{op_id}", params=params)["operation"])
 
     def operations(self, env: str | None = None, limit: int | None = None) -> list[Operation]:
         """Newest first, with their journals."""
+        from railguard.model.api import Operation
         rows = self.call("GET", "operations", params={"env": env, "limit": limit})["operations"]
         return [Operation.model_validate(r) for r in rows]
 
     def releases(self, env: str, limit: int | None = None) -> list[Release]:
         """Newest first, WITHOUT their desired resources (the daemon leaves them out of lists)."""
+        from railguard.model.api import Release
         rows = self.call("GET", "releases", params={"env": env, "limit": limit})["releases"]
         return [Release.model_validate(r) for r in rows]
 
     def events(self, env: str | None = None, limit: int | None = None) -> list[Event]:
+        from railguard.model.api import Event
         rows = self.call("GET", "events", params={"env": env, "limit": limit})["events"]
         return [Event.model_validate(r) for r in rows]
 
     def logs(self, env: str, service: str, release: int | None = None, lines: int | None = None,
              offsets: dict[str, int] | None = None) -> Logs:
+        from railguard.model.api import Logs
         params = {"env": env, "service": service, "release": release, "lines": lines,
                   "offsets": json.dumps(offsets) if offsets is not None else None}
         return Logs.model_validate(self.call("GET", "logs", params=params)["logs"])
 
     def plans(self, env: str | None = None) -> list[PlanRecord]:
+        from railguard.model.api import PlanRecord
         return [PlanRecord.model_validate(r) for r in self.call("GET", "plans", params={"env": env})["plans"]]
 
     def plan_record(self, plan_id: str) -> PlanDetail:
+        from railguard.model.api import PlanDetail
         return PlanDetail.model_validate(self.call("GET", f"plans/{plan_id}"))
 
     def plan_files(self, plan_id: str) -> PlanFiles:
+        from railguard.model.api import PlanFiles
         return PlanFiles.model_validate(self.call("GET", f"plans/{plan_id}/files")["files"])
 
     def policies(self, spec: str, env: str) -> Policies:
+        from railguard.model.api import Policies
         return Policies.model_validate(self.call("GET", "policies", params={"env": env, "spec": spec})["policies"])
 
     def plan(self, spec: str, env: str, text: str | None = None,
              allow_data_loss: list[str] | None = None) -> PlanAnswer:
+        from railguard.model.api import PlanAnswer
         body: dict[str, Any] = {"spec": spec, "env": env, **({"text": text} if text is not None else {})}
         if allow_data_loss:
             body["allow_data_loss"] = allow_data_loss
@@ -436,6 +460,7 @@ class Client:
     def plan_overview(self, spec: str, env: str, per_action: int,
                       allow_data_loss: list[str] | None = None) -> PlanOverview:
         """Plan, answered as its summary and the first ``per_action`` changes of each action (large plans)."""
+        from railguard.model.api import PlanOverview
         body: dict[str, Any] = {"spec": spec, "env": env, "view": "overview", "per_action": per_action}
         if allow_data_loss:
             body["allow_data_loss"] = allow_data_loss
@@ -444,6 +469,7 @@ class Client:
     @contextmanager
     def plan_body(self, plan_id: str) -> Iterator[Iterator[bytes]]:
         """The saved plan's JSON as the daemon stored it, in chunks (never parsed or re-encoded on the way)."""
+        from railguard.model.diagnostics import Diagnostic, RailguardError, error
         try:
             with self._http.stream(f"/v1/plans/{plan_id}/body") as (status, chunks):
                 if status != 200:
@@ -461,6 +487,7 @@ class Client:
             raise _unavailable(f"The daemon did not send plan {plan_id}: {exc}.", self.ws.home) from exc
 
     def promote(self, spec: str, source: str, target: str) -> PlanAnswer:
+        from railguard.model.api import PlanAnswer
         return PlanAnswer.model_validate(self.call("POST", "promote", {"spec": spec, "from": source,
                                                                        "to": target})["plan"])
 
@@ -468,6 +495,7 @@ class Client:
                apply: bool = True) -> DeployAnswer:
         """Plan ``env`` (unprotected) and, with ``apply``, submit its plan in the same request when it is applyable;
         the operation is answered as queued (follow it with ``operation``)."""
+        from railguard.model.api import DeployAnswer
         body: dict[str, Any] = {"spec": spec, "apply": apply, **({"env": env} if env is not None else {})}
         if allow_data_loss:
             body["allow_data_loss"] = allow_data_loss
@@ -475,18 +503,22 @@ class Client:
 
     def submit(self, request: OperationRequest) -> Operation:
         """Queue an apply or a rollback; the answer is the operation as queued (follow it with ``operation``)."""
+        from railguard.model.api import Operation
         body = request.model_dump(mode="json", by_alias=True, exclude_none=True)
         return Operation.model_validate(self.call("POST", "operations", body)["operation"])
 
     def incidents(self, env: str | None = None, open_only: bool = True) -> list[Incident]:
+        from railguard.model.api import Incident
         params = {"env": env, "open": "1" if open_only else None}
         return [Incident.model_validate(r) for r in self.call("GET", "incidents", params=params)["incidents"]]
 
     def incident(self, incident_id: str) -> Incident:
+        from railguard.model.api import Incident
         return Incident.model_validate(self.call("GET", f"incidents/{incident_id}")["incident"])
 
     def exec(self, request: ExecRequest) -> ExecRecord | PlanAnswer:
         """Run a one-off command (or, in a protected environment, save it as a plan needing approval)."""
+        from railguard.model.api import ExecRecord, PlanAnswer
         wait = (request.timeout_s or 600.0) + 30.0 if not request.attach else None  # a captured run takes its time
         answer = self.call("POST", "exec", request.model_dump(mode="json"), timeout=wait)
         if answer.get("plan"):
@@ -494,52 +526,65 @@ class Client:
         return ExecRecord.model_validate(answer["exec"])
 
     def apply(self, spec: str, plan_id: str) -> Operation:
+        from railguard.model.api import OperationKind, OperationRequest
         return self.submit(OperationRequest(kind=OperationKind.apply, spec=spec, plan_id=plan_id))
 
     def rollback(self, spec: str, env: str, to: int | None = None) -> Operation:
+        from railguard.model.api import OperationKind, OperationRequest
         return self.submit(OperationRequest(kind=OperationKind.rollback, spec=spec, env=env, to=to))
 
     def request_approval(self, plan_id: str, reason: str | None = None) -> Approval:
+        from railguard.model.api import Approval
         return Approval.model_validate(self.call("POST", f"plans/{plan_id}/request-approval",
                                                  {"reason": reason})["approval"])
 
     def decide(self, plan_id: str, decision: str, *, typed: str | None, reason: str,
                confirm: list[str] | None = None) -> ApprovalRecord:
         """``decision`` is ``approve`` or ``reject`` (the path the daemon routes)."""
+        from railguard.model.api import ApprovalRecord
         body = {"typed": typed, "reason": reason, **({"confirm": confirm} if confirm is not None else {})}
         return ApprovalRecord.model_validate(self.call("POST", f"plans/{plan_id}/{decision}", body)["approval"])
 
     def create_token(self, name: str, role: str, envs: list[str], expires_in_s: float | None,
                      typed: str | None) -> CreatedToken:
+        from railguard.model.api import CreatedToken
         body = {"name": name, "role": role, "envs": envs, "expires_in_s": expires_in_s, "typed": typed}
         return CreatedToken.model_validate(self.call("POST", "tokens", body)["token"])
 
     def tokens(self) -> list[TokenInfo]:
+        from railguard.model.api import TokenInfo
         return [TokenInfo.model_validate(r) for r in self.call("GET", "tokens")["tokens"]]
 
     def revoke_token(self, name_or_id: str) -> TokenInfo:
+        from railguard.model.api import TokenInfo
         return TokenInfo.model_validate(self.call("POST", f"tokens/{name_or_id}/revoke")["token"])
 
     def set_secret(self, env: str, name: str, value: str) -> SecretSet:
+        from railguard.model.api import SecretSet
         return SecretSet.model_validate(self.call("POST", "secrets", {"env": env, "name": name,
                                                                       "value": value})["secret"])
 
     def secrets(self, env: str | None = None) -> list[SecretInfo]:
+        from railguard.model.api import SecretInfo
         return [SecretInfo.model_validate(r) for r in self.call("GET", "secrets", params={"env": env})["secrets"]]
 
     def audit(self, env: str | None = None, limit: int | None = None) -> list[AuditEntry]:
+        from railguard.model.api import AuditEntry
         rows = self.call("GET", "audit", params={"env": env, "limit": limit})["audit"]
         return [AuditEntry.model_validate(r) for r in rows]
 
     def audit_verify(self) -> AuditVerification:
+        from railguard.model.api import AuditVerification
         return AuditVerification.model_validate(self.call("GET", "audit/verify")["verify"])
 
     def gc(self, spec: str, dry_run: bool) -> GcResult:
+        from railguard.model.api import GcResult
         return GcResult.model_validate(self.call("POST", "gc", {"spec": spec, "dry_run": dry_run})["gc"])
 
     def canary_move(self, env: str, service: str, verb: str, plan_id: str | None = None) -> CanaryMove | PlanAnswer:
         """``promote-step`` or ``abort`` a canary; in a protected environment a step without ``plan_id`` answers the
         plan that needs approval instead (nothing moved)."""
+        from railguard.model.api import CanaryMove, PlanAnswer
         body: dict[str, Any] = {"env": env, **({"plan_id": plan_id} if plan_id else {})}
         answer = self.call("POST", f"canaries/{env}/{service}/{verb}", body)
         if answer.get("plan"):
@@ -548,5 +593,6 @@ class Client:
 
     def acknowledge(self, incident_id: str, reason: str = "") -> Incident:
         """Resolve an incident and lift its known-bad marks (needs the apply permission)."""
+        from railguard.model.api import Incident
         answer = self.call("POST", f"incidents/{incident_id}/ack", {"reason": reason})
         return Incident.model_validate(answer["incident"])

@@ -136,3 +136,7 @@ add(app, start, ADMIN, "railguard daemon start", "railguard daemon start --requi
 add(app, stop, ADMIN, "railguard daemon stop", "railguard daemon stop --everything")
 add(app, status, ADMIN, "railguard daemon status --json")
 add(app, run, ADMIN, hidden=True)
+
+
+def register(root: typer.Typer) -> None:
+    root.add_typer(app, name="daemon", rich_help_panel=ADMIN)

@@ -27,18 +27,16 @@ from railguard.cli.common import (
     env_for_daemon,
     pick_env,
 )
+from railguard.cli.fastpath import FOLLOW_FIRST_S, FOLLOW_LIMIT_S, FOLLOW_MAX_S, FOLLOW_WAIT_S
 from railguard.cli.output import emit_json, escape, finish, guarded, out, print_diagnostics
 from railguard.client import Client
-from railguard.engine.workspace import refuse_protected_deploy
-from railguard.model.api import Operation, OperationKind, OperationRequest, OperationStatus, PlanOverview
+from railguard.engine.workspace import Workspace, refuse_protected_deploy
+from railguard.model.api import DeployAnswer, Operation, OperationKind, OperationRequest, OperationStatus, PlanOverview
 from railguard.model.diagnostics import RailguardError, error
 from railguard.model.plans import Action, Plan, denial
 
 PER_ACTION = 20  # changes of each action a plan lists for people without --full
 NoWaitOpt = Annotated[bool, typer.Option("--no-wait", help="Return the operation id at once.")]
-FOLLOW_LIMIT_S = 3600.0
-FOLLOW_FIRST_S, FOLLOW_MAX_S = 0.02, 0.15  # pauses when the daemon answers without news (one that cannot wait)
-FOLLOW_WAIT_S = 10.0  # how long one request may wait for the next step (the daemon answers the moment it is written)
 
 
 def follow(client: Client, op_id: str, as_json: bool) -> Operation:
@@ -234,7 +232,12 @@ def deploy(
         refuse_protected_deploy(parsed, env)
     # One request plans (saved, hashed and policy-checked as any plan) and, with --yes, submits the plan when it
     # is applyable; the daemon refuses a protected environment itself.
-    answer = client.deploy(str(ws.spec_path), env, allow_data_loss, apply=yes)
+    deployed(client, ws, client.deploy(str(ws.spec_path), env, allow_data_loss, apply=yes), as_json)
+
+
+def deployed(client: Client, ws: Workspace, answer: DeployAnswer, as_json: bool) -> None:
+    """What ``deploy`` prints once the daemon answered (also for :mod:`railguard.cli.fastpath`): the plan, and
+    the operation followed to its end, or why nothing was applied."""
     saved, name = answer.plan.as_plan(), answer.env
     url = f"http://127.0.0.1:{answer.edge_port}/"
     if not as_json:

@@ -1,8 +1,9 @@
 """The ``railguard`` executable's first code: answers ``--version`` before importing any command.
 
 Importing the command tree (typer, rich, pydantic models, the HTTP client) costs a few hundred milliseconds;
-``railguard --version`` needs none of it, and scripts and agents call it to probe for the tool. Everything else
-goes to :func:`railguard.cli.main.main`. Called by the console script and ``python -m railguard``.
+``railguard --version`` needs none of it, and scripts and agents call it to probe for the tool. The hot command
+lines of agents (``rollback``/``deploy ... --json``) are answered by :mod:`railguard.cli.fastpath` without it too.
+Everything else goes to :func:`railguard.cli.main.main`. Called by the console script and ``python -m railguard``.
 """
 
 from __future__ import annotations
@@ -11,9 +12,13 @@ import sys
 
 
 def main() -> None:
-    if sys.argv[1:] == ["--version"]:
+    args = sys.argv[1:]
+    if args == ["--version"]:
         from railguard import __version__
         sys.stdout.write(f"railguard {__version__}\n")
         sys.exit(0)
+    from railguard.cli.fastpath import run as hot
+
+    hot(args)  # exits when it answered (rollback/deploy --json with a daemon running); else nothing was sent
     from railguard.cli.main import main as run
     run()

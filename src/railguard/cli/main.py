@@ -8,35 +8,39 @@ hold no logic of their own. Errors arrive as diagnostics (see
 
 from __future__ import annotations
 
+import importlib
 import sys
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 from typer._click.exceptions import ClickException, UsageError  # typer vendors click; not re-exported
 
 from railguard import __version__
-from railguard.cli import (
-    canary_cmd,
-    console_cmd,
-    daemon_cmd,
-    data_cmd,
-    deploy,
-    doctor_cmd,
-    edge_cmd,
-    exec_cmd,
-    gc_cmd,
-    guard_cmd,
-    incidents_cmd,
-    k8s_cmd,
-    mcp_cmd,
-    observe,
-)
 from railguard.cli.common import ADMIN, DEPLOY, JsonOpt, SpecOpt, add
 from railguard.cli.output import emit_json, escape, finish, guarded, out, print_diagnostics, usage_error
-from railguard.engine.workspace import Workspace
-from railguard.model.diagnostics import has_errors
-from railguard.model.spec import json_schema
+
+# Each command's module, in the order of `railguard --help` ("" for the commands defined here). A command line
+# imports only the module of the command it names (see _command): importing all of them loaded every model and
+# helper of every command, a good part of a command's start-up (bench/deploy_timing.py). A test checks that the
+# table names exactly the commands each module registers.
+MODULES = ("", "deploy", "exec_cmd", "data_cmd", "observe", "incidents_cmd", "canary_cmd", "guard_cmd",
+           "doctor_cmd", "mcp_cmd", "console_cmd", "daemon_cmd", "gc_cmd", "edge_cmd", "k8s_cmd")
+COMMANDS = {
+    "init": "", "validate": "", "schema": "",
+    "plan": "deploy", "show": "deploy", "plans": "deploy", "apply": "deploy", "deploy": "deploy",
+    "rollback": "deploy", "operations": "deploy",
+    "exec": "exec_cmd",
+    "backups": "data_cmd", "restore": "data_cmd",
+    "status": "observe", "releases": "observe", "logs": "observe", "events": "observe",
+    "incidents": "incidents_cmd", "incident": "incidents_cmd",
+    "promote-step": "canary_cmd", "abort": "canary_cmd",
+    "approve": "guard_cmd", "reject": "guard_cmd", "promote": "guard_cmd", "policies": "guard_cmd",
+    "whoami": "guard_cmd", "token": "guard_cmd", "secret": "guard_cmd", "audit": "guard_cmd",
+    "doctor": "doctor_cmd", "ci": "doctor_cmd",
+    "mcp": "mcp_cmd", "console": "console_cmd", "daemon": "daemon_cmd", "gc": "gc_cmd", "edge-ca": "edge_cmd",
+    "k8s": "k8s_cmd",
+}
 
 
 def _new_app() -> typer.Typer:
@@ -51,16 +55,12 @@ def _new_app() -> typer.Typer:
     )
 
 
-app = _new_app()
-
-
 def _version(value: bool) -> None:
     if value:
         out.print(f"railguard {__version__}")
         raise typer.Exit()
 
 
-@app.callback()
 def _root(
     version: Annotated[bool, typer.Option("--version", callback=_version, is_eager=True,
                                           help="Print the version.")] = False,
@@ -102,6 +102,9 @@ def init(
 @guarded()
 def validate(spec: SpecOpt = None, as_json: JsonOpt = False) -> None:
     """Check the spec and report every problem at once."""
+    from railguard.engine.workspace import Workspace
+    from railguard.model.diagnostics import has_errors
+
     ws = Workspace.locate(spec)
     parsed, diagnostics = ws.load()
     valid = parsed is not None and not has_errors(diagnostics)
@@ -121,48 +124,64 @@ def validate(spec: SpecOpt = None, as_json: JsonOpt = False) -> None:
 
 def schema(as_json: JsonOpt = False) -> None:
     """Print the JSON Schema of railguard.toml (for editors and agents)."""
+    from railguard.model.spec import json_schema
+
     emit_json(json_schema())
 
 
-add(app, init, DEPLOY, "railguard init", "railguard init --force --json")
-add(app, validate, DEPLOY, "railguard validate", "railguard validate --spec deploy/railguard.toml --json")
-deploy.register(app)
-exec_cmd.register(app)
-data_cmd.register(app)
-observe.register(app)
-incidents_cmd.register(app)
-canary_cmd.register(app)
-guard_cmd.register(app)
-doctor_cmd.register(app)
-mcp_cmd.register(app)
-console_cmd.register(app)
-app.add_typer(daemon_cmd.app, name="daemon", rich_help_panel=ADMIN)
-gc_cmd.register(app)
-edge_cmd.register(app)
-k8s_cmd.register(app)
-add(app, schema, ADMIN, "railguard schema > railguard.schema.json")
+def _register(app: typer.Typer, module: str) -> None:
+    """Register the commands of one module of :data:`MODULES` (importing it)."""
+    if module:
+        importlib.import_module(f"railguard.cli.{module}").register(app)
+        return
+    add(app, init, DEPLOY, "railguard init", "railguard init --force --json")
+    add(app, validate, DEPLOY, "railguard validate", "railguard validate --spec deploy/railguard.toml --json")
+
+
+def _full() -> typer.Typer:
+    """Every command, in the order of `railguard --help`."""
+    full = _new_app()
+    full.callback()(_root)
+    for module in MODULES:
+        _register(full, module)
+    add(full, schema, ADMIN, "railguard schema > railguard.schema.json")
+    return full
+
+
+def _name(info: Any) -> str:
+    return str(info.name or typer.main.get_command_name(info.callback.__name__ if info.callback else ""))
+
+
+def __getattr__(name: str) -> Any:
+    """``app``: the full command tree, built on first use (tests and docs walk it; the command line does not)."""
+    if name == "app":
+        built = globals()["app"] = _full()
+        return built
+    raise AttributeError(name)
 
 
 def _command(args: list[str]) -> typer.core.TyperGroup | typer.core.TyperCommand:
     """The command tree to run ``args`` with: the root and only the command they name.
 
     Typer builds a command's options by inspecting its function's signature and annotations; building all
-    fifty commands to run one cost more than a tenth of `railguard deploy`'s start-up (bench/deploy_timing.py).
-    The tree holds the root (its options and callback) and the named command, so parsing, help and errors
-    of that command are exactly those of the full tree. Anything else (no command, a root option first, a name
-    that is not a command: its "No such command" suggests the others) gets the full tree.
+    fifty commands to run one cost more than a tenth of `railguard deploy`'s start-up (bench/deploy_timing.py),
+    and importing their modules more. The tree holds the root (its options and callback) and the named command,
+    from its module alone, so parsing, help and errors of that command are exactly those of the full tree.
+    Anything else (no command, a root option first, a name that is not a command: its "No such command" suggests
+    the others) gets the full tree.
     """
-    if args and not args[0].startswith("-"):
-        named = [c for c in app.registered_commands
-                 if (c.name or typer.main.get_command_name(c.callback.__name__ if c.callback else "")) == args[0]]
-        groups = [g for g in app.registered_groups if g.name == args[0]]
-        if len(named) + len(groups) == 1:
-            one = _new_app()
-            one.registered_callback = app.registered_callback
-            one.registered_commands = named
-            one.registered_groups = groups
-            return typer.main.get_command(one)  # type: ignore[return-value]
-    return typer.main.get_command(app)  # type: ignore[return-value]
+    module = COMMANDS.get(args[0]) if args and not args[0].startswith("-") else None
+    if module is None:
+        return typer.main.get_command(_full())  # type: ignore[return-value]
+    one = _new_app()
+    one.callback()(_root)
+    if args[0] == "schema":
+        add(one, schema, ADMIN, "railguard schema > railguard.schema.json")
+    else:
+        _register(one, module)
+    one.registered_commands = [c for c in one.registered_commands if _name(c) == args[0]]
+    one.registered_groups = [g for g in one.registered_groups if g.name == args[0]]
+    return typer.main.get_command(one)  # type: ignore[return-value]
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -12,10 +12,8 @@ same for a command line that does not parse (exit 64, ``cli.usage``).
 from __future__ import annotations
 
 import functools
-import json
 import os
 import re
-import sys
 import traceback
 from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING, Any, NoReturn, ParamSpec, TypeVar, cast
@@ -23,6 +21,7 @@ from typing import TYPE_CHECKING, Any, NoReturn, ParamSpec, TypeVar, cast
 import typer
 from typer._click.exceptions import UsageError  # typer vendors click; its public API exports no UsageError
 
+from railguard.cli.fastpath import emit_json as emit_json  # the commands' import of it (defined without typer)
 from railguard.model.diagnostics import Diagnostic, RailguardError, Severity, error
 
 if TYPE_CHECKING:
@@ -75,11 +74,6 @@ LOG_TAIL_LINES = 20  # of a failure's log tail, shown under its diagnostic
 
 P = ParamSpec("P")
 R = TypeVar("R")
-
-
-def emit_json(payload: dict[str, Any]) -> None:
-    sys.stdout.write(json.dumps(payload, indent=2, default=str) + "\n")
-    sys.stdout.flush()
 
 
 def diagnostics_json(diagnostics: Iterable[Diagnostic]) -> list[dict[str, Any]]:
@@ -137,21 +131,28 @@ def guarded(as_json_param: str = "as_json") -> Callable[[Callable[P, R]], Callab
                 return fn(*args, **kwargs)
             except (typer.Exit, typer.Abort, KeyboardInterrupt):
                 raise
-            except RailguardError as exc:
-                finish(as_json, list(exc.diagnostics))
-            except Exception as exc:  # last line of defence: never a raw traceback
-                if os.environ.get("RAILGUARD_DEBUG"):
-                    traceback.print_exc()
-                finish(as_json, [error(
-                    "internal.error", "Railguard hit an internal error",
-                    f"{type(exc).__name__}: {exc}. This is a bug in Railguard, not in your input.",
-                    "Re-run with RAILGUARD_DEBUG=1 to see the traceback and report it.",
-                )], code=70)
-            raise AssertionError("unreachable")
+            except Exception as exc:
+                failed(exc, as_json)
 
         return inner
 
     return wrap
+
+
+def failed(exc: Exception, as_json: bool) -> NoReturn:
+    """Print a command's failure and exit (raises ``typer.Exit``): a :class:`RailguardError`'s diagnostics and 1,
+    anything else ``internal.error`` and 70 (the last line of defence: never a raw traceback). Used by
+    :func:`guarded` and :mod:`railguard.cli.fastpath`."""
+    if isinstance(exc, RailguardError):
+        finish(as_json, list(exc.diagnostics))
+    if os.environ.get("RAILGUARD_DEBUG"):
+        traceback.print_exception(exc)
+    finish(as_json, [error(
+        "internal.error", "Railguard hit an internal error",
+        f"{type(exc).__name__}: {exc}. This is a bug in Railguard, not in your input.",
+        "Re-run with RAILGUARD_DEBUG=1 to see the traceback and report it.",
+    )], code=70)
+    raise AssertionError("unreachable")
 
 
 def usage_error(exc: UsageError, as_json: bool) -> NoReturn:

@@ -37,32 +37,45 @@ def pick_target(store: Store, env: str, to: int | None) -> Release:
                 address=f"{env}/release.{to}"))
         return found
     live = store.live_release(env)
-    candidates = [r for r in store.superseded_before(env, live.number if live else None)
-                  if live is None or r.services != live.services]
-    if not candidates:
+    # The candidates without their desired resources (parsing every superseded release's resources to pick one was
+    # most of a rollback's checks in a long history); the one picked is read whole.
+    found = next((r for r in store.superseded_before(env, live.number if live else None, desired=False)
+                  if live is None or r.services != live.services), None)
+    target = store.release(env, found.number) if found is not None else None
+    if target is None:
         raise RailguardError(error(
             "rollback.no_target", "There is no earlier healthy release",
             f"Environment '{env}' has no superseded release that differs from the live one, so there is "
             "nothing to roll back to.",
             f"List releases with `railguard releases --env {env}`; deploy a fix with `railguard plan`.",
             address=env))
-    return candidates[0]
+    return target
 
 
-def rollback_plan(store: Store, env: str, provider: Provider | None, to: int | None) -> tuple[Release, Plan]:
-    """The release to restore and the (unsaved) plan that restores it against the live state.
+def rollback_plan(store: Store, env: str, provider: Provider | None,
+                  to: int | None) -> tuple[Release, Plan, str | None]:
+    """The release to restore, the (unsaved) plan that restores it against the live state, and the schema
+    check's note (the expand case; it refuses old code on a newer schema).
 
     Without a ``provider`` nothing is observed: the plan is made against the state as last
     recorded, reading the store only (the pre-check before a rollback is queued).
     """
     target = pick_target(store, env, to)
-    schemacheck.check(env, schemacheck.with_known_schema(target, store.releases(env, None)),
-                      datarecords.live_schemas(store, env))  # refuses old code on a newer schema
+    note = schema_note(store, env, target)
     desired = list(target.desired)
     if provider is not None:
         observe_into(store, provider, env, desired)
     computed = planner.plan(env, desired, store.inventory(env), store.serial(env))
-    return target, computed.model_copy(update={"id": f"rollback-{env}-{target.number}"})
+    return target, computed.model_copy(update={"id": f"rollback-{env}-{target.number}"}), note
+
+
+def schema_note(store: Store, env: str, target: Release) -> str | None:
+    """Check ``target``'s code against the live schema (see :func:`schemacheck.check`). The history is read
+    only when the target recorded no schema of its own, and without its desired resources."""
+    recorded = target.data is not None and bool(target.data.schemas)
+    known = target if recorded or not target.services else schemacheck.with_known_schema(
+        target, store.releases(env, None, desired=False))
+    return schemacheck.check(env, known, datarecords.live_schemas(store, env))
 
 
 def check_rollback(store: Store, plan: Plan, principal: Principal) -> None:
@@ -86,10 +99,8 @@ def check_rollback(store: Store, plan: Plan, principal: Principal) -> None:
 def rollback(store: Store, env: str, provider: Provider, principal: Principal, ctx: Context, to: int | None = None,
              op_id: str | None = None) -> Operation:
     with store.lock(operation=f"rollback {env}"):
-        target, computed = rollback_plan(store, env, provider, to)
+        target, computed, note = rollback_plan(store, env, provider, to)  # checked once, under the lock
         check_rollback(store, computed, principal)
-        note = schemacheck.check(env, schemacheck.with_known_schema(target, store.releases(env, None)),
-                                 datarecords.live_schemas(store, env))
         if note is not None and op_id is not None:
             store.journal(op_id, "schema-check", "end", {"note": note})
         return execute(store, env=env, kind="rollback", plan_id=None, changes=computed.changes,

@@ -14,27 +14,51 @@ relative paths resolve exactly as for the real spec, and nothing is written besi
 
 from __future__ import annotations
 
-import hashlib
 import os
-from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from railguard.model.diagnostics import Diagnostic, RailguardError, error, has_errors
-from railguard.model.errors import PermanentError
-
-if TYPE_CHECKING:
+if TYPE_CHECKING:  # the models are imported where a spec is parsed or a problem raised: a CLI command that only
+    # needs the paths (rollback, deploy through a running daemon) never loads pydantic (bench/deploy_timing.py)
+    from railguard.model.diagnostics import Diagnostic
     from railguard.model.spec import Spec
     from railguard.state.store import Store
 
 SPEC_NAME = "railguard.toml"
 
 
-@dataclass(frozen=True)
 class Workspace:
+    """The spec file and the state folder of one app (immutable, compared by value).
+
+    Written by hand rather than as a frozen dataclass: importing ``dataclasses`` (and ``inspect`` with it) was a
+    good part of what the hot CLI commands import (:mod:`railguard.cli.fastpath`)."""
+
     spec_path: Path
     home: Path
-    text: str | None = None  # a proposed spec, read instead of the file at spec_path
+    text: str | None  # a proposed spec, read instead of the file at spec_path
+
+    def __init__(self, spec_path: Path, home: Path, text: str | None = None) -> None:
+        object.__setattr__(self, "spec_path", spec_path)
+        object.__setattr__(self, "home", home)
+        object.__setattr__(self, "text", text)
+
+    def __setattr__(self, name: str, value: object) -> None:
+        raise AttributeError(f"cannot assign to field '{name}': a Workspace does not change")
+
+    def __delattr__(self, name: str) -> None:
+        raise AttributeError(f"cannot delete field '{name}': a Workspace does not change")
+
+    def _key(self) -> tuple[Path, Path, str | None]:
+        return self.spec_path, self.home, self.text
+
+    def __eq__(self, other: object) -> bool:
+        return other.__class__ is self.__class__ and isinstance(other, Workspace) and self._key() == other._key()
+
+    def __hash__(self) -> int:
+        return hash(self._key())
+
+    def __repr__(self) -> str:
+        return f"Workspace(spec_path={self.spec_path!r}, home={self.home!r}, text={self.text!r})"
 
     @classmethod
     def locate(cls, spec: str | os.PathLike[str] | None = None) -> Workspace:
@@ -48,6 +72,8 @@ class Workspace:
         return self.spec_path.parent
 
     def read_spec_text(self) -> str:
+        from railguard.model.diagnostics import RailguardError, error
+
         if self.text is not None:
             return self.text
         if not self.spec_path.exists():
@@ -86,6 +112,9 @@ class Workspace:
 
     def load_valid(self, tolerate: frozenset[str] = frozenset()) -> tuple[Spec, list[Diagnostic]]:
         """Parse the spec or raise with every error found (errors with a ``tolerate``d code excepted)."""
+        from railguard.model.diagnostics import has_errors
+        from railguard.model.errors import PermanentError
+
         spec, diagnostics = self.load()
         if spec is None or has_errors([d for d in diagnostics if d.code not in tolerate]):
             raise PermanentError(*diagnostics)  # the same text fails the same way: fix the spec
@@ -116,6 +145,8 @@ def daemon_socket(home: Path) -> Path:
     inside = home / "daemon.sock"
     if len(str(inside)) < 100:
         return inside
+    import hashlib  # deep state folders only
+
     short = Path(f"/tmp/railguard-{os.getuid()}")
     short.mkdir(mode=0o700, exist_ok=True)
     os.chmod(short, 0o700)
@@ -123,6 +154,8 @@ def daemon_socket(home: Path) -> Path:
 
 
 def require_env(spec: Spec, env: str) -> None:
+    from railguard.model.diagnostics import RailguardError, error
+
     if env not in spec.environments:
         import difflib
 
@@ -138,6 +171,8 @@ def require_env(spec: Spec, env: str) -> None:
 
 def pick_env(spec: Spec, env: str | None) -> str:
     """The environment a command means: ``env``, or the spec's only one when none is named."""
+    from railguard.model.diagnostics import RailguardError, error
+
     if env is None:
         if len(spec.environments) == 1:
             return next(iter(spec.environments))
@@ -154,6 +189,8 @@ def refuse_protected_deploy(spec: Spec, env: str) -> None:
     """``deploy`` plans and applies in one step, so a protected environment (reviewed plans only) refuses it.
 
     Checked by the CLI before it starts a daemon, and by the daemon for every deploy request."""
+    from railguard.model.diagnostics import RailguardError, error
+
     if spec.environments[env].protected:
         raise RailguardError(error(
             "spec.invalid_value", f"'{env}' is protected",

@@ -69,10 +69,11 @@ class ReleaseStore(Database):
         return self._select("WHERE env = ? ORDER BY number DESC LIMIT ?", env, -1 if limit is None else limit,
                             desired=desired)
 
-    def superseded_before(self, env: str, number: int | None) -> list[Release]:
-        """Superseded releases older than ``number`` (all when None), newest first: rollback candidates."""
+    def superseded_before(self, env: str, number: int | None, desired: bool = True) -> list[Release]:
+        """Superseded releases older than ``number`` (all when None), newest first: rollback candidates.
+        ``desired=False``: without their frozen desired resources (see :meth:`releases`)."""
         return self._select("WHERE env = ? AND status = ? AND number < ? ORDER BY number DESC", env,
-                            ReleaseStatus.superseded.value, 2**62 if number is None else number)
+                            ReleaseStatus.superseded.value, 2**62 if number is None else number, desired=desired)
 
     def healthy_releases(self, env: str) -> list[Release]:
         """Releases that were live at some point (live or superseded), newest first: proofs for promotion."""
