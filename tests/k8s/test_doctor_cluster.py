@@ -164,7 +164,20 @@ def test_env_isolation_reads_namespaces_and_finds_staging_credentials_that_write
         by = {(f["subject"], f["status"]): f for f in findings}
         assert ("staging", "pass") in by and ("production", "pass") in by, findings
         assert ("staging/production", "pass") in by and ("production/staging", "pass") in by, findings
+        assert "metadata service" in by[("staging", "pass")]["summary"], findings
         assert code == 0, report
+
+        # A policy as older Railguard versions made it (ingress only): the pods reach the cloud metadata service.
+        k8s_cluster.apply({"apiVersion": "networking.k8s.io/v1", "kind": "NetworkPolicy", "metadata": {
+            "name": "railguard-isolation", "namespace": staging_ns}, "spec": {
+                "podSelector": {}, "policyTypes": ["Ingress"], "ingress": [{"from": [{"podSelector": {}}]}]}},
+            manager="railguard")
+        code, report = _doctor(tmp_path, "env-isolation")
+        by = {(f["subject"], f["status"]): f for f in _checks(report)["env-isolation"]["findings"]}
+        assert "cloud metadata service" in by[("staging", "fail")]["summary"], report
+        assert code == 2, report
+        for manifest in environment_manifests("doc", "staging", Target(namespace=staging_ns)):
+            k8s_cluster.apply(manifest, manager="railguard")
 
         # Someone binds the staging user in production too: a finding, by the API server's own answer.
         k8s_cluster.apply({"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "RoleBinding",

@@ -293,17 +293,28 @@ def isolation(ctx: Context) -> list[Finding]:
             problems.append("the NetworkPolicy railguard-isolation is missing")
         elif not facts.policy_denies_other_namespaces:
             problems.append("the NetworkPolicy railguard-isolation admits traffic from other namespaces")
+        if facts.policy and not facts.egress_limited:
+            problems.append("the NetworkPolicy railguard-isolation lets the pods reach the cloud metadata service "
+                            "(169.254.169.254: the node's credentials on EKS/GKE/AKS)")
         if problems:
             findings.append(Finding(status=Status.fail, subject=env, summary=f"{where}: {problems[0]}",
-                                    evidence=problems, remediation=f"Apply a plan of '{env}' again: the provider "
-                                    "puts both objects back (someone changed them)."))
+                                    evidence=problems, remediation=f"Apply a plan of '{env}' that changes a service: "
+                                    "the provider puts both objects back with it (someone changed them, or an "
+                                    "older Railguard made them)."))
         else:
             findings.append(Finding(
                 status=Status.passed, subject=env, summary=f"{where}: pods run without an API token, other "
-                                                           "namespaces cannot reach them",
+                                                           "namespaces cannot reach them, nor can they reach the "
+                                                           "cloud metadata service",
                 evidence=[f"cluster {facts.cluster}: ServiceAccount railguard-workload with "
                           "automountServiceAccountToken: false; NetworkPolicy railguard-isolation admits ingress "
-                          "from the namespace's own pods only"]))
+                          "from the namespace's own pods only" + (f" and the Ingress controller's namespace "
+                                                                  f"{config['ingress_namespace']}"
+                                                                  if config.get("ingress_namespace") else ""),
+                          "egress: the namespace's pods, DNS (port 53) and the artifact store, and every address "
+                          f"except {', '.join(facts.egress_denied) or '(none)'}",
+                          "NetworkPolicy is enforced only by a network plugin that implements it (Calico, Cilium, "
+                          "...): the doctor reads the policy, it cannot test the network"]))
     for a, b in combinations(kube, 2):
         ta, tb = target(ctx, a), target(ctx, b)
         assert ta is not None and tb is not None
