@@ -176,3 +176,35 @@ def test_every_pod_railguard_makes_passes_the_restricted_pod_security_profile() 
         for c in [*pod["initContainers"], *pod["containers"]]:  # explicit on each container too
             assert c["securityContext"]["seccompProfile"] == {"type": "RuntimeDefault"}, (what, c["name"])
     assert restricted_violations({"containers": [{"name": "x", "securityContext": {}}]})  # the checker can fail
+
+
+NAMES = """
+[app]
+name = "shop"
+
+[environments.{env}]
+target = "{target}"
+{table}
+
+[services.web]
+run = ["python", "app.py"]
+
+[services.web-canary]
+run = ["python", "other.py"]
+"""
+
+
+def test_a_service_named_as_another_services_canary_is_refused_on_kubernetes() -> None:
+    from railguard.providers.kubernetes.canary import name_of
+
+    assert name_of("web") == "web-canary"  # the name the check protects
+    text = NAMES.format(env="prod", target="kubernetes", table='[environments.prod.kubernetes]\nnamespace = "s-p"')
+    spec, diagnostics = parse_spec(text)
+    found = [d for d in diagnostics if d.code == "spec.name_collision"]
+    assert spec is None or found, diagnostics
+    (collision,) = found
+    assert collision.is_error and collision.address == "services.web-canary"
+    assert "railguard abort web" in collision.detail and collision.remediation
+    # Locally a canary is a role of the service's own replica sets: both names are fine.
+    spec, diagnostics = parse_spec(NAMES.format(env="dev", target="local", table="edge_port = 18080"))
+    assert spec is not None and not [d for d in diagnostics if d.code == "spec.name_collision"], diagnostics
