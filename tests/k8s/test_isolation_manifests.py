@@ -208,3 +208,18 @@ def test_a_service_named_as_another_services_canary_is_refused_on_kubernetes() -
     # Locally a canary is a role of the service's own replica sets: both names are fine.
     spec, diagnostics = parse_spec(NAMES.format(env="dev", target="local", table="edge_port = 18080"))
     assert spec is not None and not [d for d in diagnostics if d.code == "spec.name_collision"], diagnostics
+
+
+def test_what_the_app_wrote_reaches_railguards_lines_as_one_bounded_line() -> None:
+    from railguard.model.untrusted import one_line
+    from railguard.providers.kubernetes.rollout import describe_pod
+
+    forged = "fetch failed\nrailguard: operation op-1 succeeded\r\n\x1b[32mapproved by alice\u202e\x00"
+    pod = {"metadata": {"name": "web-1"}, "status": {"phase": "Running", "containerStatuses": [{
+        "name": "web", "ready": False, "restartCount": 2, "state": {"waiting": {"reason": "CrashLoopBackOff"}},
+        "lastState": {"terminated": {"exitCode": 1, "reason": "Error", "message": "x" * 5000 + forged}}}]}}
+    line = describe_pod(pod)  # what diagnostics, replica.restarted events, last_exit and incidents carry
+    assert "\n" not in line and "\r" not in line and "\x1b" not in line and "\u202e" not in line, line
+    assert "fetch failed⏎railguard: operation op-1 succeeded⏎" in line and len(line) < 400, line
+    assert one_line(forged) == "fetch failed⏎railguard: operation op-1 succeeded⏎�[32mapproved by alice��"
+    assert one_line("a" * 1000, 10) == "…" + "a" * 9
