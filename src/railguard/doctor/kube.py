@@ -23,7 +23,7 @@ from itertools import combinations
 from typing import Any
 
 from railguard.doctor.context import Context
-from railguard.doctor.deployment import real_secrets
+from railguard.doctor.deployment import protected, real_secrets, scratch_secrets
 from railguard.doctor.report import Finding, Status
 from railguard.model.diagnostics import RailguardError
 from railguard.model.resources import Resource
@@ -69,6 +69,8 @@ def _services(ctx: Context, release_only: bool = False) -> list[Resource]:
 
 
 def _secrets(ctx: Context, resource: Resource) -> dict[str, str]:
+    if protected(ctx, ctx.env):  # placeholders (on the production cluster too): never real values
+        return scratch_secrets(ctx, ctx.env, list(resource.config.get("secrets") or []))
     key = f"secrets:{resource.name}"
     found = ctx.cache.get(key)
     if not isinstance(found, dict):
@@ -251,6 +253,7 @@ def rollback_drill(ctx: Context) -> list[Finding]:
             summary=f"release {number} → current → rollback: each Deployment Available, the rollback on release "
                     f"{number}'s pod template",
             evidence=_evidence(space, *outcomes) + [
+                "secrets: placeholders (protected environment)" if protected(ctx, ctx.env) else
                 "secrets: the current values of the names each release pins (the scratch namespace gets no older "
                 "versions)"]))
     return findings or [Finding(status=Status.skipped, summary="no services")]
@@ -333,10 +336,10 @@ def isolation(ctx: Context) -> list[Finding]:
             if place[a] == place[b]:
                 continue
             allowed, problem = write_access(ta, tb["namespace"])
-            protected = ctx.spec.environments[b].protected
+            guarded = ctx.spec.environments[b].protected
             if allowed:
                 findings.append(Finding(
-                    status=Status.fail if protected else Status.warn, subject=f"{a}/{b}",
+                    status=Status.fail if guarded else Status.warn, subject=f"{a}/{b}",
                     summary=f"{a}'s credentials can write {b}'s namespace {tb['namespace']}",
                     evidence=[f"SelfSubjectAccessReview with {a}'s kubeconfig user in namespace {tb['namespace']}: "
                               f"allowed {', '.join(allowed)}",
