@@ -164,7 +164,20 @@ def test_env_isolation_reads_namespaces_and_finds_staging_credentials_that_write
         by = {(f["subject"], f["status"]): f for f in findings}
         assert ("staging", "pass") in by and ("production", "pass") in by, findings
         assert ("staging/production", "pass") in by and ("production/staging", "pass") in by, findings
+        assert "metadata service" in by[("staging", "pass")]["summary"], findings
         assert code == 0, report
+
+        # A policy as older Railguard versions made it (ingress only): the pods reach the cloud metadata service.
+        k8s_cluster.apply({"apiVersion": "networking.k8s.io/v1", "kind": "NetworkPolicy", "metadata": {
+            "name": "railguard-isolation", "namespace": staging_ns}, "spec": {
+                "podSelector": {}, "policyTypes": ["Ingress"], "ingress": [{"from": [{"podSelector": {}}]}]}},
+            manager="railguard")
+        code, report = _doctor(tmp_path, "env-isolation")
+        by = {(f["subject"], f["status"]): f for f in _checks(report)["env-isolation"]["findings"]}
+        assert "cloud metadata service" in by[("staging", "fail")]["summary"], report
+        assert code == 2, report
+        for manifest in environment_manifests("doc", "staging", Target(namespace=staging_ns)):
+            k8s_cluster.apply(manifest, manager="railguard")
 
         # Someone binds the staging user in production too: a finding, by the API server's own answer.
         k8s_cluster.apply({"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "RoleBinding",
@@ -326,6 +339,56 @@ def test_the_rollback_drill_rolls_previous_current_and_back_in_a_scratch_namespa
         wait_until(lambda: _live(k8s_cluster, f"{prefix}-staging") == [], 60, "the scratch namespaces deleted")
     finally:
         k8s_cluster.agent.clear(f"{prefix}-staging-doctor-*")
+        stop_daemon(tmp_path)
+        for ns in _scratch_namespaces(k8s_cluster, f"{prefix}-staging"):
+            k8s_cluster.delete_namespace(ns["metadata"]["name"], wait=False)
+        k8s_cluster.delete_namespace(f"{prefix}-staging", wait=False)
+
+
+@pytest.mark.timeout(400)
+def test_a_protected_environments_scratch_namespace_gets_placeholder_secrets(tmp_path: Path,
+                                                                              k8s_cluster: Cluster) -> None:
+    """The rollback drill re-applies the previous release, which pins real secret versions: on a protected
+    environment the scratch namespace's Secret holds placeholders, never the values (the working tree's code and
+    image run beside it, unreviewed), and the check says so."""
+    import base64
+    import time
+
+    from ..conftest import stop_daemon
+
+    prefix = "docsec"
+    real = "real-api-key-5d2e"
+    _workspace(tmp_path, k8s_cluster, prefix)
+    spec = tmp_path / "railguard.toml"
+    text = spec.read_text().replace("replicas = 1\n", 'replicas = 1\nsecrets = ["API_KEY"]\n')
+    spec.write_text(text)
+    env = {k: v for k, v in os.environ.items() if k not in ("RAILGUARD_HOME", "RAILGUARD_SPEC")}
+    seen: set[str] = set()
+    try:
+        for argv, stdin in ((["secret", "set", "API_KEY", "--env", "staging"], real),
+                            (["deploy", "--env", "staging", "--yes", "--json"], None)):
+            done = subprocess.run([sys.executable, "-m", "railguard", *argv], cwd=tmp_path, input=stdin,
+                                  capture_output=True, text=True, timeout=180, env=env, check=False)
+            assert done.returncode == 0, done.stdout + done.stderr
+        # Staging is protected from now on (the deploy above made release 1, with API_KEY version 1).
+        spec.write_text(text.replace('[environments.staging]\ntarget = "kubernetes"',
+                                     '[environments.staging]\ntarget = "kubernetes"\nprotected = true'))
+        running = _start_doctor(tmp_path, "rollback-drill")
+        query = "/api/v1/secrets?labelSelector=app.kubernetes.io%2Fname%3Ddoc"
+        while running.poll() is None:  # every Secret of a scratch namespace, while the doctor runs
+            for item in (k8s_cluster.get(query) or {}).get("items", []):
+                if item["metadata"]["namespace"].startswith(f"{prefix}-staging-doctor-"):
+                    seen |= {base64.b64decode(v).decode() for v in (item.get("data") or {}).values()}
+            time.sleep(0.1)
+        out, err = running.communicate(timeout=30)
+        assert real not in out + err
+        findings = json.loads(out)["doctor"]["checks"][0]["findings"]
+        assert seen == {"railguard-doctor-placeholder"}, (seen - {real}, findings)
+        drill = next(f for f in findings if f.get("subject") == "web")
+        assert drill["status"] == "pass" and "secrets: placeholders (protected environment)" in drill["evidence"], \
+            findings
+        assert any(f["summary"].startswith("secrets: placeholder values for API_KEY") for f in findings), findings
+    finally:
         stop_daemon(tmp_path)
         for ns in _scratch_namespaces(k8s_cluster, f"{prefix}-staging"):
             k8s_cluster.delete_namespace(ns["metadata"]["name"], wait=False)

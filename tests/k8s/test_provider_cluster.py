@@ -54,6 +54,7 @@ protected = {protected}
 namespace = "{namespace}"
 kubeconfig = "{kubeconfig}"
 context = "test"
+{kube_extra}
 
 [services.web]
 run = ["python", "app.py"]
@@ -98,10 +99,10 @@ class Rig:
         return {name: self.secrets[(name, version)] for name, version in versions.items()}
 
     def desired(self, version: str = "1", replicas: int = 2, api_key: int = 1, release: str = "",
-                start: str = "20s", protected: bool = False) -> list[Resource]:
+                start: str = "20s", protected: bool = False, kube_extra: str = "") -> list[Resource]:
         text = SPEC.format(env=self.env, namespace=self.namespace, kubeconfig=self.kubeconfig, image=IMAGE,
                            replicas=replicas, version=version, release=release, start=start,
-                           protected=str(protected).lower())
+                           protected=str(protected).lower(), kube_extra=kube_extra)
         spec, diagnostics = parse_spec(text)
         assert spec is not None and not [d for d in diagnostics if d.is_error], diagnostics
         return desired_resources(spec, self.env, DIGEST, secret_versions={"API_KEY": api_key})
@@ -169,6 +170,35 @@ def test_plan_apply_and_observe_roundtrip(rig: Rig) -> None:
     assert [(r.path, r.upstreams) for r in described.edge.routes] == [("/", ["service/web"])]
     logs = rig.provider.logs(LogsRequest(env="staging", service="web"))
     assert logs.files and "not read in this version" in logs.files[0].lines[0]
+
+
+def test_the_namespace_enforces_restricted_pods_and_the_policy_limits_egress(rig: Rig) -> None:
+    from railguard.providers.kubernetes.scratch import egress_reaches, ingress_denied
+
+    kube = 'egress_deny = ["10.0.0.0/8", "fd00::/8"]\ningress_namespace = "ingress-nginx"'
+    answers = rig.apply(rig.desired(kube_extra=kube))
+    assert answers and all(a.ok for a in answers), [a.diagnostics for a in answers]
+    namespace = rig.cluster.get(f"/api/v1/namespaces/{rig.namespace}")
+    assert namespace is not None
+    assert namespace["metadata"]["labels"]["pod-security.kubernetes.io/enforce"] == "restricted"
+    path = f"/apis/networking.k8s.io/v1/namespaces/{rig.namespace}/networkpolicies/railguard-isolation"
+    policy = rig.cluster.get(path)
+    assert policy is not None
+    spec = policy["spec"]  # as the API server admitted and stored it
+    assert spec["policyTypes"] == ["Ingress", "Egress"]
+    assert not egress_reaches(spec, "169.254.169.254", 80) and not egress_reaches(spec, "10.0.0.1", 443)
+    assert egress_reaches(spec, "93.184.216.34", 443) and ingress_denied(spec, "ingress-nginx")
+    pod = rig.get("deployments/web")["spec"]["template"]["spec"]  # type: ignore[index]
+    assert pod["securityContext"]["seccompProfile"] == {"type": "RuntimeDefault"}
+    assert rig.plan(rig.desired(kube_extra=kube)) == []  # observed back as applied
+    # Another egress_deny is a change of every service: the policy is applied again with it.
+    changes = rig.plan(rig.desired(kube_extra='ingress_namespace = "ingress-nginx"'))
+    assert [c.address for c in changes] == ["staging/service.web", "staging/edge"] or \
+        {c.address for c in changes} == {"staging/service.web", "staging/edge"}, changes
+    answers = rig.apply(rig.desired(kube_extra='ingress_namespace = "ingress-nginx"'), changes)
+    assert all(a.ok for a in answers), [a.diagnostics for a in answers]
+    spec = rig.cluster.get(path)["spec"]  # type: ignore[index]
+    assert egress_reaches(spec, "10.0.0.1", 443) and not egress_reaches(spec, "169.254.169.254", 80)
 
 
 def test_scaling_is_in_place_and_a_new_version_is_a_new_release(rig: Rig) -> None:

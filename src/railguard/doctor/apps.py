@@ -21,7 +21,7 @@ from typing import Any
 
 from railguard.doctor import pgscratch
 from railguard.doctor.context import STOP_S, CheckStop, Context, seconds
-from railguard.doctor.deployment import Deployment, failure_evidence, real_secrets
+from railguard.doctor.deployment import Deployment, failure_evidence, protected, real_secrets, scratch_secrets
 from railguard.doctor.isolation import rewrite
 from railguard.doctor.report import Finding, Status
 from railguard.model.resources import make_resource
@@ -130,7 +130,9 @@ def environ(ctx: Context, prepared: Prepared, data_dir: Path, port: int | None) 
     values = ctx.scratch.runtime.environ(prepared.config, env=ctx.env, service=prepared.name, port=port,
                                          data_dir=data_dir, artifact=prepared.artifact, home=ctx.scratch.home)
     secrets = ctx.cache.get(f"secrets:{prepared.name}")
-    if not isinstance(secrets, dict):
+    if protected(ctx, ctx.env):  # placeholders, never cached: each check that uses them says so
+        secrets = scratch_secrets(ctx, ctx.env, list(prepared.config.get("secrets") or []))
+    elif not isinstance(secrets, dict):
         secrets = real_secrets(ctx.ws.home, ctx.env, list(prepared.config.get("secrets") or []))
         ctx.cache[f"secrets:{prepared.name}"] = secrets
     # Railguard's own variables and the port win, as in a real replica (replica_env puts secrets below them).

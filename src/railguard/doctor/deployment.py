@@ -26,6 +26,7 @@ from railguard.doctor.report import Finding, Status
 from railguard.engine import planner
 from railguard.engine.apply import execute
 from railguard.engine.execute import Context as ExecContext
+from railguard.engine.observe import state_protected
 from railguard.engine.rollback import rollback
 from railguard.model.diagnostics import Diagnostic, RailguardError
 from railguard.model.plans import Action, Change, Risk
@@ -58,7 +59,7 @@ class Deployment:
 
         def secrets(env: str, versions: dict[str, int]) -> dict[str, str]:
             # A managed database in scratch is a new server with a password of its own, never the real one's.
-            real = real_secrets(ctx.ws.home, env, [n for n in versions if not n.startswith(DB_SECRETS)])
+            real = scratch_secrets(ctx, env, [n for n in versions if not n.startswith(DB_SECRETS)])
             return {**real, **{n: made[(env, n)] for n in versions if (env, n) in made}}
 
         self.provider = open_provider(self.home, secrets=secrets,
@@ -181,6 +182,49 @@ class Deployment:
             self.provider.shutdown(ShutdownRequest(everything=True, stop_timeout=STOP_S))
         with contextlib.suppress(Exception):
             self.store.close()
+
+
+PLACEHOLDER = "railguard-doctor-placeholder"  # what scratch runs of a protected environment get for each secret
+PLACEHOLDERS_USED = "placeholders-used"  # ctx.cache: the secret names the running check handed placeholders for
+
+
+def scratch_secrets(ctx: Context, env: str, names: list[str]) -> dict[str, str]:
+    """The secret values the doctor's scratch runs of ``env`` get. The doctor runs the working tree's code, which no
+    one has reviewed (an agent may have written it a minute ago), so a protected environment's real values never
+    reach it: each name gets :data:`PLACEHOLDER`, and the check says so (runner: ``PLACEHOLDERS_USED``). Other
+    environments' real values are read from the state folder (held in memory, redacted from every finding)."""
+    if protected(ctx, env):
+        used = ctx.cache.setdefault(PLACEHOLDERS_USED, set())
+        used.update(names)
+        return {n: PLACEHOLDER for n in names}
+    return real_secrets(ctx.ws.home, env, names)
+
+
+def protected(ctx: Context, env: str) -> bool:
+    """Whether ``env`` is protected by the working tree's spec or by what was applied (the state), as the guardrails
+    judge it: the working tree is the agent's to edit, so `protected = false` there hands out no real values."""
+    key = f"protected:{env}"
+    found = ctx.cache.get(key)
+    if not isinstance(found, bool):
+        found = ctx.spec.environments[env].protected
+        if not found and (ctx.ws.home / "state.db").exists():
+            store = Store.open(ctx.ws.home)
+            try:
+                found = state_protected(store, env)
+            finally:
+                store.close()
+        ctx.cache[key] = found
+    return found
+
+
+def placeholder_finding(names: set[str], env: str) -> Finding:
+    return Finding(
+        status=Status.skipped, summary=f"secrets: placeholder values for {', '.join(sorted(names))} "
+        f"(protected '{env}': its real values never reach the working tree's unreviewed code)",
+        evidence=[f"each of {', '.join(sorted(names))} was set to '{PLACEHOLDER}' in the scratch runs; a check that "
+                  "needs a real value (a database password, an API key) fails or passes on the placeholder"],
+        remediation="Run the doctor on an unprotected environment (e.g. staging) to check the code with that "
+        "environment's real secrets.")
 
 
 def real_secrets(home: Path, env: str, names: list[str]) -> dict[str, str]:

@@ -23,7 +23,7 @@ from itertools import combinations
 from typing import Any
 
 from railguard.doctor.context import Context
-from railguard.doctor.deployment import real_secrets
+from railguard.doctor.deployment import protected, real_secrets, scratch_secrets
 from railguard.doctor.report import Finding, Status
 from railguard.model.diagnostics import RailguardError
 from railguard.model.resources import Resource
@@ -69,6 +69,8 @@ def _services(ctx: Context, release_only: bool = False) -> list[Resource]:
 
 
 def _secrets(ctx: Context, resource: Resource) -> dict[str, str]:
+    if protected(ctx, ctx.env):  # placeholders (on the production cluster too): never real values
+        return scratch_secrets(ctx, ctx.env, list(resource.config.get("secrets") or []))
     key = f"secrets:{resource.name}"
     found = ctx.cache.get(key)
     if not isinstance(found, dict):
@@ -251,6 +253,7 @@ def rollback_drill(ctx: Context) -> list[Finding]:
             summary=f"release {number} → current → rollback: each Deployment Available, the rollback on release "
                     f"{number}'s pod template",
             evidence=_evidence(space, *outcomes) + [
+                "secrets: placeholders (protected environment)" if protected(ctx, ctx.env) else
                 "secrets: the current values of the names each release pins (the scratch namespace gets no older "
                 "versions)"]))
     return findings or [Finding(status=Status.skipped, summary="no services")]
@@ -293,17 +296,28 @@ def isolation(ctx: Context) -> list[Finding]:
             problems.append("the NetworkPolicy railguard-isolation is missing")
         elif not facts.policy_denies_other_namespaces:
             problems.append("the NetworkPolicy railguard-isolation admits traffic from other namespaces")
+        if facts.policy and not facts.egress_limited:
+            problems.append("the NetworkPolicy railguard-isolation lets the pods reach the cloud metadata service "
+                            "(169.254.169.254: the node's credentials on EKS/GKE/AKS)")
         if problems:
             findings.append(Finding(status=Status.fail, subject=env, summary=f"{where}: {problems[0]}",
-                                    evidence=problems, remediation=f"Apply a plan of '{env}' again: the provider "
-                                    "puts both objects back (someone changed them)."))
+                                    evidence=problems, remediation=f"Apply a plan of '{env}' that changes a service: "
+                                    "the provider puts both objects back with it (someone changed them, or an "
+                                    "older Railguard made them)."))
         else:
             findings.append(Finding(
                 status=Status.passed, subject=env, summary=f"{where}: pods run without an API token, other "
-                                                           "namespaces cannot reach them",
+                                                           "namespaces cannot reach them, nor can they reach the "
+                                                           "cloud metadata service",
                 evidence=[f"cluster {facts.cluster}: ServiceAccount railguard-workload with "
                           "automountServiceAccountToken: false; NetworkPolicy railguard-isolation admits ingress "
-                          "from the namespace's own pods only"]))
+                          "from the namespace's own pods only" + (f" and the Ingress controller's namespace "
+                                                                  f"{config['ingress_namespace']}"
+                                                                  if config.get("ingress_namespace") else ""),
+                          "egress: the namespace's pods, DNS (port 53) and the artifact store, and every address "
+                          f"except {', '.join(facts.egress_denied) or '(none)'}",
+                          "NetworkPolicy is enforced only by a network plugin that implements it (Calico, Cilium, "
+                          "...): the doctor reads the policy, it cannot test the network"]))
     for a, b in combinations(kube, 2):
         ta, tb = target(ctx, a), target(ctx, b)
         assert ta is not None and tb is not None
@@ -322,10 +336,10 @@ def isolation(ctx: Context) -> list[Finding]:
             if place[a] == place[b]:
                 continue
             allowed, problem = write_access(ta, tb["namespace"])
-            protected = ctx.spec.environments[b].protected
+            guarded = ctx.spec.environments[b].protected
             if allowed:
                 findings.append(Finding(
-                    status=Status.fail if protected else Status.warn, subject=f"{a}/{b}",
+                    status=Status.fail if guarded else Status.warn, subject=f"{a}/{b}",
                     summary=f"{a}'s credentials can write {b}'s namespace {tb['namespace']}",
                     evidence=[f"SelfSubjectAccessReview with {a}'s kubeconfig user in namespace {tb['namespace']}: "
                               f"allowed {', '.join(allowed)}",

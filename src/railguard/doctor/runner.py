@@ -25,6 +25,7 @@ from typing import Any
 
 from railguard.doctor import ci, drill, envs, health, kube, lifecycle, monitoring, releases, timeouts
 from railguard.doctor.context import CheckStop, Context
+from railguard.doctor.deployment import PLACEHOLDERS_USED, placeholder_finding
 from railguard.doctor.report import CheckResult, Finding, Report, Status, combine
 from railguard.doctor.scratch import Interrupted, Scratch
 from railguard.engine.plan import desired_for
@@ -127,6 +128,7 @@ def _run_one(check: Check, ctx: Context) -> CheckResult:
     run = kube.CHECKS.get(check.id, check.run) if kube.is_kubernetes(ctx) else check.run
     if check.id == "env-isolation" and kube.is_kubernetes(ctx):
         run = kube.isolation
+    ctx.cache[PLACEHOLDERS_USED] = set()
     try:
         findings = run(ctx)
     except CheckStop as stop:
@@ -141,6 +143,9 @@ def _run_one(check: Check, ctx: Context) -> CheckResult:
         findings = [Finding(status=Status.skipped, summary=f"internal error in the check: {type(exc).__name__}: {exc}",
                             evidence=["This is a bug in Railguard, not a finding about the app (internal.error)."],
                             remediation="Re-run with RAILGUARD_DEBUG=1 to see the traceback and report it.")]
+    used = ctx.cache.pop(PLACEHOLDERS_USED, set())
+    if used:  # a protected environment: say which secrets the scratch runs got as placeholders
+        findings = [*findings, placeholder_finding(used, ctx.env)]
     return combine(check.id, check.title, _redacted(ctx, findings), time.monotonic() - started)
 
 

@@ -29,7 +29,8 @@ RESERVED_PREFIX = "RAILGUARD_"
 def check(spec: Spec) -> list[Diagnostic]:
     found: list[Diagnostic] = []
     for rule in (_no_environments, _references, _cycles, _variables, _edge_ports, _routes, _health, _policies,
-                 _isolation, _environment_settings, _static, verification, database_rules, _targets):
+                 _isolation, _environment_settings, _static, verification, database_rules, _targets,
+                 _canary_names):
         found.extend(rule(spec))
     return found
 
@@ -433,3 +434,24 @@ def _targets(spec: Spec) -> Iterator[Diagnostic]:
                 "ours there, so two environments in one namespace would delete each other's services.",
                 f"Give {where}.kubernetes.namespace another namespace, then run `railguard validate`.",
                 address=f"{where}.kubernetes.namespace")
+
+
+CANARY_SUFFIX = "-canary"  # the Kubernetes provider's canary Deployment: <service>-canary (providers/kubernetes/canary)
+
+
+def _canary_names(spec: Spec) -> Iterator[Diagnostic]:
+    """On Kubernetes a service's canary is a Deployment named ``<service>-canary`` in the same namespace, so a
+    service of that name would have its Deployment replaced by a canary rollout of the other and deleted by its
+    abort. The local runtime keeps canaries as a role of the service's own replica sets: no name, no collision."""
+    if not any(env.target == "kubernetes" for env in spec.environments.values()):
+        return
+    for name in sorted(spec.services):
+        base = name.removesuffix(CANARY_SUFFIX)
+        if base != name and base in spec.services:
+            yield error(
+                "spec.name_collision", f"Service '{name}' is named as service '{base}''s canary",
+                f"On Kubernetes the canary of service '{base}' runs as a Deployment named '{name}' in the same "
+                f"namespace as service '{name}''s own Deployment: a canary rollout of '{base}' would take it over "
+                f"and `railguard abort {base}` (or the end of the rollout) would delete it.",
+                f"Rename service '{name}' (e.g. '{base}-next') or '{base}', then run `railguard validate`.",
+                address=f"services.{name}")

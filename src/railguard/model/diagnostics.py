@@ -61,6 +61,8 @@ CODES: dict[str, str] = {
     "spec.data_dir_unsafe": "A data folder is inside the state folder, an artifact, a system folder, or contains the "
                             "state folder.",
     "spec.base_image_unpinned": "A protected Kubernetes environment runs services on a base image named by a tag.",
+    "spec.name_collision": "On Kubernetes, a service is named as another service's canary Deployment "
+                           "(<name>-canary).",
     "spec.user_reserved": "An environment names root or one of Railguard's own OS accounts as its user.",
     # the state folder
     "state.unwritable": "The state folder cannot be created or written.",

@@ -146,7 +146,7 @@ def _static_config(service: Service) -> dict[str, Any]:
 def kubernetes_service_config(service: Service, environment: Environment) -> dict[str, Any]:
     """What a service's manifests depend on beyond the common config: the cluster, namespace and image."""
     assert environment.kubernetes is not None  # checked when the spec was read
-    extra: dict[str, Any] = {"kubernetes": environment.kubernetes.model_dump(mode="json")}
+    extra: dict[str, Any] = {"kubernetes": environment.kubernetes.as_config()}
     if service.image is not None:
         extra["image"] = service.image
     if service.resources is not None:
@@ -306,7 +306,7 @@ def desired_resources(spec: Spec, env: str, source_digest: str | None = None,
         "routes": sorted(edge_routes, key=lambda r: (r["host"] or "", r["path"], r["service"])),
     }
     if environment.kubernetes is not None and environment.target == "kubernetes":
-        edge_config["kubernetes"] = environment.kubernetes.model_dump(mode="json")
+        edge_config["kubernetes"] = environment.kubernetes.as_config()
     if environment.https_port is not None:  # only when declared, like static: old edges keep their fingerprint
         edge_config["https_port"] = environment.https_port
         edge_config["certificates"] = environment.certificates

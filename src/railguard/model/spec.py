@@ -300,6 +300,19 @@ class PolicyRule(_Strict):
 NAMESPACE_PATTERN = r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$"
 
 
+def _cidr(value: str) -> str:
+    import ipaddress
+
+    try:
+        network = ipaddress.ip_network(value, strict=False)
+    except ValueError:
+        raise ValueError(f"{value!r} is not an address range; write a CIDR such as '10.0.0.0/8' or 'fd00::/8'") \
+            from None
+    if str(network) != value:  # host bits set, or not the canonical spelling the NetworkPolicy will carry
+        raise ValueError(f"{value!r} is not a network address; write {str(network)!r}")
+    return value
+
+
 class KubernetesTarget(_Strict):
     """Where a `target = "kubernetes"` environment runs: one namespace of one cluster."""
 
@@ -314,6 +327,25 @@ class KubernetesTarget(_Strict):
     artifact_store: Annotated[str, Field(pattern=r"^(https?|s3)://[^\s]+$", max_length=2048)] | None = Field(
         default=None, description="Where init containers download artifacts by digest (an HTTP endpoint or an "
         "S3-compatible bucket).")
+    egress_deny: Annotated[list[Annotated[str, AfterValidator(_cidr)]], Field(max_length=64)] = Field(
+        default_factory=list,
+        description="Address ranges (CIDRs) the pods may not reach, beyond link-local (169.254.0.0/16, fe80::/10: "
+        "the cloud metadata service), which is always denied; e.g. the cluster's pod and service CIDRs and the API "
+        "server's address. DNS (port 53) and the namespace's own pods stay reachable, and so does the artifact "
+        "store's address.")
+    ingress_namespace: Annotated[str, Field(pattern=NAMESPACE_PATTERN)] | None = Field(
+        default=None, description="The namespace of the cluster's Ingress controller, whose pods may reach the "
+        "environment's pods (default: none; only the namespace's own pods may).")
+
+    def as_config(self) -> dict[str, Any]:
+        """The table as resources carry it; ``egress_deny`` and ``ingress_namespace`` only when set, so a spec that
+        sets neither keeps the fingerprints it had before they existed."""
+        found = self.model_dump(mode="json")
+        if not found["egress_deny"]:
+            del found["egress_deny"]
+        if found["ingress_namespace"] is None:
+            del found["ingress_namespace"]
+        return found
 
 
 # Keys that mean something only where Railguard runs the processes itself (a Kubernetes environment ignores them).

@@ -515,7 +515,10 @@ class NamespaceFacts(_Message):
     account: bool = False  # the pods' ServiceAccount exists
     automount: bool | None = None  # its automountServiceAccountToken (None: not set, i.e. Kubernetes' default true)
     policy: bool = False  # the isolation NetworkPolicy exists
-    policy_denies_other_namespaces: bool = False  # it selects every pod and admits only same-namespace pods
+    # it selects every pod and admits only same-namespace pods (and the Ingress controller's namespace, when named)
+    policy_denies_other_namespaces: bool = False
+    egress_limited: bool = False  # it limits egress and denies the cloud metadata service (169.254.169.254)
+    egress_denied: list[str] = []  # the ranges its open egress rule leaves out (link-local, egress_deny)
     problem: str = ""
 
 

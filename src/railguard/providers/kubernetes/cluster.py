@@ -36,7 +36,7 @@ from lightkube.types import CascadeType, PatchType
 
 from railguard.model.diagnostics import Diagnostic, RailguardError, error
 from railguard.providers.kubernetes import kubeconfig
-from railguard.providers.kubernetes.labels import FIELD_MANAGER, Target
+from railguard.providers.kubernetes.labels import FIELD_MANAGER, POD_SECURITY, Target
 from railguard.providers.kubernetes.openapi import Schema
 
 KINDS: dict[str, Any] = {  # lightkube's resource classes (typed per kind; used here by name)
@@ -183,11 +183,11 @@ class Cluster:
         return dict(found.to_dict())
 
     def create_namespace(self, labels: dict[str, str]) -> None:
-        """Create this connection's namespace (``create namespaces``, the verb the optional ClusterRole grants);
-        one that appeared meanwhile is fine."""
+        """Create this connection's namespace (``create namespaces``, the verb the optional ClusterRole grants),
+        enforcing the "restricted" Pod Security profile; one that appeared meanwhile is fine (and keeps its labels)."""
         try:
             made: Any = Namespace.from_dict({"apiVersion": "v1", "kind": "Namespace",
-                                             "metadata": {"name": self.namespace, "labels": labels}})
+                                             "metadata": {"name": self.namespace, "labels": labels | POD_SECURITY}})
             self.client.create(made)
         except ApiError as exc:
             if exc.status.code == 409:

@@ -32,7 +32,11 @@ PREVIOUS = "railguard.dev/previous"
 
 EDGE = "railguard-edge"  # the edge's ConfigMap (always) and Ingress (when it has routes)
 WORKLOAD_ACCOUNT = "railguard-workload"  # the environment's pods' ServiceAccount, without a token
-ISOLATION_POLICY = "railguard-isolation"  # the NetworkPolicy: no ingress from other namespaces
+ISOLATION_POLICY = "railguard-isolation"  # the NetworkPolicy: no ingress from other namespaces, egress limited
+# On every namespace Railguard creates: Pod Security Admission (1.23+) refuses a pod below the "restricted" profile
+# there, so whatever else writes to the namespace gets no privileged pod either. Railguard's own pods pass it
+# (tests/k8s/test_manifests.py checks them against the profile's rules).
+POD_SECURITY = {"pod-security.kubernetes.io/enforce": "restricted"}
 CONTAINER_PORT = 8080
 SERVICE_PORT = 80
 DEFAULT_APP = "railguard"
@@ -47,14 +51,24 @@ class Target:
     kubeconfig: str | None = None
     base_image: str = "python:3.12-slim"
     artifact_store: str | None = None
+    egress_deny: tuple[str, ...] = ()  # CIDRs the pods may not reach (beyond link-local, always denied)
+    ingress_namespace: str | None = None  # the Ingress controller's namespace, admitted to the pods
 
     @classmethod
     def of(cls, config: dict[str, Any]) -> Target:
-        return cls(**{k: v for k, v in config.items() if k in cls.__dataclass_fields__})
+        found = {k: v for k, v in config.items() if k in cls.__dataclass_fields__}
+        found["egress_deny"] = tuple(found.get("egress_deny") or ())
+        return cls(**found)
 
     def as_config(self) -> dict[str, Any]:
-        return {"namespace": self.namespace, "context": self.context, "kubeconfig": self.kubeconfig,
-                "base_image": self.base_image, "artifact_store": self.artifact_store}
+        found: dict[str, Any] = {"namespace": self.namespace, "context": self.context, "kubeconfig": self.kubeconfig,
+                                 "base_image": self.base_image, "artifact_store": self.artifact_store}
+        # Only when set, as the spec's KubernetesTarget.as_config: resources without them keep their fingerprints.
+        if self.egress_deny:
+            found["egress_deny"] = list(self.egress_deny)
+        if self.ingress_namespace is not None:
+            found["ingress_namespace"] = self.ingress_namespace
+        return found
 
 
 def labels(app: str, env: str, service: str | None = None, release: int | None = None) -> dict[str, str]:

@@ -7,17 +7,21 @@ grace period with a preStop sleep covering the drain), a Service when it listens
 the secret versions the release pinned (referenced by name, never inline in the Deployment) and a Job for
 the release command. The edge is a ConfigMap (its config, so an edge without routes is still observable)
 and an Ingress (networking.k8s.io/v1) for the routes. The environment gets a ServiceAccount without a
-token and a NetworkPolicy that admits traffic from its own namespace only. Every object carries the
-labels and annotations of :mod:`.labels`. Golden files under tests/golden/k8s pin the output. Called by
-:mod:`.provider`.
+token and a NetworkPolicy that admits traffic from its own namespace (and the Ingress controller's) only
+and denies egress to link-local addresses (the cloud metadata service) and to the ranges the spec denies. Every
+object carries the labels and annotations of :mod:`.labels`. Golden files under tests/golden/k8s pin the output.
+Called by :mod:`.provider`.
 """
 
 from __future__ import annotations
 
 import base64
+import ipaddress
 import math
+import re
 from dataclasses import dataclass, field
 from typing import Any
+from urllib.parse import urlsplit
 
 from railguard.model.resources import Resource
 from railguard.providers.kubernetes.labels import (
@@ -36,6 +40,8 @@ from railguard.providers.kubernetes.labels import (
 )
 
 Manifest = dict[str, Any]
+LINK_LOCAL = ("169.254.0.0/16", "fe80::/10")  # always denied: the cloud metadata service (node credentials)
+NAMESPACE_NAME = "kubernetes.io/metadata.name"  # set by the API server on every namespace (1.21+), immutable
 
 
 @dataclass(frozen=True)
@@ -81,12 +87,67 @@ def environment_manifests(app: str, env: str, target: Target) -> list[Manifest]:
         {"apiVersion": "v1", "kind": "ServiceAccount", "metadata": _meta(WORKLOAD_ACCOUNT, target.namespace, common),
          "automountServiceAccountToken": False},
         {"apiVersion": "networking.k8s.io/v1", "kind": "NetworkPolicy",
-         "metadata": _meta(ISOLATION_POLICY, target.namespace, common),
-         # Every pod of the namespace; ingress only from pods of the same namespace: no other environment's
-         # namespace (and nothing outside the cluster) reaches it except through the Ingress controller's rules.
-         "spec": {"podSelector": {}, "policyTypes": ["Ingress"],
-                  "ingress": [{"from": [{"podSelector": {}}]}]}},
+         "metadata": _meta(ISOLATION_POLICY, target.namespace, common), "spec": isolation_spec(target)},
     ]
+
+
+def isolation_spec(target: Target) -> Manifest:
+    """The NetworkPolicy of every pod of the namespace (the app is hostile: it must not reach the node's cloud
+    credentials, nor what ``egress_deny`` names).
+
+    Ingress: from the namespace's own pods, and from the Ingress controller's namespace when one is named (selected
+    by ``kubernetes.io/metadata.name``, which the API server sets from 1.21 on and nobody can change). Egress: the
+    namespace's own pods; DNS (UDP/TCP 53) to any address, since a node-local DNS cache listens on a link-local
+    address; the artifact store's address (the init container fetches the release from it); and every other
+    address except link-local (169.254.0.0/16: the metadata service of EC2/GCE/Azure, fe80::/10) and the ranges of
+    ``egress_deny``. An ``egress_deny`` of a whole family (``0.0.0.0/0``) leaves that family out.
+    """
+    admitted: list[Manifest] = [{"podSelector": {}}]
+    if target.ingress_namespace:
+        admitted.append({"namespaceSelector": {"matchLabels": {NAMESPACE_NAME: target.ingress_namespace}}})
+    egress: list[Manifest] = [
+        {"to": [{"podSelector": {}}]},
+        {"ports": [{"protocol": "UDP", "port": 53}, {"protocol": "TCP", "port": 53}]},
+    ]
+    store = _store_rule(target.artifact_store)
+    if store is not None:
+        egress.append(store)
+    denied = {ipaddress.ip_network(c) for c in (*LINK_LOCAL, *target.egress_deny)}
+    open_to: list[Manifest] = []
+    for everything in (ipaddress.ip_network("0.0.0.0/0"), ipaddress.ip_network("::/0")):
+        family = sorted((n for n in denied if n.version == everything.version), key=lambda n: (n.network_address,
+                                                                                             n.prefixlen))
+        if everything in family:
+            continue
+        open_to.append({"ipBlock": {"cidr": str(everything), "except": [str(n) for n in family]}})
+    if open_to:
+        egress.append({"to": open_to})
+    return {"podSelector": {}, "policyTypes": ["Ingress", "Egress"], "ingress": [{"from": admitted}],
+            "egress": egress}
+
+
+def _store_rule(store: str | None) -> Manifest | None:
+    """An egress rule to the artifact store, which stays reachable whatever ``egress_deny`` says: its IP address and
+    port when the URL names an address, its namespace when it names a Service (``<name>.<namespace>.svc``; the
+    Service's port is not the pod's, so any port). A store named by another DNS name is covered by the open range
+    only (the policy cannot name a host)."""
+    if not store:
+        return None
+    parsed = urlsplit(store)
+    host = parsed.hostname or ""
+    try:
+        address = ipaddress.ip_address(host)
+    except ValueError:
+        service = re.fullmatch(r"[a-z0-9-]+\.([a-z0-9-]+)\.svc(\.[a-z0-9.-]*)?\.?", host)
+        if service is None:
+            return None
+        return {"to": [{"namespaceSelector": {"matchLabels": {NAMESPACE_NAME: service.group(1)}}}]}
+    try:
+        port = parsed.port or (443 if parsed.scheme == "https" else 80)
+    except ValueError:
+        return None
+    return {"to": [{"ipBlock": {"cidr": f"{address}/{address.max_prefixlen}"}}],
+            "ports": [{"protocol": "TCP", "port": port}]}
 
 
 def _probe(health: dict[str, Any]) -> Manifest:
@@ -143,7 +204,8 @@ def _container(env: str, name: str, release: int, config: dict[str, Any], target
         "imagePullPolicy": "IfNotPresent",
         "command": _argv(argv, config.get("port_env", "PORT")),
         "env": _env(env, name, release, config, secret, artifact),
-        "securityContext": {"allowPrivilegeEscalation": False, "capabilities": {"drop": ["ALL"]}},
+        "securityContext": {"allowPrivilegeEscalation": False, "capabilities": {"drop": ["ALL"]},
+                            "seccompProfile": {"type": "RuntimeDefault"}},
         "terminationMessagePolicy": "FallbackToLogsOnError",
     }
     if artifact.workdir:
@@ -164,7 +226,10 @@ def _pod_spec(env: str, name: str, release: int, config: dict[str, Any], target:
         "serviceAccountName": WORKLOAD_ACCOUNT,
         "automountServiceAccountToken": False,
         "enableServiceLinks": False,  # other services' addresses are not the app's business
-        "securityContext": {"runAsNonRoot": True, "runAsUser": 10001, "runAsGroup": 10001},
+        # The runtime's default seccomp filter (the pod's, so every container, the init container too): the app
+        # gets no syscall a container rarely needs (keyctl, bpf, unshare...). Pod Security "restricted" asks for it.
+        "securityContext": {"runAsNonRoot": True, "runAsUser": 10001, "runAsGroup": 10001,
+                            "seccompProfile": {"type": "RuntimeDefault"}},
         "containers": [_container(env, name, release, config, target, secret, artifact, argv)],
     }
     if artifact.init_containers:

@@ -79,8 +79,12 @@ from railguard.providers.kubernetes.manifests import (
 from railguard.providers.kubernetes.preview import preview
 from railguard.providers.kubernetes.rollout import wait_deployment, wait_job
 
-ISOLATION_REASON = ("each environment is a namespace: pods run with a token-less ServiceAccount and a NetworkPolicy "
-                    "that admits no traffic from other namespaces; Railguard's state is not in the cluster")
+ISOLATION_REASON = ("each environment is a namespace: pods run with a token-less ServiceAccount, the runtime's default "
+                    "seccomp profile, and a NetworkPolicy that admits no traffic from other namespaces (but the "
+                    "Ingress controller's, when named) and denies egress to link-local addresses (the cloud "
+                    "metadata service) and the ranges of egress_deny; DNS, the artifact store and the rest of the "
+                    "network stay reachable, and only a network plugin that enforces NetworkPolicy makes it hold; "
+                    "Railguard's state is not in the cluster")
 # What a service's objects are, for deletes and shutdown; apply order reversed.
 SERVICE_KINDS = ("Service", "Deployment", "Job", "Secret")
 TICK_EVERY_S = 5.0

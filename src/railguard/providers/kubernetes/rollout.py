@@ -15,6 +15,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
+from railguard.model.untrusted import one_line
 from railguard.providers.kubernetes.cluster import Cluster
 from railguard.providers.kubernetes.labels import RELEASE, selector
 
@@ -68,7 +69,7 @@ def _container_line(c: dict[str, Any]) -> str:
         text += f", last exit {last.get('exitCode')} ({last.get('reason', 'terminated')})"
     message = (state.get("terminated") or {}).get("message") or last.get("message")
     if message:  # the container's termination message: what it said when it failed (e.g. the artifact's fetch)
-        text += f": {str(message).strip()[-300:]}"
+        text += f": {one_line(message)}"  # the app's words: one line, so they cannot pass for Railguard's
     if c.get("restartCount"):
         text += f", {c['restartCount']} restarts"
     return text
@@ -81,7 +82,8 @@ def _warnings(cluster: Cluster, names: set[str]) -> dict[str, list[str]]:
     for event in cluster.list("Event", fields={"type": "Warning"}):
         about = (event.get("involvedObject") or {}).get("name")
         if about in names:
-            found.setdefault(about, []).append(f"{event.get('reason')}: {event.get('message', '')}".strip())
+            # A probe's failure event quotes what the app answered: one line too.
+            found.setdefault(about, []).append(f"{event.get('reason')}: {one_line(event.get('message', ''))}".strip())
     return found
 
 

@@ -18,6 +18,7 @@ import contextlib
 import copy
 import dataclasses
 import datetime
+import ipaddress
 import os
 import secrets
 import socket
@@ -39,12 +40,13 @@ from railguard.providers.kubernetes.labels import (
     ENVIRONMENT,
     ISOLATION_POLICY,
     MANAGED_BY,
+    POD_SECURITY,
     RELEASE,
     WORKLOAD_ACCOUNT,
     Target,
     labels,
 )
-from railguard.providers.kubernetes.manifests import environment_manifests, service_manifests
+from railguard.providers.kubernetes.manifests import NAMESPACE_NAME, environment_manifests, service_manifests
 from railguard.providers.kubernetes.rollout import wait_deployment, wait_job
 
 DOCTOR = "railguard.dev/doctor"  # label: "true" on every scratch namespace
@@ -52,6 +54,7 @@ SOURCE = "railguard.dev/doctor-of"  # label: the environment's namespace the scr
 OWNER = "railguard.dev/doctor-owner"  # annotation: host/pid of the doctor run that made it
 STALE_S = 3600.0  # a scratch namespace older than this is a leftover whoever made it
 SUFFIX = len("-doctor-") + 6
+METADATA = "169.254.169.254"  # the cloud metadata service (EC2, GCE, Azure): the node's credentials
 # What writing a namespace means for the isolation check: any one of these allowed is write access.
 WRITE_VERBS = (("patch", "apps", "deployments"), ("create", "apps", "deployments"), ("create", "", "secrets"),
                ("patch", "", "secrets"), ("create", "batch", "jobs"), ("delete", "", "pods"))
@@ -102,7 +105,7 @@ class KubernetesScratch:
         try:
             self.swept = self._sweep()
             made: Any = Namespace.from_dict({"apiVersion": "v1", "kind": "Namespace", "metadata": {
-                "name": name, "labels": labels(app, env) | {DOCTOR: "true", SOURCE: target.namespace},
+                "name": name, "labels": labels(app, env) | POD_SECURITY | {DOCTOR: "true", SOURCE: target.namespace},
                 "annotations": {OWNER: _owner()}}})
             self.connection.client.create(made)
         except RailguardError:
@@ -243,7 +246,8 @@ def template_digest(template: dict[str, Any]) -> str:
 
 
 def namespace_facts(target: Target, env: str) -> NamespaceFacts:
-    """``target``'s namespace as its own credentials read it: whose it is, its pods' account, its policy."""
+    """``target``'s namespace as its own credentials read it: whose it is, its pods' account, its policy (what it
+    admits, and whether its pods can reach the cloud metadata service)."""
     try:
         connection = Cluster(target)
     except ClusterError as exc:
@@ -257,26 +261,74 @@ def namespace_facts(target: Target, env: str) -> NamespaceFacts:
                 environment = (found["metadata"].get("labels") or {}).get(ENVIRONMENT)
         account = connection.get("ServiceAccount", WORKLOAD_ACCOUNT)
         policy = connection.get("NetworkPolicy", ISOLATION_POLICY)
-        denies = False
+        denies, limited, denied = False, False, []
         if policy is not None:
             spec = policy.get("spec") or {}
-            rules = spec.get("ingress") or []
-            everyone = not (spec.get("podSelector") or {}).get("matchLabels") and \
-                not (spec.get("podSelector") or {}).get("matchExpressions")
-            denies = everyone and "Ingress" in (spec.get("policyTypes") or ["Ingress"]) and all(
-                "namespaceSelector" not in peer and "ipBlock" not in peer
-                for rule in rules for peer in (rule.get("from") or [{"namespaceSelector": {}}]))
+            denies = ingress_denied(spec, target.ingress_namespace)
+            limited = not egress_reaches(spec, METADATA, 80)
+            denied = sorted({str(c) for rule in spec.get("egress") or [] for peer in rule.get("to") or []
+                             for c in (peer.get("ipBlock") or {}).get("except") or []})
         return NamespaceFacts(
             namespace=target.namespace, cluster=connection.name, environment=environment,
             account=account is not None and (account["metadata"].get("labels") or {}).get(MANAGED_BY) == "railguard",
             automount=account.get("automountServiceAccountToken") if account is not None else None,
-            policy=policy is not None, policy_denies_other_namespaces=denies)
+            policy=policy is not None, policy_denies_other_namespaces=denies, egress_limited=limited,
+            egress_denied=denied)
     except ClusterError as exc:
         first = exc.diagnostics[0]
         return NamespaceFacts(namespace=target.namespace, cluster=connection.name, readable=False,
                               problem=f"{first.summary}: {first.detail}")
     finally:
         connection.close()
+
+
+def _selects_everything(spec: dict[str, Any]) -> bool:
+    selector = spec.get("podSelector") or {}
+    return not selector.get("matchLabels") and not selector.get("matchExpressions")
+
+
+def ingress_denied(spec: dict[str, Any], ingress_namespace: str | None) -> bool:
+    """Whether a NetworkPolicy ``spec`` admits, to every pod, only the namespace's own pods (and the pods of
+    ``ingress_namespace``, selected by its immutable name label, when the environment names one)."""
+    if not _selects_everything(spec) or "Ingress" not in (spec.get("policyTypes") or ["Ingress"]):
+        return False
+    controller = {"matchLabels": {NAMESPACE_NAME: ingress_namespace}} if ingress_namespace else None
+    for rule in spec.get("ingress") or []:
+        for peer in rule.get("from") or [{"namespaceSelector": {}}]:  # no `from`: everyone
+            if "ipBlock" in peer:
+                return False
+            if "namespaceSelector" in peer and (controller is None or peer["namespaceSelector"] != controller):
+                return False
+    return True
+
+
+def egress_reaches(spec: dict[str, Any], address: str, port: int) -> bool:
+    """Whether a NetworkPolicy ``spec`` lets every pod open TCP ``port`` on ``address``, an address outside the
+    cluster's pods (only ipBlock peers, or a rule without peers, can match it)."""
+    if not _selects_everything(spec):
+        return True
+    if "Egress" not in (spec.get("policyTypes") or []):
+        return True  # the policy says nothing of egress: everything is allowed
+    ip = ipaddress.ip_address(address)
+    for rule in spec.get("egress") or []:
+        ports = rule.get("ports") or []
+        if ports and not any((p.get("protocol") or "TCP") == "TCP"
+                             and (p.get("port") is None or isinstance(p.get("port"), str) or
+                                  int(p["port"]) <= port <= int(p.get("endPort") or p["port"])) for p in ports):
+            continue
+        peers = rule.get("to")
+        if not peers:
+            return True
+        for peer in peers:
+            block = peer.get("ipBlock")
+            if block is None:
+                continue
+            network = ipaddress.ip_network(block["cidr"], strict=False)
+            if ip.version == network.version and ip in network and not any(
+                    ip in ipaddress.ip_network(c, strict=False) for c in block.get("except") or []
+                    if ipaddress.ip_network(c, strict=False).version == ip.version):
+                return True
+    return False
 
 
 def write_access(credentials: Target, namespace: str) -> tuple[list[str], str]:

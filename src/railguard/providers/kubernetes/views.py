@@ -13,6 +13,7 @@ from typing import Any
 
 from railguard.model.diagnostics import RailguardError
 from railguard.model.resources import service_address
+from railguard.model.untrusted import one_line
 from railguard.providers.base import (
     DescribeResponse,
     EdgeUnit,
@@ -83,7 +84,7 @@ def event_log(cluster: Cluster, request: LogsRequest) -> LogsResponse:
                                                str(e.get("metadata", {}).get("name", "")))):
         what = event.get("involvedObject") or {}
         lines.append(f"{event.get('lastTimestamp') or ''} {what.get('kind')}/{what.get('name')} "
-                     f"{event.get('type')} {event.get('reason')}: {event.get('message', '')}".strip())
+                     f"{event.get('type')} {event.get('reason')}: {one_line(event.get('message', ''))}".strip())
     name = f"{request.env}.{service}.events"
     offset = (request.offsets or {}).get(name) if request.offsets is not None else None
     shown = lines[offset:] if offset is not None else (lines[-request.lines:] if request.lines else [])
