@@ -39,6 +39,17 @@ def test_a_child_cannot_write_its_readonly_folder_and_the_daemon_still_can(tmp_p
     # The namespace was the child's alone: no mount here, and this process writes the folder as before.
     assert _mounts() == before and str(release) not in _mounts()
     (release / "mine").write_text("ok")
+    # Without a cwd of its own, a child started while the daemon works in a read-only folder cannot write there.
+    here = os.getcwd()
+    os.chdir(release)
+    try:
+        with sandbox.popen([PY, "-c", WRITE], (str(release),), stdout=subprocess.PIPE,
+                           stderr=subprocess.STDOUT) as proc:
+            out, _ = proc.communicate(timeout=30)
+    finally:
+        os.chdir(here)
+    assert proc.returncode == 3 and b"Read-only file system" in out and not (release / "x").exists()
+    assert os.getcwd() == here
     # A folder that is not read-only for it is written as usual.
     with sandbox.popen([PY, "-c", WRITE], (str(release),), cwd=tmp_path) as proc:
         proc.wait(timeout=30)

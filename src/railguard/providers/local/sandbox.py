@@ -57,6 +57,13 @@ def _readonly_here(targets: list[bytes]) -> None:
     for target in targets:
         if _mount(target, target, none, _MS_BIND | _MS_REC, none) == 0:
             _mount(none, target, none, _MS_BIND | _MS_REMOUNT | _MS_RDONLY, none)
+    # The thread's working folder still points below the new mounts: enter the same path again, so a child
+    # started without a cwd of its own in a read-only folder writes nothing there either. The thread has its own
+    # (CLONE_FS, implied), so the daemon's other threads keep theirs.
+    try:
+        os.chdir(os.getcwd())
+    except OSError:
+        pass
 
 
 def popen(args: list[str], readonly: tuple[str, ...], **kwargs: Any) -> subprocess.Popen[bytes]:
