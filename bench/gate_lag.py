@@ -95,17 +95,18 @@ def main() -> int:
         subprocess.run([sys.executable, "migrate.py"], cwd=EXAMPLE, env={**os.environ, "RAILGUARD_DATA_DIR": tmp},
                        check=True, capture_output=True)
         lags: dict[bool, list[float]] = {True: [], False: []}
-        ready: list[float] = []
+        ready: dict[bool, list[float]] = {True: [], False: []}
         for _ in range(args.runs):
             for fast in (False, True):
                 up, lag = gate_lag(fast, data)
-                ready.append(up)
+                ready[fast].append(up)
                 lags[fast].append(lag)
-    print(f"app exec -> first healthy answer: median {statistics.median(ready) * 1000:.0f} ms (n={len(ready)})")
     for fast, label in ((False, "doubling wait only (before)"), (True, "3 ms while refused (now)")):
         values = sorted(lags[fast])
-        print(f"gate lag after ready, {label}: median {statistics.median(values) * 1000:.1f} ms, "
-              f"min {values[0] * 1000:.1f}, max {values[-1] * 1000:.1f}")
+        # The app's own start-up per mode too: close polling must not slow the app it waits for.
+        print(f"{label}: app exec -> first healthy answer median {statistics.median(ready[fast]) * 1000:.0f} ms; "
+              f"gate lag after it median {statistics.median(values) * 1000:.1f} ms, min {values[0] * 1000:.1f}, "
+              f"max {values[-1] * 1000:.1f} (n={len(values)})")
     for label, seconds in child_start(args.heap_mb, max(args.runs, 10)).items():
         print(f"child start with a {args.heap_mb} MB heap, {label}: median {seconds * 1000:.2f} ms")
     print(f"load after: {os.getloadavg()[0]:.1f}")
