@@ -189,7 +189,7 @@ def test_gate_polls_fast_first_then_backs_off_and_confirms_a_pass_quickly() -> N
 
 
 def test_gate_polls_a_refusing_port_closely_then_backs_off_once_something_answers() -> None:
-    """While nothing listens (refused), the next check follows after 3 ms; an answer that fails starts the backoff."""
+    """While nothing listens (refused), the next check follows after 5 ms; an answer that fails starts the backoff."""
     refused = CheckResult(False, "connection refused", refused=True)
     answers = iter([refused] * 4 + [CheckResult(False, "HTTP 503", 503)] * 2 + [CheckResult(True, "ok", 200)] * 2)
     waits: list[float] = []
@@ -197,7 +197,7 @@ def test_gate_polls_a_refusing_port_closely_then_backs_off_once_something_answer
                             deadline=time.monotonic() + 60, still_running=lambda: True,
                             sleep=lambda s: waits.append(round(s, 3)))
     assert result.passed and result.checks == 8
-    assert waits == [0.003] * 4 + [0.01, 0.02, 0.01]
+    assert waits == [0.005] * 4 + [0.01, 0.02, 0.01]
 
 
 def test_gate_backs_off_on_refused_checks_after_its_fast_window() -> None:
