@@ -89,12 +89,12 @@ def test_http_500_fails_with_the_start_of_the_body(server: int) -> None:
 
 def test_http_timeout_and_connection_refused(server: int) -> None:
     assert check_http(server, "/slow", 0.3) == CheckResult(False, "timed out after 0.3 s")
-    assert check_http(free_port(), "/", 1.0) == CheckResult(False, "connection refused")
+    assert check_http(free_port(), "/", 1.0) == CheckResult(False, "connection refused", refused=True)
 
 
 def test_tcp_check(server: int) -> None:
     assert check_tcp(server, 1.0).ok
-    assert check_tcp(free_port(), 1.0) == CheckResult(False, "connection refused")
+    assert check_tcp(free_port(), 1.0) == CheckResult(False, "connection refused", refused=True)
 
 
 def test_exec_check_pass_fail_and_exact_environment(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -186,6 +186,40 @@ def test_gate_polls_fast_first_then_backs_off_and_confirms_a_pass_quickly() -> N
                             sleep=lambda s: waits.append(round(s, 3)))
     assert result.passed and result.checks == 8
     assert waits == [0.01, 0.02, 0.04, 0.08, 0.1, 0.1, 0.01]
+
+
+def test_gate_polls_a_refusing_port_closely_then_backs_off_once_something_answers() -> None:
+    """While nothing listens (refused), the next check follows after 5 ms; an answer that fails starts the backoff."""
+    refused = CheckResult(False, "connection refused", refused=True)
+    answers = iter([refused] * 4 + [CheckResult(False, "HTTP 503", 503)] * 2 + [CheckResult(True, "ok", 200)] * 2)
+    waits: list[float] = []
+    result = readiness_gate(lambda: next(answers), interval=0.1, healthy_threshold=2,
+                            deadline=time.monotonic() + 60, still_running=lambda: True,
+                            sleep=lambda s: waits.append(round(s, 3)))
+    assert result.passed and result.checks == 8
+    assert waits == [0.005] * 4 + [0.01, 0.02, 0.01]
+
+
+def test_gate_backs_off_on_refused_checks_after_its_fast_window() -> None:
+    refused = CheckResult(False, "connection refused", refused=True)
+    answers = iter([refused] * 4 + [CheckResult(True, "ok", 200)])
+    waits: list[float] = []
+    result = readiness_gate(lambda: next(answers), interval=0.1, healthy_threshold=1,
+                            deadline=time.monotonic() + 60, still_running=lambda: True,
+                            sleep=lambda s: waits.append(round(s, 3)), refused_window=0.0)
+    assert result.passed and waits == [0.01, 0.02, 0.04, 0.08]
+
+
+def test_checks_say_refused_only_when_nothing_listens() -> None:
+    port = free_port()
+    assert check_tcp(port, 0.2).refused and check_http(port, "/healthz", 0.2).refused
+    proc, live = start_server()
+    try:
+        wait_for(lambda: check_tcp(live, 0.2).ok)
+        assert not check_http(live, "/broken", 1.0).refused and not check_tcp(live, 0.2).refused
+    finally:
+        proc.kill()
+        proc.wait()
 
 
 def test_gate_fails_fast_on_the_same_5xx_after_start_period_but_not_before() -> None:

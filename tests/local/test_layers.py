@@ -319,3 +319,26 @@ def test_requirements_whose_markers_exclude_the_artifacts_python_fail_the_build_
     from railguard.providers.local import dependencies
 
     dependencies.check_markers(src, layers.plan(src, None))
+def test_a_release_command_that_outlives_its_timeout_is_killed_and_explained(tmp_path: Path) -> None:
+    """The release command is waited for at most start_timeout; then it is killed (not left running) and the
+    failure says so."""
+    import psutil
+
+    src = tmp_path / "app"
+    src.mkdir()
+    (src / "slow.py").write_text("import os, time\nprint(os.getpid(), flush=True)\ntime.sleep(60)\n")
+    art = artifacts.ensure(tmp_path / "state" / "artifacts", src, snapshot(src).digest, None, {})
+    config = {"env": {}, "port_env": "PORT", "run": ["python", "slow.py"], "listen": False, "stop_timeout_ms": 1000,
+              "health": None, "start_timeout_ms": 2000, "release": ["python", "slow.py"]}
+    environ = replica_env(config, env="staging", service="web", release=1, index=None, port=None,
+                          data_dir=tmp_path / "data", artifact=art, home=tmp_path / "state")
+    from railguard.providers.local.replicas import run_release_command
+
+    log = tmp_path / "release.log"
+    with pytest.raises(Failure) as failed:
+        run_release_command(config, environ, art, log)
+    assert failed.value.code == "rollout.release_failed" and "timed out" in failed.value.summary
+    started = log.read_text().split()
+    assert started, "the command never ran (a machine too loaded for 2 s?)"
+    pid = int(started[0])
+    assert not psutil.pid_exists(pid) or psutil.Process(pid).status() == psutil.STATUS_ZOMBIE

@@ -129,6 +129,42 @@ def test_the_control_socket_says_which_names_caddy_may_still_hold_from_an_older_
     assert not resolver.path.with_suffix(".ctl").exists()
 
 
+def test_a_held_control_request_is_answered_when_caddy_asks_again(folder: Path) -> None:
+    """A switch's question is held by the responder until the name is asked from the new table (or its wait is
+    over), not polled for."""
+    import threading
+    import time
+
+    resolver = ResolverProcess(folder)
+    resolver.start()
+    try:
+        name = srv_name("prod", "rabc")
+        resolver.publish({name: (9001,)})
+        time.sleep(0.6)  # the responder must be older than the window to know what Caddy may hold
+        assert ask(resolver.path, name) == (0, 1, [9001])
+        resolver.publish({name: (9002,)})  # a switch: Caddy may still hold 9001
+        replies: list[dict[str, object] | None] = []
+        held = threading.Thread(target=lambda: replies.append(resolver._control([name], wait=0.9, window=0.5)))
+        held.start()
+        time.sleep(0.1)  # lets the request reach the responder before the lookup (order, not a duration)
+        assert ask(resolver.path, name) == (0, 1, [9002])  # Caddy's next lookup
+        held.join()
+        reply = replies[0]
+        assert reply is not None and reply["held"] is True
+        assert reply["names"][name][1] is True  # released by that lookup: answered from the table now published
+        # Nobody asks: the request is answered once its wait is over, saying the name may still be cached.
+        resolver.publish({name: (9003,)})
+        ask(resolver.path, name)
+        resolver.publish({name: (9004,)})
+        due = resolver._control([name], wait=0.2, window=0.5)
+        assert due is not None and due["held"] is True and due["names"][name][1] is False
+        assert may_be_cached(due, 0.5) == [name]
+        # Without a wait the answer comes at once, as before (what an older daemon asks).
+        assert "held" not in (resolver._control([name]) or {})
+    finally:
+        resolver.stop()
+
+
 def test_a_responder_without_a_control_socket_gets_the_whole_interval(folder: Path) -> None:
     resolver = ResolverProcess(folder)
     resolver.start()

@@ -364,6 +364,7 @@ class CheckResult:
     ok: bool
     detail: str
     status: int | None = None  # the HTTP status of an HTTP check that got an answer (the gate's fail-fast reads it)
+    refused: bool = False  # nothing listens on the port yet: the readiness gate polls a starting app closely
 
 
 @dataclass(frozen=True)

@@ -62,6 +62,7 @@ from railguard.providers.local.edgeconfig import (
     apps_config,
     bootstrap_config,
     hosts,
+    refresh_in,
     route_key,
     route_lookup,
     server_config,
@@ -430,7 +431,8 @@ class CaddyEdge:
         if changed:
             # Caddy may hold the previous answer up to one refresh interval; the resolver knows which names it
             # answered within that time, so only those are waited for (and only until Caddy asks again).
-            self.resolver.settle(changed, REFRESH_S, _REFRESH_MARGIN_S)
+            # A Caddy configured by an earlier Railguard may cache for longer than REFRESH_S until this config.
+            self.resolver.settle(changed, max(REFRESH_S, refresh_in(current)), _REFRESH_MARGIN_S)
 
     def _refuse_shared_ports(self, current: dict[str, Any], ports: list[int], bind: str) -> None:
         """Raise PortInUse for a port this Caddy does not listen on yet but another process does. Caddy listens

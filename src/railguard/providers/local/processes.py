@@ -28,8 +28,8 @@ from typing import Any
 import psutil
 
 from railguard.providers.base import StartFailed
+from railguard.providers.local import sandbox
 from railguard.providers.local.isolation import RunAs, lookup, starting
-from railguard.providers.local.sandbox import readonly_preexec
 
 log = logging.getLogger(__name__)
 
@@ -135,10 +135,9 @@ def spawn(spec: ReplicaSpec) -> ReplicaRecord:
         raise SpawnError(f"replica {spec.name}: cannot run as user {spec.user}: {e}") from e
     starting(run_as, spec.env.get("RAILGUARD_ENV"))  # the daemon's own word (replica_env), not the app's
     try:
-        proc = subprocess.Popen(
-            argv, cwd=spec.cwd, env=dict(spec.env), stdin=subprocess.DEVNULL, stdout=log_fd,
-            stderr=log_fd, start_new_session=True, close_fds=True, preexec_fn=readonly_preexec(spec.readonly),
-            **as_user(run_as),
+        proc = sandbox.popen(
+            argv, tuple(spec.readonly), cwd=spec.cwd, env=dict(spec.env), stdin=subprocess.DEVNULL, stdout=log_fd,
+            stderr=log_fd, start_new_session=True, close_fds=True, **as_user(run_as),
         )
     except FileNotFoundError as e:
         if e.filename is not None and Path(str(e.filename)) == spec.cwd:

@@ -22,6 +22,7 @@ from typing import Any
 import psutil
 
 from railguard.providers.base import LATEST
+from railguard.providers.local import sandbox
 from railguard.providers.local.artifacts import Artifact, ArtifactTampered, base_path, verify
 from railguard.providers.local.health import CheckResult, GateResult, check_exec, check_http, check_tcp, readiness_gate
 from railguard.providers.local.isolation import lookup
@@ -37,7 +38,6 @@ from railguard.providers.local.processes import (
     tail,
 )
 from railguard.providers.local.runtime import Replica
-from railguard.providers.local.sandbox import readonly_preexec
 
 READY_POLL_S = 0.05  # the gate's slowest poll (it starts at 10 ms: a ready app is seen within 50 ms, not 100);
 # the configured interval paces monitoring
@@ -154,10 +154,15 @@ def run_release_command(config: dict[str, Any], environ: dict[str, str], artifac
     timeout = config["start_timeout_ms"] / 1000
     log_path.parent.mkdir(parents=True, exist_ok=True)
     try:
-        with log_path.open("ab") as out:
-            done = subprocess.run(argv, cwd=artifact.src, env=environ, stdin=subprocess.DEVNULL, stdout=out,
-                                  stderr=subprocess.STDOUT, timeout=timeout, check=False, start_new_session=True,
-                                  preexec_fn=readonly_preexec(artifact.readonly), **as_user(lookup(user)))
+        with log_path.open("ab") as out, sandbox.popen(
+                argv, artifact.readonly, cwd=artifact.src, env=environ, stdin=subprocess.DEVNULL, stdout=out,
+                stderr=subprocess.STDOUT, start_new_session=True, **as_user(lookup(user))) as done:
+            try:
+                done.wait(timeout=timeout)
+            except subprocess.TimeoutExpired:  # as subprocess.run: the command itself is killed, then reaped
+                done.kill()
+                done.wait()
+                raise
     except FileNotFoundError as exc:
         raise Failure("rollout.release_failed", "The release command was not found",
                       f"{argv[0]!r} does not exist in the release", {"command": argv}) from exc

@@ -229,25 +229,46 @@ def may_be_cached(info: Mapping[str, Any] | None, window: float) -> list[str] | 
             if last is not None and not last[1] and float(last[0]) < window]
 
 
+def _wake_at(names: list[str], answered: Mapping[str, tuple[float, int]], window: float, deadline: float) -> float:
+    """When a held control request must be looked at again without a query: its deadline, or the moment the
+    oldest answer it waits on ages past ``window`` (pure)."""
+    ages = [answered[n.lower()][0] + window for n in names if n.lower() in answered]
+    return min([deadline, *ages])
+
+
 def serve(sock_path: Path, table_path: Path) -> None:
     """The responder's loop (its own process): one query per connection, answered inline; control requests on
-    the ``.ctl`` socket (one JSON line in, one out) interleave with them."""
+    the ``.ctl`` socket (one JSON line in, one out) interleave with them.
+
+    A control request with ``wait`` (seconds, at most 1) and ``window`` is held until none of its names may still
+    be cached from an older table (see :func:`may_be_cached`) or the wait is over, and answered then: a switch
+    hears the moment Caddy asked again instead of polling for it."""
     table = _Table(table_path)
     started = time.monotonic()
     answered: dict[str, tuple[float, int]] = {}  # name -> (when last answered, the table generation it came from)
+    held: list[tuple[socket.socket, list[str], float, float]] = []  # (connection, names, deadline, window)
     server = _listen(sock_path)
     control = _listen(control_path(sock_path))
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
     while True:
-        ready, _, _ = select.select([server, control], [], [])
+        now = time.monotonic()
+        timeout = max(0.0, min(_wake_at(n, answered, w, d) for _, n, d, w in held) - now) if held else None
+        ready, _, _ = select.select([server, control], [], [], timeout)
         for listener in ready:
             conn, _ = listener.accept()
-            with conn:
+            keep = False
+            try:
                 conn.settimeout(1.0)
                 with contextlib.suppress(OSError, ValueError, TypeError, AttributeError):
                     request = conn.recv(65536)
                     if listener is control:
-                        names = [str(n) for n in json.loads(request or b"{}").get("names", [])]
+                        asked = json.loads(request or b"{}")
+                        names = [str(n) for n in asked.get("names", [])]
+                        if asked.get("wait"):
+                            held.append((conn, names, time.monotonic() + min(float(asked["wait"]), 1.0),
+                                         float(asked.get("window", 0.0))))
+                            keep = True
+                            continue
                         body = report(names, table, answered, time.monotonic(), started)
                         conn.sendall(json.dumps(body).encode() + b"\n")
                         continue
@@ -258,6 +279,28 @@ def serve(sock_path: Path, table_path: Path) -> None:
                         parsed = _parse_question(request)
                         if parsed is not None and parsed[2] in current:
                             answered[parsed[2]] = (time.monotonic(), table.generation)
+            finally:
+                if not keep:
+                    conn.close()
+        if held:
+            held = _release(held, table, answered, started)
+
+
+def _release(held: list[tuple[socket.socket, list[str], float, float]], table: _Table,
+             answered: Mapping[str, tuple[float, int]], started: float) -> list[tuple[socket.socket, list[str],
+                                                                                      float, float]]:
+    """Answer the held control requests that are settled or due; return the others."""
+    still = []
+    for conn, names, deadline, window in held:
+        now = time.monotonic()
+        body = report(names, table, answered, now, started)
+        if may_be_cached(body, window) and now < deadline:
+            still.append((conn, names, deadline, window))
+            continue
+        with contextlib.suppress(OSError):
+            conn.sendall(json.dumps({**body, "held": True}).encode() + b"\n")
+        conn.close()
+    return still
 
 
 class ResolverProcess:
@@ -356,7 +399,9 @@ class ResolverProcess:
         begin = time.monotonic()
         limit = begin + refresh + margin  # never longer than the old fixed wait
         while True:
-            info = self._control(names)
+            # Held by the responder until settled or the limit (one request); one older than that answers at once
+            # (no "held" in its answer), and is asked again every ``poll``.
+            info = self._control(names, wait=max(0.0, limit - time.monotonic()), window=refresh + margin)
             now = time.monotonic()
             waiting = may_be_cached(info, refresh + margin)
             if waiting is None:
@@ -364,14 +409,18 @@ class ResolverProcess:
                 return time.monotonic() - begin
             if not waiting or now >= limit:
                 return now - begin
-            time.sleep(min(poll, max(0.0, limit - now)))
+            if info is None or not info.get("held"):  # an older responder: it answered at once
+                time.sleep(min(poll, max(0.0, limit - now)))
 
-    def _control(self, names: list[str]) -> dict[str, Any] | None:
+    def _control(self, names: list[str], wait: float = 0.0, window: float = 0.0) -> dict[str, Any] | None:
         try:
             with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
-                sock.settimeout(1.0)
+                sock.settimeout(1.0 + wait)
                 sock.connect(str(control_path(self.path)))
-                sock.sendall(json.dumps({"names": names}).encode())
+                asked: dict[str, Any] = {"names": names}
+                if wait > 0:
+                    asked |= {"wait": wait, "window": window}
+                sock.sendall(json.dumps(asked).encode())
                 raw = b""
                 while not raw.endswith(b"\n"):
                     chunk = sock.recv(65536)

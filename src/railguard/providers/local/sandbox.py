@@ -6,8 +6,16 @@ gives them their own user, and root ignores file modes. So when the daemon may m
 gets its own mount namespace in which the artifact and its dependency layer are bind-mounted
 read-only: a write fails with EROFS ("Read-only file system") whoever the process is. The mounts
 are private to that namespace; the host's view is unchanged. Without the privilege, nothing is
-done here and the file modes are the protection. Called by :func:`processes.spawn` (the
-``preexec_fn`` runs in the child between fork and exec, and only makes syscalls bound beforehand).
+done here and the file modes are the protection. Called by :func:`processes.spawn`, the release
+command and exec health checks, through :func:`popen`.
+
+The namespace is made by a short-lived thread of the daemon, not by the child between fork and exec
+(a ``preexec_fn``): a thread may unshare its own mount namespace (``CLONE_NEWNS`` implies ``CLONE_FS``,
+which a thread of a multi-threaded process may unshare), mount there, and start the child, which
+inherits that namespace. Without a ``preexec_fn`` Python starts the child with ``vfork`` instead of
+``fork``, which copies none of the daemon's memory: ~0.2 ms instead of 4–14 ms per child for a daemon of
+60–200 MB (a deploy starts four: the release command three times with its rehearsal, then the replica).
+The thread ends once the child runs; the namespace lives on in the child alone.
 """
 
 from __future__ import annotations
@@ -15,7 +23,9 @@ from __future__ import annotations
 import ctypes
 import ctypes.util
 import os
-from collections.abc import Callable
+import subprocess
+import threading
+from typing import Any
 
 _CLONE_NEWNS = 0x00020000
 _MS_RDONLY = 0x1
@@ -35,28 +45,48 @@ def available() -> bool:
     return os.geteuid() == 0 and os.path.exists("/proc/self/ns/mnt")
 
 
-def readonly_preexec(paths: tuple[str, ...]) -> Callable[[], None] | None:
-    """A ``preexec_fn`` making ``paths`` read-only for the child, or None when it cannot or need not."""
-    if not paths or not available():
-        return None
-    targets = [p.encode() for p in paths if os.path.isdir(p)]
+def _readonly_here(targets: list[bytes]) -> None:
+    """Give the calling thread its own mount namespace with ``targets`` bind-mounted read-only. Failures are
+    silent on purpose: the child still runs with the file modes' protection, and raising would turn a missing
+    kernel feature into a failed deploy. Only in a thread that exits afterwards."""
+    if _unshare(_CLONE_NEWNS) != 0:
+        return
     root, none = b"/", None
+    if _mount(none, root, none, _MS_REC | _MS_PRIVATE, none) != 0:
+        return  # never mount in a namespace whose mounts could propagate back to the host's
+    for target in targets:
+        if _mount(target, target, none, _MS_BIND | _MS_REC, none) == 0:
+            _mount(none, target, none, _MS_BIND | _MS_REMOUNT | _MS_RDONLY, none)
+    # The thread's working folder still points below the new mounts: enter the same path again, so a child
+    # started without a cwd of its own in a read-only folder writes nothing there either. The thread has its own
+    # (CLONE_FS, implied), so the daemon's other threads keep theirs.
+    try:
+        os.chdir(os.getcwd())
+    except OSError:
+        pass
 
-    def apply() -> None:
-        # Failures are silent on purpose: the child still runs with the file modes' protection, and a
-        # preexec_fn that raises would turn a missing kernel feature into a failed deploy.
-        if _unshare(_CLONE_NEWNS) != 0:
-            return
-        if _mount(none, root, none, _MS_REC | _MS_PRIVATE, none) != 0:
-            return
-        for target in targets:
-            if _mount(target, target, none, _MS_BIND | _MS_REC, none) == 0:
-                _mount(none, target, none, _MS_BIND | _MS_REMOUNT | _MS_RDONLY, none)
-        # subprocess changed into cwd before this hook: that handle still points into the writable mount
-        # below the new one, so relative writes would bypass it. Enter the same path again, now read-only.
+
+def popen(args: list[str], readonly: tuple[str, ...], **kwargs: Any) -> subprocess.Popen[bytes]:
+    """``subprocess.Popen(args, **kwargs)`` with ``readonly`` folders read-only for the child (and its children).
+
+    The child changes into its ``cwd`` after the mounts exist, so a relative write into the release meets the
+    read-only mount. Raises what ``Popen`` raises."""
+    if not readonly or not available():
+        return subprocess.Popen(args, **kwargs)
+    targets = [p.encode() for p in readonly if os.path.isdir(p)]
+    made: list[subprocess.Popen[bytes]] = []
+    failed: list[BaseException] = []
+
+    def start() -> None:
         try:
-            os.chdir(os.getcwd())
-        except OSError:
-            pass
+            _readonly_here(targets)
+            made.append(subprocess.Popen(args, **kwargs))
+        except BaseException as exc:  # handed to the caller's thread
+            failed.append(exc)
 
-    return apply
+    thread = threading.Thread(target=start, name="railguard-sandbox", daemon=True)
+    thread.start()
+    thread.join()
+    if failed:
+        raise failed[0]
+    return made[0]
