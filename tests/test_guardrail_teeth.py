@@ -24,7 +24,7 @@ import psutil
 import pytest
 
 from railguard.engine import guard, planner
-from railguard.engine.apply import apply_plan
+from railguard.engine.apply import apply_plan, check_plan
 from railguard.engine.execute import Context
 from railguard.engine.observe import observe_into
 from railguard.engine.rollback import rollback
@@ -115,6 +115,22 @@ def test_an_edited_stored_hash_is_refused(tmp_path: Path) -> None:
     with pytest.raises(RailguardError) as exc:
         _apply(store, provider, plan)
     assert codes(exc) == ["plan.hash_mismatch"]
+
+
+def test_the_apply_check_compares_the_body_with_the_stored_hash_itself(tmp_path: Path) -> None:
+    """The store's signature refuses an edited row first (the test above), so this is the apply check on its own:
+    a body that does not hash to the hash it was stored with, or a stored hash that is not the plan's, is refused
+    whatever let it through."""
+    store, provider = Store.open(tmp_path), FakeProvider()
+    plan = _plan(store, provider)
+    loaded, stored_hash, status = store.load_plan(plan.id)
+    serial = store.serial(loaded.env)
+    assert loaded.changes and check_plan(plan.id, loaded, stored_hash, status, serial, None).hash == stored_hash
+    for bad_hash, body in (("sha256:" + "1" * 64, loaded),  # stored hash is not the body's
+                           (stored_hash, loaded.model_copy(update={"changes": loaded.changes[1:]}))):
+        with pytest.raises(RailguardError) as exc:
+            check_plan(plan.id, body, bad_hash, status, serial, None)
+        assert codes(exc) == ["plan.hash_mismatch"]
 
 
 # -- self-approval by principals who may approve ------------------------------------------------------------
