@@ -342,3 +342,23 @@ def test_a_release_command_that_outlives_its_timeout_is_killed_and_explained(tmp
     assert started, "the command never ran (a machine too loaded for 2 s?)"
     pid = int(started[0])
     assert not psutil.pid_exists(pid) or psutil.Process(pid).status() == psutil.STATUS_ZOMBIE
+
+
+def test_the_markers_check_reads_only_regular_files_inside_the_source(tmp_path: Path) -> None:
+    """The build's `-r NAME` comes from the spec: the check must not read /dev/zero (memory), a FIFO (a hung
+    build) or a file outside the source (quoted back in its error), in the daemon, before uv ever runs."""
+    import os
+
+    from railguard.providers.local import dependencies
+
+    src = tmp_path / "app"
+    src.mkdir()
+    newer = f'python_version >= "{sys.version_info[0]}.{sys.version_info[1] + 1}"'
+    (tmp_path / "outside.txt").write_text(f"alembic==1.13.2 ; {newer}\n")
+    os.mkfifo(src / "pipe.txt")
+    (src / "link.txt").symlink_to(tmp_path / "outside.txt")
+    names = ("../outside.txt", "/dev/zero", "pipe.txt", "link.txt", str(tmp_path / "outside.txt"))
+    dependencies.check_markers(src, dependencies.Dependencies(requirements=names))  # returns: nothing was read
+    (src / "inside.txt").write_text(f"alembic==1.13.2 ; {newer}\n")
+    with pytest.raises(artifacts.ArtifactError, match="none of its 1 requirements"):
+        dependencies.check_markers(src, dependencies.Dependencies(requirements=("inside.txt",)))

@@ -13,6 +13,7 @@ import hashlib
 import json
 import platform
 import re
+import stat
 import sys
 import sysconfig
 import tomllib
@@ -152,6 +153,9 @@ def _detect(src: Path) -> Dependencies:
     return Dependencies(requirements=reqs, project=has_project, notes=notes)
 
 
+MARKERS_MAX_BYTES = 1 << 20
+
+
 def check_markers(src: Path, deps: Dependencies) -> None:
     """Refuse a requirements file none of whose requirements applies to the artifacts' Python.
 
@@ -160,9 +164,16 @@ def check_markers(src: Path, deps: Dependencies) -> None:
     and the release then fails with "'alembic' is not installed", which requirements.txt plainly lists."""
     from packaging.requirements import InvalidRequirement, Requirement
 
+    root = src.resolve()
     for name in deps.requirements:
+        path = (src / name).resolve()
+        # The build's `-r NAME` is the spec's (the agent's): only a regular file inside the source is read, and a
+        # bounded part of it (not /dev/zero, a FIFO or a file of the daemon's; uv reads the real one later).
         try:
-            lines = (src / name).read_text(encoding="utf-8").splitlines()
+            if not path.is_relative_to(root) or not stat.S_ISREG(path.stat().st_mode):
+                continue
+            with path.open("rb") as f:
+                lines = f.read(MARKERS_MAX_BYTES).decode("utf-8").splitlines()
         except (OSError, UnicodeDecodeError):
             continue
         found, skipped = 0, []
