@@ -84,7 +84,8 @@ def print_diagnostics(diagnostics: Iterable[Diagnostic]) -> None:
     for d in diagnostics:
         colour = _COLOURS[d.severity]
         label = d.severity.value.capitalize()
-        err.print(f"[bold {colour}]{label}:[/] [bold]{escape(d.summary)}[/]  [dim]({d.code})[/]")
+        # A summary is one line by contract; parts of some are the app's words (file names, exit messages).
+        err.print(f"[bold {colour}]{label}:[/] [bold]{escape(one_line(d.summary))}[/]  [dim]({d.code})[/]")
         where = []
         if d.file:
             where.append(f"{d.file}:{d.line}" if d.line else d.file)

@@ -19,12 +19,14 @@ from railguard.model.api import Release
 from railguard.model.diagnostics import Diagnostic, RailguardError, Severity, error, warning
 from railguard.model.plans import PlanSource
 from railguard.model.spec import Spec
+from railguard.model.untrusted import one_line
 from railguard.sources.listing import Listing, Rules, TooLarge, TooManyFiles
 from railguard.sources.snapshot import SourceSnapshot, git_state, snapshot
 from railguard.sources.store import SnapshotStore, capture
 
 MB = 1024 * 1024
 SHOWN = 10  # file names listed in one warning
+NAME_LIMIT = 200  # characters of one file name shown
 
 
 def rules(ws: Workspace, spec: Spec) -> Rules:
@@ -190,7 +192,8 @@ def changed_files(ws: Workspace, live: Release | None, digest: str) -> list[Diag
 
 
 def _names(paths: list[str]) -> str:
-    shown = ", ".join(paths[:SHOWN])
+    # File names are the app's: one visible line each, or a name with a line break would print a line of its own.
+    shown = ", ".join(one_line(p, NAME_LIMIT) for p in paths[:SHOWN])
     return shown + (f" and {len(paths) - SHOWN} more" if len(paths) > SHOWN else "")
 
 

@@ -86,7 +86,8 @@ class Cluster:
         except RailguardError as exc:
             raise ClusterError(exc.diagnostics[0]) from None
         try:
-            config = KubeConfig.from_dict(loaded.document, fname=path).get(context_name=target.context)
+            # Relative file names resolve beside the real file (the trusted one), not beside a link to it.
+            config = KubeConfig.from_dict(loaded.document, fname=path.resolve()).get(context_name=target.context)
             if config is None:
                 raise ConfigError("it names no current-context")
         except (ConfigError, OSError, KeyError, ValueError, TypeError, AttributeError) as exc:
