@@ -60,7 +60,18 @@ def test_the_pods_cannot_reach_the_metadata_service_but_reach_the_internet() -> 
     assert egress_reaches(policy, "2606:4700::1111", 443) and not egress_reaches(policy, "fe80::1", 80)
     rules = policy["egress"]
     assert {"to": [{"podSelector": {}}]} in rules  # the namespace's own pods
-    assert {"ports": [{"protocol": "UDP", "port": 53}, {"protocol": "TCP", "port": 53}]} in rules  # DNS
+    dns = [r for r in rules if {"protocol": "UDP", "port": 53} in (r.get("ports") or [])]
+    assert dns == [{"to": [{"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "kube-system"}}},
+                           {"ipBlock": {"cidr": "169.254.20.10/32"}}],
+                    "ports": [{"protocol": "UDP", "port": 53}, {"protocol": "TCP", "port": 53}]}], rules  # DNS
+    assert egress_reaches(policy, "169.254.20.10", 53)  # NodeLocal DNSCache, though link-local
+    assert not egress_reaches(policy, "fd00:ec2::254", 80)  # EC2's IPv6 metadata endpoint
+
+
+def test_port_53_is_no_tunnel_past_egress_deny() -> None:
+    policy = isolation_spec(_target('egress_deny = ["0.0.0.0/0", "::/0"]'))
+    assert not egress_reaches(policy, "10.1.2.3", 53) and not egress_reaches(policy, "93.184.216.34", 53)
+    assert egress_reaches(policy, "169.254.20.10", 53)
 
 
 def test_egress_deny_leaves_ranges_out_but_the_artifact_store_stays_reachable() -> None:

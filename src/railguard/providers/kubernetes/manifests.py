@@ -40,7 +40,9 @@ from railguard.providers.kubernetes.labels import (
 )
 
 Manifest = dict[str, Any]
-LINK_LOCAL = ("169.254.0.0/16", "fe80::/10")  # always denied: the cloud metadata service (node credentials)
+# Always denied: the cloud metadata services (node credentials): link-local, and EC2's IPv6 endpoint.
+LINK_LOCAL = ("169.254.0.0/16", "fe80::/10", "fd00:ec2::254/128")
+NODE_LOCAL_DNS = "169.254.20.10/32"  # NodeLocal DNSCache's usual address (link-local, so named on its own)
 NAMESPACE_NAME = "kubernetes.io/metadata.name"  # set by the API server on every namespace (1.21+), immutable
 
 
@@ -97,9 +99,11 @@ def isolation_spec(target: Target) -> Manifest:
 
     Ingress: from the namespace's own pods, and from the Ingress controller's namespace when one is named (selected
     by ``kubernetes.io/metadata.name``, which the API server sets from 1.21 on and nobody can change). Egress: the
-    namespace's own pods; DNS (UDP/TCP 53) to any address, since a node-local DNS cache listens on a link-local
-    address; the artifact store's address (the init container fetches the release from it); and every other
-    address except link-local (169.254.0.0/16: the metadata service of EC2/GCE/Azure, fe80::/10) and the ranges of
+    namespace's own pods; DNS (UDP/TCP 53) to the cluster's DNS only (pods of ``kube-system``, and NodeLocal
+    DNSCache's 169.254.20.10): port 53 to any address would be a tunnel past ``egress_deny``; the artifact store's
+    address (the init container fetches the release from it); and every other
+    address except link-local (169.254.0.0/16: the metadata service of EC2/GCE/Azure, fe80::/10, EC2's
+    fd00:ec2::254) and the ranges of
     ``egress_deny``. An ``egress_deny`` of a whole family (``0.0.0.0/0``) leaves that family out.
     """
     admitted: list[Manifest] = [{"podSelector": {}}]
@@ -107,7 +111,9 @@ def isolation_spec(target: Target) -> Manifest:
         admitted.append({"namespaceSelector": {"matchLabels": {NAMESPACE_NAME: target.ingress_namespace}}})
     egress: list[Manifest] = [
         {"to": [{"podSelector": {}}]},
-        {"ports": [{"protocol": "UDP", "port": 53}, {"protocol": "TCP", "port": 53}]},
+        {"to": [{"namespaceSelector": {"matchLabels": {NAMESPACE_NAME: "kube-system"}}},
+                {"ipBlock": {"cidr": NODE_LOCAL_DNS}}],
+         "ports": [{"protocol": "UDP", "port": 53}, {"protocol": "TCP", "port": 53}]},
     ]
     store = _store_rule(target.artifact_store)
     if store is not None:
