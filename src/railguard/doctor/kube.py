@@ -314,7 +314,8 @@ def isolation(ctx: Context) -> list[Finding]:
                           "from the namespace's own pods only" + (f" and the Ingress controller's namespace "
                                                                   f"{config['ingress_namespace']}"
                                                                   if config.get("ingress_namespace") else ""),
-                          "egress: the namespace's pods, the cluster's DNS (kube-system, port 53), the artifact store, and every address "
+                          "egress: the namespace's pods, the cluster's DNS (kube-system, port 53), the artifact "
+                          "store, and every address "
                           f"except {', '.join(facts.egress_denied) or '(none)'}",
                           "NetworkPolicy is enforced only by a network plugin that implements it (Calico, Cilium, "
                           "...): the doctor reads the policy, it cannot test the network"]))

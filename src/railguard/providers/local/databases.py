@@ -131,7 +131,8 @@ def _rehearse(request: ApplyRequest, *, home: Path, service: str, config: dict[s
     untouched = "The real data was not touched"
     if clusters and fenced:
         untouched = ("The real run did not start; the rehearsal connected as its own role, which the server lets "
-                     "into the scratch copies only")
+                     "into the scratch copies only (a command that finds the app's own credentials, e.g. in a "
+                     "running replica's environment or the data folder, is not kept from the real database)")
     elif any(c.app_password is not None for c in clusters.values()):  # refused: Cluster.rehearsal_url
         untouched = "The release command did not run, in its rehearsal or for real"
     elif clusters:
