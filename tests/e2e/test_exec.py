@@ -9,6 +9,7 @@ that runs once approved and applied.
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -137,3 +138,17 @@ def test_exec_in_production_is_a_plan_that_runs_once_approved(g: Guarded) -> Non
     assert code == 1 and codes(result) == ["exec.failed"], result
     assert result["diagnostics"][0]["extra"]["log_tail"] == ["boom"]
     assert g.get().status_code == 200
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="read-only release mounts need root (mount namespaces)")
+def test_an_exec_command_cannot_write_the_release_it_runs_in(ws: Workspace) -> None:
+    """As for its replicas, the release's artifact is read-only for a one-off command (review: exec children were
+    started without the sandbox, so a command could change what the next replica of that release starts from)."""
+    assert ws.deploy()[0] == 0
+    write = ("import pathlib, sys\ntry:\n    pathlib.Path('app.py').write_text('tampered')\n"
+             "except OSError as e:\n    print(e); sys.exit(3)\n")
+    code, answer = _exec_json(ws, "web", "--env", "staging", "--", "python", "-c", write)
+    assert answer["exec"]["exit_code"] == 3, answer
+    assert any("Read-only file system" in line for line in answer["exec"]["output"]), answer
+    artifacts = list((ws.root / ".railguard" / "artifacts").glob("*/src/app.py"))
+    assert artifacts and all("tampered" not in p.read_text() for p in artifacts)

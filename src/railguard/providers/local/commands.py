@@ -24,7 +24,7 @@ from railguard.model.diagnostics import Diagnostic, RailguardError, error
 from railguard.model.plans import Change
 from railguard.model.resources import ObservedResource
 from railguard.providers.base import LATEST, ApplyRequest, ApplyResponse, CommandRequest, Progress
-from railguard.providers.local import artifacts
+from railguard.providers.local import artifacts, sandbox
 from railguard.providers.local.isolation import (
     Level,
     RunAs,
@@ -101,7 +101,7 @@ class Commands:
     def start_command(self, request: CommandRequest, stdio: tuple[int, int, int] | None) -> LocalCommand:
         run_as = lookup(self._command_user(request))
         starting(run_as, request.env)
-        cwd, environ = self._command_context(request, run_as)
+        cwd, environ, readonly = self._command_context(request, run_as)
         if (missing := not_installed(request.argv, environ)) is not None:
             raise RailguardError(error(
                 "exec.not_found", f"'{request.argv[0]}' is not in release {request.release}", missing,
@@ -109,8 +109,10 @@ class Commands:
                 "command.", address=f"{request.env}/service.{request.service}"))
         out = stdio if stdio is not None else (subprocess.DEVNULL, subprocess.PIPE, subprocess.STDOUT)
         try:  # as the environment's OS user when the runtime isolates: never with the daemon's authority
-            proc = subprocess.Popen(request.argv, cwd=cwd, env=environ, stdin=out[0], stdout=out[1], stderr=out[2],
-                                    start_new_session=True, close_fds=True, **as_user(run_as))
+            # The release read-only for it, as for its replicas (sandbox): a one-off command, even one an agent
+            # runs on a failed release, cannot change the artifact the next replica starts from.
+            proc = sandbox.popen(request.argv, readonly, cwd=cwd, env=environ, stdin=out[0], stdout=out[1],
+                                 stderr=out[2], start_new_session=True, close_fds=True, **as_user(run_as))
         except OSError as exc:
             raise RailguardError(error(
                 "exec.not_found", f"'{request.argv[0]}' could not be started",
@@ -181,8 +183,8 @@ class Commands:
         return name
 
     def _command_context(self, request: CommandRequest,
-                         run_as: RunAs | None = None) -> tuple[Path, dict[str, str]]:
-        """The working folder and environment the release's replicas have (or would have)."""
+                         run_as: RunAs | None = None) -> tuple[Path, dict[str, str], tuple[str, ...]]:
+        """The working folder, environment and read-only folders the release's replicas have (or would have)."""
         with self.state.lock:
             sets = [rs for rs in self.state.env(request.env).of(request.service)
                     if rs.release == request.release and rs.replicas]
@@ -208,7 +210,7 @@ class Commands:
                               port=None, data_dir=data_dir, artifact=found, home=self.home,
                               secrets={**self.secret_values(request.env, pinned(cfg)),
                                        **self._database_env(request.env, cfg, data_dir)})
-        return found.src, environ
+        return found.src, environ, found.readonly
 
 
 def _command_of(change: Change) -> tuple[list[str], int]:
@@ -220,13 +222,13 @@ def _command_of(change: Change) -> tuple[list[str], int]:
     return [str(a) for a in argv], release
 
 
-def _from_running(rs: ReplicaSet) -> tuple[Path, dict[str, str]]:
+def _from_running(rs: ReplicaSet) -> tuple[Path, dict[str, str], tuple[str, ...]]:
     spec = rs.replicas[0].spec
     environ = {k: v for k, v in spec.env.items() if k != "RAILGUARD_REPLICA"}
     port_env = rs.config.get("port_env", "PORT")
     if spec.port is not None and environ.get(port_env) == str(spec.port):
         del environ[port_env]  # the replica's port is its own: a command that binds it would collide
-    return spec.cwd, environ
+    return spec.cwd, environ, tuple(spec.readonly)
 
 
 def _no_artifact(request: CommandRequest, why: str) -> RailguardError:
