@@ -78,6 +78,17 @@ def test_a_failed_first_release_runs_the_command_its_deploy_needs(tmp_path: Path
         refused = json.loads(done.stdout)["diagnostics"][0]
         assert refused["code"] == "exec.no_release", refused
         assert "--release 1 -- ...`" in refused["remediation"], refused["remediation"]
+        # Protected, the command is a plan, and its approver reads that the release never passed its deploy.
+        spec = (tmp_path / "railguard.toml").read_text()
+        (tmp_path / "railguard.toml").write_text(spec.replace("[environments.staging]\n",
+                                                              "[environments.staging]\nprotected = true\n"))
+        done = ws.rg("exec", "web", "--env", "staging", "--release", "1", "--json", "--", "python", "init_db.py")
+        planned = json.loads(done.stdout)["plan"]
+        (change,) = planned["changes"]
+        assert "which failed and never ran healthy" in change["reason"], change
+        assert {"path": "release_status", "after": "failed"}.items() <= next(
+            d for d in change["diff"] if d["path"] == "release_status").items(), change
+        (tmp_path / "railguard.toml").write_text(spec)
         done = ws.rg("exec", "web", "--env", "staging", "--release", "1", "--json", "--", "python", "init_db.py")
         ran = json.loads(done.stdout)
         assert done.returncode == 0, ran

@@ -102,10 +102,17 @@ def command_plan(ws: Workspace, request: ExecRequest, store: Store, provider: Pr
     versions = facts.versions(store, request.env)
     desired = facts.desired(request.env, versions)
     argv = " ".join(shlex.quote(a) for a in target.argv)
+    diff = [FieldDiff(path="command", after=list(target.argv)), FieldDiff(path="release", after=target.release)]
+    reason = f"one-off command in release {target.release}: {argv}"
+    chosen = store.release(target.env, target.release)
+    if chosen is not None and not chosen.status.ran_healthy:
+        # The approver must see that this code never passed its own deploy (e.g. refused by the data guard).
+        reason = (f"one-off command in release {target.release}, which {chosen.status.value} and never ran "
+                  f"healthy: {argv}")
+        diff.append(FieldDiff(path="release_status", after=chosen.status.value))
     change = Change(
         address=service_address(target.env, target.service), kind="service", action=Action.command,
-        reason=f"one-off command in release {target.release}: {argv}", risk=Risk(request.risk),
-        diff=[FieldDiff(path="command", after=list(target.argv)), FieldDiff(path="release", after=target.release)])
+        reason=reason, risk=Risk(request.risk), diff=diff)
     computed = Plan(env=target.env, base_serial=store.serial(target.env), desired_digest=desired_digest(desired),
                     changes=[change], desired=desired, id=new_id("plan"))
     return store.save_plan(guard.with_verdicts(store, computed, who))
