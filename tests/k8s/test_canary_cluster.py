@@ -152,6 +152,8 @@ def test_a_canary_runs_beside_the_live_release_survives_a_restart_and_is_promote
     assert seen["release"] == 2 and seen["weight"] == 25 and seen["stable"] == 1, seen
     status = shop.rg("status", "--env", "staging")["status"]["services"][0]
     assert status["release"] == 1, status
+    audited = [e for e in shop.rg("audit")["audit"] if e["action"] == "operations:rollback"]
+    assert audited and audited[-1]["outcome"] == "ok", audited
     operation = shop.rg("operations", done["operation"]["id"])
     assert "staging/service.web: canary" in json.dumps(operation), operation  # a journaled step
 
@@ -304,6 +306,8 @@ def test_a_rollback_during_a_canary_goes_back_at_once_and_deletes_the_canary(sho
     assert any(j["step"] == "staging/service.web: canary step" and j["detail"].get("aborted") for j in deploy), deploy
     status = shop.rg("status", "--env", "staging")["status"]["services"][0]
     assert status["release"] == 1, status
+    audited = [e for e in shop.rg("audit")["audit"] if e["action"] == "operations:rollback"]
+    assert audited and audited[-1]["outcome"] == "ok", audited
 
 
 def test_a_deploy_during_a_canary_replaces_it_beside_the_same_live_release(shop: Shop) -> None:

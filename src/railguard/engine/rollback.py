@@ -16,7 +16,7 @@ from railguard.engine.apply import execute
 from railguard.engine.execute import Context
 from railguard.engine.guard import facts, require
 from railguard.engine.observe import observe_into
-from railguard.model.api import Operation, Release
+from railguard.model.api import Operation, OperationStatus, Release
 from railguard.model.diagnostics import RailguardError, error
 from railguard.model.plans import Effect, Plan
 from railguard.model.principals import Permission, Principal, Role
@@ -95,8 +95,16 @@ def rollback(store: Store, env: str, provider: Provider, principal: Principal, c
             store.journal(op_id, "schema-check", "end", {"note": note})
         # Back at once: a canary beside the live release is aborted first (observation reports the live release
         # only, so the plan alone would leave the canary taking its share), recorded as `railguard abort` is.
+        created = op_id is None  # (the daemon's runner settles its own operations when this raises)
         op_id = op_id or store.create_operation(env, "rollback", None, principal.id)
-        if canaryabort.abort_all(store, provider, env, principal.id, op_id):
+        try:
+            aborted = canaryabort.abort_all(store, provider, env, principal.id, op_id)
+        except RailguardError as exc:
+            if created:
+                store.finish_operation(op_id, OperationStatus.failed,
+                                       {"diagnostics": [d.model_dump(mode="json") for d in exc.diagnostics]})
+            raise
+        if aborted:
             # What runs now (an abort may have put back a live release a cut-off promotion had replaced).
             target, computed = rollback_plan(store, env, provider, target.number)
             check_rollback(store, computed, principal)
