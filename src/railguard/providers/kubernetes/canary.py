@@ -113,8 +113,9 @@ def checkpoint(name: str) -> None:
     """Die here (SIGKILL) when a crash walk asks for ``name``. The verbs that move a canary run outside any
     operation's journal (the daemon's controller records a step once it moved), so they have points of their own:
     ``canary-weight`` (the canary's new size sent), ``canary-promote`` (the live Deployment sent the new template),
-    ``canary-promoted`` (it serves; the canary not deleted yet); and ``canary-start``, inside the journaled step
-    ``canary`` (the canary sent, its rollout not waited for)."""
+    ``canary-promoted`` (it serves; the canary not deleted yet), ``canary-abort`` (the canary about to be deleted;
+    inside a rollback's journaled ``abort-canary``); and ``canary-start``, inside the journaled step ``canary`` (the
+    canary sent, its rollout not waited for)."""
     if os.environ.get(FAULT_ENV) == name:
         os.kill(os.getpid(), signal.SIGKILL)
 
@@ -235,6 +236,7 @@ def abort(cluster: Cluster, env: str, service: str, restore: Restore) -> None:
         # A promotion was cut off (a daemon restart) after the live Deployment took the new template: put the
         # stable release back before the canary goes, so the abort means what it says.
         restore(cluster, _observed_stable(json.loads(notes[STABLE])))
+    checkpoint("canary-abort")
     cluster.delete("Deployment", name_of(service))
     tidy(cluster, env, service)
 
