@@ -152,8 +152,6 @@ def test_a_canary_runs_beside_the_live_release_survives_a_restart_and_is_promote
     assert seen["release"] == 2 and seen["weight"] == 25 and seen["stable"] == 1, seen
     status = shop.rg("status", "--env", "staging")["status"]["services"][0]
     assert status["release"] == 1, status
-    audited = [e for e in shop.rg("audit")["audit"] if e["action"] == "operations:rollback"]
-    assert audited and audited[-1]["outcome"] == "ok", audited
     operation = shop.rg("operations", done["operation"]["id"])
     assert "staging/service.web: canary" in json.dumps(operation), operation  # a journaled step
 
