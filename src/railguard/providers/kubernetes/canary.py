@@ -165,7 +165,6 @@ def start(cluster: Cluster, env: str, made: ServiceManifests, desired: Resource,
         step("service", "begin", {})
         cluster.apply(made.service)  # selects app/environment/service: the canary's pods join it
         step("service", "end", {})
-    tidy(cluster, env, service)  # the Secret and Job of a canary this one replaced
     return ApplyResponse(ok=True, observed=ObservedResource(
         address=desired.address, kind="service", fingerprint=desired.fingerprint, config=desired.config,
         depends_on=desired.depends_on, status=LiveStatus.running, release=release,
@@ -250,7 +249,7 @@ def _observed_stable(record: dict[str, Any]) -> ObservedResource:
 def tidy(cluster: Cluster, env: str, service: str) -> None:
     """Remove the service's Secrets no Deployment left references and the Jobs of releases no longer running (a
     rollback re-creates what it needs from the secret store, so old values do not linger in the cluster). A running
-    canary's are kept (it is one of the Deployments); a canary it replaced leaves nothing behind."""
+    canary's are kept (it is one of the Deployments)."""
     mine = {MANAGED_BY: "railguard", ENVIRONMENT: env, SERVICE: service}
     deployments = cluster.list("Deployment", labels=mine)
     used: set[str] = set()
