@@ -282,14 +282,48 @@ def test_a_timed_pause_advances_a_kubernetes_canary_to_the_live_release(shop: Sh
     assert [e["kind"] for e in moved][-1] == "canary.promoted" and len(moved) >= 2, [e["message"] for e in events]
 
 
-@pytest.mark.xfail(strict=True, reason="known gap: observation reports the live Deployment (release 1), so a "
-                   "rollback to release 1 during a canary plans nothing and the canary keeps running; abort it")
 def test_a_rollback_during_a_canary_goes_back_at_once_and_deletes_the_canary(shop: Shop) -> None:
     assert shop.rg("deploy", "--env", "staging", "--yes")["operation"]["status"] == "succeeded"
     shop.spec("2")
     assert shop.rg("deploy", "--env", "staging", "--yes")["operation"]["status"] == "succeeded"
     assert shop.release_of("web-canary") == "2" and shop.release_of() == "1"
+    started = shop.rg("operations", "--env", "staging")["operations"][0]["id"]  # the deploy of the canary
     done = shop.rg("rollback", "--env", "staging")
     assert done["operation"]["status"] == "succeeded", done
-    assert shop.deployment("web-canary") is None and shop.version_of() == "1"
+    assert shop.deployment("web-canary") is None and shop.version_of() == "1" and shop.release_of() == "1"
     assert wait_for(lambda: shop.canary() is None, what="no canary in status")
+    # Recorded as an abort is: the canary's release aborted, release 1 live again (the rollback's target, so
+    # there is nothing more to run), the events, a step in the rollback's journal and in the canary's deploy.
+    records = {r["number"]: r["status"] for r in shop.rg("releases", "--env", "staging")["releases"]}
+    assert records == {1: "live", 2: "aborted"}, records
+    kinds = [e["kind"] for e in shop.rg("events", "--env", "staging")["events"]]
+    assert {"canary.aborted", "release.aborted", "rollback.succeeded"} <= set(kinds), kinds
+    steps = [(j["step"], j["phase"]) for j in shop.rg("operations", done["operation"]["id"])["operation"]["journal"]]
+    assert steps == [("staging/service.web: abort-canary", "begin"), ("staging/service.web: abort-canary", "end")]
+    deploy = shop.rg("operations", started)["operation"]["journal"]
+    assert any(j["step"] == "staging/service.web: canary step" and j["detail"].get("aborted") for j in deploy), deploy
+    status = shop.rg("status", "--env", "staging")["status"]["services"][0]
+    assert status["release"] == 1, status
+    audited = [e for e in shop.rg("audit")["audit"] if e["action"] == "operations:rollback"]
+    assert audited and audited[-1]["outcome"] == "ok", audited
+
+
+def test_a_deploy_during_a_canary_replaces_it_beside_the_same_live_release(shop: Shop) -> None:
+    """As on the local runtime: the new release becomes the canary (the unfinished one goes), the live release and
+    its capacity stay, and the controller starts the new canary's first step."""
+    assert shop.rg("deploy", "--env", "staging", "--yes")["operation"]["status"] == "succeeded"
+    shop.spec("2")
+    assert shop.rg("deploy", "--env", "staging", "--yes")["operation"]["status"] == "succeeded"
+    assert wait_for(lambda: (shop.canary() or {}).get("release") == 2, what="the canary of release 2")
+    shop.spec("3")
+    done = shop.rg("deploy", "--env", "staging", "--yes")
+    assert done["operation"]["status"] == "succeeded", done
+    assert shop.release_of("web-canary") == "3" and shop.version_of("web-canary") == "3"
+    assert shop.release_of() == "1" and shop.deployment()["spec"]["replicas"] == 3  # type: ignore[index]
+    seen = wait_for(lambda: (c := shop.canary()) is not None and c["release"] == 3 and c, what="the new canary")
+    assert seen["weight"] == 25 and seen["stable"] == 1, seen
+    assert wait_for(lambda: any(e["kind"] == "canary.step" and "release 3" in e["message"]
+                                for e in shop.rg("events", "--env", "staging")["events"]), what="its step event")
+    moved = shop.rg("abort", "--env", "staging", "web")
+    assert moved["canary"]["action"] == "aborted" and shop.deployment("web-canary") is None, moved
+    assert shop.release_of() == "1" and shop.version_of() == "1"

@@ -36,6 +36,7 @@ from railguard.client import Client
 from railguard.engine.execute import FAULT_ENV
 from railguard.engine.workspace import Workspace
 from railguard.model.diagnostics import RailguardError
+from railguard.providers.kubernetes.canary import TRACK
 from railguard.providers.kubernetes.labels import PENDING, RELEASE, SERVICE, job_name
 
 from ..e2e.harness import APP, wait_for
@@ -78,6 +79,7 @@ env = {{ VERSION = "web-{web}" }}
 start_timeout = "20s"
 stop_timeout = "1s"
 drain_timeout = "0s"
+{web_strategy}
 [services.web.health]
 http = "/healthz"
 interval = "1s"
@@ -104,12 +106,13 @@ timeout = "1s"
 [[services.{name}.routes]]
 path = "/{name}"
 """
+CANARY = 'strategy = "canary"\nsteps = [25, 50, 100]\npause = "manual"'
 # The Kubernetes provider's steps of a service's create or update, in order (tests/e2e/test_faults.py's scan of
 # the provider finds these and the edge's "ingress" and "edge").
 SERVICE_STEPS = ["check", "environment", "secret", "job", "deployment", "rollout", "service"]
 # Every provider step some walk below kills the daemon at, before and after (tests/e2e/test_faults.py compares
 # this with the steps the provider can journal). "delete" and "restore" are also engine actions' names.
-KUBERNETES_WALKED = {*SERVICE_STEPS, "ingress"}
+KUBERNETES_WALKED = {*SERVICE_STEPS, "ingress", "canary"}
 
 
 @dataclass
@@ -117,10 +120,11 @@ class Case:
     step: str  # as journaled, address included
     end: bool
     prepare: Callable[[Walk], None]
+    inside: str | None = None  # a provider's own fault point within ``step`` (kubernetes/canary.py's checkpoint)
 
     @property
     def fault(self) -> str:
-        return self.step + (":end" if self.end else "")
+        return self.inside or self.step + (":end" if self.end else "")
 
 
 @dataclass
@@ -135,6 +139,7 @@ class Walk:
     daemon: subprocess.Popen[bytes] | None = None
     pending: dict[str, str] = field(default_factory=dict)
     versions_by_release: dict[int, dict[str, str]] = field(default_factory=dict)
+    canary: bool = False  # web rolls out as a canary (steps 25/50/100, manual pause)
 
     def __post_init__(self) -> None:
         for name in ("app.py", "migrate.py"):
@@ -151,7 +156,7 @@ class Walk:
         workers = "".join(WORKER.format(name=w, image=IMAGE) for w in self.workers)
         (self.root / "railguard.toml").write_text(SPEC.format(
             namespace=self.namespace, kubeconfig=self.kubeconfig, image=IMAGE, api=self.api, web=self.web,
-            workers=workers))
+            workers=workers, web_strategy=CANARY if self.canary else ""))
 
     # -- the daemon --------------------------------------------------------------------------------
     def start(self, fault: str | None) -> None:
@@ -225,6 +230,18 @@ class Walk:
         settled = self.settle(self.apply())
         assert settled["operation"]["status"] == "succeeded", settled
 
+    def canary_of(self, service: str = "web") -> dict[str, Any] | None:
+        services = self.call("GET", "status", params={"env": "staging"})["status"]["services"]
+        found: dict[str, Any] | None = next((s["canary"] for s in services if s["name"] == service), None)
+        return found
+
+    def promote(self, service: str = "web") -> dict[str, Any]:
+        return self.call("POST", f"canaries/staging/{service}/promote-step", {"env": "staging"})
+
+    def records(self) -> dict[int, str]:
+        return {r["number"]: r["status"] for r in self.call("GET", "releases", params={"env": "staging",
+                                                                                    "limit": 200})["releases"]}
+
     def set_secret(self, value: str) -> None:
         self.call("POST", "secrets", {"env": "staging", "name": "TOKEN", "value": value})
 
@@ -260,26 +277,45 @@ def _check(w: Walk, case: Case, op: str | None) -> None:
     if release is not None:
         assert release["status"] == ("live" if record["status"] == "succeeded" else "failed"), release
     journal = [(j["step"], j["phase"]) for j in record["journal"]]
-    if case.end:
+    if case.inside:  # killed within the step (the next daemon may have finished it: an abort is)
+        assert (case.step, "begin") in journal, journal[-3:]
+    elif case.end:
         assert journal[-1] == (case.step, "end"), journal[-3:]
     else:
         assert (case.step, "begin") not in journal, journal
-    # Nothing half applied: each Deployment runs one whole release, with that release's settings.
-    deployments = {d["metadata"]["name"]: d for d in _settled_deployments(w)}
-    for name, d in deployments.items():
-        number = int(d["metadata"]["labels"][RELEASE])
+    _check_cluster(w, record, release)
+
+
+def _check_cluster(w: Walk, record: dict[str, Any], release: dict[str, Any] | None) -> None:
+    # Nothing half applied: each Deployment runs one whole release, with that release's settings (a canary
+    # Deployment runs its release beside its service's live one).
+    everything = {d["metadata"]["name"]: d for d in _settled_deployments(w)}
+    canaries = {n: d for n, d in everything.items() if d["metadata"]["labels"].get(TRACK) == "canary"}
+    deployments = {n: d for n, d in everything.items() if n not in canaries}
+    for name, d in everything.items():
+        service, number = d["metadata"]["labels"][SERVICE], int(d["metadata"]["labels"][RELEASE])
         env = {e["name"]: e.get("value") for e in d["spec"]["template"]["spec"]["containers"][0]["env"]}
-        assert number in w.versions_by_release and name in w.versions_by_release[number], (name, number)
-        assert env["VERSION"] == w.versions_by_release[number][name], (name, number, env["VERSION"])
+        assert number in w.versions_by_release and service in w.versions_by_release[number], (name, number)
+        assert env["VERSION"] == w.versions_by_release[number][service], (name, number, env["VERSION"])
         assert d["spec"]["template"]["metadata"]["labels"][RELEASE] == str(number), name
+    # A canary runs only beside its live service, for a release the record calls live (its deploy succeeded), and
+    # status shows it; an interrupted deploy left none of its release.
+    records = w.records()
+    for name, d in canaries.items():
+        service, number = d["metadata"]["labels"][SERVICE], int(d["metadata"]["labels"][RELEASE])
+        assert service in deployments and records.get(number) == "live", (name, number, records)
+        assert (w.canary_of(service) or {}).get("release") == number, (name, w.canary_of(service))
+    if release is not None and record["status"] == "failed":
+        assert str(release["number"]) not in {d["metadata"]["labels"][RELEASE] for d in canaries.values()}
     # No orphans, nothing missing.
     services = {s["metadata"]["name"] for s in w.listed(f"/api/v1/namespaces/{w.namespace}/services")}
     assert services == set(deployments), (services, set(deployments))
     for job in w.listed(f"/apis/batch/v1/namespaces/{w.namespace}/jobs"):
         owner = job["metadata"]["labels"][SERVICE]
         assert owner in deployments, job["metadata"]["name"]
-        assert job["metadata"]["name"] == job_name(owner, int(deployments[owner]["metadata"]["labels"][RELEASE]))
-    used = {e["valueFrom"]["secretKeyRef"]["name"] for d in deployments.values()
+        assert job["metadata"]["name"] in {job_name(owner, int(d["metadata"]["labels"][RELEASE]))
+                                           for d in everything.values() if d["metadata"]["labels"][SERVICE] == owner}
+    used = {e["valueFrom"]["secretKeyRef"]["name"] for d in everything.values()
             for e in d["spec"]["template"]["spec"]["containers"][0]["env"] if "valueFrom" in e}
     secrets = {s["metadata"]["name"] for s in w.listed(f"/api/v1/namespaces/{w.namespace}/secrets")
                if SERVICE in s["metadata"]["labels"]}
@@ -288,12 +324,21 @@ def _check(w: Walk, case: Case, op: str | None) -> None:
     backends = {p["backend"]["service"]["name"] for rule in (ingress or {}).get("spec", {}).get("rules", [])
                 for p in rule["http"]["paths"]}
     assert backends <= services, (backends, services)
-    # The next plan agrees with the record.
+    # The next plan agrees with the record (a canary's service plans its release again until it is promoted, as
+    # on the local runtime: observation reports the live release).
     changes = [c["address"] for c in w.plan()["changes"] if c["action"] != "no-op"]
     if record["status"] == "succeeded":
-        assert not changes, changes
+        assert set(changes) <= ({"staging/service.web"} if w.canary else set()), changes
     else:
         assert changes, "an interrupted operation left nothing to plan"
+
+
+def _converge(w: Walk) -> None:
+    """An apply without a fault (and its canary promoted) leaves nothing to plan."""
+    w.deploy()
+    while w.canary_of() is not None:
+        w.promote()
+    assert not [c for c in w.plan()["changes"] if c["action"] != "no-op"]
 
 
 def _walk(w: Walk, cases: list[Case], run: Callable[[Walk], str | None]) -> None:
@@ -309,9 +354,7 @@ def _walk(w: Walk, cases: list[Case], run: Callable[[Walk], str | None]) -> None
             _check(w, case, op)
         except AssertionError as exc:
             raise AssertionError(f"after the fault at {case.fault}: {exc}") from exc
-    # An apply without a fault converges.
-    w.deploy()
-    assert not [c for c in w.plan()["changes"] if c["action"] != "no-op"]
+    _converge(w)  # an apply without a fault converges
 
 
 @pytest.fixture
@@ -372,3 +415,82 @@ def test_faults_at_every_step_of_delete(walk: Walk) -> None:
 
         cases.append(Case(f"staging/service.w{n}: delete", end, next_worker))
     _walk(walk, cases, Walk.apply)
+
+
+# -- canaries -----------------------------------------------------------------------------------------------------
+def test_faults_at_every_step_of_a_canary_start_and_of_a_rollback_that_aborts_it(walk: Walk) -> None:
+    """web as a canary: its new template killed at the canary's own steps (a daemon killed while the canary rolls
+    out leaves none of it: the record says the deploy failed; killed once it runs, the record says it succeeded and
+    status shows it), then rollbacks killed while they abort the canary (the abort is finished by the next daemon
+    once begun: the canary's release aborted, the stable one live)."""
+    walk.canary = True
+    walk.deploy()  # release 1: nothing beside it, all at once
+    steps = ["canary", "service"]
+    _walk(walk, [*(Case(f"staging/service.web: {s}", end, _new_web) for end in (False, True) for s in steps),
+                 Case("staging/service.web: canary", False, _new_web, inside="canary-start")], Walk.apply)
+
+    def canary(w: Walk) -> None:  # a new canary of web to abort (the armed fault is not on its path)
+        _new_web(w)
+        w.deploy()
+        assert w.canary_of() is not None
+
+    _walk(walk, [*(Case("staging/service.web: abort-canary", end, canary) for end in (False, True)),
+                 Case("staging/service.web: abort-canary", False, canary, inside="canary-abort")], Walk.rollback)
+    records = walk.records()
+    assert "aborted" in records.values(), records
+    # The rollback killed inside its abort: the next daemon finished the abort and recorded it.
+    last = next(o for o in walk.call("GET", "operations", params={"env": "staging", "limit": 20})["operations"]
+                if o["kind"] == "rollback")
+    journal = walk.call("GET", f"operations/{last['id']}")["operation"]["journal"]
+    ended = [j for j in journal if j["step"] == "staging/service.web: abort-canary" and j["phase"] == "end"]
+    assert ended and ended[0]["detail"].get("recovered") and records[ended[0]["detail"]["aborted"]] == "aborted", \
+        journal
+
+
+def test_a_daemon_killed_while_a_canary_moves_leaves_it_where_the_cluster_says(walk: Walk) -> None:
+    """promote-step killed after the canary's new size was sent, after the live Deployment was sent the new
+    template (a promotion cut off), and once it served before the canary was deleted: the next daemon shows the
+    canary where the cluster has it, and the next promote-step (or abort) finishes the job."""
+    walk.canary = True
+    walk.deploy()
+    for fault in ("canary-weight", "canary-promote", "canary-promoted"):
+        _new_web(walk)
+        walk.deploy()
+        release = max(n for n, s in walk.records().items() if s == "live")
+        assert (walk.canary_of() or {}).get("release") == release, walk.canary_of()
+        walk.stop()
+        walk.start(fault)
+        if fault != "canary-weight":
+            walk.promote()  # to 50 %
+            # (the controller's step must have seen 50 % first: a promote-step right after another one moves from
+            # the share its previous pass saw, so it would ask for 50 % again)
+            seen_at = f"release {release} takes 50%"
+            wait_for(lambda: any(e["kind"] == "canary.step" and seen_at in e["message"]  # noqa: B023
+                                 for e in walk.call("GET", "events", params={"env": "staging"})["events"]),
+                     "the controller at 50 %")
+        try:
+            walk.promote()  # killed on the way
+        except RailguardError as exc:
+            assert exc.diagnostics[0].code == "daemon.unavailable", exc.diagnostics
+        assert walk.killed_by_fault(), f"the daemon was not killed at {fault}"
+        walk.start(None)
+        seen = walk.canary_of()
+        everything = {d["metadata"]["name"]: d for d in _settled_deployments(walk)}
+        found = everything.get("web-canary")
+        if fault == "canary-promoted":  # the live Deployment serves the new release; the canary was still there
+            assert everything["web"]["metadata"]["labels"][RELEASE] == str(release)
+        if found is None:
+            assert seen is None, seen
+        else:
+            notes = found["metadata"]["annotations"]
+            assert seen is not None and seen["release"] == release, seen
+            assert str(seen["weight"]) == notes["railguard.dev/canary-weight"], (seen, notes)
+        if fault == "canary-weight":
+            assert seen is not None and seen["weight"] == 50, seen  # the size sent is the step it is at
+        while walk.canary_of() is not None:  # the next promote-step finishes what was cut off
+            walk.promote()
+        deployment = {d["metadata"]["name"]: d for d in _settled_deployments(walk)}
+        assert set(deployment) == {"api", "web"} and deployment["web"]["metadata"]["labels"][RELEASE] == str(release)
+        _check_cluster(walk, {"status": "succeeded"}, None)
+        assert not [c for c in walk.plan()["changes"] if c["action"] != "no-op"]
+        assert walk.records().get(release) == "live"

@@ -5,17 +5,20 @@ stopped any replicas that were never routed). Each interrupted operation is sett
 from facts, not hopes: re-observe, and if every change of the operation is now live
 the operation succeeded; otherwise it failed, naming the step it stopped at and the
 changes that did not happen. The edge is never half-switched: a switch is one atomic
-edge update, so each service runs either its old or its new release.
+edge update, so each service runs either its old or its new release. A service changed as a canary (its canary
+step ended and the runtime still runs it) counts as changed, as the canary rollout leaves it; a rollback killed
+while it aborted a canary has that abort finished first (:mod:`railguard.engine.canaryabort`).
 """
 
 from __future__ import annotations
 
+from railguard.engine import canaryabort
 from railguard.engine.observe import observe_into
-from railguard.model.api import OperationStatus, PlanStatus, ReleaseStatus
+from railguard.model.api import Operation, OperationStatus, PlanStatus, ReleaseStatus
 from railguard.model.diagnostics import RailguardError, error
 from railguard.model.plans import Action
-from railguard.model.resources import desired_digest
-from railguard.providers.base import Provider
+from railguard.model.resources import Resource, desired_digest
+from railguard.providers.base import DescribeRequest, Provider
 from railguard.state.store import Store
 
 
@@ -23,9 +26,15 @@ def recover(store: Store, provider: Provider) -> list[str]:
     notes: list[str] = []
     for op in store.unfinished_operations():
         env = op.env
+        try:  # a rollback killed while it aborted a canary: finish the abort (what it had decided, toward safety)
+            notes += canaryabort.finish_interrupted(store, provider, op)
+        except (RailguardError, OSError) as exc:
+            notes.append(f"operation {op.id}: the canary abort it began could not be finished: {exc}")
         observed = observe_into(store, provider, env)
         live = {o.address: o.fingerprint for o in observed}
         release = store.release_of_operation(env, op.id)
+        if release is not None:
+            live |= _canaries(provider, op, release.number, list(release.desired))
         wanted: list[tuple[str, str | None, Action]]
         unknowable = False
         if op.plan_id:
@@ -77,3 +86,17 @@ def recover(store: Store, provider: Provider) -> list[str]:
         store.add_event(env, "operation.recovered", note, data={"operation": op.id})
         notes.append(note)
     return notes
+
+
+def _canaries(provider: Provider, op: Operation, number: int, desired: list[Resource]) -> dict[str, str]:
+    """The services whose change ``op`` made as a canary of its release ``number`` that still runs (its canary step
+    ended; the runtime removes a canary cut off half-way): changed as asked, as a canary rollout leaves them."""
+    ended = {j.step.rsplit(": ", 1)[0] for j in op.journal if j.phase == "end" and j.step.endswith(": canary")}
+    if not ended:
+        return {}
+    try:
+        units = provider.describe(DescribeRequest(env=op.env)).services
+    except (RailguardError, OSError):
+        return {}
+    running = {f"{op.env}/service.{u.name}" for u in units if u.canary is not None and u.canary.release == number}
+    return {r.address: r.fingerprint for r in desired if r.address in ended & running}

@@ -5,17 +5,18 @@ planned against the live state like any spec, and the changes run through the sa
 journaled executor, so a rollback is an operation and a new release entry: history
 stays linear. The local provider makes it instant when the target's replicas are
 still warm; otherwise they are started from the release's artifact and health-gated.
-Nothing is rebuilt from the working tree. Called by the daemon for ``railguard rollback``.
+Nothing is rebuilt from the working tree. A canary in progress is aborted first (:mod:`.canaryabort`): a
+rollback goes back at once. Called by the daemon for ``railguard rollback``.
 """
 
 from __future__ import annotations
 
-from railguard.engine import planner, schemacheck
+from railguard.engine import canaryabort, planner, schemacheck
 from railguard.engine.apply import execute
 from railguard.engine.execute import Context
 from railguard.engine.guard import facts, require
 from railguard.engine.observe import observe_into
-from railguard.model.api import Operation, Release
+from railguard.model.api import Operation, OperationStatus, Release
 from railguard.model.diagnostics import RailguardError, error
 from railguard.model.plans import Effect, Plan
 from railguard.model.principals import Permission, Principal, Role
@@ -103,6 +104,21 @@ def rollback(store: Store, env: str, provider: Provider, principal: Principal, c
         check_rollback(store, computed, principal)
         if note is not None and op_id is not None:
             store.journal(op_id, "schema-check", "end", {"note": note})
+        # Back at once: a canary beside the live release is aborted first (observation reports the live release
+        # only, so the plan alone would leave the canary taking its share), recorded as `railguard abort` is.
+        created = op_id is None  # (the daemon's runner settles its own operations when this raises)
+        op_id = op_id or store.create_operation(env, "rollback", None, principal.id)
+        try:
+            aborted = canaryabort.abort_all(store, provider, env, principal.id, op_id)
+        except RailguardError as exc:
+            if created:
+                store.finish_operation(op_id, OperationStatus.failed,
+                                       {"diagnostics": [d.model_dump(mode="json") for d in exc.diagnostics]})
+            raise
+        if aborted:
+            # What runs now (an abort may have put back a live release a cut-off promotion had replaced).
+            target, computed = rollback_plan(store, env, provider, target.number)
+            check_rollback(store, computed, principal)
         return execute(store, env=env, kind="rollback", plan_id=None, changes=computed.changes,
                        desired=computed.desired, provider=provider, principal=principal.id, ctx=ctx,
                        source=target.source, rollback_of=target.number, op_id=op_id)

@@ -23,6 +23,8 @@ from __future__ import annotations
 
 import copy
 import json
+import os
+import signal
 from collections.abc import Callable
 from fractions import Fraction
 from typing import Any
@@ -30,6 +32,7 @@ from typing import Any
 from railguard.model.diagnostics import RailguardError, error
 from railguard.model.resources import LiveStatus, ObservedResource, Resource
 from railguard.providers.base import ApplyResponse, CanaryUnit, DescribeResponse, Progress
+from railguard.providers.kubernetes import interrupted
 from railguard.providers.kubernetes.cluster import Cluster
 from railguard.providers.kubernetes.labels import (
     ADDRESS,
@@ -52,6 +55,7 @@ PROMOTES = "railguard.dev/canary-promotes"
 STABLE = "railguard.dev/canary-stable"
 MAX_FACTOR = 3  # at most 3 canary pods per live one: a step's share tops out at 75 %
 SLACK_S = 15.0
+FAULT_ENV = "RAILGUARD_FAULT_STEP"  # as engine/execute.py's: the crash walks of tests/k8s/test_faults_cluster.py
 
 # Puts the live Deployment back to the release ``before`` describes (the provider's restore); says what it did.
 Restore = Callable[[Cluster, ObservedResource], str]
@@ -105,6 +109,17 @@ def _stable_record(before: ObservedResource) -> dict[str, Any]:
             "config": {k: v for k, v in before.config.items() if k not in ("drift", "template_drift")}}
 
 
+def checkpoint(name: str) -> None:
+    """Die here (SIGKILL) when a crash walk asks for ``name``. The verbs that move a canary run outside any
+    operation's journal (the daemon's controller records a step once it moved), so they have points of their own:
+    ``canary-weight`` (the canary's new size sent), ``canary-promote`` (the live Deployment sent the new template),
+    ``canary-promoted`` (it serves; the canary not deleted yet), ``canary-abort`` (the canary about to be deleted;
+    inside a rollback's journaled ``abort-canary``); and ``canary-start``, inside the journaled step ``canary`` (the
+    canary sent, its rollout not waited for)."""
+    if os.environ.get(FAULT_ENV) == name:
+        os.kill(os.getpid(), signal.SIGKILL)
+
+
 def _none(env: str, service: str) -> RailguardError:
     return RailguardError(error(
         "canary.none", f"'{service}' in '{env}' has no canary in progress",
@@ -128,9 +143,14 @@ def start(cluster: Cluster, env: str, made: ServiceManifests, desired: Resource,
     canary = manifest(made.deployment, percent, live, operation, _stable_record(before))
     step("canary", "begin", {"release": release, "weight": percent, "replicas": canary["spec"]["replicas"],
                              "live_replicas": live})
-    cluster.apply(canary)  # a newer canary replaces an unfinished one: same object, new template
+    # A newer canary replaces an unfinished one (same object, new template). Marked while it rolls out: a daemon
+    # killed meanwhile leaves no canary of a release its record calls failed (interrupted.settle undoes it).
+    cluster.apply(interrupted.mark(canary, operation, cluster.get("Deployment", name_of(service))))
+    checkpoint("canary-start")
     deadline = float(canary["spec"]["progressDeadlineSeconds"]) + SLACK_S
     outcome = wait_deployment(cluster, name_of(service), env, release, deadline, service)
+    if outcome.ok:
+        cluster.apply(interrupted.unmarked(canary))  # it runs beside the live release: a later daemon keeps it
     step("canary", "end", {"ok": outcome.ok, "detail": outcome.reason})
     if not outcome.ok:
         cluster.delete("Deployment", name_of(service))
@@ -168,6 +188,7 @@ def set_weight(cluster: Cluster, env: str, service: str, percent: int, restore: 
     stable = json.loads(notes[STABLE]) if STABLE in notes else None
     moved = manifest(main, percent, _live_replicas(cluster, service), notes.get(OPERATION), stable)
     cluster.apply(moved)
+    checkpoint("canary-weight")
     outcome = wait_deployment(cluster, name_of(service), env, release,
                               float(moved["spec"]["progressDeadlineSeconds"]) + SLACK_S, service)
     if not outcome.ok:
@@ -183,6 +204,7 @@ def promote(cluster: Cluster, env: str, service: str, main: Manifest, release: i
             restore: Restore) -> None:
     """Roll the live Deployment to the canary's template (health-gated), then delete the canary."""
     cluster.apply(main)
+    checkpoint("canary-promote")
     outcome = wait_deployment(cluster, service, env, release, float(main["spec"]["progressDeadlineSeconds"]) + SLACK_S)
     if not outcome.ok:
         # Back to the stable release, canary gone: what an abort leaves (never a live Deployment half-way).
@@ -196,6 +218,7 @@ def promote(cluster: Cluster, env: str, service: str, main: Manifest, release: i
             + said + f" The canary Deployment {name_of(service)} was deleted.",
             f"Read the pods' reasons (`railguard status --env {env}`), fix the service, then plan and apply again.",
             extra={"pods": outcome.pods}))
+    checkpoint("canary-promoted")
     cluster.delete("Deployment", name_of(service))
     tidy(cluster, env, service)
 
@@ -212,6 +235,7 @@ def abort(cluster: Cluster, env: str, service: str, restore: Restore) -> None:
         # A promotion was cut off (a daemon restart) after the live Deployment took the new template: put the
         # stable release back before the canary goes, so the abort means what it says.
         restore(cluster, _observed_stable(json.loads(notes[STABLE])))
+    checkpoint("canary-abort")
     cluster.delete("Deployment", name_of(service))
     tidy(cluster, env, service)
 
@@ -224,7 +248,8 @@ def _observed_stable(record: dict[str, Any]) -> ObservedResource:
 
 def tidy(cluster: Cluster, env: str, service: str) -> None:
     """Remove the service's Secrets no Deployment left references and the Jobs of releases no longer running (a
-    rollback re-creates what it needs from the secret store, so old values do not linger in the cluster)."""
+    rollback re-creates what it needs from the secret store, so old values do not linger in the cluster). A running
+    canary's are kept (it is one of the Deployments)."""
     mine = {MANAGED_BY: "railguard", ENVIRONMENT: env, SERVICE: service}
     deployments = cluster.list("Deployment", labels=mine)
     used: set[str] = set()
@@ -242,9 +267,6 @@ def tidy(cluster: Cluster, env: str, service: str) -> None:
         for volume in pod.get("volumes") or []:
             if (volume.get("secret") or {}).get("secretName"):
                 used.add(volume["secret"]["secretName"])
-    if any(d["metadata"]["name"] == name_of(service) and not d["metadata"].get("deletionTimestamp")
-           for d in deployments):
-        return  # a canary still runs: leave both releases' objects
     for secret in cluster.list("Secret", labels=mine):
         if secret["metadata"]["name"] not in used:
             cluster.delete("Secret", secret["metadata"]["name"])

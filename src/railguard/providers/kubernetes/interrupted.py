@@ -10,9 +10,12 @@ So while an operation changes a Deployment, the Deployment carries :data:`PENDIN
 (:func:`mark`, :func:`unmarked`). :func:`settle`, run by the provider once per environment per daemon process
 before that process reads or changes the environment, puts every still-marked Deployment back as it was (or
 deletes it when it was new: the previous release keeps serving, nothing of the new one is half there) and then
-deletes the Jobs, Secrets and Services of a service that its live Deployment does not use (the orphans of a
-release that never reached its Deployment). The operation record then says truthfully that the change did not
-happen (engine/recovery.py), and the next plan shows it again. Called by
+deletes the Jobs, Secrets and Services of a service that neither its live Deployment nor its canary uses (the
+orphans of a release that never reached its Deployment). A canary Deployment is marked the same way while it
+rolls out (:func:`railguard.providers.kubernetes.canary.start`): a canary cut off half-way is deleted (or the
+canary it was replacing put back), so no canary runs for a release whose deploy the record calls failed. The
+operation record then says truthfully that the change did not happen (engine/recovery.py), and the next plan
+shows it again. Called by
 :class:`railguard.providers.kubernetes.provider.KubernetesProvider`.
 """
 
@@ -38,6 +41,7 @@ from railguard.providers.kubernetes.labels import (
 )
 
 _KEPT_NOTES = (ADDRESS, CONFIG, DEPENDS_ON, FINGERPRINT)
+_OURS = "railguard.dev/"  # a canary Deployment's own notes (its weight, what it promotes to) are kept as well
 
 
 def previous_manifest(live: dict[str, Any] | None) -> str:
@@ -45,7 +49,8 @@ def previous_manifest(live: dict[str, Any] | None) -> str:
     if live is None:
         return ""
     meta = live.get("metadata") or {}
-    notes = {k: v for k, v in (meta.get("annotations") or {}).items() if k in _KEPT_NOTES}
+    notes = {k: v for k, v in (meta.get("annotations") or {}).items()
+             if k in _KEPT_NOTES or (k.startswith(_OURS) and k not in (PENDING, PREVIOUS))}
     return json.dumps({"apiVersion": "apps/v1", "kind": "Deployment",
                        "metadata": {"name": meta["name"], "namespace": meta.get("namespace"),
                                     "labels": dict(meta.get("labels") or {}), "annotations": notes},
@@ -85,18 +90,19 @@ def settle(cluster: Cluster, env: str) -> list[str]:
     """Put back what a killed daemon left half done in ``env``'s namespace; one line per thing done."""
     ours = {MANAGED_BY: "railguard", ENVIRONMENT: env}
     done: list[str] = []
-    live: dict[str, dict[str, Any]] = {}
+    live: dict[str, list[dict[str, Any]]] = {}  # service -> its Deployments (the live one, and a canary's)
     for deployment in cluster.list("Deployment", labels=ours):
         meta = deployment["metadata"]
         notes = meta.get("annotations") or {}
         name = meta["name"]
+        service = (meta.get("labels") or {}).get(SERVICE, name)
         if PENDING not in notes:
-            live[name] = deployment
+            live.setdefault(service, []).append(deployment)
             continue
         previous = notes.get(PREVIOUS) or ""
         if previous:
             restored = cluster.apply(json.loads(previous))
-            live[name] = restored
+            live.setdefault(service, []).append(restored)
             release = (restored["metadata"].get("labels") or {}).get(RELEASE)
             done.append(f"Deployment {name}: operation {notes[PENDING]} was interrupted while changing it; "
                         f"release {release} was put back")
@@ -111,13 +117,13 @@ def settle(cluster: Cluster, env: str) -> list[str]:
             if service is None:
                 continue  # the environment's own objects (the artifact token's Secret)
             using = live.get(service)
-            if using is None:
+            if not using:
                 orphan = True
             elif kind == "Job":
-                release = (using["metadata"].get("labels") or {}).get(RELEASE, "")
-                orphan = not release.isdigit() or meta["name"] != job_name(service, int(release))
+                releases = {(d["metadata"].get("labels") or {}).get(RELEASE, "") for d in using}
+                orphan = meta["name"] not in {job_name(service, int(r)) for r in releases if r.isdigit()}
             elif kind == "Secret":
-                orphan = meta["name"] not in _secrets_used(using)
+                orphan = not any(meta["name"] in _secrets_used(d) for d in using)
             else:
                 orphan = False
             if orphan:
