@@ -117,7 +117,7 @@ def rollback(store: Store, env: str, provider: Provider, principal: Principal, c
             raise
         if aborted:
             # What runs now (an abort may have put back a live release a cut-off promotion had replaced).
-            target, computed = rollback_plan(store, env, provider, target.number)
+            target, computed, _ = rollback_plan(store, env, provider, target.number)
             check_rollback(store, computed, principal)
         return execute(store, env=env, kind="rollback", plan_id=None, changes=computed.changes,
                        desired=computed.desired, provider=provider, principal=principal.id, ctx=ctx,
