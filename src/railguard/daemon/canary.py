@@ -240,7 +240,10 @@ class Canaries:
     def abort(self, env: str, service: str, by: str) -> None:
         """Every request back on the stable release and the canary stopped (``railguard abort``)."""
         run = self.runs.get((env, service))
-        release = run.watch.release if run is not None else self._canary_release(env, service)
+        running = self._canary_release(env, service)
+        if run is not None and running is not None and run.watch.release != running:
+            run = None  # the watch of an earlier canary that ended (failed, replaced): this abort is of this one
+        release = running if running is not None else (run.watch.release if run is not None else None)
         self.observer.daemon.provider.abort_canary(env, service)
         self.runs.pop((env, service), None)
         store = self.observer.daemon.store()
