@@ -46,6 +46,10 @@ def test_deploy_parses_and_snapshots_a_bounded_number_of_times(ws: Workspace) ->
 
         (ws.root / "app.py").write_text((ws.root / "app.py").read_text() + "# a change\n")
         ws.write_spec(version="2")
+        # Older than one timestamp tick (sources/snapshot.py, 100 ms) when this deploy snapshots them: a file written
+        # within the tick is hashed again by the next snapshot (racy timestamps), which the no-op deploy below would
+        # then count. The CLI's fast path gets the request to the daemon well within 100 ms of these writes.
+        time.sleep(0.25)
         changed = _counted(ws, log, *deploy, parses_after=2)
         assert ws.version() == "v2"
         # The deploy request 1 (the CLI leaves the spec to the running daemon), and the verification window reading
