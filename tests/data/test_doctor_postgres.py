@@ -39,24 +39,28 @@ engine = "postgres"
 run = ["python", "app.py"]
 release = ["python", "migrate.py"]
 databases = ["main"]
-env = {{ MIGRATE = "{migrate}", PSQL = "{psql}", URL_LOG = "{log}" }}
+env = {{ MIGRATE = "{migrate}", PSQL = "{psql}", URL_LOG = "{log}", HONEST = "{honest}" }}
 start_timeout = "60s"
-"""
+{health}"""
+HEALTH = '[services.web.health]\nhttp = "/healthz"\ninterval = "500ms"\ntimeout = "500ms"\n'
 
 
-def _app(tmp_path: Path, migrate: str, doctor: str = "") -> Path:
+
+def _app(tmp_path: Path, migrate: str, doctor: str = "", honest: str = "0", health: str = "") -> Path:
     root = tmp_path / "app"
     shutil.copytree(APP, root)
     (root / "railguard.toml").write_text(SPEC.format(port=free_port(), doctor=doctor, migrate=migrate,
-                                                     psql=bin_dir() / "psql", log=tmp_path / "urls.log"))  # type: ignore[operator]
+                                                     psql=bin_dir() / "psql", log=tmp_path / "urls.log",  # type: ignore[operator]
+                                                     honest=honest, health=health))
     (tmp_path / "t").mkdir()
     return root
 
 
-def _doctor(root: Path, tmp_path: Path) -> dict[str, dict[str, Any]]:
+def _doctor(root: Path, tmp_path: Path,
+            checks: tuple[str, ...] = ("idempotent-release", "migrations-forward")) -> dict[str, dict[str, Any]]:
     env = {k: v for k, v in os.environ.items() if k not in ("RAILGUARD_HOME", "RAILGUARD_SPEC")}
     done = subprocess.run([sys.executable, "-m", "railguard", "doctor", "--env", "staging", "--json",
-                           "--check=idempotent-release", "--check=migrations-forward"], cwd=root, capture_output=True,
+                           *(f"--check={c}" for c in checks)], cwd=root, capture_output=True,
                           text=True, timeout=600, env={**env, "TMPDIR": str(tmp_path / "t"), "NO_COLOR": "1"},
                           check=False)
     assert "Traceback" not in done.stderr, done.stderr
@@ -118,3 +122,26 @@ def test_doctor_runs_the_data_checks_on_a_scratch_postgres_restored_from_the_sna
     assert forward["status"] == "pass", _text(forward)
     # A seed from the SQL fixture: the runs get the app-like role there too.
     assert set((tmp_path / "urls.log.who").read_text().split()) == {"railguard:false"}
+
+
+@pytest.mark.timeout(900)
+@pytest.mark.parametrize(("honest", "status", "summary"), [
+    ("0", "fail", "health stayed green with its database main unreachable"),
+    ("1", "pass", "with its database main unreachable, it went unhealthy"),
+])
+def test_honest_health_breaks_the_managed_postgres_database(reachable_tmp: Path, honest: str, status: str,
+                                                            summary: str) -> None:
+    """A health check that answers 200 while its Postgres database is gone fails the doctor's honest-health;
+    one that queries the database passes. The database is the scratch server's until it is broken: then the
+    service's variable and libpq's PG* name a closed port (never the real server, never libpq's defaults)."""
+    tmp_path = reachable_tmp
+    root = _app(tmp_path, "keep", '[doctor]\nfixture = "seed.sql"\nfixture_database = "main"\n', honest=honest,
+                health=HEALTH)
+    result = _doctor(root, tmp_path, ("honest-health",))["honest-health"]
+    assert result["status"] == status, _text(result)
+    finding = next(f for f in result["findings"] if "database main" in f["summary"])
+    assert finding["summary"].startswith(summary), _text(result)
+    assert any("DATABASE_URL=postgresql://doctor@127.0.0.1:" in line and "PGHOST/PGPORT the same" in line
+               for line in finding["evidence"]), finding["evidence"]
+    assert any(line.startswith("baseline: healthy") for line in finding["evidence"]), finding["evidence"]
+    assert not [p for p in (tmp_path / "t").iterdir() if p.name.startswith("rgdoc-")]

@@ -3,8 +3,10 @@
 Per service with a health check: first a baseline (a scratch copy of the data, the release command,
 then the app must pass its readiness gate), then the app is started once per declared dependency
 with that dependency unreachable: its data folder (``RAILGUARD_DATA_DIR`` and every variable pointing
-into it moved under a regular file, where nothing can be created or opened, even by root) and each
-database-like variable (pointed at nothing: a path under that file, or a closed loopback port). The
+into it moved under a regular file, where nothing can be created or opened, even by root; SQLite databases
+the runtime manages live there), each managed Postgres database (its variable and libpq's ``PG*`` pointed at a
+closed loopback port instead of the scratch server) and each database-like variable (pointed at nothing: a
+path under that file, or a closed loopback port). The
 check must fail ``unhealthy_threshold`` times in a row (or the app must exit) before it would pass
 the readiness gate; passing it is a ``fail``: the edge would route traffic to a replica that cannot
 serve. ``depends_on`` services are stopped under a running scratch deployment instead, and the
@@ -19,6 +21,8 @@ from collections.abc import Callable
 from functools import partial
 from typing import Any
 
+from railguard.data import libpq
+from railguard.doctor import pgscratch
 from railguard.doctor.apps import Running, launch, prepare, ready_or_stop, release_or_stop
 from railguard.doctor.codescan import entry_closure, scan
 from railguard.doctor.context import STOP_S, CheckStop, Context, seconds
@@ -33,14 +37,29 @@ HONEST = ("Make the health endpoint check what the app needs to serve: open the 
           "of it fails.")
 
 
+# (what is broken for the run, the variable it is reached through or None for the data folder, the managed
+# Postgres database broken or None)
+Broken = tuple[str, str | None, str | None]
+
+
 def _uses_data_folder(ctx: Context, name: str) -> bool:
-    """Whether a service needs its data folder: a release command, a variable into it, or its code reads
-    RAILGUARD_DATA_DIR (the files its `run` command executes, or the whole source when that is unclear)."""
+    """Whether a service needs its data folder: a release command (without managed databases), a variable into
+    it, a SQLite database the runtime manages (its file lives there), or its code reads RAILGUARD_DATA_DIR (the
+    files its `run` command executes, or the whole source when that is unclear)."""
     cfg = ctx.configs[name]
+    if any(db in ctx.spec.databases and ctx.spec.databases[db].engine == "sqlite" for db in cfg.get("databases") or {}):
+        return True
     files = entry_closure(ctx.source_root, ctx.files, cfg["run"]) or ctx.files
     reads = {r.name for r in scan(ctx.source_root, files).reads}
-    return bool(cfg["release"]) or "RAILGUARD_DATA_DIR" in reads or \
+    # A release command is a reason only without managed databases: with them, it migrates those.
+    return (bool(cfg["release"]) and not cfg.get("databases")) or "RAILGUARD_DATA_DIR" in reads or \
         any(str(ctx.data_dir()) in v for v in cfg["env"].values())
+
+
+def _postgres_used(ctx: Context, name: str) -> list[tuple[str, str]]:
+    """The managed Postgres databases a service uses, with the variable each reaches it through."""
+    managed = set(pgscratch.postgres_databases(ctx))
+    return sorted((db, var) for db, var in (ctx.configs[name].get("databases") or {}).items() if db in managed)
 
 
 def check(ctx: Context) -> list[Finding]:
@@ -59,13 +78,14 @@ def check(ctx: Context) -> list[Finding]:
                 remediation=f"Use an HTTP check on an endpoint that checks dependencies:\n[services.{name}.health]\n"
                             "http = \"/healthz\""))
             continue
-        broken: list[tuple[str, str | None]] = [("data folder", None)] if _uses_data_folder(ctx, name) else []
-        broken += [(var, var) for var, value in sorted(cfg["env"].items()) if data_like(var, value)]
+        broken: list[Broken] = [("data folder", None, None)] if _uses_data_folder(ctx, name) else []
+        broken += [(f"database {db}", var, db) for db, var in _postgres_used(ctx, name)]
+        broken += [(var, var, None) for var, value in sorted(cfg["env"].items()) if data_like(var, value)]
         deps = next(r.depends_on for r in ctx.desired if r.kind == "service" and r.name == name)
         if not broken and not deps:
             findings.append(Finding(status=Status.skipped, subject=name,
-                                    summary="declares no dependency to break (no data folder use, no database "
-                                            "variable, no depends_on)"))
+                                    summary="declares no dependency to break (no data folder use, no database, "
+                                            "no database variable, no depends_on)"))
             continue
         try:
             if broken:
@@ -76,7 +96,7 @@ def check(ctx: Context) -> list[Finding]:
     return findings
 
 
-def _baseline_then_break(ctx: Context, name: str, broken: list[tuple[str, str | None]]) -> list[Finding]:
+def _baseline_then_break(ctx: Context, name: str, broken: list[Broken]) -> list[Finding]:
     data, _ = ctx.data_copy()
     prepared = prepare(ctx, name, data, serve=True)
     release_or_stop(ctx, prepared, data, "health-baseline")
@@ -87,24 +107,43 @@ def _baseline_then_break(ctx: Context, name: str, broken: list[tuple[str, str | 
         running.stop(STOP_S)
     baseline = f"baseline: healthy with a copy of its data ({gate.last.detail if gate.last else 'ok'})"
     findings = []
-    for label, var in broken:
-        findings.append(_start_broken(ctx, name, label, var, baseline))
+    for label, var, database in broken:
+        findings.append(_start_broken(ctx, name, (label, var, database), baseline))
     return findings
 
 
-def _start_broken(ctx: Context, name: str, label: str, var: str | None, baseline: str) -> Finding:
+def _database_gone(ctx: Context, name: str, cfg: dict[str, Any], database: str, var: str) -> tuple[set[str], str]:
+    """Point ``cfg`` at a closed port instead of the managed Postgres ``database``: the runtime no longer injects
+    it (dropped from ``databases``), its variable and, when it was the service's one Postgres database, libpq's
+    ``PG*`` name the closed port (left unset, libpq would try its defaults: a server on this machine's 5432).
+    Returns the variables set and how, for the evidence."""
+    url = f"postgresql://doctor@127.0.0.1:{ctx.scratch.closed_port()}/doctor"
+    cfg["databases"] = {db: v for db, v in (cfg.get("databases") or {}).items() if db != database}
+    values = {var: url}
+    if len(_postgres_used(ctx, name)) == 1:
+        values = libpq.add_to(values, [var])
+    cfg["env"] = {**cfg["env"], **values}
+    return set(values), f"{var}={url} (a closed port)" + (", PGHOST/PGPORT the same" if len(values) > 1 else "")
+
+
+def _start_broken(ctx: Context, name: str, broken: Broken, baseline: str) -> Finding:
+    label, var, database = broken
     blocked = ctx.scratch.blocked()
     cfg: dict[str, Any] = dict(ctx.configs[name])
+    trusted: set[str] = {var} if var else set()
     if var is None:
         data = blocked / "data"
         how = f"RAILGUARD_DATA_DIR={data} (under a regular file: unreachable)"
+    elif database is not None:
+        data, _ = ctx.data_copy()
+        trusted, how = _database_gone(ctx, name, cfg, database, var)
     else:
         data, _ = ctx.data_copy()
         value = broken_value(cfg["env"][var], blocked, ctx.scratch.closed_port())
         cfg["env"] = {**cfg["env"], var: value}
         how = f"{var}={value}"
     try:
-        prepared = prepare(ctx, name, data, config=cfg, trusted=frozenset({var} if var else ()), serve=True)
+        prepared = prepare(ctx, name, data, config=cfg, trusted=frozenset(trusted), serve=True)
     except CheckStop as stop:
         return stop.finding
     if var is not None:
