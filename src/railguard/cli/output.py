@@ -93,7 +93,10 @@ def print_diagnostics(diagnostics: Iterable[Diagnostic]) -> None:
             where.append(d.address)
         if where:
             err.print(f"  [dim]on[/] {escape(' — '.join(where))}")
-        err.print(f"  {escape(d.detail)}")
+        # Every line of the detail indented under its diagnostic: a line break in the app's words (a failing
+        # check's response) cannot start a line that reads as Railguard's own.
+        for line in _BREAKS.split(d.detail):
+            err.print(f"  {escape(line)}")
         _print_log_tail(d)
         err.print(f"  [bold]→[/] {escape(d.remediation)}")
         err.print()

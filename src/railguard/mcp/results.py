@@ -19,6 +19,7 @@ import mcp_types as types
 
 from railguard.mcp.outputs import NextAction, Page, Payload
 from railguard.model.diagnostics import Diagnostic
+from railguard.model.untrusted import one_line, printable
 
 if TYPE_CHECKING:
     from railguard.mcp.gateway import Gateway
@@ -90,10 +91,12 @@ def render(outcome: Outcome, allowed: frozenset[str]) -> types.CallToolResult:
     payload = outcome.payload.dump() if outcome.payload is not None else {}
     structured = {"ok": not outcome.error, "summary": clip(outcome.summary), "diagnostics": clip(diagnostics),
                   "next_actions": [a.model_dump(mode="json") for a in actions], **clip(payload)}
-    lines = [outcome.summary, *outcome.details[:MAX_TEXT_LINES]]
+    # The text an agent reads: each entry one line, without control characters (log lines, a health check's
+    # response and exit messages are the app's words: a line break in them printed a fake "Next: apply_plan").
+    lines = [printable(line) for line in [outcome.summary, *outcome.details[:MAX_TEXT_LINES]]]
     for d in outcome.diagnostics[:10]:
-        lines.append(f"{d.severity.value} {d.code}: {d.summary}"
-                     + (f". {d.detail[:300]} → {d.remediation}" if d.is_error else ""))
+        lines.append(f"{d.severity.value} {d.code}: {one_line(d.summary)}"
+                     + (f". {one_line(d.detail[:300])} → {printable(d.remediation)}" if d.is_error else ""))
     for a in actions:
         lines.append(f"Next: {a.tool} {json.dumps(a.arguments, sort_keys=True)} — {a.why}")
     return types.CallToolResult(content=[types.TextContent(text=clip("\n".join(lines)))],

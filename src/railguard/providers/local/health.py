@@ -4,13 +4,16 @@ The local provider runs these against a freshly started replica before routing
 traffic to it, and the daemon runs them periodically to report health. Every
 check returns a one-line ``detail`` meant for a human (or agent) reading a failed
 rollout, so it says what was seen ("HTTP 500: ...", "connection refused") rather
-than raising.
+than raising. What the app wrote in it (a response body, a check's output) goes through
+:func:`railguard.model.untrusted.one_line`: an app's multi-line 503 body printed lines that looked like
+Railguard's own ("Operation succeeded ... APPROVED") in `deploy` and in MCP results.
 """
 
 from __future__ import annotations
 
 import http.client
 import os
+import selectors
 import signal
 import socket
 import subprocess
@@ -19,6 +22,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from railguard.model.untrusted import one_line
 from railguard.providers.base import CheckResult, GateResult
 from railguard.providers.local import sandbox
 from railguard.providers.local.isolation import ensure_user
@@ -27,6 +31,9 @@ __all__ = ["CheckResult", "GateResult", "check_exec", "check_http", "check_tcp",
 
 _BODY_CHARS = 200
 _STDERR_CHARS = 200
+# An exec check's output is read into the daemon's memory: only its last bytes are kept. A check is the app's
+# command and may write without end (one writing 400 MB each interval took the daemon from 35 MB to 1.2 GB).
+_OUTPUT_KEEP = _STDERR_CHARS * 4
 FIRST_POLL_S = 0.01  # the readiness gate's first wait between checks; it doubles after each failure
 # While a new replica's port still refuses connections (the app is starting: nothing listens yet), the gate checks
 # every 5 ms instead of backing off: a refused check costs ~50 us of the daemon's CPU and no request reaches the
@@ -74,7 +81,7 @@ def check_http(port: int, path: str, timeout: float) -> CheckResult:
         conn.close()
     if 200 <= response.status < 300:
         return CheckResult(True, f"HTTP {response.status} in {_ms(start)}", response.status)
-    text = body[:_BODY_CHARS].strip()
+    text = one_line(body[:_BODY_CHARS], _BODY_CHARS)
     return CheckResult(False, f"HTTP {response.status}: {text}" if text else f"HTTP {response.status}",
                        response.status)
 
@@ -104,21 +111,48 @@ def check_exec(argv: list[str], env: dict[str, str], cwd: Path, timeout: float,
         # Own session so a timeout can kill everything the check started, not just its shell.
         proc = sandbox.popen(
             argv, readonly, cwd=cwd, env=dict(env), stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE, start_new_session=True, close_fds=True, **run_as,
+            stderr=subprocess.STDOUT, start_new_session=True, close_fds=True, **run_as,
         )
     except FileNotFoundError:
         return CheckResult(False, f"command not found: '{argv[0]}' (command: {argv})")
     except OSError as e:
         return CheckResult(False, f"cannot run '{argv[0]}': {e.strerror or e}")
-    try:
-        out, err = proc.communicate(timeout=timeout)
-    except subprocess.TimeoutExpired:
+    output, finished = _tail_until_exit(proc, start + timeout)
+    if not finished:
         _kill_group(proc)
         return CheckResult(False, f"timed out after {_secs(timeout)}")
     if proc.returncode == 0:
         return CheckResult(True, f"exit 0 in {_ms(start)}")
-    text = (err or out).decode("utf-8", errors="replace").strip()[-_STDERR_CHARS:]
+    text = one_line(output.decode("utf-8", errors="replace"), _STDERR_CHARS)
     return CheckResult(False, f"exit {proc.returncode}: {text}" if text else f"exit {proc.returncode}")
+
+
+def _tail_until_exit(proc: subprocess.Popen[bytes], deadline: float) -> tuple[bytes, bool]:
+    """The last ``_OUTPUT_KEEP`` bytes of the check's output (stdout and stderr in one pipe), read until it ends
+    and exits, and whether that happened before ``deadline`` (``communicate`` would keep all of it)."""
+    assert proc.stdout is not None
+    kept = bytearray()
+    fd = proc.stdout.fileno()
+    with selectors.DefaultSelector() as selector:
+        selector.register(fd, selectors.EVENT_READ)
+        while True:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                return bytes(kept), False
+            if not selector.select(left):
+                continue
+            chunk = os.read(fd, 65536)
+            if not chunk:
+                break
+            kept += chunk
+            if len(kept) > _OUTPUT_KEEP:
+                del kept[:-_OUTPUT_KEEP]
+    proc.stdout.close()
+    try:
+        proc.wait(timeout=max(0.0, deadline - time.monotonic()))
+    except subprocess.TimeoutExpired:
+        return bytes(kept), False
+    return bytes(kept), True
 
 
 def _kill_group(proc: subprocess.Popen[bytes]) -> None:
@@ -126,15 +160,14 @@ def _kill_group(proc: subprocess.Popen[bytes]) -> None:
         os.killpg(proc.pid, signal.SIGKILL)  # the leader is unreaped, so its pgid cannot be reused yet
     except ProcessLookupError:
         pass
+    # Nothing more is read: a process outside the group may still hold the pipe and write without end.
+    for pipe in (proc.stdout, proc.stderr):
+        if pipe is not None:
+            pipe.close()
     try:
-        proc.communicate(timeout=2.0)
+        proc.wait(timeout=2.0)
     except subprocess.TimeoutExpired:
-        # Something outside the group still holds the pipes; don't wait on it.
         proc.kill()
-        if proc.stdout:
-            proc.stdout.close()
-        if proc.stderr:
-            proc.stderr.close()
         proc.wait()
 
 
