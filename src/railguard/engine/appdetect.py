@@ -17,7 +17,7 @@ import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from railguard.engine.appscan import Deps, PyFile, read_deps, scan
+from railguard.engine.appscan import WSGI_FRAMEWORKS, Deps, PyFile, read_deps, scan
 
 PREFERRED_FILES = ("wsgi", "asgi", "app", "main", "application", "server", "api", "run", "hello")
 HEALTH_PATH = re.compile(r"^/(healthz?|health-?check|up|ping|livez|readyz|_health)/?$")
@@ -40,7 +40,7 @@ KNOWN_IMPORTS = {
     "alembic": "alembic", "jinja2": "jinja2", "werkzeug": "werkzeug", "pydantic": "pydantic",
     "requests": "requests", "httpx": "httpx", "yaml": "pyyaml", "dotenv": "python-dotenv",
     "gunicorn": "gunicorn", "uvicorn": "uvicorn", "waitress": "waitress", "hypercorn": "hypercorn",
-    "jwt": "pyjwt",
+    "jwt": "pyjwt", "falcon": "falcon", "bottle": "bottle", "litestar": "litestar",
 }
 # Imports a declared distribution always brings along (its own requirements): neither added to the build nor
 # reported as undeclared when one of these is declared.
@@ -51,7 +51,7 @@ BROUGHT_BY = {
     "pydantic_core": ("pydantic", "fastapi", "sqlmodel", "pydantic-settings"),
     "typing_extensions": ("pydantic", "fastapi", "sqlmodel", "sqlalchemy", "pydantic-settings"),
     "sqlalchemy": ("sqlmodel", "alembic", "flask-sqlalchemy"), "asgiref": ("django",), "sqlparse": ("django",),
-    "anyio": ("starlette", "fastapi", "httpx"),
+    "anyio": ("starlette", "fastapi", "httpx"), "hypercorn": ("quart",),
 }
 SECRET_WORDS = ("SECRET", "TOKEN", "PASSWORD", "PASSWD", "API_KEY", "PRIVATE_KEY", "CREDENTIAL")
 
@@ -130,23 +130,31 @@ def _frameworks(files: list[PyFile]) -> dict[str, str]:
     return {name: fw for f in files for name, fw in f.factories.items() if fw}
 
 
+def _interface(framework: str) -> str:
+    return "wsgi" if framework in WSGI_FRAMEWORKS else "asgi"
+
+
 def _entries(files: list[PyFile], deps: Deps) -> list[Entry]:
     factories = _frameworks(files)
-    fallback = next((fw for fw in ("flask", "fastapi", "starlette", "quart") if deps.has(fw)), "")
+    fallback = next((fw for fw in ("flask", "fastapi", "starlette", "quart", "litestar", "falcon", "bottle")
+                     if deps.has(fw)), "")
     found: list[Entry] = []
     for f in files:
         for attr, fw in f.apps.items():
-            found.append(Entry(f.module, attr, False, "wsgi" if fw == "flask" else "asgi", fw, f.path))
+            found.append(Entry(f.module, attr, False, _interface(fw), fw, f.path))
         for attr, factory in f.made_by_factory.items():
             if factory in ("get_wsgi_application", "get_asgi_application"):
                 continue  # Django's, handled with its settings
             fw = factories.get(factory) or fallback
             if fw:
-                found.append(Entry(f.module, attr, False, "wsgi" if fw == "flask" else "asgi", fw, f.path))
+                found.append(Entry(f.module, attr, False, _interface(fw), fw, f.path))
         for factory, fw in f.factories.items():
-            fw = fw or fallback
+            # A factory that makes its app through another function (`get_app()` calling `create_app(store)`):
+            # the framework its module imports, else the one the project declares.
+            fw = fw or next((i for i in ("flask", "quart", "falcon", "bottle", "litestar", "fastapi", "starlette")
+                             if i in f.imports), "") or fallback
             if fw:
-                found.append(Entry(f.module, factory, True, "wsgi" if fw == "flask" else "asgi", fw, f.path))
+                found.append(Entry(f.module, factory, True, _interface(fw), fw, f.path))
         found += [Entry(f.module, a, False, "wsgi", "wsgi", f.path) for a in sorted(f.wsgi_callables)]
         found += [Entry(f.module, a, False, "asgi", "asgi", f.path) for a in sorted(f.asgi_callables)]
 
@@ -159,10 +167,14 @@ def _entries(files: list[PyFile], deps: Deps) -> list[Entry]:
 
 
 def _server(deps: Deps, interface: str) -> tuple[str, bool]:
-    """The production server: one the project depends on, else the usual one for the interface, added."""
-    has_uvicorn = deps.has("uvicorn") or bool({"standard", "all"} & deps.extras_of("fastapi"))
+    """The production server: one the project depends on, else the usual one for the interface, added.
+
+    A server a declared framework requires counts as declared: Quart's own is Hypercorn, FastAPI's and
+    Litestar's ``[standard]`` extras bring uvicorn."""
+    has_uvicorn = deps.has("uvicorn") or bool({"standard", "all"} & deps.extras_of("fastapi")) \
+        or bool({"standard", "full"} & deps.extras_of("litestar"))
     if interface == "asgi":
-        for name, present in (("uvicorn", has_uvicorn), ("hypercorn", deps.has("hypercorn"))):
+        for name, present in (("uvicorn", has_uvicorn), ("hypercorn", deps.has("hypercorn", "quart"))):
             if present:
                 return name, False
         return "uvicorn", True
@@ -200,8 +212,9 @@ def _data_env(files: list[PyFile], deps: Deps, choices: Choices) -> None:
         name = read_.name
         if name in choices.env or name in choices.secrets or name.startswith("RAILGUARD_") or name == "PORT":
             continue
-        if name in DATA_VARIABLES or name.endswith(("_DATA_DIR", "_DATA_PATH")):
-            choices.env[name] = (DATA_VARIABLES.get(name, DATA),
+        suffix = next((v for v in DATA_VARIABLES if name.endswith("_" + v)), None)  # LOOK_STORAGE_PATH
+        if name in DATA_VARIABLES or suffix is not None:
+            choices.env[name] = (DATA_VARIABLES.get(name) or DATA_VARIABLES[suffix or ""],
                                  f"the app reads {name}: its data lives in the data folder")
         elif name.endswith("ALLOWED_HOSTS"):
             choices.env[name] = ("localhost,127.0.0.1", f"the app reads {name}: add your public host names")

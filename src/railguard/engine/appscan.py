@@ -18,8 +18,14 @@ MAX_BYTES = 400_000
 SKIP_DIRS = {"tests", "test", "migrations", "node_modules", "venv", "env", "build", "dist", "site-packages",
              "__pycache__", "docs", "alembic", "static", "templates", "media"}
 # Calls that make an app object, by the class name, and the framework they belong to.
-APP_CLASSES = {"Flask": "flask", "FastAPI": "fastapi", "Starlette": "starlette", "Quart": "quart"}
-FACTORY_NAMES = ("create_app", "make_app", "app_factory")
+APP_CLASSES = {"Flask": "flask", "FastAPI": "fastapi", "Starlette": "starlette", "Quart": "quart",
+               "Litestar": "litestar", "Bottle": "bottle"}
+# Classes whose bare name says too little (Falcon's `App`): they count only as the dotted name written
+# (`falcon.App()`, `falcon.asgi.App()`) or imported from that module (`from falcon import App`).
+QUALIFIED_APP_CLASSES = {"falcon.App": "falcon", "falcon.API": "falcon", "falcon.asgi.App": "falcon-asgi"}
+# Frameworks whose apps are WSGI callables; every other framework's are ASGI.
+WSGI_FRAMEWORKS = ("flask", "falcon", "bottle")
+FACTORY_NAMES = ("create_app", "make_app", "app_factory", "get_app")
 _REQ_NAME = re.compile(r"^\s*([A-Za-z0-9][A-Za-z0-9._-]*)\s*(\[([^\]]*)\])?")
 
 
@@ -148,6 +154,7 @@ class PyFile:
     keywords: set[str] = field(default_factory=set)  # keyword argument names used in calls
     attributes: set[str] = field(default_factory=set)  # attribute names read (instance_path, ...)
     main_guard: bool = False  # has `if __name__ == "__main__":`
+    from_imports: dict[str, str] = field(default_factory=dict)  # `from falcon import App`: App -> falcon.App
     assigns: dict[str, int] = field(default_factory=dict)  # module-level NAME -> line (settings)
     tree: ast.Module | None = None
 
@@ -158,6 +165,27 @@ def _call_name(node: ast.expr) -> str:
     if isinstance(node, ast.Attribute):
         return node.attr
     return ""
+
+
+def _dotted(node: ast.expr) -> str:
+    """``falcon.asgi.App`` for that attribute chain, "" when it is not names all the way down."""
+    if isinstance(node, ast.Name):
+        return node.id
+    if isinstance(node, ast.Attribute):
+        head = _dotted(node.value)
+        return f"{head}.{node.attr}" if head else ""
+    return ""
+
+
+def app_class(func: ast.expr, from_imports: dict[str, str]) -> str | None:
+    """The framework of an app object made by calling ``func``, or None when it makes none we know."""
+    name = _call_name(func)
+    if name in APP_CLASSES:
+        return APP_CLASSES[name]
+    dotted = _dotted(func)
+    if isinstance(func, ast.Name) and name in from_imports:
+        dotted = from_imports[name]
+    return QUALIFIED_APP_CLASSES.get(dotted)
 
 
 def _const(node: ast.expr | None) -> str | None:
@@ -192,6 +220,7 @@ def scan_file(path: Path, rel: str, module: str) -> PyFile | None:
             found.imports |= {a.name.split(".")[0] for a in node.names}
         elif isinstance(node, ast.ImportFrom) and node.module and not node.level:
             found.imports.add(node.module.split(".")[0])
+            found.from_imports |= {a.asname or a.name: f"{node.module}.{a.name}" for a in node.names}
         elif isinstance(node, ast.Call):
             found.keywords |= {k.arg for k in node.keywords if k.arg}
             if node.args and _const(node.args[0]) == "/" and isinstance(node.func, ast.Attribute) \
@@ -217,15 +246,19 @@ def _top_level(found: PyFile, stmt: ast.stmt) -> None:
         value = stmt.value
         if isinstance(value, ast.Call) and names:
             called = _call_name(value.func)
-            if called in APP_CLASSES:
-                found.apps[names[0]] = APP_CLASSES[called]
+            if (framework := app_class(value.func, found.from_imports)) is not None:
+                found.apps[names[0]] = framework
             elif called in FACTORY_NAMES or called == "get_wsgi_application" or called == "get_asgi_application":
                 found.made_by_factory[names[0]] = called
     elif isinstance(stmt, ast.FunctionDef | ast.AsyncFunctionDef):
         args = [a.arg for a in stmt.args.args]
-        if stmt.name in FACTORY_NAMES:
-            made = {APP_CLASSES[_call_name(n.func)] for n in ast.walk(stmt)
-                    if isinstance(n, ast.Call) and _call_name(n.func) in APP_CLASSES}
+        # A server calls a factory with no arguments: one that needs some (Falcon's look example's
+        # `create_app(image_store)`, called by its `get_app()`) is not an entry point.
+        required = len(stmt.args.posonlyargs) + len(stmt.args.args) - len(stmt.args.defaults) + sum(
+            d is None for d in stmt.args.kw_defaults)
+        if stmt.name in FACTORY_NAMES and required == 0:
+            made = {fw for n in ast.walk(stmt) if isinstance(n, ast.Call)
+                    and (fw := app_class(n.func, found.from_imports)) is not None}
             found.factories[stmt.name] = made.pop() if len(made) == 1 else ""
         elif isinstance(stmt, ast.FunctionDef) and args[-2:] == ["environ", "start_response"]:
             found.wsgi_callables.add(stmt.name)
