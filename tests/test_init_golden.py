@@ -76,3 +76,35 @@ def test_detection_survives_broken_and_hostile_files(tmp_path: Path) -> None:
     (tmp_path / "api.py").write_text("from fastapi import FastAPI\napi = FastAPI()\n")
     found = detect(tmp_path)
     assert found is not None and found.run[:2] == ["uvicorn", "api:api"] and not found.choices.server_added
+
+
+def test_a_health_route_on_a_blueprint_is_checked_under_its_prefix(tmp_path: Path) -> None:
+    """A route on a router or blueprint is served under the prefixes it is mounted through; one whose prefix
+    init cannot read is not guessed at (the check would fail every deploy with a 404)."""
+    pkg = tmp_path / "shop"
+    pkg.mkdir()
+    (tmp_path / "requirements.txt").write_text("flask\ngunicorn\n")
+    (pkg / "__init__.py").write_text(
+        "from flask import Flask\n\n\ndef create_app():\n    app = Flask(__name__)\n    from . import ops\n"
+        "    app.register_blueprint(ops.bp, url_prefix='/internal')\n    return app\n")
+    (pkg / "ops.py").write_text(
+        "from flask import Blueprint\n\nbp = Blueprint('ops', __name__, url_prefix='/ops')\n\n\n"
+        "@bp.get('/healthz')\ndef healthz():\n    return 'ok'\n")
+    found = detect(tmp_path)
+    assert found is not None and found.health == "/internal/ops/healthz", found
+    (pkg / "__init__.py").write_text((pkg / "__init__.py").read_text().replace("'/internal'", "PREFIX"))
+    found = detect(tmp_path)
+    assert found is not None and found.health is None, found  # unreadable prefix: a TCP check, not a guess
+
+
+def test_pydantic_settings_fields_are_variables_after_their_prefix(tmp_path: Path) -> None:
+    (tmp_path / "requirements.txt").write_text("fastapi\npydantic-settings\n")
+    for config in ("{'env_prefix': 'SHOP_'}", "SettingsConfigDict(env_prefix='SHOP_')"):
+        (tmp_path / "main.py").write_text(
+            "from fastapi import FastAPI\nfrom pydantic_settings import BaseSettings, SettingsConfigDict\n\n\n"
+            f"class Settings(BaseSettings):\n    model_config = {config}\n    api_token: str\n"
+            "    upload_dir: str = 'uploads'\n    title: str\n\n\nsettings = Settings()\napp = FastAPI()\n")
+        found = detect(tmp_path)
+        assert found is not None
+        assert found.choices.secrets == ["SHOP_API_TOKEN"] and found.choices.required == ["SHOP_TITLE"], config
+        assert found.choices.env["SHOP_UPLOAD_DIR"][0] == "$RAILGUARD_DATA_DIR/uploads"

@@ -17,7 +17,7 @@ import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from railguard.engine.appscan import WSGI_FRAMEWORKS, Deps, PyFile, read_deps, scan
+from railguard.engine.appscan import WSGI_FRAMEWORKS, Deps, Prefix, PyFile, read_deps, scan
 
 PREFERRED_FILES = ("wsgi", "asgi", "app", "main", "application", "server", "api", "run", "hello")
 HEALTH_PATH = re.compile(r"^/(healthz?|health-?check|up|ping|livez|readyz|_health)/?$")
@@ -196,10 +196,51 @@ def _run(server: str, target: str, factory: bool, interface: str) -> list[str]:
     return ["hypercorn", f"{target}()" if factory else target, "--bind", "127.0.0.1:$PORT"]
 
 
+def _prefix_text(prefix: Prefix, files: list[PyFile]) -> str | None:
+    """A prefix's text: as written, or the one string a class attribute of that name holds (settings)."""
+    if prefix.text is not None:
+        return prefix.text
+    values = {v for f in files for v in f.class_strings.get(prefix.attribute or "", [])}
+    return values.pop() if prefix.attribute and len(values) == 1 else None
+
+
+def _refers(where: PyFile, written: str, module: str, name: str) -> bool:
+    """Whether ``written`` in ``where`` (``api_router``, ``utils.router``) names ``name`` of ``module``."""
+    head, _, attr = written.rpartition(".")
+    if not head:
+        return (where.module == module and written == name) or where.from_imports.get(written) == f"{module}.{name}"
+    return attr == name and (head == module or where.from_imports.get(head) == module)
+
+
+def route_path(files: list[PyFile], where: PyFile, receiver: str, path: str, depth: int = 0) -> str | None:
+    """The path a route declared on ``receiver`` in ``where`` is served at: the prefixes of the routers it is
+    mounted through added (``/health-check/`` on a router mounted at ``/api/v1/utils``), or None when one of
+    them cannot be read from the code or the router is mounted nowhere init can see."""
+    if receiver not in where.routers or receiver in where.apps:
+        return path  # on the app itself (or on something init does not know as a router): as written
+    own = _prefix_text(where.routers[receiver], files)
+    mounts = [(f, m) for f in files for m in f.mounts if _refers(f, m.child, where.module, receiver)]
+    if own is None or len(mounts) != 1 or depth > 8:
+        return None
+    parent, mount = mounts[0]
+    above = _prefix_text(mount.prefix, files)
+    if above is None:
+        return None
+    return route_path(files, parent, mount.parent, above.rstrip("/") + own.rstrip("/") + path, depth + 1)
+
+
 def _health(files: list[PyFile], default: str | None) -> tuple[str | None, str]:
-    paths = sorted({p for f in files for p in f.paths if HEALTH_PATH.match(p)}, key=len)
-    if paths:
-        return paths[0], f"the app declares {paths[0]}"
+    found: dict[str, str] = {}  # served path -> as declared
+    for f in files:
+        for declared in (p for p in f.paths if HEALTH_PATH.match(p)):
+            receivers = {r for r, p in f.routes if p == declared}
+            for served in {route_path(files, f, r, declared) for r in receivers} if receivers else {declared}:
+                if served is not None:
+                    found.setdefault(served, declared)
+    if found:
+        path = min(found, key=lambda p: (len(p), p))
+        under = f" ({found[path]} on a router mounted at {path[:-len(found[path])]})" if path != found[path] else ""
+        return path, f"the app declares {path}{under}"
     if default:
         return default, "no health route found; this page always exists: add a route that checks the database"
     return None, "no health route found: a TCP check only proves the port is open; add one that checks the database"
@@ -218,17 +259,30 @@ def _data_env(files: list[PyFile], deps: Deps, choices: Choices) -> None:
                                  f"the app reads {name}: its data lives in the data folder")
         elif name.endswith("ALLOWED_HOSTS"):
             choices.env[name] = ("localhost,127.0.0.1", f"the app reads {name}: add your public host names")
-        elif name in URL_VARIABLES and choices.database is None and any(deps.has(d) for d in POSTGRES_URL_DRIVERS):
+        elif name in URL_VARIABLES and choices.database is None and _takes_postgres_url(files, deps):
             choices.database = (name, f"the app reads {name} and declares a Postgres driver: Railguard runs a "
                                       "Postgres server per environment and passes its URL (docs/data.md)")
         elif name in URL_VARIABLES and not driver and "sqlite" in (read_.default or "sqlite"):
             choices.env[name] = (f"sqlite:///{DATA}/app.db",
                                  f"the app reads {name}: its SQLite file lives in the data folder")
         elif any(word in name.upper() for word in SECRET_WORDS) or name.upper().endswith("_KEY"):
-            choices.secrets.append(name)
+            # A settings field with a default works without its variable (SMTP_PASSWORD: str | None = None);
+            # a listed secret must be set before any plan applies, so only the ones the app needs are listed.
+            if read_.required or not read_.settings:
+                choices.secrets.append(name)
         elif read_.required and name not in choices.required:
             choices.required.append(name)
     choices.secrets = sorted(set(choices.secrets))
+
+
+def _takes_postgres_url(files: list[PyFile], deps: Deps) -> bool:
+    """Whether a plain ``postgresql://`` URL works: psycopg2 (SQLAlchemy's default for that scheme), or psycopg 3 /
+    asyncpg when the code names its own scheme (``postgresql+psycopg://``, as the full-stack FastAPI template's
+    settings rewrite the URL they are given)."""
+    if any(deps.has(d) for d in POSTGRES_URL_DRIVERS):
+        return True
+    return any(deps.has(driver) and any(t.startswith(f"postgresql+{driver}") for f in files for t in f.strings)
+               for driver in ("psycopg", "asyncpg"))
 
 
 def _flask_instance(files: list[PyFile], entry: Entry, choices: Choices) -> None:

@@ -131,6 +131,32 @@ class EnvRead:
     name: str
     required: bool
     default: str | None
+    settings: bool = False  # a field of a pydantic-settings class, read from the variable of its name
+
+
+# Route groups mounted under a prefix: FastAPI's APIRouter(prefix=...), Flask's and Quart's Blueprint(url_prefix=...);
+# the call that mounts one on its parent, and that call's keyword for the prefix added there.
+ROUTER_CLASSES = {"APIRouter": "prefix", "Blueprint": "url_prefix"}
+MOUNT_CALLS = {"include_router": "prefix", "register_blueprint": "url_prefix"}
+ROUTE_METHODS = {"get", "post", "put", "patch", "delete", "head", "options", "route", "api_route", "add_url_rule",
+                 "add_api_route", "websocket"}
+
+
+@dataclass(frozen=True)
+class Prefix:
+    """A path prefix as written: a string, an attribute to look up (``settings.API_V1_STR``), or unknown."""
+
+    text: str | None = ""  # None: an expression init cannot read
+    attribute: str | None = None  # the attribute's name, its value a class-level string somewhere in the app
+
+
+@dataclass(frozen=True)
+class Mount:
+    """``parent.include_router(child, prefix=...)``: ``child`` as written (``utils.router``, ``api_router``)."""
+
+    parent: str
+    child: str
+    prefix: Prefix
 
 
 @dataclass
@@ -155,6 +181,10 @@ class PyFile:
     attributes: set[str] = field(default_factory=set)  # attribute names read (instance_path, ...)
     main_guard: bool = False  # has `if __name__ == "__main__":`
     from_imports: dict[str, str] = field(default_factory=dict)  # `from falcon import App`: App -> falcon.App
+    routes: list[tuple[str, str]] = field(default_factory=list)  # (receiver, path): `@router.get("/health")`
+    routers: dict[str, Prefix] = field(default_factory=dict)  # module-level router name -> its own prefix
+    mounts: list[Mount] = field(default_factory=list)
+    class_strings: dict[str, list[str]] = field(default_factory=dict)  # class-level NAME = "text" (settings)
     assigns: dict[str, int] = field(default_factory=dict)  # module-level NAME -> line (settings)
     tree: ast.Module | None = None
 
@@ -186,6 +216,17 @@ def app_class(func: ast.expr, from_imports: dict[str, str]) -> str | None:
     if isinstance(func, ast.Name) and name in from_imports:
         dotted = from_imports[name]
     return QUALIFIED_APP_CLASSES.get(dotted)
+
+
+def _prefix(call: ast.Call, keyword: str) -> Prefix:
+    value = next((k.value for k in call.keywords if k.arg == keyword), None)
+    if value is None:
+        return Prefix("")
+    if (text := _const(value)) is not None:
+        return Prefix(text)
+    if isinstance(value, ast.Attribute):
+        return Prefix(None, value.attr)
+    return Prefix(None)
 
 
 def _const(node: ast.expr | None) -> str | None:
@@ -221,11 +262,31 @@ def scan_file(path: Path, rel: str, module: str) -> PyFile | None:
         elif isinstance(node, ast.ImportFrom) and node.module and not node.level:
             found.imports.add(node.module.split(".")[0])
             found.from_imports |= {a.asname or a.name: f"{node.module}.{a.name}" for a in node.names}
+        elif isinstance(node, ast.ImportFrom) and node.level:  # `from .routes import utils`: relative to here
+            package = module.split(".") if rel.endswith("__init__.py") else module.split(".")[:-1]
+            base = package[:len(package) - node.level + 1] + ([node.module] if node.module else [])
+            if len(package) >= node.level and base:
+                found.from_imports |= {a.asname or a.name: ".".join([*base, a.name]) for a in node.names}
         elif isinstance(node, ast.Call):
             found.keywords |= {k.arg for k in node.keywords if k.arg}
             if node.args and _const(node.args[0]) == "/" and isinstance(node.func, ast.Attribute) \
                     and isinstance(node.func.value, ast.Name):
                 found.root_receivers.add(node.func.value.id)
+            if isinstance(node.func, ast.Attribute) and isinstance(node.func.value, ast.Name):
+                method, receiver = node.func.attr, node.func.value.id
+                route = _const(node.args[0]) if node.args else None
+                if method in ROUTE_METHODS and route is not None and route.startswith("/"):
+                    found.routes.append((receiver, route))
+                elif method in MOUNT_CALLS and node.args and (child := _dotted(node.args[0])):
+                    found.mounts.append(Mount(receiver, child, _prefix(node, MOUNT_CALLS[method])))
+        elif isinstance(node, ast.ClassDef):
+            for stmt in node.body:
+                if not isinstance(stmt, ast.Assign | ast.AnnAssign):
+                    continue
+                target = stmt.target if isinstance(stmt, ast.AnnAssign) else \
+                    stmt.targets[0] if len(stmt.targets) == 1 else None
+                if isinstance(target, ast.Name) and (text := _const(stmt.value)) is not None:
+                    found.class_strings.setdefault(target.id, []).append(text)
         elif isinstance(node, ast.Attribute):
             found.attributes.add(node.attr)
         elif isinstance(node, ast.Constant) and isinstance(node.value, str) and len(node.value) < 200:
@@ -234,7 +295,54 @@ def scan_file(path: Path, rel: str, module: str) -> PyFile | None:
             found.env_reads.append(read_)
     for stmt in tree.body:
         _top_level(found, stmt)
+    found.env_reads += _settings_fields(tree)
     return found
+
+
+def _keyword(call: ast.Call, name: str) -> ast.expr | None:
+    return next((k.value for k in call.keywords if k.arg == name), None)
+
+
+def _settings_fields(tree: ast.Module) -> list[EnvRead]:
+    """The variables a pydantic-settings class reads: one per field (``SECRET_KEY: str``), after its
+    ``env_prefix``; required when the field has no default. FastAPI's own docs keep settings so."""
+    settings: set[str] = set()
+    reads: list[EnvRead] = []
+    for node in (n for n in tree.body if isinstance(n, ast.ClassDef)):
+        bases = {_dotted(b).rsplit(".", 1)[-1] for b in node.bases}
+        if not ("BaseSettings" in bases or bases & settings):
+            continue
+        settings.add(node.name)
+        prefix = ""
+        for stmt in node.body:
+            config = stmt.value if isinstance(stmt, ast.Assign | ast.AnnAssign) and isinstance(stmt.value, ast.Call) \
+                and _call_name(stmt.value.func) in ("SettingsConfigDict", "dict") else None
+            literal = stmt.value if isinstance(stmt, ast.Assign | ast.AnnAssign) and isinstance(stmt.value, ast.Dict) \
+                else None
+            if config is not None:
+                prefix = _const(_keyword(config, "env_prefix")) or prefix
+            elif literal is not None:  # model_config = {"env_prefix": "SHOP_"}
+                prefix = next((_const(v) or "" for k, v in zip(literal.keys, literal.values, strict=True)
+                               if k is not None and _const(k) == "env_prefix"), prefix)
+            elif isinstance(stmt, ast.ClassDef) and stmt.name == "Config":  # pydantic v1
+                prefix = next((_const(a.value) or "" for a in stmt.body if isinstance(a, ast.Assign)
+                               and any(getattr(t, "id", "") == "env_prefix" for t in a.targets)), prefix)
+        for stmt in node.body:
+            if not isinstance(stmt, ast.AnnAssign) or not isinstance(stmt.target, ast.Name) \
+                    or stmt.target.id.startswith("_") or stmt.target.id == "model_config" \
+                    or "ClassVar" in ast.dump(stmt.annotation):
+                continue
+            name, value = prefix + stmt.target.id.upper(), stmt.value
+            if isinstance(value, ast.Call) and _call_name(value.func) == "Field":
+                alias = _const(_keyword(value, "validation_alias")) or _const(_keyword(value, "alias"))
+                name = alias.upper() if alias else name
+                default = value.args[0] if value.args else _keyword(value, "default")
+                required = (default is None or isinstance(default, ast.Constant) and default.value is Ellipsis) \
+                    and _keyword(value, "default_factory") is None
+                reads.append(EnvRead(name, required, _const(default), settings=True))
+            else:
+                reads.append(EnvRead(name, value is None, _const(value), settings=True))
+    return reads
 
 
 def _top_level(found: PyFile, stmt: ast.stmt) -> None:
@@ -248,6 +356,8 @@ def _top_level(found: PyFile, stmt: ast.stmt) -> None:
             called = _call_name(value.func)
             if (framework := app_class(value.func, found.from_imports)) is not None:
                 found.apps[names[0]] = framework
+            elif called in ROUTER_CLASSES:
+                found.routers[names[0]] = _prefix(value, ROUTER_CLASSES[called])
             elif called in FACTORY_NAMES or called == "get_wsgi_application" or called == "get_asgi_application":
                 found.made_by_factory[names[0]] = called
     elif isinstance(stmt, ast.FunctionDef | ast.AsyncFunctionDef):
