@@ -108,3 +108,19 @@ def test_pydantic_settings_fields_are_variables_after_their_prefix(tmp_path: Pat
         assert found is not None
         assert found.choices.secrets == ["SHOP_API_TOKEN"] and found.choices.required == ["SHOP_TITLE"], config
         assert found.choices.env["SHOP_UPLOAD_DIR"][0] == "$RAILGUARD_DATA_DIR/uploads"
+
+
+def test_a_project_requiring_a_newer_python_is_warned_about_at_init(tmp_path: Path) -> None:
+    import sys
+
+    newer = f"{sys.version_info[0]}.{sys.version_info[1] + 1}"
+    (tmp_path / "pyproject.toml").write_text(
+        f'[project]\nname = "app"\nversion = "0.1.0"\nrequires-python = ">={newer}"\n'
+        'dependencies = ["fastapi[standard]"]\n')
+    (tmp_path / "main.py").write_text("from fastapi import FastAPI\napp = FastAPI()\n")
+    found = detect(tmp_path)
+    assert found is not None and len(found.choices.warnings) == 1 and f">={newer}" in found.choices.warnings[0]
+    assert "requires-python" in found.choices.build_why
+    (tmp_path / "pyproject.toml").write_text((tmp_path / "pyproject.toml").read_text().replace(f">={newer}", ">=3.8"))
+    found = detect(tmp_path)
+    assert found is not None and found.choices.warnings == []

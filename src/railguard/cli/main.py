@@ -81,7 +81,7 @@ def init(
         finish(True, [], {"path": str(path), "framework": found.framework, "entry": found.entry, "run": c.run,
                           "build": c.build, "release": c.release, "server": c.server, "server_added": c.server_added,
                           "health": c.health, "env": {k: v for k, (v, _) in c.env.items()}, "secrets": c.secrets,
-                          "required": c.required,
+                          "required": c.required, "warnings": c.warnings,
                           "code_changes": c.changes})
     out.print(f"Wrote {path.name} for a {found.framework} app ({found.entry}): run with "
               f"[bold]{escape(' '.join(c.run))}[/]")
@@ -93,9 +93,11 @@ def init(
     if c.secrets:
         out.print(f"  Secrets it reads: {', '.join(c.secrets)}; set each with "
                   "`railguard secret set NAME --env staging` before deploying.")
+    for warning in c.warnings:
+        out.print(f"  [yellow]Warning[/]: {escape(warning)}")
     if c.required:
         out.print(f"  Variables it reads without a default: {', '.join(c.required)}; give each a value in "
-                  "[services.web.env] before deploying.")
+                  + escape("[services.web.env]") + " before deploying.")
     if c.changes:
         out.print("  Change these lines of the app (its data into $RAILGUARD_DATA_DIR, its settings from variables):")
         for change in c.changes:

@@ -91,6 +91,7 @@ class Choices:
     changes: list[str] = field(default_factory=list)  # lines of app code to change, "file:line: ..."
     static: tuple[str, str, str] | None = None  # (URL path, folder in the artifact, why): served by the edge
     database: tuple[str, str] | None = None  # (variable, why): a managed Postgres database's URL arrives there
+    warnings: list[str] = field(default_factory=list)  # what will fail as written, printed by init
 
 
 def undeclared(files: list[PyFile], deps: Deps) -> tuple[list[str], list[str]]:
@@ -309,6 +310,16 @@ def _flask_instance(files: list[PyFile], entry: Entry, choices: Choices) -> None
 
 def detect_choices(folder: Path) -> Choices | None:
     """The choices for the app in ``folder``, or None when no app is found."""
+    found = _detect_choices(folder)
+    deps = read_deps(folder)
+    if found is not None and (python := _python_excluded(deps.requires_python)) is not None:
+        found.warnings.append(f"pyproject.toml says requires-python = {deps.requires_python!r}, which excludes "
+                              f"Python {python} (the one Railguard runs on): the build will refuse it; run Railguard "
+                              f"from a Python the project accepts")
+    return found
+
+
+def _detect_choices(folder: Path) -> Choices | None:
     deps = read_deps(folder)
     files = scan(folder)
     name = safe_name(deps.project_name or folder.resolve().name)
@@ -389,7 +400,21 @@ def _build_why(deps: Deps, added: list[str], unknown: list[str]) -> str:
                      f"{'them' if len(added) > 1 else 'it'} in requirements.txt to pin the version)")
     if unknown:
         parts.append(f"the app also imports {', '.join(unknown)}, which nothing declares: add the packages")
+    if (python := _python_excluded(deps.requires_python)) is not None:
+        parts.append(f"BUT pyproject.toml says requires-python = {deps.requires_python!r}, which excludes Python "
+                     f"{python}, the one Railguard runs on and makes the artifacts from: the build will refuse it; "
+                     f"run Railguard from a Python the project accepts")
     return "; ".join(parts) or "the app declares no dependencies"
+
+
+def _python_excluded(requires: str | None) -> str | None:
+    from packaging.specifiers import InvalidSpecifier, SpecifierSet
+
+    python = ".".join(map(str, sys.version_info[:3]))
+    try:
+        return None if requires is None or SpecifierSet(requires).contains(python, prereleases=True) else python
+    except InvalidSpecifier:
+        return None
 
 
 def _script(folder: Path, files: list[PyFile], deps: Deps, name: str) -> Choices | None:

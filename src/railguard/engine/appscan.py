@@ -55,6 +55,7 @@ class Deps:
     files: tuple[str, ...]  # requirements.txt, pyproject.toml ([project] only), Pipfile, setup.py
     project_name: str | None = None
     installable: bool = False  # pyproject.toml has a [project] table
+    requires_python: str | None = None  # [project].requires-python
 
     def has(self, *names: str) -> bool:
         wanted = {norm(n) for n in names}
@@ -85,7 +86,7 @@ def read_deps(folder: Path) -> Deps:
     for path in sorted(folder.glob("requirements*.txt")):
         files.append(path.name)
         reqs += [r for r in map(_requirement, read(path).splitlines()) if r]
-    name, installable = None, False
+    name, installable, requires_python = None, False, None
     pyproject = folder / "pyproject.toml"
     if pyproject.is_file():
         try:
@@ -98,6 +99,8 @@ def read_deps(folder: Path) -> Deps:
             installable = True
             name = project.get("name") if isinstance(project.get("name"), str) else None
             reqs += [r for r in map(_requirement, _strings(project.get("dependencies"))) if r]
+            requires = project.get("requires-python")
+            requires_python = requires if isinstance(requires, str) else None
         poetry = data.get("tool", {}).get("poetry", {}) if isinstance(data.get("tool"), dict) else {}
         if isinstance(poetry, dict) and isinstance(poetry.get("dependencies"), dict):
             reqs += [Requirement(norm(n)) for n in poetry["dependencies"] if n.lower() != "python"]
@@ -117,7 +120,7 @@ def read_deps(folder: Path) -> Deps:
         except tomllib.TOMLDecodeError:
             packages = {}
         reqs += [Requirement(norm(n)) for n in packages] if isinstance(packages, dict) else []
-    return Deps(tuple(reqs), tuple(files), name, installable)
+    return Deps(tuple(reqs), tuple(files), name, installable, requires_python)
 
 
 def _strings(value: object) -> list[str]:

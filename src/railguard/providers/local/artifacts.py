@@ -265,6 +265,7 @@ def _build(root: Path, folder: Path, build: list[str] | None, env: dict[str, str
     log = folder / BUILD_LOG
     src = folder / "src"
     deps = layers.plan(src, build)
+    dependencies.check_python(src, deps)
     environ = layers.uv_env(env)
     uvb = layers.uv_bin()
     venv = folder / "venv"
