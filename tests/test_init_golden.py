@@ -124,3 +124,18 @@ def test_a_project_requiring_a_newer_python_is_warned_about_at_init(tmp_path: Pa
     (tmp_path / "pyproject.toml").write_text((tmp_path / "pyproject.toml").read_text().replace(f">={newer}", ">=3.8"))
     found = detect(tmp_path)
     assert found is not None and found.choices.warnings == []
+
+
+def test_a_sqlite_file_named_in_the_code_is_a_line_to_change(tmp_path: Path) -> None:
+    """FastAPI's SQL tutorial names its database "sqlite:///./sql_app.db": made in the working directory, which is
+    the read-only release; a file whose path comes from a variable is moved by that variable instead."""
+    (tmp_path / "requirements.txt").write_text("fastapi\nsqlalchemy\n")
+    (tmp_path / "main.py").write_text('from fastapi import FastAPI\n\nSQLALCHEMY_DATABASE_URL = "sqlite:///./sql_app.db"\n'
+                                      "app = FastAPI()\n")
+    found = detect(tmp_path)
+    assert found is not None and len(found.choices.changes) == 1, found.choices.changes
+    assert found.choices.changes[0].startswith("main.py:3: f\"sqlite:///{os.environ['RAILGUARD_DATA_DIR']}/sql_app.db\"")
+    (tmp_path / "main.py").write_text('import os\nfrom fastapi import FastAPI\n\n'
+                                      'DB = os.environ.get("DB_PATH", "sql_app.db")\napp = FastAPI()\n')
+    found = detect(tmp_path)
+    assert found is not None and found.choices.changes == [] and found.choices.env["DB_PATH"][0].endswith("/app.db")

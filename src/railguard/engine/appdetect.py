@@ -359,8 +359,38 @@ def _served(folder: Path, files: list[PyFile], deps: Deps, name: str, entry: Ent
         _flask_migrate(folder, deps, entry, choices)
     elif (folder / "alembic.ini").is_file() and deps.has("alembic"):
         choices.release, choices.release_why = ["alembic", "upgrade", "head"], "alembic.ini: migrations first"
+    if "FLASK_INSTANCE_PATH" not in choices.env:  # Flask's instance folder, once moved, holds its SQLite files
+        _sqlite_beside_code(files, choices)
     _data_env(files, deps, choices)
     return choices
+
+
+SQLITE_FILE = re.compile(r"^(?:sqlite(?:\+\w+)?:///(?!/)(?:\./)?)?([\w.-]+\.(?:db|sqlite3?))$")
+
+
+def _sqlite_beside_code(files: list[PyFile], choices: Choices) -> None:
+    """A SQLite file named in the code with no variable to move it (Quart's blog example:
+    ``Path(app.root_path) / "blog.db"``; FastAPI's SQL tutorial: ``"sqlite:///./sql_app.db"``) is created beside the
+    code or in the working directory, both inside the read-only release: name the line to change."""
+    for f in files:
+        if any(r.name == "RAILGUARD_DATA_DIR" for r in f.env_reads) or f.tree is None:
+            continue
+        # A variable's default (os.environ.get("DB", "app.db")) is moved by the variable: _data_env's part.
+        defaults = {id(a) for n in ast.walk(f.tree) if isinstance(n, ast.Call) for a in n.args[1:]
+                    if getattr(n.func, "attr", getattr(n.func, "id", "")) in ("get", "getenv", "setdefault")}
+        for node in ast.walk(f.tree):
+            if not isinstance(node, ast.Constant) or not isinstance(node.value, str) or id(node) in defaults:
+                continue
+            if (match := SQLITE_FILE.match(node.value)) is None:
+                continue
+            name = match.group(1)
+            url = node.value != name
+            code = (f'f"sqlite:///{{os.environ[\'RAILGUARD_DATA_DIR\']}}/{name}"' if url
+                    else f'os.path.join(os.environ["RAILGUARD_DATA_DIR"], "{name}")')
+            choices.changes.append(f"{f.path}:{node.lineno}: {code}  (and import os): the SQLite file {name} would "
+                                   f"be made inside the release, which is read-only; Railguard gives every replica "
+                                   f"and release command its data folder in RAILGUARD_DATA_DIR")
+            return
 
 
 def _flask_secret_key(files: list[PyFile], choices: Choices) -> None:
