@@ -383,3 +383,23 @@ def test_a_project_whose_requires_python_excludes_the_artifacts_python_fails_bef
     from railguard.providers.local import dependencies
 
     dependencies.check_python(src, layers.plan(src, None))  # accepted: returns
+
+
+def test_a_project_its_backend_cannot_package_fails_saying_how_to_install_only_its_dependencies(
+        tmp_path: Path) -> None:
+    """Litestar's hello-world: one app.py and a [project] built by hatchling, which finds no package to ship.
+    The backend here is in the tree (nothing to download) and fails the same way."""
+    src = tmp_path / "app"
+    src.mkdir()
+    (src / "pyproject.toml").write_text(
+        '[project]\nname = "hello-world"\nversion = "0.1.0"\ndependencies = []\n\n'
+        '[build-system]\nrequires = []\nbuild-backend = "rgbackend"\nbackend-path = ["."]\n')
+    (src / "rgbackend.py").write_text(
+        "def _refuse(*args, **kwargs):\n"
+        "    raise ValueError('Unable to determine which files to ship inside the wheel')\n\n"
+        "build_wheel = build_sdist = prepare_metadata_for_build_wheel = _refuse\n")
+    with pytest.raises(artifacts.ArtifactError) as failed:
+        artifacts.ensure(tmp_path / "artifacts", src, snapshot(src).digest, None, {})
+    assert "installing the app's own package" in str(failed.value)
+    assert '"-r", "pyproject.toml"' in str(failed.value) and "not the project" in str(failed.value)
+    assert any("Unable to determine which files to ship" in line for line in failed.value.log_tail)

@@ -115,10 +115,46 @@ def install_command(folder: Path, extra: list[str] | None = None) -> list[str] |
     argv = ["python", "-m", "pip", "install", "--no-input"]
     if (folder / "requirements.txt").is_file():
         argv += ["-r", "requirements.txt"]
-    if deps.installable:
+    if deps.installable and unpackaged(folder) is not None:
+        argv += ["-r", "pyproject.toml"]  # uv reads [project].dependencies; the app runs from its folder
+    elif deps.installable:
         argv.append(".")
     argv += extra or []
     return argv if len(argv) > 5 else None
+
+
+# Build backends that ship the package named after the project (``my_app/``, ``src/my_app/`` or ``my_app.py``)
+# unless their own table says otherwise; setuptools and pdm discover what there is, and are trusted to.
+NAME_RULE_BACKENDS = ("hatchling", "poetry.core", "flit_core")
+# [tool.X] keys that say what a backend ships (then it is trusted): hatch's build, Poetry's packages, ...
+PACKAGING_KEYS = (("hatch", "build"), ("poetry", "packages"), ("flit", "module"), ("setuptools", None),
+                  ("pdm", "build"))
+
+
+def unpackaged(folder: Path) -> str | None:
+    """The package a [project]'s build backend would look for and not find (Litestar's hello-world: one
+    ``app.py``, hatchling wants ``litestar_hello_world/``), or None when the project can be built as a package.
+
+    Such an app runs from its folder; ``pip install .`` would fail in the backend, so only its dependencies are
+    installed (``-r pyproject.toml``)."""
+    import tomllib
+
+    try:
+        data = tomllib.loads((folder / "pyproject.toml").read_text(encoding="utf-8", errors="replace"))
+    except (OSError, tomllib.TOMLDecodeError):
+        return None
+    project, tool, system = data.get("project"), data.get("tool"), data.get("build-system")
+    backend = system.get("build-backend") if isinstance(system, dict) else None
+    if not isinstance(project, dict) or not isinstance(project.get("name"), str) or not isinstance(backend, str) \
+            or not backend.startswith(NAME_RULE_BACKENDS) or (folder / "setup.py").exists():
+        return None
+    if isinstance(tool, dict) and any(isinstance(tool.get(t), dict) and (k is None or k in tool[t])
+                                      for t, k in PACKAGING_KEYS):
+        return None  # the project says what to ship
+    name = re.sub(r"[-_.]+", "_", project["name"]).lower()
+    if any((folder / p).exists() for p in (name, f"src/{name}", f"{name}.py", f"src/{name}.py")):
+        return None
+    return name
 
 
 def safe_name(text: str) -> str:
@@ -349,9 +385,11 @@ def _served(folder: Path, files: list[PyFile], deps: Deps, name: str, entry: Ent
     if entry.framework == "fastapi":  # "/" only when the app itself serves it; FastAPI always serves /docs
         default_health = "/" if any(entry.attr in f.root_receivers for f in files if f.path == entry.file) \
             else "/docs"
+    elif entry.framework == "litestar" and default_health is None:  # Litestar serves its OpenAPI page by default
+        default_health = "/schema"
     health, health_why = _health(files, default_health)
     choices = Choices(name, entry.framework, entry.file, _run(server, target, entry.factory, entry.interface),
-                      run_why, build, _build_why(deps, extra, unknown), server, added,
+                      run_why, build, _build_why(deps, extra, unknown, folder), server, added,
                       health=health, health_why=health_why)
     if entry.framework == "flask":
         _flask_instance(files, entry, choices)
@@ -422,9 +460,12 @@ def _flask_migrate(folder: Path, deps: Deps, entry: Entry, choices: Choices) -> 
         choices.release, choices.release_why = ["alembic", "upgrade", "head"], "alembic.ini: migrations first"
 
 
-def _build_why(deps: Deps, added: list[str], unknown: list[str]) -> str:
+def _build_why(deps: Deps, added: list[str], unknown: list[str], folder: Path | None = None) -> str:
     declared = " and ".join(deps.files)
     parts = [f"installs what {declared} declare{'s' if len(deps.files) == 1 else ''}"] if declared else []
+    if folder is not None and deps.installable and (package := unpackaged(folder)) is not None:
+        parts.append(f"not the project itself: its build backend would look for a package {package}/ that is not "
+                     f"there; the app runs from its folder")
     if added:
         parts.append(f"installs {', '.join(added)}, which the app uses but does not declare (declare "
                      f"{'them' if len(added) > 1 else 'it'} in requirements.txt to pin the version)")
@@ -464,7 +505,7 @@ def _script(folder: Path, files: list[PyFile], deps: Deps, name: str) -> Choices
     health, health_why = _health(files, None)
     missing, unknown = undeclared(files, deps)
     choices = Choices(name, "python", entry, run, why + "; it must listen on 127.0.0.1:$PORT",
-                      install_command(folder, missing), _build_why(deps, missing, unknown), health=health,
+                      install_command(folder, missing), _build_why(deps, missing, unknown, folder), health=health,
                       health_why=health_why)
     _data_env(files, deps, choices)
     return choices

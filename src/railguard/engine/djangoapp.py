@@ -116,7 +116,7 @@ def django_choices(folder: Path, files: list[PyFile], deps: Deps, name: str) -> 
         name, "django", "manage.py", _run(server, target, False, interface),
         f"Django project {project} (settings {settings_module}) through {target}, served by {server}"
         + (" (the project depends on it)" if not added else ""),
-        install_command(folder, extra), _build_why(deps, extra, unknown),
+        install_command(folder, extra), _build_why(deps, extra, unknown, folder),
         server, added, ["python", "manage.py", "migrate", "--noinput"],
         "Django's migrations run once per release, before any new replica takes traffic", health, health_why)
     choices.env["DJANGO_SETTINGS_MODULE"] = (settings_module, "the settings module manage.py names")
