@@ -31,6 +31,8 @@ class H(http.server.BaseHTTPRequestHandler):
             time.sleep(2)
         code = 200 if self.path == "/healthz" else 500
         body = b"ok" if code == 200 else b"database unreachable: " + b"x" * 500
+        if self.path == "/page":
+            body = b"<!doctype html>\\n<html lang=en>\\n<title>500 Internal Server Error</title>\\n<h1>Oops</h1>\\n"
         self.send_response(code)
         self.send_header("Content-Length", str(len(body)))
         self.end_headers()
@@ -85,6 +87,11 @@ def test_http_500_fails_with_the_start_of_the_body(server: int) -> None:
     assert not result.ok
     assert result.detail.startswith("HTTP 500: database unreachable: xxx")
     assert len(result.detail) == len("HTTP 500: ") + 200
+
+
+def test_an_html_error_page_is_shown_as_its_text_on_one_line(server: int) -> None:
+    result = check_http(server, "/page", 2.0)
+    assert result.detail == "HTTP 500: 500 Internal Server Error Oops"
 
 
 def test_http_timeout_and_connection_refused(server: int) -> None:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import http.client
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -26,6 +27,15 @@ from railguard.providers.local.isolation import ensure_user
 __all__ = ["CheckResult", "GateResult", "check_exec", "check_http", "check_tcp", "readiness_gate"]
 
 _BODY_CHARS = 200
+_TAG = re.compile(r"<!--.*?-->|<[^>]{0,500}>", re.DOTALL)
+
+
+def _readable(body: str) -> str:
+    """An error page on one line: an HTML page's text without its tags (Quart's and Flask's 500 page began
+    "<!doctype html>\\n<html lang=en>\\n<title>..." in the diagnostic), whitespace runs as one space."""
+    if body.lstrip()[:1] == "<":
+        body = _TAG.sub(" ", body)
+    return " ".join(body.split())
 _STDERR_CHARS = 200
 FIRST_POLL_S = 0.01  # the readiness gate's first wait between checks; it doubles after each failure
 # While a new replica's port still refuses connections (the app is starting: nothing listens yet), the gate checks
@@ -74,7 +84,7 @@ def check_http(port: int, path: str, timeout: float) -> CheckResult:
         conn.close()
     if 200 <= response.status < 300:
         return CheckResult(True, f"HTTP {response.status} in {_ms(start)}", response.status)
-    text = body[:_BODY_CHARS].strip()
+    text = _readable(body)[:_BODY_CHARS]
     return CheckResult(False, f"HTTP {response.status}: {text}" if text else f"HTTP {response.status}",
                        response.status)
 
