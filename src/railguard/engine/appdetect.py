@@ -369,7 +369,25 @@ def _detect_choices(folder: Path) -> Choices | None:
     entries = _entries(files, deps)
     if entries:
         return _served(folder, files, deps, name, entries[0])
+    # A repository whose Django project sits one folder down (src/manage.py, requirements.txt at the top: a
+    # layout thousands of repositories share): the release holds the whole repository, commands run from it.
+    below = sorted(p.parent for p in folder.glob("*/manage.py") if p.parent.name.isidentifier())
+    if len(below) == 1:
+        from railguard.engine.djangoapp import django_choices
+
+        sub_files = scan(below[0])
+        found = django_choices(below[0], sub_files, _merged(deps, read_deps(below[0])), name, root=folder)
+        if found is not None:
+            _data_env(sub_files, deps, found)
+            return found
     return _script(folder, files, deps, name)
+
+
+def _merged(top: Deps, below: Deps) -> Deps:
+    """What the repository declares at its top and in the project's own folder (which the build does not read:
+    its requirements are named in the comment as undeclared when only there)."""
+    return Deps(top.requirements + below.requirements, top.files, top.project_name, top.installable,
+                top.requires_python)
 
 
 def _served(folder: Path, files: list[PyFile], deps: Deps, name: str, entry: Entry) -> Choices:
