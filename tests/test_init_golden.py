@@ -139,3 +139,11 @@ def test_a_sqlite_file_named_in_the_code_is_a_line_to_change(tmp_path: Path) -> 
                                       'DB = os.environ.get("DB_PATH", "sql_app.db")\napp = FastAPI()\n')
     found = detect(tmp_path)
     assert found is not None and found.choices.changes == [] and found.choices.env["DB_PATH"][0].endswith("/app.db")
+
+
+def test_init_names_what_dotenv_sets_and_never_copies_a_value(tmp_path: Path) -> None:
+    folder = tmp_path / "flask-microblog"
+    shutil.copytree(GOLDEN / "flask-microblog" / "app", folder)
+    path, found = write_starter(folder, ports=[8080, 8443])
+    assert found.choices.dotenv == ["ELASTICSEARCH_URL", "MAIL_SERVER", "SECRET_KEY"]
+    assert "not-read-by-init" not in path.read_text() and "localhost:9200" not in path.read_text()

@@ -17,7 +17,7 @@ import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from railguard.engine.appscan import WSGI_FRAMEWORKS, Deps, Prefix, PyFile, read_deps, scan
+from railguard.engine.appscan import WSGI_FRAMEWORKS, Deps, Prefix, PyFile, read, read_deps, scan
 
 PREFERRED_FILES = ("wsgi", "asgi", "app", "main", "application", "server", "api", "run", "hello")
 HEALTH_PATH = re.compile(r"^/(healthz?|health-?check|up|ping|livez|readyz|_health)/?$")
@@ -53,6 +53,7 @@ BROUGHT_BY = {
     "sqlalchemy": ("sqlmodel", "alembic", "flask-sqlalchemy"), "asgiref": ("django",), "sqlparse": ("django",),
     "anyio": ("starlette", "fastapi", "httpx"), "hypercorn": ("quart",),
 }
+LOG_TO_STDOUT = re.compile(r"^(\w+_)?LOG(S|GING)?_TO_(STDOUT|CONSOLE)$")
 SECRET_WORDS = ("SECRET", "TOKEN", "PASSWORD", "PASSWD", "API_KEY", "PRIVATE_KEY", "CREDENTIAL")
 
 
@@ -87,6 +88,8 @@ class Choices:
     health_why: str = ""
     env: dict[str, tuple[str, str]] = field(default_factory=dict)  # NAME -> (value, why)
     secrets: list[str] = field(default_factory=list)
+    optional_secrets: list[str] = field(default_factory=list)  # secret-looking, read with a default: not listed
+    dotenv: list[str] = field(default_factory=list)  # names a .env file sets (never its values): not deployed
     required: list[str] = field(default_factory=list)  # read without a default, neither data nor secret
     changes: list[str] = field(default_factory=list)  # lines of app code to change, "file:line: ..."
     static: tuple[str, str, str] | None = None  # (URL path, folder in the artifact, why): served by the edge
@@ -303,13 +306,21 @@ def _data_env(files: list[PyFile], deps: Deps, choices: Choices) -> None:
             choices.env[name] = (f"sqlite:///{DATA}/app.db",
                                  f"the app reads {name}: its SQLite file lives in the data folder")
         elif any(word in name.upper() for word in SECRET_WORDS) or name.upper().endswith("_KEY"):
-            # A settings field with a default works without its variable (SMTP_PASSWORD: str | None = None);
-            # a listed secret must be set before any plan applies, so only the ones the app needs are listed.
-            if read_.required or not read_.settings:
+            # A listed secret must be set before any plan applies, so only the ones the app needs are listed: read
+            # without a default, or a signing key (`os.environ.get("SECRET_KEY") or "you-will-never-guess"`: the
+            # fallback is in the public code). An optional integration's credential (Microblog's MAIL_PASSWORD, a
+            # settings field `SMTP_PASSWORD: str | None = None`) is named in a comment instead.
+            if read_.required or ("SECRET" in name.upper() and not read_.settings):
                 choices.secrets.append(name)
+            elif name not in choices.optional_secrets:
+                choices.optional_secrets.append(name)
+        elif LOG_TO_STDOUT.match(name):
+            choices.env[name] = ("1", f"the app reads {name}: Railguard keeps each replica's stdout as its log "
+                                      "(`railguard logs`), and a log file would be written into the read-only release")
         elif read_.required and name not in choices.required:
             choices.required.append(name)
     choices.secrets = sorted(set(choices.secrets))
+    choices.optional_secrets = sorted(set(choices.optional_secrets) - set(choices.secrets))
 
 
 def _takes_postgres_url(files: list[PyFile], deps: Deps) -> bool:
@@ -348,11 +359,24 @@ def detect_choices(folder: Path) -> Choices | None:
     """The choices for the app in ``folder``, or None when no app is found."""
     found = _detect_choices(folder)
     deps = read_deps(folder)
+    if found is not None and (folder / ".env").is_file():
+        found.dotenv = dotenv_names(folder / ".env")
     if found is not None and (python := _python_excluded(deps.requires_python)) is not None:
         found.warnings.append(f"pyproject.toml says requires-python = {deps.requires_python!r}, which excludes "
                               f"Python {python} (the one Railguard runs on): the build will refuse it; run Railguard "
                               f"from a Python the project accepts")
     return found
+
+
+_DOTENV_LINE = re.compile(r"^\s*(?:export\s+)?([A-Za-z_][A-Za-z0-9_]*)\s*=")
+
+
+def dotenv_names(path: Path) -> list[str]:
+    """The variable names a ``.env`` file sets, never their values (which init does not read into anything).
+
+    The file is left out of every release (it is named like a secret), so what ``load_dotenv()`` found there on
+    the developer's machine is missing in a replica unless the spec gives it."""
+    return sorted({m.group(1) for line in read(path, 100_000).splitlines() if (m := _DOTENV_LINE.match(line))})
 
 
 def _detect_choices(folder: Path) -> Choices | None:

@@ -128,6 +128,14 @@ def render(found: Detected, ports: list[int]) -> str:
                  + "]  # names only; set each with `railguard secret set NAME --env ENV`")
     if c.required:
         lines.append("# The app reads these without a default: " + ", ".join(c.required) + "; give them a value.")
+    if c.optional_secrets:
+        lines.append(_comment("Optional secrets the app reads (it runs without them): "
+                              + ", ".join(c.optional_secrets) + "; list each here once you set it."))
+    unset = [n for n in c.dotenv if n not in c.env and n not in c.secrets and n not in c.optional_secrets]
+    if c.dotenv:
+        lines.append(_comment(".env is not deployed (files named like secrets stay out of releases); it sets "
+                              + ", ".join(c.dotenv) + (f": give {', '.join(unset)} values in env or secrets"
+                                                       if unset else "") + "."))
     if c.database:
         lines.append('databases = ["main"]  # [databases.main] below: its URL arrives in '
                      f'{c.database[0]} (and libpq\'s PG* variables)')

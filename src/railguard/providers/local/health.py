@@ -30,6 +30,12 @@ _BODY_CHARS = 200
 _TAG = re.compile(r"<!--.*?-->|<[^>]{0,500}>", re.DOTALL)
 
 
+def _path(location: str) -> str:
+    """The path of a redirect's target on this app (``/auth/login`` of ``/auth/login?next=%2F``), else ""."""
+    path = location.split("?", 1)[0].split("#", 1)[0]
+    return path if path.startswith("/") and not path.startswith("//") else ""
+
+
 def _readable(body: str) -> str:
     """An error page on one line: an HTML page's text without its tags (Quart's and Flask's 500 page began
     "<!doctype html>\\n<html lang=en>\\n<title>..." in the diagnostic), whitespace runs as one space."""
@@ -84,6 +90,14 @@ def check_http(port: int, path: str, timeout: float) -> CheckResult:
         conn.close()
     if 200 <= response.status < 300:
         return CheckResult(True, f"HTTP {response.status} in {_ms(start)}", response.status)
+    if 300 <= response.status < 400:
+        # Microblog's "/" redirects to its login page: the check never follows a redirect, so it would wait out
+        # start_timeout. Say where it leads, and what to check instead.
+        where = (response.getheader("Location") or "")[:_BODY_CHARS]
+        return CheckResult(False, f"HTTP {response.status} redirect{f' to {where}' if where else ''}: a health check "
+                                  f"must answer 2xx itself (a page behind a login redirects); point health.http at a "
+                                  f"page that does{f', e.g. {_path(where)}' if _path(where) else ''}, or add a "
+                                  f"health route", response.status)
     text = _readable(body)[:_BODY_CHARS]
     return CheckResult(False, f"HTTP {response.status}: {text}" if text else f"HTTP {response.status}",
                        response.status)
@@ -164,7 +178,7 @@ def readiness_gate(
     a whole interval per confirming check.
 
     Fails fast when the answer is conclusive: the process exited, or (with ``conclusive`` > 0) the same
-    HTTP 5xx status came back ``conclusive`` times in a row once ``start_period`` had passed. An app that
+    HTTP 5xx or 3xx status came back ``conclusive`` times in a row once ``start_period`` had passed. An app that
     answers 500 on every check will not answer otherwise by waiting for the rest of its start_timeout.
     """
     began = time.monotonic()
@@ -200,8 +214,9 @@ def readiness_gate(
 
 
 def _same_5xx(last: CheckResult, previous: CheckResult | None, count: int) -> int:
-    """How many checks in a row (this one included) answered the same 5xx status."""
-    if last.ok or last.status is None or last.status < 500:
+    """How many checks in a row (this one included) answered the same 5xx status, or the same redirect (an app
+    that sends its health check to a login page will keep doing so)."""
+    if last.ok or last.status is None or not (last.status >= 500 or 300 <= last.status < 400):
         return 0
     if previous is not None and previous.status == last.status and count:
         return count + 1
