@@ -193,7 +193,8 @@ def write_starter(folder: Path, force: bool = False, ports: list[int] | None = N
                  + ". " if below else "Run `railguard init` in the app's folder, ")
         raise RailguardError(error(
             "init.no_app", "No app found in this folder",
-            f"No Python web app (a Flask, FastAPI, Starlette or Django app, a WSGI/ASGI callable, a package "
+            "No Python web app (a Flask, FastAPI, Starlette, Quart, Litestar, Falcon, Bottle or Django app, a "
+            "WSGI/ASGI callable, a package "
             f"with __main__.py or a script with `if __name__ == \"__main__\"`) was found in {folder}, so "
             "Railguard cannot guess how to run it.",
             where + ("Otherwise write" if below else "or write") + " railguard.toml by hand (`railguard schema` "
