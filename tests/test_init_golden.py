@@ -147,3 +147,20 @@ def test_init_names_what_dotenv_sets_and_never_copies_a_value(tmp_path: Path) ->
     path, found = write_starter(folder, ports=[8080, 8443])
     assert found.choices.dotenv == ["ELASTICSEARCH_URL", "MAIL_SERVER", "SECRET_KEY"]
     assert "not-read-by-init" not in path.read_text() and "localhost:9200" not in path.read_text()
+
+
+@pytest.mark.parametrize(("code", "framework", "interface"), [
+    ("import bottle\napp = bottle.Bottle()\n", "bottle", "wsgi"),
+    ("import falcon\napi = falcon.API()\n", "falcon", "wsgi"),
+    ("import falcon.asgi\napp = falcon.asgi.App()\n", "falcon-asgi", "asgi"),
+    ("from litestar import Litestar\napp = Litestar(route_handlers=[])\n", "litestar", "asgi"),
+])
+def test_each_framework_app_object_is_served_by_a_server_of_its_interface(
+        tmp_path: Path, code: str, framework: str, interface: str) -> None:
+    (tmp_path / "main.py").write_text(code)
+    found = detect(tmp_path)
+    assert found is not None and found.framework == framework, found
+    assert found.run[0] == ("gunicorn" if interface == "wsgi" else "uvicorn"), found.run
+    (tmp_path / "main.py").write_text("class App:\n    pass\n\n\napp = App()\n")  # a bare `App` is nobody's
+    found = detect(tmp_path)
+    assert found is not None and found.framework == "python"  # at most a script named like an entry point
