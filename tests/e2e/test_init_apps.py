@@ -25,9 +25,10 @@ from .harness import Workspace, free_port
 APPS = Path(__file__).parent / "apps"
 
 
-def _init(tmp_path: Path, layout: str) -> Workspace:
+def _init(tmp_path: Path, layout: str, copy: bool = True) -> Workspace:
     root = tmp_path / layout
-    shutil.copytree(APPS / layout, root, ignore=shutil.ignore_patterns("__pycache__"))
+    if copy:
+        shutil.copytree(APPS / layout, root, ignore=shutil.ignore_patterns("__pycache__"))
     ws = Workspace(root, free_port(), free_port())
     code, found = ws.rg_json("init")
     assert code == 0, found
@@ -87,6 +88,22 @@ def test_django_project_under_waitress_with_migrate_and_a_secret_key(stop: Path)
     ws = _init(stop, "djangoproj")
     spec = (ws.root / "railguard.toml").read_text()
     assert '"waitress-serve"' in spec and '"migrate", "--noinput"' in spec and '"DJANGO_SECRET_KEY"' in spec
+    done = subprocess.run([sys.executable, "-m", "railguard", "secret", "set", "DJANGO_SECRET_KEY", "--env",
+                           "staging"], input="k" * 50, text=True, capture_output=True, cwd=ws.root, check=False)
+    assert done.returncode == 0, done.stderr
+    _flow(ws)
+
+
+@pytest.mark.timeout(600)
+def test_django_project_one_folder_down_under_gunicorn(stop: Path) -> None:
+    """The repository's top holds requirements.txt, its Django project sits in src/ (src/manage.py): a layout
+    thousands of repositories share. init at the top runs the server from src/ and names src/manage.py."""
+    root = stop / "djangosub"
+    shutil.copytree(APPS / "djangoproj", root / "src", ignore=shutil.ignore_patterns("__pycache__", "requirements.txt"))
+    (root / "requirements.txt").write_text("django\ngunicorn\n")
+    ws = _init(stop, "djangosub", copy=False)
+    spec = (ws.root / "railguard.toml").read_text()
+    assert '["gunicorn", "--chdir", "src",' in spec and '["python", "src/manage.py", "migrate", "--noinput"]' in spec
     done = subprocess.run([sys.executable, "-m", "railguard", "secret", "set", "DJANGO_SECRET_KEY", "--env",
                            "staging"], input="k" * 50, text=True, capture_output=True, cwd=ws.root, check=False)
     assert done.returncode == 0, done.stderr

@@ -362,3 +362,44 @@ def test_the_markers_check_reads_only_regular_files_inside_the_source(tmp_path: 
     (src / "inside.txt").write_text(f"alembic==1.13.2 ; {newer}\n")
     with pytest.raises(artifacts.ArtifactError, match="none of its 1 requirements"):
         dependencies.check_markers(src, dependencies.Dependencies(requirements=("inside.txt",)))
+
+
+def test_a_project_whose_requires_python_excludes_the_artifacts_python_fails_before_installing(tmp_path: Path) -> None:
+    """The full-stack FastAPI template says requires-python >=3.14: uv installed its dependencies into the layer,
+    then refused the app with a resolver message about `app==0.1.0`; now the build says so before anything."""
+    src = tmp_path / "app"
+    src.mkdir()
+    newer = f"{sys.version_info[0]}.{sys.version_info[1] + 1}"
+    (src / "pyproject.toml").write_text(f'[project]\nname = "app"\nversion = "0.1.0"\nrequires-python = ">={newer}"\n'
+                                        'dependencies = ["rg-no-such-package-anywhere"]\n')
+    lines: list[str] = []
+    with pytest.raises(artifacts.ArtifactError, match=rf"requires-python = '>={newer}' excludes Python") as failed:
+        artifacts.ensure(tmp_path / "artifacts", src, snapshot(src).digest, None, {}, on_line=lines.append)
+    assert "Run Railguard from a Python the project accepts" in str(failed.value)
+    assert not any("rg-no-such-package-anywhere" in line for line in lines)  # refused before resolving anything
+    older = f"{sys.version_info[0]}.{sys.version_info[1]}"
+    (src / "pyproject.toml").write_text(f'[project]\nname = "app"\nversion = "0.1.0"\nrequires-python = ">={older}"\n'
+                                        "dependencies = []\n")
+    from railguard.providers.local import dependencies
+
+    dependencies.check_python(src, layers.plan(src, None))  # accepted: returns
+
+
+def test_a_project_its_backend_cannot_package_fails_saying_how_to_install_only_its_dependencies(
+        tmp_path: Path) -> None:
+    """Litestar's hello-world: one app.py and a [project] built by hatchling, which finds no package to ship.
+    The backend here is in the tree (nothing to download) and fails the same way."""
+    src = tmp_path / "app"
+    src.mkdir()
+    (src / "pyproject.toml").write_text(
+        '[project]\nname = "hello-world"\nversion = "0.1.0"\ndependencies = []\n\n'
+        '[build-system]\nrequires = []\nbuild-backend = "rgbackend"\nbackend-path = ["."]\n')
+    (src / "rgbackend.py").write_text(
+        "def _refuse(*args, **kwargs):\n"
+        "    raise ValueError('Unable to determine which files to ship inside the wheel')\n\n"
+        "build_wheel = build_sdist = prepare_metadata_for_build_wheel = _refuse\n")
+    with pytest.raises(artifacts.ArtifactError) as failed:
+        artifacts.ensure(tmp_path / "artifacts", src, snapshot(src).digest, None, {})
+    assert "installing the app's own package" in str(failed.value)
+    assert '"-r", "pyproject.toml"' in str(failed.value) and "not the project" in str(failed.value)
+    assert any("Unable to determine which files to ship" in line for line in failed.value.log_tail)

@@ -81,6 +81,8 @@ def init(
         finish(True, [], {"path": str(path), "framework": found.framework, "entry": found.entry, "run": c.run,
                           "build": c.build, "release": c.release, "server": c.server, "server_added": c.server_added,
                           "health": c.health, "env": {k: v for k, (v, _) in c.env.items()}, "secrets": c.secrets,
+                          "required": c.required, "warnings": c.warnings, "dotenv": c.dotenv,
+                          "optional_secrets": c.optional_secrets,
                           "code_changes": c.changes})
     out.print(f"Wrote {path.name} for a {found.framework} app ({found.entry}): run with "
               f"[bold]{escape(' '.join(c.run))}[/]")
@@ -92,6 +94,14 @@ def init(
     if c.secrets:
         out.print(f"  Secrets it reads: {', '.join(c.secrets)}; set each with "
                   "`railguard secret set NAME --env staging` before deploying.")
+    if c.dotenv:
+        out.print(f"  .env is not deployed (it is named like a secret); it sets {', '.join(c.dotenv)}: give the "
+                  "release each of them in env or secrets.")
+    for warning in c.warnings:
+        out.print(f"  [yellow]Warning[/]: {escape(warning)}")
+    if c.required:
+        out.print(f"  Variables it reads without a default: {', '.join(c.required)}; give each a value in "
+                  + escape("[services.web.env]") + " before deploying.")
     if c.changes:
         out.print("  Change these lines of the app (its data into $RAILGUARD_DATA_DIR, its settings from variables):")
         for change in c.changes:

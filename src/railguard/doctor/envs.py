@@ -18,6 +18,7 @@ import subprocess
 from itertools import combinations
 from pathlib import Path
 
+from railguard.data.libpq import NAMES as LIBPQ_NAMES
 from railguard.data.sqlite import is_sqlite
 from railguard.doctor.codescan import EnvRead, env_example_names, scan
 from railguard.doctor.context import Context
@@ -44,6 +45,12 @@ def _provided(ctx: Context, env: str) -> set[str]:
     for name in ctx.spec.services:
         service = ctx.spec.resolved_service(env, name)
         names |= set(service.env) | set(service.secrets) | {service.port_env}
+        # A database the service uses arrives in its env_var (Microblog's DATABASE_URL was reported undeclared),
+        # and a Postgres one in libpq's own variables too.
+        used = [ctx.spec.databases[d] for d in service.databases if d in ctx.spec.databases]
+        names |= {db.env_var for db in used}
+        if any(db.engine == "postgres" for db in used):
+            names |= set(LIBPQ_NAMES)
     return names
 
 

@@ -17,7 +17,7 @@ import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from railguard.engine.appscan import Deps, PyFile, read_deps, scan
+from railguard.engine.appscan import WSGI_FRAMEWORKS, Deps, Prefix, PyFile, read, read_deps, scan
 
 PREFERRED_FILES = ("wsgi", "asgi", "app", "main", "application", "server", "api", "run", "hello")
 HEALTH_PATH = re.compile(r"^/(healthz?|health-?check|up|ping|livez|readyz|_health)/?$")
@@ -40,7 +40,7 @@ KNOWN_IMPORTS = {
     "alembic": "alembic", "jinja2": "jinja2", "werkzeug": "werkzeug", "pydantic": "pydantic",
     "requests": "requests", "httpx": "httpx", "yaml": "pyyaml", "dotenv": "python-dotenv",
     "gunicorn": "gunicorn", "uvicorn": "uvicorn", "waitress": "waitress", "hypercorn": "hypercorn",
-    "jwt": "pyjwt",
+    "jwt": "pyjwt", "falcon": "falcon", "bottle": "bottle", "litestar": "litestar",
 }
 # Imports a declared distribution always brings along (its own requirements): neither added to the build nor
 # reported as undeclared when one of these is declared.
@@ -51,8 +51,9 @@ BROUGHT_BY = {
     "pydantic_core": ("pydantic", "fastapi", "sqlmodel", "pydantic-settings"),
     "typing_extensions": ("pydantic", "fastapi", "sqlmodel", "sqlalchemy", "pydantic-settings"),
     "sqlalchemy": ("sqlmodel", "alembic", "flask-sqlalchemy"), "asgiref": ("django",), "sqlparse": ("django",),
-    "anyio": ("starlette", "fastapi", "httpx"),
+    "anyio": ("starlette", "fastapi", "httpx"), "hypercorn": ("quart",),
 }
+LOG_TO_STDOUT = re.compile(r"^(\w+_)?LOG(S|GING)?_TO_(STDOUT|CONSOLE)$")
 SECRET_WORDS = ("SECRET", "TOKEN", "PASSWORD", "PASSWD", "API_KEY", "PRIVATE_KEY", "CREDENTIAL")
 
 
@@ -87,10 +88,13 @@ class Choices:
     health_why: str = ""
     env: dict[str, tuple[str, str]] = field(default_factory=dict)  # NAME -> (value, why)
     secrets: list[str] = field(default_factory=list)
+    optional_secrets: list[str] = field(default_factory=list)  # secret-looking, read with a default: not listed
+    dotenv: list[str] = field(default_factory=list)  # names a .env file sets (never its values): not deployed
     required: list[str] = field(default_factory=list)  # read without a default, neither data nor secret
     changes: list[str] = field(default_factory=list)  # lines of app code to change, "file:line: ..."
     static: tuple[str, str, str] | None = None  # (URL path, folder in the artifact, why): served by the edge
     database: tuple[str, str] | None = None  # (variable, why): a managed Postgres database's URL arrives there
+    warnings: list[str] = field(default_factory=list)  # what will fail as written, printed by init
 
 
 def undeclared(files: list[PyFile], deps: Deps) -> tuple[list[str], list[str]]:
@@ -114,10 +118,46 @@ def install_command(folder: Path, extra: list[str] | None = None) -> list[str] |
     argv = ["python", "-m", "pip", "install", "--no-input"]
     if (folder / "requirements.txt").is_file():
         argv += ["-r", "requirements.txt"]
-    if deps.installable:
+    if deps.installable and unpackaged(folder) is not None:
+        argv += ["-r", "pyproject.toml"]  # uv reads [project].dependencies; the app runs from its folder
+    elif deps.installable:
         argv.append(".")
     argv += extra or []
     return argv if len(argv) > 5 else None
+
+
+# Build backends that ship the package named after the project (``my_app/``, ``src/my_app/`` or ``my_app.py``)
+# unless their own table says otherwise; setuptools and pdm discover what there is, and are trusted to.
+NAME_RULE_BACKENDS = ("hatchling", "poetry.core", "flit_core")
+# [tool.X] keys that say what a backend ships (then it is trusted): hatch's build, Poetry's packages, ...
+PACKAGING_KEYS = (("hatch", "build"), ("poetry", "packages"), ("flit", "module"), ("setuptools", None),
+                  ("pdm", "build"))
+
+
+def unpackaged(folder: Path) -> str | None:
+    """The package a [project]'s build backend would look for and not find (Litestar's hello-world: one
+    ``app.py``, hatchling wants ``litestar_hello_world/``), or None when the project can be built as a package.
+
+    Such an app runs from its folder; ``pip install .`` would fail in the backend, so only its dependencies are
+    installed (``-r pyproject.toml``)."""
+    import tomllib
+
+    try:
+        data = tomllib.loads((folder / "pyproject.toml").read_text(encoding="utf-8", errors="replace"))
+    except (OSError, tomllib.TOMLDecodeError):
+        return None
+    project, tool, system = data.get("project"), data.get("tool"), data.get("build-system")
+    backend = system.get("build-backend") if isinstance(system, dict) else None
+    if not isinstance(project, dict) or not isinstance(project.get("name"), str) or not isinstance(backend, str) \
+            or not backend.startswith(NAME_RULE_BACKENDS) or (folder / "setup.py").exists():
+        return None
+    if isinstance(tool, dict) and any(isinstance(tool.get(t), dict) and (k is None or k in tool[t])
+                                      for t, k in PACKAGING_KEYS):
+        return None  # the project says what to ship
+    name = re.sub(r"[-_.]+", "_", project["name"]).lower()
+    if any((folder / p).exists() for p in (name, f"src/{name}", f"{name}.py", f"src/{name}.py")):
+        return None
+    return name
 
 
 def safe_name(text: str) -> str:
@@ -130,23 +170,31 @@ def _frameworks(files: list[PyFile]) -> dict[str, str]:
     return {name: fw for f in files for name, fw in f.factories.items() if fw}
 
 
+def _interface(framework: str) -> str:
+    return "wsgi" if framework in WSGI_FRAMEWORKS else "asgi"
+
+
 def _entries(files: list[PyFile], deps: Deps) -> list[Entry]:
     factories = _frameworks(files)
-    fallback = next((fw for fw in ("flask", "fastapi", "starlette", "quart") if deps.has(fw)), "")
+    fallback = next((fw for fw in ("flask", "fastapi", "starlette", "quart", "litestar", "falcon", "bottle")
+                     if deps.has(fw)), "")
     found: list[Entry] = []
     for f in files:
         for attr, fw in f.apps.items():
-            found.append(Entry(f.module, attr, False, "wsgi" if fw == "flask" else "asgi", fw, f.path))
+            found.append(Entry(f.module, attr, False, _interface(fw), fw, f.path))
         for attr, factory in f.made_by_factory.items():
             if factory in ("get_wsgi_application", "get_asgi_application"):
                 continue  # Django's, handled with its settings
             fw = factories.get(factory) or fallback
             if fw:
-                found.append(Entry(f.module, attr, False, "wsgi" if fw == "flask" else "asgi", fw, f.path))
+                found.append(Entry(f.module, attr, False, _interface(fw), fw, f.path))
         for factory, fw in f.factories.items():
-            fw = fw or fallback
+            # A factory that makes its app through another function (`get_app()` calling `create_app(store)`):
+            # the framework its module imports, else the one the project declares.
+            fw = fw or next((i for i in ("flask", "quart", "falcon", "bottle", "litestar", "fastapi", "starlette")
+                             if i in f.imports), "") or fallback
             if fw:
-                found.append(Entry(f.module, factory, True, "wsgi" if fw == "flask" else "asgi", fw, f.path))
+                found.append(Entry(f.module, factory, True, _interface(fw), fw, f.path))
         found += [Entry(f.module, a, False, "wsgi", "wsgi", f.path) for a in sorted(f.wsgi_callables)]
         found += [Entry(f.module, a, False, "asgi", "asgi", f.path) for a in sorted(f.asgi_callables)]
 
@@ -159,10 +207,14 @@ def _entries(files: list[PyFile], deps: Deps) -> list[Entry]:
 
 
 def _server(deps: Deps, interface: str) -> tuple[str, bool]:
-    """The production server: one the project depends on, else the usual one for the interface, added."""
-    has_uvicorn = deps.has("uvicorn") or bool({"standard", "all"} & deps.extras_of("fastapi"))
+    """The production server: one the project depends on, else the usual one for the interface, added.
+
+    A server a declared framework requires counts as declared: Quart's own is Hypercorn, FastAPI's and
+    Litestar's ``[standard]`` extras bring uvicorn."""
+    has_uvicorn = deps.has("uvicorn") or bool({"standard", "all"} & deps.extras_of("fastapi")) \
+        or bool({"standard", "full"} & deps.extras_of("litestar"))
     if interface == "asgi":
-        for name, present in (("uvicorn", has_uvicorn), ("hypercorn", deps.has("hypercorn"))):
+        for name, present in (("uvicorn", has_uvicorn), ("hypercorn", deps.has("hypercorn", "quart"))):
             if present:
                 return name, False
         return "uvicorn", True
@@ -184,10 +236,51 @@ def _run(server: str, target: str, factory: bool, interface: str) -> list[str]:
     return ["hypercorn", f"{target}()" if factory else target, "--bind", "127.0.0.1:$PORT"]
 
 
+def _prefix_text(prefix: Prefix, files: list[PyFile]) -> str | None:
+    """A prefix's text: as written, or the one string a class attribute of that name holds (settings)."""
+    if prefix.text is not None:
+        return prefix.text
+    values = {v for f in files for v in f.class_strings.get(prefix.attribute or "", [])}
+    return values.pop() if prefix.attribute and len(values) == 1 else None
+
+
+def _refers(where: PyFile, written: str, module: str, name: str) -> bool:
+    """Whether ``written`` in ``where`` (``api_router``, ``utils.router``) names ``name`` of ``module``."""
+    head, _, attr = written.rpartition(".")
+    if not head:
+        return (where.module == module and written == name) or where.from_imports.get(written) == f"{module}.{name}"
+    return attr == name and (head == module or where.from_imports.get(head) == module)
+
+
+def route_path(files: list[PyFile], where: PyFile, receiver: str, path: str, depth: int = 0) -> str | None:
+    """The path a route declared on ``receiver`` in ``where`` is served at: the prefixes of the routers it is
+    mounted through added (``/health-check/`` on a router mounted at ``/api/v1/utils``), or None when one of
+    them cannot be read from the code or the router is mounted nowhere init can see."""
+    if receiver not in where.routers or receiver in where.apps:
+        return path  # on the app itself (or on something init does not know as a router): as written
+    own = _prefix_text(where.routers[receiver], files)
+    mounts = [(f, m) for f in files for m in f.mounts if _refers(f, m.child, where.module, receiver)]
+    if own is None or len(mounts) != 1 or depth > 8:
+        return None
+    parent, mount = mounts[0]
+    above = _prefix_text(mount.prefix, files)
+    if above is None:
+        return None
+    return route_path(files, parent, mount.parent, above.rstrip("/") + own.rstrip("/") + path, depth + 1)
+
+
 def _health(files: list[PyFile], default: str | None) -> tuple[str | None, str]:
-    paths = sorted({p for f in files for p in f.paths if HEALTH_PATH.match(p)}, key=len)
-    if paths:
-        return paths[0], f"the app declares {paths[0]}"
+    found: dict[str, str] = {}  # served path -> as declared
+    for f in files:
+        for declared in (p for p in f.paths if HEALTH_PATH.match(p)):
+            receivers = {r for r, p in f.routes if p == declared}
+            for served in {route_path(files, f, r, declared) for r in receivers} if receivers else {declared}:
+                if served is not None:
+                    found.setdefault(served, declared)
+    if found:
+        path = min(found, key=lambda p: (len(p), p))
+        under = f" ({found[path]} on a router mounted at {path[:-len(found[path])]})" if path != found[path] else ""
+        return path, f"the app declares {path}{under}"
     if default:
         return default, "no health route found; this page always exists: add a route that checks the database"
     return None, "no health route found: a TCP check only proves the port is open; add one that checks the database"
@@ -200,22 +293,44 @@ def _data_env(files: list[PyFile], deps: Deps, choices: Choices) -> None:
         name = read_.name
         if name in choices.env or name in choices.secrets or name.startswith("RAILGUARD_") or name == "PORT":
             continue
-        if name in DATA_VARIABLES or name.endswith(("_DATA_DIR", "_DATA_PATH")):
-            choices.env[name] = (DATA_VARIABLES.get(name, DATA),
+        suffix = next((v for v in DATA_VARIABLES if name.endswith("_" + v)), None)  # LOOK_STORAGE_PATH
+        if name in DATA_VARIABLES or suffix is not None:
+            choices.env[name] = (DATA_VARIABLES.get(name) or DATA_VARIABLES[suffix or ""],
                                  f"the app reads {name}: its data lives in the data folder")
         elif name.endswith("ALLOWED_HOSTS"):
             choices.env[name] = ("localhost,127.0.0.1", f"the app reads {name}: add your public host names")
-        elif name in URL_VARIABLES and choices.database is None and any(deps.has(d) for d in POSTGRES_URL_DRIVERS):
+        elif name in URL_VARIABLES and choices.database is None and _takes_postgres_url(files, deps):
             choices.database = (name, f"the app reads {name} and declares a Postgres driver: Railguard runs a "
                                       "Postgres server per environment and passes its URL (docs/data.md)")
         elif name in URL_VARIABLES and not driver and "sqlite" in (read_.default or "sqlite"):
             choices.env[name] = (f"sqlite:///{DATA}/app.db",
                                  f"the app reads {name}: its SQLite file lives in the data folder")
         elif any(word in name.upper() for word in SECRET_WORDS) or name.upper().endswith("_KEY"):
-            choices.secrets.append(name)
+            # A listed secret must be set before any plan applies, so only the ones the app needs are listed: read
+            # without a default, or a signing key (`os.environ.get("SECRET_KEY") or "you-will-never-guess"`: the
+            # fallback is in the public code). An optional integration's credential (Microblog's MAIL_PASSWORD, a
+            # settings field `SMTP_PASSWORD: str | None = None`) is named in a comment instead.
+            if read_.required or ("SECRET" in name.upper() and not read_.settings):
+                choices.secrets.append(name)
+            elif name not in choices.optional_secrets:
+                choices.optional_secrets.append(name)
+        elif LOG_TO_STDOUT.match(name):
+            choices.env[name] = ("1", f"the app reads {name}: Railguard keeps each replica's stdout as its log "
+                                      "(`railguard logs`), and a log file would be written into the read-only release")
         elif read_.required and name not in choices.required:
             choices.required.append(name)
     choices.secrets = sorted(set(choices.secrets))
+    choices.optional_secrets = sorted(set(choices.optional_secrets) - set(choices.secrets))
+
+
+def _takes_postgres_url(files: list[PyFile], deps: Deps) -> bool:
+    """Whether a plain ``postgresql://`` URL works: psycopg2 (SQLAlchemy's default for that scheme), or psycopg 3 /
+    asyncpg when the code names its own scheme (``postgresql+psycopg://``, as the full-stack FastAPI template's
+    settings rewrite the URL they are given)."""
+    if any(deps.has(d) for d in POSTGRES_URL_DRIVERS):
+        return True
+    return any(deps.has(driver) and any(t.startswith(f"postgresql+{driver}") for f in files for t in f.strings)
+               for driver in ("psycopg", "asyncpg"))
 
 
 def _flask_instance(files: list[PyFile], entry: Entry, choices: Choices) -> None:
@@ -242,6 +357,29 @@ def _flask_instance(files: list[PyFile], entry: Entry, choices: Choices) -> None
 
 def detect_choices(folder: Path) -> Choices | None:
     """The choices for the app in ``folder``, or None when no app is found."""
+    found = _detect_choices(folder)
+    deps = read_deps(folder)
+    if found is not None and (folder / ".env").is_file():
+        found.dotenv = dotenv_names(folder / ".env")
+    if found is not None and (python := _python_excluded(deps.requires_python)) is not None:
+        found.warnings.append(f"pyproject.toml says requires-python = {deps.requires_python!r}, which excludes "
+                              f"Python {python} (the one Railguard runs on): the build will refuse it; run Railguard "
+                              f"from a Python the project accepts")
+    return found
+
+
+_DOTENV_LINE = re.compile(r"^\s*(?:export\s+)?([A-Za-z_][A-Za-z0-9_]*)\s*=")
+
+
+def dotenv_names(path: Path) -> list[str]:
+    """The variable names a ``.env`` file sets, never their values (which init does not read into anything).
+
+    The file is left out of every release (it is named like a secret), so what ``load_dotenv()`` found there on
+    the developer's machine is missing in a replica unless the spec gives it."""
+    return sorted({m.group(1) for line in read(path, 100_000).splitlines() if (m := _DOTENV_LINE.match(line))})
+
+
+def _detect_choices(folder: Path) -> Choices | None:
     deps = read_deps(folder)
     files = scan(folder)
     name = safe_name(deps.project_name or folder.resolve().name)
@@ -255,7 +393,25 @@ def detect_choices(folder: Path) -> Choices | None:
     entries = _entries(files, deps)
     if entries:
         return _served(folder, files, deps, name, entries[0])
+    # A repository whose Django project sits one folder down (src/manage.py, requirements.txt at the top: a
+    # layout thousands of repositories share): the release holds the whole repository, commands run from it.
+    below = sorted(p.parent for p in folder.glob("*/manage.py") if p.parent.name.isidentifier())
+    if len(below) == 1:
+        from railguard.engine.djangoapp import django_choices
+
+        sub_files = scan(below[0])
+        found = django_choices(below[0], sub_files, _merged(deps, read_deps(below[0])), name, root=folder)
+        if found is not None:
+            _data_env(sub_files, deps, found)
+            return found
     return _script(folder, files, deps, name)
+
+
+def _merged(top: Deps, below: Deps) -> Deps:
+    """What the repository declares at its top and in the project's own folder (which the build does not read:
+    its requirements are named in the comment as undeclared when only there)."""
+    return Deps(top.requirements + below.requirements, top.files, top.project_name, top.installable,
+                top.requires_python)
 
 
 def _served(folder: Path, files: list[PyFile], deps: Deps, name: str, entry: Entry) -> Choices:
@@ -271,9 +427,11 @@ def _served(folder: Path, files: list[PyFile], deps: Deps, name: str, entry: Ent
     if entry.framework == "fastapi":  # "/" only when the app itself serves it; FastAPI always serves /docs
         default_health = "/" if any(entry.attr in f.root_receivers for f in files if f.path == entry.file) \
             else "/docs"
+    elif entry.framework == "litestar" and default_health is None:  # Litestar serves its OpenAPI page by default
+        default_health = "/schema"
     health, health_why = _health(files, default_health)
     choices = Choices(name, entry.framework, entry.file, _run(server, target, entry.factory, entry.interface),
-                      run_why, build, _build_why(deps, extra, unknown), server, added,
+                      run_why, build, _build_why(deps, extra, unknown, folder), server, added,
                       health=health, health_why=health_why)
     if entry.framework == "flask":
         _flask_instance(files, entry, choices)
@@ -281,8 +439,38 @@ def _served(folder: Path, files: list[PyFile], deps: Deps, name: str, entry: Ent
         _flask_migrate(folder, deps, entry, choices)
     elif (folder / "alembic.ini").is_file() and deps.has("alembic"):
         choices.release, choices.release_why = ["alembic", "upgrade", "head"], "alembic.ini: migrations first"
+    if "FLASK_INSTANCE_PATH" not in choices.env:  # Flask's instance folder, once moved, holds its SQLite files
+        _sqlite_beside_code(files, choices)
     _data_env(files, deps, choices)
     return choices
+
+
+SQLITE_FILE = re.compile(r"^(?:sqlite(?:\+\w+)?:///(?!/)(?:\./)?)?([\w.-]+\.(?:db|sqlite3?))$")
+
+
+def _sqlite_beside_code(files: list[PyFile], choices: Choices) -> None:
+    """A SQLite file named in the code with no variable to move it (Quart's blog example:
+    ``Path(app.root_path) / "blog.db"``; FastAPI's SQL tutorial: ``"sqlite:///./sql_app.db"``) is created beside the
+    code or in the working directory, both inside the read-only release: name the line to change."""
+    for f in files:
+        if any(r.name == "RAILGUARD_DATA_DIR" for r in f.env_reads) or f.tree is None:
+            continue
+        # A variable's default (os.environ.get("DB", "app.db")) is moved by the variable: _data_env's part.
+        defaults = {id(a) for n in ast.walk(f.tree) if isinstance(n, ast.Call) for a in n.args[1:]
+                    if getattr(n.func, "attr", getattr(n.func, "id", "")) in ("get", "getenv", "setdefault")}
+        for node in ast.walk(f.tree):
+            if not isinstance(node, ast.Constant) or not isinstance(node.value, str) or id(node) in defaults:
+                continue
+            if (match := SQLITE_FILE.match(node.value)) is None:
+                continue
+            name = match.group(1)
+            url = node.value != name
+            code = (f'f"sqlite:///{{os.environ[\'RAILGUARD_DATA_DIR\']}}/{name}"' if url
+                    else f'os.path.join(os.environ["RAILGUARD_DATA_DIR"], "{name}")')
+            choices.changes.append(f"{f.path}:{node.lineno}: {code}  (and import os): the SQLite file {name} would "
+                                   f"be made inside the release, which is read-only; Railguard gives every replica "
+                                   f"and release command its data folder in RAILGUARD_DATA_DIR")
+            return
 
 
 def _flask_secret_key(files: list[PyFile], choices: Choices) -> None:
@@ -314,15 +502,32 @@ def _flask_migrate(folder: Path, deps: Deps, entry: Entry, choices: Choices) -> 
         choices.release, choices.release_why = ["alembic", "upgrade", "head"], "alembic.ini: migrations first"
 
 
-def _build_why(deps: Deps, added: list[str], unknown: list[str]) -> str:
+def _build_why(deps: Deps, added: list[str], unknown: list[str], folder: Path | None = None) -> str:
     declared = " and ".join(deps.files)
     parts = [f"installs what {declared} declare{'s' if len(deps.files) == 1 else ''}"] if declared else []
+    if folder is not None and deps.installable and (package := unpackaged(folder)) is not None:
+        parts.append(f"not the project itself: its build backend would look for a package {package}/ that is not "
+                     f"there; the app runs from its folder")
     if added:
         parts.append(f"installs {', '.join(added)}, which the app uses but does not declare (declare "
                      f"{'them' if len(added) > 1 else 'it'} in requirements.txt to pin the version)")
     if unknown:
         parts.append(f"the app also imports {', '.join(unknown)}, which nothing declares: add the packages")
+    if (python := _python_excluded(deps.requires_python)) is not None:
+        parts.append(f"BUT pyproject.toml says requires-python = {deps.requires_python!r}, which excludes Python "
+                     f"{python}, the one Railguard runs on and makes the artifacts from: the build will refuse it; "
+                     f"run Railguard from a Python the project accepts")
     return "; ".join(parts) or "the app declares no dependencies"
+
+
+def _python_excluded(requires: str | None) -> str | None:
+    from packaging.specifiers import InvalidSpecifier, SpecifierSet
+
+    python = ".".join(map(str, sys.version_info[:3]))
+    try:
+        return None if requires is None or SpecifierSet(requires).contains(python, prereleases=True) else python
+    except InvalidSpecifier:
+        return None
 
 
 def _script(folder: Path, files: list[PyFile], deps: Deps, name: str) -> Choices | None:
@@ -342,7 +547,7 @@ def _script(folder: Path, files: list[PyFile], deps: Deps, name: str) -> Choices
     health, health_why = _health(files, None)
     missing, unknown = undeclared(files, deps)
     choices = Choices(name, "python", entry, run, why + "; it must listen on 127.0.0.1:$PORT",
-                      install_command(folder, missing), _build_why(deps, missing, unknown), health=health,
+                      install_command(folder, missing), _build_why(deps, missing, unknown, folder), health=health,
                       health_why=health_why)
     _data_env(files, deps, choices)
     return choices

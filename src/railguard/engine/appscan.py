@@ -18,8 +18,14 @@ MAX_BYTES = 400_000
 SKIP_DIRS = {"tests", "test", "migrations", "node_modules", "venv", "env", "build", "dist", "site-packages",
              "__pycache__", "docs", "alembic", "static", "templates", "media"}
 # Calls that make an app object, by the class name, and the framework they belong to.
-APP_CLASSES = {"Flask": "flask", "FastAPI": "fastapi", "Starlette": "starlette", "Quart": "quart"}
-FACTORY_NAMES = ("create_app", "make_app", "app_factory")
+APP_CLASSES = {"Flask": "flask", "FastAPI": "fastapi", "Starlette": "starlette", "Quart": "quart",
+               "Litestar": "litestar", "Bottle": "bottle"}
+# Classes whose bare name says too little (Falcon's `App`): they count only as the dotted name written
+# (`falcon.App()`, `falcon.asgi.App()`) or imported from that module (`from falcon import App`).
+QUALIFIED_APP_CLASSES = {"falcon.App": "falcon", "falcon.API": "falcon", "falcon.asgi.App": "falcon-asgi"}
+# Frameworks whose apps are WSGI callables; every other framework's are ASGI.
+WSGI_FRAMEWORKS = ("flask", "falcon", "bottle")
+FACTORY_NAMES = ("create_app", "make_app", "app_factory", "get_app")
 _REQ_NAME = re.compile(r"^\s*([A-Za-z0-9][A-Za-z0-9._-]*)\s*(\[([^\]]*)\])?")
 
 
@@ -49,6 +55,7 @@ class Deps:
     files: tuple[str, ...]  # requirements.txt, pyproject.toml ([project] only), Pipfile, setup.py
     project_name: str | None = None
     installable: bool = False  # pyproject.toml has a [project] table
+    requires_python: str | None = None  # [project].requires-python
 
     def has(self, *names: str) -> bool:
         wanted = {norm(n) for n in names}
@@ -79,7 +86,7 @@ def read_deps(folder: Path) -> Deps:
     for path in sorted(folder.glob("requirements*.txt")):
         files.append(path.name)
         reqs += [r for r in map(_requirement, read(path).splitlines()) if r]
-    name, installable = None, False
+    name, installable, requires_python = None, False, None
     pyproject = folder / "pyproject.toml"
     if pyproject.is_file():
         try:
@@ -92,6 +99,8 @@ def read_deps(folder: Path) -> Deps:
             installable = True
             name = project.get("name") if isinstance(project.get("name"), str) else None
             reqs += [r for r in map(_requirement, _strings(project.get("dependencies"))) if r]
+            requires = project.get("requires-python")
+            requires_python = requires if isinstance(requires, str) else None
         poetry = data.get("tool", {}).get("poetry", {}) if isinstance(data.get("tool"), dict) else {}
         if isinstance(poetry, dict) and isinstance(poetry.get("dependencies"), dict):
             reqs += [Requirement(norm(n)) for n in poetry["dependencies"] if n.lower() != "python"]
@@ -111,7 +120,7 @@ def read_deps(folder: Path) -> Deps:
         except tomllib.TOMLDecodeError:
             packages = {}
         reqs += [Requirement(norm(n)) for n in packages] if isinstance(packages, dict) else []
-    return Deps(tuple(reqs), tuple(files), name, installable)
+    return Deps(tuple(reqs), tuple(files), name, installable, requires_python)
 
 
 def _strings(value: object) -> list[str]:
@@ -125,6 +134,32 @@ class EnvRead:
     name: str
     required: bool
     default: str | None
+    settings: bool = False  # a field of a pydantic-settings class, read from the variable of its name
+
+
+# Route groups mounted under a prefix: FastAPI's APIRouter(prefix=...), Flask's and Quart's Blueprint(url_prefix=...);
+# the call that mounts one on its parent, and that call's keyword for the prefix added there.
+ROUTER_CLASSES = {"APIRouter": "prefix", "Blueprint": "url_prefix"}
+MOUNT_CALLS = {"include_router": "prefix", "register_blueprint": "url_prefix"}
+ROUTE_METHODS = {"get", "post", "put", "patch", "delete", "head", "options", "route", "api_route", "add_url_rule",
+                 "add_api_route", "websocket"}
+
+
+@dataclass(frozen=True)
+class Prefix:
+    """A path prefix as written: a string, an attribute to look up (``settings.API_V1_STR``), or unknown."""
+
+    text: str | None = ""  # None: an expression init cannot read
+    attribute: str | None = None  # the attribute's name, its value a class-level string somewhere in the app
+
+
+@dataclass(frozen=True)
+class Mount:
+    """``parent.include_router(child, prefix=...)``: ``child`` as written (``utils.router``, ``api_router``)."""
+
+    parent: str
+    child: str
+    prefix: Prefix
 
 
 @dataclass
@@ -148,6 +183,11 @@ class PyFile:
     keywords: set[str] = field(default_factory=set)  # keyword argument names used in calls
     attributes: set[str] = field(default_factory=set)  # attribute names read (instance_path, ...)
     main_guard: bool = False  # has `if __name__ == "__main__":`
+    from_imports: dict[str, str] = field(default_factory=dict)  # `from falcon import App`: App -> falcon.App
+    routes: list[tuple[str, str]] = field(default_factory=list)  # (receiver, path): `@router.get("/health")`
+    routers: dict[str, Prefix] = field(default_factory=dict)  # module-level router name -> its own prefix
+    mounts: list[Mount] = field(default_factory=list)
+    class_strings: dict[str, list[str]] = field(default_factory=dict)  # class-level NAME = "text" (settings)
     assigns: dict[str, int] = field(default_factory=dict)  # module-level NAME -> line (settings)
     tree: ast.Module | None = None
 
@@ -158,6 +198,38 @@ def _call_name(node: ast.expr) -> str:
     if isinstance(node, ast.Attribute):
         return node.attr
     return ""
+
+
+def _dotted(node: ast.expr) -> str:
+    """``falcon.asgi.App`` for that attribute chain, "" when it is not names all the way down."""
+    if isinstance(node, ast.Name):
+        return node.id
+    if isinstance(node, ast.Attribute):
+        head = _dotted(node.value)
+        return f"{head}.{node.attr}" if head else ""
+    return ""
+
+
+def app_class(func: ast.expr, from_imports: dict[str, str]) -> str | None:
+    """The framework of an app object made by calling ``func``, or None when it makes none we know."""
+    name = _call_name(func)
+    if name in APP_CLASSES:
+        return APP_CLASSES[name]
+    dotted = _dotted(func)
+    if isinstance(func, ast.Name) and name in from_imports:
+        dotted = from_imports[name]
+    return QUALIFIED_APP_CLASSES.get(dotted)
+
+
+def _prefix(call: ast.Call, keyword: str) -> Prefix:
+    value = next((k.value for k in call.keywords if k.arg == keyword), None)
+    if value is None:
+        return Prefix("")
+    if (text := _const(value)) is not None:
+        return Prefix(text)
+    if isinstance(value, ast.Attribute):
+        return Prefix(None, value.attr)
+    return Prefix(None)
 
 
 def _const(node: ast.expr | None) -> str | None:
@@ -192,11 +264,32 @@ def scan_file(path: Path, rel: str, module: str) -> PyFile | None:
             found.imports |= {a.name.split(".")[0] for a in node.names}
         elif isinstance(node, ast.ImportFrom) and node.module and not node.level:
             found.imports.add(node.module.split(".")[0])
+            found.from_imports |= {a.asname or a.name: f"{node.module}.{a.name}" for a in node.names}
+        elif isinstance(node, ast.ImportFrom) and node.level:  # `from .routes import utils`: relative to here
+            package = module.split(".") if rel.endswith("__init__.py") else module.split(".")[:-1]
+            base = package[:len(package) - node.level + 1] + ([node.module] if node.module else [])
+            if len(package) >= node.level and base:
+                found.from_imports |= {a.asname or a.name: ".".join([*base, a.name]) for a in node.names}
         elif isinstance(node, ast.Call):
             found.keywords |= {k.arg for k in node.keywords if k.arg}
             if node.args and _const(node.args[0]) == "/" and isinstance(node.func, ast.Attribute) \
                     and isinstance(node.func.value, ast.Name):
                 found.root_receivers.add(node.func.value.id)
+            if isinstance(node.func, ast.Attribute) and isinstance(node.func.value, ast.Name):
+                method, receiver = node.func.attr, node.func.value.id
+                route = _const(node.args[0]) if node.args else None
+                if method in ROUTE_METHODS and route is not None and route.startswith("/"):
+                    found.routes.append((receiver, route))
+                elif method in MOUNT_CALLS and node.args and (child := _dotted(node.args[0])):
+                    found.mounts.append(Mount(receiver, child, _prefix(node, MOUNT_CALLS[method])))
+        elif isinstance(node, ast.ClassDef):
+            for stmt in node.body:
+                if not isinstance(stmt, ast.Assign | ast.AnnAssign):
+                    continue
+                target = stmt.target if isinstance(stmt, ast.AnnAssign) else \
+                    stmt.targets[0] if len(stmt.targets) == 1 else None
+                if isinstance(target, ast.Name) and (text := _const(stmt.value)) is not None:
+                    found.class_strings.setdefault(target.id, []).append(text)
         elif isinstance(node, ast.Attribute):
             found.attributes.add(node.attr)
         elif isinstance(node, ast.Constant) and isinstance(node.value, str) and len(node.value) < 200:
@@ -205,7 +298,54 @@ def scan_file(path: Path, rel: str, module: str) -> PyFile | None:
             found.env_reads.append(read_)
     for stmt in tree.body:
         _top_level(found, stmt)
+    found.env_reads += _settings_fields(tree)
     return found
+
+
+def _keyword(call: ast.Call, name: str) -> ast.expr | None:
+    return next((k.value for k in call.keywords if k.arg == name), None)
+
+
+def _settings_fields(tree: ast.Module) -> list[EnvRead]:
+    """The variables a pydantic-settings class reads: one per field (``SECRET_KEY: str``), after its
+    ``env_prefix``; required when the field has no default. FastAPI's own docs keep settings so."""
+    settings: set[str] = set()
+    reads: list[EnvRead] = []
+    for node in (n for n in tree.body if isinstance(n, ast.ClassDef)):
+        bases = {_dotted(b).rsplit(".", 1)[-1] for b in node.bases}
+        if not ("BaseSettings" in bases or bases & settings):
+            continue
+        settings.add(node.name)
+        prefix = ""
+        for stmt in node.body:
+            config = stmt.value if isinstance(stmt, ast.Assign | ast.AnnAssign) and isinstance(stmt.value, ast.Call) \
+                and _call_name(stmt.value.func) in ("SettingsConfigDict", "dict") else None
+            literal = stmt.value if isinstance(stmt, ast.Assign | ast.AnnAssign) and isinstance(stmt.value, ast.Dict) \
+                else None
+            if config is not None:
+                prefix = _const(_keyword(config, "env_prefix")) or prefix
+            elif literal is not None:  # model_config = {"env_prefix": "SHOP_"}
+                prefix = next((_const(v) or "" for k, v in zip(literal.keys, literal.values, strict=True)
+                               if k is not None and _const(k) == "env_prefix"), prefix)
+            elif isinstance(stmt, ast.ClassDef) and stmt.name == "Config":  # pydantic v1
+                prefix = next((_const(a.value) or "" for a in stmt.body if isinstance(a, ast.Assign)
+                               and any(getattr(t, "id", "") == "env_prefix" for t in a.targets)), prefix)
+        for stmt in node.body:
+            if not isinstance(stmt, ast.AnnAssign) or not isinstance(stmt.target, ast.Name) \
+                    or stmt.target.id.startswith("_") or stmt.target.id == "model_config" \
+                    or "ClassVar" in ast.dump(stmt.annotation):
+                continue
+            name, value = prefix + stmt.target.id.upper(), stmt.value
+            if isinstance(value, ast.Call) and _call_name(value.func) == "Field":
+                alias = _const(_keyword(value, "validation_alias")) or _const(_keyword(value, "alias"))
+                name = alias.upper() if alias else name
+                default = value.args[0] if value.args else _keyword(value, "default")
+                required = (default is None or isinstance(default, ast.Constant) and default.value is Ellipsis) \
+                    and _keyword(value, "default_factory") is None
+                reads.append(EnvRead(name, required, _const(default), settings=True))
+            else:
+                reads.append(EnvRead(name, value is None, _const(value), settings=True))
+    return reads
 
 
 def _top_level(found: PyFile, stmt: ast.stmt) -> None:
@@ -217,15 +357,21 @@ def _top_level(found: PyFile, stmt: ast.stmt) -> None:
         value = stmt.value
         if isinstance(value, ast.Call) and names:
             called = _call_name(value.func)
-            if called in APP_CLASSES:
-                found.apps[names[0]] = APP_CLASSES[called]
+            if (framework := app_class(value.func, found.from_imports)) is not None:
+                found.apps[names[0]] = framework
+            elif called in ROUTER_CLASSES:
+                found.routers[names[0]] = _prefix(value, ROUTER_CLASSES[called])
             elif called in FACTORY_NAMES or called == "get_wsgi_application" or called == "get_asgi_application":
                 found.made_by_factory[names[0]] = called
     elif isinstance(stmt, ast.FunctionDef | ast.AsyncFunctionDef):
         args = [a.arg for a in stmt.args.args]
-        if stmt.name in FACTORY_NAMES:
-            made = {APP_CLASSES[_call_name(n.func)] for n in ast.walk(stmt)
-                    if isinstance(n, ast.Call) and _call_name(n.func) in APP_CLASSES}
+        # A server calls a factory with no arguments: one that needs some (Falcon's look example's
+        # `create_app(image_store)`, called by its `get_app()`) is not an entry point.
+        required = len(stmt.args.posonlyargs) + len(stmt.args.args) - len(stmt.args.defaults) + sum(
+            d is None for d in stmt.args.kw_defaults)
+        if stmt.name in FACTORY_NAMES and required == 0:
+            made = {fw for n in ast.walk(stmt) if isinstance(n, ast.Call)
+                    and (fw := app_class(n.func, found.from_imports)) is not None}
             found.factories[stmt.name] = made.pop() if len(made) == 1 else ""
         elif isinstance(stmt, ast.FunctionDef) and args[-2:] == ["environ", "start_response"]:
             found.wsgi_callables.add(stmt.name)

@@ -88,7 +88,10 @@ def _empty_list(settings: PyFile, name: str) -> int | None:
     return None
 
 
-def django_choices(folder: Path, files: list[PyFile], deps: Deps, name: str) -> Choices | None:
+def django_choices(folder: Path, files: list[PyFile], deps: Deps, name: str, root: Path | None = None
+                   ) -> Choices | None:
+    """The choices for the Django project in ``folder``; ``root``: the spec's folder when the project sits in a
+    folder below it (``src/manage.py``): commands then name ``src/manage.py`` and the server imports from ``src``."""
     settings_module = _settings_module(folder, files)
     if settings_module is None:
         return None
@@ -112,23 +115,34 @@ def django_choices(folder: Path, files: list[PyFile], deps: Deps, name: str) -> 
     health, health_why = _health(urls, "/admin/login/" if admin else None)
     if declared:
         health, health_why = declared[0], f"the URLconf declares {declared[0]}"
+    sub = folder.relative_to(root).as_posix() if root is not None else ""
+    manage = f"{sub}/manage.py" if sub else "manage.py"
+    run = _run(server, target, False, interface)
+    if sub and server == "gunicorn":
+        run[1:1] = ["--chdir", sub]
+    elif sub and server == "uvicorn":
+        run[2:2] = ["--app-dir", sub]
     choices = Choices(
-        name, "django", "manage.py", _run(server, target, False, interface),
+        name, "django", manage, run,
         f"Django project {project} (settings {settings_module}) through {target}, served by {server}"
-        + (" (the project depends on it)" if not added else ""),
-        install_command(folder, extra), _build_why(deps, extra, unknown),
-        server, added, ["python", "manage.py", "migrate", "--noinput"],
+        + (" (the project depends on it)" if not added else "") + (f", imported from {sub}/" if sub else ""),
+        install_command(root or folder, extra), _build_why(deps, extra, unknown, root or folder),
+        server, added, ["python", manage, "migrate", "--noinput"],
         "Django's migrations run once per release, before any new replica takes traffic", health, health_why)
     choices.env["DJANGO_SETTINGS_MODULE"] = (settings_module, "the settings module manage.py names")
+    if sub and server == "waitress":  # waitress-serve has no --chdir: Python resolves this from the release
+        choices.env["PYTHONPATH"] = (sub, f"the project's modules are in {sub}/")
     settings = modules.get(settings_module)
     if settings is not None:
         _settings_changes(settings, choices)
-        _static_files(settings, choices)
+        _static_files(settings, choices, manage)
         choices.changes.sort(key=lambda c: int(c.split(":")[1]) if c.startswith(settings.path + ":") else 0)
+    if sub:
+        choices.changes = [f"{sub}/{c}" for c in choices.changes]
+        if choices.static is not None:
+            path, static, why = choices.static
+            choices.static = (path, f"{sub}/{static}", why.replace(f"serves {static}/", f"serves {sub}/{static}/"))
     return choices
-
-
-COLLECT = ["python", "manage.py", "collectstatic", "--noinput"]
 
 
 def _string(settings: PyFile, name: str) -> str | None:
@@ -157,7 +171,7 @@ def _under_base_dir(settings: PyFile, name: str) -> tuple[int, str | None] | Non
     return None
 
 
-def _static_files(settings: PyFile, choices: Choices) -> None:
+def _static_files(settings: PyFile, choices: Choices, manage: str = "manage.py") -> None:
     """Django serves no static files in production (DEBUG off, or any server but runserver): collectstatic
     copies them into STATIC_ROOT at build time, inside the artifact, and the edge serves that folder under
     STATIC_URL, so a release's CSS moves (and rolls back) with its code."""
@@ -177,7 +191,8 @@ def _static_files(settings: PyFile, choices: Choices) -> None:
         line = settings.assigns.get("STATIC_URL") or max(settings.assigns.values(), default=1)
         choices.changes.append(f"{settings.path}:{line}: STATIC_ROOT = BASE_DIR / \"staticfiles\"  "
                                "(add it: the build's collectstatic copies the static files there)")
-    choices.build = [*(choices.build or []), *(["&&"] if choices.build else []), *COLLECT]
+    collect = ["python", manage, "collectstatic", "--noinput"]
+    choices.build = [*(choices.build or []), *(["&&"] if choices.build else []), *collect]
     choices.build_why += ("; then `collectstatic` copies the static files into STATIC_ROOT "
                           f"({folder}/) inside the artifact")
     choices.static = ("/" + url.strip("/"), folder,

@@ -128,6 +128,14 @@ def render(found: Detected, ports: list[int]) -> str:
                  + "]  # names only; set each with `railguard secret set NAME --env ENV`")
     if c.required:
         lines.append("# The app reads these without a default: " + ", ".join(c.required) + "; give them a value.")
+    if c.optional_secrets:
+        lines.append(_comment("Optional secrets the app reads (it runs without them): "
+                              + ", ".join(c.optional_secrets) + "; list each here once you set it."))
+    unset = [n for n in c.dotenv if n not in c.env and n not in c.secrets and n not in c.optional_secrets]
+    if c.dotenv:
+        lines.append(_comment(".env is not deployed (files named like secrets stay out of releases); it sets "
+                              + ", ".join(c.dotenv) + (f": give {', '.join(unset)} values in env or secrets"
+                                                       if unset else "") + "."))
     if c.database:
         lines.append('databases = ["main"]  # [databases.main] below: its URL arrives in '
                      f'{c.database[0]} (and libpq\'s PG* variables)')
@@ -185,7 +193,8 @@ def write_starter(folder: Path, force: bool = False, ports: list[int] | None = N
                  + ". " if below else "Run `railguard init` in the app's folder, ")
         raise RailguardError(error(
             "init.no_app", "No app found in this folder",
-            f"No Python web app (a Flask, FastAPI, Starlette or Django app, a WSGI/ASGI callable, a package "
+            "No Python web app (a Flask, FastAPI, Starlette, Quart, Litestar, Falcon, Bottle or Django app, a "
+            "WSGI/ASGI callable, a package "
             f"with __main__.py or a script with `if __name__ == \"__main__\"`) was found in {folder}, so "
             "Railguard cannot guess how to run it.",
             where + ("Otherwise write" if below else "or write") + " railguard.toml by hand (`railguard schema` "

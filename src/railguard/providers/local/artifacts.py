@@ -265,6 +265,7 @@ def _build(root: Path, folder: Path, build: list[str] | None, env: dict[str, str
     log = folder / BUILD_LOG
     src = folder / "src"
     deps = layers.plan(src, build)
+    dependencies.check_python(src, deps)
     environ = layers.uv_env(env)
     uvb = layers.uv_bin()
     venv = folder / "venv"
@@ -283,9 +284,18 @@ def _build(root: Path, folder: Path, build: list[str] | None, env: dict[str, str
     python = str(venv / "bin" / "python")
     if deps.project:
         name = _project_name(src)
-        run_streamed([uvb, "pip", "install", "--python", python, "--no-deps", "--link-mode=copy",
-                      "--compile-bytecode", *(["--reinstall-package", name] if name else []), "."],
-                     cwd=src, env=environ, log=log, on_line=on_line, what="installing the app's own package")
+        try:
+            run_streamed([uvb, "pip", "install", "--python", python, "--no-deps", "--link-mode=copy",
+                          "--compile-bytecode", *(["--reinstall-package", name] if name else []), "."],
+                         cwd=src, env=environ, log=log, on_line=on_line, what="installing the app's own package")
+        except ArtifactError as exc:
+            # Litestar's hello-world is one app.py beside a [project] table: hatchling finds no package to ship.
+            # Such an app runs from its folder and needs only its dependencies installed.
+            raise ArtifactError(
+                f"{exc}; the project's build backend could not make a package of it (its log says why). An app "
+                f"that runs from its folder needs only its dependencies: build = [\"python\", \"-m\", \"pip\", "
+                f"\"install\", \"-r\", \"pyproject.toml\"] installs [project].dependencies and not the project",
+                exc.log_tail) from exc
     if deps.rest:
         bin_dirs = [str(venv / "bin")]
         build_env = {**env, "PATH": base_path(bin_dirs), "VIRTUAL_ENV": str(venv),

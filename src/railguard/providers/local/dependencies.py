@@ -197,6 +197,41 @@ def check_markers(src: Path, deps: Dependencies) -> None:
                 "one (e.g. `python = \"^3.11\"` in pyproject.toml, then `poetry export` again)")
 
 
+def python_excluded(requires: object) -> str | None:
+    """The running Python's version when a ``requires-python`` excludes it (the artifacts are made from it)."""
+    from packaging.specifiers import InvalidSpecifier, SpecifierSet
+
+    if not isinstance(requires, str):
+        return None
+    try:
+        accepted = SpecifierSet(requires)
+    except InvalidSpecifier:
+        return None  # uv reports it in its own words
+    python = ".".join(map(str, sys.version_info[:3]))
+    return None if accepted.contains(python, prereleases=True) else python
+
+
+def check_python(src: Path, deps: Dependencies) -> None:
+    """Refuse, before anything is installed, a project whose ``requires-python`` excludes the artifacts' Python.
+
+    The full-stack FastAPI template says ``>=3.14``: on Python 3.11 uv installed every dependency into the
+    layer first, then refused the app itself with a resolver message about ``app==0.1.0``."""
+    if not deps.project:
+        return
+    try:
+        project = tomllib.loads((src / "pyproject.toml").read_text(encoding="utf-8")).get("project", {})
+    except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError):
+        return
+    requires = project.get("requires-python") if isinstance(project, dict) else None
+    if (python := python_excluded(requires)) is not None:
+        raise ArtifactError(
+            f"pyproject.toml: requires-python = {requires!r} excludes Python {python}, the interpreter the artifacts "
+            f"are made from (the one Railguard runs on), so the project cannot be installed. Run Railguard from a "
+            f"Python the project accepts (install it in a virtualenv made from that Python, then `railguard daemon "
+            f"stop` so the next command starts the daemon from it), or widen requires-python if the code runs on "
+            f"{python}")
+
+
 def _local_refs(text: str) -> bool:
     """Whether a requirements file installs something from the app's own tree (then the source is the key)."""
     for raw in text.splitlines():

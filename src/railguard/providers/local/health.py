@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import http.client
 import os
+import re
 import selectors
 import signal
 import socket
@@ -30,6 +31,21 @@ from railguard.providers.local.isolation import ensure_user
 __all__ = ["CheckResult", "GateResult", "check_exec", "check_http", "check_tcp", "readiness_gate"]
 
 _BODY_CHARS = 200
+_TAG = re.compile(r"<!--.*?-->|<[^>]{0,500}>", re.DOTALL)
+
+
+def _path(location: str) -> str:
+    """The path of a redirect's target on this app (``/auth/login`` of ``/auth/login?next=%2F``), else ""."""
+    path = location.split("?", 1)[0].split("#", 1)[0]
+    return path if path.startswith("/") and not path.startswith("//") else ""
+
+
+def _readable(body: str) -> str:
+    """An error page on one line: an HTML page's text without its tags (Quart's and Flask's 500 page began
+    "<!doctype html>\\n<html lang=en>\\n<title>..." in the diagnostic), whitespace runs as one space."""
+    if body.lstrip()[:1] == "<":
+        body = _TAG.sub(" ", body)
+    return " ".join(body.split())
 _STDERR_CHARS = 200
 # An exec check's output is read into the daemon's memory: only its last bytes are kept. A check is the app's
 # command and may write without end (one writing 400 MB each interval took the daemon from 35 MB to 1.2 GB).
@@ -81,7 +97,15 @@ def check_http(port: int, path: str, timeout: float) -> CheckResult:
         conn.close()
     if 200 <= response.status < 300:
         return CheckResult(True, f"HTTP {response.status} in {_ms(start)}", response.status)
-    text = one_line(body[:_BODY_CHARS], _BODY_CHARS)
+    if 300 <= response.status < 400:
+        # Microblog's "/" redirects to its login page: the check never follows a redirect, so it would wait out
+        # start_timeout. Say where it leads, and what to check instead.
+        where = one_line((response.getheader("Location") or "")[:_BODY_CHARS], _BODY_CHARS)
+        return CheckResult(False, f"HTTP {response.status} redirect{f' to {where}' if where else ''}: a health check "
+                                  f"must answer 2xx itself (a page behind a login redirects); point health.http at a "
+                                  f"page that does{f', e.g. {_path(where)}' if _path(where) else ''}, or add a "
+                                  f"health route", response.status)
+    text = one_line(_readable(body)[:_BODY_CHARS], _BODY_CHARS)
     return CheckResult(False, f"HTTP {response.status}: {text}" if text else f"HTTP {response.status}",
                        response.status)
 
@@ -187,7 +211,7 @@ def readiness_gate(
     a whole interval per confirming check.
 
     Fails fast when the answer is conclusive: the process exited, or (with ``conclusive`` > 0) the same
-    HTTP 5xx status came back ``conclusive`` times in a row once ``start_period`` had passed. An app that
+    HTTP 5xx or 3xx status came back ``conclusive`` times in a row once ``start_period`` had passed. An app that
     answers 500 on every check will not answer otherwise by waiting for the rest of its start_timeout.
     """
     began = time.monotonic()
@@ -223,8 +247,9 @@ def readiness_gate(
 
 
 def _same_5xx(last: CheckResult, previous: CheckResult | None, count: int) -> int:
-    """How many checks in a row (this one included) answered the same 5xx status."""
-    if last.ok or last.status is None or last.status < 500:
+    """How many checks in a row (this one included) answered the same 5xx status, or the same redirect (an app
+    that sends its health check to a login page will keep doing so)."""
+    if last.ok or last.status is None or not (last.status >= 500 or 300 <= last.status < 400):
         return 0
     if previous is not None and previous.status == last.status and count:
         return count + 1

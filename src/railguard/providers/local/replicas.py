@@ -124,6 +124,8 @@ def verified(artifact: Artifact) -> None:
 
 
 _WRITE_REFUSED = re.compile(r"(Read-only file system|Permission denied)[^\n]*?['\"]([^'\"]+)['\"]")
+# SQLite names no path: a new file it cannot create in a read-only folder, or an old one it cannot write.
+_SQLITE_REFUSED = re.compile(r"(unable to open database file|attempt to write a readonly database)")
 
 
 def _write_hint(lines: list[str], artifact_paths: tuple[str, ...]) -> str:
@@ -142,6 +144,12 @@ def _write_hint(lines: list[str], artifact_paths: tuple[str, ...]) -> str:
             return (f"; it tried to write {path!r} inside its release, which is read-only: data belongs in "
                     f"$RAILGUARD_DATA_DIR (the environment's data folder); point the app's database, uploads "
                     f"and instance folder there")
+    for line in reversed(lines):
+        if (match := _SQLITE_REFUSED.search(line)) is not None and artifact_paths:
+            return (f"; SQLite said {match.group(1)!r}: its database file is most likely inside the release, which "
+                    f"is read-only (or in a folder that does not exist): data belongs in $RAILGUARD_DATA_DIR (the "
+                    f"environment's data folder); build the file's path from that variable, e.g. "
+                    f"os.path.join(os.environ[\"RAILGUARD_DATA_DIR\"], \"app.db\")")
     return ""
 
 
@@ -172,10 +180,10 @@ def run_release_command(config: dict[str, Any], environ: dict[str, str], artifac
                       {"command": argv, "log_tail": tail(log_path, 20)}) from exc
     if done.returncode != 0:
         lines = tail(log_path, 20)
-        hint = _write_hint(lines, artifact.readonly) or _hint(lines)
-        raise Failure("artifact.write_refused" if hint.startswith("; it tried to write") else "rollout.release_failed",
+        refused = _write_hint(lines, artifact.readonly)
+        raise Failure("artifact.write_refused" if refused else "rollout.release_failed",
                       f"The release command exited with {done.returncode}",
-                      f"{' '.join(argv)} exited with status {done.returncode}{hint}",
+                      f"{' '.join(argv)} exited with status {done.returncode}{refused or _hint(lines)}",
                       {"command": argv, "exit_code": done.returncode, "log_tail": lines})
 
 
@@ -271,7 +279,10 @@ def _explain(replica: Replica, result: GateResult) -> Failure:
         return Failure("rollout.ignores_port", f"Replica {replica.spec.name} ignores $PORT",
                        f"it listens on {', '.join(map(str, sorted(elsewhere)))} instead of the allocated port "
                        f"{replica.spec.port}; read the port from the environment variable", extra)
-    return Failure("rollout.unhealthy", f"Replica {replica.spec.name} never became healthy", result.reason, extra)
+    # A replica that answers but fails its checks often says why in its log (a database it cannot open).
+    hint = _write_hint(lines, replica.spec.readonly)
+    return Failure("artifact.write_refused" if hint else "rollout.unhealthy",
+                   f"Replica {replica.spec.name} never became healthy", f"{result.reason}{hint or _hint(lines)}", extra)
 
 
 def _listening_ports(pid: int) -> set[int]:
@@ -289,6 +300,11 @@ def _listening_ports(pid: int) -> set[int]:
 
 _KEY_ERROR = re.compile(r"KeyError: '([A-Za-z_][A-Za-z0-9_]*)'")
 _ADDR_IN_USE = re.compile(r"(Address already in use|EADDRINUSE)")
+# pydantic's report of a model built from variables (pydantic-settings' BaseSettings): each missing field's
+# name on its own line, then "Field required [type=missing".
+_PYDANTIC = re.compile(r"validation errors? for ([A-Za-z_][A-Za-z0-9_]*)")
+_PYDANTIC_MISSING = re.compile(r"^([A-Za-z_][A-Za-z0-9_]*)\n\s+Field required \[type=missing", re.MULTILINE)
+_PG_EXTENSION = re.compile(r'extension "([^"]+)" is not available')
 
 
 def _hint(lines: list[str]) -> str:
@@ -296,6 +312,16 @@ def _hint(lines: list[str]) -> str:
     missing = _KEY_ERROR.findall(text)
     if missing:
         return f"; the log shows KeyError: '{missing[-1]}': a variable the spec does not declare"
+    model, fields = _PYDANTIC.search(text), _PYDANTIC_MISSING.findall(text)
+    if model and fields:
+        names = ", ".join(dict.fromkeys(fields))
+        return (f"; the log shows {model.group(1)} missing {names}: pydantic-settings reads each field from the "
+                f"variable of its name, which the spec does not give: add them to the service's env (names that "
+                f"are secret to `secrets`, set with `railguard secret set NAME --env ENV`)")
+    if (extension := _PG_EXTENSION.search(text)) is not None:
+        return (f"; the Postgres server has no extension {extension.group(1)!r} (Railguard's managed Postgres lacks "
+                f"uuid-ossp and pgcrypto: use the built-in gen_random_uuid() and drop the CREATE EXTENSION, or "
+                f"give the app a server of your own; docs/data.md, Extensions)")
     if _ADDR_IN_USE.search(text):
         return "; the log shows a port already in use: the app may ignore $PORT"
     return ""
