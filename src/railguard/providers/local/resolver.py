@@ -37,7 +37,6 @@ import os
 import select
 import signal
 import socket
-import stat
 import struct
 import subprocess
 import sys
@@ -137,16 +136,13 @@ def socket_path(folder: Path, run_as: RunAs | None = None) -> Path:
 
 
 def short_dir(run_as: RunAs | None) -> Path:
-    """A private folder for sockets whose path would be too long, owned by whoever listens there."""
-    uid = os.getuid() if run_as is None else run_as.uid
-    short = Path(f"/tmp/railguard-{uid}")
-    short.mkdir(mode=0o700, exist_ok=True)
-    if not stat.S_ISDIR(short.lstat().st_mode):
-        raise OSError(f"{short} is not a folder (a symlink?): refusing to put a socket there")
-    if run_as is not None:
-        os.lchown(short, run_as.uid, run_as.gid)
-    os.chmod(short, 0o700)
-    return short
+    """A private folder for sockets whose path would be too long, owned by whoever listens there (the edge's user
+    when given: root makes it and hands it over through the open folder, :mod:`railguard.model.privatedir`)."""
+    from railguard.model.privatedir import private_dir  # here: the responder's own process runs on stdlib only
+
+    if run_as is None:
+        return private_dir()
+    return private_dir(run_as.uid, run_as.gid)
 
 
 def _as_user(run_as: RunAs | None) -> dict[str, Any]:
