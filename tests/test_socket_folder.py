@@ -26,6 +26,7 @@ from railguard.client import Client
 from railguard.engine.workspace import Workspace, daemon_socket
 from railguard.model.diagnostics import RailguardError
 from railguard.model.privatedir import TEST_BASE_ENV, ensure, private_dir
+from tests.e2e.test_adversarial import reachable_python
 
 NOBODY = 65534
 SYSTEM_PYTHON = "/usr/bin/python3"  # nobody cannot reach the test's own interpreter (under /root)
@@ -353,3 +354,66 @@ def test_a_deep_state_folder_connects_to_nothing_in_a_folder_that_is_not_ours(sh
         client.call("GET", "whoami")
     assert [d.code for d in exc.value.diagnostics] == [CODE]
     assert os.listdir(shared / "railguard-0") == []
+
+
+# -- the edge's sockets: root makes the folder, rg-edge listens there ----------------------------------------------
+
+
+@pytest.fixture
+def deep_edge_dir() -> Iterator[Path]:
+    """A run folder too deep for Caddy's admin socket, that rg-edge can reach (not under pytest's 0700 root)."""
+    root = Path(tempfile.mkdtemp(prefix="rge-", dir="/tmp"))
+    root.chmod(0o755)
+    deep = root / ("d" * 60) / ("e" * 60)
+    deep.mkdir(parents=True, mode=0o755)
+    yield deep / "edge"
+    shutil.rmtree(root, ignore_errors=True)
+
+
+@pytest.mark.parametrize("base", ["default", "tmp-like"])
+def test_the_edges_sockets_go_in_a_folder_handed_to_its_user(deep_edge_dir: Path, shared: Path, base: str,
+                                                             monkeypatch: pytest.MonkeyPatch) -> None:
+    from railguard.providers.local.edge import CaddyEdge
+    from railguard.providers.local.isolation import EDGE_USER, ensure_user
+
+    if base == "tmp-like":
+        monkeypatch.setenv(TEST_BASE_ENV, str(shared))
+    user = ensure_user(EDGE_USER)
+    edge = CaddyEdge(deep_edge_dir, user)
+    folder = Path(f"/run/railguard/{user.uid}") if base == "default" else shared / f"railguard-{user.uid}"
+    assert edge.socket_path.parent == folder and edge.resolver.path.parent == folder
+    found = folder.lstat()
+    assert (found.st_uid, stat.S_IMODE(found.st_mode)) == (user.uid, 0o700)
+    # Started for real: Caddy and its resolver run as rg-edge and bind there, root configures Caddy through it. In
+    # a process of an interpreter rg-edge can run (the resolver runs on the daemon's), as in test_adversarial.
+    python = reachable_python(deep_edge_dir.parents[2])
+    if python is None:
+        pytest.skip("no interpreter other users can run")
+    script = ("import sys; from pathlib import Path\n"
+              "from railguard.providers.local.edge import CaddyEdge\n"
+              "from railguard.providers.local.isolation import EDGE_USER, ensure_user\n"
+              "e = CaddyEdge(Path(sys.argv[1]), ensure_user(EDGE_USER))\n"
+              "e.start()\n"
+              "try:\n"
+              "    print(e.running(), e.socket_path, e.resolver.path, flush=True)\n"
+              "finally:\n"
+              "    e.stop()\n")
+    path = f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"  # the Caddy binary
+    done = subprocess.run([python, "-c", script, str(deep_edge_dir)], capture_output=True, text=True, timeout=120,
+                          env={**os.environ, "PATH": path}, check=False)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert done.stdout.split() == ["True", str(edge.socket_path), str(edge.resolver.path)]
+
+
+def test_an_edge_folder_planted_by_another_user_is_refused(deep_edge_dir: Path, shared: Path,
+                                                           monkeypatch: pytest.MonkeyPatch) -> None:
+    from railguard.providers.local.edge import CaddyEdge
+    from railguard.providers.local.isolation import EDGE_USER, ensure_user
+
+    monkeypatch.setenv(TEST_BASE_ENV, str(shared))
+    user = ensure_user(EDGE_USER)
+    as_nobody("mkdir", "-m", "0777", str(shared / f"railguard-{user.uid}"))
+    with pytest.raises(RailguardError) as exc:
+        CaddyEdge(deep_edge_dir, user)
+    assert f"uid {NOBODY}" in refused(exc)
+    assert (shared / f"railguard-{user.uid}").lstat().st_uid == NOBODY
