@@ -417,3 +417,35 @@ def test_an_edge_folder_planted_by_another_user_is_refused(deep_edge_dir: Path, 
         CaddyEdge(deep_edge_dir, user)
     assert f"uid {NOBODY}" in refused(exc)
     assert (shared / f"railguard-{user.uid}").lstat().st_uid == NOBODY
+
+
+def test_an_edge_left_by_an_earlier_layout_is_restarted_in_the_new_folder(tmp_path: Path, shared: Path,
+                                                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    """An earlier version put a deep edge's sockets in /tmp/railguard-<uid>; the new folder is elsewhere, so the
+    running Caddy and resolver cannot be reached where they are now looked for: they are replaced, not waited
+    for until a timeout."""
+    import psutil
+
+    from railguard.providers.local.edge import CaddyEdge
+
+    run_dir = tmp_path / ("d" * 60) / ("e" * 60) / "edge"
+    old_base, new_base = shared / "old", shared / "new"
+    for base in (old_base, new_base):
+        base.mkdir(mode=0o1777)
+        base.chmod(0o1777)
+    monkeypatch.setenv(TEST_BASE_ENV, str(old_base))
+    earlier = CaddyEdge(run_dir)
+    earlier.start()
+    caddy, resolver = earlier.pid(), earlier.resolver.pid()
+    assert caddy is not None and resolver is not None
+    monkeypatch.setenv(TEST_BASE_ENV, str(new_base))
+    edge = CaddyEdge(run_dir)
+    try:
+        assert edge.socket_path.parent == new_base / "railguard-0"
+        edge.start()  # answers at the new admin socket, or raises
+        assert edge.pid() not in (None, caddy) and edge.resolver.pid() not in (None, resolver)
+        assert not psutil.pid_exists(caddy) or psutil.Process(caddy).status() == psutil.STATUS_ZOMBIE
+        assert not psutil.pid_exists(resolver) or psutil.Process(resolver).status() == psutil.STATUS_ZOMBIE
+    finally:
+        edge.stop()
+        earlier.stop()

@@ -342,7 +342,11 @@ class ResolverProcess:
         return pid if same and state != "Z" and os.fsencode(str(self.table_path)) in cmd else None
 
     def start(self, timeout: float = 10.0) -> None:
-        """Run the responder unless it already runs (a previous daemon's is adopted as it is)."""
+        """Run the responder unless it already runs (a previous daemon's is adopted as it is, unless it listens
+        elsewhere: an earlier version's, whose short folder was ``/tmp/railguard-<uid>``, is replaced)."""
+        pid = self.pid()
+        if pid is not None and not self._listens_here(pid):
+            self.stop(timeout)
         if self.pid() is None:
             if not self.table_path.exists():
                 self.publish({})
@@ -362,6 +366,14 @@ class ResolverProcess:
                 tail = self.log_path.read_text(errors="replace")[-1000:] if self.log_path.exists() else ""
                 raise OSError(f"the edge's upstream resolver did not start; its output:\n{tail}")
             time.sleep(0.01)
+
+    def _listens_here(self, pid: int) -> bool:
+        try:
+            with open(f"/proc/{pid}/cmdline", "rb") as handle:
+                cmd = handle.read().split(b"\0")
+        except OSError:
+            return True  # gone meanwhile: nothing to replace
+        return b"--socket" in cmd and os.fsencode(str(self.path)) in cmd
 
     def _answers(self) -> bool:
         probe = struct.pack("!HHHHHH", 7, 0, 1, 0, 0, 0) + _encode_name(TARGET) + struct.pack("!HH", 1, 1)
