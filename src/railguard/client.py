@@ -4,7 +4,10 @@ Thin by design: it finds the daemon of a state folder (starting it on demand,
 detached, so it outlives the command), sends JSON over the Unix socket and turns
 error answers back into :class:`RailguardError` with the daemon's diagnostics. A
 daemon that cannot be reached or started is a ``daemon.unavailable`` diagnostic
-(a :class:`railguard.model.errors.DeadlineError` when it did not answer in time).
+(a :class:`railguard.model.errors.DeadlineError` when it did not answer in time). Before anything is sent on a
+connection (a token especially), the process behind the socket must be one the daemon can run as
+(:func:`check_peer`, ``SO_PEERCRED``); a long state folder's socket is trusted only in a folder that passes
+:mod:`railguard.model.privatedir`'s checks.
 Each route has a typed call that parses the answer into its :mod:`railguard.model.api`
 model; callers use those, and :meth:`Client.call` (raw JSON) is what they are built on. The models
 (pydantic) are imported inside the typed calls and on the way out of a failed one, never at import:
