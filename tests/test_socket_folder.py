@@ -449,3 +449,43 @@ def test_an_edge_left_by_an_earlier_layout_is_restarted_in_the_new_folder(tmp_pa
     finally:
         edge.stop()
         earlier.stop()
+
+
+@pytest.mark.skipif(not os.path.exists(SYSTEM_PYTHON), reason="needs the system Python for the other users")
+@pytest.mark.parametrize("served_by", [1, NOBODY])
+def test_a_client_that_is_not_root_trusts_only_its_own_user_or_root(shared: Path, served_by: int) -> None:
+    """The client as ``nobody`` (a daemon runs as whoever started it): a socket served by ``daemon`` (uid 1) is
+    refused before the token goes out; one served by ``nobody`` itself gets the request (the control)."""
+    python = reachable_python(shared)
+    if python is None:
+        pytest.skip("no interpreter other users can run")
+    root = shared / "client"
+    home = root / ".railguard"
+    home.mkdir(parents=True)
+    (root / "railguard.toml").write_text(SPEC.format(port=_free_port()))
+    for path in (root, home):
+        os.chown(path, NOBODY, NOBODY)
+    home.chmod(0o700)
+    proc = _impostor(shared, home, served_by)
+    script = ("import sys; from pathlib import Path\n"
+              "from railguard.client import Client\n"
+              "from railguard.engine.workspace import Workspace\n"
+              "from railguard.model.diagnostics import RailguardError\n"
+              "c = Client(Workspace(Path(sys.argv[1]) / 'railguard.toml', Path(sys.argv[1]) / '.railguard'),\n"
+              "           autostart=False, token='rgt_secret_of_nobody')\n"
+              "try:\n"
+              "    c.call('GET', 'whoami')\n"
+              "    print('sent')\n"
+              "except RailguardError as exc:\n"
+              "    print(' '.join(d.code for d in exc.diagnostics))\n")
+    try:
+        done = subprocess.run([python, "-c", script, str(root)], capture_output=True, text=True, timeout=60,
+                              user=NOBODY, group=NOBODY, extra_groups=[], cwd="/", check=False)
+    finally:
+        received = _received(proc)
+    assert done.returncode == 0, done.stdout + done.stderr
+    if served_by == NOBODY:
+        assert done.stdout.strip() == "sent" and any("rgt_secret_of_nobody" in line for line in received)
+    else:
+        assert done.stdout.strip() == "daemon.socket_impostor"
+        assert received and all(line == "b''" for line in received)
