@@ -117,10 +117,12 @@ def _check_parent(parent: Path) -> None:
     except OSError as exc:
         raise unsafe(parent, f"it cannot be read: {exc.strerror or exc}", owner=os.geteuid()) from exc
     writable_by_others = found.st_mode & (stat.S_IWGRP | stat.S_IWOTH)
-    if (not stat.S_ISDIR(found.st_mode) or found.st_uid not in (0, os.geteuid())
-            or (writable_by_others and not found.st_mode & stat.S_ISVTX)):
-        raise unsafe(parent, f"others could rename what is in it (owner uid {found.st_uid}, mode "
-                             f"{stat.S_IMODE(found.st_mode):o}, no sticky bit)", owner=os.geteuid(), parent=True)
+    why = ("it is not a folder" if not stat.S_ISDIR(found.st_mode) else
+           f"it belongs to uid {found.st_uid}, who could rename what is in it" if found.st_uid not in (0, os.geteuid())
+           else f"others may write in it without the sticky bit (mode {stat.S_IMODE(found.st_mode):o}), so they "
+                "could rename what is in it" if writable_by_others and not found.st_mode & stat.S_ISVTX else None)
+    if why is not None:
+        raise unsafe(parent, why, owner=os.geteuid(), parent=True)
 
 
 def _root_only(folder: Path) -> bool:
