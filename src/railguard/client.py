@@ -4,7 +4,10 @@ Thin by design: it finds the daemon of a state folder (starting it on demand,
 detached, so it outlives the command), sends JSON over the Unix socket and turns
 error answers back into :class:`RailguardError` with the daemon's diagnostics. A
 daemon that cannot be reached or started is a ``daemon.unavailable`` diagnostic
-(a :class:`railguard.model.errors.DeadlineError` when it did not answer in time).
+(a :class:`railguard.model.errors.DeadlineError` when it did not answer in time). Before anything is sent on a
+connection (a token especially), the process behind the socket must be one the daemon can run as
+(:func:`check_peer`, ``SO_PEERCRED``); a long state folder's socket is trusted only in a folder that passes
+:mod:`railguard.model.privatedir`'s checks.
 Each route has a typed call that parses the answer into its :mod:`railguard.model.api`
 model; callers use those, and :meth:`Client.call` (raw JSON) is what they are built on. The models
 (pydantic) are imported inside the typed calls and on the way out of a failed one, never at import:
@@ -81,6 +84,39 @@ def _unavailable(detail: str, home: Path, deadline: bool = False) -> RailguardEr
         address=str(home)))
 
 
+def check_peer(sock: socket.socket, path: str, home: Path) -> None:
+    """Refuse (``daemon.socket_impostor``) unless the process behind ``sock`` is one a daemon of ``home`` runs as.
+
+    Called right after ``connect``, before anything (a token) is sent. A daemon runs as whoever started it and
+    serves only its own user and root (:class:`railguard.daemon.api.Handler`), so the server must be root or
+    us; for root, also the state folder's owner, whose daemon it may be calling. One ``getsockopt`` in the usual
+    case; the state folder is looked at only for another uid."""
+    import struct
+
+    pid, uid, _ = struct.unpack("3i", sock.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, struct.calcsize("3i")))
+    me = os.geteuid()
+    if uid in (0, me):
+        return
+    if me == 0:
+        try:
+            if os.stat(home).st_uid == uid:
+                return
+        except OSError:
+            pass
+    from railguard.model.diagnostics import RailguardError, error
+
+    expected = "root" if me == 0 else f"uid {me} or root"
+    raise RailguardError(error(
+        "daemon.socket_impostor", "The daemon's socket is served by another OS user",
+        f"{path} is served by a process of uid {uid} (pid {pid}), not by {expected}"
+        + (" nor the state folder's owner" if me == 0 else "") + ", so it is not this state folder's daemon. "
+        "Nothing was sent to it (no token).",
+        f"As root, see what that process is (`ps -o user,cmd -p {pid}`), stop it and remove the socket "
+        f"(`rm {path}`), then run `railguard daemon start`. Another OS user (a deployed app's) serving there "
+        "tried to pass for the daemon: find out how it could create that socket.",
+        address=path))
+
+
 class _NotListening(Exception):
     """Nothing accepts connections on the socket (no file, or no daemon behind it): the request was never sent."""
 
@@ -102,20 +138,28 @@ class _Socket:
     server (:mod:`railguard.daemon.api`), which answers every request with a Content-Length. Connecting waits at
     most ``CONNECT_TIMEOUT_S``; every read and write then the call's timeout."""
 
-    def __init__(self, path: str, headers: dict[str, str]) -> None:
-        self.path = path
+    def __init__(self, ws: Workspace, headers: dict[str, str]) -> None:
+        self.ws = ws
         self.headers = headers
+
+    @property
+    def path(self) -> str:
+        """Looked up at each connection, not once: a long state folder's socket is in a private folder that is
+        checked every time (``daemon.unsafe_socket_folder``) and that the daemon makes only when it starts."""
+        return str(self.ws.socket_path)
 
     def _open(self, method: str, target: str, data: bytes | None,
               timeout: float) -> tuple[socket.socket, int, int | None, bytes]:
         """Send the request; answer the socket, the status, the body's length (if given) and the body read so far."""
+        path = self.path
         sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         try:
             sock.settimeout(CONNECT_TIMEOUT_S)
             try:
-                sock.connect(self.path)
+                sock.connect(path)
             except (FileNotFoundError, ConnectionRefusedError) as exc:
                 raise _NotListening(str(exc)) from exc
+            check_peer(sock, path, self.ws.home)  # before the token goes out
             sock.settimeout(timeout)
             body = data or b""
             head = [f"{method} {target} HTTP/1.1", "Host: railguard", "Connection: close",
@@ -240,7 +284,7 @@ class Client:
         # The token in the environment always wins over the OS identity (an agent's shell acts as the agent).
         headers = {"Authorization": f"Bearer {token}"} if token else {}
         self._http: _Socket | _Transported = (_Transported(transport, headers) if transport is not None
-                                              else _Socket(str(ws.socket_path), headers))
+                                              else _Socket(ws, headers))
 
     def close(self) -> None:
         self._http.close()

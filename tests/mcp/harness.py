@@ -222,7 +222,7 @@ _SCRUB = [
     (re.compile(r"\bpid \d+"), "pid <pid>"),
     (re.compile(r"sha256:[0-9a-f]{8,64}"), "sha256:<hash>"),
     (re.compile(r"\b[0-9a-f]{16,64}\b"), "<hash>"),
-    (re.compile(r"/tmp/railguard-\d+/"), "/tmp/railguard-<uid>/"),
+    (re.compile(r"(/tmp/railguard-|/run/railguard/)\d+/"), "/tmp/railguard-<uid>/"),  # a deep state folder's socket
 ]
 
 

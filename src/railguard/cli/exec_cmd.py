@@ -16,6 +16,7 @@ import array
 import signal
 import socket
 import sys
+from pathlib import Path
 from types import FrameType
 from typing import Annotated, Optional
 
@@ -24,6 +25,7 @@ import typer
 from railguard.cli import render
 from railguard.cli.common import DEPLOY, EnvOpt, JsonOpt, SpecOpt, add, connect, env_from_spec
 from railguard.cli.output import emit_json, escape, finish, guarded, out
+from railguard.client import check_peer
 from railguard.model.api import ExecRecord, ExecRequest, PlanAnswer
 from railguard.model.diagnostics import RailguardError, error
 
@@ -62,7 +64,7 @@ def exec_(
     if as_json:
         emit_json({"ok": record.exit_code == 0, "diagnostics": [], "exec": record.model_dump(mode="json")})
         raise typer.Exit(_status(record.exit_code))
-    raise typer.Exit(_attach(record))
+    raise typer.Exit(_attach(record, ws.home))
 
 
 def _status(code: int | None) -> int:
@@ -72,11 +74,18 @@ def _status(code: int | None) -> int:
     return 128 - code if code < 0 else code
 
 
-def _attach(record: ExecRecord) -> int:
+def _attach(record: ExecRecord, home: Path) -> int:
     path, _, nonce = (record.socket or "").partition("#")
     conn = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     try:
         conn.connect(path)
+        # The terminal goes only to the daemon's own process (the same check as the API socket's): the path came
+        # from the daemon, but the socket behind it is checked, not trusted.
+        try:
+            check_peer(conn, path, home)
+        except RailguardError:
+            conn.close()
+            raise
         fds = array.array("i", [sys.stdin.fileno(), sys.stdout.fileno(), sys.stderr.fileno()])
         sys.stdout.flush()
         conn.sendmsg([nonce.encode()], [(socket.SOL_SOCKET, socket.SCM_RIGHTS, fds.tobytes())])

@@ -61,6 +61,9 @@ def run(home: Path, require_token: bool = False, allow_shared_user: bool = False
         fcntl.flock(lock.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
     except BlockingIOError as exc:
         raise AlreadyRunning(f"a daemon already serves {home}") from exc
+    # Before boot: a socket folder that is not safely ours (daemon.unsafe_socket_folder) stops the start here,
+    # before any replica is adopted.
+    sock_path = daemon_socket(home)
     daemon = Daemon(home)
     summary = daemon.provider.summary()
     daemon.mode = mode.resolve(home, require_token=require_token, allow_shared_user=allow_shared_user,
@@ -68,7 +71,7 @@ def run(home: Path, require_token: bool = False, allow_shared_user: bool = False
     daemon.require_token = daemon.mode.require_token
     write_pid(home)
     daemon.boot()
-    server = Server(daemon_socket(home), daemon)
+    server = Server(sock_path, daemon)
     stoppers = [start(daemon) for start in companions]
 
     daemon.on_stop = server.shutdown
@@ -78,7 +81,7 @@ def run(home: Path, require_token: bool = False, allow_shared_user: bool = False
 
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
-    logging.getLogger("railguard.daemon").info("serving %s on %s", home, daemon_socket(home))
+    logging.getLogger("railguard.daemon").info("serving %s on %s", home, sock_path)
     try:
         server.serve_forever(poll_interval=0.2)
     finally:
@@ -86,7 +89,7 @@ def run(home: Path, require_token: bool = False, allow_shared_user: bool = False
             stop()
         server.server_close()
         try:
-            daemon_socket(home).unlink()
+            sock_path.unlink()
         except FileNotFoundError:
             pass
         (home / "daemon.pid").unlink(missing_ok=True)

@@ -274,18 +274,26 @@ class Cluster:
         try:
             os.mkdir(self.socket_dir, 0o700)
         except FileExistsError:
-            info = os.lstat(self.socket_dir)
+            pass
+        # Checked on the open folder, then handed over through it: a check by path could be answered by one folder
+        # and the handing over done to another swapped in between (a link there is refused by _open).
+        fd = _open(self.socket_dir, os.O_RDONLY | os.O_DIRECTORY)
+        try:
+            info = os.fstat(fd)
             ours = {os.geteuid(), *([self.user.pw_uid] if self.user is not None else [])}
-            # A link or a file there is refused by _own (opened with O_NOFOLLOW | O_DIRECTORY). Inside the cluster's
-            # folder (root's) only root or a server user of this cluster (an earlier one: handed over) made it.
+            # Inside the cluster's folder (root's) only root or a server user of this cluster (an earlier one:
+            # handed over) made it.
             shared = not self.socket_dir.is_relative_to(self.folder)
-            if shared and stat.S_ISDIR(info.st_mode) and (info.st_uid not in ours
-                                                          or stat.S_IMODE(info.st_mode) & 0o077):
+            if shared and (info.st_uid not in ours or stat.S_IMODE(info.st_mode) & 0o077):
                 raise PostgresError(
                     f"the socket folder {self.socket_dir} already exists and is not this server's (owner uid "
                     f"{info.st_uid}, mode {stat.filemode(info.st_mode)}): refused, another user may have made it to "
-                    "watch or take the server's socket; remove it and start again") from None
-        self._own(self.socket_dir)
+                    "watch or take the server's socket; remove it and start again")
+            uid, gid = (self.user.pw_uid, self.user.pw_gid) if self.user is not None else (os.geteuid(), os.getegid())
+            os.fchown(fd, uid, gid)
+            os.fchmod(fd, 0o700)
+        finally:
+            os.close(fd)
 
     def init(self) -> None:
         """Create the cluster (once): password auth only, on loopback."""

@@ -127,7 +127,8 @@ class Workspace:
 
     @property
     def socket_path(self) -> Path:
-        return daemon_socket(self.home)
+        """Where a client finds the daemon (nothing is created: the daemon makes its folder)."""
+        return daemon_socket(self.home, create=False)
 
     def _display_path(self) -> str:
         try:
@@ -137,20 +138,21 @@ class Workspace:
         return f"{shown} (proposed)" if self.text is not None else shown
 
 
-def daemon_socket(home: Path) -> Path:
-    """The daemon's API socket: in the state folder, or a short private path when that is too long.
+def daemon_socket(home: Path, *, create: bool = True) -> Path:
+    """The daemon's API socket: in the state folder, or in a private short folder when that is too long.
 
-    Unix socket paths are limited to 107 bytes; deep state folders (CI, pytest) exceed it.
+    Unix socket paths are limited to 107 bytes; deep state folders (CI, pytest) exceed it. The short folder is
+    checked (ours, not a symlink, no one else's to rename: :mod:`railguard.model.privatedir`) and refused with
+    ``daemon.unsafe_socket_folder`` otherwise. ``create``: the daemon makes it; a client (False) makes nothing.
     """
     inside = home / "daemon.sock"
     if len(str(inside)) < 100:
         return inside
     import hashlib  # deep state folders only
 
-    short = Path(f"/tmp/railguard-{os.getuid()}")
-    short.mkdir(mode=0o700, exist_ok=True)
-    os.chmod(short, 0o700)
-    return short / (hashlib.sha256(str(home).encode()).hexdigest()[:16] + ".sock")
+    from railguard.model.privatedir import private_dir
+
+    return private_dir(create=create) / (hashlib.sha256(str(home).encode()).hexdigest()[:16] + ".sock")
 
 
 def require_env(spec: Spec, env: str) -> None:

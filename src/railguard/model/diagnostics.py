@@ -150,6 +150,10 @@ CODES: dict[str, str] = {
     "daemon.not_isolated": "The daemon refused to start without workload isolation.",
     "daemon.mode_unreadable": "The daemon's recorded mode is damaged.",
     "daemon.bad_request": "The daemon API received a request it does not understand.",
+    "daemon.unsafe_socket_folder": "The private short folder for sockets exists but is not safely ours (another "
+    "user's, a symlink, not a folder): refused, never used.",
+    "daemon.socket_impostor": "The daemon's socket is served by a process of another OS user: refused before "
+    "anything (a token) was sent.",
     # railguard doctor
     "doctor.unknown_check": "No doctor check has that id.",
     "doctor.check_failed": "A doctor check failed: the app is not fit to ship as it is.",

@@ -217,6 +217,12 @@ class CaddyEdge:
                 self.resolver.start()  # before Caddy: its routes look their upstreams up there
             except OSError as exc:
                 raise EdgeError(str(exc)) from exc
+            if self._process() is not None and self._admin_elsewhere():
+                # An earlier version's Caddy, its admin socket in /tmp/railguard-<uid> (not safe to trust: any
+                # local user could have made that folder), or one that ran as another user: it cannot be
+                # configured from here, so it is stopped (by signal) and started again; the daemon re-applies
+                # every environment to it.
+                self._stop_caddy(5.0)
             if self._process() is None:
                 self._spawn()
             self._wait_ready()
@@ -245,6 +251,14 @@ class CaddyEdge:
         tmp = self.pid_path.with_suffix(".tmp")
         tmp.write_text(json.dumps({"pid": self._child.pid, "create_time": create_time}))
         os.replace(tmp, self.pid_path)
+
+    def _admin_elsewhere(self) -> bool:
+        """Whether the running Caddy's admin socket (as its bootstrap config names it) is not ours to reach."""
+        try:
+            listen = json.loads(self.config_path.read_text())["admin"]["listen"]
+        except (OSError, ValueError, KeyError, TypeError):
+            return False  # unknown: adopted as it is, as before
+        return bool(listen != f"unix/{self.socket_path}")
 
     def _wait_ready(self) -> None:
         deadline = time.monotonic() + _START_TIMEOUT

@@ -37,7 +37,6 @@ import os
 import select
 import signal
 import socket
-import stat
 import struct
 import subprocess
 import sys
@@ -137,16 +136,13 @@ def socket_path(folder: Path, run_as: RunAs | None = None) -> Path:
 
 
 def short_dir(run_as: RunAs | None) -> Path:
-    """A private folder for sockets whose path would be too long, owned by whoever listens there."""
-    uid = os.getuid() if run_as is None else run_as.uid
-    short = Path(f"/tmp/railguard-{uid}")
-    short.mkdir(mode=0o700, exist_ok=True)
-    if not stat.S_ISDIR(short.lstat().st_mode):
-        raise OSError(f"{short} is not a folder (a symlink?): refusing to put a socket there")
-    if run_as is not None:
-        os.lchown(short, run_as.uid, run_as.gid)
-    os.chmod(short, 0o700)
-    return short
+    """A private folder for sockets whose path would be too long, owned by whoever listens there (the edge's user
+    when given: root makes it and hands it over through the open folder, :mod:`railguard.model.privatedir`)."""
+    from railguard.model.privatedir import private_dir  # here: the responder's own process runs on stdlib only
+
+    if run_as is None:
+        return private_dir()
+    return private_dir(run_as.uid, run_as.gid)
 
 
 def _as_user(run_as: RunAs | None) -> dict[str, Any]:
@@ -346,7 +342,11 @@ class ResolverProcess:
         return pid if same and state != "Z" and os.fsencode(str(self.table_path)) in cmd else None
 
     def start(self, timeout: float = 10.0) -> None:
-        """Run the responder unless it already runs (a previous daemon's is adopted as it is)."""
+        """Run the responder unless it already runs (a previous daemon's is adopted as it is, unless it listens
+        elsewhere: an earlier version's, whose short folder was ``/tmp/railguard-<uid>``, is replaced)."""
+        pid = self.pid()
+        if pid is not None and not self._listens_here(pid):
+            self.stop(timeout)
         if self.pid() is None:
             if not self.table_path.exists():
                 self.publish({})
@@ -366,6 +366,14 @@ class ResolverProcess:
                 tail = self.log_path.read_text(errors="replace")[-1000:] if self.log_path.exists() else ""
                 raise OSError(f"the edge's upstream resolver did not start; its output:\n{tail}")
             time.sleep(0.01)
+
+    def _listens_here(self, pid: int) -> bool:
+        try:
+            with open(f"/proc/{pid}/cmdline", "rb") as handle:
+                cmd = handle.read().split(b"\0")
+        except OSError:
+            return True  # gone meanwhile: nothing to replace
+        return b"--socket" in cmd and os.fsencode(str(self.path)) in cmd
 
     def _answers(self) -> bool:
         probe = struct.pack("!HHHHHH", 7, 0, 1, 0, 0, 0) + _encode_name(TARGET) + struct.pack("!HH", 1, 1)
