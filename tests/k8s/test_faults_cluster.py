@@ -189,9 +189,12 @@ class Walk:
         return self.client.call(method, path, body, params)
 
     # -- operations --------------------------------------------------------------------------------
-    def plan(self) -> dict[str, Any]:
+    def plan(self, canary_running: bool = False) -> dict[str, Any]:
         plan = self.call("POST", "plans", {"spec": str(self.ws.spec_path), "env": "staging"})["plan"]
-        assert not [d for d in plan["diagnostics"] if d["severity"] == "error"], plan["diagnostics"]
+        # While a canary runs, a plan of its service is refused until it is promoted or aborted.
+        allowed = {"canary.in_progress"} if canary_running else set()
+        assert not [d for d in plan["diagnostics"] if d["severity"] == "error" and d["code"] not in allowed], \
+            plan["diagnostics"]
         return plan  # type: ignore[no-any-return]
 
     def submit(self, body: dict[str, Any]) -> str | None:
@@ -203,6 +206,9 @@ class Walk:
 
     def apply(self) -> str | None:
         self.write()
+        if self.canary and self.canary_of() is not None:
+            # A deploy is refused while a canary runs (canary.in_progress): decided first, as a user must.
+            self.call("POST", "canaries/staging/web/abort", {"env": "staging"})
         plan = self.plan()
         self.pending = self.versions()
         confirm = [c["address"] for c in plan["changes"] if c["risk"] == "destructive"]
@@ -326,7 +332,7 @@ def _check_cluster(w: Walk, record: dict[str, Any], release: dict[str, Any] | No
     assert backends <= services, (backends, services)
     # The next plan agrees with the record (a canary's service plans its release again until it is promoted, as
     # on the local runtime: observation reports the live release).
-    changes = [c["address"] for c in w.plan()["changes"] if c["action"] != "no-op"]
+    changes = [c["address"] for c in w.plan(canary_running=bool(canaries))["changes"] if c["action"] != "no-op"]
     if record["status"] == "succeeded":
         assert set(changes) <= ({"staging/service.web"} if w.canary else set()), changes
     else:
