@@ -16,6 +16,13 @@ the step where it was (the pause counts from the step's start, the analysis read
 since then; a ``canary.resumed`` event says so) rather than restart it. An abort records the release as
 ``aborted`` and the one before it as live again (at once, or when the deploy that started the canary ends).
 
+Each move is made once: promote-step, abort and the controller's own steps take one lock per canary and move
+from the share the runtime has (never one a pass remembered); a step asked from a share the canary has left —
+a second promote-step before the analysis began the step the first one made, a retry with ``from_weight`` —
+moves nothing (``canary.step_moved``). An abort writes its step record before the runtime moves, so a daemon
+killed in between leaves a canary the store says runs and the runtime has not: :meth:`Canaries._ended` records
+how it ended from the live release (promoted, or aborted: the release records move as an abort's do).
+
 Kubernetes environments have no edge of the daemon's, so no request metrics: :meth:`Canaries.clusters` (each
 observation pass) judges their steps on the canary pods' restarts and health, and advances them on the pause
 (providers/kubernetes/canary.py: the share is a replica ratio there).
@@ -298,14 +305,20 @@ class Canaries:
             run = None  # the watch of an earlier canary that ended (failed, replaced): this abort is of this one
         release = running if running is not None else (run.watch.release if run is not None else None)
         store = self.observer.daemon.store()
-        if unit is not None and unit.canary is not None and canary_store.get(store, env, service) is None:
+        ahead = unit is not None and unit.canary is not None and canary_store.get(store, env, service) is None
+        if ahead and unit is not None and unit.canary is not None:
             # Written before the runtime moves: a daemon killed between the two finds a canary the store says runs
             # and the runtime has not, and records its end (:meth:`_ended`) instead of forgetting it.
             canary_store.save(store, canary_store.CanaryRun(
                 env=env, service=service, release=unit.canary.release, stable=unit.release,
                 weight=unit.canary.weight, step_started=time.time(), operation=unit.canary.operation,
                 analysis="aborting"))
-        self.observer.daemon.provider.abort_canary(env, service)
+        try:
+            self.observer.daemon.provider.abort_canary(env, service)
+        except BaseException:
+            if ahead:  # nothing moved: no record of a canary this abort did not end
+                canary_store.delete(store, env, service)
+            raise
         maybe_fault("canary-aborted", "begin")  # crash walks: the canary gone, its abort not recorded yet
         self.runs.pop((env, service), None)
         self._journal(run, env, service, {"weight": 0, "aborted": True, "by": by,
