@@ -27,7 +27,7 @@ from railguard.model.api import PlanStatus
 from railguard.model.diagnostics import Diagnostic, RailguardError, error
 from railguard.model.plans import Action, Change, FieldDiff, Plan, Risk
 from railguard.model.principals import Permission, Principal
-from railguard.model.resources import Resource, desired_digest, service_address
+from railguard.model.resources import ObservedResource, Resource, desired_digest, service_address
 from railguard.providers.base import DescribeRequest, Provider
 from railguard.state import canaries as canary_store
 from railguard.state.store import Store, new_id
@@ -96,7 +96,8 @@ def _refused(plan_id: str, env: str, service: str, why: str) -> RailguardError:
         address=plan_id))
 
 
-def in_progress(store: Store, provider: Provider, plan: Plan, desired: list[Resource]) -> list[Diagnostic]:
+def in_progress(store: Store, provider: Provider, plan: Plan, desired: list[Resource],
+                observed: list[ObservedResource]) -> list[Diagnostic]:
     """``canary.in_progress`` for each service the plan changes while a canary of it runs (the runtime says so)."""
     changed = {c.address: c for c in plan.changes if c.kind == "service" and c.action is not Action.noop}
     if not changed:
@@ -105,7 +106,7 @@ def in_progress(store: Store, provider: Provider, plan: Plan, desired: list[Reso
     # recorded); a plan of services that never had a canary strategy stays as cheap as it was.
     known = {f"{r.env}/service.{r.service}" for r in canary_store.listed(store) if r.env == plan.env}
     maybe = known or any("canary" in r.config for r in desired if r.kind == "service") or any(
-        "canary" in r.config for r in store.inventory(plan.env) if r.kind == "service")
+        "canary" in r.config for r in observed if r.kind == "service")
     if not maybe:
         return []
     found = []
