@@ -60,8 +60,9 @@ def route(daemon: Daemon, method: str, parts: list[str], who: Principal,
         release, current = canaries.position(env, service)
         target = canarysteps.check_step(store, plan_id, env, service, release, current, who)
         store.mark_plan(plan_id, PlanStatus.applying)
-        try:
-            weight = canaries.advance(env, service, by=who.id, to=target, plan_id=plan_id)
+        try:  # from the share checked (the claim above lets one request per plan through; the controller may
+            # have moved the canary since the check: then the approval is of a step that is gone, nothing moves)
+            weight = canaries.advance(env, service, by=who.id, to=target, plan_id=plan_id, expect=current)
         except BaseException:
             store.mark_plan(plan_id, PlanStatus.failed)
             raise
