@@ -625,11 +625,13 @@ class Client:
         from railguard.model.api import GcResult
         return GcResult.model_validate(self.call("POST", "gc", {"spec": spec, "dry_run": dry_run})["gc"])
 
-    def canary_move(self, env: str, service: str, verb: str, plan_id: str | None = None) -> CanaryMove | PlanAnswer:
+    def canary_move(self, env: str, service: str, verb: str, plan_id: str | None = None,
+                    from_weight: int | None = None) -> CanaryMove | PlanAnswer:
         """``promote-step`` or ``abort`` a canary; in a protected environment a step without ``plan_id`` answers the
-        plan that needs approval instead (nothing moved)."""
+        plan that needs approval instead (nothing moved). ``from_weight``: the step moves only from that share."""
         from railguard.model.api import CanaryMove, PlanAnswer
-        body: dict[str, Any] = {"env": env, **({"plan_id": plan_id} if plan_id else {})}
+        body: dict[str, Any] = {"env": env, **({"plan_id": plan_id} if plan_id else {}),
+                                **({"from_weight": from_weight} if from_weight is not None else {})}
         answer = self.call("POST", f"canaries/{env}/{service}/{verb}", body)
         if answer.get("plan"):
             return PlanAnswer.model_validate(answer["plan"])

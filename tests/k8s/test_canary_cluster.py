@@ -11,12 +11,14 @@ the abort recorded. Release 5's canary crash-loops after its start: the step's a
 incident. In a protected environment, over MCP, ``canary_promote`` saves the step as a plan, moves it
 only once a person approved it, and ``canary_abort`` needs no approval. With a timed pause, the daemon
 advances the steps by itself (no request metrics on a cluster: each step passes on its pods' health) until the
-canary is the live release.
+canary is the live release. A deploy or an update in place of the service while its canary runs is refused
+(``canary.in_progress``), the canary untouched; once promoted, the records agree with the cluster.
 """
 
 from __future__ import annotations
 
 import json
+import sqlite3
 import subprocess
 import sys
 from dataclasses import dataclass
@@ -25,6 +27,8 @@ from typing import Any
 
 import anyio
 import pytest
+
+from railguard.state.db import DB_NAME
 
 from ..conftest import stop_daemon
 from ..e2e.harness import gone, run_on_terminal, wait_for
@@ -47,7 +51,7 @@ kubeconfig = "{kubeconfig}"
 [services.web]
 run = ["python", "app.py"]
 image = "{image}"
-replicas = 3
+replicas = {replicas}
 env = {{ VERSION = "{version}" }}
 start_timeout = "15s"
 stop_timeout = "2s"
@@ -71,6 +75,7 @@ class Shop:
     cluster: Cluster
     protected: bool = False
     pause: str = "manual"
+    replicas: int = 3
 
     @property
     def spec_path(self) -> Path:
@@ -78,7 +83,7 @@ class Shop:
 
     def spec(self, version: str) -> None:
         self.spec_path.write_text(SPEC.format(namespace=self.namespace, kubeconfig=self.kubeconfig, image=IMAGE,
-                                              version=version, pause=self.pause,
+                                              version=version, pause=self.pause, replicas=self.replicas,
                                               protected="protected = true" if self.protected else ""))
 
     def rg(self, *args: str, token: str | None = None, ok: bool = True) -> dict[str, Any]:
@@ -308,22 +313,71 @@ def test_a_rollback_during_a_canary_goes_back_at_once_and_deletes_the_canary(sho
     assert audited and audited[-1]["outcome"] == "ok", audited
 
 
-def test_a_deploy_during_a_canary_replaces_it_beside_the_same_live_release(shop: Shop) -> None:
-    """As on the local runtime: the new release becomes the canary (the unfinished one goes), the live release and
-    its capacity stay, and the controller starts the new canary's first step."""
+def _records(shop: Shop) -> dict[int, str]:
+    return {r["number"]: r["status"] for r in shop.rg("releases", "--env", "staging")["releases"]}
+
+
+def _stored_canaries(shop: Shop) -> list[tuple[Any, ...]]:
+    """The canary controller's step records in the state database (read only)."""
+    with sqlite3.connect(f"file:{shop.root / '.railguard' / DB_NAME}?mode=ro", uri=True) as db:
+        return list(db.execute("SELECT service, release, weight, state FROM canary_runs").fetchall())
+
+
+def test_a_deploy_or_an_update_in_place_during_a_canary_is_refused_until_it_is_decided(shop: Shop) -> None:
+    """A plan that would change the service while its canary runs (a new release, an update in place) is refused
+    with ``canary.in_progress``: the canary Deployment, its share and the records stay as they were. Promoted to
+    100 %, the records agree with the cluster (release 2 live, no canary anywhere, no step record left, nothing to
+    plan), and the next deploy goes out as a new canary beside release 2."""
     assert shop.rg("deploy", "--env", "staging", "--yes")["operation"]["status"] == "succeeded"
     shop.spec("2")
     assert shop.rg("deploy", "--env", "staging", "--yes")["operation"]["status"] == "succeeded"
     assert wait_for(lambda: (shop.canary() or {}).get("release") == 2, what="the canary of release 2")
+    records = _records(shop)
+    canary_before = shop.deployment("web-canary")
+    assert canary_before is not None
+
+    def unchanged() -> None:
+        found = shop.deployment("web-canary")
+        assert found is not None and found["metadata"]["uid"] == canary_before["metadata"]["uid"]
+        assert found["spec"]["replicas"] == 1 and shop.release_of("web-canary") == "2"
+        assert shop.release_of() == "1" and shop.deployment()["spec"]["replicas"] == 3  # type: ignore[index]
+        assert _records(shop) == records
+        seen = shop.canary()
+        assert seen is not None and seen["release"] == 2 and seen["weight"] == 25, seen
+
+    shop.spec("3")  # a new release of web
+    planned = shop.rg("plan", "--env", "staging", ok=False)["plan"]  # errored: exit 1, the plan saved
+    assert "canary.in_progress" in [d["code"] for d in planned["diagnostics"]], planned
+    refused = shop.rg("deploy", "--env", "staging", "--yes", ok=False)
+    found = [d for d in refused["diagnostics"] if d["code"] == "canary.in_progress"] or [
+        d for e in refused["diagnostics"] for d in (e.get("extra") or {}).get("diagnostics", [])
+        if d["code"] == "canary.in_progress"]
+    assert found and found[0]["remediation"] and found[0]["address"] == "staging/service.web", refused
+    unchanged()
+    shop.replicas = 4  # an update in place of the live release (its replicas only): the canary would go silently
+    shop.spec("1")
+    planned = shop.rg("plan", "--env", "staging", ok=False)["plan"]
+    assert [c["action"] for c in planned["changes"] if c["address"] == "staging/service.web"] == ["update"], planned
+    assert "canary.in_progress" in [d["code"] for d in planned["diagnostics"]], planned
+    assert "canary.in_progress" in json.dumps(shop.rg("deploy", "--env", "staging", "--yes", ok=False))
+    unchanged()
+
+    # Decided: promoted to 100 %, the records agree with the cluster.
+    shop.replicas = 3
+    shop.spec("2")
+    assert shop.rg("promote-step", "--env", "staging", "web", "--from", "25")["canary"]["weight"] == 50
+    assert wait_for(lambda: any(e["kind"] == "canary.step" and "release 2 takes 50%" in e["message"]
+                                for e in shop.rg("events", "--env", "staging")["events"]), what="the step at 50%")
+    moved = shop.rg("promote-step", "--env", "staging", "web", "--from", "50")
+    assert moved["canary"] == {"env": "staging", "service": "web", "action": "promoted", "weight": 100}, moved
+    assert shop.deployment("web-canary") is None and shop.release_of() == "2"
+    assert wait_for(lambda: shop.canary() is None, what="no canary in status")
+    assert _records(shop) == {1: "superseded", 2: "live"}
+    assert _stored_canaries(shop) == []
+    assert shop.rg("status", "--env", "staging")["status"]["services"][0]["release"] == 2
+    assert not [c for c in shop.rg("plan", "--env", "staging")["plan"]["changes"] if c["action"] != "no-op"]
+
     shop.spec("3")
-    done = shop.rg("deploy", "--env", "staging", "--yes")
-    assert done["operation"]["status"] == "succeeded", done
-    assert shop.release_of("web-canary") == "3" and shop.version_of("web-canary") == "3"
-    assert shop.release_of() == "1" and shop.deployment()["spec"]["replicas"] == 3  # type: ignore[index]
+    assert shop.rg("deploy", "--env", "staging", "--yes")["operation"]["status"] == "succeeded"
     seen = wait_for(lambda: (c := shop.canary()) is not None and c["release"] == 3 and c, what="the new canary")
-    assert seen["weight"] == 25 and seen["stable"] == 1, seen
-    assert wait_for(lambda: any(e["kind"] == "canary.step" and "release 3" in e["message"]
-                                for e in shop.rg("events", "--env", "staging")["events"]), what="its step event")
-    moved = shop.rg("abort", "--env", "staging", "web")
-    assert moved["canary"]["action"] == "aborted" and shop.deployment("web-canary") is None, moved
-    assert shop.release_of() == "1" and shop.version_of() == "1"
+    assert seen["weight"] == 25 and seen["stable"] == 2, seen

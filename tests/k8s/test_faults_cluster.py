@@ -189,9 +189,12 @@ class Walk:
         return self.client.call(method, path, body, params)
 
     # -- operations --------------------------------------------------------------------------------
-    def plan(self) -> dict[str, Any]:
+    def plan(self, canary_running: bool = False) -> dict[str, Any]:
         plan = self.call("POST", "plans", {"spec": str(self.ws.spec_path), "env": "staging"})["plan"]
-        assert not [d for d in plan["diagnostics"] if d["severity"] == "error"], plan["diagnostics"]
+        # While a canary runs, a plan of its service is refused until it is promoted or aborted.
+        allowed = {"canary.in_progress"} if canary_running else set()
+        assert not [d for d in plan["diagnostics"] if d["severity"] == "error" and d["code"] not in allowed], \
+            plan["diagnostics"]
         return plan  # type: ignore[no-any-return]
 
     def submit(self, body: dict[str, Any]) -> str | None:
@@ -203,6 +206,9 @@ class Walk:
 
     def apply(self) -> str | None:
         self.write()
+        if self.canary and self.canary_of() is not None:
+            # A deploy is refused while a canary runs (canary.in_progress): decided first, as a user must.
+            self.call("POST", "canaries/staging/web/abort", {"env": "staging"})
         plan = self.plan()
         self.pending = self.versions()
         confirm = [c["address"] for c in plan["changes"] if c["risk"] == "destructive"]
@@ -326,7 +332,7 @@ def _check_cluster(w: Walk, record: dict[str, Any], release: dict[str, Any] | No
     assert backends <= services, (backends, services)
     # The next plan agrees with the record (a canary's service plans its release again until it is promoted, as
     # on the local runtime: observation reports the live release).
-    changes = [c["address"] for c in w.plan()["changes"] if c["action"] != "no-op"]
+    changes = [c["address"] for c in w.plan(canary_running=bool(canaries))["changes"] if c["action"] != "no-op"]
     if record["status"] == "succeeded":
         assert set(changes) <= ({"staging/service.web"} if w.canary else set()), changes
     else:
@@ -494,3 +500,36 @@ def test_a_daemon_killed_while_a_canary_moves_leaves_it_where_the_cluster_says(w
         _check_cluster(walk, {"status": "succeeded"}, None)
         assert not [c for c in walk.plan()["changes"] if c["action"] != "no-op"]
         assert walk.records().get(release) == "live"
+
+
+def test_a_daemon_killed_after_the_cluster_aborted_a_canary_records_the_abort(walk: Walk) -> None:
+    """``railguard abort`` killed after the canary Deployment was deleted, before the abort was recorded (fault
+    point ``canary-aborted``): the next daemon finds the canary gone while its store says it runs, and records the
+    abort from the live release — the canary's release ``aborted``, the stable one ``live`` again — so status, the
+    records and the cluster agree and nothing of the canary is left."""
+    walk.canary = True
+    walk.deploy()
+    stable = max(n for n, s in walk.records().items() if s == "live")
+    _new_web(walk)
+    walk.deploy()
+    release = max(n for n, s in walk.records().items() if s == "live")
+    assert release != stable and (walk.canary_of() or {}).get("release") == release, walk.canary_of()
+    wait_for(lambda: any(e["kind"] == "canary.step" and f"release {release} takes" in e["message"]
+                         for e in walk.call("GET", "events", params={"env": "staging"})["events"]),
+             "the controller's step record")
+    walk.stop()
+    walk.start("canary-aborted")
+    try:
+        walk.call("POST", "canaries/staging/web/abort", {"env": "staging"})
+    except RailguardError as exc:
+        assert exc.diagnostics[0].code == "daemon.unavailable", exc.diagnostics
+    assert walk.killed_by_fault(), "the daemon was not killed at canary-aborted"
+    assert "web-canary" not in {d["metadata"]["name"] for d in _settled_deployments(walk)}  # the cluster moved
+    walk.start(None)
+    records = wait_for(lambda: (r := walk.records()).get(release) == "aborted" and r, "the abort recorded", timeout=60)
+    assert records[stable] == "live", records
+    assert walk.canary_of() is None
+    deployments = {d["metadata"]["name"]: d for d in _settled_deployments(walk)}
+    assert "web-canary" not in deployments and deployments["web"]["metadata"]["labels"][RELEASE] == str(stable)
+    assert "release.aborted" in {e["kind"] for e in walk.call("GET", "events", params={"env": "staging"})["events"]}
+    _check_cluster(walk, {"status": "succeeded"}, None)

@@ -18,12 +18,15 @@ from railguard.model.api import PlanAnswer
 
 ServiceArg = Annotated[str, typer.Argument(help="The service whose canary moves.")]
 PlanOpt = Annotated[str | None, typer.Option("--plan", help="The approved plan of this step (protected environments).")]
+FromOpt = Annotated[int | None, typer.Option("--from", min=0, max=100, help="Move only from this share (percent, as "
+                                            "status shows it): a repeated or retried step moves nothing.")]
 
 
-def _move(env: str | None, service: str, verb: str, spec: SpecOpt, as_json: bool, plan: str | None = None) -> None:
+def _move(env: str | None, service: str, verb: str, spec: SpecOpt, as_json: bool, plan: str | None = None,
+          from_weight: int | None = None) -> None:
     ws, client = connect(spec)
     name = env_from_spec(ws, env)
-    moved = client.canary_move(name, service, verb, plan)
+    moved = client.canary_move(name, service, verb, plan, from_weight)
     if isinstance(moved, PlanAnswer):  # a protected environment: the step waits for an approval
         if as_json:
             finish(True, [], {"plan": moved.model_dump(mode="json")})
@@ -42,10 +45,11 @@ def _move(env: str | None, service: str, verb: str, spec: SpecOpt, as_json: bool
 
 @guarded()
 def promote_step(service: ServiceArg, env: EnvOpt = None, spec: SpecOpt = None, as_json: JsonOpt = False,
-                 plan: PlanOpt = None) -> None:
+                 plan: PlanOpt = None, from_weight: FromOpt = None) -> None:
     """Move a canary to its next step (the step to 100% makes it the live release). In a protected environment
-    the step is saved as a plan that needs an approval; `--plan` applies that approved step."""
-    _move(env, service, "promote-step", spec, as_json, plan)
+    the step is saved as a plan that needs an approval; `--plan` applies that approved step. A step just made
+    by someone else, not yet begun by the analysis, is not moved again (`canary.step_moved`)."""
+    _move(env, service, "promote-step", spec, as_json, plan, from_weight)
 
 
 @guarded()

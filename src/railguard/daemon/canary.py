@@ -16,6 +16,13 @@ the step where it was (the pause counts from the step's start, the analysis read
 since then; a ``canary.resumed`` event says so) rather than restart it. An abort records the release as
 ``aborted`` and the one before it as live again (at once, or when the deploy that started the canary ends).
 
+Each move is made once: promote-step, abort and the controller's own steps take one lock per canary and move
+from the share the runtime has (never one a pass remembered); a step asked from a share the canary has left —
+a second promote-step before the analysis began the step the first one made, a retry with ``from_weight`` —
+moves nothing (``canary.step_moved``). An abort writes its step record before the runtime moves, so a daemon
+killed in between leaves a canary the store says runs and the runtime has not: :meth:`Canaries._ended` records
+how it ended from the live release (promoted, or aborted: the release records move as an abort's do).
+
 Kubernetes environments have no edge of the daemon's, so no request metrics: :meth:`Canaries.clusters` (each
 observation pass) judges their steps on the canary pods' restarts and health, and advances them on the pause
 (providers/kubernetes/canary.py: the share is a replica ratio there).
@@ -25,12 +32,14 @@ from __future__ import annotations
 
 import logging
 import math
+import threading
 import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from railguard.daemon.incidents import action
 from railguard.daemon.verification import Verdict, Watch, judge
+from railguard.engine.execute import maybe_fault
 from railguard.model.api import CanaryStatus, Evidence, IncidentKind
 from railguard.model.diagnostics import RailguardError, error
 from railguard.model.durations import parse_ms
@@ -73,6 +82,14 @@ class Canaries:
         self.aborting = True  # an aborted release waiting for its deploy to end (True: look once at boot)
         self.unreachable: dict[str, float] = {}  # Kubernetes environment -> not asked again before then
         self.looked_at = 0.0  # when the Kubernetes environments' services were last described
+        # One mover per canary at a time: promote-step, abort and the controller's own steps read the share the
+        # runtime has, decide, and move it; two of them interleaved would move twice from the same step.
+        self._locks: dict[tuple[str, str], threading.Lock] = {}
+        self._locks_guard = threading.Lock()
+
+    def _moving(self, env: str, service: str) -> threading.Lock:
+        with self._locks_guard:
+            return self._locks.setdefault((env, service), threading.Lock())
 
     def clusters(self, spec: Spec | None, now: float) -> None:
         """The canary steps of environments on a Kubernetes namespace (the observation pass describes only those
@@ -114,11 +131,11 @@ class Canaries:
         if self.stored is None:
             self.stored = {(r.env, r.service) for r in canary_store.listed(self.observer.daemon.store(), RUNNING)}
         if canary is None:
-            if self.runs.pop(key, None) is not None or key in self.stored:  # it ended (promoted, replaced)
+            if self.runs.pop(key, None) is not None or key in self.stored:  # it ended (promoted, aborted)
                 self.stored.discard(key)
                 stored = canary_store.get(self.observer.daemon.store(), env, unit.name)
                 if stored is not None and stored.state == RUNNING:
-                    canary_store.delete(self.observer.daemon.store(), env, unit.name)
+                    self._ended(stored, unit)
             return
         run = self.runs.get(key)
         if run is None or run.watch.release != canary.release or run.weight != canary.weight:
@@ -138,7 +155,32 @@ class Canaries:
         else:
             run.last = verdict.summary
             self._store_run(key, run, unit.release)
-            self.advance(env, unit.name, by="railguard:canary")
+            try:
+                self.advance(env, unit.name, by="railguard:canary", expect=run.weight)
+            except RailguardError as exc:  # moved meanwhile (promote-step, abort): the next pass sees where it is
+                log.info("canary step of %s/%s not moved: %s", env, unit.name, exc.diagnostics[0].summary)
+
+    def _ended(self, stored: canary_store.CanaryRun, unit: ServiceUnit) -> None:
+        """A canary the store says runs is gone from the runtime, and no move recorded its end (a daemon killed
+        between the runtime's move and its record). The live release says how it ended: it is the canary's release
+        (promoted: nothing more to record than the event), or the canary was removed (aborted: its release record
+        moves as an abort's does, so no record says a release is live that serves nothing)."""
+        store = self.observer.daemon.store()
+        if unit.release == stored.release:
+            canary_store.delete(store, stored.env, stored.service)
+            store.add_event(stored.env, PROMOTED_EVENT, f"{stored.env}/{stored.service}: release {stored.release} "
+                            "was found promoted (its canary's end was not recorded): it is the live release",
+                            address=f"{stored.env}/service.{stored.service}",
+                            data={"release": stored.release, "recovered": True})
+            return
+        canary_store.save(store, canary_store.CanaryRun(
+            env=stored.env, service=stored.service, release=stored.release, stable=stored.stable, weight=0,
+            step_started=time.time(), operation=stored.operation, state=ABORTED,
+            analysis=f"found gone at {stored.weight}% (its abort was not recorded)"))
+        # No canary.aborted event here: a canary whose start failed ends the same way, and its deploy's record says
+        # so (settle() then finds the release failed, not live, and moves nothing); a live one is aborted there.
+        self.aborting = True
+        self.settle()
 
     def _begin(self, env: str, unit: ServiceUnit, spec: Spec | None, now: float) -> Run | None:
         canary = unit.canary
@@ -207,25 +249,38 @@ class Canaries:
             return [100]
         return list(spec.resolved_service(env, service).steps)
 
-    def advance(self, env: str, service: str, by: str, to: int | None = None, plan_id: str | None = None) -> int:
+    def advance(self, env: str, service: str, by: str, to: int | None = None, plan_id: str | None = None,
+                expect: int | None = None) -> int:
         """Move the canary to its next step (``railguard promote-step`` or a clean step), or to ``to`` (an approved
-        plan's step); returns the new share."""
-        run = self.runs.get((env, service))
-        current = run.weight if run is not None else self._weight(env, service)
-        following = to if to is not None else self.following(env, service, current)
-        self.observer.daemon.provider.set_canary_weight(env, service, following)
-        self._journal(run, env, service, {"weight": following, "from": current, "by": by,
-                                          **({"plan": plan_id} if plan_id else {}),
-                                          **({"analysis": run.last} if run is not None else {})})
-        self.observer.daemon.store().add_event(
-            env, STEP_EVENT if following < 100 else PROMOTED_EVENT,
-            f"{env}/{service}: canary moved from {current}% to {following}% of the requests ({by})"
-            + (": it is the live release now" if following == 100 else ""),
-            address=f"{env}/service.{service}", data={"weight": following, "by": by})
-        if following == 100:
-            self.runs.pop((env, service), None)
-            canary_store.delete(self.observer.daemon.store(), env, service)
-        return following
+        plan's step); returns the new share.
+
+        The step moved from is the share the runtime has now, read under this canary's lock, never a share a
+        previous pass remembered (that moved the same step twice, or a step the analysis never saw). ``expect``:
+        the share the caller saw (a retried request, the controller's analysed step); the canary elsewhere means
+        this move was made already, or another one was: nothing moves (``canary.step_moved``)."""
+        with self._moving(env, service):
+            run = self.runs.get((env, service))
+            current = self._weight(env, service)
+            if expect is not None and current != expect:
+                raise _moved(env, service, expect, current)
+            if expect is None and to is None and run is not None and run.weight != current:
+                # Moved by someone else since the controller began its step, and that new step has not begun:
+                # a second promote-step right after a first one (a double click, two agents, a retry) moves nothing.
+                raise _moved(env, service, run.weight, current, pending=True)
+            following = to if to is not None else self.following(env, service, current)
+            self.observer.daemon.provider.set_canary_weight(env, service, following)
+            self._journal(run, env, service, {"weight": following, "from": current, "by": by,
+                                              **({"plan": plan_id} if plan_id else {}),
+                                              **({"analysis": run.last} if run is not None else {})})
+            self.observer.daemon.store().add_event(
+                env, STEP_EVENT if following < 100 else PROMOTED_EVENT,
+                f"{env}/{service}: canary moved from {current}% to {following}% of the requests ({by})"
+                + (": it is the live release now" if following == 100 else ""),
+                address=f"{env}/service.{service}", data={"weight": following, "by": by})
+            if following == 100:
+                self.runs.pop((env, service), None)
+                canary_store.delete(self.observer.daemon.store(), env, service)
+            return following
 
     def _weight(self, env: str, service: str) -> int:
         if self._known(env):
@@ -239,14 +294,33 @@ class Canaries:
 
     def abort(self, env: str, service: str, by: str) -> None:
         """Every request back on the stable release and the canary stopped (``railguard abort``)."""
+        with self._moving(env, service):
+            self._abort_now(env, service, by)
+
+    def _abort_now(self, env: str, service: str, by: str) -> None:
         run = self.runs.get((env, service))
-        running = self._canary_release(env, service)
+        unit = self._unit(env, service)
+        running = unit.canary.release if unit is not None and unit.canary is not None else None
         if run is not None and running is not None and run.watch.release != running:
             run = None  # the watch of an earlier canary that ended (failed, replaced): this abort is of this one
         release = running if running is not None else (run.watch.release if run is not None else None)
-        self.observer.daemon.provider.abort_canary(env, service)
-        self.runs.pop((env, service), None)
         store = self.observer.daemon.store()
+        ahead = unit is not None and unit.canary is not None and canary_store.get(store, env, service) is None
+        if ahead and unit is not None and unit.canary is not None:
+            # Written before the runtime moves: a daemon killed between the two finds a canary the store says runs
+            # and the runtime has not, and records its end (:meth:`_ended`) instead of forgetting it.
+            canary_store.save(store, canary_store.CanaryRun(
+                env=env, service=service, release=unit.canary.release, stable=unit.release,
+                weight=unit.canary.weight, step_started=time.time(), operation=unit.canary.operation,
+                analysis="aborting"))
+        try:
+            self.observer.daemon.provider.abort_canary(env, service)
+        except BaseException:
+            if ahead:  # nothing moved: no record of a canary this abort did not end
+                canary_store.delete(store, env, service)
+            raise
+        maybe_fault("canary-aborted", "begin")  # crash walks: the canary gone, its abort not recorded yet
+        self.runs.pop((env, service), None)
         self._journal(run, env, service, {"weight": 0, "aborted": True, "by": by,
                                           **({"analysis": run.last} if run is not None else {})})
         store.add_event(env, ABORTED_EVENT, f"{env}/{service}: canary aborted ({by}); "
@@ -281,10 +355,14 @@ class Canaries:
         self.aborting = waiting
 
     def _canary_release(self, env: str, service: str) -> int | None:
+        unit = self._unit(env, service)
+        return unit.canary.release if unit is not None and unit.canary is not None else None
+
+    def _unit(self, env: str, service: str) -> ServiceUnit | None:
         if self._known(env):
             for unit in self.observer.daemon.provider.describe(DescribeRequest(env=env)).services:
-                if unit.name == service and unit.canary is not None:
-                    return unit.canary.release
+                if unit.name == service:
+                    return unit
         return None
 
     def _abort(self, key: tuple[str, str], run: Run, verdict: Verdict, unit: ServiceUnit) -> None:
@@ -330,3 +408,17 @@ class Canaries:
             requests=counts.total if counts is not None else 0,
             status_5xx=counts.classes[4] if counts is not None else 0,
             analysis=run.last if run is not None else "starting")
+
+
+def _moved(env: str, service: str, expected: int, current: int, pending: bool = False) -> RailguardError:
+    """``canary.step_moved``: a step asked from a share the canary has left; nothing moved."""
+    detail = (f"The canary of {env}/{service} was asked to move on from {expected}% of the requests, and it is at "
+              f"{current}% now: " + ("it moved moments ago and the analysis has not begun that step yet, so this "
+                                     "request (a second promote-step, a retry) moved nothing."
+                                     if pending else "that step was made already, or the canary moved since; "
+                                     "nothing moved."))
+    return RailguardError(error(
+        "canary.step_moved", f"The canary of {env}/{service} is at {current}% now, not {expected}%", detail,
+        f"See the step with `railguard status --env {env}`; to move it on from {current}%, run `railguard "
+        f"promote-step {service} --env {env} --from {current}`.", address=f"{env}/service.{service}",
+        extra={"expected": expected, "weight": current}))

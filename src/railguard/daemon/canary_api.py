@@ -6,6 +6,8 @@ traffic is a deploy decision, so both need the ``apply`` permission for the envi
 In an environment protected as applied, a step needs an approval (:mod:`railguard.engine.canarysteps`):
 ``promote-step`` without ``plan_id`` saves the step as a plan and answers it (``{"plan": ...}``), nothing
 moves; with the approved plan's id it applies exactly that step. An abort never needs one (toward safety).
+``from_weight`` (optional) is the share the caller saw: a retried or doubled request whose step was made
+already moves nothing (``canary.step_moved``).
 """
 
 from __future__ import annotations
@@ -47,15 +49,20 @@ def route(daemon: Daemon, method: str, parts: list[str], who: Principal,
         plan = canarysteps.step_plan(store, env, service, release, current, canaries.following(env, service, current),
                                      who)
         return {"plan": PlanAnswer.of(plan, short_hash(plan))}
+    expect = (body or {}).get("from_weight")
+    if expect is not None and (not isinstance(expect, int) or isinstance(expect, bool)):
+        raise RailguardError(error("daemon.bad_request", "Bad request to the daemon", "from_weight must be an integer.",
+                                   "Pass the share (percent) the canary is at, as status shows it."))
     require(who, Permission.apply, env)
     if plan_id is None:
-        weight = canaries.advance(env, service, by=who.id)
+        weight = canaries.advance(env, service, by=who.id, expect=expect)
     else:
         release, current = canaries.position(env, service)
         target = canarysteps.check_step(store, plan_id, env, service, release, current, who)
         store.mark_plan(plan_id, PlanStatus.applying)
-        try:
-            weight = canaries.advance(env, service, by=who.id, to=target, plan_id=plan_id)
+        try:  # from the share checked (the claim above lets one request per plan through; the controller may
+            # have moved the canary since the check: then the approval is of a step that is gone, nothing moves)
+            weight = canaries.advance(env, service, by=who.id, to=target, plan_id=plan_id, expect=current)
         except BaseException:
             store.mark_plan(plan_id, PlanStatus.failed)
             raise

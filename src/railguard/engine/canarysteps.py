@@ -10,6 +10,13 @@ release and the share the canary has NOW (an approval for 10 -> 50 % cannot move
 :func:`railguard.engine.guard.check_apply` finds its standing approval. The engine decides, not the caller.
 Aborting needs no approval (traffic goes back to the stable release: toward safety); the daemon audits it.
 ``railguard apply`` refuses such a plan (:func:`refuse_apply`). Called by the daemon's canary API.
+
+A plan that would change a service while its canary runs is refused (:func:`in_progress`, called by
+:func:`railguard.engine.usecases.plan`): a new release, an update in place or a delete would replace or delete
+the canary as a side effect — its replicas gone, its share of the requests moved, its release recorded
+``superseded`` as if it had been promoted (and an abort after that put back the wrong release). Promote or
+abort the canary first: each of those is recorded, then the next plan starts from the release that serves.
+A rollback is not refused: it aborts every canary itself, recorded (:mod:`railguard.engine.canaryabort`).
 """
 
 from __future__ import annotations
@@ -17,10 +24,12 @@ from __future__ import annotations
 from railguard.engine import guard
 from railguard.engine.observe import state_protected
 from railguard.model.api import PlanStatus
-from railguard.model.diagnostics import RailguardError, error
+from railguard.model.diagnostics import Diagnostic, RailguardError, error
 from railguard.model.plans import Action, Change, FieldDiff, Plan, Risk
 from railguard.model.principals import Permission, Principal
-from railguard.model.resources import desired_digest, service_address
+from railguard.model.resources import ObservedResource, Resource, desired_digest, service_address
+from railguard.providers.base import DescribeRequest, Provider
+from railguard.state import canaries as canary_store
 from railguard.state.store import Store, new_id
 
 
@@ -85,3 +94,36 @@ def _refused(plan_id: str, env: str, service: str, why: str) -> RailguardError:
         f"of {env}/{service}: {why}.",
         f"Make a plan of the step as it is now: `railguard promote-step {service} --env {env}`, and have it approved.",
         address=plan_id))
+
+
+def in_progress(store: Store, provider: Provider, plan: Plan, desired: list[Resource],
+                observed: list[ObservedResource]) -> list[Diagnostic]:
+    """``canary.in_progress`` for each service the plan changes while a canary of it runs (the runtime says so)."""
+    changed = {c.address: c for c in plan.changes if c.kind == "service" and c.action is not Action.noop}
+    if not changed:
+        return []
+    # Asking the runtime costs a describe: only where a canary can be (a canary service, or one the controller
+    # recorded); a plan of services that never had a canary strategy stays as cheap as it was.
+    known = {f"{r.env}/service.{r.service}" for r in canary_store.listed(store) if r.env == plan.env}
+    maybe = known or any("canary" in r.config for r in desired if r.kind == "service") or any(
+        "canary" in r.config for r in observed if r.kind == "service")
+    if not maybe:
+        return []
+    found = []
+    for unit in provider.describe(DescribeRequest(env=plan.env)).services:
+        change = changed.get(unit.address)
+        if unit.canary is None or change is None:
+            continue
+        env, service, canary = plan.env, unit.name, unit.canary
+        found.append(error(
+            "canary.in_progress", f"'{service}' in '{env}' has a canary in progress: this plan would replace it",
+            f"Release {canary.release} runs as a canary of {unit.address} with {canary.weight}% of the requests "
+            f"beside release {unit.release}. This plan would {change.action.value} the service ({change.reason}), "
+            "which removes the canary as a side effect: its replicas stopped or deleted, its requests moved, its "
+            "release recorded as replaced instead of promoted or aborted. Nothing was changed.",
+            f"Decide the canary first: `railguard promote-step {service} --env {env}` until it is the live release, "
+            f"or `railguard abort {service} --env {env}` (every request back on release {unit.release}); then plan "
+            f"again. `railguard rollback --env {env}` also aborts it.",
+            address=unit.address, extra={"canary_release": canary.release, "weight": canary.weight,
+                                         "stable": unit.release, "action": change.action.value}))
+    return found

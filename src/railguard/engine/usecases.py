@@ -72,7 +72,10 @@ def _plan(ws: Workspace, env: str, store: Store, provider: Provider | None, prin
         observed_problems: list[Diagnostic] = []  # what the runtime found checking the desired state (dry-runs)
         if provider is not None:
             observe_into(store, provider, env, desired, observed_problems)
-        computed = planner.plan(env, desired, store.inventory(env), store.serial(env))
+        inventory = store.inventory(env)
+        computed = planner.plan(env, desired, inventory, store.serial(env))
+        if provider is not None:  # never a plan that replaces a running canary as a side effect
+            observed_problems += canarysteps.in_progress(store, provider, computed, desired, inventory)
         problems = [*warnings, *observed_problems, *([] if promoting else facts.source_warnings()),
                     *missing_secrets(spec, env, versions),
                     *computed.diagnostics, *knownbad.diagnostics(store, computed),

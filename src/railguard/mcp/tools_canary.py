@@ -4,7 +4,8 @@ Both go through the daemon's API as the server's token (the daemon checks the ``
 each request). ``canary_promote`` moves a canary to its next step; in a protected environment nothing moves:
 the daemon saves the step as a plan that needs a person's approval, and the agent calls ``canary_promote``
 again with that ``plan_id`` once it is approved (the daemon applies exactly that step, or refuses it if the
-canary has moved since). ``canary_abort`` needs no approval: it sends every request back to the stable
+canary has moved since); ``from_weight`` makes a step conditional on the share the agent saw, so a retried
+call moves nothing twice. ``canary_abort`` needs no approval: it sends every request back to the stable
 release. ``get_status`` shows the current step and its analysis. Registered in :mod:`railguard.mcp.catalog`.
 """
 
@@ -29,6 +30,9 @@ class CanaryArgs(Args):
 class CanaryPromoteArgs(CanaryArgs):
     plan_id: PlanId | None = Field(default=None, description="In a protected environment: the approved plan of "
                                    "this step (the previous canary_promote answered it).")
+    from_weight: int | None = Field(default=None, ge=0, le=100, description="The share (percent) the canary is at, as "
+                                    "get_status showed it: the step moves only from there, so a retried call whose "
+                                    "step was made already moves nothing (canary.step_moved).")
 
 
 @tool("canary_promote", title="Promote a canary to its next step", inputs=CanaryPromoteArgs, outputs=CanaryPayload,
@@ -37,8 +41,10 @@ async def canary_promote(call: Call, args: CanaryPromoteArgs) -> Outcome:
     """Move the canary of `service` in `env` to its next step (more of the requests to the new release; the step
     to 100% makes it the live release). Check its analysis with get_status first. In a protected environment
     nothing moves: the step is saved as a plan needing a person's approval; once approved, call again with
-    `plan_id` (refused if the canary moved since)."""
-    moved = await call.gw.run(lambda c: c.canary_move(args.env, args.service, "promote-step", args.plan_id))
+    `plan_id` (refused if the canary moved since). Pass `from_weight` (the share get_status shows) so a retry
+    never moves a second step."""
+    moved = await call.gw.run(lambda c: c.canary_move(args.env, args.service, "promote-step", args.plan_id,
+                                                      args.from_weight))
     if isinstance(moved, PlanAnswer):
         return Outcome(f"{args.env} is protected: nothing moved; the step ({moved.changes[0].reason}) is saved as "
                        f"plan {moved.id}, which needs a person's approval.",

@@ -126,6 +126,9 @@ CODES: dict[str, str] = {
     "canary.step_mismatch": "`promote-step --plan` named a plan that is not the canary's current step (another "
                             "release or share, already used, or not a plan of one canary step).",
     "canary.step_plan": "`apply` named a plan of a canary step; it is applied by `promote-step --plan`.",
+    "canary.step_moved": "`promote-step` asked to move a canary from a share it has left (a doubled or retried "
+                         "step, or `--from` another share); nothing moved.",
+    "canary.in_progress": "A plan would change a service whose canary is in progress; promote or abort it first.",
     "artifact.tampered": "A built artifact or its dependency layer changed after it was built; start refused.",
     "artifact.write_refused": "A replica or release command tried to write into its read-only release.",
     # artifacts on Kubernetes: the daemon's artifact listener, bundles, `railguard k8s rbac`
