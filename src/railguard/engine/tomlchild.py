@@ -118,7 +118,7 @@ def shallow(text: str) -> bool:
         return False
     # Only what counts is kept (a few bytes a line; UTF-8 never hides these bytes inside another character).
     kept = _NOT_CODE.sub("", text).encode("utf-8", errors="replace").translate(None, _UNCOUNTED)
-    for line in kept.split(b"\n"):
+    for line in set(kept.split(b"\n")):  # each distinct line once: a large spec repeats a few shapes
         if line:
             opened = line.count(b"[") + line.count(b"{")
             if opened > MAX_PER_LINE or line.count(b".") > MAX_PER_LINE:
