@@ -20,8 +20,9 @@ Whatever goes wrong falls back to ``tomllib`` in process, so the answer is alway
 - a crash, a signal, a non-zero exit, a timeout (:data:`TIMEOUT_S`), ``toml_rs`` not installed.
 
 Loading the child's JSON is safe even if the child were subverted by a hostile text: JSON gives only dicts,
-lists, strings, numbers and booleans (``null`` is refused), i.e. a value the agent could have written as TOML
-itself, and the spec models validate it next as they validate ``tomllib``'s. Called by
+lists, strings, numbers and booleans (``null`` is refused), the kinds of value a TOML text holds (at most an
+integer beyond 64 bits, which TOML cannot write), and the spec models validate it next as they validate
+``tomllib``'s. A truncated answer (the child killed while writing) does not load and falls back. Called by
 :func:`railguard.engine.specmemo.parse` (every spec the workspace loads: the daemon's plans, the CLI's checks).
 """
 
@@ -37,7 +38,7 @@ import tomllib
 from pathlib import Path
 from typing import Any
 
-MIN_BYTES = 256 * 1024  # ~80 ms of tomllib; the child's start (interpreter + toml_rs) is ~30–40 ms of CPU
+MIN_BYTES = 256 * 1024  # characters: ~80 ms of tomllib; the child's start (interpreter + toml_rs) is ~30–40 ms of CPU
 TIMEOUT_S = 30.0  # a 10k-service spec takes ~0.2 s; past this the child is killed and tomllib parses
 # How deep one line may nest (brackets, braces, dots of dotted keys) for the native parser: real specs use 2–3.
 MAX_PER_LINE = 32
