@@ -20,7 +20,7 @@ from railguard.model.specfile import parse_spec
 ROOT = Path(__file__).parent.parent
 CASES: dict[str, str] = json.loads((ROOT / "tests" / "golden" / "toml" / "tricky.json").read_text(encoding="utf-8"))
 SPECS = sorted([*ROOT.glob("examples/**/*.toml"), *(ROOT / "tests" / "golden").glob("**/*.toml")])
-PAD = "\n" + "# padding past tomlchild.MIN_BYTES, so loads() sends the text to the child\n" * 4000
+PAD = "\n" + "# padding past tomlchild.MIN_BYTES, so loads() sends the text to the child\n" * 8000
 DEEP = {
     "arrays": "a = " + "[" * 60_000 + "]" * 60_000 + "\n",
     "inline tables": "a = " + "{b = " * 20_000 + "1" + "}" * 20_000 + "\n",
@@ -124,7 +124,7 @@ def test_a_timeout_kills_the_child_and_falls_back(monkeypatch: pytest.MonkeyPatc
 
 
 def test_bad_toml_gets_tomllibs_diagnostic_line_and_all() -> None:
-    good = _bench_spec(1500)
+    good = _bench_spec(2500)
     assert len(good) >= tomlchild.MIN_BYTES
     lines = good.splitlines(keepends=True)
     for broken in ("x = = 1\n", 'name = "unterminated\n', "[services.s3]\n", "replicas = 01\n", "a = { b = 1,\n"):

@@ -38,7 +38,9 @@ import tomllib
 from pathlib import Path
 from typing import Any
 
-MIN_BYTES = 256 * 1024  # characters: ~80 ms of tomllib; the child's start (interpreter + toml_rs) is ~30–40 ms of CPU
+# Characters (~2,300 services of bench/plan_scale.py): below, the child's start (interpreter + toml_rs, ~40 ms of
+# CPU) leaves too little of a gain (bench/toml_child.py: at 1,000 services ~60 ms either way, at 3,000 ~130 vs ~210).
+MIN_BYTES = 512 * 1024
 TIMEOUT_S = 30.0  # a 10k-service spec takes ~0.2 s; past this the child is killed and tomllib parses
 # How deep one line may nest (brackets, braces, dots of dotted keys) for the native parser: real specs use 2–3.
 MAX_PER_LINE = 32
