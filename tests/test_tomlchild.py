@@ -15,6 +15,7 @@ from typing import Any
 import pytest
 
 from railguard.engine import specmemo, tomlchild
+from railguard.model.counters import COUNTS
 from railguard.model.specfile import parse_spec
 
 ROOT = Path(__file__).parent.parent
@@ -120,7 +121,9 @@ def test_a_timeout_kills_the_child_and_falls_back(monkeypatch: pytest.MonkeyPatc
     text = _bench_spec(2000)
     monkeypatch.setattr(tomlchild, "TIMEOUT_S", 0.001)
     assert tomlchild.child_loads(text) is None
-    assert tomlchild.loads(text) == tomllib.loads(text)
+    fallbacks = COUNTS["toml-child-fallback"]
+    assert tomlchild.loads(text + PAD) == tomllib.loads(text + PAD)
+    assert COUNTS["toml-child-fallback"] == fallbacks + 1  # counted: a fallback costs both parses
 
 
 def test_bad_toml_gets_tomllibs_diagnostic_line_and_all() -> None:
@@ -136,11 +139,13 @@ def test_bad_toml_gets_tomllibs_diagnostic_line_and_all() -> None:
 
 
 def test_a_large_spec_parses_through_the_child_to_the_same_spec() -> None:
-    text = _bench_spec(1500)
+    text = _bench_spec(2500)
     assert tomlchild.child_loads(text) is not None  # the child path is the one tested
     specmemo.forget()
+    answered = COUNTS["toml-child"]
     memo = specmemo.parse(text, "railguard.toml")
     specmemo.forget()
+    assert COUNTS["toml-child"] == answered + 1
     assert memo[0] is not None and memo[0] == parse_spec(text, "railguard.toml")[0] and memo[1] == []
 
 

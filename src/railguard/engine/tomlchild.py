@@ -38,6 +38,8 @@ import tomllib
 from pathlib import Path
 from typing import Any
 
+from railguard.model import counters
+
 # Characters (~2,300 services of bench/plan_scale.py): below, the child's start (interpreter + toml_rs, ~40 ms of
 # CPU) leaves too little of a gain (bench/toml_child.py: at 1,000 services ~60 ms either way, at 3,000 ~130 vs ~210).
 MIN_BYTES = 512 * 1024
@@ -74,6 +76,8 @@ def loads(text: str) -> dict[str, Any]:
     """``tomllib.loads(text)``: the same value, or the same exception; parsed in a child when that is worth it."""
     if len(text) >= MIN_BYTES:
         found = child_loads(text)
+        # Counted (model/counters.py): a fallback costs the child's time and tomllib's, and says nothing otherwise.
+        counters.bump("toml-child" if found is not None else "toml-child-fallback")
         if found is not None:
             return found
     return tomllib.loads(text)
