@@ -16,8 +16,11 @@ service a create) and for N against N live (the same 10%/2%/2% mix). Nothing can
 processes on this machine, so for the live case the daemon runs with the in-memory fake provider
 holding the live resources (started through ``--fake-daemon``: the daemon's own code, only the
 provider swapped); the new-app case uses the real local provider. It reports the CLI's wall time,
-its CPU time and peak RSS, the daemon's peak RSS (and its RSS before and after the plan), and the size of the JSON
-written. The JSON goes beside the app folder: inside it, it would be part of the source snapshot and make
+its CPU time and peak RSS, the daemon's CPU time (with its children's: the TOML parse of a large spec runs in
+one, engine/tomlchild.py), the daemon's peak RSS (and its RSS before and after the plan), the size of the JSON
+written, and whether the daemon's TOML child answered (``toml-child``) or fell back to ``tomllib``
+(``toml-child-fallback``) in that plan or at the daemon's start (``-``: neither, as before the child existed).
+The JSON goes beside the app folder: inside it, it would be part of the source snapshot and make
 every live service a replace (as it did in runs before 2026-12-02 15:00 UTC: 10,201 changes instead of 2,401).
 """
 
@@ -120,8 +123,9 @@ def _peak_kb(pid: int, field: str = "VmHWM:") -> int:
 
 
 def _cpu_s(pid: int) -> float:
+    """The process's CPU time plus that of its children it waited for (the spec's TOML child, tomlchild.py)."""
     fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")  # utime + stime
+    return sum(int(f) for f in fields[11:15]) / os.sysconf("SC_CLK_TCK")  # utime + stime + cutime + cstime
 
 
 def cli(n: int, live: bool, edited: bool = False) -> dict[str, Any]:
@@ -133,7 +137,8 @@ def cli(n: int, live: bool, edited: bool = False) -> dict[str, Any]:
     out_path = root.with_name(root.name + ".plan.json")
     (root / "railguard.toml").write_text(synthetic_spec(n))
     (root / "svc.py").write_text("print('hi')\n")
-    env = {**os.environ, "NO_COLOR": "1"}
+    counts = root.with_name(root.name + ".counts")
+    env = {**os.environ, "NO_COLOR": "1", "RAILGUARD_DEBUG_COUNTS": str(counts)}  # the TOML child's use, below
     env.pop("RAILGUARD_TOKEN", None)
     home = root / ".railguard"
     rg = [sys.executable, "-m", "railguard"]
@@ -165,6 +170,8 @@ def cli(n: int, live: bool, edited: bool = False) -> dict[str, Any]:
             _, status, usage = os.wait4(proc.pid, 0)
             wall = time.perf_counter() - started
         daemon_cpu = _cpu_s(pid) - daemon_cpu
+        counted = counts.read_text().split("\n") if counts.exists() else []
+        toml = ",".join(sorted({line.split()[1] for line in counted if line.startswith(f"{pid} toml-child")})) or "-"
         time.sleep(0.3)  # the daemon gives a large request's memory back once its answer is written
         daemon_after = _peak_kb(pid, "VmRSS:")
         assert os.waitstatus_to_exitcode(status) == 0, "railguard plan failed"
@@ -172,7 +179,7 @@ def cli(n: int, live: bool, edited: bool = False) -> dict[str, Any]:
         return {"n": n, "live": live, "wall_s": wall, "cpu_s": usage.ru_utime + usage.ru_stime,
                 "cli_rss_mb": usage.ru_maxrss / 1024, "daemon_cpu_s": daemon_cpu, "daemon_rss_mb": _peak_kb(pid) / 1024,
                 "daemon_before_mb": daemon_before / 1024, "daemon_after_mb": daemon_after / 1024,
-                "json_mb": out_path.stat().st_size / 1e6, "changes": sum(
+                "json_mb": out_path.stat().st_size / 1e6, "toml": toml, "changes": sum(
                     v for k, v in body["plan"]["counts"].items() if k != "no-op"),
                 "load": os.getloadavg()[0]}
     finally:
@@ -181,6 +188,7 @@ def cli(n: int, live: bool, edited: bool = False) -> dict[str, Any]:
             daemon.wait(timeout=60)
         shutil.rmtree(root, ignore_errors=True)
         out_path.unlink(missing_ok=True)
+        counts.unlink(missing_ok=True)
 
 
 def main() -> None:
@@ -193,15 +201,15 @@ def main() -> None:
     if len(sys.argv) > 1 and sys.argv[1] in ("--cli", "--cli-edited"):
         edited = sys.argv[1] == "--cli-edited"
         print("| services | live | `plan --json` wall | CLI CPU | daemon CPU | CLI peak RSS | daemon peak RSS "
-              "(before the plan) | daemon RSS after | JSON | changes | load (1 min) |")
-        print("|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
+              "(before the plan) | daemon RSS after | JSON | changes | TOML | load (1 min) |")
+        print("|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---|---:|")
         for n in [int(a) for a in sys.argv[2:]] or [10000]:
             for live in (False,) if edited else (False, True):
                 r = cli(n, live, edited)
                 print(f"| {n:,} | {'N live (fake provider)' if live else 'none (new app)'} | {r['wall_s']:.2f} s | "
                       f"{r['cpu_s']:.2f} s | {r['daemon_cpu_s']:.2f} s | {r['cli_rss_mb']:.0f} MB | "
                       f"{r['daemon_rss_mb']:.0f} MB ({r['daemon_before_mb']:.0f} MB) | {r['daemon_after_mb']:.0f} MB | "
-                      f"{r['json_mb']:.1f} MB | {r['changes']:,} | {r['load']:.1f} |", flush=True)
+                      f"{r['json_mb']:.1f} MB | {r['changes']:,} | {r['toml']} | {r['load']:.1f} |", flush=True)
         return
     sizes = [int(a) for a in sys.argv[1:]] or [1000, 10000, 50000]
     print("| services | validate | resources | plan | --json | JSON size | changes | peak RSS |")

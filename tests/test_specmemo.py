@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import threading
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -38,10 +39,10 @@ def test_callers_at_once_share_one_parse(tmp_path: Path, monkeypatch: pytest.Mon
     started, release = threading.Event(), threading.Event()
     real = specfile.parse_spec
 
-    def slow(text: str, file: str | None = None) -> specmemo.Result:
+    def slow(text: str, file: str | None = None, loads: Any = None) -> specmemo.Result:
         started.set()
         release.wait(10)  # the other callers arrive while this parse is under way
-        return real(text, file)
+        return real(text, file, loads)
 
     monkeypatch.setattr(specmemo, "parse_spec", slow)
     parses = COUNTS["spec-parse"]
@@ -81,7 +82,7 @@ def test_a_parse_that_raised_is_not_kept(tmp_path: Path, monkeypatch: pytest.Mon
     specmemo.forget()
     ws = _workspace(tmp_path)
 
-    def broken(text: str, file: str | None = None) -> specmemo.Result:
+    def broken(text: str, file: str | None = None, loads: Any = None) -> specmemo.Result:
         raise MemoryError
 
     monkeypatch.setattr(specmemo, "parse_spec", broken)

@@ -513,10 +513,12 @@ class Client:
     @contextmanager
     def plan_body(self, plan_id: str) -> Iterator[Iterator[bytes]]:
         """The saved plan's JSON as the daemon stored it, in chunks (never parsed or re-encoded on the way)."""
-        from railguard.model.diagnostics import Diagnostic, RailguardError, error
         try:
             with self._http.stream(f"/v1/plans/{plan_id}/body") as (status, chunks):
                 if status != 200:
+                    # Here only: a plan's --json on the CLI's fast path streams the body without the models.
+                    from railguard.model.diagnostics import Diagnostic, RailguardError, error
+
                     answer = b"".join(chunks)
                     try:
                         found = [Diagnostic.model_validate(d) for d in json.loads(answer).get("diagnostics", [])]

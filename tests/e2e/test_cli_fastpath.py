@@ -99,6 +99,8 @@ REFUSED = [
     ("rollback", "--bogus", "--json"),
     ("status", "--env", "nope", "--json"),
     ("status", "--spec", "missing.toml", "--json"),
+    ("plan", "--env", "nope", "--json"),
+    ("plan", "--env", "staging", "--spec", "missing.toml", "--json"),
 ]
 
 
@@ -169,7 +171,12 @@ def test_hot_command_lines_answer_as_the_typer_commands(ws: Workspace) -> None:
     (["rollback", "--", "--json"], None),
     (["deploy", "-ye", "x", "--json"], None),
     (["deploy", "--env", "a", "--yes", "--allow-data-loss", "t", "--json"], None),
-    (["plan", "--env", "a", "--json"], None),
+    (["plan", "--env", "a", "--json"], {"env": "a", "as_json": True}),
+    (["plan", "--json"], {"as_json": True}),  # taken, but run() leaves it to typer: no --env
+    (["plan", "--env", "a", "--json", "--out", "p.json"], None),
+    (["plan", "--env", "a", "--detailed-exitcode", "--json"], None),
+    (["plan", "--env", "a", "--full", "--json"], None),
+    (["plan", "--env", "a"], None),
     (["status", "--json"], {"as_json": True}),
     (["status", "-e", "s", "--spec=x.toml", "--json"], {"env": "s", "spec": Path("x.toml"), "as_json": True}),
     (["status", "--env", "s"], None),
@@ -179,3 +186,30 @@ def test_hot_command_lines_answer_as_the_typer_commands(ws: Workspace) -> None:
 def test_the_fast_path_takes_only_the_forms_it_knows(args: list[str], taken: dict[str, Any] | None) -> None:
     found = parse(args)
     assert (found[1] if found else None) == taken
+
+
+def unplan(done: subprocess.CompletedProcess[str]) -> str:
+    """A plan's --json output with what differs between two plans of the same state (id, hash, time) named."""
+    plan = json.loads(done.stdout)["plan"]
+    text = done.stdout
+    for key in ("id", "hash", "short_hash", "created_at"):
+        text = text.replace(str(plan[key]), key.upper())
+    return text
+
+
+def test_plan_json_answers_as_the_typer_command(ws: Workspace) -> None:
+    code, first = ws.rg_json("plan", "--env", "staging")  # starts the daemon
+    assert code == 0, first
+    fast = run(ws, "plan", "--env", "staging", "--json", importtime=True)
+    slow = run(ws, "plan", "--env", "staging", "--json", slow=True)
+    assert fast.returncode == slow.returncode == 0, (fast.stdout, fast.stderr)
+    assert not {"pydantic", "typer", "rich", "click"} & imported(fast)  # the fast path answered it
+    assert unplan(fast) == unplan(slow) and json.loads(fast.stdout)["plan"]["changes"]
+    # A plan with a deny verdict: the typer command's own code adds the denial (ok false, exit 1) on both paths.
+    with (ws.root / "railguard.toml").open("a") as spec:
+        spec.write('\n[[policies]]\nname = "no-creates"\nexpression = \'change.action == "create"\'\n'
+                   'effect = "deny"\nmessage = "no creates today"\n')
+    denied = [run(ws, "plan", "--env", "staging", "--json", slow=slow) for slow in (False, True)]
+    assert [done.returncode for done in denied] == [1, 1], denied[0].stdout
+    assert [d["code"] for d in json.loads(denied[0].stdout)["diagnostics"]] == ["policy.denied"]
+    assert unplan(denied[0]) == unplan(denied[1])

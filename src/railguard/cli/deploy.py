@@ -7,7 +7,6 @@ submit an operation and follow its journal live, or return at once with
 
 from __future__ import annotations
 
-import json
 import sys
 import time
 from pathlib import Path
@@ -27,7 +26,14 @@ from railguard.cli.common import (
     env_for_daemon,
     pick_env,
 )
-from railguard.cli.fastpath import FOLLOW_FIRST_S, FOLLOW_LIMIT_S, FOLLOW_MAX_S, FOLLOW_WAIT_S
+from railguard.cli.fastpath import (
+    FOLLOW_FIRST_S,
+    FOLLOW_LIMIT_S,
+    FOLLOW_MAX_S,
+    FOLLOW_WAIT_S,
+    PLAN_FLAGS,
+    stream_plan_json,
+)
 from railguard.cli.output import emit_json, escape, finish, guarded, out, print_diagnostics
 from railguard.client import Client
 from railguard.engine.workspace import Workspace, refuse_protected_deploy
@@ -119,6 +125,13 @@ def plan(
     name = env_for_daemon(ws, client, env)
     overview = client.plan_overview(str(ws.spec_path), name, 0 if as_json or full else PER_ACTION,
                                    allow_data_loss)
+    planned(client, overview, out_file, detailed_exitcode, full, as_json)
+
+
+def planned(client: Client, overview: PlanOverview, out_file: Path | None, detailed_exitcode: bool, full: bool,
+            as_json: bool) -> None:
+    """What ``plan`` prints once the daemon answered (also :mod:`railguard.cli.fastpath`'s, for a denied plan);
+    exits (typer.Exit) with the command's code."""
     if out_file is not None:
         _write_body(client, overview.id, out_file)
     refused = denial(overview.id, overview.verdicts)  # saved for the record, but nothing may apply it
@@ -159,23 +172,12 @@ def _write_body(client: Client, plan_id: str, path: Path) -> None:
 
 
 def _emit_plan_json(client: Client, overview: PlanOverview, failed: bool) -> None:
-    """``{ok, diagnostics, plan: {summary flags, ...the stored plan}}``, with the plan's body streamed from the
-    daemon as it was stored: a 10,000-service plan is never parsed or re-encoded on its way to stdout."""
-    head = json.dumps({"ok": not failed, "diagnostics": [d.model_dump(mode="json") for d in overview.diagnostics]})
-    flags = overview.summary.model_dump(mode="json", include={"errored", "applyable", "max_risk", "counts",
-                                                              "decision"})
+    """``{ok, diagnostics, plan: {summary flags, ...the stored plan}}``: see
+    :func:`railguard.cli.fastpath.stream_plan_json` (the fast path calls it with the daemon's answer as it came)."""
+    flags = overview.summary.model_dump(mode="json", include=set(PLAN_FLAGS))
     flags["short_hash"] = overview.short_hash
-    sys.stdout.flush()
-    stream = sys.stdout.buffer
-    stream.write(f'{head[:-1]}, "plan": {json.dumps(flags)[:-1]}, '.encode())
-    with client.plan_body(overview.id) as chunks:
-        first = True
-        for chunk in chunks:
-            if first:  # the stored body is one JSON object: its fields continue the flags' object
-                chunk, first = chunk.lstrip()[1:], False
-            stream.write(chunk)
-    stream.write(b"}\n")
-    stream.flush()
+    stream_plan_json(client, overview.id, not failed, [d.model_dump(mode="json") for d in overview.diagnostics], flags)
+
 
 @guarded()
 def show(plan_id: str, spec: SpecOpt = None, as_json: JsonOpt = False, files: Annotated[bool, typer.Option(

@@ -7,7 +7,8 @@ command to traffic moved (bench/deploy_timing.py). Here those lines are parsed b
 daemon as raw JSON; the answers are printed as they came, which is what the typer commands print once the same
 answers are parsed into their models and dumped again (a golden test, tests/e2e/test_cli_fastpath.py, runs both
 on the same command lines against a real daemon). ``status`` still parses the spec here, as its typer command
-does (pydantic), but skips typer and the status model.
+does (pydantic), but skips typer and the status model. ``plan --env E --json`` (a CI's or an agent's review of a
+change, 12 MB of JSON for 10,000 services) sends the overview request and streams the stored body to stdout.
 
 Only the exact forms below are taken, and only while a daemon already listens: anything else (help, a human
 rendering, an unknown or repeated option, no daemon yet, shell completion) returns ``None`` before anything was
@@ -39,7 +40,10 @@ _OPTIONS: dict[str, dict[str, tuple[tuple[str, ...], bool]]] = {
     "deploy": {"env": (("--env", "-e"), True), "spec": (("--spec",), True), "yes": (("--yes", "-y"), False),
                "as_json": (("--json",), False)},
     "status": {"env": (("--env", "-e"), True), "spec": (("--spec",), True), "as_json": (("--json",), False)},
+    "plan": {"env": (("--env", "-e"), True), "spec": (("--spec",), True), "as_json": (("--json",), False)},
 }
+# The summary's fields a plan's --json carries beside the stored body (:func:`railguard.cli.deploy._emit_plan_json`).
+PLAN_FLAGS = ("errored", "applyable", "max_risk", "counts", "decision")
 _NUMBER = re.compile(r"[0-9]{1,9}")
 
 
@@ -107,9 +111,11 @@ def run(args: list[str]) -> None:
         client = Client(ws)
         # Without a daemon the typer command checks the spec first (a bad spec must not start one) and names the
         # environment when none is given: that is its work, not this module's.
-        if (command == "rollback" and options.get("env") is None) or not client.listening():
+        # A plan without --env names the spec's only environment, which takes parsing the spec: typer's work too.
+        if (command in ("rollback", "plan") and options.get("env") is None) or not client.listening():
             return
-        code = {"rollback": _rollback, "deploy": _deploy, "status": _status}[command](client, ws, options)
+        code = {"rollback": _rollback, "deploy": _deploy, "status": _status, "plan": _plan}[command](client, ws,
+                                                                                                    options)
     except KeyboardInterrupt:
         sys.exit(130)  # as typer answers an interrupt
     except Exception as exc:
@@ -156,6 +162,42 @@ def _status(client: Any, ws: Any, options: dict[str, Any]) -> int:
     found = client.call("GET", "status", params={"env": name, "spec": str(ws.spec_path)})["status"]
     emit_json({"ok": True, "diagnostics": [], "status": found})
     return 0
+
+
+def _plan(client: Any, ws: Any, options: dict[str, Any]) -> int:
+    """``railguard plan --env E --json`` (:func:`railguard.cli.deploy.plan`): the request it sends, the overview's
+    diagnostics and summary flags as they came, then the stored body streamed. A plan with a ``deny`` verdict is
+    handed to the typer command's code, which adds the denial diagnostic (a model of its own)."""
+    answer = client.call("POST", "plans", {"spec": str(ws.spec_path), "env": options["env"], "view": "overview",
+                                           "per_action": 0})["plan"]
+    if any(v.get("effect") == "deny" for v in answer.get("verdicts") or []):
+        from railguard.cli.deploy import planned
+        from railguard.model.api import PlanOverview
+
+        planned(client, PlanOverview.model_validate(answer), None, False, False, True)  # prints and exits
+        return 0
+    diagnostics = answer.get("diagnostics") or []
+    failed = any(d.get("severity") == "error" for d in diagnostics)
+    flags = {k: v for k, v in answer["summary"].items() if k in PLAN_FLAGS}
+    stream_plan_json(client, answer["id"], not failed, diagnostics, {**flags, "short_hash": answer["short_hash"]})
+    return 1 if failed else 0
+
+
+def stream_plan_json(client: Any, plan_id: str, ok: bool, diagnostics: list[Any], flags: dict[str, Any]) -> None:
+    """``{ok, diagnostics, plan: {flags..., ...the stored plan}}``, with the plan's body streamed from the daemon
+    as it was stored: a 10,000-service plan is never parsed or re-encoded on its way to stdout."""
+    head = json.dumps({"ok": ok, "diagnostics": diagnostics})
+    sys.stdout.flush()
+    stream = sys.stdout.buffer
+    stream.write(f'{head[:-1]}, "plan": {json.dumps(flags)[:-1]}, '.encode())
+    with client.plan_body(plan_id) as chunks:
+        first = True
+        for chunk in chunks:
+            if first:  # the stored body is one JSON object: its fields continue the flags' object
+                chunk, first = chunk.lstrip()[1:], False
+            stream.write(chunk)
+    stream.write(b"}\n")
+    stream.flush()
 
 
 def follow(client: Any, op_id: str) -> dict[str, Any]:

@@ -2,7 +2,8 @@
 
 Importing the command tree (typer, rich, pydantic models, the HTTP client) costs a few hundred milliseconds;
 ``railguard --version`` needs none of it, and scripts and agents call it to probe for the tool. The hot command
-lines of agents (``rollback``/``deploy ... --json``) are answered by :mod:`railguard.cli.fastpath` without it too.
+lines of agents (``rollback``/``deploy``/``status``/``plan ... --json``) are answered by :mod:`railguard.cli.fastpath`
+without it too.
 Everything else goes to :func:`railguard.cli.main.main`. Called by the console script and ``python -m railguard``.
 """
 
@@ -19,6 +20,6 @@ def main() -> None:
         sys.exit(0)
     from railguard.cli.fastpath import run as hot
 
-    hot(args)  # exits when it answered (rollback/deploy --json with a daemon running); else nothing was sent
+    hot(args)  # exits when it answered (rollback/deploy/status/plan --json, a daemon running); else nothing was sent
     from railguard.cli.main import main as run
     run()

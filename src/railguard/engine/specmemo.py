@@ -11,13 +11,15 @@ What is kept: the last text parsed and its result (one entry, so at most one spe
 hold; the observer keeps the served spec anyway). A :class:`~railguard.model.spec.Spec` is frozen, and each
 caller gets its own list of diagnostics. The key is the text, the file name the diagnostics carry, and the
 one fact about this machine the checks read (the lowest port this user may bind); a parse that raised is not
-kept. Called by :meth:`railguard.engine.workspace.Workspace.load`.
+kept. A large text's TOML is parsed in a child process (:mod:`railguard.engine.tomlchild`). Called by
+:meth:`railguard.engine.workspace.Workspace.load`.
 """
 
 from __future__ import annotations
 
 import threading
 
+from railguard.engine import tomlchild
 from railguard.model import checks
 from railguard.model.diagnostics import Diagnostic
 from railguard.model.spec import Spec
@@ -53,10 +55,10 @@ def parse(text: str, file: str | None) -> Result:
     if not mine:
         found.done.wait()
         if found.result is None:
-            return parse_spec(text, file)
+            return parse_spec(text, file, tomlchild.loads)
         return found.result[0], list(found.result[1])
     try:
-        found.result = parse_spec(text, file)
+        found.result = parse_spec(text, file, tomlchild.loads)
     finally:
         if found.result is None:
             with _lock:

@@ -5,7 +5,8 @@ that should run once per request count themselves. Counting is off the record by
 in-process :data:`COUNTS` always counts (tests read and reset it), and only when
 ``RAILGUARD_DEBUG_COUNTS`` names a file is each count also appended to it as one line
 ``<pid> <name>``, so ``bench/deploy_counts.py`` can count across the CLI and the daemon it starts.
-Bumped by :func:`railguard.model.specfile.parse_spec` and :mod:`railguard.sources.snapshot`.
+Bumped by :func:`railguard.model.specfile.parse_spec`, :mod:`railguard.sources.snapshot` and
+:mod:`railguard.engine.tomlchild` (whether a large spec's TOML child answered or fell back).
 """
 
 from __future__ import annotations

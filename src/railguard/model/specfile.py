@@ -16,6 +16,7 @@ import re
 import tomllib
 import types
 import typing
+from collections.abc import Callable
 from typing import Any
 
 from pydantic import BaseModel, ValidationError
@@ -147,8 +148,12 @@ def _short(value: Any) -> str:
     return text if len(text) <= 80 else text[:77] + "..."
 
 
-def parse_spec(text: str, file: str | None = None) -> tuple[Spec | None, list[Diagnostic]]:
-    """Parse and validate a spec text. Returns the spec (None on errors) and all diagnostics."""
+def parse_spec(text: str, file: str | None = None,
+               loads: Callable[[str], dict[str, Any]] = tomllib.loads) -> tuple[Spec | None, list[Diagnostic]]:
+    """Parse and validate a spec text. Returns the spec (None on errors) and all diagnostics.
+
+    ``loads``: ``tomllib.loads`` or a function that returns its value or raises its exception for every text
+    (the engine's :func:`railguard.engine.tomlchild.loads`, which parses large texts in a child process)."""
     counters.bump("spec-parse")
     if len(text.encode("utf-8", errors="replace")) > MAX_SPEC_BYTES:
         return None, [error(
@@ -157,7 +162,7 @@ def parse_spec(text: str, file: str | None = None) -> tuple[Spec | None, list[Di
             "Check that the right file is given.", file=file,
         )]
     try:
-        raw = tomllib.loads(text)
+        raw = loads(text)
     except RecursionError:  # tomllib recurses per nesting level: a hostile spec nests 60,000 arrays
         return None, [_too_deep(file)]
     except tomllib.TOMLDecodeError as exc:

@@ -1,0 +1,150 @@
+"""Parse a large spec's TOML in a short-lived child process with a native parser, exactly as ``tomllib`` would.
+
+Why it exists: ``tomllib`` is pure Python, ~0.65–0.9 s of CPU for a 10,000-service spec (2.3 MB): the largest
+part of the daemon's plan of it (docs/benchmarks.md, "Large plans"). ``toml_rs`` (the Rust ``toml`` crate) held
+to TOML 1.0 parses the same text ~4x faster and answered like ``tomllib`` on the whole toml-test suite except a
+leading byte-order mark. It was used in the daemon's own process once and removed: it segfaulted there (on a
+request thread's stack) and it overflows the native stack on a deeply nested text; either ends the control
+plane. Here it never runs in the caller's process: a fresh interpreter (main thread, normal stack) parses the
+text and writes the result as JSON, which the caller loads. The daemon never imports ``toml_rs``.
+
+Whatever goes wrong falls back to ``tomllib`` in process, so the answer is always ``tomllib``'s value or
+``tomllib``'s exception (the same diagnostics, message and line, for a bad text):
+
+- texts under :data:`MIN_BYTES` (starting an interpreter costs more than ``tomllib`` on them), with a leading
+  byte-order mark (``toml_rs`` accepts it, ``tomllib`` does not), or not provably shallow (:func:`shallow`:
+  deep nesting would overflow the child's stack, a crash the fallback would pay for after waiting);
+- any refusal by the child's parser (``tomllib`` then raises its own error, or parses if it accepts the text);
+- a value JSON cannot carry as ``tomllib`` returns it (dates and times), a ``null`` anywhere in the output
+  (TOML has none), output that is not one UTF-8 JSON object;
+- a crash, a signal, a non-zero exit, a timeout (:data:`TIMEOUT_S`), ``toml_rs`` not installed.
+
+Loading the child's JSON is safe even if the child were subverted by a hostile text: JSON gives only dicts,
+lists, strings, numbers and booleans (``null`` is refused), the kinds of value a TOML text holds (at most an
+integer beyond 64 bits, which TOML cannot write), and the spec models validate it next as they validate
+``tomllib``'s. A truncated answer (the child killed while writing) does not load and falls back. Called by
+:func:`railguard.engine.specmemo.parse` (every spec the workspace loads: the daemon's plans, the CLI's checks).
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import os
+import re
+import subprocess
+import sys
+import tomllib
+from pathlib import Path
+from typing import Any
+
+from railguard.model import counters
+
+# Characters (~2,300 services of bench/plan_scale.py): below, the child's start (interpreter + toml_rs, ~40 ms of
+# CPU) leaves too little of a gain (bench/toml_child.py: at 1,000 services ~60 ms either way, at 3,000 ~130 vs ~210).
+MIN_BYTES = 512 * 1024
+TIMEOUT_S = 30.0  # a 10k-service spec takes ~0.2 s; past this the child is killed and tomllib parses
+# How deep one line may nest (brackets, braces, dots of dotted keys) for the native parser: real specs use 2–3.
+MAX_PER_LINE = 32
+# What TOML reads as a string or a comment on one line, leftmost first, as its lexer does: a basic string
+# (with escapes), a literal string (none), a comment. Multi-line strings are not here: a text with one is
+# left to tomllib (shallow() says no), so every line of a text that gets here starts outside any string.
+_NOT_CODE = re.compile(r'"(?:[^"\\\n]|\\.)*"|\'[^\'\n]*\'|#[^\n]*')
+_JSON_STRING = re.compile(rb'"(?:[^"\\]|\\.)*"')  # one JSON string, escapes included
+_UNCOUNTED = bytes(range(256)).translate(None, b"[]{}.\n")  # every byte but these
+
+# The child: read the text, parse it as TOML 1.0, write JSON. Exit 3: the parser refused the text; 4: a value
+# JSON cannot carry (a date or time). Only the standard library and toml_rs are imported (-I -S: no site, no
+# environment, no current folder on the path; the one folder holding toml_rs is added).
+CHILD = """\
+import sys
+sys.path.insert(0, sys.argv[1])
+import json, toml_rs
+try:
+    value = toml_rs.loads(sys.stdin.buffer.read().decode("utf-8"), toml_version="1.0.0")
+except Exception:
+    sys.exit(3)
+try:
+    out = json.dumps(value, ensure_ascii=False, check_circular=False)
+except TypeError:
+    sys.exit(4)
+sys.stdout.buffer.write(out.encode("utf-8"))
+"""
+
+
+def loads(text: str) -> dict[str, Any]:
+    """``tomllib.loads(text)``: the same value, or the same exception; parsed in a child when that is worth it."""
+    if len(text) >= MIN_BYTES:
+        found = child_loads(text)
+        # Counted (model/counters.py): a fallback costs the child's time and tomllib's, and says nothing otherwise.
+        counters.bump("toml-child" if found is not None else "toml-child-fallback")
+        if found is not None:
+            return found
+    return tomllib.loads(text)
+
+
+def child_loads(text: str) -> dict[str, Any] | None:
+    """The child's parse of ``text``, or ``None`` for anything but a clean answer (see the module docstring)."""
+    return run_child(text) if shallow(text) else None
+
+
+def run_child(text: str) -> dict[str, Any] | None:
+    """The child's answer for ``text`` without the nesting pre-check (tests give it a text that crashes the child)."""
+    where = _toml_rs_folder()
+    if where is None:
+        return None
+    env = {k: v for k, v in os.environ.items() if k in ("PATH", "LD_LIBRARY_PATH", "SYSTEMROOT")}
+    try:
+        done = subprocess.run([sys.executable, "-I", "-S", "-c", CHILD, where], input=text.encode("utf-8"),
+                              capture_output=True, timeout=TIMEOUT_S, env=env, check=False)
+    except (OSError, subprocess.SubprocessError, UnicodeEncodeError):
+        return None  # could not start, timed out (killed by run), or a text that is not UTF-8 (lone surrogates)
+    out = done.stdout
+    if done.returncode != 0 or not out.startswith(b"{"):
+        return None
+    if b"null" in out and b"null" in _JSON_STRING.sub(b"", out):  # a string may say null ("/dev/null"); JSON may not
+        return None
+    try:
+        value = json.loads(out.decode("utf-8"))
+    except (UnicodeDecodeError, ValueError, RecursionError):
+        return None
+    return value if isinstance(value, dict) else None
+
+
+def shallow(text: str) -> bool:
+    """True when no line of ``text`` nests deeper than :data:`MAX_PER_LINE` and every line closes what it opens.
+
+    Sound for the parser's recursion depth: outside multi-line strings (refused here), TOML strings and comments
+    end on their line, so stripping them as TOML's lexer reads them leaves the code of each line. A line whose
+    brackets do not balance either errs (the parser stops) or opens a multi-line array (refused here); so every
+    line starts at depth 0, and within a line the parser nests at most once per opening bracket and per dot of
+    a dotted key (table header and key together: at most 3 x MAX_PER_LINE levels). A leading byte-order mark
+    is refused too (``toml_rs`` accepts it, ``tomllib`` does not).
+    """
+    if '"""' in text or "'''" in text or text.startswith("\ufeff"):
+        return False
+    # Only what counts is kept (a few bytes a line; UTF-8 never hides these bytes inside another character).
+    kept = _NOT_CODE.sub("", text).encode("utf-8", errors="replace").translate(None, _UNCOUNTED)
+    for line in set(kept.split(b"\n")):  # each distinct line once: a large spec repeats a few shapes
+        if line:
+            opened = line.count(b"[") + line.count(b"{")
+            if opened > MAX_PER_LINE or line.count(b".") > MAX_PER_LINE:
+                return False
+            if opened != line.count(b"]") + line.count(b"}"):
+                return False
+    return True
+
+
+_folder: list[str | None] = []
+
+
+def _toml_rs_folder() -> str | None:
+    """The folder ``toml_rs`` is installed in, found without importing it here (it is imported only in the child)."""
+    if not _folder:
+        try:
+            found = importlib.util.find_spec("toml_rs")
+        except (ImportError, ValueError):
+            found = None
+        origin = found.origin if found is not None else None
+        _folder.append(str(Path(origin).parent.parent) if origin else None)
+    return _folder[0]
