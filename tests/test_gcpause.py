@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import gc
+import subprocess
+import sys
 import weakref
 
 from railguard.engine.gcpause import paused_gc
@@ -28,3 +30,38 @@ def test_after_a_pause_survivors_are_old_and_cycles_are_still_collected() -> Non
     gc.collect()
     assert gone() is None  # ...and a full collection frees it
     assert len(kept) == 50_000
+
+
+SETTLED = """
+import gc, weakref
+from railguard.engine import gcpause
+
+class Node:
+    def __init__(self):
+        self.me = self
+
+gcpause.settle()
+assert gc.get_threshold() == gcpause.SERVER_THRESHOLDS, gc.get_threshold()
+frozen = gc.get_freeze_count()
+assert frozen > 1_000, frozen  # what the process loaded (modules, classes) is out of the collector's way
+with gcpause.paused_gc():
+    kept = [[i] for i in range(50_000)]
+    cycle = Node()
+    gone = weakref.ref(cycle)
+    del cycle
+# A pause in a settled server freezes its survivors and thaws nothing: the start-up stays frozen.
+assert gc.get_freeze_count() >= frozen + 50_000, (frozen, gc.get_freeze_count())
+gc.collect()
+assert gone() is not None  # frozen: a full collection does not walk it...
+gcpause.refreeze()
+assert gone() is None  # ...the periodic refreeze does, and frees the cycle
+assert gc.get_freeze_count() >= frozen + 50_000 and len(kept) == 50_000
+print("settled")
+"""
+
+
+def test_a_settled_server_keeps_its_start_up_frozen_and_refreeze_still_frees_cycles() -> None:
+    # Its own process: settling changes the collector of the whole interpreter (pytest's too).
+    done = subprocess.run([sys.executable, "-c", SETTLED], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "settled"

@@ -33,7 +33,7 @@ from railguard.daemon.kernelaudit import KernelAudit, Refusal
 from railguard.daemon.mode import Mode
 from railguard.daemon.observation import Observer
 from railguard.daemon.secrets_ops import MANAGED_BY, Secrets
-from railguard.engine import guard, usecases
+from railguard.engine import gcpause, guard, usecases
 from railguard.engine.guard import short_hash
 from railguard.engine.observe import state_protected
 from railguard.engine.recovery import recover
@@ -209,6 +209,7 @@ class Daemon(Governance, ExecSessions):
                 if time.monotonic() >= next_gc:
                     next_gc = time.monotonic() + housekeeping.periodic(self.store(), self.provider, self.work,
                                                                        self.home)
+                    gcpause.refreeze()  # cycles among frozen objects: one full collection per retention pass
                 for event in self.provider.tick(TickRequest()).events:
                     self.store().add_event(event.env, event.kind, event.message)
             except Exception:  # the loop must survive a bad pass
