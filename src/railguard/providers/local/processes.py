@@ -465,6 +465,7 @@ class Supervisor:
         self._seen_lock = threading.Lock()  # not the supervisor's lock: views read liveness while a tick runs
         self._next_log_check = 0.0  # monotonic time of the next look at the log sizes (the first tick looks)
         self._exits = ExitWatch()
+        self.restarted_total = 0  # restarts carried out so far (all replicas): a reader sees at a glance if any moved
 
     def add(self, spec: ReplicaSpec, record: ReplicaRecord | None = None) -> ReplicaRecord:
         with self._lock:
@@ -571,6 +572,7 @@ class Supervisor:
                         self._schedule(rep, now)
                         continue
                     rep.restarts += 1
+                    self.restarted_total += 1
                     rep.restart_times.append(now)
                     rep.restart_at, rep.up_since = None, now
                     restarted.append((name, rep.record))
