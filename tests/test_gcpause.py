@@ -65,3 +65,30 @@ def test_a_settled_server_keeps_its_start_up_frozen_and_refreeze_still_frees_cyc
     done = subprocess.run([sys.executable, "-c", SETTLED], capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip() == "settled"
+
+
+UNFROZEN = """
+import gc, weakref
+from railguard.engine import gcpause
+
+class Node:
+    def __init__(self):
+        self.me = self
+
+gcpause.settle(freeze=False)  # the MCP server: thresholds only, nothing frozen, pauses as before
+assert gc.get_threshold() == gcpause.SERVER_THRESHOLDS and gc.get_freeze_count() == 0
+with gcpause.paused_gc():
+    cycle = Node()
+    gone = weakref.ref(cycle)
+    del cycle
+assert gc.get_freeze_count() == 0
+gc.collect()
+assert gone() is None
+print("thresholds only")
+"""
+
+
+def test_a_server_settled_without_freezing_collects_the_cycles_of_a_pause() -> None:
+    done = subprocess.run([sys.executable, "-c", UNFROZEN], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "thresholds only"

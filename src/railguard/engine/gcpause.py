@@ -13,8 +13,8 @@ ran a few hundred young collections that promoted its temporaries, and every few
 walked the whole heap (the imported modules, the parsed spec and plans, the runtime's records): 90–200 ms
 holding the GIL, the MCP read tools' p95 (bench/mcp_tail.py). :func:`settle` raises the young threshold (a
 request's temporaries die by reference counting before a collection sees them) and freezes what the process
-holds once started, so the rare full collection walks only what came later. Frozen objects are still freed by
-reference counting; only cycles among them wait for :func:`refreeze` (housekeeping, hourly).
+holds once started (the daemon only: it refreezes hourly), so the rare full collection walks only what came
+later. Frozen objects are still freed by reference counting; only cycles among them wait for :func:`refreeze`.
 """
 
 from __future__ import annotations
@@ -35,11 +35,15 @@ _settled = False  # a server that froze its long-lived objects: a pause must not
 SERVER_THRESHOLDS = (50_000, 20, 10)
 
 
-def settle() -> None:
-    """A long-running server is up: collect once, freeze what survives (its modules, its long-lived state) and
-    raise the young threshold. Called once by the daemon after its boot and by the MCP server at start."""
+def settle(freeze: bool = True) -> None:
+    """A long-running server is up: raise the young threshold and (``freeze``) collect once and freeze what
+    survives (its modules, its long-lived state). Called once by the daemon after its boot (which refreezes
+    hourly) and by the MCP server at start, without ``freeze``: nothing there refreezes, so cycles a pause left
+    would never be collected."""
     global _settled
     gc.set_threshold(*SERVER_THRESHOLDS)
+    if not freeze:
+        return
     gc.collect()
     with _lock:
         gc.freeze()

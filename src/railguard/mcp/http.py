@@ -103,7 +103,7 @@ def serve_http(ws: Workspace, address: str, tls_cert: Path | None, tls_key: Path
     print(f"railguard mcp listening on {scheme}://{host}:{port}/mcp", file=sys.stderr, flush=True)
     from railguard.engine import gcpause
 
-    gcpause.settle()  # as over stdio: a tool call's temporaries die young, the loaded server stays frozen
+    gcpause.settle(freeze=False)  # as over stdio: a tool call's temporaries die young
     try:
         uvicorn.Server(config).run()
     finally:

@@ -155,7 +155,7 @@ def serve_stdio(ws: Workspace) -> None:
 
     async def main() -> None:
         async with stdio_server() as (read_stream, write_stream):
-            gcpause.settle()  # a tool call's temporaries die young; what the server loaded stays out of the way
+            gcpause.settle(freeze=False)  # a tool call's temporaries die young
             await server.run(read_stream, write_stream, server.create_initialization_options())
 
     try:
