@@ -76,6 +76,9 @@ NAME_RE = re.compile(NAME_PATTERN.strip("^$"))
 # How long a queued job waits for the API to finish answering its submit before it runs anyway
 # (a client that went away must not hold the environment).
 ANSWER_WAIT_S = 10.0
+# How often the daemon thaws its frozen heap for one full collection (engine/gcpause.refreeze: ~0.1-0.2 s with
+# 200 services, so rare; only reference cycles among frozen objects wait this long to be freed).
+REFREEZE_S = 3600.0
 MAX_OPERATION_WAIT_S = 30.0  # the longest one long-poll of an operation holds its request (and thread)
 
 
@@ -204,12 +207,15 @@ class Daemon(Governance, ExecSessions):
 
     def _loop(self) -> None:
         next_gc = time.monotonic()  # the first pass right after boot
+        next_refreeze = time.monotonic() + REFREEZE_S
         while not self.stopping.wait(0.5):
             try:
                 if time.monotonic() >= next_gc:
                     next_gc = time.monotonic() + housekeeping.periodic(self.store(), self.provider, self.work,
                                                                        self.home)
-                    gcpause.refreeze()  # cycles among frozen objects: one full collection per retention pass
+                if time.monotonic() >= next_refreeze:  # cycles among frozen objects: one full walk per interval
+                    next_refreeze = time.monotonic() + REFREEZE_S
+                    gcpause.refreeze()
                 for event in self.provider.tick(TickRequest()).events:
                     self.store().add_event(event.env, event.kind, event.message)
             except Exception:  # the loop must survive a bad pass

@@ -52,7 +52,7 @@ def settle(freeze: bool = True) -> None:
 
 def refreeze() -> None:
     """Collect the cycles among frozen objects (frozen ones are never walked): thaw, one full collection, freeze
-    again. One full walk of the heap (~0.1–0.2 s with 200 services), so rare: the daemon's hourly housekeeping."""
+    again. One full walk of the heap (~0.1–0.2 s with 200 services), so rare: hourly, by the daemon's loop."""
     with _lock:
         if not _settled or _holders:
             return  # not a settled server, or a pause runs (its survivors are frozen when it ends)
