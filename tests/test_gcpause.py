@@ -33,7 +33,7 @@ def test_after_a_pause_survivors_are_old_and_cycles_are_still_collected() -> Non
 
 
 SETTLED = """
-import gc, weakref
+import gc, time, weakref
 from railguard.engine import gcpause
 
 class Node:
@@ -44,23 +44,39 @@ gcpause.settle()
 assert gc.get_threshold() == gcpause.SERVER_THRESHOLDS, gc.get_threshold()
 frozen = gc.get_freeze_count()
 assert frozen > 1_000, frozen  # what the process loaded (modules, classes) is out of the collector's way
+old = Node()  # a cycle frozen with the start-up...
+old_gone = weakref.ref(old)
+gcpause.settle()
+del old
+gc.collect()
+assert old_gone() is not None  # ...is not walked by a full collection
 with gcpause.paused_gc():
     kept = [[i] for i in range(50_000)]
     cycle = Node()
     gone = weakref.ref(cycle)
     del cycle
-# A pause in a settled server freezes its survivors and thaws nothing: the start-up stays frozen.
-assert gc.get_freeze_count() >= frozen + 50_000, (frozen, gc.get_freeze_count())
-gc.collect()
-assert gone() is not None  # frozen: a full collection does not walk it...
-gcpause.refreeze()
-assert gone() is None  # ...the periodic refreeze does, and frees the cycle
+# A pause thaws (as in any process: its survivors go to the oldest generation, its cycles stay collectable)...
+assert gc.get_freeze_count() == 0
+assert not gcpause.resettle()  # ...and the heap is frozen again only once pauses have been over for a while
+assert gcpause.resettle(time.monotonic() + gcpause.RESETTLE_AFTER_S)
+assert gone() is None and old_gone() is None  # its full collection freed both cycles
 assert gc.get_freeze_count() >= frozen + 50_000 and len(kept) == 50_000
+assert not gcpause.resettle(time.monotonic() + 3600)  # nothing thawed since: nothing to do
+again = Node()
+again_gone = weakref.ref(again)
+gcpause.refreeze()  # hourly: a cycle among frozen objects is freed too
+assert again_gone() is not None  # still referenced
+gc.freeze()
+del again
+gc.collect()
+assert again_gone() is not None
+gcpause.refreeze()
+assert again_gone() is None
 print("settled")
 """
 
 
-def test_a_settled_server_keeps_its_start_up_frozen_and_refreeze_still_frees_cycles() -> None:
+def test_a_settled_server_freezes_its_heap_again_after_a_pause_and_refreeze_frees_frozen_cycles() -> None:
     # Its own process: settling changes the collector of the whole interpreter (pytest's too).
     done = subprocess.run([sys.executable, "-c", SETTLED], capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr

@@ -216,6 +216,7 @@ class Daemon(Governance, ExecSessions):
                 if time.monotonic() >= next_refreeze:  # cycles among frozen objects: one full walk per interval
                     next_refreeze = time.monotonic() + REFREEZE_S
                     gcpause.refreeze()
+                gcpause.resettle()  # frozen again once the pauses of a plan or deploy are over
                 for event in self.provider.tick(TickRequest()).events:
                     self.store().add_event(event.env, event.kind, event.message)
             except Exception:  # the loop must survive a bad pass
