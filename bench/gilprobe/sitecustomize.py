@@ -2,7 +2,7 @@
 
 Why it exists: on a shared machine the MCP read tools' wall-clock tail says little; what the tail is made of
 does. In the daemon this records, per API request, its wall time and the CPU time of the thread that served it
-(``_Handler._dispatch``: the difference is time the request was ready to run but waited, for the GIL or for a
+(``Handler._dispatch``: the difference is time the request was ready to run but waited, for the GIL or for a
 CPU), each cyclic-GC collection's duration, and every second the CPU time of each thread by name (the
 background passes). ``RG_PROBE_SWITCH`` sets ``sys.setswitchinterval`` in every Python process the bench
 starts (to try values without changing code). Results go to ``$RG_PROBE_OUT/<pid>.json`` when
