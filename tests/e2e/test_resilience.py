@@ -31,6 +31,31 @@ def test_a_crashed_replica_is_restarted(ws: Workspace) -> None:
     assert any(e["kind"] == "replica.restarted" for e in events["events"])
 
 
+def test_each_restart_is_seen_and_reported_once_while_passes_skip_what_did_not_move(ws: Workspace) -> None:
+    """The supervisor reads only processes whose pidfd turned readable, and the provider's tick looks at the
+    restart counts only when the supervisor's total moved: a second kill of the restarted process is still seen,
+    restarted and reported, and no restart is reported twice."""
+    ws.write_spec(replicas=1)
+    assert ws.deploy()[0] == 0
+    (first,) = _replica_pids(ws)
+    os.kill(first, signal.SIGKILL)
+    second = wait_for(lambda: (r := ws.status()["services"][0]["replicas"][0])["restarts"] == 1
+                      and r["pid"] not in (None, first) and r["pid"], "the first restart")
+    os.kill(second, signal.SIGKILL)
+    wait_for(lambda: (r := ws.status()["services"][0]["replicas"][0])["restarts"] == 2
+             and r["pid"] not in (None, first, second), "the second restart")
+
+    def reported() -> list[str]:
+        _, events = ws.rg_json("events", "--env", "staging")
+        return [e["message"] for e in events["events"] if e["kind"] == "replica.restarted"]
+
+    wait_for(lambda: len(reported()) >= 2, "both restarts on the timeline")
+    time.sleep(1.5)  # three more of the daemon's passes: nothing is reported again
+    messages = reported()
+    assert len(messages) == 2, messages
+    assert sum("(restart #1)" in m for m in messages) == 1 and sum("(restart #2)" in m for m in messages) == 1
+
+
 def test_killed_daemon_leaves_apps_serving_and_is_readopted(ws: Workspace) -> None:
     assert ws.deploy()[0] == 0
     pids = _replica_pids(ws)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import socket
@@ -370,3 +371,75 @@ def test_views_share_one_liveness_read_but_never_trust_a_stranger_or_a_stop(
     finally:
         sup.shutdown_thread()
         sup.remove(spec.name, timeout=1.0)
+
+
+def test_a_pass_reads_only_processes_whose_pidfd_says_they_ended_and_still_restarts_a_killed_one(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The supervisor's pass skips replicas that still run (one poll over their pidfds), yet a replica killed
+    from outside is seen, named and restarted as before, and the restarted process is watched in turn."""
+    import signal as signals
+
+    from railguard.providers.local import processes
+
+    if not hasattr(os, "pidfd_open"):
+        pytest.skip("no pidfd on this system: every pass reads every replica")
+    reads: list[int] = []
+    real_alive, real_exit = processes.is_alive, processes.exit_code
+    monkeypatch.setattr(processes, "is_alive", lambda r: reads.append(r.pid) or real_alive(r))
+    monkeypatch.setattr(processes, "exit_code", lambda r: reads.append(r.pid) or real_exit(r))
+    specs = [make_spec(tmp_path, SLEEPER, name=f"staging.w{i}.r1.0") for i in range(5)]
+    sup = Supervisor(backoff_initial=0.01, backoff_max=0.05)
+    records = [sup.add(spec) for spec in specs]
+    try:
+        assert sup.tick() == []  # opens a pidfd per process (one liveness check each, against its start time)
+        reads.clear()
+        for _ in range(3):
+            assert sup.tick() == []
+        assert reads == []  # nothing moved: no process was read
+        assert all(sup.alive(r) for r in records)  # and views are told they run, from the pass
+        victim = records[2]
+        os.kill(victim.pid, signals.SIGKILL)
+        now, delay = crash_detected(sup, specs[2].name)
+        assert set(reads) == {victim.pid}  # only the one that ended was read
+        assert sup.last_exit(specs[2].name) == "killed by SIGKILL (not by Railguard)"
+        assert sup.tick(now + delay) == [specs[2].name]
+        fresh = sup.records()[specs[2].name]
+        assert fresh.pid != victim.pid and real_alive(fresh) and sup.restarts(specs[2].name) == 1
+        sup.tick()  # the new process gets its pidfd
+        reads.clear()
+        assert sup.tick() == [] and reads == []
+        os.kill(fresh.pid, signals.SIGKILL)  # the restarted process is watched too
+        crash_detected(sup, specs[2].name)
+        assert sup.restarts(specs[2].name) == 1 and sup.restart_at(specs[2].name) is not None
+    finally:
+        for spec in specs:
+            sup.remove(spec.name, timeout=2.0)
+    sup.tick()
+    assert sup._exits._fds == {}  # removed replicas' descriptors are closed
+
+
+def test_an_adopted_process_that_is_not_a_child_is_watched_too(tmp_path: Path) -> None:
+    """A daemon restarted adopts replicas it did not start: their pidfds turn readable when they end as well."""
+    import subprocess
+
+    from railguard.providers.local.processes import ExitWatch
+
+    watch = ExitWatch(cap=10)
+    # A grandchild (its parent exits at once): not ours to wait for, like a replica a previous daemon started.
+    out = subprocess.run([sys.executable, "-c", "import subprocess as s; print(s.Popen(['sleep', '60'], "
+                          "start_new_session=True, stdout=s.DEVNULL, stderr=s.DEVNULL).pid)"],
+                         capture_output=True, text=True, check=True)
+    pid = int(out.stdout)
+    record = ReplicaRecord(name="staging.web.r1.0", pid=pid, create_time=psutil.Process(pid).create_time(),
+                           pgid=pid, port=None, argv=[], log_path="", started_at=time.time())
+    try:
+        key = (record.pid, record.create_time)
+        assert watch.running([record]) == {key}
+        stranger = replace(record, create_time=record.create_time - 100)
+        assert watch.running([stranger]) == set()  # same pid, another start time: no pidfd, read as before
+        os.kill(pid, 9)
+        wait_for(lambda: watch.running([record]) == set(), what="the adopted process's pidfd to turn readable")
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, 9)
+        watch.close()

@@ -26,6 +26,7 @@ from types import FrameType
 from railguard.daemon import mode
 from railguard.daemon.api import Server
 from railguard.daemon.service import Daemon
+from railguard.engine import gcpause
 from railguard.engine.workspace import daemon_socket
 from railguard.state.pidfile import write_pid
 
@@ -73,6 +74,9 @@ def run(home: Path, require_token: bool = False, allow_shared_user: bool = False
     daemon.boot()
     server = Server(sock_path, daemon)
     stoppers = [start(daemon) for start in companions]
+    # Booted (runtime adopted, spec and state read): what the daemon holds now lives as long as it does. Out of
+    # the collector's way, and a request's temporaries die before a young collection sees them (engine/gcpause).
+    gcpause.settle()
 
     daemon.on_stop = server.shutdown
 

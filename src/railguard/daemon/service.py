@@ -33,7 +33,7 @@ from railguard.daemon.kernelaudit import KernelAudit, Refusal
 from railguard.daemon.mode import Mode
 from railguard.daemon.observation import Observer
 from railguard.daemon.secrets_ops import MANAGED_BY, Secrets
-from railguard.engine import guard, usecases
+from railguard.engine import gcpause, guard, usecases
 from railguard.engine.guard import short_hash
 from railguard.engine.observe import state_protected
 from railguard.engine.recovery import recover
@@ -76,6 +76,9 @@ NAME_RE = re.compile(NAME_PATTERN.strip("^$"))
 # How long a queued job waits for the API to finish answering its submit before it runs anyway
 # (a client that went away must not hold the environment).
 ANSWER_WAIT_S = 10.0
+# How often the daemon thaws its frozen heap for one full collection (engine/gcpause.refreeze: ~0.1-0.2 s with
+# 200 services, so rare; only reference cycles among frozen objects wait this long to be freed).
+REFREEZE_S = 3600.0
 MAX_OPERATION_WAIT_S = 30.0  # the longest one long-poll of an operation holds its request (and thread)
 
 
@@ -204,11 +207,16 @@ class Daemon(Governance, ExecSessions):
 
     def _loop(self) -> None:
         next_gc = time.monotonic()  # the first pass right after boot
+        next_refreeze = time.monotonic() + REFREEZE_S
         while not self.stopping.wait(0.5):
             try:
                 if time.monotonic() >= next_gc:
                     next_gc = time.monotonic() + housekeeping.periodic(self.store(), self.provider, self.work,
                                                                        self.home)
+                if time.monotonic() >= next_refreeze:  # cycles among frozen objects: one full walk per interval
+                    next_refreeze = time.monotonic() + REFREEZE_S
+                    gcpause.refreeze()
+                gcpause.resettle()  # frozen again once the pauses of a plan or deploy are over
                 for event in self.provider.tick(TickRequest()).events:
                     self.store().add_event(event.env, event.kind, event.message)
             except Exception:  # the loop must survive a bad pass

@@ -49,6 +49,7 @@ class Watchers:
     next_drift: float = 0.0
     drift_since: dict[str, tuple[float, list[str]]] = field(default_factory=dict)  # env -> (first seen, details)
     drift_incident: dict[str, tuple[str, list[str]]] = field(default_factory=dict)  # env -> (incident, details)
+    applied: dict[str, tuple[str, list[dict[str, object]]]] = field(default_factory=dict)  # env -> (digest, body)
 
     def drift(self, now: float, canaries: set[tuple[str, str]] | None = None) -> None:
         """Open, extend or resolve each environment's drift incident (every ``DRIFT_EVERY_S``)."""
@@ -62,8 +63,23 @@ class Watchers:
                 continue
             skip = {f"{env}/service.{name}" for e, name in (canaries or set()) if e == env}
             # Read-only, as status: a background pass must not move the serial (approved plans would go stale).
-            details = live_drift(store.last_spec(env), observed(store, provider, env), skip)
+            details = live_drift(self._applied(env), observed(store, provider, env), skip)
             self._drift_env(env, details, now)
+
+    def _applied(self, env: str) -> list[dict[str, object]] | None:
+        """The last applied spec snapshot, parsed again only when its digest moved (a 200-service snapshot is a
+        few hundred KB of JSON: parsing it every pass held the GIL for milliseconds, for the same answer)."""
+        store = self.daemon.store()
+        digest = store.last_spec_digest(env)
+        if digest is None:
+            self.applied.pop(env, None)
+            return None
+        found = self.applied.get(env)
+        if found is None or found[0] != digest:
+            # Read after the digest: a snapshot written in between is kept under the older digest and read
+            # again on the next pass, never the other way round.
+            found = self.applied[env] = (digest, store.last_spec(env) or [])
+        return found[1]
 
     def _drift_env(self, env: str, details: list[str], now: float) -> None:
         open_one = self.drift_incident.get(env)

@@ -101,6 +101,9 @@ def serve_http(ws: Workspace, address: str, tls_cert: Path | None, tls_key: Path
                             ssl_keyfile=str(tls_key) if tls_key else None)
     scheme = "https" if tls_cert else "http"
     print(f"railguard mcp listening on {scheme}://{host}:{port}/mcp", file=sys.stderr, flush=True)
+    from railguard.engine import gcpause
+
+    gcpause.settle(freeze=False)  # as over stdio: a tool call's temporaries die young
     try:
         uvicorn.Server(config).run()
     finally:

@@ -24,6 +24,7 @@ from mcp.server.stdio import stdio_server
 from pydantic import ValidationError
 
 from railguard import __version__
+from railguard.engine import gcpause
 from railguard.engine.guard import require
 from railguard.engine.workspace import Workspace
 from railguard.mcp import (
@@ -154,6 +155,7 @@ def serve_stdio(ws: Workspace) -> None:
 
     async def main() -> None:
         async with stdio_server() as (read_stream, write_stream):
+            gcpause.settle(freeze=False)  # a tool call's temporaries die young
             await server.run(read_stream, write_stream, server.create_initialization_options())
 
     try:
