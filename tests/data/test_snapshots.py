@@ -236,3 +236,12 @@ def test_a_copy_too_big_to_fingerprint_always_runs_twice(tmp_path: Path, monkeyp
     run, ran = _command(_IDEMPOTENT)
     found = rehearsal.rehearse(data, tmp_path / "s", run, [])
     assert ran == ["rehearsal", "rehearsal-second-run"] and not found.second_run_skipped
+
+
+def test_a_folder_nested_deeper_than_the_walk_goes_is_not_vouched_for(tmp_path: Path) -> None:
+    """A copy the app nested folders deep into (it is the app's after a run): the walk stops at a bound (no
+    recursion error, no descriptor per level without end); the second run happens."""
+    deep = tmp_path / "copy"
+    (deep / "/".join(["d"] * (rehearsal.FINGERPRINT_DEPTH + 2))).mkdir(parents=True)
+    assert rehearsal.fingerprint(deep) is None
+    assert rehearsal.fingerprint(deep / "d" / "d") is not None

@@ -33,6 +33,7 @@ OTHER_FILES_BYTES = 256 * 1024 * 1024  # files that are not databases, copied in
 # command (~40 ms); above it the command always runs twice. Entries bound the walk the same way.
 FINGERPRINT_BYTES = 8 * 1024 * 1024
 FINGERPRINT_ENTRIES = 2000
+FINGERPRINT_DEPTH = 32  # folders deeper than this are not walked (recursion, one descriptor open per level)
 SKIPPED = "second run skipped: the first changed nothing"
 
 
@@ -85,7 +86,8 @@ def fingerprint(folder: Path) -> str | None:
     run sets): each path with its kind, permission bits, size, modification time and content's sha256. None
     when it cannot vouch that equal digests mean equal folders to a command: a link, a FIFO or other special
     file, a hard-linked file, a SQLite WAL/journal/shm file, more than :data:`FINGERPRINT_BYTES` or
-    :data:`FINGERPRINT_ENTRIES`. Owners are left out (the isolated run hands the copy to its user first).
+    :data:`FINGERPRINT_ENTRIES`, folders nested deeper than :data:`FINGERPRINT_DEPTH`. Owners are left out (the
+    isolated run hands the copy to its user first).
 
     After a run the folder is the app's: every entry is opened from its parent's descriptor with
     ``O_NOFOLLOW`` and checked on the descriptor (as :mod:`railguard.data.sqlite` does), so a link planted
@@ -93,7 +95,9 @@ def fingerprint(folder: Path) -> str | None:
     digest = hashlib.sha256()
     budget = [FINGERPRINT_BYTES, FINGERPRINT_ENTRIES]
 
-    def walk(dir_fd: int, rel: str) -> None:
+    def walk(dir_fd: int, rel: str, depth: int) -> None:
+        if depth > FINGERPRINT_DEPTH:
+            raise _Unvouched(rel)
         with os.scandir(dir_fd) as listing:
             names = sorted(entry.name for entry in listing)
         for name in names:
@@ -109,7 +113,7 @@ def fingerprint(folder: Path) -> str | None:
                 info = os.fstat(fd)
                 if stat.S_ISDIR(info.st_mode):
                     digest.update(f"d {path!r} {stat.S_IMODE(info.st_mode):o}\n".encode())
-                    walk(fd, path)
+                    walk(fd, path, depth + 1)
                     continue
                 if not stat.S_ISREG(info.st_mode) or info.st_nlink != 1:
                     raise _Unvouched(path)
@@ -128,7 +132,7 @@ def fingerprint(folder: Path) -> str | None:
     except OSError:
         return None
     try:
-        walk(top, "")
+        walk(top, "", 0)
     except (_Unvouched, OSError):
         return None
     finally:
