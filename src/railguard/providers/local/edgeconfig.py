@@ -33,7 +33,7 @@ _TRY_INTERVAL = "50ms"
 # request after the answer expired, inline, under one lock shared by every route of the edge (a lookup here is
 # ~0.2 ms), so a busy route makes 1/REFRESH_S lookups a second: 40/s per busy route at 25 ms (was 100, then 50).
 # Measured at 250 req/s through one route (bench/resolver_cpu.py): the resolver's CPU goes from ~5 to ~10 ms a
-# second, Caddy's by less than its own run-to-run noise; a switch is seen ~12 ms sooner on average.
+# second, Caddy's by ~10-40 ms a second (noisy); a switch is seen ~10 ms sooner (deploys and rollbacks, median).
 REFRESH_S = 0.025
 # Keep using the last answer this long when a lookup fails (then ask again). A lookup also fails when the request
 # that triggered it is cancelled by its client ("operation was canceled" in caddy.log, frequent under load), and
