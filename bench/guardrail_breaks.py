@@ -169,6 +169,17 @@ def breaks() -> list[Break]:
         Break("lifecycle: an illegal transition is not refused", "src/railguard/state/lifecycles.py",
               "        if not self.allows(old, new):", "        if False:", ["tests/test_lifecycles.py"],
               expect_failures=5),
+        # The rehearsal's second run is skipped only when the first changed nothing in the copy (issue 14).
+        Break("rehearsal: second run skipped whatever the first changed", "src/railguard/data/rehearsal.py",
+              "        if print_before is not None and fingerprint(scratch) == print_before:",
+              "        if print_before is not None:",
+              ["tests/data/test_snapshots.py::test_a_command_that_appends_a_row_each_run_still_runs_twice",
+               "tests/data/test_snapshots.py::"
+               "test_a_command_whose_first_run_leaves_a_file_that_breaks_the_second_is_still_caught",
+               "tests/data/test_snapshots.py::test_any_change_to_the_copy_means_a_second_run"], expect_failures=11),
+        Break("rehearsal fingerprint: content not compared", "src/railguard/data/rehearsal.py",
+              'f"{content}\\n".encode())', '"\\n".encode())',
+              ["tests/data/test_snapshots.py::test_any_change_to_the_copy_means_a_second_run"]),
         Break("a test leaks processes (child, outside the temp root, daemon)", "tests/test_leak_probe.py", "", "",
               ["tests/test_leak_probe.py"], add={"tests/test_leak_probe.py": LEAKY_TESTS}, expect_failures=3,
               expect_text="the test left processes running"),

@@ -63,6 +63,14 @@ def _rows(ws: Workspace) -> list[tuple[Any, ...]]:
         db.close()
 
 
+def _rehearsed(answer: dict[str, Any]) -> str:
+    """The rehearse step's note in an operation's journal."""
+    notes = [e["detail"].get("note", "") for e in answer["operation"]["journal"]
+             if e["step"] == "staging/service.web: rehearse" and e["phase"] == "end"]
+    assert len(notes) == 1, answer["operation"]["journal"]
+    return str(notes[0])
+
+
 def _error(answer: dict[str, Any]) -> dict[str, Any]:
     found = answer.get("diagnostics") or (answer.get("operation") or {}).get("error", {}).get("diagnostics")
     assert found, answer
@@ -111,7 +119,10 @@ def test_data_survives_destructive_releases_and_rollbacks(notes: Workspace) -> N
     assert _rows(ws) == original
 
     # A release that drops a column cannot be silently rolled back to code that reads it.
-    assert _deploy(ws, "2", "v1")[0] == 0  # release 4: reads title and body
+    code, answer = _deploy(ws, "2", "v1")  # release 4: reads title and body
+    assert code == 0, answer
+    # Its migration is already applied: the first run on the copy changed nothing, so it ran once there.
+    assert "second run skipped: the first changed nothing" in _rehearsed(answer), answer["operation"]["journal"]
     r4 = ws.rg_json("releases", "--env", "staging")[1]["releases"][0]["number"]
     code, answer = _deploy(ws, "3", "dropcol")
     assert code == 1 and "--allow-data-loss notes.body`" in _error(answer)["remediation"], answer  # the column
@@ -137,6 +148,7 @@ def test_data_survives_destructive_releases_and_rollbacks(notes: Workspace) -> N
     # An additive migration passes its rehearsal silently and rolls back with a note (the expand case).
     code, answer = _deploy(ws, "5", "add")
     assert code == 0, answer
+    assert "second run skipped" not in _rehearsed(answer)  # its first run added a column: run twice
     code, back = ws.rg_json("rollback", "--env", "staging", "--to", str(r4))
     assert code == 0, back
     notes_seen = [e["detail"].get("note", "") for e in back["operation"]["journal"] if e["step"] == "schema-check"]

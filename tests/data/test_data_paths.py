@@ -12,7 +12,7 @@ import os
 import shutil
 import sqlite3
 import subprocess
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -204,3 +204,33 @@ def test_a_rehearsal_on_the_environments_users_copy_still_finds_the_loss(layout:
     found = rehearsal.rehearse(data, scratch, run, [])
     assert [(loss.table, loss.rows) for loss in found.losses] == [("t", 2)], found
     assert _rows(data / "app.db") == [(1, "a"), (2, "b")]  # the real data: never run on
+
+
+def test_the_users_copy_that_a_run_left_unchanged_is_run_once_and_a_planted_link_means_twice(
+        layout: tuple[Path, Path, Path], env_user: RunAs) -> None:
+    """As the rollout does it: the copy is handed to the environment's user before each run (its owner and the
+    folder's own mode change: not a change the command made), then fingerprinted by root after the run without
+    following anything the app planted."""
+    if not Path("/usr/bin/python3").exists():
+        pytest.skip("needs a Python the environment's user can run")
+    data, _root, state = layout
+    scratch = data.parent / "scratch"
+    ran: list[str] = []
+
+    def command(code: str) -> Callable[[Path, str], None]:
+        def run(folder: Path, label: str) -> None:
+            ran.append(label)
+            prepare_data(folder, env_user, adopt=True)
+            subprocess.run(["/usr/bin/python3", "-c", "import os, sqlite3, sys; folder = sys.argv[1]; " + code,
+                            folder], check=True, user=env_user.uid, group=env_user.gid, extra_groups=[], timeout=60)
+        return run
+
+    found = rehearsal.rehearse(data, scratch, command(
+        "db = sqlite3.connect(folder + '/app.db'); db.execute('CREATE TABLE IF NOT EXISTS t (id INTEGER PRIMARY KEY, "
+        "v TEXT)'); db.commit(); db.close()"), [])
+    assert ran == ["rehearsal"] and found.second_run_skipped, found
+    ran.clear()
+    found = rehearsal.rehearse(data, scratch, command(
+        f"os.path.lexists(folder + '/private') or os.symlink({str(state.parent)!r}, folder + '/private')"), [])
+    assert ran == ["rehearsal", "rehearsal-second-run"] and not found.second_run_skipped, found
+    assert _rows(state) == [("root only",)]

@@ -175,7 +175,7 @@ def test_the_refresh_a_running_config_may_still_cache_is_read_from_it() -> None:
     from railguard.providers.local.edgeconfig import REFRESH_S, refresh_in
 
     config = server_config("prod", 8000, [EdgeRoute(None, "/", ("127.0.0.1:1",))], "unix//tmp/r.sock")
-    assert refresh_in({"http": {"servers": {"rg-prod": config}}}) == REFRESH_S == 0.05
+    assert refresh_in({"http": {"servers": {"rg-prod": config}}}) == REFRESH_S == 0.025
     older = {"http": {"servers": {"a": config, "b": {"routes": [{"handle": [
         {"handler": "reverse_proxy", "dynamic_upstreams": {"source": "srv", "refresh": "100ms"}}]}]}}}}
     assert refresh_in(older) == 0.1

@@ -95,7 +95,7 @@ def take(data_dir: Path, root: Path, env: str, release: int | None,
     try:
         for rel in found:
             target = folder / "files" / rel
-            sqlite.copy(data_dir, rel, target)
+            sqlite.copy(data_dir, rel, target, durable=True)  # on disk before the release command runs
             shape = sqlite.shape(target, rows_digest=False)
             files.append(BackupFile(database=sqlite.database_name(rel), path=rel, sha256=sqlite.checksum(target),
                                     size=target.stat().st_size, tables={t: s.rows for t, s in shape.items()},

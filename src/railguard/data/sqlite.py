@@ -284,10 +284,14 @@ def _head(db: sqlite3.Connection, tables: dict[str, TableSchema]) -> str | None:
     return None
 
 
-def copy(base: Path, rel: str, target: Path) -> None:
+def copy(base: Path, rel: str, target: Path, durable: bool = False) -> None:
     """A consistent copy of the live database ``base/rel`` (backup API; the source is opened read-only) into
     ``target``, a path of the caller's own (a backup, a scratch folder still root's). Refuses a link, a
-    non-regular or hard-linked file anywhere from ``base`` down (:class:`UnsafeDatabase`)."""
+    non-regular or hard-linked file anywhere from ``base`` down (:class:`UnsafeDatabase`).
+
+    ``target`` is a new file: a copy interrupted half-way is never used (a backup without its manifest), so it
+    is written without a rollback journal. ``durable`` (a snapshot): the file and its folder are then synced once,
+    where SQLite's own journalled commit synced four to eight times (journal, file, folder)."""
     target.parent.mkdir(parents=True, exist_ok=True)
     target.unlink(missing_ok=True)
     with opened(base, rel, companions=True) as (dir_fd, _fd):
@@ -298,16 +302,32 @@ def copy(base: Path, rel: str, target: Path) -> None:
                 _as_owner(owner, _BACKUP_OUT, base / rel, None, fd)
             finally:
                 os.close(fd)
+            if durable:
+                _sync(target)
             return
     src = _connect(base / rel)  # the folder is ours (or we are not root): nothing to reach beyond our own rights
     try:
         dest = sqlite3.connect(target)
         try:
+            dest.execute("PRAGMA journal_mode = OFF")
+            dest.execute("PRAGMA synchronous = OFF")
             src.backup(dest)
         finally:
             dest.close()
     finally:
         src.close()
+    if durable:
+        _sync(target)
+
+
+def _sync(path: Path) -> None:
+    """``path``'s content and its entry in its folder on disk."""
+    for name, flags in ((path, os.O_RDONLY), (path.parent, os.O_RDONLY | os.O_DIRECTORY)):
+        fd = os.open(name, flags | os.O_NOFOLLOW | os.O_CLOEXEC)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
 
 
 @contextlib.contextmanager

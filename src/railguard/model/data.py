@@ -76,6 +76,9 @@ class Rehearsal(_Frozen):
     losses: list[Loss] = Field(default_factory=list)
     acknowledged: list[Loss] = Field(default_factory=list, description="Losses the plan allowed.")
     notes: list[str] = Field(default_factory=list, description="Other changes (added tables, columns, rows).")
+    second_run_skipped: bool = Field(default=False, description="The first run changed nothing in the copy (every "
+                                     "file byte-identical), so the second, which would have started from the "
+                                     "same, did not run.")
 
 
 class ReleaseData(_Frozen):

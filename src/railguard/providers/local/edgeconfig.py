@@ -31,8 +31,10 @@ _TRY_INTERVAL = "50ms"
 # switch moved away from (the switch waits, at most this long plus a margin, until Caddy asked again). Under
 # traffic a switch is seen at the edge after half of it on average. Shorter costs lookups: Caddy asks on the first
 # request after the answer expired, inline, under one lock shared by every route of the edge (a lookup here is
-# ~0.2 ms), so a busy route makes 1/REFRESH_S lookups a second; 50 ms (was 100) keeps that at 20/s per busy route.
-REFRESH_S = 0.05
+# ~0.2 ms), so a busy route makes 1/REFRESH_S lookups a second: 40/s per busy route at 25 ms (was 100, then 50).
+# Measured at 250 req/s through one route (bench/resolver_cpu.py): the resolver's CPU goes from ~5 to ~10 ms a
+# second, Caddy's by ~10-40 ms a second (noisy); a switch is seen ~10 ms sooner (deploys and rollbacks, median).
+REFRESH_S = 0.025
 # Keep using the last answer this long when a lookup fails (then ask again). A lookup also fails when the request
 # that triggered it is cancelled by its client ("operation was canceled" in caddy.log, frequent under load), and
 # the answer kept is then whatever was cached, however old: with 10 s, a switch could be undone for 10 s after it
