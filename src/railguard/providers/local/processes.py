@@ -388,6 +388,10 @@ class Supervisor:
         self.on_restart: Callable[[str, ReplicaRecord], None] | None = None
         # Asked before a dead replica is started again: a reason (e.g. its artifact was tampered with) keeps it down.
         self.before_start: Callable[[ReplicaSpec], str | None] | None = None
+        # Told the moment a replica is seen to have ended, before its restart is even scheduled to run: the provider
+        # takes its port out of the edge's routes (any process may bind it now) and answers the spec to restart
+        # it with (a fresh port), or None to keep the old one.
+        self.on_exit: Callable[[str, ReplicaSpec], ReplicaSpec | None] | None = None
         self._replicas: dict[str, _Replica] = {}
         self._lock = threading.RLock()
         self._stop = threading.Event()
@@ -478,10 +482,24 @@ class Supervisor:
         # The /proc reads happen outside the lock: status answers ask the supervisor (restarts, last exit) for every
         # replica, and must not wait for a pass over all of them.
         seen = [(name, rep, *self._read(rep)) for name, rep in running]
+        ended: list[tuple[str, _Replica]] = []
         with self._lock:
             for name, rep, code, alive in seen:
                 if self._replicas.get(name) is rep and rep.restart_at is None:  # not removed or replaced meanwhile
-                    self._observe(rep, now, code, alive)
+                    if self._observe(rep, now, code, alive):
+                        ended.append((name, rep))
+        # Outside the lock (it changes the edge), and before any restart below can run.
+        for name, rep in ended if self.on_exit is not None else []:
+            try:
+                fresh = self.on_exit(name, rep.spec) if self.on_exit is not None else None
+            except Exception:  # never a reason to leave a replica down
+                log.exception("exit handler of %s failed", name)
+                fresh = None
+            if fresh is not None:
+                with self._lock:
+                    if self._replicas.get(name) is rep:
+                        rep.spec = fresh
+        with self._lock:
             for name, rep in self._replicas.items():
                 if rep.restart_at is not None and now >= rep.restart_at:
                     refused = self.before_start(rep.spec) if self.before_start is not None else None
@@ -526,13 +544,15 @@ class Supervisor:
             code = exit_code(record)
         return code, alive
 
-    def _observe(self, rep: _Replica, now: float, code: int | None, alive: bool) -> None:
+    def _observe(self, rep: _Replica, now: float, code: int | None, alive: bool) -> bool:
+        """Take one observation in; True when the replica was found ended (its restart is now scheduled)."""
         if now - rep.up_since >= _STABLE_AFTER:
             rep.crashes = 0
         if not alive:
             rep.last_exit = describe_exit(code)
             log.warning("replica %s %s", rep.spec.name, rep.last_exit)
             self._schedule(rep, now)
+        return not alive
 
     def _schedule(self, rep: _Replica, now: float) -> None:
         delay = min(self.backoff_initial * 2 ** rep.crashes, self.backoff_max)
