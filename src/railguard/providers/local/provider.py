@@ -382,7 +382,8 @@ class LocalProvider(Canaries, Views, Commands, Traffic):
 
     def _supervise_edges(self, now: float | None = None) -> list[ProviderEvent]:
         """Restart the Caddy of an environment with an edge that is not running (it crashed, was killed), with a
-        bounded backoff, and route it again. Its port held by another process: reported (naming the holder's
+        bounded backoff, and route it again (also a Caddy that runs without this environment's server: restarted
+        while its port was held). Its port held by another process: reported (naming the holder's
         user, the daemon records it against its environment) and tried again after the backoff."""
         now = time.monotonic() if now is None else now
         events: list[ProviderEvent] = []
@@ -390,7 +391,7 @@ class LocalProvider(Canaries, Views, Commands, Traffic):
             envs = [env for env, runtime in self.state.envs.items() if runtime.edge is not None]
         for env in envs:
             edge = self.edge(env)
-            if edge.running():
+            if edge.serves(env):  # running and serving this environment (cached: no admin call per pass)
                 self._edge_retry.pop(env, None)
                 continue
             due, delay, last = self._edge_retry.get(env, (0.0, EDGE_BACKOFF_S, ""))
@@ -428,7 +429,7 @@ class LocalProvider(Canaries, Views, Commands, Traffic):
                     continue
             self._edge_retry.pop(env, None)
             events.append(ProviderEvent(kind="edge.restarted", env=env,
-                                        message=f"the edge of {env} was not running (Caddy exited, not by "
+                                        message=f"the edge of {env} was not serving (Caddy exited, not by "
                                                 f"Railguard); restarted as pid {edge.pid()} and routed again"))
         return events
 
