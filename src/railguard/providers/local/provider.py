@@ -72,8 +72,10 @@ from railguard.providers.local.traffic import Traffic
 from railguard.providers.local.views import Views, service_health
 
 log = logging.getLogger(__name__)
-PORT_HELD = "replica.port_held"  # a replica's port held by another process (the daemon records it as security)
-EDGE_PORT_HELD = "edge.port_held"  # the edge's own port held by another process when Caddy was restarted
+PORT_HELD_EVENT = "replica.port_held"  # a replica's port held by another process (the daemon records it as security)
+EDGE_PORT_HELD_EVENT = "edge.port_held"
+EDGE_RESTARTED_EVENT = "edge.restarted"  # a Caddy that had died, restarted by the daemon
+EDGE_FAILED_EVENT = "edge.restart_failed"  # ...or not (yet): tried again after the backoff  # the edge's own port held by another process when Caddy was restarted
 EDGE_BACKOFF_S, EDGE_BACKOFF_MAX_S = 0.5, 30.0  # restarts of a Caddy that died: first wait, longest wait
 
 REMEDIATION = {
@@ -351,7 +353,7 @@ class LocalProvider(Canaries, Views, Commands, Traffic):
                 return
             self._flagged.add((name, port, uid))
             self.notices.append(ProviderEvent(
-                kind=PORT_HELD, env=env, message=f"{name}: {reason}; not routed there",
+                kind=PORT_HELD_EVENT, env=env, message=f"{name}: {reason}; not routed there",
                 data={"uid": uid, "port": port, "replica": name, "victim_env": env}))
 
     def _replicas(self) -> Iterator[Replica]:
@@ -414,7 +416,7 @@ class LocalProvider(Canaries, Views, Commands, Traffic):
                         if holder is not None:
                             data["uid"] = holder.uid
                             why += f" (OS user {user_of(holder.uid)}, uid {holder.uid})"
-                        events.append(ProviderEvent(kind=EDGE_PORT_HELD, env=env, data=data,
+                        events.append(ProviderEvent(kind=EDGE_PORT_HELD_EVENT, env=env, data=data,
                                                     message=f"the edge of {env} is down and could not be restarted: "
                                                             f"{why}; retrying"))
                     self._edge_retry[env] = (*self._edge_retry[env][:2], why)
@@ -422,13 +424,13 @@ class LocalProvider(Canaries, Views, Commands, Traffic):
                 except EdgeError as exc:
                     why = str(exc).splitlines()[0]
                     if why != last:
-                        events.append(ProviderEvent(kind="edge.restart_failed", env=env,
+                        events.append(ProviderEvent(kind=EDGE_FAILED_EVENT, env=env,
                                                     message=f"the edge of {env} is down and could not be restarted: "
                                                             f"{why}; retrying"))
                     self._edge_retry[env] = (*self._edge_retry[env][:2], why)
                     continue
             self._edge_retry.pop(env, None)
-            events.append(ProviderEvent(kind="edge.restarted", env=env,
+            events.append(ProviderEvent(kind=EDGE_RESTARTED_EVENT, env=env,
                                         message=f"the edge of {env} was not serving (Caddy exited, not by "
                                                 f"Railguard); restarted as pid {edge.pid()} and routed again"))
         return events
