@@ -73,9 +73,9 @@ from railguard.providers.local.views import Views, service_health
 
 log = logging.getLogger(__name__)
 PORT_HELD_EVENT = "replica.port_held"  # a replica's port held by another process (the daemon records it as security)
-EDGE_PORT_HELD_EVENT = "edge.port_held"
+EDGE_PORT_HELD_EVENT = "edge.port_held"  # the edge's own port held by another process when Caddy was restarted
 EDGE_RESTARTED_EVENT = "edge.restarted"  # a Caddy that had died, restarted by the daemon
-EDGE_FAILED_EVENT = "edge.restart_failed"  # ...or not (yet): tried again after the backoff  # the edge's own port held by another process when Caddy was restarted
+EDGE_FAILED_EVENT = "edge.restart_failed"  # ...or not (yet): tried again after the backoff
 EDGE_BACKOFF_S, EDGE_BACKOFF_MAX_S = 0.5, 30.0  # restarts of a Caddy that died: first wait, longest wait
 
 REMEDIATION = {
