@@ -134,6 +134,8 @@ def test_the_listener_table_reads_loopback_and_wildcard_listeners_with_their_uid
         wild.bind(("::", 0))
         wild.listen()
         table = loopback_listeners()
+        # The kernel's socket dump (sock_diag, what is used) and /proc/net/tcp(6) (the fallback) agree.
+        assert table == loopback_listeners(("/proc/net/tcp", "/proc/net/tcp6"))
         for sock in (loop, wild):
             port = sock.getsockname()[1]
             assert [h.uid for h in table[port]] == [os.geteuid()], table.get(port)

@@ -97,7 +97,12 @@ class Ownership:
         with self._lock:
             if inodes <= self._proven.get(key, frozenset()):
                 return None
-        held = socket_inodes(_tree(record.pid))
+        # The replica's own descriptors first (a server holds its listener itself, a master for its workers too);
+        # its descendants only when they do not have it: finding them is a scan of the whole process table.
+        held = socket_inodes([record.pid])
+        if held is not None and not inodes <= held:
+            more = socket_inodes(_tree(record.pid)[1:])
+            held = None if more is None else held | more
         if held is None:  # its descriptors are not ours to read: the uid is all the kernel tells us
             return None
         stranger = next((listener for listener in listeners if listener.inode not in held), None)
