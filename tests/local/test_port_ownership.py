@@ -170,3 +170,39 @@ def test_a_held_port_is_recorded_against_the_holders_environment() -> None:
     [attempt] = recorded
     assert attempt.env == "staging" and attempt.principal == "os:nobody" and attempt.code == PORT_CODE
     assert attempt.detail["victim_env"] == "production" and attempt.detail["port"] == 41234
+
+
+@pytest.mark.parametrize("holders_own_port", [False, True])
+def test_a_refused_bind_is_attributed_to_the_environment_squatting_the_port(holders_own_port: bool) -> None:
+    """The kernel audit reports production's replica refused a bind (EADDRINUSE). Who holds the port decides:
+    another environment's process on a port that is not its own squats it (the record is the holder's, naming
+    production as the victim); on a port of its own, production's process was the one trying another's port."""
+    if os.geteuid() != 0:
+        pytest.skip("the holder runs as another OS user (nobody): that needs root")
+    from types import SimpleNamespace
+
+    from railguard.daemon.intrusions import KERNEL_CODE
+    from railguard.daemon.service import Daemon
+
+    port = allocate_port()
+    squatter = squat(port, as_other_user=True)
+    try:
+        nobody = pwd.getpwnam("nobody")
+        daemon_user = pwd.getpwnam("daemon")  # stands for production's user: any uid other than the holder's
+        attempt = Attempt(source="kernel", principal="os:daemon", env="production",
+                          what=f"bind 127.0.0.1:{port}: EADDRINUSE", code=KERNEL_CODE,
+                          detail={"uid": daemon_user.pw_uid, "user": "daemon", "syscall": "bind",
+                                  "errno": "EADDRINUSE", "target": f"127.0.0.1:{port}"})
+        owner = SimpleNamespace(intrusions=SimpleNamespace(environment_of=lambda user: {"nobody": "staging"}.get(user)),
+                                _env_ports=lambda env: {port} if holders_own_port else set())
+        Daemon._attribute(owner, attempt)  # type: ignore[arg-type]
+    finally:
+        end(squatter)
+    assert attempt.detail["holder_uid"] == nobody.pw_uid and attempt.detail["holder_env"] == "staging"
+    if holders_own_port:
+        assert attempt.env == "production" and attempt.principal == "os:daemon", attempt
+        assert "held by nobody, environment staging" in attempt.what, attempt.what
+    else:
+        assert attempt.env == "staging" and attempt.principal == "os:nobody", attempt
+        assert attempt.detail["uid"] == nobody.pw_uid and attempt.detail["victim_env"] == "production", attempt
+        assert "daemon (environment production)" in attempt.what, attempt.what
