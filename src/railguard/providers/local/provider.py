@@ -393,7 +393,11 @@ class LocalProvider(Canaries, Views, Commands, Traffic):
             envs = [env for env, runtime in self.state.envs.items() if runtime.edge is not None]
         for env in envs:
             edge = self.edge(env)
-            if edge.serves(env):  # running and serving this environment (cached: no admin call per pass)
+            try:
+                serving = edge.serves(env)  # running and serving this environment (cached: no admin call per pass)
+            except EdgeError:  # its admin API does not answer: the restart below adopts it or says why not
+                serving = False
+            if serving:
                 self._edge_retry.pop(env, None)
                 continue
             due, delay, last = self._edge_retry.get(env, (0.0, EDGE_BACKOFF_S, ""))
