@@ -414,8 +414,10 @@ class LocalProvider(Canaries, Views, Commands, Traffic):
                     self._sync_edge(env)
                 except PortInUse as exc:
                     holder = next(iter(holders(port)), None)
-                    why = f"port {port} is held by another process: {exc}"
-                    if why != last:
+                    # Said once per holder (Caddy's own words for the refusal vary from one try to the next).
+                    key = f"held {port} by {holder.uid if holder is not None else '?'}"
+                    if key != last:
+                        why = f"port {port} is held by another process: {exc}"
                         data: dict[str, str | int] = {"port": port, "victim_env": env}
                         if holder is not None:
                             data["uid"] = holder.uid
@@ -423,7 +425,7 @@ class LocalProvider(Canaries, Views, Commands, Traffic):
                         events.append(ProviderEvent(kind=EDGE_PORT_HELD_EVENT, env=env, data=data,
                                                     message=f"the edge of {env} is down and could not be restarted: "
                                                             f"{why}; retrying"))
-                    self._edge_retry[env] = (*self._edge_retry[env][:2], why)
+                    self._edge_retry[env] = (*self._edge_retry[env][:2], key)
                     continue
                 except EdgeError as exc:
                     why = str(exc).splitlines()[0]
