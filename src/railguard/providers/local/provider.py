@@ -592,8 +592,11 @@ class LocalProvider(Canaries, Views, Commands, Traffic):
                                   message="; ".join(r.detail for r in results))
         states = [self.replica_health(live.config, r) for r in live.replicas]
         health = service_health(states)
+        # What the failing checks saw, e.g. "port 41234 is held by another user: rg-app-staging (uid 998)".
+        seen = [f"{r.spec.name}: {found[0].detail}" for r in live.replicas
+                if (found := self.health_results.get(r.spec.name)) is not None and not found[0].ok]
         return HealthResponse(address=request.address, health=health,
-                              message="" if health is Health.healthy else ", ".join(states))
+                              message="" if health is Health.healthy else "; ".join([", ".join(states), *seen]))
 
     # -- apply -----------------------------------------------------------------------------------
     def apply_change(self, request: ApplyRequest, progress: Progress | None = None) -> ApplyResponse:
