@@ -138,3 +138,33 @@ def _serves(ws: Workspace) -> bool:
         return ws.get().text.startswith("v1")
     except httpx.HTTPError:
         return False
+
+
+def test_a_replica_found_dead_at_adoption_returns_on_a_fresh_port(ws: Workspace) -> None:
+    """The daemon was killed, then the replica: the next daemon adopts a dead replica, whose port a squatter holds
+    by then. It must not restart it there (crash loop on EADDRINUSE) nor route there: a fresh port, gated."""
+    if os.geteuid() != 0:
+        pytest.skip("the squatter runs as another OS user (nobody): that needs root")
+    assert ws.deploy()[0] == 0
+    [before] = ws.status()["services"][0]["replicas"]
+    daemon = ws.daemon_pid()
+    assert daemon is not None
+    os.kill(daemon, signal.SIGKILL)
+    wait_for(lambda: gone(daemon), "the daemon to end")
+    os.kill(before["pid"], signal.SIGKILL)
+    wait_for(lambda: gone(before["pid"]), "the replica to end")
+    squatter = squat(before["port"], as_other_user=True)
+    try:
+        # `status` starts a daemon on demand, which adopts what runs and restarts what does not.
+        after = wait_for(lambda: (r := ws.status()["services"][0]["replicas"][0])["pid"] not in (None, before["pid"])
+                         and r["health"] == "healthy" and r, "the replica back, healthy")
+        assert after["port"] != before["port"], (before, after)
+        # Started on the fresh port at adoption: it never tried the held one (no crash, no restart, no EADDRINUSE).
+        assert after["restarts"] == 0, after
+        logs = "".join(p.read_text() for p in (ws.root / ".railguard" / "logs" / "staging" / "web").glob("*.log"))
+        assert "Address already in use" not in logs, logs[-2000:]
+        answers = [ws.get().text for _ in range(30)]
+        assert all(a.startswith("v1") for a in answers), answers
+    finally:
+        hits = end(squatter)
+    assert set(hits.splitlines()) <= {"hit railguard-health"}, hits
