@@ -384,21 +384,18 @@ class LocalProvider(Canaries, Views, Commands, Traffic):
 
     def _supervise_edges(self, now: float | None = None) -> list[ProviderEvent]:
         """Restart the Caddy of an environment with an edge that is not running (it crashed, was killed), with a
-        bounded backoff, and route it again (also a Caddy that runs without this environment's server: restarted
-        while its port was held). Its port held by another process: reported (naming the holder's
-        user, the daemon records it against its environment) and tried again after the backoff."""
+        bounded backoff, and route it again (tried again until that succeeds). Its port held by another process:
+        reported (naming the holder's user; the daemon records it against its environment) and tried again after
+        the backoff."""
         now = time.monotonic() if now is None else now
         events: list[ProviderEvent] = []
         with self.state.lock:
             envs = [env for env, runtime in self.state.envs.items() if runtime.edge is not None]
         for env in envs:
             edge = self.edge(env)
-            try:
-                serving = edge.serves(env)  # running and serving this environment (cached: no admin call per pass)
-            except EdgeError:  # its admin API does not answer: the restart below adopts it or says why not
-                serving = False
-            if serving:
-                self._edge_retry.pop(env, None)
+            # A running Caddy is left alone unless it is one this supervisor restarted and could not route yet (its
+            # port was held): a config changed behind Railguard's back is drift, for the observer to report.
+            if env not in self._edge_retry and edge.running():
                 continue
             due, delay, last = self._edge_retry.get(env, (0.0, EDGE_BACKOFF_S, ""))
             if now < due:
@@ -437,7 +434,7 @@ class LocalProvider(Canaries, Views, Commands, Traffic):
                     continue
             self._edge_retry.pop(env, None)
             events.append(ProviderEvent(kind=EDGE_RESTARTED_EVENT, env=env,
-                                        message=f"the edge of {env} was not serving (Caddy exited, not by "
+                                        message=f"the edge of {env} was not running (Caddy exited, not by "
                                                 f"Railguard); restarted as pid {edge.pid()} and routed again"))
         return events
 
