@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import signal
 import socket
 import sys
 import time
@@ -443,3 +444,23 @@ def test_an_adopted_process_that_is_not_a_child_is_watched_too(tmp_path: Path) -
         with contextlib.suppress(ProcessLookupError):
             os.kill(pid, 9)
         watch.close()
+
+
+def test_an_exit_is_handled_when_it_happens_not_at_the_next_interval(tmp_path: Path) -> None:
+    """The supervisor's pass runs every ``interval``; a replica's exit wakes it at once (a pidfd per process), so
+    its port leaves the edge's routes before another process can bind it and be sent requests. With an interval
+    of two minutes, only the wake-up can call on_exit within the test's deadline."""
+    spec = make_spec(tmp_path, SLEEPER, name="production.web.r1.0", port=allocate_port())
+    sup = Supervisor(backoff_initial=0.02)
+    exits: list[tuple[str, int | None]] = []
+    sup.on_exit = lambda name, old: exits.append((name, old.port)) or None
+    record = sup.add(spec)
+    sup.run_in_thread(interval=120)
+    try:
+        wait_for(lambda: (record.pid, record.create_time) in sup._seen, what="the first pass")
+        os.kill(record.pid, signal.SIGKILL)
+        wait_for(lambda: exits, timeout=20, what="on_exit, woken by the exit")
+    finally:
+        sup.shutdown_thread()
+    assert exits == [(spec.name, spec.port)]
+    sup.remove(spec.name)

@@ -216,8 +216,10 @@ class Governance:
         if attempt.env is not None and "uid" in attempt.detail:
             self.observer.incidents.open(
                 IncidentKind.security_refused, attempt.env,
-                f"code of {attempt.env} (OS user {attempt.detail.get('user')}) tried the control plane and was "
-                "refused", evidence=[Evidence(kind="security", summary=line, lines=[attempt.what])],
+                f"code of {attempt.env} (OS user {attempt.detail.get('user')}) "
+                + (f"held a port allocated to environment {attempt.detail.get('victim_env')}: not routed there"
+                   if attempt.detail.get("victim_env") else "tried the control plane and was refused"),
+                evidence=[Evidence(kind="security", summary=line, lines=[attempt.what])],
                 next_actions=[
                     action("list_events", f"railguard events --env {attempt.env}",
                            "Read every refused attempt recorded for this environment (kind security.refused).",

@@ -40,6 +40,7 @@ log = logging.getLogger("railguard.daemon")
 
 EVENT = "security.refused"
 KERNEL_CODE = "kernel.refused"  # the code of an attempt the kernel refused (not a diagnostic: nobody asked us)
+PORT_CODE = "runtime.port_held"  # a process listening on a port the runtime allocated to another environment
 BURST = 5  # records a source (an OS user, a principal) may make at once...
 PER_SOURCE_S = 30.0  # ...then one more per this many seconds
 PER_MINUTE = 30  # records per minute, all sources together
@@ -83,6 +84,9 @@ class Intrusions:
         self._by_user: dict[str, list[float]] = {}  # "os:" principal -> times of its records this minute
         self._queue: queue.Queue[Attempt] = queue.Queue(_QUEUE)
         self._thread: threading.Thread | None = None
+        # Called on the recording thread for each attempt before it is recorded (after the rate limit): the daemon
+        # re-attributes a refused bind whose port another environment's process holds (see Daemon._attribute).
+        self.attribute: Callable[[Attempt], None] | None = None
 
     # -- what the API reports ------------------------------------------------------------------
     def peer_refused(self, uid: int, pid: int, tried: str) -> None:
@@ -105,6 +109,15 @@ class Intrusions:
                             what=f"{syscall} {shown or '(no target)'}: {errno}", code=KERNEL_CODE,
                             detail={"uid": uid, "pid": pid, "user": user, "syscall": syscall, "errno": errno,
                                     "target": shown, "comm": clean(comm, 64)}), burst=1)
+
+    def port_held(self, uid: int, port: int, victim_env: str | None, what: str) -> None:
+        """A process of ``uid`` listens on a port the runtime gave a replica (or an edge) of ``victim_env``: found
+        by the runtime's ownership check (the kernel's listener table), recorded against ``uid``'s environment."""
+        user = _user_name(uid)
+        self._offer(Attempt(source=f"port:{uid}:{port}", principal=f"os:{user}", env=None,
+                            what=f"held 127.0.0.1:{port}, allocated to environment {victim_env}: {clean(what, 300)}",
+                            code=PORT_CODE, detail={"uid": uid, "user": user, "port": port,
+                                                    "victim_env": victim_env or ""}), burst=1)
 
     def request_refused(self, principal: str, what: str, code: str, env: str | None) -> None:
         """A request was refused for its credentials (401/403): bad, foreign or missing token, or no right."""
@@ -196,6 +209,8 @@ class Intrusions:
                 user = attempt.detail.get("user")
                 if attempt.env is None and isinstance(user, str):
                     attempt.env = self.environment_of(user, ATTRIBUTION_TRIES)
+                if self.attribute is not None:
+                    self.attribute(attempt)
                 self._record(attempt)
             except Exception:  # a store that cannot take it must not end the thread
                 log.exception("cannot record a refused attempt")

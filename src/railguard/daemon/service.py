@@ -28,7 +28,7 @@ from typing import Any
 from railguard.daemon import housekeeping
 from railguard.daemon.execs import ExecSessions
 from railguard.daemon.governance import Governance
-from railguard.daemon.intrusions import Intrusions
+from railguard.daemon.intrusions import KERNEL_CODE, Attempt, Intrusions
 from railguard.daemon.kernelaudit import KernelAudit, Refusal
 from railguard.daemon.mode import Mode
 from railguard.daemon.observation import Observer
@@ -63,6 +63,7 @@ from railguard.model.plans import Plan
 from railguard.model.principals import Permission, Principal
 from railguard.model.spec import NAME_PATTERN
 from railguard.providers.base import DescribeRequest, HealthRequest, LogsRequest, Provider, ShutdownRequest, TickRequest
+from railguard.providers.listeners import holders
 from railguard.providers.registry import open_provider, watch_process_users
 from railguard.secrets.keys import key_dir, state_id
 from railguard.sources.store import SnapshotStore
@@ -117,6 +118,7 @@ class Daemon(Governance, ExecSessions):
         self.intrusions = Intrusions(self.record_intrusion, self.environment_users)  # refused attempts, recorded
         # What the kernel refuses environments' users, recorded too (isolated as root only; see kernelaudit).
         self.kernel_audit = KernelAudit(f"railguard-{state_id(home)[:16]}", self._kernel_refused)
+        self.intrusions.attribute = self._attribute
         self._unwatch: Callable[[], None] | None = None
 
     # -- plumbing ------------------------------------------------------------------------------
@@ -131,6 +133,54 @@ class Daemon(Governance, ExecSessions):
     def _kernel_refused(self, found: Refusal) -> None:
         self.intrusions.kernel_refused(found.uid, found.pid, found.syscall, found.errno, found.target, found.comm,
                                        found.env)
+
+    def _attribute(self, attempt: Attempt) -> None:
+        """A bind the kernel refused with EADDRINUSE names who holds the port (the kernel's listener table, read
+        now). When another environment's process holds a port that is not one of its own environment's replicas'
+        (it squats a port the runtime gave the refused process, e.g. a replica restarted after a crash), the
+        attempt is the holder's: recorded against the holder's environment, the refused one named as its victim.
+        A port that is the holder's own (the refused process tried another environment's port) stays the
+        refused process's attempt, with the holder named."""
+        detail = attempt.detail
+        if attempt.code != KERNEL_CODE or detail.get("syscall") != "bind" or detail.get("errno") != "EADDRINUSE":
+            return
+        port_text = str(detail.get("target", "")).rpartition(":")[2]
+        if not port_text.isdigit():
+            return
+        port = int(port_text)
+        holder = next((h for h in holders(port) if h.uid != detail.get("uid")), None)
+        if holder is None:
+            return
+        try:
+            holder_user = pwd.getpwuid(holder.uid).pw_name
+        except KeyError:
+            holder_user = str(holder.uid)
+        holder_env = self.intrusions.environment_of(holder_user)
+        detail.update(holder_uid=holder.uid, holder_user=holder_user, holder_env=holder_env or "")
+        if holder_env is None or holder_env == attempt.env or port in self._env_ports(holder_env):
+            attempt.what += f" (the port is held by {holder_user}" + (f", environment {holder_env})" if holder_env
+                                                                       else ")")
+            return
+        victim, victim_env = detail.get("user"), attempt.env
+        detail.update(uid=holder.uid, user=holder_user, victim_uid=detail.get("uid", ""), victim_user=victim or "",
+                      victim_env=victim_env or "")
+        attempt.principal, attempt.env = f"os:{holder_user}", holder_env
+        attempt.what = (f"held 127.0.0.1:{port}, which {victim} (environment {victim_env}) was then refused: "
+                        f"bind EADDRINUSE")
+
+    def _env_ports(self, env: str) -> set[int]:
+        """The loopback ports of ``env``'s replicas (live and canary), as the runtime describes them."""
+        try:
+            found = self.provider.describe(DescribeRequest(env=env))
+        except Exception:  # attribution must never stop the record
+            log.exception("cannot describe %s for a port's attribution", env)
+            return set()
+        ports = set()
+        for service in found.services:
+            for replica in [*service.replicas, *(service.canary.replicas if service.canary else [])]:
+                if replica.port is not None:
+                    ports.add(replica.port)
+        return ports
 
     def _start_kernel_audit(self) -> None:
         """Kernel audit rules for every environment user, from before any of their processes starts."""
@@ -218,7 +268,10 @@ class Daemon(Governance, ExecSessions):
                     gcpause.refreeze()
                 gcpause.resettle()  # frozen again once the pauses of a plan or deploy are over
                 for event in self.provider.tick(TickRequest()).events:
-                    self.store().add_event(event.env, event.kind, event.message)
+                    self.store().add_event(event.env, event.kind, event.message, data=dict(event.data) or None)
+                    uid, port = event.data.get("uid"), event.data.get("port")
+                    if event.kind.endswith(".port_held") and isinstance(uid, int) and isinstance(port, int):
+                        self.intrusions.port_held(uid, port, event.env, event.message)
             except Exception:  # the loop must survive a bad pass
                 log.exception("background pass failed")
 

@@ -118,6 +118,7 @@ CODES: dict[str, str] = {
     "exec.data_dir": "The environment's data folder could not be prepared for a command.",
     "rollout.crashed": "A new replica exited before it became healthy.",
     "rollout.ignores_port": "A new replica listens on another port than the one in $PORT.",
+    "rollout.port_taken": "Another process or OS user listens on the port allocated to a new replica.",
     "rollout.unhealthy": "A new replica did not pass its readiness gate in time.",
     "rollout.artifact_missing": "The release's artifact is gone and cannot be rebuilt faithfully.",
     "canary.step_failed": "A Kubernetes canary Deployment did not reach its step's replicas healthy.",

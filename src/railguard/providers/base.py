@@ -123,6 +123,8 @@ class ProviderEvent(_Message):
     kind: str = Field(description="Event kind, e.g. release.warm_stopped or replica.restarted.")
     env: str | None
     message: str
+    data: dict[str, str | int] = Field(default_factory=dict, description="Facts the kernel gave (a holder's uid, a "
+                                       "port), for the daemon's records of security events (security.port_held).")
 
 
 class TickResponse(_Message):
@@ -365,6 +367,10 @@ class CheckResult:
     detail: str
     status: int | None = None  # the HTTP status of an HTTP check that got an answer (the gate's fail-fast reads it)
     refused: bool = False  # nothing listens on the port yet: the readiness gate polls a starting app closely
+    # Another process or user holds the replica's port (providers/local/ownership.py): waiting cannot fix that,
+    # so the readiness gate fails at once.
+    conclusive: bool = False
+    holder: int | None = None  # then: the uid that holds the port (the kernel's word), to name its environment
 
 
 @dataclass(frozen=True)

@@ -448,6 +448,21 @@ class CaddyEdge:
             # A Caddy configured by an earlier Railguard may cache for longer than REFRESH_S until this config.
             self.resolver.settle(changed, max(REFRESH_S, refresh_in(current)), _REFRESH_MARGIN_S)
 
+    def withdraw(self, env: str, ports: set[int]) -> None:
+        """Stop sending ``env``'s requests to ``ports`` now (a replica's process ended: its port may be anyone's).
+
+        Only the resolver's table changes (one file replace, no Caddy call: this works while Caddy is down);
+        returns once Caddy can no longer use an answer from before, as a switch does."""
+        suffix = f".{env}.{_ZONE}"
+        before = self.resolver.table()
+        changed = [k for k, v in before.items() if k.endswith(suffix) and set(v) & ports]
+        if not changed:
+            return
+        self.resolver.publish({k: tuple(p for p in v if p not in ports) if k in changed else v
+                               for k, v in before.items()})
+        with contextlib.suppress(OSError):
+            self.resolver.settle(changed, REFRESH_S, _REFRESH_MARGIN_S)
+
     def _refuse_shared_ports(self, current: dict[str, Any], ports: list[int], bind: str) -> None:
         """Raise PortInUse for a port this Caddy does not listen on yet but another process does. Caddy listens
         with SO_REUSEPORT, so a second Caddy of the same OS user (another app's edge: every edge runs as root,

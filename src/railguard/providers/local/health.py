@@ -212,7 +212,8 @@ def readiness_gate(
 
     Fails fast when the answer is conclusive: the process exited, or (with ``conclusive`` > 0) the same
     HTTP 5xx or 3xx status came back ``conclusive`` times in a row once ``start_period`` had passed. An app that
-    answers 500 on every check will not answer otherwise by waiting for the rest of its start_timeout.
+    answers 500 on every check will not answer otherwise by waiting for the rest of its start_timeout. A check
+    that says so itself (``CheckResult.conclusive``: the port is held by another process) fails it at once.
     """
     began = time.monotonic()
     checks = passing = same = 0
@@ -224,6 +225,8 @@ def readiness_gate(
             return GateResult(False, checks, last, "process exited" + _last(last))
         previous, last = last, check()
         checks += 1
+        if last.conclusive:  # another process holds the port: never routed, and waiting will not change whose it is
+            return GateResult(False, checks, last, last.detail)
         passing = passing + 1 if last.ok else 0
         if passing >= healthy_threshold:
             return GateResult(True, checks, last, f"healthy after {checks} check(s)")

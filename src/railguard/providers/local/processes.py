@@ -118,6 +118,7 @@ _children: dict[int, subprocess.Popen[bytes]] = {}
 _children_lock = threading.Lock()
 _child_started: dict[int, float] = {}  # pid -> start time of each child in ``_children``: which record it is
 _WAITID = hasattr(os, "waitid") and hasattr(os, "WNOWAIT")
+_PIDFD = hasattr(os, "pidfd_open") and hasattr(select, "poll")  # Linux 5.3+: exits seen as they happen
 
 
 def spawn(spec: ReplicaSpec) -> ReplicaRecord:
@@ -454,9 +455,15 @@ class Supervisor:
         self.on_restart: Callable[[str, ReplicaRecord], None] | None = None
         # Asked before a dead replica is started again: a reason (e.g. its artifact was tampered with) keeps it down.
         self.before_start: Callable[[ReplicaSpec], str | None] | None = None
+        # Told the moment a replica is seen to have ended, before its restart is even scheduled to run: the provider
+        # takes its port out of the edge's routes (any process may bind it now) and answers the spec to restart
+        # it with (a fresh port), or None to keep the old one.
+        self.on_exit: Callable[[str, ReplicaSpec], ReplicaSpec | None] | None = None
         self._replicas: dict[str, _Replica] = {}
         self._lock = threading.RLock()
         self._stop = threading.Event()
+        self._wake = threading.Event()  # a supervised process ended (its pidfd said so): tick now, not at the interval
+        self._watcher: threading.Thread | None = None
         self._thread: threading.Thread | None = None
         # Last liveness read of each process, by (pid, start time), with the monotonic time it was read: status
         # answers reuse it while fresh instead of reading /proc again for every replica of every request.
@@ -554,10 +561,24 @@ class Supervisor:
                     self._seen[key] = (True, read_at, stops)
         seen = [(name, rep, None, True) if (rep.record.pid, rep.record.create_time) in quiet
                 else (name, rep, *self._read(rep)) for name, rep in running]
+        ended: list[tuple[str, _Replica]] = []
         with self._lock:
             for name, rep, code, alive in seen:
                 if self._replicas.get(name) is rep and rep.restart_at is None:  # not removed or replaced meanwhile
-                    self._observe(rep, now, code, alive)
+                    if self._observe(rep, now, code, alive):
+                        ended.append((name, rep))
+        # Outside the lock (it changes the edge), and before any restart below can run.
+        for name, rep in ended if self.on_exit is not None else []:
+            try:
+                fresh = self.on_exit(name, rep.spec) if self.on_exit is not None else None
+            except Exception:  # never a reason to leave a replica down
+                log.exception("exit handler of %s failed", name)
+                fresh = None
+            if fresh is not None:
+                with self._lock:
+                    if self._replicas.get(name) is rep:
+                        rep.spec = fresh
+        with self._lock:
             for name, rep in self._replicas.items():
                 if rep.restart_at is not None and now >= rep.restart_at:
                     refused = self.before_start(rep.spec) if self.before_start is not None else None
@@ -603,13 +624,15 @@ class Supervisor:
             code = exit_code(record)
         return code, alive
 
-    def _observe(self, rep: _Replica, now: float, code: int | None, alive: bool) -> None:
+    def _observe(self, rep: _Replica, now: float, code: int | None, alive: bool) -> bool:
+        """Take one observation in; True when the replica was found ended (its restart is now scheduled)."""
         if now - rep.up_since >= _STABLE_AFTER:
             rep.crashes = 0
         if not alive:
             rep.last_exit = describe_exit(code)
             log.warning("replica %s %s", rep.spec.name, rep.last_exit)
             self._schedule(rep, now)
+        return not alive
 
     def _schedule(self, rep: _Replica, now: float) -> None:
         delay = min(self.backoff_initial * 2 ** rep.crashes, self.backoff_max)
@@ -620,16 +643,24 @@ class Supervisor:
         if self._thread is not None and self._thread.is_alive():
             return
         self._stop.clear()
+        self._wake.clear()
         # Every tick reads every replica again: a read stays fresh until the next tick's (the interval, plus the
         # pass itself), so status answers between ticks reuse them rather than reading every replica themselves.
         self._fresh_s = max(2 * interval, _FRESH_UNSUPERVISED)
         self._thread = threading.Thread(target=self._loop, args=(interval,), name="railguard-supervisor",
                                         daemon=True)
         self._thread.start()
+        if _PIDFD and (self._watcher is None or not self._watcher.is_alive()):
+            self._watcher = threading.Thread(target=self._watch_exits, name="railguard-exits", daemon=True)
+            self._watcher.start()
 
     def shutdown_thread(self) -> None:
         """Stop supervising; replicas keep running so a new daemon can adopt them."""
         self._stop.set()
+        self._wake.set()
+        if self._watcher is not None:
+            self._watcher.join()
+            self._watcher = None
         if self._thread is not None:
             self._thread.join()
             self._thread = None
@@ -638,8 +669,50 @@ class Supervisor:
 
     def _loop(self, interval: float) -> None:
         while not self._stop.is_set():
+            self._wake.clear()  # before the pass: an exit seen during it wakes the next one at once
             try:
                 self.tick()
             except Exception:  # a supervision bug must not end supervision of every replica
                 log.exception("supervisor tick failed")
-            self._stop.wait(interval)
+            self._wake.wait(interval)
+
+    def _watch_exits(self) -> None:
+        """Wake the supervision pass the moment a supervised process ends (a pidfd per process turns readable),
+        rather than up to one interval later: its port leaves the edge's routes that much sooner (on_exit), before
+        another process can bind it and be sent requests meanwhile. Registrations follow the supervised records
+        (a quarter second at most behind a start); a pidfd that fired is not watched again."""
+        watched: dict[tuple[int, float], int] = {}  # record (pid, start time) -> its pidfd
+        fired: set[tuple[int, float]] = set()
+        poller = select.poll()
+        try:
+            while not self._stop.is_set():
+                with self._lock:
+                    current = {(r.record.pid, r.record.create_time) for r in self._replicas.values()
+                               if r.restart_at is None}
+                for key in [k for k in watched if k not in current]:
+                    poller.unregister(watched[key])
+                    os.close(watched.pop(key))
+                fired &= current
+                for key in current - watched.keys() - fired:
+                    try:
+                        fd = os.pidfd_open(key[0])
+                    except OSError:  # gone already: the pass finds it
+                        fired.add(key)
+                        continue
+                    found = _proc_state(key[0])  # the pid may be a stranger's by now: then the pass finds ours gone
+                    if found is None or abs(found[1] - key[1]) > _CREATE_TIME_TOLERANCE:
+                        os.close(fd)
+                        fired.add(key)
+                        continue
+                    watched[key] = fd
+                    poller.register(fd, select.POLLIN)
+                ready = {fd for fd, _ in poller.poll(250)}
+                for key in [k for k, fd in watched.items() if fd in ready]:
+                    poller.unregister(watched[key])
+                    os.close(watched.pop(key))
+                    fired.add(key)
+                if ready:
+                    self._wake.set()
+        finally:
+            for fd in watched.values():
+                os.close(fd)

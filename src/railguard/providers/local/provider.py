@@ -13,8 +13,10 @@ the protocol in :mod:`railguard.providers.base`.
 
 from __future__ import annotations
 
+import logging
 import os
 import signal
+import threading
 import time
 from collections.abc import Iterator
 from dataclasses import replace
@@ -45,6 +47,7 @@ from railguard.providers.base import (
     TickRequest,
     TickResponse,
 )
+from railguard.providers.listeners import Listener, holders, loopback_listeners
 from railguard.providers.local import artifacts, isolation
 from railguard.providers.local.accesslog import AccessReader
 from railguard.providers.local.canary import Canaries
@@ -53,17 +56,27 @@ from railguard.providers.local.databases import restore_change
 from railguard.providers.local.dbservers import RESTARTED_EVENT, DatabaseServers, SecretWriter
 from railguard.providers.local.edge import CaddyEdge, EdgeError, PortInUse
 from railguard.providers.local.health import CheckResult
-from railguard.providers.local.processes import ReplicaRecord, ReplicaSpec, Supervisor, is_alive
+from railguard.providers.local.ownership import user_of
+from railguard.providers.local.processes import ReplicaRecord, ReplicaSpec, Supervisor, allocate_port, is_alive
+from railguard.providers.local.processes import stop as stop_process
 from railguard.providers.local.replicas import (
     Failure,
     check,
+    gate,
     instance_id,
 )
 from railguard.providers.local.replicas import stop_all as stop_replicas
 from railguard.providers.local.rollout import _stepper
-from railguard.providers.local.runtime import LIVE, PENDING, WARM, Replica, ReplicaSet, RuntimeState
+from railguard.providers.local.runtime import CANARY, LIVE, PENDING, WARM, Replica, ReplicaSet, RuntimeState
 from railguard.providers.local.traffic import Traffic
 from railguard.providers.local.views import Views, service_health
+
+log = logging.getLogger(__name__)
+PORT_HELD_EVENT = "replica.port_held"  # a replica's port held by another process (the daemon records it as security)
+EDGE_PORT_HELD_EVENT = "edge.port_held"  # the edge's own port held by another process when Caddy was restarted
+EDGE_RESTARTED_EVENT = "edge.restarted"  # a Caddy that had died, restarted by the daemon
+EDGE_FAILED_EVENT = "edge.restart_failed"  # ...or not (yet): tried again after the backoff
+EDGE_BACKOFF_S, EDGE_BACKOFF_MAX_S = 0.5, 30.0  # restarts of a Caddy that died: first wait, longest wait
 
 REMEDIATION = {
     "rollout.build_failed": "Fix the build (see log_tail), then plan and apply again. Traffic is unchanged.",
@@ -78,6 +91,9 @@ REMEDIATION = {
                               "the detail names. Traffic is unchanged.",
     "rollout.crashed": "Read log_tail for the crash, fix it, then plan and apply again. Traffic is unchanged.",
     "rollout.ignores_port": "Make the app listen on the port given in $PORT (or `port_env`). Traffic is unchanged.",
+    "rollout.port_taken": "Another process (named in the detail, with its OS user) listens on the port allocated to "
+                          "the replica; nothing was routed to it. Stop that process (a security incident names its "
+                          "environment when it is one), then plan and apply again. Traffic is unchanged.",
     "rollout.unhealthy": "Check the health endpoint and log_tail; raise start_timeout if the app is just slow.",
     "rollout.artifact_missing": "Roll back to a release whose artifact still exists (`railguard releases`), "
                                 "or deploy the current source with `railguard plan` and apply.",
@@ -134,6 +150,10 @@ class LocalProvider(Canaries, Views, Commands, Traffic):
         self._access_since = time.time()  # lines stamped before this provider existed were another daemon's
         self.supervisor.on_restart = self._restarted
         self.supervisor.before_start = self._artifact_refused
+        self.supervisor.on_exit = self._replica_exited
+        self._readmitting: set[str] = set()  # replicas whose restart is being gated right now (one thread each)
+        self._flagged: set[tuple[str, int, int]] = set()  # (replica, port, holder uid) already reported
+        self._edge_retry: dict[str, tuple[float, float, str]] = {}  # env -> (next try, backoff, last failure)
         # Secret values come from the daemon when a process starts; they are never written to runtime.json.
         self.secret_values: SecretSource = secrets or (lambda env, versions: {})
         self.isolation = isolation.detect(home)
@@ -161,6 +181,9 @@ class LocalProvider(Canaries, Views, Commands, Traffic):
                         continue
                     for replica in rs.replicas:
                         alive = is_alive(replica.record)
+                        if not alive and replica.spec.port is not None:  # it ended while no daemon ran: its port
+                            replica.spec = self._fresh_spec(rs.config, replica.spec)  # may be anyone's now
+                            replica.routed = False
                         if replica.secret_names:  # runtime.json holds names only: restore the pinned values
                             values = {**self.secret_values(env, replica.secret_versions or
                                                            {n: LATEST for n in replica.secret_names}),
@@ -171,12 +194,15 @@ class LocalProvider(Canaries, Views, Commands, Traffic):
                                      f"{replica.record.pid}")
             notes += self._kill_orphans()
             self.state.save()
+            unproven_routes = [r.spec.name for r in self._replicas() if not r.routed]
             with_edge = [env for env, runtime in self.state.envs.items() if runtime.edge is not None]
             for env in with_edge:
                 self.edge(env).start()  # adopts a Caddy that kept serving while no daemon ran
                 self._sync_edge(env)
         # Stopped only now: a daemon killed mid-switch may have routed them already; the edge just moved back.
         stop_replicas(unproven)
+        for name in unproven_routes:  # restarted (or left unproven by the previous daemon): gated before routed
+            self._gate_restarted(name)
         return notes
 
     def _database_env(self, env: str, config: dict[str, Any], data_dir: Path | None = None) -> dict[str, str]:
@@ -239,6 +265,97 @@ class LocalProvider(Canaries, Views, Commands, Traffic):
                 if replica.spec.name == name:
                     replica.record = record
             self.state.save()
+        self._gate_restarted(name)
+
+    # -- routes of replicas that ended: see docs/guardrails.md ("Ports and routes") ------------------------------
+    def _find(self, name: str) -> tuple[str, ReplicaSet, Replica] | None:
+        for env, runtime in self.state.envs.items():
+            for rs in runtime.sets:
+                for replica in rs.replicas:
+                    if replica.spec.name == name:
+                        return env, rs, replica
+        return None
+
+    @staticmethod
+    def _fresh_spec(config: dict[str, Any], spec: ReplicaSpec) -> ReplicaSpec:
+        """``spec`` on a newly allocated port (as a new replica's): its old port may be held by anyone now."""
+        port = allocate_port()
+        env = dict(spec.env)
+        env[config.get("port_env") or "PORT"] = str(port)
+        return replace(spec, port=port, env=env)
+
+    def _replica_exited(self, name: str, spec: ReplicaSpec) -> ReplicaSpec | None:
+        """The supervisor saw ``name`` end: out of the routes at once, restarted on a fresh port (see on_exit)."""
+        if spec.port is None:
+            return None
+        with self.state.lock:
+            found = self._find(name)
+            if found is None:
+                return None
+            env, rs, replica = found
+            fresh = self._fresh_spec(rs.config, replica.spec)
+            routed, replica.routed, replica.spec = replica.routed, False, fresh
+            self.health_results.pop(name, None)
+            self.state.save()
+            if routed and rs.role in (LIVE, CANARY) and self.state.env(env).edge is not None:
+                self.edge(env).withdraw(env, {spec.port})
+        return fresh
+
+    def _gate_restarted(self, name: str) -> None:
+        """Hold a restarted replica's readiness gate (with the port ownership check) on its own thread; route it
+        only once it passed."""
+        with self.state.lock:
+            found = self._find(name)
+            if found is None or found[2].routed or name in self._readmitting:
+                return
+            self._readmitting.add(name)
+        threading.Thread(target=self._readmit, args=(name,), name=f"railguard-gate-{name}", daemon=True).start()
+
+    def _readmit(self, name: str) -> None:
+        try:
+            with self.state.lock:
+                found = self._find(name)
+                if found is None or found[2].routed:
+                    return
+                env, rs, replica = found
+                proving = Replica(replica.spec, replica.record)
+            try:
+                gate([proving], rs.config)
+            except Failure as exc:
+                log.warning("restarted replica %s not routed: %s", name, exc.cause)
+                if exc.code == "rollout.port_taken" and isinstance(exc.extra.get("holder_uid"), int):
+                    self._port_held(env, name, int(exc.extra["port"]), int(exc.extra["holder_uid"]), exc.cause)
+                return  # the monitor looks again at every interval (or the supervisor restarts it)
+            self._admit(name, proving.record)
+        finally:
+            with self.state.lock:
+                self._readmitting.discard(name)
+
+    def _admit(self, name: str, record: ReplicaRecord) -> None:
+        with self.state.lock:
+            found = self._find(name)
+            if found is None or found[2].record.pid != record.pid or found[2].routed:
+                return
+            env, rs, replica = found
+            replica.routed = True
+            self.health_results[name] = (CheckResult(True, "passed the readiness gate"), 0, time.monotonic())
+            self.state.save()
+            if rs.role in (LIVE, CANARY):
+                try:
+                    self._sync_edge(env)
+                except EdgeError as exc:  # the edge is down: its supervisor routes it with the rest when back
+                    log.warning("routing restarted replica %s failed: %s", name, exc)
+
+    def _port_held(self, env: str, name: str, port: int, uid: int, reason: str) -> None:
+        """Report a foreign listener on replica ``name``'s port once (per holder): the daemon records it against
+        the holder's environment (the uid is the kernel's word), this environment's timeline names it too."""
+        with self.state.lock:
+            if (name, port, uid) in self._flagged:
+                return
+            self._flagged.add((name, port, uid))
+            self.notices.append(ProviderEvent(
+                kind=PORT_HELD_EVENT, env=env, message=f"{name}: {reason}; not routed there",
+                data={"uid": uid, "port": port, "replica": name, "victim_env": env}))
 
     def _replicas(self) -> Iterator[Replica]:
         for runtime in self.state.envs.values():
@@ -246,10 +363,11 @@ class LocalProvider(Canaries, Views, Commands, Traffic):
                 yield from rs.replicas
 
     def tick(self, request: TickRequest) -> TickResponse:
-        """Health checks due, expired rollback windows, crash restarts the supervisor carried out."""
+        """Health checks due, expired rollback windows, crash restarts the supervisor carried out, dead edges."""
         self.monitor()
         events = [ProviderEvent(kind="release.warm_stopped", env=env, message=note)
                   for env, note in self._expire_warm(request.now, request.stop_timeout)]
+        events += self._supervise_edges()
         with self.state.lock:
             events += self.notices
             self.notices = []
@@ -270,6 +388,62 @@ class LocalProvider(Canaries, Views, Commands, Traffic):
                     message=f"{name} {self._last_exit(name) or 'crashed'}; restarted as pid {record.pid} "
                             f"(restart #{count})"))
         return TickResponse(events=events)
+
+    def _supervise_edges(self, now: float | None = None) -> list[ProviderEvent]:
+        """Restart the Caddy of an environment with an edge that is not running (it crashed, was killed), with a
+        bounded backoff, and route it again (tried again until that succeeds). Its port held by another process:
+        reported (naming the holder's user; the daemon records it against its environment) and tried again after
+        the backoff."""
+        now = time.monotonic() if now is None else now
+        events: list[ProviderEvent] = []
+        with self.state.lock:
+            envs = [env for env, runtime in self.state.envs.items() if runtime.edge is not None]
+        for env in envs:
+            edge = self.edge(env)
+            # A running Caddy is left alone unless it is one this supervisor restarted and could not route yet (its
+            # port was held): a config changed behind Railguard's back is drift, for the observer to report.
+            if env not in self._edge_retry and edge.running():
+                continue
+            due, delay, last = self._edge_retry.get(env, (0.0, EDGE_BACKOFF_S, ""))
+            if now < due:
+                continue
+            self._edge_retry[env] = (now + delay, min(delay * 2, EDGE_BACKOFF_MAX_S), last)
+            with self.state.lock:
+                runtime = self.state.env(env)
+                if runtime.edge is None:  # deleted meanwhile
+                    continue
+                port = int(runtime.edge["config"]["port"])
+                try:
+                    edge.start()
+                    self._sync_edge(env)
+                except PortInUse as exc:
+                    holder = next(iter(holders(port)), None)
+                    # Said once per holder (Caddy's own words for the refusal vary from one try to the next).
+                    key = f"held {port} by {holder.uid if holder is not None else '?'}"
+                    if key != last:
+                        why = f"port {port} is held by another process: {exc}"
+                        data: dict[str, str | int] = {"port": port, "victim_env": env}
+                        if holder is not None:
+                            data["uid"] = holder.uid
+                            why += f" (OS user {user_of(holder.uid)}, uid {holder.uid})"
+                        events.append(ProviderEvent(kind=EDGE_PORT_HELD_EVENT, env=env, data=data,
+                                                    message=f"the edge of {env} is down and could not be restarted: "
+                                                            f"{why}; retrying"))
+                    self._edge_retry[env] = (*self._edge_retry[env][:2], key)
+                    continue
+                except EdgeError as exc:
+                    why = str(exc).splitlines()[0]
+                    if why != last:
+                        events.append(ProviderEvent(kind=EDGE_FAILED_EVENT, env=env,
+                                                    message=f"the edge of {env} is down and could not be restarted: "
+                                                            f"{why}; retrying"))
+                    self._edge_retry[env] = (*self._edge_retry[env][:2], why)
+                    continue
+            self._edge_retry.pop(env, None)
+            events.append(ProviderEvent(kind=EDGE_RESTARTED_EVENT, env=env,
+                                        message=f"the edge of {env} was not running (Caddy exited, not by "
+                                                f"Railguard); restarted as pid {edge.pid()} and routed again"))
+        return events
 
     def _expire_warm(self, now: float | None, stop_timeout: float | None) -> list[tuple[str, str]]:
         """Stop warm replica sets whose rollback window has passed: (env, note) for each."""
@@ -328,24 +502,55 @@ class LocalProvider(Canaries, Views, Commands, Traffic):
             self.supervisor.remove(replica.spec.name, stop_timeout)
 
     def monitor(self) -> None:
-        """One pass of health checks on live replicas, each at its configured interval."""
+        """One pass of health checks on live (and canary) replicas, each at its configured interval.
+
+        Each check first proves the listener on the replica's port is the replica's own, from one read of the
+        kernel's listener table for the whole pass; a foreign listener takes the replica out of the routes, is
+        reported against its holder, and the replica is restarted on a fresh port."""
         now = time.monotonic()
         with self.state.lock:
-            targets = [(rs.config, r) for rt in self.state.envs.values() for rs in rt.sets if rs.role == LIVE
-                       for r in rs.replicas]
-        for config, replica in targets:
+            targets = [(env, rs.config, Replica(r.spec, r.record), r.routed) for env, rt in self.state.envs.items()
+                       for rs in rt.sets if rs.role in (LIVE, CANARY) for r in rs.replicas]
+        table: dict[int, list[Listener]] | None = None
+        for env, config, replica, routed in targets:
             interval = (config["health"] or {}).get("interval_ms", 5000) / 1000
             last = self.health_results.get(replica.spec.name)
             if last is not None and now - last[2] < interval:
                 continue
+            if not routed and (replica.spec.name in self._readmitting or not self.supervisor.alive(replica.record)):
+                continue  # its restart's gate runs (or it is down): that decides
             if replica.spec.port is None and (config["health"] or {}).get("mode") != "exec":
                 # Process-only: the check is whether it runs, which the supervisor's pass (≤ one tick old, one poll
                 # for all) already knows; reading /proc for each of 200 replicas at once was a burst every 5 s.
                 result = CheckResult(self.supervisor.alive(replica.record), "process is running")
             else:
-                result = check(config, replica)
+                if table is None:
+                    table = loopback_listeners()  # once per pass, only when a check is due
+                result = check(config, replica, table)
             fails = 0 if result.ok else (last[1] + 1 if last else 1)
             self.health_results[replica.spec.name] = (result, fails, now)
+            if result.conclusive and result.holder is not None and replica.spec.port is not None:
+                self._foreign(env, replica, result)
+            elif result.ok and not routed:  # proven again (its gate had failed): back in the routes
+                self._admit(replica.spec.name, replica.record)
+
+    def _foreign(self, env: str, replica: Replica, result: CheckResult) -> None:
+        """A replica's port is held by another process: out of the routes now, reported, restarted elsewhere."""
+        name, port = replica.spec.name, replica.spec.port
+        assert port is not None and result.holder is not None
+        self._port_held(env, name, port, result.holder, result.detail)
+        with self.state.lock:
+            found = self._find(name)
+            if found is None or found[2].record.pid != replica.record.pid:
+                return
+            _, rs, live = found
+            was, live.routed = live.routed, False
+            self.state.save()
+            if was and self.state.env(env).edge is not None:
+                self.edge(env).withdraw(env, {port})
+        if is_alive(replica.record):  # it does not hold its port: a restart gives it a fresh one (see on_exit)
+            threading.Thread(target=stop_process, args=(replica.record, replica.spec.stop_timeout), daemon=True,
+                             name=f"railguard-stop-{name}").start()
 
     def replica_health(self, config: dict[str, Any], replica: Replica) -> ReplicaHealth:
         found = self.health_results.get(replica.spec.name)
@@ -396,8 +601,11 @@ class LocalProvider(Canaries, Views, Commands, Traffic):
                                   message="; ".join(r.detail for r in results))
         states = [self.replica_health(live.config, r) for r in live.replicas]
         health = service_health(states)
+        # What the failing checks saw, e.g. "port 41234 is held by another user: rg-app-staging (uid 998)".
+        seen = [f"{r.spec.name}: {found[0].detail}" for r in live.replicas
+                if (found := self.health_results.get(r.spec.name)) is not None and not found[0].ok]
         return HealthResponse(address=request.address, health=health,
-                              message="" if health is Health.healthy else ", ".join(states))
+                              message="" if health is Health.healthy else "; ".join([", ".join(states), *seen]))
 
     # -- apply -----------------------------------------------------------------------------------
     def apply_change(self, request: ApplyRequest, progress: Progress | None = None) -> ApplyResponse:
@@ -421,6 +629,9 @@ class LocalProvider(Canaries, Views, Commands, Traffic):
                 return self._update_service(request, step)
             return self._rollout(request, step)
         except Failure as exc:
+            if exc.code == "rollout.port_taken" and isinstance(exc.extra.get("holder_uid"), int):
+                self._port_held(request.env, str(exc.extra.get("replica")), int(exc.extra["port"]),
+                                int(exc.extra["holder_uid"]), exc.cause)
             if exc.code == "artifact.tampered":
                 with self.state.lock:
                     self.notices.append(ProviderEvent(kind="artifact.tampered", env=request.env,

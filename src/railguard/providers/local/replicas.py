@@ -22,10 +22,12 @@ from typing import Any
 import psutil
 
 from railguard.providers.base import LATEST
+from railguard.providers.listeners import Listener
 from railguard.providers.local import sandbox
 from railguard.providers.local.artifacts import Artifact, ArtifactTampered, base_path, verify
 from railguard.providers.local.health import CheckResult, GateResult, check_exec, check_http, check_tcp, readiness_gate
 from railguard.providers.local.isolation import lookup
+from railguard.providers.local.ownership import OWNED, verdict
 from railguard.providers.local.processes import (
     ReplicaSpec,
     SpawnError,
@@ -229,8 +231,18 @@ def _check_for(config: dict[str, Any], replica: Replica, timeout: float | None =
     return CheckResult(is_alive(replica.record), "process is running")
 
 
-def check(config: dict[str, Any], replica: Replica) -> CheckResult:
-    return _check_for(config, replica)
+def check(config: dict[str, Any], replica: Replica, table: dict[int, list[Listener]] | None = None) -> CheckResult:
+    """The replica's health check, failed when the listener on its port is not the replica's own
+    (:mod:`railguard.providers.local.ownership`): the ownership is looked at first, from ``table`` (a pass's one
+    read of the listeners) when given, so a foreign listener is never even asked."""
+    if table is not None:
+        found = OWNED.verify(replica.spec, replica.record, table)
+        return verdict(found) if found is not None else _check_for(config, replica)
+    result = _check_for(config, replica)
+    if result.refused or replica.spec.port is None:
+        return result  # nothing listens: nothing to own (and the gate polls this case every 5 ms)
+    found = OWNED.verify(replica.spec, replica.record)
+    return verdict(found) if found is not None else result
 
 
 def gate(replicas: list[Replica], config: dict[str, Any]) -> None:
@@ -246,7 +258,7 @@ def gate(replicas: list[Replica], config: dict[str, Any]) -> None:
 
     def one(replica: Replica) -> None:
         results[replica.spec.name] = readiness_gate(
-            lambda: _check_for(config, replica), interval=poll, healthy_threshold=threshold,
+            lambda: check(config, replica), interval=poll, healthy_threshold=threshold,
             deadline=deadline, still_running=lambda: is_alive(replica.record), start_period=start_period,
             conclusive=conclusive)
 
@@ -265,6 +277,11 @@ def _explain(replica: Replica, result: GateResult) -> Failure:
     lines = tail(replica.spec.log_path, 20)
     extra: dict[str, Any] = {"replica": replica.spec.name, "log_tail": lines,
                              "last_check": result.last.detail if result.last else None}
+    if result.last is not None and result.last.conclusive:  # another process or user holds its port
+        extra["holder_uid"] = result.last.holder
+        extra["port"] = replica.spec.port
+        return Failure("rollout.port_taken", f"Replica {replica.spec.name}'s port is held by another process",
+                       f"{result.last.detail}; the edge was not pointed at it", extra)
     code = exit_code(replica.record)
     if code is not None or not is_alive(replica.record):
         extra["exit_code"] = code

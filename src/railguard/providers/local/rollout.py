@@ -199,6 +199,8 @@ class Rollouts:
                     if rs in runtime.sets and rs.role == WARM and (rs.warm_until or 0) > time.time():
                         # Kept warm at most this long if the switch then fails (the edge refused it).
                         rs.warm_until = time.time() + CLAIM_S
+                        for replica in rs.replicas:  # each just passed its check, its port proven its own
+                            replica.routed = True
                         self.state.save()
                         return rs
         return None
@@ -304,10 +306,10 @@ class Rollouts:
         with step("edge"):
             if request.change.action is Action.delete:
                 edge = self.edge(request.env)
-                if edge.running():
-                    edge.remove_environment(request.env)
-                    edge.stop()
-                with self.state.lock:
+                with self.state.lock:  # under the lock: the edge supervisor never restarts what is being deleted
+                    if edge.running():
+                        edge.remove_environment(request.env)
+                        edge.stop()
                     runtime.edge = None
                     self.state.save()
                 return ApplyResponse(ok=True, observed=None)
@@ -333,10 +335,12 @@ class Rollouts:
         routes = []
         for route in runtime.edge["config"]["routes"]:
             live = runtime.live(route["service"])
-            upstreams = tuple(r.address for r in live.replicas) if live else ()
+            # A replica whose process ended is left out until its restart proved its (fresh) port its own.
+            upstreams = tuple(r.address for r in live.replicas if r.routed) if live else ()
             canary = next(iter(runtime.of(route["service"], CANARY)), None)
             if canary is not None:  # its share of the requests, as repeated entries in the resolver's answer
-                upstreams = weighted(tuple(r.address for r in canary.replicas), upstreams, canary.weight or 0)
+                upstreams = weighted(tuple(r.address for r in canary.replicas if r.routed), upstreams,
+                                     canary.weight or 0)
             routes.append(EdgeRoute(route["host"], route["path"], upstreams))
         for entry in runtime.edge["config"].get("static", []):
             live = runtime.live(entry["service"])

@@ -43,6 +43,9 @@ class Replica:
     record: ReplicaRecord
     secret_names: list[str] = field(default_factory=list)  # their values are never written to disk
     secret_versions: dict[str, int] = field(default_factory=dict)  # the versions its release pinned
+    # Whether the edge may send it traffic: False from the moment its process ended (its port may be anyone's
+    # now) until its restart, on a fresh port, passed the readiness gate with the port proven its own.
+    routed: bool = True
 
     @property
     def address(self) -> str:
@@ -52,12 +55,13 @@ class Replica:
         spec = spec_to_dict(self.spec)
         spec["env"] = {k: v for k, v in spec["env"].items() if k not in self.secret_names}
         return {"spec": spec, "record": self.record.to_dict(), "secret_names": self.secret_names,
-                "secret_versions": self.secret_versions}
+                "secret_versions": self.secret_versions, "routed": self.routed}
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> Replica:
         return cls(spec_from_dict(data["spec"]), ReplicaRecord.from_dict(data["record"]),
-                   list(data.get("secret_names", [])), dict(data.get("secret_versions", {})))
+                   list(data.get("secret_names", [])), dict(data.get("secret_versions", {})),
+                   bool(data.get("routed", True)))
 
 
 @dataclass
