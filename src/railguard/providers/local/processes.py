@@ -694,6 +694,8 @@ class Supervisor:
                     os.close(watched.pop(key))
                 fired &= current
                 for key in current - watched.keys() - fired:
+                    if len(watched) >= self._exits.cap:  # the same bound as the pass's pidfds: beyond, the interval
+                        break
                     try:
                         fd = os.pidfd_open(key[0])
                     except OSError:  # gone already: the pass finds it
