@@ -241,8 +241,11 @@ class Walk:
         found: dict[str, Any] | None = next((s["canary"] for s in services if s["name"] == service), None)
         return found
 
-    def promote(self, service: str = "web") -> dict[str, Any]:
-        return self.call("POST", f"canaries/staging/{service}/promote-step", {"env": "staging"})
+    def promote(self, service: str = "web", from_weight: int | None = None) -> dict[str, Any]:
+        body: dict[str, Any] = {"env": "staging"}
+        if from_weight is not None:  # the share just read: a promote right after another one is not "pending"
+            body["from_weight"] = from_weight
+        return self.call("POST", f"canaries/staging/{service}/promote-step", body)
 
     def records(self) -> dict[int, str]:
         return {r["number"]: r["status"] for r in self.call("GET", "releases", params={"env": "staging",
@@ -342,8 +345,10 @@ def _check_cluster(w: Walk, record: dict[str, Any], release: dict[str, Any] | No
 def _converge(w: Walk) -> None:
     """An apply without a fault (and its canary promoted) leaves nothing to plan."""
     w.deploy()
-    while w.canary_of() is not None:
-        w.promote()
+    while (canary := w.canary_of()) is not None:
+        # From the share just read, as an agent promoting in a loop does: without it a second promote-step before
+        # the analysis began the first one's step moves nothing (canary.step_moved, pending).
+        w.promote(from_weight=canary["weight"])
     assert not [c for c in w.plan()["changes"] if c["action"] != "no-op"]
 
 
@@ -493,8 +498,8 @@ def test_a_daemon_killed_while_a_canary_moves_leaves_it_where_the_cluster_says(w
             assert str(seen["weight"]) == notes["railguard.dev/canary-weight"], (seen, notes)
         if fault == "canary-weight":
             assert seen is not None and seen["weight"] == 50, seen  # the size sent is the step it is at
-        while walk.canary_of() is not None:  # the next promote-step finishes what was cut off
-            walk.promote()
+        while (canary := walk.canary_of()) is not None:  # the next promote-step finishes what was cut off
+            walk.promote(from_weight=canary["weight"])
         deployment = {d["metadata"]["name"]: d for d in _settled_deployments(walk)}
         assert set(deployment) == {"api", "web"} and deployment["web"]["metadata"]["labels"][RELEASE] == str(release)
         _check_cluster(walk, {"status": "succeeded"}, None)
