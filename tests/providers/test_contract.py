@@ -31,7 +31,7 @@ import pytest
 
 from railguard.engine import planner
 from railguard.model.plans import Action
-from railguard.model.resources import LiveStatus, ObservedResource, Resource, desired_resources
+from railguard.model.resources import LiveStatus, ObservedResource, Resource, canonical_observed, desired_resources
 from railguard.model.specfile import parse_spec
 from railguard.providers.base import (
     AdoptResponse,
@@ -198,7 +198,12 @@ class Rig:
         return done
 
     def observed(self) -> dict[str, ObservedResource]:
-        return {r.address: r for r in self.provider.observe(ObserveRequest(env=ENV)).resources}
+        found = self.provider.observe(ObserveRequest(env=ENV)).resources
+        # JSON data, nothing else (no tuples, no dates): what the store reads back equals what was reported, so a
+        # plan may be made against the report itself (engine/observe.py, observe_for_plan).
+        for resource in found:
+            assert ObservedResource.model_validate_json(canonical_observed(resource)) == resource, resource
+        return {r.address: r for r in found}
 
     def describe(self) -> DescribeResponse:
         found = self.provider.describe(DescribeRequest(env=ENV))

@@ -27,6 +27,24 @@ def observe_into(store: Store, provider: Provider, env: str, desired: list[Resou
     return live
 
 
+def observe_for_plan(store: Store, provider: Provider | None, env: str, desired: list[Resource] | None = None,
+                     problems: list[Diagnostic] | None = None) -> tuple[list[ObservedResource], int]:
+    """What a plan is made against: ``env``'s inventory as the store holds it (observed and recorded first
+    when a ``provider`` is given) and the serial of that inventory, which the plan binds to.
+
+    The inventory is the provider's own objects when each is exactly what the store reads back (a
+    10,000-service inventory is not parsed again: ~0.1 s, and a second copy of it in memory), else the store's
+    rows. The serial is never newer than the inventory: anything recorded after it makes the plan stale."""
+    if provider is not None:
+        live = observed(store, provider, env, desired, problems)
+        recorded = store.record_live(env, live)
+        if recorded.as_read:
+            return live, recorded.serial
+        del live
+    serial = store.serial(env)  # read first: a move between the two reads leaves the plan stale, not wrong
+    return store.inventory(env), serial
+
+
 def observed(store: Store, provider: Provider, env: str, desired: list[Resource] | None = None,
              problems: list[Diagnostic] | None = None) -> list[ObservedResource]:
     """What is live in ``env``, without recording it: for reads (status), which must not write the store."""

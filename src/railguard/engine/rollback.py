@@ -15,7 +15,7 @@ from railguard.engine import canaryabort, planner, schemacheck
 from railguard.engine.apply import execute
 from railguard.engine.execute import Context
 from railguard.engine.guard import facts, require
-from railguard.engine.observe import observe_into
+from railguard.engine.observe import observe_for_plan
 from railguard.model.api import Operation, OperationStatus, Release
 from railguard.model.diagnostics import RailguardError, error
 from railguard.model.plans import Effect, Plan
@@ -64,9 +64,8 @@ def rollback_plan(store: Store, env: str, provider: Provider | None,
     target = pick_target(store, env, to)
     note = schema_note(store, env, target)
     desired = list(target.desired)
-    if provider is not None:
-        observe_into(store, provider, env, desired)
-    computed = planner.plan(env, desired, store.inventory(env), store.serial(env))
+    inventory, serial = observe_for_plan(store, provider, env, desired)
+    computed = planner.plan(env, desired, inventory, serial)
     return target, computed.model_copy(update={"id": f"rollback-{env}-{target.number}"}), note
 
 

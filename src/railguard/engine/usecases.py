@@ -23,7 +23,7 @@ from railguard.engine.apply import apply_plan, check_plan
 from railguard.engine.execute import Context
 from railguard.engine.facts import Facts
 from railguard.engine.gcpause import paused_gc
-from railguard.engine.observe import observe_into
+from railguard.engine.observe import observe_for_plan
 from railguard.engine.plan import missing_secrets
 from railguard.engine.rollback import check_rollback, rollback_plan
 from railguard.engine.rollback import rollback as run_rollback
@@ -70,12 +70,11 @@ def _plan(ws: Workspace, env: str, store: Store, provider: Provider | None, prin
         versions = facts.versions(store, env)
         desired = facts.desired(env, versions, overrides)
         observed_problems: list[Diagnostic] = []  # what the runtime found checking the desired state (dry-runs)
-        if provider is not None:
-            observe_into(store, provider, env, desired, observed_problems)
-        inventory = store.inventory(env)
-        computed = planner.plan(env, desired, inventory, store.serial(env))
+        inventory, serial = observe_for_plan(store, provider, env, desired, observed_problems)
+        computed = planner.plan(env, desired, inventory, serial)
         if provider is not None:  # never a plan that replaces a running canary as a side effect
             observed_problems += canarysteps.in_progress(store, provider, computed, desired, inventory)
+        del inventory  # not in the plan: a large one is given back before the plan is saved (its peak)
         problems = [*warnings, *observed_problems, *([] if promoting else facts.source_warnings()),
                     *missing_secrets(spec, env, versions),
                     *computed.diagnostics, *knownbad.diagnostics(store, computed),

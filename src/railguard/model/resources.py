@@ -226,18 +226,25 @@ def canonical_observed(resource: ObservedResource) -> str:
     each to a dict first took as long as encoding it. For plain fields (str, an int or None release, a plain
     JSON config) the text is spliced field by field in sorted key order, exactly as ``canonical_json`` writes
     the dumped dict (tests/test_store.py); anything else takes the dump."""
+    return observed_text(resource)[0]
+
+
+def observed_text(resource: ObservedResource) -> tuple[str, bool]:
+    """:func:`canonical_observed`'s text, and whether it was spliced from plain fields: then the resource read
+    back from that text equals the resource (JSON data has no tuples: the provider contract, tests/providers),
+    so a caller holding it need not parse the text again (a plan's inventory, engine/observe.py)."""
     release, status = resource.release, resource.status
     config = _plain_canonical(resource.config)
     if (config is None or not (release is None or type(release) is int) or not isinstance(status, LiveStatus)
             or not all(type(v) is str for v in (resource.address, resource.fingerprint, resource.kind,
                                                 resource.message, *resource.depends_on))):
-        return canonical_json(resource.model_dump(mode="json"))
+        return canonical_json(resource.model_dump(mode="json")), False
     text = encode_basestring
     depends_on = ",".join(map(text, resource.depends_on))
     return (f'{{"address":{text(resource.address)},"config":{config},"depends_on":[{depends_on}],'
             f'"fingerprint":{text(resource.fingerprint)},"kind":{text(resource.kind)},'
             f'"message":{text(resource.message)},"release":{"null" if release is None else release},'
-            f'"status":{text(status.value)}}}')
+            f'"status":{text(status.value)}}}'), True
 
 
 def _str_fields(resource: Resource) -> bool:

@@ -7,13 +7,24 @@ binds to it, so a plan made before such a move is stale. Part of the :class:`Sto
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass
 from typing import Any
 
 from pydantic import ValidationError
 
 from railguard.model.canonical import canonical_json
-from railguard.model.resources import ObservedResource, canonical_observed
+from railguard.model.resources import ObservedResource, observed_text
 from railguard.state.db import Database, corrupt, now
+
+
+@dataclass(frozen=True)
+class Recorded:
+    """What :meth:`InventoryStore.record_live` did: whether the inventory moved (the serial with it), and whether
+    the resources recorded are, as given, what :meth:`InventoryStore.inventory` would read back now."""
+
+    moved: bool
+    as_read: bool
+    serial: int  # the environment's serial as of this record (in its transaction)
 
 
 class InventoryStore(Database):
@@ -55,14 +66,23 @@ class InventoryStore(Database):
             raise corrupt(self.path, exc) from exc
 
     def record_observed(self, env: str, resources: list[ObservedResource]) -> bool:
-        """Replace the env's inventory with a provider's report; bump the serial if it moved.
+        """Replace the env's inventory with a provider's report; bump the serial if it moved (answered)."""
+        return self.record_live(env, resources).moved
+
+    def record_live(self, env: str, resources: list[ObservedResource]) -> Recorded:
+        """:meth:`record_observed`, also saying whether ``resources`` are exactly what :meth:`inventory` reads back.
 
         Only the rows that differ are written: one service of 10,000 restarting rewrote all 10,000 before."""
-        new = {r.address: canonical_observed(r) for r in resources}
+        texts = [observed_text(r) for r in resources]
+        new = {r.address: text for r, (text, _) in zip(resources, texts, strict=True)}
+        # One row per address, each spliced from plain fields (so it parses back equal), in the store's order.
+        as_read = (len(new) == len(resources) and all(spliced for _, spliced in texts)
+                   and all(a.address < b.address for a, b in zip(resources, resources[1:], strict=False)))
+        del texts
         with self.transaction():
             old = dict(self._db.execute("SELECT address, body FROM inventory WHERE env = ?", (env,)).fetchall())
             if old == new:
-                return False
+                return Recorded(moved=False, as_read=as_read, serial=self.serial(env))
             self._db.executemany("DELETE FROM inventory WHERE env = ? AND address = ?",
                                  [(env, address) for address in old if address not in new])
             at = now()
@@ -71,8 +91,7 @@ class InventoryStore(Database):
                 "ON CONFLICT(env, address) DO UPDATE SET body = excluded.body, updated_at = excluded.updated_at",
                 [(env, address, body, at) for address, body in new.items() if old.get(address) != body],
             )
-            self._bump(env)
-            return True
+            return Recorded(moved=True, as_read=as_read, serial=self._bump(env))
 
     def set_observed(self, env: str, resource: ObservedResource | None, address: str) -> None:
         """Record one resource's new live state after an applied change (None: it is gone)."""
