@@ -14,6 +14,7 @@ import tomllib
 from pathlib import Path
 from typing import Any
 
+import psutil
 import pytest
 
 from railguard.engine import specmemo, tomlchild
@@ -105,6 +106,14 @@ def test_a_deep_text_never_reaches_the_child_and_tomllib_answers(name: str) -> N
     text = DEEP[name] + PAD
     assert not tomlchild.shallow(text)
     assert _answer(tomlchild.loads, text) == _answer(tomllib.loads, text)
+
+
+@pytest.mark.parametrize("name", sorted(DEEP))
+def test_a_child_started_for_a_text_the_pre_check_refuses_is_killed_unfed(name: str) -> None:
+    """The pre-check runs while the child starts: a refused text leaves no child behind, and none was fed it."""
+    before = {c.pid for c in psutil.Process().children()}
+    assert tomlchild.child_loads(DEEP[name] + PAD) is None
+    assert {c.pid for c in psutil.Process().children()} <= before
 
 
 def test_the_child_crashing_is_a_fallback_not_a_failure() -> None:
