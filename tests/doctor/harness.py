@@ -13,6 +13,7 @@ import hashlib
 import json
 import os
 import shutil
+import signal
 import socket
 import sqlite3
 import subprocess
@@ -65,8 +66,12 @@ class SampleApp:
                               text=True, timeout=timeout, env=self.env(), check=False)
 
     def popen(self, *args: str) -> subprocess.Popen[str]:
+        """``railguard`` as a terminal's foreground job runs it: SIGINT not ignored, whatever this process has (a
+        suite started in the background of a script ignores it, and a child inherits that: Ctrl-C sent to it
+        would do nothing)."""
         return subprocess.Popen([sys.executable, "-m", "railguard", *args], cwd=self.root, env=self.env(),
-                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                                preexec_fn=_interruptible)
 
     def doctor(self, *checks: str, strict: bool = False) -> tuple[int, dict[str, Any]]:
         args = ["doctor", "--env", "staging", "--json", *(f"--check={c}" for c in checks)]
@@ -139,3 +144,7 @@ def text_of(result: dict[str, Any]) -> str:
     for finding in result["findings"]:
         parts += [finding["summary"], *finding["evidence"], finding["remediation"], finding["subject"] or ""]
     return "\n".join(parts)
+
+
+def _interruptible() -> None:
+    signal.signal(signal.SIGINT, signal.SIG_DFL)  # in the child, before exec: Python then installs its own
