@@ -16,6 +16,7 @@ import pytest
 
 from railguard.engine.observe import observe_for_plan
 from railguard.model.resources import LiveStatus, ObservedResource
+from railguard.providers.base import ObserveResponse
 from railguard.providers.fake import FakeProvider
 from railguard.state.store import Store
 
@@ -41,7 +42,7 @@ def test_the_plan_sees_what_the_store_holds(tmp_path: Path, case: str) -> None:
     reported, reused = CASES[case]
     store = Store.open(tmp_path)
     provider = FakeProvider()
-    provider.observe = lambda request: _answer(reported)  # type: ignore[method-assign]  # as reported, unsorted
+    provider.observe = lambda request: ObserveResponse(resources=reported)  # type: ignore[method-assign]  # as reported, unsorted
     inventory, serial = observe_for_plan(store, provider, "s", [])
     assert inventory == store.inventory("s")
     assert serial == store.serial("s") == (1 if reported else 0)
@@ -52,13 +53,7 @@ def test_the_plan_sees_what_the_store_holds(tmp_path: Path, case: str) -> None:
     assert again == inventory and serial_again == serial
 
 
-def _answer(resources: list[ObservedResource]) -> Any:
-    from railguard.providers.base import ObserveResponse
-
-    return ObserveResponse(resources=resources)
-
-
-def test_without_a_provider_the_serial_is_read_before_the_inventory(tmp_path: Path) -> None:
+def test_without_a_provider_the_plan_sees_the_recorded_inventory_and_its_serial(tmp_path: Path) -> None:
     store = Store.open(tmp_path)
     store.record_observed("s", [_live(1)])
     inventory, serial = observe_for_plan(store, None, "s")
