@@ -22,4 +22,12 @@ def main() -> None:
 
     hot(args)  # exits when it answered (rollback/deploy/status/plan --json, a daemon running); else nothing was sent
     from railguard.cli.main import main as run
-    run()
+    try:
+        run()
+    finally:
+        # The interpreter's exit runs one last full collection over everything still alive: after a command that
+        # parsed a 10,000-service spec (validate), ~0.2 s spent walking objects that are about to go anyway.
+        # Frozen objects are left out of it; nothing here needs a collection at exit (no finalizer depends on one).
+        import gc
+
+        gc.freeze()

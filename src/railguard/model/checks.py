@@ -116,7 +116,7 @@ def _service_variables(name: str, env_name: str, service: Service) -> Iterator[D
                 f"Rename the variable in {where}, then run `railguard validate`.",
                 address=f"services.{name}.env.{var}", extra={"environment": env_name or None},
             )
-    for var in sorted(set(service.env) & set(service.secrets)):
+    for var in sorted(set(service.env) & set(service.secrets)) if service.secrets else ():
         yield error(
             "spec.env_secret_conflict", f"'{var}' is both a variable and a secret",
             f"Service '{name}' declares '{var}' in env and in secrets; only one can win.",

@@ -16,11 +16,14 @@ from railguard.model.spec import Spec
 def database_rules(spec: Spec) -> Iterator[Diagnostic]:
     names = sorted(n for n, d in spec.databases.items() if not d.delete)
     for env_name in [None, *spec.environments]:
+        overrides = {} if env_name is None else spec.environments[env_name].services
         for name in spec.services:
+            if env_name is not None and name not in overrides:
+                continue  # the service as its own table says: reported once, below
             service = spec.services[name] if env_name is None else spec.resolved_service(env_name, name)
-            where = f"services.{name}" if env_name is None else f"environments.{env_name}.services.{name}"
             if env_name is not None and service.databases == spec.services[name].databases:
                 continue  # the same list as the service's own: reported once
+            where = f"services.{name}" if env_name is None else f"environments.{env_name}.services.{name}"
             for i, db in enumerate(service.databases):
                 found = spec.databases.get(db)
                 if found is None or found.delete:

@@ -187,13 +187,15 @@ def _plain_canonical(config: dict[str, Any]) -> str | None:
     gives it (which writes a datetime, a non-finite float or a non-str key otherwise than ``default=str`` does)."""
     try:
         return _PLAIN.encode(config)
-    except (TypeError, ValueError):
+    except (TypeError, ValueError, RecursionError):  # RecursionError: a container inside itself (see below)
         return None
 
 
-# canonical_json's encoder, refusing what is not plain JSON instead of writing it with str() (built once).
+# canonical_json's encoder, refusing what is not plain JSON instead of writing it with str() (built once). Without
+# the circular check (~10% of encoding every config of a plan: it tracks each container's id): a config that
+# contains itself, which no spec or provider makes, ends in RecursionError, and canonical_json's check then says so.
 _PLAIN = json.JSONEncoder(sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False,
-                          default=_not_plain)
+                          check_circular=False, default=_not_plain)
 
 
 def canonical_resource(resource: Resource) -> str:

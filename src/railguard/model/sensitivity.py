@@ -10,10 +10,12 @@ and by resource normalisation.
 from __future__ import annotations
 
 import re
+from functools import lru_cache
 
 REDACTED = "(sensitive)"
 _SECRETISH = re.compile(r"(PASSWORD|PASSWD|SECRET|TOKEN|API_?KEY|PRIVATE_?KEY|CREDENTIALS?)$", re.IGNORECASE)
 
 
+@lru_cache(maxsize=4096)  # a large spec asks about the same few variable names tens of thousands of times
 def looks_secret(variable: str) -> bool:
     return bool(_SECRETISH.search(variable))
