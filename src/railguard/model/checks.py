@@ -227,7 +227,7 @@ def _routes_per_environment(spec: Spec) -> Iterator[Diagnostic]:
             for i, route in enumerate(service.routes):
                 key = (route.host or "*", route.path.rstrip("/") or "/")
                 owner = claimed.setdefault(key, name)
-                if owner != name or _dup_in_service(service, i, key):
+                if owner != name or (i and _dup_in_service(service, i, key)):
                     yield error(
                         "spec.duplicate_route", f"Route {key[0]}{key[1]} is claimed twice",
                         f"In environment '{env_name}', host '{key[0]}' and path '{key[1]}' are routed to "
@@ -311,6 +311,8 @@ def _isolation(spec: Spec) -> Iterator[Diagnostic]:
             other = data_dirs.setdefault(normalized, env_name)
             if other != env_name:
                 yield _shared("data folder", env.data_dir, other, env_name, f"environments.{env_name}.data_dir")
+        if len(spec.environments) < 2:
+            continue  # one environment shares nothing: the walk over every service below could find nothing
         seen_hosts: set[str] = set()
         for name in sorted(spec.services):
             service = spec.resolved_service(env_name, name)
