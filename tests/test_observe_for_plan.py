@@ -15,7 +15,15 @@ from typing import Any
 import pytest
 
 from railguard.engine.observe import observe_for_plan
-from railguard.model.resources import LiveStatus, ObservedResource
+from railguard.model.resources import (
+    LiveStatus,
+    ObservedResource,
+    Resource,
+    canonical_observed,
+    kept_config_text,
+    make_resource,
+    observed_text,
+)
 from railguard.providers.base import ObserveResponse
 from railguard.providers.fake import FakeProvider
 from railguard.state.store import Store
@@ -68,3 +76,42 @@ def test_the_serial_is_the_one_recorded_with_the_inventory(tmp_path: Path) -> No
     inventory, serial = observe_for_plan(store, provider, "s", [])
     store.set_observed("s", _live(1, replicas=5), _live(1).address)  # an apply lands meanwhile
     assert serial == 1 and store.serial("s") == 2 and inventory == [_live(1)]
+
+
+def _desired(n: int, **config: Any) -> Resource:
+    return make_resource("s", "service", f"w{n:02d}", {"replicas": n, "run": ["python", "app.py"], **config}, [])
+
+
+def _deployed(resource: Resource, **config: Any) -> ObservedResource:
+    return ObservedResource(address=resource.address, kind="service", fingerprint=resource.fingerprint,
+                            config={**resource.config, **config}, release=1)
+
+
+# Live resources as a provider reports them beside the desired ones: whether each reuses the desired config's kept
+# text or encodes its own, the store must hold exactly canonical_observed of the report (what `inventory` reads).
+REUSE: dict[str, tuple[Any, bool]] = {
+    "deployed from the desired one, unchanged": (lambda d: _deployed(d), True),
+    "deployed from it, its config drifted": (lambda d: _deployed(d, replicas=99), False),
+    "another fingerprint, the same config": (lambda d: _deployed(d).model_copy(update={"fingerprint": "sha256:x"}),
+                                             False),
+    "a float where the spec has an int (equal in Python, not in JSON)": (lambda d: _deployed(d, replicas=1.0), True),
+}
+
+
+@pytest.mark.parametrize("case", REUSE)
+def test_an_unchanged_live_resource_reuses_the_desired_configs_text_and_the_store_still_holds_the_report(
+        tmp_path: Path, case: str) -> None:
+    make, reused = REUSE[case]
+    desired = _desired(1, on=True)
+    live = make(desired)
+    text, spliced = observed_text(live, desired)
+    assert spliced and (kept_config_text(desired) in text) is (reused or live.config == desired.config)
+    store = Store.open(tmp_path)
+    provider = FakeProvider()
+    provider.observe = lambda request: ObserveResponse(resources=[live])  # type: ignore[method-assign]
+    inventory, _ = observe_for_plan(store, provider, "s", [desired])
+    assert inventory == store.inventory("s") == [live]
+    if case.startswith("a float"):  # equal to the desired config, so its text was reused: the one known blind spot
+        assert store.inventory("s")[0].config["replicas"] == 1
+    else:
+        assert text == canonical_observed(live)

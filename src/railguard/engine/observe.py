@@ -37,7 +37,7 @@ def observe_for_plan(store: Store, provider: Provider | None, env: str, desired:
     rows. The serial is never newer than the inventory: anything recorded after it makes the plan stale."""
     if provider is not None:
         live = observed(store, provider, env, desired, problems)
-        recorded = store.record_live(env, live)
+        recorded = store.record_live(env, live, {r.address: r for r in desired or []})
         if recorded.as_read:
             return live, recorded.serial
         del live

@@ -205,12 +205,12 @@ def canonical_resource(resource: Resource) -> str:
     dumping and encoding the config again (a 10,000-service plan: ~10k configs). The text is spliced field by
     field in sorted key order, exactly as ``canonical_json`` writes the dumped dict (tests/test_plan_format.py).
     """
-    cached = resource.__dict__.get(_CANONICAL)
-    if cached is None or cached[0] is not resource.config or not _str_fields(resource):
+    config = kept_config_text(resource)
+    if config is None or not _str_fields(resource):
         return canonical_json(resource.model_dump(mode="json"))
     text = encode_basestring  # what canonical_json writes for a str, without its per-call set-up
     depends_on = ",".join(map(text, resource.depends_on))
-    return (f'{{"address":{text(resource.address)},"config":{cached[1]},"depends_on":[{depends_on}],'
+    return (f'{{"address":{text(resource.address)},"config":{config},"depends_on":[{depends_on}],'
             f'"env":{text(resource.env)},"fingerprint":{text(resource.fingerprint)},"kind":{text(resource.kind)},'
             f'"name":{text(resource.name)}}}')
 
@@ -231,12 +231,22 @@ def canonical_observed(resource: ObservedResource) -> str:
     return observed_text(resource)[0]
 
 
-def observed_text(resource: ObservedResource) -> tuple[str, bool]:
+def observed_text(resource: ObservedResource, like: Resource | None = None) -> tuple[str, bool]:
     """:func:`canonical_observed`'s text, and whether it was spliced from plain fields: then the resource read
     back from that text equals the resource (JSON data has no tuples: the provider contract, tests/providers),
-    so a caller holding it need not parse the text again (a plan's inventory, engine/observe.py)."""
+    so a caller holding it need not parse the text again (a plan's inventory, engine/observe.py).
+
+    ``like``: the desired resource at the same address. A live resource deployed from it (the same fingerprint)
+    and reporting the same config reuses the config's text kept from its fingerprint instead of encoding it
+    again: most services of a large plan are unchanged. Equal fingerprints mean the applied config had that very
+    text, and a provider reports the config it applied as JSON data (a bool where the spec had 1 would compare
+    equal, and is no config any provider reports for that fingerprint)."""
     release, status = resource.release, resource.status
-    config = _plain_canonical(resource.config)
+    config = None
+    if like is not None and resource.fingerprint == like.fingerprint and resource.config == like.config:
+        config = kept_config_text(like)
+    if config is None:
+        config = _plain_canonical(resource.config)
     if (config is None or not (release is None or type(release) is int) or not isinstance(status, LiveStatus)
             or not all(type(v) is str for v in (resource.address, resource.fingerprint, resource.kind,
                                                 resource.message, *resource.depends_on))):
@@ -247,6 +257,12 @@ def observed_text(resource: ObservedResource) -> tuple[str, bool]:
             f'"fingerprint":{text(resource.fingerprint)},"kind":{text(resource.kind)},'
             f'"message":{text(resource.message)},"release":{"null" if release is None else release},'
             f'"status":{text(status.value)}}}'), True
+
+
+def kept_config_text(resource: Resource) -> str | None:
+    """The canonical text of a desired resource's config as :func:`make_resource` kept it (None: not kept)."""
+    cached = resource.__dict__.get(_CANONICAL)
+    return cached[1] if cached is not None and cached[0] is resource.config else None
 
 
 def _str_fields(resource: Resource) -> bool:

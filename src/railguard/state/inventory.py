@@ -7,13 +7,14 @@ binds to it, so a plan made before such a move is stale. Part of the :class:`Sto
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
 from pydantic import ValidationError
 
 from railguard.model.canonical import canonical_json
-from railguard.model.resources import ObservedResource, observed_text
+from railguard.model.resources import ObservedResource, Resource, observed_text
 from railguard.state.db import Database, corrupt, now
 
 
@@ -69,11 +70,15 @@ class InventoryStore(Database):
         """Replace the env's inventory with a provider's report; bump the serial if it moved (answered)."""
         return self.record_live(env, resources).moved
 
-    def record_live(self, env: str, resources: list[ObservedResource]) -> Recorded:
+    def record_live(self, env: str, resources: list[ObservedResource],
+                    desired: Mapping[str, Resource] | None = None) -> Recorded:
         """:meth:`record_observed`, also saying whether ``resources`` are exactly what :meth:`inventory` reads back.
 
-        Only the rows that differ are written: one service of 10,000 restarting rewrote all 10,000 before."""
-        texts = [observed_text(r) for r in resources]
+        Only the rows that differ are written: one service of 10,000 restarting rewrote all 10,000 before.
+        ``desired`` (by address): what a plan asks for, whose configs' texts an unchanged live resource reuses
+        (:func:`~railguard.model.resources.observed_text`)."""
+        like = desired or {}
+        texts = [observed_text(r, like.get(r.address)) for r in resources]
         new = {r.address: text for r, (text, _) in zip(resources, texts, strict=True)}
         # One row per address, each spliced from plain fields (so it parses back equal), in the store's order.
         as_read = (len(new) == len(resources) and all(spliced for _, spliced in texts)
