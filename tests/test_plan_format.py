@@ -166,3 +166,22 @@ def test_the_cycle_search_skipped_for_an_ordered_graph_still_finds_a_resource_na
     assert [(d.code, d.extra.get("cycle")) for d in planner.plan("staging", [selfish, fine], [], 0).diagnostics] == [
         ("spec.dependency_cycle", ["staging/service.a"])]
     assert planner.plan("staging", [fine], [], 0).diagnostics == []
+
+
+def test_the_stored_body_is_the_sealed_plans_canonical_json_and_hashes_as_it_always_did(tmp_path: Path) -> None:
+    desired = _golden_desired()
+    live = [ObservedResource(address=r.address, kind=r.kind, fingerprint="sha256:old", depends_on=r.depends_on,
+                             config={**r.config, "replicas": 1}) for r in desired[::3]]
+    planned = planner.plan("staging", desired, live, 4)
+    plans = [planned, planned.model_copy(update={"allow_data_loss": ["t"], "requested_by": "é \" x"}), _plan(1),
+             _plan(2)]
+    for plan in plans:
+        sealed, body = plan.sealed_with_body("plan-1", "2026-12-03T00:00:00Z")
+        assert sealed == plan.sealed("plan-1", "2026-12-03T00:00:00Z")
+        assert body == canonical_json(sealed.model_dump(mode="json"))
+        assert Plan.model_validate_json(body) == sealed
+        assert Plan.model_validate_json(body).content_hash() == sealed.hash
+    store = Store.open(tmp_path)
+    saved = store.save_plan(planned)
+    assert store.plan_body(saved.id) == canonical_json(saved.model_dump(mode="json"))
+    assert store.load_plan(saved.id)[0] == saved

@@ -28,14 +28,14 @@ _parsed_lock = threading.Lock()
 
 class PlanStore(Database):
     def save_plan(self, plan: Plan) -> Plan:
-        sealed = plan.sealed(plan.id or new_id("plan"), now())
+        sealed, body = plan.sealed_with_body(plan.id or new_id("plan"), now())
         PLAN.check(None, PlanStatus.saved, sealed.id)
         with self.transaction():
             self._db.execute(
                 "INSERT INTO plans (id, env, created_at, hash, base_serial, body, requested_by, status, signature) "
                 "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 (sealed.id, sealed.env, sealed.created_at, sealed.hash, sealed.base_serial,
-                 sealed.model_dump_json(), sealed.requested_by, PlanStatus.saved.value,
+                 body, sealed.requested_by, PlanStatus.saved.value,
                  sign(self.home, "plan", _signed(sealed.id, sealed.hash))),
             )
         return sealed
