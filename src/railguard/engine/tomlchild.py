@@ -65,7 +65,7 @@ try:
 except Exception:
     sys.exit(3)
 try:
-    out = json.dumps(value, ensure_ascii=False, check_circular=False)
+    out = json.dumps(value, ensure_ascii=False, check_circular=False, separators=(",", ":"))
 except TypeError:
     sys.exit(4)
 sys.stdout.buffer.write(out.encode("utf-8"))
