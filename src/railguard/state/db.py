@@ -76,6 +76,11 @@ class Database:
             raise unwritable(home, exc) from exc
         try:
             db.execute("PRAGMA busy_timeout = 10000")
+            # A new store's pages are 16 KiB (SQLite's default is 4 KiB); an existing one keeps its size (the
+            # pragma does nothing once the file has pages). A large plan's body and inventory (~20 MB for 10,000
+            # services) went through the WAL and its checkpoint as ~18,000 page writes: ~0.2 s of each such plan,
+            # about half that with larger pages. Small commits write a few pages either way.
+            db.execute("PRAGMA page_size = 16384")
             db.execute("PRAGMA journal_mode = WAL")
             db.execute("PRAGMA foreign_keys = ON")
             db.execute("PRAGMA synchronous = NORMAL")
