@@ -29,6 +29,7 @@ from railguard.model.resources import (
     ObservedResource,
     Resource,
     canonical_resource,
+    desired_digest,
     desired_resources,
     make_resource,
 )
@@ -185,3 +186,10 @@ def test_the_stored_body_is_the_sealed_plans_canonical_json_and_hashes_as_it_alw
     saved = store.save_plan(planned)
     assert store.plan_body(saved.id) == canonical_json(saved.model_dump(mode="json"))
     assert store.load_plan(saved.id)[0] == saved
+
+
+def test_the_desired_digest_is_the_digest_of_the_address_ordered_triples() -> None:
+    desired = [*_golden_desired(), make_resource("staging", "service", "é\"\\x", {}, ["staging/service.ü"])]
+    for resources in (desired, desired[::-1], desired[:1], []):
+        ordered = sorted(resources, key=lambda r: r.address)
+        assert desired_digest(resources) == digest([(r.address, r.fingerprint, r.depends_on) for r in ordered])
