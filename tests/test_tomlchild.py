@@ -33,6 +33,9 @@ DEEP = {
     "dotted header": "[" + ".".join(["k"] * 30_000) + "]\n",
     "after a multi-line string": 'a = """x\ny""", ' + "[" * 30_000 + "\n",
     "hidden by a literal multi-line string": "a = [ '''x\ny''', " + "[" * 30_000 + " '\n",
+    # The first string ends at its escaped backslash, so the brackets after it are code (a lexer taking \\" for an
+    # escaped quote would read them as part of a string running to the quote before y, and pass the text).
+    "after a string ending in an escaped backslash": 'a = ["x\\\\", ' + "[" * 30_000 + "1" + "]" * 30_000 + ', "y"]\n',
 }
 
 
