@@ -33,7 +33,7 @@ from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).parent))
-import plan_scale  # noqa: E402  (the synthetic spec and the live mix)
+import plan_scale  # the synthetic spec and the live mix
 
 
 def calibration() -> float:
