@@ -44,7 +44,7 @@ def calibration() -> float:
     return time.perf_counter() - started
 
 
-def _timed(owner: Any, name: str, label: str, spent: collections.Counter[str]) -> None:
+def _timed(owner: Any, name: str, label: str, spent: dict[str, float]) -> None:
     original: Callable[..., Any] = getattr(owner, name)
 
     @functools.wraps(original)
@@ -59,7 +59,7 @@ def _timed(owner: Any, name: str, label: str, spent: collections.Counter[str]) -
 
 
 def phases(n: int, rounds: int) -> None:
-    from railguard.engine import specmemo, tomlchild, usecases
+    from railguard.engine import planner, specmemo, tomlchild, usecases
     from railguard.engine.facts import Facts
     from railguard.engine.workspace import Workspace
     from railguard.model import checks
@@ -75,10 +75,10 @@ def phases(n: int, rounds: int) -> None:
     specmemo.forget()
     provider = FakeProvider(live={"staging": {o.address: o for o in plan_scale.mixed_observed(desired, n)}})
     del desired
-    spent: collections.Counter[str] = collections.Counter()
+    spent: dict[str, float] = collections.defaultdict(float)
     for owner, name, label in ((Facts, "parsed", "parse"), (tomlchild, "loads", "toml"), (checks, "check", "checks"),
                                (Facts, "desired", "desired"), (usecases, "observe_for_plan", "observe"),
-                               (usecases.planner, "plan", "planner"), (Store, "save_plan", "save")):
+                               (planner, "plan", "planner"), (Store, "save_plan", "save")):
         _timed(owner, name, label, spent)
     store = Store.open(home)
     print(f"calibration loop {calibration():.2f} s; {n:,} services against {n:,} live, in process")
