@@ -257,10 +257,21 @@ class Plan(BaseModel):
         return sorted(set(type(self).model_fields) - skipped)
 
     def _field_text(self, name: str) -> str:
-        value = getattr(self, name)
-        if isinstance(value, list):
-            return "[" + ",".join(map(_item_text, value)) + "]"
+        """The canonical text of a field that is not a list."""
         return canonical_json(self.model_dump(mode="json", include={name})[name])
+
+    def _field_parts(self, name: str) -> list[str]:
+        """The canonical text of a field as the pieces it is written from (a list: its items' texts and commas)."""
+        value = getattr(self, name)
+        if not isinstance(value, list):
+            return [self._field_text(name)]
+        parts = ["["]
+        for j, item in enumerate(value):
+            if j:
+                parts.append(",")
+            parts.append(_item_text(item))
+        parts.append("]")
+        return parts
 
     def sealed(self, plan_id: str, created_at: str) -> Plan:
         """The plan with its id, time and content hash filled in."""
@@ -269,17 +280,24 @@ class Plan(BaseModel):
     def sealed_with_body(self, plan_id: str, created_at: str) -> tuple[Plan, str]:
         """:meth:`sealed`, and the sealed plan's canonical JSON (``canonical_json(model_dump(mode="json"))``): the
         body a plan is stored and streamed as. Every field and list item is encoded once for both the hash and
-        the body; a 10,000-service plan encoded its ~12 MB a second time for the body (``model_dump_json``)."""
-        texts = {name: self._field_text(name) for name in type(self).model_fields if name not in _UNHASHED}
+        the body (a 10,000-service plan encoded its ~12 MB a second time for the body, ``model_dump_json``), and
+        the pieces are joined once, into the body: no field is copied whole on the way."""
+        parts = {name: self._field_parts(name) for name in type(self).model_fields if name not in _UNHASHED}
         sha = hashlib.sha256(b"{")
         for i, name in enumerate(self._hashed_fields()):
             sha.update(f'{"," if i else ""}{canonical_json(name)}:'.encode())
-            sha.update(texts[name].encode())
+            for part in parts[name]:
+                sha.update(part.encode())
         sha.update(b"}")
         sealed = self.model_copy(update={"id": plan_id, "created_at": created_at,
                                          "hash": "sha256:" + sha.hexdigest()})
-        texts |= {name: canonical_json(getattr(sealed, name)) for name in _UNHASHED}
-        return sealed, "{" + ",".join(f"{canonical_json(name)}:{texts[name]}" for name in sorted(texts)) + "}"
+        parts |= {name: [canonical_json(getattr(sealed, name))] for name in _UNHASHED}
+        body = ["{"]
+        for i, name in enumerate(sorted(parts)):
+            body.append(f'{"," if i else ""}{canonical_json(name)}:')
+            body += parts[name]
+        body.append("}")
+        return sealed, "".join(body)
 
     def summary(self) -> dict[str, Any]:
         """The flags and counts shown at the top of every rendering (Terraform-style)."""
