@@ -193,3 +193,8 @@ def test_the_desired_digest_is_the_digest_of_the_address_ordered_triples() -> No
     for resources in (desired, desired[::-1], desired[:1], []):
         ordered = sorted(resources, key=lambda r: r.address)
         assert desired_digest(resources) == digest([(r.address, r.fingerprint, r.depends_on) for r in ordered])
+
+
+def test_a_desired_digest_of_fields_that_are_not_str_is_the_digest_itself() -> None:
+    odd = make_resource("staging", "service", "w", {}, []).model_copy(update={"depends_on": [1]})
+    assert desired_digest([odd]) == digest([(odd.address, odd.fingerprint, [1])])

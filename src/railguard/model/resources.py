@@ -350,13 +350,13 @@ def desired_resources(spec: Spec, env: str, source_digest: str | None = None,
 def desired_digest(resources: list[Resource]) -> str:
     """Digest of a set of desired resources: what a plan was computed for.
 
-    ``digest`` of ``[address, fingerprint, depends_on]`` per resource in address order; written item by item when
-    every field is a str (the canonical text ``canonical_json`` gives: a 10,000-service plan's 10,000 triples)."""
+    ``digest`` of ``[address, fingerprint, depends_on]`` per resource in address order, written triple by triple
+    (the canonical text ``canonical_json`` gives them, for a plan's 10,000 resources); a field that is not a str
+    (``encode_basestring`` refuses it) takes ``digest`` itself."""
     ordered = sorted(resources, key=lambda r: r.address)
-    if not all(type(r.address) is str and type(r.fingerprint) is str and all(type(d) is str for d in r.depends_on)
-               for r in ordered):
-        return digest([(r.address, r.fingerprint, r.depends_on) for r in ordered])
     text = encode_basestring
-    items = ",".join(f'[{text(r.address)},{text(r.fingerprint)},[{",".join(map(text, r.depends_on))}]]'
-                     for r in ordered)
-    return "sha256:" + hashlib.sha256(f"[{items}]".encode()).hexdigest()
+    try:
+        items = [f'[{text(r.address)},{text(r.fingerprint)},[{",".join(map(text, r.depends_on))}]]' for r in ordered]
+    except TypeError:
+        return digest([(r.address, r.fingerprint, r.depends_on) for r in ordered])
+    return "sha256:" + hashlib.sha256(f"[{','.join(items)}]".encode()).hexdigest()
