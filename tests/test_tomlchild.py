@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import json
 import math
+import os
+import pwd
 import resource
 import signal
 import subprocess
@@ -178,3 +180,27 @@ def _bench_spec(n: int) -> str:
     from plan_scale import synthetic_spec
 
     return synthetic_spec(n)
+
+
+# A child that reports who it runs as (it reads its text first, as the real one does).
+WHO = ("import os, json, sys; sys.stdin.buffer.read(); status = open('/proc/self/status').read().splitlines(); "
+       "print(json.dumps({'uid': os.getuid(), 'gid': os.getgid(), 'groups': os.getgroups(), "
+       "'no_new_privs': [l.split()[1] for l in status if l.startswith('NoNewPrivs:')]}))")
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="only a root caller has an authority to drop")
+def test_as_root_the_child_runs_as_nobody_without_groups_or_new_privileges(monkeypatch: pytest.MonkeyPatch) -> None:
+    nobody = pwd.getpwnam("nobody")
+    monkeypatch.setattr(tomlchild, "CHILD", WHO)
+    assert tomlchild.run_child("a = 1\n") == {"uid": nobody.pw_uid, "gid": nobody.pw_gid, "groups": [],
+                                              "no_new_privs": ["1"]}
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="only a root caller has an authority to drop")
+def test_as_root_without_setpriv_no_child_starts_and_tomllib_answers(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(tomlchild.shutil, "which", lambda name: None)
+    before = {c.pid for c in psutil.Process().children()}
+    text = 'a = "x"\n' + PAD
+    assert tomlchild.child_loads(text) is None
+    assert {c.pid for c in psutil.Process().children()} <= before
+    assert tomlchild.loads(text) == tomllib.loads(text)

@@ -17,7 +17,8 @@ Whatever goes wrong falls back to ``tomllib`` in process, so the answer is alway
 - any refusal by the child's parser (``tomllib`` then raises its own error, or parses if it accepts the text);
 - a value JSON cannot carry as ``tomllib`` returns it (dates and times), a ``null`` anywhere in the output
   (TOML has none), output that is not one UTF-8 JSON object;
-- a crash, a signal, a non-zero exit, a timeout (:data:`TIMEOUT_S`), ``toml_rs`` not installed.
+- a crash, a signal, a non-zero exit, a timeout (:data:`TIMEOUT_S`), ``toml_rs`` not installed;
+- as root, no ``setpriv`` to drop root's authority for the child (:func:`child_argv`: it runs as ``nobody``).
 
 Loading the child's JSON is safe even if the child were subverted by a hostile text: JSON gives only dicts,
 lists, strings, numbers and booleans (``null`` is refused), the kinds of value a TOML text holds (at most an
@@ -31,7 +32,9 @@ from __future__ import annotations
 import importlib.util
 import json
 import os
+import pwd
 import re
+import shutil
 import subprocess
 import sys
 import tomllib
@@ -107,8 +110,8 @@ def _answer(text: str, precheck: bool) -> dict[str, Any] | None:
         return None
     env = {k: v for k, v in os.environ.items() if k in ("PATH", "LD_LIBRARY_PATH", "SYSTEMROOT")}
     try:
-        child = subprocess.Popen([sys.executable, "-I", "-S", "-c", CHILD, where], stdin=subprocess.PIPE,
-                                 stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, env=env)
+        child = subprocess.Popen(child_argv(where), stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                 stderr=subprocess.DEVNULL, env=env, cwd="/")
     except OSError:
         return None
     try:
@@ -131,6 +134,31 @@ def _answer(text: str, precheck: bool) -> dict[str, Any] | None:
     except (UnicodeDecodeError, ValueError, RecursionError):
         return None
     return value if isinstance(value, dict) else None
+
+
+def child_argv(where: str) -> list[str]:
+    """The child's command line. As root, the child parses a text an agent wrote with no authority of its own:
+    util-linux ``setpriv`` runs it as ``nobody`` with no groups and no new privileges (a setuid program it could
+    exec gives it none). Without ``setpriv`` a root caller does not start the child at all (tomllib parses in
+    process, as for a text the pre-check refuses); an interpreter ``nobody`` cannot run (a virtualenv in a
+    private folder) fails to start, and tomllib parses too."""
+    argv = [sys.executable, "-I", "-S", "-c", CHILD, where]
+    if os.geteuid() != 0:
+        return argv
+    setpriv = shutil.which("setpriv")
+    if setpriv is None:
+        raise OSError("no setpriv to start the TOML child without root's authority")
+    uid, gid = _nobody()
+    return [setpriv, f"--reuid={uid}", f"--regid={gid}", "--clear-groups", "--no-new-privs", *argv]
+
+
+def _nobody() -> tuple[int, int]:
+    """``nobody``'s uid and gid, or the kernel's overflow ids (65534) where the account is not listed."""
+    try:
+        found = pwd.getpwnam("nobody")
+    except KeyError:
+        return 65534, 65534
+    return found.pw_uid, found.pw_gid
 
 
 def _sendable(text: str) -> bool:
