@@ -89,23 +89,21 @@ def _deployed(resource: Resource, **config: Any) -> ObservedResource:
 
 # Live resources as a provider reports them beside the desired ones: whether each reuses the desired config's kept
 # text or encodes its own, the store must hold exactly canonical_observed of the report (what `inventory` reads).
-REUSE: dict[str, tuple[Any, bool]] = {
-    "deployed from the desired one, unchanged": (lambda d: _deployed(d), True),
-    "deployed from it, its config drifted": (lambda d: _deployed(d, replicas=99), False),
-    "another fingerprint, the same config": (lambda d: _deployed(d).model_copy(update={"fingerprint": "sha256:x"}),
-                                             False),
-    "a float where the spec has an int (equal in Python, not in JSON)": (lambda d: _deployed(d, replicas=1.0), True),
+REUSE: dict[str, Any] = {
+    "deployed from the desired one, unchanged": lambda d: _deployed(d),
+    "deployed from it, its config drifted": lambda d: _deployed(d, replicas=99),
+    "another fingerprint, the same config": lambda d: _deployed(d).model_copy(update={"fingerprint": "sha256:x"}),
+    "a float where the spec has an int (equal in Python, not in JSON)": lambda d: _deployed(d, replicas=1.0),
 }
 
 
 @pytest.mark.parametrize("case", REUSE)
 def test_an_unchanged_live_resource_reuses_the_desired_configs_text_and_the_store_still_holds_the_report(
         tmp_path: Path, case: str) -> None:
-    make, reused = REUSE[case]
     desired = _desired(1, on=True)
-    live = make(desired)
+    live = REUSE[case](desired)
     text, spliced = observed_text(live, desired)
-    assert spliced and (kept_config_text(desired) in text) is (reused or live.config == desired.config)
+    assert spliced and (kept_config_text(desired) in text) is (live.config == desired.config)
     store = Store.open(tmp_path)
     provider = FakeProvider()
     provider.observe = lambda request: ObserveResponse(resources=[live])  # type: ignore[method-assign]

@@ -16,7 +16,7 @@ plans keep their diffs, their hash and their meaning.
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from enum import StrEnum
 from functools import lru_cache
 from json.encoder import encode_basestring
@@ -235,17 +235,15 @@ class Plan(BaseModel):
     def content_hash(self) -> str:
         """``digest`` of the plan without id, created_at and hash, fed to sha256 one field and one list item at a
         time: the same canonical text (sorted keys, compact) without a whole copy of a large plan as a dict."""
+        return self._digest(self._field_parts)
+
+    def _digest(self, parts: Callable[[str], Iterable[str]]) -> str:
+        """sha256 of the hashed fields' canonical text, each field written from ``parts(name)``."""
         sha = hashlib.sha256(b"{")
         for i, name in enumerate(self._hashed_fields()):
-            value = getattr(self, name)
             sha.update(f'{"," if i else ""}{canonical_json(name)}:'.encode())
-            if isinstance(value, list):
-                sha.update(b"[")
-                for j, item in enumerate(value):
-                    sha.update((("," if j else "") + _item_text(item)).encode())
-                sha.update(b"]")
-            else:
-                sha.update(self._field_text(name).encode())
+            for part in parts(name):
+                sha.update(part.encode())
         sha.update(b"}")
         return "sha256:" + sha.hexdigest()
 
@@ -256,22 +254,19 @@ class Plan(BaseModel):
             skipped = skipped | {"allow_data_loss"}
         return sorted(set(type(self).model_fields) - skipped)
 
-    def _field_text(self, name: str) -> str:
-        """The canonical text of a field that is not a list."""
-        return canonical_json(self.model_dump(mode="json", include={name})[name])
-
-    def _field_parts(self, name: str) -> list[str]:
-        """The canonical text of a field as the pieces it is written from (a list: its items' texts and commas)."""
+    def _field_parts(self, name: str) -> Iterator[str]:
+        """The canonical text of a field as the pieces it is written from (a list: its items' texts and commas),
+        one at a time: the hash of a stored plan never holds a whole field's text."""
         value = getattr(self, name)
         if not isinstance(value, list):
-            return [self._field_text(name)]
-        parts = ["["]
+            yield canonical_json(self.model_dump(mode="json", include={name})[name])
+            return
+        yield "["
         for j, item in enumerate(value):
             if j:
-                parts.append(",")
-            parts.append(_item_text(item))
-        parts.append("]")
-        return parts
+                yield ","
+            yield _item_text(item)
+        yield "]"
 
     def sealed(self, plan_id: str, created_at: str) -> Plan:
         """The plan with its id, time and content hash filled in."""
@@ -282,15 +277,9 @@ class Plan(BaseModel):
         body a plan is stored and streamed as. Every field and list item is encoded once for both the hash and
         the body (a 10,000-service plan encoded its ~12 MB a second time for the body, ``model_dump_json``), and
         the pieces are joined once, into the body: no field is copied whole on the way."""
-        parts = {name: self._field_parts(name) for name in type(self).model_fields if name not in _UNHASHED}
-        sha = hashlib.sha256(b"{")
-        for i, name in enumerate(self._hashed_fields()):
-            sha.update(f'{"," if i else ""}{canonical_json(name)}:'.encode())
-            for part in parts[name]:
-                sha.update(part.encode())
-        sha.update(b"}")
+        parts = {name: list(self._field_parts(name)) for name in type(self).model_fields if name not in _UNHASHED}
         sealed = self.model_copy(update={"id": plan_id, "created_at": created_at,
-                                         "hash": "sha256:" + sha.hexdigest()})
+                                         "hash": self._digest(parts.__getitem__)})
         parts |= {name: [canonical_json(getattr(sealed, name))] for name in _UNHASHED}
         body = ["{"]
         for i, name in enumerate(sorted(parts)):
