@@ -14,9 +14,13 @@ import time
 from collections import Counter
 from pathlib import Path
 
+from railguard.daemon.observation import DESCRIBE_S, INTERVAL_S
 from railguard.model.counters import ENV
 
 from .harness import Workspace
+
+# Longer than the observer's pause between two reads of the served spec, with a pass to spare.
+QUIET_S = DESCRIBE_S + 2 * INTERVAL_S
 
 
 def _counted(ws: Workspace, log: Path, *args: str, parses_after: int = 0) -> Counter[str]:
@@ -30,9 +34,17 @@ def _counted(ws: Workspace, log: Path, *args: str, parses_after: int = 0) -> Cou
     def counts() -> Counter[str]:
         return Counter(line.split(" ", 1)[1] for line in log.read_text().splitlines())
 
+    # Until the late parses came, or nothing new was counted for longer than the observer's gap between two reads
+    # of the served spec (a deploy that parses fewer times than the bound allows must not wait out a timeout).
     deadline = time.monotonic() + 15.0
-    while counts()["spec-parse"] < parses_after and time.monotonic() < deadline:
+    seen, quiet_since = counts(), time.monotonic()
+    while seen["spec-parse"] < parses_after and time.monotonic() < deadline:
         time.sleep(0.05)
+        now = counts()
+        if now != seen:
+            seen, quiet_since = now, time.monotonic()
+        elif time.monotonic() - quiet_since > QUIET_S:
+            break
     return counts()
 
 
