@@ -451,6 +451,15 @@ def test_remove_environment_closes_its_port(edge: CaddyEdge) -> None:
         get(port)
 
 
+def test_a_server_removed_behind_railguards_back_is_seen_at_once_when_asked_fresh(edge: CaddyEdge) -> None:
+    edge.set_environment("tmp", free_port(), [])
+    assert edge.serves("tmp")  # read from Caddy and kept: nothing but Railguard's own changes moves it
+    edge._send("DELETE", "/config/apps/http/servers/rg-tmp", None, 2.0)  # not through Railguard's change path
+    assert edge.serves("tmp")  # the kept answer (re-read after _SERVED_MAX_AGE_S)
+    assert not edge.serves("tmp", fresh=True)  # the drift watcher's question: Caddy's own word
+    assert not edge.serves("tmp")  # and what it learnt is kept for the next reader
+
+
 def test_stop_leaves_no_caddy_process(edge: CaddyEdge, run_dir: Path) -> None:
     pid = edge.pid()
     assert pid is not None and len(caddy_processes(run_dir)) == 1

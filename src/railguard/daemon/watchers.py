@@ -63,7 +63,9 @@ class Watchers:
                 continue
             skip = {f"{env}/service.{name}" for e, name in (canaries or set()) if e == env}
             # Read-only, as status: a background pass must not move the serial (approved plans would go stale).
-            details = live_drift(self._applied(env), observed(store, provider, env), skip)
+            # Fresh: what the provider keeps in memory between its own changes (whether the edge still serves the
+            # environment) is what someone else's change makes wrong.
+            details = live_drift(self._applied(env), observed(store, provider, env, fresh=True), skip)
             self._drift_env(env, details, now)
 
     def _applied(self, env: str) -> list[dict[str, object]] | None:

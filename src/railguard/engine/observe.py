@@ -46,9 +46,10 @@ def observe_for_plan(store: Store, provider: Provider | None, env: str, desired:
 
 
 def observed(store: Store, provider: Provider, env: str, desired: list[Resource] | None = None,
-             problems: list[Diagnostic] | None = None) -> list[ObservedResource]:
-    """What is live in ``env``, without recording it: for reads (status), which must not write the store."""
-    answer = provider.observe(ObserveRequest(env=env, desired=desired or []))
+             problems: list[Diagnostic] | None = None, fresh: bool = False) -> list[ObservedResource]:
+    """What is live in ``env``, without recording it: for reads (status), which must not write the store.
+    ``fresh``: nothing answered from the provider's memory (:class:`~railguard.providers.base.ObserveRequest`)."""
+    answer = provider.observe(ObserveRequest(env=env, desired=desired or [], fresh=fresh))
     if problems is not None:
         problems.extend(answer.diagnostics)
     reported = [r for r in answer.resources if r.kind not in ENGINE_KINDS]

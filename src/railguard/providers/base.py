@@ -48,6 +48,9 @@ class ObserveRequest(_Message):
     desired: list[Resource] = Field(default_factory=list, description="What the spec asks for in env, when the "
                                     "caller knows (a plan, an apply): names the environment's target (the router "
                                     "sends the request to its runtime).")
+    fresh: bool = Field(default=False, description="Read from the runtime what the provider may otherwise answer "
+                        "from memory (a status read may be a few seconds old; the drift watcher, whose job is to "
+                        "see changes made behind Railguard's back, asks for the runtime's own word).")
 
 
 class ObserveResponse(_Message):

@@ -323,12 +323,13 @@ class CaddyEdge:
         self._stop_caddy(timeout)
         self.resolver.stop()
 
-    def serves(self, env: str) -> bool:
+    def serves(self, env: str, fresh: bool = False) -> bool:
         """Whether this edge runs and serves ``env``, without an admin call when nothing can have changed it.
 
         Only Railguard changes the config (the admin socket is in a 0700 folder), and every change it makes
         drops what was known; a Caddy restarted under the same pid file is a different process (start time).
-        The answer is still re-read from Caddy after ``_SERVED_MAX_AGE_S``, as a bound on any surprise.
+        The answer is still re-read from Caddy after ``_SERVED_MAX_AGE_S``, as a bound on any surprise, and
+        whenever ``fresh`` asks (the drift watcher: root can still change the config behind Railguard's back).
         """
         proc = self._process()
         if proc is None:
@@ -338,7 +339,7 @@ class CaddyEdge:
         except psutil.Error:
             return False
         known = self._served
-        if known is None or known[0] != key or time.monotonic() - known[2] > _SERVED_MAX_AGE_S:
+        if fresh or known is None or known[0] != key or time.monotonic() - known[2] > _SERVED_MAX_AGE_S:
             changes = self._changes
             served = frozenset(self.environments())
             with self._served_lock:

@@ -570,7 +570,7 @@ class LocalProvider(Canaries, Views, Commands, Traffic):
             found = [self._observed_service(request.env, rs) for rs in runtime.sets if rs.role == LIVE]
             if runtime.edge is not None:
                 edge = self.edge(request.env)
-                serving = edge.serves(request.env)
+                serving = edge.serves(request.env, fresh=request.fresh)
                 found.append(ObservedResource(
                     address=f"{request.env}/edge", kind="edge", fingerprint=runtime.edge["fingerprint"],
                     config=runtime.edge["config"], depends_on=runtime.edge["depends_on"],
