@@ -204,3 +204,40 @@ def test_as_root_without_setpriv_no_child_starts_and_tomllib_answers(monkeypatch
     assert tomlchild.child_loads(text) is None
     assert {c.pid for c in psutil.Process().children()} <= before
     assert tomlchild.loads(text) == tomllib.loads(text)
+
+
+def test_an_early_parse_of_the_same_text_is_the_answer_and_no_second_child_starts(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    text = _bench_spec(2500)
+    before = dict(COUNTS)
+    tomlchild.start_early(text)
+    tomlchild.start_early(_bench_spec(2600))  # one parse ahead at most: this one is not started
+    tomlchild._early[0].thread.join()
+    monkeypatch.setattr(tomlchild, "child_loads", lambda t: pytest.fail("a second child was started"))
+    assert tomlchild.loads(text) == tomllib.loads(text)
+    assert COUNTS["toml-child-early"] == before.get("toml-child-early", 0) + 1
+    assert COUNTS["toml-child"] == before.get("toml-child", 0) + 1
+    assert not tomlchild._early
+
+
+def test_an_early_parse_of_another_text_is_waited_for_and_not_used() -> None:
+    early, asked = _bench_spec(2500), _bench_spec(2500).replace('LOG_LEVEL = "info"', 'LOG_LEVEL = "debug"', 1)
+    before = {c.pid for c in psutil.Process().children()}
+    earlies = COUNTS["toml-child-early"]
+    tomlchild.start_early(early)
+    assert tomlchild.loads(asked) == tomllib.loads(asked) != tomllib.loads(early)
+    assert COUNTS["toml-child-early"] == earlies and not tomlchild._early
+    assert {c.pid for c in psutil.Process().children()} <= before  # both children reaped
+
+
+def test_railguard_validate_parses_a_large_spec_while_it_imports(tmp_path: Path) -> None:
+    (tmp_path / "railguard.toml").write_text(_bench_spec(2500))
+    counts = tmp_path / "counts"
+    env = {**os.environ, "RAILGUARD_DEBUG_COUNTS": str(counts)}
+    env.pop("RAILGUARD_SPEC", None)
+    done = subprocess.run([sys.executable, "-m", "railguard", "validate", "--spec", str(tmp_path / "railguard.toml"),
+                           "--json"], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
+    assert json.loads(done.stdout)["valid"] is True and len(json.loads(done.stdout)["services"]) == 2500
+    names = sorted(line.split()[1] for line in counts.read_text().splitlines())
+    assert names == ["spec-parse", "toml-child", "toml-child-early"]

@@ -18,6 +18,8 @@ def main() -> None:
         from railguard import __version__
         sys.stdout.write(f"railguard {__version__}\n")
         sys.exit(0)
+    if args[:1] == ["validate"]:
+        _parse_ahead(args[1:])
     from railguard.cli.fastpath import run as hot
 
     hot(args)  # exits when it answered (rollback/deploy/status/plan --json, a daemon running); else nothing was sent
@@ -31,3 +33,26 @@ def main() -> None:
         import gc
 
         gc.freeze()
+
+
+def _parse_ahead(options: list[str]) -> None:
+    """``railguard validate``: a large spec's TOML starts parsing in its child process (engine/tomlchild.py) while
+    this process imports the command tree and the spec models; the command's own parse takes that answer when it
+    reads the same text. Only a plain ``--spec PATH`` (or ``RAILGUARD_SPEC``, or ./railguard.toml) is looked at:
+    anything unusual, or a file that cannot be read, leaves the parse to the command, which reports the error."""
+    import os
+    from pathlib import Path
+
+    spec = os.environ.get("RAILGUARD_SPEC") or "railguard.toml"
+    for i, word in enumerate(options):
+        if word == "--spec" and i + 1 < len(options):
+            spec = options[i + 1]
+        elif word.startswith("--spec="):
+            spec = word.split("=", 1)[1]
+    try:
+        text = Path(spec).read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError, ValueError):
+        return
+    from railguard.engine import tomlchild
+
+    tomlchild.start_early(text)

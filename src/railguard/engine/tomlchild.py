@@ -37,6 +37,7 @@ import re
 import shutil
 import subprocess
 import sys
+import threading
 import tomllib
 from pathlib import Path
 from typing import Any
@@ -79,12 +80,57 @@ sys.stdout.buffer.write(out.encode("utf-8"))
 def loads(text: str) -> dict[str, Any]:
     """``tomllib.loads(text)``: the same value, or the same exception; parsed in a child when that is worth it."""
     if len(text) >= MIN_BYTES:
-        found = child_loads(text)
+        early = _early_answer(text)
+        found = early[0] if early is not None else child_loads(text)
         # Counted (model/counters.py): a fallback costs the child's time and tomllib's, and says nothing otherwise.
         counters.bump("toml-child" if found is not None else "toml-child-fallback")
+        if early is not None:
+            counters.bump("toml-child-early")
         if found is not None:
             return found
     return tomllib.loads(text)
+
+
+class _Early:
+    """A child's parse started before its caller asks (:func:`start_early`), waited for by a thread of its own."""
+
+    def __init__(self, text: str) -> None:
+        self.text = text
+        self.found: dict[str, Any] | None = None
+        self.thread = threading.Thread(target=self._run, name="railguard-toml-early", daemon=True)
+        self.thread.start()
+
+    def _run(self) -> None:
+        self.found = child_loads(self.text)
+
+
+_early: list[_Early] = []
+_early_lock = threading.Lock()
+
+
+def start_early(text: str) -> None:
+    """Start the child's parse of ``text`` now; :func:`loads` of the same text later takes its answer.
+
+    Why: ``railguard validate`` of a large spec imports the spec models (~0.1 s) before it parses; the child,
+    on the other core, can parse meanwhile. Only an equal text gets this answer, and it is checked as any child's
+    answer is, so a file changed in between, or a text the child refuses, changes nothing but the time.
+    Called by :mod:`railguard.cli.launch` before the command's imports; one parse ahead at most."""
+    if len(text) < MIN_BYTES:
+        return
+    with _early_lock:
+        if not _early:
+            _early.append(_Early(text))
+
+
+def _early_answer(text: str) -> tuple[dict[str, Any] | None] | None:
+    """The early parse's answer (wrapped: ``(None,)`` when the child gave none) if it was of ``text``, else None.
+    An early parse of another text is waited for all the same (its child is reaped, not left behind)."""
+    with _early_lock:
+        if not _early:
+            return None
+        early = _early.pop()
+    early.thread.join()
+    return (early.found,) if early.text == text else None
 
 
 def child_loads(text: str) -> dict[str, Any] | None:
@@ -114,17 +160,33 @@ def _answer(text: str, precheck: bool) -> dict[str, Any] | None:
                                  stderr=subprocess.DEVNULL, env=env, cwd="/")
     except OSError:
         return None
+    assert child.stdin is not None and child.stdout is not None
+    # Past the timeout the child is killed: the write or the read below then ends, and the answer is None.
+    watchdog = threading.Timer(TIMEOUT_S, _kill, (child,))
     try:
         if precheck and not shallow(text):
             return None
+        watchdog.start()
+        # The whole text in one blocking write, then the whole answer (the child reads all of its input before it
+        # writes a byte). Not communicate(): its poll loop takes the GIL again for every 4 KiB it writes, and with
+        # another thread busy (the CLI importing while an early parse runs) each take can wait a switch interval.
         try:
-            out, _ = child.communicate(data, timeout=TIMEOUT_S)
-        except (OSError, subprocess.SubprocessError):
-            return None  # the pipe broke (the child died early) or it ran past the timeout
+            child.stdin.write(data)
+            child.stdin.close()
+            out = child.stdout.read()
+        except OSError:
+            return None  # the pipe broke: the child died early, or the watchdog killed it
+        child.wait()
     finally:
-        if child.returncode is None:  # not reaped: refused by the pre-check, a broken pipe, the timeout
-            child.kill()
-            child.communicate()  # its pipes closed, the process reaped
+        watchdog.cancel()
+        if child.returncode is None:  # not reaped: refused by the pre-check, a broken pipe
+            _kill(child)
+        child.wait()
+        for pipe in (child.stdin, child.stdout):
+            try:
+                pipe.close()
+            except OSError:
+                pass  # a write the kill cut short leaves unflushed bytes that closing cannot send
     if child.returncode != 0 or not out.startswith(b"{"):
         return None
     if b"null" in out and b"null" in _JSON_STRING.sub(b"", out):  # a string may say null ("/dev/null"); JSON may not
@@ -134,6 +196,13 @@ def _answer(text: str, precheck: bool) -> dict[str, Any] | None:
     except (UnicodeDecodeError, ValueError, RecursionError):
         return None
     return value if isinstance(value, dict) else None
+
+
+def _kill(child: subprocess.Popen[bytes]) -> None:
+    try:
+        child.kill()
+    except OSError:
+        pass  # already gone
 
 
 def child_argv(where: str) -> list[str]:
