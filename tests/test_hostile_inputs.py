@@ -8,15 +8,21 @@ answered; the spec parser gets a 60,000-deep array and an oversized text.
 from __future__ import annotations
 
 import json
+import os
 import socket
+import subprocess
+import sys
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
 
 from railguard.daemon.api import Server
 from railguard.daemon.service import Daemon
+from railguard.engine.capture import spec_digest_on_disk
+from railguard.engine.workspace import Workspace, read_spec_file
+from railguard.model.diagnostics import RailguardError
 from railguard.model.specfile import MAX_SPEC_BYTES, parse_spec
 
 
@@ -79,6 +85,51 @@ def test_deep_or_huge_toml_is_a_diagnostic() -> None:
     assert spec is None and [d.code for d in found] == ["spec.toml_syntax"]
     spec, found = parse_spec("# " + "x" * MAX_SPEC_BYTES)
     assert spec is None and [d.code for d in found] == ["spec.too_large"]
+
+
+def _fifo(path: Path) -> None:
+    os.mkfifo(path)  # opening it for reading waits for a writer
+
+
+def _endless(path: Path) -> None:
+    os.symlink("/dev/zero", path)  # reading it never ends
+
+
+def _folder(path: Path) -> None:
+    path.mkdir()
+
+
+def _over_the_limit(path: Path) -> None:
+    path.write_text("#" * (MAX_SPEC_BYTES + 1))
+
+
+# What a spec path may name besides a spec (an agent can put any of these where the daemon reads the served spec).
+SPEC_FILES: dict[str, tuple[Callable[[Path], None], str]] = {
+    "fifo": (_fifo, "spec.unreadable"), "/dev/zero": (_endless, "spec.unreadable"),
+    "folder": (_folder, "spec.unreadable"), "over the limit": (_over_the_limit, "spec.too_large"),
+}
+
+
+@pytest.mark.timeout(30)
+@pytest.mark.parametrize("kind", sorted(SPEC_FILES))
+def test_a_spec_path_naming_something_else_is_a_diagnostic_at_once(kind: str, tmp_path: Path) -> None:
+    make, code = SPEC_FILES[kind]
+    make(tmp_path / "railguard.toml")
+    ws = Workspace(tmp_path / "railguard.toml", tmp_path / ".railguard")
+    with pytest.raises(RailguardError) as refused:
+        ws.load()
+    assert [d.code for d in refused.value.diagnostics] == [code]
+    assert spec_digest_on_disk(ws) is None  # the daemon's drift check of the file on disk does not hang either
+    # The CLI reads it before its imports too (railguard validate's early parse): it must not block there.
+    done = subprocess.run([sys.executable, "-m", "railguard", "validate", "--spec", str(ws.spec_path), "--json"],
+                          capture_output=True, text=True, timeout=20)
+    assert done.returncode == 1 and [d["code"] for d in json.loads(done.stdout)["diagnostics"]] == [code]
+
+
+def test_a_spec_is_read_with_the_line_ends_text_mode_gives(tmp_path: Path) -> None:
+    path = tmp_path / "railguard.toml"
+    path.write_bytes(b'[app]\r\nname = "x\xc3\xa9"\r\n# old Mac\rend = 1\n')
+    assert read_spec_file(path) == path.read_text(encoding="utf-8")  # the spec's digest does not move
 
 
 def test_terminal_output_strips_control_characters_but_keeps_styles() -> None:

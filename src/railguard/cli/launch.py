@@ -43,6 +43,8 @@ def _parse_ahead(options: list[str]) -> None:
     import os
     from pathlib import Path
 
+    from railguard.engine.workspace import read_spec_file
+
     spec = os.environ.get("RAILGUARD_SPEC") or "railguard.toml"
     for i, word in enumerate(options):
         if word == "--spec" and i + 1 < len(options):
@@ -50,8 +52,8 @@ def _parse_ahead(options: list[str]) -> None:
         elif word.startswith("--spec="):
             spec = word.split("=", 1)[1]
     try:
-        text = Path(spec).read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError, ValueError):
+        text = read_spec_file(Path(spec))
+    except (OSError, ValueError):  # the command reads it again and reports what is wrong
         return
     from railguard.engine import tomlchild
 

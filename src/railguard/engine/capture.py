@@ -14,7 +14,7 @@ import hashlib
 import tomllib
 from pathlib import Path
 
-from railguard.engine.workspace import Workspace
+from railguard.engine.workspace import Workspace, read_spec_file
 from railguard.model.api import Release
 from railguard.model.diagnostics import Diagnostic, RailguardError, Severity, error, warning
 from railguard.model.plans import PlanSource
@@ -200,8 +200,8 @@ def _names(paths: list[str]) -> str:
 def spec_digest_on_disk(ws: Workspace) -> str | None:
     """The digest of the spec file as it is now, read as a plan reads it (None when it cannot be read)."""
     try:
-        text = ws.spec_path.read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError):
+        text = read_spec_file(ws.spec_path)
+    except (OSError, ValueError):  # a decoding error is a ValueError, as is a file over the limit
         return None
     return "sha256:" + hashlib.sha256(text.encode("utf-8")).hexdigest()
 

@@ -14,6 +14,7 @@ relative paths resolve exactly as for the real spec, and nothing is written besi
 
 from __future__ import annotations
 
+import errno
 import os
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -25,6 +26,38 @@ if TYPE_CHECKING:  # the models are imported where a spec is parsed or a problem
     from railguard.state.store import Store
 
 SPEC_NAME = "railguard.toml"
+
+
+class SpecTooLarge(ValueError):
+    """The spec file holds more than :data:`~railguard.model.speclimit.MAX_SPEC_BYTES`."""
+
+
+def read_spec_file(path: Path) -> str:
+    """The text of the spec file at ``path`` as ``Path.read_text(encoding="utf-8")`` gives it (line ends made
+    ``\\n``), read as the name of something an agent may have put there: only a regular file (a FIFO would block
+    the reader for good: the daemon's observer reads the served spec), and at most the limit (``/dev/zero`` never
+    ends). Raises ``OSError`` (not a regular file, unreadable), ``UnicodeDecodeError`` or :class:`SpecTooLarge`.
+    Called by :meth:`Workspace.read_spec_text`, the drift check of the file on disk and the CLI's early parse."""
+    import stat
+
+    from railguard.model.speclimit import MAX_SPEC_BYTES
+
+    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)  # opening a FIFO does not wait for a writer
+    try:
+        mode = os.fstat(fd).st_mode
+        if stat.S_ISDIR(mode):
+            raise IsADirectoryError(errno.EISDIR, os.strerror(errno.EISDIR), str(path))
+        if not stat.S_ISREG(mode):
+            raise OSError(errno.EINVAL, "not a regular file (a FIFO, a socket or a device)", str(path))
+    except BaseException:
+        os.close(fd)
+        raise
+    with os.fdopen(fd, "rb") as handle:
+        data = handle.read(MAX_SPEC_BYTES + 1)
+    if len(data) > MAX_SPEC_BYTES:
+        raise SpecTooLarge(str(path))
+    # What text mode's universal newlines make of it: a spec's digest (and so drift) must not move with the reader.
+    return data.decode("utf-8").replace("\r\n", "\n").replace("\r", "\n")
 
 
 class Workspace:
@@ -85,7 +118,11 @@ class Workspace:
                 file=str(self.spec_path),
             ))
         try:
-            return self.spec_path.read_text(encoding="utf-8")
+            return read_spec_file(self.spec_path)
+        except SpecTooLarge as exc:
+            from railguard.model.specfile import too_large
+
+            raise RailguardError(too_large(str(self.spec_path))) from exc
         except (OSError, UnicodeDecodeError) as exc:
             raise RailguardError(error(
                 "spec.unreadable", f"Cannot read {self.spec_path.name}",

@@ -24,9 +24,9 @@ from pydantic import BaseModel, ValidationError
 from railguard.model import checks, counters
 from railguard.model.diagnostics import Diagnostic, error
 from railguard.model.spec import DURATION_ERROR, Spec
+from railguard.model.speclimit import MAX_SPEC_BYTES as MAX_SPEC_BYTES  # its tests' import of it
 from railguard.model.tomllines import LineIndex
 
-MAX_SPEC_BYTES = 8_000_000
 _DOCS = "See `railguard schema` for every field, or docs/spec.md."
 
 
@@ -156,11 +156,7 @@ def parse_spec(text: str, file: str | None = None,
     (the engine's :func:`railguard.engine.tomlchild.loads`, which parses large texts in a child process)."""
     counters.bump("spec-parse")
     if len(text.encode("utf-8", errors="replace")) > MAX_SPEC_BYTES:
-        return None, [error(
-            "spec.too_large", "Spec is too large",
-            f"The spec is larger than {MAX_SPEC_BYTES} bytes, which no real app needs.",
-            "Check that the right file is given.", file=file,
-        )]
+        return None, [too_large(file)]
     try:
         raw = loads(text)
     except RecursionError:  # tomllib recurses per nesting level: a hostile spec nests 60,000 arrays
@@ -185,6 +181,13 @@ def parse_spec(text: str, file: str | None = None,
     found = [d.model_copy(update={"file": file, "line": d.line or _line_for(d, lines)})
              for d in checks.check(spec)]
     return (spec, found)
+
+
+def too_large(file: str | None) -> Diagnostic:
+    """A spec text (or file) over :data:`MAX_SPEC_BYTES`."""
+    return error("spec.too_large", "Spec is too large",
+                 f"The spec is larger than {MAX_SPEC_BYTES} bytes, which no real app needs.",
+                 "Check that the right file is given.", file=file)
 
 
 def _too_deep(file: str | None) -> Diagnostic:
