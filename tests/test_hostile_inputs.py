@@ -20,6 +20,7 @@ import pytest
 
 from railguard.daemon.api import Server
 from railguard.daemon.service import Daemon
+from railguard.engine.appscan import read
 from railguard.engine.capture import spec_digest_on_disk
 from railguard.engine.workspace import Workspace, read_spec_file
 from railguard.model.diagnostics import RailguardError
@@ -158,3 +159,16 @@ def test_one_line_values_cannot_fake_another_line_of_a_plan_and_invisible_charac
     console = SafeConsole(file=io.StringIO(), force_terminal=False, highlight=False)
     console.print(one_line("prod\u200buction\ufeff \u2066x\u2069 \u200eok"))
     assert console.file.getvalue() == "production x ok\n"  # type: ignore[attr-defined]
+
+
+@pytest.mark.timeout(60)
+def test_init_reads_past_fifos_and_endless_files_the_app_folder_holds(tmp_path: Path) -> None:
+    (tmp_path / "app.py").write_text("from flask import Flask\napp = Flask(__name__)\n")
+    for name in ("requirements.txt", "pyproject.toml", "Pipfile", "manage.py"):
+        _fifo(tmp_path / name)
+    _endless(tmp_path / ".env")
+    assert read(tmp_path / "requirements.txt") == "" and read(tmp_path / ".env") == ""
+    done = subprocess.run([sys.executable, "-m", "railguard", "init", "--json"], cwd=tmp_path, capture_output=True,
+                          text=True, timeout=30)
+    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
+    assert json.loads(done.stdout)["framework"] == "flask"

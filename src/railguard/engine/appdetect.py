@@ -17,7 +17,8 @@ import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from railguard.engine.appscan import WSGI_FRAMEWORKS, Deps, Prefix, PyFile, read, read_deps, scan
+from railguard.engine.appscan import MAX_BYTES, WSGI_FRAMEWORKS, Deps, Prefix, PyFile, read, read_deps, scan
+from railguard.engine.readfile import read_regular, text_mode
 
 PREFERRED_FILES = ("wsgi", "asgi", "app", "main", "application", "server", "api", "run", "hello")
 HEALTH_PATH = re.compile(r"^/(healthz?|health-?check|up|ping|livez|readyz|_health)/?$")
@@ -143,7 +144,7 @@ def unpackaged(folder: Path) -> str | None:
     import tomllib
 
     try:
-        data = tomllib.loads((folder / "pyproject.toml").read_text(encoding="utf-8", errors="replace"))
+        data = tomllib.loads(text_mode(read_regular(folder / "pyproject.toml", MAX_BYTES), errors="replace"))
     except (OSError, tomllib.TOMLDecodeError):
         return None
     project, tool, system = data.get("project"), data.get("tool"), data.get("build-system")

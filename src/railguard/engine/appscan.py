@@ -13,6 +13,8 @@ import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from railguard.engine.readfile import read_regular, text_mode
+
 MAX_FILES = 400
 MAX_BYTES = 400_000
 SKIP_DIRS = {"tests", "test", "migrations", "node_modules", "venv", "env", "build", "dist", "site-packages",
@@ -35,8 +37,10 @@ def norm(name: str) -> str:
 
 
 def read(path: Path, limit: int = MAX_BYTES) -> str:
+    """The first ``limit`` characters of the app's file at ``path`` ("" when it is not a readable regular file:
+    a FIFO or a device put under a file's name is neither waited on nor read without end)."""
     try:
-        return path.read_text(encoding="utf-8", errors="replace")[:limit]
+        return text_mode(read_regular(path, 4 * limit + 4), errors="replace")[:limit]  # UTF-8: 4 bytes a char at most
     except OSError:
         return ""
 

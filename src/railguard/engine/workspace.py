@@ -14,7 +14,6 @@ relative paths resolve exactly as for the real spec, and nothing is written besi
 
 from __future__ import annotations
 
-import errno
 import os
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -33,31 +32,17 @@ class SpecTooLarge(ValueError):
 
 
 def read_spec_file(path: Path) -> str:
-    """The text of the spec file at ``path`` as ``Path.read_text(encoding="utf-8")`` gives it (line ends made
-    ``\\n``), read as the name of something an agent may have put there: only a regular file (a FIFO would block
-    the reader for good: the daemon's observer reads the served spec), and at most the limit (``/dev/zero`` never
-    ends). Raises ``OSError`` (not a regular file, unreadable), ``UnicodeDecodeError`` or :class:`SpecTooLarge`.
+    """The text of the spec file at ``path`` as ``Path.read_text(encoding="utf-8")`` gives it, read as the name of
+    something an agent may have put there (:func:`railguard.engine.readfile.read_regular`: a regular file, never
+    waited on, at most the size limit). Raises ``OSError``, ``UnicodeDecodeError`` or :class:`SpecTooLarge`.
     Called by :meth:`Workspace.read_spec_text`, the drift check of the file on disk and the CLI's early parse."""
-    import stat
-
+    from railguard.engine.readfile import read_regular, text_mode
     from railguard.model.speclimit import MAX_SPEC_BYTES
 
-    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)  # opening a FIFO does not wait for a writer
-    try:
-        mode = os.fstat(fd).st_mode
-        if stat.S_ISDIR(mode):
-            raise IsADirectoryError(errno.EISDIR, os.strerror(errno.EISDIR), str(path))
-        if not stat.S_ISREG(mode):
-            raise OSError(errno.EINVAL, "not a regular file (a FIFO, a socket or a device)", str(path))
-    except BaseException:
-        os.close(fd)
-        raise
-    with os.fdopen(fd, "rb") as handle:
-        data = handle.read(MAX_SPEC_BYTES + 1)
+    data = read_regular(path, MAX_SPEC_BYTES)
     if len(data) > MAX_SPEC_BYTES:
         raise SpecTooLarge(str(path))
-    # What text mode's universal newlines make of it: a spec's digest (and so drift) must not move with the reader.
-    return data.decode("utf-8").replace("\r\n", "\n").replace("\r", "\n")
+    return text_mode(data)
 
 
 class Workspace:
