@@ -172,3 +172,28 @@ def test_init_reads_past_fifos_and_endless_files_the_app_folder_holds(tmp_path: 
                           text=True, timeout=30)
     assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
     assert json.loads(done.stdout)["framework"] == "flask"
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="only root reads files other users cannot")
+def test_as_root_a_spec_linked_to_another_users_file_is_not_read(tmp_path: Path) -> None:
+    # An agent writes the app folder (owned by its user); its railguard.toml links to a file only root may read,
+    # whose values a validation error would quote back ("got '...'").
+    secret = tmp_path / "root-only.toml"
+    secret.write_text('[app]\nname = "x"\n[environments.staging]\nedge_port = "TOPSECRET-value"\n')
+    secret.chmod(0o600)
+    app = tmp_path / "app"
+    app.mkdir()
+    (app / "railguard.toml").symlink_to(secret)
+    os.chown(app, 65534, 65534)
+    ws = Workspace(app / "railguard.toml", app / ".railguard")
+    with pytest.raises(RailguardError) as refused:
+        ws.load()
+    assert [d.code for d in refused.value.diagnostics] == ["spec.unreadable"]
+    assert "TOPSECRET" not in refused.value.diagnostics[0].model_dump_json()
+    assert spec_digest_on_disk(ws) is None
+    # The folder's owner's own file is read as before.
+    (app / "railguard.toml").unlink()
+    (app / "railguard.toml").write_text(secret.read_text())
+    os.chown(app / "railguard.toml", 65534, 65534)
+    spec, found = ws.load()
+    assert spec is None and any("TOPSECRET" in d.detail for d in found)  # its own value, quoted to its own user

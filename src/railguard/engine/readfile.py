@@ -18,14 +18,22 @@ from pathlib import Path
 def read_regular(path: Path, limit: int) -> bytes:
     """At most ``limit + 1`` bytes of the regular file at ``path`` (one more than the limit: the caller can tell a
     file over it). Raises ``IsADirectoryError`` for a folder, ``OSError`` (``EINVAL``) for a FIFO, a socket or a
-    device, and any ``OSError`` opening or reading it raises."""
+    device, ``PermissionError`` (below), and any ``OSError`` opening or reading it raises.
+
+    As root, the file must belong to the owner of the folder that names it: root can read any file, and a link
+    (or hard link) an agent put in an app folder it writes could otherwise name one only root may read, whose
+    contents would come back in diagnostics (a spec's validation errors quote the values they refuse)."""
     fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)  # opening a FIFO does not wait for a writer
     try:
-        mode = os.fstat(fd).st_mode
-        if stat.S_ISDIR(mode):
+        info = os.fstat(fd)
+        if stat.S_ISDIR(info.st_mode):
             raise IsADirectoryError(errno.EISDIR, os.strerror(errno.EISDIR), str(path))
-        if not stat.S_ISREG(mode):
+        if not stat.S_ISREG(info.st_mode):
             raise OSError(errno.EINVAL, "not a regular file (a FIFO, a socket or a device)", str(path))
+        if os.geteuid() == 0 and info.st_uid != (folder := os.stat(path.parent).st_uid):
+            raise PermissionError(errno.EACCES, f"owned by uid {info.st_uid}, not by the owner of its folder (uid "
+                                  f"{folder}); Railguard running as root reads no other user's file through an "
+                                  "app's folder", str(path))
     except BaseException:
         os.close(fd)
         raise
