@@ -22,6 +22,7 @@ from railguard.daemon.api import Server
 from railguard.daemon.service import Daemon
 from railguard.engine.appscan import read
 from railguard.engine.capture import spec_digest_on_disk
+from railguard.engine.facts import Facts
 from railguard.engine.workspace import Workspace, read_spec_file
 from railguard.model.diagnostics import RailguardError
 from railguard.model.specfile import MAX_SPEC_BYTES, parse_spec
@@ -197,3 +198,25 @@ def test_as_root_a_spec_linked_to_another_users_file_is_not_read(tmp_path: Path)
     os.chown(app / "railguard.toml", 65534, 65534)
     spec, found = ws.load()
     assert spec is None and any("TOPSECRET" in d.detail for d in found)  # its own value, quoted to its own user
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="only root reads files other users cannot")
+def test_as_root_a_spec_cannot_point_the_source_at_another_users_folder(tmp_path: Path) -> None:
+    private = tmp_path / "root-only"
+    private.mkdir(mode=0o700)
+    (private / "app.py").write_text("print(1)\n")
+    (private / "secret.txt").write_text("only root reads this\n")
+    app = tmp_path / "app"
+    app.mkdir()
+    spec = '[app]\nname = "a"\nsource = "{}"\n[environments.staging]\nedge_port = 18999\n' \
+           '[services.web]\nrun = ["python", "app.py"]\nlisten = false\n'
+    (app / "railguard.toml").write_text(spec.format(private))
+    for path in (app, app / "railguard.toml"):
+        os.chown(path, 65534, 65534)
+    with pytest.raises(RailguardError) as refused:
+        Facts(Workspace(app / "railguard.toml", tmp_path / "state")).source()
+    assert [d.code for d in refused.value.diagnostics] == ["source.not_owned"]
+    # A folder of the spec's owner (a monorepo's parent folder, say) is snapshotted as before.
+    os.chown(private, 65534, 65534)
+    assert set(Facts(Workspace(app / "railguard.toml", tmp_path / "state")).source().files) == {
+        "app.py", "secret.txt"}

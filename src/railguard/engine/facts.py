@@ -12,6 +12,7 @@ reads them again under it.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable, Hashable
 from pathlib import Path
 from typing import Any, TypeVar, cast
@@ -114,5 +115,17 @@ class Facts:
                 f"[app].source points at {source_root}, which is not a folder.",
                 "Fix app.source in the spec (it is relative to the spec file), then run `railguard validate`.",
                 address="app.source",
+            ))
+        owner, spec_owner = source_root.stat().st_uid, self.ws.root.stat().st_uid
+        if os.geteuid() == 0 and owner != spec_owner:
+            # Root reads every file: a spec an agent wrote could point the snapshot at a folder only root may
+            # read, and the release it becomes is readable by the app's own user.
+            raise RailguardError(error(
+                "source.not_owned", "The app source belongs to another user than the spec's folder",
+                f"[app].source points at {source_root}, owned by uid {owner}, and the spec's folder {self.ws.root} "
+                f"by uid {spec_owner}. Railguard runs as root: it would copy into the release, for the app to read, "
+                "files that only their owner may read.",
+                "Point app.source at a folder of the spec's owner (or give it to them with chown), then run "
+                "`railguard plan` again.", address="app.source",
             ))
         return capture.take(source_root, self.ws, self.spec)

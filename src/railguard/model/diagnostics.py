@@ -79,6 +79,7 @@ CODES: dict[str, str] = {
     "source.special_skipped": "FIFOs, sockets or devices in the source folder were skipped, never opened.",
     "source.link_skipped": "Symlinks leading out of the source folder (or to an excluded file) were skipped.",
     "source.unreadable": "A file of the source folder could not be read.",
+    "source.not_owned": "As root, the app source is a folder of another user than the spec's folder's owner.",
     # plans and apply
     "plan.not_found": "No saved plan has that id.",
     "plan.hash_mismatch": "The saved plan does not match its content hash (tampered).",
