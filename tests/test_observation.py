@@ -8,7 +8,10 @@ tests/e2e/test_observe.py and tests/mcp/test_observe_agent.py.
 from __future__ import annotations
 
 import json
+import os
+import shutil
 import sys
+import tempfile
 import threading
 import time
 from collections.abc import Iterator
@@ -20,6 +23,7 @@ import pytest
 from railguard.daemon.alerts import Deliverer
 from railguard.daemon.metrics import KEEP_S, Counts, RequestMetrics
 from railguard.daemon.verification import Watch, judge
+from railguard.engine import asuser
 from railguard.model.api import Evidence, IncidentKind, IncidentState
 from railguard.model.diagnostics import RailguardError
 from railguard.model.spec import Alerts, Thresholds
@@ -172,7 +176,8 @@ def test_failed_deliveries_are_retried_then_recorded_and_a_command_gets_the_json
                                                                                 failing_hook: int) -> None:
     _Hook.bodies = []
     store = Store.open(tmp_path)
-    deliverer = Deliverer(tmp_path, lambda: store, backoff_s=0.01)
+    # The command writes into tmp_path: it runs as tmp_path's owner (this test's user; root's folder, root's words).
+    deliverer = Deliverer(tmp_path, lambda: store, backoff_s=0.01, command_user=lambda: asuser.owner_of(tmp_path))
     deliverer.start()
     found, _ = incidents.open_or_add(store, IncidentKind.crash_loop, "s", "boom", service="web", release=1)
     out = tmp_path / "got.json"
@@ -194,6 +199,32 @@ def test_failed_deliveries_are_retried_then_recorded_and_a_command_gets_the_json
                                               (incidents.get(store, found.id) or found).deliveries),
              what="the unresolvable webhook recorded as failed")
     deliverer.stop()
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="only a root daemon has an authority to drop")
+def test_a_root_daemon_runs_the_alert_command_as_the_spec_folders_owner_never_as_root(
+        tmp_path: Path, request: pytest.FixtureRequest) -> None:
+    # The spec is an agent's text: its [alerts] command ran as root, whoever wrote it.
+    store = Store.open(tmp_path / "state")
+    app = tmp_path / "app"
+    app.mkdir(mode=0o755)
+    os.chown(app, 65534, 65534)
+    out = Path(tempfile.mkdtemp(dir="/tmp"))  # pytest's own folders are root's alone: nobody writes its answer here
+    out.chmod(0o777)
+    request.addfinalizer(lambda: shutil.rmtree(out, ignore_errors=True))
+    deliverer = Deliverer(tmp_path, lambda: store, backoff_s=0.01, command_user=lambda: asuser.owner_of(app))
+    deliverer.start()
+    found, _ = incidents.open_or_add(store, IncidentKind.crash_loop, "s", "boom", service="web", release=1)
+    report = ("import os, json, sys; sys.stdin.read(); s = open('/proc/self/status').read().splitlines(); "
+              f"open({str(out / 'who.json')!r}, 'w').write(json.dumps([os.getuid(), os.geteuid(), "
+              "[l.split()[1] for l in s if l.startswith('NoNewPrivs:')]]))")
+    deliverer.send(found, "opened", Alerts(command=[sys.executable, "-c", report]))
+    wait_for(lambda: deliverer.idle() and (incidents.get(store, found.id) or found).deliveries, what="the delivery")
+    assert (incidents.get(store, found.id) or found).deliveries[0].ok
+    assert json.loads((out / "who.json").read_text()) == [65534, 65534, ["1"]]
+    deliverer.stop()
+    app.chmod(0o775)  # a folder others may write: any of them could have written the command
+    assert asuser.owner_of(app) == asuser.nobody()
 
 
 def test_the_access_reader_reads_appended_lines_and_follows_a_roll(tmp_path: Path) -> None:

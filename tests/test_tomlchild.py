@@ -19,7 +19,7 @@ from typing import Any
 import psutil
 import pytest
 
-from railguard.engine import specmemo, tomlchild
+from railguard.engine import asuser, specmemo, tomlchild
 from railguard.model.counters import COUNTS
 from railguard.model.specfile import parse_spec
 
@@ -198,7 +198,7 @@ def test_as_root_the_child_runs_as_nobody_without_groups_or_new_privileges(monke
 
 @pytest.mark.skipif(os.geteuid() != 0, reason="only a root caller has an authority to drop")
 def test_as_root_without_setpriv_no_child_starts_and_tomllib_answers(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(tomlchild.shutil, "which", lambda name: None)
+    monkeypatch.setattr(asuser.shutil, "which", lambda name: None)
     before = {c.pid for c in psutil.Process().children()}
     text = 'a = "x"\n' + PAD
     assert tomlchild.child_loads(text) is None

@@ -1,12 +1,12 @@
 """Alert delivery: each incident transition goes to the ``[alerts]`` of the served spec, off the daemon's path.
 
-A webhook gets a JSON POST (timeout, retries with exponential backoff, an HMAC-SHA256 signature of
-the body in ``X-Railguard-Signature`` keyed by the state folder's alert key kept beside its secret key,
-outside the state folder); a command gets the same JSON on stdin (timeout, no shell, a minimal
-environment). Deliveries run on one background thread fed by a bounded queue, so a hook that hangs,
-fails or does not resolve never blocks an operation or the observation loop; each attempt's outcome
-is recorded on the incident (``deliveries``). The same transition of the same incident is delivered
-once per channel (dedup). Called by :mod:`railguard.daemon.incidents`.
+A webhook gets a JSON POST (timeout, retries with exponential backoff, an HMAC-SHA256 signature of the body in
+``X-Railguard-Signature`` keyed by the state folder's alert key kept beside its secret key, outside the state
+folder); a command gets the same JSON on stdin (timeout, no shell, a minimal environment; run by a root daemon as
+the owner of the served spec's folder, never as root for a folder others may write). Deliveries run on one
+background thread fed by a bounded queue, so a hook that hangs, fails or does not resolve never blocks an operation
+or the observation loop; each attempt's outcome is recorded on the incident (``deliveries``). The same transition of
+the same incident is delivered once per channel (dedup). Called by :mod:`railguard.daemon.incidents`.
 """
 
 from __future__ import annotations
@@ -27,6 +27,7 @@ from pathlib import Path
 
 import httpx
 
+from railguard.engine import asuser
 from railguard.model.api import AlertDelivery, Incident
 from railguard.model.spec import Alerts
 from railguard.secrets.keys import key_dir, state_id
@@ -76,10 +77,15 @@ class Job:
 
 
 class Deliverer:
-    def __init__(self, home: Path, store: Callable[[], Store], backoff_s: float = BACKOFF_S) -> None:
+    def __init__(self, home: Path, store: Callable[[], Store], backoff_s: float = BACKOFF_S,
+                 command_user: Callable[[], asuser.Identity] = asuser.nobody) -> None:
+        """``command_user``: who the ``[alerts]`` command runs as when the daemon is root (the observer names the
+        owner of the served spec's folder): the spec is an agent's text, so its command gets no more authority
+        than the spec's owner has, and never root's."""
         self.home = home
         self.store = store
         self.backoff_s = backoff_s
+        self.command_user = command_user
         self._queue: queue.Queue[Job | None] = queue.Queue(maxsize=QUEUE_MAX)
         self._sent: set[tuple[str, str, str]] = set()  # (incident, transition, channel) already handed out
         self._thread: threading.Thread | None = None
@@ -127,7 +133,7 @@ class Deliverer:
             channels.append(("webhook", lambda data: self._post(url, data)))
         if job.alerts.command:
             argv = list(job.alerts.command)
-            channels.append(("command", lambda data: self._run_command(argv, data)))
+            channels.append(("command", lambda data: self._run_command(argv, data, self.command_user())))
         for channel, send in channels:
             key = (job.incident.id, job.transition, channel)
             if key in self._sent:
@@ -157,10 +163,12 @@ class Deliverer:
             raise RuntimeError(f"the webhook answered HTTP {answer.status_code}")
 
     @staticmethod
-    def _run_command(argv: list[str], body: bytes) -> None:
+    def _run_command(argv: list[str], body: bytes, who: asuser.Identity) -> None:
         env = {k: v for k, v in os.environ.items() if k in ("PATH", "HOME", "LANG", "TZ")}
+        if os.geteuid() == 0:  # as root: the spec's owner (or nobody), never root (engine/asuser.py)
+            argv, env["HOME"] = asuser.argv_as(who, argv), who.home
         done = subprocess.run(argv, input=body, capture_output=True, timeout=TIMEOUT_S * 2, env=env, check=False,
-                              start_new_session=True)
+                              start_new_session=True, cwd="/")
         if done.returncode != 0:
             tail = done.stderr.decode(errors="replace").strip()[-300:]
             raise RuntimeError(f"the command exited with status {done.returncode}" + (f": {tail}" if tail else ""))

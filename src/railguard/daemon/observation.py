@@ -33,6 +33,7 @@ from railguard.daemon.incidents import Incidents, after_rollback, alert_only
 from railguard.daemon.metrics import RING_S, Counts, RequestMetrics
 from railguard.daemon.verification import Verdict, Watch, judge
 from railguard.daemon.watchers import Watchers
+from railguard.engine import asuser
 from railguard.engine.workspace import Workspace
 from railguard.model.api import Evidence, IncidentKind, IncidentState, OperationStatus
 from railguard.model.diagnostics import RailguardError
@@ -70,7 +71,7 @@ class Observer:
     def __init__(self, daemon: Daemon) -> None:
         self.daemon = daemon
         self.metrics = RequestMetrics()
-        self.deliverer = Deliverer(daemon.home, daemon.store)
+        self.deliverer = Deliverer(daemon.home, daemon.store, command_user=self.alert_command_user)
         self.incidents = Incidents(daemon.store, self.deliverer, self.alerts)
         self.watchers = Watchers(daemon, self.incidents)  # failed rollouts, health regressions, audit
         self.canaries = Canaries(self)  # canary steps: analysed, advanced or aborted
@@ -105,6 +106,12 @@ class Observer:
     def alerts(self) -> Alerts | None:
         spec = self.spec()
         return spec.alerts if spec is not None else None
+
+    def alert_command_user(self) -> asuser.Identity:
+        """Who a root daemon runs the ``[alerts]`` command as: the owner of the served spec's folder (whose hook it
+        is; :func:`railguard.engine.asuser.owner_of`), ``nobody`` when there is no served spec."""
+        path = housekeeping.served_spec(self.daemon.store())
+        return asuser.owner_of(Path(path).parent) if path is not None else asuser.nobody()
 
     def service_view(self, env: str, service: str, release: int | None) -> dict[str, Any]:
         """The status fields observation adds to one service: its request windows, verification time left."""

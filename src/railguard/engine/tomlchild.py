@@ -32,9 +32,7 @@ from __future__ import annotations
 import importlib.util
 import json
 import os
-import pwd
 import re
-import shutil
 import subprocess
 import sys
 import threading
@@ -42,6 +40,7 @@ import tomllib
 from pathlib import Path
 from typing import Any
 
+from railguard.engine import asuser
 from railguard.model import counters
 
 # Characters (~2,300 services of bench/plan_scale.py): below, the child's start (interpreter + toml_rs, ~40 ms of
@@ -207,27 +206,11 @@ def _kill(child: subprocess.Popen[bytes]) -> None:
 
 def child_argv(where: str) -> list[str]:
     """The child's command line. As root, the child parses a text an agent wrote with no authority of its own:
-    util-linux ``setpriv`` runs it as ``nobody`` with no groups and no new privileges (a setuid program it could
-    exec gives it none). Without ``setpriv`` a root caller does not start the child at all (tomllib parses in
-    process, as for a text the pre-check refuses); an interpreter ``nobody`` cannot run (a virtualenv in a
-    private folder) fails to start, and tomllib parses too."""
-    argv = [sys.executable, "-I", "-S", "-c", CHILD, where]
-    if os.geteuid() != 0:
-        return argv
-    setpriv = shutil.which("setpriv")
-    if setpriv is None:
-        raise OSError("no setpriv to start the TOML child without root's authority")
-    uid, gid = _nobody()
-    return [setpriv, f"--reuid={uid}", f"--regid={gid}", "--clear-groups", "--no-new-privs", *argv]
-
-
-def _nobody() -> tuple[int, int]:
-    """``nobody``'s uid and gid, or the kernel's overflow ids (65534) where the account is not listed."""
-    try:
-        found = pwd.getpwnam("nobody")
-    except KeyError:
-        return 65534, 65534
-    return found.pw_uid, found.pw_gid
+    util-linux ``setpriv`` runs it as ``nobody`` with no groups and no new privileges (:mod:`railguard.engine.asuser`;
+    a setuid program it could exec gives it none). Without ``setpriv`` a root caller does not start the child at
+    all (tomllib parses in process, as for a text the pre-check refuses); an interpreter ``nobody`` cannot run (a
+    virtualenv in a private folder) fails to start, and tomllib parses too."""
+    return asuser.argv_as(asuser.nobody(), [sys.executable, "-I", "-S", "-c", CHILD, where])
 
 
 def _sendable(text: str) -> bool:
