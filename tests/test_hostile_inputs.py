@@ -25,6 +25,7 @@ from railguard.engine.capture import spec_digest_on_disk
 from railguard.engine.facts import Facts
 from railguard.engine.workspace import Workspace, read_spec_file
 from railguard.model.diagnostics import RailguardError
+from railguard.sources.listing import TooLarge, list_source
 from railguard.model.specfile import MAX_SPEC_BYTES, parse_spec
 
 
@@ -220,3 +221,16 @@ def test_as_root_a_spec_cannot_point_the_source_at_another_users_folder(tmp_path
     os.chown(private, 65534, 65534)
     assert set(Facts(Workspace(app / "railguard.toml", tmp_path / "state")).source().files) == {
         "app.py", "secret.txt"}
+
+
+@pytest.mark.timeout(60)
+def test_an_ignore_file_is_read_up_to_a_limit_and_its_unusable_patterns_are_skipped(tmp_path: Path) -> None:
+    (tmp_path / "app.py").write_text("print(1)\n")
+    (tmp_path / "big.bin").write_text("x")
+    (tmp_path / ".gitignore").write_text("big.bin\n" + "a" * 10_000 + "\n" + "nul\0here\n")
+    assert {f.rel for f in list_source(tmp_path).files} == {".gitignore", "app.py"}  # big.bin still ignored
+    with (tmp_path / ".railguardignore").open("wb") as sparse:
+        sparse.truncate(10 * 1024 ** 3)  # 10 GB of NULs, nothing on disk: read whole, the daemon ran out of memory
+    with pytest.raises(TooLarge) as refused:
+        list_source(tmp_path)
+    assert refused.value.largest[0][0] == ".railguardignore"

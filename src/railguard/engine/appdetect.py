@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from railguard.engine.appscan import MAX_BYTES, WSGI_FRAMEWORKS, Deps, Prefix, PyFile, read, read_deps, scan
-from railguard.engine.readfile import read_regular, text_mode
+from railguard.sources.readfile import read_regular, text_mode
 
 PREFERRED_FILES = ("wsgi", "asgi", "app", "main", "application", "server", "api", "run", "hello")
 HEALTH_PATH = re.compile(r"^/(healthz?|health-?check|up|ping|livez|readyz|_health)/?$")

@@ -13,7 +13,7 @@ import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from railguard.engine.readfile import read_regular, text_mode
+from railguard.sources.readfile import read_regular, text_mode
 
 MAX_FILES = 400
 MAX_BYTES = 400_000

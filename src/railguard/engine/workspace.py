@@ -33,11 +33,11 @@ class SpecTooLarge(ValueError):
 
 def read_spec_file(path: Path) -> str:
     """The text of the spec file at ``path`` as ``Path.read_text(encoding="utf-8")`` gives it, read as the name of
-    something an agent may have put there (:func:`railguard.engine.readfile.read_regular`: a regular file, never
+    something an agent may have put there (:func:`railguard.sources.readfile.read_regular`: a regular file, never
     waited on, at most the size limit). Raises ``OSError``, ``UnicodeDecodeError`` or :class:`SpecTooLarge`.
     Called by :meth:`Workspace.read_spec_text`, the drift check of the file on disk and the CLI's early parse."""
-    from railguard.engine.readfile import read_regular, text_mode
     from railguard.model.speclimit import MAX_SPEC_BYTES
+    from railguard.sources.readfile import read_regular, text_mode
 
     data = read_regular(path, MAX_SPEC_BYTES)
     if len(data) > MAX_SPEC_BYTES:

@@ -25,6 +25,8 @@ from pathlib import Path
 
 import pathspec
 
+from railguard.sources.readfile import read_regular, text_mode
+
 # The spec is not part of the app: changing `replicas` must not look like a code change.
 ALWAYS_IGNORED = ["/railguard.toml", ".git/", ".railguard/", ".venv/", "venv/", "__pycache__/", "*.pyc",
                   "node_modules/", ".mypy_cache/", ".pytest_cache/", ".ruff_cache/", ".hypothesis/"]
@@ -35,6 +37,8 @@ SECRET_NAMES = [".env", ".env.*", "!.env.example", "!.env.sample", "!.env.templa
                 "id_rsa", "id_dsa", "id_ecdsa", "id_ed25519", ".netrc", ".pgpass", ".htpasswd", ".pypirc",
                 "credentials.json", ".aws/credentials", ".docker/config.json"]
 MAX_FILES = 50_000
+IGNORE_FILE_BYTES = 4 * 1024 * 1024  # of a .gitignore or .railguardignore: patterns, not data
+MAX_PATTERN_CHARS = 4096  # PATH_MAX
 DEFAULT_MAX_BYTES = 200 * 1024 * 1024
 
 
@@ -86,16 +90,31 @@ def _lines(root: Path, name: str) -> list[str]:
     try:
         if not stat.S_ISREG(os.lstat(path).st_mode):  # never open a FIFO named .gitignore
             return []
-        return path.read_text(encoding="utf-8", errors="replace").splitlines()[:100_000]
+        data = read_regular(path, IGNORE_FILE_BYTES, same_owner=False)  # a sparse 10 GB one costs nothing to make
     except OSError:
         return []
+    # A pattern is a path: one longer than any path, or with a NUL (no path has one), is no pattern; git skips
+    # patterns it cannot use, and so does this (the compiler below refuses them all at once otherwise).
+    lines = text_mode(data[:IGNORE_FILE_BYTES], errors="replace").splitlines()[:100_000]
+    return [line for line in lines if len(line) <= MAX_PATTERN_CHARS and "\0" not in line]
 
 
 @functools.lru_cache(maxsize=16)
 def _compiled(lines: tuple[str, ...]) -> pathspec.PathSpec:  # type: ignore[type-arg]
     """Patterns compiled once per distinct text: status lists the source on every call, and compiling the ignore
     files' patterns was a fifth of that listing (the files are still read every time, so an edit is seen)."""
-    return pathspec.PathSpec.from_lines("gitignore", lines)
+    try:
+        return pathspec.PathSpec.from_lines("gitignore", lines)
+    except Exception:  # the compiler (re2, re) refused the set: keep every pattern it takes alone
+        return pathspec.PathSpec.from_lines("gitignore", [line for line in lines if _compiles(line)])
+
+
+def _compiles(line: str) -> bool:
+    try:
+        pathspec.PathSpec.from_lines("gitignore", [line])
+    except Exception:  # any refusal of the compiler means the same: not a usable pattern
+        return False
+    return True
 
 
 def ignore_spec(root: Path) -> pathspec.PathSpec:  # type: ignore[type-arg]
