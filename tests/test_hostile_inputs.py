@@ -25,8 +25,8 @@ from railguard.engine.capture import spec_digest_on_disk
 from railguard.engine.facts import Facts
 from railguard.engine.workspace import Workspace, read_spec_file
 from railguard.model.diagnostics import RailguardError
-from railguard.sources.listing import TooLarge, list_source
 from railguard.model.specfile import MAX_SPEC_BYTES, parse_spec
+from railguard.sources.listing import TooLarge, list_source
 
 
 @pytest.fixture
