@@ -26,6 +26,7 @@ from railguard.engine.facts import Facts
 from railguard.engine.workspace import Workspace, read_spec_file
 from railguard.model.diagnostics import RailguardError
 from railguard.model.specfile import MAX_SPEC_BYTES, parse_spec
+from railguard.providers.local import dependencies
 from railguard.sources.listing import TooLarge, list_source
 
 
@@ -234,3 +235,17 @@ def test_an_ignore_file_is_read_up_to_a_limit_and_its_unusable_patterns_are_skip
     with pytest.raises(TooLarge) as refused:
         list_source(tmp_path)
     assert refused.value.largest[0][0] == ".railguardignore"
+
+
+def test_a_pyproject_nested_past_the_parser_is_no_project_not_a_crash(tmp_path: Path) -> None:
+    # tomllib recurses per nesting level: an app's pyproject.toml (or Pipfile) 100,000 deep raised RecursionError
+    # through init's scan and the daemon's build, neither of which expected anything but a syntax error.
+    (tmp_path / "app.py").write_text("from flask import Flask\napp = Flask(__name__)\n")
+    deep = "[project]\nname = 'x'\nx = " + "[" * 100_000 + "\n"
+    for name in ("pyproject.toml", "Pipfile", "uv.toml"):
+        (tmp_path / name).write_text(deep)
+    assert not dependencies._declares_project(tmp_path / "pyproject.toml")
+    done = subprocess.run([sys.executable, "-m", "railguard", "init", "--json"], cwd=tmp_path, capture_output=True,
+                          text=True, timeout=60)
+    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
+    assert json.loads(done.stdout)["framework"] == "flask"

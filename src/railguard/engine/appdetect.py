@@ -145,7 +145,7 @@ def unpackaged(folder: Path) -> str | None:
 
     try:
         data = tomllib.loads(text_mode(read_regular(folder / "pyproject.toml", MAX_BYTES), errors="replace"))
-    except (OSError, tomllib.TOMLDecodeError):
+    except (OSError, tomllib.TOMLDecodeError, RecursionError):
         return None
     project, tool, system = data.get("project"), data.get("tool"), data.get("build-system")
     backend = system.get("build-backend") if isinstance(system, dict) else None

@@ -95,7 +95,7 @@ def read_deps(folder: Path) -> Deps:
     if pyproject.is_file():
         try:
             data = tomllib.loads(read(pyproject))
-        except tomllib.TOMLDecodeError:
+        except (tomllib.TOMLDecodeError, RecursionError):
             data = {}
         project = data.get("project")
         if isinstance(project, dict):
@@ -121,7 +121,7 @@ def read_deps(folder: Path) -> Deps:
         files.append("Pipfile")
         try:
             packages = tomllib.loads(read(folder / "Pipfile")).get("packages", {})
-        except tomllib.TOMLDecodeError:
+        except (tomllib.TOMLDecodeError, RecursionError):
             packages = {}
         reqs += [Requirement(norm(n)) for n in packages] if isinstance(packages, dict) else []
     return Deps(tuple(reqs), tuple(files), name, installable, requires_python)

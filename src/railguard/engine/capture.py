@@ -218,7 +218,7 @@ def identity(ws: Workspace, source: PlanSource) -> tuple[str | None, dict[str, s
     # The names only, read from the TOML the plan was validated from: no second full parse of the spec.
     try:
         data = tomllib.loads(text)
-    except tomllib.TOMLDecodeError:
+    except (tomllib.TOMLDecodeError, RecursionError):
         return None, {}
     app: dict[str, object] = data["app"] if isinstance(data.get("app"), dict) else {}
     envs: dict[str, object] = data["environments"] if isinstance(data.get("environments"), dict) else {}

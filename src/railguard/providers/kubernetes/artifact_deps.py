@@ -51,7 +51,7 @@ def wanted(src: Path) -> list[str]:
     if pyproject.is_file():
         try:
             project = tomllib.loads(pyproject.read_text(encoding="utf-8")).get("project")
-        except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError):
+        except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError, RecursionError):  # nested past the parser
             project = None
         if isinstance(project, dict) and project.get("dependencies"):
             args += ["-r", str(pyproject)]
@@ -75,7 +75,7 @@ def check_requirements(src: Path, service: str) -> list[Path]:
     if pyproject.is_file():
         try:
             project = tomllib.loads(pyproject.read_text(encoding="utf-8")).get("project")
-        except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError):
+        except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError, RecursionError):  # nested past the parser
             project = None
         deps = project.get("dependencies") if isinstance(project, dict) else None
         lines += [str(d).strip() for d in deps] if isinstance(deps, list) else []

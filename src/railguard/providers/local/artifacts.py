@@ -318,7 +318,7 @@ def _project_name(src: Path) -> str | None:
 
     try:
         data = tomllib.loads((src / "pyproject.toml").read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, ValueError):
+    except (OSError, UnicodeDecodeError, ValueError, RecursionError):
         return None
     for table in (data.get("project"), (data.get("tool") or {}).get("poetry")):
         if isinstance(table, dict) and isinstance(table.get("name"), str) and table["name"].strip():

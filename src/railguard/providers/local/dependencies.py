@@ -60,7 +60,7 @@ class Dependencies:
 def _declares_project(pyproject: Path) -> bool:
     try:
         return isinstance(tomllib.loads(pyproject.read_text(encoding="utf-8")).get("project"), dict)
-    except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError):
+    except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError, RecursionError):  # nested past the parser
         return False
 
 
@@ -220,7 +220,7 @@ def check_python(src: Path, deps: Dependencies) -> None:
         return
     try:
         project = tomllib.loads((src / "pyproject.toml").read_text(encoding="utf-8")).get("project", {})
-    except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError):
+    except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError, RecursionError):  # nested past the parser
         return
     requires = project.get("requires-python") if isinstance(project, dict) else None
     if (python := python_excluded(requires)) is not None:
@@ -292,7 +292,7 @@ def key(src: Path, deps: Dependencies, source_digest: str, uv_env: dict[str, str
     if (src / "pyproject.toml").is_file():
         try:
             tool = tomllib.loads((src / "pyproject.toml").read_text(encoding="utf-8")).get("tool", {})
-        except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError):
+        except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError, RecursionError):  # nested past the parser
             tool = {}
         if isinstance(tool, dict) and tool.get("uv"):
             uv_config = [uv_config, tool["uv"]]
