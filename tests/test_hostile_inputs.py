@@ -9,9 +9,11 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import socket
 import subprocess
 import sys
+import tempfile
 import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -28,6 +30,7 @@ from railguard.model.diagnostics import RailguardError
 from railguard.model.specfile import MAX_SPEC_BYTES, parse_spec
 from railguard.providers.local import dependencies
 from railguard.sources.listing import TooLarge, list_source
+from railguard.sources.snapshot import git_state
 
 
 @pytest.fixture
@@ -249,3 +252,31 @@ def test_a_pyproject_nested_past_the_parser_is_no_project_not_a_crash(tmp_path: 
                           text=True, timeout=60)
     assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
     assert json.loads(done.stdout)["framework"] == "flask"
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="only root has an authority to drop")
+def test_git_in_the_apps_repository_runs_as_its_owner_not_as_root(request: pytest.FixtureRequest) -> None:
+    # .git/config is the app's: core.fsmonitor makes `git status` run a command, which ran as root when root owned
+    # the folder and others could write it; a repository another user owns, git refused from root altogether.
+    repo, out = Path(tempfile.mkdtemp(dir="/tmp")), Path(tempfile.mkdtemp(dir="/tmp"))
+    request.addfinalizer(lambda: [shutil.rmtree(p, ignore_errors=True) for p in (repo, out)])
+    repo.chmod(0o755)
+    out.chmod(0o777)
+    git = ["git", "-C", str(repo), "-c", "user.email=a@b", "-c", "user.name=a"]
+    subprocess.run([*git, "init", "-q"], check=True)
+    (repo / "a").write_text("x\n")
+    subprocess.run([*git, "add", "a"], check=True)
+    subprocess.run([*git, "commit", "-q", "-m", "x"], check=True)
+    subprocess.run([*git, "config", "core.fsmonitor", f"sh -c 'id -u >> {out}/who; exit 0'"], check=True)
+    for folder, _, files in os.walk(repo):
+        for name in [folder, *(os.path.join(folder, f) for f in files)]:
+            os.lchown(name, 65534, 65534)
+    commit, _ = git_state(repo)
+    assert commit is not None  # git ran, as the repository's owner (from root it refused a foreign repository)
+    assert set((out / "who").read_text().split()) == {"65534"}  # the app's hook, with the app owner's authority
+    for folder, _, files in os.walk(repo):  # root's folder, but others may write it: nobody runs git there
+        for name in [folder, *(os.path.join(folder, f) for f in files)]:
+            os.lchown(name, 0, 0)
+    repo.chmod(0o777)
+    git_state(repo)
+    assert "0" not in (out / "who").read_text().split()

@@ -23,12 +23,12 @@ import pytest
 from railguard.daemon.alerts import Deliverer
 from railguard.daemon.metrics import KEEP_S, Counts, RequestMetrics
 from railguard.daemon.verification import Watch, judge
-from railguard.engine import asuser
 from railguard.model.api import Evidence, IncidentKind, IncidentState
 from railguard.model.diagnostics import RailguardError
 from railguard.model.spec import Alerts, Thresholds
 from railguard.model.specfile import parse_spec
 from railguard.providers.local.accesslog import AccessReader
+from railguard.sources import asuser
 from railguard.state import incidents
 from railguard.state.store import Store
 

@@ -19,9 +19,10 @@ from typing import Any
 import psutil
 import pytest
 
-from railguard.engine import asuser, specmemo, tomlchild
+from railguard.engine import specmemo, tomlchild
 from railguard.model.counters import COUNTS
 from railguard.model.specfile import parse_spec
+from railguard.sources import asuser
 
 ROOT = Path(__file__).parent.parent
 CASES: dict[str, str] = json.loads((ROOT / "tests" / "golden" / "toml" / "tricky.json").read_text(encoding="utf-8"))

@@ -27,10 +27,10 @@ from pathlib import Path
 
 import httpx
 
-from railguard.engine import asuser
 from railguard.model.api import AlertDelivery, Incident
 from railguard.model.spec import Alerts
 from railguard.secrets.keys import key_dir, state_id
+from railguard.sources import asuser
 from railguard.state import incidents
 from railguard.state.store import Store, now
 
@@ -165,7 +165,7 @@ class Deliverer:
     @staticmethod
     def _run_command(argv: list[str], body: bytes, who: asuser.Identity) -> None:
         env = {k: v for k, v in os.environ.items() if k in ("PATH", "HOME", "LANG", "TZ")}
-        if os.geteuid() == 0:  # as root: the spec's owner (or nobody), never root (engine/asuser.py)
+        if os.geteuid() == 0:  # as root: the spec's owner (or nobody), never root (sources/asuser.py)
             argv, env["HOME"] = asuser.argv_as(who, argv), who.home
         done = subprocess.run(argv, input=body, capture_output=True, timeout=TIMEOUT_S * 2, env=env, check=False,
                               start_new_session=True, cwd="/")

@@ -33,7 +33,6 @@ from railguard.daemon.incidents import Incidents, after_rollback, alert_only
 from railguard.daemon.metrics import RING_S, Counts, RequestMetrics
 from railguard.daemon.verification import Verdict, Watch, judge
 from railguard.daemon.watchers import Watchers
-from railguard.engine import asuser
 from railguard.engine.workspace import Workspace
 from railguard.model.api import Evidence, IncidentKind, IncidentState, OperationStatus
 from railguard.model.diagnostics import RailguardError
@@ -42,6 +41,7 @@ from railguard.model.principals import Principal, Role
 from railguard.model.spec import Alerts, Spec
 from railguard.model.verifychecks import effective_verify_ms
 from railguard.providers.base import DescribeRequest, LogsRequest, ServiceUnit, TrafficRequest
+from railguard.sources import asuser
 from railguard.state import incidents as incident_store
 from railguard.state import requestmetrics
 
@@ -109,7 +109,7 @@ class Observer:
 
     def alert_command_user(self) -> asuser.Identity:
         """Who a root daemon runs the ``[alerts]`` command as: the owner of the served spec's folder (whose hook it
-        is; :func:`railguard.engine.asuser.owner_of`), ``nobody`` when there is no served spec."""
+        is; :func:`railguard.sources.asuser.owner_of`), ``nobody`` when there is no served spec."""
         path = housekeeping.served_spec(self.daemon.store())
         return asuser.owner_of(Path(path).parent) if path is not None else asuser.nobody()
 

@@ -40,8 +40,8 @@ import tomllib
 from pathlib import Path
 from typing import Any
 
-from railguard.engine import asuser
 from railguard.model import counters
+from railguard.sources import asuser
 
 # Characters (~2,300 services of bench/plan_scale.py): below, the child's start (interpreter + toml_rs, ~40 ms of
 # CPU) leaves too little of a gain (bench/toml_child.py: at 1,000 services ~60 ms either way, at 3,000 ~130 vs ~210).
@@ -206,7 +206,7 @@ def _kill(child: subprocess.Popen[bytes]) -> None:
 
 def child_argv(where: str) -> list[str]:
     """The child's command line. As root, the child parses a text an agent wrote with no authority of its own:
-    util-linux ``setpriv`` runs it as ``nobody`` with no groups and no new privileges (:mod:`railguard.engine.asuser`;
+    util-linux ``setpriv`` runs it as ``nobody`` with no groups and no new privileges (:mod:`railguard.sources.asuser`;
     a setuid program it could exec gives it none). Without ``setpriv`` a root caller does not start the child at
     all (tomllib parses in process, as for a text the pre-check refuses); an interpreter ``nobody`` cannot run (a
     virtualenv in a private folder) fails to start, and tomllib parses too."""

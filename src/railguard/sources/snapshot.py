@@ -29,6 +29,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from railguard.model import counters
+from railguard.sources import asuser
 from railguard.sources.listing import (
     ALWAYS_IGNORED,
     DEFAULT_RULES,
@@ -119,8 +120,14 @@ def digest_files(root: Path, files: list[str]) -> str:
 
 
 def _git(root: Path, *args: str) -> str | None:
+    # The repository is the app's: its .git/config can make `git status` run commands (core.fsmonitor, a clean
+    # filter). As root, git runs as the source folder's owner (sources/asuser.py), never with root's authority for
+    # a folder others may write (git itself refuses a repository another user owns from root: "dubious ownership").
+    who = asuser.owner_of(root)
+    env = {**os.environ, "HOME": who.home} if os.geteuid() == 0 else None
     try:
-        done = subprocess.run(["git", *args], cwd=root, capture_output=True, text=True, timeout=10, check=False)
+        done = subprocess.run(asuser.argv_as(who, ["git", *args]), cwd=root, capture_output=True, text=True,
+                              timeout=10, check=False, env=env)
     except (OSError, subprocess.SubprocessError):
         return None
     return done.stdout.strip() if done.returncode == 0 else None

@@ -1,12 +1,13 @@
 """Running a command an agent could name without root's authority: whose identity, and the ``setpriv`` line.
 
-Why it exists: a root daemon runs two kinds of command whose words come from text an agent writes: the TOML
-child that parses a large spec (:mod:`railguard.engine.tomlchild`) and the ``[alerts]`` command of the served
-spec (:mod:`railguard.daemon.alerts`). Run as root, the second was root's authority for whoever edits the spec.
-Here both get util-linux ``setpriv``'s line for another user with no new privileges (a setuid program the
-command execs gains nothing): the TOML child ``nobody``, the alert command the owner of the spec's folder (only a
-folder only root writes keeps root's authority: root wrote it). Without ``setpriv`` a root caller gets
-:class:`NoSetpriv` and runs nothing.
+Why it exists: a root daemon runs commands whose words, or whose configuration, come from files an agent writes:
+the TOML child that parses a large spec (:mod:`railguard.engine.tomlchild`), the ``[alerts]`` command of the
+served spec (:mod:`railguard.daemon.alerts`), and ``git`` in the app's repository, whose ``.git/config`` can name
+commands (:mod:`railguard.sources.snapshot`). Run as root, the alert command was root's authority for whoever
+edits the spec. Here each gets util-linux ``setpriv``'s line for another user with no new privileges (a setuid
+program the command execs gains nothing): the TOML child ``nobody``, the others the owner of the folder the file
+is in (only a folder only root writes keeps root's authority: root wrote it). Without ``setpriv`` a root caller
+gets :class:`NoSetpriv` and runs nothing. It sits with the app's sources because that is what it guards against.
 """
 
 from __future__ import annotations
