@@ -165,8 +165,7 @@ class Deliverer:
     @staticmethod
     def _run_command(argv: list[str], body: bytes, who: asuser.Identity) -> None:
         env = {k: v for k, v in os.environ.items() if k in ("PATH", "HOME", "LANG", "TZ")}
-        if os.geteuid() == 0:  # as root: the spec's owner (or nobody), never root (sources/asuser.py)
-            argv, env["HOME"] = asuser.argv_as(who, argv), who.home
+        argv, env = asuser.command_as(who, argv, env)  # as root: the spec's owner (or nobody), never root
         done = subprocess.run(argv, input=body, capture_output=True, timeout=TIMEOUT_S * 2, env=env, check=False,
                               start_new_session=True, cwd="/")
         if done.returncode != 0:

@@ -17,8 +17,7 @@ import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from railguard.engine.appscan import MAX_BYTES, WSGI_FRAMEWORKS, Deps, Prefix, PyFile, read, read_deps, scan
-from railguard.sources.readfile import read_regular, text_mode
+from railguard.engine.appscan import WSGI_FRAMEWORKS, Deps, Prefix, PyFile, read, read_deps, scan
 
 PREFERRED_FILES = ("wsgi", "asgi", "app", "main", "application", "server", "api", "run", "hello")
 HEALTH_PATH = re.compile(r"^/(healthz?|health-?check|up|ping|livez|readyz|_health)/?$")
@@ -144,8 +143,8 @@ def unpackaged(folder: Path) -> str | None:
     import tomllib
 
     try:
-        data = tomllib.loads(text_mode(read_regular(folder / "pyproject.toml", MAX_BYTES), errors="replace"))
-    except (OSError, tomllib.TOMLDecodeError, RecursionError):
+        data = tomllib.loads(read(folder / "pyproject.toml"))  # "" when missing or not a regular file: no project
+    except (tomllib.TOMLDecodeError, RecursionError):
         return None
     project, tool, system = data.get("project"), data.get("tool"), data.get("build-system")
     backend = system.get("build-backend") if isinstance(system, dict) else None

@@ -116,8 +116,7 @@ class Facts:
                 "Fix app.source in the spec (it is relative to the spec file), then run `railguard validate`.",
                 address="app.source",
             ))
-        owner, spec_owner = source_root.stat().st_uid, self.ws.root.stat().st_uid
-        if os.geteuid() == 0 and owner != spec_owner:
+        if os.geteuid() == 0 and (owner := source_root.stat().st_uid) != (spec_owner := self.ws.root.stat().st_uid):
             # Root reads every file: a spec an agent wrote could point the snapshot at a folder only root may
             # read, and the release it becomes is readable by the app's own user.
             raise RailguardError(error(

@@ -63,3 +63,10 @@ def argv_as(who: Identity, argv: list[str]) -> list[str]:
         raise NoSetpriv("no setpriv to run the command without root's authority")
     groups = "--init-groups" if who.own_groups else "--clear-groups"
     return [setpriv, f"--reuid={who.uid}", f"--regid={who.gid}", groups, "--no-new-privs", *argv]
+
+
+def command_as(who: Identity, argv: list[str], env: dict[str, str]) -> tuple[list[str], dict[str, str]]:
+    """``argv`` and ``env`` for running as ``who`` (:func:`argv_as`), ``HOME`` made theirs when the authority is
+    dropped (root's home is not theirs to read)."""
+    wrapped = argv_as(who, argv)
+    return wrapped, ({**env, "HOME": who.home} if wrapped is not argv else env)

@@ -123,11 +123,9 @@ def _git(root: Path, *args: str) -> str | None:
     # The repository is the app's: its .git/config can make `git status` run commands (core.fsmonitor, a clean
     # filter). As root, git runs as the source folder's owner (sources/asuser.py), never with root's authority for
     # a folder others may write (git itself refuses a repository another user owns from root: "dubious ownership").
-    who = asuser.owner_of(root)
-    env = {**os.environ, "HOME": who.home} if os.geteuid() == 0 else None
     try:
-        done = subprocess.run(asuser.argv_as(who, ["git", *args]), cwd=root, capture_output=True, text=True,
-                              timeout=10, check=False, env=env)
+        argv, env = asuser.command_as(asuser.owner_of(root), ["git", *args], dict(os.environ))
+        done = subprocess.run(argv, cwd=root, capture_output=True, text=True, timeout=10, check=False, env=env)
     except (OSError, subprocess.SubprocessError):
         return None
     return done.stdout.strip() if done.returncode == 0 else None
