@@ -280,3 +280,17 @@ def test_git_in_the_apps_repository_runs_as_its_owner_not_as_root(request: pytes
     repo.chmod(0o777)
     git_state(repo)
     assert "0" not in (out / "who").read_text().split()
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="only root writes files another user then owns")
+def test_init_as_root_leaves_the_spec_to_the_folders_owner(tmp_path: Path) -> None:
+    # Root reads a spec only from its folder's owner: a root-owned one written by init would be refused next.
+    tmp_path.chmod(0o755)
+    (tmp_path / "app.py").write_text("from flask import Flask\napp = Flask(__name__)\n")
+    os.chown(tmp_path, 65534, 65534)
+    done = subprocess.run([sys.executable, "-m", "railguard", "init", "--json"], cwd=tmp_path, capture_output=True,
+                          text=True, timeout=60)
+    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
+    assert (tmp_path / "railguard.toml").stat().st_uid == 65534
+    spec, found = Workspace(tmp_path / "railguard.toml", tmp_path / ".railguard").load()
+    assert spec is not None, found

@@ -9,6 +9,7 @@ is valid as written, so ``railguard validate`` passes right after ``init``. Call
 from __future__ import annotations
 
 import json
+import os
 import socket
 import textwrap
 from collections.abc import Callable
@@ -202,4 +203,8 @@ def write_starter(folder: Path, force: bool = False, ports: list[int] | None = N
             address=str(folder),
         ))
     target.write_text(render(found, ports or free_ports()), encoding="utf-8")
+    if os.geteuid() == 0 and (owner := folder.stat()).st_uid != 0:
+        # The folder's owner's spec, as every file of the app: root reads a spec only from the folder's owner
+        # (sources/readfile.py), so one left root's would be refused by the next `railguard validate`.
+        os.chown(target, owner.st_uid, owner.st_gid)
     return target, found
